@@ -1,0 +1,622 @@
+"""The one op table: every augmentation operation, its magnitude range and its implementations.
+
+Each op maps a level in [0, 1] linearly into an argument between ``low`` and ``high``; a higher level
+is always stronger and level 0 is the identity for every op that has a magnitude. ``signed`` ops flip
+the argument's sign with probability 1/2 (a shear to the left or to the right, a brighter or a darker
+image). Each op has two implementations that mean the same thing:
+
+* ``pil(img, arg, draw, ctx)`` on a PIL image - the reference, equal to torchvision's functional result
+  for the same argument wherever torchvision has the operation;
+* ``tensor(x, arg, draw, ctx)`` on a float32 batch ``[n, C, H, W]`` holding values on the 0..255 scale,
+  with one argument per sample. When ``ctx.exact`` is set (the batch came from uint8) the result is
+  rounded the way PIL rounds, so pixel-wise ops agree bit for bit with the PIL path.
+
+Ops that need more randomness than a sign (Cutout's position, a noise field, SamplePairing's partner)
+declare ``sample``: it draws those values per sample, before anything is applied, so a draw can be
+replayed on either path. Adding an op is one ``OpSpec`` entry in ``OPS``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+import torchvision.transforms.functional as TF
+from PIL import Image, ImageFilter, ImageOps
+from PIL.ImageEnhance import Brightness, Color, Contrast, Sharpness
+from torchvision.transforms import InterpolationMode
+
+Draw = Mapping[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class PilContext:
+    """What a PIL op needs besides its argument: the fill colour and SamplePairing's image pool."""
+
+    fill: tuple[int, ...] = (0,)
+    pool: Sequence[Image.Image] = ()
+
+
+@dataclass(frozen=True)
+class TensorContext:
+    """What a batched op needs: rounding mode, fill colour and the batch SamplePairing draws from."""
+
+    exact: bool
+    fill: torch.Tensor  # [C] on the 0..255 scale
+    source: torch.Tensor | None = None  # the untouched batch, [B, C, H, W]
+
+
+PilFn = Callable[[Image.Image, float, Draw, PilContext], Image.Image]
+TensorFn = Callable[[torch.Tensor, torch.Tensor, Draw, TensorContext], torch.Tensor]
+SampleFn = Callable[[int, tuple[int, int, int], torch.Generator | None, torch.device], dict]
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One augmentation operation: the level-to-argument map and its two implementations."""
+
+    name: str
+    low: float
+    high: float
+    signed: bool
+    pil: PilFn
+    tensor: TensorFn
+    sample: SampleFn | None = None
+    exact: bool = True  # the uint8 batch path equals the PIL path bit for bit
+    description: str = field(default="", compare=False)
+
+    @property
+    def has_magnitude(self) -> bool:
+        return self.low != self.high
+
+    def argument(self, level: float) -> float:
+        """The unsigned argument for a level in [0, 1]."""
+        return self.low + level * (self.high - self.low)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Shared helpers
+# ---------------------------------------------------------------------------------------------------
+
+
+def _col(arg: torch.Tensor) -> torch.Tensor:
+    """Per-sample argument [n] as [n, 1, 1, 1] for broadcasting over an image batch."""
+    return arg.view(-1, 1, 1, 1)
+
+
+def _blend(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor, exact: bool) -> torch.Tensor:
+    """PIL's Image.blend(degenerate, x, factor): in float32, clipped, truncated to uint8 when exact."""
+    out = degenerate + _col(factor).to(x.dtype) * (x - degenerate)
+    out = out.clamp(0.0, 255.0)
+    return out.trunc() if exact else out
+
+
+def _grey(x: torch.Tensor, exact: bool) -> torch.Tensor:
+    """Luma as PIL's convert('L') computes it (ITU-R 601-2), [n, 1, H, W]; grey input passes through."""
+    if x.shape[1] == 1:
+        return x
+    if exact:
+        r, g, b = x.to(torch.int32).unbind(1)
+        return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(x.dtype).unsqueeze(1)
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
+    return (x * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
+def _apply_lut(x: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
+    """Map integer-valued x [n, C, H, W] through per-sample, per-channel tables lut [n, C, 256]."""
+    n, c, h, w = x.shape
+    flat = x.reshape(n, c, h * w).to(torch.int64)
+    return lut.to(x.dtype).gather(2, flat).reshape(n, c, h, w)
+
+
+def _histogram(x: torch.Tensor) -> torch.Tensor:
+    """256-bin histogram per sample and channel of integer-valued x, [n, C, 256]."""
+    n, c, h, w = x.shape
+    flat = x.reshape(n, c, h * w).to(torch.int64).clamp(0, 255)
+    hist = torch.zeros(n, c, 256, dtype=torch.int64, device=x.device)
+    return hist.scatter_add_(2, flat, torch.ones_like(flat))
+
+
+def _quantised(x: torch.Tensor) -> torch.Tensor:
+    """Integer levels 0..255 for ops defined on a histogram (float input is rounded to its level)."""
+    return x.round().clamp(0, 255)
+
+
+def _fill_pil(img: Image.Image, fill: tuple[int, ...]) -> int | tuple[int, ...]:
+    bands = len(img.getbands())
+    if len(fill) == 1:
+        return fill[0] if bands == 1 else tuple(fill) * bands
+    return fill if bands > 1 else fill[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Geometric ops: one nearest-neighbour affine warp shared by all of them.
+# ---------------------------------------------------------------------------------------------------
+
+
+def _warp(x: torch.Tensor, matrix: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour affine warp that reproduces PIL's Image.transform(AFFINE, NEAREST) exactly.
+
+    ``matrix`` [n, 6] (float64) maps an output pixel centre (x + 0.5, y + 0.5) to input coordinates,
+    as PIL's transform data does. Pixels mapped outside the image take ``fill``. Like PIL, a pure
+    scale/translate matrix steps through positions in double precision and any other matrix uses 16.16
+    fixed point, so both paths pick the same source pixel as PIL. A gather on integer indices is also
+    much cheaper than grid_sample on large images.
+    """
+    n, c, h, w = x.shape
+    m = matrix.to(device=x.device, dtype=torch.float64)
+    if bool(((m[:, 1] == 0) & (m[:, 3] == 0)).all()):
+        xin = _coord(_accumulate(m[:, 2] + m[:, 0] * 0.5, m[:, 0], w)).view(n, 1, w)
+        yin = _coord(_accumulate(m[:, 5] + m[:, 4] * 0.5, m[:, 4], h)).view(n, h, 1)
+    else:
+        fixed = torch.floor(m * 65536.0 + 0.5).to(torch.int64)
+        start_x = torch.floor((m[:, 2] + m[:, 0] * 0.5 + m[:, 1] * 0.5) * 65536.0 + 0.5).to(torch.int64)
+        start_y = torch.floor((m[:, 5] + m[:, 3] * 0.5 + m[:, 4] * 0.5) * 65536.0 + 0.5).to(torch.int64)
+        cols = torch.arange(w, device=x.device).view(1, 1, w)
+        rows = torch.arange(h, device=x.device).view(1, h, 1)
+        xin = (start_x.view(n, 1, 1) + rows * fixed[:, 1].view(n, 1, 1) + cols * fixed[:, 0].view(n, 1, 1)) >> 16
+        yin = (start_y.view(n, 1, 1) + rows * fixed[:, 4].view(n, 1, 1) + cols * fixed[:, 3].view(n, 1, 1)) >> 16
+    inside = (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
+    index = torch.where(inside, yin * w + xin, h * w).view(n, 1, h * w)
+    padded = torch.cat([x.reshape(n, c, h * w), fill.to(x.dtype).view(1, c, 1).expand(n, c, 1)], dim=2)
+    return padded.gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
+
+
+def _accumulate(start: torch.Tensor, step: torch.Tensor, length: int) -> torch.Tensor:
+    """start, start + step, (start + step) + step, ... summed one step at a time in float64, [n, length]."""
+    terms = torch.cat([start.view(-1, 1), step.view(-1, 1).expand(-1, length - 1)], dim=1)
+    return torch.cumsum(terms, dim=1)
+
+
+def _coord(v: torch.Tensor) -> torch.Tensor:
+    """PIL's COORD: truncation for non-negative positions, -1 (outside) for negative ones."""
+    return torch.where(v < 0, -1, v.to(torch.int64))
+
+
+def _affine_rows(a, b, c, d, e, f) -> torch.Tensor:
+    return torch.stack([a, b, c, d, e, f], dim=1)
+
+
+def _shear_x_pil(img, arg, draw, ctx):
+    return TF.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=[math.degrees(math.atan(arg)), 0.0],
+                     interpolation=InterpolationMode.NEAREST, fill=list(ctx.fill), center=[0, 0])
+
+
+def _shear_x(x, arg, draw, ctx):
+    one, zero = torch.ones_like(arg), torch.zeros_like(arg)
+    return _warp(x, _affine_rows(one, arg, zero, zero, one, zero), ctx.fill)
+
+
+def _shear_y_pil(img, arg, draw, ctx):
+    return TF.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=[0.0, math.degrees(math.atan(arg))],
+                     interpolation=InterpolationMode.NEAREST, fill=list(ctx.fill), center=[0, 0])
+
+
+def _shear_y(x, arg, draw, ctx):
+    one, zero = torch.ones_like(arg), torch.zeros_like(arg)
+    return _warp(x, _affine_rows(one, zero, zero, arg, one, zero), ctx.fill)
+
+
+def _translate_pixels(arg: float, size: int) -> int:
+    # Truncation toward zero, as torchvision's AutoAugment does with int(magnitude).
+    return int(arg * size)
+
+
+def _translate_x_pil(img, arg, draw, ctx):
+    return TF.affine(img, angle=0.0, translate=[_translate_pixels(arg, img.width), 0], scale=1.0,
+                     shear=[0.0, 0.0], interpolation=InterpolationMode.NEAREST, fill=list(ctx.fill))
+
+
+def _translate_x(x, arg, draw, ctx):
+    one, zero = torch.ones_like(arg), torch.zeros_like(arg)
+    shift = (arg * x.shape[3]).trunc()
+    return _warp(x, _affine_rows(one, zero, -shift, zero, one, zero), ctx.fill)
+
+
+def _translate_y_pil(img, arg, draw, ctx):
+    return TF.affine(img, angle=0.0, translate=[0, _translate_pixels(arg, img.height)], scale=1.0,
+                     shear=[0.0, 0.0], interpolation=InterpolationMode.NEAREST, fill=list(ctx.fill))
+
+
+def _translate_y(x, arg, draw, ctx):
+    one, zero = torch.ones_like(arg), torch.zeros_like(arg)
+    shift = (arg * x.shape[2]).trunc()
+    return _warp(x, _affine_rows(one, zero, zero, zero, one, -shift), ctx.fill)
+
+
+def _rotate_pil(img, arg, draw, ctx):
+    return TF.rotate(img, arg, interpolation=InterpolationMode.NEAREST, fill=list(ctx.fill))
+
+
+def _rotate(x, arg, draw, ctx):
+    # PIL's Image.rotate: about the image centre (w/2, h/2), counter-clockwise for a positive angle.
+    h, w = x.shape[2], x.shape[3]
+    theta = -torch.deg2rad(arg.to(torch.float64))
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    cx, cy = w / 2.0, h / 2.0
+    c = cos * -cx + sin * -cy + cx
+    f = -sin * -cx + cos * -cy + cy
+    return _warp(x, _affine_rows(cos, sin, c, -sin, cos, f), ctx.fill)
+
+
+def _zoom_pil(img, arg, draw, ctx):
+    return TF.affine(img, angle=0.0, translate=[0, 0], scale=1.0 + arg, shear=[0.0, 0.0],
+                     interpolation=InterpolationMode.NEAREST, fill=list(ctx.fill))
+
+
+def _zoom(x, arg, draw, ctx):
+    h, w = x.shape[2], x.shape[3]
+    inv = 1.0 / (1.0 + arg.to(torch.float64))
+    zero = torch.zeros_like(inv)
+    cx, cy = w * 0.5, h * 0.5
+    return _warp(x, _affine_rows(inv, zero, cx - cx * inv, zero, inv, cy - cy * inv), ctx.fill)
+
+
+def _flip_lr_pil(img, arg, draw, ctx):
+    return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+
+
+def _flip_lr(x, arg, draw, ctx):
+    return x.flip(3)
+
+
+def _flip_ud_pil(img, arg, draw, ctx):
+    return img.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+
+
+def _flip_ud(x, arg, draw, ctx):
+    return x.flip(2)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Colour and pixel ops
+# ---------------------------------------------------------------------------------------------------
+
+
+def _identity_pil(img, arg, draw, ctx):
+    return img
+
+
+def _identity(x, arg, draw, ctx):
+    return x
+
+
+def _invert_pil(img, arg, draw, ctx):
+    return ImageOps.invert(img)
+
+
+def _invert(x, arg, draw, ctx):
+    return 255.0 - x
+
+
+def _solarize_pil(img, arg, draw, ctx):
+    return ImageOps.solarize(img, arg)
+
+
+def _solarize(x, arg, draw, ctx):
+    # Pixels at or above the threshold are inverted (threshold 256 leaves the image unchanged).
+    return torch.where(x >= _col(arg), 255.0 - x, x)
+
+
+def _posterize_bits(arg: float) -> int:
+    return int(round(arg))
+
+
+def _posterize_pil(img, arg, draw, ctx):
+    return ImageOps.posterize(img, _posterize_bits(arg))
+
+
+def _posterize(x, arg, draw, ctx):
+    step = torch.pow(2.0, 8.0 - _col(arg).round())
+    return torch.floor(x / step) * step
+
+
+def _autocontrast_pil(img, arg, draw, ctx):
+    return ImageOps.autocontrast(img)
+
+
+def _autocontrast(x, arg, draw, ctx):
+    flat = x.flatten(2)
+    lo, hi = flat.amin(2, keepdim=True), flat.amax(2, keepdim=True)  # [n, C, 1]
+    if not ctx.exact:
+        stretched = ((flat - lo) * (255.0 / (hi - lo).clamp_min(1e-6))).clamp(0, 255)
+        return torch.where(hi > lo, stretched, flat).view_as(x)
+    # PIL: lut[i] = int(i * scale + offset) in double precision, clipped; no change when hi <= lo.
+    lo, hi = lo.to(torch.float64), hi.to(torch.float64)
+    scale = 255.0 / (hi - lo).clamp_min(1.0)
+    ramp = torch.arange(256, dtype=torch.float64, device=x.device).view(1, 1, 256)
+    lut = (ramp * scale + (-lo * scale)).trunc().clamp(0, 255)
+    return _apply_lut(x, torch.where(hi > lo, lut, ramp.expand_as(lut)))
+
+
+def _equalize_pil(img, arg, draw, ctx):
+    return ImageOps.equalize(img)
+
+
+def _equalize(x, arg, draw, ctx):
+    levels = x if ctx.exact else _quantised(x)
+    hist = _histogram(levels)  # [n, C, 256]
+    ramp = torch.arange(256, device=x.device).view(1, 1, 256)
+    # PIL: step = (count - count of the last non-empty bin) // 256; lut[i] = (step // 2 + cum[i]) // step.
+    last = torch.where(hist > 0, ramp, torch.full_like(ramp, -1)).amax(2, keepdim=True).clamp_min(0)
+    step = (hist.sum(2, keepdim=True) - hist.gather(2, last)) // 256
+    cumulative = torch.cumsum(hist, 2) - hist
+    lut = (step // 2 + cumulative) // step.clamp_min(1)
+    lut = torch.where(step > 0, lut.clamp(0, 255), ramp.expand_as(lut))
+    out = _apply_lut(levels, lut)
+    return out
+
+
+def _enhance_factor(arg: float) -> float:
+    return 1.0 + arg
+
+
+def _brightness_pil(img, arg, draw, ctx):
+    return Brightness(img).enhance(_enhance_factor(arg))
+
+
+def _brightness(x, arg, draw, ctx):
+    return _blend(torch.zeros_like(x), x, 1.0 + arg, ctx.exact)
+
+
+def _color_pil(img, arg, draw, ctx):
+    return Color(img).enhance(_enhance_factor(arg))
+
+
+def _color(x, arg, draw, ctx):
+    if x.shape[1] == 1:
+        return x
+    return _blend(_grey(x, ctx.exact).expand_as(x), x, 1.0 + arg, ctx.exact)
+
+
+def _contrast_pil(img, arg, draw, ctx):
+    return Contrast(img).enhance(_enhance_factor(arg))
+
+
+def _contrast(x, arg, draw, ctx):
+    grey = _grey(x, ctx.exact)
+    mean = grey.flatten(1).to(torch.float64).mean(1)
+    mean = torch.floor(mean + 0.5) if ctx.exact else mean
+    return _blend(_col(mean.to(x.dtype)).expand_as(x), x, 1.0 + arg, ctx.exact)
+
+
+def _sharpness_pil(img, arg, draw, ctx):
+    return Sharpness(img).enhance(_enhance_factor(arg))
+
+
+def _smooth(x: torch.Tensor, exact: bool) -> torch.Tensor:
+    """PIL's ImageFilter.SMOOTH (3x3 kernel 1 1 1 / 1 5 1 / 1 1 1, sum 13); the border stays as it is."""
+    c = x.shape[1]
+    kernel = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]], dtype=x.dtype, device=x.device) / 13
+    out = nnf.conv2d(x, kernel.expand(c, 1, 3, 3), groups=c)
+    if exact:
+        out = torch.floor(out + 0.5).clamp(0, 255)
+    smoothed = x.clone()
+    smoothed[:, :, 1:-1, 1:-1] = out
+    return smoothed
+
+
+def _sharpness(x, arg, draw, ctx):
+    if x.shape[2] < 3 or x.shape[3] < 3:
+        return x
+    return _blend(_smooth(x, ctx.exact), x, 1.0 + arg, ctx.exact)
+
+
+def _gamma_value(arg: float) -> float:
+    return math.exp(arg)
+
+
+def _gamma_pil(img, arg, draw, ctx):
+    return TF.adjust_gamma(img, _gamma_value(arg))
+
+
+def _gamma(x, arg, draw, ctx):
+    gamma = torch.exp(arg.to(torch.float64)).view(-1, 1, 1)
+    if ctx.exact:
+        # torchvision's PIL path: lut[i] = int(255.999 * (i / 255) ** gamma), in double precision.
+        ramp = torch.arange(256, dtype=torch.float64, device=x.device).view(1, 1, 256) / 255.0
+        lut = (255.999 * ramp.pow(gamma)).trunc().expand(-1, x.shape[1], -1)
+        return _apply_lut(x, lut)
+    return 255.0 * (x / 255.0).pow(_col(gamma.view(-1).to(x.dtype)))
+
+
+def _blur_pil(img, arg, draw, ctx):
+    return img.filter(ImageFilter.BoxBlur(arg)) if arg > 0 else img
+
+
+def _blur(x, arg, draw, ctx):
+    """Mean filter of radius ``arg`` (fractional radii weight the outermost taps), edges extended."""
+    out = torch.empty_like(x)
+    for radius in torch.unique(arg).tolist():  # a handful of distinct radii per batch
+        rows = (arg == radius).nonzero().view(-1)
+        out[rows] = _box_blur(x[rows], radius, ctx.exact)
+    return out
+
+
+def _box_blur(x: torch.Tensor, radius: float, exact: bool) -> torch.Tensor:
+    if radius <= 0:
+        return x
+    whole = int(math.floor(radius))
+    taps = torch.ones(2 * whole + 3, dtype=x.dtype, device=x.device)
+    edge = radius - whole
+    taps[0] = taps[-1] = edge
+    taps /= 2 * radius + 1
+    pad = whole + 1
+    c = x.shape[1]
+    y = nnf.pad(x, (pad, pad, 0, 0), mode="replicate")
+    y = nnf.conv2d(y, taps.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    if exact:
+        y = torch.floor(y + 0.5)
+    y = nnf.pad(y, (0, 0, pad, pad), mode="replicate")
+    y = nnf.conv2d(y, taps.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return torch.floor(y + 0.5).clamp(0, 255) if exact else y.clamp(0, 255)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Ops with their own randomness: values are drawn per sample by ``sample`` and then applied.
+# ---------------------------------------------------------------------------------------------------
+
+
+def _uniform(n: int, shape: tuple[int, ...], generator, device) -> torch.Tensor:
+    return torch.rand((n, *shape), generator=generator, device=device)
+
+
+def _sample_centre(n, chw, generator, device):
+    return {"centre": _uniform(n, (2,), generator, device)}  # (y, x) as fractions of the size
+
+
+def _cutout_box(h: int, w: int, side: int, centre_y: float, centre_x: float) -> tuple[int, int, int, int]:
+    cy, cx = min(int(centre_y * h), h - 1), min(int(centre_x * w), w - 1)
+    y0, x0 = max(0, cy - side // 2), max(0, cx - side // 2)
+    return y0, x0, min(h, y0 + side), min(w, x0 + side)
+
+
+def _cutout_side(arg: float, h: int, w: int) -> int:
+    return int(round(arg * min(h, w)))
+
+
+def cutout_pil(img: Image.Image, side: int, centre: tuple[float, float], fill: tuple[int, ...]) -> Image.Image:
+    """Fill a ``side`` x ``side`` square centred at ``centre`` (fractions of the size), clipped at the border."""
+    if side <= 0:
+        return img
+    y0, x0, y1, x1 = _cutout_box(img.height, img.width, side, *centre)
+    out = img.copy()
+    out.paste(_fill_pil(img, fill), (x0, y0, x1, y1))
+    return out
+
+
+def cutout_tensor(x: torch.Tensor, side: torch.Tensor, centre: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """Batched Cutout: per-sample side [n] (pixels) and centre [n, 2] (fractions); no loop over samples."""
+    n, c, h, w = x.shape
+    cy = (centre[:, 0] * h).floor().clamp(max=h - 1)
+    cx = (centre[:, 1] * w).floor().clamp(max=w - 1)
+    half = torch.div(side, 2, rounding_mode="floor")
+    y0, x0 = (cy - half).clamp_min(0), (cx - half).clamp_min(0)
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    inside = ((rows >= y0.view(n, 1, 1)) & (rows < (y0 + side).view(n, 1, 1))
+              & (cols >= x0.view(n, 1, 1)) & (cols < (x0 + side).view(n, 1, 1)))
+    return torch.where(inside.unsqueeze(1), fill.to(x.dtype).view(1, c, 1, 1), x)
+
+
+def _cutout_pil(img, arg, draw, ctx):
+    centre = draw["centre"][0].tolist()
+    return cutout_pil(img, _cutout_side(arg, img.height, img.width), (centre[0], centre[1]), ctx.fill)
+
+
+def _cutout(x, arg, draw, ctx):
+    side = (arg * min(x.shape[2], x.shape[3])).round()
+    return cutout_tensor(x, side, draw["centre"], ctx.fill)
+
+
+def _sample_noise(n, chw, generator, device):
+    return {"noise": torch.randn((n, *chw), generator=generator, device=device)}
+
+
+def _gaussian_noise_pil(img, arg, draw, ctx):
+    pixels = np.asarray(img, dtype=np.float32)
+    noise = draw["noise"][0].numpy()  # [C, H, W]
+    noise = noise[0] if pixels.ndim == 2 else noise.transpose(1, 2, 0)
+    out = np.clip(pixels + (np.float32(arg) * np.float32(255.0)) * noise, 0, 255)
+    return Image.fromarray(np.floor(out + 0.5).astype(np.uint8), mode=img.mode)
+
+
+def _gaussian_noise(x, arg, draw, ctx):
+    scale = _col(arg.to(x.dtype) * 255.0)
+    out = (x + scale * draw["noise"].to(x.dtype)).clamp(0, 255)
+    return torch.floor(out + 0.5) if ctx.exact else out
+
+
+def _sample_impulse(n, chw, generator, device):
+    return {"u": _uniform(n, chw[1:], generator, device)}  # one draw per pixel, shared by the channels
+
+
+def _impulse_noise_pil(img, arg, draw, ctx):
+    u = draw["u"][0].numpy()
+    pixels = np.array(img)
+    a = np.float32(arg)
+    mask_pepper, mask_salt = u < a / np.float32(2), (u >= a / np.float32(2)) & (u < a)
+    pixels[mask_pepper] = 0
+    pixels[mask_salt] = 255
+    return Image.fromarray(pixels, mode=img.mode)
+
+
+def _impulse_noise(x, arg, draw, ctx):
+    u = draw["u"].unsqueeze(1).to(x.dtype)
+    a = _col(arg).to(x.dtype)
+    out = torch.where(u < a / 2, torch.zeros_like(x), x)
+    return torch.where((u >= a / 2) & (u < a), torch.full_like(x, 255.0), out)
+
+
+def _sample_partner(n, chw, generator, device):
+    return {"u": _uniform(n, (), generator, device)}
+
+
+def _sample_pairing_pil(img, arg, draw, ctx):
+    if not ctx.pool:
+        raise ValueError("SamplePairing needs an image pool: PolicyTransform(policy, pool=[...images])")
+    partner = ctx.pool[min(int(draw["u"][0] * len(ctx.pool)), len(ctx.pool) - 1)]
+    partner = partner.convert(img.mode)
+    if partner.size != img.size:
+        partner = partner.resize(img.size, Image.Resampling.BILINEAR)
+    return Image.blend(img, partner, arg)
+
+
+def _sample_pairing(x, arg, draw, ctx):
+    # The partner is another sample of the batch, drawn uniformly among the others.
+    size = ctx.source.shape[0]
+    offset = 1 + (draw["u"] * (size - 1)).floor().to(torch.int64).clamp(max=max(size - 2, 0))
+    partner = ctx.source[(draw["index"] + offset) % size].to(x.dtype)
+    return _blend(x, partner, arg, ctx.exact)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------------------------------
+
+
+def _op(name, low, high, signed, pil, tensor, sample=None, exact=True, description=""):
+    return OpSpec(name, float(low), float(high), signed, pil, tensor, sample, exact, description)
+
+
+OPS: dict[str, OpSpec] = {
+    spec.name: spec
+    for spec in [
+        _op("ShearX", 0, 0.3, True, _shear_x_pil, _shear_x, description="shear factor"),
+        _op("ShearY", 0, 0.3, True, _shear_y_pil, _shear_y, description="shear factor"),
+        _op("TranslateX", 0, 0.45, True, _translate_x_pil, _translate_x,
+            description="shift, fraction of the width"),
+        _op("TranslateY", 0, 0.45, True, _translate_y_pil, _translate_y,
+            description="shift, fraction of the height"),
+        _op("Rotate", 0, 30, True, _rotate_pil, _rotate, description="degrees"),
+        _op("AutoContrast", 0, 0, False, _autocontrast_pil, _autocontrast),
+        _op("Invert", 0, 0, False, _invert_pil, _invert),
+        _op("Equalize", 0, 0, False, _equalize_pil, _equalize),
+        _op("Solarize", 256, 0, False, _solarize_pil, _solarize, description="threshold, grey levels"),
+        _op("Posterize", 8, 4, False, _posterize_pil, _posterize, description="bits kept"),
+        _op("Contrast", 0, 0.9, True, _contrast_pil, _contrast, description="factor 1 +- arg"),
+        _op("Color", 0, 0.9, True, _color_pil, _color, description="factor 1 +- arg"),
+        _op("Brightness", 0, 0.9, True, _brightness_pil, _brightness, description="factor 1 +- arg"),
+        _op("Sharpness", 0, 0.9, True, _sharpness_pil, _sharpness, exact=False, description="factor 1 +- arg"),
+        _op("Cutout", 0, 0.2, False, _cutout_pil, _cutout, _sample_centre,
+            description="square side, fraction of the shorter side"),
+        _op("SamplePairing", 0, 0.4, False, _sample_pairing_pil, _sample_pairing, _sample_partner,
+            description="weight of another image"),
+        _op("Identity", 0, 0, False, _identity_pil, _identity),
+        _op("FlipLR", 0, 0, False, _flip_lr_pil, _flip_lr),
+        _op("FlipUD", 0, 0, False, _flip_ud_pil, _flip_ud),
+        _op("GaussianNoise", 0, 0.2, False, _gaussian_noise_pil, _gaussian_noise, _sample_noise,
+            description="noise std, fraction of the range"),
+        _op("ImpulseNoise", 0, 0.1, False, _impulse_noise_pil, _impulse_noise, _sample_impulse,
+            description="fraction of pixels set to black or white"),
+        _op("Gamma", 0, math.log(2.0), True, _gamma_pil, _gamma, description="gamma exp(+-arg)"),
+        _op("Blur", 0, 1.5, False, _blur_pil, _blur, exact=False, description="box radius, pixels"),
+        _op("Zoom", 0, 0.5, True, _zoom_pil, _zoom, description="scale 1 +- arg"),
+    ]
+}
+
+OP_NAMES: tuple[str, ...] = tuple(OPS)

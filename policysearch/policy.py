@@ -1,0 +1,244 @@
+"""The policy model and its versioned JSON file format.
+
+A Policy is an ordered list of sub-policies; a sub-policy is a list of Operations (op, prob, level).
+Applying a policy picks one sub-policy per image uniformly at random and applies each of its ops with
+its probability. Policies are plain data: loading validates against the JSON Schema shipped in the
+package and never executes anything from the file; saving is atomic.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import json
+import os
+import platform
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import jsonschema
+
+from policysearch.ops import OP_NAMES
+
+FORMAT_VERSION = 1
+
+
+class PolicyError(ValueError):
+    """A policy or policy file is invalid; the message names the place, e.g. ``sub_policies[3][1].prob``."""
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One step of a sub-policy: apply ``op`` with probability ``prob`` at magnitude ``level`` in [0, 1]."""
+
+    op: str
+    prob: float
+    level: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": self.op, "prob": self.prob, "level": self.level}
+
+
+SubPolicy = tuple[Operation, ...]
+
+
+@lru_cache(maxsize=1)
+def policy_schema() -> dict[str, Any]:
+    """The JSON Schema of the policy file format (shipped inside the package)."""
+    text = resources.files("policysearch").joinpath("schema/policy.schema.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def _place(path: Sequence[Any]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """One line that names the place and says what is wrong, from a JSON Schema error."""
+    place = _place(error.absolute_path)
+    value = error.instance
+    if error.validator in ("minimum", "maximum"):
+        return f"{place}: {value!r} is outside [0, 1]"
+    if error.validator == "enum" and place.endswith(".op"):
+        close = difflib.get_close_matches(str(value), OP_NAMES, n=3, cutoff=0.5)
+        hint = f" (closest: {', '.join(close)})" if close else f" (known: {', '.join(OP_NAMES)})"
+        return f"{place}: unknown op {value!r}{hint}"
+    if error.validator == "required":
+        missing = [key for key in error.validator_value if key not in value]
+        return f"{place}: missing key {missing[0]!r}"
+    if error.validator == "additionalProperties":
+        allowed = set(error.schema.get("properties", {}))
+        extra = sorted(key for key in value if key not in allowed)
+        return f"{place}: unknown key {extra[0]!r} (allowed: {', '.join(sorted(allowed))})"
+    if error.validator == "minItems":
+        what = "sub-policy" if place == "sub_policies" else "operation"
+        return f"{place}: needs at least one {what}"
+    if error.validator == "type":
+        return f"{place}: expected {error.validator_value}, got {type(value).__name__} {value!r}"
+    if error.validator == "const":
+        return f"{place}: unsupported format_version {value!r} (this policysearch reads {FORMAT_VERSION})"
+    return f"{place}: {error.message}"
+
+
+def validate_policy_dict(data: Any, source: str = "policy") -> None:
+    """Check a policy document against the schema; raise PolicyError naming the first bad place."""
+    validator = jsonschema.Draft202012Validator(policy_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+    if errors:
+        raise PolicyError(f"{source}: {_describe(errors[0])}")
+    for i, sub in enumerate(data["sub_policies"]):
+        for j, step in enumerate(sub):
+            for key in ("prob", "level"):
+                value = step[key]
+                if isinstance(value, bool) or value != value:  # bool is an int in JSON Schema; NaN
+                    raise PolicyError(f"{source}: sub_policies[{i}][{j}].{key}: {value!r} is not a number in [0, 1]")
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of the software that matters for reproducing a policy's effect."""
+    import PIL
+    import torch
+    import torchvision
+
+    from policysearch import __version__
+
+    return {"policysearch": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "pillow": PIL.__version__}
+
+
+class Policy:
+    """An augmentation policy: sub-policies of (op, prob, level), plus provenance metadata."""
+
+    def __init__(self, sub_policies: Sequence[Sequence[Operation | Sequence[Any] | Mapping[str, Any]]],
+                 metadata: Mapping[str, Any] | None = None, name: str = "") -> None:
+        subs = tuple(tuple(_as_operation(step) for step in sub) for sub in sub_policies)
+        self.name = name
+        self.metadata = dict(metadata or {})
+        self.sub_policies: tuple[SubPolicy, ...] = subs
+        validate_policy_dict(self.to_dict(), source="Policy")
+
+    # -- plain-data views -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"format_version": FORMAT_VERSION}
+        if self.name:
+            data["name"] = self.name
+        data["sub_policies"] = [[step.to_dict() for step in sub] for sub in self.sub_policies]
+        if self.metadata:
+            data["metadata"] = self.metadata
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "policy") -> "Policy":
+        validate_policy_dict(data, source)
+        return cls(data["sub_policies"], data.get("metadata"), data.get("name", ""))
+
+    # -- files ------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "Policy":
+        """Read and validate a policy JSON file; errors name the file and the place inside it."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise PolicyError(f"{path}: no such file") from None
+        except OSError as exc:
+            raise PolicyError(f"{path}: cannot read ({exc.strerror})") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PolicyError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        return cls.from_dict(data, source=str(path))
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the policy as JSON atomically, recording creation time and software versions."""
+        path = Path(path)
+        document = self.to_dict()
+        metadata = document.setdefault("metadata", {})
+        metadata.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        metadata.setdefault("software", software_versions())
+        write_json_atomic(path, document)
+        return path
+
+    # -- conversions ------------------------------------------------------------------------------
+    @classmethod
+    def from_torchvision(cls, name: str) -> "Policy":
+        """torchvision's built-in AutoAugment policy ``imagenet``, ``cifar10`` or ``svhn`` in our levels."""
+        from policysearch.convert import from_torchvision
+
+        return from_torchvision(name)
+
+    # -- container protocol -----------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.sub_policies)
+
+    def __iter__(self) -> Iterator[SubPolicy]:
+        return iter(self.sub_policies)
+
+    def __getitem__(self, index: int) -> SubPolicy:
+        return self.sub_policies[index]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Policy) and self.sub_policies == other.sub_policies
+
+    def __hash__(self) -> int:
+        return hash(self.sub_policies)
+
+    def __repr__(self) -> str:
+        return f"Policy({len(self)} sub-policies, ops={sorted(self.ops())})"
+
+    def ops(self) -> set[str]:
+        """Names of the ops this policy uses."""
+        return {step.op for sub in self.sub_policies for step in sub}
+
+    def describe(self, limit: int | None = None) -> str:
+        """Human-readable lines, one per sub-policy."""
+        subs = self.sub_policies if limit is None else self.sub_policies[:limit]
+        lines = [" -> ".join(f"{s.op}(p={s.prob:.2f}, level={s.level:.2f})" for s in sub) for sub in subs]
+        if limit is not None and len(self) > limit:
+            lines.append(f"... and {len(self) - limit} more")
+        return "\n".join(lines)
+
+
+def merge_policies(policies: Sequence[Policy], metadata: Mapping[str, Any] | None = None) -> Policy:
+    """Union of the sub-policies of several policies, keeping the first of any duplicates, in order."""
+    seen: set[SubPolicy] = set()
+    subs: list[SubPolicy] = []
+    for policy in policies:
+        for sub in policy:
+            if sub not in seen:
+                seen.add(sub)
+                subs.append(sub)
+    return Policy(subs, metadata)
+
+
+def _as_operation(step: Operation | Sequence[Any] | Mapping[str, Any]) -> Operation:
+    if isinstance(step, Operation):
+        return step
+    if isinstance(step, Mapping):
+        return Operation(step.get("op"), step.get("prob"), step.get("level"))  # type: ignore[arg-type]
+    if isinstance(step, Sequence) and not isinstance(step, str) and len(step) == 3:
+        return Operation(step[0], step[1], step[2])
+    raise PolicyError(f"Policy: an operation must be Operation(op, prob, level), a mapping or a triple, got {step!r}")
+
+
+def write_json_atomic(path: Path, document: Any) -> None:
+    """Write JSON to ``path`` through a temporary file and a rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=2)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

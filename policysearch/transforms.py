@@ -1,0 +1,265 @@
+"""Companion transforms that apply a policy: per image, and per sample on a whole batch.
+
+``PolicyTransform`` is a torchvision-compatible per-image transform (PIL images and tensors).
+``BatchPolicyTransform`` is an ``nn.Module`` for ``[B, C, H, W]`` batches on any device: every sample
+draws its own sub-policy, probability gates, signs and op parameters, all drawn first (``sample``) and
+then applied (``apply``) with loops over ops only, never over samples.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import torch
+import torchvision.transforms.v2 as v2
+from PIL import Image
+from torchvision import tv_tensors
+
+from policysearch.ops import OPS, OpSpec, PilContext, TensorContext, cutout_pil, cutout_tensor
+from policysearch.policy import Policy, PolicyError
+
+Fill = float | Sequence[float]
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    """One op applied to a group of samples: their indices, signed arguments and extra random draws."""
+
+    op: OpSpec
+    index: torch.Tensor  # [k] sample indices
+    arg: torch.Tensor  # [k] float64
+    draw: Mapping[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every random choice for one batch, drawn before anything is applied; replayable with ``apply``."""
+
+    sub_policy: torch.Tensor  # [B] index of the sub-policy each sample uses
+    steps: tuple[PlanStep, ...]
+    shape: tuple[int, int, int, int]
+
+
+def check_image_batch(batch: Any, where: str = "batch") -> None:
+    """Raise a clear error unless ``batch`` is a [B, C, H, W] uint8 or [0, 1] float tensor with C in {1, 3}."""
+    if not isinstance(batch, torch.Tensor):
+        raise TypeError(f"{where}: expected a torch.Tensor [B, C, H, W], got {type(batch).__name__}")
+    if batch.ndim != 4:
+        raise ValueError(f"{where}: expected 4 dimensions [B, C, H, W], got shape {tuple(batch.shape)}")
+    if batch.shape[1] not in (1, 3):
+        raise ValueError(f"{where}: expected 1 (grey) or 3 (RGB) channels in dimension 1, "
+                         f"got {batch.shape[1]} (shape {tuple(batch.shape)}); drop alpha or reorder to [B, C, H, W]")
+    if batch.dtype != torch.uint8 and not batch.is_floating_point():
+        raise TypeError(f"{where}: expected dtype uint8 (0..255) or float (0..1), got {batch.dtype}")
+    if batch.is_floating_point() and batch.numel():
+        low, high = torch.aminmax(batch)
+        if low < 0 or high > 1 or torch.isnan(low) or torch.isnan(high):
+            raise ValueError(f"{where}: float images must hold values in [0, 1], found [{low.item():.4g}, "
+                             f"{high.item():.4g}]; pass uint8 or scale (x / 255) and clamp before augmenting")
+
+
+def _fill_tensor(fill: Fill, channels: int, device: torch.device) -> torch.Tensor:
+    values = [float(fill)] if isinstance(fill, (int, float)) else [float(v) for v in fill]
+    if len(values) not in (1, channels):
+        raise ValueError(f"fill: expected 1 or {channels} values, got {len(values)}")
+    return torch.tensor(values, dtype=torch.float32, device=device).expand(channels).clone()
+
+
+def _check_fill(fill: Fill) -> tuple[int, ...]:
+    values = (fill,) if isinstance(fill, (int, float)) else tuple(fill)
+    if not values or any(not 0 <= v <= 255 for v in values):
+        raise ValueError(f"fill: expected grey levels in [0, 255], got {fill!r}")
+    return tuple(int(round(v)) for v in values)
+
+
+class BatchPolicyTransform(torch.nn.Module):
+    """Apply a policy to a ``[B, C, H, W]`` batch with independent random choices per sample.
+
+    uint8 batches come back as uint8 and agree bit for bit with the PIL path for pixel-wise ops;
+    float batches must hold values in [0, 1] and come back as float without rounding.
+    """
+
+    def __init__(self, policy: Policy, fill: Fill = 0) -> None:
+        super().__init__()
+        if not isinstance(policy, Policy):
+            raise TypeError(f"expected a Policy, got {type(policy).__name__}; use Policy.load(path) for a file")
+        if len(policy) == 0:
+            raise PolicyError("policy has no sub-policies")
+        self.policy = policy
+        self.fill = _check_fill(fill)
+        length = max(len(sub) for sub in policy)
+        names = sorted(policy.ops())
+        self._ops = [OPS[name] for name in names]
+        op_index = {name: i for i, name in enumerate(names)}
+        ops = torch.full((len(policy), length), -1, dtype=torch.int64)
+        prob = torch.zeros((len(policy), length), dtype=torch.float64)
+        level = torch.zeros((len(policy), length), dtype=torch.float64)
+        for s, sub in enumerate(policy):
+            for j, step in enumerate(sub):
+                ops[s, j], prob[s, j], level[s, j] = op_index[step.op], step.prob, step.level
+        low = torch.tensor([spec.low for spec in self._ops], dtype=torch.float64)
+        high = torch.tensor([spec.high for spec in self._ops], dtype=torch.float64)
+        signed = torch.tensor([spec.signed for spec in self._ops], dtype=torch.bool)
+        safe = ops.clamp_min(0)
+        self.register_buffer("_op_table", ops, persistent=False)
+        self.register_buffer("_prob_table", prob, persistent=False)
+        self.register_buffer("_arg_table", low[safe] + level * (high[safe] - low[safe]), persistent=False)
+        self.register_buffer("_signed_table", signed[safe] & (ops >= 0), persistent=False)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike[str], **kwargs: Any) -> "BatchPolicyTransform":
+        return cls(Policy.load(path), **kwargs)
+
+    def sample(self, shape: Sequence[int], device: torch.device | str = "cpu",
+               generator: torch.Generator | None = None) -> Plan:
+        """Draw every random choice for a batch of ``shape`` [B, C, H, W] on ``device``."""
+        b, c, h, w = (int(v) for v in shape)
+        device = torch.device(device)
+        tables = [t.to(device) for t in (self._op_table, self._prob_table, self._arg_table, self._signed_table)]
+        op_table, prob_table, arg_table, signed_table = tables
+        sub = torch.randint(len(self.policy), (b,), device=device, generator=generator)
+        gate = torch.rand((b, op_table.shape[1]), device=device, generator=generator, dtype=torch.float64)
+        coin = torch.rand((b, op_table.shape[1]), device=device, generator=generator) < 0.5
+        ops = op_table[sub]
+        applied = (ops >= 0) & (gate < prob_table[sub])
+        args = torch.where(signed_table[sub] & coin, -arg_table[sub], arg_table[sub])
+        ops = torch.where(applied, ops, -1)
+        steps = []
+        for slot in range(op_table.shape[1]):
+            column = ops[:, slot]
+            for k in torch.unique(column).tolist():  # sorted: a fixed order of draws for a given plan
+                if k < 0:
+                    continue
+                index = (column == k).nonzero().view(-1)
+                spec = self._ops[k]
+                draw = spec.sample(len(index), (c, h, w), generator, device) if spec.sample else {}
+                steps.append(PlanStep(spec, index, args[index, slot], {**draw, "index": index}))
+        return Plan(sub, tuple(steps), (b, c, h, w))
+
+    def apply(self, batch: torch.Tensor, plan: Plan) -> torch.Tensor:
+        """Apply a drawn plan; deterministic."""
+        if tuple(batch.shape) != plan.shape:
+            raise ValueError(f"batch shape {tuple(batch.shape)} does not match the plan's {plan.shape}")
+        if not plan.steps:
+            return batch
+        exact = batch.dtype == torch.uint8
+        x = batch.to(torch.float32) if exact else batch.to(torch.float32) * 255.0
+        source = x.clone() if any(step.op.name == "SamplePairing" for step in plan.steps) else None
+        ctx = TensorContext(exact=exact, fill=_fill_tensor(self.fill, x.shape[1], x.device), source=source)
+        for step in plan.steps:
+            x[step.index] = step.op.tensor(x[step.index], step.arg, step.draw, ctx)
+        if exact:
+            return x.round_().clamp_(0, 255).to(torch.uint8)
+        return (x / 255.0).clamp_(0.0, 1.0).to(batch.dtype)
+
+    def forward(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        check_image_batch(batch)
+        if batch.shape[0] == 0:
+            return batch
+        return self.apply(batch, self.sample(batch.shape, batch.device, generator))
+
+    def extra_repr(self) -> str:
+        return f"{len(self.policy)} sub-policies, fill={self.fill}"
+
+
+class PolicyTransform(v2.Transform):
+    """Apply a policy to one image (PIL or tensor [C, H, W]); a drop-in for torchvision pipelines.
+
+    Tensors take the batched path, so a [B, C, H, W] tensor also works and draws per sample.
+    ``pool`` is the set of images SamplePairing blends with on the PIL path.
+    """
+
+    def __init__(self, policy: Policy, fill: Fill = 0, pool: Sequence[Image.Image] | None = None,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.batch = BatchPolicyTransform(policy, fill=fill)
+        self.policy = policy
+        self.pool = tuple(pool or ())
+        self.generator = generator
+        self._context = PilContext(fill=self.batch.fill, pool=self.pool)
+        self._needs_pool = "SamplePairing" in policy.ops() and not self.pool
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike[str], **kwargs: Any) -> "PolicyTransform":
+        """Load a policy file and build the transform: one line in anyone's training code."""
+        return cls(Policy.load(path), **kwargs)
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, Image.Image):
+            return self.apply_pil(inpt)
+        if isinstance(inpt, tv_tensors.TVTensor) and not isinstance(inpt, tv_tensors.Image):
+            raise TypeError(f"PolicyTransform augments images only, got {type(inpt).__name__}: "
+                            "geometric ops would not move boxes or masks with the image")
+        if isinstance(inpt, torch.Tensor):
+            out = self.apply_tensor(inpt.as_subclass(torch.Tensor))
+            return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.Image) else out
+        raise TypeError(f"PolicyTransform expects a PIL image or a tensor, got {type(inpt).__name__}")
+
+    def apply_tensor(self, image: torch.Tensor) -> torch.Tensor:
+        if image.ndim == 3:
+            check_image_batch(image.unsqueeze(0), where="image")
+            return self.batch(image.unsqueeze(0), self.generator).squeeze(0)
+        if image.ndim == 4:
+            return self.batch(image, self.generator)
+        raise ValueError(f"image: expected [C, H, W] or [B, C, H, W], got shape {tuple(image.shape)}")
+
+    def apply_pil(self, img: Image.Image) -> Image.Image:
+        if img.mode not in ("L", "RGB"):
+            raise ValueError(f"image: PIL mode {img.mode!r} is not supported; convert to 'RGB' or 'L' first")
+        if self._needs_pool:
+            raise ValueError("this policy uses SamplePairing: on PIL images it blends with an image from a pool, "
+                             "so build PolicyTransform(policy, pool=[PIL images])")
+        gen = self.generator
+        sub = self.policy[int(torch.randint(len(self.policy), (1,), generator=gen))]
+        size = (len(img.getbands()), img.height, img.width)
+        for step in sub:
+            spec = OPS[step.op]
+            gate = float(torch.rand(1, generator=gen, dtype=torch.float64))
+            negative = bool(torch.rand(1, generator=gen) < 0.5)
+            if gate >= step.prob:
+                continue
+            arg = spec.argument(step.level)
+            if spec.signed and negative:
+                arg = -arg
+            draw = spec.sample(1, size, gen, torch.device("cpu")) if spec.sample else {}
+            img = spec.pil(img, arg, draw, self._context)
+        return img
+
+    def extra_repr(self) -> str:
+        return f"{len(self.policy)} sub-policies, fill={self.batch.fill}"
+
+
+class Cutout(torch.nn.Module):
+    """The Cutout baseline (DeVries & Taylor): fill one ``size`` x ``size`` square at a random centre.
+
+    Works per image (PIL or [C, H, W]) and per sample on a [B, C, H, W] batch; the square is clipped at
+    the border, as in the paper.
+    """
+
+    def __init__(self, size: int, fill: Fill = 0, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        if int(size) != size or size < 0:
+            raise ValueError(f"Cutout size must be a non-negative integer number of pixels, got {size!r}")
+        self.size = int(size)
+        self.fill = _check_fill(fill)
+        self.generator = generator
+
+    def forward(self, image: Any) -> Any:
+        gen = self.generator
+        if isinstance(image, Image.Image):
+            centre = torch.rand(2, generator=gen).tolist()
+            return cutout_pil(image, self.size, (centre[0], centre[1]), self.fill)
+        single = isinstance(image, torch.Tensor) and image.ndim == 3
+        batch = image.unsqueeze(0) if single else image
+        check_image_batch(batch, where="image" if single else "batch")
+        n, c = batch.shape[:2]
+        centre = torch.rand((n, 2), generator=gen, device=batch.device)
+        side = torch.full((n,), float(self.size), device=batch.device)
+        fill = _fill_tensor(self.fill, c, batch.device)
+        out = cutout_tensor(batch, side, centre, fill / 255.0 if batch.is_floating_point() else fill)
+        return out.squeeze(0) if single else out
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, fill={self.fill}"
