@@ -420,7 +420,9 @@ def _parse_ops(
             _check_keys(options, (), ("level",), source, prefix=key)
             rng = _parse_range(options.get("level", list(default_range)), f"{where}.level")
         else:
-            raise SpaceError(f"{where}: options must be a mapping like {{level: [0, 0.5]}}, got {_type(options)}")
+            raise SpaceError(
+                f"{where}: options must be a mapping like {{level: [0, 0.5]}}, got {_type(options)}"
+            )
         ops.append(op)
         ranges.append(rng)
     return tuple(ops), tuple(ranges)
@@ -493,14 +495,12 @@ def _is_number(value: object) -> bool:
 
 
 def _suggest(word: object, candidates: Collection[str]) -> str:
+    """`` (did you mean 'X'?)`` for the closest candidate, ignoring case, or ``""``."""
     if not isinstance(word, str):
         return ""
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    if not close:  # op names are CamelCase; a lowercase typo should still find its op
-        lowered = {c.lower(): c for c in candidates}
-        hit = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
-        close = [lowered[hit[0]]] if hit else []
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    lowered = {c.lower(): c for c in candidates}
+    hit = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
+    return f" (did you mean {lowered[hit[0]]!r}?)" if hit else ""
 
 
 def _list_keys(keys: Sequence[str], limit: int = 5) -> str:
