@@ -1,0 +1,536 @@
+"""Search spaces: which policies the search may propose, read from small YAML files.
+
+A search space says how many sub-policies a candidate policy has, how many operations each sub-policy
+holds, which ops may fill a slot (optionally with a narrower level range per op), and whether
+probabilities and levels are continuous or drawn from a grid. The shipped spaces live in the repository's
+``search_spaces/`` folder (``policysearch/search_spaces`` inside the package); any other YAML file in the
+same format can be loaded by path.
+
+File format (every key but ``description`` is required; unknown keys are errors)::
+
+    name: fast_autoaugment
+    description: free text
+    sub_policies: 5                   # sub-policies per candidate policy
+    ops_per_sub_policy: 2             # operations per sub-policy
+    probability: {type: continuous}   # or {type: discrete, steps: 11}; optional range: [low, high]
+    level: {type: discrete, steps: 10}  # same keys; range is the default level range of every op
+    ops:                              # a list of op names ...
+      - ShearX
+      - Rotate
+    # ... or a mapping from op name to nothing or to {level: [low, high]} for a narrower level range:
+    # ops: {ShearX: , Rotate: {level: [0.0, 0.5]}}
+
+Parameter encoding (Fast AutoAugment's): for every slot, sub-policy ``i`` and operation ``j``, both
+counted from 0, there are three parameters, in this order:
+
+- ``op_{i}_{j}``: a choice among the space's ops (the op name is the value);
+- ``prob_{i}_{j}``: the probability of applying the op, over the probability range;
+- ``level_{i}_{j}``: the op's strength on the unit interval [0, 1]; decoding maps it linearly into the
+  chosen op's level range (the op is only known per trial, so the mapping cannot happen in the prior).
+
+A ``discrete`` axis with ``steps`` n allows n evenly spaced values from the range's low to its high end,
+both included: ``probability: {type: discrete, steps: 11}`` gives 0.0, 0.1, ..., 1.0, and
+``level: {type: discrete, steps: 10}`` gives the ten levels 0, 1/9, ..., 1 (AutoAugment's magnitudes 0..9).
+
+This module imports neither Ray nor torch: ``search.py`` turns :meth:`SearchSpace.parameters` into the
+optimiser's own search-space objects.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import numpy as np
+
+    from policysearch.policy import Policy
+
+__all__ = [
+    "Axis",
+    "Parameter",
+    "SearchSpace",
+    "SpaceError",
+    "list_spaces",
+    "load_space",
+    "space_from_dict",
+]
+
+SHIPPED_DIR = "search_spaces"
+"""Folder, inside the ``policysearch`` package, that holds the shipped ``*.yaml`` spaces."""
+
+# FALLBACK ONLY: a copy of the op names in policysearch.ops.OP_NAMES, used solely while that module cannot
+# be imported (it is written in parallel). Remove once policysearch.ops is on main.
+_FALLBACK_OP_NAMES: tuple[str, ...] = (
+    "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "AutoContrast", "Invert", "Equalize",
+    "Solarize", "Posterize", "Contrast", "Color", "Brightness", "Sharpness", "Cutout", "SamplePairing",
+    "Identity", "FlipLR", "FlipUD", "GaussianNoise", "ImpulseNoise", "Gamma", "Blur", "Zoom",
+)  # fmt: skip
+
+_TOP_KEYS_REQUIRED = ("name", "sub_policies", "ops_per_sub_policy", "probability", "level", "ops")
+_TOP_KEYS_OPTIONAL = ("description",)
+_AXIS_KINDS = ("continuous", "discrete")
+# Tolerance for values an optimiser returns a hair outside their range (quantised floats).
+_EPS = 1e-9
+
+
+class SpaceError(ValueError):
+    """A search space file, dict or parameter set is invalid. The message is one line and starts with
+    the file (or ``<dict>``) and the offending key, e.g. ``search_spaces/x.yaml: ops[3]: unknown op``."""
+
+
+def default_op_names() -> tuple[str, ...]:
+    """The op names a space may use: ``policysearch.ops.OP_NAMES`` (the fallback copy until it exists)."""
+    try:
+        from policysearch.ops import OP_NAMES
+    except ImportError:
+        return _FALLBACK_OP_NAMES
+    return tuple(OP_NAMES)
+
+
+# --------------------------------------------------------------------------------------------------
+# Plain data
+
+
+@dataclass(frozen=True)
+class Axis:
+    """How one quantity (probability or level) is searched: continuous, or ``steps`` evenly spaced
+    values, over ``[low, high]`` (a sub-range of [0, 1])."""
+
+    kind: Literal["continuous", "discrete"] = "continuous"
+    steps: int = 0
+    low: float = 0.0
+    high: float = 1.0
+
+    @property
+    def values(self) -> tuple[float, ...]:
+        """The allowed values of a discrete axis, low to high; empty for a continuous one."""
+        if self.kind != "discrete":
+            return ()
+        return tuple(_grid_value(self.low, self.high, self.steps, k) for k in range(self.steps))
+
+    def snap(self, x: float) -> float:
+        """``x`` clipped into the range and, on a discrete axis, moved to the nearest allowed value."""
+        x = min(max(float(x), self.low), self.high)
+        if self.kind != "discrete" or self.high == self.low:
+            return x
+        k = round((x - self.low) / (self.high - self.low) * (self.steps - 1))
+        return _grid_value(self.low, self.high, self.steps, k)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": self.kind}
+        if self.kind == "discrete":
+            d["steps"] = self.steps
+        if (self.low, self.high) != (0.0, 1.0):
+            d["range"] = [self.low, self.high]
+        return d
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One searched parameter, in terms any optimiser can express.
+
+    ``choice``: one of ``choices``; ``uniform``: a float in ``[low, high]``; ``grid``: one of ``steps``
+    evenly spaced floats from ``low`` to ``high`` inclusive (see :attr:`values`).
+    """
+
+    name: str
+    kind: Literal["choice", "uniform", "grid"]
+    choices: tuple = ()
+    low: float = 0.0
+    high: float = 1.0
+    steps: int = 0
+
+    @property
+    def values(self) -> tuple:
+        """Every value the parameter can take: the choices, the grid points, or ``()`` if uniform."""
+        if self.kind == "choice":
+            return self.choices
+        if self.kind == "grid":
+            return tuple(_grid_value(self.low, self.high, self.steps, k) for k in range(self.steps))
+        return ()
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated search space. Build it with :func:`load_space` or :func:`space_from_dict`.
+
+    ``level_ranges[k]`` is the ``(low, high)`` level range of ``ops[k]``; a level of 0..1 from the search
+    maps linearly onto it.
+    """
+
+    name: str
+    ops: tuple[str, ...]
+    level_ranges: tuple[tuple[float, float], ...]
+    sub_policies: int
+    ops_per_sub_policy: int
+    probability: Axis = field(default_factory=Axis)
+    level: Axis = field(default_factory=Axis)
+    description: str = ""
+    source: str = "<dict>"
+
+    # ---- parameters ------------------------------------------------------------------------------
+
+    def slots(self) -> list[tuple[int, int]]:
+        """``(sub_policy, op)`` index pairs in parameter order."""
+        return [(i, j) for i in range(self.sub_policies) for j in range(self.ops_per_sub_policy)]
+
+    def parameters(self) -> list[Parameter]:
+        """The Fast AutoAugment encoding: ``op_i_j``, ``prob_i_j``, ``level_i_j`` for every slot."""
+        params: list[Parameter] = []
+        unit_level = Axis(self.level.kind, self.level.steps)  # levels are searched on [0, 1]
+        for i, j in self.slots():
+            params.append(Parameter(f"op_{i}_{j}", "choice", choices=self.ops))
+            params.append(_axis_parameter(f"prob_{i}_{j}", self.probability))
+            params.append(_axis_parameter(f"level_{i}_{j}", unit_level))
+        return params
+
+    def parameter_names(self) -> list[str]:
+        return [p.name for p in self.parameters()]
+
+    def level_range(self, op: str) -> tuple[float, float]:
+        """The level range of ``op`` in this space."""
+        try:
+            return self.level_ranges[self.ops.index(op)]
+        except ValueError:
+            raise SpaceError(f"{self.source}: op {op!r} is not in space {self.name!r}") from None
+
+    # ---- decoding --------------------------------------------------------------------------------
+
+    def decode_params(self, params: Mapping[str, object]) -> list[list[tuple[str, float, float]]]:
+        """One trial's parameters -> sub-policies of ``(op, probability, level)`` tuples.
+
+        Probabilities and levels are snapped to the grid of a discrete axis; the level is then mapped
+        from [0, 1] into the chosen op's level range. Missing or unexpected keys, unknown ops and
+        values outside their range are :class:`SpaceError`.
+        """
+        where = f"{self.source}: params"
+        if not isinstance(params, Mapping):
+            raise SpaceError(f"{where}: must be a mapping, got {type(params).__name__}")
+        expected = self.parameter_names()
+        missing = [k for k in expected if k not in params]
+        if missing:
+            raise SpaceError(f"{where}: missing {_list_keys(missing)}")
+        expected_set = set(expected)
+        extra = [str(k) for k in params if k not in expected_set]
+        if extra:
+            raise SpaceError(f"{where}: unexpected {_list_keys(extra)}")
+
+        unit_level = Axis(self.level.kind, self.level.steps)
+        sub_policies: list[list[tuple[str, float, float]]] = []
+        for i in range(self.sub_policies):
+            sub: list[tuple[str, float, float]] = []
+            for j in range(self.ops_per_sub_policy):
+                op = params[f"op_{i}_{j}"]
+                if not isinstance(op, str) or op not in self.ops:
+                    raise SpaceError(
+                        f"{where}.op_{i}_{j}: {op!r} is not an op of space {self.name!r}"
+                        f"{_suggest(op, self.ops)}"
+                    )
+                prob = _number_in(params[f"prob_{i}_{j}"], self.probability, f"{where}.prob_{i}_{j}")
+                unit = _number_in(params[f"level_{i}_{j}"], unit_level, f"{where}.level_{i}_{j}")
+                low, high = self.level_range(op)
+                sub.append((str(op), prob, low + unit * (high - low)))
+            sub_policies.append(sub)
+        return sub_policies
+
+    def decode(self, params: Mapping[str, object]) -> Policy:
+        """One trial's parameters -> a :class:`policysearch.policy.Policy`."""
+        from policysearch.policy import Operation, Policy
+
+        subs = self.decode_params(params)
+        return Policy(
+            [[Operation(op=op, prob=p, level=lv) for op, p, lv in sub] for sub in subs],
+            metadata={"search_space": self.name},
+        )
+
+    # ---- sampling and recording ----------------------------------------------------------------
+
+    def sample(self, rng: np.random.Generator) -> dict[str, object]:
+        """Draw one parameter set uniformly from the space (random search, tests)."""
+        out: dict[str, object] = {}
+        for p in self.parameters():
+            if p.kind == "choice":
+                out[p.name] = p.choices[int(rng.integers(len(p.choices)))]
+            elif p.kind == "grid":
+                out[p.name] = _grid_value(p.low, p.high, p.steps, int(rng.integers(p.steps)))
+            else:
+                out[p.name] = float(rng.uniform(p.low, p.high))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved space in the file format (``space_from_dict(space.to_dict())`` rebuilds it);
+        every op is listed with its level range."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "sub_policies": self.sub_policies,
+            "ops_per_sub_policy": self.ops_per_sub_policy,
+            "probability": self.probability.to_dict(),
+            "level": self.level.to_dict(),
+            "ops": {op: {"level": [lo, hi]} for op, (lo, hi) in zip(self.ops, self.level_ranges)},
+        }
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+def list_spaces() -> list[str]:
+    """Names of the shipped search spaces, sorted."""
+    folder = _shipped_folder()
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_space(name_or_path: str | Path, known_ops: Collection[str] | None = None) -> SearchSpace:
+    """Load a shipped space by bare name (``"fast_autoaugment"``) or any space file by path.
+
+    A ``Path``, or a string with a path separator or a ``.yaml``/``.yml`` suffix, is read from disk;
+    anything else is looked up among :func:`list_spaces`. ``known_ops`` defaults to the op registry.
+    """
+    is_path = isinstance(name_or_path, Path) or any(
+        s in str(name_or_path) for s in ("/", "\\", ".yaml", ".yml")
+    )
+    if is_path:
+        path = Path(name_or_path)
+        source = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SpaceError(f"{source}: cannot read search space file ({exc.strerror or exc})") from None
+    else:
+        name = str(name_or_path)
+        shipped = list_spaces()
+        if name not in shipped:
+            raise SpaceError(
+                f"{name}: no shipped search space of that name{_suggest(name, shipped)}; "
+                f"shipped: {', '.join(shipped)}"
+            )
+        source = f"{SHIPPED_DIR}/{name}.yaml"
+        text = (_shipped_folder() / f"{name}.yaml").read_text(encoding="utf-8")
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader that rejects duplicate keys
+    except yaml.YAMLError as exc:
+        raise SpaceError(f"{source}: invalid YAML: {_one_line(exc)}") from None
+    return space_from_dict(data, source=source, known_ops=known_ops)
+
+
+def space_from_dict(
+    data: object, source: str = "<dict>", known_ops: Collection[str] | None = None
+) -> SearchSpace:
+    """Validate a parsed space file (or a :meth:`SearchSpace.to_dict` result) and build the space."""
+    known = tuple(known_ops) if known_ops is not None else default_op_names()
+    if not isinstance(data, Mapping):
+        raise SpaceError(f"{source}: the file must hold a mapping of keys, got {_type(data)}")
+    _check_keys(data, _TOP_KEYS_REQUIRED, _TOP_KEYS_OPTIONAL, source, prefix="")
+
+    name = data["name"]
+    if not isinstance(name, str) or not name.strip():
+        raise SpaceError(f"{source}: name: must be a non-empty string, got {name!r}")
+    description = data.get("description", "")
+    if description is None:
+        description = ""
+    if not isinstance(description, str):
+        raise SpaceError(f"{source}: description: must be a string, got {_type(description)}")
+    n_sub = _positive_int(data["sub_policies"], f"{source}: sub_policies")
+    n_ops = _positive_int(data["ops_per_sub_policy"], f"{source}: ops_per_sub_policy")
+    probability = _parse_axis(data["probability"], source, "probability")
+    level = _parse_axis(data["level"], source, "level")
+    ops, ranges = _parse_ops(data["ops"], known, (level.low, level.high), source)
+    return SearchSpace(
+        name=name.strip(),
+        ops=ops,
+        level_ranges=ranges,
+        sub_policies=n_sub,
+        ops_per_sub_policy=n_ops,
+        probability=probability,
+        level=level,
+        description=description.strip(),
+        source=source,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation helpers
+
+
+def _parse_axis(value: object, source: str, key: str) -> Axis:
+    where = f"{source}: {key}"
+    if not isinstance(value, Mapping):
+        raise SpaceError(f"{where}: must be a mapping like {{type: continuous}}, got {_type(value)}")
+    if "type" not in value:
+        raise SpaceError(f"{where}.type: missing required key")
+    kind = value["type"]
+    if kind not in _AXIS_KINDS:
+        raise SpaceError(f"{where}.type: must be 'continuous' or 'discrete', got {kind!r}")
+    if kind == "discrete":
+        _check_keys(value, ("type", "steps"), ("range",), source, prefix=key)
+        steps = value["steps"]
+        if isinstance(steps, bool) or not isinstance(steps, int):
+            raise SpaceError(f"{where}.steps: must be an integer, got {_type(steps)}")
+        if steps < 2:
+            raise SpaceError(f"{where}.steps: must be at least 2, got {steps}")
+    else:
+        _check_keys(value, ("type",), ("range",), source, prefix=key)
+        steps = 0
+    low, high = _parse_range(value.get("range", [0.0, 1.0]), f"{where}.range")
+    return Axis(kind, steps, low, high)
+
+
+def _parse_ops(
+    value: object, known: tuple[str, ...], default_range: tuple[float, float], source: str
+) -> tuple[tuple[str, ...], tuple[tuple[float, float], ...]]:
+    entries: list[tuple[str, object, object]] = []  # (key, op name, options)
+    if isinstance(value, Mapping):
+        entries = [(f"ops.{k}", k, v) for k, v in value.items()]
+    elif isinstance(value, list):
+        for idx, item in enumerate(value):
+            key = f"ops[{idx}]"
+            if isinstance(item, Mapping) and len(item) == 1:  # "- Rotate: {level: [0, 0.5]}"
+                ((k, v),) = item.items()
+                entries.append((key, k, v))
+            else:
+                entries.append((key, item, None))
+    else:
+        raise SpaceError(f"{source}: ops: must be a list of op names or a mapping, got {_type(value)}")
+    if not entries:
+        raise SpaceError(f"{source}: ops: must name at least one op")
+
+    ops: list[str] = []
+    ranges: list[tuple[float, float]] = []
+    for key, op, options in entries:
+        where = f"{source}: {key}"
+        if not isinstance(op, str):
+            raise SpaceError(f"{where}: must be an op name, got {_type(op)}")
+        if op not in known:
+            raise SpaceError(f"{where}: unknown op {op!r}{_suggest(op, known)}")
+        if op in ops:
+            raise SpaceError(f"{where}: op {op!r} is listed twice")
+        if options is None:
+            rng = default_range
+        elif isinstance(options, Mapping):
+            _check_keys(options, (), ("level",), source, prefix=key)
+            rng = _parse_range(options.get("level", list(default_range)), f"{where}.level")
+        else:
+            raise SpaceError(
+                f"{where}: options must be a mapping like {{level: [0, 0.5]}}, got {_type(options)}"
+            )
+        ops.append(op)
+        ranges.append(rng)
+    return tuple(ops), tuple(ranges)
+
+
+def _parse_range(value: object, where: str) -> tuple[float, float]:
+    if (
+        not isinstance(value, Sequence)
+        or isinstance(value, str)
+        or len(value) != 2
+        or not all(_is_number(v) for v in value)
+    ):
+        raise SpaceError(f"{where}: must be a list [low, high] of two numbers, got {value!r}")
+    low, high = float(value[0]), float(value[1])
+    if not (0.0 <= low <= 1.0 and 0.0 <= high <= 1.0):
+        raise SpaceError(f"{where}: must lie within [0, 1], got [{low:g}, {high:g}]")
+    if low > high:
+        raise SpaceError(f"{where}: low must not exceed high, got [{low:g}, {high:g}]")
+    return low, high
+
+
+def _check_keys(
+    data: Mapping, required: Sequence[str], optional: Sequence[str], source: str, prefix: str
+) -> None:
+    """Missing required keys and unknown keys of ``data`` -> SpaceError at ``source: prefix.key``."""
+    dot = f"{prefix}." if prefix else ""
+    for key in required:
+        if key not in data:
+            raise SpaceError(f"{source}: {dot}{key}: missing required key")
+    allowed = tuple(required) + tuple(optional)
+    for key in data:
+        if key not in allowed:
+            raise SpaceError(
+                f"{source}: {dot}{key}: unknown key{_suggest(str(key), allowed)}; "
+                f"allowed: {', '.join(allowed)}"
+            )
+
+
+def _positive_int(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpaceError(f"{where}: must be an integer, got {_type(value)}")
+    if value < 1:
+        raise SpaceError(f"{where}: must be at least 1, got {value}")
+    return value
+
+
+def _number_in(value: object, axis: Axis, where: str) -> float:
+    """A trial's value for ``axis``: a finite number within the range (up to rounding), snapped."""
+    if not _is_number(value) or not math.isfinite(float(value)):
+        raise SpaceError(f"{where}: must be a number, got {value!r}")
+    x = float(value)
+    if x < axis.low - _EPS or x > axis.high + _EPS:
+        raise SpaceError(f"{where}: {x:g} is outside [{axis.low:g}, {axis.high:g}]")
+    return axis.snap(x)
+
+
+def _axis_parameter(name: str, axis: Axis) -> Parameter:
+    if axis.kind == "discrete":
+        return Parameter(name, "grid", low=axis.low, high=axis.high, steps=axis.steps)
+    return Parameter(name, "uniform", low=axis.low, high=axis.high)
+
+
+def _grid_value(low: float, high: float, steps: int, k: int) -> float:
+    """The k-th of ``steps`` evenly spaced values from low to high, rounded to hide float noise."""
+    return round(low + (high - low) * k / (steps - 1), 12)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _suggest(word: object, candidates: Collection[str]) -> str:
+    """`` (did you mean 'X'?)`` for the closest candidate, ignoring case, or ``""``."""
+    if not isinstance(word, str):
+        return ""
+    lowered = {c.lower(): c for c in candidates}
+    hit = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
+    return f" (did you mean {lowered[hit[0]]!r}?)" if hit else ""
+
+
+def _list_keys(keys: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(k) for k in keys[:limit])
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return f"key{'s' if len(keys) > 1 else ''} {shown}{more}"
+
+
+def _type(value: object) -> str:
+    return "nothing" if value is None else f"{type(value).__name__} {value!r}"
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def _shipped_folder():
+    return resources.files("policysearch") / SHIPPED_DIR
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that rejects a mapping with the same key twice (safe_load keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
