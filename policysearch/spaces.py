@@ -32,7 +32,7 @@ A ``discrete`` axis with ``steps`` n allows n evenly spaced values from the rang
 both included: ``probability: {type: discrete, steps: 11}`` gives 0.0, 0.1, ..., 1.0, and
 ``level: {type: discrete, steps: 10}`` gives the ten levels 0, 1/9, ..., 1 (AutoAugment's magnitudes 0..9).
 
-This module imports neither Ray nor torch: ``search.py`` turns :meth:`SearchSpace.parameters` into the
+This module does not import Ray: ``search.py`` turns :meth:`SearchSpace.parameters` into the
 optimiser's own search-space objects.
 """
 
@@ -67,14 +67,6 @@ __all__ = [
 SHIPPED_DIR = "search_spaces"
 """Folder, inside the ``policysearch`` package, that holds the shipped ``*.yaml`` spaces."""
 
-# FALLBACK ONLY: a copy of the op names in policysearch.ops.OP_NAMES, used solely while that module cannot
-# be imported (it is written in parallel). Remove once policysearch.ops is on main.
-_FALLBACK_OP_NAMES: tuple[str, ...] = (
-    "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "AutoContrast", "Invert", "Equalize",
-    "Solarize", "Posterize", "Contrast", "Color", "Brightness", "Sharpness", "Cutout", "SamplePairing",
-    "Identity", "FlipLR", "FlipUD", "GaussianNoise", "ImpulseNoise", "Gamma", "Blur", "Zoom",
-)  # fmt: skip
-
 _TOP_KEYS_REQUIRED = ("name", "sub_policies", "ops_per_sub_policy", "probability", "level", "ops")
 _TOP_KEYS_OPTIONAL = ("description",)
 _AXIS_KINDS = ("continuous", "discrete")
@@ -88,11 +80,9 @@ class SpaceError(ValueError):
 
 
 def default_op_names() -> tuple[str, ...]:
-    """The op names a space may use: ``policysearch.ops.OP_NAMES`` (the fallback copy until it exists)."""
-    try:
-        from policysearch.ops import OP_NAMES
-    except ImportError:
-        return _FALLBACK_OP_NAMES
+    """The op names a space may use: those of the op table."""
+    from policysearch.ops import OP_NAMES
+
     return tuple(OP_NAMES)
 
 
