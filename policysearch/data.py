@@ -8,6 +8,7 @@ loading to the training loop. Ray is not imported here.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,12 +101,12 @@ def resize_images(images: Tensor, size: int) -> Tensor:
         raise DataError(f"image_size must be a positive number of pixels, got {size}")
     if images.shape[-2:] == (size, size):
         return images
+    if images.shape[0] == 0:
+        return images.new_zeros((0, images.shape[1], size, size))
     out = []
     for chunk in images.split(4096):  # bounded float memory on large sets
         x = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         out.append(x.round_().clamp_(0, 255).to(torch.uint8))
-    if not out:
-        return images.new_zeros((0, images.shape[1], size, size))
     return torch.cat(out)
 
 
@@ -181,7 +182,7 @@ def _load_torchvision(name: str, split: str, root: Path, download: bool) -> Imag
     import torchvision.datasets as tvd
 
     expected = f"{root / _TORCHVISION_FILES[name]}"
-    hint = f"run again with --download (download=True) while online, or place the files there"
+    hint = "run again with --download (download=True) while online, or place the files there"
     try:
         if name == "svhn":
             ds = tvd.SVHN(str(root / "svhn"), split=split, download=download)
@@ -196,7 +197,8 @@ def _load_torchvision(name: str, split: str, root: Path, download: bool) -> Imag
             classes = tuple(ds.classes)
     except (RuntimeError, OSError) as exc:  # torchvision: RuntimeError when missing; OSError/URLError offline
         what = "could not be downloaded" if download else "are missing"
-        raise DataError(f"{name} {split} files {what}: expected {expected}; {hint} ({exc})") from exc
+        reason = " ".join(str(exc).split())  # keep the message on one line
+        raise DataError(f"{name} {split} files {what}: expected {expected}; {hint} ({reason})") from exc
     return ImageData(images, labels, classes, f"{name}/{split}")
 
 
@@ -295,7 +297,7 @@ def make_splits(
     """
     from sklearn.model_selection import StratifiedShuffleSplit
 
-    if not isinstance(k, int) or k < 1:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise DataError(f"k (number of splits) must be an integer >= 1, got {k!r}")
     if not 0.0 < da_ratio < 1.0:
         raise DataError(f"da_ratio must lie strictly between 0 and 1, got {da_ratio}")
@@ -318,7 +320,7 @@ def make_splits(
                 f"class needs at least {max(2, needed)} to appear in both D_M and D_A - add examples of it, "
                 f"drop it, or change --da-ratio"
             )
-    splitter = StratifiedShuffleSplit(n_splits=k, test_size=n_a, train_size=n_m, random_state=seed)
+    splitter = StratifiedShuffleSplit(n_splits=int(k), test_size=n_a, train_size=n_m, random_state=seed)
     splits = []
     for d_m, d_a in splitter.split(np.zeros(n), y):
         missing = set(classes) - set(y[d_a]) or set(classes) - set(y[d_m])

@@ -124,7 +124,7 @@ def train_model(
     mean: Sequence[float],
     std: Sequence[float],
     device: str | torch.device = "cpu",
-    checkpoint_path: Path | None = None,
+    checkpoint_path: str | Path | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
 ) -> dict:
     """Train `model` in place on `data`; return the last epoch's metrics.
@@ -178,6 +178,10 @@ def train_model(
         scaler.load_state_dict(state["scaler"])
         shuffle_gen.set_state(state["shuffle_rng"].cpu())
         aug_gen.set_state(state["augment_rng"].cpu())
+        # the global RNGs matter only to code that ignores the generators (e.g. a model with dropout)
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if dev.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), dev)
         start_epoch = int(state["epoch"])
         last = dict(state["metrics"])
 
@@ -235,6 +239,8 @@ def train_model(
                     "scaler": scaler.state_dict(),
                     "shuffle_rng": shuffle_gen.get_state(),
                     "augment_rng": aug_gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    **({"cuda_rng": torch.cuda.get_rng_state(dev)} if dev.type == "cuda" else {}),
                 },
                 Path(checkpoint_path),
             )

@@ -183,3 +183,24 @@ def test_warmup_ramps_lr(small_train: ImageData) -> None:
     assert lrs[0] == pytest.approx(0.1 / 2)  # first of two warm-up steps
     assert lrs[1] == pytest.approx(0.1)  # warm-up done, cosine starts at the full rate
     assert lrs[2] < lrs[1]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_training_with_amp(small_train: ImageData, tmp_path: Path) -> None:
+    model = _model()
+    config = TrainConfig(epochs=2, batch_size=64, lr=0.05, cutout=4, amp=True)
+    ckpt = tmp_path / "gpu.pt"
+    calls = []
+
+    def spy(batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        calls.append((batch.device.type, gen.device.type, batch.dtype))
+        return _shift_right(batch, gen)
+
+    metrics = train_model(model, small_train, config, augment=spy, baseline=BASELINE, mean=MEAN, std=STD,
+                          device="cuda", checkpoint_path=ckpt)
+    assert set(calls) == {("cuda", "cuda", torch.uint8)}
+    assert metrics["train_loss"] < 2.3
+    result = evaluate(model, small_train.images, small_train.labels, mean=MEAN, std=STD, device="cuda")
+    assert result["accuracy"] > 0.3
+    state = torch.load(ckpt, weights_only=True, map_location="cpu")
+    assert state["epoch"] == 2 and state["scaler"]  # the GradScaler state is stored when AMP is on
