@@ -116,6 +116,10 @@ def _faa_level(op: str, level: float) -> float:
     return 0.0
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)  # JSON true is not a number
+
+
 def _convert_list(data: Any, source: str, level_of: Callable[[str, float], float], level_limit: float,
                   what: str) -> Policy:
     if not isinstance(data, Sequence) or isinstance(data, str) or not data:
@@ -130,11 +134,11 @@ def _convert_list(data: Any, source: str, level_of: Callable[[str, float], float
             if not isinstance(step, Sequence) or isinstance(step, str) or len(step) != 3:
                 raise PolicyError(f"{place}: expected [name, prob, magnitude], got {step!r}")
             name, prob, magnitude = step
-            if name not in OPS:
+            if not isinstance(name, str) or name not in OPS:
                 raise PolicyError(f"{place}: unknown op {name!r}")
-            if not isinstance(magnitude, (int, float)) or not 0 <= magnitude <= level_limit:
+            if not _is_number(magnitude) or not 0 <= magnitude <= level_limit:
                 raise PolicyError(f"{place}: magnitude {magnitude!r} is outside [0, {level_limit:g}]")
-            if not isinstance(prob, (int, float)) or not 0 <= prob <= 1:
+            if not _is_number(prob) or not 0 <= prob <= 1:
                 raise PolicyError(f"{place}: prob {prob!r} is outside [0, 1]")
             steps.append(Operation(name, float(prob), level_of(name, float(magnitude))))
         subs.append(steps)

@@ -131,7 +131,7 @@ class Policy:
             data["name"] = self.name
         data["sub_policies"] = [[step.to_dict() for step in sub] for sub in self.sub_policies]
         if self.metadata:
-            data["metadata"] = self.metadata
+            data["metadata"] = dict(self.metadata)  # a copy: save() adds keys to it
         return data
 
     @classmethod

@@ -1,0 +1,469 @@
+"""The ``policysearch`` console script.
+
+Every subcommand is one :class:`Command` entry in :data:`COMMANDS`: a name, its help texts, a function
+that adds its arguments to an ``argparse`` parser and a function that runs it and returns the exit
+status. Adding a subcommand is one more entry. A command that lives in its own module (``search``,
+``benchmark``) names the module with :func:`from_module`; the module is imported only when that command
+is used, so ``policysearch --help`` stays fast and works without the optional dependencies (Ray).
+
+This module imports nothing heavy at the top for the same reason: torch, Pillow and the data loaders
+are imported inside the run functions.
+
+User errors - a bad policy file, an unknown data set, a bad search space, a bad argument value - are
+the package's ``ValueError`` subclasses (``PolicyError``, ``DataError``, ``SpaceError``) or plain
+``ValueError``; :func:`main` prints them as one line, ``policysearch: error: <message>``, and exits with
+status 2 as argparse does. Anything else is a bug and raises with its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import shlex
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from policysearch import __version__
+
+PROG = "policysearch"
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+AddArguments = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace], int]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: ``policysearch NAME ...``."""
+
+    name: str
+    help: str  # one line, shown in ``policysearch --help``
+    description: str  # shown at the top of ``policysearch NAME --help``
+    epilog: str  # examples, shown at the bottom
+    add_arguments: AddArguments
+    run: Run
+
+
+def from_module(module: str, attribute: str) -> Callable:
+    """A function that imports ``module`` on first call and calls its ``attribute`` (lazy subcommands).
+
+    For a command in its own module, e.g. ``policysearch/search.py`` exposing ``add_arguments(parser)``
+    and ``run(args) -> int``::
+
+        Command("search", "...", "...", "...",
+                from_module("policysearch.search", "add_arguments"), from_module("policysearch.search", "run"))
+
+    The parser calls ``add_arguments`` only for the subcommand being run (or for all of them when
+    :func:`build_parser` is asked for the full parser), so keep heavy imports (Ray) inside ``run``.
+    """
+
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module), attribute)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = f"{module}.{attribute}"
+    return call
+
+
+class UserError(ValueError):
+    """A problem with the command line that argparse cannot see (e.g. two options that conflict)."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# validate
+# ---------------------------------------------------------------------------------------------------
+
+
+def _add_validate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILE", help="policy JSON files to check")
+
+
+def _count(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {plural or word + 's'}"
+
+
+def _subs(n: int) -> str:
+    return _count(n, "sub-policy", "sub-policies")
+
+
+def _ops_list(policy) -> str:
+    """Op names in order of first use."""
+    seen: dict[str, None] = {}
+    for sub in policy:
+        for step in sub:
+            seen.setdefault(step.op, None)
+    return ", ".join(seen)
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    from policysearch.policy import Policy, PolicyError
+
+    status = EXIT_OK
+    for file in args.files:
+        try:
+            policy = Policy.load(file)
+        except PolicyError as exc:  # already "FILE: place: what is wrong"
+            print(_one_line(exc), file=sys.stderr)
+            status = EXIT_INVALID
+            continue
+        print(f"{file}: ok ({_subs(len(policy))}, "
+              f"ops: {_ops_list(policy)})")
+    return status
+
+
+# ---------------------------------------------------------------------------------------------------
+# convert
+# ---------------------------------------------------------------------------------------------------
+
+
+def _add_convert(parser: argparse.ArgumentParser) -> None:
+    from_choices = ("autoaugment", "fast-autoaugment")  # the keys of convert.CONVERTERS
+    parser.add_argument("source", metavar="SOURCE",
+                        help="torchvision:cifar10, torchvision:imagenet, torchvision:svhn, or a JSON file")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="policy file to write (JSON)")
+    parser.add_argument("--from", dest="form", choices=from_choices,
+                        help="the form of a JSON SOURCE: 'autoaugment' = [[[name, prob, magnitude 0..10], ...], "
+                             "...] as in the AutoAugment paper; 'fast-autoaugment' = [[[name, prob, level 0..1], "
+                             "...], ...] as Fast AutoAugment's published policies")
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from policysearch.convert import convert
+    from policysearch.policy import Policy
+
+    policy = convert(args.source, args.form)
+    if not policy.name:
+        policy.name = Path(args.source).stem
+    policy.metadata.setdefault("command", shlex.join([PROG, *args.argv]))
+    out = policy.save(args.output)
+    saved = Policy.load(out)  # what was written reads back and validates
+    print(f"wrote {out}: {_subs(len(saved))} "
+          f"converted from {policy.metadata.get('source', args.source)}")
+    print(f"ops: {_ops_list(saved)}")
+    print(textwrap.indent(saved.describe(limit=5), "  "))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------------
+# show
+# ---------------------------------------------------------------------------------------------------
+
+DEFAULT_SHOW_POLICY = "torchvision:cifar10"
+CELL_TARGET = 64  # pixels; the default --scale brings images near this size
+GAP = 4
+MARGIN = 10
+BACKGROUND = (255, 255, 255)
+GAP_COLOUR = (255, 255, 255)
+TEXT = (30, 30, 30)
+MUTED = (110, 110, 110)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_show(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", nargs="?", metavar="FILE",
+                        help=f"policy JSON file; without it, torchvision's AutoAugment CIFAR-10 policy "
+                             f"({DEFAULT_SHOW_POLICY}) is shown")
+    parser.add_argument("--dataset", default="digits",
+                        help="data set to draw samples from: digits, cifar10, cifar100, svhn or "
+                             "imagefolder:PATH (default: digits)")
+    parser.add_argument("--data-root", default="data", help="folder holding downloaded data sets (default: data)")
+    parser.add_argument("-o", "--output", default="grid.png", help="PNG file to write (default: grid.png)")
+    parser.add_argument("--samples", type=_positive, default=8, help="rows: samples of the data set (default: 8)")
+    parser.add_argument("--views", type=_positive, default=6, help="augmented views per sample (default: 6)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the samples and the augmentation (default: 0)")
+    parser.add_argument("--scale", type=_positive, default=None,
+                        help=f"upscaling factor (nearest neighbour); default: about {CELL_TARGET} px per image")
+    parser.add_argument("--backend", choices=("batch", "pil"), default="pil",
+                        help="apply the policy with PolicyTransform on PIL images, one at a time (default, the "
+                             "reference path) or with BatchPolicyTransform on the whole batch")
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: one bitmap size
+        return ImageFont.load_default()
+
+
+def render_grid(rows, column_labels: Sequence[str], row_labels: Sequence[str], title: Sequence[str],
+                scale: int):
+    """Draw ``rows`` (lists of same-sized PIL images) as a labelled grid; returns (image, cell boxes).
+
+    ``boxes[r][c]`` is the (left, top, right, bottom) pixel box of cell (r, c): its content is the image
+    upscaled ``scale`` times with nearest neighbour.
+    """
+    from PIL import Image, ImageDraw
+
+    title_font, font = _font(14), _font(11)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def size(text, f):
+        left, top, right, bottom = probe.textbbox((0, 0), text, font=f)
+        return right - left, bottom - top
+
+    cell_w, cell_h = rows[0][0].width * scale, rows[0][0].height * scale
+    label_w = max(size(t, font)[0] for t in row_labels) + 8 if row_labels else 0
+    header_h = max(size(t, font)[1] for t in column_labels) + 6
+    title_h = sum(size(t, title_font if i == 0 else font)[1] + 5 for i, t in enumerate(title))
+    columns = len(rows[0])
+    grid_w = label_w + columns * cell_w + (columns - 1) * GAP
+    grid_h = header_h + len(rows) * cell_h + (len(rows) - 1) * GAP
+    title_w = max(size(t, title_font if i == 0 else font)[0] for i, t in enumerate(title))
+    width = 2 * MARGIN + max(grid_w, title_w)
+    height = 2 * MARGIN + title_h + 6 + grid_h
+    canvas = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+
+    y = MARGIN
+    for i, line in enumerate(title):
+        f = title_font if i == 0 else font
+        draw.text((MARGIN, y), line, fill=TEXT if i == 0 else MUTED, font=f)
+        y += size(line, f)[1] + 5
+    top = y + 6
+    x0 = MARGIN + label_w
+    for c, text in enumerate(column_labels):
+        w, _ = size(text, font)
+        draw.text((x0 + c * (cell_w + GAP) + (cell_w - w) // 2, top), text, fill=MUTED if c else TEXT, font=font)
+    y0 = top + header_h
+    boxes = []
+    for r, row in enumerate(rows):
+        y = y0 + r * (cell_h + GAP)
+        if row_labels:
+            w, h = size(row_labels[r], font)
+            draw.text((MARGIN + label_w - 8 - w, y + (cell_h - h) // 2), row_labels[r], fill=MUTED, font=font)
+        row_boxes = []
+        for c, img in enumerate(row):
+            x = x0 + c * (cell_w + GAP)
+            canvas.paste(img.convert("RGB").resize((cell_w, cell_h), Image.Resampling.NEAREST), (x, y))
+            row_boxes.append((x, y, x + cell_w, y + cell_h))
+        boxes.append(row_boxes)
+    # A thin line between the originals and the augmented views.
+    line_x = x0 + cell_w + GAP // 2
+    draw.line([(line_x, y0 - 2), (line_x, y0 + grid_h - header_h + 1)], fill=(170, 170, 170), width=1)
+    return canvas, boxes
+
+
+def _augmented_views(policy, images, views: int, seed: int, backend: str):
+    """``views`` augmented versions of every image of ``images`` (uint8 [S, C, H, W]) -> [S][views] tensors."""
+    import torch
+
+    from policysearch.transforms import BatchPolicyTransform, PolicyTransform
+
+    generator = torch.Generator().manual_seed(seed)
+    if backend == "batch":
+        transform = BatchPolicyTransform(policy)
+        batch = images.repeat_interleave(views, dim=0)  # sample 0 x views, sample 1 x views, ...
+        out = transform(batch, generator=generator)
+        return [[out[s * views + v] for v in range(views)] for s in range(len(images))]
+    pil = [_to_pil(img) for img in images]
+    transform = PolicyTransform(policy, pool=pil, generator=generator)
+    return [[_from_pil(transform(img)) for _ in range(views)] for img in pil]
+
+
+def _to_pil(image):
+    from PIL import Image
+
+    array = image.permute(1, 2, 0).numpy()
+    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array, "L" if array.shape[2] == 1 else "RGB")
+
+
+def _from_pil(img):
+    import numpy as np
+    import torch
+
+    array = np.asarray(img)
+    array = array[:, :, None] if array.ndim == 2 else array
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def _run_show(args: argparse.Namespace) -> int:
+    import torch
+
+    from policysearch.convert import from_torchvision
+    from policysearch.data import load_dataset
+    from policysearch.policy import Policy
+
+    if args.file is None:
+        policy = from_torchvision(DEFAULT_SHOW_POLICY)
+        about = f"{DEFAULT_SHOW_POLICY} (default: no policy file given)"
+    else:
+        policy = Policy.load(args.file)
+        about = policy.name or Path(args.file).name
+    data = load_dataset(args.dataset, split="train", data_root=args.data_root)
+    if len(data) == 0:
+        raise UserError(f"{data.name} has no images to show")
+    samples = min(args.samples, len(data))
+    generator = torch.Generator().manual_seed(args.seed)
+    picks = torch.randperm(len(data), generator=generator)[:samples]
+    images = data.images[picks]
+    views = _augmented_views(policy, images, args.views, args.seed, args.backend)
+    height, width = images.shape[-2:]
+    scale = args.scale or max(1, round(CELL_TARGET / max(height, width)))
+
+    rows = [[_to_pil(images[s])] + [_to_pil(v) for v in views[s]] for s in range(samples)]
+    columns = ["original"] + [f"view {v + 1}" for v in range(args.views)]
+    labels = [f"{data.classes[int(data.labels[i])]}" for i in picks]
+    title = [f"{about}: {_subs(len(policy))}",
+             f"{data.name}, {_count(samples, 'sample')} x {_count(args.views, 'view')}, seed {args.seed}, "
+             f"{args.backend} path, {width}x{height} px shown x{scale}"]
+    canvas, _ = render_grid(rows, columns, labels, title, scale)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(out, format="PNG")
+    print(f"wrote {out} ({canvas.width}x{canvas.height} px: {samples} samples of {data.name}, "
+          f"{args.views} views each, {about})")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------------
+# spaces
+# ---------------------------------------------------------------------------------------------------
+
+
+def _add_spaces(parser: argparse.ArgumentParser) -> None:
+    del parser  # no arguments
+
+
+def _run_spaces(args: argparse.Namespace) -> int:
+    from policysearch.spaces import list_spaces, load_space
+
+    names = list_spaces()
+    width = max(map(len, names), default=0)
+    for name in names:
+        space = load_space(name)
+        first = (space.description.strip().splitlines() or [""])[0]
+        shape = f"{len(space.ops)} ops, {space.sub_policies}x{space.ops_per_sub_policy}"
+        print(f"{name:<{width}}  [{shape}]  {first}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------------------------------
+
+COMMANDS: list[Command] = [
+    Command(
+        "validate", "check policy files",
+        "Check policy JSON files against the policy format: every op known, every probability and level in "
+        "[0, 1], no unknown keys. Prints one line per good file; a bad file's problem goes to stderr with "
+        "its place in the file, and the exit status is 1.",
+        "examples:\n  policysearch validate policy.json\n  policysearch validate runs/*/policy.json",
+        _add_validate, _run_validate,
+    ),
+    Command(
+        "convert", "convert a policy from torchvision, the AutoAugment paper or Fast AutoAugment",
+        "Convert another project's augmentation policy into a policysearch policy file. The levels are "
+        "chosen so that each op applies the same argument as in the source (see policysearch.convert).",
+        "examples:\n"
+        "  policysearch convert torchvision:cifar10 -o cifar10.json\n"
+        "  policysearch convert paper_policy.json --from autoaugment -o policy.json\n"
+        "  policysearch convert faa_policy.json --from fast-autoaugment -o policy.json",
+        _add_convert, _run_convert,
+    ),
+    Command(
+        "show", "draw a grid of augmented samples as a PNG",
+        "Draw a PNG grid: each row is one sample of a data set, the first column the original image, the "
+        "others augmented views through the policy. Without FILE, torchvision's AutoAugment CIFAR-10 "
+        "policy is shown.",
+        "examples:\n"
+        "  policysearch show --dataset digits\n"
+        "  policysearch show policy.json --dataset digits -o out/grid.png --samples 10 --views 8\n"
+        "  policysearch show policy.json --dataset cifar10 --data-root data --scale 3",
+        _add_show, _run_show,
+    ),
+    Command(
+        "spaces", "list the shipped search spaces",
+        "List the search spaces shipped with policysearch, with the first line of their description. Give "
+        "one by name to the search, or write your own YAML file in the same format.",
+        "example:\n  policysearch spaces",
+        _add_spaces, _run_spaces,
+    ),
+    # The search and benchmark commands go here, each in its own module, e.g.
+    # Command("search", ..., from_module("policysearch.search", "add_arguments"),
+    #         from_module("policysearch.search", "run")),
+]
+
+
+def build_parser(only: str | None = None, commands: Sequence[Command] | None = None) -> argparse.ArgumentParser:
+    """The argument parser. With ``only``, only that subcommand's arguments are added (the others keep
+    their help line), so an unused command's module is never imported; without it, all of them."""
+    commands = COMMANDS if commands is None else commands
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=_wrap("Search augmentation policies for small labelled image data sets, and check, "
+                          "convert and look at policy files."),
+        epilog="examples:\n  policysearch show --dataset digits\n  policysearch validate policy.json\n"
+               f"  policysearch COMMAND --help\n\nversion {__version__}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for command in commands:
+        child = sub.add_parser(command.name, help=command.help, description=_wrap(command.description),
+                               epilog=command.epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+        if only is None or only == command.name:
+            command.add_arguments(child)
+        child.set_defaults(_command=command)
+    return parser
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=88)
+
+
+def _selected(argv: Sequence[str], commands: Sequence[Command]) -> str | None:
+    """The subcommand named on the command line: the first argument that is not an option."""
+    names = {c.name for c in commands}
+    for arg in argv:
+        if arg == "--":
+            return None
+        if not arg.startswith("-"):
+            return arg if arg in names else None
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the console script; returns the exit status (0 ok, 1 invalid input file, 2 usage error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(only=_selected(argv, COMMANDS) or "")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and argparse's own errors
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
+    command: Command | None = getattr(args, "_command", None)
+    if command is None:
+        parser.print_usage(sys.stderr)
+        print(f"{PROG}: error: choose a command ({', '.join(c.name for c in COMMANDS)}); "
+              f"see {PROG} --help", file=sys.stderr)
+        return EXIT_USAGE
+    args.argv = argv  # the command line, for provenance (e.g. a converted policy's metadata)
+    try:
+        return int(command.run(args))
+    except ValueError as exc:  # PolicyError, DataError, SpaceError, UserError and bad values
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # e.g. the output folder cannot be written
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"{PROG}: error: {where}{exc.strerror or _one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130

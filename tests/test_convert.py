@@ -1,0 +1,302 @@
+"""Converters: the applied argument of every converted op equals the one the source meant."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms as T
+import torchvision.transforms.functional as F
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+
+from policysearch.cli import main
+from policysearch.convert import convert, from_autoaugment_paper, from_fast_autoaugment, from_torchvision
+from policysearch.ops import OPS, TRANSLATE_MAX, PilContext
+from policysearch.policy import Operation, Policy, PolicyError
+
+SIZE = 32
+BINS = 10
+
+
+def test_image() -> Image.Image:
+    """32x32 RGB: gradients plus noise, so every op changes something and every pixel is distinct-ish."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:SIZE, 0:SIZE]
+    base = np.stack([x * 8, y * 8, (x + y) * 4], axis=-1).astype(np.int64)
+    noise = rng.integers(0, 40, size=(SIZE, SIZE, 3))
+    return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8), "RGB")
+
+
+test_image.__test__ = False  # a helper, not a test
+
+
+def tv_magnitudes(op: str) -> torch.Tensor:
+    """torchvision AutoAugment's magnitude bins, from its documented formulas, for a SIZE x SIZE image."""
+    return {
+        "ShearX": torch.linspace(0.0, 0.3, BINS),
+        "ShearY": torch.linspace(0.0, 0.3, BINS),
+        "TranslateX": torch.linspace(0.0, 150.0 / 331.0 * SIZE, BINS),
+        "TranslateY": torch.linspace(0.0, 150.0 / 331.0 * SIZE, BINS),
+        "Rotate": torch.linspace(0.0, 30.0, BINS),
+        "Brightness": torch.linspace(0.0, 0.9, BINS),
+        "Color": torch.linspace(0.0, 0.9, BINS),
+        "Contrast": torch.linspace(0.0, 0.9, BINS),
+        "Sharpness": torch.linspace(0.0, 0.9, BINS),
+        "Posterize": 8 - (torch.arange(BINS) / ((BINS - 1) / 4)).round().int(),
+        "Solarize": torch.linspace(255.0, 0.0, BINS),
+    }[op]
+
+
+def tv_apply(img: Image.Image, op: str, magnitude: float) -> Image.Image:
+    """torchvision's functional op at ``magnitude``, as its AutoAugment applies it (fill 0, nearest)."""
+    nearest, fill = InterpolationMode.NEAREST, [0.0]
+    if op == "ShearX":
+        return F.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=[math.degrees(math.atan(magnitude)), 0.0],
+                        interpolation=nearest, fill=fill, center=[0, 0])
+    if op == "ShearY":
+        return F.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=[0.0, math.degrees(math.atan(magnitude))],
+                        interpolation=nearest, fill=fill, center=[0, 0])
+    if op == "TranslateX":
+        return F.affine(img, angle=0.0, translate=[int(magnitude), 0], scale=1.0, shear=[0.0, 0.0],
+                        interpolation=nearest, fill=fill)
+    if op == "TranslateY":
+        return F.affine(img, angle=0.0, translate=[0, int(magnitude)], scale=1.0, shear=[0.0, 0.0],
+                        interpolation=nearest, fill=fill)
+    if op == "Rotate":
+        return F.rotate(img, magnitude, interpolation=nearest, fill=fill)
+    if op == "Brightness":
+        return F.adjust_brightness(img, 1.0 + magnitude)
+    if op == "Color":
+        return F.adjust_saturation(img, 1.0 + magnitude)
+    if op == "Contrast":
+        return F.adjust_contrast(img, 1.0 + magnitude)
+    if op == "Sharpness":
+        return F.adjust_sharpness(img, 1.0 + magnitude)
+    if op == "Posterize":
+        return F.posterize(img, int(magnitude))
+    if op == "Solarize":
+        return F.solarize(img, magnitude)
+    if op == "AutoContrast":
+        return F.autocontrast(img)
+    if op == "Equalize":
+        return F.equalize(img)
+    if op == "Invert":
+        return F.invert(img)
+    raise AssertionError(f"no torchvision op {op}")
+
+
+def ours(img: Image.Image, op: str, level: float, negative: bool) -> Image.Image:
+    spec = OPS[op]
+    arg = spec.argument(level)
+    return spec.pil(img, -arg if negative else arg, {}, PilContext())
+
+
+@pytest.mark.parametrize("name", ["imagenet", "cifar10", "svhn"])
+def test_torchvision_policies_convert_exactly(name):
+    source = T.AutoAugment(T.AutoAugmentPolicy(name)).policies
+    policy = from_torchvision(name)
+    assert len(policy) == len(source)
+    img = test_image()
+    signed_ops = {"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast",
+                  "Sharpness"}
+    for i, (sub, ref) in enumerate(zip(policy, source)):
+        assert [s.op for s in sub] == [r[0] for r in ref], f"sub-policy {i}"
+        assert [s.prob for s in sub] == pytest.approx([r[1] for r in ref], abs=1e-12)
+        for step, (op, _, bin_index) in zip(sub, ref):
+            assert OPS[op].signed == (op in signed_ops)
+            magnitude = 0.0 if bin_index is None else float(tv_magnitudes(op)[bin_index])
+            for negative in (False, True) if op in signed_ops else (False,):
+                expected = tv_apply(img, op, -magnitude if negative else magnitude)
+                got = ours(img, op, step.level, negative)
+                assert np.array_equal(np.asarray(got), np.asarray(expected)), (
+                    f"{name} sub-policy {i}: {op} bin {bin_index} ({'-' if negative else '+'}{magnitude}) "
+                    f"-> level {step.level}")
+
+
+def test_every_torchvision_bin_converts_exactly():
+    """Not only the bins the shipped policies use: all 10 bins of every op with a magnitude."""
+    from policysearch.convert import _level_for, _tv_magnitude
+
+    img = test_image()
+    for op in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast",
+               "Sharpness", "Posterize", "Solarize"):
+        for bin_index in range(BINS):
+            level = _level_for(op, _tv_magnitude(op, bin_index))
+            magnitude = float(tv_magnitudes(op)[bin_index])
+            for negative in (False, True) if OPS[op].signed else (False,):
+                expected = tv_apply(img, op, -magnitude if negative else magnitude)
+                assert np.array_equal(np.asarray(ours(img, op, level, negative)), np.asarray(expected)), (op, bin_index)
+
+
+def test_torchvision_policy_metadata_and_entry_points():
+    policy = Policy.from_torchvision("cifar10")
+    assert policy == from_torchvision("torchvision:cifar10") == convert("torchvision:cifar10")
+    assert policy.name == "torchvision-cifar10"
+    assert policy.metadata["source"] == "torchvision:cifar10"
+    assert from_torchvision("CIFAR10") == policy
+
+
+def test_unknown_torchvision_policy():
+    with pytest.raises(PolicyError, match=r"unknown torchvision policy 'mnist'; choose one of imagenet, cifar10, svhn"):
+        from_torchvision("mnist")
+    with pytest.raises(PolicyError, match="unknown torchvision policy"):
+        convert("torchvision:mnist")
+
+
+# --------------------------------------------------------------------------------------------- AutoAugment paper
+
+
+def paper_level(op: str, magnitude: float) -> float:
+    return from_autoaugment_paper([[[op, 0.5, magnitude]]])[0][0].level
+
+
+def test_paper_magnitudes_map_to_the_meant_arguments():
+    assert paper_level("Rotate", 10) == pytest.approx(1.0)
+    assert OPS["Rotate"].argument(paper_level("Rotate", 10)) == pytest.approx(30.0)
+    assert OPS["Rotate"].argument(paper_level("Rotate", 5)) == pytest.approx(15.0)
+    assert OPS["ShearX"].argument(paper_level("ShearX", 7)) == pytest.approx(0.21)
+    assert OPS["TranslateY"].argument(paper_level("TranslateY", 10)) == pytest.approx(150 / 331)
+    assert OPS["Brightness"].argument(paper_level("Brightness", 3)) == pytest.approx(0.27)
+    assert OPS["Cutout"].argument(paper_level("Cutout", 10)) == pytest.approx(60 / 331)
+    assert OPS["SamplePairing"].argument(paper_level("SamplePairing", 5)) == pytest.approx(0.2)
+    for m in range(11):
+        assert OPS["Solarize"].argument(paper_level("Solarize", m)) == pytest.approx(256 * (1 - m / 10))
+        assert OPS["Posterize"].argument(paper_level("Posterize", m)) == pytest.approx(8 - round(4 * m / 10))
+    assert OPS["Posterize"].argument(paper_level("Posterize", 10)) == pytest.approx(4.0)
+    assert paper_level("Posterize", 10) == pytest.approx(1.0)
+    for op in ("AutoContrast", "Equalize", "Invert"):
+        assert paper_level(op, 7) == 0.0
+
+
+def test_paper_form_keeps_structure_and_probabilities():
+    data = [[["Invert", 0.1, 7], ["Contrast", 0.2, 6]], [["Rotate", 0.7, 2]]]
+    policy = from_autoaugment_paper(data)
+    assert [[(s.op, s.prob) for s in sub] for sub in policy] == [[("Invert", 0.1), ("Contrast", 0.2)], [("Rotate", 0.7)]]
+    assert policy.metadata["converted_from"] == "AutoAugment paper form"
+
+
+@pytest.mark.parametrize("data, message", [
+    ([[["Rotate", 0.5, 11]]], r"^x: \[0\]\[0\]: magnitude 11 is outside \[0, 10\]$"),
+    ([[["Rotate", 0.5, 3]], [["Rotate", 0.5, 1], ["Rotate", 0.5, -1]]], r"^x: \[1\]\[1\]: magnitude -1 is outside"),
+    ([[["Rotate", 0.5, "3"]]], r"^x: \[0\]\[0\]: magnitude '3' is outside"),
+    ([[["Rotate", 0.5, True]]], r"^x: \[0\]\[0\]: magnitude True is outside"),
+    ([[["Rotate", 0.5, float("nan")]]], r"^x: \[0\]\[0\]: magnitude nan is outside"),
+    ([[["Rotate", 1.5, 3]]], r"^x: \[0\]\[0\]: prob 1\.5 is outside \[0, 1\]$"),
+    ([[["Rotate", True, 3]]], r"^x: \[0\]\[0\]: prob True is outside \[0, 1\]$"),
+    ([[["Rotat", 0.5, 3]]], r"^x: \[0\]\[0\]: unknown op 'Rotat'$"),
+    ([[[["Rotate"], 0.5, 3]]], r"^x: \[0\]\[0\]: unknown op \['Rotate'\]$"),
+    ([[["Rotate", 0.5]]], r"^x: \[0\]\[0\]: expected \[name, prob, magnitude\]"),
+    ([[]], r"^x: \[0\]: expected a non-empty list"),
+    ([], r"^x: expected a non-empty list of sub-policies"),
+    ({"policy": []}, r"^x: expected a non-empty list of sub-policies"),
+])
+def test_paper_form_errors_name_the_place(data, message):
+    with pytest.raises(PolicyError, match=message):
+        from_autoaugment_paper(data, source="x")
+
+
+# --------------------------------------------------------------------------------------------- Fast AutoAugment
+
+
+def faa_level(op: str, level: float) -> float:
+    return from_fast_autoaugment([[[op, 0.5, level]]])[0][0].level
+
+
+@pytest.mark.parametrize("level", [0.0, 0.1, 0.25, 0.5, 0.8, 1.0])
+def test_faa_levels(level):
+    for op in ("ShearX", "ShearY", "Rotate", "Contrast", "Color", "Brightness", "Sharpness"):
+        assert faa_level(op, level) == pytest.approx(abs(2 * level - 1))
+    for op in ("TranslateX", "TranslateY"):
+        assert OPS[op].argument(faa_level(op, level)) == pytest.approx(abs(2 * level - 1) * 0.45)
+    assert faa_level("Solarize", level) == pytest.approx(1 - level)
+    assert OPS["Solarize"].argument(faa_level("Solarize", level)) == pytest.approx(256 * level)
+    assert OPS["Posterize"].argument(faa_level("Posterize", level)) == pytest.approx(int(4 + 4 * level))
+    assert faa_level("Cutout", level) == pytest.approx(level)
+    assert faa_level("SamplePairing", level) == pytest.approx(level)
+    for op in ("AutoContrast", "Equalize", "Invert"):
+        assert faa_level(op, level) == 0.0
+
+
+def test_faa_examples():
+    assert faa_level("ShearX", 0.1) == pytest.approx(0.8)
+    assert faa_level("Rotate", 0.5) == pytest.approx(0.0)
+    assert OPS["Posterize"].argument(faa_level("Posterize", 0.0)) == 4  # FAA's strongest
+    assert OPS["Solarize"].argument(faa_level("Solarize", 0.0)) == 0  # FAA's strongest: invert everything
+    assert TRANSLATE_MAX >= 0.45
+
+
+@pytest.mark.parametrize("data, message", [
+    ([[["ShearX", 0.5, 1.2]]], r"^faa\.json: \[0\]\[0\]: magnitude 1\.2 is outside \[0, 1\]$"),
+    ([[["ShearX", -0.1, 0.2]]], r"^faa\.json: \[0\]\[0\]: prob -0\.1 is outside \[0, 1\]$"),
+    ([[["ShearX", 0.5, 0.2], ["Sheer", 0.5, 0.2]]], r"^faa\.json: \[0\]\[1\]: unknown op 'Sheer'$"),
+    ("ShearX", r"^faa\.json: expected a non-empty list"),
+])
+def test_faa_errors_name_the_place(data, message):
+    with pytest.raises(PolicyError, match=message):
+        from_fast_autoaugment(data, source="faa.json")
+
+
+# --------------------------------------------------------------------------------------------- convert()
+
+
+def test_convert_reads_files(tmp_path):
+    paper = tmp_path / "paper.json"
+    paper.write_text(json.dumps([[["Rotate", 0.5, 10]]]))
+    assert convert(str(paper), "autoaugment")[0][0] == Operation("Rotate", 0.5, 1.0)
+    faa = tmp_path / "faa.json"
+    faa.write_text(json.dumps([[["ShearX", 0.5, 0.1]]]))
+    assert convert(str(faa), "fast-autoaugment")[0][0].level == pytest.approx(0.8)
+    with pytest.raises(PolicyError, match="say which form"):
+        convert(str(faa))
+    with pytest.raises(PolicyError, match="no such file"):
+        convert(str(tmp_path / "missing.json"), "autoaugment")
+    (tmp_path / "bad.json").write_text("[[")
+    with pytest.raises(PolicyError, match="not valid JSON: .* line 1 column 3"):
+        convert(str(tmp_path / "bad.json"), "autoaugment")
+
+
+# --------------------------------------------------------------------------------------------- CLI convert
+
+
+@pytest.mark.parametrize("name", ["cifar10", "imagenet", "svhn"])
+def test_cli_convert_torchvision(tmp_path, capsys, name):
+    out = tmp_path / f"{name}.json"
+    assert main(["convert", f"torchvision:{name}", "-o", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    loaded = Policy.load(out)
+    assert loaded == from_torchvision(name)
+    assert loaded.metadata["command"] == f"policysearch convert torchvision:{name} -o {out}"
+    assert loaded.metadata["source"] == f"torchvision:{name}"
+
+
+@pytest.mark.parametrize("form, data, first", [
+    ("autoaugment", [[["Rotate", 0.5, 10], ["Posterize", 0.3, 10]], [["Invert", 0.1, 3]]], Operation("Rotate", 0.5, 1.0)),
+    ("fast-autoaugment", [[["Solarize", 0.5, 0.25]], [["Cutout", 0.1, 0.3]]], Operation("Solarize", 0.5, 0.75)),
+])
+def test_cli_convert_files(tmp_path, capsys, form, data, first):
+    source = tmp_path / "source.json"
+    source.write_text(json.dumps(data))
+    out = tmp_path / "out" / "policy.json"
+    assert main(["convert", str(source), "--from", form, "-o", str(out)]) == 0
+    assert main(["validate", str(out)]) == 0
+    loaded = Policy.load(out)
+    assert loaded[0][0] == first
+    assert len(loaded) == 2
+    assert loaded.name == "source"
+
+
+def test_cli_convert_errors(tmp_path, capsys):
+    source = tmp_path / "source.json"
+    source.write_text(json.dumps([[["Rotate", 0.5, 12]]]))
+    assert main(["convert", str(source), "--from", "autoaugment", "-o", str(tmp_path / "o.json")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"policysearch: error: {source}: [0][0]: magnitude 12 is outside [0, 10]\n"
+    assert main(["convert", str(source), "-o", str(tmp_path / "o.json")]) == 2
+    assert "--from autoaugment or --from fast-autoaugment" in capsys.readouterr().err
+    assert main(["convert", "torchvision:mnist", "-o", str(tmp_path / "o.json")]) == 2
+    assert "unknown torchvision policy 'torchvision:mnist'; choose one of imagenet" in capsys.readouterr().err
+    assert not (tmp_path / "o.json").exists()

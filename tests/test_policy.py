@@ -1,0 +1,292 @@
+"""The policy model and its JSON file format: round trip, atomic save, and every validation message."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from policysearch.ops import OP_NAMES
+from policysearch.policy import (
+    FORMAT_VERSION,
+    Operation,
+    Policy,
+    PolicyError,
+    merge_policies,
+    policy_schema,
+    validate_policy_dict,
+)
+
+
+def doc(subs=None, **extra) -> dict:
+    """A valid policy document; ``subs`` replaces the sub-policies, ``extra`` adds or replaces keys."""
+    subs = subs if subs is not None else [
+        [{"op": "Rotate", "prob": 0.5, "level": 0.3}, {"op": "Invert", "prob": 0.2, "level": 0.0}],
+        [{"op": "ShearX", "prob": 1.0, "level": 1.0}],
+        [{"op": "Solarize", "prob": 0.0, "level": 0.0}],
+        [{"op": "Color", "prob": 0.4, "level": 0.6}, {"op": "Posterize", "prob": 0.9, "level": 0.25}],
+    ]
+    return {"format_version": FORMAT_VERSION, "sub_policies": subs, **extra}
+
+
+def write(path: Path, data) -> Path:
+    path.write_text(data if isinstance(data, str) else json.dumps(data), encoding="utf-8")
+    return path
+
+
+def load_error(tmp_path: Path, data) -> str:
+    path = write(tmp_path / "p.json", data)
+    with pytest.raises(PolicyError) as info:
+        Policy.load(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: ")
+    return message[len(f"{path}: "):]
+
+
+# --------------------------------------------------------------------------------------------- round trip
+
+
+def test_save_load_round_trip_keeps_everything(tmp_path):
+    policy = Policy.from_dict(doc(name="mine", metadata={"dataset": "digits", "score": {"acc": 0.93}, "note": [1, 2]}))
+    out = policy.save(tmp_path / "sub" / "policy.json")  # parent folders are created
+    loaded = Policy.load(out)
+    assert loaded == policy
+    assert loaded.sub_policies == policy.sub_policies
+    assert loaded.name == "mine"
+    assert loaded.metadata["dataset"] == "digits"
+    assert loaded.metadata["score"] == {"acc": 0.93}
+    assert loaded.metadata["note"] == [1, 2]
+    assert loaded.metadata["created"]  # filled on save
+    assert {"policysearch", "python", "torch", "torchvision", "pillow"} <= set(loaded.metadata["software"])
+    # Saving again keeps the recorded creation time and software, and the file reads back the same.
+    again = loaded.save(tmp_path / "again.json")
+    assert json.loads(again.read_text()) == json.loads(out.read_text())
+
+
+def test_floats_survive_exactly(tmp_path):
+    policy = Policy([[("Rotate", 0.1 + 0.2, 1 / 3)]])
+    assert Policy.load(policy.save(tmp_path / "p.json"))[0][0] == Operation("Rotate", 0.1 + 0.2, 1 / 3)
+
+
+def test_save_does_not_change_the_policy_in_memory(tmp_path):
+    policy = Policy([[("Rotate", 0.5, 0.5)]], metadata={"dataset": "digits"})
+    policy.save(tmp_path / "p.json")
+    assert policy.metadata == {"dataset": "digits"}
+
+
+# --------------------------------------------------------------------------------------------- atomic save
+
+
+def test_save_leaves_no_temporary_files(tmp_path):
+    Policy.from_dict(doc()).save(tmp_path / "p.json")
+    Policy.from_dict(doc()).save(tmp_path / "p.json")  # overwrite
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json"]
+
+
+def test_failed_save_keeps_the_previous_file(tmp_path):
+    path = Policy.from_dict(doc(name="first")).save(tmp_path / "p.json")
+    before = path.read_bytes()
+    broken = Policy([[("Rotate", 0.5, 0.5)]], metadata={"oops": object()})  # valid, but not JSON-serialisable
+    with pytest.raises(TypeError):
+        broken.save(path)
+    assert path.read_bytes() == before
+    assert Policy.load(path).name == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json"]
+
+
+# --------------------------------------------------------------------------------------------- validation
+
+
+def test_prob_outside_range_names_the_place(tmp_path):
+    data = doc()
+    data["sub_policies"].insert(3, [{"op": "Rotate", "prob": 0.5, "level": 0.5}, {"op": "Rotate", "prob": 1.7, "level": 0.5}])
+    assert load_error(tmp_path, data) == "sub_policies[3][1].prob: 1.7 is outside [0, 1]"
+
+
+def test_negative_level(tmp_path):
+    data = doc()
+    data["sub_policies"][0][0]["level"] = -0.1
+    assert load_error(tmp_path, data) == "sub_policies[0][0].level: -0.1 is outside [0, 1]"
+
+
+def test_unknown_op_suggests_the_closest_names(tmp_path):
+    data = doc()
+    data["sub_policies"][1][0]["op"] = "Rotat"
+    message = load_error(tmp_path, data)
+    assert message.startswith("sub_policies[1][0].op: unknown op 'Rotat' (closest: Rotate")
+
+
+def test_unknown_op_without_a_close_name_lists_the_known_ones(tmp_path):
+    data = doc()
+    data["sub_policies"][0][1]["op"] = "zzzzzz"
+    message = load_error(tmp_path, data)
+    assert message.startswith("sub_policies[0][1].op: unknown op 'zzzzzz' (known: ShearX, ")
+
+
+@pytest.mark.parametrize("key", ["op", "prob", "level"])
+def test_missing_key(tmp_path, key):
+    data = doc()
+    del data["sub_policies"][2][0][key]
+    assert load_error(tmp_path, data) == f"sub_policies[2][0]: missing key {key!r}"
+
+
+def test_missing_top_level_key(tmp_path):
+    data = doc()
+    del data["sub_policies"]
+    assert load_error(tmp_path, data) == "(top level): missing key 'sub_policies'"
+
+
+def test_unknown_key(tmp_path):
+    data = doc()
+    data["sub_policies"][0][0]["magnitude"] = 3
+    assert load_error(tmp_path, data) == "sub_policies[0][0]: unknown key 'magnitude' (allowed: level, op, prob)"
+
+
+def test_unknown_top_level_key(tmp_path):
+    message = load_error(tmp_path, doc(policy=[]))
+    assert message.startswith("(top level): unknown key 'policy' (allowed: ")
+
+
+def test_string_prob(tmp_path):
+    data = doc()
+    data["sub_policies"][0][0]["prob"] = "0.5"
+    assert load_error(tmp_path, data) == "sub_policies[0][0].prob: expected number, got str '0.5'"
+
+
+def test_bool_prob(tmp_path):
+    data = doc()
+    data["sub_policies"][0][0]["prob"] = True
+    message = load_error(tmp_path, data)
+    assert message.startswith("sub_policies[0][0].prob: ")
+    assert "True" in message
+
+
+def test_nan_prob(tmp_path):
+    data = doc()
+    data["sub_policies"][1][0]["prob"] = float("nan")
+    text = json.dumps(data)  # Python writes NaN, which json.loads accepts
+    assert "NaN" in text
+    assert load_error(tmp_path, text) == "sub_policies[1][0].prob: nan is not a number in [0, 1]"
+
+
+@pytest.mark.parametrize("value", [True, math.nan, math.inf])
+def test_bad_numbers_are_rejected_in_memory_too(value):
+    with pytest.raises(PolicyError, match=r"sub_policies\[0\]\[0\]\.level"):
+        Policy([[("Rotate", 0.5, value)]])
+
+
+def test_empty_sub_policies(tmp_path):
+    assert load_error(tmp_path, doc(subs=[])) == "sub_policies: needs at least one sub-policy"
+
+
+def test_empty_sub_policy(tmp_path):
+    data = doc()
+    data["sub_policies"][2] = []
+    assert load_error(tmp_path, data) == "sub_policies[2]: needs at least one operation"
+
+
+@pytest.mark.parametrize("version", [2, 0, "1", None])
+def test_wrong_format_version(tmp_path, version):
+    message = load_error(tmp_path, doc(format_version=version))
+    assert message == f"format_version: unsupported format_version {version!r} (this policysearch reads 1)"
+
+
+def test_not_json_names_line_and_column(tmp_path):
+    message = load_error(tmp_path, '{\n  "format_version": 1,\n  "sub_policies": [[{"op": "Rotate",}]]\n}')
+    assert message.startswith("not valid JSON: ")
+    assert "line 3 column" in message
+
+
+def test_top_level_not_an_object(tmp_path):
+    assert load_error(tmp_path, [[["Rotate", 0.5, 0.5]]]).startswith("(top level): expected object, got list")
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.json"
+    with pytest.raises(PolicyError, match=r"nope\.json: no such file$"):
+        Policy.load(path)
+
+
+def test_a_folder_is_not_a_policy_file(tmp_path):
+    with pytest.raises(PolicyError, match="cannot read"):
+        Policy.load(tmp_path)
+
+
+def test_loading_never_executes_anything(tmp_path):
+    marker = tmp_path / "pwned"
+    code = f"__import__('pathlib').Path({str(marker)!r}).touch()"
+    data = doc()
+    data["sub_policies"][0][0]["op"] = code
+    with pytest.raises(PolicyError, match="unknown op"):
+        Policy.load(write(tmp_path / "a.json", data))
+    data = doc()
+    data["sub_policies"][0][0]["prob"] = code
+    with pytest.raises(PolicyError, match="expected number"):
+        Policy.load(write(tmp_path / "b.json", data))
+    # A free-form metadata string is kept as plain text, never evaluated.
+    loaded = Policy.load(write(tmp_path / "c.json", doc(metadata={"note": code, "command": code})))
+    assert loaded.metadata["note"] == code
+    assert not marker.exists()
+
+
+def test_validate_policy_dict_names_the_source():
+    with pytest.raises(PolicyError, match=r"^here: sub_policies: needs at least one sub-policy$"):
+        validate_policy_dict(doc(subs=[]), source="here")
+
+
+# --------------------------------------------------------------------------------------------- schema
+
+
+def test_shipped_schema_validates_a_saved_file_with_plain_jsonschema(tmp_path):
+    path = Policy.from_dict(doc(name="x", metadata={"dataset": "digits"})).save(tmp_path / "p.json")
+    schema = json.loads((Path(__file__).parents[1] / "policysearch" / "schema" / "policy.schema.json").read_text())
+    assert schema == policy_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate(json.loads(path.read_text()), schema, cls=jsonschema.Draft202012Validator)
+    bad = json.loads(path.read_text())
+    bad["sub_policies"][0][0]["prob"] = 1.7
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema, cls=jsonschema.Draft202012Validator)
+
+
+def test_schema_op_enum_is_the_op_table():
+    op = policy_schema()["properties"]["sub_policies"]["items"]["items"]["properties"]["op"]
+    assert tuple(op["enum"]) == OP_NAMES
+
+
+# --------------------------------------------------------------------------------------------- construction
+
+
+def test_policy_from_tuples_mappings_and_operations():
+    a = Policy([[("Rotate", 0.5, 0.3), {"op": "Invert", "prob": 0.2, "level": 0.0}], [Operation("ShearX", 1.0, 1.0)]])
+    b = Policy.from_dict(doc(subs=[
+        [{"op": "Rotate", "prob": 0.5, "level": 0.3}, {"op": "Invert", "prob": 0.2, "level": 0.0}],
+        [{"op": "ShearX", "prob": 1, "level": 1}],
+    ]))
+    assert a == b
+    assert hash(a) == hash(b)
+    assert a[0] == (Operation("Rotate", 0.5, 0.3), Operation("Invert", 0.2, 0.0))
+    assert len(a) == 2 and a.ops() == {"Rotate", "Invert", "ShearX"}
+
+
+def test_policy_rejects_a_bad_operation_shape():
+    with pytest.raises(PolicyError, match="triple"):
+        Policy([[("Rotate", 0.5)]])
+    with pytest.raises(PolicyError, match=r"sub_policies\[0\]\[0\]\.prob: 2\.0 is outside \[0, 1\]"):
+        Policy([[("Rotate", 2.0, 0.5)]])
+
+
+def test_merge_policies_drops_duplicates_in_order():
+    a = Policy([[("Rotate", 0.5, 0.3)], [("Invert", 0.2, 0.0)], [("Rotate", 0.5, 0.3)]])
+    b = Policy([[("Invert", 0.2, 0.0)], [("ShearX", 1.0, 1.0), ("Rotate", 0.5, 0.3)], [("Rotate", 0.5, 0.3)]])
+    merged = merge_policies([a, b], metadata={"source": "merge"})
+    assert [tuple((s.op, s.prob, s.level) for s in sub) for sub in merged] == [
+        (("Rotate", 0.5, 0.3),),
+        (("Invert", 0.2, 0.0),),
+        (("ShearX", 1.0, 1.0), ("Rotate", 0.5, 0.3)),
+    ]
+    assert merged.metadata == {"source": "merge"}
