@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -337,13 +338,24 @@ def _equalize_pil(img, arg, draw, ctx):
     return ImageOps.equalize(img)
 
 
+@lru_cache(maxsize=1)
+def _pil_equalize_divisor() -> int:
+    """The divisor of PIL's equalize step: 256 in older Pillow, 255 (as torchvision's tensor path) since.
+
+    Probed once on a 256-pixel image where the two give different tables (step 1 versus 0).
+    """
+    probe = np.array([0] * 128 + [100] * 127 + [255], dtype=np.uint8).reshape(1, -1)
+    return 255 if np.asarray(ImageOps.equalize(Image.fromarray(probe, "L")))[0, 200] != 100 else 256
+
+
 def _equalize(x, arg, draw, ctx):
     levels = x if ctx.exact else _quantised(x)
     hist = _histogram(levels)  # [n, C, 256]
     ramp = torch.arange(256, device=x.device).view(1, 1, 256)
-    # PIL: step = (count - count of the last non-empty bin) // 256; lut[i] = (step // 2 + cum[i]) // step.
+    # PIL: step = (count - count of the last non-empty bin) // 255 in current Pillow (// 256 in older releases);
+    # lut[i] = (step // 2 + cum[i]) // step.
     last = torch.where(hist > 0, ramp, torch.full_like(ramp, -1)).amax(2, keepdim=True).clamp_min(0)
-    step = (hist.sum(2, keepdim=True) - hist.gather(2, last)) // 256
+    step = (hist.sum(2, keepdim=True) - hist.gather(2, last)) // _pil_equalize_divisor()
     cumulative = torch.cumsum(hist, 2) - hist
     lut = (step // 2 + cumulative) // step.clamp_min(1)
     lut = torch.where(step > 0, lut.clamp(0, 255), ramp.expand_as(lut))
