@@ -312,7 +312,7 @@ def _posterize_pil(img, arg, draw, ctx):
 
 
 def _posterize(x, arg, draw, ctx):
-    step = torch.pow(2.0, 8.0 - _col(arg).round())
+    step = torch.pow(2.0, 8.0 - _col(arg).round()).to(x.dtype)  # arg is float64: keep x's dtype
     return torch.floor(x / step) * step
 
 
