@@ -613,14 +613,18 @@ def _op(name, low, high, signed, pil, tensor, sample=None, exact=True, descripti
     return OpSpec(name, float(low), float(high), signed, pil, tensor, sample, exact, description)
 
 
+# Fast AutoAugment shifts by up to 0.45 of the size and AutoAugment/torchvision by up to 150/331 (0.453);
+# our range covers both so that either converts without clipping.
+TRANSLATE_MAX = 150.0 / 331.0
+
 OPS: dict[str, OpSpec] = {
     spec.name: spec
     for spec in [
         _op("ShearX", 0, 0.3, True, _shear_x_pil, _shear_x, description="shear factor"),
         _op("ShearY", 0, 0.3, True, _shear_y_pil, _shear_y, description="shear factor"),
-        _op("TranslateX", 0, 0.45, True, _translate_x_pil, _translate_x,
+        _op("TranslateX", 0, TRANSLATE_MAX, True, _translate_x_pil, _translate_x,
             description="shift, fraction of the width"),
-        _op("TranslateY", 0, 0.45, True, _translate_y_pil, _translate_y,
+        _op("TranslateY", 0, TRANSLATE_MAX, True, _translate_y_pil, _translate_y,
             description="shift, fraction of the height"),
         _op("Rotate", 0, 30, True, _rotate_pil, _rotate, description="degrees"),
         _op("AutoContrast", 0, 0, False, _autocontrast_pil, _autocontrast),

@@ -1,0 +1,173 @@
+"""Converters from other projects' policy forms into policysearch policies.
+
+Our ops map a level in [0, 1] into an argument with a higher level always stronger (see ``ops.py``).
+The converters choose the level so that the applied argument is the one the source meant:
+
+* ``torchvision:imagenet|cifar10|svhn`` - torchvision's built-in AutoAugment policies, read from the
+  installed torchvision. Magnitude bin ``i`` of 10 becomes the level whose argument equals torchvision's
+  (shear, rotation and enhance factors 1 +- m keep torchvision's random sign, as our ops are signed).
+  Translations use torchvision's 150/331 of the size, truncated to whole pixels as torchvision does.
+* AutoAugment paper form - ``[[(name, prob, magnitude 0..10), ...], ...]``: magnitude m means m/10 of
+  the paper's range (shear 0.3, translate 150/331 of the size, rotate 30 degrees, solarize 256 -> 0,
+  posterize 8 -> 4 bits, cutout 60/331 of the size, sample pairing 0.4).
+* Fast AutoAugment list form - ``[[[name, prob, level], ...], ...]`` with FAA's own table, whose levels
+  map straight into [low, high] (Solarize level 0 is threshold 0, the strongest; geometric ops take a
+  random sign there too, so level l means |2l - 1| of ours).
+
+One approximation is unavoidable and documented: the AutoAugment paper and FAA apply enhance ops
+(Brightness, Color, Contrast, Sharpness) as an unsigned factor in [0.1, 1.9]; ours are 1 +- m with a
+random sign, so a factor keeps its distance from 1 but not its direction.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from policysearch.ops import OPS
+from policysearch.policy import Operation, Policy, PolicyError
+
+TORCHVISION_POLICIES = ("imagenet", "cifar10", "svhn")
+_TV_BINS = 10
+
+
+def _tv_magnitude(op: str, bin_index: int) -> float:
+    """torchvision AutoAugment's magnitude for bin ``bin_index`` of 10 (shared-size independent form)."""
+    bins = {
+        "ShearX": torch.linspace(0.0, 0.3, _TV_BINS),
+        "ShearY": torch.linspace(0.0, 0.3, _TV_BINS),
+        "TranslateX": torch.linspace(0.0, 150.0 / 331.0, _TV_BINS),  # fraction of the size
+        "TranslateY": torch.linspace(0.0, 150.0 / 331.0, _TV_BINS),
+        "Rotate": torch.linspace(0.0, 30.0, _TV_BINS),
+        "Brightness": torch.linspace(0.0, 0.9, _TV_BINS),
+        "Color": torch.linspace(0.0, 0.9, _TV_BINS),
+        "Contrast": torch.linspace(0.0, 0.9, _TV_BINS),
+        "Sharpness": torch.linspace(0.0, 0.9, _TV_BINS),
+        "Posterize": 8 - (torch.arange(_TV_BINS) / ((_TV_BINS - 1) / 4)).round().int(),
+        "Solarize": torch.linspace(255.0, 0.0, _TV_BINS),
+    }
+    return float(bins[op][bin_index].item())
+
+
+def _level_for(op: str, argument: float) -> float:
+    """The level in [0, 1] whose (unsigned) argument for ``op`` is ``argument``."""
+    spec = OPS[op]
+    if not spec.has_magnitude:
+        return 0.0
+    level = (argument - spec.low) / (spec.high - spec.low)
+    if not -1e-6 <= level <= 1 + 1e-6:  # float32 bins may overshoot by an ulp
+        raise PolicyError(f"{op}: argument {argument} is outside our range [{spec.low}, {spec.high}]")
+    return min(max(level, 0.0), 1.0)
+
+
+def from_torchvision(name: str) -> Policy:
+    """torchvision's AutoAugment policy ``imagenet``, ``cifar10`` or ``svhn`` with the same arguments."""
+    import torchvision.transforms as T
+
+    key = name.lower().removeprefix("torchvision:")
+    if key not in TORCHVISION_POLICIES:
+        raise PolicyError(f"unknown torchvision policy {name!r}; choose one of {', '.join(TORCHVISION_POLICIES)}")
+    source = T.AutoAugment(T.AutoAugmentPolicy(key)).policies
+    subs = []
+    for sub in source:
+        steps = []
+        for op, prob, bin_index in sub:
+            level = 0.0 if bin_index is None else _level_for(op, _tv_magnitude(op, bin_index))
+            steps.append(Operation(op, float(prob), level))
+        subs.append(steps)
+    return Policy(subs, {"source": f"torchvision:{key}", "converted_from": "torchvision AutoAugment"},
+                  name=f"torchvision-{key}")
+
+
+# AutoAugment paper ranges, as arguments of our ops, for magnitude m in 0..10 (fraction m / 10).
+_PAPER_RANGE: dict[str, float] = {
+    "ShearX": 0.3, "ShearY": 0.3, "TranslateX": 150 / 331, "TranslateY": 150 / 331, "Rotate": 30.0,
+    "Color": 0.9, "Contrast": 0.9, "Brightness": 0.9, "Sharpness": 0.9, "Cutout": 60 / 331, "SamplePairing": 0.4,
+}
+
+
+def _paper_level(op: str, magnitude: float) -> float:
+    fraction = magnitude / 10.0
+    if op == "Solarize":
+        return fraction  # threshold 256 * (1 - m/10), as ours
+    if op == "Posterize":
+        return _level_for(op, 8 - round(4 * fraction))
+    if op in _PAPER_RANGE:
+        return _level_for(op, fraction * _PAPER_RANGE[op])
+    return 0.0
+
+
+def _faa_level(op: str, level: float) -> float:
+    """FAA's level (straight into its [low, high] table) as ours."""
+    symmetric = {"ShearX", "ShearY", "Rotate", "Contrast", "Color", "Brightness", "Sharpness"}
+    if op in symmetric:
+        return abs(2.0 * level - 1.0)  # FAA: low + (high - low) * level with low = -high
+    if op in ("TranslateX", "TranslateY"):
+        return _level_for(op, abs(2.0 * level - 1.0) * 0.45)  # FAA shifts up to 0.45 of the size
+    if op == "Solarize":
+        return 1.0 - level  # FAA threshold 256 * level
+    if op == "Posterize":
+        return _level_for(op, int(4 + 4 * level))
+    if op in ("Cutout", "SamplePairing"):
+        return level  # FAA: 0..0.2 of the size, 0..0.4 blend weight, as ours
+    return 0.0
+
+
+def _convert_list(data: Any, source: str, level_of: Callable[[str, float], float], level_limit: float,
+                  what: str) -> Policy:
+    if not isinstance(data, Sequence) or isinstance(data, str) or not data:
+        raise PolicyError(f"{source}: expected a non-empty list of sub-policies ({what})")
+    subs = []
+    for i, sub in enumerate(data):
+        if not isinstance(sub, Sequence) or isinstance(sub, str) or not sub:
+            raise PolicyError(f"{source}: [{i}]: expected a non-empty list of [name, prob, magnitude]")
+        steps = []
+        for j, step in enumerate(sub):
+            place = f"{source}: [{i}][{j}]"
+            if not isinstance(step, Sequence) or isinstance(step, str) or len(step) != 3:
+                raise PolicyError(f"{place}: expected [name, prob, magnitude], got {step!r}")
+            name, prob, magnitude = step
+            if name not in OPS:
+                raise PolicyError(f"{place}: unknown op {name!r}")
+            if not isinstance(magnitude, (int, float)) or not 0 <= magnitude <= level_limit:
+                raise PolicyError(f"{place}: magnitude {magnitude!r} is outside [0, {level_limit:g}]")
+            if not isinstance(prob, (int, float)) or not 0 <= prob <= 1:
+                raise PolicyError(f"{place}: prob {prob!r} is outside [0, 1]")
+            steps.append(Operation(name, float(prob), level_of(name, float(magnitude))))
+        subs.append(steps)
+    return Policy(subs, {"source": source, "converted_from": what})
+
+
+def from_autoaugment_paper(data: Any, source: str = "autoaugment") -> Policy:
+    """AutoAugment paper form: sub-policies of (name, prob, magnitude 0..10)."""
+    return _convert_list(data, source, _paper_level, 10, "AutoAugment paper form")
+
+
+def from_fast_autoaugment(data: Any, source: str = "fast-autoaugment") -> Policy:
+    """Fast AutoAugment list form: sub-policies of [name, prob, level in [0, 1]] with FAA's op table."""
+    return _convert_list(data, source, _faa_level, 1, "Fast AutoAugment list form")
+
+
+CONVERTERS: dict[str, Callable[[Any, str], Policy]] = {
+    "autoaugment": from_autoaugment_paper,
+    "fast-autoaugment": from_fast_autoaugment,
+}
+
+
+def convert(source: str, form: str | None = None) -> Policy:
+    """Convert ``torchvision:NAME`` or a JSON file in ``form`` (``autoaugment`` or ``fast-autoaugment``)."""
+    if source.startswith("torchvision:"):
+        return from_torchvision(source)
+    if form not in CONVERTERS:
+        raise PolicyError(f"{source}: say which form the file is in: --from {' or --from '.join(CONVERTERS)}")
+    path = Path(source)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PolicyError(f"{path}: no such file") from None
+    except json.JSONDecodeError as exc:
+        raise PolicyError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    return CONVERTERS[form](data, str(path))

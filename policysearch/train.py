@@ -1,0 +1,297 @@
+"""One trainer for child models and final models, with exact resume from per-epoch checkpoints.
+
+Per batch: policy `augment` (uint8 -> uint8) -> baseline pad-crop/flip -> normalise -> Cutout ->
+forward/backward. Data sits on the device once as uint8. Ray is not imported here; a caller reports
+progress through `on_epoch`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from policysearch.data import Baseline, BaselineAugment, DataError, ImageData, normalize
+
+__all__ = ["TrainConfig", "cutout", "evaluate", "predict", "train_model"]
+
+CHECKPOINT_VERSION = 1
+Augment = Callable[[Tensor, torch.Generator], Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training hyper-parameters. `amp` only takes effect on CUDA; `cutout` is a side in pixels (0: off)."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    cutout: int = 0
+    amp: bool = True
+    seed: int = 0
+    warmup_epochs: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 2:
+            problems.append(f"batch_size must be >= 2 (BatchNorm needs 2 images), got {self.batch_size}")
+        if not self.lr > 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            problems.append(f"momentum must lie in [0, 1), got {self.momentum}")
+        if self.nesterov and self.momentum == 0:
+            problems.append("nesterov=True needs momentum > 0")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.cutout < 0:
+            problems.append(f"cutout must be >= 0 pixels, got {self.cutout}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            problems.append(f"warmup_epochs must lie in [0, epochs={self.epochs}), got {self.warmup_epochs}")
+        if problems:
+            raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+
+
+def cutout(batch: Tensor, size: int, generator: torch.Generator | None = None) -> Tensor:
+    """Zero a size x size square at a per-sample random centre, clipped at the borders (DeVries & Taylor).
+
+    Applied to a normalised float batch, so zero is the data set mean. Returns a new tensor.
+    """
+    b, _, h, w = batch.shape
+    if size <= 0 or b == 0:
+        return batch
+    dev = batch.device
+    cy = torch.randint(0, h, (b,), generator=generator, device=dev)
+    cx = torch.randint(0, w, (b,), generator=generator, device=dev)
+    y0, x0 = cy - size // 2, cx - size // 2
+    ys = torch.arange(h, device=dev)[None, :]
+    xs = torch.arange(w, device=dev)[None, :]
+    in_y = (ys >= y0[:, None]) & (ys < (y0 + size)[:, None])  # [B, H]
+    in_x = (xs >= x0[:, None]) & (xs < (x0 + size)[:, None])  # [B, W]
+    hole = (in_y[:, :, None] & in_x[:, None, :])[:, None]  # [B, 1, H, W]
+    return batch.masked_fill(hole, 0.0)
+
+
+def _lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to 0 at `total` steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _batches(n: int, batch_size: int, perm: Tensor) -> list[Tensor]:
+    """Shuffled index batches. The last partial batch is kept, except a lone 1-image batch (BatchNorm
+    cannot train on one image), which is dropped - so every epoch sees n or n - 1 images."""
+    chunks = list(perm.split(batch_size))
+    if chunks and len(chunks[-1]) == 1 and n > 1:
+        chunks.pop()
+    return chunks
+
+
+def _save_atomic(state: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def train_model(
+    model: nn.Module,
+    data: ImageData,
+    config: TrainConfig,
+    *,
+    augment: Augment | None = None,
+    baseline: Baseline,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: str | torch.device = "cpu",
+    checkpoint_path: str | Path | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> dict:
+    """Train `model` in place on `data`; return the last epoch's metrics.
+
+    SGD (Nesterov) with per-step cosine LR (optional linear warm-up), weight decay, and mixed precision
+    on CUDA when `config.amp`. With `checkpoint_path`, the full state is saved atomically after every
+    epoch, and an existing checkpoint is resumed from the next epoch; a resumed run on CPU ends with the
+    same weights as an uninterrupted one. `on_epoch(epoch, metrics)` gets epoch (1-based), train_loss,
+    train_accuracy, lr and seconds after each epoch.
+    """
+    if len(data) < 2:
+        raise DataError(f"{data.name} has {len(data)} images; training needs at least 2")
+    dev = torch.device(device)
+    model.to(dev)
+    images = data.images.to(dev)  # once, as uint8
+    labels = data.labels.to(dev)
+    n = len(labels)
+    steps_per_epoch = len(_batches(n, config.batch_size, torch.arange(n)))
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = steps_per_epoch * config.warmup_epochs
+
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: _lr_factor(step, total_steps, warmup_steps)
+    )
+    use_amp = config.amp and dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    shuffle_gen = torch.Generator().manual_seed(config.seed)
+    aug_gen = torch.Generator(device=dev).manual_seed(config.seed + 1)
+    base_aug = BaselineAugment(baseline)
+
+    start_epoch = 0
+    last: dict = {}
+    identity = {"config": asdict(config), "num_images": n, "baseline": asdict(baseline)}
+    if checkpoint_path is not None and Path(checkpoint_path).exists():
+        state = torch.load(checkpoint_path, weights_only=True, map_location=dev)
+        if state.get("version") != CHECKPOINT_VERSION or state.get("identity") != identity:
+            raise ValueError(
+                f"checkpoint {str(checkpoint_path)!r} was written by a different run (config, data size or "
+                f"baseline differ); delete it or choose another checkpoint path"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        shuffle_gen.set_state(state["shuffle_rng"].cpu())
+        aug_gen.set_state(state["augment_rng"].cpu())
+        # the global RNGs matter only to code that ignores the generators (e.g. a model with dropout)
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if dev.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), dev)
+        start_epoch = int(state["epoch"])
+        last = dict(state["metrics"])
+
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=dev)
+        correct = torch.zeros((), device=dev, dtype=torch.long)
+        seen = 0
+        lr = optimizer.param_groups[0]["lr"]
+        perm = torch.randperm(n, generator=shuffle_gen)
+        for idx in _batches(n, config.batch_size, perm):
+            idx = idx.to(dev)
+            x = images[idx]
+            y = labels[idx]
+            if augment is not None:
+                x = augment(x, aug_gen)
+                if x.dtype != torch.uint8 or x.shape[0] != len(idx):
+                    raise TypeError(
+                        f"augment must return a uint8 batch of {len(idx)} images, got {x.dtype} {tuple(x.shape)}"
+                    )
+            x = base_aug(x, aug_gen)
+            x = normalize(x, mean, std)
+            x = cutout(x, config.cutout, aug_gen)
+            with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            loss_sum += loss.detach().float() * len(idx)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(idx)
+        if not math.isfinite(float(loss_sum)):
+            raise FloatingPointError(f"training loss became {float(loss_sum)} in epoch {epoch + 1}; lower lr")
+        last = {
+            "epoch": epoch + 1,
+            "train_loss": float(loss_sum) / seen,
+            "train_accuracy": float(correct) / seen,
+            "lr": float(lr),
+            "seconds": time.perf_counter() - t0,
+        }
+        if checkpoint_path is not None:
+            _save_atomic(
+                {
+                    "version": CHECKPOINT_VERSION,
+                    "identity": identity,
+                    "epoch": epoch + 1,
+                    "metrics": last,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "shuffle_rng": shuffle_gen.get_state(),
+                    "augment_rng": aug_gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    **({"cuda_rng": torch.cuda.get_rng_state(dev)} if dev.type == "cuda" else {}),
+                },
+                Path(checkpoint_path),
+            )
+        if on_epoch is not None:
+            on_epoch(epoch + 1, dict(last))
+    return last
+
+
+def predict(
+    model: nn.Module,
+    images: Tensor,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int = 512,
+    device: str | torch.device = "cpu",
+) -> Tensor:
+    """Logits [N, classes] (float32, on the CPU) of uint8 `images`, in eval mode without gradients."""
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
+    dev = torch.device(device)
+    was_training = model.training
+    model.to(dev).eval()
+    out = []
+    try:
+        with torch.inference_mode():
+            for chunk in images.split(batch_size):
+                out.append(model(normalize(chunk.to(dev), mean, std)).float().cpu())
+    finally:
+        model.train(was_training)
+    if not out:
+        return torch.zeros((0, 0))
+    return torch.cat(out)
+
+
+def evaluate(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int = 512,
+    device: str | torch.device = "cpu",
+) -> dict:
+    """{'accuracy': fraction correct, 'loss': mean cross-entropy} of `model` on uint8 images."""
+    if len(images) != len(labels) or len(images) == 0:
+        raise ValueError(f"need a non-empty set with one label per image, got {len(images)} and {len(labels)}")
+    logits = predict(model, images, mean=mean, std=std, batch_size=batch_size, device=device)
+    y = labels.cpu().long()
+    return {
+        "accuracy": float((logits.argmax(1) == y).float().mean()),
+        "loss": float(F.cross_entropy(logits, y)),
+    }
