@@ -118,11 +118,11 @@ def profile_ops(size: int, batch_size: int, repeats: int = 5) -> dict:
         ctx = TensorContext(exact=True, fill=_fill_tensor(0, 3, x.device))
         for step in plan.steps:
             start = time.perf_counter()
-            part = x[step.index]
+            part = x.index_select(0, step.index)
             middle = time.perf_counter()
             y = step.op.tensor(part, step.arg, step.draw, ctx)
             end = time.perf_counter()
-            x[step.index] = y
+            x.index_copy_(0, step.index, y)
             overhead["index_scatter"] += (middle - start) + (time.perf_counter() - end)
             totals[step.op.name] = totals.get(step.op.name, 0.0) + (end - middle)
         start = time.perf_counter()
