@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -311,7 +312,7 @@ def _posterize_pil(img, arg, draw, ctx):
 
 
 def _posterize(x, arg, draw, ctx):
-    step = torch.pow(2.0, 8.0 - _col(arg).round()).to(x.dtype)
+    step = torch.pow(2.0, 8.0 - _col(arg).round()).to(x.dtype)  # arg is float64: keep x's dtype
     return torch.floor(x / step) * step
 
 
@@ -337,13 +338,24 @@ def _equalize_pil(img, arg, draw, ctx):
     return ImageOps.equalize(img)
 
 
+@lru_cache(maxsize=1)
+def _pil_equalize_divisor() -> int:
+    """The divisor of PIL's equalize step: 256 in older Pillow, 255 (as torchvision's tensor path) since.
+
+    Probed once on a 256-pixel image where the two give different tables (step 1 versus 0).
+    """
+    probe = np.array([0] * 128 + [100] * 127 + [255], dtype=np.uint8).reshape(1, -1)
+    return 255 if np.asarray(ImageOps.equalize(Image.fromarray(probe, "L")))[0, 200] != 100 else 256
+
+
 def _equalize(x, arg, draw, ctx):
     levels = x if ctx.exact else _quantised(x)
     hist = _histogram(levels)  # [n, C, 256]
     ramp = torch.arange(256, device=x.device).view(1, 1, 256)
-    # PIL: step = (count - count of the last non-empty bin) // 256; lut[i] = (step // 2 + cum[i]) // step.
+    # PIL: step = (count - count of the last non-empty bin) // 255 in current Pillow (// 256 in older releases);
+    # lut[i] = (step // 2 + cum[i]) // step.
     last = torch.where(hist > 0, ramp, torch.full_like(ramp, -1)).amax(2, keepdim=True).clamp_min(0)
-    step = (hist.sum(2, keepdim=True) - hist.gather(2, last)) // 256
+    step = (hist.sum(2, keepdim=True) - hist.gather(2, last)) // _pil_equalize_divisor()
     cumulative = torch.cumsum(hist, 2) - hist
     lut = (step // 2 + cumulative) // step.clamp_min(1)
     lut = torch.where(step > 0, lut.clamp(0, 255), ramp.expand_as(lut))
@@ -437,9 +449,29 @@ def _blur(x, arg, draw, ctx):
     return out
 
 
+def _box_blur_line_exact(x: torch.Tensor, radius: float) -> torch.Tensor:
+    """One pass of PIL's fixed-point box blur along the last dimension of integer x (int64), edges extended.
+
+    PIL weighs the 2r+1 inner taps by ww = float32(2**24) / float32(2 * radius + 1) (truncated) and the
+    two outer taps by fw = (2**24 - (2r+1) * ww) // 2, then rounds: (sum + 2**23) >> 24.
+    """
+    whole = int(math.floor(radius))
+    ww = int(np.float32(1 << 24) / (np.float32(radius) * np.float32(2.0) + np.float32(1.0)))
+    fw = ((1 << 24) - (2 * whole + 1) * ww) // 2
+    length = x.shape[-1]
+    padded = x[..., torch.arange(-(whole + 1), length + whole + 1, device=x.device).clamp(0, length - 1)]
+    cumulative = nnf.pad(torch.cumsum(padded, -1), (1, 0))
+    inner = cumulative[..., 2 * whole + 2:2 * whole + 2 + length] - cumulative[..., 1:1 + length]
+    outer = padded[..., :length] + padded[..., 2 * whole + 2:]
+    return (inner * ww + outer * fw + (1 << 23)) >> 24
+
+
 def _box_blur(x: torch.Tensor, radius: float, exact: bool) -> torch.Tensor:
     if radius <= 0:
         return x
+    if exact:  # bit for bit as PIL: horizontal pass, then vertical, each rounded to integers
+        y = _box_blur_line_exact(x.to(torch.int64), radius)
+        return _box_blur_line_exact(y.transpose(2, 3), radius).transpose(2, 3).to(x.dtype)
     whole = int(math.floor(radius))
     taps = torch.ones(2 * whole + 3, dtype=x.dtype, device=x.device)
     edge = radius - whole
@@ -449,11 +481,9 @@ def _box_blur(x: torch.Tensor, radius: float, exact: bool) -> torch.Tensor:
     c = x.shape[1]
     y = nnf.pad(x, (pad, pad, 0, 0), mode="replicate")
     y = nnf.conv2d(y, taps.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    if exact:
-        y = torch.floor(y + 0.5)
     y = nnf.pad(y, (0, 0, pad, pad), mode="replicate")
     y = nnf.conv2d(y, taps.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-    return torch.floor(y + 0.5).clamp(0, 255) if exact else y.clamp(0, 255)
+    return y.clamp(0, 255)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -618,7 +648,7 @@ OPS: dict[str, OpSpec] = {
         _op("ImpulseNoise", 0, 0.1, False, _impulse_noise_pil, _impulse_noise, _sample_impulse,
             description="fraction of pixels set to black or white"),
         _op("Gamma", 0, math.log(2.0), True, _gamma_pil, _gamma, description="gamma exp(+-arg)"),
-        _op("Blur", 0, 1.5, False, _blur_pil, _blur, exact=False, description="box radius, pixels"),
+        _op("Blur", 0, 1.5, False, _blur_pil, _blur, description="box radius, pixels"),
         _op("Zoom", 0, 0.5, True, _zoom_pil, _zoom, description="scale 1 +- arg"),
     ]
 }

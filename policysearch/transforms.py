@@ -149,7 +149,9 @@ class BatchPolicyTransform(torch.nn.Module):
         source = x.clone() if any(step.op.name == "SamplePairing" for step in plan.steps) else None
         ctx = TensorContext(exact=exact, fill=_fill_tensor(self.fill, x.shape[1], x.device), source=source)
         for step in plan.steps:
-            x[step.index] = step.op.tensor(x[step.index], step.arg, step.draw, ctx)
+            # index_select/index_copy_ rather than x[index] = ...: several times faster on CPU
+            part = x.index_select(0, step.index)
+            x.index_copy_(0, step.index, step.op.tensor(part, step.arg, step.draw, ctx).to(x.dtype))
         if exact:
             return x.round_().clamp_(0, 255).to(torch.uint8)
         return (x / 255.0).clamp_(0.0, 1.0).to(batch.dtype)

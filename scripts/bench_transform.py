@@ -1,0 +1,195 @@
+"""Benchmark: torchvision AutoAugment (per image, PIL) against our PolicyTransform and BatchPolicyTransform.
+
+All paths use the same images and the same policy (torchvision's CIFAR10 AutoAugment policy, converted).
+Run:  python scripts/bench_transform.py [--quick] [--json out.json] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import PIL
+import torch
+import torchvision
+from PIL import Image
+from torchvision.transforms import AutoAugment, AutoAugmentPolicy
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from policysearch.policy import Policy  # noqa: E402
+from policysearch.transforms import BatchPolicyTransform, PolicyTransform  # noqa: E402
+
+TARGETS = {  # name: (minimum ratio, description)
+    "batch_cpu_vs_tv_32": (10.0, "batch CPU >= 10x torchvision per-image PIL at 32x32"),
+    "batch_cpu_vs_tv_224": (1.5, "batch CPU >= 1.5x torchvision per-image PIL at 224x224"),
+    "batch_cuda_vs_tv_224": (50.0, "batch GPU >= 50x torchvision per-image PIL at 224x224"),
+    "pil_vs_tv_32": (1 / 1.2, "PolicyTransform PIL no slower than 1.2x torchvision (32x32)"),
+    "pil_vs_tv_224": (1 / 1.2, "PolicyTransform PIL no slower than 1.2x torchvision (224x224)"),
+}
+
+
+def make_images(count: int, size: int, seed: int = 0) -> np.ndarray:
+    """Real-looking RGB images [count, size, size, 3] uint8: sklearn digits upscaled, coloured, on gradients."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits().images  # 1797 x 8 x 8, 0..16
+    rng = np.random.default_rng(seed)
+    t = torch.from_numpy(digits[rng.integers(0, len(digits), count)] / 16.0).float().unsqueeze(1)
+    t = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[:, 0].numpy()
+    yy, xx = np.mgrid[0:size, 0:size] / max(size - 1, 1)
+    out = np.empty((count, size, size, 3), np.float32)
+    for i in range(count):
+        fg, bg1, bg2 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+        w = rng.uniform(0, 1)
+        background = bg1 * (w * xx + (1 - w) * yy)[..., None] + bg2 * (1 - (w * xx + (1 - w) * yy))[..., None]
+        out[i] = background * (1 - t[i, ..., None]) + fg * t[i, ..., None]
+    out += rng.normal(0, 4, out.shape)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _time(fn, repeats: int) -> list[float]:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _figures(times: list[float], images: int) -> dict:
+    best, median = min(times), statistics.median(times)
+    return {"images": images, "seconds": times, "best_img_s": images / best, "median_img_s": images / median}
+
+
+def bench_size(size: int, count_pil: int, batches: int, repeats: int, batch_size: int, cuda: bool) -> dict:
+    arrays = make_images(max(count_pil, batch_size * batches), size)
+    pils = [Image.fromarray(a, "RGB") for a in arrays[:count_pil]]
+    tensor = torch.from_numpy(arrays[:batch_size * batches]).permute(0, 3, 1, 2).contiguous()
+    policy = Policy.from_torchvision("cifar10")
+    tv = AutoAugment(AutoAugmentPolicy.CIFAR10)
+    ours = PolicyTransform(policy)
+    batch = BatchPolicyTransform(policy)
+    torch.manual_seed(0)
+    chunks = tensor.split(batch_size)
+
+    def run_batch(device):
+        moved = [c.to(device) for c in chunks]
+        module = batch.to(device)
+
+        def go():
+            for c in moved:
+                module(c)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        return go
+
+    result = {
+        "tv_pil": _figures(_time(lambda: [tv(p) for p in pils], repeats), len(pils)),
+        "ours_pil": _figures(_time(lambda: [ours(p) for p in pils], repeats), len(pils)),
+        "batch_cpu": _figures(_time(run_batch(torch.device("cpu")), repeats), len(tensor)),
+    }
+    if cuda:
+        result["batch_cuda"] = _figures(_time(run_batch(torch.device("cuda")), repeats * 3), len(tensor))
+    return result
+
+
+def profile_ops(size: int, batch_size: int, repeats: int = 5) -> dict:
+    """Seconds per op (summed over the plan steps of several batches) on CPU."""
+    from policysearch.transforms import TensorContext, _fill_tensor
+
+    transform = BatchPolicyTransform(Policy.from_torchvision("cifar10"))
+    batch = torch.from_numpy(make_images(batch_size, size, seed=1)).permute(0, 3, 1, 2).contiguous()
+    totals: dict[str, float] = {}
+    overhead = {"sample": 0.0, "convert_in_out": 0.0, "index_scatter": 0.0}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        plan = transform.sample(batch.shape)
+        overhead["sample"] += time.perf_counter() - start
+        start = time.perf_counter()
+        x = batch.to(torch.float32)
+        overhead["convert_in_out"] += time.perf_counter() - start
+        ctx = TensorContext(exact=True, fill=_fill_tensor(0, 3, x.device))
+        for step in plan.steps:
+            start = time.perf_counter()
+            part = x.index_select(0, step.index)
+            middle = time.perf_counter()
+            y = step.op.tensor(part, step.arg, step.draw, ctx)
+            end = time.perf_counter()
+            x.index_copy_(0, step.index, y)
+            overhead["index_scatter"] += (middle - start) + (time.perf_counter() - end)
+            totals[step.op.name] = totals.get(step.op.name, 0.0) + (end - middle)
+        start = time.perf_counter()
+        x.round_().clamp_(0, 255).to(torch.uint8)
+        overhead["convert_in_out"] += time.perf_counter() - start
+    per_batch = {k: v / repeats for k, v in sorted({**totals, **overhead}.items(), key=lambda kv: -kv[1])}
+    return {"size": size, "batch_size": batch_size, "seconds_per_batch": per_batch,
+            "total_seconds_per_batch": sum(per_batch.values())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, help="write all figures to this file")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--quick", action="store_true", help="fewer images and repeats (smoke test)")
+    parser.add_argument("--profile", action="store_true", help="also time each op of the batched path")
+    parser.add_argument("--no-cuda", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cuda = torch.cuda.is_available() and not args.no_cuda
+    repeats = 2 if args.quick else args.repeats
+    plan = {32: (200 if args.quick else 2000, 1 if args.quick else 8), 224: (40 if args.quick else 500, 1 if args.quick else 2)}
+    report = {"command": sys.argv, "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                                                "torchvision": torchvision.__version__, "pillow": PIL.__version__,
+                                                "numpy": np.__version__},
+              "threads": torch.get_num_threads(), "device": torch.cuda.get_device_name(0) if cuda else "cpu only",
+              "cpu": platform.processor() or platform.machine(), "batch_size": args.batch_size, "sizes": {},
+              "ratios": {}, "targets": {}}
+    for size, (count_pil, batches) in plan.items():
+        figures = bench_size(size, count_pil, batches, repeats, args.batch_size, cuda)
+        report["sizes"][str(size)] = figures
+        tv = figures["tv_pil"]["best_img_s"]
+        report["ratios"][f"pil_vs_tv_{size}"] = figures["ours_pil"]["best_img_s"] / tv
+        report["ratios"][f"batch_cpu_vs_tv_{size}"] = figures["batch_cpu"]["best_img_s"] / tv
+        if cuda:
+            report["ratios"][f"batch_cuda_vs_tv_{size}"] = figures["batch_cuda"]["best_img_s"] / tv
+        print(f"\n{size}x{size} RGB uint8  ({torch.get_num_threads()} threads, batch {args.batch_size})")
+        for key, label in (("tv_pil", "torchvision AutoAugment, PIL, per image"),
+                           ("ours_pil", "PolicyTransform, PIL, per image"),
+                           ("batch_cpu", "BatchPolicyTransform, uint8 batch, CPU"),
+                           ("batch_cuda", "BatchPolicyTransform, uint8 batch, CUDA")):
+            if key in figures:
+                f = figures[key]
+                print(f"  {label:42s} best {f['best_img_s']:10.0f} img/s  median {f['median_img_s']:10.0f} img/s"
+                      f"  x{f['best_img_s'] / tv:6.2f} vs torchvision")
+    print("\ntargets (ratio = our images/s over torchvision's, best of repeats):")
+    for key, (minimum, text) in TARGETS.items():
+        if key in report["ratios"]:
+            ratio = report["ratios"][key]
+            met = ratio >= minimum
+            report["targets"][key] = {"target": minimum, "measured": ratio, "met": met, "text": text}
+            print(f"  {'MET ' if met else 'MISS'} {text:62s} measured x{ratio:.2f}")
+    if args.profile:
+        report["profile"] = [profile_ops(size, args.batch_size if size == 32 else 64) for size in (32, 224)]
+        for prof in report["profile"]:
+            print(f"\nper-op time, {prof['size']}x{prof['size']}, batch {prof['batch_size']} "
+                  f"(total {prof['total_seconds_per_batch'] * 1e3:.1f} ms per batch):")
+            for name, seconds in prof["seconds_per_batch"].items():
+                print(f"  {name:16s} {seconds * 1e3:8.2f} ms")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,261 @@
+"""The op table: PIL reference against torchvision, and the batched path against the PIL reference.
+
+Tolerances, stated once:
+
+* PIL path vs torchvision's functional API on PIL images: bit-identical, for every op torchvision has.
+* uint8 batched path vs PIL path, same argument and same random draws: bit-identical for every op with
+  ``exact=True``. For ``exact=False`` ops: mean absolute difference <= 1 grey level and at least 99% of
+  the pixels equal away from a 1-pixel border.
+* float [0, 1] batched path vs uint8 batched path, same plan (values compared on the 0..255 scale):
+  - identical for ops that only move, copy, compare or look up pixels (geometric ops, flips, Invert,
+    Solarize, Cutout, ImpulseNoise) and for the ops defined on 256 levels (Equalize, Posterize): a
+    float image holding k/255 is level k;
+  - within 1 grey level (+1e-3) for ops the uint8 path rounds or truncates once (Brightness, Gamma,
+    Blur, GaussianNoise, SamplePairing, AutoContrast);
+  - within 1 + 0.5 * |factor - 1| grey levels (+1e-3) for Contrast, Color and Sharpness: the uint8 path,
+    as PIL, also rounds the degenerate image (grey mean, luma, smoothed image) before the blend, and
+    that half level is scaled by |1 - factor|.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.functional as F
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+
+from _images import natural_batch, natural_pil, pil_to_tensor
+from policysearch.ops import OPS, PilContext, TensorContext
+from policysearch.policy import Operation, Policy
+from policysearch.transforms import BatchPolicyTransform
+
+LEVELS = (0.0, 0.3, 0.7, 1.0)
+IMAGES = [("RGB", 32, 32), ("L", 17, 23), ("RGB", 23, 17)]  # (mode, height, width)
+NEAREST = InterpolationMode.NEAREST
+
+
+def _signed_args(spec):
+    for level in LEVELS:
+        for sign in ((1, -1) if spec.signed else (1,)):
+            yield level, sign * spec.argument(level)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1. PIL path == torchvision functional, bit for bit
+# ---------------------------------------------------------------------------------------------------
+
+
+def _torchvision(name: str, img: Image.Image, a: float) -> Image.Image:
+    width, height = img.size
+    calls = {
+        "ShearX": lambda: F.affine(img, angle=0.0, translate=[0, 0], scale=1.0,
+                                   shear=[math.degrees(math.atan(a)), 0.0], interpolation=NEAREST, fill=[0],
+                                   center=[0, 0]),
+        "ShearY": lambda: F.affine(img, angle=0.0, translate=[0, 0], scale=1.0,
+                                   shear=[0.0, math.degrees(math.atan(a))], interpolation=NEAREST, fill=[0],
+                                   center=[0, 0]),
+        "TranslateX": lambda: F.affine(img, angle=0.0, translate=[int(a * width), 0], scale=1.0,
+                                       shear=[0.0, 0.0], interpolation=NEAREST, fill=[0]),
+        "TranslateY": lambda: F.affine(img, angle=0.0, translate=[0, int(a * height)], scale=1.0,
+                                       shear=[0.0, 0.0], interpolation=NEAREST, fill=[0]),
+        "Rotate": lambda: F.rotate(img, a, interpolation=NEAREST, fill=[0]),
+        "Zoom": lambda: F.affine(img, angle=0.0, translate=[0, 0], scale=1.0 + a, shear=[0.0, 0.0],
+                                 interpolation=NEAREST, fill=[0]),
+        "Brightness": lambda: F.adjust_brightness(img, 1.0 + a),
+        "Color": lambda: F.adjust_saturation(img, 1.0 + a),
+        "Contrast": lambda: F.adjust_contrast(img, 1.0 + a),
+        "Sharpness": lambda: F.adjust_sharpness(img, 1.0 + a),
+        "Solarize": lambda: F.solarize(img, a),
+        "Posterize": lambda: F.posterize(img, int(round(a))),
+        "AutoContrast": lambda: F.autocontrast(img),
+        "Equalize": lambda: F.equalize(img),
+        "Invert": lambda: F.invert(img),
+        "Gamma": lambda: F.adjust_gamma(img, math.exp(a)),
+        "FlipLR": lambda: F.hflip(img),
+        "FlipUD": lambda: F.vflip(img),
+    }
+    return calls[name]()
+
+
+TORCHVISION_OPS = ["ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Zoom", "Brightness", "Color",
+                   "Contrast", "Sharpness", "Solarize", "Posterize", "AutoContrast", "Equalize", "Invert",
+                   "Gamma", "FlipLR", "FlipUD"]
+
+
+@pytest.mark.parametrize("mode,height,width", IMAGES)
+@pytest.mark.parametrize("name", TORCHVISION_OPS)
+def test_pil_path_equals_torchvision(name, mode, height, width):
+    spec = OPS[name]
+    img = natural_pil(height, width, mode, seed=3)
+    for level, a in _signed_args(spec):
+        ours = np.asarray(spec.pil(img, a, {}, PilContext()))
+        ref = np.asarray(_torchvision(name, img, a))
+        assert ours.shape == ref.shape and ours.dtype == np.uint8
+        assert np.array_equal(ours, ref), f"{name} level={level} arg={a} {mode} {height}x{width}"
+
+
+def test_every_magnitude_op_changes_a_natural_image_at_full_level():
+    """Guards the tests above against comparing identities: level 1 really does something."""
+    img = natural_pil(32, 32, "RGB", seed=3)
+    for name in TORCHVISION_OPS:
+        spec = OPS[name]
+        if name in ("AutoContrast",):  # the test image already spans 0..255 in every channel
+            continue
+        out = np.asarray(spec.pil(img, spec.argument(1.0), {}, PilContext()))
+        assert not np.array_equal(out, np.asarray(img)), name
+
+
+def test_level_zero_is_identity_for_magnitude_ops():
+    img = natural_pil(17, 23, "RGB", seed=5)
+    for name, spec in OPS.items():
+        if spec.has_magnitude:
+            out = spec.pil(img, spec.argument(0.0), _draws(spec, 1, (3, 17, 23)), PilContext(pool=[img]))
+            assert np.array_equal(np.asarray(out), np.asarray(img)), name
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2. batched path == PIL path for every op, same arguments, same draws
+# ---------------------------------------------------------------------------------------------------
+
+
+def _draws(spec, n, chw, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    draw = spec.sample(n, chw, gen, torch.device("cpu")) if spec.sample else {}
+    return {**draw, "index": torch.arange(n)}
+
+
+def _per_sample(draw, i):
+    return {key: value[i:i + 1] for key, value in draw.items()}
+
+
+def _batch_args(spec):
+    """One (level, signed argument) per sample: every level, both signs where the op is signed."""
+    return list(_signed_args(spec))
+
+
+def _compare_batch_with_pil(name, mode, height, width, seed):
+    spec = OPS[name]
+    levels_args = _batch_args(spec)
+    n = len(levels_args)
+    channels = 1 if mode == "L" else 3
+    batch = natural_batch(n, height, width, channels, seed=seed)
+    args = torch.tensor([a for _, a in levels_args], dtype=torch.float64)
+    draw = _draws(spec, n, (channels, height, width), seed=seed)
+    x = batch.to(torch.float32)
+    ctx = TensorContext(exact=True, fill=torch.zeros(channels), source=x.clone())
+    out = spec.tensor(x.clone(), args, draw, ctx).round().clamp(0, 255).to(torch.uint8)
+    assert out.shape == batch.shape
+    images = [Image.fromarray(b.permute(1, 2, 0).squeeze(2).numpy(), mode) for b in batch]
+    for i, (level, a) in enumerate(levels_args):
+        # SamplePairing on a batch blends with another sample: index + 1 + floor(u * (n - 1)) mod n.
+        # A pool of the other samples in that order makes the PIL path pick the same partner.
+        pool = [images[(i + 1 + k) % n] for k in range(n - 1)]
+        ref = pil_to_tensor(spec.pil(images[i], a, _per_sample(draw, i), PilContext(fill=(0,), pool=pool)))
+        got = out[i]
+        where = f"{name} level={level} arg={a} {mode} {height}x{width} sample {i}"
+        if spec.exact:
+            assert torch.equal(got, ref), f"{where}: {(got != ref).sum().item()} pixels differ"
+        else:
+            diff = (got.int() - ref.int()).abs()
+            assert diff.float().mean() <= 1.0, where
+            assert (diff[:, 1:-1, 1:-1] == 0).float().mean() >= 0.99, where
+
+
+@pytest.mark.parametrize("mode,height,width", IMAGES)
+@pytest.mark.parametrize("name", list(OPS))
+def test_batched_uint8_equals_pil(name, mode, height, width):
+    _compare_batch_with_pil(name, mode, height, width, seed=11)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("name", list(OPS))
+def test_batched_uint8_equals_pil_more_images(name, seed):
+    for mode, height, width in [("RGB", 32, 32), ("L", 9, 40), ("RGB", 64, 48), ("RGB", 3, 3)]:
+        _compare_batch_with_pil(name, mode, height, width, seed=100 + seed)
+
+
+def test_equalize_follows_the_installed_pillow_on_a_32x32_rgb_image():
+    """Regression: the batched Equalize used // 256 for PIL's step; Pillow 13 uses // 255."""
+    _compare_batch_with_pil("Equalize", "RGB", 32, 32, seed=3)
+
+
+@pytest.mark.parametrize("radius", [0.15, 0.45, 0.75, 1.0, 1.05, 1.5, 2.7])
+def test_blur_fixed_point_matches_pil_at_fractional_radii(radius):
+    """Regression: PIL's BoxBlur weights are 8.24 fixed point with a float32 division."""
+    from PIL import ImageFilter
+
+    batch = natural_batch(3, 21, 30, 3, seed=7)
+    spec = OPS["Blur"]
+    out = spec.tensor(batch.float(), torch.full((3,), radius, dtype=torch.float64), {},
+                      TensorContext(exact=True, fill=torch.zeros(3)))
+    for i in range(3):
+        img = Image.fromarray(batch[i].permute(1, 2, 0).numpy(), "RGB")
+        assert torch.equal(out[i].to(torch.uint8), pil_to_tensor(img.filter(ImageFilter.BoxBlur(radius))))
+
+
+# ---------------------------------------------------------------------------------------------------
+# float [0, 1] batches agree with uint8 batches (same plan)
+# ---------------------------------------------------------------------------------------------------
+
+FLOAT_IDENTICAL = {"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Zoom", "FlipLR", "FlipUD",
+                   "Invert", "Solarize", "Cutout", "ImpulseNoise", "Identity", "Equalize", "Posterize"}
+FLOAT_DEGENERATE_ROUNDED = {"Contrast", "Color", "Sharpness"}
+
+
+def test_float_tolerance_table_covers_every_op():
+    rounded_once = set(OPS) - FLOAT_IDENTICAL - FLOAT_DEGENERATE_ROUNDED
+    assert rounded_once == {"Brightness", "Gamma", "Blur", "GaussianNoise", "SamplePairing", "AutoContrast"}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("name", list(OPS))
+def test_float_batch_agrees_with_uint8_batch(name, channels, dtype):
+    batch = natural_batch(24, 17, 23, channels, seed=21)
+    policy = Policy([[Operation(name, 1.0, level)] for level in (0.3, 0.7, 1.0)])
+    transform = BatchPolicyTransform(policy)
+    plan = transform.sample(batch.shape, generator=torch.Generator().manual_seed(5))
+    out8 = transform.apply(batch, plan)
+    outf = transform.apply(batch.to(dtype) / 255.0, plan)
+    assert out8.dtype == torch.uint8 and outf.dtype == dtype
+    assert float(outf.min()) >= 0.0 and float(outf.max()) <= 1.0
+    diff = (outf.double() * 255.0 - out8.double()).abs()
+    if name in FLOAT_IDENTICAL:
+        assert float(diff.max()) <= 1e-3, name
+    elif name in FLOAT_DEGENERATE_ROUNDED:
+        factor_gap = max(OPS[name].argument(level) for level in (0.3, 0.7, 1.0))
+        assert float(diff.max()) <= 1.0 + 0.5 * factor_gap + 1e-3, name
+    else:
+        assert float(diff.max()) <= 1.0 + 1e-3, name
+    assert float(diff.mean()) <= 0.75, name
+
+
+# ---------------------------------------------------------------------------------------------------
+# The op table itself
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_op_table_shape():
+    for name, spec in OPS.items():
+        assert spec.name == name
+        assert spec.argument(0.0) == spec.low and spec.argument(1.0) == spec.high
+        assert callable(spec.pil) and callable(spec.tensor)
+    assert {"ShearX", "Rotate", "Equalize", "Cutout", "SamplePairing"} <= set(OPS)
+
+
+def test_sample_draws_are_per_sample_and_seeded():
+    for name, spec in OPS.items():
+        if spec.sample is None:
+            continue
+        a = spec.sample(8, (3, 16, 16), torch.Generator().manual_seed(1), torch.device("cpu"))
+        b = spec.sample(8, (3, 16, 16), torch.Generator().manual_seed(1), torch.device("cpu"))
+        c = spec.sample(8, (3, 16, 16), torch.Generator().manual_seed(2), torch.device("cpu"))
+        for key in a:
+            assert a[key].shape[0] == 8, (name, key)
+            assert torch.equal(a[key], b[key]) and not torch.equal(a[key], c[key]), (name, key)
+            assert not torch.equal(a[key][0], a[key][1]), (name, key)

@@ -1,0 +1,362 @@
+"""BatchPolicyTransform, PolicyTransform and Cutout: per-sample randomness, replay, edge cases, errors
+and drop-in use inside torchvision pipelines.
+
+Statistical tests use fixed seeds and a significance level of 0.001, so they are deterministic and a
+correct implementation fails them with probability about 1/1000 per test if the seeds were changed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms as T
+import torchvision.transforms.v2 as v2
+from PIL import Image
+from scipy import stats
+from torchvision import tv_tensors
+
+from _images import natural_batch, natural_pil, pil_to_tensor
+from policysearch.ops import OPS, PilContext
+from policysearch.policy import Operation, Policy, PolicyError
+from policysearch.transforms import BatchPolicyTransform, Cutout, PolicyTransform
+
+ALPHA = 0.001
+FOUR = Policy([[Operation("Invert", 1.0, 0.0)], [Operation("FlipLR", 1.0, 0.0)],
+               [Operation("FlipUD", 1.0, 0.0)], [Operation("Posterize", 1.0, 1.0)]])
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _references(image: torch.Tensor) -> list[torch.Tensor]:
+    """What each sub-policy of FOUR does to one uint8 image [C, H, W]."""
+    return [255 - image, image.flip(2), image.flip(1), image & 0xF0]
+
+
+def _identify(out: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    refs = torch.stack(_references(image))  # [4, C, H, W]
+    match = (out.unsqueeze(1) == refs.unsqueeze(0)).flatten(2).all(2)  # [B, 4]
+    assert bool((match.sum(1) == 1).all()), "every output is exactly one sub-policy's result"
+    return match.int().argmax(1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. per-sample randomness
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_sub_policies_are_drawn_per_sample_and_uniformly():
+    image = natural_batch(1, 16, 16, 3, seed=1)[0]
+    batch = image.expand(2000, -1, -1, -1).contiguous()
+    transform = BatchPolicyTransform(FOUR)
+    plan = transform.sample(batch.shape, generator=_gen(0))
+    out = transform.apply(batch, plan)
+    chosen = _identify(out, image)
+    assert torch.equal(chosen, plan.sub_policy), "the outputs are the sub-policies the plan recorded"
+    counts = torch.bincount(chosen, minlength=4).numpy()
+    assert (counts > 0).all()
+    assert stats.chisquare(counts).pvalue > ALPHA, counts
+
+
+def test_probability_gate_holds_its_frequency():
+    image = natural_batch(1, 8, 8, 3, seed=2)[0]
+    batch = image.expand(2000, -1, -1, -1).contiguous()
+    out = BatchPolicyTransform(Policy([[Operation("Invert", 0.3, 0.0)]]))(batch, generator=_gen(1))
+    applied = int((out != batch).flatten(1).any(1).sum())
+    assert stats.binomtest(applied, 2000, 0.3).pvalue > ALPHA, applied
+
+
+def test_two_gates_in_one_sub_policy_are_independent():
+    image = natural_batch(1, 8, 8, 3, seed=2)[0]
+    batch = image.expand(4000, -1, -1, -1).contiguous()
+    policy = Policy([[Operation("Invert", 0.5, 0.0), Operation("FlipLR", 0.5, 0.0)]])
+    out = BatchPolicyTransform(policy)(batch, generator=_gen(2))
+    refs = [image, 255 - image, image.flip(2), (255 - image).flip(2)]
+    which = torch.stack([(out == r).flatten(1).all(1) for r in refs], 1).int().argmax(1)
+    counts = torch.bincount(which, minlength=4).numpy()
+    assert stats.chisquare(counts).pvalue > ALPHA, counts
+
+
+def test_signs_are_half_negative_and_match_the_outputs():
+    image = natural_batch(1, 15, 15, 1, seed=3)[0]
+    batch = image.expand(2000, -1, -1, -1).contiguous()
+    transform = BatchPolicyTransform(Policy([[Operation("Rotate", 1.0, 1.0)]]))
+    plan = transform.sample(batch.shape, generator=_gen(4))
+    (step,) = plan.steps
+    negative = int((step.arg < 0).sum())
+    assert set(step.arg.abs().tolist()) == {30.0}
+    assert stats.binomtest(negative, 2000, 0.5).pvalue > ALPHA, negative
+    out = transform.apply(batch, plan)
+    pil = Image.fromarray(image[0].numpy(), "L")
+    left, right = (pil_to_tensor(OPS["Rotate"].pil(pil, a, {}, PilContext())) for a in (30.0, -30.0))
+    is_left = (out == left).flatten(1).all(1)
+    is_right = (out == right).flatten(1).all(1)
+    assert bool((is_left ^ is_right).all())
+    assert torch.equal(is_right[step.index], step.arg < 0)
+
+
+def test_same_seed_same_output_different_seed_different_output():
+    batch = natural_batch(64, 20, 20, 3, seed=4)
+    transform = BatchPolicyTransform(Policy.from_torchvision("cifar10"))
+    a = transform(batch, generator=_gen(7))
+    b = transform(batch, generator=_gen(7))
+    c = transform(batch, generator=_gen(8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_sample_then_apply_replays_forward_exactly():
+    batch = natural_batch(32, 20, 20, 3, seed=5)
+    transform = BatchPolicyTransform(Policy.from_torchvision("cifar10"))
+    plan = transform.sample(batch.shape, generator=_gen(9))
+    once = transform.apply(batch, plan)
+    assert torch.equal(once, transform.apply(batch, plan))
+    assert torch.equal(once, transform(batch, generator=_gen(9)))
+    assert torch.equal(batch, natural_batch(32, 20, 20, 3, seed=5)), "the input is not modified"
+
+
+def test_plan_replayed_on_pil_gives_the_same_images():
+    """Every sample of a batch equals the PIL path run through the same ops, args and draws."""
+    names = [name for name, spec in OPS.items() if name != "SamplePairing"]
+    rng = np.random.default_rng(0)
+    subs = [[Operation(str(rng.choice(names)), 0.8, float(rng.uniform())) for _ in range(2)] for _ in range(12)]
+    transform = BatchPolicyTransform(Policy(subs))
+    batch = natural_batch(48, 19, 21, 3, seed=6)
+    plan = transform.sample(batch.shape, generator=_gen(10))
+    out = transform.apply(batch, plan)
+    images = [Image.fromarray(b.permute(1, 2, 0).numpy(), "RGB") for b in batch]
+    for step in plan.steps:  # steps run slot by slot, so each sample sees its ops in order
+        for j, i in enumerate(step.index.tolist()):
+            draw = {key: value[j:j + 1] for key, value in step.draw.items()}
+            images[i] = step.op.pil(images[i], float(step.arg[j]), draw, PilContext(fill=(0,)))
+    for i, img in enumerate(images):
+        ops = [s.op.name for s in plan.steps if i in s.index.tolist()]
+        if any(not OPS[name].exact for name in ops):
+            assert (out[i].int() - pil_to_tensor(img).int()).abs().float().mean() <= 1.0
+        else:
+            assert torch.equal(out[i], pil_to_tensor(img)), (i, ops)
+
+
+def test_cutout_centres_differ_across_samples():
+    batch = natural_batch(1, 32, 32, 3, seed=7).clamp_min(1).expand(64, -1, -1, -1).contiguous()
+    out = BatchPolicyTransform(Policy([[Operation("Cutout", 1.0, 0.5)]]))(batch, generator=_gen(11))
+    masks = {tuple((o == 0).all(0).nonzero()[0].tolist()) for o in out}  # top-left corner of the hole
+    assert len(masks) > 32
+
+
+# ---------------------------------------------------------------------------------------------------
+# 4. edge cases
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", [(17, 23), (32, 32), (1, 1), (2, 5)])
+def test_shapes_dtypes_and_range_are_kept(size, channels, dtype):
+    batch = natural_batch(5, *size, channels, seed=8) if min(size) > 1 else \
+        torch.randint(0, 256, (5, channels, *size), generator=_gen(0), dtype=torch.uint8)
+    batch = batch if dtype == torch.uint8 else batch.to(dtype) / 255.0
+    names = [name for name in OPS]
+    policy = Policy([[Operation(name, 1.0, 0.8)] for name in names])
+    out = BatchPolicyTransform(policy)(batch, generator=_gen(12))
+    assert out.shape == batch.shape and out.dtype == dtype
+    if dtype != torch.uint8:
+        assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
+def test_batch_of_one_and_empty_batch():
+    transform = BatchPolicyTransform(FOUR)
+    one = natural_batch(1, 17, 23, 3, seed=9)
+    out = transform(one, generator=_gen(0))
+    assert out.shape == one.shape and out.dtype == torch.uint8
+    for dtype in (torch.uint8, torch.float32):
+        empty = torch.zeros((0, 3, 17, 23), dtype=dtype)
+        got = transform(empty)
+        assert got.shape == empty.shape and got.dtype == dtype
+
+
+def test_policy_transform_single_tensor_image():
+    image = natural_batch(1, 17, 23, 1, seed=10)[0]
+    out = PolicyTransform(FOUR, generator=_gen(3))(image)
+    assert out.shape == image.shape and out.dtype == torch.uint8
+    assert any(torch.equal(out, ref) for ref in _references(image))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_batch_equals_cpu_for_exact_ops():
+    names = [name for name, spec in OPS.items() if spec.exact and name not in ("GaussianNoise", "ImpulseNoise")]
+    policy = Policy([[Operation(a, 0.7, 0.6), Operation(b, 0.7, 0.9)] for a, b in zip(names, names[1:] + names[:1])])
+    transform = BatchPolicyTransform(policy)
+    batch = natural_batch(128, 32, 32, 3, seed=11)
+    plan = transform.sample(batch.shape, generator=_gen(13))
+    cpu = transform.apply(batch, plan)
+    moved = type(plan)(plan.sub_policy.cuda(), tuple(type(s)(s.op, s.index.cuda(), s.arg.cuda(),
+                                                              {k: v.cuda() for k, v in s.draw.items()})
+                                                     for s in plan.steps), plan.shape)
+    gpu = transform.cuda().apply(batch.cuda(), moved)
+    assert gpu.device.type == "cuda"
+    assert torch.equal(gpu.cpu(), cpu)
+    assert transform(batch.cuda()).device.type == "cuda"
+
+
+# ---------------------------------------------------------------------------------------------------
+# 5. bad input gives a clear error
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_bad_batches_are_refused_with_a_clear_message():
+    transform = BatchPolicyTransform(FOUR)
+    with pytest.raises(ValueError, match="1 \\(grey\\) or 3 \\(RGB\\) channels.*got 4"):
+        transform(torch.zeros((2, 4, 8, 8), dtype=torch.uint8))
+    with pytest.raises(TypeError, match="expected dtype uint8.*got torch.int32"):
+        transform(torch.zeros((2, 3, 8, 8), dtype=torch.int32))
+    with pytest.raises(ValueError, match="4 dimensions"):
+        transform(torch.zeros((8, 8), dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"\[0, 1\].*scale \(x / 255\)"):
+        transform(torch.full((2, 3, 8, 8), 255.0))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        transform(torch.full((2, 3, 8, 8), -0.5))
+    with pytest.raises(TypeError, match="expected a torch.Tensor"):
+        transform(np.zeros((2, 3, 8, 8), np.uint8))
+
+
+def test_bad_policies_are_refused():
+    with pytest.raises(PolicyError, match="at least one sub-policy|no sub-policies"):
+        BatchPolicyTransform(Policy([]))
+    with pytest.raises(PolicyError, match="at least one sub-policy|no sub-policies"):
+        PolicyTransform(Policy([]))
+    for maker in (BatchPolicyTransform, PolicyTransform):
+        with pytest.raises(TypeError, match="expected a Policy"):
+            maker([[("Invert", 1.0, 0.0)]])
+
+
+def test_policy_transform_refuses_bad_images():
+    transform = PolicyTransform(FOUR)
+    for mode in ("RGBA", "CMYK", "P"):
+        with pytest.raises(ValueError, match=f"mode '{mode}' is not supported.*convert"):
+            transform(Image.new(mode, (8, 8)))
+    with pytest.raises(ValueError, match="channels"):
+        transform(torch.zeros((4, 8, 8), dtype=torch.uint8))
+    with pytest.raises(ValueError, match="expected \\[C, H, W\\]"):
+        transform(torch.zeros((8,), dtype=torch.uint8))
+    with pytest.raises(TypeError, match="images only"):
+        transform(tv_tensors.Mask(torch.zeros((8, 8), dtype=torch.uint8)))
+
+
+def test_sample_pairing_on_pil_needs_a_pool():
+    policy = Policy([[Operation("SamplePairing", 1.0, 0.5)]])
+    with pytest.raises(ValueError, match="pool"):
+        PolicyTransform(policy)(natural_pil(8, 8))
+    pool = [natural_pil(8, 8, seed=s) for s in range(3)]
+    out = PolicyTransform(policy, pool=pool, generator=_gen(0))(natural_pil(8, 8))
+    assert out.size == (8, 8) and out.mode == "RGB"
+    # a tensor batch pairs within the batch and needs no pool
+    assert PolicyTransform(policy)(natural_batch(4, 8, 8, 3)).shape == (4, 3, 8, 8)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 6. drop-in use in torchvision pipelines
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_inside_v1_compose_on_pil():
+    pipeline = T.Compose([PolicyTransform(Policy.from_torchvision("cifar10"), generator=_gen(0)), T.ToTensor()])
+    for mode in ("RGB", "L"):
+        out = pipeline(natural_pil(32, 32, mode))
+        assert out.shape == (3 if mode == "RGB" else 1, 32, 32) and out.dtype == torch.float32
+
+
+def test_inside_v2_compose_with_a_label():
+    pipeline = v2.Compose([v2.PILToTensor(), PolicyTransform(FOUR, generator=_gen(1)),
+                           v2.ToDtype(torch.float32, scale=True)])
+    img = natural_pil(17, 23)
+    out, label = pipeline(img, 7)
+    assert label == 7
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.shape == (3, 17, 23)
+    image = pil_to_tensor(img)
+    assert any(torch.equal((out * 255).round().to(torch.uint8), ref) for ref in _references(image))
+
+
+def test_v2_to_image_pipeline_keeps_tv_tensor_image():
+    pipeline = v2.Compose([v2.ToImage(), PolicyTransform(FOUR, generator=_gen(1)), v2.ToDtype(torch.float32, scale=True)])
+    out, label = pipeline(natural_pil(17, 23), 3)
+    assert isinstance(out, tv_tensors.Image) and out.dtype == torch.float32 and label == 3
+
+
+def test_tv_tensor_image_stays_an_image_and_plain_tensors_stay_plain():
+    transform = PolicyTransform(FOUR, generator=_gen(2))
+    image = tv_tensors.Image(natural_batch(1, 9, 9, 3)[0])
+    out = transform(image)
+    assert isinstance(out, tv_tensors.Image) and out.shape == image.shape
+    plain = transform(natural_batch(1, 9, 9, 3)[0])
+    assert type(plain) is torch.Tensor
+
+
+def test_pil_path_is_reproducible_with_a_generator_and_picks_per_call():
+    img = natural_pil(16, 16, seed=4)
+    runs = [[np.asarray(t(img)).tobytes() for _ in range(40)]
+            for t in (PolicyTransform(FOUR, generator=_gen(5)), PolicyTransform(FOUR, generator=_gen(5)))]
+    assert runs[0] == runs[1]
+    assert len(set(runs[0])) == 4, "all four sub-policies show up across calls"
+
+
+def test_from_json_loads_a_saved_policy(tmp_path):
+    path = FOUR.save(tmp_path / "four.json")
+    transform = PolicyTransform.from_json(path, generator=_gen(6))
+    assert transform.policy == FOUR
+    assert BatchPolicyTransform.from_json(path).policy == FOUR
+    out = transform(natural_pil(12, 12))
+    assert out.size == (12, 12)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Cutout
+# ---------------------------------------------------------------------------------------------------
+
+
+def _hole(img: torch.Tensor) -> tuple[int, int, int, int]:
+    """Bounding box (y0, x0, y1, x1) of the zero-filled pixels, checking they form one full rectangle."""
+    mask = (img == 0).all(0)
+    ys, xs = mask.nonzero(as_tuple=True)
+    assert len(ys) > 0, "a square was filled"
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    assert int(mask.sum()) == (y1 - y0) * (x1 - x0), "exactly one filled rectangle"
+    return y0, x0, y1, x1
+
+
+def _check_square(box, size, height, width):
+    y0, x0, y1, x1 = box
+    for lo, hi, limit in ((y0, y1, height), (x0, x1, width)):
+        if lo > 0 and hi < limit:
+            assert hi - lo == size  # not clipped: the full side
+        else:
+            assert 0 < hi - lo <= size  # clipped at a border
+
+
+def test_cutout_pil_tensor_and_batch():
+    size, height, width = 8, 23, 29
+    batch = natural_batch(200, height, width, 3, seed=12).clamp_min(1)
+    out = Cutout(size, generator=_gen(7))(batch)
+    boxes = [_hole(o) for o in out]
+    for box in boxes:
+        _check_square(box, size, height, width)
+    assert len(set(boxes)) > 100, "positions differ per sample"
+    assert any(b[0] == 0 or b[1] == 0 or b[2] == height or b[3] == width for b in boxes), "clipping happens"
+    single = Cutout(size, generator=_gen(8))(batch[0])
+    _check_square(_hole(single), size, height, width)
+    pil = Image.fromarray(batch[0].permute(1, 2, 0).numpy(), "RGB")
+    _check_square(_hole(pil_to_tensor(Cutout(size, generator=_gen(9))(pil))), size, height, width)
+    grey = Image.fromarray(batch[0, 0].numpy(), "L")
+    _check_square(_hole(pil_to_tensor(Cutout(size, generator=_gen(9))(grey))), size, height, width)
+    floats = Cutout(size, fill=(255, 0, 255), generator=_gen(7))(batch.float() / 255)
+    magenta = (floats == torch.tensor([1.0, 0.0, 1.0]).view(1, 3, 1, 1)).all(1)
+    assert floats.dtype == torch.float32 and torch.equal(magenta, (out == 0).all(1)), "same draws, float fill"
+
+
+def test_cutout_bad_size():
+    with pytest.raises(ValueError, match="non-negative integer"):
+        Cutout(-1)
+    with pytest.raises(ValueError, match="non-negative integer"):
+        Cutout(2.5)
