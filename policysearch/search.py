@@ -257,7 +257,9 @@ def _tune_callback(progress: Progress):
 def _quiet_ray_environment() -> None:
     # Read by Ray when it starts; set before ray.init so workers inherit them.
     for key, value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
-                       "RAY_AIR_NEW_OUTPUT": "0", "RAY_DEDUP_LOGS": "0"}.items():
+                       "RAY_AIR_NEW_OUTPUT": "0", "RAY_DEDUP_LOGS": "0",
+                       # keeping one checkpoint per child forces a state snapshot per epoch; that is intended
+                       "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}.items():
         os.environ.setdefault(key, value)
 
 
