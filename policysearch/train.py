@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from policysearch.data import Baseline, BaselineAugment, DataError, ImageData, normalize
+from policysearch.ops import cutout_tensor
 
 __all__ = ["TrainConfig", "cutout", "evaluate", "predict", "train_model"]
 
@@ -70,19 +71,12 @@ def cutout(batch: Tensor, size: int, generator: torch.Generator | None = None) -
 
     Applied to a normalised float batch, so zero is the data set mean. Returns a new tensor.
     """
-    b, _, h, w = batch.shape
-    if size <= 0 or b == 0:
+    n, c = batch.shape[:2]
+    if size <= 0 or n == 0:
         return batch
-    dev = batch.device
-    cy = torch.randint(0, h, (b,), generator=generator, device=dev)
-    cx = torch.randint(0, w, (b,), generator=generator, device=dev)
-    y0, x0 = cy - size // 2, cx - size // 2
-    ys = torch.arange(h, device=dev)[None, :]
-    xs = torch.arange(w, device=dev)[None, :]
-    in_y = (ys >= y0[:, None]) & (ys < (y0 + size)[:, None])  # [B, H]
-    in_x = (xs >= x0[:, None]) & (xs < (x0 + size)[:, None])  # [B, W]
-    hole = (in_y[:, :, None] & in_x[:, None, :])[:, None]  # [B, 1, H, W]
-    return batch.masked_fill(hole, 0.0)
+    centre = torch.rand((n, 2), generator=generator, device=batch.device)
+    side = torch.full((n,), float(size), device=batch.device)
+    return cutout_tensor(batch, side, centre, torch.zeros(c, device=batch.device))
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
