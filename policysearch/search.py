@@ -154,6 +154,7 @@ def train_child_trial(trial: dict[str, Any], *, prepared: Prepared) -> None:
     dm, da = prepared.splits[split]
     device = _device(config)
     data = prepared.data
+    torch.manual_seed(config.seed * 1000 + split)  # the initial weights: the worker's RNG is not seeded
     model = build_model(config.model, data.num_classes, data.images.shape[1])
     baseline = baseline_for(config.dataset, data.images.shape[-1])
     with tempfile.TemporaryDirectory(prefix="policysearch-child-") as local:
