@@ -154,6 +154,7 @@ def train_child_trial(trial: dict[str, Any], *, prepared: Prepared) -> None:
     dm, da = prepared.splits[split]
     device = _device(config)
     data = prepared.data
+    torch.manual_seed(config.seed * 1000 + split)  # the initial weights: the worker's RNG is not seeded
     model = build_model(config.model, data.num_classes, data.images.shape[1])
     baseline = baseline_for(config.dataset, data.images.shape[-1])
     with tempfile.TemporaryDirectory(prefix="policysearch-child-") as local:
@@ -261,6 +262,9 @@ def _quiet_ray_environment() -> None:
                        # keeping one checkpoint per child forces a state snapshot per epoch; that is intended
                        "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}.items():
         os.environ.setdefault(key, value)
+    # Read by every Tuner.fit: Tune's default ("auto") saves the experiment state (finished trials and the
+    # searcher) at most every 10 s or more, so a killed search lost that much finished work; 1 s bounds it.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
 
 
 def _start_ray(config: SearchConfig) -> bool:
