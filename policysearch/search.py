@@ -260,11 +260,11 @@ def _quiet_ray_environment() -> None:
     for key, value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
                        "RAY_AIR_NEW_OUTPUT": "0", "RAY_DEDUP_LOGS": "0",
                        # keeping one checkpoint per child forces a state snapshot per epoch; that is intended
-                       "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}.items():
+                       "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+                       # Tune's default saves the experiment state (finished trials, the searcher) every 10 s
+                       # or more, so a killed search would lose that much finished work; 1 s bounds it.
+                       "TUNE_GLOBAL_CHECKPOINT_S": "1"}.items():
         os.environ.setdefault(key, value)
-    # Read by every Tuner.fit: Tune's default ("auto") saves the experiment state (finished trials and the
-    # searcher) at most every 10 s or more, so a killed search lost that much finished work; 1 s bounds it.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
 
 
 def _start_ray(config: SearchConfig) -> bool:

@@ -161,7 +161,7 @@ def test_cli_search_exits_2_with_one_line(tmp_path):
     if not cli_path.exists() or '"search"' not in cli_path.read_text(encoding="utf-8"):
         pytest.skip("policysearch.cli has no search command yet")
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "policysearch.cli", "search", "--dataset", "mnist-typo",
+    done = subprocess.run([sys.executable, "-m", "policysearch", "search", "--dataset", "mnist-typo",
                            "--out", str(out)], cwd=REPO, env=_worktree_env(), capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 2, done.stderr
