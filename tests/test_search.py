@@ -157,9 +157,6 @@ def test_search_command_checks_inputs_before_any_work(tmp_path, monkeypatch):
 
 
 def test_cli_search_exits_2_with_one_line(tmp_path):
-    cli_path = PACKAGE / "cli.py"
-    if not cli_path.exists() or '"search"' not in cli_path.read_text(encoding="utf-8"):
-        pytest.skip("policysearch.cli has no search command yet")
     out = tmp_path / "run"
     done = subprocess.run([sys.executable, "-m", "policysearch", "search", "--dataset", "mnist-typo",
                            "--out", str(out)], cwd=REPO, env=_worktree_env(), capture_output=True, text=True,
