@@ -343,7 +343,9 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
                   f"{search.get('total_device_s', math.nan):.1f} |",
                   f"| - phase 1 child models | {search['phase1_wall_s']:.1f} | {search['phase1_device_s']:.1f} |",
                   f"| - phase 2 policy trials | {search['phase2_wall_s']:.1f} | {search['phase2_device_s']:.1f} |",
-                  f"| one final training (searched policy, mean) | {_fmt(one, 1)} | {_fmt(one, 1)} |", ""]
+                  f"| one final training (searched policy, mean) | {_fmt(one, 1)} | {_fmt(one, 1)} |", "",
+                  f"The search took {_fmt(search['search_wall_s'] / one, 1)} times the wall time of one final "
+                  "training (device seconds: the sum of the search trials' own run times, which overlap when trials run in parallel).", ""]
     lines += [f"Software: {', '.join(f'{k} {v}' for k, v in document['software'].items())}", ""]
     return "\n".join(lines)
 
@@ -388,6 +390,8 @@ def _plot(document: dict[str, Any], summary: list[dict[str, Any]]) -> bytes:
         ax.errorbar(i, row["mean"], yerr=std, fmt="o", color=color, capsize=6, markersize=7, zorder=3,
                     label="mean +- std" if i == 0 else None)
     ax.set_xticks(xs, names, rotation=20)
+    ax.set_xlim(-0.5, len(names) - 0.5)
+    ax.set_ylim(bottom=0)  # differences of a fraction of a point should not look like a factor
     ax.set_ylabel("test error (%)")
     s = document["settings"]
     ax.set_title(f"{document['preset'] or s['dataset']}: {s['train_images']} images, {s['model']}, "
@@ -401,6 +405,14 @@ def _plot(document: dict[str, Any], summary: list[dict[str, Any]]) -> bytes:
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return buffer.getvalue()
+
+
+def rewrite_outputs(out: str | Path) -> None:
+    """Render results.md, runs.csv and errors.png again from ``results.json`` (same runs, same command)."""
+    out = Path(out)
+    document = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    document.pop("summary", None)
+    _write_outputs(out, document)
 
 
 def _write_outputs(out: Path, document: dict[str, Any]) -> None:
