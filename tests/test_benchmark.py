@@ -1,0 +1,100 @@
+"""The benchmark: paired statistics, the RandAugment/TrivialAugment policies and a tiny end-to-end run."""
+
+import argparse
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from policysearch import benchmark
+from policysearch.benchmark import (RANDAUGMENT_OPS, add_arguments, paired_difference, preset_from_args,
+                                    randaugment_policy, trivialaugment_policy)
+from policysearch.transforms import BatchPolicyTransform
+
+
+
+def test_paired_difference_matches_hand_computation():
+    # d = [2, 3, 4]: mean 3, sample sd 1, se 1/sqrt(3); t(0.975, df=2) = 4.302653
+    result = paired_difference([3.0, 5.0, 7.0], [1.0, 2.0, 3.0])
+    half = 4.302653 / math.sqrt(3)
+    assert result["n"] == 3
+    assert result["mean"] == pytest.approx(3.0)
+    assert result["low"] == pytest.approx(3.0 - half, abs=1e-5)
+    assert result["high"] == pytest.approx(3.0 + half, abs=1e-5)
+    # identical differences: zero-width interval; one pair: no interval
+    same = paired_difference([1.0, 2.0], [0.5, 1.5])
+    assert same["low"] == pytest.approx(0.5) and same["high"] == pytest.approx(0.5)
+    one = paired_difference([1.0], [3.0])
+    assert one["mean"] == -2.0 and math.isnan(one["low"]) and math.isnan(one["high"])
+    with pytest.raises(ValueError):
+        paired_difference([1.0], [1.0, 2.0])
+
+
+def test_randaugment_policy_is_all_ordered_pairs_at_level_point_nine():
+    policy = randaugment_policy()
+    assert len(RANDAUGMENT_OPS) == 14
+    assert len(policy) == 14 * 14
+    pairs = {(sub[0].op, sub[1].op) for sub in policy}
+    assert len(pairs) == 196 and ("Rotate", "Rotate") in pairs and ("Identity", "Equalize") in pairs
+    assert all(step.prob == 1.0 and step.level == pytest.approx(0.9) for sub in policy for step in sub)
+    assert "Invert" not in policy.ops()
+
+
+def test_trivialaugment_policy_gives_every_op_the_same_chance():
+    policy = trivialaugment_policy()
+    assert len(policy) == 14 * 31
+    assert all(len(sub) == 1 and sub[0].prob == 1.0 for sub in policy)
+    counts = {op: sum(1 for sub in policy if sub[0].op == op) for op in RANDAUGMENT_OPS}
+    assert set(counts.values()) == {31}
+    levels = sorted({sub[0].level for sub in policy if sub[0].op == "Rotate"})
+    assert levels[0] == 0.0 and levels[-1] == 1.0 and len(levels) == 31
+
+
+def test_policies_run_per_sample_on_a_batch():
+    batch = torch.randint(0, 256, (16, 1, 16, 16), dtype=torch.uint8)
+    for policy in (randaugment_policy(), trivialaugment_policy()):
+        out = BatchPolicyTransform(policy)(batch, torch.Generator().manual_seed(0))
+        assert out.dtype == torch.uint8 and out.shape == batch.shape
+
+
+def _args(*argv):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_cutout_scales_with_image_size_and_presets_parse():
+    assert benchmark.cutout_pixels(32) == 16 and benchmark.cutout_pixels(16) == 8
+    preset = preset_from_args(_args("--preset", "digits-small", "--epochs", "2", "--methods", "baseline"))
+    assert preset.epochs == 2 and preset.methods == ("baseline",) and preset.dataset == "digits"
+    cifar = preset_from_args(_args("--preset", "reduced-cifar10-wrn40-2"))
+    assert cifar.model == "wrn40_2" and cifar.search_train_size == 4000 and cifar.epochs == 200
+    assert cifar.train_size is None
+
+
+def test_smoke_benchmark_writes_results(tmp_path):
+    policy_file = tmp_path / "p.json"
+    randaugment_policy().save(policy_file)
+    out = tmp_path / "bench"
+    args = _args("--preset", "digits-small", "--train-size", "30", "--epochs", "1", "--seeds", "0", "1",
+                 "--methods", "baseline", "cutout", "searched", "--policy", str(policy_file), "--out", str(out),
+                 "--batch-size", "16")
+    assert benchmark.run(args) == 0
+    for name in ("results.md", "runs.csv", "results.json", "errors.png"):
+        assert (out / name).exists(), name
+    assert (out / "errors.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = (out / "runs.csv").read_text().splitlines()
+    assert lines[0].startswith("# command:")
+    rows = list(csv.DictReader(lines[1:]))
+    assert [(r["method"], r["seed"]) for r in rows] == [(m, s) for s in "01" for m in ("baseline", "cutout", "searched")]
+    document = json.loads((out / "results.json").read_text())
+    assert document["settings"]["cutout_pixels"] == 8 and document["settings"]["train_images"] == 30
+    assert "policysearch" in document["software"] and document["command"]
+    assert document["searched_policy"]["sub_policies"] == 196
+    base = next(row for row in document["summary"] if row["method"] == "baseline")
+    assert base["searched_minus"]["n"] == 2
+    text = (out / "results.md").read_text()
+    assert "| baseline |" in text and "| cutout |" in text and "searched - method" in text
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
