@@ -1,3 +1,32 @@
-"""policysearch: search augmentation policies and apply them per image or per sample on a batch."""
+"""policysearch: search augmentation policies and apply them per image or per sample on a batch.
+
+The public API (stable names)::
+
+    from policysearch import Policy, PolicyTransform, BatchPolicyTransform, Cutout
+
+They are imported on first use, so ``policysearch --help`` starts without loading torch.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "Policy": "policysearch.policy",
+    "Operation": "policysearch.policy",
+    "PolicyError": "policysearch.policy",
+    "PolicyTransform": "policysearch.transforms",
+    "BatchPolicyTransform": "policysearch.transforms",
+    "Cutout": "policysearch.transforms",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'policysearch' has no attribute {name!r}")

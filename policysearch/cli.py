@@ -405,6 +405,18 @@ COMMANDS: list[Command] = [
         "  policysearch search --address HEAD_IP:6379 --storage /shared/policysearch",
         from_module("policysearch.search", "add_arguments"), from_module("policysearch.search", "run"),
     ),
+    Command(
+        "benchmark", "compare a searched policy with no augmentation, Cutout, AutoAugment, RandAugment, TrivialAugment",
+        "Train the same model on the same data, epochs and seeds under each augmentation and report the test "
+        "error per method (mean, std, paired difference to the searched policy with a 95% interval), as "
+        "results.md, results.json, runs.csv and errors.png. The searched policy comes from --policy FILE or "
+        "from a search run first on the same training images (never the test split).",
+        "examples:\n"
+        "  policysearch benchmark --preset digits-small\n"
+        "  policysearch benchmark --preset digits-small --policy runs/demo/policy.json --seeds 0 1 2 3 4\n"
+        "  policysearch benchmark --preset reduced-cifar10-wrn40-2 --data-root data --device cuda",
+        from_module("policysearch.benchmark", "add_arguments"), from_module("policysearch.benchmark", "run"),
+    ),
 ]
 
 
