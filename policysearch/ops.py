@@ -9,7 +9,10 @@ image). Each op has two implementations that mean the same thing:
   for the same argument wherever torchvision has the operation;
 * ``tensor(x, arg, draw, ctx)`` on a float32 batch ``[n, C, H, W]`` holding values on the 0..255 scale,
   with one argument per sample. When ``ctx.exact`` is set (the batch came from uint8) the result is
-  rounded the way PIL rounds, so pixel-wise ops agree bit for bit with the PIL path.
+  rounded the way PIL rounds, so pixel-wise ops agree bit for bit with the PIL path. Ops marked
+  ``uint8`` also take a uint8 batch as it is (then ``ctx.exact`` is set) and return uint8: geometric
+  ops gather pixels, pointwise ops look them up in a per-sample table. The batched transform keeps a
+  uint8 batch in uint8 and converts to float only the samples of the other ops.
 
 Ops that need more randomness than a sign (Cutout's position, a noise field, SamplePairing's partner)
 declare ``sample``: it draws those values per sample, before anything is applied, so a draw can be
@@ -68,6 +71,7 @@ class OpSpec:
     tensor: TensorFn
     sample: SampleFn | None = None
     exact: bool = True  # the uint8 batch path equals the PIL path bit for bit
+    uint8: bool = False  # ``tensor`` also takes a uint8 batch (exact mode) and returns uint8
     description: str = field(default="", compare=False)
 
     @property
@@ -105,6 +109,20 @@ def _grey(x: torch.Tensor, exact: bool) -> torch.Tensor:
         return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(x.dtype).unsqueeze(1)
     weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
     return (x * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
+def _pointwise(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Apply a per-sample pointwise map ``fn`` (float32 values on the 0..255 scale, broadcast per sample).
+
+    A float batch goes through ``fn`` directly. For a uint8 batch ``fn`` runs once on the ramp 0..255,
+    giving a table [n, C, 256] that is then looked up per pixel: the same values by construction, since
+    each pixel's result depends on its value alone.
+    """
+    if x.dtype != torch.uint8:
+        return fn(x)
+    n, c = x.shape[:2]
+    ramp = torch.arange(256, dtype=torch.float32, device=x.device).view(1, 1, 1, 256)
+    return _apply_lut(x, fn(ramp).expand(n, c, 1, 256).reshape(n, c, 256))
 
 
 def _apply_lut(x: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
@@ -291,7 +309,7 @@ def _invert_pil(img, arg, draw, ctx):
 
 
 def _invert(x, arg, draw, ctx):
-    return 255.0 - x
+    return 255 - x  # stays uint8 for uint8 x
 
 
 def _solarize_pil(img, arg, draw, ctx):
@@ -300,7 +318,7 @@ def _solarize_pil(img, arg, draw, ctx):
 
 def _solarize(x, arg, draw, ctx):
     # Pixels at or above the threshold are inverted (threshold 256 leaves the image unchanged).
-    return torch.where(x >= _col(arg), 255.0 - x, x)
+    return torch.where(x >= _col(arg), 255 - x, x)
 
 
 def _posterize_bits(arg: float) -> int:
@@ -312,8 +330,8 @@ def _posterize_pil(img, arg, draw, ctx):
 
 
 def _posterize(x, arg, draw, ctx):
-    step = torch.pow(2.0, 8.0 - _col(arg).round()).to(x.dtype)  # arg is float64: keep x's dtype
-    return torch.floor(x / step) * step
+    step = torch.pow(2.0, 8.0 - _col(arg).round()).to(torch.float32)  # arg is float64: compute in float32
+    return _pointwise(x, lambda v: torch.floor(v / step) * step)
 
 
 def _autocontrast_pil(img, arg, draw, ctx):
@@ -372,7 +390,7 @@ def _brightness_pil(img, arg, draw, ctx):
 
 
 def _brightness(x, arg, draw, ctx):
-    return _blend(torch.zeros_like(x), x, 1.0 + arg, ctx.exact)
+    return _pointwise(x, lambda v: _blend(torch.zeros_like(v), v, 1.0 + arg, ctx.exact))
 
 
 def _color_pil(img, arg, draw, ctx):
@@ -392,8 +410,8 @@ def _contrast_pil(img, arg, draw, ctx):
 def _contrast(x, arg, draw, ctx):
     grey = _grey(x, ctx.exact)
     mean = grey.flatten(1).to(torch.float64).mean(1)
-    mean = torch.floor(mean + 0.5) if ctx.exact else mean
-    return _blend(_col(mean.to(x.dtype)).expand_as(x), x, 1.0 + arg, ctx.exact)
+    mean = _col(torch.floor(mean + 0.5) if ctx.exact else mean).to(torch.float32)
+    return _pointwise(x, lambda v: _blend(mean, v, 1.0 + arg, ctx.exact))
 
 
 def _sharpness_pil(img, arg, draw, ctx):
@@ -401,12 +419,17 @@ def _sharpness_pil(img, arg, draw, ctx):
 
 
 def _smooth(x: torch.Tensor, exact: bool) -> torch.Tensor:
-    """PIL's ImageFilter.SMOOTH (3x3 kernel 1 1 1 / 1 5 1 / 1 1 1, sum 13); the border stays as it is."""
-    c = x.shape[1]
-    kernel = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]], dtype=x.dtype, device=x.device) / 13
-    out = nnf.conv2d(x, kernel.expand(c, 1, 3, 3), groups=c)
+    """PIL's ImageFilter.SMOOTH (3x3 kernel 1 1 1 / 1 5 1 / 1 1 1, sum 13); the border stays as it is.
+
+    The kernel is a 3x3 box sum plus 4 times the centre, summed separably from shifted slices. On integer
+    levels the sums are exact in float32 and sum / 13 is never within rounding error of a .5 tie (its
+    fraction is k / 13), so rounding it gives PIL's integer result.
+    """
+    rows = x[:, :, :-2] + x[:, :, 1:-1] + x[:, :, 2:]
+    total = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:] + 4 * x[:, :, 1:-1, 1:-1]
+    out = total / 13
     if exact:
-        out = torch.floor(out + 0.5).clamp(0, 255)
+        out = torch.floor(out + 0.5)
     smoothed = x.clone()
     smoothed[:, :, 1:-1, 1:-1] = out
     return smoothed
@@ -576,10 +599,10 @@ def _impulse_noise_pil(img, arg, draw, ctx):
 
 
 def _impulse_noise(x, arg, draw, ctx):
-    u = draw["u"].unsqueeze(1).to(x.dtype)
-    a = _col(arg).to(x.dtype)
+    u = draw["u"].unsqueeze(1).to(torch.float32)
+    a = _col(arg).to(torch.float32)
     out = torch.where(u < a / 2, torch.zeros_like(x), x)
-    return torch.where((u >= a / 2) & (u < a), torch.full_like(x, 255.0), out)
+    return torch.where((u >= a / 2) & (u < a), torch.full_like(x, 255), out)
 
 
 def _sample_partner(n, chw, generator, device):
@@ -609,8 +632,8 @@ def _sample_pairing(x, arg, draw, ctx):
 # ---------------------------------------------------------------------------------------------------
 
 
-def _op(name, low, high, signed, pil, tensor, sample=None, exact=True, description=""):
-    return OpSpec(name, float(low), float(high), signed, pil, tensor, sample, exact, description)
+def _op(name, low, high, signed, pil, tensor, sample=None, exact=True, uint8=False, description=""):
+    return OpSpec(name, float(low), float(high), signed, pil, tensor, sample, exact, uint8, description)
 
 
 # Fast AutoAugment shifts by up to 0.45 of the size and AutoAugment/torchvision by up to 150/331 (0.453);
@@ -620,36 +643,36 @@ TRANSLATE_MAX = 150.0 / 331.0
 OPS: dict[str, OpSpec] = {
     spec.name: spec
     for spec in [
-        _op("ShearX", 0, 0.3, True, _shear_x_pil, _shear_x, description="shear factor"),
-        _op("ShearY", 0, 0.3, True, _shear_y_pil, _shear_y, description="shear factor"),
+        _op("ShearX", 0, 0.3, True, _shear_x_pil, _shear_x, uint8=True, description="shear factor"),
+        _op("ShearY", 0, 0.3, True, _shear_y_pil, _shear_y, uint8=True, description="shear factor"),
         _op("TranslateX", 0, TRANSLATE_MAX, True, _translate_x_pil, _translate_x,
-            description="shift, fraction of the width"),
+            uint8=True, description="shift, fraction of the width"),
         _op("TranslateY", 0, TRANSLATE_MAX, True, _translate_y_pil, _translate_y,
-            description="shift, fraction of the height"),
-        _op("Rotate", 0, 30, True, _rotate_pil, _rotate, description="degrees"),
-        _op("AutoContrast", 0, 0, False, _autocontrast_pil, _autocontrast),
-        _op("Invert", 0, 0, False, _invert_pil, _invert),
-        _op("Equalize", 0, 0, False, _equalize_pil, _equalize),
-        _op("Solarize", 256, 0, False, _solarize_pil, _solarize, description="threshold, grey levels"),
-        _op("Posterize", 8, 4, False, _posterize_pil, _posterize, description="bits kept"),
-        _op("Contrast", 0, 0.9, True, _contrast_pil, _contrast, description="factor 1 +- arg"),
+            uint8=True, description="shift, fraction of the height"),
+        _op("Rotate", 0, 30, True, _rotate_pil, _rotate, uint8=True, description="degrees"),
+        _op("AutoContrast", 0, 0, False, _autocontrast_pil, _autocontrast, uint8=True),
+        _op("Invert", 0, 0, False, _invert_pil, _invert, uint8=True),
+        _op("Equalize", 0, 0, False, _equalize_pil, _equalize, uint8=True),
+        _op("Solarize", 256, 0, False, _solarize_pil, _solarize, uint8=True, description="threshold, grey levels"),
+        _op("Posterize", 8, 4, False, _posterize_pil, _posterize, uint8=True, description="bits kept"),
+        _op("Contrast", 0, 0.9, True, _contrast_pil, _contrast, uint8=True, description="factor 1 +- arg"),
         _op("Color", 0, 0.9, True, _color_pil, _color, description="factor 1 +- arg"),
-        _op("Brightness", 0, 0.9, True, _brightness_pil, _brightness, description="factor 1 +- arg"),
+        _op("Brightness", 0, 0.9, True, _brightness_pil, _brightness, uint8=True, description="factor 1 +- arg"),
         _op("Sharpness", 0, 0.9, True, _sharpness_pil, _sharpness, exact=False, description="factor 1 +- arg"),
         _op("Cutout", 0, 0.2, False, _cutout_pil, _cutout, _sample_centre,
-            description="square side, fraction of the shorter side"),
+            uint8=True, description="square side, fraction of the shorter side"),
         _op("SamplePairing", 0, 0.4, False, _sample_pairing_pil, _sample_pairing, _sample_partner,
             description="weight of another image"),
-        _op("Identity", 0, 0, False, _identity_pil, _identity),
-        _op("FlipLR", 0, 0, False, _flip_lr_pil, _flip_lr),
-        _op("FlipUD", 0, 0, False, _flip_ud_pil, _flip_ud),
+        _op("Identity", 0, 0, False, _identity_pil, _identity, uint8=True),
+        _op("FlipLR", 0, 0, False, _flip_lr_pil, _flip_lr, uint8=True),
+        _op("FlipUD", 0, 0, False, _flip_ud_pil, _flip_ud, uint8=True),
         _op("GaussianNoise", 0, 0.2, False, _gaussian_noise_pil, _gaussian_noise, _sample_noise,
             description="noise std, fraction of the range"),
         _op("ImpulseNoise", 0, 0.1, False, _impulse_noise_pil, _impulse_noise, _sample_impulse,
-            description="fraction of pixels set to black or white"),
-        _op("Gamma", 0, math.log(2.0), True, _gamma_pil, _gamma, description="gamma exp(+-arg)"),
+            uint8=True, description="fraction of pixels set to black or white"),
+        _op("Gamma", 0, math.log(2.0), True, _gamma_pil, _gamma, uint8=True, description="gamma exp(+-arg)"),
         _op("Blur", 0, 1.5, False, _blur_pil, _blur, description="box radius, pixels"),
-        _op("Zoom", 0, 0.5, True, _zoom_pil, _zoom, description="scale 1 +- arg"),
+        _op("Zoom", 0, 0.5, True, _zoom_pil, _zoom, uint8=True, description="scale 1 +- arg"),
     ]
 }
 
