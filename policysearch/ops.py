@@ -95,9 +95,8 @@ def _col(arg: torch.Tensor) -> torch.Tensor:
 
 def _blend(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor, exact: bool) -> torch.Tensor:
     """PIL's Image.blend(degenerate, x, factor): in float32, clipped, truncated to uint8 when exact."""
-    out = degenerate + _col(factor).to(x.dtype) * (x - degenerate)
-    out = out.clamp(0.0, 255.0)
-    return out.trunc() if exact else out
+    out = ((x - degenerate) * _col(factor).to(x.dtype)).add_(degenerate).clamp_(0.0, 255.0)
+    return out.trunc_() if exact else out
 
 
 def _grey(x: torch.Tensor, exact: bool) -> torch.Tensor:
@@ -125,19 +124,30 @@ def _pointwise(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> t
     return _apply_lut(x, fn(ramp).expand(n, c, 1, 256).reshape(n, c, 256))
 
 
-def _apply_lut(x: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
-    """Map integer-valued x [n, C, H, W] through per-sample, per-channel tables lut [n, C, 256]."""
-    n, c, h, w = x.shape
-    flat = x.reshape(n, c, h * w).to(torch.int64)
-    return lut.to(x.dtype).gather(2, flat).reshape(n, c, h, w)
+def _table_index(x: torch.Tensor) -> torch.Tensor:
+    """For integer levels x [n, C, H, W] in 0..255: each pixel's entry in a flat [n, C, 256] table (int32)."""
+    n, c = x.shape[:2]
+    offset = torch.arange(0, n * c * 256, 256, dtype=torch.int32, device=x.device).view(n, c, 1)
+    return (x.reshape(n, c, -1).to(torch.int32) + offset).view(-1)
 
 
-def _histogram(x: torch.Tensor) -> torch.Tensor:
-    """256-bin histogram per sample and channel of integer-valued x, [n, C, 256]."""
-    n, c, h, w = x.shape
-    flat = x.reshape(n, c, h * w).to(torch.int64).clamp(0, 255)
-    hist = torch.zeros(n, c, 256, dtype=torch.int64, device=x.device)
-    return hist.scatter_add_(2, flat, torch.ones_like(flat))
+def _apply_lut(x: torch.Tensor, lut: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+    """Map integer-valued x [n, C, H, W] through per-sample, per-channel tables lut [n, C, 256].
+
+    ``index`` is ``_table_index(x)`` when the caller has it already.
+    """
+    index = _table_index(x) if index is None else index
+    return lut.to(x.dtype).reshape(-1).index_select(0, index).view(x.shape)
+
+
+def _histogram(x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+    """256-bin histogram per sample and channel of integer levels x in 0..255, [n, C, 256] (int64).
+
+    One bincount over every pixel's table entry (``_table_index``) counts all samples and channels at once.
+    """
+    n, c = x.shape[:2]
+    index = _table_index(x) if index is None else index
+    return torch.bincount(index, minlength=n * c * 256).view(n, c, 256)
 
 
 def _quantised(x: torch.Tensor) -> torch.Tensor:
@@ -368,7 +378,8 @@ def _pil_equalize_divisor() -> int:
 
 def _equalize(x, arg, draw, ctx):
     levels = x if ctx.exact else _quantised(x)
-    hist = _histogram(levels)  # [n, C, 256]
+    index = _table_index(levels)
+    hist = _histogram(levels, index)  # [n, C, 256]
     ramp = torch.arange(256, device=x.device).view(1, 1, 256)
     # PIL: step = (count - count of the last non-empty bin) // 255 in current Pillow (// 256 in older releases);
     # lut[i] = (step // 2 + cum[i]) // step.
@@ -377,8 +388,7 @@ def _equalize(x, arg, draw, ctx):
     cumulative = torch.cumsum(hist, 2) - hist
     lut = (step // 2 + cumulative) // step.clamp_min(1)
     lut = torch.where(step > 0, lut.clamp(0, 255), ramp.expand_as(lut))
-    out = _apply_lut(levels, lut)
-    return out
+    return _apply_lut(levels, lut, index)
 
 
 def _enhance_factor(arg: float) -> float:
