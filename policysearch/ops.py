@@ -9,7 +9,8 @@ image). Each op has two implementations that mean the same thing:
   for the same argument wherever torchvision has the operation;
 * ``tensor(x, arg, draw, ctx)`` on a float32 batch ``[n, C, H, W]`` holding values on the 0..255 scale,
   with one argument per sample. When ``ctx.exact`` is set (the batch came from uint8) the result is
-  rounded the way PIL rounds, so pixel-wise ops agree bit for bit with the PIL path. Ops marked
+  rounded the way PIL rounds, so pixel-wise ops agree bit for bit with the PIL path, and it holds whole
+  levels 0..255 (converting it to uint8 loses nothing). Ops marked
   ``uint8`` also take a uint8 batch as it is (then ``ctx.exact`` is set) and return uint8: geometric
   ops gather pixels, pointwise ops look them up in a per-sample table. The batched transform keeps a
   uint8 batch in uint8 and converts to float only the samples of the other ops.
@@ -104,8 +105,11 @@ def _grey(x: torch.Tensor, exact: bool) -> torch.Tensor:
     if x.shape[1] == 1:
         return x
     if exact:
-        r, g, b = x.to(torch.int32).unbind(1)
-        return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(x.dtype).unsqueeze(1)
+        # PIL's 16.16 fixed point, (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16: every product and
+        # partial sum is an integer below 2**24, so float32 computes it exactly, in any order.
+        weights = torch.tensor([19595.0, 38470.0, 7471.0], device=x.device).view(1, 3, 1, 1)
+        luma = (x.to(torch.float32) * weights).sum(1, keepdim=True)
+        return luma.add_(0x8000).div_(65536).floor_().to(x.dtype)
     weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
     return (x * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
 
@@ -437,9 +441,7 @@ def _smooth(x: torch.Tensor, exact: bool) -> torch.Tensor:
     """
     rows = x[:, :, :-2] + x[:, :, 1:-1] + x[:, :, 2:]
     total = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:] + 4 * x[:, :, 1:-1, 1:-1]
-    out = total / 13
-    if exact:
-        out = torch.floor(out + 0.5)
+    out = (total + 6.5).div_(13).floor_() if exact else total / 13  # floor(total / 13 + 0.5), one pass less
     smoothed = x.clone()
     smoothed[:, :, 1:-1, 1:-1] = out
     return smoothed

@@ -46,12 +46,11 @@ def run_step(part: torch.Tensor, step: PlanStep, ctx: TensorContext) -> torch.Te
     """Run one plan step on its samples ``part``; the result has part's dtype.
 
     A uint8 ``part`` goes to ops that declare ``uint8`` as it is; for the others it is converted to float32
-    and the (PIL-rounded) result back to uint8.
+    and the result (whole levels 0..255 in exact mode) back to uint8.
     """
     if part.dtype != torch.uint8 or step.op.uint8:
         return step.op.tensor(part, step.arg, step.draw, ctx).to(part.dtype)
-    out = step.op.tensor(part.to(torch.float32), step.arg, step.draw, ctx)
-    return out.round().clamp_(0, 255).to(torch.uint8)
+    return step.op.tensor(part.to(torch.float32), step.arg, step.draw, ctx).to(torch.uint8)
 
 
 def copy_rows(x: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
