@@ -193,10 +193,15 @@ def _warp(x: torch.Tensor, matrix: torch.Tensor, fill: torch.Tensor) -> torch.Te
         rows = torch.arange(h, device=x.device).view(1, h, 1)
         xin = (start_x.view(n, 1, 1) + rows * fixed[:, 1].view(n, 1, 1) + cols * fixed[:, 0].view(n, 1, 1)) >> 16
         yin = (start_y.view(n, 1, 1) + rows * fixed[:, 4].view(n, 1, 1) + cols * fixed[:, 3].view(n, 1, 1)) >> 16
-    inside = (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
-    index = torch.where(inside, yin * w + xin, h * w).view(n, 1, h * w)
-    padded = torch.cat([x.reshape(n, c, h * w), fill.to(x.dtype).view(1, c, 1).expand(n, c, 1)], dim=2)
-    return padded.gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
+    # The image padded with one row and one column of fill: a position outside on either axis maps to
+    # that row or column. In the scale/translate case xin and yin are per column and per row, so only
+    # the final sum is per pixel.
+    xin = torch.where((xin >= 0) & (xin < w), xin, w)
+    yin = torch.where((yin >= 0) & (yin < h), yin, h)
+    index = (yin * (w + 1) + xin).view(n, 1, h * w)
+    padded = fill.to(x.dtype).view(1, c, 1, 1).expand(n, c, h + 1, w + 1).clone()
+    padded[:, :, :h, :w] = x
+    return padded.view(n, c, -1).gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
 
 
 def _accumulate(start: torch.Tensor, step: torch.Tensor, length: int) -> torch.Tensor:
