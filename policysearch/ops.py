@@ -9,7 +9,11 @@ image). Each op has two implementations that mean the same thing:
   for the same argument wherever torchvision has the operation;
 * ``tensor(x, arg, draw, ctx)`` on a float32 batch ``[n, C, H, W]`` holding values on the 0..255 scale,
   with one argument per sample. When ``ctx.exact`` is set (the batch came from uint8) the result is
-  rounded the way PIL rounds, so pixel-wise ops agree bit for bit with the PIL path.
+  rounded the way PIL rounds, so pixel-wise ops agree bit for bit with the PIL path, and it holds whole
+  levels 0..255 (converting it to uint8 loses nothing). Ops marked
+  ``uint8`` also take a uint8 batch as it is (then ``ctx.exact`` is set) and return uint8: geometric
+  ops gather pixels, pointwise ops look them up in a per-sample table. The batched transform keeps a
+  uint8 batch in uint8 and converts to float only the samples of the other ops.
 
 Ops that need more randomness than a sign (Cutout's position, a noise field, SamplePairing's partner)
 declare ``sample``: it draws those values per sample, before anything is applied, so a draw can be
@@ -68,6 +72,7 @@ class OpSpec:
     tensor: TensorFn
     sample: SampleFn | None = None
     exact: bool = True  # the uint8 batch path equals the PIL path bit for bit
+    uint8: bool = False  # ``tensor`` also takes a uint8 batch (exact mode) and returns uint8
     description: str = field(default="", compare=False)
 
     @property
@@ -91,9 +96,8 @@ def _col(arg: torch.Tensor) -> torch.Tensor:
 
 def _blend(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor, exact: bool) -> torch.Tensor:
     """PIL's Image.blend(degenerate, x, factor): in float32, clipped, truncated to uint8 when exact."""
-    out = degenerate + _col(factor).to(x.dtype) * (x - degenerate)
-    out = out.clamp(0.0, 255.0)
-    return out.trunc() if exact else out
+    out = ((x - degenerate) * _col(factor).to(x.dtype)).add_(degenerate).clamp_(0.0, 255.0)
+    return out.trunc_() if exact else out
 
 
 def _grey(x: torch.Tensor, exact: bool) -> torch.Tensor:
@@ -101,25 +105,53 @@ def _grey(x: torch.Tensor, exact: bool) -> torch.Tensor:
     if x.shape[1] == 1:
         return x
     if exact:
-        r, g, b = x.to(torch.int32).unbind(1)
-        return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(x.dtype).unsqueeze(1)
+        # PIL's 16.16 fixed point, (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16: every product and
+        # partial sum is an integer below 2**24, so float32 computes it exactly, in any order.
+        weights = torch.tensor([19595.0, 38470.0, 7471.0], device=x.device).view(1, 3, 1, 1)
+        luma = (x.to(torch.float32) * weights).sum(1, keepdim=True)
+        return luma.add_(0x8000).div_(65536).floor_().to(x.dtype)
     weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
     return (x * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
-def _apply_lut(x: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
-    """Map integer-valued x [n, C, H, W] through per-sample, per-channel tables lut [n, C, 256]."""
-    n, c, h, w = x.shape
-    flat = x.reshape(n, c, h * w).to(torch.int64)
-    return lut.to(x.dtype).gather(2, flat).reshape(n, c, h, w)
+def _pointwise(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Apply a per-sample pointwise map ``fn`` (float32 values on the 0..255 scale, broadcast per sample).
+
+    A float batch goes through ``fn`` directly. For a uint8 batch ``fn`` runs once on the ramp 0..255,
+    giving a table [n, C, 256] that is then looked up per pixel: the same values by construction, since
+    each pixel's result depends on its value alone.
+    """
+    if x.dtype != torch.uint8:
+        return fn(x)
+    n, c = x.shape[:2]
+    ramp = torch.arange(256, dtype=torch.float32, device=x.device).view(1, 1, 1, 256)
+    return _apply_lut(x, fn(ramp).expand(n, c, 1, 256).reshape(n, c, 256))
 
 
-def _histogram(x: torch.Tensor) -> torch.Tensor:
-    """256-bin histogram per sample and channel of integer-valued x, [n, C, 256]."""
-    n, c, h, w = x.shape
-    flat = x.reshape(n, c, h * w).to(torch.int64).clamp(0, 255)
-    hist = torch.zeros(n, c, 256, dtype=torch.int64, device=x.device)
-    return hist.scatter_add_(2, flat, torch.ones_like(flat))
+def _table_index(x: torch.Tensor) -> torch.Tensor:
+    """For integer levels x [n, C, H, W] in 0..255: each pixel's entry in a flat [n, C, 256] table (int32)."""
+    n, c = x.shape[:2]
+    offset = torch.arange(0, n * c * 256, 256, dtype=torch.int32, device=x.device).view(n, c, 1)
+    return (x.reshape(n, c, -1).to(torch.int32) + offset).view(-1)
+
+
+def _apply_lut(x: torch.Tensor, lut: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+    """Map integer-valued x [n, C, H, W] through per-sample, per-channel tables lut [n, C, 256].
+
+    ``index`` is ``_table_index(x)`` when the caller has it already.
+    """
+    index = _table_index(x) if index is None else index
+    return lut.to(x.dtype).reshape(-1).index_select(0, index).view(x.shape)
+
+
+def _histogram(x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+    """256-bin histogram per sample and channel of integer levels x in 0..255, [n, C, 256] (int64).
+
+    One bincount over every pixel's table entry (``_table_index``) counts all samples and channels at once.
+    """
+    n, c = x.shape[:2]
+    index = _table_index(x) if index is None else index
+    return torch.bincount(index, minlength=n * c * 256).view(n, c, 256)
 
 
 def _quantised(x: torch.Tensor) -> torch.Tensor:
@@ -161,10 +193,15 @@ def _warp(x: torch.Tensor, matrix: torch.Tensor, fill: torch.Tensor) -> torch.Te
         rows = torch.arange(h, device=x.device).view(1, h, 1)
         xin = (start_x.view(n, 1, 1) + rows * fixed[:, 1].view(n, 1, 1) + cols * fixed[:, 0].view(n, 1, 1)) >> 16
         yin = (start_y.view(n, 1, 1) + rows * fixed[:, 4].view(n, 1, 1) + cols * fixed[:, 3].view(n, 1, 1)) >> 16
-    inside = (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
-    index = torch.where(inside, yin * w + xin, h * w).view(n, 1, h * w)
-    padded = torch.cat([x.reshape(n, c, h * w), fill.to(x.dtype).view(1, c, 1).expand(n, c, 1)], dim=2)
-    return padded.gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
+    # The image padded with one row and one column of fill: a position outside on either axis maps to
+    # that row or column. In the scale/translate case xin and yin are per column and per row, so only
+    # the final sum is per pixel.
+    xin = torch.where((xin >= 0) & (xin < w), xin, w)
+    yin = torch.where((yin >= 0) & (yin < h), yin, h)
+    index = (yin * (w + 1) + xin).view(n, 1, h * w)
+    padded = fill.to(x.dtype).view(1, c, 1, 1).expand(n, c, h + 1, w + 1).clone()
+    padded[:, :, :h, :w] = x
+    return padded.view(n, c, -1).gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
 
 
 def _accumulate(start: torch.Tensor, step: torch.Tensor, length: int) -> torch.Tensor:
@@ -291,7 +328,7 @@ def _invert_pil(img, arg, draw, ctx):
 
 
 def _invert(x, arg, draw, ctx):
-    return 255.0 - x
+    return 255 - x  # stays uint8 for uint8 x
 
 
 def _solarize_pil(img, arg, draw, ctx):
@@ -300,7 +337,7 @@ def _solarize_pil(img, arg, draw, ctx):
 
 def _solarize(x, arg, draw, ctx):
     # Pixels at or above the threshold are inverted (threshold 256 leaves the image unchanged).
-    return torch.where(x >= _col(arg), 255.0 - x, x)
+    return torch.where(x >= _col(arg), 255 - x, x)
 
 
 def _posterize_bits(arg: float) -> int:
@@ -312,8 +349,8 @@ def _posterize_pil(img, arg, draw, ctx):
 
 
 def _posterize(x, arg, draw, ctx):
-    step = torch.pow(2.0, 8.0 - _col(arg).round()).to(x.dtype)  # arg is float64: keep x's dtype
-    return torch.floor(x / step) * step
+    step = torch.pow(2.0, 8.0 - _col(arg).round()).to(torch.float32)  # arg is float64: compute in float32
+    return _pointwise(x, lambda v: torch.floor(v / step) * step)
 
 
 def _autocontrast_pil(img, arg, draw, ctx):
@@ -350,7 +387,8 @@ def _pil_equalize_divisor() -> int:
 
 def _equalize(x, arg, draw, ctx):
     levels = x if ctx.exact else _quantised(x)
-    hist = _histogram(levels)  # [n, C, 256]
+    index = _table_index(levels)
+    hist = _histogram(levels, index)  # [n, C, 256]
     ramp = torch.arange(256, device=x.device).view(1, 1, 256)
     # PIL: step = (count - count of the last non-empty bin) // 255 in current Pillow (// 256 in older releases);
     # lut[i] = (step // 2 + cum[i]) // step.
@@ -359,8 +397,7 @@ def _equalize(x, arg, draw, ctx):
     cumulative = torch.cumsum(hist, 2) - hist
     lut = (step // 2 + cumulative) // step.clamp_min(1)
     lut = torch.where(step > 0, lut.clamp(0, 255), ramp.expand_as(lut))
-    out = _apply_lut(levels, lut)
-    return out
+    return _apply_lut(levels, lut, index)
 
 
 def _enhance_factor(arg: float) -> float:
@@ -372,7 +409,7 @@ def _brightness_pil(img, arg, draw, ctx):
 
 
 def _brightness(x, arg, draw, ctx):
-    return _blend(torch.zeros_like(x), x, 1.0 + arg, ctx.exact)
+    return _pointwise(x, lambda v: _blend(torch.zeros_like(v), v, 1.0 + arg, ctx.exact))
 
 
 def _color_pil(img, arg, draw, ctx):
@@ -392,8 +429,8 @@ def _contrast_pil(img, arg, draw, ctx):
 def _contrast(x, arg, draw, ctx):
     grey = _grey(x, ctx.exact)
     mean = grey.flatten(1).to(torch.float64).mean(1)
-    mean = torch.floor(mean + 0.5) if ctx.exact else mean
-    return _blend(_col(mean.to(x.dtype)).expand_as(x), x, 1.0 + arg, ctx.exact)
+    mean = _col(torch.floor(mean + 0.5) if ctx.exact else mean).to(torch.float32)
+    return _pointwise(x, lambda v: _blend(mean, v, 1.0 + arg, ctx.exact))
 
 
 def _sharpness_pil(img, arg, draw, ctx):
@@ -401,12 +438,15 @@ def _sharpness_pil(img, arg, draw, ctx):
 
 
 def _smooth(x: torch.Tensor, exact: bool) -> torch.Tensor:
-    """PIL's ImageFilter.SMOOTH (3x3 kernel 1 1 1 / 1 5 1 / 1 1 1, sum 13); the border stays as it is."""
-    c = x.shape[1]
-    kernel = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]], dtype=x.dtype, device=x.device) / 13
-    out = nnf.conv2d(x, kernel.expand(c, 1, 3, 3), groups=c)
-    if exact:
-        out = torch.floor(out + 0.5).clamp(0, 255)
+    """PIL's ImageFilter.SMOOTH (3x3 kernel 1 1 1 / 1 5 1 / 1 1 1, sum 13); the border stays as it is.
+
+    The kernel is a 3x3 box sum plus 4 times the centre, summed separably from shifted slices. On integer
+    levels the sums are exact in float32 and sum / 13 is never within rounding error of a .5 tie (its
+    fraction is k / 13), so rounding it gives PIL's integer result.
+    """
+    rows = x[:, :, :-2] + x[:, :, 1:-1] + x[:, :, 2:]
+    total = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:] + 4 * x[:, :, 1:-1, 1:-1]
+    out = (total + 6.5).div_(13).floor_() if exact else total / 13  # floor(total / 13 + 0.5), one pass less
     smoothed = x.clone()
     smoothed[:, :, 1:-1, 1:-1] = out
     return smoothed
@@ -576,10 +616,10 @@ def _impulse_noise_pil(img, arg, draw, ctx):
 
 
 def _impulse_noise(x, arg, draw, ctx):
-    u = draw["u"].unsqueeze(1).to(x.dtype)
-    a = _col(arg).to(x.dtype)
+    u = draw["u"].unsqueeze(1).to(torch.float32)
+    a = _col(arg).to(torch.float32)
     out = torch.where(u < a / 2, torch.zeros_like(x), x)
-    return torch.where((u >= a / 2) & (u < a), torch.full_like(x, 255.0), out)
+    return torch.where((u >= a / 2) & (u < a), torch.full_like(x, 255), out)
 
 
 def _sample_partner(n, chw, generator, device):
@@ -609,8 +649,8 @@ def _sample_pairing(x, arg, draw, ctx):
 # ---------------------------------------------------------------------------------------------------
 
 
-def _op(name, low, high, signed, pil, tensor, sample=None, exact=True, description=""):
-    return OpSpec(name, float(low), float(high), signed, pil, tensor, sample, exact, description)
+def _op(name, low, high, signed, pil, tensor, sample=None, exact=True, uint8=False, description=""):
+    return OpSpec(name, float(low), float(high), signed, pil, tensor, sample, exact, uint8, description)
 
 
 # Fast AutoAugment shifts by up to 0.45 of the size and AutoAugment/torchvision by up to 150/331 (0.453);
@@ -620,36 +660,36 @@ TRANSLATE_MAX = 150.0 / 331.0
 OPS: dict[str, OpSpec] = {
     spec.name: spec
     for spec in [
-        _op("ShearX", 0, 0.3, True, _shear_x_pil, _shear_x, description="shear factor"),
-        _op("ShearY", 0, 0.3, True, _shear_y_pil, _shear_y, description="shear factor"),
+        _op("ShearX", 0, 0.3, True, _shear_x_pil, _shear_x, uint8=True, description="shear factor"),
+        _op("ShearY", 0, 0.3, True, _shear_y_pil, _shear_y, uint8=True, description="shear factor"),
         _op("TranslateX", 0, TRANSLATE_MAX, True, _translate_x_pil, _translate_x,
-            description="shift, fraction of the width"),
+            uint8=True, description="shift, fraction of the width"),
         _op("TranslateY", 0, TRANSLATE_MAX, True, _translate_y_pil, _translate_y,
-            description="shift, fraction of the height"),
-        _op("Rotate", 0, 30, True, _rotate_pil, _rotate, description="degrees"),
-        _op("AutoContrast", 0, 0, False, _autocontrast_pil, _autocontrast),
-        _op("Invert", 0, 0, False, _invert_pil, _invert),
-        _op("Equalize", 0, 0, False, _equalize_pil, _equalize),
-        _op("Solarize", 256, 0, False, _solarize_pil, _solarize, description="threshold, grey levels"),
-        _op("Posterize", 8, 4, False, _posterize_pil, _posterize, description="bits kept"),
-        _op("Contrast", 0, 0.9, True, _contrast_pil, _contrast, description="factor 1 +- arg"),
+            uint8=True, description="shift, fraction of the height"),
+        _op("Rotate", 0, 30, True, _rotate_pil, _rotate, uint8=True, description="degrees"),
+        _op("AutoContrast", 0, 0, False, _autocontrast_pil, _autocontrast, uint8=True),
+        _op("Invert", 0, 0, False, _invert_pil, _invert, uint8=True),
+        _op("Equalize", 0, 0, False, _equalize_pil, _equalize, uint8=True),
+        _op("Solarize", 256, 0, False, _solarize_pil, _solarize, uint8=True, description="threshold, grey levels"),
+        _op("Posterize", 8, 4, False, _posterize_pil, _posterize, uint8=True, description="bits kept"),
+        _op("Contrast", 0, 0.9, True, _contrast_pil, _contrast, uint8=True, description="factor 1 +- arg"),
         _op("Color", 0, 0.9, True, _color_pil, _color, description="factor 1 +- arg"),
-        _op("Brightness", 0, 0.9, True, _brightness_pil, _brightness, description="factor 1 +- arg"),
+        _op("Brightness", 0, 0.9, True, _brightness_pil, _brightness, uint8=True, description="factor 1 +- arg"),
         _op("Sharpness", 0, 0.9, True, _sharpness_pil, _sharpness, exact=False, description="factor 1 +- arg"),
         _op("Cutout", 0, 0.2, False, _cutout_pil, _cutout, _sample_centre,
-            description="square side, fraction of the shorter side"),
+            uint8=True, description="square side, fraction of the shorter side"),
         _op("SamplePairing", 0, 0.4, False, _sample_pairing_pil, _sample_pairing, _sample_partner,
             description="weight of another image"),
-        _op("Identity", 0, 0, False, _identity_pil, _identity),
-        _op("FlipLR", 0, 0, False, _flip_lr_pil, _flip_lr),
-        _op("FlipUD", 0, 0, False, _flip_ud_pil, _flip_ud),
+        _op("Identity", 0, 0, False, _identity_pil, _identity, uint8=True),
+        _op("FlipLR", 0, 0, False, _flip_lr_pil, _flip_lr, uint8=True),
+        _op("FlipUD", 0, 0, False, _flip_ud_pil, _flip_ud, uint8=True),
         _op("GaussianNoise", 0, 0.2, False, _gaussian_noise_pil, _gaussian_noise, _sample_noise,
             description="noise std, fraction of the range"),
         _op("ImpulseNoise", 0, 0.1, False, _impulse_noise_pil, _impulse_noise, _sample_impulse,
-            description="fraction of pixels set to black or white"),
-        _op("Gamma", 0, math.log(2.0), True, _gamma_pil, _gamma, description="gamma exp(+-arg)"),
+            uint8=True, description="fraction of pixels set to black or white"),
+        _op("Gamma", 0, math.log(2.0), True, _gamma_pil, _gamma, uint8=True, description="gamma exp(+-arg)"),
         _op("Blur", 0, 1.5, False, _blur_pil, _blur, description="box radius, pixels"),
-        _op("Zoom", 0, 0.5, True, _zoom_pil, _zoom, description="scale 1 +- arg"),
+        _op("Zoom", 0, 0.5, True, _zoom_pil, _zoom, uint8=True, description="scale 1 +- arg"),
     ]
 }
 

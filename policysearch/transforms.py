@@ -42,6 +42,32 @@ class Plan:
     shape: tuple[int, int, int, int]
 
 
+def run_step(part: torch.Tensor, step: PlanStep, ctx: TensorContext) -> torch.Tensor:
+    """Run one plan step on its samples ``part``; the result has part's dtype.
+
+    A uint8 ``part`` goes to ops that declare ``uint8`` as it is; for the others it is converted to float32
+    and the result (whole levels 0..255 in exact mode) back to uint8.
+    """
+    if part.dtype != torch.uint8 or step.op.uint8:
+        return step.op.tensor(part, step.arg, step.draw, ctx).to(part.dtype)
+    return step.op.tensor(part.to(torch.float32), step.arg, step.draw, ctx).to(torch.uint8)
+
+
+def copy_rows(x: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``x[index] = rows`` along dimension 0, in place.
+
+    On CPU, index_copy_ moves uint8 data one byte at a time; moving the same bytes as int32 words is
+    about 10x faster, so contiguous uint8 samples whose size is a multiple of 4 bytes are copied that way.
+    """
+    rows = rows.contiguous()
+    if x.dtype == torch.uint8 and x.is_contiguous() and x[0].numel() % 4 == 0 and rows.storage_offset() % 4 == 0:
+        words = x.view(x.shape[0], -1).view(torch.int32)
+        words.index_copy_(0, index, rows.view(rows.shape[0], -1).view(torch.int32))
+    else:
+        x.index_copy_(0, index, rows)
+    return x
+
+
 def check_image_batch(batch: Any, where: str = "batch") -> None:
     """Raise a clear error unless ``batch`` is a [B, C, H, W] uint8 or [0, 1] float tensor with C in {1, 3}."""
     if not isinstance(batch, torch.Tensor):
@@ -145,15 +171,17 @@ class BatchPolicyTransform(torch.nn.Module):
         if not plan.steps:
             return batch
         exact = batch.dtype == torch.uint8
-        x = batch.to(torch.float32) if exact else batch.to(torch.float32) * 255.0
-        source = x.clone() if any(step.op.name == "SamplePairing" for step in plan.steps) else None
+        # A uint8 batch stays uint8; only the samples of ops that need arithmetic are converted (run_step).
+        x = batch.clone(memory_format=torch.contiguous_format) if exact else batch.to(torch.float32) * 255.0
+        source = None
+        if any(step.op.name == "SamplePairing" for step in plan.steps):
+            source = batch if exact else x.clone()
         ctx = TensorContext(exact=exact, fill=_fill_tensor(self.fill, x.shape[1], x.device), source=source)
         for step in plan.steps:
-            # index_select/index_copy_ rather than x[index] = ...: several times faster on CPU
-            part = x.index_select(0, step.index)
-            x.index_copy_(0, step.index, step.op.tensor(part, step.arg, step.draw, ctx).to(x.dtype))
+            # index_select/copy_rows rather than x[index] = ...: several times faster on CPU
+            copy_rows(x, step.index, run_step(x.index_select(0, step.index), step, ctx))
         if exact:
-            return x.round_().clamp_(0, 255).to(torch.uint8)
+            return x
         return (x / 255.0).clamp_(0.0, 1.0).to(batch.dtype)
 
     def forward(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -102,7 +102,7 @@ def bench_size(size: int, count_pil: int, batches: int, repeats: int, batch_size
 
 def profile_ops(size: int, batch_size: int, repeats: int = 5) -> dict:
     """Seconds per op (summed over the plan steps of several batches) on CPU."""
-    from policysearch.transforms import TensorContext, _fill_tensor
+    from policysearch.transforms import TensorContext, _fill_tensor, copy_rows, run_step
 
     transform = BatchPolicyTransform(Policy.from_torchvision("cifar10"))
     batch = torch.from_numpy(make_images(batch_size, size, seed=1)).permute(0, 3, 1, 2).contiguous()
@@ -113,21 +113,18 @@ def profile_ops(size: int, batch_size: int, repeats: int = 5) -> dict:
         plan = transform.sample(batch.shape)
         overhead["sample"] += time.perf_counter() - start
         start = time.perf_counter()
-        x = batch.to(torch.float32)
+        x = batch.clone()  # as BatchPolicyTransform.apply: the batch stays uint8
         overhead["convert_in_out"] += time.perf_counter() - start
         ctx = TensorContext(exact=True, fill=_fill_tensor(0, 3, x.device))
-        for step in plan.steps:
+        for step in plan.steps:  # op time includes converting the samples of float-only ops
             start = time.perf_counter()
             part = x.index_select(0, step.index)
             middle = time.perf_counter()
-            y = step.op.tensor(part, step.arg, step.draw, ctx)
+            y = run_step(part, step, ctx)
             end = time.perf_counter()
-            x.index_copy_(0, step.index, y)
+            copy_rows(x, step.index, y)
             overhead["index_scatter"] += (middle - start) + (time.perf_counter() - end)
             totals[step.op.name] = totals.get(step.op.name, 0.0) + (end - middle)
-        start = time.perf_counter()
-        x.round_().clamp_(0, 255).to(torch.uint8)
-        overhead["convert_in_out"] += time.perf_counter() - start
     per_batch = {k: v / repeats for k, v in sorted({**totals, **overhead}.items(), key=lambda kv: -kv[1])}
     return {"size": size, "batch_size": batch_size, "seconds_per_batch": per_batch,
             "total_seconds_per_batch": sum(per_batch.values())}

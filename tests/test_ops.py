@@ -171,6 +171,39 @@ def test_batched_uint8_equals_pil(name, mode, height, width):
     _compare_batch_with_pil(name, mode, height, width, seed=11)
 
 
+@pytest.mark.parametrize("mode,height,width", IMAGES + [("RGB", 3, 3)])
+@pytest.mark.parametrize("name", list(OPS))
+def test_exact_results_are_whole_levels(name, mode, height, width):
+    """In exact mode every op returns whole levels 0..255: the batch path converts them to uint8 as they are."""
+    spec = OPS[name]
+    levels_args = _batch_args(spec)
+    n, channels = len(levels_args), 1 if mode == "L" else 3
+    x = natural_batch(n, height, width, channels, seed=9).float()
+    x[0] = 0.0
+    x[-1] = 255.0
+    args = torch.tensor([a for _, a in levels_args], dtype=torch.float64)
+    draw = _draws(spec, n, (channels, height, width), seed=9)
+    out = spec.tensor(x.clone(), args, draw, TensorContext(exact=True, fill=torch.zeros(channels), source=x))
+    assert torch.equal(out, out.round().clamp(0, 255)), name
+
+
+@pytest.mark.parametrize("mode,height,width", IMAGES + [("RGB", 3, 3), ("L", 2, 5)])
+@pytest.mark.parametrize("name", [name for name, spec in OPS.items() if spec.uint8])
+def test_uint8_ops_on_uint8_equal_their_float_exact_path(name, mode, height, width):
+    """Ops marked ``uint8`` take the uint8 batch as it is and return uint8 equal to the exact float path."""
+    spec = OPS[name]
+    levels_args = _batch_args(spec)
+    n, channels = len(levels_args), 1 if mode == "L" else 3
+    batch = natural_batch(n, height, width, channels, seed=5)
+    args = torch.tensor([a for _, a in levels_args], dtype=torch.float64)
+    draw = _draws(spec, n, (channels, height, width), seed=5)
+    fill = torch.full((channels,), 7.0)
+    want = spec.tensor(batch.float(), args, draw, TensorContext(exact=True, fill=fill))
+    got = spec.tensor(batch.clone(), args, draw, TensorContext(exact=True, fill=fill))
+    assert got.dtype == torch.uint8
+    assert torch.equal(got, want.round().clamp(0, 255).to(torch.uint8)), name
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("name", list(OPS))
