@@ -193,6 +193,13 @@ class Policy:
     def __repr__(self) -> str:
         return f"Policy({len(self)} sub-policies, ops={sorted(self.ops())})"
 
+    def scaled(self, strength: float) -> "Policy":
+        """The same sub-policies with every probability multiplied by ``strength`` in [0, 1]."""
+        if not 0 <= strength <= 1:
+            raise PolicyError(f"strength {strength!r} is outside [0, 1]")
+        subs = [[Operation(s.op, s.prob * strength, s.level) for s in sub] for sub in self.sub_policies]
+        return Policy(subs, self.metadata, self.name)
+
     def ops(self) -> set[str]:
         """Names of the ops this policy uses."""
         return {step.op for sub in self.sub_policies for step in sub}

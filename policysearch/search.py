@@ -34,7 +34,7 @@ from policysearch.data import (DataError, ImageData, baseline_for, load_dataset,
                                stratified_subset)
 from policysearch.density import REWARDS, evaluate_policy
 from policysearch.models import MODEL_NAMES, build_model
-from policysearch.policy import Policy, merge_policies, software_versions, write_json_atomic
+from policysearch.policy import Operation, Policy, merge_policies, software_versions, write_json_atomic
 from policysearch.spaces import SearchSpace, load_space
 from policysearch.train import TrainConfig, evaluate, train_model
 
@@ -62,6 +62,9 @@ class SearchConfig:
     top_n: int = 10  # N: best policies kept per split and repeat
     num_views: int = 5
     reward: str = "accuracy"
+    # Phase 3 trains each split's child again with the merged policy at these strengths (probabilities
+    # scaled) and keeps the one with the best held-out accuracy; strength 0 is the phase-1 child. Empty: off.
+    strengths: tuple[float, ...] = (0.5, 1.0)
     epochs: int = 20  # child-model epochs
     batch_size: int = 128
     lr: float = 0.1
@@ -87,6 +90,7 @@ class SearchConfig:
             (self.max_concurrent >= 0, f"--max-concurrent must be >= 0, got {self.max_concurrent}"),
             (self.algorithm in ALGORITHMS, f"--algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}"),
             (self.reward in REWARDS, f"--reward must be one of {', '.join(REWARDS)}, got {self.reward!r}"),
+            (all(0 < v <= 1 for v in self.strengths), f"--strengths must lie in (0, 1], got {list(self.strengths)}"),
             (self.model in MODEL_NAMES, f"--model must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}"),
         ]
         for ok, message in checks:
@@ -104,7 +108,10 @@ class SearchConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SearchConfig":
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        if "strengths" in values:
+            values["strengths"] = tuple(values["strengths"])
+        return cls(**values)
 
 
 @dataclass
@@ -144,6 +151,13 @@ def _use_threads(config: SearchConfig) -> None:
     torch.set_num_threads(max(1, int(config.cpus_per_trial)))
 
 
+def _child_model(prepared: Prepared, split: int) -> torch.nn.Module:
+    """A fresh child model with the same initial weights for a split in every phase (paired comparisons)."""
+    torch.manual_seed(prepared.config.seed * 1000 + split)  # the worker's own RNG is not seeded
+    data = prepared.data
+    return build_model(prepared.config.model, data.num_classes, data.images.shape[1])
+
+
 def train_child_trial(trial: dict[str, Any], *, prepared: Prepared) -> None:
     """Phase 1 trial: train the child model of one split on D_M, checkpointing through Tune every epoch."""
     from ray import tune
@@ -154,8 +168,7 @@ def train_child_trial(trial: dict[str, Any], *, prepared: Prepared) -> None:
     dm, da = prepared.splits[split]
     device = _device(config)
     data = prepared.data
-    torch.manual_seed(config.seed * 1000 + split)  # the initial weights: the worker's RNG is not seeded
-    model = build_model(config.model, data.num_classes, data.images.shape[1])
+    model = _child_model(prepared, split)
     baseline = baseline_for(config.dataset, data.images.shape[-1])
     with tempfile.TemporaryDirectory(prefix="policysearch-child-") as local:
         path = Path(local) / CHILD_FILE
@@ -175,6 +188,27 @@ def train_child_trial(trial: dict[str, Any], *, prepared: Prepared) -> None:
 
         train_model(model, data.subset(dm), config.train_config(), baseline=baseline, mean=prepared.mean,
                     std=prepared.std, device=device, checkpoint_path=path, on_epoch=report)
+
+
+def validate_strength_trial(trial: dict[str, Any], *, prepared: Prepared, policy: Policy) -> None:
+    """Phase 3 trial: train a split's child on D_M with the merged policy at one strength; score D_A."""
+    from ray import tune
+
+    from policysearch.transforms import BatchPolicyTransform
+
+    config = prepared.config
+    _use_threads(config)
+    split, strength = int(trial["split"]), float(trial["strength"])
+    dm, da = prepared.splits[split]
+    data, device = prepared.data, _device(config)
+    model = _child_model(prepared, split)
+    started = time.perf_counter()
+    train_model(model, data.subset(dm), config.train_config(), augment=BatchPolicyTransform(policy.scaled(strength)),
+                baseline=baseline_for(config.dataset, data.images.shape[-1]), mean=prepared.mean, std=prepared.std,
+                device=device)
+    held_out = evaluate(model, data.images[da], data.labels[da], mean=prepared.mean, std=prepared.std, device=device)
+    tune.report({"split": split, "strength": strength, "da_accuracy": held_out["accuracy"],
+                 "da_loss": held_out["loss"], "train_seconds": time.perf_counter() - started})
 
 
 @functools.lru_cache(maxsize=4)
@@ -477,45 +511,89 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
         rows.sort(key=lambda row: (row["repeat"], row["split"]))
         costs["phase2_wall_s"] = time.monotonic() - t1
         costs["phase2_device_s"] = sum(row["seconds"] for row in rows)
+        _write_csv(run_dir / "trials.csv", rows)
+
+        t2 = time.monotonic()
+        merged, top = _merge_top(prepared, rows)
+        validation = [{"split": r.metrics["split"], "strength": 0.0, "da_accuracy": r.metrics["da_accuracy"],
+                       "da_loss": r.metrics["da_loss"]} for r in child_results]
+        costs["phase3_device_s"] = 0.0
+        if config.strengths:
+            progress = Progress("phase 3: validate strength", config.splits * len(config.strengths), None, stream)
+            grid = {"split": tune.grid_search(list(range(config.splits))),
+                    "strength": tune.grid_search(list(config.strengths))}
+            checked = _run_tuner("phase3_validate", tune.with_parameters(validate_strength_trial, prepared=prepared,
+                                                                          policy=merged),
+                                 grid, tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True), config,
+                                 run_dir, progress)
+            validation += [{k: r.metrics[k] for k in ("split", "strength", "da_accuracy", "da_loss")} for r in checked]
+            costs["phase3_device_s"] = sum(r.metrics["train_seconds"] for r in checked)
+        costs["phase3_wall_s"] = time.monotonic() - t2
     finally:
         if started_ray:
             import ray
 
             ray.shutdown()
 
-    return _export(prepared, run_dir, rows, child_results, costs, stream)
+    return _export(prepared, run_dir, merged, top, validation, child_results, costs)
 
 
-def _export(prepared: Prepared, run_dir: Path, rows: list[dict[str, Any]], child_results, costs: dict[str, float],
-            stream) -> SearchResult:
-    """Phase 3: top N per split and repeat, merged without duplicates, written with provenance."""
+def _merge_top(prepared: Prepared, rows: list[dict[str, Any]]) -> tuple[Policy, list[dict[str, Any]]]:
+    """The top N candidates of every split and repeat, their sub-policies merged without duplicates."""
     config = prepared.config
-    t2 = time.monotonic()
-    _write_csv(run_dir / "trials.csv", rows)
     top: list[dict[str, Any]] = []
     for repeat in range(config.repeats):
         for split in range(config.splits):
             group = [r for r in rows if r["split"] == split and r["repeat"] == repeat]
             group.sort(key=lambda r: r["reward"], reverse=True)
             top.extend(group[:config.top_n])
-    policies = [prepared.space.decode({k: row[k] for k in prepared.space.parameter_names()}) for row in top]
-    costs["phase3_wall_s"] = time.monotonic() - t2
-    costs["total_device_s"] = costs["phase1_device_s"] + costs["phase2_device_s"]
+    names = prepared.space.parameter_names()
+    return merge_policies([prepared.space.decode({k: row[k] for k in names}) for row in top]), top
+
+
+def choose_strength(validation: list[dict[str, Any]]) -> tuple[float, list[dict[str, float]]]:
+    """The strength with the best mean held-out accuracy over the splits (then the lower mean loss).
+
+    Returns it with one summary row per strength. Strength 0 is the baseline augmentation alone.
+    """
+    summary = []
+    for strength in sorted({row["strength"] for row in validation}):
+        rows = [row for row in validation if row["strength"] == strength]
+        summary.append({"strength": strength, "da_accuracy": float(np.mean([r["da_accuracy"] for r in rows])),
+                        "da_loss": float(np.mean([r["da_loss"] for r in rows])), "splits": len(rows)})
+    best = max(summary, key=lambda row: (row["da_accuracy"], -row["da_loss"]))
+    return best["strength"], summary
+
+
+def _export(prepared: Prepared, run_dir: Path, merged: Policy, top: list[dict[str, Any]],
+            validation: list[dict[str, Any]], child_results, costs: dict[str, float]) -> SearchResult:
+    """Write the final policy (at the validated strength) with its provenance, and the report."""
+    config = prepared.config
+    strength, summary = choose_strength(validation)
+    if strength == 0.0 and config.strengths:
+        final = Policy([[Operation("Identity", 1.0, 0.0)]])  # nothing beat the baseline augmentation alone
+    else:
+        final = merged.scaled(strength) if config.strengths else merged
+    costs["total_device_s"] = costs["phase1_device_s"] + costs["phase2_device_s"] + costs["phase3_device_s"]
     children = [{"split": r.metrics["split"], "da_accuracy": r.metrics.get("da_accuracy"),
                  "train_seconds": r.metrics["train_seconds"]} for r in child_results]
     metadata = {
         "dataset": config.dataset,
         "search_space": prepared.space.name,
         "score": {"reward": config.reward, "top_mean": float(np.mean([r["reward"] for r in top])),
-                  "child_da_accuracy_without_policy": float(np.mean([c["da_accuracy"] for c in children]))},
+                  "child_da_accuracy_without_policy": float(np.mean([c["da_accuracy"] for c in children])),
+                  "strength": strength, "validation": summary},
         "search_cost": {k: round(v, 3) for k, v in costs.items()},
         "search": {k: v for k, v in asdict(config).items() if k not in ("address", "storage")},
         "command": " ".join(sys.argv),
     }
-    policy = merge_policies(policies, metadata)
-    policy.name = f"policysearch-{config.dataset}-{prepared.space.name}"
+    name = f"policysearch-{config.dataset}-{prepared.space.name}"
+    Policy(merged.sub_policies, {**metadata, "note": "merged candidates before strength validation"},
+           name=f"{name}-candidates").save(run_dir / "candidates.json")
+    policy = Policy(final.sub_policies, metadata, name=name)
     policy_path = policy.save(run_dir / "policy.json")
-    _write_report(run_dir / "report.md", policy, top, children, costs, config, prepared.space)
+    _write_report(run_dir / "report.md", policy, merged, top, children, summary, strength, costs, config,
+                  prepared.space)
     return SearchResult(run_dir, policy_path, policy, costs, top)
 
 
@@ -540,23 +618,33 @@ def _write_config(config: SearchConfig, run_dir: Path, resume: bool) -> None:
     write_json_atomic(path, document)
 
 
-def _write_report(path: Path, policy: Policy, top: list[dict[str, Any]], children: list[dict[str, Any]],
+def _write_report(path: Path, policy: Policy, merged: Policy, top: list[dict[str, Any]],
+                  children: list[dict[str, Any]], summary: list[dict[str, float]], strength: float,
                   costs: dict[str, float], config: SearchConfig, space: SearchSpace) -> None:
+    if strength == 0.0 and config.strengths:
+        verdict = ("no strength of the merged policy beat the baseline augmentation alone on the held-out splits, "
+                   "so `policy.json` is the identity: keep your baseline augmentation")
+    else:
+        verdict = f"`policy.json` holds the merged policy at strength {strength:g} ({len(policy)} sub-policies)"
     lines = [f"# Search report: {config.dataset}, space {space.name}", "",
-             f"- policy: `policy.json` ({len(policy)} sub-policies after removing duplicates)",
+             f"- result: {verdict}",
              f"- {config.splits} splits x {config.repeats} repeat(s) x {config.trials} trials ({config.algorithm}),"
-             f" top {config.top_n} kept per split and repeat, reward `{config.reward}` over {config.num_views} views",
+             f" top {config.top_n} kept per split and repeat ({len(merged)} sub-policies merged), reward "
+             f"`{config.reward}` over {config.num_views} views",
              f"- child model `{config.model}`, {config.epochs} epochs", "",
              "## Cost", "", "| phase | wall (s) | device (s) |", "|---|---|---|",
              f"| 1: child models | {costs['phase1_wall_s']:.1f} | {costs['phase1_device_s']:.1f} |",
              f"| 2: policy trials | {costs['phase2_wall_s']:.1f} | {costs['phase2_device_s']:.1f} |",
-             f"| 3: merge and export | {costs['phase3_wall_s']:.2f} | - |", "",
-             "## Child models (accuracy on D_A without a policy)", "", "| split | D_A accuracy | train (s) |",
-             "|---|---|---|"]
+             f"| 3: merge and validate strength | {costs['phase3_wall_s']:.1f} | {costs['phase3_device_s']:.1f} |", "",
+             "## Strength of the merged policy (held-out accuracy after training on D_M with it)", "",
+             "| strength | mean D_A accuracy | mean D_A loss | splits |", "|---|---|---|---|"]
+    lines += [f"| {row['strength']:g}{' (baseline only)' if row['strength'] == 0 else ''} | {row['da_accuracy']:.4f} "
+              f"| {row['da_loss']:.4f} | {row['splits']} |" for row in summary]
+    lines += ["", "## Child models (accuracy on D_A without a policy)", "", "| split | D_A accuracy | train (s) |",
+              "|---|---|---|"]
     lines += [f"| {c['split']} | {c['da_accuracy']:.4f} | {c['train_seconds']:.1f} |" for c in children]
     lines += ["", "## Best candidates", "", "| split | reward | accuracy | any view | sub-policies |", "|---|---|---|---|---|"]
-    best = sorted(top, key=lambda r: r["reward"], reverse=True)[:10]
-    for row in best:
+    for row in sorted(top, key=lambda r: r["reward"], reverse=True)[:10]:
         decoded = space.decode({k: row[k] for k in space.parameter_names()})
         text = "; ".join(" + ".join(f"{s.op}({s.prob:.2f}, {s.level:.2f})" for s in sub) for sub in decoded)
         lines.append(f"| {row['split']} | {row['reward']:.4f} | {row['accuracy']:.4f} | {row['any_view']:.4f} | {text} |")
@@ -588,6 +676,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--top-n", type=int, default=d.top_n, help="N best policies kept per split (default: %(default)s)")
     g.add_argument("--num-views", type=int, default=d.num_views, help="views per D_A image (default: %(default)s)")
     g.add_argument("--reward", choices=REWARDS, default=d.reward, help="what the optimiser maximises (default: %(default)s)")
+    g.add_argument("--strengths", type=float, nargs="*", default=list(d.strengths), metavar="S",
+                   help="phase 3: strengths (probability scales) of the merged policy to validate against the "
+                        "baseline by training each split's child with it; none: skip (default: %(default)s)")
     g.add_argument("--seed", type=int, default=d.seed)
     g = parser.add_argument_group("child models")
     g.add_argument("--model", choices=MODEL_NAMES, default=d.model)
@@ -610,6 +701,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
                         train_size=args.train_size, image_size=args.image_size, model=args.model, space=args.space,
                         algorithm=args.algorithm, splits=args.splits, da_ratio=args.da_ratio, trials=args.trials,
                         repeats=args.repeats, top_n=args.top_n, num_views=args.num_views, reward=args.reward,
+                        strengths=tuple(args.strengths),
                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
                         max_concurrent=args.max_concurrent, address=args.address, storage=args.storage)
@@ -635,7 +727,8 @@ def run(args: argparse.Namespace) -> int:
     c = result.costs
     print(f"\npolicy: {result.policy_path} ({len(result.policy)} sub-policies)")
     print(f"report: {run_dir / 'report.md'}")
-    print(f"cost: phase 1 {c['phase1_wall_s']:.0f} s, phase 2 {c['phase2_wall_s']:.0f} s wall")
+    print(f"cost: phase 1 {c['phase1_wall_s']:.0f} s, phase 2 {c['phase2_wall_s']:.0f} s, "
+          f"phase 3 {c['phase3_wall_s']:.0f} s wall; strength {result.policy.metadata['score']['strength']:g}")
     print("best sub-policies:")
     print(result.policy.describe(limit=5))
     return 0

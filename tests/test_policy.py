@@ -290,3 +290,12 @@ def test_merge_policies_drops_duplicates_in_order():
         (("ShearX", 1.0, 1.0), ("Rotate", 0.5, 0.3)),
     ]
     assert merged.metadata == {"source": "merge"}
+
+
+def test_scaled_multiplies_every_probability():
+    policy = Policy([[Operation("Rotate", 0.8, 0.5), Operation("Invert", 1.0, 0.0)], [Operation("Cutout", 0.5, 0.2)]])
+    half = policy.scaled(0.5)
+    assert [[s.prob for s in sub] for sub in half] == [[0.4, 0.5], [0.25]]
+    assert [[(s.op, s.level) for s in sub] for sub in half] == [[(s.op, s.level) for s in sub] for sub in policy]
+    with pytest.raises(PolicyError, match="strength 1.5 is outside"):
+        policy.scaled(1.5)

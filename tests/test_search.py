@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -397,3 +398,22 @@ def test_resume_after_sigkill_in_phase_2_keeps_finished_trials(ray_session, tmp_
     assert {k: v for k, v in after.items() if "/" in k} == {k: v for k, v in phase1.items() if "/" in k}
     assert sorted(p.name for p in (tune_dir / "phase1_children").iterdir() if p.is_dir()) == children
     assert Policy.load(result.policy_path).sub_policies == result.policy.sub_policies
+
+
+def test_choose_strength_prefers_best_mean_held_out_accuracy_then_lower_loss():
+    rows = [{"split": k, "strength": s, "da_accuracy": acc, "da_loss": loss}
+            for k, s, acc, loss in [(0, 0.0, 0.90, 0.30), (1, 0.0, 0.94, 0.20), (0, 0.5, 0.93, 0.25),
+                                    (1, 0.5, 0.95, 0.22), (0, 1.0, 0.93, 0.20), (1, 1.0, 0.95, 0.21)]]
+    strength, summary = search.choose_strength(rows)
+    assert strength == 1.0  # ties with 0.5 on accuracy (0.94), lower mean loss
+    assert [row["strength"] for row in summary] == [0.0, 0.5, 1.0]
+    assert summary[0]["da_accuracy"] == pytest.approx(0.92) and summary[0]["splits"] == 2
+    baseline_best = [dict(row, da_accuracy=0.99) if row["strength"] == 0.0 else row for row in rows]
+    assert search.choose_strength(baseline_best)[0] == 0.0
+
+
+def test_strengths_are_checked_and_survive_a_config_round_trip():
+    with pytest.raises(ValueError, match=r"--strengths must lie in \(0, 1\]"):
+        search.SearchConfig(strengths=(0.0, 1.0))
+    config = search.SearchConfig(strengths=(0.25, 1.0))
+    assert search.SearchConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(config)))) == config
