@@ -1,9 +1,14 @@
 """Fast AutoAugment search on Ray Tune: the orchestration layer, and the only module that imports Ray.
 
 Phase 1 trains one child model per D_M/D_A split as parallel Tune trials (checkpointed every epoch).
-Phase 2 runs, for each split and repeat, a Bayesian-optimisation Tune experiment whose trials score one
-candidate policy each with the density-matching evaluator on D_A. Phase 3 takes the top N candidates
-of every experiment, merges their sub-policies without duplicates and writes ``policy.json``.
+Phase 2 is one Tune experiment whose trials each score a candidate policy with the density-matching
+evaluator on a split's D_A; its searcher keeps one Bayesian optimiser per split and repeat, as the paper
+does, while the workers (and the child models and data they cache) are shared. Phase 3 takes the top N
+candidates of every split and repeat, merges their sub-policies without duplicates, then validates the
+merged policy's strength: each split's child is trained again with the policy at a few strengths and the
+best held-out accuracy wins, strength 0 being the baseline augmentation alone (density matching alone
+favours policies that barely change the image and cannot say whether augmentation helps at all).
+``policy.json`` holds the result; ``candidates.json`` the merged policy before that check.
 
 Everything the trials compute lives in Tune's storage (``--storage``, a path or URI every node can
 reach; by default inside the run directory), so a search spans machines and an interrupted one resumes
@@ -37,6 +42,7 @@ from policysearch.models import MODEL_NAMES, build_model
 from policysearch.policy import Operation, Policy, merge_policies, software_versions, write_json_atomic
 from policysearch.spaces import SearchSpace, load_space
 from policysearch.train import TrainConfig, evaluate, train_model
+from policysearch.transforms import BatchPolicyTransform
 
 ALGORITHMS = ("optuna", "hyperopt", "random")
 DEFAULT_SPACE = {"digits": "no_flips"}  # a flip or an inversion changes what a digit means
@@ -193,8 +199,6 @@ def train_child_trial(trial: dict[str, Any], *, prepared: Prepared) -> None:
 def validate_strength_trial(trial: dict[str, Any], *, prepared: Prepared, policy: Policy) -> None:
     """Phase 3 trial: train a split's child on D_M with the merged policy at one strength; score D_A."""
     from ray import tune
-
-    from policysearch.transforms import BatchPolicyTransform
 
     config = prepared.config
     _use_threads(config)
