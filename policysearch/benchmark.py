@@ -347,6 +347,8 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
                   f"{search.get('total_device_s', math.nan):.1f} |",
                   f"| - phase 1 child models | {search['phase1_wall_s']:.1f} | {search['phase1_device_s']:.1f} |",
                   f"| - phase 2 policy trials | {search['phase2_wall_s']:.1f} | {search['phase2_device_s']:.1f} |",
+                  *([f"| - phase 3 strength check | {search['phase3_wall_s']:.1f} | "
+                     f"{search.get('phase3_device_s', math.nan):.1f} |"] if "phase3_wall_s" in search else []),
                   f"| one final training (searched policy, mean) | {_fmt(one, 1)} | {_fmt(one, 1)} |", "",
                   f"The search took {_fmt(search['search_wall_s'] / one, 1)} times the wall time of one final "
                   "training (device seconds: the sum of the search trials' own run times, which overlap when trials run in parallel).", ""]
