@@ -100,16 +100,24 @@ def _blend(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor, exac
     return out.trunc_() if exact else out
 
 
+def _blend_uint8(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """``_blend`` in exact mode, returned as uint8: the same float32 steps, in place on ``x`` (a float32
+    scratch copy), and no separate truncation since converting [0, 255] to uint8 truncates."""
+    return x.sub_(degenerate).mul_(_col(factor).to(x.dtype)).add_(degenerate).clamp_(0.0, 255.0).to(torch.uint8)
+
+
 def _grey(x: torch.Tensor, exact: bool) -> torch.Tensor:
     """Luma as PIL's convert('L') computes it (ITU-R 601-2), [n, 1, H, W]; grey input passes through."""
     if x.shape[1] == 1:
         return x
     if exact:
         # PIL's 16.16 fixed point, (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16: every product and
-        # partial sum is an integer below 2**24, so float32 computes it exactly, in any order.
-        weights = torch.tensor([19595.0, 38470.0, 7471.0], device=x.device).view(1, 3, 1, 1)
-        luma = (x.to(torch.float32) * weights).sum(1, keepdim=True)
-        return luma.add_(0x8000).div_(65536).floor_().to(x.dtype)
+        # partial sum is an integer below 2**24, so float32 computes it exactly, in any order; one
+        # matrix product over the channels is the cheapest way to sum them.
+        n, _, h, w = x.shape
+        weights = torch.tensor([[19595.0, 38470.0, 7471.0]], device=x.device)
+        luma = torch.matmul(weights, x.to(torch.float32).reshape(n, 3, h * w)).view(n, 1, h, w)
+        return luma.add_(0x8000).mul_(1.0 / 65536).floor_().to(x.dtype)
     weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
     return (x * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
 
@@ -419,6 +427,9 @@ def _color_pil(img, arg, draw, ctx):
 def _color(x, arg, draw, ctx):
     if x.shape[1] == 1:
         return x
+    if x.dtype == torch.uint8:
+        xf = x.to(torch.float32)
+        return _blend_uint8(_grey(xf, True), xf, 1.0 + arg)
     return _blend(_grey(x, ctx.exact).expand_as(x), x, 1.0 + arg, ctx.exact)
 
 
@@ -455,6 +466,9 @@ def _smooth(x: torch.Tensor, exact: bool) -> torch.Tensor:
 def _sharpness(x, arg, draw, ctx):
     if x.shape[2] < 3 or x.shape[3] < 3:
         return x
+    if x.dtype == torch.uint8:
+        xf = x.to(torch.float32)
+        return _blend_uint8(_smooth(xf, True), xf, 1.0 + arg)
     return _blend(_smooth(x, ctx.exact), x, 1.0 + arg, ctx.exact)
 
 
@@ -673,9 +687,10 @@ OPS: dict[str, OpSpec] = {
         _op("Solarize", 256, 0, False, _solarize_pil, _solarize, uint8=True, description="threshold, grey levels"),
         _op("Posterize", 8, 4, False, _posterize_pil, _posterize, uint8=True, description="bits kept"),
         _op("Contrast", 0, 0.9, True, _contrast_pil, _contrast, uint8=True, description="factor 1 +- arg"),
-        _op("Color", 0, 0.9, True, _color_pil, _color, description="factor 1 +- arg"),
+        _op("Color", 0, 0.9, True, _color_pil, _color, uint8=True, description="factor 1 +- arg"),
         _op("Brightness", 0, 0.9, True, _brightness_pil, _brightness, uint8=True, description="factor 1 +- arg"),
-        _op("Sharpness", 0, 0.9, True, _sharpness_pil, _sharpness, exact=False, description="factor 1 +- arg"),
+        _op("Sharpness", 0, 0.9, True, _sharpness_pil, _sharpness, exact=False, uint8=True,
+            description="factor 1 +- arg"),
         _op("Cutout", 0, 0.2, False, _cutout_pil, _cutout, _sample_centre,
             uint8=True, description="square side, fraction of the shorter side"),
         _op("SamplePairing", 0, 0.4, False, _sample_pairing_pil, _sample_pairing, _sample_partner,
