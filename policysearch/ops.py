@@ -448,6 +448,16 @@ def _sharpness_pil(img, arg, draw, ctx):
     return Sharpness(img).enhance(_enhance_factor(arg))
 
 
+def _smooth_total(x: torch.Tensor) -> torch.Tensor:
+    """The SMOOTH kernel's weighted sum around each interior pixel, [n, C, H - 2, W - 2]: a 3x3 box sum
+    from shifted slices plus 4 times the centre (at most 13 * 255 for levels, so int16 holds it)."""
+    rows = x[:, :, :-2] + x[:, :, 1:-1]
+    rows += x[:, :, 2:]
+    total = rows[..., :-2] + rows[..., 1:-1]
+    total += rows[..., 2:]
+    return total.add_(x[:, :, 1:-1, 1:-1], alpha=4)
+
+
 def _smooth(x: torch.Tensor, exact: bool) -> torch.Tensor:
     """PIL's ImageFilter.SMOOTH (3x3 kernel 1 1 1 / 1 5 1 / 1 1 1, sum 13); the border stays as it is.
 
@@ -455,8 +465,7 @@ def _smooth(x: torch.Tensor, exact: bool) -> torch.Tensor:
     levels the sums are exact in float32 and sum / 13 is never within rounding error of a .5 tie (its
     fraction is k / 13), so rounding it gives PIL's integer result.
     """
-    rows = x[:, :, :-2] + x[:, :, 1:-1] + x[:, :, 2:]
-    total = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:] + 4 * x[:, :, 1:-1, 1:-1]
+    total = _smooth_total(x)
     out = (total + 6.5).div_(13).floor_() if exact else total / 13  # floor(total / 13 + 0.5), one pass less
     smoothed = x.clone()
     smoothed[:, :, 1:-1, 1:-1] = out
@@ -467,8 +476,12 @@ def _sharpness(x, arg, draw, ctx):
     if x.shape[2] < 3 or x.shape[3] < 3:
         return x
     if x.dtype == torch.uint8:
-        xf = x.to(torch.float32)
-        return _blend_uint8(_smooth(xf, True), xf, 1.0 + arg)
+        # The border keeps its pixels (its smoothed value is the pixel itself), so only the interior is
+        # computed: the kernel sums in int16, then _smooth's rounding and the blend in float32.
+        smooth = _smooth_total(x.to(torch.int16)).to(torch.float32).add_(6.5).div_(13).floor_()
+        out = x.clone()
+        out[:, :, 1:-1, 1:-1] = _blend_uint8(smooth, x[:, :, 1:-1, 1:-1].to(torch.float32), 1.0 + arg)
+        return out
     return _blend(_smooth(x, ctx.exact), x, 1.0 + arg, ctx.exact)
 
 
