@@ -345,6 +345,14 @@ def _solarize_pil(img, arg, draw, ctx):
 
 def _solarize(x, arg, draw, ctx):
     # Pixels at or above the threshold are inverted (threshold 256 leaves the image unchanged).
+    if x.dtype == torch.uint8:
+        # For whole levels x >= t means x >= ceil(t): compared in uint8 (against the float64 argument
+        # every pixel would be converted); a threshold above 255 inverts nothing. 255 - x is x ^ 255,
+        # and xor with the mask times 255 is much cheaper than torch.where on uint8.
+        threshold = torch.ceil(arg).clamp_min(0)
+        mask = x >= _col(threshold.clamp_max(255)).to(torch.uint8)
+        mask[threshold > 255] = False
+        return x ^ mask.view(torch.uint8).mul_(255)
     return torch.where(x >= _col(arg), 255 - x, x)
 
 
