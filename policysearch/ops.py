@@ -190,25 +190,39 @@ def _warp(x: torch.Tensor, matrix: torch.Tensor, fill: torch.Tensor) -> torch.Te
     """
     n, c, h, w = x.shape
     m = matrix.to(device=x.device, dtype=torch.float64)
+    # The image padded with a border of fill on every side and positions shifted by one: anything
+    # outside (before the first or after the last row or column) clamps onto that border.
+    padded = fill.to(x.dtype).view(1, c, 1, 1).expand(n, c, h + 2, w + 2).clone()
+    padded[:, :, 1:-1, 1:-1] = x
     if bool(((m[:, 1] == 0) & (m[:, 3] == 0)).all()):
-        xin = _coord(_accumulate(m[:, 2] + m[:, 0] * 0.5, m[:, 0], w)).view(n, 1, w)
-        yin = _coord(_accumulate(m[:, 5] + m[:, 4] * 0.5, m[:, 4], h)).view(n, h, 1)
-    else:
-        fixed = torch.floor(m * 65536.0 + 0.5).to(torch.int64)
-        start_x = torch.floor((m[:, 2] + m[:, 0] * 0.5 + m[:, 1] * 0.5) * 65536.0 + 0.5).to(torch.int64)
-        start_y = torch.floor((m[:, 5] + m[:, 3] * 0.5 + m[:, 4] * 0.5) * 65536.0 + 0.5).to(torch.int64)
-        cols = torch.arange(w, device=x.device).view(1, 1, w)
-        rows = torch.arange(h, device=x.device).view(1, h, 1)
-        xin = (start_x.view(n, 1, 1) + rows * fixed[:, 1].view(n, 1, 1) + cols * fixed[:, 0].view(n, 1, 1)) >> 16
-        yin = (start_y.view(n, 1, 1) + rows * fixed[:, 4].view(n, 1, 1) + cols * fixed[:, 3].view(n, 1, 1)) >> 16
-    # The image padded with one row and one column of fill: a position outside on either axis maps to
-    # that row or column. In the scale/translate case xin and yin are per column and per row, so only
-    # the final sum is per pixel.
-    xin = torch.where((xin >= 0) & (xin < w), xin, w)
-    yin = torch.where((yin >= 0) & (yin < h), yin, h)
-    index = (yin * (w + 1) + xin).view(n, 1, h * w)
-    padded = fill.to(x.dtype).view(1, c, 1, 1).expand(n, c, h + 1, w + 1).clone()
-    padded[:, :, :h, :w] = x
+        # Separable: whole rows are selected (a copy per row), then pixels gathered along each row;
+        # either is skipped where it keeps every sample as it is (a translation along one axis).
+        xin = (_coord(_accumulate(m[:, 2] + m[:, 0] * 0.5, m[:, 0], w)) + 1).clamp_(0, w + 1)  # [n, w]
+        yin = (_coord(_accumulate(m[:, 5] + m[:, 4] * 0.5, m[:, 4], h)) + 1).clamp_(0, h + 1)  # [n, h]
+        if torch.equal(yin, torch.arange(1, h + 1, device=x.device).expand(n, h)):
+            rows = padded[:, :, 1:-1]
+        else:
+            first = torch.arange(0, n * c * (h + 2), h + 2, device=x.device).view(n, c, 1)
+            rows = padded.view(-1, w + 2).index_select(0, (first + yin.view(n, 1, h)).view(-1)).view(n, c, h, w + 2)
+        if torch.equal(xin, torch.arange(1, w + 1, device=x.device).expand(n, w)):
+            return rows[..., 1:-1].contiguous()
+        return rows.gather(3, xin.view(n, 1, 1, w).expand(n, c, h, w))
+    # 16.16 fixed point as PIL; adding 65536 before the shift is the shift by one. int32 holds every
+    # position while |offset| + |step| * size stays below 2**15 pixels, which is checked.
+    fixed = torch.floor(m * 65536.0 + 0.5).to(torch.int64)
+    start_x = torch.floor((m[:, 2] + m[:, 0] * 0.5 + m[:, 1] * 0.5) * 65536.0 + 0.5).to(torch.int64) + 65536
+    start_y = torch.floor((m[:, 5] + m[:, 3] * 0.5 + m[:, 4] * 0.5) * 65536.0 + 0.5).to(torch.int64) + 65536
+    reach = torch.maximum(m[:, 2].abs() + m[:, 0].abs() * w + m[:, 1].abs() * h,
+                          m[:, 5].abs() + m[:, 3].abs() * w + m[:, 4].abs() * h)
+    dtype = torch.int32 if float(reach.max()) < 2 ** 14 else torch.int64
+    fixed, start_x, start_y = fixed.to(dtype), start_x.to(dtype), start_y.to(dtype)
+    cols = torch.arange(w, device=x.device, dtype=dtype).view(1, 1, w)
+    rows = torch.arange(h, device=x.device, dtype=dtype).view(1, h, 1)
+    xin = (start_x.view(n, 1, 1) + rows * fixed[:, 1].view(n, 1, 1)) + cols * fixed[:, 0].view(n, 1, 1)
+    yin = (start_y.view(n, 1, 1) + rows * fixed[:, 4].view(n, 1, 1)) + cols * fixed[:, 3].view(n, 1, 1)
+    xin = xin.bitwise_right_shift_(16).clamp_(0, w + 1)
+    yin = yin.bitwise_right_shift_(16).clamp_(0, h + 1)
+    index = yin.mul_(w + 2).add_(xin).to(torch.int64).view(n, 1, h * w)
     return padded.view(n, c, -1).gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
 
 
