@@ -100,16 +100,24 @@ def _blend(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor, exac
     return out.trunc_() if exact else out
 
 
+def _blend_uint8(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """``_blend`` in exact mode, returned as uint8: the same float32 steps, in place on ``x`` (a float32
+    scratch copy), and no separate truncation since converting [0, 255] to uint8 truncates."""
+    return x.sub_(degenerate).mul_(_col(factor).to(x.dtype)).add_(degenerate).clamp_(0.0, 255.0).to(torch.uint8)
+
+
 def _grey(x: torch.Tensor, exact: bool) -> torch.Tensor:
     """Luma as PIL's convert('L') computes it (ITU-R 601-2), [n, 1, H, W]; grey input passes through."""
     if x.shape[1] == 1:
         return x
     if exact:
         # PIL's 16.16 fixed point, (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16: every product and
-        # partial sum is an integer below 2**24, so float32 computes it exactly, in any order.
-        weights = torch.tensor([19595.0, 38470.0, 7471.0], device=x.device).view(1, 3, 1, 1)
-        luma = (x.to(torch.float32) * weights).sum(1, keepdim=True)
-        return luma.add_(0x8000).div_(65536).floor_().to(x.dtype)
+        # partial sum is an integer below 2**24, so float32 computes it exactly, in any order; one
+        # matrix product over the channels is the cheapest way to sum them.
+        n, _, h, w = x.shape
+        weights = torch.tensor([[19595.0, 38470.0, 7471.0]], device=x.device)
+        luma = torch.matmul(weights, x.to(torch.float32).reshape(n, 3, h * w)).view(n, 1, h, w)
+        return luma.add_(0x8000).mul_(1.0 / 65536).floor_().to(x.dtype)
     weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
     return (x * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
 
@@ -182,25 +190,39 @@ def _warp(x: torch.Tensor, matrix: torch.Tensor, fill: torch.Tensor) -> torch.Te
     """
     n, c, h, w = x.shape
     m = matrix.to(device=x.device, dtype=torch.float64)
+    # The image padded with a border of fill on every side and positions shifted by one: anything
+    # outside (before the first or after the last row or column) clamps onto that border.
+    padded = fill.to(x.dtype).view(1, c, 1, 1).expand(n, c, h + 2, w + 2).clone()
+    padded[:, :, 1:-1, 1:-1] = x
     if bool(((m[:, 1] == 0) & (m[:, 3] == 0)).all()):
-        xin = _coord(_accumulate(m[:, 2] + m[:, 0] * 0.5, m[:, 0], w)).view(n, 1, w)
-        yin = _coord(_accumulate(m[:, 5] + m[:, 4] * 0.5, m[:, 4], h)).view(n, h, 1)
-    else:
-        fixed = torch.floor(m * 65536.0 + 0.5).to(torch.int64)
-        start_x = torch.floor((m[:, 2] + m[:, 0] * 0.5 + m[:, 1] * 0.5) * 65536.0 + 0.5).to(torch.int64)
-        start_y = torch.floor((m[:, 5] + m[:, 3] * 0.5 + m[:, 4] * 0.5) * 65536.0 + 0.5).to(torch.int64)
-        cols = torch.arange(w, device=x.device).view(1, 1, w)
-        rows = torch.arange(h, device=x.device).view(1, h, 1)
-        xin = (start_x.view(n, 1, 1) + rows * fixed[:, 1].view(n, 1, 1) + cols * fixed[:, 0].view(n, 1, 1)) >> 16
-        yin = (start_y.view(n, 1, 1) + rows * fixed[:, 4].view(n, 1, 1) + cols * fixed[:, 3].view(n, 1, 1)) >> 16
-    # The image padded with one row and one column of fill: a position outside on either axis maps to
-    # that row or column. In the scale/translate case xin and yin are per column and per row, so only
-    # the final sum is per pixel.
-    xin = torch.where((xin >= 0) & (xin < w), xin, w)
-    yin = torch.where((yin >= 0) & (yin < h), yin, h)
-    index = (yin * (w + 1) + xin).view(n, 1, h * w)
-    padded = fill.to(x.dtype).view(1, c, 1, 1).expand(n, c, h + 1, w + 1).clone()
-    padded[:, :, :h, :w] = x
+        # Separable: whole rows are selected (a copy per row), then pixels gathered along each row;
+        # either is skipped where it keeps every sample as it is (a translation along one axis).
+        xin = (_coord(_accumulate(m[:, 2] + m[:, 0] * 0.5, m[:, 0], w)) + 1).clamp_(0, w + 1)  # [n, w]
+        yin = (_coord(_accumulate(m[:, 5] + m[:, 4] * 0.5, m[:, 4], h)) + 1).clamp_(0, h + 1)  # [n, h]
+        if torch.equal(yin, torch.arange(1, h + 1, device=x.device).expand(n, h)):
+            rows = padded[:, :, 1:-1]
+        else:
+            first = torch.arange(0, n * c * (h + 2), h + 2, device=x.device).view(n, c, 1)
+            rows = padded.view(-1, w + 2).index_select(0, (first + yin.view(n, 1, h)).view(-1)).view(n, c, h, w + 2)
+        if torch.equal(xin, torch.arange(1, w + 1, device=x.device).expand(n, w)):
+            return rows[..., 1:-1].contiguous()
+        return rows.gather(3, xin.view(n, 1, 1, w).expand(n, c, h, w))
+    # 16.16 fixed point as PIL; adding 65536 before the shift is the shift by one. int32 holds every
+    # position while |offset| + |step| * size stays below 2**15 pixels, which is checked.
+    fixed = torch.floor(m * 65536.0 + 0.5).to(torch.int64)
+    start_x = torch.floor((m[:, 2] + m[:, 0] * 0.5 + m[:, 1] * 0.5) * 65536.0 + 0.5).to(torch.int64) + 65536
+    start_y = torch.floor((m[:, 5] + m[:, 3] * 0.5 + m[:, 4] * 0.5) * 65536.0 + 0.5).to(torch.int64) + 65536
+    reach = torch.maximum(m[:, 2].abs() + m[:, 0].abs() * w + m[:, 1].abs() * h,
+                          m[:, 5].abs() + m[:, 3].abs() * w + m[:, 4].abs() * h)
+    dtype = torch.int32 if float(reach.max()) < 2 ** 14 else torch.int64
+    fixed, start_x, start_y = fixed.to(dtype), start_x.to(dtype), start_y.to(dtype)
+    cols = torch.arange(w, device=x.device, dtype=dtype).view(1, 1, w)
+    rows = torch.arange(h, device=x.device, dtype=dtype).view(1, h, 1)
+    xin = (start_x.view(n, 1, 1) + rows * fixed[:, 1].view(n, 1, 1)) + cols * fixed[:, 0].view(n, 1, 1)
+    yin = (start_y.view(n, 1, 1) + rows * fixed[:, 4].view(n, 1, 1)) + cols * fixed[:, 3].view(n, 1, 1)
+    xin = xin.bitwise_right_shift_(16).clamp_(0, w + 1)
+    yin = yin.bitwise_right_shift_(16).clamp_(0, h + 1)
+    index = yin.mul_(w + 2).add_(xin).to(torch.int64).view(n, 1, h * w)
     return padded.view(n, c, -1).gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
 
 
@@ -337,6 +359,14 @@ def _solarize_pil(img, arg, draw, ctx):
 
 def _solarize(x, arg, draw, ctx):
     # Pixels at or above the threshold are inverted (threshold 256 leaves the image unchanged).
+    if x.dtype == torch.uint8:
+        # For whole levels x >= t means x >= ceil(t): compared in uint8 (against the float64 argument
+        # every pixel would be converted); a threshold above 255 inverts nothing. 255 - x is x ^ 255,
+        # and xor with the mask times 255 is much cheaper than torch.where on uint8.
+        threshold = torch.ceil(arg).clamp_min(0)
+        mask = x >= _col(threshold.clamp_max(255)).to(torch.uint8)
+        mask[threshold > 255] = False
+        return x ^ mask.view(torch.uint8).mul_(255)
     return torch.where(x >= _col(arg), 255 - x, x)
 
 
@@ -419,6 +449,9 @@ def _color_pil(img, arg, draw, ctx):
 def _color(x, arg, draw, ctx):
     if x.shape[1] == 1:
         return x
+    if x.dtype == torch.uint8:
+        xf = x.to(torch.float32)
+        return _blend_uint8(_grey(xf, True), xf, 1.0 + arg)
     return _blend(_grey(x, ctx.exact).expand_as(x), x, 1.0 + arg, ctx.exact)
 
 
@@ -437,6 +470,16 @@ def _sharpness_pil(img, arg, draw, ctx):
     return Sharpness(img).enhance(_enhance_factor(arg))
 
 
+def _smooth_total(x: torch.Tensor) -> torch.Tensor:
+    """The SMOOTH kernel's weighted sum around each interior pixel, [n, C, H - 2, W - 2]: a 3x3 box sum
+    from shifted slices plus 4 times the centre (at most 13 * 255 for levels, so int16 holds it)."""
+    rows = x[:, :, :-2] + x[:, :, 1:-1]
+    rows += x[:, :, 2:]
+    total = rows[..., :-2] + rows[..., 1:-1]
+    total += rows[..., 2:]
+    return total.add_(x[:, :, 1:-1, 1:-1], alpha=4)
+
+
 def _smooth(x: torch.Tensor, exact: bool) -> torch.Tensor:
     """PIL's ImageFilter.SMOOTH (3x3 kernel 1 1 1 / 1 5 1 / 1 1 1, sum 13); the border stays as it is.
 
@@ -444,8 +487,7 @@ def _smooth(x: torch.Tensor, exact: bool) -> torch.Tensor:
     levels the sums are exact in float32 and sum / 13 is never within rounding error of a .5 tie (its
     fraction is k / 13), so rounding it gives PIL's integer result.
     """
-    rows = x[:, :, :-2] + x[:, :, 1:-1] + x[:, :, 2:]
-    total = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:] + 4 * x[:, :, 1:-1, 1:-1]
+    total = _smooth_total(x)
     out = (total + 6.5).div_(13).floor_() if exact else total / 13  # floor(total / 13 + 0.5), one pass less
     smoothed = x.clone()
     smoothed[:, :, 1:-1, 1:-1] = out
@@ -455,6 +497,13 @@ def _smooth(x: torch.Tensor, exact: bool) -> torch.Tensor:
 def _sharpness(x, arg, draw, ctx):
     if x.shape[2] < 3 or x.shape[3] < 3:
         return x
+    if x.dtype == torch.uint8:
+        # The border keeps its pixels (its smoothed value is the pixel itself), so only the interior is
+        # computed: the kernel sums in int16, then _smooth's rounding and the blend in float32.
+        smooth = _smooth_total(x.to(torch.int16)).to(torch.float32).add_(6.5).div_(13).floor_()
+        out = x.clone()
+        out[:, :, 1:-1, 1:-1] = _blend_uint8(smooth, x[:, :, 1:-1, 1:-1].to(torch.float32), 1.0 + arg)
+        return out
     return _blend(_smooth(x, ctx.exact), x, 1.0 + arg, ctx.exact)
 
 
@@ -673,9 +722,10 @@ OPS: dict[str, OpSpec] = {
         _op("Solarize", 256, 0, False, _solarize_pil, _solarize, uint8=True, description="threshold, grey levels"),
         _op("Posterize", 8, 4, False, _posterize_pil, _posterize, uint8=True, description="bits kept"),
         _op("Contrast", 0, 0.9, True, _contrast_pil, _contrast, uint8=True, description="factor 1 +- arg"),
-        _op("Color", 0, 0.9, True, _color_pil, _color, description="factor 1 +- arg"),
+        _op("Color", 0, 0.9, True, _color_pil, _color, uint8=True, description="factor 1 +- arg"),
         _op("Brightness", 0, 0.9, True, _brightness_pil, _brightness, uint8=True, description="factor 1 +- arg"),
-        _op("Sharpness", 0, 0.9, True, _sharpness_pil, _sharpness, exact=False, description="factor 1 +- arg"),
+        _op("Sharpness", 0, 0.9, True, _sharpness_pil, _sharpness, exact=False, uint8=True,
+            description="factor 1 +- arg"),
         _op("Cutout", 0, 0.2, False, _cutout_pil, _cutout, _sample_centre,
             uint8=True, description="square side, fraction of the shorter side"),
         _op("SamplePairing", 0, 0.4, False, _sample_pairing_pil, _sample_pairing, _sample_partner,

@@ -17,7 +17,7 @@ import torchvision.transforms.v2 as v2
 from PIL import Image
 from torchvision import tv_tensors
 
-from policysearch.ops import OPS, OpSpec, PilContext, TensorContext, cutout_pil, cutout_tensor
+from policysearch.ops import OPS, OpSpec, PilContext, TensorContext, _identity, cutout_pil, cutout_tensor
 from policysearch.policy import Policy, PolicyError
 
 Fill = float | Sequence[float]
@@ -152,16 +152,25 @@ class BatchPolicyTransform(torch.nn.Module):
         applied = (ops >= 0) & (gate < prob_table[sub])
         args = torch.where(signed_table[sub] & coin, -arg_table[sub], arg_table[sub])
         ops = torch.where(applied, ops, -1)
+        # Group the samples by (slot, op) with one stable sort and one count, rather than a unique and a
+        # nonzero per slot and op (each a host sync). Codes run slot by slot and within a slot in op order,
+        # the same order of draws as before; not applied gets the last code. Within a group the samples
+        # stay in ascending order (stable sort of a sample-major layout).
+        slots, kinds = op_table.shape[1], len(self._ops)
+        slot_base = torch.arange(0, slots * kinds, kinds, device=device)
+        code = torch.where(ops >= 0, ops + slot_base, slots * kinds).view(-1)
+        order = torch.sort(code, stable=True).indices
+        counts = torch.bincount(code, minlength=slots * kinds + 1)[:-1].tolist()
+        groups = (order // slots).split(counts + [b * slots - sum(counts)])
+        flat_args = args.view(-1)[order].split(counts + [b * slots - sum(counts)])
         steps = []
-        for slot in range(op_table.shape[1]):
-            column = ops[:, slot]
-            for k in torch.unique(column).tolist():  # sorted: a fixed order of draws for a given plan
-                if k < 0:
-                    continue
-                index = (column == k).nonzero().view(-1)
-                spec = self._ops[k]
-                draw = spec.sample(len(index), (c, h, w), generator, device) if spec.sample else {}
-                steps.append(PlanStep(spec, index, args[index, slot], {**draw, "index": index}))
+        for group, count in enumerate(counts):
+            spec = self._ops[group % kinds]
+            if count == 0 or spec.tensor is _identity:  # Identity changes nothing: no step to run
+                continue
+            index = groups[group]
+            draw = spec.sample(count, (c, h, w), generator, device) if spec.sample else {}
+            steps.append(PlanStep(spec, index, flat_args[group], {**draw, "index": index}))
         return Plan(sub, tuple(steps), (b, c, h, w))
 
     def apply(self, batch: torch.Tensor, plan: Plan) -> torch.Tensor:
