@@ -729,10 +729,16 @@ def run(args: argparse.Namespace) -> int:
             raise DataError(f"--out {run_dir} already holds a finished search; choose another folder")
     result = run_search(config, run_dir, resume=bool(args.resume))
     c = result.costs
-    print(f"\npolicy: {result.policy_path} ({len(result.policy)} sub-policies)")
+    strength = result.policy.metadata["score"]["strength"]
+    print(f"\npolicy: {result.policy_path} ({len(result.policy)} sub-policies, strength {strength:g})")
     print(f"report: {run_dir / 'report.md'}")
     print(f"cost: phase 1 {c['phase1_wall_s']:.0f} s, phase 2 {c['phase2_wall_s']:.0f} s, "
-          f"phase 3 {c['phase3_wall_s']:.0f} s wall; strength {result.policy.metadata['score']['strength']:g}")
-    print("best sub-policies:")
-    print(result.policy.describe(limit=5))
+          f"phase 3 {c['phase3_wall_s']:.0f} s wall")
+    if strength == 0.0 and config.strengths:
+        print("the strength check found no gain over the baseline augmentation on the held-out splits, so "
+              "policy.json is the identity; the merged candidates are in candidates.json, starting with:")
+        print(Policy.load(run_dir / "candidates.json").describe(limit=5))
+    else:
+        print("best sub-policies:")
+        print(result.policy.describe(limit=5))
     return 0
