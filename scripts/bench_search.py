@@ -229,16 +229,25 @@ def measure_wrn(train_batches: int, infer_batches: int, seed: int) -> dict:
 
 
 def paper_ratio(wrn: dict) -> dict:
+    """Search / final training in the paper's setting, from measured per-image costs.
+
+    Phase 3's strength check trains every split's child again once per strength (default 2), so it is
+    counted as that many more child trainings; the ratio without it is the paper's own procedure.
+    """
     p = PAPER
+    strengths = len(SearchConfig().strengths)
     child_steps = p["splits"] * p["train_images"] * p["dm_ratio"] * p["child_epochs"]
     forwards = p["splits"] * p["trials"] * p["da_images"] * p["views"]
     final_steps = p["final_images"] * p["final_epochs"]
-    search_s = child_steps * wrn["train_per_image_s"] + forwards * (wrn["infer_per_image_s"] + wrn["augment_per_image_s"])
+    phase2_s = forwards * (wrn["infer_per_image_s"] + wrn["augment_per_image_s"])
+    search_s = (1 + strengths) * child_steps * wrn["train_per_image_s"] + phase2_s
+    without_check_s = child_steps * wrn["train_per_image_s"] + phase2_s
     final_s = final_steps * wrn["train_per_image_s"]
-    return {"formula": "(splits*train_images*dm_ratio*child_epochs*t_train + splits*trials*da_images*views*"
-                       "(t_infer + t_augment)) / (final_images*final_epochs*t_train)",
-            "setting": p, "child_image_steps": child_steps, "phase2_forwards": forwards,
-            "final_image_steps": final_steps, "search_s": search_s, "final_s": final_s, "ratio": search_s / final_s}
+    return {"formula": "((1 + strengths)*splits*train_images*dm_ratio*child_epochs*t_train + splits*trials*da_images*"
+                       "views*(t_infer + t_augment)) / (final_images*final_epochs*t_train)",
+            "setting": {**p, "strengths": strengths}, "child_image_steps": child_steps, "phase2_forwards": forwards,
+            "final_image_steps": final_steps, "search_s": search_s, "final_s": final_s, "ratio": search_s / final_s,
+            "ratio_without_strength_check": without_check_s / final_s}
 
 
 def default_ratio(run: dict, config: SearchConfig, final: dict, n_train: int) -> dict:
@@ -376,6 +385,7 @@ def _print_table(o: dict) -> None:
         ("same for defaults (per-image)", f"{o['ratio_defaults_from_per_image']['ratio']:.2f}x", ""),
         ("WRN-40-2 train / infer / aug per img", f"{o['wrn40_2']['train_per_image_s'] * 1e3:.2f} / "
          f"{o['wrn40_2']['infer_per_image_s'] * 1e3:.2f} / {o['wrn40_2']['augment_per_image_s'] * 1e3:.3f} ms", ""),
+        ("paper setting, no strength check", f"{o['paper_ratio']['ratio_without_strength_check']:.2f}x", ""),
         ("paper setting search / final", f"{o['paper_ratio']['ratio']:.2f}x",
          f"<= {TARGET_PAPER_RATIO:.0f}x {_mark(o['paper_ratio']['ratio'] <= TARGET_PAPER_RATIO)}"),
     ]
