@@ -28,7 +28,7 @@ Presets
 ``digits-small`` (CPU, about 10-20 minutes on 2 cores): scikit-learn's digits at 16 x 16, a stratified
 150-image training subset (15 per class), ``small_cnn``, 60 epochs, batch 32, seeds 0 1 2 3 4, all six
 methods; the searched policy comes from a search with the search's default budget (5 splits x 40 trials,
-top 10 per split, strength validation) on the same 150 images, its child models trained for the same 60
+top 10 per split, strength check) on the same 150 images, its child models trained for the same 60
 epochs as the final models so that the strength check sees the final training regime. Why 150 and 60
 epochs: field.md measured the largest effect of augmentation at 100 digits trained for 60 epochs
 (9.0 % -> 5.4 % error) and none left at 500; at 100 a D_A split holds only 40 images and the search

@@ -70,7 +70,7 @@ class SearchConfig:
     reward: str = "accuracy"
     # Phase 3 trains each split's child again with the merged policy at these strengths (probabilities
     # scaled) and keeps the one with the best held-out accuracy; strength 0 is the phase-1 child. Empty: off.
-    strengths: tuple[float, ...] = (0.5, 1.0)
+    strengths: tuple[float, ...] = (1.0,)
     epochs: int = 20  # child-model epochs
     batch_size: int = 128
     lr: float = 0.1
