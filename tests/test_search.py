@@ -191,16 +191,15 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 def small_run(ray_session, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("search") / "run"
     log = io.StringIO()
-    started = time.monotonic()
     result = search.run_search(search.SearchConfig(**SMALL), run_dir, stream=log)
-    return result, time.monotonic() - started, log.getvalue()
+    return result, log.getvalue()
 
 
 @pytest.mark.slow
 def test_end_to_end_search_writes_a_valid_policy(small_run):
-    result, seconds, log = small_run
+    # Its duration is a benchmark figure (scripts/bench_search.py), not asserted: machines here are noisy.
+    result, log = small_run
     run_dir = result.run_dir
-    assert seconds < 120, f"a 200-digit search took {seconds:.0f} s"
     policy = Policy.load(run_dir / "policy.json")
     assert result.policy_path == run_dir / "policy.json"
     assert policy.sub_policies == result.policy.sub_policies
@@ -228,7 +227,7 @@ def test_end_to_end_search_writes_a_valid_policy(small_run):
 
 @pytest.mark.slow
 def test_same_seed_one_worker_repeats_the_policy(small_run, tmp_path):
-    first, _, _ = small_run
+    first, _ = small_run
     again = search.run_search(search.SearchConfig(**SMALL), tmp_path / "again", stream=io.StringIO())
     assert again.policy.sub_policies == first.policy.sub_policies
     # Every trial's parameters and scores repeat too (only trial ids and timings differ).
