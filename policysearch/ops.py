@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -58,6 +58,9 @@ class TensorContext:
 PilFn = Callable[[Image.Image, float, Draw, PilContext], Image.Image]
 TensorFn = Callable[[torch.Tensor, torch.Tensor, Draw, TensorContext], torch.Tensor]
 SampleFn = Callable[[int, tuple[int, int, int], torch.Generator | None, torch.device], dict]
+MatrixFn = Callable[[torch.Tensor, int, int], torch.Tensor]
+TableFn = Callable[[torch.Tensor, torch.Tensor, TensorContext], torch.Tensor]
+MapFn = Callable[[torch.Tensor, torch.Tensor, TensorContext], Callable[[torch.Tensor], torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,10 @@ class OpSpec:
     sample: SampleFn | None = None
     exact: bool = True  # the uint8 batch path equals the PIL path bit for bit
     uint8: bool = False  # ``tensor`` also takes a uint8 batch (exact mode) and returns uint8
+    # Geometric ops: the affine map (arg [n], height, width) -> [n, 6] that ``warp`` applies.
+    matrix: MatrixFn | None = None
+    # Pixel-wise ops: the per-sample, per-channel table [n, C, 256] (x, arg, ctx) for a uint8 x.
+    table: TableFn | None = None
     description: str = field(default="", compare=False)
 
     @property
@@ -122,18 +129,21 @@ def _grey(x: torch.Tensor, exact: bool) -> torch.Tensor:
     return (x * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
-def _pointwise(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """Apply a per-sample pointwise map ``fn`` (float32 values on the 0..255 scale, broadcast per sample).
-
-    A float batch goes through ``fn`` directly. For a uint8 batch ``fn`` runs once on the ramp 0..255,
-    giving a table [n, C, 256] that is then looked up per pixel: the same values by construction, since
-    each pixel's result depends on its value alone.
-    """
+def _pointwise_op(map_fn: MapFn, x: torch.Tensor, arg: torch.Tensor, draw: Draw, ctx: TensorContext) -> torch.Tensor:
+    """The tensor implementation of a pixel-wise op from its map: a float batch goes through the map
+    directly, a uint8 batch through the map's table (``_map_table``)."""
     if x.dtype != torch.uint8:
-        return fn(x)
+        return map_fn(x, arg, ctx)(x)
+    return apply_lut(x, _map_table(map_fn, x, arg, ctx))
+
+
+def _map_table(map_fn: MapFn, x: torch.Tensor, arg: torch.Tensor, ctx: TensorContext) -> torch.Tensor:
+    """The table [n, C, 256] of a pixel-wise map: the map (float32 values on the 0..255 scale, broadcast
+    per sample) run once on the ramp 0..255. Looking it up per pixel gives the same values as running the
+    map on the pixels, since each pixel's result depends on its value alone."""
     n, c = x.shape[:2]
     ramp = torch.arange(256, dtype=torch.float32, device=x.device).view(1, 1, 1, 256)
-    return _apply_lut(x, fn(ramp).expand(n, c, 1, 256).reshape(n, c, 256))
+    return map_fn(x, arg, ctx)(ramp).expand(n, c, 1, 256).reshape(n, c, 256)
 
 
 def _table_index(x: torch.Tensor) -> torch.Tensor:
@@ -143,7 +153,7 @@ def _table_index(x: torch.Tensor) -> torch.Tensor:
     return (x.reshape(n, c, -1).to(torch.int32) + offset).view(-1)
 
 
-def _apply_lut(x: torch.Tensor, lut: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+def apply_lut(x: torch.Tensor, lut: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
     """Map integer-valued x [n, C, H, W] through per-sample, per-channel tables lut [n, C, 256].
 
     ``index`` is ``_table_index(x)`` when the caller has it already.
@@ -175,55 +185,81 @@ def _fill_pil(img: Image.Image, fill: tuple[int, ...]) -> int | tuple[int, ...]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Geometric ops: one nearest-neighbour affine warp shared by all of them.
+# Geometric ops: each declares its affine matrix; one nearest-neighbour warp applies them all.
 # ---------------------------------------------------------------------------------------------------
 
 
-def _warp(x: torch.Tensor, matrix: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+def warp(x: torch.Tensor, matrix: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
     """Nearest-neighbour affine warp that reproduces PIL's Image.transform(AFFINE, NEAREST) exactly.
 
-    ``matrix`` [n, 6] (float64) maps an output pixel centre (x + 0.5, y + 0.5) to input coordinates,
-    as PIL's transform data does. Pixels mapped outside the image take ``fill``. Like PIL, a pure
-    scale/translate matrix steps through positions in double precision and any other matrix uses 16.16
-    fixed point, so both paths pick the same source pixel as PIL. A gather on integer indices is also
+    ``matrix`` [n, 6] (float64), one row per sample, maps an output pixel centre (x + 0.5, y + 0.5) to
+    input coordinates, as PIL's transform data does. Pixels mapped outside the image take ``fill``. Like
+    PIL, a pure scale/translate matrix steps through positions in double precision and any other matrix
+    uses 16.16 fixed point, so both pick the same source pixel as PIL. Samples of different ops can share
+    one call: whole-pixel translations come out the same either way, so they join either kind; a batch
+    that mixes other scales with rotations or shears is split in two. A gather on integer indices is also
     much cheaper than grid_sample on large images.
     """
-    n, c, h, w = x.shape
     m = matrix.to(device=x.device, dtype=torch.float64)
-    # The image padded with a border of fill on every side and positions shifted by one: anything
-    # outside (before the first or after the last row or column) clamps onto that border.
+    separable = (m[:, 1] == 0) & (m[:, 3] == 0)
+    if bool(separable.all()):
+        return _warp_separable(x, m, fill)
+    shift_only = separable & (m[:, 0] == 1) & (m[:, 4] == 1) & (m[:, [2, 5]] == m[:, [2, 5]].round()).all(1)
+    scaled = separable & ~shift_only
+    if not bool(scaled.any()):
+        return _warp_fixed_point(x, m, fill)
+    out = torch.empty_like(x)
+    for rows, fn in ((scaled, _warp_separable), (~scaled, _warp_fixed_point)):
+        index = rows.nonzero().view(-1)
+        out[index] = fn(x[index], m[index], fill)
+    return out
+
+
+def _padded(x: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """x with a border of fill on every side: positions shifted by one clamp onto it when outside."""
+    n, c, h, w = x.shape
     padded = fill.to(x.dtype).view(1, c, 1, 1).expand(n, c, h + 2, w + 2).clone()
     padded[:, :, 1:-1, 1:-1] = x
-    if bool(((m[:, 1] == 0) & (m[:, 3] == 0)).all()):
-        # Separable: whole rows are selected (a copy per row), then pixels gathered along each row;
-        # either is skipped where it keeps every sample as it is (a translation along one axis).
-        xin = (_coord(_accumulate(m[:, 2] + m[:, 0] * 0.5, m[:, 0], w)) + 1).clamp_(0, w + 1)  # [n, w]
-        yin = (_coord(_accumulate(m[:, 5] + m[:, 4] * 0.5, m[:, 4], h)) + 1).clamp_(0, h + 1)  # [n, h]
-        if torch.equal(yin, torch.arange(1, h + 1, device=x.device).expand(n, h)):
-            rows = padded[:, :, 1:-1]
-        else:
-            first = torch.arange(0, n * c * (h + 2), h + 2, device=x.device).view(n, c, 1)
-            rows = padded.view(-1, w + 2).index_select(0, (first + yin.view(n, 1, h)).view(-1)).view(n, c, h, w + 2)
-        if torch.equal(xin, torch.arange(1, w + 1, device=x.device).expand(n, w)):
-            return rows[..., 1:-1].contiguous()
-        return rows.gather(3, xin.view(n, 1, 1, w).expand(n, c, h, w))
-    # 16.16 fixed point as PIL; adding 65536 before the shift is the shift by one. int32 holds every
-    # position while |offset| + |step| * size stays below 2**15 pixels, which is checked.
-    fixed = torch.floor(m * 65536.0 + 0.5).to(torch.int64)
-    start_x = torch.floor((m[:, 2] + m[:, 0] * 0.5 + m[:, 1] * 0.5) * 65536.0 + 0.5).to(torch.int64) + 65536
-    start_y = torch.floor((m[:, 5] + m[:, 3] * 0.5 + m[:, 4] * 0.5) * 65536.0 + 0.5).to(torch.int64) + 65536
-    reach = torch.maximum(m[:, 2].abs() + m[:, 0].abs() * w + m[:, 1].abs() * h,
-                          m[:, 5].abs() + m[:, 3].abs() * w + m[:, 4].abs() * h)
-    dtype = torch.int32 if float(reach.max()) < 2 ** 14 else torch.int64
-    fixed, start_x, start_y = fixed.to(dtype), start_x.to(dtype), start_y.to(dtype)
-    cols = torch.arange(w, device=x.device, dtype=dtype).view(1, 1, w)
-    rows = torch.arange(h, device=x.device, dtype=dtype).view(1, h, 1)
-    xin = (start_x.view(n, 1, 1) + rows * fixed[:, 1].view(n, 1, 1)) + cols * fixed[:, 0].view(n, 1, 1)
-    yin = (start_y.view(n, 1, 1) + rows * fixed[:, 4].view(n, 1, 1)) + cols * fixed[:, 3].view(n, 1, 1)
-    xin = xin.bitwise_right_shift_(16).clamp_(0, w + 1)
-    yin = yin.bitwise_right_shift_(16).clamp_(0, h + 1)
+    return padded
+
+
+def _warp_separable(x: torch.Tensor, m: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """Scale/translate matrices: whole rows are selected (a copy per row), then pixels gathered along each
+    row; either is skipped where it keeps every sample as it is (a translation along one axis)."""
+    n, c, h, w = x.shape
+    padded = _padded(x, fill)
+    xin = (_coord(_accumulate(m[:, 2] + m[:, 0] * 0.5, m[:, 0], w)) + 1).clamp_(0, w + 1)  # [n, w]
+    yin = (_coord(_accumulate(m[:, 5] + m[:, 4] * 0.5, m[:, 4], h)) + 1).clamp_(0, h + 1)  # [n, h]
+    if torch.equal(yin, torch.arange(1, h + 1, device=x.device).expand(n, h)):
+        rows = padded[:, :, 1:-1]
+    else:
+        first = torch.arange(0, n * c * (h + 2), h + 2, device=x.device).view(n, c, 1)
+        rows = padded.view(-1, w + 2).index_select(0, (first + yin.view(n, 1, h)).view(-1)).view(n, c, h, w + 2)
+    if torch.equal(xin, torch.arange(1, w + 1, device=x.device).expand(n, w)):
+        return rows[..., 1:-1].contiguous()
+    return rows.gather(3, xin.view(n, 1, 1, w).expand(n, c, h, w))
+
+
+def _warp_fixed_point(x: torch.Tensor, m: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """Any matrix in PIL's 16.16 fixed point; x and y positions are computed together as [n, 2, H, W].
+
+    Adding 65536 before the shift is the shift by one onto the padded image. int32 holds every position
+    while |offset| + |step| * size stays below 2**14 pixels, which is checked.
+    """
+    n, c, h, w = x.shape
+    rows = m.view(n, 2, 3)  # (a, b, c) for x and (d, e, f) for y
+    fixed = torch.floor(rows[..., :2] * 65536.0 + 0.5)  # [n, 2, 2]: steps per column and per row
+    start = torch.floor((rows[..., 2] + rows[..., 0] * 0.5 + rows[..., 1] * 0.5) * 65536.0 + 0.5) + 65536
+    reach = (rows[..., 2].abs() + rows[..., 0].abs() * w + rows[..., 1].abs() * h).max()
+    dtype = torch.int32 if float(reach) < 2 ** 14 else torch.int64
+    fixed, start = fixed.to(dtype), start.to(dtype).view(n, 2, 1, 1)
+    cols = torch.arange(w, device=x.device, dtype=dtype).view(1, 1, 1, w)
+    lines = torch.arange(h, device=x.device, dtype=dtype).view(1, 1, h, 1)
+    pos = (start + lines * fixed[..., 1].view(n, 2, 1, 1)) + cols * fixed[..., 0].view(n, 2, 1, 1)
+    pos = pos.bitwise_right_shift_(16).clamp_(min=0)
+    xin, yin = pos[:, 0].clamp_(max=w + 1), pos[:, 1].clamp_(max=h + 1)
     index = yin.mul_(w + 2).add_(xin).to(torch.int64).view(n, 1, h * w)
-    return padded.view(n, c, -1).gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
+    return _padded(x, fill).view(n, c, -1).gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
 
 
 def _accumulate(start: torch.Tensor, step: torch.Tensor, length: int) -> torch.Tensor:
@@ -237,8 +273,17 @@ def _coord(v: torch.Tensor) -> torch.Tensor:
     return torch.where(v < 0, -1, v.to(torch.int64))
 
 
-def _affine_rows(a, b, c, d, e, f) -> torch.Tensor:
-    return torch.stack([a, b, c, d, e, f], dim=1)
+def _warp_op(matrix: MatrixFn, x: torch.Tensor, arg: torch.Tensor, draw: Draw, ctx: TensorContext) -> torch.Tensor:
+    """The tensor implementation of a geometric op, from its matrix."""
+    return warp(x, matrix(arg, x.shape[2], x.shape[3]), ctx.fill)
+
+
+def _affine_rows(arg: torch.Tensor, entries: dict[int, torch.Tensor | float]) -> torch.Tensor:
+    """[n, 6] float64 matrices: the identity with the given entries (0..5 = a, b, c, d, e, f) replaced."""
+    m = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], dtype=torch.float64, device=arg.device).repeat(arg.shape[0], 1)
+    for column, value in entries.items():
+        m[:, column] = value
+    return m
 
 
 def _shear_x_pil(img, arg, draw, ctx):
@@ -246,9 +291,8 @@ def _shear_x_pil(img, arg, draw, ctx):
                      interpolation=InterpolationMode.NEAREST, fill=list(ctx.fill), center=[0, 0])
 
 
-def _shear_x(x, arg, draw, ctx):
-    one, zero = torch.ones_like(arg), torch.zeros_like(arg)
-    return _warp(x, _affine_rows(one, arg, zero, zero, one, zero), ctx.fill)
+def _shear_x_matrix(arg, h, w):
+    return _affine_rows(arg, {1: arg})
 
 
 def _shear_y_pil(img, arg, draw, ctx):
@@ -256,9 +300,8 @@ def _shear_y_pil(img, arg, draw, ctx):
                      interpolation=InterpolationMode.NEAREST, fill=list(ctx.fill), center=[0, 0])
 
 
-def _shear_y(x, arg, draw, ctx):
-    one, zero = torch.ones_like(arg), torch.zeros_like(arg)
-    return _warp(x, _affine_rows(one, zero, zero, arg, one, zero), ctx.fill)
+def _shear_y_matrix(arg, h, w):
+    return _affine_rows(arg, {3: arg})
 
 
 def _translate_pixels(arg: float, size: int) -> int:
@@ -271,10 +314,8 @@ def _translate_x_pil(img, arg, draw, ctx):
                      shear=[0.0, 0.0], interpolation=InterpolationMode.NEAREST, fill=list(ctx.fill))
 
 
-def _translate_x(x, arg, draw, ctx):
-    one, zero = torch.ones_like(arg), torch.zeros_like(arg)
-    shift = (arg * x.shape[3]).trunc()
-    return _warp(x, _affine_rows(one, zero, -shift, zero, one, zero), ctx.fill)
+def _translate_x_matrix(arg, h, w):
+    return _affine_rows(arg, {2: -(arg * w).trunc()})
 
 
 def _translate_y_pil(img, arg, draw, ctx):
@@ -282,25 +323,22 @@ def _translate_y_pil(img, arg, draw, ctx):
                      shear=[0.0, 0.0], interpolation=InterpolationMode.NEAREST, fill=list(ctx.fill))
 
 
-def _translate_y(x, arg, draw, ctx):
-    one, zero = torch.ones_like(arg), torch.zeros_like(arg)
-    shift = (arg * x.shape[2]).trunc()
-    return _warp(x, _affine_rows(one, zero, zero, zero, one, -shift), ctx.fill)
+def _translate_y_matrix(arg, h, w):
+    return _affine_rows(arg, {5: -(arg * h).trunc()})
 
 
 def _rotate_pil(img, arg, draw, ctx):
     return TF.rotate(img, arg, interpolation=InterpolationMode.NEAREST, fill=list(ctx.fill))
 
 
-def _rotate(x, arg, draw, ctx):
+def _rotate_matrix(arg, h, w):
     # PIL's Image.rotate: about the image centre (w/2, h/2), counter-clockwise for a positive angle.
-    h, w = x.shape[2], x.shape[3]
     theta = -torch.deg2rad(arg.to(torch.float64))
     cos, sin = torch.cos(theta), torch.sin(theta)
     cx, cy = w / 2.0, h / 2.0
     c = cos * -cx + sin * -cy + cx
     f = -sin * -cx + cos * -cy + cy
-    return _warp(x, _affine_rows(cos, sin, c, -sin, cos, f), ctx.fill)
+    return torch.stack([cos, sin, c, -sin, cos, f], dim=1)
 
 
 def _zoom_pil(img, arg, draw, ctx):
@@ -308,12 +346,10 @@ def _zoom_pil(img, arg, draw, ctx):
                      interpolation=InterpolationMode.NEAREST, fill=list(ctx.fill))
 
 
-def _zoom(x, arg, draw, ctx):
-    h, w = x.shape[2], x.shape[3]
+def _zoom_matrix(arg, h, w):
     inv = 1.0 / (1.0 + arg.to(torch.float64))
-    zero = torch.zeros_like(inv)
     cx, cy = w * 0.5, h * 0.5
-    return _warp(x, _affine_rows(inv, zero, cx - cx * inv, zero, inv, cy - cy * inv), ctx.fill)
+    return _affine_rows(arg, {0: inv, 2: cx - cx * inv, 4: inv, 5: cy - cy * inv})
 
 
 def _flip_lr_pil(img, arg, draw, ctx):
@@ -349,25 +385,17 @@ def _invert_pil(img, arg, draw, ctx):
     return ImageOps.invert(img)
 
 
-def _invert(x, arg, draw, ctx):
-    return 255 - x  # stays uint8 for uint8 x
+def _invert_map(x, arg, ctx):
+    return lambda v: 255 - v
 
 
 def _solarize_pil(img, arg, draw, ctx):
     return ImageOps.solarize(img, arg)
 
 
-def _solarize(x, arg, draw, ctx):
+def _solarize_map(x, arg, ctx):
     # Pixels at or above the threshold are inverted (threshold 256 leaves the image unchanged).
-    if x.dtype == torch.uint8:
-        # For whole levels x >= t means x >= ceil(t): compared in uint8 (against the float64 argument
-        # every pixel would be converted); a threshold above 255 inverts nothing. 255 - x is x ^ 255,
-        # and xor with the mask times 255 is much cheaper than torch.where on uint8.
-        threshold = torch.ceil(arg).clamp_min(0)
-        mask = x >= _col(threshold.clamp_max(255)).to(torch.uint8)
-        mask[threshold > 255] = False
-        return x ^ mask.view(torch.uint8).mul_(255)
-    return torch.where(x >= _col(arg), 255 - x, x)
+    return lambda v: torch.where(v >= _col(arg), 255 - v, v)  # compared in double precision, as PIL
 
 
 def _posterize_bits(arg: float) -> int:
@@ -378,9 +406,9 @@ def _posterize_pil(img, arg, draw, ctx):
     return ImageOps.posterize(img, _posterize_bits(arg))
 
 
-def _posterize(x, arg, draw, ctx):
+def _posterize_map(x, arg, ctx):
     step = torch.pow(2.0, 8.0 - _col(arg).round()).to(torch.float32)  # arg is float64: compute in float32
-    return _pointwise(x, lambda v: torch.floor(v / step) * step)
+    return lambda v: torch.floor(v / step) * step
 
 
 def _autocontrast_pil(img, arg, draw, ctx):
@@ -388,17 +416,24 @@ def _autocontrast_pil(img, arg, draw, ctx):
 
 
 def _autocontrast(x, arg, draw, ctx):
+    if ctx.exact:
+        return apply_lut(x, _autocontrast_table(x, arg, ctx))
     flat = x.flatten(2)
     lo, hi = flat.amin(2, keepdim=True), flat.amax(2, keepdim=True)  # [n, C, 1]
-    if not ctx.exact:
-        stretched = ((flat - lo) * (255.0 / (hi - lo).clamp_min(1e-6))).clamp(0, 255)
-        return torch.where(hi > lo, stretched, flat).view_as(x)
-    # PIL: lut[i] = int(i * scale + offset) in double precision, clipped; no change when hi <= lo.
-    lo, hi = lo.to(torch.float64), hi.to(torch.float64)
-    scale = 255.0 / (hi - lo).clamp_min(1.0)
+    stretched = ((flat - lo) * (255.0 / (hi - lo).clamp_min(1e-6))).clamp(0, 255)
+    return torch.where(hi > lo, stretched, flat).view_as(x)
+
+
+def _autocontrast_table(x, arg, ctx):
+    # PIL: lut[i] = int(i * scale + offset) in double precision, clipped; no change when hi <= lo, which
+    # scale 1 and offset 0 give. Flooring instead of truncating differs only below 0, which is clipped.
+    flat = x.flatten(2)
+    lo, hi = flat.amin(2, keepdim=True).to(torch.float64), flat.amax(2, keepdim=True).to(torch.float64)
+    flat_channel = hi <= lo  # [n, C, 1]
+    scale = (255.0 / (hi - lo).clamp_min(1.0)).masked_fill_(flat_channel, 1.0)
+    offset = (-lo * scale).masked_fill_(flat_channel, 0.0)
     ramp = torch.arange(256, dtype=torch.float64, device=x.device).view(1, 1, 256)
-    lut = (ramp * scale + (-lo * scale)).trunc().clamp(0, 255)
-    return _apply_lut(x, torch.where(hi > lo, lut, ramp.expand_as(lut)))
+    return (ramp * scale + offset).floor_().clamp_(0, 255)
 
 
 def _equalize_pil(img, arg, draw, ctx):
@@ -418,16 +453,22 @@ def _pil_equalize_divisor() -> int:
 def _equalize(x, arg, draw, ctx):
     levels = x if ctx.exact else _quantised(x)
     index = _table_index(levels)
-    hist = _histogram(levels, index)  # [n, C, 256]
+    return apply_lut(levels, _equalize_table(levels, arg, ctx, index), index)
+
+
+def _equalize_table(x, arg, ctx, index: torch.Tensor | None = None):
+    hist = _histogram(x, index)  # [n, C, 256]
     ramp = torch.arange(256, device=x.device).view(1, 1, 256)
     # PIL: step = (count - count of the last non-empty bin) // 255 in current Pillow (// 256 in older releases);
     # lut[i] = (step // 2 + cum[i]) // step.
-    last = torch.where(hist > 0, ramp, torch.full_like(ramp, -1)).amax(2, keepdim=True).clamp_min(0)
-    step = (hist.sum(2, keepdim=True) - hist.gather(2, last)) // _pil_equalize_divisor()
-    cumulative = torch.cumsum(hist, 2) - hist
-    lut = (step // 2 + cumulative) // step.clamp_min(1)
-    lut = torch.where(step > 0, lut.clamp(0, 255), ramp.expand_as(lut))
-    return _apply_lut(levels, lut, index)
+    # Every image has pixels, so some bin is non-empty. Where step is 0 PIL leaves the image as it is.
+    last = ((hist > 0) * ramp).amax(2, keepdim=True)
+    step = (hist.sum(2, keepdim=True) - hist.gather(2, last)) // _pil_equalize_divisor()  # [n, C, 1]
+    cumulative = (torch.cumsum(hist, 2) - hist).to(torch.float64)
+    # (step // 2 + cum) // step in float64: exact for integers below 2**53, and much faster than int64.
+    lut = (cumulative + (step // 2)).div_(step.clamp_min(1)).floor_().clamp_(0, 255)
+    keep = step == 0
+    return lut.masked_fill_(keep, 0.0).add_(ramp * keep)
 
 
 def _enhance_factor(arg: float) -> float:
@@ -438,8 +479,8 @@ def _brightness_pil(img, arg, draw, ctx):
     return Brightness(img).enhance(_enhance_factor(arg))
 
 
-def _brightness(x, arg, draw, ctx):
-    return _pointwise(x, lambda v: _blend(torch.zeros_like(v), v, 1.0 + arg, ctx.exact))
+def _brightness_map(x, arg, ctx):
+    return lambda v: _blend(torch.zeros_like(v), v, 1.0 + arg, ctx.exact)
 
 
 def _color_pil(img, arg, draw, ctx):
@@ -459,11 +500,11 @@ def _contrast_pil(img, arg, draw, ctx):
     return Contrast(img).enhance(_enhance_factor(arg))
 
 
-def _contrast(x, arg, draw, ctx):
+def _contrast_map(x, arg, ctx):
     grey = _grey(x, ctx.exact)
     mean = grey.flatten(1).to(torch.float64).mean(1)
     mean = _col(torch.floor(mean + 0.5) if ctx.exact else mean).to(torch.float32)
-    return _pointwise(x, lambda v: _blend(mean, v, 1.0 + arg, ctx.exact))
+    return lambda v: _blend(mean, v, 1.0 + arg, ctx.exact)
 
 
 def _sharpness_pil(img, arg, draw, ctx):
@@ -516,13 +557,16 @@ def _gamma_pil(img, arg, draw, ctx):
 
 
 def _gamma(x, arg, draw, ctx):
-    gamma = torch.exp(arg.to(torch.float64)).view(-1, 1, 1)
     if ctx.exact:
-        # torchvision's PIL path: lut[i] = int(255.999 * (i / 255) ** gamma), in double precision.
-        ramp = torch.arange(256, dtype=torch.float64, device=x.device).view(1, 1, 256) / 255.0
-        lut = (255.999 * ramp.pow(gamma)).trunc().expand(-1, x.shape[1], -1)
-        return _apply_lut(x, lut)
-    return 255.0 * (x / 255.0).pow(_col(gamma.view(-1).to(x.dtype)))
+        return apply_lut(x, _gamma_table(x, arg, ctx))
+    return 255.0 * (x / 255.0).pow(_col(torch.exp(arg.to(torch.float64)).to(x.dtype)))
+
+
+def _gamma_table(x, arg, ctx):
+    # torchvision's PIL path: lut[i] = int(255.999 * (i / 255) ** gamma), in double precision.
+    gamma = torch.exp(arg.to(torch.float64)).view(-1, 1, 1)
+    ramp = torch.arange(256, dtype=torch.float64, device=x.device).view(1, 1, 256) / 255.0
+    return (255.999 * ramp.pow(gamma)).trunc().expand(-1, x.shape[1], -1)
 
 
 def _blur_pil(img, arg, draw, ctx):
@@ -698,8 +742,16 @@ def _sample_pairing(x, arg, draw, ctx):
 # ---------------------------------------------------------------------------------------------------
 
 
-def _op(name, low, high, signed, pil, tensor, sample=None, exact=True, uint8=False, description=""):
-    return OpSpec(name, float(low), float(high), signed, pil, tensor, sample, exact, uint8, description)
+def _op(name, low, high, signed, pil, tensor=None, sample=None, exact=True, uint8=False, matrix=None,
+        table=None, pixel_map=None, description=""):
+    """One table entry. A geometric op gives its ``matrix`` and a pixel-wise op its ``pixel_map``; their
+    tensor implementation (and table) follow from it, and both take uint8 batches as they are."""
+    if matrix is not None:
+        tensor, uint8 = partial(_warp_op, matrix), True
+    if pixel_map is not None:
+        tensor, table, uint8 = partial(_pointwise_op, pixel_map), partial(_map_table, pixel_map), True
+    return OpSpec(name, float(low), float(high), signed, pil, tensor, sample, exact, uint8, matrix, table,
+                  description)
 
 
 # Fast AutoAugment shifts by up to 0.45 of the size and AutoAugment/torchvision by up to 150/331 (0.453);
@@ -709,21 +761,21 @@ TRANSLATE_MAX = 150.0 / 331.0
 OPS: dict[str, OpSpec] = {
     spec.name: spec
     for spec in [
-        _op("ShearX", 0, 0.3, True, _shear_x_pil, _shear_x, uint8=True, description="shear factor"),
-        _op("ShearY", 0, 0.3, True, _shear_y_pil, _shear_y, uint8=True, description="shear factor"),
-        _op("TranslateX", 0, TRANSLATE_MAX, True, _translate_x_pil, _translate_x,
-            uint8=True, description="shift, fraction of the width"),
-        _op("TranslateY", 0, TRANSLATE_MAX, True, _translate_y_pil, _translate_y,
-            uint8=True, description="shift, fraction of the height"),
-        _op("Rotate", 0, 30, True, _rotate_pil, _rotate, uint8=True, description="degrees"),
-        _op("AutoContrast", 0, 0, False, _autocontrast_pil, _autocontrast, uint8=True),
-        _op("Invert", 0, 0, False, _invert_pil, _invert, uint8=True),
-        _op("Equalize", 0, 0, False, _equalize_pil, _equalize, uint8=True),
-        _op("Solarize", 256, 0, False, _solarize_pil, _solarize, uint8=True, description="threshold, grey levels"),
-        _op("Posterize", 8, 4, False, _posterize_pil, _posterize, uint8=True, description="bits kept"),
-        _op("Contrast", 0, 0.9, True, _contrast_pil, _contrast, uint8=True, description="factor 1 +- arg"),
+        _op("ShearX", 0, 0.3, True, _shear_x_pil, matrix=_shear_x_matrix, description="shear factor"),
+        _op("ShearY", 0, 0.3, True, _shear_y_pil, matrix=_shear_y_matrix, description="shear factor"),
+        _op("TranslateX", 0, TRANSLATE_MAX, True, _translate_x_pil, matrix=_translate_x_matrix,
+            description="shift, fraction of the width"),
+        _op("TranslateY", 0, TRANSLATE_MAX, True, _translate_y_pil, matrix=_translate_y_matrix,
+            description="shift, fraction of the height"),
+        _op("Rotate", 0, 30, True, _rotate_pil, matrix=_rotate_matrix, description="degrees"),
+        _op("AutoContrast", 0, 0, False, _autocontrast_pil, _autocontrast, uint8=True, table=_autocontrast_table),
+        _op("Invert", 0, 0, False, _invert_pil, pixel_map=_invert_map),
+        _op("Equalize", 0, 0, False, _equalize_pil, _equalize, uint8=True, table=_equalize_table),
+        _op("Solarize", 256, 0, False, _solarize_pil, pixel_map=_solarize_map, description="threshold, grey levels"),
+        _op("Posterize", 8, 4, False, _posterize_pil, pixel_map=_posterize_map, description="bits kept"),
+        _op("Contrast", 0, 0.9, True, _contrast_pil, pixel_map=_contrast_map, description="factor 1 +- arg"),
         _op("Color", 0, 0.9, True, _color_pil, _color, uint8=True, description="factor 1 +- arg"),
-        _op("Brightness", 0, 0.9, True, _brightness_pil, _brightness, uint8=True, description="factor 1 +- arg"),
+        _op("Brightness", 0, 0.9, True, _brightness_pil, pixel_map=_brightness_map, description="factor 1 +- arg"),
         _op("Sharpness", 0, 0.9, True, _sharpness_pil, _sharpness, exact=False, uint8=True,
             description="factor 1 +- arg"),
         _op("Cutout", 0, 0.2, False, _cutout_pil, _cutout, _sample_centre,
@@ -737,9 +789,10 @@ OPS: dict[str, OpSpec] = {
             description="noise std, fraction of the range"),
         _op("ImpulseNoise", 0, 0.1, False, _impulse_noise_pil, _impulse_noise, _sample_impulse,
             uint8=True, description="fraction of pixels set to black or white"),
-        _op("Gamma", 0, math.log(2.0), True, _gamma_pil, _gamma, uint8=True, description="gamma exp(+-arg)"),
+        _op("Gamma", 0, math.log(2.0), True, _gamma_pil, _gamma, uint8=True, table=_gamma_table,
+            description="gamma exp(+-arg)"),
         _op("Blur", 0, 1.5, False, _blur_pil, _blur, description="box radius, pixels"),
-        _op("Zoom", 0, 0.5, True, _zoom_pil, _zoom, uint8=True, description="scale 1 +- arg"),
+        _op("Zoom", 0, 0.5, True, _zoom_pil, matrix=_zoom_matrix, description="scale 1 +- arg"),
     ]
 }
 

@@ -8,6 +8,7 @@ then applied (``apply``) with loops over ops only, never over samples.
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -17,7 +18,8 @@ import torchvision.transforms.v2 as v2
 from PIL import Image
 from torchvision import tv_tensors
 
-from policysearch.ops import OPS, OpSpec, PilContext, TensorContext, _identity, cutout_pil, cutout_tensor
+from policysearch.ops import (OPS, OpSpec, PilContext, TensorContext, _identity, apply_lut, cutout_pil,
+                              cutout_tensor, warp)
 from policysearch.policy import Policy, PolicyError
 
 Fill = float | Sequence[float]
@@ -31,6 +33,7 @@ class PlanStep:
     index: torch.Tensor  # [k] sample indices
     arg: torch.Tensor  # [k] float64
     draw: Mapping[str, torch.Tensor]
+    slot: int  # the position in the sub-policy: every step of slot j runs before any of slot j + 1
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,55 @@ def run_step(part: torch.Tensor, step: PlanStep, ctx: TensorContext) -> torch.Te
     if part.dtype != torch.uint8 or step.op.uint8:
         return step.op.tensor(part, step.arg, step.draw, ctx).to(part.dtype)
     return step.op.tensor(part.to(torch.float32), step.arg, step.draw, ctx).to(torch.uint8)
+
+
+# A fused stage holds at most this many pixel values (samples x C x H x W). Below it a step's cost is
+# mostly its fixed per-op overhead, which fusing saves; above it, memory traffic dominates and fusing
+# would only add large temporaries (measured with scripts/bench_transform.py at 32x32 and 224x224).
+FUSE_LIMIT = 1 << 18
+
+
+def stages(steps: Sequence[PlanStep], exact: bool, sample_size: int) -> list[tuple[PlanStep, ...]]:
+    """Group the steps of a plan into stages that each run as one op, in order.
+
+    The steps of one slot touch different samples, so they can run in any order or together: the
+    geometric ops of a slot share one warp and, on a uint8 batch, the pixel-wise ops one table lookup,
+    as long as a stage stays under ``FUSE_LIMIT`` values (``sample_size`` values per sample).
+    """
+    out: list[tuple[PlanStep, ...]] = []
+    for _, group in itertools.groupby(steps, key=lambda step: step.slot):
+        open_stages: dict[str, list[PlanStep]] = {}
+        for step in group:
+            kind = "warp" if step.op.matrix is not None else "table" if exact and step.op.table is not None else ""
+            if not kind:
+                out.append((step,))
+                continue
+            fused = open_stages.setdefault(kind, [])
+            if fused and (sum(len(s.index) for s in fused) + len(step.index)) * sample_size > FUSE_LIMIT:
+                out.append(tuple(fused))
+                fused = open_stages[kind] = []
+            fused.append(step)
+        out.extend(tuple(fused) for fused in open_stages.values() if fused)
+    return out
+
+
+def run_stage(x: torch.Tensor, stage: Sequence[PlanStep], ctx: TensorContext) -> None:
+    """Run one stage (``stages``) on its samples of x, in place."""
+    if len(stage) == 1:
+        (step,) = stage
+        copy_rows(x, step.index, run_step(x.index_select(0, step.index), step, ctx))
+        return
+    index = torch.cat([step.index for step in stage])
+    part = x.index_select(0, index)
+    if stage[0].op.matrix is not None:
+        h, w = x.shape[2], x.shape[3]
+        out = warp(part, torch.cat([step.op.matrix(step.arg, h, w) for step in stage]), ctx.fill)
+    else:
+        bounds = torch.tensor([0] + [len(step.index) for step in stage]).cumsum(0).tolist()
+        tables = [step.op.table(part[start:end], step.arg, ctx)
+                  for step, start, end in zip(stage, bounds, bounds[1:])]
+        out = apply_lut(part, torch.cat(tables))
+    copy_rows(x, index, out)
 
 
 def copy_rows(x: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -170,7 +222,7 @@ class BatchPolicyTransform(torch.nn.Module):
                 continue
             index = groups[group]
             draw = spec.sample(count, (c, h, w), generator, device) if spec.sample else {}
-            steps.append(PlanStep(spec, index, flat_args[group], {**draw, "index": index}))
+            steps.append(PlanStep(spec, index, flat_args[group], {**draw, "index": index}, group // kinds))
         return Plan(sub, tuple(steps), (b, c, h, w))
 
     def apply(self, batch: torch.Tensor, plan: Plan) -> torch.Tensor:
@@ -186,9 +238,8 @@ class BatchPolicyTransform(torch.nn.Module):
         if any(step.op.name == "SamplePairing" for step in plan.steps):
             source = batch if exact else x.clone()
         ctx = TensorContext(exact=exact, fill=_fill_tensor(self.fill, x.shape[1], x.device), source=source)
-        for step in plan.steps:
-            # index_select/copy_rows rather than x[index] = ...: several times faster on CPU
-            copy_rows(x, step.index, run_step(x.index_select(0, step.index), step, ctx))
+        for stage in stages(plan.steps, exact, x[0].numel()):
+            run_stage(x, stage, ctx)
         if exact:
             return x
         return (x / 255.0).clamp_(0.0, 1.0).to(batch.dtype)

@@ -53,19 +53,31 @@ def make_images(count: int, size: int, seed: int = 0) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def _time(fn, repeats: int) -> list[float]:
-    fn()  # warm-up
-    times = []
+def _rounds(methods: dict, repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each method, interleaved: each round runs every method once, in turn.
+
+    On a shared machine the speed drifts over seconds; ratios taken within a round see the same drift, so
+    the median of per-round ratios is far steadier than a ratio of separately timed blocks.
+    """
+    for fn in methods.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+        for name, fn in methods.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
     return times
 
 
-def _figures(times: list[float], images: int) -> dict:
+def _figures(times: list[float], images: int, reference: list[float] | None = None, ref_images: int = 0) -> dict:
     best, median = min(times), statistics.median(times)
-    return {"images": images, "seconds": times, "best_img_s": images / best, "median_img_s": images / median}
+    out = {"images": images, "seconds": times, "best_img_s": images / best, "median_img_s": images / median}
+    if reference is not None:  # per-round ratio of images per second against the reference method
+        ratios = [(images / t) / (ref_images / r) for t, r in zip(times, reference)]
+        out["round_ratios"] = ratios
+        out["median_ratio"] = statistics.median(ratios)
+    return out
 
 
 def bench_size(size: int, count_pil: int, batches: int, repeats: int, batch_size: int, cuda: bool) -> dict:
@@ -90,42 +102,40 @@ def bench_size(size: int, count_pil: int, batches: int, repeats: int, batch_size
                 torch.cuda.synchronize()
         return go
 
-    result = {
-        "tv_pil": _figures(_time(lambda: [tv(p) for p in pils], repeats), len(pils)),
-        "ours_pil": _figures(_time(lambda: [ours(p) for p in pils], repeats), len(pils)),
-        "batch_cpu": _figures(_time(run_batch(torch.device("cpu")), repeats), len(tensor)),
-    }
+    methods = {"tv_pil": lambda: [tv(p) for p in pils], "ours_pil": lambda: [ours(p) for p in pils],
+               "batch_cpu": run_batch(torch.device("cpu"))}
     if cuda:
-        result["batch_cuda"] = _figures(_time(run_batch(torch.device("cuda")), repeats * 3), len(tensor))
-    return result
+        methods["batch_cuda"] = run_batch(torch.device("cuda"))
+    times = _rounds(methods, repeats)
+    counts = {"tv_pil": len(pils), "ours_pil": len(pils), "batch_cpu": len(tensor), "batch_cuda": len(tensor)}
+    return {name: _figures(seconds, counts[name], times["tv_pil"] if name != "tv_pil" else None, len(pils))
+            for name, seconds in times.items()}
 
 
 def profile_ops(size: int, batch_size: int, repeats: int = 5) -> dict:
-    """Seconds per op (summed over the plan steps of several batches) on CPU."""
-    from policysearch.transforms import TensorContext, _fill_tensor, copy_rows, run_step
+    """Seconds per stage kind (summed over the stages of several batches) on CPU; a fused stage of
+    several ops is counted as "warp" (geometric ops) or "table" (pixel-wise ops)."""
+    from policysearch.transforms import TensorContext, _fill_tensor, run_stage, stages
 
     transform = BatchPolicyTransform(Policy.from_torchvision("cifar10"))
     batch = torch.from_numpy(make_images(batch_size, size, seed=1)).permute(0, 3, 1, 2).contiguous()
     totals: dict[str, float] = {}
-    overhead = {"sample": 0.0, "convert_in_out": 0.0, "index_scatter": 0.0}
+
+    def add(name: str, seconds: float) -> None:
+        totals[name] = totals.get(name, 0.0) + seconds
+
     for _ in range(repeats):
         start = time.perf_counter()
         plan = transform.sample(batch.shape)
-        overhead["sample"] += time.perf_counter() - start
-        start = time.perf_counter()
+        add("sample", time.perf_counter() - start)
         x = batch.clone()  # as BatchPolicyTransform.apply: the batch stays uint8
-        overhead["convert_in_out"] += time.perf_counter() - start
         ctx = TensorContext(exact=True, fill=_fill_tensor(0, 3, x.device))
-        for step in plan.steps:  # op time includes converting the samples of float-only ops
+        for stage in stages(plan.steps, True, x[0].numel()):
+            name = stage[0].op.name if len(stage) == 1 else "warp" if stage[0].op.matrix is not None else "table"
             start = time.perf_counter()
-            part = x.index_select(0, step.index)
-            middle = time.perf_counter()
-            y = run_step(part, step, ctx)
-            end = time.perf_counter()
-            copy_rows(x, step.index, y)
-            overhead["index_scatter"] += (middle - start) + (time.perf_counter() - end)
-            totals[step.op.name] = totals.get(step.op.name, 0.0) + (end - middle)
-    per_batch = {k: v / repeats for k, v in sorted({**totals, **overhead}.items(), key=lambda kv: -kv[1])}
+            run_stage(x, stage, ctx)  # includes selecting the samples and writing them back
+            add(name, time.perf_counter() - start)
+    per_batch = {k: v / repeats for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
     return {"size": size, "batch_size": batch_size, "seconds_per_batch": per_batch,
             "total_seconds_per_batch": sum(per_batch.values())}
 
@@ -134,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write all figures to this file")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9, help="interleaved rounds")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--quick", action="store_true", help="fewer images and repeats (smoke test)")
     parser.add_argument("--profile", action="store_true", help="also time each op of the batched path")
@@ -154,20 +164,21 @@ def main(argv: list[str] | None = None) -> int:
         figures = bench_size(size, count_pil, batches, repeats, args.batch_size, cuda)
         report["sizes"][str(size)] = figures
         tv = figures["tv_pil"]["best_img_s"]
-        report["ratios"][f"pil_vs_tv_{size}"] = figures["ours_pil"]["best_img_s"] / tv
-        report["ratios"][f"batch_cpu_vs_tv_{size}"] = figures["batch_cpu"]["best_img_s"] / tv
-        if cuda:
-            report["ratios"][f"batch_cuda_vs_tv_{size}"] = figures["batch_cuda"]["best_img_s"] / tv
-        print(f"\n{size}x{size} RGB uint8  ({torch.get_num_threads()} threads, batch {args.batch_size})")
+        for key, name in (("pil", "ours_pil"), ("batch_cpu", "batch_cpu"), ("batch_cuda", "batch_cuda")):
+            if name in figures:
+                report["ratios"][f"{key}_vs_tv_{size}"] = figures[name]["median_ratio"]
+        print(f"\n{size}x{size} RGB uint8  ({torch.get_num_threads()} threads, batch {args.batch_size}, "
+              f"{repeats} interleaved rounds)")
         for key, label in (("tv_pil", "torchvision AutoAugment, PIL, per image"),
                            ("ours_pil", "PolicyTransform, PIL, per image"),
                            ("batch_cpu", "BatchPolicyTransform, uint8 batch, CPU"),
                            ("batch_cuda", "BatchPolicyTransform, uint8 batch, CUDA")):
             if key in figures:
                 f = figures[key]
-                print(f"  {label:42s} best {f['best_img_s']:10.0f} img/s  median {f['median_img_s']:10.0f} img/s"
-                      f"  x{f['best_img_s'] / tv:6.2f} vs torchvision")
-    print("\ntargets (ratio = our images/s over torchvision's, best of repeats):")
+                ratio = f"  x{f['median_ratio']:6.2f} vs torchvision (median of rounds, range " \
+                        f"{min(f['round_ratios']):.2f}-{max(f['round_ratios']):.2f})" if key != "tv_pil" else ""
+                print(f"  {label:42s} best {f['best_img_s']:8.0f} img/s  median {f['median_img_s']:8.0f} img/s{ratio}")
+    print("\ntargets (ratio = our images/s over torchvision's in the same round, median of rounds):")
     for key, (minimum, text) in TARGETS.items():
         if key in report["ratios"]:
             ratio = report["ratios"][key]

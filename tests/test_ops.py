@@ -29,7 +29,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from _images import natural_batch, natural_pil, pil_to_tensor
-from policysearch.ops import OPS, PilContext, TensorContext
+from policysearch.ops import OPS, PilContext, TensorContext, warp
 from policysearch.policy import Operation, Policy
 from policysearch.transforms import BatchPolicyTransform
 
@@ -202,6 +202,24 @@ def test_uint8_ops_on_uint8_equal_their_float_exact_path(name, mode, height, wid
     got = spec.tensor(batch.clone(), args, draw, TensorContext(exact=True, fill=fill))
     assert got.dtype == torch.uint8
     assert torch.equal(got, want.round().clamp(0, 255).to(torch.uint8)), name
+
+
+@pytest.mark.parametrize("names", [["Zoom", "Rotate", "ShearX", "TranslateY", "ShearY", "TranslateX"],
+                                   ["Zoom", "TranslateX", "TranslateY"], ["Rotate", "TranslateY", "ShearX"]])
+def test_one_warp_of_mixed_geometric_ops_equals_each_op_alone(names):
+    """Samples of different geometric ops share one warp (a fused stage): zooms step in double precision,
+    rotations and shears in fixed point and translations either way, exactly as each op alone."""
+    per_op, h, w = 4, 19, 23
+    batch = natural_batch(per_op * len(names), h, w, 3, seed=2)
+    ctx = TensorContext(exact=True, fill=torch.tensor([7.0, 0.0, 255.0]))
+    args = {name: torch.tensor([OPS[name].argument(v) for v in (0.3, -0.6, 1.0, -1.0)], dtype=torch.float64)
+            for name in names}
+    matrices = torch.cat([OPS[name].matrix(args[name], h, w) for name in names])
+    together = warp(batch, matrices, ctx.fill)
+    alone = torch.cat([OPS[name].tensor(part, args[name], {}, ctx)
+                       for name, part in zip(names, batch.split(per_op))])
+    assert together.dtype == torch.uint8
+    assert torch.equal(together, alone)
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from torchvision import tv_tensors
 from _images import natural_batch, natural_pil, pil_to_tensor
 from policysearch.ops import OPS, PilContext
 from policysearch.policy import Operation, Policy, PolicyError
+from policysearch import transforms
 from policysearch.transforms import BatchPolicyTransform, Cutout, PolicyTransform
 
 ALPHA = 0.001
@@ -146,6 +147,29 @@ def test_cutout_centres_differ_across_samples():
     assert len(masks) > 32
 
 
+@pytest.mark.parametrize("limit", [transforms.FUSE_LIMIT, 12000])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_fused_stages_give_what_the_steps_give_one_by_one(dtype, limit, monkeypatch):
+    """The steps of a slot run fused (one warp, one table lookup) exactly as they run one at a time,
+    for every op, with several ops per slot, and when the size limit splits a fused stage."""
+    rng = np.random.default_rng(3)
+    subs = [[Operation(str(rng.choice(list(OPS))), 0.9, float(rng.uniform())) for _ in range(3)] for _ in range(40)]
+    transform = BatchPolicyTransform(Policy(subs))
+    batch = natural_batch(200, 13, 17, 3, seed=7)
+    batch = batch if dtype == torch.uint8 else batch.to(dtype) / 255.0
+    plan = transform.sample(batch.shape, generator=_gen(21))
+    monkeypatch.setattr(transforms, "FUSE_LIMIT", limit)
+    fused = transforms.stages(plan.steps, dtype == torch.uint8, batch[0].numel())
+    assert max(len(stage) for stage in fused) > 1, "something was fused"
+    assert sum(len(stage) for stage in fused) == len(plan.steps)
+    assert all(sum(len(step.index) for step in stage) * batch[0].numel() <= limit
+               for stage in fused if len(stage) > 1)
+    out = transform.apply(batch, plan)
+    monkeypatch.setattr(transforms, "FUSE_LIMIT", 0)  # every step its own stage
+    assert all(len(stage) == 1 for stage in transforms.stages(plan.steps, dtype == torch.uint8, batch[0].numel()))
+    assert torch.equal(out, transform.apply(batch, plan))
+
+
 # ---------------------------------------------------------------------------------------------------
 # 4. edge cases
 # ---------------------------------------------------------------------------------------------------
@@ -193,7 +217,7 @@ def test_cuda_batch_equals_cpu_for_exact_ops():
     plan = transform.sample(batch.shape, generator=_gen(13))
     cpu = transform.apply(batch, plan)
     moved = type(plan)(plan.sub_policy.cuda(), tuple(type(s)(s.op, s.index.cuda(), s.arg.cuda(),
-                                                              {k: v.cuda() for k, v in s.draw.items()})
+                                                              {k: v.cuda() for k, v in s.draw.items()}, s.slot)
                                                      for s in plan.steps), plan.shape)
     gpu = transform.cuda().apply(batch.cuda(), moved)
     assert gpu.device.type == "cuda"
