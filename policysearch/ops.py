@@ -80,6 +80,8 @@ class OpSpec:
     matrix: MatrixFn | None = None
     # Pixel-wise ops: the per-sample, per-channel table [n, C, 256] (x, arg, ctx) for a uint8 x.
     table: TableFn | None = None
+    # The table depends on the argument alone, not on the image: computed once per policy entry.
+    table_from_arg: bool = False
     description: str = field(default="", compare=False)
 
     @property
@@ -199,19 +201,24 @@ def warp(x: torch.Tensor, matrix: torch.Tensor, fill: torch.Tensor) -> torch.Ten
     one call: whole-pixel translations come out the same either way, so they join either kind; a batch
     that mixes other scales with rotations or shears is split in two. A gather on integer indices is also
     much cheaper than grid_sample on large images.
+
+    The per-sample parameters are a handful of numbers, prepared on the host with numpy in the same
+    float64 steps (a dozen tiny torch ops cost more than the gather itself on small images); the
+    per-pixel work runs on the batch's device.
     """
-    m = matrix.to(device=x.device, dtype=torch.float64)
+    m = matrix.detach().to("cpu", torch.float64).numpy()
     separable = (m[:, 1] == 0) & (m[:, 3] == 0)
-    if bool(separable.all()):
+    if separable.all():
         return _warp_separable(x, m, fill)
-    shift_only = separable & (m[:, 0] == 1) & (m[:, 4] == 1) & (m[:, [2, 5]] == m[:, [2, 5]].round()).all(1)
+    shifts = m[:, [2, 5]]
+    shift_only = separable & (m[:, 0] == 1) & (m[:, 4] == 1) & (shifts == np.round(shifts)).all(1)
     scaled = separable & ~shift_only
-    if not bool(scaled.any()):
+    if not scaled.any():
         return _warp_fixed_point(x, m, fill)
     out = torch.empty_like(x)
     for rows, fn in ((scaled, _warp_separable), (~scaled, _warp_fixed_point)):
-        index = rows.nonzero().view(-1)
-        out[index] = fn(x[index], m[index], fill)
+        index = torch.from_numpy(np.flatnonzero(rows)).to(x.device)
+        out[index] = fn(x[index], m[rows], fill)
     return out
 
 
@@ -223,54 +230,56 @@ def _padded(x: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
     return padded
 
 
-def _warp_separable(x: torch.Tensor, m: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+def _warp_separable(x: torch.Tensor, m: np.ndarray, fill: torch.Tensor) -> torch.Tensor:
     """Scale/translate matrices: whole rows are selected (a copy per row), then pixels gathered along each
     row; either is skipped where it keeps every sample as it is (a translation along one axis)."""
     n, c, h, w = x.shape
+    xin = np.clip(_coord(_accumulate(m[:, 2] + m[:, 0] * 0.5, m[:, 0], w)) + 1, 0, w + 1)  # [n, w]
+    yin = np.clip(_coord(_accumulate(m[:, 5] + m[:, 4] * 0.5, m[:, 4], h)) + 1, 0, h + 1)  # [n, h]
     padded = _padded(x, fill)
-    xin = (_coord(_accumulate(m[:, 2] + m[:, 0] * 0.5, m[:, 0], w)) + 1).clamp_(0, w + 1)  # [n, w]
-    yin = (_coord(_accumulate(m[:, 5] + m[:, 4] * 0.5, m[:, 4], h)) + 1).clamp_(0, h + 1)  # [n, h]
-    if torch.equal(yin, torch.arange(1, h + 1, device=x.device).expand(n, h)):
+    if (yin == np.arange(1, h + 1)).all():
         rows = padded[:, :, 1:-1]
     else:
-        first = torch.arange(0, n * c * (h + 2), h + 2, device=x.device).view(n, c, 1)
-        rows = padded.view(-1, w + 2).index_select(0, (first + yin.view(n, 1, h)).view(-1)).view(n, c, h, w + 2)
-    if torch.equal(xin, torch.arange(1, w + 1, device=x.device).expand(n, w)):
+        first = np.arange(0, n * c * (h + 2), h + 2).reshape(n, c, 1)
+        index = torch.from_numpy((first + yin.reshape(n, 1, h)).reshape(-1)).to(x.device)
+        rows = padded.view(-1, w + 2).index_select(0, index).view(n, c, h, w + 2)
+    if (xin == np.arange(1, w + 1)).all():
         return rows[..., 1:-1].contiguous()
-    return rows.gather(3, xin.view(n, 1, 1, w).expand(n, c, h, w))
+    return rows.gather(3, torch.from_numpy(xin).to(x.device).view(n, 1, 1, w).expand(n, c, h, w))
 
 
-def _warp_fixed_point(x: torch.Tensor, m: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+def _warp_fixed_point(x: torch.Tensor, m: np.ndarray, fill: torch.Tensor) -> torch.Tensor:
     """Any matrix in PIL's 16.16 fixed point; x and y positions are computed together as [n, 2, H, W].
 
     Adding 65536 before the shift is the shift by one onto the padded image. int32 holds every position
     while |offset| + |step| * size stays below 2**14 pixels, which is checked.
     """
     n, c, h, w = x.shape
-    rows = m.view(n, 2, 3)  # (a, b, c) for x and (d, e, f) for y
-    fixed = torch.floor(rows[..., :2] * 65536.0 + 0.5)  # [n, 2, 2]: steps per column and per row
-    start = torch.floor((rows[..., 2] + rows[..., 0] * 0.5 + rows[..., 1] * 0.5) * 65536.0 + 0.5) + 65536
-    reach = (rows[..., 2].abs() + rows[..., 0].abs() * w + rows[..., 1].abs() * h).max()
-    dtype = torch.int32 if float(reach) < 2 ** 14 else torch.int64
-    fixed, start = fixed.to(dtype), start.to(dtype).view(n, 2, 1, 1)
+    rows = m.reshape(n, 2, 3)  # (a, b, c) for x and (d, e, f) for y
+    fixed = np.floor(rows[..., :2] * 65536.0 + 0.5)  # [n, 2, 2]: steps per column and per row
+    start = np.floor((rows[..., 2] + rows[..., 0] * 0.5 + rows[..., 1] * 0.5) * 65536.0 + 0.5) + 65536
+    reach = (np.abs(rows[..., 2]) + np.abs(rows[..., 0]) * w + np.abs(rows[..., 1]) * h).max()
+    dtype = torch.int32 if reach < 2 ** 14 else torch.int64
+    params = torch.from_numpy(np.concatenate([start.reshape(n, 2, 1), fixed], axis=2)).to(x.device, dtype)
     cols = torch.arange(w, device=x.device, dtype=dtype).view(1, 1, 1, w)
     lines = torch.arange(h, device=x.device, dtype=dtype).view(1, 1, h, 1)
-    pos = (start + lines * fixed[..., 1].view(n, 2, 1, 1)) + cols * fixed[..., 0].view(n, 2, 1, 1)
+    start, per_col, per_row = (params[..., k].view(n, 2, 1, 1) for k in range(3))
+    pos = (start + lines * per_row) + cols * per_col
     pos = pos.bitwise_right_shift_(16).clamp_(min=0)
     xin, yin = pos[:, 0].clamp_(max=w + 1), pos[:, 1].clamp_(max=h + 1)
     index = yin.mul_(w + 2).add_(xin).to(torch.int64).view(n, 1, h * w)
     return _padded(x, fill).view(n, c, -1).gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
 
 
-def _accumulate(start: torch.Tensor, step: torch.Tensor, length: int) -> torch.Tensor:
+def _accumulate(start: np.ndarray, step: np.ndarray, length: int) -> np.ndarray:
     """start, start + step, (start + step) + step, ... summed one step at a time in float64, [n, length]."""
-    terms = torch.cat([start.view(-1, 1), step.view(-1, 1).expand(-1, length - 1)], dim=1)
-    return torch.cumsum(terms, dim=1)
+    terms = np.concatenate([start.reshape(-1, 1), np.broadcast_to(step.reshape(-1, 1), (len(step), length - 1))], 1)
+    return np.cumsum(terms, axis=1)
 
 
-def _coord(v: torch.Tensor) -> torch.Tensor:
+def _coord(v: np.ndarray) -> np.ndarray:
     """PIL's COORD: truncation for non-negative positions, -1 (outside) for negative ones."""
-    return torch.where(v < 0, -1, v.to(torch.int64))
+    return np.where(v < 0, -1, v.astype(np.int64))
 
 
 def _warp_op(matrix: MatrixFn, x: torch.Tensor, arg: torch.Tensor, draw: Draw, ctx: TensorContext) -> torch.Tensor:
@@ -743,7 +752,7 @@ def _sample_pairing(x, arg, draw, ctx):
 
 
 def _op(name, low, high, signed, pil, tensor=None, sample=None, exact=True, uint8=False, matrix=None,
-        table=None, pixel_map=None, description=""):
+        table=None, table_from_arg=False, pixel_map=None, description=""):
     """One table entry. A geometric op gives its ``matrix`` and a pixel-wise op its ``pixel_map``; their
     tensor implementation (and table) follow from it, and both take uint8 batches as they are."""
     if matrix is not None:
@@ -751,7 +760,7 @@ def _op(name, low, high, signed, pil, tensor=None, sample=None, exact=True, uint
     if pixel_map is not None:
         tensor, table, uint8 = partial(_pointwise_op, pixel_map), partial(_map_table, pixel_map), True
     return OpSpec(name, float(low), float(high), signed, pil, tensor, sample, exact, uint8, matrix, table,
-                  description)
+                  table_from_arg, description)
 
 
 # Fast AutoAugment shifts by up to 0.45 of the size and AutoAugment/torchvision by up to 150/331 (0.453);
@@ -769,13 +778,16 @@ OPS: dict[str, OpSpec] = {
             description="shift, fraction of the height"),
         _op("Rotate", 0, 30, True, _rotate_pil, matrix=_rotate_matrix, description="degrees"),
         _op("AutoContrast", 0, 0, False, _autocontrast_pil, _autocontrast, uint8=True, table=_autocontrast_table),
-        _op("Invert", 0, 0, False, _invert_pil, pixel_map=_invert_map),
+        _op("Invert", 0, 0, False, _invert_pil, pixel_map=_invert_map, table_from_arg=True),
         _op("Equalize", 0, 0, False, _equalize_pil, _equalize, uint8=True, table=_equalize_table),
-        _op("Solarize", 256, 0, False, _solarize_pil, pixel_map=_solarize_map, description="threshold, grey levels"),
-        _op("Posterize", 8, 4, False, _posterize_pil, pixel_map=_posterize_map, description="bits kept"),
+        _op("Solarize", 256, 0, False, _solarize_pil, pixel_map=_solarize_map, table_from_arg=True,
+            description="threshold, grey levels"),
+        _op("Posterize", 8, 4, False, _posterize_pil, pixel_map=_posterize_map, table_from_arg=True,
+            description="bits kept"),
         _op("Contrast", 0, 0.9, True, _contrast_pil, pixel_map=_contrast_map, description="factor 1 +- arg"),
         _op("Color", 0, 0.9, True, _color_pil, _color, uint8=True, description="factor 1 +- arg"),
-        _op("Brightness", 0, 0.9, True, _brightness_pil, pixel_map=_brightness_map, description="factor 1 +- arg"),
+        _op("Brightness", 0, 0.9, True, _brightness_pil, pixel_map=_brightness_map, table_from_arg=True,
+            description="factor 1 +- arg"),
         _op("Sharpness", 0, 0.9, True, _sharpness_pil, _sharpness, exact=False, uint8=True,
             description="factor 1 +- arg"),
         _op("Cutout", 0, 0.2, False, _cutout_pil, _cutout, _sample_centre,
@@ -789,7 +801,7 @@ OPS: dict[str, OpSpec] = {
             description="noise std, fraction of the range"),
         _op("ImpulseNoise", 0, 0.1, False, _impulse_noise_pil, _impulse_noise, _sample_impulse,
             uint8=True, description="fraction of pixels set to black or white"),
-        _op("Gamma", 0, math.log(2.0), True, _gamma_pil, _gamma, uint8=True, table=_gamma_table,
+        _op("Gamma", 0, math.log(2.0), True, _gamma_pil, _gamma, uint8=True, table=_gamma_table, table_from_arg=True,
             description="gamma exp(+-arg)"),
         _op("Blur", 0, 1.5, False, _blur_pil, _blur, description="box radius, pixels"),
         _op("Zoom", 0, 0.5, True, _zoom_pil, matrix=_zoom_matrix, description="scale 1 +- arg"),

@@ -34,6 +34,11 @@ class PlanStep:
     arg: torch.Tensor  # [k] float64
     draw: Mapping[str, torch.Tensor]
     slot: int  # the position in the sub-policy: every step of slot j runs before any of slot j + 1
+    # Looked up per sample from the policy's entries when sample() draws the plan; computed from ``arg``
+    # when absent: the affine matrices [k, 6] of a geometric op, the tables [k, 256] of an op whose
+    # table depends on the argument alone.
+    matrix: torch.Tensor | None = None
+    table: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,12 @@ def run_step(part: torch.Tensor, step: PlanStep, ctx: TensorContext) -> torch.Te
 FUSE_LIMIT = 1 << 18
 
 
+def _kind(step: PlanStep, exact: bool) -> str:
+    if step.op.matrix is not None:
+        return "warp"
+    return "table" if exact and step.op.table is not None else "op"
+
+
 def stages(steps: Sequence[PlanStep], exact: bool, sample_size: int) -> list[tuple[PlanStep, ...]]:
     """Group the steps of a plan into stages that each run as one op, in order.
 
@@ -71,38 +82,44 @@ def stages(steps: Sequence[PlanStep], exact: bool, sample_size: int) -> list[tup
     """
     out: list[tuple[PlanStep, ...]] = []
     for _, group in itertools.groupby(steps, key=lambda step: step.slot):
-        open_stages: dict[str, list[PlanStep]] = {}
+        open_stages: dict[str, tuple[list[PlanStep], int]] = {}
         for step in group:
-            kind = "warp" if step.op.matrix is not None else "table" if exact and step.op.table is not None else ""
-            if not kind:
+            kind, count = _kind(step, exact), step.index.shape[0]
+            if kind == "op":
                 out.append((step,))
                 continue
-            fused = open_stages.setdefault(kind, [])
-            if fused and (sum(len(s.index) for s in fused) + len(step.index)) * sample_size > FUSE_LIMIT:
+            fused, total = open_stages.get(kind, ([], 0))
+            if fused and (total + count) * sample_size > FUSE_LIMIT:
                 out.append(tuple(fused))
-                fused = open_stages[kind] = []
-            fused.append(step)
-        out.extend(tuple(fused) for fused in open_stages.values() if fused)
+                fused, total = [], 0
+            open_stages[kind] = (fused + [step], total + count)
+        out.extend(tuple(fused) for fused, _ in open_stages.values())
     return out
 
 
 def run_stage(x: torch.Tensor, stage: Sequence[PlanStep], ctx: TensorContext) -> None:
     """Run one stage (``stages``) on its samples of x, in place."""
-    if len(stage) == 1:
-        (step,) = stage
-        copy_rows(x, step.index, run_step(x.index_select(0, step.index), step, ctx))
-        return
-    index = torch.cat([step.index for step in stage])
+    index = stage[0].index if len(stage) == 1 else torch.cat([step.index for step in stage])
+    # index_select and copy_rows rather than x[index] and x[index] = ...: several times faster on CPU
     part = x.index_select(0, index)
-    if stage[0].op.matrix is not None:
+    kind = _kind(stage[0], ctx.exact)
+    if kind == "warp":
         h, w = x.shape[2], x.shape[3]
-        out = warp(part, torch.cat([step.op.matrix(step.arg, h, w) for step in stage]), ctx.fill)
+        matrices = [step.matrix if step.matrix is not None else step.op.matrix(step.arg, h, w) for step in stage]
+        out = warp(part, matrices[0] if len(stage) == 1 else torch.cat(matrices), ctx.fill)
+    elif kind == "table":
+        bounds = [0] + list(itertools.accumulate(step.index.shape[0] for step in stage))
+        tables = [_step_table(step, part[start:end], ctx) for step, start, end in zip(stage, bounds, bounds[1:])]
+        out = apply_lut(part, tables[0] if len(stage) == 1 else torch.cat(tables))
     else:
-        bounds = torch.tensor([0] + [len(step.index) for step in stage]).cumsum(0).tolist()
-        tables = [step.op.table(part[start:end], step.arg, ctx)
-                  for step, start, end in zip(stage, bounds, bounds[1:])]
-        out = apply_lut(part, torch.cat(tables))
+        out = run_step(part, stage[0], ctx)
     copy_rows(x, index, out)
+
+
+def _step_table(step: PlanStep, part: torch.Tensor, ctx: TensorContext) -> torch.Tensor:
+    if step.table is not None:
+        return step.table.view(-1, 1, 256).expand(-1, part.shape[1], -1)
+    return step.op.table(part, step.arg, ctx)
 
 
 def copy_rows(x: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -185,6 +202,35 @@ class BatchPolicyTransform(torch.nn.Module):
         self.register_buffer("_prob_table", prob, persistent=False)
         self.register_buffer("_arg_table", low[safe] + level * (high[safe] - low[safe]), persistent=False)
         self.register_buffer("_signed_table", signed[safe] & (ops >= 0), persistent=False)
+        # Per policy entry (sub-policy, slot, sign): the tables of ops whose table depends on the argument
+        # alone, computed once; and the matrices of geometric ops for the last image size seen.
+        placeholder = TensorContext(exact=True, fill=torch.zeros(1))
+        tables = self._per_entry(lambda spec, args: spec.table(torch.empty((len(args), 1, 0, 0), dtype=torch.uint8),
+                                                               args, placeholder).reshape(-1, 256)
+                                 if spec.table_from_arg else None, 256, torch.uint8, torch.device("cpu"))
+        self.register_buffer("_entry_tables", tables, persistent=False)
+        self._matrices: tuple[tuple[int, int, torch.device], torch.Tensor] | None = None
+
+    def _per_entry(self, compute: Any, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """``compute(spec, args)`` -> [m, width] (or None) for the entries of each op, as one tensor
+        [S * L * 2, width]: row (s * L + j) * 2 + negative is sub-policy s, slot j, with that sign."""
+        ops = self._op_table.to(device).view(-1)
+        args = self._arg_table.to(device).view(-1, 1) * torch.tensor([1.0, -1.0], dtype=torch.float64, device=device)
+        out = torch.zeros((ops.numel(), 2, width), dtype=dtype, device=device)
+        for k, spec in enumerate(self._ops):
+            rows = (ops == k).nonzero().view(-1)
+            values = compute(spec, args[rows].view(-1))
+            if values is not None:
+                out[rows] = values.view(-1, 2, width).to(dtype)
+        return out.view(-1, width)
+
+    def _entry_matrices(self, h: int, w: int, device: torch.device) -> torch.Tensor:
+        key = (h, w, device)
+        if self._matrices is None or self._matrices[0] != key:
+            matrices = self._per_entry(lambda spec, args: spec.matrix(args, h, w) if spec.matrix else None,
+                                       6, torch.float64, device)
+            self._matrices = (key, matrices)
+        return self._matrices[1]
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str], **kwargs: Any) -> "BatchPolicyTransform":
@@ -202,7 +248,8 @@ class BatchPolicyTransform(torch.nn.Module):
         coin = torch.rand((b, op_table.shape[1]), device=device, generator=generator) < 0.5
         ops = op_table[sub]
         applied = (ops >= 0) & (gate < prob_table[sub])
-        args = torch.where(signed_table[sub] & coin, -arg_table[sub], arg_table[sub])
+        negative = signed_table[sub] & coin
+        args = torch.where(negative, -arg_table[sub], arg_table[sub])
         ops = torch.where(applied, ops, -1)
         # Group the samples by (slot, op) with one stable sort and one count, rather than a unique and a
         # nonzero per slot and op (each a host sync). Codes run slot by slot and within a slot in op order,
@@ -213,8 +260,13 @@ class BatchPolicyTransform(torch.nn.Module):
         code = torch.where(ops >= 0, ops + slot_base, slots * kinds).view(-1)
         order = torch.sort(code, stable=True).indices
         counts = torch.bincount(code, minlength=slots * kinds + 1)[:-1].tolist()
-        groups = (order // slots).split(counts + [b * slots - sum(counts)])
-        flat_args = args.view(-1)[order].split(counts + [b * slots - sum(counts)])
+        sizes = counts + [b * slots - sum(counts)]
+        groups = (order // slots).split(sizes)
+        flat_args = args.view(-1)[order].split(sizes)
+        entry = (sub.view(-1, 1) * slots + torch.arange(slots, device=device)) * 2 + negative
+        entries = entry.view(-1)[order].split(sizes)
+        matrices = self._entry_matrices(h, w, device) if any(spec.matrix for spec in self._ops) else None
+        entry_tables = self._entry_tables.to(device)
         steps = []
         for group, count in enumerate(counts):
             spec = self._ops[group % kinds]
@@ -222,7 +274,10 @@ class BatchPolicyTransform(torch.nn.Module):
                 continue
             index = groups[group]
             draw = spec.sample(count, (c, h, w), generator, device) if spec.sample else {}
-            steps.append(PlanStep(spec, index, flat_args[group], {**draw, "index": index}, group // kinds))
+            matrix = matrices.index_select(0, entries[group]) if spec.matrix else None
+            table = entry_tables.index_select(0, entries[group]) if spec.table_from_arg else None
+            steps.append(PlanStep(spec, index, flat_args[group], {**draw, "index": index}, group // kinds,
+                                  matrix, table))
         return Plan(sub, tuple(steps), (b, c, h, w))
 
     def apply(self, batch: torch.Tensor, plan: Plan) -> torch.Tensor:

@@ -7,6 +7,8 @@ correct implementation fails them with probability about 1/1000 per test if the 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -168,6 +170,11 @@ def test_fused_stages_give_what_the_steps_give_one_by_one(dtype, limit, monkeypa
     monkeypatch.setattr(transforms, "FUSE_LIMIT", 0)  # every step its own stage
     assert all(len(stage) == 1 for stage in transforms.stages(plan.steps, dtype == torch.uint8, batch[0].numel()))
     assert torch.equal(out, transform.apply(batch, plan))
+    # the matrices and tables looked up per policy entry are what the ops compute from the arguments
+    assert any(step.matrix is not None for step in plan.steps) and any(step.table is not None for step in plan.steps)
+    bare = dataclasses.replace(plan, steps=tuple(dataclasses.replace(step, matrix=None, table=None)
+                                                 for step in plan.steps))
+    assert torch.equal(out, transform.apply(batch, bare))
 
 
 # ---------------------------------------------------------------------------------------------------
