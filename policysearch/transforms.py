@@ -107,11 +107,11 @@ def run_stage(x: torch.Tensor, stage: Sequence[PlanStep], ctx: TensorContext) ->
         h, w = x.shape[2], x.shape[3]
         matrices = [step.matrix if step.matrix is not None else step.op.matrix(step.arg, h, w) for step in stage]
         out = warp(part, matrices[0] if len(stage) == 1 else torch.cat(matrices), ctx.fill)
-    elif kind == "table":
+    elif kind == "table" and (len(stage) > 1 or stage[0].table is not None):
         bounds = [0] + list(itertools.accumulate(step.index.shape[0] for step in stage))
         tables = [_step_table(step, part[start:end], ctx) for step, start, end in zip(stage, bounds, bounds[1:])]
         out = apply_lut(part, tables[0] if len(stage) == 1 else torch.cat(tables))
-    else:
+    else:  # an op on its own runs its own implementation (Equalize's shares its pixel index)
         out = run_step(part, stage[0], ctx)
     copy_rows(x, index, out)
 

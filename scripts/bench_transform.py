@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available() and not args.no_cuda
     repeats = 2 if args.quick else args.repeats
-    plan = {32: (200 if args.quick else 2000, 1 if args.quick else 8), 224: (40 if args.quick else 500, 1 if args.quick else 2)}
+    plan = {32: (200 if args.quick else 2000, 1 if args.quick else 24), 224: (40 if args.quick else 500, 1 if args.quick else 2)}
     report = {"command": sys.argv, "versions": {"python": platform.python_version(), "torch": torch.__version__,
                                                 "torchvision": torchvision.__version__, "pillow": PIL.__version__,
                                                 "numpy": np.__version__},
