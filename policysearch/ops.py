@@ -152,7 +152,7 @@ def _table_index(x: torch.Tensor) -> torch.Tensor:
     """For integer levels x [n, C, H, W] in 0..255: each pixel's entry in a flat [n, C, 256] table (int32)."""
     n, c = x.shape[:2]
     offset = torch.arange(0, n * c * 256, 256, dtype=torch.int32, device=x.device).view(n, c, 1)
-    return (x.reshape(n, c, -1).to(torch.int32) + offset).view(-1)
+    return x.reshape(n, c, -1).to(torch.int32).add_(offset).view(-1)
 
 
 def apply_lut(x: torch.Tensor, lut: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:

@@ -147,16 +147,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=9, help="interleaved rounds")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--quick", action="store_true", help="fewer images and repeats (smoke test)")
-    parser.add_argument("--profile", action="store_true", help="also time each op of the batched path")
+    parser.add_argument("--profile", action="store_true",
+                        help="also time each stage of the batched path (an op, or a fused warp or table stage)")
     parser.add_argument("--no-cuda", action="store_true")
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available() and not args.no_cuda
     repeats = 2 if args.quick else args.repeats
-    plan = {32: (200 if args.quick else 2000, 1 if args.quick else 24), 224: (40 if args.quick else 500, 1 if args.quick else 2)}
-    report = {"command": sys.argv, "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                                                "torchvision": torchvision.__version__, "pillow": PIL.__version__,
-                                                "numpy": np.__version__},
+    # size: (PIL images, batches) per round; each timing spans a few tenths of a second
+    plan = {32: (200 if args.quick else 2000, 1 if args.quick else 24),
+            224: (40 if args.quick else 500, 1 if args.quick else 2)}
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "torchvision": torchvision.__version__, "pillow": PIL.__version__, "numpy": np.__version__}
+    report = {"command": ["scripts/bench_transform.py", *argv], "versions": versions,
               "threads": torch.get_num_threads(), "device": torch.cuda.get_device_name(0) if cuda else "cpu only",
               "cpu": platform.processor() or platform.machine(), "batch_size": args.batch_size, "sizes": {},
               "ratios": {}, "targets": {}}
@@ -188,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         report["profile"] = [profile_ops(size, args.batch_size if size == 32 else 64) for size in (32, 224)]
         for prof in report["profile"]:
-            print(f"\nper-op time, {prof['size']}x{prof['size']}, batch {prof['batch_size']} "
+            print(f"\ntime per stage, {prof['size']}x{prof['size']}, batch {prof['batch_size']} "
                   f"(total {prof['total_seconds_per_batch'] * 1e3:.1f} ms per batch):")
             for name, seconds in prof["seconds_per_batch"].items():
                 print(f"  {name:16s} {seconds * 1e3:8.2f} ms")
