@@ -439,7 +439,9 @@ def _autocontrast_table(x, arg, ctx):
     flat = x.flatten(2)
     lo, hi = flat.amin(2, keepdim=True).to(torch.float64), flat.amax(2, keepdim=True).to(torch.float64)
     flat_channel = hi <= lo  # [n, C, 1]
-    scale = (255.0 / (hi - lo).clamp_min(1.0)).masked_fill_(flat_channel, 1.0)
+    # Tensor by tensor: torch computes scalar / tensor as reciprocal times scalar, which can differ from
+    # PIL's 255.0 / (hi - lo) in the last bit and move a level across a whole number.
+    scale = (torch.full_like(hi, 255.0) / (hi - lo).clamp_min(1.0)).masked_fill_(flat_channel, 1.0)
     offset = (-lo * scale).masked_fill_(flat_channel, 0.0)
     ramp = torch.arange(256, dtype=torch.float64, device=x.device).view(1, 1, 256)
     return (ramp * scale + offset).floor_().clamp_(0, 255)

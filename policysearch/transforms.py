@@ -97,6 +97,20 @@ def stages(steps: Sequence[PlanStep], exact: bool, sample_size: int) -> list[tup
     return out
 
 
+def _check_slots(plan: Plan) -> None:
+    """Refuse a plan in which one slot applies two steps to the same sample: its steps are run together.
+
+    sample() never draws such a plan; a plan built by hand must give each op of a sub-policy its own slot.
+    """
+    for slot, group in itertools.groupby(plan.steps, key=lambda step: step.slot):
+        index = torch.cat([step.index for step in group])
+        counts = torch.bincount(index, minlength=plan.shape[0])
+        if index.numel() and int(counts.max()) > 1:
+            sample = int(counts.argmax())
+            raise ValueError(f"plan: slot {slot} has more than one step for sample {sample}; the steps of one "
+                             "slot must touch different samples (give each op of a sub-policy its own slot)")
+
+
 def run_stage(x: torch.Tensor, stage: Sequence[PlanStep], ctx: TensorContext) -> None:
     """Run one stage (``stages``) on its samples of x, in place."""
     index = stage[0].index if len(stage) == 1 else torch.cat([step.index for step in stage])
@@ -198,25 +212,28 @@ class BatchPolicyTransform(torch.nn.Module):
         high = torch.tensor([spec.high for spec in self._ops], dtype=torch.float64)
         signed = torch.tensor([spec.signed for spec in self._ops], dtype=torch.bool)
         safe = ops.clamp_min(0)
-        self.register_buffer("_op_table", ops, persistent=False)
-        self.register_buffer("_prob_table", prob, persistent=False)
-        self.register_buffer("_arg_table", low[safe] + level * (high[safe] - low[safe]), persistent=False)
-        self.register_buffer("_signed_table", signed[safe] & (ops >= 0), persistent=False)
+        # The policy as tables [S, L] (sub-policy, slot). They are plain CPU tensors rather than buffers and
+        # go to the batch's device when a plan is drawn: they must stay float64 (module.half() would change
+        # the arguments) and the module holds no device memory (it pickles anywhere).
+        self._op_table = ops
+        self._prob_table = prob
+        self._arg_table = low[safe] + level * (high[safe] - low[safe])
+        self._signed_table = signed[safe] & (ops >= 0)
         # Per policy entry (sub-policy, slot, sign): the tables of ops whose table depends on the argument
         # alone, computed once; and the matrices of geometric ops for the last image size seen.
         placeholder = TensorContext(exact=True, fill=torch.zeros(1))
-        tables = self._per_entry(lambda spec, args: spec.table(torch.empty((len(args), 1, 0, 0), dtype=torch.uint8),
-                                                               args, placeholder).reshape(-1, 256)
-                                 if spec.table_from_arg else None, 256, torch.uint8, torch.device("cpu"))
-        self.register_buffer("_entry_tables", tables, persistent=False)
-        self._matrices: tuple[tuple[int, int, torch.device], torch.Tensor] | None = None
+        self._entry_tables = self._per_entry(
+            lambda spec, args: spec.table(torch.empty((len(args), 1, 0, 0), dtype=torch.uint8), args,
+                                          placeholder).reshape(-1, 256) if spec.table_from_arg else None,
+            256, torch.uint8)
+        self._matrices: tuple[tuple[int, int], torch.Tensor] | None = None
 
-    def _per_entry(self, compute: Any, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """``compute(spec, args)`` -> [m, width] (or None) for the entries of each op, as one tensor
+    def _per_entry(self, compute: Any, width: int, dtype: torch.dtype) -> torch.Tensor:
+        """``compute(spec, args)`` -> [m, width] (or None) for the entries of each op, as one CPU tensor
         [S * L * 2, width]: row (s * L + j) * 2 + negative is sub-policy s, slot j, with that sign."""
-        ops = self._op_table.to(device).view(-1)
-        args = self._arg_table.to(device).view(-1, 1) * torch.tensor([1.0, -1.0], dtype=torch.float64, device=device)
-        out = torch.zeros((ops.numel(), 2, width), dtype=dtype, device=device)
+        ops = self._op_table.view(-1)
+        args = self._arg_table.view(-1, 1) * torch.tensor([1.0, -1.0], dtype=torch.float64)
+        out = torch.zeros((ops.numel(), 2, width), dtype=dtype)
         for k, spec in enumerate(self._ops):
             rows = (ops == k).nonzero().view(-1)
             values = compute(spec, args[rows].view(-1))
@@ -224,12 +241,11 @@ class BatchPolicyTransform(torch.nn.Module):
                 out[rows] = values.view(-1, 2, width).to(dtype)
         return out.view(-1, width)
 
-    def _entry_matrices(self, h: int, w: int, device: torch.device) -> torch.Tensor:
-        key = (h, w, device)
-        if self._matrices is None or self._matrices[0] != key:
+    def _entry_matrices(self, h: int, w: int) -> torch.Tensor:
+        if self._matrices is None or self._matrices[0] != (h, w):
             matrices = self._per_entry(lambda spec, args: spec.matrix(args, h, w) if spec.matrix else None,
-                                       6, torch.float64, device)
-            self._matrices = (key, matrices)
+                                       6, torch.float64)
+            self._matrices = ((h, w), matrices)
         return self._matrices[1]
 
     @classmethod
@@ -265,7 +281,7 @@ class BatchPolicyTransform(torch.nn.Module):
         flat_args = args.view(-1)[order].split(sizes)
         entry = (sub.view(-1, 1) * slots + torch.arange(slots, device=device)) * 2 + negative
         entries = entry.view(-1)[order].split(sizes)
-        matrices = self._entry_matrices(h, w, device) if any(spec.matrix for spec in self._ops) else None
+        matrices = self._entry_matrices(h, w).to(device) if any(spec.matrix for spec in self._ops) else None
         entry_tables = self._entry_tables.to(device)
         steps = []
         for group, count in enumerate(counts):
@@ -284,8 +300,9 @@ class BatchPolicyTransform(torch.nn.Module):
         """Apply a drawn plan; deterministic."""
         if tuple(batch.shape) != plan.shape:
             raise ValueError(f"batch shape {tuple(batch.shape)} does not match the plan's {plan.shape}")
-        if not plan.steps:
-            return batch
+        if not plan.steps or batch.numel() == 0:
+            return batch.clone()  # never the input itself: the caller may change the output in place
+        _check_slots(plan)
         exact = batch.dtype == torch.uint8
         # A uint8 batch stays uint8; only the samples of ops that need arithmetic are converted (run_step).
         x = batch.clone(memory_format=torch.contiguous_format) if exact else batch.to(torch.float32) * 255.0
@@ -301,8 +318,8 @@ class BatchPolicyTransform(torch.nn.Module):
 
     def forward(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         check_image_batch(batch)
-        if batch.shape[0] == 0:
-            return batch
+        if batch.numel() == 0:  # no samples, or images without pixels
+            return batch.clone()
         return self.apply(batch, self.sample(batch.shape, batch.device, generator))
 
     def extra_repr(self) -> str:

@@ -204,6 +204,38 @@ def test_uint8_ops_on_uint8_equal_their_float_exact_path(name, mode, height, wid
     assert torch.equal(got, want.round().clamp(0, 255).to(torch.uint8)), name
 
 
+def test_autocontrast_table_follows_pillow_for_every_range():
+    """Pillow: scale = 255.0 / (hi - lo), lut[i] = int(i * scale + -lo * scale) clipped, in double precision.
+    Every (lo, hi) pair, so a last-bit difference in the scale cannot hide (natural images span 0..255)."""
+    lo, hi = np.triu_indices(256, k=1)
+    x = torch.from_numpy(np.stack([lo, hi], 1).astype(np.uint8)).view(-1, 1, 1, 2)
+    ours = OPS["AutoContrast"].table(x, torch.zeros(len(lo), dtype=torch.float64),
+                                     TensorContext(exact=True, fill=torch.zeros(1)))[:, 0].numpy()
+    scale = 255.0 / (hi - lo).astype(np.float64)  # numpy divides exactly as Python does
+    reference = np.clip(np.trunc(np.arange(256)[None, :] * scale[:, None] + (-lo * scale)[:, None]), 0, 255)
+    assert np.array_equal(ours, reference)
+
+
+@pytest.mark.parametrize("levels", [(0, 7), (3, 81), (100, 180), (37, 250)])
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_pixel_ops_equal_pil_on_images_with_a_narrow_range(levels, mode):
+    """Images squeezed into [lo, hi] (natural test images span 0..255): histogram and range ops see real work."""
+    lo, hi = levels
+    channels = 1 if mode == "L" else 3
+    batch = (lo + natural_batch(6, 13, 17, channels, seed=4).double() * (hi - lo) / 255).round().to(torch.uint8)
+    images = [Image.fromarray(b.permute(1, 2, 0).squeeze(2).numpy(), mode) for b in batch]
+    ctx = TensorContext(exact=True, fill=torch.zeros(channels))
+    for name in ["AutoContrast", "Equalize", "Contrast", "Brightness", "Color", "Solarize", "Posterize", "Gamma"]:
+        spec = OPS[name]
+        signs = (1, -1, 1, 1, -1, 1) if spec.signed else (1,) * 6
+        args = torch.tensor([s * spec.argument(v) for s, v in zip(signs, (0.1, 0.4, 0.55, 0.8, 1.0, 1.0))],
+                            dtype=torch.float64)
+        out = spec.tensor(batch, args, {}, ctx)
+        for i, img in enumerate(images):
+            ref = pil_to_tensor(spec.pil(img, float(args[i]), {}, PilContext()))
+            assert torch.equal(out[i], ref), f"{name} arg={float(args[i])} range {levels} {mode} sample {i}"
+
+
 @pytest.mark.parametrize("names", [["Zoom", "Rotate", "ShearX", "TranslateY", "ShearY", "TranslateX"],
                                    ["Zoom", "TranslateX", "TranslateY"], ["Rotate", "TranslateY", "ShearX"]])
 def test_one_warp_of_mixed_geometric_ops_equals_each_op_alone(names):

@@ -8,6 +8,7 @@ correct implementation fails them with probability about 1/1000 per test if the 
 from __future__ import annotations
 
 import dataclasses
+import pickle
 
 import numpy as np
 import pytest
@@ -203,9 +204,47 @@ def test_batch_of_one_and_empty_batch():
     out = transform(one, generator=_gen(0))
     assert out.shape == one.shape and out.dtype == torch.uint8
     for dtype in (torch.uint8, torch.float32):
-        empty = torch.zeros((0, 3, 17, 23), dtype=dtype)
-        got = transform(empty)
-        assert got.shape == empty.shape and got.dtype == dtype
+        for shape in [(0, 3, 17, 23), (4, 3, 0, 23), (4, 1, 17, 0)]:  # no samples, or no pixels
+            empty = torch.zeros(shape, dtype=dtype)
+            got = transform(empty)
+            assert got.shape == empty.shape and got.dtype == dtype
+
+
+def test_the_output_is_never_the_input_tensor():
+    """Even when nothing is applied (an Identity policy, closed gates) the caller gets a tensor of its own."""
+    batch = natural_batch(4, 9, 9, 3, seed=1)
+    for policy in (Policy([[Operation("Identity", 1.0, 0.0)]]), Policy([[Operation("Invert", 0.0, 0.0)]])):
+        for x in (batch, batch.float() / 255.0):
+            out = BatchPolicyTransform(policy)(x, generator=_gen(0))
+            assert torch.equal(out, x) and out.data_ptr() != x.data_ptr()
+
+
+def test_a_hand_built_plan_with_two_steps_for_one_sample_in_a_slot_is_refused():
+    transform = BatchPolicyTransform(Policy.from_torchvision("cifar10"))
+    index, arg = torch.tensor([0]), torch.tensor([20.0], dtype=torch.float64)
+    rotate = transforms.PlanStep(OPS["Rotate"], index, arg, {}, 0)
+    invert = transforms.PlanStep(OPS["Invert"], index, arg, {}, 0)
+    plan = transforms.Plan(torch.zeros(2, dtype=torch.int64), (rotate, invert), (2, 3, 8, 8))
+    with pytest.raises(ValueError, match="slot 0 has more than one step for sample 0"):
+        transform.apply(torch.zeros((2, 3, 8, 8), dtype=torch.uint8), plan)
+    in_order = transforms.Plan(plan.sub_policy, (rotate, dataclasses.replace(invert, slot=1)), plan.shape)
+    image = natural_batch(2, 8, 8, 3, seed=2)
+    expected = image.clone()
+    expected[0] = 255 - OPS["Rotate"].tensor(image[:1], arg, {}, transforms.TensorContext(True, torch.zeros(3)))[0]
+    assert torch.equal(transform.apply(image, in_order), expected)
+
+
+def test_module_conversions_leave_the_policy_alone():
+    """Converting a container (model.half(), .double()) does not touch the policy's float64 tables, and the
+    module pickles without device memory."""
+    batch = natural_batch(64, 16, 16, 3, seed=3)
+    transform = BatchPolicyTransform(Policy.from_torchvision("cifar10"))
+    before = transform(batch, generator=_gen(5))
+    torch.nn.Sequential(transform).half()
+    assert torch.equal(transform(batch, generator=_gen(5)), before)
+    assert list(transform.buffers()) == [] and transform.state_dict() == {}
+    copy = pickle.loads(pickle.dumps(transform))
+    assert torch.equal(copy(batch, generator=_gen(5)), before)
 
 
 def test_policy_transform_single_tensor_image():
@@ -223,9 +262,12 @@ def test_cuda_batch_equals_cpu_for_exact_ops():
     batch = natural_batch(128, 32, 32, 3, seed=11)
     plan = transform.sample(batch.shape, generator=_gen(13))
     cpu = transform.apply(batch, plan)
-    moved = type(plan)(plan.sub_policy.cuda(), tuple(type(s)(s.op, s.index.cuda(), s.arg.cuda(),
-                                                              {k: v.cuda() for k, v in s.draw.items()}, s.slot)
-                                                     for s in plan.steps), plan.shape)
+    def cuda(v):
+        return None if v is None else v.cuda()
+
+    moved = dataclasses.replace(plan, sub_policy=plan.sub_policy.cuda(), steps=tuple(
+        dataclasses.replace(s, index=s.index.cuda(), arg=s.arg.cuda(), draw={k: v.cuda() for k, v in s.draw.items()},
+                            matrix=cuda(s.matrix), table=cuda(s.table)) for s in plan.steps))
     gpu = transform.cuda().apply(batch.cuda(), moved)
     assert gpu.device.type == "cuda"
     assert torch.equal(gpu.cpu(), cpu)
