@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     cuda = torch.cuda.is_available() and not args.no_cuda
     repeats = 2 if args.quick else args.repeats
     # size: (PIL images, batches) per round; each timing spans a few tenths of a second
-    plan = {32: (200 if args.quick else 2000, 1 if args.quick else 24),
-            224: (40 if args.quick else 500, 1 if args.quick else 2)}
+    plan = {32: (200 if args.quick else 2000, 1 if args.quick else 64),
+            224: (40 if args.quick else 500, 1 if args.quick else 4)}
     versions = {"python": platform.python_version(), "torch": torch.__version__,
                 "torchvision": torchvision.__version__, "pillow": PIL.__version__, "numpy": np.__version__}
     report = {"command": ["scripts/bench_transform.py", *argv], "versions": versions,
