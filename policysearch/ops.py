@@ -15,6 +15,10 @@ image). Each op has two implementations that mean the same thing:
   ops gather pixels, pointwise ops look them up in a per-sample table. The batched transform keeps a
   uint8 batch in uint8 and converts to float only the samples of the other ops.
 
+Geometric ops declare only their affine ``matrix`` and pixel-wise ops their ``pixel_map`` (or ``table``);
+``tensor`` follows from it. That is what lets the batched transform run the geometric ops of one slot as
+a single ``warp`` and the pixel-wise ones as a single table lookup.
+
 Ops that need more randomness than a sign (Cutout's position, a noise field, SamplePairing's partner)
 declare ``sample``: it draws those values per sample, before anything is applied, so a draw can be
 replayed on either path. Adding an op is one ``OpSpec`` entry in ``OPS``.
