@@ -50,11 +50,12 @@ class Command:
 def from_module(module: str, attribute: str) -> Callable:
     """A function that imports ``module`` on first call and calls its ``attribute`` (lazy subcommands).
 
-    For a command in its own module, e.g. ``policysearch/search.py`` exposing ``add_arguments(parser)``
-    and ``run(args) -> int``::
+    For a command in its own module, e.g. ``policysearch/search/command.py`` exposing
+    ``add_arguments(parser)`` and ``run(args) -> int``::
 
         Command("search", "...", "...", "...",
-                from_module("policysearch.search", "add_arguments"), from_module("policysearch.search", "run"))
+                from_module("policysearch.search.command", "add_arguments"),
+                from_module("policysearch.search.command", "run"))
 
     The parser calls ``add_arguments`` only for the subcommand being run (or for all of them when
     :func:`build_parser` is asked for the full parser), so keep heavy imports (Ray) inside ``run``.
@@ -403,7 +404,8 @@ COMMANDS: list[Command] = [
         "      --space fast_autoaugment --trials 200 --gpus-per-trial 0.25 --out runs/rc10\n"
         "  policysearch search --resume runs/rc10\n"
         "  policysearch search --address HEAD_IP:6379 --storage /shared/policysearch",
-        from_module("policysearch.search", "add_arguments"), from_module("policysearch.search", "run"),
+        from_module("policysearch.search.command", "add_arguments"),
+        from_module("policysearch.search.command", "run"),
     ),
     Command(
         "benchmark", "compare a searched policy with no augmentation, Cutout, AutoAugment, RandAugment, TrivialAugment",

@@ -13,7 +13,8 @@ Rewards returned (all "higher is better" except the losses):
 
 The search optimises ``accuracy`` by default. On small augment splits the any-view reward sits at
 1.0 for many policies (the best of five guesses is almost always right), so the optimiser cannot tell
-them apart; mean accuracy keeps ranking them (``field.md`` measured it best of the three on 100 digits).
+them apart; mean accuracy keeps ranking them (it ranked candidates best of the three in a comparison on
+100 digits).
 """
 
 from __future__ import annotations

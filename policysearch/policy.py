@@ -13,7 +13,6 @@ import difflib
 import json
 import os
 import platform
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -22,6 +21,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import jsonschema
 
+from policysearch.atomic import write_json_atomic
 from policysearch.ops import OP_NAMES
 
 FORMAT_VERSION = 1
@@ -233,19 +233,3 @@ def _as_operation(step: Operation | Sequence[Any] | Mapping[str, Any]) -> Operat
     if isinstance(step, Sequence) and not isinstance(step, str) and len(step) == 3:
         return Operation(step[0], step[1], step[2])
     raise PolicyError(f"Policy: an operation must be Operation(op, prob, level), a mapping or a triple, got {step!r}")
-
-
-def write_json_atomic(path: Path, document: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and a rename: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

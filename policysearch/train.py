@@ -1,6 +1,6 @@
 """One trainer for child models and final models, with exact resume from per-epoch checkpoints.
 
-Per batch: policy `augment` (uint8 -> uint8) -> baseline pad-crop/flip -> normalise -> Cutout ->
+Per batch: policy `augment` (uint8 -> uint8) -> baseline pad-crop/flip -> Cutout (uint8) -> normalise ->
 forward/backward. Data sits on the device once as uint8. Ray is not imported here; a caller reports
 progress through `on_epoch`.
 """
@@ -8,8 +8,6 @@ progress through `on_epoch`.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -20,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from policysearch.atomic import save_torch_atomic
 from policysearch.data import Baseline, BaselineAugment, DataError, ImageData, normalize
-from policysearch.ops import cutout_tensor
+from policysearch.transforms import Cutout
 
 __all__ = ["TrainConfig", "cutout", "evaluate", "predict", "train_model"]
 
@@ -45,38 +44,36 @@ class TrainConfig:
     warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.epochs < 1:
-            problems.append(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 2:
-            problems.append(f"batch_size must be >= 2 (BatchNorm needs 2 images), got {self.batch_size}")
-        if not self.lr > 0:
-            problems.append(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            problems.append(f"momentum must lie in [0, 1), got {self.momentum}")
-        if self.nesterov and self.momentum == 0:
-            problems.append("nesterov=True needs momentum > 0")
-        if self.weight_decay < 0:
-            problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.cutout < 0:
-            problems.append(f"cutout must be >= 0 pixels, got {self.cutout}")
-        if not 0 <= self.warmup_epochs < self.epochs:
-            problems.append(f"warmup_epochs must lie in [0, epochs={self.epochs}), got {self.warmup_epochs}")
+        problems = self.problems()
         if problems:
-            raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+            raise ValueError("invalid TrainConfig: " + "; ".join(f"{name} {text}" for name, text in problems))
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(field, what is wrong) for every invalid value, e.g. ("lr", "must be > 0, got 0.0")."""
+        checks = [
+            ("epochs", self.epochs >= 1, f"must be >= 1, got {self.epochs}"),
+            ("batch_size", self.batch_size >= 2, f"must be >= 2 (BatchNorm needs 2 images), got {self.batch_size}"),
+            ("lr", math.isfinite(self.lr) and self.lr > 0, f"must be a finite number > 0, got {self.lr}"),
+            ("momentum", 0 <= self.momentum < 1, f"must lie in [0, 1), got {self.momentum}"),
+            ("nesterov", not (self.nesterov and self.momentum == 0), "needs momentum > 0"),
+            ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+             f"must be a finite number >= 0, got {self.weight_decay}"),
+            ("cutout", self.cutout >= 0, f"must be >= 0 pixels, got {self.cutout}"),
+            ("warmup_epochs", 0 <= self.warmup_epochs < max(1, self.epochs),
+             f"must lie in [0, epochs={self.epochs}), got {self.warmup_epochs}"),
+        ]
+        return [(name, text) for name, ok, text in checks if not ok]
 
 
 def cutout(batch: Tensor, size: int, generator: torch.Generator | None = None) -> Tensor:
-    """Zero a size x size square at a per-sample random centre, clipped at the borders (DeVries & Taylor).
+    """The trainer's Cutout: :class:`policysearch.transforms.Cutout` with a ``size``-pixel side and fill 0.
 
-    Applied to a normalised float batch, so zero is the data set mean. Returns a new tensor.
+    Applied in pixel space after the baseline augmentation and before normalisation, so it is the same
+    augmentation as a policy's ``Cutout`` op of that side. Returns a new tensor (the batch itself for 0).
     """
-    n, c = batch.shape[:2]
-    if size <= 0 or n == 0:
+    if size <= 0 or len(batch) == 0:
         return batch
-    centre = torch.rand((n, 2), generator=generator, device=batch.device)
-    side = torch.full((n,), float(size), device=batch.device)
-    return cutout_tensor(batch, side, centre, torch.zeros(c, device=batch.device))
+    return Cutout(size, generator=generator)(batch)
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
@@ -94,18 +91,6 @@ def _batches(n: int, batch_size: int, perm: Tensor) -> list[Tensor]:
     if chunks and len(chunks[-1]) == 1 and n > 1:
         chunks.pop()
     return chunks
-
-
-def _save_atomic(state: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def train_model(
@@ -198,8 +183,8 @@ def train_model(
                         f"augment must return a uint8 batch of {len(idx)} images, got {x.dtype} {tuple(x.shape)}"
                     )
             x = base_aug(x, aug_gen)
-            x = normalize(x, mean, std)
             x = cutout(x, config.cutout, aug_gen)
+            x = normalize(x, mean, std)
             with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
@@ -221,7 +206,8 @@ def train_model(
             "seconds": time.perf_counter() - t0,
         }
         if checkpoint_path is not None:
-            _save_atomic(
+            save_torch_atomic(
+                Path(checkpoint_path),
                 {
                     "version": CHECKPOINT_VERSION,
                     "identity": identity,
@@ -236,7 +222,6 @@ def train_model(
                     "torch_rng": torch.get_rng_state(),
                     **({"cuda_rng": torch.cuda.get_rng_state(dev)} if dev.type == "cuda" else {}),
                 },
-                Path(checkpoint_path),
             )
         if on_epoch is not None:
             on_epoch(epoch + 1, dict(last))

@@ -395,10 +395,12 @@ class PolicyTransform(v2.Transform):
 
 
 class Cutout(torch.nn.Module):
-    """The Cutout baseline (DeVries & Taylor): fill one ``size`` x ``size`` square at a random centre.
+    """Cutout: fill one ``size`` x ``size`` square at a uniformly random centre, clipped at the border.
 
-    Works per image (PIL or [C, H, W]) and per sample on a [B, C, H, W] batch; the square is clipped at
-    the border, as in the paper.
+    This is the package's one Cutout: the policy op ``Cutout`` (side = its argument times the shorter
+    image side) and the trainer's ``TrainConfig.cutout`` (side in pixels) both run this geometry with the
+    same fill, in pixel space before normalisation. The fill is a grey level or one per channel (default
+    0, black). Works per image (PIL or [C, H, W]) and per sample on a [B, C, H, W] batch.
     """
 
     def __init__(self, size: int, fill: Fill = 0, generator: torch.Generator | None = None) -> None:
@@ -417,12 +419,16 @@ class Cutout(torch.nn.Module):
         single = isinstance(image, torch.Tensor) and image.ndim == 3
         batch = image.unsqueeze(0) if single else image
         check_image_batch(batch, where="image" if single else "batch")
+        centre = torch.rand((batch.shape[0], 2), generator=gen, device=batch.device)
+        out = self.apply(batch, centre)
+        return out.squeeze(0) if single else out
+
+    def apply(self, batch: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+        """Cut the square out of every sample of ``batch`` at ``centre`` [B, 2] ((y, x) as fractions)."""
         n, c = batch.shape[:2]
-        centre = torch.rand((n, 2), generator=gen, device=batch.device)
         side = torch.full((n,), float(self.size), device=batch.device)
         fill = _fill_tensor(self.fill, c, batch.device)
-        out = cutout_tensor(batch, side, centre, fill / 255.0 if batch.is_floating_point() else fill)
-        return out.squeeze(0) if single else out
+        return cutout_tensor(batch, side, centre, fill / 255.0 if batch.is_floating_point() else fill)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, fill={self.fill}"

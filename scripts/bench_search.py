@@ -36,11 +36,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from policysearch import search as search_mod
 from policysearch.data import baseline_for, load_dataset, normalize
 from policysearch.models import build_model
 from policysearch.policy import software_versions
 from policysearch.search import SearchConfig, prepare, run_search
+from policysearch.search.tuning import start_ray
 from policysearch.spaces import load_space
 from policysearch.train import TrainConfig, train_model
 from policysearch.transforms import BatchPolicyTransform
@@ -72,38 +72,23 @@ class _Recorder(io.TextIOBase):
             sys.stdout.flush()
 
 
-_TUNER_SPANS: dict[str, tuple[float, float]] = {}
-_original_run_tuner = search_mod._run_tuner
-
-
-def _timed_run_tuner(name, *args, **kwargs):
-    started = time.monotonic()
-    try:
-        return _original_run_tuner(name, *args, **kwargs)
-    finally:
-        _TUNER_SPANS[name] = (started, time.monotonic())
-
-
-search_mod._run_tuner = _timed_run_tuner  # record when each Tune experiment starts and ends
-
-
 def _read_trials(run_dir: Path) -> list[dict]:
     with open(run_dir / "trials.csv", newline="", encoding="utf-8") as handle:
         return [{k: float(v) if k in ("seconds", "load_seconds") else v for k, v in row.items()}
-                for row in csv.DictReader(handle)]
+                for row in csv.DictReader(handle) if row["status"] == "ok"]
 
 
 def run_timed_search(config: SearchConfig, echo: bool) -> dict:
     """One run_search into a temporary folder, with per-trial completion times of phase 2."""
-    _TUNER_SPANS.clear()
     recorder = _Recorder(echo)
     with tempfile.TemporaryDirectory(prefix="bench-search-") as folder:
         run_dir = Path(folder) / "run"
         result = run_search(config, run_dir, stream=recorder)
         rows = _read_trials(run_dir)
-        children = sorted(glob.glob(str(run_dir / "tune" / "phase1_children" / "**" / "child.pt"), recursive=True))
+        children = sorted(glob.glob(str(run_dir / "tune" / result.run_id / "phase1_children" / "**" / "child.pt"),
+                                     recursive=True))
         child_state = torch.load(children[0], weights_only=True, map_location="cpu") if children else None
-    p2_start, p2_end = _TUNER_SPANS["phase2_policies"]
+    p2_start, p2_end = result.spans["phase2"]
     done = sorted(recorder.phase2_done)
     n = len(rows)
     in_trial = [r["seconds"] for r in rows]
@@ -294,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     # is paid once, before any timing.
     import ray
 
-    search_mod._start_ray(config)
+    start_ray(config)
     try:
         _run_all(args, config, overrides, out)
     finally:

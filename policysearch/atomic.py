@@ -1,0 +1,77 @@
+"""Atomic file writes: a reader sees the old file or the complete new one, never part of a file.
+
+Every file the package writes (policies, configs, checkpoints, results, reports) goes through
+:func:`write_atomic`: the content goes to a temporary file in the same folder, is flushed and fsynced,
+then renamed over the target with ``os.replace``. Any error on the way (a full disk, a kill of the
+writer's thread by an exception) removes the temporary file and leaves the target as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable
+
+__all__ = ["save_torch_atomic", "write_atomic", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
+
+# A temporary file is created 0600; the finished file gets the mode a plain open() would give it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
+    """Call ``write(handle)`` on a temporary binary file next to ``path``, then rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            if hasattr(os, "fchmod"):
+                os.fchmod(handle.fileno(), 0o666 & ~_UMASK)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+    return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable where the platform allows opening a folder."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems do not fsync folders; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return write_atomic(path, lambda handle: handle.write(data))
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically (newlines as given)."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | os.PathLike[str], document: Any) -> Path:
+    """Write ``document`` as indented JSON to ``path`` atomically."""
+    return write_text_atomic(path, json.dumps(document, indent=2) + "\n")
+
+
+def save_torch_atomic(path: str | os.PathLike[str], state: Any) -> Path:
+    """``torch.save(state)`` to ``path`` atomically."""
+    import torch
+
+    return write_atomic(path, lambda handle: torch.save(state, handle))

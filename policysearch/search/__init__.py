@@ -1,0 +1,42 @@
+"""Fast AutoAugment search on Ray Tune, in the order of the algorithm.
+
+1. :mod:`~policysearch.search.config`: everything that defines a search, defined once (the command-line
+   options are generated from it) with every value check.
+2. :mod:`~policysearch.search.trials`: the data is loaded and split K times into D_M and D_A
+   (:func:`prepare`); phase 1 trains one child model per split on D_M (:func:`~.trials.train_child`);
+   phase 2 scores candidate policies on D_A with the frozen child (:func:`~.trials.score_policy`).
+3. :mod:`~policysearch.search.searcher`: phase 2's optimisers, one per split and repeat.
+4. :mod:`~policysearch.search.strength`: phase 3 trains each split's child again with the merged top
+   candidates at a few strengths and keeps the best against the baseline augmentation alone.
+5. :mod:`~policysearch.search.export` and :mod:`~policysearch.search.report`: ``policy.json`` (last),
+   ``candidates.json``, ``trials.csv`` and ``report.md``.
+
+:mod:`~policysearch.search.rundir` gives each run its own id and storage folder and guards ``--resume``;
+:mod:`~policysearch.search.checks` says before any work why a setting cannot run, and when failed trials
+stop a search. :mod:`~policysearch.search.tuning` (with the searcher) is the only code that imports
+Ray; importing this package does not, so ``policysearch search --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from policysearch.search.config import SearchConfig
+from policysearch.search.outcome import SearchResult
+from policysearch.search.trials import Prepared, prepare
+
+__all__ = ["Prepared", "SearchConfig", "SearchResult", "prepare", "run_search"]
+
+
+def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = False,
+               stream: TextIO = sys.stdout) -> SearchResult:
+    """Run (or, with ``resume``, continue) a search into ``run_dir``; returns where its policy is.
+
+    Every input and setting problem is raised as a one-line ``ValueError`` before Ray starts (or, when
+    joining a cluster, before any trial); too many failed trials raise ``checks.SearchFailed``.
+    """
+    from policysearch.search.tuning import run_search as run_on_ray
+
+    return run_on_ray(config, run_dir, resume=resume, stream=stream)

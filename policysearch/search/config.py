@@ -1,0 +1,171 @@
+"""The search configuration, defined once: its fields carry their command-line help, and every value check.
+
+``policysearch search``'s options are generated from the fields of :class:`SearchConfig` (flag
+``--field-name``, type, choices and help from the field's metadata), so adding a setting is one field.
+The options are parsed with suppressed defaults: :func:`given_values` returns only the settings the
+user actually typed, which is what ``--resume`` compares with the stored run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import Field, dataclass, field, fields
+from types import SimpleNamespace
+from typing import Any
+
+from policysearch.density import REWARDS
+from policysearch.models import MODEL_NAMES
+from policysearch.train import TrainConfig
+
+__all__ = ["ALGORITHMS", "RESUMABLE", "SearchConfig", "add_config_arguments", "flag", "given_values"]
+
+ALGORITHMS = ("optuna", "hyperopt", "random")
+DEFAULT_SPACE = {"digits": "no_flips"}  # a flip or an inversion changes what a digit means
+# Settings a resumed run may change: where the cluster is and whether its dashboard shows, not what it computes.
+RESUMABLE = frozenset({"address", "dashboard"})
+
+
+def _option(default: Any, help: str, group: str, **argparse_kwargs: Any) -> Any:
+    """A config field with its command-line option: ``help`` text, option ``group`` and argparse extras."""
+    return field(default=default, metadata={"help": help, "group": group, **argparse_kwargs})
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything that defines a search; written to ``config.json`` in the run directory."""
+
+    dataset: str = _option("digits", "digits (embedded), cifar10, cifar100, svhn or imagefolder:PATH", "data")
+    data_root: str = _option("data", "where downloadable data sets live", "data")
+    download: bool = _option(False, "download cifar/svhn into --data-root when online", "data")
+    train_size: int | None = _option(None, "a stratified reduced training set of this many images (e.g. 4000)",
+                                     "data", type=int, shown="the whole training split")
+    image_size: int | None = _option(None, "resize images to this size", "data", type=int, shown="as loaded")
+    space: str | None = _option(None, "search space name or YAML path", "search",
+                                shown="no_flips for digits, fast_autoaugment otherwise")
+    algorithm: str = _option("optuna", "the optimiser", "search", choices=ALGORITHMS)
+    splits: int = _option(5, "K: D_M/D_A splits of the training data", "search")
+    da_ratio: float = _option(0.4, "share of each split held out as D_A", "search")
+    trials: int = _option(40, "B: policy trials per split and repeat", "search")
+    repeats: int = _option(1, "T: repeats of the per-split optimisation", "search")
+    top_n: int = _option(10, "N: best candidates kept per split and repeat", "search")
+    num_views: int = _option(5, "augmented views per D_A image when scoring a candidate", "search")
+    reward: str = _option("accuracy", "what the optimiser maximises", "search", choices=REWARDS)
+    strengths: tuple[float, ...] = _option(
+        (1.0,), "phase 3: strengths (probability scales) of the merged policy to check against the baseline "
+        "augmentation by training each split's child with it; given with no values: no check", "search",
+        type=float, nargs="*", metavar="S")
+    seed: int = _option(0, "seed of the subset, the splits, the optimisers and the child models", "search")
+    model: str = _option("small_cnn", "child-model architecture", "child models", choices=MODEL_NAMES)
+    epochs: int = _option(20, "child-model training epochs", "child models")
+    batch_size: int = _option(128, "child-model batch size", "child models")
+    lr: float = _option(0.1, "child-model learning rate (SGD, cosine schedule)", "child models")
+    weight_decay: float = _option(5e-4, "child-model weight decay", "child models")
+    cpus_per_trial: float = _option(1.0, "CPUs one trial uses", "resources")
+    gpus_per_trial: float = _option(0.0, "GPUs one trial uses; 0.25 packs four trials on a GPU", "resources")
+    max_concurrent: int = _option(0, "trials at once; 0: as many as the resources allow", "resources")
+    retries: int = _option(2, "times a failing trial is retried before it is recorded as failed", "resources")
+    address: str | None = _option(None, "join an existing Ray cluster (e.g. 10.0.0.1:6379); needs --storage",
+                                  "resources", shown="start a local Ray")
+    storage: str | None = _option(None, "Tune storage, a path or URI every node can reach; each run keeps its "
+                                  "experiments in a folder named by its run id", "resources", shown="RUN_DIR/tune")
+    dashboard: bool = _option(False, "start Ray's dashboard (on 127.0.0.1 only) with the local Ray", "resources")
+
+    def __post_init__(self) -> None:
+        problems = [f"{flag(name)} {text}" for name, text in self.problems()]
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(field, what is wrong) for every invalid setting, the training values included."""
+        checks = [
+            ("splits", self.splits >= 1, f"must be at least 1, got {self.splits}"),
+            ("da_ratio", 0 < self.da_ratio < 1, f"must be between 0 and 1, got {self.da_ratio}"),
+            ("trials", self.trials >= 1, f"must be at least 1, got {self.trials}"),
+            ("repeats", self.repeats >= 1, f"must be at least 1, got {self.repeats}"),
+            ("top_n", self.top_n >= 1, f"must be at least 1, got {self.top_n}"),
+            ("num_views", self.num_views >= 1, f"must be at least 1, got {self.num_views}"),
+            ("cpus_per_trial", math.isfinite(self.cpus_per_trial) and self.cpus_per_trial > 0,
+             f"must be a positive number, got {self.cpus_per_trial}"),
+            ("gpus_per_trial", math.isfinite(self.gpus_per_trial) and self.gpus_per_trial >= 0,
+             f"must be a number >= 0, got {self.gpus_per_trial}"),
+            ("max_concurrent", self.max_concurrent >= 0, f"must be >= 0, got {self.max_concurrent}"),
+            ("retries", self.retries >= 0, f"must be >= 0, got {self.retries}"),
+            ("algorithm", self.algorithm in ALGORITHMS,
+             f"must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}"),
+            ("reward", self.reward in REWARDS, f"must be one of {', '.join(REWARDS)}, got {self.reward!r}"),
+            ("strengths", all(0 < v <= 1 for v in self.strengths), f"must lie in (0, 1], got {list(self.strengths)}"),
+            ("model", self.model in MODEL_NAMES, f"must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}"),
+            ("address", not self.address or bool(self.storage),
+             "needs --storage: a path or URI that every node of the cluster can reach (the default, inside "
+             "the run directory, only this machine sees)"),
+        ]
+        found = [(name, text) for name, ok, text in checks if not ok]
+        # The training values, checked by the trainer's own rules for the TrainConfig the children will get.
+        implied = SimpleNamespace(**{**{f.name: f.default for f in fields(TrainConfig)}, **self._train_values()})
+        return found + TrainConfig.problems(implied)  # type: ignore[arg-type]
+
+    def _train_values(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+                "weight_decay": self.weight_decay, "seed": self.seed}
+
+    @property
+    def space_name(self) -> str:
+        return self.space or DEFAULT_SPACE.get(self.dataset, "fast_autoaugment")
+
+    def train_config(self) -> TrainConfig:
+        """The child models' training settings."""
+        return TrainConfig(**self._train_values())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SearchConfig":
+        """The config of a ``config.json`` ``search`` entry (unknown keys are ignored)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if "strengths" in values:
+            values["strengths"] = tuple(values["strengths"])
+        return cls(**values)
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a config field: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def _argparse_kwargs(f: Field) -> dict[str, Any]:
+    meta = dict(f.metadata)
+    shown = meta.pop("shown", None)
+    help_text = meta.pop("help")
+    meta.pop("group")
+    default = f.default
+    if shown is None:
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else str(default)
+    kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+    if isinstance(default, bool):
+        kwargs["action"] = "store_true"
+        kwargs["help"] = help_text
+    else:
+        kwargs["type"] = meta.pop("type", str if default is None else type(default))
+        kwargs["help"] = f"{help_text} (default: {shown})"
+    kwargs.update(meta)
+    return kwargs
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per :class:`SearchConfig` field, in option groups; unset options stay out of the namespace."""
+    groups: dict[str, Any] = {}
+    for f in fields(SearchConfig):
+        group = f.metadata["group"]
+        if group not in groups:
+            groups[group] = parser.add_argument_group(group)
+        groups[group].add_argument(flag(f.name), **_argparse_kwargs(f))
+
+
+def given_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The config settings present on the command line (lists as tuples), by field name."""
+    given = {}
+    for f in fields(SearchConfig):
+        if hasattr(args, f.name):
+            value = getattr(args, f.name)
+            given[f.name] = tuple(value) if isinstance(value, list) else value
+    return given

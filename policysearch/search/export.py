@@ -1,0 +1,68 @@
+"""Writing a search's results: ``trials.csv``, ``candidates.json``, ``report.md`` and, last, ``policy.json``.
+
+Every file is written atomically, and ``policy.json`` comes last: a run directory with a
+``policy.json`` holds a complete export, and a search killed on the way leaves none (``--resume``
+writes it).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from dataclasses import asdict
+from typing import Any, Sequence
+
+import numpy as np
+
+from policysearch.atomic import write_text_atomic
+from policysearch.policy import Policy
+from policysearch.search.faults import Faults
+from policysearch.search.outcome import Outcome, SearchResult
+from policysearch.search.report import render_report
+from policysearch.search.rundir import Run
+from policysearch.search.trials import Prepared
+
+__all__ = ["TRIAL_COLUMNS", "export", "write_trials_csv"]
+
+# trials.csv: these first, then the search space's parameters.
+TRIAL_COLUMNS = ("split", "repeat", "index", "trial_id", "status", "error", "reward", "accuracy", "any_view", "loss",
+                 "min_loss", "seconds", "load_seconds")
+
+
+def write_trials_csv(run: Run, rows: Sequence[dict[str, Any]], parameters: Sequence[str]) -> None:
+    """One row per phase-2 trial; a failed trial has status ``failed``, its error and no scores."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[*TRIAL_COLUMNS, *parameters], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(run.run_dir / "trials.csv", buffer.getvalue())
+
+
+def export(prepared: Prepared, run: Run, outcome: Outcome, faults: Faults = Faults()) -> SearchResult:
+    """Write the merged candidates, the report and the final policy with its provenance."""
+    config, decision, costs = prepared.config, outcome.decision, outcome.costs
+    costs["total_device_s"] = costs["phase1_device_s"] + costs["phase2_device_s"] + costs["phase3_device_s"]
+    children = [c for c in outcome.children if c["status"] == "ok"]
+    metadata = {
+        "dataset": config.dataset,
+        "search_space": prepared.space.name,
+        "run_id": run.run_id,
+        "score": {"reward": config.reward, "top_mean": float(np.mean([c.reward for c in outcome.top])),
+                  "child_da_accuracy_without_policy": float(np.mean([c["da_accuracy"] for c in children])),
+                  "strength": decision.strength, "strength_checked": decision.checked,
+                  "validation": decision.summary},
+        "failed_trials": outcome.failures(),
+        "search_cost": {k: round(v, 3) for k, v in costs.items()},
+        "search": {k: v for k, v in asdict(config).items() if k not in ("address", "storage", "dashboard")},
+        "command": " ".join(sys.argv),
+    }
+    name = f"policysearch-{config.dataset}-{prepared.space.name}"
+    Policy(outcome.merged.sub_policies, {**metadata, "note": "merged candidates before the strength check"},
+           name=f"{name}-candidates").save(run.run_dir / "candidates.json")
+    faults.reach("export", after="candidates.json")
+    policy = Policy(decision.policy.sub_policies, metadata, name=name)
+    write_text_atomic(run.run_dir / "report.md", render_report(config, prepared.space.name, run.run_id, outcome, policy))
+    faults.reach("export", after="report.md")
+    policy_path = policy.save(run.run_dir / "policy.json")
+    return SearchResult(run.run_dir, run.run_id, policy_path, policy, costs, outcome.top, decision, outcome.failures())

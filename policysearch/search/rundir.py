@@ -1,0 +1,144 @@
+"""A run's identity: its run directory, its run id and where its Tune experiments live.
+
+Every search gets a fresh run id, kept in ``RUN_DIR/config.json``; its Tune experiments live under
+``<storage>/<run id>/``, so two searches never share an experiment even on one ``--storage``. Only
+``--resume`` continues a run, and only with the stored settings: :func:`open_run` refuses a plain run
+into a folder that already holds a run, and a resume whose settings contradict the stored ones.
+Ray is not imported here.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import sys
+import tempfile
+import uuid
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from policysearch.atomic import write_json_atomic
+from policysearch.policy import software_versions
+from policysearch.search.config import RESUMABLE, SearchConfig, flag
+
+__all__ = ["Run", "RunError", "open_run", "read_stored_config", "write_config"]
+
+CONFIG_FILE = "config.json"
+
+
+class RunError(ValueError):
+    """A run directory or storage that cannot be used as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """Where one search keeps everything: ``run_dir`` (config, results) and ``experiments`` (Tune's)."""
+
+    run_dir: Path
+    run_id: str
+    storage: str  # the --storage given, or RUN_DIR/tune
+
+    @property
+    def experiments(self) -> str:
+        """``<storage>/<run id>``: the Tune experiments of this run and of no other."""
+        return f"{self.storage.rstrip('/')}/{self.run_id}"
+
+
+def is_uri(storage: str) -> bool:
+    """True for a storage URI such as ``s3://bucket/path`` (not a plain or ``file://`` path)."""
+    return "://" in storage and not storage.startswith("file://")
+
+
+def storage_of(config: SearchConfig, run_dir: Path) -> str:
+    return config.storage or str((run_dir / "tune").resolve())
+
+
+def read_stored_config(run_dir: Path) -> tuple[SearchConfig, str]:
+    """The config and run id stored in ``run_dir/config.json``; a RunError when there is none."""
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise RunError(f"--resume {run_dir}: no {CONFIG_FILE} there; is it a policysearch run directory?")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        run_id = document["run_id"]
+        config = SearchConfig.from_dict(document["search"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RunError(f"--resume {run_dir}: {CONFIG_FILE} is not a config this policysearch wrote ({exc}); "
+                       "start a new run with another --out") from None
+    return config, str(run_id)
+
+
+def contradictions(stored: SearchConfig, config: SearchConfig) -> list[str]:
+    """``--flag given (stored: value)`` for every setting, other than RESUMABLE ones, that differs."""
+    out = []
+    for f in fields(SearchConfig):
+        mine, theirs = getattr(config, f.name), getattr(stored, f.name)
+        if f.name not in RESUMABLE and mine != theirs:
+            shown = " ".join(map(str, mine)) if isinstance(mine, tuple) else mine
+            kept = " ".join(map(str, theirs)) if isinstance(theirs, tuple) else theirs
+            out.append(f"{flag(f.name)} {shown} (stored: {kept})")
+    return out
+
+
+def _holds_a_run(run_dir: Path) -> bool:
+    tune = run_dir / "tune"
+    return (run_dir / CONFIG_FILE).exists() or (tune.is_dir() and any(tune.iterdir()))
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """A RunError naming ``folder`` unless it can be created and written (nothing is left behind)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunError(f"{what} {folder}: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise RunError(f"{what} {folder}: cannot write in {existing} ({exc.strerror or exc})") from None
+
+
+def open_run(config: SearchConfig, run_dir: str | os.PathLike[str], *, resume: bool) -> Run:
+    """Check that ``run_dir`` can take this search and return the run's identity (nothing is written).
+
+    A plain run needs a folder that holds no run; ``resume`` needs one that does, with the same
+    settings as ``config`` (``--address`` and ``--dashboard`` may differ).
+    """
+    run_dir = Path(run_dir)
+    if resume:
+        stored, run_id = read_stored_config(run_dir)
+        differ = contradictions(stored, config)
+        if differ:
+            raise RunError(f"--resume {run_dir}: {', '.join(differ)} contradict the stored run; drop them to "
+                           "continue it, or start a new run with another --out")
+    else:
+        if run_dir.exists() and not run_dir.is_dir():
+            raise RunError(f"--out {run_dir}: is a file, not a folder")
+        if run_dir.is_dir() and _holds_a_run(run_dir):
+            finished = (run_dir / "policy.json").exists()
+            raise RunError(f"--out {run_dir} already holds {'a finished' if finished else 'an unfinished'} search; "
+                           f"{'' if finished else f'continue it with --resume {run_dir}, or '}choose another --out")
+        run_id = _new_run_id()
+    check_writable(run_dir, "--out")
+    run = Run(run_dir, run_id, storage_of(config, run_dir))
+    if not is_uri(run.storage):
+        check_writable(Path(run.storage.removeprefix("file://")), "--storage")
+        if not resume and Path(run.experiments.removeprefix("file://")).exists():
+            raise RunError(f"--storage {run.storage} already holds experiments of run {run_id}; choose another "
+                           "--storage")
+    return run
+
+
+def _new_run_id() -> str:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+def write_config(run: Run, config: SearchConfig) -> None:
+    """Write ``config.json`` for a new run (a resumed run keeps the one it has)."""
+    document: dict[str, Any] = {"run_id": run.run_id, "search": asdict(config), "resolved_space": config.space_name,
+                                "command": " ".join(sys.argv), "software": software_versions()}
+    write_json_atomic(run.run_dir / CONFIG_FILE, document)
