@@ -138,11 +138,12 @@ def test_augment_must_return_uint8(small_train: ImageData) -> None:
                     mean=MEAN, std=STD)
 
 
-def test_cutout_zeroes_a_clipped_square_per_sample() -> None:
-    x = torch.ones(500, 2, 12, 12)
+def test_cutout_fills_a_clipped_square_per_sample_in_pixel_space() -> None:
+    x = torch.full((500, 3, 12, 12), 200, dtype=torch.uint8)  # the trainer cuts uint8 images, before normalising
     out = cutout(x, 4, torch.Generator().manual_seed(0))
+    assert out.dtype == torch.uint8
     holes = out == 0
-    assert torch.equal(holes[:, 0], holes[:, 1])  # same square on every channel
+    assert torch.equal(holes[:, 0], holes[:, 1]) and torch.equal(holes[:, 0], holes[:, 2])  # every channel
     areas = holes[:, 0].flatten(1).sum(1)
     assert areas.max() == 16 and areas.min() >= 4  # clipped at the borders, never empty (centre inside)
     rows, cols = holes[:, 0].any(2), holes[:, 0].any(1)
@@ -150,7 +151,27 @@ def test_cutout_zeroes_a_clipped_square_per_sample() -> None:
     assert len({tuple(h.flatten().nonzero().flatten().tolist()) for h in holes[:, 0]}) > 50  # per sample
     assert torch.equal(out, cutout(x, 4, torch.Generator().manual_seed(0)))
     assert torch.equal(cutout(x, 0), x)
-    assert torch.all(x == 1)  # input untouched
+    assert torch.all(x == 200)  # input untouched
+
+
+@pytest.mark.parametrize("fill", [0, (10, 20, 30)])
+def test_the_trainers_cutout_and_the_policy_op_are_one_augmentation(fill) -> None:
+    """Same side and centre: the policy's Cutout op and the trainer's (benchmark's) Cutout give equal images."""
+    from policysearch.ops import OPS
+    from policysearch.policy import Operation, Policy
+    from policysearch.transforms import BatchPolicyTransform, Cutout
+
+    size, side = 32, 6
+    level = (side / size - OPS["Cutout"].low) / (OPS["Cutout"].high - OPS["Cutout"].low)
+    batch = torch.randint(0, 256, (64, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    transform = BatchPolicyTransform(Policy([[Operation("Cutout", 1.0, level)]]), fill=fill)
+    plan = transform.sample(batch.shape, generator=torch.Generator().manual_seed(2))
+    (step,) = plan.steps
+    assert step.index.tolist() == list(range(64))
+    by_policy = transform.apply(batch, plan)
+    by_trainer = Cutout(side, fill=fill).apply(batch, step.draw["centre"])  # what TrainConfig(cutout=6) runs
+    assert torch.equal(by_policy, by_trainer)
+    assert (by_policy != batch).any(dim=1).flatten(1).sum(1).max() == side * side
 
 
 def test_evaluate_and_predict(small_train: ImageData) -> None:
