@@ -105,7 +105,8 @@ def _allowed(ops: Iterable[str] | None, standard: tuple[str, ...], what: str, wh
             raise _fail(where, f"ops: unknown op {name!r}{hint}")
     if not names:
         raise _fail(where, f"ops: the restriction is empty; allow some of {what}'s ops ({', '.join(standard)})")
-    kept = tuple(op for op in standard if op in set(names))
+    allowed = set(names)
+    kept = tuple(op for op in standard if op in allowed)
     if not kept:
         raise _fail(where, f"ops: {', '.join(names)} leaves none of {what}'s ops ({', '.join(standard)})")
     return kept
