@@ -166,6 +166,14 @@ class Policy:
         write_json_atomic(path, document)
         return path
 
+    @classmethod
+    def from_string(cls, text: str) -> "Policy":
+        """A standard policy named by a string: ``randaugment:n=2,m=9``, ``trivialaugment``,
+        ``autoaugment:cifar10``, ``identity`` (grammar and errors: ``policysearch.standard``)."""
+        from policysearch.standard import parse_policy_string
+
+        return parse_policy_string(text)
+
     # -- conversions ------------------------------------------------------------------------------
     @classmethod
     def from_torchvision(cls, name: str) -> "Policy":

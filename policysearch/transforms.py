@@ -21,6 +21,7 @@ from torchvision import tv_tensors
 from policysearch.ops import (OPS, OpSpec, PilContext, TensorContext, _identity, apply_lut, cutout_pil,
                               cutout_tensor, warp)
 from policysearch.policy import Policy, PolicyError
+from policysearch.standard import load_policy
 
 Fill = float | Sequence[float]
 
@@ -191,10 +192,9 @@ class BatchPolicyTransform(torch.nn.Module):
     float batches must hold values in [0, 1] and come back as float without rounding.
     """
 
-    def __init__(self, policy: Policy, fill: Fill = 0) -> None:
+    def __init__(self, policy: Policy | str | os.PathLike[str], fill: Fill = 0) -> None:
         super().__init__()
-        if not isinstance(policy, Policy):
-            raise TypeError(f"expected a Policy, got {type(policy).__name__}; use Policy.load(path) for a file")
+        policy = load_policy(policy)
         if len(policy) == 0:
             raise PolicyError("policy has no sub-policies")
         self.policy = policy
@@ -334,9 +334,10 @@ class PolicyTransform(v2.Transform):
     ``pool`` is the set of images SamplePairing blends with on the PIL path.
     """
 
-    def __init__(self, policy: Policy, fill: Fill = 0, pool: Sequence[Image.Image] | None = None,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(self, policy: Policy | str | os.PathLike[str], fill: Fill = 0,
+                 pool: Sequence[Image.Image] | None = None, generator: torch.Generator | None = None) -> None:
         super().__init__()
+        policy = load_policy(policy)
         self.batch = BatchPolicyTransform(policy, fill=fill)
         self.policy = policy
         self.pool = tuple(pool or ())
