@@ -25,6 +25,9 @@ from torch import Tensor
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
+from policysearch.policy import Baseline
+from policysearch.transforms import BaselineAugment
+
 __all__ = [
     "BASELINES",
     "DATASET_NAMES",
@@ -566,18 +569,6 @@ def make_splits(
 # ------------------------------------------------------------------------------ baseline augmentation
 
 
-@dataclass(frozen=True)
-class Baseline:
-    """The augmentation every model gets under the policy: zero-pad-and-crop and horizontal flip."""
-
-    pad_crop: int = 0
-    hflip: bool = False
-
-    def __post_init__(self) -> None:
-        if self.pad_crop < 0:
-            raise DataError(f"pad_crop must be >= 0 pixels, got {self.pad_crop}")
-
-
 # The image size the table's pad_crop refers to; other sizes scale it.
 _BASELINE_SIZE = {"cifar10": 32, "cifar100": 32, "svhn": 32, "digits": 16, "imagefolder": 32}
 
@@ -600,55 +591,6 @@ def baseline_for(name: str, image_size: int | None = None) -> Baseline:
     if image_size is None or image_size == ref or base.pad_crop == 0:
         return base
     return Baseline(pad_crop=max(1, round(base.pad_crop * image_size / ref)), hflip=base.hflip)
-
-
-def _check_generator(generator: torch.Generator | None, device: torch.device) -> None:
-    if generator is not None and generator.device.type != device.type:
-        raise ValueError(
-            f"the generator is on {generator.device} but the batch is on {device}; "
-            f"create it with torch.Generator(device=batch.device)"
-        )
-
-
-class BaselineAugment(torch.nn.Module):
-    """Per-sample random zero-pad crop and horizontal flip of a [B, C, H, W] batch, on any device.
-
-    All random values are drawn first (crop offsets y, x, then flips) from `generator`, so the same
-    generator state gives the same output. No Python loop over samples.
-    """
-
-    def __init__(self, baseline: Baseline) -> None:
-        super().__init__()
-        self.baseline = baseline
-
-    def forward(self, batch: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        if batch.dim() != 4:
-            raise ValueError(f"expected a batch [B, C, H, W], got shape {tuple(batch.shape)}")
-        b, c, h, w = batch.shape
-        if b == 0:
-            return batch
-        _check_generator(generator, batch.device)
-        dev = batch.device
-        p = self.baseline.pad_crop
-        out = batch
-        if p > 0:
-            dy = torch.randint(0, 2 * p + 1, (b,), generator=generator, device=dev)
-            dx = torch.randint(0, 2 * p + 1, (b,), generator=generator, device=dev)
-        if self.baseline.hflip:
-            flip = torch.rand((b,), generator=generator, device=dev) < 0.5
-        if p > 0:
-            padded = F.pad(batch, (p, p, p, p))  # zero fill
-            rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]  # [B, 1, H, 1]
-            cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]  # [B, 1, 1, W]
-            bi = torch.arange(b, device=dev)[:, None, None, None]
-            ci = torch.arange(c, device=dev)[None, :, None, None]
-            out = padded[bi, ci, rows, cols]
-        if self.baseline.hflip:
-            out = torch.where(flip[:, None, None, None], out.flip(-1), out)
-        return out
-
-    def extra_repr(self) -> str:
-        return f"pad_crop={self.baseline.pad_crop}, hflip={self.baseline.hflip}"
 
 
 # ------------------------------------------------------------------------------------- normalisation
