@@ -25,7 +25,7 @@ from policysearch.ops import cutout_tensor
 from policysearch.policy import Baseline
 from policysearch.transforms import BaselineAugment
 
-__all__ = ["TrainConfig", "cutout", "evaluate", "predict", "train_model"]
+__all__ = ["MIN_STEPS", "TrainConfig", "cutout", "evaluate", "fit_to_data", "predict", "train_model"]
 
 CHECKPOINT_VERSION = 1
 Augment = Callable[[Tensor, torch.Generator], Tensor]
@@ -66,6 +66,28 @@ class TrainConfig:
             problems.append(f"warmup_epochs must lie in [0, epochs={self.epochs}), got {self.warmup_epochs}")
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+
+
+MIN_STEPS = 400  # optimizer steps a training gets at least, however few the images
+MIN_STEPS_PER_EPOCH = 4
+
+
+def fit_to_data(config: TrainConfig, num_images: int, min_steps: int = MIN_STEPS) -> TrainConfig:
+    """``config`` adapted to a training set of ``num_images``: enough optimizer steps on tiny data.
+
+    The batch is bounded so an epoch has at least 4 steps, and epochs are added until the training makes
+    at least ``min_steps`` steps (48 images at batch 128 for 20 epochs would be 20 steps). Larger sets
+    keep the configuration as it is.
+    """
+    from dataclasses import replace
+
+    batch = max(2, min(config.batch_size, num_images // MIN_STEPS_PER_EPOCH))
+    steps_per_epoch = max(1, len(_batches(num_images, batch, torch.arange(num_images))))
+    epochs = max(config.epochs, math.ceil(min_steps / steps_per_epoch))
+    if (batch, epochs) == (config.batch_size, config.epochs):
+        return config
+    warmup = min(config.warmup_epochs, epochs - 1)
+    return replace(config, batch_size=batch, epochs=epochs, warmup_epochs=warmup)
 
 
 def cutout(batch: Tensor, size: int, generator: torch.Generator | None = None) -> Tensor:
