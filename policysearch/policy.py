@@ -260,6 +260,20 @@ class Policy:
         return "\n".join(lines)
 
 
+def remove_duplicates(policy: Policy) -> Policy:
+    """The policy with each sequence of op names kept once (its first sub-policy), as Fast AutoAugment
+    cleans every candidate before the union: in a continuous space no two sub-policies are exactly equal,
+    while two sub-policies of the same ops at other probabilities and levels are near-duplicates."""
+    seen: set[tuple[str, ...]] = set()
+    subs = []
+    for sub in policy:
+        key = tuple(step.op for step in sub)
+        if key not in seen:
+            seen.add(key)
+            subs.append(sub)
+    return Policy(subs, policy.metadata, policy.name, policy.baseline)
+
+
 def merge_policies(policies: Sequence[Policy], metadata: Mapping[str, Any] | None = None) -> Policy:
     """Union of the sub-policies of several policies, keeping the first of any duplicates, in order."""
     seen: set[SubPolicy] = set()

@@ -332,6 +332,9 @@ class BatchPolicyTransform(torch.nn.Module):
         sub = torch.randint(len(self.policy), (b,), device=device, generator=generator)
         gate = torch.rand((b, op_table.shape[1]), device=device, generator=generator, dtype=torch.float64)
         coin = torch.rand((b, op_table.shape[1]), device=device, generator=generator) < 0.5
+        # drawn before the op-specific draws, whose number depends on the policy: two policies with the
+        # same baseline share its crops and flips on the same generator state (common random numbers)
+        crop, flip = draw_baseline(self.policy.baseline, b, device, generator)
         ops = op_table[sub]
         applied = (ops >= 0) & (gate < prob_table[sub])
         negative = signed_table[sub] & coin
@@ -364,7 +367,6 @@ class BatchPolicyTransform(torch.nn.Module):
             table = entry_tables.index_select(0, entries[group]) if spec.table_from_arg else None
             steps.append(PlanStep(spec, index, flat_args[group], {**draw, "index": index}, group // kinds,
                                   matrix, table))
-        crop, flip = draw_baseline(self.policy.baseline, b, device, generator)
         return Plan(sub, tuple(steps), (b, c, h, w), self.policy.baseline, crop, flip)
 
     def apply(self, batch: torch.Tensor, plan: Plan) -> torch.Tensor:

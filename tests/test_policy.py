@@ -331,3 +331,13 @@ def test_version_1_files_load_without_a_baseline(tmp_path):
 ])
 def test_bad_baseline_names_the_place(tmp_path, baseline, message):
     assert load_error(tmp_path, doc(format_version=2, baseline=baseline)) == message
+
+
+def test_remove_duplicates_keeps_one_sub_policy_per_op_sequence():
+    from policysearch.policy import remove_duplicates
+
+    policy = Policy([[("Rotate", 0.5, 0.3), ("Invert", 0.2, 0.0)], [("Rotate", 0.9, 0.1), ("Invert", 0.1, 0.0)],
+                     [("Invert", 0.2, 0.0), ("Rotate", 0.5, 0.3)], [("Rotate", 0.4, 0.2)]])
+    kept = remove_duplicates(policy)
+    assert [tuple(s.op for s in sub) for sub in kept] == [("Rotate", "Invert"), ("Invert", "Rotate"), ("Rotate",)]
+    assert kept[0] == policy[0]  # the first of each sequence
