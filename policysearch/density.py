@@ -56,12 +56,17 @@ class PolicyScore:
 
 def evaluate_policy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, policy: Policy, *,
                     mean: Sequence[float], std: Sequence[float], num_views: int = 5, batch_size: int = 1024,
-                    generator: torch.Generator | None = None) -> PolicyScore:
+                    generator: torch.Generator | None = None, seed: int | None = None) -> PolicyScore:
     """Score ``policy`` on uint8 ``images`` [N, C, H, W] (kept on the model's device) with the frozen model.
 
     Views are augmented and classified in chunks of ``batch_size`` images; there is no loop over images.
-    Pass a seeded ``generator`` (on the images' device) to score every candidate on the same draws.
+    Pass ``seed`` to score every candidate on common random numbers: each view of each chunk starts from
+    its own generator seeded from (``seed``, view, chunk), so the draws that do not depend on the policy
+    (sub-policy choice, gates, signs, the baseline's crops and flips) are the same for every candidate in
+    every view, not only in the first. A ``generator`` instead is consumed across the views.
     """
+    if generator is not None and seed is not None:
+        raise ValueError("pass either a generator or a seed, not both")
     if num_views < 1:
         raise ValueError(f"num_views must be at least 1, got {num_views}")
     if len(images) == 0 or len(images) != len(labels):
@@ -78,9 +83,12 @@ def evaluate_policy(model: torch.nn.Module, images: torch.Tensor, labels: torch.
     model.eval()
     try:
         with torch.inference_mode():
-            for _ in range(num_views):
+            for view in range(num_views):
                 for start in range(0, n, batch_size):
                     chunk = slice(start, start + batch_size)
+                    if seed is not None:
+                        generator = torch.Generator(device=device).manual_seed(
+                            (seed * 1_000_003 + view * 10_007 + start) % (1 << 62))
                     x = augment(images[chunk], generator)
                     logits = model(normalize(x, mean, std)).float()
                     loss = F.cross_entropy(logits, labels[chunk], reduction="none")

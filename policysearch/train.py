@@ -19,10 +19,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from policysearch.atomic import save_torch_atomic
-from policysearch.data import Baseline, BaselineAugment, DataError, ImageData, normalize
-from policysearch.transforms import Cutout
+from policysearch.data import DataError, ImageData, normalize
+from policysearch.policy import Baseline
+from policysearch.transforms import BaselineAugment, Cutout
 
-__all__ = ["TrainConfig", "cutout", "evaluate", "predict", "train_model"]
+__all__ = ["MIN_STEPS", "TrainConfig", "cutout", "evaluate", "fit_to_data", "predict", "train_model"]
 
 CHECKPOINT_VERSION = 1
 Augment = Callable[[Tensor, torch.Generator], Tensor]
@@ -65,6 +66,28 @@ class TrainConfig:
         return [(name, text) for name, ok, text in checks if not ok]
 
 
+MIN_STEPS = 400  # optimizer steps a training gets at least, however few the images
+MIN_STEPS_PER_EPOCH = 4
+
+
+def fit_to_data(config: TrainConfig, num_images: int, min_steps: int = MIN_STEPS) -> TrainConfig:
+    """``config`` adapted to a training set of ``num_images``: enough optimizer steps on tiny data.
+
+    The batch is bounded so an epoch has at least 4 steps, and epochs are added until the training makes
+    at least ``min_steps`` steps (48 images at batch 128 for 20 epochs would be 20 steps). Larger sets
+    keep the configuration as it is.
+    """
+    from dataclasses import replace
+
+    batch = max(2, min(config.batch_size, num_images // MIN_STEPS_PER_EPOCH))
+    steps_per_epoch = max(1, len(_batches(num_images, batch, torch.arange(num_images))))
+    epochs = max(config.epochs, math.ceil(min_steps / steps_per_epoch))
+    if (batch, epochs) == (config.batch_size, config.epochs):
+        return config
+    warmup = min(config.warmup_epochs, epochs - 1)
+    return replace(config, batch_size=batch, epochs=epochs, warmup_epochs=warmup)
+
+
 def cutout(batch: Tensor, size: int, generator: torch.Generator | None = None) -> Tensor:
     """The trainer's Cutout: :class:`policysearch.transforms.Cutout` with a ``size``-pixel side and fill 0.
 
@@ -99,7 +122,7 @@ def train_model(
     config: TrainConfig,
     *,
     augment: Augment | None = None,
-    baseline: Baseline,
+    baseline: Baseline | None = None,
     mean: Sequence[float],
     std: Sequence[float],
     device: str | torch.device = "cpu",
@@ -139,6 +162,7 @@ def train_model(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     shuffle_gen = torch.Generator().manual_seed(config.seed)
     aug_gen = torch.Generator(device=dev).manual_seed(config.seed + 1)
+    baseline = baseline or Baseline()  # none: `augment` carries the whole recipe (a policy with its baseline)
     base_aug = BaselineAugment(baseline)
 
     start_epoch = 0

@@ -132,3 +132,22 @@ def test_reward_names():
         score.reward("top1")
     assert score.to_dict() == dataclasses.asdict(score)
     assert set(score.to_dict()) == {"any_view", "min_loss", "accuracy", "loss", "images", "views"}
+
+
+
+def test_common_random_numbers_hold_for_every_view(child, d_a):
+    """Two recipes that differ only in a step that changes no pixel but draws random numbers (Cutout of
+    side 0) score identically in every view: the crops and flips of the baseline are shared."""
+    from policysearch.policy import Baseline
+
+    images, labels = d_a
+    crop = Policy([[("Identity", 1.0, 0.0)]], baseline=Baseline(2, True))
+    drawing = Policy([[("Cutout", 1.0, 0.0)]], baseline=Baseline(2, True))
+    scores = [evaluate_policy(child, images, labels, p, mean=MEAN, std=STD, num_views=4, seed=3)
+              for p in (crop, drawing)]
+    assert scores[0] == scores[1]
+    other_seed = evaluate_policy(child, images, labels, crop, mean=MEAN, std=STD, num_views=4, seed=4)
+    assert other_seed.loss != scores[0].loss  # the seed matters: views are random, only shared
+    with pytest.raises(ValueError, match="either a generator or a seed"):
+        evaluate_policy(child, images, labels, crop, mean=MEAN, std=STD, seed=1,
+                        generator=torch.Generator().manual_seed(0))

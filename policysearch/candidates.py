@@ -1,0 +1,87 @@
+"""The candidate training recipes a search selects from: what a user would pick instead, and the search's own.
+
+A recipe is a whole training augmentation: the policy followed by its baseline (pad-and-crop, flip),
+held in one ``Policy``. The candidates are the baseline alone, TrivialAugment, RandAugment over a small
+(N, M) grid and the density-matched Fast AutoAugment policy at a few strengths, each with the data
+set's pad-and-crop and without it (a crop that is too strong for the image size can hurt more than any
+policy helps), each restricted to the ops and levels the domain fit allows. The standard recipe,
+TrivialAugment on the data set's baseline, is the reference the selection holds every other against.
+Ray is not imported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from policysearch.domain import DomainFit
+from policysearch.policy import Baseline, Operation, Policy
+from policysearch.standard import RANDAUGMENT_OPS, randaugment_policy, trivialaugment_policy
+
+__all__ = ["RANDAUGMENT_GRID", "STRENGTHS", "Candidate", "candidate_recipes", "reference_name"]
+
+RANDAUGMENT_GRID: tuple[tuple[int, int], ...] = ((1, 5), (2, 9))
+STRENGTHS: tuple[float, ...] = (0.5, 1.0)
+FAMILIES = ("baseline", "trivialaugment", "randaugment", "fast_autoaugment")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One recipe: a name a person can read, its family, and the policy that carries all of it."""
+
+    name: str
+    family: str
+    recipe: Policy
+    strength: float | None = None  # Fast AutoAugment: the probability scale; RandAugment: M / 10
+
+    def to_dict(self) -> dict[str, object]:
+        b = self.recipe.baseline
+        return {"name": self.name, "family": self.family, "pad_crop": b.pad_crop, "hflip": b.hflip,
+                "strength": self.strength, "sub_policies": len(self.recipe)}
+
+
+def _identity() -> Policy:
+    return Policy([[Operation("Identity", 1.0, 0.0)]], name="identity")
+
+
+def _crop_label(baseline: Baseline) -> str:
+    return f"crop {baseline.pad_crop}" + (", flip" if baseline.hflip else "")
+
+
+def reference_name(baseline: Baseline) -> str:
+    """The name of the standard recipe: TrivialAugment on the data set's baseline."""
+    return f"trivialaugment, {_crop_label(baseline)}"
+
+
+def candidate_recipes(baseline: Baseline, fit: DomainFit, searched: Policy | None = None, *,
+                      strengths: Sequence[float] = STRENGTHS,
+                      randaugment_grid: Sequence[tuple[int, int]] = RANDAUGMENT_GRID,
+                      families: Sequence[str] = FAMILIES) -> list[Candidate]:
+    """Every candidate recipe, simplest and most standard first (the selection breaks ties that way).
+
+    ``baseline`` is the data set's (its flip already decided from the data); each candidate comes with that
+    crop and with none. ``searched`` is the merged Fast AutoAugment policy (None: that family is skipped).
+    """
+    unknown = sorted(set(families) - set(FAMILIES))
+    if unknown:
+        raise ValueError(f"unknown candidate families {unknown}; known: {', '.join(FAMILIES)}")
+    crops = [baseline] + ([Baseline(0, baseline.hflip)] if baseline.pad_crop else [])
+    ops = fit.allowed_ops(RANDAUGMENT_OPS)
+    out: list[Candidate] = []
+
+    def add(family: str, label: str, policy: Policy, strength: float | None = None) -> None:
+        for crop in crops:
+            name = f"{label}, {_crop_label(crop)}"
+            out.append(Candidate(name, family, fit.apply(policy).with_baseline(crop), strength))
+
+    if "baseline" in families:
+        add("baseline", "baseline", _identity())
+    if "trivialaugment" in families and ops:
+        add("trivialaugment", "trivialaugment", trivialaugment_policy(ops=ops))
+    if "randaugment" in families and ops:
+        for n, m in randaugment_grid:
+            add("randaugment", f"randaugment n={n} m={m}", randaugment_policy(n, m, ops=ops), m / 10)
+    if "fast_autoaugment" in families and searched is not None:
+        for strength in strengths:
+            add("fast_autoaugment", f"fast_autoaugment x{strength:g}", searched.scaled(strength), strength)
+    return out

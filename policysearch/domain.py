@@ -1,0 +1,156 @@
+"""Domain fit: which ops, and up to which level, keep the class information of this data set.
+
+A flip turns a 2 into something that is no digit, an inversion turns handwriting into another kind of
+image; a flip of a photo changes nothing that matters. The frozen child models (trained without the op)
+measure it: each op is applied at probability 1 at a few levels to the held-out images, and the
+accuracy that remains above chance is compared with the clean accuracy above chance,
+
+    retained(op, level) = (accuracy(op, level) - chance) / (clean accuracy - chance).
+
+An op keeps its levels up to the highest probed level at which every lower probed level retains at
+least ``threshold`` of the clean signal; an op that fails already at the lowest probed level is
+excluded from every candidate. Levels of the ops kept are scaled into ``[0, max_level]``. A child that
+is itself barely above chance cannot tell anything apart: then nothing is excluded and the fit says why.
+Ray is not imported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from policysearch.density import evaluate_policy
+from policysearch.ops import OPS
+from policysearch.policy import Operation, Policy
+
+__all__ = ["PROBE_LEVELS", "DomainFit", "OpFit", "fit_domain", "probe_ops"]
+
+PROBE_LEVELS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+THRESHOLD = 0.5  # an op must keep half of the child's signal above chance
+MIN_SIGNAL = 0.2  # a child with less than this (clean accuracy - chance) cannot judge ops
+
+
+@dataclass(frozen=True)
+class OpFit:
+    """The evidence for one op: mean retained signal per probed level, and the decision."""
+
+    op: str
+    levels: tuple[float, ...]
+    retained: tuple[float, ...]
+    max_level: float  # 0.0: excluded
+
+    @property
+    def excluded(self) -> bool:
+        return self.max_level == 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {"op": self.op, "levels": list(self.levels), "retained": [round(r, 4) for r in self.retained],
+                "max_level": self.max_level, "excluded": self.excluded}
+
+
+@dataclass(frozen=True)
+class DomainFit:
+    """Per op the highest level that keeps the class information; ``note`` says when it could not judge."""
+
+    ops: Mapping[str, OpFit]
+    threshold: float = THRESHOLD
+    clean_accuracy: float = float("nan")
+    chance: float = float("nan")
+    note: str = ""
+    unjudged: tuple[str, ...] = field(default=())
+
+    def allowed(self, op: str) -> bool:
+        """An op not probed is allowed (nothing speaks against it)."""
+        fit = self.ops.get(op)
+        return fit is None or not fit.excluded
+
+    def max_level(self, op: str) -> float:
+        fit = self.ops.get(op)
+        return 1.0 if fit is None else fit.max_level
+
+    def allowed_ops(self, ops: Iterable[str]) -> tuple[str, ...]:
+        return tuple(op for op in ops if self.allowed(op))
+
+    def excluded(self) -> list[OpFit]:
+        return [fit for fit in self.ops.values() if fit.excluded]
+
+    def limited(self) -> list[OpFit]:
+        return [fit for fit in self.ops.values() if 0.0 < fit.max_level < 1.0]
+
+    def apply(self, policy: Policy) -> Policy:
+        """``policy`` with excluded ops replaced by Identity and levels scaled into [0, max_level]."""
+        subs = []
+        for sub in policy:
+            steps = []
+            for step in sub:
+                if not self.allowed(step.op):
+                    steps.append(Operation("Identity", step.prob, 0.0))
+                else:
+                    steps.append(Operation(step.op, step.prob, step.level * self.max_level(step.op)))
+            subs.append(steps)
+        return Policy(subs, policy.metadata, policy.name, policy.baseline)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"threshold": self.threshold, "clean_accuracy": self.clean_accuracy, "chance": self.chance,
+                "note": self.note, "ops": [fit.to_dict() for fit in self.ops.values()]}
+
+
+def probe_levels(op: str, levels: Sequence[float] = PROBE_LEVELS) -> tuple[float, ...]:
+    """The levels an op is probed at: all of ``levels``, or 1.0 alone for an op without a magnitude."""
+    return tuple(levels) if OPS[op].has_magnitude else (1.0,)
+
+
+def probe_ops(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, ops: Iterable[str], *,
+              mean: Sequence[float], std: Sequence[float], levels: Sequence[float] = PROBE_LEVELS,
+              seed: int = 0, num_views: int = 2) -> dict[str, object]:
+    """Accuracy of a frozen model on ``images`` clean and under each op at probability 1 at each level.
+
+    Returns ``{"clean": accuracy, "ops": {op: [(level, accuracy), ...]}}``; every probe is drawn from the
+    same seed, so two ops are compared on the same random numbers where their draws coincide.
+    """
+    device = next(model.parameters()).device
+
+    def accuracy(policy: Policy) -> float:
+        generator = torch.Generator(device=device).manual_seed(seed)
+        return evaluate_policy(model, images, labels, policy, mean=mean, std=std, num_views=num_views,
+                               generator=generator).accuracy
+
+    clean = accuracy(Policy([[Operation("Identity", 1.0, 0.0)]]))
+    measured = {}
+    for op in ops:
+        if op == "Identity" or op == "SamplePairing" and len(images) < 2:
+            continue
+        measured[op] = [(level, accuracy(Policy([[Operation(op, 1.0, level)]]))) for level in probe_levels(op, levels)]
+    return {"clean": clean, "ops": measured}
+
+
+def fit_domain(probes: Sequence[Mapping[str, object]], num_classes: int,
+               threshold: float = THRESHOLD) -> DomainFit:
+    """Decide per op from the probes of several children (``probe_ops`` results): mean retained signal."""
+    chance = 1.0 / num_classes
+    signals = [float(p["clean"]) - chance for p in probes]
+    clean = float(np.mean([float(p["clean"]) for p in probes])) if probes else float("nan")
+    if not probes or min(signals) < MIN_SIGNAL:
+        note = (f"the child models are too close to chance (clean accuracy {clean:.3f}, chance {chance:.3f}) "
+                "to judge which ops destroy class information; no op was excluded")
+        names = sorted({op for p in probes for op in p["ops"]})  # type: ignore[union-attr]
+        return DomainFit({}, threshold, clean, chance, note, tuple(names))
+    ops: dict[str, OpFit] = {}
+    names = [op for op in probes[0]["ops"]]  # type: ignore[union-attr]
+    for op in names:
+        per_child = [dict(p["ops"][op]) for p in probes]  # type: ignore[index]
+        levels = tuple(sorted(per_child[0]))
+        retained = tuple(float(np.mean([(child[level] - chance) / signal for child, signal in zip(per_child, signals)]))
+                         for level in levels)
+        max_level = 0.0
+        for level, kept in zip(levels, retained):
+            if kept < threshold:
+                break
+            max_level = level
+        if not OPS[op].has_magnitude and max_level > 0:
+            max_level = 1.0
+        ops[op] = OpFit(op, levels, retained, max_level)
+    return DomainFit(ops, threshold, clean, chance)

@@ -1,0 +1,131 @@
+"""Tests for the recipe selection: cross-fit folds, the corrected paired comparison and the stated rule;
+the candidate recipes; the domain fit; and the training budget on tiny data."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from policysearch.candidates import candidate_recipes, reference_name
+from policysearch.data import DataError
+from policysearch.domain import DomainFit, OpFit, fit_domain, probe_ops
+from policysearch.policy import Baseline, Operation, Policy
+from policysearch.selection import compare, crossfit_folds, decide
+from policysearch.train import TrainConfig, _batches, fit_to_data
+
+
+def test_crossfit_folds_hold_every_image_out_once_per_repeat():
+    labels = np.repeat(np.arange(4), 10)
+    folds = crossfit_folds(labels, k=5, repeats=2, seed=1)
+    assert len(folds) == 10
+    for repeat in range(2):
+        held = np.concatenate([h for _, h in folds[repeat * 5:(repeat + 1) * 5]])
+        assert sorted(held.tolist()) == list(range(40))
+        for train, out in folds[repeat * 5:(repeat + 1) * 5]:
+            assert not set(train) & set(out) and len(train) + len(out) == 40
+            assert np.bincount(labels[out]).tolist() == [2, 2, 2, 2]  # stratified
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(folds[:5], folds[5:]))  # repeats differ
+
+
+def test_crossfit_folds_name_a_class_too_small():
+    with pytest.raises(DataError, match=r"class 1 \(3\)"):
+        crossfit_folds(np.array([0] * 10 + [1] * 3), k=5)
+
+
+def test_corrected_comparison_is_wider_than_the_naive_one():
+    from scipy import stats
+
+    a, b = [10.0, 12, 9, 11, 10], [12.0, 13, 12, 12, 11]
+    c = compare(a, b, test_fraction=0.2)
+    d = np.subtract(a, b)
+    naive = stats.t.ppf(0.9, 4) * d.std(ddof=1) / math.sqrt(5)
+    assert c.mean == pytest.approx(-1.6)
+    assert c.high - c.mean == pytest.approx(math.sqrt(1 / 5 + 0.25) * d.std(ddof=1) * stats.t.ppf(0.9, 4))
+    assert c.high - c.mean > naive  # overlapping training sets: the naive interval is too narrow
+    assert c.upper < c.high
+
+
+def test_rule_keeps_the_reference_unless_the_evidence_clears_the_noise():
+    ref = "trivialaugment"
+    noisy = {ref: [10.0, 12, 8, 11, 9], "challenger": [9.0, 13, 7, 10, 10]}  # lower mean, large spread
+    decision = decide(noisy, ref, test_fraction=0.2)
+    assert decision.best == "challenger" and decision.chosen == ref and "does not clear" in decision.reason
+    clear = {ref: [10.0, 12, 8, 11, 9], "challenger": [7.0, 9, 5.5, 8, 6]}
+    decision = decide(clear, ref, test_fraction=0.2)
+    assert decision.chosen == "challenger" and "clears the noise" in decision.reason
+    assert {c.reference for c in decision.comparisons} == {ref}
+    tied = {"baseline": [10.0, 11], ref: [10.0, 11]}
+    assert decide(tied, ref, test_fraction=0.5).chosen == ref  # ties never leave the reference
+
+
+def test_rule_refuses_unpaired_results():
+    with pytest.raises(ValueError, match="same folds"):
+        decide({"a": [1.0, 2.0], "b": [1.0]}, "a", test_fraction=0.2)
+
+
+def _fit(**max_levels: float) -> DomainFit:
+    return DomainFit({op: OpFit(op, (1.0,), (0.0 if v == 0 else 1.0,), v) for op, v in max_levels.items()})
+
+
+def test_candidates_cover_the_standard_recipes_with_and_without_the_crop():
+    searched = Policy([[Operation("Rotate", 0.8, 0.5)], [Operation("Invert", 0.5, 0.0)]])
+    cands = candidate_recipes(Baseline(2, False), _fit(Invert=0.0, Rotate=0.5, Solarize=0.0), searched)
+    names = [c.name for c in cands]
+    assert names[:2] == ["baseline, crop 2", "baseline, crop 0"]
+    assert reference_name(Baseline(2, False)) in names
+    assert {c.family for c in cands} == {"baseline", "trivialaugment", "randaugment", "fast_autoaugment"}
+    assert len(names) == len(set(names)) == 2 * (1 + 1 + 2 + 2)
+    for c in cands:
+        assert c.recipe.baseline.pad_crop in (0, 2)
+        assert "Solarize" not in c.recipe.ops() and "Invert" not in c.recipe.ops()  # excluded everywhere
+        assert all(s.level <= 0.5 for sub in c.recipe for s in sub if s.op == "Rotate")  # levels capped
+    faa = next(c for c in cands if c.name == "fast_autoaugment x0.5, crop 2")
+    assert faa.recipe[0][0] == Operation("Rotate", 0.4, 0.25)
+
+
+def test_domain_fit_excludes_what_destroys_the_classes_and_caps_levels():
+    child = {"clean": 0.9, "ops": {"FlipLR": [(1.0, 0.2)], "Rotate": [(0.25, 0.88), (0.5, 0.8), (0.75, 0.4),
+                                                                        (1.0, 0.3)],
+                                   "Contrast": [(0.25, 0.9), (0.5, 0.9), (0.75, 0.89), (1.0, 0.85)]}}
+    fit = fit_domain([child, child], num_classes=10)
+    assert not fit.allowed("FlipLR") and fit.max_level("Rotate") == 0.5 and fit.max_level("Contrast") == 1.0
+    assert fit.allowed("Posterize")  # not probed: nothing speaks against it
+    assert [f.op for f in fit.excluded()] == ["FlipLR"] and [f.op for f in fit.limited()] == ["Rotate"]
+    weak = fit_domain([{"clean": 0.2, "ops": child["ops"]}], num_classes=10)
+    assert weak.allowed("FlipLR") and "too close to chance" in weak.note
+
+
+def test_probing_a_model_that_sees_only_the_left_half_excludes_the_flip():
+    class LeftHalf(torch.nn.Module):
+        """Class = which quarter of the left half is bright (a flip moves it to the right half)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            left = x[:, 0, :, :4]
+            return torch.stack([left[:, :4].mean((1, 2)), left[:, 4:].mean((1, 2))], 1) * 10 + self.w
+
+    images = torch.zeros((20, 1, 8, 8), dtype=torch.uint8)
+    labels = torch.arange(20) % 2
+    for i, y in enumerate(labels):
+        images[i, 0, 4 * int(y):4 * int(y) + 4, :4] = 255
+    probes = probe_ops(LeftHalf(), images, labels, ["FlipLR", "Brightness"], mean=(0.0,), std=(1.0,))
+    assert probes["clean"] == 1.0
+    fit = fit_domain([probes], num_classes=2)
+    assert not fit.allowed("FlipLR") and fit.allowed("Brightness")
+
+
+@pytest.mark.parametrize("n", [2, 7, 48, 150, 5000])
+def test_training_budget_gives_tiny_data_enough_steps(n):
+    config = fit_to_data(TrainConfig(epochs=20, batch_size=128), n)
+    steps = len(_batches(n, config.batch_size, torch.arange(n))) * config.epochs
+    assert steps >= 400 and 2 <= config.batch_size <= 128
+    if n >= 4 * 128:
+        assert (config.batch_size, config.epochs) == (128, 20)  # enough data: unchanged
+    else:
+        assert len(_batches(n, config.batch_size, torch.arange(n))) >= min(4, n // 2)
