@@ -1,37 +1,43 @@
 """Benchmark a searched policy against the search-free augmentations, with paired statistics.
 
-Every method trains the same model on the same training images for the same epochs and seeds, on top of
-the data set's baseline augmentation (pad-and-crop; flips only where they keep the meaning):
+Every method is a whole training recipe - a policy followed by a baseline (pad-and-crop, a flip only
+where it keeps the meaning) - and trains the same model on the same training images for the same budget
+and seeds (the budget adapted to tiny data by ``train.fit_to_data``, the same for every method):
 
-- ``baseline``: the baseline augmentation only;
+- ``none``: no augmentation at all;
+- ``baseline``: the data set's baseline augmentation only;
 - ``cutout``: baseline + Cutout, 16 px on 32 x 32 images and scaled with the image size (8 px on 16 x 16
-  digits), applied by the trainer after normalisation;
-- ``autoaugment``: torchvision's AutoAugment CIFAR-10 policy converted to our format
-  (``autoaugment:cifar10``);
-- ``randaugment``: RandAugment N=2, M=9 in the paper's sense (``randaugment:n=2,m=9``): M on a 0..10
-  scale, so every op runs at level 0.9 of its range - not torchvision's ``RandAugment(magnitude=9)``,
-  which means bin 9 of 31 (level 0.3), a weaker augmentation;
-- ``trivialaugment``: TrivialAugment (``trivialaugment``): one op per image, uniformly from the same 14
-  ops, at a level drawn uniformly from 31 bins 0, 1/30, ..., 1 (torchvision's bin count);
-  how these three are expressed as policies is in ``policysearch/standard.py``;
-- ``searched``: the policy of ``--policy FILE_OR_STRING``, or of a Fast AutoAugment search run here first
-  on the same training images (never the test split).
+  digits), the same augmentation as a policy's ``Cutout`` op of that side;
+- ``autoaugment``, ``randaugment``, ``trivialaugment``: torchvision's AutoAugment CIFAR-10 policy
+  (``autoaugment:cifar10``), RandAugment N=2, M=9 in the paper's sense (``randaugment:n=2,m=9``: M on a
+  0..10 scale, every op at level 0.9 - not torchvision's ``RandAugment(magnitude=9)``, bin 9 of 31) and
+  TrivialAugment (``trivialaugment``: one op of 14 at a level from 31 bins), each on the baseline;
+- ``autoaugment-alone``, ``randaugment-alone``, ``trivialaugment-alone``: the same policies without the
+  baseline, as a torchvision user puts ``RandAugment()`` alone in a ``Compose``;
+  how the three are expressed as policies is in ``policysearch/standard.py``;
+- ``searched``: the recipe of ``--policy FILE_OR_STRING`` applied exactly as it says (a file of format 2
+  carries its baseline; a version-1 file or a string carries none), or the recipe a search run here first
+  selects on the same training images (never the test split).
 
 Policies are applied per sample by ``BatchPolicyTransform``. The test split is used only for the final
 reported errors; no setting here was chosen by looking at it.
 
 Presets
 -------
-``digits-small`` (CPU, about 10-20 minutes on 2 cores): scikit-learn's digits at 16 x 16, a stratified
-150-image training subset (15 per class), ``small_cnn``, 60 epochs, batch 32, seeds 0 1 2 3 4, all six
-methods; the searched policy comes from a search with the search's default budget (5 splits x 40 trials,
-top 10 per split, strength check) on the same 150 images, its child models trained for the same 60
-epochs as the final models so that the strength check sees the final training regime. Why 150 and 60
-epochs: augmentation matters most when data is scarce (measured while choosing this preset: 9.0 % ->
-5.4 % test error at 100 digits trained for 60 epochs, no gain left at 500); at 100 a D_A split holds only 40 images and the search
-reward saturates, so 150 keeps augmentation relevant while giving each split 60 held-out images. Five
-seeds because differences between methods here are a few test images. Batch 32 so that 150 images give
-5 steps per epoch rather than 2.
+``digits-small`` (CPU): scikit-learn's digits at 16 x 16, a stratified 150-image training subset (15 per
+class), ``small_cnn``, 60 epochs at batch 32 (raised to the 200-step floor), seeds 0 1 2 3 4, every
+method; the searched recipe comes from a search with the search's default budget on the same 150 images,
+its children trained for 60 epochs and its selection at the final budget. Why this size: augmentation
+matters most when data is scarce (9.0 % -> 5.4 % test error at 100 digits trained for 60 epochs, no gain
+left at 500). Five seeds because differences between methods here are a few test images.
+
+``digits-100`` (CPU): the same with 10 images per class, where selecting a recipe is hardest.
+
+``cifar10-dev-1000`` (CPU): 100 real CIFAR-10 photographs per class from ``shared/data/cifar10-dev/train``
+(beside the repository), tested on its 2,000 ``test/`` images; ``small_cnn`` for 20 epochs at batch 50
+(400 steps), seeds 0..4, a search with 20 policy trials per split. Loaded as an image folder, so its
+baseline (pad-and-crop, no flip) is the one any user's photographs get, and the search must learn from
+the data that a flip is allowed.
 
 ``reduced-cifar10-wrn40-2`` (GPU): the Fast AutoAugment paper's setting: search on a stratified 4,000-image
 subset of the CIFAR-10 training set with WRN-40-2 child models (5 splits, 200 trials per split, top 10),
@@ -69,14 +75,17 @@ from policysearch.atomic import write_bytes_atomic, write_json_atomic, write_tex
 from policysearch.data import (DataError, ImageData, baseline_for, load_dataset, normalization_for,
                                stratified_subset)
 from policysearch.models import MODEL_NAMES, build_model
-from policysearch.policy import Policy, software_versions
+from policysearch.policy import Baseline, Policy, software_versions
 from policysearch.standard import autoaugment_policy, load_policy, randaugment_policy, trivialaugment_policy
-from policysearch.train import TrainConfig, evaluate, train_model
+from policysearch.train import TrainConfig, evaluate, fit_to_data, train_model
 from policysearch.transforms import BatchPolicyTransform
 
 __all__ = ["METHODS", "PRESETS", "Preset", "add_arguments", "paired_difference", "run", "run_benchmark"]
 
-METHODS: tuple[str, ...] = ("baseline", "cutout", "autoaugment", "randaugment", "trivialaugment", "searched")
+METHODS: tuple[str, ...] = ("none", "baseline", "cutout", "autoaugment", "randaugment", "trivialaugment",
+                             "autoaugment-alone", "randaugment-alone", "trivialaugment-alone", "searched")
+STANDARD = {"autoaugment": lambda: autoaugment_policy("cifar10"), "randaugment": lambda: randaugment_policy(2, 9),
+            "trivialaugment": trivialaugment_policy}
 
 CUTOUT_FRACTION = 16 / 32  # Cutout side per image side: 16 px on CIFAR's 32 x 32
 
@@ -101,6 +110,7 @@ class Preset:
     search_splits: int | None = None
     search_top_n: int | None = None
     search_epochs: int | None = None  # child-model epochs; None: the search's default
+    selection_repeats: int = 1  # repeats of the search's cross-fit selection
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -117,9 +127,15 @@ class Preset:
             raise ValueError(f"--epochs must be at least 1, got {self.epochs}")
 
 
+CIFAR10_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-dev"
+
 PRESETS: dict[str, Preset] = {
     "digits-small": Preset(dataset="digits", train_size=150, model="small_cnn", epochs=60, batch_size=32,
                            seeds=(0, 1, 2, 3, 4), search_epochs=60),
+    "digits-100": Preset(dataset="digits", train_size=100, model="small_cnn", epochs=60, batch_size=32,
+                         seeds=(0, 1, 2, 3, 4), search_epochs=60),
+    "cifar10-dev-1000": Preset(dataset=f"imagefolder:{CIFAR10_DEV}", train_size=1000, model="small_cnn", epochs=20,
+                               batch_size=50, seeds=(0, 1, 2, 3, 4), search_epochs=20, search_trials=20),
     "reduced-cifar10-wrn40-2": Preset(dataset="cifar10", train_size=None, model="wrn40_2", epochs=200,
                                       batch_size=128, cutout_with_policies=True, search_train_size=4000,
                                       search_trials=200, search_splits=5, search_top_n=10, search_epochs=200,
@@ -155,24 +171,26 @@ def cutout_pixels(image_size: int) -> int:
     return max(1, round(CUTOUT_FRACTION * image_size))
 
 
-def _method_setup(method: str, policy: Policy | None, cutout: int, cutout_with_policies: bool
-                  ) -> tuple[BatchPolicyTransform | None, int]:
+def method_recipe(method: str, baseline: Baseline, searched: Policy | None, cutout: int,
+                  cutout_with_policies: bool) -> tuple[Policy, int]:
+    """The recipe (policy with its baseline) and the Cutout side in pixels of a benchmark method."""
+    identity = load_policy("identity")
+    if method == "none":
+        return identity, 0
     if method == "baseline":
-        return None, 0
+        return identity.with_baseline(baseline), 0
     if method == "cutout":
-        return None, cutout
+        return identity.with_baseline(baseline), cutout
     extra = cutout if cutout_with_policies else 0
-    if method == "autoaugment":
-        return BatchPolicyTransform(autoaugment_policy("cifar10")), extra
-    if method == "randaugment":
-        return BatchPolicyTransform(randaugment_policy()), extra
-    if method == "trivialaugment":
-        return BatchPolicyTransform(trivialaugment_policy()), extra
     if method == "searched":
-        if policy is None:
+        if searched is None:
             raise ValueError("the searched method needs a policy")
-        return BatchPolicyTransform(policy), extra
-    raise ValueError(f"unknown method {method!r}")
+        return searched, extra
+    name, _, alone = method.partition("-")
+    if name not in STANDARD:
+        raise ValueError(f"unknown method {method!r}")
+    policy = STANDARD[name]()
+    return (policy if alone else policy.with_baseline(baseline)), extra
 
 
 def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream) -> tuple[Policy, dict[str, Any]]:
@@ -188,6 +206,8 @@ def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream) 
         splits=preset.search_splits or defaults.splits,
         top_n=preset.search_top_n or defaults.top_n,
         epochs=preset.search_epochs or defaults.epochs,
+        final_epochs=preset.epochs,  # the selection trains every candidate recipe at the final budget
+        selection_repeats=preset.selection_repeats,
         batch_size=preset.batch_size,  # child models train like the final models
         lr=preset.lr,
         weight_decay=preset.weight_decay,
@@ -239,19 +259,21 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
         policy_source = costs["policy_file"]
         document["search"] = costs
     if policy is not None:
-        document["searched_policy"] = {"source": policy_source, "sub_policies": len(policy)}
+        recipe = policy.metadata.get("recipe", {}) if isinstance(policy.metadata.get("recipe"), dict) else {}
+        document["searched_policy"] = {"source": policy_source, "sub_policies": len(policy),
+                                       "recipe": recipe.get("name", policy.name), "baseline": asdict(policy.baseline)}
     _write_outputs(out, document)
 
     total = len(preset.seeds) * len(preset.methods)
     for seed in preset.seeds:  # seed outer: a partial benchmark has complete pairs
         for method in preset.methods:
-            augment, cut = _method_setup(method, policy, cutout, preset.cutout_with_policies)
-            config = TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, lr=preset.lr,
-                                 weight_decay=preset.weight_decay, cutout=cut, seed=seed)
+            recipe, cut = method_recipe(method, baseline, policy, cutout, preset.cutout_with_policies)
+            config = fit_to_data(TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, lr=preset.lr,
+                                             weight_decay=preset.weight_decay, cutout=cut, seed=seed), len(train))
             torch.manual_seed(seed)  # same init for every method of a seed
             model = build_model(preset.model, train.num_classes, train.images.shape[1])
             started = time.perf_counter()
-            last = train_model(model, train, config, augment=augment, baseline=baseline, mean=mean, std=std,
+            last = train_model(model, train, config, augment=BatchPolicyTransform(recipe), mean=mean, std=std,
                                device=preset.device)
             seconds = time.perf_counter() - started
             result = evaluate(model, test.images, test.labels, mean=mean, std=std, device=preset.device)
@@ -298,8 +320,9 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
              f"subset seed {s['data_seed']}), {s['test_images']} test images (used only for these errors)",
              f"- model {s['model']}, {s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']}, "
              f"weight decay {s['weight_decay']}, seeds {' '.join(map(str, s['seeds']))}",
-             f"- every method on top of the baseline augmentation (pad-crop {s['baseline']['pad_crop']} px, "
-             f"flip {s['baseline']['hflip']}); Cutout {s['cutout_pixels']} px"
+             f"- the data set's baseline augmentation: pad-crop {s['baseline']['pad_crop']} px, "
+             f"flip {s['baseline']['hflip']} (methods marked -alone and none train without it); Cutout "
+             f"{s['cutout_pixels']} px"
              + (" (also on top of the policies)" if s["cutout_with_policies"] else ""),
              "- RandAugment N=2, M=9 on the paper's 0..10 scale (level 0.9); TrivialAugment over 31 level bins"
              " in our op ranges", ""]
@@ -392,8 +415,8 @@ def _write_outputs(out: Path, document: dict[str, Any]) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``policysearch benchmark`` options; a preset fills every setting, the options override it."""
     parser.add_argument("--preset", choices=sorted(PRESETS), default="digits-small",
-                        help="digits-small: CPU, 150 digits, small_cnn, 60 epochs, 5 seeds, 10-20 min on 2 cores; "
-                             "reduced-cifar10-wrn40-2: GPU, search on 4000 CIFAR-10 images with WRN-40-2, "
+                        help="digits-small: CPU, 150 digits, small_cnn, 60 epochs, 5 seeds; digits-100: 10 per class; "
+                             "cifar10-dev-1000: CPU, 1000 CIFAR-10 photos, 20 epochs; reduced-cifar10-wrn40-2: GPU, search on 4000 CIFAR-10 images with WRN-40-2, "
                              "final training on all of CIFAR-10 for 200 epochs (default: %(default)s)")
     parser.add_argument("--dataset", default=None, help="data set (default: the preset's)")
     parser.add_argument("--data-root", default="data", help="where downloadable data sets live")
@@ -402,7 +425,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default: 0 1 2)")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="default: all six")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="default: all of them")
     parser.add_argument("--policy", metavar="POLICY", default=None,
                         help="the 'searched' method's policy: a policy file, or a policy string such as "
                              "randaugment:n=1,m=5 (see policysearch.standard); without it the benchmark "

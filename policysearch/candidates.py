@@ -18,7 +18,7 @@ from policysearch.domain import DomainFit
 from policysearch.policy import Baseline, Operation, Policy
 from policysearch.standard import RANDAUGMENT_OPS, randaugment_policy, trivialaugment_policy
 
-__all__ = ["RANDAUGMENT_GRID", "STRENGTHS", "Candidate", "candidate_recipes", "reference_name"]
+__all__ = ["RANDAUGMENT_GRID", "STRENGTHS", "Recipe", "candidate_recipes", "reference_name"]
 
 RANDAUGMENT_GRID: tuple[tuple[int, int], ...] = ((1, 5), (2, 9))
 STRENGTHS: tuple[float, ...] = (0.5, 1.0)
@@ -26,7 +26,7 @@ FAMILIES = ("baseline", "trivialaugment", "randaugment", "fast_autoaugment")
 
 
 @dataclass(frozen=True)
-class Candidate:
+class Recipe:
     """One recipe: a name a person can read, its family, and the policy that carries all of it."""
 
     name: str
@@ -56,7 +56,7 @@ def reference_name(baseline: Baseline) -> str:
 def candidate_recipes(baseline: Baseline, fit: DomainFit, searched: Policy | None = None, *,
                       strengths: Sequence[float] = STRENGTHS,
                       randaugment_grid: Sequence[tuple[int, int]] = RANDAUGMENT_GRID,
-                      families: Sequence[str] = FAMILIES) -> list[Candidate]:
+                      families: Sequence[str] = FAMILIES) -> list[Recipe]:
     """Every candidate recipe, simplest and most standard first (the selection breaks ties that way).
 
     ``baseline`` is the data set's (its flip already decided from the data); each candidate comes with that
@@ -67,12 +67,12 @@ def candidate_recipes(baseline: Baseline, fit: DomainFit, searched: Policy | Non
         raise ValueError(f"unknown candidate families {unknown}; known: {', '.join(FAMILIES)}")
     crops = [baseline] + ([Baseline(0, baseline.hflip)] if baseline.pad_crop else [])
     ops = fit.allowed_ops(RANDAUGMENT_OPS)
-    out: list[Candidate] = []
+    out: list[Recipe] = []
 
     def add(family: str, label: str, policy: Policy, strength: float | None = None) -> None:
         for crop in crops:
             name = f"{label}, {_crop_label(crop)}"
-            out.append(Candidate(name, family, fit.apply(policy).with_baseline(crop), strength))
+            out.append(Recipe(name, family, fit.apply(policy).with_baseline(crop), strength))
 
     if "baseline" in families:
         add("baseline", "baseline", _identity())

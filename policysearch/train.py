@@ -66,7 +66,7 @@ class TrainConfig:
         return [(name, text) for name, ok, text in checks if not ok]
 
 
-MIN_STEPS = 400  # optimizer steps a training gets at least, however few the images
+MIN_STEPS = 200  # optimizer steps a training gets at least, however few the images
 MIN_STEPS_PER_EPOCH = 4
 
 

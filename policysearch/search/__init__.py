@@ -6,8 +6,10 @@
    (:func:`prepare`); phase 1 trains one child model per split on D_M (:func:`~.trials.train_child`);
    phase 2 scores candidate policies on D_A with the frozen child (:func:`~.trials.score_policy`).
 3. :mod:`~policysearch.search.searcher`: phase 2's optimisers, one per split and repeat.
-4. :mod:`~policysearch.search.strength`: phase 3 trains each split's child again with the merged top
-   candidates at a few strengths and keeps the best against the baseline augmentation alone.
+4. :mod:`~policysearch.search.recipes`: phase 1b, the domain fit (which ops and levels keep this data's
+   classes, measured with the frozen children), and phase 3, the recipe selection: every candidate recipe
+   (:mod:`policysearch.candidates`) trained on cross-fit folds at the final budget and chosen by the
+   stated rule of :mod:`policysearch.selection`.
 5. :mod:`~policysearch.search.export` and :mod:`~policysearch.search.report`: ``policy.json`` (last),
    ``candidates.json``, ``trials.csv`` and ``report.md``.
 

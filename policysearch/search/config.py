@@ -21,7 +21,7 @@ from policysearch.train import TrainConfig
 __all__ = ["ALGORITHMS", "RESUMABLE", "SearchConfig", "add_config_arguments", "flag", "given_values"]
 
 ALGORITHMS = ("optuna", "hyperopt", "random")
-DEFAULT_SPACE = {"digits": "no_flips"}  # a flip or an inversion changes what a digit means
+DEFAULT_SPACE = "fast_autoaugment"  # the domain fit removes what a data set does not allow (flips of digits, ...)
 # Settings a resumed run may change: where the cluster is and whether its dashboard shows, not what it computes.
 RESUMABLE = frozenset({"address", "dashboard"})
 
@@ -41,8 +41,8 @@ class SearchConfig:
     train_size: int | None = _option(None, "a stratified reduced training set of this many images (e.g. 4000)",
                                      "data", type=int, shown="the whole training split")
     image_size: int | None = _option(None, "resize images to this size", "data", type=int, shown="as loaded")
-    space: str | None = _option(None, "search space name or YAML path", "search",
-                                shown="no_flips for digits, fast_autoaugment otherwise")
+    space: str | None = _option(None, "search space name or YAML path; the domain fit removes the ops and levels "
+                                "that destroy this data's classes", "search", shown=DEFAULT_SPACE)
     algorithm: str = _option("optuna", "the optimiser", "search", choices=ALGORITHMS)
     splits: int = _option(5, "K: D_M/D_A splits of the training data", "search")
     da_ratio: float = _option(0.4, "share of each split held out as D_A", "search")
@@ -52,15 +52,27 @@ class SearchConfig:
     num_views: int = _option(5, "augmented views per D_A image when scoring a candidate", "search")
     reward: str = _option("accuracy", "what the optimiser maximises", "search", choices=REWARDS)
     strengths: tuple[float, ...] = _option(
-        (1.0,), "phase 3: strengths (probability scales) of the merged policy to check against the baseline "
-        "augmentation by training each split's child with it; given with no values: no check", "search",
-        type=float, nargs="*", metavar="S")
+        (0.5, 1.0), "strengths (probability scales) at which the merged Fast AutoAugment policy enters the "
+        "candidate recipes", "search", type=float, nargs="+", metavar="S")
+    domain_threshold: float = _option(
+        0.5, "domain fit: an op keeps the levels at which the frozen children keep at least this share of their "
+        "accuracy above chance", "selection")
+    selection_folds: int = _option(3, "folds of the cross-fit that trains every candidate recipe", "selection")
+    selection_repeats: int = _option(1, "repeats of the cross-fit (other folds, other seeds)", "selection")
+    confidence: float = _option(0.8, "a recipe replaces the standard one (TrivialAugment on the baseline) only "
+                                "when its one-sided bound on the error difference at this level is below 0",
+                                "selection")
+    final_epochs: int | None = _option(None, "epochs of the training the recipe is for; the selection trains "
+                                       "every candidate at this budget", "selection", type=int,
+                                       shown="--epochs")
     seed: int = _option(0, "seed of the subset, the splits, the optimisers and the child models", "search")
     model: str = _option("small_cnn", "child-model architecture", "child models", choices=MODEL_NAMES)
     epochs: int = _option(20, "child-model training epochs", "child models")
     batch_size: int = _option(128, "child-model batch size", "child models")
     lr: float = _option(0.1, "child-model learning rate (SGD, cosine schedule)", "child models")
     weight_decay: float = _option(5e-4, "child-model weight decay", "child models")
+    min_steps: int = _option(200, "optimizer steps every training gets at least (epochs are added on tiny data, "
+                             "and the batch is bounded so an epoch has 4 steps)", "child models")
     cpus_per_trial: float = _option(1.0, "CPUs one trial uses", "resources")
     gpus_per_trial: float = _option(0.0, "GPUs one trial uses; 0.25 packs four trials on a GPU", "resources")
     max_concurrent: int = _option(0, "trials at once; 0: as many as the resources allow", "resources")
@@ -94,7 +106,16 @@ class SearchConfig:
             ("algorithm", self.algorithm in ALGORITHMS,
              f"must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}"),
             ("reward", self.reward in REWARDS, f"must be one of {', '.join(REWARDS)}, got {self.reward!r}"),
-            ("strengths", all(0 < v <= 1 for v in self.strengths), f"must lie in (0, 1], got {list(self.strengths)}"),
+            ("strengths", bool(self.strengths) and all(0 < v <= 1 for v in self.strengths),
+             f"must be one or more values in (0, 1], got {list(self.strengths)}"),
+            ("domain_threshold", 0 <= self.domain_threshold < 1,
+             f"must lie in [0, 1), got {self.domain_threshold}"),
+            ("selection_folds", self.selection_folds >= 2, f"must be at least 2, got {self.selection_folds}"),
+            ("selection_repeats", self.selection_repeats >= 1, f"must be at least 1, got {self.selection_repeats}"),
+            ("confidence", 0.5 <= self.confidence < 1, f"must lie in [0.5, 1), got {self.confidence}"),
+            ("min_steps", self.min_steps >= 1, f"must be at least 1, got {self.min_steps}"),
+            ("final_epochs", self.final_epochs is None or self.final_epochs >= 1,
+             f"must be at least 1, got {self.final_epochs}"),
             ("model", self.model in MODEL_NAMES, f"must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}"),
             ("address", not self.address or bool(self.storage),
              "needs --storage: a path or URI that every node of the cluster can reach (the default, inside "
@@ -111,11 +132,15 @@ class SearchConfig:
 
     @property
     def space_name(self) -> str:
-        return self.space or DEFAULT_SPACE.get(self.dataset, "fast_autoaugment")
+        return self.space or DEFAULT_SPACE
 
     def train_config(self) -> TrainConfig:
-        """The child models' training settings."""
+        """The child models' training settings (before ``train.fit_to_data`` adapts them to the split)."""
         return TrainConfig(**self._train_values())
+
+    def final_train_config(self) -> TrainConfig:
+        """The settings of the training the recipe is selected for (the candidates' cross-fit trainings)."""
+        return TrainConfig(**{**self._train_values(), "epochs": self.final_epochs or self.epochs})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SearchConfig":

@@ -20,6 +20,7 @@ from policysearch.policy import Policy
 from policysearch.search.faults import Faults
 from policysearch.search.outcome import Outcome, SearchResult
 from policysearch.search.report import render_report
+from policysearch.search.recipes import one_final_training_seconds
 from policysearch.search.rundir import Run
 from policysearch.search.trials import Prepared
 
@@ -39,30 +40,51 @@ def write_trials_csv(run: Run, rows: Sequence[dict[str, Any]], parameters: Seque
     write_text_atomic(run.run_dir / "trials.csv", buffer.getvalue())
 
 
+def write_selection_csv(run: Run, rows: Sequence[dict[str, Any]]) -> None:
+    """One row per phase-3 training: recipe, fold, held-out error (%) and loss, or the error of a failed one."""
+    buffer = io.StringIO()
+    columns = ("recipe", "fold", "status", "error", "held_out_error", "held_out_loss", "train_seconds", "train_images")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        ok = r["status"] == "ok"
+        writer.writerow({"recipe": r["recipe"], "fold": r["fold"], "status": r["status"],
+                         "error": "" if ok else r["error"], "held_out_error": r["error"] if ok else "",
+                         "held_out_loss": r.get("loss", ""), "train_seconds": r.get("train_seconds", ""),
+                         "train_images": r.get("train_images", "")})
+    write_text_atomic(run.run_dir / "selection.csv", buffer.getvalue())
+
+
 def export(prepared: Prepared, run: Run, outcome: Outcome, faults: Faults = Faults()) -> SearchResult:
-    """Write the merged candidates, the report and the final policy with its provenance."""
-    config, decision, costs = prepared.config, outcome.decision, outcome.costs
-    costs["total_device_s"] = costs["phase1_device_s"] + costs["phase2_device_s"] + costs["phase3_device_s"]
+    """Write the merged candidates, the selection, the report and, last, the chosen recipe with its provenance."""
+    config, decision, costs, chosen = prepared.config, outcome.decision, outcome.costs, outcome.chosen
+    phases = ("phase1", "phase1b", "phase2", "phase3")
+    costs["total_device_s"] = sum(costs.get(f"{p}_device_s", 0.0) for p in phases)
+    costs["one_final_training_s"] = one_final_training_seconds(outcome.selection, len(prepared.data))
     children = [c for c in outcome.children if c["status"] == "ok"]
     metadata = {
         "dataset": config.dataset,
         "search_space": prepared.space.name,
         "run_id": run.run_id,
+        "recipe": {**chosen.to_dict(), "reason": decision.reason},
         "score": {"reward": config.reward, "top_mean": float(np.mean([c.reward for c in outcome.top])),
                   "child_da_accuracy_without_policy": float(np.mean([c["da_accuracy"] for c in children])),
-                  "strength": decision.strength, "strength_checked": decision.checked,
-                  "validation": decision.summary},
+                  "selection": decision.to_dict()},
+        "domain_fit": outcome.fit.to_dict(),
         "failed_trials": outcome.failures(),
         "search_cost": {k: round(v, 3) for k, v in costs.items()},
         "search": {k: v for k, v in asdict(config).items() if k not in ("address", "storage", "dashboard")},
         "command": " ".join(sys.argv),
     }
-    name = f"policysearch-{config.dataset}-{prepared.space.name}"
-    Policy(outcome.merged.sub_policies, {**metadata, "note": "merged candidates before the strength check"},
-           name=f"{name}-candidates").save(run.run_dir / "candidates.json")
+    name = f"policysearch-{config.dataset}"
+    Policy(outcome.merged.sub_policies, {**metadata, "note": "the merged Fast AutoAugment candidates before the "
+                                         "recipe selection, without a baseline"},
+           name=f"{name}-fast_autoaugment-candidates").save(run.run_dir / "candidates.json")
     faults.reach("export", after="candidates.json")
-    policy = Policy(decision.policy.sub_policies, metadata, name=name)
+    write_selection_csv(run, outcome.selection)
+    policy = Policy(chosen.recipe.sub_policies, metadata, name=f"{name}: {chosen.name}", baseline=chosen.recipe.baseline)
     write_text_atomic(run.run_dir / "report.md", render_report(config, prepared.space.name, run.run_id, outcome, policy))
     faults.reach("export", after="report.md")
     policy_path = policy.save(run.run_dir / "policy.json")
-    return SearchResult(run.run_dir, run.run_id, policy_path, policy, costs, outcome.top, decision, outcome.failures())
+    return SearchResult(run.run_dir, run.run_id, policy_path, policy, costs, outcome.top, decision, outcome.failures(),
+                        chosen=chosen)

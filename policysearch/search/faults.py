@@ -4,7 +4,7 @@
 
 - ``raise@child:split=1``: the child training of split 1 raises ``RuntimeError("CUDA out of memory ...")``
   on every attempt; points ``child``, ``score`` (keys ``split``, ``repeat``, ``index``: the index-th
-  suggestion of that split and repeat) and ``strength`` (keys ``split``, ``strength``);
+  suggestion of that split and repeat), ``probe`` (key ``split``) and ``select`` (keys ``fold``, ``recipe``);
 - ``pause@score:split=0,index=2``: that trial blocks until its process is killed;
 - ``kill@export:after=candidates.json``: the driver SIGKILLs itself right after writing that file.
 
@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 ENV, LOG_ENV = "POLICYSEARCH_TEST_FAULTS", "POLICYSEARCH_TEST_FAULT_LOG"
 ACTIONS = ("raise", "pause", "kill")
-POINTS = ("child", "score", "strength", "export")
+POINTS = ("child", "probe", "score", "select", "export")
 
 
 @dataclass(frozen=True)

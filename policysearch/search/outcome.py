@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from policysearch.policy import Policy, merge_policies
-from policysearch.search.strength import Decision
+from policysearch.candidates import Recipe
+from policysearch.domain import DomainFit
+from policysearch.policy import Policy, merge_policies, remove_duplicates
+from policysearch.selection import Decision
 from policysearch.spaces import SearchSpace
 
 __all__ = ["Candidate", "Outcome", "SearchResult", "merge_top", "top_candidates"]
@@ -29,20 +31,26 @@ class Outcome:
     """Everything the phases produced. Rows are dicts with a ``status`` of ``ok`` or ``failed``."""
 
     children: list[dict[str, Any]]  # phase 1, one per split
-    trials: list[dict[str, Any]]  # phase 2, one per candidate
+    probes: list[dict[str, Any]]  # phase 1b, one per usable split
+    fit: DomainFit  # the ops and levels the data allows, from the probes
+    trials: list[dict[str, Any]]  # phase 2, one per candidate policy
     top: list[Candidate]  # the top N of every split and repeat, best first
-    merged: Policy  # their sub-policies, without duplicates, best candidate first
-    strength_trials: list[dict[str, Any]]  # phase 3
+    merged: Policy  # their sub-policies, duplicates removed within each candidate, best candidate first
+    recipes: list[Recipe]  # phase 3's candidate recipes, simplest and most standard first
+    selection: list[dict[str, Any]]  # phase 3, one per recipe and fold
     decision: Decision
+    chosen: Recipe
+    note: str
     costs: dict[str, float]
 
     def failures(self) -> list[str]:
         """One line per failed trial: phase, what it was and its error."""
         lines = [f"phase 1: child of split {r['split']}: {r['error']}" for r in self.children if r["status"] != "ok"]
+        lines += [f"phase 1b: ops probed on split {r['split']}: {r['error']}" for r in self.probes if r["status"] != "ok"]
         lines += [f"phase 2: candidate {r['index']} of split {r['split']}, repeat {r['repeat']} (trial {r['trial_id']}): "
                   f"{r['error']}" for r in self.trials if r["status"] != "ok"]
-        lines += [f"phase 3: split {r['split']} at strength {r['strength']:g}: {r['error']}"
-                  for r in self.strength_trials if r["status"] != "ok"]
+        lines += [f"phase 3: recipe {r['recipe']} on fold {r['fold']}: {r['error']}"
+                  for r in self.selection if r["status"] != "ok"]
         return lines
 
 
@@ -59,6 +67,7 @@ class SearchResult:
     decision: Decision | None = None
     failures: list[str] = field(default_factory=list)
     spans: dict[str, tuple[float, float]] = field(default_factory=dict)  # phase -> (start, end), time.monotonic()
+    chosen: Recipe | None = None  # the selected recipe (its policy is ``policy``)
 
 
 def top_candidates(rows: Sequence[dict[str, Any]], space: SearchSpace, splits: int, repeats: int,
@@ -76,5 +85,6 @@ def top_candidates(rows: Sequence[dict[str, Any]], space: SearchSpace, splits: i
 
 
 def merge_top(top: Sequence[Candidate]) -> Policy:
-    """The sub-policies of the candidates, without duplicates, in the candidates' order."""
-    return merge_policies([c.policy for c in top])
+    """The union of the candidates' sub-policies in the candidates' order, each candidate first cleaned of
+    repeated op sequences as Fast AutoAugment does (exact duplicates across candidates are dropped too)."""
+    return merge_policies([remove_duplicates(c.policy) for c in top])

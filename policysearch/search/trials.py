@@ -20,10 +20,12 @@ import torch
 from policysearch.data import ImageData, baseline_for, load_dataset, make_splits, normalization_for, stratified_subset
 from policysearch.density import evaluate_policy
 from policysearch.models import build_model
+from policysearch.policy import Baseline
 from policysearch.search.config import SearchConfig
 from policysearch.search.faults import Faults
+from policysearch.selection import crossfit_folds
 from policysearch.spaces import SearchSpace, load_space
-from policysearch.train import evaluate, train_model
+from policysearch.train import evaluate, fit_to_data, train_model
 
 __all__ = ["CHILD_FILE", "Prepared", "child_model", "prepare", "score_policy", "train_child"]
 
@@ -41,6 +43,8 @@ class Prepared:
     space: SearchSpace
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    baseline: Baseline  # the data set's: the children train with it, D_A views get it after the policy
+    folds: list[tuple[np.ndarray, np.ndarray]]  # the selection's cross-fit (train, held-out) folds
 
 
 def prepare(config: SearchConfig) -> Prepared:
@@ -51,8 +55,10 @@ def prepare(config: SearchConfig) -> Prepared:
     if config.train_size is not None:
         data = stratified_subset(data, config.train_size, seed=config.seed)
     splits = make_splits(data.labels, k=config.splits, da_ratio=config.da_ratio, seed=config.seed)
+    folds = crossfit_folds(data.labels.numpy(), config.selection_folds, config.selection_repeats, seed=config.seed)
     mean, std = normalization_for(config.dataset, data)
-    return Prepared(config, data, splits, space, tuple(mean), tuple(std))
+    baseline = baseline_for(config.dataset, data.images.shape[-1])
+    return Prepared(config, data, splits, space, tuple(mean), tuple(std), baseline, folds)
 
 
 def device_for(config: SearchConfig) -> torch.device:
@@ -72,7 +78,8 @@ def child_model(prepared: Prepared, split: int) -> torch.nn.Module:
 
 
 def train_child(prepared: Prepared, split: int, folder: Path, report: Report, faults: Faults = Faults()) -> None:
-    """Phase 1: train the child model of ``split`` on D_M with the baseline augmentation only.
+    """Phase 1: train the child model of ``split`` on D_M with the baseline augmentation only, with
+    enough optimizer steps for the size of D_M (``train.fit_to_data``).
 
     The full training state is saved to ``folder/child.pt`` after every epoch (and resumed from there if
     it exists); ``report(metrics)`` follows each save, the last one with the child's D_A accuracy.
@@ -84,22 +91,22 @@ def train_child(prepared: Prepared, split: int, folder: Path, report: Report, fa
     device = device_for(config)
     data = prepared.data
     model = child_model(prepared, split)
+    train_config = fit_to_data(config.train_config(), len(dm), config.min_steps)
     started = time.perf_counter()
 
     def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
         metrics = {**metrics, "split": split, "train_seconds": time.perf_counter() - started}
-        if epoch == config.epochs:
+        if epoch == train_config.epochs:
             held_out = evaluate(model, data.images[da], data.labels[da], mean=prepared.mean, std=prepared.std,
                                 device=device)
             metrics.update(da_accuracy=held_out["accuracy"], da_loss=held_out["loss"])
         report(metrics)
 
-    train_model(model, data.subset(dm), config.train_config(), baseline=baseline_for(config.dataset, data.images.shape[-1]),
-                mean=prepared.mean, std=prepared.std, device=device, checkpoint_path=folder / CHILD_FILE,
+    train_model(model, data.subset(dm), train_config, baseline=prepared.baseline, mean=prepared.mean, std=prepared.std, device=device, checkpoint_path=folder / CHILD_FILE,
                 on_epoch=on_epoch)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=16)  # more than the splits a worker cycles through
 def _load_child(folder: str, model_name: str, num_classes: int, channels: int, device: str) -> torch.nn.Module:
     """The frozen child model in ``folder``, loaded once per worker process and kept for later trials."""
     model = build_model(model_name, num_classes, channels)
@@ -128,9 +135,9 @@ def score_policy(prepared: Prepared, params: Mapping[str, Any], split: int, chil
     index_da = torch.as_tensor(da)
     images, labels = prepared.data.images[index_da].to(device), prepared.data.labels[index_da].to(device)
     policy = prepared.space.decode({k: params[k] for k in prepared.space.parameter_names()})
-    # Common random numbers: every candidate of a split is scored on the same draws.
-    generator = torch.Generator(device=device).manual_seed(config.seed * 1000 + split)
-    score = evaluate_policy(model, images, labels, policy, mean=prepared.mean, std=prepared.std,
-                            num_views=config.num_views, generator=generator)
+    # D_A views get the policy followed by the baseline augmentation the child trained with, and every
+    # candidate of a split is scored on common random numbers in every view.
+    score = evaluate_policy(model, images, labels, policy.with_baseline(prepared.baseline), mean=prepared.mean,
+                            std=prepared.std, num_views=config.num_views, seed=config.seed * 1000 + split)
     return {"reward": score.reward(config.reward), **score.to_dict(), "split": split,
             "load_seconds": loaded - started, "seconds": time.perf_counter() - started}

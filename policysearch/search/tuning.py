@@ -1,14 +1,15 @@
-"""The Ray/Tune layer: start or join Ray, check the cluster, run the three phases as Tune experiments.
+"""The Ray/Tune layer: start or join Ray, check the cluster, run the phases as Tune experiments.
 
 With :mod:`policysearch.search.searcher`, the only code of the package that imports Ray. Each phase is
 one Tune experiment under ``<storage>/<run id>/``; a trial calls a plain function of
-:mod:`~policysearch.search.trials` or :mod:`~policysearch.search.strength` and reports what it returns.
+:mod:`~policysearch.search.trials` or :mod:`~policysearch.search.recipes` and reports what it returns.
 A trial that keeps failing after ``--retries`` retries is recorded as failed and the search goes on,
 unless :func:`~policysearch.search.checks.check_failures` says too many failed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -30,7 +31,9 @@ from policysearch.search.faults import Faults, faults_from_env
 from policysearch.search.outcome import Outcome, SearchResult, merge_top, top_candidates
 from policysearch.search.rundir import Run, RunError, is_uri, open_run, write_config
 from policysearch.search.searcher import SplitSearcher
-from policysearch.search.strength import decide, strength_trial
+from policysearch.candidates import candidate_recipes
+from policysearch.domain import fit_domain
+from policysearch.search.recipes import choose_recipe, final_baseline, probe_child, restrict_space, selection_trial
 from policysearch.search.trials import CHILD_FILE, Prepared, prepare, score_policy, train_child
 
 __all__ = ["Progress", "ray_init_kwargs", "run_experiment", "run_search", "start_ray", "verify_shared_storage"]
@@ -243,8 +246,14 @@ def _score_trainable(trial: dict[str, Any], *, prepared: Prepared, children: dic
     tune.report(metrics)
 
 
-def _strength_trainable(trial: dict[str, Any], *, prepared: Prepared, policy, faults: Faults) -> None:
-    tune.report(strength_trial(prepared, int(trial["split"]), float(trial["strength"]), policy, faults))
+def _probe_trainable(trial: dict[str, Any], *, prepared: Prepared, children: dict[int, Any], faults: Faults) -> None:
+    split = int(trial["split"])
+    with children[split].as_directory() as folder:
+        tune.report(probe_child(prepared, split, Path(folder), faults))
+
+
+def _selection_trainable(trial: dict[str, Any], *, prepared: Prepared, recipes: list, faults: Faults) -> None:
+    tune.report(selection_trial(prepared, recipes[int(trial["recipe"])], int(trial["fold"]), faults))
 
 
 def tune_space(prepared: Prepared) -> dict[str, Any]:
@@ -311,9 +320,26 @@ def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO) -> tup
     costs["phase1_wall_s"] = spans["phase1"][1] - t0
     costs["phase1_device_s"] = sum(c["train_seconds"] for c in children if c["status"] == "ok")
 
-    # Phase 2: candidate policies scored on D_A, one optimiser per usable split and repeat.
+    # Phase 1b: the frozen children say which ops, up to which level, keep this data's classes.
     t1 = time.monotonic()
-    param_space = tune_space(prepared)
+    ok, failed = run_experiment(
+        "phase1b_domain", tune.with_parameters(_probe_trainable, prepared=prepared, children=checkpoints, faults=faults),
+        {"split": tune.grid_search(usable)}, tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True),
+        config, run.experiments, Progress("phase 1b: domain fit", len(usable), None, stream))
+    probes = sorted([{"status": "ok", "error": "", **r.metrics} for r in ok]
+                    + [{"status": "failed", "error": _error_line(r.error), "split": int(r.config["split"])}
+                       for r in failed], key=lambda p: p["split"])
+    check_failures("phase 1b (domain fit)", len(usable),
+                   [f"split {p['split']}: {p['error']}" for p in probes if p["status"] != "ok"], len(ok))
+    fit = fit_domain([p for p in probes if p["status"] == "ok"], prepared.data.num_classes, config.domain_threshold)
+    searched = dataclasses.replace(prepared, space=restrict_space(prepared.space, fit))
+    spans["phase1b"] = (t1, time.monotonic())
+    costs["phase1b_wall_s"] = spans["phase1b"][1] - t1
+    costs["phase1b_device_s"] = sum(p["seconds"] for p in probes if p["status"] == "ok")
+
+    # Phase 2: candidate policies scored on D_A, one optimiser per usable split and repeat, in the restricted space.
+    t2 = time.monotonic()
+    param_space = tune_space(searched)
     streams = [repeat * config.splits + split for repeat in range(config.repeats) for split in usable]
     total = len(streams) * config.trials
     tune_config = tune.TuneConfig(metric="reward", mode="max", num_samples=total,
@@ -321,7 +347,7 @@ def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO) -> tup
                                   max_concurrent_trials=concurrency, reuse_actors=True)
     # The searcher holds the space, so the Tuner gets none of its own.
     ok, failed = run_experiment(
-        "phase2_policies", tune.with_parameters(_score_trainable, prepared=prepared, children=checkpoints,
+        "phase2_policies", tune.with_parameters(_score_trainable, prepared=searched, children=checkpoints,
                                                 faults=faults),
         {}, tune_config, config, run.experiments, Progress("phase 2: policy trials", total, "reward", stream))
     rows = [_trial_row(r, config, param_space, None) for r in ok] + [
@@ -331,39 +357,40 @@ def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO) -> tup
     check_failures("phase 2 (policy trials)", total,
                    [f"split {r['split']} candidate {r['index']}: {r['error']}" for r in rows if r["status"] != "ok"],
                    len(ok))
-    spans["phase2"] = (t1, time.monotonic())
-    costs["phase2_wall_s"] = spans["phase2"][1] - t1
+    spans["phase2"] = (t2, time.monotonic())
+    costs["phase2_wall_s"] = spans["phase2"][1] - t2
     costs["phase2_device_s"] = sum(r["seconds"] for r in rows if r["status"] == "ok")
 
-    # Phase 3: the merged top candidates, checked at each strength against the baseline alone.
-    t2 = time.monotonic()
-    top = top_candidates(rows, prepared.space, config.splits, config.repeats, config.top_n)
+    # Phase 3: every candidate recipe trained on the cross-fit folds at the final budget; the stated rule picks.
+    t3 = time.monotonic()
+    top = top_candidates(rows, searched.space, config.splits, config.repeats, config.top_n)
     merged = merge_top(top)
-    checked: list[dict[str, Any]] = []
-    if config.strengths:
-        grid = {"split": tune.grid_search(usable), "strength": tune.grid_search(list(config.strengths))}
-        ok, failed = run_experiment(
-            "phase3_strength", tune.with_parameters(_strength_trainable, prepared=prepared, policy=merged, faults=faults),
-            grid, tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True), config, run.experiments,
-            Progress("phase 3: strength check", len(usable) * len(config.strengths), None, stream))
-        checked = [{"status": "ok", "error": "", **{k: r.metrics[k] for k in
-                                                     ("split", "strength", "da_accuracy", "da_loss", "train_seconds")}}
-                   for r in ok] + [{"status": "failed", "error": _error_line(r.error), "split": int(r.config["split"]),
-                                    "strength": float(r.config["strength"])} for r in failed]
-    complete = [s for s in usable
-                if sum(1 for r in checked if r["split"] == s and r["status"] == "ok") == len(config.strengths)]
-    check_failures("phase 3 (strength check)", len(checked),
-                   [f"split {r['split']} strength {r['strength']:g}: {r['error']}" for r in checked
-                    if r["status"] != "ok"], len(complete))
-    # Every strength is compared on the same splits: those whose trials all succeeded.
-    validation = [{"split": c["split"], "strength": 0.0, "da_accuracy": c["da_accuracy"], "da_loss": c["da_loss"]}
-                  for c in children if c["split"] in complete]
-    validation += [r for r in checked if r["status"] == "ok" and r["split"] in complete]
-    decision = decide(merged, config.strengths, validation)
-    spans["phase3"] = (t2, time.monotonic())
-    costs["phase3_wall_s"] = spans["phase3"][1] - t2
-    costs["phase3_device_s"] = sum(r["train_seconds"] for r in checked if r["status"] == "ok")
-    return Outcome(children, rows, top, merged, checked, decision, costs), spans
+    baseline = final_baseline(prepared, fit)
+    recipes = candidate_recipes(baseline, fit, merged, strengths=config.strengths)
+    folds = len(prepared.folds)
+    grid = {"recipe": tune.grid_search(list(range(len(recipes)))), "fold": tune.grid_search(list(range(folds)))}
+    ok, failed = run_experiment(
+        "phase3_selection", tune.with_parameters(_selection_trainable, prepared=prepared, recipes=recipes,
+                                                 faults=faults),
+        grid, tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True), config, run.experiments,
+        Progress("phase 3: recipe selection", len(recipes) * folds, None, stream))
+    selection = [{"status": "ok", "error": "", **{k: r.metrics[k] for k in
+                                                   ("recipe", "fold", "error", "loss", "train_seconds", "train_images")}}
+                 for r in ok] + [{"status": "failed", "error": _error_line(r.error),
+                                  "recipe": recipes[int(r.config["recipe"])].name, "fold": int(r.config["fold"])}
+                                 for r in failed]
+    complete = {recipe.name for recipe in recipes
+                if sum(1 for r in selection if r["recipe"] == recipe.name and r["status"] == "ok") == folds}
+    check_failures("phase 3 (recipe selection)", len(recipes) * folds,
+                   [f"{r['recipe']} fold {r['fold']}: {r['error']}" for r in selection if r["status"] != "ok"],
+                   len(complete))
+    decision, note = choose_recipe(prepared, recipes, selection, baseline)
+    chosen = next(recipe for recipe in recipes if recipe.name == decision.chosen)
+    spans["phase3"] = (t3, time.monotonic())
+    costs["phase3_wall_s"] = spans["phase3"][1] - t3
+    costs["phase3_device_s"] = sum(r["train_seconds"] for r in selection if r["status"] == "ok")
+    return Outcome(children, probes, fit, rows, top, merged, recipes, selection, decision, chosen, note,
+                   costs), spans
 
 
 def _trial_row(result, config: SearchConfig, param_space: dict, error: str | None) -> dict[str, Any]:
