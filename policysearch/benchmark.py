@@ -72,7 +72,7 @@ import numpy as np
 import torch
 
 from policysearch.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
-from policysearch.data import (DataError, ImageData, baseline_for, load_dataset, normalization_for,
+from policysearch.data import (DataError, baseline_for, load_dataset, normalization_for,
                                stratified_subset)
 from policysearch.models import MODEL_NAMES, build_model
 from policysearch.policy import Baseline, Policy, software_versions

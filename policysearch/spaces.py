@@ -32,7 +32,7 @@ A ``discrete`` axis with ``steps`` n allows n evenly spaced values from the rang
 both included: ``probability: {type: discrete, steps: 11}`` gives 0.0, 0.1, ..., 1.0, and
 ``level: {type: discrete, steps: 10}`` gives the ten levels 0, 1/9, ..., 1 (AutoAugment's magnitudes 0..9).
 
-This module does not import Ray: ``search.py`` turns :meth:`SearchSpace.parameters` into the
+This module does not import Ray: ``search/tuning.py`` turns :meth:`SearchSpace.parameters` into the
 optimiser's own search-space objects.
 """
 

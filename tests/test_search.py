@@ -702,8 +702,12 @@ def test_sigkill_in_every_phase_and_in_the_export_then_resume_keeps_every_finish
             experiment = run_dir / "tune" / _run_id(run_dir) / {"1": "phase1_children", "2": "phase2_policies",
                                                                  "3": "phase3_strength"}[label[6]]
             finished = _saved(experiment, done, timeout=60) if reached else set()
-            # The local Ray this search started has no dashboard.
-            assert not [p.pid for p in known if "dashboard/dashboard.py" in " ".join(_cmdline(p))]
+            # The local Ray this search started serves no dashboard beyond 127.0.0.1 (Ray's dashboard process
+            # runs for its job and state APIs; without --dashboard it listens on no port at all).
+            for proc in known:
+                if "dashboard/dashboard.py" in " ".join(_cmdline(proc)):
+                    assert "--host=127.0.0.1" in _cmdline(proc)
+                    assert not [c.laddr for c in _listening(proc) if c.laddr.ip not in ("127.0.0.1", "::1")]
         finally:
             _kill_all(driver, known)
         assert reached, f"the search never reached {done} finished trial(s) of {label}:\n" + "".join(seen[-30:])
@@ -750,5 +754,14 @@ def _cmdline(proc) -> list[str]:
 
     try:
         return proc.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _listening(proc) -> list:
+    import psutil
+
+    try:
+        return [c for c in proc.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
     except psutil.Error:
         return []

@@ -11,7 +11,6 @@ are recorded and the search goes on with the rest.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -85,6 +84,3 @@ def check_failures(phase: str, total: int, failed: Sequence[str], usable: int) -
                            f"stops (it goes on while at most half of a phase's trials fail and one result is "
                            f"usable); first: {failed[0] if failed else '-'}")
 
-
-def finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
