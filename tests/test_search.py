@@ -28,7 +28,7 @@ import pytest
 from policysearch import search
 from policysearch.data import DataError
 from policysearch.policy import Policy
-from policysearch.search import checks, command, rundir, strength
+from policysearch.search import checks, command, rundir
 from policysearch.search.checks import ResourceError, SearchFailed
 from policysearch.search.config import SearchConfig, given_values
 from policysearch.search.faults import ENV as FAULTS_ENV, LOG_ENV, parse_faults
@@ -47,7 +47,7 @@ RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_TRA
 # A search that finishes in about a minute on 2 idle cores: 200 digits, 2 splits, 4 trials each, 1 epoch.
 # One concurrent trial, so that the run is deterministic and can be repeated exactly.
 SMALL = dict(dataset="digits", train_size=200, splits=2, trials=4, epochs=1, top_n=2, algorithm="optuna",
-             seed=3, cpus_per_trial=1.0, max_concurrent=1)
+             seed=3, cpus_per_trial=1.0, max_concurrent=1, min_steps=20, selection_folds=2, strengths=(1.0,))
 
 
 def _worktree_env(**extra: str) -> dict[str, str]:
@@ -130,9 +130,9 @@ def test_every_config_field_is_an_option_and_only_given_options_count():
     defaults = given_values(_args([]))
     assert defaults == {}  # nothing given: nothing that --resume could see as a contradiction
     assert command.config_from_args(_args([])) == SearchConfig()
-    config = command.config_from_args(_args(["--weight-decay", "0.01", "--strengths", "--dashboard",
+    config = command.config_from_args(_args(["--weight-decay", "0.01", "--strengths", "0.5", "--dashboard",
                                              "--train-size", "300", "--retries", "1"]))
-    assert config.weight_decay == 0.01 and config.strengths == () and config.dashboard and config.train_size == 300
+    assert config.weight_decay == 0.01 and config.strengths == (0.5,) and config.dashboard and config.train_size == 300
     assert config.retries == 1 and config.train_config().weight_decay == 0.01
     for field in dataclasses.fields(SearchConfig):  # every field has an option with help that parses
         assert field.metadata["help"], field.name
@@ -266,21 +266,28 @@ def test_resume_refuses_flags_that_contradict_the_stored_run(tmp_path, no_ray):
 
 
 def test_trial_functions_run_without_ray(tmp_path):
-    from policysearch.search.strength import strength_trial
+    from policysearch.candidates import candidate_recipes
+    from policysearch.domain import fit_domain
+    from policysearch.search.recipes import probe_child, selection_trial
     from policysearch.search.trials import CHILD_FILE, prepare, score_policy, train_child
 
     prepared = prepare(SearchConfig(**{**SMALL, "splits": 2}))
     reports: list[dict] = []
     train_child(prepared, 1, tmp_path, reports.append)
-    assert len(reports) == 1 and reports[0]["split"] == 1 and 0 <= reports[0]["da_accuracy"] <= 1
+    # 120 D_M images at 1 epoch would be 1 step: the step floor (min_steps=20) makes it 5 epochs of 4 steps
+    assert len(reports) == 5 and reports[-1]["split"] == 1 and 0 <= reports[-1]["da_accuracy"] <= 1
     assert (tmp_path / CHILD_FILE).exists()
     import numpy as np
 
     sample = prepared.space.sample(np.random.default_rng(0))  # one candidate
     metrics = score_policy(prepared, sample, 1, tmp_path)
     assert metrics["split"] == 1 and 0 <= metrics["reward"] <= 1
-    checked = strength_trial(prepared, 0, 0.5, prepared.space.decode(sample))
-    assert checked["strength"] == 0.5 and 0 <= checked["da_accuracy"] <= 1
+    probes = probe_child(prepared, 1, tmp_path)
+    assert probes["split"] == 1 and 0 <= probes["clean"] <= 1 and "FlipLR" in probes["ops"]
+    fit = fit_domain([probes], prepared.data.num_classes)
+    recipe = candidate_recipes(prepared.baseline, fit, prepared.space.decode(sample))[-1]
+    checked = selection_trial(prepared, recipe, 1)
+    assert checked["fold"] == 1 and checked["recipe"] == recipe.name and 0 <= checked["error"] <= 100
 
 
 def test_failure_rule_and_fault_parsing():
@@ -321,21 +328,19 @@ def _candidate_rows(space, rewards):
     return rows
 
 
-def _result(tmp_path, top, decision) -> SearchResult:
-    costs = {f"phase{k}_wall_s": 1.0 for k in (1, 2, 3)}
-    return SearchResult(tmp_path, "run-1", tmp_path / "policy.json", decision.policy, costs, top, decision)
+def _result(tmp_path, top) -> SearchResult:
+    from policysearch.selection import decide
+
+    costs = {f"phase{k}_wall_s": 1.0 for k in ("1", "1b", "2", "3")}
+    decision = decide({"trivialaugment, crop 1": [1.0, 2.0]}, "trivialaugment, crop 1", test_fraction=0.5)
+    return SearchResult(tmp_path, "run-1", tmp_path / "policy.json", top[0].policy, costs, top, decision)
 
 
-def test_no_strengths_means_unchecked_full_strength_not_strength_0(tmp_path):
-    from policysearch.spaces import load_space
-
-    space = load_space("no_flips")
-    top = top_candidates(_candidate_rows(space, [(0, 0.5), (1, 0.9)]), space, 2, 1, 2)
-    merged = top[0].policy
-    decision = strength.decide(merged, (), [{"split": 0, "strength": 0.0, "da_accuracy": 0.9, "da_loss": 0.1}])
-    assert decision.strength == 1.0 and not decision.checked and decision.policy == merged
-    text = summary_text(_result(tmp_path, top, decision))
-    assert "strength 0" not in text and "not checked" in text and "full strength" in text
+def test_strengths_need_a_value_and_say_so():
+    with pytest.raises(ValueError, match=r"--strengths must be one or more values in \(0, 1\], got \[\]"):
+        SearchConfig(strengths=())
+    with pytest.raises(SystemExit):
+        command.config_from_args(_args(["--strengths"]))
 
 
 def test_best_candidates_are_the_best_by_reward_over_all_splits(tmp_path):
@@ -345,30 +350,17 @@ def test_best_candidates_are_the_best_by_reward_over_all_splits(tmp_path):
     rows = _candidate_rows(space, [(0, 0.50), (0, 0.60), (1, 0.95), (1, 0.70)])
     top = top_candidates(rows, space, splits=2, repeats=1, top_n=2)
     assert [c.reward for c in top] == [0.95, 0.70, 0.60, 0.50]  # failed rows never count
-    decision = strength.Decision(top[0].policy, 1.0, True, [])
-    text = summary_text(_result(tmp_path, top, decision), limit=2)
+    text = summary_text(_result(tmp_path, top), limit=2)
     lines = text.splitlines()
-    first = lines.index(next(line for line in lines if line.startswith("best candidates")))
+    first = lines.index(next(line for line in lines if line.startswith("best Fast AutoAugment candidates")))
     assert lines[first + 1].startswith("  1. split 1, repeat 0, reward 0.9500: ")
     assert lines[first + 2].startswith("  2. split 1, repeat 0, reward 0.7000: ")
     assert isinstance(top[0], Candidate) and top[0].policy == space.decode({k: rows[2][k] for k in
                                                                           space.parameter_names()})
 
 
-def test_choose_strength_prefers_best_mean_held_out_accuracy_then_lower_loss():
-    rows = [{"split": k, "strength": s, "da_accuracy": acc, "da_loss": loss}
-            for k, s, acc, loss in [(0, 0.0, 0.90, 0.30), (1, 0.0, 0.94, 0.20), (0, 0.5, 0.93, 0.25),
-                                    (1, 0.5, 0.95, 0.22), (0, 1.0, 0.93, 0.20), (1, 1.0, 0.95, 0.21)]]
-    chosen, summary = strength.choose_strength(rows)
-    assert chosen == 1.0  # ties with 0.5 on accuracy (0.94), lower mean loss
-    assert [row["strength"] for row in summary] == [0.0, 0.5, 1.0]
-    assert summary[0]["da_accuracy"] == pytest.approx(0.92) and summary[0]["splits"] == 2
-    baseline_best = [dict(row, da_accuracy=0.99) if row["strength"] == 0.0 else row for row in rows]
-    assert strength.choose_strength(baseline_best)[0] == 0.0
-
-
 def test_strengths_are_checked_and_survive_a_config_round_trip():
-    with pytest.raises(ValueError, match=r"--strengths must lie in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"--strengths must be one or more values in \(0, 1\]"):
         search.SearchConfig(strengths=(0.0, 1.0))
     config = search.SearchConfig(strengths=(0.25, 1.0))
     assert search.SearchConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(config)))) == config
@@ -430,14 +422,20 @@ def test_end_to_end_search_writes_a_valid_policy(small_run, shared_storage):
     policy = Policy.load(run_dir / "policy.json")
     assert result.policy_path == run_dir / "policy.json"
     assert policy.sub_policies == result.policy.sub_policies
-    assert 1 <= len(policy) <= SMALL["splits"] * SMALL["top_n"] * 5  # top N x 5 sub-policies, deduplicated
-    assert len(set(policy.sub_policies)) == len(policy)
-    assert not policy.ops() & {"FlipLR", "FlipUD", "Invert", "Solarize", "SamplePairing"}  # no_flips for digits
+    assert policy.baseline == result.policy.baseline and policy.baseline.pad_crop in (0, 1)  # the whole recipe
     meta = policy.metadata
-    assert meta["dataset"] == "digits" and meta["search_space"] == "no_flips" and meta["run_id"] == result.run_id
-    assert {"phase1_wall_s", "phase2_wall_s", "phase3_wall_s", "total_device_s"} <= set(meta["search_cost"])
+    assert meta["dataset"] == "digits" and meta["search_space"] == "fast_autoaugment" and meta["run_id"] == result.run_id
+    assert {"phase1_wall_s", "phase1b_wall_s", "phase2_wall_s", "phase3_wall_s", "total_device_s",
+            "one_final_training_s"} <= set(meta["search_cost"])
     assert meta["search"]["seed"] == SMALL["seed"] and meta["search"]["trials"] == SMALL["trials"]
-    assert meta["score"]["strength_checked"] is True and meta["failed_trials"] == []
+    assert meta["failed_trials"] == [] and meta["recipe"]["name"] == result.chosen.name
+    selection = meta["score"]["selection"]
+    assert selection["chosen"] == result.chosen.name and selection["reference"] == "trivialaugment, crop 1"
+    excluded = {op["op"] for op in meta["domain_fit"]["ops"] if op["excluded"]}
+    assert not policy.ops() & excluded  # what the domain fit excluded appears in no candidate
+    picked = _read_csv(run_dir / "selection.csv")
+    assert len(picked) == len(selection["mean_error"]) * SMALL["selection_folds"] and {r["status"] for r in picked} == {"ok"}
+    assert len({r["recipe"] for r in picked}) == len(picked) // SMALL["selection_folds"]
 
     rows = _read_csv(run_dir / "trials.csv")
     assert len(rows) == SMALL["splits"] * SMALL["trials"]
@@ -453,7 +451,8 @@ def test_end_to_end_search_writes_a_valid_policy(small_run, shared_storage):
     assert search.SearchConfig.from_dict(saved["search"]) == search.SearchConfig(**SMALL, storage=str(shared_storage))
     assert (run_dir / "report.md").read_text(encoding="utf-8").startswith("# Search report: digits")
     experiments = shared_storage / result.run_id
-    assert (experiments / "phase1_children").is_dir() and (experiments / "phase2_policies").is_dir()
+    assert sorted(p.name for p in experiments.iterdir()) == ["phase1_children", "phase1b_domain", "phase2_policies",
+                                                             "phase3_selection"]
     assert "[phase 2: policy trials] 8/8 trials" in log
 
 
@@ -677,12 +676,12 @@ def _check_policy_file(run_dir: Path) -> None:
     assert not list(run_dir.glob(".*.tmp"))
 
 
-# Phase 3 checks two strengths so that it has trials before and after the kill.
-CHAIN = dict(SMALL, strengths=(0.5, 1.0))
+# Phase 3 trains every recipe on two folds, so that it has trials before and after the kill.
+CHAIN = dict(SMALL)
 # (resume?, fault that holds the search at the moment of the kill, progress label, finished trials before it)
 KILLS = [(False, "pause@child:split=1", "phase 1: child models", 1),
          (True, "pause@score:split=0,index=2", "phase 2: policy trials", 4),
-         (True, "pause@strength:split=1", "phase 3: strength check", 1)]
+         (True, "pause@select:index=3", "phase 3: recipe selection", 1)]
 
 
 @pytest.mark.slow
@@ -700,7 +699,7 @@ def test_sigkill_in_every_phase_and_in_the_export_then_resume_keeps_every_finish
             reached = _wait_for(lines, label, done, timeout=300, seen=seen)
             known = psutil.Process(driver.pid).children(recursive=True)
             experiment = run_dir / "tune" / _run_id(run_dir) / {"1": "phase1_children", "2": "phase2_policies",
-                                                                 "3": "phase3_strength"}[label[6]]
+                                                                 "3": "phase3_selection"}[label[6]]
             finished = _saved(experiment, done, timeout=60) if reached else set()
             # The local Ray this search started serves no dashboard beyond 127.0.0.1 (Ray's dashboard process
             # runs for its job and state APIs; without --dashboard it listens on no port at all).
@@ -723,7 +722,7 @@ def test_sigkill_in_every_phase_and_in_the_export_then_resume_keeps_every_finish
     driver, lines = _start_driver(CHAIN, run_dir, True, "kill@export:after=candidates.json")
     seen, known = [], []
     try:
-        _wait_for(lines, "phase 3: strength check", 1, timeout=300, seen=seen)
+        _wait_for(lines, "phase 3: recipe selection", 1, timeout=300, seen=seen)
         known = psutil.Process(driver.pid).children(recursive=True)
         driver.wait(timeout=300)
     finally:
@@ -741,12 +740,14 @@ def test_sigkill_in_every_phase_and_in_the_export_then_resume_keeps_every_finish
     rows = _read_csv(run_dir / "trials.csv")
     assert len(rows) == CHAIN["splits"] * CHAIN["trials"] and len({r["trial_id"] for r in rows}) == len(rows)
     assert kept["phase 2: policy trials"] <= {r["trial_id"] for r in rows}, "finished phase-2 trials were run again"
-    assert kept["phase 3: strength check"] <= _persisted(experiments / "phase3_strength")
-    assert len(_persisted(experiments / "phase3_strength")) == CHAIN["splits"] * len(CHAIN["strengths"])
+    assert kept["phase 3: recipe selection"] <= _persisted(experiments / "phase3_selection")
+    picked = _read_csv(run_dir / "selection.csv")
+    assert len(_persisted(experiments / "phase3_selection")) == len(picked) and {r["status"] for r in picked} == {"ok"}
     # The child models were not trained again after phase 1: their checkpoints are untouched.
     after = _snapshot(children)
     assert {k: v for k, v in after.items() if "/" in k} == {k: v for k, v in before.items() if "/" in k}
-    assert sorted(p.name for p in experiments.iterdir()) == ["phase1_children", "phase2_policies", "phase3_strength"]
+    assert sorted(p.name for p in experiments.iterdir()) == ["phase1_children", "phase1b_domain", "phase2_policies",
+                                                             "phase3_selection"]
 
 
 def _cmdline(proc) -> list[str]:

@@ -4,7 +4,7 @@
 
 - ``raise@child:split=1``: the child training of split 1 raises ``RuntimeError("CUDA out of memory ...")``
   on every attempt; points ``child``, ``score`` (keys ``split``, ``repeat``, ``index``: the index-th
-  suggestion of that split and repeat), ``probe`` (key ``split``) and ``select`` (keys ``fold``, ``recipe``);
+  suggestion of that split and repeat), ``probe`` (key ``split``) and ``select`` (keys ``fold``, ``index``: the recipe's place among the candidates);
 - ``pause@score:split=0,index=2``: that trial blocks until its process is killed;
 - ``kill@export:after=candidates.json``: the driver SIGKILLs itself right after writing that file.
 

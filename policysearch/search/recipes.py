@@ -74,10 +74,12 @@ def final_baseline(prepared: Prepared, fit: DomainFit) -> Baseline:
     return Baseline(base.pad_crop, base.hflip or flip_ok)
 
 
-def selection_trial(prepared: Prepared, recipe: Recipe, fold: int, faults: Faults = Faults()) -> dict[str, Any]:
+def selection_trial(prepared: Prepared, recipe: Recipe, fold: int, faults: Faults = Faults(),
+                    index: int = 0) -> dict[str, Any]:
     """Phase 3: train a fresh model with ``recipe`` on the training part of ``fold`` at the final budget;
-    its error (%) and loss on the held-out part. The same fold gives every recipe the same initial weights."""
-    faults.reach("select", fold=fold, recipe=recipe.name)
+    its error (%) and loss on the held-out part. The same fold gives every recipe the same initial weights.
+    ``index`` (the recipe's place among the candidates) only names the trial."""
+    faults.reach("select", fold=fold, index=index)
     config = prepared.config
     use_threads(config)
     train_idx, held = prepared.folds[fold]

@@ -253,7 +253,8 @@ def _probe_trainable(trial: dict[str, Any], *, prepared: Prepared, children: dic
 
 
 def _selection_trainable(trial: dict[str, Any], *, prepared: Prepared, recipes: list, faults: Faults) -> None:
-    tune.report(selection_trial(prepared, recipes[int(trial["recipe"])], int(trial["fold"]), faults))
+    index = int(trial["recipe"])
+    tune.report(selection_trial(prepared, recipes[index], int(trial["fold"]), faults, index=index))
 
 
 def tune_space(prepared: Prepared) -> dict[str, Any]:
