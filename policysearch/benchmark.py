@@ -240,6 +240,8 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     train = train_full if preset.train_size is None else stratified_subset(train_full, preset.train_size,
                                                                           seed=preset.data_seed)
     test = load_dataset(preset.dataset, split="test", data_root=getattr(args, "data_root", "data"))
+    for note in (*train.notes, *test.notes):
+        print(f"data: {note}", file=stream, flush=True)
     size = int(train.images.shape[-1])
     baseline = baseline_for(preset.dataset, size)
     mean, std = normalization_for(preset.dataset, train)

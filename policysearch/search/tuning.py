@@ -301,6 +301,8 @@ def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO) -> tup
     print(f"search {run.run_id}: {len(prepared.data)} {config.dataset} images, {config.splits} splits, model "
           f"{config.model}, space {prepared.space.name}, {config.algorithm}, {concurrency} concurrent trial(s); "
           f"run dir {run.run_dir}", file=stream, flush=True)
+    for note in prepared.data.notes:  # what loading changed, e.g. the size images were resized to and why
+        print(f"data: {note}", file=stream, flush=True)
 
     # Phase 1: one child model per split.
     t0 = time.monotonic()
