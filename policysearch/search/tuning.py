@@ -10,7 +10,6 @@ unless :func:`~policysearch.search.checks.check_failures` says too many failed.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import shutil
 import sys
@@ -24,6 +23,7 @@ import ray
 from ray import tune
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from policysearch.progress import Progress
 from policysearch.search.checks import check_failures, check_resources, local_cpus, local_gpus
 from policysearch.search.config import SearchConfig
 from policysearch.search.export import export, write_trials_csv
@@ -125,30 +125,6 @@ def verify_shared_storage(storage: str) -> None:
 # ------------------------------------------------------------------------------------------ progress
 
 
-class Progress:
-    """One line per finished (or failed) trial: phase, trials done of total, best score, elapsed and remaining."""
-
-    def __init__(self, label: str, total: int, metric: str | None, stream: TextIO = sys.stdout) -> None:
-        self.label, self.total, self.metric, self.stream = label, total, metric, stream
-        self.done, self.best, self.started = 0, -math.inf, time.monotonic()
-
-    def trial_finished(self, result: dict[str, Any], error: str | None = None) -> None:
-        self.done += 1
-        if error is None and self.metric and self.metric in result:
-            self.best = max(self.best, float(result[self.metric]))
-        elapsed = time.monotonic() - self.started
-        remaining = elapsed / self.done * max(0, self.total - self.done)
-        best = f"  best {self.metric} {self.best:.4f}" if self.metric and self.best > -math.inf else ""
-        failed = f"  (a trial failed: {error})" if error else ""
-        print(f"[{self.label}] {self.done}/{self.total} trials{best}  elapsed {_clock(elapsed)}"
-              f"  remaining ~{_clock(remaining)}{failed}", file=self.stream, flush=True)
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60}:{seconds % 60:02d}"
-
-
 class _ProgressCallback(tune.Callback):
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
@@ -221,6 +197,7 @@ def run_experiment(name: str, trainable: Callable, param_space: dict, tune_confi
         tune_config.trial_dirname_creator = _trial_dirname
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
     results = list(tuner.fit())
+    progress.close()
     return [r for r in results if r.error is None], [r for r in results if r.error is not None]
 
 

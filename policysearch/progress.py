@@ -1,0 +1,66 @@
+"""Progress of a search phase: a live bar on a terminal, a few lines per phase in a log.
+
+On a TTY each phase gets one ``tqdm`` bar (trials done of total, the best score so far, elapsed and
+remaining time). In a log or CI (no TTY) a phase prints a line when its first trial finishes, at each
+quarter and at the end, and one for every failed trial - never one per trial.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any, TextIO
+
+__all__ = ["Progress"]
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class Progress:
+    """Counts the finished trials of one phase and shows them (see the module docstring)."""
+
+    def __init__(self, label: str, total: int, metric: str | None, stream: TextIO = sys.stdout) -> None:
+        self.label, self.total, self.metric, self.stream = label, total, metric, stream
+        self.done, self.best, self.started = 0, -math.inf, time.monotonic()
+        self.milestones = {1, total, *(math.ceil(total * k / 4) for k in (1, 2, 3))}
+        self._bar: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:  # a live bar holds a terminal and locks: never pickled
+        return {**self.__dict__, "_bar": None}
+
+    def _live(self) -> bool:
+        isatty = getattr(self.stream, "isatty", None)
+        return bool(isatty and isatty())
+
+    def trial_finished(self, result: dict[str, Any], error: str | None = None) -> None:
+        self.done += 1
+        if error is None and self.metric and self.metric in result:
+            self.best = max(self.best, float(result[self.metric]))
+        best = f"best {self.metric} {self.best:.4f}" if self.metric and self.best > -math.inf else ""
+        if self._live():
+            if self._bar is None:
+                from tqdm import tqdm
+
+                self._bar = tqdm(total=self.total, desc=self.label, unit="trial", file=self.stream,
+                                 dynamic_ncols=True, initial=self.done - 1)
+            self._bar.set_postfix_str(best, refresh=False)
+            self._bar.update(1)
+            if error:
+                self._bar.write(f"[{self.label}] a trial failed: {error}", file=self.stream)
+            return
+        if self.done in self.milestones or error:
+            elapsed = time.monotonic() - self.started
+            remaining = elapsed / self.done * max(0, self.total - self.done)
+            failed = f"  (a trial failed: {error})" if error else ""
+            print(f"[{self.label}] {self.done}/{self.total} trials{'  ' + best if best else ''}  elapsed "
+                  f"{_clock(elapsed)}  remaining ~{_clock(remaining)}{failed}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        """End the phase's bar (nothing to do in a log)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

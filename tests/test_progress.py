@@ -1,0 +1,40 @@
+"""Tests for the search's progress display: a bar on a terminal, a few lines in a log."""
+
+from __future__ import annotations
+
+import io
+import pickle
+
+from policysearch.progress import Progress
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_log_gets_a_few_lines_per_phase_not_one_per_trial():
+    log = io.StringIO()
+    progress = Progress("phase 2: policy trials", 200, "reward", log)
+    for k in range(200):
+        progress.trial_finished({"reward": k / 200}, error="RuntimeError: boom" if k == 7 else None)
+    progress.close()
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 6  # first, three quarters, last, and the failed one
+    assert lines[0].startswith("[phase 2: policy trials] 1/200 trials  best reward 0.0000")
+    assert lines[-1].startswith("[phase 2: policy trials] 200/200 trials  best reward 0.9950")
+    assert any("a trial failed: RuntimeError: boom" in line for line in lines)
+
+
+def test_a_terminal_gets_one_bar_and_the_progress_pickles():
+    terminal = _Terminal()
+    progress = Progress("phase 1: child models", 5, "da_accuracy", terminal)
+    progress.trial_finished({"da_accuracy": 0.5})
+    copy = pickle.loads(pickle.dumps(progress))  # Tune keeps its callbacks in the experiment state
+    assert copy.done == 1 and copy._bar is None
+    for _ in range(4):
+        progress.trial_finished({"da_accuracy": 0.9})
+    progress.close()
+    text = terminal.getvalue()
+    assert "phase 1: child models" in text and "5/5" in text and "best da_accuracy 0.9000" in text
+    assert "\r" in text and text.count("\n") <= 2  # one updating line, not a line per trial
