@@ -132,3 +132,32 @@ def test_reward_names():
         score.reward("top1")
     assert score.to_dict() == dataclasses.asdict(score)
     assert set(score.to_dict()) == {"any_view", "min_loss", "accuracy", "loss", "images", "views"}
+
+
+
+def test_the_augmentation_chunk_may_span_several_model_batches(child, d_a, monkeypatch):
+    """Off the CPU the transform takes many model batches per call; the score is counted per image all the
+    same (asked for here on the CPU): Invert then full Solarize scores as the identity."""
+    import policysearch.density as density
+
+    images, labels = d_a
+    assert density._augment_size(torch.device("cpu"), 16, images[0].numel()) == 16
+    assert density._augment_size(torch.device("cuda"), 16, images[0].numel()) > 16
+    plain = evaluate_policy(child, images, labels, IDENTITY, mean=MEAN, std=STD, num_views=2, batch_size=16)
+    monkeypatch.setattr(density, "_augment_size", lambda device, batch_size, values: 56)
+    chunked = evaluate_policy(child, images, labels, INVERT_THEN_FULL_SOLARIZE, mean=MEAN, std=STD, num_views=2,
+                              batch_size=16)
+    assert dataclasses.asdict(chunked) == pytest.approx(dataclasses.asdict(plain))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_evaluation_in_mixed_precision_agrees_with_the_cpu(child, d_a):
+    import copy
+
+    images, labels = d_a
+    cpu = evaluate_policy(child, images, labels, IDENTITY, mean=MEAN, std=STD, num_views=2)
+    model = copy.deepcopy(child).cuda()
+    gpu = evaluate_policy(model, images.cuda(), labels.cuda(), IDENTITY, mean=MEAN, std=STD, num_views=2,
+                          generator=torch.Generator("cuda").manual_seed(0))
+    assert gpu.accuracy == pytest.approx(cpu.accuracy, abs=0.03)
+    assert gpu.loss == pytest.approx(cpu.loss, rel=0.1, abs=0.02)
