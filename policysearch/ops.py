@@ -127,11 +127,19 @@ def _grey(x: torch.Tensor, exact: bool) -> torch.Tensor:
         # PIL's 16.16 fixed point, (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16: every product and
         # partial sum is an integer below 2**24, so float32 computes it exactly, in any order; one
         # matrix product over the channels is the cheapest way to sum them.
+        # On other devices the channels are summed with scalar products instead: no weights to upload
+        # (a host synchronisation) and no matrix unit that might round in TF32.
         n, _, h, w = x.shape
-        weights = torch.tensor([[19595.0, 38470.0, 7471.0]], device=x.device)
-        luma = torch.matmul(weights, x.to(torch.float32).reshape(n, 3, h * w)).view(n, 1, h, w)
+        xf = x.to(torch.float32)
+        if x.device.type == "cpu":
+            weights = torch.tensor([[19595.0, 38470.0, 7471.0]])
+            luma = torch.matmul(weights, xf.reshape(n, 3, h * w)).view(n, 1, h, w)
+        else:
+            luma = xf[:, 0:1] * 19595.0 + xf[:, 1:2] * 38470.0 + xf[:, 2:3] * 7471.0
         return luma.add_(0x8000).mul_(1.0 / 65536).floor_().to(x.dtype)
-    weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
+    if x.device.type != "cpu":
+        return x[:, 0:1] * 0.299 + x[:, 1:2] * 0.587 + x[:, 2:3] * 0.114
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype)
     return (x * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
@@ -175,6 +183,9 @@ def _histogram(x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tens
     """
     n, c = x.shape[:2]
     index = _table_index(x) if index is None else index
+    if x.device.type != "cpu":  # bincount reads its largest value back to the host there; this does not
+        ones = torch.ones((), dtype=torch.int64, device=x.device).expand(len(index))
+        return torch.zeros(n * c * 256, dtype=torch.int64, device=x.device).index_add_(0, index, ones).view(n, c, 256)
     return torch.bincount(index, minlength=n * c * 256).view(n, c, 256)
 
 
@@ -224,6 +235,26 @@ def warp(x: torch.Tensor, matrix: torch.Tensor, fill: torch.Tensor) -> torch.Ten
         index = torch.from_numpy(np.flatnonzero(rows)).to(x.device)
         out[index] = fn(x[index], m[rows], fill)
     return out
+
+
+def warp_index(matrix: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The source of every output pixel of ``warp`` for matrices [n, 6]: [n, h * w] int32 flat positions in
+    the image padded by one pixel of fill (``gather_warp``), 0 (a fill pixel) where ``warp`` fills.
+
+    Computed by warping an image whose pixels hold their own padded positions, so it picks exactly the
+    pixels ``warp`` picks; the batched transform computes it once per policy entry and image size and then
+    warps on the device with a gather alone.
+    """
+    rows = torch.arange(1, h + 1, dtype=torch.int64).view(h, 1) * (w + 2)
+    positions = (rows + torch.arange(1, w + 1, dtype=torch.int64)).expand(len(matrix), 1, h, w).contiguous()
+    return warp(positions, matrix, torch.zeros(1)).view(len(matrix), h * w).to(torch.int32)
+
+
+def gather_warp(x: torch.Tensor, index: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """``warp`` from precomputed sources ``index`` [n, h * w] (``warp_index``): one gather on x's device."""
+    n, c, h, w = x.shape
+    source = index.to(torch.int64).view(n, 1, h * w).expand(n, c, h * w)
+    return _padded(x, fill).view(n, c, -1).gather(2, source).view(n, c, h, w)
 
 
 def _padded(x: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
@@ -589,7 +620,17 @@ def _blur_pil(img, arg, draw, ctx):
 
 
 def _blur(x, arg, draw, ctx):
-    """Mean filter of radius ``arg`` (fractional radii weight the outermost taps), edges extended."""
+    """Mean filter of radius ``arg`` (fractional radii weight the outermost taps), edges extended.
+
+    ``draw["radii"]``, when given, is a CPU tensor of every radius ``arg`` may hold (the batched transform
+    passes its policy's on accelerators): each is applied where it matches, without reading ``arg`` back
+    to the host.
+    """
+    if "radii" in draw:
+        out = x.clone()
+        for radius in draw["radii"].tolist():
+            out = torch.where(_col(arg == radius), _box_blur(x, radius, ctx.exact), out)
+        return out
     out = torch.empty_like(x)
     for radius in torch.unique(arg).tolist():  # a handful of distinct radii per batch
         rows = (arg == radius).nonzero().view(-1)

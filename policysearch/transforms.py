@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -20,7 +20,7 @@ from PIL import Image
 from torchvision import tv_tensors
 
 from policysearch.ops import (OPS, OpSpec, PilContext, TensorContext, _identity, apply_lut, cutout_pil,
-                              cutout_tensor, warp)
+                              cutout_tensor, gather_warp, warp, warp_index)
 from policysearch.policy import Baseline, Policy, PolicyError
 from policysearch.standard import load_policy
 
@@ -41,6 +41,9 @@ class PlanStep:
     # table depends on the argument alone.
     matrix: torch.Tensor | None = None
     table: torch.Tensor | None = None
+    # A geometric op's source pixels [k, H * W] (``warp_index``), looked up per sample on accelerators so
+    # that the warp runs there without its matrices going to the host.
+    source: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,9 @@ class Plan:
     baseline: Baseline = Baseline()
     crop: torch.Tensor | None = None  # [B, 2] crop offsets (y, x) into the padded image, when pad_crop > 0
     flip: torch.Tensor | None = None  # [B] bool, when the baseline flips
+    # Set by ``sample``, which gives the steps of one slot different samples by construction; a plan built
+    # by hand is checked (``_check_slots``) before it is applied.
+    drawn: bool = field(default=False, compare=False, repr=False)
 
 
 def _check_generator(generator: torch.Generator | None, device: torch.device) -> None:
@@ -173,13 +179,18 @@ def _check_slots(plan: Plan) -> None:
 
     sample() never draws such a plan; a plan built by hand must give each op of a sub-policy its own slot.
     """
-    for slot, group in itertools.groupby(plan.steps, key=lambda step: step.slot):
-        index = torch.cat([step.index for step in group])
-        counts = torch.bincount(index, minlength=plan.shape[0])
-        if index.numel() and int(counts.max()) > 1:
-            sample = int(counts.argmax())
-            raise ValueError(f"plan: slot {slot} has more than one step for sample {sample}; the steps of one "
-                             "slot must touch different samples (give each op of a sub-policy its own slot)")
+    b = plan.shape[0]
+    runs = [(slot, list(group)) for slot, group in itertools.groupby(plan.steps, key=lambda step: step.slot)]
+    if not runs:
+        return
+    # One count over every (run of a slot, sample) pair, read back once rather than once per slot.
+    codes = torch.cat([step.index + k * b for k, (_, group) in enumerate(runs) for step in group])
+    counts = torch.bincount(codes)
+    worst, most = torch.stack([counts.argmax(), counts.max()]).tolist()
+    if most > 1:
+        run, sample = divmod(worst, b)
+        raise ValueError(f"plan: slot {runs[run][0]} has more than one step for sample {sample}; the steps of one "
+                         "slot must touch different samples (give each op of a sub-policy its own slot)")
 
 
 def run_stage(x: torch.Tensor, stage: Sequence[PlanStep], ctx: TensorContext) -> None:
@@ -188,7 +199,10 @@ def run_stage(x: torch.Tensor, stage: Sequence[PlanStep], ctx: TensorContext) ->
     # index_select and copy_rows rather than x[index] and x[index] = ...: several times faster on CPU
     part = x.index_select(0, index)
     kind = _kind(stage[0], ctx.exact)
-    if kind == "warp":
+    if kind == "warp" and all(step.source is not None for step in stage):
+        sources = stage[0].source if len(stage) == 1 else torch.cat([step.source for step in stage])
+        out = gather_warp(part, sources, ctx.fill)
+    elif kind == "warp":
         h, w = x.shape[2], x.shape[3]
         matrices = [step.matrix if step.matrix is not None else step.op.matrix(step.arg, h, w) for step in stage]
         out = warp(part, matrices[0] if len(stage) == 1 else torch.cat(matrices), ctx.fill)
@@ -238,6 +252,23 @@ def check_image_batch(batch: Any, where: str = "batch") -> None:
         if low < 0 or high > 1 or torch.isnan(low) or torch.isnan(high):
             raise ValueError(f"{where}: float images must hold values in [0, 1], found [{low.item():.4g}, "
                              f"{high.item():.4g}]; pass uint8 or scale (x / 255) and clamp before augmenting")
+
+
+def _host_kernels(device: torch.device) -> bool:
+    """Whether plans for ``device`` use the host-side kernels: the warp's per-sample parameters prepared
+    with numpy and Blur grouped by radius (fastest on the CPU); elsewhere precomputed sources and masks keep
+    every value on the device."""
+    return device.type == "cpu"
+
+
+def _device_argument(args: tuple, kwargs: dict) -> torch.device | None:
+    """The device named in ``Module.to``'s arguments (a device, a string, an ordinal or a tensor), if any."""
+    for value in (kwargs.get("device"), *args):
+        if isinstance(value, torch.Tensor):
+            return value.device
+        if isinstance(value, (str, torch.device)) or (isinstance(value, int) and not isinstance(value, bool)):
+            return torch.device(value)
+    return None
 
 
 def _fill_tensor(fill: Fill, channels: int, device: torch.device) -> torch.Tensor:
@@ -297,6 +328,12 @@ class BatchPolicyTransform(torch.nn.Module):
                                           placeholder).reshape(-1, 256) if spec.table_from_arg else None,
             256, torch.uint8)
         self._matrices: tuple[tuple[int, int], torch.Tensor] | None = None
+        # Blur's radii in this policy (CPU): on accelerators Blur applies each where it matches.
+        blur = [k for k, spec in enumerate(self._ops) if spec.name == "Blur"]
+        self._blur_radii = torch.unique(self._arg_table[self._op_table == blur[0]]) if blur else None
+        # The tables above on each device they were used on, uploaded once rather than on every call.
+        self._device = torch.device("cpu")
+        self._on_device: dict[torch.device, dict[str, Any]] = {}
 
     def _per_entry(self, compute: Any, width: int, dtype: torch.dtype) -> torch.Tensor:
         """``compute(spec, args)`` -> [m, width] (or None) for the entries of each op, as one CPU tensor
@@ -318,17 +355,84 @@ class BatchPolicyTransform(torch.nn.Module):
             self._matrices = ((h, w), matrices)
         return self._matrices[1]
 
+    def _tables(self, device: torch.device) -> dict[str, Any]:
+        """The policy's tables on ``device``, uploaded on first use and kept (``.to(device)`` does it early)."""
+        cached = self._on_device.get(device)
+        if cached is None:
+            names = ("op", "prob", "arg", "signed", "entry_tables")
+            tensors = (self._op_table, self._prob_table, self._arg_table, self._signed_table, self._entry_tables)
+            cached = {name: t.to(device) for name, t in zip(names, tensors)}
+            cached["fill"] = {}
+            self._on_device[device] = cached
+        return cached
+
+    def _sized(self, device: torch.device, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per policy entry on ``device``: the matrices of geometric ops for an h x w image and, off the
+        CPU, their source pixels (``warp_index``). Kept for the last image size seen on each device."""
+        cached = self._tables(device)
+        if cached.get("size") != (h, w):
+            matrices = self._entry_matrices(h, w)
+            sources = None
+            if not _host_kernels(device):
+                sources = torch.zeros((len(matrices), h * w), dtype=torch.int32)
+                kinds = torch.tensor([k for k, spec in enumerate(self._ops) if spec.matrix is not None])
+                rows = torch.isin(self._op_table.view(-1), kinds).repeat_interleave(2).nonzero().view(-1)
+                if len(rows):
+                    sources[rows] = warp_index(matrices[rows], h, w)
+                sources = sources.to(device)
+            cached.update(size=(h, w), matrices=matrices.to(device), sources=sources)
+        return cached["matrices"], cached["sources"]
+
+    def _fill(self, device: torch.device, channels: int) -> torch.Tensor:
+        fills = self._tables(device)["fill"]
+        if channels not in fills:
+            fills[channels] = _fill_tensor(self.fill, channels, device)
+        return fills[channels]
+
+    @property
+    def device(self) -> torch.device:
+        """Where ``sample`` draws by default and where the tables were last moved (``.to(device)``)."""
+        return self._device
+
+    def to(self, *args: Any, **kwargs: Any) -> "BatchPolicyTransform":
+        """``module.to(device)``: upload the policy's tables to ``device`` now and draw plans there by default.
+
+        The tables stay float64 whatever dtype is asked for (a dtype changes nothing); a batch on another
+        device still works, its tables are uploaded on first use.
+        """
+        device = _device_argument(args, kwargs)
+        super().to(*args, **kwargs)
+        if device is not None:
+            if device.type == "cuda" and device.index is None:
+                device = torch.device("cuda", torch.cuda.current_device())
+            self._device = device
+            self._tables(device)
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The device copies are a cache: a pickled transform holds no device memory.
+        state = dict(self.__dict__)
+        state["_on_device"] = {}
+        state["_device"] = torch.device("cpu")
+        return state
+
     @classmethod
     def from_json(cls, path: str | os.PathLike[str], **kwargs: Any) -> "BatchPolicyTransform":
         return cls(Policy.load(path), **kwargs)
 
-    def sample(self, shape: Sequence[int], device: torch.device | str = "cpu",
+    def sample(self, shape: Sequence[int], device: torch.device | str | None = None,
                generator: torch.Generator | None = None) -> Plan:
-        """Draw every random choice for a batch of ``shape`` [B, C, H, W] on ``device``."""
+        """Draw every random choice for a batch of ``shape`` [B, C, H, W] on ``device`` (default: ``.device``).
+
+        On an accelerator this reads one small tensor back to the host (the size of each group of samples);
+        everything else stays on the device.
+        """
         b, c, h, w = (int(v) for v in shape)
-        device = torch.device(device)
-        tables = [t.to(device) for t in (self._op_table, self._prob_table, self._arg_table, self._signed_table)]
-        op_table, prob_table, arg_table, signed_table = tables
+        device = self._device if device is None else torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        cached = self._tables(device)
+        op_table, prob_table, arg_table, signed_table = (cached[k] for k in ("op", "prob", "arg", "signed"))
         sub = torch.randint(len(self.policy), (b,), device=device, generator=generator)
         gate = torch.rand((b, op_table.shape[1]), device=device, generator=generator, dtype=torch.float64)
         coin = torch.rand((b, op_table.shape[1]), device=device, generator=generator) < 0.5
@@ -348,14 +452,20 @@ class BatchPolicyTransform(torch.nn.Module):
         slot_base = torch.arange(0, slots * kinds, kinds, device=device)
         code = torch.where(ops >= 0, ops + slot_base, slots * kinds).view(-1)
         order = torch.sort(code, stable=True).indices
-        counts = torch.bincount(code, minlength=slots * kinds + 1)[:-1].tolist()
+        if device.type == "cpu":
+            counts = torch.bincount(code, minlength=slots * kinds + 1)[:-1].tolist()
+        else:  # the one read back to the host (bincount would add a second, for its largest value)
+            ones = torch.ones((), dtype=torch.int64, device=device).expand(len(code))
+            counts = torch.zeros(slots * kinds + 1, dtype=torch.int64, device=device).index_add_(0, code, ones)
+            counts = counts[:-1].tolist()
         sizes = counts + [b * slots - sum(counts)]
         groups = (order // slots).split(sizes)
         flat_args = args.view(-1)[order].split(sizes)
         entry = (sub.view(-1, 1) * slots + torch.arange(slots, device=device)) * 2 + negative
         entries = entry.view(-1)[order].split(sizes)
-        matrices = self._entry_matrices(h, w).to(device) if any(spec.matrix for spec in self._ops) else None
-        entry_tables = self._entry_tables.to(device)
+        matrices, sources = self._sized(device, h, w) if any(spec.matrix for spec in self._ops) else (None, None)
+        entry_tables = cached["entry_tables"]
+        radii = {"radii": self._blur_radii} if not _host_kernels(device) and self._blur_radii is not None else {}
         steps = []
         for group, count in enumerate(counts):
             spec = self._ops[group % kinds]
@@ -363,11 +473,14 @@ class BatchPolicyTransform(torch.nn.Module):
                 continue
             index = groups[group]
             draw = spec.sample(count, (c, h, w), generator, device) if spec.sample else {}
+            if spec.name == "Blur":
+                draw = {**draw, **radii}
             matrix = matrices.index_select(0, entries[group]) if spec.matrix else None
+            source = sources.index_select(0, entries[group]) if spec.matrix and sources is not None else None
             table = entry_tables.index_select(0, entries[group]) if spec.table_from_arg else None
             steps.append(PlanStep(spec, index, flat_args[group], {**draw, "index": index}, group // kinds,
-                                  matrix, table))
-        return Plan(sub, tuple(steps), (b, c, h, w), self.policy.baseline, crop, flip)
+                                  matrix, table, source))
+        return Plan(sub, tuple(steps), (b, c, h, w), self.policy.baseline, crop, flip, drawn=True)
 
     def apply(self, batch: torch.Tensor, plan: Plan) -> torch.Tensor:
         """Apply a drawn plan; deterministic."""
@@ -377,14 +490,15 @@ class BatchPolicyTransform(torch.nn.Module):
             return batch.clone()  # never the input itself: the caller may change the output in place
         if not plan.steps:
             return apply_baseline(batch.clone(), plan.baseline.pad_crop, plan.crop, plan.flip)
-        _check_slots(plan)
+        if not plan.drawn:
+            _check_slots(plan)
         exact = batch.dtype == torch.uint8
         # A uint8 batch stays uint8; only the samples of ops that need arithmetic are converted (run_step).
         x = batch.clone(memory_format=torch.contiguous_format) if exact else batch.to(torch.float32) * 255.0
         source = None
         if any(step.op.name == "SamplePairing" for step in plan.steps):
             source = batch if exact else x.clone()
-        ctx = TensorContext(exact=exact, fill=_fill_tensor(self.fill, x.shape[1], x.device), source=source)
+        ctx = TensorContext(exact=exact, fill=self._fill(x.device, x.shape[1]), source=source)
         for stage in stages(plan.steps, exact, x[0].numel()):
             run_stage(x, stage, ctx)
         x = apply_baseline(x, plan.baseline.pad_crop, plan.crop, plan.flip)

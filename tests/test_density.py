@@ -151,3 +151,31 @@ def test_common_random_numbers_hold_for_every_view(child, d_a):
     with pytest.raises(ValueError, match="either a generator or a seed"):
         evaluate_policy(child, images, labels, crop, mean=MEAN, std=STD, seed=1,
                         generator=torch.Generator().manual_seed(0))
+
+
+def test_the_augmentation_chunk_may_span_several_model_batches(child, d_a, monkeypatch):
+    """Off the CPU the transform takes many model batches per call; the score is counted per image all the
+    same (asked for here on the CPU): Invert then full Solarize scores as the identity."""
+    import policysearch.density as density
+
+    images, labels = d_a
+    assert density._augment_size(torch.device("cpu"), 16, images[0].numel()) == 16
+    assert density._augment_size(torch.device("cuda"), 16, images[0].numel()) > 16
+    plain = evaluate_policy(child, images, labels, IDENTITY, mean=MEAN, std=STD, num_views=2, batch_size=16)
+    monkeypatch.setattr(density, "_augment_size", lambda device, batch_size, values: 56)
+    chunked = evaluate_policy(child, images, labels, INVERT_THEN_FULL_SOLARIZE, mean=MEAN, std=STD, num_views=2,
+                              batch_size=16)
+    assert dataclasses.asdict(chunked) == pytest.approx(dataclasses.asdict(plain))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_evaluation_in_mixed_precision_agrees_with_the_cpu(child, d_a):
+    import copy
+
+    images, labels = d_a
+    cpu = evaluate_policy(child, images, labels, IDENTITY, mean=MEAN, std=STD, num_views=2)
+    model = copy.deepcopy(child).cuda()
+    gpu = evaluate_policy(model, images.cuda(), labels.cuda(), IDENTITY, mean=MEAN, std=STD, num_views=2,
+                          generator=torch.Generator("cuda").manual_seed(0))
+    assert gpu.accuracy == pytest.approx(cpu.accuracy, abs=0.03)
+    assert gpu.loss == pytest.approx(cpu.loss, rel=0.1, abs=0.02)
