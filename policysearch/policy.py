@@ -13,6 +13,7 @@ import difflib
 import json
 import os
 import platform
+import reprlib
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,6 +26,10 @@ import jsonschema
 from policysearch.ops import OP_NAMES
 
 FORMAT_VERSION = 1
+MAX_FILE_BYTES = 1 << 20
+"""Largest policy file ``Policy.load`` reads (about 17,000 operations); validation takes seconds near it."""
+MAX_DEPTH = 64
+"""Deepest nesting of lists and objects a policy document may have (a valid one needs 4 plus its metadata)."""
 
 
 class PolicyError(ValueError):
@@ -53,6 +58,15 @@ def policy_schema() -> dict[str, Any]:
     return json.loads(text)
 
 
+_SHORT = reprlib.Repr()  # attributes rather than keywords: Python before 3.12 has no keywords
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 3, 60, 60, 40
+
+
+def _short(value: Any) -> str:
+    """A repr of at most a line or so: error messages quote values from files of any size."""
+    return _SHORT.repr(value)
+
+
 def _place(path: Sequence[Any]) -> str:
     out = ""
     for part in path:
@@ -65,26 +79,46 @@ def _describe(error: jsonschema.ValidationError) -> str:
     place = _place(error.absolute_path)
     value = error.instance
     if error.validator in ("minimum", "maximum"):
-        return f"{place}: {value!r} is outside [0, 1]"
+        return f"{place}: {_short(value)} is outside [0, 1]"
     if error.validator == "enum" and place.endswith(".op"):
-        close = difflib.get_close_matches(str(value), OP_NAMES, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(value, OP_NAMES, n=3, cutoff=0.5) if isinstance(value, str) else []
         hint = f" (closest: {', '.join(close)})" if close else f" (known: {', '.join(OP_NAMES)})"
-        return f"{place}: unknown op {value!r}{hint}"
+        return f"{place}: unknown op {_short(value)}{hint}"
     if error.validator == "required":
         missing = [key for key in error.validator_value if key not in value]
         return f"{place}: missing key {missing[0]!r}"
     if error.validator == "additionalProperties":
         allowed = set(error.schema.get("properties", {}))
         extra = sorted(key for key in value if key not in allowed)
-        return f"{place}: unknown key {extra[0]!r} (allowed: {', '.join(sorted(allowed))})"
+        return f"{place}: unknown key {_short(extra[0])} (allowed: {', '.join(sorted(allowed))})"
     if error.validator == "minItems":
         what = "sub-policy" if place == "sub_policies" else "operation"
         return f"{place}: needs at least one {what}"
     if error.validator == "type":
-        return f"{place}: expected {error.validator_value}, got {type(value).__name__} {value!r}"
+        return f"{place}: expected {error.validator_value}, got {type(value).__name__} {_short(value)}"
     if error.validator == "const":
-        return f"{place}: unsupported format_version {value!r} (this policysearch reads {FORMAT_VERSION})"
-    return f"{place}: {error.message}"
+        return f"{place}: unsupported format_version {_short(value)} (this policysearch reads {FORMAT_VERSION})"
+    return f"{place}: {_short(error.message)}"
+
+
+def check_json_data(data: Any, source: str = "policy") -> None:
+    """Raise PolicyError unless ``data`` is plain JSON data (dict with string keys, list, str, int, float,
+    bool, None) nested at most ``MAX_DEPTH`` deep. Walks iteratively, so any depth is safe to check."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(data, ())]
+    while stack:
+        value, path = stack.pop()
+        if len(path) > MAX_DEPTH:
+            raise PolicyError(f"{source}: {_place(path[:3])}...: nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise PolicyError(f"{source}: {_place(path)}: keys must be strings, got {type(key).__name__} "
+                                      f"{_short(key)}")
+                stack.append((item, path + (key,)))
+        elif isinstance(value, list):
+            stack.extend((item, path + (i,)) for i, item in enumerate(value))
+        elif value is not None and not isinstance(value, (str, int, float)):  # bool is an int
+            raise PolicyError(f"{source}: {_place(path)}: {type(value).__name__} is not a JSON value")
 
 
 def validate_policy_dict(data: Any, source: str = "policy") -> None:
@@ -136,6 +170,8 @@ class Policy:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "policy") -> "Policy":
+        """Validate parsed JSON data and build the policy; anything wrong is a PolicyError naming the place."""
+        check_json_data(data, source)
         validate_policy_dict(data, source)
         return cls(data["sub_policies"], data.get("metadata"), data.get("name", ""))
 
@@ -145,15 +181,28 @@ class Policy:
         """Read and validate a policy JSON file; errors name the file and the place inside it."""
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as handle:
+                raw = handle.read(MAX_FILE_BYTES + 1)  # never more: a huge file or a device is refused
         except FileNotFoundError:
             raise PolicyError(f"{path}: no such file") from None
         except OSError as exc:
             raise PolicyError(f"{path}: cannot read ({exc.strerror})") from None
+        if len(raw) > MAX_FILE_BYTES:
+            raise PolicyError(f"{path}: larger than {MAX_FILE_BYTES} bytes, too large for a policy file")
         try:
-            data = json.loads(text)
+            text = raw.decode("utf-8-sig")  # a leading byte-order mark is allowed, as JSON parsers may
+        except UnicodeDecodeError as exc:
+            raise PolicyError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+        try:
+            data = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             raise PolicyError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        except _DuplicateKey as exc:
+            raise PolicyError(f"{path}: not valid JSON: key {_short(exc.args[0])} appears twice in one object") from None
+        except RecursionError:  # the C parser checks its depth and unwinds cleanly
+            raise PolicyError(f"{path}: nested deeper than {MAX_DEPTH} levels") from None
+        except ValueError:  # an integer with more digits than Python converts (sys.get_int_max_str_digits)
+            raise PolicyError(f"{path}: not valid JSON: a number has too many digits") from None
         return cls.from_dict(data, source=str(path))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -225,6 +274,18 @@ def merge_policies(policies: Sequence[Policy], metadata: Mapping[str, Any] | Non
     return Policy(subs, metadata)
 
 
+class _DuplicateKey(ValueError):
+    """A JSON object names a key twice (json keeps the last silently; which one was meant is unknown)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(key for key, _ in pairs if key in seen or seen.add(key)))
+    return out
+
+
 def _as_operation(step: Operation | Sequence[Any] | Mapping[str, Any]) -> Operation:
     if isinstance(step, Operation):
         return step
@@ -232,7 +293,7 @@ def _as_operation(step: Operation | Sequence[Any] | Mapping[str, Any]) -> Operat
         return Operation(step.get("op"), step.get("prob"), step.get("level"))  # type: ignore[arg-type]
     if isinstance(step, Sequence) and not isinstance(step, str) and len(step) == 3:
         return Operation(step[0], step[1], step[2])
-    raise PolicyError(f"Policy: an operation must be Operation(op, prob, level), a mapping or a triple, got {step!r}")
+    raise PolicyError(f"Policy: an operation must be Operation(op, prob, level), a mapping or a triple, got {_short(step)}")
 
 
 def write_json_atomic(path: Path, document: Any) -> None:
