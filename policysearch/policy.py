@@ -30,6 +30,8 @@ MAX_FILE_BYTES = 1 << 20
 """Largest policy file ``Policy.load`` reads (about 17,000 operations); validation takes seconds near it."""
 MAX_DEPTH = 64
 """Deepest nesting of lists and objects a policy document may have (a valid one needs 4 plus its metadata)."""
+MAX_VALUES = 250_000
+"""Most values (objects, lists and scalars) in a policy document: a policy of 17,000 operations holds 70,000."""
 
 
 class PolicyError(ValueError):
@@ -103,22 +105,38 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 def check_json_data(data: Any, source: str = "policy") -> None:
     """Raise PolicyError unless ``data`` is plain JSON data (dict with string keys, list, str, int, float,
-    bool, None) nested at most ``MAX_DEPTH`` deep. Walks iteratively, so any depth is safe to check."""
-    stack: list[tuple[Any, tuple[Any, ...]]] = [(data, ())]
+    bool, None) nested at most ``MAX_DEPTH`` deep with at most ``MAX_VALUES`` values. Walks iteratively,
+    so any depth, a cycle or a list shared a billion times over is safe to check."""
+    # Each entry: (value, depth, where) with where = (parent's where, key) or None at the top level; the
+    # place is spelled out only for a message.
+    stack: list[tuple[Any, int, Any]] = [(data, 0, None)]
+    seen = 0
+
+    def place(where: Any, limit: int | None = None) -> str:
+        parts = []
+        while where is not None:
+            where, key = where
+            parts.append(key)
+        parts.reverse()
+        return _place(parts) if limit is None else f"{_place(parts[:limit])}..."
+
     while stack:
-        value, path = stack.pop()
-        if len(path) > MAX_DEPTH:
-            raise PolicyError(f"{source}: {_place(path[:3])}...: nested deeper than {MAX_DEPTH} levels")
+        value, depth, where = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise PolicyError(f"{source}: more than {MAX_VALUES} values, too large for a policy")
+        if depth > MAX_DEPTH:
+            raise PolicyError(f"{source}: {place(where, 3)}: nested deeper than {MAX_DEPTH} levels")
         if isinstance(value, dict):
             for key, item in value.items():
                 if not isinstance(key, str):
-                    raise PolicyError(f"{source}: {_place(path)}: keys must be strings, got {type(key).__name__} "
+                    raise PolicyError(f"{source}: {place(where)}: keys must be strings, got {type(key).__name__} "
                                       f"{_short(key)}")
-                stack.append((item, path + (key,)))
+                stack.append((item, depth + 1, (where, key)))
         elif isinstance(value, list):
-            stack.extend((item, path + (i,)) for i, item in enumerate(value))
+            stack.extend((item, depth + 1, (where, i)) for i, item in enumerate(value))
         elif value is not None and not isinstance(value, (str, int, float)):  # bool is an int
-            raise PolicyError(f"{source}: {_place(path)}: {type(value).__name__} is not a JSON value")
+            raise PolicyError(f"{source}: {place(where)}: {type(value).__name__} is not a JSON value")
 
 
 def validate_policy_dict(data: Any, source: str = "policy") -> None:

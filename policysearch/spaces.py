@@ -557,13 +557,19 @@ def _shipped_folder():
 
 
 def _check_shape(text: str, source: str) -> None:
-    """Refuse YAML nested deeper than ``MAX_DEPTH`` or holding more than ``MAX_VALUES`` values once its
-    aliases are expanded (a "billion laughs" file), from the parser's events, before anything is built:
-    building and checking nested data recurses, the event stream does not."""
+    """Refuse YAML nested deeper than ``MAX_DEPTH``, holding more than ``MAX_VALUES`` values once its
+    aliases are expanded (a "billion laughs" file) or with an explicit tag (``!!python/object``, ``!!int``:
+    a space file needs none, and the loader's constructors fail on some in ways of their own), from the
+    parser's events, before anything is built: building and checking nested data recurses, events do not.
+    LibYAML's parser is used where PyYAML has it: PyYAML's own scanner looks up to 1024 characters ahead
+    at every open bracket, which costs about a second on a line of brackets."""
     expanded: dict[str, int] = {}  # anchor -> values under it
     open_nodes: list[list[Any]] = []  # [anchor, values so far] per open collection
     total = 0
-    for event in yaml.parse(text, Loader=_StrictLoader):
+    for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", _StrictLoader)):
+        if getattr(event, "tag", None) is not None:
+            raise SpaceError(f"{source}: line {event.start_mark.line + 1}: tag {_short(event.tag)} is not allowed; "
+                             "a search space file holds plain mappings, lists, strings and numbers")
         if isinstance(event, yaml.CollectionStartEvent):
             if len(open_nodes) >= MAX_DEPTH:
                 raise SpaceError(f"{source}: nested deeper than {MAX_DEPTH} levels (line {event.start_mark.line + 1})")
