@@ -2,7 +2,7 @@
 
 The public API (stable names)::
 
-    from policysearch import Policy, PolicyTransform, BatchPolicyTransform, Cutout
+    from policysearch import Policy, PolicyTransform, BatchPolicyTransform, Cutout, load_policy
 
 They are imported on first use, so ``policysearch --help`` starts without loading torch.
 """
@@ -21,6 +21,7 @@ _EXPORTS = {
     "PolicyTransform": "policysearch.transforms",
     "BatchPolicyTransform": "policysearch.transforms",
     "Cutout": "policysearch.transforms",
+    "load_policy": "policysearch.standard",
 }
 
 __all__ = ["__version__", *_EXPORTS]

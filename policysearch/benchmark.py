@@ -6,19 +6,16 @@ the data set's baseline augmentation (pad-and-crop; flips only where they keep t
 - ``baseline``: the baseline augmentation only;
 - ``cutout``: baseline + Cutout, 16 px on 32 x 32 images and scaled with the image size (8 px on 16 x 16
   digits), applied by the trainer after normalisation;
-- ``autoaugment``: torchvision's AutoAugment CIFAR-10 policy converted to our format;
-- ``randaugment``: RandAugment N=2, M=9 in the paper's sense - M on a 0..10 scale, so every op runs at
-  level 0.9 of its range. (torchvision's ``RandAugment(magnitude=9)`` means bin 9 of 31, i.e. level 0.3;
-  that is a weaker augmentation and not the one meant here.) Expressed as a policy of all 14 x 14 ordered
-  pairs of RandAugment's ops, each with probability 1 at level 0.9: choosing one sub-policy uniformly is
-  choosing two ops uniformly with replacement, as RandAugment does;
-- ``trivialaugment``: TrivialAugment: one op per image, uniformly from the same 14 ops, at a level drawn
-  uniformly from 31 bins 0, 1/30, ..., 1 (torchvision's bin count). Expressed as a policy of 14 x 31
-  one-op sub-policies (ops without a magnitude are listed 31 times too, so each op has the same chance).
-  Our ops keep the standard AutoAugment ranges (shear 0.3, translate 150/331, rotate 30 degrees,
-  enhance 1 +- 0.9, posterize down to 4 bits), not TrivialAugmentWide's wider ones;
-- ``searched``: the policy of ``--policy FILE``, or of a Fast AutoAugment search run here first on the same
-  training images (never the test split).
+- ``autoaugment``: torchvision's AutoAugment CIFAR-10 policy converted to our format
+  (``autoaugment:cifar10``);
+- ``randaugment``: RandAugment N=2, M=9 in the paper's sense (``randaugment:n=2,m=9``): M on a 0..10
+  scale, so every op runs at level 0.9 of its range - not torchvision's ``RandAugment(magnitude=9)``,
+  which means bin 9 of 31 (level 0.3), a weaker augmentation;
+- ``trivialaugment``: TrivialAugment (``trivialaugment``): one op per image, uniformly from the same 14
+  ops, at a level drawn uniformly from 31 bins 0, 1/30, ..., 1 (torchvision's bin count);
+  how these three are expressed as policies is in ``policysearch/standard.py``;
+- ``searched``: the policy of ``--policy FILE_OR_STRING``, or of a Fast AutoAugment search run here first
+  on the same training images (never the test split).
 
 Policies are applied per sample by ``BatchPolicyTransform``. The test split is used only for the final
 reported errors; no setting here was chosen by looking at it.
@@ -53,7 +50,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import itertools
 import json
 import math
 import os
@@ -63,7 +59,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TextIO
 
 import numpy as np
 import torch
@@ -71,20 +67,15 @@ import torch
 from policysearch.data import (DataError, ImageData, baseline_for, load_dataset, normalization_for,
                                stratified_subset)
 from policysearch.models import MODEL_NAMES, build_model
-from policysearch.policy import Operation, Policy, software_versions, write_json_atomic
+from policysearch.policy import Policy, software_versions, write_json_atomic
+from policysearch.standard import autoaugment_policy, load_policy, randaugment_policy, trivialaugment_policy
 from policysearch.train import TrainConfig, evaluate, train_model
 from policysearch.transforms import BatchPolicyTransform
 
-__all__ = ["METHODS", "PRESETS", "Preset", "add_arguments", "paired_difference", "randaugment_policy", "run",
-           "run_benchmark", "trivialaugment_policy"]
+__all__ = ["METHODS", "PRESETS", "Preset", "add_arguments", "paired_difference", "run", "run_benchmark"]
 
 METHODS: tuple[str, ...] = ("baseline", "cutout", "autoaugment", "randaugment", "trivialaugment", "searched")
 
-# RandAugment's and TrivialAugment's op list (torchvision's), in our op names.
-RANDAUGMENT_OPS: tuple[str, ...] = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate",
-                                    "Brightness", "Color", "Contrast", "Sharpness", "Posterize", "Solarize",
-                                    "AutoContrast", "Equalize")
-TRIVIALAUGMENT_BINS = 31
 CUTOUT_FRACTION = 16 / 32  # Cutout side per image side: 16 px on CIFAR's 32 x 32
 
 
@@ -134,27 +125,6 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-# ---------------------------------------------------------------------------------------- policies
-
-
-def randaugment_policy(n: int = 2, magnitude: float = 9, scale: float = 10) -> Policy:
-    """RandAugment(N, M) as a policy: every ordered N-tuple of its ops (with repeats), prob 1, level M/scale."""
-    level = float(magnitude) / float(scale)
-    if not 0 <= level <= 1:
-        raise ValueError(f"RandAugment magnitude {magnitude} is outside 0..{scale}")
-    subs = [[Operation(op, 1.0, level) for op in ops] for ops in itertools.product(RANDAUGMENT_OPS, repeat=n)]
-    return Policy(subs, {"source": f"RandAugment N={n} M={magnitude} (0..{scale} scale) -> level {level:g}"},
-                  name=f"randaugment-n{n}-m{magnitude:g}")
-
-
-def trivialaugment_policy(bins: int = TRIVIALAUGMENT_BINS) -> Policy:
-    """TrivialAugment as a policy: one op at prob 1 per sub-policy, for every (op, level bin) pair."""
-    levels = [k / (bins - 1) for k in range(bins)]
-    subs = [[Operation(op, 1.0, level)] for op in RANDAUGMENT_OPS for level in levels]
-    return Policy(subs, {"source": f"TrivialAugment: uniform op, uniform level over {bins} bins"},
-                  name=f"trivialaugment-{bins}bins")
-
-
 # ------------------------------------------------------------------------------------------- stats
 
 
@@ -191,7 +161,7 @@ def _method_setup(method: str, policy: Policy | None, cutout: int, cutout_with_p
         return None, cutout
     extra = cutout if cutout_with_policies else 0
     if method == "autoaugment":
-        return BatchPolicyTransform(Policy.from_torchvision("cifar10")), extra
+        return BatchPolicyTransform(autoaugment_policy("cifar10")), extra
     if method == "randaugment":
         return BatchPolicyTransform(randaugment_policy()), extra
     if method == "trivialaugment":
@@ -233,8 +203,11 @@ def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream) 
 
 def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = None, policy_source: str = "",
                   command: str = "", preset_name: str = "", args: argparse.Namespace | None = None,
-                  stream=sys.stdout) -> dict[str, Any]:
-    """Train every method for every seed, write the results files after each run, return the document."""
+                  stream: TextIO | None = None) -> dict[str, Any]:
+    """Train every method for every seed, write the results files after each run, return the document.
+
+    Progress lines go to ``stream`` (default: ``sys.stdout`` at call time, not at import time)."""
+    stream = sys.stdout if stream is None else stream
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     train_full = load_dataset(preset.dataset, split="train", data_root=getattr(args, "data_root", "data"))
@@ -454,8 +427,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default: 0 1 2)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="default: all six")
-    parser.add_argument("--policy", metavar="FILE", default=None,
-                        help="searched policy from a file; without it the benchmark searches one first")
+    parser.add_argument("--policy", metavar="POLICY", default=None,
+                        help="the 'searched' method's policy: a policy file, or a policy string such as "
+                             "randaugment:n=1,m=5 (see policysearch.standard); without it the benchmark "
+                             "searches one first")
     parser.add_argument("--cutout-with-policies", action=argparse.BooleanOptionalAction, default=None,
                         help="also apply Cutout on top of the policy methods (default: the preset's)")
     parser.add_argument("--search-trials", type=int, default=None, help="policy trials per split")
@@ -484,7 +459,7 @@ def run(args: argparse.Namespace) -> int:
     """``policysearch benchmark``: train every method for every seed and write the results folder."""
     preset = preset_from_args(args)
     out = Path(args.out) if args.out else Path("benchmarks") / "results" / args.preset
-    policy = Policy.load(args.policy) if args.policy else None
+    policy = load_policy(args.policy) if args.policy else None
     if preset.device.startswith("cuda") and not torch.cuda.is_available():
         raise DataError(f"preset {args.preset} wants a GPU but CUDA is not available; pass --device cpu")
     document = run_benchmark(preset, out, policy=policy, policy_source=args.policy or "", preset_name=args.preset,

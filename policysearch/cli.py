@@ -30,6 +30,8 @@ from policysearch import __version__
 
 PROG = "policysearch"
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+# The policy strings of policysearch.standard, for help texts (kept here: help must not import torch).
+POLICY_STRINGS = "randaugment:n=2,m=9, trivialaugment, autoaugment:cifar10|imagenet|svhn, identity"
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
@@ -77,7 +79,8 @@ class UserError(ValueError):
 
 
 def _add_validate(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", metavar="FILE", help="policy JSON files to check")
+    parser.add_argument("files", nargs="+", metavar="FILE",
+                        help="policy JSON files (or policy strings such as randaugment:n=2,m=9) to check")
 
 
 def _count(n: int, word: str, plural: str | None = None) -> str:
@@ -98,12 +101,13 @@ def _ops_list(policy) -> str:
 
 
 def _run_validate(args: argparse.Namespace) -> int:
-    from policysearch.policy import Policy, PolicyError
+    from policysearch.policy import PolicyError
+    from policysearch.standard import load_policy
 
     status = EXIT_OK
     for file in args.files:
         try:
-            policy = Policy.load(file)
+            policy = load_policy(file)
         except PolicyError as exc:  # already "FILE: place: what is wrong"
             print(_one_line(exc), file=sys.stderr)
             status = EXIT_INVALID
@@ -121,7 +125,8 @@ def _run_validate(args: argparse.Namespace) -> int:
 def _add_convert(parser: argparse.ArgumentParser) -> None:
     from_choices = ("autoaugment", "fast-autoaugment")  # the keys of convert.CONVERTERS
     parser.add_argument("source", metavar="SOURCE",
-                        help="torchvision:cifar10, torchvision:imagenet, torchvision:svhn, or a JSON file")
+                        help=f"a policy string ({POLICY_STRINGS}; torchvision:cifar10 too), or a JSON file "
+                             "in the form --from names")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="policy file to write (JSON)")
     parser.add_argument("--from", dest="form", choices=from_choices,
                         help="the form of a JSON SOURCE: 'autoaugment' = [[[name, prob, magnitude 0..10], ...], "
@@ -171,9 +176,9 @@ def _positive(text: str) -> int:
 
 
 def _add_show(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", nargs="?", metavar="FILE",
-                        help=f"policy JSON file; without it, torchvision's AutoAugment CIFAR-10 policy "
-                             f"({DEFAULT_SHOW_POLICY}) is shown")
+    parser.add_argument("file", nargs="?", metavar="POLICY",
+                        help=f"policy JSON file or policy string ({POLICY_STRINGS}); without it, "
+                             f"torchvision's AutoAugment CIFAR-10 policy ({DEFAULT_SHOW_POLICY}) is shown")
     parser.add_argument("--dataset", default="digits",
                         help="data set to draw samples from: digits, cifar10, cifar100, svhn or "
                              "imagefolder:PATH (default: digits)")
@@ -294,13 +299,13 @@ def _run_show(args: argparse.Namespace) -> int:
 
     from policysearch.convert import from_torchvision
     from policysearch.data import load_dataset
-    from policysearch.policy import Policy
+    from policysearch.standard import load_policy
 
     if args.file is None:
         policy = from_torchvision(DEFAULT_SHOW_POLICY)
         about = f"{DEFAULT_SHOW_POLICY} (default: no policy file given)"
     else:
-        policy = Policy.load(args.file)
+        policy = load_policy(args.file)
         about = policy.name or Path(args.file).name
     data = load_dataset(args.dataset, split="train", data_root=args.data_root)
     if len(data) == 0:
@@ -369,6 +374,7 @@ COMMANDS: list[Command] = [
         "chosen so that each op applies the same argument as in the source (see policysearch.convert).",
         "examples:\n"
         "  policysearch convert torchvision:cifar10 -o cifar10.json\n"
+        "  policysearch convert randaugment:n=2,m=9 -o randaugment.json\n"
         "  policysearch convert paper_policy.json --from autoaugment -o policy.json\n"
         "  policysearch convert faa_policy.json --from fast-autoaugment -o policy.json",
         _add_convert, _run_convert,
@@ -376,10 +382,11 @@ COMMANDS: list[Command] = [
     Command(
         "show", "draw a grid of augmented samples as a PNG",
         "Draw a PNG grid: each row is one sample of a data set, the first column the original image, the "
-        "others augmented views through the policy. Without FILE, torchvision's AutoAugment CIFAR-10 "
-        "policy is shown.",
+        "others augmented views through the policy (a file or a policy string). Without POLICY, "
+        "torchvision's AutoAugment CIFAR-10 policy is shown.",
         "examples:\n"
         "  policysearch show --dataset digits\n"
+        "  policysearch show trivialaugment --dataset digits -o trivial.png\n"
         "  policysearch show policy.json --dataset digits -o out/grid.png --samples 10 --views 8\n"
         "  policysearch show policy.json --dataset cifar10 --data-root data --scale 3",
         _add_show, _run_show,

@@ -162,9 +162,14 @@ CONVERTERS: dict[str, Callable[[Any, str], Policy]] = {
 
 
 def convert(source: str, form: str | None = None) -> Policy:
-    """Convert ``torchvision:NAME`` or a JSON file in ``form`` (``autoaugment`` or ``fast-autoaugment``)."""
+    """Convert a policy string (``torchvision:NAME``, ``randaugment:n=2,m=9``, ... see
+    ``policysearch.standard``) or a JSON file in ``form`` (``autoaugment`` or ``fast-autoaugment``)."""
+    from policysearch.standard import is_policy_string, parse_policy_string
+
     if source.startswith("torchvision:"):
         return from_torchvision(source)
+    if form is None and is_policy_string(source):
+        return parse_policy_string(source)
     if form not in CONVERTERS:
         raise PolicyError(f"{source}: say which form the file is in: --from {' or --from '.join(CONVERTERS)}")
     path = Path(source)

@@ -2,25 +2,36 @@
 
 Everything here keeps images as uint8 tensors [N, C, H, W] in memory: the data sets this product is
 for are small, and a policy transform works on uint8 batches, so there is one representation from
-loading to the training loop. Ray is not imported here.
+loading to the training loop. How an image folder is read (layout, pixels, size) is spelled out in
+`load_dataset`'s docstring. Ray is not imported here.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import statistics
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+from policysearch.policy import Baseline
+from policysearch.transforms import BaselineAugment
+
 __all__ = [
     "BASELINES",
     "DATASET_NAMES",
+    "MAX_AUTO_SIDE",
     "NORMALIZATION",
     "Baseline",
     "BaselineAugment",
@@ -40,7 +51,6 @@ __all__ = [
 DATASET_NAMES: tuple[str, ...] = ("digits", "cifar10", "cifar100", "svhn", "imagefolder:PATH")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
 DIGITS_TEST_FRACTION = 0.4
-IMAGEFOLDER_TEST_FRACTION = 0.2
 SPLIT_SEED = 0
 
 
@@ -50,12 +60,16 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class ImageData:
-    """A labelled image set held in memory: uint8 images [N, C, H, W] (C is 1 or 3), int64 labels [N]."""
+    """A labelled image set held in memory: uint8 images [N, C, H, W] (C is 1 or 3), int64 labels [N].
+
+    `notes` are one-line notices about what loading changed (for example a resize), for the caller to print.
+    """
 
     images: Tensor
     labels: Tensor
     classes: tuple[str, ...]
     name: str
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4 or self.images.shape[1] not in (1, 3):
@@ -82,7 +96,7 @@ class ImageData:
         """The images at `indices` (in that order), with the same class names and data set name."""
         idx = torch.as_tensor(np.asarray(indices, dtype=np.int64)) if not isinstance(indices, Tensor) else indices
         idx = idx.to(device=self.labels.device, dtype=torch.long)
-        return ImageData(self.images[idx], self.labels[idx], self.classes, self.name)
+        return ImageData(self.images[idx], self.labels[idx], self.classes, self.name, self.notes)
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -117,28 +131,48 @@ def load_dataset(
     download: bool = False,
     image_size: int | None = None,
 ) -> ImageData:
-    """Load a data set split into memory as uint8 images.
+    """Load a data set split ('train', 'val' or 'test') into memory as uint8 images.
 
-    Names: 'digits' (scikit-learn's bundled 8x8 digits, upsampled to 16x16, with a fixed stratified
-    60/40 train/test split since it has no official one), 'cifar10', 'cifar100', 'svhn' (files under
-    `data_root`, fetched only with `download=True`) and 'imagefolder:PATH' (class subfolders; PATH/train and
-    PATH/test are used when present, otherwise a fixed stratified 80/20 split). `image_size` resizes any set.
+    'digits' is scikit-learn's bundled 8x8 digits, upsampled to 16x16, with a fixed stratified 60/40
+    train/test split since it has no official one. 'cifar10', 'cifar100' and 'svhn' are read from files
+    under `data_root`, fetched only with `download=True`. None of these has a 'val' split.
+
+    'imagefolder:PATH' reads one subfolder per class:
+    - Layout: if PATH holds any of train/, val/ (or valid/, validation/) and test/ (any case), the class
+      folders are read from train/ and the others are separate splits that never enter the training data;
+      a split folder next to any other folder is an error. Otherwise PATH's subfolders are the classes and
+      every image is training data: nothing is held back, and there is no test split (an error says so).
+    - Each training class needs at least 2 images; unreadable files, images outside class folders and
+      empty folders are errors naming the path. Files are found recursively, hidden entries skipped.
+    - Pixels: EXIF orientation is applied; 16-bit images are scaled to 8 bits (value * 255 / 65535);
+      transparency is composited onto black; the images have 1 channel when every training image is grey
+      (modes 1, L, LA, I, I;16, F or a grey palette) and 3 otherwise (grey images repeated on 3 channels).
+    - Size: every image becomes S x S, S = `image_size` or else the median shorter side of the training
+      images capped at MAX_AUTO_SIDE (64). A non-square image's centre square is cropped, then resized
+      (bilinear, antialiased). Every split uses the training split's S and channel count, and the result's
+      `notes` say when images were resized (original sizes, target, reason) or converted.
+
+    `image_size` resizes any set.
     """
-    if split not in ("train", "test"):
-        raise DataError(f"split must be 'train' or 'test', got {split!r}")
+    if split not in ("train", "val", "test"):
+        raise DataError(f"split must be 'train', 'val' or 'test', got {split!r}")
     if image_size is not None and image_size < 1:
         raise DataError(f"image_size must be a positive number of pixels, got {image_size}")
     root = Path(data_root)
+    if name.startswith("imagefolder:"):
+        return _load_imagefolder(Path(name[len("imagefolder:") :]).expanduser(), split, image_size)
+    if name not in ("digits", "cifar10", "cifar100", "svhn"):
+        raise DataError(f"unknown data set {name!r}; known names: {', '.join(DATASET_NAMES)}")
+    if split == "val":
+        raise DataError(f"{name} has no 'val' split; use 'train' (the search makes its own folds) or 'test'")
     if name == "digits":
         data = _load_digits(split, image_size or 16)
-    elif name in ("cifar10", "cifar100", "svhn"):
-        data = _load_torchvision(name, split, root, download)
-    elif name.startswith("imagefolder:"):
-        data = _load_imagefolder(Path(name[len("imagefolder:") :]).expanduser(), split, image_size or 32)
     else:
-        raise DataError(f"unknown data set {name!r}; known names: {', '.join(DATASET_NAMES)}")
+        data = _load_torchvision(name, split, root, download)
     if image_size is not None and data.images.shape[-2:] != (image_size, image_size):
-        data = ImageData(resize_images(data.images, image_size), data.labels, data.classes, data.name)
+        h, w = data.images.shape[-2:]
+        note = f"{data.name}: {len(data)} images resized to {image_size}x{image_size} from {w}x{h} (as --image-size asks)"
+        data = ImageData(resize_images(data.images, image_size), data.labels, data.classes, data.name, (note,))
     return data
 
 
@@ -202,39 +236,125 @@ def _load_torchvision(name: str, split: str, root: Path, download: bool) -> Imag
     return ImageData(images, labels, classes, f"{name}/{split}")
 
 
-def _load_imagefolder(path: Path, split: str, size: int) -> ImageData:
+# ------------------------------------------------------------------------------------------ imagefolder
+
+# Folder names (compared in lower case) that mark a split layout, and the split each one holds.
+SPLIT_FOLDERS: dict[str, str] = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+# Without --image-size, images are resized to the median shorter side of the training images, at most this.
+MAX_AUTO_SIDE = 64  # 4x the pixels of the 32x32 the search's defaults and cost figures are for
+# Transparent pixels are composited onto this grey level (black: the same fill as the baseline's pad-crop).
+ALPHA_BACKGROUND = 0
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclass(frozen=True)
+class _Header:
+    """What a file's header says without decoding it: displayed width and height, and whether it is grey."""
+
+    width: int
+    height: int
+    grey: bool
+
+
+def _load_imagefolder(path: Path, split: str, image_size: int | None) -> ImageData:
+    """Load one split of an image folder (rules in `load_dataset`'s docstring)."""
     if not path.is_dir():
         raise DataError(f"imagefolder path {str(path)!r} is not a folder; give a folder of class subfolders")
-    if (path / "train").is_dir() and (path / "test").is_dir():
-        classes = _class_names(path / "train")
-        files, labels = _list_images(path / split, classes)
-        name = f"imagefolder:{path}/{split}"
+    layout = _folder_layout(path)
+    name = f"imagefolder:{path}/{split}"
+    if split not in layout:
+        if split == "test":
+            raise DataError(
+                f"{str(path)!r} has no test split: without a test/ folder every image is training data for the "
+                f"search; to benchmark, put held-out images in {str(path / 'test')!r} (one subfolder per class) "
+                f"and the rest in {str(path / 'train')!r}"
+            )
+        raise DataError(f"{str(path)!r} has no {split} split; add a val/ folder of class subfolders next to train/")
+    classes = _class_names(layout["train"])
+    train_files, train_labels = _list_images(layout["train"], classes, training=True)
+    headers = [_read_header(f) for f in train_files]
+    channels = 1 if all(h.grey for h in headers) else 3
+    size, why = _target_size(headers, image_size)
+    if split == "train":
+        files, labels = train_files, train_labels
     else:
-        classes = _class_names(path)
-        files, labels = _list_images(path, classes)
-        test_idx = _stratified_pick(np.asarray(labels), IMAGEFOLDER_TEST_FRACTION, SPLIT_SEED)
-        is_test = np.zeros(len(files), dtype=bool)
-        is_test[test_idx] = True
-        keep = np.flatnonzero(is_test if split == "test" else ~is_test)
-        files = [files[i] for i in keep]
-        labels = [labels[i] for i in keep]
-        name = f"imagefolder:{path}/{split}"
-    if not files:
-        raise DataError(f"{name} has no images; expected image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    images = torch.stack([_read_rgb(f, size) for f in files])
-    return ImageData(images, torch.tensor(labels, dtype=torch.int64), classes, name)
+        files, labels = _list_images(layout[split], classes, training=False)
+        if not files:
+            raise DataError(f"{str(layout[split])!r} has no images; expected image files "
+                            f"({', '.join(sorted(IMAGE_SUFFIXES))}) in its class subfolders")
+    images = torch.empty((len(files), channels, size, size), dtype=torch.uint8)
+    originals: list[tuple[int, int]] = []
+    converted = 0
+    for i, f in enumerate(files):
+        array, original, was_grey = _read_image(f, size, channels)
+        images[i] = torch.from_numpy(array)
+        originals.append(original)
+        converted += was_grey != (channels == 1)
+    notes = _resize_note(name, originals, size, why)
+    if converted:
+        notes += (f"{name}: {converted} {'colour' if channels == 1 else 'grey'} image"
+                  f"{'s' if converted != 1 else ''} converted to {'grey' if channels == 1 else 'RGB'}, because "
+                  f"the training images are {'all grey' if channels == 1 else 'not all grey'}",)
+    return ImageData(images, torch.tensor(labels, dtype=torch.int64), classes, name, notes)
+
+
+def _folder_layout(path: Path) -> dict[str, Path]:
+    """{split: folder of class subfolders}: split folders when there are any, else the folder itself as train."""
+    subdirs = _subfolders(path)
+    marked = [p for p in subdirs if p.name.lower() in SPLIT_FOLDERS]
+    if not marked:
+        _refuse_loose_images(path)
+        return {"train": path}
+    others = [p.name for p in subdirs if p not in marked]
+    if others:
+        raise DataError(
+            f"{str(path)!r} mixes split folders ({', '.join(p.name for p in marked)}) with other folders "
+            f"({', '.join(others[:5])}{', ...' if len(others) > 5 else ''}); put every class folder inside "
+            f"train/ (and val/, test/), or rename the folders if they are classes"
+        )
+    _refuse_loose_images(path)
+    layout: dict[str, Path] = {}
+    for folder in marked:
+        split = SPLIT_FOLDERS[folder.name.lower()]
+        if split in layout:
+            raise DataError(f"{str(path)!r} has both {layout[split].name}/ and {folder.name}/ for the {split} "
+                            f"split; keep one")
+        layout[split] = folder
+    if "train" not in layout:
+        raise DataError(f"{str(path)!r} has {', '.join(p.name + '/' for p in marked)} but no train/ folder; "
+                        f"the search trains on train/ (one subfolder per class)")
+    return layout
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _refuse_loose_images(folder: Path) -> None:
+    """Images lying next to class (or split) folders belong to no class; say so rather than skip them."""
+    loose = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if loose:
+        raise DataError(f"{str(folder)!r} has {len(loose)} image file{'s' if len(loose) != 1 else ''} outside "
+                        f"class subfolders (e.g. {loose[0]!r}); move each into its class's subfolder")
 
 
 def _class_names(folder: Path) -> tuple[str, ...]:
-    classes = tuple(sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")))
+    classes = tuple(p.name for p in _subfolders(folder))
     if not classes:
         raise DataError(f"{str(folder)!r} has no class subfolders; put each class's images in its own subfolder")
     return classes
 
 
-def _list_images(folder: Path, classes: tuple[str, ...]) -> tuple[list[Path], list[int]]:
-    if not folder.is_dir():
-        raise DataError(f"{str(folder)!r} is missing; expected a folder of class subfolders")
+def _list_images(folder: Path, classes: tuple[str, ...], training: bool) -> tuple[list[Path], list[int]]:
+    """Image files under each class subfolder (recursively, hidden entries skipped) and their labels.
+
+    A training class needs two images (one to fit a child model, one to score it); a val/test folder may
+    lack a class but may not add one.
+    """
+    _refuse_loose_images(folder)
     unknown = sorted(set(_class_names(folder)) - set(classes))
     if unknown:
         raise DataError(f"{str(folder)!r} has classes not in the training folder: {', '.join(unknown)}")
@@ -244,22 +364,138 @@ def _list_images(folder: Path, classes: tuple[str, ...]) -> tuple[list[Path], li
         sub = folder / cls
         if not sub.is_dir():
             continue
-        found = sorted(p for p in sub.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        found = sorted(
+            p for p in sub.rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(sub).parts)
+        )
+        if training and len(found) < 2:
+            raise DataError(
+                f"class folder {str(sub)!r} has {'no images' if not found else 'only one image'}; every class "
+                f"needs at least 2 (one to train a child model, one to score it) - add images or remove the folder"
+            )
         files += found
         labels += [label] * len(found)
     return files, labels
 
 
-def _read_rgb(path: Path, size: int) -> Tensor:
-    from PIL import Image, UnidentifiedImageError
+def _unreadable(path: Path, exc: BaseException) -> DataError:
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return DataError(f"cannot read image {str(path)!r}: {reason}; remove or replace the file")
+
+
+# What Pillow raises for a damaged, truncated, unsupported or oversized file.
+_PIL_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, SyntaxError, EOFError)
+
+
+def _read_header(path: Path) -> _Header:
+    from PIL import Image
 
     try:
         with Image.open(path) as img:
-            rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"cannot read image {str(path)!r}: {exc}; remove or replace the file") from exc
-    return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+            width, height = img.size
+            if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # quarter turns swap the sides
+                width, height = height, width
+            return _Header(width, height, _is_grey(img))
+    except (*_PIL_ERRORS, Image.DecompressionBombError) as exc:
+        raise _unreadable(path, exc) from exc
 
+
+def _is_grey(img: PILImage) -> bool:
+    if img.mode in _GREY_MODES:
+        return True
+    if img.mode in ("P", "PA"):
+        palette = np.asarray(img.getpalette("RGB") or [0, 0, 0], dtype=np.uint8).reshape(-1, 3)
+        return bool((palette == palette[:, :1]).all())
+    return False
+
+
+def _target_size(headers: list[_Header], image_size: int | None) -> tuple[int, str]:
+    """The square side every image is resized to, and why (for the notice)."""
+    if image_size is not None:
+        return image_size, "as --image-size asks"
+    median = int(statistics.median_low(min(h.width, h.height) for h in headers))
+    if median > MAX_AUTO_SIDE:
+        return MAX_AUTO_SIDE, (f"the training images' median shorter side is {median} px, capped at "
+                               f"{MAX_AUTO_SIDE}; pass --image-size to choose")
+    return median, "the training images' median shorter side; pass --image-size to choose"
+
+
+def _read_image(path: Path, size: int, channels: int) -> tuple[np.ndarray, tuple[int, int], bool]:
+    """One file as uint8 [channels, size, size], its displayed (width, height), and whether it was grey.
+
+    EXIF orientation is applied; 16-bit intensities are scaled to 8 bits; transparency is composited onto
+    ALPHA_BACKGROUND; the centre square (side = the shorter side) is resized to size x size.
+    """
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as raw:
+            original = raw.size
+            if raw.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+                original = original[::-1]
+            if raw.format == "JPEG":
+                raw.draft(raw.mode, (size, size))  # decode at a reduced scale that stays >= size
+            img = ImageOps.exif_transpose(raw)
+            grey = _is_grey(img)
+            img = _to_8bit(img, grey, path)
+            if channels == 1 and img.mode != "L":
+                img = img.convert("L")
+            elif channels == 3 and img.mode != "RGB":
+                img = img.convert("RGB")
+            w, h = img.size
+            if (w, h) != (size, size):
+                side = min(w, h)
+                left, top = (w - side) // 2, (h - side) // 2
+                if w != h:  # crop first: a box given to resize would let the filter read outside it
+                    img = img.crop((left, top, left + side, top + side))
+                img = img.resize((size, size), Image.Resampling.BILINEAR)
+            array = np.array(img, dtype=np.uint8)  # a writable copy for torch.from_numpy
+    except (*_PIL_ERRORS, Image.DecompressionBombError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise _unreadable(path, exc) from exc
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return np.ascontiguousarray(array), original, grey
+
+
+def _to_8bit(img: PILImage, grey: bool, path: Path) -> PILImage:
+    """An 8-bit 'L' (grey) or 'RGB' image: 16-bit scaled by 255/65535, alpha composited, other modes converted."""
+    from PIL import Image
+
+    if img.mode in _SIXTEEN_BIT_MODES:
+        values = np.asarray(img)
+        if values.size and (int(values.min()) < 0 or int(values.max()) > 65535):
+            raise DataError(f"image {str(path)!r} has {img.mode} values outside 0..65535 "
+                            f"({int(values.min())}..{int(values.max())}); save it as 8- or 16-bit")
+        scaled = (values.astype(np.uint32) * 255 + 32767) // 65535
+        return Image.fromarray(scaled.astype(np.uint8), "L")
+    if img.mode == "F":
+        values = np.asarray(img, dtype=np.float32)
+        if not np.isfinite(values).all() or values.min(initial=0.0) < 0.0 or values.max(initial=0.0) > 1.0:
+            raise DataError(f"image {str(path)!r} holds floating-point values outside 0..1; save it as 8- or 16-bit")
+        return Image.fromarray(np.rint(values * 255.0).astype(np.uint8), "L")
+    if img.mode in _ALPHA_MODES or "transparency" in img.info:
+        with_alpha = np.asarray(img.convert("LA" if grey else "RGBA"), dtype=np.uint16)
+        colour, alpha = with_alpha[..., :-1], with_alpha[..., -1:]
+        blended = (colour * alpha + ALPHA_BACKGROUND * (255 - alpha) + 127) // 255
+        out = blended.astype(np.uint8)
+        return Image.fromarray(out[..., 0], "L") if grey else Image.fromarray(out, "RGB")
+    return img.convert("L" if grey else "RGB")
+
+
+def _resize_note(name: str, originals: list[tuple[int, int]], size: int, why: str) -> tuple[str, ...]:
+    """One line naming the original sizes and the target when any image was resized; () when none was."""
+    counts = Counter(o for o in originals if o != (size, size))
+    if not counts:
+        return ()
+    shown = ", ".join(f"{w}x{h} ({n})" for (w, h), n in counts.most_common(3))
+    more = f" and {len(counts) - 3} other sizes" if len(counts) > 3 else ""
+    crop = (" (non-square: the centre square cropped, then resized)"
+            if any(w != h for w, h in counts) else "")
+    resized = sum(counts.values())
+    return (f"{name}: {resized} of {len(originals)} images resized to {size}x{size} ({why}) from {shown}{more}"
+            f"{crop}",)
 
 # --------------------------------------------------------------------------------- subsets and splits
 
@@ -333,18 +569,6 @@ def make_splits(
 # ------------------------------------------------------------------------------ baseline augmentation
 
 
-@dataclass(frozen=True)
-class Baseline:
-    """The augmentation every model gets under the policy: zero-pad-and-crop and horizontal flip."""
-
-    pad_crop: int = 0
-    hflip: bool = False
-
-    def __post_init__(self) -> None:
-        if self.pad_crop < 0:
-            raise DataError(f"pad_crop must be >= 0 pixels, got {self.pad_crop}")
-
-
 # The image size the table's pad_crop refers to; other sizes scale it.
 _BASELINE_SIZE = {"cifar10": 32, "cifar100": 32, "svhn": 32, "digits": 16, "imagefolder": 32}
 
@@ -369,55 +593,6 @@ def baseline_for(name: str, image_size: int | None = None) -> Baseline:
     return Baseline(pad_crop=max(1, round(base.pad_crop * image_size / ref)), hflip=base.hflip)
 
 
-def _check_generator(generator: torch.Generator | None, device: torch.device) -> None:
-    if generator is not None and generator.device.type != device.type:
-        raise ValueError(
-            f"the generator is on {generator.device} but the batch is on {device}; "
-            f"create it with torch.Generator(device=batch.device)"
-        )
-
-
-class BaselineAugment(torch.nn.Module):
-    """Per-sample random zero-pad crop and horizontal flip of a [B, C, H, W] batch, on any device.
-
-    All random values are drawn first (crop offsets y, x, then flips) from `generator`, so the same
-    generator state gives the same output. No Python loop over samples.
-    """
-
-    def __init__(self, baseline: Baseline) -> None:
-        super().__init__()
-        self.baseline = baseline
-
-    def forward(self, batch: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        if batch.dim() != 4:
-            raise ValueError(f"expected a batch [B, C, H, W], got shape {tuple(batch.shape)}")
-        b, c, h, w = batch.shape
-        if b == 0:
-            return batch
-        _check_generator(generator, batch.device)
-        dev = batch.device
-        p = self.baseline.pad_crop
-        out = batch
-        if p > 0:
-            dy = torch.randint(0, 2 * p + 1, (b,), generator=generator, device=dev)
-            dx = torch.randint(0, 2 * p + 1, (b,), generator=generator, device=dev)
-        if self.baseline.hflip:
-            flip = torch.rand((b,), generator=generator, device=dev) < 0.5
-        if p > 0:
-            padded = F.pad(batch, (p, p, p, p))  # zero fill
-            rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]  # [B, 1, H, 1]
-            cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]  # [B, 1, 1, W]
-            bi = torch.arange(b, device=dev)[:, None, None, None]
-            ci = torch.arange(c, device=dev)[None, :, None, None]
-            out = padded[bi, ci, rows, cols]
-        if self.baseline.hflip:
-            out = torch.where(flip[:, None, None, None], out.flip(-1), out)
-        return out
-
-    def extra_repr(self) -> str:
-        return f"pad_crop={self.baseline.pad_crop}, hflip={self.baseline.hflip}"
-
-
 # ------------------------------------------------------------------------------------- normalisation
 
 # Per-channel mean/std of the training images in [0, 1]. digits: measured on all 1797 images at 16x16.
@@ -430,13 +605,29 @@ NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 
 
 def compute_mean_std(data: ImageData) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of a data set's images scaled to [0, 1] (for a user's own images)."""
+    """Per-channel mean and std of a data set's images scaled to [0, 1] (for a user's own images).
+
+    Exact integer sums over chunks of images, so memory stays bounded and no float copy of the set is made.
+    """
     if len(data) == 0:
         raise DataError(f"{data.name} is empty; cannot compute its mean and std")
-    x = data.images.double().div_(255.0)
-    mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
-    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    n_img, channels, h, w = data.images.shape
+    per_chunk = max(1, (1 << 22) // max(1, channels * h * w))  # about 4M values (32 MiB as int64) at a time
+    total = [0] * channels
+    squares = [0] * channels
+    for chunk in data.images.split(per_chunk):
+        values = chunk.to(torch.int64)
+        sums = values.sum(dim=(0, 2, 3))
+        sq = values.mul_(values).sum(dim=(0, 2, 3))
+        for c in range(channels):
+            total[c] += int(sums[c])
+            squares[c] += int(sq[c])
+    n = n_img * h * w
+    mean = tuple(t / (n * 255.0) for t in total)
+    # sample variance from exact integers: (n * sum(x^2) - sum(x)^2) / (n (n - 1)), in [0, 255] units
+    var = [(n * q - t * t) / (n * max(n - 1, 1)) for t, q in zip(total, squares)]
+    std = tuple(max(math.sqrt(v) / 255.0, 1e-3) for v in var)
+    return mean, std
 
 
 def normalization_for(name: str, data: ImageData | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:

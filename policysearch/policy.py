@@ -2,7 +2,8 @@
 
 A Policy is an ordered list of sub-policies; a sub-policy is a list of Operations (op, prob, level).
 Applying a policy picks one sub-policy per image uniformly at random and applies each of its ops with
-its probability. Policies are plain data: loading validates against the JSON Schema shipped in the
+its probability, then the policy's ``Baseline`` (zero-pad-and-crop and horizontal flip; none by default),
+so one file carries the whole training augmentation a search selected. Policies are plain data: loading validates against the JSON Schema shipped in the
 package and never executes anything from the file; saving is atomic.
 """
 
@@ -25,7 +26,8 @@ import jsonschema
 
 from policysearch.ops import OP_NAMES
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 files have no baseline block
 MAX_FILE_BYTES = 1 << 20
 """Largest policy file ``Policy.load`` reads (about 17,000 operations); validation takes seconds near it."""
 MAX_DEPTH = 64
@@ -51,6 +53,28 @@ class Operation:
 
 
 SubPolicy = tuple[Operation, ...]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The augmentation applied after the policy: random zero-pad-and-crop by ``pad_crop`` pixels (0: off)
+    and a horizontal flip with probability 1/2 when ``hflip``."""
+
+    pad_crop: int = 0
+    hflip: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.pad_crop, bool) or not isinstance(self.pad_crop, int) or self.pad_crop < 0:
+            raise PolicyError(f"baseline.pad_crop: expected a whole number of pixels >= 0, got {self.pad_crop!r}")
+        if not isinstance(self.hflip, bool):
+            raise PolicyError(f"baseline.hflip: expected true or false, got {self.hflip!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pad_crop": self.pad_crop, "hflip": self.hflip}
+
+    def describe(self) -> str:
+        crop = f"pad-and-crop {self.pad_crop} px" if self.pad_crop else "no crop"
+        return f"{crop}, {'horizontal flip' if self.hflip else 'no flip'}"
 
 
 @lru_cache(maxsize=1)
@@ -81,7 +105,11 @@ def _describe(error: jsonschema.ValidationError) -> str:
     place = _place(error.absolute_path)
     value = error.instance
     if error.validator in ("minimum", "maximum"):
-        return f"{place}: {_short(value)} is outside [0, 1]"
+        bounds = f"[{error.schema.get('minimum', 0)}, {error.schema.get('maximum', 1)}]"
+        return f"{place}: {_short(value)} is outside {bounds}"
+    if error.validator == "enum" and place == "format_version":
+        versions = " and ".join(map(str, READABLE_VERSIONS))
+        return f"{place}: unsupported format_version {_short(value)} (this policysearch reads versions {versions})"
     if error.validator == "enum" and place.endswith(".op"):
         close = difflib.get_close_matches(value, OP_NAMES, n=3, cutoff=0.5) if isinstance(value, str) else []
         hint = f" (closest: {', '.join(close)})" if close else f" (known: {', '.join(OP_NAMES)})"
@@ -99,7 +127,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "type":
         return f"{place}: expected {error.validator_value}, got {type(value).__name__} {_short(value)}"
     if error.validator == "const":
-        return f"{place}: unsupported format_version {_short(value)} (this policysearch reads {FORMAT_VERSION})"
+        return f"{place}: unsupported format_version {_short(value)} (this policysearch reads {READABLE_VERSIONS})"
     return f"{place}: {_short(error.message)}"
 
 
@@ -169,8 +197,12 @@ class Policy:
     """An augmentation policy: sub-policies of (op, prob, level), plus provenance metadata."""
 
     def __init__(self, sub_policies: Sequence[Sequence[Operation | Sequence[Any] | Mapping[str, Any]]],
-                 metadata: Mapping[str, Any] | None = None, name: str = "") -> None:
+                 metadata: Mapping[str, Any] | None = None, name: str = "",
+                 baseline: Baseline | None = None) -> None:
         subs = tuple(tuple(_as_operation(step) for step in sub) for sub in sub_policies)
+        if baseline is not None and not isinstance(baseline, Baseline):
+            raise PolicyError(f"Policy: baseline must be a Baseline, got {type(baseline).__name__}")
+        self.baseline = baseline or Baseline()
         self.name = name
         self.metadata = dict(metadata or {})
         self.sub_policies: tuple[SubPolicy, ...] = subs
@@ -182,6 +214,7 @@ class Policy:
         if self.name:
             data["name"] = self.name
         data["sub_policies"] = [[step.to_dict() for step in sub] for sub in self.sub_policies]
+        data["baseline"] = self.baseline.to_dict()
         if self.metadata:
             data["metadata"] = dict(self.metadata)  # a copy: save() adds keys to it
         return data
@@ -191,7 +224,8 @@ class Policy:
         """Validate parsed JSON data and build the policy; anything wrong is a PolicyError naming the place."""
         check_json_data(data, source)
         validate_policy_dict(data, source)
-        return cls(data["sub_policies"], data.get("metadata"), data.get("name", ""))
+        baseline = Baseline(**data["baseline"]) if "baseline" in data else Baseline()
+        return cls(data["sub_policies"], data.get("metadata"), data.get("name", ""), baseline)
 
     # -- files ------------------------------------------------------------------------------------
     @classmethod
@@ -233,6 +267,14 @@ class Policy:
         write_json_atomic(path, document)
         return path
 
+    @classmethod
+    def from_string(cls, text: str) -> "Policy":
+        """A standard policy named by a string: ``randaugment:n=2,m=9``, ``trivialaugment``,
+        ``autoaugment:cifar10``, ``identity`` (grammar and errors: ``policysearch.standard``)."""
+        from policysearch.standard import parse_policy_string
+
+        return parse_policy_string(text)
+
     # -- conversions ------------------------------------------------------------------------------
     @classmethod
     def from_torchvision(cls, name: str) -> "Policy":
@@ -252,20 +294,25 @@ class Policy:
         return self.sub_policies[index]
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Policy) and self.sub_policies == other.sub_policies
+        return (isinstance(other, Policy) and self.sub_policies == other.sub_policies
+                and self.baseline == other.baseline)
 
     def __hash__(self) -> int:
-        return hash(self.sub_policies)
+        return hash((self.sub_policies, self.baseline))
 
     def __repr__(self) -> str:
-        return f"Policy({len(self)} sub-policies, ops={sorted(self.ops())})"
+        return f"Policy({len(self)} sub-policies, ops={sorted(self.ops())}, baseline: {self.baseline.describe()})"
 
     def scaled(self, strength: float) -> "Policy":
         """The same sub-policies with every probability multiplied by ``strength`` in [0, 1]."""
         if not 0 <= strength <= 1:
             raise PolicyError(f"strength {strength!r} is outside [0, 1]")
         subs = [[Operation(s.op, s.prob * strength, s.level) for s in sub] for sub in self.sub_policies]
-        return Policy(subs, self.metadata, self.name)
+        return Policy(subs, self.metadata, self.name, self.baseline)
+
+    def with_baseline(self, baseline: Baseline) -> "Policy":
+        """The same sub-policies followed by ``baseline`` (the whole recipe in one object)."""
+        return Policy(self.sub_policies, self.metadata, self.name, baseline)
 
     def ops(self) -> set[str]:
         """Names of the ops this policy uses."""

@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from policysearch.data import Baseline, BaselineAugment, DataError, ImageData, normalize
+from policysearch.data import DataError, ImageData, normalize
 from policysearch.ops import cutout_tensor
+from policysearch.policy import Baseline
+from policysearch.transforms import BaselineAugment
 
 __all__ = ["TrainConfig", "cutout", "evaluate", "predict", "train_model"]
 
@@ -114,7 +116,7 @@ def train_model(
     config: TrainConfig,
     *,
     augment: Augment | None = None,
-    baseline: Baseline,
+    baseline: Baseline | None = None,
     mean: Sequence[float],
     std: Sequence[float],
     device: str | torch.device = "cpu",
@@ -154,6 +156,7 @@ def train_model(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     shuffle_gen = torch.Generator().manual_seed(config.seed)
     aug_gen = torch.Generator(device=dev).manual_seed(config.seed + 1)
+    baseline = baseline or Baseline()  # none: `augment` carries the whole recipe (a policy with its baseline)
     base_aug = BaselineAugment(baseline)
 
     start_epoch = 0

@@ -3,7 +3,8 @@
 ``PolicyTransform`` is a torchvision-compatible per-image transform (PIL images and tensors).
 ``BatchPolicyTransform`` is an ``nn.Module`` for ``[B, C, H, W]`` batches on any device: every sample
 draws its own sub-policy, probability gates, signs and op parameters, all drawn first (``sample``) and
-then applied (``apply``) with loops over ops only, never over samples.
+then applied (``apply``) with loops over ops only, never over samples. Both apply the policy's
+``Baseline`` (pad-and-crop, flip) after its ops, so a policy file reproduces the whole recipe.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from torchvision import tv_tensors
 
 from policysearch.ops import (OPS, OpSpec, PilContext, TensorContext, _identity, apply_lut, cutout_pil,
                               cutout_tensor, warp)
-from policysearch.policy import Policy, PolicyError
+from policysearch.policy import Baseline, Policy, PolicyError
+from policysearch.standard import load_policy
 
 Fill = float | Sequence[float]
 
@@ -48,6 +50,74 @@ class Plan:
     sub_policy: torch.Tensor  # [B] index of the sub-policy each sample uses
     steps: tuple[PlanStep, ...]
     shape: tuple[int, int, int, int]
+    baseline: Baseline = Baseline()
+    crop: torch.Tensor | None = None  # [B, 2] crop offsets (y, x) into the padded image, when pad_crop > 0
+    flip: torch.Tensor | None = None  # [B] bool, when the baseline flips
+
+
+def _check_generator(generator: torch.Generator | None, device: torch.device) -> None:
+    if generator is not None and generator.device.type != device.type:
+        raise ValueError(
+            f"the generator is on {generator.device} but the batch is on {device}; "
+            f"create it with torch.Generator(device=batch.device)"
+        )
+
+
+def draw_baseline(baseline: Baseline, b: int, device: torch.device | str,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The random choices of a baseline for ``b`` samples: crop offsets [B, 2] (y, x) and flips [B]."""
+    device = torch.device(device)
+    p = baseline.pad_crop
+    crop = flip = None
+    if p > 0:
+        dy = torch.randint(0, 2 * p + 1, (b,), generator=generator, device=device)
+        dx = torch.randint(0, 2 * p + 1, (b,), generator=generator, device=device)
+        crop = torch.stack([dy, dx], dim=1)
+    if baseline.hflip:
+        flip = torch.rand((b,), generator=generator, device=device) < 0.5
+    return crop, flip
+
+
+def apply_baseline(batch: torch.Tensor, pad: int, crop: torch.Tensor | None,
+                   flip: torch.Tensor | None) -> torch.Tensor:
+    """Zero-pad by ``pad`` and crop each sample at its offsets, then flip the samples marked in ``flip``."""
+    b, c, h, w = batch.shape
+    out = batch
+    if crop is not None and pad > 0 and b:
+        dev = batch.device
+        padded = torch.nn.functional.pad(batch, (pad, pad, pad, pad))  # zero fill
+        rows = (crop[:, :1] + torch.arange(h, device=dev))[:, None, :, None]  # [B, 1, H, 1]
+        cols = (crop[:, 1:] + torch.arange(w, device=dev))[:, None, None, :]  # [B, 1, 1, W]
+        bi = torch.arange(b, device=dev)[:, None, None, None]
+        ci = torch.arange(c, device=dev)[None, :, None, None]
+        out = padded[bi, ci, rows, cols]
+    if flip is not None and b:
+        out = torch.where(flip[:, None, None, None], out.flip(-1), out)
+    return out
+
+
+class BaselineAugment(torch.nn.Module):
+    """Per-sample random zero-pad crop and horizontal flip of a [B, C, H, W] batch, on any device.
+
+    All random values are drawn first (crop offsets y, x, then flips) from `generator`, so the same
+    generator state gives the same output. No Python loop over samples.
+    """
+
+    def __init__(self, baseline: Baseline) -> None:
+        super().__init__()
+        self.baseline = baseline
+
+    def forward(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if batch.dim() != 4:
+            raise ValueError(f"expected a batch [B, C, H, W], got shape {tuple(batch.shape)}")
+        if batch.shape[0] == 0:
+            return batch
+        _check_generator(generator, batch.device)
+        crop, flip = draw_baseline(self.baseline, batch.shape[0], batch.device, generator)
+        return apply_baseline(batch, self.baseline.pad_crop, crop, flip)
+
+    def extra_repr(self) -> str:
+        return f"pad_crop={self.baseline.pad_crop}, hflip={self.baseline.hflip}"
 
 
 def run_step(part: torch.Tensor, step: PlanStep, ctx: TensorContext) -> torch.Tensor:
@@ -191,10 +261,9 @@ class BatchPolicyTransform(torch.nn.Module):
     float batches must hold values in [0, 1] and come back as float without rounding.
     """
 
-    def __init__(self, policy: Policy, fill: Fill = 0) -> None:
+    def __init__(self, policy: Policy | str | os.PathLike[str], fill: Fill = 0) -> None:
         super().__init__()
-        if not isinstance(policy, Policy):
-            raise TypeError(f"expected a Policy, got {type(policy).__name__}; use Policy.load(path) for a file")
+        policy = load_policy(policy)
         if len(policy) == 0:
             raise PolicyError("policy has no sub-policies")
         self.policy = policy
@@ -295,14 +364,17 @@ class BatchPolicyTransform(torch.nn.Module):
             table = entry_tables.index_select(0, entries[group]) if spec.table_from_arg else None
             steps.append(PlanStep(spec, index, flat_args[group], {**draw, "index": index}, group // kinds,
                                   matrix, table))
-        return Plan(sub, tuple(steps), (b, c, h, w))
+        crop, flip = draw_baseline(self.policy.baseline, b, device, generator)
+        return Plan(sub, tuple(steps), (b, c, h, w), self.policy.baseline, crop, flip)
 
     def apply(self, batch: torch.Tensor, plan: Plan) -> torch.Tensor:
         """Apply a drawn plan; deterministic."""
         if tuple(batch.shape) != plan.shape:
             raise ValueError(f"batch shape {tuple(batch.shape)} does not match the plan's {plan.shape}")
-        if not plan.steps or batch.numel() == 0:
+        if batch.numel() == 0:
             return batch.clone()  # never the input itself: the caller may change the output in place
+        if not plan.steps:
+            return apply_baseline(batch.clone(), plan.baseline.pad_crop, plan.crop, plan.flip)
         _check_slots(plan)
         exact = batch.dtype == torch.uint8
         # A uint8 batch stays uint8; only the samples of ops that need arithmetic are converted (run_step).
@@ -313,6 +385,7 @@ class BatchPolicyTransform(torch.nn.Module):
         ctx = TensorContext(exact=exact, fill=_fill_tensor(self.fill, x.shape[1], x.device), source=source)
         for stage in stages(plan.steps, exact, x[0].numel()):
             run_stage(x, stage, ctx)
+        x = apply_baseline(x, plan.baseline.pad_crop, plan.crop, plan.flip)
         if exact:
             return x
         return (x / 255.0).clamp_(0.0, 1.0).to(batch.dtype)
@@ -324,7 +397,7 @@ class BatchPolicyTransform(torch.nn.Module):
         return self.apply(batch, self.sample(batch.shape, batch.device, generator))
 
     def extra_repr(self) -> str:
-        return f"{len(self.policy)} sub-policies, fill={self.fill}"
+        return f"{len(self.policy)} sub-policies, fill={self.fill}, baseline: {self.policy.baseline.describe()}"
 
 
 class PolicyTransform(v2.Transform):
@@ -334,9 +407,10 @@ class PolicyTransform(v2.Transform):
     ``pool`` is the set of images SamplePairing blends with on the PIL path.
     """
 
-    def __init__(self, policy: Policy, fill: Fill = 0, pool: Sequence[Image.Image] | None = None,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(self, policy: Policy | str | os.PathLike[str], fill: Fill = 0,
+                 pool: Sequence[Image.Image] | None = None, generator: torch.Generator | None = None) -> None:
         super().__init__()
+        policy = load_policy(policy)
         self.batch = BatchPolicyTransform(policy, fill=fill)
         self.policy = policy
         self.pool = tuple(pool or ())
@@ -388,10 +462,24 @@ class PolicyTransform(v2.Transform):
                 arg = -arg
             draw = spec.sample(1, size, gen, torch.device("cpu")) if spec.sample else {}
             img = spec.pil(img, arg, draw, self._context)
-        return img
+        return _baseline_pil(img, self.policy.baseline, gen)
 
     def extra_repr(self) -> str:
         return f"{len(self.policy)} sub-policies, fill={self.batch.fill}"
+
+
+def _baseline_pil(img: Image.Image, baseline: Baseline, generator: torch.Generator | None) -> Image.Image:
+    """The baseline on one PIL image, drawing in the order of ``draw_baseline``."""
+    crop, flip = draw_baseline(baseline, 1, "cpu", generator)
+    if crop is not None:
+        p = baseline.pad_crop
+        dy, dx = (int(v) for v in crop[0])
+        canvas = Image.new(img.mode, (img.width + 2 * p, img.height + 2 * p), 0)
+        canvas.paste(img, (p, p))
+        img = canvas.crop((dx, dy, dx + img.width, dy + img.height))
+    if flip is not None and bool(flip[0]):
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return img
 
 
 class Cutout(torch.nn.Module):

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from policysearch import benchmark
-from policysearch.benchmark import (RANDAUGMENT_OPS, add_arguments, paired_difference, preset_from_args,
-                                    randaugment_policy, trivialaugment_policy)
+from policysearch.benchmark import add_arguments, paired_difference, preset_from_args
+from policysearch.standard import RANDAUGMENT_OPS, randaugment_policy, trivialaugment_policy
 from policysearch.transforms import BatchPolicyTransform
 
 

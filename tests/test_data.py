@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +15,13 @@ from PIL import Image
 
 from policysearch.data import (
     BASELINES,
+    MAX_AUTO_SIDE,
     Baseline,
     BaselineAugment,
     DataError,
     ImageData,
     baseline_for,
+    compute_mean_std,
     load_dataset,
     make_splits,
     normalization_for,
@@ -109,37 +115,274 @@ def _write_folder(root: Path, per_class: dict[str, int], size: tuple[int, int] =
             mode_img.save(root / cls / f"{i}.png")
 
 
-def test_imagefolder_split_80_20_rgb_resized(tmp_path: Path) -> None:
+def _folder(path: Path) -> str:
+    return f"imagefolder:{path}"
+
+
+def test_imagefolder_without_test_folder_is_all_training_data(tmp_path: Path) -> None:
     _write_folder(tmp_path / "set", {"cat": 10, "dog": 5})
-    train = load_dataset(f"imagefolder:{tmp_path / 'set'}", "train", image_size=12)
-    test = load_dataset(f"imagefolder:{tmp_path / 'set'}", "test", image_size=12)
-    assert train.classes == ("cat", "dog") and test.classes == ("cat", "dog")
-    assert train.images.shape == (12, 3, 12, 12) and test.images.shape == (3, 3, 12, 12)
-    assert torch.bincount(test.labels).tolist() == [2, 1]
-    assert len(load_dataset(f"imagefolder:{tmp_path / 'set'}").images[0, 0]) == 32  # default size
-    again = load_dataset(f"imagefolder:{tmp_path / 'set'}", "test", image_size=12)
-    assert torch.equal(again.images, test.images)
+    train = load_dataset(_folder(tmp_path / "set"), "train", image_size=12)
+    assert train.classes == ("cat", "dog")
+    assert train.images.shape == (15, 3, 12, 12)  # every image: nothing held back
+    assert torch.bincount(train.labels).tolist() == [10, 5]
+    with pytest.raises(DataError, match=r"has no test split.*test/") as info:
+        load_dataset(_folder(tmp_path / "set"), "test")
+    assert str(tmp_path / "set") in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(DataError, match="no val split"):
+        load_dataset(_folder(tmp_path / "set"), "val")
 
 
 def test_imagefolder_uses_train_and_test_subfolders(tmp_path: Path) -> None:
     _write_folder(tmp_path / "set" / "train", {"a": 3, "b": 2})
     _write_folder(tmp_path / "set" / "test", {"a": 1, "b": 1})
-    train = load_dataset(f"imagefolder:{tmp_path / 'set'}", "train", image_size=8)
-    test = load_dataset(f"imagefolder:{tmp_path / 'set'}", "test", image_size=8)
+    train = load_dataset(_folder(tmp_path / "set"), "train", image_size=8)
+    test = load_dataset(_folder(tmp_path / "set"), "test", image_size=8)
     assert len(train) == 5 and len(test) == 2
     assert test.labels.tolist() == [0, 1]
 
 
+@pytest.mark.parametrize("val_name", ["val", "valid", "validation", "Val"])
+def test_imagefolder_val_is_its_own_split_never_a_class(tmp_path: Path, val_name: str) -> None:
+    _write_folder(tmp_path / "set" / "train", {"a": 3, "b": 4})
+    _write_folder(tmp_path / "set" / val_name, {"a": 2, "b": 1})
+    train = load_dataset(_folder(tmp_path / "set"), "train", image_size=8)
+    assert train.classes == ("a", "b") and len(train) == 7  # no "train"/"val" classes, no val images
+    val = load_dataset(_folder(tmp_path / "set"), "val", image_size=8)
+    assert val.classes == ("a", "b") and val.labels.tolist() == [0, 0, 1]
+    with pytest.raises(DataError, match="no test split"):
+        load_dataset(_folder(tmp_path / "set"), "test")
+
+
+def test_imagefolder_split_folders_mixed_with_class_folders_are_refused(tmp_path: Path) -> None:
+    _write_folder(tmp_path / "set" / "train", {"a": 2})
+    _write_folder(tmp_path / "set", {"cat": 2, "test": 2})
+    with pytest.raises(DataError, match=r"mixes split folders \(test, train\) with other folders \(cat\)"):
+        load_dataset(_folder(tmp_path / "set"))
+    _write_folder(tmp_path / "only", {"val": 2, "test": 2})
+    with pytest.raises(DataError, match="no train/ folder"):
+        load_dataset(_folder(tmp_path / "only"))
+    _write_folder(tmp_path / "two" / "train", {"a": 2})
+    _write_folder(tmp_path / "two" / "val", {"a": 2})
+    _write_folder(tmp_path / "two" / "valid", {"a": 2})
+    with pytest.raises(DataError, match="both val/ and valid/"):
+        load_dataset(_folder(tmp_path / "two"))
+
+
+def test_imagefolder_test_split_may_not_add_classes(tmp_path: Path) -> None:
+    _write_folder(tmp_path / "set" / "train", {"a": 2})
+    _write_folder(tmp_path / "set" / "test", {"a": 1, "zebra": 1})
+    with pytest.raises(DataError, match="classes not in the training folder: zebra"):
+        load_dataset(_folder(tmp_path / "set"), "test")
+
+
 def test_imagefolder_bad_paths(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not a folder"):
-        load_dataset(f"imagefolder:{tmp_path / 'nope'}")
+        load_dataset(_folder(tmp_path / "nope"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no class subfolders"):
-        load_dataset(f"imagefolder:{tmp_path / 'empty'}")
+        load_dataset(_folder(tmp_path / "empty"))
     (tmp_path / "noimg" / "a").mkdir(parents=True)
-    with pytest.raises(DataError, match="no images"):
-        load_dataset(f"imagefolder:{tmp_path / 'noimg'}")
+    (tmp_path / "noimg" / "a" / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError, match=r"class folder '.*noimg/a' has no images"):
+        load_dataset(_folder(tmp_path / "noimg"))
 
+
+def test_imagefolder_class_with_one_image_names_it(tmp_path: Path) -> None:
+    _write_folder(tmp_path / "set", {"a": 3, "b": 1})
+    with pytest.raises(DataError, match=r"class folder '.*set/b' has only one image"):
+        load_dataset(_folder(tmp_path / "set"))
+
+
+def test_imagefolder_unreadable_file_is_named(tmp_path: Path) -> None:
+    _write_folder(tmp_path / "set", {"a": 3})
+    (tmp_path / "set" / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    with pytest.raises(DataError, match=r"cannot read image '.*set/a/broken.png'") as info:
+        load_dataset(_folder(tmp_path / "set"))
+    assert "\n" not in str(info.value)
+    truncated = tmp_path / "set" / "a" / "broken.png"
+    Image.fromarray(np.full((40, 40, 3), 7, dtype=np.uint8)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:60])  # a valid header, the pixels cut off
+    with pytest.raises(DataError, match=r"cannot read image '.*broken.png'"):
+        load_dataset(_folder(tmp_path / "set"))
+
+
+def test_imagefolder_images_outside_class_folders_are_refused(tmp_path: Path) -> None:
+    _write_folder(tmp_path / "set", {"a": 2})
+    Image.new("RGB", (4, 4)).save(tmp_path / "set" / "stray.png")
+    with pytest.raises(DataError, match=r"1 image file outside class subfolders \(e.g. 'stray.png'\)"):
+        load_dataset(_folder(tmp_path / "set"))
+
+
+def test_imagefolder_skips_hidden_entries_and_reads_nested_folders(tmp_path: Path) -> None:
+    _write_folder(tmp_path / "set", {"a": 2, "b": 2})
+    (tmp_path / "set" / ".cache").mkdir()
+    (tmp_path / "set" / "a" / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "set" / "a" / ".ipynb_checkpoints" / "junk.png").write_bytes(b"junk")
+    (tmp_path / "set" / "b" / "more").mkdir()
+    Image.new("L", (10, 7), 9).save(tmp_path / "set" / "b" / "more" / "x.png")
+    data = load_dataset(_folder(tmp_path / "set"), image_size=4)
+    assert data.classes == ("a", "b") and torch.bincount(data.labels).tolist() == [2, 3]
+
+
+def _gradient16(width: int = 64, height: int = 8) -> np.ndarray:
+    return np.tile(np.linspace(0, 65535, width).round().astype(np.uint16), (height, 1))
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_imagefolder_scales_16_bit_intensities(tmp_path: Path, suffix: str) -> None:
+    values = _gradient16()
+    for cls in ("a", "b"):
+        (tmp_path / "set" / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(values).save(tmp_path / "set" / cls / f"{i}{suffix}")
+    assert Image.open(tmp_path / "set" / "a" / f"0{suffix}").mode.startswith("I")
+    data = load_dataset(_folder(tmp_path / "set"))
+    assert data.images.shape == (4, 1, 8, 8)  # grey kept; median shorter side 8
+    # the centre 8x8 square of the ramp: columns 28..35 of 64, i.e. values 28/63 .. 35/63 of the range
+    row = data.images[0, 0, 4].float()
+    expected = torch.from_numpy(values[0, 28:36].astype(np.float64) * 255 / 65535).float()
+    assert torch.all((row - expected).abs() <= 2.0), (row, expected)
+    full = load_dataset(_folder(tmp_path / "set"), image_size=8)
+    assert int(full.images.max()) < 255 and int(full.images.min()) > 0  # not clipped to 255
+    wide = _Image16(tmp_path)
+    assert int(wide.images.min()) == 0 and int(wide.images.max()) == 255
+
+
+def _Image16(tmp_path: Path) -> ImageData:
+    """A folder of 64x64 16-bit images spanning 0..65535; loaded at full size the 8-bit range is 0..255."""
+    values = np.tile(_gradient16(64, 1), (64, 1))
+    for cls in ("a", "b"):
+        (tmp_path / "wide" / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(values).save(tmp_path / "wide" / cls / f"{i}.png")
+    data = load_dataset(_folder(tmp_path / "wide"))
+    assert data.images.shape[-1] == 64 and not data.notes
+    assert torch.equal(data.images[0, 0, 0].long(), torch.from_numpy((values[0].astype(np.int64) * 255 + 32767) // 65535))
+    return data
+
+
+def test_imagefolder_applies_exif_orientation(tmp_path: Path) -> None:
+    stored = np.zeros((16, 16, 3), dtype=np.uint8)
+    stored[:8] = 255  # top half white as stored; orientation 6 means "rotate 90 degrees clockwise to show"
+    for cls in ("a", "b"):
+        (tmp_path / "set" / cls).mkdir(parents=True)
+        for i in range(2):
+            img = Image.fromarray(stored)
+            exif = img.getexif()
+            exif[0x0112] = 6
+            img.save(tmp_path / "set" / cls / f"{i}.jpg", exif=exif, quality=95)
+    data = load_dataset(_folder(tmp_path / "set"))
+    shown = data.images[0].float().mean(0)  # [16, 16]
+    assert shown[:, 10:].mean() > 200 and shown[:, :6].mean() < 50  # white on the right, as displayed
+    assert abs(float(shown[:6].mean()) - float(shown[10:].mean())) < 30  # not white on top
+
+
+def test_imagefolder_composites_alpha_onto_black(tmp_path: Path) -> None:
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
+    rgba[..., 0] = 255  # red everywhere, but ...
+    rgba[:, :4, 3] = 0  # ... left half fully transparent
+    rgba[:, 4:, 3] = 255
+    rgba[:, 4:, :3] = (0, 200, 0)  # right half opaque green
+    la = np.zeros((8, 8, 2), dtype=np.uint8)
+    la[..., 0] = 200
+    la[..., 1] = 128  # half transparent grey 200 -> about 100
+    pal = Image.new("P", (8, 8), 1)
+    pal.putpalette([0, 0, 0, 255, 255, 255] + [0, 0, 0] * 254)
+    pal.info["transparency"] = 1  # white, but every pixel transparent
+    (tmp_path / "set" / "a").mkdir(parents=True)
+    (tmp_path / "set" / "b").mkdir(parents=True)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "set" / "a" / "0.png")
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "set" / "a" / "1.png")
+    Image.fromarray(la, "LA").save(tmp_path / "set" / "b" / "0.png")
+    pal.save(tmp_path / "set" / "b" / "1.png", transparency=1)
+    data = load_dataset(_folder(tmp_path / "set"))
+    assert data.images.shape == (4, 3, 8, 8)
+    assert torch.all(data.images[0, :, :, :4] == 0)  # transparent red shows the black background
+    assert data.images[0, :, :, 4:].reshape(3, -1)[:, 0].tolist() == [0, 200, 0]
+    assert torch.all((data.images[2].float() - 100).abs() <= 1)  # 200 at alpha 128 over black
+    assert torch.all(data.images[3] == 0)  # fully transparent palette image
+
+
+def test_imagefolder_keeps_one_channel_when_every_image_is_grey(tmp_path: Path) -> None:
+    for cls in ("a", "b"):
+        (tmp_path / "grey" / cls).mkdir(parents=True)
+        Image.new("L", (6, 6), 50).save(tmp_path / "grey" / cls / "0.png")
+        Image.fromarray(np.full((6, 6), 30000, dtype=np.uint16)).save(tmp_path / "grey" / cls / "1.png")
+    grey = load_dataset(_folder(tmp_path / "grey"))
+    assert grey.images.shape == (4, 1, 6, 6)
+    assert grey.images[0].unique().tolist() == [50] and grey.images[1].unique().tolist() == [117]  # 30000*255/65535
+    Image.new("RGB", (6, 6), (255, 0, 0)).save(tmp_path / "grey" / "a" / "2.png")
+    mixed = load_dataset(_folder(tmp_path / "grey"))
+    assert mixed.images.shape == (5, 3, 6, 6)
+    assert torch.all(mixed.images[0] == 50)  # grey repeated on 3 channels
+    assert any("grey image" in note and "converted to RGB" in note for note in mixed.notes)
+
+
+def test_imagefolder_test_split_follows_the_training_split(tmp_path: Path) -> None:
+    for cls in ("a", "b"):
+        for split, count in (("train", 2), ("test", 1)):
+            (tmp_path / "set" / split / cls).mkdir(parents=True)
+            for i in range(count):
+                Image.new("L", (12, 12), 60).save(tmp_path / "set" / split / cls / f"{i}.png")
+    Image.new("RGB", (40, 30), (0, 0, 255)).save(tmp_path / "set" / "test" / "a" / "colour.png")
+    test = load_dataset(_folder(tmp_path / "set"), "test")
+    assert test.images.shape == (3, 1, 12, 12)  # the training images' channels and size
+    assert any("1 colour image converted to grey" in note for note in test.notes)
+    assert any("40x30" in note and "12x12" in note for note in test.notes)
+
+
+def _solid_folder(root: Path, sizes: list[tuple[int, int]]) -> None:
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i, size in enumerate(sizes):
+            Image.new("RGB", size, (10 * i, 80, 160)).save(root / cls / f"{i}.png")
+
+
+def test_imagefolder_size_follows_the_data_and_is_announced(tmp_path: Path) -> None:
+    _solid_folder(tmp_path / "small", [(20, 20), (20, 20)])
+    small = load_dataset(_folder(tmp_path / "small"))
+    assert small.images.shape[-2:] == (20, 20) and small.notes == ()  # kept, not blown up to 32
+    _solid_folder(tmp_path / "mixed", [(24, 30), (40, 40), (50, 20)])
+    mixed = load_dataset(_folder(tmp_path / "mixed"))
+    assert mixed.images.shape[-2:] == (24, 24)  # median shorter side of 24, 40, 20
+    (note,) = mixed.notes
+    assert "6 of 6 images resized to 24x24" in note and "40x40 (2)" in note and "50x20 (2)" in note
+    assert "median shorter side" in note and "centre square" in note
+    _solid_folder(tmp_path / "big", [(300, 200), (300, 200)])
+    big = load_dataset(_folder(tmp_path / "big"))
+    assert big.images.shape[-2:] == (MAX_AUTO_SIDE, MAX_AUTO_SIDE)
+    assert f"capped at {MAX_AUTO_SIDE}" in big.notes[0] and "300x200 (4)" in big.notes[0]
+    asked = load_dataset(_folder(tmp_path / "big"), image_size=16)
+    assert asked.images.shape[-2:] == (16, 16) and "as --image-size asks" in asked.notes[0]
+    assert asked.subset([0]).notes == asked.notes
+
+
+def test_imagefolder_non_square_images_are_centre_cropped(tmp_path: Path) -> None:
+    wide = np.zeros((10, 30, 3), dtype=np.uint8)
+    wide[:, :10] = (255, 0, 0)
+    wide[:, 10:20] = (0, 255, 0)  # the centre square is green
+    wide[:, 20:] = (0, 0, 255)
+    for cls in ("a", "b"):
+        (tmp_path / "set" / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(wide).save(tmp_path / "set" / cls / f"{i}.png")
+    data = load_dataset(_folder(tmp_path / "set"), image_size=5)
+    assert data.images.shape == (4, 3, 5, 5)
+    assert torch.all(data.images[:, 1] == 255) and torch.all(data.images[:, 0] == 0) and torch.all(data.images[:, 2] == 0)
+
+
+CIFAR_DEV = Path("/work/shared/data/cifar10-dev")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (CIFAR_DEV / "train").is_dir(), reason="the shared cifar10-dev folder is not on this machine")
+def test_shared_cifar10_dev_folder_loads_as_its_splits() -> None:
+    train = load_dataset(_folder(CIFAR_DEV), "train")
+    test = load_dataset(_folder(CIFAR_DEV), "test")
+    assert train.images.shape == (4000, 3, 32, 32) and test.images.shape == (2000, 3, 32, 32)
+    assert train.num_classes == 10 and train.classes == test.classes and "airplane" in train.classes
+    assert torch.bincount(test.labels).tolist() == [200] * 10
+    assert train.notes == () and test.notes == ()
 
 # ------------------------------------------------------------------------------------ subsets and splits
 
@@ -305,3 +548,57 @@ def test_imagefolder_stats_computed_from_data(tmp_path: Path) -> None:
     assert len(mean) == 3 and all(0.2 < m < 0.8 for m in mean) and all(s > 0 for s in std)
     with pytest.raises(DataError, match="pass its training data"):
         normalization_for("imagefolder:/x")
+
+
+def test_compute_mean_std_matches_a_float64_reference() -> None:
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (37, 3, 9, 11), dtype=torch.uint8, generator=gen)
+    images[:, 2] = 200  # a constant channel: std floored, not zero
+    data = ImageData(images, torch.zeros(37, dtype=torch.int64), ("a",), "x")
+    mean, std = compute_mean_std(data)
+    x = images.double() / 255
+    assert np.allclose(mean, x.mean((0, 2, 3)).numpy(), atol=1e-12)
+    assert np.allclose(std[:2], x.std((0, 2, 3))[:2].numpy(), atol=1e-12) and std[2] == 1e-3
+
+
+def test_compute_mean_std_makes_no_float_copy_of_the_whole_set(tmp_path: Path) -> None:
+    # 3000 x 3 x 64 x 64 uint8 is 37 MB; a float64 copy of it would add about 295 MB to the peak memory.
+    script = (
+        "import resource, torch\n"
+        "from policysearch.data import ImageData, compute_mean_std\n"
+        "images = torch.empty((3000, 3, 64, 64), dtype=torch.uint8).random_(0, 256)\n"  # no int64 temporary
+        "data = ImageData(images, torch.zeros(3000, dtype=torch.int64), ('a',), 'big')\n"
+        "compute_mean_std(data.subset([0, 1]))\n"  # warm up allocators and kernels
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "compute_mean_std(data)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    grown_mib = int(done.stdout.split()[-1])
+    assert grown_mib < 150, f"peak memory grew by {grown_mib} MiB"
+
+
+# ------------------------------------------------------------------------------------ dependency floors
+
+
+def _floor(requirements: list[str], package: str) -> tuple[int, ...]:
+    for req in requirements:
+        match = re.fullmatch(rf"{package}\s*>=\s*([0-9.]+)", req.strip())
+        if match:
+            return tuple(int(p) for p in match.group(1).split("."))
+    raise AssertionError(f"pyproject.toml declares no '{package}>=' floor")
+
+
+def test_declared_floors_cover_the_apis_the_code_calls() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text("utf-8"))["project"]
+    deps = project["dependencies"]
+    from policysearch.transforms import PolicyTransform
+
+    # torchvision calls a v2 Transform's public transform()/make_params() only from 0.21 (before: _transform)
+    assert "transform" in vars(PolicyTransform)
+    assert _floor(deps, "torchvision") >= (0, 21)
+    # torchvision 0.21 is built against torch 2.6; torch.amp.GradScaler("cuda") needs torch >= 2.3
+    assert _floor(deps, "torch") >= (2, 6)

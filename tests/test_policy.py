@@ -189,10 +189,11 @@ def test_empty_sub_policy(tmp_path):
     assert load_error(tmp_path, data) == "sub_policies[2]: needs at least one operation"
 
 
-@pytest.mark.parametrize("version", [2, 0, "1", None])
+@pytest.mark.parametrize("version", [3, 0, "1", None])
 def test_wrong_format_version(tmp_path, version):
     message = load_error(tmp_path, doc(format_version=version))
-    assert message == f"format_version: unsupported format_version {version!r} (this policysearch reads 1)"
+    assert message == (f"format_version: unsupported format_version {version!r} "
+                       "(this policysearch reads versions 1 and 2)")
 
 
 def test_not_json_names_line_and_column(tmp_path):
@@ -299,3 +300,34 @@ def test_scaled_multiplies_every_probability():
     assert [[(s.op, s.level) for s in sub] for sub in half] == [[(s.op, s.level) for s in sub] for sub in policy]
     with pytest.raises(PolicyError, match="strength 1.5 is outside"):
         policy.scaled(1.5)
+
+
+# --------------------------------------------------------------------------- the recipe (format 2)
+
+
+def test_recipe_round_trip_keeps_the_baseline(tmp_path):
+    from policysearch.policy import Baseline
+
+    policy = Policy([[("Rotate", 0.5, 0.3)]], baseline=Baseline(pad_crop=2, hflip=True))
+    loaded = Policy.load(policy.save(tmp_path / "p.json"))
+    assert loaded == policy and loaded.baseline == Baseline(2, True)
+    assert json.loads((tmp_path / "p.json").read_text())["format_version"] == 2
+    assert loaded != Policy([[("Rotate", 0.5, 0.3)]])  # the baseline is part of what a policy is
+
+
+def test_version_1_files_load_without_a_baseline(tmp_path):
+    from policysearch.policy import Baseline
+
+    loaded = Policy.load(write(tmp_path / "p.json", doc(format_version=1)))
+    assert loaded.baseline == Baseline() and len(loaded) == len(doc()["sub_policies"])
+
+
+@pytest.mark.parametrize("baseline, message", [
+    ({"pad_crop": -1, "hflip": False}, "baseline.pad_crop: -1 is outside [0, 4096]"),
+    ({"pad_crop": 1.5, "hflip": False}, "baseline.pad_crop: expected integer, got float 1.5"),
+    ({"pad_crop": 1, "hflip": "yes"}, "baseline.hflip: expected boolean, got str 'yes'"),
+    ({"pad_crop": 1}, "baseline: missing key 'hflip'"),
+    ({"pad_crop": 1, "hflip": True, "vflip": True}, "baseline: unknown key 'vflip' (allowed: hflip, pad_crop)"),
+])
+def test_bad_baseline_names_the_place(tmp_path, baseline, message):
+    assert load_error(tmp_path, doc(format_version=2, baseline=baseline)) == message

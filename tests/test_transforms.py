@@ -433,3 +433,40 @@ def test_cutout_bad_size():
         Cutout(-1)
     with pytest.raises(ValueError, match="non-negative integer"):
         Cutout(2.5)
+
+
+# ------------------------------------------------------------------ the recipe: policy, then baseline
+
+
+def test_batch_recipe_is_the_policy_then_its_baseline():
+    from policysearch.policy import Baseline
+    from policysearch.transforms import BaselineAugment
+
+    policy = Policy([[("Rotate", 0.8, 0.5), ("Solarize", 0.5, 0.4)], [("Equalize", 0.7, 0.0)]])
+    recipe = policy.with_baseline(Baseline(pad_crop=3, hflip=True))
+    x = natural_batch(16, 20, 20, 3)
+    plan = BatchPolicyTransform(recipe).sample(x.shape, generator=torch.Generator().manual_seed(5))
+    assert plan.crop is not None and plan.flip is not None and plan.flip.any() and not plan.flip.all()
+    ops_only = dataclasses.replace(plan, baseline=Baseline(), crop=None, flip=None)
+    expected = transforms.apply_baseline(BatchPolicyTransform(policy).apply(x, ops_only), 3, plan.crop, plan.flip)
+    assert torch.equal(BatchPolicyTransform(recipe).apply(x, plan), expected)
+    # the crop moves the image by the drawn offset and fills the border with zeros
+    shifted = transforms.apply_baseline(x, 3, torch.tensor([[0, 6]] * 16), None)
+    assert torch.equal(shifted[..., 3:, :17], x[..., :17, 3:]) and not shifted[..., :3, :].any()
+    # a policy without a baseline draws nothing more: its plan and output are what they were
+    same = BatchPolicyTransform(policy)(x, torch.Generator().manual_seed(1))
+    assert BaselineAugment(Baseline())(same).equal(same)
+
+
+def test_pil_recipe_crops_and_flips_like_the_batch_path():
+    from policysearch.policy import Baseline
+
+    img = natural_pil(12, 10, "RGB")
+    recipe = Policy([[("Identity", 1.0, 0.0)]], baseline=Baseline(pad_crop=2, hflip=True))
+    tf = PolicyTransform(recipe, generator=torch.Generator().manual_seed(0))
+    outs = [pil_to_tensor(tf(img)) for _ in range(40)]
+    x = pil_to_tensor(img).unsqueeze(0)
+    every_view = {transforms.apply_baseline(x, 2, torch.tensor([[dy, dx]]), torch.tensor([f])).squeeze(0)
+                  .numpy().tobytes() for dy in range(5) for dx in range(5) for f in (False, True)}
+    assert all(out.numpy().tobytes() in every_view for out in outs)
+    assert len({out.numpy().tobytes() for out in outs}) > 10  # offsets and flips vary per image

@@ -1,0 +1,318 @@
+"""The standard augmentations as policies, and the one-string form that names them.
+
+Policies people already use, built as plain functions::
+
+    randaugment_policy(n=2, m=9)         RandAugment: N ops per image, uniformly with replacement, at level M/10
+    trivialaugment_policy(bins=31)       TrivialAugment: one op per image at a uniform level out of ``bins``
+    autoaugment_policy("cifar10")        torchvision's AutoAugment policy (also "imagenet", "svhn")
+    identity_policy()                    no augmentation
+
+``ops=`` restricts a policy to the ops a caller allows (for example a search space's op list): only the
+standard ops it names are used, other names in it are ignored, an unknown name or a restriction that
+leaves no op is a PolicyError. RandAugment and TrivialAugment then draw from the remaining ops; in
+AutoAugment a disallowed step is dropped (it never runs) and a sub-policy left without steps becomes
+``Identity``, so every sub-policy keeps its 1/25 chance. ``Identity`` counts as allowed there, as the no-op.
+
+Meanings, kept the same everywhere (benchmark, search, strings): RandAugment's M is on a 0..10 scale, so
+M=9 runs every op at level 0.9 of its range (torchvision's ``RandAugment(magnitude=9)`` means bin 9 of 31,
+level 0.3, a weaker augmentation). It is the policy of all ordered N-tuples of its ops with probability 1,
+so choosing one sub-policy uniformly is choosing N ops uniformly with replacement. TrivialAugment is the
+policy of every (op, level bin) pair with one op at probability 1; ops without a magnitude are listed
+``bins`` times too, so every op has the same chance. Both use torchvision's 14 ops (``RANDAUGMENT_OPS``)
+at the standard AutoAugment ranges of ``ops.py``, not TrivialAugmentWide's wider ones.
+
+Policy strings
+--------------
+``NAME`` or ``NAME:ARGS``, ARGS separated by commas, names and keys in any case, spaces around parts
+ignored:
+
+==============================  ==============================================================
+``randaugment[:n=N,m=M]``       N a whole number 1..4 (default 2), M a number 0..10 (default 9)
+``trivialaugment[:bins=B]``     B a whole number 2..256 (default 31)
+``autoaugment:VARIANT``         VARIANT cifar10, imagenet or svhn (no default: torchvision's is
+                                imagenet, the benchmark's cifar10); ``torchvision:VARIANT`` too
+``identity``, ``none``          no augmentation
+==============================  ==============================================================
+
+A parsed policy's ``name`` is the canonical string (``randaugment:n=2,m=9``), which parses back to the
+same policy. A bad string raises PolicyError naming the string and its bad part, e.g.
+``randaugment:n=2,m=x: m='x' is not a number``.
+
+String or file? :func:`load_policy` decides, in this order:
+
+1. a ``Policy`` is used as it is, an ``os.PathLike`` is a file;
+2. text that contains ``/`` or ``\\`` or ends in ``.json`` is a file;
+3. text whose name (the part before the first ``:``, or all of it) is a policy name above is a string,
+   even when a file of that name exists (write ``./randaugment`` for the file);
+4. text naming an existing file is that file;
+5. other text that looks like a name (a letter, then letters, digits, ``_`` or ``-``, optionally
+   ``:ARGS``) is a string, so a typo gets ``unknown policy name 'randaugmnet' (closest: randaugment)``;
+6. anything else is a file (``no such file``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+import numbers
+import os
+import re
+from pathlib import Path
+from typing import Callable, Iterable
+
+from policysearch.ops import OP_NAMES
+from policysearch.policy import Operation, Policy, PolicyError
+
+__all__ = ["AUTOAUGMENT_VARIANTS", "POLICY_NAMES", "RANDAUGMENT_MAGNITUDE_SCALE", "RANDAUGMENT_MAX_N",
+           "RANDAUGMENT_OPS", "TRIVIALAUGMENT_BINS", "autoaugment_policy", "identity_policy", "is_policy_string",
+           "load_policy", "parse_policy_string", "randaugment_policy", "trivialaugment_policy"]
+
+# RandAugment's and TrivialAugment's op list (torchvision's), in our op names.
+RANDAUGMENT_OPS: tuple[str, ...] = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate",
+                                    "Brightness", "Color", "Contrast", "Sharpness", "Posterize", "Solarize",
+                                    "AutoContrast", "Equalize")
+RANDAUGMENT_MAGNITUDE_SCALE = 10  # M runs 0..10; level = M / 10
+RANDAUGMENT_MAX_N = 4  # len(ops) ** n sub-policies: 14**4 = 38,416 is still quick to build, 14**5 is not
+TRIVIALAUGMENT_BINS = 31  # torchvision's bin count
+TRIVIALAUGMENT_MAX_BINS = 256
+AUTOAUGMENT_VARIANTS: tuple[str, ...] = ("cifar10", "imagenet", "svhn")  # convert.TORCHVISION_POLICIES
+
+
+def _fail(where: str, problem: str) -> PolicyError:
+    return PolicyError(f"{where}: {problem}")
+
+
+def _closest(word: str, candidates: Iterable[str]) -> str:
+    candidates = list(candidates)
+    close = difflib.get_close_matches(word.lower(), [c.lower() for c in candidates], n=1, cutoff=0.5)
+    lowered = {c.lower(): c for c in candidates}
+    if close:
+        return f" (closest: {', '.join(lowered[c] for c in close)})"
+    return f" (known: {', '.join(candidates)})"
+
+
+def _allowed(ops: Iterable[str] | None, standard: tuple[str, ...], what: str, where: str) -> tuple[str, ...]:
+    """The standard ops that ``ops`` allows, in the standard order; all of them for None."""
+    if ops is None:
+        return standard
+    if isinstance(ops, str):
+        raise _fail(where, f"ops: expected a list of op names, got the string {ops!r}")
+    names = list(ops)
+    for name in names:
+        if not isinstance(name, str) or name not in OP_NAMES:
+            hint = _closest(name, OP_NAMES) if isinstance(name, str) else ""
+            raise _fail(where, f"ops: unknown op {name!r}{hint}")
+    if not names:
+        raise _fail(where, f"ops: the restriction is empty; allow some of {what}'s ops ({', '.join(standard)})")
+    allowed = set(names)
+    kept = tuple(op for op in standard if op in allowed)
+    if not kept:
+        raise _fail(where, f"ops: {', '.join(names)} leaves none of {what}'s ops ({', '.join(standard)})")
+    return kept
+
+
+def _restriction_note(kept: tuple[str, ...], standard: tuple[str, ...]) -> str:
+    return "" if kept == standard else f" ({len(kept)} of {len(standard)} ops)"
+
+
+def _whole(value: object, key: str, low: int, high: int, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise _fail(where, f"{key}={value!r} is not a whole number")
+    if not low <= value <= high:
+        raise _fail(where, f"{key}={value} is outside {low}..{high}")
+    return int(value)
+
+
+# ---------------------------------------------------------------------------------------- policies
+
+
+def identity_policy() -> Policy:
+    """No augmentation: one sub-policy that leaves every image as it is."""
+    return Policy([[Operation("Identity", 1.0, 0.0)]], {"source": "identity: no augmentation"}, name="identity")
+
+
+def randaugment_policy(n: int = 2, m: float = 9, ops: Iterable[str] | None = None) -> Policy:
+    """RandAugment(N, M): every ordered N-tuple of its ops (with repeats), prob 1, level M/10."""
+    return _randaugment(n, m, ops, "randaugment_policy")
+
+
+def _randaugment(n: object, m: object, ops: Iterable[str] | None, where: str) -> Policy:
+    n = _whole(n, "n", 1, RANDAUGMENT_MAX_N, where)
+    scale = RANDAUGMENT_MAGNITUDE_SCALE
+    if isinstance(m, bool) or not isinstance(m, numbers.Real):
+        raise _fail(where, f"m={m!r} is not a number")
+    if not 0 <= m <= scale:  # also rejects nan
+        raise _fail(where, f"m={m:g} is outside 0..{scale}")
+    kept = _allowed(ops, RANDAUGMENT_OPS, "RandAugment", where)
+    level = float(m) / scale
+    subs = [[Operation(op, 1.0, level) for op in tup] for tup in itertools.product(kept, repeat=n)]
+    metadata = {"source": f"RandAugment N={n} M={m:g} (0..{scale} scale) -> level {level:g}"}
+    if kept != RANDAUGMENT_OPS:
+        metadata["ops"] = list(kept)
+    return Policy(subs, metadata, name=f"randaugment:n={n},m={m:g}" + _restriction_note(kept, RANDAUGMENT_OPS))
+
+
+def trivialaugment_policy(bins: int = TRIVIALAUGMENT_BINS, ops: Iterable[str] | None = None) -> Policy:
+    """TrivialAugment: one op at prob 1 per sub-policy, for every (op, level bin) pair."""
+    return _trivialaugment(bins, ops, "trivialaugment_policy")
+
+
+def _trivialaugment(bins: object, ops: Iterable[str] | None, where: str) -> Policy:
+    bins = _whole(bins, "bins", 2, TRIVIALAUGMENT_MAX_BINS, where)
+    kept = _allowed(ops, RANDAUGMENT_OPS, "TrivialAugment", where)
+    levels = [k / (bins - 1) for k in range(bins)]
+    subs = [[Operation(op, 1.0, level)] for op in kept for level in levels]
+    metadata = {"source": f"TrivialAugment: uniform op, uniform level over {bins} bins"}
+    if kept != RANDAUGMENT_OPS:
+        metadata["ops"] = list(kept)
+    return Policy(subs, metadata, name=f"trivialaugment:bins={bins}" + _restriction_note(kept, RANDAUGMENT_OPS))
+
+
+def autoaugment_policy(variant: str, ops: Iterable[str] | None = None) -> Policy:
+    """torchvision's AutoAugment policy ``cifar10``, ``imagenet`` or ``svhn``, with its arguments kept."""
+    return _autoaugment(variant, ops, "autoaugment_policy")
+
+
+def _autoaugment(variant: object, ops: Iterable[str] | None, where: str) -> Policy:
+    from policysearch.convert import from_torchvision
+
+    key = variant.lower() if isinstance(variant, str) else variant
+    if key not in AUTOAUGMENT_VARIANTS:
+        hint = _closest(variant, AUTOAUGMENT_VARIANTS) if isinstance(variant, str) else ""
+        raise _fail(where, f"unknown AutoAugment variant {variant!r}{hint}; choose from "
+                           f"{', '.join(AUTOAUGMENT_VARIANTS)}")
+    policy = from_torchvision(key)
+    standard = tuple(sorted(policy.ops(), key=OP_NAMES.index))
+    if ops is None:
+        policy.name = f"autoaugment:{key}"
+        return policy
+    kept = _allowed(ops, standard, f"AutoAugment {key}", where)
+    subs = [[step for step in sub if step.op in kept] or [Operation("Identity", 1.0, 0.0)] for sub in policy]
+    metadata = {**policy.metadata, "ops": list(kept)}
+    return Policy(subs, metadata, name=f"autoaugment:{key}" + _restriction_note(kept, standard))
+
+
+# ------------------------------------------------------------------------------------------ strings
+
+
+def _number(key: str, text: str, where: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise _fail(where, f"{key}={text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise _fail(where, f"{key}={text!r} is not a number")
+    return value
+
+
+def _whole_text(key: str, text: str, where: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise _fail(where, f"{key}={text!r} is not a whole number") from None
+
+
+def _keyed(args: list[str], keys: dict[str, Callable[[str, str, str], object]], name: str,
+           where: str) -> dict[str, object]:
+    """``key=value`` arguments, each converted by ``keys[key](key, value, where)``."""
+    out: dict[str, object] = {}
+    for part in args:
+        key, eq, value = (s.strip() for s in part.partition("="))
+        key = key.lower()
+        if not eq:
+            raise _fail(where, f"{part!r} is not key=value ({name} takes {', '.join(k + '=' for k in keys)})")
+        if key not in keys:
+            raise _fail(where, f"unknown key {key!r} for {name}{_closest(key, keys)}")
+        if key in out:
+            raise _fail(where, f"{key} is given twice")
+        if not value:
+            raise _fail(where, f"{key}= has no value")
+        out[key] = keys[key](key, value, where)
+    return out
+
+
+def _parse_randaugment(args: list[str], where: str) -> Policy:
+    values = _keyed(args, {"n": _whole_text, "m": _number}, "randaugment", where)
+    return _randaugment(values.get("n", 2), values.get("m", 9), None, where)
+
+
+def _parse_trivialaugment(args: list[str], where: str) -> Policy:
+    values = _keyed(args, {"bins": _whole_text}, "trivialaugment", where)
+    return _trivialaugment(values.get("bins", TRIVIALAUGMENT_BINS), None, where)
+
+
+def _parse_autoaugment(args: list[str], where: str) -> Policy:
+    choices = ", ".join(f"autoaugment:{v}" for v in AUTOAUGMENT_VARIANTS)
+    if not args:
+        raise _fail(where, f"AutoAugment needs a variant: {choices}")
+    if len(args) > 1:
+        raise _fail(where, f"AutoAugment takes one variant, got {len(args)} ({', '.join(args)})")
+    return _autoaugment(args[0], None, where)
+
+
+def _parse_identity(args: list[str], where: str) -> Policy:
+    if args:
+        raise _fail(where, f"identity takes no arguments, got {', '.join(args)!r}")
+    return identity_policy()
+
+
+_PARSERS: dict[str, Callable[[list[str], str], Policy]] = {
+    "randaugment": _parse_randaugment,
+    "trivialaugment": _parse_trivialaugment,
+    "autoaugment": _parse_autoaugment,
+    "torchvision": _parse_autoaugment,  # the converter's spelling, torchvision:cifar10
+    "identity": _parse_identity,
+    "none": _parse_identity,
+}
+POLICY_NAMES: tuple[str, ...] = tuple(_PARSERS)
+_NAME_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*(:.*)?", re.DOTALL)
+
+
+def parse_policy_string(text: str) -> Policy:
+    """The policy a string such as ``randaugment:n=2,m=9`` names (see the module docstring)."""
+    if not isinstance(text, str):
+        raise PolicyError(f"a policy string must be a str, got {type(text).__name__}")
+    where = text.strip() or repr(text)
+    name, colon, rest = (s.strip() for s in text.strip().partition(":"))
+    name = name.lower()
+    if name not in _PARSERS:
+        if not name:
+            raise _fail(where, f"no policy name (known: {', '.join(POLICY_NAMES)})")
+        raise _fail(where, f"unknown policy name {name!r}{_closest(name, POLICY_NAMES)}")
+    if colon and not rest:
+        raise _fail(where, "nothing after ':'")
+    args = [part.strip() for part in rest.split(",")] if rest else []
+    if any(not part for part in args):
+        raise _fail(where, "an empty argument between commas")
+    return _PARSERS[name](args, where)
+
+
+def is_policy_string(text: str) -> bool:
+    """Whether :func:`load_policy` reads ``text`` as a policy string rather than a file (rules 2-6)."""
+    if "/" in text or "\\" in text or text.lower().endswith(".json"):
+        return False
+    if text.strip().partition(":")[0].strip().lower() in _PARSERS:
+        return True
+    if Path(text).exists():
+        return False
+    return _NAME_LIKE.fullmatch(text.strip()) is not None
+
+
+def load_policy(source: Policy | str | os.PathLike[str]) -> Policy:
+    """A Policy from a Policy, a policy string or a policy JSON file (the rules in the module docstring)."""
+    if isinstance(source, Policy):
+        return source
+    if isinstance(source, str) and not source.strip():
+        raise PolicyError("empty policy: give a policy file or a policy string such as randaugment:n=2,m=9")
+    if isinstance(source, str) and is_policy_string(source):
+        try:
+            return parse_policy_string(source)
+        except PolicyError as exc:
+            if source.strip().partition(":")[0].strip().lower() in _PARSERS:
+                raise
+            raise PolicyError(f"{exc}; and there is no file {source!r}") from None
+    if isinstance(source, (str, os.PathLike)):
+        return Policy.load(source)
+    raise TypeError(f"expected a Policy, a policy string or a policy file path, got {type(source).__name__}; "
+                    "build a Policy(sub_policies) from a list")

@@ -1,0 +1,65 @@
+"""The scripts in examples/ run, briefly, so that they never rot.
+
+Each runs once as a script in a fresh interpreter (the way a user runs it); the other cases call its
+``main(argv)`` in this process, which skips the interpreter and import start-up.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from policysearch.standard import randaugment_policy
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ["train_dataloader.py", "train_batches.py"]
+TINY = ["--epochs", "2", "--steps", "2", "--train-size", "64", "--batch-size", "16", "--size", "16"]
+
+
+def load_example(name: str):
+    spec = importlib.util.spec_from_file_location(f"example_{Path(name).stem}", ROOT / "examples" / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_output(text: str, policy_name: str) -> None:
+    lines = text.splitlines()
+    assert lines[0].startswith(f"policy {policy_name}")
+    assert [line.split(":")[0] for line in lines[1:3]] == ["epoch 1", "epoch 2"]
+    assert "over 32 images" in lines[1]  # 2 steps of 16
+    assert lines[-1].startswith("test accuracy ")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, extra", [
+    ("train_dataloader.py", ["--workers", "1"]),  # the transform travels to a loader worker process
+    ("train_batches.py", ["--device", "cpu"]),
+])
+def test_example_runs_as_a_script_with_a_policy_file(tmp_path, name, extra):
+    path = randaugment_policy(1, 5).save(tmp_path / "policy.json")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / name), "--policy", str(path), *TINY, *extra],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    check_output(result.stdout, "randaugment:n=1,m=5")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_takes_a_policy_string(capsys, name):
+    assert load_example(name).main(["--policy", "autoaugment:svhn", *TINY]) == 0
+    check_output(capsys.readouterr().out, "autoaugment:svhn")
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_reports_a_bad_policy_in_one_line(capsys, name):
+    with pytest.raises(SystemExit) as info:
+        load_example(name).main(["--policy", "randaugment:n=2,m=x", *TINY])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith("error: randaugment:n=2,m=x: m='x' is not a number")
