@@ -224,7 +224,10 @@ class Policy:
         """Validate parsed JSON data and build the policy; anything wrong is a PolicyError naming the place."""
         check_json_data(data, source)
         validate_policy_dict(data, source)
-        baseline = Baseline(**data["baseline"]) if "baseline" in data else Baseline()
+        try:  # the schema lets 1.0 through as an integer; Baseline refuses it
+            baseline = Baseline(**data["baseline"]) if "baseline" in data else Baseline()
+        except PolicyError as exc:
+            raise PolicyError(f"{source}: {exc}") from None
         return cls(data["sub_policies"], data.get("metadata"), data.get("name", ""), baseline)
 
     # -- files ------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from policysearch import policy as policy_module
 from policysearch import spaces as spaces_module
 from policysearch.ops import OP_NAMES
-from policysearch.policy import Operation, Policy, PolicyError
+from policysearch.policy import Baseline, Operation, Policy, PolicyError
 from policysearch.spaces import SearchSpace, SpaceError, load_space, space_from_dict
 
 settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True,
@@ -147,16 +147,18 @@ def _delete(doc: Any, path: tuple) -> Any:
 # ---------------------------------------------------------------------------------------------------
 
 VALID_POLICY: dict[str, Any] = {
-    "format_version": 1,
+    "format_version": 2,
     "name": "fuzz",
     "sub_policies": [
         [{"op": "Rotate", "prob": 0.5, "level": 0.25}, {"op": "Invert", "prob": 1.0, "level": 0.0}],
         [{"op": "Cutout", "prob": 0.2, "level": 1.0}],
     ],
+    "baseline": {"pad_crop": 4, "hflip": True},
     "metadata": {"dataset": "digits", "search_space": "wide", "score": {"reward": 0.5}, "search_cost": None,
                  "software": {"torch": "2"}, "created": "2026-01-01", "source": "test", "command": "x",
                  "extra": [1, {"kept": True}]},
 }
+VALID_POLICY_V1 = {key: value for key, value in VALID_POLICY.items() if key != "baseline"} | {"format_version": 1}
 
 HUGE_INT = 10 ** 400
 COMMON_BAD = [None, [], {}, [None], *DEEP]
@@ -164,7 +166,7 @@ BAD_NUMBER = [*COMMON_BAD, True, False, "0.5", "", "NaN", [0.5], {"value": 0.5},
               HUGE_INT, -HUGE_INT, 1e308, -1e308, math.nan, math.inf, -math.inf]
 BAD_OP = [*COMMON_BAD, True, False, 0, 1.5, math.nan, "", " Rotate", "rotate", "Rotate ", "ROTATE", "R" * 100_000,
           "\u0000", "Rot\u00e4te", ["Rotate"], {"Rotate": 1}]
-BAD_VERSION = [*COMMON_BAD, True, False, 0, 2, -1, 1.5, HUGE_INT, -HUGE_INT, math.nan, math.inf, -math.inf, "1",
+BAD_VERSION = [*COMMON_BAD, True, False, 0, 3, -1, 1.5, 2.5, HUGE_INT, -HUGE_INT, math.nan, math.inf, -math.inf, "1",
                "", [1]]
 BAD_STRING = [*COMMON_BAD, True, 0, 1.5, math.nan, HUGE_INT, ["x"], {"x": "y"}]
 BAD_SUB_POLICIES = [*COMMON_BAD, True, 0, "", "abc", [[]], [{}], ["Rotate"], [[None]], [[[]]], [["Rotate", 0.5, 0.5]],
@@ -173,6 +175,10 @@ BAD_SUB_POLICY = [*COMMON_BAD, True, 0, "Rotate", [[]], ["Rotate", 0.5, 0.5], [[
                   {"op": "Rotate", "prob": 0.5, "level": 0.5}]
 BAD_STEP = [*COMMON_BAD, True, 0, "Rotate", ["Rotate", 0.5, 0.5], {"op": "Rotate"}, {"prob": 0.5, "level": 0.5},
             {"op": "Rotate", "prob": 0.5, "level": 0.5, "extra": 1}, {"Op": "Rotate", "prob": 0.5, "level": 0.5}]
+BAD_BASELINE = [*COMMON_BAD, True, 0, "x", {"pad_crop": 1}, {"hflip": True}, {"pad_crop": 1, "hflip": True, "x": 1},
+                {"pad_crop": 1, "flip": True}, [4, True]]
+BAD_PAD_CROP = [*COMMON_BAD, True, False, -1, 4097, 1.5, 1.0, 4.0, "4", HUGE_INT, -HUGE_INT, math.nan, math.inf]
+BAD_HFLIP = [*COMMON_BAD, 0, 1, 1.0, "true", "yes", math.nan]
 BAD_METADATA = [None, [], [None], *DEEP, True, 0, "", "x", {"x": DEEP[2]}, {"dataset": 5}, {"score": "high"},
                 {"software": []}, {"created": 5}, {"search_cost": 3}, {"command": ["a"]}]
 BAD_METADATA_FIELD = {"dataset": BAD_STRING, "search_space": BAD_STRING, "created": BAD_STRING,
@@ -182,7 +188,7 @@ BAD_METADATA_FIELD = {"dataset": BAD_STRING, "search_space": BAD_STRING, "create
 
 
 def _bad_values(path: tuple) -> list[Any]:
-    """Values that are wrong at ``path`` of VALID_POLICY."""
+    """Values that are wrong at ``path`` of VALID_POLICY (or VALID_POLICY_V1)."""
     if path == ():
         return [None, True, 0, 1.5, "policy", "", [], [VALID_POLICY], [None], *DEEP]
     if path == ("format_version",):
@@ -199,6 +205,12 @@ def _bad_values(path: tuple) -> list[Any]:
         return BAD_OP
     if path[0] == "sub_policies":
         return BAD_NUMBER
+    if path == ("baseline",):
+        return BAD_BASELINE
+    if path == ("baseline", "pad_crop"):
+        return BAD_PAD_CROP
+    if path == ("baseline", "hflip"):
+        return BAD_HFLIP
     if path == ("metadata",):
         return BAD_METADATA
     if len(path) == 2:
@@ -212,24 +224,27 @@ def _valid_text() -> str:
 
 def policy_corpus() -> Iterator[tuple[str, bytes, Any]]:
     """(label, file bytes, parsed data or NOT_JSON) for every malformed document of the corpus."""
-    for path in _paths(VALID_POLICY):
-        for k, bad in enumerate(_bad_values(path)):
-            doc = _replace(VALID_POLICY, path, bad)
-            yield f"replace {path} #{k}", _json_text(doc).encode(), _data(doc)
-        if path and isinstance(path[-1], str) and path[-1] in ("format_version", "sub_policies", "op", "prob", "level"):
-            doc = _delete(VALID_POLICY, path)
-            yield f"delete {path}", _json_text(doc).encode(), doc
-        if path and isinstance(path[-1], int) and path[0] == "sub_policies":  # every list emptied
-            doc = _replace(VALID_POLICY, path[:-1], [])
-            yield f"empty {path[:-1]}", _json_text(doc).encode(), doc
-    for path in [(), ("sub_policies", 0, 0), ("sub_policies", 1, 0)]:
+    required = ("format_version", "sub_policies", "op", "prob", "level", "pad_crop", "hflip")
+    for valid, version in ((VALID_POLICY, 2), (VALID_POLICY_V1, 1)):
+        for path in _paths(valid):
+            for k, bad in enumerate(_bad_values(path)):
+                doc = _replace(valid, path, bad)
+                yield f"v{version} replace {path} #{k}", _json_text(doc).encode(), _data(doc)
+            if path and isinstance(path[-1], str) and path[-1] in required:
+                doc = _delete(valid, path)
+                yield f"v{version} delete {path}", _json_text(doc).encode(), doc
+            if path and isinstance(path[-1], int) and path[0] == "sub_policies":  # every list emptied
+                doc = _replace(valid, path[:-1], [])
+                yield f"v{version} empty {path[:-1]}", _json_text(doc).encode(), doc
+    for path in [(), ("sub_policies", 0, 0), ("sub_policies", 1, 0), ("baseline",)]:
         for key in ("extra", "Format_version", "sub_policy", "probability", "", "\u0000", "x" * 10_000):
             doc = _replace(VALID_POLICY, path, {**_data_at(path), key: 1})
             if doc != VALID_POLICY:
                 yield f"unknown key {key[:12]!r} at {path}", _json_text(doc).encode(), doc
     text = _valid_text()
     # Duplicate keys, which json.loads would silently resolve to the last one.
-    for key in ("format_version", "name", "sub_policies", "metadata", "op", "prob", "level", "dataset"):
+    for key in ("format_version", "name", "sub_policies", "metadata", "op", "prob", "level", "dataset", "baseline",
+                "pad_crop", "hflip"):
         needle = f'"{key}": '
         at = text.index(needle)
         value_end = at + len(needle) + len(json.dumps(_first_value(key)))
@@ -243,7 +258,7 @@ def policy_corpus() -> Iterator[tuple[str, bytes, Any]]:
         for junk in (b"\xff", b"\xc3", b"\xed\xa0\x80"):  # an invalid byte, a cut sequence, a UTF-8 surrogate
             yield f"bad utf-8 {junk!r} at {at}", raw[:at] + junk + raw[at:], NOT_JSON
     # Encodings and byte-order marks around a document that is wrong anyway.
-    wrong = json.dumps({**VALID_POLICY, "format_version": 2})
+    wrong = json.dumps({**VALID_POLICY, "format_version": 3})
     for label, data in [("utf-16", text.encode("utf-16")), ("utf-16-le", text.encode("utf-16-le")),
                         ("utf-32", text.encode("utf-32")), ("bom + wrong", b"\xef\xbb\xbf" + wrong.encode()),
                         ("two boms", b"\xef\xbb\xbf\xef\xbb\xbf" + raw), ("bom only", b"\xef\xbb\xbf"),
@@ -258,7 +273,7 @@ def policy_corpus() -> Iterator[tuple[str, bytes, Any]]:
                         ("yaml", yaml.safe_dump(VALID_POLICY).encode())]:
         yield label, data, NOT_JSON
     # Non-standard number literals and numbers too large to read.
-    for where in ("format_version", "prob", "level"):
+    for where in ("format_version", "prob", "level", "pad_crop"):
         for literal in ("NaN", "Infinity", "-Infinity", "1e999", "-1e999", "9" * 5000, "-" + "9" * 5000,
                         "1" + "0" * 4300, "0x1", "+1", ".5", "1.", "01", "1e", "--1"):
             needle = f'"{where}": '
@@ -320,6 +335,7 @@ def test_policy_errors_name_the_file_and_the_place(tmp_path):
         (_replace(VALID_POLICY, ("sub_policies", 1, 0, "prob"), HUGE_INT), "sub_policies[1][0].prob"),
         (_replace(VALID_POLICY, ("sub_policies", 0, 1, "op"), "R" * 100_000), "sub_policies[0][1].op"),
         (_replace(VALID_POLICY, ("metadata", "extra"), Deep(100, "list")), "metadata.extra[0]...: nested deeper than 64 levels"),
+        (_replace(VALID_POLICY, ("baseline", "pad_crop"), 1.0), "baseline.pad_crop: expected a whole number"),
     ]
     for doc, place in cases:
         path.write_text(_json_text(doc))
@@ -361,6 +377,7 @@ def test_policy_at_the_size_limit_still_loads(tmp_path):
     assert Policy.load(path) == Policy.from_dict(VALID_POLICY)
     deep = _replace(VALID_POLICY, ("metadata", "extra"), Deep(policy_module.MAX_DEPTH - 2, "list").data())
     assert Policy.from_dict(deep).metadata["extra"] == deep["metadata"]["extra"]
+    assert Policy.from_dict(VALID_POLICY_V1).baseline == Baseline()
 
 
 def _policy_or_error(load: Callable[[], Policy], tmp: Path) -> None:
@@ -436,9 +453,11 @@ def test_mutated_policies_load_or_get_policy_error(tmp_path, doc):
 
 
 unit = st.floats(0.0, 1.0)
-valid_policies = st.lists(st.lists(st.tuples(st.sampled_from(OP_NAMES), unit, unit), min_size=1, max_size=3),
-                          min_size=1, max_size=8).map(
-    lambda subs: Policy([[Operation(*s) for s in sub] for sub in subs], name="p", metadata={"note": "x"}))
+valid_policies = st.builds(
+    lambda subs, baseline: Policy([[Operation(*s) for s in sub] for sub in subs], name="p", metadata={"note": "x"},
+                                  baseline=baseline),
+    st.lists(st.lists(st.tuples(st.sampled_from(OP_NAMES), unit, unit), min_size=1, max_size=3), min_size=1, max_size=8),
+    st.builds(Baseline, st.integers(0, 4096), st.booleans()))
 
 
 @_settings("roundtrip")
@@ -447,7 +466,7 @@ def test_valid_policies_round_trip(tmp_path, policy):
     path = policy.save(tmp_path / "policy.json")
     loaded = Policy.load(path)
     assert loaded == policy
-    assert loaded.name == policy.name and loaded.metadata["note"] == "x"
+    assert loaded.name == policy.name and loaded.metadata["note"] == "x" and loaded.baseline == policy.baseline
     assert Policy.from_dict(policy.to_dict()) == policy
 
 

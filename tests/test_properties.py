@@ -2,7 +2,7 @@
 device and value range, and leaves the input untouched.
 
 Policies are drawn from the whole op table (1 to 5 sub-policies of 1 to 3 ops, probabilities and levels
-anywhere in [0, 1], the ends included). Images are PIL (L and RGB), uint8 tensors and float tensors
+anywhere in [0, 1], the ends included) with any baseline (pad-and-crop of 0 to 4096 pixels, flip or not). Images are PIL (L and RGB), uint8 tensors and float tensors
 (float16, bfloat16, float32, float64), single or in batches of 0 to 64. Sizes are drawn small (large
 images are expensive); the extremes 1x1, 384x512, 512x384 and batches of 0 and 64 are explicit examples.
 
@@ -23,7 +23,7 @@ from PIL import Image
 from torchvision import tv_tensors
 
 from policysearch.ops import OP_NAMES
-from policysearch.policy import Operation, Policy
+from policysearch.policy import Baseline, Operation, Policy
 from policysearch.transforms import BatchPolicyTransform, PolicyTransform
 
 settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True,
@@ -46,14 +46,19 @@ def _settings(name: str) -> settings:
 
 unit = st.one_of(st.sampled_from([0.0, 1.0]), st.floats(0.0, 1.0))
 steps = st.tuples(st.sampled_from(OP_NAMES), unit, unit)
-policies = st.lists(st.lists(steps, min_size=1, max_size=3), min_size=1, max_size=5).map(
-    lambda subs: Policy([[Operation(*step) for step in sub] for sub in subs]))
+baselines = st.builds(Baseline, st.one_of(st.just(0), st.integers(0, 8), st.integers(0, 4096)), st.booleans())
+policies = st.builds(
+    lambda subs, baseline: Policy([[Operation(*step) for step in sub] for sub in subs], baseline=baseline),
+    st.lists(st.lists(steps, min_size=1, max_size=3), min_size=1, max_size=5), baselines)
 # Mostly small sides (cheap, and where off-by-one bugs live); now and then up to the largest size.
 sides = st.one_of(st.integers(1, 12), st.integers(1, 12), st.integers(1, 40), st.integers(1, 96))
 seeds = st.integers(0, 2**32 - 1)
 
 # Every op at full probability and strength: the explicit examples exercise all of them at the extremes.
 ALL_OPS = Policy([[Operation(name, 1.0, 1.0) for name in OP_NAMES[k:k + 3]] for k in range(0, len(OP_NAMES), 3)])
+# The largest pad-and-crop a policy file may ask for, on batches of the largest size: the padded image
+# must never be built (64 x 3 x 8193 x 8193 floats are 51 GB).
+WIDEST = ALL_OPS.with_baseline(Baseline(pad_crop=4096, hflip=True))
 # Lines and the smallest images, where a kernel or an index can run past the edge (ALL_OPS covers the
 # largest sizes in the examples above).
 EXTREME_SIZES = [(1, 1), (1, 2), (2, 2), (3, 3), (1, 384), (512, 1)]
@@ -101,6 +106,7 @@ def _check_tensor(out: torch.Tensor, image: torch.Tensor) -> None:
 @example(policy=ALL_OPS, mode="L", height=1, width=1, seed=1)
 @example(policy=ALL_OPS, mode="RGB", height=384, width=512, seed=2)
 @example(policy=ALL_OPS, mode="L", height=512, width=384, seed=3)
+@example(policy=WIDEST, mode="RGB", height=1, width=1, seed=4)
 def test_pil_images_keep_mode_and_size(policy, mode, height, width, seed):
     channels = 3 if mode == "RGB" else 1
     pixels = _uint8((height, width, channels), seed).numpy()
@@ -153,6 +159,8 @@ batch_sizes = st.one_of(st.integers(0, 8), st.integers(0, 64))
 @example(policy=ALL_OPS, batch=0, channels=3, height=512, width=384, seed=0, device="cpu")
 @example(policy=ALL_OPS, batch=3, channels=3, height=384, width=512, seed=2, device="cpu")
 @example(policy=ALL_OPS, batch=1, channels=3, height=2, width=2, seed=3, device="cpu")
+@example(policy=WIDEST, batch=64, channels=3, height=1, width=1, seed=4, device="cpu")
+@example(policy=WIDEST, batch=2, channels=3, height=384, width=512, seed=5, device="cpu")
 def test_uint8_batches_keep_shape_dtype_and_device(policy, batch, channels, height, width, seed, device):
     images = _uint8((batch, channels, height, width), seed, device)
     before = images.clone()
@@ -170,6 +178,7 @@ def test_uint8_batches_keep_shape_dtype_and_device(policy, batch, channels, heig
 @example(policy=ALL_OPS, batch=0, channels=3, height=384, width=512, seed=0, dtype=torch.float32, device="cpu")
 @example(policy=ALL_OPS, batch=3, channels=1, height=512, width=384, seed=2, dtype=torch.float64, device="cpu")
 @example(policy=ALL_OPS, batch=2, channels=3, height=384, width=512, seed=3, dtype=torch.bfloat16, device="cpu")
+@example(policy=WIDEST, batch=64, channels=3, height=1, width=1, seed=4, dtype=torch.float32, device="cpu")
 def test_float_batches_keep_shape_dtype_device_and_range(policy, batch, channels, height, width, seed, dtype,
                                                          device):
     images = _float((batch, channels, height, width), seed, dtype, device)
@@ -195,6 +204,19 @@ def _layout(images: torch.Tensor, layout: str) -> torch.Tensor:
 @given(policy=policies, batch=st.integers(1, 8), channels=st.sampled_from([1, 3]), height=sides, width=sides,
        seed=seeds, dtype=st.sampled_from([torch.uint8, torch.float32]),
        layout=st.sampled_from(["hwc", "channels_last", "strided"]))
+def test_the_widest_baseline_crops_without_building_the_padded_image():
+    """pad_crop up to 4096 is valid: on a 1x1 image each sample is its pixel or zero, never an allocation
+    failure; on PIL and on a batch alike."""
+    policy = Policy([[Operation("Identity", 1.0, 0.0)]], baseline=Baseline(pad_crop=4096))
+    images = torch.full((64, 3, 1, 1), 0.5)
+    out = BatchPolicyTransform(policy)(images, torch.Generator().manual_seed(0))
+    assert set(out.unique().tolist()) <= {0.0, 0.5} and out.shape == images.shape
+    image = Image.new("RGB", (1, 1), (9, 9, 9))
+    pixels = {PolicyTransform(policy, generator=torch.Generator().manual_seed(k))(image).getpixel((0, 0))
+              for k in range(20)}
+    assert pixels <= {(0, 0, 0), (9, 9, 9)}
+
+
 def test_memory_layout_does_not_change_the_result(policy, batch, channels, height, width, seed, dtype, layout):
     shape = (batch, channels, height, width)
     images = _uint8(shape, seed) if dtype == torch.uint8 else _float(shape, seed, dtype)
@@ -214,7 +236,7 @@ def test_memory_layout_does_not_change_the_result(policy, batch, channels, heigh
 @pytest.mark.parametrize("height, width", EXTREME_SIZES, ids=[f"{h}x{w}" for h, w in EXTREME_SIZES])
 @pytest.mark.parametrize("op", OP_NAMES)
 def test_every_op_at_full_strength_on_extreme_sizes(op, height, width):
-    policy = Policy([[Operation(op, 1.0, 1.0)]])
+    policy = Policy([[Operation(op, 1.0, 1.0)]], baseline=Baseline(pad_crop=height % 3, hflip=True))
     gen = torch.Generator().manual_seed(0)
     for channels in (1, 3):
         for images in (_uint8((2, channels, height, width), 0), _float((2, channels, height, width), 0, torch.float32)):
