@@ -200,10 +200,6 @@ def _layout(images: torch.Tensor, layout: str) -> torch.Tensor:
     return wide[..., ::2]
 
 
-@_settings("layout")
-@given(policy=policies, batch=st.integers(1, 8), channels=st.sampled_from([1, 3]), height=sides, width=sides,
-       seed=seeds, dtype=st.sampled_from([torch.uint8, torch.float32]),
-       layout=st.sampled_from(["hwc", "channels_last", "strided"]))
 def test_the_widest_baseline_crops_without_building_the_padded_image():
     """pad_crop up to 4096 is valid: on a 1x1 image each sample is its pixel or zero, never an allocation
     failure; on PIL and on a batch alike."""
@@ -217,6 +213,10 @@ def test_the_widest_baseline_crops_without_building_the_padded_image():
     assert pixels <= {(0, 0, 0), (9, 9, 9)}
 
 
+@_settings("layout")
+@given(policy=policies, batch=st.integers(1, 8), channels=st.sampled_from([1, 3]), height=sides, width=sides,
+       seed=seeds, dtype=st.sampled_from([torch.uint8, torch.float32]),
+       layout=st.sampled_from(["hwc", "channels_last", "strided"]))
 def test_memory_layout_does_not_change_the_result(policy, batch, channels, height, width, seed, dtype, layout):
     shape = (batch, channels, height, width)
     images = _uint8(shape, seed) if dtype == torch.uint8 else _float(shape, seed, dtype)
