@@ -131,7 +131,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"{place}: {_short(error.message)}"
 
 
-def check_json_data(data: Any, source: str = "policy") -> None:
+def _check_json_data(data: Any, source: str = "policy") -> None:
     """Raise PolicyError unless ``data`` is plain JSON data (dict with string keys, list, str, int, float,
     bool, None) nested at most ``MAX_DEPTH`` deep with at most ``MAX_VALUES`` values. Walks iteratively,
     so any depth, a cycle or a list shared a billion times over is safe to check."""
@@ -222,7 +222,7 @@ class Policy:
     @classmethod
     def from_dict(cls, data: Any, source: str = "policy") -> "Policy":
         """Validate parsed JSON data and build the policy; anything wrong is a PolicyError naming the place."""
-        check_json_data(data, source)
+        _check_json_data(data, source)
         validate_policy_dict(data, source)
         try:  # the schema lets 1.0 through as an integer; Baseline refuses it
             baseline = Baseline(**data["baseline"]) if "baseline" in data else Baseline()
