@@ -14,6 +14,7 @@ import difflib
 import json
 import os
 import platform
+import reprlib
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -27,6 +28,12 @@ from policysearch.ops import OP_NAMES
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # version 1 files have no baseline block
+MAX_FILE_BYTES = 1 << 20
+"""Largest policy file ``Policy.load`` reads (about 17,000 operations); validation takes seconds near it."""
+MAX_DEPTH = 64
+"""Deepest nesting of lists and objects a policy document may have (a valid one needs 4 plus its metadata)."""
+MAX_VALUES = 250_000
+"""Most values (objects, lists and scalars) in a policy document: a policy of 17,000 operations holds 70,000."""
 
 
 class PolicyError(ValueError):
@@ -77,6 +84,15 @@ def policy_schema() -> dict[str, Any]:
     return json.loads(text)
 
 
+_SHORT = reprlib.Repr()  # attributes rather than keywords: Python before 3.12 has no keywords
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 3, 60, 60, 40
+
+
+def _short(value: Any) -> str:
+    """A repr of at most a line or so: error messages quote values from files of any size."""
+    return _SHORT.repr(value)
+
+
 def _place(path: Sequence[Any]) -> str:
     out = ""
     for part in path:
@@ -90,29 +106,65 @@ def _describe(error: jsonschema.ValidationError) -> str:
     value = error.instance
     if error.validator in ("minimum", "maximum"):
         bounds = f"[{error.schema.get('minimum', 0)}, {error.schema.get('maximum', 1)}]"
-        return f"{place}: {value!r} is outside {bounds}"
+        return f"{place}: {_short(value)} is outside {bounds}"
     if error.validator == "enum" and place == "format_version":
         versions = " and ".join(map(str, READABLE_VERSIONS))
-        return f"{place}: unsupported format_version {value!r} (this policysearch reads versions {versions})"
+        return f"{place}: unsupported format_version {_short(value)} (this policysearch reads versions {versions})"
     if error.validator == "enum" and place.endswith(".op"):
-        close = difflib.get_close_matches(str(value), OP_NAMES, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(value, OP_NAMES, n=3, cutoff=0.5) if isinstance(value, str) else []
         hint = f" (closest: {', '.join(close)})" if close else f" (known: {', '.join(OP_NAMES)})"
-        return f"{place}: unknown op {value!r}{hint}"
+        return f"{place}: unknown op {_short(value)}{hint}"
     if error.validator == "required":
         missing = [key for key in error.validator_value if key not in value]
         return f"{place}: missing key {missing[0]!r}"
     if error.validator == "additionalProperties":
         allowed = set(error.schema.get("properties", {}))
         extra = sorted(key for key in value if key not in allowed)
-        return f"{place}: unknown key {extra[0]!r} (allowed: {', '.join(sorted(allowed))})"
+        return f"{place}: unknown key {_short(extra[0])} (allowed: {', '.join(sorted(allowed))})"
     if error.validator == "minItems":
         what = "sub-policy" if place == "sub_policies" else "operation"
         return f"{place}: needs at least one {what}"
     if error.validator == "type":
-        return f"{place}: expected {error.validator_value}, got {type(value).__name__} {value!r}"
+        return f"{place}: expected {error.validator_value}, got {type(value).__name__} {_short(value)}"
     if error.validator == "const":
-        return f"{place}: unsupported format_version {value!r} (this policysearch reads {READABLE_VERSIONS})"
-    return f"{place}: {error.message}"
+        return f"{place}: unsupported format_version {_short(value)} (this policysearch reads {READABLE_VERSIONS})"
+    return f"{place}: {_short(error.message)}"
+
+
+def _check_json_data(data: Any, source: str = "policy") -> None:
+    """Raise PolicyError unless ``data`` is plain JSON data (dict with string keys, list, str, int, float,
+    bool, None) nested at most ``MAX_DEPTH`` deep with at most ``MAX_VALUES`` values. Walks iteratively,
+    so any depth, a cycle or a list shared a billion times over is safe to check."""
+    # Each entry: (value, depth, where) with where = (parent's where, key) or None at the top level; the
+    # place is spelled out only for a message.
+    stack: list[tuple[Any, int, Any]] = [(data, 0, None)]
+    seen = 0
+
+    def place(where: Any, limit: int | None = None) -> str:
+        parts = []
+        while where is not None:
+            where, key = where
+            parts.append(key)
+        parts.reverse()
+        return _place(parts) if limit is None else f"{_place(parts[:limit])}..."
+
+    while stack:
+        value, depth, where = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise PolicyError(f"{source}: more than {MAX_VALUES} values, too large for a policy")
+        if depth > MAX_DEPTH:
+            raise PolicyError(f"{source}: {place(where, 3)}: nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise PolicyError(f"{source}: {place(where)}: keys must be strings, got {type(key).__name__} "
+                                      f"{_short(key)}")
+                stack.append((item, depth + 1, (where, key)))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1, (where, i)) for i, item in enumerate(value))
+        elif value is not None and not isinstance(value, (str, int, float)):  # bool is an int
+            raise PolicyError(f"{source}: {place(where)}: {type(value).__name__} is not a JSON value")
 
 
 def validate_policy_dict(data: Any, source: str = "policy") -> None:
@@ -169,8 +221,13 @@ class Policy:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "policy") -> "Policy":
+        """Validate parsed JSON data and build the policy; anything wrong is a PolicyError naming the place."""
+        _check_json_data(data, source)
         validate_policy_dict(data, source)
-        baseline = Baseline(**data["baseline"]) if "baseline" in data else Baseline()
+        try:  # the schema lets 1.0 through as an integer; Baseline refuses it
+            baseline = Baseline(**data["baseline"]) if "baseline" in data else Baseline()
+        except PolicyError as exc:
+            raise PolicyError(f"{source}: {exc}") from None
         return cls(data["sub_policies"], data.get("metadata"), data.get("name", ""), baseline)
 
     # -- files ------------------------------------------------------------------------------------
@@ -179,15 +236,28 @@ class Policy:
         """Read and validate a policy JSON file; errors name the file and the place inside it."""
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as handle:
+                raw = handle.read(MAX_FILE_BYTES + 1)  # never more: a huge file or a device is refused
         except FileNotFoundError:
             raise PolicyError(f"{path}: no such file") from None
         except OSError as exc:
             raise PolicyError(f"{path}: cannot read ({exc.strerror})") from None
+        if len(raw) > MAX_FILE_BYTES:
+            raise PolicyError(f"{path}: larger than {MAX_FILE_BYTES} bytes, too large for a policy file")
         try:
-            data = json.loads(text)
+            text = raw.decode("utf-8-sig")  # a leading byte-order mark is allowed, as JSON parsers may
+        except UnicodeDecodeError as exc:
+            raise PolicyError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+        try:
+            data = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             raise PolicyError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        except _DuplicateKey as exc:
+            raise PolicyError(f"{path}: not valid JSON: key {_short(exc.args[0])} appears twice in one object") from None
+        except RecursionError:  # the C parser checks its depth and unwinds cleanly
+            raise PolicyError(f"{path}: nested deeper than {MAX_DEPTH} levels") from None
+        except ValueError:  # an integer with more digits than Python converts (sys.get_int_max_str_digits)
+            raise PolicyError(f"{path}: not valid JSON: a number has too many digits") from None
         return cls.from_dict(data, source=str(path))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -286,6 +356,18 @@ def merge_policies(policies: Sequence[Policy], metadata: Mapping[str, Any] | Non
     return Policy(subs, metadata)
 
 
+class _DuplicateKey(ValueError):
+    """A JSON object names a key twice (json keeps the last silently; which one was meant is unknown)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(key for key, _ in pairs if key in seen or seen.add(key)))
+    return out
+
+
 def _as_operation(step: Operation | Sequence[Any] | Mapping[str, Any]) -> Operation:
     if isinstance(step, Operation):
         return step
@@ -293,4 +375,4 @@ def _as_operation(step: Operation | Sequence[Any] | Mapping[str, Any]) -> Operat
         return Operation(step.get("op"), step.get("prob"), step.get("level"))  # type: ignore[arg-type]
     if isinstance(step, Sequence) and not isinstance(step, str) and len(step) == 3:
         return Operation(step[0], step[1], step[2])
-    raise PolicyError(f"Policy: an operation must be Operation(op, prob, level), a mapping or a triple, got {step!r}")
+    raise PolicyError(f"Policy: an operation must be Operation(op, prob, level), a mapping or a triple, got {_short(step)}")

@@ -41,6 +41,7 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
+import reprlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -72,6 +73,14 @@ _TOP_KEYS_OPTIONAL = ("description",)
 _AXIS_KINDS = ("continuous", "discrete")
 # Tolerance for values an optimiser returns a hair outside their range (quantised floats).
 _EPS = 1e-9
+# Limits that keep a hostile or mistyped file from taking the machine: bytes read, nesting depth, values
+# after aliases are expanded, and the sizes that set the number of parameters and grid points.
+MAX_FILE_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_VALUES = 100_000
+MAX_SUB_POLICIES = 1000
+MAX_OPS_PER_SUB_POLICY = 10
+MAX_STEPS = 10_001
 
 
 class SpaceError(ValueError):
@@ -222,7 +231,7 @@ class SearchSpace:
                 op = params[f"op_{i}_{j}"]
                 if not isinstance(op, str) or op not in self.ops:
                     raise SpaceError(
-                        f"{where}.op_{i}_{j}: {op!r} is not an op of space {self.name!r}"
+                        f"{where}.op_{i}_{j}: {_short(op)} is not an op of space {self.name!r}"
                         f"{_suggest(op, self.ops)}"
                     )
                 prob = _number_in(params[f"prob_{i}_{j}"], self.probability, f"{where}.prob_{i}_{j}")
@@ -293,9 +302,16 @@ def load_space(name_or_path: str | Path, known_ops: Collection[str] | None = Non
         path = Path(name_or_path)
         source = str(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as handle:
+                raw = handle.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
             raise SpaceError(f"{source}: cannot read search space file ({exc.strerror or exc})") from None
+        if len(raw) > MAX_FILE_BYTES:
+            raise SpaceError(f"{source}: larger than {MAX_FILE_BYTES} bytes, too large for a search space file")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SpaceError(f"{source}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
     else:
         name = str(name_or_path)
         shipped = list_spaces()
@@ -307,9 +323,14 @@ def load_space(name_or_path: str | Path, known_ops: Collection[str] | None = Non
         source = f"{SHIPPED_DIR}/{name}.yaml"
         text = (_shipped_folder() / f"{name}.yaml").read_text(encoding="utf-8")
     try:
+        _check_shape(text, source)
         data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader that rejects duplicate keys
+    except SpaceError:
+        raise
     except yaml.YAMLError as exc:
-        raise SpaceError(f"{source}: invalid YAML: {_one_line(exc)}") from None
+        raise SpaceError(f"{source}: invalid YAML: {_one_line(exc)[:300]}") from None
+    except ValueError:  # an integer with more digits than Python converts (sys.get_int_max_str_digits)
+        raise SpaceError(f"{source}: invalid YAML: a number has too many digits") from None
     return space_from_dict(data, source=source, known_ops=known_ops)
 
 
@@ -324,14 +345,14 @@ def space_from_dict(
 
     name = data["name"]
     if not isinstance(name, str) or not name.strip():
-        raise SpaceError(f"{source}: name: must be a non-empty string, got {name!r}")
+        raise SpaceError(f"{source}: name: must be a non-empty string, got {_short(name)}")
     description = data.get("description", "")
     if description is None:
         description = ""
     if not isinstance(description, str):
         raise SpaceError(f"{source}: description: must be a string, got {_type(description)}")
-    n_sub = _positive_int(data["sub_policies"], f"{source}: sub_policies")
-    n_ops = _positive_int(data["ops_per_sub_policy"], f"{source}: ops_per_sub_policy")
+    n_sub = _positive_int(data["sub_policies"], f"{source}: sub_policies", MAX_SUB_POLICIES)
+    n_ops = _positive_int(data["ops_per_sub_policy"], f"{source}: ops_per_sub_policy", MAX_OPS_PER_SUB_POLICY)
     probability = _parse_axis(data["probability"], source, "probability")
     level = _parse_axis(data["level"], source, "level")
     ops, ranges = _parse_ops(data["ops"], known, (level.low, level.high), source)
@@ -360,14 +381,16 @@ def _parse_axis(value: object, source: str, key: str) -> Axis:
         raise SpaceError(f"{where}.type: missing required key")
     kind = value["type"]
     if kind not in _AXIS_KINDS:
-        raise SpaceError(f"{where}.type: must be 'continuous' or 'discrete', got {kind!r}")
+        raise SpaceError(f"{where}.type: must be 'continuous' or 'discrete', got {_short(kind)}")
     if kind == "discrete":
         _check_keys(value, ("type", "steps"), ("range",), source, prefix=key)
         steps = value["steps"]
         if isinstance(steps, bool) or not isinstance(steps, int):
             raise SpaceError(f"{where}.steps: must be an integer, got {_type(steps)}")
         if steps < 2:
-            raise SpaceError(f"{where}.steps: must be at least 2, got {steps}")
+            raise SpaceError(f"{where}.steps: must be at least 2, got {_short(steps)}")
+        if steps > MAX_STEPS:
+            raise SpaceError(f"{where}.steps: must be at most {MAX_STEPS}, got {_short(steps)}")
     else:
         _check_keys(value, ("type",), ("range",), source, prefix=key)
         steps = 0
@@ -401,7 +424,7 @@ def _parse_ops(
         if not isinstance(op, str):
             raise SpaceError(f"{where}: must be an op name, got {_type(op)}")
         if op not in known:
-            raise SpaceError(f"{where}: unknown op {op!r}{_suggest(op, known)}")
+            raise SpaceError(f"{where}: unknown op {_short(op)}{_suggest(op, known)}")
         if op in ops:
             raise SpaceError(f"{where}: op {op!r} is listed twice")
         if options is None:
@@ -425,10 +448,10 @@ def _parse_range(value: object, where: str) -> tuple[float, float]:
         or len(value) != 2
         or not all(_is_number(v) for v in value)
     ):
-        raise SpaceError(f"{where}: must be a list [low, high] of two numbers, got {value!r}")
+        raise SpaceError(f"{where}: must be a list [low, high] of two numbers, got {_short(value)}")
+    if not all(0 <= v <= 1 for v in value):  # compared before float(): a huge integer overflows it
+        raise SpaceError(f"{where}: must lie within [0, 1], got [{_number(value[0])}, {_number(value[1])}]")
     low, high = float(value[0]), float(value[1])
-    if not (0.0 <= low <= 1.0 and 0.0 <= high <= 1.0):
-        raise SpaceError(f"{where}: must lie within [0, 1], got [{low:g}, {high:g}]")
     if low > high:
         raise SpaceError(f"{where}: low must not exceed high, got [{low:g}, {high:g}]")
     return low, high
@@ -451,19 +474,24 @@ def _check_keys(
             )
 
 
-def _positive_int(value: object, where: str) -> int:
+def _positive_int(value: object, where: str, most: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise SpaceError(f"{where}: must be an integer, got {_type(value)}")
     if value < 1:
         raise SpaceError(f"{where}: must be at least 1, got {value}")
+    if value > most:
+        raise SpaceError(f"{where}: must be at most {most}, got {_short(value)}")
     return value
 
 
 def _number_in(value: object, axis: Axis, where: str) -> float:
     """A trial's value for ``axis``: a finite number within the range (up to rounding), snapped."""
-    if not _is_number(value) or not math.isfinite(float(value)):
-        raise SpaceError(f"{where}: must be a number, got {value!r}")
-    x = float(value)
+    try:
+        x = float(value) if _is_number(value) else math.nan
+    except OverflowError:  # an integer too large for a float
+        x = math.inf
+    if not math.isfinite(x):
+        raise SpaceError(f"{where}: must be a number, got {_short(value)}")
     if x < axis.low - _EPS or x > axis.high + _EPS:
         raise SpaceError(f"{where}: {x:g} is outside [{axis.low:g}, {axis.high:g}]")
     return axis.snap(x)
@@ -478,6 +506,14 @@ def _axis_parameter(name: str, axis: Axis) -> Parameter:
 def _grid_value(low: float, high: float, steps: int, k: int) -> float:
     """The k-th of ``steps`` evenly spaced values from low to high, rounded to hide float noise."""
     return round(low + (high - low) * k / (steps - 1), 12)
+
+
+def _number(value: object) -> str:
+    """A number for a message, as ``{:g}`` writes it (an integer too large for a float as a short repr)."""
+    try:
+        return f"{float(value):g}"
+    except OverflowError:
+        return _short(value)
 
 
 def _is_number(value: object) -> bool:
@@ -499,8 +535,17 @@ def _list_keys(keys: Sequence[str], limit: int = 5) -> str:
     return f"key{'s' if len(keys) > 1 else ''} {shown}{more}"
 
 
+_SHORT = reprlib.Repr()  # attributes rather than keywords: Python before 3.12 has no keywords
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 3, 60, 60, 40
+
+
+def _short(value: object) -> str:
+    """A repr of at most a line or so: messages quote values from files of any size."""
+    return _SHORT.repr(value)
+
+
 def _type(value: object) -> str:
-    return "nothing" if value is None else f"{type(value).__name__} {value!r}"
+    return "nothing" if value is None else f"{type(value).__name__} {_short(value)}"
 
 
 def _one_line(exc: Exception) -> str:
@@ -511,6 +556,43 @@ def _shipped_folder():
     return resources.files("policysearch") / SHIPPED_DIR
 
 
+def _check_shape(text: str, source: str) -> None:
+    """Refuse YAML nested deeper than ``MAX_DEPTH``, holding more than ``MAX_VALUES`` values once its
+    aliases are expanded (a "billion laughs" file) or with an explicit tag (``!!python/object``, ``!!int``:
+    a space file needs none, and the loader's constructors fail on some in ways of their own), from the
+    parser's events, before anything is built: building and checking nested data recurses, events do not.
+    LibYAML's parser is used where PyYAML has it: PyYAML's own scanner looks up to 1024 characters ahead
+    at every open bracket, which costs about a second on a line of brackets."""
+    expanded: dict[str, int] = {}  # anchor -> values under it
+    open_nodes: list[list[Any]] = []  # [anchor, values so far] per open collection
+    total = 0
+    for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", _StrictLoader)):
+        if getattr(event, "tag", None) is not None:
+            raise SpaceError(f"{source}: line {event.start_mark.line + 1}: tag {_short(event.tag)} is not allowed; "
+                             "a search space file holds plain mappings, lists, strings and numbers")
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(open_nodes) >= MAX_DEPTH:
+                raise SpaceError(f"{source}: nested deeper than {MAX_DEPTH} levels (line {event.start_mark.line + 1})")
+            open_nodes.append([event.anchor, 1])
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            anchor, count = open_nodes.pop()
+        elif isinstance(event, yaml.AliasEvent):
+            anchor, count = None, expanded.get(event.anchor, 1)
+        elif isinstance(event, yaml.ScalarEvent):
+            anchor, count = event.anchor, 1
+        else:
+            continue
+        if anchor is not None:
+            expanded[anchor] = count
+        if open_nodes:
+            open_nodes[-1][1] += count
+        total += count if not open_nodes else 0
+        if total > MAX_VALUES or (open_nodes and open_nodes[-1][1] > MAX_VALUES):
+            raise SpaceError(f"{source}: more than {MAX_VALUES} values once aliases are expanded "
+                             f"(line {event.start_mark.line + 1})")
+
+
 class _StrictLoader(yaml.SafeLoader):
     """yaml.SafeLoader that rejects a mapping with the same key twice (safe_load keeps the last)."""
 
@@ -518,9 +600,15 @@ class _StrictLoader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a key must be a plain value, got {_type(key)}", key_node.start_mark
+                ) from None
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                    None, None, f"duplicate key {_short(key)}", key_node.start_mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)

@@ -90,13 +90,16 @@ def apply_baseline(batch: torch.Tensor, pad: int, crop: torch.Tensor | None,
     b, c, h, w = batch.shape
     out = batch
     if crop is not None and pad > 0 and b:
+        # Gathered from the batch itself, positions outside it set to zero: the padded image is never
+        # built (pad may be up to 4096, far larger than the image).
         dev = batch.device
-        padded = torch.nn.functional.pad(batch, (pad, pad, pad, pad))  # zero fill
-        rows = (crop[:, :1] + torch.arange(h, device=dev))[:, None, :, None]  # [B, 1, H, 1]
-        cols = (crop[:, 1:] + torch.arange(w, device=dev))[:, None, None, :]  # [B, 1, 1, W]
+        rows = crop[:, :1] - pad + torch.arange(h, device=dev)  # [B, H] source rows
+        cols = crop[:, 1:] - pad + torch.arange(w, device=dev)  # [B, W]
+        inside = (((rows >= 0) & (rows < h))[:, None, :, None] & ((cols >= 0) & (cols < w))[:, None, None, :])
         bi = torch.arange(b, device=dev)[:, None, None, None]
         ci = torch.arange(c, device=dev)[None, :, None, None]
-        out = padded[bi, ci, rows, cols]
+        out = batch[bi, ci, rows.clamp(0, h - 1)[:, None, :, None], cols.clamp(0, w - 1)[:, None, None, :]]
+        out = out.masked_fill_(~inside, 0)
     if flip is not None and b:
         out = torch.where(flip[:, None, None, None], out.flip(-1), out)
     return out
@@ -590,9 +593,8 @@ def _baseline_pil(img: Image.Image, baseline: Baseline, generator: torch.Generat
     if crop is not None:
         p = baseline.pad_crop
         dy, dx = (int(v) for v in crop[0])
-        canvas = Image.new(img.mode, (img.width + 2 * p, img.height + 2 * p), 0)
-        canvas.paste(img, (p, p))
-        img = canvas.crop((dx, dy, dx + img.width, dy + img.height))
+        # Cropping past the border fills with zero: the same as padding first, without the padded image.
+        img = img.crop((dx - p, dy - p, dx - p + img.width, dy - p + img.height))
     if flip is not None and bool(flip[0]):
         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return img
