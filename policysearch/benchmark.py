@@ -406,7 +406,7 @@ def _pretrain(preset: Preset, train_full: ImageData, out: Path, stream) -> tuple
     else:
         data = train_full.subset(index)
         print(f"benchmark: pretraining {preset.model} on {len(data)} training images outside the benchmark's "
-              f"subset (classes {preset.pretrain.classes or 'all'}) for {preset.pretrain.epochs} epochs",
+              f"subset (classes {_classes(preset.pretrain.classes)}) for {preset.pretrain.epochs} epochs",
               file=stream, flush=True)
         config = fit_to_data(TrainConfig(epochs=preset.pretrain.epochs, batch_size=preset.pretrain.batch_size,
                                          lr=preset.pretrain.lr, weight_decay=preset.weight_decay,
@@ -420,6 +420,10 @@ def _pretrain(preset: Preset, train_full: ImageData, out: Path, stream) -> tuple
         info["seconds"] = time.perf_counter() - started
         save_torch_atomic(path, {k: v.cpu() for k, v in model.state_dict().items()})
     return replace(preset, weights=str(path)), info
+
+
+def _classes(classes: Sequence[int] | None) -> str:
+    return "all" if classes is None else " ".join(map(str, classes))
 
 
 def finetune_verdict(summary: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
@@ -479,7 +483,7 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
     if document.get("pretraining"):
         pt = document["pretraining"]
         lines.append(f"- pretrained: {s['model']} trained from scratch on {pt['images']} training images outside "
-                     f"the benchmark's training subset (classes {pt['settings']['classes'] or 'all'}, "
+                     f"the benchmark's training subset (classes {_classes(pt['settings']['classes'])}, "
                      f"{pt['settings']['epochs']} epochs), never the test split; `{pt['weights']}`")
     if s.get("weights"):
         lines.append(f"- every model starts from `{s['weights']}` with a new classifier head"

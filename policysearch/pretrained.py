@@ -210,13 +210,14 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, *, weights: 
         model = torchvision.models.get_model(name[len(TORCHVISION_PREFIX):], weights=None)
         channels = 3
     else:
-        model = build_model(name, num_classes, in_channels)
-        stem, _ = _first_conv(model)
         channels = in_channels
-        if state is not None and f"{stem}.weight" in state and state[f"{stem}.weight"].dim() == 4:
-            channels = int(state[f"{stem}.weight"].shape[1])
-            if channels != in_channels and channels in (1, 3):
-                model = build_model(name, num_classes, channels)
+        if state is not None:  # built with the checkpoint's channels; the probe leaves the RNG as it was
+            with torch.random.fork_rng(devices=[]):
+                stem, _ = _first_conv(build_model(name, num_classes, in_channels))
+            kernel = state.get(f"{stem}.weight")
+            if kernel is not None and kernel.dim() == 4 and int(kernel.shape[1]) in (1, 3):
+                channels = int(kernel.shape[1])
+        model = build_model(name, num_classes, channels)
     head = head_name(model)
     if state is not None:
         _load_backbone(model, state, head, f"--weights {weights}")

@@ -247,6 +247,19 @@ def _args(*argv: str) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
+def test_benchmark_options_for_weights() -> None:
+    preset = benchmark.preset_from_args(_args("--preset", "digits-small", "--model", "torchvision:resnet18",
+                                              "--weights", "w.pt", "--freeze-backbone", "--image-size", "32"))
+    assert (preset.model, preset.weights, preset.freeze_backbone, preset.image_size) == (
+        "torchvision:resnet18", "w.pt", True, 32)
+    with pytest.raises(ValueError, match="--freeze-backbone needs --weights"):
+        benchmark.preset_from_args(_args("--preset", "digits-small", "--freeze-backbone"))
+    with pytest.raises(ValueError, match="searched-scratch method compares with a search from weights"):
+        benchmark.preset_from_args(_args("--preset", "digits-small", "--methods", "searched-scratch"))
+    with pytest.raises(ValueError, match="--pretrain-epochs: preset digits-small does not pretrain"):
+        benchmark.preset_from_args(_args("--preset", "digits-small", "--pretrain-epochs", "3"))
+
+
 @pytest.mark.slow
 def test_finetune_preset_pretrains_and_compares_the_two_searched_recipes(tmp_path: Path, monkeypatch) -> None:
     from policysearch.standard import load_policy
