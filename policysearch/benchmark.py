@@ -39,6 +39,17 @@ left at 500). Five seeds because differences between methods here are a few test
 baseline (pad-and-crop, no flip) is the one any user's photographs get, and the search must learn from
 the data that a flip is allowed.
 
+``digits-100-finetune`` (CPU): transfer learning. Nothing can be downloaded here, so the preset first
+pretrains ``small_cnn`` itself (30 epochs, baseline augmentation) on the digits training-split images of
+classes 0-4 that are not among the benchmark's 100 training images (the search uses the same 100), never
+on the test split, and saves its state dict as ``pretrained-<hash>.pt`` in the output folder. Every
+method then fine-tunes it on the 100 digits of all ten classes (a new head; 30 epochs at lr 0.02, batch
+32, seeds 0..4), and so does the search's every model (``--weights``). A second search, identical but
+from scratch, selects the recipe ``searched-scratch``, which is trained here from the same weights; the
+paired interval of ``searched - searched-scratch`` says whether searching for fine-tuning paid.
+``--weights FILE`` replaces the pretraining with the user's checkpoint, ``--freeze-backbone`` trains the
+head only.
+
 ``reduced-cifar10-wrn40-2`` (GPU): the Fast AutoAugment paper's setting: search on a stratified 4,000-image
 subset of the CIFAR-10 training set with WRN-40-2 child models (5 splits, 200 trials per split, top 10),
 then train WRN-40-2 on the full CIFAR-10 training set for 200 epochs (batch 128, lr 0.1, weight decay
@@ -71,23 +82,46 @@ from typing import Any, Sequence, TextIO
 import numpy as np
 import torch
 
-from policysearch.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
-from policysearch.data import (DataError, baseline_for, load_dataset, normalization_for,
-                               stratified_subset)
-from policysearch.models import MODEL_NAMES, build_model
+from policysearch.atomic import save_torch_atomic, write_bytes_atomic, write_json_atomic, write_text_atomic
+from policysearch.data import (DataError, ImageData, baseline_for, load_dataset, normalization_for,
+                               stratified_indices, stratified_subset)
+from policysearch.models import MODEL_NAMES
+from policysearch.pretrained import ModelSpec, check_model, fit_image_size, model_problem
 from policysearch.policy import Baseline, Policy, software_versions
 from policysearch.standard import autoaugment_policy, load_policy, randaugment_policy, trivialaugment_policy
 from policysearch.train import TrainConfig, evaluate, fit_to_data, train_model
 from policysearch.transforms import BatchPolicyTransform
 
-__all__ = ["METHODS", "PRESETS", "Preset", "add_arguments", "paired_difference", "run", "run_benchmark"]
+__all__ = ["ALL_METHODS", "METHODS", "PRESETS", "Preset", "Pretraining", "add_arguments", "paired_difference",
+           "pretraining_indices", "run", "run_benchmark"]
 
 METHODS: tuple[str, ...] = ("none", "baseline", "cutout", "autoaugment", "randaugment", "trivialaugment",
                              "autoaugment-alone", "randaugment-alone", "trivialaugment-alone", "searched")
+# Run only when asked: the recipe a second search selects for a model trained from scratch (no --weights),
+# trained here like every method (from the weights), to see whether searching for fine-tuning pays.
+EXTRA_METHODS: tuple[str, ...] = ("searched-scratch",)
+ALL_METHODS: tuple[str, ...] = METHODS + EXTRA_METHODS
 STANDARD = {"autoaugment": lambda: autoaugment_policy("cifar10"), "randaugment": lambda: randaugment_policy(2, 9),
             "trivialaugment": trivialaugment_policy}
 
 CUTOUT_FRACTION = 16 / 32  # Cutout side per image side: 16 px on CIFAR's 32 x 32
+
+
+@dataclass(frozen=True)
+class Pretraining:
+    """A model the benchmark pretrains itself, since nothing can be downloaded: the training split's images
+    outside the benchmark's (and its search's) training subset, of ``classes`` only (None: all), never the
+    test split; trained from scratch with the data set's baseline augmentation."""
+
+    epochs: int = 30
+    classes: tuple[int, ...] | None = None
+    size: int | None = None  # a stratified subset of the eligible images; None: all of them
+    batch_size: int = 64
+    lr: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"--pretrain-epochs must be at least 1, got {self.epochs}")
 
 
 @dataclass(frozen=True)
@@ -112,19 +146,28 @@ class Preset:
     search_epochs: int | None = None  # child-model epochs; None: the search's default
     selection_repeats: int = 1  # repeats of the search's cross-fit selection
     device: str = "cpu"
+    image_size: int | None = None  # None: as loaded (torchvision models: at least 32)
+    weights: str | None = None  # the checkpoint every model (final and the search's) starts from
+    freeze_backbone: bool = False
+    pretrain: Pretraining | None = None  # make the weights first (ignored when weights are given)
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
+        unknown = [m for m in self.methods if m not in ALL_METHODS]
         if unknown:
-            raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+            raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(ALL_METHODS)}")
         if not self.methods:
             raise ValueError("--methods needs at least one method")
         if not self.seeds:
             raise ValueError("--seeds needs at least one seed")
-        if self.model not in MODEL_NAMES:
-            raise ValueError(f"--model must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}")
+        problem = model_problem(self.model)
+        if problem:
+            raise ValueError(f"--model {problem}")
         if self.epochs < 1:
             raise ValueError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.freeze_backbone and not (self.weights or self.pretrain):
+            raise ValueError("--freeze-backbone needs --weights (or a preset that pretrains)")
+        if "searched-scratch" in self.methods and not (self.weights or self.pretrain):
+            raise ValueError("the searched-scratch method compares with a search from weights; give --weights")
 
 
 CIFAR10_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-dev"
@@ -136,6 +179,14 @@ PRESETS: dict[str, Preset] = {
                          seeds=(0, 1, 2, 3, 4), search_epochs=60),
     "cifar10-dev-1000": Preset(dataset=f"imagefolder:{CIFAR10_DEV}", train_size=1000, model="small_cnn", epochs=20,
                                batch_size=50, seeds=(0, 1, 2, 3, 4), search_epochs=20, search_trials=20),
+    # Fine-tuning: small_cnn pretrained on the other training digits of classes 0-4 (half the classes unseen),
+    # then every method fine-tunes it on 100 digits of all ten; the search finds its recipe for the
+    # fine-tuning, and a second search's recipe for training from scratch runs as searched-scratch.
+    "digits-100-finetune": Preset(dataset="digits", train_size=100, model="small_cnn", epochs=30, batch_size=32,
+                                  lr=0.02, seeds=(0, 1, 2, 3, 4), search_epochs=30,
+                                  methods=("none", "baseline", "randaugment", "trivialaugment", "searched",
+                                           "searched-scratch"),
+                                  pretrain=Pretraining(epochs=30, classes=(0, 1, 2, 3, 4))),
     "reduced-cifar10-wrn40-2": Preset(dataset="cifar10", train_size=None, model="wrn40_2", epochs=200,
                                       batch_size=128, cutout_with_policies=True, search_train_size=4000,
                                       search_trials=200, search_splits=5, search_top_n=10, search_epochs=200,
@@ -172,8 +223,9 @@ def cutout_pixels(image_size: int) -> int:
 
 
 def method_recipe(method: str, baseline: Baseline, searched: Policy | None, cutout: int,
-                  cutout_with_policies: bool) -> tuple[Policy, int]:
-    """The recipe (policy with its baseline) and the Cutout side in pixels of a benchmark method."""
+                  cutout_with_policies: bool, scratch: Policy | None = None) -> tuple[Policy, int]:
+    """The recipe (policy with its baseline) and the Cutout side in pixels of a benchmark method
+    (``scratch``: the recipe searched without the weights, for ``searched-scratch``)."""
     identity = load_policy("identity")
     if method == "none":
         return identity, 0
@@ -186,6 +238,10 @@ def method_recipe(method: str, baseline: Baseline, searched: Policy | None, cuto
         if searched is None:
             raise ValueError("the searched method needs a policy")
         return searched, extra
+    if method == "searched-scratch":
+        if scratch is None:
+            raise ValueError("the searched-scratch method needs the from-scratch search's policy")
+        return scratch, extra
     name, _, alone = method.partition("-")
     if name not in STANDARD:
         raise ValueError(f"unknown method {method!r}")
@@ -193,8 +249,11 @@ def method_recipe(method: str, baseline: Baseline, searched: Policy | None, cuto
     return (policy if alone else policy.with_baseline(baseline)), extra
 
 
-def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream) -> tuple[Policy, dict[str, Any]]:
-    """Run a Fast AutoAugment search on the training split; returns the policy and its costs."""
+def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream,
+            from_scratch: bool = False) -> tuple[Policy, dict[str, Any]]:
+    """Run a Fast AutoAugment search on the training split; returns the policy and its costs.
+
+    Its models start from ``preset.weights`` like the final ones, unless ``from_scratch``."""
     from policysearch.search import SearchConfig, run_search
 
     defaults = SearchConfig()
@@ -214,6 +273,9 @@ def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream) 
         seed=preset.data_seed,  # the search's subset is the benchmark's training subset
         gpus_per_trial=0.25 if preset.device.startswith("cuda") and torch.cuda.is_available() else 0.0,
         data_root=getattr(args, "data_root", "data") if args is not None else "data",
+        image_size=preset.image_size,
+        weights=None if from_scratch else preset.weights,
+        freeze_backbone=preset.freeze_backbone and not from_scratch,
     )
     # One folder per search config: a rerun with other --search-* options starts its own search, and a rerun
     # with the same ones continues (or re-exports) the search it had.
@@ -236,16 +298,25 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     stream = sys.stdout if stream is None else stream
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    train_full = load_dataset(preset.dataset, split="train", data_root=getattr(args, "data_root", "data"))
+    root = getattr(args, "data_root", "data")
+    train_full = fit_image_size(load_dataset(preset.dataset, split="train", data_root=root,
+                                             image_size=preset.image_size), preset.model, preset.image_size)
     train = train_full if preset.train_size is None else stratified_subset(train_full, preset.train_size,
                                                                           seed=preset.data_seed)
-    test = load_dataset(preset.dataset, split="test", data_root=getattr(args, "data_root", "data"))
-    for note in (*train.notes, *test.notes):
+    test = fit_image_size(load_dataset(preset.dataset, split="test", data_root=root, image_size=preset.image_size),
+                          preset.model, preset.image_size)
+    for note in dict.fromkeys((*train.notes, *test.notes)):
         print(f"data: {note}", file=stream, flush=True)
     size = int(train.images.shape[-1])
     baseline = baseline_for(preset.dataset, size)
     mean, std = normalization_for(preset.dataset, train)
     cutout = cutout_pixels(size)
+    pretraining = None
+    if preset.pretrain is not None and preset.weights is None:
+        preset, pretraining = _pretrain(preset, train_full, out, stream)
+    spec = ModelSpec(preset.model, train.num_classes, int(train.images.shape[1]), preset.weights,
+                     preset.freeze_backbone)
+    check_model(spec, size)  # the weights file and the image size, before any training
     document: dict[str, Any] = {
         "command": command or " ".join(shlex.quote(a) for a in sys.argv),
         "preset": preset_name,
@@ -253,13 +324,21 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
                      "test_images": len(test), "cutout_pixels": cutout, "baseline": asdict(baseline)},
         "software": software_versions(),
         "search": None,
+        "pretraining": pretraining,
         "runs": [],
     }
+    start = f" for models starting from {preset.weights}" if preset.weights else ""
     if "searched" in preset.methods and policy is None:
-        print(f"benchmark: searching a policy on {len(train)} training images first", file=stream, flush=True)
+        print(f"benchmark: searching a policy{start} on {len(train)} training images first", file=stream, flush=True)
         policy, costs = _search(preset, out, args, stream)
         policy_source = costs["policy_file"]
         document["search"] = costs
+    scratch = None
+    if "searched-scratch" in preset.methods:
+        print(f"benchmark: searching a policy for models trained from scratch on {len(train)} training images",
+              file=stream, flush=True)
+        scratch, costs = _search(preset, out, args, stream, from_scratch=True)
+        document["search_scratch"] = costs
     if policy is not None:
         recipe = policy.metadata.get("recipe", {}) if isinstance(policy.metadata.get("recipe"), dict) else {}
         document["searched_policy"] = {"source": policy_source, "sub_policies": len(policy),
@@ -269,11 +348,11 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     total = len(preset.seeds) * len(preset.methods)
     for seed in preset.seeds:  # seed outer: a partial benchmark has complete pairs
         for method in preset.methods:
-            recipe, cut = method_recipe(method, baseline, policy, cutout, preset.cutout_with_policies)
+            recipe, cut = method_recipe(method, baseline, policy, cutout, preset.cutout_with_policies, scratch)
             config = fit_to_data(TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, lr=preset.lr,
                                              weight_decay=preset.weight_decay, cutout=cut, seed=seed), len(train))
             torch.manual_seed(seed)  # same init for every method of a seed
-            model = build_model(preset.model, train.num_classes, train.images.shape[1])
+            model = spec.build()
             started = time.perf_counter()
             last = train_model(model, train, config, augment=BatchPolicyTransform(recipe), mean=mean, std=std,
                                device=preset.device)
@@ -289,13 +368,86 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     return document
 
 
+def pretraining_indices(preset: Preset, labels: np.ndarray) -> np.ndarray:
+    """The training-split images a preset pretrains on: outside the benchmark's and the search's training
+    subsets, of the pretraining's classes, a stratified subset when it has a size. Never the test split."""
+    assert preset.pretrain is not None
+    used = np.zeros(len(labels), dtype=bool)
+    for size in {preset.train_size, preset.search_train_size or preset.train_size}:
+        used[stratified_indices(labels, size, preset.data_seed) if size is not None else slice(None)] = True
+    keep = ~used
+    if preset.pretrain.classes is not None:
+        keep &= np.isin(labels, preset.pretrain.classes)
+    eligible = np.flatnonzero(keep)
+    if len(eligible) < 2:
+        raise DataError(f"pretraining has {len(eligible)} images outside the benchmark's training subset; a preset "
+                        "that pretrains needs a --train-size well below the training split")
+    if preset.pretrain.size is not None:
+        if preset.pretrain.size > len(eligible):
+            raise DataError(f"pretraining asks for {preset.pretrain.size} images, but only {len(eligible)} lie "
+                            "outside the benchmark's training subset")
+        eligible = eligible[stratified_indices(labels[eligible], preset.pretrain.size, preset.data_seed)]
+    return eligible
+
+
+def _pretrain(preset: Preset, train_full: ImageData, out: Path, stream) -> tuple[Preset, dict[str, Any]]:
+    """Train the preset's model on its pretraining images and save its state dict under ``out`` (a rerun with
+    the same settings reuses the file); returns the preset starting from it and what was done."""
+    assert preset.pretrain is not None
+    settings = {"dataset": preset.dataset, "model": preset.model, "image_size": int(train_full.images.shape[-1]),
+                "train_size": preset.train_size, "search_train_size": preset.search_train_size,
+                "data_seed": preset.data_seed, **asdict(preset.pretrain)}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()[:12]
+    path = out / f"pretrained-{key}.pt"
+    index = pretraining_indices(preset, train_full.labels.numpy())
+    info = {"weights": str(path), "images": len(index), "settings": settings, "seconds": 0.0, "reused": path.exists()}
+    if path.exists():
+        print(f"benchmark: reusing the pretrained model {path}", file=stream, flush=True)
+    else:
+        data = train_full.subset(index)
+        print(f"benchmark: pretraining {preset.model} on {len(data)} training images outside the benchmark's "
+              f"subset (classes {_classes(preset.pretrain.classes)}) for {preset.pretrain.epochs} epochs",
+              file=stream, flush=True)
+        config = fit_to_data(TrainConfig(epochs=preset.pretrain.epochs, batch_size=preset.pretrain.batch_size,
+                                         lr=preset.pretrain.lr, weight_decay=preset.weight_decay,
+                                         seed=preset.data_seed), len(data))
+        mean, std = normalization_for(preset.dataset, data)
+        torch.manual_seed(preset.data_seed)
+        model = ModelSpec(preset.model, data.num_classes, int(data.images.shape[1])).build()
+        started = time.perf_counter()
+        train_model(model, data, config, baseline=baseline_for(preset.dataset, int(data.images.shape[-1])),
+                    mean=mean, std=std, device=preset.device)
+        info["seconds"] = time.perf_counter() - started
+        save_torch_atomic(path, {k: v.cpu() for k, v in model.state_dict().items()})
+    return replace(preset, weights=str(path)), info
+
+
+def _classes(classes: Sequence[int] | None) -> str:
+    return "all" if classes is None else " ".join(map(str, classes))
+
+
+def finetune_verdict(summary: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Whether the recipe searched for fine-tuning beat the one searched from scratch (paired, 95 %)."""
+    row = next((r for r in summary if r["method"] == "searched-scratch" and "searched_minus" in r), None)
+    if row is None:
+        return None
+    diff = row["searched_minus"]
+    if diff["n"] >= 2 and diff["high"] < 0:
+        verdict = "the recipe searched for fine-tuning has the lower test error"
+    elif diff["n"] >= 2 and diff["low"] > 0:
+        verdict = "the recipe searched from scratch has the lower test error"
+    else:
+        verdict = "no clear difference (the interval contains 0 or there are fewer than 2 seeds)"
+    return {**diff, "verdict": verdict}
+
+
 # ----------------------------------------------------------------------------------------- outputs
 
 
 def summarize(document: dict[str, Any]) -> list[dict[str, Any]]:
     """Per method: mean and std of test error, n, and the paired difference searched - method."""
     runs = document["runs"]
-    methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
+    methods = [m for m in ALL_METHODS if any(r["method"] == m for r in runs)]
     by = {m: {r["seed"]: r["test_error"] for r in runs if r["method"] == m} for m in methods}
     rows = []
     for m in methods:
@@ -328,6 +480,16 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
              + (" (also on top of the policies)" if s["cutout_with_policies"] else ""),
              "- RandAugment N=2, M=9 on the paper's 0..10 scale (level 0.9); TrivialAugment over 31 level bins"
              " in our op ranges", ""]
+    if document.get("pretraining"):
+        pt = document["pretraining"]
+        lines.append(f"- pretrained: {s['model']} trained from scratch on {pt['images']} training images outside "
+                     f"the benchmark's training subset (classes {_classes(pt['settings']['classes'])}, "
+                     f"{pt['settings']['epochs']} epochs), never the test split; `{pt['weights']}`")
+    if s.get("weights"):
+        lines.append(f"- every model starts from `{s['weights']}` with a new classifier head"
+                     + (", backbone frozen" if s.get("freeze_backbone") else ""))
+    if document.get("pretraining") or s.get("weights"):
+        lines.append("")
     if document.get("searched_policy"):
         sp = document["searched_policy"]
         lines.append(f"- searched policy: {sp['sub_policies']} sub-policies from `{sp['source']}`")
@@ -342,6 +504,13 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
                      f"{row['train_seconds']:.1f} |")
     lines += ["", "A negative difference means the searched policy has the lower error; the interval is a paired "
               "Student-t interval over seeds (same seed: same initialisation and data order).", ""]
+    verdict = finetune_verdict(summary)
+    if verdict:
+        lines += ["## Searched for fine-tuning vs searched from scratch", "",
+                  "Both recipes fine-tune the same model here; `searched` was selected by a search whose models start "
+                  "from the weights, `searched-scratch` by the same search without them. searched - searched-scratch: "
+                  f"{verdict['mean']:+.2f} pp [{_fmt(verdict['low'])}, {_fmt(verdict['high'])}] (n={verdict['n']}): "
+                  f"{verdict['verdict']}.", ""]
     search = document.get("search")
     if search:
         final = [r["train_seconds"] for r in document["runs"] if r["method"] == "searched"]
@@ -374,7 +543,7 @@ def _plot(document: dict[str, Any], summary: list[dict[str, Any]]) -> bytes:
         jitter = np.linspace(-0.12, 0.12, len(errs)) if len(errs) > 1 else [0.0]
         ax.scatter(i + np.asarray(jitter), errs, s=14, color="0.55", zorder=2, label="one seed" if i == 0 else None)
         std = 0.0 if math.isnan(row["std"]) else row["std"]
-        color = "tab:red" if row["method"] == "searched" else "tab:blue"
+        color = {"searched": "tab:red", "searched-scratch": "tab:orange"}.get(row["method"], "tab:blue")
         ax.errorbar(i, row["mean"], yerr=std, fmt="o", color=color, capsize=6, markersize=7, zorder=3,
                     label="mean +- std" if i == 0 else None)
     ax.set_xticks(xs, names, rotation=20)
@@ -397,7 +566,8 @@ def _plot(document: dict[str, Any], summary: list[dict[str, Any]]) -> bytes:
 
 def _write_outputs(out: Path, document: dict[str, Any]) -> None:
     summary = summarize(document) if document["runs"] else []
-    write_json_atomic(out / "results.json", {**document, "summary": summary})
+    write_json_atomic(out / "results.json", {**document, "summary": summary,
+                                             "finetune_vs_scratch": finetune_verdict(summary)})
     buffer = io.StringIO()
     buffer.write(f"# command: {document['command']}\n")
     fields = ["method", "seed", "test_error", "test_loss", "train_loss", "train_accuracy", "train_seconds"]
@@ -418,16 +588,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``policysearch benchmark`` options; a preset fills every setting, the options override it."""
     parser.add_argument("--preset", choices=sorted(PRESETS), default="digits-small",
                         help="digits-small: CPU, 150 digits, small_cnn, 60 epochs, 5 seeds; digits-100: 10 per class; "
-                             "cifar10-dev-1000: CPU, 1000 CIFAR-10 photos, 20 epochs; reduced-cifar10-wrn40-2: GPU, search on 4000 CIFAR-10 images with WRN-40-2, "
+                             "cifar10-dev-1000: CPU, 1000 CIFAR-10 photos, 20 epochs; digits-100-finetune: CPU, "
+                             "fine-tunes a small_cnn it pretrains on other digits, with a second search from scratch; reduced-cifar10-wrn40-2: GPU, search on 4000 CIFAR-10 images with WRN-40-2, "
                              "final training on all of CIFAR-10 for 200 epochs (default: %(default)s)")
     parser.add_argument("--dataset", default=None, help="data set (default: the preset's)")
     parser.add_argument("--data-root", default="data", help="where downloadable data sets live")
     parser.add_argument("--train-size", type=int, default=None, help="training images (stratified subset)")
-    parser.add_argument("--model", choices=MODEL_NAMES, default=None)
+    parser.add_argument("--model", default=None, metavar="MODEL",
+                        help=f"{', '.join(MODEL_NAMES)} or torchvision:NAME (built with weights=None)")
+    parser.add_argument("--weights", default=None, metavar="PATH",
+                        help="a local weights file (state dict of --model) that every model, the search's too, "
+                             "starts from; the classifier head is always new (default: the preset's; the "
+                             "fine-tuning preset pretrains its own)")
+    parser.add_argument("--freeze-backbone", action=argparse.BooleanOptionalAction, default=None,
+                        help="train only the classifier head (default: the preset's)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="resize every image to this size (default: as loaded; torchvision models at least 32)")
+    parser.add_argument("--pretrain-epochs", type=int, default=None,
+                        help="epochs of the preset's own pretraining (digits-100-finetune)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default: 0 1 2)")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="default: all of them")
+    parser.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=None,
+                        help="default: the preset's (searched-scratch: the recipe of a search without --weights)")
     parser.add_argument("--policy", metavar="POLICY", default=None,
                         help="the 'searched' method's policy: a policy file, or a policy string such as "
                              "randaugment:n=1,m=5 (see policysearch.standard); without it the benchmark "
@@ -452,7 +635,12 @@ def preset_from_args(args: argparse.Namespace) -> Preset:
         "cutout_with_policies": args.cutout_with_policies, "search_trials": args.search_trials,
         "search_splits": args.search_splits, "search_top_n": args.search_top_n,
         "search_epochs": args.search_epochs, "search_train_size": args.search_train_size, "device": args.device,
+        "weights": args.weights, "freeze_backbone": args.freeze_backbone, "image_size": args.image_size,
     }
+    if args.pretrain_epochs is not None:
+        if preset.pretrain is None:
+            raise ValueError(f"--pretrain-epochs: preset {args.preset} does not pretrain (digits-100-finetune does)")
+        overrides["pretrain"] = replace(preset.pretrain, epochs=args.pretrain_epochs)
     return replace(preset, **{k: v for k, v in overrides.items() if v is not None})
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "normalization_for",
     "normalize",
     "resize_images",
+    "stratified_indices",
     "stratified_subset",
 ]
 
@@ -506,11 +507,17 @@ def stratified_subset(data: ImageData, size: int, seed: int) -> ImageData:
     Each class gets its share of `size` rounded by largest remainder, so the class proportions of the
     full set are kept as closely as whole images allow. The chosen images keep their original order.
     """
-    if size < 1:
-        raise DataError(f"--train-size must be at least 1, got {size}")
     if size > len(data):
         raise DataError(f"--train-size {size} is larger than the {len(data)} images of {data.name}")
-    labels = data.labels.cpu().numpy()
+    return data.subset(stratified_indices(data.labels.cpu().numpy(), size, seed))
+
+
+def stratified_indices(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """The sorted indices :func:`stratified_subset` picks from images with these `labels`."""
+    if size < 1:
+        raise DataError(f"--train-size must be at least 1, got {size}")
+    if size > len(labels):
+        raise DataError(f"--train-size {size} is larger than the {len(labels)} images")
     classes, counts = np.unique(labels, return_counts=True)
     share = counts * (size / len(labels))
     alloc = np.floor(share).astype(np.int64)
@@ -520,7 +527,7 @@ def stratified_subset(data: ImageData, size: int, seed: int) -> ImageData:
         alloc[order[:rest]] += 1
     rng = np.random.default_rng(seed)
     chosen = [rng.permutation(np.flatnonzero(labels == c))[:n] for c, n in zip(classes, alloc)]
-    return data.subset(np.sort(np.concatenate(chosen)))
+    return np.sort(np.concatenate(chosen))
 
 
 def make_splits(

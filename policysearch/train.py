@@ -22,7 +22,7 @@ from policysearch.data import DataError, ImageData, normalize
 from policysearch.policy import Baseline
 from policysearch.transforms import BaselineAugment, Cutout
 
-__all__ = ["MIN_STEPS", "TrainConfig", "cutout", "evaluate", "fit_to_data", "predict", "train_model"]
+__all__ = ["MIN_STEPS", "TrainConfig", "cutout", "evaluate", "fit_to_data", "predict", "train_mode", "train_model"]
 
 CHECKPOINT_VERSION = 1
 Augment = Callable[[Tensor, torch.Generator], Tensor]
@@ -115,6 +115,23 @@ def _batches(n: int, batch_size: int, perm: Tensor) -> list[Tensor]:
     return chunks
 
 
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def train_mode(model: nn.Module) -> None:
+    """``model.train()``, except that BatchNorm layers whose parameters are all frozen stay in eval mode.
+
+    A frozen backbone is a fixed function: its normalisation keeps the checkpoint's running statistics
+    instead of drifting to the statistics of a few small augmented batches.
+    """
+    model.train()
+    for module in model.modules():
+        if isinstance(module, _BATCH_NORMS):
+            params = list(module.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
+
+
 def train_model(
     model: nn.Module,
     data: ImageData,
@@ -131,7 +148,8 @@ def train_model(
     """Train `model` in place on `data`; return the last epoch's metrics.
 
     SGD (Nesterov) with per-step cosine LR (optional linear warm-up), weight decay, and mixed precision
-    on CUDA when `config.amp`. With `checkpoint_path`, the full state is saved atomically after every
+    on CUDA when `config.amp`. Only parameters with ``requires_grad`` train (a frozen backbone: see
+    :func:`train_mode`). With `checkpoint_path`, the full state is saved atomically after every
     epoch, and an existing checkpoint is resumed from the next epoch; a resumed run on CPU ends with the
     same weights as an uninterrupted one. `on_epoch(epoch, metrics)` gets epoch (1-based), train_loss,
     train_accuracy, lr and seconds after each epoch.
@@ -147,8 +165,11 @@ def train_model(
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = steps_per_epoch * config.warmup_epochs
 
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError(f"{type(model).__name__} has no trainable parameters (all have requires_grad False)")
     optimizer = torch.optim.SGD(
-        model.parameters(),
+        trainable,
         lr=config.lr,
         momentum=config.momentum,
         nesterov=config.nesterov,
@@ -188,7 +209,7 @@ def train_model(
         last = dict(state["metrics"])
 
     for epoch in range(start_epoch, config.epochs):
-        model.train()
+        train_mode(model)
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=dev)
         correct = torch.zeros((), device=dev, dtype=torch.long)

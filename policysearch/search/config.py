@@ -16,6 +16,7 @@ from typing import Any
 
 from policysearch.density import REWARDS
 from policysearch.models import MODEL_NAMES
+from policysearch.pretrained import model_problem
 from policysearch.train import TrainConfig
 
 __all__ = ["ALGORITHMS", "RESUMABLE", "SearchConfig", "add_config_arguments", "flag", "given_values"]
@@ -40,7 +41,8 @@ class SearchConfig:
     download: bool = _option(False, "download cifar/svhn into --data-root when online", "data")
     train_size: int | None = _option(None, "a stratified reduced training set of this many images (e.g. 4000)",
                                      "data", type=int, shown="the whole training split")
-    image_size: int | None = _option(None, "resize images to this size", "data", type=int, shown="as loaded")
+    image_size: int | None = _option(None, "resize images to this size", "data", type=int,
+                                     shown="as loaded; torchvision models get at least 32")
     space: str | None = _option(None, "search space name or YAML path; the domain fit removes the ops and levels "
                                 "that destroy this data's classes", "search", shown=DEFAULT_SPACE)
     algorithm: str = _option("optuna", "the optimiser", "search", choices=ALGORITHMS)
@@ -66,7 +68,14 @@ class SearchConfig:
                                        "every candidate at this budget", "selection", type=int,
                                        shown="--epochs")
     seed: int = _option(0, "seed of the subset, the splits, the optimisers and the child models", "search")
-    model: str = _option("small_cnn", "child-model architecture", "child models", choices=MODEL_NAMES)
+    model: str = _option("small_cnn", f"child-model architecture: {', '.join(MODEL_NAMES)} or torchvision:NAME "
+                         "(e.g. torchvision:resnet18, built with weights=None; nothing is downloaded)",
+                         "child models", metavar="MODEL")
+    weights: str | None = _option(None, "a local weights file (a state dict of --model) that every child and "
+                                  "selection model starts from; the classifier head is always new",
+                                  "child models", shown="train from scratch", metavar="PATH")
+    freeze_backbone: bool = _option(False, "train only the classifier head of the --weights model (its "
+                                    "BatchNorm statistics stay the checkpoint's)", "child models")
     epochs: int = _option(20, "child-model training epochs", "child models")
     batch_size: int = _option(128, "child-model batch size", "child models")
     lr: float = _option(0.1, "child-model learning rate (SGD, cosine schedule)", "child models")
@@ -90,6 +99,7 @@ class SearchConfig:
 
     def problems(self) -> list[tuple[str, str]]:
         """(field, what is wrong) for every invalid setting, the training values included."""
+        model_issue = model_problem(self.model)
         checks = [
             ("splits", self.splits >= 1, f"must be at least 1, got {self.splits}"),
             ("da_ratio", 0 < self.da_ratio < 1, f"must be between 0 and 1, got {self.da_ratio}"),
@@ -116,7 +126,9 @@ class SearchConfig:
             ("min_steps", self.min_steps >= 1, f"must be at least 1, got {self.min_steps}"),
             ("final_epochs", self.final_epochs is None or self.final_epochs >= 1,
              f"must be at least 1, got {self.final_epochs}"),
-            ("model", self.model in MODEL_NAMES, f"must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}"),
+            ("model", model_issue is None, model_issue or ""),
+            ("freeze_backbone", not self.freeze_backbone or bool(self.weights),
+             "needs --weights: a frozen backbone must come from a checkpoint"),
             ("address", not self.address or bool(self.storage),
              "needs --storage: a path or URI that every node of the cluster can reach (the default, inside "
              "the run directory, only this machine sees)"),

@@ -21,7 +21,6 @@ import torch
 from policysearch.candidates import Recipe, reference_name
 from policysearch.domain import DomainFit
 from policysearch.domain import probe_ops
-from policysearch.models import build_model
 from policysearch.policy import Baseline
 from policysearch.search.faults import Faults
 from policysearch.search.trials import Prepared, _load_child, device_for, use_threads
@@ -46,8 +45,7 @@ def probe_child(prepared: Prepared, split: int, child_folder: Path, faults: Faul
     use_threads(config)
     started = time.perf_counter()
     device = device_for(config)
-    model = _load_child(str(child_folder), config.model, prepared.data.num_classes, prepared.data.images.shape[1],
-                        str(device))
+    model = _load_child(str(child_folder), prepared.model_spec, str(device))
     _, da = prepared.splits[split]
     index = torch.as_tensor(da)
     probes = probe_ops(model, prepared.data.images[index].to(device), prepared.data.labels[index].to(device),
@@ -85,7 +83,7 @@ def selection_trial(prepared: Prepared, recipe: Recipe, fold: int, faults: Fault
     train_idx, held = prepared.folds[fold]
     data, device = prepared.data, device_for(config)
     torch.manual_seed(config.seed * 1000 + 500 + fold)
-    model = build_model(config.model, data.num_classes, data.images.shape[1])
+    model = prepared.new_model()
     train_config = dataclasses.replace(fit_to_data(config.final_train_config(), len(train_idx), config.min_steps),
                                        seed=config.seed + fold)
     started = time.perf_counter()

@@ -19,7 +19,7 @@ import torch
 
 from policysearch.data import ImageData, baseline_for, load_dataset, make_splits, normalization_for, stratified_subset
 from policysearch.density import evaluate_policy
-from policysearch.models import build_model
+from policysearch.pretrained import ModelSpec, check_model, fit_image_size
 from policysearch.policy import Baseline
 from policysearch.search.config import SearchConfig
 from policysearch.search.faults import Faults
@@ -46,6 +46,16 @@ class Prepared:
     baseline: Baseline  # the data set's: the children train with it, D_A views get it after the policy
     folds: list[tuple[np.ndarray, np.ndarray]]  # the selection's cross-fit (train, held-out) folds
 
+    @property
+    def model_spec(self) -> ModelSpec:
+        """The child and selection models: architecture, classes, channels and the checkpoint they start from."""
+        c = self.config
+        return ModelSpec(c.model, self.data.num_classes, int(self.data.images.shape[1]), c.weights, c.freeze_backbone)
+
+    def new_model(self) -> torch.nn.Module:
+        """A child or selection model, built and loaded from the checkpoint (seed torch first)."""
+        return self.model_spec.build()
+
 
 def prepare(config: SearchConfig) -> Prepared:
     """Load and check everything a search needs; raises a one-line error before any work starts."""
@@ -54,11 +64,14 @@ def prepare(config: SearchConfig) -> Prepared:
                         image_size=config.image_size)
     if config.train_size is not None:
         data = stratified_subset(data, config.train_size, seed=config.seed)
+    data = fit_image_size(data, config.model, config.image_size)
     splits = make_splits(data.labels, k=config.splits, da_ratio=config.da_ratio, seed=config.seed)
     folds = crossfit_folds(data.labels.numpy(), config.selection_folds, config.selection_repeats, seed=config.seed)
     mean, std = normalization_for(config.dataset, data)
     baseline = baseline_for(config.dataset, data.images.shape[-1])
-    return Prepared(config, data, splits, space, tuple(mean), tuple(std), baseline, folds)
+    prepared = Prepared(config, data, splits, space, tuple(mean), tuple(std), baseline, folds)
+    check_model(prepared.model_spec, int(data.images.shape[-1]))  # the weights file and the image size
+    return prepared
 
 
 def device_for(config: SearchConfig) -> torch.device:
@@ -73,8 +86,7 @@ def use_threads(config: SearchConfig) -> None:
 def child_model(prepared: Prepared, split: int) -> torch.nn.Module:
     """A fresh child model with the same initial weights for a split in every phase (paired comparisons)."""
     torch.manual_seed(prepared.config.seed * 1000 + split)  # a worker's own RNG is not seeded
-    data = prepared.data
-    return build_model(prepared.config.model, data.num_classes, data.images.shape[1])
+    return prepared.new_model()
 
 
 def train_child(prepared: Prepared, split: int, folder: Path, report: Report, faults: Faults = Faults()) -> None:
@@ -107,9 +119,9 @@ def train_child(prepared: Prepared, split: int, folder: Path, report: Report, fa
 
 
 @functools.lru_cache(maxsize=16)  # more than the splits a worker cycles through
-def _load_child(folder: str, model_name: str, num_classes: int, channels: int, device: str) -> torch.nn.Module:
+def _load_child(folder: str, spec: ModelSpec, device: str) -> torch.nn.Module:
     """The frozen child model in ``folder``, loaded once per worker process and kept for later trials."""
-    model = build_model(model_name, num_classes, channels)
+    model = spec.build()
     state = torch.load(Path(folder) / CHILD_FILE, weights_only=True, map_location=device)
     model.load_state_dict(state["model"])
     return model.to(device).eval()
@@ -128,8 +140,7 @@ def score_policy(prepared: Prepared, params: Mapping[str, Any], split: int, chil
     use_threads(config)
     started = time.perf_counter()
     device = device_for(config)
-    model = _load_child(str(child_folder), config.model, prepared.data.num_classes, prepared.data.images.shape[1],
-                        str(device))
+    model = _load_child(str(child_folder), prepared.model_spec, str(device))
     loaded = time.perf_counter()
     _, da = prepared.splits[split]
     index_da = torch.as_tensor(da)

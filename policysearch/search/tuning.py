@@ -270,13 +270,19 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
     return result
 
 
+def _start_text(config: SearchConfig) -> str:
+    if not config.weights:
+        return ""
+    return f" from {config.weights}" + (" (frozen backbone)" if config.freeze_backbone else "")
+
+
 def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO) -> tuple[Outcome, dict]:
     config = prepared.config
     concurrency = _concurrency(config)
     costs: dict[str, float] = {}
     spans: dict[str, tuple[float, float]] = {}
     print(f"search {run.run_id}: {len(prepared.data)} {config.dataset} images, {config.splits} splits, model "
-          f"{config.model}, space {prepared.space.name}, {config.algorithm}, {concurrency} concurrent trial(s); "
+          f"{config.model}{_start_text(config)}, space {prepared.space.name}, {config.algorithm}, {concurrency} concurrent trial(s); "
           f"run dir {run.run_dir}", file=stream, flush=True)
     for note in prepared.data.notes:  # what loading changed, e.g. the size images were resized to and why
         print(f"data: {note}", file=stream, flush=True)

@@ -1,0 +1,290 @@
+"""Models that start from a checkpoint: loading, a new head, grey images, a frozen backbone, and the search
+and benchmark starting from weights. Every checkpoint is made here, in tmp_path."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from policysearch import benchmark
+from policysearch.data import ImageData, load_dataset, normalization_for, stratified_indices
+from policysearch.models import build_model
+from policysearch.pretrained import ModelSpec, WeightsError, check_model, create_model, fit_image_size, head_name
+from policysearch.search.config import SearchConfig
+from policysearch.train import TrainConfig, train_model
+
+# A search setting whose trainings are a few steps each (as in test_search.SMALL).
+SMALL = dict(dataset="digits", train_size=200, splits=2, trials=4, epochs=1, top_n=2, seed=3, cpus_per_trial=1.0,
+             max_concurrent=1, min_steps=20, selection_folds=2, strengths=(1.0,))
+
+
+def _backbone(model: nn.Module) -> dict[str, torch.Tensor]:
+    head = head_name(model)
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith(head + ".")}
+
+
+def _saved(tmp_path: Path, model: nn.Module, name: str = "w.pt") -> str:
+    path = tmp_path / name
+    torch.save(model.state_dict(), path)
+    return str(path)
+
+
+@pytest.fixture
+def small_cnn_weights(tmp_path: Path) -> str:
+    torch.manual_seed(7)
+    model = build_model("small_cnn", 10, 1)
+    with torch.no_grad():  # not the fresh initialisation, so loading is visible
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    return _saved(tmp_path, model)
+
+
+def test_our_models_state_dict_loads_and_gets_a_new_head(small_cnn_weights: str, tmp_path: Path) -> None:
+    saved = torch.load(small_cnn_weights, weights_only=True)
+    model = create_model("small_cnn", 4, 1, weights=small_cnn_weights)
+    assert model.fc.out_features == 4
+    for key, value in model.state_dict().items():
+        if not key.startswith("fc."):
+            assert torch.equal(value, saved[key]), key
+    # the head is new also where the class count is the same
+    same = create_model("small_cnn", 10, 1, weights=small_cnn_weights)
+    assert not torch.equal(same.fc.weight, saved["fc.weight"])
+    # our trainer's checkpoints ({"model": state, ...}) and DataParallel's "module." keys load too
+    torch.save({"version": 1, "model": saved}, tmp_path / "ckpt.pt")
+    torch.save({f"module.{k}": v for k, v in saved.items()}, tmp_path / "dp.pt")
+    for path in (tmp_path / "ckpt.pt", tmp_path / "dp.pt"):
+        loaded = create_model("small_cnn", 10, 1, weights=path)
+        assert torch.equal(loaded.features[0].weight, saved["features.0.weight"])
+
+
+def test_a_3_channel_checkpoint_takes_grey_images_as_repeated_channels(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    weights = _saved(tmp_path, build_model("small_cnn", 10, 3))
+    torch.manual_seed(1)
+    grey = create_model("small_cnn", 10, 1, weights=weights).eval()
+    torch.manual_seed(1)
+    colour = create_model("small_cnn", 10, 3, weights=weights).eval()
+    x = torch.randn(4, 1, 16, 16)
+    assert grey.features[0].in_channels == 1
+    torch.testing.assert_close(grey(x), colour(x.repeat(1, 3, 1, 1)), rtol=1e-4, atol=1e-5)
+    with pytest.raises(WeightsError, match="takes 1-channel images, the data has 3 channels"):
+        create_model("small_cnn", 10, 3, weights=_saved(tmp_path, build_model("small_cnn", 10, 1), "grey.pt"))
+
+
+def test_torchvision_resnet18_by_name_from_a_local_state_dict(tmp_path: Path) -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet18(weights=None)  # 1000 classes, as an ImageNet checkpoint
+    weights = _saved(tmp_path, reference)
+    torch.manual_seed(1)
+    model = create_model("torchvision:resnet18", 10, 3, weights=weights)
+    assert isinstance(model.fc, nn.Linear) and model.fc.out_features == 10
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in _backbone(model).items())
+    torch.manual_seed(1)
+    grey = create_model("torchvision:resnet18", 10, 1, weights=weights).eval()
+    x = torch.randn(2, 1, 32, 32)
+    torch.testing.assert_close(grey(x), model.eval()(x.repeat(1, 3, 1, 1)), rtol=1e-4, atol=1e-4)
+    check_model(ModelSpec("torchvision:resnet18", 10, 1, weights), 32)
+
+
+def test_torchvision_models_get_at_least_32_pixels_unless_a_size_is_asked() -> None:
+    digits = load_dataset("digits", split="train")  # 16 x 16
+    bigger = fit_image_size(digits, "torchvision:resnet18", None)
+    assert bigger.images.shape[-1] == 32 and "resized to 32x32 from 16x16" in bigger.notes[-1]
+    assert fit_image_size(digits, "small_cnn", None) is digits
+    assert fit_image_size(digits, "torchvision:resnet18", 16) is digits  # asked for: as loaded
+
+
+def _one_line(error: pytest.ExceptionInfo) -> str:
+    text = str(error.value)
+    assert "\n" not in text and len(text) < 400, text
+    return text
+
+
+def test_a_checkpoint_that_does_not_fit_is_one_line(small_cnn_weights: str, tmp_path: Path) -> None:
+    with pytest.raises(WeightsError) as caught:
+        create_model("wrn40_2", 10, 1, weights=small_cnn_weights)
+    text = _one_line(caught)
+    assert "does not fit the model: missing keys: stem.weight" in text and "unexpected keys: features.0.weight" in text
+    assert "more" in text  # the lists are shortened
+    state = torch.load(small_cnn_weights, weights_only=True)
+    state["features.4.weight"] = torch.zeros(32, 32, 3, 3)  # the second stage narrowed
+    torch.save(state, tmp_path / "narrow.pt")
+    with pytest.raises(WeightsError) as caught:
+        create_model("small_cnn", 10, 1, weights=tmp_path / "narrow.pt")
+    assert "shapes differ (checkpoint vs model): features.4.weight [32, 32, 3, 3] vs [64, 32, 3, 3]" in _one_line(caught)
+
+
+class _Payload:
+    """Unpickling this would create a file: weights_only loading must refuse it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("kind", ["missing", "folder", "text", "code", "tensor", "numbers"])
+def test_a_file_that_is_not_a_state_dict_is_refused(kind: str, tmp_path: Path) -> None:
+    path = tmp_path / "weights.pt"
+    marker = tmp_path / "code-ran"
+    expected = {"missing": "no such file", "folder": "is a folder", "text": "cannot be read with torch.load",
+                "code": "cannot be read with torch.load", "tensor": "holds Tensor, not a state dict",
+                "numbers": "holds a mapping with values that are not tensors, not a state dict"}[kind]
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "text":
+        path.write_text("not weights\n")
+    elif kind == "code":
+        torch.save({"w": torch.zeros(1), "x": _Payload(marker)}, path)
+    elif kind == "tensor":
+        torch.save(torch.zeros(3), path)
+    elif kind == "numbers":
+        torch.save({"lr": 0.1}, path)
+    with pytest.raises(WeightsError, match=expected) as caught:
+        create_model("small_cnn", 10, 1, weights=path)
+    assert _one_line(caught).startswith(f"--weights {path}")
+    assert not marker.exists()
+
+
+def test_a_frozen_backbone_trains_only_the_head(small_cnn_weights: str) -> None:
+    model = create_model("small_cnn", 10, 1, weights=small_cnn_weights, freeze_backbone=True)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["fc.weight", "fc.bias"]
+    before, head = _backbone(model), model.fc.weight.detach().clone()
+    data = load_dataset("digits", split="train")
+    data = data.subset(np.arange(64))
+    mean, std = normalization_for("digits", data)
+    train_model(model, data, TrainConfig(epochs=1, batch_size=16, weight_decay=5e-4), mean=mean, std=std)
+    after = _backbone(model)
+    for key in before:  # weights and BatchNorm statistics: BN in the frozen part stays in eval mode
+        assert torch.equal(before[key], after[key]), key
+    assert not torch.equal(head, model.fc.weight)
+    with pytest.raises(ValueError, match="--freeze-backbone needs --weights"):
+        create_model("small_cnn", 10, 1, freeze_backbone=True)
+
+
+def test_search_settings_for_weights_are_checked() -> None:
+    with pytest.raises(ValueError, match="--freeze-backbone needs --weights"):
+        SearchConfig(freeze_backbone=True)
+    with pytest.raises(ValueError, match="--model names no torchvision classification model: 'resnet_18'"):
+        SearchConfig(model="torchvision:resnet_18")
+    with pytest.raises(ValueError, match=r"--model must be one of small_cnn.* or torchvision:NAME|--model must be"):
+        SearchConfig(model="smallcnn")
+    assert SearchConfig(model="torchvision:resnet18").model == "torchvision:resnet18"
+
+
+def test_a_bad_weights_file_stops_the_search_before_ray(tmp_path: Path, monkeypatch) -> None:
+    from policysearch import search
+    from policysearch.search import tuning
+
+    def refuse(config):
+        raise AssertionError("Ray was started although the weights are wrong")
+
+    monkeypatch.setattr(tuning, "start_ray", refuse)
+    torch.save(build_model("resnet18", 10, 1).state_dict(), tmp_path / "other.pt")
+    for weights, message in ((tmp_path / "nowhere.pt", "no such file"), (tmp_path / "other.pt", "does not fit")):
+        with pytest.raises(WeightsError, match=message) as caught:
+            search.run_search(SearchConfig(**SMALL, weights=str(weights)), tmp_path / "run")
+        _one_line(caught)
+        assert not (tmp_path / "run").exists()
+
+
+def test_child_and_selection_models_start_from_the_weights(small_cnn_weights: str, tmp_path: Path,
+                                                           monkeypatch) -> None:
+    from policysearch.candidates import candidate_recipes
+    from policysearch.domain import fit_domain
+    from policysearch.search import recipes
+    from policysearch.search.recipes import probe_child, selection_trial
+    from policysearch.search.trials import CHILD_FILE, prepare, score_policy, train_child
+
+    saved = torch.load(small_cnn_weights, weights_only=True)
+    prepared = prepare(SearchConfig(**SMALL, weights=small_cnn_weights, freeze_backbone=True))
+    train_child(prepared, 0, tmp_path, lambda metrics: None)
+    child = torch.load(tmp_path / CHILD_FILE, weights_only=True)["model"]
+    for key, value in child.items():  # frozen: the child's backbone is the checkpoint's, exactly
+        if not key.startswith("fc."):
+            assert torch.equal(value, saved[key]), key
+    assert not torch.equal(child["fc.weight"], saved["fc.weight"])
+
+    sample = prepared.space.sample(np.random.default_rng(0))
+    assert 0 <= score_policy(prepared, sample, 0, tmp_path)["reward"] <= 1
+    fit = fit_domain([probe_child(prepared, 0, tmp_path)], prepared.data.num_classes)
+    recipe = candidate_recipes(prepared.baseline, fit, prepared.space.decode(sample))[0]
+    started_from = []
+    real_train = recipes.train_model
+
+    def spy(model, *args, **kwargs):
+        started_from.append(all(torch.equal(v, saved[k]) for k, v in _backbone(model).items()))
+        return real_train(model, *args, **kwargs)
+
+    monkeypatch.setattr(recipes, "train_model", spy)
+    checked = selection_trial(prepared, recipe, 1)
+    assert started_from == [True] and 0 <= checked["error"] <= 100
+
+
+def test_pretraining_never_sees_the_benchmarks_training_images_or_the_test_split() -> None:
+    preset = benchmark.PRESETS["digits-100-finetune"]
+    train = load_dataset("digits", split="train")
+    labels = train.labels.numpy()
+    picked = benchmark.pretraining_indices(preset, labels)
+    subset = stratified_indices(labels, preset.train_size, preset.data_seed)
+    assert len(picked) > 300 and not set(picked) & set(subset)
+    assert set(labels[picked]) == {0, 1, 2, 3, 4}
+    assert picked.max() < len(train)  # indices of the training split: the test split is another set
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    benchmark.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_benchmark_options_for_weights() -> None:
+    preset = benchmark.preset_from_args(_args("--preset", "digits-small", "--model", "torchvision:resnet18",
+                                              "--weights", "w.pt", "--freeze-backbone", "--image-size", "32"))
+    assert (preset.model, preset.weights, preset.freeze_backbone, preset.image_size) == (
+        "torchvision:resnet18", "w.pt", True, 32)
+    with pytest.raises(ValueError, match="--freeze-backbone needs --weights"):
+        benchmark.preset_from_args(_args("--preset", "digits-small", "--freeze-backbone"))
+    with pytest.raises(ValueError, match="searched-scratch method compares with a search from weights"):
+        benchmark.preset_from_args(_args("--preset", "digits-small", "--methods", "searched-scratch"))
+    with pytest.raises(ValueError, match="--pretrain-epochs: preset digits-small does not pretrain"):
+        benchmark.preset_from_args(_args("--preset", "digits-small", "--pretrain-epochs", "3"))
+
+
+@pytest.mark.slow
+def test_finetune_preset_pretrains_and_compares_the_two_searched_recipes(tmp_path: Path, monkeypatch) -> None:
+    from policysearch.standard import load_policy
+
+    searches = []
+
+    def fake_search(preset, out, args, stream, from_scratch=False):  # the searches themselves: test_search
+        searches.append((preset.weights, from_scratch))
+        name = "randaugment:n=1,m=3" if from_scratch else "trivialaugment"
+        return load_policy(name), {"policy_file": name, "search_wall_s": 1.0, "phase1_wall_s": 0.0,
+                                   "phase1_device_s": 0.0, "phase2_wall_s": 0.0, "phase2_device_s": 0.0}
+
+    monkeypatch.setattr(benchmark, "_search", fake_search)
+    out = tmp_path / "bench"
+    args = _args("--preset", "digits-100-finetune", "--train-size", "30", "--epochs", "1", "--pretrain-epochs", "1",
+                 "--seeds", "0", "1", "--methods", "baseline", "searched", "searched-scratch", "--batch-size", "16",
+                 "--out", str(out))
+    assert benchmark.run(args) == 0
+    weights = list(out.glob("pretrained-*.pt"))
+    assert len(weights) == 1 and set(torch.load(weights[0], weights_only=True)) >= {"features.0.weight", "fc.weight"}
+    assert searches == [(str(weights[0]), False), (str(weights[0]), True)]
+    document = json.loads((out / "results.json").read_text())
+    assert document["pretraining"]["weights"] == str(weights[0]) and document["settings"]["weights"] == str(weights[0])
+    verdict = document["finetune_vs_scratch"]
+    assert verdict["n"] == 2 and verdict["verdict"]
+    text = (out / "results.md").read_text()
+    assert "## Searched for fine-tuning vs searched from scratch" in text and "| searched-scratch |" in text
+    assert "outside the benchmark's training subset" in text
