@@ -294,6 +294,18 @@ COMMANDS: list[Command] = [
         from_module("policysearch.search.command", "run"),
     ),
     Command(
+        "report", "draw a finished search's pictures again and put them into its report.md",
+        "Draw the pictures of a finished search (RUN_DIR with policy.json) from the run's files: the score of "
+        "every policy trial per split (trials.png), the candidate recipes with the chosen one's intervals "
+        "(recipes.png), the chosen policy's ops and levels (ops.png) and training images under the chosen "
+        "recipe (grid.png, from the run's data set). Only the pictures section of report.md is rewritten; "
+        "the rest of it stays as the search wrote it, since it needs results the run's files do not keep "
+        "(a report.md without a pictures section gets one after its summary).",
+        "examples:\n  policysearch report runs/demo\n  policysearch report runs/rc10 --data-root /data",
+        from_module("policysearch.search.figures", "add_arguments"),
+        from_module("policysearch.search.figures", "run"),
+    ),
+    Command(
         "benchmark", "compare a searched policy with no augmentation, Cutout, AutoAugment, RandAugment, TrivialAugment",
         "Train the same model on the same data, epochs and seeds under each augmentation and report the test "
         "error per method (mean, std, paired difference to the searched policy with a 95% interval), as "

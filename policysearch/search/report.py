@@ -26,8 +26,10 @@ def _fmt(x: float, digits: int = 2) -> str:
     return "-" if x is None or x != x else f"{x:.{digits}f}"
 
 
-def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: Outcome, policy: Policy) -> str:
-    """The whole ``report.md``."""
+def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: Outcome, policy: Policy,
+                  pictures: str = "") -> str:
+    """The whole ``report.md``; ``pictures`` (:func:`~policysearch.search.figures.figures_section`) follows the
+    summary."""
     from policysearch.domain import MIN_SIGNAL
 
     costs, decision, fit = outcome.costs, outcome.decision, outcome.fit
@@ -47,6 +49,7 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
              f"- child model `{config.model}`, {config.epochs} epochs (more on tiny data)",
              f"- trials: {len(ok_trials)} of {len(outcome.trials)} policy trials succeeded; "
              f"{len(outcome.failures())} trial(s) of all phases failed after {config.retries} retries", "",
+             *([pictures.rstrip("\n"), ""] if pictures else []),
              "## Candidate recipes", "",
              f"Held-out error over the same {folds} folds and seeds for every recipe. The difference is the chosen "
              f"recipe minus the row's, with a {config.confidence:.0%} interval corrected for overlapping training "
