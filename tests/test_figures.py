@@ -176,3 +176,10 @@ def test_the_export_draws_the_pictures_before_report_md_and_writes_policy_json_l
     assert result.policy_path.is_file()
     assert main(["report", str(run.run_dir)]) == 0  # a run the export wrote redraws from its files
     assert (run.run_dir / "report.md").read_text(encoding="utf-8").count(BEGIN) == 1
+
+
+def test_a_recipe_without_ops_gets_a_picture_that_says_so():
+    from policysearch.search.figures import plot_ops
+
+    png = plot_ops(Policy([[Operation("Identity", 1.0, 0.0)]], baseline=Baseline(2, True)), "baseline, crop 2, flip")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"

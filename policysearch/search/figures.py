@@ -129,7 +129,7 @@ def _png(fig) -> bytes:
 
 
 def _wrap(text: str, width: int = 95) -> str:
-    return "\n".join(textwrap.wrap(text, width))
+    return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False))
 
 
 def plot_trials(rows: Sequence[dict[str, str]], config: SearchConfig, clean_accuracy: float | None) -> bytes:
@@ -166,7 +166,7 @@ def plot_trials(rows: Sequence[dict[str, str]], config: SearchConfig, clean_accu
         bad = [int(r["index"]) for r in group if r["status"] != "ok"]
         if bad:
             failed_any = True
-            ax.plot(bad, [floor] * len(bad), "x", color=FAILED, markersize=7, markeredgewidth=1.5)
+            ax.plot(bad, [floor] * len(bad), "x", color=colour, markersize=7, markeredgewidth=1.8)
     if clean_accuracy is not None:
         ax.axhline(clean_accuracy, color="0.45", linestyle="--", linewidth=1)
     handles, _ = ax.get_legend_handles_labels()
@@ -175,7 +175,7 @@ def plot_trials(rows: Sequence[dict[str, str]], config: SearchConfig, clean_accu
                     label=f"kept (top {config.top_n})")]
     if failed_any:
         extra.append(Line2D([], [], marker="x", color=FAILED, linestyle="", markeredgewidth=1.5,
-                            label="failed (no score)"))
+                            label="failed (no score), at the bottom"))
     if clean_accuracy is not None:
         extra.append(Line2D([], [], color="0.45", linestyle="--", label="child on D_A without a policy"))
     ax.legend(handles=handles + extra, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
@@ -186,7 +186,7 @@ def plot_trials(rows: Sequence[dict[str, str]], config: SearchConfig, clean_accu
     n_ok = len(ok_rewards)
     ax.set_title(_wrap(f"Phase 2: {n_ok} of {len(rows)} candidate policies scored ({config.algorithm}, "
                        f"{config.splits} split(s) x {config.repeats} repeat(s) x {config.trials} trials); reward = "
-                       f"{REWARD_MEANING.get(config.reward, config.reward)} over {config.num_views} views", 80),
+                       f"{REWARD_MEANING.get(config.reward, config.reward)} over {config.num_views} views", 95),
                  fontsize=10)
     return _png(fig)
 
@@ -229,7 +229,8 @@ def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], conf
             continue
         left.plot([means[name]], [y], "D" if name == chosen else "o", color=colour, markersize=7)
         if name == chosen:
-            right.text(0.0, y, "  chosen", va="center", fontsize=8, color=CHOSEN)
+            right.text(0.0, y, "chosen", ha="center", va="center", fontsize=8, color=CHOSEN,
+                       bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
         elif name in diffs:
             mean, low, high = diffs[name]
             if low != low or high != high:  # one fold: no interval
@@ -246,14 +247,16 @@ def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], conf
     left.set_xlim(-0.04 * widest, 1.08 * widest)  # a fold with no error stays visible off the spine
     left.set_xlabel("held-out error (%): | one fold, o mean", fontsize=9)
     left.grid(axis="x", alpha=0.3)
-    right.axvline(0, color="0.3", linewidth=1)
+    right.axvline(0, color="0.3", linewidth=1, zorder=0)
+    reach = max([abs(v) for d in diffs.values() for v in d if v == v] + [1.0])
+    right.set_xlim(-1.15 * reach, 1.15 * reach)  # 0 in the middle: which side a recipe falls is plain
     right.set_xlabel(f"chosen minus this recipe (percentage points), {confidence:.0%} interval\n"
                      "left of 0: the chosen recipe has the lower error", fontsize=9)
     right.grid(axis="x", alpha=0.3)
     right.tick_params(axis="y", length=0)
     n_folds = max((len(v) for v in folds.values()), default=0)
     fig.suptitle(_wrap(f"Phase 3: {len(order)} candidate recipes, each trained on the same {n_folds} cross-fit folds. "
-                       f"Chosen: {chosen} - {selection.get('reason', '')}", 110), fontsize=10)
+                       f"Chosen: {chosen}. Why: {selection.get('reason', '')}", 110), fontsize=10)
     return _png(fig)
 
 
@@ -304,21 +307,24 @@ def plot_ops(policy: Policy, recipe: str) -> bytes:
     identity = next((u["expected"] for u in usage if u["op"] == "Identity"), 0.0)
     shown = [u for u in usage if u["op"] != "Identity" and u["expected"] > 0]
     steps = max((len(sub) for sub in policy), default=0)
-    title = (f"Chosen recipe {recipe}: {len(policy)} sub-policies of up to {steps} op(s); each image draws one "
+    if not shown:
+        fig, ax = plt.subplots(figsize=(7, 1.6), layout="constrained")
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "The policy applies no op (Identity only):\nevery training image gets the baseline alone, "
+                f"{policy.baseline.describe()}.", ha="center", va="center", fontsize=10)
+        fig.suptitle(f"Chosen recipe {recipe}", fontsize=10)
+        return _png(fig)
+    subs = f"{len(policy)} sub-polic{'y' if len(policy) == 1 else 'ies'}"
+    title = (f"Chosen recipe {recipe}: {subs} of up to {steps} op(s); each image draws one "
              f"sub-policy and applies each op with its probability, then the baseline: "
              f"{policy.baseline.describe()}")
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 1.7 + 0.32 * max(len(shown), 2)), sharey=True,
                                       layout="constrained", gridspec_kw={"width_ratios": [1, 1.3]})
-    if not shown:
-        left.text(0.5, 0.5, "no op besides Identity:\nevery image gets the baseline only", ha="center",
-                  va="center", transform=left.transAxes, fontsize=10)
-        left.set_yticks([])
-        right.set_axis_off()
     ys = list(range(len(shown)))[::-1]
     top = max((u["expected"] for u in shown), default=1.0)
     for y, u in zip(ys, shown):
         left.barh(y, u["expected"], color=OTHER, height=0.6)
-        left.text(u["expected"] + 0.01 * top, y, f"{u['expected']:.2f} ({u['share']:.0%} of sub-policies)",
+        left.text(u["expected"] + 0.01 * top, y, f"{u['expected']:.2f} ({u['share']:.0%})",
                   va="center", fontsize=7.5)
         spec = OPS.get(u["op"])
         if spec is not None and not spec.has_magnitude:
@@ -328,16 +334,15 @@ def plot_ops(policy: Policy, recipe: str) -> bytes:
         right.plot([u["mean_level"]], [y], "o", color=CHOSEN, markersize=6)
         right.text(1.03, y, f"mean {u['mean_level']:.2f}: {_argument(u['op'], u['mean_level'])}", va="center",
                    fontsize=7.5, transform=right.get_yaxis_transform())
-    if shown:
-        left.set_yticks(ys, [u["op"] for u in shown], fontsize=8.5)
-        left.set_ylim(-0.7, len(shown) - 0.3)
-        left.set_xlim(0, top * 1.65)
-        left.set_xlabel("expected applications per image", fontsize=9)
-        left.grid(axis="x", alpha=0.3)
-        right.set_xlim(-0.02, 1.02)
-        right.set_xlabel("level in [0, 1]: o mean weighted by probability, bar min to max", fontsize=9)
-        right.grid(axis="x", alpha=0.3)
-        right.tick_params(axis="y", length=0)
+    left.set_yticks(ys, [u["op"] for u in shown], fontsize=8.5)
+    left.set_ylim(-0.7, len(shown) - 0.3)
+    left.set_xlim(0, top * 1.45)  # room for the value labels
+    left.set_xlabel("expected applications per image\n(in brackets: share of sub-policies with the op)", fontsize=9)
+    left.grid(axis="x", alpha=0.3)
+    right.set_xlim(-0.02, 1.02)
+    right.set_xlabel("level in [0, 1]: o mean weighted by probability, bar min to max", fontsize=9)
+    right.grid(axis="x", alpha=0.3)
+    right.tick_params(axis="y", length=0)
     if identity:
         title += f". Identity (leaves the image as it is): {identity:.2f} per image"
     fig.suptitle(_wrap(title, 105), fontsize=10)
@@ -383,7 +388,7 @@ def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: Ima
     figures.append(Figure("recipes.png", "Phase 3: the candidate recipes compared",
                           "Held-out error of every candidate recipe per cross-fit fold and on average (left), and "
                           f"the chosen recipe minus each other with its {config.confidence:.0%} interval (right; "
-                          "green: the chosen one is better beyond the noise, grey: within it)."))
+                          "green: the chosen one is better beyond the noise, grey: within it, orange: worse beyond it)."))
     write_bytes_atomic(run_dir / "ops.png", plot_ops(policy, recipe))
     figures.append(Figure("ops.png", "What the chosen policy does",
                           f"Per op of {recipe}: how often an image gets it and at which level; the baseline "
