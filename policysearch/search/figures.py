@@ -34,8 +34,9 @@ from policysearch.data import DataError, ImageData
 from policysearch.policy import Policy
 from policysearch.search.config import SearchConfig
 
-__all__ = ["BEGIN", "END", "Figure", "RunFilesError", "add_arguments", "draw_figures", "figures_section",
-           "replace_figures_section", "run"]
+__all__ = ["BEGIN", "END", "Figure", "RunFilesError", "add_arguments", "draw_figures", "figures_section", "op_usage",
+           "plot_ops", "plot_recipes", "plot_trials", "read_config", "read_policy", "replace_figures_section", "run",
+           "training_images"]
 
 BEGIN = "<!-- figures: drawn from this run's files; `policysearch report RUN_DIR` draws them again -->"
 END = "<!-- /figures -->"
@@ -388,7 +389,8 @@ def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: Ima
     figures.append(Figure("recipes.png", "Phase 3: the candidate recipes compared",
                           "Held-out error of every candidate recipe per cross-fit fold and on average (left), and "
                           f"the chosen recipe minus each other with its {config.confidence:.0%} interval (right; "
-                          "green: the chosen one is better beyond the noise, grey: within it, orange: worse beyond it)."))
+                          "green: the chosen one is better beyond the noise, grey: within it, orange: worse "
+                          "beyond it)."))
     write_bytes_atomic(run_dir / "ops.png", plot_ops(policy, recipe))
     figures.append(Figure("ops.png", "What the chosen policy does",
                           f"Per op of {recipe}: how often an image gets it and at which level; the baseline "
@@ -398,8 +400,9 @@ def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: Ima
     except DataError as exc:
         notes.append(f"grid.png not drawn: {exc} (give the data's folder with --data-root)")
     else:
-        canvas, _, _ = sample_grid(policy, images, about=f"training images under {recipe} (policy, then {policy.baseline.describe()})",
-                                   samples=GRID_SAMPLES, views=GRID_VIEWS, seed=config.seed)
+        about = f"training images under {recipe} (policy, then {policy.baseline.describe()})"
+        canvas, _, _ = sample_grid(policy, images, about=about, samples=GRID_SAMPLES, views=GRID_VIEWS,
+                                   seed=config.seed)
         write_atomic(run_dir / "grid.png", lambda handle: canvas.save(handle, format="PNG"))
         figures.append(Figure("grid.png", "Training images under the chosen recipe",
                               f"{GRID_SAMPLES} training images of {images.name} (rows, with their class) and "
