@@ -19,7 +19,7 @@ from policysearch.policy import Baseline, Operation, Policy
 from policysearch.search import SearchConfig, prepare
 from policysearch.search.export import export, write_trials_csv
 from policysearch.search.faults import Fault, Faults
-from policysearch.search.figures import BEGIN, END, draw_figures, op_usage
+from policysearch.search.figures import BEGIN, END, op_usage
 from policysearch.search.outcome import Candidate, Outcome
 from policysearch.search.rundir import Run, write_config
 from policysearch.selection import decide
@@ -183,3 +183,13 @@ def test_a_recipe_without_ops_gets_a_picture_that_says_so():
 
     png = plot_ops(Policy([[Operation("Identity", 1.0, 0.0)]], baseline=Baseline(2, True)), "baseline, crop 2, flip")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_search_summary_says_where_the_pictures_are(drawn):
+    from policysearch.search.outcome import SearchResult
+    from policysearch.search.report import summary_text
+
+    costs = {f"phase{p}_wall_s": 1.0 for p in ("1", "1b", "2", "3")}
+    result = SearchResult(drawn, "test", drawn / "policy.json", Policy.load(drawn / "policy.json"), costs)
+    line = next(line for line in summary_text(result).splitlines() if line.startswith("report: "))
+    assert line.endswith("with pictures trials.png, recipes.png, ops.png, grid.png beside it")

@@ -34,7 +34,7 @@ from policysearch.data import DataError, ImageData
 from policysearch.policy import Policy
 from policysearch.search.config import SearchConfig
 
-__all__ = ["BEGIN", "END", "Figure", "RunFilesError", "add_arguments", "draw_figures", "figures_section", "op_usage",
+__all__ = ["BEGIN", "END", "FILES", "Figure", "RunFilesError", "add_arguments", "draw_figures", "figures_section", "op_usage",
            "plot_ops", "plot_recipes", "plot_trials", "read_config", "read_policy", "replace_figures_section", "run",
            "training_images"]
 
@@ -46,6 +46,7 @@ REWARD_MEANING = {
     "loss": "minus the child's loss on augmented D_A",
     "min_loss": "minus the child's lowest loss over the views",
 }
+FILES = ("trials.png", "recipes.png", "ops.png", "grid.png")  # the pictures, in the report's order
 GRID_SAMPLES, GRID_VIEWS = 8, 8
 DPI = 110
 CHOSEN, OTHER, FAILED = "tab:red", "tab:blue", "black"

@@ -116,12 +116,16 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
 
 def summary_text(result: SearchResult, limit: int = 3) -> str:
     """What ``policysearch search`` prints at the end: where the recipe is, what it is and why."""
+    from policysearch.search.figures import FILES
+
     c, decision = result.costs, result.decision
+    pictures = [name for name in FILES if (result.run_dir / name).is_file()]
     name = result.chosen.name if result.chosen else result.policy.name
     lines = [f"policy: {result.policy_path} - recipe {name} ({_count(len(result.policy))}, "
              f"{result.policy.baseline.describe()})",
              f"why: {decision.reason}" if decision else "",
-             f"report: {result.run_dir / 'report.md'} (run {result.run_id})",
+             f"report: {result.run_dir / 'report.md'} (run {result.run_id})" + (
+                 f" with pictures {', '.join(pictures)} beside it" if pictures else ""),
              f"cost: phase 1 {c['phase1_wall_s']:.0f} s, 1b {c['phase1b_wall_s']:.0f} s, phase 2 "
              f"{c['phase2_wall_s']:.0f} s, phase 3 {c['phase3_wall_s']:.0f} s wall"]
     if result.failures:
