@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from policysearch import __version__
+from policysearch.grids import CELL_TARGET  # a constant; the module imports Pillow and torch only when drawing
 
 PROG = "policysearch"
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -157,13 +158,6 @@ def _run_convert(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------
 
 DEFAULT_SHOW_POLICY = "torchvision:cifar10"
-CELL_TARGET = 64  # pixels; the default --scale brings images near this size
-GAP = 4
-MARGIN = 10
-BACKGROUND = (255, 255, 255)
-GAP_COLOUR = (255, 255, 255)
-TEXT = (30, 30, 30)
-MUTED = (110, 110, 110)
 
 
 def _positive(text: str) -> int:
@@ -195,111 +189,11 @@ def _add_show(parser: argparse.ArgumentParser) -> None:
                              "PolicyTransform on PIL images one at a time (the reference path)")
 
 
-def _font(size: int):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: one bitmap size
-        return ImageFont.load_default()
-
-
-def render_grid(rows, column_labels: Sequence[str], row_labels: Sequence[str], title: Sequence[str],
-                scale: int):
-    """Draw ``rows`` (lists of same-sized PIL images) as a labelled grid; returns (image, cell boxes).
-
-    ``boxes[r][c]`` is the (left, top, right, bottom) pixel box of cell (r, c): its content is the image
-    upscaled ``scale`` times with nearest neighbour.
-    """
-    from PIL import Image, ImageDraw
-
-    title_font, font = _font(14), _font(11)
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-
-    def size(text, f):
-        left, top, right, bottom = probe.textbbox((0, 0), text, font=f)
-        return right - left, bottom - top
-
-    cell_w, cell_h = rows[0][0].width * scale, rows[0][0].height * scale
-    label_w = max(size(t, font)[0] for t in row_labels) + 8 if row_labels else 0
-    header_h = max(size(t, font)[1] for t in column_labels) + 6
-    title_h = sum(size(t, title_font if i == 0 else font)[1] + 5 for i, t in enumerate(title))
-    columns = len(rows[0])
-    grid_w = label_w + columns * cell_w + (columns - 1) * GAP
-    grid_h = header_h + len(rows) * cell_h + (len(rows) - 1) * GAP
-    title_w = max(size(t, title_font if i == 0 else font)[0] for i, t in enumerate(title))
-    width = 2 * MARGIN + max(grid_w, title_w)
-    height = 2 * MARGIN + title_h + 6 + grid_h
-    canvas = Image.new("RGB", (width, height), BACKGROUND)
-    draw = ImageDraw.Draw(canvas)
-
-    y = MARGIN
-    for i, line in enumerate(title):
-        f = title_font if i == 0 else font
-        draw.text((MARGIN, y), line, fill=TEXT if i == 0 else MUTED, font=f)
-        y += size(line, f)[1] + 5
-    top = y + 6
-    x0 = MARGIN + label_w
-    for c, text in enumerate(column_labels):
-        w, _ = size(text, font)
-        draw.text((x0 + c * (cell_w + GAP) + (cell_w - w) // 2, top), text, fill=MUTED if c else TEXT, font=font)
-    y0 = top + header_h
-    boxes = []
-    for r, row in enumerate(rows):
-        y = y0 + r * (cell_h + GAP)
-        if row_labels:
-            w, h = size(row_labels[r], font)
-            draw.text((MARGIN + label_w - 8 - w, y + (cell_h - h) // 2), row_labels[r], fill=MUTED, font=font)
-        row_boxes = []
-        for c, img in enumerate(row):
-            x = x0 + c * (cell_w + GAP)
-            canvas.paste(img.convert("RGB").resize((cell_w, cell_h), Image.Resampling.NEAREST), (x, y))
-            row_boxes.append((x, y, x + cell_w, y + cell_h))
-        boxes.append(row_boxes)
-    # A thin line between the originals and the augmented views.
-    line_x = x0 + cell_w + GAP // 2
-    draw.line([(line_x, y0 - 2), (line_x, y0 + grid_h - header_h + 1)], fill=(170, 170, 170), width=1)
-    return canvas, boxes
-
-
-def _augmented_views(policy, images, views: int, seed: int, backend: str):
-    """``views`` augmented versions of every image of ``images`` (uint8 [S, C, H, W]) -> [S][views] tensors."""
-    import torch
-
-    from policysearch.transforms import BatchPolicyTransform, PolicyTransform
-
-    generator = torch.Generator().manual_seed(seed)
-    if backend == "batch":
-        transform = BatchPolicyTransform(policy)
-        batch = images.repeat_interleave(views, dim=0)  # sample 0 x views, sample 1 x views, ...
-        out = transform(batch, generator=generator)
-        return [[out[s * views + v] for v in range(views)] for s in range(len(images))]
-    pil = [_to_pil(img) for img in images]
-    transform = PolicyTransform(policy, pool=pil, generator=generator)
-    return [[_from_pil(transform(img)) for _ in range(views)] for img in pil]
-
-
-def _to_pil(image):
-    from PIL import Image
-
-    array = image.permute(1, 2, 0).numpy()
-    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array, "L" if array.shape[2] == 1 else "RGB")
-
-
-def _from_pil(img):
-    import numpy as np
-    import torch
-
-    array = np.asarray(img)
-    array = array[:, :, None] if array.ndim == 2 else array
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
-
-
 def _run_show(args: argparse.Namespace) -> int:
-    import torch
-
+    from policysearch.atomic import write_atomic
     from policysearch.convert import from_torchvision
     from policysearch.data import load_dataset
+    from policysearch.grids import sample_grid
     from policysearch.standard import load_policy
 
     if args.file is None:
@@ -311,24 +205,9 @@ def _run_show(args: argparse.Namespace) -> int:
     data = load_dataset(args.dataset, split="train", data_root=args.data_root)
     if len(data) == 0:
         raise UserError(f"{data.name} has no images to show")
-    samples = min(args.samples, len(data))
-    generator = torch.Generator().manual_seed(args.seed)
-    picks = torch.randperm(len(data), generator=generator)[:samples]
-    images = data.images[picks]
-    views = _augmented_views(policy, images, args.views, args.seed, args.backend)
-    height, width = images.shape[-2:]
-    scale = args.scale or max(1, round(CELL_TARGET / max(height, width)))
-
-    rows = [[_to_pil(images[s])] + [_to_pil(v) for v in views[s]] for s in range(samples)]
-    columns = ["original"] + [f"view {v + 1}" for v in range(args.views)]
-    labels = [f"{data.classes[int(data.labels[i])]}" for i in picks]
-    title = [f"{about}: {_subs(len(policy))}",
-             f"{data.name}, {_count(samples, 'sample')} x {_count(args.views, 'view')}, seed {args.seed}, "
-             f"{args.backend} path, {width}x{height} px shown x{scale}"]
-    canvas, _ = render_grid(rows, columns, labels, title, scale)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out, format="PNG")
+    canvas, samples, _ = sample_grid(policy, data, about=about, samples=args.samples, views=args.views,
+                                     seed=args.seed, backend=args.backend, scale=args.scale)
+    out = write_atomic(args.output, lambda handle: canvas.save(handle, format="PNG"))
     print(f"wrote {out} ({canvas.width}x{canvas.height} px: {samples} samples of {data.name}, "
           f"{args.views} views each, {about})")
     return EXIT_OK
@@ -413,6 +292,18 @@ COMMANDS: list[Command] = [
         "  policysearch search --address HEAD_IP:6379 --storage /shared/policysearch",
         from_module("policysearch.search.command", "add_arguments"),
         from_module("policysearch.search.command", "run"),
+    ),
+    Command(
+        "report", "draw a finished search's pictures again and put them into its report.md",
+        "Draw the pictures of a finished search (RUN_DIR with policy.json) from the run's files: the score of "
+        "every policy trial per split (trials.png), the candidate recipes with the chosen one's intervals "
+        "(recipes.png), the chosen policy's ops and levels (ops.png) and training images under the chosen "
+        "recipe (grid.png, from the run's data set). Only the pictures section of report.md is rewritten; "
+        "the rest of it stays as the search wrote it, since it needs results the run's files do not keep "
+        "(a report.md without a pictures section gets one after its summary).",
+        "examples:\n  policysearch report runs/demo\n  policysearch report runs/rc10 --data-root /data",
+        from_module("policysearch.search.figures", "add_arguments"),
+        from_module("policysearch.search.figures", "run"),
     ),
     Command(
         "benchmark", "compare a searched policy with no augmentation, Cutout, AutoAugment, RandAugment, TrivialAugment",

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from policysearch import __version__, cli
+from policysearch import __version__, cli, grids
 from policysearch.cli import COMMANDS, Command, from_module, main
 from policysearch.policy import Policy
 from policysearch.spaces import list_spaces
@@ -191,7 +191,7 @@ def test_show_batch_backend_with_posterize(tmp_path):
 def test_render_grid_cells_hold_the_upscaled_images():
     rng = np.random.default_rng(0)
     rows = [[Image.fromarray(rng.integers(0, 256, (5, 7), dtype=np.uint8), "L") for _ in range(3)] for _ in range(2)]
-    canvas, boxes = cli.render_grid(rows, ["original", "view 1", "view 2"], ["a", "b"], ["title", "subtitle"], 3)
+    canvas, boxes = grids.render_grid(rows, ["original", "view 1", "view 2"], ["a", "b"], ["title", "subtitle"], 3)
     assert len(boxes) == 2 and len(boxes[0]) == 3
     for r, row in enumerate(rows):
         for c, img in enumerate(row):
@@ -199,9 +199,9 @@ def test_render_grid_cells_hold_the_upscaled_images():
             assert (right - left, bottom - top) == (21, 15)
             expected = np.asarray(img.convert("RGB").resize((21, 15), Image.Resampling.NEAREST))
             assert np.array_equal(np.asarray(canvas.crop(boxes[r][c])), expected)
-    assert boxes[0][1][0] - boxes[0][0][2] == cli.GAP  # thin gaps between cells
-    assert boxes[1][0][1] - boxes[0][0][3] == cli.GAP
-    assert canvas.width >= boxes[0][-1][2] + cli.MARGIN and canvas.height >= boxes[-1][0][3] + cli.MARGIN
+    assert boxes[0][1][0] - boxes[0][0][2] == grids.GAP  # thin gaps between cells
+    assert boxes[1][0][1] - boxes[0][0][3] == grids.GAP
+    assert canvas.width >= boxes[0][-1][2] + grids.MARGIN and canvas.height >= boxes[-1][0][3] + grids.MARGIN
 
 
 # --------------------------------------------------------------------------------------------- spaces

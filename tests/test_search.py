@@ -449,7 +449,10 @@ def test_end_to_end_search_writes_a_valid_policy(small_run, shared_storage):
     saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     assert saved["run_id"] == result.run_id
     assert search.SearchConfig.from_dict(saved["search"]) == search.SearchConfig(**SMALL, storage=str(shared_storage))
-    assert (run_dir / "report.md").read_text(encoding="utf-8").startswith("# Search report: digits")
+    report = (run_dir / "report.md").read_text(encoding="utf-8")
+    assert report.startswith("# Search report: digits")
+    for picture in ("trials.png", "recipes.png", "ops.png", "grid.png"):  # drawn by the export, linked once
+        assert (run_dir / picture).read_bytes()[:4] == b"\x89PNG" and report.count(f"]({picture})") == 1
     experiments = shared_storage / result.run_id
     assert sorted(p.name for p in experiments.iterdir()) == ["phase1_children", "phase1b_domain", "phase2_policies",
                                                              "phase3_selection"]

@@ -1,4 +1,5 @@
-"""Writing a search's results: ``trials.csv``, ``candidates.json``, ``report.md`` and, last, ``policy.json``.
+"""Writing a search's results: ``trials.csv``, ``candidates.json``, ``selection.csv``, the pictures, ``report.md``
+and, last, ``policy.json``.
 
 Every file is written atomically, and ``policy.json`` comes last: a run directory with a
 ``policy.json`` holds a complete export, and a search killed on the way leaves none (``--resume``
@@ -18,6 +19,7 @@ import numpy as np
 from policysearch.atomic import write_text_atomic
 from policysearch.policy import Policy
 from policysearch.search.faults import Faults
+from policysearch.search.figures import draw_figures, figures_section
 from policysearch.search.outcome import Outcome, SearchResult
 from policysearch.search.report import render_report
 from policysearch.search.recipes import one_final_training_seconds
@@ -83,7 +85,9 @@ def export(prepared: Prepared, run: Run, outcome: Outcome, faults: Faults = Faul
     faults.reach("export", after="candidates.json")
     write_selection_csv(run, outcome.selection)
     policy = Policy(chosen.recipe.sub_policies, metadata, name=f"{name}: {chosen.name}", baseline=chosen.recipe.baseline)
-    write_text_atomic(run.run_dir / "report.md", render_report(config, prepared.space.name, run.run_id, outcome, policy))
+    figures, notes = draw_figures(run.run_dir, policy=policy, data=prepared.data)
+    write_text_atomic(run.run_dir / "report.md", render_report(config, prepared.space.name, run.run_id, outcome, policy,
+                                                               figures_section(figures, notes)))
     faults.reach("export", after="report.md")
     policy_path = policy.save(run.run_dir / "policy.json")
     return SearchResult(run.run_dir, run.run_id, policy_path, policy, costs, outcome.top, decision, outcome.failures(),

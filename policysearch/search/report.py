@@ -26,8 +26,10 @@ def _fmt(x: float, digits: int = 2) -> str:
     return "-" if x is None or x != x else f"{x:.{digits}f}"
 
 
-def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: Outcome, policy: Policy) -> str:
-    """The whole ``report.md``."""
+def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: Outcome, policy: Policy,
+                  pictures: str = "") -> str:
+    """The whole ``report.md``; ``pictures`` (:func:`~policysearch.search.figures.figures_section`) follows the
+    summary."""
     from policysearch.domain import MIN_SIGNAL
 
     costs, decision, fit = outcome.costs, outcome.decision, outcome.fit
@@ -47,6 +49,7 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
              f"- child model `{config.model}`, {config.epochs} epochs (more on tiny data)",
              f"- trials: {len(ok_trials)} of {len(outcome.trials)} policy trials succeeded; "
              f"{len(outcome.failures())} trial(s) of all phases failed after {config.retries} retries", "",
+             *([pictures.rstrip("\n"), ""] if pictures else []),
              "## Candidate recipes", "",
              f"Held-out error over the same {folds} folds and seeds for every recipe. The difference is the chosen "
              f"recipe minus the row's, with a {config.confidence:.0%} interval corrected for overlapping training "
@@ -113,12 +116,16 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
 
 def summary_text(result: SearchResult, limit: int = 3) -> str:
     """What ``policysearch search`` prints at the end: where the recipe is, what it is and why."""
+    from policysearch.search.figures import FILES
+
     c, decision = result.costs, result.decision
+    pictures = [name for name in FILES if (result.run_dir / name).is_file()]
     name = result.chosen.name if result.chosen else result.policy.name
     lines = [f"policy: {result.policy_path} - recipe {name} ({_count(len(result.policy))}, "
              f"{result.policy.baseline.describe()})",
              f"why: {decision.reason}" if decision else "",
-             f"report: {result.run_dir / 'report.md'} (run {result.run_id})",
+             f"report: {result.run_dir / 'report.md'} (run {result.run_id})" + (
+                 f" with pictures {', '.join(pictures)} beside it" if pictures else ""),
              f"cost: phase 1 {c['phase1_wall_s']:.0f} s, 1b {c['phase1b_wall_s']:.0f} s, phase 2 "
              f"{c['phase2_wall_s']:.0f} s, phase 3 {c['phase3_wall_s']:.0f} s wall"]
     if result.failures:

@@ -1,0 +1,149 @@
+"""Grids of augmented samples: the picture ``policysearch show`` writes and the search report embeds.
+
+Each row is one image of a data set, the first column the original and the others views drawn through
+a policy (its baseline crop and flip included). Only Pillow and torch are used, imported inside the
+functions so that the command line's ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+__all__ = ["CELL_TARGET", "GAP", "MARGIN", "augmented_views", "from_pil", "render_grid", "sample_grid", "to_pil"]
+
+CELL_TARGET = 64  # pixels; the default scale brings images near this size
+GAP = 4
+MARGIN = 10
+BACKGROUND = (255, 255, 255)
+TEXT = (30, 30, 30)
+MUTED = (110, 110, 110)
+
+
+def _count(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {plural or word + 's'}"
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: one bitmap size
+        return ImageFont.load_default()
+
+
+def render_grid(rows, column_labels: Sequence[str], row_labels: Sequence[str], title: Sequence[str],
+                scale: int):
+    """Draw ``rows`` (lists of same-sized PIL images) as a labelled grid; returns (image, cell boxes).
+
+    ``boxes[r][c]`` is the (left, top, right, bottom) pixel box of cell (r, c): its content is the image
+    upscaled ``scale`` times with nearest neighbour.
+    """
+    from PIL import Image, ImageDraw
+
+    title_font, font = _font(14), _font(11)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def size(text, f):
+        left, top, right, bottom = probe.textbbox((0, 0), text, font=f)
+        return right - left, bottom - top
+
+    cell_w, cell_h = rows[0][0].width * scale, rows[0][0].height * scale
+    label_w = max(size(t, font)[0] for t in row_labels) + 8 if row_labels else 0
+    header_h = max(size(t, font)[1] for t in column_labels) + 6
+    title_h = sum(size(t, title_font if i == 0 else font)[1] + 5 for i, t in enumerate(title))
+    columns = len(rows[0])
+    grid_w = label_w + columns * cell_w + (columns - 1) * GAP
+    grid_h = header_h + len(rows) * cell_h + (len(rows) - 1) * GAP
+    title_w = max(size(t, title_font if i == 0 else font)[0] for i, t in enumerate(title))
+    width = 2 * MARGIN + max(grid_w, title_w)
+    height = 2 * MARGIN + title_h + 6 + grid_h
+    canvas = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+
+    y = MARGIN
+    for i, line in enumerate(title):
+        f = title_font if i == 0 else font
+        draw.text((MARGIN, y), line, fill=TEXT if i == 0 else MUTED, font=f)
+        y += size(line, f)[1] + 5
+    top = y + 6
+    x0 = MARGIN + label_w
+    for c, text in enumerate(column_labels):
+        w, _ = size(text, font)
+        draw.text((x0 + c * (cell_w + GAP) + (cell_w - w) // 2, top), text, fill=MUTED if c else TEXT, font=font)
+    y0 = top + header_h
+    boxes = []
+    for r, row in enumerate(rows):
+        y = y0 + r * (cell_h + GAP)
+        if row_labels:
+            w, h = size(row_labels[r], font)
+            draw.text((MARGIN + label_w - 8 - w, y + (cell_h - h) // 2), row_labels[r], fill=MUTED, font=font)
+        row_boxes = []
+        for c, img in enumerate(row):
+            x = x0 + c * (cell_w + GAP)
+            canvas.paste(img.convert("RGB").resize((cell_w, cell_h), Image.Resampling.NEAREST), (x, y))
+            row_boxes.append((x, y, x + cell_w, y + cell_h))
+        boxes.append(row_boxes)
+    # A thin line between the originals and the augmented views.
+    line_x = x0 + cell_w + GAP // 2
+    draw.line([(line_x, y0 - 2), (line_x, y0 + grid_h - header_h + 1)], fill=(170, 170, 170), width=1)
+    return canvas, boxes
+
+
+def augmented_views(policy, images, views: int, seed: int, backend: str):
+    """``views`` augmented versions of every image of ``images`` (uint8 [S, C, H, W]) -> [S][views] tensors."""
+    import torch
+
+    from policysearch.transforms import BatchPolicyTransform, PolicyTransform
+
+    generator = torch.Generator().manual_seed(seed)
+    if backend == "batch":
+        transform = BatchPolicyTransform(policy)
+        batch = images.repeat_interleave(views, dim=0)  # sample 0 x views, sample 1 x views, ...
+        out = transform(batch, generator=generator)
+        return [[out[s * views + v] for v in range(views)] for s in range(len(images))]
+    pil = [to_pil(img) for img in images]
+    transform = PolicyTransform(policy, pool=pil, generator=generator)
+    return [[from_pil(transform(img)) for _ in range(views)] for img in pil]
+
+
+def to_pil(image):
+    """A uint8 [C, H, W] tensor (1 or 3 channels) as a PIL image."""
+    from PIL import Image
+
+    array = image.permute(1, 2, 0).numpy()
+    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array, "L" if array.shape[2] == 1 else "RGB")
+
+
+def from_pil(img):
+    """A PIL image as a uint8 [C, H, W] tensor."""
+    import numpy as np
+    import torch
+
+    array = np.asarray(img)
+    array = array[:, :, None] if array.ndim == 2 else array
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def sample_grid(policy, data, *, about: str, samples: int = 8, views: int = 6, seed: int = 0,
+                backend: str = "batch", scale: int | None = None):
+    """The grid of ``samples`` seeded picks of ``data`` (an ``ImageData``) and ``views`` augmented views of
+    each through ``policy``; returns (PIL image, samples drawn, scale). ``about`` names the policy in the title.
+    """
+    import torch
+
+    samples = min(samples, len(data))
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randperm(len(data), generator=generator)[:samples]
+    images = data.images[picks]
+    drawn = augmented_views(policy, images, views, seed, backend)
+    height, width = images.shape[-2:]
+    scale = scale or max(1, round(CELL_TARGET / max(height, width)))
+    rows = [[to_pil(images[s])] + [to_pil(v) for v in drawn[s]] for s in range(samples)]
+    columns = ["original"] + [f"view {v + 1}" for v in range(views)]
+    labels = [f"{data.classes[int(data.labels[i])]}" for i in picks]
+    title = [f"{about}: {_count(len(policy), 'sub-policy', 'sub-policies')}",
+             f"{data.name}, {_count(samples, 'sample')} x {_count(views, 'view')}, seed {seed}, "
+             f"{backend} path, {width}x{height} px shown x{scale}"]
+    canvas, _ = render_grid(rows, columns, labels, title, scale)
+    return canvas, samples, scale

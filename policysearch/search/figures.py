@@ -1,0 +1,466 @@
+"""The pictures beside ``report.md``, drawn from a run directory's files, and ``policysearch report``.
+
+Four PNG files, each written atomically:
+
+- ``trials.png``: the reward of every phase-2 trial in the order its optimiser proposed it, one series per
+  split and repeat, with the best so far, the candidates kept and the failed trials;
+- ``recipes.png``: phase 3, every candidate recipe's held-out error per fold and mean, and the chosen
+  recipe's paired difference against each with its interval;
+- ``ops.png``: which ops the chosen policy applies and how strongly (expected applications per image and
+  the level when applied), its baseline in the title;
+- ``grid.png``: training images of the run's data set under the chosen recipe (the grid ``policysearch
+  show`` draws, :func:`policysearch.grids.sample_grid`).
+
+The inputs are ``config.json``, ``trials.csv``, ``selection.csv`` and the chosen policy (``policy.json``,
+or the policy the export is about to save). ``report.md`` embeds the pictures in one section between two
+HTML comments, so that ``policysearch report RUN_DIR`` can draw them again and replace that section alone.
+Matplotlib (Agg) and torch are imported only when drawing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from policysearch.atomic import write_atomic, write_bytes_atomic, write_text_atomic
+from policysearch.data import DataError, ImageData
+from policysearch.policy import Policy
+from policysearch.search.config import SearchConfig
+
+__all__ = ["BEGIN", "END", "FILES", "Figure", "RunFilesError", "add_arguments", "draw_figures", "figures_section", "op_usage",
+           "plot_ops", "plot_recipes", "plot_trials", "read_config", "read_policy", "replace_figures_section", "run",
+           "training_images"]
+
+BEGIN = "<!-- figures: drawn from this run's files; `policysearch report RUN_DIR` draws them again -->"
+END = "<!-- /figures -->"
+REWARD_MEANING = {
+    "accuracy": "accuracy of the frozen child on augmented D_A",
+    "any_view": "share of D_A images the child recognises in any view",
+    "loss": "minus the child's loss on augmented D_A",
+    "min_loss": "minus the child's lowest loss over the views",
+}
+FILES = ("trials.png", "recipes.png", "ops.png", "grid.png")  # the pictures, in the report's order
+GRID_SAMPLES, GRID_VIEWS = 8, 8
+DPI = 110
+CHOSEN, OTHER, FAILED = "tab:red", "tab:blue", "black"
+
+
+class RunFilesError(ValueError):
+    """A run directory whose files cannot be drawn (missing, unfinished or not written by policysearch)."""
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One picture beside ``report.md``: its file name and the caption the report shows under it."""
+
+    file: str
+    title: str
+    caption: str
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise RunFilesError(f"{path.parent}: no {path.name}; is it a finished policysearch run directory?")
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _float(text: str | None) -> float:
+    try:
+        return float(text) if text not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def read_config(run_dir: Path) -> SearchConfig:
+    """The search settings stored in ``run_dir/config.json``."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise RunFilesError(f"{run_dir}: no config.json; is it a policysearch run directory?")
+    try:
+        return SearchConfig.from_dict(json.loads(path.read_text(encoding="utf-8"))["search"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RunFilesError(f"{path}: not a config policysearch wrote ({exc})") from None
+
+
+def read_policy(run_dir: Path) -> Policy:
+    """The chosen recipe of a finished run; a one-line error for a search that has not finished."""
+    path = run_dir / "policy.json"
+    if not path.is_file():
+        raise RunFilesError(f"{run_dir}: the search is not finished (no policy.json yet); finish it with "
+                            f"`policysearch search --resume {run_dir}`")
+    return Policy.load(path)
+
+
+def training_images(config: SearchConfig, data_root: str | None = None) -> ImageData:
+    """The images the search trained on: the data set of ``config`` and its seeded ``train_size`` subset."""
+    from policysearch.data import load_dataset, stratified_subset
+
+    data = load_dataset(config.dataset, split="train", data_root=data_root or config.data_root,
+                        image_size=config.image_size)
+    return stratified_subset(data, config.train_size, seed=config.seed) if config.train_size else data
+
+
+# ------------------------------------------------------------------------------------------ drawing
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.15)
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def _wrap(text: str, width: int = 95) -> str:
+    return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False))
+
+
+def plot_trials(rows: Sequence[dict[str, str]], config: SearchConfig, clean_accuracy: float | None) -> bytes:
+    """Phase 2: every trial's reward by its place in its optimiser's sequence, one colour per split and repeat."""
+    from matplotlib.lines import Line2D
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.4))
+    groups: dict[tuple[int, int], list[dict[str, str]]] = {}
+    for r in rows:
+        groups.setdefault((int(r["repeat"]), int(r["split"])), []).append(r)
+    colours = plt.get_cmap("tab10")
+    ok_rewards = [_float(r["reward"]) for r in rows if r["status"] == "ok"]
+    low = min(ok_rewards, default=0.0)
+    high = max(ok_rewards, default=1.0)
+    floor = low - 0.08 * max(high - low, 1e-3)  # where failed trials are marked, below every score
+    failed_any = False
+    for g, ((repeat, split), group) in enumerate(sorted(groups.items())):
+        colour = colours(g % 10)
+        group.sort(key=lambda r: int(r["index"]))
+        ok = [r for r in group if r["status"] == "ok"]
+        xs = [int(r["index"]) for r in ok]
+        ys = [_float(r["reward"]) for r in ok]
+        label = f"split {split}" + (f", repeat {repeat}" if config.repeats > 1 else "")
+        ax.plot(xs, ys, "o", color=colour, markersize=4, alpha=0.75, label=label)
+        best, running = -math.inf, []
+        for y in ys:
+            best = max(best, y)
+            running.append(best)
+        ax.step(xs, running, where="post", color=colour, linewidth=1.4)
+        kept = sorted(ok, key=lambda r: _float(r["reward"]), reverse=True)[:config.top_n]
+        ax.plot([int(r["index"]) for r in kept], [_float(r["reward"]) for r in kept], "o", markersize=9,
+                markerfacecolor="none", markeredgecolor=colour, markeredgewidth=1.2)
+        bad = [int(r["index"]) for r in group if r["status"] != "ok"]
+        if bad:
+            failed_any = True
+            ax.plot(bad, [floor] * len(bad), "x", color=colour, markersize=7, markeredgewidth=1.8)
+    if clean_accuracy is not None:
+        ax.axhline(clean_accuracy, color="0.45", linestyle="--", linewidth=1)
+    handles, _ = ax.get_legend_handles_labels()
+    extra = [Line2D([], [], color="0.3", linewidth=1.4, label="best so far"),
+             Line2D([], [], marker="o", markersize=9, markerfacecolor="none", markeredgecolor="0.3", linestyle="",
+                    label=f"kept (top {config.top_n})")]
+    if failed_any:
+        extra.append(Line2D([], [], marker="x", color=FAILED, linestyle="", markeredgewidth=1.5,
+                            label="failed (no score), at the bottom"))
+    if clean_accuracy is not None:
+        extra.append(Line2D([], [], color="0.45", linestyle="--", label="child on D_A without a policy"))
+    ax.legend(handles=handles + extra, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.set_xlabel("trial number in its split's optimiser (order proposed)")
+    ax.set_ylabel(f"reward: {config.reward}")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    n_ok = len(ok_rewards)
+    ax.set_title(_wrap(f"Phase 2: {n_ok} of {len(rows)} candidate policies scored ({config.algorithm}, "
+                       f"{config.splits} split(s) x {config.repeats} repeat(s) x {config.trials} trials); reward = "
+                       f"{REWARD_MEANING.get(config.reward, config.reward)} over {config.num_views} views", 95),
+                 fontsize=10)
+    return _png(fig)
+
+
+def _against_chosen(selection: dict[str, Any]) -> dict[str, tuple[float, float, float]]:
+    """Recipe -> (mean, low, high) of chosen minus that recipe, in percentage points."""
+    chosen, out = selection["chosen"], {}
+    for c in selection.get("comparisons", []):
+        if c["candidate"] == chosen and c["reference"] != chosen:
+            out[c["reference"]] = (c["mean"], c["low"], c["high"])
+        elif c["reference"] == chosen and c["candidate"] != chosen:
+            out[c["candidate"]] = (-c["mean"], -c["high"], -c["low"])
+    return out
+
+
+def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], confidence: float) -> bytes:
+    """Phase 3: held-out error of every candidate recipe, and the chosen one's paired difference against each."""
+    plt = _pyplot()
+    names = list(dict.fromkeys(r["recipe"] for r in rows))
+    folds: dict[str, list[float]] = {n: [] for n in names}
+    for r in rows:
+        if r["status"] == "ok":
+            folds[r["recipe"]].append(_float(r["held_out_error"]))
+    means = {n: selection.get("mean_error", {}).get(n) for n in names}
+    chosen, reference = selection["chosen"], selection.get("reference")
+    # Best at the top; failed recipes last.
+    order = sorted(names, key=lambda n: (means[n] is None, means[n] if means[n] is not None else 0.0))
+    diffs = _against_chosen(selection)
+    height = 1.6 + 0.34 * len(order)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, height), sharey=True, layout="constrained",
+                                      gridspec_kw={"width_ratios": [1, 1.25]})
+    ys = list(range(len(order)))[::-1]
+    for y, name in zip(ys, order):
+        colour = CHOSEN if name == chosen else OTHER
+        points = folds[name]
+        if points:
+            left.plot(points, [y] * len(points), "|", color="0.55", markersize=8)
+        if means[name] is None:
+            left.text(0.02, y, "failed", transform=left.get_yaxis_transform(), va="center", fontsize=8)
+            continue
+        left.plot([means[name]], [y], "D" if name == chosen else "o", color=colour, markersize=7)
+        if name == chosen:
+            right.text(0.0, y, "chosen", ha="center", va="center", fontsize=8, color=CHOSEN,
+                       bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+        elif name in diffs:
+            mean, low, high = diffs[name]
+            if low != low or high != high:  # one fold: no interval
+                right.plot([mean], [y], "o", color="0.35", markersize=5)
+                continue
+            tone = "tab:green" if high < 0 else ("tab:orange" if low > 0 else "0.35")
+            right.errorbar([mean], [y], xerr=[[mean - low], [high - mean]], fmt="o", color=tone, capsize=3,
+                           markersize=5)
+    labels = [n + (" (chosen)" if n == chosen else "") + (" (reference)" if n == reference and n != chosen else "")
+              for n in order]
+    left.set_yticks(ys, labels, fontsize=8)
+    left.set_ylim(-0.7, len(order) - 0.3)
+    widest = max((max(v) for v in folds.values() if v), default=1.0)
+    left.set_xlim(-0.04 * widest, 1.08 * widest)  # a fold with no error stays visible off the spine
+    left.set_xlabel("held-out error (%): | one fold, o mean", fontsize=9)
+    left.grid(axis="x", alpha=0.3)
+    right.axvline(0, color="0.3", linewidth=1, zorder=0)
+    reach = max([abs(v) for d in diffs.values() for v in d if v == v] + [1.0])
+    right.set_xlim(-1.15 * reach, 1.15 * reach)  # 0 in the middle: which side a recipe falls is plain
+    right.set_xlabel(f"chosen minus this recipe (percentage points), {confidence:.0%} interval\n"
+                     "left of 0: the chosen recipe has the lower error", fontsize=9)
+    right.grid(axis="x", alpha=0.3)
+    right.tick_params(axis="y", length=0)
+    n_folds = max((len(v) for v in folds.values()), default=0)
+    fig.suptitle(_wrap(f"Phase 3: {len(order)} candidate recipes, each trained on the same {n_folds} cross-fit folds. "
+                       f"Chosen: {chosen}. Why: {selection.get('reason', '')}", 110), fontsize=10)
+    return _png(fig)
+
+
+def op_usage(policy: Policy) -> list[dict[str, Any]]:
+    """Per op of ``policy``: expected applications per image (each image draws one sub-policy uniformly and
+    applies each step with its probability), share of sub-policies using it, and its levels weighted by
+    probability (mean, min, max). Most applied first."""
+    usage: dict[str, dict[str, Any]] = {}
+    n = max(len(policy), 1)
+    for sub in policy:
+        for op in {step.op for step in sub}:
+            usage.setdefault(op, {"op": op, "expected": 0.0, "share": 0.0, "weight": 0.0, "level_sum": 0.0,
+                                  "levels": []})["share"] += 1 / n
+        for step in sub:
+            u = usage[step.op]
+            u["expected"] += step.prob / n
+            u["weight"] += step.prob
+            u["level_sum"] += step.prob * step.level
+            u["levels"].append(step.level)
+    out = []
+    for u in usage.values():
+        mean = u["level_sum"] / u["weight"] if u["weight"] > 0 else math.nan
+        out.append({"op": u["op"], "expected": u["expected"], "share": u["share"], "mean_level": mean,
+                    "min_level": min(u["levels"]), "max_level": max(u["levels"])})
+    return sorted(out, key=lambda u: (-u["expected"], u["op"]))
+
+
+def _argument(op: str, level: float) -> str:
+    """What ``op`` does at ``level`` in its own unit: ``±15 degrees``, ``factor 1 ± 0.45``, ``6 bits kept``."""
+    from policysearch.ops import OPS
+
+    spec = OPS.get(op)
+    if spec is None or not spec.has_magnitude or level != level:
+        return ""
+    arg = spec.argument(level)
+    value = f"{arg:.0f}" if abs(arg) >= 10 else f"{arg:.2g}"
+    if "arg" in spec.description:  # e.g. "factor 1 +- arg"
+        return spec.description.replace("+-", "±").replace("arg", value)
+    return f"{'±' if spec.signed else ''}{value} {spec.description}".strip()
+
+
+def plot_ops(policy: Policy, recipe: str) -> bytes:
+    """Which ops the policy applies (expected applications per image) and at which levels, baseline in the title."""
+    from policysearch.ops import OPS
+
+    plt = _pyplot()
+    usage = op_usage(policy)
+    identity = next((u["expected"] for u in usage if u["op"] == "Identity"), 0.0)
+    shown = [u for u in usage if u["op"] != "Identity" and u["expected"] > 0]
+    steps = max((len(sub) for sub in policy), default=0)
+    if not shown:
+        fig, ax = plt.subplots(figsize=(7, 1.6), layout="constrained")
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "The policy applies no op (Identity only):\nevery training image gets the baseline alone, "
+                f"{policy.baseline.describe()}.", ha="center", va="center", fontsize=10)
+        fig.suptitle(f"Chosen recipe {recipe}", fontsize=10)
+        return _png(fig)
+    subs = f"{len(policy)} sub-polic{'y' if len(policy) == 1 else 'ies'}"
+    title = (f"Chosen recipe {recipe}: {subs} of up to {steps} op(s); each image draws one "
+             f"sub-policy and applies each op with its probability, then the baseline: "
+             f"{policy.baseline.describe()}")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 1.7 + 0.32 * max(len(shown), 2)), sharey=True,
+                                      layout="constrained", gridspec_kw={"width_ratios": [1, 1.3]})
+    ys = list(range(len(shown)))[::-1]
+    top = max((u["expected"] for u in shown), default=1.0)
+    for y, u in zip(ys, shown):
+        left.barh(y, u["expected"], color=OTHER, height=0.6)
+        left.text(u["expected"] + 0.01 * top, y, f"{u['expected']:.2f} ({u['share']:.0%})",
+                  va="center", fontsize=7.5)
+        spec = OPS.get(u["op"])
+        if spec is not None and not spec.has_magnitude:
+            right.text(0.02, y, "no level (always the same effect)", va="center", fontsize=7.5, color="0.4")
+            continue
+        right.plot([u["min_level"], u["max_level"]], [y, y], color="0.6", linewidth=3, solid_capstyle="butt")
+        right.plot([u["mean_level"]], [y], "o", color=CHOSEN, markersize=6)
+        right.text(1.03, y, f"mean {u['mean_level']:.2f}: {_argument(u['op'], u['mean_level'])}", va="center",
+                   fontsize=7.5, transform=right.get_yaxis_transform())
+    left.set_yticks(ys, [u["op"] for u in shown], fontsize=8.5)
+    left.set_ylim(-0.7, len(shown) - 0.3)
+    left.set_xlim(0, top * 1.45)  # room for the value labels
+    left.set_xlabel("expected applications per image\n(in brackets: share of sub-policies with the op)", fontsize=9)
+    left.grid(axis="x", alpha=0.3)
+    right.set_xlim(-0.02, 1.02)
+    right.set_xlabel("level in [0, 1]: o mean weighted by probability, bar min to max", fontsize=9)
+    right.grid(axis="x", alpha=0.3)
+    right.tick_params(axis="y", length=0)
+    if identity:
+        title += f". Identity (leaves the image as it is): {identity:.2f} per image"
+    fig.suptitle(_wrap(title, 105), fontsize=10)
+    return _png(fig)
+
+
+# ------------------------------------------------------------------------------------------ the set
+
+
+def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: ImageData | None = None,
+                 data_root: str | None = None) -> tuple[list[Figure], list[str]]:
+    """Draw the report's pictures into ``run_dir``; returns the figures written and one note per picture
+    that could not be drawn (the training images when the data set cannot be loaded from here).
+
+    ``policy`` is the chosen recipe (default: ``run_dir/policy.json``); ``data`` the training images when
+    the caller holds them (the export), else they are loaded as the search loaded them (``data_root``
+    overrides the stored one).
+    """
+    from policysearch.grids import sample_grid
+
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    policy = policy if policy is not None else read_policy(run_dir)
+    meta = policy.metadata
+    selection = meta.get("score", {}).get("selection")
+    if not selection:
+        raise RunFilesError(f"{run_dir}: policy.json has no score.selection in its metadata; it was not written "
+                            "by this version's search")
+    recipe = meta.get("recipe", {}).get("name") or policy.name
+    trials = _read_csv(run_dir / "trials.csv")
+    fits = _read_csv(run_dir / "selection.csv")
+    clean = meta.get("score", {}).get("child_da_accuracy_without_policy") if config.reward == "accuracy" else None
+    figures, notes = [], []
+
+    write_bytes_atomic(run_dir / "trials.png", plot_trials(trials, config, clean))
+    failed = sum(r["status"] != "ok" for r in trials)
+    figures.append(Figure("trials.png", "Phase 2: every candidate policy's score",
+                          f"The reward ({config.reward}) of each of the {len(trials)} candidate policies in the order "
+                          "its split's optimiser proposed it; the line is the best so far, rings mark the "
+                          f"{config.top_n} kept per split and merged into the Fast AutoAugment candidates"
+                          + (f"; x marks the {failed} failed trial(s)." if failed else ".")))
+    write_bytes_atomic(run_dir / "recipes.png", plot_recipes(fits, selection, config.confidence))
+    figures.append(Figure("recipes.png", "Phase 3: the candidate recipes compared",
+                          "Held-out error of every candidate recipe per cross-fit fold and on average (left), and "
+                          f"the chosen recipe minus each other with its {config.confidence:.0%} interval (right; "
+                          "green: the chosen one is better beyond the noise, grey: within it, orange: worse "
+                          "beyond it)."))
+    write_bytes_atomic(run_dir / "ops.png", plot_ops(policy, recipe))
+    figures.append(Figure("ops.png", "What the chosen policy does",
+                          f"Per op of {recipe}: how often an image gets it and at which level; the baseline "
+                          f"({policy.baseline.describe()}) follows on every image."))
+    try:
+        images = data if data is not None else training_images(config, data_root)
+    except DataError as exc:
+        notes.append(f"grid.png not drawn: {exc} (give the data's folder with --data-root)")
+    else:
+        about = f"training images under {recipe} (policy, then {policy.baseline.describe()})"
+        canvas, _, _ = sample_grid(policy, images, about=about, samples=GRID_SAMPLES, views=GRID_VIEWS,
+                                   seed=config.seed)
+        write_atomic(run_dir / "grid.png", lambda handle: canvas.save(handle, format="PNG"))
+        figures.append(Figure("grid.png", "Training images under the chosen recipe",
+                              f"{GRID_SAMPLES} training images of {images.name} (rows, with their class) and "
+                              f"{GRID_VIEWS} random views of each as training sees them: the policy, then "
+                              f"{policy.baseline.describe()}."))
+    return figures, notes
+
+
+def figures_section(figures: Sequence[Figure], notes: Sequence[str] = ()) -> str:
+    """The report's pictures section (between :data:`BEGIN` and :data:`END`), ending with a newline."""
+    lines = [BEGIN, "## Pictures", ""]
+    for f in figures:
+        lines += [f"![{f.title}]({f.file})", "", f"*{f.title}.* {f.caption}", ""]
+    lines += [f"- {note}" for note in notes] + ([""] if notes else [])
+    return "\n".join(lines) + END + "\n"
+
+
+def replace_figures_section(report: str, section: str) -> str:
+    """``report`` with its pictures section replaced by ``section``; a report without one gets it before its
+    first ``## `` heading (after the summary), or at the end."""
+    start, end = report.find(BEGIN), report.find(END)
+    if start >= 0 and end > start:
+        tail = report[end + len(END):]
+        return report[:start] + section + tail[1:] if tail.startswith("\n") else report[:start] + section + tail
+    at = report.find("\n## ")
+    if at < 0:
+        return report.rstrip("\n") + "\n\n" + section
+    return report[:at + 1] + section + "\n" + report[at + 1:]
+
+
+# ------------------------------------------------------------------------------------------ command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``policysearch report`` options."""
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished search's run directory (with policy.json)")
+    parser.add_argument("--data-root", default=None, metavar="DIR",
+                        help="where the run's data set lives, when not where config.json says (a relative "
+                             "data_root is read from the current folder); only the image grid needs it")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Draw the pictures of a finished run again and rewrite the pictures section of its report.md."""
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise RunFilesError(f"{run_dir}: no such run directory")
+    config = read_config(run_dir)
+    policy = read_policy(run_dir)
+    figures, notes = draw_figures(run_dir, policy=policy, data_root=args.data_root)
+    if any(note.startswith("grid.png") for note in notes) and (run_dir / "grid.png").is_file():
+        notes = [note.replace("not drawn", "not redrawn (the link shows the earlier one)") for note in notes]
+        figures.append(Figure("grid.png", "Training images under the chosen recipe", "Drawn earlier."))
+    path = run_dir / "report.md"
+    report = path.read_text(encoding="utf-8") if path.is_file() else (
+        f"# Search report: {config.dataset}\n\nThe search's report.md was missing; only its pictures are here.\n")
+    write_text_atomic(path, replace_figures_section(report, figures_section(figures, notes)))
+    print(f"wrote {path} with {len(figures)} pictures: {', '.join(f.file for f in figures)}")
+    for note in notes:
+        print(f"note: {note}")
+    return 0
