@@ -95,7 +95,7 @@ def ray_init_kwargs(config: SearchConfig, data_bytes: int = 0) -> dict[str, Any]
     listens on 127.0.0.1 only.
     """
     if config.address:
-        return {"address": config.address, "log_to_driver": False}
+        return {"address": config.address, "log_to_driver": False, "configure_logging": False}
     return {"address": "local", "num_gpus": local_gpus(), "include_dashboard": config.dashboard,
             "dashboard_host": "127.0.0.1", "log_to_driver": False,
             "object_store_memory": object_store_bytes(data_bytes), "configure_logging": False}
@@ -313,6 +313,7 @@ def checkpoint_kept(epoch: int, epochs: int, remote: bool) -> bool:
 
 def _child_trainable(trial: dict[str, Any], *, shared: Shared, remote: bool, faults: Faults) -> None:
     prepared = shared.get()
+    node = _node_id()
     with tempfile.TemporaryDirectory(prefix="policysearch-child-") as local:
         restored = tune.get_checkpoint()
         if restored is not None:
@@ -320,12 +321,13 @@ def _child_trainable(trial: dict[str, Any], *, shared: Shared, remote: bool, fau
                 shutil.copy(Path(folder) / CHILD_FILE, Path(local) / CHILD_FILE)
 
         def report(metrics: dict[str, Any]) -> None:
+            metrics = {**metrics, "node_id": node}
             if checkpoint_kept(int(metrics["epoch"]), int(metrics["epochs"]), remote):
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(local))
             else:
                 tune.report(metrics)
 
-        train_child(prepared, int(trial["split"]), Path(local), report, faults.at(node=_node_id()))
+        train_child(prepared, int(trial["split"]), Path(local), report, faults.at(node=node))
 
 
 def fetch_child_model(checkpoint: tune.Checkpoint, folder: Path) -> Path:
@@ -433,7 +435,7 @@ def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO) -> tup
         tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=False), config, run.experiments,
         Progress("phase 1: child models", config.splits, "da_accuracy", stream))
     children = sorted([{"split": r.metrics["split"], "status": "ok", "error": "", "trial_id": trial_id(r),
-                        **{k: r.metrics[k] for k in ("da_accuracy", "da_loss", "train_seconds")}} for r in ok]
+                        **{k: r.metrics[k] for k in ("da_accuracy", "da_loss", "train_seconds", "node_id")}} for r in ok]
                       + [{"split": int(r.config["split"]), "status": "failed", "error": _error_line(r.error),
                           "trial_id": trial_id(r)} for r in failed], key=lambda c: c["split"])
     check_failures("phase 1 (child models)", config.splits,
