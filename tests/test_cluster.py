@@ -179,6 +179,16 @@ def test_checkpoints_every_epoch_on_a_path_and_about_ten_per_child_on_a_uri():
     assert checkpoint_kept(13, 13, remote=True)  # the last epoch always
 
 
+def test_the_experiment_state_is_saved_every_second_on_a_path_and_every_minute_on_a_uri(monkeypatch):
+    from policysearch.search import tuning
+
+    for storage, period in ((None, "1"), ("/shared/policysearch", "1"), ("s3://bucket/runs", "60")):
+        environ = {k: v for k, v in os.environ.items() if k != "TUNE_GLOBAL_CHECKPOINT_S"}
+        monkeypatch.setattr(os, "environ", environ)  # restored after the test, with whatever else it sets
+        tuning._quiet_ray_environment(SearchConfig(storage=storage))
+        assert environ["TUNE_GLOBAL_CHECKPOINT_S"] == period
+
+
 def test_the_object_store_of_a_local_ray_is_sized_from_the_data():
     from policysearch.search.tuning import OBJECT_STORE_FLOOR, object_store_bytes, ray_init_kwargs
 
@@ -196,6 +206,7 @@ def test_the_object_store_of_a_local_ray_is_sized_from_the_data():
 # ----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a subprocess that imports torch and Ray: about 30 s on 2 loaded cores
 def test_a_wrong_address_fails_in_one_line_without_waiting_for_ray(tmp_path):
     port = _free_port()  # nothing listens there
     done = subprocess.run([sys.executable, "-m", "policysearch", "search", "--address", f"127.0.0.1:{port}",

@@ -122,13 +122,15 @@ def start_ray(config: SearchConfig, data_bytes: int = 0) -> bool:
     _quiet_ray_environment(config)
     if ray.is_initialized():
         return False
-    if config.address:
-        check_address(config.address)
+    if not config.address:
+        ray.init(**ray_init_kwargs(config, data_bytes))
+        return True
+    check_address(config.address)
     try:
         ray.init(**ray_init_kwargs(config, data_bytes))
-    except ConnectionError as exc:
+    except ConnectionError as exc:  # e.g. --address auto with no cluster on this machine
         raise RunError(f"--address {config.address}: {str(exc).strip().splitlines()[0]}") from None
-    return not config.address
+    return False
 
 
 def cluster_nodes() -> list[dict[str, float]]:
