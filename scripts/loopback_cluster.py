@@ -74,21 +74,8 @@ class Cluster:
     temp_dir: str
     head_pids: set[int] = field(default_factory=set)
     worker_pids: list[set[int]] = field(default_factory=list)
-
-    def node_id(self, pids: set[int]) -> str:
-        """The Ray node id of the node whose ``ray start`` left ``pids`` (its raylet's ``--node_id``)."""
-        raylets = [command for pid, (_, command) in processes().items() if pid in pids and "raylet/raylet" in command]
-        if len(raylets) != 1:
-            raise RuntimeError(f"expected one raylet among {sorted(pids)}, found {len(raylets)}")
-        return raylets[0].split("--node_id=")[1].split()[0]
-
-    @property
-    def head_node_id(self) -> str:
-        return self.node_id(self.head_pids)
-
-    @property
-    def worker_node_ids(self) -> list[str]:
-        return [self.node_id(pids) for pids in self.worker_pids]
+    head_node_id: str = ""
+    worker_node_ids: list[str] = field(default_factory=list)  # Ray node ids, read when the nodes started
 
     def started_by_it(self) -> set[int]:
         """Every process of the cluster now: those its folder names, those recorded, and their descendants."""
@@ -98,6 +85,14 @@ class Cluster:
     def kill_worker(self, index: int = 0) -> None:
         """Kill a worker node: its raylet, its agents, its trial workers and its log monitor."""
         kill(with_descendants(self.worker_pids[index]))
+
+
+def _node_id(pids: set[int]) -> str:
+    """The Ray node id of the node whose ``ray start`` left ``pids`` (its raylet's ``--node_id``)."""
+    raylets = [command for pid, (_, command) in processes().items() if pid in pids and "raylet/raylet" in command]
+    if len(raylets) != 1:
+        raise RuntimeError(f"expected one raylet among {sorted(pids)}, found {len(raylets)}")
+    return raylets[0].split("--node_id=")[1].split()[0]
 
 
 def _ray_start(args: list[str], temp_dir: str, env: Mapping[str, str]) -> set[int]:
@@ -117,8 +112,10 @@ def loopback_cluster(workers: int, env: Mapping[str, str]) -> Iterator[Cluster]:
     cluster = Cluster(f"127.0.0.1:{port}", temp_dir)
     try:
         cluster.head_pids = _ray_start(["--head", f"--port={port}", "--include-dashboard=false"], temp_dir, env)
+        cluster.head_node_id = _node_id(cluster.head_pids)
         for _ in range(workers):
             cluster.worker_pids.append(_ray_start([f"--address={cluster.address}"], temp_dir, env))
+            cluster.worker_node_ids.append(_node_id(cluster.worker_pids[-1]))
         yield cluster
     finally:
         kill(cluster.started_by_it())
