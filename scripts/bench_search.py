@@ -12,8 +12,17 @@ and reports, next to their targets:
 6. search device time / one final training, as run and for the paper's setting from measured
    per-image WRN-40-2 costs (target <= 1x).
 
+With ``--cluster`` it measures instead, on a real Ray cluster on loopback (``ray start``, one CPU per
+node; see ``scripts/loopback_cluster.py``):
+
+7. policy-trial (phase 2) throughput of a search joined with ``--address`` on two nodes against one
+   node (target: two >= 1.6x one), which nodes ran phase 2, and the child-cache hits;
+8. the per-trial fixed overhead after the child cache: child load (``load_seconds``), data access
+   (``data_seconds``) and Tune's share per trial.
+
 Run from the repository root:
     PYTHONPATH=. python scripts/bench_search.py [--trials N --splits K --epochs E] [--json PATH]
+    PYTHONPATH=. python scripts/bench_search.py --cluster [--cluster-trials N] [--json PATH]
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ from policysearch.transforms import BatchPolicyTransform
 TARGET_AUG_SHARE = 0.30
 TARGET_SPEEDUP_2 = 1.6
 TARGET_PAPER_RATIO = 1.0
+TARGET_CLUSTER_SPEEDUP = 1.6
 
 # The paper's setting (Fast AutoAugment, reduced CIFAR-10, WRN-40-2).
 PAPER = {"train_images": 4000, "splits": 5, "dm_ratio": 0.6, "child_epochs": 200, "trials": 200,
@@ -74,7 +84,7 @@ class _Recorder(io.TextIOBase):
 
 def _read_trials(run_dir: Path) -> list[dict]:
     with open(run_dir / "trials.csv", newline="", encoding="utf-8") as handle:
-        return [{k: float(v) if k in ("seconds", "load_seconds") else v for k, v in row.items()}
+        return [{k: float(v) if k in ("seconds", "load_seconds", "data_seconds") else v for k, v in row.items()}
                 for row in csv.DictReader(handle) if row["status"] == "ok"]
 
 
@@ -106,6 +116,9 @@ def run_timed_search(config: SearchConfig, echo: bool) -> dict:
         "trials_per_s_after_first": after_first,
         "trial_seconds_mean": statistics.mean(in_trial),
         "load_seconds_mean": statistics.mean(loads),
+        "data_seconds_mean": statistics.mean(r.get("data_seconds", 0.0) for r in rows),
+        "child_cache_hits": sum(1 for r in rows if r.get("child_cached") == "True"),
+        "phase2_nodes": sorted({r.get("node_id", "") for r in rows}),
         "load_seconds_max": max(loads),
         "load_seconds_first_use": sorted(loads, reverse=True)[:concurrency],
         "trials_loading_over_10ms": sum(1 for x in loads if x > 0.01),
@@ -262,7 +275,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wrn-batches", type=int, default=3)
     parser.add_argument("--json", default=None, help="write every figure here")
     parser.add_argument("--verbose", action="store_true", help="echo the search's progress lines")
+    parser.add_argument("--cluster", action="store_true",
+                        help="measure phase-2 throughput on a two-node loopback Ray cluster against one node instead")
+    parser.add_argument("--cluster-trials", type=int, default=24, help="policy trials of each cluster search")
     args = parser.parse_args(argv)
+    if args.cluster:
+        return cluster_main(args)
 
     torch.set_num_threads(1)  # as a trial with cpus_per_trial=1 does, so direct timings compare with trials
     overrides = {k: v for k, v in (("trials", args.trials), ("splits", args.splits), ("epochs", args.epochs))
@@ -332,6 +350,60 @@ def _run_all(args, config: SearchConfig, overrides: dict, out: dict) -> None:
     wrn = measure_wrn(args.wrn_batches, max(1, args.wrn_batches - 1), config.seed)
     out["wrn40_2"] = wrn
     out["paper_ratio"] = paper_ratio(wrn)
+
+
+def cluster_main(args) -> int:
+    """``--cluster``: the same small search joined to a 1-node and to a 2-node loopback cluster."""
+    import ray
+
+    from loopback_cluster import loopback_cluster
+
+    torch.set_num_threads(1)
+    repo = str(Path(__file__).resolve().parents[1])
+    os.environ.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")  # the driver joins as the nodes do
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    base = replace(SearchConfig(), splits=1, trials=args.cluster_trials, epochs=1, min_steps=20, top_n=2,
+                   selection_folds=2, strengths=(1.0,))
+    out: dict = {"command": " ".join([Path(sys.executable).name] + sys.argv), "config": asdict(base),
+                 "software": {**software_versions(), "ray": _ray_version(), "platform": platform.platform()},
+                 "cpu_count": os.cpu_count(), "load_average_start": os.getloadavg(),
+                 "target": {"two_nodes_over_one_min": TARGET_CLUSTER_SPEEDUP}, "runs": {}}
+    t_start = time.monotonic()
+    for nodes in (1, 2):
+        print(f"[cluster] {nodes} node(s), {args.cluster_trials} policy trials ...", flush=True)
+        with loopback_cluster(nodes - 1, env) as cluster, tempfile.TemporaryDirectory(prefix="bench-storage-") as store:
+            config = replace(base, address=cluster.address, storage=store, max_concurrent=nodes)
+            try:
+                run = run_timed_search(config, args.verbose)
+            finally:
+                ray.shutdown()
+            run.pop("child_state")
+            run["nodes"] = nodes
+            run["node_ids"] = [cluster.head_node_id, *cluster.worker_node_ids]
+            out["runs"][str(nodes)] = run
+    one, two = out["runs"]["1"], out["runs"]["2"]
+    out["speedup_two_over_one"] = two["trials_per_s_after_first"] / one["trials_per_s_after_first"]
+    out["per_trial_fixed_overhead_s"] = {
+        f"{n}_node": {"child_load_mean": r["load_seconds_mean"], "child_load_max": r["load_seconds_max"],
+                      "child_cache_hits": f"{r['child_cache_hits']}/{r['trials']}",
+                      "data_access_mean": r["data_seconds_mean"], "tune_per_trial": r["scheduling_overhead_per_trial_s"]}
+        for n, r in (("1", one), ("2", two))}
+    out["load_average_end"] = os.getloadavg()
+    out["bench_wall_s"] = time.monotonic() - t_start
+    print(f"\nphase-2 trials/s after the first: 1 node {one['trials_per_s_after_first']:.2f}, 2 nodes "
+          f"{two['trials_per_s_after_first']:.2f} -> {out['speedup_two_over_one']:.2f}x (target >= "
+          f"{TARGET_CLUSTER_SPEEDUP}x {_mark(out['speedup_two_over_one'] >= TARGET_CLUSTER_SPEEDUP)}); "
+          f"2-node phase 2 ran on {len(two['phase2_nodes'])} node(s)")
+    for name, figures in out["per_trial_fixed_overhead_s"].items():
+        print(f"fixed overhead per trial, {name}: " + ", ".join(f"{k} {v:.4f} s" if isinstance(v, float) else f"{k} {v}"
+                                                                for k, v in figures.items()))
+    print(f"load average start {out['load_average_start']}, end {out['load_average_end']}")
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=2, default=float) + "\n", encoding="utf-8")
+        print(f"wrote {path}")
+    return 0
 
 
 def _ray_version() -> str:

@@ -30,7 +30,7 @@ __all__ = ["TRIAL_COLUMNS", "export", "write_trials_csv"]
 
 # trials.csv: these first, then the search space's parameters.
 TRIAL_COLUMNS = ("split", "repeat", "index", "trial_id", "status", "error", "reward", "accuracy", "any_view", "loss",
-                 "min_loss", "seconds", "load_seconds")
+                 "min_loss", "seconds", "load_seconds", "child_cached", "data_seconds", "node_id")
 
 
 def write_trials_csv(run: Run, rows: Sequence[dict[str, Any]], parameters: Sequence[str]) -> None:

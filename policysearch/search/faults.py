@@ -6,6 +6,8 @@
   on every attempt; points ``child``, ``score`` (keys ``split``, ``repeat``, ``index``: the index-th
   suggestion of that split and repeat), ``probe`` (key ``split``) and ``select`` (keys ``fold``, ``index``: the recipe's place among the candidates);
 - ``pause@score:split=0,index=2``: that trial blocks until its process is killed;
+- every point also matches ``node`` (the Ray node id a trial runs on): ``pause@score:node=ID`` blocks
+  every phase-2 trial on that node, which lets a test kill the node in the middle of phase 2;
 - ``kill@export:after=candidates.json``: the driver SIGKILLs itself right after writing that file.
 
 ``POLICYSEARCH_TEST_FAULT_LOG`` names a file that gets one line per triggered fault (to count attempts).
@@ -45,9 +47,15 @@ class Faults:
 
     faults: tuple[Fault, ...] = ()
     log: str | None = None
+    where: tuple[tuple[str, str], ...] = ()  # context of every point, e.g. the node a trial runs on
+
+    def at(self, **where: Any) -> "Faults":
+        """These faults with ``where`` added to the context of every point they reach."""
+        return Faults(self.faults, self.log, (*self.where, *((k, str(v)) for k, v in where.items())))
 
     def reach(self, point: str, **context: Any) -> None:
         """Run the faults that apply at ``point``; without any, nothing happens."""
+        context = {**dict(self.where), **context}
         for fault in self.faults:
             if not fault.applies(point, context):
                 continue

@@ -23,7 +23,7 @@ from policysearch.domain import DomainFit
 from policysearch.domain import probe_ops
 from policysearch.policy import Baseline
 from policysearch.search.faults import Faults
-from policysearch.search.trials import Prepared, _load_child, device_for, use_threads
+from policysearch.search.trials import ChildSource, Prepared, device_for, frozen_child, use_threads
 from policysearch.selection import Decision, decide
 from policysearch.spaces import SearchSpace
 from policysearch.standard import RANDAUGMENT_OPS
@@ -38,21 +38,23 @@ def probed_ops(space: SearchSpace) -> list[str]:
     return list(dict.fromkeys([*space.ops, *RANDAUGMENT_OPS, "FlipLR"]))
 
 
-def probe_child(prepared: Prepared, split: int, child_folder: Path, faults: Faults = Faults()) -> dict[str, Any]:
-    """Phase 1b: the frozen child's D_A accuracy clean and under every op at the probed levels."""
+def probe_child(prepared: Prepared, split: int, child: ChildSource | str | Path,
+                faults: Faults = Faults()) -> dict[str, Any]:
+    """Phase 1b: the frozen child's D_A accuracy clean and under every op at the probed levels (the child
+    comes from this worker's cache when phase 2 or another probe loaded it before)."""
     faults.reach("probe", split=split)
     config = prepared.config
     use_threads(config)
     started = time.perf_counter()
     device = device_for(config)
-    model = _load_child(str(child_folder), prepared.model_spec, str(device))
+    model, cached, load_seconds = frozen_child(prepared, split, child)
     _, da = prepared.splits[split]
     index = torch.as_tensor(da)
     probes = probe_ops(model, prepared.data.images[index].to(device), prepared.data.labels[index].to(device),
                        probed_ops(prepared.space), mean=prepared.mean, std=prepared.std,
                        seed=config.seed * 1000 + split)
     return {"split": split, "clean": probes["clean"], "ops": {op: [list(p) for p in v] for op, v in probes["ops"].items()},
-            "seconds": time.perf_counter() - started}
+            "load_seconds": load_seconds, "child_cached": cached, "seconds": time.perf_counter() - started}
 
 
 def restrict_space(space: SearchSpace, fit: DomainFit) -> SearchSpace:

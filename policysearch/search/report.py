@@ -79,17 +79,18 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
             verdict = "**excluded**" if op_fit.excluded else f"{op_fit.max_level:g}"
             lines.append(f"| {op_fit.op} | {levels} | {verdict} |")
         lines.append("")
-    lines += ["## Child models (accuracy on D_A without a policy)", "", "| split | status | D_A accuracy | chance | train (s) |",
-              "|---|---|---|---|---|"]
+    lines += ["## Child models (accuracy on D_A without a policy)", "", "| split | status | D_A accuracy | chance | train (s) | node |",
+              "|---|---|---|---|---|---|"]
     chance = fit.chance
     weak = []
     for c in outcome.children:
         if c["status"] == "ok":
-            lines.append(f"| {c['split']} | ok | {c['da_accuracy']:.4f} | {_fmt(chance, 4)} | {c['train_seconds']:.1f} |")
+            lines.append(f"| {c['split']} | ok | {c['da_accuracy']:.4f} | {_fmt(chance, 4)} | {c['train_seconds']:.1f} "
+                         f"| {c.get('node_id') or '-'} |")
             if chance == chance and c["da_accuracy"] - chance < MIN_SIGNAL:
                 weak.append(c["split"])
         else:
-            lines.append(f"| {c['split']} | failed | - | - | - |")
+            lines.append(f"| {c['split']} | failed | - | - | - | - |")
     if weak:
         lines += ["", f"**Warning:** the child(ren) of split(s) {', '.join(map(str, weak))} are within {MIN_SIGNAL:g} of "
                   "chance: too weak to score policies; their density scores and op probes mean little. Train longer "

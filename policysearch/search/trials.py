@@ -8,8 +8,9 @@ hands them a ``report`` callable and folders; a test calls them directly.
 
 from __future__ import annotations
 
-import functools
+import tempfile
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -17,6 +18,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from policysearch.atomic import save_torch_atomic
 from policysearch.data import ImageData, baseline_for, load_dataset, make_splits, normalization_for, stratified_subset
 from policysearch.density import evaluate_policy
 from policysearch.pretrained import ModelSpec, check_model, fit_image_size
@@ -27,9 +29,11 @@ from policysearch.selection import crossfit_folds
 from policysearch.spaces import SearchSpace, load_space
 from policysearch.train import evaluate, fit_to_data, train_model
 
-__all__ = ["CHILD_FILE", "Prepared", "child_model", "prepare", "score_policy", "train_child"]
+__all__ = ["CHILD_FILE", "CHILD_MODEL_FILE", "ChildCache", "ChildSource", "Prepared", "child_model", "frozen_child",
+           "prepare", "score_policy", "train_child"]
 
-CHILD_FILE = "child.pt"
+CHILD_FILE = "child.pt"  # the full training state of a child (weights, optimizer, RNGs), saved every epoch
+CHILD_MODEL_FILE = "child_model.pt"  # the trained weights alone, written beside it after the last epoch
 Report = Callable[[dict[str, Any]], None]
 
 
@@ -94,7 +98,9 @@ def train_child(prepared: Prepared, split: int, folder: Path, report: Report, fa
     enough optimizer steps for the size of D_M (``train.fit_to_data``).
 
     The full training state is saved to ``folder/child.pt`` after every epoch (and resumed from there if
-    it exists); ``report(metrics)`` follows each save, the last one with the child's D_A accuracy.
+    it exists); ``report(metrics)`` follows each save, the last one with the child's D_A accuracy and
+    after ``folder/child_model.pt`` (the weights alone, what phases 1b and 2 fetch) is written.
+    Every report carries ``epoch`` and ``epochs``, so a caller can keep only some of the saves.
     """
     faults.reach("child", split=split)
     config = prepared.config
@@ -107,8 +113,10 @@ def train_child(prepared: Prepared, split: int, folder: Path, report: Report, fa
     started = time.perf_counter()
 
     def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
-        metrics = {**metrics, "split": split, "train_seconds": time.perf_counter() - started}
+        metrics = {**metrics, "split": split, "epochs": train_config.epochs,
+                   "train_seconds": time.perf_counter() - started}
         if epoch == train_config.epochs:
+            save_torch_atomic(folder / CHILD_MODEL_FILE, {"model": model.state_dict()})
             held_out = evaluate(model, data.images[da], data.labels[da], mean=prepared.mean, std=prepared.std,
                                 device=device)
             metrics.update(da_accuracy=held_out["accuracy"], da_loss=held_out["loss"])
@@ -118,21 +126,86 @@ def train_child(prepared: Prepared, split: int, folder: Path, report: Report, fa
                 on_epoch=on_epoch)
 
 
-@functools.lru_cache(maxsize=16)  # more than the splits a worker cycles through
-def _load_child(folder: str, spec: ModelSpec, device: str) -> torch.nn.Module:
-    """The frozen child model in ``folder``, loaded once per worker process and kept for later trials."""
-    model = spec.build()
-    state = torch.load(Path(folder) / CHILD_FILE, weights_only=True, map_location=device)
-    model.load_state_dict(state["model"])
-    return model.to(device).eval()
+@dataclass(frozen=True)
+class ChildSource:
+    """Where the frozen child of one split is: ``key`` names it in a worker's cache (run id and split),
+    ``fetch(folder)`` puts its model file into the empty ``folder`` (or finds it elsewhere) and returns
+    the file's path. ``fetch`` runs only on a cache miss, so a remote model is downloaded once per worker."""
+
+    key: str
+    fetch: Callable[[Path], Path]
+
+    @classmethod
+    def in_folder(cls, folder: str | Path) -> "ChildSource":
+        """A child in a local folder (``child_model.pt``, or the training state of an older run's ``child.pt``)."""
+        folder = Path(folder).resolve()
+        return cls(str(folder), lambda _: _model_file(folder))
 
 
-def score_policy(prepared: Prepared, params: Mapping[str, Any], split: int, child_folder: Path, *,
+def _model_file(folder: Path) -> Path:
+    model_only = folder / CHILD_MODEL_FILE
+    return model_only if model_only.exists() else folder / CHILD_FILE
+
+
+class ChildCache:
+    """The frozen child models one worker process has loaded, least recently used dropped first.
+
+    It keeps at least as many models as the splits it is asked for, so that a worker cycling over every
+    split loads each child once (a WRN-28-10 holds about 146 MB of weights per child).
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._models: OrderedDict[tuple, torch.nn.Module] = OrderedDict()
+
+    def get(self, key: tuple, load: Callable[[], torch.nn.Module], keep: int = 0) -> tuple[torch.nn.Module, bool]:
+        """The model under ``key`` and True, or ``load()``'s (now kept) and False; ``keep`` raises the size."""
+        self.size = max(self.size, keep)
+        model = self._models.get(key)
+        if model is not None:
+            self._models.move_to_end(key)
+            return model, True
+        model = load()
+        self._models[key] = model
+        while len(self._models) > self.size:
+            self._models.popitem(last=False)
+        return model, False
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+
+_CHILDREN = ChildCache()  # per worker process; Tune reuses the process for many trials (reuse_actors)
+
+
+def frozen_child(prepared: Prepared, split: int, child: ChildSource | str | Path,
+                 cache: ChildCache = _CHILDREN) -> tuple[torch.nn.Module, bool, float]:
+    """The frozen child of ``split`` on this trial's device, whether it came from ``cache``, and the
+    seconds it took. The cache is looked up before anything is fetched."""
+    started = time.perf_counter()
+    source = child if isinstance(child, ChildSource) else ChildSource.in_folder(child)
+    config = prepared.config
+    device = device_for(config)
+    spec = prepared.model_spec
+
+    def load() -> torch.nn.Module:
+        model = spec.build()
+        with tempfile.TemporaryDirectory(prefix="policysearch-child-") as folder:
+            state = torch.load(source.fetch(Path(folder)), weights_only=True, map_location=device)
+        model.load_state_dict(state["model"])
+        return model.to(device).eval()
+
+    model, cached = cache.get((source.key, split, spec, str(device)), load, keep=config.splits)
+    return model, cached, time.perf_counter() - started
+
+
+def score_policy(prepared: Prepared, params: Mapping[str, Any], split: int, child: ChildSource | str | Path, *,
                  repeat: int = 0, index: int = 0, faults: Faults = Faults()) -> dict[str, Any]:
     """Phase 2: decode the candidate ``params`` and score it on D_A of ``split`` with its frozen child.
 
-    Returns the reward the optimiser maximises, every score of :class:`policysearch.density.PolicyScore`
-    and the seconds spent. ``repeat`` and ``index`` (the index-th candidate of that split and repeat)
+    ``child`` is where the frozen child is (a folder, or a :class:`ChildSource`). Returns the reward the
+    optimiser maximises, every score of :class:`policysearch.density.PolicyScore`, the seconds spent and,
+    to measure the cache, the seconds getting the child (``load_seconds``) and whether it was cached. ``repeat`` and ``index`` (the index-th candidate of that split and repeat)
     only name the trial.
     """
     faults.reach("score", split=split, repeat=repeat, index=index)
@@ -140,8 +213,7 @@ def score_policy(prepared: Prepared, params: Mapping[str, Any], split: int, chil
     use_threads(config)
     started = time.perf_counter()
     device = device_for(config)
-    model = _load_child(str(child_folder), prepared.model_spec, str(device))
-    loaded = time.perf_counter()
+    model, cached, load_seconds = frozen_child(prepared, split, child)
     _, da = prepared.splits[split]
     index_da = torch.as_tensor(da)
     images, labels = prepared.data.images[index_da].to(device), prepared.data.labels[index_da].to(device)
@@ -151,4 +223,4 @@ def score_policy(prepared: Prepared, params: Mapping[str, Any], split: int, chil
     score = evaluate_policy(model, images, labels, policy.with_baseline(prepared.baseline), mean=prepared.mean,
                             std=prepared.std, num_views=config.num_views, seed=config.seed * 1000 + split)
     return {"reward": score.reward(config.reward), **score.to_dict(), "split": split,
-            "load_seconds": loaded - started, "seconds": time.perf_counter() - started}
+            "load_seconds": load_seconds, "child_cached": cached, "seconds": time.perf_counter() - started}

@@ -10,8 +10,11 @@ unless :func:`~policysearch.search.checks.check_failures` says too many failed.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -19,6 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+import pyarrow.fs
 import ray
 from ray import tune
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -34,49 +38,100 @@ from policysearch.search.searcher import SplitSearcher
 from policysearch.candidates import candidate_recipes
 from policysearch.domain import fit_domain
 from policysearch.search.recipes import choose_recipe, final_baseline, probe_child, restrict_space, selection_trial
-from policysearch.search.trials import CHILD_FILE, Prepared, prepare, score_policy, train_child
+from policysearch.search.trials import (CHILD_FILE, CHILD_MODEL_FILE, ChildSource, Prepared, prepare, score_policy,
+                                        train_child)
 
-__all__ = ["Progress", "ray_init_kwargs", "run_experiment", "run_search", "start_ray", "verify_shared_storage"]
+__all__ = ["Progress", "checkpoint_kept", "object_store_bytes", "ray_init_kwargs", "run_experiment", "run_search",
+           "start_ray", "verify_shared_storage"]
 
 SENTINEL_TIMEOUT_S = 120
+ADDRESS_TIMEOUT_S = 10
+OBJECT_STORE_FLOOR = 128 * 1024 * 1024
+OBJECT_STORE_MARGIN = 64 * 1024 * 1024
+# Storage traffic: on a local or mounted path every epoch's training state and the experiment state every
+# second cost little; on a URI (s3://, gs://) each is an upload, so a child keeps about this many
+# checkpoints over its training and the experiment state is saved and uploaded once a minute.
+URI_CHECKPOINTS_PER_CHILD = 10
+URI_STATE_PERIOD_S = 60
 
 
 # ---------------------------------------------------------------------------------------------- Ray
 
 
-def _quiet_ray_environment() -> None:
+def _quiet_ray_environment(config: SearchConfig) -> None:
     # Read by Ray when it starts; set before ray.init so workers inherit them.
+    state_period = str(URI_STATE_PERIOD_S) if is_uri(config.storage or "") else "1"
     for key, value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
                        "RAY_AIR_NEW_OUTPUT": "0", "RAY_DEDUP_LOGS": "0",
                        # keeping one checkpoint per child forces a state snapshot per epoch; that is intended
                        "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
                        # Tune's default saves the experiment state (finished trials, the searcher) every 10 s
-                       # or more, so a killed search would lose that much finished work; 1 s bounds it.
-                       "TUNE_GLOBAL_CHECKPOINT_S": "1"}.items():
+                       # or more, so a killed search would lose that much finished work; 1 s bounds it on a
+                       # local storage, URI_STATE_PERIOD_S on a URI (where each save is an upload).
+                       "TUNE_GLOBAL_CHECKPOINT_S": state_period}.items():
         os.environ.setdefault(key, value)
 
 
-def ray_init_kwargs(config: SearchConfig) -> dict[str, Any]:
+def object_store_bytes(data_bytes: int, memory_bytes: int | None = None) -> int:
+    """The object store of a local Ray for a search whose data takes ``data_bytes``: the data (put once
+    and shared by every phase) and a quarter more, plus a margin for the phases' small objects; at least
+    OBJECT_STORE_FLOOR and at most half of the machine's memory."""
+    if memory_bytes is None:
+        memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    wanted = max(OBJECT_STORE_FLOOR, data_bytes + data_bytes // 4 + OBJECT_STORE_MARGIN)
+    return int(min(wanted, max(OBJECT_STORE_FLOOR, memory_bytes // 2)))
+
+
+def prepared_bytes(prepared: Prepared) -> int:
+    """The bytes of a search's images and labels (what the object store holds for it)."""
+    data = prepared.data
+    return sum(t.element_size() * t.nelement() for t in (data.images, data.labels))
+
+
+def ray_init_kwargs(config: SearchConfig, data_bytes: int = 0) -> dict[str, Any]:
     """The ``ray.init`` arguments for ``config``: join ``--address``, or a fresh local Ray.
 
-    A local Ray counts its CPUs itself (it knows container limits); the dashboard is off unless
-    ``--dashboard``, and then listens on 127.0.0.1 only.
+    A local Ray counts its CPUs itself (it knows container limits), gets an object store sized for
+    ``data_bytes`` (:func:`object_store_bytes`); the dashboard is off unless ``--dashboard``, and then
+    listens on 127.0.0.1 only.
     """
     if config.address:
-        return {"address": config.address, "log_to_driver": False}
+        return {"address": config.address, "log_to_driver": False, "configure_logging": False}
     return {"address": "local", "num_gpus": local_gpus(), "include_dashboard": config.dashboard,
-            "dashboard_host": "127.0.0.1", "log_to_driver": False, "object_store_memory": 200 * 1024 * 1024,
-            "configure_logging": False}
+            "dashboard_host": "127.0.0.1", "log_to_driver": False,
+            "object_store_memory": object_store_bytes(data_bytes), "configure_logging": False}
 
 
-def start_ray(config: SearchConfig) -> bool:
+def check_address(address: str) -> None:
+    """A RunError in one line unless a Ray head answers at ``--address HOST:PORT`` (Ray itself would retry
+    for minutes). ``auto`` and ``ray://`` addresses are left to Ray."""
+    if address == "auto" or address.startswith("ray://"):
+        return
+    host, colon, port = address.rpartition(":")
+    if not colon or not host or not port.isdigit():
+        raise RunError(f"--address {address}: not HOST:PORT (e.g. 10.0.0.1:6379) or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_TIMEOUT_S).close()
+    except OSError as exc:
+        raise RunError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}); give the head "
+                       "node's address and port as `ray start --head` printed them") from None
+
+
+def start_ray(config: SearchConfig, data_bytes: int = 0) -> bool:
     """Join ``--address`` or start a local Ray; True when this process started it (and must stop it).
     A Ray that this process already runs is used as it is."""
-    _quiet_ray_environment()
+    _quiet_ray_environment(config)
     if ray.is_initialized():
         return False
-    ray.init(**ray_init_kwargs(config))
-    return not config.address
+    if not config.address:
+        ray.init(**ray_init_kwargs(config, data_bytes))
+        return True
+    check_address(config.address)
+    try:
+        ray.init(**ray_init_kwargs(config, data_bytes))
+    except ConnectionError as exc:  # e.g. --address auto with no cluster on this machine
+        raise RunError(f"--address {config.address}: {str(exc).strip().splitlines()[0]}") from None
+    return False
 
 
 def cluster_nodes() -> list[dict[str, float]]:
@@ -186,11 +241,13 @@ def run_experiment(name: str, trainable: Callable, param_space: dict, tune_confi
     """
     path = f"{experiments}/{name}"
     trainable = tune.with_resources(trainable, _resources(config))
+    # A URI storage uploads the experiment state at most once a URI_STATE_PERIOD_S (Tune's default: 300 s).
+    sync = tune.SyncConfig(sync_period=URI_STATE_PERIOD_S) if is_uri(experiments) else tune.SyncConfig()
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
                                    param_space=param_space)
     else:
-        run_config = tune.RunConfig(name=name, storage_path=experiments, verbose=0,
+        run_config = tune.RunConfig(name=name, storage_path=experiments, verbose=0, sync_config=sync,
                                     callbacks=[_ProgressCallback(progress)],
                                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                     failure_config=tune.FailureConfig(max_failures=config.retries))
@@ -204,34 +261,104 @@ def run_experiment(name: str, trainable: Callable, param_space: dict, tune_confi
 # ------------------------------------------------------------------------------------ trial wrappers
 
 
-def _child_trainable(trial: dict[str, Any], *, prepared: Prepared, faults: Faults) -> None:
+_SHARED: dict[str, Prepared] = {}  # this worker's copy of the search's inputs, by object id
+
+
+@dataclasses.dataclass(frozen=True)
+class Shared:
+    """The search's inputs, put in the object store once and shared by every phase's trials."""
+
+    ref: Any  # ray.ObjectRef of the Prepared (Tune's with_parameters cannot take an ObjectRef itself)
+
+    def get(self) -> Prepared:
+        """The Prepared, fetched once per worker process (one entry: a worker serves one search)."""
+        key = self.ref.hex()
+        if key not in _SHARED:
+            _SHARED.clear()
+            _SHARED[key] = ray.get(self.ref)
+        return _SHARED[key]
+
+
+def _node_id() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
+def checkpoint_kept(epoch: int, epochs: int, remote: bool) -> bool:
+    """Whether a child's training state after ``epoch`` of ``epochs`` becomes a Tune checkpoint: every
+    epoch on a local or mounted storage; on a URI about URI_CHECKPOINTS_PER_CHILD times, and the last."""
+    if not remote or epoch >= epochs:
+        return True
+    return epoch % max(1, math.ceil(epochs / URI_CHECKPOINTS_PER_CHILD)) == 0
+
+
+def _child_trainable(trial: dict[str, Any], *, shared: Shared, remote: bool, faults: Faults) -> None:
+    prepared = shared.get()
+    node = _node_id()
     with tempfile.TemporaryDirectory(prefix="policysearch-child-") as local:
         restored = tune.get_checkpoint()
         if restored is not None:
             with restored.as_directory() as folder:
                 shutil.copy(Path(folder) / CHILD_FILE, Path(local) / CHILD_FILE)
-        train_child(prepared, int(trial["split"]), Path(local),
-                    lambda metrics: tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(local)), faults)
+
+        def report(metrics: dict[str, Any]) -> None:
+            metrics = {**metrics, "node_id": node}
+            if checkpoint_kept(int(metrics["epoch"]), int(metrics["epochs"]), remote):
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(local))
+            else:
+                tune.report(metrics)
+
+        train_child(prepared, int(trial["split"]), Path(local), report, faults.at(node=node))
 
 
-def _score_trainable(trial: dict[str, Any], *, prepared: Prepared, children: dict[int, Any], faults: Faults) -> None:
+def fetch_child_model(checkpoint: tune.Checkpoint, folder: Path) -> Path:
+    """The model-only file of a phase-1 checkpoint, copied alone into ``folder`` when the checkpoint is
+    remote (used in place when it is on a local or mounted path). A checkpoint of an older run, which
+    has only the full training state, gives that."""
+    fs = checkpoint.filesystem
+    for name in (CHILD_MODEL_FILE, CHILD_FILE):
+        source = f"{checkpoint.path}/{name}"
+        if fs.get_file_info(source).type != pyarrow.fs.FileType.File:
+            continue
+        if isinstance(fs, pyarrow.fs.LocalFileSystem):
+            return Path(source)
+        pyarrow.fs.copy_files(source, str(folder / name), source_filesystem=fs,
+                              destination_filesystem=pyarrow.fs.LocalFileSystem())
+        return folder / name
+    raise FileNotFoundError(f"the phase 1 checkpoint {checkpoint.path} holds neither {CHILD_MODEL_FILE} nor "
+                            f"{CHILD_FILE}")
+
+
+def child_sources(run_id: str, checkpoints: dict[int, tune.Checkpoint]) -> dict[int, ChildSource]:
+    """Each split's child, named by run id and split in the workers' caches and fetched on a miss only."""
+    return {split: ChildSource(f"{run_id}/split{split}", functools.partial(fetch_child_model, checkpoint))
+            for split, checkpoint in checkpoints.items()}
+
+
+def _score_trainable(trial: dict[str, Any], *, shared: Shared, space: Any, children: dict[int, ChildSource],
+                     faults: Faults) -> None:
+    started = time.perf_counter()
+    prepared = dataclasses.replace(shared.get(), space=space)
+    data_seconds = time.perf_counter() - started
     splits = prepared.config.splits
     stream, index = int(trial["stream"]), int(trial["index"])
-    with children[stream % splits].as_directory() as folder:
-        metrics = score_policy(prepared, trial, stream % splits, Path(folder), repeat=stream // splits, index=index,
-                               faults=faults)
-    tune.report(metrics)
+    node = _node_id()
+    metrics = score_policy(prepared, trial, stream % splits, children[stream % splits], repeat=stream // splits,
+                           index=index, faults=faults.at(node=node))
+    tune.report({**metrics, "node_id": node, "data_seconds": data_seconds})
 
 
-def _probe_trainable(trial: dict[str, Any], *, prepared: Prepared, children: dict[int, Any], faults: Faults) -> None:
+def _probe_trainable(trial: dict[str, Any], *, shared: Shared, children: dict[int, ChildSource],
+                     faults: Faults) -> None:
     split = int(trial["split"])
-    with children[split].as_directory() as folder:
-        tune.report(probe_child(prepared, split, Path(folder), faults))
+    node = _node_id()
+    tune.report({**probe_child(shared.get(), split, children[split], faults.at(node=node)), "node_id": node})
 
 
-def _selection_trainable(trial: dict[str, Any], *, prepared: Prepared, recipes: list, faults: Faults) -> None:
+def _selection_trainable(trial: dict[str, Any], *, shared: Shared, recipes: list, faults: Faults) -> None:
+    node = _node_id()
     index = int(trial["recipe"])
-    tune.report(selection_trial(prepared, recipes[index], int(trial["fold"]), faults, index=index))
+    tune.report({**selection_trial(shared.get(), recipes[index], int(trial["fold"]), faults.at(node=node),
+                                   index=index), "node_id": node})
 
 
 def tune_space(prepared: Prepared) -> dict[str, Any]:
@@ -254,7 +381,7 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
     joined = ray.is_initialized() or bool(config.address)
     if not joined:
         check_resources(config, [{"CPU": local_cpus(), "GPU": local_gpus()}], "this machine")
-    started_ray = start_ray(config)
+    started_ray = start_ray(config, prepared_bytes(prepared))
     try:
         check_resources(config, cluster_nodes(), "the Ray cluster" if joined else "this machine")
         if config.address and not is_uri(run.storage):
@@ -279,6 +406,8 @@ def _start_text(config: SearchConfig) -> str:
 def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO) -> tuple[Outcome, dict]:
     config = prepared.config
     concurrency = _concurrency(config)
+    shared = Shared(ray.put(prepared))  # the data goes to the object store once, for every phase
+    remote = is_uri(run.storage)
     costs: dict[str, float] = {}
     spans: dict[str, tuple[float, float]] = {}
     print(f"search {run.run_id}: {len(prepared.data)} {config.dataset} images, {config.splits} splits, model "
@@ -290,17 +419,17 @@ def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO) -> tup
     # Phase 1: one child model per split.
     t0 = time.monotonic()
     ok, failed = run_experiment(
-        "phase1_children", tune.with_parameters(_child_trainable, prepared=prepared, faults=faults),
+        "phase1_children", tune.with_parameters(_child_trainable, shared=shared, remote=remote, faults=faults),
         {"split": tune.grid_search(list(range(config.splits)))},
         tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=False), config, run.experiments,
         Progress("phase 1: child models", config.splits, "da_accuracy", stream))
     children = sorted([{"split": r.metrics["split"], "status": "ok", "error": "", "trial_id": trial_id(r),
-                        **{k: r.metrics[k] for k in ("da_accuracy", "da_loss", "train_seconds")}} for r in ok]
+                        **{k: r.metrics[k] for k in ("da_accuracy", "da_loss", "train_seconds", "node_id")}} for r in ok]
                       + [{"split": int(r.config["split"]), "status": "failed", "error": _error_line(r.error),
                           "trial_id": trial_id(r)} for r in failed], key=lambda c: c["split"])
     check_failures("phase 1 (child models)", config.splits,
                    [f"split {c['split']}: {c['error']}" for c in children if c["status"] != "ok"], len(ok))
-    checkpoints = {int(r.metrics["split"]): r.checkpoint for r in ok}
+    checkpoints = child_sources(run.run_id, {int(r.metrics["split"]): r.checkpoint for r in ok})
     usable = sorted(checkpoints)
     spans["phase1"] = (t0, time.monotonic())
     costs["phase1_wall_s"] = spans["phase1"][1] - t0
@@ -309,7 +438,7 @@ def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO) -> tup
     # Phase 1b: the frozen children say which ops, up to which level, keep this data's classes.
     t1 = time.monotonic()
     ok, failed = run_experiment(
-        "phase1b_domain", tune.with_parameters(_probe_trainable, prepared=prepared, children=checkpoints, faults=faults),
+        "phase1b_domain", tune.with_parameters(_probe_trainable, shared=shared, children=checkpoints, faults=faults),
         {"split": tune.grid_search(usable)}, tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True),
         config, run.experiments, Progress("phase 1b: domain fit", len(usable), None, stream))
     probes = sorted([{"status": "ok", "error": "", **r.metrics} for r in ok]
@@ -333,8 +462,8 @@ def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO) -> tup
                                   max_concurrent_trials=concurrency, reuse_actors=True)
     # The searcher holds the space, so the Tuner gets none of its own.
     ok, failed = run_experiment(
-        "phase2_policies", tune.with_parameters(_score_trainable, prepared=searched, children=checkpoints,
-                                                faults=faults),
+        "phase2_policies", tune.with_parameters(_score_trainable, shared=shared, space=searched.space,
+                                                children=checkpoints, faults=faults),
         {}, tune_config, config, run.experiments, Progress("phase 2: policy trials", total, "reward", stream))
     rows = [_trial_row(r, config, param_space, None) for r in ok] + [
         _trial_row(r, config, param_space, _error_line(r.error)) for r in failed]
@@ -356,7 +485,7 @@ def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO) -> tup
     folds = len(prepared.folds)
     grid = {"recipe": tune.grid_search(list(range(len(recipes)))), "fold": tune.grid_search(list(range(folds)))}
     ok, failed = run_experiment(
-        "phase3_selection", tune.with_parameters(_selection_trainable, prepared=prepared, recipes=recipes,
+        "phase3_selection", tune.with_parameters(_selection_trainable, shared=shared, recipes=recipes,
                                                  faults=faults),
         grid, tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True), config, run.experiments,
         Progress("phase 3: recipe selection", len(recipes) * folds, None, stream))
@@ -384,7 +513,8 @@ def _trial_row(result, config: SearchConfig, param_space: dict, error: str | Non
     row: dict[str, Any] = {"split": stream % config.splits, "repeat": stream // config.splits,
                            "index": int(result.config["index"]), "trial_id": trial_id(result),
                            "status": "failed" if error else "ok", "error": error or ""}
-    for key in ("reward", "accuracy", "any_view", "loss", "min_loss", "seconds", "load_seconds"):
+    for key in ("reward", "accuracy", "any_view", "loss", "min_loss", "seconds", "load_seconds", "child_cached",
+                "data_seconds", "node_id"):
         row[key] = "" if error else result.metrics[key]
     row.update({k: result.config[k] for k in param_space})
     return row

@@ -1,0 +1,309 @@
+"""Tests for the search on a Ray cluster: child models fetched once per worker, the data put once, storage
+traffic proportionate, one-line errors for ``--address``, and a real two-node cluster on loopback (a head
+and a worker started with ``ray start``, one CPU each) that runs a search on both nodes and survives the
+loss of the worker in the middle of phase 2.
+
+The clusters come from ``scripts/loopback_cluster.py``: every Ray process they start is found by its private
+temporary folder, the pids recorded when each node started and their descendants, and killed by id when the
+test ends, whether it passed or not.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from policysearch.models import build_model
+from policysearch.search.config import SearchConfig
+from policysearch.search.faults import ENV as FAULTS_ENV, LOG_ENV, Faults, parse_faults
+from policysearch.search.trials import CHILD_FILE, CHILD_MODEL_FILE, ChildCache, ChildSource, frozen_child, prepare
+
+REPO = Path(__file__).resolve().parents[1]
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+           "RAY_AIR_NEW_OUTPUT": "0"}
+# The tiny search of these tests: about a minute on 2 loaded cores.
+TINY = ["--dataset", "digits", "--train-size", "200", "--splits", "2", "--trials", "4", "--epochs", "1", "--top-n", "2",
+        "--min-steps", "20", "--selection-folds", "2", "--strengths", "1", "--seed", "3"]
+SEARCH_TIMEOUT_S = 900
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """os.environ with this checkout first on PYTHONPATH (Ray's workers inherit it from ``ray start``)."""
+    env = dict(os.environ, **RAY_ENV, **extra)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
+def _load_loopback():
+    spec = importlib.util.spec_from_file_location("loopback_cluster", REPO / "scripts" / "loopback_cluster.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks itself up there
+    spec.loader.exec_module(module)
+    return module
+
+
+loopback = _load_loopback()
+_free_port = loopback.free_port
+
+
+@pytest.fixture
+def new_cluster():
+    """A cluster of its own (head + 1 worker), for a test that kills part of it; torn down by pid."""
+    with loopback.loopback_cluster(1, _env()) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def shared_cluster():
+    """One cluster for the tests that leave it as it was."""
+    with loopback.loopback_cluster(1, _env()) as cluster:
+        yield cluster
+
+
+def _search(cluster, out: Path, storage: Path, *extra: str, env: dict | None = None,
+            stdout=subprocess.PIPE) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "policysearch", "search", "--address", cluster.address,
+                             "--storage", str(storage), "--out", str(out), *TINY, *extra],
+                            env=env or _env(), stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=out.parent)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _child_nodes(run: Path) -> list[str]:
+    """The node of each trained child, from the child table of report.md."""
+    rows = [line.split("|") for line in (run / "report.md").read_text(encoding="utf-8").splitlines()
+            if line.startswith("| ") and line.count("|") == 7 and "| ok |" in line]
+    return [cells[6].strip() for cells in rows]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Child models: fetched once per worker and split (no Ray)
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def five_splits():
+    return prepare(SearchConfig(dataset="digits", train_size=200, splits=5, trials=4, epochs=1, seed=3))
+
+
+def _counting_source(prepared, split: int, folder: Path, fetched: list[int]) -> ChildSource:
+    model = build_model(prepared.config.model, prepared.data.num_classes, prepared.data.images.shape[1])
+    path = folder / f"split{split}" / CHILD_MODEL_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict()}, path)
+
+    def fetch(_: Path) -> Path:
+        fetched.append(split)
+        return path
+
+    return ChildSource(f"run-1/split{split}", fetch)
+
+
+def test_a_worker_cycling_over_five_splits_fetches_each_child_once(five_splits, tmp_path):
+    fetched: list[int] = []
+    sources = [_counting_source(five_splits, split, tmp_path, fetched) for split in range(5)]
+    cache = ChildCache(size=2)  # smaller than the splits: the cache grows to hold them all
+    hits = [[frozen_child(five_splits, split, sources[split], cache)[1] for split in range(5)] for _ in range(3)]
+    assert hits == [[False] * 5, [True] * 5, [True] * 5]
+    assert fetched == [0, 1, 2, 3, 4]  # one fetch per split, all in the first round
+
+
+def test_the_cache_is_looked_up_before_anything_is_fetched(five_splits, tmp_path):
+    fetched: list[int] = []
+    source = _counting_source(five_splits, 0, tmp_path, fetched)
+    cache = ChildCache()
+    frozen_child(five_splits, 0, source, cache)
+
+    def refuse(_: Path) -> Path:
+        raise AssertionError("fetched although the child was cached")
+
+    model, cached, _ = frozen_child(five_splits, 0, ChildSource(source.key, refuse), cache)
+    assert cached and not model.training
+    _, cached_other_run, _ = frozen_child(five_splits, 0, ChildSource("run-2/split0", source.fetch), cache)
+    assert not cached_other_run and fetched == [0, 0]  # another run's child of the same split is another model
+
+
+def test_phase_1_writes_the_weights_alone_beside_the_training_state(tmp_path):
+    from policysearch.search.trials import score_policy, train_child
+
+    prepared = prepare(SearchConfig(dataset="digits", train_size=200, splits=2, trials=4, epochs=1, min_steps=20,
+                                    seed=3))
+    reports: list[dict] = []
+    train_child(prepared, 1, tmp_path, reports.append)
+    assert [r["epoch"] for r in reports] == list(range(1, reports[-1]["epochs"] + 1))
+    model_only = torch.load(tmp_path / CHILD_MODEL_FILE, weights_only=True)
+    full = torch.load(tmp_path / CHILD_FILE, weights_only=True)
+    assert set(model_only) == {"model"} and "optimizer" in full
+    assert all(torch.equal(model_only["model"][k], full["model"][k]) for k in full["model"])
+    assert (tmp_path / CHILD_MODEL_FILE).stat().st_size < (tmp_path / CHILD_FILE).stat().st_size
+    import numpy as np
+
+    first = score_policy(prepared, prepared.space.sample(np.random.default_rng(0)), 1, tmp_path)
+    second = score_policy(prepared, prepared.space.sample(np.random.default_rng(1)), 1, tmp_path)
+    assert second["child_cached"] and first["load_seconds"] >= 0
+
+
+def test_faults_can_match_the_node_a_trial_runs_on():
+    faults = parse_faults("raise@score:node=abc").at(node="abc")
+    with pytest.raises(RuntimeError, match="injected"):
+        faults.reach("score", split=0, index=0)
+    parse_faults("raise@score:node=abc").at(node="other").reach("score", split=0, index=0)  # another node: nothing
+    Faults().at(node="abc").reach("score")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Storage traffic and the object store (Ray imported, not started)
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_checkpoints_every_epoch_on_a_path_and_about_ten_per_child_on_a_uri():
+    from policysearch.search.tuning import checkpoint_kept
+
+    assert all(checkpoint_kept(epoch, 200, remote=False) for epoch in range(1, 201))
+    kept = [epoch for epoch in range(1, 201) if checkpoint_kept(epoch, 200, remote=True)]
+    assert kept == list(range(20, 201, 20))  # ten, the last one included
+    assert [e for e in range(1, 8) if checkpoint_kept(e, 7, remote=True)] == list(range(1, 8))
+    assert checkpoint_kept(13, 13, remote=True)  # the last epoch always
+
+
+def test_the_experiment_state_is_saved_every_second_on_a_path_and_every_minute_on_a_uri(monkeypatch):
+    from policysearch.search import tuning
+
+    for storage, period in ((None, "1"), ("/shared/policysearch", "1"), ("s3://bucket/runs", "60")):
+        environ = {k: v for k, v in os.environ.items() if k != "TUNE_GLOBAL_CHECKPOINT_S"}
+        monkeypatch.setattr(os, "environ", environ)  # restored after the test, with whatever else it sets
+        tuning._quiet_ray_environment(SearchConfig(storage=storage))
+        assert environ["TUNE_GLOBAL_CHECKPOINT_S"] == period
+
+
+def test_the_object_store_of_a_local_ray_is_sized_from_the_data():
+    from policysearch.search.tuning import OBJECT_STORE_FLOOR, object_store_bytes, ray_init_kwargs
+
+    gib = 1024 ** 3
+    assert object_store_bytes(0, 24 * gib) == OBJECT_STORE_FLOOR
+    svhn = 225 * 1024 ** 2
+    assert svhn * 1.25 < object_store_bytes(svhn, 24 * gib) < svhn * 1.25 + 100 * 1024 ** 2
+    assert object_store_bytes(40 * gib, 24 * gib) == 12 * gib  # never more than half the memory
+    assert ray_init_kwargs(SearchConfig(), svhn)["object_store_memory"] == object_store_bytes(svhn)
+    assert "object_store_memory" not in ray_init_kwargs(SearchConfig(address="10.0.0.1:6379", storage="/shared"))
+
+
+# ----------------------------------------------------------------------------------------------------
+# One-line errors with --address
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # a subprocess that imports torch and Ray: about 30 s on 2 loaded cores
+def test_a_wrong_address_fails_in_one_line_without_waiting_for_ray(tmp_path):
+    port = _free_port()  # nothing listens there
+    done = subprocess.run([sys.executable, "-m", "policysearch", "search", "--address", f"127.0.0.1:{port}",
+                           "--storage", str(tmp_path / "storage"), "--out", str(tmp_path / "run"), *TINY],
+                          env=_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"policysearch: error: --address 127.0.0.1:{port}: no Ray cluster "
+                                                   "answers there"), done.stderr
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_an_address_that_is_not_host_port_is_named():
+    from policysearch.search.rundir import RunError
+    from policysearch.search.tuning import check_address
+
+    with pytest.raises(RunError, match=r"--address headnode: not HOST:PORT \(e.g. 10.0.0.1:6379\) or auto"):
+        check_address("headnode")
+
+
+@pytest.mark.slow
+def test_a_cluster_that_cannot_hold_one_trial_fails_in_one_line(shared_cluster, tmp_path):
+    search = _search(shared_cluster, tmp_path / "run", tmp_path / "storage", "--cpus-per-trial", "4")
+    _, stderr = search.communicate(timeout=SEARCH_TIMEOUT_S)
+    assert search.returncode == 2
+    lines = stderr.strip().splitlines()
+    assert lines == ["policysearch: error: one trial needs 4 CPUs and 0 GPUs (--cpus-per-trial, --gpus-per-trial), "
+                     "but the largest node of the Ray cluster has 1 CPUs and 0 GPUs"], stderr
+    assert not (tmp_path / "run" / "policy.json").exists()
+
+
+# ----------------------------------------------------------------------------------------------------
+# A real two-node cluster
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_search_on_a_two_node_cluster_runs_trials_on_both_nodes(shared_cluster, tmp_path):
+    search = _search(shared_cluster, tmp_path / "run", tmp_path / "storage")
+    stdout, stderr = search.communicate(timeout=SEARCH_TIMEOUT_S)
+    assert search.returncode == 0, stderr[-3000:]
+    run = tmp_path / "run"
+    assert (run / "policy.json").exists()
+    rows = _rows(run / "trials.csv")
+    assert len(rows) == 8 and all(r["status"] == "ok" for r in rows)
+    # The two children train at once, one on each node (a node holds one trial, and phase 1 reuses no
+    # actor). Phase 2's short trials may all run on one node: Tune hands a waiting trial to the first
+    # worker that is free, and a worker finishes a short trial before another node's worker has started.
+    both = {shared_cluster.worker_node_ids[0], shared_cluster.head_node_id}
+    assert sorted(_child_nodes(run)) == sorted(both)
+    assert {r["node_id"] for r in rows} <= both
+    # Each worker process fetches a split's child once; every later trial of that split there is a hit.
+    per_worker_split = {(r["node_id"], r["split"]) for r in rows}
+    assert sum(r["child_cached"] == "False" for r in rows) <= len(per_worker_split) + 2  # + a restarted worker
+    assert sum(r["child_cached"] == "True" for r in rows) >= 8 - len(per_worker_split) - 2
+    # The children and the experiments are on the shared storage, under the run id.
+    run_id = json.loads((run / "config.json").read_text(encoding="utf-8"))["run_id"]
+    models = sorted((tmp_path / "storage" / run_id / "phase1_children").rglob(CHILD_MODEL_FILE))
+    assert len(models) == 2
+
+
+@pytest.mark.slow
+def test_a_search_survives_the_loss_of_the_worker_node_in_phase_2(new_cluster, tmp_path):
+    log = tmp_path / "faults.log"
+    # Every phase-2 trial on the worker node blocks, so the node is surely killed with a trial running there.
+    env = _env(**{FAULTS_ENV: f"pause@score:node={new_cluster.worker_node_ids[0]}", LOG_ENV: str(log)})
+    search = _search(new_cluster, tmp_path / "run", tmp_path / "storage", env=env)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for line in search.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    stderr: list[str] = []
+    threading.Thread(target=lambda: stderr.extend(search.stderr), daemon=True).start()
+    try:
+        seen = []
+        while not (seen and seen[-1].startswith("[phase 2: policy trials]")):
+            line = lines.get(timeout=SEARCH_TIMEOUT_S)
+            assert line is not None, "the search ended before phase 2 finished a trial:\n" + "".join(stderr)[-3000:]
+            seen.append(line)
+        new_cluster.kill_worker()  # in the middle of phase 2: one of its 8 trials finished
+        search.wait(timeout=SEARCH_TIMEOUT_S)
+    finally:
+        if search.poll() is None:
+            loopback.kill(loopback.with_descendants({search.pid}))
+    reader.join(timeout=30)
+    assert search.returncode == 0, "".join(stderr)[-3000:]
+    # A phase-2 trial that went to the worker blocked there until the node died; its retry on the head did not.
+    paused = log.read_text().splitlines() if log.exists() else []
+    assert len(paused) <= 1 and all(new_cluster.worker_node_ids[0] in line for line in paused)
+    run = tmp_path / "run"
+    assert sorted(_child_nodes(run)) == sorted({new_cluster.worker_node_ids[0], new_cluster.head_node_id})
+    rows = _rows(run / "trials.csv")
+    assert len(rows) == 8 and all(r["status"] == "ok" for r in rows)  # the finished trials and the retried one
+    assert {r["node_id"] for r in rows} == {new_cluster.head_node_id}
+    assert (run / "policy.json").exists() and (run / "report.md").exists()
