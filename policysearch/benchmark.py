@@ -492,7 +492,8 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
         lines.append("")
     if document.get("searched_policy"):
         sp = document["searched_policy"]
-        lines.append(f"- searched policy: {sp['sub_policies']} sub-policies from `{sp['source']}`")
+        lines.append(f"- searched recipe: {sp.get('recipe', '')} ({sp['sub_policies']} sub-policies, baseline "
+                     f"{sp.get('baseline', {})}) from `{sp['source']}`")
         lines.append("")
     lines += ["| method | mean test error % | std | n | searched - method (pp), 95% CI | train s/run |",
               "|---|---|---|---|---|---|"]
@@ -519,12 +520,16 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
                   f"| search (whole, incl. Ray start/stop) | {search['search_wall_s']:.1f} | "
                   f"{search.get('total_device_s', math.nan):.1f} |",
                   f"| - phase 1 child models | {search['phase1_wall_s']:.1f} | {search['phase1_device_s']:.1f} |",
+                  *([f"| - phase 1b domain fit | {search['phase1b_wall_s']:.1f} | {search['phase1b_device_s']:.1f} |"]
+                    if "phase1b_wall_s" in search else []),
                   f"| - phase 2 policy trials | {search['phase2_wall_s']:.1f} | {search['phase2_device_s']:.1f} |",
-                  *([f"| - phase 3 strength check | {search['phase3_wall_s']:.1f} | "
+                  *([f"| - phase 3 recipe selection | {search['phase3_wall_s']:.1f} | "
                      f"{search.get('phase3_device_s', math.nan):.1f} |"] if "phase3_wall_s" in search else []),
-                  f"| one final training (searched policy, mean) | {_fmt(one, 1)} | {_fmt(one, 1)} |", "",
-                  f"The search took {_fmt(search['search_wall_s'] / one, 1)} times the wall time of one final "
-                  "training (device seconds: the sum of the search trials' own run times, which overlap when trials run in parallel).", ""]
+                  f"| one final training (searched recipe, mean) | {_fmt(one, 1)} | {_fmt(one, 1)} |", "",
+                  f"The search took {_fmt(search['search_wall_s'] / one, 1)} times the wall time and "
+                  f"{_fmt(search.get('total_device_s', math.nan) / one, 1)} times the device time of one final "
+                  "training (device seconds: the sum of the search trials' own run times, which overlap when trials "
+                  "run in parallel).", ""]
     lines += [f"Software: {', '.join(f'{k} {v}' for k, v in document['software'].items())}", ""]
     return "\n".join(lines)
 
