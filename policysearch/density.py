@@ -75,8 +75,8 @@ def evaluate_policy(model: torch.nn.Module, images: torch.Tensor, labels: torch.
     its own generator seeded from (``seed``, view, chunk), so the draws that do not depend on the policy
     (sub-policy choice, gates, signs, the baseline's crops and flips) are the same for every candidate in
     every view, not only in the first. A ``generator`` instead is consumed across the views.
-    On CUDA the model runs in bfloat16 autocast (``mixed_precision``) on channels_last input, and is
-    converted to channels_last in place (same values, faster convolutions); the CPU path runs in float32.
+    The model is converted to channels_last in place (same values, faster convolutions) and runs on
+    channels_last input; on CUDA in bfloat16 autocast (``mixed_precision``), on the CPU in float32.
     """
     if generator is not None and seed is not None:
         raise ValueError("pass either a generator or a seed, not both")
@@ -95,9 +95,7 @@ def evaluate_policy(model: torch.nn.Module, images: torch.Tensor, labels: torch.
     mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, channels, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, channels, 1, 1)
     cuda = device.type == "cuda"
-    if cuda:
-        model.to(memory_format=torch.channels_last)
-    layout = torch.channels_last if cuda else torch.contiguous_format
+    model.to(memory_format=torch.channels_last)
     augment_size = _augment_size(device, batch_size, images[0].numel())
     any_correct = torch.zeros(n, dtype=torch.bool, device=device)
     min_loss = torch.full((n,), float("inf"), device=device)
@@ -116,7 +114,7 @@ def evaluate_policy(model: torch.nn.Module, images: torch.Tensor, labels: torch.
                     for start in range(0, len(views), batch_size):
                         part = views[start:start + batch_size]
                         chunk = slice(first + start, first + start + len(part))
-                        x = ((part.float() / 255.0 - mean_t) / std_t).contiguous(memory_format=layout)
+                        x = ((part.float() / 255.0 - mean_t) / std_t).contiguous(memory_format=torch.channels_last)
                         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and mixed_precision):
                             logits = model(x).float()
                         loss = F.cross_entropy(logits, labels[chunk], reduction="none")
