@@ -4,7 +4,8 @@ A recipe is a whole training augmentation: the policy followed by its baseline (
 held in one ``Policy``. The candidates are the baseline alone, TrivialAugment, RandAugment over a small
 (N, M) grid and the density-matched Fast AutoAugment policy at a few strengths, each with the data
 set's pad-and-crop and without it (a crop that is too strong for the image size can hurt more than any
-policy helps), each restricted to the ops and levels the domain fit allows. The standard recipe,
+policy helps), each without the ops the domain fit excludes. The standard recipes keep their own level
+ranges; the Fast AutoAugment policy was searched in the space the domain fit bounded. The standard recipe,
 TrivialAugment on the data set's baseline, is the reference the selection holds every other against.
 Ray is not imported here.
 """
@@ -72,7 +73,7 @@ def candidate_recipes(baseline: Baseline, fit: DomainFit, searched: Policy | Non
     def add(family: str, label: str, policy: Policy, strength: float | None = None) -> None:
         for crop in crops:
             name = f"{label}, {_crop_label(crop)}"
-            out.append(Recipe(name, family, fit.apply(policy).with_baseline(crop), strength))
+            out.append(Recipe(name, family, fit.without_excluded(policy).with_baseline(crop), strength))
 
     if "baseline" in families:
         add("baseline", "baseline", _identity())

@@ -9,7 +9,11 @@ accuracy that remains above chance is compared with the clean accuracy above cha
 
 An op keeps its levels up to the highest probed level at which every lower probed level retains at
 least ``threshold`` of the clean signal; an op that fails already at the lowest probed level is
-excluded from every candidate. Levels of the ops kept are scaled into ``[0, max_level]``. A child that
+excluded from every candidate. The highest passing level bounds the op in the Fast AutoAugment search
+space only: the standard recipes (TrivialAugment, RandAugment) keep their published level ranges over
+the ops kept. A frozen model's accuracy under an op measures how far the op moves the data from what the
+model saw ("affinity"), not whether training with it helps; Gontijo-Lopes et al. find that the benefit
+needs diversity too, and capping every level removes the diversity those recipes live on. A child that
 is itself barely above chance cannot tell anything apart: then nothing is excluded and the fit says why.
 Ray is not imported here.
 """
@@ -80,17 +84,10 @@ class DomainFit:
     def limited(self) -> list[OpFit]:
         return [fit for fit in self.ops.values() if 0.0 < fit.max_level < 1.0]
 
-    def apply(self, policy: Policy) -> Policy:
-        """``policy`` with excluded ops replaced by Identity and levels scaled into [0, max_level]."""
-        subs = []
-        for sub in policy:
-            steps = []
-            for step in sub:
-                if not self.allowed(step.op):
-                    steps.append(Operation("Identity", step.prob, 0.0))
-                else:
-                    steps.append(Operation(step.op, step.prob, step.level * self.max_level(step.op)))
-            subs.append(steps)
+    def without_excluded(self, policy: Policy) -> Policy:
+        """``policy`` with every excluded op replaced by Identity (same probabilities; levels untouched)."""
+        subs = [[step if self.allowed(step.op) else Operation("Identity", step.prob, 0.0) for step in sub]
+                for sub in policy]
         return Policy(subs, policy.metadata, policy.name, policy.baseline)
 
     def to_dict(self) -> dict[str, object]:

@@ -8,7 +8,11 @@ as Nadeau and Bengio propose for resampled comparisons:
 
     var(mean) = (1 / J + n_test / n_train) * s^2,    J = folds x repeats,
 
-and a one-sided Student-t bound with J - 1 degrees of freedom decides. The rule: the candidate with the
+and a one-sided Student-t bound with J - 1 degrees of freedom decides. To spend the budget on the
+candidates that can win, the folds are raced: every candidate trains on the first fold, and only the
+share ``keep`` with the lowest error on it (and the reference, always) trains on the others
+(:func:`race`, successive halving with one rung). A candidate stopped early is reported with its
+first-fold difference and takes no part in the decision. The rule: the candidate with the
 lowest mean error is chosen only when its bound on (its error - the reference's error) at
 ``confidence`` lies below zero; otherwise the reference - the standard recipe - is kept. So any
 difference within the noise keeps the standard choice. Ray is not imported here.
@@ -24,7 +28,7 @@ import numpy as np
 
 from policysearch.data import DataError
 
-__all__ = ["Comparison", "Decision", "compare", "crossfit_folds", "decide"]
+__all__ = ["Comparison", "Decision", "compare", "crossfit_folds", "decide", "race"]
 
 CONFIDENCE = 0.8
 
@@ -47,6 +51,18 @@ def crossfit_folds(labels: np.ndarray, k: int, repeats: int = 1, seed: int = 0
         splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed + repeat)
         folds += [(np.sort(a).astype(np.int64), np.sort(b).astype(np.int64)) for a, b in splitter.split(y, y)]
     return folds
+
+
+def race(first_fold: Mapping[str, float], order: Sequence[str], keep: float, reference: str) -> list[str]:
+    """The candidates (in ``order``) that go on after the first fold: the ``ceil(keep x len(order))`` with the
+    lowest first-fold error (ties: the earlier in ``order``), and ``reference`` when it finished the fold.
+    A candidate missing from ``first_fold`` (it failed) is out."""
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep must lie in (0, 1], got {keep}")
+    done = [name for name in order if name in first_fold]
+    ranked = sorted(done, key=lambda name: (first_fold[name], order.index(name)))
+    kept = set(ranked[:math.ceil(keep * len(order))]) | ({reference} & set(done))
+    return [name for name in order if name in kept]
 
 
 @dataclass(frozen=True)
@@ -93,10 +109,12 @@ class Decision:
     reason: str
     comparisons: tuple[Comparison, ...]  # every candidate against the chosen one
     mean_error: Mapping[str, float]
+    stopped: tuple[str, ...] = ()  # raced out after the first fold: their error and comparison are that fold's
 
     def to_dict(self) -> dict[str, object]:
         return {"chosen": self.chosen, "reference": self.reference, "best": self.best, "reason": self.reason,
-                "mean_error": dict(self.mean_error), "comparisons": [c.to_dict() for c in self.comparisons]}
+                "mean_error": dict(self.mean_error), "comparisons": [c.to_dict() for c in self.comparisons],
+                "stopped": list(self.stopped)}
 
 
 def decide(errors: Mapping[str, Sequence[float]], reference: str, *, test_fraction: float,

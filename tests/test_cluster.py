@@ -39,7 +39,7 @@ SEARCH_TIMEOUT_S = 900
 
 def _env(**extra: str) -> dict[str, str]:
     """os.environ with this checkout first on PYTHONPATH (Ray's workers inherit it from ``ray start``)."""
-    env = dict(os.environ, **RAY_ENV, **extra)
+    env = {**os.environ, **RAY_ENV, **extra}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     return env
 
@@ -217,6 +217,25 @@ def test_a_wrong_address_fails_in_one_line_without_waiting_for_ray(tmp_path):
     assert len(lines) == 1 and lines[0].startswith(f"policysearch: error: --address 127.0.0.1:{port}: no Ray cluster "
                                                    "answers there"), done.stderr
     assert not (tmp_path / "run" / "config.json").exists()
+
+
+@pytest.mark.slow  # a head node and two subprocesses that import torch and Ray
+def test_a_missing_or_wrong_auth_token_fails_in_one_line(tmp_path):
+    token = "policysearch-test-token-0123456789abcdef"
+    with loopback.loopback_cluster(0, _env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)) as cluster:
+        for given, expected in [({}, "the cluster uses token authentication and this process sends no token "
+                                     "(RAY_AUTH_MODE is 'disabled'); set RAY_AUTH_MODE=token"),
+                                ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-" + token},
+                                 "the cluster refused this process's auth token")]:
+            run = tmp_path / f"run-{len(given)}"
+            done = subprocess.run([sys.executable, "-m", "policysearch", "search", "--address", cluster.address,
+                                   "--storage", str(tmp_path / "storage"), "--out", str(run), *TINY],
+                                  env=_env(**given), capture_output=True, text=True, timeout=120)
+            assert done.returncode == 2, done.stderr
+            lines = done.stderr.strip().splitlines()
+            assert lines == [lines[0]] and lines[0].startswith(
+                f"policysearch: error: --address {cluster.address}: {expected}"), done.stderr
+            assert not (run / "config.json").exists()
 
 
 def test_an_address_that_is_not_host_port_is_named():

@@ -10,7 +10,8 @@ from policysearch.candidates import candidate_recipes, reference_name
 from policysearch.domain import DomainFit, OpFit
 from policysearch.policy import Baseline
 from policysearch.search import SearchConfig, prepare
-from policysearch.search.recipes import choose_recipe, final_baseline, restrict_space, selection_trial
+from policysearch.search.recipes import (choose_recipe, final_baseline, race_survivors, restrict_space,
+                                         selection_trial)
 from policysearch.spaces import load_space
 
 
@@ -52,3 +53,25 @@ def test_selection_trial_and_rule_on_tiny_data():
     failed = [dict(r, status="failed") if r["recipe"] == decision.reference else r for r in rows]
     decision, note = choose_recipe(prepared, recipes, failed, prepared.baseline)
     assert decision.reference == recipes[0].name and "failed" in note
+
+
+def test_raced_selection_decides_among_the_survivors_and_reports_the_stopped():
+    config = SearchConfig(train_size=60, splits=1, selection_folds=3, selection_keep=0.5)
+    prepared = prepare(config)
+    recipes = candidate_recipes(prepared.baseline, _fit(), None, families=("baseline", "trivialaugment"))
+    names = [r.name for r in recipes]  # baseline crop 1, baseline crop 0, trivialaugment crop 1 (ref), crop 0
+    reference = reference_name(prepared.baseline)
+    first = {names[0]: 10.0, names[1]: 30.0, reference: 20.0, names[3]: 5.0}
+    rows = [{"recipe": n, "fold": 0, "status": "ok", "error": e} for n, e in first.items()]
+    survivors = race_survivors(prepared, recipes, rows, prepared.baseline)
+    assert [names[i] for i in survivors] == [names[0], reference, names[3]]  # best 2, and the reference
+    for i in survivors:
+        rows += [{"recipe": names[i], "fold": f, "status": "ok", "error": first[names[i]] + f} for f in (1, 2)]
+    decision, _ = choose_recipe(prepared, recipes, rows, prepared.baseline, survivors)
+    assert decision.stopped == (names[1],)
+    assert decision.mean_error[names[1]] == 30.0  # its first fold
+    stopped = next(c for c in decision.comparisons if names[1] in (c.candidate, c.reference))
+    assert stopped.n == 1 and stopped.mean == first[decision.chosen] - 30.0
+    assert all(c.n == 3 for c in decision.comparisons if c is not stopped)
+    assert "stopped after the first fold" in decision.reason
+    assert decision.to_dict()["stopped"] == [names[1]]

@@ -13,7 +13,7 @@ from policysearch.candidates import candidate_recipes, reference_name
 from policysearch.data import DataError
 from policysearch.domain import DomainFit, OpFit, fit_domain, probe_ops
 from policysearch.policy import Baseline, Operation, Policy
-from policysearch.selection import compare, crossfit_folds, decide
+from policysearch.selection import compare, crossfit_folds, decide, race
 from policysearch.train import TrainConfig, _batches, fit_to_data
 
 
@@ -81,9 +81,15 @@ def test_candidates_cover_the_standard_recipes_with_and_without_the_crop():
     for c in cands:
         assert c.recipe.baseline.pad_crop in (0, 2)
         assert "Solarize" not in c.recipe.ops() and "Invert" not in c.recipe.ops()  # excluded everywhere
-        assert all(s.level <= 0.5 for sub in c.recipe for s in sub if s.op == "Rotate")  # levels capped
+    # the level cap bounds the search space only: the standard recipes keep their ranges, and the searched
+    # policy (already searched within the cap) is not shrunk a second time
+    trivial = next(c for c in cands if c.name == "trivialaugment, crop 2")
+    assert max(s.level for sub in trivial.recipe for s in sub if s.op == "Rotate") == 1.0
+    randaugment = next(c for c in cands if c.name == "randaugment n=2 m=9, crop 2")
+    assert {s.level for sub in randaugment.recipe for s in sub if s.op == "Rotate"} == {0.9}
     faa = next(c for c in cands if c.name == "fast_autoaugment x0.5, crop 2")
-    assert faa.recipe[0][0] == Operation("Rotate", 0.4, 0.25)
+    assert faa.recipe[0][0] == Operation("Rotate", 0.4, 0.5)
+    assert faa.recipe[1][0].op == "Identity"
 
 
 def test_domain_fit_excludes_what_destroys_the_classes_and_caps_levels():
@@ -129,3 +135,15 @@ def test_training_budget_gives_tiny_data_enough_steps(n):
         assert (config.batch_size, config.epochs) == (128, 20)  # enough data: unchanged
     else:
         assert len(_batches(n, config.batch_size, torch.arange(n))) >= min(4, n // 2)
+
+
+def test_race_keeps_the_best_share_on_the_first_fold_and_always_the_reference():
+    first = {"a": 3.0, "b": 1.0, "c": 2.0, "d": 1.0, "ref": 9.0}
+    order = ["a", "b", "c", "d", "ref", "failed"]
+    # ceil(0.5 x 6) = 3 by error (ties: the earlier), the reference on top; "failed" has no first fold
+    assert race(first, order, 0.5, "ref") == ["b", "c", "d", "ref"]
+    assert race(first, order, 1.0, "ref") == ["a", "b", "c", "d", "ref"]
+    assert race(first, order, 0.01, "ref") == ["b", "ref"]
+    assert race({"a": 1.0}, ["a", "ref"], 0.5, "ref") == ["a"]  # the reference failed: nothing to keep
+    with pytest.raises(ValueError, match="keep"):
+        race(first, order, 0.0, "ref")

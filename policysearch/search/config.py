@@ -61,6 +61,9 @@ class SearchConfig:
         "accuracy above chance", "selection")
     selection_folds: int = _option(3, "folds of the cross-fit that trains every candidate recipe", "selection")
     selection_repeats: int = _option(1, "repeats of the cross-fit (other folds, other seeds)", "selection")
+    selection_keep: float = _option(0.5, "share of the candidate recipes that train on the other folds after the "
+                                    "first: those with the lowest held-out error on it, and the standard recipe "
+                                    "always; 1 trains every candidate on every fold", "selection")
     confidence: float = _option(0.8, "a recipe replaces the standard one (TrivialAugment on the baseline) only "
                                 "when its one-sided bound on the error difference at this level is below 0",
                                 "selection")
@@ -122,6 +125,7 @@ class SearchConfig:
              f"must lie in [0, 1), got {self.domain_threshold}"),
             ("selection_folds", self.selection_folds >= 2, f"must be at least 2, got {self.selection_folds}"),
             ("selection_repeats", self.selection_repeats >= 1, f"must be at least 1, got {self.selection_repeats}"),
+            ("selection_keep", 0 < self.selection_keep <= 1, f"must lie in (0, 1], got {self.selection_keep}"),
             ("confidence", 0.5 <= self.confidence < 1, f"must lie in [0.5, 1), got {self.confidence}"),
             ("min_steps", self.min_steps >= 1, f"must be at least 1, got {self.min_steps}"),
             ("final_epochs", self.final_epochs is None or self.final_epochs >= 1,

@@ -241,8 +241,9 @@ def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], conf
             tone = "tab:green" if high < 0 else ("tab:orange" if low > 0 else "0.35")
             right.errorbar([mean], [y], xerr=[[mean - low], [high - mean]], fmt="o", color=tone, capsize=3,
                            markersize=5)
+    stopped = set(selection.get("stopped", []))
     labels = [n + (" (chosen)" if n == chosen else "") + (" (reference)" if n == reference and n != chosen else "")
-              for n in order]
+              + (" (first fold only)" if n in stopped else "") for n in order]
     left.set_yticks(ys, labels, fontsize=8)
     left.set_ylim(-0.7, len(order) - 0.3)
     widest = max((max(v) for v in folds.values() if v), default=1.0)
@@ -257,7 +258,8 @@ def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], conf
     right.grid(axis="x", alpha=0.3)
     right.tick_params(axis="y", length=0)
     n_folds = max((len(v) for v in folds.values()), default=0)
-    fig.suptitle(_wrap(f"Phase 3: {len(order)} candidate recipes, each trained on the same {n_folds} cross-fit folds. "
+    raced = f" ({len(stopped)} stopped after the first)" if stopped else ""
+    fig.suptitle(_wrap(f"Phase 3: {len(order)} candidate recipes on the same {n_folds} cross-fit folds{raced}. "
                        f"Chosen: {chosen}. Why: {selection.get('reason', '')}", 110), fontsize=10)
     return _png(fig)
 

@@ -3,9 +3,9 @@
 Phase 1b probes every frozen child with each op at a few levels on its D_A
 (:func:`probe_child`); :func:`policysearch.domain.fit_domain` turns the probes into the ops and levels
 this data allows, which restrict phase 2's space (:func:`restrict_space`) and every candidate recipe.
-Phase 3 trains each candidate recipe on the cross-fit folds at the final training's budget
-(:func:`selection_trial`) and :func:`choose_recipe` applies the stated rule of
-:mod:`policysearch.selection`.
+Phase 3 trains each candidate recipe on the first cross-fit fold at the final training's budget
+(:func:`selection_trial`), the best share of them (:func:`race_survivors`) on the other folds, and
+:func:`choose_recipe` applies the stated rule of :mod:`policysearch.selection`.
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ from policysearch.domain import probe_ops
 from policysearch.policy import Baseline
 from policysearch.search.faults import Faults
 from policysearch.search.trials import ChildSource, Prepared, device_for, frozen_child, use_threads
-from policysearch.selection import Decision, decide
+from policysearch.selection import Decision, compare, decide, race
 from policysearch.spaces import SearchSpace
 from policysearch.standard import RANDAUGMENT_OPS
 from policysearch.train import evaluate, fit_to_data, train_model
 from policysearch.transforms import BatchPolicyTransform
 
-__all__ = ["choose_recipe", "final_baseline", "probe_child", "probed_ops", "restrict_space", "selection_trial"]
+__all__ = ["choose_recipe", "final_baseline", "probe_child", "probed_ops", "race_survivors", "restrict_space",
+           "selection_trial"]
 
 
 def probed_ops(space: SearchSpace) -> list[str]:
@@ -97,24 +98,51 @@ def selection_trial(prepared: Prepared, recipe: Recipe, fold: int, faults: Fault
             "train_seconds": time.perf_counter() - started, "train_images": len(train_idx)}
 
 
-def choose_recipe(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[dict[str, Any]],
-                  baseline: Baseline) -> tuple[Decision, str]:
-    """The rule of :mod:`policysearch.selection` over the recipes whose every fold succeeded.
+def race_survivors(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[dict[str, Any]],
+                   baseline: Baseline) -> list[int]:
+    """Indices of the recipes that train on the other folds after the first (:func:`policysearch.selection.race`
+    at ``--selection-keep``; the standard recipe always goes on)."""
+    first = {r["recipe"]: float(r["error"]) for r in rows if r["fold"] == 0 and r["status"] == "ok"}
+    names = [recipe.name for recipe in recipes]
+    kept = set(race(first, names, prepared.config.selection_keep, reference_name(baseline)))
+    return [i for i, name in enumerate(names) if name in kept]
 
-    Returns the decision and a note (non-empty when the standard recipe could not be the reference).
+
+def choose_recipe(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[dict[str, Any]],
+                  baseline: Baseline, survivors: Sequence[int] | None = None) -> tuple[Decision, str]:
+    """The rule of :mod:`policysearch.selection` over the recipes that trained on every fold and succeeded.
+
+    ``survivors`` are the indices of the recipes raced on past the first fold (None: all); the others
+    are reported with their first-fold error and difference. Returns the decision and a note (non-empty
+    when the standard recipe could not be the reference).
     """
     folds = len(prepared.folds)
+    going_on = set(range(len(recipes)) if survivors is None else survivors)
     errors: dict[str, list[float]] = {}
-    for recipe in recipes:
+    first: dict[str, float] = {}
+    for i, recipe in enumerate(recipes):
         done = sorted((r for r in rows if r["recipe"] == recipe.name and r["status"] == "ok"), key=lambda r: r["fold"])
-        if len(done) == folds:
+        if i in going_on and len(done) == folds:
             errors[recipe.name] = [float(r["error"]) for r in done]
+        elif i not in going_on and done and done[0]["fold"] == 0:
+            first[recipe.name] = float(done[0]["error"])
     reference, note = reference_name(baseline), ""
     if reference not in errors:
         reference = next(iter(errors))
         note = f"the standard recipe failed on some fold, so {reference} is the reference"
     test_fraction = 1.0 / prepared.config.selection_folds
-    return decide(errors, reference, test_fraction=test_fraction, confidence=prepared.config.confidence), note
+    decision = decide(errors, reference, test_fraction=test_fraction, confidence=prepared.config.confidence)
+    if not first:
+        return decision, note
+    chosen_first = errors[decision.chosen][0]
+    stopped = tuple(first)
+    comparisons = decision.comparisons + tuple(
+        compare([chosen_first], [error], test_fraction=test_fraction, names=(decision.chosen, name))
+        for name, error in first.items())
+    reason = (f"{decision.reason}; {len(stopped)} of {len(recipes)} recipes stopped after the first fold "
+              f"(--selection-keep {prepared.config.selection_keep:g})")
+    return dataclasses.replace(decision, reason=reason, comparisons=comparisons, stopped=stopped,
+                               mean_error={**decision.mean_error, **first}), note
 
 
 def one_final_training_seconds(rows: Sequence[dict[str, Any]], num_images: int) -> float:

@@ -51,7 +51,9 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
              f"{len(outcome.failures())} trial(s) of all phases failed after {config.retries} retries", "",
              *([pictures.rstrip("\n"), ""] if pictures else []),
              "## Candidate recipes", "",
-             f"Held-out error over the same {folds} folds and seeds for every recipe. The difference is the chosen "
+             f"Held-out error over the same {folds} folds and seeds for every recipe that went on after the first "
+             f"fold (the best {config.selection_keep:.0%} on it, and the standard recipe); the others stopped there "
+             "and show that fold's error. The difference is the chosen "
              f"recipe minus the row's, with a {config.confidence:.0%} interval corrected for overlapping training "
              "sets (negative: the chosen one has the lower error).", "",
              "| recipe | mean held-out error % | chosen - this (pp) |", "|---|---|---|"]
@@ -64,6 +66,10 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
         mark = " (chosen)" if recipe.name == decision.chosen else (" (reference)" if recipe.name == decision.reference
                                                                    else "")
         c = against.get(recipe.name)
+        if recipe.name in decision.stopped:
+            diff = "-" if c is None else f"{c.mean:+.2f} (first fold)"
+            lines.append(f"| {recipe.name} (stopped after the first fold) | {mean:.2f} (first fold) | {diff} |")
+            continue
         diff = "-" if c is None else f"{c.mean:+.2f} [{_fmt(c.low)}, {_fmt(c.high)}]"
         lines.append(f"| {recipe.name}{mark} | {mean:.2f} | {diff} |")
     lines += ["", "## Domain fit (what this data allows)", ""]
@@ -73,7 +79,10 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
         lines += [f"Each op was applied at probability 1 to D_A and classified by the frozen children; retained = "
                   f"(accuracy - chance) / (clean accuracy - chance), clean accuracy {fit.clean_accuracy:.3f}, chance "
                   f"{fit.chance:.3f}. An op keeps the levels up to the last probed level with retained >= "
-                  f"{fit.threshold:g}.", "", "| op | retained at levels | highest level allowed |", "|---|---|---|"]
+                  f"{fit.threshold:g}: that level bounds it in the Fast AutoAugment space, and an op failing at the "
+                  "lowest level is excluded from every candidate (TrivialAugment and RandAugment keep their own "
+                  "levels of the ops kept).", "", "| op | retained at levels | highest level in the search space |",
+                  "|---|---|---|"]
         for op_fit in sorted(fit.ops.values(), key=lambda f: (f.max_level, f.op)):
             levels = ", ".join(f"{lv:g}: {r:.2f}" for lv, r in zip(op_fit.levels, op_fit.retained))
             verdict = "**excluded**" if op_fit.excluded else f"{op_fit.max_level:g}"

@@ -9,6 +9,7 @@ unless :func:`~policysearch.search.checks.check_failures` says too many failed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -20,7 +21,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 import pyarrow.fs
 import ray
@@ -37,7 +38,8 @@ from policysearch.search.rundir import Run, RunError, is_uri, open_run, write_co
 from policysearch.search.searcher import SplitSearcher
 from policysearch.candidates import candidate_recipes
 from policysearch.domain import fit_domain
-from policysearch.search.recipes import choose_recipe, final_baseline, probe_child, restrict_space, selection_trial
+from policysearch.search.recipes import (choose_recipe, final_baseline, probe_child, race_survivors, restrict_space,
+                                         selection_trial)
 from policysearch.search.trials import (CHILD_FILE, CHILD_MODEL_FILE, ChildSource, Prepared, prepare, score_policy,
                                         train_child)
 
@@ -115,6 +117,53 @@ def check_address(address: str) -> None:
     except OSError as exc:
         raise RunError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}); give the head "
                        "node's address and port as `ray start --head` printed them") from None
+    check_auth(address)
+
+
+def check_auth(address: str) -> None:
+    """A RunError in one line when the Ray head at ``address`` refuses this process: token authentication
+    (``RAY_AUTH_MODE=token`` on the cluster) with no token here or another one. ``ray.init`` would retry for
+    20 s, log every attempt and then report only a failed connection. Something that answers there but is
+    not a Ray head is named too."""
+    from ray._raylet import AuthenticationTokenLoader, GcsClient  # what Ray's own CLI uses to reach a head
+    from ray.exceptions import AuthenticationError, RayError
+
+    mode = os.environ.get("RAY_AUTH_MODE", "disabled")
+    if mode.lower() == "token":  # without a token Ray's native client aborts the process, so look first
+        try:
+            found = AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True)
+        except AuthenticationError as exc:  # e.g. RAY_AUTH_TOKEN_PATH names a file that cannot be read
+            raise RunError(f"--address {address}: {str(exc).split('. ')[0]}") from None
+        if not found:
+            raise RunError(f"--address {address}: RAY_AUTH_MODE is token but this process has no token; set "
+                           "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, or write it to ~/.ray/auth_token") from None
+    try:
+        with _native_stderr_silenced():  # Ray's C++ client logs each refused attempt there
+            GcsClient(address=address)
+    except AuthenticationError:
+        if mode.lower() != "token":
+            raise RunError(f"--address {address}: the cluster uses token authentication and this process sends no "
+                           f"token (RAY_AUTH_MODE is {mode!r}); set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN or "
+                           "RAY_AUTH_TOKEN_PATH to the cluster's token, as on its nodes") from None
+        raise RunError(f"--address {address}: the cluster refused this process's auth token, which is not the one "
+                       "its nodes were started with; set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH to that token") from None
+    except RayError as exc:
+        raise RunError(f"--address {address}: something answers there but no Ray head ({str(exc).strip()}); give "
+                       "the head node's address and port as `ray start --head` printed them") from None
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 points at /dev/null inside the block (native code writes there, not to sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def start_ray(config: SearchConfig, data_bytes: int = 0) -> bool:
@@ -476,30 +525,39 @@ def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO) -> tup
     costs["phase2_wall_s"] = spans["phase2"][1] - t2
     costs["phase2_device_s"] = sum(r["seconds"] for r in rows if r["status"] == "ok")
 
-    # Phase 3: every candidate recipe trained on the cross-fit folds at the final budget; the stated rule picks.
+    # Phase 3: the candidate recipes trained on the cross-fit folds at the final budget; the stated rule picks.
     t3 = time.monotonic()
     top = top_candidates(rows, searched.space, config.splits, config.repeats, config.top_n)
     merged = merge_top(top)
     baseline = final_baseline(prepared, fit)
     recipes = candidate_recipes(baseline, fit, merged, strengths=config.strengths)
     folds = len(prepared.folds)
-    grid = {"recipe": tune.grid_search(list(range(len(recipes)))), "fold": tune.grid_search(list(range(folds)))}
-    ok, failed = run_experiment(
-        "phase3_selection", tune.with_parameters(_selection_trainable, shared=shared, recipes=recipes,
-                                                 faults=faults),
-        grid, tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True), config, run.experiments,
-        Progress("phase 3: recipe selection", len(recipes) * folds, None, stream))
-    selection = [{"status": "ok", "error": "", **{k: r.metrics[k] for k in
-                                                   ("recipe", "fold", "error", "loss", "train_seconds", "train_images")}}
-                 for r in ok] + [{"status": "failed", "error": _error_line(r.error),
-                                  "recipe": recipes[int(r.config["recipe"])].name, "fold": int(r.config["fold"])}
-                                 for r in failed]
-    complete = {recipe.name for recipe in recipes
-                if sum(1 for r in selection if r["recipe"] == recipe.name and r["status"] == "ok") == folds}
-    check_failures("phase 3 (recipe selection)", len(recipes) * folds,
+
+    def train_recipes(name: str, indices: list[int], fold_range: list[int], title: str) -> list[dict[str, Any]]:
+        grid = {"recipe": tune.grid_search(indices), "fold": tune.grid_search(fold_range)}
+        ok, failed = run_experiment(
+            name, tune.with_parameters(_selection_trainable, shared=shared, recipes=recipes, faults=faults),
+            grid, tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True), config, run.experiments,
+            Progress(title, len(indices) * len(fold_range), None, stream))
+        return [{"status": "ok", "error": "", **{k: r.metrics[k] for k in
+                                                 ("recipe", "fold", "error", "loss", "train_seconds", "train_images")}}
+                for r in ok] + [{"status": "failed", "error": _error_line(r.error),
+                                 "recipe": recipes[int(r.config["recipe"])].name, "fold": int(r.config["fold"])}
+                                for r in failed]
+
+    # Raced: every recipe on the first fold, the best share of them (and the standard one) on the others.
+    selection = train_recipes("phase3_selection", list(range(len(recipes))), [0],
+                              "phase 3: recipe selection, first fold")
+    survivors = race_survivors(prepared, recipes, selection, baseline)
+    if survivors:
+        selection += train_recipes("phase3_selection_rest", survivors, list(range(1, folds)),
+                                   "phase 3: recipe selection, other folds")
+    complete = {recipes[i].name for i in survivors
+                if sum(1 for r in selection if r["recipe"] == recipes[i].name and r["status"] == "ok") == folds}
+    check_failures("phase 3 (recipe selection)", len(recipes) + len(survivors) * (folds - 1),
                    [f"{r['recipe']} fold {r['fold']}: {r['error']}" for r in selection if r["status"] != "ok"],
                    len(complete))
-    decision, note = choose_recipe(prepared, recipes, selection, baseline)
+    decision, note = choose_recipe(prepared, recipes, selection, baseline, survivors)
     chosen = next(recipe for recipe in recipes if recipe.name == decision.chosen)
     spans["phase3"] = (t3, time.monotonic())
     costs["phase3_wall_s"] = spans["phase3"][1] - t3
