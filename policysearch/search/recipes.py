@@ -23,7 +23,7 @@ from policysearch.domain import DomainFit
 from policysearch.domain import probe_ops
 from policysearch.policy import Baseline
 from policysearch.search.faults import Faults
-from policysearch.search.trials import ChildSource, Prepared, device_for, frozen_child, use_threads
+from policysearch.search.trials import ChildSource, Prepared, child_and_da, device_for, use_threads
 from policysearch.selection import Decision, compare, decide, race
 from policysearch.spaces import SearchSpace
 from policysearch.standard import RANDAUGMENT_OPS
@@ -47,12 +47,8 @@ def probe_child(prepared: Prepared, split: int, child: ChildSource | str | Path,
     config = prepared.config
     use_threads(config)
     started = time.perf_counter()
-    device = device_for(config)
-    model, cached, load_seconds = frozen_child(prepared, split, child)
-    _, da = prepared.splits[split]
-    index = torch.as_tensor(da)
-    probes = probe_ops(model, prepared.data.images[index].to(device), prepared.data.labels[index].to(device),
-                       probed_ops(prepared.space), mean=prepared.mean, std=prepared.std,
+    model, images, labels, cached, load_seconds = child_and_da(prepared, split, child)
+    probes = probe_ops(model, images, labels, probed_ops(prepared.space), mean=prepared.mean, std=prepared.std,
                        seed=config.seed * 1000 + split)
     return {"split": split, "clean": probes["clean"], "ops": {op: [list(p) for p in v] for op, v in probes["ops"].items()},
             "load_seconds": load_seconds, "child_cached": cached, "seconds": time.perf_counter() - started}

@@ -29,8 +29,8 @@ from policysearch.selection import crossfit_folds
 from policysearch.spaces import SearchSpace, load_space
 from policysearch.train import evaluate, fit_to_data, train_model
 
-__all__ = ["CHILD_FILE", "CHILD_MODEL_FILE", "ChildCache", "ChildSource", "Prepared", "child_model", "frozen_child",
-           "prepare", "score_policy", "train_child"]
+__all__ = ["CHILD_FILE", "CHILD_MODEL_FILE", "ChildCache", "ChildSource", "Prepared", "child_and_da", "child_model",
+           "frozen_child", "prepare", "score_policy", "train_child"]
 
 CHILD_FILE = "child.pt"  # the full training state of a child (weights, optimizer, RNGs), saved every epoch
 CHILD_MODEL_FILE = "child_model.pt"  # the trained weights alone, written beside it after the last epoch
@@ -199,6 +199,16 @@ def frozen_child(prepared: Prepared, split: int, child: ChildSource | str | Path
     return model, cached, time.perf_counter() - started
 
 
+def child_and_da(prepared: Prepared, split: int, child: ChildSource | str | Path
+                 ) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, bool, float]:
+    """The frozen child of ``split`` (:func:`frozen_child`), its D_A images and labels on the child's device,
+    whether the child came from the cache, and the seconds getting it took."""
+    model, cached, load_seconds = frozen_child(prepared, split, child)
+    device = next(model.parameters()).device
+    index = torch.as_tensor(prepared.splits[split][1])
+    return model, prepared.data.images[index].to(device), prepared.data.labels[index].to(device), cached, load_seconds
+
+
 def score_policy(prepared: Prepared, params: Mapping[str, Any], split: int, child: ChildSource | str | Path, *,
                  repeat: int = 0, index: int = 0, faults: Faults = Faults()) -> dict[str, Any]:
     """Phase 2: decode the candidate ``params`` and score it on D_A of ``split`` with its frozen child.
@@ -212,11 +222,7 @@ def score_policy(prepared: Prepared, params: Mapping[str, Any], split: int, chil
     config = prepared.config
     use_threads(config)
     started = time.perf_counter()
-    device = device_for(config)
-    model, cached, load_seconds = frozen_child(prepared, split, child)
-    _, da = prepared.splits[split]
-    index_da = torch.as_tensor(da)
-    images, labels = prepared.data.images[index_da].to(device), prepared.data.labels[index_da].to(device)
+    model, images, labels, cached, load_seconds = child_and_da(prepared, split, child)
     policy = prepared.space.decode({k: params[k] for k in prepared.space.parameter_names()})
     # D_A views get the policy followed by the baseline augmentation the child trained with, and every
     # candidate of a split is scored on common random numbers in every view.
