@@ -312,6 +312,19 @@ def test_ray_starts_without_a_dashboard_unless_asked_and_counts_its_own_cpus():
     assert asked["include_dashboard"] is True and asked["dashboard_host"] == "127.0.0.1"
 
 
+def test_a_local_ray_keeps_token_auth_without_a_warning_and_a_cluster_keeps_the_users_mode(monkeypatch):
+    from policysearch.search.tuning import _quiet_ray_environment
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    _quiet_ray_environment(SearchConfig(address="10.0.0.1:6379", storage="/shared"))
+    assert "RAY_AUTH_MODE" not in os.environ  # joining a cluster: the user's environment says
+    _quiet_ray_environment(SearchConfig())
+    assert os.environ["RAY_AUTH_MODE"] == "token"  # Ray's own default, asked for, so Ray does not warn
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    _quiet_ray_environment(SearchConfig())
+    assert os.environ["RAY_AUTH_MODE"] == "disabled"
+
+
 # ----------------------------------------------------------------------------------------------------
 # Honest output (no Ray)
 # ----------------------------------------------------------------------------------------------------
