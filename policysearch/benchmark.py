@@ -265,7 +265,7 @@ def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream,
         splits=preset.search_splits or defaults.splits,
         top_n=preset.search_top_n or defaults.top_n,
         epochs=preset.search_epochs or defaults.epochs,
-        final_epochs=preset.epochs,  # the selection trains every candidate recipe at the final budget
+        final_epochs=preset.epochs,  # the selection trains the candidate recipes at the final budget
         selection_repeats=preset.selection_repeats,
         batch_size=preset.batch_size,  # child models train like the final models
         lr=preset.lr,

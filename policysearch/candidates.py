@@ -1,13 +1,15 @@
 """The candidate training recipes a search selects from: what a user would pick instead, and the search's own.
 
 A recipe is a whole training augmentation: the policy followed by its baseline (pad-and-crop, flip),
-held in one ``Policy``. The candidates are the baseline alone, TrivialAugment, RandAugment over a small
-(N, M) grid and the density-matched Fast AutoAugment policy at a few strengths, each with the data
-set's pad-and-crop and without it (a crop that is too strong for the image size can hurt more than any
-policy helps), each without the ops the domain fit excludes. The standard recipes keep their own level
-ranges; the Fast AutoAugment policy was searched in the space the domain fit bounded. The standard recipe,
-TrivialAugment on the data set's baseline, is the reference the selection holds every other against.
-Ray is not imported here.
+held in one ``Policy``. The candidates are the baseline alone, TrivialAugment as published (all its ops),
+TrivialAugment without the ops the domain fit excludes (when that differs), RandAugment over a small
+(N, M) grid without them, and the density-matched Fast AutoAugment policy at a few strengths, searched in
+the space the domain fit bounded; each with the data set's pad-and-crop and without it (a crop that is
+too strong for the image size can hurt more than any policy helps). TrivialAugment and RandAugment keep
+their own levels. The standard recipe, TrivialAugment as published on the data set's baseline, is the
+reference the selection holds every other against: the domain fit's exclusions are judged a frozen
+model's affinity, which does not say whether training with an op helps, so they must earn their place
+like any other challenger. Ray is not imported here.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def _crop_label(baseline: Baseline) -> str:
 
 
 def reference_name(baseline: Baseline) -> str:
-    """The name of the standard recipe: TrivialAugment on the data set's baseline."""
+    """The name of the standard recipe: TrivialAugment as published, on the data set's baseline."""
     return f"trivialaugment, {_crop_label(baseline)}"
 
 
@@ -73,16 +75,19 @@ def candidate_recipes(baseline: Baseline, fit: DomainFit, searched: Policy | Non
     def add(family: str, label: str, policy: Policy, strength: float | None = None) -> None:
         for crop in crops:
             name = f"{label}, {_crop_label(crop)}"
-            out.append(Recipe(name, family, fit.without_excluded(policy).with_baseline(crop), strength))
+            out.append(Recipe(name, family, policy.with_baseline(crop), strength))
 
     if "baseline" in families:
         add("baseline", "baseline", _identity())
-    if "trivialaugment" in families and ops:
-        add("trivialaugment", "trivialaugment", trivialaugment_policy(ops=ops))
+    if "trivialaugment" in families:
+        add("trivialaugment", "trivialaugment", trivialaugment_policy())
+        if ops and ops != RANDAUGMENT_OPS:
+            add("trivialaugment", "trivialaugment (domain fit)", trivialaugment_policy(ops=ops))
     if "randaugment" in families and ops:
         for n, m in randaugment_grid:
             add("randaugment", f"randaugment n={n} m={m}", randaugment_policy(n, m, ops=ops), m / 10)
     if "fast_autoaugment" in families and searched is not None:
         for strength in strengths:
-            add("fast_autoaugment", f"fast_autoaugment x{strength:g}", searched.scaled(strength), strength)
+            add("fast_autoaugment", f"fast_autoaugment x{strength:g}", fit.without_excluded(searched.scaled(strength)),
+                strength)
     return out

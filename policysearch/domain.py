@@ -34,6 +34,7 @@ __all__ = ["PROBE_LEVELS", "DomainFit", "OpFit", "fit_domain", "probe_ops"]
 
 PROBE_LEVELS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
 THRESHOLD = 0.5  # an op must keep half of the child's signal above chance
+PROBE_VIEWS = 1  # views per D_A image and probe: the fit averages over every child, which bounds the noise
 MIN_SIGNAL = 0.2  # a child with less than this (clean accuracy - chance) cannot judge ops
 
 
@@ -102,7 +103,7 @@ def probe_levels(op: str, levels: Sequence[float] = PROBE_LEVELS) -> tuple[float
 
 def probe_ops(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, ops: Iterable[str], *,
               mean: Sequence[float], std: Sequence[float], levels: Sequence[float] = PROBE_LEVELS,
-              seed: int = 0, num_views: int = 2) -> dict[str, object]:
+              seed: int = 0, num_views: int = PROBE_VIEWS) -> dict[str, object]:
     """Accuracy of a frozen model on ``images`` clean and under each op at probability 1 at each level.
 
     Returns ``{"clean": accuracy, "ops": {op: [(level, accuracy), ...]}}``; every probe is drawn from the

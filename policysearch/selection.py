@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -78,8 +78,12 @@ class Comparison:
     n: int
 
     def to_dict(self) -> dict[str, object]:
-        return {"candidate": self.candidate, "reference": self.reference, "mean": self.mean, "low": self.low,
-                "high": self.high, "upper": self.upper, "n": self.n}
+        """As plain JSON: a bound that does not exist (one fold) is None, not NaN."""
+        def finite(x: float) -> float | None:
+            return x if math.isfinite(x) else None
+
+        return {"candidate": self.candidate, "reference": self.reference, "mean": finite(self.mean),
+                "low": finite(self.low), "high": finite(self.high), "upper": finite(self.upper), "n": self.n}
 
 
 def compare(candidate: Sequence[float], reference: Sequence[float], *, test_fraction: float,
@@ -109,12 +113,13 @@ class Decision:
     reason: str
     comparisons: tuple[Comparison, ...]  # every candidate against the chosen one
     mean_error: Mapping[str, float]
-    stopped: tuple[str, ...] = ()  # raced out after the first fold: their error and comparison are that fold's
+    # raced out after the first fold: name -> error on it (not in mean_error); their comparison is that fold's
+    stopped: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return {"chosen": self.chosen, "reference": self.reference, "best": self.best, "reason": self.reason,
                 "mean_error": dict(self.mean_error), "comparisons": [c.to_dict() for c in self.comparisons],
-                "stopped": list(self.stopped)}
+                "stopped": dict(self.stopped)}
 
 
 def decide(errors: Mapping[str, Sequence[float]], reference: str, *, test_fraction: float,

@@ -19,7 +19,7 @@ from policysearch.policy import Baseline, Operation, Policy
 from policysearch.search import SearchConfig, prepare
 from policysearch.search.export import export, write_trials_csv
 from policysearch.search.faults import Fault, Faults
-from policysearch.search.figures import BEGIN, END, op_usage
+from policysearch.search.figures import BEGIN, END, op_usage, plot_recipes, recipe_order
 from policysearch.search.outcome import Candidate, Outcome
 from policysearch.search.rundir import Run, write_config
 from policysearch.selection import decide
@@ -193,3 +193,21 @@ def test_the_search_summary_says_where_the_pictures_are(drawn):
     result = SearchResult(drawn, "test", drawn / "policy.json", Policy.load(drawn / "policy.json"), costs)
     line = next(line for line in summary_text(result).splitlines() if line.startswith("report: "))
     assert line.endswith("with pictures trials.png, recipes.png, ops.png, grid.png beside it")
+
+
+def test_a_raced_selection_draws_the_stopped_recipes_below_the_others():
+    from policysearch.selection import compare
+
+    errors = {"baseline, crop 1": [6.0, 5.0, 7.0], "trivialaugment, crop 1": [5.0, 4.0, 5.0]}
+    decision = decide(errors, "trivialaugment, crop 1", test_fraction=1 / 3)
+    one_fold = compare([5.0], [1.0], test_fraction=1 / 3, names=(decision.chosen, "randaugment n=1 m=5, crop 1"))
+    selection = json.loads(json.dumps({**decision.to_dict(), "stopped": {"randaugment n=1 m=5, crop 1": 1.0},
+                                       "comparisons": [*decision.to_dict()["comparisons"], one_fold.to_dict()]}))
+    names = ["baseline, crop 1", "randaugment n=1 m=5, crop 1", "trivialaugment, crop 1", "failed one"]
+    # its one fold's 1.0 is lower than every mean, but not comparable with them
+    assert recipe_order(names, selection) == ["trivialaugment, crop 1", "baseline, crop 1",
+                                              "randaugment n=1 m=5, crop 1", "failed one"]
+    rows = [{"recipe": n, "fold": str(f), "status": "ok", "held_out_error": str(e)}
+            for n, errs in [*errors.items(), ("randaugment n=1 m=5, crop 1", [1.0])] for f, e in enumerate(errs)]
+    rows.append({"recipe": "failed one", "fold": "0", "status": "failed", "held_out_error": ""})
+    assert plot_recipes(rows, selection, 0.8)[:4] == b"\x89PNG"  # null bounds of the one-fold comparison drawn

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -68,10 +69,14 @@ def test_raced_selection_decides_among_the_survivors_and_reports_the_stopped():
     for i in survivors:
         rows += [{"recipe": names[i], "fold": f, "status": "ok", "error": first[names[i]] + f} for f in (1, 2)]
     decision, _ = choose_recipe(prepared, recipes, rows, prepared.baseline, survivors)
-    assert decision.stopped == (names[1],)
-    assert decision.mean_error[names[1]] == 30.0  # its first fold
+    assert decision.stopped == {names[1]: 30.0}  # its first fold
+    assert names[1] not in decision.mean_error and decision.best == min(decision.mean_error, key=decision.mean_error.get)
     stopped = next(c for c in decision.comparisons if names[1] in (c.candidate, c.reference))
     assert stopped.n == 1 and stopped.mean == first[decision.chosen] - 30.0
     assert all(c.n == 3 for c in decision.comparisons if c is not stopped)
     assert "stopped after the first fold" in decision.reason
-    assert decision.to_dict()["stopped"] == [names[1]]
+    document = decision.to_dict()
+    assert document["stopped"] == {names[1]: 30.0}
+    json.dumps(document, allow_nan=False)  # plain JSON: a one-fold comparison has no bounds, written as null
+    one_fold = next(c for c in document["comparisons"] if c["n"] == 1)
+    assert one_fold["low"] is None and one_fold["high"] is None and one_fold["upper"] is None

@@ -13,6 +13,7 @@ from policysearch.candidates import candidate_recipes, reference_name
 from policysearch.data import DataError
 from policysearch.domain import DomainFit, OpFit, fit_domain, probe_ops
 from policysearch.policy import Baseline, Operation, Policy
+from policysearch.standard import trivialaugment_policy
 from policysearch.selection import compare, crossfit_folds, decide, race
 from policysearch.train import TrainConfig, _batches, fit_to_data
 
@@ -77,13 +78,19 @@ def test_candidates_cover_the_standard_recipes_with_and_without_the_crop():
     assert names[:2] == ["baseline, crop 2", "baseline, crop 0"]
     assert reference_name(Baseline(2, False)) in names
     assert {c.family for c in cands} == {"baseline", "trivialaugment", "randaugment", "fast_autoaugment"}
-    assert len(names) == len(set(names)) == 2 * (1 + 1 + 2 + 2)
+    assert len(names) == len(set(names)) == 2 * (1 + 2 + 2 + 2)
     for c in cands:
         assert c.recipe.baseline.pad_crop in (0, 2)
-        assert "Solarize" not in c.recipe.ops() and "Invert" not in c.recipe.ops()  # excluded everywhere
+        if not c.name.startswith("trivialaugment, "):  # the published TrivialAugment is the reference, as it is
+            assert "Solarize" not in c.recipe.ops() and "Invert" not in c.recipe.ops()  # excluded everywhere else
+    standard = next(c for c in cands if c.name == reference_name(Baseline(2, False)))
+    assert standard.recipe.sub_policies == trivialaugment_policy().with_baseline(Baseline(2, False)).sub_policies
+    assert "trivialaugment (domain fit), crop 2" in names
+    # a domain fit that excludes none of TrivialAugment's ops adds no copy of it
+    assert not [c for c in candidate_recipes(Baseline(2, False), _fit(Invert=0.0), None) if "domain fit" in c.name]
     # the level cap bounds the search space only: the standard recipes keep their ranges, and the searched
     # policy (already searched within the cap) is not shrunk a second time
-    trivial = next(c for c in cands if c.name == "trivialaugment, crop 2")
+    trivial = next(c for c in cands if c.name == "trivialaugment (domain fit), crop 2")
     assert max(s.level for sub in trivial.recipe for s in sub if s.op == "Rotate") == 1.0
     randaugment = next(c for c in cands if c.name == "randaugment n=2 m=9, crop 2")
     assert {s.level for sub in randaugment.recipe for s in sub if s.op == "Rotate"} == {0.9}

@@ -197,11 +197,25 @@ def _against_chosen(selection: dict[str, Any]) -> dict[str, tuple[float, float, 
     """Recipe -> (mean, low, high) of chosen minus that recipe, in percentage points."""
     chosen, out = selection["chosen"], {}
     for c in selection.get("comparisons", []):
+        mean, low, high = (math.nan if c[k] is None else float(c[k]) for k in ("mean", "low", "high"))
         if c["candidate"] == chosen and c["reference"] != chosen:
-            out[c["reference"]] = (c["mean"], c["low"], c["high"])
+            out[c["reference"]] = (mean, low, high)
         elif c["reference"] == chosen and c["candidate"] != chosen:
-            out[c["candidate"]] = (-c["mean"], -c["high"], -c["low"])
+            out[c["candidate"]] = (-mean, -high, -low)
     return out
+
+
+def recipe_errors(names: Sequence[str], selection: dict[str, Any]) -> dict[str, float | None]:
+    """Each recipe's mean held-out error, the first fold's for one stopped there, None for a failed one."""
+    stopped = dict(selection.get("stopped") or {})
+    return {n: selection.get("mean_error", {}).get(n, stopped.get(n)) for n in names}
+
+
+def recipe_order(names: Sequence[str], selection: dict[str, Any]) -> list[str]:
+    """The rows of ``recipes.png``: the lowest mean error first, then the recipes stopped after the first fold
+    (their one fold is not comparable with a mean over all), the failed ones last."""
+    stopped, means = dict(selection.get("stopped") or {}), recipe_errors(names, selection)
+    return sorted(names, key=lambda n: (means[n] is None, n in stopped, means[n] if means[n] is not None else 0.0))
 
 
 def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], confidence: float) -> bytes:
@@ -212,10 +226,10 @@ def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], conf
     for r in rows:
         if r["status"] == "ok":
             folds[r["recipe"]].append(_float(r["held_out_error"]))
-    means = {n: selection.get("mean_error", {}).get(n) for n in names}
+    stopped = dict(selection.get("stopped") or {})
+    means = recipe_errors(names, selection)
     chosen, reference = selection["chosen"], selection.get("reference")
-    # Best at the top; failed recipes last.
-    order = sorted(names, key=lambda n: (means[n] is None, means[n] if means[n] is not None else 0.0))
+    order = recipe_order(names, selection)
     diffs = _against_chosen(selection)
     height = 1.6 + 0.34 * len(order)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, height), sharey=True, layout="constrained",
@@ -241,7 +255,6 @@ def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], conf
             tone = "tab:green" if high < 0 else ("tab:orange" if low > 0 else "0.35")
             right.errorbar([mean], [y], xerr=[[mean - low], [high - mean]], fmt="o", color=tone, capsize=3,
                            markersize=5)
-    stopped = set(selection.get("stopped", []))
     labels = [n + (" (chosen)" if n == chosen else "") + (" (reference)" if n == reference and n != chosen else "")
               + (" (first fold only)" if n in stopped else "") for n in order]
     left.set_yticks(ys, labels, fontsize=8)

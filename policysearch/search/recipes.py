@@ -131,14 +131,12 @@ def choose_recipe(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[
     if not first:
         return decision, note
     chosen_first = errors[decision.chosen][0]
-    stopped = tuple(first)
     comparisons = decision.comparisons + tuple(
         compare([chosen_first], [error], test_fraction=test_fraction, names=(decision.chosen, name))
         for name, error in first.items())
-    reason = (f"{decision.reason}; {len(stopped)} of {len(recipes)} recipes stopped after the first fold "
+    reason = (f"{decision.reason}; {len(first)} of {len(recipes)} recipes stopped after the first fold "
               f"(--selection-keep {prepared.config.selection_keep:g})")
-    return dataclasses.replace(decision, reason=reason, comparisons=comparisons, stopped=stopped,
-                               mean_error={**decision.mean_error, **first}), note
+    return dataclasses.replace(decision, reason=reason, comparisons=comparisons, stopped=first), note
 
 
 def one_final_training_seconds(rows: Sequence[dict[str, Any]], num_images: int) -> float:

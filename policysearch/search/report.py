@@ -39,9 +39,12 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
              f"- result: `policy.json` holds the recipe **{outcome.chosen.name}** ({_count(len(policy))}; "
              f"{policy.baseline.describe()} after the policy)",
              f"- why: {decision.reason}" + (f" ({outcome.note})" if outcome.note else ""),
-             f"- run {run_id}: {len(outcome.recipes)} candidate recipes trained on {config.selection_folds} cross-fit "
-             f"folds x {config.selection_repeats} repeat(s) at the final budget ({config.final_epochs or config.epochs}"
-             f" epochs, adapted to tiny data), compared by paired differences of held-out error",
+             f"- run {run_id}: {len(outcome.recipes)} candidate recipes trained at the final budget "
+             f"({config.final_epochs or config.epochs} epochs, adapted to tiny data) on {config.selection_folds} "
+             f"cross-fit folds x {config.selection_repeats} repeat(s) ("
+             + (f"{len(outcome.recipes) - len(decision.stopped)} on every fold, the others on the first only"
+                if decision.stopped else "all on every fold")
+             + "), compared by paired differences of held-out error",
              f"- Fast AutoAugment: {config.splits} splits x {config.repeats} repeat(s) x {config.trials} trials "
              f"({config.algorithm}) in space `{space_name}` restricted by the domain fit, top {config.top_n} kept per "
              f"split and repeat ({len(outcome.merged)} sub-policies merged), reward `{config.reward}` over "
@@ -51,15 +54,16 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
              f"{len(outcome.failures())} trial(s) of all phases failed after {config.retries} retries", "",
              *([pictures.rstrip("\n"), ""] if pictures else []),
              "## Candidate recipes", "",
-             f"Held-out error over the same {folds} folds and seeds for every recipe that went on after the first "
-             f"fold (the best {config.selection_keep:.0%} on it, and the standard recipe); the others stopped there "
-             "and show that fold's error. The difference is the chosen "
-             f"recipe minus the row's, with a {config.confidence:.0%} interval corrected for overlapping training "
-             "sets (negative: the chosen one has the lower error).", "",
+             (f"Held-out error over the same {folds} folds and seeds for every recipe that went on after the first "
+              f"fold (the best {config.selection_keep:.0%} on it, and the standard recipe); the others stopped there "
+              "and show that fold's error. " if decision.stopped else
+              f"Held-out error over the same {folds} folds and seeds for every recipe. ") +
+             f"The difference is the chosen recipe minus the row's, with a {config.confidence:.0%} interval corrected "
+             "for overlapping training sets (negative: the chosen one has the lower error).", "",
              "| recipe | mean held-out error % | chosen - this (pp) |", "|---|---|---|"]
     against = {c.candidate if c.candidate != decision.chosen else c.reference: c for c in decision.comparisons}
     for recipe in outcome.recipes:
-        mean = decision.mean_error.get(recipe.name)
+        mean = decision.mean_error.get(recipe.name, decision.stopped.get(recipe.name))
         if mean is None:
             lines.append(f"| {recipe.name} | failed | - |")
             continue

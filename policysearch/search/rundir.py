@@ -26,6 +26,10 @@ from policysearch.search.config import RESUMABLE, SearchConfig, flag
 __all__ = ["Run", "RunError", "open_run", "read_stored_config", "write_config"]
 
 CONFIG_FILE = "config.json"
+# The layout of a run's phases and results; a run of another layout cannot be continued by this code.
+# 2: phase 3 races the folds (experiments phase3_selection and phase3_selection_rest), and the standard
+# candidate recipes keep their own levels.
+RUN_FORMAT = 2
 
 
 class RunError(ValueError):
@@ -67,6 +71,11 @@ def read_stored_config(run_dir: Path) -> tuple[SearchConfig, str]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise RunError(f"--resume {run_dir}: {CONFIG_FILE} is not a config this policysearch wrote ({exc}); "
                        "start a new run with another --out") from None
+    made = document.get("run_format", 1)
+    if made != RUN_FORMAT:
+        raise RunError(f"--resume {run_dir}: the run was made by another policysearch (run format {made}; this one "
+                       f"continues format {RUN_FORMAT}), whose phases differ; start a new run with another --out "
+                       "(a policy.json the run finished stays valid)")
     return config, str(run_id)
 
 
@@ -139,6 +148,7 @@ def _new_run_id() -> str:
 
 def write_config(run: Run, config: SearchConfig) -> None:
     """Write ``config.json`` for a new run (a resumed run keeps the one it has)."""
-    document: dict[str, Any] = {"run_id": run.run_id, "search": asdict(config), "resolved_space": config.space_name,
+    document: dict[str, Any] = {"run_id": run.run_id, "run_format": RUN_FORMAT, "search": asdict(config),
+                                "resolved_space": config.space_name,
                                 "command": " ".join(sys.argv), "software": software_versions()}
     write_json_atomic(run.run_dir / CONFIG_FILE, document)

@@ -72,10 +72,6 @@ def _quiet_ray_environment(config: SearchConfig) -> None:
                        # local storage, URI_STATE_PERIOD_S on a URI (where each save is an upload).
                        "TUNE_GLOBAL_CHECKPOINT_S": state_period}.items():
         os.environ.setdefault(key, value)
-    if not config.address:
-        # A new local Ray turns token authentication on by itself and logs a warning saying so; asked for
-        # explicitly, it stays on without one. A cluster's mode is the user's environment's to say.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 def object_store_bytes(data_bytes: int, memory_bytes: int | None = None) -> int:
