@@ -4,6 +4,7 @@ and benchmark starting from weights. Every checkpoint is made here, in tmp_path.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -179,6 +180,14 @@ def test_search_settings_for_weights_are_checked() -> None:
     with pytest.raises(ValueError, match=r"--model must be one of small_cnn.* or torchvision:NAME|--model must be"):
         SearchConfig(model="smallcnn")
     assert SearchConfig(model="torchvision:resnet18").model == "torchvision:resnet18"
+
+
+def test_weights_are_kept_as_an_absolute_path(tmp_path: Path, monkeypatch) -> None:
+    # Ray's workers read the file from folders of their own: a path relative to the user's folder must not reach them.
+    monkeypatch.chdir(tmp_path)
+    config = SearchConfig(weights="runs/pretrained.pt")
+    assert config.weights == str(tmp_path / "runs" / "pretrained.pt")
+    assert SearchConfig.from_dict(dataclasses.asdict(config)) == config  # a stored run resumes with the same path
 
 
 def test_a_bad_weights_file_stops_the_search_before_ray(tmp_path: Path, monkeypatch) -> None:

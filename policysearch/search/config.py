@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from dataclasses import Field, dataclass, field, fields
 from types import SimpleNamespace
 from typing import Any
@@ -75,7 +76,8 @@ class SearchConfig:
                          "(e.g. torchvision:resnet18, built with weights=None; nothing is downloaded)",
                          "child models", metavar="MODEL")
     weights: str | None = _option(None, "a local weights file (a state dict of --model) that every child and "
-                                  "selection model starts from; the classifier head is always new",
+                                  "selection model starts from (kept as an absolute path); the classifier head is "
+                                  "always new",
                                   "child models", shown="train from scratch", metavar="PATH")
     freeze_backbone: bool = _option(False, "train only the classifier head of the --weights model (its "
                                     "BatchNorm statistics stay the checkpoint's)", "child models")
@@ -99,6 +101,8 @@ class SearchConfig:
         problems = [f"{flag(name)} {text}" for name, text in self.problems()]
         if problems:
             raise ValueError("; ".join(problems))
+        if self.weights:  # the trials read it in Ray's workers, which run in folders of their own
+            object.__setattr__(self, "weights", os.path.abspath(os.path.expanduser(self.weights)))
 
     def problems(self) -> list[tuple[str, str]]:
         """(field, what is wrong) for every invalid setting, the training values included."""
