@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="echo the search's progress lines")
     parser.add_argument("--cluster", action="store_true",
                         help="measure phase-2 throughput on a two-node loopback Ray cluster against one node instead")
-    parser.add_argument("--cluster-trials", type=int, default=24, help="policy trials of each cluster search")
+    parser.add_argument("--cluster-trials", type=int, default=96, help="policy trials of each cluster search (enough that every node's workers start before the phase ends)")
     args = parser.parse_args(argv)
     if args.cluster:
         return cluster_main(args)
