@@ -18,7 +18,7 @@ _EXPORTS = {
     "Policy": "policysearch.policy",
     "Operation": "policysearch.policy",
     "PolicyError": "policysearch.policy",
-    "PolicyTransform": "policysearch.transforms",
+    "PolicyTransform": "policysearch.image_transform",
     "BatchPolicyTransform": "policysearch.transforms",
     "Cutout": "policysearch.transforms",
     "load_policy": "policysearch.standard",

@@ -34,12 +34,18 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as nnf
-import torchvision.transforms.functional as TF
 from PIL import Image, ImageFilter, ImageOps
 from PIL.ImageEnhance import Brightness, Color, Contrast, Sharpness
-from torchvision.transforms import InterpolationMode
 
 Draw = Mapping[str, torch.Tensor]
+
+
+def _tv():
+    """torchvision's functional API, imported on the first PIL geometric op: only the PIL reference path
+    uses it, and importing torchvision costs a process seconds (every Ray worker of a search pays it)."""
+    import torchvision.transforms.functional as functional
+
+    return functional
 
 
 @dataclass(frozen=True)
@@ -331,8 +337,9 @@ def _affine_rows(arg: torch.Tensor, entries: dict[int, torch.Tensor | float]) ->
 
 
 def _shear_x_pil(img, arg, draw, ctx):
-    return TF.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=[math.degrees(math.atan(arg)), 0.0],
-                     interpolation=InterpolationMode.NEAREST, fill=list(ctx.fill), center=[0, 0])
+    tv = _tv()
+    return tv.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=[math.degrees(math.atan(arg)), 0.0],
+                     interpolation=tv.InterpolationMode.NEAREST, fill=list(ctx.fill), center=[0, 0])
 
 
 def _shear_x_matrix(arg, h, w):
@@ -340,8 +347,9 @@ def _shear_x_matrix(arg, h, w):
 
 
 def _shear_y_pil(img, arg, draw, ctx):
-    return TF.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=[0.0, math.degrees(math.atan(arg))],
-                     interpolation=InterpolationMode.NEAREST, fill=list(ctx.fill), center=[0, 0])
+    tv = _tv()
+    return tv.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=[0.0, math.degrees(math.atan(arg))],
+                     interpolation=tv.InterpolationMode.NEAREST, fill=list(ctx.fill), center=[0, 0])
 
 
 def _shear_y_matrix(arg, h, w):
@@ -354,8 +362,9 @@ def _translate_pixels(arg: float, size: int) -> int:
 
 
 def _translate_x_pil(img, arg, draw, ctx):
-    return TF.affine(img, angle=0.0, translate=[_translate_pixels(arg, img.width), 0], scale=1.0,
-                     shear=[0.0, 0.0], interpolation=InterpolationMode.NEAREST, fill=list(ctx.fill))
+    tv = _tv()
+    return tv.affine(img, angle=0.0, translate=[_translate_pixels(arg, img.width), 0], scale=1.0,
+                     shear=[0.0, 0.0], interpolation=tv.InterpolationMode.NEAREST, fill=list(ctx.fill))
 
 
 def _translate_x_matrix(arg, h, w):
@@ -363,8 +372,9 @@ def _translate_x_matrix(arg, h, w):
 
 
 def _translate_y_pil(img, arg, draw, ctx):
-    return TF.affine(img, angle=0.0, translate=[0, _translate_pixels(arg, img.height)], scale=1.0,
-                     shear=[0.0, 0.0], interpolation=InterpolationMode.NEAREST, fill=list(ctx.fill))
+    tv = _tv()
+    return tv.affine(img, angle=0.0, translate=[0, _translate_pixels(arg, img.height)], scale=1.0,
+                     shear=[0.0, 0.0], interpolation=tv.InterpolationMode.NEAREST, fill=list(ctx.fill))
 
 
 def _translate_y_matrix(arg, h, w):
@@ -372,7 +382,8 @@ def _translate_y_matrix(arg, h, w):
 
 
 def _rotate_pil(img, arg, draw, ctx):
-    return TF.rotate(img, arg, interpolation=InterpolationMode.NEAREST, fill=list(ctx.fill))
+    tv = _tv()
+    return tv.rotate(img, arg, interpolation=tv.InterpolationMode.NEAREST, fill=list(ctx.fill))
 
 
 def _rotate_matrix(arg, h, w):
@@ -386,8 +397,9 @@ def _rotate_matrix(arg, h, w):
 
 
 def _zoom_pil(img, arg, draw, ctx):
-    return TF.affine(img, angle=0.0, translate=[0, 0], scale=1.0 + arg, shear=[0.0, 0.0],
-                     interpolation=InterpolationMode.NEAREST, fill=list(ctx.fill))
+    tv = _tv()
+    return tv.affine(img, angle=0.0, translate=[0, 0], scale=1.0 + arg, shear=[0.0, 0.0],
+                     interpolation=tv.InterpolationMode.NEAREST, fill=list(ctx.fill))
 
 
 def _zoom_matrix(arg, h, w):
@@ -599,7 +611,8 @@ def _gamma_value(arg: float) -> float:
 
 
 def _gamma_pil(img, arg, draw, ctx):
-    return TF.adjust_gamma(img, _gamma_value(arg))
+    tv = _tv()
+    return tv.adjust_gamma(img, _gamma_value(arg))
 
 
 def _gamma(x, arg, draw, ctx):

@@ -1,10 +1,11 @@
-"""Companion transforms that apply a policy: per image, and per sample on a whole batch.
+"""Companion transforms that apply a policy per sample on a whole batch, and Cutout.
 
-``PolicyTransform`` is a torchvision-compatible per-image transform (PIL images and tensors).
 ``BatchPolicyTransform`` is an ``nn.Module`` for ``[B, C, H, W]`` batches on any device: every sample
 draws its own sub-policy, probability gates, signs and op parameters, all drawn first (``sample``) and
-then applied (``apply``) with loops over ops only, never over samples. Both apply the policy's
+then applied (``apply``) with loops over ops only, never over samples. It applies the policy's
 ``Baseline`` (pad-and-crop, flip) after its ops, so a policy file reproduces the whole recipe.
+The per-image, torchvision-compatible ``PolicyTransform`` is in :mod:`policysearch.image_transform`
+(importing this module does not import torchvision, which a search's workers never need).
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import torch
-import torchvision.transforms.v2 as v2
 from PIL import Image
-from torchvision import tv_tensors
 
-from policysearch.ops import (OPS, OpSpec, PilContext, TensorContext, _identity, apply_lut, cutout_pil,
+from policysearch.ops import (OPS, OpSpec, TensorContext, _identity, apply_lut, cutout_pil,
                               cutout_tensor, gather_warp, warp, warp_index)
 from policysearch.policy import Baseline, Policy, PolicyError
 from policysearch.standard import load_policy
@@ -519,87 +518,6 @@ class BatchPolicyTransform(torch.nn.Module):
         return f"{len(self.policy)} sub-policies, fill={self.fill}, baseline: {self.policy.baseline.describe()}"
 
 
-class PolicyTransform(v2.Transform):
-    """Apply a policy to one image (PIL or tensor [C, H, W]); a drop-in for torchvision pipelines.
-
-    Tensors take the batched path, so a [B, C, H, W] tensor also works and draws per sample.
-    ``pool`` is the set of images SamplePairing blends with on the PIL path.
-    """
-
-    def __init__(self, policy: Policy | str | os.PathLike[str], fill: Fill = 0,
-                 pool: Sequence[Image.Image] | None = None, generator: torch.Generator | None = None) -> None:
-        super().__init__()
-        policy = load_policy(policy)
-        self.batch = BatchPolicyTransform(policy, fill=fill)
-        self.policy = policy
-        self.pool = tuple(pool or ())
-        self.generator = generator
-        self._context = PilContext(fill=self.batch.fill, pool=self.pool)
-        self._needs_pool = "SamplePairing" in policy.ops() and not self.pool
-
-    @classmethod
-    def from_json(cls, path: str | os.PathLike[str], **kwargs: Any) -> "PolicyTransform":
-        """Load a policy file and build the transform: one line in anyone's training code."""
-        return cls(Policy.load(path), **kwargs)
-
-    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if isinstance(inpt, Image.Image):
-            return self.apply_pil(inpt)
-        if isinstance(inpt, tv_tensors.TVTensor) and not isinstance(inpt, tv_tensors.Image):
-            raise TypeError(f"PolicyTransform augments images only, got {type(inpt).__name__}: "
-                            "geometric ops would not move boxes or masks with the image")
-        if isinstance(inpt, torch.Tensor):
-            out = self.apply_tensor(inpt.as_subclass(torch.Tensor))
-            return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.Image) else out
-        raise TypeError(f"PolicyTransform expects a PIL image or a tensor, got {type(inpt).__name__}")
-
-    def apply_tensor(self, image: torch.Tensor) -> torch.Tensor:
-        if image.ndim == 3:
-            check_image_batch(image.unsqueeze(0), where="image")
-            return self.batch(image.unsqueeze(0), self.generator).squeeze(0)
-        if image.ndim == 4:
-            return self.batch(image, self.generator)
-        raise ValueError(f"image: expected [C, H, W] or [B, C, H, W], got shape {tuple(image.shape)}")
-
-    def apply_pil(self, img: Image.Image) -> Image.Image:
-        if img.mode not in ("L", "RGB"):
-            raise ValueError(f"image: PIL mode {img.mode!r} is not supported; convert to 'RGB' or 'L' first")
-        if self._needs_pool:
-            raise ValueError("this policy uses SamplePairing: on PIL images it blends with an image from a pool, "
-                             "so build PolicyTransform(policy, pool=[PIL images])")
-        gen = self.generator
-        sub = self.policy[int(torch.randint(len(self.policy), (1,), generator=gen))]
-        size = (len(img.getbands()), img.height, img.width)
-        for step in sub:
-            spec = OPS[step.op]
-            gate = float(torch.rand(1, generator=gen, dtype=torch.float64))
-            negative = bool(torch.rand(1, generator=gen) < 0.5)
-            if gate >= step.prob:
-                continue
-            arg = spec.argument(step.level)
-            if spec.signed and negative:
-                arg = -arg
-            draw = spec.sample(1, size, gen, torch.device("cpu")) if spec.sample else {}
-            img = spec.pil(img, arg, draw, self._context)
-        return _baseline_pil(img, self.policy.baseline, gen)
-
-    def extra_repr(self) -> str:
-        return f"{len(self.policy)} sub-policies, fill={self.batch.fill}"
-
-
-def _baseline_pil(img: Image.Image, baseline: Baseline, generator: torch.Generator | None) -> Image.Image:
-    """The baseline on one PIL image, drawing in the order of ``draw_baseline``."""
-    crop, flip = draw_baseline(baseline, 1, "cpu", generator)
-    if crop is not None:
-        p = baseline.pad_crop
-        dy, dx = (int(v) for v in crop[0])
-        # Cropping past the border fills with zero: the same as padding first, without the padded image.
-        img = img.crop((dx - p, dy - p, dx - p + img.width, dy - p + img.height))
-    if flip is not None and bool(flip[0]):
-        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return img
-
-
 class Cutout(torch.nn.Module):
     """Cutout: fill one ``size`` x ``size`` square at a uniformly random centre, clipped at the border.
 
@@ -638,3 +556,11 @@ class Cutout(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"size={self.size}, fill={self.fill}"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PolicyTransform":  # its home is image_transform, imported only when asked for
+        from policysearch.image_transform import PolicyTransform
+
+        return PolicyTransform
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

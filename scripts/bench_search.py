@@ -51,7 +51,7 @@ from policysearch.policy import software_versions
 from policysearch.search import SearchConfig, prepare, run_search
 from policysearch.search.tuning import start_ray
 from policysearch.spaces import load_space
-from policysearch.train import TrainConfig, train_model
+from policysearch.train import train_model
 from policysearch.transforms import BatchPolicyTransform
 
 TARGET_AUG_SHARE = 0.30

@@ -23,7 +23,8 @@ from torchvision.transforms import AutoAugment, AutoAugmentPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from policysearch.policy import Policy  # noqa: E402
-from policysearch.transforms import BatchPolicyTransform, PolicyTransform  # noqa: E402
+from policysearch.image_transform import PolicyTransform  # noqa: E402
+from policysearch.transforms import BatchPolicyTransform  # noqa: E402
 
 TARGETS = {  # name: (minimum ratio, description)
     "batch_cpu_vs_tv_32": (10.0, "batch CPU >= 10x torchvision per-image PIL at 32x32"),
@@ -167,7 +168,6 @@ def main(argv: list[str] | None = None) -> int:
     for size, (count_pil, batches) in plan.items():
         figures = bench_size(size, count_pil, batches, repeats, args.batch_size, cuda)
         report["sizes"][str(size)] = figures
-        tv = figures["tv_pil"]["best_img_s"]
         for key, name in (("pil", "ours_pil"), ("batch_cpu", "batch_cpu"), ("batch_cuda", "batch_cuda")):
             if name in figures:
                 report["ratios"][f"{key}_vs_tv_{size}"] = figures[name]["median_ratio"]

@@ -16,6 +16,24 @@ def test_public_names_import_from_the_package_root():
     assert Cutout(4)(batch).shape == batch.shape
 
 
+def test_the_search_and_the_batched_transform_do_not_import_torchvision():
+    # Every Ray worker of a search imports this path; torchvision's import costs it seconds.
+    import subprocess
+    import sys
+
+    code = ("import sys, policysearch.search.tuning, policysearch.transforms; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torchvision'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_policy_transform_keeps_its_old_import_path():
+    from policysearch.image_transform import PolicyTransform
+    from policysearch.transforms import PolicyTransform as old_path
+
+    assert old_path is PolicyTransform
+
+
 def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'Polcy'"):
         policysearch.Polcy  # noqa: B018

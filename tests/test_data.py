@@ -595,7 +595,7 @@ def test_declared_floors_cover_the_apis_the_code_calls() -> None:
     tomllib = pytest.importorskip("tomllib")
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text("utf-8"))["project"]
     deps = project["dependencies"]
-    from policysearch.transforms import PolicyTransform
+    from policysearch.image_transform import PolicyTransform
 
     # torchvision calls a v2 Transform's public transform()/make_params() only from 0.21 (before: _transform)
     assert "transform" in vars(PolicyTransform)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from policysearch import benchmark
-from policysearch.data import ImageData, load_dataset, normalization_for, stratified_indices
+from policysearch.data import load_dataset, normalization_for, stratified_indices
 from policysearch.models import build_model
 from policysearch.pretrained import ModelSpec, WeightsError, check_model, create_model, fit_image_size, head_name
 from policysearch.search.config import SearchConfig

@@ -24,7 +24,8 @@ from torchvision import tv_tensors
 
 from policysearch.ops import OP_NAMES
 from policysearch.policy import Baseline, Operation, Policy
-from policysearch.transforms import BatchPolicyTransform, PolicyTransform
+from policysearch.image_transform import PolicyTransform
+from policysearch.transforms import BatchPolicyTransform
 
 settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
-import pytest
 
 from policysearch.candidates import candidate_recipes, reference_name
 from policysearch.domain import DomainFit, OpFit

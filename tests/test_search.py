@@ -286,7 +286,7 @@ def test_trial_functions_run_without_ray(tmp_path):
 
     prepared = prepare(SearchConfig(**{**SMALL, "splits": 2}))
     reports: list[dict] = []
-    train_child(prepared, 1, tmp_path, reports.append)
+    train_child(prepared, 1, tmp_path, reports.append, on_trained=lambda model: {"probe": probe_child(prepared, 1, model)})
     # 120 D_M images at 1 epoch would be 1 step: the step floor (min_steps=20) makes it 5 epochs of 4 steps
     assert len(reports) == 5 and reports[-1]["split"] == 1 and 0 <= reports[-1]["da_accuracy"] <= 1
     assert (tmp_path / CHILD_FILE).exists()
@@ -295,7 +295,8 @@ def test_trial_functions_run_without_ray(tmp_path):
     sample = prepared.space.sample(np.random.default_rng(0))  # one candidate
     metrics = score_policy(prepared, sample, 1, tmp_path)
     assert metrics["split"] == 1 and 0 <= metrics["reward"] <= 1
-    probes = probe_child(prepared, 1, tmp_path)
+    probes = reports[-1]["probe"]  # phase 1b ran on the trained child, in the last report only
+    assert all("probe" not in r for r in reports[:-1])
     assert probes["split"] == 1 and 0 <= probes["clean"] <= 1 and "FlipLR" in probes["ops"]
     fit = fit_domain([probes], prepared.data.num_classes)
     recipe = candidate_recipes(prepared.baseline, fit, prepared.space.decode(sample))[-1]
@@ -438,7 +439,7 @@ def test_end_to_end_search_writes_a_valid_policy(small_run, shared_storage):
     assert policy.baseline == result.policy.baseline and policy.baseline.pad_crop in (0, 1)  # the whole recipe
     meta = policy.metadata
     assert meta["dataset"] == "digits" and meta["search_space"] == "fast_autoaugment" and meta["run_id"] == result.run_id
-    assert {"phase1_wall_s", "phase1b_wall_s", "phase2_wall_s", "phase3_wall_s", "total_device_s",
+    assert {"phase1_wall_s", "phase1b_device_s", "phase2_wall_s", "phase3_wall_s", "total_device_s",
             "one_final_training_s"} <= set(meta["search_cost"])
     assert meta["search"]["seed"] == SMALL["seed"] and meta["search"]["trials"] == SMALL["trials"]
     assert meta["failed_trials"] == [] and meta["recipe"]["name"] == result.chosen.name
@@ -475,8 +476,8 @@ def test_end_to_end_search_writes_a_valid_policy(small_run, shared_storage):
     for picture in ("trials.png", "recipes.png", "ops.png", "grid.png"):  # drawn by the export, linked once
         assert (run_dir / picture).read_bytes()[:4] == b"\x89PNG" and report.count(f"]({picture})") == 1
     experiments = shared_storage / result.run_id
-    assert sorted(p.name for p in experiments.iterdir()) == ["phase1_children", "phase1b_domain", "phase2_policies",
-                                                             "phase3_selection", "phase3_selection_rest"]
+    assert sorted(p.name for p in experiments.iterdir()) == ["phase1_children", "phase2_policies", "phase3_selection",
+                                                             "phase3_selection_rest"]
     assert "[phase 2: policy trials] 8/8 trials" in log
 
 
@@ -776,8 +777,8 @@ def test_sigkill_in_every_phase_and_in_the_export_then_resume_keeps_every_finish
     # The child models were not trained again after phase 1: their checkpoints are untouched.
     after = _snapshot(children)
     assert {k: v for k, v in after.items() if "/" in k} == {k: v for k, v in before.items() if "/" in k}
-    assert sorted(p.name for p in experiments.iterdir()) == ["phase1_children", "phase1b_domain", "phase2_policies",
-                                                             "phase3_selection", "phase3_selection_rest"]
+    assert sorted(p.name for p in experiments.iterdir()) == ["phase1_children", "phase2_policies", "phase3_selection",
+                                                             "phase3_selection_rest"]
 
 
 def _cmdline(proc) -> list[str]:

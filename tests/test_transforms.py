@@ -23,7 +23,8 @@ from _images import natural_batch, natural_pil, pil_to_tensor
 from policysearch.ops import OPS, PilContext
 from policysearch.policy import Operation, Policy, PolicyError
 from policysearch import transforms
-from policysearch.transforms import BatchPolicyTransform, Cutout, PolicyTransform
+from policysearch.image_transform import PolicyTransform
+from policysearch.transforms import BatchPolicyTransform, Cutout
 
 ALPHA = 0.001
 FOUR = Policy([[Operation("Invert", 1.0, 0.0)], [Operation("FlipLR", 1.0, 0.0)],

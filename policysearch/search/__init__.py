@@ -7,9 +7,9 @@
    phase 2 scores candidate policies on D_A with the frozen child (:func:`~.trials.score_policy`).
 3. :mod:`~policysearch.search.searcher`: phase 2's optimisers, one per split and repeat.
 4. :mod:`~policysearch.search.recipes`: phase 1b, the domain fit (which ops and levels keep this data's
-   classes, measured with the frozen children), and phase 3, the recipe selection: the candidate recipes
-   (:mod:`policysearch.candidates`) raced over cross-fit folds at the final budget and chosen by the
-   stated rule of :mod:`policysearch.selection`.
+   classes, measured with each frozen child at the end of its phase-1 trial), and phase 3, the recipe
+   selection: the candidate recipes (:mod:`policysearch.candidates`) raced over cross-fit folds at the
+   final budget and chosen by the stated rule of :mod:`policysearch.selection`.
 5. :mod:`~policysearch.search.export` and :mod:`~policysearch.search.report`: ``policy.json`` (last),
    ``candidates.json``, ``trials.csv`` and ``report.md``.
 

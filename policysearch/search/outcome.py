@@ -31,7 +31,7 @@ class Outcome:
     """Everything the phases produced. Rows are dicts with a ``status`` of ``ok`` or ``failed``."""
 
     children: list[dict[str, Any]]  # phase 1, one per split
-    probes: list[dict[str, Any]]  # phase 1b, one per usable split
+    probes: list[dict[str, Any]]  # phase 1b, one per usable split (each phase-1 trial probes its child)
     fit: DomainFit  # the ops and levels the data allows, from the probes
     trials: list[dict[str, Any]]  # phase 2, one per candidate policy
     top: list[Candidate]  # the top N of every split and repeat, best first
@@ -46,7 +46,6 @@ class Outcome:
     def failures(self) -> list[str]:
         """One line per failed trial: phase, what it was and its error."""
         lines = [f"phase 1: child of split {r['split']}: {r['error']}" for r in self.children if r["status"] != "ok"]
-        lines += [f"phase 1b: ops probed on split {r['split']}: {r['error']}" for r in self.probes if r["status"] != "ok"]
         lines += [f"phase 2: candidate {r['index']} of split {r['split']}, repeat {r['repeat']} (trial {r['trial_id']}): "
                   f"{r['error']}" for r in self.trials if r["status"] != "ok"]
         lines += [f"phase 3: recipe {r['recipe']} on fold {r['fold']}: {r['error']}"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -23,7 +22,7 @@ from policysearch.domain import DomainFit
 from policysearch.domain import probe_ops
 from policysearch.policy import Baseline
 from policysearch.search.faults import Faults
-from policysearch.search.trials import ChildSource, Prepared, child_and_da, device_for, use_threads
+from policysearch.search.trials import Prepared, device_for, use_threads
 from policysearch.selection import Decision, compare, decide, race
 from policysearch.spaces import SearchSpace
 from policysearch.standard import RANDAUGMENT_OPS
@@ -39,19 +38,20 @@ def probed_ops(space: SearchSpace) -> list[str]:
     return list(dict.fromkeys([*space.ops, *RANDAUGMENT_OPS, "FlipLR"]))
 
 
-def probe_child(prepared: Prepared, split: int, child: ChildSource | str | Path,
-                faults: Faults = Faults()) -> dict[str, Any]:
-    """Phase 1b: the frozen child's D_A accuracy clean and under every op at the probed levels (the child
-    comes from this worker's cache when phase 2 or another probe loaded it before)."""
+def probe_child(prepared: Prepared, split: int, model: torch.nn.Module, faults: Faults = Faults()) -> dict[str, Any]:
+    """Phase 1b, at the end of each child's training: the frozen child's D_A accuracy clean and under
+    every op at the probed levels."""
     faults.reach("probe", split=split)
     config = prepared.config
     use_threads(config)
     started = time.perf_counter()
-    model, images, labels, cached, load_seconds = child_and_da(prepared, split, child)
+    device = next(model.parameters()).device
+    index = torch.as_tensor(prepared.splits[split][1])
+    images, labels = prepared.data.images[index].to(device), prepared.data.labels[index].to(device)
     probes = probe_ops(model, images, labels, probed_ops(prepared.space), mean=prepared.mean, std=prepared.std,
                        seed=config.seed * 1000 + split)
     return {"split": split, "clean": probes["clean"], "ops": {op: [list(p) for p in v] for op, v in probes["ops"].items()},
-            "load_seconds": load_seconds, "child_cached": cached, "seconds": time.perf_counter() - started}
+            "seconds": time.perf_counter() - started}
 
 
 def restrict_space(space: SearchSpace, fit: DomainFit) -> SearchSpace:

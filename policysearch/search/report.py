@@ -112,7 +112,7 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
     total = costs.get("total_device_s", float("nan"))
     lines += ["", "## Cost", "", "| phase | wall (s) | device (s) |", "|---|---|---|",
               f"| 1: child models | {costs['phase1_wall_s']:.1f} | {costs['phase1_device_s']:.1f} |",
-              f"| 1b: domain fit | {costs['phase1b_wall_s']:.1f} | {costs['phase1b_device_s']:.1f} |",
+              f"| 1b: domain fit (at the end of each phase-1 trial) | - | {costs['phase1b_device_s']:.1f} |",
               f"| 2: policy trials | {costs['phase2_wall_s']:.1f} | {costs['phase2_device_s']:.1f} |",
               f"| 3: recipe selection | {costs['phase3_wall_s']:.1f} | {costs['phase3_device_s']:.1f} |", "",
               f"The whole search took {_fmt(total, 1)} device seconds, {_fmt(total / one, 1)} times one final training "
@@ -140,7 +140,7 @@ def summary_text(result: SearchResult, limit: int = 3) -> str:
              f"why: {decision.reason}" if decision else "",
              f"report: {result.run_dir / 'report.md'} (run {result.run_id})" + (
                  f" with pictures {', '.join(pictures)} beside it" if pictures else ""),
-             f"cost: phase 1 {c['phase1_wall_s']:.0f} s, 1b {c['phase1b_wall_s']:.0f} s, phase 2 "
+             f"cost: phase 1 (with 1b) {c['phase1_wall_s']:.0f} s, phase 2 "
              f"{c['phase2_wall_s']:.0f} s, phase 3 {c['phase3_wall_s']:.0f} s wall"]
     if result.failures:
         lines.append(f"failed trials: {len(result.failures)} (listed in report.md); first: {result.failures[0]}")

@@ -28,8 +28,9 @@ __all__ = ["Run", "RunError", "open_run", "read_stored_config", "write_config"]
 CONFIG_FILE = "config.json"
 # The layout of a run's phases and results; a run of another layout cannot be continued by this code.
 # 2: phase 3 races the folds (experiments phase3_selection and phase3_selection_rest), and the standard
-# candidate recipes keep their own levels.
-RUN_FORMAT = 2
+# candidate recipes keep their own levels. 3: each phase-1 trial ends with its child's domain probe
+# (there is no experiment phase1b_domain).
+RUN_FORMAT = 3
 
 
 class RunError(ValueError):

@@ -93,14 +93,17 @@ def child_model(prepared: Prepared, split: int) -> torch.nn.Module:
     return prepared.new_model()
 
 
-def train_child(prepared: Prepared, split: int, folder: Path, report: Report, faults: Faults = Faults()) -> None:
+def train_child(prepared: Prepared, split: int, folder: Path, report: Report, faults: Faults = Faults(),
+                on_trained: Callable[[torch.nn.Module], dict[str, Any]] | None = None) -> None:
     """Phase 1: train the child model of ``split`` on D_M with the baseline augmentation only, with
     enough optimizer steps for the size of D_M (``train.fit_to_data``).
 
     The full training state is saved to ``folder/child.pt`` after every epoch (and resumed from there if
     it exists); ``report(metrics)`` follows each save, the last one with the child's D_A accuracy and
-    after ``folder/child_model.pt`` (the weights alone, what phases 1b and 2 fetch) is written.
-    Every report carries ``epoch`` and ``epochs``, so a caller can keep only some of the saves.
+    after ``folder/child_model.pt`` (the weights alone, what phase 2 fetches) is written. The metrics of
+    ``on_trained(model)``, called with the trained model in eval mode, join that last report (phase 1b's
+    domain probe runs there, on the model in memory). Every report carries ``epoch`` and ``epochs``, so a
+    caller can keep only some of the saves.
     """
     faults.reach("child", split=split)
     config = prepared.config
@@ -120,6 +123,8 @@ def train_child(prepared: Prepared, split: int, folder: Path, report: Report, fa
             held_out = evaluate(model, data.images[da], data.labels[da], mean=prepared.mean, std=prepared.std,
                                 device=device)
             metrics.update(da_accuracy=held_out["accuracy"], da_loss=held_out["loss"])
+            if on_trained is not None:
+                metrics.update(on_trained(model.eval()))
         report(metrics)
 
     train_model(model, data.subset(dm), train_config, baseline=prepared.baseline, mean=prepared.mean, std=prepared.std, device=device, checkpoint_path=folder / CHILD_FILE,

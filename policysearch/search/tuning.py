@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator, TextIO
 
 import pyarrow.fs
 import ray
+import torch
 from ray import tune
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -342,6 +343,7 @@ def checkpoint_kept(epoch: int, epochs: int, remote: bool) -> bool:
 
 def _child_trainable(trial: dict[str, Any], *, shared: Shared, remote: bool, faults: Faults) -> None:
     prepared = shared.get()
+    split = int(trial["split"])
     node = _node_id()
     with tempfile.TemporaryDirectory(prefix="policysearch-child-") as local:
         restored = tune.get_checkpoint()
@@ -356,7 +358,10 @@ def _child_trainable(trial: dict[str, Any], *, shared: Shared, remote: bool, fau
             else:
                 tune.report(metrics)
 
-        train_child(prepared, int(trial["split"]), Path(local), report, faults.at(node=node))
+        def probe(model: torch.nn.Module) -> dict[str, Any]:  # phase 1b on the trained child, still in memory
+            return {"probe": probe_child(prepared, split, model, faults.at(node=node))}
+
+        train_child(prepared, split, Path(local), report, faults.at(node=node), on_trained=probe)
 
 
 def fetch_child_model(checkpoint: tune.Checkpoint, folder: Path) -> Path:
@@ -394,13 +399,6 @@ def _score_trainable(trial: dict[str, Any], *, shared: Shared, space: Any, child
     metrics = score_policy(prepared, trial, stream % splits, children[stream % splits], repeat=stream // splits,
                            index=index, faults=faults.at(node=node))
     tune.report({**metrics, "node_id": node, "data_seconds": data_seconds})
-
-
-def _probe_trainable(trial: dict[str, Any], *, shared: Shared, children: dict[int, ChildSource],
-                     faults: Faults) -> None:
-    split = int(trial["split"])
-    node = _node_id()
-    tune.report({**probe_child(shared.get(), split, children[split], faults.at(node=node)), "node_id": node})
 
 
 def _selection_trainable(trial: dict[str, Any], *, shared: Shared, recipes: list, faults: Faults) -> None:
@@ -465,12 +463,12 @@ def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO) -> tup
     for note in prepared.data.notes:  # what loading changed, e.g. the size images were resized to and why
         print(f"data: {note}", file=stream, flush=True)
 
-    # Phase 1: one child model per split.
+    # Phase 1: one child model per split; each trial ends with phase 1b, the trained child's domain probe.
     t0 = time.monotonic()
     ok, failed = run_experiment(
         "phase1_children", tune.with_parameters(_child_trainable, shared=shared, remote=remote, faults=faults),
         {"split": tune.grid_search(list(range(config.splits)))},
-        tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=False), config, run.experiments,
+        tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True), config, run.experiments,
         Progress("phase 1: child models", config.splits, "da_accuracy", stream))
     children = sorted([{"split": r.metrics["split"], "status": "ok", "error": "", "trial_id": trial_id(r),
                         **{k: r.metrics[k] for k in ("da_accuracy", "da_loss", "train_seconds", "node_id")}} for r in ok]
@@ -484,22 +482,11 @@ def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO) -> tup
     costs["phase1_wall_s"] = spans["phase1"][1] - t0
     costs["phase1_device_s"] = sum(c["train_seconds"] for c in children if c["status"] == "ok")
 
-    # Phase 1b: the frozen children say which ops, up to which level, keep this data's classes.
-    t1 = time.monotonic()
-    ok, failed = run_experiment(
-        "phase1b_domain", tune.with_parameters(_probe_trainable, shared=shared, children=checkpoints, faults=faults),
-        {"split": tune.grid_search(usable)}, tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True),
-        config, run.experiments, Progress("phase 1b: domain fit", len(usable), None, stream))
-    probes = sorted([{"status": "ok", "error": "", **r.metrics} for r in ok]
-                    + [{"status": "failed", "error": _error_line(r.error), "split": int(r.config["split"])}
-                       for r in failed], key=lambda p: p["split"])
-    check_failures("phase 1b (domain fit)", len(usable),
-                   [f"split {p['split']}: {p['error']}" for p in probes if p["status"] != "ok"], len(ok))
-    fit = fit_domain([p for p in probes if p["status"] == "ok"], prepared.data.num_classes, config.domain_threshold)
+    # Phase 1b: the frozen children said which ops, up to which level, keep this data's classes.
+    probes = sorted((r.metrics["probe"] for r in ok), key=lambda p: p["split"])
+    fit = fit_domain(probes, prepared.data.num_classes, config.domain_threshold)
     searched = dataclasses.replace(prepared, space=restrict_space(prepared.space, fit))
-    spans["phase1b"] = (t1, time.monotonic())
-    costs["phase1b_wall_s"] = spans["phase1b"][1] - t1
-    costs["phase1b_device_s"] = sum(p["seconds"] for p in probes if p["status"] == "ok")
+    costs["phase1b_device_s"] = sum(p["seconds"] for p in probes)
 
     # Phase 2: candidate policies scored on D_A, one optimiser per usable split and repeat, in the restricted space.
     t2 = time.monotonic()
