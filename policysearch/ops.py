@@ -41,8 +41,8 @@ Draw = Mapping[str, torch.Tensor]
 
 
 def _tv():
-    """torchvision's functional API, imported on the first PIL geometric op: only the PIL reference path
-    uses it, and importing torchvision costs a process seconds (every Ray worker of a search pays it)."""
+    """torchvision's functional API, imported on first use: only the PIL reference path (geometric ops,
+    Gamma) uses it, and importing torchvision costs a process seconds (every Ray worker of a search pays it)."""
     import torchvision.transforms.functional as functional
 
     return functional

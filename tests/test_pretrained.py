@@ -216,7 +216,8 @@ def test_child_and_selection_models_start_from_the_weights(small_cnn_weights: st
 
     saved = torch.load(small_cnn_weights, weights_only=True)
     prepared = prepare(SearchConfig(**SMALL, weights=small_cnn_weights, freeze_backbone=True))
-    train_child(prepared, 0, tmp_path, lambda metrics: None)
+    reports: list[dict] = []
+    train_child(prepared, 0, tmp_path, reports.append, on_trained=lambda model: {"probe": probe_child(prepared, 0, model)})
     child = torch.load(tmp_path / CHILD_FILE, weights_only=True)["model"]
     for key, value in child.items():  # frozen: the child's backbone is the checkpoint's, exactly
         if not key.startswith("fc."):
@@ -225,7 +226,7 @@ def test_child_and_selection_models_start_from_the_weights(small_cnn_weights: st
 
     sample = prepared.space.sample(np.random.default_rng(0))
     assert 0 <= score_policy(prepared, sample, 0, tmp_path)["reward"] <= 1
-    fit = fit_domain([probe_child(prepared, 0, tmp_path)], prepared.data.num_classes)
+    fit = fit_domain([reports[-1]["probe"]], prepared.data.num_classes)
     recipe = candidate_recipes(prepared.baseline, fit, prepared.space.decode(sample))[0]
     started_from = []
     real_train = recipes.train_model

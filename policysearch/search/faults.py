@@ -4,7 +4,7 @@
 
 - ``raise@child:split=1``: the child training of split 1 raises ``RuntimeError("CUDA out of memory ...")``
   on every attempt; points ``child``, ``score`` (keys ``split``, ``repeat``, ``index``: the index-th
-  suggestion of that split and repeat), ``probe`` (key ``split``) and ``select`` (keys ``fold``, ``index``: the recipe's place among the candidates);
+  suggestion of that split and repeat), ``probe`` (key ``split``; the probe runs in the child's trial, so a fault there fails that child) and ``select`` (keys ``fold``, ``index``: the recipe's place among the candidates);
 - ``pause@score:split=0,index=2``: that trial blocks until its process is killed;
 - every point also matches ``node`` (the Ray node id a trial runs on): ``pause@score:node=ID`` blocks
   every phase-2 trial on that node, which lets a test kill the node in the middle of phase 2;

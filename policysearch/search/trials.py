@@ -124,6 +124,7 @@ def train_child(prepared: Prepared, split: int, folder: Path, report: Report, fa
                                 device=device)
             metrics.update(da_accuracy=held_out["accuracy"], da_loss=held_out["loss"])
             if on_trained is not None:
+                model.zero_grad(set_to_none=True)  # the last step's gradients are not needed to probe
                 metrics.update(on_trained(model.eval()))
         report(metrics)
 

@@ -1,8 +1,9 @@
 """The Ray/Tune layer: start or join Ray, check the cluster, run the phases as Tune experiments.
 
 With :mod:`policysearch.search.searcher`, the only code of the package that imports Ray. Each phase is
-one Tune experiment under ``<storage>/<run id>/``; a trial calls a plain function of
-:mod:`~policysearch.search.trials` or :mod:`~policysearch.search.recipes` and reports what it returns.
+a Tune experiment under ``<storage>/<run id>/`` (phase 1b runs inside phase 1's trials, phase 3 is two);
+a trial calls a plain function of :mod:`~policysearch.search.trials` or :mod:`~policysearch.search.recipes`
+and reports what it returns.
 A trial that keeps failing after ``--retries`` retries is recorded as failed and the search goes on,
 unless :func:`~policysearch.search.checks.check_failures` says too many failed.
 """
