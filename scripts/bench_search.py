@@ -32,6 +32,7 @@ import csv
 import glob
 import io
 import json
+import math
 import os
 import platform
 import statistics
@@ -45,10 +46,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from policysearch.candidates import RANDAUGMENT_GRID
 from policysearch.data import baseline_for, load_dataset, normalize
+from policysearch.domain import PROBE_VIEWS, probe_levels
 from policysearch.models import build_model
 from policysearch.policy import software_versions
 from policysearch.search import SearchConfig, prepare, run_search
+from policysearch.search.config import DEFAULT_SPACE
+from policysearch.search.recipes import probed_ops
 from policysearch.search.tuning import start_ray
 from policysearch.spaces import load_space
 from policysearch.train import train_model
@@ -227,25 +232,38 @@ def measure_wrn(train_batches: int, infer_batches: int, seed: int) -> dict:
 
 
 def paper_ratio(wrn: dict) -> dict:
-    """Search / final training in the paper's setting, from measured per-image costs.
-
-    Phase 3's strength check trains every split's child again once per strength (default 2), so it is
-    counted as that many more child trainings; the ratio without it is the paper's own procedure.
+    """Search / final training in the paper's setting, from measured per-image costs, for every phase of
+    this search at its defaults: phase 1's children, phase 1b's probes (one forward of D_A per op and
+    level), phase 2's density matching and phase 3's selection, which trains each candidate recipe on the
+    first of the cross-fit folds and the raced share of them on the others, at the final training's
+    epochs on the search's images. The ratio without phase 3 is the paper's own procedure.
     """
-    p = PAPER
-    strengths = len(SearchConfig().strengths)
+    p, defaults = PAPER, SearchConfig()
+    # CIFAR-10 allows the pad-and-crop, so each candidate comes with it and without; nothing is assumed
+    # excluded by the domain fit (no "trivialaugment (domain fit)" candidate).
+    families = 1 + 1 + len(RANDAUGMENT_GRID) + len(defaults.strengths)
+    candidates = 2 * families
+    survivors = math.ceil(defaults.selection_keep * candidates)  # the standard recipe is among them at worst
+    trainings = candidates + survivors * (defaults.selection_folds - 1)
+    fold_images = p["train_images"] * (defaults.selection_folds - 1) / defaults.selection_folds
+    probes = 1 + sum(len(probe_levels(op)) for op in probed_ops(load_space(DEFAULT_SPACE)))
     child_steps = p["splits"] * p["train_images"] * p["dm_ratio"] * p["child_epochs"]
+    probe_forwards = p["splits"] * p["da_images"] * probes * PROBE_VIEWS
     forwards = p["splits"] * p["trials"] * p["da_images"] * p["views"]
+    selection_steps = trainings * fold_images * p["final_epochs"]
     final_steps = p["final_images"] * p["final_epochs"]
-    phase2_s = forwards * (wrn["infer_per_image_s"] + wrn["augment_per_image_s"])
-    search_s = (1 + strengths) * child_steps * wrn["train_per_image_s"] + phase2_s
-    without_check_s = child_steps * wrn["train_per_image_s"] + phase2_s
-    final_s = final_steps * wrn["train_per_image_s"]
-    return {"formula": "((1 + strengths)*splits*train_images*dm_ratio*child_epochs*t_train + splits*trials*da_images*"
-                       "views*(t_infer + t_augment)) / (final_images*final_epochs*t_train)",
-            "setting": {**p, "strengths": strengths}, "child_image_steps": child_steps, "phase2_forwards": forwards,
-            "final_image_steps": final_steps, "search_s": search_s, "final_s": final_s, "ratio": search_s / final_s,
-            "ratio_without_strength_check": without_check_s / final_s}
+    t_train, t_infer, t_aug = wrn["train_per_image_s"], wrn["infer_per_image_s"], wrn["augment_per_image_s"]
+    paper_s = child_steps * t_train + forwards * (t_infer + t_aug)
+    search_s = paper_s + probe_forwards * (t_infer + t_aug) + selection_steps * (t_train + t_aug)
+    final_s = final_steps * t_train
+    return {"formula": "(splits*train_images*dm_ratio*child_epochs*t_train + (splits*da_images*probes*probe_views + "
+                       "splits*trials*da_images*views)*(t_infer + t_augment) + selection_trainings*fold_images*"
+                       "final_epochs*(t_train + t_augment)) / (final_images*final_epochs*t_train)",
+            "setting": {**p, "candidates": candidates, "selection_trainings": trainings, "fold_images": fold_images,
+                        "probes": probes},
+            "child_image_steps": child_steps, "probe_forwards": probe_forwards, "phase2_forwards": forwards,
+            "selection_image_steps": selection_steps, "final_image_steps": final_steps, "search_s": search_s,
+            "final_s": final_s, "ratio": search_s / final_s, "ratio_without_selection": paper_s / final_s}
 
 
 def default_ratio(run: dict, config: SearchConfig, final: dict, n_train: int) -> dict:
@@ -342,7 +360,7 @@ def _run_all(args, config: SearchConfig, overrides: dict, out: dict) -> None:
     print("[4/5] final training ...", flush=True)
     final = measure_final_training(config)
     out["final_training"] = final
-    out["ratio_as_run"] = {"formula": "total_device_s (phase 1 + phase 2) / final training seconds",
+    out["ratio_as_run"] = {"formula": "total_device_s (every phase) / final training seconds",
                            "ratio": c["total_device_s"] / final["seconds"]}
     out["ratio_defaults_from_per_image"] = default_ratio(main_run, config, final, n_train)
 
@@ -439,10 +457,10 @@ def _print_table(o: dict) -> None:
          f"{k['1']['scheduling_overhead_per_trial_s']:.3f}, 2 conc.: {k['2']['scheduling_overhead_per_trial_s']:.3f})", ""),
         ("final training s", f"{o['final_training']['seconds']:.1f}", ""),
         ("search device / final (as run)", f"{o['ratio_as_run']['ratio']:.2f}x", ""),
-        ("same for defaults (per-image)", f"{o['ratio_defaults_from_per_image']['ratio']:.2f}x", ""),
+        ("phases 1 and 2, defaults (per-image)", f"{o['ratio_defaults_from_per_image']['ratio']:.2f}x", ""),
         ("WRN-40-2 train / infer / aug per img", f"{o['wrn40_2']['train_per_image_s'] * 1e3:.2f} / "
          f"{o['wrn40_2']['infer_per_image_s'] * 1e3:.2f} / {o['wrn40_2']['augment_per_image_s'] * 1e3:.3f} ms", ""),
-        ("paper setting, no strength check", f"{o['paper_ratio']['ratio_without_strength_check']:.2f}x", ""),
+        ("paper setting, phases 1 and 2 only", f"{o['paper_ratio']['ratio_without_selection']:.2f}x", ""),
         ("paper setting search / final", f"{o['paper_ratio']['ratio']:.2f}x",
          f"<= {TARGET_PAPER_RATIO:.0f}x {_mark(o['paper_ratio']['ratio'] <= TARGET_PAPER_RATIO)}"),
     ]
