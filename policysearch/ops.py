@@ -40,6 +40,7 @@ from PIL.ImageEnhance import Brightness, Color, Contrast, Sharpness
 Draw = Mapping[str, torch.Tensor]
 
 
+@lru_cache(maxsize=None)
 def _tv():
     """torchvision's functional API, imported on first use: only the PIL reference path (geometric ops,
     Gamma) uses it, and importing torchvision costs a process seconds (every Ray worker of a search pays it)."""

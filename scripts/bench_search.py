@@ -46,9 +46,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from policysearch.candidates import RANDAUGMENT_GRID
+from policysearch.candidates import candidate_recipes
 from policysearch.data import baseline_for, load_dataset, normalize
-from policysearch.domain import PROBE_VIEWS, probe_levels
+from policysearch.domain import PROBE_VIEWS, DomainFit, probe_levels
 from policysearch.models import build_model
 from policysearch.policy import software_versions
 from policysearch.search import SearchConfig, prepare, run_search
@@ -56,6 +56,7 @@ from policysearch.search.config import DEFAULT_SPACE
 from policysearch.search.recipes import probed_ops
 from policysearch.search.tuning import start_ray
 from policysearch.spaces import load_space
+from policysearch.standard import trivialaugment_policy
 from policysearch.train import train_model
 from policysearch.transforms import BatchPolicyTransform
 
@@ -233,37 +234,44 @@ def measure_wrn(train_batches: int, infer_batches: int, seed: int) -> dict:
 
 def paper_ratio(wrn: dict) -> dict:
     """Search / final training in the paper's setting, from measured per-image costs, for every phase of
-    this search at its defaults: phase 1's children, phase 1b's probes (one forward of D_A per op and
-    level), phase 2's density matching and phase 3's selection, which trains each candidate recipe on the
-    first of the cross-fit folds and the raced share of them on the others, at the final training's
-    epochs on the search's images. The ratio without phase 3 is the paper's own procedure.
+    this search at its selection defaults: phase 1's children, phase 1b's probes (one forward of D_A per
+    op and level), phase 2's density matching (the paper's B=200, T=1) and phase 3's selection, which
+    trains each candidate recipe on the first cross-fit fold and the raced share of them on the others,
+    at the final training's epochs on the search's images.
+
+    Phase 3 keeps ``ceil(keep x candidates)``, plus the standard recipe when it is not among them, so the
+    ratio is a range (``ratio`` to ``ratio_worst``). The candidates are those of a data set with a crop
+    and no op excluded by the domain fit; an excluded TrivialAugment op adds two. ``ratio_phases_1_and_2``
+    is the paper's own procedure. Evaluations of held-out images (a few ten thousand forwards) are left out.
     """
     p, defaults = PAPER, SearchConfig()
-    # CIFAR-10 allows the pad-and-crop, so each candidate comes with it and without; nothing is assumed
-    # excluded by the domain fit (no "trivialaugment (domain fit)" candidate).
-    families = 1 + 1 + len(RANDAUGMENT_GRID) + len(defaults.strengths)
-    candidates = 2 * families
-    survivors = math.ceil(defaults.selection_keep * candidates)  # the standard recipe is among them at worst
-    trainings = candidates + survivors * (defaults.selection_folds - 1)
+    stand_in = trivialaugment_policy()  # any policy: only the number of candidates matters here
+    candidates = len(candidate_recipes(baseline_for("cifar10", 32), DomainFit(ops={}), stand_in,
+                                       strengths=defaults.strengths))
+    kept = math.ceil(defaults.selection_keep * candidates)
+    folds = defaults.selection_folds * defaults.selection_repeats
+    trainings = [candidates + survivors * (folds - 1) for survivors in (kept, kept + 1)]
     fold_images = p["train_images"] * (defaults.selection_folds - 1) / defaults.selection_folds
-    probes = 1 + sum(len(probe_levels(op)) for op in probed_ops(load_space(DEFAULT_SPACE)))
+    probes = 1 + sum(len(probe_levels(op)) for op in probed_ops(load_space(DEFAULT_SPACE)) if op != "Identity")
     child_steps = p["splits"] * p["train_images"] * p["dm_ratio"] * p["child_epochs"]
     probe_forwards = p["splits"] * p["da_images"] * probes * PROBE_VIEWS
     forwards = p["splits"] * p["trials"] * p["da_images"] * p["views"]
-    selection_steps = trainings * fold_images * p["final_epochs"]
+    selection_steps = [n * fold_images * p["final_epochs"] for n in trainings]
     final_steps = p["final_images"] * p["final_epochs"]
     t_train, t_infer, t_aug = wrn["train_per_image_s"], wrn["infer_per_image_s"], wrn["augment_per_image_s"]
-    paper_s = child_steps * t_train + forwards * (t_infer + t_aug)
-    search_s = paper_s + probe_forwards * (t_infer + t_aug) + selection_steps * (t_train + t_aug)
-    final_s = final_steps * t_train
+    phases_1_and_2_s = child_steps * t_train + forwards * (t_infer + t_aug)
+    search_s = [phases_1_and_2_s + probe_forwards * (t_infer + t_aug) + steps * (t_train + t_aug)
+                for steps in selection_steps]
+    final_s = final_steps * (t_train + t_aug)
     return {"formula": "(splits*train_images*dm_ratio*child_epochs*t_train + (splits*da_images*probes*probe_views + "
                        "splits*trials*da_images*views)*(t_infer + t_augment) + selection_trainings*fold_images*"
-                       "final_epochs*(t_train + t_augment)) / (final_images*final_epochs*t_train)",
+                       "final_epochs*(t_train + t_augment)) / (final_images*final_epochs*(t_train + t_augment))",
             "setting": {**p, "candidates": candidates, "selection_trainings": trainings, "fold_images": fold_images,
                         "probes": probes},
             "child_image_steps": child_steps, "probe_forwards": probe_forwards, "phase2_forwards": forwards,
             "selection_image_steps": selection_steps, "final_image_steps": final_steps, "search_s": search_s,
-            "final_s": final_s, "ratio": search_s / final_s, "ratio_without_selection": paper_s / final_s}
+            "final_s": final_s, "ratio": search_s[0] / final_s, "ratio_worst": search_s[1] / final_s,
+            "ratio_phases_1_and_2": phases_1_and_2_s / final_s}
 
 
 def default_ratio(run: dict, config: SearchConfig, final: dict, n_train: int) -> dict:
@@ -295,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="echo the search's progress lines")
     parser.add_argument("--cluster", action="store_true",
                         help="measure phase-2 throughput on a two-node loopback Ray cluster against one node instead")
-    parser.add_argument("--cluster-trials", type=int, default=96, help="policy trials of each cluster search (enough that every node's workers start before the phase ends)")
+    parser.add_argument("--cluster-trials", type=int, default=96,
+                        help="policy trials of each cluster search (enough that every node's workers start "
+                             "before the phase ends)")
     args = parser.parse_args(argv)
     if args.cluster:
         return cluster_main(args)
@@ -460,8 +470,8 @@ def _print_table(o: dict) -> None:
         ("phases 1 and 2, defaults (per-image)", f"{o['ratio_defaults_from_per_image']['ratio']:.2f}x", ""),
         ("WRN-40-2 train / infer / aug per img", f"{o['wrn40_2']['train_per_image_s'] * 1e3:.2f} / "
          f"{o['wrn40_2']['infer_per_image_s'] * 1e3:.2f} / {o['wrn40_2']['augment_per_image_s'] * 1e3:.3f} ms", ""),
-        ("paper setting, phases 1 and 2 only", f"{o['paper_ratio']['ratio_without_selection']:.2f}x", ""),
-        ("paper setting search / final", f"{o['paper_ratio']['ratio']:.2f}x",
+        ("paper setting, phases 1 and 2 only", f"{o['paper_ratio']['ratio_phases_1_and_2']:.2f}x", ""),
+        ("paper setting search / final", f"{o['paper_ratio']['ratio']:.2f}-{o['paper_ratio']['ratio_worst']:.2f}x",
          f"<= {TARGET_PAPER_RATIO:.0f}x {_mark(o['paper_ratio']['ratio'] <= TARGET_PAPER_RATIO)}"),
     ]
     width = max(len(r[0]) for r in rows)

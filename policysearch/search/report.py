@@ -111,7 +111,7 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
     one = costs.get("one_final_training_s", float("nan"))
     total = costs.get("total_device_s", float("nan"))
     lines += ["", "## Cost", "", "| phase | wall (s) | device (s) |", "|---|---|---|",
-              f"| 1: child models | {costs['phase1_wall_s']:.1f} | {costs['phase1_device_s']:.1f} |",
+              f"| 1: child models (wall with 1b) | {costs['phase1_wall_s']:.1f} | {costs['phase1_device_s']:.1f} |",
               f"| 1b: domain fit (at the end of each phase-1 trial) | - | {costs['phase1b_device_s']:.1f} |",
               f"| 2: policy trials | {costs['phase2_wall_s']:.1f} | {costs['phase2_device_s']:.1f} |",
               f"| 3: recipe selection | {costs['phase3_wall_s']:.1f} | {costs['phase3_device_s']:.1f} |", "",
