@@ -555,13 +555,14 @@ def faults_env(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_trial_that_keeps_failing_is_recorded_and_the_search_goes_on(ray_session, tmp_path, faults_env):
-    log = faults_env("raise@child:split=1; raise@score:split=0,index=1")
+@pytest.mark.parametrize("point", ["child", "probe"])  # the domain probe runs in the child's trial
+def test_a_trial_that_keeps_failing_is_recorded_and_the_search_goes_on(ray_session, tmp_path, faults_env, point):
+    log = faults_env(f"raise@{point}:split=1; raise@score:split=0,index=1")
     run_dir = tmp_path / "run"
     config = search.SearchConfig(**{**SMALL, "retries": 1})
     result = search.run_search(config, run_dir, stream=io.StringIO())
     attempts = log.read_text().splitlines()
-    assert sum("@child" in line for line in attempts) == 2  # first try + 1 retry
+    assert sum(f"@{point}" in line for line in attempts) == 2  # first try + 1 retry
     assert sum("@score" in line for line in attempts) == 2
 
     rows = _read_csv(run_dir / "trials.csv")
