@@ -519,8 +519,10 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
         lines += ["## Cost", "", "| what | wall s | device s |", "|---|---|---|",
                   f"| search (whole, incl. Ray start/stop) | {search['search_wall_s']:.1f} | "
                   f"{search.get('total_device_s', math.nan):.1f} |",
-                  f"| - phase 1 child models | {search['phase1_wall_s']:.1f} | {search['phase1_device_s']:.1f} |",
-                  *([f"| - phase 1b domain fit | {_fmt(search.get('phase1b_wall_s', math.nan), 1)} | "
+                  f"| - phase 1 child models{'' if 'phase1b_wall_s' in search else ' (wall with 1b)'} | "
+                  f"{search['phase1_wall_s']:.1f} | {search['phase1_device_s']:.1f} |",
+                  *([f"| - phase 1b domain fit{'' if 'phase1b_wall_s' in search else ' (in the phase-1 trials)'} | "
+                     f"{_fmt(search.get('phase1b_wall_s', math.nan), 1)} | "
                      f"{search['phase1b_device_s']:.1f} |"] if "phase1b_device_s" in search else []),
                   f"| - phase 2 policy trials | {search['phase2_wall_s']:.1f} | {search['phase2_device_s']:.1f} |",
                   *([f"| - phase 3 recipe selection | {search['phase3_wall_s']:.1f} | "

@@ -98,3 +98,10 @@ def test_smoke_benchmark_writes_results(tmp_path):
     text = (out / "results.md").read_text()
     assert "| baseline |" in text and "| cutout |" in text and "searched - method" in text
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
+    # A search's costs: phase 1b runs inside phase 1's trials, so its wall time is phase 1's, not a row of its own.
+    document["search"] = {"search_wall_s": 100.0, "total_device_s": 80.0, "phase1_wall_s": 30.0,
+                          "phase1_device_s": 20.0, "phase1b_device_s": 4.0, "phase2_wall_s": 25.0,
+                          "phase2_device_s": 20.0, "phase3_wall_s": 40.0, "phase3_device_s": 36.0}
+    costs = benchmark.render_markdown(document, document["summary"])
+    assert "| - phase 1 child models (wall with 1b) | 30.0 | 20.0 |" in costs
+    assert "| - phase 1b domain fit (in the phase-1 trials) | - | 4.0 |" in costs
