@@ -5,7 +5,8 @@ held in one ``Policy``. The candidates are the baseline alone, TrivialAugment as
 TrivialAugment without the ops the domain fit excludes (when that differs), RandAugment over a small
 (N, M) grid without them, and the density-matched Fast AutoAugment policy at a few strengths, searched in
 the space the domain fit bounded; each with the data set's pad-and-crop and without it (a crop that is
-too strong for the image size can hurt more than any policy helps). TrivialAugment and RandAugment keep
+too strong for the image size can hurt more than any policy helps). A flip the domain fit added to the
+data set's baseline is tried by training too: the baseline alone also comes without it. TrivialAugment and RandAugment keep
 their own levels. The standard recipe, TrivialAugment as published on the data set's baseline, is the
 reference the selection holds every other against: the domain fit's exclusions are judged a frozen
 model's affinity, which does not say whether training with an op helps, so they must earn their place
@@ -59,11 +60,13 @@ def reference_name(baseline: Baseline) -> str:
 def candidate_recipes(baseline: Baseline, fit: DomainFit, searched: Policy | None = None, *,
                       strengths: Sequence[float] = STRENGTHS,
                       randaugment_grid: Sequence[tuple[int, int]] = RANDAUGMENT_GRID,
-                      families: Sequence[str] = FAMILIES) -> list[Recipe]:
+                      families: Sequence[str] = FAMILIES, flip_from_fit: bool = False) -> list[Recipe]:
     """Every candidate recipe, simplest and most standard first (the selection breaks ties that way).
 
     ``baseline`` is the data set's (its flip already decided from the data); each candidate comes with that
     crop and with none. ``searched`` is the merged Fast AutoAugment policy (None: that family is skipped).
+    ``flip_from_fit``: the flip is not the data set's own but the domain fit's (a frozen model's affinity,
+    which does not say whether training with it helps), so the baseline alone is also tried without it.
     """
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown:
@@ -72,13 +75,16 @@ def candidate_recipes(baseline: Baseline, fit: DomainFit, searched: Policy | Non
     ops = fit.allowed_ops(RANDAUGMENT_OPS)
     out: list[Recipe] = []
 
-    def add(family: str, label: str, policy: Policy, strength: float | None = None) -> None:
+    def add(family: str, label: str, policy: Policy, strength: float | None = None,
+            crops: Sequence[Baseline] = crops) -> None:
         for crop in crops:
             name = f"{label}, {_crop_label(crop)}"
             out.append(Recipe(name, family, policy.with_baseline(crop), strength))
 
     if "baseline" in families:
         add("baseline", "baseline", _identity())
+        if flip_from_fit and baseline.hflip:
+            add("baseline", "baseline", _identity(), crops=[Baseline(c.pad_crop, False) for c in crops])
     if "trivialaugment" in families:
         add("trivialaugment", "trivialaugment", trivialaugment_policy())
         if ops and ops != RANDAUGMENT_OPS:

@@ -224,6 +224,9 @@ class Policy:
         """Validate parsed JSON data and build the policy; anything wrong is a PolicyError naming the place."""
         _check_json_data(data, source)
         validate_policy_dict(data, source)
+        if data["format_version"] == 1 and "baseline" in data:  # version 1 predates it: a mixed-up file
+            raise PolicyError(f"{source}: baseline: format_version 1 has no baseline; write format_version 2 "
+                              "to carry one")
         try:  # the schema lets 1.0 through as an integer; Baseline refuses it
             baseline = Baseline(**data["baseline"]) if "baseline" in data else Baseline()
         except PolicyError as exc:

@@ -320,6 +320,9 @@ def test_version_1_files_load_without_a_baseline(tmp_path):
 
     loaded = Policy.load(write(tmp_path / "p.json", doc(format_version=1)))
     assert loaded.baseline == Baseline() and len(loaded) == len(doc()["sub_policies"])
+    # a baseline block in a version-1 file is a mixed-up file: refused, not silently applied
+    message = load_error(tmp_path, doc(format_version=1, baseline={"pad_crop": 2, "hflip": True}))
+    assert message == "baseline: format_version 1 has no baseline; write format_version 2 to carry one"
 
 
 @pytest.mark.parametrize("baseline, message", [

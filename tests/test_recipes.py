@@ -78,3 +78,33 @@ def test_raced_selection_decides_among_the_survivors_and_reports_the_stopped():
     json.dumps(document, allow_nan=False)  # plain JSON: a one-fold comparison has no bounds, written as null
     one_fold = next(c for c in document["comparisons"] if c["n"] == 1)
     assert one_fold["low"] is None and one_fold["high"] is None and one_fold["upper"] is None
+
+
+def test_selection_trains_at_the_final_trainings_batch_and_epochs_not_refitted_to_the_fold(monkeypatch):
+    from policysearch.search import recipes as module
+    from policysearch.train import fit_to_data
+
+    config = SearchConfig(train_size=60, splits=1, selection_folds=3, epochs=2, min_steps=8, batch_size=32)
+    prepared = prepare(config)
+    final = fit_to_data(config.final_train_config(), 60, 8)  # batch 15 on all 60 images
+    assert fit_to_data(config.final_train_config(), 40, 8).batch_size != final.batch_size  # a fold would differ
+    seen = []
+    monkeypatch.setattr(module, "train_model", lambda model, data, train_config, **kw: seen.append((len(data), train_config)))
+    recipe = candidate_recipes(prepared.baseline, _fit(), None, families=("baseline",))[0]
+    module.selection_trial(prepared, recipe, 1)
+    (images, used), = seen
+    assert images == 40 and module.final_training(prepared) == final
+    assert (used.batch_size, used.epochs, used.warmup_epochs) == (final.batch_size, final.epochs, final.warmup_epochs)
+    assert used.seed == config.seed + 1
+
+
+def test_a_flip_the_domain_fit_added_is_also_tried_without_it():
+    base = Baseline(4, True)
+    names = [r.name for r in candidate_recipes(base, _fit(), None, families=("baseline", "trivialaugment"),
+                                               flip_from_fit=True)]
+    assert names[:4] == ["baseline, crop 4, flip", "baseline, crop 0, flip", "baseline, crop 4", "baseline, crop 0"]
+    assert "trivialaugment, crop 4" not in names and reference_name(base) in names
+    plain = [r.name for r in candidate_recipes(base, _fit(), None, families=("baseline",))]
+    assert plain == ["baseline, crop 4, flip", "baseline, crop 0, flip"]  # the data set's own flip is not questioned
+    unflipped = candidate_recipes(base, _fit(), None, families=("baseline",), flip_from_fit=True)[2]
+    assert unflipped.recipe.baseline == Baseline(4, False)

@@ -18,7 +18,7 @@ from typing import Any
 from policysearch.density import REWARDS
 from policysearch.models import MODEL_NAMES
 from policysearch.pretrained import model_problem
-from policysearch.train import TrainConfig
+from policysearch.train import MIN_STEPS, MIN_STEPS_PER_EPOCH, TrainConfig
 
 __all__ = ["ALGORITHMS", "RESUMABLE", "SearchConfig", "add_config_arguments", "flag", "given_values"]
 
@@ -85,8 +85,9 @@ class SearchConfig:
     batch_size: int = _option(128, "child-model batch size", "child models")
     lr: float = _option(0.1, "child-model learning rate (SGD, cosine schedule)", "child models")
     weight_decay: float = _option(5e-4, "child-model weight decay", "child models")
-    min_steps: int = _option(200, "optimizer steps every training gets at least (epochs are added on tiny data, "
-                             "and the batch is bounded so an epoch has 4 steps)", "child models")
+    min_steps: int = _option(MIN_STEPS, "optimizer steps every training gets at least (epochs are added on tiny "
+                             f"data, and the batch is bounded so an epoch has at least {MIN_STEPS_PER_EPOCH} steps)",
+                             "child models")
     cpus_per_trial: float = _option(1.0, "CPUs one trial uses", "resources")
     gpus_per_trial: float = _option(0.0, "GPUs one trial uses; 0.25 packs four trials on a GPU", "resources")
     max_concurrent: int = _option(0, "trials at once; 0: as many as the resources allow", "resources")
@@ -159,7 +160,8 @@ class SearchConfig:
         return TrainConfig(**self._train_values())
 
     def final_train_config(self) -> TrainConfig:
-        """The settings of the training the recipe is selected for (the candidates' cross-fit trainings)."""
+        """The settings of the training the recipe is selected for, before :func:`~policysearch.train.fit_to_data`
+        adapts them to all the search's training images (the candidates' cross-fit trainings use the result)."""
         return TrainConfig(**{**self._train_values(), "epochs": self.final_epochs or self.epochs})
 
     @classmethod

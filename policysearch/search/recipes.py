@@ -26,11 +26,11 @@ from policysearch.search.trials import Prepared, device_for, use_threads
 from policysearch.selection import Decision, compare, decide, race
 from policysearch.spaces import SearchSpace
 from policysearch.standard import RANDAUGMENT_OPS
-from policysearch.train import evaluate, fit_to_data, train_model
+from policysearch.train import TrainConfig, evaluate, fit_to_data, train_model
 from policysearch.transforms import BatchPolicyTransform
 
-__all__ = ["choose_recipe", "final_baseline", "probe_child", "probed_ops", "race_survivors", "restrict_space",
-           "selection_trial"]
+__all__ = ["choose_recipe", "final_baseline", "final_training", "probe_child", "probed_ops", "race_survivors",
+           "restrict_space", "selection_trial"]
 
 
 def probed_ops(space: SearchSpace) -> list[str]:
@@ -71,11 +71,21 @@ def final_baseline(prepared: Prepared, fit: DomainFit) -> Baseline:
     return Baseline(base.pad_crop, base.hflip or flip_ok)
 
 
+def final_training(prepared: Prepared) -> TrainConfig:
+    """The training the recipe is selected for: ``--final-epochs`` on all the search's training images."""
+    config = prepared.config
+    return fit_to_data(config.final_train_config(), len(prepared.data), config.min_steps)
+
+
 def selection_trial(prepared: Prepared, recipe: Recipe, fold: int, faults: Faults = Faults(),
                     index: int = 0) -> dict[str, Any]:
     """Phase 3: train a fresh model with ``recipe`` on the training part of ``fold`` at the final budget;
     its error (%) and loss on the held-out part. The same fold gives every recipe the same initial weights.
-    ``index`` (the recipe's place among the candidates) only names the trial."""
+    ``index`` (the recipe's place among the candidates) only names the trial.
+
+    The final budget is the final training's own settings, adapted to all the search's images (batch,
+    epochs, warm-up), not re-adapted to the fold's smaller training part: every image is seen as often
+    as in the final training, with the same batch size."""
     faults.reach("select", fold=fold, index=index)
     config = prepared.config
     use_threads(config)
@@ -83,8 +93,7 @@ def selection_trial(prepared: Prepared, recipe: Recipe, fold: int, faults: Fault
     data, device = prepared.data, device_for(config)
     torch.manual_seed(config.seed * 1000 + 500 + fold)
     model = prepared.new_model()
-    train_config = dataclasses.replace(fit_to_data(config.final_train_config(), len(train_idx), config.min_steps),
-                                       seed=config.seed + fold)
+    train_config = dataclasses.replace(final_training(prepared), seed=config.seed + fold)
     started = time.perf_counter()
     train_model(model, data.subset(train_idx), train_config, augment=BatchPolicyTransform(recipe.recipe),
                 mean=prepared.mean, std=prepared.std, device=device)

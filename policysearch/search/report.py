@@ -84,8 +84,8 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
                   f"(accuracy - chance) / (clean accuracy - chance), clean accuracy {fit.clean_accuracy:.3f}, chance "
                   f"{fit.chance:.3f}. An op keeps the levels up to the last probed level with retained >= "
                   f"{fit.threshold:g}: that level bounds it in the Fast AutoAugment space, and an op failing at the "
-                  "lowest level is excluded from every candidate (TrivialAugment and RandAugment keep their own "
-                  "levels of the ops kept).", "", "| op | retained at levels | highest level in the search space |",
+                  "lowest level is excluded from the space and from every candidate but TrivialAugment as "
+                  "published, the reference (TrivialAugment and RandAugment keep their own levels of the ops kept).", "", "| op | retained at levels | highest level in the search space |",
                   "|---|---|---|"]
         for op_fit in sorted(fit.ops.values(), key=lambda f: (f.max_level, f.op)):
             levels = ", ".join(f"{lv:g}: {r:.2f}" for lv, r in zip(op_fit.levels, op_fit.retained))

@@ -518,7 +518,8 @@ def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO) -> tup
     top = top_candidates(rows, searched.space, config.splits, config.repeats, config.top_n)
     merged = merge_top(top)
     baseline = final_baseline(prepared, fit)
-    recipes = candidate_recipes(baseline, fit, merged, strengths=config.strengths)
+    recipes = candidate_recipes(baseline, fit, merged, strengths=config.strengths,
+                                flip_from_fit=baseline.hflip and not prepared.baseline.hflip)
     folds = len(prepared.folds)
 
     def train_recipes(name: str, indices: list[int], fold_range: list[int], title: str) -> list[dict[str, Any]]:
