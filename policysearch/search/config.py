@@ -85,8 +85,9 @@ class SearchConfig:
     batch_size: int = _option(128, "child-model batch size", "child models")
     lr: float = _option(0.1, "child-model learning rate (SGD, cosine schedule)", "child models")
     weight_decay: float = _option(5e-4, "child-model weight decay", "child models")
-    min_steps: int = _option(MIN_STEPS, "optimizer steps every training gets at least (epochs are added on tiny "
-                             f"data, and the batch is bounded so an epoch has at least {MIN_STEPS_PER_EPOCH} steps)",
+    min_steps: int = _option(MIN_STEPS, "optimizer steps the child models and the final training get at least "
+                             "(epochs are added on tiny data, and the batch is bounded so an epoch has at least "
+                             f"{MIN_STEPS_PER_EPOCH} steps; the selection trains like the final training)",
                              "child models")
     cpus_per_trial: float = _option(1.0, "CPUs one trial uses", "resources")
     gpus_per_trial: float = _option(0.0, "GPUs one trial uses; 0.25 packs four trials on a GPU", "resources")

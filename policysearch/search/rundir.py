@@ -29,8 +29,9 @@ CONFIG_FILE = "config.json"
 # The layout of a run's phases and results; a run of another layout cannot be continued by this code.
 # 2: phase 3 races the folds (experiments phase3_selection and phase3_selection_rest), and the standard
 # candidate recipes keep their own levels. 3: each phase-1 trial ends with its child's domain probe
-# (there is no experiment phase1b_domain).
-RUN_FORMAT = 3
+# (there is no experiment phase1b_domain). 4: phase 3 trains at the final training's batch and epochs, and a
+# flip the domain fit added brings flip-less baseline candidates (the recipe indices of format 3 shift).
+RUN_FORMAT = 4
 
 
 class RunError(ValueError):
