@@ -6,8 +6,8 @@ TrivialAugment without the ops the domain fit excludes (when that differs), Rand
 (N, M) grid without them, and the density-matched Fast AutoAugment policy at a few strengths, searched in
 the space the domain fit bounded; each with the data set's pad-and-crop and without it (a crop that is
 too strong for the image size can hurt more than any policy helps). A flip the domain fit added to the
-data set's baseline is tried by training too: the baseline alone also comes without it. TrivialAugment and RandAugment keep
-their own levels. The standard recipe, TrivialAugment as published on the data set's baseline, is the
+data set's baseline is tried by training too: the baseline alone also comes without it. TrivialAugment
+and RandAugment keep their own levels. The standard recipe, TrivialAugment as published on the data set's baseline, is the
 reference the selection holds every other against: the domain fit's exclusions are judged a frozen
 model's affinity, which does not say whether training with an op helps, so they must earn their place
 like any other challenger. Ray is not imported here.
