@@ -33,34 +33,67 @@ from policysearch.policy import Operation, Policy, PolicyError
 TORCHVISION_POLICIES = ("imagenet", "cifar10", "svhn")
 _TV_BINS = 10
 
+# torchvision's magnitude ranges per space: (our op, top of the range), the range starting at 0.
+# "standard" is AutoAugment's and RandAugment's (translations as a fraction of the size, which torchvision
+# multiplies by the size), "wide" TrivialAugmentWide's (translations in pixels, whatever the size).
+_TV_RANGES: dict[str, dict[str, tuple[str, float]]] = {
+    "standard": {"ShearX": ("ShearX", 0.3), "ShearY": ("ShearY", 0.3),
+                 "TranslateX": ("TranslateX", 150.0 / 331.0), "TranslateY": ("TranslateY", 150.0 / 331.0),
+                 "Rotate": ("Rotate", 30.0), "Brightness": ("Brightness", 0.9), "Color": ("Color", 0.9),
+                 "Contrast": ("Contrast", 0.9), "Sharpness": ("Sharpness", 0.9)},
+    "wide": {"ShearX": ("ShearX", 0.99), "ShearY": ("ShearY", 0.99),
+             "TranslateX": ("TranslateXAbs", 32.0), "TranslateY": ("TranslateYAbs", 32.0),
+             "Rotate": ("Rotate", 135.0), "Brightness": ("Brightness", 0.99), "Color": ("Color", 0.99),
+             "Contrast": ("Contrast", 0.99), "Sharpness": ("Sharpness", 0.99)},
+}
+_TV_POSTERIZE_DROP = {"standard": 4, "wide": 6}  # bits dropped at the top bin
+
+
+def torchvision_op(op: str, ranges: str = "standard") -> str:
+    """Our op for torchvision's op name in a space: TrivialAugmentWide's translations are in pixels."""
+    entry = _TV_RANGES[ranges].get(op)
+    return op if entry is None else entry[0]
+
+
+def tv_magnitude(op: str, bin_index: int, bins: int = _TV_BINS, ranges: str = "standard") -> float:
+    """torchvision's magnitude of bin ``bin_index`` of ``bins`` for its op ``op``, computed as torchvision
+    computes it (float32 bins), in the space of AutoAugment/RandAugment ("standard") or TrivialAugmentWide
+    ("wide"); translations as a fraction of the size in "standard", in pixels in "wide"."""
+    if op in _TV_RANGES[ranges]:
+        values = torch.linspace(0.0, _TV_RANGES[ranges][op][1], bins)
+    elif op == "Posterize":
+        values = 8 - (torch.arange(bins) / ((bins - 1) / _TV_POSTERIZE_DROP[ranges])).round().int()
+    elif op == "Solarize":
+        values = torch.linspace(255.0, 0.0, bins)
+    else:
+        raise PolicyError(f"torchvision has no magnitude for {op}")
+    return float(values[bin_index].item())
+
 
 def _tv_magnitude(op: str, bin_index: int) -> float:
     """torchvision AutoAugment's magnitude for bin ``bin_index`` of 10 (shared-size independent form)."""
-    bins = {
-        "ShearX": torch.linspace(0.0, 0.3, _TV_BINS),
-        "ShearY": torch.linspace(0.0, 0.3, _TV_BINS),
-        "TranslateX": torch.linspace(0.0, 150.0 / 331.0, _TV_BINS),  # fraction of the size
-        "TranslateY": torch.linspace(0.0, 150.0 / 331.0, _TV_BINS),
-        "Rotate": torch.linspace(0.0, 30.0, _TV_BINS),
-        "Brightness": torch.linspace(0.0, 0.9, _TV_BINS),
-        "Color": torch.linspace(0.0, 0.9, _TV_BINS),
-        "Contrast": torch.linspace(0.0, 0.9, _TV_BINS),
-        "Sharpness": torch.linspace(0.0, 0.9, _TV_BINS),
-        "Posterize": 8 - (torch.arange(_TV_BINS) / ((_TV_BINS - 1) / 4)).round().int(),
-        "Solarize": torch.linspace(255.0, 0.0, _TV_BINS),
-    }
-    return float(bins[op][bin_index].item())
+    return tv_magnitude(op, bin_index)
 
 
-def _level_for(op: str, argument: float) -> float:
-    """The level in [0, 1] whose (unsigned) argument for ``op`` is ``argument``."""
+def _level_for(op: str, argument: float, ranges: str = "standard") -> float:
+    """The level in [0, 1] whose (unsigned) argument for ``op`` in the named op ranges is ``argument``."""
     spec = OPS[op]
     if not spec.has_magnitude:
         return 0.0
-    level = (argument - spec.low) / (spec.high - spec.low)
+    low, high = spec.bounds(ranges)
+    level = (argument - low) / (high - low)
     if not -1e-6 <= level <= 1 + 1e-6:  # float32 bins may overshoot by an ulp
-        raise PolicyError(f"{op}: argument {argument} is outside our range [{spec.low}, {spec.high}]")
+        raise PolicyError(f"{op}: argument {argument} is outside our range [{low}, {high}]")
     return min(max(level, 0.0), 1.0)
+
+
+def tv_level(op: str, bin_index: int, bins: int, ranges: str = "standard") -> float:
+    """Our level for torchvision's op ``op`` (its name) at bin ``bin_index`` of ``bins`` in a space, so that
+    the applied argument is torchvision's; 0 for ops without a magnitude."""
+    ours = torchvision_op(op, ranges)
+    if not OPS[ours].has_magnitude:
+        return 0.0
+    return _level_for(ours, tv_magnitude(op, bin_index, bins, ranges), ranges)
 
 
 def from_torchvision(name: str) -> Policy:

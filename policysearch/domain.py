@@ -90,7 +90,7 @@ class DomainFit:
         """``policy`` with every excluded op replaced by Identity (same probabilities; levels untouched)."""
         subs = [[step if self.allowed(step.op) else Operation("Identity", step.prob, 0.0) for step in sub]
                 for sub in policy]
-        return Policy(subs, policy.metadata, policy.name, policy.baseline)
+        return Policy(subs, policy.metadata, policy.name, policy.baseline, policy.ranges)
 
     def to_dict(self) -> dict[str, object]:
         return {"threshold": self.threshold, "clean_accuracy": self.clean_accuracy, "chance": self.chance,

@@ -81,7 +81,7 @@ class PolicyTransform(v2.Transform):
             negative = bool(torch.rand(1, generator=gen) < 0.5)
             if gate >= step.prob:
                 continue
-            arg = spec.argument(step.level)
+            arg = spec.argument(step.level, self.policy.ranges)
             if spec.signed and negative:
                 arg = -arg
             draw = spec.sample(1, size, gen, torch.device("cpu")) if spec.sample else {}

@@ -1,7 +1,8 @@
 """The one op table: every augmentation operation, its magnitude range and its implementations.
 
 Each op maps a level in [0, 1] linearly into an argument between ``low`` and ``high``; a higher level
-is always stronger and level 0 is the identity for every op that has a magnitude. ``signed`` ops flip
+is always stronger and level 0 is the identity for every op that has a magnitude. A policy names the
+op ranges it uses (``OP_RANGES``): AutoAugment's ("standard") or TrivialAugmentWide's ("wide"). ``signed`` ops flip
 the argument's sign with probability 1/2 (a shear to the left or to the right, a brighter or a darker
 image). Each op has two implementations that mean the same thing:
 
@@ -94,14 +95,25 @@ class OpSpec:
     # The table depends on the argument alone, not on the image: computed once per policy entry.
     table_from_arg: bool = False
     description: str = field(default="", compare=False)
+    # The top of the range in the "wide" op ranges (TrivialAugmentWide's); None: the same as "standard".
+    wide_high: float | None = None
 
     @property
     def has_magnitude(self) -> bool:
         return self.low != self.high
 
-    def argument(self, level: float) -> float:
-        """The unsigned argument for a level in [0, 1]."""
-        return self.low + level * (self.high - self.low)
+    def bounds(self, ranges: str = "standard") -> tuple[float, float]:
+        """The argument at level 0 and at level 1 in the named op ranges (``OP_RANGES``)."""
+        if ranges not in OP_RANGES:
+            raise ValueError(f"unknown op ranges {ranges!r}; choose from {', '.join(OP_RANGES)}")
+        if ranges == "wide" and self.wide_high is not None:
+            return self.low, self.wide_high
+        return self.low, self.high
+
+    def argument(self, level: float, ranges: str = "standard") -> float:
+        """The unsigned argument for a level in [0, 1] in the named op ranges."""
+        low, high = self.bounds(ranges)
+        return low + level * (high - low)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -362,10 +374,14 @@ def _translate_pixels(arg: float, size: int) -> int:
     return int(arg * size)
 
 
-def _translate_x_pil(img, arg, draw, ctx):
+def _shift_pil(img: Image.Image, dx: int, dy: int, ctx: PilContext) -> Image.Image:
     tv = _tv()
-    return tv.affine(img, angle=0.0, translate=[_translate_pixels(arg, img.width), 0], scale=1.0,
-                     shear=[0.0, 0.0], interpolation=tv.InterpolationMode.NEAREST, fill=list(ctx.fill))
+    return tv.affine(img, angle=0.0, translate=[dx, dy], scale=1.0, shear=[0.0, 0.0],
+                     interpolation=tv.InterpolationMode.NEAREST, fill=list(ctx.fill))
+
+
+def _translate_x_pil(img, arg, draw, ctx):
+    return _shift_pil(img, _translate_pixels(arg, img.width), 0, ctx)
 
 
 def _translate_x_matrix(arg, h, w):
@@ -373,13 +389,29 @@ def _translate_x_matrix(arg, h, w):
 
 
 def _translate_y_pil(img, arg, draw, ctx):
-    tv = _tv()
-    return tv.affine(img, angle=0.0, translate=[0, _translate_pixels(arg, img.height)], scale=1.0,
-                     shear=[0.0, 0.0], interpolation=tv.InterpolationMode.NEAREST, fill=list(ctx.fill))
+    return _shift_pil(img, 0, _translate_pixels(arg, img.height), ctx)
 
 
 def _translate_y_matrix(arg, h, w):
     return _affine_rows(arg, {5: -(arg * h).trunc()})
+
+
+# TrivialAugmentWide shifts by a number of pixels whatever the image size: its argument is in pixels,
+# truncated toward zero as torchvision does.
+def _translate_x_abs_pil(img, arg, draw, ctx):
+    return _shift_pil(img, int(arg), 0, ctx)
+
+
+def _translate_x_abs_matrix(arg, h, w):
+    return _affine_rows(arg, {2: -arg.trunc()})
+
+
+def _translate_y_abs_pil(img, arg, draw, ctx):
+    return _shift_pil(img, 0, int(arg), ctx)
+
+
+def _translate_y_abs_matrix(arg, h, w):
+    return _affine_rows(arg, {5: -arg.trunc()})
 
 
 def _rotate_pil(img, arg, draw, ctx):
@@ -813,7 +845,7 @@ def _sample_pairing(x, arg, draw, ctx):
 
 
 def _op(name, low, high, signed, pil, tensor=None, sample=None, exact=True, uint8=False, matrix=None,
-        table=None, table_from_arg=False, pixel_map=None, description=""):
+        table=None, table_from_arg=False, pixel_map=None, description="", wide=None):
     """One table entry. A geometric op gives its ``matrix`` and a pixel-wise op its ``pixel_map``; their
     tensor implementation (and table) follow from it, and both take uint8 batches as they are."""
     if matrix is not None:
@@ -821,8 +853,15 @@ def _op(name, low, high, signed, pil, tensor=None, sample=None, exact=True, uint
     if pixel_map is not None:
         tensor, table, uint8 = partial(_pointwise_op, pixel_map), partial(_map_table, pixel_map), True
     return OpSpec(name, float(low), float(high), signed, pil, tensor, sample, exact, uint8, matrix, table,
-                  table_from_arg, description)
+                  table_from_arg, description, None if wide is None else float(wide))
 
+
+# Named op ranges a policy can use: AutoAugment's ("standard") or TrivialAugmentWide's wider ones
+# ("wide": shear 0.99, rotate 135 degrees, enhance 1 +- 0.99, posterize down to 2 bits). An op without
+# a wide entry has the same range in both.
+OP_RANGES: tuple[str, ...] = ("standard", "wide")
+TRANSLATE_ABS_MAX = 32.0  # pixels, TrivialAugmentWide's
+WIDE_FACTOR = float(np.float32(0.99))  # torchvision's bins are float32: its top is 0.99000001, not 0.99
 
 # Fast AutoAugment shifts by up to 0.45 of the size and AutoAugment/torchvision by up to 150/331 (0.453);
 # our range covers both so that either converts without clipping.
@@ -831,26 +870,27 @@ TRANSLATE_MAX = 150.0 / 331.0
 OPS: dict[str, OpSpec] = {
     spec.name: spec
     for spec in [
-        _op("ShearX", 0, 0.3, True, _shear_x_pil, matrix=_shear_x_matrix, description="shear factor"),
-        _op("ShearY", 0, 0.3, True, _shear_y_pil, matrix=_shear_y_matrix, description="shear factor"),
+        _op("ShearX", 0, 0.3, True, _shear_x_pil, matrix=_shear_x_matrix, description="shear factor", wide=WIDE_FACTOR),
+        _op("ShearY", 0, 0.3, True, _shear_y_pil, matrix=_shear_y_matrix, description="shear factor", wide=WIDE_FACTOR),
         _op("TranslateX", 0, TRANSLATE_MAX, True, _translate_x_pil, matrix=_translate_x_matrix,
             description="shift, fraction of the width"),
         _op("TranslateY", 0, TRANSLATE_MAX, True, _translate_y_pil, matrix=_translate_y_matrix,
             description="shift, fraction of the height"),
-        _op("Rotate", 0, 30, True, _rotate_pil, matrix=_rotate_matrix, description="degrees"),
+        _op("Rotate", 0, 30, True, _rotate_pil, matrix=_rotate_matrix, description="degrees", wide=135),
         _op("AutoContrast", 0, 0, False, _autocontrast_pil, _autocontrast, uint8=True, table=_autocontrast_table),
         _op("Invert", 0, 0, False, _invert_pil, pixel_map=_invert_map, table_from_arg=True),
         _op("Equalize", 0, 0, False, _equalize_pil, _equalize, uint8=True, table=_equalize_table),
         _op("Solarize", 256, 0, False, _solarize_pil, pixel_map=_solarize_map, table_from_arg=True,
             description="threshold, grey levels"),
         _op("Posterize", 8, 4, False, _posterize_pil, pixel_map=_posterize_map, table_from_arg=True,
-            description="bits kept"),
-        _op("Contrast", 0, 0.9, True, _contrast_pil, pixel_map=_contrast_map, description="factor 1 +- arg"),
-        _op("Color", 0, 0.9, True, _color_pil, _color, uint8=True, description="factor 1 +- arg"),
+            description="bits kept", wide=2),
+        _op("Contrast", 0, 0.9, True, _contrast_pil, pixel_map=_contrast_map, description="factor 1 +- arg",
+            wide=WIDE_FACTOR),
+        _op("Color", 0, 0.9, True, _color_pil, _color, uint8=True, description="factor 1 +- arg", wide=WIDE_FACTOR),
         _op("Brightness", 0, 0.9, True, _brightness_pil, pixel_map=_brightness_map, table_from_arg=True,
-            description="factor 1 +- arg"),
+            description="factor 1 +- arg", wide=WIDE_FACTOR),
         _op("Sharpness", 0, 0.9, True, _sharpness_pil, _sharpness, exact=False, uint8=True,
-            description="factor 1 +- arg"),
+            description="factor 1 +- arg", wide=WIDE_FACTOR),
         _op("Cutout", 0, 0.2, False, _cutout_pil, _cutout, _sample_centre,
             uint8=True, description="square side, fraction of the shorter side"),
         _op("SamplePairing", 0, 0.4, False, _sample_pairing_pil, _sample_pairing, _sample_partner,
@@ -866,6 +906,10 @@ OPS: dict[str, OpSpec] = {
             description="gamma exp(+-arg)"),
         _op("Blur", 0, 1.5, False, _blur_pil, _blur, description="box radius, pixels"),
         _op("Zoom", 0, 0.5, True, _zoom_pil, matrix=_zoom_matrix, description="scale 1 +- arg"),
+        _op("TranslateXAbs", 0, TRANSLATE_ABS_MAX, True, _translate_x_abs_pil, matrix=_translate_x_abs_matrix,
+            description="shift, pixels"),
+        _op("TranslateYAbs", 0, TRANSLATE_ABS_MAX, True, _translate_y_abs_pil, matrix=_translate_y_abs_matrix,
+            description="shift, pixels"),
     ]
 }
 

@@ -24,10 +24,13 @@ from typing import Any, Iterator, Mapping, Sequence
 import jsonschema
 
 from policysearch.atomic import write_json_atomic
-from policysearch.ops import OP_NAMES
+from policysearch.ops import OP_NAMES, OP_RANGES
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # version 1 files have no baseline block
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # version 1 files have no baseline block, versions 1-2 no op_ranges
+# Added in version 3: the op ranges a policy names, and the ops that shift by pixels. A policy without
+# them is written as version 2, so that older readers still read it.
+_VERSION_3_OPS = frozenset({"TranslateXAbs", "TranslateYAbs"})
 MAX_FILE_BYTES = 1 << 20
 """Largest policy file ``Policy.load`` reads (about 17,000 operations); validation takes seconds near it."""
 MAX_DEPTH = 64
@@ -108,7 +111,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
         bounds = f"[{error.schema.get('minimum', 0)}, {error.schema.get('maximum', 1)}]"
         return f"{place}: {_short(value)} is outside {bounds}"
     if error.validator == "enum" and place == "format_version":
-        versions = " and ".join(map(str, READABLE_VERSIONS))
+        versions = ", ".join(map(str, READABLE_VERSIONS[:-1])) + f" and {READABLE_VERSIONS[-1]}"
         return f"{place}: unsupported format_version {_short(value)} (this policysearch reads versions {versions})"
     if error.validator == "enum" and place.endswith(".op"):
         close = difflib.get_close_matches(value, OP_NAMES, n=3, cutoff=0.5) if isinstance(value, str) else []
@@ -194,14 +197,21 @@ def software_versions() -> dict[str, str]:
 
 
 class Policy:
-    """An augmentation policy: sub-policies of (op, prob, level), plus provenance metadata."""
+    """An augmentation policy: sub-policies of (op, prob, level), plus provenance metadata.
+
+    ``ranges`` names the op ranges its levels map into (``ops.OP_RANGES``): "standard" (AutoAugment's) or
+    "wide" (TrivialAugmentWide's), so that torchvision's wide recipe is a policy like any other.
+    """
 
     def __init__(self, sub_policies: Sequence[Sequence[Operation | Sequence[Any] | Mapping[str, Any]]],
                  metadata: Mapping[str, Any] | None = None, name: str = "",
-                 baseline: Baseline | None = None) -> None:
+                 baseline: Baseline | None = None, ranges: str = "standard") -> None:
         subs = tuple(tuple(_as_operation(step) for step in sub) for sub in sub_policies)
         if baseline is not None and not isinstance(baseline, Baseline):
             raise PolicyError(f"Policy: baseline must be a Baseline, got {type(baseline).__name__}")
+        if ranges not in OP_RANGES:
+            raise PolicyError(f"Policy: op_ranges {_short(ranges)} is not one of {', '.join(OP_RANGES)}")
+        self.ranges = ranges
         self.baseline = baseline or Baseline()
         self.name = name
         self.metadata = dict(metadata or {})
@@ -210,9 +220,13 @@ class Policy:
 
     # -- plain-data views -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"format_version": FORMAT_VERSION}
+        """The file form, in the oldest format version that can hold this policy."""
+        newer = self.ranges != "standard" or bool(self.ops() & _VERSION_3_OPS)
+        data: dict[str, Any] = {"format_version": FORMAT_VERSION if newer else 2}
         if self.name:
             data["name"] = self.name
+        if newer:
+            data["op_ranges"] = self.ranges
         data["sub_policies"] = [[step.to_dict() for step in sub] for sub in self.sub_policies]
         data["baseline"] = self.baseline.to_dict()
         if self.metadata:
@@ -227,11 +241,15 @@ class Policy:
         if data["format_version"] == 1 and "baseline" in data:  # version 1 predates it: a mixed-up file
             raise PolicyError(f"{source}: baseline: format_version 1 has no baseline; write format_version 2 "
                               "to carry one")
+        if data["format_version"] < 3 and "op_ranges" in data:
+            raise PolicyError(f"{source}: op_ranges: format_version {data['format_version']} has no op_ranges; "
+                              "write format_version 3 to carry them")
         try:  # the schema lets 1.0 through as an integer; Baseline refuses it
             baseline = Baseline(**data["baseline"]) if "baseline" in data else Baseline()
         except PolicyError as exc:
             raise PolicyError(f"{source}: {exc}") from None
-        return cls(data["sub_policies"], data.get("metadata"), data.get("name", ""), baseline)
+        return cls(data["sub_policies"], data.get("metadata"), data.get("name", ""), baseline,
+                   data.get("op_ranges", "standard"))
 
     # -- files ------------------------------------------------------------------------------------
     @classmethod
@@ -301,24 +319,26 @@ class Policy:
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Policy) and self.sub_policies == other.sub_policies
-                and self.baseline == other.baseline)
+                and self.baseline == other.baseline and self.ranges == other.ranges)
 
     def __hash__(self) -> int:
-        return hash((self.sub_policies, self.baseline))
+        return hash((self.sub_policies, self.baseline, self.ranges))
 
     def __repr__(self) -> str:
-        return f"Policy({len(self)} sub-policies, ops={sorted(self.ops())}, baseline: {self.baseline.describe()})"
+        ranges = "" if self.ranges == "standard" else f", {self.ranges} op ranges"
+        return (f"Policy({len(self)} sub-policies, ops={sorted(self.ops())}{ranges}, "
+                f"baseline: {self.baseline.describe()})")
 
     def scaled(self, strength: float) -> "Policy":
         """The same sub-policies with every probability multiplied by ``strength`` in [0, 1]."""
         if not 0 <= strength <= 1:
             raise PolicyError(f"strength {strength!r} is outside [0, 1]")
         subs = [[Operation(s.op, s.prob * strength, s.level) for s in sub] for sub in self.sub_policies]
-        return Policy(subs, self.metadata, self.name, self.baseline)
+        return Policy(subs, self.metadata, self.name, self.baseline, self.ranges)
 
     def with_baseline(self, baseline: Baseline) -> "Policy":
         """The same sub-policies followed by ``baseline`` (the whole recipe in one object)."""
-        return Policy(self.sub_policies, self.metadata, self.name, baseline)
+        return Policy(self.sub_policies, self.metadata, self.name, baseline, self.ranges)
 
     def ops(self) -> set[str]:
         """Names of the ops this policy uses."""
@@ -344,11 +364,15 @@ def remove_duplicates(policy: Policy) -> Policy:
         if key not in seen:
             seen.add(key)
             subs.append(sub)
-    return Policy(subs, policy.metadata, policy.name, policy.baseline)
+    return Policy(subs, policy.metadata, policy.name, policy.baseline, policy.ranges)
 
 
 def merge_policies(policies: Sequence[Policy], metadata: Mapping[str, Any] | None = None) -> Policy:
-    """Union of the sub-policies of several policies, keeping the first of any duplicates, in order."""
+    """Union of the sub-policies of several policies, keeping the first of any duplicates, in order.
+    They must use the same op ranges: the same level means another argument in another range."""
+    ranges = {policy.ranges for policy in policies}
+    if len(ranges) > 1:
+        raise PolicyError(f"cannot merge policies with different op ranges ({', '.join(sorted(ranges))})")
     seen: set[SubPolicy] = set()
     subs: list[SubPolicy] = []
     for policy in policies:
@@ -356,7 +380,7 @@ def merge_policies(policies: Sequence[Policy], metadata: Mapping[str, Any] | Non
             if sub not in seen:
                 seen.add(sub)
                 subs.append(sub)
-    return Policy(subs, metadata)
+    return Policy(subs, metadata, ranges=ranges.pop() if ranges else "standard")
 
 
 class _DuplicateKey(ValueError):

@@ -5,6 +5,8 @@ Policies people already use, built as plain functions::
     randaugment_policy(n=2, m=9)         RandAugment: N ops per image, uniformly with replacement, at level M/10
     trivialaugment_policy(bins=31)       TrivialAugment: one op per image at a uniform level out of ``bins``
     autoaugment_policy("cifar10")        torchvision's AutoAugment policy (also "imagenet", "svhn")
+    randaugment_tv_policy(n=2, m=9, bins=31)  torchvision's RandAugment(), its M a bin of ``bins``
+    trivialaugment_wide_policy(bins=31, max_level=1)  torchvision's TrivialAugmentWide(); max_level < 1: gentler
     identity_policy()                    no augmentation
 
 ``ops=`` restricts a policy to the ops a caller allows (for example a search space's op list): only the
@@ -28,9 +30,14 @@ ignored:
 
 ==============================  ==============================================================
 ``randaugment[:n=N,m=M]``       N a whole number 1..4 (default 2), M a number 0..10 (default 9)
+``randaugment:n=N,m=M,bins=B``  torchvision's meaning: M is bin M of B (``torchvision:randaugment``
+                                is ``randaugment:n=2,m=9,bins=31``, level 0.3)
 ``trivialaugment[:bins=B]``     B a whole number 2..256 (default 31)
+``trivialaugmentwide[:bins=B,max=L]``  torchvision's TrivialAugmentWide (``torchvision:trivialaugmentwide``);
+                                L in (0, 1] scales every level (default 1, exact)
 ``autoaugment:VARIANT``         VARIANT cifar10, imagenet or svhn (no default: torchvision's is
-                                imagenet, the benchmark's cifar10); ``torchvision:VARIANT`` too
+                                imagenet, the benchmark's cifar10); ``torchvision:VARIANT`` too,
+                                and ``torchvision:randaugment`` / ``torchvision:trivialaugmentwide``
 ``identity``, ``none``          no augmentation
 ==============================  ==============================================================
 
@@ -65,8 +72,9 @@ from policysearch.ops import OP_NAMES
 from policysearch.policy import Operation, Policy, PolicyError
 
 __all__ = ["AUTOAUGMENT_VARIANTS", "POLICY_NAMES", "RANDAUGMENT_MAGNITUDE_SCALE", "RANDAUGMENT_MAX_N",
-           "RANDAUGMENT_OPS", "TRIVIALAUGMENT_BINS", "autoaugment_policy", "identity_policy", "is_policy_string",
-           "load_policy", "parse_policy_string", "randaugment_policy", "trivialaugment_policy"]
+           "RANDAUGMENT_OPS", "TORCHVISION_TRANSFORMS", "TRIVIALAUGMENT_BINS", "autoaugment_policy",
+           "identity_policy", "is_policy_string", "load_policy", "parse_policy_string", "randaugment_policy",
+           "randaugment_tv_policy", "trivialaugment_policy", "trivialaugment_wide_policy"]
 
 # RandAugment's and TrivialAugment's op list (torchvision's), in our op names.
 RANDAUGMENT_OPS: tuple[str, ...] = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate",
@@ -77,6 +85,11 @@ RANDAUGMENT_MAX_N = 4  # len(ops) ** n sub-policies: 14**4 = 38,416 is still qui
 TRIVIALAUGMENT_BINS = 31  # torchvision's bin count
 TRIVIALAUGMENT_MAX_BINS = 256
 AUTOAUGMENT_VARIANTS: tuple[str, ...] = ("cifar10", "imagenet", "svhn")  # convert.TORCHVISION_POLICIES
+# torchvision's transforms with their default arguments, as exact policies (``torchvision:NAME``).
+TORCHVISION_TRANSFORMS: dict[str, Callable[[], Policy]] = {
+    "randaugment": lambda: randaugment_tv_policy(),
+    "trivialaugmentwide": lambda: trivialaugment_wide_policy(),
+}
 
 
 def _fail(where: str, problem: str) -> PolicyError:
@@ -169,6 +182,55 @@ def _trivialaugment(bins: object, ops: Iterable[str] | None, where: str) -> Poli
     return Policy(subs, metadata, name=f"trivialaugment:bins={bins}" + _restriction_note(kept, RANDAUGMENT_OPS))
 
 
+def randaugment_tv_policy(n: int = 2, m: int = 9, bins: int = TRIVIALAUGMENT_BINS,
+                          ops: Iterable[str] | None = None) -> Policy:
+    """torchvision's ``RandAugment(num_ops=n, magnitude=m, num_magnitude_bins=bins)`` exactly: every ordered
+    n-tuple of its ops, prob 1, each op at the level whose argument is torchvision's bin ``m`` of ``bins``."""
+    return _randaugment_tv(n, m, bins, ops, "randaugment_tv_policy")
+
+
+def _randaugment_tv(n: object, m: object, bins: object, ops: Iterable[str] | None, where: str) -> Policy:
+    from policysearch.convert import tv_level
+
+    n = _whole(n, "n", 1, RANDAUGMENT_MAX_N, where)
+    bins = _whole(bins, "bins", 2, TRIVIALAUGMENT_MAX_BINS, where)
+    m = _whole(m, "m", 0, bins - 1, where)
+    kept = _allowed(ops, RANDAUGMENT_OPS, "RandAugment", where)
+    steps = [Operation(op, 1.0, tv_level(op, m, bins)) for op in kept]
+    subs = [list(tup) for tup in itertools.product(steps, repeat=n)]
+    metadata = {"source": f"torchvision RandAugment(num_ops={n}, magnitude={m}, num_magnitude_bins={bins})"}
+    if kept != RANDAUGMENT_OPS:
+        metadata["ops"] = list(kept)
+    return Policy(subs, metadata, name=f"randaugment:n={n},m={m},bins={bins}" + _restriction_note(kept, RANDAUGMENT_OPS))
+
+
+def trivialaugment_wide_policy(bins: int = TRIVIALAUGMENT_BINS, max_level: float = 1.0,
+                               ops: Iterable[str] | None = None) -> Policy:
+    """torchvision's ``TrivialAugmentWide(num_magnitude_bins=bins)`` exactly (wide op ranges, shifts in
+    pixels): one op at prob 1 per sub-policy, for every (op, bin) pair. ``max_level`` below 1 is the
+    strength dial: every level scaled by it, a gentler recipe of the same shape."""
+    return _trivialaugment_wide(bins, max_level, ops, "trivialaugment_wide_policy")
+
+
+def _trivialaugment_wide(bins: object, max_level: object, ops: Iterable[str] | None, where: str) -> Policy:
+    from policysearch.convert import torchvision_op, tv_level
+
+    bins = _whole(bins, "bins", 2, TRIVIALAUGMENT_MAX_BINS, where)
+    if isinstance(max_level, bool) or not isinstance(max_level, numbers.Real):
+        raise _fail(where, f"max={max_level!r} is not a number")
+    if not 0 < max_level <= 1:  # also rejects nan
+        raise _fail(where, f"max={max_level:g} is outside (0, 1]")
+    kept = _allowed(ops, RANDAUGMENT_OPS, "TrivialAugmentWide", where)
+    subs = [[Operation(torchvision_op(op, "wide"), 1.0, tv_level(op, k, bins, "wide") * float(max_level))]
+            for op in kept for k in range(bins)]
+    cap = "" if max_level == 1 else f", levels scaled by {max_level:g}"
+    metadata = {"source": f"torchvision TrivialAugmentWide(num_magnitude_bins={bins}){cap}"}
+    if kept != RANDAUGMENT_OPS:
+        metadata["ops"] = list(kept)
+    name = f"trivialaugmentwide:bins={bins}" + ("" if max_level == 1 else f",max={max_level:g}")
+    return Policy(subs, metadata, name=name + _restriction_note(kept, RANDAUGMENT_OPS), ranges="wide")
+
+
 def autoaugment_policy(variant: str, ops: Iterable[str] | None = None) -> Policy:
     """torchvision's AutoAugment policy ``cifar10``, ``imagenet`` or ``svhn``, with its arguments kept."""
     return _autoaugment(variant, ops, "autoaugment_policy")
@@ -233,13 +295,34 @@ def _keyed(args: list[str], keys: dict[str, Callable[[str, str, str], object]], 
 
 
 def _parse_randaugment(args: list[str], where: str) -> Policy:
-    values = _keyed(args, {"n": _whole_text, "m": _number}, "randaugment", where)
+    values = _keyed(args, {"n": _whole_text, "m": _number, "bins": _whole_text}, "randaugment", where)
+    if "bins" in values:  # torchvision's meaning: M is bin M of B
+        m = values.get("m", 9)
+        if m != int(m):
+            raise _fail(where, f"m={m:g} is not a whole number (with bins=, M is a bin)")
+        return _randaugment_tv(values.get("n", 2), int(m), values["bins"], None, where)
     return _randaugment(values.get("n", 2), values.get("m", 9), None, where)
+
+
+def _parse_trivialaugment_wide(args: list[str], where: str) -> Policy:
+    values = _keyed(args, {"bins": _whole_text, "max": _number}, "trivialaugmentwide", where)
+    return _trivialaugment_wide(values.get("bins", TRIVIALAUGMENT_BINS), values.get("max", 1.0), None, where)
 
 
 def _parse_trivialaugment(args: list[str], where: str) -> Policy:
     values = _keyed(args, {"bins": _whole_text}, "trivialaugment", where)
     return _trivialaugment(values.get("bins", TRIVIALAUGMENT_BINS), None, where)
+
+
+def _parse_torchvision(args: list[str], where: str) -> Policy:
+    """``torchvision:NAME``: an AutoAugment variant, or torchvision's RandAugment() or TrivialAugmentWide()
+    with their default arguments."""
+    if len(args) == 1 and args[0].lower() in TORCHVISION_TRANSFORMS:
+        return TORCHVISION_TRANSFORMS[args[0].lower()]()
+    known = AUTOAUGMENT_VARIANTS + tuple(TORCHVISION_TRANSFORMS)
+    if len(args) == 1 and args[0].lower() not in known:
+        raise _fail(where, f"unknown torchvision recipe {args[0]!r}{_closest(args[0], known)}")
+    return _parse_autoaugment(args, where)
 
 
 def _parse_autoaugment(args: list[str], where: str) -> Policy:
@@ -260,8 +343,9 @@ def _parse_identity(args: list[str], where: str) -> Policy:
 _PARSERS: dict[str, Callable[[list[str], str], Policy]] = {
     "randaugment": _parse_randaugment,
     "trivialaugment": _parse_trivialaugment,
+    "trivialaugmentwide": _parse_trivialaugment_wide,
     "autoaugment": _parse_autoaugment,
-    "torchvision": _parse_autoaugment,  # the converter's spelling, torchvision:cifar10
+    "torchvision": _parse_torchvision,  # the converter's spelling, torchvision:cifar10, torchvision:randaugment
     "identity": _parse_identity,
     "none": _parse_identity,
 }

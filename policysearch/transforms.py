@@ -311,8 +311,8 @@ class BatchPolicyTransform(torch.nn.Module):
         for s, sub in enumerate(policy):
             for j, step in enumerate(sub):
                 ops[s, j], prob[s, j], level[s, j] = op_index[step.op], step.prob, step.level
-        low = torch.tensor([spec.low for spec in self._ops], dtype=torch.float64)
-        high = torch.tensor([spec.high for spec in self._ops], dtype=torch.float64)
+        bounds = torch.tensor([spec.bounds(policy.ranges) for spec in self._ops], dtype=torch.float64).view(-1, 2)
+        low, high = bounds[:, 0], bounds[:, 1]
         signed = torch.tensor([spec.signed for spec in self._ops], dtype=torch.bool)
         safe = ops.clamp_min(0)
         # The policy as tables [S, L] (sub-policy, slot). They are plain CPU tensors rather than buffers and

@@ -166,7 +166,7 @@ BAD_NUMBER = [*COMMON_BAD, True, False, "0.5", "", "NaN", [0.5], {"value": 0.5},
               HUGE_INT, -HUGE_INT, 1e308, -1e308, math.nan, math.inf, -math.inf]
 BAD_OP = [*COMMON_BAD, True, False, 0, 1.5, math.nan, "", " Rotate", "rotate", "Rotate ", "ROTATE", "R" * 100_000,
           "\u0000", "Rot\u00e4te", ["Rotate"], {"Rotate": 1}]
-BAD_VERSION = [*COMMON_BAD, True, False, 0, 3, -1, 1.5, 2.5, HUGE_INT, -HUGE_INT, math.nan, math.inf, -math.inf, "1",
+BAD_VERSION = [*COMMON_BAD, True, False, 0, 4, -1, 1.5, 2.5, HUGE_INT, -HUGE_INT, math.nan, math.inf, -math.inf, "1",
                "", [1]]
 BAD_STRING = [*COMMON_BAD, True, 0, 1.5, math.nan, HUGE_INT, ["x"], {"x": "y"}]
 BAD_SUB_POLICIES = [*COMMON_BAD, True, 0, "", "abc", [[]], [{}], ["Rotate"], [[None]], [[[]]], [["Rotate", 0.5, 0.5]],
@@ -258,7 +258,7 @@ def policy_corpus() -> Iterator[tuple[str, bytes, Any]]:
         for junk in (b"\xff", b"\xc3", b"\xed\xa0\x80"):  # an invalid byte, a cut sequence, a UTF-8 surrogate
             yield f"bad utf-8 {junk!r} at {at}", raw[:at] + junk + raw[at:], NOT_JSON
     # Encodings and byte-order marks around a document that is wrong anyway.
-    wrong = json.dumps({**VALID_POLICY, "format_version": 3})
+    wrong = json.dumps({**VALID_POLICY, "format_version": 4})
     for label, data in [("utf-16", text.encode("utf-16")), ("utf-16-le", text.encode("utf-16-le")),
                         ("utf-32", text.encode("utf-32")), ("bom + wrong", b"\xef\xbb\xbf" + wrong.encode()),
                         ("two boms", b"\xef\xbb\xbf\xef\xbb\xbf" + raw), ("bom only", b"\xef\xbb\xbf"),

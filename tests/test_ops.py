@@ -29,7 +29,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from _images import natural_batch, natural_pil, pil_to_tensor
-from policysearch.ops import OPS, PilContext, TensorContext, warp
+from policysearch.ops import OP_RANGES, OPS, PilContext, TensorContext, warp
 from policysearch.policy import Operation, Policy
 from policysearch.transforms import BatchPolicyTransform
 
@@ -39,9 +39,12 @@ NEAREST = InterpolationMode.NEAREST
 
 
 def _signed_args(spec):
-    for level in LEVELS:
-        for sign in ((1, -1) if spec.signed else (1,)):
-            yield level, sign * spec.argument(level)
+    """Every test level, both signs where the op is signed, in each op range where the op has its own."""
+    ranges = OP_RANGES if spec.wide_high is not None else ("standard",)
+    for name in ranges:
+        for level in LEVELS:
+            for sign in ((1, -1) if spec.signed else (1,)):
+                yield level, sign * spec.argument(level, name)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -62,6 +65,10 @@ def _torchvision(name: str, img: Image.Image, a: float) -> Image.Image:
                                        shear=[0.0, 0.0], interpolation=NEAREST, fill=[0]),
         "TranslateY": lambda: F.affine(img, angle=0.0, translate=[0, int(a * height)], scale=1.0,
                                        shear=[0.0, 0.0], interpolation=NEAREST, fill=[0]),
+        "TranslateXAbs": lambda: F.affine(img, angle=0.0, translate=[int(a), 0], scale=1.0,
+                                          shear=[0.0, 0.0], interpolation=NEAREST, fill=[0]),
+        "TranslateYAbs": lambda: F.affine(img, angle=0.0, translate=[0, int(a)], scale=1.0,
+                                          shear=[0.0, 0.0], interpolation=NEAREST, fill=[0]),
         "Rotate": lambda: F.rotate(img, a, interpolation=NEAREST, fill=[0]),
         "Zoom": lambda: F.affine(img, angle=0.0, translate=[0, 0], scale=1.0 + a, shear=[0.0, 0.0],
                                  interpolation=NEAREST, fill=[0]),
@@ -81,7 +88,7 @@ def _torchvision(name: str, img: Image.Image, a: float) -> Image.Image:
     return calls[name]()
 
 
-TORCHVISION_OPS = ["ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Zoom", "Brightness", "Color",
+TORCHVISION_OPS = ["ShearX", "ShearY", "TranslateX", "TranslateY", "TranslateXAbs", "TranslateYAbs", "Rotate", "Zoom", "Brightness", "Color",
                    "Contrast", "Sharpness", "Solarize", "Posterize", "AutoContrast", "Equalize", "Invert",
                    "Gamma", "FlipLR", "FlipUD"]
 
@@ -285,7 +292,7 @@ def test_blur_fixed_point_matches_pil_at_fractional_radii(radius):
 # float [0, 1] batches agree with uint8 batches (same plan)
 # ---------------------------------------------------------------------------------------------------
 
-FLOAT_IDENTICAL = {"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Zoom", "FlipLR", "FlipUD",
+FLOAT_IDENTICAL = {"ShearX", "ShearY", "TranslateX", "TranslateY", "TranslateXAbs", "TranslateYAbs", "Rotate", "Zoom", "FlipLR", "FlipUD",
                    "Invert", "Solarize", "Cutout", "ImpulseNoise", "Identity", "Equalize", "Posterize"}
 FLOAT_DEGENERATE_ROUNDED = {"Contrast", "Color", "Sharpness"}
 

@@ -189,11 +189,11 @@ def test_empty_sub_policy(tmp_path):
     assert load_error(tmp_path, data) == "sub_policies[2]: needs at least one operation"
 
 
-@pytest.mark.parametrize("version", [3, 0, "1", None])
+@pytest.mark.parametrize("version", [4, 0, "1", None])
 def test_wrong_format_version(tmp_path, version):
     message = load_error(tmp_path, doc(format_version=version))
     assert message == (f"format_version: unsupported format_version {version!r} "
-                       "(this policysearch reads versions 1 and 2)")
+                       "(this policysearch reads versions 1, 2 and 3)")
 
 
 def test_not_json_names_line_and_column(tmp_path):

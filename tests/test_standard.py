@@ -12,7 +12,7 @@ from policysearch.convert import from_torchvision
 from policysearch.policy import Operation, Policy, PolicyError
 from policysearch.standard import (AUTOAUGMENT_VARIANTS, POLICY_NAMES, RANDAUGMENT_OPS, autoaugment_policy,
                                    identity_policy, is_policy_string, parse_policy_string, randaugment_policy,
-                                   trivialaugment_policy)
+                                   randaugment_tv_policy, trivialaugment_policy, trivialaugment_wide_policy)
 from policysearch.transforms import BatchPolicyTransform
 
 # --------------------------------------------------------------------------------------------- every name
@@ -30,6 +30,11 @@ from policysearch.transforms import BatchPolicyTransform
     ("autoaugment:imagenet", lambda: from_torchvision("imagenet")),
     ("AutoAugment:SVHN", lambda: from_torchvision("svhn")),
     ("torchvision:cifar10", lambda: from_torchvision("cifar10")),
+    ("torchvision:randaugment", lambda: randaugment_tv_policy(2, 9, 31)),
+    ("randaugment:n=1,m=5,bins=11", lambda: randaugment_tv_policy(1, 5, 11)),
+    ("trivialaugmentwide", lambda: trivialaugment_wide_policy(31)),
+    ("TorchVision:TrivialAugmentWide", lambda: trivialaugment_wide_policy(31)),
+    ("trivialaugmentwide:bins=5,max=0.5", lambda: trivialaugment_wide_policy(5, 0.5)),
     ("identity", identity_policy),
     ("none", identity_policy),
 ])
@@ -40,12 +45,14 @@ def test_every_name_parses_to_its_policy(text, expected):
 
 
 def test_every_listed_name_is_covered():
-    assert set(POLICY_NAMES) == {"randaugment", "trivialaugment", "autoaugment", "torchvision", "identity", "none"}
+    assert set(POLICY_NAMES) == {"randaugment", "trivialaugment", "trivialaugmentwide", "autoaugment", "torchvision",
+                                 "identity", "none"}
     assert AUTOAUGMENT_VARIANTS == ("cifar10", "imagenet", "svhn")
 
 
 @pytest.mark.parametrize("text", ["randaugment", "randaugment:m=4,n=1", "randaugment:m=0.5", "trivialaugment",
-                                  "trivialaugment:bins=7", "autoaugment:svhn", "torchvision:imagenet", "none"])
+                                  "trivialaugment:bins=7", "autoaugment:svhn", "torchvision:imagenet", "none",
+                                  "torchvision:randaugment", "trivialaugmentwide:max=0.25", "randaugment:m=3,bins=11"])
 def test_the_name_is_the_canonical_string_and_parses_back(text):
     policy = parse_policy_string(text)
     again = parse_policy_string(policy.name)
@@ -124,9 +131,9 @@ def test_bad_arguments_to_the_functions(call, message):
     ("randaugment:n=1.5", "n='1.5' is not a whole number"),
     ("randaugment:n=0", "randaugment:n=0: n=0 is outside 1..4"),
     ("randaugment:m=11", "m=11 is outside 0..10"),
-    ("randaugment:k=1", "randaugment:k=1: unknown key 'k' for randaugment (known: n, m)"),
+    ("randaugment:k=1", "randaugment:k=1: unknown key 'k' for randaugment (known: n, m, bins)"),
     ("randaugment:n=1,n=2", "n is given twice"),
-    ("randaugment:2,9", "'2' is not key=value (randaugment takes n=, m=)"),
+    ("randaugment:2,9", "'2' is not key=value (randaugment takes n=, m=, bins=)"),
     ("randaugment:m=", "m= has no value"),
     ("randaugment:", "randaugment:: nothing after ':'"),
     ("randaugment:n=2,,m=9", "an empty argument between commas"),

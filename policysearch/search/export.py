@@ -84,7 +84,8 @@ def export(prepared: Prepared, run: Run, outcome: Outcome, faults: Faults = Faul
            name=f"{name}-fast_autoaugment-candidates").save(run.run_dir / "candidates.json")
     faults.reach("export", after="candidates.json")
     write_selection_csv(run, outcome.selection)
-    policy = Policy(chosen.recipe.sub_policies, metadata, name=f"{name}: {chosen.name}", baseline=chosen.recipe.baseline)
+    policy = Policy(chosen.recipe.sub_policies, metadata, name=f"{name}: {chosen.name}", baseline=chosen.recipe.baseline,
+                    ranges=chosen.recipe.ranges)
     figures, notes = draw_figures(run.run_dir, policy=policy, data=prepared.data)
     write_text_atomic(run.run_dir / "report.md", render_report(config, prepared.space.name, run.run_id, outcome, policy,
                                                                figures_section(figures, notes)))

@@ -301,14 +301,14 @@ def op_usage(policy: Policy) -> list[dict[str, Any]]:
     return sorted(out, key=lambda u: (-u["expected"], u["op"]))
 
 
-def _argument(op: str, level: float) -> str:
+def _argument(op: str, level: float, ranges: str = "standard") -> str:
     """What ``op`` does at ``level`` in its own unit: ``±15 degrees``, ``factor 1 ± 0.45``, ``6 bits kept``."""
     from policysearch.ops import OPS
 
     spec = OPS.get(op)
     if spec is None or not spec.has_magnitude or level != level:
         return ""
-    arg = spec.argument(level)
+    arg = spec.argument(level, ranges)
     value = f"{arg:.0f}" if abs(arg) >= 10 else f"{arg:.2g}"
     if "arg" in spec.description:  # e.g. "factor 1 +- arg"
         return spec.description.replace("+-", "±").replace("arg", value)
@@ -349,7 +349,7 @@ def plot_ops(policy: Policy, recipe: str) -> bytes:
             continue
         right.plot([u["min_level"], u["max_level"]], [y, y], color="0.6", linewidth=3, solid_capstyle="butt")
         right.plot([u["mean_level"]], [y], "o", color=CHOSEN, markersize=6)
-        right.text(1.03, y, f"mean {u['mean_level']:.2f}: {_argument(u['op'], u['mean_level'])}", va="center",
+        right.text(1.03, y, f"mean {u['mean_level']:.2f}: {_argument(u['op'], u['mean_level'], policy.ranges)}", va="center",
                    fontsize=7.5, transform=right.get_yaxis_transform())
     left.set_yticks(ys, [u["op"] for u in shown], fontsize=8.5)
     left.set_ylim(-0.7, len(shown) - 0.3)
