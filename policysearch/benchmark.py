@@ -144,7 +144,7 @@ class Preset:
     search_splits: int | None = None
     search_top_n: int | None = None
     search_epochs: int | None = None  # child-model epochs; None: the search's default
-    selection_repeats: int = 1  # repeats of the search's cross-fit selection
+    selection_repeats: int = 0  # repeats of the search's cross-fit selection; 0: from the data size
     device: str = "cpu"
     image_size: int | None = None  # None: as loaded (torchvision models: at least 32)
     weights: str | None = None  # the checkpoint every model (final and the search's) starts from

@@ -1,16 +1,21 @@
 """The candidate training recipes a search selects from: what a user would pick instead, and the search's own.
 
 A recipe is a whole training augmentation: the policy followed by its baseline (pad-and-crop, flip),
-held in one ``Policy``. The candidates are the baseline alone, TrivialAugment as published (all its ops),
-TrivialAugment without the ops the domain fit excludes (when that differs), RandAugment over a small
-(N, M) grid without them, and the density-matched Fast AutoAugment policy at a few strengths, searched in
-the space the domain fit bounded; each with the data set's pad-and-crop and without it (a crop that is
-too strong for the image size can hurt more than any policy helps). A flip the domain fit added to the
-data set's baseline is tried by training too: the baseline alone also comes without it. TrivialAugment
-and RandAugment keep their own levels. The standard recipe, TrivialAugment as published on the data set's baseline, is the
-reference the selection holds every other against: the domain fit's exclusions are judged a frozen
-model's affinity, which does not say whether training with an op helps, so they must earn their place
-like any other challenger. Ray is not imported here.
+held in one ``Policy``. The candidates, each with the data set's pad-and-crop and without it:
+
+- the baseline alone;
+- torchvision's ``RandAugment()`` and ``TrivialAugmentWide()`` exactly as shipped (all their ops), the
+  recipes a user would most likely pick;
+- the strength dial, without the ops the domain fit excludes: RandAugment gentler and stronger than its
+  default (torchvision's meaning, bin M of 31), TrivialAugmentWide with every level halved, and
+  TrivialAugment over AutoAugment's narrower ranges;
+- the density-matched Fast AutoAugment policy at a few strengths, searched in the space the domain fit
+  bounded.
+
+A flip the domain fit added to the data set's baseline is tried by training too: the baseline alone also
+comes without it. The reference the selection holds every other against, and keeps when nothing is
+clearly better, is ``RandAugment()`` without the crop: over the data sets measured so far it had the
+lowest worst-case regret of the fixed recipes (docs/findings.md). Ray is not imported here.
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ from dataclasses import dataclass
 
 from policysearch.domain import DomainFit
 from policysearch.policy import Baseline, Operation, Policy
-from policysearch.standard import RANDAUGMENT_OPS, randaugment_policy, trivialaugment_policy
+from policysearch.standard import (RANDAUGMENT_OPS, TRIVIALAUGMENT_BINS, randaugment_tv_policy,
+                                   trivialaugment_policy, trivialaugment_wide_policy)
 
-__all__ = ["RANDAUGMENT_GRID", "STRENGTHS", "Recipe", "candidate_recipes", "reference_name"]
+__all__ = ["RANDAUGMENT_GRID", "STRENGTHS", "WIDE_SCALES", "Recipe", "candidate_recipes", "reference_name"]
 
-RANDAUGMENT_GRID: tuple[tuple[int, int], ...] = ((1, 5), (2, 9))
+# RandAugment's dial, torchvision's meaning (N ops, bin M of 31): gentler and stronger than its default (2, 9).
+RANDAUGMENT_GRID: tuple[tuple[int, int], ...] = ((1, 5), (2, 14))
+WIDE_SCALES: tuple[float, ...] = (0.5,)  # TrivialAugmentWide's dial: every level scaled
 STRENGTHS: tuple[float, ...] = (0.5, 1.0)
 FAMILIES = ("baseline", "trivialaugment", "randaugment", "fast_autoaugment")
 
@@ -36,7 +44,8 @@ class Recipe:
     name: str
     family: str
     recipe: Policy
-    strength: float | None = None  # Fast AutoAugment: the probability scale; RandAugment: M / 10
+    # Fast AutoAugment: the probability scale; RandAugment: its level (M / 30); TrivialAugmentWide: its level scale
+    strength: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         b = self.recipe.baseline
@@ -53,13 +62,14 @@ def _crop_label(baseline: Baseline) -> str:
 
 
 def reference_name(baseline: Baseline) -> str:
-    """The name of the standard recipe: TrivialAugment as published, on the data set's baseline."""
-    return f"trivialaugment, {_crop_label(baseline)}"
+    """The name of the reference recipe: torchvision's ``RandAugment()`` with the data set's flip, no crop."""
+    return f"randaugment (torchvision), {_crop_label(Baseline(0, baseline.hflip))}"
 
 
 def candidate_recipes(baseline: Baseline, fit: DomainFit, searched: Policy | None = None, *,
                       strengths: Sequence[float] = STRENGTHS,
                       randaugment_grid: Sequence[tuple[int, int]] = RANDAUGMENT_GRID,
+                      wide_scales: Sequence[float] = WIDE_SCALES,
                       families: Sequence[str] = FAMILIES, flip_from_fit: bool = False) -> list[Recipe]:
     """Every candidate recipe, simplest and most standard first (the selection breaks ties that way).
 
@@ -73,6 +83,7 @@ def candidate_recipes(baseline: Baseline, fit: DomainFit, searched: Policy | Non
         raise ValueError(f"unknown candidate families {unknown}; known: {', '.join(FAMILIES)}")
     crops = [baseline] + ([Baseline(0, baseline.hflip)] if baseline.pad_crop else [])
     ops = fit.allowed_ops(RANDAUGMENT_OPS)
+    restricted = " (domain fit)" if ops != RANDAUGMENT_OPS else ""
     out: list[Recipe] = []
 
     def add(family: str, label: str, policy: Policy, strength: float | None = None,
@@ -85,13 +96,19 @@ def candidate_recipes(baseline: Baseline, fit: DomainFit, searched: Policy | Non
         add("baseline", "baseline", _identity())
         if flip_from_fit and baseline.hflip:
             add("baseline", "baseline", _identity(), crops=[Baseline(c.pad_crop, False) for c in crops])
+    if "randaugment" in families:
+        add("randaugment", "randaugment (torchvision)", randaugment_tv_policy(), 9 / (TRIVIALAUGMENT_BINS - 1))
     if "trivialaugment" in families:
-        add("trivialaugment", "trivialaugment", trivialaugment_policy())
-        if ops and ops != RANDAUGMENT_OPS:
-            add("trivialaugment", "trivialaugment (domain fit)", trivialaugment_policy(ops=ops))
+        add("trivialaugment", "trivialaugmentwide (torchvision)", trivialaugment_wide_policy(), 1.0)
     if "randaugment" in families and ops:
         for n, m in randaugment_grid:
-            add("randaugment", f"randaugment n={n} m={m}", randaugment_policy(n, m, ops=ops), m / 10)
+            add("randaugment", f"randaugment n={n} m={m} (torchvision scale){restricted}",
+                randaugment_tv_policy(n, m, ops=ops), m / (TRIVIALAUGMENT_BINS - 1))
+    if "trivialaugment" in families and ops:
+        for scale in wide_scales:
+            add("trivialaugment", f"trivialaugmentwide x{scale:g}{restricted}",
+                trivialaugment_wide_policy(max_level=scale, ops=ops), scale)
+        add("trivialaugment", f"trivialaugment (AutoAugment ranges){restricted}", trivialaugment_policy(ops=ops))
     if "fast_autoaugment" in families and searched is not None:
         for strength in strengths:
             add("fast_autoaugment", f"fast_autoaugment x{strength:g}", fit.without_excluded(searched.scaled(strength)),

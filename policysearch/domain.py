@@ -9,10 +9,9 @@ accuracy that remains above chance is compared with the clean accuracy above cha
 
 An op keeps its levels up to the highest probed level at which every lower probed level retains at
 least ``threshold`` of the clean signal; an op that fails already at the lowest probed level is
-excluded from the space and from every candidate but TrivialAugment as published (the selection's
-reference, which a user would pick whole). The highest passing level bounds the op in the Fast AutoAugment search
-space only: the standard recipes (TrivialAugment, RandAugment) keep their published level ranges over
-the ops kept. A frozen model's accuracy under an op measures how far the op moves the data from what the
+excluded from the space and from every candidate but torchvision's RandAugment() and
+TrivialAugmentWide() as shipped (a user would pick them whole). The highest passing level bounds the op in
+the Fast AutoAugment search space only: the standard recipes keep their own level ranges over the ops kept. A frozen model's accuracy under an op measures how far the op moves the data from what the
 model saw ("affinity"), not whether training with it helps; Gontijo-Lopes et al. find that the benefit
 needs diversity too, and capping every level removes the diversity those recipes live on. A child that
 is itself barely above chance cannot tell anything apart: then nothing is excluded and the fit says why.

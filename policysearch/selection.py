@@ -10,8 +10,9 @@ as Nadeau and Bengio propose for resampled comparisons:
 
 and a one-sided Student-t bound with J - 1 degrees of freedom decides. To spend the budget on the
 candidates that can win, the folds are raced: every candidate trains on the first fold, and only the
-share ``keep`` with the lowest error on it (and the reference, always) trains on the others
-(:func:`race`, successive halving with one rung). A candidate stopped early is reported with its
+share ``keep`` with the lowest error on it, every candidate within one fold's noise of the best, and the
+reference always train on the others (:func:`race`, successive halving with one rung): on a fold of a
+few dozen images nobody is raced out on noise. A candidate stopped early is reported with its
 first-fold difference and takes no part in the decision. The rule: the candidate with the
 lowest mean error is chosen only when its bound on (its error - the reference's error) at
 ``confidence`` lies below zero; otherwise the reference - the standard recipe - is kept. So any
@@ -28,9 +29,30 @@ import numpy as np
 
 from policysearch.data import DataError
 
-__all__ = ["Comparison", "Decision", "compare", "crossfit_folds", "decide", "race"]
+__all__ = ["Comparison", "Decision", "auto_repeats", "compare", "crossfit_folds", "decide", "race", "race_margin"]
 
 CONFIDENCE = 0.8
+HELD_OUT_TARGET = 500  # held-out predictions a comparison should rest on, when repeats are chosen from the data
+MAX_AUTO_REPEATS = 3
+RACE_Z = 2.0  # a candidate is raced out only when its first-fold deficit exceeds this many standard errors
+
+
+def auto_repeats(num_images: int) -> int:
+    """Cross-fit repeats for ``num_images`` training images: each repeat holds every image out once, so
+    repeats are added until about ``HELD_OUT_TARGET`` held-out predictions back each comparison (at most
+    ``MAX_AUTO_REPEATS``). Small data gets more repeats because its trainings are cheap and one fold of a
+    few dozen images moves the error in steps of several points."""
+    return min(MAX_AUTO_REPEATS, max(1, math.ceil(HELD_OUT_TARGET / max(num_images, 1))))
+
+
+def race_margin(first_fold: Mapping[str, float], held_out: int, z: float = RACE_Z) -> float:
+    """The noise of one fold, in points: ``z`` standard errors of the difference of two error rates on the
+    same ``held_out`` images (at their mean rate, at least one image's worth). A candidate within it of
+    the best first-fold error is not raced out."""
+    if held_out < 1 or not first_fold:
+        return math.inf
+    p = min(max(float(np.mean(list(first_fold.values()))) / 100.0, 1.0 / held_out), 0.5)
+    return 100.0 * z * math.sqrt(2.0 * p * (1.0 - p) / held_out)
 
 
 def crossfit_folds(labels: np.ndarray, k: int, repeats: int = 1, seed: int = 0
@@ -53,15 +75,18 @@ def crossfit_folds(labels: np.ndarray, k: int, repeats: int = 1, seed: int = 0
     return folds
 
 
-def race(first_fold: Mapping[str, float], order: Sequence[str], keep: float, reference: str) -> list[str]:
+def race(first_fold: Mapping[str, float], order: Sequence[str], keep: float, reference: str,
+         margin: float = 0.0) -> list[str]:
     """The candidates (in ``order``) that go on after the first fold: the ``ceil(keep x len(order))`` with the
-    lowest first-fold error (ties: the earlier in ``order``), and ``reference`` when it finished the fold.
+    lowest first-fold error (ties: the earlier in ``order``), every one within ``margin`` points of the
+    lowest (one fold's noise, :func:`race_margin`), and ``reference`` when it finished the fold.
     A candidate missing from ``first_fold`` (it failed) is out."""
     if not 0 < keep <= 1:
         raise ValueError(f"keep must lie in (0, 1], got {keep}")
     done = [name for name in order if name in first_fold]
     ranked = sorted(done, key=lambda name: (first_fold[name], order.index(name)))
-    kept = set(ranked[:math.ceil(keep * len(order))]) | ({reference} & set(done))
+    close = {name for name in done if first_fold[name] <= first_fold[ranked[0]] + margin} if done else set()
+    kept = set(ranked[:math.ceil(keep * len(order))]) | close | ({reference} & set(done))
     return [name for name in order if name in kept]
 
 

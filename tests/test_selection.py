@@ -13,8 +13,8 @@ from policysearch.candidates import candidate_recipes, reference_name
 from policysearch.data import DataError
 from policysearch.domain import DomainFit, OpFit, fit_domain, probe_ops
 from policysearch.policy import Baseline, Operation, Policy
-from policysearch.standard import trivialaugment_policy
-from policysearch.selection import compare, crossfit_folds, decide, race
+from policysearch.standard import randaugment_tv_policy, trivialaugment_wide_policy
+from policysearch.selection import auto_repeats, compare, crossfit_folds, decide, race, race_margin
 from policysearch.train import TrainConfig, _batches, fit_to_data
 
 
@@ -76,24 +76,33 @@ def test_candidates_cover_the_standard_recipes_with_and_without_the_crop():
     cands = candidate_recipes(Baseline(2, False), _fit(Invert=0.0, Rotate=0.5, Solarize=0.0), searched)
     names = [c.name for c in cands]
     assert names[:2] == ["baseline, crop 2", "baseline, crop 0"]
-    assert reference_name(Baseline(2, False)) in names
+    assert reference_name(Baseline(2, False)) == "randaugment (torchvision), crop 0" and reference_name(
+        Baseline(2, False)) in names
     assert {c.family for c in cands} == {"baseline", "trivialaugment", "randaugment", "fast_autoaugment"}
-    assert len(names) == len(set(names)) == 2 * (1 + 2 + 2 + 2)
+    # baseline, RandAugment() and TrivialAugmentWide() as shipped, RandAugment x2 and TrivialAugmentWide x0.5
+    # and TrivialAugment over AutoAugment's ranges on the domain fit's ops, Fast AutoAugment x2; each crop
+    assert len(names) == len(set(names)) == 2 * (1 + 2 + 2 + 2 + 2)
+    as_shipped = {"randaugment (torchvision)", "trivialaugmentwide (torchvision)"}
     for c in cands:
         assert c.recipe.baseline.pad_crop in (0, 2)
-        if not c.name.startswith("trivialaugment, "):  # the published TrivialAugment is the reference, as it is
+        if c.name.rsplit(",", 1)[0].removesuffix(", crop 2").removesuffix(", crop 0") not in as_shipped:
             assert "Solarize" not in c.recipe.ops() and "Invert" not in c.recipe.ops()  # excluded everywhere else
-    standard = next(c for c in cands if c.name == reference_name(Baseline(2, False)))
-    assert standard.recipe.sub_policies == trivialaugment_policy().with_baseline(Baseline(2, False)).sub_policies
-    assert "trivialaugment (domain fit), crop 2" in names
-    # a domain fit that excludes none of TrivialAugment's ops adds no copy of it
+    # what a user would pick is among the candidates exactly: torchvision's transforms with their defaults
+    reference = next(c for c in cands if c.name == reference_name(Baseline(2, False)))
+    assert reference.recipe == randaugment_tv_policy().with_baseline(Baseline(0, False))
+    wide = next(c for c in cands if c.name == "trivialaugmentwide (torchvision), crop 2")
+    assert wide.recipe == trivialaugment_wide_policy().with_baseline(Baseline(2, False))
+    assert "trivialaugmentwide x0.5 (domain fit), crop 2" in names
+    # a domain fit that excludes none of the standard ops adds no "domain fit" label
     assert not [c for c in candidate_recipes(Baseline(2, False), _fit(Invert=0.0), None) if "domain fit" in c.name]
     # the level cap bounds the search space only: the standard recipes keep their ranges, and the searched
     # policy (already searched within the cap) is not shrunk a second time
-    trivial = next(c for c in cands if c.name == "trivialaugment (domain fit), crop 2")
+    trivial = next(c for c in cands if c.name == "trivialaugment (AutoAugment ranges) (domain fit), crop 2")
     assert max(s.level for sub in trivial.recipe for s in sub if s.op == "Rotate") == 1.0
-    randaugment = next(c for c in cands if c.name == "randaugment n=2 m=9, crop 2")
-    assert {s.level for sub in randaugment.recipe for s in sub if s.op == "Rotate"} == {0.9}
+    stronger = next(c for c in cands if c.name == "randaugment n=2 m=14 (torchvision scale) (domain fit), crop 2")
+    assert {round(s.level, 6) for sub in stronger.recipe for s in sub if s.op == "Rotate"} == {round(14 / 30, 6)}
+    gentle = next(c for c in cands if c.name == "trivialaugmentwide x0.5 (domain fit), crop 2")
+    assert max(s.level for sub in gentle.recipe for s in sub) == pytest.approx(0.5)
     faa = next(c for c in cands if c.name == "fast_autoaugment x0.5, crop 2")
     assert faa.recipe[0][0] == Operation("Rotate", 0.4, 0.5)
     assert faa.recipe[1][0].op == "Identity"
@@ -150,7 +159,29 @@ def test_race_keeps_the_best_share_on_the_first_fold_and_always_the_reference():
     # ceil(0.5 x 6) = 3 by error (ties: the earlier), the reference on top; "failed" has no first fold
     assert race(first, order, 0.5, "ref") == ["b", "c", "d", "ref"]
     assert race(first, order, 1.0, "ref") == ["a", "b", "c", "d", "ref"]
-    assert race(first, order, 0.01, "ref") == ["b", "ref"]
+    assert race(first, order, 0.01, "ref") == ["b", "d", "ref"]  # d ties the best
     assert race({"a": 1.0}, ["a", "ref"], 0.5, "ref") == ["a"]  # the reference failed: nothing to keep
     with pytest.raises(ValueError, match="keep"):
         race(first, order, 0.0, "ref")
+
+
+def test_race_keeps_every_candidate_within_one_folds_noise():
+    first = {"a": 3.0, "b": 1.0, "c": 2.0, "d": 1.0, "ref": 9.0}
+    order = ["a", "b", "c", "d", "ref"]
+    assert race(first, order, 0.01, "ref", margin=2.0) == ["a", "b", "c", "d", "ref"]
+    assert race(first, order, 0.01, "ref", margin=1.5) == ["b", "c", "d", "ref"]
+
+
+def test_race_margin_is_wide_on_a_few_dozen_images_and_narrow_on_thousands():
+    first = {"a": 6.0, "b": 9.0, "c": 12.0}
+    small, large = race_margin(first, 33), race_margin(first, 3000)
+    # 2 standard errors of a difference of two 9% error rates on 33 images: about 14 points
+    assert small == pytest.approx(200 * (2 * 0.09 * 0.91 / 33) ** 0.5)
+    assert small > 12.0 - 6.0 and large < 3.0  # no one is raced out on 33 images; on 3,000 the worst is
+    assert race_margin({"a": 0.0, "b": 0.0}, 100) > 0  # a perfect fold still has one image's noise
+    assert race(first, list(first), 0.01, "a", margin=small) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("n,repeats", [(10, 3), (100, 3), (200, 3), (300, 2), (499, 2), (500, 1), (1797, 1)])
+def test_small_data_gets_more_repeats_of_the_cross_fit(n, repeats):
+    assert auto_repeats(n) == repeats

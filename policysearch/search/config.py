@@ -61,11 +61,13 @@ class SearchConfig:
         0.5, "domain fit: an op keeps the levels at which the frozen children keep at least this share of their "
         "accuracy above chance", "selection")
     selection_folds: int = _option(3, "folds of the cross-fit that trains every candidate recipe", "selection")
-    selection_repeats: int = _option(1, "repeats of the cross-fit (other folds, other seeds)", "selection")
+    selection_repeats: int = _option(0, "repeats of the cross-fit (other folds, other seeds); 0: chosen from the "
+                                     "data size, up to 3 so that about 500 held-out predictions back each "
+                                     "comparison (3 below 200 images, 1 from 500)", "selection")
     selection_keep: float = _option(0.5, "share of the candidate recipes that train on the other folds after the "
-                                    "first: those with the lowest held-out error on it, and the standard recipe "
-                                    "always; 1 trains every candidate on every fold", "selection")
-    confidence: float = _option(0.8, "a recipe replaces the standard one (TrivialAugment on the baseline) only "
+                                    "first: those with the lowest held-out error on it, those within its noise, and "
+                                    "the reference always; 1 trains every candidate on every fold", "selection")
+    confidence: float = _option(0.8, "a recipe replaces the reference (torchvision's RandAugment(), no crop) only "
                                 "when its one-sided bound on the error difference at this level is below 0",
                                 "selection")
     final_epochs: int | None = _option(None, "epochs of the training the recipe is for; the selection trains "
@@ -130,7 +132,8 @@ class SearchConfig:
             ("domain_threshold", 0 <= self.domain_threshold < 1,
              f"must lie in [0, 1), got {self.domain_threshold}"),
             ("selection_folds", self.selection_folds >= 2, f"must be at least 2, got {self.selection_folds}"),
-            ("selection_repeats", self.selection_repeats >= 1, f"must be at least 1, got {self.selection_repeats}"),
+            ("selection_repeats", self.selection_repeats >= 0,
+             f"must be at least 0 (0: from the data size), got {self.selection_repeats}"),
             ("selection_keep", 0 < self.selection_keep <= 1, f"must lie in (0, 1], got {self.selection_keep}"),
             ("confidence", 0.5 <= self.confidence < 1, f"must lie in [0.5, 1), got {self.confidence}"),
             ("min_steps", self.min_steps >= 1, f"must be at least 1, got {self.min_steps}"),

@@ -23,7 +23,7 @@ from policysearch.domain import probe_ops
 from policysearch.policy import Baseline
 from policysearch.search.faults import Faults
 from policysearch.search.trials import Prepared, device_for, use_threads
-from policysearch.selection import Decision, compare, decide, race
+from policysearch.selection import Decision, compare, decide, race, race_margin
 from policysearch.spaces import SearchSpace
 from policysearch.standard import RANDAUGMENT_OPS
 from policysearch.train import TrainConfig, evaluate, fit_to_data, train_model
@@ -106,10 +106,11 @@ def selection_trial(prepared: Prepared, recipe: Recipe, fold: int, faults: Fault
 def race_survivors(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[dict[str, Any]],
                    baseline: Baseline) -> list[int]:
     """Indices of the recipes that train on the other folds after the first (:func:`policysearch.selection.race`
-    at ``--selection-keep``; the standard recipe always goes on)."""
+    at ``--selection-keep``, keeping every recipe within the first fold's noise; the reference always goes on)."""
     first = {r["recipe"]: float(r["error"]) for r in rows if r["fold"] == 0 and r["status"] == "ok"}
     names = [recipe.name for recipe in recipes]
-    kept = set(race(first, names, prepared.config.selection_keep, reference_name(baseline)))
+    margin = race_margin(first, len(prepared.folds[0][1]))
+    kept = set(race(first, names, prepared.config.selection_keep, reference_name(baseline), margin))
     return [i for i, name in enumerate(names) if name in kept]
 
 
@@ -119,7 +120,7 @@ def choose_recipe(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[
 
     ``survivors`` are the indices of the recipes raced on past the first fold (None: all); the others
     are reported with their first-fold error and difference. Returns the decision and a note (non-empty
-    when the standard recipe could not be the reference).
+    when the reference recipe could not be the reference).
     """
     folds = len(prepared.folds)
     going_on = set(range(len(recipes)) if survivors is None else survivors)
@@ -134,7 +135,7 @@ def choose_recipe(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[
     reference, note = reference_name(baseline), ""
     if reference not in errors:
         reference = next(iter(errors))
-        note = f"the standard recipe failed on some fold, so {reference} is the reference"
+        note = f"the reference recipe failed on some fold, so {reference} is the reference"
     test_fraction = 1.0 / prepared.config.selection_folds
     decision = decide(errors, reference, test_fraction=test_fraction, confidence=prepared.config.confidence)
     if not first:

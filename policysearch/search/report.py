@@ -34,14 +34,14 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
 
     costs, decision, fit = outcome.costs, outcome.decision, outcome.fit
     ok_trials = [r for r in outcome.trials if r["status"] == "ok"]
-    folds = config.selection_folds * config.selection_repeats
+    folds = len({(r["fold"]) for r in outcome.selection}) or config.selection_folds
     lines = [f"# Search report: {config.dataset}", "",
              f"- result: `policy.json` holds the recipe **{outcome.chosen.name}** ({_count(len(policy))}; "
              f"{policy.baseline.describe()} after the policy)",
              f"- why: {decision.reason}" + (f" ({outcome.note})" if outcome.note else ""),
              f"- run {run_id}: {len(outcome.recipes)} candidate recipes trained at the final budget "
              f"({config.final_epochs or config.epochs} epochs, adapted to tiny data) on {config.selection_folds} "
-             f"cross-fit folds x {config.selection_repeats} repeat(s) ("
+             f"cross-fit folds x {folds // config.selection_folds} repeat(s) ("
              + (f"{len(outcome.recipes) - len(decision.stopped)} on every fold, the others on the first only"
                 if decision.stopped else "all on every fold")
              + "), compared by paired differences of held-out error",
@@ -55,7 +55,7 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
              *([pictures.rstrip("\n"), ""] if pictures else []),
              "## Candidate recipes", "",
              (f"Held-out error over the same {folds} folds and seeds for every recipe that went on after the first "
-              f"fold (the best {config.selection_keep:.0%} on it, and the standard recipe); the others stopped there "
+              f"fold (the best {config.selection_keep:.0%} on it, every one within the first fold's noise of the best, and the reference); the others stopped there "
               "and show that fold's error. " if decision.stopped else
               f"Held-out error over the same {folds} folds and seeds for every recipe. ") +
              f"The difference is the chosen recipe minus the row's, with a {config.confidence:.0%} interval corrected "

@@ -31,7 +31,9 @@ CONFIG_FILE = "config.json"
 # candidate recipes keep their own levels. 3: each phase-1 trial ends with its child's domain probe
 # (there is no experiment phase1b_domain). 4: phase 3 trains at the final training's batch and epochs, and a
 # flip the domain fit added brings flip-less baseline candidates (the recipe indices of format 3 shift).
-RUN_FORMAT = 4
+# 5: the candidates include torchvision's RandAugment() and TrivialAugmentWide() and their strength dials
+# (the recipe indices shift again), and small data gets more cross-fit repeats.
+RUN_FORMAT = 5
 
 
 class RunError(ValueError):

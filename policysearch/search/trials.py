@@ -25,7 +25,7 @@ from policysearch.pretrained import ModelSpec, check_model, fit_image_size
 from policysearch.policy import Baseline
 from policysearch.search.config import SearchConfig
 from policysearch.search.faults import Faults
-from policysearch.selection import crossfit_folds
+from policysearch.selection import auto_repeats, crossfit_folds
 from policysearch.spaces import SearchSpace, load_space
 from policysearch.train import evaluate, fit_to_data, train_model
 
@@ -70,7 +70,8 @@ def prepare(config: SearchConfig) -> Prepared:
         data = stratified_subset(data, config.train_size, seed=config.seed)
     data = fit_image_size(data, config.model, config.image_size)
     splits = make_splits(data.labels, k=config.splits, da_ratio=config.da_ratio, seed=config.seed)
-    folds = crossfit_folds(data.labels.numpy(), config.selection_folds, config.selection_repeats, seed=config.seed)
+    repeats = config.selection_repeats or auto_repeats(len(data))
+    folds = crossfit_folds(data.labels.numpy(), config.selection_folds, repeats, seed=config.seed)
     mean, std = normalization_for(config.dataset, data)
     baseline = baseline_for(config.dataset, data.images.shape[-1])
     prepared = Prepared(config, data, splits, space, tuple(mean), tuple(std), baseline, folds)
