@@ -3,6 +3,8 @@
 The public API (stable names)::
 
     from policysearch import Policy, PolicyTransform, BatchPolicyTransform, Cutout, load_policy
+    import policysearch
+    result = policysearch.search(train_set, model=build_model, epochs=30)  # a SearchResult
 
 They are imported on first use, so ``policysearch --help`` starts without loading torch.
 """
@@ -22,12 +24,16 @@ _EXPORTS = {
     "BatchPolicyTransform": "policysearch.transforms",
     "Cutout": "policysearch.transforms",
     "load_policy": "policysearch.standard",
+    "SearchConfig": "policysearch.search.config",
+    "SearchResult": "policysearch.search.outcome",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = ["__version__", "search", *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "search":  # the subpackage, whose module object is callable: policysearch.search(data, ...)
+        return import_module("policysearch.search")
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'policysearch' has no attribute {name!r}")

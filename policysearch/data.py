@@ -33,6 +33,7 @@ __all__ = [
     "DATASET_NAMES",
     "MAX_AUTO_SIDE",
     "NORMALIZATION",
+    "PYTHON_PREFIX",
     "Baseline",
     "BaselineAugment",
     "DataError",
@@ -40,16 +41,22 @@ __all__ = [
     "baseline_for",
     "compute_mean_std",
     "dataset_key",
+    "is_grey",
     "load_dataset",
     "make_splits",
     "normalization_for",
     "normalize",
+    "pil_to_8bit",
     "resize_images",
+    "resize_note",
     "stratified_indices",
     "stratified_subset",
+    "target_side",
 ]
 
 DATASET_NAMES: tuple[str, ...] = ("digits", "cifar10", "cifar100", "svhn", "imagefolder:PATH")
+# The name of data given as Python objects (policysearch.search(data=...)): "python:WHAT#FINGERPRINT".
+PYTHON_PREFIX = "python:"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
 DIGITS_TEST_FRACTION = 0.4
 SPLIT_SEED = 0
@@ -107,6 +114,8 @@ def dataset_key(name: str) -> str:
     """The table key of a data set name: 'digits/train' -> 'digits', 'imagefolder:/x' -> 'imagefolder'."""
     if name.startswith("imagefolder:") or name == "imagefolder":
         return "imagefolder"
+    if name.startswith(PYTHON_PREFIX):
+        return "python"
     return name.split("/", 1)[0]
 
 
@@ -162,6 +171,9 @@ def load_dataset(
     root = Path(data_root)
     if name.startswith("imagefolder:"):
         return _load_imagefolder(Path(name[len("imagefolder:") :]).expanduser(), split, image_size)
+    if name.startswith(PYTHON_PREFIX):
+        raise DataError(f"{name} names data that was given as Python objects to policysearch.search(); it cannot "
+                        "be loaded again by name - pass the same data to policysearch.search() again")
     if name not in ("digits", "cifar10", "cifar100", "svhn"):
         raise DataError(f"unknown data set {name!r}; known names: {', '.join(DATASET_NAMES)}")
     if split == "val":
@@ -294,7 +306,7 @@ def _load_imagefolder(path: Path, split: str, image_size: int | None) -> ImageDa
         images[i] = torch.from_numpy(array)
         originals.append(original)
         converted += was_grey != (channels == 1)
-    notes = _resize_note(name, originals, size, why)
+    notes = resize_note(name, originals, size, why)
     if converted:
         notes += (f"{name}: {converted} {'colour' if channels == 1 else 'grey'} image"
                   f"{'s' if converted != 1 else ''} converted to {'grey' if channels == 1 else 'RGB'}, because "
@@ -397,12 +409,13 @@ def _read_header(path: Path) -> _Header:
             width, height = img.size
             if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # quarter turns swap the sides
                 width, height = height, width
-            return _Header(width, height, _is_grey(img))
+            return _Header(width, height, is_grey(img))
     except (*_PIL_ERRORS, Image.DecompressionBombError) as exc:
         raise _unreadable(path, exc) from exc
 
 
-def _is_grey(img: PILImage) -> bool:
+def is_grey(img: PILImage) -> bool:
+    """Whether a PIL image holds grey values only (grey modes, or a palette of greys)."""
     if img.mode in _GREY_MODES:
         return True
     if img.mode in ("P", "PA"):
@@ -413,9 +426,15 @@ def _is_grey(img: PILImage) -> bool:
 
 def _target_size(headers: list[_Header], image_size: int | None) -> tuple[int, str]:
     """The square side every image is resized to, and why (for the notice)."""
+    return target_side([min(h.width, h.height) for h in headers], image_size)
+
+
+def target_side(shorter_sides: Sequence[int], image_size: int | None) -> tuple[int, str]:
+    """The square side S every image becomes, and why (for the notice): ``image_size`` when given, else the
+    median of the images' shorter sides capped at MAX_AUTO_SIDE (the rule of image folders)."""
     if image_size is not None:
         return image_size, "as --image-size asks"
-    median = int(statistics.median_low(min(h.width, h.height) for h in headers))
+    median = int(statistics.median_low(shorter_sides))
     if median > MAX_AUTO_SIDE:
         return MAX_AUTO_SIDE, (f"the training images' median shorter side is {median} px, capped at "
                                f"{MAX_AUTO_SIDE}; pass --image-size to choose")
@@ -438,8 +457,8 @@ def _read_image(path: Path, size: int, channels: int) -> tuple[np.ndarray, tuple
             if raw.format == "JPEG":
                 raw.draft(raw.mode, (size, size))  # decode at a reduced scale that stays >= size
             img = ImageOps.exif_transpose(raw)
-            grey = _is_grey(img)
-            img = _to_8bit(img, grey, path)
+            grey = is_grey(img)
+            img = pil_to_8bit(img, grey, f"image {str(path)!r}")
             if channels == 1 and img.mode != "L":
                 img = img.convert("L")
             elif channels == 3 and img.mode != "RGB":
@@ -460,21 +479,22 @@ def _read_image(path: Path, size: int, channels: int) -> tuple[np.ndarray, tuple
     return np.ascontiguousarray(array), original, grey
 
 
-def _to_8bit(img: PILImage, grey: bool, path: Path) -> PILImage:
-    """An 8-bit 'L' (grey) or 'RGB' image: 16-bit scaled by 255/65535, alpha composited, other modes converted."""
+def pil_to_8bit(img: PILImage, grey: bool, where: str) -> PILImage:
+    """An 8-bit 'L' (grey) or 'RGB' image: 16-bit scaled by 255/65535, alpha composited, other modes converted.
+    ``where`` names the image in an error (``image 'PATH'``, ``data item 3``)."""
     from PIL import Image
 
     if img.mode in _SIXTEEN_BIT_MODES:
         values = np.asarray(img)
         if values.size and (int(values.min()) < 0 or int(values.max()) > 65535):
-            raise DataError(f"image {str(path)!r} has {img.mode} values outside 0..65535 "
+            raise DataError(f"{where} has {img.mode} values outside 0..65535 "
                             f"({int(values.min())}..{int(values.max())}); save it as 8- or 16-bit")
         scaled = (values.astype(np.uint32) * 255 + 32767) // 65535
         return Image.fromarray(scaled.astype(np.uint8), "L")
     if img.mode == "F":
         values = np.asarray(img, dtype=np.float32)
         if not np.isfinite(values).all() or values.min(initial=0.0) < 0.0 or values.max(initial=0.0) > 1.0:
-            raise DataError(f"image {str(path)!r} holds floating-point values outside 0..1; save it as 8- or 16-bit")
+            raise DataError(f"{where} holds floating-point values outside 0..1; save it as 8- or 16-bit")
         return Image.fromarray(np.rint(values * 255.0).astype(np.uint8), "L")
     if img.mode in _ALPHA_MODES or "transparency" in img.info:
         with_alpha = np.asarray(img.convert("LA" if grey else "RGBA"), dtype=np.uint16)
@@ -485,7 +505,7 @@ def _to_8bit(img: PILImage, grey: bool, path: Path) -> PILImage:
     return img.convert("L" if grey else "RGB")
 
 
-def _resize_note(name: str, originals: list[tuple[int, int]], size: int, why: str) -> tuple[str, ...]:
+def resize_note(name: str, originals: list[tuple[int, int]], size: int, why: str) -> tuple[str, ...]:
     """One line naming the original sizes and the target when any image was resized; () when none was."""
     counts = Counter(o for o in originals if o != (size, size))
     if not counts:
@@ -577,7 +597,7 @@ def make_splits(
 
 
 # The image size the table's pad_crop refers to; other sizes scale it.
-_BASELINE_SIZE = {"cifar10": 32, "cifar100": 32, "svhn": 32, "digits": 16, "imagefolder": 32}
+_BASELINE_SIZE = {"cifar10": 32, "cifar100": 32, "svhn": 32, "digits": 16, "imagefolder": 32, "python": 32}
 
 BASELINES: dict[str, Baseline] = {
     "cifar10": Baseline(pad_crop=4, hflip=True),
@@ -585,6 +605,7 @@ BASELINES: dict[str, Baseline] = {
     "svhn": Baseline(pad_crop=4, hflip=False),  # Fast AutoAugment trained SVHN without flips
     "digits": Baseline(pad_crop=1, hflip=False),  # a flipped digit is another (or no) digit
     "imagefolder": Baseline(pad_crop=4, hflip=False),  # meaning of a flip unknown: users opt in
+    "python": Baseline(pad_crop=4, hflip=False),  # data given in Python: as an image folder
 }
 
 

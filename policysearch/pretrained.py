@@ -1,14 +1,19 @@
-"""Models that start from a checkpoint: torchvision architectures by name or our own, with a local weights file.
+"""The child models: ours, torchvision's and timm's architectures by name, or a Python callable, with an
+optional local weights file.
 
-A model is named as in :data:`policysearch.models.MODEL_NAMES` (``small_cnn``, ...) or as
-``torchvision:NAME`` for a torchvision classification architecture (``torchvision:resnet18``). A
-torchvision model is always constructed with ``weights=None``, so nothing is ever downloaded; its
-starting point is the local file given as ``weights``, read with ``torch.load(..., weights_only=True)``.
+A model is named as in :data:`policysearch.models.MODEL_NAMES` (``small_cnn``, ...), as
+``torchvision:NAME`` for a torchvision classification architecture (``torchvision:resnet18``), as
+``timm:NAME`` for a timm model (the optional extra ``policysearch[timm]``), or is a callable
+``(num_classes, in_channels) -> nn.Module`` given to ``policysearch.search(model=...)``, named
+``callable:MODULE.NAME`` in the run's settings and carried by :class:`ModelSpec` to Ray's workers. A
+torchvision model is always constructed with ``weights=None`` and a timm model with ``pretrained=False``,
+so nothing is ever downloaded; a starting point is the local file given as ``weights``, read with
+``torch.load(..., weights_only=True)``.
 
 What building a model from a checkpoint does (:class:`ModelSpec`, :func:`create_model`):
 
-- **The classifier head is always new**: the last ``nn.Linear`` of the model gets the data set's class
-  count and a fresh initialisation; the checkpoint's head, whatever its shape, is dropped. A checkpoint is
+- **The classifier head is always new**: the model's classifier (timm's ``get_classifier()``, else its last
+  ``nn.Linear``) gets the data set's class count and a fresh initialisation; the checkpoint's head, whatever its shape, is dropped. A checkpoint is
   a starting point for the backbone, as when an ImageNet network is fine-tuned on other classes.
 - **Every other tensor must match**: a missing or unexpected key, or a shape that differs, is refused in
   one line naming the first few of them. A file holding ``{"model": state}`` or ``{"state_dict": state}``
@@ -16,8 +21,9 @@ What building a model from a checkpoint does (:class:`ModelSpec`, :func:`create_
   (DataParallel) is removed.
 - **Grey images into a 3-channel model**: the first convolution's kernels are summed over their input
   channels, which computes exactly what repeating the grey channel three times would, at a third of the
-  cost. Our own models are built with the checkpoint's channel count; torchvision models take 3.
-- **Image size**: torchvision networks downsample 32-fold (ImageNet stems: a stride-2 7x7 conv and a
+  cost. Our own and timm models are built with the checkpoint's channel count; torchvision models take 3; a
+  callable is called with the data's channel count.
+- **Image size**: torchvision and timm networks downsample 32-fold (ImageNet stems: a stride-2 7x7 conv and a
   max-pool), so images smaller than 32 x 32 are resized up to 32 unless an image size is given
   (:func:`fit_image_size`); our models run on any size from 8 up. ImageNet weights are used to
   224 x 224 inputs and often fine-tune better at that size (``--image-size 224``), at a much higher cost.
@@ -31,8 +37,8 @@ Ray is not imported here.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +48,18 @@ from torch import Tensor, nn
 from policysearch.data import ImageData, resize_images
 from policysearch.models import MODEL_NAMES, build_model
 
-__all__ = ["TORCHVISION_PREFIX", "ModelSpec", "WeightsError", "check_model", "create_model", "fit_image_size",
-           "head_name", "min_image_size", "model_problem", "read_state_dict"]
+__all__ = ["CALLABLE_PREFIX", "TIMM_PREFIX", "TORCHVISION_PREFIX", "Builder", "ModelSpec", "WeightsError",
+           "callable_name", "check_model", "create_model", "fit_image_size", "head_name", "min_image_size",
+           "model_problem", "read_state_dict"]
 
 TORCHVISION_PREFIX = "torchvision:"
-TORCHVISION_MIN_SIZE = 32  # the ImageNet networks' total stride
+TIMM_PREFIX = "timm:"
+CALLABLE_PREFIX = "callable:"  # the settings' name of a model given as a Python callable
+TORCHVISION_MIN_SIZE = 32  # the ImageNet networks' total stride (timm's too)
 OUR_MIN_SIZE = 8
 SHOWN = 3  # names shown per list in a mismatch line
+# A model given as a callable: (num_classes, in_channels) -> a fresh nn.Module.
+Builder = Callable[[int, int], nn.Module]
 
 
 class WeightsError(ValueError):
@@ -57,6 +68,35 @@ class WeightsError(ValueError):
 
 def is_torchvision(name: str) -> bool:
     return name.startswith(TORCHVISION_PREFIX)
+
+
+def is_timm(name: str) -> bool:
+    return name.startswith(TIMM_PREFIX)
+
+
+def is_callable_model(name: str) -> bool:
+    return name.startswith(CALLABLE_PREFIX)
+
+
+def callable_name(builder: Any) -> str:
+    """The settings' name of a model callable: ``callable:MODULE.QUALNAME`` (what config.json records)."""
+    target = getattr(builder, "func", builder)  # functools.partial
+    qualname = getattr(target, "__qualname__", None) or type(target).__qualname__
+    module = getattr(target, "__module__", None) or type(target).__module__
+    return f"{CALLABLE_PREFIX}{module}.{qualname}"
+
+
+def model_ref(name: str) -> str:
+    """How an error names the model: ``--model NAME``, or ``model=QUALNAME`` for a callable."""
+    return f"model={name[len(CALLABLE_PREFIX):]}" if is_callable_model(name) else f"--model {name}"
+
+
+def _timm() -> Any:
+    try:
+        import timm
+    except ImportError:
+        raise ValueError("--model timm:NAME needs timm, an optional extra: pip install 'policysearch[timm]'") from None
+    return timm
 
 
 def _torchvision_names() -> list[str]:
@@ -75,14 +115,30 @@ def model_problem(name: str) -> str | None:
                     f"{', '.join(TORCHVISION_PREFIX + n for n in ('resnet18', 'mobilenet_v3_small', 'efficientnet_b0'))}"
                     f" ({len(known)} in torchvision.models.list_models)")
         return None
+    if is_timm(name):
+        arch = name[len(TIMM_PREFIX):]
+        try:
+            timm = _timm()
+        except ValueError as exc:
+            return str(exc).removeprefix("--model ")
+        if not timm.is_model(arch):
+            return (f"names no timm model: {arch!r}; for example "
+                    f"{', '.join(TIMM_PREFIX + n for n in ('resnet18', 'efficientnet_b0', 'convnext_atto'))} "
+                    f"({len(timm.list_models())} in timm.list_models())")
+        return None
+    if is_callable_model(name):
+        return None  # the callable itself comes with policysearch.search(model=...); prepare() checks it is there
     if name not in MODEL_NAMES:
-        return f"must be one of {', '.join(MODEL_NAMES)} or torchvision:NAME, got {name!r}"
+        return f"must be one of {', '.join(MODEL_NAMES)}, torchvision:NAME or timm:NAME, got {name!r}"
     return None
 
 
 def min_image_size(name: str) -> int:
-    """The smallest image side the model is built for: 32 for torchvision networks, 8 for ours."""
-    return TORCHVISION_MIN_SIZE if is_torchvision(name) else OUR_MIN_SIZE
+    """The smallest image side the model is built for: 32 for torchvision and timm networks, 8 for ours, and 1
+    for a callable (its images keep their size; the check on one batch says when it cannot take them)."""
+    if is_callable_model(name):
+        return 1
+    return TORCHVISION_MIN_SIZE if is_torchvision(name) or is_timm(name) else OUR_MIN_SIZE
 
 
 def fit_image_size(data: ImageData, model: str, image_size: int | None) -> ImageData:
@@ -133,7 +189,14 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 
 
 def head_name(model: nn.Module) -> str:
-    """The name of the classifier head: the model's last ``nn.Linear``."""
+    """The name of the classifier head: the ``nn.Linear`` timm's ``get_classifier()`` returns, else the model's
+    last ``nn.Linear``."""
+    classifier = getattr(model, "get_classifier", None)
+    if callable(classifier):
+        head = classifier()
+        found = [name for name, m in model.named_modules() if m is head and isinstance(m, nn.Linear)]
+        if found:
+            return found[0]
     linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise WeightsError(f"{type(model).__name__} has no nn.Linear classifier head to replace")
@@ -184,18 +247,47 @@ class ModelSpec:
     in_channels: int
     weights: str | None = None
     freeze_backbone: bool = False
+    # The callable of a ``callable:`` model; pickled with the spec (cloudpickle) when Ray ships it to a worker.
+    builder: Builder | None = field(default=None, compare=False, repr=False)
 
     def build(self) -> nn.Module:
         """The model (see the module docstring); seed torch first for reproducible fresh layers."""
         return create_model(self.name, self.num_classes, self.in_channels, weights=self.weights,
-                            freeze_backbone=self.freeze_backbone)
+                            freeze_backbone=self.freeze_backbone, builder=self.builder)
+
+
+def _architecture(name: str, num_classes: int, channels: int, builder: Builder | None) -> nn.Module:
+    """A fresh model of ``name`` (a torchvision one has its own 1000-class head and 3 channels)."""
+    if is_torchvision(name):
+        import torchvision.models
+
+        return torchvision.models.get_model(name[len(TORCHVISION_PREFIX):], weights=None)
+    if is_timm(name):
+        return _timm().create_model(name[len(TIMM_PREFIX):], pretrained=False, num_classes=num_classes,
+                                    in_chans=channels)
+    if is_callable_model(name):
+        if builder is None:
+            raise ValueError(f"--model {name} names a Python callable, which only policysearch.search(model=...) "
+                             "can take; continue such a run from Python, with the same callable")
+        try:
+            model = builder(num_classes, channels)
+        except Exception as exc:  # the user's code: whatever it raises becomes one line
+            reason = (str(exc).strip().splitlines() or [""])[0][:160]
+            raise ValueError(f"{model_ref(name)} raised {type(exc).__name__} when called as (num_classes="
+                             f"{num_classes}, in_channels={channels}): {reason}") from exc
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"{model_ref(name)} returned a {type(model).__name__}, not a torch.nn.Module; it is called "
+                             "as (num_classes, in_channels) and must return a fresh model")
+        return model
+    return build_model(name, num_classes, channels)
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3, *, weights: str | Path | None = None,
-                 freeze_backbone: bool = False) -> nn.Module:
+                 freeze_backbone: bool = False, builder: Builder | None = None) -> nn.Module:
     """A classifier for ``num_classes`` classes on ``in_channels``-channel images, started from ``weights``.
 
-    Without weights it is a fresh model (``torchvision:NAME`` with ``weights=None``). ``freeze_backbone``
+    Without weights it is a fresh model (``torchvision:NAME`` with ``weights=None``, ``timm:NAME`` with
+    ``pretrained=False``). A ``callable:`` model is ``builder(num_classes, in_channels)``. ``freeze_backbone``
     needs weights: a frozen random backbone would learn nothing.
     """
     problem = model_problem(name)
@@ -204,35 +296,32 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, *, weights: 
     if freeze_backbone and weights is None:
         raise ValueError("--freeze-backbone needs --weights: a frozen backbone must come from a checkpoint")
     state = read_state_dict(weights) if weights is not None else None
-    if is_torchvision(name):
-        import torchvision.models
-
-        model = torchvision.models.get_model(name[len(TORCHVISION_PREFIX):], weights=None)
-        channels = 3
-    else:
-        channels = in_channels
-        if state is not None:  # built with the checkpoint's channels; the probe leaves the RNG as it was
-            with torch.random.fork_rng(devices=[]):
-                stem, _ = _first_conv(build_model(name, num_classes, in_channels))
-            kernel = state.get(f"{stem}.weight")
-            if kernel is not None and kernel.dim() == 4 and int(kernel.shape[1]) in (1, 3):
-                channels = int(kernel.shape[1])
-        model = build_model(name, num_classes, channels)
-    head = head_name(model)
-    if state is not None:
-        _load_backbone(model, state, head, f"--weights {weights}")
-    old = model.get_submodule(head)
-    assert isinstance(old, nn.Linear)
-    if old.out_features != num_classes:
-        _replace_module(model, head, nn.Linear(old.in_features, num_classes))
-    elif state is not None:
-        old.reset_parameters()  # the head is always new, also where the class count happens to match
+    channels = 3 if is_torchvision(name) else in_channels
+    if state is not None and not is_torchvision(name) and not is_callable_model(name):
+        # built with the checkpoint's channels; the probe leaves the RNG as it was
+        with torch.random.fork_rng(devices=[]):
+            stem, _ = _first_conv(_architecture(name, num_classes, in_channels, builder))
+        kernel = state.get(f"{stem}.weight")
+        if kernel is not None and kernel.dim() == 4 and int(kernel.shape[1]) in (1, 3):
+            channels = int(kernel.shape[1])
+    model = _architecture(name, num_classes, channels, builder)
+    if state is not None or freeze_backbone or is_torchvision(name):  # these need the head
+        head = head_name(model)
+        if state is not None:
+            _load_backbone(model, state, head, f"--weights {weights}")
+        old = model.get_submodule(head)
+        assert isinstance(old, nn.Linear)
+        if old.out_features != num_classes and not is_callable_model(name):  # a callable's is checked, not fixed
+            _replace_module(model, head, nn.Linear(old.in_features, num_classes))
+        elif state is not None:
+            old.reset_parameters()  # the head is always new, also where the class count happens to match
     if in_channels != channels:
         if not (in_channels == 1 and channels == 3):
             raise WeightsError(f"--weights {weights}: the model's first layer takes {channels}-channel images, "
                                f"the data has {in_channels} channels")
         _grey_input(model)
     if freeze_backbone:
+        head = head_name(model)
         for key, param in model.named_parameters():
             param.requires_grad_(_under(key, head))
     return model
@@ -255,15 +344,27 @@ def _grey_input(model: nn.Module) -> None:
 def check_model(spec: ModelSpec, image_size: int) -> None:
     """Build ``spec`` and run it on two ``image_size`` images: every problem is one line, before any work."""
     model = spec.build()
+    where = model_ref(spec.name)
+    given = is_callable_model(spec.name)
+    if given:  # a callable must build for the data's channels and classes; the others are built to fit
+        _, stem = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), ("", None))
+        if stem is not None and stem.in_channels != spec.in_channels:
+            raise ValueError(f"{where} takes {stem.in_channels}-channel images (its first convolution), but the "
+                             f"data has {spec.in_channels} channel{'s' if spec.in_channels != 1 else ''}; it is "
+                             f"called with in_channels={spec.in_channels} and must build its first layer for it")
     x = torch.zeros(2, spec.in_channels, image_size, image_size)
     try:
         with torch.no_grad():
             out = model(x)
-    except RuntimeError as exc:
+    except Exception as exc:  # the model's own code (a callable's, a timm one's): whatever it raises is one line
+        if not given and not isinstance(exc, RuntimeError):
+            raise
         reason = (str(exc).strip().splitlines() or ["error"])[0][:160]
-        raise ValueError(f"--model {spec.name} cannot run on {image_size}x{image_size} images ({reason}); "
-                         "choose another --image-size") from None
+        raise ValueError(f"{where} cannot run on {spec.in_channels}x{image_size}x{image_size} images "
+                         f"({type(exc).__name__}: {reason}); choose another --image-size"
+                         + (" or make the model take them" if given else "")) from None
     if not isinstance(out, Tensor) or tuple(out.shape) != (2, spec.num_classes):
-        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"--model {spec.name} returns {got}, not logits [batch, {spec.num_classes}]; only "
-                         "models whose training forward returns logits can be trained here")
+        got = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        hint = (f"; it is called with num_classes={spec.num_classes} and must return that many logits" if given else
+                "; only models whose training forward returns logits can be trained here")
+        raise ValueError(f"{where} returns {got} for a batch of 2 images, not logits [2, {spec.num_classes}]{hint}")

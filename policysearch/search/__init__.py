@@ -1,4 +1,7 @@
-"""Fast AutoAugment search on Ray Tune, in the order of the algorithm.
+"""Fast AutoAugment search on Ray Tune, in the order of the algorithm; ``policysearch.search(data, model=...)``.
+
+This package is also the function :func:`~policysearch.search.api.search`: ``policysearch.search(...)``
+calls it (the package's module object is callable, so the call works however the package was imported).
 
 1. :mod:`~policysearch.search.config`: everything that defines a search, defined once (the command-line
    options are generated from it) with every value check.
@@ -13,6 +16,7 @@
 5. :mod:`~policysearch.search.export` and :mod:`~policysearch.search.report`: ``policy.json`` (last),
    ``candidates.json``, ``trials.csv`` and ``report.md``.
 
+:mod:`~policysearch.search.api` is the entry point from Python (the command line calls it too);
 :mod:`~policysearch.search.rundir` gives each run its own id and storage folder and guards ``--resume``;
 :mod:`~policysearch.search.checks` says before any work why a setting cannot run, and when failed trials
 stop a search. :mod:`~policysearch.search.tuning` (with the searcher) is the only code that imports
@@ -22,18 +26,20 @@ Ray; importing this package does not, so ``policysearch search --help`` stays fa
 from __future__ import annotations
 
 import sys
+import types
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
+from policysearch.search.api import search
 from policysearch.search.config import SearchConfig
 from policysearch.search.outcome import SearchResult
-from policysearch.search.trials import Prepared, prepare
+from policysearch.search.trials import Inputs, Prepared, prepare
 
-__all__ = ["Prepared", "SearchConfig", "SearchResult", "prepare", "run_search"]
+__all__ = ["Inputs", "Prepared", "SearchConfig", "SearchResult", "prepare", "run_search", "search"]
 
 
 def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = False,
-               stream: TextIO = sys.stdout) -> SearchResult:
+               stream: TextIO = sys.stdout, inputs: Inputs | None = None) -> SearchResult:
     """Run (or, with ``resume``, continue) a search into ``run_dir``; returns where its policy is.
 
     Every input and setting problem is raised as a one-line ``ValueError`` before Ray starts (or, when
@@ -41,4 +47,18 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
     """
     from policysearch.search.tuning import run_search as run_on_ray
 
-    return run_on_ray(config, run_dir, resume=resume, stream=stream)
+    return run_on_ray(config, run_dir, resume=resume, stream=stream, inputs=inputs)
+
+
+class _CallableModule(types.ModuleType):
+    """The type of this package's module object: calling it calls :func:`~policysearch.search.api.search`.
+
+    ``policysearch.search`` is this subpackage as soon as any of it is imported (the import system sets the
+    attribute), so the function the issue names ``policysearch.search(...)`` is the module itself, called.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> SearchResult:
+        return search(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

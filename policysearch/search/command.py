@@ -1,18 +1,16 @@
-"""``policysearch search``: the options (generated from :class:`SearchConfig`) and the command."""
+"""``policysearch search``: the options (generated from :class:`SearchConfig`) and the command, a thin layer over
+:func:`policysearch.search.api.search`."""
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import sys
-from dataclasses import replace
-from pathlib import Path
 
-from policysearch.search import run_search
+from policysearch.search.api import search
 from policysearch.search.checks import SearchFailed
 from policysearch.search.config import SearchConfig, add_config_arguments, given_values
 from policysearch.search.report import summary_text
-from policysearch.search.rundir import RunError, read_stored_config
+from policysearch.search.rundir import RunError
 
 __all__ = ["add_arguments", "config_from_args", "run"]
 
@@ -34,18 +32,12 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Run or resume a search and print where the policy is; 1 when too many trials failed."""
-    if args.resume:
-        if args.out:
-            raise RunError("--resume RUN_DIR continues a run in its own folder; leave out --out")
-        run_dir = Path(args.resume)
-        stored, _ = read_stored_config(run_dir)
-        config = replace(stored, **given_values(args))  # contradictions are refused by run_search
-    else:
-        config = config_from_args(args)
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = Path(args.out) if args.out else Path("runs") / f"search-{stamp}"
+    if args.resume and args.out:
+        raise RunError("--resume RUN_DIR continues a run in its own folder; leave out --out")
+    given = given_values(args)  # a resume keeps the stored value of every option not given
     try:
-        result = run_search(config, run_dir, resume=bool(args.resume))
+        result = search(given.pop("dataset", None), model=given.pop("model", None), out=args.resume or args.out,
+                        resume=bool(args.resume), **given)
     except SearchFailed as exc:
         print(f"policysearch: search stopped: {exc}", file=sys.stderr)
         return 1

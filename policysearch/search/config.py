@@ -37,7 +37,8 @@ def _option(default: Any, help: str, group: str, **argparse_kwargs: Any) -> Any:
 class SearchConfig:
     """Everything that defines a search; written to ``config.json`` in the run directory."""
 
-    dataset: str = _option("digits", "digits (embedded), cifar10, cifar100, svhn or imagefolder:PATH", "data")
+    dataset: str = _option("digits", "digits (embedded), cifar10, cifar100, svhn, imagefolder:PATH or a folder of "
+                           "class subfolders", "data")
     data_root: str = _option("data", "where downloadable data sets live", "data")
     download: bool = _option(False, "download cifar/svhn into --data-root when online", "data")
     train_size: int | None = _option(None, "a stratified reduced training set of this many images (e.g. 4000)",
@@ -74,8 +75,9 @@ class SearchConfig:
                                        "every candidate at this budget", "selection", type=int,
                                        shown="--epochs")
     seed: int = _option(0, "seed of the subset, the splits, the optimisers and the child models", "search")
-    model: str = _option("small_cnn", f"child-model architecture: {', '.join(MODEL_NAMES)} or torchvision:NAME "
-                         "(e.g. torchvision:resnet18, built with weights=None; nothing is downloaded)",
+    model: str = _option("small_cnn", f"child-model architecture: {', '.join(MODEL_NAMES)}, torchvision:NAME "
+                         "(e.g. torchvision:resnet18, built with weights=None) or timm:NAME (e.g. timm:resnet18, "
+                         "built with pretrained=False; needs policysearch[timm]); nothing is downloaded",
                          "child models", metavar="MODEL")
     weights: str | None = _option(None, "a local weights file (a state dict of --model) that every child and "
                                   "selection model starts from (kept as an absolute path); the classifier head is "

@@ -55,7 +55,11 @@ class Outcome:
 
 @dataclass
 class SearchResult:
-    """Where a finished search put its outputs, and what it found."""
+    """Where a finished search put its outputs, and what it found.
+
+    ``policy`` is the chosen recipe (its sub-policies and baseline, as ``policy.json`` holds them);
+    :meth:`transform` and :meth:`batch_transform` apply it in training code, ``reason`` says why it was chosen.
+    """
 
     run_dir: Path
     run_id: str
@@ -67,6 +71,23 @@ class SearchResult:
     failures: list[str] = field(default_factory=list)
     spans: dict[str, tuple[float, float]] = field(default_factory=dict)  # phase -> (start, end), time.monotonic()
     chosen: Recipe | None = None  # the selected recipe (its policy is ``policy``)
+
+    @property
+    def reason(self) -> str:
+        """Why the recipe was chosen (the selection's decision in one sentence)."""
+        return self.decision.reason if self.decision is not None else ""
+
+    def transform(self, **kwargs: Any) -> Any:
+        """A :class:`~policysearch.image_transform.PolicyTransform` of the recipe: per image, for torchvision pipelines."""
+        from policysearch.image_transform import PolicyTransform
+
+        return PolicyTransform(self.policy, **kwargs)
+
+    def batch_transform(self, **kwargs: Any) -> Any:
+        """A :class:`~policysearch.transforms.BatchPolicyTransform` of the recipe: per sample on a whole batch."""
+        from policysearch.transforms import BatchPolicyTransform
+
+        return BatchPolicyTransform(self.policy, **kwargs)
 
 
 def top_candidates(rows: Sequence[dict[str, Any]], space: SearchSpace, splits: int, repeats: int,

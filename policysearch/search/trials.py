@@ -1,6 +1,6 @@
 """The work of phases 1 and 2 as plain functions of their inputs; Ray is not imported here.
 
-:func:`prepare` loads and checks the data once in the driver. :func:`train_child` trains the child model
+:func:`prepare` loads and checks the data once in the driver (or takes the :class:`Inputs` given in Python). :func:`train_child` trains the child model
 of one split on D_M (phase 1) and :func:`score_policy` scores one candidate policy on a split's D_A with
 that frozen child (phase 2). The Tune layer (``policysearch.search.tuning``) runs them as trials and
 hands them a ``report`` callable and folders; a test calls them directly.
@@ -21,7 +21,7 @@ import torch
 from policysearch.atomic import save_torch_atomic
 from policysearch.data import ImageData, baseline_for, load_dataset, make_splits, normalization_for, stratified_subset
 from policysearch.density import evaluate_policy
-from policysearch.pretrained import ModelSpec, check_model, fit_image_size
+from policysearch.pretrained import Builder, ModelSpec, check_model, fit_image_size, is_callable_model, model_ref
 from policysearch.policy import Baseline
 from policysearch.search.config import SearchConfig
 from policysearch.search.faults import Faults
@@ -29,12 +29,22 @@ from policysearch.selection import auto_repeats, crossfit_folds
 from policysearch.spaces import SearchSpace, load_space
 from policysearch.train import evaluate, fit_to_data, train_model
 
-__all__ = ["CHILD_FILE", "CHILD_MODEL_FILE", "ChildCache", "ChildSource", "Prepared", "child_and_da", "child_model",
+__all__ = ["CHILD_FILE", "CHILD_MODEL_FILE", "ChildCache", "ChildSource", "Inputs", "Prepared", "child_and_da", "child_model",
            "frozen_child", "prepare", "score_policy", "train_child"]
 
 CHILD_FILE = "child.pt"  # the full training state of a child (weights, optimizer, RNGs), saved every epoch
 CHILD_MODEL_FILE = "child_model.pt"  # the trained weights alone, written beside it after the last epoch
 Report = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a search is given as Python objects rather than as settings (``policysearch.search``): the data,
+    read into memory by :func:`policysearch.user_data.read_data`, and a model callable. The settings name
+    them (``python:WHAT#FINGERPRINT``, ``callable:MODULE.NAME``), so config.json records what they were."""
+
+    data: ImageData | None = None
+    builder: Builder | None = None
 
 
 @dataclass
@@ -49,23 +59,35 @@ class Prepared:
     std: tuple[float, ...]
     baseline: Baseline  # the data set's: the children train with it, D_A views get it after the policy
     folds: list[tuple[np.ndarray, np.ndarray]]  # the selection's cross-fit (train, held-out) folds
+    builder: Builder | None = None  # the model callable of a ``callable:`` model (shipped to the workers with this)
 
     @property
     def model_spec(self) -> ModelSpec:
         """The child and selection models: architecture, classes, channels and the checkpoint they start from."""
         c = self.config
-        return ModelSpec(c.model, self.data.num_classes, int(self.data.images.shape[1]), c.weights, c.freeze_backbone)
+        return ModelSpec(c.model, self.data.num_classes, int(self.data.images.shape[1]), c.weights, c.freeze_backbone,
+                         self.builder)
 
     def new_model(self) -> torch.nn.Module:
         """A child or selection model, built and loaded from the checkpoint (seed torch first)."""
         return self.model_spec.build()
 
 
-def prepare(config: SearchConfig) -> Prepared:
-    """Load and check everything a search needs; raises a one-line error before any work starts."""
+def prepare(config: SearchConfig, inputs: Inputs | None = None) -> Prepared:
+    """Load and check everything a search needs; raises a one-line error before any work starts.
+
+    ``inputs`` holds the data and the model callable given in Python, which ``config`` names."""
+    inputs = inputs or Inputs()
+    if is_callable_model(config.model) and inputs.builder is None:
+        raise ValueError(f"{model_ref(config.model)}: the run's model is a Python callable, which only "
+                         "policysearch.search(model=...) can take; continue such a run from Python with the same "
+                         "callable")
     space = load_space(config.space_name)
-    data = load_dataset(config.dataset, split="train", data_root=config.data_root, download=config.download,
-                        image_size=config.image_size)
+    if inputs.data is not None:
+        data = inputs.data
+    else:
+        data = load_dataset(config.dataset, split="train", data_root=config.data_root, download=config.download,
+                            image_size=config.image_size)
     if config.train_size is not None:
         data = stratified_subset(data, config.train_size, seed=config.seed)
     data = fit_image_size(data, config.model, config.image_size)
@@ -74,7 +96,7 @@ def prepare(config: SearchConfig) -> Prepared:
     folds = crossfit_folds(data.labels.numpy(), config.selection_folds, repeats, seed=config.seed)
     mean, std = normalization_for(config.dataset, data)
     baseline = baseline_for(config.dataset, data.images.shape[-1])
-    prepared = Prepared(config, data, splits, space, tuple(mean), tuple(std), baseline, folds)
+    prepared = Prepared(config, data, splits, space, tuple(mean), tuple(std), baseline, folds, inputs.builder)
     check_model(prepared.model_spec, int(data.images.shape[-1]))  # the weights file and the image size
     return prepared
 

@@ -42,8 +42,9 @@ from policysearch.candidates import candidate_recipes
 from policysearch.domain import fit_domain
 from policysearch.search.recipes import (choose_recipe, final_baseline, probe_child, race_survivors, restrict_space,
                                          selection_trial)
-from policysearch.search.trials import (CHILD_FILE, CHILD_MODEL_FILE, ChildSource, Prepared, prepare, score_policy,
-                                        train_child)
+from policysearch.pretrained import model_ref
+from policysearch.search.trials import (CHILD_FILE, CHILD_MODEL_FILE, ChildSource, Inputs, Prepared, prepare,
+                                        score_policy, train_child)
 
 __all__ = ["Progress", "checkpoint_kept", "object_store_bytes", "ray_init_kwargs", "run_experiment", "run_search",
            "start_ray", "verify_shared_storage"]
@@ -226,6 +227,42 @@ def verify_shared_storage(storage: str) -> None:
     if missing:
         raise RunError(f"--storage {storage} is not shared: node(s) {', '.join(missing)} cannot see the file the "
                        "driver wrote there; give a path mounted on every node or a URI (e.g. s3://...)")
+
+
+def pickled_builder(prepared: Prepared) -> bytes | None:
+    """The model callable as Ray sends it (cloudpickle), checked before Ray starts; None without one."""
+    if prepared.builder is None:
+        return None
+    try:
+        return ray.cloudpickle.dumps(prepared.builder)
+    except Exception as exc:  # whatever the user's object raises when pickled
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"{model_ref(prepared.config.model)} cannot be sent to Ray's workers: cloudpickle cannot "
+                         f"pickle it ({type(exc).__name__}: {reason}); build everything inside the function, or "
+                         "leave out what it refers to that cannot be pickled (locks, open files, ...)") from None
+
+
+@ray.remote(num_cpus=0)
+def _load_error(payload: bytes) -> str:
+    try:
+        ray.cloudpickle.loads(payload)
+    except Exception as exc:  # what a trial on this node would meet, as one line
+        return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+    return ""
+
+
+def check_workers_load(payload: bytes, model: str) -> None:
+    """A ValueError in one line unless a worker on every alive node can load the pickled model callable (its
+    module must be importable there), checked before any trial."""
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    errors = ray.get([_load_error.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
+                      .remote(payload) for node in nodes], timeout=SENTINEL_TIMEOUT_S)
+    failed = [(node.get("NodeManagerAddress", node["NodeID"]), error) for node, error in zip(nodes, errors) if error]
+    if failed:
+        where, error = failed[0]
+        raise ValueError(f"{model_ref(model)} cannot be loaded by Ray's workers (node {where}: {error}); define it "
+                         "in the script you run, in a module on the workers' path (the working directory, "
+                         "PYTHONPATH) or in an installed package")
 
 
 # ------------------------------------------------------------------------------------------ progress
@@ -421,10 +458,11 @@ def tune_space(prepared: Prepared) -> dict[str, Any]:
 
 
 def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = False,
-               stream: TextIO = sys.stdout) -> SearchResult:
+               stream: TextIO = sys.stdout, inputs: Inputs | None = None) -> SearchResult:
     """Run (or, with ``resume``, continue) a search into ``run_dir``; see :mod:`policysearch.search`."""
     faults = faults_from_env()
-    prepared = prepare(config)  # every input error surfaces here, before Ray starts
+    prepared = prepare(config, inputs)  # every input error surfaces here, before Ray starts
+    builder = pickled_builder(prepared)
     run = open_run(config, run_dir, resume=resume)
     joined = ray.is_initialized() or bool(config.address)
     if not joined:
@@ -434,6 +472,8 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
         check_resources(config, cluster_nodes(), "the Ray cluster" if joined else "this machine")
         if config.address and not is_uri(run.storage):
             verify_shared_storage(run.storage)
+        if builder is not None:
+            check_workers_load(builder, config.model)
         if not resume:
             write_config(run, config)
         outcome, spans = _phases(prepared, run, faults, stream)

@@ -1,0 +1,107 @@
+"""``policysearch.search(data, model=..., **settings)``: the search from Python, which the command line calls too.
+
+The data and the model may be Python objects: the data is read into memory once
+(:func:`policysearch.user_data.read_data`) and the model callable travels to Ray's workers with the
+search's inputs (:class:`~policysearch.search.trials.Inputs`). The settings name both
+(``python:WHAT#FINGERPRINT``, ``callable:MODULE.NAME``), so ``config.json`` records them and a resume with
+other data is refused like any other contradicting setting. Ray is not imported here.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import os
+import sys
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from torch import nn
+
+from policysearch.data import DATASET_NAMES, PYTHON_PREFIX, ImageData
+from policysearch.pretrained import callable_name
+from policysearch.search.config import SearchConfig
+from policysearch.search.outcome import SearchResult
+from policysearch.search.rundir import read_stored_config
+from policysearch.search.trials import Inputs
+
+__all__ = ["default_run_dir", "search"]
+
+_NAMED = tuple(name for name in DATASET_NAMES if ":" not in name)
+
+
+def default_run_dir() -> Path:
+    """``runs/search-TIMESTAMP``: where a search goes when no run directory is given."""
+    return Path("runs") / f"search-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def search(data: Any = None, model: str | Callable[[int, int], nn.Module] | None = None, *,
+           out: str | os.PathLike[str] | None = None, resume: bool = False, image_column: str | None = None,
+           label_column: str | None = None, stream: TextIO = sys.stdout, **settings: Any) -> SearchResult:
+    """Search a training recipe for ``data`` and ``model``: the same search as ``policysearch search``.
+
+    ``data``: a data set name (``digits``, ``cifar10``, ``cifar100``, ``svhn``, ``imagefolder:PATH``), a folder
+    of class subfolders, a map-style dataset of ``(image, label)`` (e.g. a ``torch.utils.data.Dataset``), a
+    pair ``(images, labels)`` or a Hugging Face ``datasets.Dataset`` (its columns found, or named with
+    ``image_column`` / ``label_column``); see :mod:`policysearch.user_data`. Default: ``digits``.
+    ``model``: a name (``small_cnn``, ..., ``torchvision:NAME``, ``timm:NAME``) or a callable
+    ``(num_classes, in_channels) -> nn.Module`` that builds a fresh model. Default: ``small_cnn``.
+    ``settings``: any field of :class:`~policysearch.search.config.SearchConfig` (``epochs=``, ``trials=``,
+    ``seed=``, ``weights=``, ...). ``out``: the run directory (default ``runs/search-TIMESTAMP``);
+    ``resume=True`` continues the run in ``out`` with its stored settings (pass data and a model callable
+    again when the run had them; unnamed settings keep their stored values).
+
+    Every problem with the data, the model or a setting is one ``ValueError`` line before Ray starts;
+    too many failed trials raise :class:`~policysearch.search.checks.SearchFailed`.
+    """
+    known = {f.name for f in fields(SearchConfig)}
+    for name in settings:
+        if name not in known or name in ("dataset", "model"):
+            hint = ("give the data as the first argument, data=" if name == "dataset" else
+                    f"did you mean {', '.join(difflib.get_close_matches(name, sorted(known), 3)) or 'a field of SearchConfig'}?")
+            raise TypeError(f"search() got an unexpected keyword argument {name!r}; {hint}")
+    if resume and out is None:
+        raise ValueError("resume=True continues the run in out=RUN_DIR; give out=")
+    run_dir = Path(out) if out is not None else default_run_dir()
+    stored = read_stored_config(run_dir)[0] if resume else None
+    base = replace(stored, **settings) if stored is not None else SearchConfig(**settings)  # the settings' checks
+    model_name, builder = _model(model, stored)
+    dataset, read = _data(data, stored, base.image_size, image_column, label_column)
+    config = replace(base, dataset=dataset, model=model_name)
+    from policysearch.search import run_search
+
+    return run_search(config, run_dir, resume=resume, stream=stream, inputs=Inputs(read, builder))
+
+
+def _model(model: Any, stored: SearchConfig | None) -> tuple[str, Callable[[int, int], nn.Module] | None]:
+    """The settings' model name and the callable, if one was given."""
+    if model is None:
+        return (stored.model if stored is not None else SearchConfig.model), None
+    if isinstance(model, str):
+        return model, None
+    if isinstance(model, nn.Module):
+        raise ValueError(f"model= takes a callable that builds a fresh model, not a {type(model).__name__} instance "
+                         "(every child starts from new weights); e.g. model=lambda num_classes, in_channels: "
+                         f"{type(model).__name__}(num_classes, in_channels)")
+    if not callable(model):
+        raise ValueError(f"model= takes a model name or a callable (num_classes, in_channels) -> nn.Module, got a "
+                         f"{type(model).__name__}")
+    return callable_name(model), model
+
+
+def _data(data: Any, stored: SearchConfig | None, image_size: int | None, image_column: str | None,
+          label_column: str | None) -> tuple[str, ImageData | None]:
+    """The settings' data set name and, for data given as Python objects, the data read into memory."""
+    if data is None:
+        return (stored.dataset if stored is not None else SearchConfig.dataset), None
+    if isinstance(data, (str, os.PathLike)) and image_column is None and label_column is None:
+        text = os.fspath(data)
+        named = text in _NAMED or text.startswith(("imagefolder:", PYTHON_PREFIX))
+        if isinstance(data, str) and (named or not Path(text).expanduser().is_dir()):
+            return text, None  # a name (an unknown one is refused by the loader, in one line)
+        return f"imagefolder:{text}", None
+    from policysearch.user_data import read_data
+
+    read = read_data(data, image_column=image_column, label_column=label_column, image_size=image_size)
+    return read.name, read

@@ -1,0 +1,376 @@
+"""Data given as Python objects, read once into an :class:`~policysearch.data.ImageData` (uint8 in memory).
+
+:func:`read_data` takes what ``policysearch.search(data=...)`` accepts besides a data set name or folder:
+
+- **a map-style dataset** (``len()`` and ``data[i]``, e.g. a ``torch.utils.data.Dataset``) whose items are
+  ``(image, label)``; its ``classes`` attribute, when it holds one name per class, names the classes;
+- **a pair** ``(images, labels)``: an array or tensor of images ``[N, H, W]``, ``[N, C, H, W]`` or
+  ``[N, H, W, C]`` (or a sequence of single images), and N integer labels;
+- **a Hugging Face** ``datasets.Dataset`` (map-style, e.g. from ``load_from_disk``): the image column is the
+  one with the ``Image`` feature (else one named image, img, ...), the label column the one with the
+  ``ClassLabel`` feature (else one named label, labels, ...), or ``image_column=`` / ``label_column=`` name
+  them; a ``ClassLabel`` names the classes.
+
+An image is a PIL image (any mode: 16-bit values are scaled to 8 bits and transparency is composited onto
+black, as in image folders) or an integer (0..255) or floating-point (0..1) array or tensor ``[H, W]``,
+``[C, H, W]`` or ``[H, W, C]`` with C = 1 or 3 (tensors are read channels-first, numpy arrays
+channels-last when both fit). The images must be all grey or all colour. Sizes follow the image-folder
+rule (:func:`policysearch.data.target_side`): every image becomes S x S, its centre square resized, and the
+result's ``notes`` say so in one line. Labels are integers 0..C-1, C the number of class names or else the
+largest label + 1, and every class needs at least 2 images. Every problem is one :class:`DataError` line
+naming the item. Ray is not imported here, and nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import numbers
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from policysearch.data import (PYTHON_PREFIX, DataError, ImageData, is_grey, pil_to_8bit, resize_images, resize_note,
+                               target_side)
+
+__all__ = ["IMAGE_COLUMNS", "LABEL_COLUMNS", "fingerprint", "is_huggingface", "read_data"]
+
+# Column names tried, in this order, when a Hugging Face dataset has no Image / ClassLabel feature.
+IMAGE_COLUMNS = ("image", "img", "images", "pixel_values", "pixels")
+LABEL_COLUMNS = ("label", "labels", "target", "targets", "class", "y")
+
+
+def is_huggingface(data: Any) -> bool:
+    """Whether ``data`` is an object of the ``datasets`` package (checked by its type, without importing it)."""
+    return type(data).__module__.split(".")[0] == "datasets"
+
+
+def read_data(data: Any, *, image_column: str | None = None, label_column: str | None = None,
+              image_size: int | None = None) -> ImageData:
+    """``data`` (a map-style dataset, an ``(images, labels)`` pair or a Hugging Face dataset) as uint8
+    images in memory, named ``python:WHAT#FINGERPRINT``; a one-line DataError for anything it cannot use."""
+    if image_size is not None and image_size < 1:
+        raise DataError(f"image_size must be a positive number of pixels, got {image_size}")
+    if is_huggingface(data):
+        images, labels, classes, what = _read_huggingface(data, image_column, label_column)
+    else:
+        if image_column is not None or label_column is not None:
+            raise DataError(f"image_column= and label_column= name columns of a Hugging Face dataset; data is a "
+                            f"{type(data).__name__}")
+        if isinstance(data, tuple) and len(data) == 2:
+            images, labels, classes, what = _read_pair(*data)
+        else:
+            images, labels, classes, what = _read_items(data)
+    label_tensor = _check_labels(labels, classes)
+    num_classes = len(classes) if classes else int(label_tensor.max()) + 1
+    names = tuple(classes) if classes else tuple(str(c) for c in range(num_classes))
+    name = f"{PYTHON_PREFIX}{what}"
+    stacked, notes = _squared(images, image_size, name)
+    image_data = ImageData(stacked, label_tensor, names, name, notes)
+    return ImageData(stacked, label_tensor, names, f"{name}#{fingerprint(image_data)}", notes)
+
+
+def fingerprint(data: ImageData) -> str:
+    """12 hex digits of SHA-256 over the images, labels and class names: the same data gives the same value."""
+    digest = hashlib.sha256()
+    digest.update(repr((tuple(data.images.shape), data.classes)).encode())
+    digest.update(data.images.contiguous().numpy().tobytes())
+    digest.update(data.labels.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+# ------------------------------------------------------------------------------------------- sources
+
+
+def _read_items(data: Any) -> tuple[list[Tensor] | Tensor, list[int], list[str] | None, str]:
+    """A map-style dataset of ``(image, label)`` items."""
+    kind = type(data).__name__
+    if isinstance(data, (str, bytes)) or not hasattr(data, "__getitem__"):
+        raise DataError(f"data: a {kind} is not a data set; give a map-style dataset of (image, label) items, a "
+                        "pair (images, labels), a Hugging Face dataset, a data set name or an image folder")
+    try:
+        count = len(data)
+    except TypeError:
+        raise DataError(f"data: {kind} has no len(); give a map-style dataset (len() and data[i]) - an iterable-"
+                        "only dataset cannot be split into folds") from None
+    if count == 0:
+        raise DataError(f"data: {kind} is empty (0 items)")
+    reader = _ImageReader()
+    images, labels = [], []
+    for i in range(count):
+        item = data[i]
+        where = f"data item {i}"
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise DataError(f"{where} is {_describe(item)}, not a pair (image, label); return (image, label) from "
+                            "__getitem__, or pass a Hugging Face dataset with its column names")
+        images.append(reader.read(item[0], where))
+        labels.append(_label(item[1], where))
+    classes = getattr(data, "classes", None)
+    if not (isinstance(classes, Sequence) and classes and all(isinstance(c, str) for c in classes)):
+        classes = None
+    return images, labels, list(classes) if classes else None, kind
+
+
+def _read_pair(images: Any, labels: Any) -> tuple[list[Tensor] | Tensor, list[int], None, str]:
+    """``(images, labels)``: an image array [N, ...] (or a sequence of images) and N labels."""
+    if isinstance(images, (Tensor, np.ndarray)) and images.ndim in (3, 4):
+        stacked = _array_batch(images)
+    elif isinstance(images, (Tensor, np.ndarray)):
+        raise DataError(f"data (images, labels): images have shape {tuple(images.shape)}; expected [N, H, W], "
+                        "[N, C, H, W] or [N, H, W, C] with C = 1 or 3")
+    else:
+        try:
+            count = len(images)
+        except TypeError:
+            raise DataError(f"data (images, labels): images are a {type(images).__name__}, not an array or a "
+                            "sequence of images") from None
+        reader = _ImageReader()
+        stacked = [reader.read(images[i], f"images[{i}]") for i in range(count)]
+    label_list = _label_array(labels)
+    if len(label_list) != len(stacked):
+        raise DataError(f"data (images, labels): {len(stacked)} images but {len(label_list)} labels")
+    if len(label_list) == 0:
+        raise DataError("data (images, labels) is empty (0 images)")
+    return stacked, label_list, None, "arrays"
+
+
+def _read_huggingface(data: Any, image_column: str | None,
+                      label_column: str | None) -> tuple[list[Tensor], list[int], list[str] | None, str]:
+    """A Hugging Face ``datasets.Dataset``: its image and label columns, class names from a ClassLabel."""
+    import datasets  # the data is one of its objects, so it is installed and imported already
+
+    kind = type(data).__name__
+    if isinstance(data, datasets.DatasetDict):
+        raise DataError(f"data is a DatasetDict with splits {', '.join(data)}; pass one split, e.g. data['train']")
+    if not isinstance(data, datasets.Dataset):
+        raise DataError(f"data is a Hugging Face {kind}; give a map-style datasets.Dataset (e.g. from "
+                        "load_from_disk) - a streaming dataset cannot be split into folds")
+    features = data.features
+    image_col = _column(features, image_column, "image_column", datasets.Image, IMAGE_COLUMNS)
+    label_col = _column(features, label_column, "label_column", datasets.ClassLabel, LABEL_COLUMNS)
+    if len(data) == 0:
+        raise DataError("data: the Hugging Face dataset is empty (0 rows)")
+    feature = features[label_col]
+    classes = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+    reader = _ImageReader()
+    images, labels = [], []
+    rows = data.select_columns([image_col, label_col]).with_format(None)
+    for i, row in enumerate(rows):
+        images.append(reader.read(row[image_col], f"row {i}, column {image_col!r}"))
+        labels.append(_label(row[label_col], f"row {i}, column {label_col!r}"))
+    return images, labels, classes, "datasets.Dataset"
+
+
+def _column(features: Any, given: str | None, keyword: str, feature_type: type, names: Sequence[str]) -> str:
+    """The column named ``given``, else the one column of ``feature_type``, else the first of ``names``."""
+    columns = list(features)
+    if given is not None:
+        if given not in features:
+            raise DataError(f"{keyword}={given!r} is not a column of the dataset; its columns: {', '.join(columns)}")
+        return given
+    typed = [c for c in columns if isinstance(features[c], feature_type)]
+    if len(typed) == 1:
+        return typed[0]
+    if len(typed) > 1:
+        raise DataError(f"the dataset has several {feature_type.__name__} columns ({', '.join(typed)}); name one "
+                        f"with {keyword}=")
+    for name in names:
+        if name in features:
+            return name
+    what = "image" if keyword == "image_column" else "label"
+    raise DataError(f"found no {what} column among {', '.join(columns)} (none is a {feature_type.__name__} feature "
+                    f"or named {'/'.join(names)}); name it with {keyword}=")
+
+
+# -------------------------------------------------------------------------------------------- images
+
+
+class _ImageReader:
+    """Reads single images into uint8 [C, H, W] tensors and holds them to one kind: all grey or all colour."""
+
+    def __init__(self) -> None:
+        self.first: tuple[str, str, int] | None = None  # where, description, channels
+
+    def read(self, image: Any, where: str) -> Tensor:
+        tensor, described = _image_tensor(image, where)
+        channels = int(tensor.shape[0])
+        if self.first is None:
+            self.first = (where, described, channels)
+        elif channels != self.first[2]:
+            first_where, first_described, _ = self.first
+            raise DataError(f"{where} is {described}, but {first_where} is {first_described}: the images of one data "
+                            "set must be all grey or all colour; convert them first (e.g. PIL's "
+                            "image.convert('RGB'))")
+        return tensor
+
+
+def _kind(channels: int) -> str:
+    return "grey" if channels == 1 else "colour"
+
+
+def _image_tensor(image: Any, where: str) -> tuple[Tensor, str]:
+    """One image as uint8 [C, H, W] (C 1 or 3), and a description for a mixed-modes error."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        grey = is_grey(image)
+        converted = pil_to_8bit(image, grey, where)
+        array = np.array(converted, dtype=np.uint8)
+        array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+        return torch.from_numpy(np.ascontiguousarray(array)), f"{_kind(1 if grey else 3)} (PIL mode {image.mode})"
+    if isinstance(image, (list, tuple)):
+        image = np.asarray(image)
+    if not isinstance(image, (Tensor, np.ndarray)):
+        raise DataError(f"{where}: the image is {_describe(image)}; expected a PIL image or a uint8 or float "
+                        "array or tensor [H, W], [C, H, W] or [H, W, C]")
+    channels_first = isinstance(image, Tensor)
+    if image.ndim == 2:
+        image = image[None]
+    elif image.ndim != 3:
+        raise DataError(f"{where}: the image has shape {tuple(image.shape)}; expected [H, W], [C, H, W] or "
+                        "[H, W, C] with C = 1 or 3")
+    shape = tuple(image.shape)
+    if shape[0] in (1, 3) and (channels_first or shape[-1] not in (1, 3)):
+        chw = image
+    elif shape[-1] in (1, 3):
+        chw = image.permute(2, 0, 1) if isinstance(image, Tensor) else image.transpose(2, 0, 1)
+    else:
+        raise DataError(f"{where}: the image has shape {shape}; expected [C, H, W] or [H, W, C] with C = 1 or 3 "
+                        "channels")
+    tensor = _to_uint8(torch.as_tensor(np.ascontiguousarray(chw)) if isinstance(chw, np.ndarray) else chw, where)
+    kind = "tensor" if isinstance(image, Tensor) else "array"
+    return tensor.contiguous(), f"{_kind(int(tensor.shape[0]))} (a {tensor.shape[0]}-channel {kind})"
+
+
+def _to_uint8(values: Tensor, where: str) -> Tensor:
+    """uint8 values as they are (other integers too, when in 0..255); floating-point values in 0..1 scaled to
+    0..255 and rounded."""
+    values = values.detach().cpu()
+    if values.dtype == torch.uint8:
+        return values
+    if values.is_floating_point():
+        if values.numel() and not bool(torch.isfinite(values).all()):
+            raise DataError(f"{where}: the image holds NaN or infinite values")
+        low, high = (float(values.min()), float(values.max())) if values.numel() else (0.0, 0.0)
+        if low < 0.0 or high > 1.0:
+            raise DataError(f"{where}: float image values lie in {low:.3g}..{high:.3g}, not 0..1; give images "
+                            "before normalisation (uint8, or floats in 0..1) - the search normalises them itself")
+        return values.float().mul(255.0).round_().to(torch.uint8)
+    if values.dtype != torch.bool:  # other integers: values 0..255, as uint8
+        low, high = (int(values.min()), int(values.max())) if values.numel() else (0, 0)
+        if low >= 0 and high <= 255:
+            return values.to(torch.uint8)
+        raise DataError(f"{where}: integer image values lie in {low}..{high}, not 0..255; give uint8 (0..255) or "
+                        "floating-point (0..1) images")
+    raise DataError(f"{where}: images of dtype bool are not read; give uint8 (0..255) or floating-point (0..1) images")
+
+
+def _array_batch(images: Tensor | np.ndarray) -> Tensor:
+    """A whole image array [N, H, W], [N, C, H, W] or [N, H, W, C] as uint8 [N, C, H, W]."""
+    where = "data (images, labels): images"
+    shape = tuple(images.shape)
+    if len(shape) == 3:
+        images = images[:, None]
+    elif shape[1] in (1, 3) and (isinstance(images, Tensor) or shape[-1] not in (1, 3)):
+        pass
+    elif shape[-1] in (1, 3):
+        images = images.permute(0, 3, 1, 2) if isinstance(images, Tensor) else images.transpose(0, 3, 1, 2)
+    else:
+        raise DataError(f"{where} have shape {shape}; expected [N, H, W], [N, C, H, W] or [N, H, W, C] with C = 1 "
+                        "or 3")
+    tensor = torch.as_tensor(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+    return _to_uint8(tensor, where).contiguous()
+
+
+def _squared(images: list[Tensor] | Tensor, image_size: int | None, name: str) -> tuple[Tensor, tuple[str, ...]]:
+    """Every image as S x S (the image-folder rule: the centre square, resized), stacked; and the note."""
+    if isinstance(images, Tensor):
+        sizes = [(int(images.shape[-1]), int(images.shape[-2]))] * len(images)  # (width, height)
+    else:
+        sizes = [(int(t.shape[-1]), int(t.shape[-2])) for t in images]
+    side, why = target_side([min(w, h) for w, h in sizes], image_size)
+    if isinstance(images, Tensor) and images.shape[-2:] == (side, side):
+        return images, ()
+    channels = int(images[0].shape[0])
+    out = torch.empty((len(sizes), channels, side, side), dtype=torch.uint8)
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, size in enumerate(sizes):
+        groups[size].append(i)
+    for (w, h), members in groups.items():
+        batch = images[members] if isinstance(images, Tensor) else torch.stack([images[i] for i in members])
+        short = min(w, h)
+        top, left = (h - short) // 2, (w - short) // 2
+        out[members] = resize_images(batch[..., top:top + short, left:left + short].contiguous(), side)
+    return out, resize_note(name, sizes, side, why)
+
+
+# -------------------------------------------------------------------------------------------- labels
+
+
+def _label(value: Any, where: str) -> int:
+    """One integer class index; a DataError naming ``where`` for anything else (floats, vectors, text)."""
+    if isinstance(value, (Tensor, np.ndarray)) and value.ndim == 0:
+        value = value.item()
+    elif isinstance(value, (Tensor, np.ndarray)):
+        raise DataError(f"{where}: the label is {'a tensor' if isinstance(value, Tensor) else 'an array'} of shape "
+                        f"{tuple(value.shape)}, not one integer class index (for one-hot labels give argmax)")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise DataError(f"{where}: the label {value!r} is not an integer class index ({type(value).__name__}); "
+                        "labels must be the integers 0..C-1")
+    return int(value)
+
+
+def _label_array(labels: Any) -> list[int]:
+    """The labels of an ``(images, labels)`` pair, one integer per image."""
+    try:
+        array = labels.detach().cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"data (images, labels): labels cannot be read as an array ({exc})") from None
+    if array.ndim != 1:
+        raise DataError(f"data (images, labels): labels have shape {array.shape}; expected one integer class index "
+                        "per image (for one-hot labels give argmax)")
+    if array.dtype.kind not in "iu" and array.size:
+        bad = next((i for i, v in enumerate(array.tolist())
+                    if isinstance(v, bool) or not isinstance(v, numbers.Integral)), 0)
+        raise DataError(f"data (images, labels): labels[{bad}] = {array.tolist()[bad]!r} is not an integer class index "
+                        f"(labels of dtype {array.dtype}); labels must be the integers 0..C-1")
+    return [int(v) for v in array.tolist()]
+
+
+def _check_labels(labels: list[int], classes: list[str] | None) -> Tensor:
+    """The labels as int64, after checking they are 0..C-1 with at least 2 images in every class."""
+    array = np.asarray(labels, dtype=np.int64)
+    if array.min() < 0:
+        raise DataError(f"label {int(array.min())} is negative; labels must be the class indices 0..C-1")
+    if classes and array.max() >= len(classes):
+        raise DataError(f"label {int(array.max())} is outside 0..{len(classes) - 1}, the indices of the data's "
+                        f"{len(classes)} class names")
+    count = len(classes) if classes else int(array.max()) + 1
+    per_class = np.bincount(array, minlength=count)
+
+    def named(c: int) -> str:
+        return f"class {c} ({classes[c]!r})" if classes else f"class {c}"
+
+    for c, n in enumerate(per_class):
+        if n == 0:
+            whole = (f"the {count} class names" if classes else
+                     f"0..{count - 1}, up to the largest label")
+            raise DataError(f"{named(c)} has no images; labels must be 0..C-1 with every class present ({whole}) - "
+                            "relabel the classes as 0..C-1, or add images of it")
+        if n == 1:
+            raise DataError(f"{named(c)} has only one image; every class needs at least 2 (one to train a child "
+                            "model, one to score it) - add images or drop the class")
+    return torch.from_numpy(array)
+
+
+def _describe(value: Any) -> str:
+    """A few words on what ``value`` is, for an error."""
+    if isinstance(value, dict):
+        keys = ", ".join(repr(k) for k in list(value)[:4])
+        return f"a dict with keys {keys}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}"

@@ -1,0 +1,263 @@
+"""Data given as Python objects (policysearch.user_data): each form read into memory, and each bad case one line.
+
+No Ray here: the bad cases also go through ``policysearch.search`` with Ray refused, so they stop before
+any work, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+import policysearch
+from policysearch.data import DataError, baseline_for, normalization_for
+from policysearch.user_data import read_data
+
+HF_REASON = "the Hugging Face part needs `datasets` (the test extra installs it)"
+
+
+def _digits(count: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``count`` of scikit-learn's digits: uint8 [N, 8, 8] and int labels."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return (bunch.images[:count] * (255 / 16)).round().astype(np.uint8), bunch.target[:count].astype(np.int64)
+
+
+class Items(Dataset):
+    """A map-style torch Dataset over a list of items (whatever they are), with optional class names."""
+
+    def __init__(self, items: list, classes: list[str] | None = None) -> None:
+        self.items = items
+        if classes is not None:
+            self.classes = classes
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        return self.items[i]
+
+
+def _pil_items(images: np.ndarray, labels: np.ndarray, mode: str = "L") -> list:
+    return [(Image.fromarray(img, "L").convert(mode), int(y)) for img, y in zip(images, labels)]
+
+
+# ---------------------------------------------------------------------------------------------- forms
+
+
+def test_a_torch_dataset_of_pil_images_reads_as_the_arrays_do():
+    images, labels = _digits()
+    from_items = read_data(Items(_pil_items(images, labels), classes=[f"digit {c}" for c in range(10)]))
+    assert from_items.images.shape == (60, 1, 8, 8) and from_items.images.dtype == torch.uint8
+    assert torch.equal(from_items.images[:, 0], torch.from_numpy(images))
+    assert from_items.labels.tolist() == labels.tolist() and from_items.classes[3] == "digit 3"
+    assert from_items.name.startswith("python:Items#") and from_items.notes == ()
+    from_arrays = read_data((images, labels))
+    assert from_arrays.classes == tuple(str(c) for c in range(10))  # no names given: the labels' numbers
+    assert torch.equal(from_arrays.images, from_items.images)
+    assert from_arrays.name.split("#")[1] != from_items.name.split("#")[1]  # the class names differ
+    assert read_data((images, labels)).name == from_arrays.name  # the fingerprint repeats
+
+
+@pytest.mark.parametrize("form", ["uint8 CHW tensor", "float CHW tensor", "uint8 HWC array", "float HW array"])
+def test_a_torch_dataset_of_tensors_or_arrays(form):
+    images, labels = _digits(40)
+    colour = np.repeat(images[:, None], 3, axis=1)  # [N, 3, 8, 8]
+    make = {"uint8 CHW tensor": lambda i: torch.from_numpy(colour[i]),
+            "float CHW tensor": lambda i: torch.from_numpy(colour[i]).float() / 255,
+            "uint8 HWC array": lambda i: colour[i].transpose(1, 2, 0),
+            "float HW array": lambda i: images[i].astype(np.float32) / 255}[form]
+    data = read_data(Items([(make(i), torch.tensor(int(labels[i]))) for i in range(len(labels))]))
+    channels = 1 if form == "float HW array" else 3
+    assert data.images.shape == (40, channels, 8, 8)
+    assert torch.equal(data.images[:, 0], torch.from_numpy(images))  # float 0..1 rounds back to the same bytes
+
+
+@pytest.mark.parametrize("layout", ["numpy NHWC", "numpy NHW", "torch NCHW float", "list of PIL"])
+def test_a_pair_of_images_and_labels(layout):
+    images, labels = _digits(40)
+    given = {"numpy NHWC": images[..., None], "numpy NHW": images,
+             "torch NCHW float": torch.from_numpy(images)[:, None].float() / 255,
+             "list of PIL": [Image.fromarray(img, "L") for img in images]}[layout]
+    data = read_data((given, torch.from_numpy(labels) if layout == "torch NCHW float" else list(labels)))
+    assert data.images.shape == (40, 1, 8, 8) and torch.equal(data.images[:, 0], torch.from_numpy(images))
+    assert data.labels.dtype == torch.int64 and data.labels.tolist() == labels.tolist()
+
+
+def test_python_data_gets_the_image_folder_baseline_and_its_own_normalisation():
+    data = read_data(_digits())
+    assert baseline_for(data.name, 32) == baseline_for("imagefolder:x", 32)
+    assert baseline_for(data.name, 8).pad_crop == 1
+    mean, std = normalization_for(data.name, data)
+    assert len(mean) == 1 and 0 < mean[0] < 1 and std[0] > 0
+
+
+def test_mixed_sizes_follow_the_image_folder_rule_in_one_note():
+    images, labels = _digits(30)
+    items = [(Image.fromarray(img, "L").resize((8 + 2 * (k % 3), 8 + 2 * (k % 2))), int(y))
+             for k, (img, y) in enumerate(zip(images, labels))]
+    data = read_data(Items(items))
+    assert data.images.shape[-2:] == (8, 8)  # the median shorter side
+    (note,) = data.notes
+    assert "images resized to 8x8 (the training images' median shorter side" in note
+    assert "the centre square cropped, then resized" in note and "\n" not in note
+    sized = read_data(Items(items), image_size=12)
+    assert sized.images.shape[-2:] == (12, 12) and "as --image-size asks" in sized.notes[0]
+    big = read_data((np.zeros((4, 100, 100, 3), np.uint8), [0, 0, 1, 1]))
+    assert big.images.shape == (4, 3, 64, 64) and "capped at 64" in big.notes[0]
+
+
+def test_pil_modes_are_read_as_image_folders_read_them():
+    grey16 = Image.fromarray(np.full((8, 8), 65535, np.uint16))  # mode I;16 (or I): 16-bit, scaled to 8
+    rgba = Image.new("RGBA", (8, 8), (200, 100, 50, 0))  # fully transparent: black
+    assert read_data(Items([(grey16, 0), (grey16, 0), (grey16, 1), (grey16, 1)])).images.max() == 255
+    colour = read_data(Items([(rgba, 0), (rgba, 0), (rgba.convert("RGB"), 1), (rgba.convert("RGB"), 1)]))
+    assert colour.images.shape[1] == 3 and colour.images[0].max() == 0 and colour.images[2].max() == 200
+
+
+def _hf(images: np.ndarray, labels: np.ndarray, *, names: tuple[str, str] = ("image", "label"), class_label=True):
+    datasets = pytest.importorskip("datasets", reason=HF_REASON)
+    features = datasets.Features({names[0]: datasets.Image(),
+                                  names[1]: datasets.ClassLabel(names=[f"d{c}" for c in range(10)]) if class_label
+                                  else datasets.Value("int64")})
+    return datasets.Dataset.from_dict({names[0]: [Image.fromarray(img, "L") for img in images],
+                                       names[1]: labels.tolist()}, features=features)
+
+
+def test_a_hugging_face_dataset_finds_its_columns_and_class_names(tmp_path):
+    datasets = pytest.importorskip("datasets", reason=HF_REASON)
+    images, labels = _digits()
+    hf = _hf(images, labels, names=("picture", "digit"))  # found by their Image and ClassLabel features
+    hf.save_to_disk(str(tmp_path / "hf"))
+    data = read_data(datasets.load_from_disk(str(tmp_path / "hf")))  # a local copy: nothing is downloaded
+    assert data.classes[:2] == ("d0", "d1") and data.name.startswith("python:datasets.Dataset#")
+    assert torch.equal(data.images, read_data((images, labels)).images)
+    plain = _hf(images, labels, names=("img", "target"), class_label=False)  # found by their names
+    assert read_data(plain).labels.tolist() == labels.tolist()
+    named = datasets.Dataset.from_dict({"a": [img.tolist() for img in images], "b": labels.tolist(),
+                                        "c": [0] * len(labels)})
+    chosen = read_data(named, image_column="a", label_column="b")  # array columns, named by the caller
+    assert torch.equal(chosen.images, data.images) and chosen.classes == tuple(str(c) for c in range(10))
+
+
+def test_the_three_forms_of_the_same_images_and_names_are_the_same_data():
+    images, labels = _digits()
+    names = [f"d{c}" for c in range(10)]
+    torch_set = read_data(Items(_pil_items(images, labels), classes=names))
+    hf_set = read_data(_hf(images, labels))
+    assert torch.equal(torch_set.images, hf_set.images) and torch_set.name.split("#")[1] == hf_set.name.split("#")[1]
+
+
+def test_the_api_reads_names_folders_and_objects(tmp_path):
+    from policysearch.search.api import _data
+
+    assert _data("digits", None, None, None, None) == ("digits", None)
+    assert _data("imagefolder:/x", None, None, None, None) == ("imagefolder:/x", None)
+    (tmp_path / "cats").mkdir()
+    assert _data(str(tmp_path), None, None, None, None) == (f"imagefolder:{tmp_path}", None)
+    assert _data(tmp_path, None, None, None, None) == (f"imagefolder:{tmp_path}", None)
+    name, read = _data(_digits(), None, 12, None, None)
+    assert name == read.name and read.images.shape[-1] == 12  # image_size applies when reading
+
+
+# ------------------------------------------------------------------------------------------ bad data
+
+
+def _mixed_modes():
+    images, labels = _digits(20)
+    items = _pil_items(images, labels)
+    items[7] = (items[7][0].convert("RGB"), items[7][1])
+    return Items(items)
+
+
+def _bad_label(label):
+    images, labels = _digits(20)
+    items = _pil_items(images, labels)
+    items[4] = (items[4][0], label)
+    return Items(items)
+
+
+def _relabelled(mapping):
+    images, labels = _digits(40)
+    return images, np.array([mapping.get(int(y), int(y)) for y in labels])
+
+
+BAD_DATA = {
+    "label not an integer": (lambda: _bad_label(2.0), r"^data item 4: the label 2\.0 is not an integer class index"),
+    "label text": (lambda: _bad_label("two"), r"^data item 4: the label 'two' is not an integer class index"),
+    "one-hot label": (lambda: _bad_label(torch.eye(10)[2]), r"^data item 4: the label is a tensor of shape \(10,\)"),
+    "float labels of a pair": (lambda: (_digits(20)[0], _digits(20)[1].astype(float)),
+                               r"labels\[0\] = 0\.0 is not an integer class index \(labels of dtype float64\)"),
+    "negative label": (lambda: _bad_label(-1), "label -1 is negative; labels must be the class indices 0..C-1"),
+    "label beyond the class names": (lambda: Items(_pil_items(*_digits(20)), classes=["a", "b", "c"]),
+                                     r"label 9 is outside 0\.\.2, the indices of the data's 3 class names"),
+    "labels not 0..C-1": (lambda: _relabelled({3: 12}),
+                          r"class 3 has no images; labels must be 0\.\.C-1 with every class present"),
+    "a class with one image": (lambda: _one_image_class(), r"class 10 has only one image; every class needs at least 2"),
+    "mixed image modes": (_mixed_modes, r"^data item 7 is colour \(PIL mode RGB\), but data item 0 is grey "
+                                        r"\(PIL mode L\): the images of one data set must be all grey or all colour"),
+    "mixed channels of tensors": (lambda: Items([(torch.zeros(1, 8, 8, dtype=torch.uint8), 0),
+                                                 (torch.zeros(3, 8, 8, dtype=torch.uint8), 0)]),
+                                  r"^data item 1 is colour \(a 3-channel tensor\), but data item 0 is grey"),
+    "items not (image, label)": (lambda: Items([{"image": torch.zeros(1, 8, 8), "label": 0}]),
+                                 r"^data item 0 is a dict with keys 'image', 'label', not a pair \(image, label\)"),
+    "items of three": (lambda: Items([(torch.zeros(1, 8, 8), 0, "x")]),
+                       r"^data item 0 is a tuple of 3, not a pair \(image, label\)"),
+    "an image alone": (lambda: Items([torch.zeros(1, 8, 8)]), r"^data item 0 is a Tensor, not a pair"),
+    "empty data set": (lambda: Items([]), r"^data: Items is empty \(0 items\)"),
+    "empty pair": (lambda: (np.zeros((0, 8, 8), np.uint8), []), r"is empty \(0 images\)"),
+    "normalised floats": (lambda: Items([(torch.full((1, 8, 8), -0.5), 0)]),
+                          r"^data item 0: float image values lie in -0\.5\.\.-0\.5, not 0\.\.1; give images before "
+                          r"normalisation"),
+    "no len": (lambda: iter([(torch.zeros(1, 8, 8), 0)]), r"is not a data set|has no len\(\)"),
+}
+
+
+def _one_image_class():
+    images, labels = _digits(40)
+    labels = labels.copy()
+    labels[5] = 10  # class 10: one image
+    return images, labels
+
+
+@pytest.mark.parametrize("case", list(BAD_DATA))
+def test_bad_data_is_one_line_before_any_work(case, tmp_path, monkeypatch):
+    from policysearch.search import tuning
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Ray was started although the search should have stopped before")
+
+    monkeypatch.setattr(tuning, "start_ray", refuse)
+    make, message = BAD_DATA[case]
+    with pytest.raises(DataError, match=message) as caught:
+        policysearch.search(make(), out=tmp_path / "run", epochs=1)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_hugging_face_datasets_are_one_line():
+    datasets = pytest.importorskip("datasets", reason=HF_REASON)
+    images, labels = _digits(20)
+    hf = _hf(images, labels)
+    with pytest.raises(DataError, match="data is a DatasetDict with splits train; pass one split"):
+        read_data(datasets.DatasetDict({"train": hf}))
+    with pytest.raises(DataError, match=r"image_column='photo' is not a column of the dataset; its columns: image"):
+        read_data(hf, image_column="photo")
+    with pytest.raises(DataError, match="found no label column among image, other"):
+        read_data(datasets.Dataset.from_dict({"image": [Image.fromarray(i, "L") for i in images],
+                                              "other": labels.tolist()}))
+    with pytest.raises(DataError, match="data: the Hugging Face dataset is empty"):
+        read_data(hf.select([]))
+    with pytest.raises(DataError, match="image_column= and label_column= name columns of a Hugging Face dataset"):
+        read_data((images, labels), image_column="image")
+
+
+def test_a_python_data_name_cannot_be_loaded_by_name():
+    from policysearch.data import load_dataset
+
+    with pytest.raises(DataError, match="names data that was given as Python objects"):
+        load_dataset("python:arrays#0123456789ab")
