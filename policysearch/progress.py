@@ -29,8 +29,14 @@ class Progress:
         self.milestones = {1, total, *(math.ceil(total * k / 4) for k in (1, 2, 3))}
         self._bar: Any = None
 
-    def __getstate__(self) -> dict[str, Any]:  # a live bar holds a terminal and locks: never pickled
-        return {**self.__dict__, "_bar": None}
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment state. A live bar holds a terminal and locks, and the
+        # stream may be a notebook's or a test's that cannot be pickled: neither is; a copy prints to sys.stdout.
+        return {**self.__dict__, "_bar": None, "stream": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.stream = self.stream or sys.stdout
 
     def _live(self) -> bool:
         isatty = getattr(self.stream, "isatty", None)

@@ -63,3 +63,20 @@ def test_example_reports_a_bad_policy_in_one_line(capsys, name):
         load_example(name).main(["--policy", "randaugment:n=2,m=x", *TINY])
     assert info.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith("error: randaugment:n=2,m=x: m='x' is not a number")
+
+
+@pytest.mark.slow
+def test_search_own_model_searches_a_torch_and_a_hugging_face_dataset_then_trains(tmp_path):
+    # As a script: TinyNet lives in __main__, so Ray's workers get it by value, as a user's would.
+    pytest.importorskip("datasets", reason="the Hugging Face half needs `datasets` (the test extra installs it)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "search_own_model.py"), "--quick",
+                             "--out", str(tmp_path / "runs")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith(("torch:", "hf:"))]
+    assert [line.split(":")[0] for line in lines] == ["torch", "torch", "hf", "hf"], result.stdout[-3000:]
+    assert "why: " in lines[0] and "test accuracy " in lines[1] and "test accuracy " in lines[3]
+    assert (tmp_path / "runs" / "torch" / "policy.json").is_file() and (tmp_path / "runs" / "hf" / "policy.json").is_file()
+    assert "Traceback" not in result.stderr

@@ -38,3 +38,18 @@ def test_a_terminal_gets_one_bar_and_the_progress_pickles():
     text = terminal.getvalue()
     assert "phase 1: child models" in text and "5/5" in text and "best da_accuracy 0.9000" in text
     assert "\r" in text and text.count("\n") <= 2  # one updating line, not a line per trial
+
+
+class _NotebookStream(io.StringIO):  # like a notebook's output stream: cannot be pickled
+    def __reduce__(self):
+        raise TypeError("cannot pickle 'OutStream' object")
+
+
+def test_a_stream_that_cannot_be_pickled_stays_out_of_the_pickle(capsys):
+    stream = _NotebookStream()
+    progress = Progress("phase 2: policy trials", 2, "reward", stream)
+    copy = pickle.loads(pickle.dumps(progress))  # Tune pickles the callbacks of policysearch.search in a notebook
+    copy.trial_finished({"reward": 0.5})
+    assert "[phase 2: policy trials] 1/2 trials" in capsys.readouterr().out  # a restored copy prints to stdout
+    progress.trial_finished({"reward": 0.5})
+    assert "[phase 2: policy trials] 1/2 trials" in stream.getvalue()  # the live one to its own stream

@@ -38,7 +38,7 @@ def default_run_dir() -> Path:
 
 def search(data: Any = None, model: str | Callable[[int, int], nn.Module] | None = None, *,
            out: str | os.PathLike[str] | None = None, resume: bool = False, image_column: str | None = None,
-           label_column: str | None = None, stream: TextIO = sys.stdout, **settings: Any) -> SearchResult:
+           label_column: str | None = None, stream: TextIO | None = None, **settings: Any) -> SearchResult:
     """Search a training recipe for ``data`` and ``model``: the same search as ``policysearch search``.
 
     ``data``: a data set name (``digits``, ``cifar10``, ``cifar100``, ``svhn``, ``imagefolder:PATH``), a folder
@@ -50,7 +50,8 @@ def search(data: Any = None, model: str | Callable[[int, int], nn.Module] | None
     ``settings``: any field of :class:`~policysearch.search.config.SearchConfig` (``epochs=``, ``trials=``,
     ``seed=``, ``weights=``, ...). ``out``: the run directory (default ``runs/search-TIMESTAMP``);
     ``resume=True`` continues the run in ``out`` with its stored settings (pass data and a model callable
-    again when the run had them; unnamed settings keep their stored values).
+    again when the run had them; unnamed settings keep their stored values). Progress goes to ``stream``
+    (default: ``sys.stdout`` at the time of the call).
 
     Every problem with the data, the model or a setting is one ``ValueError`` line before Ray starts;
     too many failed trials raise :class:`~policysearch.search.checks.SearchFailed`.
@@ -71,7 +72,7 @@ def search(data: Any = None, model: str | Callable[[int, int], nn.Module] | None
     config = replace(base, dataset=dataset, model=model_name)
     from policysearch.search import run_search
 
-    return run_search(config, run_dir, resume=resume, stream=stream, inputs=Inputs(read, builder))
+    return run_search(config, run_dir, resume=resume, stream=stream or sys.stdout, inputs=Inputs(read, builder))
 
 
 def _model(model: Any, stored: SearchConfig | None) -> tuple[str, Callable[[int, int], nn.Module] | None]:

@@ -1,0 +1,360 @@
+"""policysearch.search from Python: every model form, the settings as keywords, resume, one-line errors before
+Ray, and real searches through a local Ray (a callable model on two workers; the same seed through the API
+and through the command line gives the same policy).
+
+The data-side cases are in test_user_data.py. Searches here are tiny (100 digits, 2 splits, 2 trials,
+1 epoch, 2 selection folds) and one trial runs at a time where a result is compared, so that it repeats.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import policysearch
+from policysearch.policy import Policy
+from policysearch.pretrained import callable_name
+from policysearch.search import command, rundir
+from policysearch.search.api import search as api_search
+from policysearch.search.config import SearchConfig
+from policysearch.search.trials import Inputs, prepare, train_child
+from policysearch.user_data import read_data
+
+REPO = Path(__file__).resolve().parents[1]
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+           "RAY_AIR_NEW_OUTPUT": "0"}
+TIMM_REASON = "timm is the optional extra policysearch[timm] (`make test` installs it)"
+# A search of about a minute on 2 cores; meaningless as a recipe, enough to run every phase.
+TINY = dict(train_size=100, splits=2, trials=2, epochs=1, top_n=1, num_views=1, min_steps=8, selection_folds=2,
+            selection_keep=0.1, strengths=(1.0,), seed=5, max_concurrent=1)
+
+
+def _digits(count: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return (bunch.images[:count] * (255 / 16)).round().astype(np.uint8), bunch.target[:count].astype(np.int64)
+
+
+def tiny_net(num_classes: int, in_channels: int) -> nn.Module:
+    """A model callable defined at module level: Ray's workers cannot import this test module."""
+    return nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, num_classes))
+
+
+class TinyNet(nn.Module):
+    def __init__(self, num_classes: int, in_channels: int) -> None:
+        super().__init__()
+        self.body = tiny_net(num_classes, in_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Fail the test if the search would start (or join) Ray."""
+    from policysearch.search import tuning
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Ray was started although the search should have stopped before")
+
+    monkeypatch.setattr(tuning, "start_ray", refuse)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """A local Ray with 2 CPUs for this module (or the one the session already runs, left running)."""
+    import ray
+
+    if ray.is_initialized():
+        yield ray
+        return
+    saved = dict(os.environ)
+    os.environ.update(RAY_ENV)
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, saved.get("PYTHONPATH", "").split(os.pathsep))])
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=100 * 1024 * 1024, configure_logging=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+# ------------------------------------------------------------------------------------------- the API
+
+
+def test_policysearch_search_is_the_api_function_however_imported():
+    import policysearch.search as package
+    from policysearch import search
+
+    assert search is package is policysearch.search and callable(package)
+    assert policysearch.SearchResult is package.SearchResult and policysearch.SearchConfig is SearchConfig
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'epoch'; did you mean epochs"):
+        policysearch.search("digits", epoch=3)
+    with pytest.raises(TypeError, match="give the data as the first argument"):
+        api_search(dataset="digits")
+    with pytest.raises(ValueError, match="resume=True continues the run in out=RUN_DIR; give out="):
+        api_search("digits", resume=True)
+
+
+def test_every_setting_is_a_keyword_and_checked_before_anything(tmp_path, no_ray):
+    with pytest.raises(ValueError, match="--batch-size must be >= 2") as caught:
+        policysearch.search(_digits(), out=tmp_path / "run", batch_size=1)
+    assert "\n" not in str(caught.value) and not (tmp_path / "run").exists()
+
+
+def test_the_result_gives_the_recipe_ready_to_train_with(tmp_path):
+    from policysearch import BatchPolicyTransform, PolicyTransform
+    from policysearch.search.outcome import SearchResult
+    from policysearch.selection import decide
+    from policysearch.standard import load_policy
+
+    recipe = load_policy("randaugment:n=1,m=5")
+    decision = decide({"trivialaugment, crop 1": [1.0, 2.0]}, "trivialaugment, crop 1", test_fraction=0.5)
+    result = SearchResult(tmp_path, "run-1", tmp_path / "policy.json", recipe, {}, [], decision)
+    assert result.reason == decision.reason and result.run_dir == tmp_path
+    batch = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+    assert isinstance(result.batch_transform(), BatchPolicyTransform)
+    assert result.batch_transform()(batch, torch.Generator().manual_seed(0)).shape == batch.shape
+    assert isinstance(result.transform(), PolicyTransform) and result.transform().policy == recipe
+
+
+def _stored_python_run(run_dir: Path, data) -> SearchConfig:
+    config = SearchConfig(**TINY, dataset=read_data(data).name, model="callable:mine.net")
+    rundir.write_config(rundir.open_run(config, run_dir, resume=False), config)
+    return config
+
+
+def test_resume_refuses_other_data_and_keeps_the_stored_settings(tmp_path, no_ray):
+    images, labels = _digits()
+    run_dir = tmp_path / "run"
+    stored = _stored_python_run(run_dir, (images, labels))
+    other = (images[::-1].copy(), labels[::-1].copy())
+    with pytest.raises(rundir.RunError, match=r"--dataset python:arrays#\w+ \(stored: python:arrays#\w+\)") as caught:
+        policysearch.search(other, model=tiny_net, out=run_dir, resume=True)
+    assert "--trials" not in str(caught.value)  # not given: the stored value is used, not the default
+    assert read_data((images, labels)).name == stored.dataset  # the same data: the same name, no contradiction
+    # the command line cannot continue a run whose model was a callable: one line, before Ray
+    with pytest.raises(ValueError, match=r"model=mine\.net: the run's model is a Python callable, which only "
+                                         r"policysearch.search\(model=\.\.\.\) can take"):
+        command.run(_args(["--resume", str(run_dir)]))
+    with pytest.raises(ValueError, match="names data that was given as Python objects"):  # nor its data
+        policysearch.search(model=tiny_net, out=run_dir, resume=True)
+
+
+def _args(argv: list[str]):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------------------- model forms
+
+
+MODELS = {
+    "ours": ("small_cnn", None),
+    "torchvision": ("torchvision:resnet18", None),
+    "timm": ("timm:test_resnet", None),
+    "callable function": (None, tiny_net),
+    "callable class": (None, TinyNet),
+    "lambda": (None, lambda num_classes, in_channels: TinyNet(num_classes, in_channels)),
+}
+
+
+@pytest.mark.parametrize("form", list(MODELS))
+def test_every_model_form_is_checked_and_trains_a_child(form, tmp_path):
+    if form == "timm":
+        pytest.importorskip("timm", reason=TIMM_REASON)
+    name, builder = MODELS[form]
+    data = read_data(_digits(100))
+    model = name or callable_name(builder)
+    config = SearchConfig(dataset=data.name, model=model, splits=2, epochs=1, min_steps=2, batch_size=16)
+    prepared = prepare(config, Inputs(data, builder))  # built and run on one batch here
+    size = 32 if form in ("torchvision", "timm") else 8  # ImageNet stems get at least 32 x 32
+    assert prepared.data.images.shape[-1] == size
+    reports: list[dict] = []
+    train_child(prepared, 0, tmp_path, reports.append)
+    assert reports[-1]["split"] == 0 and 0 <= reports[-1]["da_accuracy"] <= 1
+    if builder is not None:
+        assert model.startswith("callable:") and model.endswith(getattr(builder, "__qualname__", ""))
+
+
+def test_timm_builds_without_pretrained_weights_and_takes_them_from_a_file(tmp_path, monkeypatch):
+    timm = pytest.importorskip("timm", reason=TIMM_REASON)
+    from policysearch.pretrained import create_model
+
+    calls = []
+    real = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: calls.append(k) or real(*a, **k))
+    source = real("test_resnet", pretrained=False, num_classes=7, in_chans=3)  # a 3-channel checkpoint
+    torch.save(source.state_dict(), tmp_path / "w.pt")
+    model = create_model("timm:test_resnet", 10, 1, weights=str(tmp_path / "w.pt"))  # grey data
+    assert calls and all(k["pretrained"] is False for k in calls)
+    stem = source.conv1[0].weight if isinstance(source.conv1, nn.Sequential) else source.conv1.weight
+    got = dict(model.named_modules())
+    first = next(m for m in got.values() if isinstance(m, nn.Conv2d))
+    assert first.in_channels == 1 and torch.allclose(first.weight, stem.sum(dim=1, keepdim=True))
+    assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)  # the head is new, for 10 classes
+
+
+def test_the_command_line_takes_timm_models():
+    pytest.importorskip("timm", reason=TIMM_REASON)
+    assert command.config_from_args(_args(["--model", "timm:test_resnet"])).model == "timm:test_resnet"
+    with pytest.raises(ValueError, match="--model names no timm model: 'no_such_net'"):
+        command.config_from_args(_args(["--model", "timm:no_such_net"]))
+
+
+def _wrong_output(num_classes, in_channels):
+    return tiny_net(num_classes + 1, in_channels)
+
+
+def _wrong_channels(num_classes, in_channels):
+    return tiny_net(num_classes, 3)
+
+
+def _raises(num_classes, in_channels):
+    raise KeyError("depth")
+
+
+def _not_a_module(num_classes, in_channels):
+    return "resnet"
+
+
+def _too_small(num_classes, in_channels):
+    return nn.Sequential(nn.Conv2d(in_channels, 4, 9), nn.Flatten(), nn.LazyLinear(num_classes))
+
+
+_LOCK = threading.Lock()
+
+
+def _unpicklable():
+    def build(num_classes, in_channels):
+        with _LOCK:  # cloudpickle sends a local function by value, with the globals it uses: a lock cannot go
+            return tiny_net(num_classes, in_channels)
+
+    return build
+
+
+BAD_MODELS = {
+    "wrong output size": (_wrong_output, r"^model=test_search_api\._wrong_output returns \[2, 11\] for a batch of 2 images, not logits "
+                                         r"\[2, 10\]; it is called with num_classes=10"),
+    "wrong input channels": (_wrong_channels, r"^model=test_search_api\._wrong_channels takes 3-channel images \(its first convolution\), "
+                                              r"but the data has 1 channel; it is called with in_channels=1"),
+    "callable that raises": (_raises, r"^model=test_search_api\._raises raised KeyError when called as \(num_classes=10, "
+                                      r"in_channels=1\): 'depth'"),
+    "not a module": (_not_a_module, r"^model=test_search_api\._not_a_module returned a str, not a torch.nn.Module"),
+    "input it cannot take": (_too_small, r"^model=test_search_api\._too_small cannot run on 1x8x8 images \(RuntimeError: "),
+    "a model instead of a callable": (TinyNet(10, 1), r"^model= takes a callable that builds a fresh model, not a "
+                                                      r"TinyNet instance"),
+    "not a callable": (42, r"^model= takes a model name or a callable"),
+    "cannot be pickled": (_unpicklable(), r"^model=test_search_api\._unpicklable.<locals>.build cannot be sent to Ray's workers: "
+                                          r"cloudpickle cannot pickle it \(TypeError: cannot pickle '_thread.lock'"),
+    "unknown timm model": ("timm:no_such_net", r"^--model names no timm model: 'no_such_net'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MODELS))
+def test_bad_models_are_one_line_before_ray(case, tmp_path, no_ray):
+    model, message = BAD_MODELS[case]
+    if case == "unknown timm model":
+        pytest.importorskip("timm", reason=TIMM_REASON)
+    with pytest.raises(ValueError, match=message) as caught:
+        policysearch.search(_digits(), model=model, out=tmp_path / "run", epochs=1)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_timm_models_without_timm_say_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "timm", None)  # import timm raises ImportError
+    with pytest.raises(ValueError, match=r"--model timm:NAME needs timm, an optional extra: pip install "
+                                         r"'policysearch\[timm\]'"):
+        SearchConfig(model="timm:resnet18")
+
+
+def test_the_command_line_refuses_a_callable_model_name_in_one_line(tmp_path, capsys, no_ray):
+    from policysearch import cli
+
+    assert cli.main(["search", "--model", "callable:mine.net", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model=mine.net: the run's model is a Python callable" in err[0]
+
+
+# ----------------------------------------------------------------------------------- through Ray
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+def test_a_callable_model_is_sent_to_two_ray_workers(ray_session, tmp_path):
+    built = tmp_path / "built"
+    built.mkdir()
+
+    def build(num_classes: int, in_channels: int) -> nn.Module:  # a closure: cloudpickle sends it by value
+        (built / str(os.getpid())).touch()
+        return nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+
+    log = io.StringIO()
+    result = policysearch.search(_digits(), model=build, out=tmp_path / "run", stream=log,
+                                 **{**TINY, "max_concurrent": 2})
+    workers = {int(p.name) for p in built.iterdir()} - {os.getpid()}
+    assert len(workers) >= 2, "the two phase-1 trials should have built the model in two worker processes"
+    assert "2 concurrent trial(s)" in log.getvalue()
+    assert Policy.load(result.policy_path).sub_policies == result.policy.sub_policies
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())["search"]
+    assert stored["model"].startswith("callable:") and stored["model"].endswith("build")
+    assert stored["dataset"].startswith("python:arrays#")
+    assert {r["status"] for r in _read_csv(tmp_path / "run" / "trials.csv")} == {"ok"}
+
+
+@pytest.mark.slow
+def test_a_callable_the_workers_cannot_import_is_one_line_before_any_trial(ray_session, tmp_path):
+    # tiny_net lives in this test module, which the driver imported from tests/ but Ray's workers cannot
+    with pytest.raises(ValueError, match=r"^model=test_search_api\.tiny_net cannot be loaded by Ray's workers \(node [^:]+: "
+                                         r"ModuleNotFoundError: No module named 'test_search_api'\)") as caught:
+        policysearch.search(_digits(), model=tiny_net, out=tmp_path / "run", stream=io.StringIO(), **TINY)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def _flags(settings: dict) -> list[str]:
+    argv = []
+    for key, value in settings.items():
+        argv += [f"--{key.replace('_', '-')}", *(map(str, value) if isinstance(value, tuple) else [str(value)])]
+    return argv
+
+
+@pytest.mark.slow
+def test_the_same_seed_gives_the_same_policy_through_the_api_and_the_command_line(ray_session, tmp_path, capsys):
+    from policysearch import cli
+
+    from_api = policysearch.search("digits", model="small_cnn", out=tmp_path / "api", stream=io.StringIO(), **TINY)
+    assert cli.main(["search", "--dataset", "digits", "--model", "small_cnn", *_flags(TINY),
+                     "--out", str(tmp_path / "cli")]) == 0
+    assert f"policy: {tmp_path / 'cli' / 'policy.json'}" in capsys.readouterr().out
+    from_cli = Policy.load(tmp_path / "cli" / "policy.json")
+    assert from_cli.sub_policies == from_api.policy.sub_policies and from_cli.baseline == from_api.policy.baseline
+    api_rows, cli_rows = _read_csv(tmp_path / "api" / "trials.csv"), _read_csv(tmp_path / "cli" / "trials.csv")
+    varying = ("trial_id", "seconds", "load_seconds", "data_seconds", "child_cached", "node_id")
+    assert [{k: v for k, v in r.items() if k not in varying} for r in api_rows] == \
+           [{k: v for k, v in r.items() if k not in varying} for r in cli_rows]
+    api_config = json.loads((tmp_path / "api" / "config.json").read_text())["search"]
+    assert api_config == json.loads((tmp_path / "cli" / "config.json").read_text())["search"]
