@@ -8,7 +8,7 @@ as a ``torch.utils.data.Dataset`` and then as a Hugging Face dataset built here 
 search the model trains with the chosen recipe (``result.batch_transform()``) and is tested on
 held-out digits.
 
-    python examples/search_own_model.py                 # both searches, a few minutes each on 2 cores
+    python examples/search_own_model.py                 # both searches, about 3 minutes each on 2 CPU cores
     python examples/search_own_model.py --source torch --trials 20 --epochs 20
     python examples/search_own_model.py --quick         # tiny settings, to check that it runs (the tests)
 """

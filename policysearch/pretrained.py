@@ -276,8 +276,8 @@ def _architecture(name: str, num_classes: int, channels: int, builder: Builder |
             raise ValueError(f"{model_ref(name)} raised {type(exc).__name__} when called as (num_classes="
                              f"{num_classes}, in_channels={channels}): {reason}") from exc
         if not isinstance(model, nn.Module):
-            raise ValueError(f"{model_ref(name)} returned a {type(model).__name__}, not a torch.nn.Module; it is called "
-                             "as (num_classes, in_channels) and must return a fresh model")
+            raise ValueError(f"{model_ref(name)} returned a {type(model).__name__}, not a torch.nn.Module; it is "
+                             "called as (num_classes, in_channels) and must return a fresh model")
         return model
     return build_model(name, num_classes, channels)
 

@@ -78,5 +78,5 @@ def test_search_own_model_searches_a_torch_and_a_hugging_face_dataset_then_train
     lines = [line for line in result.stdout.splitlines() if line.startswith(("torch:", "hf:"))]
     assert [line.split(":")[0] for line in lines] == ["torch", "torch", "hf", "hf"], result.stdout[-3000:]
     assert "why: " in lines[0] and "test accuracy " in lines[1] and "test accuracy " in lines[3]
-    assert (tmp_path / "runs" / "torch" / "policy.json").is_file() and (tmp_path / "runs" / "hf" / "policy.json").is_file()
+    assert all((tmp_path / "runs" / source / "policy.json").is_file() for source in ("torch", "hf"))
     assert "Traceback" not in result.stderr

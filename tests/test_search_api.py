@@ -82,7 +82,8 @@ def ray_session():
         return
     saved = dict(os.environ)
     os.environ.update(RAY_ENV)
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, saved.get("PYTHONPATH", "").split(os.pathsep))])
+    paths = [str(REPO), *filter(None, saved.get("PYTHONPATH", "").split(os.pathsep))]
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              object_store_memory=100 * 1024 * 1024, configure_logging=False)
     try:
@@ -250,20 +251,23 @@ def _unpicklable():
     return build
 
 
+HERE = r"^model=test_search_api\."  # a callable is named by its module and name
 BAD_MODELS = {
-    "wrong output size": (_wrong_output, r"^model=test_search_api\._wrong_output returns \[2, 11\] for a batch of 2 images, not logits "
-                                         r"\[2, 10\]; it is called with num_classes=10"),
-    "wrong input channels": (_wrong_channels, r"^model=test_search_api\._wrong_channels takes 3-channel images \(its first convolution\), "
-                                              r"but the data has 1 channel; it is called with in_channels=1"),
-    "callable that raises": (_raises, r"^model=test_search_api\._raises raised KeyError when called as \(num_classes=10, "
-                                      r"in_channels=1\): 'depth'"),
-    "not a module": (_not_a_module, r"^model=test_search_api\._not_a_module returned a str, not a torch.nn.Module"),
-    "input it cannot take": (_too_small, r"^model=test_search_api\._too_small cannot run on 1x8x8 images \(RuntimeError: "),
+    "wrong output size": (_wrong_output, HERE + r"_wrong_output returns \[2, 11\] for a batch of 2 images, not "
+                                                r"logits \[2, 10\]; it is called with num_classes=10"),
+    "wrong input channels": (_wrong_channels, HERE + r"_wrong_channels takes 3-channel images \(its first "
+                                                     r"convolution\), but the data has 1 channel; it is called with "
+                                                     r"in_channels=1"),
+    "callable that raises": (_raises, HERE + r"_raises raised KeyError when called as \(num_classes=10, "
+                                             r"in_channels=1\): 'depth'"),
+    "not a module": (_not_a_module, HERE + r"_not_a_module returned a str, not a torch.nn.Module"),
+    "input it cannot take": (_too_small, HERE + r"_too_small cannot run on 1x8x8 images \(RuntimeError: "),
     "a model instead of a callable": (TinyNet(10, 1), r"^model= takes a callable that builds a fresh model, not a "
                                                       r"TinyNet instance"),
     "not a callable": (42, r"^model= takes a model name or a callable"),
-    "cannot be pickled": (_unpicklable(), r"^model=test_search_api\._unpicklable.<locals>.build cannot be sent to Ray's workers: "
-                                          r"cloudpickle cannot pickle it \(TypeError: cannot pickle '_thread.lock'"),
+    "cannot be pickled": (_unpicklable(), HERE + r"_unpicklable.<locals>.build cannot be sent to Ray's workers: "
+                                                 r"cloudpickle cannot pickle it \(TypeError: cannot pickle "
+                                                 r"'_thread.lock'"),
     "unknown timm model": ("timm:no_such_net", r"^--model names no timm model: 'no_such_net'"),
 }
 
@@ -328,8 +332,9 @@ def test_a_callable_model_is_sent_to_two_ray_workers(ray_session, tmp_path):
 @pytest.mark.slow
 def test_a_callable_the_workers_cannot_import_is_one_line_before_any_trial(ray_session, tmp_path):
     # tiny_net lives in this test module, which the driver imported from tests/ but Ray's workers cannot
-    with pytest.raises(ValueError, match=r"^model=test_search_api\.tiny_net cannot be loaded by Ray's workers \(node [^:]+: "
-                                         r"ModuleNotFoundError: No module named 'test_search_api'\)") as caught:
+    with pytest.raises(ValueError, match=r"^model=test_search_api\.tiny_net cannot be loaded by Ray's workers "
+                                         r"\(node [^:]+: ModuleNotFoundError: No module named "
+                                         r"'test_search_api'\)") as caught:
         policysearch.search(_digits(), model=tiny_net, out=tmp_path / "run", stream=io.StringIO(), **TINY)
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "run" / "config.json").exists()

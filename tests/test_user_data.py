@@ -197,7 +197,7 @@ BAD_DATA = {
                                      r"label 9 is outside 0\.\.2, the indices of the data's 3 class names"),
     "labels not 0..C-1": (lambda: _relabelled({3: 12}),
                           r"class 3 has no images; labels must be 0\.\.C-1 with every class present"),
-    "a class with one image": (lambda: _one_image_class(), r"class 10 has only one image; every class needs at least 2"),
+    "a class with one image": (lambda: _one_image_class(), r"class 10 has only one image; every class needs at least"),
     "mixed image modes": (_mixed_modes, r"^data item 7 is colour \(PIL mode RGB\), but data item 0 is grey "
                                         r"\(PIL mode L\): the images of one data set must be all grey or all colour"),
     "mixed channels of tensors": (lambda: Items([(torch.zeros(1, 8, 8, dtype=torch.uint8), 0),

@@ -59,9 +59,10 @@ def search(data: Any = None, model: str | Callable[[int, int], nn.Module] | None
     known = {f.name for f in fields(SearchConfig)}
     for name in settings:
         if name not in known or name in ("dataset", "model"):
-            hint = ("give the data as the first argument, data=" if name == "dataset" else
-                    f"did you mean {', '.join(difflib.get_close_matches(name, sorted(known), 3)) or 'a field of SearchConfig'}?")
+            close = ", ".join(difflib.get_close_matches(name, sorted(known), 3)) or "a field of SearchConfig"
+            hint = "give the data as the first argument, data=" if name == "dataset" else f"did you mean {close}?"
             raise TypeError(f"search() got an unexpected keyword argument {name!r}; {hint}")
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}  # strengths=[...]
     if resume and out is None:
         raise ValueError("resume=True continues the run in out=RUN_DIR; give out=")
     run_dir = Path(out) if out is not None else default_run_dir()

@@ -1,9 +1,10 @@
 """The work of phases 1 and 2 as plain functions of their inputs; Ray is not imported here.
 
-:func:`prepare` loads and checks the data once in the driver (or takes the :class:`Inputs` given in Python). :func:`train_child` trains the child model
-of one split on D_M (phase 1) and :func:`score_policy` scores one candidate policy on a split's D_A with
-that frozen child (phase 2). The Tune layer (``policysearch.search.tuning``) runs them as trials and
-hands them a ``report`` callable and folders; a test calls them directly.
+:func:`prepare` loads and checks the data once in the driver (or takes the :class:`Inputs` given in
+Python). :func:`train_child` trains the child model of one split on D_M (phase 1) and :func:`score_policy`
+scores one candidate policy on a split's D_A with that frozen child (phase 2). The Tune layer
+(``policysearch.search.tuning``) runs them as trials and hands them a ``report`` callable and folders; a
+test calls them directly.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from policysearch.selection import auto_repeats, crossfit_folds
 from policysearch.spaces import SearchSpace, load_space
 from policysearch.train import evaluate, fit_to_data, train_model
 
-__all__ = ["CHILD_FILE", "CHILD_MODEL_FILE", "ChildCache", "ChildSource", "Inputs", "Prepared", "child_and_da", "child_model",
+__all__ = ["CHILD_FILE", "CHILD_MODEL_FILE", "ChildCache", "ChildSource", "Inputs", "Prepared", "child_and_da",
+           "child_model",
            "frozen_child", "prepare", "score_policy", "train_child"]
 
 CHILD_FILE = "child.pt"  # the full training state of a child (weights, optimizer, RNGs), saved every epoch

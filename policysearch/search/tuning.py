@@ -255,8 +255,9 @@ def check_workers_load(payload: bytes, model: str) -> None:
     """A ValueError in one line unless a worker on every alive node can load the pickled model callable (its
     module must be importable there), checked before any trial."""
     nodes = [node for node in ray.nodes() if node.get("Alive")]
-    errors = ray.get([_load_error.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
-                      .remote(payload) for node in nodes], timeout=SENTINEL_TIMEOUT_S)
+    on_node = [NodeAffinitySchedulingStrategy(node["NodeID"], soft=False) for node in nodes]
+    errors = ray.get([_load_error.options(scheduling_strategy=strategy).remote(payload) for strategy in on_node],
+                     timeout=SENTINEL_TIMEOUT_S)
     failed = [(node.get("NodeManagerAddress", node["NodeID"]), error) for node, error in zip(nodes, errors) if error]
     if failed:
         where, error = failed[0]
