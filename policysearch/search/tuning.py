@@ -256,8 +256,12 @@ def check_workers_load(payload: bytes, model: str) -> None:
     module must be importable there), checked before any trial."""
     nodes = [node for node in ray.nodes() if node.get("Alive")]
     on_node = [NodeAffinitySchedulingStrategy(node["NodeID"], soft=False) for node in nodes]
-    errors = ray.get([_load_error.options(scheduling_strategy=strategy).remote(payload) for strategy in on_node],
-                     timeout=SENTINEL_TIMEOUT_S)
+    try:
+        errors = ray.get([_load_error.options(scheduling_strategy=strategy).remote(payload) for strategy in on_node],
+                         timeout=SENTINEL_TIMEOUT_S)
+    except ray.exceptions.GetTimeoutError:
+        what = model_ref(model)
+        raise RunError(f"could not check within {SENTINEL_TIMEOUT_S} s that every node can load {what}") from None
     failed = [(node.get("NodeManagerAddress", node["NodeID"]), error) for node, error in zip(nodes, errors) if error]
     if failed:
         where, error = failed[0]
