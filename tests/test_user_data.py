@@ -160,6 +160,8 @@ def test_the_api_reads_names_folders_and_objects(tmp_path):
     (tmp_path / "cats").mkdir()
     assert _data(str(tmp_path), None, None, None, None) == (f"imagefolder:{tmp_path}", None)
     assert _data(tmp_path, None, None, None, None) == (f"imagefolder:{tmp_path}", None)
+    assert _data("mnist", None, None, None, None) == ("mnist", None)  # refused as an unknown name
+    assert _data("no/such/folder", None, None, None, None) == ("imagefolder:no/such/folder", None)
     name, read = _data(_digits(), None, 12, None, None)
     assert name == read.name and read.images.shape[-1] == 12  # image_size applies when reading
 

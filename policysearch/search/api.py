@@ -100,9 +100,10 @@ def _data(data: Any, stored: SearchConfig | None, image_size: int | None, image_
     if isinstance(data, (str, os.PathLike)) and image_column is None and label_column is None:
         text = os.fspath(data)
         named = text in _NAMED or text.startswith(("imagefolder:", PYTHON_PREFIX))
-        if isinstance(data, str) and (named or not Path(text).expanduser().is_dir()):
+        a_path = isinstance(data, os.PathLike) or "/" in text or os.sep in text or Path(text).expanduser().is_dir()
+        if named or not a_path:
             return text, None  # a name (an unknown one is refused by the loader, in one line)
-        return f"imagefolder:{text}", None
+        return f"imagefolder:{text}", None  # a folder (a missing one is refused by the loader, in one line)
     from policysearch.user_data import read_data
 
     read = read_data(data, image_column=image_column, label_column=label_column, image_size=image_size)
