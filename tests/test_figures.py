@@ -287,8 +287,8 @@ def test_the_summary_the_table_and_recipes_png_show_the_quantity_the_rule_decide
     selection = Policy.load(run_dir / "policy.json").metadata["score"]["selection"]
     drawn = recipe_data(rows, selection, confidence=0.8, test_fraction=1 / 3)
     for row in drawn["ranked"]:  # every row of the picture is the table's row
-        cells = _table_row(report, row["recipe"] + (" (chosen)" if row["chosen"] else "")
-                           + (" (reference)" if row["reference"] else ""))
+        marks = [word for word, on in (("chosen", row["chosen"]), ("the reference", row["reference"])) if on]
+        cells = _table_row(report, row["recipe"] + (f" ({'; '.join(marks)})" if marks else ""))
         assert cells[1] == f"{row['mean']:.2f}"
         if not row["reference"]:
             assert (cells[2], cells[3]) == (f"{row['diff']:+.2f}", f"{row['upper']:+.2f}")

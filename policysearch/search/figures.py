@@ -244,6 +244,12 @@ def recipe_data(rows: Sequence[dict[str, str]], selection: dict[str, Any], *, co
     return {"ranked": ranked, "stopped": stopped, "failed": failed}
 
 
+def _marks(chosen: bool, reference: bool) -> str:
+    """`` (chosen)``, `` (reference)`` or both in one bracket, after a recipe's name."""
+    marks = [word for word, on in (("chosen", chosen), ("the reference", reference)) if on]
+    return f" ({'; '.join(marks)})" if marks else ""
+
+
 def recipe_order(names: Sequence[str], selection: dict[str, Any]) -> list[str]:
     """The rows of ``recipes.png``: the lowest mean error first, then the recipes stopped after the first fold
     (their one fold is not comparable with a mean over all, and they are drawn apart), the failed ones last."""
@@ -280,7 +286,7 @@ def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], conf
         colour = CHOSEN if row["chosen"] else OTHER
         left.plot(row["folds"], [y] * len(row["folds"]), "|", color="0.55", markersize=8)
         left.plot([row["mean"]], [y], "D" if row["chosen"] else "o", color=colour, markersize=7)
-        labels.append(name + (" (chosen)" if row["chosen"] else "") + (" (reference)" if row["reference"] else ""))
+        labels.append(name + _marks(row["chosen"], row["reference"]))
         if row["reference"]:
             right.text(0.0, y, "reference", ha="center", va="center", fontsize=8, color="0.2",
                        bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
@@ -327,8 +333,9 @@ def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], conf
                            "not a mean; no part in the decision", fontsize=9, loc="left")
         low_left.set_xlabel("held-out error on the first fold (%)", fontsize=9)
         low_right.set_xlabel("this recipe minus the reference on the first fold (pp), no bound", fontsize=9)
-    fig.suptitle(_wrap(f"Phase 3: {len(ranked)} candidate recipes on the same {n_folds} cross-fit folds"
-                       + (f", {len(stopped)} stopped after the first" if stopped else "")
+    total = len(ranked) + len(stopped) + len(failed)
+    fig.suptitle(_wrap(f"Phase 3: {total} candidate recipes, {len(ranked)} on all {n_folds} cross-fit folds (the same "
+                       "for each)" + (f", {len(stopped)} stopped after the first" if stopped else "")
                        + (f", {len(failed)} failed" if failed else "")
                        + f". Chosen: {chosen}. Why: {selection.get('reason', '')}", 110), fontsize=10)
     return _png(fig)
@@ -409,16 +416,17 @@ def _plot_one_op_per_image(policy: Policy, recipe: str, choice: dict[str, Any]) 
     capped = False
     for y, u in enumerate(rows):
         spec = OPS.get(u["op"])
+        excluded = "; the domain fit excluded it, this recipe keeps it" if u["cap"] == 0.0 else ""
         if spec is not None and not spec.has_magnitude:
-            ax.text(0.0, y, "no level (always the same effect)", va="center", fontsize=7.5, color="0.4")
+            ax.text(0.0, y, f"no level (always the same effect){excluded}", va="center", fontsize=7.5, color="0.4")
             continue
         ax.plot([u["low"], u["high"]], [y, y], color=OTHER, linewidth=4, solid_capstyle="butt")
         if u["cap"] is not None and u["cap"] < u["high"]:
             capped = True
             ax.plot([u["cap"]], [y], "|", color=CHOSEN, markersize=13, markeredgewidth=2)
         low, high = _argument(u["op"], u["low"]), _argument(u["op"], u["high"])
-        text = f"levels {u['low']:g}-{u['high']:g}: {low} to {high}" if u["low"] != u["high"] else \
-            f"level {u['low']:g}: {low}"
+        text = (f"levels {u['low']:g}-{u['high']:g}: {low} to {high}" if u["low"] != u["high"] else
+                f"level {u['low']:g}: {low}") + excluded
         ax.text(1.03, y, text, va="center", fontsize=7.5, transform=ax.get_yaxis_transform())
     ax.set_yticks(range(len(rows)), [u["op"] for u in rows], fontsize=8.5)
     ax.set_ylim(-0.7, len(rows) - 0.3)

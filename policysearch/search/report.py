@@ -33,6 +33,11 @@ def _signed(x: float | None) -> str:
     return "-" if x is None or x != x else f"{x:+.2f}"
 
 
+def _marks(chosen: bool, reference: bool) -> str:
+    marks = [word for word, on in (("chosen", chosen), ("the reference", reference)) if on]
+    return f" ({'; '.join(marks)})" if marks else ""
+
+
 def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
@@ -176,8 +181,7 @@ def _candidate_section(config: SearchConfig, outcome: Outcome) -> list[str]:
              f"| recipe | mean held-out error % ({folds} folds) | this - reference (pp) | "
              f"{level} one-sided upper bound (pp) | beyond the noise (bound < 0) |", "|---|---|---|---|---|"]
     for row in recipe_table(names, decision):
-        mark = " (chosen)" if row["chosen"] else ""
-        mark += " (reference)" if row["reference"] else ""
+        mark = _marks(bool(row["chosen"]), bool(row["reference"]))
         if row["mean_error"] is None:
             lines.append(f"| {row['recipe']} | failed | - | - | - |")
         elif row["reference"]:
