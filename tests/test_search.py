@@ -960,7 +960,8 @@ def ctrl_c_run(tmp_path_factory) -> dict:
 
 @pytest.mark.slow
 def test_ctrl_c_ends_in_one_line_that_says_what_is_kept_and_how_to_resume(ctrl_c_run):
-    run_dir, stderr, everything = ctrl_c_run["run_dir"], ctrl_c_run["stderr"], ctrl_c_run["stdout"] + ctrl_c_run["stderr"]
+    run_dir, stderr = ctrl_c_run["run_dir"], ctrl_c_run["stderr"]
+    everything = ctrl_c_run["stdout"] + stderr
     assert ctrl_c_run["rc"] == 130, everything[-3000:]
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert lines == [f"policysearch: search interrupted in phase 2 (policy trials); kept in {run_dir}: phase 1's 2 "

@@ -36,9 +36,9 @@ from policysearch.data import DataError, ImageData
 from policysearch.policy import Policy
 from policysearch.search.config import SearchConfig
 
-__all__ = ["BEGIN", "END", "FILES", "Figure", "RunFilesError", "add_arguments", "draw_figures", "figures_section", "one_op_per_image", "op_usage",
-           "plot_ops", "plot_recipes", "plot_trials", "read_config", "read_policy", "recipe_data", "recipe_order",
-           "replace_figures_section", "run", "training_images"]
+__all__ = ["BEGIN", "END", "FILES", "Figure", "RunFilesError", "add_arguments", "draw_figures", "figures_section",
+           "one_op_per_image", "op_usage", "plot_ops", "plot_recipes", "plot_trials", "read_config", "read_policy",
+           "recipe_data", "recipe_order", "replace_figures_section", "run", "training_images"]
 
 BEGIN = "<!-- figures: drawn from this run's files; `policysearch report RUN_DIR` draws them again -->"
 END = "<!-- /figures -->"
@@ -334,7 +334,8 @@ def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], conf
         low_left.set_xlabel("held-out error on the first fold (%)", fontsize=9)
         low_right.set_xlabel("this recipe minus the reference on the first fold (pp), no bound", fontsize=9)
     total = len(ranked) + len(stopped) + len(failed)
-    fig.suptitle(_wrap(f"Phase 3: {total} candidate recipes, {len(ranked)} on all {n_folds} cross-fit folds (the same "
+    every = "both" if n_folds == 2 else f"all {n_folds}"
+    fig.suptitle(_wrap(f"Phase 3: {total} candidate recipes, {len(ranked)} on {every} cross-fit folds (the same "
                        "for each)" + (f", {len(stopped)} stopped after the first" if stopped else "")
                        + (f", {len(failed)} failed" if failed else "")
                        + f". Chosen: {chosen}. Why: {selection.get('reason', '')}", 110), fontsize=10)

@@ -2,8 +2,9 @@
 
 A local search marks its Ray: while ``ray.init`` starts the GCS, the raylet and the helpers, the driver's
 environment holds ``POLICYSEARCH_RAY_RUN=<token>``, and every Ray process inherits it (the workers and
-agents the raylet starts later too; ``SPT_NOENV=1`` keeps their process titles from overwriting it). Whatever of that Ray outlives the search - Ray's dashboard and
-runtime-env agents were seen re-parented to PID 1 after the driver was killed - is found by the mark in
+agents the raylet starts later too; ``SPT_NOENV=1`` keeps their process titles from overwriting it).
+Whatever of that Ray outlives the search - Ray's dashboard and runtime-env agents were seen re-parented to
+PID 1 after the driver was killed - is found by the mark in
 ``/proc/PID/environ`` and ended by :func:`end_marked`: SIGTERM, then SIGKILL for those still alive after a
 grace period, each waited for on a pidfd. A joined cluster (``--address``) carries no mark, so its
 processes are never touched.

@@ -175,9 +175,10 @@ def _candidate_section(config: SearchConfig, outcome: Outcome) -> list[str]:
     lines = ["## Candidate recipes", "",
              f"The rule: the recipe with the lowest mean held-out error replaces the reference, {decision.reference} "
              f"(TrivialAugment as published), only when the {level} one-sided upper bound on (its error - the "
-             "reference's) is below 0. The table gives that quantity for every recipe that trained on all "
-             f"{folds} folds (the same folds and seeds for each): the mean difference and its upper bound, corrected "
-             "for overlapping training sets; negative means a lower error than the reference.", "",
+             "reference's) is below 0. The table gives that quantity for every recipe that trained on "
+             f"{'both' if folds == 2 else f'all {folds}'} folds (the same folds and seeds for each): the mean "
+             "difference and its upper bound, corrected for overlapping training sets; negative means a lower error "
+             "than the reference.", "",
              f"| recipe | mean held-out error % ({folds} folds) | this - reference (pp) | "
              f"{level} one-sided upper bound (pp) | beyond the noise (bound < 0) |", "|---|---|---|---|---|"]
     for row in recipe_table(names, decision):
