@@ -310,6 +310,16 @@ def test_trial_functions_run_without_ray(tmp_path):
     assert checked["fold"] == 1 and checked["recipe"] == recipe.name and 0 <= checked["error"] <= 100
 
 
+def test_a_resumed_child_counts_the_training_seconds_of_its_earlier_attempts(tmp_path):
+    from policysearch.search.trials import prepare, train_child
+
+    prepared = prepare(SearchConfig(**{**SMALL, "splits": 2}))
+    reports: list[dict] = []
+    train_child(prepared, 0, tmp_path, reports.append, spent=1000.0)  # a killed attempt trained 1000 s before
+    seconds = [r["train_seconds"] for r in reports]
+    assert all(s > 1000.0 for s in seconds) and seconds == sorted(seconds)
+
+
 def test_failure_rule_and_fault_parsing():
     checks.check_failures("phase 2", 8, ["a"] * 4, usable=4)  # half: the search goes on
     with pytest.raises(SearchFailed, match="phase 2: 5 of 8 trials failed after their retries, so the search stops"):
