@@ -148,7 +148,7 @@ def choose_recipe(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[
         for name, error in first.items())
     keep = prepared.config.selection_keep
     cut, tied = race_ties(on_first, [recipe.name for recipe in recipes], keep)
-    ties = (f"; {tied} more tied at the cut ({cut:.2f}%) went on too: {TIE_RULE}" if tied else "")
+    ties = f"; by the tie rule, {TIE_RULE}: {tied} more, tied at {cut:.2f}%" if tied else ""
     reason = (f"{decision.reason}; {len(first)} of {len(recipes)} recipes stopped after the first fold "
               f"(--selection-keep {keep:g}{ties})")
     return dataclasses.replace(decision, reason=reason, comparisons=comparisons, stopped=first), note

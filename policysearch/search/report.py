@@ -30,7 +30,7 @@ def _fmt(x: float, digits: int = 2) -> str:
 
 
 def _signed(x: float | None) -> str:
-    return "-" if x is None or x != x else f"{x:+.2f}"
+    return "-" if x is None or x != x else f"{round(x, 2) or 0.0:+.2f}"  # no "-0.00" from rounding noise
 
 
 def _marks(chosen: bool, reference: bool) -> str:
