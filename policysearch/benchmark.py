@@ -56,7 +56,9 @@ then train WRN-40-2 on the full CIFAR-10 training set for 200 epochs (batch 128,
 5e-4), Cutout 16 px kept on top of every policy as in the papers. Published test errors: baseline 5.3,
 Cutout 4.1, AutoAugment 3.7, Fast AutoAugment 3.6.
 
-Outputs in ``--out`` (default ``benchmarks/results/<preset>``): ``results.md``, ``results.json``,
+Outputs in ``--out`` (default ``runs/benchmark/<preset>`` under the current folder, so that a run from the
+repository root never overwrites the committed results in ``benchmarks/results/``, which are written only
+when ``--out`` names them): ``results.md``, ``results.json``,
 ``runs.csv`` and ``errors.png``, each carrying the command line that made it; rewritten atomically after
 every run, so an interrupted benchmark leaves the runs it finished. A search run here lives in
 ``search-<hash of its settings>/``: a rerun with other ``--search-*`` options starts a new search, a rerun
@@ -171,6 +173,7 @@ class Preset:
 
 
 CIFAR10_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-dev"
+DEFAULT_OUT = "runs/benchmark"  # + /<preset>; the committed results live in benchmarks/results/<preset>
 
 PRESETS: dict[str, Preset] = {
     "digits-small": Preset(dataset="digits", train_size=150, model="small_cnn", epochs=60, batch_size=32,
@@ -191,6 +194,17 @@ PRESETS: dict[str, Preset] = {
                                       batch_size=128, cutout_with_policies=True, search_train_size=4000,
                                       search_trials=200, search_splits=5, search_top_n=10, search_epochs=200,
                                       device="cuda"),
+}
+
+
+# What each preset is for, in a few words; preset_lines() adds its settings.
+PRESET_NOTES: dict[str, str] = {
+    "digits-small": "every method on scarce digits",
+    "digits-100": "every method on 10 digits per class, where selecting a recipe is hardest",
+    "cifar10-dev-1000": "real photographs from shared/data/cifar10-dev; the search must learn that a flip is allowed",
+    "digits-100-finetune": "fine-tunes a small_cnn it pretrains on other digits (classes 0-4), with a second search "
+                           "from scratch",
+    "reduced-cifar10-wrn40-2": "the Fast AutoAugment paper's setting: search on 4000 CIFAR-10 images, train on all",
 }
 
 
@@ -593,11 +607,10 @@ def _write_outputs(out: Path, document: dict[str, Any]) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``policysearch benchmark`` options; a preset fills every setting, the options override it."""
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="digits-small",
-                        help="digits-small: CPU, 150 digits, small_cnn, 60 epochs, 5 seeds; digits-100: 10 per class; "
-                             "cifar10-dev-1000: CPU, 1000 CIFAR-10 photos, 20 epochs; digits-100-finetune: CPU, "
-                             "fine-tunes a small_cnn it pretrains on other digits, with a second search from scratch; reduced-cifar10-wrn40-2: GPU, search on 4000 CIFAR-10 images with WRN-40-2, "
-                             "final training on all of CIFAR-10 for 200 epochs (default: %(default)s)")
+    parser.add_argument("--preset", choices=[*sorted(PRESETS), "list"], default="digits-small", metavar="PRESET",
+                        help=f"the settings to start from: {', '.join(sorted(PRESETS))}; 'list' (or --list) names "
+                             "them with one line each (default: %(default)s)")
+    parser.add_argument("--list", action="store_true", help="name the presets with one line each, and stop")
     parser.add_argument("--dataset", default=None, help="data set (default: the preset's)")
     parser.add_argument("--data-root", default="data", help="where downloadable data sets live")
     parser.add_argument("--train-size", type=int, default=None, help="training images (stratified subset)")
@@ -613,9 +626,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="resize every image to this size (default: as loaded; torchvision models at least 32)")
     parser.add_argument("--pretrain-epochs", type=int, default=None,
                         help="epochs of the preset's own pretraining (digits-100-finetune)")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default: 0 1 2)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="training epochs of every method, and of the selection's trainings when it searches "
+                             "(default: the preset's)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="batch size of every method's training and of the search's models (default: the "
+                             "preset's)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                        help=f"training seeds, one training per method and seed (default: the preset's: "
+                             f"{_preset_seeds()})")
     parser.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=None,
                         help="default: the preset's (searched-scratch: the recipe of a search without --weights)")
     parser.add_argument("--policy", metavar="POLICY", default=None,
@@ -629,8 +648,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--search-top-n", type=int, default=None, help="best policies kept per split")
     parser.add_argument("--search-epochs", type=int, default=None, help="child-model epochs")
     parser.add_argument("--search-train-size", type=int, default=None, help="images the search uses")
-    parser.add_argument("--out", default=None, help="output folder (default: benchmarks/results/<preset>)")
+    parser.add_argument("--out", default=None,
+                        help=f"output folder (default: {DEFAULT_OUT}/<preset> under the current folder; the "
+                             "committed results in benchmarks/results/ are written only when named here)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: the preset's)")
+
+
+def _preset_seeds() -> str:
+    """The presets' seeds, grouped: ``0 1 2 3 4 (digits-small, ...)``."""
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for name in sorted(PRESETS):
+        groups.setdefault(PRESETS[name].seeds, []).append(name)
+    return "; ".join(f"{' '.join(map(str, seeds))} ({', '.join(names)})" for seeds, names in groups.items())
+
+
+def preset_lines() -> list[str]:
+    """One line per preset: its name, what it is for and its main settings."""
+    width = max(map(len, PRESETS))
+    lines = []
+    for name in sorted(PRESETS):
+        p = PRESETS[name]
+        data = p.dataset.rsplit("/", 1)[-1] if p.dataset.startswith("imagefolder:") else p.dataset
+        images = f"{p.train_size} {data} images" if p.train_size else f"all {data} training images"
+        lines.append(f"{name:<{width}}  {'GPU' if p.device.startswith('cuda') else 'CPU'}: {PRESET_NOTES[name]}; "
+                     f"{images}, {p.model}, {p.epochs} epochs at batch {p.batch_size}, seeds "
+                     f"{' '.join(map(str, p.seeds))}")
+    return lines
+
+
+def default_out(preset: str) -> Path:
+    """Where a benchmark writes without ``--out``: beside the other runs, never over the committed results."""
+    return Path(DEFAULT_OUT) / preset
 
 
 def preset_from_args(args: argparse.Namespace) -> Preset:
@@ -652,9 +700,13 @@ def preset_from_args(args: argparse.Namespace) -> Preset:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``policysearch benchmark``: train every method for every seed and write the results folder."""
+    """``policysearch benchmark``: train every method for every seed and write the results folder
+    (``--list`` or ``--preset list``: name the presets and stop)."""
+    if args.list or args.preset == "list":
+        print("\n".join(preset_lines()))
+        return 0
     preset = preset_from_args(args)
-    out = Path(args.out) if args.out else Path("benchmarks") / "results" / args.preset
+    out = Path(args.out) if args.out else default_out(args.preset)
     policy = load_policy(args.policy) if args.policy else None
     if preset.device.startswith("cuda") and not torch.cuda.is_available():
         raise DataError(f"preset {args.preset} wants a GPU but CUDA is not available; pass --device cpu")

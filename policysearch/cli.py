@@ -296,7 +296,8 @@ COMMANDS: list[Command] = [
     Command(
         "report", "draw a finished search's pictures again and put them into its report.md",
         "Draw the pictures of a finished search (RUN_DIR with policy.json) from the run's files: the score of "
-        "every policy trial per split (trials.png), the candidate recipes with the chosen one's intervals "
+        "every policy trial per split (trials.png), the candidate recipes against the reference with the "
+        "selection rule's one-sided bounds "
         "(recipes.png), the chosen policy's ops and levels (ops.png) and training images under the chosen "
         "recipe (grid.png, from the run's data set). Only the pictures section of report.md is rewritten; "
         "the rest of it stays as the search wrote it, since it needs results the run's files do not keep "

@@ -243,9 +243,10 @@ def _load_torchvision(name: str, split: str, root: Path, download: bool) -> Imag
             labels = torch.as_tensor(ds.targets, dtype=torch.int64)
             classes = tuple(ds.classes)
     except (RuntimeError, OSError) as exc:  # torchvision: RuntimeError when missing; OSError/URLError offline
-        what = "could not be downloaded" if download else "are missing"
-        reason = " ".join(str(exc).split())  # keep the message on one line
-        raise DataError(f"{name} {split} files {what}: expected {expected}; {hint} ({reason})") from exc
+        if not download:  # torchvision's own text ("... You can use download=True ...") would repeat the hint
+            raise DataError(f"{name} {split} files are missing: expected {expected}; {hint}") from exc
+        reason = " ".join(str(exc).split())  # why the download failed, on one line
+        raise DataError(f"{name} {split} files could not be downloaded: expected {expected}; {hint} ({reason})") from exc
     return ImageData(images, labels, classes, f"{name}/{split}")
 
 
@@ -277,7 +278,6 @@ def _load_imagefolder(path: Path, split: str, image_size: int | None) -> ImageDa
     if not path.is_dir():
         raise DataError(f"imagefolder path {str(path)!r} is not a folder; give a folder of class subfolders")
     layout = _folder_layout(path)
-    name = f"imagefolder:{path}/{split}"
     if split not in layout:
         if split == "test":
             raise DataError(
@@ -286,6 +286,7 @@ def _load_imagefolder(path: Path, split: str, image_size: int | None) -> ImageDa
                 f"and the rest in {str(path / 'train')!r}"
             )
         raise DataError(f"{str(path)!r} has no {split} split; add a val/ folder of class subfolders next to train/")
+    name = f"imagefolder:{layout[split]}"  # the folder the images come from (PATH itself without split folders)
     classes = _class_names(layout["train"])
     train_files, train_labels = _list_images(layout["train"], classes, training=True)
     headers = [_read_header(f) for f in train_files]

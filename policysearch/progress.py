@@ -3,6 +3,10 @@
 On a TTY each phase gets one ``tqdm`` bar (trials done of total, the best score so far, elapsed and
 remaining time). In a log or CI (no TTY) a phase prints a line when its first trial finishes, at each
 quarter and at the end, and one for every failed trial - never one per trial.
+
+A resumed phase (:meth:`Progress.resumed`) starts from the trials finished before: it counts them, says
+so in one line, and its elapsed and remaining times are this process's own (the remaining time from the
+trials this process finished).
 """
 
 from __future__ import annotations
@@ -26,8 +30,36 @@ class Progress:
     def __init__(self, label: str, total: int, metric: str | None, stream: TextIO = sys.stdout) -> None:
         self.label, self.total, self.metric, self.stream = label, total, metric, stream
         self.done, self.best, self.started = 0, -math.inf, time.monotonic()
+        self.before = 0  # trials finished by earlier processes (a resumed phase)
         self.milestones = {1, total, *(math.ceil(total * k / 4) for k in (1, 2, 3))}
         self._bar: Any = None
+
+    def resumed(self, done: int, best: float | None = None) -> None:
+        """The phase continues with ``done`` trials finished before (``best``: the best metric among them)."""
+        self.done = self.before = done
+        if best is not None and best == best:
+            self.best = max(self.best, float(best))
+        self.started = time.monotonic()
+        if not done:
+            return
+        if self._live():
+            self._open_bar(done)
+            self._bar.refresh()
+        else:
+            print(f"[{self.label}] resumed: {done}/{self.total} trials finished before{self._best_text('  ')}",
+                  file=self.stream, flush=True)
+
+    def _best_text(self, lead: str = "") -> str:
+        if self.metric and self.best > -math.inf:
+            return f"{lead}best {self.metric} {self.best:.4f}"
+        return ""
+
+    def _open_bar(self, initial: int) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=self.total, desc=self.label, unit="trial", file=self.stream, dynamic_ncols=True,
+                         initial=initial)
+        self._bar.set_postfix_str(self._best_text(), refresh=False)
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment state. A live bar holds a terminal and locks, and the
@@ -46,21 +78,18 @@ class Progress:
         self.done += 1
         if error is None and self.metric and self.metric in result:
             self.best = max(self.best, float(result[self.metric]))
-        best = f"best {self.metric} {self.best:.4f}" if self.metric and self.best > -math.inf else ""
+        best = self._best_text()
         if self._live():
             if self._bar is None:
-                from tqdm import tqdm
-
-                self._bar = tqdm(total=self.total, desc=self.label, unit="trial", file=self.stream,
-                                 dynamic_ncols=True, initial=self.done - 1)
+                self._open_bar(self.done - 1)
             self._bar.set_postfix_str(best, refresh=False)
             self._bar.update(1)
             if error:
                 self._bar.write(f"[{self.label}] a trial failed: {error}", file=self.stream)
             return
-        if self.done in self.milestones or error:
+        if self.done in self.milestones or self.done == self.before + 1 or error:
             elapsed = time.monotonic() - self.started
-            remaining = elapsed / self.done * max(0, self.total - self.done)
+            remaining = elapsed / (self.done - self.before) * max(0, self.total - self.done)
             failed = f"  (a trial failed: {error})" if error else ""
             print(f"[{self.label}] {self.done}/{self.total} trials{'  ' + best if best else ''}  elapsed "
                   f"{_clock(elapsed)}  remaining ~{_clock(remaining)}{failed}", file=self.stream, flush=True)

@@ -10,13 +10,16 @@ as Nadeau and Bengio propose for resampled comparisons:
 
 and a one-sided Student-t bound with J - 1 degrees of freedom decides. To spend the budget on the
 candidates that can win, the folds are raced: every candidate trains on the first fold, and only the
-share ``keep`` with the lowest error on it, every candidate within one fold's noise of the best, and the
-reference always train on the others (:func:`race`, successive halving with one rung): on a fold of a
-few dozen images nobody is raced out on noise. A candidate stopped early is reported with its
-first-fold difference and takes no part in the decision. The rule: the candidate with the
-lowest mean error is chosen only when its bound on (its error - the reference's error) at
-``confidence`` lies below zero; otherwise the reference - the standard recipe - is kept. So any
-difference within the noise keeps the standard choice. Ray is not imported here.
+share ``keep`` with the lowest error on it, every candidate within one fold's noise of the best
+(:func:`race_margin`: on a fold of a few dozen images nobody is raced out on noise) and the reference
+always train on the others (:func:`race`, successive halving with one rung). The tie rule: every candidate tied with the last one
+kept at the cut goes on too, so a tie never decides silently (on small data, errors move in steps of one
+held-out image and ties are common). A candidate stopped early is reported with its first-fold
+difference, apart from the means, and takes no part in the decision. The rule: the candidate with the
+lowest mean error is chosen only when its one-sided upper bound on (its error - the reference's error)
+at ``confidence`` lies below zero; otherwise the reference is kept. So any difference within the noise
+keeps the reference, the recipe chosen for its robustness. :func:`versus_reference` gives that quantity for
+every candidate; the report and its picture show it, labelled as the rule's. Ray is not imported here.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ import numpy as np
 
 from policysearch.data import DataError
 
-__all__ = ["Comparison", "Decision", "auto_repeats", "compare", "crossfit_folds", "decide", "race", "race_margin"]
+__all__ = ["Comparison", "Decision", "TIE_RULE", "auto_repeats", "compare", "crossfit_folds", "decide", "race",
+           "race_margin", "race_ties", "selection_power", "versus_reference"]
 
 CONFIDENCE = 0.8
+TIE_RULE = "every recipe tied with the last one kept at the cut goes on too"
 HELD_OUT_TARGET = 500  # held-out predictions a comparison should rest on, when repeats are chosen from the data
 MAX_AUTO_REPEATS = 3
 RACE_Z = 2.0  # a candidate is raced out only when its first-fold deficit exceeds this many standard errors
@@ -75,19 +80,36 @@ def crossfit_folds(labels: np.ndarray, k: int, repeats: int = 1, seed: int = 0
     return folds
 
 
-def race(first_fold: Mapping[str, float], order: Sequence[str], keep: float, reference: str,
-         margin: float = 0.0) -> list[str]:
-    """The candidates (in ``order``) that go on after the first fold: the ``ceil(keep x len(order))`` with the
-    lowest first-fold error (ties: the earlier in ``order``), every one within ``margin`` points of the
-    lowest (one fold's noise, :func:`race_margin`), and ``reference`` when it finished the fold.
-    A candidate missing from ``first_fold`` (it failed) is out."""
+def _cut(first_fold: Mapping[str, float], order: Sequence[str], keep: float) -> tuple[list[str], float | None]:
+    """The candidates that finished the first fold, lowest error first, and the error at the cut (None: none)."""
     if not 0 < keep <= 1:
         raise ValueError(f"keep must lie in (0, 1], got {keep}")
     done = [name for name in order if name in first_fold]
     ranked = sorted(done, key=lambda name: (first_fold[name], order.index(name)))
-    close = {name for name in done if first_fold[name] <= first_fold[ranked[0]] + margin} if done else set()
-    kept = set(ranked[:math.ceil(keep * len(order))]) | close | ({reference} & set(done))
+    share = ranked[:math.ceil(keep * len(order))]
+    return ranked, (first_fold[share[-1]] if share else None)
+
+
+def race(first_fold: Mapping[str, float], order: Sequence[str], keep: float, reference: str,
+         margin: float = 0.0) -> list[str]:
+    """The candidates (in ``order``) that go on after the first fold: the ``ceil(keep x len(order))`` with the
+    lowest first-fold error and, by :data:`TIE_RULE`, every one with the same error as the last of them; every
+    one within ``margin`` points of the lowest (one fold's noise, :func:`race_margin`); and ``reference`` when
+    it finished the fold. A candidate missing from ``first_fold`` (it failed) is out."""
+    ranked, cut = _cut(first_fold, order, keep)
+    kept = {name for name in ranked if cut is not None and first_fold[name] <= cut}
+    if ranked:
+        kept |= {name for name in ranked if first_fold[name] <= first_fold[ranked[0]] + margin}
+    kept |= {reference} & set(ranked)
     return [name for name in order if name in kept]
+
+
+def race_ties(first_fold: Mapping[str, float], order: Sequence[str], keep: float) -> tuple[float | None, int]:
+    """The error at the race's cut and how many candidates beyond ``ceil(keep x len(order))`` went on because
+    they tied there (0: the tie rule changed nothing)."""
+    ranked, cut = _cut(first_fold, order, keep)
+    tied = sum(1 for name in ranked if cut is not None and first_fold[name] <= cut)
+    return cut, max(0, tied - math.ceil(keep * len(order)))
 
 
 @dataclass(frozen=True)
@@ -140,11 +162,46 @@ class Decision:
     mean_error: Mapping[str, float]
     # raced out after the first fold: name -> error on it (not in mean_error); their comparison is that fold's
     stopped: Mapping[str, float] = field(default_factory=dict)
+    # every other candidate minus the reference, over all folds: the quantity the rule decides on
+    versus_reference: tuple[Comparison, ...] = ()
+    confidence: float = CONFIDENCE
+    first_fold: Mapping[str, float] = field(default_factory=dict)  # every candidate's error on the first fold
+    race_margin: float = 0.0  # one fold's noise (pp): every candidate within it of the best went on
 
     def to_dict(self) -> dict[str, object]:
         return {"chosen": self.chosen, "reference": self.reference, "best": self.best, "reason": self.reason,
                 "mean_error": dict(self.mean_error), "comparisons": [c.to_dict() for c in self.comparisons],
-                "stopped": dict(self.stopped)}
+                "stopped": dict(self.stopped), "versus_reference": [c.to_dict() for c in self.versus_reference],
+                "confidence": self.confidence, "first_fold": dict(self.first_fold),
+                "race_margin": self.race_margin if math.isfinite(self.race_margin) else None}
+
+    @classmethod
+    def from_dict(cls, document: Mapping[str, object]) -> "Decision":
+        """The decision as :meth:`to_dict` wrote it (a bound that did not exist comes back as NaN)."""
+        def comparison(c: Mapping[str, object]) -> Comparison:
+            def number(key: str) -> float:
+                value = c.get(key)
+                return math.nan if value is None else float(value)  # type: ignore[arg-type]
+
+            return Comparison(str(c["candidate"]), str(c["reference"]), number("mean"), number("low"),
+                              number("high"), number("upper"), int(c.get("n", 0)))  # type: ignore[arg-type]
+
+        return cls(str(document["chosen"]), str(document["reference"]), str(document["best"]),
+                   str(document.get("reason", "")),
+                   tuple(comparison(c) for c in document.get("comparisons", [])),  # type: ignore[union-attr]
+                   dict(document.get("mean_error", {})), dict(document.get("stopped", {})),  # type: ignore[arg-type]
+                   tuple(comparison(c) for c in document.get("versus_reference", [])),  # type: ignore[union-attr]
+                   float(document.get("confidence", CONFIDENCE)),  # type: ignore[arg-type]
+                   dict(document.get("first_fold", {})),  # type: ignore[arg-type]
+                   float(document.get("race_margin") or 0.0))  # type: ignore[arg-type]
+
+
+def versus_reference(errors: Mapping[str, Sequence[float]], reference: str, *, test_fraction: float,
+                     confidence: float = CONFIDENCE) -> tuple[Comparison, ...]:
+    """Every candidate but the reference: (its error - the reference's) per fold, with the one-sided upper
+    bound the rule compares with 0 (``upper < 0``: the candidate beats the reference beyond the noise)."""
+    return tuple(compare(errors[name], errors[reference], test_fraction=test_fraction, confidence=confidence,
+                         names=(name, reference)) for name in errors if name != reference)
 
 
 def decide(errors: Mapping[str, Sequence[float]], reference: str, *, test_fraction: float,
@@ -156,21 +213,40 @@ def decide(errors: Mapping[str, Sequence[float]], reference: str, *, test_fracti
     if len(lengths) != 1:
         raise ValueError(f"every candidate needs the same folds, got {sorted(lengths)} results")
     mean_error = {name: float(np.mean(v)) for name, v in errors.items()}
-    # ties go to the earlier candidate (the caller lists simpler and standard recipes first)
-    best = min(errors, key=lambda name: (mean_error[name], list(errors).index(name)))
-    against = compare(errors[best], errors[reference], test_fraction=test_fraction, confidence=confidence,
-                      names=(best, reference))
+    # Ties go to the earlier candidate (the caller lists simpler and standard recipes first); means that differ
+    # only by floating-point rounding (the same sum of other fold errors) are a tie.
+    tied = {name: round(mean, 9) for name, mean in mean_error.items()}
+    best = min(errors, key=lambda name: (tied[name], list(errors).index(name)))
+    others = [name for name in errors if name != best and tied[name] == tied[best]]
+    tie = (f" (tied on the mean with {', '.join(others)}; a tie goes to the recipe listed first, the simpler or more "
+           "standard one)" if others else "")
+    against_reference = versus_reference(errors, reference, test_fraction=test_fraction, confidence=confidence)
+    bound = f"{confidence:.0%} one-sided upper bound on ({best} - {reference})"
     if best == reference:
-        chosen, reason = reference, f"the reference {reference} has the lowest mean held-out error"
-    elif against.upper < 0:
-        chosen = best
-        reason = (f"{best} beats the reference {reference} by {-against.mean:.2f} pp of held-out error, and the "
-                  f"{confidence:.0%} one-sided bound ({against.upper:+.2f} pp) clears the noise")
+        chosen, reason = reference, f"the reference {reference} has the lowest mean held-out error{tie}"
     else:
-        chosen = reference
-        reason = (f"{best} has the lowest mean error ({against.mean:+.2f} pp against the reference {reference}), "
-                  f"but its {confidence:.0%} one-sided bound ({against.upper:+.2f} pp) does not clear the noise, "
-                  "so the reference is kept")
+        against = next(c for c in against_reference if c.candidate == best)
+        if against.upper < 0:
+            chosen = best
+            reason = (f"{best} beats the reference {reference} by {-against.mean:.2f} pp of held-out error{tie}, and "
+                      f"the {bound}, {against.upper:+.2f} pp, is below 0: it clears the noise")
+        else:
+            chosen = reference
+            reason = (f"{best} has the lowest mean error ({against.mean:+.2f} pp against the reference "
+                      f"{reference}){tie}, but the {bound}, {against.upper:+.2f} pp, is not below 0: it does not clear the "
+                      "noise, so the reference is kept")
+    power = selection_power(against_reference)
+    if power is not None:
+        reason += (f"; the selection's power: a bound lies a median {power:.2f} pp above its mean difference "
+                   f"over {len(next(iter(errors.values())))} folds, so smaller differences stay within the noise")
     comparisons = tuple(compare(errors[chosen], errors[name], test_fraction=test_fraction, confidence=confidence,
                                 names=(chosen, name)) for name in errors if name != chosen)
-    return Decision(chosen, reference, best, reason, comparisons, mean_error)
+    return Decision(chosen, reference, best, reason, comparisons, mean_error, versus_reference=against_reference,
+                    confidence=confidence)
+
+
+def selection_power(against_reference: Sequence[Comparison]) -> float | None:
+    """The median distance (pp) from a candidate's mean difference with the reference to its one-sided bound:
+    the smallest advantage the rule can see at this data size (None: no bounds, e.g. one fold)."""
+    widths = [c.upper - c.mean for c in against_reference if math.isfinite(c.upper)]
+    return float(np.median(widths)) if widths else None

@@ -242,8 +242,7 @@ def _autoaugment(variant: object, ops: Iterable[str] | None, where: str) -> Poli
     key = variant.lower() if isinstance(variant, str) else variant
     if key not in AUTOAUGMENT_VARIANTS:
         hint = _closest(variant, AUTOAUGMENT_VARIANTS) if isinstance(variant, str) else ""
-        raise _fail(where, f"unknown AutoAugment variant {variant!r}{hint}; choose from "
-                           f"{', '.join(AUTOAUGMENT_VARIANTS)}")
+        raise _fail(where, f"unknown AutoAugment variant {variant!r}{hint or ' (known: ' + ', '.join(AUTOAUGMENT_VARIANTS) + ')'}")
     policy = from_torchvision(key)
     standard = tuple(sorted(policy.ops(), key=OP_NAMES.index))
     if ops is None:

@@ -4,6 +4,7 @@ import argparse
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -105,3 +106,42 @@ def test_smoke_benchmark_writes_results(tmp_path):
     costs = benchmark.render_markdown(document, document["summary"])
     assert "| - phase 1 child models (wall with 1b) | 30.0 | 20.0 |" in costs
     assert "| - phase 1b domain fit (in the phase-1 trials) | - | 4.0 |" in costs
+
+
+def test_the_default_output_folder_never_holds_the_committed_results(tmp_path, monkeypatch):
+    outs = []
+
+    def fake_benchmark(preset, out, **kwargs):  # where the benchmark would write, without training
+        outs.append(Path(out))
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "results.md").write_text("results\n", encoding="utf-8")
+        return {"runs": [{}]}
+
+    monkeypatch.setattr(benchmark, "run_benchmark", fake_benchmark)
+    monkeypatch.chdir(tmp_path)  # as if run from the repository root
+    assert benchmark.run(_args("--preset", "digits-small", "--policy", "randaugment:n=1,m=5")) == 0
+    assert outs[-1] == Path("runs") / "benchmark" / "digits-small"
+    assert not (tmp_path / "benchmarks").exists()
+    # named with --out, the committed folder is written
+    assert benchmark.run(_args("--preset", "digits-small", "--policy", "randaugment:n=1,m=5",
+                               "--out", "benchmarks/results/digits-small")) == 0
+    assert outs[-1] == Path("benchmarks/results/digits-small")
+
+
+def test_presets_are_listed_one_line_each(capsys):
+    for argv in (["--list"], ["--preset", "list"]):
+        assert benchmark.run(_args(*argv)) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert [line.split()[0] for line in lines] == sorted(benchmark.PRESETS)
+        for line in lines:
+            preset = benchmark.PRESETS[line.split()[0]]
+            assert f"{preset.epochs} epochs" in line and "seeds " + " ".join(map(str, preset.seeds)) in line
+
+
+def test_every_benchmark_option_has_help_that_states_the_real_defaults():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    helps = {action.dest: action.help or "" for action in parser._actions}
+    assert all(helps[dest] for dest in helps if dest != "help"), [d for d, h in helps.items() if not h]
+    assert "0 1 2 3 4 (" in helps["seeds"] and "default: 0 1 2)" not in helps["seeds"]
+    assert "preset's" in helps["epochs"] and "preset's" in helps["batch_size"]

@@ -326,3 +326,37 @@ def test_a_search_survives_the_loss_of_the_worker_node_in_phase_2(new_cluster, t
     assert len(rows) == 8 and all(r["status"] == "ok" for r in rows)  # the finished trials and the retried one
     assert {r["node_id"] for r in rows} == {new_cluster.head_node_id}
     assert (run / "policy.json").exists() and (run / "report.md").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_of_a_search_joined_to_a_cluster_leaves_the_clusters_processes(new_cluster, tmp_path):
+    import signal
+
+    nodes = new_cluster.head_pids | set().union(*new_cluster.worker_pids)  # what `ray start` left running
+    env = _env(**{FAULTS_ENV: "pause@child:split=1"})  # the other child finishes, this one holds phase 1
+    search = subprocess.Popen([sys.executable, "-m", "policysearch", "search", "--address", new_cluster.address,
+                               "--storage", str(tmp_path / "storage"), "--out", str(tmp_path / "run"), *TINY],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                              start_new_session=True)
+    lines: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in search.stdout] + [lines.put(None)],
+                     daemon=True).start()
+    stderr: list[str] = []
+    reader = threading.Thread(target=lambda: stderr.extend(search.stderr), daemon=True)
+    reader.start()
+    try:
+        while True:
+            line = lines.get(timeout=SEARCH_TIMEOUT_S)
+            assert line is not None, "the search ended before a child finished:\n" + "".join(stderr)[-3000:]
+            if line.startswith("[phase 1: child models] 1/2"):
+                break
+        os.killpg(search.pid, signal.SIGINT)  # Ctrl-C in the terminal that runs the search
+        search.wait(timeout=SEARCH_TIMEOUT_S)
+    finally:
+        if search.poll() is None:
+            loopback.kill(loopback.with_descendants({search.pid}))
+    reader.join(timeout=60)  # everything the search wrote to stderr has been read
+    message = "".join(stderr).strip()
+    assert search.returncode == 130 and message.startswith("policysearch: search interrupted in phase 1"), message
+    assert message.endswith(f"continue with: policysearch search --resume {tmp_path / 'run'}")
+    assert nodes <= set(loopback.processes()), "the search stopped processes of the cluster it joined"

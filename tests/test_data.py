@@ -100,6 +100,20 @@ def test_missing_torchvision_files_say_what_and_where(tmp_path: Path, name: str,
     message = str(info.value)
     assert expected in message and str(tmp_path) in message and "--download" in message
     assert "\n" not in message
+    assert "download=True to download it" not in message and "Dataset not found" not in message  # one voice
+
+
+def test_an_image_folders_notes_name_the_folder_that_exists(tmp_path: Path) -> None:
+    # 16-bit images of another size, once as class folders alone and once inside train/: loading notes the resize
+    for root in (tmp_path / "flat", tmp_path / "split" / "train"):
+        for cls in ("a", "b"):
+            (root / cls).mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(np.full((12, 12), 40000, dtype=np.uint16)).save(root / cls / f"{i}.png")
+    for given, folder in ((tmp_path / "flat", tmp_path / "flat"), (tmp_path / "split", tmp_path / "split" / "train")):
+        data = load_dataset(_folder(given), image_size=8)
+        assert data.name == f"imagefolder:{folder}" and folder.is_dir()
+        assert data.notes and all(note.startswith(f"imagefolder:{folder}: ") for note in data.notes)
 
 
 # ------------------------------------------------------------------------------------------ imagefolder

@@ -25,7 +25,8 @@ from policysearch.search.rundir import Run, write_config
 from policysearch.selection import decide
 
 PICTURES = ("trials.png", "recipes.png", "ops.png", "grid.png")
-CONFIG = SearchConfig(dataset="digits", train_size=60, splits=2, trials=4, top_n=2, selection_folds=3, epochs=1)
+CONFIG = SearchConfig(dataset="digits", train_size=60, splits=2, trials=4, top_n=2, selection_folds=3,
+                      selection_repeats=1, epochs=1)
 CHOSEN = "fast_autoaugment x1, crop 1"
 
 
@@ -210,4 +211,145 @@ def test_a_raced_selection_draws_the_stopped_recipes_below_the_others():
     rows = [{"recipe": n, "fold": str(f), "status": "ok", "held_out_error": str(e)}
             for n, errs in [*errors.items(), ("randaugment n=1 m=5, crop 1", [1.0])] for f, e in enumerate(errs)]
     rows.append({"recipe": "failed one", "fold": "0", "status": "failed", "held_out_error": ""})
-    assert plot_recipes(rows, selection, 0.8)[:4] == b"\x89PNG"  # null bounds of the one-fold comparison drawn
+    assert plot_recipes(rows, selection, 0.8, 1 / 3)[:4] == b"\x89PNG"  # null bounds of the one-fold comparison drawn
+
+
+# ----------------------------------------------------------------------------------------------------
+# The report's words, tables and pictures agree
+# ----------------------------------------------------------------------------------------------------
+
+
+def _exported_run(tmp_path: Path, config: SearchConfig, *, weak: bool = False):
+    """A search's export of a raced selection: the issue's case, where the chosen recipe clears the noise by
+    the rule's one-sided bound while a two-sided interval at the same level crosses 0, and a recipe stopped
+    after the first fold has a lower error there than the chosen recipe's mean."""
+    from policysearch.search.recipes import choose_recipe
+
+    prepared = prepare(config)
+    run = Run(tmp_path / "run", "test-run", str(tmp_path / "tune"))
+    run.run_dir.mkdir(parents=True)
+    write_config(run, config)
+    fit = DomainFit({}, chance=0.1, note="synthetic: nothing probed")
+    merged = Policy([[Operation("Rotate", 0.6, 0.5), Operation("Cutout", 0.4, 0.3)]])
+    recipes = candidate_recipes(prepared.baseline, fit, merged, strengths=(1.0,), randaugment_grid=((1, 5),))
+    names = [r.name for r in recipes]
+    reference = reference_name(prepared.baseline)
+    errors = {name: [30.0, 31.0, 29.0] for name in names}
+    errors[reference] = [20.0, 20.0, 20.0]
+    errors[CHOSEN] = [2.4, 10.0, 17.6]  # 10 pp below the reference: one-sided bound < 0 < two-sided high
+    stopped = "randaugment n=1 m=5 (torchvision scale), crop 0"
+    errors[stopped] = [1.0]  # one fold, lower than every mean
+    survivors = [i for i, name in enumerate(names) if name != stopped]
+    selection = [{"recipe": name, "fold": f, "status": "ok", "error": e, "loss": 0.1, "train_seconds": 1.0,
+                  "train_images": 40} for name, errs in errors.items() for f, e in enumerate(errs)]
+    decision, note = choose_recipe(prepared, recipes, selection, prepared.baseline, survivors)
+    trials = [{"split": s, "repeat": 0, "index": i, "trial_id": f"{s}{i}", "status": "ok", "error": "",
+               "reward": 0.5 + 0.1 * i} for s in range(config.splits) for i in range(4)]
+    write_trials_csv(run, trials, [])
+    costs = {f"phase{p}_{k}_s": 1.0 for p in ("1", "1b", "2", "3") for k in ("wall", "device")}
+    accuracy = 0.15 if weak else 0.9
+    outcome = Outcome(children=[{"split": s, "status": "ok", "da_accuracy": accuracy, "train_seconds": 1.0}
+                                for s in range(config.splits)],
+                      probes=[], fit=fit, trials=trials, top=[Candidate(0, 0, 0.8, merged)], merged=merged,
+                      recipes=recipes, selection=selection, decision=decision,
+                      chosen=next(r for r in recipes if r.name == decision.chosen), note=note, costs=costs)
+    return export(prepared, run, outcome), stopped
+
+
+def _table_row(report: str, recipe: str) -> list[str]:
+    rows = [line for line in report.splitlines() if line.startswith(f"| {recipe} ")]
+    assert len(rows) == 1, (recipe, rows)
+    return [cell.strip() for cell in rows[0].strip("|").split("|")]
+
+
+def test_the_summary_the_table_and_recipes_png_show_the_quantity_the_rule_decides_on(tmp_path):
+    from policysearch.search.figures import recipe_data
+    from policysearch.search.report import summary_text
+    from policysearch.selection import compare
+
+    result, _ = _exported_run(tmp_path, CONFIG)
+    run_dir, decision = result.run_dir, result.decision
+    assert decision.chosen == CHOSEN
+    reference = decision.reference
+    rule = next(c for c in decision.versus_reference if c.candidate == CHOSEN)
+    two_sided = compare([2.4, 10.0, 17.6], [20.0] * 3, test_fraction=1 / 3, confidence=0.8)
+    assert rule.upper < 0 < two_sided.high  # the case where a two-sided picture contradicted the words
+
+    why = next(line for line in summary_text(result).splitlines() if line.startswith("why: "))
+    assert f"one-sided upper bound on ({CHOSEN} - {reference}), {rule.upper:+.2f} pp, is below 0" in why
+    report = (run_dir / "report.md").read_text(encoding="utf-8")
+    assert why[len("why: "):] in report  # the report's summary says the same
+    assert "80% one-sided upper bound (pp)" in report and "two-sided" not in report
+    recipe, mean, diff, upper, verdict = _table_row(report, f"{CHOSEN} (chosen)")
+    assert (diff, upper, verdict) == (f"{rule.mean:+.2f}", f"{rule.upper:+.2f}", "yes")
+
+    with (run_dir / "selection.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    selection = Policy.load(run_dir / "policy.json").metadata["score"]["selection"]
+    drawn = recipe_data(rows, selection, confidence=0.8, test_fraction=1 / 3)
+    for row in drawn["ranked"]:  # every row of the picture is the table's row
+        marks = [word for word, on in (("chosen", row["chosen"]), ("the reference", row["reference"])) if on]
+        cells = _table_row(report, row["recipe"] + (f" ({'; '.join(marks)})" if marks else ""))
+        assert cells[1] == f"{row['mean']:.2f}"
+        if not row["reference"]:
+            assert (cells[2], cells[3]) == (f"{row['diff']:+.2f}", f"{row['upper']:+.2f}")
+            assert cells[4] == ("yes" if row["clears"] else "no")
+    chosen = next(row for row in drawn["ranked"] if row["chosen"])
+    assert chosen["clears"] is True and chosen["upper"] == pytest.approx(rule.upper)
+
+
+def test_recipes_stopped_by_the_race_are_shown_apart_from_the_means(tmp_path):
+    from policysearch.search.figures import recipe_data
+
+    result, stopped = _exported_run(tmp_path, CONFIG)
+    report = (result.run_dir / "report.md").read_text(encoding="utf-8")
+    main_table, rest = report.split("### Stopped after the first fold", 1)
+    assert f"| {stopped} " not in main_table.split("## Candidate recipes", 1)[1]
+    assert "not a mean" in rest.split("\n\n", 2)[1]
+    first_fold, diff = _table_row(rest, stopped)[1:]
+    assert (first_fold, diff) == ("1.00", "-19.00")  # that fold's error, against the reference's on that fold
+    with (result.run_dir / "selection.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    drawn = recipe_data(rows, Policy.load(result.policy_path).metadata["score"]["selection"], confidence=0.8,
+                        test_fraction=1 / 3)
+    assert [row["recipe"] for row in drawn["stopped"]] == [stopped]
+    assert stopped not in {row["recipe"] for row in drawn["ranked"]}
+
+
+def test_a_weak_child_is_named_next_to_the_decision_in_the_terminal_summary(tmp_path):
+    from policysearch.search.report import summary_text
+
+    result, _ = _exported_run(tmp_path, CONFIG, weak=True)
+    lines = summary_text(result).splitlines()
+    why = next(k for k, line in enumerate(lines) if line.startswith("why: "))
+    assert lines[why + 1].startswith("warning: the child model(s) of split(s) 0, 1 are within 0.2 of chance")
+    assert "the decision rests on weak evidence" in lines[why + 1]
+    assert Policy.load(result.policy_path).metadata["warnings"] == [lines[why + 1][len("warning: "):]]
+    strong, _ = _exported_run(tmp_path / "strong", CONFIG)
+    assert not any(line.startswith("warning: ") for line in summary_text(strong).splitlines())
+
+
+def test_the_report_counts_in_words_that_fit_the_number(tmp_path):
+    result, _ = _exported_run(tmp_path, SearchConfig(**{**asdict(CONFIG), "splits": 1, "strengths": (1.0,)}))
+    report = (result.run_dir / "report.md").read_text(encoding="utf-8")
+    assert "Fast AutoAugment: 1 split x 1 repeat x 4 trials" in report
+    assert "1 splits" not in report and "1 repeats" not in report and "a 80%" not in report
+
+
+def test_ops_png_of_a_trivialaugment_recipe_says_what_it_is_and_shows_the_levels_it_uses():
+    from policysearch.search.figures import describe_one_op_per_image, one_op_per_image, plot_ops
+    from policysearch.standard import randaugment_policy, trivialaugment_policy
+
+    policy = trivialaugment_policy().with_baseline(Baseline(1, False))
+    policy.metadata["domain_fit"] = {"ops": [{"op": "Solarize", "max_level": 0.25, "excluded": False}]}
+    choice = one_op_per_image(policy)
+    assert choice is not None and len(choice["ops"]) == 14 and len(choice["levels"]) == 31
+    assert describe_one_op_per_image(choice) == ("each image gets exactly one op, drawn uniformly from 14 ops (7% "
+                                                 "each), at a level drawn uniformly from 31 levels between 0 and 1")
+    solarize = next(u for u in choice["ops"] if u["op"] == "Solarize")
+    assert (solarize["low"], solarize["high"], solarize["cap"]) == (0.0, 1.0, 0.25)  # the levels it really uses
+    assert plot_ops(policy, "trivialaugment, crop 1")[:8] == b"\x89PNG\r\n\x1a\n"
+    one = one_op_per_image(randaugment_policy(1, 5))
+    assert describe_one_op_per_image(one).endswith("at level 0.5")
+    faa = Policy([[Operation("Rotate", 0.7, 0.4), Operation("Cutout", 0.3, 0.5)]])
+    assert one_op_per_image(faa) is None  # drawn as before: expected applications and levels per op

@@ -53,3 +53,25 @@ def test_a_stream_that_cannot_be_pickled_stays_out_of_the_pickle(capsys):
     assert "[phase 2: policy trials] 1/2 trials" in capsys.readouterr().out  # a restored copy prints to stdout
     progress.trial_finished({"reward": 0.5})
     assert "[phase 2: policy trials] 1/2 trials" in stream.getvalue()  # the live one to its own stream
+
+
+def test_a_resumed_phase_counts_the_trials_finished_before():
+    log = io.StringIO()
+    progress = Progress("phase 2: policy trials", 20, "reward", log)
+    progress.resumed(10, best=0.5)  # ten finished in the processes before this one
+    for k in range(10):
+        progress.trial_finished({"reward": 0.1})
+    lines = log.getvalue().splitlines()
+    assert lines[0] == "[phase 2: policy trials] resumed: 10/20 trials finished before  best reward 0.5000"
+    assert lines[1].startswith("[phase 2: policy trials] 11/20 trials  best reward 0.5000")  # this process's first
+    assert lines[-1].startswith("[phase 2: policy trials] 20/20 trials") and "remaining ~0:00" in lines[-1]
+    assert [int(line.split("] ")[1].split("/")[0]) for line in lines[1:]] == sorted({11, 15, 20})
+
+    terminal = _Terminal()
+    bar = Progress("phase 3: recipe selection, first fold", 14, None, terminal)
+    bar.resumed(4)
+    for _ in range(10):
+        bar.trial_finished({})
+    bar.close()
+    text = terminal.getvalue()
+    assert "4/14" in text and "14/14" in text and "0/14" not in text

@@ -85,6 +85,27 @@ def test_raced_selection_decides_among_the_survivors_and_reports_the_stopped():
     assert one_fold["low"] is None and one_fold["high"] is None and one_fold["upper"] is None
 
 
+def test_recipes_tied_at_the_race_cut_all_go_on_and_the_reason_names_the_tie_rule():
+    config = SearchConfig(train_size=60, splits=1, selection_folds=3, selection_repeats=1, selection_keep=0.25)
+    prepared = prepare(config)
+    recipes = candidate_recipes(prepared.baseline, _fit(), None, families=("baseline", "randaugment"),
+                                randaugment_grid=())
+    names = [r.name for r in recipes]
+    reference = reference_name(prepared.baseline)
+    assert reference == names[3]
+    # ceil(0.25 x 4) = 1 by share, but three share the lowest first-fold error (one held-out image)
+    first = {names[0]: 5.0, names[1]: 5.0, names[2]: 5.0, reference: 20.0}
+    rows = [{"recipe": n, "fold": 0, "status": "ok", "error": e} for n, e in first.items()]
+    survivors = race_survivors(prepared, recipes, rows, prepared.baseline)
+    assert [names[i] for i in survivors] == names  # all three tied, and the reference
+    for i in survivors:
+        rows += [{"recipe": names[i], "fold": f, "status": "ok", "error": first[names[i]]} for f in (1, 2)]
+    decision, _ = choose_recipe(prepared, recipes, rows, prepared.baseline, [0, 1, 3])  # one of them stopped
+    assert "by the tie rule, every recipe tied with the last one kept at the cut goes on too: 2 more, tied at " \
+           "5.00%" in decision.reason
+    assert decision.first_fold == first
+
+
 def test_selection_trains_at_the_final_trainings_batch_and_epochs_not_refitted_to_the_fold(monkeypatch):
     from policysearch.search import recipes as module
     from policysearch.train import fit_to_data

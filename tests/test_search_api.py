@@ -152,8 +152,11 @@ def test_resume_refuses_other_data_and_keeps_the_stored_settings(tmp_path, no_ra
     with pytest.raises(ValueError, match=r"model=mine\.net: the run's model is a Python callable, which only "
                                          r"policysearch.search\(model=\.\.\.\) can take"):
         command.run(_args(["--resume", str(run_dir)]))
-    with pytest.raises(ValueError, match="names data that was given as Python objects"):  # nor its data
-        policysearch.search(model=tiny_net, out=run_dir, resume=True)
+    # nor without its data, even when the model agrees
+    agreeing = SearchConfig(**TINY, dataset=stored.dataset, model=f"callable:{tiny_net.__module__}.tiny_net")
+    rundir.write_config(rundir.open_run(agreeing, tmp_path / "run2", resume=False), agreeing)
+    with pytest.raises(ValueError, match="names data that was given as Python objects"):
+        policysearch.search(model=tiny_net, out=tmp_path / "run2", resume=True)
 
 
 def _args(argv: list[str]):

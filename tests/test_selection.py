@@ -14,7 +14,8 @@ from policysearch.data import DataError
 from policysearch.domain import DomainFit, OpFit, fit_domain, probe_ops
 from policysearch.policy import Baseline, Operation, Policy
 from policysearch.standard import randaugment_tv_policy, trivialaugment_wide_policy
-from policysearch.selection import auto_repeats, compare, crossfit_folds, decide, race, race_margin
+from policysearch.selection import (TIE_RULE, auto_repeats, compare, crossfit_folds, decide, race, race_margin,
+                                    race_ties, selection_power)
 from policysearch.train import TrainConfig, _batches, fit_to_data
 
 
@@ -156,10 +157,12 @@ def test_training_budget_gives_tiny_data_enough_steps(n):
 def test_race_keeps_the_best_share_on_the_first_fold_and_always_the_reference():
     first = {"a": 3.0, "b": 1.0, "c": 2.0, "d": 1.0, "ref": 9.0}
     order = ["a", "b", "c", "d", "ref", "failed"]
-    # ceil(0.5 x 6) = 3 by error (ties: the earlier), the reference on top; "failed" has no first fold
+    # ceil(0.5 x 6) = 3 by error, the reference on top; "failed" has no first fold
     assert race(first, order, 0.5, "ref") == ["b", "c", "d", "ref"]
     assert race(first, order, 1.0, "ref") == ["a", "b", "c", "d", "ref"]
-    assert race(first, order, 0.01, "ref") == ["b", "d", "ref"]  # d ties the best
+    # ceil(0.01 x 6) = 1, but d ties with b at the cut: the tie rule keeps both
+    assert race(first, order, 0.01, "ref") == ["b", "d", "ref"]
+    assert race_ties(first, order, 0.01) == (1.0, 1) and race_ties(first, order, 0.5) == (2.0, 0)
     assert race({"a": 1.0}, ["a", "ref"], 0.5, "ref") == ["a"]  # the reference failed: nothing to keep
     with pytest.raises(ValueError, match="keep"):
         race(first, order, 0.0, "ref")
@@ -185,3 +188,22 @@ def test_race_margin_is_wide_on_a_few_dozen_images_and_narrow_on_thousands():
 @pytest.mark.parametrize("n,repeats", [(10, 3), (100, 3), (200, 3), (300, 2), (499, 2), (500, 1), (1797, 1)])
 def test_small_data_gets_more_repeats_of_the_cross_fit(n, repeats):
     assert auto_repeats(n) == repeats
+def test_a_tie_at_the_race_cut_never_decides_silently():
+    # The demo's case: on 360 held-out images errors move in steps of 0.278%; five recipes tie at the cut.
+    step = 100 / 360
+    first = {"baseline": 2 * step, "ta": 3 * step, "ra": 1 * step, "faa x0.5": 1 * step, "faa x1": 1 * step,
+             "ra2": 1 * step, "ta fit": 1 * step, "ra3": 4 * step}
+    order = list(first)
+    kept = race(first, order, 0.25, "ta")  # ceil(0.25 x 8) = 2 by share; five are tied at 0.278%
+    assert kept == ["ta", "ra", "faa x0.5", "faa x1", "ra2", "ta fit"]
+    assert race_ties(first, order, 0.25) == (step, 3)
+    assert "tied" in TIE_RULE and "cut" in TIE_RULE
+
+
+def test_the_decision_states_the_selections_power():
+    errors = {"ref": [10.0, 12.0, 11.0], "a": [8.0, 13.0, 9.0], "b": [11.0, 12.0, 12.0]}
+    decision = decide(errors, "ref", test_fraction=1 / 3)
+    widths = sorted(c.upper - c.mean for c in decision.versus_reference)
+    assert f"a median {np.median(widths):.2f} pp above its mean difference over 3 folds" in decision.reason
+    assert selection_power(decision.versus_reference) == pytest.approx(np.median(widths))
+    assert selection_power(decide({"ref": [1.0], "a": [2.0]}, "ref", test_fraction=0.5).versus_reference) is None

@@ -109,6 +109,7 @@ def test_ops_restricts_autoaugment_keeping_every_sub_policy():
     (lambda: randaugment_policy(ops="Rotate"), "ops: expected a list of op names, got the string 'Rotate'"),
     (lambda: autoaugment_policy("svhn", ops=["FlipLR"]), "leaves none of AutoAugment svhn's ops"),
     (lambda: autoaugment_policy("cifar100"), "unknown AutoAugment variant 'cifar100' (closest: cifar10)"),
+    (lambda: autoaugment_policy("foo"), "unknown AutoAugment variant 'foo' (known: cifar10, imagenet, svhn)"),
     (lambda: randaugment_policy(0, 9), "randaugment_policy: n=0 is outside 1..4"),
     (lambda: randaugment_policy(2.0, 9), "n=2.0 is not a whole number"),
     (lambda: randaugment_policy(2, 10.5), "m=10.5 is outside 0..10"),
@@ -119,6 +120,14 @@ def test_bad_arguments_to_the_functions(call, message):
     with pytest.raises(PolicyError) as info:
         call()
     assert message in str(info.value)
+
+
+def test_an_unknown_autoaugment_variant_lists_the_choices_once():
+    for variant in ("foo", "cifar100"):
+        with pytest.raises(PolicyError) as info:
+            autoaugment_policy(variant)
+        assert str(info.value).count("imagenet") <= 1 and "choose from" not in str(info.value)
+    assert str(info.value).endswith("(closest: cifar10)")
 
 
 # --------------------------------------------------------------------------------------------- bad strings

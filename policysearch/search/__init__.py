@@ -19,7 +19,10 @@ calls it (the package's module object is callable, so the call works however the
 :mod:`~policysearch.search.api` is the entry point from Python (the command line calls it too);
 :mod:`~policysearch.search.rundir` gives each run its own id and storage folder and guards ``--resume``;
 :mod:`~policysearch.search.checks` says before any work why a setting cannot run, and when failed trials
-stop a search. :mod:`~policysearch.search.tuning` (with the searcher) is the only code that imports
+stop a search. :mod:`~policysearch.search.interrupts` turns Ctrl-C into one line (what is kept, how to
+resume), :mod:`~policysearch.search.reaper` ends every process of a local Ray when the search ends (a
+watchdog when its driver is killed), and :mod:`~policysearch.search.ledger` adds up the wall time of every
+process that worked on a run. :mod:`~policysearch.search.tuning` (with the searcher) is the only code that imports
 Ray; importing this package does not, so ``policysearch search --help`` stays fast.
 """
 
@@ -43,8 +46,16 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
     """Run (or, with ``resume``, continue) a search into ``run_dir``; returns where its policy is.
 
     Every input and setting problem is raised as a one-line ``ValueError`` before Ray starts (or, when
-    joining a cluster, before any trial); too many failed trials raise ``checks.SearchFailed``.
+    joining a cluster, before any trial); too many failed trials raise ``checks.SearchFailed``; Ctrl-C
+    raises ``interrupts.SearchInterrupted`` (what is kept, how to continue). A resume of a finished run
+    runs nothing and changes nothing (``already_complete`` on the result).
     """
+    import os
+
+    if not config.address and "ray" not in sys.modules:
+        # A new local Ray uses token authentication by default and says so in a warning on every start;
+        # asking for it explicitly (before Ray is imported, which reads it then) keeps the same security quietly.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     from policysearch.search.tuning import run_search as run_on_ray
 
     return run_on_ray(config, run_dir, resume=resume, stream=stream, inputs=inputs)

@@ -9,6 +9,7 @@ import sys
 from policysearch.search.api import search
 from policysearch.search.checks import SearchFailed
 from policysearch.search.config import SearchConfig, add_config_arguments, given_values
+from policysearch.search.interrupts import EXIT_INTERRUPTED, SearchInterrupted
 from policysearch.search.report import summary_text
 from policysearch.search.rundir import RunError
 
@@ -31,7 +32,8 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run or resume a search and print where the policy is; 1 when too many trials failed."""
+    """Run or resume a search and print where the policy is; 1 when too many trials failed, 130 (one line
+    on stderr: what is kept, the resume command) when Ctrl-C stopped it."""
     if args.resume and args.out:
         raise RunError("--resume RUN_DIR continues a run in its own folder; leave out --out")
     given = given_values(args)  # a resume keeps the stored value of every option not given
@@ -41,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
     except SearchFailed as exc:
         print(f"policysearch: search stopped: {exc}", file=sys.stderr)
         return 1
+    except SearchInterrupted as exc:
+        sys.stdout.flush()
+        print(f"\npolicysearch: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print()
     print(summary_text(result))
     return 0

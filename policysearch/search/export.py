@@ -12,6 +12,7 @@ import csv
 import io
 import sys
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -21,12 +22,13 @@ from policysearch.policy import Policy
 from policysearch.search.faults import Faults
 from policysearch.search.figures import draw_figures, figures_section
 from policysearch.search.outcome import Outcome, SearchResult
-from policysearch.search.report import render_report
+from policysearch.search.report import render_report, weak_children
 from policysearch.search.recipes import one_final_training_seconds
 from policysearch.search.rundir import Run
 from policysearch.search.trials import Prepared
+from policysearch.selection import Decision
 
-__all__ = ["TRIAL_COLUMNS", "export", "write_trials_csv"]
+__all__ = ["TRIAL_COLUMNS", "export", "finished_run", "write_trials_csv"]
 
 # trials.csv: these first, then the search space's parameters.
 TRIAL_COLUMNS = ("split", "repeat", "index", "trial_id", "status", "error", "reward", "accuracy", "any_view", "loss",
@@ -64,6 +66,7 @@ def export(prepared: Prepared, run: Run, outcome: Outcome, faults: Faults = Faul
     costs["total_device_s"] = sum(costs.get(f"{p}_device_s", 0.0) for p in phases)
     costs["one_final_training_s"] = one_final_training_seconds(outcome.selection, len(prepared.data))
     children = [c for c in outcome.children if c["status"] == "ok"]
+    warnings = [w for w in (weak_children(outcome),) if w]
     metadata = {
         "dataset": config.dataset,
         "search_space": prepared.space.name,
@@ -74,6 +77,7 @@ def export(prepared: Prepared, run: Run, outcome: Outcome, faults: Faults = Faul
                   "selection": decision.to_dict()},
         "domain_fit": outcome.fit.to_dict(),
         "failed_trials": outcome.failures(),
+        "warnings": warnings,
         "search_cost": {k: round(v, 3) for k, v in costs.items()},
         "search": {k: v for k, v in asdict(config).items() if k not in ("address", "storage", "dashboard")},
         "command": " ".join(sys.argv),
@@ -92,4 +96,19 @@ def export(prepared: Prepared, run: Run, outcome: Outcome, faults: Faults = Faul
     faults.reach("export", after="report.md")
     policy_path = policy.save(run.run_dir / "policy.json")
     return SearchResult(run.run_dir, run.run_id, policy_path, policy, costs, outcome.top, decision, outcome.failures(),
-                        chosen=chosen)
+                        chosen=chosen, warnings=warnings)
+
+
+def finished_run(run_dir: Path) -> SearchResult | None:
+    """What the finished run in ``run_dir`` found, read from its ``policy.json`` (written last, so it means
+    the run is complete); None when the run is not finished. Nothing is written."""
+    path = Path(run_dir) / "policy.json"
+    if not path.is_file():
+        return None
+    policy = Policy.load(path)
+    meta = policy.metadata
+    selection = meta.get("score", {}).get("selection")
+    decision = Decision.from_dict(selection) if selection else None
+    return SearchResult(Path(run_dir), str(meta.get("run_id", "")), path, policy, dict(meta.get("search_cost", {})),
+                        decision=decision, failures=list(meta.get("failed_trials", [])),
+                        warnings=list(meta.get("warnings", [])), already_complete=True)

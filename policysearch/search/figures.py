@@ -4,10 +4,12 @@ Four PNG files, each written atomically:
 
 - ``trials.png``: the reward of every phase-2 trial in the order its optimiser proposed it, one series per
   split and repeat, with the best so far, the candidates kept and the failed trials;
-- ``recipes.png``: phase 3, every candidate recipe's held-out error per fold and mean, and the chosen
-  recipe's paired difference against each with its interval;
+- ``recipes.png``: phase 3, every candidate recipe's held-out error per fold and mean, and the quantity the
+  selection rule decides on - the recipe minus the reference, with its one-sided upper bound - with the
+  recipes the race stopped after the first fold drawn apart;
 - ``ops.png``: which ops the chosen policy applies and how strongly (expected applications per image and
-  the level when applied), its baseline in the title;
+  the level when applied), its baseline in the title; a recipe of one uniformly drawn op per image
+  (TrivialAugment) says so, with the range of levels each op really uses;
 - ``grid.png``: training images of the run's data set under the chosen recipe (the grid ``policysearch
   show`` draws, :func:`policysearch.grids.sample_grid`).
 
@@ -34,9 +36,9 @@ from policysearch.data import DataError, ImageData
 from policysearch.policy import Policy
 from policysearch.search.config import SearchConfig
 
-__all__ = ["BEGIN", "END", "FILES", "Figure", "RunFilesError", "add_arguments", "draw_figures", "figures_section", "op_usage",
-           "plot_ops", "plot_recipes", "plot_trials", "read_config", "read_policy", "replace_figures_section", "run",
-           "training_images"]
+__all__ = ["BEGIN", "END", "FILES", "Figure", "RunFilesError", "add_arguments", "draw_figures", "figures_section",
+           "one_op_per_image", "op_usage", "plot_ops", "plot_recipes", "plot_trials", "read_config", "read_policy",
+           "recipe_data", "recipe_order", "replace_figures_section", "run", "training_images"]
 
 BEGIN = "<!-- figures: drawn from this run's files; `policysearch report RUN_DIR` draws them again -->"
 END = "<!-- /figures -->"
@@ -130,6 +132,10 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _wrap(text: str, width: int = 95) -> str:
     return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False))
 
@@ -187,93 +193,152 @@ def plot_trials(rows: Sequence[dict[str, str]], config: SearchConfig, clean_accu
     ax.grid(alpha=0.3)
     n_ok = len(ok_rewards)
     ax.set_title(_wrap(f"Phase 2: {n_ok} of {len(rows)} candidate policies scored ({config.algorithm}, "
-                       f"{config.splits} split(s) x {config.repeats} repeat(s) x {config.trials} trials); reward = "
+                       f"{_plural(config.splits, 'split')} x {_plural(config.repeats, 'repeat')} x "
+                       f"{_plural(config.trials, 'trial')}); reward = "
                        f"{REWARD_MEANING.get(config.reward, config.reward)} over {config.num_views} views", 95),
                  fontsize=10)
     return _png(fig)
 
 
-def _against_chosen(selection: dict[str, Any]) -> dict[str, tuple[float, float, float]]:
-    """Recipe -> (mean, low, high) of chosen minus that recipe, in percentage points."""
-    chosen, out = selection["chosen"], {}
-    for c in selection.get("comparisons", []):
-        mean, low, high = (math.nan if c[k] is None else float(c[k]) for k in ("mean", "low", "high"))
-        if c["candidate"] == chosen and c["reference"] != chosen:
-            out[c["reference"]] = (mean, low, high)
-        elif c["reference"] == chosen and c["candidate"] != chosen:
-            out[c["candidate"]] = (-mean, -high, -low)
-    return out
+def recipe_data(rows: Sequence[dict[str, str]], selection: dict[str, Any], *, confidence: float,
+                test_fraction: float) -> dict[str, list[dict[str, Any]]]:
+    """What ``recipes.png`` draws, from ``selection.csv`` rows and the decision in ``policy.json``.
+
+    ``ranked``: the recipes that trained on every fold, lowest mean error first: their fold errors, mean,
+    and - the quantity the rule decides on, computed as the rule computes it - this recipe minus the
+    reference over the folds with its one-sided upper bound (``clears``: the bound is below 0).
+    ``stopped``: the recipes the race stopped after the first fold: that fold's error and its difference
+    with the reference's on the same fold (no bound; no part in the decision). ``failed``: the others.
+    """
+    from policysearch.selection import compare
+
+    names = list(dict.fromkeys(r["recipe"] for r in rows))
+    folds: dict[str, dict[int, float]] = {n: {} for n in names}
+    for r in rows:
+        if r["status"] == "ok":
+            folds[r["recipe"]][int(r["fold"])] = _float(r["held_out_error"])
+    stopped_names = set(selection.get("stopped") or {})
+    reference, chosen = selection.get("reference"), selection["chosen"]
+    n_folds = max((len(v) for n, v in folds.items() if n not in stopped_names), default=0)
+    errors = {n: [v[f] for f in sorted(v)] for n, v in folds.items() if n not in stopped_names and len(v) == n_folds
+              and n_folds > 0}
+    ranked, stopped, failed = [], [], []
+    for name in names:
+        if name in errors:
+            row: dict[str, Any] = {"recipe": name, "folds": errors[name], "mean": sum(errors[name]) / n_folds,
+                                   "chosen": name == chosen, "reference": name == reference,
+                                   "diff": None, "upper": None, "clears": None}
+            if reference in errors and name != reference:
+                c = compare(errors[name], errors[reference], test_fraction=test_fraction, confidence=confidence)
+                row.update(diff=c.mean, upper=None if c.upper != c.upper else c.upper,
+                           clears=None if c.upper != c.upper else bool(c.upper < 0))
+            ranked.append(row)
+        elif name in stopped_names and 0 in folds[name]:
+            base = folds.get(reference, {}).get(0)
+            stopped.append({"recipe": name, "first_fold": folds[name][0],
+                            "diff": None if base is None else folds[name][0] - base})
+        else:
+            failed.append({"recipe": name})
+    ranked.sort(key=lambda r: r["mean"])
+    stopped.sort(key=lambda r: r["first_fold"])
+    return {"ranked": ranked, "stopped": stopped, "failed": failed}
 
 
-def recipe_errors(names: Sequence[str], selection: dict[str, Any]) -> dict[str, float | None]:
-    """Each recipe's mean held-out error, the first fold's for one stopped there, None for a failed one."""
-    stopped = dict(selection.get("stopped") or {})
-    return {n: selection.get("mean_error", {}).get(n, stopped.get(n)) for n in names}
+def _marks(chosen: bool, reference: bool) -> str:
+    """`` (chosen)``, `` (reference)`` or both in one bracket, after a recipe's name."""
+    marks = [word for word, on in (("chosen", chosen), ("the reference", reference)) if on]
+    return f" ({'; '.join(marks)})" if marks else ""
 
 
 def recipe_order(names: Sequence[str], selection: dict[str, Any]) -> list[str]:
     """The rows of ``recipes.png``: the lowest mean error first, then the recipes stopped after the first fold
-    (their one fold is not comparable with a mean over all), the failed ones last."""
-    stopped, means = dict(selection.get("stopped") or {}), recipe_errors(names, selection)
+    (their one fold is not comparable with a mean over all, and they are drawn apart), the failed ones last."""
+    stopped = dict(selection.get("stopped") or {})
+    means = {n: selection.get("mean_error", {}).get(n, stopped.get(n)) for n in names}
     return sorted(names, key=lambda n: (means[n] is None, n in stopped, means[n] if means[n] is not None else 0.0))
 
 
-def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], confidence: float) -> bytes:
-    """Phase 3: held-out error of every candidate recipe, and the chosen one's paired difference against each."""
+def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], confidence: float,
+                 test_fraction: float) -> bytes:
+    """Phase 3: held-out error of every candidate recipe and, for each, the quantity the rule decides on (this
+    recipe minus the reference, with its one-sided upper bound); the recipes the race stopped after the
+    first fold in panels of their own below."""
     plt = _pyplot()
-    names = list(dict.fromkeys(r["recipe"] for r in rows))
-    folds: dict[str, list[float]] = {n: [] for n in names}
-    for r in rows:
-        if r["status"] == "ok":
-            folds[r["recipe"]].append(_float(r["held_out_error"]))
-    stopped = dict(selection.get("stopped") or {})
-    means = recipe_errors(names, selection)
+    data = recipe_data(rows, selection, confidence=confidence, test_fraction=test_fraction)
+    ranked, stopped, failed = data["ranked"], data["stopped"], data["failed"]
     chosen, reference = selection["chosen"], selection.get("reference")
-    order = recipe_order(names, selection)
-    diffs = _against_chosen(selection)
-    height = 1.6 + 0.34 * len(order)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, height), sharey=True, layout="constrained",
-                                      gridspec_kw={"width_ratios": [1, 1.25]})
-    ys = list(range(len(order)))[::-1]
-    for y, name in zip(ys, order):
-        colour = CHOSEN if name == chosen else OTHER
-        points = folds[name]
-        if points:
-            left.plot(points, [y] * len(points), "|", color="0.55", markersize=8)
-        if means[name] is None:
-            left.text(0.02, y, "failed", transform=left.get_yaxis_transform(), va="center", fontsize=8)
-            continue
-        left.plot([means[name]], [y], "D" if name == chosen else "o", color=colour, markersize=7)
-        if name == chosen:
-            right.text(0.0, y, "chosen", ha="center", va="center", fontsize=8, color=CHOSEN,
+    top_rows = len(ranked) + len(failed)
+    ratios = [max(top_rows, 1)] + ([len(stopped) + 0.6] if stopped else [])
+    height = 2.0 + 0.34 * (top_rows + len(stopped)) + (0.9 if stopped else 0.0)
+    fig, axes = plt.subplots(len(ratios), 2, figsize=(10, height), layout="constrained", squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1.25], "height_ratios": ratios})
+    left, right = axes[0]
+    widest = max([max(r["folds"]) for r in ranked] + [r["first_fold"] for r in stopped] + [1.0])
+    diffs = [v for r in ranked for v in (r["diff"], r["upper"]) if v is not None]
+    diffs += [r["diff"] for r in stopped if r["diff"] is not None]
+    reach = max([abs(v) for v in diffs] + [1.0])
+    level = f"{confidence:.0%}"
+
+    ys = list(range(top_rows))[::-1]
+    labels = []
+    for y, row in zip(ys, ranked):
+        name = row["recipe"]
+        colour = CHOSEN if row["chosen"] else OTHER
+        left.plot(row["folds"], [y] * len(row["folds"]), "|", color="0.55", markersize=8)
+        left.plot([row["mean"]], [y], "D" if row["chosen"] else "o", color=colour, markersize=7)
+        labels.append(name + _marks(row["chosen"], row["reference"]))
+        if row["reference"]:
+            right.text(0.0, y, "reference", ha="center", va="center", fontsize=8, color="0.2",
                        bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
-        elif name in diffs:
-            mean, low, high = diffs[name]
-            if low != low or high != high:  # one fold: no interval
-                right.plot([mean], [y], "o", color="0.35", markersize=5)
-                continue
-            tone = "tab:green" if high < 0 else ("tab:orange" if low > 0 else "0.35")
-            right.errorbar([mean], [y], xerr=[[mean - low], [high - mean]], fmt="o", color=tone, capsize=3,
-                           markersize=5)
-    labels = [n + (" (chosen)" if n == chosen else "") + (" (reference)" if n == reference and n != chosen else "")
-              + (" (first fold only)" if n in stopped else "") for n in order]
+        elif row["diff"] is not None:
+            tone = "0.35" if row["clears"] is None else ("tab:green" if row["clears"] else "0.35")
+            if row["upper"] is not None:  # the one-sided interval: everything up to the bound
+                right.plot([row["diff"], row["upper"]], [y, y], color=tone, linewidth=1.6)
+                right.plot([row["upper"]], [y], "|", color=tone, markersize=11, markeredgewidth=2)
+            right.plot([row["diff"]], [y], "o", color=CHOSEN if row["chosen"] else tone, markersize=5)
+    for y, row in zip(ys[len(ranked):], failed):
+        labels.append(row["recipe"])
+        left.text(0.02, y, "failed", transform=left.get_yaxis_transform(), va="center", fontsize=8)
     left.set_yticks(ys, labels, fontsize=8)
-    left.set_ylim(-0.7, len(order) - 0.3)
-    widest = max((max(v) for v in folds.values() if v), default=1.0)
+    for ax in (left, right):
+        ax.set_ylim(-0.7, max(top_rows, 1) - 0.3)
+        ax.grid(axis="x", alpha=0.3)
+    n_folds = max((len(r["folds"]) for r in ranked), default=0)
     left.set_xlim(-0.04 * widest, 1.08 * widest)  # a fold with no error stays visible off the spine
-    left.set_xlabel("held-out error (%): | one fold, o mean", fontsize=9)
-    left.grid(axis="x", alpha=0.3)
+    left.set_xlabel(f"held-out error (%): | each of the {n_folds} folds, o mean", fontsize=9)
     right.axvline(0, color="0.3", linewidth=1, zorder=0)
-    reach = max([abs(v) for d in diffs.values() for v in d if v == v] + [1.0])
     right.set_xlim(-1.15 * reach, 1.15 * reach)  # 0 in the middle: which side a recipe falls is plain
-    right.set_xlabel(f"chosen minus this recipe (percentage points), {confidence:.0%} interval\n"
-                     "left of 0: the chosen recipe has the lower error", fontsize=9)
-    right.grid(axis="x", alpha=0.3)
+    right.set_yticks(ys, [""] * len(ys))
     right.tick_params(axis="y", length=0)
-    n_folds = max((len(v) for v in folds.values()), default=0)
-    raced = f" ({len(stopped)} stopped after the first)" if stopped else ""
-    fig.suptitle(_wrap(f"Phase 3: {len(order)} candidate recipes on the same {n_folds} cross-fit folds{raced}. "
-                       f"Chosen: {chosen}. Why: {selection.get('reason', '')}", 110), fontsize=10)
+    right.set_xlabel(f"this recipe minus the reference (pp):\no mean, | {level} one-sided upper bound", fontsize=9)
+    right.set_title("The rule's test: the lowest-mean recipe replaces the reference\nonly when its bound is below 0 "
+                    "(green: beyond the noise)", fontsize=9)
+    if stopped:
+        low_left, low_right = axes[1]
+        ys2 = list(range(len(stopped)))[::-1]
+        for y, row in zip(ys2, stopped):
+            low_left.plot([row["first_fold"]], [y], "s", color="0.45", markerfacecolor="none", markersize=7)
+            if row["diff"] is not None:
+                low_right.plot([row["diff"]], [y], "s", color="0.45", markerfacecolor="none", markersize=6)
+        low_left.set_yticks(ys2, [row["recipe"] for row in stopped], fontsize=8)
+        low_right.set_yticks(ys2, [""] * len(ys2))
+        low_right.tick_params(axis="y", length=0)
+        for ax in (low_left, low_right):
+            ax.set_ylim(-0.7, len(stopped) - 0.3)
+            ax.grid(axis="x", alpha=0.3)
+        low_left.set_xlim(left.get_xlim())
+        low_right.set_xlim(right.get_xlim())
+        low_right.axvline(0, color="0.3", linewidth=1, zorder=0)
+        low_left.set_title(f"Stopped by the race after the first fold ({len(stopped)}): that one fold's error, "
+                           "not a mean; no part in the decision", fontsize=9, loc="left")
+        low_left.set_xlabel("held-out error on the first fold (%)", fontsize=9)
+        low_right.set_xlabel("this recipe minus the reference on the first fold (pp), no bound", fontsize=9)
+    total = len(ranked) + len(stopped) + len(failed)
+    every = "both" if n_folds == 2 else f"all {n_folds}"
+    fig.suptitle(_wrap(f"Phase 3: {total} candidate recipes, {len(ranked)} on {every} cross-fit folds (the same "
+                       "for each)" + (f", {len(stopped)} stopped after the first" if stopped else "")
+                       + (f", {len(failed)} failed" if failed else "")
+                       + f". Chosen: {chosen}. Why: {selection.get('reason', '')}", 110), fontsize=10)
     return _png(fig)
 
 
@@ -315,10 +380,76 @@ def _argument(op: str, level: float, ranges: str = "standard") -> str:
     return f"{'±' if spec.signed else ''}{value} {spec.description}".strip()
 
 
-def plot_ops(policy: Policy, recipe: str) -> bytes:
-    """Which ops the policy applies (expected applications per image) and at which levels, baseline in the title."""
+def one_op_per_image(policy: Policy) -> dict[str, Any] | None:
+    """For a recipe that gives each image exactly one op, drawn uniformly, at a level drawn uniformly from
+    the same levels for every op (TrivialAugment, RandAugment with N = 1): its ops and levels, and per op
+    the levels it really uses with the domain fit's highest level for it (from the policy's metadata, when
+    the search recorded one); None for any other policy."""
+    subs = list(policy)
+    if not subs or any(len(sub) != 1 or sub[0].prob != 1.0 for sub in subs):
+        return None
+    levels: dict[str, list[float]] = {}
+    for sub in subs:
+        levels.setdefault(sub[0].op, []).append(sub[0].level)
+    shared = sorted(next(iter(levels.values())))
+    if any(sorted(v) != shared for v in levels.values()):
+        return None
+    caps = {str(f["op"]): float(f["max_level"]) for f in policy.metadata.get("domain_fit", {}).get("ops", [])
+            if isinstance(f, dict) and "op" in f and "max_level" in f}
+    ops = [{"op": op, "low": min(v), "high": max(v), "cap": caps.get(op)} for op, v in levels.items()]
+    return {"ops": ops, "levels": shared}
+
+
+def describe_one_op_per_image(choice: dict[str, Any]) -> str:
+    """One sentence for :func:`one_op_per_image`'s recipe: what each image gets."""
+    n, levels = len(choice["ops"]), choice["levels"]
+    level = (f"at level {levels[0]:g}" if len(set(levels)) == 1 else
+             f"at a level drawn uniformly from {len(levels)} levels between {levels[0]:g} and {levels[-1]:g}")
+    return f"each image gets exactly one op, drawn uniformly from {n} ops ({1 / n:.0%} each), {level}"
+
+
+def _plot_one_op_per_image(policy: Policy, recipe: str, choice: dict[str, Any]) -> bytes:
     from policysearch.ops import OPS
 
+    plt = _pyplot()
+    rows = sorted(choice["ops"], key=lambda u: u["op"])[::-1]
+    fig, ax = plt.subplots(figsize=(10, 1.9 + 0.3 * max(len(rows), 2)), layout="constrained")
+    capped = False
+    for y, u in enumerate(rows):
+        spec = OPS.get(u["op"])
+        excluded = "; the domain fit excluded it, this recipe keeps it" if u["cap"] == 0.0 else ""
+        if spec is not None and not spec.has_magnitude:
+            ax.text(0.0, y, f"no level (always the same effect){excluded}", va="center", fontsize=7.5, color="0.4")
+            continue
+        ax.plot([u["low"], u["high"]], [y, y], color=OTHER, linewidth=4, solid_capstyle="butt")
+        if u["cap"] is not None and u["cap"] < u["high"]:
+            capped = True
+            ax.plot([u["cap"]], [y], "|", color=CHOSEN, markersize=13, markeredgewidth=2)
+        low, high = _argument(u["op"], u["low"]), _argument(u["op"], u["high"])
+        text = (f"levels {u['low']:g}-{u['high']:g}: {low} to {high}" if u["low"] != u["high"] else
+                f"level {u['low']:g}: {low}") + excluded
+        ax.text(1.03, y, text, va="center", fontsize=7.5, transform=ax.get_yaxis_transform())
+    ax.set_yticks(range(len(rows)), [u["op"] for u in rows], fontsize=8.5)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlim(-0.02, 1.02)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_xlabel("levels in [0, 1] this recipe draws from (uniformly)"
+                  + ("; | the domain fit's highest level for the op, which this recipe does not apply (it keeps "
+                     "its own levels)" if capped else ""), fontsize=9)
+    fig.suptitle(_wrap(f"Chosen recipe {recipe}: {describe_one_op_per_image(choice)}; then the baseline: "
+                       f"{policy.baseline.describe()}", 105), fontsize=10)
+    return _png(fig)
+
+
+def plot_ops(policy: Policy, recipe: str) -> bytes:
+    """Which ops the policy applies (expected applications per image) and at which levels, baseline in the
+    title; a recipe of one uniformly drawn op per image (:func:`one_op_per_image`) is drawn as that, with
+    the levels it really uses."""
+    from policysearch.ops import OPS
+
+    choice = one_op_per_image(policy)
+    if choice is not None:
+        return _plot_one_op_per_image(policy, recipe, choice)
     plt = _pyplot()
     usage = op_usage(policy)
     identity = next((u["expected"] for u in usage if u["op"] == "Identity"), 0.0)
@@ -401,16 +532,21 @@ def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: Ima
                           "its split's optimiser proposed it; the line is the best so far, rings mark the "
                           f"{config.top_n} kept per split and merged into the Fast AutoAugment candidates"
                           + (f"; x marks the {failed} failed trial(s)." if failed else ".")))
-    write_bytes_atomic(run_dir / "recipes.png", plot_recipes(fits, selection, config.confidence))
+    write_bytes_atomic(run_dir / "recipes.png", plot_recipes(fits, selection, config.confidence,
+                                                             1.0 / config.selection_folds))
     figures.append(Figure("recipes.png", "Phase 3: the candidate recipes compared",
                           "Held-out error of every candidate recipe per cross-fit fold and on average (left), and "
-                          f"the chosen recipe minus each other with its {config.confidence:.0%} interval (right; "
-                          "green: the chosen one is better beyond the noise, grey: within it, orange: worse "
-                          "beyond it)."))
+                          "the quantity the rule decides on (right): the recipe minus the reference, with its "
+                          f"{config.confidence:.0%} one-sided upper bound; green: the bound is below 0, the recipe "
+                          "beats the reference beyond the noise. The recipes the race stopped after the first "
+                          "fold are drawn apart below, with that one fold's error."))
     write_bytes_atomic(run_dir / "ops.png", plot_ops(policy, recipe))
+    choice = one_op_per_image(policy)
     figures.append(Figure("ops.png", "What the chosen policy does",
-                          f"Per op of {recipe}: how often an image gets it and at which level; the baseline "
-                          f"({policy.baseline.describe()}) follows on every image."))
+                          (f"{recipe}: {describe_one_op_per_image(choice)}; per op, the levels it really uses"
+                           if choice is not None else
+                           f"Per op of {recipe}: how often an image gets it and at which level")
+                          + f"; the baseline ({policy.baseline.describe()}) follows on every image."))
     try:
         images = data if data is not None else training_images(config, data_root)
     except DataError as exc:

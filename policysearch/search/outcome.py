@@ -71,6 +71,8 @@ class SearchResult:
     failures: list[str] = field(default_factory=list)
     spans: dict[str, tuple[float, float]] = field(default_factory=dict)  # phase -> (start, end), time.monotonic()
     chosen: Recipe | None = None  # the selected recipe (its policy is ``policy``)
+    warnings: list[str] = field(default_factory=list)  # what weakens the decision (e.g. children near chance)
+    already_complete: bool = False  # a --resume of a finished run: read from its files, nothing was run
 
     @property
     def reason(self) -> str:

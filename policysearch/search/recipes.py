@@ -4,7 +4,8 @@ Phase 1b probes every frozen child with each op at a few levels on its D_A
 (:func:`probe_child`); :func:`policysearch.domain.fit_domain` turns the probes into the ops and levels
 this data allows, which restrict phase 2's space (:func:`restrict_space`) and every candidate recipe.
 Phase 3 trains each candidate recipe on the first cross-fit fold at the final training's budget
-(:func:`selection_trial`), the best share of them (:func:`race_survivors`) on the other folds, and
+(:func:`selection_trial`), the best share of them and every one tied at the cut (:func:`race_survivors`)
+on the other folds, and
 :func:`choose_recipe` applies the stated rule of :mod:`policysearch.selection`.
 """
 
@@ -23,7 +24,7 @@ from policysearch.domain import probe_ops
 from policysearch.policy import Baseline
 from policysearch.search.faults import Faults
 from policysearch.search.trials import Prepared, device_for, use_threads
-from policysearch.selection import Decision, compare, decide, race, race_margin
+from policysearch.selection import TIE_RULE, Decision, compare, decide, race, race_margin, race_ties
 from policysearch.spaces import SearchSpace
 from policysearch.standard import RANDAUGMENT_OPS
 from policysearch.train import TrainConfig, evaluate, fit_to_data, train_model
@@ -138,14 +139,21 @@ def choose_recipe(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[
         note = f"the reference recipe failed on some fold, so {reference} is the reference"
     test_fraction = 1.0 / prepared.config.selection_folds
     decision = decide(errors, reference, test_fraction=test_fraction, confidence=prepared.config.confidence)
+    on_first = {r["recipe"]: float(r["error"]) for r in rows if r["fold"] == 0 and r["status"] == "ok"}
+    margin = race_margin(on_first, len(prepared.folds[0][1]))
+    decision = dataclasses.replace(decision, first_fold=on_first, race_margin=margin)
     if not first:
         return decision, note
     chosen_first = errors[decision.chosen][0]
     comparisons = decision.comparisons + tuple(
         compare([chosen_first], [error], test_fraction=test_fraction, names=(decision.chosen, name))
         for name, error in first.items())
+    keep = prepared.config.selection_keep
+    cut, tied = race_ties(on_first, [recipe.name for recipe in recipes], keep)
+    ties = f"; by the tie rule, {TIE_RULE}: {tied} more, tied at {cut:.2f}%" if tied else ""
     reason = (f"{decision.reason}; {len(first)} of {len(recipes)} recipes stopped after the first fold "
-              f"(--selection-keep {prepared.config.selection_keep:g})")
+              f"(--selection-keep {keep:g}, and every recipe within {margin:.1f} pp of the best first fold, one "
+              f"fold's noise{ties})")
     return dataclasses.replace(decision, reason=reason, comparisons=comparisons, stopped=first), note
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 from policysearch.policy import Policy
 from policysearch.search.config import SearchConfig
 from policysearch.search.outcome import Candidate, Outcome, SearchResult
+from policysearch.selection import TIE_RULE, Decision, race_ties
 
-__all__ = ["describe_candidate", "render_report", "summary_text"]
+__all__ = ["describe_candidate", "recipe_table", "render_report", "stopped_table", "summary_text", "weak_children"]
 
 
 def _count(n: int) -> str:
@@ -26,26 +29,78 @@ def _fmt(x: float, digits: int = 2) -> str:
     return "-" if x is None or x != x else f"{x:.{digits}f}"
 
 
+def _signed(x: float | None) -> str:
+    return "-" if x is None or x != x else f"{round(x, 2) or 0.0:+.2f}"  # no "-0.00" from rounding noise
+
+
+def _marks(chosen: bool, reference: bool) -> str:
+    marks = [word for word, on in (("chosen", chosen), ("the reference", reference)) if on]
+    return f" ({'; '.join(marks)})" if marks else ""
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def weak_children(outcome: Outcome) -> str:
+    """A warning when child models are within reach of chance (their scores and probes mean little), else ''."""
+    from policysearch.domain import MIN_SIGNAL
+
+    chance = outcome.fit.chance
+    weak = [c["split"] for c in outcome.children
+            if c["status"] == "ok" and chance == chance and c["da_accuracy"] - chance < MIN_SIGNAL]
+    if not weak:
+        return ""
+    return (f"the child model(s) of split(s) {', '.join(map(str, weak))} are within {MIN_SIGNAL:g} of chance "
+            f"({chance:.2f}): too weak to score policies, so their density scores and op probes mean little and the "
+            "decision rests on weak evidence; train longer (--epochs) or give more images")
+
+
+def recipe_table(recipes: list[str], decision: Decision) -> list[dict[str, object]]:
+    """The recipes that trained on every fold (and the failed ones), in ``recipes`` order: mean error, and
+    the quantity the rule decides on - this recipe minus the reference, mean and one-sided upper bound."""
+    against = {c.candidate: c for c in decision.versus_reference}
+    out = []
+    for name in recipes:
+        if name in decision.stopped:
+            continue
+        c = against.get(name)
+        out.append({"recipe": name, "mean_error": decision.mean_error.get(name), "chosen": name == decision.chosen,
+                    "reference": name == decision.reference, "diff": None if c is None else c.mean,
+                    "upper": None if c is None else c.upper,
+                    "clears": None if c is None or c.upper != c.upper else bool(c.upper < 0)})
+    return out
+
+
+def stopped_table(recipes: list[str], decision: Decision) -> list[dict[str, object]]:
+    """The recipes the race stopped after the first fold: that fold's error and its difference with the
+    reference's error on the same fold (one fold: no bound, and no part in the decision)."""
+    reference = decision.first_fold.get(decision.reference)
+    return [{"recipe": name, "first_fold_error": decision.stopped[name],
+             "diff": None if reference is None else decision.stopped[name] - reference}
+            for name in recipes if name in decision.stopped]
+
+
 def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: Outcome, policy: Policy,
                   pictures: str = "") -> str:
     """The whole ``report.md``; ``pictures`` (:func:`~policysearch.search.figures.figures_section`) follows the
     summary."""
-    from policysearch.domain import MIN_SIGNAL
-
     costs, decision, fit = outcome.costs, outcome.decision, outcome.fit
     ok_trials = [r for r in outcome.trials if r["status"] == "ok"]
-    folds = len({(r["fold"]) for r in outcome.selection}) or config.selection_folds
+    folds = len({row["fold"] for row in outcome.selection}) or config.selection_folds
     lines = [f"# Search report: {config.dataset}", "",
              f"- result: `policy.json` holds the recipe **{outcome.chosen.name}** ({_count(len(policy))}; "
              f"{policy.baseline.describe()} after the policy)",
              f"- why: {decision.reason}" + (f" ({outcome.note})" if outcome.note else ""),
+             *([f"- **warning:** {weak_children(outcome)}"] if weak_children(outcome) else []),
              f"- run {run_id}: {len(outcome.recipes)} candidate recipes trained at the final budget "
              f"({config.final_epochs or config.epochs} epochs, adapted to tiny data) on {config.selection_folds} "
-             f"cross-fit folds x {folds // config.selection_folds} repeat(s) ("
+             f"cross-fit folds x {_plural(folds // config.selection_folds, 'repeat')} ("
              + (f"{len(outcome.recipes) - len(decision.stopped)} on every fold, the others on the first only"
                 if decision.stopped else "all on every fold")
              + "), compared by paired differences of held-out error",
-             f"- Fast AutoAugment: {config.splits} splits x {config.repeats} repeat(s) x {config.trials} trials "
+             f"- Fast AutoAugment: {_plural(config.splits, 'split')} x {_plural(config.repeats, 'repeat')} x "
+             f"{_plural(config.trials, 'trial')} "
              f"({config.algorithm}) in space `{space_name}` restricted by the domain fit, top {config.top_n} kept per "
              f"split and repeat ({len(outcome.merged)} sub-policies merged), reward `{config.reward}` over "
              f"{config.num_views} views",
@@ -53,30 +108,8 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
              f"- trials: {len(ok_trials)} of {len(outcome.trials)} policy trials succeeded; "
              f"{len(outcome.failures())} trial(s) of all phases failed after {config.retries} retries", "",
              *([pictures.rstrip("\n"), ""] if pictures else []),
-             "## Candidate recipes", "",
-             (f"Held-out error over the same {folds} folds and seeds for every recipe that went on after the first "
-              f"fold (the best {config.selection_keep:.0%} on it, every one within the first fold's noise of the best, and the reference); the others stopped there "
-              "and show that fold's error. " if decision.stopped else
-              f"Held-out error over the same {folds} folds and seeds for every recipe. ") +
-             f"The difference is the chosen recipe minus the row's, with a {config.confidence:.0%} interval corrected "
-             "for overlapping training sets (negative: the chosen one has the lower error).", "",
-             "| recipe | mean held-out error % | chosen - this (pp) |", "|---|---|---|"]
-    against = {c.candidate if c.candidate != decision.chosen else c.reference: c for c in decision.comparisons}
-    for recipe in outcome.recipes:
-        mean = decision.mean_error.get(recipe.name, decision.stopped.get(recipe.name))
-        if mean is None:
-            lines.append(f"| {recipe.name} | failed | - |")
-            continue
-        mark = " (chosen)" if recipe.name == decision.chosen else (" (reference)" if recipe.name == decision.reference
-                                                                   else "")
-        c = against.get(recipe.name)
-        if recipe.name in decision.stopped:
-            diff = "-" if c is None else f"{c.mean:+.2f} (first fold)"
-            lines.append(f"| {recipe.name} (stopped after the first fold) | {mean:.2f} (first fold) | {diff} |")
-            continue
-        diff = "-" if c is None else f"{c.mean:+.2f} [{_fmt(c.low)}, {_fmt(c.high)}]"
-        lines.append(f"| {recipe.name}{mark} | {mean:.2f} | {diff} |")
-    lines += ["", "## Domain fit (what this data allows)", ""]
+             *_candidate_section(config, outcome)]
+    lines += ["## Domain fit (what this data allows)", ""]
     if fit.note:
         lines += [f"Nothing was excluded: {fit.note}.", ""]
     else:
@@ -84,8 +117,9 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
                   f"(accuracy - chance) / (clean accuracy - chance), clean accuracy {fit.clean_accuracy:.3f}, chance "
                   f"{fit.chance:.3f}. An op keeps the levels up to the last probed level with retained >= "
                   f"{fit.threshold:g}: that level bounds it in the Fast AutoAugment space, and an op failing at the "
-                  "lowest level is excluded from the space and from every candidate but TrivialAugment as "
-                  "published, the reference (TrivialAugment and RandAugment keep their own levels of the ops kept).", "", "| op | retained at levels | highest level in the search space |",
+                  "lowest level is excluded from the space and from every candidate but torchvision's RandAugment() "
+                  "and TrivialAugmentWide() as shipped (the standard recipes keep their own levels of the ops "
+                  "kept).", "", "| op | retained at levels | highest level in the search space |",
                   "|---|---|---|"]
         for op_fit in sorted(fit.ops.values(), key=lambda f: (f.max_level, f.op)):
             levels = ", ".join(f"{lv:g}: {r:.2f}" for lv, r in zip(op_fit.levels, op_fit.retained))
@@ -95,19 +129,15 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
     lines += ["## Child models (accuracy on D_A without a policy)", "", "| split | status | D_A accuracy | chance | train (s) | node |",
               "|---|---|---|---|---|---|"]
     chance = fit.chance
-    weak = []
     for c in outcome.children:
         if c["status"] == "ok":
             lines.append(f"| {c['split']} | ok | {c['da_accuracy']:.4f} | {_fmt(chance, 4)} | {c['train_seconds']:.1f} "
                          f"| {c.get('node_id') or '-'} |")
-            if chance == chance and c["da_accuracy"] - chance < MIN_SIGNAL:
-                weak.append(c["split"])
         else:
             lines.append(f"| {c['split']} | failed | - | - | - | - |")
+    weak = weak_children(outcome)
     if weak:
-        lines += ["", f"**Warning:** the child(ren) of split(s) {', '.join(map(str, weak))} are within {MIN_SIGNAL:g} of "
-                  "chance: too weak to score policies; their density scores and op probes mean little. Train longer "
-                  "(--epochs) or give more images."]
+        lines += ["", f"**Warning:** {weak}."]
     one = costs.get("one_final_training_s", float("nan"))
     total = costs.get("total_device_s", float("nan"))
     lines += ["", "## Cost", "", "| phase | wall (s) | device (s) |", "|---|---|---|",
@@ -116,7 +146,8 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
               f"| 2: policy trials | {costs['phase2_wall_s']:.1f} | {costs['phase2_device_s']:.1f} |",
               f"| 3: recipe selection | {costs['phase3_wall_s']:.1f} | {costs['phase3_device_s']:.1f} |", "",
               f"The whole search took {_fmt(total, 1)} device seconds, {_fmt(total / one, 1)} times one final training "
-              f"on all the images ({_fmt(one, 1)} s, estimated from the selection's trainings).", "",
+              f"on all the images ({_fmt(one, 1)} s, estimated from the selection's trainings)."
+              + _processes_text(int(costs.get("processes", 1))), "",
               "## Best Fast AutoAugment candidates", "", "| split | repeat | reward | sub-policies |", "|---|---|---|---|"]
     for candidate in outcome.top[:10]:
         lines.append(f"| {candidate.split} | {candidate.repeat} | {candidate.reward:.4f} | {_subs(candidate.policy)} |")
@@ -128,22 +159,80 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
     return "\n".join(lines) + "\n"
 
 
+def _processes_text(processes: int) -> str:
+    if processes <= 1:
+        return ""
+    return (f" The run was worked on by {processes} processes (it was stopped and resumed): each wall time is the "
+            "sum of theirs, each device time the sum over every trial they finished.")
+
+
+def _candidate_section(config: SearchConfig, outcome: Outcome) -> list[str]:
+    """The candidate recipes: the rule, a table of the quantity it decides on, and the recipes the race
+    stopped after the first fold in a table of their own."""
+    decision = outcome.decision
+    names = [recipe.name for recipe in outcome.recipes]
+    folds = len({row["fold"] for row in outcome.selection}) or config.selection_folds
+    level = f"{decision.confidence:.0%}"
+    lines = ["## Candidate recipes", "",
+             f"The rule: the recipe with the lowest mean held-out error replaces the reference, {decision.reference} "
+             f"(torchvision's RandAugment(), no crop), only when the {level} one-sided upper bound on (its error - the "
+             "reference's) is below 0. The table gives that quantity for every recipe that trained on "
+             f"{'both' if folds == 2 else f'all {folds}'} folds (the same folds and seeds for each): the mean "
+             "difference and its upper bound, corrected for overlapping training sets; negative means a lower error "
+             "than the reference.", "",
+             f"| recipe | mean held-out error % ({folds} folds) | this - reference (pp) | "
+             f"{level} one-sided upper bound (pp) | beyond the noise (bound < 0) |", "|---|---|---|---|---|"]
+    for row in recipe_table(names, decision):
+        mark = _marks(bool(row["chosen"]), bool(row["reference"]))
+        if row["mean_error"] is None:
+            lines.append(f"| {row['recipe']} | failed | - | - | - |")
+        elif row["reference"]:
+            lines.append(f"| {row['recipe']}{mark} | {row['mean_error']:.2f} | 0 | - | the reference |")
+        else:
+            verdict = "-" if row["clears"] is None else ("yes" if row["clears"] else "no")
+            lines.append(f"| {row['recipe']}{mark} | {row['mean_error']:.2f} | {_signed(row['diff'])} | "
+                         f"{_signed(row['upper'])} | {verdict} |")
+    stopped = stopped_table(names, decision)
+    if stopped:
+        keep = config.selection_keep
+        cut, tied = race_ties(decision.first_fold, names, keep)
+        ties = (f"; here {tied} more recipe(s) tied at the cut ({cut:.2f}%) went on by that rule" if tied else
+                "; here no tie at the cut")
+        lines += ["", "### Stopped after the first fold", "",
+                  f"Every recipe trained on the first fold; the best {keep:.0%} on it "
+                  f"({math.ceil(keep * len(names))} of {len(names)}), every one within one fold's noise of the best "
+                  f"({decision.race_margin:.1f} pp), the reference, and - the tie rule - "
+                  f"{TIE_RULE}{ties}. These {len(stopped)} did not go on: each value is that one fold's error, not a "
+                  f"mean over the {folds} folds, so it is not comparable with the means above, and they take no part "
+                  "in the decision.", "",
+                  "| recipe | first-fold held-out error % | this - reference on the first fold (pp) |", "|---|---|---|"]
+        lines += [f"| {row['recipe']} | {row['first_fold_error']:.2f} | {_signed(row['diff'])} |" for row in stopped]
+    return lines + [""]
+
+
 def summary_text(result: SearchResult, limit: int = 3) -> str:
     """What ``policysearch search`` prints at the end: where the recipe is, what it is and why."""
     from policysearch.search.figures import FILES
 
     c, decision = result.costs, result.decision
     pictures = [name for name in FILES if (result.run_dir / name).is_file()]
-    name = result.chosen.name if result.chosen else result.policy.name
-    lines = [f"policy: {result.policy_path} - recipe {name} ({_count(len(result.policy))}, "
+    name = result.chosen.name if result.chosen else result.policy.metadata.get("recipe", {}).get("name") or \
+        result.policy.name
+    processes = int(c.get("processes", 1))
+    lines = [f"complete: the search in {result.run_dir} had already finished; --resume ran nothing and changed no "
+             "file" if result.already_complete else "",
+             f"policy: {result.policy_path} - recipe {name} ({_count(len(result.policy))}, "
              f"{result.policy.baseline.describe()})",
              f"why: {decision.reason}" if decision else "",
+             *[f"warning: {warning}" for warning in result.warnings],
              f"report: {result.run_dir / 'report.md'} (run {result.run_id})" + (
                  f" with pictures {', '.join(pictures)} beside it" if pictures else ""),
              f"cost: phase 1 (with 1b) {c['phase1_wall_s']:.0f} s, phase 2 "
-             f"{c['phase2_wall_s']:.0f} s, phase 3 {c['phase3_wall_s']:.0f} s wall"]
+             f"{c['phase2_wall_s']:.0f} s, phase 3 {c['phase3_wall_s']:.0f} s wall"
+             + (f", summed over the {processes} processes that worked on the run" if processes > 1 else "")]
     if result.failures:
         lines.append(f"failed trials: {len(result.failures)} (listed in report.md); first: {result.failures[0]}")
-    lines.append("best Fast AutoAugment candidates by reward (merged in candidates.json):")
-    lines += [f"  {k + 1}. {describe_candidate(candidate)}" for k, candidate in enumerate(result.top[:limit])]
+    if result.top:
+        lines.append("best Fast AutoAugment candidates by reward (merged in candidates.json):")
+        lines += [f"  {k + 1}. {describe_candidate(candidate)}" for k, candidate in enumerate(result.top[:limit])]
     return "\n".join(line for line in lines if line)

@@ -23,7 +23,7 @@ from policysearch.atomic import write_json_atomic
 from policysearch.policy import software_versions
 from policysearch.search.config import RESUMABLE, SearchConfig, flag
 
-__all__ = ["Run", "RunError", "open_run", "read_stored_config", "write_config"]
+__all__ = ["Run", "RunError", "check_resume", "open_run", "read_stored_config", "write_config"]
 
 CONFIG_FILE = "config.json"
 # The layout of a run's phases and results; a run of another layout cannot be continued by this code.
@@ -32,7 +32,10 @@ CONFIG_FILE = "config.json"
 # (there is no experiment phase1b_domain). 4: phase 3 trains at the final training's batch and epochs, and a
 # flip the domain fit added brings flip-less baseline candidates (the recipe indices of format 3 shift).
 # 5: the candidates include torchvision's RandAugment() and TrivialAugmentWide() and their strength dials
-# (the recipe indices shift again), and small data gets more cross-fit repeats.
+# (the recipe indices shift again), small data gets more cross-fit repeats, every recipe tied at the race's
+# cut or within one fold's noise of the best goes on to the other folds, the Tune callbacks of an
+# experiment name it instead of holding the progress, and RUN_DIR/ledger.json adds up the wall time of
+# every process that worked on the run.
 RUN_FORMAT = 5
 
 
@@ -122,11 +125,7 @@ def open_run(config: SearchConfig, run_dir: str | os.PathLike[str], *, resume: b
     """
     run_dir = Path(run_dir)
     if resume:
-        stored, run_id = read_stored_config(run_dir)
-        differ = contradictions(stored, config)
-        if differ:
-            raise RunError(f"--resume {run_dir}: {', '.join(differ)} contradict the stored run; drop them to "
-                           "continue it, or start a new run with another --out")
+        run_id = check_resume(config, run_dir)
     else:
         if run_dir.exists() and not run_dir.is_dir():
             raise RunError(f"--out {run_dir}: is a file, not a folder")
@@ -143,6 +142,16 @@ def open_run(config: SearchConfig, run_dir: str | os.PathLike[str], *, resume: b
             raise RunError(f"--storage {run.storage} already holds experiments of run {run_id}; choose another "
                            "--storage")
     return run
+
+
+def check_resume(config: SearchConfig, run_dir: Path) -> str:
+    """The run id of the run in ``run_dir``; a RunError when there is none or ``config`` contradicts it."""
+    stored, run_id = read_stored_config(run_dir)
+    differ = contradictions(stored, config)
+    if differ:
+        raise RunError(f"--resume {run_dir}: {', '.join(differ)} contradict the stored run; drop them to "
+                       "continue it, or start a new run with another --out")
+    return run_id
 
 
 def _new_run_id() -> str:

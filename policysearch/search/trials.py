@@ -119,7 +119,7 @@ def child_model(prepared: Prepared, split: int) -> torch.nn.Module:
 
 
 def train_child(prepared: Prepared, split: int, folder: Path, report: Report, faults: Faults = Faults(),
-                on_trained: Callable[[torch.nn.Module], dict[str, Any]] | None = None) -> None:
+                on_trained: Callable[[torch.nn.Module], dict[str, Any]] | None = None, spent: float = 0.0) -> None:
     """Phase 1: train the child model of ``split`` on D_M with the baseline augmentation only, with
     enough optimizer steps for the size of D_M (``train.fit_to_data``).
 
@@ -128,7 +128,8 @@ def train_child(prepared: Prepared, split: int, folder: Path, report: Report, fa
     after ``folder/child_model.pt`` (the weights alone, what phase 2 fetches) is written. The metrics of
     ``on_trained(model)``, called with the trained model in eval mode, join that last report (phase 1b's
     domain probe runs there, on the model in memory). Every report carries ``epoch`` and ``epochs``, so a
-    caller can keep only some of the saves.
+    caller can keep only some of the saves. ``train_seconds`` counts from ``spent``, the seconds earlier
+    attempts of this training spent (a resumed one continues their checkpoint).
     """
     faults.reach("child", split=split)
     config = prepared.config
@@ -142,7 +143,7 @@ def train_child(prepared: Prepared, split: int, folder: Path, report: Report, fa
 
     def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
         metrics = {**metrics, "split": split, "epochs": train_config.epochs,
-                   "train_seconds": time.perf_counter() - started}
+                   "train_seconds": spent + time.perf_counter() - started}
         if epoch == train_config.epochs:
             save_torch_atomic(folder / CHILD_MODEL_FILE, {"model": model.state_dict()})
             held_out = evaluate(model, data.images[da], data.labels[da], mean=prepared.mean, std=prepared.std,

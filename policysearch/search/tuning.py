@@ -6,6 +6,11 @@ a trial calls a plain function of :mod:`~policysearch.search.trials` or :mod:`~p
 and reports what it returns.
 A trial that keeps failing after ``--retries`` retries is recorded as failed and the search goes on,
 unless :func:`~policysearch.search.checks.check_failures` says too many failed.
+
+A local Ray is this search's alone: its processes carry a mark (:mod:`~policysearch.search.reaper`) and are
+ended with the search, whether it finishes, fails or is interrupted, and by a watchdog when the driver is
+killed; a joined cluster (``--address``) is left as it was. Ctrl-C stops the search through Tune's own
+graceful stop (:mod:`~policysearch.search.interrupts`); every finished trial is kept for ``--resume``.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
+import logging
 import math
 import os
 import shutil
@@ -33,10 +40,13 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from policysearch.progress import Progress
 from policysearch.search.checks import check_failures, check_resources, local_cpus, local_gpus
 from policysearch.search.config import SearchConfig
-from policysearch.search.export import export, write_trials_csv
+from policysearch.search.export import export, finished_run, write_trials_csv
 from policysearch.search.faults import Faults, faults_from_env
+from policysearch.search.interrupts import CtrlC, SearchInterrupted, resume_command
+from policysearch.search.ledger import Ledger
 from policysearch.search.outcome import Outcome, SearchResult, merge_top, top_candidates
-from policysearch.search.rundir import Run, RunError, is_uri, open_run, write_config
+from policysearch.search.reaper import RUN_ENV, Watchdog, end_marked
+from policysearch.search.rundir import Run, RunError, check_resume, is_uri, open_run, write_config
 from policysearch.search.searcher import SplitSearcher
 from policysearch.candidates import candidate_recipes
 from policysearch.domain import fit_domain
@@ -46,8 +56,8 @@ from policysearch.pretrained import model_ref
 from policysearch.search.trials import (CHILD_FILE, CHILD_MODEL_FILE, ChildSource, Inputs, Prepared, prepare,
                                         score_policy, train_child)
 
-__all__ = ["Progress", "checkpoint_kept", "object_store_bytes", "ray_init_kwargs", "run_experiment", "run_search",
-           "start_ray", "verify_shared_storage"]
+__all__ = ["LocalRay", "Progress", "checkpoint_kept", "object_store_bytes", "ray_init_kwargs", "run_experiment",
+           "run_search", "start_ray", "verify_shared_storage"]
 
 SENTINEL_TIMEOUT_S = 120
 ADDRESS_TIMEOUT_S = 10
@@ -169,21 +179,63 @@ def _native_stderr_silenced() -> Iterator[None]:
         os.close(saved)
 
 
-def start_ray(config: SearchConfig, data_bytes: int = 0) -> bool:
-    """Join ``--address`` or start a local Ray; True when this process started it (and must stop it).
-    A Ray that this process already runs is used as it is."""
+class LocalRay:
+    """A local Ray this process started: every process of it carries the mark ``RUN_ENV=token``, and a
+    watchdog ends them if this process is killed. :meth:`stop` ends it and every process it started."""
+
+    def __init__(self) -> None:
+        self.token = uuid.uuid4().hex
+        self.watchdog = Watchdog(self.token)  # first: it must exist as soon as any Ray process does
+
+    def stop(self) -> None:
+        """Shut Ray down, end whatever of it is left (Ray's agents can outlive ``ray.shutdown``), close the
+        watchdog."""
+        try:
+            if ray.is_initialized():
+                ray.shutdown()
+        finally:
+            end_marked(self.token)
+            self.watchdog.close()
+
+
+@contextlib.contextmanager
+def _environment(key: str, value: str) -> Iterator[None]:
+    """``key=value`` in this process's environment inside the block only (what processes started there inherit)."""
+    saved = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = saved
+
+
+def start_ray(config: SearchConfig, data_bytes: int = 0) -> LocalRay | None:
+    """Join ``--address`` or start a local Ray; the :class:`LocalRay` when this process started it (and must
+    stop it), None when it joined a cluster or found a Ray this process already runs (used as it is)."""
     _quiet_ray_environment(config)
     if ray.is_initialized():
-        return False
+        return None
     if not config.address:
-        ray.init(**ray_init_kwargs(config, data_bytes))
-        return True
+        local = LocalRay()
+        try:
+            # The mark is inherited by every process Ray starts, workers too. Ray's processes set their titles
+            # with setproctitle, which by default reuses the memory of the environment, and then the mark can no
+            # longer be read in /proc; setproctitle's SPT_NOENV keeps the environment as it is.
+            with _environment(RUN_ENV, local.token), _environment("SPT_NOENV", "1"):
+                ray.init(**ray_init_kwargs(config, data_bytes))
+        except BaseException:  # a failed start or a Ctrl-C during it: nothing of it stays
+            local.stop()
+            raise
+        return local
     check_address(config.address)
     try:
         ray.init(**ray_init_kwargs(config, data_bytes))
     except ConnectionError as exc:  # e.g. --address auto with no cluster on this machine
         raise RunError(f"--address {config.address}: {str(exc).strip().splitlines()[0]}") from None
-    return False
+    return None
 
 
 def cluster_nodes() -> list[dict[str, float]]:
@@ -273,15 +325,76 @@ def check_workers_load(payload: bytes, model: str) -> None:
 # ------------------------------------------------------------------------------------------ progress
 
 
+@dataclasses.dataclass
+class _Live:
+    """What the experiment running in this driver reports to: its progress, the Ctrl-C handling and a hook
+    called after each finished trial (the cost ledger)."""
+
+    progress: Progress
+    ctrl_c: CtrlC | None = None
+    on_trial: Callable[[], None] | None = None
+
+
+# The experiment this driver runs now, by path. Tune pickles its callbacks with the experiment, and a
+# restored experiment calls the ones unpickled from the process that started it; they find the live
+# progress of this process here.
+_RUNNING: dict[str, _Live] = {}
+
+
 class _ProgressCallback(tune.Callback):
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def _live(self) -> _Live | None:
+        return _RUNNING.get(self.path)
+
+    def setup(self, **info) -> None:  # Tune's SIGINT handler is in place by now
+        live = self._live()
+        if live is not None and live.ctrl_c is not None:
+            live.ctrl_c.tune_started()
+
+    def _finished(self, result: dict[str, Any], error: str | None = None) -> None:
+        live = self._live()
+        if live is None:
+            return
+        live.progress.trial_finished(result, error=error)
+        if live.on_trial is not None:
+            live.on_trial()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self.progress.trial_finished(trial.last_result or {})
+        self._finished(trial.last_result or {})
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:  # called once its retries are spent
-        self.progress.trial_finished({}, error=_error_line(Path(trial.error_file)) if trial.error_file else "error")
+        self._finished({}, error=_error_line(Path(trial.error_file)) if trial.error_file else "error")
+
+
+class _QuietInterrupt(logging.Filter):
+    """Drops Tune's own lines about a Ctrl-C (its advice to call ``Tuner.restore``, the list of unfinished
+    trials): the search says in one line what is kept and how to continue."""
+
+    LINES = ("Stop signal received", "Experiment has been interrupted", "Training has been interrupted",
+             "Trials did not complete")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.LINES)
+
+
+@contextlib.contextmanager
+def _tune_interrupt_quiet() -> Iterator[None]:
+    logger, quiet = logging.getLogger("ray.tune.tune"), _QuietInterrupt()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+def _already(results, metric: str | None) -> tuple[int, float | None]:
+    """How many trials of a restored experiment had finished (or failed for good), and their best ``metric``."""
+    finished = results.num_terminated + results.num_errors
+    values = [float(r.metrics[metric]) for r in results
+              if metric and r.error is None and r.metrics and metric in r.metrics]
+    return finished, max(values, default=None)
 
 
 def _error_line(error: Any) -> str:
@@ -326,11 +439,17 @@ def _resources(config: SearchConfig) -> dict[str, float]:
 
 
 def run_experiment(name: str, trainable: Callable, param_space: dict, tune_config: tune.TuneConfig,
-                   config: SearchConfig, experiments: str, progress: Progress) -> tuple[list, list]:
-    """Run (or continue) the Tune experiment ``<experiments>/<name>``; returns (succeeded, failed) results.
+                   config: SearchConfig, experiments: str, progress: Progress, *, ctrl_c: CtrlC | None = None,
+                   on_trial: Callable[[], None] | None = None) -> tuple[list, list]:
+    """Run (or continue) the Tune experiment ``<experiments>/<name>`` of ``progress.total`` trials; returns
+    (succeeded, failed) results.
 
     A trial is retried ``config.retries`` times before it counts as failed; a continued experiment
-    keeps its failed trials as they were.
+    keeps its failed trials as they were, and its progress starts from the trials finished before.
+    ``on_trial`` is called after each finished trial. When a Ctrl-C stopped the experiment (Tune saved its
+    state and returned with trials unfinished), :class:`SearchInterrupted` is raised.
+
+    The progress counts the finished trials: the restored ones and those Tune's callbacks report here.
     """
     path = f"{experiments}/{name}"
     trainable = tune.with_resources(trainable, _resources(config))
@@ -339,15 +458,31 @@ def run_experiment(name: str, trainable: Callable, param_space: dict, tune_confi
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
                                    param_space=param_space)
+        progress.resumed(*_already(tuner.get_results(), progress.metric))
     else:
         run_config = tune.RunConfig(name=name, storage_path=experiments, verbose=0, sync_config=sync,
-                                    callbacks=[_ProgressCallback(progress)],
+                                    callbacks=[_ProgressCallback(path)],
                                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                     failure_config=tune.FailureConfig(max_failures=config.retries))
         tune_config.trial_dirname_creator = _trial_dirname
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
-    results = list(tuner.fit())
-    progress.close()
+    _RUNNING[path] = _Live(progress, ctrl_c, on_trial)
+    interrupted = False
+    try:
+        with _tune_interrupt_quiet():
+            grid = tuner.fit()
+        # Tune returns early only when its SIGINT handler stopped it. Its clean-up then marks the stopped trials
+        # as terminated in memory (its saved state, written before, keeps them unfinished), so the trials that
+        # really finished are those its callbacks reported, and those restored as finished.
+        interrupted = progress.done < progress.total
+    finally:
+        _RUNNING.pop(path, None)
+        progress.close()
+        if ctrl_c is not None:
+            ctrl_c.tune_ended(finished=not interrupted)
+    if interrupted:
+        raise SearchInterrupted()
+    results = list(grid)
     return [r for r in results if r.error is None], [r for r in results if r.error is not None]
 
 
@@ -390,13 +525,17 @@ def _child_trainable(trial: dict[str, Any], *, shared: Shared, remote: bool, fau
     node = _node_id()
     with tempfile.TemporaryDirectory(prefix="policysearch-child-") as local:
         restored = tune.get_checkpoint()
+        spent = 0.0  # training seconds of earlier attempts (a process killed meanwhile), as far as saved
         if restored is not None:
             with restored.as_directory() as folder:
                 shutil.copy(Path(folder) / CHILD_FILE, Path(local) / CHILD_FILE)
+                spent = _spent_seconds(Path(folder))
 
         def report(metrics: dict[str, Any]) -> None:
             metrics = {**metrics, "node_id": node}
             if checkpoint_kept(int(metrics["epoch"]), int(metrics["epochs"]), remote):
+                (Path(local) / SPENT_FILE).write_text(json.dumps({"train_seconds": metrics["train_seconds"]}),
+                                                      encoding="utf-8")
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(local))
             else:
                 tune.report(metrics)
@@ -404,7 +543,17 @@ def _child_trainable(trial: dict[str, Any], *, shared: Shared, remote: bool, fau
         def probe(model: torch.nn.Module) -> dict[str, Any]:  # phase 1b on the trained child, still in memory
             return {"probe": probe_child(prepared, split, model, faults.at(node=node))}
 
-        train_child(prepared, split, Path(local), report, faults.at(node=node), on_trained=probe)
+        train_child(prepared, split, Path(local), report, faults.at(node=node), on_trained=probe, spent=spent)
+
+
+SPENT_FILE = "spent.json"  # beside a child's checkpoint: its training seconds so far, over every attempt
+
+
+def _spent_seconds(folder: Path) -> float:
+    try:
+        return float(json.loads((folder / SPENT_FILE).read_text(encoding="utf-8"))["train_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
 
 
 def fetch_child_model(checkpoint: tune.Checkpoint, folder: Path) -> Path:
@@ -462,9 +611,66 @@ def tune_space(prepared: Prepared) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------------- search
 
 
+class _Stage:
+    """Where the search is, for the one line a Ctrl-C prints: what is kept and how to continue."""
+
+    def __init__(self, run_dir: Path, resume: bool) -> None:
+        self.run_dir, self.resume = run_dir, resume
+        self.started = resume  # config.json is written: there is a run to continue
+        self.phase = ""
+        self.progress: Progress | None = None
+        self.noun = ""
+        self.kept: list[str] = []
+
+    def enter(self, phase: str, progress: Progress | None = None, noun: str = "") -> None:
+        self.phase, self.progress, self.noun = phase, progress, noun
+
+    def done(self, what: str) -> None:
+        """The current phase finished; ``what`` names what it keeps."""
+        self.kept.append(what)
+        self.phase, self.progress = "", None
+
+    def message(self, at_once: bool = False) -> str:
+        """The line for a Ctrl-C now; ``at_once``: a second Ctrl-C stopped the search without a last save."""
+        if not self.started:
+            return (f"search interrupted before it started; nothing was written to {self.run_dir}: run the same "
+                    "command again")
+        kept = list(self.kept)
+        if self.progress is not None and self.progress.done:
+            kept.append(f"{self.progress.done} of {self.progress.total} {self.noun}")
+        if not kept:
+            kept.append("the settings" if not self.resume else "every trial finished before")
+        where = f" in {self.phase}" if self.phase else ""
+        how = (" (stopped at once by a second Ctrl-C: kept as last saved, at most a second before)" if at_once
+               else "")
+        return (f"search interrupted{where}{how}; kept in {self.run_dir}: {', '.join(kept)}; continue with: "
+                f"{resume_command(self.run_dir)}")
+
+
 def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = False,
                stream: TextIO = sys.stdout, inputs: Inputs | None = None) -> SearchResult:
-    """Run (or, with ``resume``, continue) a search into ``run_dir``; see :mod:`policysearch.search`."""
+    """Run (or, with ``resume``, continue) a search into ``run_dir``; see :mod:`policysearch.search`.
+
+    A resume of a finished run (its ``policy.json`` written) runs nothing and changes no file: it returns
+    what the run found, marked ``already_complete``. A Ctrl-C raises :class:`SearchInterrupted` with the
+    line to show (what is kept, the resume command), after this search's local Ray has ended.
+    """
+    run_dir = Path(run_dir)
+    if resume:
+        check_resume(config, run_dir)  # a contradicting option is refused, finished or not
+        done = finished_run(run_dir)
+        if done is not None:
+            return done
+    stage = _Stage(run_dir, resume)
+    with CtrlC(stage.message) as ctrl_c:
+        try:
+            return _search(config, run_dir, resume, stream, stage, ctrl_c, inputs)
+        except SearchInterrupted:
+            raise SearchInterrupted(stage.message()) from None
+
+
+def _search(config: SearchConfig, run_dir: Path, resume: bool, stream: TextIO, stage: _Stage,
+            ctrl_c: CtrlC, inputs: Inputs | None = None) -> SearchResult:
     faults = faults_from_env()
     prepared = prepare(config, inputs)  # every input error surfaces here, before Ray starts
     builder = pickled_builder(prepared)
@@ -472,7 +678,7 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
     joined = ray.is_initialized() or bool(config.address)
     if not joined:
         check_resources(config, [{"CPU": local_cpus(), "GPU": local_gpus()}], "this machine")
-    started_ray = start_ray(config, prepared_bytes(prepared))
+    local = start_ray(config, prepared_bytes(prepared))
     try:
         check_resources(config, cluster_nodes(), "the Ray cluster" if joined else "this machine")
         if config.address and not is_uri(run.storage):
@@ -481,10 +687,12 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
             check_workers_load(builder, config.model)
         if not resume:
             write_config(run, config)
-        outcome, spans = _phases(prepared, run, faults, stream)
+            stage.started = True
+        outcome, spans = _phases(prepared, run, faults, stream, stage, ctrl_c)
     finally:
-        if started_ray:
-            ray.shutdown()
+        if local is not None:
+            local.stop()
+    stage.enter("the export (the results are written again on --resume)")
     result = export(prepared, run, outcome, faults)
     result.spans = spans
     return result
@@ -496,26 +704,41 @@ def _start_text(config: SearchConfig) -> str:
     return f" from {config.weights}" + (" (frozen backbone)" if config.freeze_backbone else "")
 
 
-def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO) -> tuple[Outcome, dict]:
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n != 1 else f"{n} {noun.removesuffix('s')}"
+
+
+def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO, stage: _Stage,
+            ctrl_c: CtrlC | None = None) -> tuple[Outcome, dict]:
     config = prepared.config
     concurrency = _concurrency(config)
     shared = Shared(ray.put(prepared))  # the data goes to the object store once, for every phase
     remote = is_uri(run.storage)
+    ledger = Ledger(run.run_dir)
     costs: dict[str, float] = {}
     spans: dict[str, tuple[float, float]] = {}
-    print(f"search {run.run_id}: {len(prepared.data)} {config.dataset} images, {config.splits} splits, model "
-          f"{config.model}{_start_text(config)}, space {prepared.space.name}, {config.algorithm}, {concurrency} concurrent trial(s); "
-          f"run dir {run.run_dir}", file=stream, flush=True)
+    print(f"search {run.run_id}: {len(prepared.data)} {config.dataset} images, {_count(config.splits, 'splits')}, "
+          f"model {config.model}{_start_text(config)}, space {prepared.space.name}, {config.algorithm}, "
+          f"{concurrency} concurrent trial(s); run dir {run.run_dir}", file=stream, flush=True)
     for note in prepared.data.notes:  # what loading changed, e.g. the size images were resized to and why
         print(f"data: {note}", file=stream, flush=True)
 
+    def experiment(name: str, trainable: Callable, param_space: dict, tune_config: tune.TuneConfig,
+                   progress: Progress, phase: str, ledger_phase: str, noun: str) -> tuple[list, list]:
+        stage.enter(phase, progress, noun)
+        return run_experiment(name, trainable, param_space, tune_config, config, run.experiments, progress,
+                              ctrl_c=ctrl_c, on_trial=lambda: ledger.record(ledger_phase))
+
     # Phase 1: one child model per split; each trial ends with phase 1b, the trained child's domain probe.
     t0 = time.monotonic()
-    ok, failed = run_experiment(
+    ledger.start("phase1")
+    ok, failed = experiment(
         "phase1_children", tune.with_parameters(_child_trainable, shared=shared, remote=remote, faults=faults),
         {"split": tune.grid_search(list(range(config.splits)))},
-        tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True), config, run.experiments,
-        Progress("phase 1: child models", config.splits, "da_accuracy", stream))
+        tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True),
+        Progress("phase 1: child models", config.splits, "da_accuracy", stream), "phase 1 (child models)", "phase1",
+        "child models")
+    ledger.record("phase1")
     children = sorted([{"split": r.metrics["split"], "status": "ok", "error": "", "trial_id": trial_id(r),
                         **{k: r.metrics[k] for k in ("da_accuracy", "da_loss", "train_seconds", "node_id")}} for r in ok]
                       + [{"split": int(r.config["split"]), "status": "failed", "error": _error_line(r.error),
@@ -525,8 +748,9 @@ def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO) -> tup
     checkpoints = child_sources(run.run_id, {int(r.metrics["split"]): r.checkpoint for r in ok})
     usable = sorted(checkpoints)
     spans["phase1"] = (t0, time.monotonic())
-    costs["phase1_wall_s"] = spans["phase1"][1] - t0
+    costs["phase1_wall_s"] = ledger.wall("phase1")
     costs["phase1_device_s"] = sum(c["train_seconds"] for c in children if c["status"] == "ok")
+    stage.done(f"phase 1's {_count(len(ok), 'child models')}")
 
     # Phase 1b: the frozen children said which ops, up to which level, keep this data's classes.
     probes = sorted((r.metrics["probe"] for r in ok), key=lambda p: p["split"])
@@ -536,6 +760,7 @@ def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO) -> tup
 
     # Phase 2: candidate policies scored on D_A, one optimiser per usable split and repeat, in the restricted space.
     t2 = time.monotonic()
+    ledger.start("phase2")
     param_space = tune_space(searched)
     streams = [repeat * config.splits + split for repeat in range(config.repeats) for split in usable]
     total = len(streams) * config.trials
@@ -543,10 +768,12 @@ def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO) -> tup
                                   search_alg=SplitSearcher(config, streams, param_space),
                                   max_concurrent_trials=concurrency, reuse_actors=True)
     # The searcher holds the space, so the Tuner gets none of its own.
-    ok, failed = run_experiment(
+    ok, failed = experiment(
         "phase2_policies", tune.with_parameters(_score_trainable, shared=shared, space=searched.space,
                                                 children=checkpoints, faults=faults),
-        {}, tune_config, config, run.experiments, Progress("phase 2: policy trials", total, "reward", stream))
+        {}, tune_config, Progress("phase 2: policy trials", total, "reward", stream), "phase 2 (policy trials)",
+        "phase2", "policy trials")
+    ledger.record("phase2")
     rows = [_trial_row(r, config, param_space, None) for r in ok] + [
         _trial_row(r, config, param_space, _error_line(r.error)) for r in failed]
     rows.sort(key=lambda row: (row["repeat"], row["split"], row["index"]))
@@ -555,11 +782,13 @@ def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO) -> tup
                    [f"split {r['split']} candidate {r['index']}: {r['error']}" for r in rows if r["status"] != "ok"],
                    len(ok))
     spans["phase2"] = (t2, time.monotonic())
-    costs["phase2_wall_s"] = spans["phase2"][1] - t2
+    costs["phase2_wall_s"] = ledger.wall("phase2")
     costs["phase2_device_s"] = sum(r["seconds"] for r in rows if r["status"] == "ok")
+    stage.done(f"phase 2's {_count(len(rows), 'policy trials')}")
 
     # Phase 3: the candidate recipes trained on the cross-fit folds at the final budget; the stated rule picks.
     t3 = time.monotonic()
+    ledger.start("phase3")
     top = top_candidates(rows, searched.space, config.splits, config.repeats, config.top_n)
     merged = merge_top(top)
     baseline = final_baseline(prepared, fit)
@@ -567,12 +796,13 @@ def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO) -> tup
                                 flip_from_fit=baseline.hflip and not prepared.baseline.hflip)
     folds = len(prepared.folds)
 
-    def train_recipes(name: str, indices: list[int], fold_range: list[int], title: str) -> list[dict[str, Any]]:
+    def train_recipes(name: str, indices: list[int], fold_range: list[int], title: str,
+                      phase: str) -> list[dict[str, Any]]:
         grid = {"recipe": tune.grid_search(indices), "fold": tune.grid_search(fold_range)}
-        ok, failed = run_experiment(
+        ok, failed = experiment(
             name, tune.with_parameters(_selection_trainable, shared=shared, recipes=recipes, faults=faults),
-            grid, tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True), config, run.experiments,
-            Progress(title, len(indices) * len(fold_range), None, stream))
+            grid, tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True),
+            Progress(title, len(indices) * len(fold_range), None, stream), phase, "phase3", "recipe trainings")
         return [{"status": "ok", "error": "", **{k: r.metrics[k] for k in
                                                  ("recipe", "fold", "error", "loss", "train_seconds", "train_images")}}
                 for r in ok] + [{"status": "failed", "error": _error_line(r.error),
@@ -581,11 +811,15 @@ def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO) -> tup
 
     # Raced: every recipe on the first fold, the best share of them (and the standard one) on the others.
     selection = train_recipes("phase3_selection", list(range(len(recipes))), [0],
-                              "phase 3: recipe selection, first fold")
+                              "phase 3: recipe selection, first fold", "phase 3 (recipe selection, first fold)")
+    stage.done(f"phase 3's {_count(len(selection), 'first-fold trainings')}")
     survivors = race_survivors(prepared, recipes, selection, baseline)
     if survivors:
-        selection += train_recipes("phase3_selection_rest", survivors, list(range(1, folds)),
-                                   "phase 3: recipe selection, other folds")
+        rest = train_recipes("phase3_selection_rest", survivors, list(range(1, folds)),
+                             "phase 3: recipe selection, other folds", "phase 3 (recipe selection, other folds)")
+        selection += rest
+        stage.done(f"{_count(len(rest), 'trainings')} on the other folds")
+    ledger.record("phase3")
     complete = {recipes[i].name for i in survivors
                 if sum(1 for r in selection if r["recipe"] == recipes[i].name and r["status"] == "ok") == folds}
     check_failures("phase 3 (recipe selection)", len(recipes) + len(survivors) * (folds - 1),
@@ -594,8 +828,9 @@ def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO) -> tup
     decision, note = choose_recipe(prepared, recipes, selection, baseline, survivors)
     chosen = next(recipe for recipe in recipes if recipe.name == decision.chosen)
     spans["phase3"] = (t3, time.monotonic())
-    costs["phase3_wall_s"] = spans["phase3"][1] - t3
+    costs["phase3_wall_s"] = ledger.wall("phase3")
     costs["phase3_device_s"] = sum(r["train_seconds"] for r in selection if r["status"] == "ok")
+    costs["processes"] = ledger.processes()
     return Outcome(children, probes, fit, rows, top, merged, recipes, selection, decision, chosen, note,
                    costs), spans
 

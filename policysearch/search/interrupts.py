@@ -1,0 +1,92 @@
+"""Ctrl-C in a search's driver: stop, keep what finished, say how to go on. Ray is not imported here.
+
+A first Ctrl-C inside a Tune experiment goes to Tune's own handler (documented for ``Tuner.fit``): Tune
+stops its loop, saves the experiment state one last time and returns; the Tune layer sees the unfinished
+trials and raises :class:`SearchInterrupted`. Anywhere else (loading the data, starting Ray, between
+phases, writing the results) :class:`CtrlC` raises it at once. Either way the search ends its Ray and the
+command prints one line (:meth:`CtrlC.message`) and exits with 130. A second Ctrl-C stops at once: it prints
+the same line and ends the process without waiting for anything (the watchdog of
+:mod:`policysearch.search.reaper` then ends the local Ray).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any, Callable
+
+__all__ = ["EXIT_INTERRUPTED", "CtrlC", "SearchInterrupted", "resume_command"]
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the search; the message (one line) says what is kept and how to continue.
+
+    A KeyboardInterrupt, so that no ``except Exception`` on the way (Tune's, ours) swallows it."""
+
+
+def resume_command(run_dir: str | os.PathLike[str]) -> str:
+    """The exact command that continues the run in ``run_dir``."""
+    return f"policysearch search --resume {shlex.quote(str(run_dir))}"
+
+
+class CtrlC:
+    """SIGINT handling for one search, installed in the main thread while the search runs (elsewhere, or
+    in a thread, Python's own handling stays).
+
+    ``message(at_once)`` describes the run at the moment (what is kept, the resume command); ``at_once``
+    for the second Ctrl-C, which skips the last save.
+    """
+
+    def __init__(self, message: Callable[[bool], str]) -> None:
+        self.message = message
+        self.stopping = False  # a first Ctrl-C was seen (by us or by Tune)
+        self._tune_has_first = False  # Tune's handler is in place and takes the first Ctrl-C
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> "CtrlC":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+    def tune_started(self) -> None:
+        """An experiment's loop starts: if another handler (Tune's) replaced ours, it takes the first Ctrl-C
+        and puts ours back, so a Ctrl-C reaching us meanwhile is the second."""
+        self._tune_has_first = self._installed and signal.getsignal(signal.SIGINT) != self._handle
+
+    def tune_ended(self, finished: bool) -> None:
+        """An experiment returned; ``finished`` False when Tune stopped it for a Ctrl-C. Ours is put back
+        (Tune leaves its handler in place after a run that was not interrupted)."""
+        self._tune_has_first = False
+        if not finished:
+            self.stopping = True
+        if self._installed:
+            signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping or self._tune_has_first:
+            self.stop_now()
+        self.stopping = True
+        raise SearchInterrupted()
+
+    def stop_now(self) -> None:
+        """The second Ctrl-C: the line, and the process ends here (exit status 130)."""
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os.write(2, f"\npolicysearch: {self.message(True)}\n".encode())
+        os._exit(EXIT_INTERRUPTED)

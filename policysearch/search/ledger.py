@@ -1,0 +1,58 @@
+"""The wall time every process spent on each phase of a run, kept in ``RUN_DIR/ledger.json``.
+
+A search stopped (Ctrl-C, a killed driver, a lost machine) and continued with ``--resume`` is worked on by
+several processes; its cost is the sum over all of them, not the last one's wall time. Each process has
+its own entry per phase: the seconds from when it entered the phase to the last moment it recorded -
+every finished trial of the phase and the phase's end. A process killed in the middle keeps the time up
+to its last finished trial. The device seconds need no ledger: they are the trials' own seconds, and a
+resumed experiment keeps every finished trial's. Ray is not imported here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+from policysearch.atomic import write_json_atomic
+
+__all__ = ["LEDGER_FILE", "Ledger"]
+
+LEDGER_FILE = "ledger.json"
+
+
+class Ledger:
+    """The phases' wall seconds per process of one run; this process's entries are updated as it works."""
+
+    def __init__(self, run_dir: Path, process: str | None = None) -> None:
+        self.path = Path(run_dir) / LEDGER_FILE
+        self.process = process or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        self.phases: dict[str, dict[str, float]] = {}  # phase -> process -> seconds
+        if self.path.is_file():
+            try:
+                stored = json.loads(self.path.read_text(encoding="utf-8"))["wall_s"]
+                self.phases = {str(p): {str(k): float(v) for k, v in per.items()} for p, per in stored.items()}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                self.phases = {}  # unreadable: this process's own entries still count
+        self._started: dict[str, float] = {}
+
+    def start(self, phase: str) -> None:
+        """This process enters ``phase`` now."""
+        self._started[phase] = time.monotonic()
+        self.record(phase)
+
+    def record(self, phase: str) -> None:
+        """Save this process's seconds in ``phase`` so far (after each finished trial and at the phase's end)."""
+        if phase not in self._started:
+            return
+        self.phases.setdefault(phase, {})[self.process] = time.monotonic() - self._started[phase]
+        write_json_atomic(self.path, {"wall_s": self.phases})
+
+    def wall(self, phase: str) -> float:
+        """Seconds spent in ``phase`` by every process that worked on it."""
+        return sum(self.phases.get(phase, {}).values())
+
+    def processes(self) -> int:
+        """How many processes worked on the run's phases."""
+        return len({process for per in self.phases.values() for process in per})

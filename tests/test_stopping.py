@@ -1,0 +1,166 @@
+"""Stopping a search without Ray: the processes a local Ray leaves are found by their mark and ended, a
+watchdog ends them when its driver is killed, Ctrl-C raises once and stops at once the second time, and
+the cost ledger adds up every process. The searches themselves are stopped in ``tests/test_search.py``.
+
+Every process a test starts is ended by its id (``_cleanup``), whether the test passed or not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from policysearch.search.interrupts import EXIT_INTERRUPTED, resume_command
+from policysearch.search.ledger import Ledger
+from policysearch.search.reaper import RUN_ENV, end_marked, marked_processes
+
+REPO = Path(__file__).resolve().parents[1]
+linux_only = pytest.mark.skipif(not Path("/proc/self/environ").exists() or not hasattr(os, "pidfd_open"),
+                                reason="the marks are read from /proc and waited for on pidfds (Linux)")
+
+# A process that sleeps until killed; with IGNORE_TERM it ignores SIGTERM (as Ray's agents were seen to).
+SLEEPER = textwrap.dedent("""
+    import os, signal, sys, threading
+    if os.environ.get("IGNORE_TERM"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("ready", flush=True)
+    threading.Event().wait()
+""")
+
+
+def _sleeper(token: str | None, ignore_term: bool = False, new_session: bool = False) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != RUN_ENV}
+    if token:
+        env[RUN_ENV] = token
+    if ignore_term:
+        env["IGNORE_TERM"] = "1"
+    proc = subprocess.Popen([sys.executable, "-c", SLEEPER], env=env, stdout=subprocess.PIPE, text=True,
+                            start_new_session=new_session)
+    assert proc.stdout.readline().strip() == "ready"  # its handlers are in place
+    return proc
+
+
+def _ended(pid: int, timeout: float) -> bool:
+    """Whether process ``pid`` ends within ``timeout`` seconds (waited for on a pidfd, not by polling)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
+
+
+def _cleanup(*procs: subprocess.Popen) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+
+
+@linux_only
+def test_only_the_processes_carrying_this_runs_mark_are_ended():
+    token, other = uuid.uuid4().hex, uuid.uuid4().hex
+    mine, stubborn, theirs, unmarked = (_sleeper(token), _sleeper(token, ignore_term=True), _sleeper(other),
+                                        _sleeper(None))
+    try:
+        assert set(marked_processes(token)) == {mine.pid, stubborn.pid}
+        ended = end_marked(token, grace_s=0.5)
+        assert sorted(ended) == sorted([mine.pid, stubborn.pid])
+        assert mine.wait(timeout=30) == -signal.SIGTERM
+        assert stubborn.wait(timeout=30) == -signal.SIGKILL  # it ignored SIGTERM: killed after the grace
+        assert theirs.poll() is None and unmarked.poll() is None  # another run's Ray, a joined cluster: untouched
+        assert marked_processes(token) == []
+    finally:
+        _cleanup(mine, stubborn, theirs, unmarked)
+
+
+# A driver that starts the watchdog and a marked process in a session of its own (Ray's agents outlive a
+# killed driver re-parented to PID 1), prints their pids and waits to be killed.
+DRIVER = textwrap.dedent("""
+    import os, subprocess, sys, threading
+    from policysearch.search.reaper import RUN_ENV, Watchdog
+    token = sys.argv[1]
+    watchdog = Watchdog(token)
+    env = dict(os.environ, **{RUN_ENV: token})
+    agent = subprocess.Popen([sys.executable, "-c", "import threading; threading.Event().wait()"], env=env,
+                             start_new_session=True)
+    print(watchdog.process.pid, agent.pid, flush=True)
+    threading.Event().wait()
+""")
+
+
+@linux_only
+def test_the_watchdog_ends_the_marked_processes_when_its_driver_is_killed():
+    token = uuid.uuid4().hex
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, token], env=env, stdout=subprocess.PIPE, text=True)
+    watchdog, agent = map(int, driver.stdout.readline().split())
+    try:
+        assert marked_processes(token) == [agent]
+        driver.kill()  # SIGKILL: the driver can do nothing more
+        driver.wait(timeout=30)
+        assert _ended(agent, timeout=30), "the marked process outlived its killed driver"
+        assert _ended(watchdog, timeout=30), "the watchdog did not end after its work"
+    finally:
+        _cleanup(driver)
+        for pid in (agent, watchdog):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+# Ctrl-C outside a Tune experiment raises SearchInterrupted with the stage's line; the second stops at once.
+CTRL_C = textwrap.dedent("""
+    import os, signal, sys
+    from policysearch.search.interrupts import CtrlC, SearchInterrupted
+    lines = lambda at_once: "stopped at once" if at_once else "first"
+    with CtrlC(lines) as ctrl_c:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            signal.pause()
+        except SearchInterrupted:
+            print("raised", flush=True)
+        os.kill(os.getpid(), signal.SIGINT)  # while stopping: the process ends here
+        signal.pause()
+        print("not reached", flush=True)
+""")
+
+
+def test_ctrl_c_raises_once_and_a_second_ctrl_c_stops_at_once():
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", CTRL_C], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == EXIT_INTERRUPTED == 130
+    assert done.stdout.splitlines() == ["raised"]
+    assert done.stderr.strip() == "policysearch: stopped at once" and "Traceback" not in done.stderr
+
+
+def test_the_resume_command_is_the_one_to_type():
+    assert resume_command(Path("runs/demo")) == "policysearch search --resume runs/demo"
+    assert resume_command(Path("my runs/a b")) == "policysearch search --resume 'my runs/a b'"
+
+
+def test_the_ledger_adds_up_every_process_that_worked_on_a_phase(tmp_path):
+    first = Ledger(tmp_path, process="first")
+    first.start("phase2")
+    first.phases["phase2"]["first"] = 12.5  # its seconds up to the last trial it finished; then it was killed
+    first.record("phase1")  # a phase it never entered: nothing recorded
+    (tmp_path / "ledger.json").write_text(json.dumps({"wall_s": first.phases}), encoding="utf-8")
+    second = Ledger(tmp_path, process="second")  # the resume reads what the killed one recorded
+    second.start("phase2")
+    second.record("phase2")
+    own = second.phases["phase2"]["second"]
+    assert set(second.phases) == {"phase2"} and set(second.phases["phase2"]) == {"first", "second"}
+    assert second.wall("phase2") == pytest.approx(12.5 + own)  # the sum, not the last process's time
+    assert second.processes() == 2 and Ledger(tmp_path).wall("phase2") == second.wall("phase2")
