@@ -93,8 +93,9 @@ DRIVER = textwrap.dedent("""
     token = sys.argv[1]
     watchdog = Watchdog(token)
     env = dict(os.environ, **{RUN_ENV: token})
-    agent = subprocess.Popen([sys.executable, "-c", "import threading; threading.Event().wait()"], env=env,
-                             start_new_session=True)
+    agent = subprocess.Popen([sys.executable, "-c", "import threading; print(flush=True); threading.Event().wait()"],
+                             env=env, start_new_session=True, stdout=subprocess.PIPE)
+    agent.stdout.readline()  # it runs with its own environment (before exec, /proc shows the driver's)
     print(watchdog.process.pid, agent.pid, flush=True)
     threading.Event().wait()
 """)
