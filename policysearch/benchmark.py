@@ -8,19 +8,29 @@ and seeds (the budget adapted to tiny data by ``train.fit_to_data``, the same fo
 - ``baseline``: the data set's baseline augmentation only;
 - ``cutout``: baseline + Cutout, 16 px on 32 x 32 images and scaled with the image size (8 px on 16 x 16
   digits), the same augmentation as a policy's ``Cutout`` op of that side;
-- ``autoaugment``, ``randaugment``, ``trivialaugment``: torchvision's AutoAugment CIFAR-10 policy
-  (``autoaugment:cifar10``), RandAugment N=2, M=9 in the paper's sense (``randaugment:n=2,m=9``: M on a
-  0..10 scale, every op at level 0.9 - not torchvision's ``RandAugment(magnitude=9)``, bin 9 of 31) and
-  TrivialAugment (``trivialaugment``: one op of 14 at a level from 31 bins), each on the baseline;
-- ``autoaugment-alone``, ``randaugment-alone``, ``trivialaugment-alone``: the same policies without the
-  baseline, as a torchvision user puts ``RandAugment()`` alone in a ``Compose``;
-  how the three are expressed as policies is in ``policysearch/standard.py``;
+- the anchors, what users actually run, applied per image by their own library (``policysearch/anchors.py``):
+  ``tv-autoaugment`` (``torchvision.transforms.v2.AutoAugment(AutoAugmentPolicy.CIFAR10)``),
+  ``tv-randaugment`` (``RandAugment()``), ``tv-trivialaugmentwide`` (``TrivialAugmentWide()``), ``tv-augmix``
+  (``AugMix()``), all at torchvision's defaults, and ``timm-rand-m9-mstd0.5-inc1`` (timm's RandAugment of that
+  config string, skipped with a note in ``results.md`` when timm is not installed): each after the data
+  set's baseline (crop and flip first, then the augmentation, as torchvision's and timm's training recipes
+  order them) and each ``-alone``, as a user puts ``RandAugment()`` alone in a ``Compose``;
+- our policy-format versions, which are not what users run: ``ours-autoaugment-cifar10`` (torchvision's
+  AutoAugment CIFAR-10 policy converted, ``autoaugment:cifar10``), ``ours-randaugment-m0.9`` (RandAugment
+  N=2, M=9 on the paper's 0..10 scale, every op at level 0.9 of our ranges, ``randaugment:n=2,m=9`` - not
+  torchvision's ``RandAugment()``, bin 9 of 31, level 0.3) and ``ours-trivialaugment-narrow``
+  (``trivialaugment``: one op of 14 at one of 31 levels over AutoAugment's narrow ranges - not
+  ``TrivialAugmentWide()``), each followed by the baseline and each ``-alone`` (``policysearch/standard.py``);
+  ``results.json`` files written before these names used ``autoaugment``, ``randaugment``, ``trivialaugment``
+  for them (``LEGACY_METHOD_NAMES``);
 - ``searched``: the recipe of ``--policy FILE_OR_STRING`` applied exactly as it says (a file of format 2
   carries its baseline; a version-1 file or a string carries none), or the recipe a search run here first
   selects on the same training images (never the test split).
 
 Policies are applied per sample by ``BatchPolicyTransform``. The test split is used only for the final
-reported errors; no setting here was chosen by looking at it.
+reported errors; no setting here was chosen by looking at it. Every run also reports its accuracy on the
+un-augmented training images after training (``clean_train_accuracy``), which says whether the budget lets
+the model fit its data.
 
 Presets
 -------
@@ -34,10 +44,19 @@ left at 500). Five seeds because differences between methods here are a few test
 ``digits-100`` (CPU): the same with 10 images per class, where selecting a recipe is hardest.
 
 ``cifar10-dev-1000`` (CPU): 100 real CIFAR-10 photographs per class from ``shared/data/cifar10-dev/train``
-(beside the repository), tested on its 2,000 ``test/`` images; ``small_cnn`` for 20 epochs at batch 50
-(400 steps), seeds 0..4, a search with 20 policy trials per split. Loaded as an image folder, so its
-baseline (pad-and-crop, no flip) is the one any user's photographs get, and the search must learn from
-the data that a flip is allowed.
+(beside the repository), tested on its 2,000 ``test/`` images; ``resnet8`` (He et al.'s CIFAR ResNet of
+depth 8) for ``CIFAR10_DEV_EPOCHS`` epochs at batch 50, a budget at which the model without augmentation
+fits its training images (measured: see the README), seeds 0..4, a search with 20 policy trials per split.
+Loaded as an image folder, so its baseline (pad-and-crop, no flip) is the one any user's photographs get,
+and the search must learn from the data that a flip is allowed.
+
+``cifar10-dev-1000-short`` (CPU): the same images with ``small_cnn`` for 20 epochs at batch 50 (400 steps),
+where the model still underfits (75.6 % training accuracy without augmentation): the search has to see
+that a short budget wants little augmentation.
+
+``cifar10-dev-2class-200`` (CPU): two classes of the same photographs (cat and dog: 100 training images
+each, tested on the 400 test images of the two), ``resnet8`` for ``CIFAR10_2CLASS_EPOCHS`` epochs at batch
+32: a two-class set of a few hundred images, where the search's selection sees least.
 
 ``digits-100-finetune`` (CPU): transfer learning. Nothing can be downloaded here, so the preset first
 pretrains ``small_cnn`` itself (30 epochs, baseline augmentation) on the digits training-split images of
@@ -84,27 +103,41 @@ from typing import Any, Sequence, TextIO
 import numpy as np
 import torch
 
+from policysearch.anchors import ANCHORS, AnchorAugment
 from policysearch.atomic import save_torch_atomic, write_bytes_atomic, write_json_atomic, write_text_atomic
 from policysearch.data import (DataError, ImageData, baseline_for, load_dataset, normalization_for,
                                stratified_indices, stratified_subset)
 from policysearch.models import MODEL_NAMES
 from policysearch.pretrained import ModelSpec, check_model, fit_image_size, model_problem
 from policysearch.policy import Baseline, Policy, software_versions
-from policysearch.standard import autoaugment_policy, load_policy, randaugment_policy, trivialaugment_policy
-from policysearch.train import TrainConfig, evaluate, fit_to_data, train_model
+from policysearch.standard import load_policy
+from policysearch.train import Augment, TrainConfig, evaluate, fit_to_data, train_model
 from policysearch.transforms import BatchPolicyTransform
 
-__all__ = ["ALL_METHODS", "METHODS", "PRESETS", "Preset", "Pretraining", "add_arguments", "paired_difference",
-           "pretraining_indices", "run", "run_benchmark"]
+__all__ = ["ALL_METHODS", "LEGACY_METHOD_NAMES", "METHODS", "PRESETS", "Preset", "Pretraining", "add_arguments",
+           "describe_method", "paired_difference", "pretraining_indices", "run", "run_benchmark"]
 
-METHODS: tuple[str, ...] = ("none", "baseline", "cutout", "autoaugment", "randaugment", "trivialaugment",
-                             "autoaugment-alone", "randaugment-alone", "trivialaugment-alone", "searched")
+# Our policy-format versions of the standard recipes: (policy string, what it is), built by policysearch.standard.
+STANDARD: dict[str, tuple[str, str]] = {
+    "ours-autoaugment-cifar10": ("autoaugment:cifar10", "torchvision's AutoAugment CIFAR-10 policy as a policy file"),
+    "ours-randaugment-m0.9": ("randaugment:n=2,m=9", "RandAugment N=2, every op at level 0.9 of our (AutoAugment) "
+                              "ranges"),
+    "ours-trivialaugment-narrow": ("trivialaugment", "TrivialAugment, one op at one of 31 levels over AutoAugment's "
+                                   "narrow ranges"),
+}
+ANCHOR_METHODS: tuple[str, ...] = tuple(f"{name}{alone}" for name in ANCHORS for alone in ("", "-alone"))
+STANDARD_METHODS: tuple[str, ...] = tuple(f"{name}{alone}" for name in STANDARD for alone in ("", "-alone"))
+METHODS: tuple[str, ...] = ("none", "baseline", "cutout", *ANCHOR_METHODS, *STANDARD_METHODS, "searched")
 # Run only when asked: the recipe a second search selects for a model trained from scratch (no --weights),
 # trained here like every method (from the weights), to see whether searching for fine-tuning pays.
 EXTRA_METHODS: tuple[str, ...] = ("searched-scratch",)
 ALL_METHODS: tuple[str, ...] = METHODS + EXTRA_METHODS
-STANDARD = {"autoaugment": lambda: autoaugment_policy("cifar10"), "randaugment": lambda: randaugment_policy(2, 9),
-            "trivialaugment": trivialaugment_policy}
+# The names results.json files used for our policy-format rows before the anchors came.
+LEGACY_METHOD_NAMES: dict[str, str] = {
+    f"{old}{alone}": f"{new}{alone}" for old, new in (("autoaugment", "ours-autoaugment-cifar10"),
+                                                      ("randaugment", "ours-randaugment-m0.9"),
+                                                      ("trivialaugment", "ours-trivialaugment-narrow"))
+    for alone in ("", "-alone")}
 
 CUTOUT_FRACTION = 16 / 32  # Cutout side per image side: 16 px on CIFAR's 32 x 32
 
@@ -174,21 +207,29 @@ class Preset:
 
 CIFAR10_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-dev"
 DEFAULT_OUT = "runs/benchmark"  # + /<preset>; the committed results live in benchmarks/results/<preset>
+CIFAR10_DEV_EPOCHS = 60  # resnet8 without augmentation fits the 1,000 images (measured; see the README)
+CIFAR10_2CLASS_EPOCHS = 60  # the same for the 200 cat and dog images
 
 PRESETS: dict[str, Preset] = {
     "digits-small": Preset(dataset="digits", train_size=150, model="small_cnn", epochs=60, batch_size=32,
                            seeds=(0, 1, 2, 3, 4), search_epochs=60),
     "digits-100": Preset(dataset="digits", train_size=100, model="small_cnn", epochs=60, batch_size=32,
                          seeds=(0, 1, 2, 3, 4), search_epochs=60),
-    "cifar10-dev-1000": Preset(dataset=f"imagefolder:{CIFAR10_DEV}", train_size=1000, model="small_cnn", epochs=20,
-                               batch_size=50, seeds=(0, 1, 2, 3, 4), search_epochs=20, search_trials=20),
+    "cifar10-dev-1000": Preset(dataset=f"imagefolder:{CIFAR10_DEV}", train_size=1000, model="resnet8",
+                               epochs=CIFAR10_DEV_EPOCHS, batch_size=50, seeds=(0, 1, 2, 3, 4),
+                               search_epochs=CIFAR10_DEV_EPOCHS, search_trials=20),
+    "cifar10-dev-1000-short": Preset(dataset=f"imagefolder:{CIFAR10_DEV}", train_size=1000, model="small_cnn",
+                                     epochs=20, batch_size=50, seeds=(0, 1, 2, 3, 4), search_epochs=20,
+                                     search_trials=20),
+    "cifar10-dev-2class-200": Preset(dataset=f"imagefolder:{CIFAR10_DEV}?classes=cat,dog", train_size=200,
+                                     model="resnet8", epochs=CIFAR10_2CLASS_EPOCHS, batch_size=32,
+                                     seeds=(0, 1, 2, 3, 4), search_epochs=CIFAR10_2CLASS_EPOCHS),
     # Fine-tuning: small_cnn pretrained on the other training digits of classes 0-4 (half the classes unseen),
     # then every method fine-tunes it on 100 digits of all ten; the search finds its recipe for the
     # fine-tuning, and a second search's recipe for training from scratch runs as searched-scratch.
     "digits-100-finetune": Preset(dataset="digits", train_size=100, model="small_cnn", epochs=30, batch_size=32,
                                   lr=0.02, seeds=(0, 1, 2, 3, 4), search_epochs=30,
-                                  methods=("none", "baseline", "randaugment", "trivialaugment", "searched",
-                                           "searched-scratch"),
+                                  methods=METHODS + ("searched-scratch",),
                                   pretrain=Pretraining(epochs=30, classes=(0, 1, 2, 3, 4))),
     "reduced-cifar10-wrn40-2": Preset(dataset="cifar10", train_size=None, model="wrn40_2", epochs=200,
                                       batch_size=128, cutout_with_policies=True, search_train_size=4000,
@@ -201,7 +242,10 @@ PRESETS: dict[str, Preset] = {
 PRESET_NOTES: dict[str, str] = {
     "digits-small": "every method on scarce digits",
     "digits-100": "every method on 10 digits per class, where selecting a recipe is hardest",
-    "cifar10-dev-1000": "real photographs from shared/data/cifar10-dev; the search must learn that a flip is allowed",
+    "cifar10-dev-1000": "real photographs from shared/data/cifar10-dev, resnet8 trained until it fits them; the "
+                        "search must learn that a flip is allowed",
+    "cifar10-dev-1000-short": "the same photographs, small_cnn stopped at 20 epochs while it still underfits",
+    "cifar10-dev-2class-200": "200 real photographs of two classes (cat, dog), resnet8 trained until it fits them",
     "digits-100-finetune": "fine-tunes a small_cnn it pretrains on other digits (classes 0-4), with a second search "
                            "from scratch",
     "reduced-cifar10-wrn40-2": "the Fast AutoAugment paper's setting: search on 4000 CIFAR-10 images, train on all",
@@ -256,11 +300,57 @@ def method_recipe(method: str, baseline: Baseline, searched: Policy | None, cuto
         if scratch is None:
             raise ValueError("the searched-scratch method needs the from-scratch search's policy")
         return scratch, extra
-    name, _, alone = method.partition("-")
+    name = method.removesuffix("-alone")
     if name not in STANDARD:
-        raise ValueError(f"unknown method {method!r}")
-    policy = STANDARD[name]()
-    return (policy if alone else policy.with_baseline(baseline)), extra
+        raise ValueError(f"unknown method {method!r}" + (" (an anchor: see method_augment)" if name in ANCHORS else ""))
+    policy = load_policy(STANDARD[name][0])
+    return (policy if name != method else policy.with_baseline(baseline)), extra
+
+
+def anchor_of(method: str) -> str | None:
+    """The anchor (``policysearch.anchors.ANCHORS``) a method runs, None for a policy method."""
+    name = method.removesuffix("-alone")
+    return name if name in ANCHORS else None
+
+
+def method_augment(method: str, baseline: Baseline, searched: Policy | None, cutout: int, cutout_with_policies: bool,
+                   *, image_size: int, mean: Sequence[float], scratch: Policy | None = None) -> tuple[Augment, int]:
+    """The training ``augment`` and Cutout side of a method: an anchor run by its own library
+    (:class:`AnchorAugment`, baseline first unless ``-alone``), or a recipe run by ``BatchPolicyTransform``."""
+    anchor = anchor_of(method)
+    if anchor is None:
+        recipe, cut = method_recipe(method, baseline, searched, cutout, cutout_with_policies, scratch)
+        return BatchPolicyTransform(recipe), cut
+    alone = method != anchor
+    augment = AnchorAugment(ANCHORS[anchor], image_size, mean, None if alone else baseline)
+    return augment, cutout if cutout_with_policies else 0
+
+
+def describe_method(method: str, baseline: Baseline, cutout: int, cutout_with_policies: bool,
+                    searched: str = "") -> str:
+    """What a method ran, in words and exact calls, for results.md (``searched``: the searched recipe's name)."""
+    base = f"baseline ({baseline.describe()})"
+    plain = method in ("none", "baseline", "cutout")
+    extra = f", then Cutout {cutout} px" if cutout_with_policies and not plain else ""
+    if method == "none":
+        return "no augmentation"
+    if method == "baseline":
+        return base
+    if method == "cutout":
+        return f"{base}, then Cutout {cutout} px"
+    if method in ("searched", "searched-scratch"):
+        what = "the searched recipe" if method == "searched" else "the recipe searched from scratch"
+        return f"{what}{f' `{searched}`' if searched else ''}, applied as its file says" + extra
+    anchor = anchor_of(method)
+    if anchor is not None:
+        call = f"`{ANCHORS[anchor].call}` per PIL image"
+        return (call if method != anchor else f"{base}, then {call}") + extra
+    name = method.removesuffix("-alone")
+    if name in STANDARD:
+        string, what = STANDARD[name]
+        policy = f"our policy `{string}` ({what})"
+        return (policy if method != name else f"{policy}, then {base}") + extra
+    return method
 
 
 def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream,
@@ -339,8 +429,16 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
         "software": software_versions(),
         "search": None,
         "pretraining": pretraining,
+        "skipped": {},  # method: why it did not run (an anchor whose library is missing)
         "runs": [],
     }
+    for method in preset.methods:
+        anchor = anchor_of(method)
+        problem = ANCHORS[anchor].available() if anchor else None
+        if problem:
+            document["skipped"][method] = problem
+            print(f"benchmark: skipping {method}: {problem}", file=stream, flush=True)
+    methods = [m for m in preset.methods if m not in document["skipped"]]
     start = f" for models starting from {preset.weights}" if preset.weights else ""
     if "searched" in preset.methods and policy is None:
         print(f"benchmark: searching a policy{start} on {len(train)} training images first", file=stream, flush=True)
@@ -359,25 +457,29 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
                                        "recipe": recipe.get("name", policy.name), "baseline": asdict(policy.baseline)}
     _write_outputs(out, document)
 
-    total = len(preset.seeds) * len(preset.methods)
+    total = len(preset.seeds) * len(methods)
     for seed in preset.seeds:  # seed outer: a partial benchmark has complete pairs
-        for method in preset.methods:
-            recipe, cut = method_recipe(method, baseline, policy, cutout, preset.cutout_with_policies, scratch)
+        for method in methods:
+            augment, cut = method_augment(method, baseline, policy, cutout, preset.cutout_with_policies,
+                                          image_size=size, mean=mean, scratch=scratch)
             config = fit_to_data(TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, lr=preset.lr,
                                              weight_decay=preset.weight_decay, cutout=cut, seed=seed), len(train))
             torch.manual_seed(seed)  # same init for every method of a seed
             model = spec.build()
             started = time.perf_counter()
-            last = train_model(model, train, config, augment=BatchPolicyTransform(recipe), mean=mean, std=std,
-                               device=preset.device)
+            last = train_model(model, train, config, augment=augment, mean=mean, std=std, device=preset.device)
             seconds = time.perf_counter() - started
             result = evaluate(model, test.images, test.labels, mean=mean, std=std, device=preset.device)
+            # whether the budget let the model fit its data: the un-augmented training images, in eval mode
+            fit = evaluate(model, train.images, train.labels, mean=mean, std=std, device=preset.device)
             row = {"method": method, "seed": seed, "test_error": 100.0 * (1.0 - result["accuracy"]),
                    "test_loss": result["loss"], "train_loss": last["train_loss"],
-                   "train_accuracy": last["train_accuracy"], "train_seconds": seconds}
+                   "train_accuracy": last["train_accuracy"], "clean_train_accuracy": fit["accuracy"],
+                   "train_seconds": seconds}
             document["runs"].append(row)
             print(f"[{len(document['runs'])}/{total}] {method:>14} seed {seed}: test error "
-                  f"{row['test_error']:.2f} % ({seconds:.0f} s)", file=stream, flush=True)
+                  f"{row['test_error']:.2f} %, training accuracy {100 * fit['accuracy']:.1f} % ({seconds:.0f} s)",
+                  file=stream, flush=True)
             _write_outputs(out, document)
     return document
 
@@ -459,15 +561,18 @@ def finetune_verdict(summary: Sequence[dict[str, Any]]) -> dict[str, Any] | None
 
 
 def summarize(document: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per method: mean and std of test error, n, and the paired difference searched - method."""
+    """Per method: mean and std of test error, n, mean accuracy on the un-augmented training images, and the
+    paired difference searched - method."""
     runs = document["runs"]
     methods = [m for m in ALL_METHODS if any(r["method"] == m for r in runs)]
     by = {m: {r["seed"]: r["test_error"] for r in runs if r["method"] == m} for m in methods}
     rows = []
     for m in methods:
         errors = list(by[m].values())
+        fits = [r["clean_train_accuracy"] for r in runs if r["method"] == m and "clean_train_accuracy" in r]
         row = {"method": m, "mean": float(np.mean(errors)),
                "std": float(np.std(errors, ddof=1)) if len(errors) > 1 else math.nan, "n": len(errors),
+               "clean_train_accuracy": float(np.mean(fits)) if fits else math.nan,
                "train_seconds": float(np.mean([r["train_seconds"] for r in runs if r["method"] == m]))}
         if "searched" in by and m != "searched":
             seeds = sorted(set(by["searched"]) & set(by[m]))
@@ -491,9 +596,7 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
              f"- the data set's baseline augmentation: pad-crop {s['baseline']['pad_crop']} px, "
              f"flip {s['baseline']['hflip']} (methods marked -alone and none train without it); Cutout "
              f"{s['cutout_pixels']} px"
-             + (" (also on top of the policies)" if s["cutout_with_policies"] else ""),
-             "- RandAugment N=2, M=9 on the paper's 0..10 scale (level 0.9); TrivialAugment over 31 level bins"
-             " in our op ranges", ""]
+             + (" (also on top of the policies)" if s["cutout_with_policies"] else ""), ""]
     if document.get("pretraining"):
         pt = document["pretraining"]
         lines.append(f"- pretrained: {s['model']} trained from scratch on {pt['images']} training images outside "
@@ -509,16 +612,31 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
         lines.append(f"- searched recipe: {sp.get('recipe', '')} ({sp['sub_policies']} sub-policies, baseline "
                      f"{sp.get('baseline', {})}) from `{sp['source']}`")
         lines.append("")
-    lines += ["| method | mean test error % | std | n | searched - method (pp), 95% CI | train s/run |",
-              "|---|---|---|---|---|---|"]
+    lines += ["| method | mean test error % | std | n | searched - method (pp), 95% CI | training accuracy % "
+              "| train s/run |", "|---|---|---|---|---|---|---|"]
     for row in summary:
         diff = row.get("searched_minus")
         text = "-" if diff is None else (f"{diff['mean']:+.2f} [{_fmt(diff['low'])}, {_fmt(diff['high'])}]"
                                          f" (n={diff['n']})")
+        fit = row.get("clean_train_accuracy", math.nan)
         lines.append(f"| {row['method']} | {row['mean']:.2f} | {_fmt(row['std'])} | {row['n']} | {text} | "
-                     f"{row['train_seconds']:.1f} |")
+                     f"{_fmt(100 * fit, 1)} | {row['train_seconds']:.1f} |")
     lines += ["", "A negative difference means the searched policy has the lower error; the interval is a paired "
-              "Student-t interval over seeds (same seed: same initialisation and data order).", ""]
+              "Student-t interval over seeds (same seed: same initialisation and data order). Training accuracy: "
+              "the final model on the un-augmented training images (mean over seeds).", ""]
+    skipped = document.get("skipped") or {}
+    if skipped:
+        lines += ["Skipped: " + "; ".join(f"`{m}`: {why}" for m, why in skipped.items()) + ".", ""]
+    searched_name = document.get("searched_policy", {}).get("recipe", "") if document.get("searched_policy") else ""
+    baseline = Baseline(**s["baseline"])
+    lines += ["## What each method ran", "", "| method | what ran |", "|---|---|"]
+    for m in [row["method"] for row in summary] + list(skipped):
+        what = describe_method(m, baseline, s["cutout_pixels"], s["cutout_with_policies"], searched_name)
+        lines.append(f"| {m} | {what}{' (skipped)' if m in skipped else ''} |")
+    lines += ["", "Anchors (`tv-*`, `timm-*`) are the libraries' own classes with their default arguments, applied "
+              "to one PIL image at a time; their global random generators are seeded per batch from the run's "
+              "seed and restored afterwards (`policysearch/anchors.py`). `ours-*` are our policy-format versions "
+              "(`policysearch/standard.py`).", ""]
     verdict = finetune_verdict(summary)
     if verdict:
         lines += ["## Searched for fine-tuning vs searched from scratch", "",
@@ -591,11 +709,12 @@ def _write_outputs(out: Path, document: dict[str, Any]) -> None:
                                              "finetune_vs_scratch": finetune_verdict(summary)})
     buffer = io.StringIO()
     buffer.write(f"# command: {document['command']}\n")
-    fields = ["method", "seed", "test_error", "test_loss", "train_loss", "train_accuracy", "train_seconds"]
+    fields = ["method", "seed", "test_error", "test_loss", "train_loss", "train_accuracy", "clean_train_accuracy",
+              "train_seconds"]
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in document["runs"]:
-        writer.writerow({k: (f"{row[k]:.4f}" if isinstance(row[k], float) else row[k]) for k in fields})
+        writer.writerow({k: (f"{row[k]:.4f}" if isinstance(row.get(k), float) else row.get(k, "")) for k in fields})
     write_text_atomic(out / "runs.csv", buffer.getvalue())
     if summary:
         write_text_atomic(out / "results.md", render_markdown(document, summary))

@@ -161,6 +161,9 @@ def load_dataset(
       images capped at MAX_AUTO_SIDE (64). A non-square image's centre square is cropped, then resized
       (bilinear, antialiased). Every split uses the training split's S and channel count, and the result's
       `notes` say when images were resized (original sizes, target, reason) or converted.
+    - Some classes only: 'imagefolder:PATH?classes=A,B' keeps the class folders A and B of every split (labels
+      0, 1, ... in the folders' sorted order, whatever order the list gives), as if the others were absent;
+      an unknown name is an error listing the classes there are.
 
     `image_size` resizes any set.
     """
@@ -170,7 +173,8 @@ def load_dataset(
         raise DataError(f"image_size must be a positive number of pixels, got {image_size}")
     root = Path(data_root)
     if name.startswith("imagefolder:"):
-        return _load_imagefolder(Path(name[len("imagefolder:") :]).expanduser(), split, image_size)
+        path, classes = _folder_and_classes(name[len("imagefolder:") :])
+        return _load_imagefolder(Path(path).expanduser(), split, image_size, classes)
     if name.startswith(PYTHON_PREFIX):
         raise DataError(f"{name} names data that was given as Python objects to policysearch.search(); it cannot "
                         "be loaded again by name - pass the same data to policysearch.search() again")
@@ -273,8 +277,24 @@ class _Header:
     grey: bool
 
 
-def _load_imagefolder(path: Path, split: str, image_size: int | None) -> ImageData:
-    """Load one split of an image folder (rules in `load_dataset`'s docstring)."""
+CLASSES_MARK = "?classes="
+
+
+def _folder_and_classes(spec: str) -> tuple[str, tuple[str, ...] | None]:
+    """'PATH?classes=A,B' -> ('PATH', ('A', 'B')); 'PATH' -> ('PATH', None)."""
+    path, mark, names = spec.rpartition(CLASSES_MARK)
+    if not mark:
+        return spec, None
+    classes = tuple(dict.fromkeys(n.strip() for n in names.split(",") if n.strip()))
+    if not classes:
+        raise DataError(f"imagefolder:{spec}: '{CLASSES_MARK}' needs class folder names, e.g. {CLASSES_MARK}cat,dog")
+    return path, classes
+
+
+def _load_imagefolder(path: Path, split: str, image_size: int | None,
+                      selected: tuple[str, ...] | None = None) -> ImageData:
+    """Load one split of an image folder, of the ``selected`` classes only when given (rules in
+    `load_dataset`'s docstring)."""
     if not path.is_dir():
         raise DataError(f"imagefolder path {str(path)!r} is not a folder; give a folder of class subfolders")
     layout = _folder_layout(path)
@@ -287,15 +307,23 @@ def _load_imagefolder(path: Path, split: str, image_size: int | None) -> ImageDa
             )
         raise DataError(f"{str(path)!r} has no {split} split; add a val/ folder of class subfolders next to train/")
     name = f"imagefolder:{layout[split]}"  # the folder the images come from (PATH itself without split folders)
-    classes = _class_names(layout["train"])
-    train_files, train_labels = _list_images(layout["train"], classes, training=True)
+    every = _class_names(layout["train"])
+    classes = every
+    if selected is not None:
+        unknown = [c for c in selected if c not in every]
+        if unknown:
+            raise DataError(f"{str(layout['train'])!r} has no class folder {', '.join(map(repr, unknown))}; its "
+                            f"classes are {', '.join(every)}")
+        classes = tuple(c for c in every if c in selected)
+        name += f"{CLASSES_MARK}{','.join(classes)}"
+    train_files, train_labels = _list_images(layout["train"], classes, training=True, known=every)
     headers = [_read_header(f) for f in train_files]
     channels = 1 if all(h.grey for h in headers) else 3
     size, why = _target_size(headers, image_size)
     if split == "train":
         files, labels = train_files, train_labels
     else:
-        files, labels = _list_images(layout[split], classes, training=False)
+        files, labels = _list_images(layout[split], classes, training=False, known=every)
         if not files:
             raise DataError(f"{str(layout[split])!r} has no images; expected image files "
                             f"({', '.join(sorted(IMAGE_SUFFIXES))}) in its class subfolders")
@@ -362,14 +390,16 @@ def _class_names(folder: Path) -> tuple[str, ...]:
     return classes
 
 
-def _list_images(folder: Path, classes: tuple[str, ...], training: bool) -> tuple[list[Path], list[int]]:
-    """Image files under each class subfolder (recursively, hidden entries skipped) and their labels.
+def _list_images(folder: Path, classes: tuple[str, ...], training: bool,
+                 known: tuple[str, ...] | None = None) -> tuple[list[Path], list[int]]:
+    """Image files under each of ``classes``' subfolders (recursively, hidden entries skipped) and their labels.
 
     A training class needs two images (one to fit a child model, one to score it); a val/test folder may
-    lack a class but may not add one.
+    lack a class but may not add one outside ``known`` (default: ``classes``; the training folder's classes
+    when only some are selected).
     """
     _refuse_loose_images(folder)
-    unknown = sorted(set(_class_names(folder)) - set(classes))
+    unknown = sorted(set(_class_names(folder)) - set(known or classes))
     if unknown:
         raise DataError(f"{str(folder)!r} has classes not in the training folder: {', '.join(unknown)}")
     files: list[Path] = []

@@ -1,4 +1,4 @@
-"""Classifier models: the papers' Wide ResNets, a CIFAR-style ResNet-18 and a small CNN for tiny data.
+"""Classifier models: the papers' Wide ResNets, CIFAR-style ResNets (18; 8 and 20) and a small CNN for tiny data.
 
 All models end in adaptive average pooling, so they run on any input of at least 8x8 pixels, and take
 the number of input channels (1 for grey digits, 3 for colour).
@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MODEL_NAMES", "build_model", "ResNet18", "SmallCNN", "WideResNet"]
+__all__ = ["MODEL_NAMES", "build_model", "CifarResNet", "ResNet18", "SmallCNN", "WideResNet"]
 
 
 def _init_weights(model: nn.Module) -> None:
@@ -121,6 +121,39 @@ class ResNet18(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+class CifarResNet(nn.Module):
+    """He et al. (2016)'s CIFAR ResNet of depth 6n + 2: a 3x3 stem of 16 channels, three stages of n basic
+    blocks (16, 32, 64 channels, stride 1, 2, 2), average pooling and a linear head.
+
+    The small ResNet people train on photographs: ResNet-20 has 0.27 M parameters, ResNet-8 0.08 M (the
+    small CNN 0.09 M), so both train on a CPU. Shortcuts that change the shape are 1x1 conv + BN (the
+    paper's option B).
+    """
+
+    def __init__(self, depth: int, num_classes: int, in_channels: int = 3) -> None:
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6 != 0:
+            raise ValueError(f"CIFAR ResNet depth must be 6n + 2 with n >= 1, got {depth}")
+        n = (depth - 2) // 6
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True)
+        )
+        layers: list[nn.Module] = []
+        in_planes = 16
+        for planes, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(n):
+                layers.append(_BasicBlock(in_planes, planes, stride if i == 0 else 1))
+                in_planes = planes
+        self.blocks = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, num_classes)
+        _init_weights(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.pool(self.blocks(self.stem(x)))
+        return self.fc(torch.flatten(x, 1))
+
+
 class SmallCNN(nn.Module):
     """Three conv-BN-ReLU stages (32, 64, 128 channels) with pooling and a linear head: fast on a CPU."""
 
@@ -149,6 +182,8 @@ _BUILDERS: dict[str, Callable[[int, int], nn.Module]] = {
     "wrn40_2": lambda nc, ch: WideResNet(40, 2, nc, ch),
     "wrn28_10": lambda nc, ch: WideResNet(28, 10, nc, ch),
     "resnet18": lambda nc, ch: ResNet18(nc, ch),
+    "resnet20": lambda nc, ch: CifarResNet(20, nc, ch),
+    "resnet8": lambda nc, ch: CifarResNet(8, nc, ch),
     "small_cnn": lambda nc, ch: SmallCNN(nc, ch),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)

@@ -73,6 +73,66 @@ def test_cutout_scales_with_image_size_and_presets_parse():
     cifar = preset_from_args(_args("--preset", "reduced-cifar10-wrn40-2"))
     assert cifar.model == "wrn40_2" and cifar.search_train_size == 4000 and cifar.epochs == 200
     assert cifar.train_size is None
+    photos = preset_from_args(_args("--preset", "cifar10-dev-1000"))
+    short = preset_from_args(_args("--preset", "cifar10-dev-1000-short"))
+    two = preset_from_args(_args("--preset", "cifar10-dev-2class-200"))
+    assert photos.model == "resnet8" and photos.epochs == benchmark.CIFAR10_DEV_EPOCHS and photos.train_size == 1000
+    assert (short.model, short.epochs, short.batch_size, short.train_size) == ("small_cnn", 20, 50, 1000)
+    assert two.dataset.endswith("cifar10-dev?classes=cat,dog") and two.train_size == 200 and two.model == "resnet8"
+    for name in ("cifar10-dev-1000", "cifar10-dev-2class-200", "digits-small", "digits-100-finetune"):
+        methods = benchmark.PRESETS[name].methods
+        assert set(benchmark.ANCHOR_METHODS) <= set(methods), name  # every preset trains the anchors
+
+
+def test_methods_name_what_they_run():
+    assert "tv-trivialaugmentwide-alone" in benchmark.METHODS and "timm-rand-m9-mstd0.5-inc1" in benchmark.METHODS
+    assert not {"randaugment", "trivialaugment", "autoaugment"} & set(benchmark.ALL_METHODS)
+    assert benchmark.LEGACY_METHOD_NAMES["trivialaugment-alone"] == "ours-trivialaugment-narrow-alone"
+    assert set(benchmark.LEGACY_METHOD_NAMES.values()) == set(benchmark.STANDARD_METHODS)
+    base = benchmark.Baseline(pad_crop=4, hflip=False)
+    describe = lambda m: benchmark.describe_method(m, base, 16, False)  # noqa: E731
+    assert describe("tv-randaugment") == ("baseline (pad-and-crop 4 px, no flip), then "
+                                          "`torchvision.transforms.v2.RandAugment()` per PIL image")
+    assert describe("tv-augmix-alone") == "`torchvision.transforms.v2.AugMix()` per PIL image"
+    assert describe("ours-randaugment-m0.9").startswith("our policy `randaugment:n=2,m=9`")
+    assert describe("ours-trivialaugment-narrow-alone").startswith("our policy `trivialaugment`")
+    assert describe("cutout") == "baseline (pad-and-crop 4 px, no flip), then Cutout 16 px"
+    # the policy rows are the policies they name; an anchor is the library's transform after the baseline or alone
+    recipe, _ = benchmark.method_recipe("ours-randaugment-m0.9-alone", base, None, 16, False)
+    assert recipe.name == randaugment_policy(2, 9).name and recipe.baseline == benchmark.Baseline()
+    augment, cut = benchmark.method_augment("tv-trivialaugmentwide", base, None, 16, False, image_size=16, mean=[0.5])
+    assert augment.baseline.baseline == base and cut == 0
+    alone, _ = benchmark.method_augment("tv-trivialaugmentwide-alone", base, None, 16, True, image_size=16, mean=[0.5])
+    assert alone.baseline is None
+    assert benchmark.method_augment("tv-augmix", base, None, 16, True, image_size=16, mean=[0.5])[1] == 16
+
+
+def test_an_anchor_run_draws_the_same_augmentations_for_the_same_seed():
+    from policysearch.data import load_dataset, stratified_subset
+    from policysearch.models import build_model
+    from policysearch.train import TrainConfig, train_model
+
+    data = stratified_subset(load_dataset("digits"), 20, seed=0)
+    augment, _ = benchmark.method_augment("tv-trivialaugmentwide", benchmark.Baseline(1, False), None, 8, False,
+                                          image_size=16, mean=[0.3])
+
+    def batches(seed):
+        seen = []
+
+        def record(x, generator):
+            seen.append(augment(x, generator))
+            return seen[-1]
+
+        torch.manual_seed(0)
+        train_model(build_model("small_cnn", 10, 1), data, TrainConfig(epochs=1, batch_size=10, seed=seed),
+                    augment=record, mean=[0.3], std=[0.3])
+        return seen
+
+    first = batches(0)
+    torch.manual_seed(1234)  # other global state in between changes nothing
+    again = batches(0)
+    assert len(first) == 2 and all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.equal(batches(1)[0], first[0])
 
 
 def test_smoke_benchmark_writes_results(tmp_path):
@@ -145,3 +205,33 @@ def test_every_benchmark_option_has_help_that_states_the_real_defaults():
     assert all(helps[dest] for dest in helps if dest != "help"), [d for d, h in helps.items() if not h]
     assert "0 1 2 3 4 (" in helps["seeds"] and "default: 0 1 2)" not in helps["seeds"]
     assert "preset's" in helps["epochs"] and "preset's" in helps["batch_size"]
+
+
+@pytest.mark.slow
+def test_benchmark_runs_anchors_reports_training_accuracy_and_skips_a_missing_library(tmp_path, monkeypatch):
+    from policysearch import anchors
+
+    real = anchors.importlib.util.find_spec
+    monkeypatch.setattr(anchors.importlib.util, "find_spec", lambda name: None if name == "timm" else real(name))
+    out = tmp_path / "bench"
+    methods = ["none", "tv-trivialaugmentwide", "tv-augmix-alone", "timm-rand-m9-mstd0.5-inc1",
+               "ours-trivialaugment-narrow"]
+    args = _args("--preset", "digits-small", "--train-size", "30", "--epochs", "1", "--seeds", "0", "--methods",
+                 *methods, "--out", str(out), "--batch-size", "16")
+    assert benchmark.run(args) == 0
+    document = json.loads((out / "results.json").read_text())
+    why = "timm is not installed (pip install 'policysearch[timm]')"
+    assert document["skipped"] == {"timm-rand-m9-mstd0.5-inc1": why}
+    assert [r["method"] for r in document["runs"]] == [m for m in methods if not m.startswith("timm")]
+    assert all(0.0 <= r["clean_train_accuracy"] <= 1.0 for r in document["runs"])
+    assert all(row["clean_train_accuracy"] == r["clean_train_accuracy"]
+               for row, r in zip(document["summary"], document["runs"]))
+    text = (out / "results.md").read_text()
+    assert "Skipped: `timm-rand-m9-mstd0.5-inc1`: timm is not installed" in text
+    assert "| tv-augmix-alone | `torchvision.transforms.v2.AugMix()` per PIL image |" in text
+    assert ("| tv-trivialaugmentwide | baseline (pad-and-crop 1 px, no flip), then "
+            "`torchvision.transforms.v2.TrivialAugmentWide()` per PIL image |") in text
+    assert "| timm-rand-m9-mstd0.5-inc1 | baseline" in text and "(skipped) |" in text
+    assert "training accuracy %" in text
+    header = (out / "runs.csv").read_text().splitlines()[1]
+    assert "clean_train_accuracy" in header.split(",")

@@ -189,6 +189,25 @@ def test_imagefolder_test_split_may_not_add_classes(tmp_path: Path) -> None:
         load_dataset(_folder(tmp_path / "set"), "test")
 
 
+def test_imagefolder_keeps_only_the_selected_classes_of_every_split(tmp_path: Path) -> None:
+    _write_folder(tmp_path / "set" / "train", {"bird": 2, "cat": 3, "dog": 4})
+    _write_folder(tmp_path / "set" / "test", {"bird": 1, "cat": 2, "dog": 1})
+    spec = f"{_folder(tmp_path / 'set')}?classes=dog, cat"  # any order, spaces ignored
+    train = load_dataset(spec, "train", image_size=8)
+    test = load_dataset(spec, "test", image_size=8)
+    assert train.classes == test.classes == ("cat", "dog")  # the folders' order, labels 0 and 1
+    assert torch.bincount(train.labels).tolist() == [3, 4] and test.labels.tolist() == [0, 0, 1]
+    assert train.name.endswith("?classes=cat,dog")
+    with pytest.raises(DataError, match=r"no class folder 'cow'; its classes are bird, cat, dog"):
+        load_dataset(f"{_folder(tmp_path / 'set')}?classes=cat,cow")
+    with pytest.raises(DataError, match="needs class folder names"):
+        load_dataset(f"{_folder(tmp_path / 'set')}?classes=")
+    _write_folder(tmp_path / "extra" / "train", {"a": 2, "b": 2})
+    _write_folder(tmp_path / "extra" / "test", {"a": 1, "zebra": 1})
+    with pytest.raises(DataError, match="classes not in the training folder: zebra"):
+        load_dataset(f"{_folder(tmp_path / 'extra')}?classes=a", "test")
+
+
 def test_imagefolder_bad_paths(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not a folder"):
         load_dataset(_folder(tmp_path / "nope"))

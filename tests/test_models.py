@@ -13,7 +13,7 @@ def _params(model: torch.nn.Module) -> int:
 
 
 def test_model_names() -> None:
-    assert set(MODEL_NAMES) == {"wrn40_2", "wrn28_10", "resnet18", "small_cnn"}
+    assert set(MODEL_NAMES) == {"wrn40_2", "wrn28_10", "resnet18", "resnet20", "resnet8", "small_cnn"}
 
 
 def test_unknown_model_lists_names() -> None:
@@ -21,7 +21,7 @@ def test_unknown_model_lists_names() -> None:
         build_model("vgg16", 10)
 
 
-@pytest.mark.parametrize("name", ["small_cnn", "wrn40_2", "resnet18"])
+@pytest.mark.parametrize("name", ["small_cnn", "wrn40_2", "resnet18", "resnet20", "resnet8"])
 @pytest.mark.parametrize("in_channels, size", [(1, 8), (3, 16), (3, 13)])
 def test_forward_on_small_inputs(name: str, in_channels: int, size: int) -> None:
     torch.manual_seed(0)
@@ -34,6 +34,17 @@ def test_forward_on_small_inputs(name: str, in_channels: int, size: int) -> None
 
 def test_wrn40_2_size_matches_paper() -> None:
     assert abs(_params(build_model("wrn40_2", 10)) - 2.2e6) < 0.1e6
+
+
+def test_cifar_resnets_match_the_paper() -> None:
+    # He et al. (2016), table 6: ResNet-20 has 0.27 M parameters (1x1 projection shortcuts add 3 k here)
+    assert abs(_params(build_model("resnet20", 10)) - 0.27e6) < 0.01e6
+    resnet8 = build_model("resnet8", 10)
+    assert sum(1 for m in resnet8.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)) == 7
+    with pytest.raises(ValueError, match="6n \\+ 2"):
+        from policysearch.models import CifarResNet
+
+        CifarResNet(10, 10)
 
 
 def test_wrn28_10_size_and_forward() -> None:
