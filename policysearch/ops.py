@@ -73,6 +73,7 @@ SampleFn = Callable[[int, tuple[int, int, int], torch.Generator | None, torch.de
 MatrixFn = Callable[[torch.Tensor, int, int], torch.Tensor]
 TableFn = Callable[[torch.Tensor, torch.Tensor, TensorContext], torch.Tensor]
 MapFn = Callable[[torch.Tensor, torch.Tensor, TensorContext], Callable[[torch.Tensor], torch.Tensor]]
+Uint8Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,9 @@ class OpSpec:
     table: TableFn | None = None
     # The table depends on the argument alone, not on the image: computed once per policy entry.
     table_from_arg: bool = False
+    # ``tensor`` has a uint8 kernel of a pass or three (bitwise ops, a compare): on a uint8 batch it is
+    # cheaper than any table lookup, so an op on its own runs it rather than its table.
+    direct: bool = False
     description: str = field(default="", compare=False)
     # The top of the range in the "wide" op ranges (TrivialAugmentWide's); None: the same as "standard".
     wide_high: float | None = None
@@ -132,10 +136,21 @@ def _blend(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor, exac
     return out.trunc_() if exact else out
 
 
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Float levels in [0, 255] as uint8, truncated toward zero.
+
+    On the CPU this goes through int16: converting float to uint8 directly is a scalar loop there, about
+    5x slower than the two vectorised conversions (float to int16 truncates the same way).
+    """
+    if x.device.type == "cpu" and x.is_floating_point():
+        return x.to(torch.int16).to(torch.uint8)
+    return x.to(torch.uint8)
+
+
 def _blend_uint8(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """``_blend`` in exact mode, returned as uint8: the same float32 steps, in place on ``x`` (a float32
     scratch copy), and no separate truncation since converting [0, 255] to uint8 truncates."""
-    return x.sub_(degenerate).mul_(_col(factor).to(x.dtype)).add_(degenerate).clamp_(0.0, 255.0).to(torch.uint8)
+    return to_uint8(x.sub_(degenerate).mul_(_col(factor).to(x.dtype)).add_(degenerate).clamp_(0.0, 255.0))
 
 
 def _grey(x: torch.Tensor, exact: bool) -> torch.Tensor:
@@ -162,11 +177,15 @@ def _grey(x: torch.Tensor, exact: bool) -> torch.Tensor:
     return (x * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
-def _pointwise_op(map_fn: MapFn, x: torch.Tensor, arg: torch.Tensor, draw: Draw, ctx: TensorContext) -> torch.Tensor:
+def _pointwise_op(map_fn: MapFn, kernel: Uint8Fn | None, x: torch.Tensor, arg: torch.Tensor, draw: Draw,
+                  ctx: TensorContext) -> torch.Tensor:
     """The tensor implementation of a pixel-wise op from its map: a float batch goes through the map
-    directly, a uint8 batch through the map's table (``_map_table``)."""
+    directly, a uint8 batch through the op's uint8 ``kernel`` when it has one, else the map's table
+    (``_map_table``)."""
     if x.dtype != torch.uint8:
         return map_fn(x, arg, ctx)(x)
+    if kernel is not None:
+        return kernel(x, arg)
     return apply_lut(x, _map_table(map_fn, x, arg, ctx))
 
 
@@ -478,6 +497,10 @@ def _invert_map(x, arg, ctx):
     return lambda v: 255 - v
 
 
+def _invert_uint8(x: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
+    return torch.bitwise_not(x)  # 255 - v in one pass
+
+
 def _solarize_pil(img, arg, draw, ctx):
     return ImageOps.solarize(img, arg)
 
@@ -485,6 +508,17 @@ def _solarize_pil(img, arg, draw, ctx):
 def _solarize_map(x, arg, ctx):
     # Pixels at or above the threshold are inverted (threshold 256 leaves the image unchanged).
     return lambda v: torch.where(v >= _col(arg), 255 - v, v)  # compared in double precision, as PIL
+
+
+def _solarize_uint8(x: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
+    """Solarize on levels without a comparison (uint8 comparisons and ``where`` are scalar loops on CPU,
+    max and min are vectorised): v >= arg holds for a whole level v exactly when v > u = ceil(arg) - 1,
+    that is when max(v, u) - u >= 1. A threshold of 0 inverts every level; above 255, none."""
+    threshold = torch.ceil(arg).clamp_(0, 256)
+    below = _col((threshold - 1).clamp_(0, 255).to(torch.uint8))
+    every = _col((threshold == 0).to(torch.uint8))
+    flag = torch.maximum(x, below).sub_(below).clamp_(max=1)  # 1 where inverted, else 0
+    return torch.maximum(flag, every, out=flag).neg_().bitwise_xor_(x)  # 1 -> 255: xor inverts
 
 
 def _posterize_bits(arg: float) -> int:
@@ -498,6 +532,12 @@ def _posterize_pil(img, arg, draw, ctx):
 def _posterize_map(x, arg, ctx):
     step = torch.pow(2.0, 8.0 - _col(arg).round()).to(torch.float32)  # arg is float64: compute in float32
     return lambda v: torch.floor(v / step) * step
+
+
+def _posterize_uint8(x: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
+    """floor(v / step) * step for step = 2 ** (8 - bits) is v with its low 8 - bits bits cleared."""
+    step = torch.pow(2, 8 - arg.round().to(torch.int64))
+    return torch.bitwise_and(x, _col((256 - step).to(torch.uint8)))
 
 
 def _autocontrast_pil(img, arg, draw, ctx):
@@ -631,10 +671,15 @@ def _sharpness(x, arg, draw, ctx):
         return x
     if x.dtype == torch.uint8:
         # The border keeps its pixels (its smoothed value is the pixel itself), so only the interior is
-        # computed: the kernel sums in int16, then _smooth's rounding and the blend in float32.
-        smooth = _smooth_total(x.to(torch.int16)).to(torch.float32).add_(6.5).div_(13).floor_()
+        # computed: the kernel sums in int16, then _smooth's rounding and the blend in float32. The total t
+        # is an integer, so t / 13 is never within 1/26 of a .5 tie: rounding it is _smooth's
+        # floor((t + 6.5) / 13), in two passes rather than three.
+        smooth = _smooth_total(x.to(torch.int16)).to(torch.float32).mul_(1.0 / 13).round_()
+        centre = x[:, :, 1:-1, 1:-1].to(torch.float32)
         out = x.clone()
-        out[:, :, 1:-1, 1:-1] = _blend_uint8(smooth, x[:, :, 1:-1, 1:-1].to(torch.float32), 1.0 + arg)
+        # _blend's steps, then truncated as to_uint8 does: through int16, which writes into uint8 fast
+        factor = _col(1.0 + arg).to(torch.float32)
+        out[:, :, 1:-1, 1:-1] = centre.sub_(smooth).mul_(factor).add_(smooth).clamp_(0.0, 255.0).to(torch.int16)
         return out
     return _blend(_smooth(x, ctx.exact), x, 1.0 + arg, ctx.exact)
 
@@ -845,15 +890,16 @@ def _sample_pairing(x, arg, draw, ctx):
 
 
 def _op(name, low, high, signed, pil, tensor=None, sample=None, exact=True, uint8=False, matrix=None,
-        table=None, table_from_arg=False, pixel_map=None, description="", wide=None):
-    """One table entry. A geometric op gives its ``matrix`` and a pixel-wise op its ``pixel_map``; their
-    tensor implementation (and table) follow from it, and both take uint8 batches as they are."""
+        table=None, table_from_arg=False, pixel_map=None, kernel=None, description="", wide=None):
+    """One table entry. A geometric op gives its ``matrix`` and a pixel-wise op its ``pixel_map`` (and
+    optionally a uint8 ``kernel`` equal to its table); their tensor implementation (and table) follow from
+    it, and both take uint8 batches as they are."""
     if matrix is not None:
         tensor, uint8 = partial(_warp_op, matrix), True
     if pixel_map is not None:
-        tensor, table, uint8 = partial(_pointwise_op, pixel_map), partial(_map_table, pixel_map), True
+        tensor, table, uint8 = partial(_pointwise_op, pixel_map, kernel), partial(_map_table, pixel_map), True
     return OpSpec(name, float(low), float(high), signed, pil, tensor, sample, exact, uint8, matrix, table,
-                  table_from_arg, description, None if wide is None else float(wide))
+                  table_from_arg, kernel is not None, description, None if wide is None else float(wide))
 
 
 # Named op ranges a policy can use: AutoAugment's ("standard") or TrivialAugmentWide's wider ones
@@ -878,12 +924,13 @@ OPS: dict[str, OpSpec] = {
             description="shift, fraction of the height"),
         _op("Rotate", 0, 30, True, _rotate_pil, matrix=_rotate_matrix, description="degrees", wide=135),
         _op("AutoContrast", 0, 0, False, _autocontrast_pil, _autocontrast, uint8=True, table=_autocontrast_table),
-        _op("Invert", 0, 0, False, _invert_pil, pixel_map=_invert_map, table_from_arg=True),
+        _op("Invert", 0, 0, False, _invert_pil, pixel_map=_invert_map, table_from_arg=True,
+            kernel=_invert_uint8),
         _op("Equalize", 0, 0, False, _equalize_pil, _equalize, uint8=True, table=_equalize_table),
         _op("Solarize", 256, 0, False, _solarize_pil, pixel_map=_solarize_map, table_from_arg=True,
-            description="threshold, grey levels"),
+            kernel=_solarize_uint8, description="threshold, grey levels"),
         _op("Posterize", 8, 4, False, _posterize_pil, pixel_map=_posterize_map, table_from_arg=True,
-            description="bits kept", wide=2),
+            kernel=_posterize_uint8, description="bits kept", wide=2),
         _op("Contrast", 0, 0.9, True, _contrast_pil, pixel_map=_contrast_map, description="factor 1 +- arg",
             wide=WIDE_FACTOR),
         _op("Color", 0, 0.9, True, _color_pil, _color, uint8=True, description="factor 1 +- arg", wide=WIDE_FACTOR),

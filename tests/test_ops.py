@@ -29,7 +29,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from _images import natural_batch, natural_pil, pil_to_tensor
-from policysearch.ops import OP_RANGES, OPS, PilContext, TensorContext, warp
+from policysearch.ops import OP_RANGES, OPS, PilContext, TensorContext, apply_lut, warp
 from policysearch.policy import Operation, Policy
 from policysearch.transforms import BatchPolicyTransform
 
@@ -209,6 +209,23 @@ def test_uint8_ops_on_uint8_equal_their_float_exact_path(name, mode, height, wid
     got = spec.tensor(batch.clone(), args, draw, TensorContext(exact=True, fill=fill))
     assert got.dtype == torch.uint8
     assert torch.equal(got, want.round().clamp(0, 255).to(torch.uint8)), name
+
+
+@pytest.mark.parametrize("name", [name for name, spec in OPS.items() if spec.direct])
+def test_uint8_kernels_equal_their_tables_on_every_level(name):
+    """An op with a uint8 kernel (bitwise ops, compares) gives exactly its table's value for every level
+    0..255 and every argument: a dense sweep of both op ranges, both signs and the whole-number edges."""
+    spec = OPS[name]
+    ranges = [spec.bounds(r) for r in OP_RANGES]
+    args = torch.cat([torch.linspace(lo, hi, 101, dtype=torch.float64) for lo, hi in ranges]
+                     + [torch.arange(min(min(r) for r in ranges), max(max(r) for r in ranges) + 1,
+                                     dtype=torch.float64)])
+    args = torch.cat([args, -args]) if spec.signed else args
+    levels = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16).expand(len(args), 3, 16, 16).contiguous()
+    ctx = TensorContext(exact=True, fill=torch.zeros(3))
+    got = spec.tensor(levels, args, {}, ctx)
+    assert got.dtype == torch.uint8
+    assert torch.equal(got, apply_lut(levels, spec.table(levels, args, ctx)))
 
 
 def test_autocontrast_table_follows_pillow_for_every_range():

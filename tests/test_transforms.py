@@ -179,6 +179,51 @@ def test_fused_stages_give_what_the_steps_give_one_by_one(dtype, limit, monkeypa
     assert torch.equal(out, transform.apply(batch, bare))
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_cpu_steps_run_in_pieces_that_give_what_the_whole_step_gives(dtype, monkeypatch):
+    """On the CPU a step of more than CHUNK_LIMIT values runs in pieces of at most that many (one sample at
+    the least), its per-sample draws split with its samples, with exactly the whole step's result."""
+    rng = np.random.default_rng(4)
+    names = [name for name in OPS if name != "Identity"]
+    subs = [[Operation(str(rng.choice(names)), 0.9, float(rng.uniform())) for _ in range(2)] for _ in range(30)]
+    transform = BatchPolicyTransform(Policy(subs))
+    batch = natural_batch(120, 13, 17, 3, seed=8)
+    batch = batch if dtype == torch.uint8 else batch.to(dtype) / 255.0
+    plan = transform.sample(batch.shape, generator=_gen(22))
+    size = batch[0].numel()
+    monkeypatch.setattr(transforms, "CHUNK_LIMIT", 1 << 30)
+    assert transforms.stages(plan.steps, dtype == torch.uint8, size, split=True) == \
+        transforms.stages(plan.steps, dtype == torch.uint8, size)
+    whole = transform.apply(batch, plan)
+    for limit, most in ((3 * size, 3), (1, 1)):
+        monkeypatch.setattr(transforms, "CHUNK_LIMIT", limit)
+        pieces = [step for stage in transforms.stages(plan.steps, dtype == torch.uint8, size, split=True)
+                  for step in stage]
+        assert max(len(step.index) for step in pieces) == most
+        assert len(pieces) > len(plan.steps)
+        for step in plan.steps:  # every sample of every step in exactly one piece, with its own values
+            mine = [piece for piece in pieces if piece.op is step.op and piece.slot == step.slot]
+            assert torch.equal(torch.cat([piece.index for piece in mine]), step.index)
+            assert torch.equal(torch.cat([piece.arg for piece in mine]), step.arg)
+            for key, value in step.draw.items():
+                assert torch.equal(torch.cat([piece.draw[key] for piece in mine]), value), key
+        assert torch.equal(transform.apply(batch, plan), whole)
+
+
+def test_large_output_buffers_are_plain_tensors():
+    """Output batches of 8 MiB and more get huge-page advice on Linux: still an ordinary, writable,
+    contiguous tensor of the shape and dtype asked for."""
+    for shape, dtype in (((3, 3, 1024, 1024), torch.uint8), ((2, 3, 700, 700), torch.float32), ((2, 3), torch.uint8)):
+        out = transforms.new_batch(shape, dtype, torch.device("cpu"))
+        assert out.shape == shape and out.dtype == dtype and out.is_contiguous()
+        out.fill_(7)
+        assert bool((out == 7).all())
+    batch = natural_batch(40, 224, 224, 3, seed=3)  # 6 MB in, through the copy and the ops
+    out = BatchPolicyTransform(FOUR)(batch.repeat(2, 1, 1, 1), generator=_gen(5))
+    for image, got in zip(batch.repeat(2, 1, 1, 1), out):
+        assert any(torch.equal(got, ref) for ref in _references(image))
+
+
 # ---------------------------------------------------------------------------------------------------
 # 4. edge cases
 # ---------------------------------------------------------------------------------------------------
