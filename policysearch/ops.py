@@ -35,8 +35,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as nnf
-from PIL import Image, ImageFilter, ImageOps
-from PIL.ImageEnhance import Brightness, Color, Contrast, Sharpness
+from PIL import Image, ImageChops, ImageFilter, ImageOps
+from PIL.ImageEnhance import Brightness, Color, Sharpness
 
 Draw = Mapping[str, torch.Tensor]
 
@@ -95,8 +95,9 @@ class OpSpec:
     table: TableFn | None = None
     # The table depends on the argument alone, not on the image: computed once per policy entry.
     table_from_arg: bool = False
-    # ``tensor`` has a uint8 kernel of a pass or three (bitwise ops, a compare): on a uint8 batch it is
-    # cheaper than any table lookup, so an op on its own runs it rather than its table.
+    # ``tensor`` has a uint8 kernel of a few vectorised passes (bitwise ops, max and min, float32
+    # arithmetic): on a uint8 batch it is cheaper than a table lookup (an index per value, and one scalar
+    # load each), so an op on its own runs it rather than its table.
     direct: bool = False
     description: str = field(default="", compare=False)
     # The top of the range in the "wide" op ranges (TrivialAugmentWide's); None: the same as "standard".
@@ -489,8 +490,29 @@ def _identity(x, arg, draw, ctx):
     return x
 
 
+# The PIL references of the pixel-wise ops give exactly what ImageOps and ImageEnhance give (the tests
+# compare them with torchvision's functional API), but build their tables with numpy rather than Python
+# loops over 256 levels per band, which took most of an op's time on small images.
+
+
+def _point(img: Image.Image, lut: np.ndarray) -> Image.Image:
+    """``img.point`` through per-band tables ``lut`` [bands, 256] (or one table [256] for every band)."""
+    bands = len(img.getbands())
+    table = np.broadcast_to(lut.reshape(-1, 256), (bands, 256)) if lut.size == 256 else lut
+    return img.point(table.reshape(-1).tolist())
+
+
+def _band_histograms(img: Image.Image) -> np.ndarray:
+    """The image's 256-bin histogram per band, [bands, 256] int64."""
+    return np.asarray(img.histogram(), dtype=np.int64).reshape(-1, 256)
+
+
+_LEVELS = np.arange(256, dtype=np.int64)
+_LEVELS.setflags(write=False)
+
+
 def _invert_pil(img, arg, draw, ctx):
-    return ImageOps.invert(img)
+    return ImageChops.invert(img)  # ImageOps.invert's table 255 - v, as one C pass
 
 
 def _invert_map(x, arg, ctx):
@@ -502,7 +524,8 @@ def _invert_uint8(x: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
 
 
 def _solarize_pil(img, arg, draw, ctx):
-    return ImageOps.solarize(img, arg)
+    # ImageOps.solarize: levels below the threshold kept, the others inverted
+    return _point(img, np.where(_LEVELS < arg, _LEVELS, 255 - _LEVELS))
 
 
 def _solarize_map(x, arg, ctx):
@@ -526,7 +549,10 @@ def _posterize_bits(arg: float) -> int:
 
 
 def _posterize_pil(img, arg, draw, ctx):
-    return ImageOps.posterize(img, _posterize_bits(arg))
+    bits = _posterize_bits(arg)
+    if not 1 <= bits <= 8:
+        raise ValueError("bits must be between or equal to 1 and 8")  # as ImageOps.posterize
+    return _point(img, _LEVELS & ~(2 ** (8 - bits) - 1))
 
 
 def _posterize_map(x, arg, ctx):
@@ -541,10 +567,29 @@ def _posterize_uint8(x: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
 
 
 def _autocontrast_pil(img, arg, draw, ctx):
-    return ImageOps.autocontrast(img)
+    # ImageOps.autocontrast (no cutoff): per band lut[i] = int(i * scale + offset) in double precision,
+    # clipped, with scale = 255 / (hi - lo) and offset = -lo * scale; the identity where hi <= lo.
+    # The lowest and highest used levels of a band are its extrema (an image without pixels has none).
+    extrema = img.getextrema() if img.width and img.height else None
+    bands = [extrema] if img.mode == "L" else extrema or [None] * len(img.getbands())
+    tables = []
+    for band in bands:
+        lo, hi = band if band is not None else (255, 0)
+        if hi <= lo:
+            tables.append(_LEVELS)
+            continue
+        scale = 255.0 / (hi - lo)
+        tables.append(np.clip(np.trunc(_LEVELS * scale + (-lo * scale)), 0, 255).astype(np.int64))
+    return _point(img, np.stack(tables))
 
 
 def _autocontrast(x, arg, draw, ctx):
+    if ctx.exact and x.dtype == torch.uint8 and x.device.type == "cpu":
+        # The table's double-precision steps on the pixels themselves: the same value for every level,
+        # in vectorised passes that beat the lookup's scalar loop on the CPU (elsewhere the lookup wins).
+        scale, offset = _autocontrast_scale(x)
+        stretched = x.to(torch.float64).mul_(scale.unsqueeze(-1)).add_(offset.unsqueeze(-1)).clamp_(0.0, 255.0)
+        return to_uint8(stretched)
     if ctx.exact:
         return apply_lut(x, _autocontrast_table(x, arg, ctx))
     flat = x.flatten(2)
@@ -553,9 +598,8 @@ def _autocontrast(x, arg, draw, ctx):
     return torch.where(hi > lo, stretched, flat).view_as(x)
 
 
-def _autocontrast_table(x, arg, ctx):
-    # PIL: lut[i] = int(i * scale + offset) in double precision, clipped; no change when hi <= lo, which
-    # scale 1 and offset 0 give. Flooring instead of truncating differs only below 0, which is clipped.
+def _autocontrast_scale(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """PIL's scale and offset per sample and channel, [n, C, 1] float64 (1 and 0 where a channel is flat)."""
     flat = x.flatten(2)
     lo, hi = flat.amin(2, keepdim=True).to(torch.float64), flat.amax(2, keepdim=True).to(torch.float64)
     flat_channel = hi <= lo  # [n, C, 1]
@@ -563,12 +607,30 @@ def _autocontrast_table(x, arg, ctx):
     # PIL's 255.0 / (hi - lo) in the last bit and move a level across a whole number.
     scale = (torch.full_like(hi, 255.0) / (hi - lo).clamp_min(1.0)).masked_fill_(flat_channel, 1.0)
     offset = (-lo * scale).masked_fill_(flat_channel, 0.0)
+    return scale, offset
+
+
+def _autocontrast_table(x, arg, ctx):
+    # PIL: lut[i] = int(i * scale + offset) in double precision, clipped; no change when hi <= lo, which
+    # scale 1 and offset 0 give. Flooring instead of truncating differs only below 0, which is clipped.
+    scale, offset = _autocontrast_scale(x)
     ramp = torch.arange(256, dtype=torch.float64, device=x.device).view(1, 1, 256)
     return (ramp * scale + offset).floor_().clamp_(0, 255)
 
 
 def _equalize_pil(img, arg, draw, ctx):
-    return ImageOps.equalize(img)
+    # ImageOps.equalize: per band, step = (pixels - pixels of the last used level) // divisor and
+    # lut[i] = (step // 2 + pixels below level i) // step; the identity with one level used or step 0.
+    tables = []
+    for hist in _band_histograms(img):
+        used = hist[hist > 0]
+        step = (int(used.sum()) - int(used[-1])) // _pil_equalize_divisor() if len(used) > 1 else 0
+        if step == 0:
+            tables.append(_LEVELS)
+            continue
+        below = np.concatenate([[0], np.cumsum(hist)[:-1]])
+        tables.append((step // 2 + below) // step)
+    return _point(img, np.stack(tables))
 
 
 @lru_cache(maxsize=1)
@@ -614,6 +676,11 @@ def _brightness_map(x, arg, ctx):
     return lambda v: _blend(torch.zeros_like(v), v, 1.0 + arg, ctx.exact)
 
 
+def _brightness_uint8(x: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
+    # _blend with a black image: (v - 0) * f + 0 is v * f, and truncating [0, 255] is converting it
+    return to_uint8(x.to(torch.float32).mul_(_col(1.0 + arg).to(torch.float32)).clamp_(0.0, 255.0))
+
+
 def _color_pil(img, arg, draw, ctx):
     return Color(img).enhance(_enhance_factor(arg))
 
@@ -628,14 +695,31 @@ def _color(x, arg, draw, ctx):
 
 
 def _contrast_pil(img, arg, draw, ctx):
-    return Contrast(img).enhance(_enhance_factor(arg))
+    # ImageEnhance.Contrast: blend with a flat image of the rounded mean luma (ImageStat's mean of the
+    # L image's histogram: an exact integer sum over the pixel count)
+    hist = _band_histograms(img if img.mode == "L" else img.convert("L"))[0]
+    count = int(hist.sum())
+    mean = int((int(hist @ _LEVELS) / count if count else 0) + 0.5)
+    degenerate = Image.new(img.mode, img.size, mean if img.mode == "L" else (mean,) * len(img.getbands()))
+    return Image.blend(degenerate, img, _enhance_factor(arg))
+
+
+def _contrast_mean(x: torch.Tensor, exact: bool) -> torch.Tensor:
+    """The degenerate image of Contrast: the mean luma per sample, [n, 1, 1, 1] float32 (rounded when exact)."""
+    mean = _grey(x, exact).flatten(1).to(torch.float64).mean(1)
+    return _col(torch.floor(mean + 0.5) if exact else mean).to(torch.float32)
 
 
 def _contrast_map(x, arg, ctx):
-    grey = _grey(x, ctx.exact)
-    mean = grey.flatten(1).to(torch.float64).mean(1)
-    mean = _col(torch.floor(mean + 0.5) if ctx.exact else mean).to(torch.float32)
+    mean = _contrast_mean(x, ctx.exact)
     return lambda v: _blend(mean, v, 1.0 + arg, ctx.exact)
+
+
+def _contrast_uint8(x: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
+    # _blend's float32 steps on the pixels themselves: cheaper than a table on large images
+    mean = _contrast_mean(x, True)
+    factor = _col(1.0 + arg).to(torch.float32)
+    return to_uint8(x.to(torch.float32).sub_(mean).mul_(factor).add_(mean).clamp_(0.0, 255.0))
 
 
 def _sharpness_pil(img, arg, draw, ctx):
@@ -931,11 +1015,11 @@ OPS: dict[str, OpSpec] = {
             kernel=_solarize_uint8, description="threshold, grey levels"),
         _op("Posterize", 8, 4, False, _posterize_pil, pixel_map=_posterize_map, table_from_arg=True,
             kernel=_posterize_uint8, description="bits kept", wide=2),
-        _op("Contrast", 0, 0.9, True, _contrast_pil, pixel_map=_contrast_map, description="factor 1 +- arg",
-            wide=WIDE_FACTOR),
+        _op("Contrast", 0, 0.9, True, _contrast_pil, pixel_map=_contrast_map, kernel=_contrast_uint8,
+            description="factor 1 +- arg", wide=WIDE_FACTOR),
         _op("Color", 0, 0.9, True, _color_pil, _color, uint8=True, description="factor 1 +- arg", wide=WIDE_FACTOR),
         _op("Brightness", 0, 0.9, True, _brightness_pil, pixel_map=_brightness_map, table_from_arg=True,
-            description="factor 1 +- arg", wide=WIDE_FACTOR),
+            kernel=_brightness_uint8, description="factor 1 +- arg", wide=WIDE_FACTOR),
         _op("Sharpness", 0, 0.9, True, _sharpness_pil, _sharpness, exact=False, uint8=True,
             description="factor 1 +- arg", wide=WIDE_FACTOR),
         _op("Cutout", 0, 0.2, False, _cutout_pil, _cutout, _sample_centre,

@@ -154,6 +154,10 @@ FUSE_LIMIT = 1 << 18
 # stay in the cache between passes instead of going to memory and back.
 CHUNK_LIMIT = 1 << 19
 
+# copy_rows copies samples of at least this many bytes one by one when there are at most ROW_COPY_MOST.
+ROW_COPY_BYTES = 1 << 14
+ROW_COPY_MOST = 64
+
 # Draws that hold one value for the whole step rather than one per sample: not split with the samples.
 _SHARED_DRAWS = frozenset({"radii"})
 
@@ -263,9 +267,14 @@ def copy_rows(x: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch
 
     On CPU, index_copy_ moves uint8 data one byte at a time; moving the same bytes as int32 words is
     about 10x faster, so contiguous uint8 samples whose size is a multiple of 4 bytes are copied that way.
+    Samples of ``ROW_COPY_BYTES`` and more are copied one by one, each a plain memory copy: still about 3x
+    faster than the words (on the CPU such samples come in pieces of a few, ``CHUNK_LIMIT``).
     """
     rows = rows.contiguous()
-    if x.dtype == torch.uint8 and x.is_contiguous() and x[0].numel() % 4 == 0 and rows.storage_offset() % 4 == 0:
+    if x.device.type == "cpu" and x[0].nbytes >= ROW_COPY_BYTES and len(index) <= ROW_COPY_MOST:
+        for i, row in zip(index.tolist(), rows):
+            x[i].copy_(row)
+    elif x.dtype == torch.uint8 and x.is_contiguous() and x[0].numel() % 4 == 0 and rows.storage_offset() % 4 == 0:
         words = x.view(x.shape[0], -1).view(torch.int32)
         words.index_copy_(0, index, rows.view(rows.shape[0], -1).view(torch.int32))
     else:

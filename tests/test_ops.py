@@ -105,6 +105,38 @@ def test_pil_path_equals_torchvision(name, mode, height, width):
         assert np.array_equal(ours, ref), f"{name} level={level} arg={a} {mode} {height}x{width}"
 
 
+def _hard_images() -> list[Image.Image]:
+    """Images where the histogram ops take their special branches: flat, one or two levels, a narrow
+    range, a range touching 0 or 255, and natural ones, in L and RGB."""
+    rng = np.random.default_rng(12)
+    arrays = [np.full((9, 11, 3), 77), np.zeros((9, 11, 3)), np.full((9, 11, 3), 255),
+              rng.choice([10, 200], size=(9, 11, 3)), rng.integers(100, 104, (9, 11, 3)),
+              rng.integers(0, 256, (13, 7, 3)), rng.integers(0, 40, (13, 7, 3)), rng.integers(250, 256, (8, 8, 3))]
+    rgb = [Image.fromarray(a.astype(np.uint8), "RGB") for a in arrays] + [natural_pil(19, 23, "RGB", seed=9)]
+    return rgb + [img.convert("L") for img in rgb]
+
+
+def test_pil_pixel_ops_equal_imageops_and_imageenhance():
+    """The PIL references build their tables with numpy instead of Pillow's Python loops: the same
+    images as ImageOps and ImageEnhance give, on images that take every branch and at every argument."""
+    from PIL import ImageEnhance, ImageOps
+
+    ctx = PilContext()
+    for img in _hard_images():
+        assert OPS["AutoContrast"].pil(img, 0.0, {}, ctx).tobytes() == ImageOps.autocontrast(img).tobytes()
+        assert OPS["Equalize"].pil(img, 0.0, {}, ctx).tobytes() == ImageOps.equalize(img).tobytes()
+        assert OPS["Invert"].pil(img, 0.0, {}, ctx).tobytes() == ImageOps.invert(img).tobytes()
+        for threshold in (0.0, 0.5, 1.0, 77.0, 77.3, 128.0, 254.9, 255.0, 256.0):
+            want = ImageOps.solarize(img, threshold)
+            assert OPS["Solarize"].pil(img, threshold, {}, ctx).tobytes() == want.tobytes(), threshold
+        for bits in range(1, 9):
+            assert OPS["Posterize"].pil(img, float(bits), {}, ctx).tobytes() == ImageOps.posterize(img, bits).tobytes()
+        for factor in (0.01, 0.1, 0.55, 1.0, 1.45, 1.99):
+            want = ImageEnhance.Contrast(img).enhance(factor)
+            assert OPS["Contrast"].pil(img, factor - 1.0, {}, ctx).tobytes() == want.tobytes(), factor
+        assert all(OPS[name].pil(img, 0.5, {}, ctx).mode == img.mode for name in ("Contrast", "Equalize", "Invert"))
+
+
 def test_every_magnitude_op_changes_a_natural_image_at_full_level():
     """Guards the tests above against comparing identities: level 1 really does something."""
     img = natural_pil(32, 32, "RGB", seed=3)
