@@ -262,17 +262,50 @@ def warp(x: torch.Tensor, matrix: torch.Tensor, fill: torch.Tensor) -> torch.Ten
     """
     m = matrix.detach().to("cpu", torch.float64).numpy()
     separable = (m[:, 1] == 0) & (m[:, 3] == 0)
-    if separable.all():
-        return _warp_separable(x, m, fill)
     shifts = m[:, [2, 5]]
     shift_only = separable & (m[:, 0] == 1) & (m[:, 4] == 1) & (shifts == np.round(shifts)).all(1)
-    scaled = separable & ~shift_only
-    if not scaled.any():
-        return _warp_fixed_point(x, m, fill)
-    out = torch.empty_like(x)
-    for rows, fn in ((scaled, _warp_separable), (~scaled, _warp_fixed_point)):
-        index = torch.from_numpy(np.flatnonzero(rows)).to(x.device)
-        out[index] = fn(x[index], m[rows], fill)
+    groups = [(rows, fn) for rows, fn in ((shift_only, _warp_shift), (separable & ~shift_only, _warp_separable),
+                                          (~separable, _warp_fixed_point)) if rows.any()]
+    if len(groups) == 1:
+        return groups[0][1](x, m, fill)
+    parts, order = [], []
+    for rows, fn in groups:
+        index = np.flatnonzero(rows)
+        parts.append(fn(x.index_select(0, torch.from_numpy(index).to(x.device)), m[rows], fill))
+        order.append(index)
+    inverse = torch.from_numpy(np.argsort(np.concatenate(order))).to(x.device)
+    return torch.cat(parts).index_select(0, inverse)
+
+
+def _warp_shift(x: torch.Tensor, m: np.ndarray, fill: torch.Tensor) -> torch.Tensor:
+    """Whole-pixel translations: out[y, x] = in[y + f, x + c] (c, f = m[:, 2], m[:, 5]), fill outside.
+
+    In a plane laid out flat, a translation reads every pixel at one offset f * W + c: each plane is
+    copied once between margins of fill, and its output is the window at its offset (one contiguous copy
+    per plane). Rows moved in from above or below read the margins; columns moved in from the side
+    would read the neighbouring row, so they are set to the fill afterwards. Memory copies only, several
+    times cheaper than a gather.
+    """
+    n, c, h, w = x.shape
+    dx = np.clip(m[:, 2], -w, w).astype(np.int64)
+    dy = np.clip(m[:, 5], -h, h).astype(np.int64)
+    offset = dy * w + dx  # [n]
+    margin = int(np.abs(offset).max())
+    size = h * w + 2 * margin
+    planes = torch.empty((n, c, size), dtype=x.dtype, device=x.device)
+    edge = fill.to(x.dtype).view(1, c, 1)
+    planes[:, :, :margin] = edge
+    planes[:, :, margin + h * w:] = edge
+    planes[:, :, margin:margin + h * w] = x.reshape(n, c, h * w)
+    starts = np.arange(n * c) * size + margin + np.repeat(offset, c)
+    windows = planes.view(-1).as_strided((n * c * size - h * w + 1, h * w), (1, 1))
+    out = windows.index_select(0, torch.from_numpy(starts).to(x.device)).view(n, c, h, w)
+    if (dx != 0).any():  # multiplied by 0 or 1 (masked_fill_ and where are scalar loops on the CPU)
+        columns = np.arange(w) + dx[:, None]  # [n, w]
+        inside = torch.from_numpy((columns >= 0) & (columns < w)).to(x.device, x.dtype).view(n, 1, 1, w)
+        out.mul_(inside)
+        if bool((fill != 0).any()):
+            out.add_((1 - inside) * fill.to(x.dtype).view(1, c, 1, 1))
     return out
 
 

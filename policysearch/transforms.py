@@ -45,7 +45,7 @@ class PlanStep:
     matrix: torch.Tensor | None = None
     table: torch.Tensor | None = None
     # A geometric op's source pixels [k, H * W] (``warp_index``), looked up per sample on accelerators so
-    # that the warp runs there without its matrices going to the host.
+    # that the warp runs there without its matrices going to the host, and on the CPU for small images.
     source: torch.Tensor | None = None
 
 
@@ -149,10 +149,16 @@ def run_step(part: torch.Tensor, step: PlanStep, ctx: TensorContext) -> torch.Te
 # 3% of each other and 2**16 or none was slower; at 224x224 fusing many samples was slower.
 FUSE_LIMIT = 1 << 18
 
-# On the CPU a step of more values than this runs in pieces of at most this many (at least one sample):
-# an op makes several passes over its samples, and its temporaries (int32 indices, float32 copies) then
-# stay in the cache between passes instead of going to memory and back.
+# On the CPU a step of more values than this per thread runs in pieces of at most that many (at least
+# one sample): an op makes several passes over its samples, and its temporaries (int32 indices, float32
+# copies) then stay in each thread's cache between passes instead of going to memory and back.
 CHUNK_LIMIT = 1 << 19
+
+# On the CPU, plans for images of at most this many pixels carry each geometric step's source pixels
+# (``warp_index``, looked up per policy entry), so that its warp is one gather: 2-3x faster than
+# preparing the warp from the matrices, where that preparation is most of the work. Larger images
+# compute them in the warp, which keeps the plan small (its size does not grow with the image).
+SOURCE_PIXELS = 64 * 64
 
 # copy_rows copies samples of at least this many bytes one by one when there are at most ROW_COPY_MOST.
 ROW_COPY_BYTES = 1 << 14
@@ -193,9 +199,9 @@ def stages(steps: Sequence[PlanStep], exact: bool, sample_size: int, split: bool
     The steps of one slot touch different samples, so they can run in any order or together: the
     geometric ops of a slot share one warp and, on a uint8 batch, the pixel-wise ops one table lookup,
     as long as a stage stays under ``FUSE_LIMIT`` values (``sample_size`` values per sample). With
-    ``split`` (the CPU), a step of more than ``CHUNK_LIMIT`` values is first cut into pieces that are not.
+    ``split`` (the CPU), a step of more than ``CHUNK_LIMIT`` values per thread is first cut into pieces.
     """
-    most = max(1, CHUNK_LIMIT // max(sample_size, 1)) if split else None
+    most = max(1, CHUNK_LIMIT * torch.get_num_threads() // max(sample_size, 1)) if split else None
     out: list[tuple[PlanStep, ...]] = []
     for _, group in itertools.groupby(steps, key=lambda step: step.slot):
         open_stages: dict[str, tuple[list[PlanStep], int]] = {}
@@ -449,12 +455,13 @@ class BatchPolicyTransform(torch.nn.Module):
 
     def _sized(self, device: torch.device, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Per policy entry on ``device``: the matrices of geometric ops for an h x w image and, off the
-        CPU, their source pixels (``warp_index``). Kept for the last image size seen on each device."""
+        CPU or for images of at most ``SOURCE_PIXELS`` pixels, their source pixels (``warp_index``). Kept
+        for the last image size seen on each device."""
         cached = self._tables(device)
         if cached.get("size") != (h, w):
             matrices = self._entry_matrices(h, w)
             sources = None
-            if not _host_kernels(device):
+            if not _host_kernels(device) or h * w <= SOURCE_PIXELS:
                 sources = torch.zeros((len(matrices), h * w), dtype=torch.int32)
                 kinds = torch.tensor([k for k, spec in enumerate(self._ops) if spec.matrix is not None])
                 rows = torch.isin(self._op_table.view(-1), kinds).repeat_interleave(2).nonzero().view(-1)
@@ -543,25 +550,44 @@ class BatchPolicyTransform(torch.nn.Module):
         groups = (order // slots).split(sizes)
         flat_args = args.view(-1)[order].split(sizes)
         entry = (sub.view(-1, 1) * slots + torch.arange(slots, device=device)) * 2 + negative
-        entries = entry.view(-1)[order].split(sizes)
-        matrices, sources = self._sized(device, h, w) if any(spec.matrix for spec in self._ops) else (None, None)
-        entry_tables = cached["entry_tables"]
+        applied_entries = entry.view(-1)[order][:sum(counts)]
+        # The per-entry values of all groups that have them, looked up at once and then split by group.
+        specs = [self._ops[group % kinds] for group in range(len(counts))]
+        geometric = self._lookup(applied_entries, counts, [spec.matrix is not None for spec in specs])
+        tabled = self._lookup(applied_entries, counts, [spec.table_from_arg for spec in specs])
+        matrices, sources = self._sized(device, h, w) if geometric is not None else (None, None)
+        matrix_parts = source_parts = table_parts = None
+        if geometric is not None:
+            matrix_parts = matrices.index_select(0, geometric[0]).split(geometric[1])
+            source_parts = sources.index_select(0, geometric[0]).split(geometric[1]) if sources is not None else None
+        if tabled is not None:
+            table_parts = cached["entry_tables"].index_select(0, tabled[0]).split(tabled[1])
         radii = {"radii": self._blur_radii} if not _host_kernels(device) and self._blur_radii is not None else {}
         steps = []
-        for group, count in enumerate(counts):
-            spec = self._ops[group % kinds]
+        for group, (spec, count) in enumerate(zip(specs, counts)):
             if count == 0 or spec.tensor is _identity:  # Identity changes nothing: no step to run
                 continue
             index = groups[group]
             draw = spec.sample(count, (c, h, w), generator, device) if spec.sample else {}
             if spec.name == "Blur":
                 draw = {**draw, **radii}
-            matrix = matrices.index_select(0, entries[group]) if spec.matrix else None
-            source = sources.index_select(0, entries[group]) if spec.matrix and sources is not None else None
-            table = entry_tables.index_select(0, entries[group]) if spec.table_from_arg else None
+            matrix = matrix_parts[group] if spec.matrix else None
+            source = source_parts[group] if spec.matrix and source_parts is not None else None
+            table = table_parts[group] if spec.table_from_arg else None
             steps.append(PlanStep(spec, index, flat_args[group], {**draw, "index": index}, group // kinds,
                                   matrix, table, source))
         return Plan(sub, tuple(steps), (b, c, h, w), self.policy.baseline, crop, flip, drawn=True)
+
+    @staticmethod
+    def _lookup(entries: torch.Tensor, counts: list[int], wanted: list[bool]) -> tuple[torch.Tensor, list[int]] | None:
+        """The policy entries of the groups marked ``wanted`` (``entries`` holds every group's in turn, each
+        group ``counts`` long) and per group how many of them it holds (0 for the others); None if none."""
+        parts = [entries[start:start + count] for start, count, want
+                 in zip(itertools.accumulate([0] + counts), counts, wanted) if want and count]
+        if not parts:
+            return None
+        return (parts[0] if len(parts) == 1 else torch.cat(parts)), [count if want else 0
+                                                                       for want, count in zip(wanted, counts)]
 
     def apply(self, batch: torch.Tensor, plan: Plan) -> torch.Tensor:
         """Apply a drawn plan; deterministic."""

@@ -310,6 +310,28 @@ def test_one_warp_of_mixed_geometric_ops_equals_each_op_alone(names):
     assert torch.equal(together, alone)
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_whole_pixel_translations_copy_windows_exactly_as_the_other_warps(dtype):
+    """Translations run as window copies of each flat plane between margins of fill (columns moved in
+    from the side set to the fill): the same pixels as the row/column warp and the fixed-point warp, for
+    shifts in both directions, beyond the image, and with a fill of a colour per channel."""
+    from policysearch.ops import _warp_fixed_point, _warp_separable, _warp_shift
+
+    rng = np.random.default_rng(5)
+    for channels, h, w in ((3, 13, 17), (1, 6, 5), (3, 1, 9), (3, 8, 1)):
+        n = 24
+        x = natural_batch(n, h, w, channels, seed=int(rng.integers(100))).to(dtype)
+        m = np.tile([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], (n, 1))
+        m[:, 2] = rng.integers(-w - 2, w + 3, n)
+        m[:, 5] = rng.integers(-h - 2, h + 3, n)
+        m[:3, [2, 5]] = 0.0  # and no move at all
+        for fill in (torch.zeros(channels), torch.tensor([7.0, 0.0, 255.0][:channels])):
+            got = _warp_shift(x, m, fill)
+            assert got.dtype == dtype
+            assert torch.equal(got, _warp_separable(x, m, fill))
+            assert torch.equal(got, _warp_fixed_point(x, m, fill))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("name", list(OPS))

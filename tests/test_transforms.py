@@ -181,8 +181,8 @@ def test_fused_stages_give_what_the_steps_give_one_by_one(dtype, limit, monkeypa
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
 def test_cpu_steps_run_in_pieces_that_give_what_the_whole_step_gives(dtype, monkeypatch):
-    """On the CPU a step of more than CHUNK_LIMIT values runs in pieces of at most that many (one sample at
-    the least), its per-sample draws split with its samples, with exactly the whole step's result."""
+    """On the CPU a step of more than CHUNK_LIMIT values per thread runs in pieces of at most that many
+    (one sample at the least), its per-sample draws split with its samples, with the whole step's result."""
     rng = np.random.default_rng(4)
     names = [name for name in OPS if name != "Identity"]
     subs = [[Operation(str(rng.choice(names)), 0.9, float(rng.uniform())) for _ in range(2)] for _ in range(30)]
@@ -195,7 +195,7 @@ def test_cpu_steps_run_in_pieces_that_give_what_the_whole_step_gives(dtype, monk
     assert transforms.stages(plan.steps, dtype == torch.uint8, size, split=True) == \
         transforms.stages(plan.steps, dtype == torch.uint8, size)
     whole = transform.apply(batch, plan)
-    for limit, most in ((3 * size, 3), (1, 1)):
+    for limit, most in ((3 * size, 3 * torch.get_num_threads()), (1, 1)):
         monkeypatch.setattr(transforms, "CHUNK_LIMIT", limit)
         pieces = [step for stage in transforms.stages(plan.steps, dtype == torch.uint8, size, split=True)
                   for step in stage]
@@ -208,6 +208,19 @@ def test_cpu_steps_run_in_pieces_that_give_what_the_whole_step_gives(dtype, monk
             for key, value in step.draw.items():
                 assert torch.equal(torch.cat([piece.draw[key] for piece in mine]), value), key
         assert torch.equal(transform.apply(batch, plan), whole)
+
+
+def test_small_images_warp_from_source_pixels_in_the_plan():
+    """On the CPU, plans for small images carry each geometric step's source pixels (one gather per warp);
+    large ones do not (the plan stays small). Either way the warp gives what the matrices give."""
+    policy = Policy([[Operation(name, 0.9, 0.7)] for name in ("Rotate", "ShearX", "TranslateY", "Zoom")])
+    transform = BatchPolicyTransform(policy)
+    for size, carried in ((8, True), (64, True), (65, False)):
+        batch = natural_batch(40, size, size, 3, seed=size)
+        plan = transform.sample(batch.shape, generator=_gen(size))
+        assert plan.steps and all((step.source is not None) == carried for step in plan.steps), size
+        bare = dataclasses.replace(plan, steps=tuple(dataclasses.replace(step, source=None) for step in plan.steps))
+        assert torch.equal(transform.apply(batch, plan), transform.apply(batch, bare))
 
 
 def test_large_output_buffers_are_plain_tensors():
