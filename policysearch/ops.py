@@ -684,17 +684,17 @@ def _equalize(x, arg, draw, ctx):
 
 def _equalize_table(x, arg, ctx, index: torch.Tensor | None = None):
     hist = _histogram(x, index)  # [n, C, 256]
-    ramp = torch.arange(256, device=x.device).view(1, 1, 256)
-    # PIL: step = (count - count of the last non-empty bin) // 255 in current Pillow (// 256 in older releases);
-    # lut[i] = (step // 2 + cum[i]) // step.
-    # Every image has pixels, so some bin is non-empty. Where step is 0 PIL leaves the image as it is.
-    last = ((hist > 0) * ramp).amax(2, keepdim=True)
-    step = (hist.sum(2, keepdim=True) - hist.gather(2, last)) // _pil_equalize_divisor()  # [n, C, 1]
-    cumulative = (torch.cumsum(hist, 2) - hist).to(torch.float64)
-    # (step // 2 + cum) // step in float64: exact for integers below 2**53, and much faster than int64.
-    lut = (cumulative + (step // 2)).div_(step.clamp_min(1)).floor_().clamp_(0, 255)
+    n, c, h, w = x.shape
+    # PIL: step = (pixels - pixels at the highest used level) // 255 in current Pillow (// 256 in older
+    # releases); lut[i] = (step // 2 + pixels below level i) // step. Where step is 0 (one level used,
+    # or none) PIL leaves the image as it is. The highest used level is the plane's maximum.
+    top = x.flatten(2).amax(2, keepdim=True).to(torch.int64) if h * w else hist[..., :1]
+    step = (h * w - hist.gather(2, top)) // _pil_equalize_divisor()  # [n, C, 1]
+    below = (torch.cumsum(hist, 2) - hist).to(torch.float64)
+    # (step // 2 + below) // step in float64: exact for integers below 2**53, and much faster than int64.
+    lut = below.add_(step // 2).div_(step.clamp_min(1)).floor_().clamp_(0, 255)
     keep = step == 0
-    return lut.masked_fill_(keep, 0.0).add_(ramp * keep)
+    return lut.masked_fill_(keep, 0.0).add_(torch.arange(256, device=x.device) * keep)
 
 
 def _enhance_factor(arg: float) -> float:

@@ -517,6 +517,32 @@ def test_batch_recipe_is_the_policy_then_its_baseline():
     assert BaselineAugment(Baseline())(same).equal(same)
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_baseline_is_a_zero_padded_crop_then_a_flip(dtype):
+    """The CPU baseline (window copies for the crop, the marked samples flipped) equals padding each image
+    with zeros, cropping it at its offsets and flipping it, for pads up to beyond the image size."""
+    from policysearch.policy import Baseline
+
+    gen = _gen(30)
+    for size, pad in (((9, 13), 2), ((5, 4), 7), ((1, 6), 1), ((24, 24), 4)):
+        x = natural_batch(33, *size, 3, seed=pad) if min(size) > 1 else \
+            torch.randint(0, 256, (33, 3, *size), generator=gen, dtype=torch.uint8)
+        x = x if dtype == torch.uint8 else x.to(dtype) / 255.0
+        before = x.clone()
+        crop, flip = transforms.draw_baseline(Baseline(pad, True), len(x), "cpu", gen)
+        padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+        cropped = torch.stack([padded[i, :, dy:dy + size[0], dx:dx + size[1]]
+                               for i, (dy, dx) in enumerate(crop.tolist())])
+        marked = flip.view(-1, 1, 1, 1)
+        assert torch.equal(transforms.apply_baseline(x, pad, crop, flip),
+                           torch.where(marked, cropped.flip(-1), cropped))
+        assert torch.equal(transforms.apply_baseline(x, pad, crop, None), cropped)
+        assert torch.equal(transforms.apply_baseline(x, 0, None, flip), torch.where(marked, x.flip(-1), x))
+        assert transforms.apply_baseline(x, pad, crop, flip).dtype == dtype
+        assert torch.equal(x, before)  # the input is left as it was
+    assert transforms.apply_baseline(x, 0, None, None) is x
+
+
 def test_pil_recipe_crops_and_flips_like_the_batch_path():
     from policysearch.policy import Baseline
 
