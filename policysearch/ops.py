@@ -206,13 +206,16 @@ def _table_index(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(n, c, -1).to(torch.int32).add_(offset).view(-1)
 
 
-def apply_lut(x: torch.Tensor, lut: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+def apply_lut(x: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
     """Map integer-valued x [n, C, H, W] through per-sample, per-channel tables lut [n, C, 256].
 
-    ``index`` is ``_table_index(x)`` when the caller has it already.
+    One gather per plane, along its table's row: the index is each value itself (no per-plane offset to
+    add), and the gather is split over the threads by plane, where a lookup in one flat table
+    (index_select) is a single-threaded loop on the CPU.
     """
-    index = _table_index(x) if index is None else index
-    return lut.to(x.dtype).reshape(-1).index_select(0, index).view(x.shape)
+    n, c = x.shape[:2]
+    planes = x.reshape(n * c, -1)
+    return lut.to(x.dtype).reshape(n * c, 256).gather(1, planes.to(torch.int64)).view(x.shape)
 
 
 def _histogram(x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
@@ -678,8 +681,7 @@ def _pil_equalize_divisor() -> int:
 
 def _equalize(x, arg, draw, ctx):
     levels = x if ctx.exact else _quantised(x)
-    index = _table_index(levels)
-    return apply_lut(levels, _equalize_table(levels, arg, ctx, index), index)
+    return apply_lut(levels, _equalize_table(levels, arg, ctx))
 
 
 def _equalize_table(x, arg, ctx, index: torch.Tensor | None = None):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -203,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             224: (40 if args.quick else 500, 1 if args.quick else 4)}
     versions = {"python": platform.python_version(), "torch": torch.__version__,
                 "torchvision": torchvision.__version__, "pillow": PIL.__version__, "numpy": np.__version__}
+    load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     report = {"command": ["scripts/bench_transform.py", *argv], "versions": versions,
               "threads": torch.get_num_threads(), "device": torch.cuda.get_device_name(0) if cuda else "cpu only",
               "cpu": platform.processor() or platform.machine(), "batch_size": args.batch_size, "sizes": {},
@@ -251,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
                 per_sample = prof["us_per_sample"].get(name)
                 each = f"  {per_sample:7.1f} us per sample" if per_sample is not None else ""
                 print(f"  {name:18s} {seconds * 1e3:8.2f} ms  {100 * prof['share'][name]:5.1f}%{each}")
+    # the machine's load (1, 5, 15 minute averages) at the start and the end: other processes on the
+    # cores slow every path, and the OpenMP threads of the batched path the most
+    report["load_average"] = {"start": load_start, "end": os.getloadavg() if load_start is not None else None}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
