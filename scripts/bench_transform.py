@@ -256,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     # the machine's load (1, 5, 15 minute averages) at the start and the end: other processes on the
     # cores slow every path, and the OpenMP threads of the batched path the most
     report["load_average"] = {"start": load_start, "end": os.getloadavg() if load_start is not None else None}
+    report["env"] = {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
