@@ -35,8 +35,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as nnf
-from PIL import Image, ImageFilter, ImageOps
-from PIL.ImageEnhance import Brightness, Color, Contrast, Sharpness
+from PIL import Image, ImageChops, ImageFilter, ImageOps
+from PIL.ImageEnhance import Brightness, Color, Sharpness
 
 Draw = Mapping[str, torch.Tensor]
 
@@ -73,6 +73,7 @@ SampleFn = Callable[[int, tuple[int, int, int], torch.Generator | None, torch.de
 MatrixFn = Callable[[torch.Tensor, int, int], torch.Tensor]
 TableFn = Callable[[torch.Tensor, torch.Tensor, TensorContext], torch.Tensor]
 MapFn = Callable[[torch.Tensor, torch.Tensor, TensorContext], Callable[[torch.Tensor], torch.Tensor]]
+Uint8Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,10 @@ class OpSpec:
     table: TableFn | None = None
     # The table depends on the argument alone, not on the image: computed once per policy entry.
     table_from_arg: bool = False
+    # ``tensor`` has a uint8 kernel of a few vectorised passes (bitwise ops, max and min, float32
+    # arithmetic): on a uint8 batch it is cheaper than a table lookup (an index per value, and one scalar
+    # load each), so an op on its own runs it rather than its table.
+    direct: bool = False
     description: str = field(default="", compare=False)
     # The top of the range in the "wide" op ranges (TrivialAugmentWide's); None: the same as "standard".
     wide_high: float | None = None
@@ -132,10 +137,21 @@ def _blend(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor, exac
     return out.trunc_() if exact else out
 
 
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Float levels in [0, 255] as uint8, truncated toward zero.
+
+    On the CPU this goes through int16: converting float to uint8 directly is a scalar loop there, about
+    5x slower than the two vectorised conversions (float to int16 truncates the same way).
+    """
+    if x.device.type == "cpu" and x.is_floating_point():
+        return x.to(torch.int16).to(torch.uint8)
+    return x.to(torch.uint8)
+
+
 def _blend_uint8(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """``_blend`` in exact mode, returned as uint8: the same float32 steps, in place on ``x`` (a float32
     scratch copy), and no separate truncation since converting [0, 255] to uint8 truncates."""
-    return x.sub_(degenerate).mul_(_col(factor).to(x.dtype)).add_(degenerate).clamp_(0.0, 255.0).to(torch.uint8)
+    return to_uint8(x.sub_(degenerate).mul_(_col(factor).to(x.dtype)).add_(degenerate).clamp_(0.0, 255.0))
 
 
 def _grey(x: torch.Tensor, exact: bool) -> torch.Tensor:
@@ -162,11 +178,15 @@ def _grey(x: torch.Tensor, exact: bool) -> torch.Tensor:
     return (x * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
-def _pointwise_op(map_fn: MapFn, x: torch.Tensor, arg: torch.Tensor, draw: Draw, ctx: TensorContext) -> torch.Tensor:
+def _pointwise_op(map_fn: MapFn, kernel: Uint8Fn | None, x: torch.Tensor, arg: torch.Tensor, draw: Draw,
+                  ctx: TensorContext) -> torch.Tensor:
     """The tensor implementation of a pixel-wise op from its map: a float batch goes through the map
-    directly, a uint8 batch through the map's table (``_map_table``)."""
+    directly, a uint8 batch through the op's uint8 ``kernel`` when it has one, else the map's table
+    (``_map_table``)."""
     if x.dtype != torch.uint8:
         return map_fn(x, arg, ctx)(x)
+    if kernel is not None:
+        return kernel(x, arg)
     return apply_lut(x, _map_table(map_fn, x, arg, ctx))
 
 
@@ -186,13 +206,16 @@ def _table_index(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(n, c, -1).to(torch.int32).add_(offset).view(-1)
 
 
-def apply_lut(x: torch.Tensor, lut: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+def apply_lut(x: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
     """Map integer-valued x [n, C, H, W] through per-sample, per-channel tables lut [n, C, 256].
 
-    ``index`` is ``_table_index(x)`` when the caller has it already.
+    One gather per plane, along its table's row: the index is each value itself (no per-plane offset to
+    add), and the gather is split over the threads by plane, where a lookup in one flat table
+    (index_select) is a single-threaded loop on the CPU.
     """
-    index = _table_index(x) if index is None else index
-    return lut.to(x.dtype).reshape(-1).index_select(0, index).view(x.shape)
+    n, c = x.shape[:2]
+    planes = x.reshape(n * c, -1)
+    return lut.to(x.dtype).reshape(n * c, 256).gather(1, planes.to(torch.int64)).view(x.shape)
 
 
 def _histogram(x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
@@ -242,17 +265,50 @@ def warp(x: torch.Tensor, matrix: torch.Tensor, fill: torch.Tensor) -> torch.Ten
     """
     m = matrix.detach().to("cpu", torch.float64).numpy()
     separable = (m[:, 1] == 0) & (m[:, 3] == 0)
-    if separable.all():
-        return _warp_separable(x, m, fill)
     shifts = m[:, [2, 5]]
     shift_only = separable & (m[:, 0] == 1) & (m[:, 4] == 1) & (shifts == np.round(shifts)).all(1)
-    scaled = separable & ~shift_only
-    if not scaled.any():
-        return _warp_fixed_point(x, m, fill)
-    out = torch.empty_like(x)
-    for rows, fn in ((scaled, _warp_separable), (~scaled, _warp_fixed_point)):
-        index = torch.from_numpy(np.flatnonzero(rows)).to(x.device)
-        out[index] = fn(x[index], m[rows], fill)
+    groups = [(rows, fn) for rows, fn in ((shift_only, _warp_shift), (separable & ~shift_only, _warp_separable),
+                                          (~separable, _warp_fixed_point)) if rows.any()]
+    if len(groups) == 1:
+        return groups[0][1](x, m, fill)
+    parts, order = [], []
+    for rows, fn in groups:
+        index = np.flatnonzero(rows)
+        parts.append(fn(x.index_select(0, torch.from_numpy(index).to(x.device)), m[rows], fill))
+        order.append(index)
+    inverse = torch.from_numpy(np.argsort(np.concatenate(order))).to(x.device)
+    return torch.cat(parts).index_select(0, inverse)
+
+
+def _warp_shift(x: torch.Tensor, m: np.ndarray, fill: torch.Tensor) -> torch.Tensor:
+    """Whole-pixel translations: out[y, x] = in[y + f, x + c] (c, f = m[:, 2], m[:, 5]), fill outside.
+
+    In a plane laid out flat, a translation reads every pixel at one offset f * W + c: each plane is
+    copied once between margins of fill, and its output is the window at its offset (one contiguous copy
+    per plane). Rows moved in from above or below read the margins; columns moved in from the side
+    would read the neighbouring row, so they are set to the fill afterwards. Memory copies only, several
+    times cheaper than a gather.
+    """
+    n, c, h, w = x.shape
+    dx = np.clip(m[:, 2], -w, w).astype(np.int64)
+    dy = np.clip(m[:, 5], -h, h).astype(np.int64)
+    offset = dy * w + dx  # [n]
+    margin = int(np.abs(offset).max())
+    size = h * w + 2 * margin
+    planes = torch.empty((n, c, size), dtype=x.dtype, device=x.device)
+    edge = fill.to(x.dtype).view(1, c, 1)
+    planes[:, :, :margin] = edge
+    planes[:, :, margin + h * w:] = edge
+    planes[:, :, margin:margin + h * w] = x.reshape(n, c, h * w)
+    starts = np.arange(n * c) * size + margin + np.repeat(offset, c)
+    windows = planes.view(-1).as_strided((n * c * size - h * w + 1, h * w), (1, 1))
+    out = windows.index_select(0, torch.from_numpy(starts).to(x.device)).view(n, c, h, w)
+    if (dx != 0).any():  # multiplied by 0 or 1 (masked_fill_ and where are scalar loops on the CPU)
+        columns = np.arange(w) + dx[:, None]  # [n, w]
+        inside = torch.from_numpy((columns >= 0) & (columns < w)).to(x.device, x.dtype).view(n, 1, 1, w)
+        out.mul_(inside)
+        if bool((fill != 0).any()):
+            out.add_((1 - inside) * fill.to(x.dtype).view(1, c, 1, 1))
     return out
 
 
@@ -470,16 +526,42 @@ def _identity(x, arg, draw, ctx):
     return x
 
 
+# The PIL references of the pixel-wise ops give exactly what ImageOps and ImageEnhance give (the tests
+# compare them with torchvision's functional API), but build their tables with numpy rather than Python
+# loops over 256 levels per band, which took most of an op's time on small images.
+
+
+def _point(img: Image.Image, lut: np.ndarray) -> Image.Image:
+    """``img.point`` through per-band tables ``lut`` [bands, 256] (or one table [256] for every band)."""
+    bands = len(img.getbands())
+    table = np.broadcast_to(lut.reshape(-1, 256), (bands, 256)) if lut.size == 256 else lut
+    return img.point(table.reshape(-1).tolist())
+
+
+def _band_histograms(img: Image.Image) -> np.ndarray:
+    """The image's 256-bin histogram per band, [bands, 256] int64."""
+    return np.asarray(img.histogram(), dtype=np.int64).reshape(-1, 256)
+
+
+_LEVELS = np.arange(256, dtype=np.int64)
+_LEVELS.setflags(write=False)
+
+
 def _invert_pil(img, arg, draw, ctx):
-    return ImageOps.invert(img)
+    return ImageChops.invert(img)  # ImageOps.invert's table 255 - v, as one C pass
 
 
 def _invert_map(x, arg, ctx):
     return lambda v: 255 - v
 
 
+def _invert_uint8(x: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
+    return torch.bitwise_not(x)  # 255 - v in one pass
+
+
 def _solarize_pil(img, arg, draw, ctx):
-    return ImageOps.solarize(img, arg)
+    # ImageOps.solarize: levels below the threshold kept, the others inverted
+    return _point(img, np.where(_LEVELS < arg, _LEVELS, 255 - _LEVELS))
 
 
 def _solarize_map(x, arg, ctx):
@@ -487,12 +569,26 @@ def _solarize_map(x, arg, ctx):
     return lambda v: torch.where(v >= _col(arg), 255 - v, v)  # compared in double precision, as PIL
 
 
+def _solarize_uint8(x: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
+    """Solarize on levels without a comparison (uint8 comparisons and ``where`` are scalar loops on CPU,
+    max and min are vectorised): v >= arg holds for a whole level v exactly when v > u = ceil(arg) - 1,
+    that is when max(v, u) - u >= 1. A threshold of 0 inverts every level; above 255, none."""
+    threshold = torch.ceil(arg).clamp_(0, 256)
+    below = _col((threshold - 1).clamp_(0, 255).to(torch.uint8))
+    every = _col((threshold == 0).to(torch.uint8))
+    flag = torch.maximum(x, below).sub_(below).clamp_(max=1)  # 1 where inverted, else 0
+    return torch.maximum(flag, every, out=flag).neg_().bitwise_xor_(x)  # 1 -> 255: xor inverts
+
+
 def _posterize_bits(arg: float) -> int:
     return int(round(arg))
 
 
 def _posterize_pil(img, arg, draw, ctx):
-    return ImageOps.posterize(img, _posterize_bits(arg))
+    bits = _posterize_bits(arg)
+    if not 1 <= bits <= 8:
+        raise ValueError("bits must be between or equal to 1 and 8")  # as ImageOps.posterize
+    return _point(img, _LEVELS & ~(2 ** (8 - bits) - 1))
 
 
 def _posterize_map(x, arg, ctx):
@@ -500,11 +596,36 @@ def _posterize_map(x, arg, ctx):
     return lambda v: torch.floor(v / step) * step
 
 
+def _posterize_uint8(x: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
+    """floor(v / step) * step for step = 2 ** (8 - bits) is v with its low 8 - bits bits cleared."""
+    step = torch.pow(2, 8 - arg.round().to(torch.int64))
+    return torch.bitwise_and(x, _col((256 - step).to(torch.uint8)))
+
+
 def _autocontrast_pil(img, arg, draw, ctx):
-    return ImageOps.autocontrast(img)
+    # ImageOps.autocontrast (no cutoff): per band lut[i] = int(i * scale + offset) in double precision,
+    # clipped, with scale = 255 / (hi - lo) and offset = -lo * scale; the identity where hi <= lo.
+    # The lowest and highest used levels of a band are its extrema (an image without pixels has none).
+    extrema = img.getextrema() if img.width and img.height else None
+    bands = [extrema] if img.mode == "L" else extrema or [None] * len(img.getbands())
+    tables = []
+    for band in bands:
+        lo, hi = band if band is not None else (255, 0)
+        if hi <= lo:
+            tables.append(_LEVELS)
+            continue
+        scale = 255.0 / (hi - lo)
+        tables.append(np.clip(np.trunc(_LEVELS * scale + (-lo * scale)), 0, 255).astype(np.int64))
+    return _point(img, np.stack(tables))
 
 
 def _autocontrast(x, arg, draw, ctx):
+    if ctx.exact and x.dtype == torch.uint8 and x.device.type == "cpu":
+        # The table's double-precision steps on the pixels themselves: the same value for every level,
+        # in vectorised passes that beat the lookup's scalar loop on the CPU (elsewhere the lookup wins).
+        scale, offset = _autocontrast_scale(x)
+        stretched = x.to(torch.float64).mul_(scale.unsqueeze(-1)).add_(offset.unsqueeze(-1)).clamp_(0.0, 255.0)
+        return to_uint8(stretched)
     if ctx.exact:
         return apply_lut(x, _autocontrast_table(x, arg, ctx))
     flat = x.flatten(2)
@@ -513,9 +634,8 @@ def _autocontrast(x, arg, draw, ctx):
     return torch.where(hi > lo, stretched, flat).view_as(x)
 
 
-def _autocontrast_table(x, arg, ctx):
-    # PIL: lut[i] = int(i * scale + offset) in double precision, clipped; no change when hi <= lo, which
-    # scale 1 and offset 0 give. Flooring instead of truncating differs only below 0, which is clipped.
+def _autocontrast_scale(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """PIL's scale and offset per sample and channel, [n, C, 1] float64 (1 and 0 where a channel is flat)."""
     flat = x.flatten(2)
     lo, hi = flat.amin(2, keepdim=True).to(torch.float64), flat.amax(2, keepdim=True).to(torch.float64)
     flat_channel = hi <= lo  # [n, C, 1]
@@ -523,12 +643,30 @@ def _autocontrast_table(x, arg, ctx):
     # PIL's 255.0 / (hi - lo) in the last bit and move a level across a whole number.
     scale = (torch.full_like(hi, 255.0) / (hi - lo).clamp_min(1.0)).masked_fill_(flat_channel, 1.0)
     offset = (-lo * scale).masked_fill_(flat_channel, 0.0)
+    return scale, offset
+
+
+def _autocontrast_table(x, arg, ctx):
+    # PIL: lut[i] = int(i * scale + offset) in double precision, clipped; no change when hi <= lo, which
+    # scale 1 and offset 0 give. Flooring instead of truncating differs only below 0, which is clipped.
+    scale, offset = _autocontrast_scale(x)
     ramp = torch.arange(256, dtype=torch.float64, device=x.device).view(1, 1, 256)
     return (ramp * scale + offset).floor_().clamp_(0, 255)
 
 
 def _equalize_pil(img, arg, draw, ctx):
-    return ImageOps.equalize(img)
+    # ImageOps.equalize: per band, step = (pixels - pixels of the last used level) // divisor and
+    # lut[i] = (step // 2 + pixels below level i) // step; the identity with one level used or step 0.
+    tables = []
+    for hist in _band_histograms(img):
+        used = hist[hist > 0]
+        step = (int(used.sum()) - int(used[-1])) // _pil_equalize_divisor() if len(used) > 1 else 0
+        if step == 0:
+            tables.append(_LEVELS)
+            continue
+        below = np.concatenate([[0], np.cumsum(hist)[:-1]])
+        tables.append((step // 2 + below) // step)
+    return _point(img, np.stack(tables))
 
 
 @lru_cache(maxsize=1)
@@ -543,23 +681,22 @@ def _pil_equalize_divisor() -> int:
 
 def _equalize(x, arg, draw, ctx):
     levels = x if ctx.exact else _quantised(x)
-    index = _table_index(levels)
-    return apply_lut(levels, _equalize_table(levels, arg, ctx, index), index)
+    return apply_lut(levels, _equalize_table(levels, arg, ctx))
 
 
 def _equalize_table(x, arg, ctx, index: torch.Tensor | None = None):
     hist = _histogram(x, index)  # [n, C, 256]
-    ramp = torch.arange(256, device=x.device).view(1, 1, 256)
-    # PIL: step = (count - count of the last non-empty bin) // 255 in current Pillow (// 256 in older releases);
-    # lut[i] = (step // 2 + cum[i]) // step.
-    # Every image has pixels, so some bin is non-empty. Where step is 0 PIL leaves the image as it is.
-    last = ((hist > 0) * ramp).amax(2, keepdim=True)
-    step = (hist.sum(2, keepdim=True) - hist.gather(2, last)) // _pil_equalize_divisor()  # [n, C, 1]
-    cumulative = (torch.cumsum(hist, 2) - hist).to(torch.float64)
-    # (step // 2 + cum) // step in float64: exact for integers below 2**53, and much faster than int64.
-    lut = (cumulative + (step // 2)).div_(step.clamp_min(1)).floor_().clamp_(0, 255)
+    n, c, h, w = x.shape
+    # PIL: step = (pixels - pixels at the highest used level) // 255 in current Pillow (// 256 in older
+    # releases); lut[i] = (step // 2 + pixels below level i) // step. Where step is 0 (one level used,
+    # or none) PIL leaves the image as it is. The highest used level is the plane's maximum.
+    top = x.flatten(2).amax(2, keepdim=True).to(torch.int64) if h * w else hist[..., :1]
+    step = (h * w - hist.gather(2, top)) // _pil_equalize_divisor()  # [n, C, 1]
+    below = (torch.cumsum(hist, 2) - hist).to(torch.float64)
+    # (step // 2 + below) // step in float64: exact for integers below 2**53, and much faster than int64.
+    lut = below.add_(step // 2).div_(step.clamp_min(1)).floor_().clamp_(0, 255)
     keep = step == 0
-    return lut.masked_fill_(keep, 0.0).add_(ramp * keep)
+    return lut.masked_fill_(keep, 0.0).add_(torch.arange(256, device=x.device) * keep)
 
 
 def _enhance_factor(arg: float) -> float:
@@ -572,6 +709,11 @@ def _brightness_pil(img, arg, draw, ctx):
 
 def _brightness_map(x, arg, ctx):
     return lambda v: _blend(torch.zeros_like(v), v, 1.0 + arg, ctx.exact)
+
+
+def _brightness_uint8(x: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
+    # _blend with a black image: (v - 0) * f + 0 is v * f, and truncating [0, 255] is converting it
+    return to_uint8(x.to(torch.float32).mul_(_col(1.0 + arg).to(torch.float32)).clamp_(0.0, 255.0))
 
 
 def _color_pil(img, arg, draw, ctx):
@@ -588,14 +730,31 @@ def _color(x, arg, draw, ctx):
 
 
 def _contrast_pil(img, arg, draw, ctx):
-    return Contrast(img).enhance(_enhance_factor(arg))
+    # ImageEnhance.Contrast: blend with a flat image of the rounded mean luma (ImageStat's mean of the
+    # L image's histogram: an exact integer sum over the pixel count)
+    hist = _band_histograms(img if img.mode == "L" else img.convert("L"))[0]
+    count = int(hist.sum())
+    mean = int((int(hist @ _LEVELS) / count if count else 0) + 0.5)
+    degenerate = Image.new(img.mode, img.size, mean if img.mode == "L" else (mean,) * len(img.getbands()))
+    return Image.blend(degenerate, img, _enhance_factor(arg))
+
+
+def _contrast_mean(x: torch.Tensor, exact: bool) -> torch.Tensor:
+    """The degenerate image of Contrast: the mean luma per sample, [n, 1, 1, 1] float32 (rounded when exact)."""
+    mean = _grey(x, exact).flatten(1).to(torch.float64).mean(1)
+    return _col(torch.floor(mean + 0.5) if exact else mean).to(torch.float32)
 
 
 def _contrast_map(x, arg, ctx):
-    grey = _grey(x, ctx.exact)
-    mean = grey.flatten(1).to(torch.float64).mean(1)
-    mean = _col(torch.floor(mean + 0.5) if ctx.exact else mean).to(torch.float32)
+    mean = _contrast_mean(x, ctx.exact)
     return lambda v: _blend(mean, v, 1.0 + arg, ctx.exact)
+
+
+def _contrast_uint8(x: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
+    # _blend's float32 steps on the pixels themselves: cheaper than a table on large images
+    mean = _contrast_mean(x, True)
+    factor = _col(1.0 + arg).to(torch.float32)
+    return to_uint8(x.to(torch.float32).sub_(mean).mul_(factor).add_(mean).clamp_(0.0, 255.0))
 
 
 def _sharpness_pil(img, arg, draw, ctx):
@@ -631,10 +790,15 @@ def _sharpness(x, arg, draw, ctx):
         return x
     if x.dtype == torch.uint8:
         # The border keeps its pixels (its smoothed value is the pixel itself), so only the interior is
-        # computed: the kernel sums in int16, then _smooth's rounding and the blend in float32.
-        smooth = _smooth_total(x.to(torch.int16)).to(torch.float32).add_(6.5).div_(13).floor_()
+        # computed: the kernel sums in int16, then _smooth's rounding and the blend in float32. The total t
+        # is an integer, so t / 13 is never within 1/26 of a .5 tie: rounding it is _smooth's
+        # floor((t + 6.5) / 13), in two passes rather than three.
+        smooth = _smooth_total(x.to(torch.int16)).to(torch.float32).mul_(1.0 / 13).round_()
+        centre = x[:, :, 1:-1, 1:-1].to(torch.float32)
         out = x.clone()
-        out[:, :, 1:-1, 1:-1] = _blend_uint8(smooth, x[:, :, 1:-1, 1:-1].to(torch.float32), 1.0 + arg)
+        # _blend's steps, then truncated as to_uint8 does: through int16, which writes into uint8 fast
+        factor = _col(1.0 + arg).to(torch.float32)
+        out[:, :, 1:-1, 1:-1] = centre.sub_(smooth).mul_(factor).add_(smooth).clamp_(0.0, 255.0).to(torch.int16)
         return out
     return _blend(_smooth(x, ctx.exact), x, 1.0 + arg, ctx.exact)
 
@@ -845,15 +1009,16 @@ def _sample_pairing(x, arg, draw, ctx):
 
 
 def _op(name, low, high, signed, pil, tensor=None, sample=None, exact=True, uint8=False, matrix=None,
-        table=None, table_from_arg=False, pixel_map=None, description="", wide=None):
-    """One table entry. A geometric op gives its ``matrix`` and a pixel-wise op its ``pixel_map``; their
-    tensor implementation (and table) follow from it, and both take uint8 batches as they are."""
+        table=None, table_from_arg=False, pixel_map=None, kernel=None, description="", wide=None):
+    """One table entry. A geometric op gives its ``matrix`` and a pixel-wise op its ``pixel_map`` (and
+    optionally a uint8 ``kernel`` equal to its table); their tensor implementation (and table) follow from
+    it, and both take uint8 batches as they are."""
     if matrix is not None:
         tensor, uint8 = partial(_warp_op, matrix), True
     if pixel_map is not None:
-        tensor, table, uint8 = partial(_pointwise_op, pixel_map), partial(_map_table, pixel_map), True
+        tensor, table, uint8 = partial(_pointwise_op, pixel_map, kernel), partial(_map_table, pixel_map), True
     return OpSpec(name, float(low), float(high), signed, pil, tensor, sample, exact, uint8, matrix, table,
-                  table_from_arg, description, None if wide is None else float(wide))
+                  table_from_arg, kernel is not None, description, None if wide is None else float(wide))
 
 
 # Named op ranges a policy can use: AutoAugment's ("standard") or TrivialAugmentWide's wider ones
@@ -878,17 +1043,18 @@ OPS: dict[str, OpSpec] = {
             description="shift, fraction of the height"),
         _op("Rotate", 0, 30, True, _rotate_pil, matrix=_rotate_matrix, description="degrees", wide=135),
         _op("AutoContrast", 0, 0, False, _autocontrast_pil, _autocontrast, uint8=True, table=_autocontrast_table),
-        _op("Invert", 0, 0, False, _invert_pil, pixel_map=_invert_map, table_from_arg=True),
+        _op("Invert", 0, 0, False, _invert_pil, pixel_map=_invert_map, table_from_arg=True,
+            kernel=_invert_uint8),
         _op("Equalize", 0, 0, False, _equalize_pil, _equalize, uint8=True, table=_equalize_table),
         _op("Solarize", 256, 0, False, _solarize_pil, pixel_map=_solarize_map, table_from_arg=True,
-            description="threshold, grey levels"),
+            kernel=_solarize_uint8, description="threshold, grey levels"),
         _op("Posterize", 8, 4, False, _posterize_pil, pixel_map=_posterize_map, table_from_arg=True,
-            description="bits kept", wide=2),
-        _op("Contrast", 0, 0.9, True, _contrast_pil, pixel_map=_contrast_map, description="factor 1 +- arg",
-            wide=WIDE_FACTOR),
+            kernel=_posterize_uint8, description="bits kept", wide=2),
+        _op("Contrast", 0, 0.9, True, _contrast_pil, pixel_map=_contrast_map, kernel=_contrast_uint8,
+            description="factor 1 +- arg", wide=WIDE_FACTOR),
         _op("Color", 0, 0.9, True, _color_pil, _color, uint8=True, description="factor 1 +- arg", wide=WIDE_FACTOR),
         _op("Brightness", 0, 0.9, True, _brightness_pil, pixel_map=_brightness_map, table_from_arg=True,
-            description="factor 1 +- arg", wide=WIDE_FACTOR),
+            kernel=_brightness_uint8, description="factor 1 +- arg", wide=WIDE_FACTOR),
         _op("Sharpness", 0, 0.9, True, _sharpness_pil, _sharpness, exact=False, uint8=True,
             description="factor 1 +- arg", wide=WIDE_FACTOR),
         _op("Cutout", 0, 0.2, False, _cutout_pil, _cutout, _sample_centre,

@@ -17,7 +17,7 @@ def test_quick_run_writes_paired_ratios_and_targets(tmp_path, capsys):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "bench.json"
-    assert bench.main(["--quick", "--no-cuda", "--threads", "1", "--json", str(out)]) == 0
+    assert bench.main(["--quick", "--no-cuda", "--threads", "1", "--profile", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["command"][-2:] == ["--json", str(out)]
     for size in ("32", "224"):
@@ -27,7 +27,21 @@ def test_quick_run_writes_paired_ratios_and_targets(tmp_path, capsys):
             ratios = figures[name]["round_ratios"]
             assert len(ratios) == len(figures["tv_pil"]["seconds"]) == 2 and min(ratios) > 0
             assert figures[name]["median_ratio"] == pytest.approx(sorted(ratios)[0] / 2 + sorted(ratios)[1] / 2)
+        for f in figures.values():  # each path's traffic against the machine's copy bandwidth
+            assert f["bandwidth_fraction"] == pytest.approx(
+                f["median_img_s"] * f["traffic_bytes_per_image"] / report["copy_bandwidth"]["median_bytes_s"])
+        assert figures["tv_pil"]["traffic_bytes_per_image"] == pytest.approx(
+            2 * 3 * int(size) ** 2 * report["applied_ops_per_image"])
+    assert len(report["load_average"]["start"]) == len(report["load_average"]["end"]) == 3
+    assert set(report["env"]) == {"OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS"}
+    assert 0.5 < report["applied_ops_per_image"] < 2  # torchvision's CIFAR10 policy: two ops, gated
+    for prof, size in zip(report["profile"], (32, 224)):  # time shares of the batched path's parts
+        assert prof["size"] == size and "planning" in prof["share"] and "output copy" in prof["share"]
+        assert sum(prof["share"].values()) == pytest.approx(1.0)
+        assert sum(prof["seconds_per_batch"].values()) == pytest.approx(prof["total_seconds_per_batch"])
     assert set(report["targets"]) == {"batch_cpu_vs_tv_32", "batch_cpu_vs_tv_224", "pil_vs_tv_32", "pil_vs_tv_224"}
+    assert report["targets"]["batch_cpu_vs_tv_32"]["target"] == 20.0
+    assert report["targets"]["batch_cpu_vs_tv_224"]["target"] == 3.0
     for target in report["targets"].values():
         assert target["met"] == (target["measured"] >= target["target"])
     printed = capsys.readouterr().out

@@ -29,7 +29,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from _images import natural_batch, natural_pil, pil_to_tensor
-from policysearch.ops import OP_RANGES, OPS, PilContext, TensorContext, warp
+from policysearch.ops import OP_RANGES, OPS, PilContext, TensorContext, apply_lut, warp
 from policysearch.policy import Operation, Policy
 from policysearch.transforms import BatchPolicyTransform
 
@@ -103,6 +103,38 @@ def test_pil_path_equals_torchvision(name, mode, height, width):
         ref = np.asarray(_torchvision(name, img, a))
         assert ours.shape == ref.shape and ours.dtype == np.uint8
         assert np.array_equal(ours, ref), f"{name} level={level} arg={a} {mode} {height}x{width}"
+
+
+def _hard_images() -> list[Image.Image]:
+    """Images where the histogram ops take their special branches: flat, one or two levels, a narrow
+    range, a range touching 0 or 255, and natural ones, in L and RGB."""
+    rng = np.random.default_rng(12)
+    arrays = [np.full((9, 11, 3), 77), np.zeros((9, 11, 3)), np.full((9, 11, 3), 255),
+              rng.choice([10, 200], size=(9, 11, 3)), rng.integers(100, 104, (9, 11, 3)),
+              rng.integers(0, 256, (13, 7, 3)), rng.integers(0, 40, (13, 7, 3)), rng.integers(250, 256, (8, 8, 3))]
+    rgb = [Image.fromarray(a.astype(np.uint8), "RGB") for a in arrays] + [natural_pil(19, 23, "RGB", seed=9)]
+    return rgb + [img.convert("L") for img in rgb]
+
+
+def test_pil_pixel_ops_equal_imageops_and_imageenhance():
+    """The PIL references build their tables with numpy instead of Pillow's Python loops: the same
+    images as ImageOps and ImageEnhance give, on images that take every branch and at every argument."""
+    from PIL import ImageEnhance, ImageOps
+
+    ctx = PilContext()
+    for img in _hard_images():
+        assert OPS["AutoContrast"].pil(img, 0.0, {}, ctx).tobytes() == ImageOps.autocontrast(img).tobytes()
+        assert OPS["Equalize"].pil(img, 0.0, {}, ctx).tobytes() == ImageOps.equalize(img).tobytes()
+        assert OPS["Invert"].pil(img, 0.0, {}, ctx).tobytes() == ImageOps.invert(img).tobytes()
+        for threshold in (0.0, 0.5, 1.0, 77.0, 77.3, 128.0, 254.9, 255.0, 256.0):
+            want = ImageOps.solarize(img, threshold)
+            assert OPS["Solarize"].pil(img, threshold, {}, ctx).tobytes() == want.tobytes(), threshold
+        for bits in range(1, 9):
+            assert OPS["Posterize"].pil(img, float(bits), {}, ctx).tobytes() == ImageOps.posterize(img, bits).tobytes()
+        for factor in (0.01, 0.1, 0.55, 1.0, 1.45, 1.99):
+            want = ImageEnhance.Contrast(img).enhance(factor)
+            assert OPS["Contrast"].pil(img, factor - 1.0, {}, ctx).tobytes() == want.tobytes(), factor
+        assert all(OPS[name].pil(img, 0.5, {}, ctx).mode == img.mode for name in ("Contrast", "Equalize", "Invert"))
 
 
 def test_every_magnitude_op_changes_a_natural_image_at_full_level():
@@ -211,6 +243,23 @@ def test_uint8_ops_on_uint8_equal_their_float_exact_path(name, mode, height, wid
     assert torch.equal(got, want.round().clamp(0, 255).to(torch.uint8)), name
 
 
+@pytest.mark.parametrize("name", [name for name, spec in OPS.items() if spec.direct])
+def test_uint8_kernels_equal_their_tables_on_every_level(name):
+    """An op with a uint8 kernel (bitwise ops, compares) gives exactly its table's value for every level
+    0..255 and every argument: a dense sweep of both op ranges, both signs and the whole-number edges."""
+    spec = OPS[name]
+    ranges = [spec.bounds(r) for r in OP_RANGES]
+    args = torch.cat([torch.linspace(lo, hi, 101, dtype=torch.float64) for lo, hi in ranges]
+                     + [torch.arange(min(min(r) for r in ranges), max(max(r) for r in ranges) + 1,
+                                     dtype=torch.float64)])
+    args = torch.cat([args, -args]) if spec.signed else args
+    levels = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16).expand(len(args), 3, 16, 16).contiguous()
+    ctx = TensorContext(exact=True, fill=torch.zeros(3))
+    got = spec.tensor(levels, args, {}, ctx)
+    assert got.dtype == torch.uint8
+    assert torch.equal(got, apply_lut(levels, spec.table(levels, args, ctx)))
+
+
 def test_autocontrast_table_follows_pillow_for_every_range():
     """Pillow: scale = 255.0 / (hi - lo), lut[i] = int(i * scale + -lo * scale) clipped, in double precision.
     Every (lo, hi) pair, so a last-bit difference in the scale cannot hide (natural images span 0..255)."""
@@ -259,6 +308,28 @@ def test_one_warp_of_mixed_geometric_ops_equals_each_op_alone(names):
                        for name, part in zip(names, batch.split(per_op))])
     assert together.dtype == torch.uint8
     assert torch.equal(together, alone)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_whole_pixel_translations_copy_windows_exactly_as_the_other_warps(dtype):
+    """Translations run as window copies of each flat plane between margins of fill (columns moved in
+    from the side set to the fill): the same pixels as the row/column warp and the fixed-point warp, for
+    shifts in both directions, beyond the image, and with a fill of a colour per channel."""
+    from policysearch.ops import _warp_fixed_point, _warp_separable, _warp_shift
+
+    rng = np.random.default_rng(5)
+    for channels, h, w in ((3, 13, 17), (1, 6, 5), (3, 1, 9), (3, 8, 1)):
+        n = 24
+        x = natural_batch(n, h, w, channels, seed=int(rng.integers(100))).to(dtype)
+        m = np.tile([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], (n, 1))
+        m[:, 2] = rng.integers(-w - 2, w + 3, n)
+        m[:, 5] = rng.integers(-h - 2, h + 3, n)
+        m[:3, [2, 5]] = 0.0  # and no move at all
+        for fill in (torch.zeros(channels), torch.tensor([7.0, 0.0, 255.0][:channels])):
+            got = _warp_shift(x, m, fill)
+            assert got.dtype == dtype
+            assert torch.equal(got, _warp_separable(x, m, fill))
+            assert torch.equal(got, _warp_fixed_point(x, m, fill))
 
 
 @pytest.mark.slow

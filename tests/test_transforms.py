@@ -179,6 +179,64 @@ def test_fused_stages_give_what_the_steps_give_one_by_one(dtype, limit, monkeypa
     assert torch.equal(out, transform.apply(batch, bare))
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_cpu_steps_run_in_pieces_that_give_what_the_whole_step_gives(dtype, monkeypatch):
+    """On the CPU a step of more than CHUNK_LIMIT values per thread runs in pieces of at most that many
+    (one sample at the least), its per-sample draws split with its samples, with the whole step's result."""
+    rng = np.random.default_rng(4)
+    names = [name for name in OPS if name != "Identity"]
+    subs = [[Operation(str(rng.choice(names)), 0.9, float(rng.uniform())) for _ in range(2)] for _ in range(30)]
+    transform = BatchPolicyTransform(Policy(subs))
+    batch = natural_batch(120, 13, 17, 3, seed=8)
+    batch = batch if dtype == torch.uint8 else batch.to(dtype) / 255.0
+    plan = transform.sample(batch.shape, generator=_gen(22))
+    size = batch[0].numel()
+    monkeypatch.setattr(transforms, "CHUNK_LIMIT", 1 << 30)
+    assert transforms.stages(plan.steps, dtype == torch.uint8, size, split=True) == \
+        transforms.stages(plan.steps, dtype == torch.uint8, size)
+    whole = transform.apply(batch, plan)
+    for limit, most in ((3 * size, 3 * torch.get_num_threads()), (1, 1)):
+        monkeypatch.setattr(transforms, "CHUNK_LIMIT", limit)
+        pieces = [step for stage in transforms.stages(plan.steps, dtype == torch.uint8, size, split=True)
+                  for step in stage]
+        assert max(len(step.index) for step in pieces) == most
+        assert len(pieces) > len(plan.steps)
+        for step in plan.steps:  # every sample of every step in exactly one piece, with its own values
+            mine = [piece for piece in pieces if piece.op is step.op and piece.slot == step.slot]
+            assert torch.equal(torch.cat([piece.index for piece in mine]), step.index)
+            assert torch.equal(torch.cat([piece.arg for piece in mine]), step.arg)
+            for key, value in step.draw.items():
+                assert torch.equal(torch.cat([piece.draw[key] for piece in mine]), value), key
+        assert torch.equal(transform.apply(batch, plan), whole)
+
+
+def test_small_images_warp_from_source_pixels_in_the_plan():
+    """On the CPU, plans for small images carry each geometric step's source pixels (one gather per warp);
+    large ones do not (the plan stays small). Either way the warp gives what the matrices give."""
+    policy = Policy([[Operation(name, 0.9, 0.7)] for name in ("Rotate", "ShearX", "TranslateY", "Zoom")])
+    transform = BatchPolicyTransform(policy)
+    for size, carried in ((8, True), (64, True), (65, False)):
+        batch = natural_batch(40, size, size, 3, seed=size)
+        plan = transform.sample(batch.shape, generator=_gen(size))
+        assert plan.steps and all((step.source is not None) == carried for step in plan.steps), size
+        bare = dataclasses.replace(plan, steps=tuple(dataclasses.replace(step, source=None) for step in plan.steps))
+        assert torch.equal(transform.apply(batch, plan), transform.apply(batch, bare))
+
+
+def test_large_output_buffers_are_plain_tensors():
+    """Output batches of 8 MiB and more get huge-page advice on Linux: still an ordinary, writable,
+    contiguous tensor of the shape and dtype asked for."""
+    for shape, dtype in (((3, 3, 1024, 1024), torch.uint8), ((2, 3, 700, 700), torch.float32), ((2, 3), torch.uint8)):
+        out = transforms.new_batch(shape, dtype, torch.device("cpu"))
+        assert out.shape == shape and out.dtype == dtype and out.is_contiguous()
+        out.fill_(7)
+        assert bool((out == 7).all())
+    batch = natural_batch(40, 224, 224, 3, seed=3)  # 6 MB in, through the copy and the ops
+    out = BatchPolicyTransform(FOUR)(batch.repeat(2, 1, 1, 1), generator=_gen(5))
+    for image, got in zip(batch.repeat(2, 1, 1, 1), out):
+        assert any(torch.equal(got, ref) for ref in _references(image))
+
+
 # ---------------------------------------------------------------------------------------------------
 # 4. edge cases
 # ---------------------------------------------------------------------------------------------------
@@ -457,6 +515,32 @@ def test_batch_recipe_is_the_policy_then_its_baseline():
     # a policy without a baseline draws nothing more: its plan and output are what they were
     same = BatchPolicyTransform(policy)(x, torch.Generator().manual_seed(1))
     assert BaselineAugment(Baseline())(same).equal(same)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_baseline_is_a_zero_padded_crop_then_a_flip(dtype):
+    """The CPU baseline (window copies for the crop, the marked samples flipped) equals padding each image
+    with zeros, cropping it at its offsets and flipping it, for pads up to beyond the image size."""
+    from policysearch.policy import Baseline
+
+    gen = _gen(30)
+    for size, pad in (((9, 13), 2), ((5, 4), 7), ((1, 6), 1), ((24, 24), 4)):
+        x = natural_batch(33, *size, 3, seed=pad) if min(size) > 1 else \
+            torch.randint(0, 256, (33, 3, *size), generator=gen, dtype=torch.uint8)
+        x = x if dtype == torch.uint8 else x.to(dtype) / 255.0
+        before = x.clone()
+        crop, flip = transforms.draw_baseline(Baseline(pad, True), len(x), "cpu", gen)
+        padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+        cropped = torch.stack([padded[i, :, dy:dy + size[0], dx:dx + size[1]]
+                               for i, (dy, dx) in enumerate(crop.tolist())])
+        marked = flip.view(-1, 1, 1, 1)
+        assert torch.equal(transforms.apply_baseline(x, pad, crop, flip),
+                           torch.where(marked, cropped.flip(-1), cropped))
+        assert torch.equal(transforms.apply_baseline(x, pad, crop, None), cropped)
+        assert torch.equal(transforms.apply_baseline(x, 0, None, flip), torch.where(marked, x.flip(-1), x))
+        assert transforms.apply_baseline(x, pad, crop, flip).dtype == dtype
+        assert torch.equal(x, before)  # the input is left as it was
+    assert transforms.apply_baseline(x, 0, None, None) is x
 
 
 def test_pil_recipe_crops_and_flips_like_the_batch_path():
