@@ -1,0 +1,172 @@
+#!/usr/bin/env python
+"""Regret over the benchmark presets: how far each method is from the best method of each preset.
+
+For each preset, a method's regret is its mean test error minus the lowest mean test error of all methods
+on that preset (percentage points; means over the seeds in that preset's ``results.json``). Each method's
+worst regret is the largest over the presets where it ran. No fixed recipe is best everywhere; the
+product's claim is that the searched recipe is never far from the best, i.e. has a small worst regret.
+
+Reads every ``RESULTS/*/results.json`` (one folder per preset, as ``policysearch benchmark`` writes them;
+``history/`` lies a level deeper and is not read) and writes ``regret.md`` and ``regret.json`` next to
+them, each with the command that made it.
+
+- A method that did not run on a preset has no regret there (``-`` in the table): its worst regret is over
+  the presets where it ran, and the table says how many those are. Methods are listed by coverage (most
+  presets first), then by worst regret, so a method is ranked against methods that ran as widely.
+- Old ``results.json`` files named our policy-format rows ``autoaugment``, ``randaugment`` and
+  ``trivialaugment`` (and ``-alone``); they are read under today's names (``LEGACY_METHOD_NAMES`` in
+  ``policysearch/benchmark.py``). Other unknown names are kept as they are.
+- Means come from the runs (``runs``); a file without runs but with a ``summary`` uses its means. A file
+  that cannot be read, or has neither, is listed as ignored with the reason.
+
+Run from the repository root: ``python scripts/regret.py [--results benchmarks/results] [--out DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from policysearch.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from policysearch.benchmark import ALL_METHODS, LEGACY_METHOD_NAMES  # noqa: E402
+
+
+def read_preset(path: Path) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """{method: {"mean": test error %, "n": seeds}} of one results.json under today's method names, and
+    what else the table needs (command, preset name). Raises ValueError when the file has no results."""
+    document = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(document, dict):
+        raise ValueError("not a results object")
+    errors: dict[str, list[float]] = defaultdict(list)
+    for run in document.get("runs") or []:
+        errors[LEGACY_METHOD_NAMES.get(run["method"], run["method"])].append(float(run["test_error"]))
+    methods = {m: {"mean": sum(e) / len(e), "n": len(e)} for m, e in errors.items()}
+    if not methods:
+        for row in document.get("summary") or []:
+            methods[LEGACY_METHOD_NAMES.get(row["method"], row["method"])] = {"mean": float(row["mean"]),
+                                                                            "n": int(row.get("n", 0))}
+    if not methods:
+        raise ValueError("no runs and no summary")
+    renamed = sorted({r["method"] for r in document.get("runs") or document.get("summary") or []}
+                     & set(LEGACY_METHOD_NAMES))
+    return methods, {"preset": document.get("preset") or path.parent.name, "command": document.get("command", ""),
+                     "renamed": renamed}
+
+
+def regret_table(presets: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """Regrets from {preset: {method: {"mean", "n"}}}: per preset its best method and every method's regret,
+    per method its regret on each preset where it ran, its worst regret and its coverage."""
+    table: dict[str, Any] = {"presets": {}, "methods": {}}
+    for preset, methods in presets.items():
+        best = min(methods, key=lambda m: (methods[m]["mean"], m))
+        low = methods[best]["mean"]
+        table["presets"][preset] = {
+            "best_method": best, "best_mean": low,
+            "methods": {m: {**v, "regret": v["mean"] - low} for m, v in methods.items()}}
+    names = {m for methods in presets.values() for m in methods}
+    for m in names:
+        regrets = {p: t["methods"][m]["regret"] for p, t in table["presets"].items() if m in t["methods"]}
+        table["methods"][m] = {"regret": regrets, "worst_regret": max(regrets.values()),
+                               "worst_preset": max(regrets, key=lambda p: (regrets[p], p)),
+                               "presets_ran": len(regrets), "presets_missing": sorted(set(presets) - set(regrets))}
+    return table
+
+
+def _order(table: dict[str, Any]) -> list[str]:
+    """Methods by coverage (most presets first), then worst regret, then the benchmark's own order."""
+    known = {m: i for i, m in enumerate(ALL_METHODS)}
+    rows = table["methods"]
+    return sorted(rows, key=lambda m: (-rows[m]["presets_ran"], rows[m]["worst_regret"], known.get(m, len(known)), m))
+
+
+def render(table: dict[str, Any], command: str, sources: dict[str, dict[str, Any]], ignored: dict[str, str]) -> str:
+    """regret.md: methods x presets with regrets, each method's worst regret, the best of each preset."""
+    presets = list(table["presets"])
+    total = len(presets)
+    lines = ["# Regret over the benchmark presets", "", f"Command: `{command}`", "",
+             "A method's regret on a preset is its mean test error minus the lowest mean test error of all methods "
+             "on that preset, in percentage points (means over that preset's seeds); its worst regret is the largest "
+             "over the presets where it ran. A method that did not run on a preset has no regret there (-): its "
+             "worst regret covers only the presets it ran on, which the presets column counts, and methods are "
+             "listed by that coverage first, then by worst regret.", "",
+             "| method | worst regret (pp) | presets | " + " | ".join(f"`{p}`" for p in presets) + " |",
+             "|---|---|---|" + "---|" * total]
+    for m in _order(table):
+        row = table["methods"][m]
+        cells = [f"{row['regret'][p]:.2f}" if p in row["regret"] else "-" for p in presets]
+        cells = [f"**{c}**" if p in row["regret"] and table["presets"][p]["best_method"] == m else c
+                 for c, p in zip(cells, presets)]
+        lines.append(f"| {m} | {row['worst_regret']:.2f} | {row['presets_ran']}/{total} | " + " | ".join(cells) + " |")
+    best = [f"{t['best_method']} {t['best_mean']:.2f}" for t in table["presets"].values()]
+    seeds = []
+    for t in table["presets"].values():
+        ns = sorted({v["n"] for v in t["methods"].values()})
+        seeds.append(str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}")
+    lines += ["| lowest mean test error % | | | " + " | ".join(best) + " |",
+              "| seeds | | | " + " | ".join(seeds) + " |", "", "Sources:", ""]
+    for p in presets:
+        src = sources[p]
+        renamed = (f"; old names read as today's: {', '.join(f'{o} -> {LEGACY_METHOD_NAMES[o]}' for o in src['renamed'])}"
+                   if src["renamed"] else "")
+        lines.append(f"- `{p}`: `{src['path']}` (command: `{src['command']}`){renamed}")
+    for p, why in ignored.items():
+        lines.append(f"- ignored `{p}`: {why}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Read the presets' results.json files, write regret.md and regret.json; 1 when there is nothing to read."""
+    parser = argparse.ArgumentParser(prog="regret.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default="benchmarks/results",
+                        help="folder of preset folders holding results.json (default: %(default)s)")
+    parser.add_argument("--out", default=None, help="where regret.md and regret.json go (default: --results)")
+    parser.add_argument("--presets", nargs="+", default=None, metavar="FOLDER",
+                        help="only these preset folders, in this order (default: every folder, sorted)")
+    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = "scripts/regret.py" + (" " + shlex.join(argv) if argv else "")
+    results = Path(args.results)
+    folders = ([results / p for p in args.presets] if args.presets
+               else sorted(p.parent for p in results.glob("*/results.json")))
+    presets: dict[str, dict[str, dict[str, float]]] = {}
+    sources: dict[str, dict[str, Any]] = {}
+    ignored: dict[str, str] = {}
+    for folder in folders:
+        path = folder / "results.json"
+        try:
+            methods, info = read_preset(path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
+            ignored[folder.name] = f"{type(exc).__name__}: {exc}"
+            print(f"regret: ignoring {path}: {exc}", file=sys.stderr)
+            continue
+        presets[folder.name] = methods
+        sources[folder.name] = {"path": str(path), **info}
+    if not presets:
+        print(f"regret: no readable results.json under {results}/*/", file=sys.stderr)
+        return 1
+    table = regret_table(presets)
+    out = Path(args.out) if args.out else results
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "regret.json", {"command": command, **table, "order": _order(table),
+                                            "sources": sources, "ignored": ignored,
+                                            "missing_methods": "no regret where a method did not run; its worst "
+                                                               "regret is over the presets where it ran"})
+    text = render(table, command, sources, ignored)
+    write_text_atomic(out / "regret.md", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

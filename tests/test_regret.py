@@ -1,0 +1,86 @@
+"""scripts/regret.py: regrets and worst regrets from the presets' results.json, old method names included."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "regret.py"
+
+
+@pytest.fixture(scope="module")
+def regret():
+    spec = importlib.util.spec_from_file_location("regret_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _runs(errors: dict[str, list[float]]) -> list[dict]:
+    return [{"method": m, "seed": s, "test_error": e} for m, es in errors.items() for s, e in enumerate(es)]
+
+
+def _write(root: Path, folder: str, document: dict) -> None:
+    (root / folder).mkdir(parents=True)
+    (root / folder / "results.json").write_text(json.dumps(document))
+
+
+def test_regret_numbers_on_synthetic_results(regret, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    # preset a: none 10, 12 (mean 11); searched 9, 9 (9, the best); tv-randaugment 10, 11 (10.5)
+    _write(results, "a", {"preset": "a", "command": "bench a",
+                          "runs": _runs({"none": [10, 12], "searched": [9, 9], "tv-randaugment": [10, 11]})})
+    # preset b, an old file: no "preset" key, the old name trivialaugment, no tv-randaugment
+    _write(results, "b", {"command": "bench b",
+                          "runs": _runs({"none": [5, 5], "searched": [6, 7], "trivialaugment": [4, 4]})})
+    # preset c: only a summary (no runs), as a hand-made or truncated file
+    _write(results, "c", {"summary": [{"method": "none", "mean": 20.0, "n": 3},
+                                      {"method": "searched", "mean": 20.5, "n": 3}]})
+    (results / "broken").mkdir()
+    (results / "broken" / "results.json").write_text("{not json")
+    (results / "history" / "old").mkdir(parents=True)  # a level deeper: never read
+    (results / "history" / "old" / "results.json").write_text(json.dumps({"runs": _runs({"none": [0.0]})}))
+    out = tmp_path / "out"
+    assert regret.main(["--results", str(results), "--out", str(out)]) == 0
+    table = json.loads((out / "regret.json").read_text())
+    assert table["command"] == f"scripts/regret.py --results {results} --out {out}"
+    assert set(table["presets"]) == {"a", "b", "c"} and "broken" in table["ignored"]
+    assert table["presets"]["a"]["best_method"] == "searched" and table["presets"]["a"]["best_mean"] == 9.0
+    assert table["presets"]["b"]["best_method"] == "ours-trivialaugment-narrow"  # the old name, read as today's
+    methods = table["methods"]
+    assert methods["none"]["regret"] == {"a": 2.0, "b": 1.0, "c": 0.0}
+    assert methods["searched"]["regret"] == {"a": 0.0, "b": 2.5, "c": 0.5}
+    assert methods["searched"]["worst_regret"] == 2.5 and methods["searched"]["worst_preset"] == "b"
+    assert methods["none"]["worst_regret"] == 2.0 and methods["none"]["presets_ran"] == 3
+    # a method missing on some presets: its worst regret is over the presets where it ran
+    assert methods["tv-randaugment"] == {"regret": {"a": 1.5}, "worst_regret": 1.5, "worst_preset": "a",
+                                         "presets_ran": 1, "presets_missing": ["b", "c"]}
+    assert table["order"] == ["none", "searched", "ours-trivialaugment-narrow", "tv-randaugment"]
+    text = (out / "regret.md").read_text()
+    assert f"Command: `scripts/regret.py --results {results} --out {out}`" in text
+    assert "| none | 2.00 | 3/3 | 2.00 | 1.00 | **0.00** |" in text
+    assert "| searched | 2.50 | 3/3 | **0.00** | 2.50 | 0.50 |" in text
+    assert "| tv-randaugment | 1.50 | 1/3 | 1.50 | - | - |" in text
+    assert "| lowest mean test error % | | | searched 9.00 | ours-trivialaugment-narrow 4.00 | none 20.00 |" in text
+    assert "old names read as today's: trivialaugment -> ours-trivialaugment-narrow" in text
+    assert "ignored `broken`" in text
+
+
+def test_nothing_to_read_is_an_error(regret, tmp_path: Path) -> None:
+    assert regret.main(["--results", str(tmp_path)]) == 1
+    assert not (tmp_path / "regret.md").exists()
+
+
+def test_the_presets_own_results_read(regret) -> None:
+    """Every results.json in the repository reads, whatever method names it was written with."""
+    root = SCRIPT.parents[1] / "benchmarks" / "results"
+    files = sorted(root.glob("*/results.json"))
+    if not files:
+        pytest.skip("no benchmark results in this checkout")
+    for path in files:
+        methods, info = regret.read_preset(path)
+        assert methods and all(v["n"] >= 1 for v in methods.values()), path
+        assert not set(methods) & {"randaugment", "trivialaugment", "autoaugment"}, path
