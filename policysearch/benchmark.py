@@ -54,9 +54,10 @@ and the search must learn from the data that a flip is allowed.
 where the model still underfits (75.6 % training accuracy without augmentation): the search has to see
 that a short budget wants little augmentation.
 
-``cifar10-dev-2class-200`` (CPU): two classes of the same photographs (cat and dog: 100 training images
-each, tested on the 400 test images of the two), ``resnet8`` for ``CIFAR10_2CLASS_EPOCHS`` epochs at batch
-32: a two-class set of a few hundred images, where the search's selection sees least.
+``cifar10-dev-2class-200`` (CPU): two look-alike classes of the same photographs (automobile and truck:
+100 training images each, tested on the 400 test images of the two), ``resnet8`` for
+``CIFAR10_2CLASS_EPOCHS`` epochs at batch 32: a two-class set of a few hundred images, where the search's
+selection sees least.
 
 ``digits-100-finetune`` (CPU): transfer learning. Nothing can be downloaded here, so the preset first
 pretrains ``small_cnn`` itself (30 epochs, baseline augmentation) on the digits training-split images of
@@ -208,7 +209,7 @@ class Preset:
 CIFAR10_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-dev"
 DEFAULT_OUT = "runs/benchmark"  # + /<preset>; the committed results live in benchmarks/results/<preset>
 CIFAR10_DEV_EPOCHS = 60  # resnet8 without augmentation fits the 1,000 images (measured; see the README)
-CIFAR10_2CLASS_EPOCHS = 60  # the same for the 200 cat and dog images
+CIFAR10_2CLASS_EPOCHS = 60  # the same for the 200 automobiles and trucks
 
 PRESETS: dict[str, Preset] = {
     "digits-small": Preset(dataset="digits", train_size=150, model="small_cnn", epochs=60, batch_size=32,
@@ -221,8 +222,8 @@ PRESETS: dict[str, Preset] = {
     "cifar10-dev-1000-short": Preset(dataset=f"imagefolder:{CIFAR10_DEV}", train_size=1000, model="small_cnn",
                                      epochs=20, batch_size=50, seeds=(0, 1, 2, 3, 4), search_epochs=20,
                                      search_trials=20),
-    "cifar10-dev-2class-200": Preset(dataset=f"imagefolder:{CIFAR10_DEV}?classes=cat,dog", train_size=200,
-                                     model="resnet8", epochs=CIFAR10_2CLASS_EPOCHS, batch_size=32,
+    "cifar10-dev-2class-200": Preset(dataset=f"imagefolder:{CIFAR10_DEV}?classes=automobile,truck",
+                                     train_size=200, model="resnet8", epochs=CIFAR10_2CLASS_EPOCHS, batch_size=32,
                                      seeds=(0, 1, 2, 3, 4), search_epochs=CIFAR10_2CLASS_EPOCHS),
     # Fine-tuning: small_cnn pretrained on the other training digits of classes 0-4 (half the classes unseen),
     # then every method fine-tunes it on 100 digits of all ten; the search finds its recipe for the
@@ -245,7 +246,7 @@ PRESET_NOTES: dict[str, str] = {
     "cifar10-dev-1000": "real photographs from shared/data/cifar10-dev, resnet8 trained until it fits them; the "
                         "search must learn that a flip is allowed",
     "cifar10-dev-1000-short": "the same photographs, small_cnn stopped at 20 epochs while it still underfits",
-    "cifar10-dev-2class-200": "200 real photographs of two classes (cat, dog), resnet8 trained until it fits them",
+    "cifar10-dev-2class-200": "200 real photographs of two classes (automobile, truck), resnet8 trained until it fits them",
     "digits-100-finetune": "fine-tunes a small_cnn it pretrains on other digits (classes 0-4), with a second search "
                            "from scratch",
     "reduced-cifar10-wrn40-2": "the Fast AutoAugment paper's setting: search on 4000 CIFAR-10 images, train on all",

@@ -78,7 +78,7 @@ def test_cutout_scales_with_image_size_and_presets_parse():
     two = preset_from_args(_args("--preset", "cifar10-dev-2class-200"))
     assert photos.model == "resnet8" and photos.epochs == benchmark.CIFAR10_DEV_EPOCHS and photos.train_size == 1000
     assert (short.model, short.epochs, short.batch_size, short.train_size) == ("small_cnn", 20, 50, 1000)
-    assert two.dataset.endswith("cifar10-dev?classes=cat,dog") and two.train_size == 200 and two.model == "resnet8"
+    assert two.dataset.endswith("cifar10-dev?classes=automobile,truck") and two.train_size == 200 and two.model == "resnet8"
     for name in ("cifar10-dev-1000", "cifar10-dev-2class-200", "digits-small", "digits-100-finetune"):
         methods = benchmark.PRESETS[name].methods
         assert set(benchmark.ANCHOR_METHODS) <= set(methods), name  # every preset trains the anchors
