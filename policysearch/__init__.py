@@ -17,13 +17,13 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Policy": "policysearch.policy",
-    "Operation": "policysearch.policy",
-    "PolicyError": "policysearch.policy",
-    "PolicyTransform": "policysearch.image_transform",
-    "BatchPolicyTransform": "policysearch.transforms",
-    "Cutout": "policysearch.transforms",
-    "load_policy": "policysearch.standard",
+    "Policy": "policysearch.augment.policy",
+    "Operation": "policysearch.augment.policy",
+    "PolicyError": "policysearch.augment.policy",
+    "PolicyTransform": "policysearch.augment.image_transform",
+    "BatchPolicyTransform": "policysearch.augment.transforms",
+    "Cutout": "policysearch.augment.transforms",
+    "load_policy": "policysearch.augment.standard",
     "SearchConfig": "policysearch.search.config",
     "SearchResult": "policysearch.search.outcome",
 }

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from policysearch import __version__
-from policysearch.grids import CELL_TARGET  # a constant; the module imports Pillow and torch only when drawing
+from policysearch.augment.grids import CELL_TARGET  # a constant; the module imports Pillow and torch only when drawing
 
 PROG = "policysearch"
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
-# The policy strings of policysearch.standard, for help texts (kept here: help must not import torch).
+# The policy strings of policysearch.augment.standard, for help texts (kept here: help must not import torch).
 POLICY_STRINGS = "randaugment:n=2,m=9, trivialaugment, autoaugment:cifar10|imagenet|svhn, identity"
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
@@ -103,8 +103,8 @@ def _ops_list(policy) -> str:
 
 
 def _run_validate(args: argparse.Namespace) -> int:
-    from policysearch.policy import PolicyError
-    from policysearch.standard import load_policy
+    from policysearch.augment.policy import PolicyError
+    from policysearch.augment.standard import load_policy
 
     status = EXIT_OK
     for file in args.files:
@@ -137,8 +137,8 @@ def _add_convert(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from policysearch.convert import convert
-    from policysearch.policy import Policy
+    from policysearch.augment.convert import convert
+    from policysearch.augment.policy import Policy
 
     policy = convert(args.source, args.form)
     if not policy.name:
@@ -191,10 +191,10 @@ def _add_show(parser: argparse.ArgumentParser) -> None:
 
 def _run_show(args: argparse.Namespace) -> int:
     from policysearch.atomic import write_atomic
-    from policysearch.convert import from_torchvision
-    from policysearch.data import load_dataset
-    from policysearch.grids import sample_grid
-    from policysearch.standard import load_policy
+    from policysearch.augment.convert import from_torchvision
+    from policysearch.training.data import load_dataset
+    from policysearch.augment.grids import sample_grid
+    from policysearch.augment.standard import load_policy
 
     if args.file is None:
         policy = from_torchvision(DEFAULT_SHOW_POLICY)
@@ -251,7 +251,7 @@ COMMANDS: list[Command] = [
     Command(
         "convert", "convert a policy from torchvision, the AutoAugment paper or Fast AutoAugment",
         "Convert another project's augmentation policy into a policysearch policy file. The levels are "
-        "chosen so that each op applies the same argument as in the source (see policysearch.convert).",
+        "chosen so that each op applies the same argument as in the source (see policysearch.augment.convert).",
         "examples:\n"
         "  policysearch convert torchvision:cifar10 -o cifar10.json\n"
         "  policysearch convert randaugment:n=2,m=9 -o randaugment.json\n"

@@ -25,8 +25,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from policysearch.policy import Policy
-from policysearch.transforms import BatchPolicyTransform
+from policysearch.augment.policy import Policy
+from policysearch.augment.transforms import BatchPolicyTransform
 
 REWARDS = ("accuracy", "any_view", "loss", "min_loss")
 # Off the CPU, the batched transform takes up to this many pixel values per call (16 MB of uint8; its

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from policysearch.density import evaluate_policy
-from policysearch.ops import OPS
-from policysearch.policy import Operation, Policy
+from policysearch.augment.ops import OPS
+from policysearch.augment.policy import Operation, Policy
 
 __all__ = ["PROBE_LEVELS", "DomainFit", "OpFit", "fit_domain", "probe_ops"]
 

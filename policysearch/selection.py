@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from policysearch.data import DataError
+from policysearch.training.data import DataError
 
 __all__ = ["Comparison", "Decision", "TIE_RULE", "auto_repeats", "compare", "crossfit_folds", "decide", "race",
            "race_margin", "race_ties", "selection_power", "versus_reference"]

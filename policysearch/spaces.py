@@ -53,7 +53,7 @@ import yaml
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import numpy as np
 
-    from policysearch.policy import Policy
+    from policysearch.augment.policy import Policy
 
 __all__ = [
     "Axis",
@@ -90,7 +90,7 @@ class SpaceError(ValueError):
 
 def default_op_names() -> tuple[str, ...]:
     """The op names a space may use: those of the op table."""
-    from policysearch.ops import OP_NAMES
+    from policysearch.augment.ops import OP_NAMES
 
     return tuple(OP_NAMES)
 
@@ -243,7 +243,7 @@ class SearchSpace:
 
     def decode(self, params: Mapping[str, object]) -> Policy:
         """One trial's parameters -> a :class:`policysearch.policy.Policy`."""
-        from policysearch.policy import Operation, Policy
+        from policysearch.augment.policy import Operation, Policy
 
         subs = self.decode_params(params)
         return Policy(

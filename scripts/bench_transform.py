@@ -27,9 +27,9 @@ from PIL import Image
 from torchvision.transforms import AutoAugment, AutoAugmentPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from policysearch.policy import Policy  # noqa: E402
-from policysearch.image_transform import PolicyTransform  # noqa: E402
-from policysearch.transforms import BatchPolicyTransform  # noqa: E402
+from policysearch.augment.policy import Policy  # noqa: E402
+from policysearch.augment.image_transform import PolicyTransform  # noqa: E402
+from policysearch.augment.transforms import BatchPolicyTransform  # noqa: E402
 
 TARGETS = {  # name: (minimum ratio, description)
     "batch_cpu_vs_tv_32": (20.0, "batch CPU >= 20x torchvision per-image PIL at 32x32"),
@@ -152,7 +152,7 @@ def profile_ops(size: int, batch_size: int, repeats: int = 5) -> dict:
     """Seconds per batch of each part of ``BatchPolicyTransform.forward`` on CPU, summed over its stages:
     the planning step (``sample``), the copy of the input into the output and each op family (an op run on
     its own, or the fused geometric or table stages of several ops), each with its share of the total."""
-    from policysearch.transforms import TensorContext, _fill_tensor, _host_kernels, new_batch, run_stage, stages
+    from policysearch.augment.transforms import TensorContext, _fill_tensor, _host_kernels, new_batch, run_stage, stages
 
     transform = BatchPolicyTransform(Policy.from_torchvision("cifar10"))
     batch = torch.from_numpy(make_images(batch_size, size, seed=1)).permute(0, 3, 1, 2).contiguous()

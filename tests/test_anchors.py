@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from policysearch import anchors
-from policysearch.anchors import ANCHORS, AnchorAugment, AnchorUnavailable, anchor_seed, isolated_global_rng
-from policysearch.policy import Baseline
-from policysearch.transforms import BaselineAugment
+from policysearch.benchmark import anchors
+from policysearch.benchmark.anchors import ANCHORS, AnchorAugment, AnchorUnavailable, anchor_seed, isolated_global_rng
+from policysearch.augment.policy import Baseline
+from policysearch.augment.transforms import BaselineAugment
 from _images import natural_array
 
 TORCHVISION = [name for name, a in ANCHORS.items() if a.library == "torchvision"]

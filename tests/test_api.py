@@ -21,15 +21,15 @@ def test_the_search_and_the_batched_transform_do_not_import_torchvision():
     import subprocess
     import sys
 
-    code = ("import sys, policysearch.search.tuning, policysearch.transforms; "
+    code = ("import sys, policysearch.search.tuning, policysearch.augment.transforms; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torchvision'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 def test_policy_transform_keeps_its_old_import_path():
-    from policysearch.image_transform import PolicyTransform
-    from policysearch.transforms import PolicyTransform as old_path
+    from policysearch.augment.image_transform import PolicyTransform
+    from policysearch.augment.transforms import PolicyTransform as old_path
 
     assert old_path is PolicyTransform
 

@@ -11,7 +11,7 @@ import torch
 
 from policysearch import atomic
 from policysearch.atomic import save_torch_atomic, write_atomic, write_json_atomic, write_text_atomic
-from policysearch.policy import Policy
+from policysearch.augment.policy import Policy
 
 
 def _disk_full(*args, **kwargs):

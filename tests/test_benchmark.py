@@ -11,8 +11,8 @@ import torch
 
 from policysearch import benchmark
 from policysearch.benchmark import add_arguments, paired_difference, preset_from_args
-from policysearch.standard import RANDAUGMENT_OPS, randaugment_policy, trivialaugment_policy
-from policysearch.transforms import BatchPolicyTransform
+from policysearch.augment.standard import RANDAUGMENT_OPS, randaugment_policy, trivialaugment_policy
+from policysearch.augment.transforms import BatchPolicyTransform
 
 
 
@@ -108,9 +108,9 @@ def test_methods_name_what_they_run():
 
 
 def test_an_anchor_run_draws_the_same_augmentations_for_the_same_seed():
-    from policysearch.data import load_dataset, stratified_subset
-    from policysearch.models import build_model
-    from policysearch.train import TrainConfig, train_model
+    from policysearch.training.data import load_dataset, stratified_subset
+    from policysearch.training.models import build_model
+    from policysearch.training.train import TrainConfig, train_model
 
     data = stratified_subset(load_dataset("digits"), 20, seed=0)
     augment, _ = benchmark.method_augment("tv-trivialaugmentwide", benchmark.Baseline(1, False), None, 8, False,
@@ -209,7 +209,7 @@ def test_every_benchmark_option_has_help_that_states_the_real_defaults():
 
 @pytest.mark.slow
 def test_benchmark_runs_anchors_reports_training_accuracy_and_skips_a_missing_library(tmp_path, monkeypatch):
-    from policysearch import anchors
+    from policysearch.benchmark import anchors
 
     real = anchors.importlib.util.find_spec
     monkeypatch.setattr(anchors.importlib.util, "find_spec", lambda name: None if name == "timm" else real(name))

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from policysearch import __version__, cli, grids
+from policysearch import __version__, cli
+from policysearch.augment import grids
 from policysearch.cli import COMMANDS, Command, from_module, main
-from policysearch.policy import Policy
+from policysearch.augment.policy import Policy
 from policysearch.spaces import list_spaces
 
 ROOT = Path(__file__).resolve().parents[1]

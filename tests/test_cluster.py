@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from policysearch.models import build_model
+from policysearch.training.models import build_model
 from policysearch.search.config import SearchConfig
 from policysearch.search.faults import ENV as FAULTS_ENV, LOG_ENV, Faults, parse_faults
 from policysearch.search.trials import CHILD_FILE, CHILD_MODEL_FILE, ChildCache, ChildSource, frozen_child, prepare

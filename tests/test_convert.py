@@ -14,9 +14,9 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from policysearch.cli import main
-from policysearch.convert import convert, from_autoaugment_paper, from_fast_autoaugment, from_torchvision
-from policysearch.ops import OPS, TRANSLATE_MAX, PilContext
-from policysearch.policy import Operation, Policy, PolicyError
+from policysearch.augment.convert import convert, from_autoaugment_paper, from_fast_autoaugment, from_torchvision
+from policysearch.augment.ops import OPS, TRANSLATE_MAX, PilContext
+from policysearch.augment.policy import Operation, Policy, PolicyError
 
 SIZE = 32
 BINS = 10
@@ -119,7 +119,7 @@ def test_torchvision_policies_convert_exactly(name):
 
 def test_every_torchvision_bin_converts_exactly():
     """Not only the bins the shipped policies use: all 10 bins of every op with a magnitude."""
-    from policysearch.convert import _level_for, _tv_magnitude
+    from policysearch.augment.convert import _level_for, _tv_magnitude
 
     img = test_image()
     for op in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast",

@@ -1,4 +1,4 @@
-"""Tests for policysearch.data: loading, subsets, D_M/D_A splits, baseline augmentation, normalisation."""
+"""Tests for policysearch.training.data: loading, subsets, D_M/D_A splits, baseline augmentation, normalisation."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from policysearch.data import (
+from policysearch.training.data import (
     BASELINES,
     MAX_AUTO_SIDE,
     Baseline,
@@ -598,7 +598,7 @@ def test_compute_mean_std_makes_no_float_copy_of_the_whole_set(tmp_path: Path) -
     # 3000 x 3 x 64 x 64 uint8 is 37 MB; a float64 copy of it would add about 295 MB to the peak memory.
     script = (
         "import resource, torch\n"
-        "from policysearch.data import ImageData, compute_mean_std\n"
+        "from policysearch.training.data import ImageData, compute_mean_std\n"
         "images = torch.empty((3000, 3, 64, 64), dtype=torch.uint8).random_(0, 256)\n"  # no int64 temporary
         "data = ImageData(images, torch.zeros(3000, dtype=torch.int64), ('a',), 'big')\n"
         "compute_mean_std(data.subset([0, 1]))\n"  # warm up allocators and kernels
@@ -628,7 +628,7 @@ def test_declared_floors_cover_the_apis_the_code_calls() -> None:
     tomllib = pytest.importorskip("tomllib")
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text("utf-8"))["project"]
     deps = project["dependencies"]
-    from policysearch.image_transform import PolicyTransform
+    from policysearch.augment.image_transform import PolicyTransform
 
     # torchvision calls a v2 Transform's public transform()/make_params() only from 0.21 (before: _transform)
     assert "transform" in vars(PolicyTransform)

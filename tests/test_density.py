@@ -10,11 +10,11 @@ import dataclasses
 import pytest
 import torch
 
-from policysearch.data import baseline_for, load_dataset, normalization_for, stratified_subset
+from policysearch.training.data import baseline_for, load_dataset, normalization_for, stratified_subset
 from policysearch.density import REWARDS, PolicyScore, evaluate_policy
-from policysearch.models import build_model
-from policysearch.policy import Policy
-from policysearch.train import TrainConfig, evaluate, train_model
+from policysearch.training.models import build_model
+from policysearch.augment.policy import Policy
+from policysearch.training.train import TrainConfig, evaluate, train_model
 
 MEAN, STD = normalization_for("digits")
 SIZE = 8  # 4x cheaper than the default 16x16 and trains to higher accuracy in few epochs
@@ -138,7 +138,7 @@ def test_reward_names():
 def test_common_random_numbers_hold_for_every_view(child, d_a):
     """Two recipes that differ only in a step that changes no pixel but draws random numbers (Cutout of
     side 0) score identically in every view: the crops and flips of the baseline are shared."""
-    from policysearch.policy import Baseline
+    from policysearch.augment.policy import Baseline
 
     images, labels = d_a
     crop = Policy([[("Identity", 1.0, 0.0)]], baseline=Baseline(2, True))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from policysearch.standard import randaugment_policy
+from policysearch.augment.standard import randaugment_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ["train_dataloader.py", "train_batches.py"]

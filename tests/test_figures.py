@@ -15,7 +15,7 @@ from PIL import Image
 from policysearch.candidates import candidate_recipes, reference_name
 from policysearch.cli import main
 from policysearch.domain import DomainFit
-from policysearch.policy import Baseline, Operation, Policy
+from policysearch.augment.policy import Baseline, Operation, Policy
 from policysearch.search import SearchConfig, prepare
 from policysearch.search.export import export, write_trials_csv
 from policysearch.search.faults import Fault, Faults
@@ -338,7 +338,7 @@ def test_the_report_counts_in_words_that_fit_the_number(tmp_path):
 
 def test_ops_png_of_a_trivialaugment_recipe_says_what_it_is_and_shows_the_levels_it_uses():
     from policysearch.search.figures import describe_one_op_per_image, one_op_per_image, plot_ops
-    from policysearch.standard import randaugment_policy, trivialaugment_policy
+    from policysearch.augment.standard import randaugment_policy, trivialaugment_policy
 
     policy = trivialaugment_policy().with_baseline(Baseline(1, False))
     policy.metadata["domain_fit"] = {"ops": [{"op": "Solarize", "max_level": 0.25, "excluded": False}]}

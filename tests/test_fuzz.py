@@ -30,10 +30,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policysearch import policy as policy_module
+from policysearch.augment import policy as policy_module
 from policysearch import spaces as spaces_module
-from policysearch.ops import OP_NAMES
-from policysearch.policy import Baseline, Operation, Policy, PolicyError
+from policysearch.augment.ops import OP_NAMES
+from policysearch.augment.policy import Baseline, Operation, Policy, PolicyError
 from policysearch.spaces import SearchSpace, SpaceError, load_space, space_from_dict
 
 settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True,

@@ -1,11 +1,11 @@
-"""Tests for policysearch.models: every model builds, runs on small inputs and has the papers' size."""
+"""Tests for policysearch.training.models: every model builds, runs on small inputs and has the papers' size."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from policysearch.models import MODEL_NAMES, build_model
+from policysearch.training.models import MODEL_NAMES, build_model
 
 
 def _params(model: torch.nn.Module) -> int:
@@ -42,7 +42,7 @@ def test_cifar_resnets_match_the_paper() -> None:
     resnet8 = build_model("resnet8", 10)
     assert sum(1 for m in resnet8.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)) == 7
     with pytest.raises(ValueError, match="6n \\+ 2"):
-        from policysearch.models import CifarResNet
+        from policysearch.training.models import CifarResNet
 
         CifarResNet(10, 10)
 

@@ -29,9 +29,9 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from _images import natural_batch, natural_pil, pil_to_tensor
-from policysearch.ops import OP_RANGES, OPS, PilContext, TensorContext, apply_lut, warp
-from policysearch.policy import Operation, Policy
-from policysearch.transforms import BatchPolicyTransform
+from policysearch.augment.ops import OP_RANGES, OPS, PilContext, TensorContext, apply_lut, warp
+from policysearch.augment.policy import Operation, Policy
+from policysearch.augment.transforms import BatchPolicyTransform
 
 LEVELS = (0.0, 0.3, 0.7, 1.0)
 IMAGES = [("RGB", 32, 32), ("L", 17, 23), ("RGB", 23, 17)]  # (mode, height, width)
@@ -315,7 +315,7 @@ def test_whole_pixel_translations_copy_windows_exactly_as_the_other_warps(dtype)
     """Translations run as window copies of each flat plane between margins of fill (columns moved in
     from the side set to the fill): the same pixels as the row/column warp and the fixed-point warp, for
     shifts in both directions, beyond the image, and with a fill of a colour per channel."""
-    from policysearch.ops import _warp_fixed_point, _warp_separable, _warp_shift
+    from policysearch.augment.ops import _warp_fixed_point, _warp_separable, _warp_shift
 
     rng = np.random.default_rng(5)
     for channels, h, w in ((3, 13, 17), (1, 6, 5), (3, 1, 9), (3, 8, 1)):

@@ -9,8 +9,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from policysearch.ops import OP_NAMES
-from policysearch.policy import (
+from policysearch.augment.ops import OP_NAMES
+from policysearch.augment.policy import (
     FORMAT_VERSION,
     Operation,
     Policy,
@@ -244,7 +244,7 @@ def test_validate_policy_dict_names_the_source():
 
 def test_shipped_schema_validates_a_saved_file_with_plain_jsonschema(tmp_path):
     path = Policy.from_dict(doc(name="x", metadata={"dataset": "digits"})).save(tmp_path / "p.json")
-    schema = json.loads((Path(__file__).parents[1] / "policysearch" / "schema" / "policy.schema.json").read_text())
+    schema = json.loads((Path(__file__).parents[1] / "policysearch" / "augment" / "schema" / "policy.schema.json").read_text())
     assert schema == policy_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.validate(json.loads(path.read_text()), schema, cls=jsonschema.Draft202012Validator)
@@ -306,7 +306,7 @@ def test_scaled_multiplies_every_probability():
 
 
 def test_recipe_round_trip_keeps_the_baseline(tmp_path):
-    from policysearch.policy import Baseline
+    from policysearch.augment.policy import Baseline
 
     policy = Policy([[("Rotate", 0.5, 0.3)]], baseline=Baseline(pad_crop=2, hflip=True))
     loaded = Policy.load(policy.save(tmp_path / "p.json"))
@@ -316,7 +316,7 @@ def test_recipe_round_trip_keeps_the_baseline(tmp_path):
 
 
 def test_version_1_files_load_without_a_baseline(tmp_path):
-    from policysearch.policy import Baseline
+    from policysearch.augment.policy import Baseline
 
     loaded = Policy.load(write(tmp_path / "p.json", doc(format_version=1)))
     assert loaded.baseline == Baseline() and len(loaded) == len(doc()["sub_policies"])
@@ -337,7 +337,7 @@ def test_bad_baseline_names_the_place(tmp_path, baseline, message):
 
 
 def test_remove_duplicates_keeps_one_sub_policy_per_op_sequence():
-    from policysearch.policy import remove_duplicates
+    from policysearch.augment.policy import remove_duplicates
 
     policy = Policy([[("Rotate", 0.5, 0.3), ("Invert", 0.2, 0.0)], [("Rotate", 0.9, 0.1), ("Invert", 0.1, 0.0)],
                      [("Invert", 0.2, 0.0), ("Rotate", 0.5, 0.3)], [("Rotate", 0.4, 0.2)]])

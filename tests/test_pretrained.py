@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from policysearch import benchmark
-from policysearch.data import load_dataset, normalization_for, stratified_indices
-from policysearch.models import build_model
-from policysearch.pretrained import ModelSpec, WeightsError, check_model, create_model, fit_image_size, head_name
+from policysearch.training.data import load_dataset, normalization_for, stratified_indices
+from policysearch.training.models import build_model
+from policysearch.training.pretrained import ModelSpec, WeightsError, check_model, create_model, fit_image_size, head_name
 from policysearch.search.config import SearchConfig
-from policysearch.train import TrainConfig, train_model
+from policysearch.training.train import TrainConfig, train_model
 
 # A search setting whose trainings are a few steps each (as in test_search.SMALL).
 SMALL = dict(dataset="digits", train_size=200, splits=2, trials=4, epochs=1, top_n=2, seed=3, cpus_per_trial=1.0,
@@ -272,7 +272,7 @@ def test_benchmark_options_for_weights() -> None:
 
 @pytest.mark.slow
 def test_finetune_preset_pretrains_and_compares_the_two_searched_recipes(tmp_path: Path, monkeypatch) -> None:
-    from policysearch.standard import load_policy
+    from policysearch.augment.standard import load_policy
 
     searches = []
 

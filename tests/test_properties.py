@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 from PIL import Image
 from torchvision import tv_tensors
 
-from policysearch.ops import OP_NAMES
-from policysearch.policy import Baseline, Operation, Policy
-from policysearch.image_transform import PolicyTransform
-from policysearch.transforms import BatchPolicyTransform
+from policysearch.augment.ops import OP_NAMES
+from policysearch.augment.policy import Baseline, Operation, Policy
+from policysearch.augment.image_transform import PolicyTransform
+from policysearch.augment.transforms import BatchPolicyTransform
 
 settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -7,7 +7,7 @@ import json
 
 from policysearch.candidates import candidate_recipes, reference_name
 from policysearch.domain import DomainFit, OpFit
-from policysearch.policy import Baseline
+from policysearch.augment.policy import Baseline
 from policysearch.search import SearchConfig, prepare
 from policysearch.search.recipes import (choose_recipe, final_baseline, race_survivors, restrict_space,
                                          selection_trial)
@@ -108,7 +108,7 @@ def test_recipes_tied_at_the_race_cut_all_go_on_and_the_reason_names_the_tie_rul
 
 def test_selection_trains_at_the_final_trainings_batch_and_epochs_not_refitted_to_the_fold(monkeypatch):
     from policysearch.search import recipes as module
-    from policysearch.train import fit_to_data
+    from policysearch.training.train import fit_to_data
 
     config = SearchConfig(train_size=60, splits=1, selection_folds=3, epochs=2, min_steps=8, batch_size=32)
     prepared = prepare(config)

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from policysearch import search
-from policysearch.data import DataError
-from policysearch.policy import Policy
+from policysearch.training.data import DataError
+from policysearch.augment.policy import Policy
 from policysearch.search import checks, command, rundir
 from policysearch.search.checks import ResourceError, SearchFailed
 from policysearch.search.config import SearchConfig, given_values

@@ -22,13 +22,13 @@ import torch
 from torch import nn
 
 import policysearch
-from policysearch.policy import Policy
-from policysearch.pretrained import callable_name
+from policysearch.augment.policy import Policy
+from policysearch.training.pretrained import callable_name
 from policysearch.search import command, rundir
 from policysearch.search.api import search as api_search
 from policysearch.search.config import SearchConfig
 from policysearch.search.trials import Inputs, prepare, train_child
-from policysearch.user_data import read_data
+from policysearch.training.user_data import read_data
 
 REPO = Path(__file__).resolve().parents[1]
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
@@ -121,7 +121,7 @@ def test_the_result_gives_the_recipe_ready_to_train_with(tmp_path):
     from policysearch import BatchPolicyTransform, PolicyTransform
     from policysearch.search.outcome import SearchResult
     from policysearch.selection import decide
-    from policysearch.standard import load_policy
+    from policysearch.augment.standard import load_policy
 
     recipe = load_policy("randaugment:n=1,m=5")
     decision = decide({"trivialaugment, crop 1": [1.0, 2.0]}, "trivialaugment, crop 1", test_fraction=0.5)
@@ -200,7 +200,7 @@ def test_every_model_form_is_checked_and_trains_a_child(form, tmp_path):
 
 def test_timm_builds_without_pretrained_weights_and_takes_them_from_a_file(tmp_path, monkeypatch):
     timm = pytest.importorskip("timm", reason=TIMM_REASON)
-    from policysearch.pretrained import create_model
+    from policysearch.training.pretrained import create_model
 
     calls = []
     real = timm.create_model

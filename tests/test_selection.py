@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from policysearch.candidates import candidate_recipes, reference_name
-from policysearch.data import DataError
+from policysearch.training.data import DataError
 from policysearch.domain import DomainFit, OpFit, fit_domain, probe_ops
-from policysearch.policy import Baseline, Operation, Policy
-from policysearch.standard import randaugment_tv_policy, trivialaugment_wide_policy
+from policysearch.augment.policy import Baseline, Operation, Policy
+from policysearch.augment.standard import randaugment_tv_policy, trivialaugment_wide_policy
 from policysearch.selection import (TIE_RULE, auto_repeats, compare, crossfit_folds, decide, race, race_margin,
                                     race_ties, selection_power)
-from policysearch.train import TrainConfig, _batches, fit_to_data
+from policysearch.training.train import TrainConfig, _batches, fit_to_data
 
 
 def test_crossfit_folds_hold_every_image_out_once_per_repeat():

@@ -265,7 +265,7 @@ def test_decode_accepts_numpy_scalars():
 
 
 def test_decode_builds_a_policy():
-    policy = pytest.importorskip("policysearch.policy", reason="policysearch.policy is not on this branch yet")
+    policy = pytest.importorskip("policysearch.augment.policy", reason="policysearch.augment.policy is not on this branch yet")
 
     space = load_space("fast_autoaugment")
     assert isinstance(space.decode(space.sample(np.random.default_rng(0))), policy.Policy)

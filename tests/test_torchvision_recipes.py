@@ -19,11 +19,11 @@ from torchvision.transforms.autoaugment import _apply_op
 
 from _images import natural_pil, pil_to_tensor
 from policysearch import Policy
-from policysearch.ops import OPS, PilContext
-from policysearch.policy import PolicyError
-from policysearch.standard import (RANDAUGMENT_OPS, load_policy, randaugment_tv_policy,
+from policysearch.augment.ops import OPS, PilContext
+from policysearch.augment.policy import PolicyError
+from policysearch.augment.standard import (RANDAUGMENT_OPS, load_policy, randaugment_tv_policy,
                                    trivialaugment_wide_policy)
-from policysearch.transforms import BatchPolicyTransform
+from policysearch.augment.transforms import BatchPolicyTransform
 
 IMAGES = [("RGB", 32, 32), ("L", 16, 16), ("RGB", 23, 17)]  # (mode, height, width)
 BINS = 31
@@ -140,7 +140,7 @@ def test_wide_ranges_survive_every_policy_edit():
     assert wide.with_baseline(wide.baseline).ranges == "wide"
     assert wide != Policy(wide.sub_policies)  # the same levels in other ranges are another policy
     with pytest.raises(PolicyError, match="different op ranges"):
-        from policysearch.policy import merge_policies
+        from policysearch.augment.policy import merge_policies
         merge_policies([wide, randaugment_tv_policy()])
 
 

@@ -1,4 +1,4 @@
-"""Tests for policysearch.train: learning, exact resume, the augment hook, Cutout and evaluation."""
+"""Tests for policysearch.training.train: learning, exact resume, the augment hook, Cutout and evaluation."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from policysearch.data import ImageData, baseline_for, load_dataset, normalization_for, stratified_subset
-from policysearch.models import build_model
-from policysearch.train import TrainConfig, cutout, evaluate, predict, train_model
+from policysearch.training.data import ImageData, baseline_for, load_dataset, normalization_for, stratified_subset
+from policysearch.training.models import build_model
+from policysearch.training.train import TrainConfig, cutout, evaluate, predict, train_model
 
 MEAN, STD = normalization_for("digits")
 BASELINE = baseline_for("digits")
@@ -157,9 +157,9 @@ def test_cutout_fills_a_clipped_square_per_sample_in_pixel_space() -> None:
 @pytest.mark.parametrize("fill", [0, (10, 20, 30)])
 def test_the_trainers_cutout_and_the_policy_op_are_one_augmentation(fill) -> None:
     """Same side and centre: the policy's Cutout op and the trainer's (benchmark's) Cutout give equal images."""
-    from policysearch.ops import OPS
-    from policysearch.policy import Operation, Policy
-    from policysearch.transforms import BatchPolicyTransform, Cutout
+    from policysearch.augment.ops import OPS
+    from policysearch.augment.policy import Operation, Policy
+    from policysearch.augment.transforms import BatchPolicyTransform, Cutout
 
     size, side = 32, 6
     level = (side / size - OPS["Cutout"].low) / (OPS["Cutout"].high - OPS["Cutout"].low)

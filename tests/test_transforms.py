@@ -20,11 +20,11 @@ from scipy import stats
 from torchvision import tv_tensors
 
 from _images import natural_batch, natural_pil, pil_to_tensor
-from policysearch.ops import OPS, PilContext
-from policysearch.policy import Operation, Policy, PolicyError
-from policysearch import transforms
-from policysearch.image_transform import PolicyTransform
-from policysearch.transforms import BatchPolicyTransform, Cutout
+from policysearch.augment.ops import OPS, PilContext
+from policysearch.augment.policy import Operation, Policy, PolicyError
+from policysearch.augment import transforms
+from policysearch.augment.image_transform import PolicyTransform
+from policysearch.augment.transforms import BatchPolicyTransform, Cutout
 
 ALPHA = 0.001
 FOUR = Policy([[Operation("Invert", 1.0, 0.0)], [Operation("FlipLR", 1.0, 0.0)],
@@ -498,8 +498,8 @@ def test_cutout_bad_size():
 
 
 def test_batch_recipe_is_the_policy_then_its_baseline():
-    from policysearch.policy import Baseline
-    from policysearch.transforms import BaselineAugment
+    from policysearch.augment.policy import Baseline
+    from policysearch.augment.transforms import BaselineAugment
 
     policy = Policy([[("Rotate", 0.8, 0.5), ("Solarize", 0.5, 0.4)], [("Equalize", 0.7, 0.0)]])
     recipe = policy.with_baseline(Baseline(pad_crop=3, hflip=True))
@@ -521,7 +521,7 @@ def test_batch_recipe_is_the_policy_then_its_baseline():
 def test_baseline_is_a_zero_padded_crop_then_a_flip(dtype):
     """The CPU baseline (window copies for the crop, the marked samples flipped) equals padding each image
     with zeros, cropping it at its offsets and flipping it, for pads up to beyond the image size."""
-    from policysearch.policy import Baseline
+    from policysearch.augment.policy import Baseline
 
     gen = _gen(30)
     for size, pad in (((9, 13), 2), ((5, 4), 7), ((1, 6), 1), ((24, 24), 4)):
@@ -544,7 +544,7 @@ def test_baseline_is_a_zero_padded_crop_then_a_flip(dtype):
 
 
 def test_pil_recipe_crops_and_flips_like_the_batch_path():
-    from policysearch.policy import Baseline
+    from policysearch.augment.policy import Baseline
 
     img = natural_pil(12, 10, "RGB")
     recipe = Policy([[("Identity", 1.0, 0.0)]], baseline=Baseline(pad_crop=2, hflip=True))

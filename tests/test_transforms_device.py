@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from _images import natural_batch
-from policysearch import transforms
-from policysearch.ops import OPS, gather_warp, warp, warp_index
-from policysearch.policy import Operation, Policy
-from policysearch.transforms import BatchPolicyTransform
+from policysearch.augment import transforms
+from policysearch.augment.ops import OPS, gather_warp, warp, warp_index
+from policysearch.augment.policy import Operation, Policy
+from policysearch.augment.transforms import BatchPolicyTransform
 
 ALL_OPS = sorted(OPS)
 # Every op in both slots, at levels that are neither 0 nor 1, and two Blur radii.

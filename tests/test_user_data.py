@@ -1,4 +1,4 @@
-"""Data given as Python objects (policysearch.user_data): each form read into memory, and each bad case one line.
+"""Data given as Python objects (policysearch.training.user_data): each form read into memory, and each bad case one line.
 
 No Ray here: the bad cases also go through ``policysearch.search`` with Ray refused, so they stop before
 any work, and nothing is written.
@@ -13,8 +13,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 import policysearch
-from policysearch.data import DataError, baseline_for, normalization_for
-from policysearch.user_data import read_data
+from policysearch.training.data import DataError, baseline_for, normalization_for
+from policysearch.training.user_data import read_data
 
 HF_REASON = "the Hugging Face part needs `datasets` (the test extra installs it)"
 
@@ -259,7 +259,7 @@ def test_bad_hugging_face_datasets_are_one_line():
 
 
 def test_a_python_data_name_cannot_be_loaded_by_name():
-    from policysearch.data import load_dataset
+    from policysearch.training.data import load_dataset
 
     with pytest.raises(DataError, match="names data that was given as Python objects"):
         load_dataset("python:arrays#0123456789ab")

@@ -19,8 +19,8 @@ from typing import Any, Callable, TextIO
 
 from torch import nn
 
-from policysearch.data import DATASET_NAMES, PYTHON_PREFIX, ImageData
-from policysearch.pretrained import callable_name
+from policysearch.training.data import DATASET_NAMES, PYTHON_PREFIX, ImageData
+from policysearch.training.pretrained import callable_name
 from policysearch.search.config import SearchConfig
 from policysearch.search.outcome import SearchResult
 from policysearch.search.rundir import read_stored_config
@@ -104,7 +104,7 @@ def _data(data: Any, stored: SearchConfig | None, image_size: int | None, image_
         if named or not a_path:
             return text, None  # a name (an unknown one is refused by the loader, in one line)
         return f"imagefolder:{text}", None  # a folder (a missing one is refused by the loader, in one line)
-    from policysearch.user_data import read_data
+    from policysearch.training.user_data import read_data
 
     read = read_data(data, image_column=image_column, label_column=label_column, image_size=image_size)
     return read.name, read

@@ -16,9 +16,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from policysearch.density import REWARDS
-from policysearch.models import MODEL_NAMES
-from policysearch.pretrained import model_problem
-from policysearch.train import MIN_STEPS, MIN_STEPS_PER_EPOCH, TrainConfig
+from policysearch.training.models import MODEL_NAMES
+from policysearch.training.pretrained import model_problem
+from policysearch.training.train import MIN_STEPS, MIN_STEPS_PER_EPOCH, TrainConfig
 
 __all__ = ["ALGORITHMS", "RESUMABLE", "SearchConfig", "add_config_arguments", "flag", "given_values"]
 

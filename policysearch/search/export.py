@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from policysearch.atomic import write_text_atomic
-from policysearch.policy import Policy
+from policysearch.augment.policy import Policy
 from policysearch.search.faults import Faults
 from policysearch.search.figures import draw_figures, figures_section
 from policysearch.search.outcome import Outcome, SearchResult

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from policysearch.atomic import write_atomic, write_bytes_atomic, write_text_atomic
-from policysearch.data import DataError, ImageData
-from policysearch.policy import Policy
+from policysearch.training.data import DataError, ImageData
+from policysearch.augment.policy import Policy
 from policysearch.search.config import SearchConfig
 
 __all__ = ["BEGIN", "END", "FILES", "Figure", "RunFilesError", "add_arguments", "draw_figures", "figures_section",
@@ -106,7 +106,7 @@ def read_policy(run_dir: Path) -> Policy:
 
 def training_images(config: SearchConfig, data_root: str | None = None) -> ImageData:
     """The images the search trained on: the data set of ``config`` and its seeded ``train_size`` subset."""
-    from policysearch.data import load_dataset, stratified_subset
+    from policysearch.training.data import load_dataset, stratified_subset
 
     data = load_dataset(config.dataset, split="train", data_root=data_root or config.data_root,
                         image_size=config.image_size)
@@ -368,7 +368,7 @@ def op_usage(policy: Policy) -> list[dict[str, Any]]:
 
 def _argument(op: str, level: float, ranges: str = "standard") -> str:
     """What ``op`` does at ``level`` in its own unit: ``±15 degrees``, ``factor 1 ± 0.45``, ``6 bits kept``."""
-    from policysearch.ops import OPS
+    from policysearch.augment.ops import OPS
 
     spec = OPS.get(op)
     if spec is None or not spec.has_magnitude or level != level:
@@ -409,7 +409,7 @@ def describe_one_op_per_image(choice: dict[str, Any]) -> str:
 
 
 def _plot_one_op_per_image(policy: Policy, recipe: str, choice: dict[str, Any]) -> bytes:
-    from policysearch.ops import OPS
+    from policysearch.augment.ops import OPS
 
     plt = _pyplot()
     rows = sorted(choice["ops"], key=lambda u: u["op"])[::-1]
@@ -445,7 +445,7 @@ def plot_ops(policy: Policy, recipe: str) -> bytes:
     """Which ops the policy applies (expected applications per image) and at which levels, baseline in the
     title; a recipe of one uniformly drawn op per image (:func:`one_op_per_image`) is drawn as that, with
     the levels it really uses."""
-    from policysearch.ops import OPS
+    from policysearch.augment.ops import OPS
 
     choice = one_op_per_image(policy)
     if choice is not None:
@@ -509,7 +509,7 @@ def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: Ima
     the caller holds them (the export), else they are loaded as the search loaded them (``data_root``
     overrides the stored one).
     """
-    from policysearch.grids import sample_grid
+    from policysearch.augment.grids import sample_grid
 
     run_dir = Path(run_dir)
     config = read_config(run_dir)

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 from policysearch.candidates import Recipe
 from policysearch.domain import DomainFit
-from policysearch.policy import Policy, merge_policies, remove_duplicates
+from policysearch.augment.policy import Policy, merge_policies, remove_duplicates
 from policysearch.selection import Decision
 from policysearch.spaces import SearchSpace
 
@@ -81,13 +81,13 @@ class SearchResult:
 
     def transform(self, **kwargs: Any) -> Any:
         """A :class:`~policysearch.image_transform.PolicyTransform` of the recipe: per image, for torchvision pipelines."""
-        from policysearch.image_transform import PolicyTransform
+        from policysearch.augment.image_transform import PolicyTransform
 
         return PolicyTransform(self.policy, **kwargs)
 
     def batch_transform(self, **kwargs: Any) -> Any:
         """A :class:`~policysearch.transforms.BatchPolicyTransform` of the recipe: per sample on a whole batch."""
-        from policysearch.transforms import BatchPolicyTransform
+        from policysearch.augment.transforms import BatchPolicyTransform
 
         return BatchPolicyTransform(self.policy, **kwargs)
 

@@ -21,14 +21,14 @@ import torch
 from policysearch.candidates import Recipe, reference_name
 from policysearch.domain import DomainFit
 from policysearch.domain import probe_ops
-from policysearch.policy import Baseline
+from policysearch.augment.policy import Baseline
 from policysearch.search.faults import Faults
 from policysearch.search.trials import Prepared, device_for, use_threads
 from policysearch.selection import TIE_RULE, Decision, compare, decide, race, race_margin, race_ties
 from policysearch.spaces import SearchSpace
-from policysearch.standard import RANDAUGMENT_OPS
-from policysearch.train import TrainConfig, evaluate, fit_to_data, train_model
-from policysearch.transforms import BatchPolicyTransform
+from policysearch.augment.standard import RANDAUGMENT_OPS
+from policysearch.training.train import TrainConfig, evaluate, fit_to_data, train_model
+from policysearch.augment.transforms import BatchPolicyTransform
 
 __all__ = ["choose_recipe", "final_baseline", "final_training", "probe_child", "probed_ops", "race_survivors",
            "restrict_space", "selection_trial"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from policysearch.policy import Policy
+from policysearch.augment.policy import Policy
 from policysearch.search.config import SearchConfig
 from policysearch.search.outcome import Candidate, Outcome, SearchResult
 from policysearch.selection import TIE_RULE, Decision, race_ties

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from policysearch.atomic import write_json_atomic
-from policysearch.policy import software_versions
+from policysearch.augment.policy import software_versions
 from policysearch.search.config import RESUMABLE, SearchConfig, flag
 
 __all__ = ["Run", "RunError", "check_resume", "open_run", "read_stored_config", "write_config"]

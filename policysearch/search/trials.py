@@ -20,15 +20,15 @@ import numpy as np
 import torch
 
 from policysearch.atomic import save_torch_atomic
-from policysearch.data import ImageData, baseline_for, load_dataset, make_splits, normalization_for, stratified_subset
+from policysearch.training.data import ImageData, baseline_for, load_dataset, make_splits, normalization_for, stratified_subset
 from policysearch.density import evaluate_policy
-from policysearch.pretrained import Builder, ModelSpec, check_model, fit_image_size, is_callable_model, model_ref
-from policysearch.policy import Baseline
+from policysearch.training.pretrained import Builder, ModelSpec, check_model, fit_image_size, is_callable_model, model_ref
+from policysearch.augment.policy import Baseline
 from policysearch.search.config import SearchConfig
 from policysearch.search.faults import Faults
 from policysearch.selection import auto_repeats, crossfit_folds
 from policysearch.spaces import SearchSpace, load_space
-from policysearch.train import evaluate, fit_to_data, train_model
+from policysearch.training.train import evaluate, fit_to_data, train_model
 
 __all__ = ["CHILD_FILE", "CHILD_MODEL_FILE", "ChildCache", "ChildSource", "Inputs", "Prepared", "child_and_da",
            "child_model",

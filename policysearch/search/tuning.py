@@ -52,7 +52,7 @@ from policysearch.candidates import candidate_recipes
 from policysearch.domain import fit_domain
 from policysearch.search.recipes import (choose_recipe, final_baseline, probe_child, race_survivors, restrict_space,
                                          selection_trial)
-from policysearch.pretrained import model_ref
+from policysearch.training.pretrained import model_ref
 from policysearch.search.trials import (CHILD_FILE, CHILD_MODEL_FILE, ChildSource, Inputs, Prepared, prepare,
                                         score_policy, train_child)
 

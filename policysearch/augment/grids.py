@@ -94,8 +94,8 @@ def augmented_views(policy, images, views: int, seed: int, backend: str):
     """``views`` augmented versions of every image of ``images`` (uint8 [S, C, H, W]) -> [S][views] tensors."""
     import torch
 
-    from policysearch.image_transform import PolicyTransform
-    from policysearch.transforms import BatchPolicyTransform
+    from policysearch.augment.image_transform import PolicyTransform
+    from policysearch.augment.transforms import BatchPolicyTransform
 
     generator = torch.Generator().manual_seed(seed)
     if backend == "batch":

@@ -1,4 +1,4 @@
-"""Data given as Python objects, read once into an :class:`~policysearch.data.ImageData` (uint8 in memory).
+"""Data given as Python objects, read once into an :class:`~policysearch.training.data.ImageData` (uint8 in memory).
 
 :func:`read_data` takes what ``policysearch.search(data=...)`` accepts besides a data set name or folder:
 
@@ -15,7 +15,7 @@ An image is a PIL image (any mode: 16-bit values are scaled to 8 bits and transp
 black, as in image folders) or an integer (0..255) or floating-point (0..1) array or tensor ``[H, W]``,
 ``[C, H, W]`` or ``[H, W, C]`` with C = 1 or 3 (tensors are read channels-first, numpy arrays
 channels-last when both fit). The images must be all grey or all colour. Sizes follow the image-folder
-rule (:func:`policysearch.data.target_side`): every image becomes S x S, its centre square resized, and the
+rule (:func:`policysearch.training.data.target_side`): every image becomes S x S, its centre square resized, and the
 result's ``notes`` say so in one line. Labels are integers 0..C-1, C the number of class names or else the
 largest label + 1, and every class needs at least 2 images. Every problem is one :class:`DataError` line
 naming the item. Ray is not imported here, and nothing is downloaded.
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from policysearch.data import (PYTHON_PREFIX, DataError, ImageData, is_grey, pil_to_8bit, resize_images, resize_note,
+from policysearch.training.data import (PYTHON_PREFIX, DataError, ImageData, is_grey, pil_to_8bit, resize_images, resize_note,
                                target_side)
 
 __all__ = ["IMAGE_COLUMNS", "LABEL_COLUMNS", "fingerprint", "is_huggingface", "read_data"]

@@ -27,8 +27,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from policysearch.ops import OPS
-from policysearch.policy import Operation, Policy, PolicyError
+from policysearch.augment.ops import OPS
+from policysearch.augment.policy import Operation, Policy, PolicyError
 
 TORCHVISION_POLICIES = ("imagenet", "cifar10", "svhn")
 _TV_BINS = 10
@@ -196,8 +196,8 @@ CONVERTERS: dict[str, Callable[[Any, str], Policy]] = {
 
 def convert(source: str, form: str | None = None) -> Policy:
     """Convert a policy string (``torchvision:NAME``, ``randaugment:n=2,m=9``, ... see
-    ``policysearch.standard``) or a JSON file in ``form`` (``autoaugment`` or ``fast-autoaugment``)."""
-    from policysearch.standard import is_policy_string, parse_policy_string
+    ``policysearch.augment.standard``) or a JSON file in ``form`` (``autoaugment`` or ``fast-autoaugment``)."""
+    from policysearch.augment.standard import is_policy_string, parse_policy_string
 
     if source.startswith("torchvision:"):
         return from_torchvision(source)

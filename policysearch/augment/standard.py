@@ -68,8 +68,8 @@ import re
 from pathlib import Path
 from typing import Callable, Iterable
 
-from policysearch.ops import OP_NAMES
-from policysearch.policy import Operation, Policy, PolicyError
+from policysearch.augment.ops import OP_NAMES
+from policysearch.augment.policy import Operation, Policy, PolicyError
 
 __all__ = ["AUTOAUGMENT_VARIANTS", "POLICY_NAMES", "RANDAUGMENT_MAGNITUDE_SCALE", "RANDAUGMENT_MAX_N",
            "RANDAUGMENT_OPS", "TORCHVISION_TRANSFORMS", "TRIVIALAUGMENT_BINS", "autoaugment_policy",
@@ -190,7 +190,7 @@ def randaugment_tv_policy(n: int = 2, m: int = 9, bins: int = TRIVIALAUGMENT_BIN
 
 
 def _randaugment_tv(n: object, m: object, bins: object, ops: Iterable[str] | None, where: str) -> Policy:
-    from policysearch.convert import tv_level
+    from policysearch.augment.convert import tv_level
 
     n = _whole(n, "n", 1, RANDAUGMENT_MAX_N, where)
     bins = _whole(bins, "bins", 2, TRIVIALAUGMENT_MAX_BINS, where)
@@ -213,7 +213,7 @@ def trivialaugment_wide_policy(bins: int = TRIVIALAUGMENT_BINS, max_level: float
 
 
 def _trivialaugment_wide(bins: object, max_level: object, ops: Iterable[str] | None, where: str) -> Policy:
-    from policysearch.convert import torchvision_op, tv_level
+    from policysearch.augment.convert import torchvision_op, tv_level
 
     bins = _whole(bins, "bins", 2, TRIVIALAUGMENT_MAX_BINS, where)
     if isinstance(max_level, bool) or not isinstance(max_level, numbers.Real):
@@ -237,7 +237,7 @@ def autoaugment_policy(variant: str, ops: Iterable[str] | None = None) -> Policy
 
 
 def _autoaugment(variant: object, ops: Iterable[str] | None, where: str) -> Policy:
-    from policysearch.convert import from_torchvision
+    from policysearch.augment.convert import from_torchvision
 
     key = variant.lower() if isinstance(variant, str) else variant
     if key not in AUTOAUGMENT_VARIANTS:

@@ -24,7 +24,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import jsonschema
 
 from policysearch.atomic import write_json_atomic
-from policysearch.ops import OP_NAMES, OP_RANGES
+from policysearch.augment.ops import OP_NAMES, OP_RANGES
 
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)  # version 1 files have no baseline block, versions 1-2 no op_ranges
@@ -83,7 +83,7 @@ class Baseline:
 @lru_cache(maxsize=1)
 def policy_schema() -> dict[str, Any]:
     """The JSON Schema of the policy file format (shipped inside the package)."""
-    text = resources.files("policysearch").joinpath("schema/policy.schema.json").read_text(encoding="utf-8")
+    text = resources.files("policysearch.augment").joinpath("schema/policy.schema.json").read_text(encoding="utf-8")
     return json.loads(text)
 
 
@@ -294,8 +294,8 @@ class Policy:
     @classmethod
     def from_string(cls, text: str) -> "Policy":
         """A standard policy named by a string: ``randaugment:n=2,m=9``, ``trivialaugment``,
-        ``autoaugment:cifar10``, ``identity`` (grammar and errors: ``policysearch.standard``)."""
-        from policysearch.standard import parse_policy_string
+        ``autoaugment:cifar10``, ``identity`` (grammar and errors: ``policysearch.augment.standard``)."""
+        from policysearch.augment.standard import parse_policy_string
 
         return parse_policy_string(text)
 
@@ -303,7 +303,7 @@ class Policy:
     @classmethod
     def from_torchvision(cls, name: str) -> "Policy":
         """torchvision's built-in AutoAugment policy ``imagenet``, ``cifar10`` or ``svhn`` in our levels."""
-        from policysearch.convert import from_torchvision
+        from policysearch.augment.convert import from_torchvision
 
         return from_torchvision(name)
 

@@ -4,7 +4,7 @@
 draws its own sub-policy, probability gates, signs and op parameters, all drawn first (``sample``) and
 then applied (``apply``) with loops over ops only, never over samples. It applies the policy's
 ``Baseline`` (pad-and-crop, flip) after its ops, so a policy file reproduces the whole recipe.
-The per-image, torchvision-compatible ``PolicyTransform`` is in :mod:`policysearch.image_transform`
+The per-image, torchvision-compatible ``PolicyTransform`` is in :mod:`policysearch.augment.image_transform`
 (importing this module does not import torchvision, which a search's workers never need).
 """
 
@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from policysearch.ops import (OPS, OpSpec, TensorContext, _identity, _warp_shift, apply_lut, cutout_pil,
+from policysearch.augment.ops import (OPS, OpSpec, TensorContext, _identity, _warp_shift, apply_lut, cutout_pil,
                               cutout_tensor, gather_warp, to_uint8, warp, warp_index)
-from policysearch.policy import Baseline, Policy, PolicyError
-from policysearch.standard import load_policy
+from policysearch.augment.policy import Baseline, Policy, PolicyError
+from policysearch.augment.standard import load_policy
 
 Fill = float | Sequence[float]
 
@@ -702,7 +702,7 @@ class Cutout(torch.nn.Module):
 
 def __getattr__(name: str) -> Any:
     if name == "PolicyTransform":  # its home is image_transform, imported only when asked for
-        from policysearch.image_transform import PolicyTransform
+        from policysearch.augment.image_transform import PolicyTransform
 
         return PolicyTransform
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,7 +8,7 @@ and seeds (the budget adapted to tiny data by ``train.fit_to_data``, the same fo
 - ``baseline``: the data set's baseline augmentation only;
 - ``cutout``: baseline + Cutout, 16 px on 32 x 32 images and scaled with the image size (8 px on 16 x 16
   digits), the same augmentation as a policy's ``Cutout`` op of that side;
-- the anchors, what users actually run, applied per image by their own library (``policysearch/anchors.py``):
+- the anchors, what users actually run, applied per image by their own library (``policysearch/benchmark/anchors.py``):
   ``tv-autoaugment`` (``torchvision.transforms.v2.AutoAugment(AutoAugmentPolicy.CIFAR10)``),
   ``tv-randaugment`` (``RandAugment()``), ``tv-trivialaugmentwide`` (``TrivialAugmentWide()``), ``tv-augmix``
   (``AugMix()``), all at torchvision's defaults, and ``timm-rand-m9-mstd0.5-inc1`` (timm's RandAugment of that
@@ -20,7 +20,7 @@ and seeds (the budget adapted to tiny data by ``train.fit_to_data``, the same fo
   N=2, M=9 on the paper's 0..10 scale, every op at level 0.9 of our ranges, ``randaugment:n=2,m=9`` - not
   torchvision's ``RandAugment()``, bin 9 of 31, level 0.3) and ``ours-trivialaugment-narrow``
   (``trivialaugment``: one op of 14 at one of 31 levels over AutoAugment's narrow ranges - not
-  ``TrivialAugmentWide()``), each followed by the baseline and each ``-alone`` (``policysearch/standard.py``);
+  ``TrivialAugmentWide()``), each followed by the baseline and each ``-alone`` (``policysearch/augment/standard.py``);
   ``results.json`` files written before these names used ``autoaugment``, ``randaugment``, ``trivialaugment``
   for them (``LEGACY_METHOD_NAMES``);
 - ``searched``: the recipe of ``--policy FILE_OR_STRING`` applied exactly as it says (a file of format 2
@@ -104,21 +104,21 @@ from typing import Any, Sequence, TextIO
 import numpy as np
 import torch
 
-from policysearch.anchors import ANCHORS, AnchorAugment
+from policysearch.benchmark.anchors import ANCHORS, AnchorAugment
 from policysearch.atomic import save_torch_atomic, write_bytes_atomic, write_json_atomic, write_text_atomic
-from policysearch.data import (DataError, ImageData, baseline_for, load_dataset, normalization_for,
+from policysearch.training.data import (DataError, ImageData, baseline_for, load_dataset, normalization_for,
                                stratified_indices, stratified_subset)
-from policysearch.models import MODEL_NAMES
-from policysearch.pretrained import ModelSpec, check_model, fit_image_size, model_problem
-from policysearch.policy import Baseline, Policy, software_versions
-from policysearch.standard import load_policy
-from policysearch.train import Augment, TrainConfig, evaluate, fit_to_data, train_model
-from policysearch.transforms import BatchPolicyTransform
+from policysearch.training.models import MODEL_NAMES
+from policysearch.training.pretrained import ModelSpec, check_model, fit_image_size, model_problem
+from policysearch.augment.policy import Baseline, Policy, software_versions
+from policysearch.augment.standard import load_policy
+from policysearch.training.train import Augment, TrainConfig, evaluate, fit_to_data, train_model
+from policysearch.augment.transforms import BatchPolicyTransform
 
 __all__ = ["ALL_METHODS", "LEGACY_METHOD_NAMES", "METHODS", "PRESETS", "Preset", "Pretraining", "add_arguments",
            "describe_method", "paired_difference", "pretraining_indices", "run", "run_benchmark"]
 
-# Our policy-format versions of the standard recipes: (policy string, what it is), built by policysearch.standard.
+# Our policy-format versions of the standard recipes: (policy string, what it is), built by policysearch.augment.standard.
 STANDARD: dict[str, tuple[str, str]] = {
     "ours-autoaugment-cifar10": ("autoaugment:cifar10", "torchvision's AutoAugment CIFAR-10 policy as a policy file"),
     "ours-randaugment-m0.9": ("randaugment:n=2,m=9", "RandAugment N=2, every op at level 0.9 of our (AutoAugment) "
@@ -309,7 +309,7 @@ def method_recipe(method: str, baseline: Baseline, searched: Policy | None, cuto
 
 
 def anchor_of(method: str) -> str | None:
-    """The anchor (``policysearch.anchors.ANCHORS``) a method runs, None for a policy method."""
+    """The anchor (``policysearch.benchmark.anchors.ANCHORS``) a method runs, None for a policy method."""
     name = method.removesuffix("-alone")
     return name if name in ANCHORS else None
 
@@ -636,8 +636,8 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
         lines.append(f"| {m} | {what}{' (skipped)' if m in skipped else ''} |")
     lines += ["", "Anchors (`tv-*`, `timm-*`) are the libraries' own classes with their default arguments, applied "
               "to one PIL image at a time; their global random generators are seeded per batch from the run's "
-              "seed and restored afterwards (`policysearch/anchors.py`). `ours-*` are our policy-format versions "
-              "(`policysearch/standard.py`).", ""]
+              "seed and restored afterwards (`policysearch/benchmark/anchors.py`). `ours-*` are our policy-format versions "
+              "(`policysearch/augment/standard.py`).", ""]
     verdict = finetune_verdict(summary)
     if verdict:
         lines += ["## Searched for fine-tuning vs searched from scratch", "",
@@ -759,7 +759,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="default: the preset's (searched-scratch: the recipe of a search without --weights)")
     parser.add_argument("--policy", metavar="POLICY", default=None,
                         help="the 'searched' method's policy: a policy file, or a policy string such as "
-                             "randaugment:n=1,m=5 (see policysearch.standard); without it the benchmark "
+                             "randaugment:n=1,m=5 (see policysearch.augment.standard); without it the benchmark "
                              "searches one first")
     parser.add_argument("--cutout-with-policies", action=argparse.BooleanOptionalAction, default=None,
                         help="also apply Cutout on top of the policy methods (default: the preset's)")

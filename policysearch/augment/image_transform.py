@@ -2,7 +2,7 @@
 torchvision ``transforms`` and ``transforms.v2`` pipelines.
 
 The PIL path applies each op's PIL reference (equal to torchvision's functional result); a tensor takes
-the batched path of :class:`~policysearch.transforms.BatchPolicyTransform`. Both end with the policy's
+the batched path of :class:`~policysearch.augment.transforms.BatchPolicyTransform`. Both end with the policy's
 baseline, so a policy file reproduces the whole recipe.
 """
 
@@ -16,10 +16,10 @@ import torchvision.transforms.v2 as v2
 from PIL import Image
 from torchvision import tv_tensors
 
-from policysearch.ops import OPS, PilContext
-from policysearch.policy import Baseline, Policy
-from policysearch.standard import load_policy
-from policysearch.transforms import BatchPolicyTransform, Fill, check_image_batch, draw_baseline
+from policysearch.augment.ops import OPS, PilContext
+from policysearch.augment.policy import Baseline, Policy
+from policysearch.augment.standard import load_policy
+from policysearch.augment.transforms import BatchPolicyTransform, Fill, check_image_batch, draw_baseline
 
 __all__ = ["PolicyTransform"]
 

@@ -1,7 +1,7 @@
 """The child models: ours, torchvision's and timm's architectures by name, or a Python callable, with an
 optional local weights file.
 
-A model is named as in :data:`policysearch.models.MODEL_NAMES` (``small_cnn``, ...), as
+A model is named as in :data:`policysearch.training.models.MODEL_NAMES` (``small_cnn``, ...), as
 ``torchvision:NAME`` for a torchvision classification architecture (``torchvision:resnet18``), as
 ``timm:NAME`` for a timm model (the optional extra ``policysearch[timm]``), or is a callable
 ``(num_classes, in_channels) -> nn.Module`` given to ``policysearch.search(model=...)``, named
@@ -28,7 +28,7 @@ What building a model from a checkpoint does (:class:`ModelSpec`, :func:`create_
   (:func:`fit_image_size`); our models run on any size from 8 up. ImageNet weights are used to
   224 x 224 inputs and often fine-tune better at that size (``--image-size 224``), at a much higher cost.
 - **A frozen backbone** (``freeze_backbone``) leaves only the head's parameters trainable
-  (``requires_grad``); :func:`policysearch.train.train_model` skips the frozen ones and keeps the frozen
+  (``requires_grad``); :func:`policysearch.training.train.train_model` skips the frozen ones and keeps the frozen
   BatchNorm layers in eval mode, so their running statistics stay those of the checkpoint.
 
 Ray is not imported here.
@@ -45,8 +45,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from policysearch.data import ImageData, resize_images
-from policysearch.models import MODEL_NAMES, build_model
+from policysearch.training.data import ImageData, resize_images
+from policysearch.training.models import MODEL_NAMES, build_model
 
 __all__ = ["CALLABLE_PREFIX", "TIMM_PREFIX", "TORCHVISION_PREFIX", "Builder", "ModelSpec", "WeightsError",
            "callable_name", "check_model", "create_model", "fit_image_size", "head_name", "min_image_size",

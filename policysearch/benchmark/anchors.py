@@ -2,7 +2,7 @@
 
 An anchor is torchvision's or timm's own transform class, built with its default arguments exactly as a
 user writes it in a ``Compose``, and applied by that library to one PIL image at a time. Nothing here
-re-implements an op: the benchmark's policy-format versions of the same recipes (``policysearch.standard``)
+re-implements an op: the benchmark's policy-format versions of the same recipes (``policysearch.augment.standard``)
 are separate rows, so the two can be compared.
 
 ==============================  ==================================================================
@@ -49,8 +49,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from policysearch.policy import Baseline
-from policysearch.transforms import BaselineAugment
+from policysearch.augment.policy import Baseline
+from policysearch.augment.transforms import BaselineAugment
 
 __all__ = ["ANCHORS", "Anchor", "AnchorAugment", "AnchorUnavailable", "anchor_seed", "isolated_global_rng",
            "pil_to_uint8", "uint8_to_pil"]

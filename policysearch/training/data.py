@@ -25,8 +25,8 @@ from torch import Tensor
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-from policysearch.policy import Baseline
-from policysearch.transforms import BaselineAugment
+from policysearch.augment.policy import Baseline
+from policysearch.augment.transforms import BaselineAugment
 
 __all__ = [
     "BASELINES",

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from policysearch.atomic import save_torch_atomic
-from policysearch.data import DataError, ImageData, normalize
-from policysearch.policy import Baseline
-from policysearch.transforms import BaselineAugment, Cutout
+from policysearch.training.data import DataError, ImageData, normalize
+from policysearch.augment.policy import Baseline
+from policysearch.augment.transforms import BaselineAugment, Cutout
 
 __all__ = ["MIN_STEPS", "TrainConfig", "cutout", "evaluate", "fit_to_data", "predict", "train_mode", "train_model"]
 
@@ -89,7 +89,7 @@ def fit_to_data(config: TrainConfig, num_images: int, min_steps: int = MIN_STEPS
 
 
 def cutout(batch: Tensor, size: int, generator: torch.Generator | None = None) -> Tensor:
-    """The trainer's Cutout: :class:`policysearch.transforms.Cutout` with a ``size``-pixel side and fill 0.
+    """The trainer's Cutout: :class:`policysearch.augment.transforms.Cutout` with a ``size``-pixel side and fill 0.
 
     Applied in pixel space after the baseline augmentation and before normalisation, so it is the same
     augmentation as a policy's ``Cutout`` op of that side. Returns a new tensor (the batch itself for 0).
