@@ -191,7 +191,7 @@ def _add_show(parser: argparse.ArgumentParser) -> None:
 
 def _run_show(args: argparse.Namespace) -> int:
     from policysearch.atomic import write_atomic
-    from policysearch.augment.convert import from_torchvision
+    from policysearch.augment.torchvision_policies import from_torchvision
     from policysearch.training.data import load_dataset
     from policysearch.augment.grids import sample_grid
     from policysearch.augment.standard import load_policy
@@ -316,7 +316,8 @@ COMMANDS: list[Command] = [
         "  policysearch benchmark --preset digits-small\n"
         "  policysearch benchmark --preset digits-small --policy runs/demo/policy.json --seeds 0 1 2 3 4\n"
         "  policysearch benchmark --preset reduced-cifar10-wrn40-2 --data-root data --device cuda",
-        from_module("policysearch.benchmark", "add_arguments"), from_module("policysearch.benchmark", "run"),
+        from_module("policysearch.benchmark.command", "add_arguments"),
+        from_module("policysearch.benchmark.command", "run"),
     ),
 ]
 

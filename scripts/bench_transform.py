@@ -28,6 +28,7 @@ from torchvision.transforms import AutoAugment, AutoAugmentPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from policysearch.augment.policy import Policy  # noqa: E402
+from policysearch.augment.torchvision_policies import from_torchvision  # noqa: E402
 from policysearch.augment.image_transform import PolicyTransform  # noqa: E402
 from policysearch.augment.transforms import BatchPolicyTransform  # noqa: E402
 
@@ -113,7 +114,7 @@ def bench_size(size: int, count_pil: int, batches: int, repeats: int, batch_size
     arrays = make_images(max(count_pil, batch_size * batches), size)
     pils = [Image.fromarray(a, "RGB") for a in arrays[:count_pil]]
     tensor = torch.from_numpy(arrays[:batch_size * batches]).permute(0, 3, 1, 2).contiguous()
-    policy = Policy.from_torchvision("cifar10")
+    policy = from_torchvision("cifar10")
     tv = AutoAugment(AutoAugmentPolicy.CIFAR10)
     ours = PolicyTransform(policy)
     batch = BatchPolicyTransform(policy)
@@ -154,7 +155,7 @@ def profile_ops(size: int, batch_size: int, repeats: int = 5) -> dict:
     its own, or the fused geometric or table stages of several ops), each with its share of the total."""
     from policysearch.augment.transforms import TensorContext, _fill_tensor, _host_kernels, new_batch, run_stage, stages
 
-    transform = BatchPolicyTransform(Policy.from_torchvision("cifar10"))
+    transform = BatchPolicyTransform(from_torchvision("cifar10"))
     batch = torch.from_numpy(make_images(batch_size, size, seed=1)).permute(0, 3, 1, 2).contiguous()
     totals: dict[str, float] = {}
     samples: dict[str, int] = {}
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
               "cpu": platform.processor() or platform.machine(), "batch_size": args.batch_size, "sizes": {},
               "ratios": {}, "targets": {}}
     bandwidth = copy_bandwidth(repeats)
-    ops_per_image = applied_ops(Policy.from_torchvision("cifar10"))
+    ops_per_image = applied_ops(from_torchvision("cifar10"))
     report["copy_bandwidth"] = bandwidth
     report["applied_ops_per_image"] = ops_per_image
     print(f"copy bandwidth (uint8 copy of {bandwidth['bytes'] >> 20} MiB, bytes read + written): "

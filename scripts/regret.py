@@ -15,7 +15,7 @@ them, each with the command that made it.
   presets first), then by worst regret, so a method is ranked against methods that ran as widely.
 - Old ``results.json`` files named our policy-format rows ``autoaugment``, ``randaugment`` and
   ``trivialaugment`` (and ``-alone``); they are read under today's names (``LEGACY_METHOD_NAMES`` in
-  ``policysearch/benchmark.py``). Other unknown names are kept as they are.
+  ``policysearch/benchmark/methods.py``). Other unknown names are kept as they are.
 - Means come from the runs (``runs``); a file without runs but with a ``summary`` uses its means. A file
   that cannot be read, or has neither, is listed as ignored with the reason.
 
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from policysearch.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-from policysearch.benchmark import ALL_METHODS, LEGACY_METHOD_NAMES  # noqa: E402
+from policysearch.benchmark.methods import ALL_METHODS, LEGACY_METHOD_NAMES  # noqa: E402
 
 
 def read_preset(path: Path) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:

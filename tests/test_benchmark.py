@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from policysearch import benchmark
-from policysearch.benchmark import add_arguments, paired_difference, preset_from_args
+from policysearch.augment.policy import Baseline
+from policysearch.benchmark import command, methods, presets, report, runner
+from policysearch.benchmark.command import add_arguments, preset_from_args
+from policysearch.benchmark.stats import paired_difference
 from policysearch.augment.standard import RANDAUGMENT_OPS, randaugment_policy, trivialaugment_policy
 from policysearch.augment.transforms import BatchPolicyTransform
 
@@ -67,7 +69,7 @@ def _args(*argv):
 
 
 def test_cutout_scales_with_image_size_and_presets_parse():
-    assert benchmark.cutout_pixels(32) == 16 and benchmark.cutout_pixels(16) == 8
+    assert methods.cutout_pixels(32) == 16 and methods.cutout_pixels(16) == 8
     preset = preset_from_args(_args("--preset", "digits-small", "--epochs", "2", "--methods", "baseline"))
     assert preset.epochs == 2 and preset.methods == ("baseline",) and preset.dataset == "digits"
     cifar = preset_from_args(_args("--preset", "reduced-cifar10-wrn40-2"))
@@ -76,21 +78,21 @@ def test_cutout_scales_with_image_size_and_presets_parse():
     photos = preset_from_args(_args("--preset", "cifar10-dev-1000"))
     short = preset_from_args(_args("--preset", "cifar10-dev-1000-short"))
     two = preset_from_args(_args("--preset", "cifar10-dev-2class-200"))
-    assert photos.model == "resnet8" and photos.epochs == benchmark.CIFAR10_DEV_EPOCHS and photos.train_size == 1000
+    assert photos.model == "resnet8" and photos.epochs == presets.CIFAR10_DEV_EPOCHS and photos.train_size == 1000
     assert (short.model, short.epochs, short.batch_size, short.train_size) == ("small_cnn", 20, 50, 1000)
     assert two.dataset.endswith("cifar10-dev?classes=automobile,truck") and two.train_size == 200 and two.model == "resnet8"
     for name in ("cifar10-dev-1000", "cifar10-dev-2class-200", "digits-small", "digits-100-finetune"):
-        methods = benchmark.PRESETS[name].methods
-        assert set(benchmark.ANCHOR_METHODS) <= set(methods), name  # every preset trains the anchors
+        preset_methods = presets.PRESETS[name].methods
+        assert set(methods.ANCHOR_METHODS) <= set(preset_methods), name  # every preset trains the anchors
 
 
 def test_methods_name_what_they_run():
-    assert "tv-trivialaugmentwide-alone" in benchmark.METHODS and "timm-rand-m9-mstd0.5-inc1" in benchmark.METHODS
-    assert not {"randaugment", "trivialaugment", "autoaugment"} & set(benchmark.ALL_METHODS)
-    assert benchmark.LEGACY_METHOD_NAMES["trivialaugment-alone"] == "ours-trivialaugment-narrow-alone"
-    assert set(benchmark.LEGACY_METHOD_NAMES.values()) == set(benchmark.STANDARD_METHODS)
-    base = benchmark.Baseline(pad_crop=4, hflip=False)
-    describe = lambda m: benchmark.describe_method(m, base, 16, False)  # noqa: E731
+    assert "tv-trivialaugmentwide-alone" in methods.METHODS and "timm-rand-m9-mstd0.5-inc1" in methods.METHODS
+    assert not {"randaugment", "trivialaugment", "autoaugment"} & set(methods.ALL_METHODS)
+    assert methods.LEGACY_METHOD_NAMES["trivialaugment-alone"] == "ours-trivialaugment-narrow-alone"
+    assert set(methods.LEGACY_METHOD_NAMES.values()) == set(methods.STANDARD_METHODS)
+    base = Baseline(pad_crop=4, hflip=False)
+    describe = lambda m: methods.describe_method(m, base, 16, False)  # noqa: E731
     assert describe("tv-randaugment") == ("baseline (pad-and-crop 4 px, no flip), then "
                                           "`torchvision.transforms.v2.RandAugment()` per PIL image")
     assert describe("tv-augmix-alone") == "`torchvision.transforms.v2.AugMix()` per PIL image"
@@ -98,13 +100,13 @@ def test_methods_name_what_they_run():
     assert describe("ours-trivialaugment-narrow-alone").startswith("our policy `trivialaugment`")
     assert describe("cutout") == "baseline (pad-and-crop 4 px, no flip), then Cutout 16 px"
     # the policy rows are the policies they name; an anchor is the library's transform after the baseline or alone
-    recipe, _ = benchmark.method_recipe("ours-randaugment-m0.9-alone", base, None, 16, False)
-    assert recipe.name == randaugment_policy(2, 9).name and recipe.baseline == benchmark.Baseline()
-    augment, cut = benchmark.method_augment("tv-trivialaugmentwide", base, None, 16, False, image_size=16, mean=[0.5])
+    recipe, _ = methods.method_recipe("ours-randaugment-m0.9-alone", base, None, 16, False)
+    assert recipe.name == randaugment_policy(2, 9).name and recipe.baseline == Baseline()
+    augment, cut = methods.method_augment("tv-trivialaugmentwide", base, None, 16, False, image_size=16, mean=[0.5])
     assert augment.baseline.baseline == base and cut == 0
-    alone, _ = benchmark.method_augment("tv-trivialaugmentwide-alone", base, None, 16, True, image_size=16, mean=[0.5])
+    alone, _ = methods.method_augment("tv-trivialaugmentwide-alone", base, None, 16, True, image_size=16, mean=[0.5])
     assert alone.baseline is None
-    assert benchmark.method_augment("tv-augmix", base, None, 16, True, image_size=16, mean=[0.5])[1] == 16
+    assert methods.method_augment("tv-augmix", base, None, 16, True, image_size=16, mean=[0.5])[1] == 16
 
 
 def test_an_anchor_run_draws_the_same_augmentations_for_the_same_seed():
@@ -113,7 +115,7 @@ def test_an_anchor_run_draws_the_same_augmentations_for_the_same_seed():
     from policysearch.training.train import TrainConfig, train_model
 
     data = stratified_subset(load_dataset("digits"), 20, seed=0)
-    augment, _ = benchmark.method_augment("tv-trivialaugmentwide", benchmark.Baseline(1, False), None, 8, False,
+    augment, _ = methods.method_augment("tv-trivialaugmentwide", Baseline(1, False), None, 8, False,
                                           image_size=16, mean=[0.3])
 
     def batches(seed):
@@ -142,7 +144,7 @@ def test_smoke_benchmark_writes_results(tmp_path):
     args = _args("--preset", "digits-small", "--train-size", "30", "--epochs", "1", "--seeds", "0", "1",
                  "--methods", "baseline", "cutout", "searched", "--policy", str(policy_file), "--out", str(out),
                  "--batch-size", "16")
-    assert benchmark.run(args) == 0
+    assert command.run(args) == 0
     for name in ("results.md", "runs.csv", "results.json", "errors.png"):
         assert (out / name).exists(), name
     assert (out / "errors.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -163,7 +165,7 @@ def test_smoke_benchmark_writes_results(tmp_path):
     document["search"] = {"search_wall_s": 100.0, "total_device_s": 80.0, "phase1_wall_s": 30.0,
                           "phase1_device_s": 20.0, "phase1b_device_s": 4.0, "phase2_wall_s": 25.0,
                           "phase2_device_s": 20.0, "phase3_wall_s": 40.0, "phase3_device_s": 36.0}
-    costs = benchmark.render_markdown(document, document["summary"])
+    costs = report.render_markdown(document, document["summary"])
     assert "| - phase 1 child models (wall with 1b) | 30.0 | 20.0 |" in costs
     assert "| - phase 1b domain fit (in the phase-1 trials) | - | 4.0 |" in costs
 
@@ -177,24 +179,24 @@ def test_the_default_output_folder_never_holds_the_committed_results(tmp_path, m
         (Path(out) / "results.md").write_text("results\n", encoding="utf-8")
         return {"runs": [{}]}
 
-    monkeypatch.setattr(benchmark, "run_benchmark", fake_benchmark)
+    monkeypatch.setattr(runner, "run_benchmark", fake_benchmark)
     monkeypatch.chdir(tmp_path)  # as if run from the repository root
-    assert benchmark.run(_args("--preset", "digits-small", "--policy", "randaugment:n=1,m=5")) == 0
+    assert command.run(_args("--preset", "digits-small", "--policy", "randaugment:n=1,m=5")) == 0
     assert outs[-1] == Path("runs") / "benchmark" / "digits-small"
     assert not (tmp_path / "benchmarks").exists()
     # named with --out, the committed folder is written
-    assert benchmark.run(_args("--preset", "digits-small", "--policy", "randaugment:n=1,m=5",
+    assert command.run(_args("--preset", "digits-small", "--policy", "randaugment:n=1,m=5",
                                "--out", "benchmarks/results/digits-small")) == 0
     assert outs[-1] == Path("benchmarks/results/digits-small")
 
 
 def test_presets_are_listed_one_line_each(capsys):
     for argv in (["--list"], ["--preset", "list"]):
-        assert benchmark.run(_args(*argv)) == 0
+        assert command.run(_args(*argv)) == 0
         lines = capsys.readouterr().out.splitlines()
-        assert [line.split()[0] for line in lines] == sorted(benchmark.PRESETS)
+        assert [line.split()[0] for line in lines] == sorted(presets.PRESETS)
         for line in lines:
-            preset = benchmark.PRESETS[line.split()[0]]
+            preset = presets.PRESETS[line.split()[0]]
             assert f"{preset.epochs} epochs" in line and "seeds " + " ".join(map(str, preset.seeds)) in line
 
 
@@ -218,7 +220,7 @@ def test_benchmark_runs_anchors_reports_training_accuracy_and_skips_a_missing_li
                "ours-trivialaugment-narrow"]
     args = _args("--preset", "digits-small", "--train-size", "30", "--epochs", "1", "--seeds", "0", "--methods",
                  *methods, "--out", str(out), "--batch-size", "16")
-    assert benchmark.run(args) == 0
+    assert command.run(args) == 0
     document = json.loads((out / "results.json").read_text())
     why = "timm is not installed (pip install 'policysearch[timm]')"
     assert document["skipped"] == {"timm-rand-m9-mstd0.5-inc1": why}

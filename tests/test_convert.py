@@ -14,9 +14,10 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from policysearch.cli import main
-from policysearch.augment.convert import convert, from_autoaugment_paper, from_fast_autoaugment, from_torchvision
+from policysearch.augment.convert import convert, from_autoaugment_paper, from_fast_autoaugment
 from policysearch.augment.ops import OPS, TRANSLATE_MAX, PilContext
 from policysearch.augment.policy import Operation, Policy, PolicyError
+from policysearch.augment.torchvision_policies import from_torchvision
 
 SIZE = 32
 BINS = 10
@@ -119,13 +120,13 @@ def test_torchvision_policies_convert_exactly(name):
 
 def test_every_torchvision_bin_converts_exactly():
     """Not only the bins the shipped policies use: all 10 bins of every op with a magnitude."""
-    from policysearch.augment.convert import _level_for, _tv_magnitude
+    from policysearch.augment.torchvision_policies import _tv_magnitude, level_for
 
     img = test_image()
     for op in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast",
                "Sharpness", "Posterize", "Solarize"):
         for bin_index in range(BINS):
-            level = _level_for(op, _tv_magnitude(op, bin_index))
+            level = level_for(op, _tv_magnitude(op, bin_index))
             magnitude = float(tv_magnitudes(op)[bin_index])
             for negative in (False, True) if OPS[op].signed else (False,):
                 expected = tv_apply(img, op, -magnitude if negative else magnitude)
@@ -133,7 +134,7 @@ def test_every_torchvision_bin_converts_exactly():
 
 
 def test_torchvision_policy_metadata_and_entry_points():
-    policy = Policy.from_torchvision("cifar10")
+    policy = from_torchvision("cifar10")
     assert policy == from_torchvision("torchvision:cifar10") == convert("torchvision:cifar10")
     assert policy.name == "torchvision-cifar10"
     assert policy.metadata["source"] == "torchvision:cifar10"

@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
+from policysearch.augment.policy import Baseline
+from policysearch.augment.transforms import BaselineAugment
 from policysearch.training.data import (
     BASELINES,
     MAX_AUTO_SIDE,
-    Baseline,
-    BaselineAugment,
     DataError,
     ImageData,
     baseline_for,

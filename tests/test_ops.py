@@ -29,7 +29,9 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from _images import natural_batch, natural_pil, pil_to_tensor
-from policysearch.augment.ops import OP_RANGES, OPS, PilContext, TensorContext, apply_lut, warp
+from policysearch.augment.kernels import apply_lut
+from policysearch.augment.ops import OP_RANGES, OPS, PilContext, TensorContext
+from policysearch.augment.warp import warp
 from policysearch.augment.policy import Operation, Policy
 from policysearch.augment.transforms import BatchPolicyTransform
 
@@ -315,7 +317,7 @@ def test_whole_pixel_translations_copy_windows_exactly_as_the_other_warps(dtype)
     """Translations run as window copies of each flat plane between margins of fill (columns moved in
     from the side set to the fill): the same pixels as the row/column warp and the fixed-point warp, for
     shifts in both directions, beyond the image, and with a fill of a colour per channel."""
-    from policysearch.augment.ops import _warp_fixed_point, _warp_separable, _warp_shift
+    from policysearch.augment.warp import _warp_fixed_point, _warp_separable, warp_shift
 
     rng = np.random.default_rng(5)
     for channels, h, w in ((3, 13, 17), (1, 6, 5), (3, 1, 9), (3, 8, 1)):
@@ -326,7 +328,7 @@ def test_whole_pixel_translations_copy_windows_exactly_as_the_other_warps(dtype)
         m[:, 5] = rng.integers(-h - 2, h + 3, n)
         m[:3, [2, 5]] = 0.0  # and no move at all
         for fill in (torch.zeros(channels), torch.tensor([7.0, 0.0, 255.0][:channels])):
-            got = _warp_shift(x, m, fill)
+            got = warp_shift(x, m, fill)
             assert got.dtype == dtype
             assert torch.equal(got, _warp_separable(x, m, fill))
             assert torch.equal(got, _warp_fixed_point(x, m, fill))

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from policysearch import benchmark
+from policysearch.benchmark import command, presets, runner
 from policysearch.training.data import load_dataset, normalization_for, stratified_indices
 from policysearch.training.models import build_model
 from policysearch.training.pretrained import ModelSpec, WeightsError, check_model, create_model, fit_image_size, head_name
@@ -241,10 +241,10 @@ def test_child_and_selection_models_start_from_the_weights(small_cnn_weights: st
 
 
 def test_pretraining_never_sees_the_benchmarks_training_images_or_the_test_split() -> None:
-    preset = benchmark.PRESETS["digits-100-finetune"]
+    preset = presets.PRESETS["digits-100-finetune"]
     train = load_dataset("digits", split="train")
     labels = train.labels.numpy()
-    picked = benchmark.pretraining_indices(preset, labels)
+    picked = runner.pretraining_indices(preset, labels)
     subset = stratified_indices(labels, preset.train_size, preset.data_seed)
     assert len(picked) > 300 and not set(picked) & set(subset)
     assert set(labels[picked]) == {0, 1, 2, 3, 4}
@@ -253,21 +253,21 @@ def test_pretraining_never_sees_the_benchmarks_training_images_or_the_test_split
 
 def _args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    benchmark.add_arguments(parser)
+    command.add_arguments(parser)
     return parser.parse_args(list(argv))
 
 
 def test_benchmark_options_for_weights() -> None:
-    preset = benchmark.preset_from_args(_args("--preset", "digits-small", "--model", "torchvision:resnet18",
+    preset = command.preset_from_args(_args("--preset", "digits-small", "--model", "torchvision:resnet18",
                                               "--weights", "w.pt", "--freeze-backbone", "--image-size", "32"))
     assert (preset.model, preset.weights, preset.freeze_backbone, preset.image_size) == (
         "torchvision:resnet18", "w.pt", True, 32)
     with pytest.raises(ValueError, match="--freeze-backbone needs --weights"):
-        benchmark.preset_from_args(_args("--preset", "digits-small", "--freeze-backbone"))
+        command.preset_from_args(_args("--preset", "digits-small", "--freeze-backbone"))
     with pytest.raises(ValueError, match="searched-scratch method compares with a search from weights"):
-        benchmark.preset_from_args(_args("--preset", "digits-small", "--methods", "searched-scratch"))
+        command.preset_from_args(_args("--preset", "digits-small", "--methods", "searched-scratch"))
     with pytest.raises(ValueError, match="--pretrain-epochs: preset digits-small does not pretrain"):
-        benchmark.preset_from_args(_args("--preset", "digits-small", "--pretrain-epochs", "3"))
+        command.preset_from_args(_args("--preset", "digits-small", "--pretrain-epochs", "3"))
 
 
 @pytest.mark.slow
@@ -282,12 +282,12 @@ def test_finetune_preset_pretrains_and_compares_the_two_searched_recipes(tmp_pat
         return load_policy(name), {"policy_file": name, "search_wall_s": 1.0, "phase1_wall_s": 0.0,
                                    "phase1_device_s": 0.0, "phase2_wall_s": 0.0, "phase2_device_s": 0.0}
 
-    monkeypatch.setattr(benchmark, "_search", fake_search)
+    monkeypatch.setattr(runner, "_search", fake_search)
     out = tmp_path / "bench"
     args = _args("--preset", "digits-100-finetune", "--train-size", "30", "--epochs", "1", "--pretrain-epochs", "1",
                  "--seeds", "0", "1", "--methods", "baseline", "searched", "searched-scratch", "--batch-size", "16",
                  "--out", str(out))
-    assert benchmark.run(args) == 0
+    assert command.run(args) == 0
     weights = list(out.glob("pretrained-*.pt"))
     assert len(weights) == 1 and set(torch.load(weights[0], weights_only=True)) >= {"features.0.weight", "fc.weight"}
     assert searches == [(str(weights[0]), False), (str(weights[0]), True)]

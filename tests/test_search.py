@@ -606,14 +606,14 @@ def test_too_many_failed_trials_stop_the_search_in_one_line(ray_session, tmp_pat
 
 @pytest.mark.slow
 def test_a_benchmark_rerun_with_other_search_options_searches_again(ray_session, tmp_path):
-    from policysearch import benchmark
+    from policysearch.benchmark import presets, runner
 
     out = tmp_path / "bench"
-    preset = benchmark.Preset(dataset="digits", train_size=100, model="small_cnn", epochs=1, batch_size=16, seeds=(0,),
+    preset = presets.Preset(dataset="digits", train_size=100, model="small_cnn", epochs=1, batch_size=16, seeds=(0,),
                               methods=("searched",), search_trials=2, search_splits=2, search_top_n=1,
                               search_epochs=1)
-    first = benchmark.run_benchmark(preset, out, stream=io.StringIO())
-    second = benchmark.run_benchmark(dataclasses.replace(preset, search_trials=3), out, stream=io.StringIO())
+    first = runner.run_benchmark(preset, out, stream=io.StringIO())
+    second = runner.run_benchmark(dataclasses.replace(preset, search_trials=3), out, stream=io.StringIO())
     one, two = Path(first["search"]["policy_file"]).parent, Path(second["search"]["policy_file"]).parent
     assert one != two
     assert len(_read_csv(one / "trials.csv")) == 4 and len(_read_csv(two / "trials.csv")) == 6

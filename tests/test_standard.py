@@ -8,11 +8,11 @@ from PIL import Image
 
 from policysearch import PolicyTransform, load_policy
 from policysearch.cli import main
-from policysearch.augment.convert import from_torchvision
 from policysearch.augment.policy import Operation, Policy, PolicyError
 from policysearch.augment.standard import (AUTOAUGMENT_VARIANTS, POLICY_NAMES, RANDAUGMENT_OPS, autoaugment_policy,
                                    identity_policy, is_policy_string, parse_policy_string, randaugment_policy,
                                    randaugment_tv_policy, trivialaugment_policy, trivialaugment_wide_policy)
+from policysearch.augment.torchvision_policies import from_torchvision
 from policysearch.augment.transforms import BatchPolicyTransform
 
 # --------------------------------------------------------------------------------------------- every name
@@ -39,7 +39,7 @@ from policysearch.augment.transforms import BatchPolicyTransform
     ("none", identity_policy),
 ])
 def test_every_name_parses_to_its_policy(text, expected):
-    policy = Policy.from_string(text)
+    policy = parse_policy_string(text)
     assert policy == expected()
     assert policy == load_policy(text) == parse_policy_string(text)
 

@@ -21,7 +21,7 @@ from _images import natural_pil, pil_to_tensor
 from policysearch import Policy
 from policysearch.augment.ops import OPS, PilContext
 from policysearch.augment.policy import PolicyError
-from policysearch.augment.standard import (RANDAUGMENT_OPS, load_policy, randaugment_tv_policy,
+from policysearch.augment.standard import (RANDAUGMENT_OPS, load_policy, parse_policy_string, randaugment_tv_policy,
                                    trivialaugment_wide_policy)
 from policysearch.augment.transforms import BatchPolicyTransform
 
@@ -80,7 +80,7 @@ def test_randaugment_default_is_every_ordered_pair_at_bin_nine():
     assert policy.name == "randaugment:n=2,m=9,bins=31" and len(policy) == 14 ** 2
     pairs = Counter(tuple(step.op for step in sub) for sub in policy)
     assert set(pairs) == set(itertools.product(RANDAUGMENT_OPS, repeat=2)) and set(pairs.values()) == {1}
-    assert policy == randaugment_tv_policy() == Policy.from_string("randaugment:n=2,m=9,bins=31")
+    assert policy == randaugment_tv_policy() == parse_policy_string("randaugment:n=2,m=9,bins=31")
     # bin 9 of 31 is 0.3 of AutoAugment's ranges, not the 0.9 of randaugment:n=2,m=9
     shear = next(step for sub in policy for step in sub if step.op == "ShearX")
     assert shear.level == pytest.approx(0.3, abs=1e-6)
@@ -88,7 +88,7 @@ def test_randaugment_default_is_every_ordered_pair_at_bin_nine():
 
 def test_trivialaugmentwide_draws_ops_and_bins_uniformly():
     policy = load_policy("torchvision:trivialaugmentwide")
-    assert policy == trivialaugment_wide_policy() == Policy.from_string("trivialaugmentwide")
+    assert policy == trivialaugment_wide_policy() == parse_policy_string("trivialaugmentwide")
     ops = Counter(sub[0].op for sub in policy)
     assert len(ops) == 14 and set(ops.values()) == {BINS}
     assert "TranslateXAbs" in ops and "TranslateX" not in ops  # TrivialAugmentWide shifts by pixels
@@ -99,7 +99,7 @@ def test_the_strength_dial_scales_levels_and_keeps_the_shape():
     assert half.name == "trivialaugmentwide:bins=31,max=0.5" and half.ranges == "wide"
     assert [s[0].op for s in half] == [s[0].op for s in full]
     assert [s[0].level for s in half] == pytest.approx([s[0].level * 0.5 for s in full])
-    assert Policy.from_string("trivialaugmentwide:max=0.5") == half
+    assert parse_policy_string("trivialaugmentwide:max=0.5") == half
 
 
 @pytest.mark.parametrize("text,message", [
@@ -111,7 +111,7 @@ def test_the_strength_dial_scales_levels_and_keeps_the_shape():
 ])
 def test_bad_torchvision_recipe_strings_name_the_bad_part(text, message):
     with pytest.raises(PolicyError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        Policy.from_string(text)
+        parse_policy_string(text)
 
 
 def test_wide_policy_file_is_version_3_and_loads_back(tmp_path):

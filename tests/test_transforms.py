@@ -24,6 +24,7 @@ from policysearch.augment.ops import OPS, PilContext
 from policysearch.augment.policy import Operation, Policy, PolicyError
 from policysearch.augment import transforms
 from policysearch.augment.image_transform import PolicyTransform
+from policysearch.augment.torchvision_policies import from_torchvision
 from policysearch.augment.transforms import BatchPolicyTransform, Cutout
 
 ALPHA = 0.001
@@ -104,7 +105,7 @@ def test_signs_are_half_negative_and_match_the_outputs():
 
 def test_same_seed_same_output_different_seed_different_output():
     batch = natural_batch(64, 20, 20, 3, seed=4)
-    transform = BatchPolicyTransform(Policy.from_torchvision("cifar10"))
+    transform = BatchPolicyTransform(from_torchvision("cifar10"))
     a = transform(batch, generator=_gen(7))
     b = transform(batch, generator=_gen(7))
     c = transform(batch, generator=_gen(8))
@@ -114,7 +115,7 @@ def test_same_seed_same_output_different_seed_different_output():
 
 def test_sample_then_apply_replays_forward_exactly():
     batch = natural_batch(32, 20, 20, 3, seed=5)
-    transform = BatchPolicyTransform(Policy.from_torchvision("cifar10"))
+    transform = BatchPolicyTransform(from_torchvision("cifar10"))
     plan = transform.sample(batch.shape, generator=_gen(9))
     once = transform.apply(batch, plan)
     assert torch.equal(once, transform.apply(batch, plan))
@@ -279,7 +280,7 @@ def test_the_output_is_never_the_input_tensor():
 
 
 def test_a_hand_built_plan_with_two_steps_for_one_sample_in_a_slot_is_refused():
-    transform = BatchPolicyTransform(Policy.from_torchvision("cifar10"))
+    transform = BatchPolicyTransform(from_torchvision("cifar10"))
     index, arg = torch.tensor([0]), torch.tensor([20.0], dtype=torch.float64)
     rotate = transforms.PlanStep(OPS["Rotate"], index, arg, {}, 0)
     invert = transforms.PlanStep(OPS["Invert"], index, arg, {}, 0)
@@ -297,7 +298,7 @@ def test_module_conversions_leave_the_policy_alone():
     """Converting a container (model.half(), .double()) does not touch the policy's float64 tables, and the
     module pickles without device memory."""
     batch = natural_batch(64, 16, 16, 3, seed=3)
-    transform = BatchPolicyTransform(Policy.from_torchvision("cifar10"))
+    transform = BatchPolicyTransform(from_torchvision("cifar10"))
     before = transform(batch, generator=_gen(5))
     torch.nn.Sequential(transform).half()
     assert torch.equal(transform(batch, generator=_gen(5)), before)
@@ -394,7 +395,7 @@ def test_sample_pairing_on_pil_needs_a_pool():
 
 
 def test_inside_v1_compose_on_pil():
-    pipeline = T.Compose([PolicyTransform(Policy.from_torchvision("cifar10"), generator=_gen(0)), T.ToTensor()])
+    pipeline = T.Compose([PolicyTransform(from_torchvision("cifar10"), generator=_gen(0)), T.ToTensor()])
     for mode in ("RGB", "L"):
         out = pipeline(natural_pil(32, 32, mode))
         assert out.shape == (3 if mode == "RGB" else 1, 32, 32) and out.dtype == torch.float32

@@ -13,7 +13,8 @@ import torch
 
 from _images import natural_batch
 from policysearch.augment import transforms
-from policysearch.augment.ops import OPS, gather_warp, warp, warp_index
+from policysearch.augment.ops import OPS
+from policysearch.augment.warp import gather_warp, warp, warp_index
 from policysearch.augment.policy import Operation, Policy
 from policysearch.augment.transforms import BatchPolicyTransform
 

@@ -38,6 +38,10 @@ import torch.nn.functional as nnf
 from PIL import Image, ImageChops, ImageFilter, ImageOps
 from PIL.ImageEnhance import Brightness, Color, Sharpness
 
+from policysearch.augment.kernels import (apply_lut, blend, blend_uint8, grey, histogram, per_sample, quantised,
+                                          to_uint8)
+from policysearch.augment.warp import warp
+
 Draw = Mapping[str, torch.Tensor]
 
 
@@ -122,60 +126,8 @@ class OpSpec:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Shared helpers
+# Shared helpers (the pixel kernels are in ``kernels``, the warp in ``warp``)
 # ---------------------------------------------------------------------------------------------------
-
-
-def _col(arg: torch.Tensor) -> torch.Tensor:
-    """Per-sample argument [n] as [n, 1, 1, 1] for broadcasting over an image batch."""
-    return arg.view(-1, 1, 1, 1)
-
-
-def _blend(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor, exact: bool) -> torch.Tensor:
-    """PIL's Image.blend(degenerate, x, factor): in float32, clipped, truncated to uint8 when exact."""
-    out = ((x - degenerate) * _col(factor).to(x.dtype)).add_(degenerate).clamp_(0.0, 255.0)
-    return out.trunc_() if exact else out
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Float levels in [0, 255] as uint8, truncated toward zero.
-
-    On the CPU this goes through int16: converting float to uint8 directly is a scalar loop there, about
-    5x slower than the two vectorised conversions (float to int16 truncates the same way).
-    """
-    if x.device.type == "cpu" and x.is_floating_point():
-        return x.to(torch.int16).to(torch.uint8)
-    return x.to(torch.uint8)
-
-
-def _blend_uint8(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """``_blend`` in exact mode, returned as uint8: the same float32 steps, in place on ``x`` (a float32
-    scratch copy), and no separate truncation since converting [0, 255] to uint8 truncates."""
-    return to_uint8(x.sub_(degenerate).mul_(_col(factor).to(x.dtype)).add_(degenerate).clamp_(0.0, 255.0))
-
-
-def _grey(x: torch.Tensor, exact: bool) -> torch.Tensor:
-    """Luma as PIL's convert('L') computes it (ITU-R 601-2), [n, 1, H, W]; grey input passes through."""
-    if x.shape[1] == 1:
-        return x
-    if exact:
-        # PIL's 16.16 fixed point, (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16: every product and
-        # partial sum is an integer below 2**24, so float32 computes it exactly, in any order; one
-        # matrix product over the channels is the cheapest way to sum them.
-        # On other devices the channels are summed with scalar products instead: no weights to upload
-        # (a host synchronisation) and no matrix unit that might round in TF32.
-        n, _, h, w = x.shape
-        xf = x.to(torch.float32)
-        if x.device.type == "cpu":
-            weights = torch.tensor([[19595.0, 38470.0, 7471.0]])
-            luma = torch.matmul(weights, xf.reshape(n, 3, h * w)).view(n, 1, h, w)
-        else:
-            luma = xf[:, 0:1] * 19595.0 + xf[:, 1:2] * 38470.0 + xf[:, 2:3] * 7471.0
-        return luma.add_(0x8000).mul_(1.0 / 65536).floor_().to(x.dtype)
-    if x.device.type != "cpu":
-        return x[:, 0:1] * 0.299 + x[:, 1:2] * 0.587 + x[:, 2:3] * 0.114
-    weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype)
-    return (x * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
 def _pointwise_op(map_fn: MapFn, kernel: Uint8Fn | None, x: torch.Tensor, arg: torch.Tensor, draw: Draw,
@@ -199,43 +151,6 @@ def _map_table(map_fn: MapFn, x: torch.Tensor, arg: torch.Tensor, ctx: TensorCon
     return map_fn(x, arg, ctx)(ramp).expand(n, c, 1, 256).reshape(n, c, 256)
 
 
-def _table_index(x: torch.Tensor) -> torch.Tensor:
-    """For integer levels x [n, C, H, W] in 0..255: each pixel's entry in a flat [n, C, 256] table (int32)."""
-    n, c = x.shape[:2]
-    offset = torch.arange(0, n * c * 256, 256, dtype=torch.int32, device=x.device).view(n, c, 1)
-    return x.reshape(n, c, -1).to(torch.int32).add_(offset).view(-1)
-
-
-def apply_lut(x: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
-    """Map integer-valued x [n, C, H, W] through per-sample, per-channel tables lut [n, C, 256].
-
-    One gather per plane, along its table's row: the index is each value itself (no per-plane offset to
-    add), and the gather is split over the threads by plane, where a lookup in one flat table
-    (index_select) is a single-threaded loop on the CPU.
-    """
-    n, c = x.shape[:2]
-    planes = x.reshape(n * c, -1)
-    return lut.to(x.dtype).reshape(n * c, 256).gather(1, planes.to(torch.int64)).view(x.shape)
-
-
-def _histogram(x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-    """256-bin histogram per sample and channel of integer levels x in 0..255, [n, C, 256] (int64).
-
-    One bincount over every pixel's table entry (``_table_index``) counts all samples and channels at once.
-    """
-    n, c = x.shape[:2]
-    index = _table_index(x) if index is None else index
-    if x.device.type != "cpu":  # bincount reads its largest value back to the host there; this does not
-        ones = torch.ones((), dtype=torch.int64, device=x.device).expand(len(index))
-        return torch.zeros(n * c * 256, dtype=torch.int64, device=x.device).index_add_(0, index, ones).view(n, c, 256)
-    return torch.bincount(index, minlength=n * c * 256).view(n, c, 256)
-
-
-def _quantised(x: torch.Tensor) -> torch.Tensor:
-    """Integer levels 0..255 for ops defined on a histogram (float input is rounded to its level)."""
-    return x.round().clamp(0, 255)
-
-
 def _fill_pil(img: Image.Image, fill: tuple[int, ...]) -> int | tuple[int, ...]:
     bands = len(img.getbands())
     if len(fill) == 1:
@@ -244,152 +159,8 @@ def _fill_pil(img: Image.Image, fill: tuple[int, ...]) -> int | tuple[int, ...]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Geometric ops: each declares its affine matrix; one nearest-neighbour warp applies them all.
+# Geometric ops: each declares its affine matrix; one nearest-neighbour warp (``warp``) applies them all.
 # ---------------------------------------------------------------------------------------------------
-
-
-def warp(x: torch.Tensor, matrix: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-    """Nearest-neighbour affine warp that reproduces PIL's Image.transform(AFFINE, NEAREST) exactly.
-
-    ``matrix`` [n, 6] (float64), one row per sample, maps an output pixel centre (x + 0.5, y + 0.5) to
-    input coordinates, as PIL's transform data does. Pixels mapped outside the image take ``fill``. Like
-    PIL, a pure scale/translate matrix steps through positions in double precision and any other matrix
-    uses 16.16 fixed point, so both pick the same source pixel as PIL. Samples of different ops can share
-    one call: whole-pixel translations come out the same either way, so they join either kind; a batch
-    that mixes other scales with rotations or shears is split in two. A gather on integer indices is also
-    much cheaper than grid_sample on large images.
-
-    The per-sample parameters are a handful of numbers, prepared on the host with numpy in the same
-    float64 steps (a dozen tiny torch ops cost more than the gather itself on small images); the
-    per-pixel work runs on the batch's device.
-    """
-    m = matrix.detach().to("cpu", torch.float64).numpy()
-    separable = (m[:, 1] == 0) & (m[:, 3] == 0)
-    shifts = m[:, [2, 5]]
-    shift_only = separable & (m[:, 0] == 1) & (m[:, 4] == 1) & (shifts == np.round(shifts)).all(1)
-    groups = [(rows, fn) for rows, fn in ((shift_only, _warp_shift), (separable & ~shift_only, _warp_separable),
-                                          (~separable, _warp_fixed_point)) if rows.any()]
-    if len(groups) == 1:
-        return groups[0][1](x, m, fill)
-    parts, order = [], []
-    for rows, fn in groups:
-        index = np.flatnonzero(rows)
-        parts.append(fn(x.index_select(0, torch.from_numpy(index).to(x.device)), m[rows], fill))
-        order.append(index)
-    inverse = torch.from_numpy(np.argsort(np.concatenate(order))).to(x.device)
-    return torch.cat(parts).index_select(0, inverse)
-
-
-def _warp_shift(x: torch.Tensor, m: np.ndarray, fill: torch.Tensor) -> torch.Tensor:
-    """Whole-pixel translations: out[y, x] = in[y + f, x + c] (c, f = m[:, 2], m[:, 5]), fill outside.
-
-    In a plane laid out flat, a translation reads every pixel at one offset f * W + c: each plane is
-    copied once between margins of fill, and its output is the window at its offset (one contiguous copy
-    per plane). Rows moved in from above or below read the margins; columns moved in from the side
-    would read the neighbouring row, so they are set to the fill afterwards. Memory copies only, several
-    times cheaper than a gather.
-    """
-    n, c, h, w = x.shape
-    dx = np.clip(m[:, 2], -w, w).astype(np.int64)
-    dy = np.clip(m[:, 5], -h, h).astype(np.int64)
-    offset = dy * w + dx  # [n]
-    margin = int(np.abs(offset).max())
-    size = h * w + 2 * margin
-    planes = torch.empty((n, c, size), dtype=x.dtype, device=x.device)
-    edge = fill.to(x.dtype).view(1, c, 1)
-    planes[:, :, :margin] = edge
-    planes[:, :, margin + h * w:] = edge
-    planes[:, :, margin:margin + h * w] = x.reshape(n, c, h * w)
-    starts = np.arange(n * c) * size + margin + np.repeat(offset, c)
-    windows = planes.view(-1).as_strided((n * c * size - h * w + 1, h * w), (1, 1))
-    out = windows.index_select(0, torch.from_numpy(starts).to(x.device)).view(n, c, h, w)
-    if (dx != 0).any():  # multiplied by 0 or 1 (masked_fill_ and where are scalar loops on the CPU)
-        columns = np.arange(w) + dx[:, None]  # [n, w]
-        inside = torch.from_numpy((columns >= 0) & (columns < w)).to(x.device, x.dtype).view(n, 1, 1, w)
-        out.mul_(inside)
-        if bool((fill != 0).any()):
-            out.add_((1 - inside) * fill.to(x.dtype).view(1, c, 1, 1))
-    return out
-
-
-def warp_index(matrix: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """The source of every output pixel of ``warp`` for matrices [n, 6]: [n, h * w] int32 flat positions in
-    the image padded by one pixel of fill (``gather_warp``), 0 (a fill pixel) where ``warp`` fills.
-
-    Computed by warping an image whose pixels hold their own padded positions, so it picks exactly the
-    pixels ``warp`` picks; the batched transform computes it once per policy entry and image size and then
-    warps on the device with a gather alone.
-    """
-    rows = torch.arange(1, h + 1, dtype=torch.int64).view(h, 1) * (w + 2)
-    positions = (rows + torch.arange(1, w + 1, dtype=torch.int64)).expand(len(matrix), 1, h, w).contiguous()
-    return warp(positions, matrix, torch.zeros(1)).view(len(matrix), h * w).to(torch.int32)
-
-
-def gather_warp(x: torch.Tensor, index: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-    """``warp`` from precomputed sources ``index`` [n, h * w] (``warp_index``): one gather on x's device."""
-    n, c, h, w = x.shape
-    source = index.to(torch.int64).view(n, 1, h * w).expand(n, c, h * w)
-    return _padded(x, fill).view(n, c, -1).gather(2, source).view(n, c, h, w)
-
-
-def _padded(x: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-    """x with a border of fill on every side: positions shifted by one clamp onto it when outside."""
-    n, c, h, w = x.shape
-    padded = fill.to(x.dtype).view(1, c, 1, 1).expand(n, c, h + 2, w + 2).clone()
-    padded[:, :, 1:-1, 1:-1] = x
-    return padded
-
-
-def _warp_separable(x: torch.Tensor, m: np.ndarray, fill: torch.Tensor) -> torch.Tensor:
-    """Scale/translate matrices: whole rows are selected (a copy per row), then pixels gathered along each
-    row; either is skipped where it keeps every sample as it is (a translation along one axis)."""
-    n, c, h, w = x.shape
-    xin = np.clip(_coord(_accumulate(m[:, 2] + m[:, 0] * 0.5, m[:, 0], w)) + 1, 0, w + 1)  # [n, w]
-    yin = np.clip(_coord(_accumulate(m[:, 5] + m[:, 4] * 0.5, m[:, 4], h)) + 1, 0, h + 1)  # [n, h]
-    padded = _padded(x, fill)
-    if (yin == np.arange(1, h + 1)).all():
-        rows = padded[:, :, 1:-1]
-    else:
-        first = np.arange(0, n * c * (h + 2), h + 2).reshape(n, c, 1)
-        index = torch.from_numpy((first + yin.reshape(n, 1, h)).reshape(-1)).to(x.device)
-        rows = padded.view(-1, w + 2).index_select(0, index).view(n, c, h, w + 2)
-    if (xin == np.arange(1, w + 1)).all():
-        return rows[..., 1:-1].contiguous()
-    return rows.gather(3, torch.from_numpy(xin).to(x.device).view(n, 1, 1, w).expand(n, c, h, w))
-
-
-def _warp_fixed_point(x: torch.Tensor, m: np.ndarray, fill: torch.Tensor) -> torch.Tensor:
-    """Any matrix in PIL's 16.16 fixed point; x and y positions are computed together as [n, 2, H, W].
-
-    Adding 65536 before the shift is the shift by one onto the padded image. int32 holds every position
-    while |offset| + |step| * size stays below 2**14 pixels, which is checked.
-    """
-    n, c, h, w = x.shape
-    rows = m.reshape(n, 2, 3)  # (a, b, c) for x and (d, e, f) for y
-    fixed = np.floor(rows[..., :2] * 65536.0 + 0.5)  # [n, 2, 2]: steps per column and per row
-    start = np.floor((rows[..., 2] + rows[..., 0] * 0.5 + rows[..., 1] * 0.5) * 65536.0 + 0.5) + 65536
-    reach = (np.abs(rows[..., 2]) + np.abs(rows[..., 0]) * w + np.abs(rows[..., 1]) * h).max()
-    dtype = torch.int32 if reach < 2 ** 14 else torch.int64
-    params = torch.from_numpy(np.concatenate([start.reshape(n, 2, 1), fixed], axis=2)).to(x.device, dtype)
-    cols = torch.arange(w, device=x.device, dtype=dtype).view(1, 1, 1, w)
-    lines = torch.arange(h, device=x.device, dtype=dtype).view(1, 1, h, 1)
-    start, per_col, per_row = (params[..., k].view(n, 2, 1, 1) for k in range(3))
-    pos = (start + lines * per_row) + cols * per_col
-    pos = pos.bitwise_right_shift_(16).clamp_(min=0)
-    xin, yin = pos[:, 0].clamp_(max=w + 1), pos[:, 1].clamp_(max=h + 1)
-    index = yin.mul_(w + 2).add_(xin).to(torch.int64).view(n, 1, h * w)
-    return _padded(x, fill).view(n, c, -1).gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
-
-
-def _accumulate(start: np.ndarray, step: np.ndarray, length: int) -> np.ndarray:
-    """start, start + step, (start + step) + step, ... summed one step at a time in float64, [n, length]."""
-    terms = np.concatenate([start.reshape(-1, 1), np.broadcast_to(step.reshape(-1, 1), (len(step), length - 1))], 1)
-    return np.cumsum(terms, axis=1)
-
-
-def _coord(v: np.ndarray) -> np.ndarray:
-    """PIL's COORD: truncation for non-negative positions, -1 (outside) for negative ones."""
-    return np.where(v < 0, -1, v.astype(np.int64))
 
 
 def _warp_op(matrix: MatrixFn, x: torch.Tensor, arg: torch.Tensor, draw: Draw, ctx: TensorContext) -> torch.Tensor:
@@ -566,7 +337,7 @@ def _solarize_pil(img, arg, draw, ctx):
 
 def _solarize_map(x, arg, ctx):
     # Pixels at or above the threshold are inverted (threshold 256 leaves the image unchanged).
-    return lambda v: torch.where(v >= _col(arg), 255 - v, v)  # compared in double precision, as PIL
+    return lambda v: torch.where(v >= per_sample(arg), 255 - v, v)  # compared in double precision, as PIL
 
 
 def _solarize_uint8(x: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
@@ -574,8 +345,8 @@ def _solarize_uint8(x: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
     max and min are vectorised): v >= arg holds for a whole level v exactly when v > u = ceil(arg) - 1,
     that is when max(v, u) - u >= 1. A threshold of 0 inverts every level; above 255, none."""
     threshold = torch.ceil(arg).clamp_(0, 256)
-    below = _col((threshold - 1).clamp_(0, 255).to(torch.uint8))
-    every = _col((threshold == 0).to(torch.uint8))
+    below = per_sample((threshold - 1).clamp_(0, 255).to(torch.uint8))
+    every = per_sample((threshold == 0).to(torch.uint8))
     flag = torch.maximum(x, below).sub_(below).clamp_(max=1)  # 1 where inverted, else 0
     return torch.maximum(flag, every, out=flag).neg_().bitwise_xor_(x)  # 1 -> 255: xor inverts
 
@@ -592,14 +363,14 @@ def _posterize_pil(img, arg, draw, ctx):
 
 
 def _posterize_map(x, arg, ctx):
-    step = torch.pow(2.0, 8.0 - _col(arg).round()).to(torch.float32)  # arg is float64: compute in float32
+    step = torch.pow(2.0, 8.0 - per_sample(arg).round()).to(torch.float32)  # arg is float64: compute in float32
     return lambda v: torch.floor(v / step) * step
 
 
 def _posterize_uint8(x: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
     """floor(v / step) * step for step = 2 ** (8 - bits) is v with its low 8 - bits bits cleared."""
     step = torch.pow(2, 8 - arg.round().to(torch.int64))
-    return torch.bitwise_and(x, _col((256 - step).to(torch.uint8)))
+    return torch.bitwise_and(x, per_sample((256 - step).to(torch.uint8)))
 
 
 def _autocontrast_pil(img, arg, draw, ctx):
@@ -680,12 +451,12 @@ def _pil_equalize_divisor() -> int:
 
 
 def _equalize(x, arg, draw, ctx):
-    levels = x if ctx.exact else _quantised(x)
+    levels = x if ctx.exact else quantised(x)
     return apply_lut(levels, _equalize_table(levels, arg, ctx))
 
 
 def _equalize_table(x, arg, ctx, index: torch.Tensor | None = None):
-    hist = _histogram(x, index)  # [n, C, 256]
+    hist = histogram(x, index)  # [n, C, 256]
     n, c, h, w = x.shape
     # PIL: step = (pixels - pixels at the highest used level) // 255 in current Pillow (// 256 in older
     # releases); lut[i] = (step // 2 + pixels below level i) // step. Where step is 0 (one level used,
@@ -708,12 +479,12 @@ def _brightness_pil(img, arg, draw, ctx):
 
 
 def _brightness_map(x, arg, ctx):
-    return lambda v: _blend(torch.zeros_like(v), v, 1.0 + arg, ctx.exact)
+    return lambda v: blend(torch.zeros_like(v), v, 1.0 + arg, ctx.exact)
 
 
 def _brightness_uint8(x: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
-    # _blend with a black image: (v - 0) * f + 0 is v * f, and truncating [0, 255] is converting it
-    return to_uint8(x.to(torch.float32).mul_(_col(1.0 + arg).to(torch.float32)).clamp_(0.0, 255.0))
+    # blend with a black image: (v - 0) * f + 0 is v * f, and truncating [0, 255] is converting it
+    return to_uint8(x.to(torch.float32).mul_(per_sample(1.0 + arg).to(torch.float32)).clamp_(0.0, 255.0))
 
 
 def _color_pil(img, arg, draw, ctx):
@@ -725,8 +496,8 @@ def _color(x, arg, draw, ctx):
         return x
     if x.dtype == torch.uint8:
         xf = x.to(torch.float32)
-        return _blend_uint8(_grey(xf, True), xf, 1.0 + arg)
-    return _blend(_grey(x, ctx.exact).expand_as(x), x, 1.0 + arg, ctx.exact)
+        return blend_uint8(grey(xf, True), xf, 1.0 + arg)
+    return blend(grey(x, ctx.exact).expand_as(x), x, 1.0 + arg, ctx.exact)
 
 
 def _contrast_pil(img, arg, draw, ctx):
@@ -741,19 +512,19 @@ def _contrast_pil(img, arg, draw, ctx):
 
 def _contrast_mean(x: torch.Tensor, exact: bool) -> torch.Tensor:
     """The degenerate image of Contrast: the mean luma per sample, [n, 1, 1, 1] float32 (rounded when exact)."""
-    mean = _grey(x, exact).flatten(1).to(torch.float64).mean(1)
-    return _col(torch.floor(mean + 0.5) if exact else mean).to(torch.float32)
+    mean = grey(x, exact).flatten(1).to(torch.float64).mean(1)
+    return per_sample(torch.floor(mean + 0.5) if exact else mean).to(torch.float32)
 
 
 def _contrast_map(x, arg, ctx):
     mean = _contrast_mean(x, ctx.exact)
-    return lambda v: _blend(mean, v, 1.0 + arg, ctx.exact)
+    return lambda v: blend(mean, v, 1.0 + arg, ctx.exact)
 
 
 def _contrast_uint8(x: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
-    # _blend's float32 steps on the pixels themselves: cheaper than a table on large images
+    # blend's float32 steps on the pixels themselves: cheaper than a table on large images
     mean = _contrast_mean(x, True)
-    factor = _col(1.0 + arg).to(torch.float32)
+    factor = per_sample(1.0 + arg).to(torch.float32)
     return to_uint8(x.to(torch.float32).sub_(mean).mul_(factor).add_(mean).clamp_(0.0, 255.0))
 
 
@@ -796,11 +567,11 @@ def _sharpness(x, arg, draw, ctx):
         smooth = _smooth_total(x.to(torch.int16)).to(torch.float32).mul_(1.0 / 13).round_()
         centre = x[:, :, 1:-1, 1:-1].to(torch.float32)
         out = x.clone()
-        # _blend's steps, then truncated as to_uint8 does: through int16, which writes into uint8 fast
-        factor = _col(1.0 + arg).to(torch.float32)
+        # blend's steps, then truncated as to_uint8 does: through int16, which writes into uint8 fast
+        factor = per_sample(1.0 + arg).to(torch.float32)
         out[:, :, 1:-1, 1:-1] = centre.sub_(smooth).mul_(factor).add_(smooth).clamp_(0.0, 255.0).to(torch.int16)
         return out
-    return _blend(_smooth(x, ctx.exact), x, 1.0 + arg, ctx.exact)
+    return blend(_smooth(x, ctx.exact), x, 1.0 + arg, ctx.exact)
 
 
 def _gamma_value(arg: float) -> float:
@@ -815,7 +586,7 @@ def _gamma_pil(img, arg, draw, ctx):
 def _gamma(x, arg, draw, ctx):
     if ctx.exact:
         return apply_lut(x, _gamma_table(x, arg, ctx))
-    return 255.0 * (x / 255.0).pow(_col(torch.exp(arg.to(torch.float64)).to(x.dtype)))
+    return 255.0 * (x / 255.0).pow(per_sample(torch.exp(arg.to(torch.float64)).to(x.dtype)))
 
 
 def _gamma_table(x, arg, ctx):
@@ -839,7 +610,7 @@ def _blur(x, arg, draw, ctx):
     if "radii" in draw:
         out = x.clone()
         for radius in draw["radii"].tolist():
-            out = torch.where(_col(arg == radius), _box_blur(x, radius, ctx.exact), out)
+            out = torch.where(per_sample(arg == radius), _box_blur(x, radius, ctx.exact), out)
         return out
     out = torch.empty_like(x)
     for radius in torch.unique(arg).tolist():  # a handful of distinct radii per batch
@@ -955,7 +726,7 @@ def _gaussian_noise_pil(img, arg, draw, ctx):
 
 
 def _gaussian_noise(x, arg, draw, ctx):
-    scale = _col(arg.to(x.dtype) * 255.0)
+    scale = per_sample(arg.to(x.dtype) * 255.0)
     out = (x + scale * draw["noise"].to(x.dtype)).clamp(0, 255)
     return torch.floor(out + 0.5) if ctx.exact else out
 
@@ -976,7 +747,7 @@ def _impulse_noise_pil(img, arg, draw, ctx):
 
 def _impulse_noise(x, arg, draw, ctx):
     u = draw["u"].unsqueeze(1).to(torch.float32)
-    a = _col(arg).to(torch.float32)
+    a = per_sample(arg).to(torch.float32)
     out = torch.where(u < a / 2, torch.zeros_like(x), x)
     return torch.where((u >= a / 2) & (u < a), torch.full_like(x, 255), out)
 
@@ -1000,7 +771,7 @@ def _sample_pairing(x, arg, draw, ctx):
     size = ctx.source.shape[0]
     offset = 1 + (draw["u"] * (size - 1)).floor().to(torch.int64).clamp(max=max(size - 2, 0))
     partner = ctx.source[(draw["index"] + offset) % size].to(x.dtype)
-    return _blend(x, partner, arg, ctx.exact)
+    return blend(x, partner, arg, ctx.exact)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import jsonschema
 
+from policysearch import __version__
 from policysearch.atomic import write_json_atomic
 from policysearch.augment.ops import OP_NAMES, OP_RANGES
 
@@ -190,8 +191,6 @@ def software_versions() -> dict[str, str]:
     import torch
     import torchvision
 
-    from policysearch import __version__
-
     return {"policysearch": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "pillow": PIL.__version__}
 
@@ -290,22 +289,6 @@ class Policy:
         metadata.setdefault("software", software_versions())
         write_json_atomic(path, document)
         return path
-
-    @classmethod
-    def from_string(cls, text: str) -> "Policy":
-        """A standard policy named by a string: ``randaugment:n=2,m=9``, ``trivialaugment``,
-        ``autoaugment:cifar10``, ``identity`` (grammar and errors: ``policysearch.augment.standard``)."""
-        from policysearch.augment.standard import parse_policy_string
-
-        return parse_policy_string(text)
-
-    # -- conversions ------------------------------------------------------------------------------
-    @classmethod
-    def from_torchvision(cls, name: str) -> "Policy":
-        """torchvision's built-in AutoAugment policy ``imagenet``, ``cifar10`` or ``svhn`` in our levels."""
-        from policysearch.augment.convert import from_torchvision
-
-        return from_torchvision(name)
 
     # -- container protocol -----------------------------------------------------------------------
     def __len__(self) -> int:

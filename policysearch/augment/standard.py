@@ -70,6 +70,7 @@ from typing import Callable, Iterable
 
 from policysearch.augment.ops import OP_NAMES
 from policysearch.augment.policy import Operation, Policy, PolicyError
+from policysearch.augment.torchvision_policies import from_torchvision, torchvision_op, tv_level
 
 __all__ = ["AUTOAUGMENT_VARIANTS", "POLICY_NAMES", "RANDAUGMENT_MAGNITUDE_SCALE", "RANDAUGMENT_MAX_N",
            "RANDAUGMENT_OPS", "TORCHVISION_TRANSFORMS", "TRIVIALAUGMENT_BINS", "autoaugment_policy",
@@ -84,7 +85,7 @@ RANDAUGMENT_MAGNITUDE_SCALE = 10  # M runs 0..10; level = M / 10
 RANDAUGMENT_MAX_N = 4  # len(ops) ** n sub-policies: 14**4 = 38,416 is still quick to build, 14**5 is not
 TRIVIALAUGMENT_BINS = 31  # torchvision's bin count
 TRIVIALAUGMENT_MAX_BINS = 256
-AUTOAUGMENT_VARIANTS: tuple[str, ...] = ("cifar10", "imagenet", "svhn")  # convert.TORCHVISION_POLICIES
+AUTOAUGMENT_VARIANTS: tuple[str, ...] = ("cifar10", "imagenet", "svhn")  # torchvision_policies.TORCHVISION_POLICIES
 # torchvision's transforms with their default arguments, as exact policies (``torchvision:NAME``).
 TORCHVISION_TRANSFORMS: dict[str, Callable[[], Policy]] = {
     "randaugment": lambda: randaugment_tv_policy(),
@@ -190,8 +191,6 @@ def randaugment_tv_policy(n: int = 2, m: int = 9, bins: int = TRIVIALAUGMENT_BIN
 
 
 def _randaugment_tv(n: object, m: object, bins: object, ops: Iterable[str] | None, where: str) -> Policy:
-    from policysearch.augment.convert import tv_level
-
     n = _whole(n, "n", 1, RANDAUGMENT_MAX_N, where)
     bins = _whole(bins, "bins", 2, TRIVIALAUGMENT_MAX_BINS, where)
     m = _whole(m, "m", 0, bins - 1, where)
@@ -213,8 +212,6 @@ def trivialaugment_wide_policy(bins: int = TRIVIALAUGMENT_BINS, max_level: float
 
 
 def _trivialaugment_wide(bins: object, max_level: object, ops: Iterable[str] | None, where: str) -> Policy:
-    from policysearch.augment.convert import torchvision_op, tv_level
-
     bins = _whole(bins, "bins", 2, TRIVIALAUGMENT_MAX_BINS, where)
     if isinstance(max_level, bool) or not isinstance(max_level, numbers.Real):
         raise _fail(where, f"max={max_level!r} is not a number")
@@ -237,8 +234,6 @@ def autoaugment_policy(variant: str, ops: Iterable[str] | None = None) -> Policy
 
 
 def _autoaugment(variant: object, ops: Iterable[str] | None, where: str) -> Policy:
-    from policysearch.augment.convert import from_torchvision
-
     key = variant.lower() if isinstance(variant, str) else variant
     if key not in AUTOAUGMENT_VARIANTS:
         hint = _closest(variant, AUTOAUGMENT_VARIANTS) if isinstance(variant, str) else ""

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from policysearch.augment.ops import (OPS, OpSpec, TensorContext, _identity, _warp_shift, apply_lut, cutout_pil,
-                              cutout_tensor, gather_warp, to_uint8, warp, warp_index)
+from policysearch.augment.kernels import apply_lut, to_uint8
+from policysearch.augment.ops import OPS, OpSpec, TensorContext, cutout_pil, cutout_tensor
 from policysearch.augment.policy import Baseline, Policy, PolicyError
 from policysearch.augment.standard import load_policy
+from policysearch.augment.warp import gather_warp, warp, warp_index, warp_shift
 
 Fill = float | Sequence[float]
 
@@ -114,7 +115,7 @@ def apply_baseline(batch: torch.Tensor, pad: int, crop: torch.Tensor | None,
 def _baseline_in_place(x: torch.Tensor, pad: int, crop: torch.Tensor | None, flip: torch.Tensor | None) -> torch.Tensor:
     """``apply_baseline`` on the CPU, in place on a contiguous batch of our own, a piece of samples at a time.
 
-    A crop is a whole-pixel translation filled with zeros (``ops._warp_shift``: window copies, no gather)
+    A crop is a whole-pixel translation filled with zeros (``warp.warp_shift``: window copies, no gather)
     and a flip reverses the marked samples only: on a batch of 224x224 images this is about 50x faster
     than gathering every pixel and choosing between the flipped and the kept batch.
     """
@@ -130,7 +131,7 @@ def _baseline_in_place(x: torch.Tensor, pad: int, crop: torch.Tensor | None, fli
             matrix = np.zeros((len(part), 6))
             matrix[:, 0] = matrix[:, 4] = 1.0
             matrix[:, 2], matrix[:, 5] = shifts[start:start + len(part), 1], shifts[start:start + len(part), 0]
-            part.copy_(_warp_shift(part, matrix, zero))
+            part.copy_(warp_shift(part, matrix, zero))
         if flip is not None:
             rows = flip[start:start + len(part)].nonzero().view(-1)
             if len(rows):
@@ -595,7 +596,7 @@ class BatchPolicyTransform(torch.nn.Module):
         radii = {"radii": self._blur_radii} if not _host_kernels(device) and self._blur_radii is not None else {}
         steps = []
         for group, (spec, count) in enumerate(zip(specs, counts)):
-            if count == 0 or spec.tensor is _identity:  # Identity changes nothing: no step to run
+            if count == 0 or spec.name == "Identity":  # Identity changes nothing: no step to run
                 continue
             index = groups[group]
             draw = spec.sample(count, (c, h, w), generator, device) if spec.sample else {}
@@ -698,11 +699,3 @@ class Cutout(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"size={self.size}, fill={self.fill}"
-
-
-def __getattr__(name: str) -> Any:
-    if name == "PolicyTransform":  # its home is image_transform, imported only when asked for
-        from policysearch.augment.image_transform import PolicyTransform
-
-        return PolicyTransform
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

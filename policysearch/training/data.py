@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
 from policysearch.augment.policy import Baseline
-from policysearch.augment.transforms import BaselineAugment
 
 __all__ = [
     "BASELINES",
@@ -34,8 +33,6 @@ __all__ = [
     "MAX_AUTO_SIDE",
     "NORMALIZATION",
     "PYTHON_PREFIX",
-    "Baseline",
-    "BaselineAugment",
     "DataError",
     "ImageData",
     "baseline_for",

@@ -1,0 +1,102 @@
+"""``policysearch benchmark``: its options (a preset fills every setting, the options override it) and
+its entry point."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from policysearch.augment.standard import load_policy
+from policysearch.benchmark.methods import ALL_METHODS
+from policysearch.benchmark.presets import DEFAULT_OUT, PRESETS, Preset, default_out, preset_lines, preset_seeds
+from policysearch.benchmark.runner import run_benchmark
+from policysearch.training.data import DataError
+from policysearch.training.models import MODEL_NAMES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``policysearch benchmark`` options; a preset fills every setting, the options override it."""
+    parser.add_argument("--preset", choices=[*sorted(PRESETS), "list"], default="digits-small", metavar="PRESET",
+                        help=f"the settings to start from: {', '.join(sorted(PRESETS))}; 'list' (or --list) names "
+                             "them with one line each (default: %(default)s)")
+    parser.add_argument("--list", action="store_true", help="name the presets with one line each, and stop")
+    parser.add_argument("--dataset", default=None, help="data set (default: the preset's)")
+    parser.add_argument("--data-root", default="data", help="where downloadable data sets live")
+    parser.add_argument("--train-size", type=int, default=None, help="training images (stratified subset)")
+    parser.add_argument("--model", default=None, metavar="MODEL",
+                        help=f"{', '.join(MODEL_NAMES)} or torchvision:NAME (built with weights=None)")
+    parser.add_argument("--weights", default=None, metavar="PATH",
+                        help="a local weights file (state dict of --model) that every model, the search's too, "
+                             "starts from; the classifier head is always new (default: the preset's; the "
+                             "fine-tuning preset pretrains its own)")
+    parser.add_argument("--freeze-backbone", action=argparse.BooleanOptionalAction, default=None,
+                        help="train only the classifier head (default: the preset's)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="resize every image to this size (default: as loaded; torchvision models at least 32)")
+    parser.add_argument("--pretrain-epochs", type=int, default=None,
+                        help="epochs of the preset's own pretraining (digits-100-finetune)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="training epochs of every method, and of the selection's trainings when it searches "
+                             "(default: the preset's)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="batch size of every method's training and of the search's models (default: the "
+                             "preset's)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                        help=f"training seeds, one training per method and seed (default: the preset's: "
+                             f"{preset_seeds()})")
+    parser.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=None,
+                        help="default: the preset's (searched-scratch: the recipe of a search without --weights)")
+    parser.add_argument("--policy", metavar="POLICY", default=None,
+                        help="the 'searched' method's policy: a policy file, or a policy string such as "
+                             "randaugment:n=1,m=5 (see policysearch.augment.standard); without it the benchmark "
+                             "searches one first")
+    parser.add_argument("--cutout-with-policies", action=argparse.BooleanOptionalAction, default=None,
+                        help="also apply Cutout on top of the policy methods (default: the preset's)")
+    parser.add_argument("--search-trials", type=int, default=None, help="policy trials per split")
+    parser.add_argument("--search-splits", type=int, default=None, help="D_M/D_A splits")
+    parser.add_argument("--search-top-n", type=int, default=None, help="best policies kept per split")
+    parser.add_argument("--search-epochs", type=int, default=None, help="child-model epochs")
+    parser.add_argument("--search-train-size", type=int, default=None, help="images the search uses")
+    parser.add_argument("--out", default=None,
+                        help=f"output folder (default: {DEFAULT_OUT}/<preset> under the current folder; the "
+                             "committed results in benchmarks/results/ are written only when named here)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: the preset's)")
+
+
+def preset_from_args(args: argparse.Namespace) -> Preset:
+    preset = PRESETS[args.preset]
+    overrides = {
+        "dataset": args.dataset, "train_size": args.train_size, "model": args.model, "epochs": args.epochs,
+        "batch_size": args.batch_size, "seeds": tuple(args.seeds) if args.seeds else None,
+        "methods": tuple(dict.fromkeys(args.methods)) if args.methods else None,
+        "cutout_with_policies": args.cutout_with_policies, "search_trials": args.search_trials,
+        "search_splits": args.search_splits, "search_top_n": args.search_top_n,
+        "search_epochs": args.search_epochs, "search_train_size": args.search_train_size, "device": args.device,
+        "weights": args.weights, "freeze_backbone": args.freeze_backbone, "image_size": args.image_size,
+    }
+    if args.pretrain_epochs is not None:
+        if preset.pretrain is None:
+            raise ValueError(f"--pretrain-epochs: preset {args.preset} does not pretrain (digits-100-finetune does)")
+        overrides["pretrain"] = replace(preset.pretrain, epochs=args.pretrain_epochs)
+    return replace(preset, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def run(args: argparse.Namespace) -> int:
+    """``policysearch benchmark``: train every method for every seed and write the results folder
+    (``--list`` or ``--preset list``: name the presets and stop)."""
+    if args.list or args.preset == "list":
+        print("\n".join(preset_lines()))
+        return 0
+    preset = preset_from_args(args)
+    out = Path(args.out) if args.out else default_out(args.preset)
+    policy = load_policy(args.policy) if args.policy else None
+    if preset.device.startswith("cuda") and not torch.cuda.is_available():
+        raise DataError(f"preset {args.preset} wants a GPU but CUDA is not available; pass --device cpu")
+    document = run_benchmark(preset, out, policy=policy, policy_source=args.policy or "", preset_name=args.preset,
+                             args=args)
+    print(f"\nresults: {out / 'results.md'}")
+    print((out / "results.md").read_text(encoding="utf-8"))
+    return 0 if document["runs"] else 1

@@ -1,0 +1,158 @@
+"""The benchmark's results files: results.md, results.json, runs.csv and errors.png, rewritten atomically
+after every run so that an interrupted benchmark keeps the runs it finished."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policysearch.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
+from policysearch.augment.policy import Baseline
+from policysearch.benchmark.methods import describe_method
+from policysearch.benchmark.presets import describe_classes
+from policysearch.benchmark.stats import finetune_verdict, summarize
+
+
+def _fmt(x: float, digits: int = 2) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> str:
+    s = document["settings"]
+    lines = [f"# Benchmark: {document['preset'] or s['dataset']}", "",
+             f"Command: `{document['command']}`", "",
+             f"- data: {s['dataset']}, {s['train_images']} training images ({s['image_size']} x {s['image_size']}, "
+             f"subset seed {s['data_seed']}), {s['test_images']} test images (used only for these errors)",
+             f"- model {s['model']}, {s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']}, "
+             f"weight decay {s['weight_decay']}, seeds {' '.join(map(str, s['seeds']))}",
+             f"- the data set's baseline augmentation: pad-crop {s['baseline']['pad_crop']} px, "
+             f"flip {s['baseline']['hflip']} (methods marked -alone and none train without it); Cutout "
+             f"{s['cutout_pixels']} px"
+             + (" (also on top of the policies)" if s["cutout_with_policies"] else ""), ""]
+    if document.get("pretraining"):
+        pt = document["pretraining"]
+        lines.append(f"- pretrained: {s['model']} trained from scratch on {pt['images']} training images outside "
+                     f"the benchmark's training subset (classes {describe_classes(pt['settings']['classes'])}, "
+                     f"{pt['settings']['epochs']} epochs), never the test split; `{pt['weights']}`")
+    if s.get("weights"):
+        lines.append(f"- every model starts from `{s['weights']}` with a new classifier head"
+                     + (", backbone frozen" if s.get("freeze_backbone") else ""))
+    if document.get("pretraining") or s.get("weights"):
+        lines.append("")
+    if document.get("searched_policy"):
+        sp = document["searched_policy"]
+        lines.append(f"- searched recipe: {sp.get('recipe', '')} ({sp['sub_policies']} sub-policies, baseline "
+                     f"{sp.get('baseline', {})}) from `{sp['source']}`")
+        lines.append("")
+    lines += ["| method | mean test error % | std | n | searched - method (pp), 95% CI | training accuracy % "
+              "| train s/run |", "|---|---|---|---|---|---|---|"]
+    for row in summary:
+        diff = row.get("searched_minus")
+        text = "-" if diff is None else (f"{diff['mean']:+.2f} [{_fmt(diff['low'])}, {_fmt(diff['high'])}]"
+                                         f" (n={diff['n']})")
+        fit = row.get("clean_train_accuracy", math.nan)
+        lines.append(f"| {row['method']} | {row['mean']:.2f} | {_fmt(row['std'])} | {row['n']} | {text} | "
+                     f"{_fmt(100 * fit, 1)} | {row['train_seconds']:.1f} |")
+    lines += ["", "A negative difference means the searched policy has the lower error; the interval is a paired "
+              "Student-t interval over seeds (same seed: same initialisation and data order). Training accuracy: "
+              "the final model on the un-augmented training images (mean over seeds).", ""]
+    skipped = document.get("skipped") or {}
+    if skipped:
+        lines += ["Skipped: " + "; ".join(f"`{m}`: {why}" for m, why in skipped.items()) + ".", ""]
+    searched_name = document.get("searched_policy", {}).get("recipe", "") if document.get("searched_policy") else ""
+    baseline = Baseline(**s["baseline"])
+    lines += ["## What each method ran", "", "| method | what ran |", "|---|---|"]
+    for m in [row["method"] for row in summary] + list(skipped):
+        what = describe_method(m, baseline, s["cutout_pixels"], s["cutout_with_policies"], searched_name)
+        lines.append(f"| {m} | {what}{' (skipped)' if m in skipped else ''} |")
+    lines += ["", "Anchors (`tv-*`, `timm-*`) are the libraries' own classes with their default arguments, applied "
+              "to one PIL image at a time; their global random generators are seeded per batch from the run's "
+              "seed and restored afterwards (`policysearch/benchmark/anchors.py`). `ours-*` are our policy-format versions "
+              "(`policysearch/augment/standard.py`).", ""]
+    verdict = finetune_verdict(summary)
+    if verdict:
+        lines += ["## Searched for fine-tuning vs searched from scratch", "",
+                  "Both recipes fine-tune the same model here; `searched` was selected by a search whose models start "
+                  "from the weights, `searched-scratch` by the same search without them. searched - searched-scratch: "
+                  f"{verdict['mean']:+.2f} pp [{_fmt(verdict['low'])}, {_fmt(verdict['high'])}] (n={verdict['n']}): "
+                  f"{verdict['verdict']}.", ""]
+    search = document.get("search")
+    if search:
+        final = [r["train_seconds"] for r in document["runs"] if r["method"] == "searched"]
+        one = float(np.mean(final)) if final else math.nan
+        lines += ["## Cost", "", "| what | wall s | device s |", "|---|---|---|",
+                  f"| search (whole, incl. Ray start/stop) | {search['search_wall_s']:.1f} | "
+                  f"{search.get('total_device_s', math.nan):.1f} |",
+                  f"| - phase 1 child models{'' if 'phase1b_wall_s' in search else ' (wall with 1b)'} | "
+                  f"{search['phase1_wall_s']:.1f} | {search['phase1_device_s']:.1f} |",
+                  *([f"| - phase 1b domain fit{'' if 'phase1b_wall_s' in search else ' (in the phase-1 trials)'} | "
+                     f"{_fmt(search.get('phase1b_wall_s', math.nan), 1)} | "
+                     f"{search['phase1b_device_s']:.1f} |"] if "phase1b_device_s" in search else []),
+                  f"| - phase 2 policy trials | {search['phase2_wall_s']:.1f} | {search['phase2_device_s']:.1f} |",
+                  *([f"| - phase 3 recipe selection | {search['phase3_wall_s']:.1f} | "
+                     f"{search.get('phase3_device_s', math.nan):.1f} |"] if "phase3_wall_s" in search else []),
+                  f"| one final training (searched recipe, mean) | {_fmt(one, 1)} | {_fmt(one, 1)} |", "",
+                  f"The search took {_fmt(search['search_wall_s'] / one, 1)} times the wall time and "
+                  f"{_fmt(search.get('total_device_s', math.nan) / one, 1)} times the device time of one final "
+                  "training (device seconds: the sum of the search trials' own run times, which overlap when trials "
+                  "run in parallel).", ""]
+    lines += [f"Software: {', '.join(f'{k} {v}' for k, v in document['software'].items())}", ""]
+    return "\n".join(lines)
+
+
+def plot_errors(document: dict[str, Any], summary: list[dict[str, Any]]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    names = [row["method"] for row in summary]
+    xs = np.arange(len(names))
+    for i, row in enumerate(summary):
+        errs = [r["test_error"] for r in document["runs"] if r["method"] == row["method"]]
+        jitter = np.linspace(-0.12, 0.12, len(errs)) if len(errs) > 1 else [0.0]
+        ax.scatter(i + np.asarray(jitter), errs, s=14, color="0.55", zorder=2, label="one seed" if i == 0 else None)
+        std = 0.0 if math.isnan(row["std"]) else row["std"]
+        color = {"searched": "tab:red", "searched-scratch": "tab:orange"}.get(row["method"], "tab:blue")
+        ax.errorbar(i, row["mean"], yerr=std, fmt="o", color=color, capsize=6, markersize=7, zorder=3,
+                    label="mean +- std" if i == 0 else None)
+    ax.set_xticks(xs, names, rotation=20)
+    ax.set_xlim(-0.5, len(names) - 0.5)
+    ax.set_ylim(bottom=0)  # differences of a fraction of a point should not look like a factor
+    ax.set_ylabel("test error (%)")
+    s = document["settings"]
+    ax.set_title(f"{document['preset'] or s['dataset']}: {s['train_images']} images, {s['model']}, "
+                 f"{s['epochs']} epochs", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    command = document["command"]
+    fig.text(0.01, 0.01, command if len(command) < 140 else command[:137] + "...", fontsize=6, color="0.4")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_outputs(out: Path, document: dict[str, Any]) -> None:
+    summary = summarize(document) if document["runs"] else []
+    write_json_atomic(out / "results.json", {**document, "summary": summary,
+                                             "finetune_vs_scratch": finetune_verdict(summary)})
+    buffer = io.StringIO()
+    buffer.write(f"# command: {document['command']}\n")
+    fields = ["method", "seed", "test_error", "test_loss", "train_loss", "train_accuracy", "clean_train_accuracy",
+              "train_seconds"]
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in document["runs"]:
+        writer.writerow({k: (f"{row[k]:.4f}" if isinstance(row.get(k), float) else row.get(k, "")) for k in fields})
+    write_text_atomic(out / "runs.csv", buffer.getvalue())
+    if summary:
+        write_text_atomic(out / "results.md", render_markdown(document, summary))
+        write_bytes_atomic(out / "errors.png", plot_errors(document, summary))
