@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from policysearch.domain import DomainFit
 from policysearch.augment.policy import Baseline, Operation, Policy
 from policysearch.augment.standard import (RANDAUGMENT_OPS, TRIVIALAUGMENT_BINS, randaugment_tv_policy,
-                                   trivialaugment_policy, trivialaugment_wide_policy)
+                                           trivialaugment_policy, trivialaugment_wide_policy)
 
 __all__ = ["RANDAUGMENT_GRID", "STRENGTHS", "WIDE_SCALES", "Recipe", "candidate_recipes", "reference_name"]
 

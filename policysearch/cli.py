@@ -1,18 +1,11 @@
 """The ``policysearch`` console script.
 
-Every subcommand is one :class:`Command` entry in :data:`COMMANDS`: a name, its help texts, a function
-that adds its arguments to an ``argparse`` parser and a function that runs it and returns the exit
-status. Adding a subcommand is one more entry. A command that lives in its own module (``search``,
-``benchmark``) names the module with :func:`from_module`; the module is imported only when that command
-is used, so ``policysearch --help`` stays fast and works without the optional dependencies (Ray).
-
-This module imports nothing heavy at the top for the same reason: torch, Pillow and the data loaders
-are imported inside the run functions.
-
-User errors - a bad policy file, an unknown data set, a bad search space, a bad argument value - are
-the package's ``ValueError`` subclasses (``PolicyError``, ``DataError``, ``SpaceError``) or plain
-``ValueError``; :func:`main` prints them as one line, ``policysearch: error: <message>``, and exits with
-status 2 as argparse does. Anything else is a bug and raises with its traceback.
+Every subcommand is one :class:`Command` entry in :data:`COMMANDS` (name, help, a function adding its
+arguments, a function running it). A command in its own module (``search``, ``benchmark``) is named with
+:func:`from_module` and imported only when used, and nothing heavy is imported at the top, so
+``policysearch --help`` stays fast and works without Ray. User errors (``PolicyError``, ``DataError``,
+``SpaceError``, ``ValueError``) print as one line, ``policysearch: error: <message>``, exit status 2;
+anything else is a bug and raises with its traceback.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ from policysearch import PolicyTransform, load_policy
 from policysearch.cli import main
 from policysearch.augment.policy import Operation, Policy, PolicyError
 from policysearch.augment.standard import (AUTOAUGMENT_VARIANTS, POLICY_NAMES, RANDAUGMENT_OPS, autoaugment_policy,
-                                   identity_policy, is_policy_string, parse_policy_string, randaugment_policy,
-                                   randaugment_tv_policy, trivialaugment_policy, trivialaugment_wide_policy)
+                                           identity_policy, is_policy_string, parse_policy_string, randaugment_policy,
+                                           randaugment_tv_policy, trivialaugment_policy, trivialaugment_wide_policy)
 from policysearch.augment.torchvision_policies import from_torchvision
 from policysearch.augment.transforms import BatchPolicyTransform
 

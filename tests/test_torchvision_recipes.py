@@ -22,7 +22,7 @@ from policysearch import Policy
 from policysearch.augment.ops import OPS, PilContext
 from policysearch.augment.policy import PolicyError
 from policysearch.augment.standard import (RANDAUGMENT_OPS, load_policy, parse_policy_string, randaugment_tv_policy,
-                                   trivialaugment_wide_policy)
+                                           trivialaugment_wide_policy)
 from policysearch.augment.transforms import BatchPolicyTransform
 
 IMAGES = [("RGB", 32, 32), ("L", 16, 16), ("RGB", 23, 17)]  # (mode, height, width)

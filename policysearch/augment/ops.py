@@ -1,28 +1,16 @@
 """The one op table: every augmentation operation, its magnitude range and its implementations.
 
-Each op maps a level in [0, 1] linearly into an argument between ``low`` and ``high``; a higher level
-is always stronger and level 0 is the identity for every op that has a magnitude. A policy names the
-op ranges it uses (``OP_RANGES``): AutoAugment's ("standard") or TrivialAugmentWide's ("wide"). ``signed`` ops flip
-the argument's sign with probability 1/2 (a shear to the left or to the right, a brighter or a darker
-image). Each op has two implementations that mean the same thing:
+Each op maps a level in [0, 1] linearly into an argument between ``low`` and ``high`` (a higher level is
+always stronger, level 0 the identity) in the op ranges a policy names (``OP_RANGES``: AutoAugment's
+"standard" or TrivialAugmentWide's "wide"); ``signed`` ops flip the argument's sign with probability 1/2.
+Each op has two implementations that mean the same thing: ``pil`` on a PIL image (the reference, equal to
+torchvision's functional result) and ``tensor`` on a batch ``[n, C, H, W]`` on the 0..255 scale with one
+argument per sample, exact to PIL's rounding when the batch came from uint8 (``ctx.exact``).
 
-* ``pil(img, arg, draw, ctx)`` on a PIL image - the reference, equal to torchvision's functional result
-  for the same argument wherever torchvision has the operation;
-* ``tensor(x, arg, draw, ctx)`` on a float32 batch ``[n, C, H, W]`` holding values on the 0..255 scale,
-  with one argument per sample. When ``ctx.exact`` is set (the batch came from uint8) the result is
-  rounded the way PIL rounds, so pixel-wise ops agree bit for bit with the PIL path, and it holds whole
-  levels 0..255 (converting it to uint8 loses nothing). Ops marked
-  ``uint8`` also take a uint8 batch as it is (then ``ctx.exact`` is set) and return uint8: geometric
-  ops gather pixels, pointwise ops look them up in a per-sample table. The batched transform keeps a
-  uint8 batch in uint8 and converts to float only the samples of the other ops.
-
-Geometric ops declare only their affine ``matrix`` and pixel-wise ops their ``pixel_map`` (or ``table``);
-``tensor`` follows from it. That is what lets the batched transform run the geometric ops of one slot as
-a single ``warp`` and the pixel-wise ones as a single table lookup.
-
-Ops that need more randomness than a sign (Cutout's position, a noise field, SamplePairing's partner)
-declare ``sample``: it draws those values per sample, before anything is applied, so a draw can be
-replayed on either path. Adding an op is one ``OpSpec`` entry in ``OPS``.
+Geometric ops declare only their affine ``matrix`` and pixel-wise ops their ``pixel_map`` or ``table``, so
+the batched transform can run a slot's geometric ops as one ``warp`` and its pixel-wise ones as one table
+lookup (``kernels``). Ops that need more randomness than a sign declare ``sample``, drawn per sample before
+anything is applied, so a draw replays on either path. Adding an op is one ``OpSpec`` entry in ``OPS``.
 """
 
 from __future__ import annotations

@@ -1,60 +1,17 @@
 """The standard augmentations as policies, and the one-string form that names them.
 
-Policies people already use, built as plain functions::
+``randaugment_policy``, ``trivialaugment_policy``, ``autoaugment_policy``, ``randaugment_tv_policy``,
+``trivialaugment_wide_policy`` and ``identity_policy`` build the policies people already use; ``ops=``
+restricts one to the ops a caller allows (a disallowed AutoAugment step is dropped, so every sub-policy
+keeps its chance). Each recipe keeps one meaning everywhere (benchmark, search, strings): RandAugment's M
+is on the paper's 0..10 scale, torchvision's ``RandAugment()`` is ``randaugment:n=2,m=9,bins=31``.
 
-    randaugment_policy(n=2, m=9)         RandAugment: N ops per image, uniformly with replacement, at level M/10
-    trivialaugment_policy(bins=31)       TrivialAugment: one op per image at a uniform level out of ``bins``
-    autoaugment_policy("cifar10")        torchvision's AutoAugment policy (also "imagenet", "svhn")
-    randaugment_tv_policy(n=2, m=9, bins=31)  torchvision's RandAugment(), its M a bin of ``bins``
-    trivialaugment_wide_policy(bins=31, max_level=1)  torchvision's TrivialAugmentWide(); max_level < 1: gentler
-    identity_policy()                    no augmentation
-
-``ops=`` restricts a policy to the ops a caller allows (for example a search space's op list): only the
-standard ops it names are used, other names in it are ignored, an unknown name or a restriction that
-leaves no op is a PolicyError. RandAugment and TrivialAugment then draw from the remaining ops; in
-AutoAugment a disallowed step is dropped (it never runs) and a sub-policy left without steps becomes
-``Identity``, so every sub-policy keeps its 1/25 chance. ``Identity`` counts as allowed there, as the no-op.
-
-Meanings, kept the same everywhere (benchmark, search, strings): RandAugment's M is on a 0..10 scale, so
-M=9 runs every op at level 0.9 of its range (torchvision's ``RandAugment(magnitude=9)`` means bin 9 of 31,
-level 0.3, a weaker augmentation). It is the policy of all ordered N-tuples of its ops with probability 1,
-so choosing one sub-policy uniformly is choosing N ops uniformly with replacement. TrivialAugment is the
-policy of every (op, level bin) pair with one op at probability 1; ops without a magnitude are listed
-``bins`` times too, so every op has the same chance. Both use torchvision's 14 ops (``RANDAUGMENT_OPS``)
-at the standard AutoAugment ranges of ``ops.py``, not TrivialAugmentWide's wider ones.
-
-Policy strings
---------------
-``NAME`` or ``NAME:ARGS``, ARGS separated by commas, names and keys in any case, spaces around parts
-ignored:
-
-==============================  ==============================================================
-``randaugment[:n=N,m=M]``       N a whole number 1..4 (default 2), M a number 0..10 (default 9)
-``randaugment:n=N,m=M,bins=B``  torchvision's meaning: M is bin M of B (``torchvision:randaugment``
-                                is ``randaugment:n=2,m=9,bins=31``, level 0.3)
-``trivialaugment[:bins=B]``     B a whole number 2..256 (default 31)
-``trivialaugmentwide[:bins=B,max=L]``  torchvision's TrivialAugmentWide (``torchvision:trivialaugmentwide``);
-                                L in (0, 1] scales every level (default 1, exact)
-``autoaugment:VARIANT``         VARIANT cifar10, imagenet or svhn (no default: torchvision's is
-                                imagenet, the benchmark's cifar10); ``torchvision:VARIANT`` too,
-                                and ``torchvision:randaugment`` / ``torchvision:trivialaugmentwide``
-``identity``, ``none``          no augmentation
-==============================  ==============================================================
-
-A parsed policy's ``name`` is the canonical string (``randaugment:n=2,m=9``), which parses back to the
-same policy. A bad string raises PolicyError naming the string and its bad part, e.g.
-``randaugment:n=2,m=x: m='x' is not a number``.
-
-String or file? :func:`load_policy` decides, in this order:
-
-1. a ``Policy`` is used as it is, an ``os.PathLike`` is a file;
-2. text that contains ``/`` or ``\\`` or ends in ``.json`` is a file;
-3. text whose name (the part before the first ``:``, or all of it) is a policy name above is a string,
-   even when a file of that name exists (write ``./randaugment`` for the file);
-4. text naming an existing file is that file;
-5. other text that looks like a name (a letter, then letters, digits, ``_`` or ``-``, optionally
-   ``:ARGS``) is a string, so a typo gets ``unknown policy name 'randaugmnet' (closest: randaugment)``;
-6. anything else is a file (``no such file``).
+Policy strings are ``NAME`` or ``NAME:ARGS`` (names in ``POLICY_NAMES``, the grammar in the README);
+:func:`parse_policy_string` gives a policy whose ``name`` is the canonical string, and a bad string is one
+PolicyError naming its bad part. :func:`load_policy` takes a ``Policy``, a string or a file, deciding
+string or file in this order: a ``Policy`` or ``os.PathLike`` as it is; text with ``/`` or ``\\`` or ending
+in ``.json`` is a file; a known policy name is a string (write ``./randaugment`` for such a file); an
+existing file is a file; other name-like text is a string (so a typo gets the closest name); else a file.
 """
 
 from __future__ import annotations

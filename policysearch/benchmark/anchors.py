@@ -1,39 +1,14 @@
 """The augmentations users actually run, applied by their own libraries: the benchmark's anchors.
 
-An anchor is torchvision's or timm's own transform class, built with its default arguments exactly as a
-user writes it in a ``Compose``, and applied by that library to one PIL image at a time. Nothing here
-re-implements an op: the benchmark's policy-format versions of the same recipes (``policysearch.augment.standard``)
-are separate rows, so the two can be compared.
+An anchor is torchvision's or timm's own transform class (``ANCHORS``: the exact constructor calls), built
+with its default arguments as a user writes it in a ``Compose`` and applied by that library to one PIL image
+at a time, so the benchmark compares with what users run rather than with our re-implementation (our
+policy-format versions are separate rows). PIL and the v2 API: the fastest per-image path here (measured in
+``docs/findings.md``). Grey images become mode ``L`` PIL images, which every anchor accepts.
 
-==============================  ==================================================================
-anchor                          constructor call
-==============================  ==================================================================
-``tv-autoaugment``              ``torchvision.transforms.v2.AutoAugment(AutoAugmentPolicy.CIFAR10)``
-``tv-randaugment``              ``torchvision.transforms.v2.RandAugment()``
-``tv-trivialaugmentwide``       ``torchvision.transforms.v2.TrivialAugmentWide()``
-``tv-augmix``                   ``torchvision.transforms.v2.AugMix()``
-``timm-rand-m9-mstd0.5-inc1``   ``timm.data.auto_augment.rand_augment_transform("rand-m9-mstd0.5-inc1",
-                                {"translate_const": int(0.45 * size), "img_mean": mean as 0..255})``:
-                                the hyper-parameters timm's ``create_transform`` passes (its training
-                                default interpolation, "random", adds none)
-==============================  ==================================================================
-
-Why PIL and v2: measured here (2 threads, 32 x 32 uint8, 300 images per round, median of 5 interleaved
-rounds on a shared 2-core machine), one image at a time, in images per second for AutoAugment / RandAugment /
-TrivialAugmentWide / AugMix: RGB v2 on PIL 6,000 / 4,900 / 7,200 / 980, v1 on PIL 4,200 / 4,000 / 4,900 /
-890; grey v2 on PIL 4,800 / 6,700 / 9,800 / 560, v1 on PIL 3,500 / 3,000 / 5,600 / 600. On tensors the
-same transforms ran anywhere from 80 to 8,800 images/s depending on the machine's load, because each
-tiny tensor op pays torch's intra-op threading; PIL never does. v2 dispatches PIL images to the same PIL
-kernels as v1 and is torchvision's recommended API, so the anchors use v2 on PIL. Grey (1-channel)
-images become mode ``L`` PIL images, which every anchor accepts.
-
-Randomness: torchvision draws from torch's global generator, timm from Python's ``random`` and numpy's
-global generator. :class:`AnchorAugment` draws one 63-bit seed per batch from the training's own
-augmentation generator (so a run is reproducible from its seed and resumes exactly from a checkpoint),
-then, inside :func:`isolated_global_rng`, seeds torch's CPU generator, ``random`` and numpy's global
-generator from it, augments the batch's images in order, and restores all three states on exit. Nothing
-leaks into other methods or into the training's own draws (initialisation, dropout), whichever order the
-methods run in.
+The libraries draw from global generators (torch's, ``random``, numpy's): :class:`AnchorAugment` seeds them
+per batch from the training's own generator inside :func:`isolated_global_rng` and restores them after, so
+a run is reproducible from its seed and nothing leaks into other methods or the training's own draws.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ from policysearch.benchmark.anchors import ANCHORS, AnchorAugment
 from policysearch.training.train import Augment
 
 
-# Our policy-format versions of the standard recipes: (policy string, what it is), built by policysearch.augment.standard.
+# Our policy-format versions of the standard recipes: (policy string, what it is), built by
+# policysearch.augment.standard.
 STANDARD: dict[str, tuple[str, str]] = {
     "ours-autoaugment-cifar10": ("autoaugment:cifar10", "torchvision's AutoAugment CIFAR-10 policy as a policy file"),
     "ours-randaugment-m0.9": ("randaugment:n=2,m=9", "RandAugment N=2, every op at level 0.9 of our (AutoAugment) "

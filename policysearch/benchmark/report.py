@@ -72,8 +72,8 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
         lines.append(f"| {m} | {what}{' (skipped)' if m in skipped else ''} |")
     lines += ["", "Anchors (`tv-*`, `timm-*`) are the libraries' own classes with their default arguments, applied "
               "to one PIL image at a time; their global random generators are seeded per batch from the run's "
-              "seed and restored afterwards (`policysearch/benchmark/anchors.py`). `ours-*` are our policy-format versions "
-              "(`policysearch/augment/standard.py`).", ""]
+              "seed and restored afterwards (`policysearch/benchmark/anchors.py`). `ours-*` are our policy-format "
+              "versions (`policysearch/augment/standard.py`).", ""]
     verdict = finetune_verdict(summary)
     if verdict:
         lines += ["## Searched for fine-tuning vs searched from scratch", "",

@@ -1,37 +1,13 @@
 """The child models: ours, torchvision's and timm's architectures by name, or a Python callable, with an
-optional local weights file.
+optional local weights file (:class:`ModelSpec` carries one to Ray's workers).
 
-A model is named as in :data:`policysearch.training.models.MODEL_NAMES` (``small_cnn``, ...), as
-``torchvision:NAME`` for a torchvision classification architecture (``torchvision:resnet18``), as
-``timm:NAME`` for a timm model (the optional extra ``policysearch[timm]``), or is a callable
-``(num_classes, in_channels) -> nn.Module`` given to ``policysearch.search(model=...)``, named
-``callable:MODULE.NAME`` in the run's settings and carried by :class:`ModelSpec` to Ray's workers. A
-torchvision model is always constructed with ``weights=None`` and a timm model with ``pretrained=False``,
-so nothing is ever downloaded; a starting point is the local file given as ``weights``, read with
-``torch.load(..., weights_only=True)``.
-
-What building a model from a checkpoint does (:class:`ModelSpec`, :func:`create_model`):
-
-- **The classifier head is always new**: the model's classifier (timm's ``get_classifier()``, else its last
-  ``nn.Linear``) gets the data set's class count and a fresh initialisation; the checkpoint's head, whatever its shape, is dropped. A checkpoint is
-  a starting point for the backbone, as when an ImageNet network is fine-tuned on other classes.
-- **Every other tensor must match**: a missing or unexpected key, or a shape that differs, is refused in
-  one line naming the first few of them. A file holding ``{"model": state}`` or ``{"state_dict": state}``
-  (our trainer's checkpoints, Lightning's) is read as that state, and a ``module.`` prefix on every key
-  (DataParallel) is removed.
-- **Grey images into a 3-channel model**: the first convolution's kernels are summed over their input
-  channels, which computes exactly what repeating the grey channel three times would, at a third of the
-  cost. Our own and timm models are built with the checkpoint's channel count; torchvision models take 3; a
-  callable is called with the data's channel count.
-- **Image size**: torchvision and timm networks downsample 32-fold (ImageNet stems: a stride-2 7x7 conv and a
-  max-pool), so images smaller than 32 x 32 are resized up to 32 unless an image size is given
-  (:func:`fit_image_size`); our models run on any size from 8 up. ImageNet weights are used to
-  224 x 224 inputs and often fine-tune better at that size (``--image-size 224``), at a much higher cost.
-- **A frozen backbone** (``freeze_backbone``) leaves only the head's parameters trainable
-  (``requires_grad``); :func:`policysearch.training.train.train_model` skips the frozen ones and keeps the frozen
-  BatchNorm layers in eval mode, so their running statistics stay those of the checkpoint.
-
-Ray is not imported here.
+Nothing is ever downloaded: torchvision models are built with ``weights=None`` and timm's with
+``pretrained=False``; a starting point is a local file read with ``weights_only=True``. From a checkpoint
+(:func:`create_model`) the classifier head is always new (the data's class count), every other tensor must
+match (refused in one line otherwise), grey images into a 3-channel model sum the first convolution's
+kernels over their input channels (what repeating the channel computes, at a third of the cost), and a
+frozen backbone leaves only the head trainable. ImageNet-style networks downsample 32-fold, so smaller
+images are resized up to 32 (:func:`fit_image_size`). Ray is not imported here.
 """
 
 from __future__ import annotations

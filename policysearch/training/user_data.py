@@ -1,24 +1,11 @@
-"""Data given as Python objects, read once into an :class:`~policysearch.training.data.ImageData` (uint8 in memory).
+"""Data given as Python objects, read once into an :class:`~policysearch.training.data.ImageData` (uint8 in
+memory): what ``policysearch.search(data=...)`` accepts besides a data set name or folder.
 
-:func:`read_data` takes what ``policysearch.search(data=...)`` accepts besides a data set name or folder:
-
-- **a map-style dataset** (``len()`` and ``data[i]``, e.g. a ``torch.utils.data.Dataset``) whose items are
-  ``(image, label)``; its ``classes`` attribute, when it holds one name per class, names the classes;
-- **a pair** ``(images, labels)``: an array or tensor of images ``[N, H, W]``, ``[N, C, H, W]`` or
-  ``[N, H, W, C]`` (or a sequence of single images), and N integer labels;
-- **a Hugging Face** ``datasets.Dataset`` (map-style, e.g. from ``load_from_disk``): the image column is the
-  one with the ``Image`` feature (else one named image, img, ...), the label column the one with the
-  ``ClassLabel`` feature (else one named label, labels, ...), or ``image_column=`` / ``label_column=`` name
-  them; a ``ClassLabel`` names the classes.
-
-An image is a PIL image (any mode: 16-bit values are scaled to 8 bits and transparency is composited onto
-black, as in image folders) or an integer (0..255) or floating-point (0..1) array or tensor ``[H, W]``,
-``[C, H, W]`` or ``[H, W, C]`` with C = 1 or 3 (tensors are read channels-first, numpy arrays
-channels-last when both fit). The images must be all grey or all colour. Sizes follow the image-folder
-rule (:func:`policysearch.training.data.target_side`): every image becomes S x S, its centre square resized, and the
-result's ``notes`` say so in one line. Labels are integers 0..C-1, C the number of class names or else the
-largest label + 1, and every class needs at least 2 images. Every problem is one :class:`DataError` line
-naming the item. Ray is not imported here, and nothing is downloaded.
+:func:`read_data` takes a map-style dataset of ``(image, label)`` items, an ``(images, labels)`` pair of
+arrays or tensors, or a Hugging Face ``datasets.Dataset`` (its ``Image`` and ``ClassLabel`` columns, or the
+columns named). Images may be PIL images of any mode or integer (0..255) or float (0..1) arrays, grey or
+colour but all the same; sizes follow the image-folder rule (:func:`policysearch.training.data.target_side`).
+Every problem is one :class:`DataError` line naming the item. Ray is not imported, nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -34,7 +21,7 @@ import torch
 from torch import Tensor
 
 from policysearch.training.data import (PYTHON_PREFIX, DataError, ImageData, is_grey, pil_to_8bit, resize_images, resize_note,
-                               target_side)
+                                        target_side)
 
 __all__ = ["IMAGE_COLUMNS", "LABEL_COLUMNS", "fingerprint", "is_huggingface", "read_data"]
 
