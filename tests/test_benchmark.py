@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from policysearch.augment.policy import Baseline
-from policysearch.benchmark import command, methods, presets, report, runner
+from policysearch.benchmark import command, methods, presets, report
 from policysearch.benchmark.command import add_arguments, preset_from_args
 from policysearch.benchmark.stats import paired_difference
 from policysearch.augment.standard import RANDAUGMENT_OPS, randaugment_policy, trivialaugment_policy
@@ -179,7 +179,7 @@ def test_the_default_output_folder_never_holds_the_committed_results(tmp_path, m
         (Path(out) / "results.md").write_text("results\n", encoding="utf-8")
         return {"runs": [{}]}
 
-    monkeypatch.setattr(runner, "run_benchmark", fake_benchmark)
+    monkeypatch.setattr(command, "run_benchmark", fake_benchmark)
     monkeypatch.chdir(tmp_path)  # as if run from the repository root
     assert command.run(_args("--preset", "digits-small", "--policy", "randaugment:n=1,m=5")) == 0
     assert outs[-1] == Path("runs") / "benchmark" / "digits-small"
