@@ -15,7 +15,7 @@ from PIL import Image
 from policysearch import __version__, cli, grids
 from policysearch.cli import COMMANDS, Command, from_module, main
 from policysearch.policy import Policy
-from policysearch.spaces import list_spaces
+from policysearch.search.spaces import list_spaces
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -35,7 +35,7 @@ from policysearch.search.faults import ENV as FAULTS_ENV, LOG_ENV, parse_faults
 from policysearch.search.outcome import Candidate, SearchResult, top_candidates
 from policysearch.search.report import summary_text
 from policysearch.search.rundir import RunError
-from policysearch.spaces import SpaceError
+from policysearch.search.spaces import SpaceError
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "policysearch"
@@ -286,10 +286,13 @@ def test_resume_refuses_a_run_of_another_run_format(tmp_path, no_ray):
 
 
 def test_trial_functions_run_without_ray(tmp_path):
-    from policysearch.candidates import candidate_recipes
-    from policysearch.domain import fit_domain
-    from policysearch.search.recipes import probe_child, selection_trial
-    from policysearch.search.trials import CHILD_FILE, prepare, score_policy, train_child
+    from policysearch.search.candidates import candidate_recipes
+    from policysearch.search.domain import fit_domain
+    from policysearch.search.children import CHILD_FILE, train_child
+    from policysearch.search.density import score_policy
+    from policysearch.search.domain import probe_child
+    from policysearch.search.prepare import prepare
+    from policysearch.search.recipes import selection_trial
 
     prepared = prepare(SearchConfig(**{**SMALL, "splits": 2}))
     reports: list[dict] = []
@@ -312,7 +315,8 @@ def test_trial_functions_run_without_ray(tmp_path):
 
 
 def test_a_resumed_child_counts_the_training_seconds_of_its_earlier_attempts(tmp_path):
-    from policysearch.search.trials import prepare, train_child
+    from policysearch.search.children import train_child
+    from policysearch.search.prepare import prepare
 
     prepared = prepare(SearchConfig(**{**SMALL, "splits": 2}))
     reports: list[dict] = []
@@ -360,7 +364,7 @@ def _candidate_rows(space, rewards):
 
 
 def _result(tmp_path, top) -> SearchResult:
-    from policysearch.selection import decide
+    from policysearch.search.selection import decide
 
     costs = {f"phase{k}_wall_s": 1.0 for k in ("1", "1b", "2", "3")}
     decision = decide({"trivialaugment, crop 1": [1.0, 2.0]}, "trivialaugment, crop 1", test_fraction=0.5)
@@ -375,7 +379,7 @@ def test_strengths_need_a_value_and_say_so():
 
 
 def test_best_candidates_are_the_best_by_reward_over_all_splits(tmp_path):
-    from policysearch.spaces import load_space
+    from policysearch.search.spaces import load_space
 
     space = load_space("no_flips")
     rows = _candidate_rows(space, [(0, 0.50), (0, 0.60), (1, 0.95), (1, 0.70)])

@@ -11,8 +11,8 @@ calls it (the package's module object is callable, so the call works however the
 3. :mod:`~policysearch.search.searcher`: phase 2's optimisers, one per split and repeat.
 4. :mod:`~policysearch.search.recipes`: phase 1b, the domain fit (which ops and levels keep this data's
    classes, measured with each frozen child at the end of its phase-1 trial), and phase 3, the recipe
-   selection: the candidate recipes (:mod:`policysearch.candidates`) raced over cross-fit folds at the
-   final budget and chosen by the stated rule of :mod:`policysearch.selection`.
+   selection: the candidate recipes (:mod:`policysearch.search.candidates`) raced over cross-fit folds at the
+   final budget and chosen by the stated rule of :mod:`policysearch.search.selection`.
 5. :mod:`~policysearch.search.export` and :mod:`~policysearch.search.report`: ``policy.json`` (last),
    ``candidates.json``, ``trials.csv`` and ``report.md``.
 
@@ -36,7 +36,7 @@ from typing import Any, TextIO
 from policysearch.search.api import search
 from policysearch.search.config import SearchConfig
 from policysearch.search.outcome import SearchResult
-from policysearch.search.trials import Inputs, Prepared, prepare
+from policysearch.search.prepare import Inputs, Prepared, prepare
 
 __all__ = ["Inputs", "Prepared", "SearchConfig", "SearchResult", "prepare", "run_search", "search"]
 

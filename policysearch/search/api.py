@@ -2,7 +2,7 @@
 
 The data and the model may be Python objects: the data is read into memory once
 (:func:`policysearch.user_data.read_data`) and the model callable travels to Ray's workers with the
-search's inputs (:class:`~policysearch.search.trials.Inputs`). The settings name both
+search's inputs (:class:`~policysearch.search.prepare.Inputs`). The settings name both
 (``python:WHAT#FINGERPRINT``, ``callable:MODULE.NAME``), so ``config.json`` records them and a resume with
 other data is refused like any other contradicting setting. Ray is not imported here.
 """
@@ -24,7 +24,7 @@ from policysearch.pretrained import callable_name
 from policysearch.search.config import SearchConfig
 from policysearch.search.outcome import SearchResult
 from policysearch.search.rundir import read_stored_config
-from policysearch.search.trials import Inputs
+from policysearch.search.prepare import Inputs
 
 __all__ = ["default_run_dir", "search"]
 

@@ -15,7 +15,6 @@ from dataclasses import Field, dataclass, field, fields
 from types import SimpleNamespace
 from typing import Any
 
-from policysearch.density import REWARDS
 from policysearch.models import MODEL_NAMES
 from policysearch.pretrained import model_problem
 from policysearch.train import MIN_STEPS, MIN_STEPS_PER_EPOCH, TrainConfig
@@ -23,6 +22,8 @@ from policysearch.train import MIN_STEPS, MIN_STEPS_PER_EPOCH, TrainConfig
 __all__ = ["ALGORITHMS", "RESUMABLE", "SearchConfig", "add_config_arguments", "flag", "given_values"]
 
 ALGORITHMS = ("optuna", "hyperopt", "random")
+# What phase 2 can maximise: the scores of density matching (:class:`~policysearch.search.density.PolicyScore`).
+REWARDS = ("accuracy", "any_view", "loss", "min_loss")
 DEFAULT_SPACE = "fast_autoaugment"  # the domain fit removes what a data set does not allow (flips of digits, ...)
 # Settings a resumed run may change: where the cluster is and whether its dashboard shows, not what it computes.
 RESUMABLE = frozenset({"address", "dashboard"})

@@ -210,7 +210,7 @@ def recipe_data(rows: Sequence[dict[str, str]], selection: dict[str, Any], *, co
     ``stopped``: the recipes the race stopped after the first fold: that fold's error and its difference
     with the reference's on the same fold (no bound; no part in the decision). ``failed``: the others.
     """
-    from policysearch.selection import compare
+    from policysearch.search.selection import compare
 
     names = list(dict.fromkeys(r["recipe"] for r in rows))
     folds: dict[str, dict[int, float]] = {n: {} for n in names}

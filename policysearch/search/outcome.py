@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from policysearch.candidates import Recipe
-from policysearch.domain import DomainFit
+from policysearch.search.candidates import Recipe
+from policysearch.search.domain import DomainFit
 from policysearch.policy import Policy, merge_policies, remove_duplicates
-from policysearch.selection import Decision
-from policysearch.spaces import SearchSpace
+from policysearch.search.selection import Decision
+from policysearch.search.spaces import SearchSpace
 
 __all__ = ["Candidate", "Outcome", "SearchResult", "merge_top", "top_candidates"]
 

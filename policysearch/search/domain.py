@@ -20,17 +20,25 @@ Ray is not imported here.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
-from policysearch.density import evaluate_policy
 from policysearch.ops import OPS
 from policysearch.policy import Operation, Policy
+from policysearch.search.density import evaluate_policy
+from policysearch.search.faults import Faults
+from policysearch.search.prepare import Prepared, use_threads
+from policysearch.search.spaces import SearchSpace
+from policysearch.standard import RANDAUGMENT_OPS
 
-__all__ = ["PROBE_LEVELS", "DomainFit", "OpFit", "fit_domain", "probe_ops"]
+__all__ = ["PROBE_LEVELS", "DomainFit", "OpFit", "fit_domain", "probe_child", "probe_ops", "probed_ops",
+           "restrict_space"]
 
 PROBE_LEVELS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
 THRESHOLD = 0.5  # an op must keep half of the child's signal above chance
@@ -152,3 +160,34 @@ def fit_domain(probes: Sequence[Mapping[str, object]], num_classes: int,
             max_level = 1.0
         ops[op] = OpFit(op, levels, retained, max_level)
     return DomainFit(ops, threshold, clean, chance)
+
+
+def probed_ops(space: SearchSpace) -> list[str]:
+    """Every op a candidate may use - the space's, RandAugment's and TrivialAugment's - and the flip."""
+    return list(dict.fromkeys([*space.ops, *RANDAUGMENT_OPS, "FlipLR"]))
+
+
+def probe_child(prepared: Prepared, split: int, model: torch.nn.Module, faults: Faults = Faults()) -> dict[str, Any]:
+    """Phase 1b, at the end of each child's training: the frozen child's D_A accuracy clean and under
+    every op at the probed levels."""
+    faults.reach("probe", split=split)
+    config = prepared.config
+    use_threads(config)
+    started = time.perf_counter()
+    device = next(model.parameters()).device
+    index = torch.as_tensor(prepared.splits[split][1])
+    images, labels = prepared.data.images[index].to(device), prepared.data.labels[index].to(device)
+    probes = probe_ops(model, images, labels, probed_ops(prepared.space), mean=prepared.mean, std=prepared.std,
+                       seed=config.seed * 1000 + split)
+    return {"split": split, "clean": probes["clean"], "ops": {op: [list(p) for p in v] for op, v in probes["ops"].items()},
+            "seconds": time.perf_counter() - started}
+
+
+def restrict_space(space: SearchSpace, fit: DomainFit) -> SearchSpace:
+    """The space without the excluded ops and with every kept op's levels capped at its highest allowed level."""
+    kept = [(op, r) for op, r in zip(space.ops, space.level_ranges) if fit.allowed(op)]
+    if not kept:
+        kept = [("Identity", (0.0, 0.0))]
+    ranges = tuple((min(low, fit.max_level(op)), min(high, fit.max_level(op))) for op, (low, high) in kept)
+    return dataclasses.replace(space, ops=tuple(op for op, _ in kept), level_ranges=ranges,
+                               name=f"{space.name} (domain fit)")

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from policysearch.domain import DomainFit
+from policysearch.search.domain import DomainFit
 from policysearch.policy import Baseline, Operation, Policy
 from policysearch.standard import (RANDAUGMENT_OPS, TRIVIALAUGMENT_BINS, randaugment_tv_policy,
                                    trivialaugment_policy, trivialaugment_wide_policy)

@@ -30,24 +30,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from policysearch.data import DataError
-
-__all__ = ["Comparison", "Decision", "TIE_RULE", "auto_repeats", "compare", "crossfit_folds", "decide", "race",
+__all__ = ["Comparison", "Decision", "TIE_RULE", "compare", "decide", "race",
            "race_margin", "race_ties", "selection_power", "versus_reference"]
 
 CONFIDENCE = 0.8
 TIE_RULE = "every recipe tied with the last one kept at the cut goes on too"
-HELD_OUT_TARGET = 500  # held-out predictions a comparison should rest on, when repeats are chosen from the data
-MAX_AUTO_REPEATS = 3
 RACE_Z = 2.0  # a candidate is raced out only when its first-fold deficit exceeds this many standard errors
-
-
-def auto_repeats(num_images: int) -> int:
-    """Cross-fit repeats for ``num_images`` training images: each repeat holds every image out once, so
-    repeats are added until about ``HELD_OUT_TARGET`` held-out predictions back each comparison (at most
-    ``MAX_AUTO_REPEATS``). Small data gets more repeats because its trainings are cheap and one fold of a
-    few dozen images moves the error in steps of several points."""
-    return min(MAX_AUTO_REPEATS, max(1, math.ceil(HELD_OUT_TARGET / max(num_images, 1))))
 
 
 def race_margin(first_fold: Mapping[str, float], held_out: int, z: float = RACE_Z) -> float:
@@ -58,26 +46,6 @@ def race_margin(first_fold: Mapping[str, float], held_out: int, z: float = RACE_
         return math.inf
     p = min(max(float(np.mean(list(first_fold.values()))) / 100.0, 1.0 / held_out), 0.5)
     return 100.0 * z * math.sqrt(2.0 * p * (1.0 - p) / held_out)
-
-
-def crossfit_folds(labels: np.ndarray, k: int, repeats: int = 1, seed: int = 0
-                   ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``repeats`` x ``k`` stratified (train, held-out) index pairs; each repeat holds every image out once."""
-    from sklearn.model_selection import StratifiedKFold
-
-    y = np.asarray(labels)
-    if k < 2:
-        raise DataError(f"selection needs at least 2 folds, got {k}")
-    classes, counts = np.unique(y, return_counts=True)
-    small = [f"{c} ({n})" for c, n in zip(classes, counts) if n < k]
-    if small:
-        raise DataError(f"{k}-fold selection needs at least {k} images per class; too few in class "
-                        f"{', '.join(small)} - add images or lower --selection-folds")
-    folds = []
-    for repeat in range(repeats):
-        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed + repeat)
-        folds += [(np.sort(a).astype(np.int64), np.sort(b).astype(np.int64)) for a, b in splitter.split(y, y)]
-    return folds
 
 
 def _cut(first_fold: Mapping[str, float], order: Sequence[str], keep: float) -> tuple[list[str], float | None]:
