@@ -100,7 +100,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
 # Structure
 # ----------------------------------------------------------------------------------------------------
 
-RAY_LAYER = {"policysearch/search/tuning.py", "policysearch/search/searcher.py"}
+RAY_LAYER = {"policysearch/search/tuning.py", "policysearch/search/searcher.py"}  # the Ray/Tune adapter
 
 
 def test_only_the_ray_layer_imports_ray():

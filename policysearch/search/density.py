@@ -1,20 +1,11 @@
-"""Density matching: score a candidate policy with a frozen child model, without retraining.
+"""Phase 2, density matching: score a candidate policy with a frozen child model, without retraining.
 
-Fast AutoAugment's idea: a good policy makes the augment split D_A look like data the child model
-(trained on D_M with the baseline augmentation only) already knows. The evaluator applies the policy to
-D_A ``num_views`` times with the batched transform - every image and view drawing its own sub-policy -
-and measures the frozen model on the result.
-
-Rewards returned (all "higher is better" except the losses):
-
-* ``any_view`` - the paper's reward: per image, whether any of the views is classified correctly;
-* ``min_loss`` - per image, the lowest loss over the views (the paper's companion figure);
-* ``accuracy`` / ``loss`` - plain mean accuracy and loss over every view.
-
-The search optimises ``accuracy`` by default. On small augment splits the any-view reward sits at
-1.0 for many policies (the best of five guesses is almost always right), so the optimiser cannot tell
-them apart; mean accuracy keeps ranking them (it ranked candidates best of the three in a comparison on
-100 digits).
+A good policy makes the augment split D_A look like data the child (trained on D_M with the baseline
+augmentation only) already knows: :func:`evaluate_policy` applies the policy to D_A ``num_views`` times
+(every image and view drawing its own sub-policy) and measures the frozen model; :func:`score_policy`
+does it for one candidate of a split. Rewards: ``any_view`` (the paper's: any view right), ``min_loss``,
+and the mean ``accuracy`` / ``loss`` over every view; the search maximises ``accuracy`` by default (why:
+docs/findings.md).
 """
 
 from __future__ import annotations

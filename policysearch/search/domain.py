@@ -1,21 +1,11 @@
-"""Domain fit: which ops, and up to which level, keep the class information of this data set.
+"""Phase 1b, the domain fit: which ops, and up to which level, keep the class information of this data.
 
-A flip turns a 2 into something that is no digit, an inversion turns handwriting into another kind of
-image; a flip of a photo changes nothing that matters. The frozen child models (trained without the op)
-measure it: each op is applied at probability 1 at a few levels to the held-out images, and the
-accuracy that remains above chance is compared with the clean accuracy above chance,
-
-    retained(op, level) = (accuracy(op, level) - chance) / (clean accuracy - chance).
-
-An op keeps its levels up to the highest probed level at which every lower probed level retains at
-least ``threshold`` of the clean signal; an op that fails already at the lowest probed level is
-excluded from the space and from every candidate but torchvision's RandAugment() and
-TrivialAugmentWide() as shipped (a user would pick them whole). The highest passing level bounds the op in
-the Fast AutoAugment search space only: the standard recipes keep their own level ranges over the ops kept. A frozen model's accuracy under an op measures how far the op moves the data from what the
-model saw ("affinity"), not whether training with it helps; Gontijo-Lopes et al. find that the benefit
-needs diversity too, and capping every level removes the diversity those recipes live on. A child that
-is itself barely above chance cannot tell anything apart: then nothing is excluded and the fit says why.
-Ray is not imported here.
+Each frozen child (:func:`probe_child`) is measured on its D_A under every op at probability 1 at a few
+levels; the share of its accuracy above chance that an op keeps (``retained``) decides. An op keeps its
+levels up to the highest probed level at which every lower one retains at least ``threshold``; an op
+failing at the lowest level is excluded. The fit bounds the Fast AutoAugment space
+(:func:`restrict_space`); the standard recipes keep their own levels over the ops kept. Children too
+close to chance exclude nothing, and the fit says why. The reasoning and literature: docs/findings.md.
 """
 
 from __future__ import annotations

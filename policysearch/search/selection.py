@@ -1,25 +1,12 @@
-"""Choosing a training recipe from cross-fitted trainings, with a stated noise model.
+"""Phase 3's rule: choose a training recipe from cross-fitted trainings, with a stated noise model.
 
-Every candidate recipe is trained on the same folds of the training images (stratified K-fold, every
-image held out once per repeat) with the same seeds, and scored by its error on the held-out fold.
-Candidates are compared by paired differences with a reference recipe over those folds. The folds'
-training sets overlap, so the differences are not independent; the variance of their mean is corrected
-as Nadeau and Bengio propose for resampled comparisons:
-
-    var(mean) = (1 / J + n_test / n_train) * s^2,    J = folds x repeats,
-
-and a one-sided Student-t bound with J - 1 degrees of freedom decides. To spend the budget on the
-candidates that can win, the folds are raced: every candidate trains on the first fold, and only the
-share ``keep`` with the lowest error on it, every candidate within one fold's noise of the best
-(:func:`race_margin`: on a fold of a few dozen images nobody is raced out on noise) and the reference
-always train on the others (:func:`race`, successive halving with one rung). The tie rule: every candidate tied with the last one
-kept at the cut goes on too, so a tie never decides silently (on small data, errors move in steps of one
-held-out image and ties are common). A candidate stopped early is reported with its first-fold
-difference, apart from the means, and takes no part in the decision. The rule: the candidate with the
-lowest mean error is chosen only when its one-sided upper bound on (its error - the reference's error)
-at ``confidence`` lies below zero; otherwise the reference is kept. So any difference within the noise
-keeps the reference, the recipe chosen for its robustness. :func:`versus_reference` gives that quantity for
-every candidate; the report and its picture show it, labelled as the rule's. Ray is not imported here.
+Every candidate trains on the same folds with the same seeds; candidates are compared with a reference
+recipe by paired differences of held-out error, their variance corrected for overlapping training sets
+(Nadeau and Bengio), and a one-sided Student-t bound decides: the lowest mean error wins only when its
+bound on (its error - the reference's) at ``confidence`` lies below zero, else the reference is kept.
+The folds are raced (:func:`race`): after the first fold only the best share, every candidate within one
+fold's noise (:func:`race_margin`) or tied at the cut (:data:`TIE_RULE`), and the reference go on. The
+derivation: docs/findings.md.
 """
 
 from __future__ import annotations
