@@ -88,6 +88,12 @@ def test_a_failing_trial_is_recorded_and_the_in_process_search_goes_on(tmp_path,
     assert any("candidate 0 of split 1" in line for line in result.failures)
 
 
+def test_hyperopt_runs_on_ray_only_and_says_so_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="runs on Ray only"):
+        run_search(SearchConfig(**{**TINY, "algorithm": "hyperopt"}), tmp_path / "run", stream=io.StringIO())
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
 @pytest.mark.slow
 def test_the_in_process_and_the_ray_runner_give_the_same_search(tiny_run, tmp_path):
     """The same seed on both runners: the same phase-2 rewards, selection and policy. Ray runs one trial at a

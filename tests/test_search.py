@@ -119,6 +119,28 @@ def test_only_the_ray_layer_imports_ray():
     assert set(importers) == RAY_LAYER
 
 
+def test_the_progress_callbacks_pickle_without_their_live_state():
+    """Tune pickles its callbacks with the experiment; a restored one is given the live state explicitly."""
+    import pickle
+
+    from policysearch.search import tuning
+
+    live = tuning._Live(tuning.Progress("phase", 1, None, io.StringIO()), on_trial=lambda: None)
+    callback = tuning._ProgressCallback(live)
+    assert pickle.loads(pickle.dumps(callback)).live is None and callback.live is live
+    assert not [name for name, value in vars(tuning).items() if isinstance(value, dict) and name.isupper()
+                and any(isinstance(v, tuning._Live) for v in value.values())]
+
+
+def test_a_phase_grid_becomes_tunes_grid_of_the_same_trials():
+    from policysearch.search import tuning
+
+    grid = tuning._grid([{"recipe": r, "fold": f} for r in (0, 2) for f in (1, 2, 3)])
+    assert grid == {"recipe": {"grid_search": [0, 2]}, "fold": {"grid_search": [1, 2, 3]}}
+    with pytest.raises(ValueError, match="not a grid"):
+        tuning._grid([{"recipe": 0, "fold": 1}, {"recipe": 1, "fold": 2}])
+
+
 def test_the_search_package_and_its_command_do_not_import_ray():
     code = ("import sys; import policysearch.search, policysearch.search.command; "
             "from policysearch.search import SearchConfig, run_search; assert 'ray' not in sys.modules, 'ray'")

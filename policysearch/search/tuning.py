@@ -26,7 +26,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, TextIO
+from typing import Any, Callable, Iterator, Sequence, TextIO
 
 import pyarrow.fs
 import ray
@@ -596,14 +596,20 @@ class RayRunner:
                                           max_concurrent_trials=self.concurrency, reuse_actors=True)
             space: dict[str, Any] = {}
         else:
-            keys = list(trials.configs[0]) if trials.configs else []
-            # the configs are every combination of their keys' values: Tune's grid of the same
-            space = {key: tune.grid_search(sorted({c[key] for c in trials.configs})) for key in keys}
+            space = _grid(trials.configs)
             tune_config = tune.TuneConfig(max_concurrent_trials=self.concurrency, reuse_actors=True)
         ok, failed = run_experiment(trials.name, trainable, space, tune_config, self.config,
                                     self.experiments, progress, ctrl_c=self.ctrl_c, on_trial=on_trial)
         return ([TrialResult(dict(r.config), dict(r.metrics), "", trial_id(r), _fetch(r.checkpoint)) for r in ok]
                 + [TrialResult(dict(r.config), {}, _error_line(r.error), trial_id(r)) for r in failed])
+
+
+def _grid(configs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Tune's grid of ``configs``, which must be every combination of their keys' values (as the phases make them)."""
+    values = {key: sorted({c[key] for c in configs}) for key in (configs[0] if configs else {})}
+    if math.prod(len(v) for v in values.values()) != len(configs):
+        raise ValueError(f"trial configs that are not a grid: {len(configs)} configs over {values}")
+    return {key: tune.grid_search(v) for key, v in values.items()}
 
 
 def _fetch(checkpoint: tune.Checkpoint | None) -> Callable[[Path], Path] | None:
