@@ -216,7 +216,7 @@ def _add_spaces(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_spaces(args: argparse.Namespace) -> int:
-    from policysearch.spaces import list_spaces, load_space
+    from policysearch.search.spaces import list_spaces, load_space
 
     names = list_spaces()
     width = max(map(len, names), default=0)

@@ -31,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from policysearch.training.data import ImageData, baseline_for, load_dataset, normalization_for  # noqa: E402
-from policysearch.density import evaluate_policy  # noqa: E402
+from policysearch.search.density import evaluate_policy  # noqa: E402
 from policysearch.training.models import build_model  # noqa: E402
 from policysearch.augment.ops import OPS  # noqa: E402
 from policysearch.augment.policy import Operation, Policy  # noqa: E402

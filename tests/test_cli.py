@@ -16,7 +16,7 @@ from policysearch import __version__, cli
 from policysearch.augment import grids
 from policysearch.cli import COMMANDS, Command, from_module, main
 from policysearch.augment.policy import Policy
-from policysearch.spaces import list_spaces
+from policysearch.search.spaces import list_spaces
 
 ROOT = Path(__file__).resolve().parents[1]
 

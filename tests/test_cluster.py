@@ -26,7 +26,8 @@ import torch
 from policysearch.training.models import build_model
 from policysearch.search.config import SearchConfig
 from policysearch.search.faults import ENV as FAULTS_ENV, LOG_ENV, Faults, parse_faults
-from policysearch.search.trials import CHILD_FILE, CHILD_MODEL_FILE, ChildCache, ChildSource, frozen_child, prepare
+from policysearch.search.children import CHILD_FILE, CHILD_MODEL_FILE, ChildCache, ChildSource, frozen_child
+from policysearch.search.prepare import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
@@ -137,7 +138,8 @@ def test_the_cache_is_looked_up_before_anything_is_fetched(five_splits, tmp_path
 
 
 def test_phase_1_writes_the_weights_alone_beside_the_training_state(tmp_path):
-    from policysearch.search.trials import score_policy, train_child
+    from policysearch.search.children import train_child
+    from policysearch.search.density import score_policy
 
     prepared = prepare(SearchConfig(dataset="digits", train_size=200, splits=2, trials=4, epochs=1, min_steps=20,
                                     seed=3))

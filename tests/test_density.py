@@ -1,4 +1,4 @@
-"""Tests for policysearch.density: the density-matching evaluator on a real (small) trained child model.
+"""Tests for policysearch.search.density: the density-matching evaluator on a real (small) trained child model.
 
 No Ray here: the evaluator is a plain function of a frozen model, uint8 images and a policy.
 """
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from policysearch.training.data import baseline_for, load_dataset, normalization_for, stratified_subset
-from policysearch.density import REWARDS, PolicyScore, evaluate_policy
+from policysearch.search.density import REWARDS, PolicyScore, evaluate_policy
 from policysearch.training.models import build_model
 from policysearch.augment.policy import Policy
 from policysearch.training.train import TrainConfig, evaluate, train_model
@@ -156,7 +156,7 @@ def test_common_random_numbers_hold_for_every_view(child, d_a):
 def test_the_augmentation_chunk_may_span_several_model_batches(child, d_a, monkeypatch):
     """Off the CPU the transform takes many model batches per call; the score is counted per image all the
     same (asked for here on the CPU): Invert then full Solarize scores as the identity."""
-    import policysearch.density as density
+    import policysearch.search.density as density
 
     images, labels = d_a
     assert density._augment_size(torch.device("cpu"), 16, images[0].numel()) == 16

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from policysearch.candidates import candidate_recipes, reference_name
+from policysearch.search.candidates import candidate_recipes, reference_name
 from policysearch.cli import main
-from policysearch.domain import DomainFit
+from policysearch.search.domain import DomainFit
 from policysearch.augment.policy import Baseline, Operation, Policy
 from policysearch.search import SearchConfig, prepare
 from policysearch.search.export import export, write_trials_csv
@@ -22,7 +22,7 @@ from policysearch.search.faults import Fault, Faults
 from policysearch.search.figures import BEGIN, END, op_usage, plot_recipes, recipe_order
 from policysearch.search.outcome import Candidate, Outcome
 from policysearch.search.rundir import Run, write_config
-from policysearch.selection import decide
+from policysearch.search.selection import decide
 
 PICTURES = ("trials.png", "recipes.png", "ops.png", "grid.png")
 CONFIG = SearchConfig(dataset="digits", train_size=60, splits=2, trials=4, top_n=2, selection_folds=3,
@@ -197,7 +197,7 @@ def test_the_search_summary_says_where_the_pictures_are(drawn):
 
 
 def test_a_raced_selection_draws_the_stopped_recipes_below_the_others():
-    from policysearch.selection import compare
+    from policysearch.search.selection import compare
 
     errors = {"baseline, crop 1": [6.0, 5.0, 7.0], "trivialaugment, crop 1": [5.0, 4.0, 5.0]}
     decision = decide(errors, "trivialaugment, crop 1", test_fraction=1 / 3)
@@ -265,7 +265,7 @@ def _table_row(report: str, recipe: str) -> list[str]:
 def test_the_summary_the_table_and_recipes_png_show_the_quantity_the_rule_decides_on(tmp_path):
     from policysearch.search.figures import recipe_data
     from policysearch.search.report import summary_text
-    from policysearch.selection import compare
+    from policysearch.search.selection import compare
 
     result, _ = _exported_run(tmp_path, CONFIG)
     run_dir, decision = result.run_dir, result.decision

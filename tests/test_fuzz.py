@@ -31,10 +31,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policysearch.augment import policy as policy_module
-from policysearch import spaces as spaces_module
+from policysearch.search import spaces as spaces_module
 from policysearch.augment.ops import OP_NAMES
 from policysearch.augment.policy import Baseline, Operation, Policy, PolicyError
-from policysearch.spaces import SearchSpace, SpaceError, load_space, space_from_dict
+from policysearch.search.spaces import SearchSpace, SpaceError, load_space, space_from_dict
 
 settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,

@@ -208,11 +208,14 @@ def test_a_bad_weights_file_stops_the_search_before_ray(tmp_path: Path, monkeypa
 
 def test_child_and_selection_models_start_from_the_weights(small_cnn_weights: str, tmp_path: Path,
                                                            monkeypatch) -> None:
-    from policysearch.candidates import candidate_recipes
-    from policysearch.domain import fit_domain
+    from policysearch.search.candidates import candidate_recipes
+    from policysearch.search.domain import fit_domain
     from policysearch.search import recipes
-    from policysearch.search.recipes import probe_child, selection_trial
-    from policysearch.search.trials import CHILD_FILE, prepare, score_policy, train_child
+    from policysearch.search.children import CHILD_FILE, train_child
+    from policysearch.search.density import score_policy
+    from policysearch.search.domain import probe_child
+    from policysearch.search.prepare import prepare
+    from policysearch.search.recipes import selection_trial
 
     saved = torch.load(small_cnn_weights, weights_only=True)
     prepared = prepare(SearchConfig(**SMALL, weights=small_cnn_weights, freeze_backbone=True))

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 
 
-from policysearch.candidates import candidate_recipes, reference_name
-from policysearch.domain import DomainFit, OpFit
+from policysearch.search.candidates import candidate_recipes, reference_name
+from policysearch.search.domain import DomainFit, OpFit, restrict_space
 from policysearch.augment.policy import Baseline
 from policysearch.search import SearchConfig, prepare
-from policysearch.search.recipes import (choose_recipe, final_baseline, race_survivors, restrict_space,
-                                         selection_trial)
-from policysearch.spaces import load_space
+from policysearch.search.recipes import choose_recipe, final_baseline, race_survivors, selection_trial
+from policysearch.search.spaces import load_space
 
 
 def _fit(**max_levels: float) -> DomainFit:

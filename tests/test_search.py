@@ -35,7 +35,7 @@ from policysearch.search.faults import ENV as FAULTS_ENV, LOG_ENV, parse_faults
 from policysearch.search.outcome import Candidate, SearchResult, top_candidates
 from policysearch.search.report import summary_text
 from policysearch.search.rundir import RunError
-from policysearch.spaces import SpaceError
+from policysearch.search.spaces import SpaceError
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "policysearch"
@@ -100,7 +100,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
 # Structure
 # ----------------------------------------------------------------------------------------------------
 
-RAY_LAYER = {"policysearch/search/tuning.py", "policysearch/search/searcher.py"}
+RAY_LAYER = {"policysearch/search/tuning.py", "policysearch/search/searcher.py"}  # the Ray/Tune adapter
 
 
 def test_only_the_ray_layer_imports_ray():
@@ -117,6 +117,28 @@ def test_only_the_ray_layer_imports_ray():
                 importers.append(path.relative_to(REPO).as_posix())
     assert importers, "the AST walk found no Ray import at all; is the test still looking at the package?"
     assert set(importers) == RAY_LAYER
+
+
+def test_the_progress_callbacks_pickle_without_their_live_state():
+    """Tune pickles its callbacks with the experiment; a restored one is given the live state explicitly."""
+    import pickle
+
+    from policysearch.search import tuning
+
+    live = tuning._Live(tuning.Progress("phase", 1, None, io.StringIO()), on_trial=lambda: None)
+    callback = tuning._ProgressCallback(live)
+    assert pickle.loads(pickle.dumps(callback)).live is None and callback.live is live
+    assert not [name for name, value in vars(tuning).items() if isinstance(value, dict) and name.isupper()
+                and any(isinstance(v, tuning._Live) for v in value.values())]
+
+
+def test_a_phase_grid_becomes_tunes_grid_of_the_same_trials():
+    from policysearch.search import tuning
+
+    grid = tuning._grid([{"recipe": r, "fold": f} for r in (0, 2) for f in (1, 2, 3)])
+    assert grid == {"recipe": {"grid_search": [0, 2]}, "fold": {"grid_search": [1, 2, 3]}}
+    with pytest.raises(ValueError, match="not a grid"):
+        tuning._grid([{"recipe": 0, "fold": 1}, {"recipe": 1, "fold": 2}])
 
 
 def test_the_search_package_and_its_command_do_not_import_ray():
@@ -286,10 +308,13 @@ def test_resume_refuses_a_run_of_another_run_format(tmp_path, no_ray):
 
 
 def test_trial_functions_run_without_ray(tmp_path):
-    from policysearch.candidates import candidate_recipes
-    from policysearch.domain import fit_domain
-    from policysearch.search.recipes import probe_child, selection_trial
-    from policysearch.search.trials import CHILD_FILE, prepare, score_policy, train_child
+    from policysearch.search.candidates import candidate_recipes
+    from policysearch.search.domain import fit_domain
+    from policysearch.search.children import CHILD_FILE, train_child
+    from policysearch.search.density import score_policy
+    from policysearch.search.domain import probe_child
+    from policysearch.search.prepare import prepare
+    from policysearch.search.recipes import selection_trial
 
     prepared = prepare(SearchConfig(**{**SMALL, "splits": 2}))
     reports: list[dict] = []
@@ -312,7 +337,8 @@ def test_trial_functions_run_without_ray(tmp_path):
 
 
 def test_a_resumed_child_counts_the_training_seconds_of_its_earlier_attempts(tmp_path):
-    from policysearch.search.trials import prepare, train_child
+    from policysearch.search.children import train_child
+    from policysearch.search.prepare import prepare
 
     prepared = prepare(SearchConfig(**{**SMALL, "splits": 2}))
     reports: list[dict] = []
@@ -360,7 +386,7 @@ def _candidate_rows(space, rewards):
 
 
 def _result(tmp_path, top) -> SearchResult:
-    from policysearch.selection import decide
+    from policysearch.search.selection import decide
 
     costs = {f"phase{k}_wall_s": 1.0 for k in ("1", "1b", "2", "3")}
     decision = decide({"trivialaugment, crop 1": [1.0, 2.0]}, "trivialaugment, crop 1", test_fraction=0.5)
@@ -375,7 +401,7 @@ def test_strengths_need_a_value_and_say_so():
 
 
 def test_best_candidates_are_the_best_by_reward_over_all_splits(tmp_path):
-    from policysearch.spaces import load_space
+    from policysearch.search.spaces import load_space
 
     space = load_space("no_flips")
     rows = _candidate_rows(space, [(0, 0.50), (0, 0.60), (1, 0.95), (1, 0.70)])

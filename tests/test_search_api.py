@@ -27,7 +27,8 @@ from policysearch.training.pretrained import callable_name
 from policysearch.search import command, rundir
 from policysearch.search.api import search as api_search
 from policysearch.search.config import SearchConfig
-from policysearch.search.trials import Inputs, prepare, train_child
+from policysearch.search.children import train_child
+from policysearch.search.prepare import Inputs, prepare
 from policysearch.training.user_data import read_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,7 +121,7 @@ def test_every_setting_is_a_keyword_and_checked_before_anything(tmp_path, no_ray
 def test_the_result_gives_the_recipe_ready_to_train_with(tmp_path):
     from policysearch import BatchPolicyTransform, PolicyTransform
     from policysearch.search.outcome import SearchResult
-    from policysearch.selection import decide
+    from policysearch.search.selection import decide
     from policysearch.augment.standard import load_policy
 
     recipe = load_policy("randaugment:n=1,m=5")

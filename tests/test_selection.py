@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from policysearch.candidates import candidate_recipes, reference_name
+from policysearch.search.candidates import candidate_recipes, reference_name
 from policysearch.training.data import DataError
-from policysearch.domain import DomainFit, OpFit, fit_domain, probe_ops
+from policysearch.search.domain import DomainFit, OpFit, fit_domain, probe_ops
 from policysearch.augment.policy import Baseline, Operation, Policy
 from policysearch.augment.standard import randaugment_tv_policy, trivialaugment_wide_policy
-from policysearch.selection import (TIE_RULE, auto_repeats, compare, crossfit_folds, decide, race, race_margin,
-                                    race_ties, selection_power)
+from policysearch.search.folds import auto_repeats, crossfit_folds
+from policysearch.search.selection import TIE_RULE, compare, decide, race, race_margin, race_ties, selection_power
 from policysearch.training.train import TrainConfig, _batches, fit_to_data
 
 

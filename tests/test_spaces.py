@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from policysearch import spaces
-from policysearch.spaces import (
+from policysearch.search import spaces
+from policysearch.search.spaces import (
     Parameter,
     SearchSpace,
     SpaceError,

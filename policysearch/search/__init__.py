@@ -1,29 +1,18 @@
-"""Fast AutoAugment search on Ray Tune, in the order of the algorithm; ``policysearch.search(data, model=...)``.
+"""Fast AutoAugment search, in the order of the algorithm; ``policysearch.search(data, model=...)``.
 
-This package is also the function :func:`~policysearch.search.api.search`: ``policysearch.search(...)``
-calls it (the package's module object is callable, so the call works however the package was imported).
+This package is also the function :func:`~policysearch.search.api.search` (the module object is callable).
 
-1. :mod:`~policysearch.search.config`: everything that defines a search, defined once (the command-line
-   options are generated from it) with every value check.
-2. :mod:`~policysearch.search.trials`: the data is loaded and split K times into D_M and D_A
-   (:func:`prepare`); phase 1 trains one child model per split on D_M (:func:`~.trials.train_child`);
-   phase 2 scores candidate policies on D_A with the frozen child (:func:`~.trials.score_policy`).
-3. :mod:`~policysearch.search.searcher`: phase 2's optimisers, one per split and repeat.
-4. :mod:`~policysearch.search.recipes`: phase 1b, the domain fit (which ops and levels keep this data's
-   classes, measured with each frozen child at the end of its phase-1 trial), and phase 3, the recipe
-   selection: the candidate recipes (:mod:`policysearch.candidates`) raced over cross-fit folds at the
-   final budget and chosen by the stated rule of :mod:`policysearch.selection`.
-5. :mod:`~policysearch.search.export` and :mod:`~policysearch.search.report`: ``policy.json`` (last),
-   ``candidates.json``, ``trials.csv`` and ``report.md``.
-
-:mod:`~policysearch.search.api` is the entry point from Python (the command line calls it too);
-:mod:`~policysearch.search.rundir` gives each run its own id and storage folder and guards ``--resume``;
-:mod:`~policysearch.search.checks` says before any work why a setting cannot run, and when failed trials
-stop a search. :mod:`~policysearch.search.interrupts` turns Ctrl-C into one line (what is kept, how to
-resume), :mod:`~policysearch.search.reaper` ends every process of a local Ray when the search ends (a
-watchdog when its driver is killed), and :mod:`~policysearch.search.ledger` adds up the wall time of every
-process that worked on a run. :mod:`~policysearch.search.tuning` (with the searcher) is the only code that imports
-Ray; importing this package does not, so ``policysearch search --help`` stays fast.
+- :mod:`~.config`: everything that defines a search, defined once (the command-line options come from it).
+- :mod:`~.phases`: the algorithm, phase by phase, over a trial runner (:mod:`~.runner`):
+  :mod:`~.prepare` and :mod:`~.folds` (data, D_M/D_A splits, cross-fit folds), :mod:`~.children`
+  (phase 1), :mod:`~.domain` (1b, the domain fit), :mod:`~.density` (phase 2, density matching),
+  :mod:`~.candidates`, :mod:`~.recipes` and :mod:`~.selection` (phase 3); :mod:`~.export` and
+  :mod:`~.report` write ``policy.json`` (last) and the rest.
+- Runners: :mod:`~.tuning` with :mod:`~.searcher`, on Ray Tune (the only code that imports Ray), and
+  :mod:`~.inprocess`, in this process.
+- The run: :mod:`~.rundir` (run id, storage, ``--resume``), :mod:`~.checks` (settings that cannot run,
+  failed trials), :mod:`~.interrupts` (Ctrl-C), :mod:`~.reaper` (a local Ray's processes), :mod:`~.ledger`
+  (wall time over every process). Importing this package does not import Ray.
 """
 
 from __future__ import annotations
@@ -36,7 +25,7 @@ from typing import Any, TextIO
 from policysearch.search.api import search
 from policysearch.search.config import SearchConfig
 from policysearch.search.outcome import SearchResult
-from policysearch.search.trials import Inputs, Prepared, prepare
+from policysearch.search.prepare import Inputs, Prepared, prepare
 
 __all__ = ["Inputs", "Prepared", "SearchConfig", "SearchResult", "prepare", "run_search", "search"]
 

@@ -1,8 +1,8 @@
 """``policysearch.search(data, model=..., **settings)``: the search from Python, which the command line calls too.
 
 The data and the model may be Python objects: the data is read into memory once
-(:func:`policysearch.user_data.read_data`) and the model callable travels to Ray's workers with the
-search's inputs (:class:`~policysearch.search.trials.Inputs`). The settings name both
+(:func:`policysearch.training.user_data.read_data`) and the model callable travels to Ray's workers with the
+search's inputs (:class:`~policysearch.search.prepare.Inputs`). The settings name both
 (``python:WHAT#FINGERPRINT``, ``callable:MODULE.NAME``), so ``config.json`` records them and a resume with
 other data is refused like any other contradicting setting. Ray is not imported here.
 """
@@ -24,7 +24,7 @@ from policysearch.training.pretrained import callable_name
 from policysearch.search.config import SearchConfig
 from policysearch.search.outcome import SearchResult
 from policysearch.search.rundir import read_stored_config
-from policysearch.search.trials import Inputs
+from policysearch.search.prepare import Inputs
 
 __all__ = ["default_run_dir", "search"]
 
@@ -44,7 +44,7 @@ def search(data: Any = None, model: str | Callable[[int, int], nn.Module] | None
     ``data``: a data set name (``digits``, ``cifar10``, ``cifar100``, ``svhn``, ``imagefolder:PATH``), a folder
     of class subfolders, a map-style dataset of ``(image, label)`` (e.g. a ``torch.utils.data.Dataset``), a
     pair ``(images, labels)`` or a Hugging Face ``datasets.Dataset`` (its columns found, or named with
-    ``image_column`` / ``label_column``); see :mod:`policysearch.user_data`. Default: ``digits``.
+    ``image_column`` / ``label_column``); see :mod:`policysearch.training.user_data`. Default: ``digits``.
     ``model``: a name (``small_cnn``, ..., ``torchvision:NAME``, ``timm:NAME``) or a callable
     ``(num_classes, in_channels) -> nn.Module`` that builds a fresh model. Default: ``small_cnn``.
     ``settings``: any field of :class:`~policysearch.search.config.SearchConfig` (``epochs=``, ``trials=``,

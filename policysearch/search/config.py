@@ -15,7 +15,6 @@ from dataclasses import Field, dataclass, field, fields
 from types import SimpleNamespace
 from typing import Any
 
-from policysearch.density import REWARDS
 from policysearch.training.models import MODEL_NAMES
 from policysearch.training.pretrained import model_problem
 from policysearch.training.train import MIN_STEPS, MIN_STEPS_PER_EPOCH, TrainConfig
@@ -23,6 +22,8 @@ from policysearch.training.train import MIN_STEPS, MIN_STEPS_PER_EPOCH, TrainCon
 __all__ = ["ALGORITHMS", "RESUMABLE", "SearchConfig", "add_config_arguments", "flag", "given_values"]
 
 ALGORITHMS = ("optuna", "hyperopt", "random")
+# What phase 2 can maximise: the scores of density matching (:class:`~policysearch.search.density.PolicyScore`).
+REWARDS = ("accuracy", "any_view", "loss", "min_loss")
 DEFAULT_SPACE = "fast_autoaugment"  # the domain fit removes what a data set does not allow (flips of digits, ...)
 # Settings a resumed run may change: where the cluster is and whether its dashboard shows, not what it computes.
 RESUMABLE = frozenset({"address", "dashboard"})
@@ -166,7 +167,7 @@ class SearchConfig:
         return TrainConfig(**self._train_values())
 
     def final_train_config(self) -> TrainConfig:
-        """The settings of the training the recipe is selected for, before :func:`~policysearch.train.fit_to_data`
+        """The settings of the training the recipe is selected for, before :func:`~policysearch.training.train.fit_to_data`
         adapts them to all the search's training images (the candidates' cross-fit trainings use the result)."""
         return TrainConfig(**{**self._train_values(), "epochs": self.final_epochs or self.epochs})
 

@@ -25,8 +25,8 @@ from policysearch.search.outcome import Outcome, SearchResult
 from policysearch.search.report import render_report, weak_children
 from policysearch.search.recipes import one_final_training_seconds
 from policysearch.search.rundir import Run
-from policysearch.search.trials import Prepared
-from policysearch.selection import Decision
+from policysearch.search.prepare import Prepared
+from policysearch.search.selection import Decision
 
 __all__ = ["TRIAL_COLUMNS", "export", "finished_run", "write_trials_csv"]
 

@@ -11,7 +11,7 @@ Four PNG files, each written atomically:
   the level when applied), its baseline in the title; a recipe of one uniformly drawn op per image
   (TrivialAugment) says so, with the range of levels each op really uses;
 - ``grid.png``: training images of the run's data set under the chosen recipe (the grid ``policysearch
-  show`` draws, :func:`policysearch.grids.sample_grid`).
+  show`` draws, :func:`policysearch.augment.grids.sample_grid`).
 
 The inputs are ``config.json``, ``trials.csv``, ``selection.csv`` and the chosen policy (``policy.json``,
 or the policy the export is about to save). ``report.md`` embeds the pictures in one section between two
@@ -210,7 +210,7 @@ def recipe_data(rows: Sequence[dict[str, str]], selection: dict[str, Any], *, co
     ``stopped``: the recipes the race stopped after the first fold: that fold's error and its difference
     with the reference's on the same fold (no bound; no part in the decision). ``failed``: the others.
     """
-    from policysearch.selection import compare
+    from policysearch.search.selection import compare
 
     names = list(dict.fromkeys(r["recipe"] for r in rows))
     folds: dict[str, dict[int, float]] = {n: {} for n in names}

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from policysearch.candidates import Recipe
-from policysearch.domain import DomainFit
+from policysearch.search.candidates import Recipe
+from policysearch.search.domain import DomainFit
 from policysearch.augment.policy import Policy, merge_policies, remove_duplicates
-from policysearch.selection import Decision
-from policysearch.spaces import SearchSpace
+from policysearch.search.selection import Decision
+from policysearch.search.spaces import SearchSpace
 
 __all__ = ["Candidate", "Outcome", "SearchResult", "merge_top", "top_candidates"]
 
@@ -80,13 +80,13 @@ class SearchResult:
         return self.decision.reason if self.decision is not None else ""
 
     def transform(self, **kwargs: Any) -> Any:
-        """A :class:`~policysearch.image_transform.PolicyTransform` of the recipe: per image, for torchvision pipelines."""
+        """A :class:`~policysearch.augment.image_transform.PolicyTransform` of the recipe: per image, for torchvision pipelines."""
         from policysearch.augment.image_transform import PolicyTransform
 
         return PolicyTransform(self.policy, **kwargs)
 
     def batch_transform(self, **kwargs: Any) -> Any:
-        """A :class:`~policysearch.transforms.BatchPolicyTransform` of the recipe: per sample on a whole batch."""
+        """A :class:`~policysearch.augment.transforms.BatchPolicyTransform` of the recipe: per sample on a whole batch."""
         from policysearch.augment.transforms import BatchPolicyTransform
 
         return BatchPolicyTransform(self.policy, **kwargs)

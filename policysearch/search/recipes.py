@@ -1,12 +1,9 @@
-"""The domain fit (phase 1b) and the recipe selection (phase 3) as plain functions; Ray is not imported here.
+"""Phase 3, the recipe selection: the candidate recipes trained on cross-fit folds at the final budget.
 
-Phase 1b probes every frozen child with each op at a few levels on its D_A
-(:func:`probe_child`); :func:`policysearch.domain.fit_domain` turns the probes into the ops and levels
-this data allows, which restrict phase 2's space (:func:`restrict_space`) and every candidate recipe.
-Phase 3 trains each candidate recipe on the first cross-fit fold at the final training's budget
-(:func:`selection_trial`), the best share of them and every one tied at the cut (:func:`race_survivors`)
-on the other folds, and
-:func:`choose_recipe` applies the stated rule of :mod:`policysearch.selection`.
+Each candidate recipe (:mod:`~policysearch.search.candidates`) trains on the first fold
+(:func:`selection_trial`); the best share of them, every one tied at the cut or within one fold's noise,
+and the reference go on to the other folds (:func:`race_survivors`); :func:`choose_recipe` applies the
+stated rule of :mod:`~policysearch.search.selection`. Plain functions of their inputs.
 """
 
 from __future__ import annotations
@@ -18,51 +15,17 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from policysearch.candidates import Recipe, reference_name
-from policysearch.domain import DomainFit
-from policysearch.domain import probe_ops
 from policysearch.augment.policy import Baseline
+from policysearch.search.candidates import Recipe, reference_name
+from policysearch.search.domain import DomainFit
 from policysearch.search.faults import Faults
-from policysearch.search.trials import Prepared, device_for, use_threads
-from policysearch.selection import TIE_RULE, Decision, compare, decide, race, race_margin, race_ties
-from policysearch.spaces import SearchSpace
-from policysearch.augment.standard import RANDAUGMENT_OPS
+from policysearch.search.prepare import Prepared, device_for, use_threads
+from policysearch.search.selection import TIE_RULE, Decision, compare, decide, race, race_margin, race_ties
 from policysearch.training.train import TrainConfig, evaluate, fit_to_data, train_model
 from policysearch.augment.transforms import BatchPolicyTransform
 
-__all__ = ["choose_recipe", "final_baseline", "final_training", "probe_child", "probed_ops", "race_survivors",
-           "restrict_space", "selection_trial"]
-
-
-def probed_ops(space: SearchSpace) -> list[str]:
-    """Every op a candidate may use - the space's, RandAugment's and TrivialAugment's - and the flip."""
-    return list(dict.fromkeys([*space.ops, *RANDAUGMENT_OPS, "FlipLR"]))
-
-
-def probe_child(prepared: Prepared, split: int, model: torch.nn.Module, faults: Faults = Faults()) -> dict[str, Any]:
-    """Phase 1b, at the end of each child's training: the frozen child's D_A accuracy clean and under
-    every op at the probed levels."""
-    faults.reach("probe", split=split)
-    config = prepared.config
-    use_threads(config)
-    started = time.perf_counter()
-    device = next(model.parameters()).device
-    index = torch.as_tensor(prepared.splits[split][1])
-    images, labels = prepared.data.images[index].to(device), prepared.data.labels[index].to(device)
-    probes = probe_ops(model, images, labels, probed_ops(prepared.space), mean=prepared.mean, std=prepared.std,
-                       seed=config.seed * 1000 + split)
-    return {"split": split, "clean": probes["clean"], "ops": {op: [list(p) for p in v] for op, v in probes["ops"].items()},
-            "seconds": time.perf_counter() - started}
-
-
-def restrict_space(space: SearchSpace, fit: DomainFit) -> SearchSpace:
-    """The space without the excluded ops and with every kept op's levels capped at its highest allowed level."""
-    kept = [(op, r) for op, r in zip(space.ops, space.level_ranges) if fit.allowed(op)]
-    if not kept:
-        kept = [("Identity", (0.0, 0.0))]
-    ranges = tuple((min(low, fit.max_level(op)), min(high, fit.max_level(op))) for op, (low, high) in kept)
-    return dataclasses.replace(space, ops=tuple(op for op, _ in kept), level_ranges=ranges,
-                               name=f"{space.name} (domain fit)")
+__all__ = ["choose_recipe", "final_baseline", "final_training", "one_final_training_seconds", "race_survivors",
+           "selection_trial"]
 
 
 def final_baseline(prepared: Prepared, fit: DomainFit) -> Baseline:
@@ -106,7 +69,7 @@ def selection_trial(prepared: Prepared, recipe: Recipe, fold: int, faults: Fault
 
 def race_survivors(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[dict[str, Any]],
                    baseline: Baseline) -> list[int]:
-    """Indices of the recipes that train on the other folds after the first (:func:`policysearch.selection.race`
+    """Indices of the recipes that train on the other folds after the first (:func:`policysearch.search.selection.race`
     at ``--selection-keep``, keeping every recipe within the first fold's noise; the reference always goes on)."""
     first = {r["recipe"]: float(r["error"]) for r in rows if r["fold"] == 0 and r["status"] == "ok"}
     names = [recipe.name for recipe in recipes]
@@ -117,7 +80,7 @@ def race_survivors(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence
 
 def choose_recipe(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[dict[str, Any]],
                   baseline: Baseline, survivors: Sequence[int] | None = None) -> tuple[Decision, str]:
-    """The rule of :mod:`policysearch.selection` over the recipes that trained on every fold and succeeded.
+    """The rule of :mod:`policysearch.search.selection` over the recipes that trained on every fold and succeeded.
 
     ``survivors`` are the indices of the recipes raced on past the first fold (None: all); the others
     are reported with their first-fold error and difference. Returns the decision and a note (non-empty

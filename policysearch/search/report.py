@@ -7,7 +7,7 @@ import math
 from policysearch.augment.policy import Policy
 from policysearch.search.config import SearchConfig
 from policysearch.search.outcome import Candidate, Outcome, SearchResult
-from policysearch.selection import TIE_RULE, Decision, race_ties
+from policysearch.search.selection import TIE_RULE, Decision, race_ties
 
 __all__ = ["describe_candidate", "recipe_table", "render_report", "stopped_table", "summary_text", "weak_children"]
 
@@ -44,7 +44,7 @@ def _plural(n: int, noun: str) -> str:
 
 def weak_children(outcome: Outcome) -> str:
     """A warning when child models are within reach of chance (their scores and probes mean little), else ''."""
-    from policysearch.domain import MIN_SIGNAL
+    from policysearch.search.domain import MIN_SIGNAL
 
     chance = outcome.fit.chance
     weak = [c["split"] for c in outcome.children

@@ -1,10 +1,9 @@
-"""A run's identity: its run directory, its run id and where its Tune experiments live.
+"""A run's identity: its run directory, its run id and where its trials' experiments live.
 
-Every search gets a fresh run id, kept in ``RUN_DIR/config.json``; its Tune experiments live under
-``<storage>/<run id>/``, so two searches never share an experiment even on one ``--storage``. Only
-``--resume`` continues a run, and only with the stored settings: :func:`open_run` refuses a plain run
-into a folder that already holds a run, and a resume whose settings contradict the stored ones.
-Ray is not imported here.
+Every search gets a fresh run id, kept in ``RUN_DIR/config.json``; its experiments live under
+``<storage>/<run id>/``, so two searches never share one. Only ``--resume`` continues a run, and only with
+the stored settings and the same run format: :func:`open_run` refuses a plain run into a folder that
+holds a run, and a resume whose settings contradict the stored ones.
 """
 
 from __future__ import annotations
@@ -26,17 +25,9 @@ from policysearch.search.config import RESUMABLE, SearchConfig, flag
 __all__ = ["Run", "RunError", "check_resume", "open_run", "read_stored_config", "write_config"]
 
 CONFIG_FILE = "config.json"
-# The layout of a run's phases and results; a run of another layout cannot be continued by this code.
-# 2: phase 3 races the folds (experiments phase3_selection and phase3_selection_rest), and the standard
-# candidate recipes keep their own levels. 3: each phase-1 trial ends with its child's domain probe
-# (there is no experiment phase1b_domain). 4: phase 3 trains at the final training's batch and epochs, and a
-# flip the domain fit added brings flip-less baseline candidates (the recipe indices of format 3 shift).
-# 5: the candidates include torchvision's RandAugment() and TrivialAugmentWide() and their strength dials
-# (the recipe indices shift again), small data gets more cross-fit repeats, every recipe tied at the race's
-# cut or within one fold's noise of the best goes on to the other folds, the Tune callbacks of an
-# experiment name it instead of holding the progress, and RUN_DIR/ledger.json adds up the wall time of
-# every process that worked on the run.
-RUN_FORMAT = 5
+# The layout of a run's phases and results; a run of another format cannot be continued (history:
+# docs/findings.md). 6: every phase's trials run as one Tune function (search.tuning._trainable).
+RUN_FORMAT = 6
 
 
 class RunError(ValueError):

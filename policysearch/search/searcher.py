@@ -17,6 +17,7 @@ from ray.tune.search import Searcher
 
 from policysearch.atomic import write_json_atomic
 from policysearch.search.config import SearchConfig
+from policysearch.search.runner import optuna_sampler, stream_seed
 
 __all__ = ["SplitSearcher", "make_optimiser"]
 
@@ -27,15 +28,9 @@ def make_optimiser(config: SearchConfig, seed: int) -> Searcher:
         from ray.tune.search.hyperopt import HyperOptSearch
 
         return HyperOptSearch(random_state_seed=seed, n_initial_points=min(20, max(1, config.trials // 4)))
-    import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if config.algorithm == "random":
-        sampler = optuna.samplers.RandomSampler(seed=seed)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(1, config.trials // 4)))
-    return OptunaSearch(sampler=sampler)
+    return OptunaSearch(sampler=optuna_sampler(config, seed))
 
 
 class SplitSearcher(Searcher):
@@ -51,7 +46,7 @@ class SplitSearcher(Searcher):
         super().__init__(metric="reward", mode="max")
         self.streams = list(streams)
         self.trials = config.trials
-        self.optimisers = {s: make_optimiser(config, config.seed * 7919 + s) for s in self.streams}
+        self.optimisers = {s: make_optimiser(config, stream_seed(config, s)) for s in self.streams}
         for optimiser in self.optimisers.values():
             optimiser.set_search_properties("reward", "max", param_space)
         self.suggested = {s: 0 for s in self.streams}

@@ -1,16 +1,13 @@
-"""The Ray/Tune layer: start or join Ray, check the cluster, run the phases as Tune experiments.
+"""The Ray/Tune adapter: start or join Ray, check the cluster, and run the phases' trials as Tune experiments.
 
-With :mod:`policysearch.search.searcher`, the only code of the package that imports Ray. Each phase is
-a Tune experiment under ``<storage>/<run id>/`` (phase 1b runs inside phase 1's trials, phase 3 is two);
-a trial calls a plain function of :mod:`~policysearch.search.trials` or :mod:`~policysearch.search.recipes`
-and reports what it returns.
-A trial that keeps failing after ``--retries`` retries is recorded as failed and the search goes on,
-unless :func:`~policysearch.search.checks.check_failures` says too many failed.
-
-A local Ray is this search's alone: its processes carry a mark (:mod:`~policysearch.search.reaper`) and are
-ended with the search, whether it finishes, fails or is interrupted, and by a watchdog when the driver is
-killed; a joined cluster (``--address``) is left as it was. Ctrl-C stops the search through Tune's own
-graceful stop (:mod:`~policysearch.search.interrupts`); every finished trial is kept for ``--resume``.
+With :mod:`~policysearch.search.searcher`, the only code of the package that imports Ray. :class:`RayRunner`
+implements the trial-runner interface of :mod:`~policysearch.search.runner` for the phases of
+:mod:`~policysearch.search.phases`: each batch of trials is one Tune experiment under
+``<storage>/<run id>/<name>``, which a resume continues; a trial that keeps failing after ``--retries``
+retries is recorded as failed. A local Ray is this search's alone: its processes carry a mark
+(:mod:`~policysearch.search.reaper`) and end with the search, and a watchdog ends them when the driver is
+killed; a joined cluster (``--address``) is left as it was. Ctrl-C goes through Tune's graceful stop
+(:mod:`~policysearch.search.interrupts`); every finished trial is kept for ``--resume``.
 """
 
 from __future__ import annotations
@@ -29,35 +26,32 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, TextIO
+from typing import Any, Callable, Iterator, Sequence, TextIO
 
 import pyarrow.fs
 import ray
-import torch
 from ray import tune
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from policysearch.progress import Progress
-from policysearch.search.checks import check_failures, check_resources, local_cpus, local_gpus
+from policysearch.training.pretrained import model_ref
+from policysearch.search.checks import check_resources, local_cpus, local_gpus
+from policysearch.search.children import CHILD_FILE, CHILD_MODEL_FILE
 from policysearch.search.config import SearchConfig
-from policysearch.search.export import export, finished_run, write_trials_csv
+from policysearch.search.export import export, finished_run
 from policysearch.search.faults import Faults, faults_from_env
-from policysearch.search.interrupts import CtrlC, SearchInterrupted, resume_command
-from policysearch.search.ledger import Ledger
-from policysearch.search.outcome import Outcome, SearchResult, merge_top, top_candidates
+from policysearch.search.interrupts import CtrlC, SearchInterrupted
+from policysearch.search.outcome import SearchResult
+from policysearch.search.phases import Stage, run_phases
+from policysearch.search.prepare import Inputs, Prepared, prepare
 from policysearch.search.reaper import RUN_ENV, Watchdog, end_marked
 from policysearch.search.rundir import Run, RunError, check_resume, is_uri, open_run, write_config
+from policysearch.search.runner import Streams, TrialContext, TrialFunction, TrialResult, Trials
 from policysearch.search.searcher import SplitSearcher
-from policysearch.candidates import candidate_recipes
-from policysearch.domain import fit_domain
-from policysearch.search.recipes import (choose_recipe, final_baseline, probe_child, race_survivors, restrict_space,
-                                         selection_trial)
-from policysearch.training.pretrained import model_ref
-from policysearch.search.trials import (CHILD_FILE, CHILD_MODEL_FILE, ChildSource, Inputs, Prepared, prepare,
-                                        score_policy, train_child)
+from policysearch.search.spaces import SearchSpace
 
-__all__ = ["LocalRay", "Progress", "checkpoint_kept", "object_store_bytes", "ray_init_kwargs", "run_experiment",
-           "run_search", "start_ray", "verify_shared_storage"]
+__all__ = ["LocalRay", "Progress", "RayRunner", "checkpoint_kept", "object_store_bytes", "ray_init_kwargs",
+           "run_experiment", "run_search", "start_ray", "verify_shared_storage"]
 
 SENTINEL_TIMEOUT_S = 120
 ADDRESS_TIMEOUT_S = 10
@@ -335,31 +329,28 @@ class _Live:
     on_trial: Callable[[], None] | None = None
 
 
-# The experiment this driver runs now, by path. Tune pickles its callbacks with the experiment, and a
-# restored experiment calls the ones unpickled from the process that started it; they find the live
-# progress of this process here.
-_RUNNING: dict[str, _Live] = {}
-
-
 class _ProgressCallback(tune.Callback):
-    def __init__(self, path: str) -> None:
-        self.path = path
+    """Hands each finished trial of one experiment to this driver's :class:`_Live`.
 
-    def _live(self) -> _Live | None:
-        return _RUNNING.get(self.path)
+    Tune pickles its callbacks with the experiment; the live state (a stream, locks, a hook) stays out of
+    that copy, and a restored experiment is given this process's own callback (:func:`_restored_tuner`)."""
+
+    def __init__(self, live: _Live) -> None:
+        self.live: _Live | None = live
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"live": None}
 
     def setup(self, **info) -> None:  # Tune's SIGINT handler is in place by now
-        live = self._live()
-        if live is not None and live.ctrl_c is not None:
-            live.ctrl_c.tune_started()
+        if self.live is not None and self.live.ctrl_c is not None:
+            self.live.ctrl_c.tune_started()
 
     def _finished(self, result: dict[str, Any], error: str | None = None) -> None:
-        live = self._live()
-        if live is None:
+        if self.live is None:
             return
-        live.progress.trial_finished(result, error=error)
-        if live.on_trial is not None:
-            live.on_trial()
+        self.live.progress.trial_finished(result, error=error)
+        if self.live.on_trial is not None:
+            self.live.on_trial()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._finished(trial.last_result or {})
@@ -438,6 +429,14 @@ def _resources(config: SearchConfig) -> dict[str, float]:
     return {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
 
 
+def _restored_tuner(path: str, trainable: Callable, param_space: dict, callback: _ProgressCallback) -> tune.Tuner:
+    """The experiment at ``path``, continued with ``callback`` in place of the ones pickled with it (Tune offers
+    no argument for them; the restored run config is the Tuner's own, reached through its local tuner)."""
+    tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False, param_space=param_space)
+    tuner._local_tuner.get_run_config().callbacks = [callback]
+    return tuner
+
+
 def run_experiment(name: str, trainable: Callable, param_space: dict, tune_config: tune.TuneConfig,
                    config: SearchConfig, experiments: str, progress: Progress, *, ctrl_c: CtrlC | None = None,
                    on_trial: Callable[[], None] | None = None) -> tuple[list, list]:
@@ -453,20 +452,18 @@ def run_experiment(name: str, trainable: Callable, param_space: dict, tune_confi
     """
     path = f"{experiments}/{name}"
     trainable = tune.with_resources(trainable, _resources(config))
+    callback = _ProgressCallback(_Live(progress, ctrl_c, on_trial))
     # A URI storage uploads the experiment state at most once a URI_STATE_PERIOD_S (Tune's default: 300 s).
     sync = tune.SyncConfig(sync_period=URI_STATE_PERIOD_S) if is_uri(experiments) else tune.SyncConfig()
     if tune.Tuner.can_restore(path):
-        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
-                                   param_space=param_space)
+        tuner = _restored_tuner(path, trainable, param_space, callback)
         progress.resumed(*_already(tuner.get_results(), progress.metric))
     else:
         run_config = tune.RunConfig(name=name, storage_path=experiments, verbose=0, sync_config=sync,
-                                    callbacks=[_ProgressCallback(path)],
-                                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                    callbacks=[callback], checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                     failure_config=tune.FailureConfig(max_failures=config.retries))
         tune_config.trial_dirname_creator = _trial_dirname
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
-    _RUNNING[path] = _Live(progress, ctrl_c, on_trial)
     interrupted = False
     try:
         with _tune_interrupt_quiet():
@@ -476,7 +473,6 @@ def run_experiment(name: str, trainable: Callable, param_space: dict, tune_confi
         # really finished are those its callbacks reported, and those restored as finished.
         interrupted = progress.done < progress.total
     finally:
-        _RUNNING.pop(path, None)
         progress.close()
         if ctrl_c is not None:
             ctrl_c.tune_ended(finished=not interrupted)
@@ -519,17 +515,22 @@ def checkpoint_kept(epoch: int, epochs: int, remote: bool) -> bool:
     return epoch % max(1, math.ceil(epochs / URI_CHECKPOINTS_PER_CHILD)) == 0
 
 
-def _child_trainable(trial: dict[str, Any], *, shared: Shared, remote: bool, faults: Faults) -> None:
+def _trainable(trial: dict[str, Any], *, function: TrialFunction, shared: Shared, remote: bool,
+               faults: Faults) -> None:
+    """One trial of any phase as a Tune function: the phase's plain ``function`` in a folder restored from the
+    trial's last checkpoint; each of its save points becomes a checkpoint (:func:`checkpoint_kept`), and
+    what it returns is the trial's last report."""
+    started = time.perf_counter()
     prepared = shared.get()
-    split = int(trial["split"])
+    data_seconds = time.perf_counter() - started
     node = _node_id()
-    with tempfile.TemporaryDirectory(prefix="policysearch-child-") as local:
+    with tempfile.TemporaryDirectory(prefix="policysearch-trial-") as local:
         restored = tune.get_checkpoint()
         spent = 0.0  # training seconds of earlier attempts (a process killed meanwhile), as far as saved
         if restored is not None:
             with restored.as_directory() as folder:
-                shutil.copy(Path(folder) / CHILD_FILE, Path(local) / CHILD_FILE)
-                spent = _spent_seconds(Path(folder))
+                shutil.copytree(folder, local, dirs_exist_ok=True)
+            spent = _spent_seconds(Path(local))
 
         def report(metrics: dict[str, Any]) -> None:
             metrics = {**metrics, "node_id": node}
@@ -540,10 +541,9 @@ def _child_trainable(trial: dict[str, Any], *, shared: Shared, remote: bool, fau
             else:
                 tune.report(metrics)
 
-        def probe(model: torch.nn.Module) -> dict[str, Any]:  # phase 1b on the trained child, still in memory
-            return {"probe": probe_child(prepared, split, model, faults.at(node=node))}
-
-        train_child(prepared, split, Path(local), report, faults.at(node=node), on_trained=probe, spent=spent)
+        metrics = function(prepared, trial, TrialContext(Path(local), report, faults.at(node=node), spent))
+    if metrics is not None:
+        tune.report({**metrics, "node_id": node, "data_seconds": data_seconds})
 
 
 SPENT_FILE = "spent.json"  # beside a child's checkpoint: its training seconds so far, over every attempt
@@ -574,77 +574,57 @@ def fetch_child_model(checkpoint: tune.Checkpoint, folder: Path) -> Path:
                             f"{CHILD_FILE}")
 
 
-def child_sources(run_id: str, checkpoints: dict[int, tune.Checkpoint]) -> dict[int, ChildSource]:
-    """Each split's child, named by run id and split in the workers' caches and fetched on a miss only."""
-    return {split: ChildSource(f"{run_id}/split{split}", functools.partial(fetch_child_model, checkpoint))
-            for split, checkpoint in checkpoints.items()}
+class RayRunner:
+    """The :class:`~policysearch.search.runner.TrialRunner` on Ray Tune: each phase's trials are one Tune
+    experiment under ``<storage>/<run id>/<name>``, continued by a resume; the search's inputs go to the
+    object store once, for every phase."""
+
+    def __init__(self, prepared: Prepared, run: Run, faults: Faults, ctrl_c: CtrlC | None = None) -> None:
+        self.config, self.experiments, self.faults, self.ctrl_c = prepared.config, run.experiments, faults, ctrl_c
+        self.shared = Shared(ray.put(prepared))
+        self.remote = is_uri(run.storage)
+        self.concurrency = _concurrency(prepared.config)
+
+    def run(self, trials: Trials, progress: Progress, on_trial: Callable[[], None]) -> list[TrialResult]:
+        trainable = tune.with_parameters(_trainable, function=trials.function, shared=self.shared,
+                                         remote=self.remote, faults=self.faults)
+        if isinstance(trials.configs, Streams):
+            param_space = tune_space(trials.configs.space)
+            # The searcher holds the space, so the Tuner gets none of its own.
+            searcher = SplitSearcher(self.config, trials.configs.streams, param_space)
+            tune_config = tune.TuneConfig(metric="reward", mode="max", num_samples=trials.total, search_alg=searcher,
+                                          max_concurrent_trials=self.concurrency, reuse_actors=True)
+            space: dict[str, Any] = {}
+        else:
+            space = _grid(trials.configs)
+            tune_config = tune.TuneConfig(max_concurrent_trials=self.concurrency, reuse_actors=True)
+        ok, failed = run_experiment(trials.name, trainable, space, tune_config, self.config,
+                                    self.experiments, progress, ctrl_c=self.ctrl_c, on_trial=on_trial)
+        return ([TrialResult(dict(r.config), dict(r.metrics), "", trial_id(r), _fetch(r.checkpoint)) for r in ok]
+                + [TrialResult(dict(r.config), {}, _error_line(r.error), trial_id(r)) for r in failed])
 
 
-def _score_trainable(trial: dict[str, Any], *, shared: Shared, space: Any, children: dict[int, ChildSource],
-                     faults: Faults) -> None:
-    started = time.perf_counter()
-    prepared = dataclasses.replace(shared.get(), space=space)
-    data_seconds = time.perf_counter() - started
-    splits = prepared.config.splits
-    stream, index = int(trial["stream"]), int(trial["index"])
-    node = _node_id()
-    metrics = score_policy(prepared, trial, stream % splits, children[stream % splits], repeat=stream // splits,
-                           index=index, faults=faults.at(node=node))
-    tune.report({**metrics, "node_id": node, "data_seconds": data_seconds})
+def _grid(configs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Tune's grid of ``configs``, which must be every combination of their keys' values (as the phases make them)."""
+    values = {key: sorted({c[key] for c in configs}) for key in (configs[0] if configs else {})}
+    if math.prod(len(v) for v in values.values()) != len(configs):
+        raise ValueError(f"trial configs that are not a grid: {len(configs)} configs over {values}")
+    return {key: tune.grid_search(v) for key, v in values.items()}
 
 
-def _selection_trainable(trial: dict[str, Any], *, shared: Shared, recipes: list, faults: Faults) -> None:
-    node = _node_id()
-    index = int(trial["recipe"])
-    tune.report({**selection_trial(shared.get(), recipes[index], int(trial["fold"]), faults.at(node=node),
-                                   index=index), "node_id": node})
+def _fetch(checkpoint: tune.Checkpoint | None) -> Callable[[Path], Path] | None:
+    return None if checkpoint is None else functools.partial(fetch_child_model, checkpoint)
 
 
-def tune_space(prepared: Prepared) -> dict[str, Any]:
+def tune_space(space: SearchSpace) -> dict[str, Any]:
     """The search space's parameters as Ray Tune sampling objects."""
     out: dict[str, Any] = {}
-    for p in prepared.space.parameters():
+    for p in space.parameters():
         out[p.name] = tune.uniform(p.low, p.high) if p.kind == "uniform" else tune.choice(list(p.values))
     return out
 
 
 # -------------------------------------------------------------------------------------------- search
-
-
-class _Stage:
-    """Where the search is, for the one line a Ctrl-C prints: what is kept and how to continue."""
-
-    def __init__(self, run_dir: Path, resume: bool) -> None:
-        self.run_dir, self.resume = run_dir, resume
-        self.started = resume  # config.json is written: there is a run to continue
-        self.phase = ""
-        self.progress: Progress | None = None
-        self.noun = ""
-        self.kept: list[str] = []
-
-    def enter(self, phase: str, progress: Progress | None = None, noun: str = "") -> None:
-        self.phase, self.progress, self.noun = phase, progress, noun
-
-    def done(self, what: str) -> None:
-        """The current phase finished; ``what`` names what it keeps."""
-        self.kept.append(what)
-        self.phase, self.progress = "", None
-
-    def message(self, at_once: bool = False) -> str:
-        """The line for a Ctrl-C now; ``at_once``: a second Ctrl-C stopped the search without a last save."""
-        if not self.started:
-            return (f"search interrupted before it started; nothing was written to {self.run_dir}: run the same "
-                    "command again")
-        kept = list(self.kept)
-        if self.progress is not None and self.progress.done:
-            kept.append(f"{self.progress.done} of {self.progress.total} {self.noun}")
-        if not kept:
-            kept.append("the settings" if not self.resume else "every trial finished before")
-        where = f" in {self.phase}" if self.phase else ""
-        how = (" (stopped at once by a second Ctrl-C: kept as last saved, at most a second before)" if at_once
-               else "")
-        return (f"search interrupted{where}{how}; kept in {self.run_dir}: {', '.join(kept)}; continue with: "
-                f"{resume_command(self.run_dir)}")
 
 
 def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = False,
@@ -661,7 +641,7 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
         done = finished_run(run_dir)
         if done is not None:
             return done
-    stage = _Stage(run_dir, resume)
+    stage = Stage(run_dir, resume)
     with CtrlC(stage.message) as ctrl_c:
         try:
             return _search(config, run_dir, resume, stream, stage, ctrl_c, inputs)
@@ -669,7 +649,7 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
             raise SearchInterrupted(stage.message()) from None
 
 
-def _search(config: SearchConfig, run_dir: Path, resume: bool, stream: TextIO, stage: _Stage,
+def _search(config: SearchConfig, run_dir: Path, resume: bool, stream: TextIO, stage: Stage,
             ctrl_c: CtrlC, inputs: Inputs | None = None) -> SearchResult:
     faults = faults_from_env()
     prepared = prepare(config, inputs)  # every input error surfaces here, before Ray starts
@@ -688,7 +668,8 @@ def _search(config: SearchConfig, run_dir: Path, resume: bool, stream: TextIO, s
         if not resume:
             write_config(run, config)
             stage.started = True
-        outcome, spans = _phases(prepared, run, faults, stream, stage, ctrl_c)
+        runner = RayRunner(prepared, run, faults, ctrl_c)
+        outcome, spans = run_phases(prepared, run, runner, stream, stage, runner.concurrency)
     finally:
         if local is not None:
             local.stop()
@@ -696,152 +677,3 @@ def _search(config: SearchConfig, run_dir: Path, resume: bool, stream: TextIO, s
     result = export(prepared, run, outcome, faults)
     result.spans = spans
     return result
-
-
-def _start_text(config: SearchConfig) -> str:
-    if not config.weights:
-        return ""
-    return f" from {config.weights}" + (" (frozen backbone)" if config.freeze_backbone else "")
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n != 1 else f"{n} {noun.removesuffix('s')}"
-
-
-def _phases(prepared: Prepared, run: Run, faults: Faults, stream: TextIO, stage: _Stage,
-            ctrl_c: CtrlC | None = None) -> tuple[Outcome, dict]:
-    config = prepared.config
-    concurrency = _concurrency(config)
-    shared = Shared(ray.put(prepared))  # the data goes to the object store once, for every phase
-    remote = is_uri(run.storage)
-    ledger = Ledger(run.run_dir)
-    costs: dict[str, float] = {}
-    spans: dict[str, tuple[float, float]] = {}
-    print(f"search {run.run_id}: {len(prepared.data)} {config.dataset} images, {_count(config.splits, 'splits')}, "
-          f"model {config.model}{_start_text(config)}, space {prepared.space.name}, {config.algorithm}, "
-          f"{concurrency} concurrent trial(s); run dir {run.run_dir}", file=stream, flush=True)
-    for note in prepared.data.notes:  # what loading changed, e.g. the size images were resized to and why
-        print(f"data: {note}", file=stream, flush=True)
-
-    def experiment(name: str, trainable: Callable, param_space: dict, tune_config: tune.TuneConfig,
-                   progress: Progress, phase: str, ledger_phase: str, noun: str) -> tuple[list, list]:
-        stage.enter(phase, progress, noun)
-        return run_experiment(name, trainable, param_space, tune_config, config, run.experiments, progress,
-                              ctrl_c=ctrl_c, on_trial=lambda: ledger.record(ledger_phase))
-
-    # Phase 1: one child model per split; each trial ends with phase 1b, the trained child's domain probe.
-    t0 = time.monotonic()
-    ledger.start("phase1")
-    ok, failed = experiment(
-        "phase1_children", tune.with_parameters(_child_trainable, shared=shared, remote=remote, faults=faults),
-        {"split": tune.grid_search(list(range(config.splits)))},
-        tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True),
-        Progress("phase 1: child models", config.splits, "da_accuracy", stream), "phase 1 (child models)", "phase1",
-        "child models")
-    ledger.record("phase1")
-    children = sorted([{"split": r.metrics["split"], "status": "ok", "error": "", "trial_id": trial_id(r),
-                        **{k: r.metrics[k] for k in ("da_accuracy", "da_loss", "train_seconds", "node_id")}} for r in ok]
-                      + [{"split": int(r.config["split"]), "status": "failed", "error": _error_line(r.error),
-                          "trial_id": trial_id(r)} for r in failed], key=lambda c: c["split"])
-    check_failures("phase 1 (child models)", config.splits,
-                   [f"split {c['split']}: {c['error']}" for c in children if c["status"] != "ok"], len(ok))
-    checkpoints = child_sources(run.run_id, {int(r.metrics["split"]): r.checkpoint for r in ok})
-    usable = sorted(checkpoints)
-    spans["phase1"] = (t0, time.monotonic())
-    costs["phase1_wall_s"] = ledger.wall("phase1")
-    costs["phase1_device_s"] = sum(c["train_seconds"] for c in children if c["status"] == "ok")
-    stage.done(f"phase 1's {_count(len(ok), 'child models')}")
-
-    # Phase 1b: the frozen children said which ops, up to which level, keep this data's classes.
-    probes = sorted((r.metrics["probe"] for r in ok), key=lambda p: p["split"])
-    fit = fit_domain(probes, prepared.data.num_classes, config.domain_threshold)
-    searched = dataclasses.replace(prepared, space=restrict_space(prepared.space, fit))
-    costs["phase1b_device_s"] = sum(p["seconds"] for p in probes)
-
-    # Phase 2: candidate policies scored on D_A, one optimiser per usable split and repeat, in the restricted space.
-    t2 = time.monotonic()
-    ledger.start("phase2")
-    param_space = tune_space(searched)
-    streams = [repeat * config.splits + split for repeat in range(config.repeats) for split in usable]
-    total = len(streams) * config.trials
-    tune_config = tune.TuneConfig(metric="reward", mode="max", num_samples=total,
-                                  search_alg=SplitSearcher(config, streams, param_space),
-                                  max_concurrent_trials=concurrency, reuse_actors=True)
-    # The searcher holds the space, so the Tuner gets none of its own.
-    ok, failed = experiment(
-        "phase2_policies", tune.with_parameters(_score_trainable, shared=shared, space=searched.space,
-                                                children=checkpoints, faults=faults),
-        {}, tune_config, Progress("phase 2: policy trials", total, "reward", stream), "phase 2 (policy trials)",
-        "phase2", "policy trials")
-    ledger.record("phase2")
-    rows = [_trial_row(r, config, param_space, None) for r in ok] + [
-        _trial_row(r, config, param_space, _error_line(r.error)) for r in failed]
-    rows.sort(key=lambda row: (row["repeat"], row["split"], row["index"]))
-    write_trials_csv(run, rows, list(param_space))
-    check_failures("phase 2 (policy trials)", total,
-                   [f"split {r['split']} candidate {r['index']}: {r['error']}" for r in rows if r["status"] != "ok"],
-                   len(ok))
-    spans["phase2"] = (t2, time.monotonic())
-    costs["phase2_wall_s"] = ledger.wall("phase2")
-    costs["phase2_device_s"] = sum(r["seconds"] for r in rows if r["status"] == "ok")
-    stage.done(f"phase 2's {_count(len(rows), 'policy trials')}")
-
-    # Phase 3: the candidate recipes trained on the cross-fit folds at the final budget; the stated rule picks.
-    t3 = time.monotonic()
-    ledger.start("phase3")
-    top = top_candidates(rows, searched.space, config.splits, config.repeats, config.top_n)
-    merged = merge_top(top)
-    baseline = final_baseline(prepared, fit)
-    recipes = candidate_recipes(baseline, fit, merged, strengths=config.strengths,
-                                flip_from_fit=baseline.hflip and not prepared.baseline.hflip)
-    folds = len(prepared.folds)
-
-    def train_recipes(name: str, indices: list[int], fold_range: list[int], title: str,
-                      phase: str) -> list[dict[str, Any]]:
-        grid = {"recipe": tune.grid_search(indices), "fold": tune.grid_search(fold_range)}
-        ok, failed = experiment(
-            name, tune.with_parameters(_selection_trainable, shared=shared, recipes=recipes, faults=faults),
-            grid, tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True),
-            Progress(title, len(indices) * len(fold_range), None, stream), phase, "phase3", "recipe trainings")
-        return [{"status": "ok", "error": "", **{k: r.metrics[k] for k in
-                                                 ("recipe", "fold", "error", "loss", "train_seconds", "train_images")}}
-                for r in ok] + [{"status": "failed", "error": _error_line(r.error),
-                                 "recipe": recipes[int(r.config["recipe"])].name, "fold": int(r.config["fold"])}
-                                for r in failed]
-
-    # Raced: every recipe on the first fold, the best share of them (and the standard one) on the others.
-    selection = train_recipes("phase3_selection", list(range(len(recipes))), [0],
-                              "phase 3: recipe selection, first fold", "phase 3 (recipe selection, first fold)")
-    stage.done(f"phase 3's {_count(len(selection), 'first-fold trainings')}")
-    survivors = race_survivors(prepared, recipes, selection, baseline)
-    if survivors:
-        rest = train_recipes("phase3_selection_rest", survivors, list(range(1, folds)),
-                             "phase 3: recipe selection, other folds", "phase 3 (recipe selection, other folds)")
-        selection += rest
-        stage.done(f"{_count(len(rest), 'trainings')} on the other folds")
-    ledger.record("phase3")
-    complete = {recipes[i].name for i in survivors
-                if sum(1 for r in selection if r["recipe"] == recipes[i].name and r["status"] == "ok") == folds}
-    check_failures("phase 3 (recipe selection)", len(recipes) + len(survivors) * (folds - 1),
-                   [f"{r['recipe']} fold {r['fold']}: {r['error']}" for r in selection if r["status"] != "ok"],
-                   len(complete))
-    decision, note = choose_recipe(prepared, recipes, selection, baseline, survivors)
-    chosen = next(recipe for recipe in recipes if recipe.name == decision.chosen)
-    spans["phase3"] = (t3, time.monotonic())
-    costs["phase3_wall_s"] = ledger.wall("phase3")
-    costs["phase3_device_s"] = sum(r["train_seconds"] for r in selection if r["status"] == "ok")
-    costs["processes"] = ledger.processes()
-    return Outcome(children, probes, fit, rows, top, merged, recipes, selection, decision, chosen, note,
-                   costs), spans
-
-
-def _trial_row(result, config: SearchConfig, param_space: dict, error: str | None) -> dict[str, Any]:
-    stream = int(result.config["stream"])
-    row: dict[str, Any] = {"split": stream % config.splits, "repeat": stream // config.splits,
-                           "index": int(result.config["index"]), "trial_id": trial_id(result),
-                           "status": "failed" if error else "ok", "error": error or ""}
-    for key in ("reward", "accuracy", "any_view", "loss", "min_loss", "seconds", "load_seconds", "child_cached",
-                "data_seconds", "node_id"):
-        row[key] = "" if error else result.metrics[key]
-    row.update({k: result.config[k] for k in param_space})
-    return row

@@ -1,4 +1,4 @@
-"""Data sets, reduced training sets, K-fold D_M/D_A splits and the baseline augmentation.
+"""Data sets, reduced training sets and the baseline augmentation.
 
 Everything here keeps images as uint8 tensors [N, C, H, W] in memory: the data sets this product is
 for are small, and a policy transform works on uint8 batches, so there is one representation from
@@ -9,7 +9,6 @@ loading to the training loop. How an image folder is read (layout, pixels, size)
 from __future__ import annotations
 
 import math
-import numbers
 import statistics
 from collections import Counter
 from collections.abc import Sequence
@@ -40,7 +39,6 @@ __all__ = [
     "dataset_key",
     "is_grey",
     "load_dataset",
-    "make_splits",
     "normalization_for",
     "normalize",
     "pil_to_8bit",
@@ -576,49 +574,6 @@ def stratified_indices(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     chosen = [rng.permutation(np.flatnonzero(labels == c))[:n] for c, n in zip(classes, alloc)]
     return np.sort(np.concatenate(chosen))
-
-
-def make_splits(
-    labels: Tensor | np.ndarray, k: int = 5, da_ratio: float = 0.4, seed: int = 0
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """K stratified shuffle splits of the training set into (D_M, D_A) index arrays.
-
-    D_M trains a child model, D_A (a `da_ratio` share) scores candidate policies, as in Fast AutoAugment.
-    Every class must be able to put at least one example on each side; otherwise a DataError names it.
-    """
-    from sklearn.model_selection import StratifiedShuffleSplit
-
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise DataError(f"k (number of splits) must be an integer >= 1, got {k!r}")
-    if not 0.0 < da_ratio < 1.0:
-        raise DataError(f"da_ratio must lie strictly between 0 and 1, got {da_ratio}")
-    y = labels.cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
-    if y.ndim != 1:
-        raise DataError(f"labels must be one-dimensional, got shape {y.shape}")
-    n = len(y)
-    n_a = math.ceil(round(da_ratio * n, 9))
-    n_m = n - n_a
-    if n_a < 1 or n_m < 1:
-        raise DataError(f"{n} examples are too few to split with da_ratio={da_ratio}; use more data")
-    # sklearn allocates D_M per class as about count * n_m / n (floor or ceil) and gives D_A the rest, so
-    # a class needs count * n_m >= n and count * n_a >= n to land at least once on both sides.
-    needed = math.ceil(n / min(n_m, n_a))
-    classes, counts = np.unique(y, return_counts=True)
-    for cls, count in zip(classes, counts):
-        if count < max(2, needed):
-            raise DataError(
-                f"class {cls} has {count} example{'s' if count != 1 else ''}; with da_ratio={da_ratio} every "
-                f"class needs at least {max(2, needed)} to appear in both D_M and D_A - add examples of it, "
-                f"drop it, or change --da-ratio"
-            )
-    splitter = StratifiedShuffleSplit(n_splits=int(k), test_size=n_a, train_size=n_m, random_state=seed)
-    splits = []
-    for d_m, d_a in splitter.split(np.zeros(n), y):
-        missing = set(classes) - set(y[d_a]) or set(classes) - set(y[d_m])
-        if missing:  # guards the allocation argument above against sklearn changes
-            raise DataError(f"classes {sorted(missing)} did not land on both sides of a split; add examples")
-        splits.append((np.sort(d_m).astype(np.int64), np.sort(d_a).astype(np.int64)))
-    return splits
 
 
 # ------------------------------------------------------------------------------ baseline augmentation

@@ -1,34 +1,32 @@
-"""Density matching: score a candidate policy with a frozen child model, without retraining.
+"""Phase 2, density matching: score a candidate policy with a frozen child model, without retraining.
 
-Fast AutoAugment's idea: a good policy makes the augment split D_A look like data the child model
-(trained on D_M with the baseline augmentation only) already knows. The evaluator applies the policy to
-D_A ``num_views`` times with the batched transform - every image and view drawing its own sub-policy -
-and measures the frozen model on the result.
-
-Rewards returned (all "higher is better" except the losses):
-
-* ``any_view`` - the paper's reward: per image, whether any of the views is classified correctly;
-* ``min_loss`` - per image, the lowest loss over the views (the paper's companion figure);
-* ``accuracy`` / ``loss`` - plain mean accuracy and loss over every view.
-
-The search optimises ``accuracy`` by default. On small augment splits the any-view reward sits at
-1.0 for many policies (the best of five guesses is almost always right), so the optimiser cannot tell
-them apart; mean accuracy keeps ranking them (it ranked candidates best of the three in a comparison on
-100 digits).
+A good policy makes the augment split D_A look like data the child (trained on D_M with the baseline
+augmentation only) already knows: :func:`evaluate_policy` applies the policy to D_A ``num_views`` times
+(every image and view drawing its own sub-policy) and measures the frozen model; :func:`score_policy`
+does it for one candidate of a split. Rewards: ``any_view`` (the paper's: any view right), ``min_loss``,
+and the mean ``accuracy`` / ``loss`` over every view; the search maximises ``accuracy`` by default (why:
+docs/findings.md).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from policysearch.augment.policy import Policy
+from policysearch.search.children import ChildSource, child_and_da
+from policysearch.search.config import REWARDS
+from policysearch.search.faults import Faults
+from policysearch.search.prepare import Prepared, use_threads
 from policysearch.augment.transforms import BatchPolicyTransform
 
-REWARDS = ("accuracy", "any_view", "loss", "min_loss")
+__all__ = ["REWARDS", "PolicyScore", "evaluate_policy", "score_policy"]
+
 # Off the CPU, the batched transform takes up to this many pixel values per call (16 MB of uint8; its
 # temporaries a few times more): drawing a plan reads its group sizes back to the host once, so fewer,
 # larger calls wait less. On the CPU it takes ``batch_size`` images, where memory traffic dominates.
@@ -129,3 +127,26 @@ def evaluate_policy(model: torch.nn.Module, images: torch.Tensor, labels: torch.
     return PolicyScore(any_view=float(any_correct.float().mean()), min_loss=float(min_loss.mean()),
                        accuracy=float(correct_sum) / total, loss=float(loss_sum) / total, images=n,
                        views=num_views)
+
+
+def score_policy(prepared: Prepared, params: Mapping[str, Any], split: int, child: ChildSource | str | Path, *,
+                 repeat: int = 0, index: int = 0, faults: Faults = Faults()) -> dict[str, Any]:
+    """Phase 2: decode the candidate ``params`` and score it on D_A of ``split`` with its frozen child.
+
+    ``child`` is where the frozen child is (a folder, or a :class:`ChildSource`). Returns the reward the
+    optimiser maximises, every score of :class:`policysearch.search.density.PolicyScore`, the seconds spent and,
+    to measure the cache, the seconds getting the child (``load_seconds``) and whether it was cached. ``repeat`` and ``index`` (the index-th candidate of that split and repeat)
+    only name the trial.
+    """
+    faults.reach("score", split=split, repeat=repeat, index=index)
+    config = prepared.config
+    use_threads(config)
+    started = time.perf_counter()
+    model, images, labels, cached, load_seconds = child_and_da(prepared, split, child)
+    policy = prepared.space.decode({k: params[k] for k in prepared.space.parameter_names()})
+    # D_A views get the policy followed by the baseline augmentation the child trained with, and every
+    # candidate of a split is scored on common random numbers in every view.
+    score = evaluate_policy(model, images, labels, policy.with_baseline(prepared.baseline), mean=prepared.mean,
+                            std=prepared.std, num_views=config.num_views, seed=config.seed * 1000 + split)
+    return {"reward": score.reward(config.reward), **score.to_dict(), "split": split,
+            "load_seconds": load_seconds, "child_cached": cached, "seconds": time.perf_counter() - started}

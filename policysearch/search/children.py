@@ -1,10 +1,8 @@
-"""The work of phases 1 and 2 as plain functions of their inputs; Ray is not imported here.
+"""Phase 1: one child model per split, trained on D_M with the baseline augmentation only.
 
-:func:`prepare` loads and checks the data once in the driver (or takes the :class:`Inputs` given in
-Python). :func:`train_child` trains the child model of one split on D_M (phase 1) and :func:`score_policy`
-scores one candidate policy on a split's D_A with that frozen child (phase 2). The Tune layer
-(``policysearch.search.tuning``) runs them as trials and hands them a ``report`` callable and folders; a
-test calls them directly.
+:func:`train_child` trains and saves it (resuming from its last saved epoch); phase 2 and the domain
+probe use it frozen, fetched once per worker process into a :class:`ChildCache` (:func:`frozen_child`).
+Plain functions of their inputs: a trial runner hands them a ``report`` callable and a folder.
 """
 
 from __future__ import annotations
@@ -14,102 +12,21 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from policysearch.atomic import save_torch_atomic
-from policysearch.training.data import ImageData, baseline_for, load_dataset, make_splits, normalization_for, stratified_subset
-from policysearch.density import evaluate_policy
-from policysearch.training.pretrained import Builder, ModelSpec, check_model, fit_image_size, is_callable_model, model_ref
-from policysearch.augment.policy import Baseline
-from policysearch.search.config import SearchConfig
 from policysearch.search.faults import Faults
-from policysearch.selection import auto_repeats, crossfit_folds
-from policysearch.spaces import SearchSpace, load_space
+from policysearch.search.prepare import Prepared, device_for, use_threads
 from policysearch.training.train import evaluate, fit_to_data, train_model
 
-__all__ = ["CHILD_FILE", "CHILD_MODEL_FILE", "ChildCache", "ChildSource", "Inputs", "Prepared", "child_and_da",
-           "child_model",
-           "frozen_child", "prepare", "score_policy", "train_child"]
+__all__ = ["CHILD_FILE", "CHILD_MODEL_FILE", "ChildCache", "ChildSource", "child_and_da", "child_model",
+           "frozen_child", "train_child"]
 
 CHILD_FILE = "child.pt"  # the full training state of a child (weights, optimizer, RNGs), saved every epoch
 CHILD_MODEL_FILE = "child_model.pt"  # the trained weights alone, written beside it after the last epoch
 Report = Callable[[dict[str, Any]], None]
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """What a search is given as Python objects rather than as settings (``policysearch.search``): the data,
-    read into memory by :func:`policysearch.user_data.read_data`, and a model callable. The settings name
-    them (``python:WHAT#FINGERPRINT``, ``callable:MODULE.NAME``), so config.json records what they were."""
-
-    data: ImageData | None = None
-    builder: Builder | None = None
-
-
-@dataclass
-class Prepared:
-    """The checked inputs of a search: data, splits, space and normalisation (made before any work)."""
-
-    config: SearchConfig
-    data: ImageData
-    splits: list[tuple[np.ndarray, np.ndarray]]
-    space: SearchSpace
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    baseline: Baseline  # the data set's: the children train with it, D_A views get it after the policy
-    folds: list[tuple[np.ndarray, np.ndarray]]  # the selection's cross-fit (train, held-out) folds
-    builder: Builder | None = None  # the model callable of a ``callable:`` model (shipped to the workers with this)
-
-    @property
-    def model_spec(self) -> ModelSpec:
-        """The child and selection models: architecture, classes, channels and the checkpoint they start from."""
-        c = self.config
-        return ModelSpec(c.model, self.data.num_classes, int(self.data.images.shape[1]), c.weights, c.freeze_backbone,
-                         self.builder)
-
-    def new_model(self) -> torch.nn.Module:
-        """A child or selection model, built and loaded from the checkpoint (seed torch first)."""
-        return self.model_spec.build()
-
-
-def prepare(config: SearchConfig, inputs: Inputs | None = None) -> Prepared:
-    """Load and check everything a search needs; raises a one-line error before any work starts.
-
-    ``inputs`` holds the data and the model callable given in Python, which ``config`` names."""
-    inputs = inputs or Inputs()
-    if is_callable_model(config.model) and inputs.builder is None:
-        raise ValueError(f"{model_ref(config.model)}: the run's model is a Python callable, which only "
-                         "policysearch.search(model=...) can take; continue such a run from Python with the same "
-                         "callable")
-    space = load_space(config.space_name)
-    if inputs.data is not None:
-        data = inputs.data
-    else:
-        data = load_dataset(config.dataset, split="train", data_root=config.data_root, download=config.download,
-                            image_size=config.image_size)
-    if config.train_size is not None:
-        data = stratified_subset(data, config.train_size, seed=config.seed)
-    data = fit_image_size(data, config.model, config.image_size)
-    splits = make_splits(data.labels, k=config.splits, da_ratio=config.da_ratio, seed=config.seed)
-    repeats = config.selection_repeats or auto_repeats(len(data))
-    folds = crossfit_folds(data.labels.numpy(), config.selection_folds, repeats, seed=config.seed)
-    mean, std = normalization_for(config.dataset, data)
-    baseline = baseline_for(config.dataset, data.images.shape[-1])
-    prepared = Prepared(config, data, splits, space, tuple(mean), tuple(std), baseline, folds, inputs.builder)
-    check_model(prepared.model_spec, int(data.images.shape[-1]))  # the weights file and the image size
-    return prepared
-
-
-def device_for(config: SearchConfig) -> torch.device:
-    """CUDA when the trial was given a GPU and torch sees one, else the CPU."""
-    return torch.device("cuda" if config.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu")
-
-
-def use_threads(config: SearchConfig) -> None:
-    torch.set_num_threads(max(1, int(config.cpus_per_trial)))
 
 
 def child_model(prepared: Prepared, split: int) -> torch.nn.Module:
@@ -241,24 +158,3 @@ def child_and_da(prepared: Prepared, split: int, child: ChildSource | str | Path
     return model, prepared.data.images[index].to(device), prepared.data.labels[index].to(device), cached, load_seconds
 
 
-def score_policy(prepared: Prepared, params: Mapping[str, Any], split: int, child: ChildSource | str | Path, *,
-                 repeat: int = 0, index: int = 0, faults: Faults = Faults()) -> dict[str, Any]:
-    """Phase 2: decode the candidate ``params`` and score it on D_A of ``split`` with its frozen child.
-
-    ``child`` is where the frozen child is (a folder, or a :class:`ChildSource`). Returns the reward the
-    optimiser maximises, every score of :class:`policysearch.density.PolicyScore`, the seconds spent and,
-    to measure the cache, the seconds getting the child (``load_seconds``) and whether it was cached. ``repeat`` and ``index`` (the index-th candidate of that split and repeat)
-    only name the trial.
-    """
-    faults.reach("score", split=split, repeat=repeat, index=index)
-    config = prepared.config
-    use_threads(config)
-    started = time.perf_counter()
-    model, images, labels, cached, load_seconds = child_and_da(prepared, split, child)
-    policy = prepared.space.decode({k: params[k] for k in prepared.space.parameter_names()})
-    # D_A views get the policy followed by the baseline augmentation the child trained with, and every
-    # candidate of a split is scored on common random numbers in every view.
-    score = evaluate_policy(model, images, labels, policy.with_baseline(prepared.baseline), mean=prepared.mean,
-                            std=prepared.std, num_views=config.num_views, seed=config.seed * 1000 + split)
-    return {"reward": score.reward(config.reward), **score.to_dict(), "split": split,
-            "load_seconds": load_seconds, "child_cached": cached, "seconds": time.perf_counter() - started}

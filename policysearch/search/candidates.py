@@ -1,21 +1,10 @@
-"""The candidate training recipes a search selects from: what a user would pick instead, and the search's own.
+"""The candidate training recipes phase 3 selects from: what a user would pick instead, and the search's own.
 
-A recipe is a whole training augmentation: the policy followed by its baseline (pad-and-crop, flip),
-held in one ``Policy``. The candidates, each with the data set's pad-and-crop and without it:
-
-- the baseline alone;
-- torchvision's ``RandAugment()`` and ``TrivialAugmentWide()`` exactly as shipped (all their ops), the
-  recipes a user would most likely pick;
-- the strength dial, without the ops the domain fit excludes: RandAugment gentler and stronger than its
-  default (torchvision's meaning, bin M of 31), TrivialAugmentWide with every level halved, and
-  TrivialAugment over AutoAugment's narrower ranges;
-- the density-matched Fast AutoAugment policy at a few strengths, searched in the space the domain fit
-  bounded.
-
-A flip the domain fit added to the data set's baseline is tried by training too: the baseline alone also
-comes without it. The reference the selection holds every other against, and keeps when nothing is
-clearly better, is ``RandAugment()`` without the crop: over the data sets measured so far it had the
-lowest worst-case regret of the fixed recipes (docs/findings.md). Ray is not imported here.
+A recipe is a whole training augmentation (policy and baseline) in one ``Policy``. The candidates, each
+with and without the data set's pad-and-crop: the baseline alone; torchvision's ``RandAugment()`` and
+``TrivialAugmentWide()`` as shipped; their strength dials without the ops the domain fit excludes; and
+the Fast AutoAugment policy at a few strengths. A flip the domain fit added is tried by training too.
+The reference is ``RandAugment()`` without the crop (why: docs/findings.md).
 """
 
 from __future__ import annotations
@@ -23,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from policysearch.domain import DomainFit
+from policysearch.search.domain import DomainFit
 from policysearch.augment.policy import Baseline, Operation, Policy
 from policysearch.augment.standard import (RANDAUGMENT_OPS, TRIVIALAUGMENT_BINS, randaugment_tv_policy,
-                                           trivialaugment_policy, trivialaugment_wide_policy)
+                                   trivialaugment_policy, trivialaugment_wide_policy)
 
 __all__ = ["RANDAUGMENT_GRID", "STRENGTHS", "WIDE_SCALES", "Recipe", "candidate_recipes", "reference_name"]
 

@@ -1,36 +1,34 @@
-"""Domain fit: which ops, and up to which level, keep the class information of this data set.
+"""Phase 1b, the domain fit: which ops, and up to which level, keep the class information of this data.
 
-A flip turns a 2 into something that is no digit, an inversion turns handwriting into another kind of
-image; a flip of a photo changes nothing that matters. The frozen child models (trained without the op)
-measure it: each op is applied at probability 1 at a few levels to the held-out images, and the
-accuracy that remains above chance is compared with the clean accuracy above chance,
-
-    retained(op, level) = (accuracy(op, level) - chance) / (clean accuracy - chance).
-
-An op keeps its levels up to the highest probed level at which every lower probed level retains at
-least ``threshold`` of the clean signal; an op that fails already at the lowest probed level is
-excluded from the space and from every candidate but torchvision's RandAugment() and
-TrivialAugmentWide() as shipped (a user would pick them whole). The highest passing level bounds the op in
-the Fast AutoAugment search space only: the standard recipes keep their own level ranges over the ops kept. A frozen model's accuracy under an op measures how far the op moves the data from what the
-model saw ("affinity"), not whether training with it helps; Gontijo-Lopes et al. find that the benefit
-needs diversity too, and capping every level removes the diversity those recipes live on. A child that
-is itself barely above chance cannot tell anything apart: then nothing is excluded and the fit says why.
-Ray is not imported here.
+Each frozen child (:func:`probe_child`) is measured on its D_A under every op at probability 1 at a few
+levels; the share of its accuracy above chance that an op keeps (``retained``) decides. An op keeps its
+levels up to the highest probed level at which every lower one retains at least ``threshold``; an op
+failing at the lowest level is excluded. The fit bounds the Fast AutoAugment space
+(:func:`restrict_space`); the standard recipes keep their own levels over the ops kept. Children too
+close to chance exclude nothing, and the fit says why. The reasoning and literature: docs/findings.md.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
-from policysearch.density import evaluate_policy
 from policysearch.augment.ops import OPS
 from policysearch.augment.policy import Operation, Policy
+from policysearch.search.density import evaluate_policy
+from policysearch.search.faults import Faults
+from policysearch.search.prepare import Prepared, use_threads
+from policysearch.search.spaces import SearchSpace
+from policysearch.augment.standard import RANDAUGMENT_OPS
 
-__all__ = ["PROBE_LEVELS", "DomainFit", "OpFit", "fit_domain", "probe_ops"]
+__all__ = ["PROBE_LEVELS", "DomainFit", "OpFit", "fit_domain", "probe_child", "probe_ops", "probed_ops",
+           "restrict_space"]
 
 PROBE_LEVELS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
 THRESHOLD = 0.5  # an op must keep half of the child's signal above chance
@@ -152,3 +150,34 @@ def fit_domain(probes: Sequence[Mapping[str, object]], num_classes: int,
             max_level = 1.0
         ops[op] = OpFit(op, levels, retained, max_level)
     return DomainFit(ops, threshold, clean, chance)
+
+
+def probed_ops(space: SearchSpace) -> list[str]:
+    """Every op a candidate may use - the space's, RandAugment's and TrivialAugment's - and the flip."""
+    return list(dict.fromkeys([*space.ops, *RANDAUGMENT_OPS, "FlipLR"]))
+
+
+def probe_child(prepared: Prepared, split: int, model: torch.nn.Module, faults: Faults = Faults()) -> dict[str, Any]:
+    """Phase 1b, at the end of each child's training: the frozen child's D_A accuracy clean and under
+    every op at the probed levels."""
+    faults.reach("probe", split=split)
+    config = prepared.config
+    use_threads(config)
+    started = time.perf_counter()
+    device = next(model.parameters()).device
+    index = torch.as_tensor(prepared.splits[split][1])
+    images, labels = prepared.data.images[index].to(device), prepared.data.labels[index].to(device)
+    probes = probe_ops(model, images, labels, probed_ops(prepared.space), mean=prepared.mean, std=prepared.std,
+                       seed=config.seed * 1000 + split)
+    return {"split": split, "clean": probes["clean"], "ops": {op: [list(p) for p in v] for op, v in probes["ops"].items()},
+            "seconds": time.perf_counter() - started}
+
+
+def restrict_space(space: SearchSpace, fit: DomainFit) -> SearchSpace:
+    """The space without the excluded ops and with every kept op's levels capped at its highest allowed level."""
+    kept = [(op, r) for op, r in zip(space.ops, space.level_ranges) if fit.allowed(op)]
+    if not kept:
+        kept = [("Identity", (0.0, 0.0))]
+    ranges = tuple((min(low, fit.max_level(op)), min(high, fit.max_level(op))) for op, (low, high) in kept)
+    return dataclasses.replace(space, ops=tuple(op for op, _ in kept), level_ranges=ranges,
+                               name=f"{space.name} (domain fit)")

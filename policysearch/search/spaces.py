@@ -242,7 +242,7 @@ class SearchSpace:
         return sub_policies
 
     def decode(self, params: Mapping[str, object]) -> Policy:
-        """One trial's parameters -> a :class:`policysearch.policy.Policy`."""
+        """One trial's parameters -> a :class:`policysearch.augment.policy.Policy`."""
         from policysearch.augment.policy import Operation, Policy
 
         subs = self.decode_params(params)

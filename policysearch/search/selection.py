@@ -1,25 +1,12 @@
-"""Choosing a training recipe from cross-fitted trainings, with a stated noise model.
+"""Phase 3's rule: choose a training recipe from cross-fitted trainings, with a stated noise model.
 
-Every candidate recipe is trained on the same folds of the training images (stratified K-fold, every
-image held out once per repeat) with the same seeds, and scored by its error on the held-out fold.
-Candidates are compared by paired differences with a reference recipe over those folds. The folds'
-training sets overlap, so the differences are not independent; the variance of their mean is corrected
-as Nadeau and Bengio propose for resampled comparisons:
-
-    var(mean) = (1 / J + n_test / n_train) * s^2,    J = folds x repeats,
-
-and a one-sided Student-t bound with J - 1 degrees of freedom decides. To spend the budget on the
-candidates that can win, the folds are raced: every candidate trains on the first fold, and only the
-share ``keep`` with the lowest error on it, every candidate within one fold's noise of the best
-(:func:`race_margin`: on a fold of a few dozen images nobody is raced out on noise) and the reference
-always train on the others (:func:`race`, successive halving with one rung). The tie rule: every candidate tied with the last one
-kept at the cut goes on too, so a tie never decides silently (on small data, errors move in steps of one
-held-out image and ties are common). A candidate stopped early is reported with its first-fold
-difference, apart from the means, and takes no part in the decision. The rule: the candidate with the
-lowest mean error is chosen only when its one-sided upper bound on (its error - the reference's error)
-at ``confidence`` lies below zero; otherwise the reference is kept. So any difference within the noise
-keeps the reference, the recipe chosen for its robustness. :func:`versus_reference` gives that quantity for
-every candidate; the report and its picture show it, labelled as the rule's. Ray is not imported here.
+Every candidate trains on the same folds with the same seeds; candidates are compared with a reference
+recipe by paired differences of held-out error, their variance corrected for overlapping training sets
+(Nadeau and Bengio), and a one-sided Student-t bound decides: the lowest mean error wins only when its
+bound on (its error - the reference's) at ``confidence`` lies below zero, else the reference is kept.
+The folds are raced (:func:`race`): after the first fold only the best share, every candidate within one
+fold's noise (:func:`race_margin`) or tied at the cut (:data:`TIE_RULE`), and the reference go on. The
+derivation: docs/findings.md.
 """
 
 from __future__ import annotations
@@ -30,24 +17,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from policysearch.training.data import DataError
-
-__all__ = ["Comparison", "Decision", "TIE_RULE", "auto_repeats", "compare", "crossfit_folds", "decide", "race",
+__all__ = ["Comparison", "Decision", "TIE_RULE", "compare", "decide", "race",
            "race_margin", "race_ties", "selection_power", "versus_reference"]
 
 CONFIDENCE = 0.8
 TIE_RULE = "every recipe tied with the last one kept at the cut goes on too"
-HELD_OUT_TARGET = 500  # held-out predictions a comparison should rest on, when repeats are chosen from the data
-MAX_AUTO_REPEATS = 3
 RACE_Z = 2.0  # a candidate is raced out only when its first-fold deficit exceeds this many standard errors
-
-
-def auto_repeats(num_images: int) -> int:
-    """Cross-fit repeats for ``num_images`` training images: each repeat holds every image out once, so
-    repeats are added until about ``HELD_OUT_TARGET`` held-out predictions back each comparison (at most
-    ``MAX_AUTO_REPEATS``). Small data gets more repeats because its trainings are cheap and one fold of a
-    few dozen images moves the error in steps of several points."""
-    return min(MAX_AUTO_REPEATS, max(1, math.ceil(HELD_OUT_TARGET / max(num_images, 1))))
 
 
 def race_margin(first_fold: Mapping[str, float], held_out: int, z: float = RACE_Z) -> float:
@@ -58,26 +33,6 @@ def race_margin(first_fold: Mapping[str, float], held_out: int, z: float = RACE_
         return math.inf
     p = min(max(float(np.mean(list(first_fold.values()))) / 100.0, 1.0 / held_out), 0.5)
     return 100.0 * z * math.sqrt(2.0 * p * (1.0 - p) / held_out)
-
-
-def crossfit_folds(labels: np.ndarray, k: int, repeats: int = 1, seed: int = 0
-                   ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``repeats`` x ``k`` stratified (train, held-out) index pairs; each repeat holds every image out once."""
-    from sklearn.model_selection import StratifiedKFold
-
-    y = np.asarray(labels)
-    if k < 2:
-        raise DataError(f"selection needs at least 2 folds, got {k}")
-    classes, counts = np.unique(y, return_counts=True)
-    small = [f"{c} ({n})" for c, n in zip(classes, counts) if n < k]
-    if small:
-        raise DataError(f"{k}-fold selection needs at least {k} images per class; too few in class "
-                        f"{', '.join(small)} - add images or lower --selection-folds")
-    folds = []
-    for repeat in range(repeats):
-        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed + repeat)
-        folds += [(np.sort(a).astype(np.int64), np.sort(b).astype(np.int64)) for a, b in splitter.split(y, y)]
-    return folds
 
 
 def _cut(first_fold: Mapping[str, float], order: Sequence[str], keep: float) -> tuple[list[str], float | None]:

@@ -1,0 +1,96 @@
+"""Data preparation: the search's inputs loaded, checked and split once, in the driver, before any work.
+
+:func:`prepare` reads the data (or takes the :class:`Inputs` given in Python), draws the K (D_M, D_A)
+splits and the cross-fit folds (:mod:`~policysearch.search.folds`), loads the search space and checks the
+model; every problem is one line before a trial runs. The :class:`Prepared` it returns is what every
+phase's trials receive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from policysearch.training.data import ImageData, baseline_for, load_dataset, normalization_for, stratified_subset
+from policysearch.augment.policy import Baseline
+from policysearch.training.pretrained import Builder, ModelSpec, check_model, fit_image_size, is_callable_model, model_ref
+from policysearch.search.config import SearchConfig
+from policysearch.search.folds import auto_repeats, crossfit_folds, make_splits
+from policysearch.search.spaces import SearchSpace, load_space
+
+__all__ = ["Inputs", "Prepared", "device_for", "prepare", "use_threads"]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a search is given as Python objects rather than as settings (``policysearch.search``): the data,
+    read into memory by :func:`policysearch.training.user_data.read_data`, and a model callable. The settings name
+    them (``python:WHAT#FINGERPRINT``, ``callable:MODULE.NAME``), so config.json records what they were."""
+
+    data: ImageData | None = None
+    builder: Builder | None = None
+
+
+@dataclass
+class Prepared:
+    """The checked inputs of a search: data, splits, space and normalisation (made before any work)."""
+
+    config: SearchConfig
+    data: ImageData
+    splits: list[tuple[np.ndarray, np.ndarray]]
+    space: SearchSpace
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    baseline: Baseline  # the data set's: the children train with it, D_A views get it after the policy
+    folds: list[tuple[np.ndarray, np.ndarray]]  # the selection's cross-fit (train, held-out) folds
+    builder: Builder | None = None  # the model callable of a ``callable:`` model (shipped to the workers with this)
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        """The child and selection models: architecture, classes, channels and the checkpoint they start from."""
+        c = self.config
+        return ModelSpec(c.model, self.data.num_classes, int(self.data.images.shape[1]), c.weights, c.freeze_backbone,
+                         self.builder)
+
+    def new_model(self) -> torch.nn.Module:
+        """A child or selection model, built and loaded from the checkpoint (seed torch first)."""
+        return self.model_spec.build()
+
+
+def prepare(config: SearchConfig, inputs: Inputs | None = None) -> Prepared:
+    """Load and check everything a search needs; raises a one-line error before any work starts.
+
+    ``inputs`` holds the data and the model callable given in Python, which ``config`` names."""
+    inputs = inputs or Inputs()
+    if is_callable_model(config.model) and inputs.builder is None:
+        raise ValueError(f"{model_ref(config.model)}: the run's model is a Python callable, which only "
+                         "policysearch.search(model=...) can take; continue such a run from Python with the same "
+                         "callable")
+    space = load_space(config.space_name)
+    if inputs.data is not None:
+        data = inputs.data
+    else:
+        data = load_dataset(config.dataset, split="train", data_root=config.data_root, download=config.download,
+                            image_size=config.image_size)
+    if config.train_size is not None:
+        data = stratified_subset(data, config.train_size, seed=config.seed)
+    data = fit_image_size(data, config.model, config.image_size)
+    splits = make_splits(data.labels, k=config.splits, da_ratio=config.da_ratio, seed=config.seed)
+    repeats = config.selection_repeats or auto_repeats(len(data))
+    folds = crossfit_folds(data.labels.numpy(), config.selection_folds, repeats, seed=config.seed)
+    mean, std = normalization_for(config.dataset, data)
+    baseline = baseline_for(config.dataset, data.images.shape[-1])
+    prepared = Prepared(config, data, splits, space, tuple(mean), tuple(std), baseline, folds, inputs.builder)
+    check_model(prepared.model_spec, int(data.images.shape[-1]))  # the weights file and the image size
+    return prepared
+
+
+def device_for(config: SearchConfig) -> torch.device:
+    """CUDA when the trial was given a GPU and torch sees one, else the CPU."""
+    return torch.device("cuda" if config.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu")
+
+
+def use_threads(config: SearchConfig) -> None:
+    torch.set_num_threads(max(1, int(config.cpus_per_trial)))

@@ -1,0 +1,119 @@
+"""Tests for the search algorithm through the in-process runner: every phase on tiny digits, without Ray;
+and (slow) the same search on Ray Tune, which must give the same rewards, selection and policy."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from policysearch.augment.policy import Policy
+from policysearch.search.config import SearchConfig
+from policysearch.search.inprocess import run_search
+
+TINY = dict(dataset="digits", train_size=60, splits=2, trials=3, epochs=1, top_n=1, algorithm="optuna", seed=3,
+            cpus_per_trial=1.0, max_concurrent=1, min_steps=8, selection_folds=2, selection_repeats=1,
+            strengths=(1.0,))
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(path.open(encoding="utf-8")))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("phases") / "run"
+    out = io.StringIO()
+    result = run_search(SearchConfig(**TINY), run_dir, stream=out)
+    return run_dir, result, out.getvalue()
+
+
+def test_the_whole_algorithm_runs_in_process_without_ray(tiny_run):
+    run_dir, result, out = tiny_run
+    assert "ray" not in sys.modules  # nothing on the way imported Ray
+    assert (run_dir / "config.json").is_file() and (run_dir / "report.md").is_file()
+    policy = Policy.load(run_dir / "policy.json")
+    assert policy.metadata["recipe"]["name"] == result.chosen.name and result.reason
+    trials = _rows(run_dir / "trials.csv")
+    assert len(trials) == 2 * 3 and all(row["status"] == "ok" for row in trials)
+    assert sorted((int(r["split"]), int(r["index"])) for r in trials) == [(s, i) for s in range(2) for i in range(3)]
+    selection = _rows(run_dir / "selection.csv")
+    assert {int(r["fold"]) for r in selection} == {0, 1}
+    assert result.chosen.name in {r["recipe"] for r in selection}
+    for phase in ("phase 1: child models", "phase 2: policy trials", "phase 3: recipe selection, first fold"):
+        assert f"[{phase}]" in out
+    assert set(result.costs) >= {"phase1_wall_s", "phase2_wall_s", "phase3_wall_s", "processes"}
+
+
+def test_a_resume_of_an_unfinished_in_process_run_keeps_every_finished_trial(tiny_run, tmp_path):
+    import shutil
+
+    run_dir, result, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "policy.json").unlink()  # the export did not finish: the run is unfinished
+    experiments = next((copy / "tune").iterdir())
+    # phase 2 lost its last trial, phase 3's other folds were never run
+    trials_file = experiments / "phase2_policies" / "trials.json"
+    records = json.loads(trials_file.read_text(encoding="utf-8"))
+    trials_file.write_text(json.dumps(records[:-1]), encoding="utf-8")
+    shutil.rmtree(experiments / "phase3_selection_rest", ignore_errors=True)
+    out = io.StringIO()
+    again = run_search(SearchConfig(**TINY), copy, resume=True, stream=out)
+    assert "resumed: 2/2 trials finished before" in out.getvalue()  # phase 1
+    assert "resumed: 5/6 trials finished before" in out.getvalue()  # phase 2: one trial ran again
+    assert [r["reward"] for r in _rows(copy / "trials.csv")] == [r["reward"] for r in _rows(run_dir / "trials.csv")]
+    assert json.loads((copy / "policy.json").read_text())["sub_policies"] == \
+        json.loads((run_dir / "policy.json").read_text())["sub_policies"]
+    assert again.chosen.name == result.chosen.name
+    resumed = run_search(SearchConfig(**TINY), copy, resume=True, stream=io.StringIO())
+    assert resumed.already_complete
+
+
+def test_a_failing_trial_is_recorded_and_the_in_process_search_goes_on(tmp_path, monkeypatch):
+    from policysearch.search.faults import ENV, LOG_ENV
+
+    monkeypatch.setenv(ENV, "raise@score:split=1,index=0")
+    monkeypatch.setenv(LOG_ENV, str(tmp_path / "faults.log"))
+    config = SearchConfig(**{**TINY, "retries": 1})
+    result = run_search(config, tmp_path / "run", stream=io.StringIO())
+    failed = [r for r in _rows(tmp_path / "run" / "trials.csv") if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["split"] == "1" and failed[0]["index"] == "0"
+    assert "CUDA out of memory" in failed[0]["error"] and failed[0]["reward"] == ""
+    assert sum("@score" in line for line in (tmp_path / "faults.log").read_text().splitlines()) == 2  # 1 retry
+    assert any("candidate 0 of split 1" in line for line in result.failures)
+
+
+def test_hyperopt_runs_on_ray_only_and_says_so_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="runs on Ray only"):
+        run_search(SearchConfig(**{**TINY, "algorithm": "hyperopt"}), tmp_path / "run", stream=io.StringIO())
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_the_in_process_and_the_ray_runner_give_the_same_search(tiny_run, tmp_path):
+    """The same seed on both runners: the same phase-2 rewards, selection and policy. Ray runs one trial at a
+    time here (``max_concurrent=1``), so each optimiser sees its trials in the same order."""
+    import os
+
+    from policysearch.search import run_search as run_on_ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    run_dir, result, _ = tiny_run
+    on_ray = tmp_path / "ray"
+    ray_result = run_on_ray(SearchConfig(**TINY), on_ray, stream=io.StringIO())
+    here, there = _rows(run_dir / "trials.csv"), _rows(on_ray / "trials.csv")
+    columns = [c for c in here[0] if c not in ("trial_id", "seconds", "load_seconds", "data_seconds", "node_id",
+                                                 "child_cached")]
+    assert [{c: r[c] for c in columns} for r in here] == [{c: r[c] for c in columns} for r in there]
+    timing = ("train_seconds",)
+    assert ([{k: v for k, v in r.items() if k not in timing} for r in _rows(run_dir / "selection.csv")]
+            == [{k: v for k, v in r.items() if k not in timing} for r in _rows(on_ray / "selection.csv")])
+    a, b = (json.loads((d / "policy.json").read_text()) for d in (run_dir, on_ray))
+    assert a["sub_policies"] == b["sub_policies"] and a.get("baseline") == b.get("baseline")
+    assert a["metadata"]["recipe"] == b["metadata"]["recipe"]
+    assert ray_result.chosen.name == result.chosen.name
