@@ -46,19 +46,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from policysearch.search.candidates import candidate_recipes
-from policysearch.training.data import baseline_for, load_dataset, normalize
-from policysearch.search.domain import PROBE_VIEWS, DomainFit, probe_levels
-from policysearch.training.models import build_model
 from policysearch.augment.policy import software_versions
-from policysearch.search import SearchConfig, prepare, run_search
-from policysearch.search.config import DEFAULT_SPACE
-from policysearch.search.domain import probed_ops
-from policysearch.search.tuning import start_ray
-from policysearch.search.spaces import load_space
 from policysearch.augment.standard import trivialaugment_policy
-from policysearch.training.train import train_model
 from policysearch.augment.transforms import BatchPolicyTransform
+from policysearch.search import SearchConfig, prepare, run_search
+from policysearch.search.candidates import candidate_recipes
+from policysearch.search.config import DEFAULT_SPACE
+from policysearch.search.domain import PROBE_VIEWS, DomainFit, probe_levels, probed_ops
+from policysearch.search.spaces import load_space
+from policysearch.search.tuning import start_ray
+from policysearch.training.data import baseline_for, load_dataset, normalize
+from policysearch.training.models import build_model
+from policysearch.training.train import train_model
 
 TARGET_AUG_SHARE = 0.30
 TARGET_SPEEDUP_2 = 1.6

@@ -30,11 +30,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from policysearch.training.data import ImageData, baseline_for, load_dataset, normalization_for  # noqa: E402
-from policysearch.search.density import evaluate_policy  # noqa: E402
-from policysearch.training.models import build_model  # noqa: E402
 from policysearch.augment.ops import OPS  # noqa: E402
 from policysearch.augment.policy import Operation, Policy  # noqa: E402
+from policysearch.search.density import evaluate_policy  # noqa: E402
+from policysearch.training.data import ImageData, baseline_for, load_dataset, normalization_for  # noqa: E402
+from policysearch.training.models import build_model  # noqa: E402
 from policysearch.training.train import TrainConfig, train_model  # noqa: E402
 
 DEFAULT_DATA = (ROOT / "shared" / "data" / "cifar10-dev", ROOT.parent / "shared" / "data" / "cifar10-dev",
