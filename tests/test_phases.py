@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -34,7 +35,6 @@ def tiny_run(tmp_path_factory):
 
 def test_the_whole_algorithm_runs_in_process_without_ray(tiny_run):
     run_dir, result, out = tiny_run
-    assert "ray" not in sys.modules  # nothing on the way imported Ray
     assert (run_dir / "config.json").is_file() and (run_dir / "report.md").is_file()
     policy = Policy.load(run_dir / "policy.json")
     assert policy.metadata["recipe"]["name"] == result.chosen.name and result.reason
@@ -47,6 +47,17 @@ def test_the_whole_algorithm_runs_in_process_without_ray(tiny_run):
     for phase in ("phase 1: child models", "phase 2: policy trials", "phase 3: recipe selection, first fold"):
         assert f"[{phase}]" in out
     assert set(result.costs) >= {"phase1_wall_s", "phase2_wall_s", "phase3_wall_s", "processes"}
+
+
+def test_the_in_process_search_never_imports_ray(tmp_path):
+    """In a fresh interpreter (this one may have imported Ray for other tests): a whole run, then no Ray."""
+    script = (f"import io, sys; from policysearch.search.config import SearchConfig; "
+              f"from policysearch.search.inprocess import run_search; "
+              f"run_search(SearchConfig(**{TINY!r}), {str(tmp_path / 'run')!r}, stream=io.StringIO()); "
+              f"print('ray' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"
 
 
 def test_a_resume_of_an_unfinished_in_process_run_keeps_every_finished_trial(tiny_run, tmp_path):
