@@ -2,19 +2,21 @@
 
 import argparse
 import csv
+import io
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from policysearch.augment.policy import Baseline
-from policysearch.benchmark import command, methods, presets, report
-from policysearch.benchmark.command import add_arguments, preset_from_args
-from policysearch.benchmark.stats import paired_difference
 from policysearch.augment.standard import RANDAUGMENT_OPS, randaugment_policy, trivialaugment_policy
 from policysearch.augment.transforms import BatchPolicyTransform
+from policysearch.benchmark import command, methods, presets, report, runner
+from policysearch.benchmark.command import add_arguments, preset_from_args
+from policysearch.benchmark.stats import paired_difference
 
 
 
@@ -168,6 +170,52 @@ def test_smoke_benchmark_writes_results(tmp_path):
     costs = report.render_markdown(document, document["summary"])
     assert "| - phase 1 child models (wall with 1b) | 30.0 | 20.0 |" in costs
     assert "| - phase 1b domain fit (in the phase-1 trials) | - | 4.0 |" in costs
+
+
+def test_a_rerun_keeps_the_runs_made_the_same_way_and_trains_the_rest(tmp_path, monkeypatch):
+    policy_file = tmp_path / "p.json"
+    randaugment_policy().save(policy_file)
+    out = tmp_path / "bench"
+    common = ("--preset", "digits-small", "--train-size", "30", "--methods", "baseline", "searched", "--policy",
+              str(policy_file), "--out", str(out), "--batch-size", "16")
+    assert command.run(_args(*common, "--epochs", "1", "--seeds", "0")) == 0
+    first = json.loads((out / "results.json").read_text())["runs"]
+    trained = []
+    real = runner.train_model
+
+    def counting(model, data, config, **kwargs):
+        trained.append(config.seed)
+        return real(model, data, config, **kwargs)
+
+    monkeypatch.setattr(runner, "train_model", counting)
+    # one more seed: only its runs train; the finished ones are kept as they were
+    assert command.run(_args(*common, "--epochs", "1", "--seeds", "0", "1")) == 0
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert trained == [1, 1] and runs[:2] == first and [(r["method"], r["seed"]) for r in runs] == [
+        ("baseline", 0), ("searched", 0), ("baseline", 1), ("searched", 1)]
+    # another budget is another benchmark: every run trains again
+    trained.clear()
+    assert command.run(_args(*common, "--epochs", "2", "--seeds", "0", "1")) == 0
+    assert trained == [0, 0, 1, 1]
+
+
+def test_a_search_run_before_the_benchmark_reports_its_phases_not_the_reload(tmp_path, monkeypatch):
+    import policysearch.search as search_api
+
+    finished = SimpleNamespace(costs={"phase1_wall_s": 30.0, "phase2_wall_s": 20.0, "phase3_wall_s": 50.0},
+                               policy=randaugment_policy(), policy_path=tmp_path / "policy.json")
+    monkeypatch.setattr(search_api, "run_search", lambda *a, **k: finished)  # returns at once: finished before
+    _, costs = runner._search(presets.PRESETS["digits-small"], tmp_path, None, io.StringIO())
+    assert costs["search_wall_s"] == 100.0 and costs["search_ran_before"]
+    policy_file = tmp_path / "p.json"
+    randaugment_policy().save(policy_file)
+    assert command.run(_args("--preset", "digits-small", "--train-size", "30", "--epochs", "1", "--seeds", "0",
+                             "--methods", "baseline", "searched", "--policy", str(policy_file), "--out",
+                             str(tmp_path / "bench"), "--batch-size", "16")) == 0
+    document = json.loads((tmp_path / "bench" / "results.json").read_text())
+    document["search"] = {**costs, "total_device_s": 90.0, "phase1_device_s": 1.0, "phase2_device_s": 1.0}
+    text = report.render_markdown(document, document["summary"])
+    assert "| search (its phases over every process that ran them, before this benchmark) | 100.0 |" in text
 
 
 def test_the_default_output_folder_never_holds_the_committed_results(tmp_path, monkeypatch):

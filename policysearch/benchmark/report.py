@@ -85,8 +85,10 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
     if search:
         final = [r["train_seconds"] for r in document["runs"] if r["method"] == "searched"]
         one = float(np.mean(final)) if final else math.nan
+        whole = ("its phases over every process that ran them, before this benchmark"
+                 if search.get("search_ran_before") else "whole, incl. Ray start/stop")
         lines += ["## Cost", "", "| what | wall s | device s |", "|---|---|---|",
-                  f"| search (whole, incl. Ray start/stop) | {search['search_wall_s']:.1f} | "
+                  f"| search ({whole}) | {search['search_wall_s']:.1f} | "
                   f"{search.get('total_device_s', math.nan):.1f} |",
                   f"| - phase 1 child models{'' if 'phase1b_wall_s' in search else ' (wall with 1b)'} | "
                   f"{search['phase1_wall_s']:.1f} | {search['phase1_device_s']:.1f} |",

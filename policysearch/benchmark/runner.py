@@ -1,7 +1,8 @@
 """Run a benchmark: train every method for every seed on the same data and budget, searching the
 policy first and pretraining the model first where the preset asks for it.
 
-The test split is used only for the final errors. Ray is imported only when a search runs.
+The test split is used only for the final errors. Ray is imported only when a search runs. A rerun into the
+same folder keeps the runs its ``results.json`` already holds when they were made the same way.
 """
 
 from __future__ import annotations
@@ -66,9 +67,35 @@ def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream,
     started = time.monotonic()
     result = run_search(config, run_dir, resume=(run_dir / "config.json").exists(), stream=stream)
     wall = time.monotonic() - started
-    costs = {"search_wall_s": wall, **result.costs, "sub_policies": len(result.policy),
-             "policy_file": str(result.policy_path), "search_config": asdict(config)}
+    # A search finished (or partly run) by an earlier process took longer than this call: its phases' wall
+    # times, which the run's ledger sums over every process, are then the truer whole.
+    phases = sum(float(result.costs.get(f"phase{n}_wall_s", 0.0)) for n in (1, 2, 3))
+    costs = {"search_wall_s": max(wall, phases), "search_ran_before": wall < phases, **result.costs,
+             "sub_policies": len(result.policy), "policy_file": str(result.policy_path),
+             "search_config": asdict(config)}
     return result.policy, costs
+
+
+def finished_runs(out: Path, document: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    """The runs of ``out/results.json`` made the same way as ``document`` will make them: same settings
+    (methods and seeds aside), software, searched policy and pretrained weights; keyed by (method, seed)."""
+    path = out / "results.json"
+    if not path.exists():
+        return {}
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+    def same_way(d: dict[str, Any]) -> Any:
+        settings = {k: v for k, v in d.get("settings", {}).items() if k not in ("methods", "seeds")}
+        scratch = (d.get("search_scratch") or {}).get("policy_file")
+        return json.dumps([settings, d.get("software"), d.get("searched_policy"), scratch,
+                           (d.get("pretraining") or {}).get("weights")], sort_keys=True, default=str)
+
+    if not isinstance(previous, dict) or same_way(previous) != same_way(document):
+        return {}
+    return {(run["method"], int(run["seed"])): run for run in previous.get("runs", [])}
 
 
 def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = None, policy_source: str = "",
@@ -133,11 +160,17 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
         recipe = policy.metadata.get("recipe", {}) if isinstance(policy.metadata.get("recipe"), dict) else {}
         document["searched_policy"] = {"source": policy_source, "sub_policies": len(policy),
                                        "recipe": recipe.get("name", policy.name), "baseline": asdict(policy.baseline)}
+    done = finished_runs(out, document)
     write_outputs(out, document)
 
     total = len(preset.seeds) * len(methods)
     for seed in preset.seeds:  # seed outer: a partial benchmark has complete pairs
         for method in methods:
+            if (method, seed) in done:
+                document["runs"].append(done[(method, seed)])
+                print(f"[{len(document['runs'])}/{total}] {method:>14} seed {seed}: kept from the earlier run "
+                      f"(test error {done[(method, seed)]['test_error']:.2f} %)", file=stream, flush=True)
+                continue
             augment, cut = method_augment(method, baseline, policy, cutout, preset.cutout_with_policies,
                                           image_size=size, mean=mean, scratch=scratch)
             config = fit_to_data(TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, lr=preset.lr,
