@@ -4,7 +4,6 @@
 Example: python scripts/benchmark.py --preset digits-small
 """
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -14,14 +13,12 @@ sys.path.insert(0, str(ROOT))
 # Ray workers started by a search import policysearch too: give them this checkout.
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
 
-from policysearch.benchmark import command  # noqa: E402
+from policysearch import cli  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="benchmark.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    command.add_arguments(parser)
-    return command.run(parser.parse_args())
+    """The ``policysearch benchmark`` command: bad input is one line on stderr, not a traceback."""
+    return cli.main(["benchmark", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

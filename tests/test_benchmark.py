@@ -197,6 +197,11 @@ def test_a_rerun_keeps_the_runs_made_the_same_way_and_trains_the_rest(tmp_path, 
     trained.clear()
     assert command.run(_args(*common, "--epochs", "2", "--seeds", "0", "1")) == 0
     assert trained == [0, 0, 1, 1]
+    # another policy in the same file is another benchmark too
+    trained.clear()
+    trivialaugment_policy().save(policy_file)
+    assert command.run(_args(*common, "--epochs", "2", "--seeds", "0", "1")) == 0
+    assert trained == [0, 0, 1, 1]
 
 
 def test_a_search_run_before_the_benchmark_reports_its_phases_not_the_reload(tmp_path, monkeypatch):

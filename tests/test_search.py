@@ -305,6 +305,12 @@ def test_resume_refuses_a_run_of_another_run_format(tmp_path, no_ray):
         (run_dir / "config.json").write_text(json.dumps({**document, "run_format": old}), encoding="utf-8")
         with pytest.raises(RunError, match=rf"\(run format {old}; this one continues format {rundir.RUN_FORMAT}\)"):
             search.run_search(SearchConfig(**SMALL), run_dir, resume=True)
+    # a finished run of an older format is only read back (a benchmark reusing its search): nothing is continued
+    from policysearch.augment.standard import randaugment_tv_policy
+
+    randaugment_tv_policy().save(run_dir / "policy.json")
+    done = search.run_search(SearchConfig(**SMALL), run_dir, resume=True)
+    assert done.already_complete and done.policy == Policy.load(run_dir / "policy.json")
 
 
 def test_trial_functions_run_without_ray(tmp_path):

@@ -78,7 +78,8 @@ def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream,
 
 def finished_runs(out: Path, document: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
     """The runs of ``out/results.json`` made the same way as ``document`` will make them: same settings
-    (methods and seeds aside), software, searched policy and pretrained weights; keyed by (method, seed)."""
+    (methods and seeds aside), software, searched policy (its content) and pretrained weights; keyed by
+    (method, seed)."""
     path = out / "results.json"
     if not path.exists():
         return {}
@@ -86,14 +87,19 @@ def finished_runs(out: Path, document: dict[str, Any]) -> dict[tuple[str, int], 
         previous = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    if not isinstance(previous, dict):
+        return {}
+    hashed = "sha256" in (previous.get("searched_policy") or {})  # files written before the hash: the rest
 
     def same_way(d: dict[str, Any]) -> Any:
         settings = {k: v for k, v in d.get("settings", {}).items() if k not in ("methods", "seeds")}
         scratch = (d.get("search_scratch") or {}).get("policy_file")
-        return json.dumps([settings, d.get("software"), d.get("searched_policy"), scratch,
+        policy = {k: v for k, v in (d.get("searched_policy") or {}).items()
+                  if k != "source" and (hashed or k != "sha256")}  # the same policy may be read from another path
+        return json.dumps([settings, d.get("software"), policy, scratch,
                            (d.get("pretraining") or {}).get("weights")], sort_keys=True, default=str)
 
-    if not isinstance(previous, dict) or same_way(previous) != same_way(document):
+    if same_way(previous) != same_way(document):
         return {}
     return {(run["method"], int(run["seed"])): run for run in previous.get("runs", [])}
 
@@ -158,8 +164,10 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
         document["search_scratch"] = costs
     if policy is not None:
         recipe = policy.metadata.get("recipe", {}) if isinstance(policy.metadata.get("recipe"), dict) else {}
+        content = json.dumps(policy.to_dict(), sort_keys=True).encode("utf-8")
         document["searched_policy"] = {"source": policy_source, "sub_policies": len(policy),
-                                       "recipe": recipe.get("name", policy.name), "baseline": asdict(policy.baseline)}
+                                       "recipe": recipe.get("name", policy.name), "baseline": asdict(policy.baseline),
+                                       "sha256": hashlib.sha256(content).hexdigest()}
     done = finished_runs(out, document)
     write_outputs(out, document)
 

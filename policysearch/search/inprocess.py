@@ -156,8 +156,8 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
     phases, run directory and results as :func:`policysearch.search.run_search`."""
     run_dir = Path(run_dir)
     if resume:
-        check_resume(config, run_dir)
         done = finished_run(run_dir)
+        check_resume(config, run_dir, finished=done is not None)
         if done is not None:
             return done
     stage = Stage(run_dir, resume)

@@ -57,8 +57,9 @@ def storage_of(config: SearchConfig, run_dir: Path) -> str:
     return config.storage or str((run_dir / "tune").resolve())
 
 
-def read_stored_config(run_dir: Path) -> tuple[SearchConfig, str]:
-    """The config and run id stored in ``run_dir/config.json``; a RunError when there is none."""
+def read_stored_config(run_dir: Path, continuing: bool = True) -> tuple[SearchConfig, str]:
+    """The config and run id stored in ``run_dir/config.json``; a RunError when there is none, or when
+    ``continuing`` (the run is unfinished) and another run format made it."""
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         raise RunError(f"--resume {run_dir}: no {CONFIG_FILE} there; is it a policysearch run directory?")
@@ -70,7 +71,7 @@ def read_stored_config(run_dir: Path) -> tuple[SearchConfig, str]:
         raise RunError(f"--resume {run_dir}: {CONFIG_FILE} is not a config this policysearch wrote ({exc}); "
                        "start a new run with another --out") from None
     made = document.get("run_format", 1)
-    if made != RUN_FORMAT:
+    if continuing and made != RUN_FORMAT:
         raise RunError(f"--resume {run_dir}: the run was made by another policysearch (run format {made}; this one "
                        f"continues format {RUN_FORMAT}), whose phases differ; start a new run with another --out "
                        "(a policy.json the run finished stays valid)")
@@ -135,9 +136,10 @@ def open_run(config: SearchConfig, run_dir: str | os.PathLike[str], *, resume: b
     return run
 
 
-def check_resume(config: SearchConfig, run_dir: Path) -> str:
-    """The run id of the run in ``run_dir``; a RunError when there is none or ``config`` contradicts it."""
-    stored, run_id = read_stored_config(run_dir)
+def check_resume(config: SearchConfig, run_dir: Path, finished: bool = False) -> str:
+    """The run id of the run in ``run_dir``; a RunError when there is none or ``config`` contradicts it. A
+    ``finished`` run is only read back, so an older run format is no obstacle."""
+    stored, run_id = read_stored_config(run_dir, continuing=not finished)
     differ = contradictions(stored, config)
     if differ:
         raise RunError(f"--resume {run_dir}: {', '.join(differ)} contradict the stored run; drop them to "

@@ -637,8 +637,9 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
     """
     run_dir = Path(run_dir)
     if resume:
-        check_resume(config, run_dir)  # a contradicting option is refused, finished or not
         done = finished_run(run_dir)
+        # a contradicting option is refused, finished or not
+        check_resume(config, run_dir, finished=done is not None)
         if done is not None:
             return done
     stage = Stage(run_dir, resume)
