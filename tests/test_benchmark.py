@@ -193,6 +193,10 @@ def test_a_rerun_keeps_the_runs_made_the_same_way_and_trains_the_rest(tmp_path, 
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert trained == [1, 1] and runs[:2] == first and [(r["method"], r["seed"]) for r in runs] == [
         ("baseline", 0), ("searched", 0), ("baseline", 1), ("searched", 1)]
+    # nothing left to train: the files still hold every run
+    assert command.run(_args(*common, "--epochs", "1", "--seeds", "0", "1")) == 0
+    assert trained == [1, 1] and json.loads((out / "results.json").read_text())["runs"] == runs
+    assert len((out / "runs.csv").read_text().splitlines()) == 2 + 4
     # another budget is another benchmark: every run trains again
     trained.clear()
     assert command.run(_args(*common, "--epochs", "2", "--seeds", "0", "1")) == 0

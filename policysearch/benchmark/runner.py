@@ -169,15 +169,17 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
                                        "recipe": recipe.get("name", policy.name), "baseline": asdict(policy.baseline),
                                        "sha256": hashlib.sha256(content).hexdigest()}
     done = finished_runs(out, document)
+    # the kept runs are in the first write, so that stopping before the next training loses none of them
+    document["runs"] = [done[(m, seed)] for seed in preset.seeds for m in methods if (m, seed) in done]
+    if document["runs"]:
+        print(f"benchmark: kept {len(document['runs'])} runs of the earlier benchmark in {out} (same settings)",
+              file=stream, flush=True)
     write_outputs(out, document)
 
     total = len(preset.seeds) * len(methods)
     for seed in preset.seeds:  # seed outer: a partial benchmark has complete pairs
         for method in methods:
             if (method, seed) in done:
-                document["runs"].append(done[(method, seed)])
-                print(f"[{len(document['runs'])}/{total}] {method:>14} seed {seed}: kept from the earlier run "
-                      f"(test error {done[(method, seed)]['test_error']:.2f} %)", file=stream, flush=True)
                 continue
             augment, cut = method_augment(method, baseline, policy, cutout, preset.cutout_with_policies,
                                           image_size=size, mean=mean, scratch=scratch)
