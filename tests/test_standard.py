@@ -255,7 +255,9 @@ def test_cli_benchmark_with_a_policy_string(tmp_path, capsys):
                  "--methods", "searched", "--policy", "randaugment:n=1,m=5", "--batch-size", "10",
                  "--out", str(out)]) == 0
     document = json.loads((out / "results.json").read_text())
-    assert document["searched_policy"] == {"source": "randaugment:n=1,m=5", "sub_policies": 14,
-                                           "recipe": "randaugment:n=1,m=5",  # a string carries no baseline
-                                           "baseline": {"pad_crop": 0, "hflip": False}}
+    searched = document["searched_policy"]
+    assert len(searched.pop("sha256")) == 64  # the policy's content, which a rerun compares
+    assert searched == {"source": "randaugment:n=1,m=5", "sub_policies": 14,
+                        "recipe": "randaugment:n=1,m=5",  # a string carries no baseline
+                        "baseline": {"pad_crop": 0, "hflip": False}}
     assert [r["method"] for r in document["runs"]] == ["searched"]
