@@ -201,11 +201,15 @@ def test_a_rerun_keeps_the_runs_made_the_same_way_and_trains_the_rest(tmp_path, 
     trained.clear()
     assert command.run(_args(*common, "--epochs", "2", "--seeds", "0", "1")) == 0
     assert trained == [0, 0, 1, 1]
-    # another policy in the same file is another benchmark too
+    # another policy in the same file: only the searched method trains again, the other methods are kept
     trained.clear()
+    before = json.loads((out / "results.json").read_text())["runs"]
     trivialaugment_policy().save(policy_file)
     assert command.run(_args(*common, "--epochs", "2", "--seeds", "0", "1")) == 0
-    assert trained == [0, 0, 1, 1]
+    assert trained == [0, 1]
+    after = json.loads((out / "results.json").read_text())["runs"]
+    assert [r for r in after if r["method"] == "baseline"] == [r for r in before if r["method"] == "baseline"]
+    assert [r["method"] for r in after] == ["baseline", "searched", "baseline", "searched"]
 
 
 def test_a_search_run_before_the_benchmark_reports_its_phases_not_the_reload(tmp_path, monkeypatch):

@@ -9,7 +9,9 @@ from policysearch.search.candidates import candidate_recipes, reference_name
 from policysearch.search.domain import DomainFit, OpFit, restrict_space
 from policysearch.augment.policy import Baseline
 from policysearch.search import SearchConfig, prepare
-from policysearch.search.recipes import choose_recipe, final_baseline, race_survivors, selection_trial
+from policysearch.search.domain import fit_domain
+from policysearch.search.recipes import (choose_recipe, final_baseline, flip_undecided, race_survivors,
+                                         selection_trial)
 from policysearch.search.spaces import load_space
 
 
@@ -32,6 +34,25 @@ def test_flip_joins_the_baseline_only_where_the_data_allows_it():
     assert final_baseline(prepared, _fit(FlipLR=1.0)) == Baseline(1, True)
     assert final_baseline(prepared, _fit(FlipLR=0.0)) == Baseline(1, False)
     assert final_baseline(prepared, _fit()) == Baseline(1, False)  # not probed: the data set's table decides
+
+
+def test_a_flip_the_weak_child_models_could_not_judge_is_left_to_training():
+    prepared = prepare(SearchConfig(train_size=60, splits=1, selection_folds=2))
+    weak = fit_domain([{"clean": 0.12, "ops": {"FlipLR": [(1.0, 0.12)]}}], num_classes=10)
+    assert flip_undecided(prepared, weak) and final_baseline(prepared, weak) == Baseline(1, False)
+    assert not flip_undecided(prepared, _fit(FlipLR=0.0)) and not flip_undecided(prepared, _fit(FlipLR=1.0))
+    names = [r.name for r in candidate_recipes(Baseline(4, False), weak, None, families=("baseline", "randaugment"),
+                                               try_flip=True)]
+    assert names[:4] == ["baseline, crop 4", "baseline, crop 0", "baseline, crop 4, flip", "baseline, crop 0, flip"]
+    # the reference stays without the flip; it is tried with it once, as measured: alone
+    assert reference_name(Baseline(4, False)) == "randaugment (torchvision), crop 0" and names[4:7] == [
+        "randaugment (torchvision), crop 4", "randaugment (torchvision), crop 0", "randaugment (torchvision), crop 0, flip"]
+    assert "randaugment (torchvision), crop 4, flip" not in names
+    flipped = candidate_recipes(Baseline(4, False), weak, None, families=("randaugment",), try_flip=True)[2]
+    assert flipped.recipe.baseline == Baseline(0, True)
+    # a data set that flips by its own table has nothing left to decide
+    flipping = [r.name for r in candidate_recipes(Baseline(4, True), weak, None, families=("baseline",), try_flip=True)]
+    assert flipping == ["baseline, crop 4, flip", "baseline, crop 0, flip"]
 
 
 def test_selection_trial_and_rule_on_tiny_data():

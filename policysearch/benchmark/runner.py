@@ -72,14 +72,19 @@ def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream,
     phases = sum(float(result.costs.get(f"phase{n}_wall_s", 0.0)) for n in (1, 2, 3))
     costs = {"search_wall_s": max(wall, phases), "search_ran_before": wall < phases, **result.costs,
              "sub_policies": len(result.policy), "policy_file": str(result.policy_path),
-             "search_config": asdict(config)}
+             "sha256": policy_sha256(result.policy), "search_config": asdict(config)}
     return result.policy, costs
+
+
+def policy_sha256(policy: Policy) -> str:
+    """The hash of a policy's content: the same recipe read from another file has the same one."""
+    return hashlib.sha256(json.dumps(policy.to_dict(), sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def finished_runs(out: Path, document: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
     """The runs of ``out/results.json`` made the same way as ``document`` will make them: same settings
-    (methods and seeds aside), software, searched policy (its content) and pretrained weights; keyed by
-    (method, seed)."""
+    (methods and seeds aside), software and pretrained weights, and for the methods that train a searched
+    recipe the same policy (its content); keyed by (method, seed). A new search retrains only its methods."""
     path = out / "results.json"
     if not path.exists():
         return {}
@@ -91,17 +96,22 @@ def finished_runs(out: Path, document: dict[str, Any]) -> dict[tuple[str, int], 
         return {}
     hashed = "sha256" in (previous.get("searched_policy") or {})  # files written before the hash: the rest
 
-    def same_way(d: dict[str, Any]) -> Any:
+    def common(d: dict[str, Any]) -> str:
         settings = {k: v for k, v in d.get("settings", {}).items() if k not in ("methods", "seeds")}
-        scratch = (d.get("search_scratch") or {}).get("policy_file")
-        policy = {k: v for k, v in (d.get("searched_policy") or {}).items()
-                  if k != "source" and (hashed or k != "sha256")}  # the same policy may be read from another path
-        return json.dumps([settings, d.get("software"), policy, scratch,
-                           (d.get("pretraining") or {}).get("weights")], sort_keys=True, default=str)
+        return json.dumps([settings, d.get("software"), (d.get("pretraining") or {}).get("weights")],
+                          sort_keys=True, default=str)
 
-    if same_way(previous) != same_way(document):
+    def policies(d: dict[str, Any]) -> dict[str, str]:
+        searched = {k: v for k, v in (d.get("searched_policy") or {}).items()
+                    if k != "source" and (hashed or k != "sha256")}  # the same policy may be read from another path
+        scratch = [(d.get("search_scratch") or {}).get(k) for k in ("policy_file", "sha256")]
+        return {"searched": json.dumps(searched, sort_keys=True), "searched-scratch": json.dumps(scratch)}
+
+    if common(previous) != common(document):
         return {}
-    return {(run["method"], int(run["seed"])): run for run in previous.get("runs", [])}
+    before, now = policies(previous), policies(document)
+    return {(run["method"], int(run["seed"])): run for run in previous.get("runs", [])
+            if before.get(run["method"]) == now.get(run["method"])}
 
 
 def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = None, policy_source: str = "",
@@ -164,10 +174,9 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
         document["search_scratch"] = costs
     if policy is not None:
         recipe = policy.metadata.get("recipe", {}) if isinstance(policy.metadata.get("recipe"), dict) else {}
-        content = json.dumps(policy.to_dict(), sort_keys=True).encode("utf-8")
         document["searched_policy"] = {"source": policy_source, "sub_policies": len(policy),
                                        "recipe": recipe.get("name", policy.name), "baseline": asdict(policy.baseline),
-                                       "sha256": hashlib.sha256(content).hexdigest()}
+                                       "sha256": policy_sha256(policy)}
     done = finished_runs(out, document)
     # the kept runs are in the first write, so that stopping before the next training loses none of them
     document["runs"] = [done[(m, seed)] for seed in preset.seeds for m in methods if (m, seed) in done]
@@ -177,6 +186,7 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     write_outputs(out, document)
 
     total = len(preset.seeds) * len(methods)
+    place = {(m, seed): i for i, (seed, m) in enumerate((seed, m) for seed in preset.seeds for m in methods)}
     for seed in preset.seeds:  # seed outer: a partial benchmark has complete pairs
         for method in methods:
             if (method, seed) in done:
@@ -198,6 +208,7 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
                    "train_accuracy": last["train_accuracy"], "clean_train_accuracy": fit["accuracy"],
                    "train_seconds": seconds}
             document["runs"].append(row)
+            document["runs"].sort(key=lambda r: place[(r["method"], int(r["seed"]))])  # kept runs in their place
             print(f"[{len(document['runs'])}/{total}] {method:>14} seed {seed}: test error "
                   f"{row['test_error']:.2f} %, training accuracy {100 * fit['accuracy']:.1f} % ({seconds:.0f} s)",
                   file=stream, flush=True)

@@ -3,7 +3,8 @@
 A recipe is a whole training augmentation (policy and baseline) in one ``Policy``. The candidates, each
 with and without the data set's pad-and-crop: the baseline alone; torchvision's ``RandAugment()`` and
 ``TrivialAugmentWide()`` as shipped; their strength dials without the ops the domain fit excludes; and
-the Fast AutoAugment policy at a few strengths. A flip the domain fit added is tried by training too.
+the Fast AutoAugment policy at a few strengths. A flip the domain fit added is tried by training too, and
+a flip it could not judge is tried with the baseline and the reference.
 The reference is ``RandAugment()`` without the crop (why: docs/findings.md).
 """
 
@@ -59,13 +60,16 @@ def candidate_recipes(baseline: Baseline, fit: DomainFit, searched: Policy | Non
                       strengths: Sequence[float] = STRENGTHS,
                       randaugment_grid: Sequence[tuple[int, int]] = RANDAUGMENT_GRID,
                       wide_scales: Sequence[float] = WIDE_SCALES,
-                      families: Sequence[str] = FAMILIES, flip_from_fit: bool = False) -> list[Recipe]:
+                      families: Sequence[str] = FAMILIES, flip_from_fit: bool = False,
+                      try_flip: bool = False) -> list[Recipe]:
     """Every candidate recipe, simplest and most standard first (the selection breaks ties that way).
 
     ``baseline`` is the data set's (its flip already decided from the data); each candidate comes with that
     crop and with none. ``searched`` is the merged Fast AutoAugment policy (None: that family is skipped).
     ``flip_from_fit``: the flip is not the data set's own but the domain fit's (a frozen model's affinity,
     which does not say whether training with it helps), so the baseline alone is also tried without it.
+    ``try_flip``: the domain fit could not judge the flip, so the baseline alone and the reference are also
+    tried with it; the reference itself stays without it.
     """
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown:
@@ -85,8 +89,13 @@ def candidate_recipes(baseline: Baseline, fit: DomainFit, searched: Policy | Non
         add("baseline", "baseline", _identity())
         if flip_from_fit and baseline.hflip:
             add("baseline", "baseline", _identity(), crops=[Baseline(c.pad_crop, False) for c in crops])
+        if try_flip and not baseline.hflip:
+            add("baseline", "baseline", _identity(), crops=[Baseline(c.pad_crop, True) for c in crops])
     if "randaugment" in families:
         add("randaugment", "randaugment (torchvision)", randaugment_tv_policy(), 9 / (TRIVIALAUGMENT_BINS - 1))
+        if try_flip and not baseline.hflip:
+            add("randaugment", "randaugment (torchvision)", randaugment_tv_policy(), 9 / (TRIVIALAUGMENT_BINS - 1),
+                crops=[Baseline(0, True)])
     if "trivialaugment" in families:
         add("trivialaugment", "trivialaugmentwide (torchvision)", trivialaugment_wide_policy(), 1.0)
     if "randaugment" in families and ops:

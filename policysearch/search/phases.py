@@ -27,7 +27,8 @@ from policysearch.search.interrupts import resume_command
 from policysearch.search.ledger import Ledger
 from policysearch.search.outcome import Outcome, merge_top, top_candidates
 from policysearch.search.prepare import Prepared
-from policysearch.search.recipes import choose_recipe, final_baseline, race_survivors, selection_trial
+from policysearch.search.recipes import (choose_recipe, final_baseline, flip_undecided, race_survivors,
+                                         selection_trial)
 from policysearch.search.rundir import Run
 from policysearch.search.runner import Streams, TrialContext, TrialResult, TrialRunner, Trials
 
@@ -200,7 +201,8 @@ def run_phases(prepared: Prepared, run: Run, runner: TrialRunner, stream: TextIO
     merged = merge_top(top)
     baseline = final_baseline(prepared, fit)
     recipes = candidate_recipes(baseline, fit, merged, strengths=config.strengths,
-                                flip_from_fit=baseline.hflip and not prepared.baseline.hflip)
+                                flip_from_fit=baseline.hflip and not prepared.baseline.hflip,
+                                try_flip=flip_undecided(prepared, fit))
     folds = len(prepared.folds)
 
     def train_recipes(name: str, indices: list[int], fold_range: list[int], title: str,

@@ -24,8 +24,8 @@ from policysearch.search.selection import TIE_RULE, Decision, compare, decide, r
 from policysearch.training.train import TrainConfig, evaluate, fit_to_data, train_model
 from policysearch.augment.transforms import BatchPolicyTransform
 
-__all__ = ["choose_recipe", "final_baseline", "final_training", "one_final_training_seconds", "race_survivors",
-           "selection_trial"]
+__all__ = ["choose_recipe", "final_baseline", "final_training", "flip_undecided", "one_final_training_seconds",
+           "race_survivors", "selection_trial"]
 
 
 def final_baseline(prepared: Prepared, fit: DomainFit) -> Baseline:
@@ -33,6 +33,12 @@ def final_baseline(prepared: Prepared, fit: DomainFit) -> Baseline:
     base = prepared.baseline
     flip_ok = "FlipLR" in fit.ops and fit.allowed("FlipLR")
     return Baseline(base.pad_crop, base.hflip or flip_ok)
+
+
+def flip_undecided(prepared: Prepared, fit: DomainFit) -> bool:
+    """Whether the flip is left to training: the data set does not flip and its child models were too weak for
+    the domain fit to judge the flip (a photo set may need it, a text set is ruined by it)."""
+    return not prepared.baseline.hflip and "FlipLR" in fit.unjudged
 
 
 def final_training(prepared: Prepared) -> TrainConfig:
