@@ -212,6 +212,26 @@ def test_a_rerun_keeps_the_runs_made_the_same_way_and_trains_the_rest(tmp_path, 
     assert [r["method"] for r in after] == ["baseline", "searched", "baseline", "searched"]
 
 
+def test_kept_runs_follow_the_policy_each_method_trains(tmp_path):
+    runs = [{"method": m, "seed": 0, "test_error": 1.0} for m in ("baseline", "searched", "searched-scratch")]
+    old = {"settings": {"epochs": 2, "seeds": [0]}, "software": {"torch": "x"}, "runs": runs,
+           "searched_policy": {"recipe": "r", "sha256": "a"}, "search_scratch": {"policy_file": "s/policy.json"}}
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    # a results file from before the scratch search's hash: the same scratch file still counts as the same policy
+    now = {**old, "settings": {"epochs": 2, "seeds": [0, 1]}, "runs": [],
+           "search_scratch": {"policy_file": "s/policy.json", "sha256": "b"}}
+    assert sorted(m for m, _ in runner.finished_runs(tmp_path, now)) == ["baseline", "searched", "searched-scratch"]
+    # a new searched policy retrains only the searched method; a new scratch search only its own
+    assert sorted(m for m, _ in runner.finished_runs(tmp_path, {**now, "searched_policy": {"recipe": "r", "sha256": "c"}})
+                  ) == ["baseline", "searched-scratch"]
+    old["search_scratch"]["sha256"] = "b"
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    assert sorted(m for m, _ in runner.finished_runs(
+        tmp_path, {**now, "search_scratch": {"policy_file": "s/policy.json", "sha256": "d"}})) == ["baseline", "searched"]
+    # other settings: nothing is kept
+    assert runner.finished_runs(tmp_path, {**now, "settings": {"epochs": 3}}) == {}
+
+
 def test_a_search_run_before_the_benchmark_reports_its_phases_not_the_reload(tmp_path, monkeypatch):
     import policysearch.search as search_api
 

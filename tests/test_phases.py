@@ -49,6 +49,17 @@ def test_the_whole_algorithm_runs_in_process_without_ray(tiny_run):
     assert set(result.costs) >= {"phase1_wall_s", "phase2_wall_s", "phase3_wall_s", "processes"}
 
 
+def test_children_too_weak_to_judge_the_flip_leave_it_to_training(tiny_run):
+    """One epoch on 60 digits leaves every child near chance: the flip is tried with the baseline and the
+    reference (the reference itself without it), and the report says so."""
+    run_dir, result, _ = tiny_run
+    report = (run_dir / "report.md").read_text(encoding="utf-8")
+    assert "too close to chance" in report and "The flip is left to training" in report
+    tried = {r["recipe"] for r in _rows(run_dir / "selection.csv") if r["fold"] == "0"}
+    assert {"baseline, crop 1, flip", "baseline, crop 0, flip", "randaugment (torchvision), crop 0, flip"} <= tried
+    assert result.decision.reference == "randaugment (torchvision), crop 0"
+
+
 def test_the_in_process_search_never_imports_ray(tmp_path):
     """In a fresh interpreter (this one may have imported Ray for other tests): a whole run, then no Ray."""
     script = (f"import io, sys; from policysearch.search.config import SearchConfig; "

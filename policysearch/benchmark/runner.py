@@ -104,7 +104,8 @@ def finished_runs(out: Path, document: dict[str, Any]) -> dict[tuple[str, int], 
     def policies(d: dict[str, Any]) -> dict[str, str]:
         searched = {k: v for k, v in (d.get("searched_policy") or {}).items()
                     if k != "source" and (hashed or k != "sha256")}  # the same policy may be read from another path
-        scratch = [(d.get("search_scratch") or {}).get(k) for k in ("policy_file", "sha256")]
+        scratch = [(d.get("search_scratch") or {}).get(k) for k in ("policy_file", "sha256")
+                   if k != "sha256" or "sha256" in (previous.get("search_scratch") or {})]
         return {"searched": json.dumps(searched, sort_keys=True), "searched-scratch": json.dumps(scratch)}
 
     if common(previous) != common(document):

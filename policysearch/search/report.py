@@ -111,7 +111,11 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
              *_candidate_section(config, outcome)]
     lines += ["## Domain fit (what this data allows)", ""]
     if fit.note:
-        lines += [f"Nothing was excluded: {fit.note}.", ""]
+        # a flip the fit could not judge is tried by training where the data set does not flip on its own
+        flips = {r.recipe.baseline.hflip for r in outcome.recipes}
+        lines += [f"Nothing was excluded: {fit.note}."
+                  + (" The flip is left to training: the baseline alone and the reference are also tried with it."
+                     if "FlipLR" in fit.unjudged and len(flips) > 1 else ""), ""]
     else:
         lines += [f"Each op was applied at probability 1 to D_A and classified by the frozen children; retained = "
                   f"(accuracy - chance) / (clean accuracy - chance), clean accuracy {fit.clean_accuracy:.3f}, chance "
