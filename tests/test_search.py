@@ -1016,6 +1016,25 @@ def test_ctrl_c_ends_in_one_line_that_says_what_is_kept_and_how_to_resume(ctrl_c
     assert not (run_dir / "policy.json").exists()
 
 
+def test_tunes_lines_about_an_interrupted_experiment_are_dropped_while_it_runs():
+    """Stopped before their first result (a Ctrl-C at the start of a phase), trials have no metrics, and Tune's
+    result grid lists them on stderr; the search's own line says what is kept instead."""
+    import logging
+
+    from policysearch.search import tuning
+
+    def record(name: str, msg: str) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.WARNING, __file__, 1, msg, None, None)
+
+    analysis = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    lost = record(analysis.name, "Failed to fetch metrics for 2 trial(s):\n- _trainable_00000: FileNotFoundError(...)")
+    other = record(analysis.name, "Something else")
+    with tuning._tune_interrupt_quiet():
+        assert not analysis.filter(lost) and analysis.filter(other)
+        assert not logging.getLogger("ray.tune.tune").filter(record("ray.tune.tune", "Trials did not complete: [a]"))
+    assert analysis.filter(lost)  # only while the search's experiment runs
+
+
 @pytest.mark.slow
 def test_ctrl_c_leaves_no_process_of_the_runs_ray(ctrl_c_run):
     assert len(ctrl_c_run["tree"]) >= 4  # the GCS, the raylet, its agents, the workers, the watchdog

@@ -361,10 +361,12 @@ class _ProgressCallback(tune.Callback):
 
 class _QuietInterrupt(logging.Filter):
     """Drops Tune's own lines about a Ctrl-C (its advice to call ``Tuner.restore``, the list of unfinished
-    trials): the search says in one line what is kept and how to continue."""
+    trials, the trials stopped before their first result): the search says in one line what is kept and
+    how to continue."""
 
     LINES = ("Stop signal received", "Experiment has been interrupted", "Training has been interrupted",
-             "Trials did not complete")
+             "Trials did not complete", "Failed to fetch metrics for")
+    LOGGERS = ("ray.tune.tune", "ray.tune.analysis.experiment_analysis")
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(self.LINES)
@@ -372,12 +374,15 @@ class _QuietInterrupt(logging.Filter):
 
 @contextlib.contextmanager
 def _tune_interrupt_quiet() -> Iterator[None]:
-    logger, quiet = logging.getLogger("ray.tune.tune"), _QuietInterrupt()
-    logger.addFilter(quiet)
+    quiet = _QuietInterrupt()
+    loggers = [logging.getLogger(name) for name in quiet.LOGGERS]
+    for logger in loggers:
+        logger.addFilter(quiet)
     try:
         yield
     finally:
-        logger.removeFilter(quiet)
+        for logger in loggers:
+            logger.removeFilter(quiet)
 
 
 def _already(results, metric: str | None) -> tuple[int, float | None]:
