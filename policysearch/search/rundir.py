@@ -26,7 +26,7 @@ __all__ = ["Run", "RunError", "check_resume", "open_run", "read_stored_config", 
 
 CONFIG_FILE = "config.json"
 # The layout of a run's phases and results; a run of another format cannot be continued (history:
-# docs/findings.md). 6: every phase's trials run as one Tune function (search.tuning._trainable).
+# docs/findings.md). 7: a flip the domain fit could not judge brings flipped baseline and reference candidates.
 RUN_FORMAT = 7
 
 
