@@ -239,10 +239,9 @@ def _exported_run(tmp_path: Path, config: SearchConfig, *, weak: bool = False):
     errors[CHOSEN] = [2.4, 10.0, 17.6]  # 10 pp below the reference: one-sided bound < 0 < two-sided high
     stopped = "randaugment n=1 m=5 (torchvision scale), crop 0"
     errors[stopped] = [1.0]  # one fold, lower than every mean
-    survivors = [i for i, name in enumerate(names) if name != stopped]
     selection = [{"recipe": name, "fold": f, "status": "ok", "error": e, "loss": 0.1, "train_seconds": 1.0,
                   "train_images": 40} for name, errs in errors.items() for f, e in enumerate(errs)]
-    decision, note = choose_recipe(prepared, recipes, selection, prepared.baseline, survivors)
+    decision, note = choose_recipe(prepared, recipes, selection, prepared.baseline)
     trials = [{"split": s, "repeat": 0, "index": i, "trial_id": f"{s}{i}", "status": "ok", "error": "",
                "reward": 0.5 + 0.1 * i} for s in range(config.splits) for i in range(4)]
     write_trials_csv(run, trials, [])

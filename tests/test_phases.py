@@ -139,3 +139,42 @@ def test_the_in_process_and_the_ray_runner_give_the_same_search(tiny_run, tmp_pa
     assert a["sub_policies"] == b["sub_policies"] and a.get("baseline") == b.get("baseline")
     assert a["metadata"]["recipe"] == b["metadata"]["recipe"]
     assert ray_result.chosen.name == result.chosen.name
+
+
+def test_an_unclear_selection_adds_a_repeat_for_its_contenders_and_a_resume_keeps_it(tmp_path, monkeypatch):
+    """Phase 3 with held-out errors made up per recipe and fold: the first candidate is 3 pp ahead of the
+    reference on 3 folds but does not clear the noise, so a repeat is added for it and the reference; it
+    then clears. A resume that lost the repeat trains just those 6 again and decides the same."""
+    from policysearch.search import phases
+
+    names: dict[int, str] = {}
+
+    def made_up(prepared, recipe, fold, faults=None, index=0):
+        names[index] = recipe.name
+        reference = [55.09, 53.15, 57.66, 55.0, 54.0, 56.0]
+        errors = {0: [52.99, 53.15, 50.45, 50.0, 52.0, 49.0]}.get(index)
+        error = (reference if recipe.name == "randaugment (torchvision), crop 0" else errors or
+                 [60.0 + f for f in range(12)])[fold]
+        return {"recipe": recipe.name, "fold": fold, "error": error, "loss": 1.0, "train_seconds": 0.1,
+                "train_images": 40}
+
+    monkeypatch.setattr(phases, "selection_trial", made_up)
+    config = SearchConfig(**{**TINY, "selection_folds": 3})
+    result = run_search(config, tmp_path / "run", stream=io.StringIO())
+    selection = _rows(tmp_path / "run" / "selection.csv")
+    added = sorted((r["recipe"], int(r["fold"])) for r in selection if int(r["fold"]) >= 3)
+    first = names[0]
+    assert added == sorted((name, f) for name in (first, "randaugment (torchvision), crop 0") for f in (3, 4, 5))
+    assert result.chosen.name == first and "1 repeat of the cross-fit was added" in result.reason
+    report = (tmp_path / "run" / "report.md").read_text(encoding="utf-8")
+    assert "### Left out of the added repeats" in report and "(6 folds)" in report
+    experiments = next((tmp_path / "run" / "tune").iterdir())
+    assert (experiments / "phase3_selection_repeat2").is_dir()
+    import shutil
+
+    shutil.rmtree(experiments / "phase3_selection_repeat2")
+    (tmp_path / "run" / "policy.json").unlink()
+    out = io.StringIO()
+    again = run_search(config, tmp_path / "run", resume=True, stream=out)
+    assert "[phase 3: recipe selection, repeat 2 (decision unclear)]" in out.getvalue()
+    assert again.chosen.name == first and again.decision.to_dict() == result.decision.to_dict()

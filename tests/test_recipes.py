@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+
+import pytest
 
 
 from policysearch.search.candidates import candidate_recipes, reference_name
@@ -10,8 +13,9 @@ from policysearch.search.domain import DomainFit, OpFit, restrict_space
 from policysearch.augment.policy import Baseline
 from policysearch.search import SearchConfig, prepare
 from policysearch.search.domain import fit_domain
-from policysearch.search.recipes import (choose_recipe, final_baseline, flip_undecided, race_survivors,
+from policysearch.search.recipes import (added_repeat, choose_recipe, final_baseline, flip_undecided, race_survivors,
                                          selection_trial)
+from policysearch.search.selection import Decision
 from policysearch.search.spaces import load_space
 
 
@@ -91,7 +95,7 @@ def test_raced_selection_decides_among_the_survivors_and_reports_the_stopped():
     assert [names[i] for i in survivors] == [names[0], names[2], reference]  # best 2, and the reference
     for i in survivors:
         rows += [{"recipe": names[i], "fold": f, "status": "ok", "error": first[names[i]] + f} for f in (1, 2)]
-    decision, _ = choose_recipe(prepared, recipes, rows, prepared.baseline, survivors)
+    decision, _ = choose_recipe(prepared, recipes, rows, prepared.baseline)
     assert decision.stopped == {names[1]: 90.0}  # its first fold
     assert names[1] not in decision.mean_error and decision.best == min(decision.mean_error, key=decision.mean_error.get)
     stopped = next(c for c in decision.comparisons if names[1] in (c.candidate, c.reference))
@@ -118,9 +122,9 @@ def test_recipes_tied_at_the_race_cut_all_go_on_and_the_reason_names_the_tie_rul
     rows = [{"recipe": n, "fold": 0, "status": "ok", "error": e} for n, e in first.items()]
     survivors = race_survivors(prepared, recipes, rows, prepared.baseline)
     assert [names[i] for i in survivors] == names  # all three tied, and the reference
-    for i in survivors:
+    for i in (0, 1, 3):  # one of them stopped
         rows += [{"recipe": names[i], "fold": f, "status": "ok", "error": first[names[i]]} for f in (1, 2)]
-    decision, _ = choose_recipe(prepared, recipes, rows, prepared.baseline, [0, 1, 3])  # one of them stopped
+    decision, _ = choose_recipe(prepared, recipes, rows, prepared.baseline)
     assert "by the tie rule, every recipe tied with the last one kept at the cut goes on too: 2 more, tied at " \
            "5.00%" in decision.reason
     assert decision.first_fold == first
@@ -154,3 +158,50 @@ def test_a_flip_the_domain_fit_added_is_also_tried_without_it():
     assert plain == ["baseline, crop 4, flip", "baseline, crop 0, flip"]  # the data set's own flip is not questioned
     unflipped = candidate_recipes(base, _fit(), None, families=("baseline",), flip_from_fit=True)[2]
     assert unflipped.recipe.baseline == Baseline(4, False)
+
+
+def test_an_unclear_decision_gets_repeats_for_the_recipes_that_could_clear_it():
+    """The best challenger is 3 pp ahead of the reference on 3 folds but its bound does not clear the noise:
+    a repeat of 3 folds is added for it and the reference only, the decision then rests on 6 folds, and the
+    others are reported on the 3 folds they trained on."""
+    from policysearch.search.figures import recipe_data
+    from policysearch.search.report import stopped_table
+
+    config = SearchConfig(train_size=60, splits=1, selection_folds=3, selection_repeats=1)
+    prepared = prepare(config)
+    assert prepared.first_folds == 3 and len(prepared.folds) == 12  # the first pass and 3 repeats it may add
+    recipes = candidate_recipes(prepared.baseline, _fit(), None, families=("baseline", "randaugment"),
+                                randaugment_grid=())
+    names = [r.name for r in recipes]
+    reference = reference_name(prepared.baseline)
+    errors = {names[0]: [52.99, 53.15, 50.45], names[1]: [56.0, 51.9, 57.1], names[2]: [60.0, 58.0, 61.0],
+              reference: [55.09, 53.15, 57.66]}
+
+    def rows_of(errors: dict[str, list[float]], start: int = 0) -> list[dict[str, object]]:
+        return [{"recipe": name, "fold": start + f, "status": "ok", "error": e, "train_seconds": 1.0}
+                for name, errs in errors.items() for f, e in enumerate(errs)]
+
+    rows = rows_of(errors)
+    assert choose_recipe(prepared, recipes, rows, prepared.baseline)[0].chosen == reference  # unclear
+    assert added_repeat(prepared, recipes, rows, prepared.baseline) == ([0, 3], [3, 4, 5])
+    stingy = prepare(dataclasses.replace(config, selection_extra=0.4))  # 6 more trainings > 0.4 x 12
+    assert added_repeat(stingy, recipes, rows, stingy.baseline) == ([], [])
+    assert added_repeat(prepare(dataclasses.replace(config, selection_extra=0)), recipes, rows,
+                        prepared.baseline) == ([], [])
+    rows += rows_of({names[0]: [50.0, 52.0, 49.0], reference: [55.0, 54.0, 56.0]}, start=3)
+    assert added_repeat(prepared, recipes, rows, prepared.baseline) == ([], [])  # clear now
+    decision, _ = choose_recipe(prepared, recipes, rows, prepared.baseline)
+    assert decision.chosen == names[0] and decision.first_pass == 3
+    assert all(c.n == 6 for c in decision.versus_reference)
+    assert decision.stopped == {names[1]: pytest.approx(55.0), names[2]: pytest.approx(59.6666667)}
+    assert "1 repeat of the cross-fit was added for the 2 recipes that could still clear the noise" in decision.reason
+    table = stopped_table(names, decision)
+    assert [(row["recipe"], row["folds"]) for row in table] == [(names[1], 3), (names[2], 3)]
+    assert table[0]["diff"] == pytest.approx(55.0 - sum(errors[reference]) / 3)  # on the same 3 folds
+    again = Decision.from_dict(json.loads(json.dumps(decision.to_dict())))
+    assert again.fold_errors == decision.fold_errors and stopped_table(names, again) == table
+    csv_rows = [{k: str(v) for k, v in dict(r, held_out_error=r["error"]).items()} for r in rows]
+    drawn = recipe_data(csv_rows, decision.to_dict(), confidence=0.8, test_fraction=1 / 3)
+    assert [r["recipe"] for r in drawn["ranked"]] == [names[0], reference]
+    assert [(r["recipe"], r["folds"], round(r["diff"], 6)) for r in drawn["stopped"]] == \
+        [(row["recipe"], 3, round(row["diff"], 6)) for row in table]

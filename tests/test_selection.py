@@ -15,7 +15,8 @@ from policysearch.search.domain import DomainFit, OpFit, fit_domain, probe_ops
 from policysearch.augment.policy import Baseline, Operation, Policy
 from policysearch.augment.standard import randaugment_tv_policy, trivialaugment_wide_policy
 from policysearch.search.folds import auto_repeats, crossfit_folds
-from policysearch.search.selection import TIE_RULE, compare, decide, race, race_margin, race_ties, selection_power
+from policysearch.search.selection import (TIE_RULE, compare, decide, race, race_margin, race_ties, selection_power,
+                                           sequential_contenders)
 from policysearch.training.train import TrainConfig, _batches, fit_to_data
 
 
@@ -207,3 +208,24 @@ def test_the_decision_states_the_selections_power():
     assert f"a median {np.median(widths):.2f} pp above its mean difference over 3 folds" in decision.reason
     assert selection_power(decision.versus_reference) == pytest.approx(np.median(widths))
     assert selection_power(decide({"ref": [1.0], "a": [2.0]}, "ref", test_fraction=0.5).versus_reference) is None
+
+
+def test_repeats_are_added_only_while_the_decision_is_unclear_and_more_folds_could_clear_it():
+    """The 1,000-image short-budget case: the best challenger is 3 pp ahead but its bound is +0.49 pp on 3
+    folds; with 3 more folds at the same spread it would clear. A recipe that could not is left out."""
+    reference = [55.09, 53.15, 57.66]
+    errors = {"baseline, crop 0, flip": [52.99, 53.15, 50.45],  # -3.10 pp, bound +0.49
+              "close": [56.0, 51.9, 57.1],  # -0.3 pp, spread 1.1 pp: 3 more folds could not clear it
+              "worse": [57.0, 56.0, 59.0], "reference": reference}
+    kwargs = dict(test_fraction=1 / 3, more=3)
+    unclear = decide(errors, "reference", test_fraction=1 / 3)
+    assert unclear.chosen == "reference" and unclear.best == "baseline, crop 0, flip"
+    assert sequential_contenders(errors, "reference", **kwargs) == ["baseline, crop 0, flip", "reference"]
+    # clear: the best clears the noise already, or the reference has the lowest mean
+    clears = dict(errors, **{"baseline, crop 0, flip": [50.0, 48.2, 52.5]})
+    assert decide(clears, "reference", test_fraction=1 / 3).chosen == "baseline, crop 0, flip"
+    assert sequential_contenders(clears, "reference", **kwargs) == []
+    assert sequential_contenders({"worse": errors["worse"], "reference": reference}, "reference", **kwargs) == []
+    # unclear, but no recipe could clear with 3 more folds: nothing is added
+    assert sequential_contenders({"close": errors["close"], "reference": reference}, "reference", **kwargs) == []
+    assert sequential_contenders(errors, "reference", test_fraction=1 / 3, more=0) == []

@@ -66,6 +66,9 @@ class SearchConfig:
     selection_repeats: int = _option(0, "repeats of the cross-fit (other folds, other seeds); 0: chosen from the "
                                      "data size, up to 3 so that about 500 held-out predictions back each "
                                      "comparison (3 below 200 images, 1 from 500)", "selection")
+    selection_extra: float = _option(1.0, "while the decision is unclear, repeats of the cross-fit are added for the "
+                                     "recipes that could still clear the noise, up to 3 and while their trainings "
+                                     "stay within this multiple of the first pass's; 0: none", "selection")
     selection_keep: float = _option(0.5, "share of the candidate recipes that train on the other folds after the "
                                     "first: those with the lowest held-out error on it, those within its noise, and "
                                     "the reference always; 1 trains every candidate on every fold", "selection")
@@ -138,6 +141,8 @@ class SearchConfig:
             ("selection_repeats", self.selection_repeats >= 0,
              f"must be at least 0 (0: from the data size), got {self.selection_repeats}"),
             ("selection_keep", 0 < self.selection_keep <= 1, f"must lie in (0, 1], got {self.selection_keep}"),
+            ("selection_extra", self.selection_extra >= 0, f"must be at least 0 (0: no repeat added), got "
+             f"{self.selection_extra}"),
             ("confidence", 0.5 <= self.confidence < 1, f"must lie in [0.5, 1), got {self.confidence}"),
             ("min_steps", self.min_steps >= 1, f"must be at least 1, got {self.min_steps}"),
             ("final_epochs", self.final_epochs is None or self.final_epochs >= 1,

@@ -6,7 +6,7 @@ Four PNG files, each written atomically:
   split and repeat, with the best so far, the candidates kept and the failed trials;
 - ``recipes.png``: phase 3, every candidate recipe's held-out error per fold and mean, and the quantity the
   selection rule decides on - the recipe minus the reference, with its one-sided upper bound - with the
-  recipes the race stopped after the first fold drawn apart;
+  recipes stopped before the last fold (by the race, or left out of a repeat added) drawn apart;
 - ``ops.png``: which ops the chosen policy applies and how strongly (expected applications per image and
   the level when applied), its baseline in the title; a recipe of one uniformly drawn op per image
   (TrivialAugment) says so, with the range of levels each op really uses;
@@ -207,8 +207,9 @@ def recipe_data(rows: Sequence[dict[str, str]], selection: dict[str, Any], *, co
     ``ranked``: the recipes that trained on every fold, lowest mean error first: their fold errors, mean,
     and - the quantity the rule decides on, computed as the rule computes it - this recipe minus the
     reference over the folds with its one-sided upper bound (``clears``: the bound is below 0).
-    ``stopped``: the recipes the race stopped after the first fold: that fold's error and its difference
-    with the reference's on the same fold (no bound; no part in the decision). ``failed``: the others.
+    ``stopped``: the recipes stopped before the last fold (raced out after the first, or left out of a
+    repeat added while the decision was unclear): their mean error on the folds they trained on and its
+    difference with the reference's on the same folds (no part in the decision). ``failed``: the others.
     """
     from policysearch.search.selection import compare
 
@@ -219,9 +220,11 @@ def recipe_data(rows: Sequence[dict[str, str]], selection: dict[str, Any], *, co
             folds[r["recipe"]][int(r["fold"])] = _float(r["held_out_error"])
     stopped_names = set(selection.get("stopped") or {})
     reference, chosen = selection.get("reference"), selection["chosen"]
-    n_folds = max((len(v) for n, v in folds.items() if n not in stopped_names), default=0)
-    errors = {n: [v[f] for f in sorted(v)] for n, v in folds.items() if n not in stopped_names and len(v) == n_folds
-              and n_folds > 0}
+    compared = selection.get("fold_errors", {}).get(reference)  # the decision's folds: the reference's
+    n_folds = len(compared) if compared else max((len(v) for n, v in folds.items() if n not in stopped_names),
+                                                 default=0)
+    errors = {n: [v[f] for f in range(n_folds)] for n, v in folds.items()
+              if n not in stopped_names and n_folds > 0 and all(f in v for f in range(n_folds))}
     ranked, stopped, failed = [], [], []
     for name in names:
         if name in errors:
@@ -234,13 +237,15 @@ def recipe_data(rows: Sequence[dict[str, str]], selection: dict[str, Any], *, co
                            clears=None if c.upper != c.upper else bool(c.upper < 0))
             ranked.append(row)
         elif name in stopped_names and 0 in folds[name]:
-            base = folds.get(reference, {}).get(0)
-            stopped.append({"recipe": name, "first_fold": folds[name][0],
-                            "diff": None if base is None else folds[name][0] - base})
+            own = [folds[name][f] for f in sorted(folds[name])]
+            base = [folds.get(reference, {}).get(f) for f in sorted(folds[name])]
+            mean = sum(own) / len(own)
+            stopped.append({"recipe": name, "folds": len(own), "mean": mean,
+                            "diff": None if None in base else mean - sum(base) / len(base)})
         else:
             failed.append({"recipe": name})
     ranked.sort(key=lambda r: r["mean"])
-    stopped.sort(key=lambda r: r["first_fold"])
+    stopped.sort(key=lambda r: (-r["folds"], r["mean"]))
     return {"ranked": ranked, "stopped": stopped, "failed": failed}
 
 
@@ -251,18 +256,21 @@ def _marks(chosen: bool, reference: bool) -> str:
 
 
 def recipe_order(names: Sequence[str], selection: dict[str, Any]) -> list[str]:
-    """The rows of ``recipes.png``: the lowest mean error first, then the recipes stopped after the first fold
-    (their one fold is not comparable with a mean over all, and they are drawn apart), the failed ones last."""
+    """The rows of ``recipes.png``: the lowest mean error first, then the recipes stopped before the last fold,
+    those with more folds first (their means are not comparable with a mean over all, and they are drawn
+    apart), the failed ones last."""
     stopped = dict(selection.get("stopped") or {})
     means = {n: selection.get("mean_error", {}).get(n, stopped.get(n)) for n in names}
-    return sorted(names, key=lambda n: (means[n] is None, n in stopped, means[n] if means[n] is not None else 0.0))
+    folds = {n: len(selection.get("fold_errors", {}).get(n) or [0]) for n in names}
+    return sorted(names, key=lambda n: (means[n] is None, n in stopped, -folds[n] if n in stopped else 0,
+                                        means[n] if means[n] is not None else 0.0))
 
 
 def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], confidence: float,
                  test_fraction: float) -> bytes:
     """Phase 3: held-out error of every candidate recipe and, for each, the quantity the rule decides on (this
-    recipe minus the reference, with its one-sided upper bound); the recipes the race stopped after the
-    first fold in panels of their own below."""
+    recipe minus the reference, with its one-sided upper bound); the recipes stopped before the last fold in
+    panels of their own below."""
     plt = _pyplot()
     data = recipe_data(rows, selection, confidence=confidence, test_fraction=test_fraction)
     ranked, stopped, failed = data["ranked"], data["stopped"], data["failed"]
@@ -273,7 +281,7 @@ def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], conf
     fig, axes = plt.subplots(len(ratios), 2, figsize=(10, height), layout="constrained", squeeze=False,
                              gridspec_kw={"width_ratios": [1, 1.25], "height_ratios": ratios})
     left, right = axes[0]
-    widest = max([max(r["folds"]) for r in ranked] + [r["first_fold"] for r in stopped] + [1.0])
+    widest = max([max(r["folds"]) for r in ranked] + [r["mean"] for r in stopped] + [1.0])
     diffs = [v for r in ranked for v in (r["diff"], r["upper"]) if v is not None]
     diffs += [r["diff"] for r in stopped if r["diff"] is not None]
     reach = max([abs(v) for v in diffs] + [1.0])
@@ -317,10 +325,11 @@ def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], conf
         low_left, low_right = axes[1]
         ys2 = list(range(len(stopped)))[::-1]
         for y, row in zip(ys2, stopped):
-            low_left.plot([row["first_fold"]], [y], "s", color="0.45", markerfacecolor="none", markersize=7)
+            low_left.plot([row["mean"]], [y], "s", color="0.45", markerfacecolor="none", markersize=7)
             if row["diff"] is not None:
                 low_right.plot([row["diff"]], [y], "s", color="0.45", markerfacecolor="none", markersize=6)
-        low_left.set_yticks(ys2, [row["recipe"] for row in stopped], fontsize=8)
+        low_left.set_yticks(ys2, [row["recipe"] + (f" ({row['folds']} folds)" if row["folds"] > 1 else "")
+                                  for row in stopped], fontsize=8)
         low_right.set_yticks(ys2, [""] * len(ys2))
         low_right.tick_params(axis="y", length=0)
         for ax in (low_left, low_right):
@@ -329,14 +338,23 @@ def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], conf
         low_left.set_xlim(left.get_xlim())
         low_right.set_xlim(right.get_xlim())
         low_right.axvline(0, color="0.3", linewidth=1, zorder=0)
-        low_left.set_title(f"Stopped by the race after the first fold ({len(stopped)}): that one fold's error, "
-                           "not a mean; no part in the decision", fontsize=9, loc="left")
-        low_left.set_xlabel("held-out error on the first fold (%)", fontsize=9)
-        low_right.set_xlabel("this recipe minus the reference on the first fold (pp), no bound", fontsize=9)
+        if all(row["folds"] == 1 for row in stopped):
+            low_left.set_title(f"Stopped by the race after the first fold ({len(stopped)}): that one fold's error, "
+                               "not a mean; no part in the decision", fontsize=9, loc="left")
+            low_left.set_xlabel("held-out error on the first fold (%)", fontsize=9)
+            low_right.set_xlabel("this recipe minus the reference on the first fold (pp), no bound", fontsize=9)
+        else:
+            why = ("left out of the repeats added" if all(row["folds"] > 1 for row in stopped) else
+                   "raced out after the first fold, or left out of the repeats added")
+            low_left.set_title(f"Stopped before the last fold ({len(stopped)}), {why}: a mean over the folds each "
+                               "trained on; no part in the decision", fontsize=9, loc="left")
+            low_left.set_xlabel("mean held-out error on its folds (%)", fontsize=9)
+            low_right.set_xlabel("minus the reference on the same folds (pp), no bound", fontsize=9)
     total = len(ranked) + len(stopped) + len(failed)
     every = "both" if n_folds == 2 else f"all {n_folds}"
     fig.suptitle(_wrap(f"Phase 3: {total} candidate recipes, {len(ranked)} on {every} cross-fit folds (the same "
-                       "for each)" + (f", {len(stopped)} stopped after the first" if stopped else "")
+                       "for each)" + (f", {len(stopped)} stopped earlier" if any(r["folds"] > 1 for r in stopped)
+                                      else f", {len(stopped)} stopped after the first" if stopped else "")
                        + (f", {len(failed)} failed" if failed else "")
                        + f". Chosen: {chosen}. Why: {selection.get('reason', '')}", 110), fontsize=10)
     return _png(fig)

@@ -15,10 +15,11 @@ from torch import Tensor
 
 from policysearch.training.data import DataError
 
-__all__ = ["HELD_OUT_TARGET", "MAX_AUTO_REPEATS", "auto_repeats", "crossfit_folds", "make_splits"]
+__all__ = ["HELD_OUT_TARGET", "MAX_ADDED_REPEATS", "MAX_AUTO_REPEATS", "auto_repeats", "crossfit_folds", "make_splits"]
 
 HELD_OUT_TARGET = 500  # held-out predictions a comparison should rest on, when repeats are chosen from the data
 MAX_AUTO_REPEATS = 3
+MAX_ADDED_REPEATS = 3  # repeats the selection may add while its decision is unclear (--selection-extra)
 
 
 def make_splits(

@@ -3,7 +3,8 @@
 :func:`run_phases` reads as the algorithm: phase 1 trains one child model per split, and each child
 probes the ops on its D_A as it finishes (1b); the domain fit restricts the space; phase 2 scores
 candidate policies with the frozen children (density matching), one optimiser per split and repeat;
-phase 3 trains the candidate recipes on cross-fit folds, raced, and the stated rule picks one. The
+phase 3 trains the candidate recipes on cross-fit folds, raced, adds repeats of them while the decision
+is unclear, and the stated rule picks one. The
 export (:mod:`~policysearch.search.export`) follows. Each phase is one batch of trials of a plain
 function, handed to a :class:`~policysearch.search.runner.TrialRunner` (Ray Tune, or this process).
 """
@@ -27,8 +28,8 @@ from policysearch.search.interrupts import resume_command
 from policysearch.search.ledger import Ledger
 from policysearch.search.outcome import Outcome, merge_top, top_candidates
 from policysearch.search.prepare import Prepared
-from policysearch.search.recipes import (choose_recipe, final_baseline, flip_undecided, race_survivors,
-                                         selection_trial)
+from policysearch.search.recipes import (added_repeat, choose_recipe, final_baseline, flip_undecided,
+                                         race_survivors, selection_trial, trained_folds)
 from policysearch.search.rundir import Run
 from policysearch.search.runner import Streams, TrialContext, TrialResult, TrialRunner, Trials
 
@@ -203,7 +204,7 @@ def run_phases(prepared: Prepared, run: Run, runner: TrialRunner, stream: TextIO
     recipes = candidate_recipes(baseline, fit, merged, strengths=config.strengths,
                                 flip_from_fit=baseline.hflip and not prepared.baseline.hflip,
                                 try_flip=flip_undecided(prepared, fit))
-    folds = len(prepared.folds)
+    folds = prepared.first_folds
 
     def train_recipes(name: str, indices: list[int], fold_range: list[int], title: str,
                       phase: str) -> list[dict[str, Any]]:
@@ -225,13 +226,22 @@ def run_phases(prepared: Prepared, run: Run, runner: TrialRunner, stream: TextIO
                              "phase 3: recipe selection, other folds", "phase 3 (recipe selection, other folds)")
         selection += rest
         stage.done(f"{count(len(rest), 'trainings')} on the other folds")
-    ledger.record("phase3")
-    complete = {recipes[i].name for i in survivors
-                if sum(1 for r in selection if r["recipe"] == recipes[i].name and r["status"] == "ok") == folds}
     check_failures("phase 3 (recipe selection)", len(recipes) + len(survivors) * (folds - 1),
                    [f"{r['recipe']} fold {r['fold']}: {r['error']}" for r in selection if r["status"] != "ok"],
-                   len(complete))
-    decision, note = choose_recipe(prepared, recipes, selection, baseline, survivors)
+                   len([f for f in trained_folds(prepared, recipes, selection).values() if len(f) >= folds]))
+    # Sequential: while the decision is unclear, another repeat of the folds for the recipes that could clear it.
+    while True:
+        contenders, fold_range = added_repeat(prepared, recipes, selection, baseline)
+        if not contenders:
+            break
+        repeat = fold_range[0] // config.selection_folds + 1
+        added = train_recipes(f"phase3_selection_repeat{repeat}", contenders, fold_range,
+                              f"phase 3: recipe selection, repeat {repeat} (decision unclear)",
+                              f"phase 3 (recipe selection, repeat {repeat})")
+        selection += added
+        stage.done(f"{count(len(added), 'trainings')} of repeat {repeat}")
+    ledger.record("phase3")
+    decision, note = choose_recipe(prepared, recipes, selection, baseline)
     chosen = next(recipe for recipe in recipes if recipe.name == decision.chosen)
     spans["phase3"] = (t3, time.monotonic())
     costs["phase3_wall_s"] = ledger.wall("phase3")

@@ -17,7 +17,7 @@ from policysearch.training.data import ImageData, baseline_for, load_dataset, no
 from policysearch.augment.policy import Baseline
 from policysearch.training.pretrained import Builder, ModelSpec, check_model, fit_image_size, is_callable_model, model_ref
 from policysearch.search.config import SearchConfig
-from policysearch.search.folds import auto_repeats, crossfit_folds, make_splits
+from policysearch.search.folds import MAX_ADDED_REPEATS, auto_repeats, crossfit_folds, make_splits
 from policysearch.search.spaces import SearchSpace, load_space
 
 __all__ = ["Inputs", "Prepared", "device_for", "prepare", "use_threads"]
@@ -44,8 +44,15 @@ class Prepared:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     baseline: Baseline  # the data set's: the children train with it, D_A views get it after the policy
-    folds: list[tuple[np.ndarray, np.ndarray]]  # the selection's cross-fit (train, held-out) folds
+    # the selection's cross-fit (train, held-out) folds: the first pass, then the repeats it may add
+    folds: list[tuple[np.ndarray, np.ndarray]]
     builder: Builder | None = None  # the model callable of a ``callable:`` model (shipped to the workers with this)
+    first_pass: int = 0  # folds of the first pass (0: all of ``folds``)
+
+    @property
+    def first_folds(self) -> int:
+        """How many of ``folds`` every recipe that survives the race trains on; the rest are added repeats."""
+        return self.first_pass or len(self.folds)
 
     @property
     def model_spec(self) -> ModelSpec:
@@ -79,10 +86,12 @@ def prepare(config: SearchConfig, inputs: Inputs | None = None) -> Prepared:
     data = fit_image_size(data, config.model, config.image_size)
     splits = make_splits(data.labels, k=config.splits, da_ratio=config.da_ratio, seed=config.seed)
     repeats = config.selection_repeats or auto_repeats(len(data))
-    folds = crossfit_folds(data.labels.numpy(), config.selection_folds, repeats, seed=config.seed)
+    added = MAX_ADDED_REPEATS if config.selection_extra > 0 else 0
+    folds = crossfit_folds(data.labels.numpy(), config.selection_folds, repeats + added, seed=config.seed)
     mean, std = normalization_for(config.dataset, data)
     baseline = baseline_for(config.dataset, data.images.shape[-1])
-    prepared = Prepared(config, data, splits, space, tuple(mean), tuple(std), baseline, folds, inputs.builder)
+    prepared = Prepared(config, data, splits, space, tuple(mean), tuple(std), baseline, folds, inputs.builder,
+                        repeats * config.selection_folds)
     check_model(prepared.model_spec, int(data.images.shape[-1]))  # the weights file and the image size
     return prepared
 

@@ -2,8 +2,9 @@
 
 Each candidate recipe (:mod:`~policysearch.search.candidates`) trains on the first fold
 (:func:`selection_trial`); the best share of them, every one tied at the cut or within one fold's noise,
-and the reference go on to the other folds (:func:`race_survivors`); :func:`choose_recipe` applies the
-stated rule of :mod:`~policysearch.search.selection`. Plain functions of their inputs.
+and the reference go on to the other folds (:func:`race_survivors`); while the decision is unclear, repeats
+are added for the recipes that could still clear the noise (:func:`added_repeat`); :func:`choose_recipe`
+applies the stated rule of :mod:`~policysearch.search.selection`. Plain functions of their inputs.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from policysearch.search.candidates import Recipe, reference_name
 from policysearch.search.domain import DomainFit
 from policysearch.search.faults import Faults
 from policysearch.search.prepare import Prepared, device_for, use_threads
-from policysearch.search.selection import TIE_RULE, Decision, compare, decide, race, race_margin, race_ties
+from policysearch.search.selection import (TIE_RULE, Decision, compare, decide, race, race_margin, race_ties,
+                                           sequential_contenders)
 from policysearch.training.train import TrainConfig, evaluate, fit_to_data, train_model
 from policysearch.augment.transforms import BatchPolicyTransform
 
-__all__ = ["choose_recipe", "final_baseline", "final_training", "flip_undecided", "one_final_training_seconds",
-           "race_survivors", "selection_trial"]
+__all__ = ["added_repeat", "choose_recipe", "final_baseline", "final_training", "flip_undecided", "one_final_training_seconds",
+           "race_survivors", "selection_trial", "trained_folds"]
 
 
 def final_baseline(prepared: Prepared, fit: DomainFit) -> Baseline:
@@ -84,46 +86,94 @@ def race_survivors(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence
     return [i for i, name in enumerate(names) if name in kept]
 
 
-def choose_recipe(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[dict[str, Any]],
-                  baseline: Baseline, survivors: Sequence[int] | None = None) -> tuple[Decision, str]:
-    """The rule of :mod:`policysearch.search.selection` over the recipes that trained on every fold and succeeded.
+def trained_folds(prepared: Prepared, recipes: Sequence[Recipe],
+                  rows: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
+    """Each recipe's held-out error (%) on the folds it trained on, from the first in order. A recipe that
+    failed in the first pass is left out (it is reported as failed); one that failed on an added repeat
+    keeps the folds before."""
+    first = prepared.first_folds
+    failed = {r["recipe"] for r in rows if r["status"] != "ok" and r["fold"] < first}
+    out: dict[str, list[float]] = {}
+    for recipe in recipes:
+        done = {r["fold"]: float(r["error"]) for r in rows if r["recipe"] == recipe.name and r["status"] == "ok"}
+        if recipe.name in failed or 0 not in done:
+            continue
+        n = 0
+        while n in done:
+            n += 1
+        out[recipe.name] = [done[f] for f in range(n)]
+    return out
 
-    ``survivors`` are the indices of the recipes raced on past the first fold (None: all); the others
-    are reported with their first-fold error and difference. Returns the decision and a note (non-empty
-    when the reference recipe could not be the reference).
+
+def added_repeat(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[dict[str, Any]],
+                 baseline: Baseline) -> tuple[list[int], list[int]]:
+    """Indices of the recipes that train on one more repeat of the cross-fit, and its folds: while the decision
+    is unclear, the contenders of :func:`~policysearch.search.selection.sequential_contenders` and the reference.
+    Both empty when the decision is clear, more folds would not change it, the repeats are spent, or the
+    repeat's device time (estimated from each recipe's trainings so far) would take the added repeats
+    beyond ``--selection-extra`` times the first pass's."""
+    config, reference = prepared.config, reference_name(baseline)
+    trained = trained_folds(prepared, recipes, rows)
+    n = len(trained.get(reference, ()))
+    k = config.selection_folds
+    if n < prepared.first_folds or n + k > len(prepared.folds) or config.selection_extra <= 0:
+        return [], []
+    errors = {name: folds for name, folds in trained.items() if len(folds) >= n}
+    errors = {name: folds[:n] for name, folds in errors.items()}
+    names = sequential_contenders(errors, reference, test_fraction=1.0 / k, more=k, confidence=config.confidence)
+    first_pass = sum(1 for r in rows if r["fold"] < prepared.first_folds)
+    added = len(rows) - first_pass
+    if not names or added + k * len(names) > config.selection_extra * first_pass:
+        return [], []
+    return [i for i, recipe in enumerate(recipes) if recipe.name in names], list(range(n, n + k))
+
+
+def choose_recipe(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[dict[str, Any]],
+                  baseline: Baseline) -> tuple[Decision, str]:
+    """The rule of :mod:`policysearch.search.selection` over the recipes that trained on as many folds as the
+    reference (all when the reference failed: those with the most) and did not fail.
+
+    The others stopped earlier - raced out after the first fold, or left out of a repeat added while the
+    decision was unclear - and are reported with their mean error on the folds they trained on. Returns the
+    decision and a note (non-empty when the reference recipe could not be the reference).
     """
-    folds = len(prepared.folds)
-    going_on = set(range(len(recipes)) if survivors is None else survivors)
-    errors: dict[str, list[float]] = {}
-    first: dict[str, float] = {}
-    for i, recipe in enumerate(recipes):
-        done = sorted((r for r in rows if r["recipe"] == recipe.name and r["status"] == "ok"), key=lambda r: r["fold"])
-        if i in going_on and len(done) == folds:
-            errors[recipe.name] = [float(r["error"]) for r in done]
-        elif i not in going_on and done and done[0]["fold"] == 0:
-            first[recipe.name] = float(done[0]["error"])
+    trained = trained_folds(prepared, recipes, rows)
+    if not trained:
+        raise ValueError("no candidate recipe trained on the first fold")
     reference, note = reference_name(baseline), ""
-    if reference not in errors:
-        reference = next(iter(errors))
+    if len(trained.get(reference, ())) >= prepared.first_folds:
+        n = len(trained[reference])
+    else:
+        n = max(len(folds) for folds in trained.values())
+        reference = next(name for name, folds in trained.items() if len(folds) == n)
         note = f"the reference recipe failed on some fold, so {reference} is the reference"
-    test_fraction = 1.0 / prepared.config.selection_folds
-    decision = decide(errors, reference, test_fraction=test_fraction, confidence=prepared.config.confidence)
-    on_first = {r["recipe"]: float(r["error"]) for r in rows if r["fold"] == 0 and r["status"] == "ok"}
+    errors = {name: folds[:n] for name, folds in trained.items() if len(folds) >= n}
+    stopped = {name: folds for name, folds in trained.items() if len(folds) < n}
+    k = prepared.config.selection_folds
+    decision = decide(errors, reference, test_fraction=1.0 / k, confidence=prepared.config.confidence)
+    on_first = {name: folds[0] for name, folds in trained.items()}
     margin = race_margin(on_first, len(prepared.folds[0][1]))
-    decision = dataclasses.replace(decision, first_fold=on_first, race_margin=margin)
-    if not first:
-        return decision, note
-    chosen_first = errors[decision.chosen][0]
+    decision = dataclasses.replace(decision, first_fold=on_first, race_margin=margin, first_pass=prepared.first_folds,
+                                   fold_errors={name: tuple(folds) for name, folds in trained.items()})
+    reason = decision.reason
+    raced = [name for name, folds in stopped.items() if len(folds) == 1]
+    if raced:
+        keep = prepared.config.selection_keep
+        cut, tied = race_ties(on_first, [recipe.name for recipe in recipes], keep)
+        ties = f"; by the tie rule, {TIE_RULE}: {tied} more, tied at {cut:.2f}%" if tied else ""
+        reason += (f"; {len(raced)} of {len(recipes)} recipes stopped after the first fold (--selection-keep "
+                   f"{keep:g}, and every recipe within {margin:.1f} pp of the best first fold, one fold's noise{ties})")
+    if n > prepared.first_folds:
+        added = (n - prepared.first_folds) // k
+        reason += (f"; the decision was unclear after the first {prepared.first_folds} folds, so {added} "
+                   f"repeat{'s' if added != 1 else ''} of the cross-fit {'were' if added != 1 else 'was'} added for "
+                   f"the {len(errors)} recipes that could still clear the noise, the reference among them ({n} folds "
+                   "in all)")
     comparisons = decision.comparisons + tuple(
-        compare([chosen_first], [error], test_fraction=test_fraction, names=(decision.chosen, name))
-        for name, error in first.items())
-    keep = prepared.config.selection_keep
-    cut, tied = race_ties(on_first, [recipe.name for recipe in recipes], keep)
-    ties = f"; by the tie rule, {TIE_RULE}: {tied} more, tied at {cut:.2f}%" if tied else ""
-    reason = (f"{decision.reason}; {len(first)} of {len(recipes)} recipes stopped after the first fold "
-              f"(--selection-keep {keep:g}, and every recipe within {margin:.1f} pp of the best first fold, one "
-              f"fold's noise{ties})")
-    return dataclasses.replace(decision, reason=reason, comparisons=comparisons, stopped=first), note
+        compare(errors[decision.chosen][:len(folds)], folds, test_fraction=1.0 / k, names=(decision.chosen, name))
+        for name, folds in stopped.items())
+    return dataclasses.replace(decision, reason=reason, comparisons=comparisons,
+                               stopped={name: float(np.mean(folds)) for name, folds in stopped.items()}), note
 
 
 def one_final_training_seconds(rows: Sequence[dict[str, Any]], num_images: int) -> float:

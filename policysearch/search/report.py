@@ -9,7 +9,7 @@ from policysearch.search.config import SearchConfig
 from policysearch.search.outcome import Candidate, Outcome, SearchResult
 from policysearch.search.selection import TIE_RULE, Decision, race_ties
 
-__all__ = ["describe_candidate", "recipe_table", "render_report", "stopped_table", "summary_text", "weak_children"]
+__all__ = ["decided_folds", "describe_candidate", "recipe_table", "render_report", "stopped_table", "summary_text", "weak_children"]
 
 
 def _count(n: int) -> str:
@@ -73,12 +73,42 @@ def recipe_table(recipes: list[str], decision: Decision) -> list[dict[str, objec
 
 
 def stopped_table(recipes: list[str], decision: Decision) -> list[dict[str, object]]:
-    """The recipes the race stopped after the first fold: that fold's error and its difference with the
-    reference's error on the same fold (one fold: no bound, and no part in the decision)."""
-    reference = decision.first_fold.get(decision.reference)
-    return [{"recipe": name, "first_fold_error": decision.stopped[name],
-             "diff": None if reference is None else decision.stopped[name] - reference}
-            for name in recipes if name in decision.stopped]
+    """The recipes stopped before the last fold: how many folds each trained on, its mean error on them, and
+    its difference with the reference's mean on the same folds (no part in the decision)."""
+    rows = []
+    for name in recipes:
+        if name not in decision.stopped:
+            continue
+        folds = decision.folds_of(name)
+        reference = decision.fold_errors.get(decision.reference) or (
+            (decision.first_fold[decision.reference],) if decision.reference in decision.first_fold else ())
+        base = sum(reference[:folds]) / folds if len(reference) >= folds else None
+        rows.append({"recipe": name, "folds": folds, "mean_error": decision.stopped[name],
+                     "diff": None if base is None else decision.stopped[name] - base})
+    return rows
+
+
+def decided_folds(outcome: Outcome) -> int:
+    """The folds the decision rests on: the reference's (every recipe compared trained on them)."""
+    errors = outcome.decision.fold_errors.get(outcome.decision.reference)
+    return len(errors) if errors else (len({row["fold"] for row in outcome.selection})
+                                       or outcome.decision.first_pass or 1)
+
+
+def _trained_text(outcome: Outcome, folds: int) -> str:
+    """``16 on every fold, the others on the first only``, with the recipes of added repeats when any."""
+    decision = outcome.decision
+    if not decision.stopped:
+        return "all on every fold"
+    by_folds: dict[int, int] = {}
+    for name in decision.stopped:
+        by_folds[decision.folds_of(name)] = by_folds.get(decision.folds_of(name), 0) + 1
+    on_all = len(outcome.recipes) - len(decision.stopped)
+    if set(by_folds) == {1}:
+        return f"{on_all} on every fold, the others on the first only"
+    parts = [f"{on_all} on all {folds}"] + [f"{count} on {n}" if n > 1 else f"{count} on the first only"
+                                            for n, count in sorted(by_folds.items(), reverse=True)]
+    return ", ".join(parts)
 
 
 def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: Outcome, policy: Policy,
@@ -87,7 +117,7 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
     summary."""
     costs, decision, fit = outcome.costs, outcome.decision, outcome.fit
     ok_trials = [r for r in outcome.trials if r["status"] == "ok"]
-    folds = len({row["fold"] for row in outcome.selection}) or config.selection_folds
+    folds = decided_folds(outcome)
     lines = [f"# Search report: {config.dataset}", "",
              f"- result: `policy.json` holds the recipe **{outcome.chosen.name}** ({_count(len(policy))}; "
              f"{policy.baseline.describe()} after the policy)",
@@ -96,9 +126,7 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
              f"- run {run_id}: {len(outcome.recipes)} candidate recipes trained at the final budget "
              f"({config.final_epochs or config.epochs} epochs, adapted to tiny data) on {config.selection_folds} "
              f"cross-fit folds x {_plural(folds // config.selection_folds, 'repeat')} ("
-             + (f"{len(outcome.recipes) - len(decision.stopped)} on every fold, the others on the first only"
-                if decision.stopped else "all on every fold")
-             + "), compared by paired differences of held-out error",
+             + _trained_text(outcome, folds) + "), compared by paired differences of held-out error",
              f"- Fast AutoAugment: {_plural(config.splits, 'split')} x {_plural(config.repeats, 'repeat')} x "
              f"{_plural(config.trials, 'trial')} "
              f"({config.algorithm}) in space `{space_name}` restricted by the domain fit, top {config.top_n} kept per "
@@ -175,7 +203,7 @@ def _candidate_section(config: SearchConfig, outcome: Outcome) -> list[str]:
     stopped after the first fold in a table of their own."""
     decision = outcome.decision
     names = [recipe.name for recipe in outcome.recipes]
-    folds = len({row["fold"] for row in outcome.selection}) or config.selection_folds
+    folds = decided_folds(outcome)
     level = f"{decision.confidence:.0%}"
     lines = ["## Candidate recipes", "",
              f"The rule: the recipe with the lowest mean held-out error replaces the reference, {decision.reference} "
@@ -197,7 +225,8 @@ def _candidate_section(config: SearchConfig, outcome: Outcome) -> list[str]:
             lines.append(f"| {row['recipe']}{mark} | {row['mean_error']:.2f} | {_signed(row['diff'])} | "
                          f"{_signed(row['upper'])} | {verdict} |")
     stopped = stopped_table(names, decision)
-    if stopped:
+    raced = [row for row in stopped if row["folds"] == 1]
+    if raced:
         keep = config.selection_keep
         cut, tied = race_ties(decision.first_fold, names, keep)
         ties = (f"; here {tied} more recipe(s) tied at the cut ({cut:.2f}%) went on by that rule" if tied else
@@ -206,11 +235,26 @@ def _candidate_section(config: SearchConfig, outcome: Outcome) -> list[str]:
                   f"Every recipe trained on the first fold; the best {keep:.0%} on it "
                   f"({math.ceil(keep * len(names))} of {len(names)}), every one within one fold's noise of the best "
                   f"({decision.race_margin:.1f} pp), the reference, and - the tie rule - "
-                  f"{TIE_RULE}{ties}. These {len(stopped)} did not go on: each value is that one fold's error, not a "
+                  f"{TIE_RULE}{ties}. These {len(raced)} did not go on: each value is that one fold's error, not a "
                   f"mean over the {folds} folds, so it is not comparable with the means above, and they take no part "
                   "in the decision.", "",
                   "| recipe | first-fold held-out error % | this - reference on the first fold (pp) |", "|---|---|---|"]
-        lines += [f"| {row['recipe']} | {row['first_fold_error']:.2f} | {_signed(row['diff'])} |" for row in stopped]
+        lines += [f"| {row['recipe']} | {row['mean_error']:.2f} | {_signed(row['diff'])} |" for row in raced]
+    left = [row for row in stopped if row["folds"] > 1]
+    if left:
+        first = decision.first_pass
+        lines += ["", "### Left out of the added repeats", "",
+                  f"After the first {first} folds the decision was unclear: the lowest mean error was not the "
+                  "reference's and its bound did not clear the noise. A repeat of the cross-fit was added, while the "
+                  "decision stayed unclear, for the recipes that beat the reference on the mean and whose bound would "
+                  f"fall below 0 with {config.selection_folds} more folds if their mean and spread held, and for the "
+                  f"reference (within --selection-extra {config.selection_extra:g} times the first pass's "
+                  f"trainings). These {len(left)} did not go on: each value is a mean over the folds it trained on, "
+                  "against the reference's on the same folds; they take no part in the decision.", "",
+                  "| recipe | folds | mean held-out error % on them | this - reference on the same folds (pp) |",
+                  "|---|---|---|---|"]
+        lines += [f"| {row['recipe']} | {row['folds']} | {row['mean_error']:.2f} | {_signed(row['diff'])} |"
+                  for row in left]
     return lines + [""]
 
 

@@ -5,8 +5,9 @@ recipe by paired differences of held-out error, their variance corrected for ove
 (Nadeau and Bengio), and a one-sided Student-t bound decides: the lowest mean error wins only when its
 bound on (its error - the reference's) at ``confidence`` lies below zero, else the reference is kept.
 The folds are raced (:func:`race`): after the first fold only the best share, every candidate within one
-fold's noise (:func:`race_margin`) or tied at the cut (:data:`TIE_RULE`), and the reference go on. The
-derivation: docs/findings.md.
+fold's noise (:func:`race_margin`) or tied at the cut (:data:`TIE_RULE`), and the reference go on. While
+the decision is unclear, more repeats of the folds are added sequentially for the recipes that could
+still clear the noise (:func:`sequential_contenders`). The derivation: docs/findings.md.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["Comparison", "Decision", "TIE_RULE", "compare", "decide", "race",
-           "race_margin", "race_ties", "selection_power", "versus_reference"]
+           "race_margin", "race_ties", "selection_power", "sequential_contenders", "versus_reference"]
 
 CONFIDENCE = 0.8
 TIE_RULE = "every recipe tied with the last one kept at the cut goes on too"
@@ -91,18 +92,24 @@ class Comparison:
 def compare(candidate: Sequence[float], reference: Sequence[float], *, test_fraction: float,
             confidence: float = CONFIDENCE, names: tuple[str, str] = ("candidate", "reference")) -> Comparison:
     """The corrected paired comparison of two candidates' per-fold errors (same folds, same order)."""
-    from scipy import stats
-
     d = np.asarray(candidate, dtype=float) - np.asarray(reference, dtype=float)
     n = len(d)
     mean = float(d.mean()) if n else math.nan
     if n < 2:
         return Comparison(*names, mean, math.nan, math.nan, math.nan, n)
-    ratio = test_fraction / (1.0 - test_fraction)
-    se = math.sqrt((1.0 / n + ratio) * float(d.var(ddof=1)))
-    two = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * se
-    one = float(stats.t.ppf(confidence, n - 1)) * se
+    variance = float(d.var(ddof=1))
+    two = _half_width(variance, n, test_fraction, 0.5 + confidence / 2)
+    one = _half_width(variance, n, test_fraction, confidence)
     return Comparison(*names, mean, mean - two, mean + two, mean + one, n)
+
+
+def _half_width(variance: float, n: int, test_fraction: float, level: float) -> float:
+    """The one-sided half-width at ``level`` of a mean of ``n`` paired differences with this ``variance``,
+    corrected for overlapping training sets (Nadeau and Bengio)."""
+    from scipy import stats
+
+    ratio = test_fraction / (1.0 - test_fraction)
+    return float(stats.t.ppf(level, n - 1)) * math.sqrt((1.0 / n + ratio) * variance)
 
 
 @dataclass(frozen=True)
@@ -115,20 +122,32 @@ class Decision:
     reason: str
     comparisons: tuple[Comparison, ...]  # every candidate against the chosen one
     mean_error: Mapping[str, float]
-    # raced out after the first fold: name -> error on it (not in mean_error); their comparison is that fold's
+    # stopped before the last fold (raced out after the first, or left out of a repeat added while the decision
+    # was unclear): name -> mean error on the folds it trained on (not in mean_error); compared on those folds
     stopped: Mapping[str, float] = field(default_factory=dict)
     # every other candidate minus the reference, over all folds: the quantity the rule decides on
     versus_reference: tuple[Comparison, ...] = ()
     confidence: float = CONFIDENCE
     first_fold: Mapping[str, float] = field(default_factory=dict)  # every candidate's error on the first fold
     race_margin: float = 0.0  # one fold's noise (pp): every candidate within it of the best went on
+    # every candidate's error on each fold it trained on, in fold order (empty: a decision written before)
+    fold_errors: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    first_pass: int = 0  # folds of the first pass; beyond them, repeats added while the decision was unclear
+
+    def folds_of(self, name: str) -> int:
+        """How many folds ``name`` trained on (a decision written before fold_errors: a stopped one, 1)."""
+        if name in self.fold_errors:
+            return len(self.fold_errors[name])
+        return 1 if name in self.stopped else len(next(iter(self.fold_errors.values()), ()))
 
     def to_dict(self) -> dict[str, object]:
         return {"chosen": self.chosen, "reference": self.reference, "best": self.best, "reason": self.reason,
                 "mean_error": dict(self.mean_error), "comparisons": [c.to_dict() for c in self.comparisons],
                 "stopped": dict(self.stopped), "versus_reference": [c.to_dict() for c in self.versus_reference],
                 "confidence": self.confidence, "first_fold": dict(self.first_fold),
-                "race_margin": self.race_margin if math.isfinite(self.race_margin) else None}
+                "race_margin": self.race_margin if math.isfinite(self.race_margin) else None,
+                "fold_errors": {name: list(errors) for name, errors in self.fold_errors.items()},
+                "first_pass": self.first_pass}
 
     @classmethod
     def from_dict(cls, document: Mapping[str, object]) -> "Decision":
@@ -148,7 +167,10 @@ class Decision:
                    tuple(comparison(c) for c in document.get("versus_reference", [])),  # type: ignore[union-attr]
                    float(document.get("confidence", CONFIDENCE)),  # type: ignore[arg-type]
                    dict(document.get("first_fold", {})),  # type: ignore[arg-type]
-                   float(document.get("race_margin") or 0.0))  # type: ignore[arg-type]
+                   float(document.get("race_margin") or 0.0),  # type: ignore[arg-type]
+                   {str(name): tuple(float(e) for e in errors)  # type: ignore[union-attr]
+                    for name, errors in dict(document.get("fold_errors") or {}).items()},  # type: ignore[call-overload]
+                   int(document.get("first_pass") or 0))  # type: ignore[call-overload]
 
 
 def versus_reference(errors: Mapping[str, Sequence[float]], reference: str, *, test_fraction: float,
@@ -205,3 +227,28 @@ def selection_power(against_reference: Sequence[Comparison]) -> float | None:
     the smallest advantage the rule can see at this data size (None: no bounds, e.g. one fold)."""
     widths = [c.upper - c.mean for c in against_reference if math.isfinite(c.upper)]
     return float(np.median(widths)) if widths else None
+
+
+def sequential_contenders(errors: Mapping[str, Sequence[float]], reference: str, *, test_fraction: float,
+                          more: int, confidence: float = CONFIDENCE) -> list[str]:
+    """The recipes worth ``more`` folds, with the reference, in ``errors`` order; empty when the decision is
+    clear or more folds would not change it.
+
+    The decision is unclear when the recipe with the lowest mean error is not the reference and its bound
+    does not clear the noise. A contender beats the reference on the mean and its bound would fall below 0
+    after ``more`` folds if its mean difference and spread held (the bound only narrows with the folds).
+    """
+    comparisons = versus_reference(errors, reference, test_fraction=test_fraction, confidence=confidence)
+    if not comparisons or more < 1:
+        return []
+    best = min(comparisons, key=lambda c: c.mean)
+    if best.mean >= 0 or best.upper < 0:
+        return []
+    contenders = set()
+    for c in comparisons:
+        d = np.asarray(errors[c.candidate], dtype=float) - np.asarray(errors[reference], dtype=float)
+        n = len(d) + more
+        if c.mean < 0 and len(d) >= 2 and c.mean + _half_width(float(d.var(ddof=1)), n, test_fraction,
+                                                               confidence) < 0:
+            contenders.add(c.candidate)
+    return [name for name in errors if name in contenders or (contenders and name == reference)]
