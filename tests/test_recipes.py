@@ -194,7 +194,8 @@ def test_an_unclear_decision_gets_repeats_for_the_recipes_that_could_clear_it():
     assert decision.chosen == names[0] and decision.first_pass == 3
     assert all(c.n == 6 for c in decision.versus_reference)
     assert decision.stopped == {names[1]: pytest.approx(55.0), names[2]: pytest.approx(59.6666667)}
-    assert "1 repeat of the cross-fit was added for the 2 recipes that could still clear the noise" in decision.reason
+    assert ("1 repeat of the cross-fit was added for the recipes that could still clear the noise and the reference "
+            "(2 in the last), 6 folds in all") in decision.reason
     table = stopped_table(names, decision)
     assert [(row["recipe"], row["folds"]) for row in table] == [(names[1], 3), (names[2], 3)]
     assert table[0]["diff"] == pytest.approx(55.0 - sum(errors[reference]) / 3)  # on the same 3 folds
@@ -205,3 +206,38 @@ def test_an_unclear_decision_gets_repeats_for_the_recipes_that_could_clear_it():
     assert [r["recipe"] for r in drawn["ranked"]] == [names[0], reference]
     assert [(r["recipe"], r["folds"], round(r["diff"], 6)) for r in drawn["stopped"]] == \
         [(row["recipe"], 3, round(row["diff"], 6)) for row in table]
+
+
+def test_a_training_that_fails_in_an_added_repeat_counts_only_whole_repeats():
+    """A repeat the reference did not finish adds nothing (and is not tried again): the decision rests on
+    the folds before it; a contender that failed in a repeat keeps its whole repeats, apart from the others."""
+    config = SearchConfig(train_size=60, splits=1, selection_folds=3, selection_repeats=1)
+    prepared = prepare(config)
+    recipes = candidate_recipes(prepared.baseline, _fit(), None, families=("baseline", "randaugment"),
+                                randaugment_grid=())
+    names = [r.name for r in recipes]
+    reference = reference_name(prepared.baseline)
+    first = {names[0]: [52.99, 53.15, 50.45], names[1]: [56.0, 51.9, 57.1], names[2]: [60.0, 58.0, 61.0],
+             reference: [55.09, 53.15, 57.66]}
+    rows = [{"recipe": n, "fold": f, "status": "ok", "error": e} for n, errs in first.items() for f, e in enumerate(errs)]
+
+    def repeat(errors: dict[str, list[float | None]]) -> list[dict[str, object]]:
+        return [{"recipe": n, "fold": 3 + f, "status": "ok" if e is not None else "failed", "error": e}
+                for n, errs in errors.items() for f, e in enumerate(errs)]
+
+    lost_reference = rows + repeat({names[0]: [50.0, 52.0, 49.0], reference: [55.0, None, 56.0]})
+    assert added_repeat(prepared, recipes, lost_reference, prepared.baseline) == ([], [])  # not the same again
+    decision, _ = choose_recipe(prepared, recipes, lost_reference, prepared.baseline)
+    assert all(c.n == 3 for c in decision.versus_reference) and "repeat" not in decision.reason
+    assert decision.chosen == reference and not decision.stopped  # everyone is counted on the first 3 folds
+    lost_contender = rows + repeat({names[0]: [50.0, None, 49.0], reference: [55.0, 54.0, 56.0]})
+    decision, _ = choose_recipe(prepared, recipes, lost_contender, prepared.baseline)
+    assert decision.fold_errors[names[0]] == tuple(first[names[0]]) and names[0] in decision.stopped
+    assert decision.chosen == reference and "(2 in the last), 6 folds in all" in decision.reason
+    # the reference failed in the first pass: the recipe held in its place decides whether to add a repeat
+    no_reference = [dict(r, status="failed") if r["recipe"] == reference and r["fold"] == 2 else
+                    dict(r, error=first[names[0]][r["fold"]] + (-2.10, 0.0, -7.21)[r["fold"]])
+                    if r["recipe"] == names[1] else r for r in rows]  # names[1] is 3.1 pp ahead, not clear
+    decision, note = choose_recipe(prepared, recipes, no_reference, prepared.baseline)
+    assert decision.reference == names[0] and "failed" in note and decision.best == names[1]
+    assert added_repeat(prepared, recipes, no_reference, prepared.baseline) == ([0, 1], [3, 4, 5])

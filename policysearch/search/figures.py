@@ -237,8 +237,9 @@ def recipe_data(rows: Sequence[dict[str, str]], selection: dict[str, Any], *, co
                            clears=None if c.upper != c.upper else bool(c.upper < 0))
             ranked.append(row)
         elif name in stopped_names and 0 in folds[name]:
-            own = [folds[name][f] for f in sorted(folds[name])]
-            base = [folds.get(reference, {}).get(f) for f in sorted(folds[name])]
+            kept = selection.get("fold_errors", {}).get(name)  # the folds the decision counted (whole repeats)
+            own = list(kept) if kept else [folds[name][0]]
+            base = [folds.get(reference, {}).get(f) for f in range(len(own))]
             mean = sum(own) / len(own)
             stopped.append({"recipe": name, "folds": len(own), "mean": mean,
                             "diff": None if None in base else mean - sum(base) / len(base)})

@@ -26,8 +26,8 @@ from policysearch.search.selection import (TIE_RULE, Decision, compare, decide, 
 from policysearch.training.train import TrainConfig, evaluate, fit_to_data, train_model
 from policysearch.augment.transforms import BatchPolicyTransform
 
-__all__ = ["added_repeat", "choose_recipe", "final_baseline", "final_training", "flip_undecided", "one_final_training_seconds",
-           "race_survivors", "selection_trial", "trained_folds"]
+__all__ = ["added_repeat", "choose_recipe", "final_baseline", "final_training", "flip_undecided", "held_against",
+           "one_final_training_seconds", "race_survivors", "selection_trial", "trained_folds"]
 
 
 def final_baseline(prepared: Prepared, fit: DomainFit) -> Baseline:
@@ -88,10 +88,10 @@ def race_survivors(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence
 
 def trained_folds(prepared: Prepared, recipes: Sequence[Recipe],
                   rows: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
-    """Each recipe's held-out error (%) on the folds it trained on, from the first in order. A recipe that
-    failed in the first pass is left out (it is reported as failed); one that failed on an added repeat
-    keeps the folds before."""
-    first = prepared.first_folds
+    """Each recipe's held-out error (%) on the folds it trained on, from the first, in order, cut to whole
+    repeats beyond the first pass (an added repeat counts only where all its folds finished). A recipe that
+    failed in the first pass is left out (it is reported as failed)."""
+    first, k = prepared.first_folds, prepared.config.selection_folds
     failed = {r["recipe"] for r in rows if r["status"] != "ok" and r["fold"] < first}
     out: dict[str, list[float]] = {}
     for recipe in recipes:
@@ -101,27 +101,42 @@ def trained_folds(prepared: Prepared, recipes: Sequence[Recipe],
         n = 0
         while n in done:
             n += 1
+        if n > first:
+            n = first + k * ((n - first) // k)
         out[recipe.name] = [done[f] for f in range(n)]
     return out
+
+
+def held_against(trained: dict[str, list[float]], baseline: Baseline, first: int) -> tuple[str, str]:
+    """The recipe every other is held against: the reference recipe, or where it failed in the first pass the
+    first recipe with the most folds; and a note when it had to be replaced."""
+    reference = reference_name(baseline)
+    if len(trained.get(reference, ())) >= first:
+        return reference, ""
+    most = max(len(folds) for folds in trained.values())
+    substitute = next(name for name, folds in trained.items() if len(folds) == most)
+    return substitute, f"the reference recipe failed on some fold, so {substitute} is the reference"
 
 
 def added_repeat(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[dict[str, Any]],
                  baseline: Baseline) -> tuple[list[int], list[int]]:
     """Indices of the recipes that train on one more repeat of the cross-fit, and its folds: while the decision
     is unclear, the contenders of :func:`~policysearch.search.selection.sequential_contenders` and the reference.
-    Both empty when the decision is clear, more folds would not change it, the repeats are spent, or the
-    repeat's device time (estimated from each recipe's trainings so far) would take the added repeats
-    beyond ``--selection-extra`` times the first pass's."""
-    config, reference = prepared.config, reference_name(baseline)
+    Both empty when the decision is clear, more folds would not change it, the repeats are spent, the
+    reference did not finish the last repeat, or the repeat would take the added trainings beyond
+    ``--selection-extra`` times the first pass's (trainings, not seconds, so a run decides the same on any
+    machine)."""
+    config, first, k = prepared.config, prepared.first_folds, prepared.config.selection_folds
     trained = trained_folds(prepared, recipes, rows)
-    n = len(trained.get(reference, ()))
-    k = config.selection_folds
-    if n < prepared.first_folds or n + k > len(prepared.folds) or config.selection_extra <= 0:
+    if not trained or config.selection_extra <= 0:
         return [], []
-    errors = {name: folds for name, folds in trained.items() if len(folds) >= n}
-    errors = {name: folds[:n] for name, folds in errors.items()}
+    reference, _ = held_against(trained, baseline, first)
+    n = len(trained[reference])
+    if n < first or n + k > len(prepared.folds) or max(r["fold"] for r in rows) + 1 > n:
+        return [], []
+    errors = {name: folds[:n] for name, folds in trained.items() if len(folds) >= n}
     names = sequential_contenders(errors, reference, test_fraction=1.0 / k, more=k, confidence=config.confidence)
-    first_pass = sum(1 for r in rows if r["fold"] < prepared.first_folds)
+    first_pass = sum(1 for r in rows if r["fold"] < first)
     added = len(rows) - first_pass
     if not names or added + k * len(names) > config.selection_extra * first_pass:
         return [], []
@@ -131,29 +146,24 @@ def added_repeat(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[d
 def choose_recipe(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[dict[str, Any]],
                   baseline: Baseline) -> tuple[Decision, str]:
     """The rule of :mod:`policysearch.search.selection` over the recipes that trained on as many folds as the
-    reference (all when the reference failed: those with the most) and did not fail.
+    recipe they are held against (:func:`held_against`) and did not fail in the first pass.
 
-    The others stopped earlier - raced out after the first fold, or left out of a repeat added while the
-    decision was unclear - and are reported with their mean error on the folds they trained on. Returns the
-    decision and a note (non-empty when the reference recipe could not be the reference).
+    The others stopped earlier - raced out after the first fold, or left out of (or failed in) a repeat
+    added while the decision was unclear - and are reported with their mean error on the folds they trained
+    on. Returns the decision and a note (non-empty when the reference recipe could not be the reference).
     """
+    first, k = prepared.first_folds, prepared.config.selection_folds
     trained = trained_folds(prepared, recipes, rows)
     if not trained:
         raise ValueError("no candidate recipe trained on the first fold")
-    reference, note = reference_name(baseline), ""
-    if len(trained.get(reference, ())) >= prepared.first_folds:
-        n = len(trained[reference])
-    else:
-        n = max(len(folds) for folds in trained.values())
-        reference = next(name for name, folds in trained.items() if len(folds) == n)
-        note = f"the reference recipe failed on some fold, so {reference} is the reference"
+    reference, note = held_against(trained, baseline, first)
+    n = len(trained[reference])
     errors = {name: folds[:n] for name, folds in trained.items() if len(folds) >= n}
     stopped = {name: folds for name, folds in trained.items() if len(folds) < n}
-    k = prepared.config.selection_folds
     decision = decide(errors, reference, test_fraction=1.0 / k, confidence=prepared.config.confidence)
     on_first = {name: folds[0] for name, folds in trained.items()}
     margin = race_margin(on_first, len(prepared.folds[0][1]))
-    decision = dataclasses.replace(decision, first_fold=on_first, race_margin=margin, first_pass=prepared.first_folds,
+    decision = dataclasses.replace(decision, first_fold=on_first, race_margin=margin, first_pass=first,
                                    fold_errors={name: tuple(folds) for name, folds in trained.items()})
     reason = decision.reason
     raced = [name for name, folds in stopped.items() if len(folds) == 1]
@@ -163,12 +173,13 @@ def choose_recipe(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[
         ties = f"; by the tie rule, {TIE_RULE}: {tied} more, tied at {cut:.2f}%" if tied else ""
         reason += (f"; {len(raced)} of {len(recipes)} recipes stopped after the first fold (--selection-keep "
                    f"{keep:g}, and every recipe within {margin:.1f} pp of the best first fold, one fold's noise{ties})")
-    if n > prepared.first_folds:
-        added = (n - prepared.first_folds) // k
-        reason += (f"; the decision was unclear after the first {prepared.first_folds} folds, so {added} "
+    if n > first:
+        added = (n - first) // k
+        last = {r["recipe"] for r in rows if n - k <= r["fold"] < n}
+        reason += (f"; the decision was unclear after the first {first} folds, so {added} "
                    f"repeat{'s' if added != 1 else ''} of the cross-fit {'were' if added != 1 else 'was'} added for "
-                   f"the {len(errors)} recipes that could still clear the noise, the reference among them ({n} folds "
-                   "in all)")
+                   f"the recipes that could still clear the noise and the reference ({len(last)} in the last), "
+                   f"{n} folds in all")
     comparisons = decision.comparisons + tuple(
         compare(errors[decision.chosen][:len(folds)], folds, test_fraction=1.0 / k, names=(decision.chosen, name))
         for name, folds in stopped.items())

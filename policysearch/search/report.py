@@ -253,8 +253,11 @@ def _candidate_section(config: SearchConfig, outcome: Outcome) -> list[str]:
                   "against the reference's on the same folds; they take no part in the decision.", "",
                   "| recipe | folds | mean held-out error % on them | this - reference on the same folds (pp) |",
                   "|---|---|---|---|"]
-        lines += [f"| {row['recipe']} | {row['folds']} | {row['mean_error']:.2f} | {_signed(row['diff'])} |"
-                  for row in left]
+        failed = {r["recipe"]: r["fold"] for r in outcome.selection if r["status"] != "ok" and r["fold"] >= first}
+        lines += [f"| {row['recipe']}"
+                  + (f" (failed on fold {failed[row['recipe']]}, counted up to its last whole repeat)"
+                     if row["recipe"] in failed else "")
+                  + f" | {row['folds']} | {row['mean_error']:.2f} | {_signed(row['diff'])} |" for row in left]
     return lines + [""]
 
 
