@@ -9,7 +9,8 @@ from policysearch.search.config import SearchConfig
 from policysearch.search.outcome import Candidate, Outcome, SearchResult
 from policysearch.search.selection import TIE_RULE, Decision, race_ties
 
-__all__ = ["decided_folds", "describe_candidate", "recipe_table", "render_report", "stopped_table", "summary_text", "weak_children"]
+__all__ = ["decided_folds", "describe_candidate", "recipe_table", "render_report", "stopped_table", "summary_text",
+           "weak_children"]
 
 
 def _count(n: int) -> str:
@@ -75,13 +76,13 @@ def recipe_table(recipes: list[str], decision: Decision) -> list[dict[str, objec
 def stopped_table(recipes: list[str], decision: Decision) -> list[dict[str, object]]:
     """The recipes stopped before the last fold: how many folds each trained on, its mean error on them, and
     its difference with the reference's mean on the same folds (no part in the decision)."""
+    reference = decision.fold_errors.get(decision.reference) or (
+        (decision.first_fold[decision.reference],) if decision.reference in decision.first_fold else ())
     rows = []
     for name in recipes:
         if name not in decision.stopped:
             continue
         folds = decision.folds_of(name)
-        reference = decision.fold_errors.get(decision.reference) or (
-            (decision.first_fold[decision.reference],) if decision.reference in decision.first_fold else ())
         base = sum(reference[:folds]) / folds if len(reference) >= folds else None
         rows.append({"recipe": name, "folds": folds, "mean_error": decision.stopped[name],
                      "diff": None if base is None else decision.stopped[name] - base})
