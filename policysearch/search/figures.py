@@ -329,8 +329,9 @@ def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], conf
             low_left.plot([row["mean"]], [y], "s", color="0.45", markerfacecolor="none", markersize=7)
             if row["diff"] is not None:
                 low_right.plot([row["diff"]], [y], "s", color="0.45", markerfacecolor="none", markersize=6)
-        low_left.set_yticks(ys2, [row["recipe"] + (f" ({row['folds']} folds)" if row["folds"] > 1 else "")
-                                  for row in stopped], fontsize=8)
+        mixed = any(row["folds"] > 1 for row in stopped)
+        low_left.set_yticks(ys2, [row["recipe"] + (f" ({row['folds']} folds)" if row["folds"] > 1 else
+                                                   " (first fold)" if mixed else "") for row in stopped], fontsize=8)
         low_right.set_yticks(ys2, [""] * len(ys2))
         low_right.tick_params(axis="y", length=0)
         for ax in (low_left, low_right):
@@ -347,8 +348,8 @@ def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], conf
         else:
             why = ("left out of the repeats added" if all(row["folds"] > 1 for row in stopped) else
                    "raced out after the first fold, or left out of the repeats added")
-            low_left.set_title(f"Stopped before the last fold ({len(stopped)}), {why}: a mean over the folds each "
-                               "trained on; no part in the decision", fontsize=9, loc="left")
+            low_left.set_title(_wrap(f"Stopped before the last fold ({len(stopped)}), {why}: a mean over the "
+                                     "folds each trained on; no part in the decision", 70), fontsize=9, loc="left")
             low_left.set_xlabel("mean held-out error on its folds (%)", fontsize=9)
             low_right.set_xlabel("minus the reference on the same folds (pp), no bound", fontsize=9)
     total = len(ranked) + len(stopped) + len(failed)
