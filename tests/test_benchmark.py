@@ -318,3 +318,45 @@ def test_benchmark_runs_anchors_reports_training_accuracy_and_skips_a_missing_li
     assert "training accuracy %" in text
     header = (out / "runs.csv").read_text().splitlines()[1]
     assert "clean_train_accuracy" in header.split(",")
+
+
+def test_ctrl_c_says_what_the_benchmark_kept_and_the_same_command_goes_on(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during the second training: exit 130 and one line (the finished runs kept, the command to go
+    on), no traceback; the same command then trains only the rest. Stopped in the search, the line carries
+    what the search kept, and not the search's own resume command."""
+    from policysearch import cli
+    from policysearch.search.interrupts import SearchInterrupted
+
+    out = tmp_path / "bench"
+    argv = ["benchmark", "--preset", "digits-small", "--train-size", "30", "--methods", "none", "baseline",
+            "--policy", "randaugment:n=1,m=5", "--epochs", "1", "--seeds", "0", "--batch-size", "16",
+            "--out", str(out)]
+    real, calls = runner.train_model, []
+
+    def stopped_on_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "train_model", stopped_on_the_second)
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err == (f"policysearch: benchmark interrupted; 1 of 2 trainings finished in {out} (results.md, runs.csv); "
+                   "continue with the same command, which keeps them: policysearch " + " ".join(argv))
+    calls.clear()
+    assert cli.main(argv) == 0 and len(calls) == 1  # only the interrupted training
+    assert [r["method"] for r in json.loads((out / "results.json").read_text())["runs"]] == ["none", "baseline"]
+
+    def in_the_search(preset, out, **kwargs):
+        raise SearchInterrupted(f"search interrupted in phase 2; kept in {out}/search-x: phase 1's 2 child models; "
+                                f"continue with: policysearch search --resume {out}/search-x")
+
+    monkeypatch.setattr(command, "run_benchmark", in_the_search)
+    fresh = tmp_path / "fresh"
+    assert cli.main([*argv[:-1], str(fresh)]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"policysearch: benchmark interrupted; search interrupted in phase 2; kept in {fresh}/"
+                          "search-x: phase 1's 2 child models; 0 of 2 trainings finished")
+    assert "search --resume" not in err and err.endswith(f"--out {fresh}")

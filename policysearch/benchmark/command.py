@@ -4,6 +4,9 @@ its entry point."""
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from policysearch.augment.standard import load_policy
 from policysearch.benchmark.methods import ALL_METHODS
 from policysearch.benchmark.presets import DEFAULT_OUT, PRESETS, Preset, default_out, preset_lines, preset_seeds
 from policysearch.benchmark.runner import run_benchmark
+from policysearch.search.interrupts import EXIT_INTERRUPTED, SearchInterrupted
 from policysearch.training.data import DataError
 from policysearch.training.models import MODEL_NAMES
 
@@ -95,8 +99,31 @@ def run(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy) if args.policy else None
     if preset.device.startswith("cuda") and not torch.cuda.is_available():
         raise DataError(f"preset {args.preset} wants a GPU but CUDA is not available; pass --device cpu")
-    document = run_benchmark(preset, out, policy=policy, policy_source=args.policy or "", preset_name=args.preset,
-                             args=args)
+    try:
+        document = run_benchmark(preset, out, policy=policy, policy_source=args.policy or "",
+                                 preset_name=args.preset, args=args)
+    except KeyboardInterrupt as stop:
+        sys.stdout.flush()
+        print(f"\npolicysearch: {interrupted_text(out, preset, stop, getattr(args, 'argv', None))}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(f"\nresults: {out / 'results.md'}")
     print((out / "results.md").read_text(encoding="utf-8"))
     return 0 if document["runs"] else 1
+
+
+def interrupted_text(out: Path, preset: Preset, stop: KeyboardInterrupt, argv: list[str] | None) -> str:
+    """The one line a Ctrl-C prints: what the results folder keeps (the finished runs, and the search's
+    finished trials when it was searching) and the command that goes on from there - the same one."""
+    kept = []
+    if isinstance(stop, SearchInterrupted):  # its own line ends with how to resume the search alone
+        kept.append(str(stop).split("; continue with:")[0])
+    try:
+        document = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # stopped before the first write
+        document = {}
+    runs = len(document.get("runs", []))
+    total = len(preset.seeds) * len([m for m in preset.methods if m not in document.get("skipped", {})])
+    kept.append(f"{runs} of {total} trainings finished in {out} (results.md, runs.csv)")
+    command = shlex.join(["policysearch", *(argv or ["benchmark"])])
+    return (f"benchmark interrupted; {'; '.join(kept)}; continue with the same command, which keeps them: "
+            f"{command}")
