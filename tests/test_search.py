@@ -500,14 +500,21 @@ def test_end_to_end_search_writes_a_valid_policy(small_run, shared_storage):
     picked = _read_csv(run_dir / "selection.csv")
     # raced: every recipe on the first fold; the best half, those within the fold's noise and the reference on
     # the others
-    stopped = set(selection["stopped"])  # their first fold's error; mean_error holds the others'
+    stopped = set(selection["stopped"])  # their mean on the folds they trained on; mean_error holds the others'
     recipes = set(selection["mean_error"]) | stopped
     assert not stopped & set(selection["mean_error"])
     assert {r["status"] for r in picked} == {"ok"} and {r["recipe"] for r in picked} == recipes
     assert {r["recipe"] for r in picked if r["fold"] == "0"} == recipes
-    assert {r["recipe"] for r in picked if r["fold"] != "0"} == recipes - stopped
-    assert len(picked) == len(recipes) + len(recipes - stopped) * (SMALL["selection_folds"] - 1)
-    assert len(stopped) <= len(recipes) // 2 and selection["reference"] not in stopped
+    # the race's survivors trained on every fold of the first pass; a repeat added while the decision was
+    # unclear trained only some of them; the decision rests on the folds of the reference
+    first, folds = selection["first_pass"], selection["fold_errors"]
+    raced = {name for name in stopped if len(folds[name]) == 1}
+    assert {r["recipe"] for r in picked if 0 < int(r["fold"]) < first} == recipes - raced
+    assert all(len(folds[name]) == len(folds[selection["reference"]]) for name in selection["mean_error"])
+    assert all(len(folds[name]) < len(folds[selection["reference"]]) for name in stopped)
+    assert sorted((r["recipe"], int(r["fold"])) for r in picked) == sorted(
+        (name, f) for name in recipes for f in range(len(folds[name])))
+    assert len(raced) <= len(recipes) // 2 and selection["reference"] not in stopped
 
     rows = _read_csv(run_dir / "trials.csv")
     assert len(rows) == SMALL["splits"] * SMALL["trials"]
@@ -526,8 +533,10 @@ def test_end_to_end_search_writes_a_valid_policy(small_run, shared_storage):
     for picture in ("trials.png", "recipes.png", "ops.png", "grid.png"):  # drawn by the export, linked once
         assert (run_dir / picture).read_bytes()[:4] == b"\x89PNG" and report.count(f"]({picture})") == 1
     experiments = shared_storage / result.run_id
-    assert sorted(p.name for p in experiments.iterdir()) == ["phase1_children", "phase2_policies", "phase3_selection",
-                                                             "phase3_selection_rest"]
+    k = SMALL["selection_folds"]
+    added = [f"phase3_selection_repeat{r}" for r in range(2, len(folds[selection["reference"]]) // k + 1)]
+    assert sorted(p.name for p in experiments.iterdir()) == sorted(
+        ["phase1_children", "phase2_policies", "phase3_selection", "phase3_selection_rest", *added])
     assert "[phase 2: policy trials] 8/8 trials" in log
 
 
@@ -828,13 +837,16 @@ def test_sigkill_in_every_phase_and_in_the_export_then_resume_keeps_every_finish
     assert kept["phase 3: recipe selection, first fold"] <= _persisted(experiments / "phase3_selection")
     assert kept["phase 3: recipe selection, other folds"] <= _persisted(experiments / "phase3_selection_rest")
     picked = _read_csv(run_dir / "selection.csv")
-    persisted = _persisted(experiments / "phase3_selection") | _persisted(experiments / "phase3_selection_rest")
+    # every selection training is one finished trial of its experiment: the first fold, the other folds, and
+    # each repeat added while the decision was unclear
+    repeats = sorted({int(r["fold"]) // CHAIN["selection_folds"] + 1 for r in picked} - {1})
+    names = ["phase3_selection", "phase3_selection_rest", *(f"phase3_selection_repeat{r}" for r in repeats)]
+    persisted = set().union(*(_persisted(experiments / name) for name in names))
     assert len(persisted) == len(picked) and {r["status"] for r in picked} == {"ok"}
+    assert sorted(p.name for p in experiments.iterdir()) == sorted(["phase1_children", "phase2_policies", *names])
     # The child models were not trained again after phase 1: their checkpoints are untouched.
     after = _snapshot(children)
     assert {k: v for k, v in after.items() if "/" in k} == {k: v for k, v in before.items() if "/" in k}
-    assert sorted(p.name for p in experiments.iterdir()) == ["phase1_children", "phase2_policies", "phase3_selection",
-                                                             "phase3_selection_rest"]
 
 
 def _cmdline(proc) -> list[str]:
