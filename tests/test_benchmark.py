@@ -358,5 +358,5 @@ def test_ctrl_c_says_what_the_benchmark_kept_and_the_same_command_goes_on(tmp_pa
     assert cli.main([*argv[:-1], str(fresh)]) == 130
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"policysearch: benchmark interrupted; search interrupted in phase 2; kept in {fresh}/"
-                          "search-x: phase 1's 2 child models; 0 of 2 trainings finished")
+                          "search-x: phase 1's 2 child models; none of its 2 trainings finished yet;")
     assert "search --resume" not in err and err.endswith(f"--out {fresh}")

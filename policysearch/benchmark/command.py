@@ -123,7 +123,8 @@ def interrupted_text(out: Path, preset: Preset, stop: KeyboardInterrupt, argv: l
         document = {}
     runs = len(document.get("runs", []))
     total = len(preset.seeds) * len([m for m in preset.methods if m not in document.get("skipped", {})])
-    kept.append(f"{runs} of {total} trainings finished in {out} (results.md, runs.csv)")
+    kept.append(f"{runs} of {total} trainings finished in {out} (results.md, runs.csv)" if document else
+                f"none of its {total} trainings finished yet")
     command = shlex.join(["policysearch", *(argv or ["benchmark"])])
     return (f"benchmark interrupted; {'; '.join(kept)}; continue with the same command, which keeps them: "
             f"{command}")
