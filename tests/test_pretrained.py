@@ -282,8 +282,9 @@ def test_finetune_preset_pretrains_and_compares_the_two_searched_recipes(tmp_pat
     def fake_search(preset, out, args, stream, from_scratch=False):  # the searches themselves: test_search
         searches.append((preset.weights, from_scratch))
         name = "randaugment:n=1,m=3" if from_scratch else "trivialaugment"
-        return load_policy(name), {"policy_file": name, "search_wall_s": 1.0, "phase1_wall_s": 0.0,
-                                   "phase1_device_s": 0.0, "phase2_wall_s": 0.0, "phase2_device_s": 0.0}
+        policy = load_policy(name)
+        return policy, {"policy_file": name, "recipe": policy.name, "search_wall_s": 1.0, "phase1_wall_s": 0.0,
+                        "phase1_device_s": 0.0, "phase2_wall_s": 0.0, "phase2_device_s": 0.0}
 
     monkeypatch.setattr(runner, "_search", fake_search)
     out = tmp_path / "bench"
@@ -300,4 +301,7 @@ def test_finetune_preset_pretrains_and_compares_the_two_searched_recipes(tmp_pat
     assert verdict["n"] == 2 and verdict["verdict"]
     text = (out / "results.md").read_text()
     assert "## Searched for fine-tuning vs searched from scratch" in text and "| searched-scratch |" in text
+    # each searched row names its own recipe
+    assert "| searched | the searched recipe `trivialaugment:bins=31`" in text
+    assert "| searched-scratch | the recipe searched from scratch `randaugment:n=1,m=3`" in text
     assert "outside the benchmark's training subset" in text

@@ -67,8 +67,11 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
     searched_name = document.get("searched_policy", {}).get("recipe", "") if document.get("searched_policy") else ""
     baseline = Baseline(**s["baseline"])
     lines += ["## What each method ran", "", "| method | what ran |", "|---|---|"]
+    # the scratch search's own recipe (a results file from before it was recorded names none)
+    scratch_name = (document.get("search_scratch") or {}).get("recipe", "")
     for m in [row["method"] for row in summary] + list(skipped):
-        what = describe_method(m, baseline, s["cutout_pixels"], s["cutout_with_policies"], searched_name)
+        what = describe_method(m, baseline, s["cutout_pixels"], s["cutout_with_policies"],
+                               scratch_name if m == "searched-scratch" else searched_name)
         lines.append(f"| {m} | {what}{' (skipped)' if m in skipped else ''} |")
     lines += ["", "Anchors (`tv-*`, `timm-*`) are the libraries' own classes with their default arguments, applied "
               "to one PIL image at a time; their global random generators are seeded per batch from the run's "

@@ -72,6 +72,7 @@ def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream,
     phases = sum(float(result.costs.get(f"phase{n}_wall_s", 0.0)) for n in (1, 2, 3))
     costs = {"search_wall_s": max(wall, phases), "search_ran_before": wall < phases, **result.costs,
              "sub_policies": len(result.policy), "policy_file": str(result.policy_path),
+             "recipe": (result.policy.metadata.get("recipe") or {}).get("name") or result.policy.name,
              "sha256": policy_sha256(result.policy), "search_config": asdict(config)}
     return result.policy, costs
 
