@@ -4,9 +4,9 @@
 probes the ops on its D_A as it finishes (1b); the domain fit restricts the space; phase 2 scores
 candidate policies with the frozen children (density matching), one optimiser per split and repeat;
 phase 3 trains the candidate recipes on cross-fit folds, raced, adds repeats of them while the decision
-is unclear, and the stated rule picks one. The
-export (:mod:`~policysearch.search.export`) follows. Each phase is one batch of trials of a plain
-function, handed to a :class:`~policysearch.search.runner.TrialRunner` (Ray Tune, or this process).
+is unclear, and the stated rule picks one. The export (:mod:`~policysearch.search.export`) follows.
+Each phase is one batch of trials of a plain function, handed to a
+:class:`~policysearch.search.runner.TrialRunner` (Ray Tune, or this process).
 """
 
 from __future__ import annotations
