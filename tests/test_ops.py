@@ -107,6 +107,26 @@ def test_pil_path_equals_torchvision(name, mode, height, width):
         assert np.array_equal(ours, ref), f"{name} level={level} arg={a} {mode} {height}x{width}"
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_pil_sharpness_on_large_images_equals_torchvision(mode):
+    """From SHARPNESS_KERNEL_PIXELS on, the PIL path's Sharpness runs the uint8 batch kernel instead of
+    PIL's filter: the same pixels as torchvision at every bin of both op ranges, on images just below,
+    at and well above the bound, natural and noise (whose sums reach every remainder of 13)."""
+    from policysearch.augment.ops import SHARPNESS_KERNEL_PIXELS
+
+    side = math.isqrt(SHARPNESS_KERNEL_PIXELS)
+    rng = np.random.default_rng(5)
+    spec = OPS["Sharpness"]
+    factors = sorted({a for _, a in _signed_args(spec)} | set(np.linspace(-0.99, 0.99, 23).tolist()))
+    for height, width in ((side, side - 1), (side, side), (150, 224)):
+        noise = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        for img in (natural_pil(height, width, mode, seed=4), Image.fromarray(noise, "RGB").convert(mode)):
+            for a in factors:
+                ours = np.asarray(spec.pil(img, a, {}, PilContext()))
+                ref = np.asarray(F.adjust_sharpness(img, 1.0 + a))
+                assert np.array_equal(ours, ref), f"Sharpness arg={a} {mode} {height}x{width}"
+
+
 def _hard_images() -> list[Image.Image]:
     """Images where the histogram ops take their special branches: flat, one or two levels, a narrow
     range, a range touching 0 or 255, and natural ones, in L and RGB."""

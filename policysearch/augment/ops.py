@@ -516,8 +516,21 @@ def _contrast_uint8(x: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
     return to_uint8(x.to(torch.float32).sub_(mean).mul_(factor).add_(mean).clamp_(0.0, 255.0))
 
 
+# From this many pixels the PIL path runs Sharpness on the uint8 batch kernel (``_sharpness_uint8``) rather
+# than on PIL's SMOOTH filter, which is several times slower on large images; the pixels are the same (the
+# tests compare them with torchvision's on both sides of the bound). The kernel's fixed cost of about
+# 0.1 ms per call puts the crossover near 96x96.
+SHARPNESS_KERNEL_PIXELS = 96 * 96
+
+
 def _sharpness_pil(img, arg, draw, ctx):
-    return Sharpness(img).enhance(_enhance_factor(arg))
+    if img.width * img.height < SHARPNESS_KERNEL_PIXELS or min(img.width, img.height) < 3:
+        return Sharpness(img).enhance(_enhance_factor(arg))
+    pixels = torch.from_numpy(np.array(img))  # [H, W, C] or [H, W] for "L"
+    batch = pixels.permute(2, 0, 1)[None] if pixels.ndim == 3 else pixels[None, None]
+    out = _sharpness_uint8(batch, torch.tensor([arg], dtype=torch.float64))[0]
+    out = out.permute(1, 2, 0) if pixels.ndim == 3 else out[0]
+    return Image.fromarray(np.ascontiguousarray(out.numpy()), img.mode)
 
 
 def _smooth_total(x: torch.Tensor) -> torch.Tensor:
@@ -548,18 +561,25 @@ def _sharpness(x, arg, draw, ctx):
     if x.shape[2] < 3 or x.shape[3] < 3:
         return x
     if x.dtype == torch.uint8:
-        # The border keeps its pixels (its smoothed value is the pixel itself), so only the interior is
-        # computed: the kernel sums in int16, then _smooth's rounding and the blend in float32. The total t
-        # is an integer, so t / 13 is never within 1/26 of a .5 tie: rounding it is _smooth's
-        # floor((t + 6.5) / 13), in two passes rather than three.
-        smooth = _smooth_total(x.to(torch.int16)).to(torch.float32).mul_(1.0 / 13).round_()
-        centre = x[:, :, 1:-1, 1:-1].to(torch.float32)
-        out = x.clone()
-        # blend's steps, then truncated as to_uint8 does: through int16, which writes into uint8 fast
-        factor = per_sample(1.0 + arg).to(torch.float32)
-        out[:, :, 1:-1, 1:-1] = centre.sub_(smooth).mul_(factor).add_(smooth).clamp_(0.0, 255.0).to(torch.int16)
-        return out
+        return _sharpness_uint8(x, arg)
     return blend(_smooth(x, ctx.exact), x, 1.0 + arg, ctx.exact)
+
+
+def _sharpness_uint8(x: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
+    """Sharpness on uint8 levels [n, C, H, W] (H, W >= 3): PIL's SMOOTH and blend, as uint8.
+
+    The border keeps its pixels (its smoothed value is the pixel itself), so only the interior is
+    computed: the kernel sums in int16, then _smooth's rounding and the blend in float32. The total t is an
+    integer, so t / 13 is never within 1/26 of a .5 tie: rounding it is _smooth's floor((t + 6.5) / 13), in
+    two passes rather than three.
+    """
+    smooth = _smooth_total(x.to(torch.int16)).to(torch.float32).mul_(1.0 / 13).round_()
+    centre = x[:, :, 1:-1, 1:-1].to(torch.float32)
+    out = x.clone()
+    # blend's steps, then truncated as to_uint8 does: through int16, which writes into uint8 fast
+    factor = per_sample(1.0 + arg).to(torch.float32)
+    out[:, :, 1:-1, 1:-1] = centre.sub_(smooth).mul_(factor).add_(smooth).clamp_(0.0, 255.0).to(torch.int16)
+    return out
 
 
 def _gamma_value(arg: float) -> float:
