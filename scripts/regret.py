@@ -18,6 +18,8 @@ them, each with the command that made it.
   ``policysearch/benchmark/methods.py``). Other unknown names are kept as they are.
 - Means come from the runs (``runs``); a file without runs but with a ``summary`` uses its means. A file
   that cannot be read, or has neither, is listed as ignored with the reason.
+- Each regret also gets its 95 % paired interval over the seeds the method shares with the preset's best
+  (Student t, as ``results.md``'s paired differences), so a regret within the seeds' noise shows as one.
 
 Run from the repository root: ``python scripts/regret.py [--results benchmarks/results] [--out DIR]``.
 """
@@ -38,18 +40,20 @@ sys.path.insert(0, str(ROOT))
 
 from policysearch.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from policysearch.benchmark.methods import ALL_METHODS, LEGACY_METHOD_NAMES  # noqa: E402
+from policysearch.benchmark.stats import paired_difference  # noqa: E402
 
 
 def read_preset(path: Path) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
-    """{method: {"mean": test error %, "n": seeds}} of one results.json under today's method names, and
-    what else the table needs (command, preset name). Raises ValueError when the file has no results."""
+    """{method: {"mean": test error %, "n": seeds, "errors": {seed: test error %}}} of one results.json under
+    today's method names ("errors" only where it has runs), and what else the table needs (command, preset
+    name). Raises ValueError when the file has no results."""
     document = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(document, dict):
         raise ValueError("not a results object")
-    errors: dict[str, list[float]] = defaultdict(list)
+    errors: dict[str, dict[str, float]] = defaultdict(dict)
     for run in document.get("runs") or []:
-        errors[LEGACY_METHOD_NAMES.get(run["method"], run["method"])].append(float(run["test_error"]))
-    methods = {m: {"mean": sum(e) / len(e), "n": len(e)} for m, e in errors.items()}
+        errors[LEGACY_METHOD_NAMES.get(run["method"], run["method"])][str(run["seed"])] = float(run["test_error"])
+    methods = {m: {"mean": sum(e.values()) / len(e), "n": len(e), "errors": e} for m, e in errors.items()}
     if not methods:
         for row in document.get("summary") or []:
             methods[LEGACY_METHOD_NAMES.get(row["method"], row["method"])] = {"mean": float(row["mean"]),
@@ -63,15 +67,19 @@ def read_preset(path: Path) -> tuple[dict[str, dict[str, float]], dict[str, Any]
 
 
 def regret_table(presets: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
-    """Regrets from {preset: {method: {"mean", "n"}}}: per preset its best method and every method's regret,
-    per method its regret on each preset where it ran, its worst regret and its coverage."""
+    """Regrets from {preset: {method: {"mean", "n", "errors"}}}: per preset its best method and every
+    method's regret (with its paired interval against the best where they share 2 or more seeds), per
+    method its regret on each preset where it ran, its worst regret and its coverage."""
     table: dict[str, Any] = {"presets": {}, "methods": {}}
     for preset, methods in presets.items():
         best = min(methods, key=lambda m: (methods[m]["mean"], m))
         low = methods[best]["mean"]
-        table["presets"][preset] = {
-            "best_method": best, "best_mean": low,
-            "methods": {m: {**v, "regret": v["mean"] - low} for m, v in methods.items()}}
+        rows = {m: {**v, "regret": v["mean"] - low} for m, v in methods.items()}
+        for m, row in rows.items():
+            interval = _interval(row.get("errors"), methods[best].get("errors")) if m != best else None
+            if interval is not None:
+                row["interval"] = interval
+        table["presets"][preset] = {"best_method": best, "best_mean": low, "methods": rows}
     names = {m for methods in presets.values() for m in methods}
     for m in names:
         regrets = {p: t["methods"][m]["regret"] for p, t in table["presets"].items() if m in t["methods"]}
@@ -79,6 +87,15 @@ def regret_table(presets: dict[str, dict[str, dict[str, float]]]) -> dict[str, A
                                "worst_preset": max(regrets, key=lambda p: (regrets[p], p)),
                                "presets_ran": len(regrets), "presets_missing": sorted(set(presets) - set(regrets))}
     return table
+
+
+def _interval(errors: dict[str, float] | None, best: dict[str, float] | None) -> dict[str, float] | None:
+    """This method's error minus the best's, paired by seed, with its 95 % interval; None under 2 shared seeds."""
+    seeds = sorted(set(errors or {}) & set(best or {}))
+    if len(seeds) < 2:
+        return None
+    diff = paired_difference([errors[s] for s in seeds], [best[s] for s in seeds])
+    return {"mean": diff["mean"], "low": diff["low"], "high": diff["high"], "n": diff["n"]}
 
 
 def _order(table: dict[str, Any]) -> list[str]:
@@ -112,7 +129,9 @@ def render(table: dict[str, Any], command: str, sources: dict[str, dict[str, Any
         ns = sorted({v["n"] for v in t["methods"].values()})
         seeds.append(str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}")
     lines += ["| lowest mean test error % | | | " + " | ".join(best) + " |",
-              "| seeds | | | " + " | ".join(seeds) + " |", "", "Sources:", ""]
+              "| seeds | | | " + " | ".join(seeds) + " |", ""]
+    lines += _interval_table(table, presets)
+    lines += ["Sources:", ""]
     for p in presets:
         src = sources[p]
         renamed = (f"; old names read as today's: {', '.join(f'{o} -> {LEGACY_METHOD_NAMES[o]}' for o in src['renamed'])}"
@@ -122,6 +141,29 @@ def render(table: dict[str, Any], command: str, sources: dict[str, dict[str, Any
         lines.append(f"- ignored `{p}`: {why}")
     lines.append("")
     return "\n".join(lines)
+
+
+def _interval_table(table: dict[str, Any], presets: list[str]) -> list[str]:
+    """The regrets again, each with its 95 % paired interval against its preset's best."""
+    lines = ["Each regret with its 95 % paired interval over the seeds the method shares with the preset's best "
+             "(Student t; the same seeds on both sides). A regret whose interval holds 0 is within the seeds' "
+             "noise. The best is the lowest mean on these same seeds, which favours a method whose seeds fell "
+             "well, so regrets lean high.", "",
+             "| method | " + " | ".join(f"`{p}`" for p in presets) + " |", "|---|" + "---|" * len(presets)]
+    for m in _order(table):
+        cells = []
+        for p in presets:
+            row = table["presets"][p]["methods"].get(m)
+            if row is None:
+                cells.append("-")
+            elif table["presets"][p]["best_method"] == m:
+                cells.append("**best**")
+            elif "interval" in row:
+                cells.append(f"{row['regret']:.2f} [{row['interval']['low']:.2f}, {row['interval']['high']:.2f}]")
+            else:
+                cells.append(f"{row['regret']:.2f} (no paired seeds)")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

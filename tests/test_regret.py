@@ -67,6 +67,16 @@ def test_regret_numbers_on_synthetic_results(regret, tmp_path: Path) -> None:
     assert "| lowest mean test error % | | | searched 9.00 | ours-trivialaugment-narrow 4.00 | none 20.00 |" in text
     assert "old names read as today's: trivialaugment -> ours-trivialaugment-narrow" in text
     assert "ignored `broken`" in text
+    # each regret with its paired 95 % interval against the preset's best (t with 1 degree of freedom:
+    # 12.706 x sd / sqrt(2)); a summary-only file has no seeds to pair
+    none_a = table["presets"]["a"]["methods"]["none"]["interval"]
+    assert none_a["mean"] == 2.0 and none_a["n"] == 2
+    assert none_a["low"] == pytest.approx(2.0 - 12.7062, abs=1e-3) and none_a["high"] == pytest.approx(14.7062, abs=1e-3)
+    assert "interval" not in table["presets"]["a"]["methods"]["searched"]  # the best itself
+    assert "interval" not in table["presets"]["c"]["methods"]["searched"]
+    assert "| none | 2.00 [-10.71, 14.71] | 1.00 [1.00, 1.00] | **best** |" in text
+    assert "| searched | **best** | 2.50 [-3.85, 8.85] | 0.50 (no paired seeds) |" in text
+    assert "| tv-randaugment | 1.50 [-4.85, 7.85] | - | - |" in text
 
 
 def test_nothing_to_read_is_an_error(regret, tmp_path: Path) -> None:
