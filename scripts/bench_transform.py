@@ -4,7 +4,8 @@ All paths use the same images and the same policy (torchvision's CIFAR10 AutoAug
 Each path's rate is also given as memory traffic against this machine's copy bandwidth (a large uint8
 tensor copy on the same threads): an applied op reads and writes the image once at the least, so
 ``2 x image bytes x applied ops per image`` bytes per image. ``--profile`` adds the time share of the
-planning step, the output copy and each op family of the batched path, at both sizes.
+planning step, the output copy and each op family of the batched path, at both sizes, and with more than
+one thread each part's speed-up over one thread.
 Run:  python scripts/bench_transform.py [--quick] [--json out.json] [--profile]
 """
 
@@ -246,14 +247,25 @@ def main(argv: list[str] | None = None) -> int:
             report["targets"][key] = {"target": minimum, "measured": ratio, "met": met, "text": text}
             print(f"  {'MET ' if met else 'MISS'} {text:62s} measured x{ratio:.2f}")
     if args.profile:
-        report["profile"] = [profile_ops(size, args.batch_size, 2 if args.quick else 5) for size in (32, 224)]
+        profile_repeats = 2 if args.quick else 5
+        report["profile"] = [profile_ops(size, args.batch_size, profile_repeats) for size in (32, 224)]
+        if args.threads > 1:  # each part's speed-up from one thread: where the other threads help, where not
+            torch.set_num_threads(1)
+            single = [profile_ops(size, args.batch_size, profile_repeats) for size in (32, 224)]
+            torch.set_num_threads(args.threads)
+            for prof, one in zip(report["profile"], single):
+                prof["one_thread_seconds_per_batch"] = one["seconds_per_batch"]
+                prof["thread_speedup"] = {name: one["seconds_per_batch"][name] / seconds for name, seconds
+                                          in prof["seconds_per_batch"].items() if name in one["seconds_per_batch"]}
         for prof in report["profile"]:
             print(f"\ntime per part of the batched path, {prof['size']}x{prof['size']}, batch {prof['batch_size']} "
                   f"(total {prof['total_seconds_per_batch'] * 1e3:.1f} ms per batch):")
             for name, seconds in prof["seconds_per_batch"].items():
                 per_sample = prof["us_per_sample"].get(name)
                 each = f"  {per_sample:7.1f} us per sample" if per_sample is not None else ""
-                print(f"  {name:18s} {seconds * 1e3:8.2f} ms  {100 * prof['share'][name]:5.1f}%{each}")
+                speedup = prof.get("thread_speedup", {}).get(name)
+                scaling = f"  x{speedup:.2f} from 1 thread" if speedup is not None else ""
+                print(f"  {name:18s} {seconds * 1e3:8.2f} ms  {100 * prof['share'][name]:5.1f}%{each}{scaling}")
     # the machine's load (1, 5, 15 minute averages) at the start and the end: other processes on the
     # cores slow every path, and the OpenMP threads of the batched path the most
     report["load_average"] = {"start": load_start, "end": os.getloadavg() if load_start is not None else None}

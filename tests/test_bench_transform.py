@@ -17,7 +17,7 @@ def test_quick_run_writes_paired_ratios_and_targets(tmp_path, capsys):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "bench.json"
-    assert bench.main(["--quick", "--no-cuda", "--threads", "1", "--profile", "--json", str(out)]) == 0
+    assert bench.main(["--quick", "--no-cuda", "--threads", "2", "--profile", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["command"][-2:] == ["--json", str(out)]
     for size in ("32", "224"):
@@ -39,10 +39,14 @@ def test_quick_run_writes_paired_ratios_and_targets(tmp_path, capsys):
         assert prof["size"] == size and "planning" in prof["share"] and "output copy" in prof["share"]
         assert sum(prof["share"].values()) == pytest.approx(1.0)
         assert sum(prof["seconds_per_batch"].values()) == pytest.approx(prof["total_seconds_per_batch"])
+        # with 2 threads, each part's speed-up over one thread, from a one-thread profile of the same parts
+        assert prof["thread_speedup"] and set(prof["thread_speedup"]) <= set(prof["seconds_per_batch"])
+        for name, speedup in prof["thread_speedup"].items():
+            assert speedup == pytest.approx(prof["one_thread_seconds_per_batch"][name] / prof["seconds_per_batch"][name])
     assert set(report["targets"]) == {"batch_cpu_vs_tv_32", "batch_cpu_vs_tv_224", "pil_vs_tv_32", "pil_vs_tv_224"}
     assert report["targets"]["batch_cpu_vs_tv_32"]["target"] == 20.0
     assert report["targets"]["batch_cpu_vs_tv_224"]["target"] == 3.0
     for target in report["targets"].values():
         assert target["met"] == (target["measured"] >= target["target"])
     printed = capsys.readouterr().out
-    assert "median of rounds" in printed and "wrote" in printed
+    assert "median of rounds" in printed and "wrote" in printed and "from 1 thread" in printed
