@@ -5,7 +5,8 @@ Each path's rate is also given as memory traffic against this machine's copy ban
 tensor copy on the same threads): an applied op reads and writes the image once at the least, so
 ``2 x image bytes x applied ops per image`` bytes per image. ``--profile`` adds the time share of the
 planning step, the output copy and each op family of the batched path, at both sizes, and with more than
-one thread each part's speed-up over one thread.
+one thread each part's speed-up over one thread. Each path's minor page faults per image are counted too:
+memory that the allocator returned to the system and touches again, which large batches pay for.
 Run:  python scripts/bench_transform.py [--quick] [--json out.json] [--profile]
 """
 
@@ -27,6 +28,11 @@ import torchvision
 from PIL import Image
 from torchvision.transforms import AutoAugment, AutoAugmentPolicy
 
+try:
+    import resource  # POSIX: page-fault counts
+except ImportError:
+    resource = None
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from policysearch.augment.policy import Policy  # noqa: E402
 from policysearch.augment.torchvision_policies import from_torchvision  # noqa: E402
@@ -40,6 +46,10 @@ TARGETS = {  # name: (minimum ratio, description)
     "pil_vs_tv_32": (1.2, "PolicyTransform PIL >= 1.2x torchvision (32x32)"),
     "pil_vs_tv_224": (1.2, "PolicyTransform PIL >= 1.2x torchvision (224x224)"),
 }
+
+
+ENV_SETTINGS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "MALLOC_MMAP_THRESHOLD_",
+                "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES", "LD_PRELOAD")
 
 
 def make_images(count: int, size: int, seed: int = 0) -> np.ndarray:
@@ -61,8 +71,14 @@ def make_images(count: int, size: int, seed: int = 0) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def _rounds(methods: dict, repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of each method, interleaved: each round runs every method once, in turn.
+def _minor_faults() -> int:
+    """This process's minor page faults so far (0 where the platform does not count them)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource is not None else 0
+
+
+def _rounds(methods: dict, repeats: int) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
+    """Seconds per call of each method, interleaved: each round runs every method once, in turn; and the
+    minor page faults of each call (memory the allocator gave back to the system and asks for again).
 
     On a shared machine the speed drifts over seconds; ratios taken within a round see the same drift, so
     the median of per-round ratios is far steadier than a ratio of separately timed blocks.
@@ -70,12 +86,15 @@ def _rounds(methods: dict, repeats: int) -> dict[str, list[float]]:
     for fn in methods.values():
         fn()  # warm-up
     times: dict[str, list[float]] = {name: [] for name in methods}
+    faults: dict[str, list[int]] = {name: [] for name in methods}
     for _ in range(repeats):
         for name, fn in methods.items():
+            before = _minor_faults()
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return times
+            faults[name].append(_minor_faults() - before)
+    return times, faults
 
 
 def _figures(times: list[float], images: int, reference: list[float] | None = None, ref_images: int = 0) -> dict:
@@ -137,10 +156,14 @@ def bench_size(size: int, count_pil: int, batches: int, repeats: int, batch_size
                "batch_cpu": run_batch(torch.device("cpu"))}
     if cuda:
         methods["batch_cuda"] = run_batch(torch.device("cuda"))
-    times = _rounds(methods, repeats)
+    times, faults = _rounds(methods, repeats)
     counts = {"tv_pil": len(pils), "ours_pil": len(pils), "batch_cpu": len(tensor), "batch_cuda": len(tensor)}
-    return {name: _figures(seconds, counts[name], times["tv_pil"] if name != "tv_pil" else None, len(pils))
-            for name, seconds in times.items()}
+    figures = {name: _figures(seconds, counts[name], times["tv_pil"] if name != "tv_pil" else None, len(pils))
+               for name, seconds in times.items()}
+    for name, f in figures.items():
+        f["minor_faults"] = faults[name]
+        f["minor_faults_per_image"] = statistics.median(faults[name]) / counts[name]
+    return figures
 
 
 def _stage_name(stage) -> str:
@@ -238,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                 ratio = f"  x{f['median_ratio']:6.2f} vs torchvision (median of rounds, range " \
                         f"{min(f['round_ratios']):.2f}-{max(f['round_ratios']):.2f})" if key != "tv_pil" else ""
                 print(f"  {label:42s} best {f['best_img_s']:8.0f} img/s  median {f['median_img_s']:8.0f} img/s"
-                      f"  {100 * f['bandwidth_fraction']:5.2f}% of copy bandwidth{ratio}")
+                      f"  {100 * f['bandwidth_fraction']:5.2f}% of copy bandwidth"
+                      f"  {f['minor_faults_per_image']:6.2f} page faults per image{ratio}")
     print("\ntargets (ratio = our images/s over torchvision's in the same round, median of rounds):")
     for key, (minimum, text) in TARGETS.items():
         if key in report["ratios"]:
@@ -269,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     # the machine's load (1, 5, 15 minute averages) at the start and the end: other processes on the
     # cores slow every path, and the OpenMP threads of the batched path the most
     report["load_average"] = {"start": load_start, "end": os.getloadavg() if load_start is not None else None}
-    report["env"] = {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")}
+    # the threading and allocator settings: glibc's malloc tunables and a preloaded allocator change how
+    # often freed memory goes back to the system and faults in again, which the large batches feel
+    report["env"] = {name: os.environ.get(name) for name in ENV_SETTINGS}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

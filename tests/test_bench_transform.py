@@ -33,7 +33,12 @@ def test_quick_run_writes_paired_ratios_and_targets(tmp_path, capsys):
         assert figures["tv_pil"]["traffic_bytes_per_image"] == pytest.approx(
             2 * 3 * int(size) ** 2 * report["applied_ops_per_image"])
     assert len(report["load_average"]["start"]) == len(report["load_average"]["end"]) == 3
-    assert set(report["env"]) == {"OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS"}
+    assert set(report["env"]) == {"OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "MALLOC_MMAP_THRESHOLD_",
+                                  "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES", "LD_PRELOAD"}
+    for figures in report["sizes"].values():  # page faults per call, counted in each round
+        for f in figures.values():
+            assert len(f["minor_faults"]) == 2 and min(f["minor_faults"]) >= 0
+            assert f["minor_faults_per_image"] == pytest.approx(sum(f["minor_faults"]) / 2 / f["images"])
     assert 0.5 < report["applied_ops_per_image"] < 2  # torchvision's CIFAR10 policy: two ops, gated
     for prof, size in zip(report["profile"], (32, 224)):  # time shares of the batched path's parts
         assert prof["size"] == size and "planning" in prof["share"] and "output copy" in prof["share"]
