@@ -162,7 +162,7 @@ def bench_size(size: int, count_pil: int, batches: int, repeats: int, batch_size
                for name, seconds in times.items()}
     for name, f in figures.items():
         f["minor_faults"] = faults[name]
-        f["minor_faults_per_image"] = statistics.median(faults[name]) / counts[name]
+        f["minor_faults_per_image"] = statistics.mean(faults[name]) / counts[name]  # mean: rare costly rounds count
     return figures
 
 
@@ -273,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         profile_repeats = 2 if args.quick else 5
         report["profile"] = [profile_ops(size, args.batch_size, profile_repeats) for size in (32, 224)]
-        if args.threads > 1:  # each part's speed-up from one thread: where the other threads help, where not
+        # each part's speed-up from one thread: where the other threads help, where not (a rough guide: the
+        # 1-thread profile runs after the other, not interleaved with it)
+        if args.threads > 1:
             torch.set_num_threads(1)
             single = [profile_ops(size, args.batch_size, profile_repeats) for size in (32, 224)]
             torch.set_num_threads(args.threads)

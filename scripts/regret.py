@@ -43,17 +43,24 @@ from policysearch.benchmark.methods import ALL_METHODS, LEGACY_METHOD_NAMES  # n
 from policysearch.benchmark.stats import paired_difference  # noqa: E402
 
 
-def read_preset(path: Path) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
-    """{method: {"mean": test error %, "n": seeds, "errors": {seed: test error %}}} of one results.json under
-    today's method names ("errors" only where it has runs), and what else the table needs (command, preset
-    name). Raises ValueError when the file has no results."""
+def read_preset(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """{method: {"mean": test error %, "n": runs, "errors": {seed: test error %}}} of one results.json under
+    today's method names, and what else the table needs (command, preset name). "errors" holds the runs
+    that can be paired by seed: none for a summary-only file, and none for a method with a run without a
+    seed or two runs of one seed. Raises ValueError when the file has no results."""
     document = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(document, dict):
         raise ValueError("not a results object")
-    errors: dict[str, dict[str, float]] = defaultdict(dict)
+    runs: dict[str, list[tuple[str | None, float]]] = defaultdict(list)
     for run in document.get("runs") or []:
-        errors[LEGACY_METHOD_NAMES.get(run["method"], run["method"])][str(run["seed"])] = float(run["test_error"])
-    methods = {m: {"mean": sum(e.values()) / len(e), "n": len(e), "errors": e} for m, e in errors.items()}
+        seed = None if run.get("seed") is None else str(run["seed"])
+        runs[LEGACY_METHOD_NAMES.get(run["method"], run["method"])].append((seed, float(run["test_error"])))
+    methods: dict[str, dict[str, Any]] = {}
+    for m, pairs in runs.items():
+        seeds = [seed for seed, _ in pairs]
+        pairable = None not in seeds and len(set(seeds)) == len(seeds)
+        methods[m] = {"mean": sum(e for _, e in pairs) / len(pairs), "n": len(pairs),
+                      "errors": dict(pairs) if pairable else {}}
     if not methods:
         for row in document.get("summary") or []:
             methods[LEGACY_METHOD_NAMES.get(row["method"], row["method"])] = {"mean": float(row["mean"]),
@@ -66,7 +73,7 @@ def read_preset(path: Path) -> tuple[dict[str, dict[str, float]], dict[str, Any]
                      "renamed": renamed}
 
 
-def regret_table(presets: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
+def regret_table(presets: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """Regrets from {preset: {method: {"mean", "n", "errors"}}}: per preset its best method and every
     method's regret (with its paired interval against the best where they share 2 or more seeds), per
     method its regret on each preset where it ran, its worst regret and its coverage."""
@@ -80,8 +87,7 @@ def regret_table(presets: dict[str, dict[str, dict[str, float]]]) -> dict[str, A
             if interval is not None:
                 row["interval"] = interval
         table["presets"][preset] = {"best_method": best, "best_mean": low, "methods": rows}
-    names = {m for methods in presets.values() for m in methods}
-    for m in names:
+    for m in sorted({m for methods in presets.values() for m in methods}):  # sorted: the same file every run
         regrets = {p: t["methods"][m]["regret"] for p, t in table["presets"].items() if m in t["methods"]}
         table["methods"][m] = {"regret": regrets, "worst_regret": max(regrets.values()),
                                "worst_preset": max(regrets, key=lambda p: (regrets[p], p)),
@@ -144,11 +150,11 @@ def render(table: dict[str, Any], command: str, sources: dict[str, dict[str, Any
 
 
 def _interval_table(table: dict[str, Any], presets: list[str]) -> list[str]:
-    """The regrets again, each with its 95 % paired interval against its preset's best."""
-    lines = ["Each regret with its 95 % paired interval over the seeds the method shares with the preset's best "
-             "(Student t; the same seeds on both sides). A regret whose interval holds 0 is within the seeds' "
-             "noise. The best is the lowest mean on these same seeds, which favours a method whose seeds fell "
-             "well, so regrets lean high.", "",
+    """The regrets again as paired differences against each preset's best, with their 95 % intervals."""
+    lines = ["Each method's difference from the preset's best, paired over the seeds both ran (Student t, 95 % "
+             "interval; the same as the regret above when both ran the same seeds, else the number of seeds "
+             "paired is given). A regret whose interval holds 0 is within the seeds' noise. The best is the "
+             "lowest mean, which favours a method whose seeds fell well, so regrets lean high.", "",
              "| method | " + " | ".join(f"`{p}`" for p in presets) + " |", "|---|" + "---|" * len(presets)]
     for m in _order(table):
         cells = []
@@ -159,9 +165,12 @@ def _interval_table(table: dict[str, Any], presets: list[str]) -> list[str]:
             elif table["presets"][p]["best_method"] == m:
                 cells.append("**best**")
             elif "interval" in row:
-                cells.append(f"{row['regret']:.2f} [{row['interval']['low']:.2f}, {row['interval']['high']:.2f}]")
+                paired = row["interval"]
+                seeds = "" if paired["n"] == row["n"] == table["presets"][p]["methods"][
+                    table["presets"][p]["best_method"]]["n"] else f" ({paired['n']} seeds paired)"
+                cells.append(f"{paired['mean']:.2f} [{paired['low']:.2f}, {paired['high']:.2f}]{seeds}")
             else:
-                cells.append(f"{row['regret']:.2f} (no paired seeds)")
+                cells.append(f"{row['regret']:.2f} (under 2 seeds paired)")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -181,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = Path(args.results)
     folders = ([results / p for p in args.presets] if args.presets
                else sorted(p.parent for p in results.glob("*/results.json")))
-    presets: dict[str, dict[str, dict[str, float]]] = {}
+    presets: dict[str, dict[str, dict[str, Any]]] = {}
     sources: dict[str, dict[str, Any]] = {}
     ignored: dict[str, str] = {}
     for folder in folders:

@@ -75,7 +75,7 @@ def test_regret_numbers_on_synthetic_results(regret, tmp_path: Path) -> None:
     assert "interval" not in table["presets"]["a"]["methods"]["searched"]  # the best itself
     assert "interval" not in table["presets"]["c"]["methods"]["searched"]
     assert "| none | 2.00 [-10.71, 14.71] | 1.00 [1.00, 1.00] | **best** |" in text
-    assert "| searched | **best** | 2.50 [-3.85, 8.85] | 0.50 (no paired seeds) |" in text
+    assert "| searched | **best** | 2.50 [-3.85, 8.85] | 0.50 (under 2 seeds paired) |" in text
     assert "| tv-randaugment | 1.50 [-4.85, 7.85] | - | - |" in text
 
 
@@ -94,3 +94,23 @@ def test_the_presets_own_results_read(regret) -> None:
         methods, info = regret.read_preset(path)
         assert methods and all(v["n"] >= 1 for v in methods.values()), path
         assert not set(methods) & {"randaugment", "trivialaugment", "autoaugment"}, path
+
+
+def test_intervals_pair_only_the_seeds_both_ran(regret, tmp_path: Path) -> None:
+    """A method with a seed the best lacks is paired over the shared seeds, and the cell says how many; a
+    method with two runs of one seed, or a run without a seed, is not paired at all (its mean keeps every run)."""
+    results = tmp_path / "results"
+    runs = [{"method": "searched", "seed": s, "test_error": 1.0} for s in (0, 1)]
+    runs += [{"method": "none", "seed": s, "test_error": e} for s, e in ((0, 2.0), (1, 3.0), (2, 10.0))]
+    runs += [{"method": "baseline", "seed": 0, "test_error": e} for e in (5.0, 6.0)]
+    runs += [{"method": "cutout", "test_error": e} for e in (7.0, 8.0)]
+    _write(results, "d", {"preset": "d", "runs": runs})
+    assert regret.main(["--results", str(results)]) == 0
+    table = json.loads((results / "regret.json").read_text())
+    rows = table["presets"]["d"]["methods"]
+    assert rows["none"]["regret"] == 4.0 and rows["none"]["interval"]["mean"] == 1.5 and rows["none"]["interval"]["n"] == 2
+    assert rows["baseline"]["mean"] == 5.5 and rows["baseline"]["n"] == 2 and "interval" not in rows["baseline"]
+    assert rows["cutout"]["mean"] == 7.5 and "interval" not in rows["cutout"]
+    text = (results / "regret.md").read_text()
+    assert "| none | 1.50 [-4.85, 7.85] (2 seeds paired) |" in text
+    assert "| baseline | 4.50 (under 2 seeds paired) |" in text and "| cutout | 6.50 (under 2 seeds paired) |" in text
