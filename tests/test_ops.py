@@ -362,6 +362,30 @@ def test_batched_uint8_equals_pil_more_images(name, seed):
         _compare_batch_with_pil(name, mode, height, width, seed=100 + seed)
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_large_planes_are_counted_one_by_one_with_the_same_result(mode):
+    """From PLANE_COUNT_PIXELS on, a uint8 batch on the CPU is counted plane by plane: the same counts as
+    numpy, and Equalize the same pixels as torchvision, just below, at and well above the bound, on
+    natural images, a noise image and a flat one (Equalize leaves it as it is)."""
+    from policysearch.augment.kernels import PLANE_COUNT_PIXELS, histogram
+
+    side = math.isqrt(PLANE_COUNT_PIXELS)
+    channels = 1 if mode == "L" else 3
+    rng = np.random.default_rng(8)
+    spec = OPS["Equalize"]
+    for height, width in ((side, side - 1), (side, side), (150, 224)):
+        batch = torch.cat([natural_batch(2, height, width, channels, seed=8),
+                           torch.from_numpy(rng.integers(0, 256, (1, channels, height, width), dtype=np.uint8)),
+                           torch.full((1, channels, height, width), 93, dtype=torch.uint8)])
+        counts = np.stack([np.bincount(plane, minlength=256) for plane in batch.reshape(-1, height * width).numpy()])
+        assert np.array_equal(histogram(batch).reshape(-1, 256).numpy(), counts), f"{mode} {height}x{width}"
+        out = spec.tensor(batch, torch.zeros(len(batch), dtype=torch.float64), {},
+                          TensorContext(exact=True, fill=torch.zeros(channels)))
+        for i, sample in enumerate(batch):
+            ref = F.equalize(sample)
+            assert torch.equal(out[i], ref), f"Equalize {mode} {height}x{width} sample {i}"
+
+
 def test_equalize_follows_the_installed_pillow_on_a_32x32_rgb_image():
     """Regression: the batched Equalize used // 256 for PIL's step; Pillow 13 uses // 255."""
     _compare_batch_with_pil("Equalize", "RGB", 32, 32, seed=3)

@@ -80,13 +80,21 @@ def apply_lut(x: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
     return lut.to(x.dtype).reshape(n * c, 256).gather(1, planes.to(torch.int64)).view(x.shape)
 
 
-def histogram(x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+# From this many pixels per plane a uint8 batch on the CPU is counted plane by plane (see ``histogram``).
+PLANE_COUNT_PIXELS = 128 * 128
+
+
+def histogram(x: torch.Tensor) -> torch.Tensor:
     """256-bin histogram per sample and channel of integer levels x in 0..255, [n, C, 256] (int64).
 
     One bincount over every pixel's table entry (``table_index``) counts all samples and channels at once.
+    On the CPU, uint8 planes of ``PLANE_COUNT_PIXELS`` or more are counted one by one instead, on their
+    bytes: building the int32 index costs more than the extra calls there.
     """
     n, c = x.shape[:2]
-    index = table_index(x) if index is None else index
+    if x.device.type == "cpu" and x.dtype == torch.uint8 and n * c and x.shape[2] * x.shape[3] >= PLANE_COUNT_PIXELS:
+        return torch.stack([torch.bincount(plane, minlength=256) for plane in x.reshape(n * c, -1)]).view(n, c, 256)
+    index = table_index(x)
     if x.device.type != "cpu":  # bincount reads its largest value back to the host there; this does not
         ones = torch.ones((), dtype=torch.int64, device=x.device).expand(len(index))
         return torch.zeros(n * c * 256, dtype=torch.int64, device=x.device).index_add_(0, index, ones).view(n, c, 256)

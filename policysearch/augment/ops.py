@@ -443,19 +443,18 @@ def _equalize(x, arg, draw, ctx):
     return apply_lut(levels, _equalize_table(levels, arg, ctx))
 
 
-def _equalize_table(x, arg, ctx, index: torch.Tensor | None = None):
-    hist = histogram(x, index)  # [n, C, 256]
+def _equalize_table(x, arg, ctx):
+    hist = histogram(x)  # [n, C, 256]
     n, c, h, w = x.shape
     # PIL: step = (pixels - pixels at the highest used level) // 255 in current Pillow (// 256 in older
     # releases); lut[i] = (step // 2 + pixels below level i) // step. Where step is 0 (one level used,
     # or none) PIL leaves the image as it is. The highest used level is the plane's maximum.
     top = x.flatten(2).amax(2, keepdim=True).to(torch.int64) if h * w else hist[..., :1]
     step = (h * w - hist.gather(2, top)) // _pil_equalize_divisor()  # [n, C, 1]
-    below = (torch.cumsum(hist, 2) - hist).to(torch.float64)
+    below = torch.cumsum(hist, 2).sub_(hist).to(torch.float64)
     # (step // 2 + below) // step in float64: exact for integers below 2**53, and much faster than int64.
     lut = below.add_(step // 2).div_(step.clamp_min(1)).floor_().clamp_(0, 255)
-    keep = step == 0
-    return lut.masked_fill_(keep, 0.0).add_(torch.arange(256, device=x.device) * keep)
+    return torch.where(step == 0, torch.arange(256, dtype=torch.float64, device=x.device), lut)
 
 
 def _enhance_factor(arg: float) -> float:

@@ -288,7 +288,7 @@ def run_stage(x: torch.Tensor, stage: Sequence[PlanStep], ctx: TensorContext) ->
         bounds = [0] + list(itertools.accumulate(step.index.shape[0] for step in stage))
         tables = [_step_table(step, part[start:end], ctx) for step, start, end in zip(stage, bounds, bounds[1:])]
         out = apply_lut(part, tables[0] if len(stage) == 1 else torch.cat(tables))
-    else:  # an op on its own runs its own implementation (Equalize's shares its pixel index)
+    else:  # an op on its own runs its own implementation
         out = run_step(part, stage[0], ctx)
     copy_rows(x, index, out)
 
