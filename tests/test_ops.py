@@ -29,7 +29,8 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from _images import natural_batch, natural_pil, pil_to_tensor
-from policysearch.augment.kernels import apply_lut
+from policysearch.augment import kernels
+from policysearch.augment.kernels import PLANE_COUNT_PIXELS, apply_lut, histogram
 from policysearch.augment.ops import OP_RANGES, OPS, PilContext, TensorContext
 from policysearch.augment.warp import warp
 from policysearch.augment.policy import Operation, Policy
@@ -363,12 +364,13 @@ def test_batched_uint8_equals_pil_more_images(name, seed):
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L"])
-def test_large_planes_are_counted_one_by_one_with_the_same_result(mode):
-    """From PLANE_COUNT_PIXELS on, a uint8 batch on the CPU is counted plane by plane: the same counts as
-    numpy, and Equalize the same pixels as torchvision, just below, at and well above the bound, on
-    natural images, a noise image and a flat one (Equalize leaves it as it is)."""
-    from policysearch.augment.kernels import PLANE_COUNT_PIXELS, histogram
-
+def test_large_planes_are_counted_one_by_one_with_the_same_result(mode, monkeypatch):
+    """From PLANE_COUNT_PIXELS on, a uint8 batch on the CPU is counted plane by plane (no flat index is
+    built): the same counts as numpy, and Equalize the same pixels as torchvision, just below, at and
+    well above the bound, on natural images, a noise image and a flat one (Equalize leaves it as it is)."""
+    flat_counts = []
+    flat_index = kernels.table_index
+    monkeypatch.setattr(kernels, "table_index", lambda x: flat_counts.append(x.shape) or flat_index(x))
     side = math.isqrt(PLANE_COUNT_PIXELS)
     channels = 1 if mode == "L" else 3
     rng = np.random.default_rng(8)
@@ -377,13 +379,29 @@ def test_large_planes_are_counted_one_by_one_with_the_same_result(mode):
         batch = torch.cat([natural_batch(2, height, width, channels, seed=8),
                            torch.from_numpy(rng.integers(0, 256, (1, channels, height, width), dtype=np.uint8)),
                            torch.full((1, channels, height, width), 93, dtype=torch.uint8)])
+        flat_counts.clear()
         counts = np.stack([np.bincount(plane, minlength=256) for plane in batch.reshape(-1, height * width).numpy()])
         assert np.array_equal(histogram(batch).reshape(-1, 256).numpy(), counts), f"{mode} {height}x{width}"
+        assert bool(flat_counts) == (height * width < PLANE_COUNT_PIXELS), f"{mode} {height}x{width}"
         out = spec.tensor(batch, torch.zeros(len(batch), dtype=torch.float64), {},
                           TensorContext(exact=True, fill=torch.zeros(channels)))
         for i, sample in enumerate(batch):
-            ref = F.equalize(sample)
-            assert torch.equal(out[i], ref), f"Equalize {mode} {height}x{width} sample {i}"
+            assert torch.equal(out[i], F.equalize(sample)), f"Equalize {mode} {height}x{width} sample {i}"
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 32, 32), (2, 3, 130, 130), (0, 3, 32, 32), (2, 0, 32, 32), (0, 3, 130, 130)])
+def test_equalize_takes_channels_last_and_empty_batches(shape):
+    """Regression: below the plane-count bound Equalize's flat index was a view of the input, which failed on
+    a channels-last batch; a batch without samples or channels failed to reshape."""
+    n, c, h, w = shape
+    batch = natural_batch(n, h, w, 3, seed=2)[:, :c] if n else torch.zeros(shape, dtype=torch.uint8)
+    args = torch.zeros(n, dtype=torch.float64)
+    ctx = TensorContext(exact=True, fill=torch.zeros(c))
+    expected = OPS["Equalize"].tensor(batch.contiguous(), args, {}, ctx)
+    out = OPS["Equalize"].tensor(batch.contiguous(memory_format=torch.channels_last), args, {}, ctx)
+    assert out.shape == batch.shape and torch.equal(out, expected)
+    for i, sample in enumerate(batch if c else []):  # torchvision takes 1 or 3 channels
+        assert torch.equal(out[i], F.equalize(sample))
 
 
 def test_equalize_follows_the_installed_pillow_on_a_32x32_rgb_image():

@@ -63,9 +63,9 @@ def grey(x: torch.Tensor, exact: bool) -> torch.Tensor:
 
 def table_index(x: torch.Tensor) -> torch.Tensor:
     """For integer levels x [n, C, H, W] in 0..255: each pixel's entry in a flat [n, C, 256] table (int32)."""
-    n, c = x.shape[:2]
+    n, c, h, w = x.shape
     offset = torch.arange(0, n * c * 256, 256, dtype=torch.int32, device=x.device).view(n, c, 1)
-    return x.reshape(n, c, -1).to(torch.int32).add_(offset).view(-1)
+    return x.reshape(n, c, h * w).to(torch.int32).add_(offset).reshape(-1)
 
 
 def apply_lut(x: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
@@ -75,8 +75,8 @@ def apply_lut(x: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
     add), and the gather is split over the threads by plane, where a lookup in one flat table
     (index_select) is a single-threaded loop on the CPU.
     """
-    n, c = x.shape[:2]
-    planes = x.reshape(n * c, -1)
+    n, c, h, w = x.shape
+    planes = x.reshape(n * c, h * w)
     return lut.to(x.dtype).reshape(n * c, 256).gather(1, planes.to(torch.int64)).view(x.shape)
 
 
@@ -91,9 +91,9 @@ def histogram(x: torch.Tensor) -> torch.Tensor:
     On the CPU, uint8 planes of ``PLANE_COUNT_PIXELS`` or more are counted one by one instead, on their
     bytes: building the int32 index costs more than the extra calls there.
     """
-    n, c = x.shape[:2]
-    if x.device.type == "cpu" and x.dtype == torch.uint8 and n * c and x.shape[2] * x.shape[3] >= PLANE_COUNT_PIXELS:
-        return torch.stack([torch.bincount(plane, minlength=256) for plane in x.reshape(n * c, -1)]).view(n, c, 256)
+    n, c, h, w = x.shape
+    if x.device.type == "cpu" and x.dtype == torch.uint8 and n * c and h * w >= PLANE_COUNT_PIXELS:
+        return torch.stack([torch.bincount(plane, minlength=256) for plane in x.reshape(n * c, h * w)]).view(n, c, 256)
     index = table_index(x)
     if x.device.type != "cpu":  # bincount reads its largest value back to the host there; this does not
         ones = torch.ones((), dtype=torch.int64, device=x.device).expand(len(index))
