@@ -435,6 +435,50 @@ def test_pil_path_is_reproducible_with_a_generator_and_picks_per_call():
     assert len(set(runs[0])) == 4, "all four sub-policies show up across calls"
 
 
+def test_an_image_of_another_type_is_refused_not_passed_through():
+    """Regression: transforms.v2 passed a numpy image through unchanged, so it went without augmentation."""
+    transform = PolicyTransform(FOUR, generator=_gen(3))
+    array = np.asarray(natural_pil(12, 12, seed=1))
+    for sample in (array, (array, 3), [array]):
+        with pytest.raises(TypeError, match="got int, ndarray|got ndarray.*Image.fromarray"):
+            transform(sample)
+    image, label = transform((natural_pil(12, 12, seed=1), 3))
+    assert image.size == (12, 12) and label == 3
+
+
+class _Images(torch.utils.data.Dataset):
+    """The same image at every index, augmented by ``transform``."""
+
+    def __init__(self, transform: PolicyTransform) -> None:
+        self.transform, self.image = transform, natural_pil(16, 16, seed=4)
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.transform(self.image)))
+
+
+def _epochs(workers: int, epochs: int = 2) -> list[list[bytes]]:
+    torch.manual_seed(0)
+    transform = PolicyTransform("randaugment:n=2,m=9", generator=_gen(5))  # many outcomes per image
+    loader = torch.utils.data.DataLoader(_Images(transform), batch_size=1, num_workers=workers)
+    return [[batch.numpy().tobytes() for batch in loader] for _ in range(epochs)]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_generator_in_dataloader_workers_draws_anew_per_worker_and_epoch(workers):
+    """Regression: each worker held a copy of the same generator, so workers (and, without persistent
+    workers, epochs) drew the same augmentations. Reseeded from the worker's seed, they differ, and a run
+    with the same torch seed repeats exactly."""
+    first, second = _epochs(workers)
+    assert first != second, "the second epoch repeats the first"
+    if workers:
+        halves = [first[k::workers] for k in range(workers)]  # the loader takes the workers in turn
+        assert halves[0] != halves[1], "two workers drew the same augmentations"
+    assert _epochs(workers) == [first, second]
+
+
 def test_from_json_loads_a_saved_policy(tmp_path):
     path = FOUR.save(tmp_path / "four.json")
     transform = PolicyTransform.from_json(path, generator=_gen(6))
