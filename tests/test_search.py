@@ -1047,6 +1047,30 @@ def test_tunes_lines_about_an_interrupted_experiment_are_dropped_while_it_runs()
     assert analysis.filter(lost)  # only while the search's experiment runs
 
 
+def test_tunes_lines_about_stopped_trials_are_dropped_when_a_run_is_continued(capsys):
+    """Regression: reading a restored experiment's results printed Tune's "Failed to fetch metrics" list of the
+    trials a Ctrl-C stopped before their first result."""
+    import logging
+
+    from policysearch.progress import Progress
+    from policysearch.search import tuning
+
+    class Results(list):  # Tune's result grid: no trial results, 3 finished before
+        num_terminated, num_errors = 3, 0
+
+    class Restored:  # a restored Tuner: reading its results logs the stopped trials, as Tune's does
+        def get_results(self) -> Results:
+            logging.getLogger("ray.tune.analysis.experiment_analysis").warning(
+                "Failed to fetch metrics for 1 trial(s):\n- _trainable_1: FileNotFoundError(...)")
+            return Results()
+
+    progress = Progress("phase 2: policy trials", 8, None, stream=sys.stdout)
+    tuning._resume_progress(Restored(), progress)
+    captured = capsys.readouterr()
+    assert "resumed: 3/8 trials finished before" in captured.out
+    assert "Failed to fetch" not in captured.out + captured.err
+
+
 @pytest.mark.slow
 def test_ctrl_c_leaves_no_process_of_the_runs_ray(ctrl_c_run):
     assert len(ctrl_c_run["tree"]) >= 4  # the GCS, the raylet, its agents, the workers, the watchdog

@@ -152,6 +152,23 @@ def test_the_resume_command_is_the_one_to_type():
     assert resume_command(Path("my runs/a b")) == "policysearch search --resume 'my runs/a b'"
 
 
+def test_a_run_given_python_objects_is_continued_from_python():
+    """Regression: a run of a model callable (or in-memory data) was told to continue with the command,
+    which refuses such a run; it is continued by policysearch.search(..., resume=True)."""
+    from policysearch.search.config import SearchConfig
+    from policysearch.search.phases import Stage
+    from policysearch.search.prepare import given_in_python
+
+    cli, callable_model = SearchConfig(), SearchConfig(model="callable:train.MyNet")
+    in_memory = SearchConfig(dataset="python:Dataset#0123abcd")
+    assert [given_in_python(c) for c in (cli, callable_model, in_memory)] == [False, True, True]
+    for from_python in (False, True):
+        line = Stage(Path("runs/a b"), resume=True, from_python=from_python).message()
+        assert line.endswith(resume_command(Path("runs/a b"), from_python))
+    assert resume_command(Path("runs/a b"), True) == ("policysearch.search(..., out='runs/a b', resume=True) in "
+                                                      "Python, with the same data and model")
+
+
 def test_the_ledger_adds_up_every_process_that_worked_on_a_phase(tmp_path):
     first = Ledger(tmp_path, process="first")
     first.start("phase2")

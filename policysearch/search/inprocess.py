@@ -26,7 +26,7 @@ from policysearch.search.faults import Faults, faults_from_env
 from policysearch.search.interrupts import CtrlC, SearchInterrupted
 from policysearch.search.outcome import SearchResult
 from policysearch.search.phases import Stage, run_phases
-from policysearch.search.prepare import Inputs, Prepared, prepare
+from policysearch.search.prepare import Inputs, Prepared, given_in_python, prepare
 from policysearch.search.rundir import Run, check_resume, open_run, write_config
 from policysearch.search.runner import (Streams, TrialContext, TrialResult, Trials, optuna_sampler, stream_seed)
 
@@ -160,7 +160,7 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
         check_resume(config, run_dir, finished=done is not None)
         if done is not None:
             return done
-    stage = Stage(run_dir, resume)
+    stage = Stage(run_dir, resume, given_in_python(config))
     with CtrlC(stage.message):
         try:
             faults = faults_from_env()

@@ -30,8 +30,12 @@ class SearchInterrupted(KeyboardInterrupt):
     A KeyboardInterrupt, so that no ``except Exception`` on the way (Tune's, ours) swallows it."""
 
 
-def resume_command(run_dir: str | os.PathLike[str]) -> str:
-    """The exact command that continues the run in ``run_dir``."""
+def resume_command(run_dir: str | os.PathLike[str], from_python: bool = False) -> str:
+    """The exact command that continues the run in ``run_dir``; ``from_python``: the run's data or model
+    were given as Python objects, which only ``policysearch.search`` can take again."""
+    if from_python:
+        return (f"policysearch.search(..., out={str(run_dir)!r}, resume=True) in Python, with the same data "
+                "and model")
     return f"policysearch search --resume {shlex.quote(str(run_dir))}"
 
 

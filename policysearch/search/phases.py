@@ -75,8 +75,8 @@ def recipe_trial(prepared: Prepared, trial: dict[str, Any], context: TrialContex
 class Stage:
     """Where the search is, for the one line a Ctrl-C prints: what is kept and how to continue."""
 
-    def __init__(self, run_dir: Path, resume: bool) -> None:
-        self.run_dir, self.resume = run_dir, resume
+    def __init__(self, run_dir: Path, resume: bool, from_python: bool = False) -> None:
+        self.run_dir, self.resume, self.from_python = run_dir, resume, from_python
         self.started = resume  # config.json is written: there is a run to continue
         self.phase = ""
         self.progress: Progress | None = None
@@ -105,7 +105,7 @@ class Stage:
         how = (" (stopped at once by a second Ctrl-C: kept as last saved, at most a second before)" if at_once
                else "")
         return (f"search interrupted{where}{how}; kept in {self.run_dir}: {', '.join(kept)}; continue with: "
-                f"{resume_command(self.run_dir)}")
+                f"{resume_command(self.run_dir, self.from_python)}")
 
 
 def count(n: int, noun: str) -> str:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from policysearch.training.data import ImageData, baseline_for, load_dataset, normalization_for, stratified_subset
+from policysearch.training.data import (PYTHON_PREFIX, ImageData, baseline_for, load_dataset, normalization_for,
+                                        stratified_subset)
 from policysearch.augment.policy import Baseline
 from policysearch.training.pretrained import Builder, ModelSpec, check_model, fit_image_size, is_callable_model, model_ref
 from policysearch.search.config import SearchConfig
@@ -64,6 +65,11 @@ class Prepared:
     def new_model(self) -> torch.nn.Module:
         """A child or selection model, built and loaded from the checkpoint (seed torch first)."""
         return self.model_spec.build()
+
+
+def given_in_python(config: SearchConfig) -> bool:
+    """Whether the run's data or model were Python objects: only ``policysearch.search`` can continue it."""
+    return config.dataset.startswith(PYTHON_PREFIX) or is_callable_model(config.model)
 
 
 def prepare(config: SearchConfig, inputs: Inputs | None = None) -> Prepared:

@@ -43,7 +43,7 @@ from policysearch.search.faults import Faults, faults_from_env
 from policysearch.search.interrupts import CtrlC, SearchInterrupted
 from policysearch.search.outcome import SearchResult
 from policysearch.search.phases import Stage, run_phases
-from policysearch.search.prepare import Inputs, Prepared, prepare
+from policysearch.search.prepare import Inputs, Prepared, given_in_python, prepare
 from policysearch.search.reaper import RUN_ENV, Watchdog, end_marked
 from policysearch.search.rundir import Run, RunError, check_resume, is_uri, open_run, write_config
 from policysearch.search.runner import Streams, TrialContext, TrialFunction, TrialResult, Trials
@@ -393,6 +393,13 @@ def _already(results, metric: str | None) -> tuple[int, float | None]:
     return finished, max(values, default=None)
 
 
+def _resume_progress(tuner: tune.Tuner, progress: Progress) -> None:
+    """Start a continued phase's progress from the trials its restored experiment finished before; Tune's
+    lines about the trials a Ctrl-C stopped before their first result are dropped."""
+    with _tune_interrupt_quiet():
+        progress.resumed(*_already(tuner.get_results(), progress.metric))
+
+
 def _error_line(error: Any) -> str:
     """One line for a trial's error: the exception type and message that the trial raised."""
     if isinstance(error, Path):
@@ -462,7 +469,7 @@ def run_experiment(name: str, trainable: Callable, param_space: dict, tune_confi
     sync = tune.SyncConfig(sync_period=URI_STATE_PERIOD_S) if is_uri(experiments) else tune.SyncConfig()
     if tune.Tuner.can_restore(path):
         tuner = _restored_tuner(path, trainable, param_space, callback)
-        progress.resumed(*_already(tuner.get_results(), progress.metric))
+        _resume_progress(tuner, progress)
     else:
         run_config = tune.RunConfig(name=name, storage_path=experiments, verbose=0, sync_config=sync,
                                     callbacks=[callback], checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -647,7 +654,7 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
         check_resume(config, run_dir, finished=done is not None)
         if done is not None:
             return done
-    stage = Stage(run_dir, resume)
+    stage = Stage(run_dir, resume, given_in_python(config))
     with CtrlC(stage.message) as ctrl_c:
         try:
             return _search(config, run_dir, resume, stream, stage, ctrl_c, inputs)
