@@ -137,8 +137,12 @@ class _Payload:
 def test_a_file_that_is_not_a_state_dict_is_refused(kind: str, tmp_path: Path) -> None:
     path = tmp_path / "weights.pt"
     marker = tmp_path / "code-ran"
-    expected = {"missing": "no such file", "folder": "is a folder", "text": "cannot be read with torch.load",
-                "code": "cannot be read with torch.load", "tensor": "holds Tensor, not a state dict",
+    expected = {"missing": "no such file", "folder": "is a folder",
+                "text": r"cannot be read with torch.load\(weights_only=True\): not a file of tensors saved by "
+                        r"torch.save \(Unsupported operand \d+\)$",
+                "code": r"cannot be read with torch.load\(weights_only=True\): it holds Python objects, not only "
+                        r"tensors \(it needs \S+\); save model.state_dict\(\) instead$",
+                "tensor": "holds Tensor, not a state dict",
                 "numbers": "holds a mapping with values that are not tensors, not a state dict"}[kind]
     if kind == "folder":
         path.mkdir()

@@ -176,11 +176,18 @@ def _mixed_modes():
     return Items(items)
 
 
-def _bad_label(label):
+def _bad_label(label, classes: list[str] | None = None):
     images, labels = _digits(20)
-    items = _pil_items(images, labels)
+    items = _pil_items(images, labels % 3 if classes and len(classes) == 3 else labels)
     items[4] = (items[4][0], label)
-    return Items(items)
+    return Items(items, classes)
+
+
+class Broken(Items):
+    """A dataset whose item 3 raises, as a user's __getitem__ with a bug does."""
+
+    def __getitem__(self, i: int):
+        return 1 / 0 if i == 3 else self.items[i]
 
 
 def _relabelled(mapping):
@@ -194,9 +201,13 @@ BAD_DATA = {
     "one-hot label": (lambda: _bad_label(torch.eye(10)[2]), r"^data item 4: the label is a tensor of shape \(10,\)"),
     "float labels of a pair": (lambda: (_digits(20)[0], _digits(20)[1].astype(float)),
                                r"labels\[0\] = 0\.0 is not an integer class index \(labels of dtype float64\)"),
-    "negative label": (lambda: _bad_label(-1), "label -1 is negative; labels must be the class indices 0..C-1"),
-    "label beyond the class names": (lambda: Items(_pil_items(*_digits(20)), classes=["a", "b", "c"]),
-                                     r"label 9 is outside 0\.\.2, the indices of the data's 3 class names"),
+    "negative label": (lambda: _bad_label(-1), "^item 4: label -1 is negative; labels must be the class indices 0..C-1"),
+    "label beyond the class names": (lambda: _bad_label(3, classes=["a", "b", "c"]),
+                                     r"^item 4: label 3 is outside 0\.\.2, the indices of the data's 3 class names"),
+    "a class name twice": (lambda: _bad_label(1, classes=[f"c{k}" for k in range(9)] + ["c4"]),
+                           r"^class names: 'c4' is given twice; each class needs its own name"),
+    "an item that cannot be read": (lambda: Broken(_pil_items(*_digits(20))),
+                                    r"^data item 3: reading it raised ZeroDivisionError: division by zero"),
     "labels not 0..C-1": (lambda: _relabelled({3: 12}),
                           r"class 3 has no images; labels must be 0\.\.C-1 with every class present"),
     "a class with one image": (lambda: _one_image_class(), r"class 10 has only one image; every class needs at least"),

@@ -134,6 +134,20 @@ def _few(names: Sequence[str]) -> str:
     return shown if len(names) <= SHOWN else f"{shown} and {len(names) - SHOWN} more"
 
 
+def _load_reason(exc: Exception) -> str:
+    """What torch.load's error says about the file, in one line: its weights-only unpickler's own finding
+    rather than the advice around it (which suggests weights_only=False, the unsafe load)."""
+    text = str(exc).strip()
+    detail = text.split("WeightsUnpickler error:", 1)[1].strip() if "WeightsUnpickler error:" in text else ""
+    if detail:
+        finding = detail.splitlines()[0].strip()
+        if finding.startswith("Unsupported global"):
+            needed = finding.split("GLOBAL ", 1)[-1].split(" ", 1)[0]
+            return f"it holds Python objects, not only tensors (it needs {needed}); save model.state_dict() instead"
+        return f"not a file of tensors saved by torch.save ({finding[:120]})"
+    return (text.splitlines() or [type(exc).__name__])[0][:160]
+
+
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """The state dict in the weights file at ``path``, read with ``weights_only=True`` (no code runs)."""
     path = Path(path)
@@ -145,8 +159,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     try:
         content: Any = torch.load(path, weights_only=True, map_location="cpu")
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise WeightsError(f"{where} cannot be read with torch.load(weights_only=True): {reason}") from None
+        raise WeightsError(f"{where} cannot be read with torch.load(weights_only=True): {_load_reason(exc)}") from None
     if isinstance(content, Mapping):
         for key in ("state_dict", "model"):  # Lightning's and our trainer's checkpoints
             if isinstance(content.get(key), Mapping):

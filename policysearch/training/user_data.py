@@ -88,8 +88,11 @@ def _read_items(data: Any) -> tuple[list[Tensor] | Tensor, list[int], list[str] 
     reader = _ImageReader()
     images, labels = [], []
     for i in range(count):
-        item = data[i]
         where = f"data item {i}"
+        try:
+            item = data[i]
+        except Exception as exc:  # the user's __getitem__: any error, named with the item it read
+            raise DataError(f"{where}: reading it raised {type(exc).__name__}: {exc}") from exc
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise DataError(f"{where} is {_describe(item)}, not a pair (image, label); return (image, label) from "
                             "__getitem__, or pass a Hugging Face dataset with its column names")
@@ -331,10 +334,15 @@ def _check_labels(labels: list[int], classes: list[str] | None) -> Tensor:
     """The labels as int64, after checking they are 0..C-1 with at least 2 images in every class."""
     array = np.asarray(labels, dtype=np.int64)
     if array.min() < 0:
-        raise DataError(f"label {int(array.min())} is negative; labels must be the class indices 0..C-1")
+        first = int(np.argmax(array < 0))
+        raise DataError(f"item {first}: label {int(array[first])} is negative; labels must be the class indices 0..C-1")
     if classes and array.max() >= len(classes):
-        raise DataError(f"label {int(array.max())} is outside 0..{len(classes) - 1}, the indices of the data's "
-                        f"{len(classes)} class names")
+        first = int(np.argmax(array >= len(classes)))
+        raise DataError(f"item {first}: label {int(array[first])} is outside 0..{len(classes) - 1}, the indices of "
+                        f"the data's {len(classes)} class names")
+    if classes and len(set(classes)) < len(classes):
+        twice = next(name for k, name in enumerate(classes) if name in classes[:k])
+        raise DataError(f"class names: {twice!r} is given twice; each class needs its own name")
     count = len(classes) if classes else int(array.max()) + 1
     per_class = np.bincount(array, minlength=count)
 
