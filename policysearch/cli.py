@@ -169,7 +169,7 @@ def _add_show(parser: argparse.ArgumentParser) -> None:
                              f"torchvision's AutoAugment CIFAR-10 policy ({DEFAULT_SHOW_POLICY}) is shown")
     parser.add_argument("--dataset", default="digits",
                         help="data set to draw samples from: digits, cifar10, cifar100, svhn or "
-                             "imagefolder:PATH (default: digits)")
+                             "an image folder (PATH or imagefolder:PATH; default: digits)")
     parser.add_argument("--data-root", default="data", help="folder holding downloaded data sets (default: data)")
     parser.add_argument("-o", "--output", default="grid.png", help="PNG file to write (default: grid.png)")
     parser.add_argument("--samples", type=_positive, default=8, help="rows: samples of the data set (default: 8)")
@@ -185,7 +185,7 @@ def _add_show(parser: argparse.ArgumentParser) -> None:
 def _run_show(args: argparse.Namespace) -> int:
     from policysearch.atomic import write_atomic
     from policysearch.augment.torchvision_policies import from_torchvision
-    from policysearch.training.data import load_dataset
+    from policysearch.training.data import dataset_name, load_dataset
     from policysearch.augment.grids import sample_grid
     from policysearch.augment.standard import load_policy
 
@@ -195,7 +195,7 @@ def _run_show(args: argparse.Namespace) -> int:
     else:
         policy = load_policy(args.file)
         about = policy.name or Path(args.file).name
-    data = load_dataset(args.dataset, split="train", data_root=args.data_root)
+    data = load_dataset(dataset_name(args.dataset), split="train", data_root=args.data_root)
     if len(data) == 0:
         raise UserError(f"{data.name} has no images to show")
     canvas, samples, _ = sample_grid(policy, data, about=about, samples=args.samples, views=args.views,

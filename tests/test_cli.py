@@ -176,6 +176,19 @@ def test_show_without_a_policy_uses_torchvision_cifar10(tmp_path, capsys, monkey
     assert 2 * 64 < height < 2 * 64 + 200
 
 
+def test_show_takes_a_folder_as_search_does(tmp_path, capsys):
+    """Regression: search took --dataset PATH for an image folder, show only imagefolder:PATH."""
+    rng = np.random.default_rng(0)
+    for name in ("cats", "dogs"):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        for k in range(3):
+            pixels = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "pets" / name / f"{k}.png")
+    out = tmp_path / "grid.png"
+    assert main(["show", "--dataset", str(tmp_path / "pets"), "-o", str(out), "--samples", "2", "--views", "1"]) == 0
+    assert f"2 samples of imagefolder:{tmp_path / 'pets'}" in capsys.readouterr().out
+
+
 def test_show_batch_backend(tmp_path):
     out = tmp_path / "grid.png"
     path = good_policy(tmp_path, ops=("Rotate", "Solarize"))

@@ -19,7 +19,7 @@ from typing import Any, Callable, TextIO
 
 from torch import nn
 
-from policysearch.training.data import DATASET_NAMES, PYTHON_PREFIX, ImageData
+from policysearch.training.data import ImageData, dataset_name
 from policysearch.training.pretrained import callable_name
 from policysearch.search.config import SearchConfig
 from policysearch.search.outcome import SearchResult
@@ -27,9 +27,6 @@ from policysearch.search.rundir import read_stored_config
 from policysearch.search.prepare import Inputs
 
 __all__ = ["default_run_dir", "search"]
-
-_NAMED = tuple(name for name in DATASET_NAMES if ":" not in name)
-
 
 def default_run_dir() -> Path:
     """``runs/search-TIMESTAMP``: where a search goes when no run directory is given."""
@@ -98,12 +95,7 @@ def _data(data: Any, stored: SearchConfig | None, image_size: int | None, image_
     if data is None:
         return (stored.dataset if stored is not None else SearchConfig.dataset), None
     if isinstance(data, (str, os.PathLike)) and image_column is None and label_column is None:
-        text = os.fspath(data)
-        named = text in _NAMED or text.startswith(("imagefolder:", PYTHON_PREFIX))
-        a_path = isinstance(data, os.PathLike) or "/" in text or os.sep in text or Path(text).expanduser().is_dir()
-        if named or not a_path:
-            return text, None  # a name (an unknown one is refused by the loader, in one line)
-        return f"imagefolder:{text}", None  # a folder (a missing one is refused by the loader, in one line)
+        return dataset_name(data), None  # an unknown name or a missing folder is refused by the loader
     from policysearch.training.user_data import read_data
 
     read = read_data(data, image_column=image_column, label_column=label_column, image_size=image_size)

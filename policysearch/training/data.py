@@ -9,6 +9,7 @@ loading to the training loop. How an image folder is read (layout, pixels, size)
 from __future__ import annotations
 
 import math
+import os
 import statistics
 from collections import Counter
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ __all__ = [
     "normalization_for",
     "normalize",
     "pil_to_8bit",
+    "dataset_name",
     "resize_images",
     "resize_note",
     "stratified_indices",
@@ -55,6 +57,16 @@ PYTHON_PREFIX = "python:"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
 DIGITS_TEST_FRACTION = 0.4
 SPLIT_SEED = 0
+
+
+def dataset_name(data: str | os.PathLike[str]) -> str:
+    """The data set name the loaders take for a name or a folder: a known name (or 'imagefolder:...') as it
+    is, a path (a folder, or text with a path separator) as 'imagefolder:PATH'; anything else stays as given,
+    for the loader to refuse in one line."""
+    text = os.fspath(data)
+    named = text in DATASET_NAMES or text.startswith(("imagefolder:", PYTHON_PREFIX))
+    a_path = isinstance(data, os.PathLike) or "/" in text or os.sep in text or Path(text).expanduser().is_dir()
+    return text if named or not a_path else f"imagefolder:{text}"
 
 
 class DataError(ValueError):
