@@ -113,9 +113,17 @@ def test_policysearch_search_is_the_api_function_however_imported():
 
 
 def test_every_setting_is_a_keyword_and_checked_before_anything(tmp_path, no_ray):
-    with pytest.raises(ValueError, match="--batch-size must be >= 2") as caught:
+    """The checks name the keyword arguments (the command line's name its flags)."""
+    with pytest.raises(ValueError, match=r"^batch_size= must be >= 2") as caught:
         policysearch.search(_digits(), out=tmp_path / "run", batch_size=1)
     assert "\n" not in str(caught.value) and not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match=r"^trials= must be at least 1, got 0; epochs= must be >= 1, got 0$"):
+        policysearch.search(_digits(), out=tmp_path / "run", trials=0, epochs=0)
+    with pytest.raises(ValueError, match=r"^model= must be one of .*got 'resnet19'$"):
+        policysearch.search(_digits(), model="resnet19", out=tmp_path / "run")
+    with pytest.raises(ValueError, match=r"^--batch-size must be >= 2"):
+        SearchConfig(batch_size=1)
+    assert not (tmp_path / "run").exists()
 
 
 def test_the_result_gives_the_recipe_ready_to_train_with(tmp_path):
@@ -272,7 +280,7 @@ BAD_MODELS = {
     "cannot be pickled": (_unpicklable(), HERE + r"_unpicklable.<locals>.build cannot be sent to Ray's workers: "
                                                  r"cloudpickle cannot pickle it \(TypeError: cannot pickle "
                                                  r"'_thread.lock'"),
-    "unknown timm model": ("timm:no_such_net", r"^--model names no timm model: 'no_such_net'"),
+    "unknown timm model": ("timm:no_such_net", r"^model= names no timm model: 'no_such_net'"),
 }
 
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from policysearch.training.data import ImageData, dataset_name
 from policysearch.training.pretrained import callable_name
-from policysearch.search.config import SearchConfig
+from policysearch.search.config import SearchConfig, SettingsError
 from policysearch.search.outcome import SearchResult
 from policysearch.search.rundir import read_stored_config
 from policysearch.search.prepare import Inputs
@@ -64,10 +64,13 @@ def search(data: Any = None, model: str | Callable[[int, int], nn.Module] | None
         raise ValueError("resume=True continues the run in out=RUN_DIR; give out=")
     run_dir = Path(out) if out is not None else default_run_dir()
     stored = read_stored_config(run_dir)[0] if resume else None
-    base = replace(stored, **settings) if stored is not None else SearchConfig(**settings)  # the settings' checks
-    model_name, builder = _model(model, stored)
-    dataset, read = _data(data, stored, base.image_size, image_column, label_column)
-    config = replace(base, dataset=dataset, model=model_name)
+    try:  # the settings' checks, naming the keyword arguments
+        base = replace(stored, **settings) if stored is not None else SearchConfig(**settings)
+        model_name, builder = _model(model, stored)
+        dataset, read = _data(data, stored, base.image_size, image_column, label_column)
+        config = replace(base, dataset=dataset, model=model_name)
+    except SettingsError as exc:
+        raise ValueError(exc.worded(lambda name: f"{name}=")) from None
     from policysearch.search import run_search
 
     return run_search(config, run_dir, resume=resume, stream=stream or sys.stdout, inputs=Inputs(read, builder))

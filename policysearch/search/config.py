@@ -13,13 +13,13 @@ import math
 import os
 from dataclasses import Field, dataclass, field, fields
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
 from policysearch.training.models import MODEL_NAMES
 from policysearch.training.pretrained import model_problem
 from policysearch.training.train import MIN_STEPS, MIN_STEPS_PER_EPOCH, TrainConfig
 
-__all__ = ["ALGORITHMS", "RESUMABLE", "SearchConfig", "add_config_arguments", "flag", "given_values"]
+__all__ = ["ALGORITHMS", "RESUMABLE", "SearchConfig", "SettingsError", "add_config_arguments", "flag", "given_values"]
 
 ALGORITHMS = ("optuna", "hyperopt", "random")
 # What phase 2 can maximise: the scores of density matching (:class:`~policysearch.search.density.PolicyScore`).
@@ -32,6 +32,18 @@ RESUMABLE = frozenset({"address", "dashboard"})
 def _option(default: Any, help: str, group: str, **argparse_kwargs: Any) -> Any:
     """A config field with its command-line option: ``help`` text, option ``group`` and argparse extras."""
     return field(default=default, metadata={"help": help, "group": group, **argparse_kwargs})
+
+
+class SettingsError(ValueError):
+    """Settings that fail their checks, as (field, problem) pairs; the message names each field by its
+    command-line flag, ``worded`` by another name (the Python API's keyword arguments)."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__(self.worded(flag))
+
+    def worded(self, name: Callable[[str], str]) -> str:
+        return "; ".join(f"{name(setting)} {text}" for setting, text in self.problems)
 
 
 @dataclass(frozen=True)
@@ -108,9 +120,9 @@ class SearchConfig:
     dashboard: bool = _option(False, "start Ray's dashboard (on 127.0.0.1 only) with the local Ray", "resources")
 
     def __post_init__(self) -> None:
-        problems = [f"{flag(name)} {text}" for name, text in self.problems()]
+        problems = self.problems()
         if problems:
-            raise ValueError("; ".join(problems))
+            raise SettingsError(problems)
         if self.weights:  # the trials read it in Ray's workers, which run in folders of their own
             object.__setattr__(self, "weights", os.path.abspath(os.path.expanduser(self.weights)))
 

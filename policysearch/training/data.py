@@ -475,8 +475,8 @@ def target_side(shorter_sides: Sequence[int], image_size: int | None) -> tuple[i
     median = int(statistics.median_low(shorter_sides))
     if median > MAX_AUTO_SIDE:
         return MAX_AUTO_SIDE, (f"the training images' median shorter side is {median} px, capped at "
-                               f"{MAX_AUTO_SIDE}; pass --image-size to choose")
-    return median, "the training images' median shorter side; pass --image-size to choose"
+                               f"{MAX_AUTO_SIDE}; pass --image-size (image_size= in Python) to choose")
+    return median, "the training images' median shorter side; pass --image-size (image_size= in Python) to choose"
 
 
 def _read_image(path: Path, size: int, channels: int) -> tuple[np.ndarray, tuple[int, int], bool]:

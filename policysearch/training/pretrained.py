@@ -125,7 +125,7 @@ def fit_image_size(data: ImageData, model: str, image_size: int | None) -> Image
     if image_size is not None or side >= least:
         return data
     note = (f"{data.name}: {len(data)} images resized to {least}x{least} from {side}x{side} ({model} expects at "
-            f"least {least}; --image-size sets another size)")
+            f"least {least}; --image-size, or image_size= in Python, sets another size)")
     return ImageData(resize_images(data.images, least), data.labels, data.classes, data.name, (*data.notes, note))
 
 
