@@ -21,7 +21,7 @@ from torch import nn
 
 from policysearch.training.data import ImageData, dataset_name
 from policysearch.training.pretrained import callable_name
-from policysearch.search.config import SearchConfig, SettingsError
+from policysearch.search.config import SearchConfig, SettingsError, keyword
 from policysearch.search.outcome import SearchResult
 from policysearch.search.rundir import read_stored_config
 from policysearch.search.prepare import Inputs
@@ -70,7 +70,7 @@ def search(data: Any = None, model: str | Callable[[int, int], nn.Module] | None
         dataset, read = _data(data, stored, base.image_size, image_column, label_column)
         config = replace(base, dataset=dataset, model=model_name)
     except SettingsError as exc:
-        raise ValueError(exc.worded(lambda name: f"{name}=")) from None
+        raise SettingsError(exc.problems, keyword) from None
     from policysearch.search import run_search
 
     return run_search(config, run_dir, resume=resume, stream=stream or sys.stdout, inputs=Inputs(read, builder))

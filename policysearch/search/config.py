@@ -19,7 +19,8 @@ from policysearch.training.models import MODEL_NAMES
 from policysearch.training.pretrained import model_problem
 from policysearch.training.train import MIN_STEPS, MIN_STEPS_PER_EPOCH, TrainConfig
 
-__all__ = ["ALGORITHMS", "RESUMABLE", "SearchConfig", "SettingsError", "add_config_arguments", "flag", "given_values"]
+__all__ = ["ALGORITHMS", "RESUMABLE", "SearchConfig", "SettingsError", "add_config_arguments", "flag", "given_values",
+           "keyword"]
 
 ALGORITHMS = ("optuna", "hyperopt", "random")
 # What phase 2 can maximise: the scores of density matching (:class:`~policysearch.search.density.PolicyScore`).
@@ -35,12 +36,12 @@ def _option(default: Any, help: str, group: str, **argparse_kwargs: Any) -> Any:
 
 
 class SettingsError(ValueError):
-    """Settings that fail their checks, as (field, problem) pairs; the message names each field by its
-    command-line flag, ``worded`` by another name (the Python API's keyword arguments)."""
+    """Settings that fail their checks, as (field, problem) pairs; the message names each field by ``name``:
+    its command-line flag by default, ``keyword`` in the Python API."""
 
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
+    def __init__(self, problems: list[tuple[str, str]], name: Callable[[str], str] | None = None) -> None:
         self.problems = problems
-        super().__init__(self.worded(flag))
+        super().__init__(self.worded(name or flag))
 
     def worded(self, name: Callable[[str], str]) -> str:
         return "; ".join(f"{name(setting)} {text}" for setting, text in self.problems)
@@ -196,6 +197,11 @@ class SearchConfig:
         if "strengths" in values:
             values["strengths"] = tuple(values["strengths"])
         return cls(**values)
+
+
+def keyword(name: str) -> str:
+    """The Python API's keyword argument of a config field: ``batch_size`` -> ``batch_size=``."""
+    return name + "="
 
 
 def flag(name: str) -> str:
