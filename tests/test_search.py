@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -1047,25 +1048,35 @@ def test_tunes_lines_about_an_interrupted_experiment_are_dropped_while_it_runs()
     assert analysis.filter(lost)  # only while the search's experiment runs
 
 
-def test_tunes_lines_about_stopped_trials_are_dropped_when_a_run_is_continued(capsys):
-    """Regression: reading a restored experiment's results printed Tune's "Failed to fetch metrics" list of the
-    trials a Ctrl-C stopped before their first result."""
+def test_tunes_lines_about_stopped_trials_are_dropped_when_a_run_is_continued(capsys, monkeypatch):
+    """Regression: restoring an experiment (and reading its results) printed Tune's "Failed to fetch metrics"
+    list of the trials a Ctrl-C stopped before their first result."""
     import logging
 
     from policysearch.progress import Progress
     from policysearch.search import tuning
 
+    def stopped_trials() -> None:  # what Tune logs, from restore and from get_results
+        logging.getLogger("ray.tune.analysis.experiment_analysis").warning(
+            "Failed to fetch metrics for 1 trial(s):\n- _trainable_1: FileNotFoundError(...)")
+
     class Results(list):  # Tune's result grid: no trial results, 3 finished before
         num_terminated, num_errors = 3, 0
 
-    class Restored:  # a restored Tuner: reading its results logs the stopped trials, as Tune's does
+    class Restored:  # a restored Tuner
+        _local_tuner = SimpleNamespace(get_run_config=lambda: SimpleNamespace(callbacks=[]))
+
         def get_results(self) -> Results:
-            logging.getLogger("ray.tune.analysis.experiment_analysis").warning(
-                "Failed to fetch metrics for 1 trial(s):\n- _trainable_1: FileNotFoundError(...)")
+            stopped_trials()
             return Results()
 
+    def restore(*args, **kwargs) -> Restored:
+        stopped_trials()
+        return Restored()
+
+    monkeypatch.setattr(tuning.tune.Tuner, "restore", restore)
     progress = Progress("phase 2: policy trials", 8, None, stream=sys.stdout)
-    tuning._resume_progress(Restored(), progress)
+    tuning._restored_tuner("experiment", None, {}, None, progress)
     captured = capsys.readouterr()
     assert "resumed: 3/8 trials finished before" in captured.out
     assert "Failed to fetch" not in captured.out + captured.err

@@ -393,13 +393,6 @@ def _already(results, metric: str | None) -> tuple[int, float | None]:
     return finished, max(values, default=None)
 
 
-def _resume_progress(tuner: tune.Tuner, progress: Progress) -> None:
-    """Start a continued phase's progress from the trials its restored experiment finished before; Tune's
-    lines about the trials a Ctrl-C stopped before their first result are dropped."""
-    with _tune_interrupt_quiet():
-        progress.resumed(*_already(tuner.get_results(), progress.metric))
-
-
 def _error_line(error: Any) -> str:
     """One line for a trial's error: the exception type and message that the trial raised."""
     if isinstance(error, Path):
@@ -441,10 +434,16 @@ def _resources(config: SearchConfig) -> dict[str, float]:
     return {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
 
 
-def _restored_tuner(path: str, trainable: Callable, param_space: dict, callback: _ProgressCallback) -> tune.Tuner:
+def _restored_tuner(path: str, trainable: Callable, param_space: dict, callback: _ProgressCallback,
+                    progress: Progress) -> tune.Tuner:
     """The experiment at ``path``, continued with ``callback`` in place of the ones pickled with it (Tune offers
-    no argument for them; the restored run config is the Tuner's own, reached through its local tuner)."""
-    tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False, param_space=param_space)
+    no argument for them; the restored run config is the Tuner's own, reached through its local tuner), and
+    ``progress`` started from the trials it finished before. Tune's lines about the trials a Ctrl-C stopped
+    before their first result, which it logs while restoring and reading results, are dropped."""
+    with _tune_interrupt_quiet():
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
+                                   param_space=param_space)
+        progress.resumed(*_already(tuner.get_results(), progress.metric))
     tuner._local_tuner.get_run_config().callbacks = [callback]
     return tuner
 
@@ -468,8 +467,7 @@ def run_experiment(name: str, trainable: Callable, param_space: dict, tune_confi
     # A URI storage uploads the experiment state at most once a URI_STATE_PERIOD_S (Tune's default: 300 s).
     sync = tune.SyncConfig(sync_period=URI_STATE_PERIOD_S) if is_uri(experiments) else tune.SyncConfig()
     if tune.Tuner.can_restore(path):
-        tuner = _restored_tuner(path, trainable, param_space, callback)
-        _resume_progress(tuner, progress)
+        tuner = _restored_tuner(path, trainable, param_space, callback, progress)
     else:
         run_config = tune.RunConfig(name=name, storage_path=experiments, verbose=0, sync_config=sync,
                                     callbacks=[callback], checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
