@@ -139,7 +139,7 @@ def test_single_tensors_keep_shape_dtype_device_and_range(policy, channels, heig
     if wrap:
         image = tv_tensors.Image(image)
     before = image.clone()
-    out = PolicyTransform(policy, generator=torch.Generator(device).manual_seed(seed))(image)
+    out = PolicyTransform(policy, pool=_pool(seed), generator=torch.Generator(device).manual_seed(seed))(image)
     _check_tensor(out, image)
     assert torch.equal(image, before)
 

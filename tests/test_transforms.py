@@ -355,6 +355,23 @@ def test_bad_batches_are_refused_with_a_clear_message():
         transform(np.zeros((2, 3, 8, 8), np.uint8))
 
 
+def test_apply_and_sample_check_what_they_are_given():
+    """The public sample/apply pair checks as forward does: a float batch in 0..255 is refused, not clamped
+    to white, and a bad shape or generator is named rather than failing inside torch."""
+    transform = BatchPolicyTransform(FOUR)
+    plan = transform.sample((2, 3, 8, 8), generator=_gen(0))
+    with pytest.raises(ValueError, match=r"\[0, 1\].*found \[200, 200\]"):
+        transform.apply(torch.full((2, 3, 8, 8), 200.0), plan)
+    with pytest.raises(ValueError, match="channels.*got 4"):
+        transform.apply(torch.zeros((2, 4, 8, 8), dtype=torch.uint8), plan)
+    with pytest.raises(ValueError, match=r"shape: expected \[B, C, H, W\].*\(2, 3, 8\)"):
+        transform.sample((2, 3, 8))
+    with pytest.raises(TypeError, match="generator: expected a torch.Generator, got int"):
+        transform(torch.zeros((2, 3, 8, 8), dtype=torch.uint8), generator=5)
+    with pytest.raises(TypeError, match="generator: expected a torch.Generator, got int"):
+        PolicyTransform(FOUR, generator=0)
+
+
 def test_bad_policies_are_refused():
     with pytest.raises(PolicyError, match="at least one sub-policy|no sub-policies"):
         BatchPolicyTransform(Policy([]))
@@ -370,8 +387,11 @@ def test_policy_transform_refuses_bad_images():
     for mode in ("RGBA", "CMYK", "P"):
         with pytest.raises(ValueError, match=f"mode '{mode}' is not supported.*convert"):
             transform(Image.new(mode, (8, 8)))
-    with pytest.raises(ValueError, match="channels"):
+    with pytest.raises(ValueError, match=r"channels in dimension 0 of \[C, H, W\], got 4 \(shape \(4, 8, 8\)\)"):
         transform(torch.zeros((4, 8, 8), dtype=torch.uint8))
+    # 16-bit images: the advice scales them, since convert('L') would clip them to white
+    with pytest.raises(ValueError, match=r"mode 'I;16'.*>> 8"):
+        transform(Image.fromarray(np.array([[0, 1000, 30000]], np.uint16)))
     with pytest.raises(ValueError, match="expected \\[C, H, W\\]"):
         transform(torch.zeros((8,), dtype=torch.uint8))
     with pytest.raises(TypeError, match="images only"):
@@ -387,6 +407,58 @@ def test_sample_pairing_on_pil_needs_a_pool():
     assert out.size == (8, 8) and out.mode == "RGB"
     # a tensor batch pairs within the batch and needs no pool
     assert PolicyTransform(policy)(natural_batch(4, 8, 8, 3)).shape == (4, 3, 8, 8)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_sample_pairing_on_a_tensor_image_blends_with_the_pool_as_on_pil(mode):
+    """A single tensor image has no batch to pair with: it takes its partner from the pool, the same one
+    the PIL path draws, and without a pool it is refused rather than left as it is."""
+    policy = Policy([[Operation("SamplePairing", 1.0, 1.0)]])
+    image = natural_pil(8, 8, mode, seed=7)
+    tensor = pil_to_tensor(image)
+    with pytest.raises(ValueError, match="SamplePairing.*pool"):
+        PolicyTransform(policy)(tensor)
+    pool = [natural_pil(10, 12, "RGB", seed=s) for s in range(5)]  # other sizes and modes, as on PIL
+    for seed in range(6):
+        from_tensor = PolicyTransform(policy, pool=pool, generator=_gen(seed))(tensor)
+        from_pil = pil_to_tensor(PolicyTransform(policy, pool=pool, generator=_gen(seed))(image))
+        assert torch.equal(from_tensor, from_pil)
+        assert not torch.equal(from_tensor, tensor)
+    assert PolicyTransform(policy, pool=pool)(tensor.float() / 255).dtype == torch.float32
+
+
+@pytest.mark.parametrize("fill", ["red", True, [], [1, 300], None])
+def test_a_fill_that_is_not_grey_levels_is_refused_when_built(fill):
+    for maker in (lambda: BatchPolicyTransform(FOUR, fill=fill), lambda: PolicyTransform(FOUR, fill=fill),
+                  lambda: Cutout(4, fill=fill)):
+        with pytest.raises(ValueError, match="fill: expected a grey level or a sequence of grey levels"):
+            maker()
+
+
+def test_a_fill_per_channel_must_match_the_images_on_every_path():
+    """Three fill values for a grey image are refused by the batch, the per-image PIL path and Cutout alike
+    (torchvision refuses them too), rather than one path taking the first value."""
+    cutout = Policy([[Operation("Cutout", 1.0, 1.0)]])
+    grey = natural_batch(2, 8, 8, channels=1)
+    with pytest.raises(ValueError, match="fill: 3 values for images of 1 channel; give one grey level$"):
+        BatchPolicyTransform(cutout, fill=(1, 2, 3))(grey)
+    with pytest.raises(ValueError, match="fill: 3 values for images of 1 channel"):
+        PolicyTransform(cutout, fill=(1, 2, 3))(natural_pil(8, 8, "L"))
+    with pytest.raises(ValueError, match="fill: 3 values for images of 1 channel"):
+        Cutout(4, fill=(1, 2, 3))(natural_pil(8, 8, "L"))
+    with pytest.raises(ValueError, match="fill: 2 values for images of 3 channels; give one grey level or 3"):
+        BatchPolicyTransform(cutout, fill=(1, 2))(natural_batch(2, 8, 8))
+    assert PolicyTransform(cutout, fill=(1, 2, 3))(natural_pil(8, 8)).size == (8, 8)
+
+
+def test_a_pool_of_anything_but_pil_images_is_refused_when_built():
+    policy = Policy([[Operation("SamplePairing", 1.0, 0.5)]])
+    with pytest.raises(TypeError, match=r"pool\[1\]: expected a PIL image, got tuple"):
+        PolicyTransform(policy, pool=[natural_pil(8, 8), (natural_pil(8, 8), 0)])
+    with pytest.raises(TypeError, match="pool: expected a sequence of PIL images, got Tensor"):
+        PolicyTransform(policy, pool=natural_batch(2, 8, 8))
+    with pytest.raises(ValueError, match=r"pool: its images \(3, 4, 4\).*\(3, 8, 8\)"):
+        BatchPolicyTransform(policy)(natural_batch(2, 8, 8), pool=natural_batch(2, 4, 4))
 
 
 # ---------------------------------------------------------------------------------------------------

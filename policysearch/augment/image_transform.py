@@ -20,7 +20,8 @@ from torchvision import tv_tensors
 from policysearch.augment.ops import OPS, PilContext
 from policysearch.augment.policy import Baseline, Policy
 from policysearch.augment.standard import load_policy
-from policysearch.augment.transforms import BatchPolicyTransform, Fill, check_image_batch, draw_baseline
+from policysearch.augment.transforms import (BatchPolicyTransform, Fill, check_fill_channels, check_image_batch,
+                                            draw_baseline)
 
 __all__ = ["PolicyTransform"]
 
@@ -29,9 +30,10 @@ class PolicyTransform(v2.Transform):
     """Apply a policy to one image (PIL or tensor [C, H, W]); a drop-in for torchvision pipelines.
 
     Tensors take the batched path, so a [B, C, H, W] tensor also works and draws per sample.
-    ``pool`` is the set of images SamplePairing blends with on the PIL path. With a ``generator`` the draws
-    are reproducible; in a DataLoader worker it is reseeded from the worker's seed, so that workers and
-    epochs draw differently, as they do without one.
+    ``pool`` is the set of PIL images SamplePairing blends with (a policy with SamplePairing needs one for a
+    single image; a batch without one pairs its samples). With a ``generator`` the draws are reproducible;
+    in a DataLoader worker it is reseeded from the worker's seed, so that workers and epochs draw
+    differently, as they do without one.
     """
 
     def __init__(self, policy: Policy | str | os.PathLike[str], fill: Fill = 0,
@@ -40,11 +42,15 @@ class PolicyTransform(v2.Transform):
         policy = load_policy(policy)
         self.batch = BatchPolicyTransform(policy, fill=fill)
         self.policy = policy
-        self.pool = tuple(pool or ())
+        self.pool = _checked_pool(pool)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__} "
+                            "(for a seed, torch.Generator().manual_seed(seed))")
         self.generator = generator
+        self._pool_tensor: tuple[tuple, torch.Tensor] | None = None  # the pool as the last tensor input needs it
         self._worker_seed: int | None = None  # the DataLoader worker seed the generator was reseeded for
         self._context = PilContext(fill=self.batch.fill, pool=self.pool)
-        self._needs_pool = "SamplePairing" in policy.ops() and not self.pool
+        self._pairs = "SamplePairing" in policy.ops()
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str], **kwargs: Any) -> "PolicyTransform":
@@ -56,9 +62,11 @@ class PolicyTransform(v2.Transform):
         # silently go without augmentation, so a sample without any image is refused, as torchvision's
         # AutoAugment does.
         if not _holds_image(inputs):
-            found = ", ".join(sorted({type(v).__name__ for v in _leaves(inputs)})) or "nothing"
-            raise TypeError(f"PolicyTransform expects a PIL image or a tensor [C, H, W], got {found}; convert a "
-                            "numpy array with PIL.Image.fromarray(array) or torch.from_numpy(array).permute(2, 0, 1)")
+            leaves = _leaves(inputs)
+            found = ", ".join(sorted({type(v).__name__ for v in leaves})) or "nothing"
+            hint = ("; convert a numpy array with PIL.Image.fromarray(array) or torch.from_numpy(array).permute(2, 0, 1)"
+                    if any(isinstance(v, np.ndarray) for v in leaves) else "")
+            raise TypeError(f"PolicyTransform expects a PIL image or a tensor [C, H, W], got {found}{hint}")
         return super().forward(*inputs)
 
     def _generator(self) -> torch.Generator | None:
@@ -86,18 +94,45 @@ class PolicyTransform(v2.Transform):
 
     def apply_tensor(self, image: torch.Tensor) -> torch.Tensor:
         if image.ndim == 3:
+            if image.shape[0] not in (1, 3):
+                raise ValueError(f"image: expected 1 (grey) or 3 (RGB) channels in dimension 0 of [C, H, W], got "
+                                 f"{image.shape[0]} (shape {tuple(image.shape)}); drop alpha, or permute an "
+                                 "[H, W, C] image with .permute(2, 0, 1)")
             check_image_batch(image.unsqueeze(0), where="image")
-            return self.batch(image.unsqueeze(0), self._generator()).squeeze(0)
-        if image.ndim == 4:
-            return self.batch(image, self._generator())
-        raise ValueError(f"image: expected [C, H, W] or [B, C, H, W], got shape {tuple(image.shape)}")
+            return self.apply_tensor(image.unsqueeze(0)).squeeze(0)
+        if image.ndim != 4:
+            raise ValueError(f"image: expected [C, H, W] or [B, C, H, W], got shape {tuple(image.shape)}")
+        if self._pairs and not self.pool and image.shape[0] == 1:
+            self._refuse_without_pool()
+        pool = None
+        if self._pairs and self.pool and image.numel():
+            check_image_batch(image, where="image")
+            pool = self._pool_like(image)
+        return self.batch(image, self._generator(), pool=pool)
+
+    def _refuse_without_pool(self) -> None:
+        raise ValueError("this policy uses SamplePairing: a single image blends with an image from a pool, so "
+                         "build PolicyTransform(policy, pool=[PIL images])")
+
+    def _pool_like(self, batch: torch.Tensor) -> torch.Tensor:
+        """The pool as uint8 images of the batch's channels, size and device, made as the PIL path makes a
+        partner (converted, resized bilinearly); kept for the last such batch."""
+        c, h, w = batch.shape[1:]
+        key = (c, h, w, batch.device)
+        if self._pool_tensor is None or self._pool_tensor[0] != key:
+            mode = "L" if c == 1 else "RGB"
+            images = [p.convert(mode) for p in self.pool]
+            images = [p if p.size == (w, h) else p.resize((w, h), Image.Resampling.BILINEAR) for p in images]
+            arrays = np.stack([np.asarray(p).reshape(h, w, c) for p in images])
+            self._pool_tensor = (key, torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous().to(batch.device))
+        return self._pool_tensor[1]
 
     def apply_pil(self, img: Image.Image) -> Image.Image:
         if img.mode not in ("L", "RGB"):
-            raise ValueError(f"image: PIL mode {img.mode!r} is not supported; convert to 'RGB' or 'L' first")
-        if self._needs_pool:
-            raise ValueError("this policy uses SamplePairing: on PIL images it blends with an image from a pool, "
-                             "so build PolicyTransform(policy, pool=[PIL images])")
+            raise ValueError(f"image: PIL mode {img.mode!r} is not supported; {_mode_advice(img.mode)}")
+        if self._pairs and not self.pool:
+            self._refuse_without_pool()
+        check_fill_channels(self.batch.fill, len(img.getbands()))
         gen = self._generator()
         sub = self.policy[int(torch.randint(len(self.policy), (1,), generator=gen))]
         size = (len(img.getbands()), img.height, img.width)
@@ -116,6 +151,28 @@ class PolicyTransform(v2.Transform):
 
     def extra_repr(self) -> str:
         return f"{len(self.policy)} sub-policies, fill={self.batch.fill}"
+
+
+def _checked_pool(pool: Sequence[Image.Image] | None) -> tuple[Image.Image, ...]:
+    """SamplePairing's pool as a tuple, refused unless it holds PIL images only."""
+    if pool is None:
+        return ()
+    if isinstance(pool, (str, bytes, Image.Image, torch.Tensor, np.ndarray)):
+        raise TypeError(f"pool: expected a sequence of PIL images, got {type(pool).__name__}")
+    pool = tuple(pool)
+    for i, item in enumerate(pool):
+        if not isinstance(item, Image.Image):
+            raise TypeError(f"pool[{i}]: expected a PIL image, got {type(item).__name__}; pass the images "
+                            "alone (not (image, label) pairs), converted with PIL.Image.fromarray if needed")
+    return pool
+
+
+def _mode_advice(mode: str) -> str:
+    """How to make an 'L' or 'RGB' image of a PIL image in ``mode`` without losing its content."""
+    if mode.startswith("I") or mode == "F":
+        return ("scale its values to 0..255 and make an 'L' image (for 16 bits: Image.fromarray((np.asarray(img) "
+                ">> 8).astype(np.uint8))); convert('L') would clip every value above 255")
+    return "convert to 'RGB' or 'L' first"
 
 
 def _leaves(value: Any) -> list[Any]:

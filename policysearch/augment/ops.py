@@ -52,11 +52,12 @@ class PilContext:
 
 @dataclass(frozen=True)
 class TensorContext:
-    """What a batched op needs: rounding mode, fill colour and the batch SamplePairing draws from."""
+    """What a batched op needs: rounding mode, fill colour and the images SamplePairing draws from."""
 
     exact: bool
     fill: torch.Tensor  # [C] on the 0..255 scale
     source: torch.Tensor | None = None  # the untouched batch, [B, C, H, W]
+    pool: torch.Tensor | None = None  # partners instead of the batch's other samples, [P, C, H, W] uint8
 
 
 PilFn = Callable[[Image.Image, float, Draw, PilContext], Image.Image]
@@ -774,6 +775,9 @@ def _sample_pairing_pil(img, arg, draw, ctx):
 
 
 def _sample_pairing(x, arg, draw, ctx):
+    if ctx.pool is not None:  # an image of the pool, drawn as the PIL path draws it
+        pick = (draw["u"] * len(ctx.pool)).floor().to(torch.int64).clamp(max=len(ctx.pool) - 1)
+        return blend(x, ctx.pool[pick].to(x.dtype), arg, ctx.exact)
     # The partner is another sample of the batch, drawn uniformly among the others.
     size = ctx.source.shape[0]
     offset = 1 + (draw["u"] * (size - 1)).floor().to(torch.int64).clamp(max=max(size - 2, 0))

@@ -67,6 +67,9 @@ class Plan:
 
 
 def _check_generator(generator: torch.Generator | None, device: torch.device) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__} "
+                        "(for a seed, torch.Generator().manual_seed(seed))")
     if generator is not None and generator.device.type != device.type:
         raise ValueError(
             f"the generator is on {generator.device} but the batch is on {device}; "
@@ -372,6 +375,16 @@ def new_batch(shape: Sequence[int], dtype: torch.dtype, device: torch.device) ->
     return out
 
 
+def _check_pool(pool: Any, batch: torch.Tensor) -> None:
+    """Refuse a SamplePairing pool that is not uint8 images [P, C, H, W] of the batch's channels, size and device."""
+    if not isinstance(pool, torch.Tensor) or pool.dtype != torch.uint8 or pool.ndim != 4 or not len(pool):
+        found = f"{pool.dtype} tensor of shape {tuple(pool.shape)}" if isinstance(pool, torch.Tensor) else type(pool).__name__
+        raise ValueError(f"pool: expected a uint8 tensor [P, C, H, W] of at least one image, got {found}")
+    if pool.shape[1:] != batch.shape[1:] or pool.device != batch.device:
+        raise ValueError(f"pool: its images {tuple(pool.shape[1:])} on {pool.device} must match the batch's "
+                         f"{tuple(batch.shape[1:])} on {batch.device}")
+
+
 def _host_kernels(device: torch.device) -> bool:
     """Whether plans for ``device`` use the host-side kernels: the warp's per-sample parameters prepared
     with numpy and Blur grouped by radius (fastest on the CPU); elsewhere precomputed sources and masks keep
@@ -389,17 +402,31 @@ def _device_argument(args: tuple, kwargs: dict) -> torch.device | None:
     return None
 
 
-def _fill_tensor(fill: Fill, channels: int, device: torch.device) -> torch.Tensor:
-    values = [float(fill)] if isinstance(fill, (int, float)) else [float(v) for v in fill]
-    if len(values) not in (1, channels):
-        raise ValueError(f"fill: expected 1 or {channels} values, got {len(values)}")
-    return torch.tensor(values, dtype=torch.float32, device=device).expand(channels).clone()
+def check_fill_channels(fill: tuple[int, ...], channels: int) -> None:
+    """Refuse a fill of neither one value nor one per channel of the images it fills (as torchvision does)."""
+    if len(fill) not in (1, channels):
+        raise ValueError(f"fill: {len(fill)} values for images of {channels} channel{'s' if channels > 1 else ''}; "
+                         f"give one grey level{f' or {channels}' if channels > 1 else ''}")
+
+
+def _fill_tensor(fill: tuple[int, ...], channels: int, device: torch.device) -> torch.Tensor:
+    check_fill_channels(fill, channels)
+    return torch.tensor([float(v) for v in fill], dtype=torch.float32, device=device).expand(channels).clone()
 
 
 def _check_fill(fill: Fill) -> tuple[int, ...]:
-    values = (fill,) if isinstance(fill, (int, float)) else tuple(fill)
-    if not values or any(not 0 <= v <= 255 for v in values):
-        raise ValueError(f"fill: expected grey levels in [0, 255], got {fill!r}")
+    """The fill as a tuple of grey levels, refused unless it is a level or a sequence of levels in [0, 255]."""
+    def level(v: Any) -> bool:
+        return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and 0 <= v <= 255
+
+    if level(fill):
+        values: tuple = (fill,)
+    elif isinstance(fill, Sequence) and not isinstance(fill, (str, bytes)):
+        values = tuple(fill)
+    else:
+        values = ()
+    if not values or not all(level(v) for v in values):
+        raise ValueError(f"fill: expected a grey level or a sequence of grey levels in [0, 255], got {fill!r}")
     return tuple(int(round(v)) for v in values)
 
 
@@ -546,10 +573,14 @@ class BatchPolicyTransform(torch.nn.Module):
         On an accelerator this reads one small tensor back to the host (the size of each group of samples);
         everything else stays on the device.
         """
+        shape = tuple(shape)
+        if len(shape) != 4 or shape[1] not in (1, 3) or any(int(v) < 0 for v in shape):
+            raise ValueError(f"shape: expected [B, C, H, W] with 1 or 3 channels, got {shape}")
         b, c, h, w = (int(v) for v in shape)
         device = self._device if device is None else torch.device(device)
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
+        _check_generator(generator, device)
         cached = self._tables(device)
         op_table, prob_table, arg_table, signed_table = (cached[k] for k in ("op", "prob", "arg", "signed"))
         sub = torch.randint(len(self.policy), (b,), device=device, generator=generator)
@@ -620,8 +651,15 @@ class BatchPolicyTransform(torch.nn.Module):
         return (parts[0] if len(parts) == 1 else torch.cat(parts)), [count if want else 0
                                                                        for want, count in zip(wanted, counts)]
 
-    def apply(self, batch: torch.Tensor, plan: Plan) -> torch.Tensor:
-        """Apply a drawn plan; deterministic."""
+    def apply(self, batch: torch.Tensor, plan: Plan, pool: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply a drawn plan; deterministic. SamplePairing blends a sample with another of the batch, or
+        with an image of ``pool`` (uint8 [P, C, H, W], the batch's channels and size) when one is given."""
+        check_image_batch(batch)
+        return self._replay(batch, plan, pool)
+
+    def _replay(self, batch: torch.Tensor, plan: Plan, pool: torch.Tensor | None) -> torch.Tensor:
+        if pool is not None:
+            _check_pool(pool, batch)
         if tuple(batch.shape) != plan.shape:
             raise ValueError(f"batch shape {tuple(batch.shape)} does not match the plan's {plan.shape}")
         if batch.numel() == 0:
@@ -640,7 +678,7 @@ class BatchPolicyTransform(torch.nn.Module):
         source = None
         if any(step.op.name == "SamplePairing" for step in plan.steps):
             source = batch if exact else x.clone()
-        ctx = TensorContext(exact=exact, fill=self._fill(x.device, x.shape[1]), source=source)
+        ctx = TensorContext(exact=exact, fill=self._fill(x.device, x.shape[1]), source=source, pool=pool)
         for stage in stages(plan.steps, exact, x[0].numel(), split=_host_kernels(x.device)):
             run_stage(x, stage, ctx)
         if x.device.type == "cpu":  # x is our own contiguous buffer: changed in place
@@ -651,11 +689,12 @@ class BatchPolicyTransform(torch.nn.Module):
             return x
         return (x / 255.0).clamp_(0.0, 1.0).to(batch.dtype)
 
-    def forward(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(self, batch: torch.Tensor, generator: torch.Generator | None = None,
+                pool: torch.Tensor | None = None) -> torch.Tensor:
         check_image_batch(batch)
         if batch.numel() == 0:  # no samples, or images without pixels
             return batch.clone()
-        return self.apply(batch, self.sample(batch.shape, batch.device, generator))
+        return self._replay(batch, self.sample(batch.shape, batch.device, generator), pool)
 
     def extra_repr(self) -> str:
         return f"{len(self.policy)} sub-policies, fill={self.fill}, baseline: {self.policy.baseline.describe()}"
@@ -681,6 +720,7 @@ class Cutout(torch.nn.Module):
     def forward(self, image: Any) -> Any:
         gen = self.generator
         if isinstance(image, Image.Image):
+            check_fill_channels(self.fill, len(image.getbands()))
             centre = torch.rand(2, generator=gen).tolist()
             return cutout_pil(image, self.size, (centre[0], centre[1]), self.fill)
         single = isinstance(image, torch.Tensor) and image.ndim == 3
