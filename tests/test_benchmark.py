@@ -17,6 +17,7 @@ from policysearch.augment.transforms import BatchPolicyTransform
 from policysearch.benchmark import command, methods, presets, report, runner
 from policysearch.benchmark.command import add_arguments, preset_from_args
 from policysearch.benchmark.stats import paired_difference
+from policysearch.training.data import DataError
 
 
 
@@ -210,6 +211,80 @@ def test_a_rerun_keeps_the_runs_made_the_same_way_and_trains_the_rest(tmp_path, 
     after = json.loads((out / "results.json").read_text())["runs"]
     assert [r for r in after if r["method"] == "baseline"] == [r for r in before if r["method"] == "baseline"]
     assert [r["method"] for r in after] == ["baseline", "searched", "baseline", "searched"]
+    # fewer seeds or methods: nothing trains and the other runs, made the same way, stay in the files
+    trained.clear()
+    assert command.run(_args(*common[:5], "baseline", *common[9:], "--epochs", "2", "--seeds", "1")) == 0
+    assert trained == []
+    kept = json.loads((out / "results.json").read_text())["runs"]
+    assert [(r["method"], r["seed"]) for r in kept] == [("baseline", 1), ("baseline", 0)]  # searched: no policy now
+    assert len((out / "runs.csv").read_text().splitlines()) == 2 + 2
+
+
+def test_a_rerun_trains_again_when_the_weights_file_changed(tmp_path, monkeypatch):
+    """Settings name the weights by path: a rerun after the file changed must not keep the runs (or the
+    search) made from the old weights."""
+    from policysearch.training.pretrained import ModelSpec
+
+    weights = tmp_path / "w.pt"
+    torch.manual_seed(0)
+    torch.save(ModelSpec("small_cnn", 10, 1).build().state_dict(), weights)
+    out = tmp_path / "bench"
+    argv = ("--preset", "digits-small", "--train-size", "30", "--methods", "none", "--epochs", "1", "--seeds", "0",
+            "--batch-size", "16", "--weights", str(weights), "--out", str(out))
+    assert command.run(_args(*argv)) == 0
+    trained = []
+    real = runner.train_model
+    monkeypatch.setattr(runner, "train_model", lambda *a, **k: trained.append(1) or real(*a, **k))
+    assert command.run(_args(*argv)) == 0 and trained == []  # the same file: kept
+    torch.manual_seed(1)
+    torch.save(ModelSpec("small_cnn", 10, 1).build().state_dict(), weights)
+    assert command.run(_args(*argv)) == 0 and trained == [1]
+    preset = presets.Preset(dataset="digits", train_size=30, model="small_cnn", epochs=1, weights=str(weights))
+    data = SimpleNamespace()
+    assert set(runner.input_contents(preset, data, data)) == {"weights_sha256"}
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (("--search-trials", "0"), "--search-trials must be at least 1, got 0"),
+    (("--search-splits", "0"), "--search-splits must be at least 1, got 0"),
+    (("--search-epochs", "0"), "--search-epochs must be at least 1, got 0"),
+    (("--device", "tpu"), "--device must be a torch device such as cpu, cuda or cuda:1, got 'tpu'"),
+    (("--methods", "none", "--policy", "randaugment"), "--policy is the searched method's policy"),
+])
+def test_bad_benchmark_options_are_refused_before_anything_runs(tmp_path, argv, problem):
+    with pytest.raises(ValueError, match=problem.replace("(", "\\(").replace(")", "\\)")):
+        command.run(_args("--preset", "digits-small", "--out", str(tmp_path / "b"), *argv))
+    assert not (tmp_path / "b").exists()
+
+
+def test_report_writes_the_results_files_again_without_training(tmp_path, monkeypatch):
+    out = tmp_path / "bench"
+    argv = ("--preset", "digits-small", "--train-size", "30", "--methods", "none", "--epochs", "1", "--seeds", "0",
+            "--batch-size", "16", "--out", str(out))
+    assert command.run(_args(*argv)) == 0
+    document = json.loads((out / "results.json").read_text())
+    (out / "results.md").write_text("stale\n")
+    (out / "runs.csv").unlink()
+    monkeypatch.setattr(runner, "train_model", lambda *a, **k: pytest.fail("--report trains nothing"))
+    assert command.run(_args(*argv, "--report")) == 0
+    assert json.loads((out / "results.json").read_text()) == document
+    assert "| none |" in (out / "results.md").read_text() and (out / "runs.csv").exists()
+    with pytest.raises(DataError, match="--report: .*results.json is not the results of a benchmark"):
+        command.run(_args("--report", "--out", str(tmp_path / "empty")))
+
+
+def test_a_seed_given_twice_trains_once():
+    assert preset_from_args(_args("--seeds", "0", "1", "0")).seeds == (0, 1)
+
+
+def test_the_report_gives_the_budget_the_models_trained_at():
+    """On tiny data the step floor raises the epochs and lowers the batch: the report, the picture's title
+    and the preset list say what ran, and what was asked."""
+    text = presets.budget_text(30, 32, 100)
+    assert text.startswith("50 epochs at batch 25 (asked: 30 at batch 32;")
+    assert presets.budget_text(30, 32, 100, asked=False) == "50 epochs at batch 25"
+    assert presets.budget_text(60, 50, 1000) == "60 epochs at batch 50"
+    assert presets.budget_text(200, 128, None) == "200 epochs at batch 128"
 
 
 def test_kept_runs_follow_the_policy_each_method_trains(tmp_path):
@@ -238,7 +313,7 @@ def test_a_search_run_before_the_benchmark_reports_its_phases_not_the_reload(tmp
     finished = SimpleNamespace(costs={"phase1_wall_s": 30.0, "phase2_wall_s": 20.0, "phase3_wall_s": 50.0},
                                policy=randaugment_policy(), policy_path=tmp_path / "policy.json")
     monkeypatch.setattr(search_api, "run_search", lambda *a, **k: finished)  # returns at once: finished before
-    _, costs = runner._search(presets.PRESETS["digits-small"], tmp_path, None, io.StringIO())
+    _, costs = runner._search(presets.PRESETS["digits-small"], tmp_path, None, io.StringIO(), {})
     assert costs["search_wall_s"] == 100.0 and costs["search_ran_before"]
     policy_file = tmp_path / "p.json"
     randaugment_policy().save(policy_file)
@@ -278,7 +353,10 @@ def test_presets_are_listed_one_line_each(capsys):
         assert [line.split()[0] for line in lines] == sorted(presets.PRESETS)
         for line in lines:
             preset = presets.PRESETS[line.split()[0]]
-            assert f"{preset.epochs} epochs" in line and "seeds " + " ".join(map(str, preset.seeds)) in line
+            budget = presets.budget_text(preset.epochs, preset.batch_size, preset.train_size)
+            assert budget in line and "seeds " + " ".join(map(str, preset.seeds)) in line
+    assert "50 epochs at batch 25 (asked: 30 at batch 32" in presets.preset_lines()[
+        sorted(presets.PRESETS).index("digits-100-finetune")]
 
 
 def test_every_benchmark_option_has_help_that_states_the_real_defaults():
@@ -329,8 +407,7 @@ def test_ctrl_c_says_what_the_benchmark_kept_and_the_same_command_goes_on(tmp_pa
 
     out = tmp_path / "bench"
     argv = ["benchmark", "--preset", "digits-small", "--train-size", "30", "--methods", "none", "baseline",
-            "--policy", "randaugment:n=1,m=5", "--epochs", "1", "--seeds", "0", "--batch-size", "16",
-            "--out", str(out)]
+            "--epochs", "1", "--seeds", "0", "--batch-size", "16", "--out", str(out)]
     real, calls = runner.train_model, []
 
     def stopped_on_the_second(*args, **kwargs):

@@ -283,8 +283,9 @@ def test_finetune_preset_pretrains_and_compares_the_two_searched_recipes(tmp_pat
 
     searches = []
 
-    def fake_search(preset, out, args, stream, from_scratch=False):  # the searches themselves: test_search
+    def fake_search(preset, out, args, stream, contents, from_scratch=False):  # the searches themselves: test_search
         searches.append((preset.weights, from_scratch))
+        assert set(contents) == {"weights_sha256"}  # the pretrained file's digest keys both searches
         name = "randaugment:n=1,m=3" if from_scratch else "trivialaugment"
         policy = load_policy(name)
         return policy, {"policy_file": name, "recipe": policy.name, "search_wall_s": 1.0, "phase1_wall_s": 0.0,

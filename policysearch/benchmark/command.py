@@ -15,6 +15,7 @@ import torch
 from policysearch.augment.standard import load_policy
 from policysearch.benchmark.methods import ALL_METHODS
 from policysearch.benchmark.presets import DEFAULT_OUT, PRESETS, Preset, default_out, preset_lines, preset_seeds
+from policysearch.benchmark.report import write_outputs
 from policysearch.benchmark.runner import run_benchmark
 from policysearch.search.interrupts import EXIT_INTERRUPTED, SearchInterrupted
 from policysearch.training.data import DataError
@@ -68,13 +69,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"output folder (default: {DEFAULT_OUT}/<preset> under the current folder; the "
                              "committed results in benchmarks/results/ are written only when named here)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: the preset's)")
+    parser.add_argument("--report", action="store_true",
+                        help="write results.md, runs.csv and errors.png again from OUT/results.json, training "
+                             "nothing (the runs and the command that made them stay as they are)")
 
 
 def preset_from_args(args: argparse.Namespace) -> Preset:
     preset = PRESETS[args.preset]
     overrides = {
         "dataset": args.dataset, "train_size": args.train_size, "model": args.model, "epochs": args.epochs,
-        "batch_size": args.batch_size, "seeds": tuple(args.seeds) if args.seeds else None,
+        "batch_size": args.batch_size, "seeds": tuple(dict.fromkeys(args.seeds)) if args.seeds else None,
         "methods": tuple(dict.fromkeys(args.methods)) if args.methods else None,
         "cutout_with_policies": args.cutout_with_policies, "search_trials": args.search_trials,
         "search_splits": args.search_splits, "search_top_n": args.search_top_n,
@@ -96,6 +100,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     preset = preset_from_args(args)
     out = Path(args.out) if args.out else default_out(args.preset)
+    if args.report:
+        return rewrite_report(out)
+    if args.policy and "searched" not in preset.methods:
+        raise ValueError("--policy is the searched method's policy, and --methods leaves searched out; add it or "
+                         "drop --policy")
     policy = load_policy(args.policy) if args.policy else None
     if preset.device.startswith("cuda") and not torch.cuda.is_available():
         raise DataError(f"preset {args.preset} wants a GPU but CUDA is not available; pass --device cpu")
@@ -111,6 +120,21 @@ def run(args: argparse.Namespace) -> int:
     return 0 if document["runs"] else 1
 
 
+def rewrite_report(out: Path) -> int:
+    """``--report``: the results files of ``out`` written again from its results.json, which a benchmark wrote."""
+    path = out / "results.json"
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        runs, command = document["runs"], document["command"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"--report: {path} is not the results of a benchmark ({exc})") from None
+    for derived in ("summary", "finetune_vs_scratch"):  # computed again from the runs
+        document.pop(derived, None)
+    write_outputs(out, document)
+    print(f"{len(runs)} runs of `{command}`: {out / 'results.md'} written again")
+    return 0
+
+
 def interrupted_text(out: Path, preset: Preset, stop: KeyboardInterrupt, argv: list[str] | None) -> str:
     """The one line a Ctrl-C prints: what the results folder keeps (the finished runs, and the search's
     finished trials when it was searching) and the command that goes on from there - the same one."""
@@ -121,9 +145,11 @@ def interrupted_text(out: Path, preset: Preset, stop: KeyboardInterrupt, argv: l
         document = json.loads((out / "results.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):  # stopped before the first write
         document = {}
-    runs = len(document.get("runs", []))
-    total = len(preset.seeds) * len([m for m in preset.methods if m not in document.get("skipped", {})])
-    kept.append(f"{runs} of {total} trainings finished in {out} (results.md, runs.csv)" if document else
+    methods = [m for m in preset.methods if m not in document.get("skipped", {})]
+    runs = sum(r.get("method") in methods and r.get("seed") in preset.seeds for r in document.get("runs", []))
+    total = len(preset.seeds) * len(methods)
+    files = [name for name in ("results.md", "runs.csv") if (out / name).exists()]
+    kept.append(f"{runs} of {total} trainings finished in {out} ({', '.join(files)})" if runs else
                 f"none of its {total} trainings finished yet")
     command = shlex.join(["policysearch", *(argv or ["benchmark"])])
     return (f"benchmark interrupted; {'; '.join(kept)}; continue with the same command, which keeps them: "

@@ -9,8 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 from policysearch.benchmark.methods import ALL_METHODS, METHODS
 from policysearch.training.pretrained import model_problem
+from policysearch.training.train import MIN_STEPS, MIN_STEPS_PER_EPOCH, TrainConfig, fit_to_data
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,14 @@ class Preset:
             raise ValueError(f"--model {problem}")
         if self.epochs < 1:
             raise ValueError(f"--epochs must be at least 1, got {self.epochs}")
+        for name in ("search_trials", "search_splits", "search_top_n", "search_epochs", "search_train_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:  # 0 would read as "not given", the search's default
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        try:
+            torch.device(self.device)
+        except RuntimeError:
+            raise ValueError(f"--device must be a torch device such as cpu, cuda or cuda:1, got {self.device!r}") from None
         if self.freeze_backbone and not (self.weights or self.pretrain):
             raise ValueError("--freeze-backbone needs --weights (or a preset that pretrains)")
         if "searched-scratch" in self.methods and not (self.weights or self.pretrain):
@@ -132,6 +143,17 @@ def preset_seeds() -> str:
     return "; ".join(f"{' '.join(map(str, seeds))} ({', '.join(names)})" for seeds, names in groups.items())
 
 
+def budget_text(epochs: int, batch_size: int, images: int | None, asked: bool = True) -> str:
+    """'E epochs at batch B' as the training runs on ``images`` images: on tiny data ``fit_to_data`` raises
+    the epochs and lowers the batch, and then (with ``asked``) the text says what was asked too."""
+    trained = fit_to_data(TrainConfig(epochs=epochs, batch_size=batch_size), images) if images else None
+    if trained is None or (trained.epochs, trained.batch_size) == (epochs, batch_size):
+        return f"{epochs} epochs at batch {batch_size}"
+    text = f"{trained.epochs} epochs at batch {trained.batch_size}"
+    return text if not asked else (f"{text} (asked: {epochs} at batch {batch_size}; tiny data gets at least "
+                                   f"{MIN_STEPS} steps, {MIN_STEPS_PER_EPOCH} per epoch)")
+
+
 def preset_lines() -> list[str]:
     """One line per preset: its name, what it is for and its main settings."""
     width = max(map(len, PRESETS))
@@ -141,7 +163,7 @@ def preset_lines() -> list[str]:
         data = p.dataset.rsplit("/", 1)[-1] if p.dataset.startswith("imagefolder:") else p.dataset
         images = f"{p.train_size} {data} images" if p.train_size else f"all {data} training images"
         lines.append(f"{name:<{width}}  {'GPU' if p.device.startswith('cuda') else 'CPU'}: {PRESET_NOTES[name]}; "
-                     f"{images}, {p.model}, {p.epochs} epochs at batch {p.batch_size}, seeds "
+                     f"{images}, {p.model}, {budget_text(p.epochs, p.batch_size, p.train_size)}, seeds "
                      f"{' '.join(map(str, p.seeds))}")
     return lines
 

@@ -14,7 +14,7 @@ import numpy as np
 from policysearch.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from policysearch.augment.policy import Baseline
 from policysearch.benchmark.methods import describe_method
-from policysearch.benchmark.presets import describe_classes
+from policysearch.benchmark.presets import budget_text, describe_classes
 from policysearch.benchmark.stats import finetune_verdict, summarize
 
 
@@ -28,7 +28,7 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
              f"Command: `{document['command']}`", "",
              f"- data: {s['dataset']}, {s['train_images']} training images ({s['image_size']} x {s['image_size']}, "
              f"subset seed {s['data_seed']}), {s['test_images']} test images (used only for these errors)",
-             f"- model {s['model']}, {s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']}, "
+             f"- model {s['model']}, {budget_text(s['epochs'], s['batch_size'], s['train_images'])}, lr {s['lr']}, "
              f"weight decay {s['weight_decay']}, seeds {' '.join(map(str, s['seeds']))}",
              f"- the data set's baseline augmentation: pad-crop {s['baseline']['pad_crop']} px, "
              f"flip {s['baseline']['hflip']} (methods marked -alone and none train without it); Cutout "
@@ -132,8 +132,9 @@ def plot_errors(document: dict[str, Any], summary: list[dict[str, Any]]) -> byte
     ax.set_ylim(bottom=0)  # differences of a fraction of a point should not look like a factor
     ax.set_ylabel("test error (%)")
     s = document["settings"]
-    ax.set_title(f"{document['preset'] or s['dataset']}: {s['train_images']} images, {s['model']}, "
-                 f"{s['epochs']} epochs", fontsize=10)
+    budget = budget_text(s["epochs"], s["batch_size"], s["train_images"], asked=False)
+    ax.set_title(f"{document['preset'] or s['dataset']}: {s['train_images']} images, {s['model']}, {budget}",
+                 fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     command = document["command"]
@@ -161,3 +162,6 @@ def write_outputs(out: Path, document: dict[str, Any]) -> None:
     if summary:
         write_text_atomic(out / "results.md", render_markdown(document, summary))
         write_bytes_atomic(out / "errors.png", plot_errors(document, summary))
+    else:  # an earlier benchmark's report would stand beside results that no longer hold its runs
+        (out / "results.md").unlink(missing_ok=True)
+        (out / "errors.png").unlink(missing_ok=True)

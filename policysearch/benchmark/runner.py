@@ -29,14 +29,16 @@ from policysearch.benchmark.report import write_outputs
 from policysearch.training.data import (DataError, ImageData, baseline_for, load_dataset, normalization_for,
                                         stratified_indices, stratified_subset)
 from policysearch.training.pretrained import ModelSpec, check_model, fit_image_size
+from policysearch.training.user_data import fingerprint
 from policysearch.training.train import TrainConfig, evaluate, fit_to_data, train_model
 
 
-def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream,
+def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream, contents: dict[str, str],
             from_scratch: bool = False) -> tuple[Policy, dict[str, Any]]:
     """Run a Fast AutoAugment search on the training split; returns the policy and its costs.
 
-    Its models start from ``preset.weights`` like the final ones, unless ``from_scratch``."""
+    Its models start from ``preset.weights`` like the final ones, unless ``from_scratch``. ``contents`` (the
+    digests of the weights file and of a folder's images, ``input_contents``) are part of the search's key."""
     from policysearch.search import SearchConfig, run_search
 
     defaults = SearchConfig()
@@ -62,7 +64,10 @@ def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream,
     )
     # One folder per search config: a rerun with other --search-* options starts its own search, and a rerun
     # with the same ones continues (or re-exports) the search it had.
-    key = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode("utf-8")).hexdigest()[:12]
+    # The digests of what paths name are in the key too, so that a changed file starts a search of its own.
+    used = {k: v for k, v in contents.items() if k != "weights_sha256" or config.weights}
+    keyed = asdict(config) if not used else [asdict(config), used]  # the key of a search without them is unchanged
+    key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode("utf-8")).hexdigest()[:12]
     run_dir = out / f"search-{key}"
     started = time.monotonic()
     result = run_search(config, run_dir, resume=(run_dir / "config.json").exists(), stream=stream)
@@ -75,6 +80,22 @@ def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream,
              "recipe": (result.policy.metadata.get("recipe") or {}).get("name") or result.policy.name,
              "sha256": policy_sha256(result.policy), "search_config": asdict(config)}
     return result.policy, costs
+
+
+def input_contents(preset: Preset, train: ImageData, test: ImageData) -> dict[str, str]:
+    """Digests of the inputs that settings name by path only: the weights file's SHA-256, and for a folder
+    data set its training and test images' fingerprints. A rerun whose files changed then matches no
+    earlier run (``finished_runs``) and no earlier search; empty for built-in data without weights."""
+    contents = {}
+    if preset.weights:
+        digest = hashlib.sha256()
+        with open(preset.weights, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        contents["weights_sha256"] = digest.hexdigest()
+    if preset.dataset.startswith("imagefolder:"):
+        contents["data_fingerprint"] = f"{fingerprint(train)} {fingerprint(test)}"
+    return contents
 
 
 def policy_sha256(policy: Policy) -> str:
@@ -144,11 +165,12 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     spec = ModelSpec(preset.model, train.num_classes, int(train.images.shape[1]), preset.weights,
                      preset.freeze_backbone)
     check_model(spec, size)  # the weights file and the image size, before any training
+    contents = input_contents(preset, train, test)
     document: dict[str, Any] = {
         "command": command or " ".join(shlex.quote(a) for a in sys.argv),
         "preset": preset_name,
         "settings": {**asdict(preset), "image_size": size, "train_images": len(train),
-                     "test_images": len(test), "cutout_pixels": cutout, "baseline": asdict(baseline)},
+                     "test_images": len(test), "cutout_pixels": cutout, "baseline": asdict(baseline), **contents},
         "software": software_versions(),
         "search": None,
         "pretraining": pretraining,
@@ -165,14 +187,14 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     start = f" for models starting from {preset.weights}" if preset.weights else ""
     if "searched" in preset.methods and policy is None:
         print(f"benchmark: searching a policy{start} on {len(train)} training images first", file=stream, flush=True)
-        policy, costs = _search(preset, out, args, stream)
+        policy, costs = _search(preset, out, args, stream, contents)
         policy_source = costs["policy_file"]
         document["search"] = costs
     scratch = None
     if "searched-scratch" in preset.methods:
         print(f"benchmark: searching a policy for models trained from scratch on {len(train)} training images",
               file=stream, flush=True)
-        scratch, costs = _search(preset, out, args, stream, from_scratch=True)
+        scratch, costs = _search(preset, out, args, stream, contents, from_scratch=True)
         document["search_scratch"] = costs
     if policy is not None:
         recipe = policy.metadata.get("recipe", {}) if isinstance(policy.metadata.get("recipe"), dict) else {}
@@ -180,15 +202,19 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
                                        "recipe": recipe.get("name", policy.name), "baseline": asdict(policy.baseline),
                                        "sha256": policy_sha256(policy)}
     done = finished_runs(out, document)
-    # the kept runs are in the first write, so that stopping before the next training loses none of them
-    document["runs"] = [done[(m, seed)] for seed in preset.seeds for m in methods if (m, seed) in done]
+    place = {(m, seed): i for i, (seed, m) in enumerate((seed, m) for seed in preset.seeds for m in methods)}
+    # The kept runs are in the first write, so that stopping before the next training loses none of them;
+    # those of methods or seeds this command does not train stay too, after this command's.
+    document["runs"] = sorted(done.values(), key=lambda r: place.get((r["method"], int(r["seed"])), len(place)))
     if document["runs"]:
-        print(f"benchmark: kept {len(document['runs'])} runs of the earlier benchmark in {out} (same settings)",
-              file=stream, flush=True)
+        others = sum((r["method"], int(r["seed"])) not in place for r in document["runs"])
+        beside = f", {others} of them of methods or seeds this command does not train" if others else ""
+        print(f"benchmark: kept {len(document['runs'])} runs of the earlier benchmark in {out} (same settings"
+              f"{beside})", file=stream, flush=True)
     write_outputs(out, document)
 
     total = len(preset.seeds) * len(methods)
-    place = {(m, seed): i for i, (seed, m) in enumerate((seed, m) for seed in preset.seeds for m in methods)}
+    finished = len(document["runs"]) - sum((r["method"], int(r["seed"])) not in place for r in document["runs"])
     for seed in preset.seeds:  # seed outer: a partial benchmark has complete pairs
         for method in methods:
             if (method, seed) in done:
@@ -210,8 +236,9 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
                    "train_accuracy": last["train_accuracy"], "clean_train_accuracy": fit["accuracy"],
                    "train_seconds": seconds}
             document["runs"].append(row)
-            document["runs"].sort(key=lambda r: place[(r["method"], int(r["seed"]))])  # kept runs in their place
-            print(f"[{len(document['runs'])}/{total}] {method:>14} seed {seed}: test error "
+            document["runs"].sort(key=lambda r: place.get((r["method"], int(r["seed"])), len(place)))
+            finished += 1
+            print(f"[{finished}/{total}] {method:>14} seed {seed}: test error "
                   f"{row['test_error']:.2f} %, training accuracy {100 * fit['accuracy']:.1f} % ({seconds:.0f} s)",
                   file=stream, flush=True)
             write_outputs(out, document)
