@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import math
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -417,11 +418,16 @@ def test_ctrl_c_says_what_the_benchmark_kept_and_the_same_command_goes_on(tmp_pa
         return real(*args, **kwargs)
 
     monkeypatch.setattr(runner, "train_model", stopped_on_the_second)
+    monkeypatch.setattr(sys, "argv", ["/env/lib/policysearch/__main__.py", *argv])  # python -m policysearch
     assert cli.main(argv) == 130
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert err == (f"policysearch: benchmark interrupted; 1 of 2 trainings finished in {out} (results.md, runs.csv); "
-                   "continue with the same command, which keeps them: policysearch " + " ".join(argv))
+                   "continue with the same command, which keeps them: python -m policysearch " + " ".join(argv))
+    assert json.loads((out / "results.json").read_text())["command"] == "python -m policysearch " + " ".join(argv)
+    monkeypatch.setattr(sys, "argv", ["scripts/benchmark.py", *argv[1:]])
+    assert command.command_line() == "scripts/benchmark.py " + " ".join(argv[1:])
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/policysearch", *argv])  # the installed command
     calls.clear()
     assert cli.main(argv) == 0 and len(calls) == 1  # only the interrupted training
     assert [r["method"] for r in json.loads((out / "results.json").read_text())["runs"]] == ["none", "baseline"]
@@ -432,6 +438,7 @@ def test_ctrl_c_says_what_the_benchmark_kept_and_the_same_command_goes_on(tmp_pa
 
     monkeypatch.setattr(command, "run_benchmark", in_the_search)
     fresh = tmp_path / "fresh"
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/policysearch", *argv[:-1], str(fresh)])
     assert cli.main([*argv[:-1], str(fresh)]) == 130
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"policysearch: benchmark interrupted; search interrupted in phase 2; kept in {fresh}/"

@@ -110,10 +110,10 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"preset {args.preset} wants a GPU but CUDA is not available; pass --device cpu")
     try:
         document = run_benchmark(preset, out, policy=policy, policy_source=args.policy or "",
-                                 preset_name=args.preset, args=args)
+                                 command=command_line(), preset_name=args.preset, args=args)
     except KeyboardInterrupt as stop:
         sys.stdout.flush()
-        print(f"\npolicysearch: {interrupted_text(out, preset, stop, getattr(args, 'argv', None))}", file=sys.stderr)
+        print(f"\npolicysearch: {interrupted_text(out, preset, stop, command_line())}", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(f"\nresults: {out / 'results.md'}")
     print((out / "results.md").read_text(encoding="utf-8"))
@@ -135,7 +135,16 @@ def rewrite_report(out: Path) -> int:
     return 0
 
 
-def interrupted_text(out: Path, preset: Preset, stop: KeyboardInterrupt, argv: list[str] | None) -> str:
+def command_line() -> str:
+    """This process's command line, as one that runs it again: ``python -m policysearch ...`` for the module
+    (whose argv[0] is its ``__main__.py``), ``policysearch ...`` for the installed command."""
+    program, *rest = sys.argv
+    if Path(program).name == "__main__.py":
+        return shlex.join(["python", "-m", "policysearch", *rest])
+    return shlex.join([Path(program).name if Path(program).name == "policysearch" else program, *rest])
+
+
+def interrupted_text(out: Path, preset: Preset, stop: KeyboardInterrupt, command: str) -> str:
     """The one line a Ctrl-C prints: what the results folder keeps (the finished runs, and the search's
     finished trials when it was searching) and the command that goes on from there - the same one."""
     kept = []
@@ -151,6 +160,5 @@ def interrupted_text(out: Path, preset: Preset, stop: KeyboardInterrupt, argv: l
     files = [name for name in ("results.md", "runs.csv") if (out / name).exists()]
     kept.append(f"{runs} of {total} trainings finished in {out} ({', '.join(files)})" if runs else
                 f"none of its {total} trainings finished yet")
-    command = shlex.join(["policysearch", *(argv or ["benchmark"])])
     return (f"benchmark interrupted; {'; '.join(kept)}; continue with the same command, which keeps them: "
             f"{command}")
