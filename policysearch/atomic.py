@@ -8,6 +8,7 @@ writer's thread by an exception) removes the temporary file and leaves the targe
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -22,7 +23,10 @@ os.umask(_UMASK)
 
 
 def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
-    """Call ``write(handle)`` on a temporary binary file next to ``path``, then rename it to ``path``."""
+    """Call ``write(handle)`` on a temporary binary file next to ``path``, then rename it to ``path``.
+    An existing folder at ``path`` is refused first, by its own name (IsADirectoryError)."""
+    if os.path.isdir(path):  # else the rename fails, naming the temporary file
+        raise IsADirectoryError(errno.EISDIR, "is a directory", os.fspath(path))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -4,8 +4,9 @@ Every subcommand is one :class:`Command` entry in :data:`COMMANDS` (name, help, 
 arguments, a function running it). A command in its own module (``search``, ``benchmark``) is named with
 :func:`from_module` and imported only when used, and nothing heavy is imported at the top, so
 ``policysearch --help`` stays fast and works without Ray. User errors (``PolicyError``, ``DataError``,
-``SpaceError``, ``ValueError``) print as one line, ``policysearch: error: <message>``, exit status 2;
-anything else is a bug and raises with its traceback.
+``SpaceError``, ``ValueError``) print as one line, ``policysearch: error: <message>``, exit status 2,
+or 1 where an input file is invalid (as ``validate`` reports it); anything else is a bug and raises with
+its traceback.
 """
 
 from __future__ import annotations
@@ -112,6 +113,12 @@ def _run_validate(args: argparse.Namespace) -> int:
     return status
 
 
+def _invalid_file(exc: Exception) -> int:
+    """Report an invalid input file as ``main`` reports an error, with ``validate``'s exit status."""
+    print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+    return EXIT_INVALID
+
+
 # ---------------------------------------------------------------------------------------------------
 # convert
 # ---------------------------------------------------------------------------------------------------
@@ -131,9 +138,14 @@ def _add_convert(parser: argparse.ArgumentParser) -> None:
 
 def _run_convert(args: argparse.Namespace) -> int:
     from policysearch.augment.convert import convert
-    from policysearch.augment.policy import Policy
+    from policysearch.augment.policy import Policy, PolicyError
 
-    policy = convert(args.source, args.form)
+    try:
+        policy = convert(args.source, args.form)
+    except PolicyError as exc:
+        if args.form is None:
+            raise  # a bad policy string, or a file without --from: usage errors
+        return _invalid_file(exc)
     if not policy.name:
         policy.name = Path(args.source).stem
     policy.metadata.setdefault("command", shlex.join([PROG, *args.argv]))
@@ -187,13 +199,19 @@ def _run_show(args: argparse.Namespace) -> int:
     from policysearch.augment.torchvision_policies import from_torchvision
     from policysearch.training.data import dataset_name, load_dataset
     from policysearch.augment.grids import sample_grid
-    from policysearch.augment.standard import load_policy
+    from policysearch.augment.policy import PolicyError
+    from policysearch.augment.standard import is_policy_string, load_policy
 
     if args.file is None:
         policy = from_torchvision(DEFAULT_SHOW_POLICY)
         about = f"{DEFAULT_SHOW_POLICY} (default: no policy file given)"
     else:
-        policy = load_policy(args.file)
+        try:
+            policy = load_policy(args.file)
+        except PolicyError as exc:
+            if is_policy_string(args.file):
+                raise  # a bad policy string: a usage error
+            return _invalid_file(exc)
         about = policy.name or Path(args.file).name
     data = load_dataset(dataset_name(args.dataset), split="train", data_root=args.data_root)
     if len(data) == 0:

@@ -52,3 +52,18 @@ def test_a_full_disk_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch,
     assert path.read_bytes() == before
     assert Policy.load(path) == old
     assert [p.name for p in tmp_path.iterdir()] == ["policy.json"]
+
+
+@pytest.mark.parametrize("write", [
+    lambda path: write_json_atomic(path, {"a": 1}),
+    lambda path: save_torch_atomic(path, {"x": 1}),
+    lambda path: Policy([[("Rotate", 0.5, 0.5)]]).save(path),
+])
+def test_a_folder_as_the_target_is_refused_by_its_own_name(tmp_path, write):
+    target = tmp_path / "out.json"
+    target.mkdir()
+    with pytest.raises(IsADirectoryError) as caught:
+        write(target)
+    assert caught.value.filename == str(target)  # the user's path, not the temporary file's
+    assert caught.value.strerror == "is a directory"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"] and not list(target.iterdir())

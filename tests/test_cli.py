@@ -232,19 +232,26 @@ def test_spaces_lists_the_shipped_spaces(capsys):
 # --------------------------------------------------------------------------------------------- user errors
 
 
-@pytest.mark.parametrize("make_args, message", [
-    (lambda t: ["show", "--dataset", "nope", "-o", str(t / "g.png")], "unknown data set 'nope'"),
-    (lambda t: ["show", str(bad_policy(t)), "-o", str(t / "g.png")], "p.json: sub_policies[3][1].prob: 1.7 is outside"),
-    (lambda t: ["show", str(t / "missing.json")], "missing.json: no such file"),
-    (lambda t: ["show", str(good_policy(t)), "--dataset", "cifar10", "--data-root", str(t / "nodata")], "cifar10"),
-    (lambda t: ["convert", str(t / "missing.json"), "--from", "autoaugment", "-o", str(t / "o.json")], "no such file"),
-    (lambda t: ["convert", "torchvision:cifar10", "-o", str(good_policy(t)) + "/inside.json"], "good.json"),
+@pytest.mark.parametrize("make_args, message, status", [
+    (lambda t: ["show", "--dataset", "nope", "-o", str(t / "g.png")], "unknown data set 'nope'", 2),
+    (lambda t: ["show", str(bad_policy(t)), "-o", str(t / "g.png")], "p.json: sub_policies[3][1].prob: 1.7 is outside",
+     1),
+    (lambda t: ["show", str(t / "missing.json")], "missing.json: no such file", 1),
+    (lambda t: ["show", "randaugment:n=9", "-o", str(t / "g.png")], "randaugment:n=9: n=9 is outside 1..4", 2),
+    (lambda t: ["show", str(good_policy(t)), "--dataset", "cifar10", "--data-root", str(t / "nodata")], "cifar10", 2),
+    (lambda t: ["convert", str(t / "missing.json"), "--from", "autoaugment", "-o", str(t / "o.json")], "no such file",
+     1),
+    (lambda t: ["convert", str(bad_policy(t)), "-o", str(t / "o.json")], "say which form the file is in", 2),
+    (lambda t: ["convert", "torchvision:cifar10", "-o", str(good_policy(t)) + "/inside.json"], "good.json", 2),
+    (lambda t: ["convert", "randaugment", "-o", str(t)], "error: TMP: is a directory\n", 2),  # TMP: the tmp_path
+    (lambda t: ["show", str(good_policy(t)), "-o", str(t)], "error: TMP: is a directory\n", 2),
 ])
-def test_user_errors_are_one_line(tmp_path, capsys, make_args, message):
-    assert main(make_args(tmp_path)) == 2
+def test_user_errors_are_one_line(tmp_path, capsys, make_args, message, status):
+    """Exit status 1 for an invalid input file (as validate), 2 for a usage error."""
+    assert main(make_args(tmp_path)) == status
     err = capsys.readouterr().err
     assert err.startswith("policysearch: error: ") and err.count("\n") == 1, err
-    assert message in err
+    assert message.replace("TMP", str(tmp_path)) in err
     assert "Traceback" not in err
 
 

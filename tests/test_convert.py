@@ -16,7 +16,8 @@ from torchvision.transforms import InterpolationMode
 from policysearch.cli import main
 from policysearch.augment.convert import convert, from_autoaugment_paper, from_fast_autoaugment
 from policysearch.augment.ops import OPS, TRANSLATE_MAX, PilContext
-from policysearch.augment.policy import Operation, Policy, PolicyError
+from policysearch.augment.policy import MAX_DEPTH, MAX_FILE_BYTES, Operation, Policy, PolicyError
+from policysearch.augment.standard import load_policy
 from policysearch.augment.torchvision_policies import from_torchvision
 
 SIZE = 32
@@ -144,8 +145,15 @@ def test_torchvision_policy_metadata_and_entry_points():
 def test_unknown_torchvision_policy():
     with pytest.raises(PolicyError, match=r"unknown torchvision policy 'mnist'; choose one of imagenet, cifar10, svhn"):
         from_torchvision("mnist")
-    with pytest.raises(PolicyError, match="unknown torchvision policy"):
+    with pytest.raises(PolicyError, match=r"^torchvision:mnist: unknown torchvision recipe 'mnist' \(known: cifar10, "
+                                          r"imagenet, svhn, randaugment, trivialaugmentwide\)$"):
         convert("torchvision:mnist")
+
+
+@pytest.mark.parametrize("text", ["torchvision:randaugment", "torchvision:trivialaugmentwide", "torchvision:cifar10",
+                                  "TORCHVISION:svhn", "autoaugment:imagenet", "randaugment:n=1,m=5", "identity"])
+def test_convert_takes_every_policy_string_load_policy_takes(text):
+    assert convert(text) == load_policy(text)
 
 
 # --------------------------------------------------------------------------------------------- AutoAugment paper
@@ -188,8 +196,8 @@ def test_paper_form_keeps_structure_and_probabilities():
     ([[["Rotate", 0.5, float("nan")]]], r"^x: \[0\]\[0\]: magnitude nan is outside"),
     ([[["Rotate", 1.5, 3]]], r"^x: \[0\]\[0\]: prob 1\.5 is outside \[0, 1\]$"),
     ([[["Rotate", True, 3]]], r"^x: \[0\]\[0\]: prob True is outside \[0, 1\]$"),
-    ([[["Rotat", 0.5, 3]]], r"^x: \[0\]\[0\]: unknown op 'Rotat'$"),
-    ([[[["Rotate"], 0.5, 3]]], r"^x: \[0\]\[0\]: unknown op \['Rotate'\]$"),
+    ([[["Rotat", 0.5, 3]]], r"^x: \[0\]\[0\]: unknown op 'Rotat' for the AutoAugment paper form \(its ops: "),
+    ([[[["Rotate"], 0.5, 3]]], r"^x: \[0\]\[0\]: unknown op \['Rotate'\] for the AutoAugment paper form"),
     ([[["Rotate", 0.5]]], r"^x: \[0\]\[0\]: expected \[name, prob, magnitude\]"),
     ([[]], r"^x: \[0\]: expected a non-empty list"),
     ([], r"^x: expected a non-empty list of sub-policies"),
@@ -233,12 +241,29 @@ def test_faa_examples():
 @pytest.mark.parametrize("data, message", [
     ([[["ShearX", 0.5, 1.2]]], r"^faa\.json: \[0\]\[0\]: magnitude 1\.2 is outside \[0, 1\]$"),
     ([[["ShearX", -0.1, 0.2]]], r"^faa\.json: \[0\]\[0\]: prob -0\.1 is outside \[0, 1\]$"),
-    ([[["ShearX", 0.5, 0.2], ["Sheer", 0.5, 0.2]]], r"^faa\.json: \[0\]\[1\]: unknown op 'Sheer'$"),
+    ([[["ShearX", 0.5, 0.2], ["Sheer", 0.5, 0.2]]], r"^faa\.json: \[0\]\[1\]: unknown op 'Sheer' for the Fast "),
     ("ShearX", r"^faa\.json: expected a non-empty list"),
 ])
 def test_faa_errors_name_the_place(data, message):
     with pytest.raises(PolicyError, match=message):
         from_fast_autoaugment(data, source="faa.json")
+
+
+FORM_OPS = ("ShearX, ShearY, TranslateX, TranslateY, Rotate, AutoContrast, Invert, Equalize, Solarize, Posterize, "
+            "Contrast, Color, Brightness, Sharpness, Cutout, SamplePairing")
+
+
+@pytest.mark.parametrize("convert_form, what, magnitude", [
+    (from_autoaugment_paper, "AutoAugment paper form", 10),
+    (from_fast_autoaugment, "Fast AutoAugment list form", 1.0),
+])
+@pytest.mark.parametrize("op", ["GaussianNoise", "Blur", "Zoom", "TranslateXAbs", "Identity", "FlipLR"])
+def test_forms_refuse_our_ops_that_they_do_not_have(convert_form, what, magnitude, op):
+    """An op of ours outside the source's own table has no meaning there: refused, not converted to level 0."""
+    data = [[["Rotate", 0.5, magnitude]], [["Rotate", 0.5, magnitude], [op, 0.7, magnitude]]]
+    with pytest.raises(PolicyError) as info:
+        convert_form(data, "x.json")
+    assert str(info.value) == f"x.json: [1][1]: unknown op {op!r} for the {what} (its ops: {FORM_OPS})"
 
 
 # --------------------------------------------------------------------------------------------- convert()
@@ -258,6 +283,25 @@ def test_convert_reads_files(tmp_path):
     (tmp_path / "bad.json").write_text("[[")
     with pytest.raises(PolicyError, match="not valid JSON: .* line 1 column 3"):
         convert(str(tmp_path / "bad.json"), "autoaugment")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfe[[]]", "not UTF-8 text (byte 0xff at offset 0)"),
+    (b"[" * 100_000 + b"]" * 100_000, f"nested deeper than {MAX_DEPTH} levels"),
+    (b"[" * 100 + b"]" * 100, f"[0][0][0]...: nested deeper than {MAX_DEPTH} levels"),
+    (b" " * (MAX_FILE_BYTES + 1), f"larger than {MAX_FILE_BYTES} bytes, too large for a policy file"),
+    (b'[[["Rotate", 0.5, 1, 2]], {"a": 1, "a": 2}]', "not valid JSON: key 'a' appears twice in one object"),
+])
+@pytest.mark.parametrize("form", ["autoaugment", "fast-autoaugment"])
+def test_convert_reads_its_file_as_policy_load_does(tmp_path, form, content, message):
+    path = tmp_path / "source.json"
+    path.write_bytes(content)
+    with pytest.raises(PolicyError) as info:
+        convert(str(path), form)
+    assert str(info.value) == f"{path}: {message}"
+    with pytest.raises(PolicyError) as info:
+        Policy.load(path)
+    assert str(info.value) == f"{path}: {message}"  # the same reader
 
 
 # --------------------------------------------------------------------------------------------- CLI convert
@@ -293,11 +337,23 @@ def test_cli_convert_files(tmp_path, capsys, form, data, first):
 def test_cli_convert_errors(tmp_path, capsys):
     source = tmp_path / "source.json"
     source.write_text(json.dumps([[["Rotate", 0.5, 12]]]))
-    assert main(["convert", str(source), "--from", "autoaugment", "-o", str(tmp_path / "o.json")]) == 2
+    assert main(["convert", str(source), "--from", "autoaugment", "-o", str(tmp_path / "o.json")]) == 1  # as validate
     err = capsys.readouterr().err
     assert err == f"policysearch: error: {source}: [0][0]: magnitude 12 is outside [0, 10]\n"
-    assert main(["convert", str(source), "-o", str(tmp_path / "o.json")]) == 2
+    missing = tmp_path / "missing.json"
+    assert main(["convert", str(missing), "--from", "autoaugment", "-o", str(tmp_path / "o.json")]) == 1
+    assert capsys.readouterr().err == f"policysearch: error: {missing}: no such file\n"
+    assert main(["convert", str(source), "-o", str(tmp_path / "o.json")]) == 2  # usage errors stay 2
     assert "--from autoaugment or --from fast-autoaugment" in capsys.readouterr().err
     assert main(["convert", "torchvision:mnist", "-o", str(tmp_path / "o.json")]) == 2
-    assert "unknown torchvision policy 'torchvision:mnist'; choose one of imagenet" in capsys.readouterr().err
+    assert "unknown torchvision recipe 'mnist' (known: cifar10, imagenet, svhn, randaugment, trivialaugmentwide)" \
+        in capsys.readouterr().err
     assert not (tmp_path / "o.json").exists()
+
+
+@pytest.mark.parametrize("text", ["torchvision:randaugment", "torchvision:trivialaugmentwide"])
+def test_cli_convert_torchvision_transforms(tmp_path, capsys, text):
+    out = tmp_path / "p.json"
+    assert main(["convert", text, "-o", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert Policy.load(out) == load_policy(text)

@@ -7,7 +7,9 @@ import math
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pytest
+import torch
 
 from policysearch.augment.ops import OP_NAMES
 from policysearch.augment.policy import (
@@ -90,7 +92,8 @@ def test_save_leaves_no_temporary_files(tmp_path):
 def test_failed_save_keeps_the_previous_file(tmp_path):
     path = Policy.from_dict(doc(name="first")).save(tmp_path / "p.json")
     before = path.read_bytes()
-    broken = Policy([[("Rotate", 0.5, 0.5)]], metadata={"oops": object()})  # valid, but not JSON-serialisable
+    broken = Policy([[("Rotate", 0.5, 0.5)]])
+    broken.metadata["oops"] = object()  # changed after it was built (which refuses it): not JSON-serialisable
     with pytest.raises(TypeError):
         broken.save(path)
     assert path.read_bytes() == before
@@ -179,6 +182,39 @@ def test_bad_numbers_are_rejected_in_memory_too(value):
         Policy([[("Rotate", 0.5, value)]])
 
 
+def test_numpy_numbers_are_stored_as_floats(tmp_path):
+    policy = Policy([[("Rotate", np.float32(0.5), np.float64(0.3)), Operation("Invert", np.int64(1), np.float16(0))]])
+    steps = policy[0]
+    assert [(type(s.prob), type(s.level)) for s in steps] == [(float, float)] * 2
+    assert steps == (Operation("Rotate", 0.5, 0.3), Operation("Invert", 1.0, 0.0))
+    assert Policy.load(policy.save(tmp_path / "p.json")) == policy  # save() writes them as JSON numbers
+
+
+@pytest.mark.parametrize("metadata, message", [
+    ({"score": np.float32(0.5)}, "metadata.score: float32 is not a JSON value"),
+    ({"acc": torch.tensor(0.5)}, "metadata.acc: Tensor is not a JSON value"),
+    ({"score": {"runs": [1.0, np.int64(2)]}}, "metadata.score.runs[1]: int64 is not a JSON value"),
+    ({"score": math.nan}, "metadata.score: nan is not a JSON number (JSON has no NaN or infinity)"),
+    ({"score": {"low": -math.inf}}, "metadata.score.low: -inf is not a JSON number (JSON has no NaN or infinity)"),
+    ({"path": Path("x")}, "metadata.path: PosixPath is not a JSON value"),
+])
+def test_metadata_that_is_not_json_is_refused_when_the_policy_is_built(tmp_path, metadata, message):
+    with pytest.raises(PolicyError) as info:
+        Policy([[("Rotate", 0.5, 0.3)]], metadata=metadata)
+    assert str(info.value) == f"Policy: {message}"
+    assert not list(tmp_path.iterdir())
+
+
+def test_metadata_tuples_are_json_arrays(tmp_path):
+    policy = Policy([[("Rotate", 0.5, 0.3)]], metadata={"strengths": (0.5, 1.0)})
+    assert Policy.load(policy.save(tmp_path / "p.json")).metadata["strengths"] == [0.5, 1.0]
+
+
+def test_a_file_with_nan_in_its_metadata_is_refused(tmp_path):
+    text = json.dumps(doc(metadata={"score": {"acc": float("nan")}}))  # Python writes NaN, which json.loads accepts
+    assert load_error(tmp_path, text) == "metadata.score.acc: nan is not a JSON number (JSON has no NaN or infinity)"
+
+
 def test_empty_sub_policies(tmp_path):
     assert load_error(tmp_path, doc(subs=[])) == "sub_policies: needs at least one sub-policy"
 
@@ -196,6 +232,24 @@ def test_wrong_format_version(tmp_path, version):
                        "(this policysearch reads versions 1, 2 and 3)")
 
 
+def test_unknown_op_ranges_reads_like_the_other_enums(tmp_path):
+    message = load_error(tmp_path, doc(op_ranges="narrow"))
+    assert message == "op_ranges: unknown op ranges 'narrow' (known: standard, wide)"
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("op", ["TranslateXAbs", "TranslateYAbs"])
+def test_an_older_version_with_a_version_3_op_is_refused(tmp_path, version, op):
+    data = doc(format_version=version)
+    data["sub_policies"][3].append({"op": op, "prob": 0.5, "level": 0.5})
+    message = load_error(tmp_path, data)
+    assert message == f"sub_policies[3][2].op: format_version {version} has no {op}; write format_version 3 to use it"
+    assert load_error(tmp_path, doc(format_version=2, op_ranges="wide")) == \
+        "op_ranges: format_version 2 has no op_ranges; write format_version 3 to carry them"  # the same style
+    data["format_version"] = 3
+    assert Policy.load(write(tmp_path / "v3.json", data)).ops() >= {op}
+
+
 def test_not_json_names_line_and_column(tmp_path):
     message = load_error(tmp_path, '{\n  "format_version": 1,\n  "sub_policies": [[{"op": "Rotate",}]]\n}')
     assert message.startswith("not valid JSON: ")
@@ -210,6 +264,13 @@ def test_missing_file(tmp_path):
     path = tmp_path / "nope.json"
     with pytest.raises(PolicyError, match=r"nope\.json: no such file$"):
         Policy.load(path)
+
+
+def test_missing_file_is_named_as_given(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PolicyError) as info:
+        Policy.load("./sub/../nope.json")
+    assert str(info.value) == "./sub/../nope.json: no such file"
 
 
 def test_a_folder_is_not_a_policy_file(tmp_path):

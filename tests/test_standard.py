@@ -185,6 +185,11 @@ def test_string_or_file_rules(tmp_path, monkeypatch):
         load_policy("nosuch")
     with pytest.raises(PolicyError, match="missing.json: no such file"):
         load_policy("missing.json")
+    with pytest.raises(PolicyError, match=r"^\./nosuchfile: no such file$"):  # the path as the user wrote it
+        load_policy("./nosuchfile")
+    (tmp_path / "randaugment").unlink()
+    with pytest.raises(PolicyError, match=r"^\./randaugment: no such file$"):  # not the policy string's name
+        load_policy("./randaugment")
     with pytest.raises(PolicyError, match="sub/dir: no such file"):
         load_policy("sub/dir")
     with pytest.raises(PolicyError, match="empty policy"):

@@ -3,14 +3,18 @@
 Our ops map a level in [0, 1] into an argument with a higher level always stronger (see ``ops.py``).
 The converters choose the level so that the applied argument is the one the source meant:
 
-* ``torchvision:imagenet|cifar10|svhn`` - torchvision's built-in AutoAugment policies, read from the
-  installed torchvision (``torchvision_policies``).
+* Policy strings, ``torchvision:imagenet|cifar10|svhn|randaugment|trivialaugmentwide`` and every other
+  one :func:`~policysearch.augment.standard.load_policy` takes (``standard``); torchvision's AutoAugment
+  policies are read from the installed torchvision (``torchvision_policies``).
 * AutoAugment paper form - ``[[(name, prob, magnitude 0..10), ...], ...]``: magnitude m means m/10 of
   the paper's range (shear 0.3, translate 150/331 of the size, rotate 30 degrees, solarize 256 -> 0,
   posterize 8 -> 4 bits, cutout 60/331 of the size, sample pairing 0.4).
 * Fast AutoAugment list form - ``[[[name, prob, level], ...], ...]`` with FAA's own table, whose levels
   map straight into [low, high] (Solarize level 0 is threshold 0, the strongest; geometric ops take a
   random sign there too, so level l means |2l - 1| of ours).
+
+Each form takes only the ops of its own table (``PAPER_OPS``, ``FAA_OPS``): another op of ours has no
+magnitude scale in that form, so it is refused rather than converted to some level.
 
 One approximation is unavoidable and documented: the AutoAugment paper and FAA apply enhance ops
 (Brightness, Color, Contrast, Sharpness) as an unsigned factor in [0.1, 1.9]; ours are 1 +- m with a
@@ -19,20 +23,22 @@ random sign, so a factor keeps its distance from 1 but not its direction.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from policysearch.augment.ops import OPS
-from policysearch.augment.policy import Operation, Policy, PolicyError
+from policysearch.augment.policy import Operation, Policy, PolicyError, read_policy_json
 from policysearch.augment.standard import is_policy_string, parse_policy_string
-from policysearch.augment.torchvision_policies import from_torchvision, level_for
+from policysearch.augment.torchvision_policies import level_for
 
 # AutoAugment paper ranges, as arguments of our ops, for magnitude m in 0..10 (fraction m / 10).
 _PAPER_RANGE: dict[str, float] = {
     "ShearX": 0.3, "ShearY": 0.3, "TranslateX": 150 / 331, "TranslateY": 150 / 331, "Rotate": 30.0,
     "Color": 0.9, "Contrast": 0.9, "Brightness": 0.9, "Sharpness": 0.9, "Cutout": 60 / 331, "SamplePairing": 0.4,
 }
+# The ops each form has, in its own order; any other op has no magnitude scale there.
+PAPER_OPS: tuple[str, ...] = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "AutoContrast", "Invert",
+                              "Equalize", "Solarize", "Posterize", "Contrast", "Color", "Brightness", "Sharpness",
+                              "Cutout", "SamplePairing")
+FAA_OPS: tuple[str, ...] = PAPER_OPS  # FAA's augment_list has the paper's ops, with its own ranges
 
 
 def _paper_level(op: str, magnitude: float) -> float:
@@ -43,7 +49,7 @@ def _paper_level(op: str, magnitude: float) -> float:
         return level_for(op, 8 - round(4 * fraction))
     if op in _PAPER_RANGE:
         return level_for(op, fraction * _PAPER_RANGE[op])
-    return 0.0
+    return 0.0  # AutoContrast, Invert, Equalize: no magnitude (_convert_list admits only the form's ops)
 
 
 def _faa_level(op: str, level: float) -> float:
@@ -59,7 +65,7 @@ def _faa_level(op: str, level: float) -> float:
         return level_for(op, int(4 + 4 * level))
     if op in ("Cutout", "SamplePairing"):
         return level  # FAA: 0..0.2 of the size, 0..0.4 blend weight, as ours
-    return 0.0
+    return 0.0  # AutoContrast, Invert, Equalize: no magnitude (_convert_list admits only the form's ops)
 
 
 def _is_number(value: Any) -> bool:
@@ -67,7 +73,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _convert_list(data: Any, source: str, level_of: Callable[[str, float], float], level_limit: float,
-                  what: str) -> Policy:
+                  what: str, ops: tuple[str, ...]) -> Policy:
     if not isinstance(data, Sequence) or isinstance(data, str) or not data:
         raise PolicyError(f"{source}: expected a non-empty list of sub-policies ({what})")
     subs = []
@@ -80,8 +86,8 @@ def _convert_list(data: Any, source: str, level_of: Callable[[str, float], float
             if not isinstance(step, Sequence) or isinstance(step, str) or len(step) != 3:
                 raise PolicyError(f"{place}: expected [name, prob, magnitude], got {step!r}")
             name, prob, magnitude = step
-            if not isinstance(name, str) or name not in OPS:
-                raise PolicyError(f"{place}: unknown op {name!r}")
+            if not isinstance(name, str) or name not in ops:
+                raise PolicyError(f"{place}: unknown op {name!r} for the {what} (its ops: {', '.join(ops)})")
             if not _is_number(magnitude) or not 0 <= magnitude <= level_limit:
                 raise PolicyError(f"{place}: magnitude {magnitude!r} is outside [0, {level_limit:g}]")
             if not _is_number(prob) or not 0 <= prob <= 1:
@@ -93,12 +99,12 @@ def _convert_list(data: Any, source: str, level_of: Callable[[str, float], float
 
 def from_autoaugment_paper(data: Any, source: str = "autoaugment") -> Policy:
     """AutoAugment paper form: sub-policies of (name, prob, magnitude 0..10)."""
-    return _convert_list(data, source, _paper_level, 10, "AutoAugment paper form")
+    return _convert_list(data, source, _paper_level, 10, "AutoAugment paper form", PAPER_OPS)
 
 
 def from_fast_autoaugment(data: Any, source: str = "fast-autoaugment") -> Policy:
     """Fast AutoAugment list form: sub-policies of [name, prob, level in [0, 1]] with FAA's op table."""
-    return _convert_list(data, source, _faa_level, 1, "Fast AutoAugment list form")
+    return _convert_list(data, source, _faa_level, 1, "Fast AutoAugment list form", FAA_OPS)
 
 
 CONVERTERS: dict[str, Callable[[Any, str], Policy]] = {
@@ -108,19 +114,11 @@ CONVERTERS: dict[str, Callable[[Any, str], Policy]] = {
 
 
 def convert(source: str, form: str | None = None) -> Policy:
-    """Convert a policy string (``torchvision:NAME``, ``randaugment:n=2,m=9``, ... see
-    ``policysearch.augment.standard``) or a JSON file in ``form`` (``autoaugment`` or ``fast-autoaugment``)."""
-    if source.startswith("torchvision:"):
-        return from_torchvision(source)
+    """Convert a policy string (``torchvision:NAME``, ``randaugment:n=2,m=9``, ... every one ``load_policy``
+    takes, see ``policysearch.augment.standard``) or, with ``form`` (``autoaugment`` or ``fast-autoaugment``),
+    a JSON file in that form, read as ``Policy.load`` reads a policy file."""
     if form is None and is_policy_string(source):
         return parse_policy_string(source)
     if form not in CONVERTERS:
         raise PolicyError(f"{source}: say which form the file is in: --from {' or --from '.join(CONVERTERS)}")
-    path = Path(source)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PolicyError(f"{path}: no such file") from None
-    except json.JSONDecodeError as exc:
-        raise PolicyError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    return CONVERTERS[form](data, str(path))
+    return CONVERTERS[form](read_policy_json(source), source)

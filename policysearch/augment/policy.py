@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as _dt
 import difflib
 import json
+import math
+import numbers
 import os
 import platform
 import reprlib
@@ -51,6 +53,12 @@ class Operation:
     op: str
     prob: float
     level: float
+
+    def __post_init__(self) -> None:
+        for key in ("prob", "level"):  # a numpy number as a float, so that the policy saves as JSON
+            value = getattr(self, key)
+            if isinstance(value, numbers.Real) and not isinstance(value, bool) and type(value) not in (int, float):
+                object.__setattr__(self, key, float(value))
 
     def to_dict(self) -> dict[str, Any]:
         return {"op": self.op, "prob": self.prob, "level": self.level}
@@ -114,6 +122,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "enum" and place == "format_version":
         versions = ", ".join(map(str, READABLE_VERSIONS[:-1])) + f" and {READABLE_VERSIONS[-1]}"
         return f"{place}: unsupported format_version {_short(value)} (this policysearch reads versions {versions})"
+    if error.validator == "enum" and place == "op_ranges":
+        return f"{place}: unknown op ranges {_short(value)} (known: {', '.join(error.validator_value)})"
     if error.validator == "enum" and place.endswith(".op"):
         close = difflib.get_close_matches(value, OP_NAMES, n=3, cutoff=0.5) if isinstance(value, str) else []
         hint = f" (closest: {', '.join(close)})" if close else f" (known: {', '.join(OP_NAMES)})"
@@ -135,10 +145,12 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"{place}: {_short(error.message)}"
 
 
-def _check_json_data(data: Any, source: str = "policy") -> None:
+def _check_json_data(data: Any, source: str = "policy", written: bool = False) -> None:
     """Raise PolicyError unless ``data`` is plain JSON data (dict with string keys, list, str, int, float,
-    bool, None) nested at most ``MAX_DEPTH`` deep with at most ``MAX_VALUES`` values. Walks iteratively,
-    so any depth, a cycle or a list shared a billion times over is safe to check."""
+    bool, None) nested at most ``MAX_DEPTH`` deep with at most ``MAX_VALUES`` values. With ``written``, the
+    data is what ``save`` writes: a tuple is an array (json writes it as one), and NaN and infinities are
+    refused (strict JSON has neither). Walks iteratively, so any depth, a cycle or a list shared a billion
+    times over is safe to check."""
     # Each entry: (value, depth, where) with where = (parent's where, key) or None at the top level; the
     # place is spelled out only for a message.
     stack: list[tuple[Any, int, Any]] = [(data, 0, None)]
@@ -165,10 +177,49 @@ def _check_json_data(data: Any, source: str = "policy") -> None:
                     raise PolicyError(f"{source}: {place(where)}: keys must be strings, got {type(key).__name__} "
                                       f"{_short(key)}")
                 stack.append((item, depth + 1, (where, key)))
-        elif isinstance(value, list):
+        elif isinstance(value, list) or written and isinstance(value, tuple):
             stack.extend((item, depth + 1, (where, i)) for i, item in enumerate(value))
         elif value is not None and not isinstance(value, (str, int, float)):  # bool is an int
             raise PolicyError(f"{source}: {place(where)}: {type(value).__name__} is not a JSON value")
+        elif written and isinstance(value, float) and not math.isfinite(value):
+            raise PolicyError(f"{source}: {place(where)}: {value!r} is not a JSON number (JSON has no NaN or infinity)")
+
+
+def _check_metadata(metadata: Any, source: str) -> None:
+    """Raise PolicyError unless ``metadata`` can be written as strict JSON; the place reads ``metadata.KEY``."""
+    _check_json_data({"metadata": metadata}, source, written=True)
+
+
+def read_policy_json(path: str | os.PathLike[str]) -> Any:
+    """The JSON document in the file ``path``, read with a policy file's guards: at most ``MAX_FILE_BYTES``
+    (a device is never read to its end), UTF-8, no key twice in an object, at most ``MAX_DEPTH`` deep and
+    ``MAX_VALUES`` values. Anything wrong is one PolicyError naming the file as given."""
+    shown = os.fspath(path)
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)  # never more: a huge file or a device is refused
+    except FileNotFoundError:
+        raise PolicyError(f"{shown}: no such file") from None
+    except OSError as exc:
+        raise PolicyError(f"{shown}: cannot read ({exc.strerror})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise PolicyError(f"{shown}: larger than {MAX_FILE_BYTES} bytes, too large for a policy file")
+    try:
+        text = raw.decode("utf-8-sig")  # a leading byte-order mark is allowed, as JSON parsers may
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{shown}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+    try:
+        data = json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as exc:
+        raise PolicyError(f"{shown}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except _DuplicateKey as exc:
+        raise PolicyError(f"{shown}: not valid JSON: key {_short(exc.args[0])} appears twice in one object") from None
+    except RecursionError:  # the C parser checks its depth and unwinds cleanly
+        raise PolicyError(f"{shown}: nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError:  # an integer with more digits than Python converts (sys.get_int_max_str_digits)
+        raise PolicyError(f"{shown}: not valid JSON: a number has too many digits") from None
+    _check_json_data(data, shown)
+    return data
 
 
 def validate_policy_dict(data: Any, source: str = "policy") -> None:
@@ -216,6 +267,7 @@ class Policy:
         self.metadata = dict(metadata or {})
         self.sub_policies: tuple[SubPolicy, ...] = subs
         validate_policy_dict(self.to_dict(), source="Policy")
+        _check_metadata(self.metadata, "Policy")  # before save(): a numpy number or NaN there is no JSON
 
     # -- plain-data views -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -243,6 +295,13 @@ class Policy:
         if data["format_version"] < 3 and "op_ranges" in data:
             raise PolicyError(f"{source}: op_ranges: format_version {data['format_version']} has no op_ranges; "
                               "write format_version 3 to carry them")
+        version = data["format_version"]
+        for i, sub in enumerate(data["sub_policies"] if version < 3 else ()):
+            for j, step in enumerate(sub):
+                if step["op"] in _VERSION_3_OPS:
+                    raise PolicyError(f"{source}: sub_policies[{i}][{j}].op: format_version {version} has no "
+                                      f"{step['op']}; write format_version 3 to use it")
+        _check_metadata(data.get("metadata"), source)
         try:  # the schema lets 1.0 through as an integer; Baseline refuses it
             baseline = Baseline(**data["baseline"]) if "baseline" in data else Baseline()
         except PolicyError as exc:
@@ -253,32 +312,8 @@ class Policy:
     # -- files ------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Policy":
-        """Read and validate a policy JSON file; errors name the file and the place inside it."""
-        path = Path(path)
-        try:
-            with path.open("rb") as handle:
-                raw = handle.read(MAX_FILE_BYTES + 1)  # never more: a huge file or a device is refused
-        except FileNotFoundError:
-            raise PolicyError(f"{path}: no such file") from None
-        except OSError as exc:
-            raise PolicyError(f"{path}: cannot read ({exc.strerror})") from None
-        if len(raw) > MAX_FILE_BYTES:
-            raise PolicyError(f"{path}: larger than {MAX_FILE_BYTES} bytes, too large for a policy file")
-        try:
-            text = raw.decode("utf-8-sig")  # a leading byte-order mark is allowed, as JSON parsers may
-        except UnicodeDecodeError as exc:
-            raise PolicyError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
-        try:
-            data = json.loads(text, object_pairs_hook=_unique_keys)
-        except json.JSONDecodeError as exc:
-            raise PolicyError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-        except _DuplicateKey as exc:
-            raise PolicyError(f"{path}: not valid JSON: key {_short(exc.args[0])} appears twice in one object") from None
-        except RecursionError:  # the C parser checks its depth and unwinds cleanly
-            raise PolicyError(f"{path}: nested deeper than {MAX_DEPTH} levels") from None
-        except ValueError:  # an integer with more digits than Python converts (sys.get_int_max_str_digits)
-            raise PolicyError(f"{path}: not valid JSON: a number has too many digits") from None
-        return cls.from_dict(data, source=str(path))
+        """Read and validate a policy JSON file; errors name the file (as given) and the place inside it."""
+        return cls.from_dict(read_policy_json(path), source=os.fspath(path))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the policy as JSON atomically, recording creation time and software versions."""

@@ -11,6 +11,7 @@ close to chance exclude nothing, and the fit says why. The reasoning and literat
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -90,8 +91,12 @@ class DomainFit:
         return Policy(subs, policy.metadata, policy.name, policy.baseline, policy.ranges)
 
     def to_dict(self) -> dict[str, object]:
-        return {"threshold": self.threshold, "clean_accuracy": self.clean_accuracy, "chance": self.chance,
-                "note": self.note, "ops": [fit.to_dict() for fit in self.ops.values()]}
+        """As plain JSON: an accuracy that was not measured (nothing probed) is None, not NaN."""
+        def finite(x: float) -> float | None:
+            return x if math.isfinite(x) else None
+
+        return {"threshold": self.threshold, "clean_accuracy": finite(self.clean_accuracy),
+                "chance": finite(self.chance), "note": self.note, "ops": [fit.to_dict() for fit in self.ops.values()]}
 
 
 def probe_levels(op: str, levels: Sequence[float] = PROBE_LEVELS) -> tuple[float, ...]:
