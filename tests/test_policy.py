@@ -210,9 +210,16 @@ def test_metadata_tuples_are_json_arrays(tmp_path):
     assert Policy.load(policy.save(tmp_path / "p.json")).metadata["strengths"] == [0.5, 1.0]
 
 
-def test_a_file_with_nan_in_its_metadata_is_refused(tmp_path):
-    text = json.dumps(doc(metadata={"score": {"acc": float("nan")}}))  # Python writes NaN, which json.loads accepts
-    assert load_error(tmp_path, text) == "metadata.score.acc: nan is not a JSON number (JSON has no NaN or infinity)"
+def test_a_file_with_nan_in_its_metadata_loads_with_null_there_and_saves_strict_json(tmp_path):
+    """Older searches wrote NaN for an accuracy they did not measure: their files still load, and save as
+    strict JSON (null), which other JSON readers take."""
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(doc(metadata={"score": {"acc": float("nan")}, "runs": [1.0, float("inf")]})))
+    policy = Policy.load(path)
+    assert policy.metadata["score"] == {"acc": None} and policy.metadata["runs"] == [1.0, None]
+    saved = policy.save(tmp_path / "new.json").read_text()
+    assert "NaN" not in saved and "Infinity" not in saved
+    json.loads(saved, parse_constant=lambda name: pytest.fail(f"{name} in a saved policy"))
 
 
 def test_empty_sub_policies(tmp_path):

@@ -185,6 +185,17 @@ def _check_json_data(data: Any, source: str = "policy", written: bool = False) -
             raise PolicyError(f"{source}: {place(where)}: {value!r} is not a JSON number (JSON has no NaN or infinity)")
 
 
+def _finite(value: Any) -> Any:
+    """Parsed JSON data with NaN and infinities as None (the data is at most ``MAX_DEPTH`` deep, checked)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
+
+
 def _check_metadata(metadata: Any, source: str) -> None:
     """Raise PolicyError unless ``metadata`` can be written as strict JSON; the place reads ``metadata.KEY``."""
     _check_json_data({"metadata": metadata}, source, written=True)
@@ -301,13 +312,15 @@ class Policy:
                 if step["op"] in _VERSION_3_OPS:
                     raise PolicyError(f"{source}: sub_policies[{i}][{j}].op: format_version {version} has no "
                                       f"{step['op']}; write format_version 3 to use it")
-        _check_metadata(data.get("metadata"), source)
+        # Searches before strict metadata wrote NaN for an accuracy they did not measure: such files still
+        # load, the value read as null (a policy built in Python with NaN is refused, since save would write it)
+        metadata = _finite(data.get("metadata"))
+        _check_metadata(metadata, source)
         try:  # the schema lets 1.0 through as an integer; Baseline refuses it
             baseline = Baseline(**data["baseline"]) if "baseline" in data else Baseline()
         except PolicyError as exc:
             raise PolicyError(f"{source}: {exc}") from None
-        return cls(data["sub_policies"], data.get("metadata"), data.get("name", ""), baseline,
-                   data.get("op_ranges", "standard"))
+        return cls(data["sub_policies"], metadata, data.get("name", ""), baseline, data.get("op_ranges", "standard"))
 
     # -- files ------------------------------------------------------------------------------------
     @classmethod
