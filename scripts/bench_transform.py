@@ -209,21 +209,38 @@ def profile_ops(size: int, batch_size: int, repeats: int = 5) -> dict:
             "us_per_sample": {name: totals[name] / samples[name] * 1e6 for name in order if samples[name]}}
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _writable_parent(path: Path) -> bool:
+    """Whether the folder that will hold ``path`` exists as a writable folder or can be made."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder.is_dir() and os.access(folder, os.W_OK)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write all figures to this file")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=9, help="interleaved rounds")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--quick", action="store_true", help="fewer images and repeats (smoke test)")
+    parser.add_argument("--threads", type=_positive, default=2)
+    parser.add_argument("--repeats", type=_positive, default=None, help="interleaved rounds (default: 9; --quick: 2)")
+    parser.add_argument("--batch-size", type=_positive, default=256)
+    parser.add_argument("--quick", action="store_true", help="fewer images and rounds (smoke test)")
     parser.add_argument("--profile", action="store_true",
                         help="also time each part of the batched path: planning, output copy, each op family")
     parser.add_argument("--no-cuda", action="store_true")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    if args.json is not None and (args.json.is_dir() or not _writable_parent(args.json)):
+        parser.error(f"--json {args.json}: cannot write a file there")  # before minutes of measuring
     torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available() and not args.no_cuda
-    repeats = 2 if args.quick else args.repeats
+    repeats = args.repeats or (2 if args.quick else 9)
     # size: (PIL images, batches) per round; each timing spans a few tenths of a second
     plan = {32: (200 if args.quick else 2000, 1 if args.quick else 64),
             224: (40 if args.quick else 500, 1 if args.quick else 4)}

@@ -208,7 +208,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     table = regret_table(presets)
     out = Path(args.out) if args.out else results
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"regret: --out {out}: cannot make that folder ({exc.strerror or exc})", file=sys.stderr)
+        return 1
     write_json_atomic(out / "regret.json", {"command": command, **table, "order": _order(table),
                                             "sources": sources, "ignored": ignored,
                                             "missing_methods": "no regret where a method did not run; its worst "

@@ -11,11 +11,29 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_transform.py"
 
 
-@pytest.mark.slow
-def test_quick_run_writes_paired_ratios_and_targets(tmp_path, capsys):
+def _script():
     spec = importlib.util.spec_from_file_location("bench_transform", SCRIPT)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--repeats", "0"], "--repeats: must be at least 1, got 0"),
+    (["--threads", "0"], "--threads: must be at least 1, got 0"),
+    (["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+    (["--json", "{tmp}"], "--json {tmp}: cannot write a file there"),
+])
+def test_bad_options_are_refused_before_measuring(tmp_path, capsys, argv, message):
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    with pytest.raises(SystemExit) as stop:
+        _script().main(["--quick", *argv])
+    assert stop.value.code == 2 and message.format(tmp=tmp_path) in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quick_run_writes_paired_ratios_and_targets(tmp_path, capsys):
+    bench = _script()
     out = tmp_path / "bench.json"
     assert bench.main(["--quick", "--no-cuda", "--threads", "2", "--profile", "--json", str(out)]) == 0
     report = json.loads(out.read_text())

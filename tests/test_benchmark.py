@@ -324,7 +324,7 @@ def test_a_search_run_before_the_benchmark_reports_its_phases_not_the_reload(tmp
     document = json.loads((tmp_path / "bench" / "results.json").read_text())
     document["search"] = {**costs, "total_device_s": 90.0, "phase1_device_s": 1.0, "phase2_device_s": 1.0}
     text = report.render_markdown(document, document["summary"])
-    assert "| search (its phases over every process that ran them, before this benchmark) | 100.0 |" in text
+    assert "| search (its phases, summed over every process that ran them) | 100.0 |" in text
 
 
 def test_the_default_output_folder_never_holds_the_committed_results(tmp_path, monkeypatch):

@@ -81,6 +81,13 @@ def test_regret_numbers_on_synthetic_results(regret, tmp_path: Path) -> None:
 
 def test_nothing_to_read_is_an_error(regret, tmp_path: Path) -> None:
     assert regret.main(["--results", str(tmp_path)]) == 1
+
+
+def test_an_out_that_is_a_file_is_one_line(regret, tmp_path: Path, capsys) -> None:
+    _write(tmp_path / "results", "a", {"runs": _runs({"none": [10, 12], "searched": [9, 9]})})
+    (tmp_path / "afile").write_text("")
+    assert regret.main(["--results", str(tmp_path / "results"), "--out", str(tmp_path / "afile")]) == 1
+    assert f"regret: --out {tmp_path / 'afile'}: cannot make that folder" in capsys.readouterr().err
     assert not (tmp_path / "regret.md").exists()
 
 

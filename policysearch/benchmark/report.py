@@ -88,7 +88,7 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
     if search:
         final = [r["train_seconds"] for r in document["runs"] if r["method"] == "searched"]
         one = float(np.mean(final)) if final else math.nan
-        whole = ("its phases over every process that ran them, before this benchmark"
+        whole = ("its phases, summed over every process that ran them"
                  if search.get("search_ran_before") else "whole, incl. Ray start/stop")
         lines += ["## Cost", "", "| what | wall s | device s |", "|---|---|---|",
                   f"| search ({whole}) | {search['search_wall_s']:.1f} | "
