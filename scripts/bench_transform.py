@@ -196,7 +196,7 @@ def profile_ops(size: int, batch_size: int, repeats: int = 5) -> dict:
         start = time.perf_counter()
         x = new_batch(batch.shape, batch.dtype, batch.device).copy_(batch)  # as BatchPolicyTransform.apply
         add("output copy", time.perf_counter() - start)
-        ctx = TensorContext(exact=True, fill=_fill_tensor(0, 3, x.device))
+        ctx = TensorContext(exact=True, fill=_fill_tensor((0,), 3, x.device))
         for stage in stages(plan.steps, True, x[0].numel(), split=_host_kernels(x.device)):
             start = time.perf_counter()
             run_stage(x, stage, ctx)  # includes selecting the samples and writing them back
