@@ -126,6 +126,24 @@ def test_every_setting_is_a_keyword_and_checked_before_anything(tmp_path, no_ray
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("settings, problem", [
+    ({"trials": "4"}, "trials= must be an integer, got str '4'"),
+    ({"strengths": 0.5}, "strengths= must be a list of numbers, got float 0.5"),
+    ({"confidence": None}, "confidence= must be a number, got NoneType None"),
+    ({"lr": "0.1"}, "lr= must be a number, got str '0.1'"),
+    ({"train_size": "200"}, "train_size= must be an integer or None, got str '200'"),
+    ({"seed": 1.5}, "seed= must be an integer, got float 1.5"),
+    ({"seed": -1}, "seed= must be at least 0, got -1"),
+    ({"image_size": 100000}, "image_size= must be a number of pixels from 1 to 4096, got 100000"),
+])
+def test_a_setting_of_the_wrong_type_or_range_is_one_line_naming_it(tmp_path, no_ray, settings, problem):
+    """Python takes any value: a string for a number must be named, not fail in a comparison or in Ray."""
+    with pytest.raises(ValueError) as caught:
+        policysearch.search(_digits(), out=tmp_path / "run", **settings)
+    assert str(caught.value) == problem and not (tmp_path / "run").exists()
+    assert SearchConfig(strengths=(0.5, 1), lr=1, train_size=None).lr == 1  # an int is a number
+
+
 def test_the_result_gives_the_recipe_ready_to_train_with(tmp_path):
     from policysearch import BatchPolicyTransform, PolicyTransform
     from policysearch.search.outcome import SearchResult

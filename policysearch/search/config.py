@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
 import os
 from dataclasses import Field, dataclass, field, fields
-from types import SimpleNamespace
-from typing import Any, Callable
+from types import SimpleNamespace, UnionType
+from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
+from policysearch.training.data import MAX_IMAGE_SIZE
 from policysearch.training.models import MODEL_NAMES
 from policysearch.training.pretrained import model_problem
 from policysearch.training.train import MIN_STEPS, MIN_STEPS_PER_EPOCH, TrainConfig
@@ -121,11 +123,18 @@ class SearchConfig:
     dashboard: bool = _option(False, "start Ray's dashboard (on 127.0.0.1 only) with the local Ray", "resources")
 
     def __post_init__(self) -> None:
-        problems = self.problems()
+        problems = self.type_problems() or self.problems()  # the value checks compare numbers
         if problems:
             raise SettingsError(problems)
         if self.weights:  # the trials read it in Ray's workers, which run in folders of their own
             object.__setattr__(self, "weights", os.path.abspath(os.path.expanduser(self.weights)))
+
+    def type_problems(self) -> list[tuple[str, str]]:
+        """(field, what is wrong) for every setting whose value is not of the field's type: the API takes
+        any Python value, and ``trials="4"`` must be one line naming it, not a TypeError from a comparison."""
+        hints = get_type_hints(SearchConfig)
+        return [(f.name, f"must be {_type_words(hints[f.name])}, got {type(value).__name__} {value!r}")
+                for f in fields(self) for value in [getattr(self, f.name)] if not _of_type(value, hints[f.name])]
 
     def problems(self) -> list[tuple[str, str]]:
         """(field, what is wrong) for every invalid setting, the training values included."""
@@ -160,6 +169,11 @@ class SearchConfig:
             ("min_steps", self.min_steps >= 1, f"must be at least 1, got {self.min_steps}"),
             ("final_epochs", self.final_epochs is None or self.final_epochs >= 1,
              f"must be at least 1, got {self.final_epochs}"),
+            ("seed", self.seed >= 0, f"must be at least 0, got {self.seed}"),
+            ("train_size", self.train_size is None or self.train_size >= 1,
+             f"must be at least 1, got {self.train_size}"),
+            ("image_size", self.image_size is None or 1 <= self.image_size <= MAX_IMAGE_SIZE,
+             f"must be a number of pixels from 1 to {MAX_IMAGE_SIZE}, got {self.image_size}"),
             ("model", model_issue is None, model_issue or ""),
             ("freeze_backbone", not self.freeze_backbone or bool(self.weights),
              "needs --weights: a frozen backbone must come from a checkpoint"),
@@ -197,6 +211,32 @@ class SearchConfig:
         if "strengths" in values:
             values["strengths"] = tuple(values["strengths"])
         return cls(**values)
+
+
+def _of_type(value: Any, hint: Any) -> bool:
+    """Whether ``value`` is of a field's type: int (not bool), float (an int too), bool, str, X | None and
+    tuple[float, ...], the kinds SearchConfig's fields have."""
+    if get_origin(hint) in (Union, UnionType):
+        return any(_of_type(value, arm) for arm in get_args(hint))
+    if get_origin(hint) is tuple:
+        return isinstance(value, tuple) and all(_of_type(v, get_args(hint)[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_words(hint: Any) -> str:
+    """A field's type in words: 'an integer or None', 'a tuple of numbers', ..."""
+    if get_origin(hint) in (Union, UnionType):
+        return " or ".join(_type_words(arm) for arm in get_args(hint))
+    if get_origin(hint) is tuple:
+        return "a list of numbers"
+    return {int: "an integer", float: "a number", bool: "True or False", str: "a string",
+            type(None): "None"}.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def keyword(name: str) -> str:

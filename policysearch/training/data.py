@@ -31,6 +31,7 @@ __all__ = [
     "BASELINES",
     "DATASET_NAMES",
     "MAX_AUTO_SIDE",
+    "MAX_IMAGE_SIZE",
     "NORMALIZATION",
     "PYTHON_PREFIX",
     "DataError",
@@ -57,6 +58,7 @@ PYTHON_PREFIX = "python:"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
 DIGITS_TEST_FRACTION = 0.4
 SPLIT_SEED = 0
+MAX_IMAGE_SIZE = 4096  # pixels per side a set may be resized to: 3 x 4096 x 4096 is 48 MiB per image
 
 
 def dataset_name(data: str | os.PathLike[str]) -> str:
@@ -126,10 +128,14 @@ def dataset_key(name: str) -> str:
     return name.split("/", 1)[0]
 
 
+def _check_image_size(size: int) -> None:
+    if not 1 <= size <= MAX_IMAGE_SIZE:
+        raise DataError(f"image_size must be a number of pixels from 1 to {MAX_IMAGE_SIZE}, got {size}")
+
+
 def resize_images(images: Tensor, size: int) -> Tensor:
     """Resize uint8 images [N, C, H, W] to size x size with bilinear antialiased interpolation."""
-    if size < 1:
-        raise DataError(f"image_size must be a positive number of pixels, got {size}")
+    _check_image_size(size)
     if images.shape[-2:] == (size, size):
         return images
     if images.shape[0] == 0:
@@ -176,8 +182,8 @@ def load_dataset(
     """
     if split not in ("train", "val", "test"):
         raise DataError(f"split must be 'train', 'val' or 'test', got {split!r}")
-    if image_size is not None and image_size < 1:
-        raise DataError(f"image_size must be a positive number of pixels, got {image_size}")
+    if image_size is not None:
+        _check_image_size(image_size)
     root = Path(data_root)
     if name.startswith("imagefolder:"):
         path, classes = _folder_and_classes(name[len("imagefolder:") :])
