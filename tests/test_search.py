@@ -29,7 +29,7 @@ import pytest
 from policysearch import search
 from policysearch.training.data import DataError
 from policysearch.augment.policy import Policy
-from policysearch.search import checks, command, rundir
+from policysearch.search import api, checks, command, rundir
 from policysearch.search.checks import ResourceError, SearchFailed
 from policysearch.search.config import SearchConfig, given_values
 from policysearch.search.faults import ENV as FAULTS_ENV, LOG_ENV, parse_faults
@@ -258,6 +258,30 @@ def test_cli_search_exits_2_with_one_line(tmp_path):
 def test_resume_needs_a_run_directory(tmp_path, no_ray):
     with pytest.raises(RunError, match="no config.json there"):
         command.run(_args(["--resume", str(tmp_path / "nowhere")]))
+
+
+def test_an_empty_run_directory_is_refused_not_taken_as_here_or_as_a_new_run(tmp_path, no_ray, monkeypatch):
+    """--resume "$RUN" with RUN unset must not start a new search, nor --out "" write into this folder."""
+    monkeypatch.chdir(tmp_path)
+    for argv in (["--resume", ""], ["--out", " "]):
+        with pytest.raises(RunError, match=f"^{argv[0]} is empty; give a run directory$"):
+            command.run(_args(argv))
+    with pytest.raises(ValueError, match="^out= is empty"):
+        api.search(out="")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_paths_in_the_settings_are_kept_absolute(tmp_path, monkeypatch):
+    """A run stores the folders and files it reads as absolute paths: a resume from another working folder
+    reads the same data, space and storage (the trials also run in folders of their own)."""
+    monkeypatch.chdir(tmp_path)
+    config = SearchConfig(dataset="imagefolder:imgs?classes=cat,dog", space="spaces/mine.yaml", storage="st",
+                          weights="w.pt")
+    assert config.dataset == f"imagefolder:{tmp_path / 'imgs'}?classes=cat,dog"
+    assert (config.space, config.storage, config.weights) == tuple(str(tmp_path / p) for p in ("spaces/mine.yaml", "st",
+                                                                                            "w.pt"))
+    assert SearchConfig(space="wide", storage="s3://bucket/x").storage == "s3://bucket/x"
+    assert SearchConfig(space="wide").space == "wide" and SearchConfig(storage="file:///tmp/x").storage == "/tmp/x"
 
 
 def _stored_run(run_dir: Path, config: SearchConfig) -> rundir.Run:

@@ -62,6 +62,8 @@ def search(data: Any = None, model: str | Callable[[int, int], nn.Module] | None
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}  # strengths=[...]
     if resume and out is None:
         raise ValueError("resume=True continues the run in out=RUN_DIR; give out=")
+    if out is not None and not os.fspath(out).strip():
+        raise ValueError("out= is empty; give a run directory (or leave out= out for runs/search-TIMESTAMP)")
     run_dir = Path(out) if out is not None else default_run_dir()
     stored = read_stored_config(run_dir)[0] if resume else None
     try:  # the settings' checks, naming the keyword arguments

@@ -34,6 +34,9 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
 def run(args: argparse.Namespace) -> int:
     """Run or resume a search and print where the policy is; 1 when too many trials failed, 130 (one line
     on stderr: what is kept, the resume command) when Ctrl-C stopped it."""
+    for name, value in (("--resume", args.resume), ("--out", args.out)):
+        if value is not None and not value.strip():  # an unset shell variable, say: never the current folder
+            raise RunError(f"{name} is empty; give a run directory")
     if args.resume and args.out:
         raise RunError("--resume RUN_DIR continues a run in its own folder; leave out --out")
     given = given_values(args)  # a resume keeps the stored value of every option not given

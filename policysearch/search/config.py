@@ -16,13 +16,13 @@ from dataclasses import Field, dataclass, field, fields
 from types import SimpleNamespace, UnionType
 from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
-from policysearch.training.data import MAX_IMAGE_SIZE
+from policysearch.training.data import CLASSES_MARK, MAX_IMAGE_SIZE
 from policysearch.training.models import MODEL_NAMES
 from policysearch.training.pretrained import model_problem
 from policysearch.training.train import MIN_STEPS, MIN_STEPS_PER_EPOCH, TrainConfig
 
 __all__ = ["ALGORITHMS", "RESUMABLE", "SearchConfig", "SettingsError", "add_config_arguments", "flag", "given_values",
-           "keyword"]
+           "is_uri", "keyword"]
 
 ALGORITHMS = ("optuna", "hyperopt", "random")
 # What phase 2 can maximise: the scores of density matching (:class:`~policysearch.search.density.PolicyScore`).
@@ -126,8 +126,17 @@ class SearchConfig:
         problems = self.type_problems() or self.problems()  # the value checks compare numbers
         if problems:
             raise SettingsError(problems)
-        if self.weights:  # the trials read it in Ray's workers, which run in folders of their own
-            object.__setattr__(self, "weights", os.path.abspath(os.path.expanduser(self.weights)))
+        # Paths are kept absolute: the trials read them in Ray's workers, which run in folders of their own,
+        # and a resume from another folder must read the same files.
+        if self.weights:
+            object.__setattr__(self, "weights", _absolute(self.weights))
+        if self.dataset.startswith("imagefolder:"):
+            folder, mark, classes = self.dataset[len("imagefolder:"):].partition(CLASSES_MARK)
+            object.__setattr__(self, "dataset", f"imagefolder:{_absolute(folder)}{mark}{classes}")
+        if self.space and any(s in self.space for s in ("/", "\\", ".yaml", ".yml")):  # a file, as load_space reads
+            object.__setattr__(self, "space", _absolute(self.space))
+        if self.storage and not is_uri(self.storage):
+            object.__setattr__(self, "storage", _absolute(self.storage.removeprefix("file://")))
 
     def type_problems(self) -> list[tuple[str, str]]:
         """(field, what is wrong) for every setting whose value is not of the field's type: the API takes
@@ -211,6 +220,15 @@ class SearchConfig:
         if "strengths" in values:
             values["strengths"] = tuple(values["strengths"])
         return cls(**values)
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def is_uri(storage: str) -> bool:
+    """True for a storage URI such as ``s3://bucket/path`` (not a plain or ``file://`` path)."""
+    return "://" in storage and not storage.startswith("file://")
 
 
 def _of_type(value: Any, hint: Any) -> bool:

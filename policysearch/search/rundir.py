@@ -20,7 +20,7 @@ from typing import Any
 
 from policysearch.atomic import write_json_atomic
 from policysearch.augment.policy import software_versions
-from policysearch.search.config import RESUMABLE, SearchConfig, flag
+from policysearch.search.config import RESUMABLE, SearchConfig, flag, is_uri
 
 __all__ = ["Run", "RunError", "check_resume", "open_run", "read_stored_config", "write_config"]
 
@@ -46,11 +46,6 @@ class Run:
     def experiments(self) -> str:
         """``<storage>/<run id>``: the Tune experiments of this run and of no other."""
         return f"{self.storage.rstrip('/')}/{self.run_id}"
-
-
-def is_uri(storage: str) -> bool:
-    """True for a storage URI such as ``s3://bucket/path`` (not a plain or ``file://`` path)."""
-    return "://" in storage and not storage.startswith("file://")
 
 
 def storage_of(config: SearchConfig, run_dir: Path) -> str:

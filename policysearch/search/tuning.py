@@ -37,7 +37,7 @@ from policysearch.progress import Progress
 from policysearch.training.pretrained import model_ref
 from policysearch.search.checks import check_resources, local_cpus, local_gpus
 from policysearch.search.children import CHILD_FILE, CHILD_MODEL_FILE
-from policysearch.search.config import SearchConfig
+from policysearch.search.config import SearchConfig, is_uri
 from policysearch.search.export import export, finished_run
 from policysearch.search.faults import Faults, faults_from_env
 from policysearch.search.interrupts import CtrlC, SearchInterrupted
@@ -45,7 +45,7 @@ from policysearch.search.outcome import SearchResult
 from policysearch.search.phases import Stage, run_phases
 from policysearch.search.prepare import Inputs, Prepared, given_in_python, prepare
 from policysearch.search.reaper import RUN_ENV, Watchdog, end_marked
-from policysearch.search.rundir import Run, RunError, check_resume, is_uri, open_run, write_config
+from policysearch.search.rundir import Run, RunError, check_resume, open_run, write_config
 from policysearch.search.runner import Streams, TrialContext, TrialFunction, TrialResult, Trials
 from policysearch.search.searcher import SplitSearcher
 from policysearch.search.spaces import SearchSpace
