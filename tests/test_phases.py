@@ -96,6 +96,29 @@ def test_a_resume_of_an_unfinished_in_process_run_keeps_every_finished_trial(tin
     assert resumed.already_complete
 
 
+def test_a_resume_on_other_training_images_is_refused(tiny_run, tmp_path):
+    """A folder's files can change between a run and its resume while its name stays: config.json keeps the
+    images' fingerprint and the resume compares it, rather than scoring new images with old children."""
+    import shutil
+
+    from policysearch.search.rundir import RunError
+
+    run_dir, _, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "policy.json").unlink()
+    stored = json.loads((copy / "config.json").read_text(encoding="utf-8"))
+    assert len(stored["data_fingerprint"]) == 12
+    stored["data_fingerprint"] = "0" * 12  # as if the images had changed since
+    (copy / "config.json").write_text(json.dumps(stored), encoding="utf-8")
+    with pytest.raises(RunError, match=r"the training images differ from those the run started on \(fingerprint "
+                                       r"[0-9a-f]{12}, stored 0{12}\)"):
+        run_search(SearchConfig(**TINY), copy, resume=True, stream=io.StringIO())
+    del stored["data_fingerprint"]  # a run from before the fingerprint: continued as it was
+    (copy / "config.json").write_text(json.dumps(stored), encoding="utf-8")
+    assert run_search(SearchConfig(**TINY), copy, resume=True, stream=io.StringIO()).policy_path.exists()
+
+
 def test_a_failing_trial_is_recorded_and_the_in_process_search_goes_on(tmp_path, monkeypatch):
     from policysearch.search.faults import ENV, LOG_ENV
 

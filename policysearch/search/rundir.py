@@ -147,9 +147,20 @@ def _new_run_id() -> str:
     return f"{stamp}-{uuid.uuid4().hex[:8]}"
 
 
-def write_config(run: Run, config: SearchConfig) -> None:
-    """Write ``config.json`` for a new run (a resumed run keeps the one it has)."""
+def write_config(run: Run, config: SearchConfig, data_fingerprint: str | None = None) -> None:
+    """Write ``config.json`` for a new run (a resumed run keeps the one it has), with the fingerprint of
+    the training images it searches on (``check_same_data``)."""
     document: dict[str, Any] = {"run_id": run.run_id, "run_format": RUN_FORMAT, "search": asdict(config),
-                                "resolved_space": config.space_name,
+                                "resolved_space": config.space_name, "data_fingerprint": data_fingerprint,
                                 "command": " ".join(sys.argv), "software": software_versions()}
     write_json_atomic(run.run_dir / CONFIG_FILE, document)
+
+
+def check_same_data(run_dir: Path, data_fingerprint: str) -> None:
+    """A RunError when the run in ``run_dir`` started on other training images: a folder's files changed
+    since, say, which its name alone does not show. Runs written before the fingerprint pass."""
+    stored = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8")).get("data_fingerprint")
+    if stored is not None and stored != data_fingerprint:
+        raise RunError(f"--resume {run_dir}: the training images differ from those the run started on (fingerprint "
+                       f"{data_fingerprint}, stored {stored}); their files changed since, so start a new run with "
+                       "another --out")

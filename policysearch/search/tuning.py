@@ -35,6 +35,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from policysearch.progress import Progress
 from policysearch.training.pretrained import model_ref
+from policysearch.training.user_data import fingerprint
 from policysearch.search.checks import check_resources, local_cpus, local_gpus
 from policysearch.search.children import CHILD_FILE, CHILD_MODEL_FILE
 from policysearch.search.config import SearchConfig, is_uri
@@ -45,7 +46,7 @@ from policysearch.search.outcome import SearchResult
 from policysearch.search.phases import Stage, run_phases
 from policysearch.search.prepare import Inputs, Prepared, given_in_python, prepare
 from policysearch.search.reaper import RUN_ENV, Watchdog, end_marked
-from policysearch.search.rundir import Run, RunError, check_resume, open_run, write_config
+from policysearch.search.rundir import Run, RunError, check_resume, check_same_data, open_run, write_config
 from policysearch.search.runner import Streams, TrialContext, TrialFunction, TrialResult, Trials
 from policysearch.search.searcher import SplitSearcher
 from policysearch.search.spaces import SearchSpace
@@ -666,6 +667,8 @@ def _search(config: SearchConfig, run_dir: Path, resume: bool, stream: TextIO, s
     prepared = prepare(config, inputs)  # every input error surfaces here, before Ray starts
     builder = pickled_builder(prepared)
     run = open_run(config, run_dir, resume=resume)
+    if resume:
+        check_same_data(run_dir, fingerprint(prepared.data))
     joined = ray.is_initialized() or bool(config.address)
     if not joined:
         check_resources(config, [{"CPU": local_cpus(), "GPU": local_gpus()}], "this machine")
@@ -677,7 +680,7 @@ def _search(config: SearchConfig, run_dir: Path, resume: bool, stream: TextIO, s
         if builder is not None:
             check_workers_load(builder, config.model)
         if not resume:
-            write_config(run, config)
+            write_config(run, config, fingerprint(prepared.data))
             stage.started = True
         runner = RayRunner(prepared, run, faults, ctrl_c)
         outcome, spans = run_phases(prepared, run, runner, stream, stage, runner.concurrency)
