@@ -64,6 +64,28 @@ def test_rule_keeps_the_reference_unless_the_evidence_clears_the_noise():
     assert decide(tied, ref, test_fraction=0.5).chosen == ref  # ties never leave the reference
 
 
+def test_means_equal_but_for_float_noise_are_one_tie_named_in_full():
+    """Held-out errors from float32 accuracies carry noise (2 % stored as 1.9999981): equal means must still
+    tie, the first listed wins, and the reason names every recipe tied with it."""
+    two, four, six = 1.9999980926513672, 4.000002145767212, 6.000001907348633
+    errors = {"ref": [10.0, 10.0, 10.0], "first": [two, four, four], "second": [two, six, two],
+              "third": [four, two, four], "worse": [four, four, four]}
+    decision = decide(errors, "ref", test_fraction=0.5)
+    assert decision.best == "first"
+    assert "tied on the mean with second, third;" in decision.reason
+
+
+def test_an_accuracy_is_the_exact_fraction_of_correct_predictions():
+    from policysearch.training.train import evaluate
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    images, labels = torch.zeros((49, 1, 2, 2), dtype=torch.uint8), torch.zeros(49, dtype=torch.long)
+    with torch.no_grad():
+        model[1].weight.zero_(), model[1].bias.copy_(torch.tensor([1.0, 0.0, 0.0]))
+    labels[:2] = 1  # 47 of 49 right
+    assert evaluate(model, images, labels, mean=[0.0], std=[1.0])["accuracy"] == 47 / 49
+
+
 def test_rule_refuses_unpaired_results():
     with pytest.raises(ValueError, match="same folds"):
         decide({"a": [1.0, 2.0], "b": [1.0]}, "a", test_fraction=0.2)
