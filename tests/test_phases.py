@@ -119,6 +119,25 @@ def test_a_resume_on_other_training_images_is_refused(tiny_run, tmp_path):
     assert run_search(SearchConfig(**TINY), copy, resume=True, stream=io.StringIO()).policy_path.exists()
 
 
+def test_the_policy_names_the_command_that_started_the_run_and_the_one_that_finished_it(tiny_run, tmp_path,
+                                                                                        monkeypatch):
+    import shutil
+
+    from policysearch.invocation import command_line
+
+    run_dir, _, _ = tiny_run
+    stored = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["command"]
+    assert json.loads((run_dir / "policy.json").read_text())["metadata"]["command"] == stored
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "policy.json").unlink()
+    monkeypatch.setattr(sys, "argv", ["/venv/lib/policysearch/__main__.py", "search", "--resume", "my run"])
+    assert command_line() == "python -m policysearch search --resume 'my run'"
+    run_search(SearchConfig(**TINY), copy, resume=True, stream=io.StringIO())
+    metadata = json.loads((copy / "policy.json").read_text())["metadata"]
+    assert metadata["command"] == stored and metadata["resumed_by"] == "python -m policysearch search --resume 'my run'"
+
+
 def test_a_failing_trial_is_recorded_and_the_in_process_search_goes_on(tmp_path, monkeypatch):
     from policysearch.search.faults import ENV, LOG_ENV
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +16,7 @@ from policysearch.benchmark.methods import ALL_METHODS
 from policysearch.benchmark.presets import DEFAULT_OUT, PRESETS, Preset, default_out, preset_lines, preset_seeds
 from policysearch.benchmark.report import write_outputs
 from policysearch.benchmark.runner import run_benchmark
+from policysearch.invocation import command_line
 from policysearch.search.interrupts import EXIT_INTERRUPTED, SearchInterrupted
 from policysearch.training.data import DataError
 from policysearch.training.models import MODEL_NAMES
@@ -133,15 +133,6 @@ def rewrite_report(out: Path) -> int:
     write_outputs(out, document)
     print(f"{len(runs)} runs of `{command}`: {out / 'results.md'} written again")
     return 0
-
-
-def command_line() -> str:
-    """This process's command line, as one that runs it again: ``python -m policysearch ...`` for the module
-    (whose argv[0] is its ``__main__.py``), ``policysearch ...`` for the installed command."""
-    program, *rest = sys.argv
-    if Path(program).name == "__main__.py":
-        return shlex.join(["python", "-m", "policysearch", *rest])
-    return shlex.join([Path(program).name if Path(program).name == "policysearch" else program, *rest])
 
 
 def interrupted_text(out: Path, preset: Preset, stop: KeyboardInterrupt, command: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
+import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,12 +19,13 @@ import numpy as np
 
 from policysearch.atomic import write_text_atomic
 from policysearch.augment.policy import Policy
+from policysearch.invocation import command_line
 from policysearch.search.faults import Faults
 from policysearch.search.figures import draw_figures, figures_section
 from policysearch.search.outcome import Outcome, SearchResult
 from policysearch.search.report import render_report, weak_children
 from policysearch.search.recipes import one_final_training_seconds
-from policysearch.search.rundir import Run
+from policysearch.search.rundir import CONFIG_FILE, Run
 from policysearch.search.prepare import Prepared
 from policysearch.search.selection import Decision
 
@@ -59,6 +60,16 @@ def write_selection_csv(run: Run, rows: Sequence[dict[str, Any]]) -> None:
     write_text_atomic(run.run_dir / "selection.csv", buffer.getvalue())
 
 
+def _provenance(run: Run) -> dict[str, str]:
+    """The command that started the run (its config.json's) and, when another one finished it, that one."""
+    now = command_line()
+    try:
+        started = str(json.loads((run.run_dir / CONFIG_FILE).read_text(encoding="utf-8"))["command"])
+    except (OSError, ValueError, KeyError, TypeError):  # no config.json: a run made by hand (tests)
+        started = now
+    return {"command": started, **({"resumed_by": now} if now != started else {})}
+
+
 def export(prepared: Prepared, run: Run, outcome: Outcome, faults: Faults = Faults()) -> SearchResult:
     """Write the merged candidates, the selection, the report and, last, the chosen recipe with its provenance."""
     config, decision, costs, chosen = prepared.config, outcome.decision, outcome.costs, outcome.chosen
@@ -80,7 +91,7 @@ def export(prepared: Prepared, run: Run, outcome: Outcome, faults: Faults = Faul
         "warnings": warnings,
         "search_cost": {k: round(v, 3) for k, v in costs.items()},
         "search": {k: v for k, v in asdict(config).items() if k not in ("address", "storage", "dashboard")},
-        "command": " ".join(sys.argv),
+        **_provenance(run),
     }
     name = f"policysearch-{config.dataset}"
     Policy(outcome.merged.sub_policies, {**metadata, "note": "the merged Fast AutoAugment candidates before the "

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import sys
 import tempfile
 import uuid
 from dataclasses import asdict, dataclass, fields
@@ -20,9 +19,11 @@ from typing import Any
 
 from policysearch.atomic import write_json_atomic
 from policysearch.augment.policy import software_versions
+from policysearch.invocation import command_line
 from policysearch.search.config import RESUMABLE, SearchConfig, flag, is_uri
 
-__all__ = ["Run", "RunError", "check_resume", "open_run", "read_stored_config", "write_config"]
+__all__ = ["CONFIG_FILE", "Run", "RunError", "check_resume", "check_same_data", "open_run", "read_stored_config",
+           "write_config"]
 
 CONFIG_FILE = "config.json"
 # The layout of a run's phases and results; a run of another format cannot be continued (history:
@@ -152,7 +153,7 @@ def write_config(run: Run, config: SearchConfig, data_fingerprint: str | None = 
     the training images it searches on (``check_same_data``)."""
     document: dict[str, Any] = {"run_id": run.run_id, "run_format": RUN_FORMAT, "search": asdict(config),
                                 "resolved_space": config.space_name, "data_fingerprint": data_fingerprint,
-                                "command": " ".join(sys.argv), "software": software_versions()}
+                                "command": command_line(), "software": software_versions()}
     write_json_atomic(run.run_dir / CONFIG_FILE, document)
 
 
