@@ -171,9 +171,13 @@ def test_resume_refuses_other_data_and_keeps_the_stored_settings(tmp_path, no_ra
     run_dir = tmp_path / "run"
     stored = _stored_python_run(run_dir, (images, labels))
     other = (images[::-1].copy(), labels[::-1].copy())
-    with pytest.raises(rundir.RunError, match=r"--dataset python:arrays#\w+ \(stored: python:arrays#\w+\)") as caught:
+    with pytest.raises(rundir.RunError, match=rf"^out='{run_dir}' with resume=True: data python:arrays#\w+ \(stored: "
+                                              r"python:arrays#\w+\)") as caught:
         policysearch.search(other, model=tiny_net, out=run_dir, resume=True)
-    assert "--trials" not in str(caught.value)  # not given: the stored value is used, not the default
+    assert "trials" not in str(caught.value)  # not given: the stored value is used, not the default
+    assert "--" not in str(caught.value) and str(caught.value).endswith("another out=")  # the API's own words
+    with pytest.raises(rundir.RunError, match=r"trials=7 \(stored: 2\)"):
+        policysearch.search((images, labels), model=tiny_net, out=run_dir, resume=True, trials=7)
     assert read_data((images, labels)).name == stored.dataset  # the same data: the same name, no contradiction
     # the command line cannot continue a run whose model was a callable: one line, before Ray
     with pytest.raises(ValueError, match=r"model=mine\.net: the run's model is a Python callable, which only "

@@ -21,9 +21,9 @@ from torch import nn
 
 from policysearch.training.data import ImageData, dataset_name
 from policysearch.training.pretrained import callable_name
-from policysearch.search.config import SearchConfig, SettingsError, keyword
+from policysearch.search.config import SearchConfig, SettingsError, keyword, keyword_mention
 from policysearch.search.outcome import SearchResult
-from policysearch.search.rundir import read_stored_config
+from policysearch.search.rundir import RunError, read_stored_config
 from policysearch.search.prepare import Inputs
 
 __all__ = ["default_run_dir", "search"]
@@ -65,17 +65,19 @@ def search(data: Any = None, model: str | Callable[[int, int], nn.Module] | None
     if out is not None and not os.fspath(out).strip():
         raise ValueError("out= is empty; give a run directory (or leave out= out for runs/search-TIMESTAMP)")
     run_dir = Path(out) if out is not None else default_run_dir()
-    stored = read_stored_config(run_dir)[0] if resume else None
-    try:  # the settings' checks, naming the keyword arguments
+    try:  # the checks' messages name the keyword arguments
+        stored = read_stored_config(run_dir)[0] if resume else None
         base = replace(stored, **settings) if stored is not None else SearchConfig(**settings)
         model_name, builder = _model(model, stored)
         dataset, read = _data(data, stored, base.image_size, image_column, label_column)
         config = replace(base, dataset=dataset, model=model_name)
+        from policysearch.search import run_search
+
+        return run_search(config, run_dir, resume=resume, stream=stream or sys.stdout, inputs=Inputs(read, builder))
     except SettingsError as exc:
         raise SettingsError(exc.problems, keyword) from None
-    from policysearch.search import run_search
-
-    return run_search(config, run_dir, resume=resume, stream=stream or sys.stdout, inputs=Inputs(read, builder))
+    except RunError as exc:
+        raise exc.worded(keyword_mention) from None
 
 
 def _model(model: Any, stored: SearchConfig | None) -> tuple[str, Callable[[int, int], nn.Module] | None]:

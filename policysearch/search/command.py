@@ -8,7 +8,7 @@ import sys
 
 from policysearch.search.api import search
 from policysearch.search.checks import SearchFailed
-from policysearch.search.config import SearchConfig, SettingsError, add_config_arguments, given_values
+from policysearch.search.config import SearchConfig, SettingsError, add_config_arguments, flag_mention, given_values
 from policysearch.search.interrupts import EXIT_INTERRUPTED, SearchInterrupted
 from policysearch.search.report import summary_text
 from policysearch.search.rundir import RunError
@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
                         resume=bool(args.resume), **given)
     except SettingsError as exc:  # worded by the API, which names keyword arguments: here the flags
         raise SettingsError(exc.problems) from None
+    except RunError as exc:
+        raise exc.worded(flag_mention) from None
     except SearchFailed as exc:
         print(f"policysearch: search stopped: {exc}", file=sys.stderr)
         return 1

@@ -21,8 +21,11 @@ from policysearch.training.models import MODEL_NAMES
 from policysearch.training.pretrained import model_problem
 from policysearch.training.train import MIN_STEPS, MIN_STEPS_PER_EPOCH, TrainConfig
 
-__all__ = ["ALGORITHMS", "RESUMABLE", "SearchConfig", "SettingsError", "add_config_arguments", "flag", "given_values",
-           "is_uri", "keyword"]
+__all__ = ["ALGORITHMS", "RESUMABLE", "Mention", "SearchConfig", "SettingsError", "add_config_arguments", "flag",
+           "flag_mention", "given_values", "is_uri", "keyword", "keyword_mention"]
+
+# How a message names a setting (and its value): the command line's flags or the API's keyword arguments.
+Mention = Callable[..., str]
 
 ALGORITHMS = ("optuna", "hyperopt", "random")
 # What phase 2 can maximise: the scores of density matching (:class:`~policysearch.search.density.PolicyScore`).
@@ -260,6 +263,24 @@ def _type_words(hint: Any) -> str:
 def keyword(name: str) -> str:
     """The Python API's keyword argument of a config field: ``batch_size`` -> ``batch_size=``."""
     return name + "="
+
+
+_UNSET = object()
+
+
+def flag_mention(name: str, value: Any = _UNSET) -> str:
+    """A setting as the command line names it, with its value if given: ``--epochs 9``, ``--resume RUN``."""
+    shown = " ".join(map(str, value)) if isinstance(value, tuple) else value
+    return flag(name) if value is _UNSET else f"{flag(name)} {shown}"
+
+
+def keyword_mention(name: str, value: Any = _UNSET) -> str:
+    """A setting as the Python API names it: ``epochs=9``, ``out='RUN', resume=True``, the data as ``data``."""
+    if name == "resume":
+        return "resume=True" if value is _UNSET else f"out={str(value)!r} with resume=True"
+    if name == "dataset":
+        return "data" if value is _UNSET else f"data {value}"
+    return keyword(name) if value is _UNSET else f"{keyword(name)}{str(value) if isinstance(value, os.PathLike) else value!r}"
 
 
 def flag(name: str) -> str:

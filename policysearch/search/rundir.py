@@ -15,12 +15,12 @@ import tempfile
 import uuid
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from policysearch.atomic import write_json_atomic
 from policysearch.augment.policy import software_versions
 from policysearch.invocation import command_line
-from policysearch.search.config import RESUMABLE, SearchConfig, flag, is_uri
+from policysearch.search.config import RESUMABLE, Mention, SearchConfig, flag_mention, is_uri
 
 __all__ = ["CONFIG_FILE", "Run", "RunError", "check_resume", "check_same_data", "open_run", "read_stored_config",
            "write_config"]
@@ -32,7 +32,18 @@ RUN_FORMAT = 7
 
 
 class RunError(ValueError):
-    """A run directory or storage that cannot be used as asked; the message says why and what to do."""
+    """A run directory or storage that cannot be used as asked; the message says why and what to do.
+
+    ``message`` is text, or a function of a :data:`~policysearch.search.config.Mention` that names the
+    settings: worded with the command line's flags by default, and by :meth:`worded` as the API names them.
+    """
+
+    def __init__(self, message: str | Callable[[Mention], str], mention: Mention = flag_mention) -> None:
+        self.build = message if callable(message) else (lambda _: message)
+        super().__init__(self.build(mention))
+
+    def worded(self, mention: Mention) -> "RunError":
+        return RunError(self.build, mention)
 
 
 @dataclass(frozen=True)
@@ -58,32 +69,32 @@ def read_stored_config(run_dir: Path, continuing: bool = True) -> tuple[SearchCo
     ``continuing`` (the run is unfinished) and another run format made it."""
     path = run_dir / CONFIG_FILE
     if not path.is_file():
-        raise RunError(f"--resume {run_dir}: no {CONFIG_FILE} there; is it a policysearch run directory?")
+        raise RunError(lambda say: f"{say('resume', run_dir)}: no {CONFIG_FILE} there; is it a policysearch run "
+                       "directory?")
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
         run_id = document["run_id"]
         config = SearchConfig.from_dict(document["search"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise RunError(f"--resume {run_dir}: {CONFIG_FILE} is not a config this policysearch wrote ({exc}); "
-                       "start a new run with another --out") from None
+        reason = str(exc)  # the name exc is gone after this block; a rewording needs the text
+        raise RunError(lambda say: f"{say('resume', run_dir)}: {CONFIG_FILE} is not a config this policysearch "
+                       f"wrote ({reason}); start a new run with another {say('out')}") from None
     made = document.get("run_format", 1)
     if continuing and made != RUN_FORMAT:
-        raise RunError(f"--resume {run_dir}: the run was made by another policysearch (run format {made}; this one "
-                       f"continues format {RUN_FORMAT}), whose phases differ; start a new run with another --out "
-                       "(a policy.json the run finished stays valid)")
+        raise RunError(lambda say: f"{say('resume', run_dir)}: the run was made by another policysearch (run format "
+                       f"{made}; this one continues format {RUN_FORMAT}), whose phases differ; start a new run with "
+                       f"another {say('out')} (a policy.json the run finished stays valid)")
     return config, str(run_id)
 
 
-def contradictions(stored: SearchConfig, config: SearchConfig) -> list[str]:
-    """``--flag given (stored: value)`` for every setting, other than RESUMABLE ones, that differs."""
-    out = []
-    for f in fields(SearchConfig):
-        mine, theirs = getattr(config, f.name), getattr(stored, f.name)
-        if f.name not in RESUMABLE and mine != theirs:
-            shown = " ".join(map(str, mine)) if isinstance(mine, tuple) else mine
-            kept = " ".join(map(str, theirs)) if isinstance(theirs, tuple) else theirs
-            out.append(f"{flag(f.name)} {shown} (stored: {kept})")
-    return out
+def contradictions(stored: SearchConfig, config: SearchConfig) -> list[tuple[str, Any, Any]]:
+    """(setting, given, stored) for every setting, other than RESUMABLE ones, that differs."""
+    return [(f.name, getattr(config, f.name), getattr(stored, f.name)) for f in fields(SearchConfig)
+            if f.name not in RESUMABLE and getattr(config, f.name) != getattr(stored, f.name)]
+
+
+def _shown(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def _holds_a_run(run_dir: Path) -> bool:
@@ -92,17 +103,19 @@ def _holds_a_run(run_dir: Path) -> bool:
 
 
 def check_writable(folder: Path, what: str) -> None:
-    """A RunError naming ``folder`` unless it can be created and written (nothing is left behind)."""
+    """A RunError naming ``folder`` (the setting ``what``) unless it can be created and written (nothing
+    is left behind)."""
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise RunError(f"{what} {folder}: {existing} is a file, not a folder")
+        raise RunError(lambda say: f"{say(what, folder)}: {existing} is a file, not a folder")
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as exc:
-        raise RunError(f"{what} {folder}: cannot write in {existing} ({exc.strerror or exc})") from None
+        reason = exc.strerror or str(exc)  # the name exc is gone after this block; a rewording needs the text
+        raise RunError(lambda say: f"{say(what, folder)}: cannot write in {existing} ({reason})") from None
 
 
 def open_run(config: SearchConfig, run_dir: str | os.PathLike[str], *, resume: bool) -> Run:
@@ -116,19 +129,20 @@ def open_run(config: SearchConfig, run_dir: str | os.PathLike[str], *, resume: b
         run_id = check_resume(config, run_dir)
     else:
         if run_dir.exists() and not run_dir.is_dir():
-            raise RunError(f"--out {run_dir}: is a file, not a folder")
+            raise RunError(lambda say: f"{say('out', run_dir)}: is a file, not a folder")
         if run_dir.is_dir() and _holds_a_run(run_dir):
             finished = (run_dir / "policy.json").exists()
-            raise RunError(f"--out {run_dir} already holds {'a finished' if finished else 'an unfinished'} search; "
-                           f"{'' if finished else f'continue it with --resume {run_dir}, or '}choose another --out")
+            going_on = "" if finished else "continue it with {}, or "
+            raise RunError(lambda say: f"{say('out', run_dir)} already holds {'a finished' if finished else 'an unfinished'} "
+                           f"search; {going_on.format(say('resume', run_dir))}choose another {say('out')}")
         run_id = _new_run_id()
-    check_writable(run_dir, "--out")
+    check_writable(run_dir, "out")
     run = Run(run_dir, run_id, storage_of(config, run_dir))
     if not is_uri(run.storage):
-        check_writable(Path(run.storage.removeprefix("file://")), "--storage")
+        check_writable(Path(run.storage.removeprefix("file://")), "storage")
         if not resume and Path(run.experiments.removeprefix("file://")).exists():
-            raise RunError(f"--storage {run.storage} already holds experiments of run {run_id}; choose another "
-                           "--storage")
+            raise RunError(lambda say: f"{say('storage', run.storage)} already holds experiments of run {run_id}; "
+                           f"choose another {say('storage')}")
     return run
 
 
@@ -138,8 +152,10 @@ def check_resume(config: SearchConfig, run_dir: Path, finished: bool = False) ->
     stored, run_id = read_stored_config(run_dir, continuing=not finished)
     differ = contradictions(stored, config)
     if differ:
-        raise RunError(f"--resume {run_dir}: {', '.join(differ)} contradict the stored run; drop them to "
-                       "continue it, or start a new run with another --out")
+        raise RunError(lambda say: f"{say('resume', run_dir)}: "
+                       f"{', '.join(f'{say(name, given)} (stored: {_shown(kept)})' for name, given, kept in differ)} "
+                       f"contradict the stored run; drop them to continue it, or start a new run with another "
+                       f"{say('out')}")
     return run_id
 
 
@@ -162,6 +178,6 @@ def check_same_data(run_dir: Path, data_fingerprint: str) -> None:
     since, say, which its name alone does not show. Runs written before the fingerprint pass."""
     stored = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8")).get("data_fingerprint")
     if stored is not None and stored != data_fingerprint:
-        raise RunError(f"--resume {run_dir}: the training images differ from those the run started on (fingerprint "
-                       f"{data_fingerprint}, stored {stored}); their files changed since, so start a new run with "
-                       "another --out")
+        raise RunError(lambda say: f"{say('resume', run_dir)}: the training images differ from those the run started "
+                       f"on (fingerprint {data_fingerprint}, stored {stored}); their files changed since, so start a "
+                       f"new run with another {say('out')}")
