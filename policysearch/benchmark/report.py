@@ -116,8 +116,9 @@ def plot_errors(document: dict[str, Any], summary: list[dict[str, Any]]) -> byte
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     names = [row["method"] for row in summary]
+    # wide enough for the methods' names, which are long (timm-rand-m9-mstd0.5-inc1-alone)
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.6 * len(names) + 2.0), 4.8), dpi=110)
     xs = np.arange(len(names))
     for i, row in enumerate(summary):
         errs = [r["test_error"] for r in document["runs"] if r["method"] == row["method"]]
@@ -127,7 +128,7 @@ def plot_errors(document: dict[str, Any], summary: list[dict[str, Any]]) -> byte
         color = {"searched": "tab:red", "searched-scratch": "tab:orange"}.get(row["method"], "tab:blue")
         ax.errorbar(i, row["mean"], yerr=std, fmt="o", color=color, capsize=6, markersize=7, zorder=3,
                     label="mean +- std" if i == 0 else None)
-    ax.set_xticks(xs, names, rotation=20)
+    ax.set_xticks(xs, names, rotation=40, ha="right", rotation_mode="anchor")
     ax.set_xlim(-0.5, len(names) - 0.5)
     ax.set_ylim(bottom=0)  # differences of a fraction of a point should not look like a factor
     ax.set_ylabel("test error (%)")
