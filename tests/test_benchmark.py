@@ -274,6 +274,28 @@ def test_report_writes_the_results_files_again_without_training(tmp_path, monkey
         command.run(_args("--report", "--out", str(tmp_path / "empty")))
 
 
+def test_a_rerun_with_other_settings_leaves_no_report_of_the_runs_it_set_aside(tmp_path, monkeypatch, capsys):
+    """Other settings keep none of the earlier runs: results.md and errors.png must not go on showing them
+    beside a results.json without runs, and a Ctrl-C before the first training names no such file."""
+    from policysearch import cli
+
+    out = tmp_path / "bench"
+    argv = ["benchmark", "--preset", "digits-small", "--train-size", "30", "--methods", "none", "--seeds", "0",
+            "--batch-size", "16", "--out", str(out)]
+    assert cli.main([*argv, "--epochs", "1"]) == 0 and (out / "results.md").exists()
+    capsys.readouterr()
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "train_model", stopped)
+    assert cli.main([*argv, "--epochs", "2"]) == 130
+    assert json.loads((out / "results.json").read_text())["runs"] == []
+    assert not (out / "results.md").exists() and not (out / "errors.png").exists()
+    err = capsys.readouterr().err
+    assert "none of its 1 trainings finished yet" in err and "results.md" not in err
+
+
 def test_a_seed_given_twice_trains_once():
     assert preset_from_args(_args("--seeds", "0", "1", "0")).seeds == (0, 1)
 
