@@ -126,6 +126,23 @@ def test_every_setting_is_a_keyword_and_checked_before_anything(tmp_path, no_ray
     assert not (tmp_path / "run").exists()
 
 
+def test_paths_and_numpy_numbers_are_settings_of_their_plain_types(tmp_path):
+    """weights=Path(...) and numbers from numpy are what a Python user passes: kept as str, int, float and
+    bool, so config.json and the benchmark's search key can be written as JSON."""
+    import dataclasses
+    import json
+
+    import numpy as np
+
+    config = SearchConfig(weights=tmp_path / "w.pt", data_root=tmp_path, trials=np.int64(4), lr=np.float32(0.5),
+                          strengths=(np.float64(0.5), 1), dashboard=np.bool_(True), seed=np.int32(2))
+    assert (config.weights, config.data_root) == (str(tmp_path / "w.pt"), str(tmp_path))
+    assert [type(v) for v in (config.trials, config.lr, config.dashboard, config.seed)] == [int, float, bool, int]
+    assert config.strengths == (0.5, 1) and json.loads(json.dumps(dataclasses.asdict(config)))["trials"] == 4
+    with pytest.raises(ValueError, match="seed must be an integer, got float64"):
+        SearchConfig(seed=np.float64(1.5))
+
+
 @pytest.mark.parametrize("settings, problem", [
     ({"trials": "4"}, "trials= must be an integer, got str '4'"),
     ({"strengths": 0.5}, "strengths= must be a list of numbers, got float 0.5"),

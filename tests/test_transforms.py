@@ -449,6 +449,8 @@ def test_a_fill_per_channel_must_match_the_images_on_every_path():
     with pytest.raises(ValueError, match="fill: 2 values for images of 3 channels; give one grey level or 3"):
         BatchPolicyTransform(cutout, fill=(1, 2))(natural_batch(2, 8, 8))
     assert PolicyTransform(cutout, fill=(1, 2, 3))(natural_pil(8, 8)).size == (8, 8)
+    assert BatchPolicyTransform(cutout, fill=np.array([1, 2, 3])).fill == (1, 2, 3)  # an array of levels too
+    assert BatchPolicyTransform(cutout, fill=torch.tensor(5)).fill == (5,)
 
 
 def test_a_pool_of_anything_but_pil_images_is_refused_when_built():

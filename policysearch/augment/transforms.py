@@ -419,6 +419,8 @@ def _check_fill(fill: Fill) -> tuple[int, ...]:
     def level(v: Any) -> bool:
         return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and 0 <= v <= 255
 
+    if isinstance(fill, (np.ndarray, torch.Tensor)):  # one level per channel as an array
+        fill = fill.tolist()
     if level(fill):
         values: tuple = (fill,)
     elif isinstance(fill, Sequence) and not isinstance(fill, (str, bytes)):

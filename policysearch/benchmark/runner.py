@@ -84,7 +84,7 @@ def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream, 
 
 def input_contents(preset: Preset, train: ImageData, test: ImageData) -> dict[str, str]:
     """Digests of the inputs that settings name by path only: the weights file's SHA-256, and for a folder
-    data set its training and test images' fingerprints. A rerun whose files changed then matches no
+    data set the fingerprints of its training split (all of it) and test split. A rerun whose files changed then matches no
     earlier run (``finished_runs``) and no earlier search; empty for built-in data without weights."""
     contents = {}
     if preset.weights:
@@ -165,7 +165,7 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     spec = ModelSpec(preset.model, train.num_classes, int(train.images.shape[1]), preset.weights,
                      preset.freeze_backbone)
     check_model(spec, size)  # the weights file and the image size, before any training
-    contents = input_contents(preset, train, test)
+    contents = input_contents(preset, train_full, test)  # the whole split: the search may use other images
     document: dict[str, Any] = {
         "command": command or " ".join(shlex.quote(a) for a in sys.argv),
         "preset": preset_name,

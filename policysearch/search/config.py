@@ -16,6 +16,8 @@ from dataclasses import Field, dataclass, field, fields
 from types import SimpleNamespace, UnionType
 from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
+import numpy as np
+
 from policysearch.training.data import CLASSES_MARK, MAX_IMAGE_SIZE
 from policysearch.training.models import MODEL_NAMES
 from policysearch.training.pretrained import model_problem
@@ -126,6 +128,9 @@ class SearchConfig:
     dashboard: bool = _option(False, "start Ray's dashboard (on 127.0.0.1 only) with the local Ray", "resources")
 
     def __post_init__(self) -> None:
+        hints = get_type_hints(SearchConfig)
+        for f in fields(self):  # a Path or a numpy number as the plain value config.json can hold
+            object.__setattr__(self, f.name, _plain(getattr(self, f.name), hints[f.name]))
         problems = self.type_problems() or self.problems()  # the value checks compare numbers
         if problems:
             raise SettingsError(problems)
@@ -232,6 +237,26 @@ def _absolute(path: str) -> str:
 def is_uri(storage: str) -> bool:
     """True for a storage URI such as ``s3://bucket/path`` (not a plain or ``file://`` path)."""
     return "://" in storage and not storage.startswith("file://")
+
+
+def _plain(value: Any, hint: Any) -> Any:
+    """``value`` as the plain Python value of a field's type where it is another form of it: a path as a
+    string, a numpy integer, float or bool as int, float or bool (a tuple item by item); else unchanged."""
+    arms = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+    if isinstance(value, os.PathLike) and str in arms:
+        return os.fspath(value)
+    if isinstance(value, tuple) and any(get_origin(arm) is tuple for arm in arms):
+        item = next(get_args(arm)[0] for arm in arms if get_origin(arm) is tuple)
+        return tuple(_plain(v, item) for v in value)
+    if isinstance(value, np.bool_) and bool in arms:
+        return bool(value)
+    if isinstance(value, bool) or type(value) in (int, float):
+        return value
+    if isinstance(value, numbers.Integral) and (int in arms or float in arms):
+        return int(value)
+    if isinstance(value, numbers.Real) and float in arms:
+        return float(value)
+    return value
 
 
 def _of_type(value: Any, hint: Any) -> bool:
