@@ -305,7 +305,9 @@ def keyword_mention(name: str, value: Any = _UNSET) -> str:
         return "resume=True" if value is _UNSET else f"out={str(value)!r} with resume=True"
     if name == "dataset":
         return "data" if value is _UNSET else f"data {value}"
-    return keyword(name) if value is _UNSET else f"{keyword(name)}{str(value) if isinstance(value, os.PathLike) else value!r}"
+    if value is _UNSET:
+        return keyword(name)
+    return f"{keyword(name)}{os.fspath(value) if isinstance(value, os.PathLike) else value!r}"
 
 
 def flag(name: str) -> str:
