@@ -166,18 +166,21 @@ def bench_size(size: int, count_pil: int, batches: int, repeats: int, batch_size
     return figures
 
 
-def _stage_name(stage) -> str:
+def _stage_name(stage, compiled: bool) -> str:
     """The family a stage of the batched path is counted in: an op run on its own, or a fused stage."""
     if len(stage) == 1:
-        return stage[0].op.name
+        return stage[0].op.name + (" (compiled)" if compiled else "")
     return "geometric (fused)" if stage[0].op.matrix is not None else "tables (fused)"
 
 
 def profile_ops(size: int, batch_size: int, repeats: int = 5) -> dict:
     """Seconds per batch of each part of ``BatchPolicyTransform.forward`` on CPU, summed over its stages:
     the planning step (``sample``), the copy of the input into the output and each op family (an op run on
-    its own, or the fused geometric or table stages of several ops), each with its share of the total."""
-    from policysearch.augment.transforms import TensorContext, _fill_tensor, _host_kernels, new_batch, run_stage, stages
+    its own, or the fused geometric or table stages of several ops), each with its share of the total.
+    A stage of compiled pixel ops (``cpu_kernels``) is timed op by op, one call each, where the transform
+    makes one call for the stage: its ops' times include a few microseconds of overhead each."""
+    from policysearch.augment.transforms import (TensorContext, _fill_tensor, _host_kernels, compiles,
+                                                 has_compiled_kernel, new_batch, run_stage, stages)
 
     transform = BatchPolicyTransform(from_torchvision("cifar10"))
     batch = torch.from_numpy(make_images(batch_size, size, seed=1)).permute(0, 3, 1, 2).contiguous()
@@ -197,10 +200,13 @@ def profile_ops(size: int, batch_size: int, repeats: int = 5) -> dict:
         x = new_batch(batch.shape, batch.dtype, batch.device).copy_(batch)  # as BatchPolicyTransform.apply
         add("output copy", time.perf_counter() - start)
         ctx = TensorContext(exact=True, fill=_fill_tensor((0,), 3, x.device))
-        for stage in stages(plan.steps, True, x[0].numel(), split=_host_kernels(x.device)):
-            start = time.perf_counter()
-            run_stage(x, stage, ctx)  # includes selecting the samples and writing them back
-            add(_stage_name(stage), time.perf_counter() - start, sum(len(step.index) for step in stage))
+        compiled = compiles(x)
+        for stage in stages(plan.steps, True, x[0].numel(), split=_host_kernels(x.device), compiled=compiled):
+            one_call = compiled and has_compiled_kernel(stage[0].op)
+            for part in [(step,) for step in stage] if one_call else [stage]:
+                start = time.perf_counter()
+                run_stage(x, part, ctx, compiled)  # includes selecting the samples and writing them back
+                add(_stage_name(part, one_call), time.perf_counter() - start, sum(len(step.index) for step in part))
     total = sum(totals.values())
     order = sorted(totals, key=lambda name: -totals[name])
     return {"size": size, "batch_size": batch_size, "total_seconds_per_batch": total / repeats,

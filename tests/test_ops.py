@@ -29,9 +29,9 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from _images import natural_batch, natural_pil, pil_to_tensor
-from policysearch.augment import kernels
+from policysearch.augment import cpu_kernels, kernels
 from policysearch.augment.kernels import PLANE_COUNT_PIXELS, apply_lut, histogram
-from policysearch.augment.ops import OP_RANGES, OPS, PilContext, TensorContext
+from policysearch.augment.ops import OP_RANGES, OPS, PilContext, TensorContext, pil_equalize_divisor
 from policysearch.augment.warp import warp
 from policysearch.augment.policy import Operation, Policy
 from policysearch.augment.transforms import BatchPolicyTransform
@@ -199,7 +199,22 @@ def _batch_args(spec):
     return list(_signed_args(spec))
 
 
-def _compare_batch_with_pil(name, mode, height, width, seed):
+def _run_compiled(spec, batch, args):
+    """``spec`` on a uint8 batch through ``cpu_kernels`` (the CPU path of BatchPolicyTransform), one call."""
+    n = len(batch)
+    code = cpu_kernels.CODES.get(spec.name, cpu_kernels.TABLE)
+    ctx = TensorContext(exact=True, fill=torch.zeros(batch.shape[1]))
+    tables = (spec.table(batch, args, ctx)[:, 0].to(torch.uint8) if code == cpu_kernels.TABLE
+              else torch.zeros((n, 256), dtype=torch.uint8))
+    out = batch.clone()
+    cpu_kernels.run_pixel_ops(out, torch.arange(n), torch.full((n,), code), args, tables, pil_equalize_divisor())
+    return out
+
+
+COMPILED_OPS = [name for name, spec in OPS.items() if spec.table is not None or name in cpu_kernels.CODES]
+
+
+def _compare_batch_with_pil(name, mode, height, width, seed, compiled=False):
     spec = OPS[name]
     levels_args = _batch_args(spec)
     n = len(levels_args)
@@ -209,7 +224,10 @@ def _compare_batch_with_pil(name, mode, height, width, seed):
     draw = _draws(spec, n, (channels, height, width), seed=seed)
     x = batch.to(torch.float32)
     ctx = TensorContext(exact=True, fill=torch.zeros(channels), source=x.clone())
-    out = spec.tensor(x.clone(), args, draw, ctx).round().clamp(0, 255).to(torch.uint8)
+    if compiled:
+        out = _run_compiled(spec, batch, args)
+    else:
+        out = spec.tensor(x.clone(), args, draw, ctx).round().clamp(0, 255).to(torch.uint8)
     assert out.shape == batch.shape
     images = [Image.fromarray(b.permute(1, 2, 0).squeeze(2).numpy(), mode) for b in batch]
     for i, (level, a) in enumerate(levels_args):
@@ -219,7 +237,7 @@ def _compare_batch_with_pil(name, mode, height, width, seed):
         ref = pil_to_tensor(spec.pil(images[i], a, _per_sample(draw, i), PilContext(fill=(0,), pool=pool)))
         got = out[i]
         where = f"{name} level={level} arg={a} {mode} {height}x{width} sample {i}"
-        if spec.exact:
+        if spec.exact or compiled:
             assert torch.equal(got, ref), f"{where}: {(got != ref).sum().item()} pixels differ"
         else:
             diff = (got.int() - ref.int()).abs()
@@ -231,6 +249,66 @@ def _compare_batch_with_pil(name, mode, height, width, seed):
 @pytest.mark.parametrize("name", list(OPS))
 def test_batched_uint8_equals_pil(name, mode, height, width):
     _compare_batch_with_pil(name, mode, height, width, seed=11)
+
+
+@pytest.mark.parametrize("mode,height,width", IMAGES + [("RGB", 3, 3), ("L", 2, 5), ("RGB", 1, 1), ("RGB", 3, 40)])
+@pytest.mark.parametrize("name", COMPILED_OPS)
+def test_compiled_kernels_equal_pil(name, mode, height, width):
+    """The CPU path's compiled kernels give PIL's pixels for every level and sign (Sharpness too: the kernel
+    reproduces PIL's integer SMOOTH, so its stated tolerance is not needed), down to images too small to
+    sharpen."""
+    _compare_batch_with_pil(name, mode, height, width, seed=11, compiled=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("name", COMPILED_OPS)
+def test_compiled_kernels_equal_pil_more_images(name, seed):
+    for mode, height, width in [("RGB", 32, 32), ("L", 9, 40), ("RGB", 64, 48), ("RGB", 130, 97)]:
+        _compare_batch_with_pil(name, mode, height, width, seed=100 + seed, compiled=True)
+
+
+def test_compiled_kernels_run_mixed_ops_in_one_call_as_each_alone():
+    """One call applies each listed sample's own op (tables, Equalize, AutoContrast, Contrast, Color,
+    Sharpness mixed, in any order) exactly as a call for that op alone does; unlisted samples stay."""
+    names = COMPILED_OPS * 2
+    batch = natural_batch(len(names) + 3, 19, 21, 3, seed=4)
+    rng = np.random.default_rng(4)
+    order = torch.from_numpy(rng.permutation(len(batch))[:len(names)])
+    args = torch.from_numpy(rng.uniform(-0.9, 0.9, len(names)))
+    args = torch.where(torch.tensor([OPS[name].low > 1 for name in names]), 128.0, args)  # Solarize, Posterize
+    ctx = TensorContext(exact=True, fill=torch.zeros(3))
+    tables = torch.stack([OPS[name].table(batch[i:i + 1], args[k:k + 1], ctx)[0, 0].to(torch.uint8)
+                          if name not in cpu_kernels.CODES else torch.zeros(256, dtype=torch.uint8)
+                          for k, (name, i) in enumerate(zip(names, order.tolist()))])
+    codes = torch.tensor([cpu_kernels.CODES.get(name, cpu_kernels.TABLE) for name in names])
+    out = batch.clone()
+    cpu_kernels.run_pixel_ops(out, order, codes, args, tables, pil_equalize_divisor())
+    for k, (name, i) in enumerate(zip(names, order.tolist())):
+        assert torch.equal(out[i], _run_compiled(OPS[name], batch[i:i + 1], args[k:k + 1])[0]), name
+    untouched = sorted(set(range(len(batch))) - set(order.tolist()))
+    assert torch.equal(out[untouched], batch[untouched])
+
+
+def test_compiled_autocontrast_follows_pillow_for_every_range():
+    """Every (lo, hi) pair of a grey image through the compiled AutoContrast: Pillow's double-precision table."""
+    lo, hi = np.triu_indices(256, k=1)
+    ramp = np.arange(256)
+    x = np.zeros((len(lo), 1, 1, 258), dtype=np.uint8)
+    x[:, 0, 0, 0], x[:, 0, 0, 1], x[:, 0, 0, 2:] = lo, hi, np.clip(ramp, lo[:, None], hi[:, None])
+    batch = torch.from_numpy(x)
+    out = _run_compiled(OPS["AutoContrast"], batch, torch.zeros(len(lo), dtype=torch.float64))[:, 0, 0, 2:].numpy()
+    scale = 255.0 / (hi - lo).astype(np.float64)
+    table = np.clip(np.trunc(ramp[None, :] * scale[:, None] + (-lo * scale)[:, None]), 0, 255)
+    assert np.array_equal(out, np.take_along_axis(table, np.clip(ramp, lo[:, None], hi[:, None]), 1))
+
+
+@pytest.mark.parametrize("batch", [torch.zeros((2, 3, 4, 4)), torch.zeros((2, 3, 4, 4), dtype=torch.uint8)[..., ::2],
+                                   torch.zeros((3, 4, 4), dtype=torch.uint8)])
+def test_compiled_kernels_refuse_a_batch_they_cannot_change_in_place(batch):
+    with pytest.raises(ValueError, match="contiguous uint8 batch"):
+        cpu_kernels.run_pixel_ops(batch, torch.arange(1), torch.zeros(1, dtype=torch.int64),
+                                  torch.zeros(1, dtype=torch.float64), torch.zeros((1, 256), dtype=torch.uint8), 255)
 
 
 @pytest.mark.parametrize("mode,height,width", IMAGES + [("RGB", 3, 3)])
@@ -297,8 +375,11 @@ def test_autocontrast_table_follows_pillow_for_every_range():
 
 @pytest.mark.parametrize("levels", [(0, 7), (3, 81), (100, 180), (37, 250)])
 @pytest.mark.parametrize("mode", ["RGB", "L"])
-def test_pixel_ops_equal_pil_on_images_with_a_narrow_range(levels, mode):
-    """Images squeezed into [lo, hi] (natural test images span 0..255): histogram and range ops see real work."""
+@pytest.mark.parametrize("compiled", [False, True])
+def test_pixel_ops_equal_pil_on_images_with_a_narrow_range(levels, mode, compiled):
+    """Images squeezed into [lo, hi] (natural test images span 0..255): histogram and range ops see real
+    work, in the torch kernels and in the compiled ones (regression: the compiled AutoContrast negated
+    the lowest level as uint8, which wrapped around)."""
     lo, hi = levels
     channels = 1 if mode == "L" else 3
     batch = (lo + natural_batch(6, 13, 17, channels, seed=4).double() * (hi - lo) / 255).round().to(torch.uint8)
@@ -309,7 +390,7 @@ def test_pixel_ops_equal_pil_on_images_with_a_narrow_range(levels, mode):
         signs = (1, -1, 1, 1, -1, 1) if spec.signed else (1,) * 6
         args = torch.tensor([s * spec.argument(v) for s, v in zip(signs, (0.1, 0.4, 0.55, 0.8, 1.0, 1.0))],
                             dtype=torch.float64)
-        out = spec.tensor(batch, args, {}, ctx)
+        out = _run_compiled(spec, batch, args) if compiled else spec.tensor(batch, args, {}, ctx)
         for i, img in enumerate(images):
             ref = pil_to_tensor(spec.pil(img, float(args[i]), {}, PilContext()))
             assert torch.equal(out[i], ref), f"{name} arg={float(args[i])} range {levels} {mode} sample {i}"
@@ -484,3 +565,27 @@ def test_sample_draws_are_per_sample_and_seeded():
             assert a[key].shape[0] == 8, (name, key)
             assert torch.equal(a[key], b[key]) and not torch.equal(a[key], c[key]), (name, key)
             assert not torch.equal(a[key][0], a[key][1]), (name, key)
+
+
+def test_kernels_compile_without_a_disk_cache_where_numba_finds_no_place_for_one(monkeypatch):
+    """numba refuses cache=True when neither the package's folder nor the home folder is writable (a
+    read-only install): the kernels are then compiled in memory rather than failing to import."""
+    import numba
+
+    real = numba.njit
+
+    def njit(cache=False, **options):
+        if cache:
+            raise RuntimeError("cannot cache function 'f': no locator available for file 'f.py'")
+        return real(**options)
+
+    def double(values):
+        for i in range(values.size):
+            values[i] *= 2
+
+    with monkeypatch.context() as patch:  # only while decorating: numba's own compiler calls njit too
+        patch.setattr(numba, "njit", njit)
+        compiled = cpu_kernels._jit(double)
+    values = np.arange(4)
+    compiled(values)
+    assert values.tolist() == [0, 2, 4, 6] and compiled._cache.__class__.__name__ == "NullCache"

@@ -211,6 +211,27 @@ def test_cpu_steps_run_in_pieces_that_give_what_the_whole_step_gives(dtype, monk
         assert torch.equal(transform.apply(batch, plan), whole)
 
 
+@pytest.mark.parametrize("size", [(19, 23), (130, 97)])
+def test_the_compiled_cpu_path_gives_the_pixels_of_the_torch_kernels(size):
+    """A uint8 batch on the CPU runs its pixel-wise ops through ``cpu_kernels``, one call per slot; the same
+    plan through the torch kernels (the path of other devices) gives the same pixels, every op mixed in."""
+    rng = np.random.default_rng(6)
+    names = [name for name in OPS if name != "Identity"]
+    subs = [[Operation(str(rng.choice(names)), 0.9, float(rng.uniform())) for _ in range(3)] for _ in range(40)]
+    transform = BatchPolicyTransform(Policy(subs))
+    batch = natural_batch(90, *size, 3, seed=6)
+    batch[::2] = (40 + batch[::2] * (160 / 255)).round().to(torch.uint8)  # not every image spans 0..255
+    plan = transform.sample(batch.shape, generator=_gen(6))
+    compiled = [stage for stage in transforms.stages(plan.steps, True, batch[0].numel(), split=True, compiled=True)
+                if transforms.has_compiled_kernel(stage[0].op)]
+    assert len({step.op.name for stage in compiled for step in stage}) >= 8 and max(map(len, compiled)) > 3
+    x = batch.clone()
+    ctx = transforms.TensorContext(exact=True, fill=torch.zeros(3), source=batch)
+    for stage in transforms.stages(plan.steps, True, batch[0].numel(), split=True, compiled=False):
+        transforms.run_stage(x, stage, ctx, compiled=False)
+    assert torch.equal(transform.apply(batch, plan), x)
+
+
 def test_small_images_warp_from_source_pixels_in_the_plan():
     """On the CPU, plans for small images carry each geometric step's source pixels (one gather per warp);
     large ones do not (the plan stays small). Either way the warp gives what the matrices give."""

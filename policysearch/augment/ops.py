@@ -420,7 +420,7 @@ def _equalize_pil(img, arg, draw, ctx):
     tables = []
     for hist in _band_histograms(img):
         used = hist[hist > 0]
-        step = (int(used.sum()) - int(used[-1])) // _pil_equalize_divisor() if len(used) > 1 else 0
+        step = (int(used.sum()) - int(used[-1])) // pil_equalize_divisor() if len(used) > 1 else 0
         if step == 0:
             tables.append(_LEVELS)
             continue
@@ -430,7 +430,7 @@ def _equalize_pil(img, arg, draw, ctx):
 
 
 @lru_cache(maxsize=1)
-def _pil_equalize_divisor() -> int:
+def pil_equalize_divisor() -> int:
     """The divisor of PIL's equalize step: 256 in older Pillow, 255 (as torchvision's tensor path) since.
 
     Probed once on a 256-pixel image where the two give different tables (step 1 versus 0).
@@ -451,7 +451,7 @@ def _equalize_table(x, arg, ctx):
     # releases); lut[i] = (step // 2 + pixels below level i) // step. Where step is 0 (one level used,
     # or none) PIL leaves the image as it is. The highest used level is the plane's maximum.
     top = x.flatten(2).amax(2, keepdim=True).to(torch.int64) if h * w else hist[..., :1]
-    step = (h * w - hist.gather(2, top)) // _pil_equalize_divisor()  # [n, C, 1]
+    step = (h * w - hist.gather(2, top)) // pil_equalize_divisor()  # [n, C, 1]
     below = torch.cumsum(hist, 2).sub_(hist).to(torch.float64)
     # (step // 2 + below) // step in float64: exact for integers below 2**53, and much faster than int64.
     lut = below.add_(step // 2).div_(step.clamp_min(1)).floor_().clamp_(0, 255)

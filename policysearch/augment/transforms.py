@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from policysearch.augment.cpu_kernels import CODES, TABLE, run_pixel_ops
 from policysearch.augment.kernels import apply_lut, to_uint8
-from policysearch.augment.ops import OPS, OpSpec, TensorContext, cutout_pil, cutout_tensor
+from policysearch.augment.ops import OPS, OpSpec, TensorContext, pil_equalize_divisor, cutout_pil, cutout_tensor
 from policysearch.augment.policy import Baseline, Policy, PolicyError
 from policysearch.augment.standard import load_policy
 from policysearch.augment.warp import gather_warp, warp, warp_index, warp_shift
@@ -202,9 +203,21 @@ ROW_COPY_MOST = 64
 _SHARED_DRAWS = frozenset({"radii"})
 
 
-def _kind(step: PlanStep, exact: bool) -> str:
+def has_compiled_kernel(op: OpSpec) -> bool:
+    """Whether ``cpu_kernels`` runs ``op`` on uint8 batches on the CPU: every table op, Color and Sharpness."""
+    return op.table is not None or op.name in CODES
+
+
+def compiles(x: torch.Tensor) -> bool:
+    """Whether the ops of ``cpu_kernels`` run compiled on batch x: uint8 on the CPU."""
+    return x.device.type == "cpu" and x.dtype == torch.uint8
+
+
+def _kind(step: PlanStep, exact: bool, compiled: bool) -> str:
     if step.op.matrix is not None:
         return "warp"
+    if compiled and has_compiled_kernel(step.op):
+        return "compiled"
     return "table" if exact and step.op.table is not None else "op"
 
 
@@ -227,30 +240,43 @@ def _pieces(step: PlanStep, most: int) -> list[PlanStep]:
     return out
 
 
-def stages(steps: Sequence[PlanStep], exact: bool, sample_size: int, split: bool = False) -> list[tuple[PlanStep, ...]]:
+def stages(steps: Sequence[PlanStep], exact: bool, sample_size: int, split: bool = False,
+           compiled: bool = False) -> list[tuple[PlanStep, ...]]:
     """Group the steps of a plan into stages that each run as one op, in order.
 
     The steps of one slot touch different samples, so they can run in any order or together: the
     geometric ops of a slot share one warp and, on a uint8 batch, the pixel-wise ops one table lookup,
     as long as a stage stays under ``FUSE_LIMIT`` values (``sample_size`` values per sample). With
     ``split`` (the CPU), a step of more than ``CHUNK_LIMIT`` values per thread is first cut into pieces.
+    With ``compiled`` (a uint8 batch on the CPU) the ops that ``cpu_kernels`` runs share one call per slot,
+    whatever its size.
     """
     most = max(1, CHUNK_LIMIT * torch.get_num_threads() // max(sample_size, 1)) if split else None
     out: list[tuple[PlanStep, ...]] = []
     for _, group in itertools.groupby(steps, key=lambda step: step.slot):
         open_stages: dict[str, tuple[list[PlanStep], int]] = {}
-        for step in (piece for step in group for piece in (_pieces(step, most) if most else [step])):
-            kind, count = _kind(step, exact), step.index.shape[0]
-            if kind == "op":
-                out.append((step,))
-                continue
-            fused, total = open_stages.get(kind, ([], 0))
-            if fused and (total + count) * sample_size > FUSE_LIMIT:
-                out.append(tuple(fused))
-                fused, total = [], 0
-            open_stages[kind] = (fused + [step], total + count)
+        for step in group:
+            kind = _kind(step, exact, compiled)
+            for piece in [step] if kind == "compiled" or not most else _pieces(step, most):
+                out.extend(_add_to_stage(open_stages, piece, kind, sample_size))
         out.extend(tuple(fused) for fused, _ in open_stages.values())
     return out
+
+
+def _add_to_stage(open_stages: dict[str, tuple[list[PlanStep], int]], step: PlanStep, kind: str,
+                  sample_size: int) -> list[tuple[PlanStep, ...]]:
+    """Add ``step`` to the open stage of its kind (a compiled stage has no size limit); returns the stages
+    that this closed."""
+    count = step.index.shape[0]
+    if kind == "op":
+        return [(step,)]
+    done = []
+    fused, total = open_stages.get(kind, ([], 0))
+    if fused and kind != "compiled" and (total + count) * sample_size > FUSE_LIMIT:
+        done.append(tuple(fused))
+        fused, total = [], 0
+    open_stages[kind] = (fused + [step], total + count)
+    return done
 
 
 def _check_slots(plan: Plan) -> None:
@@ -272,12 +298,15 @@ def _check_slots(plan: Plan) -> None:
                          "slot must touch different samples (give each op of a sub-policy its own slot)")
 
 
-def run_stage(x: torch.Tensor, stage: Sequence[PlanStep], ctx: TensorContext) -> None:
-    """Run one stage (``stages``) on its samples of x, in place."""
+def run_stage(x: torch.Tensor, stage: Sequence[PlanStep], ctx: TensorContext, compiled: bool = False) -> None:
+    """Run one stage (``stages``, with the same ``compiled``) on its samples of x, in place."""
     index = stage[0].index if len(stage) == 1 else torch.cat([step.index for step in stage])
+    kind = _kind(stage[0], ctx.exact, compiled)
+    if kind == "compiled":
+        _run_compiled(x, index, stage, ctx)
+        return
     # index_select and copy_rows rather than x[index] and x[index] = ...: several times faster on CPU
     part = x.index_select(0, index)
-    kind = _kind(stage[0], ctx.exact)
     if kind == "warp" and all(step.source is not None for step in stage):
         sources = stage[0].source if len(stage) == 1 else torch.cat([step.source for step in stage])
         out = gather_warp(part, sources, ctx.fill)
@@ -294,6 +323,24 @@ def run_stage(x: torch.Tensor, stage: Sequence[PlanStep], ctx: TensorContext) ->
     else:  # an op on its own runs its own implementation
         out = run_step(part, stage[0], ctx)
     copy_rows(x, index, out)
+
+
+def _run_compiled(x: torch.Tensor, index: torch.Tensor, stage: Sequence[PlanStep], ctx: TensorContext) -> None:
+    """Run a compiled stage (``cpu_kernels``) on x, uint8 on the CPU, in place: one call for all its steps."""
+    codes = torch.cat([torch.full((len(step.index),), CODES.get(step.op.name, TABLE)) for step in stage])
+    args = torch.cat([step.arg.to(torch.float64) for step in stage])
+    tables = torch.cat([_sample_tables(x, step, ctx) for step in stage])
+    run_pixel_ops(x, index, codes, args, tables, pil_equalize_divisor())
+
+
+def _sample_tables(x: torch.Tensor, step: PlanStep, ctx: TensorContext) -> torch.Tensor:
+    """The table [k, 256] uint8 of each sample of a step whose op's table depends on its argument alone
+    (from the plan, or computed when a hand-built plan has none); unused rows for the other ops."""
+    if step.op.name in CODES:
+        return torch.empty((len(step.index), 256), dtype=torch.uint8)
+    if step.table is not None:
+        return step.table.to(torch.uint8)
+    return step.op.table(x.index_select(0, step.index), step.arg, ctx)[:, 0].to(torch.uint8)
 
 
 def _step_table(step: PlanStep, part: torch.Tensor, ctx: TensorContext) -> torch.Tensor:
@@ -681,8 +728,9 @@ class BatchPolicyTransform(torch.nn.Module):
         if any(step.op.name == "SamplePairing" for step in plan.steps):
             source = batch if exact else x.clone()
         ctx = TensorContext(exact=exact, fill=self._fill(x.device, x.shape[1]), source=source, pool=pool)
-        for stage in stages(plan.steps, exact, x[0].numel(), split=_host_kernels(x.device)):
-            run_stage(x, stage, ctx)
+        compiled = compiles(x)
+        for stage in stages(plan.steps, exact, x[0].numel(), split=_host_kernels(x.device), compiled=compiled):
+            run_stage(x, stage, ctx, compiled)
         if x.device.type == "cpu":  # x is our own contiguous buffer: changed in place
             x = _baseline_in_place(x, plan.baseline.pad_crop, plan.crop, plan.flip)
         else:

@@ -1,0 +1,171 @@
+"""Compiled pixel kernels for uint8 batches on the CPU: every pixel-wise op of one slot in one call.
+
+On the CPU a torch op costs a few microseconds whatever its size, and a table op on a batch of small
+images takes dozens of them (histograms, tables, lookups). These kernels (numba) run each sample's op
+start to end while the sample is in cache: compute its table from its own pixels, apply it, write the
+sample back in place. They repeat the integer and float32 steps of the torch kernels (``kernels``,
+``ops``), so the batched path still agrees with the PIL path bit for bit.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numba
+import numpy as np
+import torch
+
+# What a sample's op is, for the kernels: a table given per sample, or an op whose table (or result)
+# depends on the image and is computed here.
+TABLE, EQUALIZE, AUTOCONTRAST, CONTRAST, COLOR, SHARPNESS = range(6)
+CODES = {"Equalize": EQUALIZE, "AutoContrast": AUTOCONTRAST, "Contrast": CONTRAST, "Color": COLOR,
+         "Sharpness": SHARPNESS}
+
+def _jit(function: Callable) -> Callable:
+    """Compile ``function`` with numba on first call, cached on disk (0.3 s to load instead of 2 s to
+    compile); without caching where numba finds no writable place for it (a read-only install and home)."""
+    options = {"nogil": True, "error_model": "numpy"}  # no Python exceptions for integer division by zero
+    try:
+        return numba.njit(cache=True, **options)(function)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return numba.njit(**options)(function)
+
+
+@_jit
+def _blend(value, degenerate, factor):
+    """PIL's blend of one level: (value - degenerate) * factor + degenerate in float32, clipped, truncated."""
+    out = (np.float32(value) - degenerate) * factor + degenerate
+    # clipped with comparisons, not min and max (whose NaN handling stops the loops from vectorising)
+    out = np.float32(0.0) if out < np.float32(0.0) else out
+    out = np.float32(255.0) if out > np.float32(255.0) else out
+    return np.uint8(np.int32(out))
+
+
+@_jit
+def _luma(r, g, b):
+    """PIL's convert('L') of one pixel: ITU-R 601-2 luma in 16.16 fixed point."""
+    return (np.int32(r) * 19595 + np.int32(g) * 38470 + np.int32(b) * 7471 + 0x8000) >> 16  # below 2**24
+
+
+@_jit
+def _equalize_table(plane, divisor, lut):
+    """PIL's ImageOps.equalize table of one plane (see ``ops._equalize_table``)."""
+    # four partial counts, so that runs of one level do not wait on the same counter
+    counts = np.zeros((4, 256), np.int64)
+    quarter = plane.size // 4
+    for i in range(quarter):
+        counts[0, plane[4 * i]] += 1
+        counts[1, plane[4 * i + 1]] += 1
+        counts[2, plane[4 * i + 2]] += 1
+        counts[3, plane[4 * i + 3]] += 1
+    for i in range(4 * quarter, plane.size):
+        counts[0, plane[i]] += 1
+    hist = counts[0] + counts[1] + counts[2] + counts[3]
+    top = 255
+    while top > 0 and hist[top] == 0:
+        top -= 1
+    step = (plane.size - hist[top]) // divisor
+    below = 0
+    for level in range(256):
+        lut[level] = level if step == 0 else min(255, (step // 2 + below) // step)
+        below += hist[level]
+
+
+@_jit
+def _autocontrast_table(plane, lut):
+    """PIL's ImageOps.autocontrast table of one plane: stretch its extrema to 0 and 255, in double precision."""
+    lo, hi = np.uint8(255), np.uint8(0)
+    for v in plane:
+        lo = v if v < lo else lo
+        hi = v if v > hi else hi
+    low, high = np.float64(lo), np.float64(hi)  # as uint8, -lo would wrap around
+    scale = 255.0 / (high - low) if hi > lo else 1.0
+    offset = -low * scale if hi > lo else 0.0
+    for level in range(256):
+        lut[level] = np.uint8(min(max(np.floor(level * scale + offset), 0.0), 255.0))
+
+
+@_jit
+def _contrast_table(image, factor, lut):
+    """ImageEnhance.Contrast's table: a blend of each level with the image's rounded mean luma."""
+    channels, pixels = image.shape
+    total = 0
+    for i in range(pixels):
+        total += image[0, i] if channels == 1 else _luma(image[0, i], image[1, i], image[2, i])
+    mean = np.float32(np.floor(total / pixels + 0.5))
+    for level in range(256):
+        lut[level] = _blend(level, mean, factor)
+
+
+@_jit
+def _color(image, factor):
+    """ImageEnhance.Color in place: a blend of each pixel with its own luma (grey images stay as they are)."""
+    if image.shape[0] == 3:
+        r, g, b = image[0], image[1], image[2]
+        for i in range(image.shape[1]):
+            grey = np.float32(_luma(r[i], g[i], b[i]))
+            r[i], g[i], b[i] = _blend(r[i], grey, factor), _blend(g[i], grey, factor), _blend(b[i], grey, factor)
+
+
+@_jit
+def _sharpness(image, factor):
+    """ImageEnhance.Sharpness in place on [C, H, W]: a blend of each interior pixel with PIL's SMOOTH of it
+    (the 3x3 kernel 1 1 1 / 1 5 1 / 1 1 1, rounded: floor(total / 13 + 0.5)); the border stays."""
+    channels, h, w = image.shape
+    if h < 3 or w < 3:
+        return
+    source = image.copy()
+    for c in range(channels):
+        for y in range(1, h - 1):
+            for x in range(1, w - 1):
+                total = np.int64(4) * source[c, y, x]
+                for dy in range(-1, 2):
+                    for dx in range(-1, 2):
+                        total += source[c, y + dy, x + dx]
+                image[c, y, x] = _blend(source[c, y, x], np.float32((2 * total + 13) // 26), factor)
+
+
+@_jit
+def _one_sample(image, code, arg, table, divisor, lut):
+    """Apply one sample's op in place on its image [C, H, W]."""
+    channels = image.shape[0]
+    factor = np.float32(1.0 + arg)
+    if code == SHARPNESS:
+        _sharpness(image, factor)
+        return
+    planes = image.reshape(channels, image.shape[1] * image.shape[2])
+    if code == COLOR:
+        _color(planes, factor)
+        return
+    if code == CONTRAST:
+        _contrast_table(planes, factor, lut)
+    for c in range(channels):
+        plane = planes[c]
+        if code == EQUALIZE:
+            _equalize_table(plane, divisor, lut)
+        elif code == AUTOCONTRAST:
+            _autocontrast_table(plane, lut)
+        chosen = table if code == TABLE else lut
+        for i in range(plane.size):
+            plane[i] = chosen[plane[i]]
+
+
+@_jit
+def _run(batch, index, codes, args, tables, divisor):
+    lut = np.empty(256, np.uint8)
+    for s in range(index.size):
+        _one_sample(batch[index[s]], codes[s], args[s], tables[s], divisor, lut)
+
+
+def run_pixel_ops(batch: torch.Tensor, index: torch.Tensor, codes: torch.Tensor, args: torch.Tensor,
+                  tables: torch.Tensor, equalize_divisor: int) -> None:
+    """Apply one op per listed sample of ``batch`` (contiguous uint8 [B, C, H, W] on the CPU), in place.
+
+    Sample ``index[s]`` gets op ``codes[s]`` with argument ``args[s]`` (float64; the factor is 1 + arg for
+    Contrast, Color and Sharpness) or, for ``TABLE``, the table ``tables[s]`` (uint8 [256], every channel).
+    The listed samples must differ. ``equalize_divisor`` is PIL's (``ops.pil_equalize_divisor``).
+    """
+    if not (batch.device.type == "cpu" and batch.dtype == torch.uint8 and batch.ndim == 4 and batch.is_contiguous()):
+        raise ValueError("run_pixel_ops: expected a contiguous uint8 batch [B, C, H, W] on the CPU")
+    if len(index):
+        _run(batch.numpy(), index.numpy(), codes.numpy(), args.numpy(), tables.numpy(), equalize_divisor)
