@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                 each = f"  {per_sample:7.1f} us per sample" if per_sample is not None else ""
                 speedup = prof.get("thread_speedup", {}).get(name)
                 scaling = f"  x{speedup:.2f} from 1 thread" if speedup is not None else ""
-                print(f"  {name:18s} {seconds * 1e3:8.2f} ms  {100 * prof['share'][name]:5.1f}%{each}{scaling}")
+                print(f"  {name:24s} {seconds * 1e3:8.2f} ms  {100 * prof['share'][name]:5.1f}%{each}{scaling}")
     # the machine's load (1, 5, 15 minute averages) at the start and the end: other processes on the
     # cores slow every path, and the OpenMP threads of the batched path the most
     report["load_average"] = {"start": load_start, "end": os.getloadavg() if load_start is not None else None}

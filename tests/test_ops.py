@@ -34,6 +34,7 @@ from policysearch.augment.kernels import PLANE_COUNT_PIXELS, apply_lut, histogra
 from policysearch.augment.ops import OP_RANGES, OPS, PilContext, TensorContext, pil_equalize_divisor
 from policysearch.augment.warp import warp
 from policysearch.augment.policy import Operation, Policy
+from policysearch.augment.image_transform import _apply_pil
 from policysearch.augment.transforms import BatchPolicyTransform
 
 LEVELS = (0.0, 0.3, 0.7, 1.0)
@@ -109,23 +110,30 @@ def test_pil_path_equals_torchvision(name, mode, height, width):
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L"])
-def test_pil_sharpness_on_large_images_equals_torchvision(mode):
-    """From SHARPNESS_KERNEL_PIXELS on, the PIL path's Sharpness runs the uint8 batch kernel instead of
-    PIL's filter: the same pixels as torchvision at every bin of both op ranges, on images just below,
-    at and well above the bound, natural and noise (whose sums reach every remainder of 13)."""
-    from policysearch.augment.ops import SHARPNESS_KERNEL_PIXELS
-
-    side = math.isqrt(SHARPNESS_KERNEL_PIXELS)
+@pytest.mark.parametrize("name", ["Equalize", "AutoContrast", "Contrast", "Sharpness"])
+def test_ops_on_an_image_s_bytes_equal_torchvision(name, mode):
+    """PolicyTransform runs these ops on a PIL image's interleaved bytes with the compiled kernels: the same
+    pixels as torchvision at every bin of both op ranges, from images too small to sharpen to 150x224,
+    natural and noise (whose sums reach every remainder of 13), and as the PIL functions themselves."""
     rng = np.random.default_rng(5)
-    spec = OPS["Sharpness"]
-    factors = sorted({a for _, a in _signed_args(spec)} | set(np.linspace(-0.99, 0.99, 23).tolist()))
-    for height, width in ((side, side - 1), (side, side), (150, 224)):
+    spec = OPS[name]
+    args = sorted({a for _, a in _signed_args(spec)} | (set(np.linspace(-0.99, 0.99, 23).tolist()) if spec.signed else set()))
+    for height, width in ((1, 1), (2, 7), (3, 3), (17, 23), (95, 96), (150, 224)):
         noise = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-        for img in (natural_pil(height, width, mode, seed=4), Image.fromarray(noise, "RGB").convert(mode)):
-            for a in factors:
-                ours = np.asarray(spec.pil(img, a, {}, PilContext()))
-                ref = np.asarray(F.adjust_sharpness(img, 1.0 + a))
-                assert np.array_equal(ours, ref), f"Sharpness arg={a} {mode} {height}x{width}"
+        narrow = rng.integers(60, 90, (height, width, 3), dtype=np.uint8)
+        for img in (natural_pil(height, width, mode, seed=4), *(Image.fromarray(a, "RGB").convert(mode) for a in (noise, narrow))):
+            for a in args:
+                ours = np.asarray(_apply_pil(spec, img, a, {}, PilContext()))
+                assert np.array_equal(ours, np.asarray(_torchvision(name, img, a))), f"{name} arg={a} {mode} {height}x{width}"
+                assert np.array_equal(ours, np.asarray(spec.pil(img, a, {}, PilContext()))), f"{name} arg={a}"
+
+
+def test_compiled_ops_on_an_image_refuse_what_they_cannot_change_in_place():
+    for pixels in (np.zeros((4, 4, 3)), np.zeros((4, 8, 3), dtype=np.uint8)[:, ::2], np.zeros(4, dtype=np.uint8)):
+        with pytest.raises(ValueError, match="writable contiguous uint8 array"):
+            cpu_kernels.run_on_image(pixels, cpu_kernels.EQUALIZE, 0.0, 255)
+    with pytest.raises(ValueError, match="computes its own table"):
+        cpu_kernels.run_on_image(np.zeros((4, 4, 3), dtype=np.uint8), cpu_kernels.TABLE, 0.0, 255)
 
 
 def _hard_images() -> list[Image.Image]:

@@ -516,21 +516,8 @@ def _contrast_uint8(x: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
     return to_uint8(x.to(torch.float32).sub_(mean).mul_(factor).add_(mean).clamp_(0.0, 255.0))
 
 
-# From this many pixels the PIL path runs Sharpness on the uint8 batch kernel (``_sharpness_uint8``) rather
-# than on PIL's SMOOTH filter, which is several times slower on large images; the pixels are the same (the
-# tests compare them with torchvision's on both sides of the bound). The kernel's fixed cost of about
-# 0.1 ms per call puts the crossover near 96x96.
-SHARPNESS_KERNEL_PIXELS = 96 * 96
-
-
 def _sharpness_pil(img, arg, draw, ctx):
-    if img.width * img.height < SHARPNESS_KERNEL_PIXELS or min(img.width, img.height) < 3:
-        return Sharpness(img).enhance(_enhance_factor(arg))
-    pixels = torch.from_numpy(np.array(img))  # [H, W, C] or [H, W] for "L"
-    batch = pixels.permute(2, 0, 1)[None] if pixels.ndim == 3 else pixels[None, None]
-    out = _sharpness_uint8(batch, torch.tensor([arg], dtype=torch.float64))[0]
-    out = out.permute(1, 2, 0) if pixels.ndim == 3 else out[0]
-    return Image.fromarray(np.ascontiguousarray(out.numpy()), img.mode)
+    return Sharpness(img).enhance(_enhance_factor(arg))
 
 
 def _smooth_total(x: torch.Tensor) -> torch.Tensor:
