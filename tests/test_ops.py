@@ -19,7 +19,11 @@ Tolerances, stated once:
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,11 +133,32 @@ def test_ops_on_an_image_s_bytes_equal_torchvision(name, mode):
 
 
 def test_compiled_ops_on_an_image_refuse_what_they_cannot_change_in_place():
-    for pixels in (np.zeros((4, 4, 3)), np.zeros((4, 8, 3), dtype=np.uint8)[:, ::2], np.zeros(4, dtype=np.uint8)):
+    for pixels in (np.zeros((4, 4, 3)), np.zeros((4, 8, 3), dtype=np.uint8)[:, ::2], np.zeros(4, dtype=np.uint8),
+                   np.zeros((4, 4, 2), dtype=np.uint8)):
         with pytest.raises(ValueError, match="writable contiguous uint8 array"):
             cpu_kernels.run_on_image(pixels, cpu_kernels.EQUALIZE, 0.0, 255)
     with pytest.raises(ValueError, match="computes its own table"):
         cpu_kernels.run_on_image(np.zeros((4, 4, 3), dtype=np.uint8), cpu_kernels.TABLE, 0.0, 255)
+
+
+def test_ops_on_an_image_s_bytes_keep_its_info():
+    """PIL's ops keep an image's info (dpi, icc_profile); so does the compiled route."""
+    img = natural_pil(12, 10, "RGB", seed=1)
+    img.info.update(dpi=(300, 300), icc_profile=b"profile")
+    for name in ("Equalize", "AutoContrast", "Contrast", "Sharpness"):
+        assert _apply_pil(OPS[name], img, 0.3, {}, PilContext()).info == img.info, name
+
+
+def test_a_transform_compiles_the_kernels_where_it_is_built():
+    """Built in the parent, a transform leaves both entry points compiled, so that forked DataLoader
+    workers inherit them rather than compiling them again every epoch."""
+    code = ("from policysearch.augment import cpu_kernels as k\n"
+            "from policysearch.augment.image_transform import PolicyTransform\n"
+            "from policysearch.augment.policy import Operation, Policy\n"
+            "assert not k._run.signatures and not k._run_image.signatures\n"
+            "PolicyTransform(Policy([[Operation('Sharpness', 1.0, 0.5)]]))\n"
+            "assert k._run.signatures and k._run_image.signatures\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
 def _hard_images() -> list[Image.Image]:
@@ -312,11 +337,30 @@ def test_compiled_autocontrast_follows_pillow_for_every_range():
 
 
 @pytest.mark.parametrize("batch", [torch.zeros((2, 3, 4, 4)), torch.zeros((2, 3, 4, 4), dtype=torch.uint8)[..., ::2],
-                                   torch.zeros((3, 4, 4), dtype=torch.uint8)])
+                                   torch.zeros((3, 4, 4), dtype=torch.uint8), torch.zeros((2, 2, 4, 4), dtype=torch.uint8)])
 def test_compiled_kernels_refuse_a_batch_they_cannot_change_in_place(batch):
     with pytest.raises(ValueError, match="contiguous uint8 batch"):
         cpu_kernels.run_pixel_ops(batch, torch.arange(1), torch.zeros(1, dtype=torch.int64),
                                   torch.zeros(1, dtype=torch.float64), torch.zeros((1, 256), dtype=torch.uint8), 255)
+
+
+@pytest.mark.parametrize("index,table_rows,error", [([0, 2], 2, "out of range for a batch of 2"),
+                                                    ([-1], 1, "out of range"), ([0, 1], 1, "one table")])
+def test_compiled_kernels_refuse_indices_and_tables_that_do_not_fit_the_batch(index, table_rows, error):
+    """Regression: the kernels do not check their indices, and a hand-built plan with a sample outside the
+    batch or a table too few wrote past the batch (or crashed the process) instead of raising."""
+    batch = torch.zeros((2, 3, 4, 4), dtype=torch.uint8)
+    k = len(index)
+    with pytest.raises((ValueError, IndexError), match=error):
+        cpu_kernels.run_pixel_ops(batch, torch.tensor(index), torch.full((k,), cpu_kernels.TABLE),
+                                  torch.zeros(k, dtype=torch.float64), torch.zeros((table_rows, 256), dtype=torch.uint8), 255)
+    plan_batch = natural_batch(2, 4, 4, 3, seed=1)
+    transform = BatchPolicyTransform(Policy([[Operation("Equalize", 1.0, 0.0)]]))
+    plan = transform.sample(plan_batch.shape, generator=torch.Generator().manual_seed(0))
+    outside = dataclasses.replace(plan, steps=tuple(dataclasses.replace(step, index=step.index + 5) for step in plan.steps),
+                                  drawn=False)
+    with pytest.raises((ValueError, IndexError)):
+        transform.apply(plan_batch, outside)
 
 
 @pytest.mark.parametrize("mode,height,width", IMAGES + [("RGB", 3, 3)])

@@ -175,22 +175,51 @@ def run_pixel_ops(batch: torch.Tensor, index: torch.Tensor, codes: torch.Tensor,
                   tables: torch.Tensor, equalize_divisor: int) -> None:
     """Apply one op per listed sample of ``batch`` (contiguous uint8 [B, C, H, W] on the CPU), in place.
 
-    Sample ``index[s]`` gets op ``codes[s]`` with argument ``args[s]`` (float64; the factor is 1 + arg for
-    Contrast, Color and Sharpness) or, for ``TABLE``, the table ``tables[s]`` (uint8 [256], every channel).
-    The listed samples must differ. ``equalize_divisor`` is PIL's (``ops.pil_equalize_divisor``).
+    Sample ``index[s]`` gets op ``codes[s]`` with argument ``args[s]`` (the factor is 1 + arg for Contrast,
+    Color and Sharpness) or, for ``TABLE``, the table ``tables[s]`` ([256], every channel). The listed
+    samples must differ. ``equalize_divisor`` is PIL's (``ops.pil_equalize_divisor``). Everything is
+    checked first: the kernels do not check their indices.
     """
-    if not (batch.device.type == "cpu" and batch.dtype == torch.uint8 and batch.ndim == 4 and batch.is_contiguous()):
-        raise ValueError("run_pixel_ops: expected a contiguous uint8 batch [B, C, H, W] on the CPU")
-    if len(index):
-        _run(batch.numpy(), index.numpy(), codes.numpy(), args.numpy(), tables.numpy(), equalize_divisor)
+    if not (batch.device.type == "cpu" and batch.dtype == torch.uint8 and batch.ndim == 4 and batch.is_contiguous()
+            and batch.shape[1] in (1, 3)):
+        raise ValueError("run_pixel_ops: expected a contiguous uint8 batch [B, C, H, W] with 1 or 3 channels "
+                         "on the CPU")
+    k = len(index)
+    if index.shape != (k,) or codes.shape != (k,) or args.shape != (k,) or tables.shape != (k, 256):
+        raise ValueError(f"run_pixel_ops: expected one index, code and argument and one table [256] per listed "
+                         f"sample, got index {tuple(index.shape)}, codes {tuple(codes.shape)}, args "
+                         f"{tuple(args.shape)} and tables {tuple(tables.shape)}")
+    if k and not (0 <= int(index.min()) and int(index.max()) < batch.shape[0]):
+        raise IndexError(f"run_pixel_ops: sample index out of range for a batch of {batch.shape[0]}: "
+                         f"{int(index.min())}..{int(index.max())}")
+    if k and batch[0].numel():
+        _run(batch.numpy(), index.to(torch.int64).numpy(), codes.to(torch.int64).numpy(),
+             args.to(torch.float64).numpy(), tables.to(torch.uint8).numpy(), equalize_divisor)
 
 
 def run_on_image(pixels: np.ndarray, code: int, arg: float, equalize_divisor: int) -> None:
     """Apply op ``code`` (not ``TABLE``) with argument ``arg`` to one image's pixels, in place: a writable,
-    contiguous uint8 array [H, W, C] or [H, W], the layout of a PIL image's bytes (``np.array(img)``)."""
-    if not (isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8 and pixels.ndim in (2, 3)
-            and pixels.flags.c_contiguous and pixels.flags.writeable) or code == TABLE:
-        raise ValueError("run_on_image: expected a writable contiguous uint8 array [H, W, C] or [H, W], "
-                         "and an op that computes its own table")
-    if pixels.size:
-        _run_image(pixels if pixels.ndim == 3 else pixels[:, :, None], code, float(arg), equalize_divisor)
+    contiguous uint8 array [H, W, 3] or [H, W], the layout of an RGB or 'L' PIL image's bytes."""
+    if not (isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8 and pixels.flags.c_contiguous
+            and pixels.flags.writeable and (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] == 3))):
+        found = (f"{pixels.dtype} array of shape {pixels.shape}" if isinstance(pixels, np.ndarray)
+                 else type(pixels).__name__)
+        raise ValueError(f"run_on_image: expected a writable contiguous uint8 array [H, W, 3] or [H, W], got {found}")
+    if code not in CODES.values():
+        raise ValueError(f"run_on_image: expected the code of an op that computes its own table, got {code}")
+    if pixels.size:  # a grey image as [H, W, 1]: the same array type as RGB, one compiled version for both
+        _run_image(pixels.reshape(pixels.shape[0], pixels.shape[1], -1), code, float(arg), equalize_divisor)
+
+
+def warm_up(images: bool = False) -> None:
+    """Compile (or load from numba's cache) the batch kernels now, and with ``images`` those of
+    ``run_on_image``, on a tiny input.
+
+    A transform built in a process compiles them there, so that forked ``DataLoader`` workers inherit the
+    compiled code instead of each loading or compiling it again (every epoch, without persistent workers).
+    """
+    one = torch.zeros(1, dtype=torch.int64)
+    run_pixel_ops(torch.zeros((1, 3, 1, 1), dtype=torch.uint8), one, one, one.double(),
+                  torch.zeros((1, 256), dtype=torch.uint8), 255)
+    if images:
+        run_on_image(np.zeros((1, 1, 3), dtype=np.uint8), EQUALIZE, 0.0, 255)

@@ -18,7 +18,7 @@ import torchvision.transforms.v2 as v2
 from PIL import Image
 from torchvision import tv_tensors
 
-from policysearch.augment.cpu_kernels import CODES, run_on_image
+from policysearch.augment.cpu_kernels import CODES, run_on_image, warm_up
 from policysearch.augment.ops import OPS, OpSpec, PilContext, pil_equalize_divisor
 from policysearch.augment.policy import Baseline, Policy
 from policysearch.augment.standard import load_policy
@@ -53,6 +53,8 @@ class PolicyTransform(v2.Transform):
         self._worker_seed: int | None = None  # the DataLoader worker seed the generator was reseeded for
         self._context = PilContext(fill=self.batch.fill, pool=self.pool)
         self._pairs = "SamplePairing" in policy.ops()
+        if policy.ops() & _COMPILED_ON_IMAGES.keys():
+            warm_up(images=True)  # compiled here, so that forked DataLoader workers inherit the kernels
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str], **kwargs: Any) -> "PolicyTransform":
@@ -168,7 +170,9 @@ def _apply_pil(spec: OpSpec, img: Image.Image, arg: float, draw: dict, context: 
         return spec.pil(img, arg, draw, context)
     pixels = np.array(img)
     run_on_image(pixels, code, arg, pil_equalize_divisor())
-    return Image.fromarray(pixels, img.mode)
+    out = Image.fromarray(pixels, img.mode)
+    out.info = dict(img.info)  # as PIL's ops keep it (dpi, icc_profile)
+    return out
 
 
 def _checked_pool(pool: Sequence[Image.Image] | None) -> tuple[Image.Image, ...]:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from policysearch.augment.cpu_kernels import CODES, TABLE, run_pixel_ops
+from policysearch.augment.cpu_kernels import CODES, TABLE, run_pixel_ops, warm_up
 from policysearch.augment.kernels import apply_lut, to_uint8
 from policysearch.augment.ops import OPS, OpSpec, TensorContext, pil_equalize_divisor, cutout_pil, cutout_tensor
 from policysearch.augment.policy import Baseline, Policy, PolicyError
@@ -528,6 +528,8 @@ class BatchPolicyTransform(torch.nn.Module):
         # The tables above on each device they were used on, uploaded once rather than on every call.
         self._device = torch.device("cpu")
         self._on_device: dict[torch.device, dict[str, Any]] = {}
+        if any(has_compiled_kernel(spec) for spec in self._ops):
+            warm_up()  # compiled here, so that forked DataLoader workers inherit the kernels
 
     def _per_entry(self, compute: Any, width: int, dtype: torch.dtype) -> torch.Tensor:
         """``compute(spec, args)`` -> [m, width] (or None) for the entries of each op, as one CPU tensor
