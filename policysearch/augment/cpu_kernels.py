@@ -50,17 +50,9 @@ def _luma(r, g, b):
 @_jit
 def _equalize_table(plane, divisor, lut):
     """PIL's ImageOps.equalize table of one plane (see ``ops._equalize_table``)."""
-    # four partial counts, so that runs of one level do not wait on the same counter
-    counts = np.zeros((4, 256), np.int64)
-    quarter = plane.size // 4
-    for i in range(quarter):
-        counts[0, plane[4 * i]] += 1
-        counts[1, plane[4 * i + 1]] += 1
-        counts[2, plane[4 * i + 2]] += 1
-        counts[3, plane[4 * i + 3]] += 1
-    for i in range(4 * quarter, plane.size):
-        counts[0, plane[i]] += 1
-    hist = counts[0] + counts[1] + counts[2] + counts[3]
+    hist = np.zeros(256, np.int64)
+    for v in plane:
+        hist[v] += 1
     top = 255
     while top > 0 and hist[top] == 0:
         top -= 1
