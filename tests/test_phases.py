@@ -152,6 +152,27 @@ def test_a_failing_trial_is_recorded_and_the_in_process_search_goes_on(tmp_path,
     assert any("candidate 0 of split 1" in line for line in result.failures)
 
 
+@pytest.mark.parametrize("stopped_in, phase", [("policy_trial", "phase2"), ("fit_domain", "phase1")])
+def test_a_ctrl_c_keeps_the_phase_s_time_up_to_the_stop_in_the_cost_ledger(stopped_in, phase, tmp_path, monkeypatch):
+    """The time a stopped process spent in its phase after its last record (a finished trial, or the end of
+    the phase's trials) is part of the run's cost, which a resume sums over every process."""
+    import time
+
+    from policysearch.search import phases
+    from policysearch.search.interrupts import SearchInterrupted
+
+    def stopped(*args, **kwargs):
+        time.sleep(0.5)
+        raise SearchInterrupted()
+
+    # Ctrl-C in the first policy trial, or after phase 1's trials (the domain fit runs in the driver)
+    monkeypatch.setattr(phases, stopped_in, stopped)
+    with pytest.raises(SearchInterrupted, match="search interrupted.*continue with"):
+        run_search(SearchConfig(**TINY), tmp_path / "run", stream=io.StringIO())
+    ledger = json.loads((tmp_path / "run" / "ledger.json").read_text(encoding="utf-8"))["wall_s"]
+    assert len(ledger[phase]) == 1 and next(iter(ledger[phase].values())) >= 0.5
+
+
 def test_hyperopt_runs_on_ray_only_and_says_so_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="runs on Ray only"):
         run_search(SearchConfig(**{**TINY, "algorithm": "hyperopt"}), tmp_path / "run", stream=io.StringIO())

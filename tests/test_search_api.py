@@ -126,6 +126,61 @@ def test_every_setting_is_a_keyword_and_checked_before_anything(tmp_path, no_ray
     assert not (tmp_path / "run").exists()
 
 
+def test_cluster_and_resource_errors_name_keyword_arguments(tmp_path, monkeypatch):
+    """A Python user never reads a flag: a setting that needs another, a machine without the GPUs or CPUs
+    asked for, an address that is not HOST:PORT, more images than the data has and a missing weights file
+    name the keyword arguments, and the command line's flags."""
+    from policysearch.search import tuning
+
+    monkeypatch.setattr(tuning, "local_gpus", lambda: 0)  # the same on a machine with a GPU
+    monkeypatch.setattr(tuning.ray, "init", lambda *a, **k: pytest.fail("Ray was started"))
+    cases = [
+        ({"address": "10.0.0.1:6379"}, r"^address= needs storage=: a path or URI that every node",
+         r"^--address needs --storage: "),
+        ({"freeze_backbone": True}, r"^freeze_backbone= needs weights=: ", r"^--freeze-backbone needs --weights: "),
+        ({"gpus_per_trial": 0.25}, r"^gpus_per_trial=0.25, but this machine has no GPU \(Ray sees none\); use "
+         r"gpus_per_trial=0 or", r"^--gpus-per-trial 0.25, but this machine has no GPU \(Ray sees none\); use "
+         r"--gpus-per-trial 0 or"),
+        ({"cpus_per_trial": 4096.0}, r"^one trial needs 4096 CPUs and 0 GPUs \(cpus_per_trial=, gpus_per_trial=\), "
+         r"but the largest node of this machine has", r"\(--cpus-per-trial, --gpus-per-trial\)"),
+        ({"address": "headnode", "storage": str(tmp_path / "shared")},
+         r"^address='headnode': not HOST:PORT \(e.g. 10.0.0.1:6379\) or auto$",
+         r"^--address headnode: not HOST:PORT"),
+        ({"train_size": 5000}, r"^train_size=5000 is larger than the 300 images of ",
+         r"^--train-size 5000 is larger than the 1078 images of digits/train$"),
+        ({"weights": str(tmp_path / "missing.pt")}, r"^weights='.*missing\.pt': no such file$",
+         r"^--weights .*missing\.pt: no such file$"),
+    ]
+    for settings, from_python, from_cli in cases:
+        with pytest.raises(ValueError, match=from_python) as caught:
+            policysearch.search(_digits(), out=tmp_path / "run", **settings)
+        assert "--" not in str(caught.value) and "\n" not in str(caught.value)
+        argv = [f"--{name.replace('_', '-')}" if value is True else f"--{name.replace('_', '-')}={value}"
+                for name, value in settings.items()]
+        with pytest.raises(ValueError, match=from_cli):
+            command.run(_cli_args([*argv, "--out", str(tmp_path / "cli")]))
+
+
+def test_a_worded_error_pickles_as_worded(tmp_path):
+    """An error raised in another process (a ProcessPoolExecutor running a search) comes back as it was worded."""
+    import pickle
+
+    from policysearch.training.data import DataError
+
+    with pytest.raises(DataError) as caught:
+        policysearch.search(_digits(), out=tmp_path / "run", train_size=5000)
+    back = pickle.loads(pickle.dumps(caught.value))
+    assert type(back) is DataError and str(back) == str(caught.value) and str(back).startswith("train_size=5000 ")
+
+
+def _cli_args(argv: list[str]):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
 def test_paths_and_numpy_numbers_are_settings_of_their_plain_types(tmp_path):
     """weights=Path(...) and numbers from numpy are what a Python user passes: kept as str, int, float and
     bool, so config.json and the benchmark's search key can be written as JSON."""

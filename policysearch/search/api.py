@@ -21,10 +21,11 @@ from torch import nn
 
 from policysearch.training.data import ImageData, dataset_name
 from policysearch.training.pretrained import callable_name
-from policysearch.search.config import SearchConfig, SettingsError, keyword, keyword_mention
+from policysearch.search.config import SearchConfig, SettingsError
 from policysearch.search.outcome import SearchResult
-from policysearch.search.rundir import RunError, read_stored_config
+from policysearch.search.rundir import read_stored_config
 from policysearch.search.prepare import Inputs
+from policysearch.wording import WordedError, keyword, keyword_mention
 
 __all__ = ["default_run_dir", "search"]
 
@@ -76,7 +77,7 @@ def search(data: Any = None, model: str | Callable[[int, int], nn.Module] | None
         return run_search(config, run_dir, resume=resume, stream=stream or sys.stdout, inputs=Inputs(read, builder))
     except SettingsError as exc:
         raise SettingsError(exc.problems, keyword) from None
-    except RunError as exc:
+    except WordedError as exc:  # a run folder, the cluster or the resources: named as keyword arguments
         raise exc.worded(keyword_mention) from None
 
 

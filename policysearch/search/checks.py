@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from policysearch.search.config import SearchConfig
+from policysearch.wording import WordedError
 
 __all__ = ["ResourceError", "SearchFailed", "check_failures", "check_resources", "local_cpus", "local_gpus"]
 
 
-class ResourceError(ValueError):
-    """The resources cannot run one trial as configured."""
+class ResourceError(WordedError):
+    """The resources cannot run one trial as configured (the settings named as the CLI or the API does)."""
 
 
 class SearchFailed(RuntimeError):
@@ -64,14 +65,16 @@ def check_resources(config: SearchConfig, nodes: Sequence[Mapping[str, float]], 
     """Raise a ResourceError unless some node in ``nodes`` ({"CPU": n, "GPU": m}) can hold one trial."""
     cpu, gpu = config.cpus_per_trial, config.gpus_per_trial
     if gpu > 0 and not any(node.get("GPU", 0) > 0 for node in nodes):
-        raise ResourceError(f"--gpus-per-trial {gpu:g}, but {where} has no GPU (Ray sees none); use "
-                            "--gpus-per-trial 0 or a machine or cluster with a GPU")
+        asked = int(gpu) if float(gpu).is_integer() else gpu  # 1, not 1.0, as typed
+        raise ResourceError(lambda say: f"{say('gpus_per_trial', asked)}, but {where} has no GPU (Ray sees none); use "
+                            f"{say('gpus_per_trial', 0)} or a machine or cluster with a GPU")
     if any(node.get("CPU", 0) + 1e-9 >= cpu and node.get("GPU", 0) + 1e-9 >= gpu for node in nodes):
         return
     most_cpu = max((node.get("CPU", 0) for node in nodes), default=0)
     most_gpu = max((node.get("GPU", 0) for node in nodes), default=0)
-    raise ResourceError(f"one trial needs {cpu:g} CPUs and {gpu:g} GPUs (--cpus-per-trial, --gpus-per-trial), but "
-                        f"the largest node of {where} has {most_cpu:g} CPUs and {most_gpu:g} GPUs")
+    raise ResourceError(lambda say: f"one trial needs {cpu:g} CPUs and {gpu:g} GPUs ({say('cpus_per_trial')}, "
+                        f"{say('gpus_per_trial')}), but the largest node of {where} has {most_cpu:g} CPUs and "
+                        f"{most_gpu:g} GPUs")
 
 
 def check_failures(phase: str, total: int, failed: Sequence[str], usable: int) -> None:

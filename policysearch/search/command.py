@@ -8,10 +8,11 @@ import sys
 
 from policysearch.search.api import search
 from policysearch.search.checks import SearchFailed
-from policysearch.search.config import SearchConfig, SettingsError, add_config_arguments, flag_mention, given_values
+from policysearch.search.config import SearchConfig, SettingsError, add_config_arguments, given_values
 from policysearch.search.interrupts import EXIT_INTERRUPTED, SearchInterrupted
 from policysearch.search.report import summary_text
 from policysearch.search.rundir import RunError
+from policysearch.wording import WordedError, flag_mention
 
 __all__ = ["add_arguments", "config_from_args", "run"]
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
                         resume=bool(args.resume), **given)
     except SettingsError as exc:  # worded by the API, which names keyword arguments: here the flags
         raise SettingsError(exc.problems) from None
-    except RunError as exc:
+    except WordedError as exc:
         raise exc.worded(flag_mention) from None
     except SearchFailed as exc:
         print(f"policysearch: search stopped: {exc}", file=sys.stderr)

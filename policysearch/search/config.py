@@ -22,12 +22,9 @@ from policysearch.training.data import CLASSES_MARK, MAX_IMAGE_SIZE
 from policysearch.training.models import MODEL_NAMES
 from policysearch.training.pretrained import model_problem
 from policysearch.training.train import MIN_STEPS, MIN_STEPS_PER_EPOCH, TrainConfig
+from policysearch.wording import flag
 
-__all__ = ["ALGORITHMS", "RESUMABLE", "Mention", "SearchConfig", "SettingsError", "add_config_arguments", "flag",
-           "flag_mention", "given_values", "is_uri", "keyword", "keyword_mention"]
-
-# How a message names a setting (and its value): the command line's flags or the API's keyword arguments.
-Mention = Callable[..., str]
+__all__ = ["ALGORITHMS", "RESUMABLE", "SearchConfig", "SettingsError", "add_config_arguments", "given_values", "is_uri"]
 
 ALGORITHMS = ("optuna", "hyperopt", "random")
 # What phase 2 can maximise: the scores of density matching (:class:`~policysearch.search.density.PolicyScore`).
@@ -42,16 +39,21 @@ def _option(default: Any, help: str, group: str, **argparse_kwargs: Any) -> Any:
     return field(default=default, metadata={"help": help, "group": group, **argparse_kwargs})
 
 
+# A problem's text, or a function of how settings are named (for a text that names another setting).
+Problem = str | Callable[[Callable[[str], str]], str]
+
+
 class SettingsError(ValueError):
     """Settings that fail their checks, as (field, problem) pairs; the message names each field by ``name``:
     its command-line flag by default, ``keyword`` in the Python API."""
 
-    def __init__(self, problems: list[tuple[str, str]], name: Callable[[str], str] | None = None) -> None:
+    def __init__(self, problems: list[tuple[str, Problem]], name: Callable[[str], str] | None = None) -> None:
         self.problems = problems
         super().__init__(self.worded(name or flag))
 
     def worded(self, name: Callable[[str], str]) -> str:
-        return "; ".join(f"{name(setting)} {text}" for setting, text in self.problems)
+        return "; ".join(f"{name(setting)} {text(name) if callable(text) else text}"
+                         for setting, text in self.problems)
 
 
 @dataclass(frozen=True)
@@ -146,17 +148,17 @@ class SearchConfig:
         if self.storage and not is_uri(self.storage):
             object.__setattr__(self, "storage", _absolute(self.storage.removeprefix("file://")))
 
-    def type_problems(self) -> list[tuple[str, str]]:
+    def type_problems(self) -> list[tuple[str, Problem]]:
         """(field, what is wrong) for every setting whose value is not of the field's type: the API takes
         any Python value, and ``trials="4"`` must be one line naming it, not a TypeError from a comparison."""
         hints = get_type_hints(SearchConfig)
         return [(f.name, f"must be {_type_words(hints[f.name])}, got {type(value).__name__} {value!r}")
                 for f in fields(self) for value in [getattr(self, f.name)] if not _of_type(value, hints[f.name])]
 
-    def problems(self) -> list[tuple[str, str]]:
+    def problems(self) -> list[tuple[str, Problem]]:
         """(field, what is wrong) for every invalid setting, the training values included."""
         model_issue = model_problem(self.model)
-        checks = [
+        checks: list[tuple[str, bool, Problem]] = [
             ("splits", self.splits >= 1, f"must be at least 1, got {self.splits}"),
             ("da_ratio", 0 < self.da_ratio < 1, f"must be between 0 and 1, got {self.da_ratio}"),
             ("trials", self.trials >= 1, f"must be at least 1, got {self.trials}"),
@@ -193,10 +195,10 @@ class SearchConfig:
              f"must be a number of pixels from 1 to {MAX_IMAGE_SIZE}, got {self.image_size}"),
             ("model", model_issue is None, model_issue or ""),
             ("freeze_backbone", not self.freeze_backbone or bool(self.weights),
-             "needs --weights: a frozen backbone must come from a checkpoint"),
+             lambda name: f"needs {name('weights')}: a frozen backbone must come from a checkpoint"),
             ("address", not self.address or bool(self.storage),
-             "needs --storage: a path or URI that every node of the cluster can reach (the default, inside "
-             "the run directory, only this machine sees)"),
+             lambda name: f"needs {name('storage')}: a path or URI that every node of the cluster can reach (the "
+             "default, inside the run directory, only this machine sees)"),
         ]
         found = [(name, text) for name, ok, text in checks if not ok]
         # The training values, checked by the trainer's own rules for the TrainConfig the children will get.
@@ -283,36 +285,6 @@ def _type_words(hint: Any) -> str:
         return "a list of numbers"
     return {int: "an integer", float: "a number", bool: "True or False", str: "a string",
             type(None): "None"}.get(hint, getattr(hint, "__name__", str(hint)))
-
-
-def keyword(name: str) -> str:
-    """The Python API's keyword argument of a config field: ``batch_size`` -> ``batch_size=``."""
-    return name + "="
-
-
-_UNSET = object()
-
-
-def flag_mention(name: str, value: Any = _UNSET) -> str:
-    """A setting as the command line names it, with its value if given: ``--epochs 9``, ``--resume RUN``."""
-    shown = " ".join(map(str, value)) if isinstance(value, tuple) else value
-    return flag(name) if value is _UNSET else f"{flag(name)} {shown}"
-
-
-def keyword_mention(name: str, value: Any = _UNSET) -> str:
-    """A setting as the Python API names it: ``epochs=9``, ``out='RUN', resume=True``, the data as ``data``."""
-    if name == "resume":
-        return "resume=True" if value is _UNSET else f"out={str(value)!r} with resume=True"
-    if name == "dataset":
-        return "data" if value is _UNSET else f"data {value}"
-    if value is _UNSET:
-        return keyword(name)
-    return f"{keyword(name)}{os.fspath(value) if isinstance(value, os.PathLike) else value!r}"
-
-
-def flag(name: str) -> str:
-    """The command-line flag of a config field: ``batch_size`` -> ``--batch-size``."""
-    return "--" + name.replace("_", "-")
 
 
 def _argparse_kwargs(f: Field) -> dict[str, Any]:

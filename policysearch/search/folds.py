@@ -50,11 +50,10 @@ def make_splits(
     classes, counts = np.unique(y, return_counts=True)
     for cls, count in zip(classes, counts):
         if count < max(2, needed):
-            raise DataError(
+            raise DataError(lambda say: (
                 f"class {cls} has {count} example{'s' if count != 1 else ''}; with da_ratio={da_ratio} every "
                 f"class needs at least {max(2, needed)} to appear in both D_M and D_A - add examples of it, "
-                f"drop it, or change --da-ratio"
-            )
+                f"drop it, or change {say('da_ratio')}"))
     splitter = StratifiedShuffleSplit(n_splits=int(k), test_size=n_a, train_size=n_m, random_state=seed)
     splits = []
     for d_m, d_a in splitter.split(np.zeros(n), y):
@@ -85,8 +84,8 @@ def crossfit_folds(labels: np.ndarray, k: int, repeats: int = 1, seed: int = 0
     classes, counts = np.unique(y, return_counts=True)
     small = [f"{c} ({n})" for c, n in zip(classes, counts) if n < k]
     if small:
-        raise DataError(f"{k}-fold selection needs at least {k} images per class; too few in class "
-                        f"{', '.join(small)} - add images or lower --selection-folds")
+        raise DataError(lambda say: f"{k}-fold selection needs at least {k} images per class; too few in class "
+                        f"{', '.join(small)} - add images or lower {say('selection_folds')}")
     folds = []
     for repeat in range(repeats):
         splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed + repeat)

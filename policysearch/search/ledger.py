@@ -3,13 +3,15 @@
 A search stopped (Ctrl-C, a killed driver, a lost machine) and continued with ``--resume`` is worked on by
 several processes; its cost is the sum over all of them, not the last one's wall time. Each process has
 its own entry per phase: the seconds from when it entered the phase to the last moment it recorded -
-every finished trial of the phase and the phase's end. A process killed in the middle keeps the time up
-to its last finished trial. The device seconds need no ledger: they are the trials' own seconds, and a
-resumed experiment keeps every finished trial's. Ray is not imported here.
+every finished trial of the phase, the phase's end, or a Ctrl-C (:meth:`Ledger.stopped`). A process
+killed in the middle keeps the time up to its last finished trial. The device seconds need no ledger:
+they are the trials' own seconds, and a resumed experiment keeps every finished trial's. Ray is not
+imported here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -36,11 +38,20 @@ class Ledger:
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 self.phases = {}  # unreadable: this process's own entries still count
         self._started: dict[str, float] = {}
+        self._current: str | None = None
 
     def start(self, phase: str) -> None:
         """This process enters ``phase`` now."""
         self._started[phase] = time.monotonic()
+        self._current = phase
         self.record(phase)
+
+    def stopped(self) -> None:
+        """A Ctrl-C stops this process: save its seconds in the phase it is in, up to now. A failed write is
+        left unsaid (the time up to the last record stays), so that the stop's own message is what shows."""
+        if self._current is not None:
+            with contextlib.suppress(OSError):
+                self.record(self._current)
 
     def record(self, phase: str) -> None:
         """Save this process's seconds in ``phase`` so far (after each finished trial and at the phase's end)."""

@@ -24,7 +24,7 @@ from policysearch.search.children import ChildSource, train_child
 from policysearch.search.density import score_policy
 from policysearch.search.domain import fit_domain, probe_child, restrict_space
 from policysearch.search.export import write_trials_csv
-from policysearch.search.interrupts import resume_command
+from policysearch.search.interrupts import SearchInterrupted, resume_command
 from policysearch.search.ledger import Ledger
 from policysearch.search.outcome import Outcome, merge_top, top_candidates
 from policysearch.search.prepare import Prepared
@@ -126,11 +126,21 @@ def _start_text(prepared: Prepared) -> str:
 def run_phases(prepared: Prepared, run: Run, runner: TrialRunner, stream: TextIO, stage: Stage,
                concurrency: int = 1) -> tuple[Outcome, dict[str, tuple[float, float]]]:
     """Run the phases of the search on ``runner``; what they found and each phase's (start, end) time.
+    A Ctrl-C anywhere in them leaves this process's time in its phase, up to the stop, in the cost ledger.
 
     ``concurrency`` (how many trials the runner runs at once) only appears in the first line printed.
     """
-    config = prepared.config
     ledger = Ledger(run.run_dir)
+    try:
+        return _run_phases(prepared, run, runner, stream, stage, ledger, concurrency)
+    except SearchInterrupted:
+        ledger.stopped()
+        raise
+
+
+def _run_phases(prepared: Prepared, run: Run, runner: TrialRunner, stream: TextIO, stage: Stage, ledger: Ledger,
+                concurrency: int) -> tuple[Outcome, dict[str, tuple[float, float]]]:
+    config = prepared.config
     costs: dict[str, float] = {}
     spans: dict[str, tuple[float, float]] = {}
     print(f"search {run.run_id}: {len(prepared.data)} {config.dataset} images, {count(config.splits, 'splits')}, "
@@ -140,10 +150,11 @@ def run_phases(prepared: Prepared, run: Run, runner: TrialRunner, stream: TextIO
         print(f"data: {note}", file=stream, flush=True)
 
     def run_trials(trials: Trials) -> tuple[list[TrialResult], list[TrialResult]]:
-        """One phase's trials on the runner: (succeeded, failed), the ledger kept after each."""
+        """One phase's trials on the runner: (succeeded, failed), the ledger kept after each and at the end."""
         progress = Progress(trials.title, trials.total, trials.metric, stream)
         stage.enter(trials.stage, progress, trials.noun)
         results = runner.run(trials, progress, lambda: ledger.record(trials.ledger))
+        ledger.record(trials.ledger)
         return [r for r in results if r.ok], [r for r in results if not r.ok]
 
     # Phase 1: one child model per split; each trial ends with phase 1b, the trained child's domain probe.
@@ -152,7 +163,6 @@ def run_phases(prepared: Prepared, run: Run, runner: TrialRunner, stream: TextIO
     ok, failed = run_trials(Trials("phase1_children", child_trial, [{"split": s} for s in range(config.splits)],
                                    "phase1", "phase 1: child models", "phase 1 (child models)", "child models",
                                    "da_accuracy"))
-    ledger.record("phase1")
     children = sorted([{"split": r.metrics["split"], "status": "ok", "error": "", "trial_id": r.trial_id,
                         **{k: r.metrics[k] for k in ("da_accuracy", "da_loss", "train_seconds", "node_id")}}
                        for r in ok]
@@ -182,7 +192,6 @@ def run_phases(prepared: Prepared, run: Run, runner: TrialRunner, stream: TextIO
                                                                         children=sources),
                                    streams, "phase2", "phase 2: policy trials", "phase 2 (policy trials)",
                                    "policy trials", "reward"))
-    ledger.record("phase2")
     names = searched.space.parameter_names()
     rows = [_trial_row(r, config.splits, names) for r in ok + failed]
     rows.sort(key=lambda row: (row["repeat"], row["split"], row["index"]))

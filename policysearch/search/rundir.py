@@ -15,12 +15,13 @@ import tempfile
 import uuid
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from policysearch.atomic import write_json_atomic
 from policysearch.augment.policy import software_versions
 from policysearch.invocation import command_line
-from policysearch.search.config import RESUMABLE, Mention, SearchConfig, flag_mention, is_uri
+from policysearch.search.config import RESUMABLE, SearchConfig, is_uri
+from policysearch.wording import WordedError
 
 __all__ = ["CONFIG_FILE", "Run", "RunError", "check_resume", "check_same_data", "open_run", "read_stored_config",
            "write_config"]
@@ -31,19 +32,9 @@ CONFIG_FILE = "config.json"
 RUN_FORMAT = 7
 
 
-class RunError(ValueError):
-    """A run directory or storage that cannot be used as asked; the message says why and what to do.
-
-    ``message`` is text, or a function of a :data:`~policysearch.search.config.Mention` that names the
-    settings: worded with the command line's flags by default, and by :meth:`worded` as the API names them.
-    """
-
-    def __init__(self, message: str | Callable[[Mention], str], mention: Mention = flag_mention) -> None:
-        self.build = message if callable(message) else (lambda _: message)
-        super().__init__(self.build(mention))
-
-    def worded(self, mention: Mention) -> "RunError":
-        return RunError(self.build, mention)
+class RunError(WordedError):
+    """A run directory, storage or cluster that cannot be used as asked; the message says why and what to do,
+    naming the settings as the command line or the Python API does (:class:`~policysearch.wording.WordedError`)."""
 
 
 @dataclass(frozen=True)

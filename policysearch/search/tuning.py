@@ -119,12 +119,13 @@ def check_address(address: str) -> None:
         return
     host, colon, port = address.rpartition(":")
     if not colon or not host or not port.isdigit():
-        raise RunError(f"--address {address}: not HOST:PORT (e.g. 10.0.0.1:6379) or auto")
+        raise RunError(lambda say: f"{say('address', address)}: not HOST:PORT (e.g. 10.0.0.1:6379) or auto")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_TIMEOUT_S).close()
     except OSError as exc:
-        raise RunError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}); give the head "
-                       "node's address and port as `ray start --head` printed them") from None
+        reason = exc.strerror or str(exc)
+        raise RunError(lambda say: f"{say('address', address)}: no Ray cluster answers there ({reason}); give the "
+                       "head node's address and port as `ray start --head` printed them") from None
     check_auth(address)
 
 
@@ -141,23 +142,26 @@ def check_auth(address: str) -> None:
         try:
             found = AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True)
         except AuthenticationError as exc:  # e.g. RAY_AUTH_TOKEN_PATH names a file that cannot be read
-            raise RunError(f"--address {address}: {str(exc).split('. ')[0]}") from None
+            reason = str(exc).split('. ')[0]
+            raise RunError(lambda say: f"{say('address', address)}: {reason}") from None
         if not found:
-            raise RunError(f"--address {address}: RAY_AUTH_MODE is token but this process has no token; set "
-                           "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, or write it to ~/.ray/auth_token") from None
+            raise RunError(lambda say: f"{say('address', address)}: RAY_AUTH_MODE is token but this process has no "
+                           "token; set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, or write it to ~/.ray/auth_token") from None
     try:
         with _native_stderr_silenced():  # Ray's C++ client logs each refused attempt there
             GcsClient(address=address)
     except AuthenticationError:
         if mode.lower() != "token":
-            raise RunError(f"--address {address}: the cluster uses token authentication and this process sends no "
-                           f"token (RAY_AUTH_MODE is {mode!r}); set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN or "
-                           "RAY_AUTH_TOKEN_PATH to the cluster's token, as on its nodes") from None
-        raise RunError(f"--address {address}: the cluster refused this process's auth token, which is not the one "
-                       "its nodes were started with; set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH to that token") from None
+            raise RunError(lambda say: f"{say('address', address)}: the cluster uses token authentication and this "
+                           f"process sends no token (RAY_AUTH_MODE is {mode!r}); set RAY_AUTH_MODE=token and "
+                           "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH to the cluster's token, as on its nodes") from None
+        raise RunError(lambda say: f"{say('address', address)}: the cluster refused this process's auth token, which "
+                       "is not the one its nodes were started with; set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH to that "
+                       "token") from None
     except RayError as exc:
-        raise RunError(f"--address {address}: something answers there but no Ray head ({str(exc).strip()}); give "
-                       "the head node's address and port as `ray start --head` printed them") from None
+        reason = str(exc).strip()
+        raise RunError(lambda say: f"{say('address', address)}: something answers there but no Ray head ({reason}); "
+                       "give the head node's address and port as `ray start --head` printed them") from None
 
 
 @contextlib.contextmanager
@@ -229,7 +233,8 @@ def start_ray(config: SearchConfig, data_bytes: int = 0) -> LocalRay | None:
     try:
         ray.init(**ray_init_kwargs(config, data_bytes))
     except ConnectionError as exc:  # e.g. --address auto with no cluster on this machine
-        raise RunError(f"--address {config.address}: {str(exc).strip().splitlines()[0]}") from None
+        reason = str(exc).strip().splitlines()[0]
+        raise RunError(lambda say: f"{say('address', config.address)}: {reason}") from None
     return None
 
 
@@ -272,8 +277,8 @@ def verify_shared_storage(storage: str) -> None:
     finally:
         sentinel.unlink(missing_ok=True)
     if missing:
-        raise RunError(f"--storage {storage} is not shared: node(s) {', '.join(missing)} cannot see the file the "
-                       "driver wrote there; give a path mounted on every node or a URI (e.g. s3://...)")
+        raise RunError(lambda say: f"{say('storage', storage)} is not shared: node(s) {', '.join(missing)} cannot see "
+                       "the file the driver wrote there; give a path mounted on every node or a URI (e.g. s3://...)")
 
 
 def pickled_builder(prepared: Prepared) -> bytes | None:

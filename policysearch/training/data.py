@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
 from policysearch.augment.policy import Baseline
+from policysearch.wording import WordedError
 
 __all__ = [
     "BASELINES",
@@ -71,8 +72,9 @@ def dataset_name(data: str | os.PathLike[str]) -> str:
     return text if named or not a_path else f"imagefolder:{text}"
 
 
-class DataError(ValueError):
-    """A data problem the user can fix; the message says what is wrong and what to do."""
+class DataError(WordedError):
+    """A data problem the user can fix; the message says what is wrong and what to do (a setting it names
+    is worded as the command line or the Python API names it: :class:`~policysearch.wording.WordedError`)."""
 
 
 @dataclass(frozen=True)
@@ -572,16 +574,16 @@ def stratified_subset(data: ImageData, size: int, seed: int) -> ImageData:
     full set are kept as closely as whole images allow. The chosen images keep their original order.
     """
     if size > len(data):
-        raise DataError(f"--train-size {size} is larger than the {len(data)} images of {data.name}")
+        raise DataError(lambda say: f"{say('train_size', size)} is larger than the {len(data)} images of {data.name}")
     return data.subset(stratified_indices(data.labels.cpu().numpy(), size, seed))
 
 
 def stratified_indices(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     """The sorted indices :func:`stratified_subset` picks from images with these `labels`."""
     if size < 1:
-        raise DataError(f"--train-size must be at least 1, got {size}")
+        raise DataError(lambda say: f"{say('train_size')} must be at least 1, got {size}")
     if size > len(labels):
-        raise DataError(f"--train-size {size} is larger than the {len(labels)} images")
+        raise DataError(lambda say: f"{say('train_size', size)} is larger than the {len(labels)} images")
     classes, counts = np.unique(labels, return_counts=True)
     share = counts * (size / len(labels))
     alloc = np.floor(share).astype(np.int64)

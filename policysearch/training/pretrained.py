@@ -12,6 +12,7 @@ images are resized up to 32 (:func:`fit_image_size`). Ray is not imported here.
 
 from __future__ import annotations
 
+import functools
 import pickle
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 
 from policysearch.training.data import ImageData, resize_images
 from policysearch.training.models import MODEL_NAMES, build_model
+from policysearch.wording import Mention, WordedError, flag_mention
 
 __all__ = ["CALLABLE_PREFIX", "TIMM_PREFIX", "TORCHVISION_PREFIX", "Builder", "ModelSpec", "WeightsError",
            "callable_name", "check_model", "create_model", "fit_image_size", "head_name", "min_image_size",
@@ -38,7 +40,7 @@ SHOWN = 3  # names shown per list in a mismatch line
 Builder = Callable[[int, int], nn.Module]
 
 
-class WeightsError(ValueError):
+class WeightsError(WordedError):
     """A weights file that cannot start the model: missing, unreadable, not a state dict, or not matching."""
 
 
@@ -62,9 +64,10 @@ def callable_name(builder: Any) -> str:
     return f"{CALLABLE_PREFIX}{module}.{qualname}"
 
 
-def model_ref(name: str) -> str:
-    """How an error names the model: ``--model NAME``, or ``model=QUALNAME`` for a callable."""
-    return f"model={name[len(CALLABLE_PREFIX):]}" if is_callable_model(name) else f"--model {name}"
+def model_ref(name: str, say: Mention = flag_mention) -> str:
+    """How an error names the model: ``--model NAME`` (``model='NAME'`` in Python), or ``model=QUALNAME``
+    for a callable."""
+    return f"model={name[len(CALLABLE_PREFIX):]}" if is_callable_model(name) else say("model", name)
 
 
 def _timm() -> Any:
@@ -151,15 +154,17 @@ def _load_reason(exc: Exception) -> str:
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """The state dict in the weights file at ``path``, read with ``weights_only=True`` (no code runs)."""
     path = Path(path)
-    where = f"--weights {path}"
+    where = _weights(path)
     if not path.exists():
-        raise WeightsError(f"{where}: no such file")
+        raise WeightsError(lambda say: f"{where(say)}: no such file")
     if path.is_dir():
-        raise WeightsError(f"{where} is a folder; give the weights file (a saved state dict)")
+        raise WeightsError(lambda say: f"{where(say)} is a folder; give the weights file (a saved state dict)")
     try:
         content: Any = torch.load(path, weights_only=True, map_location="cpu")
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise WeightsError(f"{where} cannot be read with torch.load(weights_only=True): {_load_reason(exc)}") from None
+        reason = _load_reason(exc)
+        raise WeightsError(lambda say: f"{where(say)} cannot be read with torch.load(weights_only=True): {reason}") \
+            from None
     if isinstance(content, Mapping):
         for key in ("state_dict", "model"):  # Lightning's and our trainer's checkpoints
             if isinstance(content.get(key), Mapping):
@@ -169,8 +174,8 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             isinstance(k, str) and isinstance(v, Tensor) for k, v in content.items()):
         what = "an empty mapping" if isinstance(content, Mapping) and not content else (
             "a mapping with values that are not tensors" if isinstance(content, Mapping) else type(content).__name__)
-        raise WeightsError(f"{where} holds {what}, not a state dict (names to tensors); save one with "
-                           "torch.save(model.state_dict(), PATH)")
+        raise WeightsError(lambda say: f"{where(say)} holds {what}, not a state dict (names to tensors); save one "
+                           "with torch.save(model.state_dict(), PATH)")
     state = dict(content)
     if all(k.startswith("module.") for k in state):  # saved from DataParallel / DistributedDataParallel
         state = {k[len("module."):]: v for k, v in state.items()}
@@ -203,7 +208,12 @@ def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
     raise WeightsError(f"{type(model).__name__} has no Conv2d stem to adapt to the image channels")
 
 
-def _load_backbone(model: nn.Module, state: Mapping[str, Tensor], head: str, label: str) -> None:
+def _weights(path: str | Path) -> Callable[[Mention], str]:
+    """How an error names the weights file: ``--weights PATH``, ``weights='PATH'`` in Python."""
+    return lambda say: say("weights", str(path))
+
+
+def _load_backbone(model: nn.Module, state: Mapping[str, Tensor], head: str, label: Callable[[Mention], str]) -> None:
     """Load every tensor but the head's from ``state``; any other difference is one clear error."""
     own = {k: v for k, v in model.state_dict().items() if not _under(k, head)}
     given = {k: v for k, v in state.items() if not _under(k, head)}
@@ -216,7 +226,7 @@ def _load_backbone(model: nn.Module, state: Mapping[str, Tensor], head: str, lab
                 (("missing keys", missing), ("unexpected keys", unexpected),
                  ("shapes differ (checkpoint vs model)", shapes)) if names]
     if problems:
-        raise WeightsError(f"{label} does not fit the model: {'; '.join(problems)}")
+        raise WeightsError(lambda say: f"{label(say)} does not fit the model: {'; '.join(problems)}")
     model.load_state_dict(given, strict=False)
 
 
@@ -297,7 +307,7 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, *, weights: 
     if state is not None or freeze_backbone or is_torchvision(name):  # these need the head
         head = head_name(model)
         if state is not None:
-            _load_backbone(model, state, head, f"--weights {weights}")
+            _load_backbone(model, state, head, _weights(weights))
         old = model.get_submodule(head)
         assert isinstance(old, nn.Linear)
         if old.out_features != num_classes and not is_callable_model(name):  # a callable's is checked, not fixed
@@ -306,8 +316,8 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, *, weights: 
             old.reset_parameters()  # the head is always new, also where the class count happens to match
     if in_channels != channels:
         if not (in_channels == 1 and channels == 3):
-            raise WeightsError(f"--weights {weights}: the model's first layer takes {channels}-channel images, "
-                               f"the data has {in_channels} channels")
+            raise WeightsError(lambda say: f"{_weights(weights)(say)}: the model's first layer takes {channels}-"
+                               f"channel images, the data has {in_channels} channels")
         _grey_input(model)
     if freeze_backbone:
         head = head_name(model)
@@ -333,14 +343,15 @@ def _grey_input(model: nn.Module) -> None:
 def check_model(spec: ModelSpec, image_size: int) -> None:
     """Build ``spec`` and run it on two ``image_size`` images: every problem is one line, before any work."""
     model = spec.build()
-    where = model_ref(spec.name)
+    where = functools.partial(model_ref, spec.name)
     given = is_callable_model(spec.name)
     if given:  # a callable must build for the data's channels and classes; the others are built to fit
         _, stem = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), ("", None))
         if stem is not None and stem.in_channels != spec.in_channels:
-            raise ValueError(f"{where} takes {stem.in_channels}-channel images (its first convolution), but the "
-                             f"data has {spec.in_channels} channel{'s' if spec.in_channels != 1 else ''}; it is "
-                             f"called with in_channels={spec.in_channels} and must build its first layer for it")
+            channels = f"{spec.in_channels} channel{'s' if spec.in_channels != 1 else ''}"
+            raise WordedError(lambda say: f"{where(say)} takes {stem.in_channels}-channel images (its first "
+                              f"convolution), but the data has {channels}; it is called with "
+                              f"in_channels={spec.in_channels} and must build its first layer for it")
     x = torch.zeros(2, spec.in_channels, image_size, image_size)
     try:
         with torch.no_grad():
@@ -349,11 +360,13 @@ def check_model(spec: ModelSpec, image_size: int) -> None:
         if not given and not isinstance(exc, RuntimeError):
             raise
         reason = (str(exc).strip().splitlines() or ["error"])[0][:160]
-        raise ValueError(f"{where} cannot run on {spec.in_channels}x{image_size}x{image_size} images "
-                         f"({type(exc).__name__}: {reason}); choose another --image-size"
-                         + (" or make the model take them" if given else "")) from None
+        failure = f"{type(exc).__name__}: {reason}"
+        raise WordedError(lambda say: f"{where(say)} cannot run on {spec.in_channels}x{image_size}x{image_size} "
+                          f"images ({failure}); choose another {say('image_size')}"
+                          + (" or make the model take them" if given else "")) from None
     if not isinstance(out, Tensor) or tuple(out.shape) != (2, spec.num_classes):
         got = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
         hint = (f"; it is called with num_classes={spec.num_classes} and must return that many logits" if given else
                 "; only models whose training forward returns logits can be trained here")
-        raise ValueError(f"{where} returns {got} for a batch of 2 images, not logits [2, {spec.num_classes}]{hint}")
+        raise WordedError(lambda say: f"{where(say)} returns {got} for a batch of 2 images, not logits "
+                          f"[2, {spec.num_classes}]{hint}")

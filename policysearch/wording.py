@@ -1,0 +1,59 @@
+"""How a message names a setting: the command line's flags (``--train-size 50``) or the Python API's keyword
+arguments (``train_size=50``). An error that names settings is a :class:`WordedError`; the command line and
+``policysearch.search`` each word it their way, so a Python user never reads a flag."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+__all__ = ["Mention", "WordedError", "flag", "flag_mention", "keyword", "keyword_mention"]
+
+# How a message names a setting (and its value): flag_mention or keyword_mention.
+Mention = Callable[..., str]
+
+_UNSET = object()
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a config field: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def keyword(name: str) -> str:
+    """The Python API's keyword argument of a config field: ``batch_size`` -> ``batch_size=``."""
+    return name + "="
+
+
+def flag_mention(name: str, value: Any = _UNSET) -> str:
+    """A setting as the command line names it, with its value if given: ``--epochs 9``, ``--resume RUN``."""
+    shown = " ".join(map(str, value)) if isinstance(value, tuple) else value
+    return flag(name) if value is _UNSET else f"{flag(name)} {shown}"
+
+
+def keyword_mention(name: str, value: Any = _UNSET) -> str:
+    """A setting as the Python API names it: ``epochs=9``, ``out='RUN', resume=True``, the data as ``data``."""
+    if name == "resume":
+        return "resume=True" if value is _UNSET else f"out={str(value)!r} with resume=True"
+    if name == "dataset":
+        return "data" if value is _UNSET else f"data {value}"
+    if value is _UNSET:
+        return keyword(name)
+    return f"{keyword(name)}{os.fspath(value) if isinstance(value, os.PathLike) else value!r}"
+
+
+class WordedError(ValueError):
+    """An error whose message names settings: ``message`` is text, or a function of a :data:`Mention`,
+    worded with the command line's flags by default and by :meth:`worded` as the Python API names them.
+    Subclasses take the same two arguments."""
+
+    def __init__(self, message: str | Callable[[Mention], str], mention: Mention | None = None) -> None:
+        self.build = message if callable(message) else (lambda _: message)
+        super().__init__(self.build(mention or flag_mention))
+
+    def worded(self, mention: Mention) -> "WordedError":
+        """The same error, its settings named by ``mention``."""
+        return type(self)(self.build, mention)
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return type(self), (str(self),)  # pickled as worded (the message function may be a lambda)
