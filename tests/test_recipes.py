@@ -101,7 +101,7 @@ def test_raced_selection_decides_among_the_survivors_and_reports_the_stopped():
     stopped = next(c for c in decision.comparisons if names[1] in (c.candidate, c.reference))
     assert stopped.n == 1 and stopped.mean == first[decision.chosen] - 90.0
     assert all(c.n == 3 for c in decision.comparisons if c is not stopped)
-    assert "stopped after the first fold" in decision.reason
+    assert "stopped after the first fold (--selection-keep 0.5, selection_keep= in Python," in decision.reason
     document = decision.to_dict()
     assert document["stopped"] == {names[1]: 90.0}
     json.dumps(document, allow_nan=False)  # plain JSON: a one-fold comparison has no bounds, written as null

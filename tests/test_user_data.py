@@ -106,7 +106,7 @@ def test_mixed_sizes_follow_the_image_folder_rule_in_one_note():
     assert "images resized to 8x8 (the training images' median shorter side" in note
     assert "the centre square cropped, then resized" in note and "\n" not in note
     sized = read_data(Items(items), image_size=12)
-    assert sized.images.shape[-2:] == (12, 12) and "as --image-size asks" in sized.notes[0]
+    assert sized.images.shape[-2:] == (12, 12) and "as --image-size asks; image_size= in Python" in sized.notes[0]
     big = read_data((np.zeros((4, 100, 100, 3), np.uint8), [0, 0, 1, 1]))
     assert big.images.shape == (4, 3, 64, 64) and "capped at 64" in big.notes[0]
 

@@ -172,7 +172,8 @@ def choose_recipe(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[
         cut, tied = race_ties(on_first, [recipe.name for recipe in recipes], keep)
         ties = f"; by the tie rule, {TIE_RULE}: {tied} more, tied at {cut:.2f}%" if tied else ""
         reason += (f"; {len(raced)} of {len(recipes)} recipes stopped after the first fold (--selection-keep "
-                   f"{keep:g}, and every recipe within {margin:.1f} pp of the best first fold, one fold's noise{ties})")
+                   f"{keep:g}, selection_keep= in Python, and every recipe within {margin:.1f} pp of the best first "
+                   f"fold, one fold's noise{ties})")
     if n > first:
         added = (n - first) // k
         last = {r["recipe"] for r in rows if n - k <= r["fold"] < n}

@@ -54,7 +54,7 @@ def weak_children(outcome: Outcome) -> str:
         return ""
     return (f"the child model(s) of split(s) {', '.join(map(str, weak))} are within {MIN_SIGNAL:g} of chance "
             f"({chance:.2f}): too weak to score policies, so their density scores and op probes mean little and the "
-            "decision rests on weak evidence; train longer (--epochs) or give more images")
+            "decision rests on weak evidence; train longer (--epochs; epochs= in Python) or give more images")
 
 
 def recipe_table(recipes: list[str], decision: Decision) -> list[dict[str, object]]:
@@ -249,9 +249,10 @@ def _candidate_section(config: SearchConfig, outcome: Outcome) -> list[str]:
                   "reference's and its bound did not clear the noise. A repeat of the cross-fit was added, while the "
                   "decision stayed unclear, for the recipes that beat the reference on the mean and whose bound would "
                   f"fall below 0 with {config.selection_folds} more folds if their mean and spread held, and for the "
-                  f"reference (within --selection-extra {config.selection_extra:g} times the first pass's "
-                  f"trainings). These {len(left)} did not go on: each value is a mean over the folds it trained on, "
-                  "against the reference's on the same folds; they take no part in the decision.", "",
+                  f"reference (within --selection-extra {config.selection_extra:g}, selection_extra= in Python, "
+                  f"times the first pass's trainings). These {len(left)} did not go on: each value is a mean over "
+                  "the folds it trained on, against the reference's on the same folds; they take no part in the "
+                  "decision.", "",
                   "| recipe | folds | mean held-out error % on them | this - reference on the same folds (pp) |",
                   "|---|---|---|---|"]
         failed = {r["recipe"]: r["fold"] for r in outcome.selection if r["status"] != "ok" and r["fold"] >= first}

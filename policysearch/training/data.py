@@ -203,7 +203,8 @@ def load_dataset(
         data = _load_torchvision(name, split, root, download)
     if image_size is not None and data.images.shape[-2:] != (image_size, image_size):
         h, w = data.images.shape[-2:]
-        note = f"{data.name}: {len(data)} images resized to {image_size}x{image_size} from {w}x{h} (as --image-size asks)"
+        note = (f"{data.name}: {len(data)} images resized to {image_size}x{image_size} from {w}x{h} (as --image-size "
+                "asks; image_size= in Python)")
         data = ImageData(resize_images(data.images, image_size), data.labels, data.classes, data.name, (note,))
     return data
 
@@ -479,7 +480,7 @@ def target_side(shorter_sides: Sequence[int], image_size: int | None) -> tuple[i
     """The square side S every image becomes, and why (for the notice): ``image_size`` when given, else the
     median of the images' shorter sides capped at MAX_AUTO_SIDE (the rule of image folders)."""
     if image_size is not None:
-        return image_size, "as --image-size asks"
+        return image_size, "as --image-size asks; image_size= in Python"
     median = int(statistics.median_low(shorter_sides))
     if median > MAX_AUTO_SIDE:
         return MAX_AUTO_SIDE, (f"the training images' median shorter side is {median} px, capped at "
