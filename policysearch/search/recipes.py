@@ -26,8 +26,8 @@ from policysearch.search.selection import (TIE_RULE, Decision, compare, decide, 
 from policysearch.training.train import TrainConfig, evaluate, fit_to_data, train_model
 from policysearch.augment.transforms import BatchPolicyTransform
 
-__all__ = ["added_repeat", "choose_recipe", "final_baseline", "final_training", "flip_undecided", "held_against",
-           "one_final_training_seconds", "race_survivors", "selection_trial", "trained_folds"]
+__all__ = ["added_repeat", "choose_recipe", "final_baseline", "final_training", "flip_undecided", "fold_model",
+           "held_against", "one_final_training_seconds", "race_survivors", "selection_trial", "trained_folds"]
 
 
 def final_baseline(prepared: Prepared, fit: DomainFit) -> Baseline:
@@ -59,20 +59,27 @@ def selection_trial(prepared: Prepared, recipe: Recipe, fold: int, faults: Fault
     epochs, warm-up), not re-adapted to the fold's smaller training part: every image is seen as often
     as in the final training, with the same batch size."""
     faults.reach("select", fold=fold, index=index)
-    config = prepared.config
-    use_threads(config)
+    use_threads(prepared.config)
     train_idx, held = prepared.folds[fold]
-    data, device = prepared.data, device_for(config)
-    torch.manual_seed(config.seed * 1000 + 500 + fold)
-    model = prepared.new_model()
-    train_config = dataclasses.replace(final_training(prepared), seed=config.seed + fold)
+    data, device = prepared.data, device_for(prepared.config)
     started = time.perf_counter()
-    train_model(model, data.subset(train_idx), train_config, augment=BatchPolicyTransform(recipe.recipe),
-                mean=prepared.mean, std=prepared.std, device=device)
+    model = fold_model(prepared, recipe, fold)
     result = evaluate(model, data.images[held], data.labels[held], mean=prepared.mean, std=prepared.std,
                       device=device)
     return {"recipe": recipe.name, "fold": fold, "error": 100.0 * (1.0 - result["accuracy"]), "loss": result["loss"],
             "train_seconds": time.perf_counter() - started, "train_images": len(train_idx)}
+
+
+def fold_model(prepared: Prepared, recipe: Recipe, fold: int) -> torch.nn.Module:
+    """The model phase 3 trains with ``recipe`` on the training part of ``fold`` (seeded by the fold)."""
+    config = prepared.config
+    torch.manual_seed(config.seed * 1000 + 500 + fold)
+    model = prepared.new_model()
+    train_config = dataclasses.replace(final_training(prepared), seed=config.seed + fold)
+    train_model(model, prepared.data.subset(prepared.folds[fold][0]), train_config,
+                augment=BatchPolicyTransform(recipe.recipe), mean=prepared.mean, std=prepared.std,
+                device=device_for(config))
+    return model
 
 
 def race_survivors(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[dict[str, Any]],

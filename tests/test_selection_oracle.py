@@ -1,0 +1,62 @@
+"""scripts/selection_oracle.py: a search's candidate recipes scored on training images the search never saw."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from policysearch.augment.policy import Policy
+from policysearch.search.config import SearchConfig
+from policysearch.search.domain import DomainFit, OpFit
+from policysearch.search.inprocess import run_search
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "selection_oracle.py"
+TINY = dict(dataset="digits", train_size=60, splits=2, trials=3, epochs=1, top_n=1, algorithm="optuna", seed=3,
+            cpus_per_trial=1.0, max_concurrent=1, min_steps=8, selection_folds=2, selection_repeats=1,
+            strengths=(1.0,))
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    spec = importlib.util.spec_from_file_location("selection_oracle", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_domain_fit_comes_back_from_the_policy_file(oracle):
+    fit = DomainFit({"Rotate": OpFit("Rotate", (0.25, 0.5), (0.9, 0.4), 0.25),
+                     "Invert": OpFit("Invert", (1.0,), (0.1,), 0.0)}, 0.5, 0.9, 0.1, "")
+    back = oracle._fit(json.loads(json.dumps(fit.to_dict())), ["Rotate", "Invert", "FlipLR"])
+    assert back.ops == fit.ops and (back.threshold, back.clean_accuracy, back.chance) == (0.5, 0.9, 0.1)
+    assert back.unjudged == ()
+    weak = DomainFit({}, 0.5, 0.12, 0.1, "too close to chance", ("FlipLR", "Rotate"))
+    assert oracle._fit(weak.to_dict(), ["Rotate", "FlipLR"]).unjudged == ("FlipLR", "Rotate")
+    assert oracle._spearman([1.0, 2.0, 3.0], [10.0, 30.0, 20.0]) == pytest.approx(0.5)
+
+
+def test_every_candidate_is_scored_on_images_outside_the_search_s_subset(oracle, tmp_path):
+    run = tmp_path / "run"
+    run_search(SearchConfig(**TINY), run, stream=io.StringIO())
+    out = tmp_path / "oracle.json"
+    selection = oracle._selection_means(run)
+    name = next(iter(selection))
+    assert oracle.main(["--run", str(run), "--seeds", "2", "--fold-models", name, "--json", str(out)]) == 0
+    document = json.loads(out.read_text(encoding="utf-8"))
+    chosen = Policy.load(run / "policy.json").metadata["recipe"]["name"]
+    assert document["chosen"] == chosen and document["train_images"] == 60
+    assert document["oracle_images"] == 1078 - 60 and sum(document["oracle_classes"]) == 1078 - 60
+    rows = document["recipes"]
+    assert len(rows) == len({r["recipe"] for r in rows}) >= 2 and all(len(r["oracle_errors"]) == 2 for r in rows)
+    assert min(r["oracle_regret"] for r in rows) == 0.0 and all(np.isfinite(r["oracle_mean"]) for r in rows)
+    assert {r["recipe"] for r in rows} == set(oracle._selection_means(run))  # every recipe the search compared
+    assert document["command"].startswith("python scripts/selection_oracle.py --run ")
+    # the fold models retrained as phase 3 trained them give its held-out errors again
+    refit = document["fold_models"][name]
+    assert refit["folds"] == selection[name][1] and refit["held_out_mean"] == pytest.approx(selection[name][0])
+    assert len(refit["oracle"]) == refit["folds"]
