@@ -53,12 +53,13 @@ def _fit(document: dict, probed: list[str]) -> DomainFit:
                      () if ops else tuple(sorted(probed)))
 
 
-def _selection_means(run_dir: Path) -> dict[str, tuple[float, int, float]]:
-    """Per recipe of the run's selection.csv: mean held-out error (%), folds, mean held-out loss."""
+def _selection_means(run_dir: Path, first_pass: int) -> dict[str, tuple[float, int, float]]:
+    """Per recipe of the run's selection.csv, over its folds of the first pass (the folds every recipe not
+    raced out trained on; repeats added later went to a few): mean held-out error (%), folds, mean loss."""
     errors: dict[str, list[tuple[float, float]]] = {}
     with (run_dir / "selection.csv").open(encoding="utf-8") as f:
         for row in csv.DictReader(f):
-            if row["status"] == "ok":
+            if row["status"] == "ok" and int(row["fold"]) < first_pass:
                 errors.setdefault(row["recipe"], []).append((float(row["held_out_error"]),
                                                              float(row["held_out_loss"])))
     return {name: (statistics.mean(e for e, _ in v), len(v), statistics.mean(loss for _, loss in v))
@@ -66,8 +67,10 @@ def _selection_means(run_dir: Path) -> dict[str, tuple[float, int, float]]:
 
 
 def _spearman(a: list[float], b: list[float]) -> float:
-    ra, rb = (np.argsort(np.argsort(x)).astype(float) for x in (a, b))
-    return float(np.corrcoef(ra, rb)[0, 1])
+    """Spearman's rank correlation, ties given their mean rank."""
+    from scipy import stats
+
+    return float(stats.spearmanr(a, b).statistic)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     config, _ = read_stored_config(args.run, continuing=False)
     if config.weights and not Path(config.weights).exists():  # a benchmark run elsewhere: its pretrained file
         config = dataclasses.replace(config, weights=str(args.run.parent / Path(config.weights).name))
+    if config.weights and (preset is None or preset.pretrain is None):
+        raise SystemExit("the run starts from pretrained weights: give the --preset that pretrained them, so that "
+                         "its pretraining images are left out of the oracle")
+    if preset is not None and (preset.dataset, preset.data_seed, preset.search_train_size or preset.train_size) != \
+            (config.dataset, config.seed, config.train_size):
+        raise SystemExit(f"--preset {args.preset} did not run this search (data set, subset seed or size differ)")
     prepared = prepare(config)
     policy = Policy.load(args.run / "policy.json")
     chosen = policy.metadata["recipe"]["name"]
@@ -103,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     if preset is not None and preset.pretrain is not None:
         used[pretraining_indices(preset, labels)] = True
     oracle = full.subset(np.flatnonzero(~used))
+    if len(oracle) == 0:
+        raise SystemExit("no training image lies outside the search's subset to score recipes on")
 
     fit = _fit(policy.metadata["domain_fit"], probed_ops(prepared.space))
     baseline = final_baseline(prepared, fit)
@@ -110,12 +121,11 @@ def main(argv: list[str] | None = None) -> int:
                                 strengths=config.strengths,
                                 flip_from_fit=baseline.hflip and not prepared.baseline.hflip,
                                 try_flip=flip_undecided(prepared, fit))
-    selection = _selection_means(args.run)
+    selection = _selection_means(args.run, prepared.first_folds)
     if {r.name for r in recipes} != set(selection):
         differ = sorted({r.name for r in recipes} ^ set(selection))
         raise SystemExit(f"rebuilt recipes differ from the run's: {differ}")
-    # the reference's name, which "(domain fit)" may follow
-    reference = next(r.name for r in recipes if r.name.startswith(reference_name(baseline)))
+    reference = reference_name(baseline)
 
     print(f"{args.preset or config.dataset}: {len(recipes)} recipes x {args.seeds} seeds on {len(prepared.data)} "
           f"images, oracle {len(oracle)} other training images", flush=True)
@@ -140,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         folds = range(selection[name][1])
         held_errors, oracle_errors = [], []
         for fold in folds:
-            model = fold_model(prepared, by_name[name], fold)
+            model, _ = fold_model(prepared, by_name[name], fold)
             held = prepared.folds[fold][1]
             for images, labels_, out in ((prepared.data.images[held], prepared.data.labels[held], held_errors),
                                          (oracle.images, oracle.labels, oracle_errors)):
@@ -155,8 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [r.name for r in recipes]
     means = {n: statistics.mean(errors[n]) for n in names}
     best = min(means.values())
-    full_folds = max(folds for _, folds, _ in selection.values())
-    ranked = [n for n in names if selection[n][1] == full_folds]
+    ranked = [n for n in names if selection[n][1] == prepared.first_folds]  # not raced out
     lowest_selection = min(ranked, key=lambda n: selection[n][0])
     document = {
         "command": shlex.join(["python", "scripts/selection_oracle.py", *(sys.argv[1:] if argv is None else argv)]),
@@ -167,9 +176,9 @@ def main(argv: list[str] | None = None) -> int:
                      "selection_loss": selection[n][2],
                      "oracle_mean": means[n], "oracle_se": statistics.stdev(errors[n]) / len(errors[n]) ** 0.5,
                      "oracle_regret": means[n] - best, "oracle_errors": errors[n]} for n in names],
-        "spearman_on_full_folds": _spearman([selection[n][0] for n in ranked], [means[n] for n in ranked]),
+        "spearman_on_first_pass": _spearman([selection[n][0] for n in ranked], [means[n] for n in ranked]),
         "spearman_of_held_out_loss": _spearman([selection[n][2] for n in ranked], [means[n] for n in ranked]),
-        "recipes_on_full_folds": len(ranked),
+        "recipes_on_first_pass": len(ranked), "first_pass_folds": prepared.first_folds,
         "chosen": chosen, "chosen_oracle_regret": means[chosen] - best,
         "reference": reference, "reference_oracle_regret": means[reference] - best,
         "lowest_selection_mean": lowest_selection,
@@ -181,8 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     for row in document["recipes"]:
         print(f"| {row['recipe']} | {row['selection_mean']:.2f} ({row['selection_folds']}) | "
               f"{row['oracle_mean']:.2f} ({row['oracle_se']:.2f}) | {row['oracle_regret']:.2f} |")
-    print(f"\nrank correlation (Spearman) of selection and oracle over the {len(ranked)} recipes on every fold: "
-          f"{document['spearman_on_full_folds']:.2f} (held-out error), {document['spearman_of_held_out_loss']:.2f} "
+    print(f"\nrank correlation (Spearman) of selection and oracle over the {len(ranked)} recipes on the first pass's "
+          f"{prepared.first_folds} folds: {document['spearman_on_first_pass']:.2f} (held-out error), "
+          f"{document['spearman_of_held_out_loss']:.2f} "
           "(held-out loss)")
     print(f"oracle regret: chosen ({chosen}) {document['chosen_oracle_regret']:.2f} pp; reference "
           f"{document['reference_oracle_regret']:.2f} pp; lowest selection mean ({lowest_selection}) "

@@ -134,6 +134,7 @@ def test_cluster_and_resource_errors_name_keyword_arguments(tmp_path, monkeypatc
 
     monkeypatch.setattr(tuning, "local_gpus", lambda: 0)  # the same on a machine with a GPU
     monkeypatch.setattr(tuning.ray, "init", lambda *a, **k: pytest.fail("Ray was started"))
+    monkeypatch.setattr(tuning.ray, "is_initialized", lambda: False)  # another test's Ray would be joined as it is
     cases = [
         ({"address": "10.0.0.1:6379"}, r"^address= needs storage=: a path or URI that every node",
          r"^--address needs --storage: "),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import io
 import json
@@ -38,23 +39,35 @@ def test_the_domain_fit_comes_back_from_the_policy_file(oracle):
     weak = DomainFit({}, 0.5, 0.12, 0.1, "too close to chance", ("FlipLR", "Rotate"))
     assert oracle._fit(weak.to_dict(), ["Rotate", "FlipLR"]).unjudged == ("FlipLR", "Rotate")
     assert oracle._spearman([1.0, 2.0, 3.0], [10.0, 30.0, 20.0]) == pytest.approx(0.5)
+    assert oracle._spearman([1.0, 1.0, 2.0], [1.0, 2.0, 3.0]) == pytest.approx(0.8660254)  # a tie: mean ranks
+
+
+def test_a_fine_tuned_run_needs_the_preset_that_pretrained_it(oracle, tmp_path, monkeypatch):
+    """Without its preset the oracle would hold the pretraining images: refused before any training."""
+    run = tmp_path / "run"
+    config = SearchConfig(**TINY)
+    monkeypatch.setattr(oracle, "read_stored_config",
+                        lambda *a, **k: (dataclasses.replace(config, weights=str(tmp_path / "w.pt")), "x"))
+    monkeypatch.setattr(oracle, "prepare", lambda c: pytest.fail("prepared"))
+    with pytest.raises(SystemExit, match="give the --preset that pretrained them"):
+        oracle.main(["--run", str(run)])
 
 
 def test_every_candidate_is_scored_on_images_outside_the_search_s_subset(oracle, tmp_path):
     run = tmp_path / "run"
     run_search(SearchConfig(**TINY), run, stream=io.StringIO())
     out = tmp_path / "oracle.json"
-    selection = oracle._selection_means(run)
-    name = next(iter(selection))
+    name = next(iter(oracle._selection_means(run, 1)))  # a recipe on the first fold
     assert oracle.main(["--run", str(run), "--seeds", "2", "--fold-models", name, "--json", str(out)]) == 0
     document = json.loads(out.read_text(encoding="utf-8"))
+    selection = oracle._selection_means(run, document["first_pass_folds"])
     chosen = Policy.load(run / "policy.json").metadata["recipe"]["name"]
     assert document["chosen"] == chosen and document["train_images"] == 60
     assert document["oracle_images"] == 1078 - 60 and sum(document["oracle_classes"]) == 1078 - 60
     rows = document["recipes"]
     assert len(rows) == len({r["recipe"] for r in rows}) >= 2 and all(len(r["oracle_errors"]) == 2 for r in rows)
     assert min(r["oracle_regret"] for r in rows) == 0.0 and all(np.isfinite(r["oracle_mean"]) for r in rows)
-    assert {r["recipe"] for r in rows} == set(oracle._selection_means(run))  # every recipe the search compared
+    assert {r["recipe"] for r in rows} == set(selection)  # every recipe the search compared
     assert document["command"].startswith("python scripts/selection_oracle.py --run ")
     # the fold models retrained as phase 3 trained them give its held-out errors again
     refit = document["fold_models"][name]
