@@ -405,6 +405,15 @@ def _madvise() -> Any:
     return fn
 
 
+def _read_half_levels(x: torch.Tensor, batch: torch.Tensor) -> None:
+    """Read a float16 or bfloat16 value that is the rounding of a level k / 255 as k itself, in place in
+    ``x`` (the batch times 255, float32). Those types hold k / 255 up to 0.06 and 0.5 of a level off, which
+    put a level just below a step of Posterize, Solarize or Equalize into the bin beneath and left Invert's
+    output off the levels; any other value is kept as it is."""
+    levels = x.round()
+    torch.where(levels.div(255.0).to(batch.dtype) == batch, levels, x, out=x)
+
+
 def new_batch(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """An uninitialised contiguous tensor for an output batch.
 
@@ -726,6 +735,8 @@ class BatchPolicyTransform(torch.nn.Module):
             x = new_batch(batch.shape, batch.dtype, batch.device).copy_(batch)
         else:
             x = new_batch(batch.shape, torch.float32, batch.device).copy_(batch).mul_(255.0)
+            if batch.dtype.itemsize < 4:
+                _read_half_levels(x, batch)
         source = None
         if any(step.op.name == "SamplePairing" for step in plan.steps):
             source = batch if exact else x.clone()
