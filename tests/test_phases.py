@@ -173,6 +173,34 @@ def test_a_ctrl_c_keeps_the_phase_s_time_up_to_the_stop_in_the_cost_ledger(stopp
     assert len(ledger[phase]) == 1 and next(iter(ledger[phase].values())) >= 0.5
 
 
+def test_the_domain_fit_between_phases_counts_in_phase_1_without_a_ctrl_c(tmp_path, monkeypatch):
+    """Regression: phase 1's seconds ended with its trials, so the driver's domain fit after them counted only
+    when a Ctrl-C fell in it; a phase now runs to the next one's start, in the ledger and in the costs."""
+    import time
+
+    from policysearch.search import phases
+    from policysearch.search.ledger import Ledger
+
+    fit_domain, start = phases.fit_domain, Ledger.start
+    entered: dict[str, float] = {}
+
+    def slow_fit(*args, **kwargs):
+        time.sleep(0.5)
+        return fit_domain(*args, **kwargs)
+
+    def timed_start(self, phase):
+        entered[phase] = time.monotonic()
+        start(self, phase)
+
+    monkeypatch.setattr(phases, "fit_domain", slow_fit)
+    monkeypatch.setattr(Ledger, "start", timed_start)
+    result = run_search(SearchConfig(**TINY), tmp_path / "run", stream=io.StringIO())
+    ledger = json.loads((tmp_path / "run" / "ledger.json").read_text(encoding="utf-8"))["wall_s"]
+    phase1 = next(iter(ledger["phase1"].values()))
+    assert phase1 == pytest.approx(entered["phase2"] - entered["phase1"], abs=0.05)  # the 0.5 s fit included
+    assert result.costs["phase1_wall_s"] == pytest.approx(phase1)
+
+
 def test_hyperopt_runs_on_ray_only_and_says_so_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="runs on Ray only"):
         run_search(SearchConfig(**{**TINY, "algorithm": "hyperopt"}), tmp_path / "run", stream=io.StringIO())

@@ -3,7 +3,8 @@
 A search stopped (Ctrl-C, a killed driver, a lost machine) and continued with ``--resume`` is worked on by
 several processes; its cost is the sum over all of them, not the last one's wall time. Each process has
 its own entry per phase: the seconds from when it entered the phase to the last moment it recorded -
-every finished trial of the phase, the phase's end, or a Ctrl-C (:meth:`Ledger.stopped`). A process
+every finished trial of the phase, the next phase's start (or the last phase's decision), or a Ctrl-C
+(:meth:`Ledger.stopped`). A process
 killed in the middle keeps the time up to its last finished trial. The device seconds need no ledger:
 they are the trials' own seconds, and a resumed experiment keeps every finished trial's. Ray is not
 imported here.
@@ -41,7 +42,11 @@ class Ledger:
         self._current: str | None = None
 
     def start(self, phase: str) -> None:
-        """This process enters ``phase`` now."""
+        """This process enters ``phase`` now, which ends the phase it was in: a phase's seconds run to the
+        next one's start, so the driver's work between two phases (the domain fit after phase 1) counts
+        whether or not a Ctrl-C falls in it."""
+        if self._current is not None:
+            self.record(self._current)
         self._started[phase] = time.monotonic()
         self._current = phase
         self.record(phase)

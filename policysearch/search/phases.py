@@ -173,7 +173,6 @@ def _run_phases(prepared: Prepared, run: Run, runner: TrialRunner, stream: TextI
     sources = {int(r.metrics["split"]): ChildSource(f"{run.run_id}/split{int(r.metrics['split'])}", r.fetch)
                for r in ok if r.fetch is not None}
     spans["phase1"] = (t1, time.monotonic())
-    costs["phase1_wall_s"] = ledger.wall("phase1")
     costs["phase1_device_s"] = sum(c["train_seconds"] for c in children if c["status"] == "ok")
     stage.done(f"phase 1's {count(len(ok), 'child models')}")
 
@@ -200,7 +199,6 @@ def _run_phases(prepared: Prepared, run: Run, runner: TrialRunner, stream: TextI
                    [f"split {r['split']} candidate {r['index']}: {r['error']}" for r in rows if r["status"] != "ok"],
                    len(ok))
     spans["phase2"] = (t2, time.monotonic())
-    costs["phase2_wall_s"] = ledger.wall("phase2")
     costs["phase2_device_s"] = sum(r["seconds"] for r in rows if r["status"] == "ok")
     stage.done(f"phase 2's {count(len(rows), 'policy trials')}")
 
@@ -249,11 +247,11 @@ def _run_phases(prepared: Prepared, run: Run, runner: TrialRunner, stream: TextI
                               f"phase 3 (recipe selection, repeat {repeat})")
         selection += added
         stage.done(f"{count(len(added), 'trainings')} of repeat {repeat}")
-    ledger.record("phase3")
     decision, note = choose_recipe(prepared, recipes, selection, baseline)
     chosen = next(recipe for recipe in recipes if recipe.name == decision.chosen)
+    ledger.record("phase3")
     spans["phase3"] = (t3, time.monotonic())
-    costs["phase3_wall_s"] = ledger.wall("phase3")
+    costs.update({f"{phase}_wall_s": ledger.wall(phase) for phase in ("phase1", "phase2", "phase3")})
     costs["phase3_device_s"] = sum(r["train_seconds"] for r in selection if r["status"] == "ok")
     costs["processes"] = ledger.processes()
     return Outcome(children, probes, fit, rows, top, merged, recipes, selection, decision, chosen, note,
