@@ -20,16 +20,17 @@ import numpy as np
 from policysearch.atomic import write_text_atomic
 from policysearch.augment.policy import Policy
 from policysearch.invocation import command_line
+from policysearch.search.config import SearchConfig
 from policysearch.search.faults import Faults
 from policysearch.search.figures import draw_figures, figures_section
 from policysearch.search.outcome import Outcome, SearchResult
 from policysearch.search.report import render_report, weak_children
 from policysearch.search.recipes import one_final_training_seconds
-from policysearch.search.rundir import CONFIG_FILE, Run
+from policysearch.search.rundir import CONFIG_FILE, Run, check_resume
 from policysearch.search.prepare import Prepared
 from policysearch.search.selection import Decision
 
-__all__ = ["TRIAL_COLUMNS", "export", "finished_run", "write_trials_csv"]
+__all__ = ["TRIAL_COLUMNS", "export", "finished_on_resume", "finished_run", "write_trials_csv"]
 
 # trials.csv: these first, then the search space's parameters.
 TRIAL_COLUMNS = ("split", "repeat", "index", "trial_id", "status", "error", "reward", "accuracy", "any_view", "loss",
@@ -123,3 +124,13 @@ def finished_run(run_dir: Path) -> SearchResult | None:
     return SearchResult(Path(run_dir), str(meta.get("run_id", "")), path, policy, dict(meta.get("search_cost", {})),
                         decision=decision, failures=list(meta.get("failed_trials", [])),
                         warnings=list(meta.get("warnings", [])), already_complete=True)
+
+
+def finished_on_resume(config: SearchConfig, run_dir: Path, resume: bool) -> SearchResult | None:
+    """On a resume, what the finished run in ``run_dir`` found (None while it has work left), after refusing
+    an option that contradicts the run, finished or not; None on a plain run."""
+    if not resume:
+        return None
+    done = finished_run(run_dir)
+    check_resume(config, run_dir, finished=done is not None)
+    return done

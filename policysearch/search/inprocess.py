@@ -21,13 +21,13 @@ from policysearch.atomic import write_text_atomic
 from policysearch.progress import Progress
 from policysearch.search.children import ChildSource
 from policysearch.search.config import SearchConfig
-from policysearch.search.export import export, finished_run
+from policysearch.search.export import export, finished_on_resume
 from policysearch.search.faults import Faults, faults_from_env
 from policysearch.search.interrupts import CtrlC, SearchInterrupted
 from policysearch.search.outcome import SearchResult
 from policysearch.search.phases import Stage, run_phases
 from policysearch.search.prepare import Inputs, Prepared, given_in_python, prepare
-from policysearch.search.rundir import Run, check_resume, check_same_data, open_run, write_config
+from policysearch.search.rundir import Run, check_same_data, open_run, write_config
 from policysearch.search.runner import (Streams, TrialContext, TrialResult, Trials, optuna_sampler, stream_seed)
 from policysearch.training.user_data import fingerprint
 
@@ -156,11 +156,9 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
     """Run (or, with ``resume``, continue) a search into ``run_dir`` in this process, without Ray: the same
     phases, run directory and results as :func:`policysearch.search.run_search`."""
     run_dir = Path(run_dir)
-    if resume:
-        done = finished_run(run_dir)
-        check_resume(config, run_dir, finished=done is not None)
-        if done is not None:
-            return done
+    done = finished_on_resume(config, run_dir, resume)
+    if done is not None:
+        return done
     stage = Stage(run_dir, resume, given_in_python(config))
     with CtrlC(stage.message):
         try:

@@ -39,14 +39,14 @@ from policysearch.training.user_data import fingerprint
 from policysearch.search.checks import check_resources, local_cpus, local_gpus
 from policysearch.search.children import CHILD_FILE, CHILD_MODEL_FILE
 from policysearch.search.config import SearchConfig, is_uri
-from policysearch.search.export import export, finished_run
+from policysearch.search.export import export, finished_on_resume
 from policysearch.search.faults import Faults, faults_from_env
 from policysearch.search.interrupts import CtrlC, SearchInterrupted
 from policysearch.search.outcome import SearchResult
 from policysearch.search.phases import Stage, run_phases
 from policysearch.search.prepare import Inputs, Prepared, given_in_python, prepare
 from policysearch.search.reaper import RUN_ENV, Watchdog, end_marked
-from policysearch.search.rundir import Run, RunError, check_resume, check_same_data, open_run, write_config
+from policysearch.search.rundir import Run, RunError, check_same_data, open_run, write_config
 from policysearch.search.runner import Streams, TrialContext, TrialFunction, TrialResult, Trials
 from policysearch.search.searcher import SplitSearcher
 from policysearch.search.spaces import SearchSpace
@@ -652,12 +652,9 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
     line to show (what is kept, the resume command), after this search's local Ray has ended.
     """
     run_dir = Path(run_dir)
-    if resume:
-        done = finished_run(run_dir)
-        # a contradicting option is refused, finished or not
-        check_resume(config, run_dir, finished=done is not None)
-        if done is not None:
-            return done
+    done = finished_on_resume(config, run_dir, resume)
+    if done is not None:
+        return done
     stage = Stage(run_dir, resume, given_in_python(config))
     with CtrlC(stage.message) as ctrl_c:
         try:
