@@ -9,6 +9,12 @@ the two (and of the held-out loss with the oracle's error); the oracle's images 
 preset leaves some classes without any); and the oracle regret (the recipe's oracle error minus the
 lowest) of the chosen recipe, of the reference and of the recipe with the lowest held-out error.
 
+``--information-limit N ...`` asks what any selection could do with N images: it draws N of the oracle's
+images many times, picks a recipe from the oracle models' errors on them (the lowest error, and the
+selection's rule: the reference unless the best's one-sided bound clears it), and measures that pick's
+regret on the oracle's other images. Those models were trained on all the search's images and the N images
+are fresh, which no cross-fit over the same images has, so the figure is a floor for a selection of N.
+
     PYTHONPATH=. python scripts/selection_oracle.py --preset digits-100-finetune \\
         --run benchmarks/results/digits-100-finetune/search-74ddd59a8c14 --seeds 5 --json OUT.json
 """
@@ -39,7 +45,7 @@ from policysearch.search.recipes import final_baseline, final_training, flip_und
 from policysearch.search.rundir import read_stored_config
 from policysearch.training.data import load_dataset, stratified_indices
 from policysearch.training.pretrained import fit_image_size
-from policysearch.training.train import evaluate, train_model
+from policysearch.training.train import evaluate, predict, train_model
 
 
 def _fit(document: dict, probed: list[str]) -> DomainFit:
@@ -73,6 +79,39 @@ def _spearman(a: list[float], b: list[float]) -> float:
     return float(stats.spearmanr(a, b).statistic)
 
 
+def information_limit(wrong: np.ndarray, reference: int, sizes: list[int], draws: int, confidence: float,
+                      seed: int = 0) -> list[dict[str, float]]:
+    """Per size N: the mean regret (pp) on the other images of a recipe picked on N drawn images, by the lowest
+    error and by the rule (the reference unless the best's one-sided bound at ``confidence`` clears it), over
+    ``draws`` draws; ``wrong`` is [recipes, images], each recipe's wrong answers averaged over its seeds."""
+    from scipy import stats
+
+    recipes, images = wrong.shape
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in sizes:
+        if not 2 <= n < images:
+            raise ValueError(f"--information-limit: {n} images: need 2 to {images - 1} (the oracle has {images})")
+        t = stats.t.ppf(confidence, n - 1)
+        lowest, ruled, kept, switched = [], [], [], 0
+        for _ in range(draws):
+            order = rng.permutation(images)
+            drawn, other = wrong[:, order[:n]], wrong[:, order[n:]].mean(axis=1)
+            means = drawn.mean(axis=1)
+            best = int(rng.choice(np.flatnonzero(means == means.min())))  # ties: any of them, at random
+            diff = drawn[best] - drawn[reference]
+            clears = best != reference and diff.mean() + t * diff.std(ddof=1) / np.sqrt(n) < 0
+            pick = best if clears else reference
+            switched += bool(clears)
+            lowest.append(100.0 * (other[best] - other.min()))
+            ruled.append(100.0 * (other[pick] - other.min()))
+            kept.append(100.0 * (other[reference] - other.min()))
+        out.append({"images": n, "draws": draws, "lowest_error_regret": float(np.mean(lowest)),
+                    "rule_regret": float(np.mean(ruled)), "rule_switched": switched / draws,
+                    "reference_regret": float(np.mean(kept))})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
@@ -82,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fold-models", nargs="*", default=[], metavar="RECIPE",
                         help="also retrain these recipes' phase-3 fold models as the search did and score each on "
                              "its held-out fold and on the oracle's images (the same models, other images)")
+    parser.add_argument("--information-limit", nargs="*", type=int, default=[], metavar="N",
+                        help="also measure the regret of a pick made on N fresh images, for each N given")
+    parser.add_argument("--draws", type=int, default=2000, help="draws of N images for --information-limit")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -115,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(oracle) == 0:
         raise SystemExit("no training image lies outside the search's subset to score recipes on")
 
+    for n in args.information_limit:
+        if not 2 <= n < len(oracle):
+            raise SystemExit(f"--information-limit: {n} images: need 2 to {len(oracle) - 1} (the oracle has "
+                             f"{len(oracle)})")
+
     fit = _fit(policy.metadata["domain_fit"], probed_ops(prepared.space))
     baseline = final_baseline(prepared, fit)
     recipes = candidate_recipes(baseline, fit, Policy.load(args.run / "candidates.json"),
@@ -131,15 +178,18 @@ def main(argv: list[str] | None = None) -> int:
           f"images, oracle {len(oracle)} other training images", flush=True)
     train_config = final_training(prepared)
     errors: dict[str, list[float]] = {}
+    wrong = np.zeros((len(recipes), len(oracle)))  # per recipe and oracle image: wrong answers over the seeds
     started = time.monotonic()
-    for recipe in recipes:
+    for i, recipe in enumerate(recipes):
         for seed in range(args.seeds):
             torch.manual_seed(seed)  # the same initial weights for every recipe of a seed
             model = prepared.new_model()
             train_model(model, prepared.data, dataclasses.replace(train_config, seed=seed),
                         augment=BatchPolicyTransform(recipe.recipe), mean=prepared.mean, std=prepared.std)
-            result = evaluate(model, oracle.images, oracle.labels, mean=prepared.mean, std=prepared.std)
-            errors.setdefault(recipe.name, []).append(100.0 * (1.0 - result["accuracy"]))
+            logits = predict(model, oracle.images, mean=prepared.mean, std=prepared.std)
+            missed = (logits.argmax(1) != oracle.labels.long()).numpy()
+            wrong[i] += missed / args.seeds
+            errors.setdefault(recipe.name, []).append(100.0 * int(missed.sum()) / len(missed))
         print(f"  {recipe.name}: oracle {statistics.mean(errors[recipe.name]):.2f} %", flush=True)
 
     fold_models = {}
@@ -185,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         "lowest_selection_mean_oracle_regret": means[lowest_selection] - best,
         "oracle_best": min(names, key=means.__getitem__),
         "fold_models": fold_models,
+        "information_limit": information_limit(wrong, names.index(reference), args.information_limit, args.draws,
+                                               config.confidence),
     }
     print("\n| recipe | selection mean % (folds) | oracle mean % (se) | oracle regret (pp) |\n|---|---|---|---|")
     for row in document["recipes"]:
@@ -197,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"oracle regret: chosen ({chosen}) {document['chosen_oracle_regret']:.2f} pp; reference "
           f"{document['reference_oracle_regret']:.2f} pp; lowest selection mean ({lowest_selection}) "
           f"{document['lowest_selection_mean_oracle_regret']:.2f} pp; oracle best: {document['oracle_best']}")
+    for row in document["information_limit"]:
+        print(f"a pick on {row['images']} fresh images ({row['draws']} draws): mean oracle regret "
+              f"{row['lowest_error_regret']:.2f} pp by the lowest error, {row['rule_regret']:.2f} pp by the rule "
+              f"(switched in {row['rule_switched']:.0%}); the reference always {row['reference_regret']:.2f} pp")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")

@@ -42,6 +42,22 @@ def test_the_domain_fit_comes_back_from_the_policy_file(oracle):
     assert oracle._spearman([1.0, 1.0, 2.0], [1.0, 2.0, 3.0]) == pytest.approx(0.8660254)  # a tie: mean ranks
 
 
+def test_the_information_limit_measures_a_pick_on_drawn_images_against_the_others(oracle):
+    """A clearly better recipe is found on many images and missed on few; equal recipes cost nothing."""
+    rng = np.random.default_rng(0)
+    images = 4000
+    wrong = np.stack([rng.random(images) < p for p in (0.10, 0.05, 0.10)]).astype(float)  # 0: the reference
+    few, many = oracle.information_limit(wrong, 0, [10, 2000], draws=300, confidence=0.8)
+    assert few["images"] == 10 and many["images"] == 2000 and many["draws"] == 300
+    assert many["lowest_error_regret"] < 0.05 and many["rule_regret"] < 0.05 and many["rule_switched"] > 0.99
+    assert few["lowest_error_regret"] > 1.0 and few["rule_regret"] > 1.0
+    assert 4.0 < many["reference_regret"] < 6.0  # the reference itself: about 10 - 5 pp behind
+    same = oracle.information_limit(np.stack([wrong[0]] * 3), 0, [50], draws=50, confidence=0.8)[0]
+    assert same["lowest_error_regret"] == same["rule_regret"] == same["rule_switched"] == 0.0
+    with pytest.raises(ValueError, match="need 2 to 3999"):
+        oracle.information_limit(wrong, 0, [images], draws=1, confidence=0.8)
+
+
 def test_a_fine_tuned_run_needs_the_preset_that_pretrained_it(oracle, tmp_path, monkeypatch):
     """Without its preset the oracle would hold the pretraining images: refused before any training."""
     run = tmp_path / "run"
@@ -58,7 +74,8 @@ def test_every_candidate_is_scored_on_images_outside_the_search_s_subset(oracle,
     run_search(SearchConfig(**TINY), run, stream=io.StringIO())
     out = tmp_path / "oracle.json"
     name = next(iter(oracle._selection_means(run, 1)))  # a recipe on the first fold
-    assert oracle.main(["--run", str(run), "--seeds", "2", "--fold-models", name, "--json", str(out)]) == 0
+    assert oracle.main(["--run", str(run), "--seeds", "2", "--fold-models", name, "--information-limit", "100",
+                        "--draws", "20", "--json", str(out)]) == 0
     document = json.loads(out.read_text(encoding="utf-8"))
     selection = oracle._selection_means(run, document["first_pass_folds"])
     chosen = Policy.load(run / "policy.json").metadata["recipe"]["name"]
@@ -73,3 +90,5 @@ def test_every_candidate_is_scored_on_images_outside_the_search_s_subset(oracle,
     refit = document["fold_models"][name]
     assert refit["folds"] == selection[name][1] and refit["held_out_mean"] == pytest.approx(selection[name][0])
     assert len(refit["oracle"]) == refit["folds"]
+    limit = document["information_limit"][0]
+    assert (limit["images"], limit["draws"]) == (100, 20) and limit["lowest_error_regret"] >= 0.0
