@@ -7,12 +7,18 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-__all__ = ["Mention", "WordedError", "flag", "flag_mention", "keyword", "keyword_mention"]
+__all__ = ["Mention", "WordedError", "a_kind", "flag", "flag_mention", "keyword", "keyword_mention"]
 
 # How a message names a setting (and its value): flag_mention or keyword_mention.
 Mention = Callable[..., str]
 
 _UNSET = object()
+
+
+def a_kind(value: Any) -> str:
+    """What a value is, with its article, for a message: ``a list``, ``an int``, ``an Image``."""
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def flag(name: str) -> str:

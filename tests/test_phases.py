@@ -138,6 +138,21 @@ def test_the_policy_names_the_command_that_started_the_run_and_the_one_that_fini
     assert metadata["command"] == stored and metadata["resumed_by"] == "python -m policysearch search --resume 'my run'"
 
 
+def test_a_resume_of_a_finished_run_returns_what_the_run_found(tiny_run):
+    """Regression: a finished run's resume (a notebook run again) returned no top candidates and no recipe."""
+    run_dir, result, _ = tiny_run
+    done = run_search(SearchConfig(**TINY), run_dir, resume=True, stream=io.StringIO())
+    assert done.already_complete and result.top and len(done.top) == len(result.top)
+    for again, first in zip(done.top, result.top):
+        assert (again.split, again.repeat, again.reward, again.trial_id) == \
+            (first.split, first.repeat, first.reward, first.trial_id)
+        assert again.policy.sub_policies == first.policy.sub_policies and again.policy.ranges == first.policy.ranges
+    assert (done.chosen.name, done.chosen.family, done.chosen.strength) == \
+        (result.chosen.name, result.chosen.family, result.chosen.strength)
+    assert done.chosen.recipe.sub_policies == result.chosen.recipe.sub_policies
+    assert done.chosen.recipe.baseline == result.chosen.recipe.baseline and done.reason == result.reason
+
+
 def test_a_failing_trial_is_recorded_and_the_in_process_search_goes_on(tmp_path, monkeypatch):
     from policysearch.search.faults import ENV, LOG_ENV
 

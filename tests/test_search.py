@@ -311,6 +311,11 @@ def test_resume_refuses_flags_that_contradict_the_stored_run(tmp_path, no_ray):
     assert "--trials 7 (stored: 4)" in message and "--lr 0.05 (stored: 0.1)" in message and "\n" not in message
     assert "--seed" not in message  # given, but the same as stored
     assert "--splits" not in message  # not given: the stored value is used, not the default
+    assert "contradict the stored run; drop them to continue it" in message
+    with pytest.raises(RunError, match=r"--trials 7 \(stored: 4\) contradicts the stored run; drop them"):
+        command.run(_args(["--resume", str(run_dir), "--trials", "7"]))
+    with pytest.raises(RunError, match=r"contradicts the stored run; give the run's own data to continue it"):
+        command.run(_args(["--resume", str(run_dir), "--dataset", "cifar10"]))
 
 
 def test_resume_refuses_a_run_of_another_run_format(tmp_path, no_ray):

@@ -112,6 +112,19 @@ def test_policysearch_search_is_the_api_function_however_imported():
         api_search("digits", resume=True)
 
 
+def test_resume_and_stream_of_the_wrong_kind_are_refused_before_anything(tmp_path, no_ray):
+    """Regression: resume='runs/r1' (the command line's form) counted as True, for the run in out=; stream=5
+    failed deep inside with an AttributeError."""
+    with pytest.raises(TypeError, match=r"^resume= takes True or False, got a str; for the run in 'runs/r1': "
+                                        r"out='runs/r1', resume=True$"):
+        api_search("digits", out=tmp_path / "run", resume="runs/r1")
+    with pytest.raises(TypeError, match=r"^resume= takes True or False, got an int$"):
+        api_search("digits", out=tmp_path / "run", resume=1)
+    with pytest.raises(TypeError, match=r"^stream= takes a text stream with a write\(\) method .*, got an int$"):
+        api_search("digits", out=tmp_path / "run", stream=5)
+    assert not (tmp_path / "run").exists()
+
+
 def test_every_setting_is_a_keyword_and_checked_before_anything(tmp_path, no_ray):
     """The checks name the keyword arguments (the command line's name its flags)."""
     with pytest.raises(ValueError, match=r"^batch_size= must be >= 2") as caught:
@@ -347,6 +360,21 @@ def _too_small(num_classes, in_channels):
     return nn.Sequential(nn.Conv2d(in_channels, 4, 9), nn.Flatten(), nn.LazyLinear(num_classes))
 
 
+class _Constant(nn.Module):
+    """Logits of the right shape from no parameter at all: nothing to train."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+
+    def forward(self, x):
+        return torch.zeros(len(x), self.num_classes)
+
+
+def _no_parameters(num_classes, in_channels):
+    return _Constant(num_classes)
+
+
 _LOCK = threading.Lock()
 
 
@@ -371,7 +399,9 @@ BAD_MODELS = {
     "input it cannot take": (_too_small, HERE + r"_too_small cannot run on 1x8x8 images \(RuntimeError: "),
     "a model instead of a callable": (TinyNet(10, 1), r"^model= takes a callable that builds a fresh model, not a "
                                                       r"TinyNet instance"),
-    "not a callable": (42, r"^model= takes a model name or a callable"),
+    "not a callable": (42, r"^model= takes a model name or a callable (.*) -> nn.Module, got an int$"),
+    "no trainable parameters": (_no_parameters, HERE + r"_no_parameters has no trainable parameters: there is "
+                                                       r"nothing to train"),
     "cannot be pickled": (_unpicklable(), HERE + r"_unpicklable.<locals>.build cannot be sent to Ray's workers: "
                                                  r"cloudpickle cannot pickle it \(TypeError: cannot pickle "
                                                  r"'_thread.lock'"),

@@ -201,9 +201,9 @@ BAD_DATA = {
     "one-hot label": (lambda: _bad_label(torch.eye(10)[2]), r"^data item 4: the label is a tensor of shape \(10,\)"),
     "float labels of a pair": (lambda: (_digits(20)[0], _digits(20)[1].astype(float)),
                                r"labels\[0\] = 0\.0 is not an integer class index \(labels of dtype float64\)"),
-    "negative label": (lambda: _bad_label(-1), "^item 4: label -1 is negative; labels must be the class indices 0..C-1"),
+    "negative label": (lambda: _bad_label(-1), "^data item 4: label -1 is negative; labels must be the class indices 0..C-1"),
     "label beyond the class names": (lambda: _bad_label(3, classes=["a", "b", "c"]),
-                                     r"^item 4: label 3 is outside 0\.\.2, the indices of the data's 3 class names"),
+                                     r"^data item 4: label 3 is outside 0\.\.2, the indices of the data's 3 class names"),
     "a class name twice": (lambda: _bad_label(1, classes=[f"c{k}" for k in range(9)] + ["c4"]),
                            r"^class names: 'c4' is given twice; each class needs its own name"),
     "an item that cannot be read": (lambda: Broken(_pil_items(*_digits(20))),
@@ -227,6 +227,18 @@ BAD_DATA = {
                           r"^data item 0: float image values lie in -0\.5\.\.-0\.5, not 0\.\.1; give images before "
                           r"normalisation"),
     "no len": (lambda: iter([(torch.zeros(1, 8, 8), 0)]), r"is not a data set|has no len\(\)"),
+    "an image without pixels": (lambda: Items([(Image.new("RGB", (24, 24)), 0), (Image.new("RGB", (0, 0)), 1)]),
+                                r"^data item 1: the image is 0x0 pixels \(width x height\); every image needs"),
+    "an array without pixels": (lambda: (np.zeros((4, 0, 8), np.uint8), [0, 1, 0, 1]),
+                                r"^data \(images, labels\): images: the image is 8x0 pixels"),
+    "one class": (lambda: (_digits(20)[0], np.zeros(20, np.int64)),
+                  r"^every image has label 0: a classifier needs at least 2 classes"),
+    "uint16 values above 255": (lambda: (np.full((20, 8, 8), 1000, np.uint16), np.arange(20) % 2),
+                                r"^data \(images, labels\): images: integer image values lie in 1000\.\.1000, "
+                                r"not 0\.\.255"),
+    "uint32 item above 255": (lambda: Items([(np.full((8, 8), 300, np.uint32), k % 2) for k in range(6)]),
+                              r"^data item 0: integer image values lie in 300\.\.300, not 0\.\.255"),
+    "a data set that is an int": (lambda: 5, r"^data: an int is not a data set"),
 }
 
 
@@ -274,3 +286,13 @@ def test_a_python_data_name_cannot_be_loaded_by_name():
 
     with pytest.raises(DataError, match="names data that was given as Python objects"):
         load_dataset("python:arrays#0123456789ab")
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.uint64])
+def test_wide_unsigned_images_in_0_255_read_as_their_levels(dtype):
+    """Regression: torch has no min/max for uint16-64, so such images crashed inside the range check."""
+    images, labels = _digits(20)
+    data = read_data((images.astype(dtype), labels))
+    assert data.images.dtype == torch.uint8 and torch.equal(data.images, read_data((images, labels)).images)
+    items = read_data(Items([(torch.from_numpy(images[k].astype(dtype)), int(labels[k])) for k in range(20)]))
+    assert torch.equal(items.images, data.images)

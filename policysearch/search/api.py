@@ -25,7 +25,7 @@ from policysearch.search.config import SearchConfig, SettingsError
 from policysearch.search.outcome import SearchResult
 from policysearch.search.rundir import read_stored_config
 from policysearch.search.prepare import Inputs
-from policysearch.wording import WordedError, keyword, keyword_mention
+from policysearch.wording import WordedError, a_kind, keyword, keyword_mention
 
 __all__ = ["default_run_dir", "search"]
 
@@ -61,6 +61,12 @@ def search(data: Any = None, model: str | Callable[[int, int], nn.Module] | None
             hint = "give the data as the first argument, data=" if name == "dataset" else f"did you mean {close}?"
             raise TypeError(f"search() got an unexpected keyword argument {name!r}; {hint}")
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}  # strengths=[...]
+    if not isinstance(resume, bool):
+        hint = f"; for the run in {os.fspath(resume)!r}: out={os.fspath(resume)!r}, resume=True" \
+            if isinstance(resume, (str, os.PathLike)) else ""
+        raise TypeError(f"resume= takes True or False, got {a_kind(resume)}{hint}")
+    if stream is not None and not callable(getattr(stream, "write", None)):
+        raise TypeError(f"stream= takes a text stream with a write() method (e.g. sys.stderr), got {a_kind(stream)}")
     if resume and out is None:
         raise ValueError("resume=True continues the run in out=RUN_DIR; give out=")
     if out is not None and not os.fspath(out).strip():
@@ -88,12 +94,12 @@ def _model(model: Any, stored: SearchConfig | None) -> tuple[str, Callable[[int,
     if isinstance(model, str):
         return model, None
     if isinstance(model, nn.Module):
-        raise ValueError(f"model= takes a callable that builds a fresh model, not a {type(model).__name__} instance "
+        raise ValueError(f"model= takes a callable that builds a fresh model, not {a_kind(model)} instance "
                          "(every child starts from new weights); e.g. model=lambda num_classes, in_channels: "
                          f"{type(model).__name__}(num_classes, in_channels)")
     if not callable(model):
-        raise ValueError(f"model= takes a model name or a callable (num_classes, in_channels) -> nn.Module, got a "
-                         f"{type(model).__name__}")
+        raise ValueError(f"model= takes a model name or a callable (num_classes, in_channels) -> nn.Module, got "
+                         f"{a_kind(model)}")
     return callable_name(model), model
 
 

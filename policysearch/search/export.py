@@ -23,7 +23,8 @@ from policysearch.invocation import command_line
 from policysearch.search.config import SearchConfig
 from policysearch.search.faults import Faults
 from policysearch.search.figures import draw_figures, figures_section
-from policysearch.search.outcome import Outcome, SearchResult
+from policysearch.search.candidates import Recipe
+from policysearch.search.outcome import Candidate, Outcome, SearchResult
 from policysearch.search.report import render_report, weak_children
 from policysearch.search.recipes import one_final_training_seconds
 from policysearch.search.rundir import CONFIG_FILE, Run, check_resume
@@ -95,8 +96,10 @@ def export(prepared: Prepared, run: Run, outcome: Outcome, faults: Faults = Faul
         **_provenance(run),
     }
     name = f"policysearch-{config.dataset}"
+    top = [{"split": c.split, "repeat": c.repeat, "reward": c.reward, "trial_id": c.trial_id,
+            "policy": c.policy.to_dict()} for c in outcome.top]  # what a resume of the finished run returns
     Policy(outcome.merged.sub_policies, {**metadata, "note": "the merged Fast AutoAugment candidates before the "
-                                         "recipe selection, without a baseline"},
+                                         "recipe selection, without a baseline", "top": top},
            name=f"{name}-fast_autoaugment-candidates").save(run.run_dir / "candidates.json")
     faults.reach("export", after="candidates.json")
     write_selection_csv(run, outcome.selection)
@@ -121,9 +124,20 @@ def finished_run(run_dir: Path) -> SearchResult | None:
     meta = policy.metadata
     selection = meta.get("score", {}).get("selection")
     decision = Decision.from_dict(selection) if selection else None
+    recipe = meta.get("recipe", {})
+    chosen = Recipe(str(recipe["name"]), str(recipe.get("family", "")), policy, recipe.get("strength")) \
+        if "name" in recipe else None
     return SearchResult(Path(run_dir), str(meta.get("run_id", "")), path, policy, dict(meta.get("search_cost", {})),
-                        decision=decision, failures=list(meta.get("failed_trials", [])),
-                        warnings=list(meta.get("warnings", [])), already_complete=True)
+                        top=_stored_top(Path(run_dir)), decision=decision, failures=list(meta.get("failed_trials", [])),
+                        chosen=chosen, warnings=list(meta.get("warnings", [])), already_complete=True)
+
+
+def _stored_top(run_dir: Path) -> list[Candidate]:
+    """The best phase-2 candidates as ``candidates.json`` keeps them (none from a run exported before it did)."""
+    path = run_dir / "candidates.json"
+    stored = Policy.load(path).metadata.get("top", []) if path.is_file() else []
+    return [Candidate(int(c["split"]), int(c["repeat"]), float(c["reward"]),
+                      Policy.from_dict(c["policy"], source=f"{path}: top"), str(c.get("trial_id", ""))) for c in stored]
 
 
 def finished_on_resume(config: SearchConfig, run_dir: Path, resume: bool) -> SearchResult | None:

@@ -143,9 +143,13 @@ def check_resume(config: SearchConfig, run_dir: Path, finished: bool = False) ->
     stored, run_id = read_stored_config(run_dir, continuing=not finished)
     differ = contradictions(stored, config)
     if differ:
+        verb = "contradicts" if len(differ) == 1 else "contradict"
+        data = any(name == "dataset" for name, _, _ in differ)
+        remedy = ("give the run's own data" + (" and drop the others" if len(differ) > 1 else "")) if data \
+            else "drop them"
         raise RunError(lambda say: f"{say('resume', run_dir)}: "
                        f"{', '.join(f'{say(name, given)} (stored: {_shown(kept)})' for name, given, kept in differ)} "
-                       f"contradict the stored run; drop them to continue it, or start a new run with another "
+                       f"{verb} the stored run; {remedy} to continue it, or start a new run with another "
                        f"{say('out')}")
     return run_id
 

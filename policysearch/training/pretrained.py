@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from policysearch.training.data import ImageData, resize_images
 from policysearch.training.models import MODEL_NAMES, build_model
-from policysearch.wording import Mention, WordedError, flag_mention
+from policysearch.wording import Mention, WordedError, a_kind, flag_mention
 
 __all__ = ["CALLABLE_PREFIX", "TIMM_PREFIX", "TORCHVISION_PREFIX", "Builder", "ModelSpec", "WeightsError",
            "callable_name", "check_model", "create_model", "fit_image_size", "head_name", "min_image_size",
@@ -275,7 +275,7 @@ def _architecture(name: str, num_classes: int, channels: int, builder: Builder |
             raise ValueError(f"{model_ref(name)} raised {type(exc).__name__} when called as (num_classes="
                              f"{num_classes}, in_channels={channels}): {reason}") from exc
         if not isinstance(model, nn.Module):
-            raise ValueError(f"{model_ref(name)} returned a {type(model).__name__}, not a torch.nn.Module; it is "
+            raise ValueError(f"{model_ref(name)} returned {a_kind(model)}, not a torch.nn.Module; it is "
                              "called as (num_classes, in_channels) and must return a fresh model")
         return model
     return build_model(name, num_classes, channels)
@@ -352,6 +352,9 @@ def check_model(spec: ModelSpec, image_size: int) -> None:
             raise WordedError(lambda say: f"{where(say)} takes {stem.in_channels}-channel images (its first "
                               f"convolution), but the data has {channels}; it is called with "
                               f"in_channels={spec.in_channels} and must build its first layer for it")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise WordedError(lambda say: f"{where(say)} has no trainable parameters: there is nothing to train; its "
+                          "layers must be nn.Module attributes (an nn.ModuleList for a list of them)")
     x = torch.zeros(2, spec.in_channels, image_size, image_size)
     try:
         with torch.no_grad():

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from policysearch.wording import a_kind
 from policysearch.training.data import (PYTHON_PREFIX, DataError, ImageData, is_grey, pil_to_8bit, resize_images, resize_note,
                                         target_side)
 
@@ -76,7 +77,7 @@ def _read_items(data: Any) -> tuple[list[Tensor] | Tensor, list[int], list[str] 
     """A map-style dataset of ``(image, label)`` items."""
     kind = type(data).__name__
     if isinstance(data, (str, bytes)) or not hasattr(data, "__getitem__"):
-        raise DataError(f"data: a {kind} is not a data set; give a map-style dataset of (image, label) items, a "
+        raise DataError(f"data: {a_kind(data)} is not a data set; give a map-style dataset of (image, label) items, a "
                         "pair (images, labels), a Hugging Face dataset, a data set name or an image folder")
     try:
         count = len(data)
@@ -115,7 +116,7 @@ def _read_pair(images: Any, labels: Any) -> tuple[list[Tensor] | Tensor, list[in
         try:
             count = len(images)
         except TypeError:
-            raise DataError(f"data (images, labels): images are a {type(images).__name__}, not an array or a "
+            raise DataError(f"data (images, labels): images are {a_kind(images)}, not an array or a "
                             "sequence of images") from None
         reader = _ImageReader()
         stacked = [reader.read(images[i], f"images[{i}]") for i in range(count)]
@@ -186,6 +187,7 @@ class _ImageReader:
 
     def read(self, image: Any, where: str) -> Tensor:
         tensor, described = _image_tensor(image, where)
+        _check_pixels(tensor, where)
         channels = int(tensor.shape[0])
         if self.first is None:
             self.first = (where, described, channels)
@@ -195,6 +197,14 @@ class _ImageReader:
                             "set must be all grey or all colour; convert them first (e.g. PIL's "
                             "image.convert('RGB'))")
         return tensor
+
+
+def _check_pixels(images: Tensor, where: str) -> None:
+    """Refuse images without pixels ([..., C, H, W] with H or W 0): nothing to resize or learn from."""
+    height, width = int(images.shape[-2]), int(images.shape[-1])
+    if not height or not width:
+        raise DataError(f"{where}: the image is {width}x{height} pixels (width x height); every image needs at "
+                        "least one pixel")
 
 
 def _kind(channels: int) -> str:
@@ -249,8 +259,8 @@ def _to_uint8(values: Tensor, where: str) -> Tensor:
             raise DataError(f"{where}: float image values lie in {low:.3g}..{high:.3g}, not 0..1; give images "
                             "before normalisation (uint8, or floats in 0..1) - the search normalises them itself")
         return values.float().mul(255.0).round_().to(torch.uint8)
-    if values.dtype != torch.bool:  # other integers: values 0..255, as uint8
-        low, high = (int(values.min()), int(values.max())) if values.numel() else (0, 0)
+    if values.dtype != torch.bool:  # other integers: values 0..255, as uint8 (numpy: torch has no uint16 min)
+        low, high = (int(values.numpy().min()), int(values.numpy().max())) if values.numel() else (0, 0)
         if low >= 0 and high <= 255:
             return values.to(torch.uint8)
         raise DataError(f"{where}: integer image values lie in {low}..{high}, not 0..255; give uint8 (0..255) or "
@@ -272,6 +282,7 @@ def _array_batch(images: Tensor | np.ndarray) -> Tensor:
         raise DataError(f"{where} have shape {shape}; expected [N, H, W], [N, C, H, W] or [N, H, W, C] with C = 1 "
                         "or 3")
     tensor = torch.as_tensor(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+    _check_pixels(tensor, where)
     return _to_uint8(tensor, where).contiguous()
 
 
@@ -335,15 +346,19 @@ def _check_labels(labels: list[int], classes: list[str] | None) -> Tensor:
     array = np.asarray(labels, dtype=np.int64)
     if array.min() < 0:
         first = int(np.argmax(array < 0))
-        raise DataError(f"item {first}: label {int(array[first])} is negative; labels must be the class indices 0..C-1")
+        raise DataError(f"data item {first}: label {int(array[first])} is negative; labels must be the class "
+                        "indices 0..C-1")
     if classes and array.max() >= len(classes):
         first = int(np.argmax(array >= len(classes)))
-        raise DataError(f"item {first}: label {int(array[first])} is outside 0..{len(classes) - 1}, the indices of "
+        raise DataError(f"data item {first}: label {int(array[first])} is outside 0..{len(classes) - 1}, the indices of "
                         f"the data's {len(classes)} class names")
     if classes and len(set(classes)) < len(classes):
         twice = next(name for k, name in enumerate(classes) if name in classes[:k])
         raise DataError(f"class names: {twice!r} is given twice; each class needs its own name")
     count = len(classes) if classes else int(array.max()) + 1
+    if count < 2:
+        raise DataError(f"every image has label {int(array[0])}: a classifier needs at least 2 classes, each with "
+                        "images")
     per_class = np.bincount(array, minlength=count)
 
     def named(c: int) -> str:
@@ -367,5 +382,5 @@ def _describe(value: Any) -> str:
         keys = ", ".join(repr(k) for k in list(value)[:4])
         return f"a dict with keys {keys}"
     if isinstance(value, (tuple, list)):
-        return f"a {type(value).__name__} of {len(value)}"
-    return f"a {type(value).__name__}"
+        return f"{a_kind(value)} of {len(value)}"
+    return a_kind(value)
