@@ -1045,6 +1045,21 @@ def ctrl_c_run(tmp_path_factory) -> dict:
 
 
 @pytest.mark.slow
+def test_sigterm_stops_a_search_as_ctrl_c_does(tmp_path):
+    """kill, timeout, docker stop and job schedulers send SIGTERM to the driver alone: the same one line and
+    exit status as a Ctrl-C, no dump of Ray's signal handler, and what finished is kept for --resume."""
+    stopped = _stopped_search(tmp_path, "pause@score:split=0,index=2", "phase 2: policy trials", 4,
+                              lambda driver: os.kill(driver.pid, signal.SIGTERM))
+    run_dir, everything = stopped["run_dir"], stopped["stdout"] + stopped["stderr"]
+    assert stopped["rc"] == 130, everything[-3000:]
+    lines = [line for line in stopped["stderr"].splitlines() if line.strip()]
+    assert lines == [f"policysearch: search interrupted in phase 2 (policy trials); kept in {run_dir}: phase 1's 2 "
+                     f"child models, 4 of 8 policy trials; continue with: policysearch search --resume {run_dir}"]
+    assert "SIGTERM received" not in everything and "Traceback" not in everything
+    assert not stopped["left"], stopped["left_text"]
+
+
+@pytest.mark.slow
 def test_ctrl_c_ends_in_one_line_that_says_what_is_kept_and_how_to_resume(ctrl_c_run):
     run_dir, stderr = ctrl_c_run["run_dir"], ctrl_c_run["stderr"]
     everything = ctrl_c_run["stdout"] + stderr

@@ -6,7 +6,9 @@ trials and raises :class:`SearchInterrupted`. Anywhere else (loading the data, s
 phases, writing the results) :class:`CtrlC` raises it at once. Either way the search ends its Ray and the
 command prints one line (:meth:`CtrlC.message`) and exits with 130. A second Ctrl-C stops at once: it prints
 the same line and ends the process without waiting for anything (the watchdog of
-:mod:`policysearch.search.reaper` then ends the local Ray).
+:mod:`policysearch.search.reaper` then ends the local Ray). SIGTERM (``kill``, ``timeout``, ``docker stop``,
+a job scheduler) is taken as a Ctrl-C: it raises SIGINT in the driver, whose handler, Tune's or ours, goes on
+as above; Ray's own SIGTERM handler, which would dump a stack and abort, is replaced once Ray has started.
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ def resume_command(run_dir: str | os.PathLike[str], from_python: bool = False) -
 
 
 class CtrlC:
-    """SIGINT handling for one search, installed in the main thread while the search runs (elsewhere, or
-    in a thread, Python's own handling stays).
+    """SIGINT and SIGTERM handling for one search, installed in the main thread while the search runs
+    (elsewhere, or in a thread, Python's own handling stays).
 
     ``message(at_once)`` describes the run at the moment (what is kept, the resume command); ``at_once``
     for the second Ctrl-C, which skips the last save.
@@ -52,18 +54,30 @@ class CtrlC:
         self.stopping = False  # a first Ctrl-C was seen (by us or by Tune)
         self._tune_has_first = False  # Tune's handler is in place and takes the first Ctrl-C
         self._previous: Any = None
+        self._previous_term: Any = None
         self._installed = False
 
     def __enter__(self) -> "CtrlC":
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous_term = signal.signal(signal.SIGTERM, self._terminate)
             self._installed = True
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._installed:
             signal.signal(signal.SIGINT, self._previous)
+            signal.signal(signal.SIGTERM, self._previous_term)
             self._installed = False
+
+    def ray_started(self) -> None:
+        """Ray has started in this process and put its own SIGTERM handler in place: ours goes back."""
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._terminate)
+
+    @staticmethod
+    def _terminate(signum: int, frame: FrameType | None) -> None:
+        signal.raise_signal(signal.SIGINT)  # handled as a Ctrl-C, by whichever SIGINT handler is in place
 
     def tune_started(self) -> None:
         """An experiment's loop starts: if another handler (Tune's) replaced ours, it takes the first Ctrl-C
