@@ -645,11 +645,16 @@ def faults_env(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["child", "probe"])  # the domain probe runs in the child's trial
-def test_a_trial_that_keeps_failing_is_recorded_and_the_search_goes_on(ray_session, tmp_path, faults_env, point):
+def test_a_trial_that_keeps_failing_is_recorded_and_the_search_goes_on(ray_session, tmp_path, faults_env, point,
+                                                                        caplog, monkeypatch):
     log = faults_env(f"raise@{point}:split=1; raise@score:split=0,index=1")
+    monkeypatch.delenv("TUNE_PRINT_ALL_TRIAL_ERRORS", raising=False)
     run_dir = tmp_path / "run"
     config = search.SearchConfig(**{**SMALL, "retries": 1})
     result = search.run_search(config, run_dir, stream=io.StringIO())
+    # each failed attempt is a progress line, not Tune's traceback of 40 lines; error.txt keeps the whole of it
+    assert not [r for r in caplog.records if r.getMessage().startswith("Trial task failed")]
+    assert any("CUDA out of memory" in p.read_text() for p in (run_dir / "tune").rglob("error.txt"))
     attempts = log.read_text().splitlines()
     assert sum(f"@{point}" in line for line in attempts) == 2  # first try + 1 retry
     assert sum("@score" in line for line in attempts) == 2
@@ -662,6 +667,7 @@ def test_a_trial_that_keeps_failing_is_recorded_and_the_search_goes_on(ray_sessi
     assert len(result.failures) == 2 and Policy.load(result.policy_path).metadata["failed_trials"] == result.failures
     report = (run_dir / "report.md").read_text(encoding="utf-8")
     assert "## Failed trials" in report and "phase 1: child of split 1: RuntimeError: CUDA out of memory" in report
+    assert "holds its whole traceback in `error.txt`" in report
     assert "| 1 | failed | - | - |" in report
 
 

@@ -78,7 +78,10 @@ def _quiet_ray_environment(config: SearchConfig) -> None:
                        # Tune's default saves the experiment state (finished trials, the searcher) every 10 s
                        # or more, so a killed search would lose that much finished work; 1 s bounds it on a
                        # local storage, URI_STATE_PERIOD_S on a URI (where each save is an upload).
-                       "TUNE_GLOBAL_CHECKPOINT_S": state_period}.items():
+                       "TUNE_GLOBAL_CHECKPOINT_S": state_period,
+                       # a failed attempt is one progress line and one line of report.md, not Tune's traceback of
+                       # 40 lines per attempt on stderr; the trial's error.txt keeps the whole of it
+                       "TUNE_PRINT_ALL_TRIAL_ERRORS": "0"}.items():
         os.environ.setdefault(key, value)
 
 
