@@ -413,6 +413,11 @@ def test_policy_transform_refuses_bad_images():
     # 16-bit images: the advice scales them, since convert('L') would clip them to white
     with pytest.raises(ValueError, match=r"mode 'I;16'.*>> 8"):
         transform(Image.fromarray(np.array([[0, 1000, 30000]], np.uint16)))
+    # transparency: the advice composites it onto black, as the search read the same images; floats scale
+    with pytest.raises(ValueError, match=r"mode 'RGBA'.*composited onto black.*alpha_composite"):
+        transform(Image.new("RGBA", (8, 8)))
+    with pytest.raises(ValueError, match=r"mode 'F'.*for values in 0\.\.1: .*\* 255"):
+        transform(Image.fromarray(np.zeros((8, 8), np.float32)))
     with pytest.raises(ValueError, match="expected \\[C, H, W\\]"):
         transform(torch.zeros((8,), dtype=torch.uint8))
     with pytest.raises(TypeError, match="images only"):

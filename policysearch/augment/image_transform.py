@@ -191,9 +191,15 @@ def _checked_pool(pool: Sequence[Image.Image] | None) -> tuple[Image.Image, ...]
 
 def _mode_advice(mode: str) -> str:
     """How to make an 'L' or 'RGB' image of a PIL image in ``mode`` without losing its content."""
-    if mode.startswith("I") or mode == "F":
+    if mode == "F":
+        return ("scale its values to 0..255 and make an 'L' image (for values in 0..1: Image.fromarray("
+                "(np.asarray(img) * 255).round().astype(np.uint8)))")
+    if mode.startswith("I"):
         return ("scale its values to 0..255 and make an 'L' image (for 16 bits: Image.fromarray((np.asarray(img) "
                 ">> 8).astype(np.uint8))); convert('L') would clip every value above 255")
+    if mode in ("RGBA", "RGBa", "LA", "La", "PA") or mode == "P":
+        return ("the search reads transparency composited onto black; do the same first: Image.alpha_composite("
+                "Image.new('RGBA', img.size, 'black'), img.convert('RGBA')).convert('RGB') (or 'L' for grey)")
     return "convert to 'RGB' or 'L' first"
 
 
