@@ -256,8 +256,15 @@ def test_cli_search_exits_2_with_one_line(tmp_path):
 
 
 def test_resume_needs_a_run_directory(tmp_path, no_ray):
-    with pytest.raises(RunError, match="no config.json there"):
+    with pytest.raises(RunError, match=r"--resume .*nowhere: no such folder; give the run folder"):
         command.run(_args(["--resume", str(tmp_path / "nowhere")]))
+    (tmp_path / "run").mkdir()
+    with pytest.raises(RunError, match="no config.json there"):
+        command.run(_args(["--resume", str(tmp_path / "run")]))
+    (tmp_path / "run" / "policy.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(RunError, match=rf"policy.json: is a file, not a folder; give the run folder that holds it "
+                                       rf"\({tmp_path / 'run'}\)"):
+        command.run(_args(["--resume", str(tmp_path / "run" / "policy.json")]))
 
 
 def test_an_empty_run_directory_is_refused_not_taken_as_here_or_as_a_new_run(tmp_path, no_ray, monkeypatch):

@@ -59,6 +59,12 @@ def read_stored_config(run_dir: Path, continuing: bool = True) -> tuple[SearchCo
     """The config and run id stored in ``run_dir/config.json``; a RunError when there is none, or when
     ``continuing`` (the run is unfinished) and another run format made it."""
     path = run_dir / CONFIG_FILE
+    if not run_dir.exists():
+        raise RunError(lambda say: f"{say('resume', run_dir)}: no such folder; give the run folder that the search "
+                       "wrote (its --out, out= in Python)")
+    if not run_dir.is_dir():
+        raise RunError(lambda say: f"{say('resume', run_dir)}: is a file, not a folder; give the run folder that "
+                       f"holds it ({run_dir.parent})")
     if not path.is_file():
         raise RunError(lambda say: f"{say('resume', run_dir)}: no {CONFIG_FILE} there; is it a policysearch run "
                        "directory?")
