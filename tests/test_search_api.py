@@ -500,3 +500,11 @@ def test_the_same_seed_gives_the_same_policy_through_the_api_and_the_command_lin
            [{k: v for k, v in r.items() if k not in varying} for r in cli_rows]
     api_config = json.loads((tmp_path / "api" / "config.json").read_text())["search"]
     assert api_config == json.loads((tmp_path / "cli" / "config.json").read_text())["search"]
+
+
+def test_an_unknown_space_is_named_as_the_keyword(tmp_path, no_ray):
+    from policysearch.search.spaces import SpaceError
+
+    with pytest.raises(SpaceError, match=r"^space='nope': no shipped search space of that name; shipped: "):
+        policysearch.search(_digits(), out=tmp_path / "run", space="nope")
+    assert not (tmp_path / "run").exists()

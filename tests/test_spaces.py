@@ -382,7 +382,7 @@ def test_unknown_shipped_name_suggests_and_lists():
     with pytest.raises(SpaceError) as info:
         load_space("fast_autoaugmnt")
     message = str(info.value)
-    assert message.startswith("fast_autoaugmnt: no shipped search space")
+    assert message.startswith("--space fast_autoaugmnt: no shipped search space")
     assert "did you mean 'fast_autoaugment'?" in message and "shipped: autoaugment" in message
 
 

@@ -50,6 +50,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from policysearch.wording import WordedError
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import numpy as np
 
@@ -83,9 +85,10 @@ MAX_OPS_PER_SUB_POLICY = 10
 MAX_STEPS = 10_001
 
 
-class SpaceError(ValueError):
+class SpaceError(WordedError):
     """A search space file, dict or parameter set is invalid. The message is one line and starts with
-    the file (or ``<dict>``) and the offending key, e.g. ``search_spaces/x.yaml: ops[3]: unknown op``."""
+    the file (or ``<dict>``) and the offending key, e.g. ``search_spaces/x.yaml: ops[3]: unknown op``, or
+    with the setting that names an unknown space (``--space``, ``space=`` in Python)."""
 
 
 def default_op_names() -> tuple[str, ...]:
@@ -316,10 +319,8 @@ def load_space(name_or_path: str | Path, known_ops: Collection[str] | None = Non
         name = str(name_or_path)
         shipped = list_spaces()
         if name not in shipped:
-            raise SpaceError(
-                f"{name}: no shipped search space of that name{_suggest(name, shipped)}; "
-                f"shipped: {', '.join(shipped)}"
-            )
+            raise SpaceError(lambda say: f"{say('space', name)}: no shipped search space of that name"
+                             f"{_suggest(name, shipped)}; shipped: {', '.join(shipped)}")
         source = f"{SHIPPED_DIR}/{name}.yaml"
         text = (_shipped_folder() / f"{name}.yaml").read_text(encoding="utf-8")
     try:
