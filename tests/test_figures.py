@@ -131,6 +131,20 @@ def test_a_data_set_not_found_here_skips_the_grid_with_a_note(tmp_path, capsys):
     assert all((run_dir / name).is_file() for name in PICTURES[:3]) and not (run_dir / "grid.png").exists()
 
 
+def test_a_run_on_python_data_keeps_its_grid_with_a_note_that_fits(drawn, tmp_path, capsys):
+    """Regression: the note advised --data-root and searching again, neither of which redraws such a grid."""
+    run_dir = shutil.copytree(drawn, tmp_path / "run")
+    document = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    document["search"]["dataset"] = "python:Shapes#0123456789ab"
+    (run_dir / "config.json").write_text(json.dumps(document), encoding="utf-8")
+    assert main(["report", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert ("note: grid.png not redrawn (the link shows the earlier one): the search's images were Python objects, "
+            "which a later `policysearch report` cannot read again") in out
+    assert "--data-root" not in out and "policysearch.search() again" not in out
+    assert (run_dir / "report.md").read_text(encoding="utf-8").count("](grid.png)") == 1
+
+
 def test_op_usage_counts_expected_applications_per_image():
     policy = Policy([[Operation("Rotate", 0.5, 0.2), Operation("Rotate", 1.0, 0.8)],
                      [Operation("Cutout", 0.4, 1.0), Operation("Identity", 1.0, 0.0)]])

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from policysearch.atomic import write_atomic, write_bytes_atomic, write_text_atomic
-from policysearch.training.data import DataError, ImageData
+from policysearch.training.data import PYTHON_PREFIX, DataError, ImageData
 from policysearch.augment.policy import Policy
 from policysearch.search.config import SearchConfig
 
@@ -570,7 +570,9 @@ def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: Ima
     try:
         images = data if data is not None else training_images(config, data_root)
     except DataError as exc:
-        notes.append(f"grid.png not drawn: {exc} (give the data's folder with --data-root)")
+        notes.append("grid.png not drawn: the search's images were Python objects, which a later `policysearch "
+                     "report` cannot read again" if config.dataset.startswith(PYTHON_PREFIX) else
+                     f"grid.png not drawn: {exc} (give the data's folder with --data-root)")
     else:
         about = f"training images under {recipe} (policy, then {policy.baseline.describe()})"
         canvas, _, _ = sample_grid(policy, images, about=about, samples=GRID_SAMPLES, views=GRID_VIEWS,
