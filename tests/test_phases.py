@@ -153,6 +153,25 @@ def test_a_resume_of_a_finished_run_returns_what_the_run_found(tiny_run):
     assert done.chosen.recipe.baseline == result.chosen.recipe.baseline and done.reason == result.reason
 
 
+@pytest.mark.parametrize("damage", ["missing", "truncated", "wrong shape"])
+def test_a_finished_run_without_a_readable_top_file_still_resumes(tiny_run, tmp_path, damage):
+    """top.json only adds to what policy.json answers: a run exported before it existed, or a damaged one,
+    resumes as complete with its recipe and no top candidates, never an error."""
+    import shutil
+
+    from policysearch.search.export import TOP_FILE
+
+    run_dir = shutil.copytree(tiny_run[0], tmp_path / "run")
+    top = run_dir / TOP_FILE
+    if damage == "missing":
+        top.unlink()
+    else:
+        top.write_text(top.read_text(encoding="utf-8")[:40] if damage == "truncated" else '{"top": [{"split": "x"}]}',
+                       encoding="utf-8")
+    done = run_search(SearchConfig(**TINY), run_dir, resume=True, stream=io.StringIO())
+    assert done.already_complete and done.top == [] and done.chosen.name == tiny_run[1].chosen.name
+
+
 def test_a_failing_trial_is_recorded_and_the_in_process_search_goes_on(tmp_path, monkeypatch):
     from policysearch.search.faults import ENV, LOG_ENV
 

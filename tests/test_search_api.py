@@ -120,9 +120,19 @@ def test_resume_and_stream_of_the_wrong_kind_are_refused_before_anything(tmp_pat
         api_search("digits", out=tmp_path / "run", resume="runs/r1")
     with pytest.raises(TypeError, match=r"^resume= takes True or False, got an int$"):
         api_search("digits", out=tmp_path / "run", resume=1)
-    with pytest.raises(TypeError, match=r"^stream= takes a text stream with a write\(\) method .*, got an int$"):
+    with pytest.raises(TypeError, match=r"^stream= takes a text stream with write\(\) and flush\(\) .*, got an int$"):
         api_search("digits", out=tmp_path / "run", stream=5)
+
+    class WriteOnly:
+        def write(self, text):
+            return len(text)
+
+    with pytest.raises(TypeError, match=r"^stream= takes a text stream with write\(\) and flush\(\)"):
+        api_search("digits", out=tmp_path / "run", stream=WriteOnly())
     assert not (tmp_path / "run").exists()
+    # numpy's booleans are booleans: the resume goes as far as finding no run there
+    with pytest.raises(ValueError, match=r"out=.*run.* with resume=True: no such folder"):
+        api_search("digits", out=tmp_path / "run", resume=np.True_)
 
 
 def test_every_setting_is_a_keyword_and_checked_before_anything(tmp_path, no_ray):
@@ -375,6 +385,10 @@ def _no_parameters(num_classes, in_channels):
     return _Constant(num_classes)
 
 
+def _frozen(num_classes, in_channels):
+    return tiny_net(num_classes, in_channels).requires_grad_(False)
+
+
 _LOCK = threading.Lock()
 
 
@@ -400,8 +414,10 @@ BAD_MODELS = {
     "a model instead of a callable": (TinyNet(10, 1), r"^model= takes a callable that builds a fresh model, not a "
                                                       r"TinyNet instance"),
     "not a callable": (42, r"^model= takes a model name or a callable (.*) -> nn.Module, got an int$"),
-    "no trainable parameters": (_no_parameters, HERE + r"_no_parameters has no trainable parameters: there is "
-                                                       r"nothing to train"),
+    "no trainable parameters": (_no_parameters, HERE + r"_no_parameters has no trainable parameters, so there is "
+                                                       r"nothing to train: it has none; its layers must be"),
+    "every parameter frozen": (_frozen, HERE + r"_frozen has no trainable parameters, so there is nothing to train: "
+                                               r"all \d+ of its parameters are frozen \(requires_grad=False\)$"),
     "cannot be pickled": (_unpicklable(), HERE + r"_unpicklable.<locals>.build cannot be sent to Ray's workers: "
                                                  r"cloudpickle cannot pickle it \(TypeError: cannot pickle "
                                                  r"'_thread.lock'"),

@@ -56,6 +56,8 @@ def test_the_information_limit_measures_a_pick_on_drawn_images_against_the_other
     assert same["lowest_error_regret"] == same["rule_regret"] == same["rule_switched"] == 0.0
     with pytest.raises(ValueError, match="need 2 to 3999"):
         oracle.information_limit(wrong, 0, [images], draws=1, confidence=0.8)
+    with pytest.raises(ValueError, match="--draws: 0; need at least 1"):
+        oracle.information_limit(wrong, 0, [10], draws=0, confidence=0.8)
 
 
 def test_a_fine_tuned_run_needs_the_preset_that_pretrained_it(oracle, tmp_path, monkeypatch):

@@ -416,6 +416,12 @@ def test_policy_transform_refuses_bad_images():
     # transparency: the advice composites it onto black, as the search read the same images; floats scale
     with pytest.raises(ValueError, match=r"mode 'RGBA'.*composited onto black.*alpha_composite"):
         transform(Image.new("RGBA", (8, 8)))
+    palette = Image.new("P", (8, 8))
+    with pytest.raises(ValueError, match=r"mode 'P' is not supported; convert to 'RGB' or 'L' first$"):
+        transform(palette)
+    palette.info["transparency"] = 0
+    with pytest.raises(ValueError, match=r"mode 'P'.*composited onto black"):
+        transform(palette)
     with pytest.raises(ValueError, match=r"mode 'F'.*for values in 0\.\.1: .*\* 255"):
         transform(Image.fromarray(np.zeros((8, 8), np.float32)))
     with pytest.raises(ValueError, match="expected \\[C, H, W\\]"):

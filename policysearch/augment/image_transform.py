@@ -133,7 +133,7 @@ class PolicyTransform(v2.Transform):
 
     def apply_pil(self, img: Image.Image) -> Image.Image:
         if img.mode not in ("L", "RGB"):
-            raise ValueError(f"image: PIL mode {img.mode!r} is not supported; {_mode_advice(img.mode)}")
+            raise ValueError(f"image: PIL mode {img.mode!r} is not supported; {_mode_advice(img)}")
         if self._pairs and not self.pool:
             self._refuse_without_pool()
         check_fill_channels(self.batch.fill, len(img.getbands()))
@@ -189,15 +189,16 @@ def _checked_pool(pool: Sequence[Image.Image] | None) -> tuple[Image.Image, ...]
     return pool
 
 
-def _mode_advice(mode: str) -> str:
-    """How to make an 'L' or 'RGB' image of a PIL image in ``mode`` without losing its content."""
+def _mode_advice(img: Any) -> str:
+    """How to make an 'L' or 'RGB' image of a PIL image without losing its content."""
+    mode = img.mode
     if mode == "F":
         return ("scale its values to 0..255 and make an 'L' image (for values in 0..1: Image.fromarray("
                 "(np.asarray(img) * 255).round().astype(np.uint8)))")
     if mode.startswith("I"):
         return ("scale its values to 0..255 and make an 'L' image (for 16 bits: Image.fromarray((np.asarray(img) "
                 ">> 8).astype(np.uint8))); convert('L') would clip every value above 255")
-    if mode in ("RGBA", "RGBa", "LA", "La", "PA") or mode == "P":
+    if mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
         return ("the search reads transparency composited onto black; do the same first: Image.alpha_composite("
                 "Image.new('RGBA', img.size, 'black'), img.convert('RGBA')).convert('RGB') (or 'L' for grey)")
     return "convert to 'RGB' or 'L' first"

@@ -17,6 +17,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+import numpy as np
 from torch import nn
 
 from policysearch.training.data import ImageData, dataset_name
@@ -61,12 +62,15 @@ def search(data: Any = None, model: str | Callable[[int, int], nn.Module] | None
             hint = "give the data as the first argument, data=" if name == "dataset" else f"did you mean {close}?"
             raise TypeError(f"search() got an unexpected keyword argument {name!r}; {hint}")
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}  # strengths=[...]
+    if isinstance(resume, np.bool_):
+        resume = bool(resume)
     if not isinstance(resume, bool):
         hint = f"; for the run in {os.fspath(resume)!r}: out={os.fspath(resume)!r}, resume=True" \
             if isinstance(resume, (str, os.PathLike)) else ""
         raise TypeError(f"resume= takes True or False, got {a_kind(resume)}{hint}")
-    if stream is not None and not callable(getattr(stream, "write", None)):
-        raise TypeError(f"stream= takes a text stream with a write() method (e.g. sys.stderr), got {a_kind(stream)}")
+    if stream is not None and not all(callable(getattr(stream, m, None)) for m in ("write", "flush")):
+        raise TypeError(f"stream= takes a text stream with write() and flush() (e.g. sys.stderr), got "
+                        f"{a_kind(stream)}")
     if resume and out is None:
         raise ValueError("resume=True continues the run in out=RUN_DIR; give out=")
     if out is not None and not os.fspath(out).strip():

@@ -31,6 +31,8 @@ from policysearch.search.rundir import CONFIG_FILE, Run, check_resume
 from policysearch.search.prepare import Prepared
 from policysearch.search.selection import Decision
 
+TOP_FILE = "top.json"  # the best phase-2 candidates, for a resume of the finished run
+
 __all__ = ["TRIAL_COLUMNS", "export", "finished_on_resume", "finished_run", "write_trials_csv"]
 
 # trials.csv: these first, then the search space's parameters.
@@ -96,11 +98,12 @@ def export(prepared: Prepared, run: Run, outcome: Outcome, faults: Faults = Faul
         **_provenance(run),
     }
     name = f"policysearch-{config.dataset}"
+    Policy(outcome.merged.sub_policies, {**metadata, "note": "the merged Fast AutoAugment candidates before the "
+                                         "recipe selection, without a baseline"},
+           name=f"{name}-fast_autoaugment-candidates").save(run.run_dir / "candidates.json")
     top = [{"split": c.split, "repeat": c.repeat, "reward": c.reward, "trial_id": c.trial_id,
             "policy": c.policy.to_dict()} for c in outcome.top]  # what a resume of the finished run returns
-    Policy(outcome.merged.sub_policies, {**metadata, "note": "the merged Fast AutoAugment candidates before the "
-                                         "recipe selection, without a baseline", "top": top},
-           name=f"{name}-fast_autoaugment-candidates").save(run.run_dir / "candidates.json")
+    write_text_atomic(run.run_dir / TOP_FILE, json.dumps({"top": top}, separators=(",", ":")) + "\n")
     faults.reach("export", after="candidates.json")
     write_selection_csv(run, outcome.selection)
     policy = Policy(chosen.recipe.sub_policies, metadata, name=f"{name}: {chosen.name}", baseline=chosen.recipe.baseline,
@@ -124,20 +127,24 @@ def finished_run(run_dir: Path) -> SearchResult | None:
     meta = policy.metadata
     selection = meta.get("score", {}).get("selection")
     decision = Decision.from_dict(selection) if selection else None
-    recipe = meta.get("recipe", {})
+    recipe = meta.get("recipe")
     chosen = Recipe(str(recipe["name"]), str(recipe.get("family", "")), policy, recipe.get("strength")) \
-        if "name" in recipe else None
+        if isinstance(recipe, dict) and "name" in recipe else None
     return SearchResult(Path(run_dir), str(meta.get("run_id", "")), path, policy, dict(meta.get("search_cost", {})),
                         top=_stored_top(Path(run_dir)), decision=decision, failures=list(meta.get("failed_trials", [])),
                         chosen=chosen, warnings=list(meta.get("warnings", [])), already_complete=True)
 
 
 def _stored_top(run_dir: Path) -> list[Candidate]:
-    """The best phase-2 candidates as ``candidates.json`` keeps them (none from a run exported before it did)."""
-    path = run_dir / "candidates.json"
-    stored = Policy.load(path).metadata.get("top", []) if path.is_file() else []
-    return [Candidate(int(c["split"]), int(c["repeat"]), float(c["reward"]),
-                      Policy.from_dict(c["policy"], source=f"{path}: top"), str(c.get("trial_id", ""))) for c in stored]
+    """The best phase-2 candidates as ``top.json`` keeps them; none from a run exported before it was written,
+    or when it is damaged: ``policy.json`` alone answers a resume of a finished run."""
+    try:
+        stored = json.loads((run_dir / TOP_FILE).read_text(encoding="utf-8"))["top"]
+        return [Candidate(int(c["split"]), int(c["repeat"]), float(c["reward"]),
+                          Policy.from_dict(c["policy"], source=f"{run_dir / TOP_FILE}: top"), str(c.get("trial_id", "")))
+                for c in stored]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # PolicyError is a ValueError
+        return []
 
 
 def finished_on_resume(config: SearchConfig, run_dir: Path, resume: bool) -> SearchResult | None:

@@ -67,7 +67,8 @@ class CtrlC:
     def __exit__(self, *exc: object) -> None:
         if self._installed:
             signal.signal(signal.SIGINT, self._previous)
-            signal.signal(signal.SIGTERM, self._previous_term)
+            if self._previous_term is not None:  # None: a handler not set from Python, which cannot be put back
+                signal.signal(signal.SIGTERM, self._previous_term)
             self._installed = False
 
     def ray_started(self) -> None:

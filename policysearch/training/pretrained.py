@@ -352,9 +352,12 @@ def check_model(spec: ModelSpec, image_size: int) -> None:
             raise WordedError(lambda say: f"{where(say)} takes {stem.in_channels}-channel images (its first "
                               f"convolution), but the data has {channels}; it is called with "
                               f"in_channels={spec.in_channels} and must build its first layer for it")
-    if not any(p.requires_grad for p in model.parameters()):
-        raise WordedError(lambda say: f"{where(say)} has no trainable parameters: there is nothing to train; its "
-                          "layers must be nn.Module attributes (an nn.ModuleList for a list of them)")
+    parameters = list(model.parameters())
+    if not any(p.requires_grad for p in parameters):
+        why = (f"all {len(parameters)} of its parameters are frozen (requires_grad=False)" if parameters else
+               "it has none; its layers must be nn.Module attributes (an nn.ModuleList for a list of them)")
+        raise WordedError(lambda say: f"{where(say)} has no trainable parameters, so there is nothing to train: "
+                          f"{why}")
     x = torch.zeros(2, spec.in_channels, image_size, image_size)
     try:
         with torch.no_grad():
