@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from _scripts import load_file
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_transform.py"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("bench_transform", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return load_file(SCRIPT, "bench_transform")
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -11,7 +11,6 @@ test ends, whether it passed or not.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import queue
@@ -28,6 +27,7 @@ from policysearch.search.config import SearchConfig
 from policysearch.search.faults import ENV as FAULTS_ENV, LOG_ENV, Faults, parse_faults
 from policysearch.search.children import CHILD_FILE, CHILD_MODEL_FILE, ChildCache, ChildSource, frozen_child
 from policysearch.search.prepare import prepare
+from _scripts import load_file
 
 REPO = Path(__file__).resolve().parents[1]
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
@@ -46,11 +46,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _load_loopback():
-    spec = importlib.util.spec_from_file_location("loopback_cluster", REPO / "scripts" / "loopback_cluster.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks itself up there
-    spec.loader.exec_module(module)
-    return module
+    return load_file(REPO / "scripts" / "loopback_cluster.py", "loopback_cluster")
 
 
 loopback = _load_loopback()

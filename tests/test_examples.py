@@ -6,7 +6,6 @@ Each runs once as a script in a fresh interpreter (the way a user runs it); the 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from policysearch.augment.standard import randaugment_policy
+from _scripts import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ["train_dataloader.py", "train_batches.py"]
@@ -22,10 +22,7 @@ TINY = ["--epochs", "2", "--steps", "2", "--train-size", "64", "--batch-size", "
 
 
 def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(f"example_{Path(name).stem}", ROOT / "examples" / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file(ROOT / "examples" / name, f"example_{Path(name).stem}")
 
 
 def check_output(text: str, policy_name: str) -> None:

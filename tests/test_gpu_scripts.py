@@ -3,7 +3,6 @@ and the slice runs end to end on the CPU (--dry-run) and writes its figures as J
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -11,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from _scripts import load_file
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -29,9 +29,7 @@ def test_gpu_check_script_parses_and_is_executable():
 
 @pytest.mark.slow
 def test_search_slice_dry_run_writes_both_phases(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("gpu_search_slice", SCRIPTS / "gpu_search_slice.py")
-    slice_script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(slice_script)
+    slice_script = load_file(SCRIPTS / "gpu_search_slice.py", "gpu_search_slice")
     assert slice_script.main(["--dry-run", "--model", "small_cnn", "--data", str(tmp_path / "absent"),
                               "--out", str(tmp_path / "out")]) == 0
     report = json.loads((tmp_path / "out" / "gpu_search_slice.json").read_text())

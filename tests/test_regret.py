@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from _scripts import load_file
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "regret.py"
 
 
 @pytest.fixture(scope="module")
 def regret():
-    spec = importlib.util.spec_from_file_location("regret_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file(SCRIPT, "regret_script")
 
 
 def _runs(errors: dict[str, list[float]]) -> list[dict]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -15,6 +14,7 @@ from policysearch.augment.policy import Policy
 from policysearch.search.config import SearchConfig
 from policysearch.search.domain import DomainFit, OpFit
 from policysearch.search.inprocess import run_search
+from _scripts import load_file
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "selection_oracle.py"
 TINY = dict(dataset="digits", train_size=60, splits=2, trials=3, epochs=1, top_n=1, algorithm="optuna", seed=3,
@@ -24,10 +24,7 @@ TINY = dict(dataset="digits", train_size=60, splits=2, trials=3, epochs=1, top_n
 
 @pytest.fixture(scope="module")
 def oracle():
-    spec = importlib.util.spec_from_file_location("selection_oracle", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file(SCRIPT, "selection_oracle")
 
 
 def test_the_domain_fit_comes_back_from_the_policy_file(oracle):
