@@ -233,6 +233,8 @@ def test_the_domain_fit_between_phases_counts_in_phase_1_without_a_ctrl_c(tmp_pa
     phase1 = next(iter(ledger["phase1"].values()))
     assert phase1 == pytest.approx(entered["phase2"] - entered["phase1"], abs=0.05)  # the 0.5 s fit included
     assert result.costs["phase1_wall_s"] == pytest.approx(phase1)
+    first, second = result.spans["phase1"], result.spans["phase2"]  # the spans count as the ledger does
+    assert first[1] == second[0] and first[1] - first[0] == pytest.approx(phase1, abs=0.05)
 
 
 def test_hyperopt_runs_on_ray_only_and_says_so_before_any_work(tmp_path):
