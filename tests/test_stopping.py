@@ -147,6 +147,30 @@ def test_ctrl_c_raises_once_and_a_second_ctrl_c_stops_at_once():
     assert done.stderr.strip() == "policysearch: stopped at once" and "Traceback" not in done.stderr
 
 
+def test_sigterm_while_ray_starts_is_a_ctrl_c_and_ours_takes_sigterm_after():
+    """Regression: while ray.init ran, Ray's SIGTERM handler (``sys.exit(signum)``) was in place, and a SIGTERM
+    then ended the search with SystemExit(15): no line, no resume command."""
+    from policysearch.search.interrupts import CtrlC, SearchInterrupted
+
+    def rays_handler(signum, frame):  # what ray.init puts in place
+        sys.exit(signum)
+
+    with CtrlC(lambda at_once: "stopped") as ctrl_c:
+        with pytest.raises(SearchInterrupted):
+            with ctrl_c.ray_starting():
+                signal.signal(signal.SIGTERM, rays_handler)
+                signal.raise_signal(signal.SIGTERM)
+        assert ctrl_c.stopping
+    with CtrlC(lambda at_once: "stopped") as ctrl_c:
+        with ctrl_c.ray_starting():
+            signal.signal(signal.SIGTERM, rays_handler)
+        with pytest.raises(SearchInterrupted):  # Ray has started: SIGTERM is a Ctrl-C, by our handler
+            signal.raise_signal(signal.SIGTERM)
+    with pytest.raises(SystemExit):  # any other exit passes through
+        with CtrlC(lambda at_once: "stopped") as ctrl_c, ctrl_c.ray_starting():
+            sys.exit(3)
+
+
 def test_the_resume_command_is_the_one_to_type():
     assert resume_command(Path("runs/demo")) == "policysearch search --resume runs/demo"
     assert resume_command(Path("my runs/a b")) == "policysearch search --resume 'my runs/a b'"

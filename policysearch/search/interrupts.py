@@ -8,18 +8,20 @@ command prints one line (:meth:`CtrlC.message`) and exits with 130. A second Ctr
 the same line and ends the process without waiting for anything (the watchdog of
 :mod:`policysearch.search.reaper` then ends the local Ray). SIGTERM (``kill``, ``timeout``, ``docker stop``,
 a job scheduler) is taken as a Ctrl-C: it raises SIGINT in the driver, whose handler, Tune's or ours, goes on
-as above; Ray's own SIGTERM handler, which would dump a stack and abort, is replaced once Ray has started.
+as above; Ray's own SIGTERM handler, which would dump a stack and abort, is replaced once Ray has started, and
+while Ray starts, its exit is taken as a Ctrl-C too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
 import sys
 import threading
 from types import FrameType
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 __all__ = ["EXIT_INTERRUPTED", "CtrlC", "SearchInterrupted", "resume_command"]
 
@@ -71,8 +73,17 @@ class CtrlC:
                 signal.signal(signal.SIGTERM, self._previous_term)
             self._installed = False
 
-    def ray_started(self) -> None:
-        """Ray has started in this process and put its own SIGTERM handler in place: ours goes back."""
+    @contextlib.contextmanager
+    def ray_starting(self) -> Iterator[None]:
+        """Around the start of Ray, which puts its own SIGTERM handler in place: that handler exits with the
+        signal's number, which becomes a Ctrl-C here; once Ray has started, ours goes back."""
+        try:
+            yield
+        except SystemExit as exc:
+            if exc.code != signal.SIGTERM:
+                raise
+            self.stopping = True
+            raise SearchInterrupted() from None
         if self._installed:
             signal.signal(signal.SIGTERM, self._terminate)
 

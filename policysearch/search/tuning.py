@@ -677,8 +677,8 @@ def _search(config: SearchConfig, run_dir: Path, resume: bool, stream: TextIO, s
     joined = ray.is_initialized() or bool(config.address)
     if not joined:
         check_resources(config, [{"CPU": local_cpus(), "GPU": local_gpus()}], "this machine")
-    local = start_ray(config, prepared_bytes(prepared))
-    ctrl_c.ray_started()
+    with ctrl_c.ray_starting():
+        local = start_ray(config, prepared_bytes(prepared))
     try:
         check_resources(config, cluster_nodes(), "the Ray cluster" if joined else "this machine")
         if config.address and not is_uri(run.storage):
