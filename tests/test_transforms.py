@@ -706,3 +706,22 @@ def test_pil_recipe_crops_and_flips_like_the_batch_path():
                   .numpy().tobytes() for dy in range(5) for dx in range(5) for f in (False, True)}
     assert all(out.numpy().tobytes() in every_view for out in outs)
     assert len({out.numpy().tobytes() for out in outs}) > 10  # offsets and flips vary per image
+
+
+
+def test_what_a_transform_holds_follows_its_distinct_ops_not_its_sub_policies():
+    """Regression: tables and source pixels were kept per policy entry (sub-policy, slot, sign); RandAugment's
+    n=3 has 2,744 sub-policies of the same 14 ops, and n=4 took 6 GB and 27 s for one batch of 32 x 32 images."""
+    augment = BatchPolicyTransform("randaugment:n=3,m=9")
+    plan = augment.sample((64, 3, 32, 32), generator=torch.Generator().manual_seed(1))
+    held = augment._tables(torch.device("cpu"))
+    assert sum(held[name].numel() * held[name].element_size() for name in ("matrices", "sources", "entry_tables")) \
+        < 1 << 20
+    for step in plan.steps:  # each sample gets the values of its own op and argument
+        if step.matrix is not None:
+            assert torch.equal(step.matrix, step.op.matrix(step.arg, 32, 32))
+            assert torch.equal(step.source, transforms.warp_index(step.matrix, 32, 32))
+        if step.table is not None:
+            empty = torch.empty((len(step.arg), 1, 0, 0), dtype=torch.uint8)
+            expected = step.op.table(empty, step.arg, transforms.TensorContext(exact=True, fill=torch.zeros(1)))
+            assert torch.equal(step.table, expected.reshape(-1, 256).to(torch.uint8))

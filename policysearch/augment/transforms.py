@@ -190,7 +190,7 @@ FUSE_LIMIT = 1 << 18
 CHUNK_LIMIT = 1 << 19
 
 # On the CPU, plans for images of at most this many pixels carry each geometric step's source pixels
-# (``warp_index``, looked up per policy entry), so that its warp is one gather: 2-3x faster than
+# (``warp_index``, looked up per distinct op and argument), so that its warp is one gather: 2-3x faster than
 # preparing the warp from the matrices, where that preparation is most of the work. Larger images
 # compute them in the warp, which keeps the plan small (its size does not grow with the image).
 SOURCE_PIXELS = 64 * 64
@@ -523,10 +523,16 @@ class BatchPolicyTransform(torch.nn.Module):
         self._prob_table = prob
         self._arg_table = low[safe] + level * (high[safe] - low[safe])
         self._signed_table = signed[safe] & (ops >= 0)
-        # Per policy entry (sub-policy, slot, sign): the tables of ops whose table depends on the argument
-        # alone, computed once; and the matrices of geometric ops for the last image size seen.
+        # A policy entry (sub-policy, slot, sign) maps to its distinct (op, signed argument): RandAugment at
+        # n=4 has 307,328 entries and 28 distinct ones. Per distinct one: the tables of ops whose table depends
+        # on the argument alone, computed once; and the matrices of geometric ops for the last image size seen.
+        entry_ops = self._op_table.view(-1).repeat_interleave(2)
+        entry_args = (self._arg_table.view(-1, 1) * torch.tensor([1.0, -1.0], dtype=torch.float64)).view(-1)
+        distinct, self._entry_row = torch.unique(torch.stack([entry_ops.to(torch.float64), entry_args], 1), dim=0,
+                                                 return_inverse=True)
+        self._distinct_op, self._distinct_arg = distinct[:, 0].to(torch.int64), distinct[:, 1].contiguous()
         placeholder = TensorContext(exact=True, fill=torch.zeros(1))
-        self._entry_tables = self._per_entry(
+        self._entry_tables = self._per_distinct(
             lambda spec, args: spec.table(torch.empty((len(args), 1, 0, 0), dtype=torch.uint8), args,
                                           placeholder).reshape(-1, 256) if spec.table_from_arg else None,
             256, torch.uint8)
@@ -540,23 +546,21 @@ class BatchPolicyTransform(torch.nn.Module):
         if any(has_compiled_kernel(spec) for spec in self._ops):
             warm_up()  # compiled here, so that forked DataLoader workers inherit the kernels
 
-    def _per_entry(self, compute: Any, width: int, dtype: torch.dtype) -> torch.Tensor:
-        """``compute(spec, args)`` -> [m, width] (or None) for the entries of each op, as one CPU tensor
-        [S * L * 2, width]: row (s * L + j) * 2 + negative is sub-policy s, slot j, with that sign."""
-        ops = self._op_table.view(-1)
-        args = self._arg_table.view(-1, 1) * torch.tensor([1.0, -1.0], dtype=torch.float64)
-        out = torch.zeros((ops.numel(), 2, width), dtype=dtype)
+    def _per_distinct(self, compute: Any, width: int, dtype: torch.dtype) -> torch.Tensor:
+        """``compute(spec, args)`` -> [m, width] (or None) for the distinct entries of each op, as one CPU
+        tensor [D, width]; ``_entry_row[(s * L + j) * 2 + negative]`` is the row of sub-policy s, slot j, sign."""
+        out = torch.zeros((len(self._distinct_op), width), dtype=dtype)
         for k, spec in enumerate(self._ops):
-            rows = (ops == k).nonzero().view(-1)
-            values = compute(spec, args[rows].view(-1))
+            rows = (self._distinct_op == k).nonzero().view(-1)
+            values = compute(spec, self._distinct_arg[rows]) if len(rows) else None
             if values is not None:
-                out[rows] = values.view(-1, 2, width).to(dtype)
-        return out.view(-1, width)
+                out[rows] = values.view(-1, width).to(dtype)
+        return out
 
     def _entry_matrices(self, h: int, w: int) -> torch.Tensor:
         if self._matrices is None or self._matrices[0] != (h, w):
-            matrices = self._per_entry(lambda spec, args: spec.matrix(args, h, w) if spec.matrix else None,
-                                       6, torch.float64)
+            matrices = self._per_distinct(lambda spec, args: spec.matrix(args, h, w) if spec.matrix else None,
+                                          6, torch.float64)
             self._matrices = ((h, w), matrices)
         return self._matrices[1]
 
@@ -564,15 +568,16 @@ class BatchPolicyTransform(torch.nn.Module):
         """The policy's tables on ``device``, uploaded on first use and kept (``.to(device)`` does it early)."""
         cached = self._on_device.get(device)
         if cached is None:
-            names = ("op", "prob", "arg", "signed", "entry_tables")
-            tensors = (self._op_table, self._prob_table, self._arg_table, self._signed_table, self._entry_tables)
+            names = ("op", "prob", "arg", "signed", "entry_row", "entry_tables")
+            tensors = (self._op_table, self._prob_table, self._arg_table, self._signed_table, self._entry_row,
+                       self._entry_tables)
             cached = {name: t.to(device) for name, t in zip(names, tensors)}
             cached["fill"] = {}
             self._on_device[device] = cached
         return cached
 
     def _sized(self, device: torch.device, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Per policy entry on ``device``: the matrices of geometric ops for an h x w image and, off the
+        """Per distinct policy entry on ``device``: the matrices of geometric ops for an h x w image and, off the
         CPU or for images of at most ``SOURCE_PIXELS`` pixels, their source pixels (``warp_index``). Kept
         for the last image size seen on each device."""
         cached = self._tables(device)
@@ -582,7 +587,7 @@ class BatchPolicyTransform(torch.nn.Module):
             if not _host_kernels(device) or h * w <= SOURCE_PIXELS:
                 sources = torch.zeros((len(matrices), h * w), dtype=torch.int32)
                 kinds = torch.tensor([k for k, spec in enumerate(self._ops) if spec.matrix is not None])
-                rows = torch.isin(self._op_table.view(-1), kinds).repeat_interleave(2).nonzero().view(-1)
+                rows = torch.isin(self._distinct_op, kinds).nonzero().view(-1)
                 if len(rows):
                     sources[rows] = warp_index(matrices[rows], h, w)
                 sources = sources.to(device)
@@ -672,7 +677,7 @@ class BatchPolicyTransform(torch.nn.Module):
         groups = (order // slots).split(sizes)
         flat_args = args.view(-1)[order].split(sizes)
         entry = (sub.view(-1, 1) * slots + torch.arange(slots, device=device)) * 2 + negative
-        applied_entries = entry.view(-1)[order][:sum(counts)]
+        applied_entries = cached["entry_row"][entry.view(-1)[order][:sum(counts)]]
         # The per-entry values of all groups that have them, looked up at once and then split by group.
         specs = [self._ops[group % kinds] for group in range(len(counts))]
         geometric = self._lookup(applied_entries, counts, [spec.matrix is not None for spec in specs])
