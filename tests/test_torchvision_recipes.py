@@ -25,7 +25,8 @@ from policysearch.augment.standard import (RANDAUGMENT_OPS, load_policy, parse_p
                                            trivialaugment_wide_policy)
 from policysearch.augment.transforms import BatchPolicyTransform
 
-IMAGES = [("RGB", 32, 32), ("L", 16, 16), ("RGB", 23, 17)]  # (mode, height, width)
+# (mode, height, width); 331 is AutoAugment's reference size, where a bin's shift is a whole number of pixels
+IMAGES = [("RGB", 32, 32), ("L", 16, 16), ("RGB", 23, 17), ("L", 331, 662)]
 BINS = 31
 
 
@@ -167,3 +168,22 @@ def test_the_batched_path_applies_the_wide_arguments(mode, height, width):
             assert (out[i].int() - pil_to_tensor(img).int()).abs().float().mean() <= 1.0
         else:
             assert torch.equal(out[i], pil_to_tensor(img)), (i, ops)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "svhn"])  # imagenet's policy has no shift
+def test_autoaugment_shifts_equal_torchvision_at_its_reference_size(name):
+    """Regression: at AutoAugment's 331 px (and multiples) a bin's shift is a whole number of pixels, which the
+    float rounding of the level took one pixel short (svhn's TranslateY at bin 6: 99 px, torchvision 100)."""
+    from policysearch.augment.torchvision_policies import from_torchvision
+
+    ours = from_torchvision(name)
+    theirs = T.AutoAugment(T.AutoAugmentPolicy(name))
+    img = natural_pil(331, 662, "L", seed=5)
+    space = theirs._augmentation_space(10, (331, 662))
+    checked = 0
+    for sub, tv_sub in zip(ours, theirs.policies):
+        for step, (tv_op, _, bin_) in zip(sub, tv_sub):
+            if tv_op.startswith("Translate"):
+                _check_op(img, tv_op, float(space[tv_op][0][bin_].item()), True, step, ours.ranges)
+                checked += 1
+    assert checked > 0

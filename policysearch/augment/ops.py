@@ -185,9 +185,15 @@ def _shear_y_matrix(arg, h, w):
     return _affine_rows(arg, {3: arg})
 
 
+# A shift in pixels is truncated toward zero, as torchvision's AutoAugment does with int(magnitude), after
+# rounding to SHIFT_DECIMALS: at AutoAugment's 331 px reference size (and its multiples) a bin's shift is a
+# whole number, which the float rounding of a level (torchvision's levels are float32) would take one pixel
+# short; elsewhere a bin's shift is at least 1/331/bins of a pixel from a whole number, well above 5e-5.
+SHIFT_DECIMALS = 4
+
+
 def _translate_pixels(arg: float, size: int) -> int:
-    # Truncation toward zero, as torchvision's AutoAugment does with int(magnitude).
-    return int(arg * size)
+    return int(round(arg * size, SHIFT_DECIMALS))
 
 
 def _shift_pil(img: Image.Image, dx: int, dy: int, ctx: PilContext) -> Image.Image:
@@ -201,7 +207,7 @@ def _translate_x_pil(img, arg, draw, ctx):
 
 
 def _translate_x_matrix(arg, h, w):
-    return _affine_rows(arg, {2: -(arg * w).trunc()})
+    return _affine_rows(arg, {2: -(arg * w).round(decimals=SHIFT_DECIMALS).trunc()})
 
 
 def _translate_y_pil(img, arg, draw, ctx):
@@ -209,7 +215,7 @@ def _translate_y_pil(img, arg, draw, ctx):
 
 
 def _translate_y_matrix(arg, h, w):
-    return _affine_rows(arg, {5: -(arg * h).trunc()})
+    return _affine_rows(arg, {5: -(arg * h).round(decimals=SHIFT_DECIMALS).trunc()})
 
 
 # TrivialAugmentWide shifts by a number of pixels whatever the image size: its argument is in pixels,
