@@ -114,3 +114,17 @@ def test_readme_usage_on_cuda_keeps_everything_on_the_device():
     cpu = BatchPolicyTransform(POLICY).apply(batch, on_cpu)
     # Float arithmetic (noise, Sharpness) may round differently on the GPU: a pixel in a thousand at most.
     assert float((gpu.cpu() != cpu).float().mean()) < 1e-3
+
+
+def test_a_device_that_fails_leaves_the_transform_where_it_was_and_cuda_is_to_cuda():
+    """Regression: a failed ``.to("cuda:0")`` left the transform drawing on CUDA, and ``.cuda()`` did nothing."""
+    transform = BatchPolicyTransform("torchvision:cifar10")
+    if torch.cuda.is_available():
+        assert transform.cuda().device.type == "cuda" and transform.cpu().device == torch.device("cpu")
+        return
+    for move in (lambda: transform.to("cuda:0"), lambda: transform.to(0), transform.cuda, lambda: transform.cuda(0)):
+        with pytest.raises(RuntimeError):
+            move()
+        assert transform.device == torch.device("cpu")
+    assert transform.sample((2, 3, 8, 8)).sub_policy.device == torch.device("cpu")
+    assert transform.to("meta").cpu().device == torch.device("cpu")

@@ -616,9 +616,19 @@ class BatchPolicyTransform(torch.nn.Module):
         if device is not None:
             if device.type == "cuda" and device.index is None:
                 device = torch.device("cuda", torch.cuda.current_device())
+            self._tables(device)  # first: a device that fails leaves the transform where it was
             self._device = device
-            self._tables(device)
         return self
+
+    def cuda(self, device: int | torch.device | None = None) -> "BatchPolicyTransform":
+        """``module.cuda()``: the same as ``.to("cuda")`` (or that device)."""
+        if isinstance(device, torch.device):
+            return self.to(device)
+        return self.to(torch.device("cuda") if device is None else torch.device("cuda", device))
+
+    def cpu(self) -> "BatchPolicyTransform":
+        """``module.cpu()``: the same as ``.to("cpu")``."""
+        return self.to("cpu")
 
     def __getstate__(self) -> dict[str, Any]:
         # The device copies are a cache: a pickled transform holds no device memory.
