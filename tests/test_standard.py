@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from PIL import Image
@@ -192,6 +194,13 @@ def test_string_or_file_rules(tmp_path, monkeypatch):
         load_policy("./randaugment")
     with pytest.raises(PolicyError, match="sub/dir: no such file"):
         load_policy("sub/dir")
+    # Regression: these reached the file system's own errors (File name too long, embedded null byte)
+    with pytest.raises(PolicyError, match=r"^this is the JSON text of a policy, not a file or a policy string"):
+        load_policy(json.dumps(load_policy("randaugment").to_dict()))
+    with pytest.raises(PolicyError, match=r"^'a\\x00b': not a file name \(it holds a NUL byte\)$"):
+        load_policy("a\x00b")
+    with pytest.raises(PolicyError, match=r"^'x{20,}\.\.\.x+\.json': cannot read \(File name too long\)$"):
+        load_policy("x" * 300 + ".json")
     with pytest.raises(PolicyError, match="empty policy"):
         load_policy(" ")
     with pytest.raises(TypeError, match="expected a Policy, a policy string or a policy file path, got list"):

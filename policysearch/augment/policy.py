@@ -212,7 +212,9 @@ def read_policy_json(path: str | os.PathLike[str]) -> Any:
     except FileNotFoundError:
         raise PolicyError(f"{shown}: no such file") from None
     except OSError as exc:
-        raise PolicyError(f"{shown}: cannot read ({exc.strerror})") from None
+        raise PolicyError(f"{_short(shown)}: cannot read ({exc.strerror or exc})") from None
+    except ValueError:  # open() refuses a name with a NUL byte
+        raise PolicyError(f"{_short(shown)}: not a file name (it holds a NUL byte)") from None
     if len(raw) > MAX_FILE_BYTES:
         raise PolicyError(f"{shown}: larger than {MAX_FILE_BYTES} bytes, too large for a policy file")
     try:

@@ -329,8 +329,11 @@ def is_policy_string(text: str) -> bool:
         return False
     if text.strip().partition(":")[0].strip().lower() in _PARSERS:
         return True
-    if Path(text).exists():
-        return False
+    try:
+        if Path(text).exists():
+            return False
+    except (OSError, ValueError):  # too long for a file name, or a NUL byte in it: no such file
+        pass
     return _NAME_LIKE.fullmatch(text.strip()) is not None
 
 
@@ -340,6 +343,9 @@ def load_policy(source: Policy | str | os.PathLike[str]) -> Policy:
         return source
     if isinstance(source, str) and not source.strip():
         raise PolicyError("empty policy: give a policy file or a policy string such as randaugment:n=2,m=9")
+    if isinstance(source, str) and source.lstrip().startswith("{"):
+        raise PolicyError("this is the JSON text of a policy, not a file or a policy string: give the file's path, "
+                          "or Policy.from_dict(json.loads(text))")
     if isinstance(source, str) and is_policy_string(source):
         try:
             return parse_policy_string(source)
