@@ -459,7 +459,8 @@ def test_sample_pairing_on_a_tensor_image_blends_with_the_pool_as_on_pil(mode):
     assert PolicyTransform(policy, pool=pool)(tensor.float() / 255).dtype == torch.float32
 
 
-@pytest.mark.parametrize("fill", ["red", True, [], [1, 300], None])
+# (0.485, 0.456, 0.406) and 0.5: the 0..1 scale of float images, which rounded to black
+@pytest.mark.parametrize("fill", ["red", True, [], [1, 300], None, (0.485, 0.456, 0.406), 0.5, 127.5])
 def test_a_fill_that_is_not_grey_levels_is_refused_when_built(fill):
     for maker in (lambda: BatchPolicyTransform(FOUR, fill=fill), lambda: PolicyTransform(FOUR, fill=fill),
                   lambda: Cutout(4, fill=fill)):

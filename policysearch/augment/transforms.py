@@ -471,9 +471,11 @@ def _fill_tensor(fill: tuple[int, ...], channels: int, device: torch.device) -> 
 
 
 def _check_fill(fill: Fill) -> tuple[int, ...]:
-    """The fill as a tuple of grey levels, refused unless it is a level or a sequence of levels in [0, 255]."""
+    """The fill as a tuple of grey levels, refused unless it is a level or a sequence of levels: whole numbers in
+    [0, 255], whatever the images' dtype (a fill on the 0..1 scale of float images would round to black)."""
     def level(v: Any) -> bool:
-        return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and 0 <= v <= 255
+        return (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and 0 <= v <= 255
+                and float(v).is_integer())
 
     if isinstance(fill, (np.ndarray, torch.Tensor)):  # one level per channel as an array
         fill = fill.tolist()
@@ -484,7 +486,8 @@ def _check_fill(fill: Fill) -> tuple[int, ...]:
     else:
         values = ()
     if not values or not all(level(v) for v in values):
-        raise ValueError(f"fill: expected a grey level or a sequence of grey levels in [0, 255], got {fill!r}")
+        raise ValueError(f"fill: expected a grey level or a sequence of grey levels, whole numbers in [0, 255] "
+                         f"also for float images (0.5 of the range is 128), got {fill!r}")
     return tuple(int(round(v)) for v in values)
 
 
