@@ -566,24 +566,26 @@ class _Images(torch.utils.data.Dataset):
         return torch.from_numpy(np.array(self.transform(self.image)))
 
 
-def _epochs(workers: int, epochs: int = 2) -> list[list[bytes]]:
+def _epochs(workers: int, start: str | None, epochs: int = 2) -> list[list[bytes]]:
     torch.manual_seed(0)
     transform = PolicyTransform("randaugment:n=2,m=9", generator=_gen(5))  # many outcomes per image
-    loader = torch.utils.data.DataLoader(_Images(transform), batch_size=1, num_workers=workers)
+    loader = torch.utils.data.DataLoader(_Images(transform), batch_size=1, num_workers=workers,
+                                         multiprocessing_context=start)
     return [[batch.numpy().tobytes() for batch in loader] for _ in range(epochs)]
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_a_generator_in_dataloader_workers_draws_anew_per_worker_and_epoch(workers):
+# spawn (macOS's and Windows' default) is a regression: a generator pickled as itself could not reach the workers
+@pytest.mark.parametrize("workers,start", [(0, None), (2, "fork"), pytest.param(2, "spawn", marks=pytest.mark.slow)])
+def test_a_generator_in_dataloader_workers_draws_anew_per_worker_and_epoch(workers, start):
     """Regression: each worker held a copy of the same generator, so workers (and, without persistent
     workers, epochs) drew the same augmentations. Reseeded from the worker's seed, they differ, and a run
     with the same torch seed repeats exactly."""
-    first, second = _epochs(workers)
+    first, second = _epochs(workers, start)
     assert first != second, "the second epoch repeats the first"
     if workers:
         halves = [first[k::workers] for k in range(workers)]  # the loader takes the workers in turn
         assert halves[0] != halves[1], "two workers drew the same augmentations"
-    assert _epochs(workers) == [first, second]
+    assert _epochs(workers, start) == [first, second]
 
 
 def test_from_json_loads_a_saved_policy(tmp_path):

@@ -61,6 +61,22 @@ class PolicyTransform(v2.Transform):
         """Load a policy file and build the transform: one line in anyone's training code."""
         return cls(Policy.load(path), **kwargs)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The generator travels as its device and state bytes: pickled as itself, its state is a tensor that
+        # DataLoader workers started with spawn or forkserver (macOS and Windows) cannot receive.
+        state = dict(self.__dict__)
+        if self.generator is not None:
+            state["generator"] = (str(self.generator.device), bytes(self.generator.get_state().numpy()))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("generator"), tuple):
+            device, data = state["generator"]
+            generator = torch.Generator(device)
+            generator.set_state(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+            state = {**state, "generator": generator}
+        super().__setstate__(state)
+
     def forward(self, *inputs: Any) -> Any:
         # transforms.v2 passes what it cannot transform through unchanged: an image of another type would
         # silently go without augmentation, so a sample without any image is refused, as torchvision's
