@@ -14,6 +14,7 @@ import torch
 from policysearch.augment.ops import OP_NAMES
 from policysearch.augment.policy import (
     FORMAT_VERSION,
+    Baseline,
     Operation,
     Policy,
     PolicyError,
@@ -188,6 +189,18 @@ def test_numpy_numbers_are_stored_as_floats(tmp_path):
     assert [(type(s.prob), type(s.level)) for s in steps] == [(float, float)] * 2
     assert steps == (Operation("Rotate", 0.5, 0.3), Operation("Invert", 1.0, 0.0))
     assert Policy.load(policy.save(tmp_path / "p.json")) == policy  # save() writes them as JSON numbers
+
+
+def test_decimals_numpy_pixels_and_unknown_keys_in_python_policies(tmp_path):
+    """Regression: a Decimal passed validation and then failed save(), a numpy integer was refused as a
+    baseline's pixels, and an unknown key of an operation given as a mapping was dropped without a word."""
+    from decimal import Decimal
+
+    policy = Policy([[("Rotate", Decimal("0.5"), Decimal("0.25"))]], baseline=Baseline(np.int64(2)))
+    assert policy[0] == (Operation("Rotate", 0.5, 0.25),) and policy.baseline == Baseline(2)
+    assert Policy.load(policy.save(tmp_path / "p.json")) == policy
+    with pytest.raises(PolicyError, match="^Policy: an operation has the keys op, prob and level; unknown: foo$"):
+        Policy([[{"op": "Rotate", "prob": 0.5, "level": 0.1, "foo": 2}]])
 
 
 @pytest.mark.parametrize("metadata, message", [

@@ -10,6 +10,7 @@ package and never executes anything from the file; saving is atomic.
 from __future__ import annotations
 
 import datetime as _dt
+import decimal
 import difflib
 import json
 import math
@@ -55,9 +56,10 @@ class Operation:
     level: float
 
     def __post_init__(self) -> None:
-        for key in ("prob", "level"):  # a numpy number as a float, so that the policy saves as JSON
+        for key in ("prob", "level"):  # a numpy number or a Decimal as a float, so that the policy saves as JSON
             value = getattr(self, key)
-            if isinstance(value, numbers.Real) and not isinstance(value, bool) and type(value) not in (int, float):
+            if (isinstance(value, (numbers.Real, decimal.Decimal)) and not isinstance(value, bool)
+                    and type(value) not in (int, float)):
                 object.__setattr__(self, key, float(value))
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,6 +78,8 @@ class Baseline:
     hflip: bool = False
 
     def __post_init__(self) -> None:
+        if isinstance(self.pad_crop, numbers.Integral) and not isinstance(self.pad_crop, bool):
+            object.__setattr__(self, "pad_crop", int(self.pad_crop))  # a numpy integer as an int
         if isinstance(self.pad_crop, bool) or not isinstance(self.pad_crop, int) or self.pad_crop < 0:
             raise PolicyError(f"baseline.pad_crop: expected a whole number of pixels >= 0, got {self.pad_crop!r}")
         if not isinstance(self.hflip, bool):
@@ -432,6 +436,9 @@ def _as_operation(step: Operation | Sequence[Any] | Mapping[str, Any]) -> Operat
     if isinstance(step, Operation):
         return step
     if isinstance(step, Mapping):
+        unknown = sorted(map(str, set(step) - {"op", "prob", "level"}))
+        if unknown:  # a file with them is refused too: never dropped without a word
+            raise PolicyError(f"Policy: an operation has the keys op, prob and level; unknown: {', '.join(unknown)}")
         return Operation(step.get("op"), step.get("prob"), step.get("level"))  # type: ignore[arg-type]
     if isinstance(step, Sequence) and not isinstance(step, str) and len(step) == 3:
         return Operation(step[0], step[1], step[2])
