@@ -379,8 +379,9 @@ def test_scaled_multiplies_every_probability():
     half = policy.scaled(0.5)
     assert [[s.prob for s in sub] for sub in half] == [[0.4, 0.5], [0.25]]
     assert [[(s.op, s.level) for s in sub] for sub in half] == [[(s.op, s.level) for s in sub] for sub in policy]
-    with pytest.raises(PolicyError, match="strength 1.5 is outside"):
-        policy.scaled(1.5)
+    for bad in (1.5, "a", None, float("nan")):  # "a" and None: a TypeError from the comparison before
+        with pytest.raises(PolicyError, match=r"^strength: expected a number in \[0, 1\], got "):
+            policy.scaled(bad)
 
 
 # --------------------------------------------------------------------------- the recipe (format 2)

@@ -728,3 +728,18 @@ def test_what_a_transform_holds_follows_its_distinct_ops_not_its_sub_policies():
             empty = torch.empty((len(step.arg), 1, 0, 0), dtype=torch.uint8)
             expected = step.op.table(empty, step.arg, transforms.TensorContext(exact=True, fill=torch.zeros(1)))
             assert torch.equal(step.table, expected.reshape(-1, 256).to(torch.uint8))
+
+
+def test_shapes_sizes_and_dtypes_that_cannot_be_images_are_refused_in_one_line():
+    """Regression: a fractional batch size was truncated, Cutout(nan) and Cutout(inf) raised from int(), and a
+    float8 batch failed deep inside torch's aminmax."""
+    augment = BatchPolicyTransform(FOUR)
+    with pytest.raises(ValueError, match=r"^shape: expected \[B, C, H, W\], whole numbers"):
+        augment.sample((2.5, 3, 8, 8))
+    assert augment.sample(torch.Size([2, 3, 8, 8])).shape == (2, 3, 8, 8)
+    for size in (float("nan"), float("inf"), -1, 2.5, True):
+        with pytest.raises(ValueError, match="^Cutout size must be a non-negative integer number of pixels"):
+            Cutout(size)
+    with pytest.raises(TypeError, match=r"^batch: expected dtype uint8 \(0..255\) or float \(0..1: float16"):
+        augment(torch.zeros((2, 3, 8, 8), dtype=torch.float8_e4m3fn))
+

@@ -368,8 +368,8 @@ class Policy:
 
     def scaled(self, strength: float) -> "Policy":
         """The same sub-policies with every probability multiplied by ``strength`` in [0, 1]."""
-        if not 0 <= strength <= 1:
-            raise PolicyError(f"strength {strength!r} is outside [0, 1]")
+        if not isinstance(strength, numbers.Real) or isinstance(strength, bool) or not 0 <= strength <= 1:
+            raise PolicyError(f"strength: expected a number in [0, 1], got {strength!r}")
         subs = [[Operation(s.op, s.prob * strength, s.level) for s in sub] for sub in self.sub_policies]
         return Policy(subs, self.metadata, self.name, self.baseline, self.ranges)
 

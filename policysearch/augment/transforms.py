@@ -14,6 +14,8 @@ import ctypes
 import dataclasses
 import functools
 import itertools
+import math
+import numbers
 import os
 import sys
 from dataclasses import dataclass, field
@@ -369,6 +371,9 @@ def copy_rows(x: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch
     return x
 
 
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # float8 has no arithmetic on the CPU
+
+
 def check_image_batch(batch: Any, where: str = "batch") -> None:
     """Raise a clear error unless ``batch`` is a [B, C, H, W] uint8 or [0, 1] float tensor with C in {1, 3}."""
     if not isinstance(batch, torch.Tensor):
@@ -378,8 +383,9 @@ def check_image_batch(batch: Any, where: str = "batch") -> None:
     if batch.shape[1] not in (1, 3):
         raise ValueError(f"{where}: expected 1 (grey) or 3 (RGB) channels in dimension 1, "
                          f"got {batch.shape[1]} (shape {tuple(batch.shape)}); drop alpha or reorder to [B, C, H, W]")
-    if batch.dtype != torch.uint8 and not batch.is_floating_point():
-        raise TypeError(f"{where}: expected dtype uint8 (0..255) or float (0..1), got {batch.dtype}")
+    if batch.dtype != torch.uint8 and batch.dtype not in _FLOATS:
+        raise TypeError(f"{where}: expected dtype uint8 (0..255) or float (0..1: float16, bfloat16, float32 or "
+                        f"float64), got {batch.dtype}")
     if batch.is_floating_point() and batch.numel():
         low, high = torch.aminmax(batch)
         if low < 0 or high > 1 or torch.isnan(low) or torch.isnan(high):
@@ -652,8 +658,9 @@ class BatchPolicyTransform(torch.nn.Module):
         everything else stays on the device.
         """
         shape = tuple(shape)
-        if len(shape) != 4 or shape[1] not in (1, 3) or any(int(v) < 0 for v in shape):
-            raise ValueError(f"shape: expected [B, C, H, W] with 1 or 3 channels, got {shape}")
+        whole = all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in shape)
+        if len(shape) != 4 or not whole or shape[1] not in (1, 3) or any(int(v) < 0 for v in shape):
+            raise ValueError(f"shape: expected [B, C, H, W], whole numbers with 1 or 3 channels, got {shape}")
         b, c, h, w = (int(v) for v in shape)
         device = self._device if device is None else torch.device(device)
         if device.type == "cuda" and device.index is None:
@@ -792,7 +799,8 @@ class Cutout(torch.nn.Module):
 
     def __init__(self, size: int, fill: Fill = 0, generator: torch.Generator | None = None) -> None:
         super().__init__()
-        if int(size) != size or size < 0:
+        if not isinstance(size, numbers.Real) or isinstance(size, bool) or not math.isfinite(size) \
+                or int(size) != size or size < 0:
             raise ValueError(f"Cutout size must be a non-negative integer number of pixels, got {size!r}")
         self.size = int(size)
         self.fill = _check_fill(fill)
