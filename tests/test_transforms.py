@@ -742,4 +742,6 @@ def test_shapes_sizes_and_dtypes_that_cannot_be_images_are_refused_in_one_line()
             Cutout(size)
     with pytest.raises(TypeError, match=r"^batch: expected dtype uint8 \(0..255\) or float \(0..1: float16"):
         augment(torch.zeros((2, 3, 8, 8), dtype=torch.float8_e4m3fn))
+    with pytest.raises(TypeError, match="^plan: expected the Plan that sample\\(\\) drew, got str$"):
+        augment.apply(torch.zeros((2, 3, 8, 8), dtype=torch.uint8), "plan")
 

@@ -740,6 +740,8 @@ class BatchPolicyTransform(torch.nn.Module):
         """Apply a drawn plan; deterministic. SamplePairing blends a sample with another of the batch, or
         with an image of ``pool`` (uint8 [P, C, H, W], the batch's channels and size) when one is given."""
         check_image_batch(batch)
+        if not isinstance(plan, Plan):
+            raise TypeError(f"plan: expected the Plan that sample() drew, got {type(plan).__name__}")
         return self._replay(batch, plan, pool)
 
     def _replay(self, batch: torch.Tensor, plan: Plan, pool: torch.Tensor | None) -> torch.Tensor:
