@@ -16,6 +16,7 @@ import io
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -1058,18 +1059,35 @@ def ctrl_c_run(tmp_path_factory) -> dict:
 
 
 @pytest.mark.slow
-def test_sigterm_stops_a_search_as_ctrl_c_does(tmp_path):
-    """kill, timeout, docker stop and job schedulers send SIGTERM to the driver alone: the same one line and
-    exit status as a Ctrl-C, no dump of Ray's signal handler, and what finished is kept for --resume."""
-    stopped = _stopped_search(tmp_path, "pause@score:split=0,index=2", "phase 2: policy trials", 4,
-                              lambda driver: os.kill(driver.pid, signal.SIGTERM))
+@pytest.mark.parametrize("group", [False, True], ids=["the driver", "the process group"])
+def test_sigterm_stops_a_search_at_once_with_the_ctrl_c_line(tmp_path, group):
+    """kill, docker stop and Kubernetes send SIGTERM to the driver alone; timeout and job schedulers to the whole
+    process group, Ray's processes included. Regression: a group's SIGTERM ended Ray's GCS while the driver
+    waited for a last save, which hung for 60 s and ended with Ray's error instead of the line. Either way:
+    the one line and exit status of a Ctrl-C at once, and what finished is kept for --resume."""
+    def sigterm(driver: subprocess.Popen) -> None:
+        os.killpg(driver.pid, signal.SIGTERM) if group else os.kill(driver.pid, signal.SIGTERM)
+
+    stopped = _stopped_search(tmp_path, "pause@score:split=0,index=2", "phase 2: policy trials", 4, sigterm)
     run_dir, everything = stopped["run_dir"], stopped["stdout"] + stopped["stderr"]
     assert stopped["rc"] == 130, everything[-3000:]
     lines = [line for line in stopped["stderr"].splitlines() if line.strip()]
-    assert lines == [f"policysearch: search interrupted in phase 2 (policy trials); kept in {run_dir}: phase 1's 2 "
-                     f"child models, 4 of 8 policy trials; continue with: policysearch search --resume {run_dir}"]
-    assert "SIGTERM received" not in everything and "Traceback" not in everything
+    assert lines == [f"policysearch: search interrupted in phase 2 (policy trials) (stopped at once by SIGTERM: kept "
+                     f"as last saved, at most a second before); kept in {run_dir}: phase 1's 2 child models, 4 of 8 "
+                     f"policy trials; continue with: policysearch search --resume {run_dir}"]
+    assert "SIGTERM received" not in everything and "Traceback" not in everything and "GCS" not in everything
     assert not stopped["left"], stopped["left_text"]
+    if group:
+        env = _cli_env()
+        env.pop(FAULTS_ENV, None)
+        done = subprocess.run([sys.executable, "-m", "policysearch", "search", "--resume", str(run_dir)], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "[phase 1: child models] resumed: 2/2 trials finished before" in done.stdout
+        # stopped at once: the trials of the last second before the stop may run again
+        phase2 = [line for line in done.stdout.splitlines() if line.startswith("[phase 2: policy trials]")]
+        assert re.match(r"\[phase 2: policy trials\] resumed: [0-4]/8 trials finished before", phase2[0]), phase2
+        assert (run_dir / "policy.json").exists()
 
 
 @pytest.mark.slow

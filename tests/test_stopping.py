@@ -123,28 +123,33 @@ def test_the_watchdog_ends_the_marked_processes_when_its_driver_is_killed():
 
 
 # Ctrl-C outside a Tune experiment raises SearchInterrupted with the stage's line; the second stops at once.
+# SIGTERM stops at once; with FIRST set, a first Ctrl-C comes before it and SIGTERM is the second signal.
 CTRL_C = textwrap.dedent("""
     import os, signal, sys
     from policysearch.search.interrupts import CtrlC, SearchInterrupted
-    lines = lambda at_once: "stopped at once" if at_once else "first"
+    lines = lambda at_once: f"stopped at once by {at_once}" if at_once else "first"
     with CtrlC(lines) as ctrl_c:
-        try:
-            os.kill(os.getpid(), signal.SIGINT)
-            signal.pause()
-        except SearchInterrupted:
-            print("raised", flush=True)
-        os.kill(os.getpid(), signal.SIGINT)  # while stopping: the process ends here
+        if os.environ.get("FIRST"):
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                signal.pause()
+            except SearchInterrupted:
+                print("raised", flush=True)
+        os.kill(os.getpid(), getattr(signal, os.environ["SECOND"]))  # the process ends here
         signal.pause()
         print("not reached", flush=True)
 """)
 
 
-def test_ctrl_c_raises_once_and_a_second_ctrl_c_stops_at_once():
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+@pytest.mark.parametrize("first,second,by", [("1", "SIGINT", "a second Ctrl-C"), ("", "SIGTERM", "SIGTERM"),
+                                             ("1", "SIGTERM", "SIGTERM")])
+def test_ctrl_c_raises_once_and_a_second_ctrl_c_or_sigterm_stops_at_once(first, second, by):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+               FIRST=first, SECOND=second)
     done = subprocess.run([sys.executable, "-c", CTRL_C], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == EXIT_INTERRUPTED == 130
-    assert done.stdout.splitlines() == ["raised"]
-    assert done.stderr.strip() == "policysearch: stopped at once" and "Traceback" not in done.stderr
+    assert done.stdout.splitlines() == (["raised"] if first else [])
+    assert done.stderr.strip() == f"policysearch: stopped at once by {by}" and "Traceback" not in done.stderr
 
 
 def test_sigterm_while_ray_starts_is_a_ctrl_c_and_ours_takes_sigterm_after():
@@ -164,8 +169,7 @@ def test_sigterm_while_ray_starts_is_a_ctrl_c_and_ours_takes_sigterm_after():
     with CtrlC(lambda at_once: "stopped") as ctrl_c:
         with ctrl_c.ray_starting():
             signal.signal(signal.SIGTERM, rays_handler)
-        with pytest.raises(SearchInterrupted):  # Ray has started: SIGTERM is a Ctrl-C, by our handler
-            signal.raise_signal(signal.SIGTERM)
+        assert signal.getsignal(signal.SIGTERM) == ctrl_c._terminate  # Ray has started: ours takes SIGTERM again
     with pytest.raises(SystemExit):  # any other exit passes through
         with CtrlC(lambda at_once: "stopped") as ctrl_c, ctrl_c.ray_starting():
             sys.exit(3)

@@ -7,9 +7,10 @@ phases, writing the results) :class:`CtrlC` raises it at once. Either way the se
 command prints one line (:meth:`CtrlC.message`) and exits with 130. A second Ctrl-C stops at once: it prints
 the same line and ends the process without waiting for anything (the watchdog of
 :mod:`policysearch.search.reaper` then ends the local Ray). SIGTERM (``kill``, ``timeout``, ``docker stop``,
-a job scheduler) is taken as a Ctrl-C: it raises SIGINT in the driver, whose handler, Tune's or ours, goes on
-as above; Ray's own SIGTERM handler, which would dump a stack and abort, is replaced once Ray has started, and
-while Ray starts, its exit is taken as a Ctrl-C too.
+a job scheduler) stops at once too, with the same line and status: sent to the whole process group
+(``timeout``, schedulers), it also ends Ray's own processes, which a last save would wait for in vain. Ray's
+own SIGTERM handler, which would dump a stack and abort, is replaced once Ray has started; while Ray starts,
+its exit is taken as a Ctrl-C.
 """
 
 from __future__ import annotations
@@ -48,10 +49,10 @@ class CtrlC:
     (elsewhere, or in a thread, Python's own handling stays).
 
     ``message(at_once)`` describes the run at the moment (what is kept, the resume command); ``at_once``
-    for the second Ctrl-C, which skips the last save.
+    names what stopped it without a last save ("a second Ctrl-C", "SIGTERM"), empty for a first Ctrl-C.
     """
 
-    def __init__(self, message: Callable[[bool], str]) -> None:
+    def __init__(self, message: Callable[[str], str]) -> None:
         self.message = message
         self.stopping = False  # a first Ctrl-C was seen (by us or by Tune)
         self._tune_has_first = False  # Tune's handler is in place and takes the first Ctrl-C
@@ -87,9 +88,8 @@ class CtrlC:
         if self._installed:
             signal.signal(signal.SIGTERM, self._terminate)
 
-    @staticmethod
-    def _terminate(signum: int, frame: FrameType | None) -> None:
-        signal.raise_signal(signal.SIGINT)  # handled as a Ctrl-C, by whichever SIGINT handler is in place
+    def _terminate(self, signum: int, frame: FrameType | None) -> None:
+        self.stop_now("SIGTERM")
 
     def tune_started(self) -> None:
         """An experiment's loop starts: if another handler (Tune's) replaced ours, it takes the first Ctrl-C
@@ -107,16 +107,16 @@ class CtrlC:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.stopping or self._tune_has_first:
-            self.stop_now()
+            self.stop_now("a second Ctrl-C")
         self.stopping = True
         raise SearchInterrupted()
 
-    def stop_now(self) -> None:
-        """The second Ctrl-C: the line, and the process ends here (exit status 130)."""
+    def stop_now(self, by: str) -> None:
+        """A second Ctrl-C or SIGTERM (``by``): the line, and the process ends here (exit status 130)."""
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except (OSError, ValueError):
                 pass
-        os.write(2, f"\npolicysearch: {self.message(True)}\n".encode())
+        os.write(2, f"\npolicysearch: {self.message(by)}\n".encode())
         os._exit(EXIT_INTERRUPTED)

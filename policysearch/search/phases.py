@@ -91,8 +91,8 @@ class Stage:
         self.kept.append(what)
         self.phase, self.progress = "", None
 
-    def message(self, at_once: bool = False) -> str:
-        """The line for a Ctrl-C now; ``at_once``: a second Ctrl-C stopped the search without a last save."""
+    def message(self, at_once: str = "") -> str:
+        """The line for a Ctrl-C now; ``at_once``: what stopped the search without a last save ("SIGTERM")."""
         if not self.started:
             return (f"search interrupted before it started; nothing was written to {self.run_dir}: run the same "
                     "command again")
@@ -102,8 +102,7 @@ class Stage:
         if not kept:
             kept.append("the settings" if not self.resume else "every trial finished before")
         where = f" in {self.phase}" if self.phase else ""
-        how = (" (stopped at once by a second Ctrl-C: kept as last saved, at most a second before)" if at_once
-               else "")
+        how = f" (stopped at once by {at_once}: kept as last saved, at most a second before)" if at_once else ""
         return (f"search interrupted{where}{how}; kept in {self.run_dir}: {', '.join(kept)}; continue with: "
                 f"{resume_command(self.run_dir, self.from_python)}")
 
