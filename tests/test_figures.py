@@ -233,7 +233,8 @@ def test_a_raced_selection_draws_the_stopped_recipes_below_the_others():
 # ----------------------------------------------------------------------------------------------------
 
 
-def _exported_run(tmp_path: Path, config: SearchConfig, *, weak: bool = False):
+def _exported_run(tmp_path: Path, config: SearchConfig, *, weak: bool = False,
+                  more_errors: dict[str, list[float]] | None = None):
     """A search's export of a raced selection: the issue's case, where the chosen recipe clears the noise by
     the rule's one-sided bound while a two-sided interval at the same level crosses 0, and a recipe stopped
     after the first fold has a lower error there than the chosen recipe's mean."""
@@ -253,6 +254,7 @@ def _exported_run(tmp_path: Path, config: SearchConfig, *, weak: bool = False):
     errors[CHOSEN] = [2.4, 10.0, 17.6]  # 10 pp below the reference: one-sided bound < 0 < two-sided high
     stopped = "randaugment n=1 m=5 (torchvision scale), crop 0"
     errors[stopped] = [1.0]  # one fold, lower than every mean
+    errors.update(more_errors or {})
     selection = [{"recipe": name, "fold": f, "status": "ok", "error": e, "loss": 0.1, "train_seconds": 1.0,
                   "train_images": 40} for name, errs in errors.items() for f, e in enumerate(errs)]
     decision, note = choose_recipe(prepared, recipes, selection, prepared.baseline)
@@ -306,7 +308,7 @@ def test_the_summary_the_table_and_recipes_png_show_the_quantity_the_rule_decide
         assert cells[1] == f"{row['mean']:.2f}"
         if not row["reference"]:
             assert (cells[2], cells[3]) == (f"{row['diff']:+.2f}", f"{row['upper']:+.2f}")
-            assert cells[4] == ("yes" if row["clears"] else "no")
+            assert cells[4].startswith("yes" if row["clears"] else "no")
     chosen = next(row for row in drawn["ranked"] if row["chosen"])
     assert chosen["clears"] is True and chosen["upper"] == pytest.approx(rule.upper)
 
@@ -340,6 +342,36 @@ def test_a_weak_child_is_named_next_to_the_decision_in_the_terminal_summary(tmp_
     assert Policy.load(result.policy_path).metadata["warnings"] == [lines[why + 1][len("warning: "):]]
     strong, _ = _exported_run(tmp_path / "strong", CONFIG)
     assert not any(line.startswith("warning: ") for line in summary_text(strong).splitlines())
+
+
+def test_a_recipe_beyond_the_noise_that_the_rule_does_not_test_says_why_it_was_not_chosen(tmp_path):
+    """Regression: a row said "yes" (beyond the noise) and was drawn green while the reference was kept: the rule
+    tests only the recipe with the lowest mean, here one whose bound does not clear the noise."""
+    lowest = "fast_autoaugment x1, crop 0"
+    result, _ = _exported_run(tmp_path, CONFIG, more_errors={lowest: [0.0, 0.0, 27.0]})  # mean 9, spread wide
+    decision = result.decision
+    assert decision.best == lowest and decision.chosen == decision.reference
+    report = (result.run_dir / "report.md").read_text(encoding="utf-8")
+    assert _table_row(report, CHOSEN)[4] == "yes, but the rule tests only the lowest mean"
+    assert _table_row(report, lowest)[4] == "no"
+    assert "the rule tests only the recipe with the lowest mean error" in report  # the picture's caption
+
+
+def test_the_report_gives_the_trainings_as_they_ran(tmp_path):
+    """Regression: the report said "1 epochs (more on tiny data)" where tiny data had raised them to 50."""
+    result, _ = _exported_run(tmp_path, CONFIG)
+    report = (result.run_dir / "report.md").read_text(encoding="utf-8")
+    prepared = prepare(CONFIG)
+    children, recipes = prepared.budgets()
+    assert children.startswith("50 epochs at batch 9 (asked: 1 at batch 128; tiny data gets at least 200 steps")
+    assert f"- child model `small_cnn`, {children}" in report
+    assert f"candidate recipes trained at the final budget, {recipes}, on 3 cross-fit folds" in report
+
+
+def test_the_domain_fit_table_rounds_down_so_a_value_below_the_threshold_never_shows_on_it():
+    from policysearch.search.report import _floor2
+
+    assert [_floor2(v) for v in (0.4951, 0.5, 0.999, 1.0, 0.0)] == ["0.49", "0.50", "0.99", "1.00", "0.00"]
 
 
 def test_the_report_counts_in_words_that_fit_the_number(tmp_path):

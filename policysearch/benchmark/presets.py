@@ -13,7 +13,8 @@ import torch
 
 from policysearch.benchmark.methods import ALL_METHODS, METHODS
 from policysearch.training.pretrained import model_problem
-from policysearch.training.train import MIN_STEPS, MIN_STEPS_PER_EPOCH, TrainConfig, fit_to_data
+from policysearch.training.train import TrainConfig
+from policysearch.training.train import budget_text as train_budget_text
 
 
 @dataclass(frozen=True)
@@ -144,14 +145,8 @@ def preset_seeds() -> str:
 
 
 def budget_text(epochs: int, batch_size: int, images: int | None, asked: bool = True) -> str:
-    """'E epochs at batch B' as the training runs on ``images`` images: on tiny data ``fit_to_data`` raises
-    the epochs and lowers the batch, and then (with ``asked``) the text says what was asked too."""
-    trained = fit_to_data(TrainConfig(epochs=epochs, batch_size=batch_size), images) if images else None
-    if trained is None or (trained.epochs, trained.batch_size) == (epochs, batch_size):
-        return f"{epochs} epochs at batch {batch_size}"
-    text = f"{trained.epochs} epochs at batch {trained.batch_size}"
-    return text if not asked else (f"{text} (asked: {epochs} at batch {batch_size}; tiny data gets at least "
-                                   f"{MIN_STEPS} steps, {MIN_STEPS_PER_EPOCH} per epoch)")
+    """'E epochs at batch B' as the training runs on ``images`` images (:func:`training.train.budget_text`)."""
+    return train_budget_text(TrainConfig(epochs=epochs, batch_size=batch_size), images, say_asked=asked)
 
 
 def preset_lines() -> list[str]:

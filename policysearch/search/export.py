@@ -110,7 +110,7 @@ def export(prepared: Prepared, run: Run, outcome: Outcome, faults: Faults = Faul
                     ranges=chosen.recipe.ranges)
     figures, notes = draw_figures(run.run_dir, policy=policy, data=prepared.data)
     write_text_atomic(run.run_dir / "report.md", render_report(config, prepared.space.name, run.run_id, outcome, policy,
-                                                               figures_section(figures, notes)))
+                                                               prepared.budgets(), figures_section(figures, notes)))
     faults.reach("export", after="report.md")
     policy_path = policy.save(run.run_dir / "policy.json")
     return SearchResult(run.run_dir, run.run_id, policy_path, policy, costs, outcome.top, decision, outcome.failures(),

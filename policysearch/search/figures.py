@@ -558,7 +558,8 @@ def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: Ima
                           "Held-out error of every candidate recipe per cross-fit fold and on average (left), and "
                           "the quantity the rule decides on (right): the recipe minus the reference, with its "
                           f"{config.confidence:.0%} one-sided upper bound; green: the bound is below 0, the recipe "
-                          "beats the reference beyond the noise. The recipes the race stopped after the first "
+                          "beats the reference beyond the noise (the rule tests only the recipe with the lowest mean "
+                          "error). The recipes the race stopped after the first "
                           "fold are drawn apart below, with that one fold's error."))
     write_bytes_atomic(run_dir / "ops.png", plot_ops(policy, recipe))
     choice = one_op_per_image(policy)

@@ -145,6 +145,8 @@ def _run_phases(prepared: Prepared, run: Run, runner: TrialRunner, stream: TextI
     print(f"search {run.run_id}: {len(prepared.data)} {config.dataset} images, {count(config.splits, 'splits')}, "
           f"model {config.model}{_start_text(prepared)}, space {prepared.space.name}, {config.algorithm}, "
           f"{concurrency} concurrent trial(s); run dir {run.run_dir}", file=stream, flush=True)
+    children_budget, recipes_budget = prepared.budgets()
+    print(f"training: child models {children_budget}; candidate recipes {recipes_budget}", file=stream, flush=True)
     for note in prepared.data.notes:  # what loading changed, e.g. the size images were resized to and why
         print(f"data: {note}", file=stream, flush=True)
 

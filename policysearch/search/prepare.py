@@ -16,6 +16,7 @@ import torch
 from policysearch.training.data import (PYTHON_PREFIX, ImageData, baseline_for, load_dataset, normalization_for,
                                         stratified_subset)
 from policysearch.augment.policy import Baseline
+from policysearch.training.train import budget_text
 from policysearch.training.pretrained import Builder, ModelSpec, check_model, fit_image_size, is_callable_model, model_ref
 from policysearch.search.config import SearchConfig
 from policysearch.search.folds import MAX_ADDED_REPEATS, auto_repeats, crossfit_folds, make_splits
@@ -65,6 +66,13 @@ class Prepared:
     def new_model(self) -> torch.nn.Module:
         """A child or selection model, built and loaded from the checkpoint (seed torch first)."""
         return self.model_spec.build()
+
+    def budgets(self) -> tuple[str, str]:
+        """The child models' and the candidate recipes' trainings as they run, in words: ``67 epochs at batch 16
+        (asked: 30 at batch 32; ...)`` where tiny data raised them."""
+        c = self.config
+        return (budget_text(c.train_config(), len(self.splits[0][0]), c.min_steps),
+                budget_text(c.final_train_config(), len(self.data), c.min_steps))
 
 
 def given_in_python(config: SearchConfig) -> bool:

@@ -113,9 +113,10 @@ def _trained_text(outcome: Outcome, folds: int) -> str:
 
 
 def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: Outcome, policy: Policy,
-                  pictures: str = "") -> str:
-    """The whole ``report.md``; ``pictures`` (:func:`~policysearch.search.figures.figures_section`) follows the
-    summary."""
+                  budgets: tuple[str, str], pictures: str = "") -> str:
+    """The whole ``report.md``; ``budgets``: the child models' and the recipes' trainings as they ran
+    (:func:`~policysearch.training.train.budget_text`); ``pictures``
+    (:func:`~policysearch.search.figures.figures_section`) follows the summary."""
     costs, decision, fit = outcome.costs, outcome.decision, outcome.fit
     ok_trials = [r for r in outcome.trials if r["status"] == "ok"]
     folds = decided_folds(outcome)
@@ -124,8 +125,8 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
              f"{policy.baseline.describe()} after the policy)",
              f"- why: {decision.reason}" + (f" ({outcome.note})" if outcome.note else ""),
              *([f"- **warning:** {weak_children(outcome)}"] if weak_children(outcome) else []),
-             f"- run {run_id}: {len(outcome.recipes)} candidate recipes trained at the final budget "
-             f"({config.final_epochs or config.epochs} epochs, adapted to tiny data) on {config.selection_folds} "
+             f"- run {run_id}: {len(outcome.recipes)} candidate recipes trained at the final budget, "
+             f"{budgets[1]}, on {config.selection_folds} "
              f"cross-fit folds x {_plural(folds // config.selection_folds, 'repeat')} ("
              + _trained_text(outcome, folds) + "), compared by paired differences of held-out error",
              f"- Fast AutoAugment: {_plural(config.splits, 'split')} x {_plural(config.repeats, 'repeat')} x "
@@ -133,7 +134,7 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
              f"({config.algorithm}) in space `{space_name}` restricted by the domain fit, top {config.top_n} kept per "
              f"split and repeat ({len(outcome.merged)} sub-policies merged), reward `{config.reward}` over "
              f"{config.num_views} views",
-             f"- child model `{config.model}`, {config.epochs} epochs (more on tiny data)",
+             f"- child model `{config.model}`, {budgets[0]}",
              f"- trials: {len(ok_trials)} of {len(outcome.trials)} policy trials succeeded; "
              f"{len(outcome.failures())} trial(s) of all phases failed after {config.retries} retries", "",
              *([pictures.rstrip("\n"), ""] if pictures else []),
@@ -152,10 +153,11 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
                   f"{fit.threshold:g}: that level bounds it in the Fast AutoAugment space, and an op failing at the "
                   "lowest level is excluded from the space and from every candidate but torchvision's RandAugment() "
                   "and TrivialAugmentWide() as shipped (the standard recipes keep their own levels of the ops "
-                  "kept).", "", "| op | retained at levels | highest level in the search space |",
+                  "kept). Retained values are rounded down, so that one below the threshold never shows as on it.",
+                  "", "| op | retained at levels | highest level in the search space |",
                   "|---|---|---|"]
         for op_fit in sorted(fit.ops.values(), key=lambda f: (f.max_level, f.op)):
-            levels = ", ".join(f"{lv:g}: {r:.2f}" for lv, r in zip(op_fit.levels, op_fit.retained))
+            levels = ", ".join(f"{lv:g}: {_floor2(r)}" for lv, r in zip(op_fit.levels, op_fit.retained))
             verdict = "**excluded**" if op_fit.excluded else f"{op_fit.max_level:g}"
             lines.append(f"| {op_fit.op} | {levels} | {verdict} |")
         lines.append("")
@@ -200,6 +202,11 @@ def _processes_text(processes: int) -> str:
             "sum of theirs, each device time the sum over every trial they finished.")
 
 
+def _floor2(value: float) -> str:
+    """``value`` rounded down to 2 decimals: 0.4951 is 0.49, never the 0.50 of a threshold it misses."""
+    return f"{math.floor(value * 100 + 1e-9) / 100:.2f}" if math.isfinite(value) else f"{value}"
+
+
 def _candidate_section(config: SearchConfig, outcome: Outcome) -> list[str]:
     """The candidate recipes: the rule, a table of the quantity it decides on, and the recipes the race
     stopped after the first fold in a table of their own."""
@@ -224,6 +231,8 @@ def _candidate_section(config: SearchConfig, outcome: Outcome) -> list[str]:
             lines.append(f"| {row['recipe']}{mark} | {row['mean_error']:.2f} | 0 | - | the reference |")
         else:
             verdict = "-" if row["clears"] is None else ("yes" if row["clears"] else "no")
+            if row["clears"] and row["recipe"] != decision.best:  # the rule tests one recipe: no multiple testing
+                verdict = "yes, but the rule tests only the lowest mean"
             lines.append(f"| {row['recipe']}{mark} | {row['mean_error']:.2f} | {_signed(row['diff'])} | "
                          f"{_signed(row['upper'])} | {verdict} |")
     stopped = stopped_table(names, decision)

@@ -23,7 +23,7 @@ from policysearch.training.data import DataError, ImageData, normalize
 from policysearch.augment.policy import Baseline
 from policysearch.augment.transforms import BaselineAugment, Cutout
 
-__all__ = ["MIN_STEPS", "TrainConfig", "cutout", "evaluate", "fit_to_data", "predict", "train_mode", "train_model"]
+__all__ = ["MIN_STEPS", "TrainConfig", "budget_text", "cutout", "evaluate", "fit_to_data", "predict", "train_mode", "train_model"]
 
 CHECKPOINT_VERSION = 1
 Augment = Callable[[Tensor, torch.Generator], Tensor]
@@ -86,6 +86,18 @@ def fit_to_data(config: TrainConfig, num_images: int, min_steps: int = MIN_STEPS
         return config
     warmup = min(config.warmup_epochs, epochs - 1)
     return replace(config, batch_size=batch, epochs=epochs, warmup_epochs=warmup)
+
+
+def budget_text(asked: TrainConfig, num_images: int | None, min_steps: int = MIN_STEPS, say_asked: bool = True) -> str:
+    """'E epochs at batch B' as a training of ``asked`` runs on ``num_images`` images: on tiny data
+    :func:`fit_to_data` raises the epochs and lowers the batch, and then (``say_asked``) the text says what was
+    asked too."""
+    trained = fit_to_data(asked, num_images, min_steps) if num_images else asked
+    text = f"{trained.epochs} epochs at batch {trained.batch_size}"
+    if (trained.epochs, trained.batch_size) == (asked.epochs, asked.batch_size) or not say_asked:
+        return text
+    return (f"{text} (asked: {asked.epochs} at batch {asked.batch_size}; tiny data gets at least {min_steps} steps, "
+            f"{MIN_STEPS_PER_EPOCH} per epoch)")
 
 
 def cutout(batch: Tensor, size: int, generator: torch.Generator | None = None) -> Tensor:
