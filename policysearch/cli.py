@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shlex
 import sys
 import textwrap
@@ -179,11 +180,12 @@ def _add_show(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", nargs="?", metavar="POLICY",
                         help=f"policy JSON file or policy string ({POLICY_STRINGS}); without it, "
                              f"torchvision's AutoAugment CIFAR-10 policy ({DEFAULT_SHOW_POLICY}) is shown")
-    parser.add_argument("--dataset", default="digits",
-                        help="data set to draw samples from: digits, cifar10, cifar100, svhn or "
-                             "an image folder (PATH or imagefolder:PATH; default: digits)")
+    parser.add_argument("--dataset", default=None,
+                        help="data set to draw samples from: digits, cifar10, cifar100, svhn or an image folder "
+                             "(PATH or imagefolder:PATH; default: the data set a searched policy names, else digits)")
     parser.add_argument("--data-root", default="data", help="folder holding downloaded data sets (default: data)")
-    parser.add_argument("-o", "--output", default="grid.png", help="PNG file to write (default: grid.png)")
+    parser.add_argument("-o", "--output", default="grid.png",
+                        help="PNG file to write, its name ending in .png (default: grid.png)")
     parser.add_argument("--samples", type=_positive, default=8, help="rows: samples of the data set (default: 8)")
     parser.add_argument("--views", type=_positive, default=6, help="augmented views per sample (default: 6)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the samples and the augmentation (default: 0)")
@@ -202,6 +204,11 @@ def _run_show(args: argparse.Namespace) -> int:
     from policysearch.augment.policy import PolicyError
     from policysearch.augment.standard import is_policy_string, load_policy
 
+    output = Path(args.output)
+    if args.output.endswith(("/", os.sep)) or output.is_dir():
+        raise UserError(f"-o {args.output}: a folder; give the PNG file to write, e.g. {output / 'grid.png'}")
+    if output.suffix.lower() != ".png":
+        raise UserError(f"-o {args.output}: show writes a PNG; give a name ending in .png")
     if args.file is None:
         policy = from_torchvision(DEFAULT_SHOW_POLICY)
         about = f"{DEFAULT_SHOW_POLICY} (default: no policy file given)"
@@ -213,14 +220,17 @@ def _run_show(args: argparse.Namespace) -> int:
                 raise  # a bad policy string: a usage error
             return _invalid_file(exc)
         about = policy.name or Path(args.file).name
-    data = load_dataset(dataset_name(args.dataset), split="train", data_root=args.data_root)
+    searched_on = policy.metadata.get("dataset")  # a searched policy's data set, unless given in Python
+    dataset = args.dataset or (searched_on if isinstance(searched_on, str) and not searched_on.startswith("python:")
+                               else "digits")
+    data = load_dataset(dataset_name(dataset), split="train", data_root=args.data_root)
     if len(data) == 0:
         raise UserError(f"{data.name} has no images to show")
     canvas, samples, _ = sample_grid(policy, data, about=about, samples=args.samples, views=args.views,
                                      seed=args.seed, backend=args.backend, scale=args.scale)
     out = write_atomic(args.output, lambda handle: canvas.save(handle, format="PNG"))
     print(f"wrote {out} ({canvas.width}x{canvas.height} px: {samples} samples of {data.name}, "
-          f"{args.views} views each, {about})")
+          f"{args.views} {'view' if args.views == 1 else 'views'} each, {about})")
     return EXIT_OK
 
 

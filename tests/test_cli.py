@@ -186,7 +186,14 @@ def test_show_takes_a_folder_as_search_does(tmp_path, capsys):
             Image.fromarray(pixels).save(tmp_path / "pets" / name / f"{k}.png")
     out = tmp_path / "grid.png"
     assert main(["show", "--dataset", str(tmp_path / "pets"), "-o", str(out), "--samples", "2", "--views", "1"]) == 0
-    assert f"2 samples of imagefolder:{tmp_path / 'pets'}" in capsys.readouterr().out
+    assert f"2 samples of imagefolder:{tmp_path / 'pets'}, 1 view each" in capsys.readouterr().out
+    # Regression: a searched policy was shown on digits; its own data set is the default now
+    searched = Policy([[("Rotate", 0.8, 0.5)]], metadata={"dataset": f"imagefolder:{tmp_path / 'pets'}"})
+    assert main(["show", str(searched.save(tmp_path / "searched.json")), "-o", str(out), "--samples", "2"]) == 0
+    assert f"2 samples of imagefolder:{tmp_path / 'pets'}, 6 views each" in capsys.readouterr().out
+    in_python = Policy([[("Rotate", 0.8, 0.5)]], metadata={"dataset": "python:Dataset#0123456789ab"})
+    assert main(["show", str(in_python.save(tmp_path / "python.json")), "-o", str(out), "--samples", "2"]) == 0
+    assert "2 samples of digits/train" in capsys.readouterr().out  # data given in Python cannot be read again
 
 
 def test_show_batch_backend(tmp_path):
@@ -244,7 +251,12 @@ def test_spaces_lists_the_shipped_spaces(capsys):
     (lambda t: ["convert", str(bad_policy(t)), "-o", str(t / "o.json")], "say which form the file is in", 2),
     (lambda t: ["convert", "torchvision:cifar10", "-o", str(good_policy(t)) + "/inside.json"], "good.json", 2),
     (lambda t: ["convert", "randaugment", "-o", str(t)], "error: TMP: is a directory\n", 2),  # TMP: the tmp_path
-    (lambda t: ["show", str(good_policy(t)), "-o", str(t)], "error: TMP: is a directory\n", 2),
+    (lambda t: ["show", str(good_policy(t)), "-o", str(t)],
+     "error: -o TMP: a folder; give the PNG file to write, e.g. TMP/grid.png\n", 2),
+    # regression: "nodir/" wrote a PNG file named nodir, and grid.jpg a PNG under a JPEG's name
+    (lambda t: ["show", str(good_policy(t)), "-o", str(t / "nodir") + "/"], "-o TMP/nodir/: a folder", 2),
+    (lambda t: ["show", str(good_policy(t)), "-o", str(t / "grid.jpg")],
+     "-o TMP/grid.jpg: show writes a PNG; give a name ending in .png\n", 2),
 ])
 def test_user_errors_are_one_line(tmp_path, capsys, make_args, message, status):
     """Exit status 1 for an invalid input file (as validate), 2 for a usage error."""
