@@ -19,10 +19,14 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from policysearch import __version__
 from policysearch.augment.grids import CELL_TARGET  # a constant; the module imports Pillow and torch only when drawing
+
+if TYPE_CHECKING:  # annotations only: help must not import torch
+    from policysearch.augment.policy import Policy
+    from policysearch.training.data import ImageData
 
 PROG = "policysearch"
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -183,7 +187,8 @@ def _add_show(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default=None,
                         help="data set to draw samples from: digits, cifar10, cifar100, svhn or an image folder "
                              "(PATH or imagefolder:PATH; default: the data set a searched policy names, else digits)")
-    parser.add_argument("--data-root", default="data", help="folder holding downloaded data sets (default: data)")
+    parser.add_argument("--data-root", default=None,
+                        help="folder holding downloaded data sets (default: a searched policy's, else data)")
     parser.add_argument("-o", "--output", default="grid.png",
                         help="PNG file to write, its name ending in .png (default: grid.png)")
     parser.add_argument("--samples", type=_positive, default=8, help="rows: samples of the data set (default: 8)")
@@ -196,10 +201,27 @@ def _add_show(parser: argparse.ArgumentParser) -> None:
                              "PolicyTransform on PIL images one at a time (the reference path)")
 
 
+def _show_data(args: argparse.Namespace, policy: Policy) -> ImageData:
+    """The images ``show`` draws: ``--dataset``, else those a searched policy's run read (from its data root),
+    else digits; a searched data set that cannot be read here falls back to digits, with a line that says so."""
+    from policysearch.training.data import DataError, dataset_name, load_dataset
+
+    search = policy.metadata.get("search")
+    searched_on = search.get("dataset") if isinstance(search, dict) and "run_id" in policy.metadata else None
+    if args.dataset or not isinstance(searched_on, str) or searched_on.startswith("python:"):
+        return load_dataset(dataset_name(args.dataset or "digits"), split="train",
+                            data_root=args.data_root or "data")
+    root = args.data_root or search.get("data_root") or "data"
+    try:
+        return load_dataset(dataset_name(searched_on), split="train", data_root=root)
+    except DataError as exc:
+        print(f"the policy's data set cannot be read here ({exc}); showing digits instead (--dataset to choose)")
+        return load_dataset("digits", split="train")
+
+
 def _run_show(args: argparse.Namespace) -> int:
     from policysearch.atomic import write_atomic
     from policysearch.augment.torchvision_policies import from_torchvision
-    from policysearch.training.data import dataset_name, load_dataset
     from policysearch.augment.grids import sample_grid
     from policysearch.augment.policy import PolicyError
     from policysearch.augment.standard import is_policy_string, load_policy
@@ -220,10 +242,7 @@ def _run_show(args: argparse.Namespace) -> int:
                 raise  # a bad policy string: a usage error
             return _invalid_file(exc)
         about = policy.name or Path(args.file).name
-    searched_on = policy.metadata.get("dataset")  # a searched policy's data set, unless given in Python
-    dataset = args.dataset or (searched_on if isinstance(searched_on, str) and not searched_on.startswith("python:")
-                               else "digits")
-    data = load_dataset(dataset_name(dataset), split="train", data_root=args.data_root)
+    data = _show_data(args, policy)
     if len(data) == 0:
         raise UserError(f"{data.name} has no images to show")
     canvas, samples, _ = sample_grid(policy, data, about=about, samples=args.samples, views=args.views,

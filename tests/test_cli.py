@@ -188,12 +188,22 @@ def test_show_takes_a_folder_as_search_does(tmp_path, capsys):
     assert main(["show", "--dataset", str(tmp_path / "pets"), "-o", str(out), "--samples", "2", "--views", "1"]) == 0
     assert f"2 samples of imagefolder:{tmp_path / 'pets'}, 1 view each" in capsys.readouterr().out
     # Regression: a searched policy was shown on digits; its own data set is the default now
-    searched = Policy([[("Rotate", 0.8, 0.5)]], metadata={"dataset": f"imagefolder:{tmp_path / 'pets'}"})
-    assert main(["show", str(searched.save(tmp_path / "searched.json")), "-o", str(out), "--samples", "2"]) == 0
+    def searched_on(dataset: str, name: str, **search) -> str:
+        metadata = {"run_id": "r", "dataset": dataset, "search": {"dataset": dataset, "data_root": "data", **search}}
+        return str(Policy([[("Rotate", 0.8, 0.5)]], metadata=metadata).save(tmp_path / name))
+
+    pets = searched_on(f"imagefolder:{tmp_path / 'pets'}", "a.json")
+    assert main(["show", pets, "-o", str(out), "--samples", "2"]) == 0
     assert f"2 samples of imagefolder:{tmp_path / 'pets'}, 6 views each" in capsys.readouterr().out
-    in_python = Policy([[("Rotate", 0.8, 0.5)]], metadata={"dataset": "python:Dataset#0123456789ab"})
-    assert main(["show", str(in_python.save(tmp_path / "python.json")), "-o", str(out), "--samples", "2"]) == 0
+    assert main(["show", searched_on("python:Dataset#0123456789ab", "b.json"), "-o", str(out), "--samples", "2"]) == 0
     assert "2 samples of digits/train" in capsys.readouterr().out  # data given in Python cannot be read again
+    assert main(["show", searched_on("cifar10", "c.json", data_root=str(tmp_path / "none")), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("the policy's data set cannot be read here (cifar10 train files are missing: expected "
+                              f"{tmp_path / 'none'}") and "showing digits instead" in printed
+    hand_written = Policy([[("Rotate", 0.8, 0.5)]], metadata={"dataset": "CIFAR-10"})  # not a searched policy
+    assert main(["show", str(hand_written.save(tmp_path / "d.json")), "-o", str(out), "--samples", "2"]) == 0
+    assert "2 samples of digits/train" in capsys.readouterr().out
 
 
 def test_show_batch_backend(tmp_path):

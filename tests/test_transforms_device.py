@@ -123,7 +123,7 @@ def test_a_device_that_fails_leaves_the_transform_where_it_was_and_cuda_is_to_cu
         assert transform.cuda().device.type == "cuda" and transform.cpu().device == torch.device("cpu")
         return
     for move in (lambda: transform.to("cuda:0"), lambda: transform.to(0), transform.cuda, lambda: transform.cuda(0)):
-        with pytest.raises(RuntimeError):
+        with pytest.raises((RuntimeError, AssertionError)):  # AssertionError: torch built without CUDA
             move()
         assert transform.device == torch.device("cpu")
     assert transform.sample((2, 3, 8, 8)).sub_policy.device == torch.device("cpu")

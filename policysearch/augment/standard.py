@@ -329,12 +329,17 @@ def is_policy_string(text: str) -> bool:
         return False
     if text.strip().partition(":")[0].strip().lower() in _PARSERS:
         return True
-    try:
-        if Path(text).exists():
-            return False
-    except (OSError, ValueError):  # too long for a file name, or a NUL byte in it: no such file
-        pass
+    if _is_file(text):
+        return False
     return _NAME_LIKE.fullmatch(text.strip()) is not None
+
+
+def _is_file(text: str) -> bool:
+    """Whether ``text`` names an existing path (a name too long for one, or with a NUL byte, names none)."""
+    try:
+        return Path(text).exists()
+    except (OSError, ValueError):
+        return False
 
 
 def load_policy(source: Policy | str | os.PathLike[str]) -> Policy:
@@ -343,7 +348,7 @@ def load_policy(source: Policy | str | os.PathLike[str]) -> Policy:
         return source
     if isinstance(source, str) and not source.strip():
         raise PolicyError("empty policy: give a policy file or a policy string such as randaugment:n=2,m=9")
-    if isinstance(source, str) and source.lstrip().startswith("{"):
+    if isinstance(source, str) and source.lstrip().startswith("{") and not _is_file(source):
         raise PolicyError("this is the JSON text of a policy, not a file or a policy string: give the file's path, "
                           "or Policy.from_dict(json.loads(text))")
     if isinstance(source, str) and is_policy_string(source):

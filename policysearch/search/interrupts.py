@@ -7,10 +7,11 @@ phases, writing the results) :class:`CtrlC` raises it at once. Either way the se
 command prints one line (:meth:`CtrlC.message`) and exits with 130. A second Ctrl-C stops at once: it prints
 the same line and ends the process without waiting for anything (the watchdog of
 :mod:`policysearch.search.reaper` then ends the local Ray). SIGTERM (``kill``, ``timeout``, ``docker stop``,
-a job scheduler) stops at once too, with the same line and status: sent to the whole process group
-(``timeout``, schedulers), it also ends Ray's own processes, which a last save would wait for in vain. Ray's
-own SIGTERM handler, which would dump a stack and abort, is replaced once Ray has started; while Ray starts,
-its exit is taken as a Ctrl-C.
+a job scheduler) is taken as a Ctrl-C: it raises SIGINT in the driver, whose handler, Tune's or ours, goes on
+as above; if the search has not ended ``TERM_GRACE_S`` later, it stops at once. Sent to the whole process
+group (``timeout``, schedulers), SIGTERM also ends Ray's own processes, and the last save then waits for them
+in vain. Ray's own SIGTERM handler, which would dump a stack and abort, is replaced once Ray has started;
+while Ray starts, its exit is taken as a Ctrl-C.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, Callable, Iterator
 __all__ = ["EXIT_INTERRUPTED", "CtrlC", "SearchInterrupted", "resume_command"]
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+TERM_GRACE_S = 5.0  # after SIGTERM, the time a search has to end as after a Ctrl-C before it stops at once
 
 
 class SearchInterrupted(KeyboardInterrupt):
@@ -59,6 +61,7 @@ class CtrlC:
         self._previous: Any = None
         self._previous_term: Any = None
         self._installed = False
+        self._term_timer: threading.Timer | None = None  # armed by SIGTERM: stop at once if still running
 
     def __enter__(self) -> "CtrlC":
         if threading.current_thread() is threading.main_thread():
@@ -68,6 +71,8 @@ class CtrlC:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._term_timer is not None:
+            self._term_timer.cancel()
         if self._installed:
             signal.signal(signal.SIGINT, self._previous)
             if self._previous_term is not None:  # None: a handler not set from Python, which cannot be put back
@@ -85,11 +90,18 @@ class CtrlC:
                 raise
             self.stopping = True
             raise SearchInterrupted() from None
-        if self._installed:
-            signal.signal(signal.SIGTERM, self._terminate)
+        finally:
+            if self._installed:
+                signal.signal(signal.SIGTERM, self._terminate)
 
     def _terminate(self, signum: int, frame: FrameType | None) -> None:
-        self.stop_now("SIGTERM")
+        if self.stopping or self._term_timer is not None:
+            self.stop_now("SIGTERM")
+        self._term_timer = threading.Timer(TERM_GRACE_S, self.stop_now,
+                                           (f"SIGTERM, the search still running {TERM_GRACE_S:g} s later",))
+        self._term_timer.daemon = True
+        self._term_timer.start()
+        signal.raise_signal(signal.SIGINT)  # handled as a Ctrl-C, by whichever SIGINT handler is in place
 
     def tune_started(self) -> None:
         """An experiment's loop starts: if another handler (Tune's) replaced ours, it takes the first Ctrl-C
@@ -112,11 +124,11 @@ class CtrlC:
         raise SearchInterrupted()
 
     def stop_now(self, by: str) -> None:
-        """A second Ctrl-C or SIGTERM (``by``): the line, and the process ends here (exit status 130)."""
+        """A second Ctrl-C, or SIGTERM (``by``): the line, and the process ends here (exit status 130)."""
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
-            except (OSError, ValueError):
+            except (OSError, ValueError, RuntimeError):  # RuntimeError: a write this signal interrupted
                 pass
         os.write(2, f"\npolicysearch: {self.message(by)}\n".encode())
         os._exit(EXIT_INTERRUPTED)
