@@ -313,6 +313,20 @@ def test_the_summary_the_table_and_recipes_png_show_the_quantity_the_rule_decide
     assert chosen["clears"] is True and chosen["upper"] == pytest.approx(rule.upper)
 
 
+def test_the_picture_holds_the_rules_variance_floor():
+    """Two folds of 100 images, each one image better: the rule's floor keeps it within the noise, and the
+    picture, redrawn from selection.csv and the decision, must say the same."""
+    from policysearch.search.figures import recipe_data
+
+    errors = {"ref": [10.0, 12.0], "one image better": [9.0, 11.0]}
+    decision = decide(errors, "ref", test_fraction=0.5, held_out=100)
+    rows = [{"recipe": name, "fold": str(f), "status": "ok", "held_out_error": str(e)}
+            for name, errs in errors.items() for f, e in enumerate(errs)]
+    drawn = recipe_data(rows, decision.to_dict(), confidence=0.8, test_fraction=0.5)
+    row = next(r for r in drawn["ranked"] if r["recipe"] == "one image better")
+    assert row["clears"] is False and row["upper"] == pytest.approx(decision.versus_reference[0].upper)
+
+
 def test_recipes_stopped_by_the_race_are_shown_apart_from_the_means(tmp_path):
     from policysearch.search.figures import recipe_data
 

@@ -204,6 +204,9 @@ def test_an_unclear_decision_gets_repeats_for_the_recipes_that_could_clear_it():
     csv_rows = [{k: str(v) for k, v in dict(r, held_out_error=r["error"]).items()} for r in rows]
     drawn = recipe_data(csv_rows, decision.to_dict(), confidence=0.8, test_fraction=1 / 3)
     assert [r["recipe"] for r in drawn["ranked"]] == [names[0], reference]
+    assert decision.held_out == prepared.held_out == min(len(held) for _, held in prepared.folds) > 0
+    rule = next(c for c in decision.versus_reference if c.candidate == names[0])
+    assert drawn["ranked"][0]["upper"] == pytest.approx(rule.upper)  # the picture's bound is the rule's, floor too
     assert [(r["recipe"], r["folds"], round(r["diff"], 6)) for r in drawn["stopped"]] == \
         [(row["recipe"], 3, round(row["diff"], 6)) for row in table]
 

@@ -15,8 +15,8 @@ from policysearch.search.domain import DomainFit, OpFit, fit_domain, probe_ops
 from policysearch.augment.policy import Baseline, Operation, Policy
 from policysearch.augment.standard import randaugment_tv_policy, trivialaugment_wide_policy
 from policysearch.search.folds import auto_repeats, crossfit_folds
-from policysearch.search.selection import (TIE_RULE, compare, decide, race, race_margin, race_ties, selection_power,
-                                           sequential_contenders)
+from policysearch.search.selection import (TIE_RULE, compare, decide, fold_variance, race, race_margin, race_ties,
+                                           selection_power, sequential_contenders)
 from policysearch.training.train import TrainConfig, _batches, fit_to_data
 
 
@@ -251,3 +251,21 @@ def test_repeats_are_added_only_while_the_decision_is_unclear_and_more_folds_cou
     # unclear, but no recipe could clear with 3 more folds: nothing is added
     assert sequential_contenders({"close": errors["close"], "reference": reference}, "reference", **kwargs) == []
     assert sequential_contenders(errors, "reference", test_fraction=1 / 3, more=0) == []
+
+
+def test_folds_that_agree_by_chance_do_not_make_one_image_clear_the_noise():
+    """Two folds of 100 held-out images, each one image better: zero spread would make the bound the mean
+    (-1 pp, "clears"); one image's difference on 100 images varies by at least 0.01 x 0.99 / 100, so it
+    must not clear. The floor never narrows a bound, and a decision keeps it through JSON."""
+    errors = {"ref": [10.0, 12.0], "one image better": [9.0, 11.0]}
+    assert decide(errors, "ref", test_fraction=0.5).chosen == "one image better"  # no floor: a false win
+    decision = decide(errors, "ref", test_fraction=0.5, held_out=100)
+    assert decision.chosen == "ref" and "does not clear" in decision.reason
+    floored = compare(errors["one image better"], errors["ref"], test_fraction=0.5, held_out=100)
+    assert floored.mean == pytest.approx(-1.0) and floored.upper > 0 and floored.low < -1.0 < floored.high
+    spread = {"ref": [10.0, 12, 8, 11, 9], "a": [7.0, 10, 4, 9, 5]}  # spread (1.0) above the floor (0.29)
+    assert compare(spread["a"], spread["ref"], test_fraction=0.2, held_out=1000) == compare(
+        spread["a"], spread["ref"], test_fraction=0.2)
+    assert fold_variance([-1.0, -1.0], 100) == pytest.approx(0.99)
+    assert type(decision).from_dict(decision.to_dict()).held_out == 100
+    assert sequential_contenders(errors, "ref", test_fraction=0.5, more=2, held_out=100) == []

@@ -232,7 +232,8 @@ def recipe_data(rows: Sequence[dict[str, str]], selection: dict[str, Any], *, co
                                    "chosen": name == chosen, "reference": name == reference,
                                    "diff": None, "upper": None, "clears": None}
             if reference in errors and name != reference:
-                c = compare(errors[name], errors[reference], test_fraction=test_fraction, confidence=confidence)
+                c = compare(errors[name], errors[reference], test_fraction=test_fraction, confidence=confidence,
+                            held_out=int(selection.get("held_out") or 0))
                 row.update(diff=c.mean, upper=None if c.upper != c.upper else c.upper,
                            clears=None if c.upper != c.upper else bool(c.upper < 0))
             ranked.append(row)

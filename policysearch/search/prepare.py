@@ -57,6 +57,11 @@ class Prepared:
         return self.first_pass or len(self.folds)
 
     @property
+    def held_out(self) -> int:
+        """The fewest images any cross-fit fold is tested on (the selection's variance floor rests on it)."""
+        return min((len(held) for _, held in self.folds), default=0)
+
+    @property
     def model_spec(self) -> ModelSpec:
         """The child and selection models: architecture, classes, channels and the checkpoint they start from."""
         c = self.config

@@ -144,7 +144,8 @@ def added_repeat(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[d
     if n < first or n + k > len(prepared.folds) or max(r["fold"] for r in rows) + 1 > n:
         return [], []
     errors = {name: folds[:n] for name, folds in trained.items() if len(folds) >= n}
-    names = sequential_contenders(errors, reference, test_fraction=1.0 / k, more=k, confidence=config.confidence)
+    names = sequential_contenders(errors, reference, test_fraction=1.0 / k, more=k, confidence=config.confidence,
+                                  held_out=prepared.held_out)
     first_pass = sum(1 for r in rows if r["fold"] < first)
     added = len(rows) - first_pass
     if not names or added + k * len(names) > config.selection_extra * first_pass:
@@ -169,7 +170,8 @@ def choose_recipe(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[
     n = len(trained[reference])
     errors = {name: folds[:n] for name, folds in trained.items() if len(folds) >= n}
     stopped = {name: folds for name, folds in trained.items() if len(folds) < n}
-    decision = decide(errors, reference, test_fraction=1.0 / k, confidence=prepared.config.confidence)
+    decision = decide(errors, reference, test_fraction=1.0 / k, confidence=prepared.config.confidence,
+                      held_out=prepared.held_out)
     on_first = {name: folds[0] for name, folds in trained.items()}
     margin = race_margin(on_first, len(prepared.folds[0][1]))
     decision = dataclasses.replace(decision, first_fold=on_first, race_margin=margin, first_pass=first,
@@ -191,7 +193,8 @@ def choose_recipe(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[
                    f"the recipes that could still clear the noise and the reference ({len(last)} in the last), "
                    f"{n} folds in all")
     comparisons = decision.comparisons + tuple(
-        compare(errors[decision.chosen][:len(folds)], folds, test_fraction=1.0 / k, names=(decision.chosen, name))
+        compare(errors[decision.chosen][:len(folds)], folds, test_fraction=1.0 / k, names=(decision.chosen, name),
+                confidence=prepared.config.confidence, held_out=prepared.held_out)
         for name, folds in stopped.items())
     return dataclasses.replace(decision, reason=reason, comparisons=comparisons,
                                stopped={name: float(np.mean(folds)) for name, folds in stopped.items()}), note

@@ -2,7 +2,8 @@
 
 Every candidate trains on the same folds with the same seeds; candidates are compared with a reference
 recipe by paired differences of held-out error, their variance corrected for overlapping training sets
-(Nadeau and Bengio), and a one-sided Student-t bound decides: the lowest mean error wins only when its
+(Nadeau and Bengio) and held at least at what testing on the held-out images alone gives
+(:func:`fold_variance`), and a one-sided Student-t bound decides: the lowest mean error wins only when its
 bound on (its error - the reference's) at ``confidence`` lies below zero, else the reference is kept.
 The folds are raced (:func:`race`): after the first fold only the best share, every candidate within one
 fold's noise (:func:`race_margin`) or tied at the cut (:data:`TIE_RULE`), and the reference go on. While
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Comparison", "Decision", "TIE_RULE", "compare", "decide", "race",
+__all__ = ["Comparison", "Decision", "TIE_RULE", "compare", "decide", "fold_variance", "race",
            "race_margin", "race_ties", "selection_power", "sequential_contenders", "versus_reference"]
 
 CONFIDENCE = 0.8
@@ -92,15 +93,31 @@ class Comparison:
                 "low": finite(self.low), "high": finite(self.high), "upper": finite(self.upper), "n": self.n}
 
 
+def fold_variance(d: Sequence[float], held_out: int = 0) -> float:
+    """The variance (pp squared) of one fold's paired difference of held-out error, from ``d`` (pp, one per
+    fold): their sample variance, but at least the variance that testing on ``held_out`` images alone
+    gives (McNemar: a difference ``r`` of two error rates on the same images varies by at least
+    ``|r| (1 - |r|) / held_out``), so folds that agree by chance cannot make the bound equal the mean
+    (``held_out`` 0: unknown, no floor)."""
+    d = np.asarray(d, dtype=float)
+    variance = float(d.var(ddof=1))
+    if held_out > 0:
+        rates = np.abs(d) / 100.0
+        variance = max(variance, 1e4 * float(np.mean(rates * (1.0 - rates))) / held_out)
+    return variance
+
+
 def compare(candidate: Sequence[float], reference: Sequence[float], *, test_fraction: float,
-            confidence: float = CONFIDENCE, names: tuple[str, str] = ("candidate", "reference")) -> Comparison:
-    """The corrected paired comparison of two candidates' per-fold errors (same folds, same order)."""
+            confidence: float = CONFIDENCE, names: tuple[str, str] = ("candidate", "reference"),
+            held_out: int = 0) -> Comparison:
+    """The corrected paired comparison of two candidates' per-fold errors (same folds, same order), each fold
+    tested on at least ``held_out`` images (:func:`fold_variance`)."""
     d = np.asarray(candidate, dtype=float) - np.asarray(reference, dtype=float)
     n = len(d)
     mean = float(d.mean()) if n else math.nan
     if n < 2:
         return Comparison(*names, mean, math.nan, math.nan, math.nan, n)
-    variance = float(d.var(ddof=1))
+    variance = fold_variance(d, held_out)
     two = _half_width(variance, n, test_fraction, 0.5 + confidence / 2)
     one = _half_width(variance, n, test_fraction, confidence)
     return Comparison(*names, mean, mean - two, mean + two, mean + one, n)
@@ -136,6 +153,7 @@ class Decision:
     # every candidate's error on each fold it trained on, in fold order (empty: a decision written before)
     fold_errors: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     first_pass: int = 0  # folds of the first pass; beyond them, repeats added while the decision was unclear
+    held_out: int = 0  # the fewest images a fold was tested on (0: a decision written before; no variance floor)
 
     def folds_of(self, name: str) -> int:
         """How many folds ``name`` trained on (a decision written before fold_errors: a stopped one, 1)."""
@@ -150,7 +168,7 @@ class Decision:
                 "confidence": self.confidence, "first_fold": dict(self.first_fold),
                 "race_margin": self.race_margin if math.isfinite(self.race_margin) else None,
                 "fold_errors": {name: list(errors) for name, errors in self.fold_errors.items()},
-                "first_pass": self.first_pass}
+                "first_pass": self.first_pass, "held_out": self.held_out}
 
     @classmethod
     def from_dict(cls, document: Mapping[str, object]) -> "Decision":
@@ -173,20 +191,22 @@ class Decision:
                    float(document.get("race_margin") or 0.0),  # type: ignore[arg-type]
                    {str(name): tuple(float(e) for e in errors)  # type: ignore[union-attr]
                     for name, errors in dict(document.get("fold_errors") or {}).items()},  # type: ignore[call-overload]
-                   int(document.get("first_pass") or 0))  # type: ignore[call-overload]
+                   int(document.get("first_pass") or 0),  # type: ignore[call-overload]
+                   int(document.get("held_out") or 0))  # type: ignore[call-overload]
 
 
 def versus_reference(errors: Mapping[str, Sequence[float]], reference: str, *, test_fraction: float,
-                     confidence: float = CONFIDENCE) -> tuple[Comparison, ...]:
+                     confidence: float = CONFIDENCE, held_out: int = 0) -> tuple[Comparison, ...]:
     """Every candidate but the reference: (its error - the reference's) per fold, with the one-sided upper
     bound the rule compares with 0 (``upper < 0``: the candidate beats the reference beyond the noise)."""
     return tuple(compare(errors[name], errors[reference], test_fraction=test_fraction, confidence=confidence,
-                         names=(name, reference)) for name in errors if name != reference)
+                         names=(name, reference), held_out=held_out) for name in errors if name != reference)
 
 
 def decide(errors: Mapping[str, Sequence[float]], reference: str, *, test_fraction: float,
-           confidence: float = CONFIDENCE) -> Decision:
-    """Apply the rule of this module to per-fold errors (%) of each candidate (same folds, same order)."""
+           confidence: float = CONFIDENCE, held_out: int = 0) -> Decision:
+    """Apply the rule of this module to per-fold errors (%) of each candidate (same folds, same order, each
+    tested on at least ``held_out`` images)."""
     if reference not in errors:
         raise ValueError(f"the reference {reference!r} is not among the candidates")
     lengths = {len(v) for v in errors.values()}
@@ -200,7 +220,8 @@ def decide(errors: Mapping[str, Sequence[float]], reference: str, *, test_fracti
     best, others = tied[0], tied[1:]
     tie = (f" (tied on the mean with {', '.join(others)}; a tie goes to the recipe listed first, the simpler or more "
            "standard one)" if others else "")
-    against_reference = versus_reference(errors, reference, test_fraction=test_fraction, confidence=confidence)
+    against_reference = versus_reference(errors, reference, test_fraction=test_fraction, confidence=confidence,
+                                         held_out=held_out)
     bound = f"{confidence:.0%} one-sided upper bound on ({best} - {reference})"
     if best == reference:
         chosen, reason = reference, f"the reference {reference} has the lowest mean held-out error{tie}"
@@ -220,9 +241,9 @@ def decide(errors: Mapping[str, Sequence[float]], reference: str, *, test_fracti
         reason += (f"; the selection's power: a bound lies a median {power:.2f} pp above its mean difference "
                    f"over {len(next(iter(errors.values())))} folds, so smaller differences stay within the noise")
     comparisons = tuple(compare(errors[chosen], errors[name], test_fraction=test_fraction, confidence=confidence,
-                                names=(chosen, name)) for name in errors if name != chosen)
+                                names=(chosen, name), held_out=held_out) for name in errors if name != chosen)
     return Decision(chosen, reference, best, reason, comparisons, mean_error, versus_reference=against_reference,
-                    confidence=confidence)
+                    confidence=confidence, held_out=held_out)
 
 
 def selection_power(against_reference: Sequence[Comparison]) -> float | None:
@@ -233,7 +254,7 @@ def selection_power(against_reference: Sequence[Comparison]) -> float | None:
 
 
 def sequential_contenders(errors: Mapping[str, Sequence[float]], reference: str, *, test_fraction: float,
-                          more: int, confidence: float = CONFIDENCE) -> list[str]:
+                          more: int, confidence: float = CONFIDENCE, held_out: int = 0) -> list[str]:
     """The recipes worth ``more`` folds, with the reference, in ``errors`` order; empty when the decision is
     clear or more folds would not change it.
 
@@ -241,7 +262,8 @@ def sequential_contenders(errors: Mapping[str, Sequence[float]], reference: str,
     does not clear the noise. A contender beats the reference on the mean and its bound would fall below 0
     after ``more`` folds if its mean difference and spread held (the bound only narrows with the folds).
     """
-    comparisons = versus_reference(errors, reference, test_fraction=test_fraction, confidence=confidence)
+    comparisons = versus_reference(errors, reference, test_fraction=test_fraction, confidence=confidence,
+                                   held_out=held_out)
     if not comparisons or more < 1:
         return []
     best = min(comparisons, key=lambda c: c.mean)
@@ -251,7 +273,7 @@ def sequential_contenders(errors: Mapping[str, Sequence[float]], reference: str,
     for c in comparisons:
         d = np.asarray(errors[c.candidate], dtype=float) - np.asarray(errors[reference], dtype=float)
         n = len(d) + more
-        if c.mean < 0 and len(d) >= 2 and c.mean + _half_width(float(d.var(ddof=1)), n, test_fraction,
+        if c.mean < 0 and len(d) >= 2 and c.mean + _half_width(fold_variance(d, held_out), n, test_fraction,
                                                                confidence) < 0:
             contenders.add(c.candidate)
     return [name for name in errors if name in contenders or (contenders and name == reference)]
