@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -159,6 +159,8 @@ def test_op_usage_counts_expected_applications_per_image():
 
 def test_the_export_draws_the_pictures_before_report_md_and_writes_policy_json_last(tmp_path):
     prepared = prepare(CONFIG)
+    note = "digits: 60 of 60 images resized to 8x8 (as --image-size asks) from 16x16"
+    prepared = replace(prepared, data=replace(prepared.data, notes=(note,)))  # what loading changed, kept
     run = Run(tmp_path / "run", "test-run", str(tmp_path / "tune"))
     run.run_dir.mkdir()
     write_config(run, CONFIG)
@@ -189,6 +191,8 @@ def test_the_export_draws_the_pictures_before_report_md_and_writes_policy_json_l
 
     result = export(prepared, run, outcome)
     assert result.policy_path.is_file()
+    assert result.policy.metadata["data_notes"] == [note]
+    assert f"- data: {note}" in (run.run_dir / "report.md").read_text(encoding="utf-8")
     assert main(["report", str(run.run_dir)]) == 0  # a run the export wrote redraws from its files
     assert (run.run_dir / "report.md").read_text(encoding="utf-8").count(BEGIN) == 1
 

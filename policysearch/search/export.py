@@ -93,6 +93,7 @@ def export(prepared: Prepared, run: Run, outcome: Outcome, faults: Faults = Faul
         "domain_fit": outcome.fit.to_dict(),
         "failed_trials": outcome.failures(),
         "warnings": warnings,
+        "data_notes": list(prepared.data.notes),  # what loading changed, e.g. the size images were resized to
         "search_cost": {k: round(v, 3) for k, v in costs.items()},
         "search": {k: v for k, v in asdict(config).items() if k not in ("address", "storage", "dashboard")},
         **_provenance(run),
@@ -110,7 +111,8 @@ def export(prepared: Prepared, run: Run, outcome: Outcome, faults: Faults = Faul
                     ranges=chosen.recipe.ranges)
     figures, notes = draw_figures(run.run_dir, policy=policy, data=prepared.data)
     write_text_atomic(run.run_dir / "report.md", render_report(config, prepared.space.name, run.run_id, outcome, policy,
-                                                               prepared.budgets(), figures_section(figures, notes)))
+                                                               prepared.budgets(), figures_section(figures, notes),
+                                                               prepared.data.notes))
     faults.reach("export", after="report.md")
     policy_path = policy.save(run.run_dir / "policy.json")
     return SearchResult(run.run_dir, run.run_id, policy_path, policy, costs, outcome.top, decision, outcome.failures(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from policysearch.augment.policy import Policy
 from policysearch.search.config import SearchConfig
@@ -113,10 +114,11 @@ def _trained_text(outcome: Outcome, folds: int) -> str:
 
 
 def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: Outcome, policy: Policy,
-                  budgets: tuple[str, str], pictures: str = "") -> str:
+                  budgets: tuple[str, str], pictures: str = "", data_notes: Sequence[str] = ()) -> str:
     """The whole ``report.md``; ``budgets``: the child models' and the recipes' trainings as they ran
     (:func:`~policysearch.training.train.budget_text`); ``pictures``
-    (:func:`~policysearch.search.figures.figures_section`) follows the summary."""
+    (:func:`~policysearch.search.figures.figures_section`) follows the summary; ``data_notes``: what loading
+    changed in the images (the size they were resized to and why), as the search printed it."""
     costs, decision, fit = outcome.costs, outcome.decision, outcome.fit
     ok_trials = [r for r in outcome.trials if r["status"] == "ok"]
     folds = decided_folds(outcome)
@@ -125,6 +127,7 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
              f"{policy.baseline.describe()} after the policy)",
              f"- why: {decision.reason}" + (f" ({outcome.note})" if outcome.note else ""),
              *([f"- **warning:** {weak_children(outcome)}"] if weak_children(outcome) else []),
+             *[f"- data: {note}" for note in data_notes],
              f"- run {run_id}: {len(outcome.recipes)} candidate recipes trained at the final budget, "
              f"{budgets[1]}, on {config.selection_folds} "
              f"cross-fit folds x {_plural(folds // config.selection_folds, 'repeat')} ("
