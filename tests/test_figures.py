@@ -238,7 +238,7 @@ def test_a_raced_selection_draws_the_stopped_recipes_below_the_others():
 
 
 def _exported_run(tmp_path: Path, config: SearchConfig, *, weak: bool = False,
-                  more_errors: dict[str, list[float]] | None = None):
+                  more_errors: dict[str, list[float]] | None = None, failed: tuple[str, ...] = ()):
     """A search's export of a raced selection: the issue's case, where the chosen recipe clears the noise by
     the rule's one-sided bound while a two-sided interval at the same level crosses 0, and a recipe stopped
     after the first fold has a lower error there than the chosen recipe's mean."""
@@ -259,8 +259,9 @@ def _exported_run(tmp_path: Path, config: SearchConfig, *, weak: bool = False,
     stopped = "randaugment n=1 m=5 (torchvision scale), crop 0"
     errors[stopped] = [1.0]  # one fold, lower than every mean
     errors.update(more_errors or {})
-    selection = [{"recipe": name, "fold": f, "status": "ok", "error": e, "loss": 0.1, "train_seconds": 1.0,
-                  "train_images": 40} for name, errs in errors.items() for f, e in enumerate(errs)]
+    selection = [{"recipe": name, "fold": f, "status": "failed" if name in failed and f == 1 else "ok",
+                  "error": e, "loss": 0.1, "train_seconds": 1.0, "train_images": 40}
+                 for name, errs in errors.items() for f, e in enumerate(errs)]
     decision, note = choose_recipe(prepared, recipes, selection, prepared.baseline)
     trials = [{"split": s, "repeat": 0, "index": i, "trial_id": f"{s}{i}", "status": "ok", "error": "",
                "reward": 0.5 + 0.1 * i} for s in range(config.splits) for i in range(4)]
@@ -375,6 +376,36 @@ def test_a_recipe_beyond_the_noise_that_the_rule_does_not_test_says_why_it_was_n
     assert "the rule tests only the recipe with the lowest mean error" in report  # the picture's caption
 
 
+def test_failed_recipes_are_not_counted_as_trained_and_a_stand_in_reference_is_named(tmp_path):
+    """Regressions: a recipe that failed was counted "on every fold"; and the rule's paragraph called a
+    stand-in reference torchvision's RandAugment()."""
+    failing = "trivialaugment (AutoAugment ranges), crop 1"
+    prepared = prepare(CONFIG)
+    reference = reference_name(prepared.baseline)
+    result, _ = _exported_run(tmp_path, CONFIG, failed=(failing, reference))
+    decision = result.decision
+    assert decision.reference != reference and failing not in decision.mean_error
+    report = (result.run_dir / "report.md").read_text(encoding="utf-8")
+    assert f"{len(decision.mean_error)} on every fold, the others on the first only" in report
+    assert (f"replaces the reference, {decision.reference} (standing in for torchvision's RandAugment() without "
+            "the crop, which failed on a fold)") in report
+    assert "(torchvision's RandAugment(), no crop)" not in report
+
+
+def test_a_bound_just_below_zero_never_reads_plus_zero():
+    """Regression: a bound of -0.004 pp was shown as +0.00 next to "yes" (it clears); float noise is 0."""
+    from policysearch.search.report import recipe_table
+    from policysearch.search.selection import signed_pp
+
+    x = 0.488
+    errors = {"ref": [10.0, 12.0, 14.0], "a": [10 - x, 11.5 - x, 14.5 - x]}
+    decision = decide(errors, "ref", test_fraction=1 / 3)
+    row = next(r for r in recipe_table(["ref", "a"], decision) if r["recipe"] == "a")
+    assert -0.005 < row["upper"] < 0 and row["clears"] and decision.chosen == "a"
+    assert signed_pp(row["upper"]) == "-0.00" and "-0.00 pp, is below 0" in decision.reason
+    assert [signed_pp(v) for v in (-1e-12, 1e-12, 0.004, -1.234)] == ["+0.00", "+0.00", "+0.00", "-1.23"]
+
+
 def test_the_report_gives_the_trainings_as_they_ran(tmp_path):
     """Regression: the report said "1 epochs (more on tiny data)" where tiny data had raised them to 50."""
     result, _ = _exported_run(tmp_path, CONFIG)
@@ -416,3 +447,21 @@ def test_ops_png_of_a_trivialaugment_recipe_says_what_it_is_and_shows_the_levels
     assert describe_one_op_per_image(one).endswith("at level 0.5")
     faa = Policy([[Operation("Rotate", 0.7, 0.4), Operation("Cutout", 0.3, 0.5)]])
     assert one_op_per_image(faa) is None  # drawn as before: expected applications and levels per op
+
+
+def test_the_recipes_caption_says_how_the_stopped_recipes_are_drawn():
+    """Regression: the caption always said "with that one fold's error", also for recipes left out of an added
+    repeat, which the picture draws as a mean over their folds."""
+    from policysearch.search.figures import _stopped_caption
+
+    def selection(stopped_folds: dict[str, int]) -> dict:
+        folds = {"ref": [5.0] * 6, "kept": [4.0] * 6, **{n: [6.0] * k for n, k in stopped_folds.items()}}
+        decision = decide({"ref": folds["ref"], "kept": folds["kept"]}, "ref", test_fraction=1 / 3)
+        return replace(decision, stopped={n: 6.0 for n in stopped_folds},
+                       fold_errors={n: tuple(v) for n, v in folds.items()}).to_dict()
+
+    assert _stopped_caption(selection({})) == ""
+    assert "with that one fold's error" in _stopped_caption(selection({"raced": 1}))
+    left = _stopped_caption(selection({"left": 3}))
+    assert "(left out of the repeats added)" in left and "mean over the folds each trained on" in left
+    assert "raced out after the first fold, or left out" in _stopped_caption(selection({"raced": 1, "left": 3}))

@@ -15,7 +15,7 @@ from policysearch.search import SearchConfig, prepare
 from policysearch.search.domain import fit_domain
 from policysearch.search.recipes import (added_repeat, choose_recipe, final_baseline, flip_undecided, race_survivors,
                                          selection_trial)
-from policysearch.search.selection import Decision
+from policysearch.search.selection import Decision, race_margin, race_ties
 from policysearch.search.spaces import load_space
 
 
@@ -128,6 +128,25 @@ def test_recipes_tied_at_the_race_cut_all_go_on_and_the_reason_names_the_tie_rul
     assert "by the tie rule, every recipe tied with the last one kept at the cut goes on too: 2 more, tied at " \
            "5.00%" in decision.reason
     assert decision.first_fold == first
+
+
+def test_the_race_is_reported_from_what_it_ran_on_when_a_recipe_fails_later():
+    """Regression: a recipe that finished the first fold and failed on the second was left out of the
+    first-fold errors the report recounts the race from, so the tie at the cut it made went unsaid."""
+    config = SearchConfig(train_size=60, splits=1, selection_folds=3, selection_repeats=1, selection_keep=0.25)
+    prepared = prepare(config)
+    recipes = candidate_recipes(prepared.baseline, _fit(), None, families=("baseline", "randaugment"),
+                                randaugment_grid=())
+    names = [r.name for r in recipes]
+    reference = reference_name(prepared.baseline)
+    first = {names[0]: 5.0, names[1]: 5.0, names[2]: 50.0, reference: 6.0}
+    rows = [{"recipe": n, "fold": 0, "status": "ok", "error": e} for n, e in first.items()]
+    assert race_ties(first, names, 0.25) == (5.0, 1)
+    rows += [{"recipe": names[0], "fold": 1, "status": "failed", "error": None}]
+    rows += [{"recipe": n, "fold": f, "status": "ok", "error": first[n]} for n in (names[1], reference) for f in (1, 2)]
+    decision, _ = choose_recipe(prepared, recipes, rows, prepared.baseline)
+    assert decision.first_fold == first and "1 more, tied at 5.00%" in decision.reason
+    assert decision.race_margin == race_margin(first, len(prepared.folds[0][1]))
 
 
 def test_selection_trains_at_the_final_trainings_batch_and_epochs_not_refitted_to_the_fold(monkeypatch):
@@ -244,3 +263,7 @@ def test_a_training_that_fails_in_an_added_repeat_counts_only_whole_repeats():
     decision, note = choose_recipe(prepared, recipes, no_reference, prepared.baseline)
     assert decision.reference == names[0] and "failed" in note and decision.best == names[1]
     assert added_repeat(prepared, recipes, no_reference, prepared.baseline) == ([0, 1], [3, 4, 5])
+    # the stand-in fails in that repeat while the contender finishes it: the stand-in stays the reference
+    lost_stand_in = no_reference + repeat({names[0]: [50.0, None, 49.0], names[1]: [48.0, 47.0, 46.0]})
+    decision, note = choose_recipe(prepared, recipes, lost_stand_in, prepared.baseline)
+    assert decision.reference == names[0] and all(c.n == 3 for c in decision.versus_reference)

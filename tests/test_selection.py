@@ -269,3 +269,31 @@ def test_folds_that_agree_by_chance_do_not_make_one_image_clear_the_noise():
     assert fold_variance([-1.0, -1.0], 100) == pytest.approx(0.99)
     assert type(decision).from_dict(decision.to_dict()).held_out == 100
     assert sequential_contenders(errors, "ref", test_fraction=0.5, more=2, held_out=100) == []
+
+
+def test_a_tie_with_the_reference_keeps_it_whatever_float_noise_the_bound_carries():
+    """Errors from float32 accuracies equal the reference's but for noise of 1e-6 pp: a tie, never a change."""
+    noise = {"a": [10.0 - 1e-6, 12.0 - 2e-6, 8.0 - 1e-6], "ref": [10.0, 12.0, 8.0]}
+    decision = decide(noise, "ref", test_fraction=1 / 3)
+    assert decision.chosen == "ref" and decision.best == "a" and "ties a" in decision.reason
+    assert not decision.versus_reference[0].clears
+    assert sequential_contenders(noise, "ref", test_fraction=1 / 3, more=3) == []
+
+
+def test_the_race_share_is_read_as_a_person_would_count_it():
+    from policysearch.search.selection import race_share
+
+    assert race_share(0.28, 25) == 7 and race_share(0.25, 4) == 1 and race_share(0.3, 4) == 2  # 0.28 x 25 = 7
+
+
+def test_strengths_that_name_the_same_recipe_are_refused_before_anything():
+    from policysearch.search import SearchConfig
+    from policysearch.search.config import SettingsError
+
+    with pytest.raises(SettingsError, match=r"strengths.*distinct"):
+        SearchConfig(strengths=(0.5, 0.5))
+    with pytest.raises(SettingsError, match=r"strengths.*distinct"):
+        SearchConfig(strengths=(0.5, 0.5000001))
+    fit = DomainFit({}, note="nothing probed")
+    with pytest.raises(ValueError, match="both be named 'fast_autoaugment x0.5, crop 0'"):
+        candidate_recipes(Baseline(0, False), fit, Policy([[Operation("Rotate", 0.5, 0.5)]]), strengths=(0.5, 0.5))

@@ -83,6 +83,9 @@ def candidate_recipes(baseline: Baseline, fit: DomainFit, searched: Policy | Non
             crops: Sequence[Baseline] = crops) -> None:
         for crop in crops:
             name = f"{label}, {_crop_label(crop)}"
+            if any(recipe.name == name for recipe in out):  # results are kept by name: two would merge
+                raise ValueError(f"two candidate recipes would both be named {name!r}: give distinct strengths, "
+                                 "scales and grid points")
             out.append(Recipe(name, family, policy.with_baseline(crop), strength))
 
     if "baseline" in families:

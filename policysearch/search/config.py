@@ -176,6 +176,8 @@ class SearchConfig:
             ("reward", self.reward in REWARDS, f"must be one of {', '.join(REWARDS)}, got {self.reward!r}"),
             ("strengths", bool(self.strengths) and all(0 < v <= 1 for v in self.strengths),
              f"must be one or more values in (0, 1], got {list(self.strengths)}"),
+            ("strengths", len({f"{v:g}" for v in self.strengths}) == len(self.strengths),
+             f"must be distinct (each names a recipe, to 6 significant digits), got {list(self.strengths)}"),
             ("domain_threshold", 0 <= self.domain_threshold < 1,
              f"must lie in [0, 1), got {self.domain_threshold}"),
             ("selection_folds", self.selection_folds >= 2, f"must be at least 2, got {self.selection_folds}"),

@@ -235,7 +235,7 @@ def recipe_data(rows: Sequence[dict[str, str]], selection: dict[str, Any], *, co
                 c = compare(errors[name], errors[reference], test_fraction=test_fraction, confidence=confidence,
                             held_out=int(selection.get("held_out") or 0))
                 row.update(diff=c.mean, upper=None if c.upper != c.upper else c.upper,
-                           clears=None if c.upper != c.upper else bool(c.upper < 0))
+                           clears=None if c.upper != c.upper else c.clears)
             ranked.append(row)
         elif name in stopped_names and 0 in folds[name]:
             kept = selection.get("fold_errors", {}).get(name)  # the folds the decision counted (whole repeats)
@@ -521,6 +521,22 @@ def plot_ops(policy: Policy, recipe: str) -> bytes:
 # ------------------------------------------------------------------------------------------ the set
 
 
+def _stopped_caption(selection: dict[str, Any]) -> str:
+    """The caption's sentence on the recipes drawn apart, as the picture draws them ('' when none stopped)."""
+    from policysearch.search.selection import Decision
+
+    decision = Decision.from_dict(selection)
+    folds = {decision.folds_of(name) for name in decision.stopped}
+    if not folds:
+        return ""
+    if folds == {1}:
+        return " The recipes the race stopped after the first fold are drawn apart below, with that one fold's error."
+    why = ("left out of the repeats added" if 1 not in folds else
+           "raced out after the first fold, or left out of the repeats added")
+    return (f" The recipes stopped before the last fold ({why}) are drawn apart below, with their mean over the "
+            "folds each trained on.")
+
+
 def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: ImageData | None = None,
                  data_root: str | None = None) -> tuple[list[Figure], list[str]]:
     """Draw the report's pictures into ``run_dir``; returns the figures written and one note per picture
@@ -560,8 +576,7 @@ def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: Ima
                           "the quantity the rule decides on (right): the recipe minus the reference, with its "
                           f"{config.confidence:.0%} one-sided upper bound; green: the bound is below 0, the recipe "
                           "beats the reference beyond the noise (the rule tests only the recipe with the lowest mean "
-                          "error). The recipes the race stopped after the first "
-                          "fold are drawn apart below, with that one fold's error."))
+                          "error)." + _stopped_caption(selection)))
     write_bytes_atomic(run_dir / "ops.png", plot_ops(policy, recipe))
     choice = one_op_per_image(policy)
     figures.append(Figure("ops.png", "What the chosen policy does",

@@ -84,11 +84,16 @@ def fold_model(prepared: Prepared, recipe: Recipe, fold: int) -> tuple[torch.nn.
     return model, time.perf_counter() - started
 
 
+def first_fold_errors(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Every recipe's held-out error (%) on the first fold, where it finished it: what the race ran on."""
+    return {r["recipe"]: float(r["error"]) for r in rows if r["fold"] == 0 and r["status"] == "ok"}
+
+
 def race_survivors(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[dict[str, Any]],
                    baseline: Baseline) -> list[int]:
     """Indices of the recipes that train on the other folds after the first (:func:`policysearch.search.selection.race`
     at ``--selection-keep``, keeping every recipe within the first fold's noise; the reference always goes on)."""
-    first = {r["recipe"]: float(r["error"]) for r in rows if r["fold"] == 0 and r["status"] == "ok"}
+    first = first_fold_errors(rows)
     names = [recipe.name for recipe in recipes]
     margin = race_margin(first, len(prepared.folds[0][1]))
     kept = set(race(first, names, prepared.config.selection_keep, reference_name(baseline), margin))
@@ -118,12 +123,13 @@ def trained_folds(prepared: Prepared, recipes: Sequence[Recipe],
 
 def held_against(trained: dict[str, list[float]], baseline: Baseline, first: int) -> tuple[str, str]:
     """The recipe every other is held against: the reference recipe, or where it failed in the first pass the
-    first recipe with the most folds; and a note when it had to be replaced."""
+    first recipe that finished the first pass (the same one whatever later repeats bring; where none did, the
+    first with the most folds); and a note when it had to be replaced."""
     reference = reference_name(baseline)
     if len(trained.get(reference, ())) >= first:
         return reference, ""
     most = max(len(folds) for folds in trained.values())
-    substitute = next(name for name, folds in trained.items() if len(folds) == most)
+    substitute = next(name for name, folds in trained.items() if len(folds) >= min(first, most))
     return substitute, f"the reference recipe failed on some fold, so {substitute} is the reference"
 
 
@@ -172,7 +178,7 @@ def choose_recipe(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[
     stopped = {name: folds for name, folds in trained.items() if len(folds) < n}
     decision = decide(errors, reference, test_fraction=1.0 / k, confidence=prepared.config.confidence,
                       held_out=prepared.held_out)
-    on_first = {name: folds[0] for name, folds in trained.items()}
+    on_first = first_fold_errors(rows)
     margin = race_margin(on_first, len(prepared.folds[0][1]))
     decision = dataclasses.replace(decision, first_fold=on_first, race_margin=margin, first_pass=first,
                                    fold_errors={name: tuple(folds) for name, folds in trained.items()})

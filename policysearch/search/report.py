@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from policysearch.augment.policy import Policy
 from policysearch.search.config import SearchConfig
 from policysearch.search.outcome import Candidate, Outcome, SearchResult
-from policysearch.search.selection import TIE_RULE, Decision, race_ties
+from policysearch.search.selection import TIE_RULE, Decision, race_share, race_ties, signed_pp
 
 __all__ = ["decided_folds", "describe_candidate", "recipe_table", "render_report", "stopped_table", "summary_text",
            "weak_children"]
@@ -32,7 +32,7 @@ def _fmt(x: float, digits: int = 2) -> str:
 
 
 def _signed(x: float | None) -> str:
-    return "-" if x is None or x != x else f"{round(x, 2) or 0.0:+.2f}"  # no "-0.00" from rounding noise
+    return "-" if x is None or x != x else signed_pp(x)
 
 
 def _marks(chosen: bool, reference: bool) -> str:
@@ -70,7 +70,7 @@ def recipe_table(recipes: list[str], decision: Decision) -> list[dict[str, objec
         out.append({"recipe": name, "mean_error": decision.mean_error.get(name), "chosen": name == decision.chosen,
                     "reference": name == decision.reference, "diff": None if c is None else c.mean,
                     "upper": None if c is None else c.upper,
-                    "clears": None if c is None or c.upper != c.upper else bool(c.upper < 0)})
+                    "clears": None if c is None or c.upper != c.upper else c.clears})
     return out
 
 
@@ -105,7 +105,7 @@ def _trained_text(outcome: Outcome, folds: int) -> str:
     by_folds: dict[int, int] = {}
     for name in decision.stopped:
         by_folds[decision.folds_of(name)] = by_folds.get(decision.folds_of(name), 0) + 1
-    on_all = len(outcome.recipes) - len(decision.stopped)
+    on_all = len(decision.mean_error)  # not the stopped ones, nor those that failed
     if set(by_folds) == {1}:
         return f"{on_all} on every fold, the others on the first only"
     parts = [f"{on_all} on all {folds}"] + [f"{count} on {n}" if n > 1 else f"{count} on the first only"
@@ -210,6 +210,12 @@ def _floor2(value: float) -> str:
     return f"{math.floor(value * 100 + 1e-9) / 100:.2f}" if math.isfinite(value) else f"{value}"
 
 
+def _reference_text(outcome: Outcome) -> str:
+    """What the reference is: torchvision's RandAugment(), or the recipe that stood in for it and why."""
+    return ("standing in for torchvision's RandAugment() without the crop, which failed on a fold" if outcome.note
+            else "torchvision's RandAugment(), no crop")
+
+
 def _candidate_section(config: SearchConfig, outcome: Outcome) -> list[str]:
     """The candidate recipes: the rule, a table of the quantity it decides on, and the recipes the race
     stopped after the first fold in a table of their own."""
@@ -219,7 +225,7 @@ def _candidate_section(config: SearchConfig, outcome: Outcome) -> list[str]:
     level = f"{decision.confidence:.0%}"
     lines = ["## Candidate recipes", "",
              f"The rule: the recipe with the lowest mean held-out error replaces the reference, {decision.reference} "
-             f"(torchvision's RandAugment(), no crop), only when the {level} one-sided upper bound on (its error - the "
+             f"({_reference_text(outcome)}), only when the {level} one-sided upper bound on (its error - the "
              "reference's) is below 0. The table gives that quantity for every recipe that trained on "
              f"{'both' if folds == 2 else f'all {folds}'} folds (the same folds and seeds for each): the mean "
              "difference and its upper bound, corrected for overlapping training sets; negative means a lower error "
@@ -247,7 +253,7 @@ def _candidate_section(config: SearchConfig, outcome: Outcome) -> list[str]:
                 "; here no tie at the cut")
         lines += ["", "### Stopped after the first fold", "",
                   f"Every recipe trained on the first fold; the best {keep:.0%} on it "
-                  f"({math.ceil(keep * len(names))} of {len(names)}), every one within one fold's noise of the best "
+                  f"({race_share(keep, len(names))} of {len(names)}), every one within one fold's noise of the best "
                   f"({decision.race_margin:.1f} pp), the reference, and - the tie rule - "
                   f"{TIE_RULE}{ties}. These {len(raced)} did not go on: each value is that one fold's error, not a "
                   f"mean over the {folds} folds, so it is not comparable with the means above, and they take no part "

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Comparison", "Decision", "TIE_RULE", "compare", "decide", "fold_variance", "race",
-           "race_margin", "race_ties", "selection_power", "sequential_contenders", "versus_reference"]
+__all__ = ["Comparison", "Decision", "TIE_RULE", "compare", "decide", "fold_variance", "race", "race_margin",
+           "race_share", "race_ties", "selection_power", "sequential_contenders", "signed_pp", "versus_reference"]
 
 CONFIDENCE = 0.8
 TIE_RULE = "every recipe tied with the last one kept at the cut goes on too"
@@ -28,6 +28,19 @@ TIE_RULE = "every recipe tied with the last one kept at the cut goes on too"
 # about 2e-6 pp, while two real means differ by at least 100 / (held-out predictions), far above it.
 TIE_TOLERANCE = 1e-5
 RACE_Z = 2.0  # a candidate is raced out only when its first-fold deficit exceeds this many standard errors
+
+
+def signed_pp(x: float) -> str:
+    """A difference or bound in points, signed, as every report of the rule shows it: within
+    :data:`TIE_TOLERANCE` of 0 it is 0 (float noise), otherwise its own sign, so a bound below 0 never reads
+    ``+0.00``."""
+    return f"{0.0 if abs(x) <= TIE_TOLERANCE else x:+.2f}"
+
+
+def race_share(keep: float, candidates: int) -> int:
+    """How many candidates the race keeps by rank: ``ceil(keep x candidates)``, the product read to 9 decimals
+    (0.28 x 25 is 7, not the 7.000000000000001 of floating point)."""
+    return math.ceil(round(keep * candidates, 9))
 
 
 def race_margin(first_fold: Mapping[str, float], held_out: int, z: float = RACE_Z) -> float:
@@ -46,7 +59,7 @@ def _cut(first_fold: Mapping[str, float], order: Sequence[str], keep: float) -> 
         raise ValueError(f"keep must lie in (0, 1], got {keep}")
     done = [name for name in order if name in first_fold]
     ranked = sorted(done, key=lambda name: (first_fold[name], order.index(name)))
-    share = ranked[:math.ceil(keep * len(order))]
+    share = ranked[:race_share(keep, len(order))]
     return ranked, (first_fold[share[-1]] if share else None)
 
 
@@ -69,7 +82,7 @@ def race_ties(first_fold: Mapping[str, float], order: Sequence[str], keep: float
     they tied there (0: the tie rule changed nothing)."""
     ranked, cut = _cut(first_fold, order, keep)
     tied = sum(1 for name in ranked if cut is not None and first_fold[name] <= cut)
-    return cut, max(0, tied - math.ceil(keep * len(order)))
+    return cut, max(0, tied - race_share(keep, len(order)))
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,12 @@ class Comparison:
     high: float
     upper: float  # one-sided upper bound at the confidence level
     n: int
+
+    @property
+    def clears(self) -> bool:
+        """The rule's test: the one-sided bound lies below 0, beyond float noise (:data:`TIE_TOLERANCE`); a
+        bound that does not exist (one fold) does not clear."""
+        return self.upper < -TIE_TOLERANCE
 
     def to_dict(self) -> dict[str, object]:
         """As plain JSON: a bound that does not exist (one fold) is None, not NaN."""
@@ -198,7 +217,7 @@ class Decision:
 def versus_reference(errors: Mapping[str, Sequence[float]], reference: str, *, test_fraction: float,
                      confidence: float = CONFIDENCE, held_out: int = 0) -> tuple[Comparison, ...]:
     """Every candidate but the reference: (its error - the reference's) per fold, with the one-sided upper
-    bound the rule compares with 0 (``upper < 0``: the candidate beats the reference beyond the noise)."""
+    bound the rule compares with 0 (:attr:`Comparison.clears`: the candidate beats the reference beyond the noise)."""
     return tuple(compare(errors[name], errors[reference], test_fraction=test_fraction, confidence=confidence,
                          names=(name, reference), held_out=held_out) for name in errors if name != reference)
 
@@ -225,17 +244,19 @@ def decide(errors: Mapping[str, Sequence[float]], reference: str, *, test_fracti
     bound = f"{confidence:.0%} one-sided upper bound on ({best} - {reference})"
     if best == reference:
         chosen, reason = reference, f"the reference {reference} has the lowest mean held-out error{tie}"
+    elif reference in tied:  # a tie never leaves the reference, whatever float noise the bound carries
+        chosen, reason = reference, f"the reference {reference} ties {best} on the lowest mean held-out error"
     else:
         against = next(c for c in against_reference if c.candidate == best)
-        if against.upper < 0:
+        if against.clears:
             chosen = best
             reason = (f"{best} beats the reference {reference} by {-against.mean:.2f} pp of held-out error{tie}, and "
-                      f"the {bound}, {against.upper:+.2f} pp, is below 0: it clears the noise")
+                      f"the {bound}, {signed_pp(against.upper)} pp, is below 0: it clears the noise")
         else:
             chosen = reference
-            reason = (f"{best} has the lowest mean error ({against.mean:+.2f} pp against the reference "
-                      f"{reference}){tie}, but the {bound}, {against.upper:+.2f} pp, is not below 0: it does not clear the "
-                      "noise, so the reference is kept")
+            reason = (f"{best} has the lowest mean error ({signed_pp(against.mean)} pp against the reference "
+                      f"{reference}){tie}, but the {bound}, {signed_pp(against.upper)} pp, is not below 0: it does not "
+                      "clear the noise, so the reference is kept")
     power = selection_power(against_reference)
     if power is not None:
         reason += (f"; the selection's power: a bound lies a median {power:.2f} pp above its mean difference "
@@ -267,13 +288,13 @@ def sequential_contenders(errors: Mapping[str, Sequence[float]], reference: str,
     if not comparisons or more < 1:
         return []
     best = min(comparisons, key=lambda c: c.mean)
-    if best.mean >= 0 or best.upper < 0:
+    if best.mean >= -TIE_TOLERANCE or best.clears:
         return []
     contenders = set()
     for c in comparisons:
         d = np.asarray(errors[c.candidate], dtype=float) - np.asarray(errors[reference], dtype=float)
         n = len(d) + more
-        if c.mean < 0 and len(d) >= 2 and c.mean + _half_width(fold_variance(d, held_out), n, test_fraction,
-                                                               confidence) < 0:
+        if c.mean < -TIE_TOLERANCE and len(d) >= 2 and c.mean + _half_width(
+                fold_variance(d, held_out), n, test_fraction, confidence) < -TIE_TOLERANCE:
             contenders.add(c.candidate)
     return [name for name in errors if name in contenders or (contenders and name == reference)]
