@@ -465,3 +465,12 @@ def test_the_recipes_caption_says_how_the_stopped_recipes_are_drawn():
     left = _stopped_caption(selection({"left": 3}))
     assert "(left out of the repeats added)" in left and "mean over the folds each trained on" in left
     assert "raced out after the first fold, or left out" in _stopped_caption(selection({"raced": 1, "left": 3}))
+
+
+def test_the_report_counts_the_candidates_kept_when_a_split_had_fewer_trials_than_top_n(tmp_path):
+    """Regression: "top 10 kept per split" was said where each split had 4 trials."""
+    result, _ = _exported_run(tmp_path, SearchConfig(**{**asdict(CONFIG), "top_n": 10}))
+    report = (result.run_dir / "report.md").read_text(encoding="utf-8")
+    assert "the best 4 of each split and repeat kept (1 in all, 1 sub-policy merged)" in report
+    assert "top 10" not in report and "rings mark the 4 kept per split" in report
+    assert "the dashed line is the child models' mean accuracy without a policy" in report

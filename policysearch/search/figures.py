@@ -180,12 +180,13 @@ def plot_trials(rows: Sequence[dict[str, str]], config: SearchConfig, clean_accu
     handles, _ = ax.get_legend_handles_labels()
     extra = [Line2D([], [], color="0.3", linewidth=1.4, label="best so far"),
              Line2D([], [], marker="o", markersize=9, markerfacecolor="none", markeredgecolor="0.3", linestyle="",
-                    label=f"kept (top {config.top_n})")]
+                    label=f"kept (the best {min(config.top_n, config.trials)})")]
     if failed_any:
         extra.append(Line2D([], [], marker="x", color=FAILED, linestyle="", markeredgewidth=1.5,
                             label="failed (no score), at the bottom"))
     if clean_accuracy is not None:
-        extra.append(Line2D([], [], color="0.45", linestyle="--", label="child on D_A without a policy"))
+        extra.append(Line2D([], [], color="0.45", linestyle="--",
+                            label="child models on D_A without a policy (mean)"))
     ax.legend(handles=handles + extra, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.set_xlabel("trial number in its split's optimiser (order proposed)")
     ax.set_ylabel(f"reward: {config.reward}")
@@ -567,7 +568,10 @@ def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: Ima
     figures.append(Figure("trials.png", "Phase 2: every candidate policy's score",
                           f"The reward ({config.reward}) of each of the {len(trials)} candidate policies in the order "
                           "its split's optimiser proposed it; the line is the best so far, rings mark the "
-                          f"{config.top_n} kept per split and merged into the Fast AutoAugment candidates"
+                          f"{min(config.top_n, config.trials)} kept per split and merged into the Fast AutoAugment "
+                          "candidates"
+                          + ("; the dashed line is the child models' mean accuracy without a policy"
+                             if clean is not None else "")
                           + (f"; x marks the {failed} failed trial(s)." if failed else ".")))
     write_bytes_atomic(run_dir / "recipes.png", plot_recipes(fits, selection, config.confidence,
                                                              1.0 / config.selection_folds))

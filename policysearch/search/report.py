@@ -134,8 +134,9 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
              + _trained_text(outcome, folds) + "), compared by paired differences of held-out error",
              f"- Fast AutoAugment: {_plural(config.splits, 'split')} x {_plural(config.repeats, 'repeat')} x "
              f"{_plural(config.trials, 'trial')} "
-             f"({config.algorithm}) in space `{space_name}` restricted by the domain fit, top {config.top_n} kept per "
-             f"split and repeat ({len(outcome.merged)} sub-policies merged), reward `{config.reward}` over "
+             f"({config.algorithm}) in space `{space_name}` restricted by the domain fit, the best "
+             f"{min(config.top_n, config.trials)} of each split and repeat kept ({len(outcome.top)} in all, "
+             f"{_count(len(outcome.merged))} merged), reward `{config.reward}` over "
              f"{config.num_views} views",
              f"- child model `{config.model}`, {budgets[0]}",
              f"- trials: {len(ok_trials)} of {len(outcome.trials)} policy trials succeeded; "
