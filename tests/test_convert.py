@@ -280,6 +280,12 @@ def test_convert_reads_files(tmp_path):
         convert(str(faa))
     with pytest.raises(PolicyError, match="no such file"):
         convert(str(tmp_path / "missing.json"), "autoaugment")
+    with pytest.raises(PolicyError, match="no such file"):  # not "say which form" for a file that is not there
+        convert(str(tmp_path / "missing.json"))
+    ours = Policy([[Operation("Rotate", 0.5, 0.5)]]).save(tmp_path / "ours.json")
+    for form in (None, "autoaugment"):  # our own format: nothing to convert, whatever form is named
+        with pytest.raises(PolicyError, match="already a policysearch policy file: use it as it is"):
+            convert(str(ours), form)
     (tmp_path / "bad.json").write_text("[[")
     with pytest.raises(PolicyError, match="not valid JSON: .* line 1 column 3"):
         convert(str(tmp_path / "bad.json"), "autoaugment")

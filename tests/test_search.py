@@ -320,7 +320,7 @@ def test_resume_refuses_flags_that_contradict_the_stored_run(tmp_path, no_ray):
     assert "--seed" not in message  # given, but the same as stored
     assert "--splits" not in message  # not given: the stored value is used, not the default
     assert "contradict the stored run; drop them to continue it" in message
-    with pytest.raises(RunError, match=r"--trials 7 \(stored: 4\) contradicts the stored run; drop them"):
+    with pytest.raises(RunError, match=r"--trials 7 \(stored: 4\) contradicts the stored run; drop it to continue"):
         command.run(_args(["--resume", str(run_dir), "--trials", "7"]))
     with pytest.raises(RunError, match=r"contradicts the stored run; give the run's own data to continue it"):
         command.run(_args(["--resume", str(run_dir), "--dataset", "cifar10"]))

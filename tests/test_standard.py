@@ -275,3 +275,13 @@ def test_cli_benchmark_with_a_policy_string(tmp_path, capsys):
                         "recipe": "randaugment:n=1,m=5",  # a string carries no baseline
                         "baseline": {"pad_crop": 0, "hflip": False}}
     assert [r["method"] for r in document["runs"]] == ["searched"]
+
+
+@pytest.mark.parametrize("text", ["randaugment:m=" + "9" * 5000, "x" * 5000 + ":a=1",
+                                  "randaugment:n=2,q=" + "x" * 5000])
+def test_a_pasted_value_of_thousands_of_characters_gives_one_short_line(text):
+    """Regression: ``randaugment:m=<5,000 digits>`` gave a 10 kB message; a long word shows its start and length."""
+    with pytest.raises(PolicyError) as caught:
+        load_policy(text)
+    message = str(caught.value)
+    assert len(message) < 400 and "\n" not in message and "characters)" in message

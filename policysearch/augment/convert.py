@@ -119,6 +119,12 @@ def convert(source: str, form: str | None = None) -> Policy:
     a JSON file in that form, read as ``Policy.load`` reads a policy file."""
     if form is None and is_policy_string(source):
         return parse_policy_string(source)
-    if form not in CONVERTERS:
+    if form is not None and form not in CONVERTERS:
+        raise PolicyError(f"{source}: unknown form {form!r}: --from {' or --from '.join(CONVERTERS)}")
+    data = read_policy_json(source)
+    if isinstance(data, dict) and "sub_policies" in data:
+        raise PolicyError(f"{source} is already a policysearch policy file: use it as it is (load_policy, "
+                          "PolicyTransform.from_json); convert reads another project's policy")
+    if form is None:
         raise PolicyError(f"{source}: say which form the file is in: --from {' or --from '.join(CONVERTERS)}")
-    return CONVERTERS[form](read_policy_json(source), source)
+    return CONVERTERS[form](data, source)

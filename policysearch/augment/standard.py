@@ -51,7 +51,14 @@ TORCHVISION_TRANSFORMS: dict[str, Callable[[], Policy]] = {
 
 
 def _fail(where: str, problem: str) -> PolicyError:
-    return PolicyError(f"{where}: {problem}")
+    """A one-line error about ``where``; a word over 60 characters is shortened to its start and length, so a
+    pasted value of thousands of digits gives a line, not pages."""
+    return PolicyError(f"{_shortened(where)}: {_shortened(problem)}")
+
+
+def _shortened(text: str) -> str:
+    """``text`` with every word over 60 characters cut to its start and its length."""
+    return re.sub(r"\S{61,}", lambda word: f"{word[0][:40]}...({len(word[0])} characters)", text)
 
 
 def _closest(word: str, candidates: Iterable[str]) -> str:
@@ -357,7 +364,7 @@ def load_policy(source: Policy | str | os.PathLike[str]) -> Policy:
         except PolicyError as exc:
             if source.strip().partition(":")[0].strip().lower() in _PARSERS:
                 raise
-            raise PolicyError(f"{exc}; and there is no file {source!r}") from None
+            raise PolicyError(f"{exc}; and there is no file {_shortened(repr(source))}") from None
     if isinstance(source, (str, os.PathLike)):
         return Policy.load(source)
     raise TypeError(f"expected a Policy, a policy string or a policy file path, got {type(source).__name__}; "
