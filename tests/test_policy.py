@@ -199,8 +199,12 @@ def test_decimals_numpy_pixels_and_unknown_keys_in_python_policies(tmp_path):
     policy = Policy([[("Rotate", Decimal("0.5"), Decimal("0.25"))]], baseline=Baseline(np.int64(2)))
     assert policy[0] == (Operation("Rotate", 0.5, 0.25),) and policy.baseline == Baseline(2)
     assert Policy.load(policy.save(tmp_path / "p.json")) == policy
-    with pytest.raises(PolicyError, match="^Policy: an operation has the keys op, prob and level; unknown: foo$"):
-        Policy([[{"op": "Rotate", "prob": 0.5, "level": 0.1, "foo": 2}]])
+    with pytest.raises(PolicyError, match=r"^Policy: sub_policies\[1\]\[0\]: an operation has the keys op, prob and "
+                                          "level; unknown: foo$"):
+        Policy([[("Rotate", 0.5, 0.1)], [{"op": "Rotate", "prob": 0.5, "level": 0.1, "foo": 2}]])
+    with pytest.raises(PolicyError, match=r"^Policy: sub_policies\[0\]\[0\]\.prob: nan is not a number"):
+        Policy([[("Rotate", Decimal("sNaN"), 0.1)]])  # not the ValueError of float(sNaN)
+    assert Baseline(1, np.bool_(True)) == Baseline(1, True) and type(Baseline(0, np.bool_(False)).hflip) is bool
 
 
 @pytest.mark.parametrize("metadata, message", [

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import jsonschema
+import numpy as np
 
 from policysearch import __version__
 from policysearch.atomic import write_json_atomic
@@ -59,8 +60,9 @@ class Operation:
         for key in ("prob", "level"):  # a numpy number or a Decimal as a float, so that the policy saves as JSON
             value = getattr(self, key)
             if (isinstance(value, (numbers.Real, decimal.Decimal)) and not isinstance(value, bool)
-                    and type(value) not in (int, float)):
-                object.__setattr__(self, key, float(value))
+                    and type(value) not in (int, float)):  # a signalling NaN refuses float(): NaN, refused later
+                snan = isinstance(value, decimal.Decimal) and value.is_snan()
+                object.__setattr__(self, key, math.nan if snan else float(value))
 
     def to_dict(self) -> dict[str, Any]:
         return {"op": self.op, "prob": self.prob, "level": self.level}
@@ -82,6 +84,8 @@ class Baseline:
             object.__setattr__(self, "pad_crop", int(self.pad_crop))  # a numpy integer as an int
         if isinstance(self.pad_crop, bool) or not isinstance(self.pad_crop, int) or self.pad_crop < 0:
             raise PolicyError(f"baseline.pad_crop: expected a whole number of pixels >= 0, got {self.pad_crop!r}")
+        if isinstance(self.hflip, np.bool_):
+            object.__setattr__(self, "hflip", bool(self.hflip))  # a numpy bool (a mask's element) as a bool
         if not isinstance(self.hflip, bool):
             raise PolicyError(f"baseline.hflip: expected true or false, got {self.hflip!r}")
 
@@ -273,7 +277,8 @@ class Policy:
     def __init__(self, sub_policies: Sequence[Sequence[Operation | Sequence[Any] | Mapping[str, Any]]],
                  metadata: Mapping[str, Any] | None = None, name: str = "",
                  baseline: Baseline | None = None, ranges: str = "standard") -> None:
-        subs = tuple(tuple(_as_operation(step) for step in sub) for sub in sub_policies)
+        subs = tuple(tuple(_as_operation(step, f"sub_policies[{i}][{j}]") for j, step in enumerate(sub))
+                     for i, sub in enumerate(sub_policies))
         if baseline is not None and not isinstance(baseline, Baseline):
             raise PolicyError(f"Policy: baseline must be a Baseline, got {type(baseline).__name__}")
         if ranges not in OP_RANGES:
@@ -432,14 +437,17 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _as_operation(step: Operation | Sequence[Any] | Mapping[str, Any]) -> Operation:
+def _as_operation(step: Operation | Sequence[Any] | Mapping[str, Any], where: str) -> Operation:
+    """One step given as an Operation, a mapping or an (op, prob, level) triple; ``where`` names its place."""
     if isinstance(step, Operation):
         return step
     if isinstance(step, Mapping):
         unknown = sorted(map(str, set(step) - {"op", "prob", "level"}))
         if unknown:  # a file with them is refused too: never dropped without a word
-            raise PolicyError(f"Policy: an operation has the keys op, prob and level; unknown: {', '.join(unknown)}")
+            raise PolicyError(f"Policy: {where}: an operation has the keys op, prob and level; unknown: "
+                              f"{', '.join(unknown)}")
         return Operation(step.get("op"), step.get("prob"), step.get("level"))  # type: ignore[arg-type]
     if isinstance(step, Sequence) and not isinstance(step, str) and len(step) == 3:
         return Operation(step[0], step[1], step[2])
-    raise PolicyError(f"Policy: an operation must be Operation(op, prob, level), a mapping or a triple, got {_short(step)}")
+    raise PolicyError(f"Policy: {where}: an operation must be Operation(op, prob, level), a mapping or a triple, "
+                      f"got {_short(step)}")
