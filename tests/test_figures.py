@@ -474,3 +474,14 @@ def test_the_report_counts_the_candidates_kept_when_a_split_had_fewer_trials_tha
     assert "the best 4 of each split and repeat kept (1 in all, 1 sub-policy merged)" in report
     assert "top 10" not in report and "rings mark the 4 kept per split" in report
     assert "the dashed line is the child models' mean accuracy without a policy" in report
+
+
+def test_a_recipe_tied_with_the_lowest_mean_says_it_was_not_the_one_tested(tmp_path):
+    """Regression: a recipe tied with the lowest mean read "the rule tests only the lowest mean", which it has."""
+    twin = "randaugment n=1 m=5 (torchvision scale), crop 1"
+    result, _ = _exported_run(tmp_path, CONFIG, more_errors={twin: [2.4, 10.0, 17.6]})  # CHOSEN's errors
+    report = (result.run_dir / "report.md").read_text(encoding="utf-8")
+    assert result.decision.best == twin or result.decision.best == CHOSEN
+    other = CHOSEN if result.decision.best == twin else twin
+    assert _table_row(report, other)[4] == f"yes, but tied on the mean with {result.decision.best}, listed first, " \
+                                           "which the rule tests"

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from policysearch.augment.policy import Policy
 from policysearch.search.config import SearchConfig
 from policysearch.search.outcome import Candidate, Outcome, SearchResult
-from policysearch.search.selection import TIE_RULE, Decision, race_share, race_ties, signed_pp
+from policysearch.search.selection import TIE_RULE, TIE_TOLERANCE, Decision, race_share, race_ties, signed_pp
 
 __all__ = ["decided_folds", "describe_candidate", "recipe_table", "render_report", "stopped_table", "summary_text",
            "weak_children"]
@@ -242,7 +242,9 @@ def _candidate_section(config: SearchConfig, outcome: Outcome) -> list[str]:
         else:
             verdict = "-" if row["clears"] is None else ("yes" if row["clears"] else "no")
             if row["clears"] and row["recipe"] != decision.best:  # the rule tests one recipe: no multiple testing
-                verdict = "yes, but the rule tests only the lowest mean"
+                tied = abs(float(row["mean_error"]) - decision.mean_error[decision.best]) <= TIE_TOLERANCE
+                verdict = (f"yes, but tied on the mean with {decision.best}, listed first, which the rule tests"
+                           if tied else "yes, but the rule tests only the lowest mean")
             lines.append(f"| {row['recipe']}{mark} | {row['mean_error']:.2f} | {_signed(row['diff'])} | "
                          f"{_signed(row['upper'])} | {verdict} |")
     stopped = stopped_table(names, decision)
