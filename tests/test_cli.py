@@ -258,7 +258,10 @@ def test_spaces_lists_the_shipped_spaces(capsys):
     (lambda t: ["show", str(good_policy(t)), "--dataset", "cifar10", "--data-root", str(t / "nodata")], "cifar10", 2),
     (lambda t: ["convert", str(t / "missing.json"), "--from", "autoaugment", "-o", str(t / "o.json")], "no such file",
      1),
-    (lambda t: ["convert", str(bad_policy(t)), "-o", str(t / "o.json")], "is already a policysearch policy file: use it as it is", 2),
+    (lambda t: ["convert", str(bad_policy(t)), "-o", str(t / "o.json")], "is in policysearch's own format but does "
+     "not load: ", 2),
+    (lambda t: ["convert", str(good_policy(t)), "-o", str(t / "o.json")], "is already a policysearch policy file: "
+     "use it as it is", 2),
     (lambda t: ["convert", "torchvision:cifar10", "-o", str(good_policy(t)) + "/inside.json"], "good.json", 2),
     (lambda t: ["convert", "randaugment", "-o", str(t)], "error: TMP: is a directory\n", 2),  # TMP: the tmp_path
     (lambda t: ["show", str(good_policy(t)), "-o", str(t)],

@@ -386,7 +386,7 @@ def test_failed_recipes_are_not_counted_as_trained_and_a_stand_in_reference_is_n
     decision = result.decision
     assert decision.reference != reference and failing not in decision.mean_error
     report = (result.run_dir / "report.md").read_text(encoding="utf-8")
-    assert f"{len(decision.mean_error)} on every fold, the others on the first only" in report
+    assert f"({len(decision.mean_error)} on every fold, 1 on the first only, 2 failed)" in report
     assert (f"replaces the reference, {decision.reference} (standing in for torchvision's RandAugment() without "
             "the crop, which failed on a fold)") in report
     assert "(torchvision's RandAugment(), no crop)" not in report
@@ -463,7 +463,7 @@ def test_the_recipes_caption_says_how_the_stopped_recipes_are_drawn():
     assert _stopped_caption(selection({})) == ""
     assert "with that one fold's error" in _stopped_caption(selection({"raced": 1}))
     left = _stopped_caption(selection({"left": 3}))
-    assert "(left out of the repeats added)" in left and "mean over the folds each trained on" in left
+    assert "(left out of (or failed in) the repeats added)" in left and "mean over the folds each trained on" in left
     assert "raced out after the first fold, or left out" in _stopped_caption(selection({"raced": 1, "left": 3}))
 
 
@@ -471,8 +471,8 @@ def test_the_report_counts_the_candidates_kept_when_a_split_had_fewer_trials_tha
     """Regression: "top 10 kept per split" was said where each split had 4 trials."""
     result, _ = _exported_run(tmp_path, SearchConfig(**{**asdict(CONFIG), "top_n": 10}))
     report = (result.run_dir / "report.md").read_text(encoding="utf-8")
-    assert "the best 4 of each split and repeat kept (1 in all, 1 sub-policy merged)" in report
-    assert "top 10" not in report and "rings mark the 4 kept per split" in report
+    assert "the best (up to) 4 of each split and repeat kept (1 in all, 1 sub-policy merged)" in report
+    assert "top 10" not in report and "rings mark the best (up to) 4 of each split and repeat" in report
     assert "the dashed line is the child models' mean accuracy without a policy" in report
 
 
@@ -485,3 +485,14 @@ def test_a_recipe_tied_with_the_lowest_mean_says_it_was_not_the_one_tested(tmp_p
     other = CHOSEN if result.decision.best == twin else twin
     assert _table_row(report, other)[4] == f"yes, but tied on the mean with {result.decision.best}, listed first, " \
                                            "which the rule tests"
+
+
+def test_the_report_counts_failed_recipes_when_none_stopped():
+    """Regression: with no recipe stopped, "all on every fold" was said where some had failed."""
+    from types import SimpleNamespace
+
+    from policysearch.search.report import _trained_text
+
+    decision = decide({"ref": [10.0, 12, 14], "a": [9.0, 11, 13]}, "ref", test_fraction=1 / 3)
+    assert _trained_text(SimpleNamespace(decision=decision, recipes=[1, 2, 3, 4]), 3) == "2 on every fold, 2 failed"
+    assert _trained_text(SimpleNamespace(decision=decision, recipes=[1, 2]), 3) == "all on every fold"

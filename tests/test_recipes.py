@@ -15,7 +15,7 @@ from policysearch.search import SearchConfig, prepare
 from policysearch.search.domain import fit_domain
 from policysearch.search.recipes import (added_repeat, choose_recipe, final_baseline, flip_undecided, race_survivors,
                                          selection_trial)
-from policysearch.search.selection import Decision, race_margin, race_ties
+from policysearch.search.selection import Decision, decide, race_margin, race_ties
 from policysearch.search.spaces import load_space
 
 
@@ -267,3 +267,23 @@ def test_a_training_that_fails_in_an_added_repeat_counts_only_whole_repeats():
     lost_stand_in = no_reference + repeat({names[0]: [50.0, None, 49.0], names[1]: [48.0, 47.0, 46.0]})
     decision, note = choose_recipe(prepared, recipes, lost_stand_in, prepared.baseline)
     assert decision.reference == names[0] and all(c.n == 3 for c in decision.versus_reference)
+
+
+def test_the_repeat_rule_holds_the_variance_floor_as_the_decision_does():
+    """Three folds of 20 images where a recipe is one image better on two: its spread alone would clear the
+    noise (no repeat), but with the floor of testing on 20 images the decision is unclear and one more repeat
+    could clear it, so a repeat is added for it."""
+    config = SearchConfig(train_size=60, splits=1, selection_folds=3, selection_repeats=1)
+    prepared = prepare(config)
+    recipes = candidate_recipes(prepared.baseline, _fit(), None, families=("baseline", "randaugment"),
+                                randaugment_grid=())
+    names = [r.name for r in recipes]
+    reference = reference_name(prepared.baseline)
+    errors = {names[0]: [5.0, 5.0, 10.0], reference: [10.0, 10.0, 10.0]}
+    rows = [{"recipe": n, "fold": f, "status": "ok", "error": e} for n, errs in errors.items() for f, e in enumerate(errs)]
+    assert decide(errors, reference, test_fraction=1 / 3).chosen == names[0]  # without the floor: clear
+    assert choose_recipe(prepared, recipes, rows, prepared.baseline)[0].chosen == reference  # with it: unclear
+    assert added_repeat(prepared, recipes, rows, prepared.baseline) == ([0, 3], [3, 4, 5])
+    stored = choose_recipe(prepared, recipes, rows, prepared.baseline)[0].to_dict()
+    del stored["held_out"]  # a decision written before the floor reads back without one
+    assert Decision.from_dict(stored).held_out == 0

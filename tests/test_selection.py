@@ -297,3 +297,16 @@ def test_strengths_that_name_the_same_recipe_are_refused_before_anything():
     fit = DomainFit({}, note="nothing probed")
     with pytest.raises(ValueError, match="both be named 'fast_autoaugment x0.5, crop 0'"):
         candidate_recipes(Baseline(0, False), fit, Policy([[Operation("Rotate", 0.5, 0.5)]]), strengths=(0.5, 0.5))
+
+
+def test_repeats_are_added_for_the_recipe_the_rule_tests_among_ties():
+    """Regression: with two recipes tied on the mean, the decision tested the first listed (unclear) while the
+    repeat rule looked at the other (clear), so no repeat was added to an unclear decision."""
+    def err(k: int) -> float:  # k wrong of 33 held-out images, as the search counts them
+        return 100 * (1 - (33 - k) / 33)
+
+    errors = {"ref": [err(5)] * 2, "A": [err(0), err(4)], "B": [err(2)] * 2}  # A and B tie on the mean
+    decision = decide(errors, "ref", test_fraction=1 / 3, held_out=33)
+    assert decision.best == "A" and decision.chosen == "ref"  # unclear
+    assert next(c for c in decision.versus_reference if c.candidate == "B").clears  # the one not tested
+    assert sequential_contenders(errors, "ref", test_fraction=1 / 3, more=3, held_out=33) != []

@@ -123,6 +123,10 @@ def convert(source: str, form: str | None = None) -> Policy:
         raise PolicyError(f"{source}: unknown form {form!r}: --from {' or --from '.join(CONVERTERS)}")
     data = read_policy_json(source)
     if isinstance(data, dict) and "sub_policies" in data:
+        try:
+            Policy.load(source)
+        except PolicyError as exc:
+            raise PolicyError(f"{source} is in policysearch's own format but does not load: {exc}") from None
         raise PolicyError(f"{source} is already a policysearch policy file: use it as it is (load_policy, "
                           "PolicyTransform.from_json); convert reads another project's policy")
     if form is None:

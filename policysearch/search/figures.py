@@ -348,8 +348,8 @@ def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], conf
             low_left.set_xlabel("held-out error on the first fold (%)", fontsize=9)
             low_right.set_xlabel("this recipe minus the reference on the first fold (pp), no bound", fontsize=9)
         else:
-            why = ("left out of the repeats added" if all(row["folds"] > 1 for row in stopped) else
-                   "raced out after the first fold, or left out of the repeats added")
+            why = ("left out of (or failed in) the repeats added" if all(row["folds"] > 1 for row in stopped) else
+                   "raced out after the first fold, or left out of (or failed in) the repeats added")
             low_left.set_title(_wrap(f"Stopped before the last fold ({len(stopped)}), {why}: a mean over the "
                                      "folds each trained on; no part in the decision", 70), fontsize=9, loc="left")
             low_left.set_xlabel("mean held-out error on its folds (%)", fontsize=9)
@@ -532,8 +532,8 @@ def _stopped_caption(selection: dict[str, Any]) -> str:
         return ""
     if folds == {1}:
         return " The recipes the race stopped after the first fold are drawn apart below, with that one fold's error."
-    why = ("left out of the repeats added" if 1 not in folds else
-           "raced out after the first fold, or left out of the repeats added")
+    why = ("left out of (or failed in) the repeats added" if 1 not in folds else
+           "raced out after the first fold, or left out of (or failed in) the repeats added")
     return (f" The recipes stopped before the last fold ({why}) are drawn apart below, with their mean over the "
             "folds each trained on.")
 
@@ -567,9 +567,9 @@ def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: Ima
     failed = sum(r["status"] != "ok" for r in trials)
     figures.append(Figure("trials.png", "Phase 2: every candidate policy's score",
                           f"The reward ({config.reward}) of each of the {len(trials)} candidate policies in the order "
-                          "its split's optimiser proposed it; the line is the best so far, rings mark the "
-                          f"{min(config.top_n, config.trials)} kept per split and merged into the Fast AutoAugment "
-                          "candidates"
+                          "its split's optimiser proposed it; the line is the best so far, rings mark the best "
+                          f"(up to) {min(config.top_n, config.trials)} of each split and repeat, merged into the Fast "
+                          "AutoAugment candidates"
                           + ("; the dashed line is the child models' mean accuracy without a policy"
                              if clean is not None else "")
                           + (f"; x marks the {failed} failed trial(s)." if failed else ".")))
@@ -578,7 +578,8 @@ def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: Ima
     figures.append(Figure("recipes.png", "Phase 3: the candidate recipes compared",
                           "Held-out error of every candidate recipe per cross-fit fold and on average (left), and "
                           "the quantity the rule decides on (right): the recipe minus the reference, with its "
-                          f"{config.confidence:.0%} one-sided upper bound; green: the bound is below 0, the recipe "
+                          f"{config.confidence:.0%} one-sided upper bound (corrected for overlapping training sets, its variance at least "
+                          "what testing on the held-out images alone gives); green: the bound is below 0, the recipe "
                           "beats the reference beyond the noise (the rule tests only the recipe with the lowest mean "
                           "error)." + _stopped_caption(selection)))
     write_bytes_atomic(run_dir / "ops.png", plot_ops(policy, recipe))

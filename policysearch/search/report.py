@@ -98,19 +98,19 @@ def decided_folds(outcome: Outcome) -> int:
 
 
 def _trained_text(outcome: Outcome, folds: int) -> str:
-    """``16 on every fold, the others on the first only``, with the recipes of added repeats when any."""
+    """``16 on every fold, 8 on the first only, 1 failed``: how many recipes trained on how many folds."""
     decision = outcome.decision
-    if not decision.stopped:
-        return "all on every fold"
     by_folds: dict[int, int] = {}
     for name in decision.stopped:
         by_folds[decision.folds_of(name)] = by_folds.get(decision.folds_of(name), 0) + 1
-    on_all = len(decision.mean_error)  # not the stopped ones, nor those that failed
-    if set(by_folds) == {1}:
-        return f"{on_all} on every fold, the others on the first only"
-    parts = [f"{on_all} on all {folds}"] + [f"{count} on {n}" if n > 1 else f"{count} on the first only"
-                                            for n, count in sorted(by_folds.items(), reverse=True)]
-    return ", ".join(parts)
+    on_all = len(decision.mean_error)
+    failed = len(outcome.recipes) - on_all - len(decision.stopped)
+    if not by_folds and not failed:
+        return "all on every fold"
+    parts = [f"{on_all} on every fold" if set(by_folds) <= {1} else f"{on_all} on all {folds}"]
+    parts += [f"{count} on {n}" if n > 1 else f"{count} on the first only"
+              for n, count in sorted(by_folds.items(), reverse=True)]
+    return ", ".join(parts + ([f"{failed} failed"] if failed else []))
 
 
 def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: Outcome, policy: Policy,
@@ -135,7 +135,7 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
              f"- Fast AutoAugment: {_plural(config.splits, 'split')} x {_plural(config.repeats, 'repeat')} x "
              f"{_plural(config.trials, 'trial')} "
              f"({config.algorithm}) in space `{space_name}` restricted by the domain fit, the best "
-             f"{min(config.top_n, config.trials)} of each split and repeat kept ({len(outcome.top)} in all, "
+             f"(up to) {min(config.top_n, config.trials)} of each split and repeat kept ({len(outcome.top)} in all, "
              f"{_count(len(outcome.merged))} merged), reward `{config.reward}` over "
              f"{config.num_views} views",
              f"- child model `{config.model}`, {budgets[0]}",
@@ -229,7 +229,8 @@ def _candidate_section(config: SearchConfig, outcome: Outcome) -> list[str]:
              f"({_reference_text(outcome)}), only when the {level} one-sided upper bound on (its error - the "
              "reference's) is below 0. The table gives that quantity for every recipe that trained on "
              f"{'both' if folds == 2 else f'all {folds}'} folds (the same folds and seeds for each): the mean "
-             "difference and its upper bound, corrected for overlapping training sets; negative means a lower error "
+             "difference and its upper bound, corrected for overlapping training sets and with a variance at least what "
+             "testing on each fold's held-out images alone gives; negative means a lower error "
              "than the reference.", "",
              f"| recipe | mean held-out error % ({folds} folds) | this - reference (pp) | "
              f"{level} one-sided upper bound (pp) | beyond the noise (bound < 0) |", "|---|---|---|---|---|"]

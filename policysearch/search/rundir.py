@@ -151,7 +151,7 @@ def check_resume(config: SearchConfig, run_dir: Path, finished: bool = False) ->
     if differ:
         verb = "contradicts" if len(differ) == 1 else "contradict"
         data = any(name == "dataset" for name, _, _ in differ)
-        remedy = ("give the run's own data" + (" and drop the others" if len(differ) > 1 else "")) if data \
+        remedy = ("give the run's own data" + (f" and drop the other{'s' if len(differ) > 2 else ''}" if len(differ) > 1 else "")) if data \
             else f"drop {'it' if len(differ) == 1 else 'them'}"
         raise RunError(lambda say: f"{say('resume', run_dir)}: "
                        f"{', '.join(f'{say(name, given)} (stored: {_shown(kept)})' for name, given, kept in differ)} "

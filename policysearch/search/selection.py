@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Comparison", "Decision", "TIE_RULE", "compare", "decide", "fold_variance", "race", "race_margin",
-           "race_share", "race_ties", "selection_power", "sequential_contenders", "signed_pp", "versus_reference"]
+__all__ = ["Comparison", "Decision", "TIE_RULE", "compare", "decide", "fold_variance", "lowest_mean", "race",
+           "race_margin", "race_share", "race_ties", "selection_power", "sequential_contenders", "signed_pp",
+           "versus_reference"]
 
 CONFIDENCE = 0.8
 TIE_RULE = "every recipe tied with the last one kept at the cut goes on too"
@@ -222,6 +223,15 @@ def versus_reference(errors: Mapping[str, Sequence[float]], reference: str, *, t
                          names=(name, reference), held_out=held_out) for name in errors if name != reference)
 
 
+def lowest_mean(errors: Mapping[str, Sequence[float]]) -> list[str]:
+    """The candidates tied on the lowest mean error, in ``errors`` order: the first is the one the rule tests.
+    Ties go to the earlier candidate (the caller lists simpler and standard recipes first); means that differ
+    only by floating-point rounding (the same fold errors in another order, or float32 accuracies) are a tie."""
+    mean_error = {name: float(np.mean(v)) for name, v in errors.items()}
+    lowest = min(mean_error.values())
+    return [name for name in errors if mean_error[name] - lowest <= TIE_TOLERANCE]
+
+
 def decide(errors: Mapping[str, Sequence[float]], reference: str, *, test_fraction: float,
            confidence: float = CONFIDENCE, held_out: int = 0) -> Decision:
     """Apply the rule of this module to per-fold errors (%) of each candidate (same folds, same order, each
@@ -232,10 +242,7 @@ def decide(errors: Mapping[str, Sequence[float]], reference: str, *, test_fracti
     if len(lengths) != 1:
         raise ValueError(f"every candidate needs the same folds, got {sorted(lengths)} results")
     mean_error = {name: float(np.mean(v)) for name, v in errors.items()}
-    # Ties go to the earlier candidate (the caller lists simpler and standard recipes first); means that differ
-    # only by floating-point rounding (the same fold errors in another order, or float32 accuracies) are a tie.
-    lowest = min(mean_error.values())
-    tied = [name for name in errors if mean_error[name] - lowest <= TIE_TOLERANCE]
+    tied = lowest_mean(errors)
     best, others = tied[0], tied[1:]
     tie = (f" (tied on the mean with {', '.join(others)}; a tie goes to the recipe listed first, the simpler or more "
            "standard one)" if others else "")
@@ -279,16 +286,16 @@ def sequential_contenders(errors: Mapping[str, Sequence[float]], reference: str,
     """The recipes worth ``more`` folds, with the reference, in ``errors`` order; empty when the decision is
     clear or more folds would not change it.
 
-    The decision is unclear when the recipe with the lowest mean error is not the reference and its bound
-    does not clear the noise. A contender beats the reference on the mean and its bound would fall below 0
+    The decision is unclear when the recipe the rule tests (:func:`lowest_mean`) is not tied with the reference
+    and its bound does not clear the noise. A contender beats the reference on the mean and its bound would fall below 0
     after ``more`` folds if its mean difference and spread held (the bound only narrows with the folds).
     """
     comparisons = versus_reference(errors, reference, test_fraction=test_fraction, confidence=confidence,
                                    held_out=held_out)
     if not comparisons or more < 1:
         return []
-    best = min(comparisons, key=lambda c: c.mean)
-    if best.mean >= -TIE_TOLERANCE or best.clears:
+    tied = lowest_mean(errors)
+    if reference in tied or next(c for c in comparisons if c.candidate == tied[0]).clears:
         return []
     contenders = set()
     for c in comparisons:
