@@ -309,6 +309,43 @@ def test_a_plain_run_into_an_unfinished_run_directory_refuses(tmp_path, no_ray):
         command.run(_args(["--train-size", "200", "--seed", "9", "--out", str(run_dir)]))
 
 
+def test_a_plain_run_never_overwrites_files_that_are_not_a_run(tmp_path, no_ray):
+    """Regression: a folder with a user's report.md, or someone else's config.json, was written into (or
+    called an unfinished search); now it is refused before anything is written."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "report.md").write_text("MY OWN NOTES\n", encoding="utf-8")
+    (notes / ".DS_Store").write_bytes(b"")
+    with pytest.raises(RunError, match=r"--out .*notes holds files that are not a policysearch run \(report.md\), "
+                                       "which the search would overwrite"):
+        command.run(_args(["--out", str(notes)]))
+    assert (notes / "report.md").read_text(encoding="utf-8") == "MY OWN NOTES\n"
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"hidden_size": 768}', encoding="utf-8")  # a model's, not a run's
+    with pytest.raises(RunError, match=r"holds files that are not a policysearch run \(config.json\)"):
+        rundir.open_run(SearchConfig(**SMALL), model, resume=False)
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / ".gitkeep").write_bytes(b"")
+    assert rundir.open_run(SearchConfig(**SMALL), hidden, resume=False).run_dir == hidden  # hidden files only
+
+
+def test_a_run_that_failed_is_not_resumed_into_the_same_failure(tmp_path, no_ray):
+    """A run stopped by too many failed trials keeps them on a resume, so it would stop again: a resume or a
+    plain run into its folder says so in one line, before any work."""
+    run_dir = tmp_path / "run"
+    _stored_run(run_dir, SearchConfig(**SMALL))
+    rundir.record_failure(run_dir, "phase 1 (child models): 2 of 2 trials failed after their retries")
+    with pytest.raises(RunError, match=r"--resume .*run: this run stopped because too many trials failed \(phase 1 "
+                                       r"\(child models\): 2 of 2 trials failed after their retries\); a resume keeps "
+                                       "failed trials as they were, so it would stop again: fix the cause and start "
+                                       "a new run with another --out"):
+        command.run(_args(["--resume", str(run_dir)]))
+    with pytest.raises(RunError, match="already holds a failed search; choose another --out"):
+        command.run(_args(["--out", str(run_dir)]))
+
+
 def test_resume_refuses_flags_that_contradict_the_stored_run(tmp_path, no_ray):
     run_dir = tmp_path / "run"
     _stored_run(run_dir, SearchConfig(**SMALL))
@@ -686,7 +723,10 @@ def test_too_many_failed_trials_stop_the_search_in_one_line(ray_session, tmp_pat
                                            r"so the search stops") as caught:
         search.run_search(search.SearchConfig(**{**SMALL, "retries": 0}), tmp_path / "run", stream=io.StringIO())
     assert "\n" not in str(caught.value)
+    assert str(caught.value).endswith(f"What finished is kept in {tmp_path / 'run'}, but a resume keeps failed trials "
+                                      "as they were: fix the cause and start a new run with another --out")
     assert not (tmp_path / "run" / "policy.json").exists()
+    assert "2 of 2 trials failed" in rundir.recorded_failure(tmp_path / "run")
 
 
 @pytest.mark.slow
@@ -1259,3 +1299,17 @@ def test_sigkill_of_the_driver_leaves_no_process_of_its_ray(tmp_path):
     assert run["rc"] == -signal.SIGKILL
     assert len(run["tree"]) >= 4
     assert not run["left"], f"still running {ENDED_WITHIN_S} s after SIGKILL of the driver: {run['left_text']}"
+
+
+def test_a_trial_that_failed_before_its_first_report_keeps_its_config_when_restored(tmp_path):
+    """Regression: a resume of a run with a child that failed before reporting crashed with TypeError (Tune
+    restores such a trial with no config); its config is read from the trial's params.json."""
+    from ray import tune
+
+    from policysearch.search.tuning import _config_of
+
+    (tmp_path / "params.json").write_text('{\n  "split": 1\n}', encoding="utf-8")
+    restored = tune.Result(metrics={}, checkpoint=None, error=RuntimeError("bug in my model"), path=str(tmp_path))
+    assert restored.config is None and _config_of(restored) == {"split": 1}
+    live = tune.Result(metrics={"config": {"split": 0}}, checkpoint=None, error=None, path=str(tmp_path))
+    assert _config_of(live) == {"split": 0}

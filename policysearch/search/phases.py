@@ -19,7 +19,7 @@ from typing import Any, Sequence, TextIO
 
 from policysearch.progress import Progress
 from policysearch.search.candidates import Recipe, candidate_recipes
-from policysearch.search.checks import check_failures
+from policysearch.search.checks import SearchFailed, check_failures
 from policysearch.search.children import ChildSource, train_child
 from policysearch.search.density import score_policy
 from policysearch.search.domain import fit_domain, probe_child, restrict_space
@@ -30,7 +30,7 @@ from policysearch.search.outcome import Outcome, merge_top, top_candidates
 from policysearch.search.prepare import Prepared
 from policysearch.search.recipes import (added_repeat, choose_recipe, final_baseline, flip_undecided,
                                          race_survivors, selection_trial, trained_folds)
-from policysearch.search.rundir import Run
+from policysearch.search.rundir import Run, record_failure
 from policysearch.search.runner import Streams, TrialContext, TrialResult, TrialRunner, Trials
 
 __all__ = ["Stage", "child_trial", "policy_trial", "recipe_trial", "run_phases"]
@@ -135,6 +135,11 @@ def run_phases(prepared: Prepared, run: Run, runner: TrialRunner, stream: TextIO
     except SearchInterrupted:
         ledger.stopped()
         raise
+    except SearchFailed as exc:
+        record_failure(run.run_dir, str(exc))  # a resume would keep the failed trials and stop again
+        out = "out=" if stage.from_python else "--out"
+        raise SearchFailed(f"{exc}. What finished is kept in {run.run_dir}, but a resume keeps failed trials as they "
+                           f"were: fix the cause and start a new run with another {out}") from None
 
 
 def _run_phases(prepared: Prepared, run: Run, runner: TrialRunner, stream: TextIO, stage: Stage, ledger: Ledger,

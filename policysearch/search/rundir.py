@@ -3,7 +3,8 @@
 Every search gets a fresh run id, kept in ``RUN_DIR/config.json``; its experiments live under
 ``<storage>/<run id>/``, so two searches never share one. Only ``--resume`` continues a run, and only with
 the stored settings and the same run format: :func:`open_run` refuses a plain run into a folder that
-holds a run, and a resume whose settings contradict the stored ones.
+holds a run or files of anything else, a resume whose settings contradict the stored ones, and a resume of a
+run that failed (:func:`record_failure`: it keeps its failed trials, so it would fail again).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from policysearch.invocation import command_line
 from policysearch.search.config import RESUMABLE, SearchConfig, is_uri
 from policysearch.wording import WordedError
 
-__all__ = ["CONFIG_FILE", "Run", "RunError", "check_resume", "check_same_data", "open_run", "read_stored_config",
-           "write_config"]
+__all__ = ["CONFIG_FILE", "FAILED_FILE", "Run", "RunError", "check_resume", "check_same_data", "open_run",
+           "read_stored_config", "record_failure", "recorded_failure", "write_config"]
 
 CONFIG_FILE = "config.json"
+FAILED_FILE = "failed.json"  # why the run stopped when too many trials failed (a resume would fail again)
 # The layout of a run's phases and results; a run of another format cannot be continued (history:
 # docs/findings.md). 7: a flip the domain fit could not judge brings flipped baseline and reference candidates.
 RUN_FORMAT = 7
@@ -95,8 +97,34 @@ def _shown(value: Any) -> str:
 
 
 def _holds_a_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run of this search: a config.json it wrote, or experiments under tune/."""
     tune = run_dir / "tune"
-    return (run_dir / CONFIG_FILE).exists() or (tune.is_dir() and any(tune.iterdir()))
+    if tune.is_dir() and any(tune.iterdir()):
+        return True
+    try:
+        document = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none, or not JSON: someone else's file
+        return False
+    return isinstance(document, dict) and "run_id" in document and "search" in document
+
+
+def _other_files(run_dir: Path) -> list[str]:
+    """The names in ``run_dir`` that a search did not write there (hidden ones, such as .DS_Store, aside)."""
+    return sorted(entry.name for entry in run_dir.iterdir() if not entry.name.startswith("."))
+
+
+def record_failure(run_dir: Path, message: str) -> None:
+    """Keep why the run stopped with too many failed trials: a resume would keep them and fail again."""
+    write_json_atomic(run_dir / FAILED_FILE, {"message": message})
+
+
+def recorded_failure(run_dir: Path) -> str | None:
+    """Why the run in ``run_dir`` stopped with too many failed trials, or None (it did not, or it says nothing)."""
+    try:
+        document = json.loads((run_dir / FAILED_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return str(document.get("message", "")) if isinstance(document, dict) else None
 
 
 def check_writable(folder: Path, what: str) -> None:
@@ -122,16 +150,27 @@ def open_run(config: SearchConfig, run_dir: str | os.PathLike[str], *, resume: b
     settings as ``config`` (``--address`` and ``--dashboard`` may differ).
     """
     run_dir = Path(run_dir)
+    failure = recorded_failure(run_dir) if run_dir.is_dir() else None
     if resume:
         run_id = check_resume(config, run_dir)
+        if failure is not None:
+            raise RunError(lambda say: f"{say('resume', run_dir)}: this run stopped because too many trials failed "
+                           f"({failure}); a resume keeps failed trials as they were, so it would stop again: fix the "
+                           f"cause and start a new run with another {say('out')}")
     else:
         if run_dir.exists() and not run_dir.is_dir():
             raise RunError(lambda say: f"{say('out', run_dir)}: is a file, not a folder")
         if run_dir.is_dir() and _holds_a_run(run_dir):
             finished = (run_dir / "policy.json").exists()
-            going_on = "" if finished else "continue it with {}, or "
-            raise RunError(lambda say: f"{say('out', run_dir)} already holds {'a finished' if finished else 'an unfinished'} "
-                           f"search; {going_on.format(say('resume', run_dir))}choose another {say('out')}")
+            state = "a finished" if finished else "a failed" if failure is not None else "an unfinished"
+            going_on = "" if finished or failure is not None else "continue it with {}, or "
+            raise RunError(lambda say: f"{say('out', run_dir)} already holds {state} search; "
+                           f"{going_on.format(say('resume', run_dir))}choose another {say('out')}")
+        if run_dir.is_dir() and _other_files(run_dir):
+            names = _other_files(run_dir)
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            raise RunError(lambda say: f"{say('out', run_dir)} holds files that are not a policysearch run ({shown}), "
+                           "which the search would overwrite or mix with its own; give a new or empty folder")
         run_id = _new_run_id()
     check_writable(run_dir, "out")
     run = Run(run_dir, run_id, storage_of(config, run_dir))

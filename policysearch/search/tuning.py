@@ -620,7 +620,16 @@ class RayRunner:
         ok, failed = run_experiment(trials.name, trainable, space, tune_config, self.config,
                                     self.experiments, progress, ctrl_c=self.ctrl_c, on_trial=on_trial)
         return ([TrialResult(dict(r.config), dict(r.metrics), "", trial_id(r), _fetch(r.checkpoint)) for r in ok]
-                + [TrialResult(dict(r.config), {}, _error_line(r.error), trial_id(r)) for r in failed])
+                + [TrialResult(_config_of(r), {}, _error_line(r.error), trial_id(r)) for r in failed])
+
+
+def _config_of(result: tune.Result) -> dict[str, Any]:
+    """A trial's config. Tune gives it with the trial's last result, which a trial that failed before its
+    first report has only in this process: restored by a resume, it is read from the trial's params.json."""
+    if result.config is not None:
+        return dict(result.config)
+    with result.filesystem.open_input_stream(f"{result.path}/params.json") as stream:
+        return dict(json.loads(stream.read().decode("utf-8")))
 
 
 def _grid(configs: Sequence[dict[str, Any]]) -> dict[str, Any]:
