@@ -1313,3 +1313,20 @@ def test_a_trial_that_failed_before_its_first_report_keeps_its_config_when_resto
     assert restored.config is None and _config_of(restored) == {"split": 1}
     live = tune.Result(metrics={"config": {"split": 0}}, checkpoint=None, error=None, path=str(tmp_path))
     assert _config_of(live) == {"split": 0}
+
+
+def test_a_local_ray_puts_back_the_environment_it_changed(monkeypatch):
+    """Regression: after a search, Ray's PYTHONBREAKPOINT (its own debugger) and a dozen RAY_ variables stayed
+    set in the caller's process, and a later breakpoint() in the caller's code did not stop."""
+    from policysearch.search.tuning import LocalRay
+
+    monkeypatch.setenv("KEPT", "1")
+    monkeypatch.delenv("PYTHONBREAKPOINT", raising=False)
+    local = LocalRay(dict(os.environ))
+    monkeypatch.setenv("PYTHONBREAKPOINT", "ray.util.rpdb._driver_set_trace")  # as ray.init sets them
+    monkeypatch.setenv("RAY_SOMETHING", "x")
+    monkeypatch.setenv("KEPT", "changed")
+    before_stop = dict(os.environ)
+    local.stop()
+    assert "PYTHONBREAKPOINT" not in os.environ and "RAY_SOMETHING" not in os.environ and os.environ["KEPT"] == "1"
+    assert before_stop["RAY_SOMETHING"] == "x"

@@ -524,3 +524,21 @@ def test_an_unknown_space_is_named_as_the_keyword(tmp_path, no_ray):
     with pytest.raises(SpaceError, match=r"^space='nope': no shipped search space of that name; shipped: "):
         policysearch.search(_digits(), out=tmp_path / "run", space="nope")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_search_leaves_the_callers_seeded_generators_as_they_were(tmp_path):
+    """Regression: a user who seeds, searches, then trains did not get the training they seeded."""
+    import random
+
+    from policysearch.search.api import search
+
+    data = _digits(60)
+    torch.manual_seed(7), random.seed(7), np.random.seed(7)
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    torch.manual_seed(7), random.seed(7), np.random.seed(7)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(ValueError, match="not a policysearch run"):  # refused after its model was built and run
+        search(data, model="small_cnn", out=tmp_path / "run")
+    assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
+    assert np.random.rand() == expected[2]

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from policysearch.augment.policy import Baseline
 from policysearch.augment.transforms import BaselineAugment
+from policysearch.training.randomness import kept_global_rng
 
 __all__ = ["ANCHORS", "Anchor", "AnchorAugment", "AnchorUnavailable", "anchor_seed", "isolated_global_rng",
            "pil_to_uint8", "uint8_to_pil"]
@@ -125,17 +126,11 @@ def anchor_seed(generator: torch.Generator) -> int:
 def isolated_global_rng(seed: int) -> Iterator[None]:
     """Seed torch's CPU generator, Python's ``random`` and numpy's global generator from ``seed`` for the
     body, and restore all three states afterwards (also on an error)."""
-    py_state = random.getstate()
-    np_state = np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
+    with kept_global_rng():
         torch.random.default_generator.manual_seed(seed)
         random.seed(seed)
         np.random.seed(seed % 2**32)
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
+        yield
 
 
 @contextlib.contextmanager

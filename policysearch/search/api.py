@@ -22,6 +22,7 @@ from torch import nn
 
 from policysearch.training.data import ImageData, dataset_name
 from policysearch.training.pretrained import callable_name
+from policysearch.training.randomness import kept_global_rng
 from policysearch.search.config import SearchConfig, SettingsError
 from policysearch.search.outcome import SearchResult
 from policysearch.search.rundir import read_stored_config
@@ -76,6 +77,13 @@ def search(data: Any = None, model: str | Callable[[int, int], nn.Module] | None
     if out is not None and not os.fspath(out).strip():
         raise ValueError("out= is empty; give a run directory (or leave out= out for runs/search-TIMESTAMP)")
     run_dir = Path(out) if out is not None else default_run_dir()
+    with kept_global_rng():  # the caller's seeded generators are left as they were
+        return _search(data, model, run_dir, resume, image_column, label_column, stream, settings)
+
+
+def _search(data: Any, model: Any, run_dir: Path, resume: bool, image_column: str | None, label_column: str | None,
+            stream: TextIO | None, settings: dict[str, Any]) -> SearchResult:
+    """:func:`search` once its arguments are checked."""
     try:  # the checks' messages name the keyword arguments
         stored = read_stored_config(run_dir)[0] if resume else None
         base = replace(stored, **settings) if stored is not None else SearchConfig(**settings)
