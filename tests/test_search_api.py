@@ -400,6 +400,10 @@ def _unpicklable():
     return build
 
 
+def _downloads(num_classes, in_channels):
+    raise ConnectionError("no internet")
+
+
 HERE = r"^model=test_search_api\."  # a callable is named by its module and name
 BAD_MODELS = {
     "wrong output size": (_wrong_output, HERE + r"_wrong_output returns \[2, 11\] for a batch of 2 images, not "
@@ -422,13 +426,19 @@ BAD_MODELS = {
                                                  r"cloudpickle cannot pickle it \(TypeError: cannot pickle "
                                                  r"'_thread.lock'"),
     "unknown timm model": ("timm:no_such_net", r"^model= names no timm model: 'no_such_net'"),
+    # timm's ViT asserts its input size: an AssertionError from a named model was a 16-frame traceback
+    "timm model of another input size": ("timm:vit_tiny_patch16_224", r"^model='timm:vit_tiny_patch16_224' cannot run "
+                                         r"on 1x32x32 images \(AssertionError: Input height \(32\) doesn't match "
+                                         r"model \(224\)\.\); if the size is the cause, choose another image_size=$"),
+    "callable that downloads": (_downloads, HERE + r"_downloads raised ConnectionError when called as .*: no "
+                                            r"internet; if it downloads weights, build it without them"),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_MODELS))
 def test_bad_models_are_one_line_before_ray(case, tmp_path, no_ray):
     model, message = BAD_MODELS[case]
-    if case == "unknown timm model":
+    if case.startswith(("unknown timm model", "timm model")):
         pytest.importorskip("timm", reason=TIMM_REASON)
     with pytest.raises(ValueError, match=message) as caught:
         policysearch.search(_digits(), model=model, out=tmp_path / "run", epochs=1)

@@ -148,7 +148,7 @@ def _load_reason(exc: Exception) -> str:
             needed = finding.split("GLOBAL ", 1)[-1].split(" ", 1)[0]
             return f"it holds Python objects, not only tensors (it needs {needed}); save model.state_dict() instead"
         return f"not a file of tensors saved by torch.save ({finding[:120]})"
-    return (text.splitlines() or [type(exc).__name__])[0][:160]
+    return first_line(exc) if text else type(exc).__name__
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -271,9 +271,10 @@ def _architecture(name: str, num_classes: int, channels: int, builder: Builder |
         try:
             model = builder(num_classes, channels)
         except Exception as exc:  # the user's code: whatever it raises becomes one line
-            reason = (str(exc).strip().splitlines() or [""])[0][:160]
+            download = ("; if it downloads weights, build it without them (pretrained=False) and give them as "
+                        "a local file with weights=" if isinstance(exc, OSError) else "")
             raise ValueError(f"{model_ref(name)} raised {type(exc).__name__} when called as (num_classes="
-                             f"{num_classes}, in_channels={channels}): {reason}") from exc
+                             f"{num_classes}, in_channels={channels}): {first_line(exc)}{download}") from None
         if not isinstance(model, nn.Module):
             raise ValueError(f"{model_ref(name)} returned {a_kind(model)}, not a torch.nn.Module; it is "
                              "called as (num_classes, in_channels) and must return a fresh model")
@@ -340,6 +341,12 @@ def _grey_input(model: nn.Module) -> None:
     _replace_module(model, name, summed)
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message, cut at a word within ``limit`` characters."""
+    line = (str(exc).strip().splitlines() or ["(no message)"])[0]
+    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " ..."
+
+
 def check_model(spec: ModelSpec, image_size: int) -> None:
     """Build ``spec`` and run it on two ``image_size`` images: every problem is one line, before any work."""
     model = spec.build()
@@ -363,13 +370,10 @@ def check_model(spec: ModelSpec, image_size: int) -> None:
         with torch.no_grad():
             out = model(x)
     except Exception as exc:  # the model's own code (a callable's, a timm one's): whatever it raises is one line
-        if not given and not isinstance(exc, RuntimeError):
-            raise
-        reason = (str(exc).strip().splitlines() or ["error"])[0][:160]
-        failure = f"{type(exc).__name__}: {reason}"
+        failure = f"{type(exc).__name__}: {first_line(exc)}"
         raise WordedError(lambda say: f"{where(say)} cannot run on {spec.in_channels}x{image_size}x{image_size} "
-                          f"images ({failure}); choose another {say('image_size')}"
-                          + (" or make the model take them" if given else "")) from None
+                          f"images ({failure}); if the size is the cause, choose another {say('image_size')}"
+                          + (", else fix the model" if given else "")) from None
     if not isinstance(out, Tensor) or tuple(out.shape) != (2, spec.num_classes):
         got = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
         hint = (f"; it is called with num_classes={spec.num_classes} and must return that many logits" if given else
