@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from policysearch.training.data import DataError, ImageData, load_dataset
-from policysearch.search.folds import make_splits
+from policysearch.search.folds import crossfit_folds, make_splits
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_make_splits_small_classes_land_on_both_sides() -> None:
 
 def test_make_splits_names_the_class_that_is_too_small() -> None:
     labels = torch.tensor([0] * 10 + [1] * 10 + [7])
-    with pytest.raises(DataError, match=r"class 7 has 1 example"):
+    with pytest.raises(DataError, match=r"class 7 has 1 image"):
         make_splits(labels)
 
 
@@ -48,3 +48,14 @@ def test_make_splits_names_the_class_that_is_too_small() -> None:
 def test_make_splits_validates_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(DataError, match=match):
         make_splits(np.repeat(np.arange(3), 10), **kwargs)
+
+
+def test_a_class_too_small_for_the_splits_or_folds_is_named():
+    """Regression: the message gave the class's number only ("class 2 has 2 examples")."""
+    labels = np.array([0] * 10 + [1] * 10 + [2] * 2)
+    names = ("airplane", "cat", "ship")
+    with pytest.raises(DataError, match=r"class 2 \('ship'\) has 2 images; with da_ratio=0.4 every class needs at "
+                                        r"least 3"):
+        make_splits(labels, k=2, da_ratio=0.4, names=names)
+    with pytest.raises(DataError, match=r"too few in class 2 \('ship'\): 2 - add images"):
+        crossfit_folds(labels, k=3, names=names)

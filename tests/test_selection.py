@@ -34,7 +34,7 @@ def test_crossfit_folds_hold_every_image_out_once_per_repeat():
 
 
 def test_crossfit_folds_name_a_class_too_small():
-    with pytest.raises(DataError, match=r"class 1 \(3\)"):
+    with pytest.raises(DataError, match=r"class 1: 3"):
         crossfit_folds(np.array([0] * 10 + [1] * 3), k=5)
 
 

@@ -63,6 +63,22 @@ def test_a_torch_dataset_of_pil_images_reads_as_the_arrays_do():
     assert read_data((images, labels)).name == from_arrays.name  # the fingerprint repeats
 
 
+def test_one_element_labels_and_class_maps_read_as_a_user_means_them():
+    """Regression: torch.tensor([y]) labels were refused with advice (argmax) that would make every label 0,
+    and a dict of class names was silently dropped (the classes were named '0', '1', ...)."""
+    images, labels = _digits()
+    names = [f"digit {c}" for c in range(10)]
+    plain = read_data(Items(_pil_items(images, labels), classes=names))
+    for wrap in (lambda y: torch.tensor([y]), lambda y: np.array([y]), lambda y: torch.tensor([[y]])):
+        wrapped = Items([(img, wrap(y)) for img, y in _pil_items(images, labels)], classes=names)
+        assert read_data(wrapped).labels.tolist() == plain.labels.tolist()
+    by_name = Items(_pil_items(images, labels), classes={name: c for c, name in enumerate(names)})
+    by_label = Items(_pil_items(images, labels), classes=dict(enumerate(names)))
+    assert read_data(by_name).classes == read_data(by_label).classes == tuple(names)
+    gappy = Items(_pil_items(images, labels), classes={"a": 0, "b": 5})  # not every label 0..C-1: not names
+    assert read_data(gappy).classes == tuple(str(c) for c in range(10))
+
+
 @pytest.mark.parametrize("form", ["uint8 CHW tensor", "float CHW tensor", "uint8 HWC array", "float HW array"])
 def test_a_torch_dataset_of_tensors_or_arrays(form):
     images, labels = _digits(40)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from torch import Tensor
@@ -22,10 +24,18 @@ MAX_AUTO_REPEATS = 3
 MAX_ADDED_REPEATS = 3  # repeats the selection may add while its decision is unclear (--selection-extra)
 
 
+def _named(cls: Any, names: Sequence[str] | None) -> str:
+    """``class 2 ('ship')``, or ``class 2`` where the classes have no names."""
+    name = names[int(cls)] if names is not None and 0 <= int(cls) < len(names) else str(cls)
+    return f"class {cls}" + (f" ({name!r})" if name != str(cls) else "")
+
+
 def make_splits(
-    labels: Tensor | np.ndarray, k: int = 5, da_ratio: float = 0.4, seed: int = 0
+    labels: Tensor | np.ndarray, k: int = 5, da_ratio: float = 0.4, seed: int = 0,
+    names: Sequence[str] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """K stratified shuffle splits of the training set into (D_M, D_A) index arrays.
+    """K stratified shuffle splits of the training set into (D_M, D_A) index arrays (``names``: the classes',
+    for the errors).
 
     D_M trains a child model, D_A (a `da_ratio` share) scores candidate policies, as in Fast AutoAugment.
     Every class must be able to put at least one example on each side; otherwise a DataError names it.
@@ -51,8 +61,8 @@ def make_splits(
     for cls, count in zip(classes, counts):
         if count < max(2, needed):
             raise DataError(lambda say: (
-                f"class {cls} has {count} example{'s' if count != 1 else ''}; with da_ratio={da_ratio} every "
-                f"class needs at least {max(2, needed)} to appear in both D_M and D_A - add examples of it, "
+                f"{_named(cls, names)} has {count} image{'s' if count != 1 else ''}; with da_ratio={da_ratio} every "
+                f"class needs at least {max(2, needed)} to appear in both D_M and D_A - add images of it, "
                 f"drop it, or change {say('da_ratio')}"))
     splitter = StratifiedShuffleSplit(n_splits=int(k), test_size=n_a, train_size=n_m, random_state=seed)
     splits = []
@@ -73,18 +83,19 @@ def auto_repeats(num_images: int) -> int:
 
 
 
-def crossfit_folds(labels: np.ndarray, k: int, repeats: int = 1, seed: int = 0
+def crossfit_folds(labels: np.ndarray, k: int, repeats: int = 1, seed: int = 0, names: Sequence[str] | None = None
                    ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``repeats`` x ``k`` stratified (train, held-out) index pairs; each repeat holds every image out once."""
+    """``repeats`` x ``k`` stratified (train, held-out) index pairs; each repeat holds every image out once
+    (``names``: the classes', for the errors)."""
     from sklearn.model_selection import StratifiedKFold
 
     y = np.asarray(labels)
     if k < 2:
         raise DataError(f"selection needs at least 2 folds, got {k}")
     classes, counts = np.unique(y, return_counts=True)
-    small = [f"{c} ({n})" for c, n in zip(classes, counts) if n < k]
+    small = [f"{_named(c, names)}: {n}" for c, n in zip(classes, counts) if n < k]
     if small:
-        raise DataError(lambda say: f"{k}-fold selection needs at least {k} images per class; too few in class "
+        raise DataError(lambda say: f"{k}-fold selection needs at least {k} images per class; too few in "
                         f"{', '.join(small)} - add images or lower {say('selection_folds')}")
     folds = []
     for repeat in range(repeats):

@@ -103,10 +103,11 @@ def prepare(config: SearchConfig, inputs: Inputs | None = None) -> Prepared:
     if config.train_size is not None:
         data = stratified_subset(data, config.train_size, seed=config.seed)
     data = fit_image_size(data, config.model, config.image_size)
-    splits = make_splits(data.labels, k=config.splits, da_ratio=config.da_ratio, seed=config.seed)
+    splits = make_splits(data.labels, k=config.splits, da_ratio=config.da_ratio, seed=config.seed, names=data.classes)
     repeats = config.selection_repeats or auto_repeats(len(data))
     added = MAX_ADDED_REPEATS if config.selection_extra > 0 else 0
-    folds = crossfit_folds(data.labels.numpy(), config.selection_folds, repeats + added, seed=config.seed)
+    folds = crossfit_folds(data.labels.numpy(), config.selection_folds, repeats + added, seed=config.seed,
+                           names=data.classes)
     mean, std = normalization_for(config.dataset, data)
     baseline = baseline_for(config.dataset, data.images.shape[-1])
     prepared = Prepared(config, data, splits, space, tuple(mean), tuple(std), baseline, folds, inputs.builder,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import numbers
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -99,10 +99,21 @@ def _read_items(data: Any) -> tuple[list[Tensor] | Tensor, list[int], list[str] 
                             "__getitem__, or pass a Hugging Face dataset with its column names")
         images.append(reader.read(item[0], where))
         labels.append(_label(item[1], where))
-    classes = getattr(data, "classes", None)
-    if not (isinstance(classes, Sequence) and classes and all(isinstance(c, str) for c in classes)):
-        classes = None
-    return images, labels, list(classes) if classes else None, kind
+    return images, labels, _class_names(getattr(data, "classes", None)), kind
+
+
+def _class_names(classes: Any) -> list[str] | None:
+    """The class names of a data set's ``classes``: a sequence of names in label order, or a mapping of names
+    to labels (torchvision's ``class_to_idx`` form) or of labels to names; None for anything else."""
+    if isinstance(classes, Mapping) and classes:
+        pairs = [(v, k) if isinstance(k, str) else (k, v) for k, v in classes.items()]  # (label, name)
+        if all(isinstance(label, numbers.Integral) and isinstance(name, str) for label, name in pairs) and \
+                sorted(int(label) for label, _ in pairs) == list(range(len(pairs))):
+            return [name for _, name in sorted(pairs, key=lambda pair: int(pair[0]))]
+        return None
+    if isinstance(classes, Sequence) and classes and all(isinstance(c, str) for c in classes):
+        return list(classes)
+    return None
 
 
 def _read_pair(images: Any, labels: Any) -> tuple[list[Tensor] | Tensor, list[int], None, str]:
@@ -313,8 +324,8 @@ def _squared(images: list[Tensor] | Tensor, image_size: int | None, name: str) -
 
 def _label(value: Any, where: str) -> int:
     """One integer class index; a DataError naming ``where`` for anything else (floats, vectors, text)."""
-    if isinstance(value, (Tensor, np.ndarray)) and value.ndim == 0:
-        value = value.item()
+    if isinstance(value, (Tensor, np.ndarray)) and (value.numel() if isinstance(value, Tensor) else value.size) == 1:
+        value = value.reshape(()).item()  # torch.tensor(3) or torch.tensor([3]): the class index 3
     elif isinstance(value, (Tensor, np.ndarray)):
         raise DataError(f"{where}: the label is {'a tensor' if isinstance(value, Tensor) else 'an array'} of shape "
                         f"{tuple(value.shape)}, not one integer class index (for one-hot labels give argmax)")
@@ -372,7 +383,8 @@ def _check_labels(labels: list[int], classes: list[str] | None) -> Tensor:
                             "relabel the classes as 0..C-1, or add images of it")
         if n == 1:
             raise DataError(f"{named(c)} has only one image; every class needs at least 2 (one to train a child "
-                            "model, one to score it) - add images or drop the class")
+                            "model, one to score it), and a search with the default settings at least 3 - add "
+                            "images or drop the class")
     return torch.from_numpy(array)
 
 
