@@ -187,6 +187,25 @@ def test_a_failing_trial_is_recorded_and_the_in_process_search_goes_on(tmp_path,
     assert any("candidate 0 of split 1" in line for line in result.failures)
 
 
+def test_a_search_stopped_by_failures_says_where_the_tracebacks_are_and_refuses_a_resume(tmp_path, monkeypatch):
+    """Regression: the one line gave the first error's message only, without file or line, and pointed
+    nowhere; and a resume would keep the failed trials and stop again."""
+    from policysearch.search.checks import SearchFailed
+    from policysearch.search.faults import ENV, LOG_ENV
+    from policysearch.search.rundir import RunError
+
+    monkeypatch.setenv(ENV, "raise@child")
+    monkeypatch.setenv(LOG_ENV, str(tmp_path / "faults.log"))
+    config = SearchConfig(**{**TINY, "retries": 0})
+    with pytest.raises(SearchFailed, match=r"phase 1 \(child models\): 2 of 2 trials failed .*; each failed trial's "
+                                           r"whole traceback is in the error.txt of its folder under "):
+        run_search(config, tmp_path / "run", stream=io.StringIO())
+    tracebacks = sorted((tmp_path / "run" / "tune").rglob("error.txt"))
+    assert len(tracebacks) == 2 and "Traceback (most recent call last)" in tracebacks[0].read_text(encoding="utf-8")
+    with pytest.raises(RunError, match="this run stopped because too many trials failed"):
+        run_search(config, tmp_path / "run", resume=True, stream=io.StringIO())
+
+
 @pytest.mark.parametrize("stopped_in, phase", [("policy_trial", "phase2"), ("fit_domain", "phase1")])
 def test_a_ctrl_c_keeps_the_phase_s_time_up_to_the_stop_in_the_cost_ledger(stopped_in, phase, tmp_path, monkeypatch):
     """The time a stopped process spent in its phase after its last record (a finished trial, or the end of

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
@@ -117,6 +118,7 @@ class InProcessRunner:
                 metrics = trials.function(self.prepared, dict(config), context)
             except Exception as exc:  # a failed attempt: retried, then recorded as the trial's error
                 error = (f"{type(exc).__name__}: {exc}".splitlines() or ["error"])[0][:500]
+                write_text_atomic(folder / "error.txt", traceback.format_exc())  # as Tune keeps a trial's
                 continue
             finally:
                 torch.set_num_threads(threads)  # a trial sets its own

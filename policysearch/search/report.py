@@ -193,7 +193,7 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
     failures = outcome.failures()
     if failures:
         lines += ["", "## Failed trials", "", f"Each was retried {config.retries} times; the search went on without it. "
-                  "On Ray, the trial's folder in the run's Tune storage (`tune/` in the run folder unless "
+                  "The trial's folder in the run's storage (`tune/` in the run folder unless "
                   "`--storage`, `storage=` in Python, was given) holds its whole traceback in `error.txt`.", ""]
         lines += [f"- {line}" for line in failures]
     return "\n".join(lines) + "\n"
