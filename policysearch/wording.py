@@ -40,7 +40,7 @@ def flag_mention(name: str, value: Any = _UNSET) -> str:
 def keyword_mention(name: str, value: Any = _UNSET) -> str:
     """A setting as the Python API names it: ``epochs=9``, ``out='RUN', resume=True``, the data as ``data``."""
     if name == "resume":
-        return "resume=True" if value is _UNSET else f"out={str(value)!r} with resume=True"
+        return "resume=True" if value is _UNSET else f"out={str(value)!r}, resume=True"
     if name == "dataset":
         return "data" if value is _UNSET else f"data {value}"
     if value is _UNSET:

@@ -131,7 +131,7 @@ def test_resume_and_stream_of_the_wrong_kind_are_refused_before_anything(tmp_pat
         api_search("digits", out=tmp_path / "run", stream=WriteOnly())
     assert not (tmp_path / "run").exists()
     # numpy's booleans are booleans: the resume goes as far as finding no run there
-    with pytest.raises(ValueError, match=r"out=.*run.* with resume=True: no such folder"):
+    with pytest.raises(ValueError, match=r"out=.*run.*, resume=True: no such folder"):
         api_search("digits", out=tmp_path / "run", resume=np.True_)
 
 
@@ -267,7 +267,7 @@ def test_resume_refuses_other_data_and_keeps_the_stored_settings(tmp_path, no_ra
     run_dir = tmp_path / "run"
     stored = _stored_python_run(run_dir, (images, labels))
     other = (images[::-1].copy(), labels[::-1].copy())
-    with pytest.raises(rundir.RunError, match=rf"^out='{run_dir}' with resume=True: data python:arrays#\w+ \(stored: "
+    with pytest.raises(rundir.RunError, match=rf"^out='{run_dir}', resume=True: data python:arrays#\w+ \(stored: "
                                               r"python:arrays#\w+\)") as caught:
         policysearch.search(other, model=tiny_net, out=run_dir, resume=True)
     assert "trials" not in str(caught.value)  # not given: the stored value is used, not the default
@@ -514,7 +514,9 @@ def _flags(settings: dict) -> list[str]:
 def test_the_same_seed_gives_the_same_policy_through_the_api_and_the_command_line(ray_session, tmp_path, capsys):
     from policysearch import cli
 
-    from_api = policysearch.search("digits", model="small_cnn", out=tmp_path / "api", stream=io.StringIO(), **TINY)
+    printed = io.StringIO()
+    from_api = policysearch.search("digits", model="small_cnn", out=tmp_path / "api", stream=printed, **TINY)
+    assert f"policy: {tmp_path / 'api' / 'policy.json'}" in printed.getvalue()  # the summary, as the command's
     assert cli.main(["search", "--dataset", "digits", "--model", "small_cnn", *_flags(TINY),
                      "--out", str(tmp_path / "cli")]) == 0
     assert f"policy: {tmp_path / 'cli' / 'policy.json'}" in capsys.readouterr().out

@@ -50,8 +50,8 @@ def search(data: Any = None, model: str | Callable[[int, int], nn.Module] | None
     ``settings``: any field of :class:`~policysearch.search.config.SearchConfig` (``epochs=``, ``trials=``,
     ``seed=``, ``weights=``, ...). ``out``: the run directory (default ``runs/search-TIMESTAMP``);
     ``resume=True`` continues the run in ``out`` with its stored settings (pass data and a model callable
-    again when the run had them; unnamed settings keep their stored values). Progress goes to ``stream``
-    (default: ``sys.stdout`` at the time of the call).
+    again when the run had them; unnamed settings keep their stored values). Progress, and at the end the
+    recipe, why and where its files are, go to ``stream`` (default: ``sys.stdout`` at the time of the call).
 
     Every problem with the data, the model or a setting is one ``ValueError`` line before Ray starts;
     too many failed trials raise :class:`~policysearch.search.checks.SearchFailed`.
@@ -91,8 +91,12 @@ def _search(data: Any, model: Any, run_dir: Path, resume: bool, image_column: st
         dataset, read = _data(data, stored, base.image_size, image_column, label_column)
         config = replace(base, dataset=dataset, model=model_name)
         from policysearch.search import run_search
+        from policysearch.search.report import summary_text
 
-        return run_search(config, run_dir, resume=resume, stream=stream or sys.stdout, inputs=Inputs(read, builder))
+        out = stream or sys.stdout
+        result = run_search(config, run_dir, resume=resume, stream=out, inputs=Inputs(read, builder))
+        print(f"\n{summary_text(result)}", file=out, flush=True)  # the recipe, why, and where its files are
+        return result
     except SettingsError as exc:
         raise SettingsError(exc.problems, keyword) from None
     except WordedError as exc:  # a run folder, the cluster or the resources: named as keyword arguments

@@ -10,7 +10,6 @@ from policysearch.search.api import search
 from policysearch.search.checks import SearchFailed
 from policysearch.search.config import SearchConfig, SettingsError, add_config_arguments, given_values
 from policysearch.search.interrupts import EXIT_INTERRUPTED, SearchInterrupted
-from policysearch.search.report import summary_text
 from policysearch.search.rundir import RunError
 from policysearch.wording import WordedError, flag_mention
 
@@ -55,6 +54,4 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         print(f"\npolicysearch: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print()
-    print(summary_text(result))
-    return 0
+    return 0  # search() printed the summary
