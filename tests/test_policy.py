@@ -430,3 +430,20 @@ def test_remove_duplicates_keeps_one_sub_policy_per_op_sequence():
     kept = remove_duplicates(policy)
     assert [tuple(s.op for s in sub) for sub in kept] == [("Rotate", "Invert"), ("Invert", "Rotate"), ("Rotate",)]
     assert kept[0] == policy[0]  # the first of each sequence
+
+
+def test_a_folder_given_for_a_policy_file_points_to_the_one_inside(tmp_path):
+    """Regression: Policy.load("runs/s1") said "cannot read (Is a directory)"."""
+    with pytest.raises(PolicyError, match=r": a folder, not a policy file$"):
+        Policy.load(tmp_path)
+    Policy([[("Rotate", 0.5, 0.5)]]).save(tmp_path / "policy.json")
+    with pytest.raises(PolicyError, match=rf"a folder, not a policy file; a search's policy is {tmp_path}/policy.json"):
+        Policy.load(tmp_path)
+
+
+def test_a_model_name_close_to_ours_gets_the_name_it_meant():
+    from policysearch.search import SearchConfig
+    from policysearch.search.config import SettingsError
+
+    with pytest.raises(SettingsError, match=r"got 'resnet-18' \(did you mean resnet18\?\)"):
+        SearchConfig(model="resnet-18")

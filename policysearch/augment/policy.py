@@ -219,6 +219,10 @@ def read_policy_json(path: str | os.PathLike[str]) -> Any:
             raw = handle.read(MAX_FILE_BYTES + 1)  # never more: a huge file or a device is refused
     except FileNotFoundError:
         raise PolicyError(f"{shown}: no such file") from None
+    except IsADirectoryError:
+        inside = Path(path) / "policy.json"
+        hint = f"; a search's policy is {inside}" if inside.is_file() else ""
+        raise PolicyError(f"{_short(shown)}: a folder, not a policy file{hint}") from None
     except OSError as exc:
         raise PolicyError(f"{_short(shown)}: cannot read ({exc.strerror or exc})") from None
     except ValueError:  # open() refuses a name with a NUL byte

@@ -12,6 +12,7 @@ images are resized up to 32 (:func:`fit_image_size`). Ray is not imported here.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import pickle
 from collections.abc import Callable, Mapping, Sequence
@@ -108,7 +109,11 @@ def model_problem(name: str) -> str | None:
     if is_callable_model(name):
         return None  # the callable itself comes with policysearch.search(model=...); prepare() checks it is there
     if name not in MODEL_NAMES:
-        return f"must be one of {', '.join(MODEL_NAMES)}, torchvision:NAME or timm:NAME, got {name!r}"
+        plain = name.lower().replace("-", "").replace("_", "")
+        close = [known for known in MODEL_NAMES if known.replace("_", "") == plain] or \
+            difflib.get_close_matches(name, MODEL_NAMES, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        return f"must be one of {', '.join(MODEL_NAMES)}, torchvision:NAME or timm:NAME, got {name!r}{hint}"
     return None
 
 
