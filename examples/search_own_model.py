@@ -135,10 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         if data is None:
             print("hf: skipped, the Hugging Face part needs `pip install datasets`")
             continue
-        # TinyNet itself is the callable: TinyNet(num_classes, in_channels) builds a fresh model.
+        # TinyNet itself is the callable: TinyNet(num_classes, in_channels) builds a fresh model. The search
+        # prints its progress and, at the end, the recipe, why, and where policy.json is.
         result = policysearch.search(data, model=TinyNet, out=out / source, seed=args.seed, **settings)
-        print(f"{source}: recipe {result.chosen.name if result.chosen else result.policy.name} in "
-              f"{result.policy_path}; why: {result.reason}")
         accuracy = train_with(result, train, test, settings["epochs"], args.seed)
         print(f"{source}: trained {settings['epochs']} epoch(s) with it: test accuracy {accuracy:.3f}")
     return 0

@@ -724,7 +724,7 @@ def test_too_many_failed_trials_stop_the_search_in_one_line(ray_session, tmp_pat
         search.run_search(search.SearchConfig(**{**SMALL, "retries": 0}), tmp_path / "run", stream=io.StringIO())
     assert "\n" not in str(caught.value)
     assert str(caught.value).endswith(f"What finished is kept in {tmp_path / 'run'}, but a resume keeps failed trials "
-                                      "as they were: fix the cause and start a new run with another --out")
+                                      "as they were: fix the cause and start a new run in another folder")
     assert not (tmp_path / "run" / "policy.json").exists()
     assert "2 of 2 trials failed" in rundir.recorded_failure(tmp_path / "run")
 
@@ -743,6 +743,24 @@ def test_a_benchmark_rerun_with_other_search_options_searches_again(ray_session,
     assert one != two
     assert len(_read_csv(one / "trials.csv")) == 4 and len(_read_csv(two / "trials.csv")) == 6
     assert json.loads((two / "config.json").read_text())["search"]["trials"] == 3
+
+
+@pytest.mark.slow
+def test_a_benchmark_whose_search_fails_says_so_in_one_line_and_how_to_search_again(ray_session, tmp_path,
+                                                                                    faults_env):
+    """Regression: a search stopped by failed trials ended the benchmark with a traceback, and a rerun was
+    refused with advice (--resume, --out) that the benchmark command does not take."""
+    from policysearch.benchmark import presets, runner
+
+    faults_env("raise@child")
+    preset = presets.Preset(dataset="digits", train_size=100, model="small_cnn", epochs=1, batch_size=16, seeds=(0,),
+                            methods=("searched",), search_trials=2, search_splits=2, search_top_n=1, search_epochs=1)
+    with pytest.raises(ValueError, match=r"the searched method's search stopped: phase 1 \(child models\).*; to "
+                                         r"search again, fix the cause and remove .*search-\w+$"):
+        runner.run_benchmark(preset, tmp_path / "bench", stream=io.StringIO())
+    with pytest.raises(ValueError, match=r"search-\w+ stopped earlier because too many trials failed \(phase 1 .*\); "
+                                         r"fix the cause and remove .*search-\w+ to search again$"):
+        runner.run_benchmark(preset, tmp_path / "bench", stream=io.StringIO())
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1313,20 +1331,3 @@ def test_a_trial_that_failed_before_its_first_report_keeps_its_config_when_resto
     assert restored.config is None and _config_of(restored) == {"split": 1}
     live = tune.Result(metrics={"config": {"split": 0}}, checkpoint=None, error=None, path=str(tmp_path))
     assert _config_of(live) == {"split": 0}
-
-
-def test_a_local_ray_puts_back_the_environment_it_changed(monkeypatch):
-    """Regression: after a search, Ray's PYTHONBREAKPOINT (its own debugger) and a dozen RAY_ variables stayed
-    set in the caller's process, and a later breakpoint() in the caller's code did not stop."""
-    from policysearch.search.tuning import LocalRay
-
-    monkeypatch.setenv("KEPT", "1")
-    monkeypatch.delenv("PYTHONBREAKPOINT", raising=False)
-    local = LocalRay(dict(os.environ))
-    monkeypatch.setenv("PYTHONBREAKPOINT", "ray.util.rpdb._driver_set_trace")  # as ray.init sets them
-    monkeypatch.setenv("RAY_SOMETHING", "x")
-    monkeypatch.setenv("KEPT", "changed")
-    before_stop = dict(os.environ)
-    local.stop()
-    assert "PYTHONBREAKPOINT" not in os.environ and "RAY_SOMETHING" not in os.environ and os.environ["KEPT"] == "1"
-    assert before_stop["RAY_SOMETHING"] == "x"

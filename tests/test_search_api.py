@@ -554,3 +554,22 @@ def test_a_search_leaves_the_callers_seeded_generators_as_they_were(tmp_path):
         search(data, model="small_cnn", out=tmp_path / "run")
     assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
     assert np.random.rand() == expected[2]
+
+
+def test_a_search_leaves_the_callers_environment_as_it_was(tmp_path, monkeypatch):
+    """Regression: after a search, Ray's PYTHONBREAKPOINT (its own debugger, which swallowed the caller's next
+    breakpoint()) and a dozen RAY_ variables stayed set in the caller's process."""
+    from policysearch.search import api
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.setenv("KEPT", "1")
+    before = dict(os.environ)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(ValueError, match="not a policysearch run"):  # refused after the search set RAY_AUTH_MODE
+        api_search(_digits(60), model="small_cnn", out=tmp_path / "run")
+    assert dict(os.environ) == before
+    with api._kept_environment():  # as ray.init sets them
+        os.environ["PYTHONBREAKPOINT"] = "ray.util.rpdb._driver_set_trace"
+        os.environ["KEPT"] = "changed"
+    assert dict(os.environ) == before

@@ -40,6 +40,8 @@ def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream, 
     Its models start from ``preset.weights`` like the final ones, unless ``from_scratch``. ``contents`` (the
     digests of the weights file and of a folder's images, ``input_contents``) are part of the search's key."""
     from policysearch.search import SearchConfig, run_search
+    from policysearch.search.checks import SearchFailed
+    from policysearch.search.rundir import recorded_failure
 
     defaults = SearchConfig()
     config = SearchConfig(
@@ -69,8 +71,16 @@ def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream, 
     keyed = asdict(config) if not used else [asdict(config), used]  # the key of a search without them is unchanged
     key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode("utf-8")).hexdigest()[:12]
     run_dir = out / f"search-{key}"
+    failure = recorded_failure(run_dir)
+    if failure is not None:  # its resume would keep the failed trials and stop again
+        raise ValueError(f"the searched method's search in {run_dir} stopped earlier because too many trials failed "
+                         f"({failure}); fix the cause and remove {run_dir} to search again")
     started = time.monotonic()
-    result = run_search(config, run_dir, resume=(run_dir / "config.json").exists(), stream=stream)
+    try:
+        result = run_search(config, run_dir, resume=(run_dir / "config.json").exists(), stream=stream)
+    except SearchFailed as exc:
+        raise ValueError(f"the searched method's search stopped: {exc}; to search again, fix the cause and remove "
+                         f"{run_dir}") from None
     wall = time.monotonic() - started
     # A search finished (or partly run) by an earlier process took longer than this call: its phases' wall
     # times, which the run's ledger sums over every process, are then the truer whole.

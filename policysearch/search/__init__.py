@@ -41,9 +41,10 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
     """
     import os
 
-    if not config.address and "ray" not in sys.modules:
+    if not config.address:
         # A new local Ray uses token authentication by default and says so in a warning on every start;
-        # asking for it explicitly (before Ray is imported, which reads it then) keeps the same security quietly.
+        # asking for it explicitly (before Ray is imported, which reads it then, and before its processes
+        # start) keeps the same security quietly.
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     from policysearch.search.tuning import run_search as run_on_ray
 

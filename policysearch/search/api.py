@@ -9,13 +9,14 @@ other data is refused like any other contradicting setting. Ray is not imported 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import difflib
 import os
 import sys
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 import numpy as np
 from torch import nn
@@ -77,8 +78,23 @@ def search(data: Any = None, model: str | Callable[[int, int], nn.Module] | None
     if out is not None and not os.fspath(out).strip():
         raise ValueError("out= is empty; give a run directory (or leave out= out for runs/search-TIMESTAMP)")
     run_dir = Path(out) if out is not None else default_run_dir()
-    with kept_global_rng():  # the caller's seeded generators are left as they were
+    with kept_global_rng(), _kept_environment():  # the caller's generators and environment, as they were
         return _search(data, model, run_dir, resume, image_column, label_column, stream, settings)
+
+
+@contextlib.contextmanager
+def _kept_environment() -> Iterator[None]:
+    """This process's environment variables put back after the body: Ray sets a dozen (PYTHONBREAKPOINT to
+    its own debugger among them, which would catch the caller's next ``breakpoint()``)."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(saved):
+            del os.environ[key]
+        for key, value in saved.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
 
 
 def _search(data: Any, model: Any, run_dir: Path, resume: bool, image_column: str | None, label_column: str | None,

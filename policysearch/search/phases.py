@@ -137,10 +137,9 @@ def run_phases(prepared: Prepared, run: Run, runner: TrialRunner, stream: TextIO
         raise
     except SearchFailed as exc:
         record_failure(run.run_dir, str(exc))  # a resume would keep the failed trials and stop again
-        out = "out=" if stage.from_python else "--out"
         where = f"; each failed trial's whole traceback is in the error.txt of its folder under {run.experiments}"
         raise SearchFailed(f"{exc}{where}. What finished is kept in {run.run_dir}, but a resume keeps failed trials "
-                           f"as they were: fix the cause and start a new run with another {out}") from None
+                           "as they were: fix the cause and start a new run in another folder") from None
 
 
 def _run_phases(prepared: Prepared, run: Run, runner: TrialRunner, stream: TextIO, stage: Stage, ledger: Ledger,

@@ -295,8 +295,8 @@ def summary_text(result: SearchResult, limit: int = 3) -> str:
     name = result.chosen.name if result.chosen else result.policy.metadata.get("recipe", {}).get("name") or \
         result.policy.name
     processes = int(c.get("processes", 1))
-    lines = [f"complete: the search in {result.run_dir} had already finished; --resume ran nothing and changed no "
-             "file" if result.already_complete else "",
+    lines = [f"complete: the search in {result.run_dir} had already finished; this resume ran nothing and changed "
+             "no file" if result.already_complete else "",
              f"policy: {result.policy_path} - recipe {name} ({_count(len(result.policy))}, "
              f"{result.policy.baseline.describe()})",
              f"why: {decision.reason}" if decision else "",

@@ -26,7 +26,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence, TextIO
+from typing import Any, Callable, Iterator, Sequence, TextIO
 
 import pyarrow.fs
 import ray
@@ -185,26 +185,19 @@ class LocalRay:
     """A local Ray this process started: every process of it carries the mark ``RUN_ENV=token``, and a
     watchdog ends them if this process is killed. :meth:`stop` ends it and every process it started."""
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
+    def __init__(self) -> None:
         self.token = uuid.uuid4().hex
-        self.environ = dict(environ)  # this process's environment before Ray: put back by stop()
         self.watchdog = Watchdog(self.token)  # first: it must exist as soon as any Ray process does
 
     def stop(self) -> None:
         """Shut Ray down, end whatever of it is left (Ray's agents can outlive ``ray.shutdown``), close the
-        watchdog, and put back the environment Ray changed (ray.init sets PYTHONBREAKPOINT to its own debugger,
-        which would catch the caller's next ``breakpoint()``)."""
+        watchdog."""
         try:
             if ray.is_initialized():
                 ray.shutdown()
         finally:
             end_marked(self.token)
             self.watchdog.close()
-            for key in set(os.environ) - set(self.environ):
-                del os.environ[key]
-            for key, value in self.environ.items():
-                if os.environ.get(key) != value:
-                    os.environ[key] = value
 
 
 @contextlib.contextmanager
@@ -224,12 +217,11 @@ def _environment(key: str, value: str) -> Iterator[None]:
 def start_ray(config: SearchConfig, data_bytes: int = 0) -> LocalRay | None:
     """Join ``--address`` or start a local Ray; the :class:`LocalRay` when this process started it (and must
     stop it), None when it joined a cluster or found a Ray this process already runs (used as it is)."""
-    environ = dict(os.environ)
     _quiet_ray_environment(config)
     if ray.is_initialized():
         return None
     if not config.address:
-        local = LocalRay(environ)
+        local = LocalRay()
         try:
             # The mark is inherited by every process Ray starts, workers too. Ray's processes set their titles
             # with setproctitle, which by default reuses the memory of the environment, and then the mark can no
