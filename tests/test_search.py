@@ -328,7 +328,8 @@ def test_a_plain_run_never_overwrites_files_that_are_not_a_run(tmp_path, no_ray)
     hidden = tmp_path / "hidden"
     hidden.mkdir()
     (hidden / ".gitkeep").write_bytes(b"")
-    assert rundir.open_run(SearchConfig(**SMALL), hidden, resume=False).run_dir == hidden  # hidden files only
+    (hidden / "tune").mkdir()  # an empty storage folder, as a start stopped before config.json leaves it
+    assert rundir.open_run(SearchConfig(**SMALL), hidden, resume=False).run_dir == hidden
 
 
 def test_a_run_that_failed_is_not_resumed_into_the_same_failure(tmp_path, no_ray):

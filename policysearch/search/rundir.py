@@ -109,8 +109,10 @@ def _holds_a_run(run_dir: Path) -> bool:
 
 
 def _other_files(run_dir: Path) -> list[str]:
-    """The names in ``run_dir`` that a search did not write there (hidden ones, such as .DS_Store, aside)."""
-    return sorted(entry.name for entry in run_dir.iterdir() if not entry.name.startswith("."))
+    """The names in ``run_dir`` that a search would overwrite or mix with its own: hidden ones (.DS_Store)
+    and empty folders (a storage folder a stopped start left) aside."""
+    return sorted(entry.name for entry in run_dir.iterdir()
+                  if not entry.name.startswith(".") and not (entry.is_dir() and not any(entry.iterdir())))
 
 
 def record_failure(run_dir: Path, message: str) -> None:
