@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import pytest
 
 
-from policysearch.search.candidates import candidate_recipes, reference_name
+from policysearch.search.candidates import Recipe, candidate_recipes, reference_name
 from policysearch.search.domain import DomainFit, OpFit, restrict_space
 from policysearch.augment.policy import Baseline
-from policysearch.search import SearchConfig, prepare
+from policysearch.search import Prepared, SearchConfig, prepare
 from policysearch.search.domain import fit_domain
 from policysearch.search.recipes import (added_repeat, choose_recipe, final_baseline, flip_undecided, race_survivors,
                                          selection_trial)
@@ -21,6 +22,15 @@ from policysearch.search.spaces import load_space
 
 def _fit(**max_levels: float) -> DomainFit:
     return DomainFit({op: OpFit(op, (1.0,), (0.0 if v == 0 else 1.0,), v) for op, v in max_levels.items()})
+
+
+def _four_recipes(**settings: Any) -> tuple[Prepared, list[Recipe], list[str], str]:
+    """60 digits in 3 folds and the recipes baseline crop 1, baseline crop 0, randaugment crop 1 and the
+    reference (randaugment crop 0): the prepared search, the recipes, their names and the reference's."""
+    prepared = prepare(SearchConfig(train_size=60, splits=1, selection_folds=3, selection_repeats=1, **settings))
+    recipes = candidate_recipes(prepared.baseline, _fit(), None, families=("baseline", "randaugment"),
+                                randaugment_grid=())
+    return prepared, recipes, [r.name for r in recipes], reference_name(prepared.baseline)
 
 
 def test_restricted_space_drops_excluded_ops_and_caps_levels():
@@ -110,12 +120,7 @@ def test_raced_selection_decides_among_the_survivors_and_reports_the_stopped():
 
 
 def test_recipes_tied_at_the_race_cut_all_go_on_and_the_reason_names_the_tie_rule():
-    config = SearchConfig(train_size=60, splits=1, selection_folds=3, selection_repeats=1, selection_keep=0.25)
-    prepared = prepare(config)
-    recipes = candidate_recipes(prepared.baseline, _fit(), None, families=("baseline", "randaugment"),
-                                randaugment_grid=())
-    names = [r.name for r in recipes]
-    reference = reference_name(prepared.baseline)
+    prepared, recipes, names, reference = _four_recipes(selection_keep=0.25)
     assert reference == names[3]
     # ceil(0.25 x 4) = 1 by share, but three share the lowest first-fold error (one held-out image)
     first = {names[0]: 5.0, names[1]: 5.0, names[2]: 5.0, reference: 20.0}
@@ -133,12 +138,7 @@ def test_recipes_tied_at_the_race_cut_all_go_on_and_the_reason_names_the_tie_rul
 def test_the_race_is_reported_from_what_it_ran_on_when_a_recipe_fails_later():
     """Regression: a recipe that finished the first fold and failed on the second was left out of the
     first-fold errors the report recounts the race from, so the tie at the cut it made went unsaid."""
-    config = SearchConfig(train_size=60, splits=1, selection_folds=3, selection_repeats=1, selection_keep=0.25)
-    prepared = prepare(config)
-    recipes = candidate_recipes(prepared.baseline, _fit(), None, families=("baseline", "randaugment"),
-                                randaugment_grid=())
-    names = [r.name for r in recipes]
-    reference = reference_name(prepared.baseline)
+    prepared, recipes, names, reference = _four_recipes(selection_keep=0.25)
     first = {names[0]: 5.0, names[1]: 5.0, names[2]: 50.0, reference: 6.0}
     rows = [{"recipe": n, "fold": 0, "status": "ok", "error": e} for n, e in first.items()]
     assert race_ties(first, names, 0.25) == (5.0, 1)
@@ -233,12 +233,7 @@ def test_an_unclear_decision_gets_repeats_for_the_recipes_that_could_clear_it():
 def test_a_training_that_fails_in_an_added_repeat_counts_only_whole_repeats():
     """A repeat the reference did not finish adds nothing (and is not tried again): the decision rests on
     the folds before it; a contender that failed in a repeat keeps its whole repeats, apart from the others."""
-    config = SearchConfig(train_size=60, splits=1, selection_folds=3, selection_repeats=1)
-    prepared = prepare(config)
-    recipes = candidate_recipes(prepared.baseline, _fit(), None, families=("baseline", "randaugment"),
-                                randaugment_grid=())
-    names = [r.name for r in recipes]
-    reference = reference_name(prepared.baseline)
+    prepared, recipes, names, reference = _four_recipes()
     first = {names[0]: [52.99, 53.15, 50.45], names[1]: [56.0, 51.9, 57.1], names[2]: [60.0, 58.0, 61.0],
              reference: [55.09, 53.15, 57.66]}
     rows = [{"recipe": n, "fold": f, "status": "ok", "error": e} for n, errs in first.items() for f, e in enumerate(errs)]
@@ -273,12 +268,7 @@ def test_the_repeat_rule_holds_the_variance_floor_as_the_decision_does():
     """Three folds of 20 images where a recipe is one image better on two: its spread alone would clear the
     noise (no repeat), but with the floor of testing on 20 images the decision is unclear and one more repeat
     could clear it, so a repeat is added for it."""
-    config = SearchConfig(train_size=60, splits=1, selection_folds=3, selection_repeats=1)
-    prepared = prepare(config)
-    recipes = candidate_recipes(prepared.baseline, _fit(), None, families=("baseline", "randaugment"),
-                                randaugment_grid=())
-    names = [r.name for r in recipes]
-    reference = reference_name(prepared.baseline)
+    prepared, recipes, names, reference = _four_recipes()
     errors = {names[0]: [5.0, 5.0, 10.0], reference: [10.0, 10.0, 10.0]}
     rows = [{"recipe": n, "fold": f, "status": "ok", "error": e} for n, errs in errors.items() for f, e in enumerate(errs)]
     assert decide(errors, reference, test_fraction=1 / 3).chosen == names[0]  # without the floor: clear
