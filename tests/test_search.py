@@ -1281,7 +1281,7 @@ def test_resume_of_a_finished_run_says_so_and_changes_nothing(resumed_run):
     done = subprocess.run([sys.executable, "-m", "policysearch", "search", "--resume", str(run_dir)], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.lstrip().startswith(f"complete: the search in {run_dir} had already finished; --resume ran "
+    assert done.stdout.lstrip().startswith(f"complete: the search in {run_dir} had already finished; this resume ran "
                                            "nothing and changed no file")
     assert "[phase" not in done.stdout and "search " + _run_id(run_dir) + ":" not in done.stdout  # nothing ran
     assert f"policy: {run_dir / 'policy.json'}" in done.stdout and "why: " in done.stdout

@@ -142,7 +142,7 @@ def test_every_setting_is_a_keyword_and_checked_before_anything(tmp_path, no_ray
     assert "\n" not in str(caught.value) and not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match=r"^trials= must be at least 1, got 0; epochs= must be >= 1, got 0$"):
         policysearch.search(_digits(), out=tmp_path / "run", trials=0, epochs=0)
-    with pytest.raises(ValueError, match=r"^model= must be one of .*got 'resnet19'$"):
+    with pytest.raises(ValueError, match=r"^model= must be one of .*got 'resnet19' \(did you mean resnet18\?\)$"):
         policysearch.search(_digits(), model="resnet19", out=tmp_path / "run")
     with pytest.raises(ValueError, match=r"^--batch-size must be >= 2"):
         SearchConfig(batch_size=1)
