@@ -573,3 +573,13 @@ def test_a_search_leaves_the_callers_environment_as_it_was(tmp_path, monkeypatch
         os.environ["PYTHONBREAKPOINT"] = "ray.util.rpdb._driver_set_trace"
         os.environ["KEPT"] = "changed"
     assert dict(os.environ) == before
+
+
+def test_two_searches_started_in_the_same_second_get_their_own_folders():
+    """Regression: the default folder named the second only, so two searches shared it and one's policy.json
+    held the other's result."""
+    from policysearch.search.api import default_run_dir
+
+    first, second = default_run_dir(), default_run_dir()
+    assert first != second and first.parent == second.parent == Path("runs")
+    assert first.name.startswith("search-") and len(first.name.split("-")) == 4

@@ -14,6 +14,7 @@ import datetime as _dt
 import difflib
 import os
 import sys
+import uuid
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
@@ -33,8 +34,9 @@ from policysearch.wording import WordedError, a_kind, keyword, keyword_mention
 __all__ = ["default_run_dir", "search"]
 
 def default_run_dir() -> Path:
-    """``runs/search-TIMESTAMP``: where a search goes when no run directory is given."""
-    return Path("runs") / f"search-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    """``runs/search-TIMESTAMP-XXXX``: where a search goes when no run directory is given; the random part
+    keeps two searches started in the same second apart."""
+    return Path("runs") / f"search-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
 
 
 def search(data: Any = None, model: str | Callable[[int, int], nn.Module] | None = None, *,
@@ -49,7 +51,7 @@ def search(data: Any = None, model: str | Callable[[int, int], nn.Module] | None
     ``model``: a name (``small_cnn``, ..., ``torchvision:NAME``, ``timm:NAME``) or a callable
     ``(num_classes, in_channels) -> nn.Module`` that builds a fresh model. Default: ``small_cnn``.
     ``settings``: any field of :class:`~policysearch.search.config.SearchConfig` (``epochs=``, ``trials=``,
-    ``seed=``, ``weights=``, ...). ``out``: the run directory (default ``runs/search-TIMESTAMP``);
+    ``seed=``, ``weights=``, ...). ``out``: the run directory (default ``runs/search-TIMESTAMP-XXXX``);
     ``resume=True`` continues the run in ``out`` with its stored settings (pass data and a model callable
     again when the run had them; unnamed settings keep their stored values). Progress, and at the end the
     recipe, why and where its files are, go to ``stream`` (default: ``sys.stdout`` at the time of the call).
@@ -76,7 +78,7 @@ def search(data: Any = None, model: str | Callable[[int, int], nn.Module] | None
     if resume and out is None:
         raise ValueError("resume=True continues the run in out=RUN_DIR; give out=")
     if out is not None and not os.fspath(out).strip():
-        raise ValueError("out= is empty; give a run directory (or leave out= out for runs/search-TIMESTAMP)")
+        raise ValueError("out= is empty; give a run directory (or leave out= out for runs/search-TIMESTAMP-XXXX)")
     run_dir = Path(out) if out is not None else default_run_dir()
     with kept_global_rng(), _kept_environment():  # the caller's generators and environment, as they were
         return _search(data, model, run_dir, resume, image_column, label_column, stream, settings)

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``policysearch search`` options (defaults: a digits search that fits in minutes on 2 CPU cores)."""
     add_config_arguments(parser)
     group = parser.add_argument_group("output")
-    group.add_argument("--out", default=None, help="run directory (default: runs/search-TIMESTAMP)")
+    group.add_argument("--out", default=None, help="run directory (default: runs/search-TIMESTAMP-XXXX)")
     group.add_argument("--resume", metavar="RUN_DIR", default=None,
                        help="continue the interrupted search in RUN_DIR with its stored settings; options given "
                             "with it must agree with them (--address and --dashboard may change)")

@@ -92,8 +92,9 @@ def prepare(config: SearchConfig, inputs: Inputs | None = None) -> Prepared:
     inputs = inputs or Inputs()
     if is_callable_model(config.model) and inputs.builder is None:
         raise ValueError(f"{model_ref(config.model)}: the run's model is a Python callable, which only "
-                         "policysearch.search(model=...) can take; continue such a run from Python with the same "
-                         "callable")
+                         "policysearch.search(model=...) can take; give the same callable again there, "
+                         f"model={config.model.removeprefix('callable:').rsplit('.', 1)[-1]} (the command line "
+                         "cannot)")
     space = load_space(config.space_name)
     if inputs.data is not None:
         data = inputs.data
