@@ -332,6 +332,57 @@ def test_a_plain_run_never_overwrites_files_that_are_not_a_run(tmp_path, no_ray)
     assert rundir.open_run(SearchConfig(**SMALL), hidden, resume=False).run_dir == hidden
 
 
+def test_a_second_search_in_a_folder_in_use_is_refused(tmp_path, no_ray):
+    """Regression: a --resume of a run that another search was still running was accepted, and both drove the
+    same experiments. While a search runs it holds its folder; a second one there is refused in one line,
+    naming the process, before Ray starts; once the first has ended, the folder is free again."""
+    config = SearchConfig(**SMALL)
+    run_dir = tmp_path / "run"
+    _stored_run(run_dir, config)
+    with rundir.held_run(config, run_dir, resume=True):
+        holder = (run_dir / rundir.LOCK_FILE).read_text(encoding="utf-8")
+        assert holder.startswith(f"process {os.getpid()} on ")
+        with pytest.raises(RunError, match=rf"^--resume {run_dir}: another search is running in this folder "
+                                           rf"\(process {os.getpid()} on .*\); wait for it to end or stop it, then "
+                                           rf"continue it with --resume {run_dir}$"):
+            search.run_search(config, run_dir, resume=True)
+        with pytest.raises(RunError, match=rf"^out='{run_dir}', resume=True: another search is running"):
+            api.search(out=run_dir, resume=True)
+    with rundir.held_run(config, run_dir, resume=True) as run:  # free again
+        assert run.run_id == json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["run_id"]
+    new = tmp_path / "new"
+    with rundir.held_run(config, new, resume=False) as run:  # two plain runs into one new folder
+        rundir.write_config(run, config)
+        with pytest.raises(RunError, match=rf"^--out {new}: another search is running in this folder \(process "
+                                           rf"{os.getpid()} .*\); choose another --out$"):
+            search.run_search(config, new)
+    assert json.loads((new / "config.json").read_text(encoding="utf-8"))["run_id"] == run.run_id
+
+
+def test_a_search_stopped_before_it_began_leaves_no_folder_behind(tmp_path):
+    """The folder a plain run created for its lock is removed when the run stops before writing its config (a
+    later run into it is not refused); once the config is written, the folder stays a run."""
+    config = SearchConfig(**SMALL)
+    run_dir = tmp_path / "deep" / "run"
+    with pytest.raises(KeyboardInterrupt):
+        with rundir.held_run(config, run_dir, resume=False):
+            assert (run_dir / rundir.LOCK_FILE).is_file()
+            raise KeyboardInterrupt
+    assert not run_dir.exists()
+    with pytest.raises(KeyboardInterrupt):
+        with rundir.held_run(config, run_dir, resume=False) as run:
+            rundir.write_config(run, config)
+            raise KeyboardInterrupt
+    assert (run_dir / "config.json").is_file()
+    with pytest.raises(RunError, match="already holds an unfinished search"):
+        rundir.open_run(config, run_dir, resume=False)
+    kept = tmp_path / "kept"
+    kept.mkdir()  # a folder the user made is kept, whatever happens
+    with rundir.held_run(config, kept, resume=False):
+        pass
+    assert kept.is_dir() and rundir.open_run(config, kept, resume=False).run_dir == kept
+
+
 def test_a_run_that_failed_is_not_resumed_into_the_same_failure(tmp_path, no_ray):
     """A run stopped by too many failed trials keeps them on a resume, so it would stop again: a resume or a
     plain run into its folder says so in one line, before any work."""

@@ -28,7 +28,7 @@ from policysearch.search.interrupts import CtrlC, SearchInterrupted
 from policysearch.search.outcome import SearchResult
 from policysearch.search.phases import Stage, run_phases
 from policysearch.search.prepare import Inputs, Prepared, given_in_python, prepare
-from policysearch.search.rundir import Run, check_same_data, open_run, write_config
+from policysearch.search.rundir import Run, check_same_data, held_run, write_config
 from policysearch.search.runner import (Streams, TrialContext, TrialResult, Trials, optuna_sampler, stream_seed)
 from policysearch.training.user_data import fingerprint
 
@@ -166,16 +166,16 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
         try:
             faults = faults_from_env()
             prepared = prepare(config, inputs)
-            run = open_run(config, run_dir, resume=resume)
-            if resume:
-                check_same_data(run_dir, fingerprint(prepared.data))
-            runner = InProcessRunner(prepared, run, faults)
-            if not resume:
-                write_config(run, config, fingerprint(prepared.data))
-                stage.started = True
-            outcome, spans = run_phases(prepared, run, runner, stream, stage)
-            stage.enter("the export (the results are written again on --resume)")
-            result = export(prepared, run, outcome, faults)
+            with held_run(config, run_dir, resume=resume) as run:
+                if resume:
+                    check_same_data(run_dir, fingerprint(prepared.data))
+                runner = InProcessRunner(prepared, run, faults)
+                if not resume:
+                    write_config(run, config, fingerprint(prepared.data))
+                    stage.started = True
+                outcome, spans = run_phases(prepared, run, runner, stream, stage)
+                stage.enter("the export (the results are written again on --resume)")
+                result = export(prepared, run, outcome, faults)
         except SearchInterrupted:
             raise SearchInterrupted(stage.message()) from None
     result.spans = spans

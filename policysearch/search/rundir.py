@@ -4,19 +4,28 @@ Every search gets a fresh run id, kept in ``RUN_DIR/config.json``; its experimen
 ``<storage>/<run id>/``, so two searches never share one. Only ``--resume`` continues a run, and only with
 the stored settings and the same run format: :func:`open_run` refuses a plain run into a folder that
 holds a run or files of anything else, a resume whose settings contradict the stored ones, and a resume of a
-run that failed (:func:`record_failure`: it keeps its failed trials, so it would fail again).
+run that failed (:func:`record_failure`: it keeps its failed trials, so it would fail again). While a search
+runs it holds the folder (:func:`held_run`), so a second one there is refused rather than driving the same
+experiments.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
+import socket
 import tempfile
 import uuid
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, TextIO
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; a second search in one folder is not detected there
+    fcntl = None  # type: ignore[assignment]
 
 from policysearch.atomic import write_json_atomic
 from policysearch.augment.policy import software_versions
@@ -24,11 +33,12 @@ from policysearch.invocation import command_line
 from policysearch.search.config import RESUMABLE, SearchConfig, is_uri
 from policysearch.wording import WordedError
 
-__all__ = ["CONFIG_FILE", "FAILED_FILE", "Run", "RunError", "check_resume", "check_same_data", "open_run",
-           "read_stored_config", "record_failure", "recorded_failure", "write_config"]
+__all__ = ["CONFIG_FILE", "FAILED_FILE", "LOCK_FILE", "Run", "RunError", "check_resume", "check_same_data",
+           "held_run", "open_run", "read_stored_config", "record_failure", "recorded_failure", "write_config"]
 
 CONFIG_FILE = "config.json"
 FAILED_FILE = "failed.json"  # why the run stopped when too many trials failed (a resume would fail again)
+LOCK_FILE = ".lock"  # held while a search runs in the folder; it names that search's process
 # The layout of a run's phases and results; a run of another format cannot be continued (history:
 # docs/findings.md). 7: a flip the domain fit could not judge brings flipped baseline and reference candidates.
 RUN_FORMAT = 7
@@ -182,6 +192,51 @@ def open_run(config: SearchConfig, run_dir: str | os.PathLike[str], *, resume: b
             raise RunError(lambda say: f"{say('storage', run.storage)} already holds experiments of run {run_id}; "
                            f"choose another {say('storage')}")
     return run
+
+
+@contextlib.contextmanager
+def held_run(config: SearchConfig, run_dir: str | os.PathLike[str], *, resume: bool) -> Iterator[Run]:
+    """:func:`open_run`, with the folder held until the search ends: a second search there (a resume of a
+    run still going, two runs into one new folder) is refused in one line. The hold is an advisory lock on
+    ``RUN_DIR/.lock``, which the system lets go when the process ends, however it ends. A folder this call
+    created is removed again when the search stopped before it wrote its config."""
+    run_dir = Path(run_dir)
+    if (run_dir / LOCK_FILE).is_file():  # a search running there is named first: its run looks unfinished
+        with (run_dir / LOCK_FILE).open("a+", encoding="utf-8") as probe:
+            _lock(probe, run_dir, resume)
+    open_run(config, run_dir, resume=resume)  # the folder's problems, before anything is written
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / LOCK_FILE).open("a+", encoding="utf-8") as lock:
+        _lock(lock, run_dir, resume)
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"process {os.getpid()} on {socket.gethostname()}, since "
+                   f"{_dt.datetime.now().strftime('%Y-%m-%d %H:%M:%S')}\n")
+        lock.flush()
+        try:
+            yield open_run(config, run_dir, resume=resume)  # again: another search may have begun meanwhile
+        finally:
+            if created and not (run_dir / CONFIG_FILE).exists():
+                (run_dir / LOCK_FILE).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # not empty: something else was written there
+                    run_dir.rmdir()
+
+
+def _lock(lock: TextIO, run_dir: Path, resume: bool) -> None:
+    """Take the lock on the open file ``lock`` without waiting (closing the file lets it go); a RunError
+    naming the holder when another search has it."""
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        raise RunError(lambda say: f"{say('resume' if resume else 'out', run_dir)}: another search is running in "
+                       f"this folder ({holder}); "
+                       + (f"wait for it to end or stop it, then continue it with {say('resume', run_dir)}" if resume
+                          else f"choose another {say('out')}")) from None
 
 
 def check_resume(config: SearchConfig, run_dir: Path, finished: bool = False) -> str:

@@ -46,7 +46,7 @@ from policysearch.search.outcome import SearchResult
 from policysearch.search.phases import Stage, run_phases
 from policysearch.search.prepare import Inputs, Prepared, given_in_python, prepare
 from policysearch.search.reaper import RUN_ENV, Watchdog, end_marked
-from policysearch.search.rundir import Run, RunError, check_same_data, open_run, write_config
+from policysearch.search.rundir import Run, RunError, check_same_data, held_run, write_config
 from policysearch.search.runner import Streams, TrialContext, TrialFunction, TrialResult, Trials
 from policysearch.search.searcher import SplitSearcher
 from policysearch.search.spaces import SearchSpace
@@ -680,9 +680,16 @@ def _search(config: SearchConfig, run_dir: Path, resume: bool, stream: TextIO, s
     faults = faults_from_env()
     prepared = prepare(config, inputs)  # every input error surfaces here, before Ray starts
     builder = pickled_builder(prepared)
-    run = open_run(config, run_dir, resume=resume)
+    with held_run(config, run_dir, resume=resume) as run:
+        return _search_held(prepared, builder, run, resume, stream, stage, ctrl_c, faults)
+
+
+def _search_held(prepared: Prepared, builder: bytes | None, run: Run, resume: bool, stream: TextIO, stage: Stage,
+                 ctrl_c: CtrlC, faults: Faults) -> SearchResult:
+    """:func:`_search` with the run folder held."""
+    config = prepared.config
     if resume:
-        check_same_data(run_dir, fingerprint(prepared.data))
+        check_same_data(run.run_dir, fingerprint(prepared.data))
     joined = ray.is_initialized() or bool(config.address)
     if not joined:
         check_resources(config, [{"CPU": local_cpus(), "GPU": local_gpus()}], "this machine")
