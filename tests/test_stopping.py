@@ -178,6 +178,35 @@ def test_sigterm_while_ray_starts_is_a_ctrl_c_and_ours_takes_sigterm_after():
             sys.exit(3)
 
 
+def test_a_ctrl_c_while_ray_starts_takes_effect_once_it_has_started():
+    """Regression: a Ctrl-C stopped ray.init half-way, and Ray's native core then crashed the process as it
+    exited, after our line, in about one try of eight (exit status 139). The start now ends first (a few
+    seconds), then the search stops; a second Ctrl-C still stops at once, and after the start a Ctrl-C
+    raises at once again."""
+    from policysearch.search.interrupts import CtrlC, SearchInterrupted
+
+    with CtrlC(lambda at_once: "stopped") as ctrl_c:
+        started = False
+        with pytest.raises(SearchInterrupted):
+            with ctrl_c.ray_starting():
+                signal.raise_signal(signal.SIGINT)
+                started = True  # not cut short
+        assert started and ctrl_c.stopping
+    seen: list[str] = []
+    with CtrlC(lambda at_once: "stopped") as ctrl_c:
+        ctrl_c.stop_now = seen.append  # what would end the process
+        with pytest.raises(SearchInterrupted):
+            with ctrl_c.ray_starting():
+                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)
+        assert seen == ["a second Ctrl-C"]
+    with CtrlC(lambda at_once: "stopped") as ctrl_c:
+        with ctrl_c.ray_starting():
+            pass
+        with pytest.raises(SearchInterrupted):
+            signal.raise_signal(signal.SIGINT)
+
+
 def test_the_resume_command_is_the_one_to_type():
     assert resume_command(Path("runs/demo")) == "policysearch search --resume runs/demo"
     assert resume_command(Path("my runs/a b")) == "policysearch search --resume 'my runs/a b'"

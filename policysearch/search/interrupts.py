@@ -2,8 +2,8 @@
 
 A first Ctrl-C inside a Tune experiment goes to Tune's own handler (documented for ``Tuner.fit``): Tune
 stops its loop, saves the experiment state one last time and returns; the Tune layer sees the unfinished
-trials and raises :class:`SearchInterrupted`. Anywhere else (loading the data, starting Ray, between
-phases, writing the results) :class:`CtrlC` raises it at once. Either way the search ends its Ray and the
+trials and raises :class:`SearchInterrupted`. Anywhere else (loading the data, between phases, writing the
+results) :class:`CtrlC` raises it at once; while Ray starts, once it has started. Either way the search ends its Ray and the
 command prints one line (:meth:`CtrlC.message`) and exits with 130. A second Ctrl-C stops at once: it prints
 the same line and ends the process without waiting for anything (the watchdog of
 :mod:`policysearch.search.reaper` then ends the local Ray). SIGTERM (``kill``, ``timeout``, ``docker stop``,
@@ -62,6 +62,7 @@ class CtrlC:
         self._previous_term: Any = None
         self._installed = False
         self._term_timer: threading.Timer | None = None  # armed by SIGTERM: stop at once if still running
+        self._deferring = False  # Ray is starting: a first Ctrl-C waits for the start to end (ray_starting)
 
     def __enter__(self) -> "CtrlC":
         if threading.current_thread() is threading.main_thread():
@@ -81,8 +82,10 @@ class CtrlC:
 
     @contextlib.contextmanager
     def ray_starting(self) -> Iterator[None]:
-        """Around the start of Ray, which puts its own SIGTERM handler in place: that handler exits with the
-        signal's number, which becomes a Ctrl-C here; once Ray has started, ours goes back."""
+        """Around the start of Ray. A first Ctrl-C there takes effect when Ray has started (a few seconds): Ray's
+        native core, stopped half-started, can crash the process as it exits. Ray puts its own SIGTERM handler
+        in place, which exits with the signal's number: that becomes a Ctrl-C here; afterwards ours goes back."""
+        self._deferring = True
         try:
             yield
         except SystemExit as exc:
@@ -91,8 +94,11 @@ class CtrlC:
             self.stopping = True
             raise SearchInterrupted() from None
         finally:
+            self._deferring = False
             if self._installed:
                 signal.signal(signal.SIGTERM, self._terminate)
+        if self.stopping:
+            raise SearchInterrupted()
 
     def _terminate(self, signum: int, frame: FrameType | None) -> None:
         if self.stopping or self._term_timer is not None:
@@ -121,7 +127,8 @@ class CtrlC:
         if self.stopping or self._tune_has_first:
             self.stop_now("a second Ctrl-C")
         self.stopping = True
-        raise SearchInterrupted()
+        if not self._deferring:
+            raise SearchInterrupted()
 
     def stop_now(self, by: str) -> None:
         """A second Ctrl-C, or SIGTERM (``by``): the line, and the process ends here (exit status 130)."""

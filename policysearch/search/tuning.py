@@ -693,9 +693,10 @@ def _search_held(prepared: Prepared, builder: bytes | None, run: Run, resume: bo
     joined = ray.is_initialized() or bool(config.address)
     if not joined:
         check_resources(config, [{"CPU": local_cpus(), "GPU": local_gpus()}], "this machine")
-    with ctrl_c.ray_starting():
-        local = start_ray(config, prepared_bytes(prepared))
+    local = None
     try:
+        with ctrl_c.ray_starting():
+            local = start_ray(config, prepared_bytes(prepared))
         check_resources(config, cluster_nodes(), "the Ray cluster" if joined else "this machine")
         if config.address and not is_uri(run.storage):
             verify_shared_storage(run.storage)
