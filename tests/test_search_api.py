@@ -569,10 +569,12 @@ def test_a_search_leaves_the_callers_environment_as_it_was(tmp_path, monkeypatch
     with pytest.raises(ValueError, match="not a policysearch run"):  # refused after the search set RAY_AUTH_MODE
         api_search(_digits(60), model="small_cnn", out=tmp_path / "run")
     assert dict(os.environ) == before
+    hook = sys.excepthook
     with api._kept_environment():  # as ray.init sets them
         os.environ["PYTHONBREAKPOINT"] = "ray.util.rpdb._driver_set_trace"
         os.environ["KEPT"] = "changed"
-    assert dict(os.environ) == before
+        sys.excepthook = lambda *exc: None
+    assert dict(os.environ) == before and sys.excepthook is hook
 
 
 def test_two_searches_started_in_the_same_second_get_their_own_folders():

@@ -86,12 +86,15 @@ def search(data: Any = None, model: str | Callable[[int, int], nn.Module] | None
 
 @contextlib.contextmanager
 def _kept_environment() -> Iterator[None]:
-    """This process's environment variables put back after the body: Ray sets a dozen (PYTHONBREAKPOINT to
-    its own debugger among them, which would catch the caller's next ``breakpoint()``)."""
+    """This process's environment variables and ``sys.excepthook`` put back after the body: Ray sets a dozen
+    variables (PYTHONBREAKPOINT to its own debugger among them, which would catch the caller's next
+    ``breakpoint()``) and a hook that reports the caller's later errors to the Ray it had stopped."""
     saved = dict(os.environ)
+    hook = sys.excepthook
     try:
         yield
     finally:
+        sys.excepthook = hook
         for key in set(os.environ) - set(saved):
             del os.environ[key]
         for key, value in saved.items():
