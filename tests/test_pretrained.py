@@ -179,8 +179,13 @@ def test_a_frozen_backbone_trains_only_the_head(small_cnn_weights: str) -> None:
 def test_search_settings_for_weights_are_checked() -> None:
     with pytest.raises(ValueError, match="--freeze-backbone needs --weights"):
         SearchConfig(freeze_backbone=True)
-    with pytest.raises(ValueError, match="--model names no torchvision classification model: 'resnet_18'"):
+    with pytest.raises(ValueError, match="--model names no torchvision classification model: 'resnet_18'; did you "
+                                         r"mean torchvision:resnet18\?"):
         SearchConfig(model="torchvision:resnet_18")
+    with pytest.raises(ValueError, match=r"'vit-b-16'; did you mean torchvision:vit_b_16\?"):  # regression: examples
+        SearchConfig(model="torchvision:vit-b-16")
+    with pytest.raises(ValueError, match=r"'zzzqqq'; for example torchvision:resnet18, "):
+        SearchConfig(model="torchvision:zzzqqq")
     with pytest.raises(ValueError, match=r"--model must be one of small_cnn.* or torchvision:NAME|--model must be"):
         SearchConfig(model="smallcnn")
     assert SearchConfig(model="torchvision:resnet18").model == "torchvision:resnet18"

@@ -346,8 +346,10 @@ def test_timm_builds_without_pretrained_weights_and_takes_them_from_a_file(tmp_p
 def test_the_command_line_takes_timm_models():
     pytest.importorskip("timm", reason=TIMM_REASON)
     assert command.config_from_args(_args(["--model", "timm:test_resnet"])).model == "timm:test_resnet"
-    with pytest.raises(ValueError, match="--model names no timm model: 'no_such_net'"):
+    with pytest.raises(ValueError, match="--model names no timm model: 'no_such_net'; for example timm:resnet18"):
         command.config_from_args(_args(["--model", "timm:no_such_net"]))
+    with pytest.raises(ValueError, match=r"'vit-tiny-patch16-224'; did you mean timm:vit_tiny_patch16_224\?"):
+        command.config_from_args(_args(["--model", "timm:vit-tiny-patch16-224"]))
 
 
 def _wrong_output(num_classes, in_channels):

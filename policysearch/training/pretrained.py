@@ -85,15 +85,32 @@ def _torchvision_names() -> list[str]:
     return torchvision.models.list_models(module=torchvision.models)  # classification models only
 
 
+def _closest(name: str, known: Sequence[str]) -> str | None:
+    """The known name ``name`` most likely meant: the one that differs only in case, '-' and '_', else the
+    closest spelling; None when none is close."""
+    def plain(text: str) -> str:
+        return text.lower().replace("-", "").replace("_", "")
+
+    same = [k for k in known if plain(k) == plain(name)]
+    close = same or difflib.get_close_matches(name, known, n=1)
+    return close[0] if close else None
+
+
+def _unknown(kind: str, arch: str, prefix: str, known: Sequence[str], examples: Sequence[str], listing: str) -> str:
+    """The problem text for a torchvision or timm name that is not a model: the likely one meant, else examples."""
+    close = _closest(arch, known)
+    hint = f"did you mean {prefix}{close}?" if close else f"for example {', '.join(prefix + n for n in examples)}"
+    return f"names no {kind}: {arch!r}; {hint} ({len(known)} in {listing})"
+
+
 def model_problem(name: str) -> str | None:
     """What is wrong with a model name (None when it names a model), for a one-line settings error."""
     if is_torchvision(name):
         arch = name[len(TORCHVISION_PREFIX):]
         known = _torchvision_names()
         if arch not in known:
-            return (f"names no torchvision classification model: {arch!r}; for example "
-                    f"{', '.join(TORCHVISION_PREFIX + n for n in ('resnet18', 'mobilenet_v3_small', 'efficientnet_b0'))}"
-                    f" ({len(known)} in torchvision.models.list_models)")
+            return _unknown("torchvision classification model", arch, TORCHVISION_PREFIX, known,
+                            ("resnet18", "mobilenet_v3_small", "efficientnet_b0"), "torchvision.models.list_models")
         return None
     if is_timm(name):
         arch = name[len(TIMM_PREFIX):]
@@ -102,17 +119,14 @@ def model_problem(name: str) -> str | None:
         except ValueError as exc:
             return str(exc).removeprefix("--model ")
         if not timm.is_model(arch):
-            return (f"names no timm model: {arch!r}; for example "
-                    f"{', '.join(TIMM_PREFIX + n for n in ('resnet18', 'efficientnet_b0', 'convnext_atto'))} "
-                    f"({len(timm.list_models())} in timm.list_models())")
+            return _unknown("timm model", arch, TIMM_PREFIX, timm.list_models(),
+                            ("resnet18", "efficientnet_b0", "convnext_atto"), "timm.list_models()")
         return None
     if is_callable_model(name):
         return None  # the callable itself comes with policysearch.search(model=...); prepare() checks it is there
     if name not in MODEL_NAMES:
-        plain = name.lower().replace("-", "").replace("_", "")
-        close = [known for known in MODEL_NAMES if known.replace("_", "") == plain] or \
-            difflib.get_close_matches(name, MODEL_NAMES, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
+        close = _closest(name, MODEL_NAMES)
+        hint = f" (did you mean {close}?)" if close else ""
         return f"must be one of {', '.join(MODEL_NAMES)}, torchvision:NAME or timm:NAME, got {name!r}{hint}"
     return None
 
