@@ -363,12 +363,12 @@ def test_a_search_stopped_before_it_began_leaves_no_folder_behind(tmp_path):
     """The folder a plain run created for its lock is removed when the run stops before writing its config (a
     later run into it is not refused); once the config is written, the folder stays a run."""
     config = SearchConfig(**SMALL)
-    run_dir = tmp_path / "deep" / "run"
+    run_dir = tmp_path / "deep" / "er" / "run"
     with pytest.raises(KeyboardInterrupt):
         with rundir.held_run(config, run_dir, resume=False):
             assert (run_dir / rundir.LOCK_FILE).is_file()
             raise KeyboardInterrupt
-    assert not run_dir.exists()
+    assert not (tmp_path / "deep").exists()
     with pytest.raises(KeyboardInterrupt):
         with rundir.held_run(config, run_dir, resume=False) as run:
             rundir.write_config(run, config)
@@ -381,6 +381,50 @@ def test_a_search_stopped_before_it_began_leaves_no_folder_behind(tmp_path):
     with rundir.held_run(config, kept, resume=False):
         pass
     assert kept.is_dir() and rundir.open_run(config, kept, resume=False).run_dir == kept
+
+
+def test_a_lock_file_removed_by_a_stopping_search_is_never_held_by_two(tmp_path, monkeypatch):
+    """Regression: a search that opened the lock file just as the run holding it stopped before its config (and
+    removed the file and the folder) went on holding a file of no name, and a third search then ran there
+    beside it. A held file that is no longer the folder's lock file is let go and the lock taken again."""
+    config = SearchConfig(**SMALL)
+    run_dir = tmp_path / "new"
+    run_dir.mkdir()  # the first search made it and holds it
+    real_flock, stops = rundir.fcntl.flock, []
+
+    def first_search_stops_meanwhile(fd, operation):
+        if not stops:  # it removes its lock file and the folder, under its lock, as it stops
+            stops.append(fd)
+            (run_dir / rundir.LOCK_FILE).unlink()
+            run_dir.rmdir()
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(rundir.fcntl, "flock", first_search_stops_meanwhile)
+    with rundir.held_run(config, run_dir, resume=False) as run:  # the second search
+        assert stops and run_dir.is_dir()
+        rundir.write_config(run, config)
+        with pytest.raises(RunError, match="another search is running in this folder"):  # a third
+            with rundir.held_run(config, run_dir, resume=True):
+                pass
+
+
+def test_a_folder_without_locks_still_takes_a_search(tmp_path, monkeypatch):
+    """A file system without advisory locks (some network mounts: ENOLCK) or a system without fcntl (Windows)
+    runs the search unheld rather than failing."""
+    import errno
+
+    config = SearchConfig(**SMALL)
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(rundir.fcntl, "flock", no_locks)
+    with rundir.held_run(config, tmp_path / "nfs", resume=False) as run:
+        assert run.run_dir == tmp_path / "nfs"
+    monkeypatch.setattr(rundir, "fcntl", None)
+    with rundir.held_run(config, tmp_path / "windows", resume=False) as run:
+        rundir.write_config(run, config)
+    assert not (tmp_path / "windows" / rundir.LOCK_FILE).exists()
 
 
 def test_a_run_that_failed_is_not_resumed_into_the_same_failure(tmp_path, no_ray):
@@ -812,6 +856,27 @@ def test_a_benchmark_whose_search_fails_says_so_in_one_line_and_how_to_search_ag
         runner.run_benchmark(preset, tmp_path / "bench", stream=io.StringIO())
     with pytest.raises(ValueError, match=r"search-\w+ stopped earlier because too many trials failed \(phase 1 .*\); "
                                          r"fix the cause and remove .*search-\w+ to search again$"):
+        runner.run_benchmark(preset, tmp_path / "bench", stream=io.StringIO())
+
+
+def test_a_benchmark_whose_search_runs_elsewhere_says_to_wait_in_its_own_words(tmp_path, monkeypatch, no_ray):
+    """A benchmark whose search folder another process is running in was told to use --resume or --out, which
+    the benchmark command does not take; it is told to wait and run the benchmark again."""
+    from policysearch import search as package
+    from policysearch.benchmark import presets, runner
+
+    real = package.run_search
+
+    def running_elsewhere(config, run_dir, **kwargs):
+        with rundir.held_run(config, run_dir, resume=False):  # as another benchmark's search holds it
+            return real(config, run_dir, **kwargs)
+
+    monkeypatch.setattr(package, "run_search", running_elsewhere)
+    preset = presets.Preset(dataset="digits", train_size=100, model="small_cnn", epochs=1, batch_size=16, seeds=(0,),
+                            methods=("searched",), search_trials=2, search_splits=2, search_top_n=1, search_epochs=1)
+    with pytest.raises(ValueError, match=rf"^the searched method's search in .*search-\w+ is running in another "
+                                         rf"process \(process {os.getpid()} on .*\); wait for it to end, then run "
+                                         r"this benchmark again$"):
         runner.run_benchmark(preset, tmp_path / "bench", stream=io.StringIO())
 
 

@@ -205,6 +205,21 @@ def test_a_ctrl_c_while_ray_starts_takes_effect_once_it_has_started():
             pass
         with pytest.raises(SearchInterrupted):
             signal.raise_signal(signal.SIGINT)
+    with CtrlC(lambda at_once: "stopped") as ctrl_c:  # the start then fails: still the Ctrl-C, not its error
+        with pytest.raises(SearchInterrupted):
+            with ctrl_c.ray_starting():
+                signal.raise_signal(signal.SIGINT)
+                raise ConnectionError("the start failed")
+    with CtrlC(lambda at_once: "stopped") as ctrl_c:  # joining a cluster, which can take minutes: at once
+        joined = False
+        with pytest.raises(SearchInterrupted):
+            with ctrl_c.ray_starting(local=False):
+                signal.raise_signal(signal.SIGINT)
+                joined = True
+        assert not joined
+    with pytest.raises(ConnectionError):  # without a Ctrl-C, a failed start is its own error
+        with CtrlC(lambda at_once: "stopped") as ctrl_c, ctrl_c.ray_starting():
+            raise ConnectionError("the start failed")
 
 
 def test_the_resume_command_is_the_one_to_type():

@@ -41,7 +41,7 @@ def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream, 
     digests of the weights file and of a folder's images, ``input_contents``) are part of the search's key."""
     from policysearch.search import SearchConfig, run_search
     from policysearch.search.checks import SearchFailed
-    from policysearch.search.rundir import recorded_failure
+    from policysearch.search.rundir import RunInUse, recorded_failure
 
     defaults = SearchConfig()
     config = SearchConfig(
@@ -81,6 +81,9 @@ def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream, 
     except SearchFailed as exc:
         raise ValueError(f"the searched method's search stopped: {exc}; to search again, fix the cause and remove "
                          f"{run_dir}") from None
+    except RunInUse as exc:  # its wording names the search command's options, which a benchmark does not take
+        raise ValueError(f"the searched method's search in {run_dir} is running in another process ({exc.holder}); "
+                         "wait for it to end, then run this benchmark again") from None
     wall = time.monotonic() - started
     # A search finished (or partly run) by an earlier process took longer than this call: its phases' wall
     # times, which the run's ledger sums over every process, are then the truer whole.
@@ -156,13 +159,13 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     stream = sys.stdout if stream is None else stream
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    root = getattr(args, "data_root", "data")
-    train_full = fit_image_size(load_dataset(preset.dataset, split="train", data_root=root,
+    root, download = getattr(args, "data_root", "data"), bool(getattr(args, "download", False))
+    train_full = fit_image_size(load_dataset(preset.dataset, split="train", data_root=root, download=download,
                                              image_size=preset.image_size), preset.model, preset.image_size)
     train = train_full if preset.train_size is None else stratified_subset(train_full, preset.train_size,
                                                                           seed=preset.data_seed)
-    test = fit_image_size(load_dataset(preset.dataset, split="test", data_root=root, image_size=preset.image_size),
-                          preset.model, preset.image_size)
+    test = fit_image_size(load_dataset(preset.dataset, split="test", data_root=root, download=download,
+                                       image_size=preset.image_size), preset.model, preset.image_size)
     for note in dict.fromkeys((*train.notes, *test.notes)):
         print(f"data: {note}", file=stream, flush=True)
     size = int(train.images.shape[-1])

@@ -81,15 +81,17 @@ class CtrlC:
             self._installed = False
 
     @contextlib.contextmanager
-    def ray_starting(self) -> Iterator[None]:
-        """Around the start of Ray. A first Ctrl-C there takes effect when Ray has started (a few seconds): Ray's
-        native core, stopped half-started, can crash the process as it exits. Ray puts its own SIGTERM handler
-        in place, which exits with the signal's number: that becomes a Ctrl-C here; afterwards ours goes back."""
-        self._deferring = True
+    def ray_starting(self, local: bool = True) -> Iterator[None]:
+        """Around the start of Ray. While a ``local`` Ray starts (a few seconds), a first Ctrl-C takes effect once
+        it has started, or failed to: Ray's native core, stopped half-started, can crash the process as it exits.
+        (Joining a cluster, which can wait for minutes, stops at once.) Ray puts its own SIGTERM handler in
+        place, which exits with the signal's number: that becomes a Ctrl-C here; afterwards ours goes back."""
+        self._deferring = local
         try:
             yield
-        except SystemExit as exc:
-            if exc.code != signal.SIGTERM:
+        except BaseException as exc:
+            ray_sigterm = isinstance(exc, SystemExit) and exc.code == signal.SIGTERM
+            if isinstance(exc, SearchInterrupted) or not (ray_sigterm or self.stopping):
                 raise
             self.stopping = True
             raise SearchInterrupted() from None
@@ -129,6 +131,8 @@ class CtrlC:
         self.stopping = True
         if not self._deferring:
             raise SearchInterrupted()
+        os.write(2, b"\npolicysearch: stopping once the local Ray has started (a few seconds; Ctrl-C again stops "
+                    b"at once)\n")
 
     def stop_now(self, by: str) -> None:
         """A second Ctrl-C, or SIGTERM (``by``): the line, and the process ends here (exit status 130)."""

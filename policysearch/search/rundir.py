@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import json
 import os
 import socket
@@ -20,7 +21,7 @@ import tempfile
 import uuid
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 try:
     import fcntl
@@ -31,14 +32,15 @@ from policysearch.atomic import write_json_atomic
 from policysearch.augment.policy import software_versions
 from policysearch.invocation import command_line
 from policysearch.search.config import RESUMABLE, SearchConfig, is_uri
-from policysearch.wording import WordedError
+from policysearch.wording import Mention, WordedError
 
-__all__ = ["CONFIG_FILE", "FAILED_FILE", "LOCK_FILE", "Run", "RunError", "check_resume", "check_same_data",
+__all__ = ["CONFIG_FILE", "FAILED_FILE", "LOCK_FILE", "Run", "RunError", "RunInUse", "check_resume", "check_same_data",
            "held_run", "open_run", "read_stored_config", "record_failure", "recorded_failure", "write_config"]
 
 CONFIG_FILE = "config.json"
 FAILED_FILE = "failed.json"  # why the run stopped when too many trials failed (a resume would fail again)
 LOCK_FILE = ".lock"  # held while a search runs in the folder; it names that search's process
+LOCK_ATTEMPTS = 10  # tries to hold a lock file that stopping searches keep removing
 # The layout of a run's phases and results; a run of another format cannot be continued (history:
 # docs/findings.md). 7: a flip the domain fit could not judge brings flipped baseline and reference candidates.
 RUN_FORMAT = 7
@@ -47,6 +49,18 @@ RUN_FORMAT = 7
 class RunError(WordedError):
     """A run directory, storage or cluster that cannot be used as asked; the message says why and what to do,
     naming the settings as the command line or the Python API does (:class:`~policysearch.wording.WordedError`)."""
+
+
+class RunInUse(RunError):
+    """Another search is running in the run directory: it holds the folder's lock; ``holder`` says who."""
+
+    def __init__(self, message: str | Callable[[Mention], str], mention: Mention | None = None,
+                 holder: str = "") -> None:
+        super().__init__(message, mention)
+        self.holder = holder
+
+    def worded(self, mention: Mention) -> "RunInUse":
+        return RunInUse(self.build, mention, self.holder)
 
 
 @dataclass(frozen=True)
@@ -198,45 +212,88 @@ def open_run(config: SearchConfig, run_dir: str | os.PathLike[str], *, resume: b
 def held_run(config: SearchConfig, run_dir: str | os.PathLike[str], *, resume: bool) -> Iterator[Run]:
     """:func:`open_run`, with the folder held until the search ends: a second search there (a resume of a
     run still going, two runs into one new folder) is refused in one line. The hold is an advisory lock on
-    ``RUN_DIR/.lock``, which the system lets go when the process ends, however it ends. A folder this call
-    created is removed again when the search stopped before it wrote its config."""
+    ``RUN_DIR/.lock``, which the system lets go when the process ends, however it ends. The folders this
+    call created are removed again when the search stopped before it wrote its config."""
     run_dir = Path(run_dir)
-    if (run_dir / LOCK_FILE).is_file():  # a search running there is named first: its run looks unfinished
-        with (run_dir / LOCK_FILE).open("a+", encoding="utf-8") as probe:
-            _lock(probe, run_dir, resume)
-    open_run(config, run_dir, resume=resume)  # the folder's problems, before anything is written
-    created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with (run_dir / LOCK_FILE).open("a+", encoding="utf-8") as lock:
-        _lock(lock, run_dir, resume)
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"process {os.getpid()} on {socket.gethostname()}, since "
-                   f"{_dt.datetime.now().strftime('%Y-%m-%d %H:%M:%S')}\n")
-        lock.flush()
-        try:
-            yield open_run(config, run_dir, resume=resume)  # again: another search may have begun meanwhile
-        finally:
-            if created and not (run_dir / CONFIG_FILE).exists():
-                (run_dir / LOCK_FILE).unlink(missing_ok=True)
-                with contextlib.suppress(OSError):  # not empty: something else was written there
-                    run_dir.rmdir()
-
-
-def _lock(lock: TextIO, run_dir: Path, resume: bool) -> None:
-    """Take the lock on the open file ``lock`` without waiting (closing the file lets it go); a RunError
-    naming the holder when another search has it."""
-    if fcntl is None:
+    if fcntl is None:  # no advisory locks (Windows)
+        yield open_run(config, run_dir, resume=resume)
         return
+    if not (run_dir / LOCK_FILE).is_file():  # else a search running there is named first: its run looks unfinished
+        open_run(config, run_dir, resume=resume)  # the folder's problems, before anything is written
+    created = _first_missing(run_dir)
+    with _locked(run_dir, resume):
+        try:
+            yield open_run(config, run_dir, resume=resume)  # checked again: another search may have begun meanwhile
+        finally:
+            if created is not None and not (run_dir / CONFIG_FILE).exists():
+                (run_dir / LOCK_FILE).unlink(missing_ok=True)  # under the lock; a waiting opener sees it gone
+                for folder in (run_dir, *run_dir.parents):
+                    with contextlib.suppress(OSError):  # not empty: something else was written there
+                        folder.rmdir()
+                    if folder == created:
+                        break
+
+
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost of ``folder`` and its parents that does not exist yet (None when ``folder`` exists)."""
+    missing = None
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
+
+
+@contextlib.contextmanager
+def _locked(run_dir: Path, resume: bool) -> Iterator[None]:
+    """``RUN_DIR/.lock`` created if need be and held, naming this process in it, until the block ends; a
+    RunError naming the holder when another search holds it. A lock file that a stopping search removed
+    after this one opened it is opened again, so two searches never hold two files of one name."""
+    path = run_dir / LOCK_FILE
+    for _ in range(LOCK_ATTEMPTS):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            lock = path.open("a+", encoding="utf-8")
+        except FileNotFoundError:  # the folder went between the two calls
+            continue
+        except PermissionError:  # another user's lock file: it can be held, but keeps their line
+            lock = path.open("r", encoding="utf-8")
+        with lock:
+            held = _lock(lock, run_dir, resume)
+            try:
+                same = os.path.samestat(os.fstat(lock.fileno()), path.stat())
+            except FileNotFoundError:
+                same = False
+            if not same:
+                continue
+            if held and lock.writable():
+                lock.seek(0)
+                lock.truncate()
+                lock.write(f"process {os.getpid()} on {socket.gethostname()}, since "
+                           f"{_dt.datetime.now().strftime('%Y-%m-%d %H:%M:%S')}\n")
+                lock.flush()
+            yield
+            return
+    raise RunError(lambda say: f"{say('out', run_dir)}: could not hold {path}: other searches kept removing it")
+
+
+def _lock(lock: TextIO, run_dir: Path, resume: bool) -> bool:
+    """Take the lock on the open file ``lock`` without waiting (closing the file lets it go); False when the
+    file system has no locks (some network mounts), a RunError naming the holder when another search has it."""
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.seek(0)
         holder = lock.read().strip() or "another process"
-        raise RunError(lambda say: f"{say('resume' if resume else 'out', run_dir)}: another search is running in "
+        raise RunInUse(lambda say: f"{say('resume' if resume else 'out', run_dir)}: another search is running in "
                        f"this folder ({holder}); "
                        + (f"wait for it to end or stop it, then continue it with {say('resume', run_dir)}" if resume
-                          else f"choose another {say('out')}")) from None
+                          else f"choose another {say('out')}"), holder=holder) from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP):
+            return False
+        raise
+    return True
 
 
 def check_resume(config: SearchConfig, run_dir: Path, finished: bool = False) -> str:

@@ -695,7 +695,7 @@ def _search_held(prepared: Prepared, builder: bytes | None, run: Run, resume: bo
         check_resources(config, [{"CPU": local_cpus(), "GPU": local_gpus()}], "this machine")
     local = None
     try:
-        with ctrl_c.ray_starting():
+        with ctrl_c.ray_starting(local=not joined):
             local = start_ray(config, prepared_bytes(prepared))
         check_resources(config, cluster_nodes(), "the Ray cluster" if joined else "this machine")
         if config.address and not is_uri(run.storage):
