@@ -30,6 +30,8 @@ if TYPE_CHECKING:  # annotations only: help must not import torch
 
 PROG = "policysearch"
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+SHOW_MAX_PIXELS = 50_000_000  # a larger grid (about 150 MB in memory, more while drawn) is a mistaken option
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away
 # The policy strings of policysearch.augment.standard, for help texts (kept here: help must not import torch).
 POLICY_STRINGS = "randaugment:n=2,m=9, trivialaugment, autoaugment:cifar10|imagenet|svhn, identity"
 
@@ -189,6 +191,8 @@ def _add_show(parser: argparse.ArgumentParser) -> None:
                              "(PATH or imagefolder:PATH; default: the data set a searched policy names, else digits)")
     parser.add_argument("--data-root", default=None,
                         help="folder holding downloaded data sets (default: a searched policy's, else data)")
+    parser.add_argument("--download", action="store_true",
+                        help="download a torchvision data set (cifar10, cifar100, svhn) into the data root if missing")
     parser.add_argument("-o", "--output", default="grid.png",
                         help="PNG file to write, its name ending in .png (default: grid.png)")
     parser.add_argument("--samples", type=_positive, default=8, help="rows: samples of the data set (default: 8)")
@@ -210,10 +214,10 @@ def _show_data(args: argparse.Namespace, policy: Policy) -> ImageData:
     searched_on = search.get("dataset") if isinstance(search, dict) and "run_id" in policy.metadata else None
     if args.dataset or not isinstance(searched_on, str) or searched_on.startswith("python:"):
         return load_dataset(dataset_name(args.dataset or "digits"), split="train",
-                            data_root=args.data_root or "data")
+                            data_root=args.data_root or "data", download=args.download)
     root = args.data_root or search.get("data_root") or "data"
     try:
-        return load_dataset(dataset_name(searched_on), split="train", data_root=root)
+        return load_dataset(dataset_name(searched_on), split="train", data_root=root, download=args.download)
     except DataError as exc:
         print(f"the policy's data set cannot be read here ({exc}); showing digits instead (--dataset to choose)")
         return load_dataset("digits", split="train")
@@ -222,7 +226,7 @@ def _show_data(args: argparse.Namespace, policy: Policy) -> ImageData:
 def _run_show(args: argparse.Namespace) -> int:
     from policysearch.atomic import write_atomic
     from policysearch.augment.torchvision_policies import from_torchvision
-    from policysearch.augment.grids import sample_grid
+    from policysearch.augment.grids import grid_scale, sample_grid
     from policysearch.augment.policy import PolicyError
     from policysearch.augment.standard import is_policy_string, load_policy
 
@@ -245,8 +249,15 @@ def _run_show(args: argparse.Namespace) -> int:
     data = _show_data(args, policy)
     if len(data) == 0:
         raise UserError(f"{data.name} has no images to show")
+    height, width = (int(side) for side in data.images.shape[-2:])
+    scale = grid_scale(height, width, args.scale)
+    pixels = min(args.samples, len(data)) * (args.views + 1) * height * width * scale ** 2
+    if pixels > SHOW_MAX_PIXELS:
+        raise UserError(f"the grid would have about {pixels / 1e6:,.0f} million pixels ({min(args.samples, len(data))} "
+                        f"samples x {args.views + 1} images of {width * scale}x{height * scale} px), more than "
+                        f"{SHOW_MAX_PIXELS // 1_000_000} million; lower --scale, --samples or --views")
     canvas, samples, _ = sample_grid(policy, data, about=about, samples=args.samples, views=args.views,
-                                     seed=args.seed, backend=args.backend, scale=args.scale)
+                                     seed=args.seed, backend=args.backend, scale=scale)
     out = write_atomic(args.output, lambda handle: canvas.save(handle, format="PNG"))
     print(f"wrote {out} ({canvas.width}x{canvas.height} px: {samples} samples of {data.name}, "
           f"{args.views} {'view' if args.views == 1 else 'views'} each, {about})")
@@ -425,6 +436,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # PolicyError, DataError, SpaceError, UserError and bad values
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # the reader of the output went away (``| head``): stop quietly, as other tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush then has nowhere to fail
+        return EXIT_BROKEN_PIPE
     except OSError as exc:  # e.g. the output folder cannot be written
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         print(f"{PROG}: error: {where}{exc.strerror or _one_line(exc)}", file=sys.stderr)

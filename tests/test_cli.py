@@ -97,6 +97,20 @@ def test_help_does_not_import_torch():
     assert result.returncode == 0, result.stderr
 
 
+def test_output_into_a_closed_pipe_stops_quietly():
+    """Regression: ``policysearch spaces | head -1`` ended with "policysearch: error: Broken pipe" (exit 2)."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone, as head does after its lines
+    try:
+        result = subprocess.run([sys.executable, "-m", "policysearch", "spaces"], cwd=ROOT, stdout=write,
+                                stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert (result.returncode, result.stderr) == (cli.EXIT_BROKEN_PIPE, "")
+
+
 # --------------------------------------------------------------------------------------------- validate
 
 
@@ -163,6 +177,44 @@ def test_show_with_a_policy_file(tmp_path, capsys):
     again = tmp_path / "again.png"
     assert main(args[:5] + [str(again)] + args[6:]) == 0
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
+
+
+def test_show_refuses_a_grid_too_large_to_draw_before_drawing(tmp_path, capsys):
+    """Regression: --scale 1000 asked for about 170 GB and was killed by the system, taking other processes
+    with it; a grid beyond SHOW_MAX_PIXELS is now one line naming the options."""
+    out = tmp_path / "grid.png"
+    assert main(["show", "--dataset", "digits", "--scale", "1000", "-o", str(out)]) == cli.EXIT_USAGE
+    assert capsys.readouterr().err.strip() == (
+        "policysearch: error: the grid would have about 14,336 million pixels (8 samples x 7 images of 16000x16000 "
+        "px), more than 50 million; lower --scale, --samples or --views")
+    assert not out.exists()
+
+
+def test_show_and_benchmark_take_the_download_their_missing_data_message_names(tmp_path, capsys, monkeypatch):
+    """Regression: show's and the benchmark's message for a missing data set said to run again with --download,
+    which only search took."""
+    import argparse
+
+    import torch
+
+    from policysearch.benchmark import command as benchmark_command
+    from policysearch.training import data
+
+    assert main(["show", "--dataset", "cifar10", "--data-root", str(tmp_path), "-o", str(tmp_path / "g.png")]) == 2
+    assert "run again with --download" in capsys.readouterr().err
+    asked = []
+
+    def no_images(name, **settings):  # what the loader was asked; an empty set ends show before drawing
+        asked.append(settings["download"])
+        return data.ImageData(torch.zeros(0, 3, 32, 32, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64),
+                              ("a",), "cifar10/train")
+
+    monkeypatch.setattr(data, "load_dataset", no_images)
+    assert main(["show", "--dataset", "cifar10", "--download", "-o", str(tmp_path / "g.png")]) == 2
+    assert asked == [True]
+    parser = argparse.ArgumentParser()
+    benchmark_command.add_arguments(parser)
+    assert parser.parse_args(["--download"]).download is True
 
 
 def test_show_without_a_policy_uses_torchvision_cifar10(tmp_path, capsys, monkeypatch):

@@ -368,7 +368,7 @@ def test_bad_batches_are_refused_with_a_clear_message():
         transform(torch.zeros((2, 3, 8, 8), dtype=torch.int32))
     with pytest.raises(ValueError, match="4 dimensions"):
         transform(torch.zeros((8, 8), dtype=torch.uint8))
-    with pytest.raises(ValueError, match=r"\[0, 1\].*scale \(x / 255\)"):
+    with pytest.raises(ValueError, match=r"\[0, 1\].*divide by 255 or pass uint8"):
         transform(torch.full((2, 3, 8, 8), 255.0))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         transform(torch.full((2, 3, 8, 8), -0.5))
@@ -745,3 +745,26 @@ def test_shapes_sizes_and_dtypes_that_cannot_be_images_are_refused_in_one_line()
     with pytest.raises(TypeError, match="^plan: expected the Plan that sample\\(\\) drew, got str$"):
         augment.apply(torch.zeros((2, 3, 8, 8), dtype=torch.uint8), "plan")
 
+
+
+def test_float_images_a_little_outside_0_1_are_clamped_and_normalised_ones_refused():
+    """Regression: a pixel of 1.0000001 (a blur's rounding) or -0.05 (bicubic resizing's overshoot) in a float
+    pipeline before the policy stopped training mid-epoch, with a message that rounded it to [0, 1]. Such
+    images are clamped and augmented as the clamped ones; normalised or 0..255 floats are still refused."""
+    images = natural_batch(4, 24, 24).float() / 255.0
+    strayed = images.clone()
+    strayed[0, 0, 0, 0], strayed[1, 1, 2, 3], strayed[2, 2, 5, 5] = 1.0000001, -0.05, 1.04
+    for policy in ("randaugment", "identity"):
+        transform = BatchPolicyTransform(policy)
+        out = transform(strayed, generator=torch.Generator().manual_seed(3))
+        expected = transform(strayed.clamp(0, 1), generator=torch.Generator().manual_seed(3))
+        assert torch.equal(out, expected) and 0 <= out.min() and out.max() <= 1
+    single = PolicyTransform("randaugment", generator=torch.Generator().manual_seed(1))(strayed[0])
+    assert 0 <= single.min() and single.max() <= 1
+    normalised = v2.Normalize([0.5] * 3, [0.5] * 3)(images)
+    with pytest.raises(ValueError, match=r"^batch: float images must hold values in \[0, 1\], found \[-\d.*\]; "
+                                         "normalised images, it seems: augment before Normalize$"):
+        BatchPolicyTransform("randaugment")(normalised)
+    with pytest.raises(ValueError, match=r"^image: float images must hold values in \[0, 1\], found \[[\d.]+, "
+                                         r"[\d.]+\]; 0..255 values, it seems: divide by 255 or pass uint8$"):
+        PolicyTransform("randaugment")(images[0] * 255)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-__all__ = ["CELL_TARGET", "GAP", "MARGIN", "augmented_views", "from_pil", "render_grid", "sample_grid", "to_pil"]
+__all__ = ["CELL_TARGET", "GAP", "MARGIN", "augmented_views", "from_pil", "grid_scale", "render_grid", "sample_grid",
+           "to_pil"]
 
 CELL_TARGET = 64  # pixels; the default scale brings images near this size
 GAP = 4
@@ -126,6 +127,11 @@ def from_pil(img):
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
+def grid_scale(height: int, width: int, scale: int | None = None) -> int:
+    """The upscaling of an image in a sample grid: ``scale``, or about ``CELL_TARGET`` pixels per image."""
+    return scale or max(1, round(CELL_TARGET / max(height, width)))
+
+
 def sample_grid(policy, data, *, about: str, samples: int = 8, views: int = 6, seed: int = 0,
                 backend: str = "batch", scale: int | None = None):
     """The grid of ``samples`` seeded picks of ``data`` (an ``ImageData``) and ``views`` augmented views of
@@ -139,7 +145,7 @@ def sample_grid(policy, data, *, about: str, samples: int = 8, views: int = 6, s
     images = data.images[picks]
     drawn = augmented_views(policy, images, views, seed, backend)
     height, width = images.shape[-2:]
-    scale = scale or max(1, round(CELL_TARGET / max(height, width)))
+    scale = grid_scale(height, width, scale)
     rows = [[to_pil(images[s])] + [to_pil(v) for v in drawn[s]] for s in range(samples)]
     columns = ["original"] + [f"view {v + 1}" for v in range(views)]
     labels = [f"{data.classes[int(data.labels[i])]}" for i in picks]

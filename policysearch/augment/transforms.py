@@ -372,10 +372,14 @@ def copy_rows(x: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch
 
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # float8 has no arithmetic on the CPU
+# How far a float image may stray outside [0, 1] and be clamped: the overshoot of bicubic resizing or of a blur's
+# rounding in a pipeline before the policy, which is not an error; a normalised image strays much further.
+FLOAT_SLACK = 0.1
 
 
 def check_image_batch(batch: Any, where: str = "batch") -> None:
-    """Raise a clear error unless ``batch`` is a [B, C, H, W] uint8 or [0, 1] float tensor with C in {1, 3}."""
+    """Raise a clear error unless ``batch`` is a [B, C, H, W] uint8 or [0, 1] float tensor with C in {1, 3}
+    (a float may stray ``FLOAT_SLACK`` outside, which the transforms clamp)."""
     if not isinstance(batch, torch.Tensor):
         raise TypeError(f"{where}: expected a torch.Tensor [B, C, H, W], got {type(batch).__name__}")
     if batch.ndim != 4:
@@ -388,9 +392,19 @@ def check_image_batch(batch: Any, where: str = "batch") -> None:
                         f"float64), got {batch.dtype}")
     if batch.is_floating_point() and batch.numel():
         low, high = torch.aminmax(batch)
-        if low < 0 or high > 1 or torch.isnan(low) or torch.isnan(high):
-            raise ValueError(f"{where}: float images must hold values in [0, 1], found [{low.item():.4g}, "
-                             f"{high.item():.4g}]; pass uint8 or scale (x / 255) and clamp before augmenting")
+        if low < -FLOAT_SLACK or high > 1 + FLOAT_SLACK or torch.isnan(low) or torch.isnan(high):
+            hint = ("normalised images, it seems: augment before Normalize" if low < 0 else
+                    "0..255 values, it seems: divide by 255 or pass uint8")
+            raise ValueError(f"{where}: float images must hold values in [0, 1], found [{low.item():.6g}, "
+                             f"{high.item():.6g}]; {hint}")
+
+
+def clamped(batch: torch.Tensor) -> torch.Tensor:
+    """A float ``batch`` clamped into [0, 1] when it strays outside (within ``FLOAT_SLACK``), else itself."""
+    if not batch.is_floating_point() or not batch.numel():
+        return batch
+    low, high = torch.aminmax(batch)
+    return batch.clamp(0.0, 1.0) if low < 0 or high > 1 else batch
 
 
 _HUGE_PAGE = 1 << 21
@@ -751,6 +765,7 @@ class BatchPolicyTransform(torch.nn.Module):
             raise ValueError(f"batch shape {tuple(batch.shape)} does not match the plan's {plan.shape}")
         if batch.numel() == 0:
             return batch.clone()  # never the input itself: the caller may change the output in place
+        batch = clamped(batch)
         if not plan.steps:
             out = apply_baseline(batch, plan.baseline.pad_crop, plan.crop, plan.flip)
             return batch.clone() if out is batch else out

@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="name the presets with one line each, and stop")
     parser.add_argument("--dataset", default=None, help="data set (default: the preset's)")
     parser.add_argument("--data-root", default="data", help="where downloadable data sets live")
+    parser.add_argument("--download", action="store_true",
+                        help="download a torchvision data set (cifar10, cifar100, svhn) into --data-root if missing")
     parser.add_argument("--train-size", type=int, default=None, help="training images (stratified subset)")
     parser.add_argument("--model", default=None, metavar="MODEL",
                         help=f"{', '.join(MODEL_NAMES)} or torchvision:NAME (built with weights=None)")
