@@ -115,8 +115,7 @@ def _run_validate(args: argparse.Namespace) -> int:
             print(_one_line(exc), file=sys.stderr)
             status = EXIT_INVALID
             continue
-        print(f"{file}: ok ({_subs(len(policy))}, "
-              f"ops: {_ops_list(policy)})")
+        print(f"{file}: ok ({_subs(len(policy))}, ops: {_ops_list(policy)}; baseline: {policy.baseline.describe()})")
     return status
 
 

@@ -117,7 +117,7 @@ def test_output_into_a_closed_pipe_stops_quietly():
 def test_validate_ok(tmp_path, capsys):
     path = good_policy(tmp_path)
     assert main(["validate", str(path)]) == 0
-    assert capsys.readouterr().out == f"{path}: ok (2 sub-policies, ops: Rotate, Invert)\n"
+    assert capsys.readouterr().out == f"{path}: ok (2 sub-policies, ops: Rotate, Invert; baseline: no crop, no flip)\n"
 
 
 def test_validate_bad_file(tmp_path, capsys):
@@ -132,7 +132,7 @@ def test_validate_checks_every_file(tmp_path, capsys):
     good, bad, missing = good_policy(tmp_path), bad_policy(tmp_path), tmp_path / "missing.json"
     assert main(["validate", str(bad), str(good), str(missing)]) == 1
     captured = capsys.readouterr()
-    assert captured.out == f"{good}: ok (2 sub-policies, ops: Rotate, Invert)\n"
+    assert captured.out == f"{good}: ok (2 sub-policies, ops: Rotate, Invert; baseline: no crop, no flip)\n"
     assert captured.err.splitlines() == [f"{bad}: sub_policies[3][1].prob: 1.7 is outside [0, 1]",
                                          f"{missing}: no such file"]
 
@@ -142,7 +142,7 @@ def test_validate_in_a_subprocess(tmp_path):
     good, bad = good_policy(tmp_path), bad_policy(tmp_path)
     result = run("validate", str(good), str(bad))
     assert result.returncode == 1
-    assert result.stdout == f"{good}: ok (2 sub-policies, ops: Rotate, Invert)\n"
+    assert result.stdout == f"{good}: ok (2 sub-policies, ops: Rotate, Invert; baseline: no crop, no flip)\n"
     assert result.stderr == f"{bad}: sub_policies[3][1].prob: 1.7 is outside [0, 1]\n"
 
 

@@ -442,3 +442,22 @@ def test_a_model_name_close_to_ours_gets_the_name_it_meant():
 
     with pytest.raises(SettingsError, match=r"got 'resnet-18' \(did you mean resnet18\?\)"):
         SearchConfig(model="resnet-18")
+
+
+def test_a_policy_string_where_a_file_or_list_is_expected_says_what_takes_it(tmp_path, capsys):
+    """Regression: Policy("randaugment") complained about sub_policies[0][0] being 'r', and
+    PolicyTransform.from_json("randaugment:n=2,m=9") said only "no such file"; validate's summary left out
+    the baseline, so a policy that flips every other image read as "ops: Identity"."""
+    from policysearch.augment.image_transform import PolicyTransform
+    from policysearch.augment.policy import Baseline
+    from policysearch.cli import main
+
+    with pytest.raises(PolicyError, match=r"^Policy: sub_policies must be a list of sub-policies, got 'randaugment'; "
+                                          r"for a policy string or file use load_policy\(...\) or PolicyTransform"):
+        Policy("randaugment")
+    with pytest.raises(PolicyError, match=r"^'randaugment:n=2,m=9' is a policy string, not a file; "
+                                          r"PolicyTransform\('randaugment:n=2,m=9'\) builds it$"):
+        PolicyTransform.from_json("randaugment:n=2,m=9")
+    flips = Policy([[("Identity", 1.0, 0.0)]], baseline=Baseline(hflip=True)).save(tmp_path / "flips.json")
+    assert main(["validate", str(flips)]) == 0
+    assert capsys.readouterr().out == f"{flips}: ok (1 sub-policy, ops: Identity; baseline: no crop, horizontal flip)\n"

@@ -244,7 +244,7 @@ def test_cli_show_a_string(tmp_path, capsys):
 def test_cli_validate_a_string(capsys):
     assert main(["validate", "identity", "randaugment:n=2,m=x"]) == 1
     captured = capsys.readouterr()
-    assert captured.out == "identity: ok (1 sub-policy, ops: Identity)\n"
+    assert captured.out == "identity: ok (1 sub-policy, ops: Identity; baseline: no crop, no flip)\n"
     assert captured.err == "randaugment:n=2,m=x: m='x' is not a number\n"
 
 

@@ -281,6 +281,9 @@ class Policy:
     def __init__(self, sub_policies: Sequence[Sequence[Operation | Sequence[Any] | Mapping[str, Any]]],
                  metadata: Mapping[str, Any] | None = None, name: str = "",
                  baseline: Baseline | None = None, ranges: str = "standard") -> None:
+        if isinstance(sub_policies, (str, bytes, os.PathLike)):
+            raise PolicyError(f"Policy: sub_policies must be a list of sub-policies, got {_short(str(sub_policies))}; "
+                              "for a policy string or file use load_policy(...) or PolicyTransform(...)")
         subs = tuple(tuple(_as_operation(step, f"sub_policies[{i}][{j}]") for j, step in enumerate(sub))
                      for i, sub in enumerate(sub_policies))
         if baseline is not None and not isinstance(baseline, Baseline):
