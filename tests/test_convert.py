@@ -195,6 +195,9 @@ def test_paper_form_keeps_structure_and_probabilities():
     ([[["Rotate", 0.5, True]]], r"^x: \[0\]\[0\]: magnitude True is outside"),
     ([[["Rotate", 0.5, float("nan")]]], r"^x: \[0\]\[0\]: magnitude nan is outside"),
     ([[["Rotate", 1.5, 3]]], r"^x: \[0\]\[0\]: prob 1\.5 is outside \[0, 1\]$"),
+    # Regression: Fast AutoAugment's 0..1 levels were read as tenths of the paper's magnitudes.
+    ([[["Rotate", 0.5, 0.2], ["Equalize", 0.5, 0.0]], [["ShearX", 0.4, 0.73]]],
+     r"^x: every magnitude is a fraction below 1, as Fast AutoAugment's levels are, .*--from fast-autoaugment$"),
     ([[["Rotate", True, 3]]], r"^x: \[0\]\[0\]: prob True is outside \[0, 1\]$"),
     ([[["Rotat", 0.5, 3]]], r"^x: \[0\]\[0\]: unknown op 'Rotat' for the AutoAugment paper form \(its ops: "),
     ([[[["Rotate"], 0.5, 3]]], r"^x: \[0\]\[0\]: unknown op \['Rotate'\] for the AutoAugment paper form"),
@@ -239,7 +242,7 @@ def test_faa_examples():
 
 
 @pytest.mark.parametrize("data, message", [
-    ([[["ShearX", 0.5, 1.2]]], r"^faa\.json: \[0\]\[0\]: magnitude 1\.2 is outside \[0, 1\]$"),
+    ([[["ShearX", 0.5, 1.2]]], r"^faa\.json: \[0\]\[0\]: level 1\.2 is outside \[0, 1\]$"),
     ([[["ShearX", -0.1, 0.2]]], r"^faa\.json: \[0\]\[0\]: prob -0\.1 is outside \[0, 1\]$"),
     ([[["ShearX", 0.5, 0.2], ["Sheer", 0.5, 0.2]]], r"^faa\.json: \[0\]\[1\]: unknown op 'Sheer' for the Fast "),
     ("ShearX", r"^faa\.json: expected a non-empty list"),

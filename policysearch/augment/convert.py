@@ -39,6 +39,7 @@ PAPER_OPS: tuple[str, ...] = ("ShearX", "ShearY", "TranslateX", "TranslateY", "R
                               "Equalize", "Solarize", "Posterize", "Contrast", "Color", "Brightness", "Sharpness",
                               "Cutout", "SamplePairing")
 FAA_OPS: tuple[str, ...] = PAPER_OPS  # FAA's augment_list has the paper's ops, with its own ranges
+_UNSCALED = ("AutoContrast", "Invert", "Equalize")  # ops of both forms whose magnitude means nothing
 
 
 def _paper_level(op: str, magnitude: float) -> float:
@@ -73,23 +74,24 @@ def _is_number(value: Any) -> bool:
 
 
 def _convert_list(data: Any, source: str, level_of: Callable[[str, float], float], level_limit: float,
-                  what: str, ops: tuple[str, ...]) -> Policy:
+                  what: str, ops: tuple[str, ...], strength: str) -> Policy:
+    """The policy of a list of sub-policies of [name, prob, ``strength``] in the form ``what``."""
     if not isinstance(data, Sequence) or isinstance(data, str) or not data:
         raise PolicyError(f"{source}: expected a non-empty list of sub-policies ({what})")
     subs = []
     for i, sub in enumerate(data):
         if not isinstance(sub, Sequence) or isinstance(sub, str) or not sub:
-            raise PolicyError(f"{source}: [{i}]: expected a non-empty list of [name, prob, magnitude]")
+            raise PolicyError(f"{source}: [{i}]: expected a non-empty list of [name, prob, {strength}]")
         steps = []
         for j, step in enumerate(sub):
             place = f"{source}: [{i}][{j}]"
             if not isinstance(step, Sequence) or isinstance(step, str) or len(step) != 3:
-                raise PolicyError(f"{place}: expected [name, prob, magnitude], got {step!r}")
+                raise PolicyError(f"{place}: expected [name, prob, {strength}], got {step!r}")
             name, prob, magnitude = step
             if not isinstance(name, str) or name not in ops:
                 raise PolicyError(f"{place}: unknown op {name!r} for the {what} (its ops: {', '.join(ops)})")
             if not _is_number(magnitude) or not 0 <= magnitude <= level_limit:
-                raise PolicyError(f"{place}: magnitude {magnitude!r} is outside [0, {level_limit:g}]")
+                raise PolicyError(f"{place}: {strength} {magnitude!r} is outside [0, {level_limit:g}]")
             if not _is_number(prob) or not 0 <= prob <= 1:
                 raise PolicyError(f"{place}: prob {prob!r} is outside [0, 1]")
             steps.append(Operation(name, float(prob), level_of(name, float(magnitude))))
@@ -98,13 +100,19 @@ def _convert_list(data: Any, source: str, level_of: Callable[[str, float], float
 
 
 def from_autoaugment_paper(data: Any, source: str = "autoaugment") -> Policy:
-    """AutoAugment paper form: sub-policies of (name, prob, magnitude 0..10)."""
-    return _convert_list(data, source, _paper_level, 10, "AutoAugment paper form", PAPER_OPS)
+    """AutoAugment paper form: sub-policies of (name, prob, magnitude 0..10). A file whose every magnitude is a
+    fraction below 1 is refused: those are Fast AutoAugment's levels, which this form would read as a tenth."""
+    policy = _convert_list(data, source, _paper_level, 10, "AutoAugment paper form", PAPER_OPS, "magnitude")
+    scaled = [step[2] for sub in data for step in sub if step[0] not in _UNSCALED]
+    if scaled and all(0 < m < 1 for m in scaled):
+        raise PolicyError(f"{source}: every magnitude is a fraction below 1, as Fast AutoAugment's levels are, where "
+                          "the AutoAugment paper form counts 0..10; for that form: --from fast-autoaugment")
+    return policy
 
 
 def from_fast_autoaugment(data: Any, source: str = "fast-autoaugment") -> Policy:
     """Fast AutoAugment list form: sub-policies of [name, prob, level in [0, 1]] with FAA's op table."""
-    return _convert_list(data, source, _faa_level, 1, "Fast AutoAugment list form", FAA_OPS)
+    return _convert_list(data, source, _faa_level, 1, "Fast AutoAugment list form", FAA_OPS, "level")
 
 
 CONVERTERS: dict[str, Callable[[Any, str], Policy]] = {
