@@ -1436,15 +1436,24 @@ def test_sigkill_of_the_driver_leaves_no_process_of_its_ray(tmp_path):
     assert not run["left"], f"still running {ENDED_WITHIN_S} s after SIGKILL of the driver: {run['left_text']}"
 
 
-def test_a_trial_that_failed_before_its_first_report_keeps_its_config_when_restored(tmp_path):
+def test_a_trial_that_failed_before_its_first_report_keeps_its_config(ray_session, tmp_path):
     """Regression: a resume of a run with a child that failed before reporting crashed with TypeError (Tune
-    restores such a trial with no config); its config is read from the trial's params.json."""
+    restores such a trial with no config), and a trial whose worker was lost as it started had neither a
+    config nor a params.json (FileNotFoundError); its config is read from the experiment's saved state."""
     from ray import tune
 
-    from policysearch.search.tuning import _config_of
+    from policysearch.search.tuning import configs_of
 
-    (tmp_path / "params.json").write_text('{\n  "split": 1\n}', encoding="utf-8")
-    restored = tune.Result(metrics={}, checkpoint=None, error=RuntimeError("bug in my model"), path=str(tmp_path))
-    assert restored.config is None and _config_of(restored) == {"split": 1}
+    def fails_at_once(config):
+        raise RuntimeError("bug in my model")
+
+    grid = tune.Tuner(fails_at_once, param_space={"split": tune.grid_search([0, 1])},
+                      run_config=tune.RunConfig(name="e", storage_path=str(tmp_path), verbose=0)).fit()
+    for result in grid:
+        (Path(result.path) / "params.json").unlink(missing_ok=True)
+    lost = [tune.Result(metrics={}, checkpoint=None, error=r.error, path=r.path, _storage_filesystem=r.filesystem)
+            for r in grid]
+    assert all(r.config is None for r in lost)
+    assert sorted(config["split"] for config in configs_of(lost)) == [0, 1]
     live = tune.Result(metrics={"config": {"split": 0}}, checkpoint=None, error=None, path=str(tmp_path))
-    assert _config_of(live) == {"split": 0}
+    assert configs_of([live]) == [{"split": 0}]

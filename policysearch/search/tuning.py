@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator, Sequence, TextIO
 
 import pyarrow.fs
@@ -620,16 +620,20 @@ class RayRunner:
         ok, failed = run_experiment(trials.name, trainable, space, tune_config, self.config,
                                     self.experiments, progress, ctrl_c=self.ctrl_c, on_trial=on_trial)
         return ([TrialResult(dict(r.config), dict(r.metrics), "", trial_id(r), _fetch(r.checkpoint)) for r in ok]
-                + [TrialResult(_config_of(r), {}, _error_line(r.error), trial_id(r)) for r in failed])
+                + [TrialResult(config, {}, _error_line(r.error), trial_id(r))
+                   for r, config in zip(failed, configs_of(failed))])
 
 
-def _config_of(result: tune.Result) -> dict[str, Any]:
-    """A trial's config. Tune gives it with the trial's last result, which a trial that failed before its
-    first report has only in this process: restored by a resume, it is read from the trial's params.json."""
-    if result.config is not None:
-        return dict(result.config)
-    with result.filesystem.open_input_stream(f"{result.path}/params.json") as stream:
-        return dict(json.loads(stream.read().decode("utf-8")))
+def configs_of(results: Sequence[tune.Result]) -> list[dict[str, Any]]:
+    """The trials' configs. Tune gives a config with the trial's last result, which a trial that failed before
+    its first report can lack (restored by a resume, or its worker lost as it started): those are read from
+    the experiment's saved state, where every trial's config is."""
+    if all(r.config is not None for r in results):
+        return [dict(r.config) for r in results]
+    experiment = str(PurePosixPath(results[0].path).parent)
+    analysis = tune.ExperimentAnalysis(experiment, storage_filesystem=results[0].filesystem)
+    saved = {PurePosixPath(trial.path).name: trial.config for trial in analysis.trials}
+    return [dict(r.config if r.config is not None else saved[trial_id(r)]) for r in results]
 
 
 def _grid(configs: Sequence[dict[str, Any]]) -> dict[str, Any]:
