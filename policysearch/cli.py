@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import select
 import shlex
 import sys
 import textwrap
@@ -415,6 +416,19 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe whose reader has gone (poll reports an error on it)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # replaced by an object without a descriptor (a test's capture, a notebook)
+        return False
+    if not hasattr(select, "poll"):
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the console script; returns the exit status (0 ok, 1 invalid input file, 2 usage error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -435,9 +449,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # PolicyError, DataError, SpaceError, UserError and bad values
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    except BrokenPipeError:  # the reader of the output went away (``| head``): stop quietly, as other tools do
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush then has nowhere to fail
+    except BrokenPipeError as exc:
+        if not _stdout_gone():  # another pipe (a subprocess's, a socket): an error like any other
+            print(f"{PROG}: error: {exc.strerror or _one_line(exc)}", file=sys.stderr)
+            return EXIT_USAGE
+        devnull = os.open(os.devnull, os.O_WRONLY)  # the reader of the output went away (``| head``): stop
+        os.dup2(devnull, sys.stdout.fileno())  # quietly, as other tools do; the last flush has nowhere to fail
+        os.close(devnull)
         return EXIT_BROKEN_PIPE
     except OSError as exc:  # e.g. the output folder cannot be written
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""

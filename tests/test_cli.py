@@ -111,6 +111,19 @@ def test_output_into_a_closed_pipe_stops_quietly():
     assert (result.returncode, result.stderr) == (cli.EXIT_BROKEN_PIPE, "")
 
 
+def test_a_broken_pipe_other_than_the_output_is_an_error(capsys, monkeypatch):
+    """Only the output's reader going away is a quiet stop; another pipe's (a subprocess's) is reported."""
+    import dataclasses
+
+    def lost_a_worker(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "COMMANDS", tuple(dataclasses.replace(c, run=lost_a_worker) if c.name == "spaces" else c
+                                               for c in cli.COMMANDS))
+    assert main(["spaces"]) == cli.EXIT_USAGE
+    assert capsys.readouterr().err == "policysearch: error: Broken pipe\n"
+
+
 # --------------------------------------------------------------------------------------------- validate
 
 

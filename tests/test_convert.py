@@ -196,8 +196,8 @@ def test_paper_form_keeps_structure_and_probabilities():
     ([[["Rotate", 0.5, float("nan")]]], r"^x: \[0\]\[0\]: magnitude nan is outside"),
     ([[["Rotate", 1.5, 3]]], r"^x: \[0\]\[0\]: prob 1\.5 is outside \[0, 1\]$"),
     # Regression: Fast AutoAugment's 0..1 levels were read as tenths of the paper's magnitudes.
-    ([[["Rotate", 0.5, 0.2], ["Equalize", 0.5, 0.0]], [["ShearX", 0.4, 0.73]]],
-     r"^x: every magnitude is a fraction below 1, as Fast AutoAugment's levels are, .*--from fast-autoaugment$"),
+    ([[["Rotate", 0.5, 0.2], ["Equalize", 0.5, 0.0]], [["ShearX", 0.4, 0.73], ["TranslateX", 0.4, 0.0]]],
+     r"^x: every magnitude is below 1, as Fast AutoAugment's levels are, .*--from fast-autoaugment \(paper "),
     ([[["Rotate", True, 3]]], r"^x: \[0\]\[0\]: prob True is outside \[0, 1\]$"),
     ([[["Rotat", 0.5, 3]]], r"^x: \[0\]\[0\]: unknown op 'Rotat' for the AutoAugment paper form \(its ops: "),
     ([[[["Rotate"], 0.5, 3]]], r"^x: \[0\]\[0\]: unknown op \['Rotate'\] for the AutoAugment paper form"),

@@ -450,14 +450,19 @@ def test_a_policy_string_where_a_file_or_list_is_expected_says_what_takes_it(tmp
     the baseline, so a policy that flips every other image read as "ops: Identity"."""
     from policysearch.augment.image_transform import PolicyTransform
     from policysearch.augment.policy import Baseline
+    from policysearch.augment.transforms import BatchPolicyTransform
     from policysearch.cli import main
 
     with pytest.raises(PolicyError, match=r"^Policy: sub_policies must be a list of sub-policies, got 'randaugment'; "
                                           r"for a policy string or file use load_policy\(...\) or PolicyTransform"):
         Policy("randaugment")
     with pytest.raises(PolicyError, match=r"^'randaugment:n=2,m=9' is a policy string, not a file; "
-                                          r"PolicyTransform\('randaugment:n=2,m=9'\) builds it$"):
+                                          r"PolicyTransform\('randaugment:n=2,m=9'\) or load_policy"):
         PolicyTransform.from_json("randaugment:n=2,m=9")
+    with pytest.raises(PolicyError, match=r"^'trivialaugment' is a policy string"):
+        BatchPolicyTransform.from_json("trivialaugment")
+    with pytest.raises(PolicyError, match=r"^best_policy: no such file$"):  # a missing file is not a policy string
+        PolicyTransform.from_json("best_policy")
     flips = Policy([[("Identity", 1.0, 0.0)]], baseline=Baseline(hflip=True)).save(tmp_path / "flips.json")
     assert main(["validate", str(flips)]) == 0
     assert capsys.readouterr().out == f"{flips}: ok (1 sub-policy, ops: Identity; baseline: no crop, horizontal flip)\n"

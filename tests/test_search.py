@@ -1449,11 +1449,12 @@ def test_a_trial_that_failed_before_its_first_report_keeps_its_config(ray_sessio
 
     grid = tune.Tuner(fails_at_once, param_space={"split": tune.grid_search([0, 1])},
                       run_config=tune.RunConfig(name="e", storage_path=str(tmp_path), verbose=0)).fit()
-    for result in grid:
-        (Path(result.path) / "params.json").unlink(missing_ok=True)
     lost = [tune.Result(metrics={}, checkpoint=None, error=r.error, path=r.path, _storage_filesystem=r.filesystem)
-            for r in grid]
+            for r in grid]  # as a resume restores them
     assert all(r.config is None for r in lost)
+    assert sorted(config["split"] for config in configs_of(lost)) == [0, 1]
+    for result in grid:  # as a worker lost as it started leaves them
+        (Path(result.path) / "params.json").unlink(missing_ok=True)
     assert sorted(config["split"] for config in configs_of(lost)) == [0, 1]
     live = tune.Result(metrics={"config": {"split": 0}}, checkpoint=None, error=None, path=str(tmp_path))
     assert configs_of([live]) == [{"split": 0}]

@@ -761,6 +761,14 @@ def test_float_images_a_little_outside_0_1_are_clamped_and_normalised_ones_refus
         assert torch.equal(out, expected) and 0 <= out.min() and out.max() <= 1
     single = PolicyTransform("randaugment", generator=torch.Generator().manual_seed(1))(strayed[0])
     assert 0 <= single.min() and single.max() <= 1
+    cut = Cutout(4)(strayed)  # also the trainer's --cutout
+    assert 0 <= cut.min() and cut.max() <= 1
+    nan = images.clone()
+    nan[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"found \[nan, .*\]; NaN or infinite values$"):
+        BatchPolicyTransform("randaugment")(nan)
+    with pytest.raises(ValueError, match=r"; 0..255 values, it seems"):  # 0..255 floats that a resize undershot
+        BatchPolicyTransform("randaugment")(images * 255 - 3)
     normalised = v2.Normalize([0.5] * 3, [0.5] * 3)(images)
     with pytest.raises(ValueError, match=r"^batch: float images must hold values in \[0, 1\], found \[-\d.*\]; "
                                          "normalised images, it seems: augment before Normalize$"):

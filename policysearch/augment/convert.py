@@ -100,13 +100,15 @@ def _convert_list(data: Any, source: str, level_of: Callable[[str, float], float
 
 
 def from_autoaugment_paper(data: Any, source: str = "autoaugment") -> Policy:
-    """AutoAugment paper form: sub-policies of (name, prob, magnitude 0..10). A file whose every magnitude is a
-    fraction below 1 is refused: those are Fast AutoAugment's levels, which this form would read as a tenth."""
+    """AutoAugment paper form: sub-policies of (name, prob, magnitude 0..10). A file whose every magnitude is
+    below 1, one of them above 0, is refused: those are Fast AutoAugment's levels, which this form would read
+    as tenths."""
     policy = _convert_list(data, source, _paper_level, 10, "AutoAugment paper form", PAPER_OPS, "magnitude")
     scaled = [step[2] for sub in data for step in sub if step[0] not in _UNSCALED]
-    if scaled and all(0 < m < 1 for m in scaled):
-        raise PolicyError(f"{source}: every magnitude is a fraction below 1, as Fast AutoAugment's levels are, where "
-                          "the AutoAugment paper form counts 0..10; for that form: --from fast-autoaugment")
+    if any(0 < m < 1 for m in scaled) and all(m < 1 for m in scaled):
+        raise PolicyError(f"{source}: every magnitude is below 1, as Fast AutoAugment's levels are, where the "
+                          "AutoAugment paper form counts 0..10; for that form: --from fast-autoaugment (paper "
+                          "magnitudes below 1 are written on the 0..10 scale, e.g. 0.5 of Rotate's 30 degrees as 5)")
     return policy
 
 

@@ -20,8 +20,8 @@ from torchvision import tv_tensors
 
 from policysearch.augment.cpu_kernels import CODES, run_on_image, warm_up
 from policysearch.augment.ops import OPS, OpSpec, PilContext, pil_equalize_divisor
-from policysearch.augment.policy import Baseline, Policy, PolicyError
-from policysearch.augment.standard import is_policy_string, load_policy
+from policysearch.augment.policy import Baseline, Policy
+from policysearch.augment.standard import load_policy, load_policy_file
 from policysearch.augment.transforms import (BatchPolicyTransform, Fill, check_fill_channels, check_image_batch,
                                             draw_baseline)
 
@@ -59,9 +59,7 @@ class PolicyTransform(v2.Transform):
     @classmethod
     def from_json(cls, path: str | os.PathLike[str], **kwargs: Any) -> "PolicyTransform":
         """Load a policy file and build the transform: one line in anyone's training code."""
-        if isinstance(path, str) and is_policy_string(path):
-            raise PolicyError(f"{path!r} is a policy string, not a file; PolicyTransform({path!r}) builds it")
-        return cls(Policy.load(path), **kwargs)
+        return cls(load_policy_file(path), **kwargs)
 
     def __getstate__(self) -> dict[str, Any]:
         # The generator travels as its device and state bytes: pickled as itself, its state is a tensor that

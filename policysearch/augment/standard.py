@@ -31,7 +31,7 @@ from policysearch.augment.torchvision_policies import from_torchvision, torchvis
 
 __all__ = ["AUTOAUGMENT_VARIANTS", "POLICY_NAMES", "RANDAUGMENT_MAGNITUDE_SCALE", "RANDAUGMENT_MAX_N",
            "RANDAUGMENT_OPS", "TORCHVISION_TRANSFORMS", "TRIVIALAUGMENT_BINS", "autoaugment_policy",
-           "identity_policy", "is_policy_string", "load_policy", "parse_policy_string", "randaugment_policy",
+           "identity_policy", "is_policy_string", "load_policy", "load_policy_file", "parse_policy_string", "randaugment_policy",
            "randaugment_tv_policy", "trivialaugment_policy", "trivialaugment_wide_policy"]
 
 # RandAugment's and TrivialAugment's op list (torchvision's), in our op names.
@@ -328,6 +328,23 @@ def parse_policy_string(text: str) -> Policy:
     if any(not part for part in args):
         raise _fail(where, "an empty argument between commas")
     return _PARSERS[name](args, where)
+
+
+def load_policy_file(path: str | os.PathLike[str]) -> Policy:
+    """:meth:`Policy.load`, whose "no such file" says so when ``path`` is a policy string that
+    ``PolicyTransform(...)`` or :func:`load_policy` would take."""
+    try:
+        return Policy.load(path)
+    except PolicyError:
+        if isinstance(path, str) and not _is_file(path):
+            try:
+                parse_policy_string(path)
+            except PolicyError:
+                pass
+            else:
+                raise PolicyError(f"{path!r} is a policy string, not a file; PolicyTransform({path!r}) or "
+                                  f"load_policy({path!r}) takes it") from None
+        raise
 
 
 def is_policy_string(text: str) -> bool:

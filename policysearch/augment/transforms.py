@@ -29,7 +29,7 @@ from policysearch.augment.cpu_kernels import CODES, TABLE, run_pixel_ops, warm_u
 from policysearch.augment.kernels import apply_lut, to_uint8
 from policysearch.augment.ops import OPS, OpSpec, TensorContext, pil_equalize_divisor, cutout_pil, cutout_tensor
 from policysearch.augment.policy import Baseline, Policy, PolicyError
-from policysearch.augment.standard import load_policy
+from policysearch.augment.standard import load_policy, load_policy_file
 from policysearch.augment.warp import gather_warp, warp, warp_index, warp_shift
 
 Fill = float | Sequence[float]
@@ -375,11 +375,12 @@ _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # float
 # How far a float image may stray outside [0, 1] and be clamped: the overshoot of bicubic resizing or of a blur's
 # rounding in a pipeline before the policy, which is not an error; a normalised image strays much further.
 FLOAT_SLACK = 0.1
+NORMALISED_MOST = 3.0  # above this, floats are 0..255 values rather than normalised ones (ImageNet's reach 2.64)
 
 
-def check_image_batch(batch: Any, where: str = "batch") -> None:
-    """Raise a clear error unless ``batch`` is a [B, C, H, W] uint8 or [0, 1] float tensor with C in {1, 3}
-    (a float may stray ``FLOAT_SLACK`` outside, which the transforms clamp)."""
+def check_image_batch(batch: Any, where: str = "batch") -> torch.Tensor:
+    """``batch`` if it is a [B, C, H, W] uint8 or [0, 1] float tensor with C in {1, 3}, else a clear error; a
+    float batch that strays at most ``FLOAT_SLACK`` outside [0, 1] comes back clamped into it (a copy)."""
     if not isinstance(batch, torch.Tensor):
         raise TypeError(f"{where}: expected a torch.Tensor [B, C, H, W], got {type(batch).__name__}")
     if batch.ndim != 4:
@@ -390,21 +391,17 @@ def check_image_batch(batch: Any, where: str = "batch") -> None:
     if batch.dtype != torch.uint8 and batch.dtype not in _FLOATS:
         raise TypeError(f"{where}: expected dtype uint8 (0..255) or float (0..1: float16, bfloat16, float32 or "
                         f"float64), got {batch.dtype}")
-    if batch.is_floating_point() and batch.numel():
-        low, high = torch.aminmax(batch)
-        if low < -FLOAT_SLACK or high > 1 + FLOAT_SLACK or torch.isnan(low) or torch.isnan(high):
-            hint = ("normalised images, it seems: augment before Normalize" if low < 0 else
-                    "0..255 values, it seems: divide by 255 or pass uint8")
-            raise ValueError(f"{where}: float images must hold values in [0, 1], found [{low.item():.6g}, "
-                             f"{high.item():.6g}]; {hint}")
-
-
-def clamped(batch: torch.Tensor) -> torch.Tensor:
-    """A float ``batch`` clamped into [0, 1] when it strays outside (within ``FLOAT_SLACK``), else itself."""
     if not batch.is_floating_point() or not batch.numel():
         return batch
-    low, high = torch.aminmax(batch)
-    return batch.clamp(0.0, 1.0) if low < 0 or high > 1 else batch
+    low, high = (value.item() for value in torch.aminmax(batch))
+    if 0 <= low and high <= 1:
+        return batch
+    if -FLOAT_SLACK <= low and high <= 1 + FLOAT_SLACK:
+        return batch.clamp(0.0, 1.0)
+    hint = ("NaN or infinite values" if not (math.isfinite(low) and math.isfinite(high)) else
+            "0..255 values, it seems: divide by 255 or pass uint8" if high > NORMALISED_MOST else
+            "normalised images, it seems: augment before Normalize")
+    raise ValueError(f"{where}: float images must hold values in [0, 1], found [{low:.6g}, {high:.6g}]; {hint}")
 
 
 _HUGE_PAGE = 1 << 21
@@ -662,7 +659,7 @@ class BatchPolicyTransform(torch.nn.Module):
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str], **kwargs: Any) -> "BatchPolicyTransform":
-        return cls(Policy.load(path), **kwargs)
+        return cls(load_policy_file(path), **kwargs)
 
     def sample(self, shape: Sequence[int], device: torch.device | str | None = None,
                generator: torch.Generator | None = None) -> Plan:
@@ -753,7 +750,7 @@ class BatchPolicyTransform(torch.nn.Module):
     def apply(self, batch: torch.Tensor, plan: Plan, pool: torch.Tensor | None = None) -> torch.Tensor:
         """Apply a drawn plan; deterministic. SamplePairing blends a sample with another of the batch, or
         with an image of ``pool`` (uint8 [P, C, H, W], the batch's channels and size) when one is given."""
-        check_image_batch(batch)
+        batch = check_image_batch(batch)
         if not isinstance(plan, Plan):
             raise TypeError(f"plan: expected the Plan that sample() drew, got {type(plan).__name__}")
         return self._replay(batch, plan, pool)
@@ -765,7 +762,6 @@ class BatchPolicyTransform(torch.nn.Module):
             raise ValueError(f"batch shape {tuple(batch.shape)} does not match the plan's {plan.shape}")
         if batch.numel() == 0:
             return batch.clone()  # never the input itself: the caller may change the output in place
-        batch = clamped(batch)
         if not plan.steps:
             out = apply_baseline(batch, plan.baseline.pad_crop, plan.crop, plan.flip)
             return batch.clone() if out is batch else out
@@ -796,7 +792,7 @@ class BatchPolicyTransform(torch.nn.Module):
 
     def forward(self, batch: torch.Tensor, generator: torch.Generator | None = None,
                 pool: torch.Tensor | None = None) -> torch.Tensor:
-        check_image_batch(batch)
+        batch = check_image_batch(batch)
         if batch.numel() == 0:  # no samples, or images without pixels
             return batch.clone()
         return self._replay(batch, self.sample(batch.shape, batch.device, generator), pool)
@@ -831,7 +827,7 @@ class Cutout(torch.nn.Module):
             return cutout_pil(image, self.size, (centre[0], centre[1]), self.fill)
         single = isinstance(image, torch.Tensor) and image.ndim == 3
         batch = image.unsqueeze(0) if single else image
-        check_image_batch(batch, where="image" if single else "batch")
+        batch = check_image_batch(batch, where="image" if single else "batch")
         centre = torch.rand((batch.shape[0], 2), generator=gen, device=batch.device)
         out = self.apply(batch, centre)
         return out.squeeze(0) if single else out

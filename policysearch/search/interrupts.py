@@ -131,8 +131,7 @@ class CtrlC:
         self.stopping = True
         if not self._deferring:
             raise SearchInterrupted()
-        os.write(2, b"\npolicysearch: stopping once the local Ray has started (a few seconds; Ctrl-C again stops "
-                    b"at once)\n")
+        _say(b"\npolicysearch: stopping once the local Ray has started (a few seconds; Ctrl-C again stops at once)\n")
 
     def stop_now(self, by: str) -> None:
         """A second Ctrl-C, or SIGTERM (``by``): the line, and the process ends here (exit status 130)."""
@@ -141,5 +140,12 @@ class CtrlC:
                 stream.flush()
             except (OSError, ValueError, RuntimeError):  # RuntimeError: a write this signal interrupted
                 pass
-        os.write(2, f"\npolicysearch: {self.message(by)}\n".encode())
+        _say(f"\npolicysearch: {self.message(by)}\n".encode())
         os._exit(EXIT_INTERRUPTED)
+
+
+def _say(line: bytes) -> None:
+    """Write ``line`` to stderr from a signal handler; a stderr whose reader has gone (``2>&1 | tee`` stopped by
+    the same Ctrl-C) must not break the stop."""
+    with contextlib.suppress(OSError):
+        os.write(2, line)

@@ -257,7 +257,11 @@ def _locked(run_dir: Path, resume: bool) -> Iterator[None]:
         except FileNotFoundError:  # the folder went between the two calls
             continue
         except PermissionError:  # another user's lock file: it can be held, but keeps their line
-            lock = path.open("r", encoding="utf-8")
+            try:
+                lock = path.open("r", encoding="utf-8")
+            except PermissionError:
+                raise RunError(lambda say: f"{say('resume' if resume else 'out', run_dir)}: cannot open {path} "
+                               "(permission denied), another user's lock of this folder") from None
         with lock:
             held = _lock(lock, run_dir, resume)
             try:
@@ -279,7 +283,7 @@ def _locked(run_dir: Path, resume: bool) -> Iterator[None]:
 
 def _lock(lock: TextIO, run_dir: Path, resume: bool) -> bool:
     """Take the lock on the open file ``lock`` without waiting (closing the file lets it go); False when the
-    file system has no locks (some network mounts), a RunError naming the holder when another search has it."""
+    file system cannot lock it (some network mounts), a RunError naming the holder when another search has it."""
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -290,7 +294,8 @@ def _lock(lock: TextIO, run_dir: Path, resume: bool) -> bool:
                        + (f"wait for it to end or stop it, then continue it with {say('resume', run_dir)}" if resume
                           else f"choose another {say('out')}"), holder=holder) from None
     except OSError as exc:
-        if exc.errno in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP):
+        # EBADF: NFS locks a file only when it is open for writing, which another user's lock file is not
+        if exc.errno in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EBADF):
             return False
         raise
     return True

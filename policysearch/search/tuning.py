@@ -626,14 +626,29 @@ class RayRunner:
 
 def configs_of(results: Sequence[tune.Result]) -> list[dict[str, Any]]:
     """The trials' configs. Tune gives a config with the trial's last result, which a trial that failed before
-    its first report can lack (restored by a resume, or its worker lost as it started): those are read from
-    the experiment's saved state, where every trial's config is."""
-    if all(r.config is not None for r in results):
-        return [dict(r.config) for r in results]
-    experiment = str(PurePosixPath(results[0].path).parent)
-    analysis = tune.ExperimentAnalysis(experiment, storage_filesystem=results[0].filesystem)
-    saved = {PurePosixPath(trial.path).name: trial.config for trial in analysis.trials}
-    return [dict(r.config if r.config is not None else saved[trial_id(r)]) for r in results]
+    its first report can lack (restored by a resume, or its worker lost as it started): its ``params.json``
+    has it then, or else the experiment's saved state, where every trial's config is."""
+    found = [dict(r.config) if r.config is not None else _saved_params(r) for r in results]
+    lost = [r for r, config in zip(results, found) if config is None]
+    saved: dict[str, dict[str, Any]] = {}
+    if lost:
+        experiment = str(PurePosixPath(lost[0].path).parent)
+        analysis = tune.ExperimentAnalysis(experiment, storage_filesystem=lost[0].filesystem)
+        saved = {PurePosixPath(trial.path).name: dict(trial.config) for trial in analysis.trials}
+        missing = [trial_id(r) for r in lost if trial_id(r) not in saved]
+        if missing:
+            raise RuntimeError(f"trial {missing[0]} of {experiment} failed before its first report, and its config "
+                               "is neither in its folder nor in the experiment's saved state")
+    return [config if config is not None else saved[trial_id(r)] for r, config in zip(results, found)]
+
+
+def _saved_params(result: tune.Result) -> dict[str, Any] | None:
+    """The config in the trial's ``params.json``, which Tune writes as the trial starts; None without one."""
+    try:
+        with result.filesystem.open_input_stream(f"{result.path}/params.json") as stream:
+            return dict(json.loads(stream.read().decode("utf-8")))
+    except (OSError, ValueError):
+        return None
 
 
 def _grid(configs: Sequence[dict[str, Any]]) -> dict[str, Any]:
