@@ -222,6 +222,29 @@ def test_a_ctrl_c_while_ray_starts_takes_effect_once_it_has_started():
             raise ConnectionError("the start failed")
 
 
+def test_a_ctrl_c_notice_to_a_stderr_whose_reader_has_gone_does_not_break_the_start():
+    """``search ... 2>&1 | tee log``: the same Ctrl-C ends tee, and the notice written to its pipe raised
+    BrokenPipeError inside ray.init, the half-started stop the deferral is there to avoid."""
+    from policysearch.search.interrupts import CtrlC, SearchInterrupted
+
+    read, write = os.pipe()
+    os.close(read)
+    saved = os.dup(2)
+    os.dup2(write, 2)
+    started = False
+    try:
+        with CtrlC(lambda at_once: "stopped") as ctrl_c:
+            with pytest.raises(SearchInterrupted):
+                with ctrl_c.ray_starting():
+                    signal.raise_signal(signal.SIGINT)
+                    started = True
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(write)
+    assert started
+
+
 def test_the_resume_command_is_the_one_to_type():
     assert resume_command(Path("runs/demo")) == "policysearch search --resume runs/demo"
     assert resume_command(Path("my runs/a b")) == "policysearch search --resume 'my runs/a b'"
