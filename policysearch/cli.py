@@ -251,10 +251,11 @@ def _run_show(args: argparse.Namespace) -> int:
         raise UserError(f"{data.name} has no images to show")
     height, width = (int(side) for side in data.images.shape[-2:])
     scale = grid_scale(height, width, args.scale)
-    pixels = min(args.samples, len(data)) * (args.views + 1) * height * width * scale ** 2
+    rows = min(args.samples, len(data))  # as sample_grid draws them
+    pixels = rows * (args.views + 1) * height * width * scale ** 2
     if pixels > SHOW_MAX_PIXELS:
-        raise UserError(f"the grid would have about {pixels / 1e6:,.0f} million pixels ({min(args.samples, len(data))} "
-                        f"samples x {args.views + 1} images of {width * scale}x{height * scale} px), more than "
+        raise UserError(f"the grid would have about {pixels / 1e6:,.0f} million pixels ({rows} samples x "
+                        f"{args.views + 1} images of {width * scale}x{height * scale} px), more than "
                         f"{SHOW_MAX_PIXELS // 1_000_000} million; lower --scale, --samples or --views")
     canvas, samples, _ = sample_grid(policy, data, about=about, samples=args.samples, views=args.views,
                                      seed=args.seed, backend=args.backend, scale=scale)

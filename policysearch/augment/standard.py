@@ -31,8 +31,8 @@ from policysearch.augment.torchvision_policies import from_torchvision, torchvis
 
 __all__ = ["AUTOAUGMENT_VARIANTS", "POLICY_NAMES", "RANDAUGMENT_MAGNITUDE_SCALE", "RANDAUGMENT_MAX_N",
            "RANDAUGMENT_OPS", "TORCHVISION_TRANSFORMS", "TRIVIALAUGMENT_BINS", "autoaugment_policy",
-           "identity_policy", "is_policy_string", "load_policy", "load_policy_file", "parse_policy_string", "randaugment_policy",
-           "randaugment_tv_policy", "trivialaugment_policy", "trivialaugment_wide_policy"]
+           "identity_policy", "is_policy_string", "load_policy", "load_policy_file", "parse_policy_string",
+           "randaugment_policy", "randaugment_tv_policy", "trivialaugment_policy", "trivialaugment_wide_policy"]
 
 # RandAugment's and TrivialAugment's op list (torchvision's), in our op names.
 RANDAUGMENT_OPS: tuple[str, ...] = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate",
