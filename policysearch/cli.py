@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import select
 import shlex
@@ -136,7 +137,8 @@ def _add_convert(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="SOURCE",
                         help=f"a policy string ({POLICY_STRINGS}; torchvision:cifar10 too), or a JSON file "
                              "in the form --from names")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="policy file to write (JSON)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT",
+                        help="policy file to write (JSON); '-' writes it to standard output")
     parser.add_argument("--from", dest="form", choices=from_choices,
                         help="the form of a JSON SOURCE: 'autoaugment' = [[[name, prob, magnitude 0..10], ...], "
                              "...] as in the AutoAugment paper; 'fast-autoaugment' = [[[name, prob, level 0..1], "
@@ -145,23 +147,34 @@ def _add_convert(parser: argparse.ArgumentParser) -> None:
 
 def _run_convert(args: argparse.Namespace) -> int:
     from policysearch.augment.convert import convert
-    from policysearch.augment.policy import Policy, PolicyError
+    from policysearch.augment.policy import Policy, PolicyError, read_policy_json
+    from policysearch.augment.standard import is_policy_string
 
+    if args.form is None and not is_policy_string(args.source):
+        try:
+            read_policy_json(args.source)  # a file that cannot be read is an invalid input, --from or not
+        except PolicyError as exc:
+            return _invalid_file(exc)
     try:
         policy = convert(args.source, args.form)
     except PolicyError as exc:
-        if args.form is None:
-            raise  # a bad policy string, or a file without --from: usage errors
+        if args.form is None or is_policy_string(args.source):
+            raise  # a bad policy string, a file without --from, --from with a policy string: usage errors
         return _invalid_file(exc)
     if not policy.name:
         policy.name = Path(args.source).stem
     policy.metadata.setdefault("command", shlex.join([PROG, *args.argv]))
-    out = policy.save(args.output)
-    saved = Policy.load(out)  # what was written reads back and validates
-    print(f"wrote {out}: {_subs(len(saved))} "
-          f"converted from {policy.metadata.get('source', args.source)}")
-    print(f"ops: {_ops_list(saved)}")
-    print(textwrap.indent(saved.describe(limit=5), "  "))
+    document = policy.document()
+    saved = Policy.from_dict(document)  # what is written reads back and validates
+    if args.output == "-":  # the JSON alone on standard output; the summary goes to standard error
+        print(json.dumps(document, indent=2))
+        out, summary = "standard output", sys.stderr
+    else:
+        out, summary = policy.save(args.output), sys.stdout
+    print(f"wrote {out}: {_subs(len(saved))} converted from {policy.metadata.get('source', args.source)}",
+          file=summary)
+    print(f"ops: {_ops_list(saved)}", file=summary)
+    print(textwrap.indent(saved.describe(limit=5), "  "), file=summary)
     return EXIT_OK
 
 

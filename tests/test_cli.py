@@ -16,6 +16,7 @@ from policysearch import __version__, cli
 from policysearch.augment import grids
 from policysearch.cli import COMMANDS, Command, from_module, main
 from policysearch.augment.policy import Policy
+from policysearch.augment.standard import load_policy
 from policysearch.search.spaces import list_spaces
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,6 +170,39 @@ def test_convert_writes_a_file_that_validates(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"wrote {out}: 25 sub-policies converted from torchvision:cifar10" in result.stdout
     assert main(["validate", str(out)]) == 0
+
+
+def test_convert_to_standard_output_writes_the_json_alone_there(tmp_path, capsys, monkeypatch):
+    """Regression: ``-o -`` wrote a file named "-"; it now writes the policy to standard output, the summary to
+    standard error, so ``convert ... -o - | ...`` pipes a valid policy file."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["convert", "torchvision:cifar10", "-o", "-"]) == 0
+    out, err = capsys.readouterr()
+    assert Policy.from_dict(json.loads(out)) == load_policy("torchvision:cifar10")
+    assert "wrote standard output: 25 sub-policies converted from torchvision:cifar10" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_convert_reports_a_file_it_cannot_read_as_an_invalid_file_with_or_without_from(tmp_path, capsys):
+    """Regression: the same empty file gave exit status 2 without --from and 1 with it, and said "Expecting
+    value"."""
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    for form in ([], ["--from", "autoaugment"]):
+        assert main(["convert", str(empty), *form, "-o", str(tmp_path / "out.json")]) == cli.EXIT_INVALID
+        assert capsys.readouterr().err.strip() == (
+            f"policysearch: error: {empty}: the file is empty (a policy file is a JSON object; see policysearch "
+            "convert)")
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_convert_with_from_and_a_policy_string_says_from_is_for_files(tmp_path, capsys):
+    """Regression: ``convert autoaugment:cifar10 --from autoaugment`` said "no such file"."""
+    assert main(["convert", "autoaugment:cifar10", "--from", "autoaugment", "-o", str(tmp_path / "o.json")]) == \
+        cli.EXIT_USAGE
+    assert capsys.readouterr().err.strip() == (
+        "policysearch: error: autoaugment:cifar10 is a policy string, which convert reads without --from; --from "
+        "names the form of a JSON file from another project")
 
 
 # --------------------------------------------------------------------------------------------- show

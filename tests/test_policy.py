@@ -249,11 +249,24 @@ def test_empty_sub_policy(tmp_path):
     assert load_error(tmp_path, data) == "sub_policies[2]: needs at least one operation"
 
 
-@pytest.mark.parametrize("version", [4, 0, "1", None])
+@pytest.mark.parametrize("version", [4, 0])
 def test_wrong_format_version(tmp_path, version):
     message = load_error(tmp_path, doc(format_version=version))
     assert message == (f"format_version: unsupported format_version {version!r} "
                        "(this policysearch reads versions 1, 2 and 3)")
+
+
+@pytest.mark.parametrize("version, shown", [("2", "the string '2'"), (None, "null"), (True, "true"), (2.5, "2.5")])
+def test_a_format_version_that_is_no_whole_number_says_so(tmp_path, version, shown):
+    """Regression: "format_version": "2" was called an unsupported version, as if 2 were not one."""
+    assert load_error(tmp_path, doc(format_version=version)) == \
+        f"format_version: expected a whole number such as 3, got {shown}"
+
+
+@pytest.mark.parametrize("text", ["", "  \n", "\ufeff"])
+def test_an_empty_file_says_it_is_empty(tmp_path, text):
+    """Regression: an empty file was "not valid JSON: Expecting value at line 1 column 1"."""
+    assert load_error(tmp_path, text) == "the file is empty (a policy file is a JSON object; see policysearch convert)"
 
 
 def test_unknown_op_ranges_reads_like_the_other_enums(tmp_path):

@@ -129,6 +129,9 @@ def convert(source: str, form: str | None = None) -> Policy:
     a JSON file in that form, read as ``Policy.load`` reads a policy file."""
     if form is None and is_policy_string(source):
         return parse_policy_string(source)
+    if form is not None and is_policy_string(source):
+        raise PolicyError(f"{source} is a policy string, which convert reads without --from; --from names the "
+                          "form of a JSON file from another project")
     if form is not None and form not in CONVERTERS:
         raise PolicyError(f"{source}: unknown form {form!r}: --from {' or --from '.join(CONVERTERS)}")
     data = read_policy_json(source)

@@ -120,6 +120,17 @@ def _place(path: Sequence[Any]) -> str:
     return out or "(top level)"
 
 
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not a number
+
+
+def _as_json(value: Any) -> str:
+    """A value as the file wrote it, with its JSON kind where the text alone could mislead ('2' vs 2)."""
+    if isinstance(value, str):
+        return f"the string {_short(value)}"
+    return json.dumps(value) if value is None or isinstance(value, (bool, int, float)) else _short(value)
+
+
 def _describe(error: jsonschema.ValidationError) -> str:
     """One line that names the place and says what is wrong, from a JSON Schema error."""
     place = _place(error.absolute_path)
@@ -127,6 +138,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator in ("minimum", "maximum"):
         bounds = f"[{error.schema.get('minimum', 0)}, {error.schema.get('maximum', 1)}]"
         return f"{place}: {_short(value)} is outside {bounds}"
+    if error.validator == "enum" and place == "format_version" and not _is_whole(value):
+        return f"{place}: expected a whole number such as {READABLE_VERSIONS[-1]}, got {_as_json(value)}"
     if error.validator == "enum" and place == "format_version":
         versions = ", ".join(map(str, READABLE_VERSIONS[:-1])) + f" and {READABLE_VERSIONS[-1]}"
         return f"{place}: unsupported format_version {_short(value)} (this policysearch reads versions {versions})"
@@ -233,6 +246,8 @@ def read_policy_json(path: str | os.PathLike[str]) -> Any:
         text = raw.decode("utf-8-sig")  # a leading byte-order mark is allowed, as JSON parsers may
     except UnicodeDecodeError as exc:
         raise PolicyError(f"{shown}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+    if not text.strip():
+        raise PolicyError(f"{shown}: the file is empty (a policy file is a JSON object; see policysearch convert)")
     try:
         data = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
@@ -346,14 +361,18 @@ class Policy:
         """Read and validate a policy JSON file; errors name the file (as given) and the place inside it."""
         return cls.from_dict(read_policy_json(path), source=os.fspath(path))
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the policy as JSON atomically, recording creation time and software versions."""
-        path = Path(path)
+    def document(self) -> dict[str, Any]:
+        """The policy file's content: ``to_dict`` with the creation time and software versions recorded."""
         document = self.to_dict()
         metadata = document.setdefault("metadata", {})
         metadata.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
         metadata.setdefault("software", software_versions())
-        write_json_atomic(path, document)
+        return document
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the policy file (:meth:`document`) as JSON atomically."""
+        path = Path(path)
+        write_json_atomic(path, self.document())
         return path
 
     # -- container protocol -----------------------------------------------------------------------
