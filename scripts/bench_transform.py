@@ -1,6 +1,8 @@
 """Benchmark: torchvision AutoAugment (per image, PIL) against our PolicyTransform and BatchPolicyTransform.
 
 All paths use the same images and the same policy (torchvision's CIFAR10 AutoAugment policy, converted).
+Per-image tensors ([C, H, W] uint8, as after ``v2.ToImage()``) are measured too, ours against
+torchvision's AutoAugment on the same tensors.
 Each path's rate is also given as memory traffic against this machine's copy bandwidth (a large uint8
 tensor copy on the same threads): an applied op reads and writes the image once at the least, so
 ``2 x image bytes x applied ops per image`` bytes per image. ``--profile`` adds the time share of the
@@ -47,6 +49,15 @@ TARGETS = {  # name: (minimum ratio, description)
     "pil_vs_tv_224": (1.2, "PolicyTransform PIL >= 1.2x torchvision (224x224)"),
 }
 
+
+# The torchvision path each of ours is compared with, in the same rounds (torchvision's own tensor path is
+# compared with its PIL path).
+REFERENCE = {"ours_pil": "tv_pil", "tv_tensor": "tv_pil", "ours_tensor": "tv_tensor", "batch_cpu": "tv_pil",
+             "batch_cuda": "tv_pil"}
+LABELS = {"tv_pil": "torchvision AutoAugment, PIL, per image", "ours_pil": "PolicyTransform, PIL, per image",
+          "tv_tensor": "torchvision AutoAugment, tensor, per image",
+          "ours_tensor": "PolicyTransform, tensor, per image",
+          "batch_cpu": "BatchPolicyTransform, uint8 batch, CPU", "batch_cuda": "BatchPolicyTransform, uint8 batch, CUDA"}
 
 ENV_SETTINGS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "MALLOC_MMAP_THRESHOLD_",
                 "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES", "LD_PRELOAD")
@@ -133,6 +144,7 @@ def applied_ops(policy: Policy) -> float:
 def bench_size(size: int, count_pil: int, batches: int, repeats: int, batch_size: int, cuda: bool) -> dict:
     arrays = make_images(max(count_pil, batch_size * batches), size)
     pils = [Image.fromarray(a, "RGB") for a in arrays[:count_pil]]
+    tensors = [torch.from_numpy(a).permute(2, 0, 1).contiguous() for a in arrays[:count_pil]]
     tensor = torch.from_numpy(arrays[:batch_size * batches]).permute(0, 3, 1, 2).contiguous()
     policy = from_torchvision("cifar10")
     tv = AutoAugment(AutoAugmentPolicy.CIFAR10)
@@ -153,13 +165,16 @@ def bench_size(size: int, count_pil: int, batches: int, repeats: int, batch_size
         return go
 
     methods = {"tv_pil": lambda: [tv(p) for p in pils], "ours_pil": lambda: [ours(p) for p in pils],
+               "tv_tensor": lambda: [tv(t) for t in tensors], "ours_tensor": lambda: [ours(t) for t in tensors],
                "batch_cpu": run_batch(torch.device("cpu"))}
     if cuda:
         methods["batch_cuda"] = run_batch(torch.device("cuda"))
     times, faults = _rounds(methods, repeats)
-    counts = {"tv_pil": len(pils), "ours_pil": len(pils), "batch_cpu": len(tensor), "batch_cuda": len(tensor)}
-    figures = {name: _figures(seconds, counts[name], times["tv_pil"] if name != "tv_pil" else None, len(pils))
-               for name, seconds in times.items()}
+    counts = {name: len(tensor) if name.startswith("batch") else len(pils) for name in times}
+    figures = {}
+    for name, seconds in times.items():
+        reference = REFERENCE.get(name)
+        figures[name] = _figures(seconds, counts[name], times[reference] if reference else None, len(pils))
     for name, f in figures.items():
         f["minor_faults"] = faults[name]
         f["minor_faults_per_image"] = statistics.mean(faults[name]) / counts[name]  # mean: rare costly rounds count
@@ -270,20 +285,19 @@ def main(argv: list[str] | None = None) -> int:
         for f in figures.values():
             f["traffic_bytes_per_image"] = image_traffic
             f["bandwidth_fraction"] = f["median_img_s"] * image_traffic / bandwidth["median_bytes_s"]
-        for key, name in (("pil", "ours_pil"), ("batch_cpu", "batch_cpu"), ("batch_cuda", "batch_cuda")):
-            if name in figures:
+        for key, name in (("pil", "ours_pil"), ("batch_cpu", "batch_cpu"), ("batch_cuda", "batch_cuda"),
+                          ("tensor", "ours_tensor")):
+            if name in figures:  # ours_tensor against torchvision's tensor path; the others against its PIL path
                 report["ratios"][f"{key}_vs_tv_{size}"] = figures[name]["median_ratio"]
         print(f"\n{size}x{size} RGB uint8  ({torch.get_num_threads()} threads, batch {args.batch_size}, "
               f"{repeats} interleaved rounds; traffic {image_traffic / 1e3:.1f} KB per image)")
-        for key, label in (("tv_pil", "torchvision AutoAugment, PIL, per image"),
-                           ("ours_pil", "PolicyTransform, PIL, per image"),
-                           ("batch_cpu", "BatchPolicyTransform, uint8 batch, CPU"),
-                           ("batch_cuda", "BatchPolicyTransform, uint8 batch, CUDA")):
+        for key, label in LABELS.items():
             if key in figures:
                 f = figures[key]
-                ratio = f"  x{f['median_ratio']:6.2f} vs torchvision (median of rounds, range " \
-                        f"{min(f['round_ratios']):.2f}-{max(f['round_ratios']):.2f})" if key != "tv_pil" else ""
-                print(f"  {label:42s} best {f['best_img_s']:8.0f} img/s  median {f['median_img_s']:8.0f} img/s"
+                against = "torchvision tensor" if REFERENCE.get(key) == "tv_tensor" else "torchvision PIL"
+                ratio = f"  x{f['median_ratio']:6.2f} vs {against} (median of rounds, range " \
+                        f"{min(f['round_ratios']):.2f}-{max(f['round_ratios']):.2f})" if key in REFERENCE else ""
+                print(f"  {label:43s} best {f['best_img_s']:8.0f} img/s  median {f['median_img_s']:8.0f} img/s"
                       f"  {100 * f['bandwidth_fraction']:5.2f}% of copy bandwidth"
                       f"  {f['minor_faults_per_image']:6.2f} page faults per image{ratio}")
     print("\ntargets (ratio = our images/s over torchvision's in the same round, median of rounds):")

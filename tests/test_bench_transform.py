@@ -37,11 +37,15 @@ def test_quick_run_writes_paired_ratios_and_targets(tmp_path, capsys):
     assert report["command"][-2:] == ["--json", str(out)]
     for size in ("32", "224"):
         figures = report["sizes"][size]
-        assert set(figures) == {"tv_pil", "ours_pil", "batch_cpu"}
-        for name in ("ours_pil", "batch_cpu"):
+        assert set(figures) == {"tv_pil", "ours_pil", "tv_tensor", "ours_tensor", "batch_cpu"}
+        for name, reference in (("ours_pil", "tv_pil"), ("batch_cpu", "tv_pil"), ("ours_tensor", "tv_tensor")):
             ratios = figures[name]["round_ratios"]
             assert len(ratios) == len(figures["tv_pil"]["seconds"]) == 2 and min(ratios) > 0
             assert figures[name]["median_ratio"] == pytest.approx(sorted(ratios)[0] / 2 + sorted(ratios)[1] / 2)
+            mine, theirs = figures[name], figures[reference]  # each ratio against its own torchvision path
+            assert ratios[0] == pytest.approx((mine["images"] / mine["seconds"][0])
+                                              / (theirs["images"] / theirs["seconds"][0]))
+        assert report["ratios"][f"tensor_vs_tv_{size}"] == figures["ours_tensor"]["median_ratio"]
         for f in figures.values():  # each path's traffic against the machine's copy bandwidth
             assert f["bandwidth_fraction"] == pytest.approx(
                 f["median_img_s"] * f["traffic_bytes_per_image"] / report["copy_bandwidth"]["median_bytes_s"])

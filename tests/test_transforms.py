@@ -21,7 +21,7 @@ from torchvision import tv_tensors
 
 from _images import natural_batch, natural_pil, pil_to_tensor
 from policysearch.augment.ops import OPS, PilContext
-from policysearch.augment.policy import Operation, Policy, PolicyError
+from policysearch.augment.policy import Baseline, Operation, Policy, PolicyError
 from policysearch.augment import transforms
 from policysearch.augment.image_transform import PolicyTransform
 from policysearch.augment.torchvision_policies import from_torchvision
@@ -121,6 +121,42 @@ def test_sample_then_apply_replays_forward_exactly():
     assert torch.equal(once, transform.apply(batch, plan))
     assert torch.equal(once, transform(batch, generator=_gen(9)))
     assert torch.equal(batch, natural_batch(32, 20, 20, 3, seed=5)), "the input is not modified"
+
+
+def _same_plans(one: transforms.Plan, other: transforms.Plan) -> None:
+    assert torch.equal(one.sub_policy, other.sub_policy) and one.shape == other.shape
+    for a, b in ((one.crop, other.crop), (one.flip, other.flip)):
+        assert (a is None and b is None) or torch.equal(a, b)
+    assert [(s.op.name, s.slot) for s in one.steps] == [(s.op.name, s.slot) for s in other.steps]
+    for a, b in zip(one.steps, other.steps):
+        assert torch.equal(a.index, b.index) and torch.equal(a.arg, b.arg) and a.arg.dtype == b.arg.dtype
+        assert a.draw.keys() == b.draw.keys() and all(torch.equal(a.draw[k], b.draw[k]) for k in a.draw)
+        for x, y in ((a.matrix, b.matrix), (a.table, b.table), (a.source, b.source)):
+            assert (x is None and y is None) or torch.equal(x, y)
+
+
+@pytest.mark.parametrize("policy", ["torchvision:cifar10", "torchvision:trivialaugmentwide", "randaugment:n=3,m=7",
+                                    "every-op"])
+@pytest.mark.parametrize("size", [(3, 12, 15), (1, 40, 40)])
+def test_one_image_draws_the_plan_a_batch_of_one_draws(policy, size):
+    """One image on the CPU takes a plan drawn in Python (``_sample_one``, several times faster for small
+    images); it must be the batch's plan for one sample, draw for draw, and leave the generator where the
+    batch's leaves it, so that a seed gives the same augmentation either way."""
+    if policy == "every-op":
+        names = sorted(OPS)
+        rng = np.random.default_rng(1)
+        policy = Policy([[Operation(n, float(rng.uniform(0.3, 1)), float(rng.uniform())) for n in names[i:i + 3]]
+                         for i in range(len(names))], baseline=Baseline(pad_crop=2, hflip=True))
+    transform = BatchPolicyTransform(policy)
+    image = natural_batch(1, size[1], size[2], size[0], seed=3)
+    for seed in range(60):
+        one, batch = _gen(seed), _gen(seed)
+        plan = transform.sample(image.shape, generator=one)
+        reference = transform._sample_batch(1, *size, torch.device("cpu"), batch)
+        _same_plans(plan, reference)
+        assert torch.equal(one.get_state(), batch.get_state())
+        pool = natural_batch(2, size[1], size[2], size[0], seed=4)
+        assert torch.equal(transform.apply(image, plan, pool), transform.apply(image, reference, pool))
 
 
 def test_plan_replayed_on_pil_gives_the_same_images():

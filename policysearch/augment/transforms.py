@@ -677,6 +677,13 @@ class BatchPolicyTransform(torch.nn.Module):
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
         _check_generator(generator, device)
+        if b == 1 and device.type == "cpu":
+            return self._sample_one(c, h, w, generator)
+        return self._sample_batch(b, c, h, w, device, generator)
+
+    def _sample_batch(self, b: int, c: int, h: int, w: int, device: torch.device,
+                      generator: torch.Generator | None) -> Plan:
+        """``sample`` for any batch: every sample's draws at once, grouped by (slot, op) on the device."""
         cached = self._tables(device)
         op_table, prob_table, arg_table, signed_table = (cached[k] for k in ("op", "prob", "arg", "signed"))
         sub = torch.randint(len(self.policy), (b,), device=device, generator=generator)
@@ -735,6 +742,39 @@ class BatchPolicyTransform(torch.nn.Module):
             steps.append(PlanStep(spec, index, flat_args[group], {**draw, "index": index}, group // kinds,
                                   matrix, table, source))
         return Plan(sub, tuple(steps), (b, c, h, w), self.policy.baseline, crop, flip, drawn=True)
+
+    def _sample_one(self, c: int, h: int, w: int, generator: torch.Generator | None) -> Plan:
+        """``sample`` for one image on the CPU: the same draws in the same order, so the same plan, with the
+        policy's entries looked up in Python rather than by the batch's sorts and splits (which cost most of
+        the time of one small image)."""
+        cached = self._tables(torch.device("cpu"))
+        slots = self._op_table.shape[1]
+        sub = torch.randint(len(self.policy), (1,), generator=generator)
+        gate = torch.rand((1, slots), generator=generator, dtype=torch.float64)[0].tolist()
+        coin = (torch.rand((1, slots), generator=generator) < 0.5)[0].tolist()
+        crop, flip = draw_baseline(self.policy.baseline, 1, torch.device("cpu"), generator)
+        s = int(sub)
+        steps = []
+        entries = zip(*(table[s].tolist() for table in (self._op_table, self._prob_table, self._arg_table,
+                                                        self._signed_table)))
+        for j, (k, prob, arg, signed) in enumerate(entries):
+            if k < 0 or not gate[j] < prob or self._ops[k].name == "Identity":
+                continue
+            spec = self._ops[k]
+            negative = signed and coin[j]
+            row = int(cached["entry_row"][(s * slots + j) * 2 + negative])
+            index = torch.zeros(1, dtype=torch.int64)
+            draw = spec.sample(1, (c, h, w), generator, torch.device("cpu")) if spec.sample else {}
+            matrix = source = table = None
+            if spec.matrix is not None:
+                matrices, sources = self._sized(torch.device("cpu"), h, w)
+                matrix = matrices[row:row + 1]
+                source = sources[row:row + 1] if sources is not None else None
+            if spec.table_from_arg:
+                table = cached["entry_tables"][row:row + 1]
+            steps.append(PlanStep(spec, index, torch.tensor([-arg if negative else arg], dtype=torch.float64),
+                                  {**draw, "index": index}, j, matrix, table, source))
+        return Plan(sub, tuple(steps), (1, c, h, w), self.policy.baseline, crop, flip, drawn=True)
 
     @staticmethod
     def _lookup(entries: torch.Tensor, counts: list[int], wanted: list[bool]) -> tuple[torch.Tensor, list[int]] | None:
