@@ -182,7 +182,7 @@ def test_imagefolder_split_folders_mixed_with_class_folders_are_refused(tmp_path
 
 
 def test_imagefolder_test_split_may_not_add_classes(tmp_path: Path) -> None:
-    _write_folder(tmp_path / "set" / "train", {"a": 2})
+    _write_folder(tmp_path / "set" / "train", {"a": 2, "b": 2})
     _write_folder(tmp_path / "set" / "test", {"a": 1, "zebra": 1})
     with pytest.raises(DataError, match="classes not in the training folder: zebra"):
         load_dataset(_folder(tmp_path / "set"), "test")
@@ -204,7 +204,19 @@ def test_imagefolder_keeps_only_the_selected_classes_of_every_split(tmp_path: Pa
     _write_folder(tmp_path / "extra" / "train", {"a": 2, "b": 2})
     _write_folder(tmp_path / "extra" / "test", {"a": 1, "zebra": 1})
     with pytest.raises(DataError, match="classes not in the training folder: zebra"):
-        load_dataset(f"{_folder(tmp_path / 'extra')}?classes=a", "test")
+        load_dataset(f"{_folder(tmp_path / 'extra')}?classes=a,b", "test")
+
+
+def test_imagefolder_of_one_class_is_refused_before_any_work(tmp_path: Path) -> None:
+    """Regression: a folder of one class was searched in full, every reward 1.0 (chance is 1.0)."""
+    _write_folder(tmp_path / "single", {"cat": 3})
+    with pytest.raises(DataError) as info:
+        load_dataset(_folder(tmp_path / "single"))
+    assert str(info.value) == (f"{str(tmp_path / 'single')!r} has one class folder ('cat'); a classifier needs at "
+                               "least 2 classes: add a subfolder of images for each other class")
+    _write_folder(tmp_path / "two", {"cat": 3, "dog": 2})
+    with pytest.raises(DataError, match=r"^the classes select one \('dog'\); a classifier needs at least 2"):
+        load_dataset(f"{_folder(tmp_path / 'two')}?classes=dog")
 
 
 def test_imagefolder_bad_paths(tmp_path: Path) -> None:
@@ -226,7 +238,7 @@ def test_imagefolder_class_with_one_image_names_it(tmp_path: Path) -> None:
 
 
 def test_imagefolder_unreadable_file_is_named(tmp_path: Path) -> None:
-    _write_folder(tmp_path / "set", {"a": 3})
+    _write_folder(tmp_path / "set", {"a": 3, "b": 2})
     (tmp_path / "set" / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     with pytest.raises(DataError, match=r"cannot read image '.*set/a/broken.png'") as info:
         load_dataset(_folder(tmp_path / "set"))

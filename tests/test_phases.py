@@ -221,10 +221,25 @@ def test_a_ctrl_c_keeps_the_phase_s_time_up_to_the_stop_in_the_cost_ledger(stopp
 
     # Ctrl-C in the first policy trial, or after phase 1's trials (the domain fit runs in the driver)
     monkeypatch.setattr(phases, stopped_in, stopped)
-    with pytest.raises(SearchInterrupted, match="search interrupted.*continue with"):
+    with pytest.raises(SearchInterrupted, match="search interrupted.*continue with") as caught:
         run_search(SearchConfig(**TINY), tmp_path / "run", stream=io.StringIO())
+    # Regression: code that continues a stopped run had to parse the folder out of the message
+    assert caught.value.run_dir == tmp_path / "run" and caught.value.resumable is True
     ledger = json.loads((tmp_path / "run" / "ledger.json").read_text(encoding="utf-8"))["wall_s"]
     assert len(ledger[phase]) == 1 and next(iter(ledger[phase].values())) >= 0.5
+
+
+def test_a_search_stopped_before_it_started_says_it_cannot_be_resumed(tmp_path):
+    import pickle
+
+    from policysearch.search.phases import Stage
+
+    stage = Stage(tmp_path / "run", resume=False)
+    before = stage.interrupted()
+    assert before.run_dir == tmp_path / "run" and before.resumable is False and "run the same command" in str(before)
+    stage.started = True
+    after = pickle.loads(pickle.dumps(stage.interrupted()))  # it travels as it is, e.g. out of a worker
+    assert (after.run_dir, after.resumable, str(after)) == (tmp_path / "run", True, stage.message())
 
 
 def test_the_domain_fit_between_phases_counts_in_phase_1_without_a_ctrl_c(tmp_path, monkeypatch):

@@ -103,6 +103,9 @@ def test_policysearch_search_is_the_api_function_however_imported():
     from policysearch import search
 
     assert search is package is policysearch.search and callable(package)
+    import inspect  # the called module names the function's arguments (it said (*args, **kwargs))
+
+    assert inspect.signature(package) == inspect.signature(api_search)
     assert policysearch.SearchResult is package.SearchResult and policysearch.SearchConfig is SearchConfig
     with pytest.raises(TypeError, match=r"unexpected keyword argument 'epoch'; did you mean epochs"):
         policysearch.search("digits", epoch=3)
@@ -122,6 +125,8 @@ def test_resume_and_stream_of_the_wrong_kind_are_refused_before_anything(tmp_pat
         api_search("digits", out=tmp_path / "run", resume=1)
     with pytest.raises(TypeError, match=r"^stream= takes a text stream with write\(\) and flush\(\) .*, got an int$"):
         api_search("digits", out=tmp_path / "run", stream=5)
+    with pytest.raises(TypeError, match=r"^out= takes a run directory \(a str or a path\), got an int$"):
+        api_search("digits", out=123)  # Regression: os.fspath's own TypeError, naming no argument
 
     class WriteOnly:
         def write(self, text):
@@ -231,6 +236,8 @@ def test_paths_and_numpy_numbers_are_settings_of_their_plain_types(tmp_path):
     ({"seed": 1.5}, "seed= must be an integer, got float 1.5"),
     ({"seed": -1}, "seed= must be at least 0, got -1"),
     ({"image_size": 100000}, "image_size= must be a number of pixels from 1 to 4096, got 100000"),
+    # Regression: 4 px was taken for small_cnn (built for 8 and up), its 4 px pad-and-crop the whole image
+    ({"image_size": 4}, "image_size= must be at least 8 for small_cnn, the smallest side it is built for, got 4"),
 ])
 def test_a_setting_of_the_wrong_type_or_range_is_one_line_naming_it(tmp_path, no_ray, settings, problem):
     """Python takes any value: a string for a number must be named, not fail in a comparison or in Ray."""
@@ -254,6 +261,9 @@ def test_the_result_gives_the_recipe_ready_to_train_with(tmp_path):
     assert isinstance(result.batch_transform(), BatchPolicyTransform)
     assert result.batch_transform()(batch, torch.Generator().manual_seed(0)).shape == batch.shape
     assert isinstance(result.transform(), PolicyTransform) and result.transform().policy == recipe
+    # Regression: the dataclass's repr printed every field, 13,000 characters for a small search
+    assert repr(result) == (f"SearchResult(run_id='run-1', recipe='14 sub-policies', policy_path="
+                            f"{str(tmp_path / 'policy.json')!r}, 0 top candidates, 0 failed trials)")
 
 
 def _stored_python_run(run_dir: Path, data) -> SearchConfig:
@@ -272,8 +282,15 @@ def test_resume_refuses_other_data_and_keeps_the_stored_settings(tmp_path, no_ra
         policysearch.search(other, model=tiny_net, out=run_dir, resume=True)
     assert "trials" not in str(caught.value)  # not given: the stored value is used, not the default
     assert "--" not in str(caught.value) and str(caught.value).endswith("another out=")  # the API's own words
+    assert "give the run's own data and model to continue it" in str(caught.value)
     with pytest.raises(rundir.RunError, match=r"trials=7 \(stored: 2\)"):
         policysearch.search((images, labels), model=tiny_net, out=run_dir, resume=True, trials=7)
+    # Regression: another callable was to be "dropped", which the next message refused (a callable must be given)
+    with pytest.raises(rundir.RunError) as caught:
+        policysearch.search((images, labels), model=tiny_net, out=run_dir, resume=True)
+    assert str(caught.value).endswith(
+        "(stored: callable:mine.net) contradicts the stored run; give the run's own model to continue it, or start a "
+        "new run with another out=")
     assert read_data((images, labels)).name == stored.dataset  # the same data: the same name, no contradiction
     # the command line cannot continue a run whose model was a callable: one line, before Ray
     with pytest.raises(ValueError, match=r"model=mine\.net: the run's model is a Python callable, which only "
@@ -446,6 +463,30 @@ def test_bad_models_are_one_line_before_ray(case, tmp_path, no_ray):
         policysearch.search(_digits(), model=model, out=tmp_path / "run", epochs=1)
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "run").exists()
+
+
+class _BrokenForward(nn.Module):
+    def __init__(self, num_classes, in_channels):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, num_classes, 3)
+
+    def forward(self, x):
+        return self.conv(x).view(len(x), 7, -1)  # the user's bug: the line a Python caller needs to see
+
+
+@pytest.mark.parametrize("model", [_BrokenForward, _raises])
+def test_a_bug_in_the_users_model_keeps_its_traceback_under_the_one_line(model, tmp_path, no_ray):
+    """Regression: the one-line message was raised ``from None``, so a Python caller whose own forward (or
+    builder) failed saw no traceback of it; the model's exception is now the cause, with its frames."""
+    import traceback
+
+    with pytest.raises(ValueError) as caught:
+        policysearch.search(_digits(), model=model, out=tmp_path / "run", epochs=1)
+    assert "\n" not in str(caught.value)
+    cause = caught.value.__cause__
+    assert isinstance(cause, RuntimeError if model is _BrokenForward else KeyError)
+    frames = [frame.name for frame in traceback.extract_tb(cause.__traceback__)]
+    assert ("forward" if model is _BrokenForward else "_raises") in frames
 
 
 def test_timm_models_without_timm_say_how_to_install_it(monkeypatch, tmp_path):

@@ -79,6 +79,27 @@ def test_one_element_labels_and_class_maps_read_as_a_user_means_them():
     assert read_data(gappy).classes == tuple(str(c) for c in range(10))
 
 
+def test_a_pair_given_as_a_list_says_to_pass_a_tuple():
+    """Regression: [images, labels] read as a data set of two items: "data item 0 is a Tensor, not a pair"."""
+    images, labels = _digits()
+    with pytest.raises(DataError) as info:
+        read_data([torch.from_numpy(images), torch.from_numpy(labels)])
+    assert str(info.value).startswith("data is a list of 2 items, the first a Tensor")
+    assert str(info.value).endswith("; for a pair (images, labels) pass a tuple: (images, labels)")
+
+
+def test_class_names_as_an_array_are_read_and_one_string_is_refused():
+    """Regression: a numpy array of names was dropped (classes '0'..'9') and a string named a class per
+    letter, which then blamed a label for lying outside the letters' indices."""
+    images, labels = _digits()
+    names = [f"digit {c}" for c in range(10)]
+    assert read_data(Items(_pil_items(images, labels), classes=np.array(names))).classes == tuple(names)
+    with pytest.raises(DataError) as info:
+        read_data(Items(_pil_items(images, labels), classes="airplane"))
+    assert str(info.value) == ("data.classes is the string 'airplane'; give the class names as a list in label "
+                               "order, e.g. ['cat', 'dog']")
+
+
 @pytest.mark.parametrize("form", ["uint8 CHW tensor", "float CHW tensor", "uint8 HWC array", "float HW array"])
 def test_a_torch_dataset_of_tensors_or_arrays(form):
     images, labels = _digits(40)
@@ -133,6 +154,20 @@ def test_pil_modes_are_read_as_image_folders_read_them():
     assert read_data(Items([(grey16, 0), (grey16, 0), (grey16, 1), (grey16, 1)])).images.max() == 255
     colour = read_data(Items([(rgba, 0), (rgba, 0), (rgba.convert("RGB"), 1), (rgba.convert("RGB"), 1)]))
     assert colour.images.shape[1] == 3 and colour.images[0].max() == 0 and colour.images[2].max() == 200
+
+
+def test_32_bit_grey_images_of_8_bit_values_are_read_as_their_array_is():
+    """Regression: mode 'I' (``Image.fromarray`` of an int32 array, ``convert('I')``) was always read as 16-bit,
+    so 0..255 pixels became 0 or 1: near-black images, without a word."""
+    pixels = np.arange(64, dtype=np.int32).reshape(8, 8) * 4
+    as_i = Image.fromarray(pixels)
+    assert as_i.mode == "I"
+    items = [(as_i, 0), (as_i, 0), (as_i.convert("L").convert("I"), 1), (as_i, 1)]
+    read = read_data(Items(items)).images
+    assert torch.equal(read, read_data((np.stack([pixels] * 4), [0, 0, 1, 1])).images)
+    assert read.max() == 252
+    wide = Image.fromarray(pixels * 256)  # above 255: 16-bit values in a 32-bit image, scaled to 8 bits
+    assert read_data(Items([(wide, 0), (wide, 0), (wide, 1), (wide, 1)])).images.max() == 251
 
 
 def _hf(images: np.ndarray, labels: np.ndarray, *, names: tuple[str, str] = ("image", "label"), class_label=True):

@@ -1,6 +1,7 @@
 """Fast AutoAugment search, in the order of the algorithm; ``policysearch.search(data, model=...)``.
 
-This package is also the function :func:`~policysearch.search.api.search` (the module object is callable).
+This package is also the function :func:`~policysearch.search.api.search` (the module object is callable);
+``help(policysearch.search.api.search)`` says what its arguments are, and ``inspect.signature`` names them.
 
 - :mod:`~.config`: everything that defines a search, defined once (the command-line options come from it).
 - :mod:`~.phases`: the algorithm, phase by phase, over a trial runner (:mod:`~.runner`):
@@ -17,6 +18,7 @@ This package is also the function :func:`~policysearch.search.api.search` (the m
 
 from __future__ import annotations
 
+import inspect
 import sys
 import types
 from pathlib import Path
@@ -63,3 +65,4 @@ class _CallableModule(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _CallableModule
+__signature__ = inspect.signature(search)  # the called module's: inspect reads it from the module object

@@ -75,6 +75,8 @@ def search(data: Any = None, model: str | Callable[[int, int], nn.Module] | None
     if stream is not None and not all(callable(getattr(stream, m, None)) for m in ("write", "flush")):
         raise TypeError(f"stream= takes a text stream with write() and flush() (e.g. sys.stderr), got "
                         f"{a_kind(stream)}")
+    if out is not None and not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out= takes a run directory (a str or a path), got {a_kind(out)}")
     if resume and out is None:
         raise ValueError("resume=True continues the run in out=RUN_DIR; give out=")
     if out is not None and not os.fspath(out).strip():
@@ -120,8 +122,8 @@ def _search(data: Any, model: Any, run_dir: Path, resume: bool, image_column: st
         return result
     except SettingsError as exc:
         raise SettingsError(exc.problems, keyword) from None
-    except WordedError as exc:  # a run folder, the cluster or the resources: named as keyword arguments
-        raise exc.worded(keyword_mention) from None
+    except WordedError as exc:  # a run folder, the cluster, the resources, the model: named as keyword arguments
+        raise exc.worded(keyword_mention) from exc.__cause__  # a model's own error keeps its traceback
 
 
 def _model(model: Any, stored: SearchConfig | None) -> tuple[str, Callable[[int, int], nn.Module] | None]:

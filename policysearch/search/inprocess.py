@@ -177,6 +177,6 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
                 stage.enter("the export (the results are written again on --resume)")
                 result = export(prepared, run, outcome, faults)
         except SearchInterrupted:
-            raise SearchInterrupted(stage.message()) from None
+            raise stage.interrupted() from None
     result.spans = spans
     return result

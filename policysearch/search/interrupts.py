@@ -22,6 +22,7 @@ import shlex
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import Any, Callable, Iterator
 
@@ -32,9 +33,18 @@ TERM_GRACE_S = 5.0  # after SIGTERM, the time a search has to end as after a Ctr
 
 
 class SearchInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped the search; the message (one line) says what is kept and how to continue.
+    """Ctrl-C stopped the search; the message (one line) says what is kept and how to continue. ``run_dir`` is
+    the run's folder and ``resumable`` whether a resume continues it there (False when it stopped before it
+    started: run it again), for code that continues it.
 
     A KeyboardInterrupt, so that no ``except Exception`` on the way (Tune's, ours) swallows it."""
+
+    def __init__(self, message: str = "", run_dir: Path | None = None, resumable: bool = False) -> None:
+        super().__init__(*((message,) if message else ()))
+        self.run_dir, self.resumable = run_dir, resumable
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return type(self), (str(self), self.run_dir, self.resumable)
 
 
 def resume_command(run_dir: str | os.PathLike[str], from_python: bool = False) -> str:

@@ -74,6 +74,13 @@ class SearchResult:
     warnings: list[str] = field(default_factory=list)  # what weakens the decision (e.g. children near chance)
     already_complete: bool = False  # a --resume of a finished run: read from its files, nothing was run
 
+    def __repr__(self) -> str:
+        # A short line: the fields (every candidate, every comparison) would print thousands of characters.
+        recipe = self.chosen.name if self.chosen is not None else f"{len(self.policy)} sub-policies"
+        return (f"SearchResult(run_id={self.run_id!r}, recipe={recipe!r}, policy_path={str(self.policy_path)!r}, "
+                f"{len(self.top)} top candidates, {len(self.failures)} failed trials"
+                f"{', already complete' if self.already_complete else ''})")
+
     @property
     def reason(self) -> str:
         """Why the recipe was chosen (the selection's decision in one sentence)."""

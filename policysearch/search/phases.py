@@ -91,6 +91,10 @@ class Stage:
         self.kept.append(what)
         self.phase, self.progress = "", None
 
+    def interrupted(self) -> SearchInterrupted:
+        """The exception a Ctrl-C ends the search with now: the line, the run's folder, whether it resumes."""
+        return SearchInterrupted(self.message(), self.run_dir, self.started)
+
     def message(self, at_once: str = "") -> str:
         """The line for a Ctrl-C now; ``at_once``: what stopped the search without a last save ("SIGTERM")."""
         if not self.started:

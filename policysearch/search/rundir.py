@@ -32,6 +32,7 @@ from policysearch.atomic import write_json_atomic
 from policysearch.augment.policy import software_versions
 from policysearch.invocation import command_line
 from policysearch.search.config import RESUMABLE, SearchConfig, is_uri
+from policysearch.training.pretrained import is_callable_model
 from policysearch.wording import Mention, WordedError
 
 __all__ = ["CONFIG_FILE", "FAILED_FILE", "LOCK_FILE", "Run", "RunError", "RunInUse", "check_resume", "check_same_data",
@@ -308,9 +309,12 @@ def check_resume(config: SearchConfig, run_dir: Path, finished: bool = False) ->
     differ = contradictions(stored, config)
     if differ:
         verb = "contradicts" if len(differ) == 1 else "contradict"
-        data = any(name == "dataset" for name, _, _ in differ)
-        remedy = ("give the run's own data" + (f" and drop the other{'s' if len(differ) > 2 else ''}" if len(differ) > 1 else "")) if data \
-            else f"drop {'it' if len(differ) == 1 else 'them'}"
+        # the data, and a model given as a Python callable, cannot be dropped: the run needs them given again
+        own = [("data" if name == "dataset" else "model") for name, _, kept in differ
+               if name == "dataset" or (name == "model" and is_callable_model(str(kept)))]
+        rest = len(differ) - len(own)
+        drop = ("drop the other" + ("s" if rest > 1 else "") if own else f"drop {'it' if rest == 1 else 'them'}")
+        remedy = " and ".join(([f"give the run's own {' and '.join(own)}"] if own else []) + ([drop] if rest else []))
         raise RunError(lambda say: f"{say('resume', run_dir)}: "
                        f"{', '.join(f'{say(name, given)} (stored: {_shown(kept)})' for name, given, kept in differ)} "
                        f"{verb} the stored run; {remedy} to continue it, or start a new run with another "

@@ -691,7 +691,7 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
         try:
             return _search(config, run_dir, resume, stream, stage, ctrl_c, inputs)
         except SearchInterrupted:
-            raise SearchInterrupted(stage.message()) from None
+            raise stage.interrupted() from None
 
 
 def _search(config: SearchConfig, run_dir: Path, resume: bool, stream: TextIO, stage: Stage,

@@ -293,7 +293,7 @@ def _architecture(name: str, num_classes: int, channels: int, builder: Builder |
             download = ("; if it downloads weights, build it without them (pretrained=False) and give them as "
                         "a local file with weights=" if isinstance(exc, OSError) else "")
             raise ValueError(f"{model_ref(name)} raised {type(exc).__name__} when called as (num_classes="
-                             f"{num_classes}, in_channels={channels}): {first_line(exc)}{download}") from None
+                             f"{num_classes}, in_channels={channels}): {first_line(exc)}{download}") from exc
         if not isinstance(model, nn.Module):
             raise ValueError(f"{model_ref(name)} returned {a_kind(model)}, not a torch.nn.Module; it is "
                              "called as (num_classes, in_channels) and must return a fresh model")
@@ -388,11 +388,11 @@ def check_model(spec: ModelSpec, image_size: int) -> None:
     try:
         with torch.no_grad():
             out = model(x)
-    except Exception as exc:  # the model's own code (a callable's, a timm one's): whatever it raises is one line
-        failure = f"{type(exc).__name__}: {first_line(exc)}"
+    except Exception as exc:  # the model's own code (a callable's, a timm one's): whatever it raises is one line,
+        failure = f"{type(exc).__name__}: {first_line(exc)}"  # its traceback kept as the cause for Python callers
         raise WordedError(lambda say: f"{where(say)} cannot run on {spec.in_channels}x{image_size}x{image_size} "
                           f"images ({failure}); if the size is the cause, choose another {say('image_size')}"
-                          + (", else fix the model" if given else "")) from None
+                          + (", else fix the model" if given else "")) from exc
     if not isinstance(out, Tensor) or tuple(out.shape) != (2, spec.num_classes):
         got = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
         hint = (f"; it is called with num_classes={spec.num_classes} and must return that many logits" if given else

@@ -95,6 +95,9 @@ def _read_items(data: Any) -> tuple[list[Tensor] | Tensor, list[int], list[str] 
         except Exception as exc:  # the user's __getitem__: any error, named with the item it read
             raise DataError(f"{where}: reading it raised {type(exc).__name__}: {exc}") from exc
         if not isinstance(item, (tuple, list)) or len(item) != 2:
+            if isinstance(data, list) and count == 2 and isinstance(item, (Tensor, np.ndarray)) and item.ndim >= 3:
+                raise DataError(f"data is a list of 2 items, the first {_describe(item)}; for a pair (images, "
+                                "labels) pass a tuple: (images, labels)")
             raise DataError(f"{where} is {_describe(item)}, not a pair (image, label); return (image, label) from "
                             "__getitem__, or pass a Hugging Face dataset with its column names")
         images.append(reader.read(item[0], where))
@@ -103,8 +106,14 @@ def _read_items(data: Any) -> tuple[list[Tensor] | Tensor, list[int], list[str] 
 
 
 def _class_names(classes: Any) -> list[str] | None:
-    """The class names of a data set's ``classes``: a sequence of names in label order, or a mapping of names
-    to labels (torchvision's ``class_to_idx`` form) or of labels to names; None for anything else."""
+    """The class names of a data set's ``classes``: a sequence (or array) of names in label order, or a mapping
+    of names to labels (torchvision's ``class_to_idx`` form) or of labels to names; None for anything else.
+    One string is refused: read as a sequence it would name a class per letter."""
+    if isinstance(classes, (str, bytes)):
+        raise DataError(f"data.classes is the string {classes!r}; give the class names as a list in label order, "
+                        "e.g. ['cat', 'dog']")
+    if isinstance(classes, np.ndarray) and classes.ndim == 1:
+        classes = classes.tolist()
     if isinstance(classes, Mapping) and classes:
         pairs = [(v, k) if isinstance(k, str) else (k, v) for k, v in classes.items()]  # (label, name)
         if all(isinstance(label, numbers.Integral) and isinstance(name, str) for label, name in pairs) and \
