@@ -296,6 +296,33 @@ def test_a_rerun_with_other_settings_leaves_no_report_of_the_runs_it_set_aside(t
     assert "none of its 1 trainings finished yet" in err and "results.md" not in err
 
 
+def test_another_data_set_is_taken_whole_and_a_bare_folder_as_search_takes_it(tmp_path, monkeypatch):
+    """Regression: ``--dataset FOLDER`` was "unknown data set" (search takes it), and another data set kept the
+    preset's subset size (digits-small's --train-size 150, larger than the folder) and pretraining; the report
+    was titled with the preset alone."""
+    folder = tmp_path / "mine"
+    (folder / "train" / "a").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    for preset_name in ("digits-small", "reduced-cifar10-wrn40-2"):
+        preset = preset_from_args(_args("--preset", preset_name, "--dataset", "mine"))
+        assert preset.dataset == "imagefolder:mine"
+        assert (preset.train_size, preset.search_train_size, preset.pretrain) == (None, None, None)
+    with pytest.raises(ValueError, match="searched-scratch method compares with a search from weights; give --weights"):
+        preset_from_args(_args("--preset", "digits-100-finetune", "--dataset", "mine"))  # its pretraining is dropped
+    asked = preset_from_args(_args("--dataset", "mine", "--train-size", "40", "--search-train-size", "20"))
+    assert (asked.train_size, asked.search_train_size) == (40, 20)
+    same = preset_from_args(_args("--preset", "digits-small", "--dataset", "digits"))
+    assert same.train_size == presets.PRESETS["digits-small"].train_size  # the preset's own data: its sizes
+    document = {"preset": "digits-small", "command": "c", "summary": [], "software": {},
+                "settings": {"dataset": "imagefolder:mine", "train_images": 82, "image_size": 32, "data_seed": 0,
+                             "test_images": 20, "model": "small_cnn", "epochs": 3, "batch_size": 32, "lr": 0.1,
+                             "weight_decay": 5e-4, "seeds": [0], "baseline": {"pad_crop": 4, "hflip": False},
+                             "cutout_pixels": 16, "cutout_with_policies": False}}
+    text = report.render_markdown(document, [])
+    assert text.startswith("# Benchmark: digits-small settings on imagefolder:mine\n")
+    assert "baseline augmentation: pad-and-crop 4 px, no flip (methods" in text
+
+
 def test_a_seed_given_twice_trains_once():
     assert preset_from_args(_args("--seeds", "0", "1", "0")).seeds == (0, 1)
 

@@ -473,7 +473,9 @@ def test_the_report_counts_the_candidates_kept_when_a_split_had_fewer_trials_tha
     report = (result.run_dir / "report.md").read_text(encoding="utf-8")
     assert "the best (up to) 4 of each split and repeat kept (1 in all, 1 sub-policy merged)" in report
     assert "top 10" not in report and "rings mark the best (up to) 4 of each split and repeat" in report
-    assert "the dashed line is the child models' mean accuracy without a policy" in report
+    # Regression: "without a policy" hid that the rewards include the baseline (its pad-and-crop), the line not
+    assert ("the dashed line is the child models' mean accuracy on clean D_A images (no policy and no baseline, "
+            "which every reward includes)") in report
 
 
 def test_a_recipe_tied_with_the_lowest_mean_says_it_was_not_the_one_tested(tmp_path):

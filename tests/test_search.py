@@ -589,6 +589,7 @@ def test_best_candidates_are_the_best_by_reward_over_all_splits(tmp_path):
     first = lines.index(next(line for line in lines if line.startswith("best Fast AutoAugment candidates")))
     assert lines[first + 1].startswith("  1. split 1, repeat 0, reward 0.9500: ")
     assert lines[first + 2].startswith("  2. split 1, repeat 0, reward 0.7000: ")
+    assert "(p=" in lines[first + 1] and ", level=" in lines[first + 1]  # Regression: (0.09, 0.02) named nothing
     assert isinstance(top[0], Candidate) and top[0].policy == space.decode({k: rows[2][k] for k in
                                                                           space.parameter_names()})
 

@@ -142,6 +142,10 @@ def test_domain_fit_excludes_what_destroys_the_classes_and_caps_levels():
     assert [f.op for f in fit.excluded()] == ["FlipLR"] and [f.op for f in fit.limited()] == ["Rotate"]
     weak = fit_domain([{"clean": 0.2, "ops": child["ops"]}], num_classes=10)
     assert weak.allowed("FlipLR") and "too close to chance" in weak.note
+    # Regression: the note gave the mean (0.537, more than 0.2 above chance) where the rule reads the weakest
+    two = fit_domain([{"clean": 0.635, "ops": child["ops"]}, {"clean": 0.439, "ops": child["ops"]}], num_classes=3)
+    assert ("(the weakest, of split 1, has clean accuracy 0.439, mean 0.537; chance 0.333, each needs 0.2 above it)"
+            in two.note)
 
 
 def test_probing_a_model_that_sees_only_the_left_half_excludes_the_flip():

@@ -18,7 +18,7 @@ from policysearch.benchmark.report import write_outputs
 from policysearch.benchmark.runner import run_benchmark
 from policysearch.invocation import command_line
 from policysearch.search.interrupts import EXIT_INTERRUPTED, SearchInterrupted
-from policysearch.training.data import DataError
+from policysearch.training.data import DataError, dataset_name
 from policysearch.training.models import MODEL_NAMES
 
 
@@ -28,7 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"the settings to start from: {', '.join(sorted(PRESETS))}; 'list' (or --list) names "
                              "them with one line each (default: %(default)s)")
     parser.add_argument("--list", action="store_true", help="name the presets with one line each, and stop")
-    parser.add_argument("--dataset", default=None, help="data set (default: the preset's)")
+    parser.add_argument("--dataset", default=None,
+                        help="data set: a name, imagefolder:PATH or a folder with train/ and test/ subfolders of "
+                             "class folders (default: the preset's; another one is used whole, without the "
+                             "preset's subset sizes and pretraining)")
     parser.add_argument("--data-root", default="data", help="where downloadable data sets live")
     parser.add_argument("--download", action="store_true",
                         help="download a torchvision data set (cifar10, cifar100, svhn) into --data-root if missing")
@@ -77,9 +80,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def preset_from_args(args: argparse.Namespace) -> Preset:
+    """The preset with the options' overrides. Another ``--dataset`` than the preset's drops the settings
+    that belong to the preset's data: its subset sizes (the whole training split is used unless
+    ``--train-size`` says otherwise) and its pretraining."""
     preset = PRESETS[args.preset]
+    dataset = dataset_name(args.dataset) if args.dataset is not None else None  # a folder, as search takes it
+    if dataset is not None and dataset != preset.dataset:
+        preset = replace(preset, train_size=None, search_train_size=None, pretrain=None)
     overrides = {
-        "dataset": args.dataset, "train_size": args.train_size, "model": args.model, "epochs": args.epochs,
+        "dataset": dataset, "train_size": args.train_size, "model": args.model, "epochs": args.epochs,
         "batch_size": args.batch_size, "seeds": tuple(dict.fromkeys(args.seeds)) if args.seeds else None,
         "methods": tuple(dict.fromkeys(args.methods)) if args.methods else None,
         "cutout_with_policies": args.cutout_with_policies, "search_trials": args.search_trials,

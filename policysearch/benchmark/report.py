@@ -14,7 +14,7 @@ import numpy as np
 from policysearch.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from policysearch.augment.policy import Baseline
 from policysearch.benchmark.methods import describe_method
-from policysearch.benchmark.presets import budget_text, describe_classes
+from policysearch.benchmark.presets import PRESETS, budget_text, describe_classes
 from policysearch.benchmark.stats import finetune_verdict, summarize
 
 
@@ -24,14 +24,18 @@ def _fmt(x: float, digits: int = 2) -> str:
 
 def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> str:
     s = document["settings"]
-    lines = [f"# Benchmark: {document['preset'] or s['dataset']}", "",
+    preset = PRESETS.get(document["preset"] or "")
+    title = document["preset"] or s["dataset"]
+    if preset is not None and preset.dataset != s["dataset"]:  # the preset's settings on the user's data
+        title = f"{title} settings on {s['dataset']}"
+    lines = [f"# Benchmark: {title}", "",
              f"Command: `{document['command']}`", "",
              f"- data: {s['dataset']}, {s['train_images']} training images ({s['image_size']} x {s['image_size']}, "
              f"subset seed {s['data_seed']}), {s['test_images']} test images (used only for these errors)",
              f"- model {s['model']}, {budget_text(s['epochs'], s['batch_size'], s['train_images'])}, lr {s['lr']}, "
              f"weight decay {s['weight_decay']}, seeds {' '.join(map(str, s['seeds']))}",
-             f"- the data set's baseline augmentation: pad-crop {s['baseline']['pad_crop']} px, "
-             f"flip {s['baseline']['hflip']} (methods marked -alone and none train without it); Cutout "
+             f"- the data set's baseline augmentation: {Baseline(**s['baseline']).describe()} (methods marked "
+             f"-alone and none train without it); Cutout "
              f"{s['cutout_pixels']} px"
              + (" (also on top of the policies)" if s["cutout_with_policies"] else ""), ""]
     if document.get("pretraining"):
@@ -46,8 +50,9 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
         lines.append("")
     if document.get("searched_policy"):
         sp = document["searched_policy"]
-        lines.append(f"- searched recipe: {sp.get('recipe', '')} ({sp['sub_policies']} sub-policies, baseline "
-                     f"{sp.get('baseline', {})}) from `{sp['source']}`")
+        baseline = Baseline(**sp["baseline"]).describe() if sp.get("baseline") else "no baseline recorded"
+        lines.append(f"- searched recipe: {sp.get('recipe', '')} ({sp['sub_policies']} sub-policies, {baseline}) "
+                     f"from `{sp['source']}`")
         lines.append("")
     lines += ["| method | mean test error % | std | n | searched - method (pp), 95% CI | training accuracy % "
               "| train s/run |", "|---|---|---|---|---|---|---|"]

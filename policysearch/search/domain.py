@@ -135,8 +135,11 @@ def fit_domain(probes: Sequence[Mapping[str, object]], num_classes: int,
     signals = [float(p["clean"]) - chance for p in probes]
     clean = float(np.mean([float(p["clean"]) for p in probes])) if probes else float("nan")
     if not probes or min(signals) < MIN_SIGNAL:
-        note = (f"the child models are too close to chance (clean accuracy {clean:.3f}, chance {chance:.3f}) "
-                "to judge which ops destroy class information; no op was excluded")
+        low = int(np.argmin(signals)) if probes else 0
+        weakest = (f"the weakest, of split {int(probes[low].get('split', low))}, has clean accuracy "
+                   f"{chance + min(signals):.3f}, mean {clean:.3f}" if probes else "no child model")
+        note = (f"the child models are too close to chance ({weakest}; chance {chance:.3f}, each needs "
+                f"{MIN_SIGNAL:g} above it) to judge which ops destroy class information; no op was excluded")
         names = sorted({op for p in probes for op in p["ops"]})  # type: ignore[union-attr]
         return DomainFit({}, threshold, clean, chance, note, tuple(names))
     ops: dict[str, OpFit] = {}

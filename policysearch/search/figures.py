@@ -186,7 +186,7 @@ def plot_trials(rows: Sequence[dict[str, str]], config: SearchConfig, clean_accu
                             label="failed (no score), at the bottom"))
     if clean_accuracy is not None:
         extra.append(Line2D([], [], color="0.45", linestyle="--",
-                            label="child models on D_A without a policy (mean)"))
+                            label="child models on clean D_A (mean): no policy, no baseline"))
     ax.legend(handles=handles + extra, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.set_xlabel("trial number in its split's optimiser (order proposed)")
     ax.set_ylabel(f"reward: {config.reward}")
@@ -570,8 +570,8 @@ def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: Ima
                           "its split's optimiser proposed it; the line is the best so far, rings mark the best "
                           f"(up to) {min(config.top_n, config.trials)} of each split and repeat, merged into the Fast "
                           "AutoAugment candidates"
-                          + ("; the dashed line is the child models' mean accuracy without a policy"
-                             if clean is not None else "")
+                          + ("; the dashed line is the child models' mean accuracy on clean D_A images (no policy and "
+                             "no baseline, which every reward includes)" if clean is not None else "")
                           + (f"; x marks the {failed} failed trial(s)." if failed else ".")))
     write_bytes_atomic(run_dir / "recipes.png", plot_recipes(fits, selection, config.confidence,
                                                              1.0 / config.selection_folds))

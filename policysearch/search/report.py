@@ -19,11 +19,12 @@ def _count(n: int) -> str:
 
 
 def _subs(policy: Policy) -> str:
-    return "; ".join(" + ".join(f"{s.op}({s.prob:.2f}, {s.level:.2f})" for s in sub) for sub in policy)
+    return "; ".join(" + ".join(f"{s.op}(p={s.prob:.2f}, level={s.level:.2f})" for s in sub) for sub in policy)
 
 
 def describe_candidate(candidate: Candidate) -> str:
-    """``split 1, repeat 0, reward 0.9500: Rotate(0.70, 0.40) + Cutout(0.30, 0.50); ...`` on one line."""
+    """``split 1, repeat 0, reward 0.9500: Rotate(p=0.70, level=0.40) + Cutout(p=0.30, level=0.50); ...`` on one
+    line, as ``Policy.describe`` names an op's probability and level."""
     return f"split {candidate.split}, repeat {candidate.repeat}, reward {candidate.reward:.4f}: {_subs(candidate.policy)}"
 
 
@@ -165,7 +166,7 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
             verdict = "**excluded**" if op_fit.excluded else f"{op_fit.max_level:g}"
             lines.append(f"| {op_fit.op} | {levels} | {verdict} |")
         lines.append("")
-    lines += ["## Child models (accuracy on D_A without a policy)", "", "| split | status | D_A accuracy | chance | train (s) | node |",
+    lines += ["## Child models (accuracy on clean D_A: no policy, no baseline)", "", "| split | status | D_A accuracy | chance | train (s) | node |",
               "|---|---|---|---|---|---|"]
     chance = fit.chance
     for c in outcome.children:
