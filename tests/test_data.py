@@ -207,6 +207,20 @@ def test_imagefolder_keeps_only_the_selected_classes_of_every_split(tmp_path: Pa
         load_dataset(f"{_folder(tmp_path / 'extra')}?classes=a,b", "test")
 
 
+def test_imagefolder_names_the_files_it_skips(tmp_path: Path) -> None:
+    """Regression: a file of another type in a class folder (notes, or an image format not read) was skipped
+    without a word."""
+    _write_folder(tmp_path / "set", {"a": 2, "b": 2})
+    (tmp_path / "set" / "a" / "notes.txt").write_text("x")
+    (tmp_path / "set" / "b" / ".hidden.txt").write_text("x")  # hidden: skipped quietly
+    data = load_dataset(_folder(tmp_path / "set"), image_size=8)
+    assert len(data) == 4
+    (note,) = [n for n in data.notes if "skipped" in n]
+    assert note.startswith(f"imagefolder:{tmp_path / 'set'}: 1 file skipped, not of an image type ('a/notes.txt'; "
+                           "images end in .bmp, .gif")
+    assert not [n for n in load_dataset(_folder(tmp_path / "set"), image_size=8).notes if "hidden" in n]
+
+
 def test_imagefolder_of_one_class_is_refused_before_any_work(tmp_path: Path) -> None:
     """Regression: a folder of one class was searched in full, every reward 1.0 (chance is 1.0)."""
     _write_folder(tmp_path / "single", {"cat": 3})

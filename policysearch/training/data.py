@@ -168,7 +168,8 @@ def load_dataset(
       a split folder next to any other folder is an error. Otherwise PATH's subfolders are the classes and
       every image is training data: nothing is held back, and there is no test split (an error says so).
     - At least 2 classes, each training class with at least 2 images; unreadable files, images outside class
-      folders and empty folders are errors naming the path. Files are found recursively, hidden entries skipped.
+      folders and empty folders are errors naming the path. Image files are found recursively (hidden entries
+      skipped; other files skipped with a note).
     - Pixels: EXIF orientation is applied; 16-bit images are scaled to 8 bits (value * 255 / 65535), 32-bit
       integer images only when a value exceeds 255; transparency is composited onto black; the images have 1
       channel when every training image is grey
@@ -333,7 +334,7 @@ def _load_imagefolder(path: Path, split: str, image_size: int | None,
                             f"classes are {', '.join(every)}")
         classes = tuple(c for c in every if c in selected)
         name += f"{CLASSES_MARK}{','.join(classes)}"
-    train_files, train_labels = _list_images(layout["train"], classes, training=True, known=every)
+    train_files, train_labels, train_others = _list_images(layout["train"], classes, training=True, known=every)
     if len(classes) < 2:
         where = f"{str(layout['train'])!r} has one class folder" if selected is None else "the classes select one"
         raise DataError(f"{where} ({classes[0]!r}); a classifier needs at least 2 classes: add a subfolder of "
@@ -342,9 +343,9 @@ def _load_imagefolder(path: Path, split: str, image_size: int | None,
     channels = 1 if all(h.grey for h in headers) else 3
     size, why = _target_size(headers, image_size)
     if split == "train":
-        files, labels = train_files, train_labels
+        files, labels, others = train_files, train_labels, train_others
     else:
-        files, labels = _list_images(layout[split], classes, training=False, known=every)
+        files, labels, others = _list_images(layout[split], classes, training=False, known=every)
         if not files:
             raise DataError(f"{str(layout[split])!r} has no images; expected image files "
                             f"({', '.join(sorted(IMAGE_SUFFIXES))}) in its class subfolders")
@@ -357,6 +358,10 @@ def _load_imagefolder(path: Path, split: str, image_size: int | None,
         originals.append(original)
         converted += was_grey != (channels == 1)
     notes = resize_note(name, originals, size, why)
+    if others:
+        shown = ", ".join(repr(str(p.relative_to(layout[split]))) for p in others[:2])
+        notes += (f"{name}: {len(others)} file{'s' if len(others) != 1 else ''} skipped, not of an image type "
+                  f"({shown}{' ...' if len(others) > 2 else ''}; images end in {', '.join(sorted(IMAGE_SUFFIXES))})",)
     if converted:
         notes += (f"{name}: {converted} {'colour' if channels == 1 else 'grey'} image"
                   f"{'s' if converted != 1 else ''} converted to {'grey' if channels == 1 else 'RGB'}, because "
@@ -412,8 +417,10 @@ def _class_names(folder: Path) -> tuple[str, ...]:
 
 
 def _list_images(folder: Path, classes: tuple[str, ...], training: bool,
-                 known: tuple[str, ...] | None = None) -> tuple[list[Path], list[int]]:
-    """Image files under each of ``classes``' subfolders (recursively, hidden entries skipped) and their labels.
+                 known: tuple[str, ...] | None = None) -> tuple[list[Path], list[int], list[Path]]:
+    """Image files under each of ``classes``' subfolders (recursively, hidden entries skipped), their labels,
+    and the other files there, which are skipped (a note names them: a file of another image format would
+    otherwise go missing without a word).
 
     A training class needs two images (one to fit a child model, one to score it); a val/test folder may
     lack a class but may not add one outside ``known`` (default: ``classes``; the training folder's classes
@@ -425,15 +432,15 @@ def _list_images(folder: Path, classes: tuple[str, ...], training: bool,
         raise DataError(f"{str(folder)!r} has classes not in the training folder: {', '.join(unknown)}")
     files: list[Path] = []
     labels: list[int] = []
+    others: list[Path] = []
     for label, cls in enumerate(classes):
         sub = folder / cls
         if not sub.is_dir():
             continue
-        found = sorted(
-            p for p in sub.rglob("*")
-            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-            and not any(part.startswith(".") for part in p.relative_to(sub).parts)
-        )
+        visible = sorted(p for p in sub.rglob("*") if p.is_file()
+                         and not any(part.startswith(".") for part in p.relative_to(sub).parts))
+        found = [p for p in visible if p.suffix.lower() in IMAGE_SUFFIXES]
+        others += [p for p in visible if p.suffix.lower() not in IMAGE_SUFFIXES]
         if training and len(found) < 2:
             raise DataError(
                 f"class folder {str(sub)!r} has {'no images' if not found else 'only one image'}; every class "
@@ -441,7 +448,7 @@ def _list_images(folder: Path, classes: tuple[str, ...], training: bool,
             )
         files += found
         labels += [label] * len(found)
-    return files, labels
+    return files, labels, others
 
 
 def _unreadable(path: Path, exc: BaseException) -> DataError:
