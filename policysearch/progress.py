@@ -6,7 +6,7 @@ quarter and at the end, and one for every failed trial - never one per trial.
 
 A resumed phase (:meth:`Progress.resumed`) starts from the trials finished before: it counts them, says
 so in one line, and its elapsed and remaining times are this process's own (the remaining time from the
-trials this process finished).
+rate of the trials this process finished after its first, which also paid for the start-up).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class Progress:
         self.label, self.total, self.metric, self.stream = label, total, metric, stream
         self.done, self.best, self.started = 0, -math.inf, time.monotonic()
         self.before = 0  # trials finished by earlier processes (a resumed phase)
+        self.first_at = self.started  # when this process's first trial of the phase finished
         self.milestones = {1, total, *(math.ceil(total * k / 4) for k in (1, 2, 3))}
         self._bar: Any = None
 
@@ -87,12 +88,23 @@ class Progress:
             if error:
                 self._bar.write(f"[{self.label}] a trial failed: {error}", file=self.stream)
             return
+        now = time.monotonic()
+        if self.done == self.before + 1:
+            self.first_at = now
         if self.done in self.milestones or self.done == self.before + 1 or error:
-            elapsed = time.monotonic() - self.started
-            remaining = elapsed / (self.done - self.before) * max(0, self.total - self.done)
             failed = f"  (a trial failed: {error})" if error else ""
             print(f"[{self.label}] {self.done}/{self.total} trials{'  ' + best if best else ''}  elapsed "
-                  f"{_clock(elapsed)}  remaining ~{_clock(remaining)}{failed}", file=self.stream, flush=True)
+                  f"{_clock(now - self.started)}{self._remaining(now)}{failed}", file=self.stream, flush=True)
+
+    def _remaining(self, now: float) -> str:
+        """The time left at the rate trials finished since this process's first one: the time before it holds
+        the start-up (workers starting, data sent), and several trials ran at once, so it is no rate."""
+        after_first = self.done - self.before - 1
+        if self.done >= self.total:
+            return "  remaining ~0:00"
+        if after_first < 1:
+            return ""
+        return f"  remaining ~{_clock((now - self.first_at) / after_first * (self.total - self.done))}"
 
     def close(self) -> None:
         """End the phase's bar (nothing to do in a log)."""
