@@ -6,7 +6,7 @@ quarter and at the end, and one for every failed trial - never one per trial.
 
 A resumed phase (:meth:`Progress.resumed`) starts from the trials finished before: it counts them, says
 so in one line, and its elapsed and remaining times are this process's own (the remaining time from the
-rate of the trials this process finished after its first, which also paid for the start-up).
+trials this process finished; none after the first, which paid for the start-up).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ class Progress:
         self.label, self.total, self.metric, self.stream = label, total, metric, stream
         self.done, self.best, self.started = 0, -math.inf, time.monotonic()
         self.before = 0  # trials finished by earlier processes (a resumed phase)
-        self.first_at = self.started  # when this process's first trial of the phase finished
         self.milestones = {1, total, *(math.ceil(total * k / 4) for k in (1, 2, 3))}
         self._bar: Any = None
 
@@ -88,23 +87,19 @@ class Progress:
             if error:
                 self._bar.write(f"[{self.label}] a trial failed: {error}", file=self.stream)
             return
-        now = time.monotonic()
-        if self.done == self.before + 1:
-            self.first_at = now
         if self.done in self.milestones or self.done == self.before + 1 or error:
+            elapsed = time.monotonic() - self.started
             failed = f"  (a trial failed: {error})" if error else ""
             print(f"[{self.label}] {self.done}/{self.total} trials{'  ' + best if best else ''}  elapsed "
-                  f"{_clock(now - self.started)}{self._remaining(now)}{failed}", file=self.stream, flush=True)
+                  f"{_clock(elapsed)}{self._remaining(elapsed)}{failed}", file=self.stream, flush=True)
 
-    def _remaining(self, now: float) -> str:
-        """The time left at the rate trials finished since this process's first one: the time before it holds
-        the start-up (workers starting, data sent), and several trials ran at once, so it is no rate."""
-        after_first = self.done - self.before - 1
-        if self.done >= self.total:
-            return "  remaining ~0:00"
-        if after_first < 1:
+    def _remaining(self, elapsed: float) -> str:
+        """The time left at this process's mean time per finished trial; none after its first trial, whose
+        time is mostly the start-up (workers starting, the data sent), which the later ones do not pay."""
+        finished = self.done - self.before
+        if finished == 1 and self.done < self.total:
             return ""
-        return f"  remaining ~{_clock((now - self.first_at) / after_first * (self.total - self.done))}"
+        return f"  remaining ~{_clock(elapsed / finished * max(0, self.total - self.done))}"
 
     def close(self) -> None:
         """End the phase's bar (nothing to do in a log)."""

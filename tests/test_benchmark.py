@@ -313,6 +313,10 @@ def test_another_data_set_is_taken_whole_and_a_bare_folder_as_search_takes_it(tm
     assert (asked.train_size, asked.search_train_size) == (40, 20)
     same = preset_from_args(_args("--preset", "digits-small", "--dataset", "digits"))
     assert same.train_size == presets.PRESETS["digits-small"].train_size  # the preset's own data: its sizes
+    photos = presets.PRESETS["cifar10-dev-1000"]
+    monkeypatch.chdir(Path(photos.dataset.removeprefix("imagefolder:")).parent)  # the same folder, written relative
+    for written in ("cifar10-dev", "cifar10-dev/", "imagefolder:cifar10-dev"):
+        assert preset_from_args(_args("--preset", "cifar10-dev-1000", "--dataset", written)).train_size == 1000
     document = {"preset": "digits-small", "command": "c", "summary": [], "software": {},
                 "settings": {"dataset": "imagefolder:mine", "train_images": 82, "image_size": 32, "data_seed": 0,
                              "test_images": 20, "model": "small_cnn", "epochs": 3, "batch_size": 32, "lr": 0.1,

@@ -25,6 +25,7 @@ from policysearch.training.data import (
     load_dataset,
     normalization_for,
     normalize,
+    require_classes,
     stratified_subset,
 )
 
@@ -221,17 +222,16 @@ def test_imagefolder_names_the_files_it_skips(tmp_path: Path) -> None:
     assert not [n for n in load_dataset(_folder(tmp_path / "set"), image_size=8).notes if "hidden" in n]
 
 
-def test_imagefolder_of_one_class_is_refused_before_any_work(tmp_path: Path) -> None:
-    """Regression: a folder of one class was searched in full, every reward 1.0 (chance is 1.0)."""
+def test_imagefolder_of_one_class_is_refused_for_training_but_loads(tmp_path: Path) -> None:
+    """Regression: a folder of one class was searched in full, every reward 1.0 (chance is 1.0). It still loads
+    (``show`` draws it); training refuses it."""
     _write_folder(tmp_path / "single", {"cat": 3})
+    data = load_dataset(_folder(tmp_path / "single"), image_size=8)
     with pytest.raises(DataError) as info:
-        load_dataset(_folder(tmp_path / "single"))
-    assert str(info.value) == (f"{str(tmp_path / 'single')!r} has one class folder ('cat'); a classifier needs at "
+        require_classes(data)
+    assert str(info.value) == (f"imagefolder:{tmp_path / 'single'} has one class ('cat'); a classifier needs at "
                                "least 2 classes: add a subfolder of images for each other class")
-    _write_folder(tmp_path / "two", {"cat": 3, "dog": 2})
-    with pytest.raises(DataError, match=r"^the classes select one \('dog'\); a classifier needs at least 2"):
-        load_dataset(f"{_folder(tmp_path / 'two')}?classes=dog")
-
+    require_classes(load_dataset("digits"))
 
 def test_imagefolder_bad_paths(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not a folder"):

@@ -249,7 +249,7 @@ def test_empty_sub_policy(tmp_path):
     assert load_error(tmp_path, data) == "sub_policies[2]: needs at least one operation"
 
 
-@pytest.mark.parametrize("version", [4, 0])
+@pytest.mark.parametrize("version", [4, 0, 4.0])
 def test_wrong_format_version(tmp_path, version):
     message = load_error(tmp_path, doc(format_version=version))
     assert message == (f"format_version: unsupported format_version {version!r} "

@@ -40,12 +40,13 @@ def test_a_terminal_gets_one_bar_and_the_progress_pickles():
     assert "\r" in text and text.count("\n") <= 2  # one updating line, not a line per trial
 
 
-def test_the_remaining_time_comes_from_the_trials_after_the_first(monkeypatch):
+def test_the_first_trial_gives_no_remaining_time(monkeypatch):
     """Regression: the first line extrapolated its start-up: "1/95 trials elapsed 0:09 remaining ~14:32" for a
-    stage that ended at 0:18. The first line gives no estimate; later ones the rate after the first trial."""
+    stage that ended at 0:18. The first line gives no estimate; later ones the mean time per trial (trials run
+    several at once finish in waves, so a rate from the first one alone would be far too fast)."""
     from policysearch import progress as module
 
-    clock = iter([100.0, 109.0, 110.0, 111.0, 112.0])
+    clock = iter([100.0, 109.0, 110.0, 112.0])  # the start, then each printed line
     monkeypatch.setattr(module.time, "monotonic", lambda: next(clock))
     log = io.StringIO()
     stage = Progress("phase 3: recipe selection, other folds", 8, None, log)  # started at 100
@@ -53,8 +54,8 @@ def test_the_remaining_time_comes_from_the_trials_after_the_first(monkeypatch):
         stage.trial_finished({})
     assert log.getvalue().splitlines() == [  # lines at 1, 2 (a quarter) and 4 (a half) of 8
         "[phase 3: recipe selection, other folds] 1/8 trials  elapsed 0:09",
-        "[phase 3: recipe selection, other folds] 2/8 trials  elapsed 0:10  remaining ~0:06",
-        "[phase 3: recipe selection, other folds] 4/8 trials  elapsed 0:12  remaining ~0:04"]
+        "[phase 3: recipe selection, other folds] 2/8 trials  elapsed 0:10  remaining ~0:30",
+        "[phase 3: recipe selection, other folds] 4/8 trials  elapsed 0:12  remaining ~0:12"]
 
 
 class _NotebookStream(io.StringIO):  # like a notebook's output stream: cannot be pickled

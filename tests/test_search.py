@@ -32,7 +32,7 @@ from policysearch.training.data import DataError
 from policysearch.augment.policy import Policy
 from policysearch.search import api, checks, command, rundir
 from policysearch.search.checks import ResourceError, SearchFailed
-from policysearch.search.config import SearchConfig, given_values
+from policysearch.search.config import SearchConfig, SettingsError, given_values
 from policysearch.search.faults import ENV as FAULTS_ENV, LOG_ENV, parse_faults
 from policysearch.search.outcome import Candidate, SearchResult, top_candidates
 from policysearch.search.report import summary_text
@@ -192,6 +192,15 @@ def _imagefolder_with_a_small_class(tmp_path: Path) -> str:
     return f"imagefolder:{root}"
 
 
+def _imagefolder_of_one_class(tmp_path: Path) -> str:
+    from PIL import Image
+
+    (tmp_path / "images" / "only").mkdir(parents=True)
+    for k in range(6):
+        Image.new("RGB", (8, 8), (20 * k, 100, 200)).save(tmp_path / "images" / "only" / f"{k}.png")
+    return f"imagefolder:{tmp_path / 'images'}"
+
+
 BAD_INPUTS = {
     "unknown data set": (lambda tmp: dict(dataset="mnist-typo"), DataError, "unknown data set 'mnist-typo'"),
     "unknown op in space": (lambda tmp: dict(space=_space_with_unknown_op(tmp)), SpaceError, "unknown op 'Wobble'"),
@@ -202,6 +211,12 @@ BAD_INPUTS = {
     "imagefolder class too small": (lambda tmp: dict(dataset=_imagefolder_with_a_small_class(tmp), image_size=8,
                                                       train_size=None),
                                     DataError, r"class 1 \('small'\) has 2 images"),
+    # Regression: a folder of one class was searched in full, every reward 1.0 (chance is 1.0)
+    "imagefolder of one class": (lambda tmp: dict(dataset=_imagefolder_of_one_class(tmp), image_size=8,
+                                                  train_size=None),
+                                 DataError, r"has one class \('only'\); a classifier needs at least 2 classes"),
+    "image size below the model's least": (lambda tmp: dict(image_size=4), SettingsError,
+                                           "--image-size must be at least 8 for small_cnn"),
     "GPUs asked for, none present": (lambda tmp: dict(gpus_per_trial=0.25), ResourceError,
                                      "--gpus-per-trial 0.25, but this machine has no GPU"),
     "more CPUs per trial than the machine has": (lambda tmp: dict(cpus_per_trial=4096.0), ResourceError,

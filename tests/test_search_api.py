@@ -9,6 +9,7 @@ The data-side cases are in test_user_data.py. Searches here are tiny (100 digits
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -238,6 +239,8 @@ def test_paths_and_numpy_numbers_are_settings_of_their_plain_types(tmp_path):
     ({"image_size": 100000}, "image_size= must be a number of pixels from 1 to 4096, got 100000"),
     # Regression: 4 px was taken for small_cnn (built for 8 and up), its 4 px pad-and-crop the whole image
     ({"image_size": 4}, "image_size= must be at least 8 for small_cnn, the smallest side it is built for, got 4"),
+    ({"image_size": 4, "model": "resnet8"}, "image_size= must be at least 8 for resnet8, the smallest side it is "
+                                            "built for, got 4"),
 ])
 def test_a_setting_of_the_wrong_type_or_range_is_one_line_naming_it(tmp_path, no_ray, settings, problem):
     """Python takes any value: a string for a number must be named, not fail in a comparison or in Ray."""
@@ -245,6 +248,25 @@ def test_a_setting_of_the_wrong_type_or_range_is_one_line_naming_it(tmp_path, no
         policysearch.search(_digits(), out=tmp_path / "run", **settings)
     assert str(caught.value) == problem and not (tmp_path / "run").exists()
     assert SearchConfig(strengths=(0.5, 1), lr=1, train_size=None).lr == 1  # an int is a number
+
+
+def test_the_least_image_size_binds_our_models_in_new_runs_only(tmp_path, monkeypatch):
+    """A callable keeps its images' size (the check on one batch judges it), a torchvision network may be asked
+    for less than the 32 px it is resized up to, and a stored run keeps the size it was started with."""
+    import importlib
+
+    module = importlib.import_module("policysearch.search.prepare")  # the package's prepare is the function
+
+    config = SearchConfig(**TINY, image_size=4)
+    with pytest.raises(ValueError, match="--image-size must be at least 8 for small_cnn"):
+        module.prepare(config)
+    monkeypatch.setattr(module, "load_dataset", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("loading")))
+    for allowed in (dataclasses.replace(config, model="callable:mine.net"),
+                    dataclasses.replace(config, model="torchvision:resnet18", image_size=16)):
+        with pytest.raises(RuntimeError, match="loading"):  # past the size check, on to the data
+            module.prepare(allowed, module.Inputs(builder=tiny_net) if "callable" in allowed.model else None)
+    with pytest.raises(RuntimeError, match="loading"):
+        module.prepare(config, new_run=False)  # a stored run of 4 px continues at 4 px
 
 
 def test_the_result_gives_the_recipe_ready_to_train_with(tmp_path):

@@ -157,6 +157,9 @@ def test_one_image_draws_the_plan_a_batch_of_one_draws(policy, size):
         assert torch.equal(one.get_state(), batch.get_state())
         pool = natural_batch(2, size[1], size[2], size[0], seed=4)
         assert torch.equal(transform.apply(image, plan, pool), transform.apply(image, reference, pool))
+    with torch.device("meta"):  # Regression: the one-image plan followed torch's default device, not the CPU
+        plan = transform.sample(image.shape, device="cpu", generator=_gen(0))
+    _same_plans(plan, transform._sample_batch(1, *size, torch.device("cpu"), _gen(0)))
 
 
 def test_plan_replayed_on_pil_gives_the_same_images():

@@ -86,6 +86,9 @@ def test_a_pair_given_as_a_list_says_to_pass_a_tuple():
         read_data([torch.from_numpy(images), torch.from_numpy(labels)])
     assert str(info.value).startswith("data is a list of 2 items, the first a Tensor")
     assert str(info.value).endswith("; for a pair (images, labels) pass a tuple: (images, labels)")
+    two_images = [torch.from_numpy(images[0:1]), torch.from_numpy(images[1:2])]  # two images, no labels: no hint
+    with pytest.raises(DataError, match=r"^data item 0 is a Tensor, not a pair \(image, label\)"):
+        read_data(two_images)
 
 
 def test_class_names_as_an_array_are_read_and_one_string_is_refused():
@@ -168,6 +171,19 @@ def test_32_bit_grey_images_of_8_bit_values_are_read_as_their_array_is():
     assert read.max() == 252
     wide = Image.fromarray(pixels * 256)  # above 255: 16-bit values in a 32-bit image, scaled to 8 bits
     assert read_data(Items([(wide, 0), (wide, 0), (wide, 1), (wide, 1)])).images.max() == 251
+
+
+
+def test_32_bit_images_from_files_are_scaled_alike_whatever_their_values(tmp_path):
+    """A file's 'I' image is 16-bit data (e.g. a 16-bit PGM): scaled whether it is dark or bright, so that one
+    data set's images keep their relative intensities."""
+    dark, bright = np.full((8, 8), 200, np.int32), np.full((8, 8), 60000, np.int32)
+    for name, pixels in (("dark", dark), ("bright", bright)):
+        Image.fromarray(pixels).save(tmp_path / f"{name}.tif")
+    opened = [Image.open(tmp_path / f"{name}.tif") for name in ("dark", "bright", "dark", "bright")]
+    assert {im.mode for im in opened} == {"I"} and opened[0].format == "TIFF"
+    read = read_data(Items(list(zip(opened, [0, 0, 1, 1])))).images
+    assert read[0].max() == 1 and read[1].max() == 233  # 200 and 60000 of 65535
 
 
 def _hf(images: np.ndarray, labels: np.ndarray, *, names: tuple[str, str] = ("image", "label"), class_label=True):

@@ -121,7 +121,8 @@ def _place(path: Sequence[Any]) -> str:
 
 
 def _is_whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not a number
+    """An integer or a float without a fraction (4.0); JSON true is not a number."""
+    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
 
 
 def _as_json(value: Any) -> str:

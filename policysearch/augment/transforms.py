@@ -747,12 +747,13 @@ class BatchPolicyTransform(torch.nn.Module):
         """``sample`` for one image on the CPU: the same draws in the same order, so the same plan, with the
         policy's entries looked up in Python rather than by the batch's sorts and splits (which cost most of
         the time of one small image)."""
-        cached = self._tables(torch.device("cpu"))
+        cpu = torch.device("cpu")  # named, as the batch path does: torch.set_default_device must not move it
+        cached = self._tables(cpu)
         slots = self._op_table.shape[1]
-        sub = torch.randint(len(self.policy), (1,), generator=generator)
-        gate = torch.rand((1, slots), generator=generator, dtype=torch.float64)[0].tolist()
-        coin = (torch.rand((1, slots), generator=generator) < 0.5)[0].tolist()
-        crop, flip = draw_baseline(self.policy.baseline, 1, torch.device("cpu"), generator)
+        sub = torch.randint(len(self.policy), (1,), generator=generator, device=cpu)
+        gate = torch.rand((1, slots), generator=generator, dtype=torch.float64, device=cpu)[0].tolist()
+        coin = (torch.rand((1, slots), generator=generator, device=cpu) < 0.5)[0].tolist()
+        crop, flip = draw_baseline(self.policy.baseline, 1, cpu, generator)
         s = int(sub)
         steps = []
         entries = zip(*(table[s].tolist() for table in (self._op_table, self._prob_table, self._arg_table,
@@ -763,17 +764,17 @@ class BatchPolicyTransform(torch.nn.Module):
             spec = self._ops[k]
             negative = signed and coin[j]
             row = int(cached["entry_row"][(s * slots + j) * 2 + negative])
-            index = torch.zeros(1, dtype=torch.int64)
-            draw = spec.sample(1, (c, h, w), generator, torch.device("cpu")) if spec.sample else {}
+            index = torch.zeros(1, dtype=torch.int64, device=cpu)
+            draw = spec.sample(1, (c, h, w), generator, cpu) if spec.sample else {}
             matrix = source = table = None
-            if spec.matrix is not None:
-                matrices, sources = self._sized(torch.device("cpu"), h, w)
-                matrix = matrices[row:row + 1]
-                source = sources[row:row + 1] if sources is not None else None
+            if spec.matrix is not None:  # copies, as the batch path's: a plan does not hold the caches
+                matrices, sources = self._sized(cpu, h, w)
+                matrix = matrices[row:row + 1].clone()
+                source = sources[row:row + 1].clone() if sources is not None else None
             if spec.table_from_arg:
-                table = cached["entry_tables"][row:row + 1]
-            steps.append(PlanStep(spec, index, torch.tensor([-arg if negative else arg], dtype=torch.float64),
-                                  {**draw, "index": index}, j, matrix, table, source))
+                table = cached["entry_tables"][row:row + 1].clone()
+            signed_arg = torch.tensor([-arg if negative else arg], dtype=torch.float64, device=cpu)
+            steps.append(PlanStep(spec, index, signed_arg, {**draw, "index": index}, j, matrix, table, source))
         return Plan(sub, tuple(steps), (1, c, h, w), self.policy.baseline, crop, flip, drawn=True)
 
     @staticmethod

@@ -27,7 +27,7 @@ from policysearch.benchmark.methods import anchor_of, cutout_pixels, method_augm
 from policysearch.benchmark.presets import Preset, describe_classes
 from policysearch.benchmark.report import write_outputs
 from policysearch.training.data import (DataError, ImageData, baseline_for, load_dataset, normalization_for,
-                                        stratified_indices, stratified_subset)
+                                        require_classes, stratified_indices, stratified_subset)
 from policysearch.training.pretrained import ModelSpec, check_model, fit_image_size
 from policysearch.training.user_data import fingerprint
 from policysearch.training.train import TrainConfig, evaluate, fit_to_data, train_model
@@ -162,6 +162,7 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     root, download = getattr(args, "data_root", "data"), bool(getattr(args, "download", False))
     train_full = fit_image_size(load_dataset(preset.dataset, split="train", data_root=root, download=download,
                                              image_size=preset.image_size), preset.model, preset.image_size)
+    require_classes(train_full)
     train = train_full if preset.train_size is None else stratified_subset(train_full, preset.train_size,
                                                                           seed=preset.data_seed)
     test = fit_image_size(load_dataset(preset.dataset, split="test", data_root=root, download=download,

@@ -20,7 +20,7 @@ import numpy as np
 
 from policysearch.training.data import CLASSES_MARK, MAX_IMAGE_SIZE
 from policysearch.training.models import MODEL_NAMES
-from policysearch.training.pretrained import min_image_size, model_problem
+from policysearch.training.pretrained import model_problem
 from policysearch.training.train import MIN_STEPS, MIN_STEPS_PER_EPOCH, TrainConfig
 from policysearch.wording import flag
 
@@ -158,7 +158,6 @@ class SearchConfig:
     def problems(self) -> list[tuple[str, Problem]]:
         """(field, what is wrong) for every invalid setting, the training values included."""
         model_issue = model_problem(self.model)
-        least = min_image_size(self.model) if model_issue is None else 1
         checks: list[tuple[str, bool, Problem]] = [
             ("splits", self.splits >= 1, f"must be at least 1, got {self.splits}"),
             ("da_ratio", 0 < self.da_ratio < 1, f"must be between 0 and 1, got {self.da_ratio}"),
@@ -196,8 +195,6 @@ class SearchConfig:
              f"must be at least 1, got {self.train_size}"),
             ("image_size", self.image_size is None or 1 <= self.image_size <= MAX_IMAGE_SIZE,
              f"must be a number of pixels from 1 to {MAX_IMAGE_SIZE}, got {self.image_size}"),
-            ("image_size", self.image_size is None or model_issue is not None or not 1 <= self.image_size < least,
-             f"must be at least {least} for {self.model}, the smallest side it is built for, got {self.image_size}"),
             ("model", model_issue is None, model_issue or ""),
             ("freeze_backbone", not self.freeze_backbone or bool(self.weights),
              lambda name: f"needs {name('weights')}: a frozen backbone must come from a checkpoint"),

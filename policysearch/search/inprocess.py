@@ -165,7 +165,7 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
     with CtrlC(stage.message):
         try:
             faults = faults_from_env()
-            prepared = prepare(config, inputs)
+            prepared = prepare(config, inputs, new_run=not resume)
             with held_run(config, run_dir, resume=resume) as run:
                 if resume:
                     check_same_data(run_dir, fingerprint(prepared.data))

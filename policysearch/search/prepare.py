@@ -14,11 +14,12 @@ import numpy as np
 import torch
 
 from policysearch.training.data import (PYTHON_PREFIX, ImageData, baseline_for, load_dataset, normalization_for,
-                                        stratified_subset)
+                                        require_classes, stratified_subset)
 from policysearch.augment.policy import Baseline
 from policysearch.training.train import budget_text
-from policysearch.training.pretrained import Builder, ModelSpec, check_model, fit_image_size, is_callable_model, model_ref
-from policysearch.search.config import SearchConfig
+from policysearch.training.pretrained import (OUR_MIN_SIZE, Builder, ModelSpec, check_model, fit_image_size,
+                                              is_callable_model, min_image_size, model_problem, model_ref)
+from policysearch.search.config import SearchConfig, SettingsError
 from policysearch.search.folds import MAX_ADDED_REPEATS, auto_repeats, crossfit_folds, make_splits
 from policysearch.search.spaces import SearchSpace, load_space
 
@@ -85,11 +86,16 @@ def given_in_python(config: SearchConfig) -> bool:
     return config.dataset.startswith(PYTHON_PREFIX) or is_callable_model(config.model)
 
 
-def prepare(config: SearchConfig, inputs: Inputs | None = None) -> Prepared:
+def prepare(config: SearchConfig, inputs: Inputs | None = None, new_run: bool = True) -> Prepared:
     """Load and check everything a search needs; raises a one-line error before any work starts.
 
-    ``inputs`` holds the data and the model callable given in Python, which ``config`` names."""
+    ``inputs`` holds the data and the model callable given in Python, which ``config`` names. A ``new_run``
+    may not ask our models for images below the size they are built for (a resumed run keeps its size)."""
     inputs = inputs or Inputs()
+    ours = model_problem(config.model) is None and min_image_size(config.model) == OUR_MIN_SIZE
+    if new_run and ours and config.image_size is not None and config.image_size < OUR_MIN_SIZE:
+        raise SettingsError([("image_size", f"must be at least {OUR_MIN_SIZE} for {config.model}, the smallest "
+                                            f"side it is built for, got {config.image_size}")])
     if is_callable_model(config.model) and inputs.builder is None:
         raise ValueError(f"{model_ref(config.model)}: the run's model is a Python callable, which only "
                          "policysearch.search(model=...) can take; give the same callable again there, "
@@ -101,6 +107,7 @@ def prepare(config: SearchConfig, inputs: Inputs | None = None) -> Prepared:
     else:
         data = load_dataset(config.dataset, split="train", data_root=config.data_root, download=config.download,
                             image_size=config.image_size)
+    require_classes(data)
     if config.train_size is not None:
         data = stratified_subset(data, config.train_size, seed=config.seed)
     data = fit_image_size(data, config.model, config.image_size)

@@ -697,7 +697,7 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
 def _search(config: SearchConfig, run_dir: Path, resume: bool, stream: TextIO, stage: Stage,
             ctrl_c: CtrlC, inputs: Inputs | None = None) -> SearchResult:
     faults = faults_from_env()
-    prepared = prepare(config, inputs)  # every input error surfaces here, before Ray starts
+    prepared = prepare(config, inputs, new_run=not resume)  # every input error surfaces here, before Ray starts
     builder = pickled_builder(prepared)
     with held_run(config, run_dir, resume=resume) as run:
         return _search_held(prepared, builder, run, resume, stream, stage, ctrl_c, faults)

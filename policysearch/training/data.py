@@ -77,6 +77,14 @@ class DataError(WordedError):
     is worded as the command line or the Python API names it: :class:`~policysearch.wording.WordedError`)."""
 
 
+def require_classes(data: "ImageData") -> None:
+    """Refuse training data of one class: a classifier needs two (``show`` may still draw such a folder)."""
+    if data.num_classes < 2:
+        folder = data.name.startswith("imagefolder:")
+        raise DataError(f"{data.name} has one class ({data.classes[0]!r}); a classifier needs at least 2 classes"
+                        + (": add a subfolder of images for each other class" if folder else ""))
+
+
 @dataclass(frozen=True)
 class ImageData:
     """A labelled image set held in memory: uint8 images [N, C, H, W] (C is 1 or 3), int64 labels [N].
@@ -167,12 +175,11 @@ def load_dataset(
       folders are read from train/ and the others are separate splits that never enter the training data;
       a split folder next to any other folder is an error. Otherwise PATH's subfolders are the classes and
       every image is training data: nothing is held back, and there is no test split (an error says so).
-    - At least 2 classes, each training class with at least 2 images; unreadable files, images outside class
-      folders and empty folders are errors naming the path. Image files are found recursively (hidden entries
-      skipped; other files skipped with a note).
-    - Pixels: EXIF orientation is applied; 16-bit images are scaled to 8 bits (value * 255 / 65535), 32-bit
-      integer images only when a value exceeds 255; transparency is composited onto black; the images have 1
-      channel when every training image is grey
+    - Each training class needs at least 2 images (and a classifier 2 classes, ``require_classes``); unreadable
+      files, images outside class folders and empty folders are errors naming the path. Image files are found
+      recursively (hidden entries skipped; other files skipped with a note).
+    - Pixels: EXIF orientation is applied; 16-bit images are scaled to 8 bits (value * 255 / 65535);
+      transparency is composited onto black; the images have 1 channel when every training image is grey
       (modes 1, L, LA, I, I;16, F or a grey palette) and 3 otherwise (grey images repeated on 3 channels).
     - Size: every image becomes S x S, S = `image_size` or else the median shorter side of the training
       images capped at MAX_AUTO_SIDE (64). A non-square image's centre square is cropped, then resized
@@ -335,10 +342,6 @@ def _load_imagefolder(path: Path, split: str, image_size: int | None,
         classes = tuple(c for c in every if c in selected)
         name += f"{CLASSES_MARK}{','.join(classes)}"
     train_files, train_labels, train_others = _list_images(layout["train"], classes, training=True, known=every)
-    if len(classes) < 2:
-        where = f"{str(layout['train'])!r} has one class folder" if selected is None else "the classes select one"
-        raise DataError(f"{where} ({classes[0]!r}); a classifier needs at least 2 classes: add a subfolder of "
-                        "images for each other class")
     headers = [_read_header(f) for f in train_files]
     channels = 1 if all(h.grey for h in headers) else 3
     size, why = _target_size(headers, image_size)
@@ -538,11 +541,12 @@ def _read_image(path: Path, size: int, channels: int) -> tuple[np.ndarray, tuple
     return np.ascontiguousarray(array), original, grey
 
 
-def pil_to_8bit(img: PILImage, grey: bool, where: str) -> PILImage:
+def pil_to_8bit(img: PILImage, grey: bool, where: str, made_in_memory: bool = False) -> PILImage:
     """An 8-bit 'L' (grey) or 'RGB' image: 16-bit scaled by 255/65535, alpha composited, other modes converted.
-    Mode 'I' (32-bit integers) holding only 0..255 is read as 8-bit, as an integer array is: ``fromarray`` of
-    an int32 array and ``convert('I')`` make it from 8-bit pixels. ``where`` names the image in an error
-    (``image 'PATH'``, ``data item 3``)."""
+    A mode 'I' (32-bit integer) image ``made_in_memory`` that holds only 0..255 is read as 8-bit, as an integer
+    array is: ``fromarray`` of an int32 array and ``convert('I')`` make it from 8-bit pixels. A file's is
+    always scaled, so that every image of a data set of 16-bit files is scaled alike, dark or not. ``where``
+    names the image in an error (``image 'PATH'``, ``data item 3``)."""
     from PIL import Image
 
     if img.mode in _SIXTEEN_BIT_MODES:
@@ -550,7 +554,7 @@ def pil_to_8bit(img: PILImage, grey: bool, where: str) -> PILImage:
         if values.size and (int(values.min()) < 0 or int(values.max()) > 65535):
             raise DataError(f"{where} has {img.mode} values outside 0..65535 "
                             f"({int(values.min())}..{int(values.max())}); save it as 8- or 16-bit")
-        if img.mode == "I" and int(values.max(initial=0)) <= 255:
+        if made_in_memory and img.mode == "I" and int(values.max(initial=0)) <= 255:
             return Image.fromarray(values.astype(np.uint8), "L")
         scaled = (values.astype(np.uint32) * 255 + 32767) // 65535
         return Image.fromarray(scaled.astype(np.uint8), "L")

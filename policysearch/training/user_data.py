@@ -95,7 +95,7 @@ def _read_items(data: Any) -> tuple[list[Tensor] | Tensor, list[int], list[str] 
         except Exception as exc:  # the user's __getitem__: any error, named with the item it read
             raise DataError(f"{where}: reading it raised {type(exc).__name__}: {exc}") from exc
         if not isinstance(item, (tuple, list)) or len(item) != 2:
-            if isinstance(data, list) and count == 2 and isinstance(item, (Tensor, np.ndarray)) and item.ndim >= 3:
+            if i == 0 and _pair_as_list(data):
                 raise DataError(f"data is a list of 2 items, the first {_describe(item)}; for a pair (images, "
                                 "labels) pass a tuple: (images, labels)")
             raise DataError(f"{where} is {_describe(item)}, not a pair (image, label); return (image, label) from "
@@ -103,6 +103,15 @@ def _read_items(data: Any) -> tuple[list[Tensor] | Tensor, list[int], list[str] 
         images.append(reader.read(item[0], where))
         labels.append(_label(item[1], where))
     return images, labels, _class_names(getattr(data, "classes", None)), kind
+
+
+def _pair_as_list(data: Any) -> bool:
+    """Whether ``data`` is ``[images, labels]``: an image array [N, ...] and N labels, in a list."""
+    if not (isinstance(data, list) and len(data) == 2 and isinstance(data[0], (Tensor, np.ndarray))):
+        return False
+    labels = data[1]
+    return data[0].ndim >= 3 and isinstance(labels, (Tensor, np.ndarray, list, tuple)) and \
+        len(labels) == len(data[0]) and all(np.ndim(label) == 0 for label in labels)
 
 
 def _class_names(classes: Any) -> list[str] | None:
@@ -237,7 +246,7 @@ def _image_tensor(image: Any, where: str) -> tuple[Tensor, str]:
 
     if isinstance(image, Image.Image):
         grey = is_grey(image)
-        converted = pil_to_8bit(image, grey, where)
+        converted = pil_to_8bit(image, grey, where, made_in_memory=image.format is None)  # not opened from a file
         array = np.array(converted, dtype=np.uint8)
         array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
         return torch.from_numpy(np.ascontiguousarray(array)), f"{_kind(1 if grey else 3)} (PIL mode {image.mode})"
