@@ -295,7 +295,9 @@ def test_show_takes_a_folder_as_search_does(tmp_path, capsys):
     assert main(["show", pets, "-o", str(out), "--samples", "2"]) == 0
     assert f"2 samples of imagefolder:{tmp_path / 'pets'}, 6 views each" in capsys.readouterr().out
     assert main(["show", searched_on("python:Dataset#0123456789ab", "b.json"), "-o", str(out), "--samples", "2"]) == 0
-    assert "2 samples of digits/train" in capsys.readouterr().out  # data given in Python cannot be read again
+    printed = capsys.readouterr().out  # data given in Python cannot be read again; it says so (it was silent)
+    assert "2 samples of digits/train" in printed and printed.startswith(
+        "the policy was searched on data given in Python, which show cannot read; showing digits instead")
     assert main(["show", searched_on("cifar10", "c.json", data_root=str(tmp_path / "none")), "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("the policy's data set cannot be read here (cifar10 train files are missing: expected "
