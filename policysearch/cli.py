@@ -146,21 +146,16 @@ def _add_convert(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from policysearch.augment.convert import convert
-    from policysearch.augment.policy import Policy, PolicyError, read_policy_json
+    from policysearch.augment.convert import ConvertUsageError, convert
+    from policysearch.augment.policy import Policy, PolicyError
     from policysearch.augment.standard import is_policy_string
 
-    if args.form is None and not is_policy_string(args.source):
-        try:
-            read_policy_json(args.source)  # a file that cannot be read is an invalid input, --from or not
-        except PolicyError as exc:
-            return _invalid_file(exc)
     try:
         policy = convert(args.source, args.form)
     except PolicyError as exc:
-        if args.form is None or is_policy_string(args.source):
-            raise  # a bad policy string, a file without --from, --from with a policy string: usage errors
-        return _invalid_file(exc)
+        if isinstance(exc, ConvertUsageError) or is_policy_string(args.source):
+            raise  # a bad policy string, --from with one, a file without --from, our own file: usage errors
+        return _invalid_file(exc)  # a file that cannot be read or converted, --from or not
     if not policy.name:
         policy.name = Path(args.source).stem
     policy.metadata.setdefault("command", shlex.join([PROG, *args.argv]))

@@ -194,6 +194,14 @@ def test_convert_reports_a_file_it_cannot_read_as_an_invalid_file_with_or_withou
             f"policysearch: error: {empty}: the file is empty (a policy file is a JSON object; see policysearch "
             "convert)")
     assert not (tmp_path / "out.json").exists()
+    # the same for our own format, which a review found still differed: a file that does not load is invalid (1),
+    # a valid one has nothing to convert, whatever --from says (2)
+    broken, ours = tmp_path / "broken.json", good_policy(tmp_path, "ours.json")
+    broken.write_text('{"format_version": 3, "sub_policies": 5}')
+    for form in ([], ["--from", "autoaugment"]):
+        assert main(["convert", str(broken), *form, "-o", str(tmp_path / "out.json")]) == cli.EXIT_INVALID
+        assert main(["convert", str(ours), *form, "-o", str(tmp_path / "out.json")]) == cli.EXIT_USAGE
+        assert "is already a policysearch policy file" in capsys.readouterr().err
 
 
 def test_convert_with_from_and_a_policy_string_says_from_is_for_files(tmp_path, capsys):
@@ -360,7 +368,7 @@ def test_spaces_lists_the_shipped_spaces(capsys):
     (lambda t: ["convert", str(t / "missing.json"), "--from", "autoaugment", "-o", str(t / "o.json")], "no such file",
      1),
     (lambda t: ["convert", str(bad_policy(t)), "-o", str(t / "o.json")], "is in policysearch's own format but does "
-     "not load: ", 2),
+     "not load: ", 1),  # an invalid file, as validate says, with --from or without
     (lambda t: ["convert", str(good_policy(t)), "-o", str(t / "o.json")], "is already a policysearch policy file: "
      "use it as it is", 2),
     (lambda t: ["convert", "torchvision:cifar10", "-o", str(good_policy(t)) + "/inside.json"], "good.json", 2),

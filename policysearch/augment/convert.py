@@ -117,6 +117,11 @@ def from_fast_autoaugment(data: Any, source: str = "fast-autoaugment") -> Policy
     return _convert_list(data, source, _faa_level, 1, "Fast AutoAugment list form", FAA_OPS, "level")
 
 
+class ConvertUsageError(PolicyError):
+    """The file or string is fine, but not for this call: a policy string with a form, a policysearch policy
+    file (nothing to convert), a list file without its form. The command line reports it as a usage error."""
+
+
 CONVERTERS: dict[str, Callable[[Any, str], Policy]] = {
     "autoaugment": from_autoaugment_paper,
     "fast-autoaugment": from_fast_autoaugment,
@@ -130,7 +135,7 @@ def convert(source: str, form: str | None = None) -> Policy:
     if form is None and is_policy_string(source):
         return parse_policy_string(source)
     if form is not None and is_policy_string(source):
-        raise PolicyError(f"{source} is a policy string, which convert reads without --from; --from names the "
+        raise ConvertUsageError(f"{source} is a policy string, which convert reads without --from; --from names the "
                           "form of a JSON file from another project")
     if form is not None and form not in CONVERTERS:
         raise PolicyError(f"{source}: unknown form {form!r}: --from {' or --from '.join(CONVERTERS)}")
@@ -140,8 +145,8 @@ def convert(source: str, form: str | None = None) -> Policy:
             Policy.load(source)
         except PolicyError as exc:
             raise PolicyError(f"{source} is in policysearch's own format but does not load: {exc}") from None
-        raise PolicyError(f"{source} is already a policysearch policy file: use it as it is (load_policy, "
+        raise ConvertUsageError(f"{source} is already a policysearch policy file: use it as it is (load_policy, "
                           "PolicyTransform.from_json); convert reads another project's policy")
     if form is None:
-        raise PolicyError(f"{source}: say which form the file is in: --from {' or --from '.join(CONVERTERS)}")
+        raise ConvertUsageError(f"{source}: say which form the file is in: --from {' or --from '.join(CONVERTERS)}")
     return CONVERTERS[form](data, source)
