@@ -1319,6 +1319,9 @@ def test_tunes_lines_about_an_interrupted_experiment_are_dropped_while_it_runs()
     with tuning._tune_interrupt_quiet():
         assert not analysis.filter(lost) and analysis.filter(other)
         assert not logging.getLogger("ray.tune.tune").filter(record("ray.tune.tune", "Trials did not complete: [a]"))
+        slow = logging.getLogger("ray.tune.utils.util")  # Regression: Tune's advice to report less often
+        assert not slow.filter(record(slow.name, "Processing trial results took 0.515 s, which may be a performance "
+                                                 "bottleneck. Please consider reporting results less frequently"))
     assert analysis.filter(lost)  # only while the search's experiment runs
 
 

@@ -371,14 +371,17 @@ class _ProgressCallback(tune.Callback):
 class _QuietInterrupt(logging.Filter):
     """Drops Tune's own lines about a Ctrl-C (its advice to call ``Tuner.restore``, the list of unfinished
     trials, the trials stopped before their first result): the search says in one line what is kept and
-    how to continue."""
+    how to continue. Also its warnings that an operation of its own was slow ("consider reporting results
+    less frequently"): a trial reports once, and on a busy machine the advice is noise a user cannot act on."""
 
     LINES = ("Stop signal received", "Experiment has been interrupted", "Training has been interrupted",
              "Trials did not complete", "Failed to fetch metrics for")
-    LOGGERS = ("ray.tune.tune", "ray.tune.analysis.experiment_analysis")
+    SLOW = "which may be a performance bottleneck"
+    LOGGERS = ("ray.tune.tune", "ray.tune.analysis.experiment_analysis", "ray.tune.utils.util")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.LINES)
+        message = str(record.msg)
+        return not message.startswith(self.LINES) and self.SLOW not in message
 
 
 @contextlib.contextmanager
