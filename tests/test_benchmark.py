@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from policysearch.augment.policy import Baseline
+from policysearch.augment.policy import Baseline, Policy
 from policysearch.augment.standard import RANDAUGMENT_OPS, randaugment_policy, trivialaugment_policy
 from policysearch.augment.transforms import BatchPolicyTransform
 from policysearch.benchmark import command, methods, presets, report, runner
@@ -325,6 +325,7 @@ def test_another_data_set_is_taken_whole_and_a_bare_folder_as_search_takes_it(tm
     text = report.render_markdown(document, [])
     assert text.startswith("# Benchmark: digits-small settings on imagefolder:mine\n")
     assert "baseline augmentation: pad-and-crop 4 px, no flip (methods" in text
+    assert "82 training images (32 x 32, the whole training split)" in text  # no subset: no subset seed
 
 
 def test_a_seed_given_twice_trains_once():
@@ -365,9 +366,9 @@ def test_a_search_run_before_the_benchmark_reports_its_phases_not_the_reload(tmp
     import policysearch.search as search_api
 
     finished = SimpleNamespace(costs={"phase1_wall_s": 30.0, "phase2_wall_s": 20.0, "phase3_wall_s": 50.0},
-                               policy=randaugment_policy(), policy_path=tmp_path / "policy.json")
+                               policy=randaugment_policy(), policy_path=randaugment_policy().save(tmp_path / "policy.json"))
     monkeypatch.setattr(search_api, "run_search", lambda *a, **k: finished)  # returns at once: finished before
-    _, costs = runner._search(presets.PRESETS["digits-small"], tmp_path, None, io.StringIO(), {})
+    _, costs = runner._search(presets.PRESETS["digits-small"], tmp_path, None, io.StringIO(), {}, "for a policy")
     assert costs["search_wall_s"] == 100.0 and costs["search_ran_before"]
     policy_file = tmp_path / "p.json"
     randaugment_policy().save(policy_file)
@@ -378,6 +379,32 @@ def test_a_search_run_before_the_benchmark_reports_its_phases_not_the_reload(tmp
     document["search"] = {**costs, "total_device_s": 90.0, "phase1_device_s": 1.0, "phase2_device_s": 1.0}
     text = report.render_markdown(document, document["summary"])
     assert "| search (its phases, summed over every process that ran them) | 100.0 |" in text
+
+
+def test_a_fresh_search_and_its_reuse_give_the_policy_the_same_hash(tmp_path, monkeypatch):
+    """Regression: a fresh search's own policy object lacks what saving adds (creation time, software), so a
+    rerun, which reads the finished search's file, saw another hash and retrained the searched method once; the
+    rerun also said it was searching."""
+    import policysearch.search as search_api
+
+    def fake_search(config, run_dir, resume, stream):
+        policy = randaugment_policy()
+        if not resume:  # a fresh search: the run folder, then the file written last; its own object returned
+            run_dir.mkdir(parents=True)
+            (run_dir / "config.json").write_text("{}")
+            policy_path = policy.save(run_dir / "policy.json")
+        else:  # a finished search read back
+            policy_path = run_dir / "policy.json"
+            policy = Policy.load(policy_path)
+        return SimpleNamespace(costs={}, policy=policy, policy_path=policy_path)
+
+    monkeypatch.setattr(search_api, "run_search", fake_search)
+    said = [io.StringIO(), io.StringIO()]
+    hashes = [runner._search(presets.PRESETS["digits-small"], tmp_path, None, stream, {}, "for a policy")[1]["sha256"]
+              for stream in said]
+    assert hashes[0] == hashes[1]
+    assert said[0].getvalue().startswith("benchmark: searching for a policy (")
+    assert said[1].getvalue().startswith("benchmark: reusing the finished search for a policy (")
 
 
 def test_the_default_output_folder_never_holds_the_committed_results(tmp_path, monkeypatch):

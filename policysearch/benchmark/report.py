@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +23,22 @@ def _fmt(x: float, digits: int = 2) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
+def _title(document: dict[str, Any]) -> str:
+    """The preset, or what a preset's settings ran on when the data was another (``--dataset``)."""
+    dataset = document["settings"]["dataset"]
+    preset = PRESETS.get(document["preset"] or "")
+    if preset is not None and preset.dataset != dataset:
+        return f"{document['preset']} settings on {dataset}"
+    return document["preset"] or dataset
+
+
 def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> str:
     s = document["settings"]
-    preset = PRESETS.get(document["preset"] or "")
-    title = document["preset"] or s["dataset"]
-    if preset is not None and preset.dataset != s["dataset"]:  # the preset's settings on the user's data
-        title = f"{title} settings on {s['dataset']}"
-    lines = [f"# Benchmark: {title}", "",
+    lines = [f"# Benchmark: {_title(document)}", "",
              f"Command: `{document['command']}`", "",
-             f"- data: {s['dataset']}, {s['train_images']} training images ({s['image_size']} x {s['image_size']}, "
-             f"subset seed {s['data_seed']}), {s['test_images']} test images (used only for these errors)",
+             f"- data: {s['dataset']}, {s['train_images']} training images ({s['image_size']} x {s['image_size']}"
+             + (f", subset seed {s['data_seed']}" if s.get("train_size") is not None else ", the whole training split")
+             + f"), {s['test_images']} test images (used only for these errors)",
              f"- model {s['model']}, {budget_text(s['epochs'], s['batch_size'], s['train_images'])}, lr {s['lr']}, "
              f"weight decay {s['weight_decay']}, seeds {' '.join(map(str, s['seeds']))}",
              f"- the data set's baseline augmentation: {Baseline(**s['baseline']).describe()} (methods marked "
@@ -139,13 +146,16 @@ def plot_errors(document: dict[str, Any], summary: list[dict[str, Any]]) -> byte
     ax.set_ylabel("test error (%)")
     s = document["settings"]
     budget = budget_text(s["epochs"], s["batch_size"], s["train_images"], asked=False)
-    ax.set_title(f"{document['preset'] or s['dataset']}: {s['train_images']} images, {s['model']}, {budget}",
+    ax.set_title(textwrap.fill(f"{_title(document)}: {s['train_images']} images, {s['model']}, {budget}", 90),
                  fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    command = document["command"]
-    fig.text(0.01, 0.01, command if len(command) < 140 else command[:137] + "...", fontsize=6, color="0.4")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    # the whole command, on as many lines as it takes at this width (it was cut at 140 characters)
+    width = int(fig.get_figwidth() * 22)  # characters of a 6-point line per inch of figure, with a margin
+    command = textwrap.fill(document["command"], width, break_on_hyphens=False)
+    lines = command.count("\n") + 1
+    fig.text(0.01, 0.01, command, fontsize=6, color="0.4", va="bottom")
+    fig.tight_layout(rect=(0, 0.02 + 0.025 * lines, 1, 1))
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)

@@ -34,8 +34,9 @@ from policysearch.training.train import TrainConfig, evaluate, fit_to_data, trai
 
 
 def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream, contents: dict[str, str],
-            from_scratch: bool = False) -> tuple[Policy, dict[str, Any]]:
-    """Run a Fast AutoAugment search on the training split; returns the policy and its costs.
+            what: str, from_scratch: bool = False) -> tuple[Policy, dict[str, Any]]:
+    """Run a Fast AutoAugment search on the training split (``what`` it searches, for the line that says so);
+    returns the policy as its file holds it, and its costs.
 
     Its models start from ``preset.weights`` like the final ones, unless ``from_scratch``. ``contents`` (the
     digests of the weights file and of a folder's images, ``input_contents``) are part of the search's key."""
@@ -75,6 +76,9 @@ def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream, 
     if failure is not None:  # its resume would keep the failed trials and stop again
         raise ValueError(f"the searched method's search in {run_dir} stopped earlier because too many trials failed "
                          f"({failure}); fix the cause and remove {run_dir} to search again")
+    verb = ("reusing the finished search" if (run_dir / "policy.json").exists() else  # written last
+            "continuing the search" if (run_dir / "config.json").exists() else "searching")
+    print(f"benchmark: {verb} {what} ({run_dir})", file=stream, flush=True)
     started = time.monotonic()
     try:
         result = run_search(config, run_dir, resume=(run_dir / "config.json").exists(), stream=stream)
@@ -85,14 +89,17 @@ def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream, 
         raise ValueError(f"the searched method's search in {run_dir} is running in another process ({exc.holder}); "
                          "wait for it to end, then run this benchmark again") from None
     wall = time.monotonic() - started
+    # The policy as its file holds it: a fresh search's own object lacks what saving adds (the creation time,
+    # the software), so its hash would differ from the same search's re-export and a rerun would retrain it.
+    policy = Policy.load(result.policy_path)
     # A search finished (or partly run) by an earlier process took longer than this call: its phases' wall
     # times, which the run's ledger sums over every process, are then the truer whole.
     phases = sum(float(result.costs.get(f"phase{n}_wall_s", 0.0)) for n in (1, 2, 3))
     costs = {"search_wall_s": max(wall, phases), "search_ran_before": wall < phases, **result.costs,
-             "sub_policies": len(result.policy), "policy_file": str(result.policy_path),
-             "recipe": (result.policy.metadata.get("recipe") or {}).get("name") or result.policy.name,
-             "sha256": policy_sha256(result.policy), "search_config": asdict(config)}
-    return result.policy, costs
+             "sub_policies": len(policy), "policy_file": str(result.policy_path),
+             "recipe": (policy.metadata.get("recipe") or {}).get("name") or policy.name,
+             "sha256": policy_sha256(policy), "search_config": asdict(config)}
+    return policy, costs
 
 
 def input_contents(preset: Preset, train: ImageData, test: ImageData) -> dict[str, str]:
@@ -200,15 +207,14 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     methods = [m for m in preset.methods if m not in document["skipped"]]
     start = f" for models starting from {preset.weights}" if preset.weights else ""
     if "searched" in preset.methods and policy is None:
-        print(f"benchmark: searching a policy{start} on {len(train)} training images first", file=stream, flush=True)
-        policy, costs = _search(preset, out, args, stream, contents)
+        policy, costs = _search(preset, out, args, stream, contents, f"for a policy{start} on {len(train)} training "
+                                "images")
         policy_source = costs["policy_file"]
         document["search"] = costs
     scratch = None
     if "searched-scratch" in preset.methods:
-        print(f"benchmark: searching a policy for models trained from scratch on {len(train)} training images",
-              file=stream, flush=True)
-        scratch, costs = _search(preset, out, args, stream, contents, from_scratch=True)
+        scratch, costs = _search(preset, out, args, stream, contents, f"for a policy for models trained from "
+                                 f"scratch on {len(train)} training images", from_scratch=True)
         document["search_scratch"] = costs
     if policy is not None:
         recipe = policy.metadata.get("recipe", {}) if isinstance(policy.metadata.get("recipe"), dict) else {}
