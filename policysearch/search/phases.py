@@ -151,7 +151,7 @@ def _run_phases(prepared: Prepared, run: Run, runner: TrialRunner, stream: TextI
     config = prepared.config
     costs: dict[str, float] = {}
     spans: dict[str, tuple[float, float]] = {}
-    print(f"search {run.run_id}: {len(prepared.data)} {config.dataset} images, {count(config.splits, 'splits')}, "
+    print(f"search {run.run_id}: {len(prepared.data)} images of {config.dataset}, {count(config.splits, 'splits')}, "
           f"model {config.model}{_start_text(prepared)}, space {prepared.space.name}, {config.algorithm}, "
           f"{concurrency} concurrent trial(s); run dir {run.run_dir}", file=stream, flush=True)
     children_budget, recipes_budget = prepared.budgets()
