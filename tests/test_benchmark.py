@@ -2,6 +2,7 @@
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -313,11 +314,13 @@ def test_another_data_set_is_taken_whole_and_a_bare_folder_as_search_takes_it(tm
     assert (asked.train_size, asked.search_train_size) == (40, 20)
     same = preset_from_args(_args("--preset", "digits-small", "--dataset", "digits"))
     assert same.train_size == presets.PRESETS["digits-small"].train_size  # the preset's own data: its sizes
-    photos = presets.PRESETS["cifar10-dev-1000"]
-    monkeypatch.chdir(Path(photos.dataset.removeprefix("imagefolder:")).parent)  # the same folder, written relative
-    for written in ("cifar10-dev", "cifar10-dev/", "imagefolder:cifar10-dev"):
+    # a preset's folder (here one under tmp_path: a fresh clone need not have the shared data) written relative
+    photos = dataclasses.replace(presets.PRESETS["cifar10-dev-1000"], dataset=f"imagefolder:{tmp_path / 'photos'}")
+    monkeypatch.setitem(presets.PRESETS, "cifar10-dev-1000", photos)
+    (tmp_path / "photos").mkdir()
+    for written in ("photos", "photos/", "imagefolder:photos", "./photos"):
         assert preset_from_args(_args("--preset", "cifar10-dev-1000", "--dataset", written)).train_size == 1000
-    document = {"preset": "digits-small", "command": "c", "summary": [], "software": {},
+    document = {"preset": "digits-small", "command": "c", "summary": [], "software": {}, "other_data": True,
                 "settings": {"dataset": "imagefolder:mine", "train_images": 82, "image_size": 32, "data_seed": 0,
                              "test_images": 20, "model": "small_cnn", "epochs": 3, "batch_size": 32, "lr": 0.1,
                              "weight_decay": 5e-4, "seeds": [0], "baseline": {"pad_crop": 4, "hflip": False},
@@ -326,6 +329,8 @@ def test_another_data_set_is_taken_whole_and_a_bare_folder_as_search_takes_it(tm
     assert text.startswith("# Benchmark: digits-small settings on imagefolder:mine\n")
     assert "baseline augmentation: pad-and-crop 4 px, no flip (methods" in text
     assert "82 training images (32 x 32, the whole training split)" in text  # no subset: no subset seed
+    # the flag, not the folder's path, says so: results re-rendered in another checkout keep the preset's title
+    assert report.render_markdown({**document, "other_data": False}, []).startswith("# Benchmark: digits-small\n")
 
 
 def test_a_seed_given_twice_trains_once():
@@ -376,6 +381,7 @@ def test_a_search_run_before_the_benchmark_reports_its_phases_not_the_reload(tmp
                              "--methods", "baseline", "searched", "--policy", str(policy_file), "--out",
                              str(tmp_path / "bench"), "--batch-size", "16")) == 0
     document = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert document["other_data"] is False  # the preset's own data: titled with the preset alone
     document["search"] = {**costs, "total_device_s": 90.0, "phase1_device_s": 1.0, "phase2_device_s": 1.0}
     text = report.render_markdown(document, document["summary"])
     assert "| search (its phases, summed over every process that ran them) | 100.0 |" in text
@@ -403,6 +409,9 @@ def test_a_fresh_search_and_its_reuse_give_the_policy_the_same_hash(tmp_path, mo
     hashes = [runner._search(presets.PRESETS["digits-small"], tmp_path, None, stream, {}, "for a policy")[1]["sha256"]
               for stream in said]
     assert hashes[0] == hashes[1]
+    # the hash leaves out what saving adds, so the results committed from a fresh search's object still match
+    saved = randaugment_policy().save(tmp_path / "p.json")
+    assert runner.policy_sha256(randaugment_policy()) == runner.policy_sha256(Policy.load(saved))
     assert said[0].getvalue().startswith("benchmark: searching for a policy (")
     assert said[1].getvalue().startswith("benchmark: reusing the finished search for a policy (")
 

@@ -13,12 +13,13 @@ import torch
 
 from policysearch.augment.standard import load_policy
 from policysearch.benchmark.methods import ALL_METHODS
-from policysearch.benchmark.presets import DEFAULT_OUT, PRESETS, Preset, default_out, preset_lines, preset_seeds
+from policysearch.benchmark.presets import (DEFAULT_OUT, PRESETS, Preset, data_key, default_out, preset_lines,
+                                           preset_seeds)
 from policysearch.benchmark.report import write_outputs
 from policysearch.benchmark.runner import run_benchmark
 from policysearch.invocation import command_line
 from policysearch.search.interrupts import EXIT_INTERRUPTED, SearchInterrupted
-from policysearch.training.data import CLASSES_MARK, DataError, dataset_name
+from policysearch.training.data import DataError, dataset_name
 from policysearch.training.models import MODEL_NAMES
 
 
@@ -79,22 +80,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "nothing (the runs and the command that made them stay as they are)")
 
 
-def _data_key(name: str) -> tuple[str, ...]:
-    """What a data set name refers to: a folder by its resolved path (relative, with a trailing '/'), else the
-    name."""
-    if not name.startswith("imagefolder:"):
-        return (name,)
-    folder, _, classes = name[len("imagefolder:"):].partition(CLASSES_MARK)
-    return ("imagefolder", str(Path(folder).expanduser().resolve()), classes)
-
-
 def preset_from_args(args: argparse.Namespace) -> Preset:
     """The preset with the options' overrides. Another ``--dataset`` than the preset's drops the settings
     that belong to the preset's data: its subset sizes (the whole training split is used unless
     ``--train-size`` says otherwise) and its pretraining."""
     preset = PRESETS[args.preset]
     dataset = dataset_name(args.dataset) if args.dataset is not None else None  # a folder, as search takes it
-    if dataset is not None and _data_key(dataset) != _data_key(preset.dataset):
+    if dataset is not None and data_key(dataset) != data_key(preset.dataset):
         preset = replace(preset, train_size=None, search_train_size=None, pretrain=None)
     overrides = {
         "dataset": dataset, "train_size": args.train_size, "model": args.model, "epochs": args.epochs,

@@ -12,9 +12,19 @@ from typing import Sequence
 import torch
 
 from policysearch.benchmark.methods import ALL_METHODS, METHODS
+from policysearch.training.data import CLASSES_MARK
 from policysearch.training.pretrained import model_problem
 from policysearch.training.train import TrainConfig
 from policysearch.training.train import budget_text as train_budget_text
+
+
+def data_key(name: str) -> tuple[str, ...]:
+    """What a data set name refers to: a folder by its resolved path (relative, with a trailing '/'), else the
+    name; ``--dataset`` naming a preset's own data keeps the preset's settings for it."""
+    if not name.startswith("imagefolder:"):
+        return (name,)
+    folder, _, classes = name[len("imagefolder:"):].partition(CLASSES_MARK)
+    return ("imagefolder", str(Path(folder).expanduser().resolve()), classes)
 
 
 @dataclass(frozen=True)

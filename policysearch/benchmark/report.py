@@ -15,7 +15,7 @@ import numpy as np
 from policysearch.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from policysearch.augment.policy import Baseline
 from policysearch.benchmark.methods import describe_method
-from policysearch.benchmark.presets import PRESETS, budget_text, describe_classes
+from policysearch.benchmark.presets import budget_text, describe_classes
 from policysearch.benchmark.stats import finetune_verdict, summarize
 
 
@@ -26,8 +26,7 @@ def _fmt(x: float, digits: int = 2) -> str:
 def _title(document: dict[str, Any]) -> str:
     """The preset, or what a preset's settings ran on when the data was another (``--dataset``)."""
     dataset = document["settings"]["dataset"]
-    preset = PRESETS.get(document["preset"] or "")
-    if preset is not None and preset.dataset != dataset:
+    if document["preset"] and document.get("other_data"):
         return f"{document['preset']} settings on {dataset}"
     return document["preset"] or dataset
 
@@ -151,7 +150,7 @@ def plot_errors(document: dict[str, Any], summary: list[dict[str, Any]]) -> byte
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     # the whole command, on as many lines as it takes at this width (it was cut at 140 characters)
-    width = int(fig.get_figwidth() * 22)  # characters of a 6-point line per inch of figure, with a margin
+    width = int(fig.get_figwidth() * 20)  # characters of a 6-point line per inch of figure, with a margin
     command = textwrap.fill(document["command"], width, break_on_hyphens=False)
     lines = command.count("\n") + 1
     fig.text(0.01, 0.01, command, fontsize=6, color="0.4", va="bottom")

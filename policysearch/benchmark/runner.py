@@ -24,7 +24,7 @@ from policysearch.atomic import save_torch_atomic
 from policysearch.augment.policy import Policy, software_versions
 from policysearch.benchmark.anchors import ANCHORS
 from policysearch.benchmark.methods import anchor_of, cutout_pixels, method_augment
-from policysearch.benchmark.presets import Preset, describe_classes
+from policysearch.benchmark.presets import PRESETS, Preset, data_key, describe_classes
 from policysearch.benchmark.report import write_outputs
 from policysearch.training.data import (DataError, ImageData, baseline_for, load_dataset, normalization_for,
                                         require_classes, stratified_indices, stratified_subset)
@@ -76,8 +76,9 @@ def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream, 
     if failure is not None:  # its resume would keep the failed trials and stop again
         raise ValueError(f"the searched method's search in {run_dir} stopped earlier because too many trials failed "
                          f"({failure}); fix the cause and remove {run_dir} to search again")
-    verb = ("reusing the finished search" if (run_dir / "policy.json").exists() else  # written last
-            "continuing the search" if (run_dir / "config.json").exists() else "searching")
+    begun = (run_dir / "config.json").exists()
+    verb = ("reusing the finished search" if begun and (run_dir / "policy.json").exists() else  # written last
+            "continuing the search" if begun else "searching")
     print(f"benchmark: {verb} {what} ({run_dir})", file=stream, flush=True)
     started = time.monotonic()
     try:
@@ -118,9 +119,15 @@ def input_contents(preset: Preset, train: ImageData, test: ImageData) -> dict[st
     return contents
 
 
+SAVE_STAMPS = ("created", "software")  # the metadata that saving a policy adds (``Policy.document``)
+
+
 def policy_sha256(policy: Policy) -> str:
-    """The hash of a policy's content: the same recipe read from another file has the same one."""
-    return hashlib.sha256(json.dumps(policy.to_dict(), sort_keys=True).encode("utf-8")).hexdigest()
+    """The hash of a policy's content: the same recipe read from another file has the same one, and a search's
+    own policy object the same as its saved file (the stamps saving adds are left out)."""
+    content = policy.to_dict()
+    content["metadata"] = {k: v for k, v in content.get("metadata", {}).items() if k not in SAVE_STAMPS}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def finished_runs(out: Path, document: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
@@ -190,6 +197,8 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     document: dict[str, Any] = {
         "command": command or " ".join(shlex.quote(a) for a in sys.argv),
         "preset": preset_name,
+        # the preset's settings ran on other data (--dataset); kept apart from the settings, which a rerun compares
+        "other_data": preset_name in PRESETS and data_key(preset.dataset) != data_key(PRESETS[preset_name].dataset),
         "settings": {**asdict(preset), "image_size": size, "train_images": len(train),
                      "test_images": len(test), "cutout_pixels": cutout, "baseline": asdict(baseline), **contents},
         "software": software_versions(),
