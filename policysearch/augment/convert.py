@@ -135,8 +135,8 @@ def convert(source: str, form: str | None = None) -> Policy:
     if form is None and is_policy_string(source):
         return parse_policy_string(source)
     if form is not None and is_policy_string(source):
-        raise ConvertUsageError(f"{source} is a policy string, which convert reads without --from; --from names the "
-                          "form of a JSON file from another project")
+        raise ConvertUsageError(f"{source} is a policy string, which convert reads without --from; --from names "
+                                "the form of a JSON file from another project")
     if form is not None and form not in CONVERTERS:
         raise PolicyError(f"{source}: unknown form {form!r}: --from {' or --from '.join(CONVERTERS)}")
     data = read_policy_json(source)
@@ -146,7 +146,8 @@ def convert(source: str, form: str | None = None) -> Policy:
         except PolicyError as exc:
             raise PolicyError(f"{source} is in policysearch's own format but does not load: {exc}") from None
         raise ConvertUsageError(f"{source} is already a policysearch policy file: use it as it is (load_policy, "
-                          "PolicyTransform.from_json); convert reads another project's policy")
+                                "PolicyTransform.from_json); convert reads another project's policy")
     if form is None:
-        raise ConvertUsageError(f"{source}: say which form the file is in: --from {' or --from '.join(CONVERTERS)}")
+        raise ConvertUsageError(f"{source}: say which form the file is in: "
+                                f"--from {' or --from '.join(CONVERTERS)}")
     return CONVERTERS[form](data, source)
