@@ -103,6 +103,24 @@ def test_class_names_as_an_array_are_read_and_one_string_is_refused():
                                "order, e.g. ['cat', 'dog']")
 
 
+def test_class_names_are_read_through_subset_and_concat():
+    """Regression: ``Subset(ImageFolder(...), indices)`` - the usual way to take part of a data set - lost the
+    folder's class names (the classes were named '0', '1', ...), as did a ``ConcatDataset`` of its parts."""
+    images, labels = _digits(60)
+    names = [f"digit {c}" for c in range(10)]
+    whole = Items(_pil_items(images, labels), classes=names)
+    part = torch.utils.data.Subset(whole, list(range(10, 60)))
+    assert read_data(part).classes == tuple(names)
+    assert read_data(torch.utils.data.Subset(part, list(range(40)))).classes == tuple(names)
+    joined = torch.utils.data.ConcatDataset([part, Items(_pil_items(images[:10], labels[:10]), classes=names)])
+    assert read_data(joined).classes == tuple(names)
+    renamed = Items(_pil_items(images[:10], labels[:10]), classes=[f"class {c}" for c in range(10)])
+    assert read_data(torch.utils.data.ConcatDataset([part, renamed])).classes == tuple(str(c) for c in range(10))
+    missing = torch.utils.data.Subset(whole, [k for k in range(60) if labels[k] != 7])  # a class left out: named
+    with pytest.raises(DataError, match=r"^class 7 \('digit 7'\) has no images"):
+        read_data(missing)
+
+
 @pytest.mark.parametrize("form", ["uint8 CHW tensor", "float CHW tensor", "uint8 HWC array", "float HW array"])
 def test_a_torch_dataset_of_tensors_or_arrays(form):
     images, labels = _digits(40)

@@ -102,7 +102,21 @@ def _read_items(data: Any) -> tuple[list[Tensor] | Tensor, list[int], list[str] 
                             "__getitem__, or pass a Hugging Face dataset with its column names")
         images.append(reader.read(item[0], where))
         labels.append(_label(item[1], where))
-    return images, labels, _class_names(getattr(data, "classes", None)), kind
+    return images, labels, _class_names(_declared_classes(data)), kind
+
+
+def _declared_classes(data: Any) -> Any:
+    """A dataset's ``classes``, looked for through torch's wrappers, which keep the labels of the datasets they
+    wrap: a ``Subset`` (e.g. of an ``ImageFolder``) and a ``ConcatDataset`` whose parts all name the same
+    classes. None where nothing names them."""
+    if hasattr(data, "classes"):
+        return data.classes
+    if isinstance(data, torch.utils.data.Subset):
+        return _declared_classes(data.dataset)
+    if isinstance(data, torch.utils.data.ConcatDataset) and data.datasets:
+        names = [_class_names(_declared_classes(part)) for part in data.datasets]
+        return names[0] if all(n == names[0] for n in names) else None
+    return None
 
 
 def _pair_as_list(data: Any) -> bool:
