@@ -416,6 +416,25 @@ def test_a_fresh_search_and_its_reuse_give_the_policy_the_same_hash(tmp_path, mo
     assert said[1].getvalue().startswith("benchmark: reusing the finished search for a policy (")
 
 
+def test_the_search_line_counts_the_images_the_search_uses(tmp_path, monkeypatch):
+    """Regression: a preset that searches on fewer images than it trains on (``search_train_size``, as
+    ``reduced-cifar10-wrn40-2``) said the search ran on the final training's count."""
+    said = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_search(preset, out, args, stream, contents, what, from_scratch=False):
+        said.append(what)
+        raise Stop
+
+    monkeypatch.setattr(runner, "_search", fake_search)
+    preset = dataclasses.replace(presets.PRESETS["digits-small"], search_train_size=60, methods=("searched",))
+    with pytest.raises(Stop):
+        runner.run_benchmark(preset, tmp_path, stream=io.StringIO())
+    assert said == ["for a policy on 60 training images"]
+
+
 def test_the_default_output_folder_never_holds_the_committed_results(tmp_path, monkeypatch):
     outs = []
 

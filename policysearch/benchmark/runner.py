@@ -215,15 +215,16 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
             print(f"benchmark: skipping {method}: {problem}", file=stream, flush=True)
     methods = [m for m in preset.methods if m not in document["skipped"]]
     start = f" for models starting from {preset.weights}" if preset.weights else ""
+    searched_on = preset.search_train_size or len(train)  # a preset may search on fewer images than it trains on
     if "searched" in preset.methods and policy is None:
-        policy, costs = _search(preset, out, args, stream, contents, f"for a policy{start} on {len(train)} training "
-                                "images")
+        policy, costs = _search(preset, out, args, stream, contents, f"for a policy{start} on {searched_on} "
+                                "training images")
         policy_source = costs["policy_file"]
         document["search"] = costs
     scratch = None
     if "searched-scratch" in preset.methods:
         scratch, costs = _search(preset, out, args, stream, contents, f"for a policy for models trained from "
-                                 f"scratch on {len(train)} training images", from_scratch=True)
+                                 f"scratch on {searched_on} training images", from_scratch=True)
         document["search_scratch"] = costs
     if policy is not None:
         recipe = policy.metadata.get("recipe", {}) if isinstance(policy.metadata.get("recipe"), dict) else {}
