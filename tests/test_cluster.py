@@ -14,6 +14,7 @@ import csv
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -221,18 +222,25 @@ def test_a_wrong_address_fails_in_one_line_without_waiting_for_ray(tmp_path):
 def test_a_missing_or_wrong_auth_token_fails_in_one_line(tmp_path):
     token = "policysearch-test-token-0123456789abcdef"
     with loopback.loopback_cluster(0, _env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)) as cluster:
+        unset = {k: v for k, v in _env().items() if k != "RAY_AUTH_MODE"}
         for given, expected in [({}, "the cluster uses token authentication and this process sends no token "
-                                     "(RAY_AUTH_MODE is 'disabled'); set RAY_AUTH_MODE=token"),
+                                     "(RAY_AUTH_MODE is 'disabled'); set RAY_AUTH_MODE=token, with the cluster's token "
+                                     "in ~/.ray/auth_token or in RAY_AUTH_TOKEN"),
+                                (None, "(RAY_AUTH_MODE is not set)"),
                                 ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-" + token},
                                  "the cluster refused this process's auth token")]:
-            run = tmp_path / f"run-{len(given)}"
+            run = tmp_path / f"run-{len(given or {})}"
             done = subprocess.run([sys.executable, "-m", "policysearch", "search", "--address", cluster.address,
                                    "--storage", str(tmp_path / "storage"), "--out", str(run), *TINY],
-                                  env=_env(**given), capture_output=True, text=True, timeout=120)
+                                  env=unset if given is None else _env(**given), capture_output=True, text=True,
+                                  timeout=120)
             assert done.returncode == 2, done.stderr
             lines = done.stderr.strip().splitlines()
-            assert lines == [lines[0]] and lines[0].startswith(
-                f"policysearch: error: --address {cluster.address}: {expected}"), done.stderr
+            assert lines == [lines[0]], done.stderr
+            if given is None:  # unset: said so, not named as a value it does not have
+                assert expected in lines[0], done.stderr
+            else:
+                assert lines[0].startswith(f"policysearch: error: --address {cluster.address}: {expected}"), done.stderr
             assert not (run / "config.json").exists()
 
 
@@ -242,6 +250,10 @@ def test_an_address_that_is_not_host_port_is_named():
 
     with pytest.raises(RunError, match=r"--address headnode: not HOST:PORT \(e.g. 10.0.0.1:6379\) or auto"):
         check_address("headnode")
+    # the job server's URL, which `ray job submit --address` takes, was read as the host "http://127.0.0.1"
+    with pytest.raises(RunError, match=r"^--address http://127.0.0.1:8265: a URL is the address of Ray's job server "
+                                       r"\(what `ray job submit --address` takes\); give the head node's HOST:PORT"):
+        check_address("http://127.0.0.1:8265")
 
 
 @pytest.mark.slow
@@ -251,7 +263,9 @@ def test_a_cluster_that_cannot_hold_one_trial_fails_in_one_line(shared_cluster, 
     assert search.returncode == 2
     lines = stderr.strip().splitlines()
     assert lines == ["policysearch: error: one trial needs 4 CPUs and 0 GPUs (--cpus-per-trial, --gpus-per-trial), "
-                     "but the largest node of the Ray cluster has 1 CPUs and 0 GPUs"], stderr
+                     "but the largest node of the Ray cluster has 1 CPUs and 0 GPUs; on an autoscaling cluster, "
+                     "submit the search once `ray status` shows a worker node that can hold one (docker/cluster.yaml "
+                     "keeps one up)"], stderr
     assert not (tmp_path / "run" / "policy.json").exists()
 
 
@@ -265,6 +279,9 @@ def test_a_search_on_a_two_node_cluster_runs_trials_on_both_nodes(shared_cluster
     search = _search(shared_cluster, tmp_path / "run", tmp_path / "storage")
     stdout, stderr = search.communicate(timeout=SEARCH_TIMEOUT_S)
     assert search.returncode == 0, stderr[-3000:]
+    # the cluster joined is named first: `--address auto` may find another Ray than the one meant
+    port = shared_cluster.address.rpartition(":")[2]  # named by the head's own IP, which may not be the one given
+    assert re.match(rf"ray: joined the cluster at [0-9.]+:{port}: 2 nodes, 2 CPUs, 0 GPUs\n", stdout), stdout[:500]
     run = tmp_path / "run"
     assert (run / "policy.json").exists()
     rows = _rows(run / "trials.csv")

@@ -145,3 +145,34 @@ def test_cluster_search_commands_are_accepted_by_the_cli(cluster, key):
     if key == "search_command":
         assert args.storage == settings["storage"] and args.gpus_per_trial > 0
         assert args.out == shlex.split(settings["resume_command"])[-3]
+
+
+def test_cluster_can_start_its_own_search_and_grow_and_keeps_runs_and_stops_gracefully(cluster):
+    """Regression (a new user's reading of the file): the head holds no trial and the workers started at 0,
+    so the search's check that some node can hold a trial refused every submitted search; its concurrency,
+    counted from the nodes up at the start, never let a trial wait, so the autoscaler never added a worker;
+    the run directory lived in a container that `ray up` makes anew; and `ray job stop` killed the search 3 s
+    after SIGTERM, before it had saved."""
+    from policysearch.search.checks import check_resources
+    from policysearch.search.config import SearchConfig
+
+    settings = cluster["metadata"]["policysearch"]
+    words = shlex.split(settings["search_command"])
+    args = build_parser().parse_args(words[words.index("--") + 2:])
+    types = cluster["available_node_types"]
+    workers = [t for name, t in types.items() if name != cluster["head_node_type"]]
+    up = [types[cluster["head_node_type"]]["resources"]] + [t["resources"] for t in workers for _ in
+                                                             range(t.get("min_workers", 0))]
+    config = SearchConfig(cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial)
+    check_resources(config, up, "the cluster at its start", cluster=True)  # raises when no node can hold one
+    at_most = sum(min(t["resources"]["CPU"] / args.cpus_per_trial, t["resources"]["GPU"] / args.gpus_per_trial)
+                  * t["max_workers"] for t in workers)
+    held_at_start = sum(min(r.get("CPU", 0) / args.cpus_per_trial, r.get("GPU", 0) / args.gpus_per_trial) for r in up)
+    assert held_at_start < args.max_concurrent <= at_most  # trials wait, so the cluster grows, up to its size
+    options = cluster["docker"]["run_options"]
+    runs = str(Path(args.out).parent)
+    assert any(o.startswith("-v ") and o.endswith(f":{runs}") for o in options), "the runs must be on the host's disk"
+    host_dir = next(o for o in options if o.endswith(f":{runs}"))[3:].rsplit(":", 1)[0]
+    assert any(host_dir in command for command in cluster["initialization_commands"]), "made before Docker would"
+    (wait,) = [int(o.rsplit("=", 1)[1]) for o in options if o.startswith("--env RAY_JOB_STOP_WAIT_TIME_S=")]
+    assert wait >= 30

@@ -61,20 +61,24 @@ def local_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def check_resources(config: SearchConfig, nodes: Sequence[Mapping[str, float]], where: str) -> None:
-    """Raise a ResourceError unless some node in ``nodes`` ({"CPU": n, "GPU": m}) can hold one trial."""
+def check_resources(config: SearchConfig, nodes: Sequence[Mapping[str, float]], where: str,
+                    cluster: bool = False) -> None:
+    """Raise a ResourceError unless some node in ``nodes`` ({"CPU": n, "GPU": m}) can hold one trial. On a
+    ``cluster`` the nodes are those up now: the message says to wait for an autoscaler's workers."""
     cpu, gpu = config.cpus_per_trial, config.gpus_per_trial
+    wait = ("; on an autoscaling cluster, submit the search once `ray status` shows a worker node that can hold "
+            "one (docker/cluster.yaml keeps one up)" if cluster else "")
     if gpu > 0 and not any(node.get("GPU", 0) > 0 for node in nodes):
         asked = int(gpu) if float(gpu).is_integer() else gpu  # 1, not 1.0, as typed
         raise ResourceError(lambda say: f"{say('gpus_per_trial', asked)}, but {where} has no GPU (Ray sees none); use "
-                            f"{say('gpus_per_trial', 0)} or a machine or cluster with a GPU")
+                            f"{say('gpus_per_trial', 0)} or a machine or cluster with a GPU{wait}")
     if any(node.get("CPU", 0) + 1e-9 >= cpu and node.get("GPU", 0) + 1e-9 >= gpu for node in nodes):
         return
     most_cpu = max((node.get("CPU", 0) for node in nodes), default=0)
     most_gpu = max((node.get("GPU", 0) for node in nodes), default=0)
     raise ResourceError(lambda say: f"one trial needs {cpu:g} CPUs and {gpu:g} GPUs ({say('cpus_per_trial')}, "
                         f"{say('gpus_per_trial')}), but the largest node of {where} has {most_cpu:g} CPUs and "
-                        f"{most_gpu:g} GPUs")
+                        f"{most_gpu:g} GPUs{wait}")
 
 
 def check_failures(phase: str, total: int, failed: Sequence[str], usable: int) -> None:

@@ -121,9 +121,11 @@ class SearchConfig:
                              "child models")
     cpus_per_trial: float = _option(1.0, "CPUs one trial uses", "resources")
     gpus_per_trial: float = _option(0.0, "GPUs one trial uses; 0.25 packs four trials on a GPU", "resources")
-    max_concurrent: int = _option(0, "trials at once; 0: as many as the resources allow", "resources")
+    max_concurrent: int = _option(0, "trials at once; 0: as many as the nodes up at the start can hold (an "
+                                 "autoscaling cluster adds nodes only for trials that wait)", "resources")
     retries: int = _option(2, "times a failing trial is retried before it is recorded as failed", "resources")
-    address: str | None = _option(None, "join an existing Ray cluster (e.g. 10.0.0.1:6379); needs --storage",
+    address: str | None = _option(None, "join an existing Ray cluster: the head's HOST:PORT (e.g. 10.0.0.1:6379), or auto on "
+                                  "one of its nodes; needs --storage",
                                   "resources", shown="start a local Ray")
     storage: str | None = _option(None, "Tune storage, a path or URI every node can reach; each run keeps its "
                                   "experiments in a folder named by its run id", "resources", shown="RUN_DIR/tune")

@@ -43,7 +43,7 @@ from policysearch.search.export import export, finished_on_resume
 from policysearch.search.faults import Faults, faults_from_env
 from policysearch.search.interrupts import CtrlC, SearchInterrupted
 from policysearch.search.outcome import SearchResult
-from policysearch.search.phases import Stage, run_phases
+from policysearch.search.phases import Stage, count, run_phases
 from policysearch.search.prepare import Inputs, Prepared, given_in_python, prepare
 from policysearch.search.reaper import RUN_ENV, Watchdog, end_marked
 from policysearch.search.rundir import Run, RunError, check_same_data, held_run, write_config
@@ -120,6 +120,10 @@ def check_address(address: str) -> None:
     for minutes). ``auto`` and ``ray://`` addresses are left to Ray."""
     if address == "auto" or address.startswith("ray://"):
         return
+    if address.startswith(("http://", "https://")):
+        raise RunError(lambda say: f"{say('address', address)}: a URL is the address of Ray's job server (what `ray job "
+                       "submit --address` takes); give the head node's HOST:PORT as `ray start --head` printed it "
+                       "(port 6379 unless it was given another), or auto inside the cluster")
     host, colon, port = address.rpartition(":")
     if not colon or not host or not port.isdigit():
         raise RunError(lambda say: f"{say('address', address)}: not HOST:PORT (e.g. 10.0.0.1:6379) or auto")
@@ -140,7 +144,7 @@ def check_auth(address: str) -> None:
     from ray._raylet import AuthenticationTokenLoader, GcsClient  # what Ray's own CLI uses to reach a head
     from ray.exceptions import AuthenticationError, RayError
 
-    mode = os.environ.get("RAY_AUTH_MODE", "disabled")
+    mode = os.environ.get("RAY_AUTH_MODE", "")
     if mode.lower() == "token":  # without a token Ray's native client aborts the process, so look first
         try:
             found = AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True)
@@ -155,9 +159,10 @@ def check_auth(address: str) -> None:
             GcsClient(address=address)
     except AuthenticationError:
         if mode.lower() != "token":
+            shown = f"is {mode!r}" if mode else "is not set"
             raise RunError(lambda say: f"{say('address', address)}: the cluster uses token authentication and this "
-                           f"process sends no token (RAY_AUTH_MODE is {mode!r}); set RAY_AUTH_MODE=token and "
-                           "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH to the cluster's token, as on its nodes") from None
+                           f"process sends no token (RAY_AUTH_MODE {shown}); set RAY_AUTH_MODE=token, with the "
+                           "cluster's token in ~/.ray/auth_token or in RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH") from None
         raise RunError(lambda say: f"{say('address', address)}: the cluster refused this process's auth token, which "
                        "is not the one its nodes were started with; set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH to that "
                        "token") from None
@@ -719,7 +724,12 @@ def _search_held(prepared: Prepared, builder: bytes | None, run: Run, resume: bo
     try:
         with ctrl_c.ray_starting(local=not joined):
             local = start_ray(config, prepared_bytes(prepared))
-        check_resources(config, cluster_nodes(), "the Ray cluster" if joined else "this machine")
+        nodes = cluster_nodes()
+        if joined:
+            print(f"ray: joined the cluster at {ray.get_runtime_context().gcs_address}: "
+                  f"{count(len(nodes), 'nodes')}, {sum(n['CPU'] for n in nodes):g} CPUs, "
+                  f"{sum(n['GPU'] for n in nodes):g} GPUs", file=stream, flush=True)
+        check_resources(config, nodes, "the Ray cluster" if joined else "this machine", cluster=joined)
         if config.address and not is_uri(run.storage):
             verify_shared_storage(run.storage)
         if builder is not None:
