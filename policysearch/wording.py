@@ -5,14 +5,24 @@ arguments (``train_size=50``). An error that names settings is a :class:`WordedE
 from __future__ import annotations
 
 import os
+import reprlib
 from typing import Any, Callable
 
-__all__ = ["Mention", "WordedError", "a_kind", "flag", "flag_mention", "keyword", "keyword_mention"]
+__all__ = ["Mention", "WordedError", "a_kind", "flag", "flag_mention", "keyword", "keyword_mention", "short_repr"]
 
 # How a message names a setting (and its value): flag_mention or keyword_mention.
 Mention = Callable[..., str]
 
 _UNSET = object()
+
+_SHORT = reprlib.Repr()  # attributes rather than keywords: Python before 3.12 has no keywords
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 3, 60, 60, 40
+
+
+def short_repr(value: Any) -> str:
+    """A repr of at most a line or so: messages quote values of any size (a file's, a state dict given where
+    a path goes)."""
+    return _SHORT.repr(value)
 
 
 def a_kind(value: Any) -> str:
@@ -45,7 +55,7 @@ def keyword_mention(name: str, value: Any = _UNSET) -> str:
         return "data" if value is _UNSET else f"data {value}"
     if value is _UNSET:
         return keyword(name)
-    return f"{keyword(name)}{os.fspath(value) if isinstance(value, os.PathLike) else value!r}"
+    return f"{keyword(name)}{os.fspath(value) if isinstance(value, os.PathLike) else short_repr(value)}"
 
 
 class WordedError(ValueError):

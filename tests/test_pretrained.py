@@ -16,7 +16,7 @@ from torch import nn
 from policysearch.benchmark import command, presets, runner
 from policysearch.training.data import load_dataset, normalization_for, stratified_indices
 from policysearch.training.models import build_model
-from policysearch.training.pretrained import ModelSpec, WeightsError, check_model, create_model, fit_image_size, head_name
+from policysearch.training.pretrained import ModelSpec, WeightsError, check_model, create_model, fit_image_size, head_names
 from policysearch.search.config import SearchConfig
 from policysearch.training.train import TrainConfig, train_model
 
@@ -26,8 +26,8 @@ SMALL = dict(dataset="digits", train_size=200, splits=2, trials=4, epochs=1, top
 
 
 def _backbone(model: nn.Module) -> dict[str, torch.Tensor]:
-    head = head_name(model)
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith(head + ".")}
+    heads = head_names(model)
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith(heads)}
 
 
 def _saved(tmp_path: Path, model: nn.Module, name: str = "w.pt") -> str:
@@ -113,7 +113,7 @@ def test_a_checkpoint_that_does_not_fit_is_one_line(small_cnn_weights: str, tmp_
     with pytest.raises(WeightsError) as caught:
         create_model("wrn40_2", 10, 1, weights=small_cnn_weights)
     text = _one_line(caught)
-    assert "does not fit the model: missing keys: stem.weight" in text and "unexpected keys: features.0.weight" in text
+    assert "does not fit the model (--model wrn40_2): missing keys: stem.weight" in text and "unexpected keys: features.0.weight" in text
     assert "more" in text  # the lists are shortened
     state = torch.load(small_cnn_weights, weights_only=True)
     state["features.4.weight"] = torch.zeros(32, 32, 3, 3)  # the second stage narrowed
@@ -133,7 +133,7 @@ class _Payload:
         return (Path.touch, (self.marker,))
 
 
-@pytest.mark.parametrize("kind", ["missing", "folder", "text", "code", "tensor", "numbers"])
+@pytest.mark.parametrize("kind", ["missing", "folder", "text", "junk", "code", "tensor", "numbers"])
 def test_a_file_that_is_not_a_state_dict_is_refused(kind: str, tmp_path: Path) -> None:
     path = tmp_path / "weights.pt"
     marker = tmp_path / "code-ran"
@@ -143,7 +143,10 @@ def test_a_file_that_is_not_a_state_dict_is_refused(kind: str, tmp_path: Path) -
                 "code": r"cannot be read with torch.load\(weights_only=True\): it holds Python objects, not only "
                         r"tensors \(it needs \S+\); save model.state_dict\(\) instead$",
                 "tensor": "holds Tensor, not a state dict",
-                "numbers": "holds a mapping with values that are not tensors, not a state dict"}[kind]
+                # torch's loader raises KeyError on these five bytes: it was a 56-line traceback
+                "junk": r"cannot be read with torch.load\(weights_only=True\): not a file saved by torch.save "
+                        r"\(KeyError: \d+\)$",
+                "numbers": r"holds a mapping with values that are not tensors \(keys: lr, epoch\), not a state dict"}[kind]
     if kind == "folder":
         path.mkdir()
     elif kind == "text":
@@ -152,12 +155,80 @@ def test_a_file_that_is_not_a_state_dict_is_refused(kind: str, tmp_path: Path) -
         torch.save({"w": torch.zeros(1), "x": _Payload(marker)}, path)
     elif kind == "tensor":
         torch.save(torch.zeros(3), path)
+    elif kind == "junk":
+        path.write_bytes(b"hello")
     elif kind == "numbers":
-        torch.save({"lr": 0.1}, path)
+        torch.save({"lr": 0.1, "epoch": 3}, path)
     with pytest.raises(WeightsError, match=expected) as caught:
         create_model("small_cnn", 10, 1, weights=path)
     assert _one_line(caught).startswith(f"--weights {path}")
     assert not marker.exists()
+
+
+def test_the_checkpoints_of_pytorchs_tutorial_and_of_lightning_load(small_cnn_weights: str, tmp_path: Path) -> None:
+    """Regression: ``{"model_state_dict": ..., "epoch": 3}`` (PyTorch's saving tutorial) was "a mapping with
+    values that are not tensors", and a Lightning checkpoint's keys, which start with the attribute holding
+    the network (``model.``), were "unexpected keys"."""
+    saved = torch.load(small_cnn_weights, weights_only=True)
+    torch.save({"model_state_dict": saved, "epoch": 3}, tmp_path / "tutorial.pt")
+    torch.save({"state_dict": {f"model.{k}": v for k, v in saved.items()}, "epoch": 3}, tmp_path / "lightning.ckpt")
+    for name in ("tutorial.pt", "lightning.ckpt"):
+        model = create_model("small_cnn", 10, 1, weights=tmp_path / name)
+        assert torch.equal(model.features[0].weight, saved["features.0.weight"]), name
+
+    class Wrapper(nn.Module):  # a model whose own keys start with "model.": nothing is stripped
+        def __init__(self, num_classes: int, in_channels: int) -> None:
+            super().__init__()
+            self.model = build_model("small_cnn", num_classes, in_channels)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.model(x)
+
+    torch.save(Wrapper(10, 1).state_dict(), tmp_path / "wrapper.pt")
+    wrapped = torch.load(tmp_path / "wrapper.pt", weights_only=True)
+    model = create_model("callable:Wrapper", 10, 1, weights=tmp_path / "wrapper.pt", builder=Wrapper)
+    assert torch.equal(model.model.features[0].weight, wrapped["model.features.0.weight"])
+
+
+def test_both_heads_of_a_distilled_timm_model_start_anew(tmp_path: Path) -> None:
+    """Regression: timm's distilled models return two heads from ``get_classifier()``; the last nn.Linear,
+    ``head_dist``, was taken for the head, so their own checkpoints were refused (``head.weight [1000, 192]
+    vs [10, 192]``) and a checkpoint of the data's class count would have kept its ``head``."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    imagenet = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False)
+    path = tmp_path / "deit.pt"
+    torch.save(imagenet.state_dict(), path)
+    model = create_model("timm:deit_tiny_distilled_patch16_224", 10, 3, weights=path)
+    assert head_names(model) == ("head", "head_dist")
+    assert model.head.out_features == model.head_dist.out_features == 10
+    frozen = create_model("timm:deit_tiny_distilled_patch16_224", 1000, 3, weights=path, freeze_backbone=True)
+    assert not torch.equal(frozen.head.weight, imagenet.head.weight)  # new also at the same class count
+    assert not torch.equal(frozen.head_dist.weight, imagenet.head_dist.weight)
+    assert {n.split(".")[0] for n, p in frozen.named_parameters() if p.requires_grad} == {"head", "head_dist"}
+
+
+def test_a_convolutional_classifier_after_a_linear_layer_is_refused(tmp_path: Path) -> None:
+    """Regression: in a model that classifies with a 1x1 convolution and has an nn.Linear inside (a
+    squeeze-and-excitation block), that Linear was taken for the head: reset, and the only layer trained with
+    a frozen backbone, while the true classifier kept the checkpoint's weights."""
+
+    class ConvHead(nn.Module):
+        def __init__(self, num_classes: int, in_channels: int) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(in_channels, 8, 3, padding=1)
+            self.excite = nn.Linear(8, 8)
+            self.classifier = nn.Conv2d(8, num_classes, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.stem(x)
+            h = h * torch.sigmoid(self.excite(h.mean((2, 3))))[:, :, None, None]
+            return self.classifier(h).mean((2, 3))
+
+    torch.save(ConvHead(10, 1).state_dict(), tmp_path / "conv.pt")
+    with pytest.raises(WeightsError, match=r"^ConvHead seems to classify with the Conv2d classifier \(10 outputs, "
+                                           r"after its last nn.Linear excite\)"):
+        create_model("callable:ConvHead", 10, 1, weights=tmp_path / "conv.pt", builder=ConvHead)
 
 
 def test_a_frozen_backbone_trains_only_the_head(small_cnn_weights: str) -> None:
@@ -189,6 +260,11 @@ def test_search_settings_for_weights_are_checked() -> None:
     with pytest.raises(ValueError, match=r"--model must be one of small_cnn.* or torchvision:NAME|--model must be"):
         SearchConfig(model="smallcnn")
     assert SearchConfig(model="torchvision:resnet18").model == "torchvision:resnet18"
+    # regression: a state dict given where the file's path goes was quoted whole, tensors and all
+    with pytest.raises(ValueError) as caught:
+        SearchConfig(weights=build_model("small_cnn", 10, 1).state_dict())
+    assert len(str(caught.value)) < 300 and "\n" not in str(caught.value)
+    assert "weights must be a string or None, got OrderedDict OrderedDict(" in str(caught.value)
 
 
 def test_weights_are_kept_as_an_absolute_path(tmp_path: Path, monkeypatch) -> None:

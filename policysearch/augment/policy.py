@@ -17,7 +17,6 @@ import math
 import numbers
 import os
 import platform
-import reprlib
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -30,6 +29,7 @@ import numpy as np
 from policysearch import __version__
 from policysearch.atomic import write_json_atomic
 from policysearch.augment.ops import OP_NAMES, OP_RANGES
+from policysearch.wording import short_repr
 
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)  # version 1 files have no baseline block, versions 1-2 no op_ranges
@@ -104,13 +104,6 @@ def policy_schema() -> dict[str, Any]:
     return json.loads(text)
 
 
-_SHORT = reprlib.Repr()  # attributes rather than keywords: Python before 3.12 has no keywords
-_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 3, 60, 60, 40
-
-
-def _short(value: Any) -> str:
-    """A repr of at most a line or so: error messages quote values from files of any size."""
-    return _SHORT.repr(value)
 
 
 def _place(path: Sequence[Any]) -> str:
@@ -128,8 +121,8 @@ def _is_whole(value: Any) -> bool:
 def _as_json(value: Any) -> str:
     """A value as the file wrote it, with its JSON kind where the text alone could mislead ('2' vs 2)."""
     if isinstance(value, str):
-        return f"the string {_short(value)}"
-    return json.dumps(value) if value is None or isinstance(value, (bool, int, float)) else _short(value)
+        return f"the string {short_repr(value)}"
+    return json.dumps(value) if value is None or isinstance(value, (bool, int, float)) else short_repr(value)
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
@@ -138,33 +131,33 @@ def _describe(error: jsonschema.ValidationError) -> str:
     value = error.instance
     if error.validator in ("minimum", "maximum"):
         bounds = f"[{error.schema.get('minimum', 0)}, {error.schema.get('maximum', 1)}]"
-        return f"{place}: {_short(value)} is outside {bounds}"
+        return f"{place}: {short_repr(value)} is outside {bounds}"
     if error.validator == "enum" and place == "format_version" and not _is_whole(value):
         return f"{place}: expected a whole number such as {READABLE_VERSIONS[-1]}, got {_as_json(value)}"
     if error.validator == "enum" and place == "format_version":
         versions = ", ".join(map(str, READABLE_VERSIONS[:-1])) + f" and {READABLE_VERSIONS[-1]}"
-        return f"{place}: unsupported format_version {_short(value)} (this policysearch reads versions {versions})"
+        return f"{place}: unsupported format_version {short_repr(value)} (this policysearch reads versions {versions})"
     if error.validator == "enum" and place == "op_ranges":
-        return f"{place}: unknown op ranges {_short(value)} (known: {', '.join(error.validator_value)})"
+        return f"{place}: unknown op ranges {short_repr(value)} (known: {', '.join(error.validator_value)})"
     if error.validator == "enum" and place.endswith(".op"):
         close = difflib.get_close_matches(value, OP_NAMES, n=3, cutoff=0.5) if isinstance(value, str) else []
         hint = f" (closest: {', '.join(close)})" if close else f" (known: {', '.join(OP_NAMES)})"
-        return f"{place}: unknown op {_short(value)}{hint}"
+        return f"{place}: unknown op {short_repr(value)}{hint}"
     if error.validator == "required":
         missing = [key for key in error.validator_value if key not in value]
         return f"{place}: missing key {missing[0]!r}"
     if error.validator == "additionalProperties":
         allowed = set(error.schema.get("properties", {}))
         extra = sorted(key for key in value if key not in allowed)
-        return f"{place}: unknown key {_short(extra[0])} (allowed: {', '.join(sorted(allowed))})"
+        return f"{place}: unknown key {short_repr(extra[0])} (allowed: {', '.join(sorted(allowed))})"
     if error.validator == "minItems":
         what = "sub-policy" if place == "sub_policies" else "operation"
         return f"{place}: needs at least one {what}"
     if error.validator == "type":
-        return f"{place}: expected {error.validator_value}, got {type(value).__name__} {_short(value)}"
+        return f"{place}: expected {error.validator_value}, got {type(value).__name__} {short_repr(value)}"
     if error.validator == "const":
-        return f"{place}: unsupported format_version {_short(value)} (this policysearch reads {READABLE_VERSIONS})"
-    return f"{place}: {_short(error.message)}"
+        return f"{place}: unsupported format_version {short_repr(value)} (this policysearch reads {READABLE_VERSIONS})"
+    return f"{place}: {short_repr(error.message)}"
 
 
 def _check_json_data(data: Any, source: str = "policy", written: bool = False) -> None:
@@ -197,7 +190,7 @@ def _check_json_data(data: Any, source: str = "policy", written: bool = False) -
             for key, item in value.items():
                 if not isinstance(key, str):
                     raise PolicyError(f"{source}: {place(where)}: keys must be strings, got {type(key).__name__} "
-                                      f"{_short(key)}")
+                                      f"{short_repr(key)}")
                 stack.append((item, depth + 1, (where, key)))
         elif isinstance(value, list) or written and isinstance(value, tuple):
             stack.extend((item, depth + 1, (where, i)) for i, item in enumerate(value))
@@ -236,11 +229,11 @@ def read_policy_json(path: str | os.PathLike[str]) -> Any:
     except IsADirectoryError:
         inside = Path(path) / "policy.json"
         hint = f"; a search's policy is {inside}" if inside.is_file() else ""
-        raise PolicyError(f"{_short(shown)}: a folder, not a policy file{hint}") from None
+        raise PolicyError(f"{short_repr(shown)}: a folder, not a policy file{hint}") from None
     except OSError as exc:
-        raise PolicyError(f"{_short(shown)}: cannot read ({exc.strerror or exc})") from None
+        raise PolicyError(f"{short_repr(shown)}: cannot read ({exc.strerror or exc})") from None
     except ValueError:  # open() refuses a name with a NUL byte
-        raise PolicyError(f"{_short(shown)}: not a file name (it holds a NUL byte)") from None
+        raise PolicyError(f"{short_repr(shown)}: not a file name (it holds a NUL byte)") from None
     if len(raw) > MAX_FILE_BYTES:
         raise PolicyError(f"{shown}: larger than {MAX_FILE_BYTES} bytes, too large for a policy file")
     try:
@@ -254,7 +247,7 @@ def read_policy_json(path: str | os.PathLike[str]) -> Any:
     except json.JSONDecodeError as exc:
         raise PolicyError(f"{shown}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except _DuplicateKey as exc:
-        raise PolicyError(f"{shown}: not valid JSON: key {_short(exc.args[0])} appears twice in one object") from None
+        raise PolicyError(f"{shown}: not valid JSON: key {short_repr(exc.args[0])} appears twice in one object") from None
     except RecursionError:  # the C parser checks its depth and unwinds cleanly
         raise PolicyError(f"{shown}: nested deeper than {MAX_DEPTH} levels") from None
     except ValueError:  # an integer with more digits than Python converts (sys.get_int_max_str_digits)
@@ -298,14 +291,14 @@ class Policy:
                  metadata: Mapping[str, Any] | None = None, name: str = "",
                  baseline: Baseline | None = None, ranges: str = "standard") -> None:
         if isinstance(sub_policies, (str, bytes, os.PathLike)):
-            raise PolicyError(f"Policy: sub_policies must be a list of sub-policies, got {_short(str(sub_policies))}; "
+            raise PolicyError(f"Policy: sub_policies must be a list of sub-policies, got {short_repr(str(sub_policies))}; "
                               "for a policy string or file use load_policy(...) or PolicyTransform(...)")
         subs = tuple(tuple(_as_operation(step, f"sub_policies[{i}][{j}]") for j, step in enumerate(sub))
                      for i, sub in enumerate(sub_policies))
         if baseline is not None and not isinstance(baseline, Baseline):
             raise PolicyError(f"Policy: baseline must be a Baseline, got {type(baseline).__name__}")
         if ranges not in OP_RANGES:
-            raise PolicyError(f"Policy: op_ranges {_short(ranges)} is not one of {', '.join(OP_RANGES)}")
+            raise PolicyError(f"Policy: op_ranges {short_repr(ranges)} is not one of {', '.join(OP_RANGES)}")
         self.ranges = ranges
         self.baseline = baseline or Baseline()
         self.name = name
@@ -477,4 +470,4 @@ def _as_operation(step: Operation | Sequence[Any] | Mapping[str, Any], where: st
     if isinstance(step, Sequence) and not isinstance(step, str) and len(step) == 3:
         return Operation(step[0], step[1], step[2])
     raise PolicyError(f"Policy: {where}: an operation must be Operation(op, prob, level), a mapping or a triple, "
-                      f"got {_short(step)}")
+                      f"got {short_repr(step)}")

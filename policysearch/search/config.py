@@ -22,7 +22,7 @@ from policysearch.training.data import CLASSES_MARK, MAX_IMAGE_SIZE
 from policysearch.training.models import MODEL_NAMES
 from policysearch.training.pretrained import model_problem
 from policysearch.training.train import MIN_STEPS, MIN_STEPS_PER_EPOCH, TrainConfig
-from policysearch.wording import flag
+from policysearch.wording import flag, short_repr
 
 __all__ = ["ALGORITHMS", "RESUMABLE", "SearchConfig", "SettingsError", "add_config_arguments", "given_values", "is_uri"]
 
@@ -154,7 +154,7 @@ class SearchConfig:
         """(field, what is wrong) for every setting whose value is not of the field's type: the API takes
         any Python value, and ``trials="4"`` must be one line naming it, not a TypeError from a comparison."""
         hints = get_type_hints(SearchConfig)
-        return [(f.name, f"must be {_type_words(hints[f.name])}, got {type(value).__name__} {value!r}")
+        return [(f.name, f"must be {_type_words(hints[f.name])}, got {type(value).__name__} {short_repr(value)}")
                 for f in fields(self) for value in [getattr(self, f.name)] if not _of_type(value, hints[f.name])]
 
     def problems(self) -> list[tuple[str, Problem]]:

@@ -41,7 +41,6 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
-import reprlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -50,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from policysearch.wording import WordedError
+from policysearch.wording import WordedError, short_repr
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import numpy as np
@@ -234,7 +233,7 @@ class SearchSpace:
                 op = params[f"op_{i}_{j}"]
                 if not isinstance(op, str) or op not in self.ops:
                     raise SpaceError(
-                        f"{where}.op_{i}_{j}: {_short(op)} is not an op of space {self.name!r}"
+                        f"{where}.op_{i}_{j}: {short_repr(op)} is not an op of space {self.name!r}"
                         f"{_suggest(op, self.ops)}"
                     )
                 prob = _number_in(params[f"prob_{i}_{j}"], self.probability, f"{where}.prob_{i}_{j}")
@@ -346,7 +345,7 @@ def space_from_dict(
 
     name = data["name"]
     if not isinstance(name, str) or not name.strip():
-        raise SpaceError(f"{source}: name: must be a non-empty string, got {_short(name)}")
+        raise SpaceError(f"{source}: name: must be a non-empty string, got {short_repr(name)}")
     description = data.get("description", "")
     if description is None:
         description = ""
@@ -382,16 +381,16 @@ def _parse_axis(value: object, source: str, key: str) -> Axis:
         raise SpaceError(f"{where}.type: missing required key")
     kind = value["type"]
     if kind not in _AXIS_KINDS:
-        raise SpaceError(f"{where}.type: must be 'continuous' or 'discrete', got {_short(kind)}")
+        raise SpaceError(f"{where}.type: must be 'continuous' or 'discrete', got {short_repr(kind)}")
     if kind == "discrete":
         _check_keys(value, ("type", "steps"), ("range",), source, prefix=key)
         steps = value["steps"]
         if isinstance(steps, bool) or not isinstance(steps, int):
             raise SpaceError(f"{where}.steps: must be an integer, got {_type(steps)}")
         if steps < 2:
-            raise SpaceError(f"{where}.steps: must be at least 2, got {_short(steps)}")
+            raise SpaceError(f"{where}.steps: must be at least 2, got {short_repr(steps)}")
         if steps > MAX_STEPS:
-            raise SpaceError(f"{where}.steps: must be at most {MAX_STEPS}, got {_short(steps)}")
+            raise SpaceError(f"{where}.steps: must be at most {MAX_STEPS}, got {short_repr(steps)}")
     else:
         _check_keys(value, ("type",), ("range",), source, prefix=key)
         steps = 0
@@ -425,7 +424,7 @@ def _parse_ops(
         if not isinstance(op, str):
             raise SpaceError(f"{where}: must be an op name, got {_type(op)}")
         if op not in known:
-            raise SpaceError(f"{where}: unknown op {_short(op)}{_suggest(op, known)}")
+            raise SpaceError(f"{where}: unknown op {short_repr(op)}{_suggest(op, known)}")
         if op in ops:
             raise SpaceError(f"{where}: op {op!r} is listed twice")
         if options is None:
@@ -449,7 +448,7 @@ def _parse_range(value: object, where: str) -> tuple[float, float]:
         or len(value) != 2
         or not all(_is_number(v) for v in value)
     ):
-        raise SpaceError(f"{where}: must be a list [low, high] of two numbers, got {_short(value)}")
+        raise SpaceError(f"{where}: must be a list [low, high] of two numbers, got {short_repr(value)}")
     if not all(0 <= v <= 1 for v in value):  # compared before float(): a huge integer overflows it
         raise SpaceError(f"{where}: must lie within [0, 1], got [{_number(value[0])}, {_number(value[1])}]")
     low, high = float(value[0]), float(value[1])
@@ -481,7 +480,7 @@ def _positive_int(value: object, where: str, most: int) -> int:
     if value < 1:
         raise SpaceError(f"{where}: must be at least 1, got {value}")
     if value > most:
-        raise SpaceError(f"{where}: must be at most {most}, got {_short(value)}")
+        raise SpaceError(f"{where}: must be at most {most}, got {short_repr(value)}")
     return value
 
 
@@ -492,7 +491,7 @@ def _number_in(value: object, axis: Axis, where: str) -> float:
     except OverflowError:  # an integer too large for a float
         x = math.inf
     if not math.isfinite(x):
-        raise SpaceError(f"{where}: must be a number, got {_short(value)}")
+        raise SpaceError(f"{where}: must be a number, got {short_repr(value)}")
     if x < axis.low - _EPS or x > axis.high + _EPS:
         raise SpaceError(f"{where}: {x:g} is outside [{axis.low:g}, {axis.high:g}]")
     return axis.snap(x)
@@ -514,7 +513,7 @@ def _number(value: object) -> str:
     try:
         return f"{float(value):g}"
     except OverflowError:
-        return _short(value)
+        return short_repr(value)
 
 
 def _is_number(value: object) -> bool:
@@ -536,17 +535,10 @@ def _list_keys(keys: Sequence[str], limit: int = 5) -> str:
     return f"key{'s' if len(keys) > 1 else ''} {shown}{more}"
 
 
-_SHORT = reprlib.Repr()  # attributes rather than keywords: Python before 3.12 has no keywords
-_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 3, 60, 60, 40
-
-
-def _short(value: object) -> str:
-    """A repr of at most a line or so: messages quote values from files of any size."""
-    return _SHORT.repr(value)
 
 
 def _type(value: object) -> str:
-    return "nothing" if value is None else f"{type(value).__name__} {_short(value)}"
+    return "nothing" if value is None else f"{type(value).__name__} {short_repr(value)}"
 
 
 def _one_line(exc: Exception) -> str:
@@ -569,7 +561,7 @@ def _check_shape(text: str, source: str) -> None:
     total = 0
     for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", _StrictLoader)):
         if getattr(event, "tag", None) is not None:
-            raise SpaceError(f"{source}: line {event.start_mark.line + 1}: tag {_short(event.tag)} is not allowed; "
+            raise SpaceError(f"{source}: line {event.start_mark.line + 1}: tag {short_repr(event.tag)} is not allowed; "
                              "a search space file holds plain mappings, lists, strings and numbers")
         if isinstance(event, yaml.CollectionStartEvent):
             if len(open_nodes) >= MAX_DEPTH:
@@ -609,7 +601,7 @@ class _StrictLoader(yaml.SafeLoader):
                 ) from None
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {_short(key)}", key_node.start_mark
+                    None, None, f"duplicate key {short_repr(key)}", key_node.start_mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import pickle
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from policysearch.training.models import MODEL_NAMES, build_model
 from policysearch.wording import Mention, WordedError, a_kind, flag_mention
 
 __all__ = ["CALLABLE_PREFIX", "TIMM_PREFIX", "TORCHVISION_PREFIX", "Builder", "ModelSpec", "WeightsError",
-           "callable_name", "check_model", "create_model", "fit_image_size", "head_name", "min_image_size",
+           "callable_name", "check_model", "create_model", "fit_image_size", "head_names", "min_image_size",
            "model_problem", "read_state_dict"]
 
 TORCHVISION_PREFIX = "torchvision:"
@@ -37,6 +36,9 @@ CALLABLE_PREFIX = "callable:"  # the settings' name of a model given as a Python
 TORCHVISION_MIN_SIZE = 32  # the ImageNet networks' total stride (timm's too)
 OUR_MIN_SIZE = 8
 SHOWN = 3  # names shown per list in a mismatch line
+# Where a checkpoint keeps its state dict: Lightning's, PyTorch's saving tutorial's, ours and others'.
+CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model")
+LIGHTNING_PREFIX = "model."  # a LightningModule's keys start with the attribute that holds the network
 # A model given as a callable: (num_classes, in_channels) -> a fresh nn.Module.
 Builder = Callable[[int, int], nn.Module]
 
@@ -167,7 +169,11 @@ def _load_reason(exc: Exception) -> str:
             needed = finding.split("GLOBAL ", 1)[-1].split(" ", 1)[0]
             return f"it holds Python objects, not only tensors (it needs {needed}); save model.state_dict() instead"
         return f"not a file of tensors saved by torch.save ({finding[:120]})"
-    return first_line(exc) if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    line = first_line(exc)
+    line = line if len(line) <= 120 else line[:117] + "..."  # torch's zip reader adds paragraphs of advice
+    return line if isinstance(exc, (OSError, RuntimeError)) else f"not a file saved by torch.save ({type(exc).__name__}: {line})"
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -180,19 +186,20 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         raise WeightsError(lambda say: f"{where(say)} is a folder; give the weights file (a saved state dict)")
     try:
         content: Any = torch.load(path, weights_only=True, map_location="cpu")
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+    except Exception as exc:  # a file torch cannot read raises many kinds (KeyError, UnpicklingError, ...)
         reason = _load_reason(exc)
         raise WeightsError(lambda say: f"{where(say)} cannot be read with torch.load(weights_only=True): {reason}") \
             from None
     if isinstance(content, Mapping):
-        for key in ("state_dict", "model"):  # Lightning's and our trainer's checkpoints
+        for key in CHECKPOINT_KEYS:
             if isinstance(content.get(key), Mapping):
                 content = content[key]
                 break
     if not isinstance(content, Mapping) or not content or not all(
             isinstance(k, str) and isinstance(v, Tensor) for k, v in content.items()):
         what = "an empty mapping" if isinstance(content, Mapping) and not content else (
-            "a mapping with values that are not tensors" if isinstance(content, Mapping) else type(content).__name__)
+            f"a mapping with values that are not tensors (keys: {_few([str(k) for k in content])})"
+            if isinstance(content, Mapping) else type(content).__name__)
         raise WeightsError(lambda say: f"{where(say)} holds {what}, not a state dict (names to tensors); save one "
                            "with torch.save(model.state_dict(), PATH)")
     state = dict(content)
@@ -201,23 +208,45 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     return state
 
 
-def head_name(model: nn.Module) -> str:
-    """The name of the classifier head: the ``nn.Linear`` timm's ``get_classifier()`` returns, else the model's
-    last ``nn.Linear``."""
+def head_names(model: nn.Module, num_classes: int | None = None) -> tuple[str, ...]:
+    """The names of the classifier heads: the modules timm's ``get_classifier()`` returns (distilled models
+    have two), else the model's last ``nn.Linear``. A ``Conv2d`` of ``num_classes`` outputs after that
+    ``nn.Linear`` is a convolutional classifier, which would leave the true head loaded and frozen: refused."""
     classifier = getattr(model, "get_classifier", None)
     if callable(classifier):
-        head = classifier()
-        found = [name for name, m in model.named_modules() if m is head and isinstance(m, nn.Linear)]
-        if found:
-            return found[0]
-    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+        given = classifier()
+        heads = given if isinstance(given, (tuple, list)) else (given,)
+        found = tuple(name for head in heads for name, m in model.named_modules()
+                      if m is head and isinstance(m, nn.Module) and any(True for _ in m.parameters()))
+        if found and len(found) == len(heads):
+            return found
+    modules = list(model.named_modules())
+    linears = [k for k, (_, m) in enumerate(modules) if isinstance(m, nn.Linear)]
     if not linears:
         raise WeightsError(f"{type(model).__name__} has no nn.Linear classifier head to replace")
-    return linears[-1]
+    last = modules[linears[-1]][0]
+    after = [name for name, m in modules[linears[-1] + 1:] if isinstance(m, nn.Conv2d) and m.out_channels == num_classes]
+    if num_classes is not None and after:
+        raise WeightsError(f"{type(model).__name__} seems to classify with the Conv2d {after[-1]} ({num_classes} "
+                           f"outputs, after its last nn.Linear {last}): the head that starts anew and trains when "
+                           "the backbone is frozen is an nn.Linear; end the model with an nn.Linear classifier")
+    return (last,)
 
 
 def _under(key: str, prefix: str) -> bool:
     return key == prefix or key.startswith(prefix + ".")
+
+
+def _in_heads(key: str, heads: tuple[str, ...]) -> bool:
+    return any(_under(key, head) for head in heads)
+
+
+def _unwrapped(state: Mapping[str, Tensor], own: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+    """``state`` without the ``model.`` every key of a Lightning module's checkpoint starts with (its
+    attribute), where the model's own keys do not start so."""
+    if all(k.startswith(LIGHTNING_PREFIX) for k in state) and not all(k.startswith(LIGHTNING_PREFIX) for k in own):
+        return {k[len(LIGHTNING_PREFIX):]: v for k, v in state.items()}
+    return state
 
 
 def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
@@ -232,10 +261,11 @@ def _weights(path: str | Path) -> Callable[[Mention], str]:
     return lambda say: say("weights", str(path))
 
 
-def _load_backbone(model: nn.Module, state: Mapping[str, Tensor], head: str, label: Callable[[Mention], str]) -> None:
-    """Load every tensor but the head's from ``state``; any other difference is one clear error."""
-    own = {k: v for k, v in model.state_dict().items() if not _under(k, head)}
-    given = {k: v for k, v in state.items() if not _under(k, head)}
+def _load_backbone(model: nn.Module, state: Mapping[str, Tensor], heads: tuple[str, ...],
+                   label: Callable[[Mention], str], name: str) -> None:
+    """Load every tensor but the heads' from ``state``; any other difference is one clear error."""
+    own = {k: v for k, v in model.state_dict().items() if not _in_heads(k, heads)}
+    given = {k: v for k, v in _unwrapped(state, own).items() if not _in_heads(k, heads)}
     # old checkpoints lack BatchNorm's counter; torch fills it in
     missing = [k for k in own if k not in given and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in given if k not in own]
@@ -245,7 +275,8 @@ def _load_backbone(model: nn.Module, state: Mapping[str, Tensor], head: str, lab
                 (("missing keys", missing), ("unexpected keys", unexpected),
                  ("shapes differ (checkpoint vs model)", shapes)) if names]
     if problems:
-        raise WeightsError(lambda say: f"{label(say)} does not fit the model: {'; '.join(problems)}")
+        raise WeightsError(lambda say: f"{label(say)} does not fit the model ({model_ref(name, say)}): "
+                           f"{'; '.join(problems)}")
     model.load_state_dict(given, strict=False)
 
 
@@ -325,24 +356,26 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, *, weights: 
             channels = int(kernel.shape[1])
     model = _architecture(name, num_classes, channels, builder)
     if state is not None or freeze_backbone or is_torchvision(name):  # these need the head
-        head = head_name(model)
+        heads = head_names(model, num_classes)
         if state is not None:
-            _load_backbone(model, state, head, _weights(weights))
-        old = model.get_submodule(head)
-        assert isinstance(old, nn.Linear)
-        if old.out_features != num_classes and not is_callable_model(name):  # a callable's is checked, not fixed
-            _replace_module(model, head, nn.Linear(old.in_features, num_classes))
-        elif state is not None:
-            old.reset_parameters()  # the head is always new, also where the class count happens to match
+            _load_backbone(model, state, heads, _weights(weights), name)
+        for head in heads:
+            old = model.get_submodule(head)
+            if isinstance(old, nn.Linear) and old.out_features != num_classes and not is_callable_model(name):
+                _replace_module(model, head, nn.Linear(old.in_features, num_classes))  # a callable's is checked
+            elif state is not None:  # the heads are always new, also where the class count happens to match
+                for layer in old.modules():
+                    if hasattr(layer, "reset_parameters"):
+                        layer.reset_parameters()
     if in_channels != channels:
         if not (in_channels == 1 and channels == 3):
             raise WeightsError(lambda say: f"{_weights(weights)(say)}: the model's first layer takes {channels}-"
                                f"channel images, the data has {in_channels} channels")
         _grey_input(model)
     if freeze_backbone:
-        head = head_name(model)
+        heads = head_names(model, num_classes)
         for key, param in model.named_parameters():
-            param.requires_grad_(_under(key, head))
+            param.requires_grad_(_in_heads(key, heads))
     return model
 
 
