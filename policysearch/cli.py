@@ -146,6 +146,7 @@ def _add_convert(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
+    from policysearch.atomic import write_text_atomic
     from policysearch.augment.convert import ConvertUsageError, convert
     from policysearch.augment.policy import Policy, PolicyError
     from policysearch.augment.standard import is_policy_string
@@ -159,13 +160,13 @@ def _run_convert(args: argparse.Namespace) -> int:
     if not policy.name:
         policy.name = Path(args.source).stem
     policy.metadata.setdefault("command", shlex.join([PROG, *args.argv]))
-    document = policy.document()
-    saved = Policy.from_dict(document)  # what is written reads back and validates
+    text = policy.file_text()
+    saved = Policy.from_dict(json.loads(text))  # what is written reads back and validates
     if args.output == "-":  # the JSON alone on standard output; the summary goes to standard error
-        print(json.dumps(document, indent=2))
+        sys.stdout.write(text)
         out, summary = "standard output", sys.stderr
     else:
-        out, summary = policy.save(args.output), sys.stdout
+        out, summary = write_text_atomic(args.output, text), sys.stdout
     print(f"wrote {out}: {_subs(len(saved))} converted from {policy.metadata.get('source', args.source)}",
           file=summary)
     print(f"ops: {_ops_list(saved)}", file=summary)

@@ -27,7 +27,7 @@ import jsonschema
 import numpy as np
 
 from policysearch import __version__
-from policysearch.atomic import write_json_atomic
+from policysearch.atomic import write_text_atomic
 from policysearch.augment.ops import OP_NAMES, OP_RANGES
 from policysearch.wording import short_repr
 
@@ -363,11 +363,21 @@ class Policy:
         metadata.setdefault("software", software_versions())
         return document
 
+    def file_text(self) -> str:
+        """The policy file's text, :meth:`document` as indented JSON; a PolicyError naming the size when it is
+        larger than a policy file may be (``MAX_FILE_BYTES``), so that no file is written that cannot be read."""
+        text = json.dumps(self.document(), indent=2) + "\n"
+        size = len(text.encode("utf-8"))
+        if size > MAX_FILE_BYTES:
+            named = f" (a policy string works by its name: PolicyTransform({self.name!r}))" if ":" in self.name else ""
+            raise PolicyError(f"{self.name or 'policy'}: its {len(self):,} sub-policies make a file of {size:,} bytes, "
+                              f"more than the {MAX_FILE_BYTES:,} a policy file may hold; use fewer sub-policies"
+                              f"{named}")
+        return text
+
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the policy file (:meth:`document`) as JSON atomically."""
-        path = Path(path)
-        write_json_atomic(path, self.document())
-        return path
+        """Write the policy file (:meth:`file_text`) atomically."""
+        return write_text_atomic(path, self.file_text())
 
     # -- container protocol -----------------------------------------------------------------------
     def __len__(self) -> int:
