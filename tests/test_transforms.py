@@ -586,10 +586,67 @@ def test_an_image_of_another_type_is_refused_not_passed_through():
     transform = PolicyTransform(FOUR, generator=_gen(3))
     array = np.asarray(natural_pil(12, 12, seed=1))
     for sample in (array, (array, 3), [array]):
-        with pytest.raises(TypeError, match="got int, ndarray|got ndarray.*Image.fromarray"):
+        with pytest.raises(TypeError, match=r"got a numpy array \(12, 12, 3\) of uint8; convert it with "
+                                            r"PIL.Image.fromarray\(array\) or torch.from_numpy\(array\).permute"):
             transform(sample)
     image, label = transform((natural_pil(12, 12, seed=1), 3))
     assert image.size == (12, 12) and label == 3
+    # Regression: beside a tensor (a label, a mask) the array was still passed through, and the tensor was
+    # taken for the image: augmented in its place, or refused for its shape
+    mask = torch.zeros(1, 12, 12, dtype=torch.uint8)
+    for sample in ((array, torch.tensor(3)), (array, mask)):
+        with pytest.raises(TypeError, match=r"got a numpy array \(12, 12, 3\)"):
+            transform(sample)
+    chw = np.ascontiguousarray(array.transpose(2, 0, 1)).astype(np.float32) / 255
+    with pytest.raises(TypeError, match=r"it is \[C, H, W\]: convert it with torch.from_numpy\(array\) \(floats in "
+                                        r"0..1\)$"):
+        transform(chw)
+    one_hot = np.eye(10)[3]  # a 1-D array is no image: passed through, as v2 passes labels
+    assert transform((natural_pil(12, 12, seed=1), one_hot))[1] is one_hot
+
+
+def test_a_sample_of_two_images_is_refused_as_torchvision_does():
+    """Regression: ``(image, image)`` (a stereo or siamese pair) got two independent augmentations without a
+    word; torchvision's AutoAugment refuses a sample of more than one image."""
+    transform = PolicyTransform(FOUR, generator=_gen(3))
+    pair = (natural_pil(12, 12, seed=1), natural_pil(12, 12, seed=2))
+    with pytest.raises(TypeError, match=r"^PolicyTransform augments one image per sample, got 2 \(Image, Image\)"):
+        transform(pair)
+    tensor = torch.zeros(3, 12, 12, dtype=torch.uint8)
+    with pytest.raises(TypeError, match=r"got 2 \(Image, Image\)"):
+        transform(tv_tensors.Image(tensor), tv_tensors.Image(tensor))
+    image, other = transform(pair[0], tensor)  # an image and a plain tensor: the tensor passes, as in v2
+    assert image.size == (12, 12) and other is tensor
+
+
+def test_pool_images_and_inputs_follow_one_mode_rule():
+    """Regression: a SamplePairing pool image of 16 bits was clipped by convert('L'), and one with alpha lost
+    it, where the same image as an input is refused with the conversion that keeps its content; an 'I'
+    image of 0..255 was told to shift by 8 bits, which would make it black."""
+    policy = Policy([[Operation("SamplePairing", 1.0, 0.5)]])
+    deep = Image.fromarray(np.full((8, 8), 60000, np.uint16))
+    with pytest.raises(ValueError, match=r"^pool\[1\]: PIL mode 'I;16' is not supported; scale its values"):
+        PolicyTransform(policy, pool=[natural_pil(8, 8, seed=1).convert("L"), deep])
+    with pytest.raises(ValueError, match=r"^pool\[0\]: PIL mode 'RGBA' is not supported; the search reads "
+                                         r"transparency composited onto black"):
+        PolicyTransform(policy, pool=[natural_pil(8, 8, seed=1).convert("RGBA")])
+    small = Image.fromarray(np.full((8, 8), 200, np.int32)).convert("I")
+    with pytest.raises(ValueError, match=r"mode 'I' is not supported; its values lie in 0..255, so "
+                                         r"img.convert\('L'\) keeps them$"):
+        PolicyTransform(FOUR)(small)
+
+
+def test_a_meta_tensor_and_a_video_are_refused_in_one_line():
+    """Regression: a meta tensor failed deep inside ("Cannot copy out of meta tensor"), and a Video was
+    refused as if it were a box or a mask."""
+    transform = PolicyTransform(FOUR)
+    for dtype in (torch.uint8, torch.float32):
+        with pytest.raises(ValueError, match=r"^image: a tensor on the meta device holds no pixels to augment$"):
+            transform(torch.zeros(3, 8, 8, dtype=dtype, device="meta"))
+        with pytest.raises(ValueError, match=r"^batch: a tensor on the meta device"):
+            BatchPolicyTransform(FOUR)(torch.zeros(2, 3, 8, 8, dtype=dtype, device="meta"))
+    with pytest.raises(TypeError, match=r"^PolicyTransform augments images only, got Video: every frame"):
+        transform(tv_tensors.Video(torch.zeros(2, 3, 8, 8, dtype=torch.uint8)))
 
 
 class _Images(torch.utils.data.Dataset):

@@ -79,14 +79,21 @@ class PolicyTransform(v2.Transform):
 
     def forward(self, *inputs: Any) -> Any:
         # transforms.v2 passes what it cannot transform through unchanged: an image of another type would
-        # silently go without augmentation, so a sample without any image is refused, as torchvision's
-        # AutoAugment does.
-        if not _holds_image(inputs):
-            leaves = _leaves(inputs)
+        # silently go without augmentation (or a tensor label be taken for the image), so a numpy image or a
+        # sample without any image is refused, and, as torchvision's AutoAugment does, one of two images.
+        leaves = _leaves(inputs)
+        array = next((v for v in leaves if isinstance(v, np.ndarray) and v.ndim >= 2), None)
+        if array is not None:
+            raise TypeError(f"PolicyTransform expects a PIL image or a tensor [C, H, W], got a numpy array "
+                            f"{tuple(array.shape)} of {array.dtype}; {_array_advice(array)}")
+        if not any(isinstance(leaf, (Image.Image, torch.Tensor)) for leaf in leaves):
             found = ", ".join(sorted({type(v).__name__ for v in leaves})) or "nothing"
-            hint = ("; convert a numpy array with PIL.Image.fromarray(array) or torch.from_numpy(array).permute(2, 0, 1)"
-                    if any(isinstance(v, np.ndarray) for v in leaves) else "")
-            raise TypeError(f"PolicyTransform expects a PIL image or a tensor [C, H, W], got {found}{hint}")
+            raise TypeError(f"PolicyTransform expects a PIL image or a tensor [C, H, W], got {found}")
+        images = [v for v in leaves if isinstance(v, (Image.Image, tv_tensors.Image, tv_tensors.Video))]
+        if len(images) > 1:
+            raise TypeError(f"PolicyTransform augments one image per sample, got {len(images)} "
+                            f"({', '.join(type(v).__name__ for v in images)}): each would get its own draws; "
+                            "call it on each image where that is meant")
         return super().forward(*inputs)
 
     def _generator(self) -> torch.Generator | None:
@@ -104,6 +111,9 @@ class PolicyTransform(v2.Transform):
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, Image.Image):
             return self.apply_pil(inpt)
+        if isinstance(inpt, tv_tensors.Video):
+            raise TypeError("PolicyTransform augments images only, got Video: every frame of a clip would need "
+                            "the same draws, which it does not make")
         if isinstance(inpt, tv_tensors.TVTensor) and not isinstance(inpt, tv_tensors.Image):
             raise TypeError(f"PolicyTransform augments images only, got {type(inpt).__name__}: "
                             "geometric ops would not move boxes or masks with the image")
@@ -202,6 +212,8 @@ def _checked_pool(pool: Sequence[Image.Image] | None) -> tuple[Image.Image, ...]
         if not isinstance(item, Image.Image):
             raise TypeError(f"pool[{i}]: expected a PIL image, got {type(item).__name__}; pass the images "
                             "alone (not (image, label) pairs), converted with PIL.Image.fromarray if needed")
+        if item.mode not in ("L", "RGB"):  # as an input image: a partner converted here would lose content
+            raise ValueError(f"pool[{i}]: PIL mode {item.mode!r} is not supported; {_mode_advice(item)}")
     return pool
 
 
@@ -212,6 +224,8 @@ def _mode_advice(img: Any) -> str:
         return ("scale its values to 0..255 and make an 'L' image (for values in 0..1: Image.fromarray("
                 "(np.asarray(img) * 255).round().astype(np.uint8)))")
     if mode.startswith("I"):
+        if int(np.asarray(img).max(initial=0)) <= 255 and int(np.asarray(img).min(initial=0)) >= 0:
+            return "its values lie in 0..255, so img.convert('L') keeps them"
         return ("scale its values to 0..255 and make an 'L' image (for 16 bits: Image.fromarray((np.asarray(img) "
                 ">> 8).astype(np.uint8))); convert('L') would clip every value above 255")
     if mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
@@ -229,8 +243,14 @@ def _leaves(value: Any) -> list[Any]:
     return [value]
 
 
-def _holds_image(sample: Any) -> bool:
-    return any(isinstance(leaf, (Image.Image, torch.Tensor)) for leaf in _leaves(sample))
+def _array_advice(array: np.ndarray) -> str:
+    """How to make the image a numpy array holds into one the transform takes, by the array's layout."""
+    floats = "" if array.dtype == np.uint8 else " (floats in 0..1)"
+    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
+        return f"it is [C, H, W]: convert it with torch.from_numpy(array){floats}"
+    tensor = "torch.from_numpy(array)[None]" if array.ndim == 2 else "torch.from_numpy(array).permute(2, 0, 1)"
+    pil = "PIL.Image.fromarray(array) or " if array.dtype == np.uint8 else ""
+    return f"convert it with {pil}{tensor}{floats}"
 
 
 def _baseline_pil(img: Image.Image, baseline: Baseline, generator: torch.Generator | None) -> Image.Image:

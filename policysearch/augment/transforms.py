@@ -391,6 +391,8 @@ def check_image_batch(batch: Any, where: str = "batch") -> torch.Tensor:
     if batch.dtype != torch.uint8 and batch.dtype not in _FLOATS:
         raise TypeError(f"{where}: expected dtype uint8 (0..255) or float (0..1: float16, bfloat16, float32 or "
                         f"float64), got {batch.dtype}")
+    if batch.is_meta:
+        raise ValueError(f"{where}: a tensor on the meta device holds no pixels to augment")
     if not batch.is_floating_point() or not batch.numel():
         return batch
     low, high = (value.item() for value in torch.aminmax(batch))
