@@ -5,8 +5,8 @@ step takes a batch, and ``BatchPolicyTransform`` applies the policy to it in pla
 pipeline: every sample draws its own sub-policy, probabilities and arguments, with no Python loop over
 samples, on the CPU or the GPU. A seeded generator makes the augmentation repeatable.
 
-    python examples/train_batches.py --policy trivialaugment --epochs 3
-    python examples/train_batches.py --policy runs/demo/policy.json --device cuda
+    python examples/train_batches.py --policy trivialaugment
+    python examples/train_batches.py --policy runs/demo-DATE/policy.json --device cuda
 """
 
 from __future__ import annotations
@@ -30,16 +30,16 @@ def digits_tensor(size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def small_cnn(classes: int = 10) -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
         nn.Flatten(), nn.Linear(64, classes))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--policy", default="trivialaugment", help="policy file or policy string (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--steps", type=int, default=None, help="stop each epoch after this many batches")
     parser.add_argument("--train-size", type=int, default=1000, help="training images; the rest are the test set")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available here; use --device cpu")
     torch.manual_seed(args.seed)
 
     images, labels = digits_tensor(args.size)
@@ -60,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     except PolicyError as exc:  # a bad file or string: one line naming what is wrong
         parser.error(str(exc))
     generator = torch.Generator(device).manual_seed(args.seed)  # on the batch's device
-    print(f"policy {augment.policy.name or args.policy}: {len(augment.policy)} sub-policies, "
+    subs = f"{len(augment.policy)} sub-polic{'y' if len(augment.policy) == 1 else 'ies'}"
+    print(f"policy {augment.policy.name or args.policy}: {subs}, "
           f"{len(train_y)} training images on {device}")
 
     def normalise(batch: torch.Tensor) -> torch.Tensor:

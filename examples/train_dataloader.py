@@ -5,8 +5,8 @@ upscaled to 32 x 32 PIL images. ``PolicyTransform`` takes a policy file or a pol
 ``transforms.Compose`` like any torchvision transform; with ``--workers`` it runs in the loader's
 worker processes.
 
-    python examples/train_dataloader.py --policy randaugment:n=1,m=5 --epochs 3
-    python examples/train_dataloader.py --policy runs/demo/policy.json --steps 20
+    python examples/train_dataloader.py --policy randaugment:n=1,m=5
+    python examples/train_dataloader.py --policy runs/demo-DATE/policy.json --workers 2
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ class Digits(Dataset):
 
 def small_cnn(classes: int = 10) -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
         nn.Flatten(), nn.Linear(64, classes))
 
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--policy", default="randaugment:n=1,m=5",
                         help="policy file or policy string (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--steps", type=int, default=None, help="stop each epoch after this many batches")
     parser.add_argument("--train-size", type=int, default=1000, help="training images; the rest are the test set")
     parser.add_argument("--batch-size", type=int, default=64)
