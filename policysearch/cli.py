@@ -272,7 +272,8 @@ def _run_show(args: argparse.Namespace) -> int:
     canvas, samples, _ = sample_grid(policy, data, about=about, samples=args.samples, views=args.views,
                                      seed=args.seed, backend=args.backend, scale=scale)
     out = write_atomic(args.output, lambda handle: canvas.save(handle, format="PNG"))
-    print(f"wrote {out} ({canvas.width}x{canvas.height} px: {samples} samples of {data.name}, "
+    print(f"wrote {out} ({canvas.width}x{canvas.height} px: {samples} {'sample' if samples == 1 else 'samples'} of "
+          f"{data.name}, "
           f"{args.views} {'view' if args.views == 1 else 'views'} each, {about})")
     return EXIT_OK
 

@@ -5,6 +5,10 @@ dashboard) in a private temporary folder, and when it ends kills every process e
 by that folder in their command lines, by the pids recorded when each node started, and their
 descendants - by process id, whether the code inside failed or not. ``ray stop`` would stop every Ray
 of this user on the machine, and leaves processes of a killed session behind.
+
+A module to import, not a command (running it does nothing). Ray 2.60's nodes refuse to start without
+token authentication unless the environment given says ``RAY_AUTH_MODE=disabled`` (the tests' does) or
+carries a token.
 """
 
 from __future__ import annotations

@@ -205,6 +205,9 @@ def test_string_or_file_rules(tmp_path, monkeypatch):
         load_policy(" ")
     with pytest.raises(TypeError, match="expected a Policy, a policy string or a policy file path, got list"):
         load_policy([["Rotate", 1.0, 0.5]])
+    # regression: a policy document (a dict, e.g. json.load of a file) was told to build Policy from a list
+    with pytest.raises(TypeError, match=r"got dict; read a policy document with Policy.from_dict\(document\)$"):
+        load_policy({"format_version": 3, "sub_policies": [[{"op": "Rotate", "prob": 1.0, "level": 0.5}]]})
 
 
 # --------------------------------------------------------------------------------------------- transforms

@@ -872,3 +872,22 @@ def test_float_images_a_little_outside_0_1_are_clamped_and_normalised_ones_refus
     with pytest.raises(ValueError, match=r"^image: float images must hold values in \[0, 1\], found \[[\d.]+, "
                                          r"[\d.]+\]; 0..255 values, it seems: divide by 255 or pass uint8$"):
         PolicyTransform("randaugment")(images[0] * 255)
+
+
+def test_the_batched_transform_keeps_torchvisions_image_type_and_refuses_masks():
+    """Regression: a ``tv_tensors.Image`` batch came back a plain tensor, but an empty one as an Image; a
+    ``tv_tensors.Mask`` was augmented as if it were images; Cutout refused a numpy image with words about
+    batches and filled a palette image with a palette index."""
+    transform = BatchPolicyTransform(FOUR)
+    batch = tv_tensors.Image(natural_batch(4, 8, 8, seed=1))
+    for given in (batch, tv_tensors.Image(natural_batch(4, 8, 8, seed=1)[:0])):
+        assert type(transform(given, generator=_gen(1))) is tv_tensors.Image
+    plain = natural_batch(4, 8, 8, seed=1)
+    assert torch.equal(transform(batch, generator=_gen(1)).as_subclass(torch.Tensor), transform(plain, generator=_gen(1)))
+    with pytest.raises(TypeError, match=r"^batch: augments images only, got Mask"):
+        transform(tv_tensors.Mask(torch.zeros(4, 1, 8, 8, dtype=torch.uint8)))
+    with pytest.raises(TypeError, match=r"^Cutout expects a PIL image, a tensor \[C, H, W\] or a batch \[B, C, H, W\], "
+                                        r"got ndarray$"):
+        Cutout(4)(np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"^image: PIL mode 'P' is not supported"):
+        Cutout(4)(natural_pil(8, 8, seed=1).convert("P"))

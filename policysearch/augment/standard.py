@@ -22,6 +22,7 @@ import math
 import numbers
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -384,5 +385,6 @@ def load_policy(source: Policy | str | os.PathLike[str]) -> Policy:
             raise PolicyError(f"{exc}; and there is no file {_shortened(repr(source))}") from None
     if isinstance(source, (str, os.PathLike)):
         return Policy.load(source)
-    raise TypeError(f"expected a Policy, a policy string or a policy file path, got {type(source).__name__}; "
-                    "build a Policy(sub_policies) from a list")
+    hint = ("read a policy document with Policy.from_dict(document)" if isinstance(source, Mapping) else
+            "build a Policy(sub_policies) from a list")
+    raise TypeError(f"expected a Policy, a policy string or a policy file path, got {type(source).__name__}; {hint}")

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 from PIL import Image
+from torchvision import tv_tensors
 
 from policysearch.augment.cpu_kernels import CODES, TABLE, run_pixel_ops, warm_up
 from policysearch.augment.kernels import apply_lut, to_uint8
@@ -167,6 +168,14 @@ class BaselineAugment(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"pad_crop={self.baseline.pad_crop}, hflip={self.baseline.hflip}"
+
+
+def _refuse_non_images(value: Any, where: str) -> None:
+    """A TypeError for torchvision's tensors that hold no image (masks, boxes, videos): augmenting them as images
+    would not keep them aligned with the images they belong to."""
+    if isinstance(value, tv_tensors.TVTensor) and not isinstance(value, tv_tensors.Image):
+        raise TypeError(f"{where}: augments images only, got {type(value).__name__}: geometric ops would not move "
+                        "boxes or masks with their image, nor draw alike for a video's frames")
 
 
 def run_step(part: torch.Tensor, step: PlanStep, ctx: TensorContext) -> torch.Tensor:
@@ -835,10 +844,13 @@ class BatchPolicyTransform(torch.nn.Module):
 
     def forward(self, batch: torch.Tensor, generator: torch.Generator | None = None,
                 pool: torch.Tensor | None = None) -> torch.Tensor:
-        batch = check_image_batch(batch)
-        if batch.numel() == 0:  # no samples, or images without pixels
-            return batch.clone()
-        return self._replay(batch, self.sample(batch.shape, batch.device, generator), pool)
+        _refuse_non_images(batch, "batch")
+        plain = check_image_batch(batch.as_subclass(torch.Tensor) if isinstance(batch, torch.Tensor) else batch)
+        if plain.numel() == 0:  # no samples, or images without pixels
+            out = plain.clone()
+        else:
+            out = self._replay(plain, self.sample(plain.shape, plain.device, generator), pool)
+        return tv_tensors.wrap(out, like=batch) if isinstance(batch, tv_tensors.Image) else out
 
     def extra_repr(self) -> str:
         return f"{len(self.policy)} sub-policies, fill={self.fill}, baseline: {self.policy.baseline.describe()}"
@@ -865,10 +877,16 @@ class Cutout(torch.nn.Module):
     def forward(self, image: Any) -> Any:
         gen = self.generator
         if isinstance(image, Image.Image):
+            if image.mode not in ("L", "RGB"):  # a palette image's fill would be a palette index
+                raise ValueError(f"image: PIL mode {image.mode!r} is not supported; convert to 'RGB' or 'L' first")
             check_fill_channels(self.fill, len(image.getbands()))
             centre = torch.rand(2, generator=gen).tolist()
             return cutout_pil(image, self.size, (centre[0], centre[1]), self.fill)
-        single = isinstance(image, torch.Tensor) and image.ndim == 3
+        if not isinstance(image, torch.Tensor):
+            raise TypeError(f"Cutout expects a PIL image, a tensor [C, H, W] or a batch [B, C, H, W], got "
+                            f"{type(image).__name__}")
+        _refuse_non_images(image, "image")
+        single = image.ndim == 3
         batch = image.unsqueeze(0) if single else image
         batch = check_image_batch(batch, where="image" if single else "batch")
         centre = torch.rand((batch.shape[0], 2), generator=gen, device=batch.device)
