@@ -29,6 +29,8 @@ from torch.utils.data import Dataset
 import policysearch
 
 SIZE = 16
+# How train_with trains; the search is told the same, so that it chooses the recipe for this training.
+TRAINING = dict(batch_size=64, lr=0.05)
 # Settings of a smoke run: a minute or so per search on 2 CPU cores, meaningless as a recipe.
 QUICK = dict(train_size=100, splits=2, trials=2, epochs=1, top_n=1, num_views=1, min_steps=8, selection_folds=2,
              selection_keep=0.1, strengths=(1.0,))
@@ -100,10 +102,10 @@ def train_with(result, train: DigitImages, test: DigitImages, epochs: int, seed:
     def normalise(batch: torch.Tensor) -> torch.Tensor:
         return (batch.float() / 255 - mean) / std
 
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=TRAINING["lr"], momentum=0.9, weight_decay=5e-4)
     for _ in range(epochs):
         model.train()
-        for index in torch.randperm(len(images), generator=generator).split(64):
+        for index in torch.randperm(len(images), generator=generator).split(TRAINING["batch_size"]):
             batch = augment(images[index], generator)
             loss = nn.functional.cross_entropy(model(normalise(batch)), labels[index])
             optimizer.zero_grad()
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     out = args.out or Path("runs") / f"own-model-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    settings = QUICK if args.quick else dict(trials=args.trials, epochs=args.epochs, splits=3)
+    settings = {**TRAINING, **(QUICK if args.quick else dict(trials=args.trials, epochs=args.epochs, splits=3))}
     train, test = digits(args.seed)
 
     sources = {"torch": lambda: train, "hf": lambda: hugging_face(train)}

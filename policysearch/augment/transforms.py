@@ -24,7 +24,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torchvision import tv_tensors
 
 from policysearch.augment.cpu_kernels import CODES, TABLE, run_pixel_ops, warm_up
 from policysearch.augment.kernels import apply_lut, to_uint8
@@ -170,10 +169,17 @@ class BaselineAugment(torch.nn.Module):
         return f"pad_crop={self.baseline.pad_crop}, hflip={self.baseline.hflip}"
 
 
+def _tv_tensors() -> Any:
+    """torchvision's ``tv_tensors`` where it is imported, else None (then no value is one of them): this module
+    does not import torchvision, which would cost every Ray worker of a search seconds."""
+    return sys.modules.get("torchvision.tv_tensors")
+
+
 def _refuse_non_images(value: Any, where: str) -> None:
     """A TypeError for torchvision's tensors that hold no image (masks, boxes, videos): augmenting them as images
     would not keep them aligned with the images they belong to."""
-    if isinstance(value, tv_tensors.TVTensor) and not isinstance(value, tv_tensors.Image):
+    tv = _tv_tensors()
+    if tv is not None and isinstance(value, tv.TVTensor) and not isinstance(value, tv.Image):
         raise TypeError(f"{where}: augments images only, got {type(value).__name__}: geometric ops would not move "
                         "boxes or masks with their image, nor draw alike for a video's frames")
 
@@ -850,7 +856,8 @@ class BatchPolicyTransform(torch.nn.Module):
             out = plain.clone()
         else:
             out = self._replay(plain, self.sample(plain.shape, plain.device, generator), pool)
-        return tv_tensors.wrap(out, like=batch) if isinstance(batch, tv_tensors.Image) else out
+        tv = _tv_tensors()
+        return tv.wrap(out, like=batch) if tv is not None and isinstance(batch, tv.Image) else out
 
     def extra_repr(self) -> str:
         return f"{len(self.policy)} sub-policies, fill={self.fill}, baseline: {self.policy.baseline.describe()}"
