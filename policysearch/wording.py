@@ -55,7 +55,9 @@ def keyword_mention(name: str, value: Any = _UNSET) -> str:
         return "data" if value is _UNSET else f"data {value}"
     if value is _UNSET:
         return keyword(name)
-    return f"{keyword(name)}{os.fspath(value) if isinstance(value, os.PathLike) else short_repr(value)}"
+    if isinstance(value, os.PathLike):
+        return f"{keyword(name)}{os.fspath(value)}"
+    return f"{keyword(name)}{value!r}" if isinstance(value, str) else f"{keyword(name)}{short_repr(value)}"
 
 
 class WordedError(ValueError):

@@ -372,14 +372,14 @@ def test_a_policy_too_large_for_a_file_is_refused_before_anything_is_written(tmp
     """Regression: ``randaugment:n=4`` (38,416 sub-policies, which the README lists) was saved as a 13 MB file
     that ``Policy.load`` refuses, and ``convert`` said "more than 250000 values" without naming the cause."""
     big = load_policy("randaugment:n=4,m=10")
-    with pytest.raises(PolicyError, match=r"^randaugment:n=4,m=10: its 38,416 sub-policies make a file of [\d,]+ "
+    with pytest.raises(PolicyError, match=r"^randaugment:n=4,m=10: its 38,416 sub-policies and metadata make a file of [\d,]+ "
                                           r"bytes, more than the 1,048,576 a policy file may hold; use fewer "
                                           r"sub-policies \(a policy string works by its name: "
                                           r"PolicyTransform\('randaugment:n=4,m=10'\)\)$"):
         big.save(tmp_path / "big.json")
     assert not list(tmp_path.iterdir())
     assert main(["convert", "randaugment:n=4,m=10", "-o", str(tmp_path / "big.json")]) == 2
-    assert "its 38,416 sub-policies make a file of" in capsys.readouterr().err
+    assert "its 38,416 sub-policies and metadata make a file of" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
     largest = load_policy("randaugment:n=3,m=10")  # the largest RandAugment that fits, read back as saved
     assert Policy.load(largest.save(tmp_path / "n3.json")) == largest

@@ -175,6 +175,10 @@ def test_the_checkpoints_of_pytorchs_tutorial_and_of_lightning_load(small_cnn_we
     for name in ("tutorial.pt", "lightning.ckpt"):
         model = create_model("small_cnn", 10, 1, weights=tmp_path / name)
         assert torch.equal(model.features[0].weight, saved["features.0.weight"]), name
+    colour = build_model("small_cnn", 10, 3).state_dict()  # an RGB model's Lightning file, fine-tuned on grey
+    torch.save({"state_dict": {f"model.{k}": v for k, v in colour.items()}}, tmp_path / "rgb.ckpt")
+    grey = create_model("small_cnn", 10, 1, weights=tmp_path / "rgb.ckpt")
+    assert torch.equal(grey.features[0].weight, colour["features.0.weight"].sum(1, keepdim=True))
 
     class Wrapper(nn.Module):  # a model whose own keys start with "model.": nothing is stripped
         def __init__(self, num_classes: int, in_channels: int) -> None:
@@ -229,6 +233,20 @@ def test_a_convolutional_classifier_after_a_linear_layer_is_refused(tmp_path: Pa
     with pytest.raises(WeightsError, match=r"^ConvHead seems to classify with the Conv2d classifier \(10 outputs, "
                                            r"after its last nn.Linear excite\)"):
         create_model("callable:ConvHead", 10, 1, weights=tmp_path / "conv.pt", builder=ConvHead)
+
+    class LinearFirst(nn.Module):  # its head defined first, and a convolution as wide as the class count
+        def __init__(self, num_classes: int, in_channels: int) -> None:
+            super().__init__()
+            self.fc = nn.Linear(8, num_classes)
+            self.body = nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.Conv2d(8, 8, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.body(x).mean((2, 3)))
+
+    torch.save(LinearFirst(8, 1).state_dict(), tmp_path / "first.pt")  # 8 classes: Conv2d(8, 8) is no classifier
+    model = create_model("callable:LinearFirst", 8, 1, weights=tmp_path / "first.pt", builder=LinearFirst,
+                         freeze_backbone=True)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["fc.weight", "fc.bias"]
 
 
 def test_a_frozen_backbone_trains_only_the_head(small_cnn_weights: str) -> None:

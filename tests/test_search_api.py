@@ -650,3 +650,14 @@ def test_two_searches_started_in_the_same_second_get_their_own_folders():
     first, second = default_run_dir(), default_run_dir()
     assert first != second and first.parent == second.parent == Path("runs")
     assert first.name.startswith("search-") and len(first.name.split("-")) == 4
+
+
+def test_a_long_path_is_named_whole_in_python():
+    """Regression: values named in Python's wording were shortened to 60 characters, paths too, which cut the
+    middle out of the file a message was about."""
+    from policysearch.wording import keyword_mention
+
+    path = "/tmp/" + "a-rather-long-folder-name/" * 4 + "resnet18-imagenet.pt"
+    assert keyword_mention("weights", path) == f"weights={path!r}"
+    assert keyword_mention("weights", Path(path)) == f"weights={path}"
+    assert len(keyword_mention("weights", {"w": list(range(1000))})) < 100  # anything else stays short

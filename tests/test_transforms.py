@@ -601,8 +601,12 @@ def test_an_image_of_another_type_is_refused_not_passed_through():
     with pytest.raises(TypeError, match=r"it is \[C, H, W\]: convert it with torch.from_numpy\(array\) \(floats in "
                                         r"0..1\)$"):
         transform(chw)
-    one_hot = np.eye(10)[3]  # a 1-D array is no image: passed through, as v2 passes labels
-    assert transform((natural_pil(12, 12, seed=1), one_hot))[1] is one_hot
+    # beside a PIL image, arrays are labels, boxes or logits: passed through, as v2 and its AutoAugment do
+    pil = natural_pil(12, 12, seed=1)
+    for other in (np.eye(10)[3], np.array([[1, 0, 1]]), {"boxes": np.array([[1.0, 2.0, 3.0, 4.0]])},
+                  np.zeros((1, 10), np.float32)):
+        for kept in (transform((pil, other))[1], v2.AutoAugment()((pil, other))[1]):
+            assert (kept["boxes"] is other["boxes"]) if isinstance(other, dict) else (kept is other)
 
 
 def test_a_sample_of_two_images_is_refused_as_torchvision_does():
@@ -889,5 +893,14 @@ def test_the_batched_transform_keeps_torchvisions_image_type_and_refuses_masks()
     with pytest.raises(TypeError, match=r"^Cutout expects a PIL image, a tensor \[C, H, W\] or a batch \[B, C, H, W\], "
                                         r"got ndarray$"):
         Cutout(4)(np.zeros((8, 8, 3), np.uint8))
-    with pytest.raises(ValueError, match=r"^image: PIL mode 'P' is not supported"):
+    with pytest.raises(ValueError, match=r"^image: PIL mode 'P' \(a palette\) is not supported"):
         Cutout(4)(natural_pil(8, 8, seed=1).convert("P"))
+    assert Cutout(4, fill=(0, 0, 0, 0))(natural_pil(8, 8, seed=1).convert("RGBA")).mode == "RGBA"  # as before
+    # apply() and Cutout keep the type and refuse masks as forward() does
+    plan = transform.sample(batch.shape, batch.device, _gen(1))
+    assert type(transform.apply(batch, plan)) is tv_tensors.Image
+    with pytest.raises(TypeError, match=r"^batch: augments images only, got Mask"):
+        transform.apply(tv_tensors.Mask(torch.zeros(4, 1, 8, 8, dtype=torch.uint8)), plan)
+    assert type(Cutout(4)(batch)) is tv_tensors.Image
+    with pytest.raises(TypeError, match=r"^image: augments images only, got Mask"):
+        Cutout(4)(tv_tensors.Mask(torch.zeros(1, 8, 8, dtype=torch.uint8)))

@@ -116,6 +116,8 @@ def test_class_names_are_read_through_subset_and_concat():
     assert read_data(joined).classes == tuple(names)
     renamed = Items(_pil_items(images[:10], labels[:10]), classes=[f"class {c}" for c in range(10)])
     assert read_data(torch.utils.data.ConcatDataset([part, renamed])).classes == tuple(str(c) for c in range(10))
+    first = torch.utils.data.Subset(whole, [k for k in range(60) if labels[k] < 5])  # the first classes: theirs
+    assert read_data(first).classes == tuple(names[:5])
     missing = torch.utils.data.Subset(whole, [k for k in range(60) if labels[k] != 7])  # a class left out: named
     with pytest.raises(DataError, match=r"^class 7 \('digit 7'\) has no images"):
         read_data(missing)

@@ -79,17 +79,19 @@ class PolicyTransform(v2.Transform):
 
     def forward(self, *inputs: Any) -> Any:
         # transforms.v2 passes what it cannot transform through unchanged: an image of another type would
-        # silently go without augmentation (or a tensor label be taken for the image), so a numpy image or a
-        # sample without any image is refused, and, as torchvision's AutoAugment does, one of two images.
+        # silently go without augmentation (or a tensor label be taken for the image), so a sample whose
+        # image may be a numpy array (no PIL or torchvision image beside it) or that holds no image is
+        # refused, and, as torchvision's AutoAugment does, one of two images. Arrays beside an image (a
+        # label, boxes, logits) pass through, as v2 passes them.
         leaves = _leaves(inputs)
+        images = [v for v in leaves if isinstance(v, (Image.Image, tv_tensors.Image, tv_tensors.Video))]
         array = next((v for v in leaves if isinstance(v, np.ndarray) and v.ndim >= 2), None)
-        if array is not None:
+        if array is not None and not images:
             raise TypeError(f"PolicyTransform expects a PIL image or a tensor [C, H, W], got a numpy array "
                             f"{tuple(array.shape)} of {array.dtype}; {_array_advice(array)}")
         if not any(isinstance(leaf, (Image.Image, torch.Tensor)) for leaf in leaves):
             found = ", ".join(sorted({type(v).__name__ for v in leaves})) or "nothing"
             raise TypeError(f"PolicyTransform expects a PIL image or a tensor [C, H, W], got {found}")
-        images = [v for v in leaves if isinstance(v, (Image.Image, tv_tensors.Image, tv_tensors.Video))]
         if len(images) > 1:
             raise TypeError(f"PolicyTransform augments one image per sample, got {len(images)} "
                             f"({', '.join(type(v).__name__ for v in images)}): each would get its own draws; "
@@ -245,7 +247,9 @@ def _leaves(value: Any) -> list[Any]:
 
 def _array_advice(array: np.ndarray) -> str:
     """How to make the image a numpy array holds into one the transform takes, by the array's layout."""
-    floats = "" if array.dtype == np.uint8 else " (floats in 0..1)"
+    floats = " (floats in 0..1)" if np.issubdtype(array.dtype, np.floating) else ""
+    if array.ndim > 3:
+        return "convert each image with PIL.Image.fromarray or torch.from_numpy"
     if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
         return f"it is [C, H, W]: convert it with torch.from_numpy(array){floats}"
     tensor = "torch.from_numpy(array)[None]" if array.ndim == 2 else "torch.from_numpy(array).permute(2, 0, 1)"

@@ -370,9 +370,9 @@ class Policy:
         size = len(text.encode("utf-8"))
         if size > MAX_FILE_BYTES:
             named = f" (a policy string works by its name: PolicyTransform({self.name!r}))" if ":" in self.name else ""
-            raise PolicyError(f"{self.name or 'policy'}: its {len(self):,} sub-policies make a file of {size:,} bytes, "
-                              f"more than the {MAX_FILE_BYTES:,} a policy file may hold; use fewer sub-policies"
-                              f"{named}")
+            raise PolicyError(f"{self.name or 'policy'}: its {len(self):,} sub-policies and metadata make a file of "
+                              f"{size:,} bytes, more than the {MAX_FILE_BYTES:,} a policy file may hold; use fewer "
+                              f"sub-policies{named}")
         return text
 
     def save(self, path: str | os.PathLike[str]) -> Path:

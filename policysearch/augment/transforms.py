@@ -175,13 +175,23 @@ def _tv_tensors() -> Any:
     return sys.modules.get("torchvision.tv_tensors")
 
 
-def _refuse_non_images(value: Any, where: str) -> None:
-    """A TypeError for torchvision's tensors that hold no image (masks, boxes, videos): augmenting them as images
-    would not keep them aligned with the images they belong to."""
+def _plain_images(value: Any, where: str) -> Any:
+    """``value`` as a plain tensor when it is torchvision's ``tv_tensors.Image``; a TypeError for its tensors that
+    hold no image (masks, boxes, videos): augmenting them as images would not keep them aligned with the images
+    they belong to. Anything else as it is, for the caller's checks."""
     tv = _tv_tensors()
-    if tv is not None and isinstance(value, tv.TVTensor) and not isinstance(value, tv.Image):
+    if tv is None or not isinstance(value, tv.TVTensor):
+        return value
+    if not isinstance(value, tv.Image):
         raise TypeError(f"{where}: augments images only, got {type(value).__name__}: geometric ops would not move "
                         "boxes or masks with their image, nor draw alike for a video's frames")
+    return value.as_subclass(torch.Tensor)
+
+
+def _like(out: torch.Tensor, given: Any) -> torch.Tensor:
+    """``out`` as a ``tv_tensors.Image`` where ``given`` was one, else as it is."""
+    tv = _tv_tensors()
+    return tv.wrap(out, like=given) if tv is not None and isinstance(given, tv.Image) else out
 
 
 def run_step(part: torch.Tensor, step: PlanStep, ctx: TensorContext) -> torch.Tensor:
@@ -808,10 +818,10 @@ class BatchPolicyTransform(torch.nn.Module):
     def apply(self, batch: torch.Tensor, plan: Plan, pool: torch.Tensor | None = None) -> torch.Tensor:
         """Apply a drawn plan; deterministic. SamplePairing blends a sample with another of the batch, or
         with an image of ``pool`` (uint8 [P, C, H, W], the batch's channels and size) when one is given."""
-        batch = check_image_batch(batch)
+        plain = check_image_batch(_plain_images(batch, "batch"))
         if not isinstance(plan, Plan):
             raise TypeError(f"plan: expected the Plan that sample() drew, got {type(plan).__name__}")
-        return self._replay(batch, plan, pool)
+        return _like(self._replay(plain, plan, pool), batch)
 
     def _replay(self, batch: torch.Tensor, plan: Plan, pool: torch.Tensor | None) -> torch.Tensor:
         if pool is not None:
@@ -850,14 +860,10 @@ class BatchPolicyTransform(torch.nn.Module):
 
     def forward(self, batch: torch.Tensor, generator: torch.Generator | None = None,
                 pool: torch.Tensor | None = None) -> torch.Tensor:
-        _refuse_non_images(batch, "batch")
-        plain = check_image_batch(batch.as_subclass(torch.Tensor) if isinstance(batch, torch.Tensor) else batch)
+        plain = check_image_batch(_plain_images(batch, "batch"))
         if plain.numel() == 0:  # no samples, or images without pixels
-            out = plain.clone()
-        else:
-            out = self._replay(plain, self.sample(plain.shape, plain.device, generator), pool)
-        tv = _tv_tensors()
-        return tv.wrap(out, like=batch) if tv is not None and isinstance(batch, tv.Image) else out
+            return _like(plain.clone(), batch)
+        return _like(self._replay(plain, self.sample(plain.shape, plain.device, generator), pool), batch)
 
     def extra_repr(self) -> str:
         return f"{len(self.policy)} sub-policies, fill={self.fill}, baseline: {self.policy.baseline.describe()}"
@@ -884,21 +890,21 @@ class Cutout(torch.nn.Module):
     def forward(self, image: Any) -> Any:
         gen = self.generator
         if isinstance(image, Image.Image):
-            if image.mode not in ("L", "RGB"):  # a palette image's fill would be a palette index
-                raise ValueError(f"image: PIL mode {image.mode!r} is not supported; convert to 'RGB' or 'L' first")
+            if image.mode in ("P", "PA"):  # the fill would be a palette index
+                raise ValueError(f"image: PIL mode {image.mode!r} (a palette) is not supported; convert it to "
+                                 "'RGB' or 'RGBA' first")
             check_fill_channels(self.fill, len(image.getbands()))
             centre = torch.rand(2, generator=gen).tolist()
             return cutout_pil(image, self.size, (centre[0], centre[1]), self.fill)
         if not isinstance(image, torch.Tensor):
             raise TypeError(f"Cutout expects a PIL image, a tensor [C, H, W] or a batch [B, C, H, W], got "
                             f"{type(image).__name__}")
-        _refuse_non_images(image, "image")
-        single = image.ndim == 3
-        batch = image.unsqueeze(0) if single else image
-        batch = check_image_batch(batch, where="image" if single else "batch")
+        plain = _plain_images(image, "image")
+        single = plain.ndim == 3
+        batch = check_image_batch(plain.unsqueeze(0) if single else plain, where="image" if single else "batch")
         centre = torch.rand((batch.shape[0], 2), generator=gen, device=batch.device)
         out = self.apply(batch, centre)
-        return out.squeeze(0) if single else out
+        return _like(out.squeeze(0) if single else out, image)
 
     def apply(self, batch: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
         """Cut the square out of every sample of ``batch`` at ``centre`` [B, 2] ((y, x) as fractions)."""

@@ -726,10 +726,11 @@ def _search_held(prepared: Prepared, builder: bytes | None, run: Run, resume: bo
             local = start_ray(config, prepared_bytes(prepared))
         nodes = cluster_nodes()
         if joined:
-            print(f"ray: joined the cluster at {ray.get_runtime_context().gcs_address}: "
-                  f"{count(len(nodes), 'nodes')}, {sum(n['CPU'] for n in nodes):g} CPUs, "
-                  f"{sum(n['GPU'] for n in nodes):g} GPUs", file=stream, flush=True)
-        check_resources(config, nodes, "the Ray cluster" if joined else "this machine", cluster=joined)
+            what = "joined the cluster" if config.address else "using the Ray this process runs"
+            print(f"ray: {what} at {ray.get_runtime_context().gcs_address}: {count(len(nodes), 'nodes')}, "
+                  f"{sum(n['CPU'] for n in nodes):g} CPUs, {sum(n['GPU'] for n in nodes):g} GPUs", file=stream,
+                  flush=True)
+        check_resources(config, nodes, "the Ray cluster" if joined else "this machine", cluster=bool(config.address))
         if config.address and not is_uri(run.storage):
             verify_shared_storage(run.storage)
         if builder is not None:

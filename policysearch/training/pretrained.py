@@ -210,8 +210,9 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 
 def head_names(model: nn.Module, num_classes: int | None = None) -> tuple[str, ...]:
     """The names of the classifier heads: the modules timm's ``get_classifier()`` returns (distilled models
-    have two), else the model's last ``nn.Linear``. A ``Conv2d`` of ``num_classes`` outputs after that
-    ``nn.Linear`` is a convolutional classifier, which would leave the true head loaded and frozen: refused."""
+    have two), else the model's last ``nn.Linear``. Where that one has not ``num_classes`` outputs and a
+    ``Conv2d`` of ``num_classes`` outputs comes after it, the model classifies with the convolution, which would
+    be loaded and frozen while the Linear starts anew: refused."""
     classifier = getattr(model, "get_classifier", None)
     if callable(classifier):
         given = classifier()
@@ -224,9 +225,9 @@ def head_names(model: nn.Module, num_classes: int | None = None) -> tuple[str, .
     linears = [k for k, (_, m) in enumerate(modules) if isinstance(m, nn.Linear)]
     if not linears:
         raise WeightsError(f"{type(model).__name__} has no nn.Linear classifier head to replace")
-    last = modules[linears[-1]][0]
+    last, linear = modules[linears[-1]]
     after = [name for name, m in modules[linears[-1] + 1:] if isinstance(m, nn.Conv2d) and m.out_channels == num_classes]
-    if num_classes is not None and after:
+    if num_classes is not None and after and linear.out_features != num_classes:  # that Linear classifies nothing
         raise WeightsError(f"{type(model).__name__} seems to classify with the Conv2d {after[-1]} ({num_classes} "
                            f"outputs, after its last nn.Linear {last}): the head that starts anew and trains when "
                            "the backbone is frozen is an nn.Linear; end the model with an nn.Linear classifier")
@@ -351,7 +352,7 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, *, weights: 
         # built with the checkpoint's channels; the probe leaves the RNG as it was
         with torch.random.fork_rng(devices=[]):
             stem, _ = _first_conv(_architecture(name, num_classes, in_channels, builder))
-        kernel = state.get(f"{stem}.weight")
+        kernel = state.get(f"{stem}.weight", state.get(f"{LIGHTNING_PREFIX}{stem}.weight"))
         if kernel is not None and kernel.dim() == 4 and int(kernel.shape[1]) in (1, 3):
             channels = int(kernel.shape[1])
     model = _architecture(name, num_classes, channels, builder)

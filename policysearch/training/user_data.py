@@ -102,7 +102,10 @@ def _read_items(data: Any) -> tuple[list[Tensor] | Tensor, list[int], list[str] 
                             "__getitem__, or pass a Hugging Face dataset with its column names")
         images.append(reader.read(item[0], where))
         labels.append(_label(item[1], where))
-    return images, labels, _class_names(_declared_classes(data)), kind
+    names = _class_names(_declared_classes(data))
+    if names and not hasattr(data, "classes") and labels and 0 <= max(labels) < len(names) - 1:
+        names = names[:max(labels) + 1]  # a Subset of the first classes: their names, not every class's
+    return images, labels, names, kind
 
 
 def _declared_classes(data: Any) -> Any:
