@@ -35,7 +35,8 @@ EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 SHOW_MAX_PIXELS = 50_000_000  # a larger grid (about 150 MB in memory, more while drawn) is a mistaken option
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away
 # The policy strings of policysearch.augment.standard, for help texts (kept here: help must not import torch).
-POLICY_STRINGS = "randaugment:n=2,m=9, trivialaugment, autoaugment:cifar10|imagenet|svhn, identity"
+POLICY_STRINGS = ("randaugment:n=2,m=9[,bins=31], trivialaugment, trivialaugmentwide[:max=0.5], "
+                  "autoaugment:cifar10|imagenet|svhn, torchvision:randaugment|trivialaugmentwide, identity")
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]

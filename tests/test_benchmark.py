@@ -475,6 +475,9 @@ def test_every_benchmark_option_has_help_that_states_the_real_defaults():
     assert all(helps[dest] for dest in helps if dest != "help"), [d for d, h in helps.items() if not h]
     assert "0 1 2 3 4 (" in helps["seeds"] and "default: 0 1 2)" not in helps["seeds"]
     assert "preset's" in helps["epochs"] and "preset's" in helps["batch_size"]
+    # regression: nine options with a default gave none; every option that takes a value names it now
+    valued = [a for a in parser._actions if a.dest != "help" and a.nargs != 0 and a.option_strings]
+    assert not [a.dest for a in valued if "default" not in (a.help or "")], "an option's default is not stated"
 
 
 @pytest.mark.slow

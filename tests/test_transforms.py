@@ -863,6 +863,11 @@ def test_float_images_a_little_outside_0_1_are_clamped_and_normalised_ones_refus
     assert 0 <= single.min() and single.max() <= 1
     cut = Cutout(4)(strayed)  # also the trainer's --cutout
     assert 0 <= cut.min() and cut.max() <= 1
+    # regression: the bounds themselves, 1.1 and -0.1, were refused in float32 (compared in double)
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        for edge in (1.1, -0.1):
+            out = BatchPolicyTransform("identity")(torch.full((1, 1, 2, 2), edge, dtype=dtype))
+            assert out.dtype == dtype and 0 <= out.min() and out.max() <= 1
     nan = images.clone()
     nan[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match=r"found \[nan, .*\]; NaN or infinite values$"):

@@ -423,7 +423,9 @@ def check_image_batch(batch: Any, where: str = "batch") -> torch.Tensor:
     low, high = (value.item() for value in torch.aminmax(batch))
     if 0 <= low and high <= 1:
         return batch
-    if -FLOAT_SLACK <= low and high <= 1 + FLOAT_SLACK:
+    # the bounds as the batch's dtype holds them: float32's 1.1 is 1.10000002 in double, over a double 1.1
+    lowest, highest = (float(torch.tensor(v, dtype=batch.dtype)) for v in (-FLOAT_SLACK, 1 + FLOAT_SLACK))
+    if lowest <= low and high <= highest:
         return batch.clamp(0.0, 1.0)
     hint = ("NaN or infinite values" if not (math.isfinite(low) and math.isfinite(high)) else
             "0..255 values, it seems: divide by 255 or pass uint8" if high > NORMALISED_MOST else

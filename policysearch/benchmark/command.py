@@ -33,12 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="data set: a name, imagefolder:PATH or a folder with train/ and test/ subfolders of "
                              "class folders (default: the preset's; another one is used whole, without the "
                              "preset's subset sizes and pretraining)")
-    parser.add_argument("--data-root", default="data", help="where downloadable data sets live")
+    parser.add_argument("--data-root", default="data", help="where downloadable data sets live (default: %(default)s)")
     parser.add_argument("--download", action="store_true",
                         help="download a torchvision data set (cifar10, cifar100, svhn) into --data-root if missing")
-    parser.add_argument("--train-size", type=int, default=None, help="training images (stratified subset)")
+    parser.add_argument("--train-size", type=int, default=None, help="training images, a stratified subset (default: the preset's)")
     parser.add_argument("--model", default=None, metavar="MODEL",
-                        help=f"{', '.join(MODEL_NAMES)} or torchvision:NAME (built with weights=None)")
+                        help=f"{', '.join(MODEL_NAMES)}, torchvision:NAME or timm:NAME (built without weights; "
+                             "default: the preset's)")
     parser.add_argument("--weights", default=None, metavar="PATH",
                         help="a local weights file (state dict of --model) that every model, the search's too, "
                              "starts from; the classifier head is always new (default: the preset's; the "
@@ -48,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=None,
                         help="resize every image to this size (default: as loaded; torchvision models at least 32)")
     parser.add_argument("--pretrain-epochs", type=int, default=None,
-                        help="epochs of the preset's own pretraining (digits-100-finetune)")
+                        help="epochs of the preset's own pretraining (digits-100-finetune; default: the preset's)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="training epochs of every method, and of the selection's trainings when it searches "
                              "(default: the preset's)")
@@ -62,15 +63,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="default: the preset's (searched-scratch: the recipe of a search without --weights)")
     parser.add_argument("--policy", metavar="POLICY", default=None,
                         help="the 'searched' method's policy: a policy file, or a policy string such as "
-                             "randaugment:n=1,m=5 (see policysearch.augment.standard); without it the benchmark "
+                             "randaugment:n=1,m=5 (see policysearch.augment.standard); by default the benchmark "
                              "searches one first")
     parser.add_argument("--cutout-with-policies", action=argparse.BooleanOptionalAction, default=None,
                         help="also apply Cutout on top of the policy methods (default: the preset's)")
-    parser.add_argument("--search-trials", type=int, default=None, help="policy trials per split")
-    parser.add_argument("--search-splits", type=int, default=None, help="D_M/D_A splits")
-    parser.add_argument("--search-top-n", type=int, default=None, help="best policies kept per split")
-    parser.add_argument("--search-epochs", type=int, default=None, help="child-model epochs")
-    parser.add_argument("--search-train-size", type=int, default=None, help="images the search uses")
+    parser.add_argument("--search-trials", type=int, default=None, help="policy trials per split (default: the preset's, else the search's)")
+    parser.add_argument("--search-splits", type=int, default=None, help="D_M/D_A splits (default: the preset's, else the search's)")
+    parser.add_argument("--search-top-n", type=int, default=None, help="best policies kept per split (default: the preset's, else the search's)")
+    parser.add_argument("--search-epochs", type=int, default=None, help="child-model epochs (default: the preset's, else the search's)")
+    parser.add_argument("--search-train-size", type=int, default=None, help="images the search uses (default: the preset's, else the final training's)")
     parser.add_argument("--out", default=None,
                         help=f"output folder (default: {DEFAULT_OUT}/<preset> under the current folder; the "
                              "committed results in benchmarks/results/ are written only when named here)")
