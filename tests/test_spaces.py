@@ -386,6 +386,25 @@ def test_unknown_shipped_name_suggests_and_lists():
     assert "did you mean 'fast_autoaugment'?" in message and "shipped: autoaugment" in message
 
 
+def test_a_space_file_is_found_as_a_user_writes_it(tmp_path, monkeypatch):
+    """Regression: MINE.YAML was looked up as a shipped name (the suffix check was case-sensitive), a file
+    without a suffix in the current folder got no word about it, and an empty --space ran the default."""
+    shipped = (resources.files("policysearch") / "search_spaces" / "no_flips.yaml").read_text(encoding="utf-8")
+    (tmp_path / "MINE.YAML").write_text(shipped, encoding="utf-8")
+    (tmp_path / "myspace").write_text(shipped, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert load_space("MINE.YAML").ops == load_space("no_flips").ops
+    with pytest.raises(SpaceError, match=r"no shipped search space of that name.*; for the file myspace here, "
+                                         r"write \./myspace$"):
+        load_space("myspace")
+    assert load_space("./myspace").ops == load_space("no_flips").ops
+    from policysearch.search.config import SearchConfig, SettingsError
+
+    assert SearchConfig(space="MINE.YAML").space == str(tmp_path / "MINE.YAML")  # kept absolute, as a file
+    with pytest.raises(SettingsError, match=r"--space is empty; give a shipped space's name"):
+        SearchConfig(space="")
+
+
 def test_missing_file_is_a_space_error(tmp_path):
     with pytest.raises(SpaceError, match=r"nope\.yaml: cannot read search space file"):
         load_space(tmp_path / "nope.yaml")

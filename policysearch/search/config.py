@@ -22,6 +22,7 @@ from policysearch.training.data import CLASSES_MARK, MAX_IMAGE_SIZE
 from policysearch.training.models import MODEL_NAMES
 from policysearch.training.pretrained import model_problem
 from policysearch.training.train import MIN_STEPS, MIN_STEPS_PER_EPOCH, TrainConfig
+from policysearch.search.spaces import is_space_path
 from policysearch.wording import flag, short_repr
 
 __all__ = ["ALGORITHMS", "RESUMABLE", "SearchConfig", "SettingsError", "add_config_arguments", "given_values", "is_uri"]
@@ -145,7 +146,7 @@ class SearchConfig:
         if self.dataset.startswith("imagefolder:"):
             folder, mark, classes = self.dataset[len("imagefolder:"):].partition(CLASSES_MARK)
             object.__setattr__(self, "dataset", f"imagefolder:{_absolute(folder)}{mark}{classes}")
-        if self.space and any(s in self.space for s in ("/", "\\", ".yaml", ".yml")):  # a file, as load_space reads
+        if self.space and is_space_path(self.space):  # a file, as load_space reads it
             object.__setattr__(self, "space", _absolute(self.space))
         if self.storage and not is_uri(self.storage):
             object.__setattr__(self, "storage", _absolute(self.storage.removeprefix("file://")))
@@ -161,6 +162,8 @@ class SearchConfig:
         """(field, what is wrong) for every invalid setting, the training values included."""
         model_issue = model_problem(self.model)
         checks: list[tuple[str, bool, Problem]] = [
+            ("space", self.space is None or bool(self.space.strip()),
+             "is empty; give a shipped space's name (policysearch spaces lists them) or a YAML file"),
             ("splits", self.splits >= 1, f"must be at least 1, got {self.splits}"),
             ("da_ratio", 0 < self.da_ratio < 1, f"must be between 0 and 1, got {self.da_ratio}"),
             ("trials", self.trials >= 1, f"must be at least 1, got {self.trials}"),

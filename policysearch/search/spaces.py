@@ -61,6 +61,7 @@ __all__ = [
     "Parameter",
     "SearchSpace",
     "SpaceError",
+    "is_space_path",
     "list_spaces",
     "load_space",
     "space_from_dict",
@@ -291,15 +292,19 @@ def list_spaces() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+def is_space_path(text: str) -> bool:
+    """Whether ``--space TEXT`` names a file (a path separator, or a ``.yaml``/``.yml`` suffix in any case)
+    rather than a shipped space."""
+    return any(s in text.lower() for s in ("/", "\\", ".yaml", ".yml"))
+
+
 def load_space(name_or_path: str | Path, known_ops: Collection[str] | None = None) -> SearchSpace:
     """Load a shipped space by bare name (``"fast_autoaugment"``) or any space file by path.
 
     A ``Path``, or a string with a path separator or a ``.yaml``/``.yml`` suffix, is read from disk;
     anything else is looked up among :func:`list_spaces`. ``known_ops`` defaults to the op registry.
     """
-    is_path = isinstance(name_or_path, Path) or any(
-        s in str(name_or_path) for s in ("/", "\\", ".yaml", ".yml")
-    )
+    is_path = isinstance(name_or_path, Path) or is_space_path(str(name_or_path))
     if is_path:
         path = Path(name_or_path)
         source = str(path)
@@ -318,8 +323,9 @@ def load_space(name_or_path: str | Path, known_ops: Collection[str] | None = Non
         name = str(name_or_path)
         shipped = list_spaces()
         if name not in shipped:
+            local = f"; for the file {name} here, write ./{name}" if Path(name).exists() else ""
             raise SpaceError(lambda say: f"{say('space', name)}: no shipped search space of that name"
-                             f"{_suggest(name, shipped)}; shipped: {', '.join(shipped)}")
+                             f"{_suggest(name, shipped)}; shipped: {', '.join(shipped)}{local}")
         source = f"{SHIPPED_DIR}/{name}.yaml"
         text = (_shipped_folder() / f"{name}.yaml").read_text(encoding="utf-8")
     try:
