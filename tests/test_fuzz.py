@@ -686,7 +686,8 @@ def test_space_errors_name_the_file_and_the_key(tmp_path):
         (bomb + block, "more than 100000 values once aliases are expanded (line 6)"),
         ("[" * 1000, "nested deeper than 32 levels (line 1)"),
         ("{a: " * 33, "nested deeper than 32 levels (line 1)"),
-        (block + "? [a, b]\n: 1\n", "invalid YAML: a key must be a plain value, got list ['a', 'b']"),
+        (block + "? [a, b]\n: 1\n", f"line {block.count(chr(10)) + 1}, column 3: invalid YAML: a key must be a plain "
+                                    "value, got list ['a', 'b']"),
         (block.replace("name: fuzz", "name: [" + "x" * 100_000 + "]"), "name: must be a non-empty string, got ['xxx"),
         (block.replace("sub_policies: 2", "sub_policies: !!int x"), "line 3: tag 'tag:yaml.org,2002:int' is not allowed"),
     ]

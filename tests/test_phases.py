@@ -15,6 +15,7 @@ import pytest
 from policysearch.augment.policy import Policy
 from policysearch.search.config import SearchConfig
 from policysearch.search.inprocess import run_search
+from policysearch.search.spaces import load_space
 
 TINY = dict(dataset="digits", train_size=60, splits=2, trials=3, epochs=1, top_n=1, algorithm="optuna", seed=3,
             cpus_per_trial=1.0, max_concurrent=1, min_steps=8, selection_folds=2, selection_repeats=1,
@@ -47,6 +48,8 @@ def test_the_whole_algorithm_runs_in_process_without_ray(tiny_run):
     assert result.chosen.name in {r["recipe"] for r in selection}
     for phase in ("phase 1: child models", "phase 2: policy trials", "phase 3: recipe selection, first fold"):
         assert f"[{phase}]" in out
+    # what the domain fit did to the space is said before phase 2 searches it (here: children too weak to judge)
+    assert "\ndomain fit: the child models are too close to chance" in out
     assert set(result.costs) >= {"phase1_wall_s", "phase2_wall_s", "phase3_wall_s", "processes"}
 
 
@@ -116,6 +119,29 @@ def test_a_resume_on_other_training_images_is_refused(tiny_run, tmp_path):
                                        r"[0-9a-f]{12}, stored 0{12}\)"):
         run_search(SearchConfig(**TINY), copy, resume=True, stream=io.StringIO())
     del stored["data_fingerprint"]  # a run from before the fingerprint: continued as it was
+    (copy / "config.json").write_text(json.dumps(stored), encoding="utf-8")
+    assert run_search(SearchConfig(**TINY), copy, resume=True, stream=io.StringIO()).policy_path.exists()
+
+
+def test_a_resume_with_a_changed_search_space_is_refused(tiny_run, tmp_path):
+    """A space file can be edited between a run and its resume while its name stays: config.json keeps the
+    space as loaded, and the resume compares it, rather than mixing trials of two spaces."""
+    import shutil
+
+    from policysearch.search.rundir import RunError
+
+    run_dir, _, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "policy.json").unlink()
+    stored = json.loads((copy / "config.json").read_text(encoding="utf-8"))
+    assert stored["space"] == json.loads(json.dumps(load_space(stored["resolved_space"]).to_dict()))
+    stored["space"]["sub_policies"] += 1  # as if the file had been edited since
+    (copy / "config.json").write_text(json.dumps(stored), encoding="utf-8")
+    with pytest.raises(RunError, match=rf"the search space {stored['resolved_space']} differs from the one the run "
+                                       r"started with \(sub_policies changed\); restore it, or start a new run"):
+        run_search(SearchConfig(**TINY), copy, resume=True, stream=io.StringIO())
+    del stored["space"]  # a run from before the space was recorded: continued as it was
     (copy / "config.json").write_text(json.dumps(stored), encoding="utf-8")
     assert run_search(SearchConfig(**TINY), copy, resume=True, stream=io.StringIO()).policy_path.exists()
 

@@ -10,14 +10,14 @@ import pytest
 
 
 from policysearch.search.candidates import Recipe, candidate_recipes, reference_name
-from policysearch.search.domain import DomainFit, OpFit, restrict_space
+from policysearch.search.domain import DomainFit, OpFit, restrict_space, restriction_text
 from policysearch.augment.policy import Baseline
 from policysearch.search import Prepared, SearchConfig, prepare
 from policysearch.search.domain import fit_domain
 from policysearch.search.recipes import (added_repeat, choose_recipe, final_baseline, flip_undecided, race_survivors,
                                          selection_trial)
 from policysearch.search.selection import Decision, decide, race_margin, race_ties
-from policysearch.search.spaces import load_space
+from policysearch.search.spaces import load_space, space_from_dict
 
 
 def _fit(**max_levels: float) -> DomainFit:
@@ -40,6 +40,31 @@ def test_restricted_space_drops_excluded_ops_and_caps_levels():
     assert restricted.level_range("Rotate") == (0.0, 0.5) and restricted.level_range("ShearX") == space.level_range("ShearX")
     policy = restricted.decode(restricted.sample(__import__("numpy").random.default_rng(0)))
     assert all(step.level <= 0.5 for sub in policy for step in sub if step.op == "Rotate")
+
+
+def test_an_op_whose_whole_range_lies_above_its_cap_leaves_the_space():
+    """A user's range [0.6, 0.9] under a cap of 0.5 has no level left that keeps the classes: the op goes,
+    rather than being pinned at the cap, a level the user's range excludes."""
+    space = space_from_dict({"name": "mine", "sub_policies": 1, "ops_per_sub_policy": 1,
+                             "probability": {"type": "continuous"}, "level": {"type": "continuous"},
+                             "ops": {"Rotate": {"level": [0.6, 0.9]}, "ShearX": {"level": [0.2, 0.9]}}})
+    restricted = restrict_space(space, _fit(Rotate=0.5, ShearX=0.5))
+    assert restricted.ops == ("ShearX",) and restricted.level_range("ShearX") == (0.2, 0.5)
+    assert restriction_text(space, restricted, _fit(Rotate=0.5, ShearX=0.5)) == (
+        "1 of 2 ops of space 'mine' kept; excluded: Rotate; levels capped: ShearX 0.5")
+
+
+def test_a_fit_that_excludes_every_op_says_so():
+    space = space_from_dict({"name": "mine", "sub_policies": 1, "ops_per_sub_policy": 1,
+                             "probability": {"type": "continuous"}, "level": {"type": "continuous"},
+                             "ops": ["Rotate", "Invert"]})
+    fit = _fit(Rotate=0.0, Invert=0.0)
+    restricted = restrict_space(space, fit)
+    assert restricted.ops == ("Identity",)
+    assert restriction_text(space, restricted, fit).startswith(
+        "every op of space 'mine' loses this data's classes at the lowest level the space allows it, so phase 2 "
+        "searches the identity alone")
+    assert restriction_text(space, restrict_space(space, _fit()), _fit()) == "2 of 2 ops of space 'mine' kept"
 
 
 def test_flip_joins_the_baseline_only_where_the_data_allows_it():

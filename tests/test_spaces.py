@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -332,6 +333,8 @@ def test_known_ops_can_be_given(tmp_path):
         (minimal(ops={"Rotate": {"level": 0.5}}), "ops.Rotate.level", "must be a list [low, high] of two numbers"),
         (minimal(ops={"Rotate": {"levels": [0, 1]}}), "ops.Rotate.levels", "unknown key (did you mean 'level'?)"),
         (minimal(ops={"Rotate": 0.5}), "ops.Rotate", "options must be a mapping"),
+        (minimal(ops={"Invert": {"level": [0.0, 0.5]}}), "ops.Invert.level",
+         "Invert has no magnitude (it always has the same effect), so a level range means nothing for it"),
         (minimal(sub_policies=...), "sub_policies", "missing required key"),
         (minimal(name=...), "name", "missing required key"),
         (minimal(sub_policies="5"), "sub_policies", "must be an integer, got str '5'"),
@@ -367,6 +370,47 @@ def test_bad_yaml_is_one_line_naming_the_file(tmp_path, text, problem):
         load_space(path)
     message = str(info.value)
     assert message.startswith(f"{path}: ") and problem in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "text, where, problem",
+    [
+        ("name: x\nops:\n\t- Rotate\n", "line 3, column 1", "(a tab: YAML indents with spaces)"),
+        ("name: x\nsub_policies: [2\nops: 3\n", "line 3, column 4",
+         "did not find expected ',' or ']' (while parsing a flow sequence that began on line 2)"),
+    ],
+)
+def test_a_yaml_error_says_where_and_what_in_the_users_words(tmp_path, text, where, problem):
+    """PyYAML's own text names "<unicode string>" twice and never says that a tab is the problem."""
+    path = write_space(tmp_path, text)
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    assert str(info.value).startswith(f"{path}: {where}: invalid YAML: ")
+    assert problem in str(info.value) and "unicode string" not in str(info.value)
+
+
+def test_a_level_range_on_an_op_without_magnitude_is_accepted_where_it_is_the_default(tmp_path):
+    """``to_dict`` writes every op with its range, so a saved space with Invert at the default range reloads."""
+    space = space_from_dict(minimal(ops=["Invert", "Rotate"], level={"type": "continuous", "range": [0.0, 0.5]}))
+    assert space_from_dict(space.to_dict()) == space
+
+
+def test_a_copy_of_a_shipped_space_may_keep_its_name_only_unchanged(tmp_path):
+    """The name is what the run, the report and the policy record: a changed copy under a shipped name would
+    pass for the shipped space."""
+    shipped = (resources.files("policysearch") / "search_spaces" / "no_flips.yaml").read_text(encoding="utf-8")
+    same = tmp_path / "same.yaml"
+    same.write_text(shipped, encoding="utf-8")
+    assert load_space(same).to_dict() == load_space("no_flips").to_dict()
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(shipped.replace("sub_policies: 5", "sub_policies: 3"), encoding="utf-8")
+    assert "sub_policies: 3" in changed.read_text(encoding="utf-8")
+    with pytest.raises(SpaceError, match=rf"^{re.escape(str(changed))}: name: 'no_flips' is the name of a shipped "
+                                         "space, which this file differs from; give your space a name of its own$"):
+        load_space(changed)
+    changed.write_text(changed.read_text(encoding="utf-8").replace("name: no_flips", "name: my_no_flips"),
+                       encoding="utf-8")
+    assert load_space(changed).name == "my_no_flips"
 
 
 def test_duplicate_keys_are_reported(tmp_path):

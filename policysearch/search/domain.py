@@ -29,7 +29,7 @@ from policysearch.search.spaces import SearchSpace
 from policysearch.augment.standard import RANDAUGMENT_OPS
 
 __all__ = ["PROBE_LEVELS", "DomainFit", "OpFit", "fit_domain", "probe_child", "probe_ops", "probed_ops",
-           "restrict_space"]
+           "restrict_space", "restriction_text"]
 
 PROBE_LEVELS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
 THRESHOLD = 0.5  # an op must keep half of the child's signal above chance
@@ -182,10 +182,32 @@ def probe_child(prepared: Prepared, split: int, model: torch.nn.Module, faults: 
 
 
 def restrict_space(space: SearchSpace, fit: DomainFit) -> SearchSpace:
-    """The space without the excluded ops and with every kept op's levels capped at its highest allowed level."""
-    kept = [(op, r) for op, r in zip(space.ops, space.level_ranges) if fit.allowed(op)]
+    """The space without the excluded ops and with every kept op's levels capped at its highest allowed level.
+
+    An op whose level range in the space starts above its cap leaves too: no level the space allows keeps
+    the classes. With no op left the space holds the identity alone."""
+    kept = [(op, r) for op, r in zip(space.ops, space.level_ranges) if fit.allowed(op) and r[0] <= fit.max_level(op)]
     if not kept:
         kept = [("Identity", (0.0, 0.0))]
     ranges = tuple((min(low, fit.max_level(op)), min(high, fit.max_level(op))) for op, (low, high) in kept)
     return dataclasses.replace(space, ops=tuple(op for op, _ in kept), level_ranges=ranges,
                                name=f"{space.name} (domain fit)")
+
+
+def restriction_text(space: SearchSpace, searched: SearchSpace, fit: DomainFit) -> str:
+    """What the domain fit did to ``space`` (``searched`` is :func:`restrict_space`'s result), for one line."""
+    if fit.note:
+        return fit.note
+    ranges = dict(zip(searched.ops, searched.level_ranges))
+    removed = [op for op in space.ops if op not in ranges]
+    capped = [f"{op} {ranges[op][1]:g}" for op, (_, high) in zip(space.ops, space.level_ranges)
+              if op in ranges and ranges[op][1] < high]
+    if len(removed) == len(space.ops):
+        return (f"every op of space {space.name!r} loses this data's classes at the lowest level the space allows "
+                "it, so phase 2 searches the identity alone; the report's domain fit section has the measurements")
+    parts = [f"{len(space.ops) - len(removed)} of {len(space.ops)} ops of space {space.name!r} kept"]
+    if removed:
+        parts.append(f"excluded: {', '.join(removed)}")
+    if capped:
+        parts.append(f"levels capped: {', '.join(capped)}")
+    return "; ".join(parts)

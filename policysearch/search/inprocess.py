@@ -28,7 +28,7 @@ from policysearch.search.interrupts import CtrlC, SearchInterrupted
 from policysearch.search.outcome import SearchResult
 from policysearch.search.phases import Stage, run_phases
 from policysearch.search.prepare import Inputs, Prepared, given_in_python, prepare
-from policysearch.search.rundir import Run, check_same_data, held_run, write_config
+from policysearch.search.rundir import Run, check_same_inputs, held_run, write_config
 from policysearch.search.runner import (Streams, TrialContext, TrialResult, Trials, optuna_sampler, stream_seed)
 from policysearch.training.user_data import fingerprint
 
@@ -168,10 +168,10 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
             prepared = prepare(config, inputs, new_run=not resume)
             with held_run(config, run_dir, resume=resume) as run:
                 if resume:
-                    check_same_data(run_dir, fingerprint(prepared.data))
+                    check_same_inputs(run_dir, fingerprint(prepared.data), prepared.space.to_dict())
                 runner = InProcessRunner(prepared, run, faults)
                 if not resume:
-                    write_config(run, config, fingerprint(prepared.data))
+                    write_config(run, config, fingerprint(prepared.data), prepared.space.to_dict())
                     stage.started = True
                 outcome, spans = run_phases(prepared, run, runner, stream, stage)
                 stage.enter("the export (the results are written again on --resume)")

@@ -22,7 +22,7 @@ from policysearch.search.candidates import Recipe, candidate_recipes
 from policysearch.search.checks import SearchFailed, check_failures
 from policysearch.search.children import ChildSource, train_child
 from policysearch.search.density import score_policy
-from policysearch.search.domain import fit_domain, probe_child, restrict_space
+from policysearch.search.domain import fit_domain, probe_child, restrict_space, restriction_text
 from policysearch.search.export import write_trials_csv
 from policysearch.search.interrupts import SearchInterrupted, resume_command
 from policysearch.search.ledger import Ledger
@@ -189,6 +189,7 @@ def _run_phases(prepared: Prepared, run: Run, runner: TrialRunner, stream: TextI
     probes = sorted((r.metrics["probe"] for r in ok), key=lambda p: p["split"])
     fit = fit_domain(probes, prepared.data.num_classes, config.domain_threshold)
     searched = dataclasses.replace(prepared, space=restrict_space(prepared.space, fit))
+    print(f"domain fit: {restriction_text(prepared.space, searched.space, fit)}", file=stream, flush=True)
     costs["phase1b_device_s"] = sum(p["seconds"] for p in probes)
 
     # Phase 2: candidate policies scored on D_A, one optimiser per usable split and repeat, in the restricted space.

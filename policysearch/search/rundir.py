@@ -21,6 +21,7 @@ import tempfile
 import uuid
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Callable, Iterator, TextIO
 
 try:
@@ -35,7 +36,7 @@ from policysearch.search.config import RESUMABLE, SearchConfig, is_uri
 from policysearch.training.pretrained import is_callable_model
 from policysearch.wording import Mention, WordedError
 
-__all__ = ["CONFIG_FILE", "FAILED_FILE", "LOCK_FILE", "Run", "RunError", "RunInUse", "check_resume", "check_same_data",
+__all__ = ["CONFIG_FILE", "FAILED_FILE", "LOCK_FILE", "Run", "RunError", "RunInUse", "check_resume", "check_same_inputs",
            "held_run", "open_run", "read_stored_config", "record_failure", "recorded_failure", "write_config"]
 
 CONFIG_FILE = "config.json"
@@ -327,20 +328,32 @@ def _new_run_id() -> str:
     return f"{stamp}-{uuid.uuid4().hex[:8]}"
 
 
-def write_config(run: Run, config: SearchConfig, data_fingerprint: str | None = None) -> None:
+def write_config(run: Run, config: SearchConfig, data_fingerprint: str | None = None,
+                 space: Mapping[str, Any] | None = None) -> None:
     """Write ``config.json`` for a new run (a resumed run keeps the one it has), with the fingerprint of
-    the training images it searches on (``check_same_data``)."""
+    the training images it searches on and the search space as loaded (``SearchSpace.to_dict()``), which a
+    resume checks (``check_same_inputs``)."""
     document: dict[str, Any] = {"run_id": run.run_id, "run_format": RUN_FORMAT, "search": asdict(config),
-                                "resolved_space": config.space_name, "data_fingerprint": data_fingerprint,
+                                "resolved_space": config.space_name, "space": space,
+                                "data_fingerprint": data_fingerprint,
                                 "command": command_line(), "software": software_versions()}
     write_json_atomic(run.run_dir / CONFIG_FILE, document)
 
 
-def check_same_data(run_dir: Path, data_fingerprint: str) -> None:
-    """A RunError when the run in ``run_dir`` started on other training images: a folder's files changed
-    since, say, which its name alone does not show. Runs written before the fingerprint pass."""
-    stored = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8")).get("data_fingerprint")
-    if stored is not None and stored != data_fingerprint:
+def check_same_inputs(run_dir: Path, data_fingerprint: str, space: Mapping[str, Any]) -> None:
+    """A RunError when the run in ``run_dir`` started on other training images or another search space: a
+    folder's files or a space file changed since, which their names alone do not show. Runs written before
+    the fingerprint or the space was recorded pass that check."""
+    stored = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    kept = stored.get("data_fingerprint")
+    if kept is not None and kept != data_fingerprint:
         raise RunError(lambda say: f"{say('resume', run_dir)}: the training images differ from those the run started "
-                       f"on (fingerprint {data_fingerprint}, stored {stored}); their files changed since, so start a "
+                       f"on (fingerprint {data_fingerprint}, stored {kept}); their files changed since, so start a "
                        f"new run with another {say('out')}")
+    kept_space, now = stored.get("space"), json.loads(json.dumps(space))  # as JSON holds it: lists, not tuples
+    if kept_space is not None and kept_space != now:
+        differ = [key for key in {**kept_space, **now} if kept_space.get(key) != now.get(key)]
+        raise RunError(lambda say: f"{say('resume', run_dir)}: the search space "
+                       f"{stored.get('resolved_space', kept_space.get('name'))} differs from the one the run started "
+                       f"with ({', '.join(differ) or 'its keys'} changed); restore it, or start a new run with "
+                       f"another {say('out')}")

@@ -334,10 +334,39 @@ def load_space(name_or_path: str | Path, known_ops: Collection[str] | None = Non
     except SpaceError:
         raise
     except yaml.YAMLError as exc:
-        raise SpaceError(f"{source}: invalid YAML: {_one_line(exc)[:300]}") from None
+        raise SpaceError(f"{source}: {_yaml_problem(exc, text)}") from None
     except ValueError:  # an integer with more digits than Python converts (sys.get_int_max_str_digits)
         raise SpaceError(f"{source}: invalid YAML: a number has too many digits") from None
-    return space_from_dict(data, source=source, known_ops=known_ops)
+    space = space_from_dict(data, source=source, known_ops=known_ops)
+    if is_path:
+        _check_own_name(space, known_ops)
+    return space
+
+
+def _check_own_name(space: SearchSpace, known_ops: Collection[str] | None) -> None:
+    """A space file that takes a shipped space's name must hold that space: the name is what the run, the
+    report and the policy file record, so a changed copy under it would pass for the shipped one."""
+    if space.name not in list_spaces():
+        return
+    shipped = load_space(space.name, known_ops)
+    if space.to_dict() != shipped.to_dict():
+        raise SpaceError(f"{space.source}: name: {space.name!r} is the name of a shipped space, which this file "
+                         f"differs from; give your space a name of its own")
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    """PyYAML's error as one line that starts with where it is: ``line L, column C: invalid YAML: ...``."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return f"invalid YAML: {_one_line(exc)[:300]}"
+    context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
+    began = (f" ({context} that began on line {context_mark.line + 1})"
+             if context and context_mark is not None and context_mark.line != mark.line else "")
+    tab = (" (a tab: YAML indents with spaces)"
+           if 0 <= mark.index < len(text) and text[mark.index] == "\t" else "")
+    return f"line {mark.line + 1}, column {mark.column + 1}: invalid YAML: {_one_line(Exception(problem))[:200]}{tab}{began}"
 
 
 def space_from_dict(
@@ -438,6 +467,9 @@ def _parse_ops(
         elif isinstance(options, Mapping):
             _check_keys(options, (), ("level",), source, prefix=key)
             rng = _parse_range(options.get("level", list(default_range)), f"{where}.level")
+            if rng != default_range and not _has_magnitude(op):
+                raise SpaceError(f"{where}.level: {op} has no magnitude (it always has the same effect), so a "
+                                 "level range means nothing for it; drop the range")
         else:
             raise SpaceError(
                 f"{where}: options must be a mapping like {{level: [0, 0.5]}}, got {_type(options)}"
@@ -520,6 +552,13 @@ def _number(value: object) -> str:
         return f"{float(value):g}"
     except OverflowError:
         return short_repr(value)
+
+
+def _has_magnitude(op: str) -> bool:
+    """Whether the op table's ``op`` has a level that sets its strength (an op not in the table: assumed so)."""
+    from policysearch.augment.ops import OPS
+
+    return op not in OPS or OPS[op].has_magnitude
 
 
 def _is_number(value: object) -> bool:

@@ -46,7 +46,7 @@ from policysearch.search.outcome import SearchResult
 from policysearch.search.phases import Stage, count, run_phases
 from policysearch.search.prepare import Inputs, Prepared, given_in_python, prepare
 from policysearch.search.reaper import RUN_ENV, Watchdog, end_marked
-from policysearch.search.rundir import Run, RunError, check_same_data, held_run, write_config
+from policysearch.search.rundir import Run, RunError, check_same_inputs, held_run, write_config
 from policysearch.search.runner import Streams, TrialContext, TrialFunction, TrialResult, Trials
 from policysearch.search.searcher import SplitSearcher
 from policysearch.search.spaces import SearchSpace
@@ -716,7 +716,7 @@ def _search_held(prepared: Prepared, builder: bytes | None, run: Run, resume: bo
     """:func:`_search` with the run folder held."""
     config = prepared.config
     if resume:
-        check_same_data(run.run_dir, fingerprint(prepared.data))
+        check_same_inputs(run.run_dir, fingerprint(prepared.data), prepared.space.to_dict())
     joined = ray.is_initialized() or bool(config.address)
     if not joined:
         check_resources(config, [{"CPU": local_cpus(), "GPU": local_gpus()}], "this machine")
@@ -736,7 +736,7 @@ def _search_held(prepared: Prepared, builder: bytes | None, run: Run, resume: bo
         if builder is not None:
             check_workers_load(builder, config.model)
         if not resume:
-            write_config(run, config, fingerprint(prepared.data))
+            write_config(run, config, fingerprint(prepared.data), prepared.space.to_dict())
             stage.started = True
         runner = RayRunner(prepared, run, faults, ctrl_c)
         outcome, spans = run_phases(prepared, run, runner, stream, stage, runner.concurrency)
