@@ -1249,6 +1249,31 @@ def ctrl_c_run(tmp_path_factory) -> dict:
                            "phase 2: policy trials", 4, _ctrl_c)
 
 
+AFTER_RAY = """
+import os, signal, ray
+from policysearch.search.interrupts import CtrlC, SearchInterrupted
+from policysearch.search.tuning import LocalRay
+with CtrlC(lambda at_once: f"stopped at once by {at_once}") as ctrl_c:
+    local = LocalRay()
+    with ctrl_c.ray_starting():
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    local.stop()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        signal.pause()
+    except SearchInterrupted:
+        print("raised", flush=True)
+"""
+
+
+def test_sigterm_after_the_local_ray_stopped_is_still_a_ctrl_c():
+    """Regression: ray.shutdown() set SIGTERM's action back to the default while Python still listed our
+    handler, so a SIGTERM during the export (timeout, kill) ended the search silently with status 143."""
+    done = subprocess.run([sys.executable, "-c", AFTER_RAY], cwd=REPO, env=_cli_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.splitlines() == ["raised"], (done.returncode, done.stderr[-2000:])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("group", [False, True], ids=["the driver", "the process group"])
 def test_sigterm_stops_a_search_as_ctrl_c_does_and_at_once_when_it_hangs(tmp_path, group):

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Callable, Iterator
 
-__all__ = ["EXIT_INTERRUPTED", "CtrlC", "SearchInterrupted", "resume_command"]
+__all__ = ["EXIT_INTERRUPTED", "CtrlC", "SearchInterrupted", "reapply_handlers", "resume_command"]
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 TERM_GRACE_S = 5.0  # after SIGTERM, the time a search has to end as after a Ctrl-C before it stops at once
@@ -152,6 +152,18 @@ class CtrlC:
                 pass
         _say(f"\npolicysearch: {self.message(by)}\n".encode())
         os._exit(EXIT_INTERRUPTED)
+
+
+def reapply_handlers() -> None:
+    """Set the Python handlers of SIGINT and SIGTERM again. ``ray.shutdown()`` resets the process's own action
+    for SIGTERM to the default while Python still lists its handler, so a SIGTERM after it killed the search
+    without a word; this puts the listed handler back where the signal arrives (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if handler is not None:  # None: set outside Python, which cannot be set again from here
+            signal.signal(signum, handler)
 
 
 def _say(line: bytes) -> None:

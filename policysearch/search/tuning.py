@@ -41,7 +41,7 @@ from policysearch.search.children import CHILD_FILE, CHILD_MODEL_FILE
 from policysearch.search.config import SearchConfig, is_uri
 from policysearch.search.export import export, finished_on_resume
 from policysearch.search.faults import Faults, faults_from_env
-from policysearch.search.interrupts import CtrlC, SearchInterrupted
+from policysearch.search.interrupts import CtrlC, SearchInterrupted, reapply_handlers
 from policysearch.search.outcome import SearchResult
 from policysearch.search.phases import Stage, count, run_phases
 from policysearch.search.prepare import Inputs, Prepared, given_in_python, prepare
@@ -200,6 +200,7 @@ class LocalRay:
         try:
             if ray.is_initialized():
                 ray.shutdown()
+                reapply_handlers()  # Ray's shutdown reset SIGTERM's action behind Python's back
         finally:
             end_marked(self.token)
             self.watchdog.close()
