@@ -21,7 +21,7 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
 from policysearch import __version__
 from policysearch.augment.grids import CELL_TARGET  # a constant; the module imports Pillow and torch only when drawing
@@ -388,11 +388,19 @@ COMMANDS: list[Command] = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser with a one-line usage error: the error and where the options are listed, rather
+    than a usage block of every option (the search's and the benchmark's run to 20 lines) above it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def build_parser(only: str | None = None, commands: Sequence[Command] | None = None) -> argparse.ArgumentParser:
     """The argument parser. With ``only``, only that subcommand's arguments are added (the others keep
     their help line), so an unused command's module is never imported; without it, all of them."""
     commands = COMMANDS if commands is None else commands
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description=_wrap("Search augmentation policies for small labelled image data sets, and check, "
                           "convert and look at policy files."),

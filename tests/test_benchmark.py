@@ -173,9 +173,18 @@ def test_smoke_benchmark_writes_results(tmp_path):
     costs = report.render_markdown(document, document["summary"])
     assert "| - phase 1 child models (wall with 1b) | 30.0 | 20.0 |" in costs
     assert "| - phase 1b domain fit (in the phase-1 trials) | - | 4.0 |" in costs
+    # one final training is measured here: the median of the searched trainings, so that one slowed by other work
+    # on the machine does not make the search look cheap; the spread is shown
+    for row, seconds in zip((r for r in document["runs"] if r["method"] == "searched"), (2.0, 40.0)):
+        row["train_seconds"] = seconds
+    costs = report.render_markdown(document, document["summary"])
+    assert "| one final training of the searched recipe, measured here (median of 2, 2.0-40.0) | 21.0 | 21.0 |" in costs
+    document["runs"].append({**document["runs"][-1], "seed": 9, "train_seconds": 3.0})
+    costs = report.render_markdown(document, document["summary"])
+    assert "(median of 3, 2.0-40.0) | 3.0 | 3.0 |" in costs and "times the device time of one final training measured here" in costs
 
 
-def test_a_rerun_keeps_the_runs_made_the_same_way_and_trains_the_rest(tmp_path, monkeypatch):
+def test_a_rerun_keeps_the_runs_made_the_same_way_and_trains_the_rest(tmp_path, monkeypatch, capsys):
     policy_file = tmp_path / "p.json"
     randaugment_policy().save(policy_file)
     out = tmp_path / "bench"
@@ -200,10 +209,17 @@ def test_a_rerun_keeps_the_runs_made_the_same_way_and_trains_the_rest(tmp_path, 
     assert command.run(_args(*common, "--epochs", "1", "--seeds", "0", "1")) == 0
     assert trained == [1, 1] and json.loads((out / "results.json").read_text())["runs"] == runs
     assert len((out / "runs.csv").read_text().splitlines()) == 2 + 4
-    # another budget is another benchmark: every run trains again
+    # another budget is another benchmark: every run trains again, and the earlier files are set aside, not lost
     trained.clear()
+    earlier = (out / "results.json").read_text()
+    capsys.readouterr()
     assert command.run(_args(*common, "--epochs", "2", "--seeds", "0", "1")) == 0
+    said = capsys.readouterr().out
     assert trained == [0, 0, 1, 1]
+    (archive,) = (out / "earlier").iterdir()
+    assert (archive / "results.json").read_text() == earlier and (archive / "results.md").exists()
+    assert f"benchmark: set aside 4 of the 4 runs of the earlier benchmark in {out} (other settings: epochs: was 1, " \
+           f"now 2); its files are now in {archive}\n" in said
     # another policy in the same file: only the searched method trains again, the other methods are kept
     trained.clear()
     before = json.loads((out / "results.json").read_text())["runs"]
@@ -215,11 +231,18 @@ def test_a_rerun_keeps_the_runs_made_the_same_way_and_trains_the_rest(tmp_path, 
     assert [r["method"] for r in after] == ["baseline", "searched", "baseline", "searched"]
     # fewer seeds or methods: nothing trains and the other runs, made the same way, stay in the files
     trained.clear()
+    before = json.loads((out / "results.json").read_text())["command"]
+    monkeypatch.setattr(command, "command_line", lambda: "policysearch benchmark --methods baseline --seeds 1")
     assert command.run(_args(*common[:5], "baseline", *common[9:], "--epochs", "2", "--seeds", "1")) == 0
     assert trained == []
-    kept = json.loads((out / "results.json").read_text())["runs"]
+    document = json.loads((out / "results.json").read_text())
+    kept = document["runs"]
     assert [(r["method"], r["seed"]) for r in kept] == [("baseline", 1), ("baseline", 0)]  # searched: no policy now
     assert len((out / "runs.csv").read_text().splitlines()) == 2 + 2
+    # the command alone cannot make the seed-0 row again: the report names the command that did
+    assert document["earlier_commands"] == [before]
+    assert f"Runs of methods or seeds it leaves out were kept from: `{document['earlier_commands'][0]}`" in (
+        out / "results.md").read_text()
 
 
 def test_a_rerun_trains_again_when_the_weights_file_changed(tmp_path, monkeypatch):
@@ -268,11 +291,43 @@ def test_report_writes_the_results_files_again_without_training(tmp_path, monkey
     (out / "results.md").write_text("stale\n")
     (out / "runs.csv").unlink()
     monkeypatch.setattr(runner, "train_model", lambda *a, **k: pytest.fail("--report trains nothing"))
-    assert command.run(_args(*argv, "--report")) == 0
+    assert command.run(_args("--preset", "digits-small", "--out", str(out), "--report")) == 0
     assert json.loads((out / "results.json").read_text()) == document
     assert "| none |" in (out / "results.md").read_text() and (out / "runs.csv").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="--report: there is no results.json in .*empty: not a benchmark's results"):
+        command.run(_args("--report", "--out", str(tmp_path / "empty")))
+    (tmp_path / "empty" / "results.json").write_text("[]")
     with pytest.raises(DataError, match="--report: .*results.json is not the results of a benchmark"):
         command.run(_args("--report", "--out", str(tmp_path / "empty")))
+
+
+def test_report_refuses_what_it_would_ignore(tmp_path):
+    """--report trains nothing: options that say what to train, or another preset than the folder's, would be
+    ignored without a word (a user checking a folder with --preset digits-100 got digits-small's results)."""
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps({"preset": "digits-small", "command": "c", "runs": []}))
+    with pytest.raises(ValueError, match=r"^--report writes the files again from OUT/results.json and trains "
+                                         r"nothing, so --epochs, --seeds, --policy would change nothing; drop them$"):
+        command.run(_args("--report", "--out", str(out), "--epochs", "3", "--seeds", "7", "--policy", "x.json"))
+    with pytest.raises(DataError, match=r"results.json holds the results of preset digits-small, not digits-100; "
+                                        "drop --preset, or give that preset's folder"):
+        command.run(_args("--report", "--out", str(out), "--preset", "digits-100"))
+
+
+def test_an_out_that_is_a_file_and_a_gpu_asked_for_are_named(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"^--out .*file is a file, not a folder$"):
+        command.run(_args("--out", str(tmp_path / "file")))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DataError, match=r"^--device cuda wants a GPU but torch sees no CUDA device here"):
+        command.run(_args("--device", "cuda", "--out", str(tmp_path / "b")))
+    with pytest.raises(DataError, match=r"^preset reduced-cifar10-wrn40-2 wants a GPU"):
+        command.run(_args("--preset", "reduced-cifar10-wrn40-2", "--out", str(tmp_path / "b")))
+    with pytest.raises(DataError, match="unknown data set 'nosuch'"):
+        command.run(_args("--dataset", "nosuch", "--out", str(tmp_path / "b")))
+    assert not (tmp_path / "b").exists()  # a data set that does not load leaves no empty folder behind
 
 
 def test_a_rerun_with_other_settings_leaves_no_report_of_the_runs_it_set_aside(tmp_path, monkeypatch, capsys):

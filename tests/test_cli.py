@@ -92,6 +92,18 @@ def test_unknown_command_and_bad_option(capsys):
     assert "expected a whole number, got 'many'" in capsys.readouterr().err
 
 
+def test_a_usage_error_is_one_line_that_points_to_the_help(capsys):
+    """argparse printed the usage of every option first: 20 lines for the benchmark's, above the error."""
+    assert main(["benchmark", "--methods", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "usage:" not in err
+    assert err.startswith("policysearch benchmark: error: argument --methods: invalid choice: 'bogus'")
+    assert err.endswith("; see policysearch benchmark --help\n")
+    assert main(["search", "--epochs", "x"]) == 2
+    assert capsys.readouterr().err == ("policysearch search: error: argument --epochs: invalid int value: 'x'; see "
+                                       "policysearch search --help\n")
+
+
 def test_help_does_not_import_torch():
     code = "import sys; from policysearch.cli import main; main(['--help']); assert 'torch' not in sys.modules"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -8,6 +8,7 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -23,11 +24,14 @@ from policysearch.training.data import DataError, dataset_name
 from policysearch.training.models import MODEL_NAMES
 
 
+DEFAULT_PRESET = "digits-small"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``policysearch benchmark`` options; a preset fills every setting, the options override it."""
-    parser.add_argument("--preset", choices=[*sorted(PRESETS), "list"], default="digits-small", metavar="PRESET",
+    parser.add_argument("--preset", choices=[*sorted(PRESETS), "list"], default=None, metavar="PRESET",
                         help=f"the settings to start from: {', '.join(sorted(PRESETS))}; 'list' (or --list) names "
-                             "them with one line each (default: %(default)s)")
+                             f"them with one line each (default: {DEFAULT_PRESET})")
     parser.add_argument("--list", action="store_true", help="name the presets with one line each, and stop")
     parser.add_argument("--dataset", default=None,
                         help="data set: a name, imagefolder:PATH or a folder with train/ and test/ subfolders of "
@@ -59,8 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
                         help=f"training seeds, one training per method and seed (default: the preset's: "
                              f"{preset_seeds()})")
-    parser.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=None,
-                        help="default: the preset's (searched-scratch: the recipe of a search without --weights)")
+    parser.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=None, metavar="METHOD",
+                        help=f"{', '.join(ALL_METHODS)}; default: the preset's (searched-scratch: the recipe of a "
+                             "search without --weights)")
     parser.add_argument("--policy", metavar="POLICY", default=None,
                         help="the 'searched' method's policy: a policy file, or a policy string such as "
                              "randaugment:n=1,m=5 (see policysearch.augment.standard); by default the benchmark "
@@ -81,11 +86,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "nothing (the runs and the command that made them stay as they are)")
 
 
+def preset_name(args: argparse.Namespace) -> str:
+    """The preset named by ``--preset``, else the default one."""
+    return args.preset or DEFAULT_PRESET
+
+
 def preset_from_args(args: argparse.Namespace) -> Preset:
     """The preset with the options' overrides. Another ``--dataset`` than the preset's drops the settings
     that belong to the preset's data: its subset sizes (the whole training split is used unless
     ``--train-size`` says otherwise) and its pretraining."""
-    preset = PRESETS[args.preset]
+    preset = PRESETS[preset_name(args)]
     dataset = dataset_name(args.dataset) if args.dataset is not None else None  # a folder, as search takes it
     if dataset is not None and data_key(dataset) != data_key(preset.dataset):
         preset = replace(preset, train_size=None, search_train_size=None, pretrain=None)
@@ -100,7 +110,7 @@ def preset_from_args(args: argparse.Namespace) -> Preset:
     }
     if args.pretrain_epochs is not None:
         if preset.pretrain is None:
-            raise ValueError(f"--pretrain-epochs: preset {args.preset} does not pretrain (digits-100-finetune does)")
+            raise ValueError(f"--pretrain-epochs: preset {preset_name(args)} does not pretrain (digits-100-finetune does)")
         overrides["pretrain"] = replace(preset.pretrain, epochs=args.pretrain_epochs)
     return replace(preset, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -111,19 +121,27 @@ def run(args: argparse.Namespace) -> int:
     if args.list or args.preset == "list":
         print("\n".join(preset_lines()))
         return 0
-    preset = preset_from_args(args)
-    out = Path(args.out) if args.out else default_out(args.preset)
     if args.report:
-        return rewrite_report(out)
+        ignored = [option for option, value in training_options(args).items() if value is not None]
+        if ignored:
+            raise ValueError(f"--report writes the files again from OUT/results.json and trains nothing, so "
+                             f"{', '.join(ignored)} would change nothing; drop {'it' if len(ignored) == 1 else 'them'}")
+    preset = preset_from_args(args)
+    out = Path(args.out) if args.out else default_out(preset_name(args))
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    if args.report:
+        return rewrite_report(out, args.preset)
     if args.policy and "searched" not in preset.methods:
         raise ValueError("--policy is the searched method's policy, and --methods leaves searched out; add it or "
                          "drop --policy")
     policy = load_policy(args.policy) if args.policy else None
     if preset.device.startswith("cuda") and not torch.cuda.is_available():
-        raise DataError(f"preset {args.preset} wants a GPU but CUDA is not available; pass --device cpu")
+        asked = f"--device {args.device}" if args.device else f"preset {preset_name(args)}"
+        raise DataError(f"{asked} wants a GPU but torch sees no CUDA device here; pass --device cpu")
     try:
         document = run_benchmark(preset, out, policy=policy, policy_source=args.policy or "",
-                                 command=command_line(), preset_name=args.preset, args=args)
+                                 command=command_line(), preset_name=preset_name(args), args=args)
     except KeyboardInterrupt as stop:
         sys.stdout.flush()
         print(f"\npolicysearch: {interrupted_text(out, preset, stop, command_line())}", file=sys.stderr)
@@ -133,14 +151,31 @@ def run(args: argparse.Namespace) -> int:
     return 0 if document["runs"] else 1
 
 
-def rewrite_report(out: Path) -> int:
-    """``--report``: the results files of ``out`` written again from its results.json, which a benchmark wrote."""
+def training_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options that say what a benchmark trains, as given (None: not given), by their flags."""
+    names = ("dataset", "train_size", "model", "weights", "freeze_backbone", "image_size", "pretrain_epochs",
+             "epochs", "batch_size", "seeds", "methods", "policy", "cutout_with_policies", "search_trials",
+             "search_splits", "search_top_n", "search_epochs", "search_train_size", "device")
+    given = {f"--{name.replace('_', '-')}": getattr(args, name) for name in names}
+    given["--download"] = True if args.download else None
+    given["--data-root"] = args.data_root if args.data_root != "data" else None
+    return given
+
+
+def rewrite_report(out: Path, preset: str | None = None) -> int:
+    """``--report``: the results files of ``out`` written again from its results.json, which a benchmark wrote
+    (of ``preset``, when one was named)."""
     path = out / "results.json"
+    if not path.is_file():
+        raise DataError(f"--report: there is no results.json in {out}: not a benchmark's results folder")
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
         runs, command = document["runs"], document["command"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"--report: {path} is not the results of a benchmark ({exc})") from None
+    if preset is not None and document.get("preset") != preset:
+        raise DataError(f"--report: {path} holds the results of preset {document.get('preset')}, not {preset}; "
+                        "drop --preset, or give that preset's folder")
     for derived in ("summary", "finetune_vs_scratch"):  # computed again from the runs
         document.pop(derived, None)
     write_outputs(out, document)

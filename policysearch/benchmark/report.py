@@ -35,6 +35,9 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
     s = document["settings"]
     lines = [f"# Benchmark: {_title(document)}", "",
              f"Command: `{document['command']}`", "",
+             *([f"Runs of methods or seeds it leaves out were kept from: "
+                + ", ".join(f"`{c}`" for c in document["earlier_commands"]), ""]
+               if document.get("earlier_commands") else []),
              f"- data: {s['dataset']}, {s['train_images']} training images ({s['image_size']} x {s['image_size']}"
              + (f", subset seed {s['data_seed']}" if s.get("train_size") is not None else ", the whole training split")
              + f"), {s['test_images']} test images (used only for these errors)",
@@ -98,7 +101,9 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
     search = document.get("search")
     if search:
         final = [r["train_seconds"] for r in document["runs"] if r["method"] == "searched"]
-        one = float(np.mean(final)) if final else math.nan
+        # the median: a training slowed by other work on the machine would make the search look cheap
+        one = float(np.median(final)) if final else math.nan
+        spread = f", {min(final):.1f}-{max(final):.1f}" if len(final) > 1 else ""
         whole = ("its phases, summed over every process that ran them"
                  if search.get("search_ran_before") else "whole, incl. Ray start/stop")
         lines += ["## Cost", "", "| what | wall s | device s |", "|---|---|---|",
@@ -112,11 +117,13 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
                   f"| - phase 2 policy trials | {search['phase2_wall_s']:.1f} | {search['phase2_device_s']:.1f} |",
                   *([f"| - phase 3 recipe selection | {search['phase3_wall_s']:.1f} | "
                      f"{search.get('phase3_device_s', math.nan):.1f} |"] if "phase3_wall_s" in search else []),
-                  f"| one final training (searched recipe, mean) | {_fmt(one, 1)} | {_fmt(one, 1)} |", "",
+                  f"| one final training of the searched recipe, measured here (median of {len(final)}{spread}) | "
+                  f"{_fmt(one, 1)} | {_fmt(one, 1)} |", "",
                   f"The search took {_fmt(search['search_wall_s'] / one, 1)} times the wall time and "
                   f"{_fmt(search.get('total_device_s', math.nan) / one, 1)} times the device time of one final "
-                  "training (device seconds: the sum of the search trials' own run times, which overlap when trials "
-                  "run in parallel).", ""]
+                  "training measured here (device seconds: the sum of the search trials' own run times, which overlap "
+                  "when trials run in parallel; the search's report estimates a final training from its selection's "
+                  "trainings instead).", ""]
     lines += [f"Software: {', '.join(f'{k} {v}' for k, v in document['software'].items())}", ""]
     return "\n".join(lines)
 

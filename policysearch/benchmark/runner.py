@@ -31,6 +31,7 @@ from policysearch.training.data import (DataError, ImageData, baseline_for, load
 from policysearch.training.pretrained import ModelSpec, check_model, fit_image_size
 from policysearch.training.user_data import fingerprint
 from policysearch.training.train import TrainConfig, evaluate, fit_to_data, train_model
+from policysearch.wording import short_repr
 
 
 def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream, contents: dict[str, str],
@@ -130,18 +131,21 @@ def policy_sha256(policy: Policy) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+def earlier_results(out: Path) -> dict[str, Any] | None:
+    """The document of ``out/results.json`` when a benchmark wrote it there, else None."""
+    try:
+        previous = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return previous if isinstance(previous, dict) and isinstance(previous.get("runs"), list) else None
+
+
 def finished_runs(out: Path, document: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
     """The runs of ``out/results.json`` made the same way as ``document`` will make them: same settings
     (methods and seeds aside), software and pretrained weights, and for the methods that train a searched
     recipe the same policy (its content); keyed by (method, seed). A new search retrains only its methods."""
-    path = out / "results.json"
-    if not path.exists():
-        return {}
-    try:
-        previous = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(previous, dict):
+    previous = earlier_results(out)
+    if previous is None:
         return {}
     hashed = "sha256" in (previous.get("searched_policy") or {})  # files written before the hash: the rest
 
@@ -164,6 +168,43 @@ def finished_runs(out: Path, document: dict[str, Any]) -> dict[tuple[str, int], 
             if before.get(run["method"]) == now.get(run["method"])}
 
 
+def what_changed(previous: dict[str, Any], document: dict[str, Any]) -> str:
+    """Why the earlier runs of ``previous`` are not kept for ``document``: the settings, software or weights
+    that differ (methods and seeds aside), else the searched policy."""
+    def flat(d: dict[str, Any]) -> dict[str, Any]:
+        settings = {k: v for k, v in d.get("settings", {}).items() if k not in ("methods", "seeds")}
+        software = {f"software {k}": v for k, v in (d.get("software") or {}).items()}
+        return {**settings, **software, "pretrained weights": (d.get("pretraining") or {}).get("weights")}
+
+    before, now = flat(previous), flat(document)
+    changed = [f"{key}: was {short_repr(before.get(key))}, now {short_repr(now.get(key))}"
+               for key in dict.fromkeys([*before, *now]) if before.get(key) != now.get(key)]
+    if changed:
+        return "other settings: " + "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
+    return "another policy for the searched methods"
+
+
+def set_aside(out: Path, previous: dict[str, Any], kept: dict[tuple[str, int], dict[str, Any]],
+              document: dict[str, Any], stream: TextIO) -> None:
+    """Move the files of an earlier benchmark in ``out`` to ``out/earlier/TIME`` when this one keeps only part
+    of its runs, and say so: a rerun with other settings replaces results without losing them."""
+    dropped = [r for r in previous["runs"] if (r.get("method"), int(r.get("seed", -1))) not in kept]
+    if not dropped:
+        return
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    archive = out / "earlier" / stamp
+    number = 1
+    while archive.exists():
+        number += 1
+        archive = out / "earlier" / f"{stamp}-{number}"
+    archive.mkdir(parents=True)
+    for name in ("results.json", "results.md", "runs.csv", "errors.png"):
+        if (out / name).exists():
+            (out / name).replace(archive / name)
+    print(f"benchmark: set aside {len(dropped)} of the {len(previous['runs'])} runs of the earlier benchmark in "
+          f"{out} ({what_changed(previous, document)}); its files are now in {archive}", file=stream, flush=True)
+
+
 def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = None, policy_source: str = "",
                   command: str = "", preset_name: str = "", args: argparse.Namespace | None = None,
                   stream: TextIO | None = None) -> dict[str, Any]:
@@ -172,7 +213,6 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     Progress lines go to ``stream`` (default: ``sys.stdout`` at call time, not at import time)."""
     stream = sys.stdout if stream is None else stream
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     root, download = getattr(args, "data_root", "data"), bool(getattr(args, "download", False))
     train_full = fit_image_size(load_dataset(preset.dataset, split="train", data_root=root, download=download,
                                              image_size=preset.image_size), preset.model, preset.image_size)
@@ -187,6 +227,7 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     baseline = baseline_for(preset.dataset, size)
     mean, std = normalization_for(preset.dataset, train)
     cutout = cutout_pixels(size)
+    out.mkdir(parents=True, exist_ok=True)  # once the data loaded: a bad data set leaves no empty folder behind
     pretraining = None
     if preset.pretrain is not None and preset.weights is None:
         preset, pretraining = _pretrain(preset, train_full, out, stream)
@@ -232,6 +273,9 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
                                        "recipe": recipe.get("name", policy.name), "baseline": asdict(policy.baseline),
                                        "sha256": policy_sha256(policy)}
     done = finished_runs(out, document)
+    previous = earlier_results(out)
+    if previous is not None:
+        set_aside(out, previous, done, document, stream)
     place = {(m, seed): i for i, (seed, m) in enumerate((seed, m) for seed in preset.seeds for m in methods)}
     # The kept runs are in the first write, so that stopping before the next training loses none of them;
     # those of methods or seeds this command does not train stay too, after this command's.
@@ -239,6 +283,9 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     if document["runs"]:
         others = sum((r["method"], int(r["seed"])) not in place for r in document["runs"])
         beside = f", {others} of them of methods or seeds this command does not train" if others else ""
+        if others:  # the command line alone cannot make those rows again: name the commands that did
+            made_by = [previous.get("command", ""), *previous.get("earlier_commands", [])]
+            document["earlier_commands"] = [c for c in dict.fromkeys(made_by) if c and c != document["command"]]
         print(f"benchmark: kept {len(document['runs'])} runs of the earlier benchmark in {out} (same settings"
               f"{beside})", file=stream, flush=True)
     write_outputs(out, document)

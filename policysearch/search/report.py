@@ -185,8 +185,9 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
               f"| 1b: domain fit (at the end of each phase-1 trial) | - | {costs['phase1b_device_s']:.1f} |",
               f"| 2: policy trials | {costs['phase2_wall_s']:.1f} | {costs['phase2_device_s']:.1f} |",
               f"| 3: recipe selection | {costs['phase3_wall_s']:.1f} | {costs['phase3_device_s']:.1f} |", "",
-              f"The whole search took {_fmt(total, 1)} device seconds, {_fmt(total / one, 1)} times one final training "
-              f"on all the images ({_fmt(one, 1)} s, estimated from the selection's trainings)."
+              f"The whole search took {_fmt(total, 1)} device seconds, {_fmt(total / one, 1)} times the estimated time "
+              f"of one final training on all the images ({_fmt(one, 1)} s: the selection's trainings, scaled to all "
+              "the images)."
               + _processes_text(int(costs.get("processes", 1))), "",
               "## Best Fast AutoAugment candidates", "", "| split | repeat | reward | sub-policies |", "|---|---|---|---|"]
     for candidate in outcome.top[:10]:
