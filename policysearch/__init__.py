@@ -26,6 +26,13 @@ _EXPORTS = {
     "load_policy": "policysearch.augment.standard",
     "SearchConfig": "policysearch.search.config",
     "SearchResult": "policysearch.search.outcome",
+    # what a search raises: a stop (a KeyboardInterrupt), and the ValueErrors of bad input before any work
+    "SearchInterrupted": "policysearch.search.interrupts",
+    "DataError": "policysearch.training.data",
+    "SettingsError": "policysearch.search.config",
+    "SpaceError": "policysearch.search.spaces",
+    "WeightsError": "policysearch.training.pretrained",
+    "RunError": "policysearch.search.rundir",
 }
 
 __all__ = ["__version__", "search", *_EXPORTS]
@@ -37,3 +44,8 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'policysearch' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The lazy names too, so that completion and ``dir()`` find them before their first use."""
+    return sorted({*globals(), *__all__})

@@ -16,6 +16,17 @@ def test_public_names_import_from_the_package_root():
     assert Cutout(4)(batch).shape == batch.shape
 
 
+def test_what_a_search_raises_imports_from_the_package_root_and_dir_lists_every_name():
+    """The README tells users to catch these; they lived only in the modules that raise them."""
+    from policysearch import DataError, RunError, SearchInterrupted, SettingsError, SpaceError, WeightsError
+    from policysearch.search.interrupts import SearchInterrupted as raised
+
+    assert SearchInterrupted is raised and issubclass(SearchInterrupted, KeyboardInterrupt)
+    assert all(issubclass(e, ValueError) for e in (DataError, RunError, SettingsError, SpaceError, WeightsError))
+    assert {"Policy", "PolicyTransform", "SearchInterrupted", "search", "__version__"} <= set(dir(policysearch))
+    assert all(getattr(policysearch, name) is not None for name in policysearch.__all__)
+
+
 def test_the_search_and_the_batched_transform_do_not_import_torchvision():
     # Every Ray worker of a search imports this path; torchvision's import costs it seconds.
     import subprocess
