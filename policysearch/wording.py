@@ -43,7 +43,7 @@ def keyword(name: str) -> str:
 
 def flag_mention(name: str, value: Any = _UNSET) -> str:
     """A setting as the command line names it, with its value if given: ``--epochs 9``, ``--resume RUN``."""
-    shown = " ".join(map(str, value)) if isinstance(value, tuple) else value
+    shown = " ".join(map(str, value)) if isinstance(value, tuple) else "''" if value == "" else value
     return flag(name) if value is _UNSET else f"{flag(name)} {shown}"
 
 

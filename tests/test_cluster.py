@@ -218,6 +218,32 @@ def test_a_wrong_address_fails_in_one_line_without_waiting_for_ray(tmp_path):
     assert not (tmp_path / "run" / "config.json").exists()
 
 
+@pytest.mark.slow  # a tiny in-process search, then a subprocess that imports torch and Ray
+def test_a_cluster_runs_resume_with_its_cluster_gone_says_how_to_finish_it_here(tmp_path):
+    """The README's way to finish a cluster's run on one machine (``--address ''``) was not named where it is
+    needed: a resume whose stored cluster no longer answers."""
+    import io
+
+    from policysearch.search.inprocess import run_search
+
+    run = tmp_path / "run"
+    tiny = dict(dataset="digits", train_size=60, splits=2, trials=3, epochs=1, top_n=1, seed=3, max_concurrent=1,
+                min_steps=8, selection_folds=2, selection_repeats=1, strengths=(1.0,))
+    run_search(SearchConfig(**tiny), run, stream=io.StringIO())
+    (run / "policy.json").unlink()  # an unfinished run, as a cluster left it
+    stored = json.loads((run / "config.json").read_text())
+    port = _free_port()  # the cluster is gone: nothing listens there
+    stored["search"].update(address=f"127.0.0.1:{port}", storage=str(tmp_path / "storage"))
+    (run / "config.json").write_text(json.dumps(stored))
+    done = subprocess.run([sys.executable, "-m", "policysearch", "search", "--resume", str(run)], env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"policysearch: error: --address 127.0.0.1:{port}: no Ray cluster answers there (Connection refused); give "
+        "the head node's address and port as `ray start --head` printed them; or, to finish the run on this machine "
+        "with what it keeps, resume it with --address '' (a local Ray)"], done.stderr
+
+
 @pytest.mark.slow  # a head node and two subprocesses that import torch and Ray
 def test_a_missing_or_wrong_auth_token_fails_in_one_line(tmp_path):
     token = "policysearch-test-token-0123456789abcdef"

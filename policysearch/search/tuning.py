@@ -724,7 +724,15 @@ def _search_held(prepared: Prepared, builder: bytes | None, run: Run, resume: bo
     local = None
     try:
         with ctrl_c.ray_starting(local=not joined):
-            local = start_ray(config, prepared_bytes(prepared))
+            try:
+                local = start_ray(config, prepared_bytes(prepared))
+            except RunError as exc:
+                if not (resume and config.address):
+                    raise
+                # a cluster's run whose cluster is gone: its finished trials can be finished on this machine
+                said = exc.build
+                raise RunError(lambda say: f"{said(say)}; or, to finish the run on this machine with what it "
+                               f"keeps, resume it with {say('address', '')} (a local Ray)") from None
         nodes = cluster_nodes()
         if joined:
             what = "joined the cluster" if config.address else "using the Ray this process runs"
