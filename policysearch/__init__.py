@@ -33,6 +33,8 @@ _EXPORTS = {
     "SpaceError": "policysearch.search.spaces",
     "WeightsError": "policysearch.training.pretrained",
     "RunError": "policysearch.search.rundir",
+    "ResourceError": "policysearch.search.checks",
+    "SearchFailed": "policysearch.search.checks",  # a RuntimeError: too many trials failed
 }
 
 __all__ = ["__version__", "search", *_EXPORTS]

@@ -392,8 +392,10 @@ class _Parser(argparse.ArgumentParser):
     """argparse's parser with a one-line usage error: the error and where the options are listed, rather
     than a usage block of every option (the search's and the benchmark's run to 20 lines) above it."""
 
+    help_prog: str | None = None  # whose --help to point to: the subcommand's, for options the root parser reports
+
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; see {self.help_prog or self.prog} --help\n")
 
 
 def build_parser(only: str | None = None, commands: Sequence[Command] | None = None) -> argparse.ArgumentParser:
@@ -416,6 +418,8 @@ def build_parser(only: str | None = None, commands: Sequence[Command] | None = N
         if only is None or only == command.name:
             command.add_arguments(child)
         child.set_defaults(_command=command)
+    if only:  # an unknown option is reported by this parser, after the subcommand's took what it knows
+        parser.help_prog = f"{PROG} {only}"
     return parser
 
 

@@ -231,14 +231,19 @@ def test_a_rerun_keeps_the_runs_made_the_same_way_and_trains_the_rest(tmp_path, 
     assert [r["method"] for r in after] == ["baseline", "searched", "baseline", "searched"]
     # fewer seeds or methods: nothing trains and the other runs, made the same way, stay in the files
     trained.clear()
+    archives = len(list((out / "earlier").iterdir()))  # the new budget's set-aside files, and the new policy's
     before = json.loads((out / "results.json").read_text())["command"]
     monkeypatch.setattr(command, "command_line", lambda: "policysearch benchmark --methods baseline --seeds 1")
     assert command.run(_args(*common[:5], "baseline", *common[9:], "--epochs", "2", "--seeds", "1")) == 0
     assert trained == []
     document = json.loads((out / "results.json").read_text())
     kept = document["runs"]
-    assert [(r["method"], r["seed"]) for r in kept] == [("baseline", 1), ("baseline", 0)]  # searched: no policy now
-    assert len((out / "runs.csv").read_text().splitlines()) == 2 + 2
+    # searched is not trained by this command: its runs stay, with the record of the policy they trained
+    assert [(r["method"], r["seed"]) for r in kept] == [("baseline", 1), ("baseline", 0), ("searched", 0),
+                                                       ("searched", 1)]
+    assert document["searched_policy"]["sha256"] == runner.policy_sha256(trivialaugment_policy())
+    assert len((out / "runs.csv").read_text().splitlines()) == 2 + 4
+    assert len(list((out / "earlier").iterdir())) == archives  # nothing more was set aside
     # the command alone cannot make the seed-0 row again: the report names the command that did
     assert document["earlier_commands"] == [before]
     assert f"Runs of methods or seeds it leaves out were kept from: `{document['earlier_commands'][0]}`" in (
@@ -314,6 +319,35 @@ def test_report_refuses_what_it_would_ignore(tmp_path):
     with pytest.raises(DataError, match=r"results.json holds the results of preset digits-small, not digits-100; "
                                         "drop --preset, or give that preset's folder"):
         command.run(_args("--report", "--out", str(out), "--preset", "digits-100"))
+    # results written before the preset was recorded cannot be checked: written again
+    (out / "results.json").write_text(json.dumps({"command": "c", "runs": []}))
+    assert command.run(_args("--report", "--out", str(out), "--preset", "digits-100")) == 0
+
+
+def test_a_folder_a_rerun_cannot_set_aside_into_is_refused_before_any_work(tmp_path, monkeypatch):
+    """A results.json a benchmark did not write was overwritten, and an ``earlier`` file failed the rerun only once
+    its search and pretraining were done."""
+    monkeypatch.setattr(runner, "load_dataset", lambda *a, **k: pytest.fail("refused before the data loads"))
+    out = tmp_path / "bench"
+    out.mkdir()
+    for text in ("not json", '{"runs": [{"method": "none", "seed": null}]}', "[]"):
+        (out / "results.json").write_text(text)
+        with pytest.raises(DataError, match=r"results.json is not the results of a benchmark \(.*\); move it away, "
+                                            "or give another --out"):
+            command.run(_args("--out", str(out)))
+        assert (out / "results.json").read_text() == text
+    (out / "results.json").unlink()
+    (out / "earlier").write_text("")
+    with pytest.raises(DataError, match=r"earlier is a file; a rerun sets earlier results aside in that folder"):
+        command.run(_args("--out", str(out)))
+
+
+def test_what_changed_names_only_real_changes():
+    """The earlier document comes from JSON (lists), this one from the preset (tuples): a fake change led the line."""
+    preset = presets.PRESETS["digits-100-finetune"]
+    now = {"settings": dataclasses.asdict(preset), "software": {"torch": "2.1"}}
+    earlier = json.loads(json.dumps({**now, "software": {"torch": "2.0"}}))
+    assert runner.what_changed(earlier, now) == "other settings: software torch: was '2.0', now '2.1'"
 
 
 def test_an_out_that_is_a_file_and_a_gpu_asked_for_are_named(tmp_path, monkeypatch):
@@ -404,11 +438,12 @@ def test_the_report_gives_the_budget_the_models_trained_at():
 
 def test_kept_runs_follow_the_policy_each_method_trains(tmp_path):
     runs = [{"method": m, "seed": 0, "test_error": 1.0} for m in ("baseline", "searched", "searched-scratch")]
-    old = {"settings": {"epochs": 2, "seeds": [0]}, "software": {"torch": "x"}, "runs": runs,
+    methods = ["baseline", "searched", "searched-scratch"]
+    old = {"settings": {"epochs": 2, "seeds": [0], "methods": methods}, "software": {"torch": "x"}, "runs": runs,
            "searched_policy": {"recipe": "r", "sha256": "a"}, "search_scratch": {"policy_file": "s/policy.json"}}
     (tmp_path / "results.json").write_text(json.dumps(old))
     # a results file from before the scratch search's hash: the same scratch file still counts as the same policy
-    now = {**old, "settings": {"epochs": 2, "seeds": [0, 1]}, "runs": [],
+    now = {**old, "settings": {"epochs": 2, "seeds": [0, 1], "methods": methods}, "runs": [],
            "search_scratch": {"policy_file": "s/policy.json", "sha256": "b"}}
     assert sorted(m for m, _ in runner.finished_runs(tmp_path, now)) == ["baseline", "searched", "searched-scratch"]
     # a new searched policy retrains only the searched method; a new scratch search only its own
@@ -419,7 +454,10 @@ def test_kept_runs_follow_the_policy_each_method_trains(tmp_path):
     assert sorted(m for m, _ in runner.finished_runs(
         tmp_path, {**now, "search_scratch": {"policy_file": "s/policy.json", "sha256": "d"}})) == ["baseline", "searched"]
     # other settings: nothing is kept
-    assert runner.finished_runs(tmp_path, {**now, "settings": {"epochs": 3}}) == {}
+    assert runner.finished_runs(tmp_path, {**now, "settings": {"epochs": 3, "methods": methods}}) == {}
+    # a method this command does not train keeps its runs, whichever policy made them
+    assert sorted(m for m, _ in runner.finished_runs(tmp_path, {
+        **now, "settings": {**now["settings"], "methods": ["baseline"]}, "searched_policy": None})) == methods
 
 
 def test_a_search_run_before_the_benchmark_reports_its_phases_not_the_reload(tmp_path, monkeypatch):

@@ -102,6 +102,8 @@ def test_a_usage_error_is_one_line_that_points_to_the_help(capsys):
     assert main(["search", "--epochs", "x"]) == 2
     assert capsys.readouterr().err == ("policysearch search: error: argument --epochs: invalid int value: 'x'; see "
                                        "policysearch search --help\n")
+    assert main(["search", "--bogus", "1"]) == 2  # reported by the root parser, about the subcommand's options
+    assert capsys.readouterr().err == "policysearch: error: unrecognized arguments: --bogus 1; see policysearch search --help\n"
 
 
 def test_help_does_not_import_torch():

@@ -128,7 +128,7 @@ def test_a_resume_with_a_changed_search_space_is_refused(tiny_run, tmp_path):
     space as loaded, and the resume compares it, rather than mixing trials of two spaces."""
     import shutil
 
-    from policysearch.search.rundir import RunError
+    from policysearch.search.rundir import RunError, check_same_inputs
 
     run_dir, _, _ = tiny_run
     copy = tmp_path / "run"
@@ -136,11 +136,20 @@ def test_a_resume_with_a_changed_search_space_is_refused(tiny_run, tmp_path):
     (copy / "policy.json").unlink()
     stored = json.loads((copy / "config.json").read_text(encoding="utf-8"))
     assert stored["space"] == json.loads(json.dumps(load_space(stored["resolved_space"]).to_dict()))
-    stored["space"]["sub_policies"] += 1  # as if the file had been edited since
+    original = json.loads(json.dumps(stored["space"]))
+    stored["space"]["description"] = "older wording"  # a description decides nothing: resumed
     (copy / "config.json").write_text(json.dumps(stored), encoding="utf-8")
-    with pytest.raises(RunError, match=rf"the search space {stored['resolved_space']} differs from the one the run "
-                                       r"started with \(sub_policies changed\); restore it, or start a new run"):
-        run_search(SearchConfig(**TINY), copy, resume=True, stream=io.StringIO())
+    check_same_inputs(copy, stored["data_fingerprint"], load_space(stored["resolved_space"]).to_dict())
+    for change, changed in [(lambda space: space.update(sub_policies=space["sub_policies"] + 1), "sub_policies"),
+                            # an op's place is its index in the optimiser's choice: a new order is another space
+                            (lambda space: space.update(ops=dict(reversed(space["ops"].items()))), "ops")]:
+        stored["space"] = json.loads(json.dumps(original))
+        change(stored["space"])  # as if the shipped file had been changed since, by an upgrade
+        (copy / "config.json").write_text(json.dumps(stored), encoding="utf-8")
+        with pytest.raises(RunError, match=rf"the search space {stored['resolved_space']} differs from the one the "
+                                           rf"run started with \({changed} changed\); the installed policysearch "
+                                           r"ships it changed; install the version that ran it again, or start a new"):
+            run_search(SearchConfig(**TINY), copy, resume=True, stream=io.StringIO())
     del stored["space"]  # a run from before the space was recorded: continued as it was
     (copy / "config.json").write_text(json.dumps(stored), encoding="utf-8")
     assert run_search(SearchConfig(**TINY), copy, resume=True, stream=io.StringIO()).policy_path.exists()

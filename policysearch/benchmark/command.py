@@ -128,8 +128,6 @@ def run(args: argparse.Namespace) -> int:
                              f"{', '.join(ignored)} would change nothing; drop {'it' if len(ignored) == 1 else 'them'}")
     preset = preset_from_args(args)
     out = Path(args.out) if args.out else default_out(preset_name(args))
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder")
     if args.report:
         return rewrite_report(out, args.preset)
     if args.policy and "searched" not in preset.methods:
@@ -173,7 +171,7 @@ def rewrite_report(out: Path, preset: str | None = None) -> int:
         runs, command = document["runs"], document["command"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"--report: {path} is not the results of a benchmark ({exc})") from None
-    if preset is not None and document.get("preset") != preset:
+    if preset is not None and document.get("preset", preset) != preset:  # files written before the key: unchecked
         raise DataError(f"--report: {path} holds the results of preset {document.get('preset')}, not {preset}; "
                         "drop --preset, or give that preset's folder")
     for derived in ("summary", "finetune_vs_scratch"):  # computed again from the runs

@@ -132,12 +132,29 @@ def policy_sha256(policy: Policy) -> str:
 
 
 def earlier_results(out: Path) -> dict[str, Any] | None:
-    """The document of ``out/results.json`` when a benchmark wrote it there, else None."""
-    try:
-        previous = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """The document of ``out/results.json``, None when there is none; a DataError when the file is not a
+    benchmark's results (a rerun would overwrite someone's file, or fail on it after hours of work)."""
+    path = out / "results.json"
+    if not path.exists():
         return None
-    return previous if isinstance(previous, dict) and isinstance(previous.get("runs"), list) else None
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        runs = previous["runs"]
+        if not isinstance(runs, list) or not all(isinstance(r, dict) and isinstance(r.get("method"), str)
+                                                  and type(r.get("seed")) is int for r in runs):
+            raise ValueError("its runs are not a list of method and seed rows")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path} is not the results of a benchmark ({exc}); move it away, or give another --out") from None
+    return previous
+
+
+def check_out(out: Path) -> None:
+    """Before any work: ``out`` can take this benchmark's files, and the earlier ones it may set aside."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file, not a folder")
+    if (out / "earlier").exists() and not (out / "earlier").is_dir():
+        raise DataError(f"{out / 'earlier'} is a file; a rerun sets earlier results aside in that folder: move it away")
+    earlier_results(out)
 
 
 def finished_runs(out: Path, document: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
@@ -147,6 +164,7 @@ def finished_runs(out: Path, document: dict[str, Any]) -> dict[tuple[str, int], 
     previous = earlier_results(out)
     if previous is None:
         return {}
+    trained = set(document.get("settings", {}).get("methods", ()))
     hashed = "sha256" in (previous.get("searched_policy") or {})  # files written before the hash: the rest
 
     def common(d: dict[str, Any]) -> str:
@@ -164,8 +182,9 @@ def finished_runs(out: Path, document: dict[str, Any]) -> dict[tuple[str, int], 
     if common(previous) != common(document):
         return {}
     before, now = policies(previous), policies(document)
+    # a method this command does not train keeps its runs as they were, whichever policy made them
     return {(run["method"], int(run["seed"])): run for run in previous.get("runs", [])
-            if before.get(run["method"]) == now.get(run["method"])}
+            if run["method"] not in trained or before.get(run["method"]) == now.get(run["method"])}
 
 
 def what_changed(previous: dict[str, Any], document: dict[str, Any]) -> str:
@@ -176,7 +195,7 @@ def what_changed(previous: dict[str, Any], document: dict[str, Any]) -> str:
         software = {f"software {k}": v for k, v in (d.get("software") or {}).items()}
         return {**settings, **software, "pretrained weights": (d.get("pretraining") or {}).get("weights")}
 
-    before, now = flat(previous), flat(document)
+    before, now = (json.loads(json.dumps(flat(d), default=str)) for d in (previous, document))  # tuples as lists
     changed = [f"{key}: was {short_repr(before.get(key))}, now {short_repr(now.get(key))}"
                for key in dict.fromkeys([*before, *now]) if before.get(key) != now.get(key)]
     if changed:
@@ -188,7 +207,7 @@ def set_aside(out: Path, previous: dict[str, Any], kept: dict[tuple[str, int], d
               document: dict[str, Any], stream: TextIO) -> None:
     """Move the files of an earlier benchmark in ``out`` to ``out/earlier/TIME`` when this one keeps only part
     of its runs, and say so: a rerun with other settings replaces results without losing them."""
-    dropped = [r for r in previous["runs"] if (r.get("method"), int(r.get("seed", -1))) not in kept]
+    dropped = [r for r in previous["runs"] if (r["method"], r["seed"]) not in kept]
     if not dropped:
         return
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -213,6 +232,7 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     Progress lines go to ``stream`` (default: ``sys.stdout`` at call time, not at import time)."""
     stream = sys.stdout if stream is None else stream
     out = Path(out)
+    check_out(out)
     root, download = getattr(args, "data_root", "data"), bool(getattr(args, "download", False))
     train_full = fit_image_size(load_dataset(preset.dataset, split="train", data_root=root, download=download,
                                              image_size=preset.image_size), preset.model, preset.image_size)
@@ -276,6 +296,10 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     previous = earlier_results(out)
     if previous is not None:
         set_aside(out, previous, done, document, stream)
+        # the kept runs of a method this command does not train keep the record of what they trained
+        for key, method in (("searched_policy", "searched"), ("search", "searched"), ("search_scratch", "searched-scratch")):
+            if document.get(key) is None and previous.get(key) is not None and any(m == method for m, _ in done):
+                document[key] = previous[key]
     place = {(m, seed): i for i, (seed, m) in enumerate((seed, m) for seed in preset.seeds for m in methods)}
     # The kept runs are in the first write, so that stopping before the next training loses none of them;
     # those of methods or seeds this command does not train stay too, after this command's.

@@ -33,6 +33,7 @@ from policysearch.atomic import write_json_atomic
 from policysearch.augment.policy import software_versions
 from policysearch.invocation import command_line
 from policysearch.search.config import RESUMABLE, SearchConfig, is_uri
+from policysearch.search.spaces import is_space_path
 from policysearch.training.pretrained import is_callable_model
 from policysearch.wording import Mention, WordedError
 
@@ -350,10 +351,22 @@ def check_same_inputs(run_dir: Path, data_fingerprint: str, space: Mapping[str, 
         raise RunError(lambda say: f"{say('resume', run_dir)}: the training images differ from those the run started "
                        f"on (fingerprint {data_fingerprint}, stored {kept}); their files changed since, so start a "
                        f"new run with another {say('out')}")
-    kept_space, now = stored.get("space"), json.loads(json.dumps(space))  # as JSON holds it: lists, not tuples
-    if kept_space is not None and kept_space != now:
+    if stored.get("space") is None:
+        return
+    kept_space, now = _searched_space(stored["space"]), _searched_space(space)
+    if kept_space != now:
         differ = [key for key in {**kept_space, **now} if kept_space.get(key) != now.get(key)]
-        raise RunError(lambda say: f"{say('resume', run_dir)}: the search space "
-                       f"{stored.get('resolved_space', kept_space.get('name'))} differs from the one the run started "
-                       f"with ({', '.join(differ) or 'its keys'} changed); restore it, or start a new run with "
-                       f"another {say('out')}")
+        name = stored.get("resolved_space") or kept_space.get("name")
+        remedy = ("restore the file" if is_space_path(str(name)) else
+                  "the installed policysearch ships it changed; install the version that ran it again")
+        raise RunError(lambda say: f"{say('resume', run_dir)}: the search space {name} differs from the one the run "
+                       f"started with ({', '.join(differ)} changed); {remedy}, or start a new run with another "
+                       f"{say('out')}")
+
+
+def _searched_space(space: Mapping[str, Any]) -> dict[str, Any]:
+    """What of ``SearchSpace.to_dict()`` decides the trials: every key but the description, as JSON holds it, with
+    the ops as an ordered list (an op's place is its index in the optimiser's choice, so an order matters)."""
+    plain = json.loads(json.dumps({k: v for k, v in space.items() if k != "description"}))
+    plain["ops"] = list(map(list, plain.get("ops", {}).items()))
+    return plain

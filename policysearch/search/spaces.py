@@ -339,16 +339,16 @@ def load_space(name_or_path: str | Path, known_ops: Collection[str] | None = Non
         raise SpaceError(f"{source}: invalid YAML: a number has too many digits") from None
     space = space_from_dict(data, source=source, known_ops=known_ops)
     if is_path:
-        _check_own_name(space, known_ops)
+        _check_own_name(space)
     return space
 
 
-def _check_own_name(space: SearchSpace, known_ops: Collection[str] | None) -> None:
+def _check_own_name(space: SearchSpace) -> None:
     """A space file that takes a shipped space's name must hold that space: the name is what the run, the
     report and the policy file record, so a changed copy under it would pass for the shipped one."""
     if space.name not in list_spaces():
         return
-    shipped = load_space(space.name, known_ops)
+    shipped = load_space(space.name)
     if space.to_dict() != shipped.to_dict():
         raise SpaceError(f"{space.source}: name: {space.name!r} is the name of a shipped space, which this file "
                          f"differs from; give your space a name of its own")
@@ -364,8 +364,9 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
     context_mark = getattr(exc, "context_mark", None)
     began = (f" ({context} that began on line {context_mark.line + 1})"
              if context and context_mark is not None and context_mark.line != mark.line else "")
-    tab = (" (a tab: YAML indents with spaces)"
-           if 0 <= mark.index < len(text) and text[mark.index] == "\t" else "")
+    line_start = text.rfind("\n", 0, max(mark.index, 0)) + 1
+    indenting = 0 <= mark.index < len(text) and text[mark.index] == "\t" and not text[line_start:mark.index].strip()
+    tab = " (a tab: YAML indents with spaces)" if indenting else ""
     return f"line {mark.line + 1}, column {mark.column + 1}: invalid YAML: {_one_line(Exception(problem))[:200]}{tab}{began}"
 
 
