@@ -420,6 +420,10 @@ def test_another_data_set_is_taken_whole_and_a_bare_folder_as_search_takes_it(tm
     assert "82 training images (32 x 32, the whole training split)" in text  # no subset: no subset seed
     # the flag, not the folder's path, says so: results re-rendered in another checkout keep the preset's title
     assert report.render_markdown({**document, "other_data": False}, []).startswith("# Benchmark: digits-small\n")
+    one = {"recipe": "baseline, crop 0, flip", "sub_policies": 1, "baseline": {"pad_crop": 0, "hflip": True},
+           "source": "s1/policy.json"}
+    assert "- searched recipe: baseline, crop 0, flip (1 sub-policy, " in report.render_markdown(
+        {**document, "searched_policy": one}, [])
 
 
 def test_a_seed_given_twice_trains_once():

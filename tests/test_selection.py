@@ -212,7 +212,8 @@ def test_race_margin_is_wide_on_a_few_dozen_images_and_narrow_on_thousands():
     assert race(first, list(first), 0.01, "a", margin=small) == ["a", "b", "c"]
 
 
-@pytest.mark.parametrize("n,repeats", [(10, 3), (100, 3), (200, 3), (300, 2), (499, 2), (500, 1), (1797, 1)])
+@pytest.mark.parametrize("n,repeats", [(10, 3), (100, 3), (200, 3), (249, 3), (250, 2), (300, 2), (499, 2), (500, 1),
+                                       (1797, 1)])  # as the help and the README state it
 def test_small_data_gets_more_repeats_of_the_cross_fit(n, repeats):
     assert auto_repeats(n) == repeats
 def test_a_tie_at_the_race_cut_never_decides_silently():

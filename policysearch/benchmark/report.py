@@ -60,7 +60,8 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
     if document.get("searched_policy"):
         sp = document["searched_policy"]
         baseline = Baseline(**sp["baseline"]).describe() if sp.get("baseline") else "no baseline recorded"
-        lines.append(f"- searched recipe: {sp.get('recipe', '')} ({sp['sub_policies']} sub-policies, {baseline}) "
+        subs = f"{sp['sub_policies']} sub-polic{'y' if sp['sub_policies'] == 1 else 'ies'}"
+        lines.append(f"- searched recipe: {sp.get('recipe', '')} ({subs}, {baseline}) "
                      f"from `{sp['source']}`")
         lines.append("")
     lines += ["| method | mean test error % | std | n | searched - method (pp), 95% CI | training accuracy % "
@@ -148,14 +149,18 @@ def plot_errors(document: dict[str, Any], summary: list[dict[str, Any]]) -> byte
                     label="mean +- std" if i == 0 else None)
     ax.set_xticks(xs, names, rotation=40, ha="right", rotation_mode="anchor")
     ax.set_xlim(-0.5, len(names) - 0.5)
-    ax.set_ylim(bottom=0)  # differences of a fraction of a point should not look like a factor
+    # from 0: differences of a fraction of a point should not look like a factor; the top quarter is kept free of
+    # points for the legend, which covered a seed's point there
+    highest = max([r["test_error"] for r in document["runs"]] + [row["mean"] + (0.0 if math.isnan(row["std"]) else
+                                                                               row["std"]) for row in summary])
+    ax.set_ylim(0, max(highest, 1e-6) * 1.35)
     ax.set_ylabel("test error (%)")
     s = document["settings"]
     budget = budget_text(s["epochs"], s["batch_size"], s["train_images"], asked=False)
     ax.set_title(textwrap.fill(f"{_title(document)}: {s['train_images']} images, {s['model']}, {budget}", 90),
                  fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", ncol=2)
     # the whole command, on as many lines as it takes at this width (it was cut at 140 characters)
     width = int(fig.get_figwidth() * 20)  # characters of a 6-point line per inch of figure, with a margin
     command = textwrap.fill(document["command"], width, break_on_hyphens=False)

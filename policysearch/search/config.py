@@ -88,7 +88,7 @@ class SearchConfig:
     selection_folds: int = _option(3, "folds of the cross-fit that trains every candidate recipe", "selection")
     selection_repeats: int = _option(0, "repeats of the cross-fit (other folds, other seeds); 0: chosen from the "
                                      "data size, up to 3 so that about 500 held-out predictions back each "
-                                     "comparison (3 below 200 images, 1 from 500)", "selection")
+                                     "comparison (3 below 250 images, 2 below 500, 1 from 500)", "selection")
     selection_extra: float = _option(1.0, "while the decision is unclear, repeats of the cross-fit are added for the "
                                      "recipes that could still clear the noise, up to 3 and while their trainings "
                                      "stay within this multiple of the first pass's; 0: none", "selection")
