@@ -447,6 +447,9 @@ def test_ops_png_of_a_trivialaugment_recipe_says_what_it_is_and_shows_the_levels
     assert describe_one_op_per_image(one).endswith("at level 0.5")
     faa = Policy([[Operation("Rotate", 0.7, 0.4), Operation("Cutout", 0.3, 0.5)]])
     assert one_op_per_image(faa) is None  # drawn as before: expected applications and levels per op
+    # a baseline-only recipe was "exactly one op, drawn uniformly from 1 ops (100% each), at level 0"
+    baseline_only = one_op_per_image(Policy([[Operation("Identity", 1.0, 0.0)]]))
+    assert describe_one_op_per_image(baseline_only) == "no op of the policy changes an image (it holds the identity alone)"
 
 
 def test_the_recipes_caption_says_how_the_stopped_recipes_are_drawn():

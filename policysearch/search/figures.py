@@ -422,9 +422,16 @@ def one_op_per_image(policy: Policy) -> dict[str, Any] | None:
     return {"ops": ops, "levels": shared}
 
 
+def identity_only(choice: dict[str, Any]) -> bool:
+    """Whether :func:`one_op_per_image`'s recipe holds the identity alone (a baseline-only recipe)."""
+    return [u["op"] for u in choice["ops"]] == ["Identity"]
+
+
 def describe_one_op_per_image(choice: dict[str, Any]) -> str:
     """One sentence for :func:`one_op_per_image`'s recipe: what each image gets."""
     n, levels = len(choice["ops"]), choice["levels"]
+    if identity_only(choice):  # a baseline-only recipe: the baseline does all of it
+        return "no op of the policy changes an image (it holds the identity alone)"
     level = (f"at level {levels[0]:g}" if len(set(levels)) == 1 else
              f"at a level drawn uniformly from {len(levels)} levels between {levels[0]:g} and {levels[-1]:g}")
     return f"each image gets exactly one op, drawn uniformly from {n} ops ({1 / n:.0%} each), {level}"
@@ -585,7 +592,8 @@ def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: Ima
     write_bytes_atomic(run_dir / "ops.png", plot_ops(policy, recipe))
     choice = one_op_per_image(policy)
     figures.append(Figure("ops.png", "What the chosen policy does",
-                          (f"{recipe}: {describe_one_op_per_image(choice)}; per op, the levels it really uses"
+                          (f"{recipe}: {describe_one_op_per_image(choice)}"
+                           + ("" if identity_only(choice) else "; per op, the levels it really uses")
                            if choice is not None else
                            f"Per op of {recipe}: how often an image gets it and at which level")
                           + f"; the baseline ({policy.baseline.describe()}) follows on every image."))
