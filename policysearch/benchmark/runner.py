@@ -167,11 +167,6 @@ def finished_runs(out: Path, document: dict[str, Any]) -> dict[tuple[str, int], 
     trained = set(document.get("settings", {}).get("methods", ()))
     hashed = "sha256" in (previous.get("searched_policy") or {})  # files written before the hash: the rest
 
-    def common(d: dict[str, Any]) -> str:
-        settings = {k: v for k, v in d.get("settings", {}).items() if k not in ("methods", "seeds")}
-        return json.dumps([settings, d.get("software"), (d.get("pretraining") or {}).get("weights")],
-                          sort_keys=True, default=str)
-
     def policies(d: dict[str, Any]) -> dict[str, str]:
         searched = {k: v for k, v in (d.get("searched_policy") or {}).items()
                     if k != "source" and (hashed or k != "sha256")}  # the same policy may be read from another path
@@ -179,7 +174,7 @@ def finished_runs(out: Path, document: dict[str, Any]) -> dict[tuple[str, int], 
                    if k != "sha256" or "sha256" in (previous.get("search_scratch") or {})]
         return {"searched": json.dumps(searched, sort_keys=True), "searched-scratch": json.dumps(scratch)}
 
-    if common(previous) != common(document):
+    if _compared(previous) != _compared(document):
         return {}
     before, now = policies(previous), policies(document)
     # a method this command does not train keeps its runs as they were, whichever policy made them
@@ -187,15 +182,19 @@ def finished_runs(out: Path, document: dict[str, Any]) -> dict[tuple[str, int], 
             if run["method"] not in trained or before.get(run["method"]) == now.get(run["method"])}
 
 
+def _compared(d: dict[str, Any]) -> dict[str, Any]:
+    """What a rerun must share with a results document to keep its runs: the settings (methods and seeds
+    aside), the software and the pretrained weights, as JSON holds them (tuples as lists)."""
+    settings = {k: v for k, v in d.get("settings", {}).items() if k not in ("methods", "seeds")}
+    software = {f"software {k}": v for k, v in (d.get("software") or {}).items()}
+    flat = {**settings, **software, "pretrained weights": (d.get("pretraining") or {}).get("weights")}
+    return json.loads(json.dumps(flat, default=str))
+
+
 def what_changed(previous: dict[str, Any], document: dict[str, Any]) -> str:
     """Why the earlier runs of ``previous`` are not kept for ``document``: the settings, software or weights
     that differ (methods and seeds aside), else the searched policy."""
-    def flat(d: dict[str, Any]) -> dict[str, Any]:
-        settings = {k: v for k, v in d.get("settings", {}).items() if k not in ("methods", "seeds")}
-        software = {f"software {k}": v for k, v in (d.get("software") or {}).items()}
-        return {**settings, **software, "pretrained weights": (d.get("pretraining") or {}).get("weights")}
-
-    before, now = (json.loads(json.dumps(flat(d), default=str)) for d in (previous, document))  # tuples as lists
+    before, now = _compared(previous), _compared(document)
     changed = [f"{key}: was {short_repr(before.get(key))}, now {short_repr(now.get(key))}"
                for key in dict.fromkeys([*before, *now]) if before.get(key) != now.get(key)]
     if changed:
