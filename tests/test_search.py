@@ -1465,8 +1465,11 @@ def test_a_second_ctrl_c_stops_at_once_and_the_runs_ray_still_ends(tmp_path):
     assert run["rc"] == 130, run["stderr"][-3000:]
     lines = [line for line in run["stderr"].splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in run["stderr"], run["stderr"][-3000:]
-    assert lines[0].startswith("policysearch: search interrupted in phase 1 (child models) (stopped at once by a "
-                               "second Ctrl-C")
+    # Tune's last save usually ends within the first half second; a Ctrl-C after it cuts short only Ray's
+    # shutdown and loses nothing, so the line is the first Ctrl-C's; one during the save says it stopped at once.
+    assert lines[0].startswith(("policysearch: search interrupted in phase 1 (child models); kept in ",
+                                "policysearch: search interrupted in phase 1 (child models) (stopped at once by a "
+                                "second Ctrl-C: kept as last saved")), lines[0]
     assert lines[0].endswith(f"continue with: policysearch search --resume {run['run_dir']}")
     assert not run["left"], f"still running {ENDED_WITHIN_S} s after the second Ctrl-C: {run['left_text']}"
 

@@ -122,37 +122,54 @@ def test_the_watchdog_ends_the_marked_processes_when_its_driver_is_killed():
                 pass
 
 
-# Ctrl-C outside a Tune experiment raises SearchInterrupted with the stage's line; the second stops at once.
-# SIGTERM is a Ctrl-C, and stops at once when it comes second or when the search still runs TERM_GRACE_S later.
+# Ctrl-C outside a Tune experiment raises SearchInterrupted with the stage's line; inside one, Tune's handler takes
+# the first and saves before its experiment returns. The second stops at once. SIGTERM is a Ctrl-C, and stops at
+# once when it comes second or when the search still runs TERM_GRACE_S later. Stopped at once after the stop had
+# saved (our handler raised, or Tune returned), nothing is lost: the line is then the first Ctrl-C's.
 CTRL_C = textwrap.dedent("""
     import os, signal, sys, time
     from policysearch.search.interrupts import CtrlC, SearchInterrupted
     lines = lambda at_once: f"stopped at once by {at_once}" if at_once else "first"
+    where = os.environ["WHERE"]
     with CtrlC(lines) as ctrl_c:
+        if where != "outside":
+            def tunes(signum, frame):  # Tune's: stops its loop to save, and puts the handler before it back
+                print("tune stops", flush=True)
+                signal.signal(signal.SIGINT, ctrl_c._handle)
+            signal.signal(signal.SIGINT, tunes)
+            ctrl_c.tune_started()
         for name in os.environ["SIGNALS"].split():
             try:
-                os.kill(os.getpid(), getattr(signal, name))
-                signal.pause()
+                os.kill(os.getpid(), getattr(signal, name))  # its handler has run when this returns
             except SearchInterrupted:
                 print("raised", flush=True)
+        if where == "tune returned":
+            ctrl_c.tune_ended(finished=False)
         time.sleep(60)  # a stop that hangs (Ray's processes ended by the same SIGTERM)
         print("not reached", flush=True)
 """)
 
 
-@pytest.mark.parametrize("signals,by", [
-    ("SIGINT SIGINT", "a second Ctrl-C"),
-    ("SIGINT SIGTERM", "SIGTERM"),
-    ("SIGTERM SIGTERM", "SIGTERM"),
-    ("SIGTERM", "SIGTERM, the search still running 5 s later"),
+@pytest.mark.parametrize("where,signals,printed,line", [
+    ("outside", "SIGINT SIGINT", "raised", "first"),
+    ("outside", "SIGINT SIGTERM", "raised", "first"),
+    ("outside", "SIGTERM SIGTERM", "raised", "first"),
+    ("outside", "SIGTERM", "raised", "first"),
+    ("in tune", "SIGINT SIGINT", "tune stops", "stopped at once by a second Ctrl-C"),
+    ("in tune", "SIGINT SIGTERM", "tune stops", "stopped at once by SIGTERM"),
+    ("in tune", "SIGTERM SIGTERM", "tune stops", "stopped at once by SIGTERM"),
+    ("in tune", "SIGTERM", "tune stops", "stopped at once by SIGTERM, the search still running 5 s later"),
+    ("tune returned", "SIGTERM", "tune stops", "first"),
 ])
-def test_ctrl_c_or_sigterm_raises_once_and_stops_at_once_when_it_comes_again_or_hangs(signals, by):
+def test_ctrl_c_or_sigterm_stops_once_and_at_once_when_it_comes_again_or_hangs(where, signals, printed, line):
+    """Regression (CI): a search stopped by SIGTERM whose Ray took more than TERM_GRACE_S to shut down after the
+    last save said it was "stopped at once ... kept as last saved, at most a second before", as if it lost work."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-               SIGNALS=signals)
+               SIGNALS=signals, WHERE=where)
     done = subprocess.run([sys.executable, "-c", CTRL_C], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == EXIT_INTERRUPTED == 130
-    assert done.stdout.splitlines() == ["raised"]
-    assert done.stderr.strip() == f"policysearch: stopped at once by {by}" and "Traceback" not in done.stderr
+    assert done.stdout.splitlines() == [printed]
+    assert done.stderr.strip() == f"policysearch: {line}" and "Traceback" not in done.stderr
 
 
 def test_sigterm_while_ray_starts_is_a_ctrl_c_and_ours_takes_sigterm_after():
