@@ -771,7 +771,7 @@ def test_four_trials_share_one_pretend_gpu(ray_session, tmp_path):
 
         start = _time.time()
         (barrier / str(trial["i"])).touch()
-        deadline = start + 60
+        deadline = start + 600  # a guard against a hang only: four slow worker starts are not a failure
         while len(list(barrier.iterdir())) < 4 and _time.time() < deadline:
             _time.sleep(0.05)
         _tune.report({"peers": len(list(barrier.iterdir())), "start": start, "end": _time.time(),
@@ -1225,6 +1225,7 @@ def _stopped_search(tmp_path: Path, fault: str, label: str, done: int, stop) -> 
         tree = _tree(driver.pid)
         stop(driver)
         driver.wait(timeout=300)
+        ended = time.monotonic()
         _drain(lines, seen)
         reader.join(timeout=60)  # everything the driver wrote to stderr has been read
         left = _still_running(tree, ENDED_WITHIN_S)
@@ -1235,7 +1236,7 @@ def _stopped_search(tmp_path: Path, fault: str, label: str, done: int, stop) -> 
             driver.wait(timeout=30)
         _kill(_still_running(tree, 0))  # whatever is left, by id, so that no test leaves processes behind
     return {"run_dir": run_dir, "rc": driver.returncode, "stdout": "".join(seen), "stderr": "".join(errors),
-            "tree": tree, "left": left, "left_text": left_text}
+            "ended": ended, "tree": tree, "left": left, "left_text": left_text}
 
 
 def _ctrl_c(driver: subprocess.Popen) -> None:
@@ -1282,24 +1283,28 @@ def test_sigterm_stops_a_search_as_ctrl_c_does_and_at_once_when_it_hangs(tmp_pat
     processes included. Regression: that ended Ray's GCS while the driver waited for a last save, which hung
     for 60 s and ended with Ray's error instead of the line; it now stops at once after TERM_GRACE_S. Either
     way what finished is kept for --resume."""
+    signalled: list[float] = []
+
     def sigterm(driver: subprocess.Popen) -> None:
+        signalled.append(time.monotonic())
         os.killpg(driver.pid, signal.SIGTERM) if group else os.kill(driver.pid, signal.SIGTERM)
 
-    started = time.monotonic()
     stopped = _stopped_search(tmp_path, "pause@score:split=0,index=2", "phase 2: policy trials", 4, sigterm)
     run_dir, everything = stopped["run_dir"], stopped["stdout"] + stopped["stderr"]
     assert stopped["rc"] == 130, everything[-3000:]
     lines = [line for line in stopped["stderr"].splitlines() if line.strip()]
     at_once = " (stopped at once by SIGTERM, the search still running 5 s later: kept as last saved, at most a " \
               "second before)"
+    # Alone, the driver stops as after a Ctrl-C; a machine slow enough that Tune's last save outlasts
+    # TERM_GRACE_S gets the line of a stop at once (test_stopping checks which line comes when).
     expected = [f"policysearch: search interrupted in phase 2 (policy trials){how}; kept in {run_dir}: phase 1's 2 "
                 f"child models, 4 of 8 policy trials; continue with: policysearch search --resume {run_dir}"
-                for how in (("", at_once) if group else ("",))]
+                for how in ("", at_once)]
     assert len(lines) == 1 and lines[0] in expected, lines
     assert "SIGTERM received" not in everything and "Traceback" not in everything and "GCS" not in everything
     assert not stopped["left"], stopped["left_text"]
+    assert stopped["ended"] - signalled[0] < 50  # not the 60 s Ray waits for its GCS
     if group:
-        assert time.monotonic() - started < 300  # not the 60 s Ray waits for its GCS on top of the search
         env = _cli_env()
         env.pop(FAULTS_ENV, None)
         done = subprocess.run([sys.executable, "-m", "policysearch", "search", "--resume", str(run_dir)], cwd=REPO,
