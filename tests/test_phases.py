@@ -244,7 +244,10 @@ def test_a_search_stopped_by_failures_says_where_the_tracebacks_are_and_refuses_
 @pytest.mark.parametrize("stopped_in, phase", [("policy_trial", "phase2"), ("fit_domain", "phase1")])
 def test_a_ctrl_c_keeps_the_phase_s_time_up_to_the_stop_in_the_cost_ledger(stopped_in, phase, tmp_path, monkeypatch):
     """The time a stopped process spent in its phase after its last record (a finished trial, or the end of
-    the phase's trials) is part of the run's cost, which a resume sums over every process."""
+    the phase's trials) is part of the run's cost, which a resume sums over every process.
+
+    Regression (CI): a stop at once after that (SIGTERM's grace over while Ray shut down, a second Ctrl-C) said
+    "stopped at once ... kept as last saved, at most a second before", as if finished work were lost."""
     import time
 
     from policysearch.search import phases
@@ -254,14 +257,23 @@ def test_a_ctrl_c_keeps_the_phase_s_time_up_to_the_stop_in_the_cost_ledger(stopp
         time.sleep(0.5)
         raise SearchInterrupted()
 
+    at_once_lines = []
+    interrupted = phases.Stage.interrupted
+
+    def stage_interrupted(stage):  # where the stop has done all but shut its Ray down
+        at_once_lines.append(stage.message("SIGTERM, the search still running 5 s later"))
+        return interrupted(stage)
+
     # Ctrl-C in the first policy trial, or after phase 1's trials (the domain fit runs in the driver)
     monkeypatch.setattr(phases, stopped_in, stopped)
+    monkeypatch.setattr(phases.Stage, "interrupted", stage_interrupted)
     with pytest.raises(SearchInterrupted, match="search interrupted.*continue with") as caught:
         run_search(SearchConfig(**TINY), tmp_path / "run", stream=io.StringIO())
     # Regression: code that continues a stopped run had to parse the folder out of the message
     assert caught.value.run_dir == tmp_path / "run" and caught.value.resumable is True
     ledger = json.loads((tmp_path / "run" / "ledger.json").read_text(encoding="utf-8"))["wall_s"]
     assert len(ledger[phase]) == 1 and next(iter(ledger[phase].values())) >= 0.5
+    assert at_once_lines == [str(caught.value)]
 
 
 def test_a_search_stopped_before_it_started_says_it_cannot_be_resumed(tmp_path):

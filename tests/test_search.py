@@ -746,6 +746,35 @@ def test_a_second_search_on_the_same_storage_runs_its_own_trials(small_run, shar
     assert strip(rows) == strip(first_rows)
 
 
+def test_tune_takes_the_first_ctrl_c_even_where_the_user_turned_its_handler_off(ray_session, tmp_path, monkeypatch):
+    """Regression (review): with TUNE_DISABLE_SIGINT_HANDLER=1 our handler took the first Ctrl-C inside Tune's
+    loop, which it cut short without Tune's last save, while the line said what finished was kept."""
+    from ray import tune
+
+    from policysearch.search import tuning
+    from policysearch.search.interrupts import CtrlC
+
+    monkeypatch.setenv("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    tune_has_first = []
+
+    class Seen(CtrlC):
+        def tune_started(self) -> None:
+            super().tune_started()
+            tune_has_first.append(self._tune_has_first)
+
+    def one_trial(trial):
+        from ray import tune as _tune
+        _tune.report({"i": trial["i"]})
+
+    with Seen(lambda at_once: "stopped") as ctrl_c:
+        ok, failed = tuning.run_experiment("handler", one_trial, {"i": tune.grid_search([0])}, tune.TuneConfig(),
+                                           search.SearchConfig(), str(tmp_path / "tune"),
+                                           tuning.Progress("handler", 1, None, io.StringIO()), ctrl_c=ctrl_c)
+    assert len(ok) == 1 and not failed
+    assert tune_has_first == [True]  # Tune's handler was in place during its loop
+    assert os.environ["TUNE_DISABLE_SIGINT_HANDLER"] == "1"  # the user's setting is theirs again afterwards
+
+
 @pytest.mark.slow
 def test_four_trials_share_one_pretend_gpu(ray_session, tmp_path):
     """gpus_per_trial=0.25 on Ray's one (pretend) GPU: four trials run at once, all on GPU 0.

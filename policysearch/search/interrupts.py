@@ -73,7 +73,6 @@ class CtrlC:
         self._installed = False
         self._term_timer: threading.Timer | None = None  # armed by SIGTERM: stop at once if still running
         self._deferring = False  # Ray is starting: a first Ctrl-C waits for the start to end (ray_starting)
-        self._saved = False  # the stop has saved everything finished: stopping at once now loses nothing
 
     def __enter__(self) -> "CtrlC":
         if threading.current_thread() is threading.main_thread():
@@ -133,7 +132,7 @@ class CtrlC:
         (Tune leaves its handler in place after a run that was not interrupted)."""
         self._tune_has_first = False
         if not finished:
-            self.stopping = self._saved = True
+            self.stopping = True
         if self._installed:
             signal.signal(signal.SIGINT, self._handle)
 
@@ -142,20 +141,17 @@ class CtrlC:
             self.stop_now("a second Ctrl-C")
         self.stopping = True
         if not self._deferring:
-            self._saved = True
             raise SearchInterrupted()
         _say(b"\npolicysearch: stopping once the local Ray has started (a few seconds; Ctrl-C again stops at once)\n")
 
     def stop_now(self, by: str) -> None:
-        """A second Ctrl-C, or SIGTERM (``by``): the line, and the process ends here (exit status 130). Once the
-        stop has saved (Tune returned, or our handler raised outside Tune), only the rest of the stop (Ray's
-        shutdown) is cut short and nothing is lost: the line is then a first Ctrl-C's."""
+        """A second Ctrl-C, or SIGTERM (``by``): the line, and the process ends here (exit status 130)."""
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except (OSError, ValueError, RuntimeError):  # RuntimeError: a write this signal interrupted
                 pass
-        _say(f"\npolicysearch: {self.message('' if self._saved else by)}\n".encode())
+        _say(f"\npolicysearch: {self.message(by)}\n".encode())
         os._exit(EXIT_INTERRUPTED)
 
 

@@ -73,15 +73,17 @@ def recipe_trial(prepared: Prepared, trial: dict[str, Any], context: TrialContex
 
 
 class Stage:
-    """Where the search is, for the one line a Ctrl-C prints: what is kept and how to continue."""
+    """Where the search is, for the one line a Ctrl-C prints: what is kept and how to continue.
+    ``save_period``: how often the finished trials are saved, which a stop at once may lose."""
 
-    def __init__(self, run_dir: Path, resume: bool, from_python: bool = False) -> None:
-        self.run_dir, self.resume, self.from_python = run_dir, resume, from_python
+    def __init__(self, run_dir: Path, resume: bool, from_python: bool = False, save_period: str = "a second") -> None:
+        self.run_dir, self.resume, self.from_python, self.save_period = run_dir, resume, from_python, save_period
         self.started = resume  # config.json is written: there is a run to continue
         self.phase = ""
         self.progress: Progress | None = None
         self.noun = ""
         self.kept: list[str] = []
+        self.stop_saved = False  # a Ctrl-C's stop has written what finished: only Ray's shutdown is left
 
     def enter(self, phase: str, progress: Progress | None = None, noun: str = "") -> None:
         self.phase, self.progress, self.noun = phase, progress, noun
@@ -96,7 +98,8 @@ class Stage:
         return SearchInterrupted(self.message(), self.run_dir, self.started)
 
     def message(self, at_once: str = "") -> str:
-        """The line for a Ctrl-C now; ``at_once``: what stopped the search without a last save ("SIGTERM")."""
+        """The line for a Ctrl-C now; ``at_once``: what stopped the search at once ("SIGTERM"), which is said
+        unless the stop had already saved (then only Ray's shutdown was cut short, and nothing is lost)."""
         if not self.started:
             return (f"search interrupted before it started; nothing was written to {self.run_dir}: run the same "
                     "command again")
@@ -106,7 +109,8 @@ class Stage:
         if not kept:
             kept.append("the settings" if not self.resume else "every trial finished before")
         where = f" in {self.phase}" if self.phase else ""
-        how = f" (stopped at once by {at_once}: kept as last saved, at most a second before)" if at_once else ""
+        how = (f" (stopped at once by {at_once}: kept as last saved, at most {self.save_period} before)"
+               if at_once and not self.stop_saved else "")
         return (f"search interrupted{where}{how}; kept in {self.run_dir}: {', '.join(kept)}; continue with: "
                 f"{resume_command(self.run_dir, self.from_python)}")
 
@@ -138,6 +142,7 @@ def run_phases(prepared: Prepared, run: Run, runner: TrialRunner, stream: TextIO
         return _run_phases(prepared, run, runner, stream, stage, ledger, concurrency)
     except SearchInterrupted:
         ledger.stopped()
+        stage.stop_saved = True
         raise
     except SearchFailed as exc:
         record_failure(run.run_dir, str(exc))  # a resume would keep the failed trials and stop again

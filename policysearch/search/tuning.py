@@ -494,7 +494,9 @@ def run_experiment(name: str, trainable: Callable, param_space: dict, tune_confi
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
     interrupted = False
     try:
-        with _tune_interrupt_quiet():
+        # Tune's SIGINT handler makes its last save before fit() returns; a user's TUNE_DISABLE_SIGINT_HANDLER
+        # would leave the first Ctrl-C to ours, which cuts Tune's loop short without that save.
+        with _tune_interrupt_quiet(), _environment("TUNE_DISABLE_SIGINT_HANDLER", "0"):
             grid = tuner.fit()
         # Tune returns early only when its SIGINT handler stopped it. Its clean-up then marks the stopped trials
         # as terminated in memory (its saved state, written before, keeps them unfinished), so the trials that
@@ -695,7 +697,8 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
     done = finished_on_resume(config, run_dir, resume)
     if done is not None:
         return done
-    stage = Stage(run_dir, resume, given_in_python(config))
+    stage = Stage(run_dir, resume, given_in_python(config),
+                  f"{URI_STATE_PERIOD_S} s" if is_uri(config.storage or "") else "a second")
     with CtrlC(stage.message) as ctrl_c:
         try:
             return _search(config, run_dir, resume, stream, stage, ctrl_c, inputs)
