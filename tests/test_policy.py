@@ -256,9 +256,11 @@ def test_wrong_format_version(tmp_path, version):
                        "(this policysearch reads versions 1, 2 and 3)")
 
 
-@pytest.mark.parametrize("version, shown", [("2", "the string '2'"), (None, "null"), (True, "true"), (2.5, "2.5")])
+@pytest.mark.parametrize("version, shown", [("2", "the string '2'"), (None, "null"), (True, "true"), (2.5, "2.5"),
+                                            (2.0, "2.0")])
 def test_a_format_version_that_is_no_whole_number_says_so(tmp_path, version, shown):
-    """Regression: "format_version": "2" was called an unsupported version, as if 2 were not one."""
+    """Regression: "format_version": "2" was called an unsupported version, as if 2 were not one; 2.0 passed,
+    where every other whole number of the file written as 2.0 is refused."""
     assert load_error(tmp_path, doc(format_version=version)) == \
         f"format_version: expected a whole number such as 3, got {shown}"
 
@@ -294,7 +296,11 @@ def test_not_json_names_line_and_column(tmp_path):
 
 
 def test_top_level_not_an_object(tmp_path):
-    assert load_error(tmp_path, [[["Rotate", 0.5, 0.5]]]).startswith("(top level): expected object, got list")
+    """Regression (a new user's trial): Fast AutoAugment's list form was refused without a word of convert."""
+    assert load_error(tmp_path, [[["Rotate", 0.5, 0.5]]]) == (
+        "(top level): expected object, got list [[['Rotate', 0.5, 0.5]]]: a list of sub-policies is the form of "
+        "AutoAugment's and Fast AutoAugment's code, which policysearch convert --from reads")
+    assert load_error(tmp_path, "3").startswith("(top level): expected object, got int 3")
 
 
 def test_missing_file(tmp_path):

@@ -872,8 +872,12 @@ def test_float_images_a_little_outside_0_1_are_clamped_and_normalised_ones_refus
     nan[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match=r"found \[nan, .*\]; NaN or infinite values$"):
         BatchPolicyTransform("randaugment")(nan)
-    with pytest.raises(ValueError, match=r"; 0..255 values, it seems"):  # 0..255 floats that a resize undershot
-        BatchPolicyTransform("randaugment")(images * 255 - 3)
+    # 0..255 floats that a resize undershot, or normalised ones with a small std (regression: told to divide by
+    # 255 alone, which then passed the check and was clamped to black)
+    for both in (images * 255 - 3, v2.Normalize([0.1] * 3, [0.05] * 3)(images)):
+        with pytest.raises(ValueError, match=r"; normalised images or 0..255 values, it seems: augment before "
+                                             r"Normalize, or divide 0..255 values by 255 or pass uint8$"):
+            BatchPolicyTransform("randaugment")(both)
     normalised = v2.Normalize([0.5] * 3, [0.5] * 3)(images)
     with pytest.raises(ValueError, match=r"^batch: float images must hold values in \[0, 1\], found \[-\d.*\]; "
                                          "normalised images, it seems: augment before Normalize$"):
@@ -881,6 +885,19 @@ def test_float_images_a_little_outside_0_1_are_clamped_and_normalised_ones_refus
     with pytest.raises(ValueError, match=r"^image: float images must hold values in \[0, 1\], found \[[\d.]+, "
                                          r"[\d.]+\]; 0..255 values, it seems: divide by 255 or pass uint8$"):
         PolicyTransform("randaugment")(images[0] * 255)
+
+
+def test_the_batched_transform_keeps_a_channels_last_batch_channels_last():
+    """Regression (a new user's trial): a channels_last batch came back in the default layout, which training
+    code in channels_last then copied back."""
+    transform = BatchPolicyTransform(FOUR)
+    batch = natural_batch(4, 8, 8, seed=2)
+    for given in (batch.contiguous(memory_format=torch.channels_last), batch.float().div(255)
+                  .contiguous(memory_format=torch.channels_last)):
+        out = transform(given, generator=_gen(3))
+        assert not out.is_contiguous() and out.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(out, transform(given.contiguous(), generator=_gen(3)))
+        assert transform(given.contiguous(), generator=_gen(3)).is_contiguous()
 
 
 def test_the_batched_transform_keeps_torchvisions_image_type_and_refuses_masks():

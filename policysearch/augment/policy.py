@@ -153,6 +153,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "minItems":
         what = "sub-policy" if place == "sub_policies" else "operation"
         return f"{place}: needs at least one {what}"
+    if error.validator == "type" and not error.absolute_path and isinstance(value, list):
+        return (f"{place}: expected object, got list {short_repr(value)}: a list of sub-policies is the form of "
+                "AutoAugment's and Fast AutoAugment's code, which policysearch convert --from reads")
     if error.validator == "type":
         return f"{place}: expected {error.validator_value}, got {type(value).__name__} {short_repr(value)}"
     if error.validator == "const":
@@ -327,6 +330,9 @@ class Policy:
         """Validate parsed JSON data and build the policy; anything wrong is a PolicyError naming the place."""
         _check_json_data(data, source)
         validate_policy_dict(data, source)
+        if isinstance(data["format_version"], float):  # JSON Schema's enum takes 2.0 for 2; the version is a whole number
+            raise PolicyError(f"{source}: format_version: expected a whole number such as {READABLE_VERSIONS[-1]}, "
+                              f"got {data['format_version']!r}")
         if data["format_version"] == 1 and "baseline" in data:  # version 1 predates it: a mixed-up file
             raise PolicyError(f"{source}: baseline: format_version 1 has no baseline; write format_version 2 "
                               "to carry one")

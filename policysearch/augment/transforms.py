@@ -189,7 +189,10 @@ def _plain_images(value: Any, where: str) -> Any:
 
 
 def _like(out: torch.Tensor, given: Any) -> torch.Tensor:
-    """``out`` as a ``tv_tensors.Image`` where ``given`` was one, else as it is."""
+    """``out`` in the memory format of a ``given`` batch in channels_last (training code that uses it would
+    otherwise pay for a copy back), and as a ``tv_tensors.Image`` where ``given`` was one."""
+    if given.ndim == 4 and not given.is_contiguous() and given.is_contiguous(memory_format=torch.channels_last):
+        out = out.contiguous(memory_format=torch.channels_last)
     tv = _tv_tensors()
     return tv.wrap(out, like=given) if tv is not None and isinstance(given, tv.Image) else out
 
@@ -427,9 +430,13 @@ def check_image_batch(batch: Any, where: str = "batch") -> torch.Tensor:
     lowest, highest = (float(torch.tensor(v, dtype=batch.dtype)) for v in (-FLOAT_SLACK, 1 + FLOAT_SLACK))
     if lowest <= low and high <= highest:
         return batch.clamp(0.0, 1.0)
+    # Above NORMALISED_MOST, 0..255 values, unless some are negative: then normalised images with a small std
+    # look the same as 0..255 ones a resize undershot, and the message names both.
     hint = ("NaN or infinite values" if not (math.isfinite(low) and math.isfinite(high)) else
-            "0..255 values, it seems: divide by 255 or pass uint8" if high > NORMALISED_MOST else
-            "normalised images, it seems: augment before Normalize")
+            "normalised images, it seems: augment before Normalize" if high <= NORMALISED_MOST else
+            "0..255 values, it seems: divide by 255 or pass uint8" if low >= lowest else
+            "normalised images or 0..255 values, it seems: augment before Normalize, or divide 0..255 values by "
+            "255 or pass uint8")
     raise ValueError(f"{where}: float images must hold values in [0, 1], found [{low:.6g}, {high:.6g}]; {hint}")
 
 
