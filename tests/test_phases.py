@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _stops import stop_at_once_lines
 
 from policysearch.augment.policy import Policy
 from policysearch.search.config import SearchConfig
@@ -257,16 +258,9 @@ def test_a_ctrl_c_keeps_the_phase_s_time_up_to_the_stop_in_the_cost_ledger(stopp
         time.sleep(0.5)
         raise SearchInterrupted()
 
-    at_once_lines = []
-    interrupted = phases.Stage.interrupted
-
-    def stage_interrupted(stage):  # where the stop has done all but shut its Ray down
-        at_once_lines.append(stage.message("SIGTERM, the search still running 5 s later"))
-        return interrupted(stage)
-
+    at_once_lines = stop_at_once_lines(monkeypatch)
     # Ctrl-C in the first policy trial, or after phase 1's trials (the domain fit runs in the driver)
     monkeypatch.setattr(phases, stopped_in, stopped)
-    monkeypatch.setattr(phases.Stage, "interrupted", stage_interrupted)
     with pytest.raises(SearchInterrupted, match="search interrupted.*continue with") as caught:
         run_search(SearchConfig(**TINY), tmp_path / "run", stream=io.StringIO())
     # Regression: code that continues a stopped run had to parse the folder out of the message

@@ -298,9 +298,11 @@ def test_not_json_names_line_and_column(tmp_path):
 def test_top_level_not_an_object(tmp_path):
     """Regression (a new user's trial): Fast AutoAugment's list form was refused without a word of convert."""
     assert load_error(tmp_path, [[["Rotate", 0.5, 0.5]]]) == (
-        "(top level): expected object, got list [[['Rotate', 0.5, 0.5]]]: a list of sub-policies is the form of "
-        "AutoAugment's and Fast AutoAugment's code, which policysearch convert --from reads")
-    assert load_error(tmp_path, "3").startswith("(top level): expected object, got int 3")
+        "(top level): expected object, got list [[['Rotate', 0.5, 0.5]]]: a list of sub-policies, as AutoAugment's "
+        "and Fast AutoAugment's code write them; convert it with policysearch convert FILE --from fast-autoaugment "
+        "-o OUT (or --from autoaugment)")
+    for other in ([], [{"format_version": 3}], 3):  # no list of sub-policies: no word of convert
+        assert "convert" not in load_error(tmp_path, other)
 
 
 def test_missing_file(tmp_path):

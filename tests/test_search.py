@@ -26,6 +26,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from _stops import stop_at_once_lines
 
 from policysearch import search
 from policysearch.training.data import DataError
@@ -775,6 +776,22 @@ def test_tune_takes_the_first_ctrl_c_even_where_the_user_turned_its_handler_off(
     assert os.environ["TUNE_DISABLE_SIGINT_HANDLER"] == "1"  # the user's setting is theirs again afterwards
 
 
+def test_a_stop_before_the_phases_loses_nothing_when_cut_short(ray_session, tmp_path, monkeypatch):
+    """Regression (review): a Ctrl-C after Ray started but before the first trial, cut short while Ray shut
+    down, said "kept as last saved, at most a second before", although no trial had run."""
+    from policysearch.search import tuning
+    from policysearch.search.interrupts import SearchInterrupted
+
+    def ctrl_c(*args, **kwargs):
+        raise SearchInterrupted()
+
+    at_once_lines = stop_at_once_lines(monkeypatch)
+    monkeypatch.setattr(tuning, "RayRunner", ctrl_c)  # the run's settings are written, no trial has run
+    with pytest.raises(SearchInterrupted) as caught:
+        search.run_search(SearchConfig(**SMALL), tmp_path / "run", stream=io.StringIO())
+    assert at_once_lines == [str(caught.value)] and "; kept in " in at_once_lines[0]
+
+
 @pytest.mark.slow
 def test_four_trials_share_one_pretend_gpu(ray_session, tmp_path):
     """gpus_per_trial=0.25 on Ray's one (pretend) GPU: four trials run at once, all on GPU 0.
@@ -800,7 +817,7 @@ def test_four_trials_share_one_pretend_gpu(ray_session, tmp_path):
 
         start = _time.time()
         (barrier / str(trial["i"])).touch()
-        deadline = start + 600  # a guard against a hang only: four slow worker starts are not a failure
+        deadline = start + 180  # a guard against a hang, long enough for four slow worker starts
         while len(list(barrier.iterdir())) < 4 and _time.time() < deadline:
             _time.sleep(0.05)
         _tune.report({"peers": len(list(barrier.iterdir())), "start": start, "end": _time.time(),

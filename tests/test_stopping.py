@@ -288,8 +288,18 @@ def test_a_stop_at_once_says_so_only_while_it_can_lose_finished_work():
     stage.stop_saved = True  # the stop has written what finished; Ray's shutdown alone is cut short
     assert stage.message("SIGTERM") == stage.message() == ("search interrupted; kept in runs/a: phase 1's 2 child "
                                                             "models; continue with: policysearch search --resume runs/a")
-    on_a_uri = Stage(Path("runs/a"), resume=True, save_period="60 s")  # the experiment state saved once a minute
-    assert "kept as last saved, at most 60 s before" in on_a_uri.message("a second Ctrl-C")
+    on_a_uri = Stage(Path("runs/a"), resume=True, save_period="about 60 s")  # saved (and uploaded) once a minute
+    assert "kept as last saved, about 60 s before" in on_a_uri.message("a second Ctrl-C")
+
+
+def test_the_save_period_a_stop_at_once_names_is_the_one_in_force(monkeypatch):
+    from policysearch.search.config import SearchConfig
+    from policysearch.search.tuning import state_period_s
+
+    monkeypatch.delenv("TUNE_GLOBAL_CHECKPOINT_S", raising=False)
+    assert state_period_s(SearchConfig()) == "1" and state_period_s(SearchConfig(storage="s3://b/runs")) == "60"
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "30")  # the user's, which the search leaves in force
+    assert state_period_s(SearchConfig()) == "30"
 
 
 def test_the_ledger_adds_up_every_process_that_worked_on_a_phase(tmp_path):

@@ -874,7 +874,7 @@ def test_float_images_a_little_outside_0_1_are_clamped_and_normalised_ones_refus
         BatchPolicyTransform("randaugment")(nan)
     # 0..255 floats that a resize undershot, or normalised ones with a small std (regression: told to divide by
     # 255 alone, which then passed the check and was clamped to black)
-    for both in (images * 255 - 3, v2.Normalize([0.1] * 3, [0.05] * 3)(images)):
+    for both in (images * 255 - 3, v2.Normalize([0.1] * 3, [0.05] * 3)(images), v2.Normalize([0] * 3, [0.2] * 3)(images)):
         with pytest.raises(ValueError, match=r"; normalised images or 0..255 values, it seems: augment before "
                                              r"Normalize, or divide 0..255 values by 255 or pass uint8$"):
             BatchPolicyTransform("randaugment")(both)
@@ -898,6 +898,12 @@ def test_the_batched_transform_keeps_a_channels_last_batch_channels_last():
         assert not out.is_contiguous() and out.is_contiguous(memory_format=torch.channels_last)
         assert torch.equal(out, transform(given.contiguous(), generator=_gen(3)))
         assert transform(given.contiguous(), generator=_gen(3)).is_contiguous()
+    # a single image in [H, W, C] memory order (what v2.ToImage gives) is a channels_last batch of one inside:
+    # it comes back a plain contiguous image (a review found the first version of this fix returned it strided)
+    image = torch.from_numpy(natural_batch(1, 8, 6, seed=4)[0].permute(1, 2, 0).numpy().copy()).permute(2, 0, 1)
+    assert not image.is_contiguous()
+    out = PolicyTransform(FOUR)(image)
+    assert out.is_contiguous() and out.view(-1).numel() == image.numel()
 
 
 def test_the_batched_transform_keeps_torchvisions_image_type_and_refuses_masks():

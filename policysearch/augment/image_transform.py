@@ -131,7 +131,8 @@ class PolicyTransform(v2.Transform):
                                  f"{image.shape[0]} (shape {tuple(image.shape)}); drop alpha, or permute an "
                                  "[H, W, C] image with .permute(2, 0, 1)")
             check_image_batch(image.unsqueeze(0), where="image")
-            return self.apply_tensor(image.unsqueeze(0)).squeeze(0)
+            # contiguous: an image in [H, W, C] memory order (v2.ToImage) is a channels_last batch of one
+            return self.apply_tensor(image.unsqueeze(0)).squeeze(0).contiguous()
         if image.ndim != 4:
             raise ValueError(f"image: expected [C, H, W] or [B, C, H, W], got shape {tuple(image.shape)}")
         if self._pairs and not self.pool and image.shape[0] == 1:

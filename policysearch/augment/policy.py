@@ -125,6 +125,11 @@ def _as_json(value: Any) -> str:
     return json.dumps(value) if value is None or isinstance(value, (bool, int, float)) else short_repr(value)
 
 
+def _sub_policy_lists(value: Any) -> bool:
+    """A non-empty list of lists: how AutoAugment's and Fast AutoAugment's code write a policy."""
+    return isinstance(value, list) and bool(value) and all(isinstance(v, list) for v in value)
+
+
 def _describe(error: jsonschema.ValidationError) -> str:
     """One line that names the place and says what is wrong, from a JSON Schema error."""
     place = _place(error.absolute_path)
@@ -153,9 +158,10 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "minItems":
         what = "sub-policy" if place == "sub_policies" else "operation"
         return f"{place}: needs at least one {what}"
-    if error.validator == "type" and not error.absolute_path and isinstance(value, list):
-        return (f"{place}: expected object, got list {short_repr(value)}: a list of sub-policies is the form of "
-                "AutoAugment's and Fast AutoAugment's code, which policysearch convert --from reads")
+    if error.validator == "type" and not error.absolute_path and _sub_policy_lists(value):
+        return (f"{place}: expected object, got list {short_repr(value)}: a list of sub-policies, as AutoAugment's "
+                "and Fast AutoAugment's code write them; convert it with policysearch convert FILE --from "
+                "fast-autoaugment -o OUT (or --from autoaugment)")
     if error.validator == "type":
         return f"{place}: expected {error.validator_value}, got {type(value).__name__} {short_repr(value)}"
     if error.validator == "const":
@@ -332,7 +338,7 @@ class Policy:
         validate_policy_dict(data, source)
         if isinstance(data["format_version"], float):  # JSON Schema's enum takes 2.0 for 2; the version is a whole number
             raise PolicyError(f"{source}: format_version: expected a whole number such as {READABLE_VERSIONS[-1]}, "
-                              f"got {data['format_version']!r}")
+                              f"got {_as_json(data['format_version'])}")
         if data["format_version"] == 1 and "baseline" in data:  # version 1 predates it: a mixed-up file
             raise PolicyError(f"{source}: baseline: format_version 1 has no baseline; write format_version 2 "
                               "to carry one")

@@ -403,7 +403,8 @@ _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # float
 # How far a float image may stray outside [0, 1] and be clamped: the overshoot of bicubic resizing or of a blur's
 # rounding in a pipeline before the policy, which is not an error; a normalised image strays much further.
 FLOAT_SLACK = 0.1
-NORMALISED_MOST = 3.0  # above this, floats are 0..255 values rather than normalised ones (ImageNet's reach 2.64)
+NORMALISED_MOST = 3.0  # at most this, floats out of [0, 1] are normalised ones (ImageNet's reach 2.64)
+SURELY_0_255 = 25.5  # above this, and none below 0, 0..255 values (normalised ones would need a std under 0.04)
 
 
 def check_image_batch(batch: Any, where: str = "batch") -> torch.Tensor:
@@ -430,11 +431,11 @@ def check_image_batch(batch: Any, where: str = "batch") -> torch.Tensor:
     lowest, highest = (float(torch.tensor(v, dtype=batch.dtype)) for v in (-FLOAT_SLACK, 1 + FLOAT_SLACK))
     if lowest <= low and high <= highest:
         return batch.clamp(0.0, 1.0)
-    # Above NORMALISED_MOST, 0..255 values, unless some are negative: then normalised images with a small std
-    # look the same as 0..255 ones a resize undershot, and the message names both.
+    # Normalised images reach about 1/std, 0..255 ones far above 3 (a resize may undershoot 0); between the two,
+    # or below 0 and above NORMALISED_MOST, either may be, and the message names both.
     hint = ("NaN or infinite values" if not (math.isfinite(low) and math.isfinite(high)) else
             "normalised images, it seems: augment before Normalize" if high <= NORMALISED_MOST else
-            "0..255 values, it seems: divide by 255 or pass uint8" if low >= lowest else
+            "0..255 values, it seems: divide by 255 or pass uint8" if low >= lowest and high > SURELY_0_255 else
             "normalised images or 0..255 values, it seems: augment before Normalize, or divide 0..255 values by "
             "255 or pass uint8")
     raise ValueError(f"{where}: float images must hold values in [0, 1], found [{low:.6g}, {high:.6g}]; {hint}")

@@ -74,9 +74,10 @@ def recipe_trial(prepared: Prepared, trial: dict[str, Any], context: TrialContex
 
 class Stage:
     """Where the search is, for the one line a Ctrl-C prints: what is kept and how to continue.
-    ``save_period``: how often the finished trials are saved, which a stop at once may lose."""
+    ``save_period``: how long before a stop at once the finished trials were last saved (what it may lose)."""
 
-    def __init__(self, run_dir: Path, resume: bool, from_python: bool = False, save_period: str = "a second") -> None:
+    def __init__(self, run_dir: Path, resume: bool, from_python: bool = False,
+                 save_period: str = "at most a second") -> None:
         self.run_dir, self.resume, self.from_python, self.save_period = run_dir, resume, from_python, save_period
         self.started = resume  # config.json is written: there is a run to continue
         self.phase = ""
@@ -109,7 +110,7 @@ class Stage:
         if not kept:
             kept.append("the settings" if not self.resume else "every trial finished before")
         where = f" in {self.phase}" if self.phase else ""
-        how = (f" (stopped at once by {at_once}: kept as last saved, at most {self.save_period} before)"
+        how = (f" (stopped at once by {at_once}: kept as last saved, {self.save_period} before)"
                if at_once and not self.stop_saved else "")
         return (f"search interrupted{where}{how}; kept in {self.run_dir}: {', '.join(kept)}; continue with: "
                 f"{resume_command(self.run_dir, self.from_python)}")

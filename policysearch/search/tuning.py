@@ -23,6 +23,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path, PurePosixPath
@@ -68,9 +69,16 @@ URI_STATE_PERIOD_S = 60
 # ---------------------------------------------------------------------------------------------- Ray
 
 
+def state_period_s(config: SearchConfig) -> str:
+    """How often Tune saves the experiment state (its finished trials): a user's TUNE_GLOBAL_CHECKPOINT_S, else
+    every second, or URI_STATE_PERIOD_S on a URI storage."""
+    default = str(URI_STATE_PERIOD_S) if is_uri(config.storage or "") else "1"
+    return os.environ.get("TUNE_GLOBAL_CHECKPOINT_S", default)
+
+
 def _quiet_ray_environment(config: SearchConfig) -> None:
     # Read by Ray when it starts; set before ray.init so workers inherit them.
-    state_period = str(URI_STATE_PERIOD_S) if is_uri(config.storage or "") else "1"
+    state_period = state_period_s(config)
     for key, value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
                        "RAY_AIR_NEW_OUTPUT": "0", "RAY_DEDUP_LOGS": "0",
                        # keeping one checkpoint per child forces a state snapshot per epoch; that is intended
@@ -496,7 +504,9 @@ def run_experiment(name: str, trainable: Callable, param_space: dict, tune_confi
     try:
         # Tune's SIGINT handler makes its last save before fit() returns; a user's TUNE_DISABLE_SIGINT_HANDLER
         # would leave the first Ctrl-C to ours, which cuts Tune's loop short without that save.
-        with _tune_interrupt_quiet(), _environment("TUNE_DISABLE_SIGINT_HANDLER", "0"):
+        handler_on = (_environment("TUNE_DISABLE_SIGINT_HANDLER", "0")
+                      if threading.current_thread() is threading.main_thread() else contextlib.nullcontext())
+        with _tune_interrupt_quiet(), handler_on:
             grid = tuner.fit()
         # Tune returns early only when its SIGINT handler stopped it. Its clean-up then marks the stopped trials
         # as terminated in memory (its saved state, written before, keeps them unfinished), so the trials that
@@ -697,8 +707,8 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
     done = finished_on_resume(config, run_dir, resume)
     if done is not None:
         return done
-    stage = Stage(run_dir, resume, given_in_python(config),
-                  f"{URI_STATE_PERIOD_S} s" if is_uri(config.storage or "") else "a second")
+    period = state_period_s(config)
+    stage = Stage(run_dir, resume, given_in_python(config), "at most a second" if period == "1" else f"about {period} s")
     with CtrlC(stage.message) as ctrl_c:
         try:
             return _search(config, run_dir, resume, stream, stage, ctrl_c, inputs)
@@ -752,6 +762,9 @@ def _search_held(prepared: Prepared, builder: bytes | None, run: Run, resume: bo
             stage.started = True
         runner = RayRunner(prepared, run, faults, ctrl_c)
         outcome, spans = run_phases(prepared, run, runner, stream, stage, runner.concurrency)
+    except SearchInterrupted:
+        stage.stop_saved = True  # what finished is written (run_phases saw to it); only Ray's shutdown is left
+        raise
     finally:
         if local is not None:
             local.stop()
