@@ -318,12 +318,17 @@ def test_a_search_on_a_two_node_cluster_runs_trials_on_both_nodes(shared_cluster
     both = {shared_cluster.worker_node_ids[0], shared_cluster.head_node_id}
     assert sorted(_child_nodes(run)) == sorted(both)
     assert {r["node_id"] for r in rows} <= both
-    # Each worker process fetches a split's child once; every later trial of that split there is a hit.
-    per_worker_split = {(r["node_id"], r["split"]) for r in rows}
-    assert sum(r["child_cached"] == "False" for r in rows) <= len(per_worker_split) + 2  # + a restarted worker
-    assert sum(r["child_cached"] == "True" for r in rows) >= 8 - len(per_worker_split) - 2
-    # The children and the experiments are on the shared storage, under the run id.
+    # Each worker process fetches a split's child once; every later trial of that split there is a hit. Tune
+    # may end an idle worker and start another (more often on a loaded machine), so count per process.
     run_id = json.loads((run / "config.json").read_text(encoding="utf-8"))["run_id"]
+    pid = {}
+    for result in (tmp_path / "storage" / run_id / "phase2_policies").glob("*/result.json"):
+        last = json.loads(result.read_text(encoding="utf-8").splitlines()[-1])
+        pid[last["trial_id"]] = last["pid"]
+    assert set(pid) == {r["trial_id"] for r in rows}
+    per_process_split = {(pid[r["trial_id"]], r["split"]) for r in rows}
+    assert sum(r["child_cached"] == "False" for r in rows) == len(per_process_split)
+    # The children and the experiments are on the shared storage, under the run id.
     models = sorted((tmp_path / "storage" / run_id / "phase1_children").rglob(CHILD_MODEL_FILE))
     assert len(models) == 2
 
@@ -373,7 +378,11 @@ def test_a_search_survives_the_loss_of_the_worker_node_in_phase_2(new_cluster, t
 def test_ctrl_c_of_a_search_joined_to_a_cluster_leaves_the_clusters_processes(new_cluster, tmp_path):
     import signal
 
-    nodes = new_cluster.head_pids | set().union(*new_cluster.worker_pids)  # what `ray start` left running
+    # The node daemons `ray start` left running (its short-lived helpers may end on their own).
+    started = new_cluster.head_pids | set().union(*new_cluster.worker_pids)
+    nodes = {pid for pid, (_, command) in loopback.processes().items()
+             if pid in started and ("raylet" in command or "gcs_server" in command)}
+    assert nodes, "no raylet or GCS server among the cluster's processes"
     env = _env(**{FAULTS_ENV: "pause@child:split=1"})  # the other child finishes, this one holds phase 1
     search = subprocess.Popen([sys.executable, "-m", "policysearch", "search", "--address", new_cluster.address,
                                "--storage", str(tmp_path / "storage"), "--out", str(tmp_path / "run"), *TINY],

@@ -307,7 +307,8 @@ def test_the_domain_fit_between_phases_counts_in_phase_1_without_a_ctrl_c(tmp_pa
     result = run_search(SearchConfig(**TINY), tmp_path / "run", stream=io.StringIO())
     ledger = json.loads((tmp_path / "run" / "ledger.json").read_text(encoding="utf-8"))["wall_s"]
     phase1 = next(iter(ledger["phase1"].values()))
-    assert phase1 == pytest.approx(entered["phase2"] - entered["phase1"], abs=0.05)  # the 0.5 s fit included
+    # the 0.5 s fit included; the test's clock and the ledger's are read apart, which a loaded machine may delay
+    assert phase1 == pytest.approx(entered["phase2"] - entered["phase1"], abs=0.25)
     assert result.costs["phase1_wall_s"] == pytest.approx(phase1)
     first, second = result.spans["phase1"], result.spans["phase2"]  # the spans count as the ledger does
     assert first[1] == second[0] and first[1] - first[0] == pytest.approx(phase1, abs=0.05)
@@ -320,14 +321,12 @@ def test_hyperopt_runs_on_ray_only_and_says_so_before_any_work(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_in_process_and_the_ray_runner_give_the_same_search(tiny_run, tmp_path):
+def test_the_in_process_and_the_ray_runner_give_the_same_search(tiny_run, tmp_path, monkeypatch):
     """The same seed on both runners: the same phase-2 rewards, selection and policy. Ray runs one trial at a
     time here (``max_concurrent=1``), so each optimiser sees its trials in the same order."""
-    import os
-
     from policysearch.search import run_search as run_on_ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     run_dir, result, _ = tiny_run
     on_ray = tmp_path / "ray"
     ray_result = run_on_ray(SearchConfig(**TINY), on_ray, stream=io.StringIO())
