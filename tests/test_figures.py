@@ -238,7 +238,8 @@ def test_a_raced_selection_draws_the_stopped_recipes_below_the_others():
 
 
 def _exported_run(tmp_path: Path, config: SearchConfig, *, weak: bool = False,
-                  more_errors: dict[str, list[float]] | None = None, failed: tuple[str, ...] = ()):
+                  more_errors: dict[str, list[float]] | None = None, failed: tuple[str, ...] = (),
+                  before_the_floor: bool = False):
     """A search's export of a raced selection: the issue's case, where the chosen recipe clears the noise by
     the rule's one-sided bound while a two-sided interval at the same level crosses 0, and a recipe stopped
     after the first fold has a lower error there than the chosen recipe's mean."""
@@ -263,6 +264,8 @@ def _exported_run(tmp_path: Path, config: SearchConfig, *, weak: bool = False,
                   "error": e, "loss": 0.1, "train_seconds": 1.0, "train_images": 40}
                  for name, errs in errors.items() for f, e in enumerate(errs)]
     decision, note = choose_recipe(prepared, recipes, selection, prepared.baseline)
+    if before_the_floor:  # as a decision written before the variance floor holds it
+        decision = replace(decision, held_out=0)
     trials = [{"split": s, "repeat": 0, "index": i, "trial_id": f"{s}{i}", "status": "ok", "error": "",
                "reward": 0.5 + 0.1 * i} for s in range(config.splits) for i in range(4)]
     write_trials_csv(run, trials, [])
@@ -316,6 +319,25 @@ def test_the_summary_the_table_and_recipes_png_show_the_quantity_the_rule_decide
             assert cells[4].startswith("yes" if row["clears"] else "no")
     chosen = next(row for row in drawn["ranked"] if row["chosen"])
     assert chosen["clears"] is True and chosen["upper"] == pytest.approx(rule.upper)
+
+
+@pytest.mark.parametrize("before_the_floor", [False, True])
+def test_the_report_and_the_caption_name_the_variance_floor_only_where_the_decision_had_it(tmp_path,
+                                                                                           before_the_floor):
+    """Regression: the reports of decisions written before the variance floor (committed runs, redrawn with
+    `policysearch report`) said their bounds had it."""
+    from policysearch.search.figures import draw_figures
+
+    result, _ = _exported_run(tmp_path, CONFIG, before_the_floor=before_the_floor)
+    floor = "with a variance at least what testing on each fold's held-out images alone gives"
+    report = (result.run_dir / "report.md").read_text(encoding="utf-8")
+    figures, _ = draw_figures(result.run_dir)
+    caption = next(f.caption for f in figures if f.file == "recipes.png")
+    if before_the_floor:
+        assert floor not in report and "corrected for overlapping training sets;" in report
+        assert floor not in caption and "upper bound (corrected for overlapping training sets)" in caption
+    else:
+        assert report.count(floor) == 2 and floor in caption  # the table's words and the picture's caption
 
 
 def test_the_picture_holds_the_rules_variance_floor():

@@ -189,7 +189,9 @@ def test_race_keeps_the_best_share_on_the_first_fold_and_always_the_reference():
     assert race(first, order, 1.0, "ref") == ["a", "b", "c", "d", "ref"]
     # ceil(0.01 x 6) = 1, but d ties with b at the cut: the tie rule keeps both
     assert race(first, order, 0.01, "ref") == ["b", "d", "ref"]
-    assert race_ties(first, order, 0.01) == (1.0, 1) and race_ties(first, order, 0.5) == (2.0, 0)
+    assert race_ties(first, order, 0.5) == (2.0, 0)
+    # d ties with the best, which keeps it anyway (within any margin of it): the tie rule added nothing
+    assert race_ties(first, order, 0.01) == (1.0, 0)
     assert race({"a": 1.0}, ["a", "ref"], 0.5, "ref") == ["a"]  # the reference failed: nothing to keep
     with pytest.raises(ValueError, match="keep"):
         race(first, order, 0.0, "ref")
@@ -224,8 +226,18 @@ def test_a_tie_at_the_race_cut_never_decides_silently():
     order = list(first)
     kept = race(first, order, 0.25, "ta")  # ceil(0.25 x 8) = 2 by share; five are tied at 0.278%
     assert kept == ["ta", "ra", "faa x0.5", "faa x1", "ra2", "ta fit"]
-    assert race_ties(first, order, 0.25) == (step, 3)
+    assert race_ties(first, order, 0.25) == (step, 0)  # tied with the best, within every margin of it
     assert "tied" in TIE_RULE and "cut" in TIE_RULE
+
+
+def test_the_tie_rule_is_credited_only_with_what_the_margin_and_the_reference_did_not_keep():
+    """Regression: a report said "by the tie rule, 1 more" of a recipe one fold's noise kept anyway."""
+    first = {"a": 5.0, "b": 60.0, "c": 60.0, "d": 60.0, "ref": 80.0}
+    order = list(first)
+    assert race(first, order, 0.4, "ref") == order  # ceil(0.4 x 5) = 2: a and b by rank; c and d tied at 60
+    assert race_ties(first, order, 0.4) == (60.0, 2)
+    assert race_ties(first, order, 0.4, margin=60.0) == (60.0, 0)  # within one fold's noise of a
+    assert race_ties({**first, "ref": 60.0}, order, 0.4, margin=10.0, reference="ref") == (60.0, 2)
 
 
 def test_the_decision_states_the_selections_power():

@@ -555,6 +555,7 @@ def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: Ima
     overrides the stored one).
     """
     from policysearch.augment.grids import sample_grid
+    from policysearch.search.selection import bound_correction
 
     run_dir = Path(run_dir)
     config = read_config(run_dir)
@@ -585,8 +586,8 @@ def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: Ima
     figures.append(Figure("recipes.png", "Phase 3: the candidate recipes compared",
                           "Held-out error of every candidate recipe per cross-fit fold and on average (left), and "
                           "the quantity the rule decides on (right): the recipe minus the reference, with its "
-                          f"{config.confidence:.0%} one-sided upper bound (corrected for overlapping training sets, its variance at least "
-                          "what testing on the held-out images alone gives); green: the bound is below 0, the recipe "
+                          f"{config.confidence:.0%} one-sided upper bound "
+                          f"({bound_correction(int(selection.get('held_out') or 0))}); green: the bound is below 0, the recipe "
                           "beats the reference beyond the noise (the rule tests only the recipe with the lowest mean "
                           "error)." + _stopped_caption(selection)))
     write_bytes_atomic(run_dir / "ops.png", plot_ops(policy, recipe))

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from policysearch.augment.policy import Policy
 from policysearch.search.config import SearchConfig
 from policysearch.search.outcome import Candidate, Outcome, SearchResult
-from policysearch.search.selection import TIE_RULE, TIE_TOLERANCE, Decision, race_share, race_ties, signed_pp
+from policysearch.search.selection import (TIE_RULE, TIE_TOLERANCE, Decision, bound_correction, race_share, race_ties,
+                                           signed_pp)
 
 __all__ = ["decided_folds", "describe_candidate", "recipe_table", "render_report", "stopped_table", "summary_text",
            "weak_children"]
@@ -231,8 +232,7 @@ def _candidate_section(config: SearchConfig, outcome: Outcome) -> list[str]:
              f"({_reference_text(outcome)}), only when the {level} one-sided upper bound on (its error - the "
              "reference's) is below 0. The table gives that quantity for every recipe that trained on "
              f"{'both' if folds == 2 else f'all {folds}'} folds (the same folds and seeds for each): the mean "
-             "difference and its upper bound, corrected for overlapping training sets and with a variance at least what "
-             "testing on each fold's held-out images alone gives; negative means a lower error "
+             f"difference and its upper bound, {bound_correction(decision.held_out)}; negative means a lower error "
              "than the reference.", "",
              f"| recipe | mean held-out error % ({folds} folds) | this - reference (pp) | "
              f"{level} one-sided upper bound (pp) | beyond the noise (bound < 0) |", "|---|---|---|---|---|"]
@@ -254,9 +254,9 @@ def _candidate_section(config: SearchConfig, outcome: Outcome) -> list[str]:
     raced = [row for row in stopped if row["folds"] == 1]
     if raced:
         keep = config.selection_keep
-        cut, tied = race_ties(decision.first_fold, names, keep)
-        ties = (f"; here {tied} more recipe(s) tied at the cut ({cut:.2f}%) went on by that rule" if tied else
-                "; here no tie at the cut")
+        cut, tied = race_ties(decision.first_fold, names, keep, decision.race_margin, decision.reference)
+        ties = (f"; here {tied} more recipe(s) tied at the cut ({cut:.2f}%) went on by that rule alone" if tied
+                else "; here that rule kept none the others did not")
         lines += ["", "### Stopped after the first fold", "",
                   f"Every recipe trained on the first fold; the best {keep:.0%} on it "
                   f"({race_share(keep, len(names))} of {len(names)}), every one within one fold's noise of the best "

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Comparison", "Decision", "TIE_RULE", "compare", "decide", "fold_variance", "lowest_mean", "race",
+__all__ = ["Comparison", "Decision", "TIE_RULE", "bound_correction", "compare", "decide", "fold_variance", "lowest_mean", "race",
            "race_margin", "race_share", "race_ties", "selection_power", "sequential_contenders", "signed_pp",
            "versus_reference"]
 
@@ -78,12 +78,18 @@ def race(first_fold: Mapping[str, float], order: Sequence[str], keep: float, ref
     return [name for name in order if name in kept]
 
 
-def race_ties(first_fold: Mapping[str, float], order: Sequence[str], keep: float) -> tuple[float | None, int]:
-    """The error at the race's cut and how many candidates beyond ``ceil(keep x len(order))`` went on because
-    they tied there (0: the tie rule changed nothing)."""
+def race_ties(first_fold: Mapping[str, float], order: Sequence[str], keep: float, margin: float = 0.0,
+              reference: str | None = None) -> tuple[float | None, int]:
+    """The error at the race's cut and how many candidates went on only because they tied there: beyond
+    ``ceil(keep x len(order))`` by rank, farther than ``margin`` from the best and not ``reference``, which
+    :func:`race` keeps anyway (0: the tie rule changed nothing)."""
     ranked, cut = _cut(first_fold, order, keep)
-    tied = sum(1 for name in ranked if cut is not None and first_fold[name] <= cut)
-    return cut, max(0, tied - race_share(keep, len(order)))
+    if cut is None:
+        return None, 0
+    best = first_fold[ranked[0]]
+    beyond = ranked[race_share(keep, len(order)):]
+    return cut, sum(1 for name in beyond if first_fold[name] <= cut and first_fold[name] > best + margin
+                    and name != reference)
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,14 @@ class Comparison:
 
         return {"candidate": self.candidate, "reference": self.reference, "mean": finite(self.mean),
                 "low": finite(self.low), "high": finite(self.high), "upper": finite(self.upper), "n": self.n}
+
+
+def bound_correction(held_out: int) -> str:
+    """How a decision's bounds were computed, for a report's words: a decision written before the variance
+    floor (``held_out`` 0) had none."""
+    return ("corrected for overlapping training sets" if held_out < 1 else
+            "corrected for overlapping training sets and with a variance at least what testing on each fold's "
+            "held-out images alone gives")
 
 
 def fold_variance(d: Sequence[float], held_out: int = 0) -> float:
