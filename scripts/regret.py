@@ -5,6 +5,7 @@ For each preset, a method's regret is its mean test error minus the lowest mean 
 on that preset (percentage points; means over the seeds in that preset's ``results.json``). Each method's
 worst regret is the largest over the presets where it ran. No fixed recipe is best everywhere; the
 product's claim is that the searched recipe is never far from the best, i.e. has a small worst regret.
+The table names the recipe each preset's search chose (``searched_policy`` in ``results.json``).
 
 Reads every ``RESULTS/*/results.json`` (one folder per preset, as ``policysearch benchmark`` writes them;
 ``history/`` lies a level deeper and is not read) and writes ``regret.md`` and ``regret.json`` next to
@@ -69,8 +70,10 @@ def read_preset(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
         raise ValueError("no runs and no summary")
     renamed = sorted({r["method"] for r in document.get("runs") or document.get("summary") or []}
                      & set(LEGACY_METHOD_NAMES))
+    searched = document.get("searched_policy")
     return methods, {"preset": document.get("preset") or path.parent.name, "command": document.get("command", ""),
-                     "renamed": renamed}
+                     "renamed": renamed,
+                     "searched_recipe": searched.get("recipe") if isinstance(searched, dict) else None}
 
 
 def regret_table(presets: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -134,8 +137,14 @@ def render(table: dict[str, Any], command: str, sources: dict[str, dict[str, Any
     for t in table["presets"].values():
         ns = sorted({v["n"] for v in t["methods"].values()})
         seeds.append(str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}")
+    recipes = [sources[p].get("searched_recipe") or "-" for p in presets]
     lines += ["| lowest mean test error % | | | " + " | ".join(best) + " |",
-              "| seeds | | | " + " | ".join(seeds) + " |", ""]
+              "| seeds | | | " + " | ".join(seeds) + " |",
+              "| the searched recipe | | | " + " | ".join(recipes) + " |", "",
+              "The searched recipe can be one a fixed method also runs: `randaugment (torchvision), crop 0` is "
+              "torchvision's `RandAugment()` alone, in the policy format and tested equal to torchvision's output. "
+              "The two rows then differ only by the trainings' random draws, the seeds' noise the intervals below "
+              "show.", ""]
     lines += _interval_table(table, presets)
     lines += ["Sources:", ""]
     for p in presets:

@@ -28,7 +28,7 @@ def _write(root: Path, folder: str, document: dict) -> None:
 def test_regret_numbers_on_synthetic_results(regret, tmp_path: Path) -> None:
     results = tmp_path / "results"
     # preset a: none 10, 12 (mean 11); searched 9, 9 (9, the best); tv-randaugment 10, 11 (10.5)
-    _write(results, "a", {"preset": "a", "command": "bench a",
+    _write(results, "a", {"preset": "a", "command": "bench a", "searched_policy": {"recipe": "baseline, crop 1"},
                           "runs": _runs({"none": [10, 12], "searched": [9, 9], "tv-randaugment": [10, 11]})})
     # preset b, an old file: no "preset" key, the old name trivialaugment, no tv-randaugment
     _write(results, "b", {"command": "bench b",
@@ -62,6 +62,7 @@ def test_regret_numbers_on_synthetic_results(regret, tmp_path: Path) -> None:
     assert "| searched | 2.50 | 3/3 | **0.00** | 2.50 | 0.50 |" in text
     assert "| tv-randaugment | 1.50 | 1/3 | 1.50 | - | - |" in text
     assert "| lowest mean test error % | | | searched 9.00 | ours-trivialaugment-narrow 4.00 | none 20.00 |" in text
+    assert "| the searched recipe | | | baseline, crop 1 | - | - |" in text  # which recipe "searched" ran
     assert "old names read as today's: trivialaugment -> ours-trivialaugment-narrow" in text
     assert "ignored `broken`" in text
     # each regret with its paired 95 % interval against the preset's best (t with 1 degree of freedom:
