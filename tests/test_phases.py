@@ -370,6 +370,11 @@ def test_an_unclear_selection_adds_a_repeat_for_its_contenders_and_a_resume_keep
     assert result.chosen.name == first and "1 repeat of the cross-fit was added" in result.reason
     report = (tmp_path / "run" / "report.md").read_text(encoding="utf-8")
     assert "### Left out of the added repeats" in report and "(6 folds)" in report
+    # the rule's words say which recipes the lowest mean is taken over (regression: "the lowest mean" alone,
+    # where a recipe left out after the first pass had a lower mean on its folds)
+    assert ("The rule: the recipe with the lowest mean held-out error over all 6 folds (after the first 3, the "
+            "repeats added for the recipes that could still clear the noise: the others are listed apart below) "
+            "replaces the reference") in report
     experiments = next((tmp_path / "run" / "tune").iterdir())
     assert (experiments / "phase3_selection_repeat2").is_dir()
     import shutil

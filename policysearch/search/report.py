@@ -227,8 +227,12 @@ def _candidate_section(config: SearchConfig, outcome: Outcome) -> list[str]:
     names = [recipe.name for recipe in outcome.recipes]
     folds = decided_folds(outcome)
     level = f"{decision.confidence:.0%}"
+    among = (f" over all {folds} folds (after the first {decision.first_pass}, the repeats added for the recipes "
+             "that could still clear the noise: the others are listed apart below)"
+             if 0 < decision.first_pass < folds else "")
     lines = ["## Candidate recipes", "",
-             f"The rule: the recipe with the lowest mean held-out error replaces the reference, {decision.reference} "
+             f"The rule: the recipe with the lowest mean held-out error{among} replaces the reference, "
+             f"{decision.reference} "
              f"({_reference_text(outcome)}), only when the {level} one-sided upper bound on (its error - the "
              "reference's) is below 0. The table gives that quantity for every recipe that trained on "
              f"{'both' if folds == 2 else f'all {folds}'} folds (the same folds and seeds for each): the mean "
