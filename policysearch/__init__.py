@@ -32,6 +32,7 @@ _EXPORTS = {
     "SettingsError": "policysearch.search.config",
     "SpaceError": "policysearch.search.spaces",
     "WeightsError": "policysearch.training.pretrained",
+    "ModelError": "policysearch.training.pretrained",
     "RunError": "policysearch.search.rundir",
     "ResourceError": "policysearch.search.checks",
     "SearchFailed": "policysearch.search.checks",  # a RuntimeError: too many trials failed

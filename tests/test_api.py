@@ -18,13 +18,13 @@ def test_public_names_import_from_the_package_root():
 
 def test_what_a_search_raises_imports_from_the_package_root_and_dir_lists_every_name():
     """The README tells users to catch these; they lived only in the modules that raise them."""
-    from policysearch import (DataError, ResourceError, RunError, SearchFailed, SearchInterrupted, SettingsError,
-                              SpaceError, WeightsError)
+    from policysearch import (DataError, ModelError, ResourceError, RunError, SearchFailed, SearchInterrupted,
+                              SettingsError, SpaceError, WeightsError)
     from policysearch.search.interrupts import SearchInterrupted as raised
 
     assert SearchInterrupted is raised and issubclass(SearchInterrupted, KeyboardInterrupt)
-    assert all(issubclass(e, ValueError) for e in (DataError, ResourceError, RunError, SettingsError, SpaceError,
-                                                   WeightsError))
+    assert all(issubclass(e, ValueError) for e in (DataError, ModelError, ResourceError, RunError, SettingsError,
+                                                   SpaceError, WeightsError))
     assert issubclass(SearchFailed, RuntimeError)
     assert {"Policy", "PolicyTransform", "SearchInterrupted", "search", "__version__"} <= set(dir(policysearch))
     assert all(getattr(policysearch, name) is not None for name in policysearch.__all__)

@@ -318,6 +318,12 @@ def test_resume_refuses_other_data_and_keeps_the_stored_settings(tmp_path, no_ra
     with pytest.raises(ValueError, match=r"model=mine\.net: the run's model is a Python callable, which only "
                                          r"policysearch.search\(model=\.\.\.\) can take"):
         command.run(_args(["--resume", str(run_dir)]))
+    # from Python without the data and the model: what to give again, both named (regression: the model alone,
+    # and "the command line cannot" said to a Python caller)
+    with pytest.raises(policysearch.ModelError) as caught:
+        policysearch.search(out=run_dir, resume=True)
+    assert str(caught.value) == ("model=mine.net: the run's data and model were given as Python objects; give the "
+                                 "same again: policysearch.search(DATA, model=net, out=..., resume=True)")
     # nor without its data, even when the model agrees
     agreeing = SearchConfig(**TINY, dataset=stored.dataset, model=f"callable:{tiny_net.__module__}.tiny_net")
     rundir.write_config(rundir.open_run(agreeing, tmp_path / "run2", resume=False), agreeing)
@@ -485,6 +491,9 @@ def test_bad_models_are_one_line_before_ray(case, tmp_path, no_ray):
         policysearch.search(_digits(), model=model, out=tmp_path / "run", epochs=1)
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "run").exists()
+    # of the type the README names (regression: plain ValueErrors, and an error type not exported)
+    expected = policysearch.SettingsError if case == "unknown timm model" else policysearch.ModelError
+    assert type(caught.value) is expected
 
 
 class _BrokenForward(nn.Module):

@@ -23,11 +23,11 @@ import numpy as np
 from torch import nn
 
 from policysearch.training.data import ImageData, dataset_name
-from policysearch.training.pretrained import callable_name
+from policysearch.training.pretrained import ModelError, callable_name
 from policysearch.training.randomness import kept_global_rng
 from policysearch.search.config import SearchConfig, SettingsError
 from policysearch.search.outcome import SearchResult
-from policysearch.search.rundir import read_stored_config
+from policysearch.search.rundir import RunError, read_stored_config
 from policysearch.search.prepare import Inputs
 from policysearch.wording import WordedError, a_kind, keyword, keyword_mention
 
@@ -78,9 +78,9 @@ def search(data: Any = None, model: str | Callable[[int, int], nn.Module] | None
     if out is not None and not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"out= takes a run directory (a str or a path), got {a_kind(out)}")
     if resume and out is None:
-        raise ValueError("resume=True continues the run in out=RUN_DIR; give out=")
+        raise RunError("resume=True continues the run in out=RUN_DIR; give out=")
     if out is not None and not os.fspath(out).strip():
-        raise ValueError("out= is empty; give a run directory (or leave out= out for runs/search-TIMESTAMP-XXXX)")
+        raise RunError("out= is empty; give a run directory (or leave out= out for runs/search-TIMESTAMP-XXXX)")
     run_dir = Path(out) if out is not None else default_run_dir()
     with kept_global_rng(), _kept_environment():  # the caller's generators and environment, as they were
         return _search(data, model, run_dir, resume, image_column, label_column, stream, settings)
@@ -133,11 +133,11 @@ def _model(model: Any, stored: SearchConfig | None) -> tuple[str, Callable[[int,
     if isinstance(model, str):
         return model, None
     if isinstance(model, nn.Module):
-        raise ValueError(f"model= takes a callable that builds a fresh model, not {a_kind(model)} instance "
+        raise ModelError(f"model= takes a callable that builds a fresh model, not {a_kind(model)} instance "
                          "(every child starts from new weights); e.g. model=lambda num_classes, in_channels: "
                          f"{type(model).__name__}(num_classes, in_channels)")
     if not callable(model):
-        raise ValueError(f"model= takes a model name or a callable (num_classes, in_channels) -> nn.Module, got "
+        raise ModelError(f"model= takes a model name or a callable (num_classes, in_channels) -> nn.Module, got "
                          f"{a_kind(model)}")
     return callable_name(model), model
 

@@ -17,9 +17,11 @@ from policysearch.training.data import (PYTHON_PREFIX, ImageData, baseline_for, 
                                         require_classes, stratified_subset)
 from policysearch.augment.policy import Baseline
 from policysearch.training.train import budget_text
-from policysearch.training.pretrained import (OUR_MIN_SIZE, Builder, ModelSpec, check_model, fit_image_size,
-                                              is_callable_model, min_image_size, model_problem, model_ref)
+from policysearch.training.pretrained import (CALLABLE_PREFIX, OUR_MIN_SIZE, Builder, ModelError, ModelSpec,
+                                              check_model, fit_image_size, is_callable_model, min_image_size,
+                                              model_problem, model_ref)
 from policysearch.search.config import SearchConfig, SettingsError
+from policysearch.wording import Mention
 from policysearch.search.folds import MAX_ADDED_REPEATS, auto_repeats, crossfit_folds, make_splits
 from policysearch.search.spaces import SearchSpace, load_space
 
@@ -86,6 +88,19 @@ def given_in_python(config: SearchConfig) -> bool:
     return config.dataset.startswith(PYTHON_PREFIX) or is_callable_model(config.model)
 
 
+def _callable_missing(say: Mention, config: SearchConfig, data_too: bool) -> str:
+    """A resume of a run whose model was a callable, without it: in Python, what to give again (the data
+    too when it was Python objects); on the command line, that only Python can continue it."""
+    name = config.model.removeprefix(CALLABLE_PREFIX).rsplit(".", 1)[-1]
+    if say("resume") == "resume=True":
+        return (f"{model_ref(config.model)}: the run's {'data and model were' if data_too else 'model was'} given "
+                f"as Python objects; give the same again: policysearch.search({'DATA, ' if data_too else ''}"
+                f"model={name}, out=..., resume=True)")
+    return (f"{model_ref(config.model)}: the run's model is a Python callable, which only "
+            f"policysearch.search(model=...) can take; continue the run from Python with the same "
+            f"{'data and callable' if data_too else 'callable'}, model={name}")
+
+
 def prepare(config: SearchConfig, inputs: Inputs | None = None, new_run: bool = True) -> Prepared:
     """Load and check everything a search needs; raises a one-line error before any work starts.
 
@@ -97,10 +112,8 @@ def prepare(config: SearchConfig, inputs: Inputs | None = None, new_run: bool = 
         raise SettingsError([("image_size", f"must be at least {OUR_MIN_SIZE} for {config.model}, the smallest "
                                             f"side it is built for, got {config.image_size}")])
     if is_callable_model(config.model) and inputs.builder is None:
-        raise ValueError(f"{model_ref(config.model)}: the run's model is a Python callable, which only "
-                         "policysearch.search(model=...) can take; give the same callable again there, "
-                         f"model={config.model.removeprefix('callable:').rsplit('.', 1)[-1]} (the command line "
-                         "cannot)")
+        raise ModelError(lambda say: _callable_missing(say, config, data_too=config.dataset.startswith(PYTHON_PREFIX)
+                                                       and inputs.data is None))
     space = load_space(config.space_name)
     if inputs.data is not None:
         data = inputs.data

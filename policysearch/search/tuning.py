@@ -35,7 +35,7 @@ from ray import tune
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from policysearch.progress import Progress
-from policysearch.training.pretrained import model_ref
+from policysearch.training.pretrained import ModelError, model_ref
 from policysearch.training.user_data import fingerprint
 from policysearch.search.checks import check_resources, local_cpus, local_gpus
 from policysearch.search.children import CHILD_FILE, CHILD_MODEL_FILE
@@ -306,7 +306,7 @@ def pickled_builder(prepared: Prepared) -> bytes | None:
         return ray.cloudpickle.dumps(prepared.builder)
     except Exception as exc:  # whatever the user's object raises when pickled
         reason = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise ValueError(f"{model_ref(prepared.config.model)} cannot be sent to Ray's workers: cloudpickle cannot "
+        raise ModelError(f"{model_ref(prepared.config.model)} cannot be sent to Ray's workers: cloudpickle cannot "
                          f"pickle it ({type(exc).__name__}: {reason}); build everything inside the function, or "
                          "leave out what it refers to that cannot be pickled (locks, open files, ...)") from None
 
@@ -334,7 +334,7 @@ def check_workers_load(payload: bytes, model: str) -> None:
     failed = [(node.get("NodeManagerAddress", node["NodeID"]), error) for node, error in zip(nodes, errors) if error]
     if failed:
         where, error = failed[0]
-        raise ValueError(f"{model_ref(model)} cannot be loaded by Ray's workers (node {where}: {error}); define it "
+        raise ModelError(f"{model_ref(model)} cannot be loaded by Ray's workers (node {where}: {error}); define it "
                          "in the script you run, in a module on the workers' path (the working directory, "
                          "PYTHONPATH) or in an installed package")
 

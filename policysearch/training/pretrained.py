@@ -26,7 +26,7 @@ from policysearch.training.data import ImageData, resize_images
 from policysearch.training.models import MODEL_NAMES, build_model
 from policysearch.wording import Mention, WordedError, a_kind, flag_mention
 
-__all__ = ["CALLABLE_PREFIX", "TIMM_PREFIX", "TORCHVISION_PREFIX", "Builder", "ModelSpec", "WeightsError",
+__all__ = ["CALLABLE_PREFIX", "TIMM_PREFIX", "TORCHVISION_PREFIX", "Builder", "ModelError", "ModelSpec", "WeightsError",
            "callable_name", "check_model", "create_model", "fit_image_size", "head_names", "min_image_size",
            "model_problem", "read_state_dict"]
 
@@ -45,6 +45,11 @@ Builder = Callable[[int, int], nn.Module]
 
 class WeightsError(WordedError):
     """A weights file that cannot start the model: missing, unreadable, not a state dict, or not matching."""
+
+
+class ModelError(WordedError):
+    """A model that cannot be searched with: an unknown name, a callable that raises, returns no model or
+    cannot reach Ray's workers, or a model that does not fit the data (channels, classes, size)."""
 
 
 def is_torchvision(name: str) -> bool:
@@ -77,7 +82,8 @@ def _timm() -> Any:
     try:
         import timm
     except ImportError:
-        raise ValueError("--model timm:NAME needs timm, an optional extra: pip install 'policysearch[timm]'") from None
+        raise ModelError(lambda say: f"{say('model', 'timm:NAME')} needs timm, an optional extra: "
+                         "pip install 'policysearch[timm]'") from None
     return timm
 
 
@@ -317,17 +323,17 @@ def _architecture(name: str, num_classes: int, channels: int, builder: Builder |
                                     in_chans=channels)
     if is_callable_model(name):
         if builder is None:
-            raise ValueError(f"--model {name} names a Python callable, which only policysearch.search(model=...) "
+            raise ModelError(f"--model {name} names a Python callable, which only policysearch.search(model=...) "
                              "can take; continue such a run from Python, with the same callable")
         try:
             model = builder(num_classes, channels)
         except Exception as exc:  # the user's code: whatever it raises becomes one line
             download = ("; if it downloads weights, build it without them (pretrained=False) and give them as "
                         "a local file with weights=" if isinstance(exc, OSError) else "")
-            raise ValueError(f"{model_ref(name)} raised {type(exc).__name__} when called as (num_classes="
+            raise ModelError(f"{model_ref(name)} raised {type(exc).__name__} when called as (num_classes="
                              f"{num_classes}, in_channels={channels}): {first_line(exc)}{download}") from exc
         if not isinstance(model, nn.Module):
-            raise ValueError(f"{model_ref(name)} returned {a_kind(model)}, not a torch.nn.Module; it is "
+            raise ModelError(f"{model_ref(name)} returned {a_kind(model)}, not a torch.nn.Module; it is "
                              "called as (num_classes, in_channels) and must return a fresh model")
         return model
     return build_model(name, num_classes, channels)
@@ -343,9 +349,10 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, *, weights: 
     """
     problem = model_problem(name)
     if problem:
-        raise ValueError(f"--model {problem}")
+        raise ModelError(f"--model {problem}")
     if freeze_backbone and weights is None:
-        raise ValueError("--freeze-backbone needs --weights: a frozen backbone must come from a checkpoint")
+        raise ModelError(lambda say: f"{say('freeze_backbone')} needs {say('weights')}: a frozen backbone must come "
+                         "from a checkpoint")
     state = read_state_dict(weights) if weights is not None else None
     channels = 3 if is_torchvision(name) else in_channels
     if state is not None and not is_torchvision(name) and not is_callable_model(name):
@@ -409,14 +416,14 @@ def check_model(spec: ModelSpec, image_size: int) -> None:
         _, stem = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), ("", None))
         if stem is not None and stem.in_channels != spec.in_channels:
             channels = f"{spec.in_channels} channel{'s' if spec.in_channels != 1 else ''}"
-            raise WordedError(lambda say: f"{where(say)} takes {stem.in_channels}-channel images (its first "
+            raise ModelError(lambda say: f"{where(say)} takes {stem.in_channels}-channel images (its first "
                               f"convolution), but the data has {channels}; it is called with "
                               f"in_channels={spec.in_channels} and must build its first layer for it")
     parameters = list(model.parameters())
     if not any(p.requires_grad for p in parameters):
         why = (f"all {len(parameters)} of its parameters are frozen (requires_grad=False)" if parameters else
                "it has none; its layers must be nn.Module attributes (an nn.ModuleList for a list of them)")
-        raise WordedError(lambda say: f"{where(say)} has no trainable parameters, so there is nothing to train: "
+        raise ModelError(lambda say: f"{where(say)} has no trainable parameters, so there is nothing to train: "
                           f"{why}")
     x = torch.zeros(2, spec.in_channels, image_size, image_size)
     try:
@@ -424,12 +431,12 @@ def check_model(spec: ModelSpec, image_size: int) -> None:
             out = model(x)
     except Exception as exc:  # the model's own code (a callable's, a timm one's): whatever it raises is one line,
         failure = f"{type(exc).__name__}: {first_line(exc)}"  # its traceback kept as the cause for Python callers
-        raise WordedError(lambda say: f"{where(say)} cannot run on {spec.in_channels}x{image_size}x{image_size} "
+        raise ModelError(lambda say: f"{where(say)} cannot run on {spec.in_channels}x{image_size}x{image_size} "
                           f"images ({failure}); if the size is the cause, choose another {say('image_size')}"
                           + (", else fix the model" if given else "")) from exc
     if not isinstance(out, Tensor) or tuple(out.shape) != (2, spec.num_classes):
         got = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
         hint = (f"; it is called with num_classes={spec.num_classes} and must return that many logits" if given else
                 "; only models whose training forward returns logits can be trained here")
-        raise WordedError(lambda say: f"{where(say)} returns {got} for a batch of 2 images, not logits "
+        raise ModelError(lambda say: f"{where(say)} returns {got} for a batch of 2 images, not logits "
                           f"[2, {spec.num_classes}]{hint}")
