@@ -161,6 +161,19 @@ def test_recipes_tied_at_the_race_cut_all_go_on_and_the_reason_names_the_tie_rul
     assert decision.first_fold == first
 
 
+def test_the_reference_the_race_kept_is_not_credited_to_the_tie_rule_when_another_stands_in():
+    """Regression: where the reference failed on a later fold, the tie rule was credited with keeping it, as
+    the recipe standing in for it was taken as the one the race keeps."""
+    prepared, recipes, names, reference = _four_recipes(selection_keep=0.5)
+    first = {names[0]: 5.0, names[1]: 60.0, names[2]: 90.0, reference: 60.0}  # the reference ties at the cut
+    rows = [{"recipe": n, "fold": 0, "status": "ok", "error": e} for n, e in first.items()]
+    rows += [{"recipe": reference, "fold": 1, "status": "failed", "error": None}]
+    rows += [{"recipe": n, "fold": f, "status": "ok", "error": first[n]} for n in names[:2] for f in (1, 2)]
+    decision, note = choose_recipe(prepared, recipes, rows, prepared.baseline)
+    assert decision.reference != reference and "is the reference" in note
+    assert "stopped after the first fold" in decision.reason and "tie rule" not in decision.reason
+
+
 def test_a_tie_within_one_folds_noise_is_not_credited_to_the_tie_rule():
     prepared, recipes, names, reference = _four_recipes(selection_keep=0.25)
     # ceil(0.25 x 4) = 1 by share; the two tied with the best go on as within one fold's noise of it

@@ -532,7 +532,11 @@ def test_the_command_line_refuses_a_callable_model_name_in_one_line(tmp_path, ca
 
     assert cli.main(["search", "--model", "callable:mine.net", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "model=mine.net: the run's model is a Python callable" in err[0]
+    # a new run: pass the callable (regression: the resume's words, for a run that does not exist)
+    assert err == ["policysearch: error: model=mine.net: a model given by name as a Python callable; only "
+                   "policysearch.search(model=...) takes one, as the callable itself: model=net"]
+    with pytest.raises(policysearch.ModelError, match=r"^model=mine.net: a model given by name as a Python callable"):
+        policysearch.search(_digits(), model="callable:mine.net", out=tmp_path / "run")
 
 
 # ----------------------------------------------------------------------------------- through Ray

@@ -23,10 +23,10 @@ from policysearch.invocation import command_line
 from policysearch.search.config import SearchConfig
 from policysearch.search.faults import Faults
 from policysearch.search.figures import draw_figures, figures_section
-from policysearch.search.candidates import Recipe
+from policysearch.search.candidates import Recipe, reference_name
 from policysearch.search.outcome import Candidate, Outcome, SearchResult
 from policysearch.search.report import render_report, weak_children
-from policysearch.search.recipes import one_final_training_seconds
+from policysearch.search.recipes import final_baseline, one_final_training_seconds
 from policysearch.search.rundir import CONFIG_FILE, Run, check_resume
 from policysearch.search.prepare import Prepared
 from policysearch.search.selection import Decision
@@ -110,9 +110,10 @@ def export(prepared: Prepared, run: Run, outcome: Outcome, faults: Faults = Faul
     policy = Policy(chosen.recipe.sub_policies, metadata, name=f"{name}: {chosen.name}", baseline=chosen.recipe.baseline,
                     ranges=chosen.recipe.ranges)
     figures, notes = draw_figures(run.run_dir, policy=policy, data=prepared.data)
+    raced_with = reference_name(final_baseline(prepared, outcome.fit))  # the reference the race kept
     write_text_atomic(run.run_dir / "report.md", render_report(config, prepared.space.name, run.run_id, outcome, policy,
                                                                prepared.budgets(), figures_section(figures, notes),
-                                                               prepared.data.notes))
+                                                               prepared.data.notes, raced_with))
     faults.reach("export", after="report.md")
     policy_path = policy.save(run.run_dir / "policy.json")
     return SearchResult(run.run_dir, run.run_id, policy_path, policy, costs, outcome.top, decision, outcome.failures(),

@@ -88,10 +88,14 @@ def given_in_python(config: SearchConfig) -> bool:
     return config.dataset.startswith(PYTHON_PREFIX) or is_callable_model(config.model)
 
 
-def _callable_missing(say: Mention, config: SearchConfig, data_too: bool) -> str:
-    """A resume of a run whose model was a callable, without it: in Python, what to give again (the data
-    too when it was Python objects); on the command line, that only Python can continue it."""
+def _callable_missing(say: Mention, config: SearchConfig, data_too: bool, new_run: bool) -> str:
+    """A model named ``callable:NAME`` without the callable: for a new run, pass the callable itself; for a
+    resume, in Python what to give again (the data too when it was Python objects), on the command line that
+    only Python can continue it."""
     name = config.model.removeprefix(CALLABLE_PREFIX).rsplit(".", 1)[-1]
+    if new_run:
+        return (f"{model_ref(config.model)}: a model given by name as a Python callable; only "
+                f"policysearch.search(model=...) takes one, as the callable itself: model={name}")
     if say("resume") == "resume=True":
         return (f"{model_ref(config.model)}: the run's {'data and model were' if data_too else 'model was'} given "
                 f"as Python objects; give the same again: policysearch.search({'DATA, ' if data_too else ''}"
@@ -112,8 +116,8 @@ def prepare(config: SearchConfig, inputs: Inputs | None = None, new_run: bool = 
         raise SettingsError([("image_size", f"must be at least {OUR_MIN_SIZE} for {config.model}, the smallest "
                                             f"side it is built for, got {config.image_size}")])
     if is_callable_model(config.model) and inputs.builder is None:
-        raise ModelError(lambda say: _callable_missing(say, config, data_too=config.dataset.startswith(PYTHON_PREFIX)
-                                                       and inputs.data is None))
+        data_too = config.dataset.startswith(PYTHON_PREFIX) and inputs.data is None
+        raise ModelError(lambda say: _callable_missing(say, config, data_too, new_run))
     space = load_space(config.space_name)
     if inputs.data is not None:
         data = inputs.data

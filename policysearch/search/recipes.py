@@ -186,7 +186,7 @@ def choose_recipe(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[
     raced = [name for name, folds in stopped.items() if len(folds) == 1]
     if raced:
         keep = prepared.config.selection_keep
-        cut, tied = race_ties(on_first, [recipe.name for recipe in recipes], keep, margin, reference)
+        cut, tied = race_ties(on_first, [recipe.name for recipe in recipes], keep, margin, reference_name(baseline))
         ties = f"; by the tie rule, {TIE_RULE}: {tied} more, tied at {cut:.2f}%" if tied else ""
         reason += (f"; {len(raced)} of {len(recipes)} recipes stopped after the first fold (--selection-keep "
                    f"{keep:g}, selection_keep= in Python, and every recipe within {margin:.1f} pp of the best first "

@@ -116,11 +116,13 @@ def _trained_text(outcome: Outcome, folds: int) -> str:
 
 
 def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: Outcome, policy: Policy,
-                  budgets: tuple[str, str], pictures: str = "", data_notes: Sequence[str] = ()) -> str:
+                  budgets: tuple[str, str], pictures: str = "", data_notes: Sequence[str] = (),
+                  raced_with: str = "") -> str:
     """The whole ``report.md``; ``budgets``: the child models' and the recipes' trainings as they ran
     (:func:`~policysearch.training.train.budget_text`); ``pictures``
     (:func:`~policysearch.search.figures.figures_section`) follows the summary; ``data_notes``: what loading
-    changed in the images (the size they were resized to and why), as the search printed it."""
+    changed in the images (the size they were resized to and why), as the search printed it; ``raced_with``:
+    the reference recipe the race kept whatever its error (default: the decision's reference)."""
     costs, decision, fit = outcome.costs, outcome.decision, outcome.fit
     ok_trials = [r for r in outcome.trials if r["status"] == "ok"]
     folds = decided_folds(outcome)
@@ -144,7 +146,7 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
              f"- trials: {len(ok_trials)} of {len(outcome.trials)} policy trials succeeded; "
              f"{len(outcome.failures())} trial(s) of all phases failed after {config.retries} retries", "",
              *([pictures.rstrip("\n"), ""] if pictures else []),
-             *_candidate_section(config, outcome)]
+             *_candidate_section(config, outcome, raced_with or outcome.decision.reference)]
     lines += ["## Domain fit (what this data allows)", ""]
     if fit.note:
         # a flip the fit could not judge is tried by training where the data set does not flip on its own
@@ -220,16 +222,16 @@ def _reference_text(outcome: Outcome) -> str:
             else "torchvision's RandAugment(), no crop")
 
 
-def _candidate_section(config: SearchConfig, outcome: Outcome) -> list[str]:
+def _candidate_section(config: SearchConfig, outcome: Outcome, raced_with: str) -> list[str]:
     """The candidate recipes: the rule, a table of the quantity it decides on, and the recipes the race
     stopped after the first fold in a table of their own."""
     decision = outcome.decision
     names = [recipe.name for recipe in outcome.recipes]
     folds = decided_folds(outcome)
     level = f"{decision.confidence:.0%}"
+    others = ": the others are listed apart below" if decision.stopped else ""
     among = (f" over all {folds} folds (after the first {decision.first_pass}, the repeats added for the recipes "
-             "that could still clear the noise: the others are listed apart below)"
-             if 0 < decision.first_pass < folds else "")
+             f"that could still clear the noise{others})" if 0 < decision.first_pass < folds else "")
     lines = ["## Candidate recipes", "",
              f"The rule: the recipe with the lowest mean held-out error{among} replaces the reference, "
              f"{decision.reference} "
@@ -258,7 +260,7 @@ def _candidate_section(config: SearchConfig, outcome: Outcome) -> list[str]:
     raced = [row for row in stopped if row["folds"] == 1]
     if raced:
         keep = config.selection_keep
-        cut, tied = race_ties(decision.first_fold, names, keep, decision.race_margin, decision.reference)
+        cut, tied = race_ties(decision.first_fold, names, keep, decision.race_margin, raced_with)
         ties = (f"; here {tied} more recipe(s) tied at the cut ({cut:.2f}%) went on by that rule alone" if tied
                 else "; here that rule kept none the others did not")
         lines += ["", "### Stopped after the first fold", "",
