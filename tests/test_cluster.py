@@ -324,7 +324,7 @@ def test_a_search_on_a_two_node_cluster_runs_trials_on_both_nodes(shared_cluster
     pid = {}
     for result in (tmp_path / "storage" / run_id / "phase2_policies").glob("*/result.json"):
         last = json.loads(result.read_text(encoding="utf-8").splitlines()[-1])
-        pid[last["trial_id"]] = last["pid"]
+        pid[last["trial_id"]] = (last["node_id"], last["pid"])  # a process id is one node's
     assert set(pid) == {r["trial_id"] for r in rows}
     per_process_split = {(pid[r["trial_id"]], r["split"]) for r in rows}
     assert sum(r["child_cached"] == "False" for r in rows) == len(per_process_split)
