@@ -113,11 +113,26 @@ def test_report_on_an_unfinished_run_says_so_in_one_line(drawn, tmp_path, capsys
     assert len(err.splitlines()) == 1 and "not finished" in err and str(run_dir) in err
 
 
+@pytest.mark.parametrize("damage", ["{\n", "recipe,fold\n", "", "recipe,fold,status,held_out_error\n\"a\",0\n"])
+def test_report_on_a_damaged_selection_csv_says_so_and_keeps_its_pictures(drawn, tmp_path, capsys, damage):
+    """Regression: a damaged selection.csv drew an empty recipes.png over the good one, and said it wrote it."""
+    run_dir = shutil.copytree(drawn, tmp_path / "run")
+    (run_dir / "selection.csv").write_text(damage, encoding="utf-8")
+    pictures = {name: (run_dir / name).read_bytes() for name in ("trials.png", "recipes.png")}
+    assert main(["report", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{run_dir / 'selection.csv'}: not as a search writes it" in err
+    assert all((run_dir / name).read_bytes() == data for name, data in pictures.items())
+
+
 def test_report_on_a_folder_that_is_no_run_says_so(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no config.json" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "no such run directory" in capsys.readouterr().err
+    (tmp_path / "policy.json").write_text("{}")
+    assert main(["report", str(tmp_path / "policy.json")]) == 2
+    assert "policy.json: a file, not a run directory" in capsys.readouterr().err
 
 
 def test_a_data_set_not_found_here_skips_the_grid_with_a_note(tmp_path, capsys):

@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--freeze-backbone", action=argparse.BooleanOptionalAction, default=None,
                         help="train only the classifier head (default: the preset's)")
     parser.add_argument("--image-size", type=int, default=None,
-                        help="resize every image to this size (default: as loaded; torchvision models at least 32)")
+                        help="resize every image to this size (default: digits 16, cifar and svhn 32; an image folder: "
+                             "the median shorter side, at most 64; torchvision models at least 32)")
     parser.add_argument("--pretrain-epochs", type=int, default=None,
                         help="epochs of the preset's own pretraining (digits-100-finetune; default: the preset's)")
     parser.add_argument("--epochs", type=int, default=None,

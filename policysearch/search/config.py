@@ -68,7 +68,8 @@ class SearchConfig:
     train_size: int | None = _option(None, "a stratified reduced training set of this many images (e.g. 4000)",
                                      "data", type=int, shown="the whole training split")
     image_size: int | None = _option(None, "resize images to this size", "data", type=int,
-                                     shown="as loaded; torchvision models get at least 32")
+                                     shown="digits 16, cifar and svhn 32; an image folder or Python data: the "
+                                           "median shorter side, at most 64; torchvision models get at least 32")
     space: str | None = _option(None, "search space name or YAML path; the domain fit removes the ops and levels "
                                 "that destroy this data's classes", "search", shown=DEFAULT_SPACE)
     algorithm: str = _option("optuna", "the optimiser", "search", choices=ALGORITHMS)

@@ -70,11 +70,22 @@ class Figure:
 # ------------------------------------------------------------------------------------------ reading
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
+def _read_csv(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
+    """The rows of a run's CSV file; a RunFilesError in one line when it is missing or lacks ``columns``
+    (a damaged file drew an empty picture over the good one)."""
     if not path.is_file():
         raise RunFilesError(f"{path.parent}: no {path.name}; is it a finished policysearch run directory?")
-    with path.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            header, rows = reader.fieldnames or (), list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise RunFilesError(f"{path}: not a CSV file a search wrote ({exc})") from None
+    missing = [c for c in columns if c not in header]
+    if missing or not rows or any(None in row or any(row[c] is None for c in columns) for row in rows):
+        what = f"no column {', '.join(missing)}" if missing else "no rows" if not rows else "a row of other length"
+        raise RunFilesError(f"{path}: not as a search writes it ({what}); it was changed or cut short")
+    return rows
 
 
 def _float(text: str | None) -> float:
@@ -566,8 +577,8 @@ def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: Ima
         raise RunFilesError(f"{run_dir}: policy.json has no score.selection in its metadata; it was not written "
                             "by this version's search")
     recipe = meta.get("recipe", {}).get("name") or policy.name
-    trials = _read_csv(run_dir / "trials.csv")
-    fits = _read_csv(run_dir / "selection.csv")
+    trials = _read_csv(run_dir / "trials.csv", ("split", "repeat", "index", "status", "reward"))
+    fits = _read_csv(run_dir / "selection.csv", ("recipe", "fold", "status", "held_out_error"))
     clean = meta.get("score", {}).get("child_da_accuracy_without_policy") if config.reward == "accuracy" else None
     figures, notes = [], []
 
@@ -653,7 +664,8 @@ def run(args: argparse.Namespace) -> int:
     """Draw the pictures of a finished run again and rewrite the pictures section of its report.md."""
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
-        raise RunFilesError(f"{run_dir}: no such run directory")
+        raise RunFilesError(f"{run_dir}: a file, not a run directory (the folder a search wrote)" if run_dir.exists()
+                            else f"{run_dir}: no such run directory")
     config = read_config(run_dir)
     policy = read_policy(run_dir)
     figures, notes = draw_figures(run_dir, policy=policy, data_root=args.data_root)
