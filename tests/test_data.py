@@ -264,6 +264,18 @@ def test_imagefolder_unreadable_file_is_named(tmp_path: Path) -> None:
         load_dataset(_folder(tmp_path / "set"))
 
 
+def test_imagefolder_link_to_nothing_is_named_not_dropped(tmp_path: Path) -> None:
+    """Regression: a dangling symbolic link in a class folder was left out without a word."""
+    _write_folder(tmp_path / "set", {"a": 3, "b": 2})
+    (tmp_path / "set" / "a" / "moved.jpg").symlink_to(tmp_path / "nowhere" / "x.jpg")
+    with pytest.raises(DataError, match=r"cannot read image '.*set/a/moved.jpg': .*No such file"):
+        load_dataset(_folder(tmp_path / "set"))
+    (tmp_path / "set" / "a" / "moved.jpg").unlink()
+    (tmp_path / "set" / "a" / "notes.txt").symlink_to(tmp_path / "nowhere" / "notes.txt")
+    data = load_dataset(_folder(tmp_path / "set"))  # another type: skipped with a note, as a file of it is
+    assert len(data) == 5 and any("notes.txt" in note for note in data.notes)
+
+
 def test_imagefolder_images_outside_class_folders_are_refused(tmp_path: Path) -> None:
     _write_folder(tmp_path / "set", {"a": 2})
     Image.new("RGB", (4, 4)).save(tmp_path / "set" / "stray.png")

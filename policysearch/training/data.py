@@ -440,7 +440,7 @@ def _list_images(folder: Path, classes: tuple[str, ...], training: bool,
         sub = folder / cls
         if not sub.is_dir():
             continue
-        visible = sorted(p for p in sub.rglob("*") if p.is_file()
+        visible = sorted(p for p in sub.rglob("*") if (p.is_file() or _dangling(p))
                          and not any(part.startswith(".") for part in p.relative_to(sub).parts))
         found = [p for p in visible if p.suffix.lower() in IMAGE_SUFFIXES]
         others += [p for p in visible if p.suffix.lower() not in IMAGE_SUFFIXES]
@@ -452,6 +452,11 @@ def _list_images(folder: Path, classes: tuple[str, ...], training: bool,
         files += found
         labels += [label] * len(found)
     return files, labels, others
+
+
+def _dangling(path: Path) -> bool:
+    """A symbolic link to nothing: listed like a file, so that reading it names it rather than dropping it."""
+    return path.is_symlink() and not path.exists()
 
 
 def _unreadable(path: Path, exc: BaseException) -> DataError:
