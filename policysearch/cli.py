@@ -260,6 +260,8 @@ def _run_show(args: argparse.Namespace) -> int:
             return _invalid_file(exc)
         about = policy.name or Path(args.file).name
     data = _show_data(args, policy)
+    for note in data.notes:  # what loading changed or skipped, as the search says it
+        print(f"data: {note}")
     if len(data) == 0:
         raise UserError(f"{data.name} has no images to show")
     height, width = (int(side) for side in data.images.shape[-2:])

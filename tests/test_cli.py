@@ -310,6 +310,12 @@ def test_show_takes_a_folder_as_search_does(tmp_path, capsys):
     assert f"2 samples of imagefolder:{tmp_path / 'pets'}, 1 view each" in capsys.readouterr().out
     assert main(["show", "--dataset", str(tmp_path / "pets"), "-o", str(out), "--samples", "1", "--views", "1"]) == 0
     assert f"1 sample of imagefolder:{tmp_path / 'pets'}, 1 view each" in capsys.readouterr().out  # was "1 samples"
+    # what loading skipped or changed is said, as the search says it (regression: show said nothing)
+    (tmp_path / "pets" / "cats" / "notes.txt").write_text("not an image")
+    assert main(["show", "--dataset", str(tmp_path / "pets"), "-o", str(out), "--samples", "1", "--views", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("data: ") and "notes.txt" in printed.splitlines()[0]
+    (tmp_path / "pets" / "cats" / "notes.txt").unlink()
     # Regression: a searched policy was shown on digits; its own data set is the default now
     def searched_on(dataset: str, name: str, **search) -> str:
         metadata = {"run_id": "r", "dataset": dataset, "search": {"dataset": dataset, "data_root": "data", **search}}
