@@ -473,6 +473,9 @@ def test_resume_refuses_flags_that_contradict_the_stored_run(tmp_path, no_ray):
         command.run(_args(["--resume", str(run_dir), "--trials", "7"]))
     with pytest.raises(RunError, match=r"contradicts the stored run; give the run's own data to continue it"):
         command.run(_args(["--resume", str(run_dir), "--dataset", "cifar10"]))
+    # a setting the run left unset is shown as its default (regression: "(stored: None)")
+    with pytest.raises(RunError, match=r"--storage .*other \(stored: not set: the default\) contradicts"):
+        command.run(_args(["--resume", str(run_dir), "--storage", str(tmp_path / "other")]))
 
 
 def test_resume_refuses_a_run_of_another_run_format(tmp_path, no_ray):

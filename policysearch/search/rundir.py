@@ -120,6 +120,9 @@ def contradictions(stored: SearchConfig, config: SearchConfig) -> list[tuple[str
 
 
 def _shown(value: Any) -> str:
+    """A stored setting as a message shows it: a setting left unset is its default, not Python's None."""
+    if value is None:
+        return "not set: the default"
     return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
