@@ -299,6 +299,8 @@ def test_report_writes_the_results_files_again_without_training(tmp_path, monkey
     assert command.run(_args("--preset", "digits-small", "--out", str(out), "--report")) == 0
     assert json.loads((out / "results.json").read_text()) == document
     assert "| none |" in (out / "results.md").read_text() and (out / "runs.csv").exists()
+    with pytest.raises(DataError, match=r"--report: --out .*empty: no such folder"):  # not "no results.json in"
+        command.run(_args("--report", "--out", str(tmp_path / "empty")))
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="--report: there is no results.json in .*empty: not a benchmark's results"):
         command.run(_args("--report", "--out", str(tmp_path / "empty")))

@@ -191,14 +191,15 @@ def test_paper_form_keeps_structure_and_probabilities():
 @pytest.mark.parametrize("data, message", [
     ([[["Rotate", 0.5, 11]]], r"^x: \[0\]\[0\]: magnitude 11 is outside \[0, 10\]$"),
     ([[["Rotate", 0.5, 3]], [["Rotate", 0.5, 1], ["Rotate", 0.5, -1]]], r"^x: \[1\]\[1\]: magnitude -1 is outside"),
-    ([[["Rotate", 0.5, "3"]]], r"^x: \[0\]\[0\]: magnitude '3' is outside"),
-    ([[["Rotate", 0.5, True]]], r"^x: \[0\]\[0\]: magnitude True is outside"),
+    ([[["Rotate", 0.5, "3"]]], r"^x: \[0\]\[0\]: magnitude '3' is not a number in"),
+    ([[["Rotate", 0.5, True]]], r"^x: \[0\]\[0\]: magnitude True is not a number in"),
     ([[["Rotate", 0.5, float("nan")]]], r"^x: \[0\]\[0\]: magnitude nan is outside"),
     ([[["Rotate", 1.5, 3]]], r"^x: \[0\]\[0\]: prob 1\.5 is outside \[0, 1\]$"),
     # Regression: Fast AutoAugment's 0..1 levels were read as tenths of the paper's magnitudes.
     ([[["Rotate", 0.5, 0.2], ["Equalize", 0.5, 0.0]], [["ShearX", 0.4, 0.73], ["TranslateX", 0.4, 0.0]]],
      r"^x: every magnitude is below 1, as Fast AutoAugment's levels are, .*--from fast-autoaugment \(paper "),
-    ([[["Rotate", True, 3]]], r"^x: \[0\]\[0\]: prob True is outside \[0, 1\]$"),
+    ([[["Rotate", True, 3]]], r"^x: \[0\]\[0\]: prob True is not a number in \[0, 1\]$"),
+    ([[["Rotate", "x", 3]]], r"^x: \[0\]\[0\]: prob 'x' is not a number in \[0, 1\]$"),  # was "is outside"
     ([[["Rotat", 0.5, 3]]], r"^x: \[0\]\[0\]: unknown op 'Rotat' for the AutoAugment paper form \(its ops: "),
     ([[[["Rotate"], 0.5, 3]]], r"^x: \[0\]\[0\]: unknown op \['Rotate'\] for the AutoAugment paper form"),
     ([[["Rotate", 0.5]]], r"^x: \[0\]\[0\]: expected \[name, prob, magnitude\]"),

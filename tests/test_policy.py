@@ -303,6 +303,7 @@ def test_top_level_not_an_object(tmp_path):
         "-o OUT (or --from autoaugment)")
     for other in ([], [{"format_version": 3}], 3):  # no list of sub-policies: no word of convert
         assert "convert" not in load_error(tmp_path, other)
+    assert load_error(tmp_path, None) == "(top level): expected object, got null"  # JSON's word, not NoneType
 
 
 def test_missing_file(tmp_path):

@@ -91,9 +91,11 @@ def _convert_list(data: Any, source: str, level_of: Callable[[str, float], float
             if not isinstance(name, str) or name not in ops:
                 raise PolicyError(f"{place}: unknown op {name!r} for the {what} (its ops: {', '.join(ops)})")
             if not _is_number(magnitude) or not 0 <= magnitude <= level_limit:
-                raise PolicyError(f"{place}: {strength} {magnitude!r} is outside [0, {level_limit:g}]")
+                why = "is outside" if _is_number(magnitude) else "is not a number in"
+                raise PolicyError(f"{place}: {strength} {magnitude!r} {why} [0, {level_limit:g}]")
             if not _is_number(prob) or not 0 <= prob <= 1:
-                raise PolicyError(f"{place}: prob {prob!r} is outside [0, 1]")
+                why = "is outside" if _is_number(prob) else "is not a number in"
+                raise PolicyError(f"{place}: prob {prob!r} {why} [0, 1]")
             steps.append(Operation(name, float(prob), level_of(name, float(magnitude))))
         subs.append(steps)
     return Policy(subs, {"source": source, "converted_from": what})

@@ -163,7 +163,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
                 "and Fast AutoAugment's code write them; convert it with policysearch convert FILE --from "
                 "fast-autoaugment -o OUT (or --from autoaugment)")
     if error.validator == "type":
-        return f"{place}: expected {error.validator_value}, got {type(value).__name__} {short_repr(value)}"
+        got = "null" if value is None else f"{type(value).__name__} {short_repr(value)}"  # JSON's word for it
+        return f"{place}: expected {error.validator_value}, got {got}"
     if error.validator == "const":
         return f"{place}: unsupported format_version {short_repr(value)} (this policysearch reads {READABLE_VERSIONS})"
     return f"{place}: {short_repr(error.message)}"
