@@ -152,6 +152,8 @@ def _run_convert(args: argparse.Namespace) -> int:
     from policysearch.augment.policy import Policy, PolicyError
     from policysearch.augment.standard import is_policy_string
 
+    if not args.output.strip():
+        raise UserError("-o is empty; give the policy file to write, or - for standard output")
     try:
         policy = convert(args.source, args.form)
     except PolicyError as exc:

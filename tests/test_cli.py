@@ -395,6 +395,9 @@ def test_spaces_lists_the_shipped_spaces(capsys):
      "use it as it is", 2),
     (lambda t: ["convert", "torchvision:cifar10", "-o", str(good_policy(t)) + "/inside.json"], "good.json", 2),
     (lambda t: ["convert", "randaugment", "-o", str(t)], "error: TMP: is a directory\n", 2),  # TMP: the tmp_path
+    # regression: an empty -o named a temporary file ("..xyz.tmp: Device or resource busy")
+    (lambda t: ["convert", "randaugment", "-o", ""], "error: -o is empty; give the policy file to write, or - for "
+     "standard output\n", 2),
     (lambda t: ["show", str(good_policy(t)), "-o", str(t)],
      "error: -o TMP: a folder; give the PNG file to write, e.g. TMP/grid.png\n", 2),
     # regression: "nodir/" wrote a PNG file named nodir, and grid.jpg a PNG under a JPEG's name
