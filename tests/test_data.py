@@ -264,6 +264,18 @@ def test_imagefolder_unreadable_file_is_named(tmp_path: Path) -> None:
         load_dataset(_folder(tmp_path / "set"))
 
 
+def test_imagefolder_too_large_for_memory_is_refused_before_reading(tmp_path: Path, monkeypatch) -> None:
+    """Regression: --image-size 4096 on a folder was read until the machine ran out of memory."""
+    from policysearch.training import data as data_module
+
+    _write_folder(tmp_path / "set", {"a": 2, "b": 2})
+    monkeypatch.setattr(data_module, "available_memory", lambda: 2**28)  # 256 MiB free
+    with pytest.raises(DataError, match=r"imagefolder:.*set: 4 images of 3x4096x4096 take 0\.19 GiB in memory, more "
+                                        r"than half of the 0\.25 GiB free here; choose a smaller --image-size"):
+        load_dataset(_folder(tmp_path / "set"), image_size=4096)
+    assert len(load_dataset(_folder(tmp_path / "set"), image_size=64)) == 4  # 48 KiB: fine
+
+
 def test_imagefolder_link_to_nothing_is_named_not_dropped(tmp_path: Path) -> None:
     """Regression: a dangling symbolic link in a class folder was left out without a word."""
     _write_folder(tmp_path / "set", {"a": 3, "b": 2})

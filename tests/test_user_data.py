@@ -383,3 +383,19 @@ def test_wide_unsigned_images_in_0_255_read_as_their_levels(dtype):
     assert data.images.dtype == torch.uint8 and torch.equal(data.images, read_data((images, labels)).images)
     items = read_data(Items([(torch.from_numpy(images[k].astype(dtype)), int(labels[k])) for k in range(20)]))
     assert torch.equal(items.images, data.images)
+
+
+def test_images_too_large_for_memory_at_the_asked_size_are_refused_before_resizing(monkeypatch, tmp_path):
+    """Regression: image_size=4096 resized every image until the machine ran out of memory."""
+    from policysearch.training import data as data_module
+
+    images, labels = np.zeros((16, 8, 8), dtype=np.uint8), np.arange(16) % 2
+    monkeypatch.setattr(data_module, "available_memory", lambda: 2**28)  # 256 MiB free
+    with pytest.raises(DataError, match=r"16 images of 1x4096x4096 take 0\.25 GiB in memory, more than half of the "
+                                        r"0\.25 GiB free here") as caught:
+        read_data((images, labels), image_size=4096)
+    assert "--image-size" in str(caught.value)  # the command line's words, which the Python API rewords:
+    with pytest.raises(DataError, match=r"choose a smaller image_size= or fewer images \(train_size=\)$"):
+        policysearch.search((images, labels), image_size=4096, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    assert len(read_data((images, labels), image_size=32)) == 16

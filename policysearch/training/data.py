@@ -42,6 +42,7 @@ __all__ = [
     "dataset_key",
     "is_grey",
     "load_dataset",
+    "require_memory",
     "normalization_for",
     "normalize",
     "pil_to_8bit",
@@ -352,6 +353,7 @@ def _load_imagefolder(path: Path, split: str, image_size: int | None,
         if not files:
             raise DataError(f"{str(layout[split])!r} has no images; expected image files "
                             f"({', '.join(sorted(IMAGE_SUFFIXES))}) in its class subfolders")
+    require_memory(len(files), channels, size, name)
     images = torch.empty((len(files), channels, size, size), dtype=torch.uint8)
     originals: list[tuple[int, int]] = []
     converted = 0
@@ -370,6 +372,24 @@ def _load_imagefolder(path: Path, split: str, image_size: int | None,
                   f"{'s' if converted != 1 else ''} converted to {'grey' if channels == 1 else 'RGB'}, because "
                   f"the training images are {'all grey' if channels == 1 else 'not all grey'}",)
     return ImageData(images, torch.tensor(labels, dtype=torch.int64), classes, name, notes)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine has free now (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def require_memory(count: int, channels: int, size: int, name: str) -> None:
+    """Refuse, before reading, images that would take more than half the free memory as uint8: the training
+    needs more again, and running out of memory ends the process without a word."""
+    needed, free = count * channels * size * size, available_memory()
+    if free is not None and needed > free // 2:
+        raise DataError(lambda say: f"{name}: {count} images of {channels}x{size}x{size} take {needed / 2**30:.2f} "
+                        f"GiB in memory, more than half of the {free / 2**30:.2f} GiB free here; choose a smaller "
+                        f"{say('image_size')} or fewer images ({say('train_size')})")
 
 
 def _folder_layout(path: Path) -> dict[str, Path]:

@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 from policysearch.wording import a_kind
-from policysearch.training.data import (PYTHON_PREFIX, DataError, ImageData, is_grey, pil_to_8bit, resize_images, resize_note,
-                                        target_side)
+from policysearch.training.data import (PYTHON_PREFIX, DataError, ImageData, is_grey, pil_to_8bit, require_memory,
+                                        resize_images, resize_note, target_side)
 
 __all__ = ["IMAGE_COLUMNS", "LABEL_COLUMNS", "fingerprint", "is_huggingface", "read_data"]
 
@@ -342,6 +342,7 @@ def _squared(images: list[Tensor] | Tensor, image_size: int | None, name: str) -
     if isinstance(images, Tensor) and images.shape[-2:] == (side, side):
         return images, ()
     channels = int(images[0].shape[0])
+    require_memory(len(sizes), channels, side, name)
     out = torch.empty((len(sizes), channels, side, side), dtype=torch.uint8)
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, size in enumerate(sizes):
