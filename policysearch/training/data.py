@@ -375,7 +375,15 @@ def _load_imagefolder(path: Path, split: str, image_size: int | None,
 
 
 def available_memory() -> int | None:
-    """Bytes of memory this machine has free now (None where the system does not say)."""
+    """Bytes of memory this machine can give now without swapping: Linux's MemAvailable (free memory and
+    the cache it can drop), else the free pages; None where the system says neither."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # in kB
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
