@@ -136,6 +136,8 @@ CTRL_C = textwrap.dedent("""
                 print("tune stops", flush=True)
                 signal.signal(signal.SIGINT, ctrl_c._handle)
             signal.signal(signal.SIGINT, tunes)
+            if where == "before its loop":  # Tune's handler takes a Ctrl-C before its first callback
+                os.kill(os.getpid(), signal.SIGINT)
             ctrl_c.tune_started()
         for name in os.environ["SIGNALS"].split():
             try:
@@ -156,6 +158,9 @@ CTRL_C = textwrap.dedent("""
     ("in tune", "SIGINT SIGTERM", "tune stops", "stopped at once by SIGTERM"),
     ("in tune", "SIGTERM SIGTERM", "tune stops", "stopped at once by SIGTERM"),
     ("in tune", "SIGTERM", "tune stops", "stopped at once by SIGTERM, the search still running 5 s later"),
+    # regression: a Ctrl-C Tune took before its loop began left the next one to raise inside Tune's loop
+    ("before its loop", "SIGINT", "tune stops", "stopped at once by a second Ctrl-C"),
+    ("before its loop", "SIGTERM", "tune stops", "stopped at once by SIGTERM"),
 ])
 def test_ctrl_c_or_sigterm_stops_once_and_at_once_when_it_comes_again_or_hangs(where, signals, printed, line):
     """Regression: a SIGTERM after Tune had taken the first Ctrl-C was named "a second Ctrl-C"."""

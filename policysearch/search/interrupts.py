@@ -68,6 +68,7 @@ class CtrlC:
         self.message = message
         self.stopping = False  # a first Ctrl-C was seen (by us or by Tune)
         self._tune_has_first = False  # Tune's handler is in place and takes the first Ctrl-C
+        self._tune_took_first = False  # Tune's handler took a Ctrl-C before its experiment's loop began
         self._previous: Any = None
         self._previous_term: Any = None
         self._installed = False
@@ -113,7 +114,8 @@ class CtrlC:
             raise SearchInterrupted()
 
     def _terminate(self, signum: int, frame: FrameType | None) -> None:
-        tune_took_first = self._tune_has_first and signal.getsignal(signal.SIGINT) == self._handle
+        tune_took_first = (self._tune_has_first and signal.getsignal(signal.SIGINT) == self._handle
+                           or self._tune_took_first)
         if self.stopping or self._term_timer is not None or tune_took_first:
             self.stop_now("SIGTERM")
         self._term_timer = threading.Timer(TERM_GRACE_S, self.stop_now,
@@ -124,20 +126,23 @@ class CtrlC:
 
     def tune_started(self) -> None:
         """An experiment's loop starts: if another handler (Tune's) replaced ours, it takes the first Ctrl-C
-        and puts ours back, so a Ctrl-C reaching us meanwhile is the second."""
-        self._tune_has_first = self._installed and signal.getsignal(signal.SIGINT) != self._handle
+        and puts ours back, so a Ctrl-C reaching us meanwhile is the second. Tune's handler is set before its
+        loop starts (the search sets it on); finding ours here means it has already taken one."""
+        ours = signal.getsignal(signal.SIGINT) == self._handle
+        self._tune_has_first = self._installed and not ours
+        self._tune_took_first = self._installed and ours
 
     def tune_ended(self, finished: bool) -> None:
         """An experiment returned; ``finished`` False when Tune stopped it for a Ctrl-C. Ours is put back
         (Tune leaves its handler in place after a run that was not interrupted)."""
-        self._tune_has_first = False
+        self._tune_has_first = self._tune_took_first = False
         if not finished:
             self.stopping = True
         if self._installed:
             signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.stopping or self._tune_has_first:
+        if self.stopping or self._tune_has_first or self._tune_took_first:
             self.stop_now("a second Ctrl-C")
         self.stopping = True
         if not self._deferring:
