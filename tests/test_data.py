@@ -276,6 +276,20 @@ def test_imagefolder_too_large_for_memory_is_refused_before_reading(tmp_path: Pa
     assert len(load_dataset(_folder(tmp_path / "set"), image_size=64)) == 4  # 48 KiB: fine
 
 
+def test_the_memory_a_container_leaves_bounds_what_is_available(tmp_path: Path, monkeypatch) -> None:
+    """A container's or job's limit is not in /proc/meminfo: without it the check passed where the process
+    would be killed."""
+    from policysearch.training import data as data_module
+
+    limit, usage = tmp_path / "memory.max", tmp_path / "memory.current"
+    limit.write_text(f"{3 * 2**30}\n")
+    usage.write_text(f"{2**30}\n")
+    monkeypatch.setattr(data_module, "CGROUP_MEMORY", ((str(limit), str(usage)),))
+    assert data_module.available_memory() == 2 * 2**30  # this machine has more than 2 GiB available
+    limit.write_text("max\n")  # cgroup v2 without a limit: the machine's figure
+    assert data_module.available_memory() > 0
+
+
 def test_imagefolder_link_to_nothing_is_named_not_dropped(tmp_path: Path) -> None:
     """Regression: a dangling symbolic link in a class folder was left out without a word."""
     _write_folder(tmp_path / "set", {"a": 3, "b": 2})

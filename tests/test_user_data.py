@@ -395,7 +395,7 @@ def test_images_too_large_for_memory_at_the_asked_size_are_refused_before_resizi
                                         r"0\.25 GiB free here") as caught:
         read_data((images, labels), image_size=4096)
     assert "--image-size" in str(caught.value)  # the command line's words, which the Python API rewords:
-    with pytest.raises(DataError, match=r"choose a smaller image_size= or fewer images \(train_size=\)$"):
+    with pytest.raises(DataError, match=r"choose a smaller image_size= or give fewer images$"):
         policysearch.search((images, labels), image_size=4096, out=tmp_path / "run")
     assert not (tmp_path / "run").exists()
     assert len(read_data((images, labels), image_size=32)) == 16

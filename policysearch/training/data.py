@@ -374,20 +374,35 @@ def _load_imagefolder(path: Path, split: str, image_size: int | None,
     return ImageData(images, torch.tensor(labels, dtype=torch.int64), classes, name, notes)
 
 
+# A container's or job's memory limit and use (cgroup v2, then v1), which /proc/meminfo does not show.
+CGROUP_MEMORY = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                 ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+
+
 def available_memory() -> int | None:
-    """Bytes of memory this machine can give now without swapping: Linux's MemAvailable (free memory and
-    the cache it can drop), else the free pages; None where the system says neither."""
+    """Bytes of memory this process can get now without swapping or being killed: the least of Linux's
+    MemAvailable (free memory and the cache it can drop) and what its container's limit leaves; the free
+    pages elsewhere; None where the system says nothing."""
+    bounds = []
     try:
         with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024  # in kB
+            bounds += [int(line.split()[1]) * 1024 for line in handle if line.startswith("MemAvailable:")]  # kB
     except (OSError, ValueError, IndexError):
         pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+    for limit_file, usage_file in CGROUP_MEMORY:
+        try:
+            limit, usage = (Path(f).read_text(encoding="ascii").strip() for f in (limit_file, usage_file))
+            if limit != "max":  # v2 without a limit
+                bounds.append(max(int(limit) - int(usage), 0))
+            break
+        except (OSError, ValueError):
+            continue
+    if not bounds:
+        try:
+            bounds.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            return None
+    return min(bounds)
 
 
 def require_memory(count: int, channels: int, size: int, name: str) -> None:
@@ -397,7 +412,7 @@ def require_memory(count: int, channels: int, size: int, name: str) -> None:
     if free is not None and needed > free // 2:
         raise DataError(lambda say: f"{name}: {count} images of {channels}x{size}x{size} take {needed / 2**30:.2f} "
                         f"GiB in memory, more than half of the {free / 2**30:.2f} GiB free here; choose a smaller "
-                        f"{say('image_size')} or fewer images ({say('train_size')})")
+                        f"{say('image_size')} or give fewer images")
 
 
 def _folder_layout(path: Path) -> dict[str, Path]:
