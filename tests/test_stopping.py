@@ -172,6 +172,29 @@ def test_ctrl_c_or_sigterm_stops_once_and_at_once_when_it_comes_again_or_hangs(w
     assert done.stderr.strip() == f"policysearch: {line}" and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("when", ["before its loop", "after its last trial"])
+def test_a_ctrl_c_tune_took_stops_the_search_even_where_every_trial_finished(when):
+    """Regression: a Ctrl-C Tune took while no trial was left to stop returned as a finished experiment, and
+    the search went on to its next phase."""
+    from policysearch.search.interrupts import CtrlC
+
+    saved = signal.getsignal(signal.SIGINT)
+    for ctrl_c_comes in (True, False):
+        with CtrlC(lambda at_once: "line") as ctrl_c:
+            def tunes(signum, frame):  # Tune's: takes one and puts the handler before it back
+                signal.signal(signal.SIGINT, ctrl_c._handle)
+
+            signal.signal(signal.SIGINT, tunes)
+            if ctrl_c_comes and when == "before its loop":
+                os.kill(os.getpid(), signal.SIGINT)  # its handler has run when this returns
+            ctrl_c.tune_started()
+            if ctrl_c_comes and when == "after its last trial":
+                os.kill(os.getpid(), signal.SIGINT)
+            ctrl_c.tune_ended(finished=True)
+            assert ctrl_c.stopping is ctrl_c_comes  # without a Ctrl-C a finished experiment goes on
+    assert signal.getsignal(signal.SIGINT) is saved
+
+
 def test_sigterm_while_ray_starts_is_a_ctrl_c_and_ours_takes_sigterm_after():
     """Regression: while ray.init ran, Ray's SIGTERM handler (``sys.exit(signum)``) was in place, and a SIGTERM
     then ended the search with SystemExit(15): no line, no resume command."""

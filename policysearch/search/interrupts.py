@@ -134,9 +134,11 @@ class CtrlC:
 
     def tune_ended(self, finished: bool) -> None:
         """An experiment returned; ``finished`` False when Tune stopped it for a Ctrl-C. Ours is put back
-        (Tune leaves its handler in place after a run that was not interrupted)."""
+        (Tune leaves its handler in place after a run that was not interrupted). A Ctrl-C Tune took after its
+        last trial had finished (its handler has put ours back) stops the search all the same: ``stopping``."""
+        took = self._tune_took_first or (self._tune_has_first and signal.getsignal(signal.SIGINT) == self._handle)
         self._tune_has_first = self._tune_took_first = False
-        if not finished:
+        if not finished or took:
             self.stopping = True
         if self._installed:
             signal.signal(signal.SIGINT, self._handle)

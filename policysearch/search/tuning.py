@@ -516,7 +516,7 @@ def run_experiment(name: str, trainable: Callable, param_space: dict, tune_confi
         progress.close()
         if ctrl_c is not None:
             ctrl_c.tune_ended(finished=not interrupted)
-    if interrupted:
+    if interrupted or (ctrl_c is not None and ctrl_c.stopping):  # also a Ctrl-C once every trial had finished
         raise SearchInterrupted()
     results = list(grid)
     return [r for r in results if r.error is None], [r for r in results if r.error is not None]
