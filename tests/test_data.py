@@ -281,11 +281,14 @@ def test_the_memory_a_container_leaves_bounds_what_is_available(tmp_path: Path, 
     would be killed."""
     from policysearch.training import data as data_module
 
-    limit, usage = tmp_path / "memory.max", tmp_path / "memory.current"
+    limit, usage, stat = tmp_path / "memory.max", tmp_path / "memory.current", tmp_path / "memory.stat"
     limit.write_text(f"{3 * 2**30}\n")
     usage.write_text(f"{2**30}\n")
-    monkeypatch.setattr(data_module, "CGROUP_MEMORY", ((str(limit), str(usage)),))
+    monkeypatch.setattr(data_module, "CGROUP_MEMORY", ((str(limit), str(usage), str(stat), "inactive_file"),))
     assert data_module.available_memory() == 2 * 2**30  # this machine has more than 2 GiB available
+    # file cache the kernel can drop counts as free (a cache-filled container refused data that fits)
+    stat.write_text(f"anon 123\ninactive_file {2**29}\n")
+    assert data_module.available_memory() == 2 * 2**30 + 2**29
     limit.write_text("max\n")  # cgroup v2 without a limit: the machine's figure
     assert data_module.available_memory() > 0
 

@@ -374,9 +374,12 @@ def _load_imagefolder(path: Path, split: str, image_size: int | None,
     return ImageData(images, torch.tensor(labels, dtype=torch.int64), classes, name, notes)
 
 
-# A container's or job's memory limit and use (cgroup v2, then v1), which /proc/meminfo does not show.
-CGROUP_MEMORY = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                 ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+# A container's or job's memory limit, use and statistics (cgroup v2, then v1), which /proc/meminfo does not
+# show; the use counts file cache, of which the inactive part can be dropped (what Kubernetes subtracts too).
+CGROUP_MEMORY = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory.stat",
+                  "inactive_file"),
+                 ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+                  "/sys/fs/cgroup/memory/memory.stat", "total_inactive_file"))
 
 
 def available_memory() -> int | None:
@@ -389,14 +392,19 @@ def available_memory() -> int | None:
             bounds += [int(line.split()[1]) * 1024 for line in handle if line.startswith("MemAvailable:")]  # kB
     except (OSError, ValueError, IndexError):
         pass
-    for limit_file, usage_file in CGROUP_MEMORY:
+    for limit_file, usage_file, stat_file, cache_key in CGROUP_MEMORY:
         try:
             limit, usage = (Path(f).read_text(encoding="ascii").strip() for f in (limit_file, usage_file))
-            if limit != "max":  # v2 without a limit
-                bounds.append(max(int(limit) - int(usage), 0))
-            break
-        except (OSError, ValueError):
+        except OSError:
             continue
+        try:
+            stats = dict(line.split() for line in Path(stat_file).read_text(encoding="ascii").splitlines())
+            cache = int(stats.get(cache_key, 0))
+        except (OSError, ValueError):
+            cache = 0
+        if limit.isdigit() and usage.isdigit():  # v2 says "max" without a limit
+            bounds.append(max(int(limit) - max(int(usage) - cache, 0), 0))
+        break
     if not bounds:
         try:
             bounds.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
