@@ -498,6 +498,28 @@ def test_sample_pairing_on_a_tensor_image_blends_with_the_pool_as_on_pil(mode):
     assert PolicyTransform(policy, pool=pool)(tensor.float() / 255).dtype == torch.float32
 
 
+_TWO_STEPS = Policy([[Operation("Rotate", 0.6, 0.7), Operation("Invert", 0.5, 0.0)],
+                     [Operation("Posterize", 0.5, 0.4), Operation("ShearX", 0.7, 0.3)]], baseline=Baseline(2, True))
+
+
+@pytest.mark.parametrize("policy,pool", [(_TWO_STEPS, None),
+                                         (Policy([[Operation("SamplePairing", 1.0, 1.0)]],
+                                                 baseline=Baseline(0, True)), "pool")])
+def test_pil_and_tensor_images_take_the_same_augmentation_from_the_same_generator(policy, pool):
+    """Regression: the PIL path drew each step's gate and sign and then its op's draws, and the baseline
+    last; a tensor drew all gates, all signs and the baseline first. Sub-policies of two ops and a baseline
+    with SamplePairing (its partner) then differed between the two for the same seed."""
+    pool = [natural_pil(8, 8, seed=s) for s in range(5)] if pool else None
+    image = natural_pil(8, 8, seed=9)
+    outputs = set()
+    for seed in range(20):
+        from_pil = pil_to_tensor(PolicyTransform(policy, pool=pool, generator=_gen(seed))(image))
+        from_tensor = PolicyTransform(policy, pool=pool, generator=_gen(seed))(pil_to_tensor(image))
+        assert torch.equal(from_pil, from_tensor), f"seed {seed}"
+        outputs.add(from_pil.numpy().tobytes())
+    assert len(outputs) > 5, "the seeds drew different augmentations"
+
+
 # (0.485, 0.456, 0.406) and 0.5: the 0..1 scale of float images, which rounded to black
 @pytest.mark.parametrize("fill", ["red", True, [], [1, 300], None, (0.485, 0.456, 0.406), 0.5, 127.5])
 def test_a_fill_that_is_not_grey_levels_is_refused_when_built(fill):
@@ -666,26 +688,32 @@ class _Images(torch.utils.data.Dataset):
         return torch.from_numpy(np.array(self.transform(self.image)))
 
 
-def _epochs(workers: int, start: str | None, epochs: int = 2) -> list[list[bytes]]:
+_SEEDED = {"policy": lambda: PolicyTransform("randaugment:n=2,m=9", generator=_gen(5)),  # many outcomes
+           "cutout": lambda: Cutout(6, generator=_gen(5))}
+
+
+def _epochs(workers: int, start: str | None, kind: str = "policy", epochs: int = 2) -> list[list[bytes]]:
     torch.manual_seed(0)
-    transform = PolicyTransform("randaugment:n=2,m=9", generator=_gen(5))  # many outcomes per image
+    transform = _SEEDED[kind]()
     loader = torch.utils.data.DataLoader(_Images(transform), batch_size=1, num_workers=workers,
                                          multiprocessing_context=start)
     return [[batch.numpy().tobytes() for batch in loader] for _ in range(epochs)]
 
 
 # spawn (macOS's and Windows' default) is a regression: a generator pickled as itself could not reach the workers
+@pytest.mark.parametrize("kind", sorted(_SEEDED))
 @pytest.mark.parametrize("workers,start", [(0, None), (2, "fork"), pytest.param(2, "spawn", marks=pytest.mark.slow)])
-def test_a_generator_in_dataloader_workers_draws_anew_per_worker_and_epoch(workers, start):
+def test_a_generator_in_dataloader_workers_draws_anew_per_worker_and_epoch(workers, start, kind):
     """Regression: each worker held a copy of the same generator, so workers (and, without persistent
     workers, epochs) drew the same augmentations. Reseeded from the worker's seed, they differ, and a run
-    with the same torch seed repeats exactly."""
-    first, second = _epochs(workers, start)
+    with the same torch seed repeats exactly. (Cutout's generator was neither reseeded nor able to reach
+    spawned workers.)"""
+    first, second = _epochs(workers, start, kind)
     assert first != second, "the second epoch repeats the first"
     if workers:
         halves = [first[k::workers] for k in range(workers)]  # the loader takes the workers in turn
         assert halves[0] != halves[1], "two workers drew the same augmentations"
-    assert _epochs(workers, start) == [first, second]
+    assert _epochs(workers, start, kind) == [first, second]
 
 
 def test_from_json_loads_a_saved_policy(tmp_path):
@@ -746,6 +774,17 @@ def test_cutout_bad_size():
         Cutout(-1)
     with pytest.raises(ValueError, match="non-negative integer"):
         Cutout(2.5)
+
+
+def test_cutout_names_a_bad_generator_and_a_bad_image_as_policy_transform_does():
+    """Regression: ``generator=0`` was taken and failed at the first image inside torch.rand; a [C, H, W]
+    image of 4 channels was described as the batch of one it became, "dimension 1 ... (1, 4, 8, 8)"."""
+    with pytest.raises(TypeError, match=r"^generator: expected a torch.Generator, got int \(for a seed"):
+        Cutout(4, generator=0)
+    with pytest.raises(ValueError, match=r"^image: expected 1 \(grey\) or 3 \(RGB\) channels in dimension 0 of "
+                                         r"\[C, H, W\], got 4 \(shape \(4, 8, 8\)\); drop alpha"):
+        Cutout(4)(torch.zeros(4, 8, 8, dtype=torch.uint8))
+
 
 
 # ------------------------------------------------------------------ the recipe: policy, then baseline
@@ -818,8 +857,8 @@ def test_what_a_transform_holds_follows_its_distinct_ops_not_its_sub_policies():
     augment = BatchPolicyTransform("randaugment:n=3,m=9")
     plan = augment.sample((64, 3, 32, 32), generator=torch.Generator().manual_seed(1))
     held = augment._tables(torch.device("cpu"))
-    assert sum(held[name].numel() * held[name].element_size() for name in ("matrices", "sources", "entry_tables")) \
-        < 1 << 20
+    _, matrices, sources = held["sized"]
+    assert sum(t.numel() * t.element_size() for t in (matrices, sources, held["entry_tables"])) < 1 << 20
     for step in plan.steps:  # each sample gets the values of its own op and argument
         if step.matrix is not None:
             assert torch.equal(step.matrix, step.op.matrix(step.arg, 32, 32))

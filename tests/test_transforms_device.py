@@ -128,3 +128,56 @@ def test_a_device_that_fails_leaves_the_transform_where_it_was_and_cuda_is_to_cu
         assert transform.device == torch.device("cpu")
     assert transform.sample((2, 3, 8, 8)).sub_policy.device == torch.device("cpu")
     assert transform.to("meta").cpu().device == torch.device("cpu")
+
+
+def test_cpu_images_ignore_the_default_device():
+    """Regression: ``torch.set_default_device("cuda")`` (here its stand-in, the meta device) moved the PIL
+    path's draws, the tables built per image size and Cutout's centre off the CPU: they failed with "Cannot
+    copy out of meta tensor" (on CUDA, a generator on another device) for images on the CPU."""
+    from policysearch.augment.image_transform import PolicyTransform
+    from policysearch.augment.transforms import Cutout
+    from _images import natural_pil
+
+    image, batch = natural_pil(9, 11, seed=3), natural_batch(3, 9, 11)
+    single = Policy([sub for sub in POLICY if all(step.op != "SamplePairing" for step in sub)])  # no pool needed
+    cases = {"pil": lambda: PolicyTransform(single, generator=_gen(1))(image),
+             "tensor": lambda: PolicyTransform(single, generator=_gen(1))(batch[0]),
+             "batch": lambda: BatchPolicyTransform(POLICY)(batch, _gen(1)),
+             "cutout pil": lambda: Cutout(4, generator=_gen(1))(image),
+             "cutout batch": lambda: Cutout(4, generator=_gen(1))(batch)}
+    expected = {name: make() for name, make in cases.items()}
+    for name, make in cases.items():
+        with torch.device("meta"):
+            out = make()
+        assert out.tobytes() == expected[name].tobytes() if name.endswith("pil") else torch.equal(out, expected[name]), name
+
+
+def test_threads_sharing_a_transform_on_images_of_many_sizes_get_each_size_right():
+    """Regression: the per-size tables were checked, replaced and read back in separate steps, so a thread
+    could read another size's tables: a shape error, or (sizes of the same pixel count) silently wrong
+    pixels. Every thread's output equals the one-thread output."""
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    policy = Policy([[Operation("Rotate", 1.0, 0.7)], [Operation("ShearX", 1.0, 0.4), Operation("Invert", 0.5, 0.0)]])
+    shared = BatchPolicyTransform(policy)
+    sizes = [(24, 40), (40, 24), (9, 30), (30, 9), (12, 80), (80, 12)] * 40
+    images = [natural_batch(2, h, w, seed=k) for k, (h, w) in enumerate(sizes)]
+    expected = [BatchPolicyTransform(policy)(x, _gen(k)) for k, x in enumerate(images)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, to meet the race if there is one
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            outputs = list(pool.map(lambda k: shared(images[k], _gen(k)), range(len(images))))
+    finally:
+        sys.setswitchinterval(interval)
+    wrong = [sizes[k] for k, (out, want) in enumerate(zip(outputs, expected)) if not torch.equal(out, want)]
+    assert not wrong, f"{len(wrong)} of {len(sizes)} outputs differ from one thread's: {wrong[:3]}"
+
+
+def test_a_plan_for_images_without_pixels_is_drawn_and_applied():
+    """Regression: ``sample`` of a batch of several images with no pixels failed inside numpy."""
+    transform = BatchPolicyTransform(POLICY)
+    for shape in ((2, 3, 0, 4), (3, 1, 5, 0)):
+        plan = transform.sample(shape, generator=_gen(0))
+        assert transform.apply(torch.zeros(shape, dtype=torch.uint8), plan).shape == shape

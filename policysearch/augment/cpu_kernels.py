@@ -210,8 +210,8 @@ def warm_up(images: bool = False) -> None:
     A transform built in a process compiles them there, so that forked ``DataLoader`` workers inherit the
     compiled code instead of each loading or compiling it again (every epoch, without persistent workers).
     """
-    one = torch.zeros(1, dtype=torch.int64)
-    run_pixel_ops(torch.zeros((1, 3, 1, 1), dtype=torch.uint8), one, one, one.double(),
-                  torch.zeros((1, 256), dtype=torch.uint8), 255)
+    one = torch.zeros(1, dtype=torch.int64, device="cpu")
+    run_pixel_ops(torch.zeros((1, 3, 1, 1), dtype=torch.uint8, device="cpu"), one, one, one.double(),
+                  torch.zeros((1, 256), dtype=torch.uint8, device="cpu"), 255)
     if images:
         run_on_image(np.zeros((1, 1, 3), dtype=np.uint8), EQUALIZE, 0.0, 255)

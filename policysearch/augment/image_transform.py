@@ -22,13 +22,14 @@ from policysearch.augment.cpu_kernels import CODES, run_on_image, warm_up
 from policysearch.augment.ops import OPS, OpSpec, PilContext, pil_equalize_divisor
 from policysearch.augment.policy import Baseline, Policy
 from policysearch.augment.standard import load_policy, load_policy_file
-from policysearch.augment.transforms import (BatchPolicyTransform, Fill, check_fill_channels, check_image_batch,
-                                            draw_baseline)
+from policysearch.augment.transforms import (BatchPolicyTransform, Fill, check_fill_channels, check_image,
+                                            check_image_batch)
+from policysearch.augment.worker_generator import SeededTransform
 
 __all__ = ["PolicyTransform"]
 
 
-class PolicyTransform(v2.Transform):
+class PolicyTransform(SeededTransform, v2.Transform):
     """Apply a policy to one image (PIL or tensor [C, H, W]); a drop-in for torchvision pipelines.
 
     Tensors take the batched path, so a [B, C, H, W] tensor also works and draws per sample.
@@ -45,12 +46,8 @@ class PolicyTransform(v2.Transform):
         self.batch = BatchPolicyTransform(policy, fill=fill)
         self.policy = policy
         self.pool = _checked_pool(pool)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__} "
-                            "(for a seed, torch.Generator().manual_seed(seed))")
         self.generator = generator
         self._pool_tensor: tuple[tuple, torch.Tensor] | None = None  # the pool as the last tensor input needs it
-        self._worker_seed: int | None = None  # the DataLoader worker seed the generator was reseeded for
         self._context = PilContext(fill=self.batch.fill, pool=self.pool)
         self._pairs = "SamplePairing" in policy.ops()
         if policy.ops() & _COMPILED_ON_IMAGES.keys():
@@ -60,22 +57,6 @@ class PolicyTransform(v2.Transform):
     def from_json(cls, path: str | os.PathLike[str], **kwargs: Any) -> "PolicyTransform":
         """Load a policy file and build the transform: one line in anyone's training code."""
         return cls(load_policy_file(path), **kwargs)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # The generator travels as its device and state bytes: pickled as itself, its state is a tensor that
-        # DataLoader workers started with spawn or forkserver (macOS and Windows) cannot receive.
-        state = dict(self.__dict__)
-        if self.generator is not None:
-            state["generator"] = (str(self.generator.device), bytes(self.generator.get_state().numpy()))
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        if isinstance(state.get("generator"), tuple):
-            device, data = state["generator"]
-            generator = torch.Generator(device)
-            generator.set_state(torch.frombuffer(bytearray(data), dtype=torch.uint8))
-            state = {**state, "generator": generator}
-        super().__setstate__(state)
 
     def forward(self, *inputs: Any) -> Any:
         # transforms.v2 passes what it cannot transform through unchanged: an image of another type would
@@ -99,16 +80,7 @@ class PolicyTransform(v2.Transform):
         return super().forward(*inputs)
 
     def _generator(self) -> torch.Generator | None:
-        """The generator to draw from: in a DataLoader worker, the user's reseeded once per worker seed (a
-        worker holds a copy of it, so every worker and, without persistent workers, every epoch would
-        otherwise draw the same augmentations)."""
-        info = torch.utils.data.get_worker_info()
-        if self.generator is None or info is None or info.seed == self._worker_seed:
-            return self.generator
-        seed = int(np.random.SeedSequence([self.generator.initial_seed(), info.seed]).generate_state(1, np.uint64)[0])
-        self.generator = torch.Generator(self.generator.device).manual_seed(seed)
-        self._worker_seed = info.seed
-        return self.generator
+        return self._draws.current()
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, Image.Image):
@@ -126,11 +98,7 @@ class PolicyTransform(v2.Transform):
 
     def apply_tensor(self, image: torch.Tensor) -> torch.Tensor:
         if image.ndim == 3:
-            if image.shape[0] not in (1, 3):
-                raise ValueError(f"image: expected 1 (grey) or 3 (RGB) channels in dimension 0 of [C, H, W], got "
-                                 f"{image.shape[0]} (shape {tuple(image.shape)}); drop alpha, or permute an "
-                                 "[H, W, C] image with .permute(2, 0, 1)")
-            check_image_batch(image.unsqueeze(0), where="image")
+            check_image(image)
             # contiguous: an image in [H, W, C] memory order (v2.ToImage) is a channels_last batch of one
             return self.apply_tensor(image.unsqueeze(0)).squeeze(0).contiguous()
         if image.ndim != 4:
@@ -152,13 +120,15 @@ class PolicyTransform(v2.Transform):
         partner (converted, resized bilinearly); kept for the last such batch."""
         c, h, w = batch.shape[1:]
         key = (c, h, w, batch.device)
-        if self._pool_tensor is None or self._pool_tensor[0] != key:
+        cached = self._pool_tensor  # read once: another thread may replace it meanwhile
+        if cached is None or cached[0] != key:
             mode = "L" if c == 1 else "RGB"
             images = [p.convert(mode) for p in self.pool]
             images = [p if p.size == (w, h) else p.resize((w, h), Image.Resampling.BILINEAR) for p in images]
             arrays = np.stack([np.asarray(p).reshape(h, w, c) for p in images])
-            self._pool_tensor = (key, torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous().to(batch.device))
-        return self._pool_tensor[1]
+            cached = (key, torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous().to(batch.device))
+            self._pool_tensor = cached
+        return cached[1]
 
     def apply_pil(self, img: Image.Image) -> Image.Image:
         if img.mode not in ("L", "RGB"):
@@ -167,20 +137,18 @@ class PolicyTransform(v2.Transform):
             self._refuse_without_pool()
         check_fill_channels(self.batch.fill, len(img.getbands()))
         gen = self._generator()
-        sub = self.policy[int(torch.randint(len(self.policy), (1,), generator=gen))]
+        s, gate, coin, crop, flip = self.batch.draw_choices(gen)
         size = (len(img.getbands()), img.height, img.width)
-        for step in sub:
-            spec = OPS[step.op]
-            gate = float(torch.rand(1, generator=gen, dtype=torch.float64))
-            negative = bool(torch.rand(1, generator=gen) < 0.5)
-            if gate >= step.prob:
+        for j, step in enumerate(self.policy[s]):
+            if not gate[j] < step.prob:
                 continue
+            spec = OPS[step.op]
             arg = spec.argument(step.level, self.policy.ranges)
-            if spec.signed and negative:
+            if spec.signed and coin[j]:
                 arg = -arg
             draw = spec.sample(1, size, gen, torch.device("cpu")) if spec.sample else {}
             img = _apply_pil(spec, img, arg, draw, self._context)
-        return _baseline_pil(img, self.policy.baseline, gen)
+        return _baseline_pil(img, self.policy.baseline.pad_crop, crop, flip)
 
     def extra_repr(self) -> str:
         return f"{len(self.policy)} sub-policies, fill={self.batch.fill}"
@@ -258,14 +226,13 @@ def _array_advice(array: np.ndarray) -> str:
     return f"convert it with {pil}{tensor}{floats}"
 
 
-def _baseline_pil(img: Image.Image, baseline: Baseline, generator: torch.Generator | None) -> Image.Image:
-    """The baseline on one PIL image, drawing in the order of ``draw_baseline``."""
-    crop, flip = draw_baseline(baseline, 1, "cpu", generator)
-    if crop is not None:
-        p = baseline.pad_crop
+def _baseline_pil(img: Image.Image, pad: int, crop: torch.Tensor | None, flip: torch.Tensor | None) -> Image.Image:
+    """The baseline on one PIL image: the crop at offsets ``crop`` [1, 2] of the image padded by ``pad``, then
+    the flip if ``flip`` [1] says so (both from ``draw_baseline``, None where the baseline has none)."""
+    if crop is not None and pad > 0:
         dy, dx = (int(v) for v in crop[0])
         # Cropping past the border fills with zero: the same as padding first, without the padded image.
-        img = img.crop((dx - p, dy - p, dx - p + img.width, dy - p + img.height))
+        img = img.crop((dx - pad, dy - pad, dx - pad + img.width, dy - pad + img.height))
     if flip is not None and bool(flip[0]):
         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return img

@@ -50,14 +50,14 @@ def grey(x: torch.Tensor, exact: bool) -> torch.Tensor:
         n, _, h, w = x.shape
         xf = x.to(torch.float32)
         if x.device.type == "cpu":
-            weights = torch.tensor([[19595.0, 38470.0, 7471.0]])
+            weights = torch.tensor([[19595.0, 38470.0, 7471.0]], device="cpu")
             luma = torch.matmul(weights, xf.reshape(n, 3, h * w)).view(n, 1, h, w)
         else:
             luma = xf[:, 0:1] * 19595.0 + xf[:, 1:2] * 38470.0 + xf[:, 2:3] * 7471.0
         return luma.add_(0x8000).mul_(1.0 / 65536).floor_().to(x.dtype)
     if x.device.type != "cpu":
         return x[:, 0:1] * 0.299 + x[:, 1:2] * 0.587 + x[:, 2:3] * 0.114
-    weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype)
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device="cpu")
     return (x * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 

@@ -44,11 +44,11 @@ def tv_magnitude(op: str, bin_index: int, bins: int = _TV_BINS, ranges: str = "s
     computes it (float32 bins), in the space of AutoAugment/RandAugment ("standard") or TrivialAugmentWide
     ("wide"); translations as a fraction of the size in "standard", in pixels in "wide"."""
     if op in _TV_RANGES[ranges]:
-        values = torch.linspace(0.0, _TV_RANGES[ranges][op][1], bins)
+        values = torch.linspace(0.0, _TV_RANGES[ranges][op][1], bins, device="cpu")
     elif op == "Posterize":
-        values = 8 - (torch.arange(bins) / ((bins - 1) / _TV_POSTERIZE_DROP[ranges])).round().int()
+        values = 8 - (torch.arange(bins, device="cpu") / ((bins - 1) / _TV_POSTERIZE_DROP[ranges])).round().int()
     elif op == "Solarize":
-        values = torch.linspace(255.0, 0.0, bins)
+        values = torch.linspace(255.0, 0.0, bins, device="cpu")
     else:
         raise PolicyError(f"torchvision has no magnitude for {op}")
     return float(values[bin_index].item())

@@ -31,6 +31,7 @@ from policysearch.augment.ops import OPS, OpSpec, TensorContext, pil_equalize_di
 from policysearch.augment.policy import Baseline, Policy, PolicyError
 from policysearch.augment.standard import load_policy, load_policy_file
 from policysearch.augment.warp import gather_warp, warp, warp_index, warp_shift
+from policysearch.augment.worker_generator import SeededTransform
 
 Fill = float | Sequence[float]
 
@@ -130,7 +131,7 @@ def _baseline_in_place(x: torch.Tensor, pad: int, crop: torch.Tensor | None, fli
     if shifts is None and flip is None:
         return x
     most = max(1, CHUNK_LIMIT * torch.get_num_threads() // max(x[0].numel(), 1))
-    zero = torch.zeros(c)
+    zero = torch.zeros(c, device="cpu")
     for start in range(0, b, most):
         part = x[start:start + most]
         if shifts is not None:
@@ -357,7 +358,7 @@ def run_stage(x: torch.Tensor, stage: Sequence[PlanStep], ctx: TensorContext, co
 
 def _run_compiled(x: torch.Tensor, index: torch.Tensor, stage: Sequence[PlanStep], ctx: TensorContext) -> None:
     """Run a compiled stage (``cpu_kernels``) on x, uint8 on the CPU, in place: one call for all its steps."""
-    codes = torch.cat([torch.full((len(step.index),), CODES.get(step.op.name, TABLE)) for step in stage])
+    codes = torch.cat([torch.full((len(step.index),), CODES.get(step.op.name, TABLE), device="cpu") for step in stage])
     args = torch.cat([step.arg.to(torch.float64) for step in stage])
     tables = torch.cat([_sample_tables(x, step, ctx) for step in stage])
     run_pixel_ops(x, index, codes, args, tables, pil_equalize_divisor())
@@ -367,7 +368,7 @@ def _sample_tables(x: torch.Tensor, step: PlanStep, ctx: TensorContext) -> torch
     """The table [k, 256] uint8 of each sample of a step whose op's table depends on its argument alone
     (from the plan, or computed when a hand-built plan has none); unused rows for the other ops."""
     if step.op.name in CODES:
-        return torch.empty((len(step.index), 256), dtype=torch.uint8)
+        return torch.empty((len(step.index), 256), dtype=torch.uint8, device="cpu")
     if step.table is not None:
         return step.table.to(torch.uint8)
     return step.op.table(x.index_select(0, step.index), step.arg, ctx)[:, 0].to(torch.uint8)
@@ -407,6 +408,15 @@ NORMALISED_MOST = 3.0  # at most this, floats out of [0, 1] are normalised ones 
 SURELY_0_255 = 25.5  # above this, and none below 0, 0..255 values (normalised ones would need a std under 0.04)
 
 
+def check_image(image: torch.Tensor) -> torch.Tensor:
+    """``image`` [C, H, W] as a checked batch of one (``check_image_batch``), or an error that names its shape."""
+    if image.shape[0] not in (1, 3):
+        raise ValueError(f"image: expected 1 (grey) or 3 (RGB) channels in dimension 0 of [C, H, W], got "
+                         f"{image.shape[0]} (shape {tuple(image.shape)}); drop alpha, or permute an "
+                         "[H, W, C] image with .permute(2, 0, 1)")
+    return check_image_batch(image.unsqueeze(0), where="image")
+
+
 def check_image_batch(batch: Any, where: str = "batch") -> torch.Tensor:
     """``batch`` if it is a [B, C, H, W] uint8 or [0, 1] float tensor with C in {1, 3}, else a clear error; a
     float batch that strays at most ``FLOAT_SLACK`` outside [0, 1] comes back clamped into it (a copy)."""
@@ -428,7 +438,7 @@ def check_image_batch(batch: Any, where: str = "batch") -> torch.Tensor:
     if 0 <= low and high <= 1:
         return batch
     # the bounds as the batch's dtype holds them: float32's 1.1 is 1.10000002 in double, over a double 1.1
-    lowest, highest = (float(torch.tensor(v, dtype=batch.dtype)) for v in (-FLOAT_SLACK, 1 + FLOAT_SLACK))
+    lowest, highest = (float(torch.tensor(v, dtype=batch.dtype, device="cpu")) for v in (-FLOAT_SLACK, 1 + FLOAT_SLACK))
     if lowest <= low and high <= highest:
         return batch.clamp(0.0, 1.0)
     # Normalised images reach about 1/std, 0..255 ones far above 3 (a resize may undershoot 0); between the two,
@@ -560,18 +570,19 @@ class BatchPolicyTransform(torch.nn.Module):
         self.policy = policy
         self.fill = _check_fill(fill)
         length = max(len(sub) for sub in policy)
+        cpu = torch.device("cpu")  # named: the tables are host tables whatever torch.set_default_device says
         names = sorted(policy.ops())
         self._ops = [OPS[name] for name in names]
         op_index = {name: i for i, name in enumerate(names)}
-        ops = torch.full((len(policy), length), -1, dtype=torch.int64)
-        prob = torch.zeros((len(policy), length), dtype=torch.float64)
-        level = torch.zeros((len(policy), length), dtype=torch.float64)
+        ops = torch.full((len(policy), length), -1, dtype=torch.int64, device=cpu)
+        prob = torch.zeros((len(policy), length), dtype=torch.float64, device=cpu)
+        level = torch.zeros((len(policy), length), dtype=torch.float64, device=cpu)
         for s, sub in enumerate(policy):
             for j, step in enumerate(sub):
                 ops[s, j], prob[s, j], level[s, j] = op_index[step.op], step.prob, step.level
-        bounds = torch.tensor([spec.bounds(policy.ranges) for spec in self._ops], dtype=torch.float64).view(-1, 2)
+        bounds = torch.tensor([spec.bounds(policy.ranges) for spec in self._ops], dtype=torch.float64, device=cpu).view(-1, 2)
         low, high = bounds[:, 0], bounds[:, 1]
-        signed = torch.tensor([spec.signed for spec in self._ops], dtype=torch.bool)
+        signed = torch.tensor([spec.signed for spec in self._ops], dtype=torch.bool, device=cpu)
         safe = ops.clamp_min(0)
         # The policy as tables [S, L] (sub-policy, slot). They are plain CPU tensors rather than buffers and
         # go to the batch's device when a plan is drawn: they must stay float64 (module.half() would change
@@ -584,13 +595,13 @@ class BatchPolicyTransform(torch.nn.Module):
         # n=4 has 307,328 entries and 28 distinct ones. Per distinct one: the tables of ops whose table depends
         # on the argument alone, computed once; and the matrices of geometric ops for the last image size seen.
         entry_ops = self._op_table.view(-1).repeat_interleave(2)
-        entry_args = (self._arg_table.view(-1, 1) * torch.tensor([1.0, -1.0], dtype=torch.float64)).view(-1)
+        entry_args = (self._arg_table.view(-1, 1) * torch.tensor([1.0, -1.0], dtype=torch.float64, device=cpu)).view(-1)
         distinct, self._entry_row = torch.unique(torch.stack([entry_ops.to(torch.float64), entry_args], 1), dim=0,
                                                  return_inverse=True)
         self._distinct_op, self._distinct_arg = distinct[:, 0].to(torch.int64), distinct[:, 1].contiguous()
-        placeholder = TensorContext(exact=True, fill=torch.zeros(1))
+        placeholder = TensorContext(exact=True, fill=torch.zeros(1, device=cpu))
         self._entry_tables = self._per_distinct(
-            lambda spec, args: spec.table(torch.empty((len(args), 1, 0, 0), dtype=torch.uint8), args,
+            lambda spec, args: spec.table(torch.empty((len(args), 1, 0, 0), dtype=torch.uint8, device=cpu), args,
                                           placeholder).reshape(-1, 256) if spec.table_from_arg else None,
             256, torch.uint8)
         self._matrices: tuple[tuple[int, int], torch.Tensor] | None = None
@@ -606,7 +617,7 @@ class BatchPolicyTransform(torch.nn.Module):
     def _per_distinct(self, compute: Any, width: int, dtype: torch.dtype) -> torch.Tensor:
         """``compute(spec, args)`` -> [m, width] (or None) for the distinct entries of each op, as one CPU
         tensor [D, width]; ``_entry_row[(s * L + j) * 2 + negative]`` is the row of sub-policy s, slot j, sign."""
-        out = torch.zeros((len(self._distinct_op), width), dtype=dtype)
+        out = torch.zeros((len(self._distinct_op), width), dtype=dtype, device="cpu")
         for k, spec in enumerate(self._ops):
             rows = (self._distinct_op == k).nonzero().view(-1)
             values = compute(spec, self._distinct_arg[rows]) if len(rows) else None
@@ -615,11 +626,12 @@ class BatchPolicyTransform(torch.nn.Module):
         return out
 
     def _entry_matrices(self, h: int, w: int) -> torch.Tensor:
-        if self._matrices is None or self._matrices[0] != (h, w):
-            matrices = self._per_distinct(lambda spec, args: spec.matrix(args, h, w) if spec.matrix else None,
-                                          6, torch.float64)
-            self._matrices = ((h, w), matrices)
-        return self._matrices[1]
+        cached = self._matrices  # read once: another thread may replace it meanwhile
+        if cached is None or cached[0] != (h, w):
+            cached = ((h, w), self._per_distinct(lambda spec, args: spec.matrix(args, h, w) if spec.matrix else None,
+                                                 6, torch.float64))
+            self._matrices = cached
+        return cached[1]
 
     def _tables(self, device: torch.device) -> dict[str, Any]:
         """The policy's tables on ``device``, uploaded on first use and kept (``.to(device)`` does it early)."""
@@ -636,20 +648,24 @@ class BatchPolicyTransform(torch.nn.Module):
     def _sized(self, device: torch.device, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Per distinct policy entry on ``device``: the matrices of geometric ops for an h x w image and, off the
         CPU or for images of at most ``SOURCE_PIXELS`` pixels, their source pixels (``warp_index``). Kept
-        for the last image size seen on each device."""
-        cached = self._tables(device)
-        if cached.get("size") != (h, w):
+        for the last image size seen on each device (one entry, read and replaced whole, so that threads
+        sharing the transform never mix two sizes' values)."""
+        tables = self._tables(device)
+        sized = tables.get("sized")
+        if sized is None or sized[0] != (h, w):
             matrices = self._entry_matrices(h, w)
             sources = None
             if not _host_kernels(device) or h * w <= SOURCE_PIXELS:
-                sources = torch.zeros((len(matrices), h * w), dtype=torch.int32)
-                kinds = torch.tensor([k for k, spec in enumerate(self._ops) if spec.matrix is not None])
+                sources = torch.zeros((len(matrices), h * w), dtype=torch.int32, device="cpu")
+                kinds = torch.tensor([k for k, spec in enumerate(self._ops) if spec.matrix is not None],
+                                     dtype=torch.int64, device="cpu")
                 rows = torch.isin(self._distinct_op, kinds).nonzero().view(-1)
-                if len(rows):
+                if len(rows) and h * w:
                     sources[rows] = warp_index(matrices[rows], h, w)
                 sources = sources.to(device)
-            cached.update(size=(h, w), matrices=matrices.to(device), sources=sources)
-        return cached["matrices"], cached["sources"]
+            sized = ((h, w), matrices.to(device), sources)
+            tables["sized"] = sized
+        return sized[1], sized[2]
 
     def _fill(self, device: torch.device, channels: int) -> torch.Tensor:
         fills = self._tables(device)["fill"]
@@ -780,6 +796,19 @@ class BatchPolicyTransform(torch.nn.Module):
                                   matrix, table, source))
         return Plan(sub, tuple(steps), (b, c, h, w), self.policy.baseline, crop, flip, drawn=True)
 
+    def draw_choices(self, generator: torch.Generator | None
+                     ) -> tuple[int, list[float], list[bool], torch.Tensor | None, torch.Tensor | None]:
+        """One image's choices on the CPU in the order every path draws them (the batch's for one sample):
+        the sub-policy, each slot's gate and sign, the baseline's crop and flip; the applied ops' own draws
+        follow slot by slot. So the per-image PIL path and a tensor take the same augmentation."""
+        cpu = torch.device("cpu")
+        slots = self._op_table.shape[1]
+        sub = int(torch.randint(len(self.policy), (1,), generator=generator, device=cpu))
+        gate = torch.rand(slots, generator=generator, dtype=torch.float64, device=cpu).tolist()
+        coin = [v < 0.5 for v in torch.rand(slots, generator=generator, device=cpu).tolist()]  # 0.5: exact in float32
+        crop, flip = draw_baseline(self.policy.baseline, 1, cpu, generator)
+        return sub, gate, coin, crop, flip
+
     def _sample_one(self, c: int, h: int, w: int, generator: torch.Generator | None) -> Plan:
         """``sample`` for one image on the CPU: the same draws in the same order, so the same plan, with the
         policy's entries looked up in Python rather than by the batch's sorts and splits (which cost most of
@@ -787,11 +816,8 @@ class BatchPolicyTransform(torch.nn.Module):
         cpu = torch.device("cpu")  # named, as the batch path does: torch.set_default_device must not move it
         cached = self._tables(cpu)
         slots = self._op_table.shape[1]
-        sub = torch.randint(len(self.policy), (1,), generator=generator, device=cpu)
-        gate = torch.rand((1, slots), generator=generator, dtype=torch.float64, device=cpu)[0].tolist()
-        coin = (torch.rand((1, slots), generator=generator, device=cpu) < 0.5)[0].tolist()
-        crop, flip = draw_baseline(self.policy.baseline, 1, cpu, generator)
-        s = int(sub)
+        s, gate, coin, crop, flip = self.draw_choices(generator)
+        sub = torch.tensor([s], dtype=torch.int64, device=cpu)
         steps = []
         entries = zip(*(table[s].tolist() for table in (self._op_table, self._prob_table, self._arg_table,
                                                         self._signed_table)))
@@ -879,13 +905,14 @@ class BatchPolicyTransform(torch.nn.Module):
         return f"{len(self.policy)} sub-policies, fill={self.fill}, baseline: {self.policy.baseline.describe()}"
 
 
-class Cutout(torch.nn.Module):
+class Cutout(SeededTransform, torch.nn.Module):
     """Cutout: fill one ``size`` x ``size`` square at a uniformly random centre, clipped at the border.
 
     This is the package's one Cutout: the policy op ``Cutout`` (side = its argument times the shorter
     image side) and the trainer's ``TrainConfig.cutout`` (side in pixels) both run this geometry with the
     same fill, in pixel space before normalisation. The fill is a grey level or one per channel (default
-    0, black). Works per image (PIL or [C, H, W]) and per sample on a [B, C, H, W] batch.
+    0, black). Works per image (PIL or [C, H, W]) and per sample on a [B, C, H, W] batch. A ``generator``
+    makes the draws reproducible and is reseeded in each DataLoader worker, as ``PolicyTransform``'s is.
     """
 
     def __init__(self, size: int, fill: Fill = 0, generator: torch.Generator | None = None) -> None:
@@ -898,20 +925,20 @@ class Cutout(torch.nn.Module):
         self.generator = generator
 
     def forward(self, image: Any) -> Any:
-        gen = self.generator
+        gen = self._draws.current()
         if isinstance(image, Image.Image):
             if image.mode in ("P", "PA"):  # the fill would be a palette index
                 raise ValueError(f"image: PIL mode {image.mode!r} (a palette) is not supported; convert it to "
                                  "'RGB' or 'RGBA' first")
             check_fill_channels(self.fill, len(image.getbands()))
-            centre = torch.rand(2, generator=gen).tolist()
+            centre = torch.rand(2, generator=gen, device="cpu").tolist()
             return cutout_pil(image, self.size, (centre[0], centre[1]), self.fill)
         if not isinstance(image, torch.Tensor):
             raise TypeError(f"Cutout expects a PIL image, a tensor [C, H, W] or a batch [B, C, H, W], got "
                             f"{type(image).__name__}")
         plain = _plain_images(image, "image")
         single = plain.ndim == 3
-        batch = check_image_batch(plain.unsqueeze(0) if single else plain, where="image" if single else "batch")
+        batch = check_image(plain) if single else check_image_batch(plain)
         centre = torch.rand((batch.shape[0], 2), generator=gen, device=batch.device)
         out = self.apply(batch, centre)
         return _like(out.squeeze(0) if single else out, image)

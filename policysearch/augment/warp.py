@@ -82,9 +82,9 @@ def warp_index(matrix: torch.Tensor, h: int, w: int) -> torch.Tensor:
     pixels ``warp`` picks; the batched transform computes it once per policy entry and image size and then
     warps on the device with a gather alone.
     """
-    rows = torch.arange(1, h + 1, dtype=torch.int64).view(h, 1) * (w + 2)
-    positions = (rows + torch.arange(1, w + 1, dtype=torch.int64)).expand(len(matrix), 1, h, w).contiguous()
-    return warp(positions, matrix, torch.zeros(1)).view(len(matrix), h * w).to(torch.int32)
+    rows = torch.arange(1, h + 1, dtype=torch.int64, device=matrix.device).view(h, 1) * (w + 2)
+    positions = (rows + torch.arange(1, w + 1, dtype=torch.int64, device=matrix.device)).expand(len(matrix), 1, h, w).contiguous()
+    return warp(positions, matrix, torch.zeros(1, device=matrix.device)).view(len(matrix), h * w).to(torch.int32)
 
 
 def gather_warp(x: torch.Tensor, index: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
