@@ -463,11 +463,14 @@ def _stdout_gone() -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the console script; returns the exit status (0 ok, 1 invalid input file, 2 usage error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(only=_selected(argv, COMMANDS) or "")
-    try:
+    try:  # building a command's parser imports its modules (torch): seconds in which a Ctrl-C may come
+        parser = build_parser(only=_selected(argv, COMMANDS) or "")
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version and argparse's own errors
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted before it started; nothing was written", file=sys.stderr)
+        return 130
     command: Command | None = getattr(args, "_command", None)
     if command is None:
         parser.print_usage(sys.stderr)

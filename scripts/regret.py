@@ -89,7 +89,8 @@ def regret_table(presets: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any
             interval = _interval(row.get("errors"), methods[best].get("errors")) if m != best else None
             if interval is not None:
                 row["interval"] = interval
-        table["presets"][preset] = {"best_method": best, "best_mean": low, "methods": rows}
+        tied = sorted(m for m in methods if methods[m]["mean"] == low)  # every method at the lowest mean is best
+        table["presets"][preset] = {"best_method": best, "best_methods": tied, "best_mean": low, "methods": rows}
     for m in sorted({m for methods in presets.values() for m in methods}):  # sorted: the same file every run
         regrets = {p: t["methods"][m]["regret"] for p, t in table["presets"].items() if m in t["methods"]}
         table["methods"][m] = {"regret": regrets, "worst_regret": max(regrets.values()),
@@ -129,10 +130,10 @@ def render(table: dict[str, Any], command: str, sources: dict[str, dict[str, Any
     for m in _order(table):
         row = table["methods"][m]
         cells = [f"{row['regret'][p]:.2f}" if p in row["regret"] else "-" for p in presets]
-        cells = [f"**{c}**" if p in row["regret"] and table["presets"][p]["best_method"] == m else c
+        cells = [f"**{c}**" if p in row["regret"] and m in table["presets"][p]["best_methods"] else c
                  for c, p in zip(cells, presets)]
         lines.append(f"| {m} | {row['worst_regret']:.2f} | {row['presets_ran']}/{total} | " + " | ".join(cells) + " |")
-    best = [f"{t['best_method']} {t['best_mean']:.2f}" for t in table["presets"].values()]
+    best = [f"{', '.join(t['best_methods'])} {t['best_mean']:.2f}" for t in table["presets"].values()]
     seeds = []
     for t in table["presets"].values():
         ns = sorted({v["n"] for v in t["methods"].values()})
@@ -171,7 +172,7 @@ def _interval_table(table: dict[str, Any], presets: list[str]) -> list[str]:
             row = table["presets"][p]["methods"].get(m)
             if row is None:
                 cells.append("-")
-            elif table["presets"][p]["best_method"] == m:
+            elif m in table["presets"][p]["best_methods"]:
                 cells.append("**best**")
             elif "interval" in row:
                 paired = row["interval"]
@@ -197,6 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = "scripts/regret.py" + (" " + shlex.join(argv) if argv else "")
     results = Path(args.results)
+    if not results.is_dir():
+        print(f"regret: --results {results}: no such folder", file=sys.stderr)
+        return 1
     folders = ([results / p for p in args.presets] if args.presets
                else sorted(p.parent for p in results.glob("*/results.json")))
     presets: dict[str, dict[str, dict[str, Any]]] = {}

@@ -280,11 +280,32 @@ def test_a_rerun_trains_again_when_the_weights_file_changed(tmp_path, monkeypatc
     (("--search-epochs", "0"), "--search-epochs must be at least 1, got 0"),
     (("--device", "tpu"), "--device must be a torch device such as cpu, cuda or cuda:1, got 'tpu'"),
     (("--methods", "none", "--policy", "randaugment"), "--policy is the searched method's policy"),
+    (("--batch-size", "1"), "--batch-size must be at least 2 (BatchNorm needs 2 images), got 1"),
+    (("--image-size", "0"), "--image-size must be a number of pixels from 1 to 4096, got 0"),
 ])
 def test_bad_benchmark_options_are_refused_before_anything_runs(tmp_path, argv, problem):
     with pytest.raises(ValueError, match=problem.replace("(", "\\(").replace(")", "\\)")):
         command.run(_args("--preset", "digits-small", "--out", str(tmp_path / "b"), *argv))
     assert not (tmp_path / "b").exists()
+
+
+def test_a_rerun_with_a_bad_option_is_refused_before_the_earlier_runs_are_set_aside(tmp_path, monkeypatch):
+    """Regression: --batch-size 1 was refused only when the first training started, after the finished runs
+    had been set aside for the new setting, so the next correct command trained them all again; a missing
+    --weights file left an empty output folder."""
+    out = tmp_path / "bench"
+    argv = ("--preset", "digits-small", "--train-size", "30", "--methods", "none", "--epochs", "1", "--seeds", "0",
+            "--out", str(out))
+    assert command.run(_args(*argv, "--batch-size", "16")) == 0
+    files = {path.name: path.read_bytes() for path in out.iterdir()}
+    with pytest.raises(ValueError, match=r"^--batch-size must be at least 2"):
+        command.run(_args(*argv, "--batch-size", "1"))
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == files
+    monkeypatch.setattr(runner, "train_model", lambda *a, **k: pytest.fail("the finished run is kept"))
+    assert command.run(_args(*argv, "--batch-size", "16")) == 0
+    with pytest.raises(ValueError, match=r"--weights .*missing.pt: no such file"):
+        command.run(_args(*argv[:-1], str(tmp_path / "other"), "--weights", str(tmp_path / "missing.pt")))
+    assert not (tmp_path / "other").exists()
 
 
 def test_report_writes_the_results_files_again_without_training(tmp_path, monkeypatch):
@@ -321,9 +342,13 @@ def test_report_refuses_what_it_would_ignore(tmp_path):
     with pytest.raises(DataError, match=r"results.json holds the results of preset digits-small, not digits-100; "
                                         "drop --preset, or give that preset's folder"):
         command.run(_args("--report", "--out", str(out), "--preset", "digits-100"))
-    # results written before the preset was recorded cannot be checked: written again
+    # results written before the preset was recorded cannot be checked; without runs there is nothing to report
+    # (regression: "results.md written again" was printed, with exit 0, and no results.md was there)
     (out / "results.json").write_text(json.dumps({"command": "c", "runs": []}))
-    assert command.run(_args("--report", "--out", str(out), "--preset", "digits-100")) == 0
+    with pytest.raises(DataError, match=r"^--report: .*results.json holds no finished runs yet; run the benchmark "
+                                        r"\(its command: c\)$"):
+        command.run(_args("--report", "--out", str(out), "--preset", "digits-100"))
+    assert not (out / "results.md").exists()
 
 
 def test_a_folder_a_rerun_cannot_set_aside_into_is_refused_before_any_work(tmp_path, monkeypatch):
@@ -426,6 +451,19 @@ def test_another_data_set_is_taken_whole_and_a_bare_folder_as_search_takes_it(tm
            "source": "s1/policy.json"}
     assert "- searched recipe: baseline, crop 0, flip (1 sub-policy, " in report.render_markdown(
         {**document, "searched_policy": one}, [])
+
+
+def test_the_report_names_the_seeds_of_runs_kept_from_earlier_commands():
+    """Regression: after a rerun with fewer seeds the report said "seeds 0" above rows of two seeds each."""
+    document = {"preset": "digits-small", "command": "c", "summary": [], "software": {},
+                "settings": {"dataset": "digits", "train_images": 30, "image_size": 16, "data_seed": 0,
+                             "test_images": 20, "model": "small_cnn", "epochs": 3, "batch_size": 16, "lr": 0.1,
+                             "weight_decay": 5e-4, "seeds": [0], "baseline": {"pad_crop": 2, "hflip": False},
+                             "cutout_pixels": 8, "cutout_with_policies": False, "train_size": 30},
+                "runs": [{"method": "none", "seed": 0}, {"method": "none", "seed": 2}, {"method": "none", "seed": 1}]}
+    assert ", seeds 0 (and 1 2 in runs kept from earlier commands)\n" in report.render_markdown(document, [])
+    document["runs"] = document["runs"][:1]
+    assert ", seeds 0\n" in report.render_markdown(document, [])
 
 
 def test_a_seed_given_twice_trains_once():
@@ -632,7 +670,7 @@ def test_ctrl_c_says_what_the_benchmark_kept_and_the_same_command_goes_on(tmp_pa
     assert cli.main(argv) == 130
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
-    assert err == (f"policysearch: benchmark interrupted; 1 of 2 trainings finished in {out} (results.md, runs.csv); "
+    assert err == (f"policysearch: benchmark interrupted; 1 of 2 trainings finished in {out} (results.json, results.md, runs.csv); "
                    "continue with the same command, which keeps them: python -m policysearch " + " ".join(argv))
     assert json.loads((out / "results.json").read_text())["command"] == "python -m policysearch " + " ".join(argv)
     monkeypatch.setattr(sys, "argv", ["scripts/benchmark.py", *argv[1:]])

@@ -455,3 +455,14 @@ def test_a_module_command_is_imported_only_when_used(tmp_path, monkeypatch, caps
     assert main(["lazysearch", "--trials", "7"]) == 0
     assert capsys.readouterr().out == "searching 7 trials\n"
     monkeypatch.delitem(sys.modules, "fake_search_cmd")
+
+
+def test_a_ctrl_c_while_a_command_loads_is_one_line(monkeypatch, capsys):
+    """Regression: building a command's parser imports torch (seconds); a Ctrl-C then printed a traceback
+    through importlib instead of one line."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["benchmark", "--list"]) == 130
+    assert capsys.readouterr().err == "policysearch: interrupted before it started; nothing was written\n"

@@ -77,8 +77,20 @@ def test_regret_numbers_on_synthetic_results(regret, tmp_path: Path) -> None:
     assert "| tv-randaugment | 1.50 [-4.85, 7.85] | - | - |" in text
 
 
-def test_nothing_to_read_is_an_error(regret, tmp_path: Path) -> None:
+def test_nothing_to_read_is_an_error(regret, tmp_path: Path, capsys) -> None:
     assert regret.main(["--results", str(tmp_path)]) == 1
+    assert regret.main(["--results", str(tmp_path / "missing")]) == 1
+    assert capsys.readouterr().err.endswith(f"regret: --results {tmp_path / 'missing'}: no such folder\n")
+
+
+def test_methods_tied_at_the_lowest_mean_are_all_best(regret, tmp_path: Path) -> None:
+    """Regression: of methods sharing the lowest mean only the alphabetically first was bold and "best"."""
+    _write(tmp_path / "results", "a", {"runs": _runs({"none": [1, 3], "cutout": [2, 2], "searched": [4, 4]})})
+    assert regret.main(["--results", str(tmp_path / "results")]) == 0
+    text = (tmp_path / "results" / "regret.md").read_text()
+    assert "| cutout | 0.00 | 1/1 | **0.00** |" in text and "| none | 0.00 | 1/1 | **0.00** |" in text
+    assert "| cutout | **best** |" in text and "| none | **best** |" in text
+    assert "| lowest mean test error % | | | cutout, none 2.00 |" in text
 
 
 def test_an_out_that_is_a_file_is_one_line(regret, tmp_path: Path, capsys) -> None:

@@ -22,6 +22,7 @@ from policysearch.invocation import command_line
 from policysearch.search.interrupts import EXIT_INTERRUPTED, SearchInterrupted
 from policysearch.training.data import DataError, dataset_name
 from policysearch.training.models import MODEL_NAMES
+from policysearch.training.train import MIN_STEPS, MIN_STEPS_PER_EPOCH
 
 
 DEFAULT_PRESET = "digits-small"
@@ -57,10 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="epochs of the preset's own pretraining (digits-100-finetune; default: the preset's)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="training epochs of every method, and of the selection's trainings when it searches "
-                             "(default: the preset's)")
+                             f"(default: the preset's); on few images epochs are added up to {MIN_STEPS} optimizer "
+                             "steps, as results.md and --list say")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="batch size of every method's training and of the search's models (default: the "
-                             "preset's)")
+                             f"preset's; on few images it is lowered so that an epoch has at least {MIN_STEPS_PER_EPOCH} steps)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
                         help=f"training seeds, one training per method and seed (default: the preset's: "
                              f"{preset_seeds()})")
@@ -177,6 +179,8 @@ def rewrite_report(out: Path, preset: str | None = None) -> int:
     if preset is not None and document.get("preset", preset) != preset:  # files written before the key: unchecked
         raise DataError(f"--report: {path} holds the results of preset {document.get('preset')}, not {preset}; "
                         "drop --preset, or give that preset's folder")
+    if not runs:  # results.md is written from the runs: with none there is no report to write
+        raise DataError(f"--report: {path} holds no finished runs yet; run the benchmark (its command: {command})")
     for derived in ("summary", "finetune_vs_scratch"):  # computed again from the runs
         document.pop(derived, None)
     write_outputs(out, document)
@@ -197,7 +201,7 @@ def interrupted_text(out: Path, preset: Preset, stop: KeyboardInterrupt, command
     methods = [m for m in preset.methods if m not in document.get("skipped", {})]
     runs = sum(r.get("method") in methods and r.get("seed") in preset.seeds for r in document.get("runs", []))
     total = len(preset.seeds) * len(methods)
-    files = [name for name in ("results.md", "runs.csv") if (out / name).exists()]
+    files = [name for name in ("results.json", "results.md", "runs.csv") if (out / name).exists()]
     kept.append(f"{runs} of {total} trainings finished in {out} ({', '.join(files)})" if runs else
                 f"none of its {total} trainings finished yet")
     return (f"benchmark interrupted; {'; '.join(kept)}; continue with the same command, which keeps them: "

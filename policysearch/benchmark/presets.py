@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 
 from policysearch.benchmark.methods import ALL_METHODS, METHODS
-from policysearch.training.data import CLASSES_MARK
+from policysearch.training.data import CLASSES_MARK, MAX_IMAGE_SIZE
 from policysearch.training.pretrained import model_problem
 from policysearch.training.train import TrainConfig
 from policysearch.training.train import budget_text as train_budget_text
@@ -84,6 +84,10 @@ class Preset:
             raise ValueError(f"--model {problem}")
         if self.epochs < 1:
             raise ValueError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 2:  # checked here, before a rerun sets the earlier runs aside for it
+            raise ValueError(f"--batch-size must be at least 2 (BatchNorm needs 2 images), got {self.batch_size}")
+        if self.image_size is not None and not 1 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ValueError(f"--image-size must be a number of pixels from 1 to {MAX_IMAGE_SIZE}, got {self.image_size}")
         for name in ("search_trials", "search_splits", "search_top_n", "search_epochs", "search_train_size"):
             value = getattr(self, name)
             if value is not None and value < 1:  # 0 would read as "not given", the search's default

@@ -31,6 +31,14 @@ def _title(document: dict[str, Any]) -> str:
     return document["preset"] or dataset
 
 
+def _seeds_text(document: dict[str, Any]) -> str:
+    """The command's seeds, and those of the runs kept from earlier commands when the table holds more."""
+    asked = [int(seed) for seed in document["settings"]["seeds"]]
+    kept = sorted({int(run["seed"]) for run in document.get("runs", [])} - set(asked))
+    text = " ".join(map(str, asked))
+    return text + (f" (and {' '.join(map(str, kept))} in runs kept from earlier commands)" if kept else "")
+
+
 def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> str:
     s = document["settings"]
     lines = [f"# Benchmark: {_title(document)}", "",
@@ -42,7 +50,7 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
              + (f", subset seed {s['data_seed']}" if s.get("train_size") is not None else ", the whole training split")
              + f"), {s['test_images']} test images (used only for these errors)",
              f"- model {s['model']}, {budget_text(s['epochs'], s['batch_size'], s['train_images'])}, lr {s['lr']}, "
-             f"weight decay {s['weight_decay']}, seeds {' '.join(map(str, s['seeds']))}",
+             f"weight decay {s['weight_decay']}, seeds {_seeds_text(document)}",
              f"- the data set's baseline augmentation: {Baseline(**s['baseline']).describe()} (methods marked "
              f"-alone and none train without it); Cutout "
              f"{s['cutout_pixels']} px"

@@ -246,13 +246,14 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     baseline = baseline_for(preset.dataset, size)
     mean, std = normalization_for(preset.dataset, train)
     cutout = cutout_pixels(size)
-    out.mkdir(parents=True, exist_ok=True)  # once the data loaded: a bad data set leaves no empty folder behind
-    pretraining = None
-    if preset.pretrain is not None and preset.weights is None:
-        preset, pretraining = _pretrain(preset, train_full, out, stream)
     spec = ModelSpec(preset.model, train.num_classes, int(train.images.shape[1]), preset.weights,
                      preset.freeze_backbone)
     check_model(spec, size)  # the weights file and the image size, before any training
+    out.mkdir(parents=True, exist_ok=True)  # once data and model checked: bad input leaves no empty folder behind
+    pretraining = None
+    if preset.pretrain is not None and preset.weights is None:
+        preset, pretraining = _pretrain(preset, train_full, out, stream)
+        spec = replace(spec, weights=preset.weights)
     contents = input_contents(preset, train_full, test)  # the whole split: the search may use other images
     document: dict[str, Any] = {
         "command": command or " ".join(shlex.quote(a) for a in sys.argv),

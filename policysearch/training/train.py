@@ -23,7 +23,7 @@ from policysearch.training.data import DataError, ImageData, normalize
 from policysearch.augment.policy import Baseline
 from policysearch.augment.transforms import BaselineAugment, Cutout
 
-__all__ = ["MIN_STEPS", "TrainConfig", "budget_text", "cutout", "evaluate", "fit_to_data", "predict", "train_mode", "train_model"]
+__all__ = ["MIN_STEPS", "MIN_STEPS_PER_EPOCH", "TrainConfig", "budget_text", "cutout", "evaluate", "fit_to_data", "predict", "train_mode", "train_model"]
 
 CHECKPOINT_VERSION = 1
 Augment = Callable[[Tensor, torch.Generator], Tensor]
