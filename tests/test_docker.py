@@ -130,6 +130,11 @@ def test_cluster_runs_the_image_with_token_auth_and_gpu_workers(cluster):
     assert not any("RAY_AUTH_TOKEN=" in o for o in options), "the token itself must not sit in the file"
     workers = [t for name, t in cluster["available_node_types"].items() if name != cluster["head_node_type"]]
     assert workers and all(t["resources"].get("GPU", 0) >= 1 for t in workers)
+    # the containers see the GPUs Ray counts: passed in by docker, and asked for from the NVIDIA runtime
+    assert "--gpus all" in cluster["docker"]["worker_run_options"]
+    assert "ENV NVIDIA_VISIBLE_DEVICES=all" in (ROOT / "docker" / "Dockerfile").read_text()
+    # the head launches the workers with their instance profile, which its own role must be allowed to pass
+    assert "IamInstanceProfile" in cluster["available_node_types"][cluster["head_node_type"]]["node_config"]
     assert cluster["available_node_types"][cluster["head_node_type"]]["resources"] == {"CPU": 0}
 
 

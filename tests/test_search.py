@@ -226,6 +226,20 @@ BAD_INPUTS = {
 }
 
 
+def test_a_gpu_ray_gave_that_torch_cannot_see_stops_the_trial(monkeypatch):
+    """Regression: a trial given a GPU in a container started without the GPUs passed in (the cluster image
+    on the NVIDIA runtime without NVIDIA_VISIBLE_DEVICES) trained on the CPU without a word."""
+    import torch
+
+    from policysearch.search.prepare import device_for
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert device_for(SearchConfig(gpus_per_trial=0)) == torch.device("cpu")
+    with pytest.raises(ResourceError, match=r"^--gpus-per-trial 0.25 gave a trial a GPU on .*, but torch there sees "
+                                            r"none: .*; a container needs the GPUs passed in \(docker run --gpus all"):
+        device_for(SearchConfig(gpus_per_trial=0.25)).type
+
+
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_fails_in_one_line_before_any_work(case, tmp_path, no_ray, monkeypatch):
     from policysearch.search import tuning

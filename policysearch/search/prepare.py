@@ -8,6 +8,8 @@ phase's trials receive.
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +22,7 @@ from policysearch.training.train import budget_text
 from policysearch.training.pretrained import (CALLABLE_PREFIX, OUR_MIN_SIZE, Builder, ModelError, ModelSpec,
                                               check_model, fit_image_size, is_callable_model, min_image_size,
                                               model_problem, model_ref)
+from policysearch.search.checks import ResourceError
 from policysearch.search.config import SearchConfig, SettingsError
 from policysearch.wording import Mention
 from policysearch.search.folds import MAX_ADDED_REPEATS, auto_repeats, crossfit_folds, make_splits
@@ -142,8 +145,18 @@ def prepare(config: SearchConfig, inputs: Inputs | None = None, new_run: bool = 
 
 
 def device_for(config: SearchConfig) -> torch.device:
-    """CUDA when the trial was given a GPU and torch sees one, else the CPU."""
-    return torch.device("cuda" if config.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu")
+    """CUDA when the trial was given a GPU, else the CPU. A GPU Ray gave that torch cannot see (a container
+    started without the NVIDIA runtime's devices) is an error: the trial would train on the CPU unseen."""
+    if config.gpus_per_trial <= 0:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        why = ("this torch was built without CUDA" if torch.version.cuda is None else
+               f"no CUDA device is visible (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
+        raise ResourceError(lambda say: f"{say('gpus_per_trial', config.gpus_per_trial)} gave a trial a GPU on "
+                            f"{socket.gethostname()}, but torch there sees none: {why}; a container needs the "
+                            "GPUs passed in (docker run --gpus all, or the NVIDIA runtime with "
+                            "NVIDIA_VISIBLE_DEVICES=all, as docker/Dockerfile's cluster image sets)")
+    return torch.device("cuda")
 
 
 def use_threads(config: SearchConfig) -> None:
