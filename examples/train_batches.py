@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
 
     model = small_cnn().to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    # the learning rate decays to 0: BatchNorm's running statistics then match the final weights
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
     for epoch in range(args.epochs):
         model.train()
         total, count = 0.0, 0
@@ -87,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             loss.backward()
             optimizer.step()
             total, count = total + loss.item() * len(index), count + len(index)
+        schedule.step()
         print(f"epoch {epoch + 1}: train loss {total / max(count, 1):.3f} over {count} images")
 
     model.eval()
