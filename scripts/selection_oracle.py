@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     config, _ = read_stored_config(args.run, continuing=False)
     if config.weights and not Path(config.weights).exists():  # a benchmark run elsewhere: its pretrained file
         config = dataclasses.replace(config, weights=str(args.run.parent / Path(config.weights).name))
+    if config.gpus_per_trial > 0 and not torch.cuda.is_available():  # a run searched on a GPU, studied here
+        config = dataclasses.replace(config, gpus_per_trial=0.0)
     if config.weights and (preset is None or preset.pretrain is None):
         raise SystemExit("the run starts from pretrained weights: give the --preset that pretrained them, so that "
                          "its pretraining images are left out of the oracle")

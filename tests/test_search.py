@@ -237,7 +237,7 @@ def test_a_gpu_ray_gave_that_torch_cannot_see_stops_the_trial(monkeypatch):
     assert device_for(SearchConfig(gpus_per_trial=0)) == torch.device("cpu")
     with pytest.raises(ResourceError, match=r"^--gpus-per-trial 0.25 gave a trial a GPU on .*, but torch there sees "
                                             r"none: .*; a container needs the GPUs passed in \(docker run --gpus all"):
-        device_for(SearchConfig(gpus_per_trial=0.25)).type
+        device_for(SearchConfig(gpus_per_trial=0.25))
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))

@@ -971,3 +971,24 @@ def test_the_batched_transform_keeps_torchvisions_image_type_and_refuses_masks()
     assert type(Cutout(4)(batch)) is tv_tensors.Image
     with pytest.raises(TypeError, match=r"^image: augments images only, got Mask"):
         Cutout(4)(tv_tensors.Mask(torch.zeros(1, 8, 8, dtype=torch.uint8)))
+
+
+def test_a_transform_pickled_by_the_earlier_version_loads_and_draws_as_before():
+    """Regression: the generator became a property over ``_draws``; a PolicyTransform or Cutout pickled
+    before (the generator, or its device and state bytes, in the instance's dict) loaded without ``_draws``
+    and failed at its first image."""
+    image = natural_pil(12, 12, seed=2)
+    for make, old_generator in ((lambda g: PolicyTransform(FOUR, generator=g), lambda g: ("cpu", bytes(
+                                    g.get_state().numpy()))),
+                                (lambda g: Cutout(4, generator=g), lambda g: g),
+                                (lambda g: Cutout(4), lambda g: None)):
+        fresh = make(_gen(3))
+        state = {k: v for k, v in fresh.__dict__.items() if k != "_draws"}
+        state.update(generator=old_generator(_gen(3)), _worker_seed=None)  # what the earlier version pickled
+        old = type(fresh).__new__(type(fresh))
+        old.__setstate__(state)
+        torch.manual_seed(0)  # the draws of the one without a generator
+        from_old = np.asarray(old(image))
+        torch.manual_seed(0)
+        assert np.array_equal(from_old, np.asarray(make(_gen(3))(image)))
+        assert (old.generator is None) == (old_generator(_gen(3)) is None)

@@ -4,7 +4,8 @@ A worker runs a copy of the transform: a generator kept as it is would draw the 
 every worker and, without persistent workers, in every epoch. In a worker it is reseeded once per worker
 seed (from its own seed and the worker's, so runs repeat when torch's seed is set), and it is pickled as
 its device and state bytes, because a generator pickled as itself holds a tensor that workers started
-with spawn or forkserver (macOS and Windows) cannot receive.
+with spawn or forkserver (macOS and Windows) cannot receive. A generator given to two transforms is
+reseeded alike for each in a worker: give each transform its own.
 """
 
 from __future__ import annotations
@@ -65,3 +66,12 @@ class SeededTransform:
     @generator.setter
     def generator(self, generator: torch.Generator | None) -> None:
         self._draws = WorkerGenerator(generator)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "_draws" not in state:  # pickled by an earlier version: the generator (or its state bytes) itself
+            state = dict(state)
+            draws = WorkerGenerator.__new__(WorkerGenerator)
+            draws.__setstate__({"generator": state.pop("generator", None),
+                                "_worker_seed": state.pop("_worker_seed", None)})
+            state["_draws"] = draws
+        super().__setstate__(state)  # type: ignore[misc]  # the transform's own base (torch.nn.Module)
