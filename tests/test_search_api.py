@@ -294,6 +294,19 @@ def _stored_python_run(run_dir: Path, data) -> SearchConfig:
     return config
 
 
+def test_a_model_stored_from_the_script_that_ran_says_where_to_continue(tmp_path, no_ray):
+    """Regression: a model defined in the search's own script is stored as callable:__main__.NAME; the same
+    function imported by another script is refused as another model, with no word of why."""
+    images, labels = _digits()
+    config = SearchConfig(**TINY, dataset=read_data((images, labels)).name, model="callable:__main__.net")
+    rundir.write_config(rundir.open_run(config, tmp_path / "run", resume=False), config)
+    with pytest.raises(rundir.RunError) as caught:
+        policysearch.search((images, labels), model=tiny_net, out=tmp_path / "run", resume=True)
+    assert str(caught.value).endswith("another out=; the run's model was defined in the script that started it "
+                                      "(stored as __main__): continue from that script, or define models in a "
+                                      "module the script imports")
+
+
 def test_resume_refuses_other_data_and_keeps_the_stored_settings(tmp_path, no_ray):
     images, labels = _digits()
     run_dir = tmp_path / "run"

@@ -320,6 +320,38 @@ def test_a_stop_at_once_says_so_only_while_it_can_lose_finished_work():
     assert "kept as last saved, about 60 s before" in on_a_uri.message("a second Ctrl-C")
 
 
+def test_a_ctrl_c_between_two_phases_names_the_one_that_finished():
+    """Regression: a Ctrl-C after phase 2 finished and before phase 3 began said "search interrupted;" with
+    no phase, where the README promises the line names it."""
+    from policysearch.search.phases import Stage
+
+    stage = Stage(Path("runs/a"), resume=True)
+    stage.enter("phase 2 (policy trials)")
+    stage.done("phase 2's 60 policy trials")
+    assert stage.message().startswith("search interrupted after phase 2 (policy trials); kept in runs/a: phase 2's")
+    stage.enter("phase 3 (recipe selection)")
+    assert stage.message().startswith("search interrupted in phase 3 (recipe selection); kept")
+
+
+def test_the_ctrl_c_line_is_the_one_line_on_a_stderr_that_is_no_terminal(monkeypatch, capsys):
+    """Regression: the line began with a newline (to end a terminal's progress bar) in logs too: two lines."""
+    import argparse
+
+    from policysearch.search import command
+    from policysearch.search.interrupts import SearchInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise SearchInterrupted("search interrupted in phase 1 (child models); kept in runs/a: the settings",
+                                Path("runs/a"), True)
+
+    monkeypatch.setattr(command, "search", interrupted)
+    args = argparse.Namespace(resume=None, out="runs/a")
+    monkeypatch.setattr(command, "given_values", lambda args: {})
+    assert command.run(args) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err == ("policysearch: search interrupted in phase 1 (child models); kept in runs/a: "
+                                       "the settings\n")
+
+
 def test_the_save_period_a_stop_at_once_names_is_the_one_in_force(monkeypatch):
     from policysearch.search.config import SearchConfig
     from policysearch.search.tuning import state_period_s

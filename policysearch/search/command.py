@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     except SearchInterrupted as exc:
         sys.stdout.flush()
-        print(f"\npolicysearch: {exc}", file=sys.stderr)
+        # on a terminal the line starts below the progress bar and the echoed ^C; in a log it is the one line
+        print(f"{chr(10) if sys.stderr.isatty() else ''}policysearch: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0  # search() printed the summary

@@ -81,6 +81,7 @@ class Stage:
         self.run_dir, self.resume, self.from_python, self.save_period = run_dir, resume, from_python, save_period
         self.started = resume  # config.json is written: there is a run to continue
         self.phase = ""
+        self.finished = ""  # the last phase that finished, which a Ctrl-C between two phases names
         self.progress: Progress | None = None
         self.noun = ""
         self.kept: list[str] = []
@@ -92,7 +93,7 @@ class Stage:
     def done(self, what: str) -> None:
         """The current phase finished; ``what`` names what it keeps."""
         self.kept.append(what)
-        self.phase, self.progress = "", None
+        self.phase, self.finished, self.progress = "", self.phase, None
 
     def interrupted(self) -> SearchInterrupted:
         """The exception a Ctrl-C ends the search with now: the line, the run's folder, whether it resumes."""
@@ -109,7 +110,7 @@ class Stage:
             kept.append(f"{self.progress.done} of {self.progress.total} {self.noun}")
         if not kept:
             kept.append("the settings" if not self.resume else "every trial finished before")
-        where = f" in {self.phase}" if self.phase else ""
+        where = f" in {self.phase}" if self.phase else f" after {self.finished}" if self.finished else ""
         how = (f" (stopped at once by {at_once}: kept as last saved, {self.save_period} before)"
                if at_once and not self.stop_saved else "")
         return (f"search interrupted{where}{how}; kept in {self.run_dir}: {', '.join(kept)}; continue with: "

@@ -34,7 +34,7 @@ from policysearch.augment.policy import software_versions
 from policysearch.invocation import command_line
 from policysearch.search.config import RESUMABLE, SearchConfig, is_uri
 from policysearch.search.spaces import is_space_path
-from policysearch.training.pretrained import is_callable_model
+from policysearch.training.pretrained import CALLABLE_PREFIX, is_callable_model
 from policysearch.wording import Mention, WordedError
 
 __all__ = ["CONFIG_FILE", "FAILED_FILE", "LOCK_FILE", "Run", "RunError", "RunInUse", "check_resume", "check_same_inputs",
@@ -320,10 +320,14 @@ def check_resume(config: SearchConfig, run_dir: Path, finished: bool = False) ->
         rest = len(differ) - len(own)
         drop = ("drop the other" + ("s" if rest > 1 else "") if own else f"drop {'it' if rest == 1 else 'them'}")
         remedy = " and ".join(([f"give the run's own {' and '.join(own)}"] if own else []) + ([drop] if rest else []))
+        # a model defined in the script that ran the search is stored under that script's name, __main__
+        script = any(name == "model" and str(kept).startswith(f"{CALLABLE_PREFIX}__main__.") for name, _, kept in differ)
+        where = ("; the run's model was defined in the script that started it (stored as __main__): continue from "
+                 "that script, or define models in a module the script imports" if script else "")
         raise RunError(lambda say: f"{say('resume', run_dir)}: "
                        f"{', '.join(f'{say(name, given)} (stored: {_shown(kept)})' for name, given, kept in differ)} "
                        f"{verb} the stored run; {remedy} to continue it, or start a new run with another "
-                       f"{say('out')}")
+                       f"{say('out')}{where}")
     return run_id
 
 
