@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -466,3 +467,17 @@ def test_a_ctrl_c_while_a_command_loads_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(cli, "build_parser", interrupted)
     assert cli.main(["benchmark", "--list"]) == 130
     assert capsys.readouterr().err == "policysearch: interrupted before it started; nothing was written\n"
+
+
+def test_readme_search_synopsis_lists_every_search_option():
+    """The README's synopsis of `policysearch search` is where users look for the options; it left out
+    some (--data-root, --download, --seed, ...) that only --help listed."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("policysearch search [")
+    synopsis = readme[start:readme.index("```", start)]
+    search = argparse.ArgumentParser()
+    next(c for c in COMMANDS if c.name == "search").add_arguments(search)
+    options = [s for action in search._actions for s in action.option_strings
+               if s.startswith("--") and s != "--help"]
+    missing = [o for o in options if f"[{o}" not in synopsis]
+    assert options and not missing, f"README search synopsis lacks {missing}"
