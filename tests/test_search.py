@@ -182,11 +182,11 @@ def _space_with_unknown_op(tmp_path: Path) -> str:
     return str(path)
 
 
-def _imagefolder_with_a_small_class(tmp_path: Path) -> str:
+def _imagefolder_with_a_small_class(tmp_path: Path, counts=(("big", 10), ("small", 2))) -> str:
     from PIL import Image
 
     root = tmp_path / "images"
-    for cls, count in (("big", 10), ("small", 2)):  # 2 images: too few for a D_M/D_A split
+    for cls, count in counts:  # by default 2 images: too few for a D_M/D_A split
         (root / cls).mkdir(parents=True)
         for k in range(count):
             Image.new("RGB", (8, 8), (20 * k, 100, 200)).save(root / cls / f"{k}.png")
@@ -207,8 +207,16 @@ BAD_INPUTS = {
     "unknown op in space": (lambda tmp: dict(space=_space_with_unknown_op(tmp)), SpaceError, "unknown op 'Wobble'"),
     "train size too large": (lambda tmp: dict(train_size=5000), DataError,
                              "--train-size 5000 is larger than the 1078 images of digits/train"),
+    # the counts of the subset --train-size took (regression: the message said "add images" to a full set)
     "digits class too small for the splits": (lambda tmp: dict(train_size=15), DataError,
-                                              r"class \d has 1 image; with da_ratio=0.4"),
+                                              r"class \d has 1 image; with da_ratio=0.4.* \(counted in the subset "
+                                              r"--train-size 15 took of the 1078 images: or raise it\)$"),
+    # Regression: the class-proportional subset gave a rare class no image, and the search went on without it
+    "train size that leaves a class without an image": (
+        lambda tmp: dict(dataset=_imagefolder_with_a_small_class(tmp, (("a", 20), ("b", 20), ("rare", 3))),
+                         image_size=8, train_size=8),
+        DataError, r"^--train-size 8 leaves class 2 \('rare'\) \(3 of the 43 images\) without an image in the "
+                   r"class-proportional subset; the next size that keeps every class is --train-size 9$"),
     "imagefolder class too small": (lambda tmp: dict(dataset=_imagefolder_with_a_small_class(tmp), image_size=8,
                                                       train_size=None),
                                     DataError, r"class 1 \('small'\) has 2 images"),

@@ -10,24 +10,17 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from torch import Tensor
 
-from policysearch.training.data import DataError
+from policysearch.training.data import DataError, named_class
 
 __all__ = ["HELD_OUT_TARGET", "MAX_ADDED_REPEATS", "MAX_AUTO_REPEATS", "auto_repeats", "crossfit_folds", "make_splits"]
 
 HELD_OUT_TARGET = 500  # held-out predictions a comparison should rest on, when repeats are chosen from the data
 MAX_AUTO_REPEATS = 3
 MAX_ADDED_REPEATS = 3  # repeats the selection may add while its decision is unclear (--selection-extra)
-
-
-def _named(cls: Any, names: Sequence[str] | None) -> str:
-    """``class 2 ('ship')``, or ``class 2`` where the classes have no names."""
-    name = names[int(cls)] if names is not None and 0 <= int(cls) < len(names) else str(cls)
-    return f"class {cls}" + (f" ({name!r})" if name != str(cls) else "")
 
 
 def make_splits(
@@ -61,7 +54,7 @@ def make_splits(
     for cls, count in zip(classes, counts):
         if count < max(2, needed):
             raise DataError(lambda say: (
-                f"{_named(cls, names)} has {count} image{'s' if count != 1 else ''}; with da_ratio={da_ratio} every "
+                f"{named_class(cls, names)} has {count} image{'s' if count != 1 else ''}; with da_ratio={da_ratio} every "
                 f"class needs at least {max(2, needed)} to appear in both D_M and D_A - add images of it, "
                 f"drop it, or change {say('da_ratio')}"))
     splitter = StratifiedShuffleSplit(n_splits=int(k), test_size=n_a, train_size=n_m, random_state=seed)
@@ -93,7 +86,7 @@ def crossfit_folds(labels: np.ndarray, k: int, repeats: int = 1, seed: int = 0, 
     if k < 2:
         raise DataError(f"selection needs at least 2 folds, got {k}")
     classes, counts = np.unique(y, return_counts=True)
-    small = [f"{_named(c, names)}: {n}" for c, n in zip(classes, counts) if n < k]
+    small = [f"{named_class(c, names)}: {n}" for c, n in zip(classes, counts) if n < k]
     if small:
         raise DataError(lambda say: f"{k}-fold selection needs at least {k} images per class; too few in "
                         f"{', '.join(small)} - add images or lower {say('selection_folds')}")

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from policysearch.training.data import (PYTHON_PREFIX, ImageData, baseline_for, load_dataset, normalization_for,
-                                        require_classes, stratified_subset)
+from policysearch.training.data import (PYTHON_PREFIX, DataError, ImageData, baseline_for, load_dataset,
+                                        normalization_for, require_classes, stratified_subset)
 from policysearch.augment.policy import Baseline
 from policysearch.training.train import budget_text
 from policysearch.training.pretrained import (CALLABLE_PREFIX, OUR_MIN_SIZE, Builder, ModelError, ModelSpec,
@@ -128,14 +128,22 @@ def prepare(config: SearchConfig, inputs: Inputs | None = None, new_run: bool = 
         data = load_dataset(config.dataset, split="train", data_root=config.data_root, download=config.download,
                             image_size=config.image_size)
     require_classes(data)
+    full_size = len(data)
     if config.train_size is not None:
         data = stratified_subset(data, config.train_size, seed=config.seed)
     data = fit_image_size(data, config.model, config.image_size)
-    splits = make_splits(data.labels, k=config.splits, da_ratio=config.da_ratio, seed=config.seed, names=data.classes)
     repeats = config.selection_repeats or auto_repeats(len(data))
     added = MAX_ADDED_REPEATS if config.selection_extra > 0 else 0
-    folds = crossfit_folds(data.labels.numpy(), config.selection_folds, repeats + added, seed=config.seed,
-                           names=data.classes)
+    try:
+        splits = make_splits(data.labels, k=config.splits, da_ratio=config.da_ratio, seed=config.seed,
+                             names=data.classes)
+        folds = crossfit_folds(data.labels.numpy(), config.selection_folds, repeats + added, seed=config.seed,
+                               names=data.classes)
+    except DataError as error:
+        if config.train_size is None:
+            raise
+        raise DataError(lambda say: f"{error.build(say)} (counted in the subset {say('train_size', config.train_size)}"
+                                    f" took of the {full_size} images: or raise it)") from None
     mean, std = normalization_for(config.dataset, data)
     baseline = baseline_for(config.dataset, data.images.shape[-1])
     prepared = Prepared(config, data, splits, space, tuple(mean), tuple(std), baseline, folds, inputs.builder,

@@ -49,6 +49,7 @@ __all__ = [
     "dataset_name",
     "resize_images",
     "resize_note",
+    "named_class",
     "stratified_indices",
     "stratified_subset",
     "target_side",
@@ -652,25 +653,45 @@ def stratified_subset(data: ImageData, size: int, seed: int) -> ImageData:
     """
     if size > len(data):
         raise DataError(lambda say: f"{say('train_size', size)} is larger than the {len(data)} images of {data.name}")
-    return data.subset(stratified_indices(data.labels.cpu().numpy(), size, seed))
+    return data.subset(stratified_indices(data.labels.cpu().numpy(), size, seed, names=data.classes))
 
 
-def stratified_indices(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """The sorted indices :func:`stratified_subset` picks from images with these `labels`."""
+def stratified_indices(labels: np.ndarray, size: int, seed: int, names: Sequence[str] | None = None) -> np.ndarray:
+    """The sorted indices :func:`stratified_subset` picks from images with these `labels`; a size that would
+    leave a class without an image is refused (``names``: the classes', for the message)."""
     if size < 1:
         raise DataError(lambda say: f"{say('train_size')} must be at least 1, got {size}")
     if size > len(labels):
         raise DataError(lambda say: f"{say('train_size', size)} is larger than the {len(labels)} images")
     classes, counts = np.unique(labels, return_counts=True)
-    share = counts * (size / len(labels))
+    alloc = _class_shares(counts, size)
+    if not alloc.all():
+        lost = classes[alloc == 0][0]
+        enough = next(n for n in range(size + 1, len(labels) + 1) if _class_shares(counts, n).all())
+        raise DataError(lambda say: (
+            f"{say('train_size', size)} leaves {named_class(lost, names)} ({counts[classes == lost][0]} of the "
+            f"{len(labels)} images) without an image in the class-proportional subset; the next size that keeps every "
+            f"class is {say('train_size', enough)}"))
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(labels == c))[:n] for c, n in zip(classes, alloc)]
+    return np.sort(np.concatenate(chosen))
+
+
+def _class_shares(counts: np.ndarray, size: int) -> np.ndarray:
+    """Each class's whole share of `size` images, in proportion to its `counts`, by largest remainder."""
+    share = counts * (size / counts.sum())
     alloc = np.floor(share).astype(np.int64)
     rest = size - int(alloc.sum())
     if rest:
         order = np.lexsort((-counts, -(share - alloc)))  # largest remainder, ties to larger classes
         alloc[order[:rest]] += 1
-    rng = np.random.default_rng(seed)
-    chosen = [rng.permutation(np.flatnonzero(labels == c))[:n] for c, n in zip(classes, alloc)]
-    return np.sort(np.concatenate(chosen))
+    return alloc
+
+
+def named_class(label: object, names: Sequence[str] | None) -> str:
+    """``class 2 ('ship')``, or ``class 2`` where the classes have no names."""
+    name = names[int(label)] if names is not None and 0 <= int(label) < len(names) else str(label)
+    return f"class {label}" + (f" ({name!r})" if name != str(label) else "")
 
 
 # ------------------------------------------------------------------------------ baseline augmentation
