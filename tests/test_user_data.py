@@ -368,6 +368,44 @@ def test_bad_hugging_face_datasets_are_one_line():
         read_data((images, labels), image_column="image")
 
 
+def _image_files(tmp_path, count: int = 6, truncated: int = 3) -> list[str]:
+    """``count`` PNG files of digits, the one at index ``truncated`` cut after its header."""
+    images, _ = _digits(count)
+    paths = []
+    for k, image in enumerate(images):
+        paths.append(str(tmp_path / f"{k}.png"))
+        Image.fromarray(image, "L").save(paths[-1])
+    data = (tmp_path / f"{truncated}.png").read_bytes()
+    (tmp_path / f"{truncated}.png").write_bytes(data[:60])
+    return paths
+
+
+def test_a_damaged_file_opened_by_a_dataset_is_named(tmp_path):
+    """Regression: a __getitem__ returning Image.open(path) (PIL decodes lazily) of a truncated file gave a
+    traceback from inside Pillow, naming neither the item nor the file."""
+    paths = _image_files(tmp_path)
+    lazy = Items([(Image.open(path), k % 2) for k, path in enumerate(paths)])
+    with pytest.raises(DataError, match=rf"^cannot read data item 3 \(image '{paths[3]}'\): image file is "
+                                        r"truncated.*; remove or replace the file$"):
+        read_data(lazy)
+
+
+def test_a_damaged_hugging_face_image_is_named(tmp_path):
+    """Regression: datasets decodes a row's image while the rows are iterated; a damaged one gave Pillow's
+    traceback without its row."""
+    datasets = pytest.importorskip("datasets", reason=HF_REASON)
+    paths = _image_files(tmp_path)
+    files = datasets.Dataset.from_dict({"image": paths, "label": [k % 2 for k in range(6)]})
+    with pytest.raises(DataError, match=rf"^cannot read row 3, column 'image' \(image '{paths[3]}'\): image file "
+                                        r"is truncated.*; remove or replace the file$"):
+        read_data(files.cast_column("image", datasets.Image()))
+    good = (tmp_path / "0.png").read_bytes()
+    stored = datasets.Dataset.from_dict({"image": [{"bytes": b"not an image", "path": None}] + [
+        {"bytes": good, "path": None}] * 3, "label": [0, 1, 0, 1]}).cast_column("image", datasets.Image())
+    with pytest.raises(DataError, match=r"^cannot read row 0, column 'image': cannot identify image file; remove"):
+        read_data(stored)
+
+
 def test_a_python_data_name_cannot_be_loaded_by_name():
     from policysearch.training.data import load_dataset
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import statistics
 from collections import Counter
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ __all__ = [
     "NORMALIZATION",
     "PYTHON_PREFIX",
     "DataError",
+    "PIL_ERRORS",
     "ImageData",
     "baseline_for",
     "compute_mean_std",
@@ -53,6 +55,7 @@ __all__ = [
     "stratified_indices",
     "stratified_subset",
     "target_side",
+    "unreadable",
 ]
 
 DATASET_NAMES: tuple[str, ...] = ("digits", "cifar10", "cifar100", "svhn", "imagefolder:PATH")
@@ -511,13 +514,18 @@ def _dangling(path: Path) -> bool:
     return path.is_symlink() and not path.exists()
 
 
+def unreadable(what: str, exc: BaseException) -> DataError:
+    """The error for an image Pillow could not decode; ``what`` names it (``image 'PATH'``, ``data item 3``)."""
+    reason = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", " ".join(str(exc).split())) or type(exc).__name__
+    return DataError(f"cannot read {what}: {reason}; remove or replace the file")
+
+
 def _unreadable(path: Path, exc: BaseException) -> DataError:
-    reason = " ".join(str(exc).split()) or type(exc).__name__
-    return DataError(f"cannot read image {str(path)!r}: {reason}; remove or replace the file")
+    return unreadable(f"image {str(path)!r}", exc)
 
 
-# What Pillow raises for a damaged, truncated, unsupported or oversized file.
-_PIL_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, SyntaxError, EOFError)
+# What Pillow raises for a damaged, truncated, unsupported or oversized file (with Image.DecompressionBombError).
+PIL_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, SyntaxError, EOFError)
 
 
 def _read_header(path: Path) -> _Header:
@@ -529,7 +537,7 @@ def _read_header(path: Path) -> _Header:
             if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # quarter turns swap the sides
                 width, height = height, width
             return _Header(width, height, is_grey(img))
-    except (*_PIL_ERRORS, Image.DecompressionBombError) as exc:
+    except (*PIL_ERRORS, Image.DecompressionBombError) as exc:
         raise _unreadable(path, exc) from exc
 
 
@@ -590,7 +598,7 @@ def _read_image(path: Path, size: int, channels: int) -> tuple[np.ndarray, tuple
                     img = img.crop((left, top, left + side, top + side))
                 img = img.resize((size, size), Image.Resampling.BILINEAR)
             array = np.array(img, dtype=np.uint8)  # a writable copy for torch.from_numpy
-    except (*_PIL_ERRORS, Image.DecompressionBombError) as exc:
+    except (*PIL_ERRORS, Image.DecompressionBombError) as exc:
         if isinstance(exc, DataError):
             raise
         raise _unreadable(path, exc) from exc

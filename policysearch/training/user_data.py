@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 from policysearch.wording import a_kind
-from policysearch.training.data import (PYTHON_PREFIX, DataError, ImageData, is_grey, pil_to_8bit, require_memory,
-                                        resize_images, resize_note, target_side)
+from policysearch.training.data import (PIL_ERRORS, PYTHON_PREFIX, DataError, ImageData, is_grey, pil_to_8bit,
+                                        require_memory, resize_images, resize_note, target_side, unreadable)
 
 __all__ = ["IMAGE_COLUMNS", "LABEL_COLUMNS", "fingerprint", "is_huggingface", "read_data"]
 
@@ -178,6 +178,7 @@ def _read_huggingface(data: Any, image_column: str | None,
                       label_column: str | None) -> tuple[list[Tensor], list[int], list[str] | None, str]:
     """A Hugging Face ``datasets.Dataset``: its image and label columns, class names from a ClassLabel."""
     import datasets  # the data is one of its objects, so it is installed and imported already
+    from PIL import Image
 
     kind = type(data).__name__
     if isinstance(data, datasets.DatasetDict):
@@ -194,11 +195,27 @@ def _read_huggingface(data: Any, image_column: str | None,
     classes = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
     reader = _ImageReader()
     images, labels = [], []
-    rows = data.select_columns([image_col, label_col]).with_format(None)
-    for i, row in enumerate(rows):
+    rows = iter(data.select_columns([image_col, label_col]).with_format(None))
+    for i in range(len(data)):
+        try:
+            row = next(rows)  # datasets decodes the row's image here
+        except (*PIL_ERRORS, Image.DecompressionBombError) as exc:
+            raise unreadable(_hf_image_named(data, image_col, i), exc) from exc
         images.append(reader.read(row[image_col], f"row {i}, column {image_col!r}"))
         labels.append(_label(row[label_col], f"row {i}, column {label_col!r}"))
     return images, labels, classes, "datasets.Dataset"
+
+
+def _hf_image_named(data: Any, image_col: str, row: int) -> str:
+    """A row's image for an error: its row and column, and the file it was read from where the row names one."""
+    import datasets
+
+    where = f"row {row}, column {image_col!r}"
+    if not isinstance(data.features[image_col], datasets.Image):
+        return where
+    stored = data.select_columns([image_col]).cast_column(image_col, datasets.Image(decode=False))[row][image_col]
+    path = stored.get("path") if isinstance(stored, dict) else None
+    return f"{where} (image {path!r})" if path else where
 
 
 def _column(features: Any, given: str | None, keyword: str, feature_type: type, names: Sequence[str]) -> str:
@@ -262,9 +279,15 @@ def _image_tensor(image: Any, where: str) -> tuple[Tensor, str]:
     from PIL import Image
 
     if isinstance(image, Image.Image):
-        grey = is_grey(image)
-        converted = pil_to_8bit(image, grey, where, made_in_memory=image.format is None)  # not opened from a file
-        array = np.array(converted, dtype=np.uint8)
+        try:  # an image opened from a file is decoded here (PIL opens lazily)
+            grey = is_grey(image)
+            converted = pil_to_8bit(image, grey, where, made_in_memory=image.format is None)  # not from a file
+            array = np.array(converted, dtype=np.uint8)
+        except (*PIL_ERRORS, Image.DecompressionBombError) as exc:
+            if isinstance(exc, DataError):
+                raise
+            file = getattr(image, "filename", "")
+            raise unreadable(f"{where} (image {file!r})" if file else where, exc) from exc
         array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
         return torch.from_numpy(np.ascontiguousarray(array)), f"{_kind(1 if grey else 3)} (PIL mode {image.mode})"
     if isinstance(image, (list, tuple)):
