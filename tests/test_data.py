@@ -305,6 +305,18 @@ def test_imagefolder_link_to_nothing_is_named_not_dropped(tmp_path: Path) -> Non
     assert len(data) == 5 and any("notes.txt" in note for note in data.notes)
 
 
+def test_imagefolder_follows_linked_folders_in_a_class_but_not_loops(tmp_path: Path) -> None:
+    """Regression: a linked folder inside a class folder was left out without a word (torchvision's
+    ImageFolder follows it); a link back up must not loop or take the other classes' images."""
+    _write_folder(tmp_path / "set", {"a": 3, "b": 2})
+    _write_folder(tmp_path / "more", {"a": 4})
+    (tmp_path / "set" / "a" / "more").symlink_to(tmp_path / "more" / "a", target_is_directory=True)
+    (tmp_path / "set" / "a" / "up").symlink_to(tmp_path / "set", target_is_directory=True)
+    (tmp_path / "set" / "b" / "self").symlink_to(tmp_path / "set" / "b", target_is_directory=True)
+    data = load_dataset(_folder(tmp_path / "set"), image_size=8)
+    assert data.labels.tolist() == [0] * 7 + [1] * 2
+
+
 def test_imagefolder_images_outside_class_folders_are_refused(tmp_path: Path) -> None:
     _write_folder(tmp_path / "set", {"a": 2})
     Image.new("RGB", (4, 4)).save(tmp_path / "set" / "stray.png")

@@ -182,7 +182,8 @@ def load_dataset(
       every image is training data: nothing is held back, and there is no test split (an error says so).
     - Each training class needs at least 2 images (and a classifier 2 classes, ``require_classes``); unreadable
       files, images outside class folders and empty folders are errors naming the path. Image files are found
-      recursively (hidden entries skipped; other files skipped with a note).
+      recursively, through linked folders as torchvision's ImageFolder does, but not back up a loop (hidden
+      entries skipped; other files skipped with a note).
     - Pixels: EXIF orientation is applied; 16-bit images are scaled to 8 bits (value * 255 / 65535);
       transparency is composited onto black; the images have 1 channel when every training image is grey
       (modes 1, L, LA, I, I;16, F or a grey palette) and 3 otherwise (grey images repeated on 3 channels).
@@ -495,8 +496,7 @@ def _list_images(folder: Path, classes: tuple[str, ...], training: bool,
         sub = folder / cls
         if not sub.is_dir():
             continue
-        visible = sorted(p for p in sub.rglob("*") if (p.is_file() or _dangling(p))
-                         and not any(part.startswith(".") for part in p.relative_to(sub).parts))
+        visible = _visible_files(sub)
         found = [p for p in visible if p.suffix.lower() in IMAGE_SUFFIXES]
         others += [p for p in visible if p.suffix.lower() not in IMAGE_SUFFIXES]
         if training and len(found) < 2:
@@ -507,6 +507,26 @@ def _list_images(folder: Path, classes: tuple[str, ...], training: bool,
         files += found
         labels += [label] * len(found)
     return files, labels, others
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    """The files under ``folder``, sorted, hidden entries skipped. Linked folders are followed, as
+    torchvision's ImageFolder does, except a link back to a folder already listed or to one that holds
+    ``folder`` (a loop, or the other classes' images)."""
+    top = folder.resolve()
+    seen = {top}
+    files = []
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        kept = []
+        for name in sorted(dirs):
+            real = (Path(root) / name).resolve()
+            if not name.startswith(".") and real not in seen and not top.is_relative_to(real):
+                seen.add(real)
+                kept.append(name)
+        dirs[:] = kept
+        files += [p for p in (Path(root) / name for name in names if not name.startswith("."))
+                  if p.is_file() or _dangling(p)]
+    return sorted(files)
 
 
 def _dangling(path: Path) -> bool:
