@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import difflib
 import functools
+import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,6 +170,10 @@ def _load_reason(exc: Exception) -> str:
     """What torch.load's error says about the file, in one line: its weights-only unpickler's own finding
     rather than the advice around it (which suggests weights_only=False, the unsafe load)."""
     text = str(exc).strip()
+    blocked = re.search(r"unsupported GLOBAL (\S+) whose module \S+ is blocked", text)
+    if blocked:  # a function torch never allows (os.system and the like): the file would run code
+        return (f"it holds Python objects, not only tensors (it needs {blocked[1]}, which torch blocks); save "
+                "model.state_dict() instead")
     detail = text.split("WeightsUnpickler error:", 1)[1].strip() if "WeightsUnpickler error:" in text else ""
     if detail:
         finding = detail.splitlines()[0].strip()
@@ -191,7 +197,9 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if path.is_dir():
         raise WeightsError(lambda say: f"{where(say)} is a folder; give the weights file (a saved state dict)")
     try:
-        content: Any = torch.load(path, weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():  # torch's advice to file an issue for a pickle of another protocol
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            content: Any = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # a file torch cannot read raises many kinds (KeyError, UnpicklingError, ...)
         reason = _load_reason(exc)
         raise WeightsError(lambda say: f"{where(say)} cannot be read with torch.load(weights_only=True): {reason}") \
