@@ -282,7 +282,26 @@ def _relabelled(mapping):
     return images, np.array([mapping.get(int(y), int(y)) for y in labels])
 
 
+class RandomlyTransformed(Dataset):
+    """Digits with a training transform left in ``__getitem__``: each read draws another rotation."""
+
+    def __init__(self) -> None:
+        from torchvision import transforms
+
+        self.images, self.labels = _digits(40)
+        self.transform = transforms.Compose([transforms.RandomRotation(30), transforms.ToTensor()])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(Image.fromarray(self.images[i], "L")), int(self.labels[i])
+
+
 BAD_DATA = {
+    # regression: one random view of each image became the image, and a resume then found other data
+    "random transform in __getitem__": (RandomlyTransformed, r"^data item \d differs between two reads: the dataset "
+                                                             r"draws at random \(a random transform in __getitem__\?\)"),
     "label not an integer": (lambda: _bad_label(2.0), r"^data item 4: the label 2\.0 is not an integer class index"),
     "label text": (lambda: _bad_label("two"), r"^data item 4: the label 'two' is not an integer class index"),
     "one-hot label": (lambda: _bad_label(torch.eye(10)[2]), r"^data item 4: the label is a tensor of shape \(10,\)"),
