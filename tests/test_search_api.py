@@ -460,6 +460,10 @@ def _unpicklable():
     return build
 
 
+def _keyword_only(*, num_classes, in_channels):
+    return tiny_net(num_classes, in_channels)
+
+
 def _downloads(num_classes, in_channels):
     raise ConnectionError("no internet")
 
@@ -471,8 +475,11 @@ BAD_MODELS = {
     "wrong input channels": (_wrong_channels, HERE + r"_wrong_channels takes 3-channel images \(its first "
                                                      r"convolution\), but the data has 1 channel; it is called with "
                                                      r"in_channels=1"),
-    "callable that raises": (_raises, HERE + r"_raises raised KeyError when called as \(num_classes=10, "
-                                             r"in_channels=1\): 'depth'"),
+    "callable that raises": (_raises, HERE + r"_raises raised KeyError when called as \(10, 1\), positionally "
+                                             r"\(num_classes, in_channels\): 'depth'"),
+    # regression: "called as (num_classes=10, in_channels=1)" read as a call by keyword, which it is not
+    "keyword-only callable": (_keyword_only, HERE + r"_keyword_only raised TypeError when called as \(10, 1\), "
+                                                    r"positionally \(num_classes, in_channels\): "),
     "not a module": (_not_a_module, HERE + r"_not_a_module returned a str, not a torch.nn.Module"),
     "input it cannot take": (_too_small, HERE + r"_too_small cannot run on 1x8x8 images \(RuntimeError: "),
     "a model instead of a callable": (TinyNet(10, 1), r"^model= takes a callable that builds a fresh model, not a "

@@ -338,8 +338,9 @@ def _architecture(name: str, num_classes: int, channels: int, builder: Builder |
         except Exception as exc:  # the user's code: whatever it raises becomes one line
             download = ("; if it downloads weights, build it without them (pretrained=False) and give them as "
                         "a local file with weights=" if isinstance(exc, OSError) else "")
-            raise ModelError(f"{model_ref(name)} raised {type(exc).__name__} when called as (num_classes="
-                             f"{num_classes}, in_channels={channels}): {first_line(exc)}{download}") from exc
+            raise ModelError(f"{model_ref(name)} raised {type(exc).__name__} when called as ({num_classes}, "
+                             f"{channels}), positionally (num_classes, in_channels): {first_line(exc)}{download}"
+                             ) from exc
         if not isinstance(model, nn.Module):
             raise ModelError(f"{model_ref(name)} returned {a_kind(model)}, not a torch.nn.Module; it is "
                              "called as (num_classes, in_channels) and must return a fresh model")
