@@ -331,6 +331,23 @@ def test_a_bad_weights_file_stops_the_search_before_ray(tmp_path: Path, monkeypa
         assert not (tmp_path / "run").exists()
 
 
+def test_an_unreadable_weights_file_is_refused_before_the_images_are_read(tmp_path: Path, monkeypatch) -> None:
+    """Regression: every image was read first, seconds to minutes on a large folder, before a missing or
+    damaged weights file was named."""
+    import importlib
+
+    prepare = importlib.import_module("policysearch.search.prepare")  # the module: the package names its function
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the images were read although the weights file cannot be")
+
+    monkeypatch.setattr(prepare, "load_dataset", refuse)
+    (tmp_path / "junk.pt").write_bytes(b"hello")
+    for weights, message in ((tmp_path / "nowhere.pt", "no such file"), (tmp_path / "junk.pt", "cannot be read")):
+        with pytest.raises(WeightsError, match=message):
+            prepare.prepare(SearchConfig(**SMALL, weights=str(weights)))
+
+
 def test_child_and_selection_models_start_from_the_weights(small_cnn_weights: str, tmp_path: Path,
                                                            monkeypatch) -> None:
     from policysearch.search.candidates import candidate_recipes

@@ -21,7 +21,7 @@ from policysearch.augment.policy import Baseline
 from policysearch.training.train import budget_text
 from policysearch.training.pretrained import (CALLABLE_PREFIX, OUR_MIN_SIZE, Builder, ModelError, ModelSpec,
                                               check_model, fit_image_size, is_callable_model, min_image_size,
-                                              model_problem, model_ref)
+                                              model_problem, model_ref, read_state_dict)
 from policysearch.search.checks import ResourceError
 from policysearch.search.config import SearchConfig, SettingsError
 from policysearch.wording import Mention
@@ -122,6 +122,8 @@ def prepare(config: SearchConfig, inputs: Inputs | None = None, new_run: bool = 
         data_too = config.dataset.startswith(PYTHON_PREFIX) and inputs.data is None
         raise ModelError(lambda say: _callable_missing(say, config, data_too, new_run))
     space = load_space(config.space_name)
+    if config.weights is not None:  # a bad file is refused before the images are read (seconds on a large folder)
+        read_state_dict(config.weights)
     if inputs.data is not None:
         data = inputs.data
     else:
