@@ -103,6 +103,27 @@ def test_missing_torchvision_files_say_what_and_where(tmp_path: Path, name: str,
     assert "download=True to download it" not in message and "Dataset not found" not in message  # one voice
 
 
+@pytest.mark.parametrize("name", ["cifar10", "svhn"])
+def test_a_failed_download_leaves_no_empty_folders(tmp_path: Path, name: str, monkeypatch) -> None:
+    """Regression: --download while offline left the --data-root folder it made, empty."""
+    import os
+
+    import torchvision.datasets as tvd
+
+    def offline(root, *args, download=False, **kwargs):
+        os.makedirs(root, exist_ok=True)  # as torchvision does before it fetches
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(tvd, "CIFAR10", offline)
+    monkeypatch.setattr(tvd, "SVHN", offline)
+    (tmp_path / "kept").mkdir()
+    for root in (tmp_path / "new" / "data", tmp_path / "kept"):
+        with pytest.raises(DataError, match=rf"^{name} train files could not be downloaded: .*Temporary failure"):
+            load_dataset(name, data_root=root, download=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]  # made by the user: kept
+    assert not any((tmp_path / "kept").iterdir())
+
+
 def test_an_image_folders_notes_name_the_folder_that_exists(tmp_path: Path) -> None:
     # 16-bit images of another size, once as class folders alone and once inside train/: loading notes the resize
     for root in (tmp_path / "flat", tmp_path / "split" / "train"):

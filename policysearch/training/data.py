@@ -265,6 +265,8 @@ def _load_torchvision(name: str, split: str, root: Path, download: bool) -> Imag
 
     expected = f"{root / _TORCHVISION_FILES[name]}"
     hint = "run again with --download (download=True) while online, or place the files there"
+    target = root / "svhn" if name == "svhn" else root
+    missing = [folder for folder in (target, *target.parents) if not folder.exists()]  # a download makes these
     try:
         if name == "svhn":
             ds = tvd.SVHN(str(root / "svhn"), split=split, download=download)
@@ -281,8 +283,16 @@ def _load_torchvision(name: str, split: str, root: Path, download: bool) -> Imag
         if not download:  # torchvision's own text ("... You can use download=True ...") would repeat the hint
             raise DataError(f"{name} {split} files are missing: expected {expected}; {hint}") from exc
         reason = " ".join(str(exc).split())  # why the download failed, on one line
+        _remove_empty(missing)
         raise DataError(f"{name} {split} files could not be downloaded: expected {expected}; {hint} ({reason})") from exc
     return ImageData(images, labels, classes, f"{name}/{split}")
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove those of ``folders`` (deepest first) that exist and are empty: what a failed download made."""
+    for folder in folders:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 # ------------------------------------------------------------------------------------------ imagefolder
