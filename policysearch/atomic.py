@@ -24,13 +24,22 @@ os.umask(_UMASK)
 
 def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
     """Call ``write(handle)`` on a temporary binary file next to ``path``, then rename it to ``path``.
-    An existing folder at ``path`` is refused first, by its own name (IsADirectoryError)."""
+
+    An existing folder at ``path`` is refused first, by its own name (IsADirectoryError). A symbolic link
+    is written through (its target replaced, the link kept), and a device or pipe (``/dev/null``) is
+    written to directly: renaming over either would replace it with a plain file. An error names ``path``,
+    not the temporary file."""
     if os.path.isdir(path):  # else the rename fails, naming the temporary file
         raise IsADirectoryError(errno.EISDIR, "is a directory", os.fspath(path))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    given, path = os.fspath(path), Path(os.path.realpath(path))
+    if path.exists() and not path.is_file():
+        with open(path, "wb") as handle:
+            write(handle)
+        return Path(given)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             if hasattr(os, "fchmod"):
@@ -38,11 +47,21 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        _remove(tmp)
+        if exc.filename is None or exc.filename == given or exc.errno is None:
+            raise
+        raise type(exc)(exc.errno, exc.strerror, given) from exc  # the user's name, not the temporary one
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _remove(tmp)
         raise
     _fsync_folder(path.parent)
-    return path
+    return Path(given)
+
+
+def _remove(tmp: str | None) -> None:
+    if tmp is not None:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -67,3 +67,33 @@ def test_a_folder_as_the_target_is_refused_by_its_own_name(tmp_path, write):
     assert caught.value.filename == str(target)  # the user's path, not the temporary file's
     assert caught.value.strerror == "is a directory"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"] and not list(target.iterdir())
+
+
+def test_a_link_is_written_through_and_a_device_written_to(tmp_path):
+    """Regression: the rename replaced a symbolic link, and (as root) /dev/null or /dev/full, with a plain file."""
+    (tmp_path / "real.json").write_text("old")
+    (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
+    write_text_atomic(tmp_path / "link.json", "new")
+    assert (tmp_path / "link.json").is_symlink() and (tmp_path / "real.json").read_text() == "new"
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert write_text_atomic(fifo, "through the pipe") == fifo
+        assert os.read(reader, 100) == b"through the pipe"
+    finally:
+        os.close(reader)
+    assert fifo.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["link.json", "pipe", "real.json"]
+    write_text_atomic(os.devnull, "nothing")
+    assert not os.path.isfile(os.devnull)
+
+
+def test_an_error_names_the_path_given_not_the_temporary_file(tmp_path, monkeypatch):
+    """Regression: a read-only folder's error named `.x.json.76r96aj4.tmp`, a file the user never named."""
+    def read_only(prefix, suffix, dir):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.path.join(dir, f"{prefix}abc{suffix}"))
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", read_only)
+    with pytest.raises(OSError) as caught:
+        write_text_atomic(tmp_path / "x.json", "text")
+    assert caught.value.errno == errno.EROFS and caught.value.filename == str(tmp_path / "x.json")
