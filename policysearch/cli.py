@@ -246,6 +246,8 @@ def _run_show(args: argparse.Namespace) -> int:
     from policysearch.augment.standard import is_policy_string, load_policy
 
     output = Path(args.output)
+    if not args.output.strip():
+        raise UserError("-o is empty; give the PNG file to write, e.g. grid.png")
     if args.output.endswith(("/", os.sep)) or output.is_dir():
         raise UserError(f"-o {args.output}: a folder; give the PNG file to write, e.g. {output / 'grid.png'}")
     if output.suffix.lower() != ".png":
@@ -281,6 +283,17 @@ def _run_show(args: argparse.Namespace) -> int:
           f"{data.name}, "
           f"{args.views} {'view' if args.views == 1 else 'views'} each, {about})")
     return EXIT_OK
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    """``policysearch report``: a run folder whose files are missing or invalid is an invalid input file."""
+    from policysearch.augment.policy import PolicyError
+    from policysearch.search import figures
+
+    try:
+        return figures.run(args)
+    except (figures.RunFilesError, PolicyError) as exc:
+        return _invalid_file(exc)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -374,7 +387,7 @@ COMMANDS: list[Command] = [
         "(a report.md without a pictures section gets one after its summary).",
         "examples:\n  policysearch report runs/demo\n  policysearch report runs/rc10 --data-root /data",
         from_module("policysearch.search.figures", "add_arguments"),
-        from_module("policysearch.search.figures", "run"),
+        _run_report,
     ),
     Command(
         "benchmark", "compare a searched policy with no augmentation, Cutout, AutoAugment, RandAugment, TrivialAugment",

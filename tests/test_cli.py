@@ -401,6 +401,9 @@ def test_spaces_lists_the_shipped_spaces(capsys):
      "standard output\n", 2),
     (lambda t: ["show", str(good_policy(t)), "-o", str(t)],
      "error: -o TMP: a folder; give the PNG file to write, e.g. TMP/grid.png\n", 2),
+    # regression: an empty -o was "a folder" (Path("") is the current folder)
+    (lambda t: ["show", str(good_policy(t)), "-o", ""], "error: -o is empty; give the PNG file to write, e.g. "
+     "grid.png\n", 2),
     # regression: "nodir/" wrote a PNG file named nodir, and grid.jpg a PNG under a JPEG's name
     (lambda t: ["show", str(good_policy(t)), "-o", str(t / "nodir") + "/"], "-o TMP/nodir/: a folder", 2),
     (lambda t: ["show", str(good_policy(t)), "-o", str(t / "grid.jpg")],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -108,7 +109,7 @@ def test_report_again_replaces_its_section_instead_of_adding_one(drawn, tmp_path
 def test_report_on_an_unfinished_run_says_so_in_one_line(drawn, tmp_path, capsys):
     run_dir = shutil.copytree(drawn, tmp_path / "run")
     (run_dir / "policy.json").unlink()
-    assert main(["report", str(run_dir)]) == 2
+    assert main(["report", str(run_dir)]) == 1  # an invalid input, as show and convert report a bad file
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not finished" in err and str(run_dir) in err
 
@@ -119,20 +120,41 @@ def test_report_on_a_damaged_selection_csv_says_so_and_keeps_its_pictures(drawn,
     run_dir = shutil.copytree(drawn, tmp_path / "run")
     (run_dir / "selection.csv").write_text(damage, encoding="utf-8")
     pictures = {name: (run_dir / name).read_bytes() for name in ("trials.png", "recipes.png")}
-    assert main(["report", str(run_dir)]) == 2
+    assert main(["report", str(run_dir)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{run_dir / 'selection.csv'}: not as a search writes it" in err
     assert all((run_dir / name).read_bytes() == data for name, data in pictures.items())
 
 
 def test_report_on_a_folder_that_is_no_run_says_so(tmp_path, capsys):
-    assert main(["report", str(tmp_path)]) == 2
+    assert main(["report", str(tmp_path)]) == 1
     assert "no config.json" in capsys.readouterr().err
-    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert main(["report", str(tmp_path / "missing")]) == 1
     assert "no such run directory" in capsys.readouterr().err
     (tmp_path / "policy.json").write_text("{}")
-    assert main(["report", str(tmp_path / "policy.json")]) == 2
+    assert main(["report", str(tmp_path / "policy.json")]) == 1
     assert "policy.json: a file, not a run directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["config", "policy", "report"])
+def test_report_names_a_bad_file_of_the_run_before_drawing(drawn, tmp_path, capsys, monkeypatch, damage):
+    """Regression: a config.json of another shape leaked Python's "list indices must be integers"; a report.md
+    that is not UTF-8 failed after every picture was redrawn, without its name; both exited 2 where show and
+    convert give a bad input file 1, as did a policy.json of a later format."""
+    from policysearch.search import figures
+
+    run_dir = shutil.copytree(drawn, tmp_path / "run")
+    file, content, message = {
+        "config": ("config.json", b"[]", r"config.json: not a config policysearch wrote \(not a JSON object with the "
+                                         r"'search' settings and a 'run_id'\)$"),
+        "policy": ("policy.json", b'{"format_version": 99, "sub_policies": []}', r"policy.json: .*format_version.*99"),
+        "report": ("report.md", b"\xff\xfe bad", r"report.md: not UTF-8 text \(invalid start byte at byte 0\)"),
+    }[damage]
+    (run_dir / file).write_bytes(content)
+    monkeypatch.setattr(figures, "draw_figures", lambda *a, **k: pytest.fail("drew before naming the bad file"))
+    assert main(["report", str(run_dir)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(message, err), err
 
 
 def test_a_data_set_not_found_here_skips_the_grid_with_a_note(tmp_path, capsys):

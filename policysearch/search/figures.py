@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import math
 import textwrap
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from policysearch.atomic import write_atomic, write_bytes_atomic, write_text_ato
 from policysearch.training.data import PYTHON_PREFIX, DataError, ImageData
 from policysearch.augment.policy import Policy
 from policysearch.search.config import SearchConfig
+from policysearch.search.rundir import config_document
 
 __all__ = ["BEGIN", "END", "FILES", "Figure", "RunFilesError", "add_arguments", "draw_figures", "figures_section",
            "one_op_per_image", "op_usage", "plot_ops", "plot_recipes", "plot_trials", "read_config", "read_policy",
@@ -101,8 +101,8 @@ def read_config(run_dir: Path) -> SearchConfig:
     if not path.is_file():
         raise RunFilesError(f"{run_dir}: no config.json; is it a policysearch run directory?")
     try:
-        return SearchConfig.from_dict(json.loads(path.read_text(encoding="utf-8"))["search"])
-    except (ValueError, KeyError, TypeError) as exc:
+        return SearchConfig.from_dict(config_document(path)["search"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise RunFilesError(f"{path}: not a config policysearch wrote ({exc})") from None
 
 
@@ -660,6 +660,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "data_root is read from the current folder); only the image grid needs it")
 
 
+def _read_report(path: Path) -> str:
+    """The run's report.md, read before anything is drawn: a file that cannot be read is named first."""
+    if path.is_dir():
+        raise RunFilesError(f"{path}: a folder, not the report")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RunFilesError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); it was not written by "
+                            "policysearch as it is, so remove it to have the pictures put into a new one") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Draw the pictures of a finished run again and rewrite the pictures section of its report.md."""
     run_dir = Path(args.run_dir)
@@ -668,13 +679,13 @@ def run(args: argparse.Namespace) -> int:
                             else f"{run_dir}: no such run directory")
     config = read_config(run_dir)
     policy = read_policy(run_dir)
+    path = run_dir / "report.md"
+    report = _read_report(path) if path.exists() else (
+        f"# Search report: {config.dataset}\n\nThe search's report.md was missing; only its pictures are here.\n")
     figures, notes = draw_figures(run_dir, policy=policy, data_root=args.data_root)
     if any(note.startswith("grid.png") for note in notes) and (run_dir / "grid.png").is_file():
         notes = [note.replace("not drawn", "not redrawn (the link shows the earlier one)") for note in notes]
         figures.append(Figure("grid.png", "Training images under the chosen recipe", "Drawn earlier."))
-    path = run_dir / "report.md"
-    report = path.read_text(encoding="utf-8") if path.is_file() else (
-        f"# Search report: {config.dataset}\n\nThe search's report.md was missing; only its pictures are here.\n")
     write_text_atomic(path, replace_figures_section(report, figures_section(figures, notes)))
     print(f"wrote {path} with {len(figures)} pictures: {', '.join(f.file for f in figures)}")
     for note in notes:

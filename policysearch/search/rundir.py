@@ -38,7 +38,7 @@ from policysearch.training.pretrained import CALLABLE_PREFIX, is_callable_model
 from policysearch.wording import Mention, WordedError
 
 __all__ = ["CONFIG_FILE", "FAILED_FILE", "LOCK_FILE", "Run", "RunError", "RunInUse", "check_resume", "check_same_inputs",
-           "held_run", "open_run", "read_stored_config", "record_failure", "recorded_failure", "write_config"]
+           "config_document", "held_run", "open_run", "read_stored_config", "record_failure", "recorded_failure", "write_config"]
 
 CONFIG_FILE = "config.json"
 FAILED_FILE = "failed.json"  # why the run stopped when too many trials failed (a resume would fail again)
@@ -84,6 +84,15 @@ def storage_of(config: SearchConfig, run_dir: Path) -> str:
     return config.storage or str((run_dir / "tune").resolve())
 
 
+def config_document(path: Path) -> dict[str, Any]:
+    """The content of a ``config.json``: a JSON object with a ``search`` object and a ``run_id`` (a
+    ValueError that says what is wrong otherwise, rather than a KeyError's bare key)."""
+    document = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(document, dict) or not isinstance(document.get("search"), dict) or "run_id" not in document:
+        raise ValueError("not a JSON object with the 'search' settings and a 'run_id'")
+    return document
+
+
 def read_stored_config(run_dir: Path, continuing: bool = True) -> tuple[SearchConfig, str]:
     """The config and run id stored in ``run_dir/config.json``; a RunError when there is none, or when
     ``continuing`` (the run is unfinished) and another run format made it."""
@@ -98,7 +107,7 @@ def read_stored_config(run_dir: Path, continuing: bool = True) -> tuple[SearchCo
         raise RunError(lambda say: f"{say('resume', run_dir)}: no {CONFIG_FILE} there; is it a policysearch run "
                        "directory?")
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = config_document(path)
         run_id = document["run_id"]
         config = SearchConfig.from_dict(document["search"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
