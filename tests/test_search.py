@@ -304,6 +304,11 @@ def test_resume_needs_a_run_directory(tmp_path, no_ray):
     with pytest.raises(RunError, match=rf"policy.json: is a file, not a folder; give the run folder that holds it "
                                        rf"\({tmp_path / 'run'}\)"):
         command.run(_args(["--resume", str(tmp_path / "run" / "policy.json")]))
+    # regression: a config.json of another shape said "list indices must be integers or slices, not str"
+    (tmp_path / "run" / "config.json").write_text("[]", encoding="utf-8")
+    with pytest.raises(RunError, match=r"config.json is not a config this policysearch wrote \(not a JSON object "
+                                       r"with the 'search' settings and a 'run_id'\)"):
+        command.run(_args(["--resume", str(tmp_path / "run")]))
 
 
 def test_an_empty_run_directory_is_refused_not_taken_as_here_or_as_a_new_run(tmp_path, no_ray, monkeypatch):
