@@ -139,7 +139,7 @@ def _add_convert(parser: argparse.ArgumentParser) -> None:
                         help=f"a policy string ({POLICY_STRINGS}; torchvision:cifar10 too), or a JSON file "
                              "in the form --from names")
     parser.add_argument("-o", "--output", required=True, metavar="OUT",
-                        help="policy file to write (JSON); '-' writes it to standard output")
+                        help="policy file to write (JSON; a missing folder is made); '-' writes it to standard output")
     parser.add_argument("--from", dest="form", choices=from_choices,
                         help="the form of a JSON SOURCE: 'autoaugment' = [[[name, prob, magnitude 0..10], ...], "
                              "...] as in the AutoAugment paper; 'fast-autoaugment' = [[[name, prob, level 0..1], "
@@ -206,7 +206,7 @@ def _add_show(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--download", action="store_true",
                         help="download a torchvision data set (cifar10, cifar100, svhn) into the data root if missing")
     parser.add_argument("-o", "--output", default="grid.png",
-                        help="PNG file to write, its name ending in .png (default: grid.png)")
+                        help="PNG file to write, its name ending in .png; a missing folder is made (default: grid.png)")
     parser.add_argument("--samples", type=_positive, default=8, help="rows: samples of the data set (default: 8)")
     parser.add_argument("--views", type=_positive, default=6, help="augmented views per sample (default: 6)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the samples and the augmentation (default: 0)")

@@ -206,8 +206,7 @@ def test_convert_reports_a_file_it_cannot_read_as_an_invalid_file_with_or_withou
     for form in ([], ["--from", "autoaugment"]):
         assert main(["convert", str(empty), *form, "-o", str(tmp_path / "out.json")]) == cli.EXIT_INVALID
         assert capsys.readouterr().err.strip() == (
-            f"policysearch: error: {empty}: the file is empty (a policy file is a JSON object; see policysearch "
-            "convert)")
+            f"policysearch: error: {empty}: the file is empty (no JSON in it)")  # regression: "see policysearch convert"
     assert not (tmp_path / "out.json").exists()
     # the same for our own format, which a review found still differed: a file that does not load is invalid (1),
     # a valid one has nothing to convert, whatever --from says (2)
@@ -215,6 +214,8 @@ def test_convert_reports_a_file_it_cannot_read_as_an_invalid_file_with_or_withou
     broken.write_text('{"format_version": 3, "sub_policies": 5}')
     for form in ([], ["--from", "autoaugment"]):
         assert main(["convert", str(broken), *form, "-o", str(tmp_path / "out.json")]) == cli.EXIT_INVALID
+        # regression: the file was named twice ("F is in policysearch's own format but does not load: F: ...")
+        assert capsys.readouterr().err.count(str(broken)) == 1
         assert main(["convert", str(ours), *form, "-o", str(tmp_path / "out.json")]) == cli.EXIT_USAGE
         assert "is already a policysearch policy file" in capsys.readouterr().err
 

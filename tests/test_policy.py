@@ -268,7 +268,7 @@ def test_a_format_version_that_is_no_whole_number_says_so(tmp_path, version, sho
 @pytest.mark.parametrize("text", ["", "  \n", "\ufeff"])
 def test_an_empty_file_says_it_is_empty(tmp_path, text):
     """Regression: an empty file was "not valid JSON: Expecting value at line 1 column 1"."""
-    assert load_error(tmp_path, text) == "the file is empty (a policy file is a JSON object; see policysearch convert)"
+    assert load_error(tmp_path, text) == "the file is empty (no JSON in it)"
 
 
 def test_unknown_op_ranges_reads_like_the_other_enums(tmp_path):

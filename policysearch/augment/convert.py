@@ -146,7 +146,8 @@ def convert(source: str, form: str | None = None) -> Policy:
         try:
             Policy.load(source)
         except PolicyError as exc:
-            raise PolicyError(f"{source} is in policysearch's own format but does not load: {exc}") from None
+            detail = str(exc).removeprefix(f"{source}: ")  # the error names the file too
+            raise PolicyError(f"{source} is in policysearch's own format but does not load: {detail}") from None
         raise ConvertUsageError(f"{source} is already a policysearch policy file: use it as it is (load_policy, "
                                 "PolicyTransform.from_json); convert reads another project's policy")
     if form is None:

@@ -251,7 +251,7 @@ def read_policy_json(path: str | os.PathLike[str]) -> Any:
     except UnicodeDecodeError as exc:
         raise PolicyError(f"{shown}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
     if not text.strip():
-        raise PolicyError(f"{shown}: the file is empty (a policy file is a JSON object; see policysearch convert)")
+        raise PolicyError(f"{shown}: the file is empty (no JSON in it)")
     try:
         data = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
