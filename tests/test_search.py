@@ -209,14 +209,15 @@ BAD_INPUTS = {
                              "--train-size 5000 is larger than the 1078 images of digits/train"),
     # the counts of the subset --train-size took (regression: the message said "add images" to a full set)
     "digits class too small for the splits": (lambda tmp: dict(train_size=15), DataError,
-                                              r"class \d has 1 image; with da_ratio=0.4.* \(counted in the subset "
-                                              r"--train-size 15 took of the 1078 images: or raise it\)$"),
+                                              r"class \d has 1 image; with da_ratio=0.4.*; these counts are of the "
+                                              r"--train-size 15 subset of the 1078 images: a larger --train-size "
+                                              r"gives more$"),
     # Regression: the class-proportional subset gave a rare class no image, and the search went on without it
     "train size that leaves a class without an image": (
         lambda tmp: dict(dataset=_imagefolder_with_a_small_class(tmp, (("a", 20), ("b", 20), ("rare", 3))),
                          image_size=8, train_size=8),
         DataError, r"^--train-size 8 leaves class 2 \('rare'\) \(3 of the 43 images\) without an image in the "
-                   r"class-proportional subset; the next size that keeps every class is --train-size 9$"),
+                   r"class-proportional subset; every size from --train-size 15 keeps one of each class$"),
     "imagefolder class too small": (lambda tmp: dict(dataset=_imagefolder_with_a_small_class(tmp), image_size=8,
                                                       train_size=None),
                                     DataError, r"class 1 \('small'\) has 2 images"),

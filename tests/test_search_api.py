@@ -178,6 +178,10 @@ def test_cluster_and_resource_errors_name_keyword_arguments(tmp_path, monkeypatc
          r"^--address headnode: not HOST:PORT"),
         ({"train_size": 5000}, r"^train_size=5000 is larger than the 300 images of ",
          r"^--train-size 5000 is larger than the 1078 images of digits/train$"),
+        # regression: worded again for Python after its except block had ended, the message raised NameError
+        ({"train_size": 15}, r"; these counts are of the train_size=15 subset of the 300 images: a larger "
+                             r"train_size= gives more$",
+         r"; these counts are of the --train-size 15 subset of the 1078 images: a larger --train-size gives more$"),
         ({"weights": str(tmp_path / "missing.pt")}, r"^weights='.*missing\.pt': no such file$",
          r"^--weights .*missing\.pt: no such file$"),
     ]

@@ -144,8 +144,10 @@ def prepare(config: SearchConfig, inputs: Inputs | None = None, new_run: bool = 
     except DataError as error:
         if config.train_size is None:
             raise
-        raise DataError(lambda say: f"{error.build(say)} (counted in the subset {say('train_size', config.train_size)}"
-                                    f" took of the {full_size} images: or raise it)") from None
+        build = error.build  # the name error is gone after this block; the message is worded again later
+        raise DataError(lambda say: f"{build(say)}; these counts are of the {say('train_size', config.train_size)} "
+                                    f"subset of the {full_size} images: a larger {say('train_size')} gives more"
+                        ) from None
     mean, std = normalization_for(config.dataset, data)
     baseline = baseline_for(config.dataset, data.images.shape[-1])
     prepared = Prepared(config, data, splits, space, tuple(mean), tuple(std), baseline, folds, inputs.builder,

@@ -705,11 +705,11 @@ def stratified_indices(labels: np.ndarray, size: int, seed: int, names: Sequence
     alloc = _class_shares(counts, size)
     if not alloc.all():
         lost = classes[alloc == 0][0]
-        enough = next(n for n in range(size + 1, len(labels) + 1) if _class_shares(counts, n).all())
+        enough = math.ceil(len(labels) / counts.min())  # every class's share is then at least one image
         raise DataError(lambda say: (
             f"{say('train_size', size)} leaves {named_class(lost, names)} ({counts[classes == lost][0]} of the "
-            f"{len(labels)} images) without an image in the class-proportional subset; the next size that keeps every "
-            f"class is {say('train_size', enough)}"))
+            f"{len(labels)} images) without an image in the class-proportional subset; every size from "
+            f"{say('train_size', enough)} keeps one of each class"))
     rng = np.random.default_rng(seed)
     chosen = [rng.permutation(np.flatnonzero(labels == c))[:n] for c, n in zip(classes, alloc)]
     return np.sort(np.concatenate(chosen))
