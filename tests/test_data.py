@@ -326,16 +326,40 @@ def test_imagefolder_link_to_nothing_is_named_not_dropped(tmp_path: Path) -> Non
     assert len(data) == 5 and any("notes.txt" in note for note in data.notes)
 
 
-def test_imagefolder_follows_linked_folders_in_a_class_but_not_loops(tmp_path: Path) -> None:
+def test_imagefolder_follows_linked_folders_in_a_class(tmp_path: Path) -> None:
     """Regression: a linked folder inside a class folder was left out without a word (torchvision's
-    ImageFolder follows it); a link back up must not loop or take the other classes' images."""
+    ImageFolder follows it)."""
     _write_folder(tmp_path / "set", {"a": 3, "b": 2})
     _write_folder(tmp_path / "more", {"a": 4})
     (tmp_path / "set" / "a" / "more").symlink_to(tmp_path / "more" / "a", target_is_directory=True)
-    (tmp_path / "set" / "a" / "up").symlink_to(tmp_path / "set", target_is_directory=True)
-    (tmp_path / "set" / "b" / "self").symlink_to(tmp_path / "set" / "b", target_is_directory=True)
+    (tmp_path / "set" / "a" / "again").symlink_to(tmp_path / "set" / "a" / "more", target_is_directory=True)
     data = load_dataset(_folder(tmp_path / "set"), image_size=8)
-    assert data.labels.tolist() == [0] * 7 + [1] * 2
+    assert data.labels.tolist() == [0] * 7 + [1] * 2  # a link within the class: its images once
+
+
+LINKS = {  # a link (from, to) that would read images twice, and what the error says
+    "to another class": (("set/train/a/bb", "set/train/b"), "inside the data set's folder: its images would be read "
+                                                            "twice"),
+    "from train to test": (("set/train/a/t", "set/test/a"), "inside the data set's folder"),
+    "up a loop": (("set/train/a/up", "set"), "inside the data set's folder"),
+    "to a folder holding the data set": (("set/train/a/up", "."), r"a folder that holds this class's folder \(a loop\)"),
+    "from two classes": (("set/train/b/more", "more/a"), "both lead to .*more/a.*: its images would be in two classes"),
+    "a class folder that is another": (("set/train/c", "set/train/a"), "train/c' and .*train/a' both lead to"),
+}
+
+
+@pytest.mark.parametrize("case", list(LINKS))
+def test_imagefolder_links_that_would_read_images_twice_are_refused(tmp_path: Path, case: str) -> None:
+    """A review found that following links put class b's images in class a too, and test images in training."""
+    _write_folder(tmp_path / "set" / "train", {"a": 3, "b": 2})
+    _write_folder(tmp_path / "set" / "test", {"a": 2, "b": 2})
+    _write_folder(tmp_path / "more", {"a": 2})
+    (tmp_path / "set" / "train" / "a" / "more").symlink_to(tmp_path / "more" / "a", target_is_directory=True)
+    assert len(load_dataset(_folder(tmp_path / "set"), image_size=8)) == 7  # one link from outside: followed
+    (link, target), message = LINKS[case]
+    (tmp_path / link).symlink_to((tmp_path / target).resolve(), target_is_directory=True)
+    with pytest.raises(DataError, match=message):
+        load_dataset(_folder(tmp_path / "set"), image_size=8)
 
 
 def test_imagefolder_images_outside_class_folders_are_refused(tmp_path: Path) -> None:

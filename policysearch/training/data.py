@@ -182,8 +182,9 @@ def load_dataset(
       every image is training data: nothing is held back, and there is no test split (an error says so).
     - Each training class needs at least 2 images (and a classifier 2 classes, ``require_classes``); unreadable
       files, images outside class folders and empty folders are errors naming the path. Image files are found
-      recursively, through linked folders as torchvision's ImageFolder does, but not back up a loop (hidden
-      entries skipped; other files skipped with a note).
+      recursively, through linked folders as torchvision's ImageFolder does (a link that would read images
+      twice - into the data set's folder, up a loop, or to a folder another class links to - is an error;
+      hidden entries skipped; other files skipped with a note).
     - Pixels: EXIF orientation is applied; 16-bit images are scaled to 8 bits (value * 255 / 65535);
       transparency is composited onto black; the images have 1 channel when every training image is grey
       (modes 1, L, LA, I, I;16, F or a grey palette) and 3 otherwise (grey images repeated on 3 channels).
@@ -357,14 +358,15 @@ def _load_imagefolder(path: Path, split: str, image_size: int | None,
                             f"classes are {', '.join(every)}")
         classes = tuple(c for c in every if c in selected)
         name += f"{CLASSES_MARK}{','.join(classes)}"
-    train_files, train_labels, train_others = _list_images(layout["train"], classes, training=True, known=every)
+    train_files, train_labels, train_others = _list_images(layout["train"], classes, training=True, known=every,
+                                                           root=path)
     headers = [_read_header(f) for f in train_files]
     channels = 1 if all(h.grey for h in headers) else 3
     size, why = _target_size(headers, image_size)
     if split == "train":
         files, labels, others = train_files, train_labels, train_others
     else:
-        files, labels, others = _list_images(layout[split], classes, training=False, known=every)
+        files, labels, others = _list_images(layout[split], classes, training=False, known=every, root=path)
         if not files:
             raise DataError(f"{str(layout[split])!r} has no images; expected image files "
                             f"({', '.join(sorted(IMAGE_SUFFIXES))}) in its class subfolders")
@@ -485,15 +487,16 @@ def _class_names(folder: Path) -> tuple[str, ...]:
     return classes
 
 
-def _list_images(folder: Path, classes: tuple[str, ...], training: bool,
-                 known: tuple[str, ...] | None = None) -> tuple[list[Path], list[int], list[Path]]:
+def _list_images(folder: Path, classes: tuple[str, ...], training: bool, known: tuple[str, ...] | None = None,
+                 root: Path | None = None) -> tuple[list[Path], list[int], list[Path]]:
     """Image files under each of ``classes``' subfolders (recursively, hidden entries skipped), their labels,
     and the other files there, which are skipped (a note names them: a file of another image format would
     otherwise go missing without a word).
 
     A training class needs two images (one to fit a child model, one to score it); a val/test folder may
     lack a class but may not add one outside ``known`` (default: ``classes``; the training folder's classes
-    when only some are selected).
+    when only some are selected). ``root`` is the data set's folder (default: ``folder``), which linked
+    folders may not lead back into.
     """
     _refuse_loose_images(folder)
     unknown = sorted(set(_class_names(folder)) - set(known or classes))
@@ -502,11 +505,16 @@ def _list_images(folder: Path, classes: tuple[str, ...], training: bool,
     files: list[Path] = []
     labels: list[int] = []
     others: list[Path] = []
+    reached: dict[Path, Path] = {}  # a linked folder's real path -> the link that led to it
     for label, cls in enumerate(classes):
         sub = folder / cls
         if not sub.is_dir():
             continue
-        visible = _visible_files(sub)
+        real = sub.resolve()
+        if real in reached:  # two class folders that are one (a linked class folder)
+            raise _in_two_classes(sub, reached[real], real)
+        reached[real] = sub
+        visible = _visible_files(sub, (root or folder).resolve(), reached)
         found = [p for p in visible if p.suffix.lower() in IMAGE_SUFFIXES]
         others += [p for p in visible if p.suffix.lower() not in IMAGE_SUFFIXES]
         if training and len(found) < 2:
@@ -519,24 +527,48 @@ def _list_images(folder: Path, classes: tuple[str, ...], training: bool,
     return files, labels, others
 
 
-def _visible_files(folder: Path) -> list[Path]:
-    """The files under ``folder``, sorted, hidden entries skipped. Linked folders are followed, as
-    torchvision's ImageFolder does, except a link back to a folder already listed or to one that holds
-    ``folder`` (a loop, or the other classes' images)."""
+def _visible_files(folder: Path, root: Path, reached: dict[Path, Path]) -> list[Path]:
+    """The files under the class folder ``folder``, sorted, hidden entries skipped. Linked folders are
+    followed, as torchvision's ImageFolder does, unless their images would be read twice or in a loop: a
+    link into the data set's folder ``root`` (another class's or split's images), to a folder holding
+    ``folder``, or to one a link of another class reached (``reached``, shared by the classes) is an error."""
     top = folder.resolve()
     seen = {top}
     files = []
-    for root, dirs, names in os.walk(folder, followlinks=True):
+    for here, dirs, names in os.walk(folder, followlinks=True):
         kept = []
         for name in sorted(dirs):
-            real = (Path(root) / name).resolve()
-            if not name.startswith(".") and real not in seen and not top.is_relative_to(real):
-                seen.add(real)
-                kept.append(name)
+            link = Path(here) / name
+            real = link.resolve()
+            if name.startswith(".") or real in seen:
+                continue
+            if link.is_symlink() and not real.is_relative_to(top):
+                _check_link(link, real, top, root, reached)
+                reached[real] = link
+            seen.add(real)
+            kept.append(name)
         dirs[:] = kept
-        files += [p for p in (Path(root) / name for name in names if not name.startswith("."))
+        files += [p for p in (Path(here) / name for name in names if not name.startswith("."))
                   if p.is_file() or _dangling(p)]
     return sorted(files)
+
+
+def _check_link(link: Path, real: Path, top: Path, root: Path, reached: dict[Path, Path]) -> None:
+    """Refuse a linked folder whose images would be read twice (see :func:`_visible_files`)."""
+    fix = "copy the images instead, or remove the link"
+    if real.is_relative_to(root):
+        raise DataError(f"{str(link)!r} links to {str(real)!r}, inside the data set's folder: its images would be "
+                        f"read twice (as this class's and where they are); {fix}")
+    if top.is_relative_to(real):
+        raise DataError(f"{str(link)!r} links to {str(real)!r}, a folder that holds this class's folder (a loop); "
+                        "remove the link")
+    if real in reached:  # reached from another class: this class's own folders are not walked twice
+        raise _in_two_classes(link, reached[real], real)
+
+
+def _in_two_classes(link: Path, other: Path, real: Path) -> DataError:
+    return DataError(f"{str(link)!r} and {str(other)!r} both lead to {str(real)!r}: its images would be in two "
+                     "classes; copy the images instead, or remove the link")
 
 
 def _dangling(path: Path) -> bool:
