@@ -26,19 +26,24 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
     """Call ``write(handle)`` on a temporary binary file next to ``path``, then rename it to ``path``.
 
     An existing folder at ``path`` is refused first, by its own name (IsADirectoryError). A symbolic link
-    is written through (its target replaced, the link kept), and a device or pipe (``/dev/null``) is
-    written to directly: renaming over either would replace it with a plain file. An error names ``path``,
-    not the temporary file."""
+    is written through (its target replaced, the link kept; a missing target's folders are made, as for
+    ``path``), and a device or pipe (``/dev/null``) is written to directly: renaming over either would
+    replace it with a plain file. An error about the temporary file or the device names ``path``."""
     if os.path.isdir(path):  # else the rename fails, naming the temporary file
         raise IsADirectoryError(errno.EISDIR, "is a directory", os.fspath(path))
     given, path = os.fspath(path), Path(os.path.realpath(path))
     if path.exists() and not path.is_file():
-        with open(path, "wb") as handle:
-            write(handle)
+        try:
+            with open(path, "wb") as handle:
+                write(handle)
+        except OSError as exc:
+            if exc.filename in (None, os.fspath(path)):  # /dev/full: "No space left on device", naming nothing
+                raise _renamed(exc, given) from exc
+            raise
         return Path(given)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -47,21 +52,25 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
-        _remove(tmp)
-        if exc.filename is None or exc.filename == given or exc.errno is None:
-            raise
-        raise type(exc)(exc.errno, exc.strerror, given) from exc  # the user's name, not the temporary one
-    except BaseException:
-        _remove(tmp)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and _temporary(exc.filename, path):
+            raise _renamed(exc, given) from exc
         raise
     _fsync_folder(path.parent)
     return Path(given)
 
 
-def _remove(tmp: str | None) -> None:
-    if tmp is not None:
-        Path(tmp).unlink(missing_ok=True)
+def _temporary(name: Any, path: Path) -> bool:
+    """Whether ``name`` is a temporary file of ``path`` (mkstemp's error names one it chose, not ``tmp``)."""
+    return (isinstance(name, str) and os.path.dirname(name) == str(path.parent) and name.endswith(".tmp")
+            and os.path.basename(name).startswith(f".{path.name}."))
+
+
+def _renamed(exc: OSError, given: str) -> OSError:
+    """``exc`` naming the path the caller gave (an error about another file is not passed here)."""
+    return type(exc)(exc.errno, exc.strerror, given) if exc.errno is not None else exc
 
 
 def _fsync_folder(folder: Path) -> None:

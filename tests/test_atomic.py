@@ -97,3 +97,33 @@ def test_an_error_names_the_path_given_not_the_temporary_file(tmp_path, monkeypa
     with pytest.raises(OSError) as caught:
         write_text_atomic(tmp_path / "x.json", "text")
     assert caught.value.errno == errno.EROFS and caught.value.filename == str(tmp_path / "x.json")
+
+
+def test_errors_about_other_files_keep_their_names(tmp_path):
+    """A review found the first fix named the output for every error: a file in place of its folder, or a
+    file the write itself read, became "OUT: File exists" or "OUT: No such file"."""
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OSError) as caught:
+        write_text_atomic(tmp_path / "afile" / "out.json", "text")
+    assert caught.value.filename == str(tmp_path / "afile")
+
+    def reads_another(handle):
+        handle.write((tmp_path / "missing.txt").read_bytes())
+
+    with pytest.raises(FileNotFoundError) as caught:
+        write_atomic(tmp_path / "out.bin", reads_another)
+    assert caught.value.filename == str(tmp_path / "missing.txt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_device_that_fails_is_named(tmp_path):
+    """/dev/full's error names no file; the message must say which output failed."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        with pytest.raises(OSError) as caught:
+            write_atomic(fifo, lambda handle: _disk_full())
+    finally:
+        os.close(reader)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(fifo)
