@@ -102,7 +102,8 @@ def _read_items(data: Any) -> tuple[list[Tensor] | Tensor, list[int], list[str] 
                             "__getitem__, or pass a Hugging Face dataset with its column names")
         images.append(reader.read(item[0], where))
         labels.append(_label(item[1], where))
-    _require_same_on_reading_again(data, images, labels, reader)
+        if i < REREAD:  # before the rest is read: a large dataset is refused at once
+            _require_same_on_reading_again(data, i, images[i], labels[i], reader)
     names = _class_names(_declared_classes(data))
     if names and not hasattr(data, "classes") and labels and 0 <= max(labels) < len(names) - 1:
         names = names[:max(labels) + 1]  # a Subset of the first classes: their names, not every class's
@@ -112,20 +113,19 @@ def _read_items(data: Any) -> tuple[list[Tensor] | Tensor, list[int], list[str] 
 REREAD = 5  # items read a second time: a random flip goes unseen in one with chance 1/2, in all five 1/32
 
 
-def _require_same_on_reading_again(data: Any, images: list[Tensor], labels: list[int], reader: "_ImageReader") -> None:
-    """Refuse a dataset whose items change from one read to the next (a random transform in ``__getitem__``):
-    the search reads the data once, so it would take one random view of each image for the image itself,
-    and a resumed run would not find the same data."""
-    for i in range(min(REREAD, len(images))):
-        where = f"data item {i}"
-        try:
-            item = data[i]
-        except Exception as exc:  # the user's __getitem__, as in the first read
-            raise DataError(f"{where}: reading it again raised {type(exc).__name__}: {exc}") from exc
-        if not torch.equal(reader.read(item[0], where), images[i]) or _label(item[1], where) != labels[i]:
-            raise DataError(f"{where} differs between two reads: the dataset draws at random (a random transform "
-                            "in __getitem__?); give it without augmentation (e.g. only ToTensor()) - the search "
-                            "adds augmentation itself and needs the images as they are")
+def _require_same_on_reading_again(data: Any, i: int, image: Tensor, label: int, reader: "_ImageReader") -> None:
+    """Refuse a dataset whose item ``i`` changes from one read to the next (a random transform in
+    ``__getitem__``): the search reads the data once, so it would take one random view of each image for the
+    image itself, and a resumed run would not find the same data."""
+    where = f"data item {i}"
+    try:
+        item = data[i]
+    except Exception as exc:  # the user's __getitem__, as in the first read
+        raise DataError(f"{where}: reading it again raised {type(exc).__name__}: {exc}") from exc
+    if not torch.equal(reader.read(item[0], where), image) or _label(item[1], where) != label:
+        raise DataError(f"{where} differs between two reads: the dataset draws at random (a random transform in "
+                        "__getitem__?); give it without augmentation (e.g. only ToTensor()) - the search adds "
+                        "augmentation itself and needs the images as they are")
 
 
 def _declared_classes(data: Any) -> Any:
