@@ -472,8 +472,24 @@ def test_the_report_gives_the_trainings_as_they_ran(tmp_path):
     prepared = prepare(CONFIG)
     children, recipes = prepared.budgets()
     assert children.startswith("50 epochs at batch 9 (asked: 1 at batch 128; tiny data gets at least 200 steps")
-    assert f"- child model `small_cnn`, {children}" in report
+    assert f"- child model `small_cnn`, lr 0.1, {children}" in report
     assert f"candidate recipes trained at the final budget, {recipes}, on 3 cross-fit folds" in report
+
+
+def test_the_report_says_what_the_models_were_fine_tuned_from(tmp_path):
+    """Regression: a fine-tuning search's report named the model alone, not its weights, the frozen backbone
+    or the learning rate, which the first printed line and the benchmark's results.md give."""
+    import dataclasses
+
+    import torch
+
+    from policysearch.training.models import build_model
+
+    torch.save(build_model("small_cnn", 10, 1).state_dict(), tmp_path / "w.pt")
+    config = dataclasses.replace(CONFIG, weights=str(tmp_path / "w.pt"), freeze_backbone=True, lr=0.01)
+    result, _ = _exported_run(tmp_path, config)
+    report = (result.run_dir / "report.md").read_text(encoding="utf-8")
+    assert f"- child model `small_cnn` from {tmp_path / 'w.pt'} (frozen backbone), lr 0.01, 50 epochs" in report
 
 
 def test_the_domain_fit_table_rounds_down_so_a_value_below_the_threshold_never_shows_on_it():

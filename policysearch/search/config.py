@@ -221,6 +221,13 @@ class SearchConfig:
     def space_name(self) -> str:
         return self.space or DEFAULT_SPACE
 
+    def start_text(self) -> str:
+        """Where the models start, in words for the first printed line and the report: `` from PATH (frozen
+        backbone)``, or nothing for new weights."""
+        if not self.weights:
+            return ""
+        return f" from {self.weights}" + (" (frozen backbone)" if self.freeze_backbone else "")
+
     def train_config(self) -> TrainConfig:
         """The child models' training settings (before ``train.fit_to_data`` adapts them to the split)."""
         return TrainConfig(**self._train_values())

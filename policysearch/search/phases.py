@@ -122,13 +122,6 @@ def count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n != 1 else f"{n} {noun.removesuffix('s')}"
 
 
-def _start_text(prepared: Prepared) -> str:
-    config = prepared.config
-    if not config.weights:
-        return ""
-    return f" from {config.weights}" + (" (frozen backbone)" if config.freeze_backbone else "")
-
-
 # ------------------------------------------------------------------------------------ the phases
 
 
@@ -159,7 +152,7 @@ def _run_phases(prepared: Prepared, run: Run, runner: TrialRunner, stream: TextI
     costs: dict[str, float] = {}
     spans: dict[str, tuple[float, float]] = {}
     print(f"search {run.run_id}: {len(prepared.data)} images of {config.dataset}, {count(config.splits, 'splits')}, "
-          f"model {config.model}{_start_text(prepared)}, space {prepared.space.name}, {config.algorithm}, "
+          f"model {config.model}{config.start_text()}, space {prepared.space.name}, {config.algorithm}, "
           f"{concurrency} concurrent trial(s); run dir {run.run_dir}", file=stream, flush=True)
     children_budget, recipes_budget = prepared.budgets()
     print(f"training: child models {children_budget}; candidate recipes {recipes_budget}", file=stream, flush=True)

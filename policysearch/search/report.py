@@ -142,7 +142,7 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
              f"(up to) {min(config.top_n, config.trials)} of each split and repeat kept ({len(outcome.top)} in all, "
              f"{_count(len(outcome.merged))} merged), reward `{config.reward}` over "
              f"{config.num_views} views",
-             f"- child model `{config.model}`, {budgets[0]}",
+             f"- child model `{config.model}`{config.start_text()}, lr {config.lr:g}, {budgets[0]}",
              f"- trials: {len(ok_trials)} of {len(outcome.trials)} policy trials succeeded; "
              f"{len(outcome.failures())} trial(s) of all phases failed after {config.retries} retries", "",
              *([pictures.rstrip("\n"), ""] if pictures else []),
