@@ -151,11 +151,17 @@ def min_image_size(name: str) -> int:
 
 def fit_image_size(data: ImageData, model: str, image_size: int | None) -> ImageData:
     """``data`` resized up to :func:`min_image_size` when no ``image_size`` was asked for and it is smaller
-    (with a note saying so); otherwise ``data`` as it is (an asked-for size was applied when loading)."""
+    (with a note saying so); otherwise ``data`` as it is (an asked-for size was applied when loading), with a
+    note where that size is below the model's least (a search refuses it for our models before)."""
     side = int(data.images.shape[-1])
     least = min_image_size(model)
-    if image_size is not None or side >= least:
+    if side >= least:
         return data
+    if image_size is not None:
+        note = (f"{data.name}: images kept at {side}x{side} as --image-size (image_size= in Python) asks, below the "
+                f"{least}x{least} {model} is built for; it runs on them, at a size it was not designed for (leave "
+                f"the size out to have the images resized up to {least})")
+        return ImageData(data.images, data.labels, data.classes, data.name, (*data.notes, note))
     note = (f"{data.name}: {len(data)} images resized to {least}x{least} from {side}x{side} ({model} expects at "
             f"least {least}; --image-size, or image_size= in Python, sets another size)")
     return ImageData(resize_images(data.images, least), data.labels, data.classes, data.name, (*data.notes, note))
