@@ -282,11 +282,20 @@ def test_a_rerun_trains_again_when_the_weights_file_changed(tmp_path, monkeypatc
     (("--methods", "none", "--policy", "randaugment"), "--policy is the searched method's policy"),
     (("--batch-size", "1"), "--batch-size must be at least 2 (BatchNorm needs 2 images), got 1"),
     (("--image-size", "0"), "--image-size must be a number of pixels from 1 to 4096, got 0"),
+    (("--lr", "0"), "--lr must be a finite number > 0, got 0.0"),
+    (("--lr", "nan"), "--lr must be a finite number > 0, got nan"),
 ])
 def test_bad_benchmark_options_are_refused_before_anything_runs(tmp_path, argv, problem):
     with pytest.raises(ValueError, match=problem.replace("(", "\\(").replace(")", "\\)")):
         command.run(_args("--preset", "digits-small", "--out", str(tmp_path / "b"), *argv))
     assert not (tmp_path / "b").exists()
+
+
+def test_lr_sets_every_training_and_the_search():
+    """Regression: a recipe searched for fine-tuning at a low lr could only be benchmarked at the preset's."""
+    preset = command.preset_from_args(_args("--preset", "digits-100-finetune", "--lr", "0.01"))
+    assert preset.lr == 0.01  # the final trainings' and the search's (runner: lr=preset.lr in both)
+    assert command.training_options(_args("--lr", "0.01"))["--lr"] == 0.01  # --report refuses it: trains nothing
 
 
 def test_a_rerun_with_a_bad_option_is_refused_before_the_earlier_runs_are_set_aside(tmp_path, monkeypatch):

@@ -63,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="batch size of every method's training and of the search's models (default: the "
                              f"preset's; on few images it is lowered so that an epoch has at least {MIN_STEPS_PER_EPOCH} steps)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="learning rate of every method's training and of the search's models (default: the "
+                             "preset's; fine-tuning usually wants a lower one)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
                         help=f"training seeds, one training per method and seed (default: the preset's: "
                              f"{preset_seeds()})")
@@ -104,7 +107,7 @@ def preset_from_args(args: argparse.Namespace) -> Preset:
         preset = replace(preset, train_size=None, search_train_size=None, pretrain=None)
     overrides = {
         "dataset": dataset, "train_size": args.train_size, "model": args.model, "epochs": args.epochs,
-        "batch_size": args.batch_size, "seeds": tuple(dict.fromkeys(args.seeds)) if args.seeds else None,
+        "batch_size": args.batch_size, "lr": args.lr, "seeds": tuple(dict.fromkeys(args.seeds)) if args.seeds else None,
         "methods": tuple(dict.fromkeys(args.methods)) if args.methods else None,
         "cutout_with_policies": args.cutout_with_policies, "search_trials": args.search_trials,
         "search_splits": args.search_splits, "search_top_n": args.search_top_n,
@@ -155,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
 def training_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options that say what a benchmark trains, as given (None: not given), by their flags."""
     names = ("dataset", "train_size", "model", "weights", "freeze_backbone", "image_size", "pretrain_epochs",
-             "epochs", "batch_size", "seeds", "methods", "policy", "cutout_with_policies", "search_trials",
+             "epochs", "batch_size", "lr", "seeds", "methods", "policy", "cutout_with_policies", "search_trials",
              "search_splits", "search_top_n", "search_epochs", "search_train_size", "device")
     given = {f"--{name.replace('_', '-')}": getattr(args, name) for name in names}
     given["--download"] = True if args.download else None

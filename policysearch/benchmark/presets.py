@@ -5,6 +5,8 @@ What each preset measures and why it has its size is in ``docs/findings.md``.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -86,6 +88,8 @@ class Preset:
             raise ValueError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 2:  # checked here, before a rerun sets the earlier runs aside for it
             raise ValueError(f"--batch-size must be at least 2 (BatchNorm needs 2 images), got {self.batch_size}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"--lr must be a finite number > 0, got {self.lr}")
         if self.image_size is not None and not 1 <= self.image_size <= MAX_IMAGE_SIZE:
             raise ValueError(f"--image-size must be a number of pixels from 1 to {MAX_IMAGE_SIZE}, got {self.image_size}")
         for name in ("search_trials", "search_splits", "search_top_n", "search_epochs", "search_train_size"):
