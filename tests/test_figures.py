@@ -420,6 +420,26 @@ def test_a_weak_child_is_named_next_to_the_decision_in_the_terminal_summary(tmp_
     assert Policy.load(result.policy_path).metadata["warnings"] == [lines[why + 1][len("warning: "):]]
     strong, _ = _exported_run(tmp_path / "strong", CONFIG)
     assert not any(line.startswith("warning: ") for line in summary_text(strong).splitlines())
+    assert "--freeze-backbone" not in lines[why + 1]
+
+
+def test_weak_children_with_a_frozen_backbone_name_the_weights(tmp_path):
+    """Regression: children at chance over a frozen backbone were told to train longer or get more images,
+    where the frozen weights are the likelier cause."""
+    import dataclasses
+
+    import torch
+
+    from policysearch.search.report import summary_text
+    from policysearch.training.models import build_model
+
+    torch.save(build_model("small_cnn", 10, 1).state_dict(), tmp_path / "w.pt")
+    config = dataclasses.replace(CONFIG, weights=str(tmp_path / "w.pt"), freeze_backbone=True)
+    result, _ = _exported_run(tmp_path, config, weak=True)
+    warning = next(line for line in summary_text(result).splitlines() if line.startswith("warning: "))
+    assert warning.endswith("; with a frozen backbone, its weights may not suit this data: try without "
+                            "--freeze-backbone (freeze_backbone= in Python)")
+    assert f"**warning:** {warning[len('warning: '):]}" in (result.run_dir / "report.md").read_text(encoding="utf-8")
 
 
 def test_a_recipe_beyond_the_noise_that_the_rule_does_not_test_says_why_it_was_not_chosen(tmp_path):

@@ -46,8 +46,9 @@ def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def weak_children(outcome: Outcome) -> str:
-    """A warning when child models are within reach of chance (their scores and probes mean little), else ''."""
+def weak_children(outcome: Outcome, frozen: bool = False) -> str:
+    """A warning when child models are within reach of chance (their scores and probes mean little), else '';
+    for ``frozen`` backbones it names the weights as a likely cause."""
     from policysearch.search.domain import MIN_SIGNAL
 
     chance = outcome.fit.chance
@@ -57,7 +58,9 @@ def weak_children(outcome: Outcome) -> str:
         return ""
     return (f"the child model(s) of split(s) {', '.join(map(str, weak))} are within {MIN_SIGNAL:g} of chance "
             f"({chance:.2f}): too weak to score policies, so their density scores and op probes mean little and the "
-            "decision rests on weak evidence; train longer (--epochs; epochs= in Python) or give more images")
+            "decision rests on weak evidence; train longer (--epochs; epochs= in Python) or give more images"
+            + ("; with a frozen backbone, its weights may not suit this data: try without --freeze-backbone "
+               "(freeze_backbone= in Python)" if frozen else ""))
 
 
 def recipe_table(recipes: list[str], decision: Decision) -> list[dict[str, object]]:
@@ -130,7 +133,7 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
              f"- result: `policy.json` holds the recipe **{outcome.chosen.name}** ({_count(len(policy))}; "
              f"{policy.baseline.describe()} after the policy)",
              f"- why: {decision.reason}" + (f" ({outcome.note})" if outcome.note else ""),
-             *([f"- **warning:** {weak_children(outcome)}"] if weak_children(outcome) else []),
+             *([f"- **warning:** {weak}"] if (weak := weak_children(outcome, config.freeze_backbone)) else []),
              *[f"- data: {note}" for note in data_notes],
              f"- run {run_id}: {len(outcome.recipes)} candidate recipes trained at the final budget, "
              f"{budgets[1]}, on {config.selection_folds} "
@@ -178,7 +181,7 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
                          f"| {c.get('node_id') or '-'} |")
         else:
             lines.append(f"| {c['split']} | failed | - | - | - | - |")
-    weak = weak_children(outcome)
+    weak = weak_children(outcome, config.freeze_backbone)
     if weak:
         lines += ["", f"**Warning:** {weak}."]
     one = costs.get("one_final_training_s", float("nan"))
