@@ -423,6 +423,20 @@ def test_a_weak_child_is_named_next_to_the_decision_in_the_terminal_summary(tmp_
     assert "--freeze-backbone" not in lines[why + 1]
 
 
+def test_a_stand_in_reference_is_named_in_every_output(tmp_path):
+    """Regression: where the reference recipe failed on a fold and another stood in, only report.md said so;
+    the terminal summary, policy.json's reason and recipes.png's title gave the reason without it."""
+    from policysearch.search.report import summary_text
+
+    reference = "randaugment (torchvision), crop 0"
+    result, _ = _exported_run(tmp_path, CONFIG, failed=(reference,))
+    note = "the reference recipe failed on some fold, so baseline, crop 1 is the reference"
+    why = next(line for line in summary_text(result).splitlines() if line.startswith("why: "))
+    report = (result.run_dir / "report.md").read_text(encoding="utf-8")
+    reason = Policy.load(result.policy_path).metadata["recipe"]["reason"]
+    assert note in why and reason.count(note) == 1 and report.count(note) == 1
+
+
 def test_weak_children_with_a_frozen_backbone_name_the_weights(tmp_path):
     """Regression: children at chance over a frozen backbone were told to train longer or get more images,
     where the frozen weights are the likelier cause."""

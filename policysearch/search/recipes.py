@@ -182,7 +182,7 @@ def choose_recipe(prepared: Prepared, recipes: Sequence[Recipe], rows: Sequence[
     margin = race_margin(on_first, len(prepared.folds[0][1]))
     decision = dataclasses.replace(decision, first_fold=on_first, race_margin=margin, first_pass=first,
                                    fold_errors={name: tuple(folds) for name, folds in trained.items()})
-    reason = decision.reason
+    reason = decision.reason + (f"; {note}" if note else "")  # every output gives the reason: the note too
     raced = [name for name, folds in stopped.items() if len(folds) == 1]
     if raced:
         keep = prepared.config.selection_keep

@@ -132,7 +132,7 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
     lines = [f"# Search report: {config.dataset}", "",
              f"- result: `policy.json` holds the recipe **{outcome.chosen.name}** ({_count(len(policy))}; "
              f"{policy.baseline.describe()} after the policy)",
-             f"- why: {decision.reason}" + (f" ({outcome.note})" if outcome.note else ""),
+             f"- why: {decision.reason}",
              *([f"- **warning:** {weak}"] if (weak := weak_children(outcome, config.freeze_backbone)) else []),
              *[f"- data: {note}" for note in data_notes],
              f"- run {run_id}: {len(outcome.recipes)} candidate recipes trained at the final budget, "
