@@ -343,8 +343,15 @@ LINKS = {  # a link (from, to) that would read images twice, and what the error 
     "from train to test": (("set/train/a/t", "set/test/a"), "inside the data set's folder"),
     "up a loop": (("set/train/a/up", "set"), "inside the data set's folder"),
     "to a folder holding the data set": (("set/train/a/up", "."), r"a folder that holds this class's folder \(a loop\)"),
-    "from two classes": (("set/train/b/more", "more/a"), "both lead to .*more/a.*: its images would be in two classes"),
-    "a class folder that is another": (("set/train/c", "set/train/a"), "train/c' and .*train/a' both lead to"),
+    "from two classes": (("set/train/b/more", "more/a"), "both lead to .*more/a.*: their images would be in two "
+                                                         "classes"),
+    # a review found these still read images twice: nested folders, two splits, a linked class folder
+    "to a folder inside one another class reaches": (("set/train/b/in", "more/a/sub"), r"lead to .*more/a/sub' and "
+                                                     r".*more/a', one inside the other: .* in two classes"),
+    "from two splits": (("set/test/a/more", "more/a"), r"both lead to .*: their images would be in two splits"),
+    "a class folder that is another": (("set/train/c", "set/train/a"), "train/c' links to .*, inside the data set's"),
+    "a class folder that is a test one": (("set/train/c", "set/test/a"), "inside the data set's folder"),
+    "a class folder that is its split": (("set/train/c", "set/train"), "inside the data set's folder"),
 }
 
 
@@ -353,13 +360,14 @@ def test_imagefolder_links_that_would_read_images_twice_are_refused(tmp_path: Pa
     """A review found that following links put class b's images in class a too, and test images in training."""
     _write_folder(tmp_path / "set" / "train", {"a": 3, "b": 2})
     _write_folder(tmp_path / "set" / "test", {"a": 2, "b": 2})
-    _write_folder(tmp_path / "more", {"a": 2})
+    _write_folder(tmp_path / "more", {"a": 2, "a/sub": 2})
     (tmp_path / "set" / "train" / "a" / "more").symlink_to(tmp_path / "more" / "a", target_is_directory=True)
-    assert len(load_dataset(_folder(tmp_path / "set"), image_size=8)) == 7  # one link from outside: followed
+    assert len(load_dataset(_folder(tmp_path / "set"), image_size=8)) == 9  # one link from outside: followed
+    assert len(load_dataset(_folder(tmp_path / "set"), "test", image_size=8)) == 4
     (link, target), message = LINKS[case]
     (tmp_path / link).symlink_to((tmp_path / target).resolve(), target_is_directory=True)
     with pytest.raises(DataError, match=message):
-        load_dataset(_folder(tmp_path / "set"), image_size=8)
+        load_dataset(_folder(tmp_path / "set"), "test", image_size=8)  # lists the training folder too
 
 
 def test_imagefolder_images_outside_class_folders_are_refused(tmp_path: Path) -> None:
