@@ -282,6 +282,7 @@ def test_a_rerun_trains_again_when_the_weights_file_changed(tmp_path, monkeypatc
     (("--methods", "none", "--policy", "randaugment"), "--policy is the searched method's policy"),
     (("--batch-size", "1"), "--batch-size must be at least 2 (BatchNorm needs 2 images), got 1"),
     (("--image-size", "0"), "--image-size must be a number of pixels from 1 to 4096, got 0"),
+    (("--image-size", "4"), "--image-size must be at least 8 for small_cnn, the smallest side it is built for, got 4"),
     (("--lr", "0"), "--lr must be a finite number > 0, got 0.0"),
     (("--lr", "nan"), "--lr must be a finite number > 0, got nan"),
 ])

@@ -15,7 +15,7 @@ import torch
 
 from policysearch.benchmark.methods import ALL_METHODS, METHODS
 from policysearch.training.data import CLASSES_MARK, MAX_IMAGE_SIZE
-from policysearch.training.pretrained import model_problem
+from policysearch.training.pretrained import OUR_MIN_SIZE, min_image_size, model_problem
 from policysearch.training.train import TrainConfig
 from policysearch.training.train import budget_text as train_budget_text
 
@@ -92,6 +92,10 @@ class Preset:
             raise ValueError(f"--lr must be a finite number > 0, got {self.lr}")
         if self.image_size is not None and not 1 <= self.image_size <= MAX_IMAGE_SIZE:
             raise ValueError(f"--image-size must be a number of pixels from 1 to {MAX_IMAGE_SIZE}, got {self.image_size}")
+        ours = min_image_size(self.model) == OUR_MIN_SIZE  # torchvision and timm models are noted, not refused
+        if self.image_size is not None and ours and self.image_size < OUR_MIN_SIZE:
+            raise ValueError(f"--image-size must be at least {OUR_MIN_SIZE} for {self.model}, the smallest side it is "
+                             f"built for, got {self.image_size}")  # as the search refuses it
         for name in ("search_trials", "search_splits", "search_top_n", "search_epochs", "search_train_size"):
             value = getattr(self, name)
             if value is not None and value < 1:  # 0 would read as "not given", the search's default

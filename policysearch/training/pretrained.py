@@ -152,7 +152,7 @@ def min_image_size(name: str) -> int:
 def fit_image_size(data: ImageData, model: str, image_size: int | None) -> ImageData:
     """``data`` resized up to :func:`min_image_size` when no ``image_size`` was asked for and it is smaller
     (with a note saying so); otherwise ``data`` as it is (an asked-for size was applied when loading), with a
-    note where that size is below the model's least (a search refuses it for our models before)."""
+    note where that size is below the model's least (the search and the benchmark refuse it for our models)."""
     side = int(data.images.shape[-1])
     least = min_image_size(model)
     if side >= least:
