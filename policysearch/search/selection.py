@@ -263,10 +263,10 @@ def decide(errors: Mapping[str, Sequence[float]], reference: str, *, test_fracti
     against_reference = versus_reference(errors, reference, test_fraction=test_fraction, confidence=confidence,
                                          held_out=held_out)
     bound = f"{confidence:.0%} one-sided upper bound on ({best} - {reference})"
-    if best == reference:
-        chosen, reason = reference, f"the reference {reference} has the lowest mean held-out error{tie}"
-    elif reference in tied:  # a tie never leaves the reference, whatever float noise the bound carries
-        chosen, reason = reference, f"the reference {reference} ties {best} on the lowest mean held-out error"
+    if reference in tied:  # a tie never leaves the reference, wherever it is listed and whatever float noise says
+        chosen, reason = reference, f"the reference {reference} has the lowest mean held-out error"
+        if len(tied) > 1:
+            reason += f", tied with {_names([name for name in tied if name != reference])}; a tie keeps the reference"
     else:
         against = next(c for c in against_reference if c.candidate == best)
         if against.clears:
@@ -279,9 +279,12 @@ def decide(errors: Mapping[str, Sequence[float]], reference: str, *, test_fracti
                       f"{reference}){tie}, but the {bound}, {signed_pp(against.upper)} pp, is not below 0: it does not "
                       "clear the noise, so the reference is kept")
     power = selection_power(against_reference)
+    folds = len(next(iter(errors.values())))
     if power is not None:
         reason += (f"; the selection's power: a bound lies a median {power:.2f} pp above its mean difference "
-                   f"over {len(next(iter(errors.values())))} folds, so smaller differences stay within the noise")
+                   f"over {folds} folds, so smaller differences stay within the noise")
+    elif folds > 1 and against_reference:  # every recipe gave the reference's fold errors
+        reason += f"; every recipe had the reference's error on each of the {folds} folds, so they cannot be told apart"
     comparisons = tuple(compare(errors[chosen], errors[name], test_fraction=test_fraction, confidence=confidence,
                                 names=(chosen, name), held_out=held_out) for name in errors if name != chosen)
     return Decision(chosen, reference, best, reason, comparisons, mean_error, versus_reference=against_reference,
@@ -290,9 +293,16 @@ def decide(errors: Mapping[str, Sequence[float]], reference: str, *, test_fracti
 
 def selection_power(against_reference: Sequence[Comparison]) -> float | None:
     """The median distance (pp) from a candidate's mean difference with the reference to its one-sided bound:
-    the smallest advantage the rule can see at this data size (None: no bounds, e.g. one fold)."""
-    widths = [c.upper - c.mean for c in against_reference if math.isfinite(c.upper)]
+    the smallest advantage the rule can see at this data size (None: no bounds, e.g. one fold). A candidate
+    with the reference's error on every fold has no spread to measure it by and is left out."""
+    widths = [c.upper - c.mean for c in against_reference
+              if math.isfinite(c.upper) and c.upper - c.mean > TIE_TOLERANCE]
     return float(np.median(widths)) if widths else None
+
+
+def _names(names: Sequence[str], shown: int = 3) -> str:
+    """``a, b, c`` or ``a, b, c and 4 more``."""
+    return ", ".join(names) if len(names) <= shown else f"{', '.join(names[:shown])} and {len(names) - shown} more"
 
 
 def sequential_contenders(errors: Mapping[str, Sequence[float]], reference: str, *, test_fraction: float,
