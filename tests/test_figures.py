@@ -20,7 +20,7 @@ from policysearch.augment.policy import Baseline, Operation, Policy
 from policysearch.search import SearchConfig, prepare
 from policysearch.search.export import export, write_trials_csv
 from policysearch.search.faults import Fault, Faults
-from policysearch.search.figures import BEGIN, END, op_usage, plot_recipes, recipe_order
+from policysearch.search.figures import BEGIN, END, op_usage, plot_recipes, recipe_data, recipe_order
 from policysearch.search.outcome import Candidate, Outcome
 from policysearch.search.rundir import Run, write_config
 from policysearch.search.selection import decide
@@ -323,7 +323,6 @@ def _table_row(report: str, recipe: str) -> list[str]:
 
 
 def test_the_summary_the_table_and_recipes_png_show_the_quantity_the_rule_decides_on(tmp_path):
-    from policysearch.search.figures import recipe_data
     from policysearch.search.report import summary_text
     from policysearch.search.selection import compare
 
@@ -380,7 +379,6 @@ def test_the_report_and_the_caption_name_the_variance_floor_only_where_the_decis
 def test_the_picture_holds_the_rules_variance_floor():
     """Two folds of 100 images, each one image better: the rule's floor keeps it within the noise, and the
     picture, redrawn from selection.csv and the decision, must say the same."""
-    from policysearch.search.figures import recipe_data
 
     errors = {"ref": [10.0, 12.0], "one image better": [9.0, 11.0]}
     decision = decide(errors, "ref", test_fraction=0.5, held_out=100)
@@ -392,7 +390,6 @@ def test_the_picture_holds_the_rules_variance_floor():
 
 
 def test_recipes_stopped_by_the_race_are_shown_apart_from_the_means(tmp_path):
-    from policysearch.search.figures import recipe_data
 
     result, stopped = _exported_run(tmp_path, CONFIG)
     report = (result.run_dir / "report.md").read_text(encoding="utf-8")
@@ -467,6 +464,14 @@ def test_a_recipe_beyond_the_noise_that_the_rule_does_not_test_says_why_it_was_n
     assert _table_row(report, CHOSEN)[4] == "yes, but the rule tests only the lowest mean"
     assert _table_row(report, lowest)[4] == "no"
     assert "the rule tests only the recipe with the lowest mean error" in report  # the picture's caption
+    # the picture draws that row pale, not in the green of a tested recipe beyond the noise (a review found it
+    # drawn like one that cleared)
+    with (result.run_dir / "selection.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    drawn = {row["recipe"]: row for row in recipe_data(rows, Policy.load(result.policy_path).metadata["score"]
+                                                       ["selection"], confidence=0.8, test_fraction=1 / 3)["ranked"]}
+    assert drawn[CHOSEN]["clears"] and not drawn[CHOSEN]["tested"] and drawn[lowest]["tested"]
+    assert "pale green: so does this one, but the rule tests only" in report
 
 
 def test_failed_recipes_are_not_counted_as_trained_and_a_stand_in_reference_is_named(tmp_path):

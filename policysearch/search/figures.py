@@ -52,6 +52,7 @@ FILES = ("trials.png", "recipes.png", "ops.png", "grid.png")  # the pictures, in
 GRID_SAMPLES, GRID_VIEWS = 8, 8
 DPI = 110
 CHOSEN, OTHER, FAILED = "tab:red", "tab:blue", "black"
+UNTESTED = "#a8d5a2"  # a recipe beyond the noise that the rule does not test (not the lowest mean)
 
 
 class RunFilesError(ValueError):
@@ -242,6 +243,7 @@ def recipe_data(rows: Sequence[dict[str, str]], selection: dict[str, Any], *, co
         if name in errors:
             row: dict[str, Any] = {"recipe": name, "folds": errors[name], "mean": sum(errors[name]) / n_folds,
                                    "chosen": name == chosen, "reference": name == reference,
+                                   "tested": name == selection.get("best"),
                                    "diff": None, "upper": None, "clears": None}
             if reference in errors and name != reference:
                 c = compare(errors[name], errors[reference], test_fraction=test_fraction, confidence=confidence,
@@ -313,7 +315,7 @@ def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], conf
             right.text(0.0, y, "reference", ha="center", va="center", fontsize=8, color="0.2",
                        bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
         elif row["diff"] is not None:
-            tone = "0.35" if row["clears"] is None else ("tab:green" if row["clears"] else "0.35")
+            tone = "0.35" if not row["clears"] else ("tab:green" if row["tested"] else UNTESTED)
             if row["upper"] is not None:  # the one-sided interval: everything up to the bound
                 right.plot([row["diff"], row["upper"]], [y, y], color=tone, linewidth=1.6)
                 right.plot([row["upper"]], [y], "|", color=tone, markersize=11, markeredgewidth=2)
@@ -334,7 +336,7 @@ def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], conf
     right.tick_params(axis="y", length=0)
     right.set_xlabel(f"this recipe minus the reference (pp):\no mean, | {level} one-sided upper bound", fontsize=9)
     right.set_title("The rule's test: the lowest-mean recipe replaces the reference\nonly when its bound is below 0 "
-                    "(green: beyond the noise)", fontsize=9)
+                    "(green: beyond the noise; pale: beyond it, not tested)", fontsize=9)
     if stopped:
         low_left, low_right = axes[1]
         ys2 = list(range(len(stopped)))[::-1]
@@ -599,8 +601,8 @@ def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: Ima
                           "the quantity the rule decides on (right): the recipe minus the reference, with its "
                           f"{config.confidence:.0%} one-sided upper bound "
                           f"({bound_correction(int(selection.get('held_out') or 0))}); green: the bound is below 0, the recipe "
-                          "beats the reference beyond the noise (the rule tests only the recipe with the lowest mean "
-                          "error)." + _stopped_caption(selection)))
+                          "beats the reference beyond the noise; pale green: so does this one, but the rule tests "
+                          "only the recipe with the lowest mean error." + _stopped_caption(selection)))
     write_bytes_atomic(run_dir / "ops.png", plot_ops(policy, recipe))
     choice = one_op_per_image(policy)
     figures.append(Figure("ops.png", "What the chosen policy does",
