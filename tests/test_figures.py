@@ -396,6 +396,7 @@ def test_recipes_stopped_by_the_race_are_shown_apart_from_the_means(tmp_path):
     main_table, rest = report.split("### Stopped after the first fold", 1)
     assert f"| {stopped} " not in main_table.split("## Candidate recipes", 1)[1]
     assert "not a mean" in rest.split("\n\n", 2)[1]
+    assert "This one did not go on: its value is that one fold's error, not a mean" in rest  # not "These 1"
     first_fold, diff = _table_row(rest, stopped)[1:]
     assert (first_fold, diff) == ("1.00", "-19.00")  # that fold's error, against the reference's on that fold
     with (result.run_dir / "selection.csv").open(newline="", encoding="utf-8") as handle:

@@ -270,9 +270,11 @@ def _candidate_section(config: SearchConfig, outcome: Outcome, raced_with: str) 
                   f"Every recipe trained on the first fold; the best {keep:.0%} on it "
                   f"({race_share(keep, len(names))} of {len(names)}), every one within one fold's noise of the best "
                   f"({decision.race_margin:.1f} pp), the reference, and - the tie rule - "
-                  f"{TIE_RULE}{ties}. These {len(raced)} did not go on: each value is that one fold's error, not a "
-                  f"mean over the {folds} folds, so it is not comparable with the means above, and they take no part "
-                  "in the decision.", "",
+                  f"{TIE_RULE}{ties}. "
+                  + (f"These {len(raced)} did not go on: each value is that one fold's error" if len(raced) > 1 else
+                     "This one did not go on: its value is that one fold's error")
+                  + f", not a mean over the {folds} folds, so it is not comparable with the means above, and "
+                  + ("they take" if len(raced) > 1 else "it takes") + " no part in the decision.", "",
                   "| recipe | first-fold held-out error % | this - reference on the first fold (pp) |", "|---|---|---|"]
         lines += [f"| {row['recipe']} | {row['mean_error']:.2f} | {_signed(row['diff'])} |" for row in raced]
     left = [row for row in stopped if row["folds"] > 1]
