@@ -338,20 +338,19 @@ def test_imagefolder_follows_linked_folders_in_a_class(tmp_path: Path) -> None:
 
 
 LINKS = {  # a link (from, to) that would read images twice, and what the error says
-    "to another class": (("set/train/a/bb", "set/train/b"), "inside the data set's folder: its images would be read "
-                                                            "twice"),
-    "from train to test": (("set/train/a/t", "set/test/a"), "inside the data set's folder"),
-    "up a loop": (("set/train/a/up", "set"), "inside the data set's folder"),
+    "to another class": (("set/train/a/bb", "set/train/b"), "are one file .*: its image would be in two classes"),
+    "from train to test": (("set/train/a/t", "set/test/a"), "its image would be in two splits"),
+    "up a loop": (("set/train/a/up", "set"), r"a folder that holds this class's folder \(a loop\)"),
     "to a folder holding the data set": (("set/train/a/up", "."), r"a folder that holds this class's folder \(a loop\)"),
-    "from two classes": (("set/train/b/more", "more/a"), "both lead to .*more/a.*: their images would be in two "
-                                                         "classes"),
+    "from two classes": (("set/train/b/more", "more/a"), "two classes"),
     # a review found these still read images twice: nested folders, two splits, a linked class folder
-    "to a folder inside one another class reaches": (("set/train/b/in", "more/a/sub"), r"lead to .*more/a/sub' and "
-                                                     r".*more/a', one inside the other: .* in two classes"),
-    "from two splits": (("set/test/a/more", "more/a"), r"both lead to .*: their images would be in two splits"),
-    "a class folder that is another": (("set/train/c", "set/train/a"), "train/c' links to .*, inside the data set's"),
-    "a class folder that is a test one": (("set/train/c", "set/test/a"), "inside the data set's folder"),
-    "a class folder that is its split": (("set/train/c", "set/train"), "inside the data set's folder"),
+    "to a folder inside one another class reaches": (("set/train/b/in", "more/a/sub"), r"/more/a/sub/.* two classes"),
+    "from two splits": (("set/test/a/more", "more/a"), "two splits"),
+    "a class folder that is another": (("set/train/c", "set/train/a"), "two classes"),
+    "a class folder that is a test one": (("set/train/c", "set/test/a"), "two splits"),
+    "a class folder that is its split": (("set/train/c", "set/train"), "two classes"),
+    "a file of the test split": (("set/train/a/leak.png", "set/test/a/0.png"), r"test/a/0.png' and .*train/a/leak.png' "
+                                                                             r"are one file .* two splits"),
 }
 
 
@@ -368,6 +367,19 @@ def test_imagefolder_links_that_would_read_images_twice_are_refused(tmp_path: Pa
     (tmp_path / link).symlink_to((tmp_path / target).resolve(), target_is_directory=True)
     with pytest.raises(DataError, match=message):
         load_dataset(_folder(tmp_path / "set"), "test", image_size=8)  # lists the training folder too
+
+
+def test_imagefolder_links_a_review_found_read_twice_or_dropped(tmp_path: Path) -> None:
+    """A split folder that is a link to the other one passed the folder checks; a link to a hidden folder in
+    the class dropped its images (the walk never enters hidden folders)."""
+    _write_folder(tmp_path / "set" / "train", {"a": 3, "b": 2})
+    (tmp_path / "set" / "test").symlink_to(tmp_path / "set" / "train", target_is_directory=True)
+    with pytest.raises(DataError, match="two splits"):
+        load_dataset(_folder(tmp_path / "set"), "test", image_size=8)
+    _write_folder(tmp_path / "flat", {"a": 2, "b": 2, "a/.cache/real": 3})
+    (tmp_path / "flat" / "a" / "seen").symlink_to(tmp_path / "flat" / "a" / ".cache" / "real",
+                                                   target_is_directory=True)
+    assert load_dataset(_folder(tmp_path / "flat"), image_size=8).labels.tolist() == [0] * 5 + [1] * 2
 
 
 def test_imagefolder_images_outside_class_folders_are_refused(tmp_path: Path) -> None:

@@ -182,9 +182,9 @@ def load_dataset(
       every image is training data: nothing is held back, and there is no test split (an error says so).
     - Each training class needs at least 2 images (and a classifier 2 classes, ``require_classes``); unreadable
       files, images outside class folders and empty folders are errors naming the path. Image files are found
-      recursively, through linked folders as torchvision's ImageFolder does (a link that would read images
-      twice - into the data set's folder, up a loop, or to a folder inside or around one another class or
-      split reaches - is an error; hidden entries skipped; other files skipped with a note).
+      recursively, through linked folders as torchvision's ImageFolder does (a file reached twice counts once
+      in its class and is an error in two classes or splits; a link up a loop is an error; hidden entries
+      skipped; other files skipped with a note).
     - Pixels: EXIF orientation is applied; 16-bit images are scaled to 8 bits (value * 255 / 65535);
       transparency is composited onto black; the images have 1 channel when every training image is grey
       (modes 1, L, LA, I, I;16, F or a grey palette) and 3 otherwise (grey images repeated on 3 channels).
@@ -358,16 +358,16 @@ def _load_imagefolder(path: Path, split: str, image_size: int | None,
                             f"classes are {', '.join(every)}")
         classes = tuple(c for c in every if c in selected)
         name += f"{CLASSES_MARK}{','.join(classes)}"
-    reached: Reached = {}  # shared by the splits: a folder linked from two splits would be in both
+    reached: Reached = {}  # shared by the splits: a file linked from two splits would be in both
     train_files, train_labels, train_others = _list_images(layout["train"], classes, training=True, known=every,
-                                                           root=path, reached=reached)
+                                                           reached=reached)
     headers = [_read_header(f) for f in train_files]
     channels = 1 if all(h.grey for h in headers) else 3
     size, why = _target_size(headers, image_size)
     if split == "train":
         files, labels, others = train_files, train_labels, train_others
     else:
-        files, labels, others = _list_images(layout[split], classes, training=False, known=every, root=path,
+        files, labels, others = _list_images(layout[split], classes, training=False, known=every,
                                              reached=reached)
         if not files:
             raise DataError(f"{str(layout[split])!r} has no images; expected image files "
@@ -489,28 +489,26 @@ def _class_names(folder: Path) -> tuple[str, ...]:
     return classes
 
 
-# A folder the listing reached through a link (or a class folder): its real path -> (the split folder and
-# label it was reached for, the path that led to it). One per image folder, shared by its splits.
+# The image files an image folder's listing reached, by real path: (the split folder and label it was
+# listed for, the path it was listed as). Shared by the splits: a file under two of them is refused.
 Reached = dict[Path, tuple[tuple[Path, int], Path]]
 
 
 def _list_images(folder: Path, classes: tuple[str, ...], training: bool, known: tuple[str, ...] | None = None,
-                 root: Path | None = None, reached: Reached | None = None
-                 ) -> tuple[list[Path], list[int], list[Path]]:
+                 reached: Reached | None = None) -> tuple[list[Path], list[int], list[Path]]:
     """Image files under each of ``classes``' subfolders (recursively, hidden entries skipped), their labels,
     and the other files there, which are skipped (a note names them: a file of another image format would
     otherwise go missing without a word).
 
     A training class needs two images (one to fit a child model, one to score it); a val/test folder may
     lack a class but may not add one outside ``known`` (default: ``classes``; the training folder's classes
-    when only some are selected). ``root`` is the data set's folder (default: ``folder``), which linked
-    folders may not lead back into; ``reached`` holds the folders other splits' listings reached.
+    when only some are selected). One file reached twice through links counts once in its class, and is an
+    error in two classes or in two splits (``reached`` holds the other splits' files).
     """
     _refuse_loose_images(folder)
     unknown = sorted(set(_class_names(folder)) - set(known or classes))
     if unknown:
         raise DataError(f"{str(folder)!r} has classes not in the training folder: {', '.join(unknown)}")
-    root = (root or folder).resolve()
     reached = {} if reached is None else reached
     files: list[Path] = []
     labels: list[int] = []
@@ -519,14 +517,19 @@ def _list_images(folder: Path, classes: tuple[str, ...], training: bool, known: 
         sub = folder / cls
         if not sub.is_dir():
             continue
-        owner = (folder, label)
-        real, own = sub.resolve(), sub.parent.resolve() / sub.name
-        if real != own:  # a linked class folder: the rules of a link inside one
-            _check_link(sub, real, own, root, reached, owner)
-        reached[real] = (owner, sub)
-        visible = _visible_files(sub, root, reached, owner)
-        found = [p for p in visible if p.suffix.lower() in IMAGE_SUFFIXES]
-        others += [p for p in visible if p.suffix.lower() not in IMAGE_SUFFIXES]
+        found = []
+        for path, real in _visible_files(sub):
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                others.append(path)
+                continue
+            owner, first = reached.setdefault(real, ((folder, label), path))
+            if owner != (folder, label):
+                where = "classes" if owner[0] == folder else "splits (training and held-out images)"
+                raise DataError(f"{str(path)!r} and {str(first)!r} are one file ({str(real)!r}, reached through a "
+                                f"link): its image would be in two {where}; copy the images instead, or remove the "
+                                "link")
+            if first == path:  # else the same file reached again in this class: it counts once
+                found.append(path)
         if training and len(found) < 2:
             raise DataError(
                 f"class folder {str(sub)!r} has {'no images' if not found else 'only one image'}; every class "
@@ -537,50 +540,33 @@ def _list_images(folder: Path, classes: tuple[str, ...], training: bool, known: 
     return files, labels, others
 
 
-def _visible_files(folder: Path, root: Path, reached: Reached, owner: tuple[Path, int]) -> list[Path]:
-    """The files under the class folder ``folder``, sorted, hidden entries skipped. Linked folders are
-    followed, as torchvision's ImageFolder does, unless their images would be read twice (see
-    :func:`_check_link`); a link to a folder this class already reaches is passed over."""
+def _visible_files(folder: Path) -> list[tuple[Path, Path]]:
+    """The files under the class folder ``folder`` with their real paths, sorted, hidden entries skipped.
+    Linked folders are followed, as torchvision's ImageFolder does, each real folder once; a link to a
+    folder that holds ``folder`` (a loop) is an error."""
     top = folder.resolve()
+    real_of = {os.fspath(folder): top}  # each walked folder's real path (a link's target, else its parent's)
     seen = {top}
     files = []
     for here, dirs, names in os.walk(folder, followlinks=True):
         kept = []
         for name in sorted(dirs):
             link = Path(here) / name
-            real = link.resolve()
+            real = link.resolve() if link.is_symlink() else real_of[here] / name
             if name.startswith(".") or real in seen:
                 continue
-            if link.is_symlink():
-                if any(real.is_relative_to(folder_seen) for folder_seen in seen):  # walked from there already
-                    continue
-                _check_link(link, real, top, root, reached, owner)
-                reached[real] = (owner, link)
+            if top.is_relative_to(real):
+                raise DataError(f"{str(link)!r} links to {str(real)!r}, a folder that holds this class's folder (a "
+                                "loop); remove the link")
             seen.add(real)
+            real_of[os.path.join(here, name)] = real
             kept.append(name)
         dirs[:] = kept
-        files += [p for p in (Path(here) / name for name in names if not name.startswith("."))
-                  if p.is_file() or _dangling(p)]
+        for name in names:
+            path = Path(here) / name
+            if not name.startswith(".") and (path.is_file() or _dangling(path)):
+                files.append((path, path.resolve() if path.is_symlink() else real_of[here] / name))
     return sorted(files)
-
-
-def _check_link(link: Path, real: Path, place: Path, root: Path, reached: Reached, owner: tuple[Path, int]) -> None:
-    """Refuse a linked folder (found at ``place``, for ``owner``: its split folder and class) whose images
-    would be read twice: one inside the data set's folder ``root`` (another class's or split's images), one
-    holding ``place`` (a loop), or one inside or around a folder another class or split reached."""
-    fix = "copy the images instead, or remove the link"
-    if real.is_relative_to(root):
-        raise DataError(f"{str(link)!r} links to {str(real)!r}, inside the data set's folder: its images would be "
-                        f"read twice (as this class's and where they are); {fix}")
-    if place.is_relative_to(real):
-        raise DataError(f"{str(link)!r} links to {str(real)!r}, a folder that holds this class's folder (a loop); "
-                        "remove the link")
-    for other_real, (other_owner, other) in reached.items():
-        if other_owner != owner and (real.is_relative_to(other_real) or other_real.is_relative_to(real)):
-            where = "classes" if other_owner[0] == owner[0] else "splits (training and held-out images)"
-            lead = (f"both lead to {str(real)!r}" if real == other_real else
-                    f"lead to {str(real)!r} and {str(other_real)!r}, one inside the other")
-            raise DataError(f"{str(link)!r} and {str(other)!r} {lead}: their images would be in two {where}; {fix}")
 
 
 def _dangling(path: Path) -> bool:
