@@ -350,3 +350,11 @@ def test_the_power_leaves_out_recipes_with_the_references_errors():
     a = next(c for c in decision.versus_reference if c.candidate == "a")
     assert decision.chosen == "a" and selection_power(decision.versus_reference) == pytest.approx(a.upper - a.mean)
     assert f"a median {a.upper - a.mean:.2f} pp above" in decision.reason and a.upper - a.mean > 4
+
+
+def test_a_constant_difference_without_a_variance_floor_is_not_called_a_tie():
+    """A review found "every recipe had the reference's error on each fold" after "it clears the noise" where
+    a recipe was 1 pp better on every fold (decide's default held_out=0 has no variance floor)."""
+    decision = decide({"ref": [12.0, 11, 10], "a": [11.0, 10, 9]}, "ref", test_fraction=0.2)
+    assert decision.chosen == "a" and "cannot be told apart" not in decision.reason
+    assert "a median 0.00 pp" in decision.reason  # no spread and no floor: the bound sits on the mean

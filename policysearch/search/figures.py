@@ -243,7 +243,7 @@ def recipe_data(rows: Sequence[dict[str, str]], selection: dict[str, Any], *, co
         if name in errors:
             row: dict[str, Any] = {"recipe": name, "folds": errors[name], "mean": sum(errors[name]) / n_folds,
                                    "chosen": name == chosen, "reference": name == reference,
-                                   "tested": name == selection.get("best"),
+                                   "tested": name == selection.get("best", chosen),
                                    "diff": None, "upper": None, "clears": None}
             if reference in errors and name != reference:
                 c = compare(errors[name], errors[reference], test_fraction=test_fraction, confidence=confidence,
@@ -601,8 +601,9 @@ def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: Ima
                           "the quantity the rule decides on (right): the recipe minus the reference, with its "
                           f"{config.confidence:.0%} one-sided upper bound "
                           f"({bound_correction(int(selection.get('held_out') or 0))}); green: the bound is below 0, the recipe "
-                          "beats the reference beyond the noise; pale green: so does this one, but the rule tests "
-                          "only the recipe with the lowest mean error." + _stopped_caption(selection)))
+                          "beats the reference beyond the noise; pale green: a bound below 0 too, on a recipe the "
+                          "rule does not test (it tests only the one with the lowest mean error)."
+                          + _stopped_caption(selection)))
     write_bytes_atomic(run_dir / "ops.png", plot_ops(policy, recipe))
     choice = one_op_per_image(policy)
     figures.append(Figure("ops.png", "What the chosen policy does",

@@ -258,7 +258,7 @@ def decide(errors: Mapping[str, Sequence[float]], reference: str, *, test_fracti
     mean_error = {name: float(np.mean(v)) for name, v in errors.items()}
     tied = lowest_mean(errors)
     best, others = tied[0], tied[1:]
-    tie = (f" (tied on the mean with {', '.join(others)}; a tie goes to the recipe listed first, the simpler or more "
+    tie = (f" (tied on the mean with {_names(others)}; a tie goes to the recipe listed first, the simpler or more "
            "standard one)" if others else "")
     against_reference = versus_reference(errors, reference, test_fraction=test_fraction, confidence=confidence,
                                          held_out=held_out)
@@ -283,7 +283,7 @@ def decide(errors: Mapping[str, Sequence[float]], reference: str, *, test_fracti
     if power is not None:
         reason += (f"; the selection's power: a bound lies a median {power:.2f} pp above its mean difference "
                    f"over {folds} folds, so smaller differences stay within the noise")
-    elif folds > 1 and against_reference:  # every recipe gave the reference's fold errors
+    elif folds > 1 and against_reference and all(map(_same_as_reference, against_reference)):
         reason += f"; every recipe had the reference's error on each of the {folds} folds, so they cannot be told apart"
     comparisons = tuple(compare(errors[chosen], errors[name], test_fraction=test_fraction, confidence=confidence,
                                 names=(chosen, name), held_out=held_out) for name in errors if name != chosen)
@@ -295,9 +295,13 @@ def selection_power(against_reference: Sequence[Comparison]) -> float | None:
     """The median distance (pp) from a candidate's mean difference with the reference to its one-sided bound:
     the smallest advantage the rule can see at this data size (None: no bounds, e.g. one fold). A candidate
     with the reference's error on every fold has no spread to measure it by and is left out."""
-    widths = [c.upper - c.mean for c in against_reference
-              if math.isfinite(c.upper) and c.upper - c.mean > TIE_TOLERANCE]
+    widths = [c.upper - c.mean for c in against_reference if math.isfinite(c.upper) and not _same_as_reference(c)]
     return float(np.median(widths)) if widths else None
+
+
+def _same_as_reference(c: Comparison) -> bool:
+    """Whether a candidate had the reference's error on every fold (no difference, no spread), to float noise."""
+    return abs(c.mean) <= TIE_TOLERANCE and c.upper - c.mean <= TIE_TOLERANCE
 
 
 def _names(names: Sequence[str], shown: int = 3) -> str:
