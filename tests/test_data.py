@@ -22,6 +22,7 @@ from policysearch.training.data import (
     ImageData,
     baseline_for,
     compute_mean_std,
+    dataset_name,
     load_dataset,
     normalization_for,
     normalize,
@@ -122,6 +123,19 @@ def test_a_failed_download_leaves_no_empty_folders(tmp_path: Path, name: str, mo
             load_dataset(name, data_root=root, download=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]  # made by the user: kept
     assert not any((tmp_path / "kept").iterdir())
+
+
+def test_a_folder_named_like_a_built_in_data_set_is_noted(tmp_path: Path, monkeypatch) -> None:
+    """Regression: with a folder ./digits in the working folder, --dataset digits trained on the built-in digits
+    without a word; the name still means the built-in set (./digits is the folder), and a note says so."""
+    monkeypatch.chdir(tmp_path)
+    assert not load_dataset("digits").notes
+    _write_folder(tmp_path / "digits" / "train", {"a": 2, "b": 2})
+    data = load_dataset("digits")
+    assert data.name == "digits/train" and data.notes == (
+        "digits/train: the built-in digits data set, not the folder ./digits here (give ./digits or "
+        "imagefolder:digits for the folder)",)
+    assert load_dataset(dataset_name("./digits")).name == "imagefolder:digits/train"
 
 
 def test_an_image_folders_notes_name_the_folder_that_exists(tmp_path: Path) -> None:

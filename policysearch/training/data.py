@@ -222,6 +222,10 @@ def load_dataset(
         note = (f"{data.name}: {len(data)} images resized to {image_size}x{image_size} from {w}x{h} (as --image-size "
                 "asks; image_size= in Python)")
         data = ImageData(resize_images(data.images, image_size), data.labels, data.classes, data.name, (note,))
+    if Path(name).is_dir():  # a folder of that name here is not what the name means: said, not silently passed over
+        note = (f"{data.name}: the built-in {name} data set, not the folder ./{name} here (give ./{name} or "
+                f"imagefolder:{name} for the folder)")
+        data = ImageData(data.images, data.labels, data.classes, data.name, (*data.notes, note))
     return data
 
 
