@@ -702,3 +702,33 @@ def test_ctrl_c_says_what_the_benchmark_kept_and_the_same_command_goes_on(tmp_pa
     assert err.startswith(f"policysearch: benchmark interrupted; search interrupted in phase 2; kept in {fresh}/"
                           "search-x: phase 1's 2 child models; none of its 2 trainings finished yet;")
     assert "search --resume" not in err and err.endswith(f"--out {fresh}")
+
+
+def test_a_search_stopped_at_once_inside_a_benchmark_says_the_benchmarks_line(tmp_path, monkeypatch):
+    """Regression: SIGTERM (timeout, a scheduler) or a second Ctrl-C while the benchmark searched printed the
+    search's line, "continue with: policysearch search --resume ...", which finishes the search alone."""
+    from policysearch.search import interrupts
+
+    given = {}
+
+    def capture(*args, stop_text, **kwargs):
+        given["stop_text"] = stop_text
+        raise KeyboardInterrupt  # the first Ctrl-C, which the benchmark words itself
+
+    monkeypatch.setattr(command, "run_benchmark", capture)
+    out = tmp_path / "b"
+    argv = ("--preset", "digits-small", "--methods", "none", "searched", "--seeds", "0", "--out", str(out))
+    assert command.run(_args(*argv)) == 130
+    said: list[bytes] = []
+    monkeypatch.setattr(interrupts, "_say", said.append)
+    monkeypatch.setattr(interrupts.os, "_exit", lambda status: (_ for _ in ()).throw(SystemExit(status)))
+    search_line = (f"search interrupted in phase 2 (policy trials) (stopped at once by SIGTERM: kept as last saved); "
+                   f"kept in {out}/search-x: 5 child models; continue with: policysearch search --resume {out}/search-x")
+    ctrl_c = interrupts.CtrlC(lambda at_once: search_line, given["stop_text"])
+    with pytest.raises(SystemExit):
+        ctrl_c.stop_now("SIGTERM")
+    line = said[0].decode().strip()
+    assert line.startswith("policysearch: benchmark interrupted; search interrupted in phase 2 (policy trials) "
+                           "(stopped at once by SIGTERM: kept as last saved); kept in ")
+    assert "none of its 2 trainings finished yet; continue with the same command, which keeps them: " in line
+    assert "policysearch search --resume" not in line

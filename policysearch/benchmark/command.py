@@ -145,7 +145,9 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"{asked} wants a GPU but torch sees no CUDA device here; pass --device cpu")
     try:
         document = run_benchmark(preset, out, policy=policy, policy_source=args.policy or "",
-                                 command=command_line(), preset_name=preset_name(args), args=args)
+                                 command=command_line(), preset_name=preset_name(args), args=args,
+                                 stop_text=lambda line: interrupted_text(out, preset, SearchInterrupted(line),
+                                                                         command_line()))
     except KeyboardInterrupt as stop:
         sys.stdout.flush()
         print(f"\npolicysearch: {interrupted_text(out, preset, stop, command_line())}", file=sys.stderr)

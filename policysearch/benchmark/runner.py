@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 import numpy as np
 import torch
@@ -35,7 +35,8 @@ from policysearch.wording import short_repr
 
 
 def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream, contents: dict[str, str],
-            what: str, from_scratch: bool = False) -> tuple[Policy, dict[str, Any]]:
+            what: str, from_scratch: bool = False, stop_text: Callable[[str], str] | None = None
+            ) -> tuple[Policy, dict[str, Any]]:
     """Run a Fast AutoAugment search on the training split (``what`` it searches, for the line that says so);
     returns the policy as its file holds it, and its costs.
 
@@ -83,7 +84,8 @@ def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream, 
     print(f"benchmark: {verb} {what} ({run_dir})", file=stream, flush=True)
     started = time.monotonic()
     try:
-        result = run_search(config, run_dir, resume=(run_dir / "config.json").exists(), stream=stream)
+        result = run_search(config, run_dir, resume=(run_dir / "config.json").exists(), stream=stream,
+                            stop_text=stop_text)
     except SearchFailed as exc:
         raise ValueError(f"the searched method's search stopped: {exc}; to search again, fix the cause and remove "
                          f"{run_dir}") from None
@@ -225,10 +227,11 @@ def set_aside(out: Path, previous: dict[str, Any], kept: dict[tuple[str, int], d
 
 def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = None, policy_source: str = "",
                   command: str = "", preset_name: str = "", args: argparse.Namespace | None = None,
-                  stream: TextIO | None = None) -> dict[str, Any]:
+                  stream: TextIO | None = None, stop_text: Callable[[str], str] | None = None) -> dict[str, Any]:
     """Train every method for every seed, write the results files after each run, return the document.
 
-    Progress lines go to ``stream`` (default: ``sys.stdout`` at call time, not at import time)."""
+    Progress lines go to ``stream`` (default: ``sys.stdout`` at call time, not at import time); ``stop_text``
+    words the line of a search stopped at once (a second Ctrl-C, SIGTERM) as the benchmark's."""
     stream = sys.stdout if stream is None else stream
     out = Path(out)
     check_out(out)
@@ -279,13 +282,14 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     searched_on = preset.search_train_size or len(train)  # a preset may search on fewer images than it trains on
     if "searched" in preset.methods and policy is None:
         policy, costs = _search(preset, out, args, stream, contents, f"for a policy{start} on {searched_on} "
-                                "training images")
+                                "training images", stop_text=stop_text)
         policy_source = costs["policy_file"]
         document["search"] = costs
     scratch = None
     if "searched-scratch" in preset.methods:
         scratch, costs = _search(preset, out, args, stream, contents, f"for a policy for models trained from "
-                                 f"scratch on {searched_on} training images", from_scratch=True)
+                                 f"scratch on {searched_on} training images", from_scratch=True,
+                                 stop_text=stop_text)
         document["search_scratch"] = costs
     if policy is not None:
         recipe = policy.metadata.get("recipe", {}) if isinstance(policy.metadata.get("recipe"), dict) else {}

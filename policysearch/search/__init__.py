@@ -22,7 +22,7 @@ import inspect
 import sys
 import types
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from policysearch.search.api import search
 from policysearch.search.config import SearchConfig
@@ -33,13 +33,15 @@ __all__ = ["Inputs", "Prepared", "SearchConfig", "SearchResult", "prepare", "run
 
 
 def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = False,
-               stream: TextIO = sys.stdout, inputs: Inputs | None = None) -> SearchResult:
+               stream: TextIO = sys.stdout, inputs: Inputs | None = None,
+               stop_text: Callable[[str], str] | None = None) -> SearchResult:
     """Run (or, with ``resume``, continue) a search into ``run_dir``; returns where its policy is.
 
     Every input and setting problem is raised as a one-line ``ValueError`` before Ray starts (or, when
     joining a cluster, before any trial); too many failed trials raise ``checks.SearchFailed``; Ctrl-C
-    raises ``interrupts.SearchInterrupted`` (what is kept, how to continue). A resume of a finished run
-    runs nothing and changes nothing (``already_complete`` on the result).
+    raises ``interrupts.SearchInterrupted`` (what is kept, how to continue); ``stop_text`` words the line of
+    a stop at once (a second Ctrl-C, SIGTERM), which ends the process, as a caller's. A resume of a finished
+    run runs nothing and changes nothing (``already_complete`` on the result).
     """
     import os
 
@@ -50,7 +52,7 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     from policysearch.search.tuning import run_search as run_on_ray
 
-    return run_on_ray(config, run_dir, resume=resume, stream=stream, inputs=inputs)
+    return run_on_ray(config, run_dir, resume=resume, stream=stream, inputs=inputs, stop_text=stop_text)
 
 
 class _CallableModule(types.ModuleType):

@@ -154,7 +154,7 @@ def _distributions(space: Any) -> dict[str, Any]:
 
 
 def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = False, stream: TextIO = sys.stdout,
-               inputs: Inputs | None = None) -> SearchResult:
+               inputs: Inputs | None = None, stop_text: Callable[[str], str] | None = None) -> SearchResult:
     """Run (or, with ``resume``, continue) a search into ``run_dir`` in this process, without Ray: the same
     phases, run directory and results as :func:`policysearch.search.run_search`."""
     run_dir = Path(run_dir)
@@ -162,7 +162,7 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
     if done is not None:
         return done
     stage = Stage(run_dir, resume, given_in_python(config))
-    with CtrlC(stage.message):
+    with CtrlC(stage.message, stop_text):
         try:
             faults = faults_from_env()
             prepared = prepare(config, inputs, new_run=not resume)

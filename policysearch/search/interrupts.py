@@ -62,10 +62,13 @@ class CtrlC:
 
     ``message(at_once)`` describes the run at the moment (what is kept, the resume command); ``at_once``
     names what stopped it without a last save ("a second Ctrl-C", "SIGTERM"), empty for a first Ctrl-C.
+    ``stop_text``, where a caller runs the search as a part of its own work (the benchmark), turns that line
+    into the caller's for a stop at once, which ends the process before the caller could say it.
     """
 
-    def __init__(self, message: Callable[[str], str]) -> None:
+    def __init__(self, message: Callable[[str], str], stop_text: Callable[[str], str] | None = None) -> None:
         self.message = message
+        self.stop_text = stop_text
         self.stopping = False  # a first Ctrl-C was seen (by us or by Tune)
         self._tune_has_first = False  # Tune's handler is in place and takes the first Ctrl-C
         self._tune_took_first = False  # Tune's handler took a Ctrl-C before its experiment's loop began
@@ -158,7 +161,8 @@ class CtrlC:
                 stream.flush()
             except (OSError, ValueError, RuntimeError):  # RuntimeError: a write this signal interrupted
                 pass
-        _say(f"\npolicysearch: {self.message(by)}\n".encode())
+        line = self.message(by)
+        _say(f"\npolicysearch: {self.stop_text(line) if self.stop_text else line}\n".encode())
         os._exit(EXIT_INTERRUPTED)
 
 

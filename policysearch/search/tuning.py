@@ -696,7 +696,8 @@ def tune_space(space: SearchSpace) -> dict[str, Any]:
 
 
 def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = False,
-               stream: TextIO = sys.stdout, inputs: Inputs | None = None) -> SearchResult:
+               stream: TextIO = sys.stdout, inputs: Inputs | None = None,
+               stop_text: Callable[[str], str] | None = None) -> SearchResult:
     """Run (or, with ``resume``, continue) a search into ``run_dir``; see :mod:`policysearch.search`.
 
     A resume of a finished run (its ``policy.json`` written) runs nothing and changes no file: it returns
@@ -709,7 +710,7 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
         return done
     period = state_period_s(config)
     stage = Stage(run_dir, resume, given_in_python(config), "at most a second" if period == "1" else f"about {period} s")
-    with CtrlC(stage.message) as ctrl_c:
+    with CtrlC(stage.message, stop_text) as ctrl_c:
         try:
             return _search(config, run_dir, resume, stream, stage, ctrl_c, inputs)
         except SearchInterrupted:
