@@ -125,6 +125,18 @@ def test_a_failed_download_leaves_no_empty_folders(tmp_path: Path, name: str, mo
     assert not any((tmp_path / "kept").iterdir())
 
 
+def test_a_test_folder_without_a_class_says_so(tmp_path: Path) -> None:
+    """Regression: a test/ folder lacking a class is allowed, but the benchmark's test error then covered
+    two of three classes without a word."""
+    _write_folder(tmp_path / "set" / "train", {"cat": 2, "dog": 2, "ship": 2})
+    _write_folder(tmp_path / "set" / "test", {"cat": 2, "ship": 2})
+    test = load_dataset(_folder(tmp_path / "set"), "test", image_size=8)
+    assert test.labels.tolist() == [0, 0, 2, 2] and test.classes == ("cat", "dog", "ship")
+    assert f"imagefolder:{tmp_path / 'set' / 'test'}: no images of 1 of the 3 classes (dog); its error covers the " \
+           "other 2" in test.notes
+    assert not any("no images of" in note for note in load_dataset(_folder(tmp_path / "set"), image_size=8).notes)
+
+
 def test_a_folder_named_like_a_built_in_data_set_is_noted(tmp_path: Path, monkeypatch) -> None:
     """Regression: with a folder ./digits in the working folder, --dataset digits trained on the built-in digits
     without a word; the name still means the built-in set (./digits is the folder), and a note says so."""

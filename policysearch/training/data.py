@@ -390,6 +390,10 @@ def _load_imagefolder(path: Path, split: str, image_size: int | None,
         shown = ", ".join(repr(str(p.relative_to(layout[split]))) for p in others[:2])
         notes += (f"{name}: {len(others)} file{'s' if len(others) != 1 else ''} skipped, not of an image type "
                   f"({shown}{' ...' if len(others) > 2 else ''}; images end in {', '.join(sorted(IMAGE_SUFFIXES))})",)
+    absent = [cls for label, cls in enumerate(classes) if label not in set(labels)]
+    if split != "train" and absent:  # allowed (a small test set may lack a class), but its error covers fewer
+        notes += (f"{name}: no images of {len(absent)} of the {len(classes)} classes ({', '.join(absent[:5])}"
+                  f"{' ...' if len(absent) > 5 else ''}); its error covers the other {len(classes) - len(absent)}",)
     if converted:
         notes += (f"{name}: {converted} {'colour' if channels == 1 else 'grey'} image"
                   f"{'s' if converted != 1 else ''} converted to {'grey' if channels == 1 else 'RGB'}, because "
