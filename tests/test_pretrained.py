@@ -427,7 +427,7 @@ def test_finetune_preset_pretrains_and_compares_the_two_searched_recipes(tmp_pat
 
     searches = []
 
-    def fake_search(preset, out, args, stream, contents, what, from_scratch=False):  # the searches themselves: test_search
+    def fake_search(preset, out, args, stream, contents, what, from_scratch=False, stop_text=None):  # the searches themselves: test_search
         searches.append((preset.weights, from_scratch))
         assert set(contents) == {"weights_sha256"}  # the pretrained file's digest keys both searches
         name = "randaugment:n=1,m=3" if from_scratch else "trivialaugment"
