@@ -246,7 +246,7 @@ def test_a_rerun_keeps_the_runs_made_the_same_way_and_trains_the_rest(tmp_path, 
     assert len(list((out / "earlier").iterdir())) == archives  # nothing more was set aside
     # the command alone cannot make the seed-0 row again: the report names the command that did
     assert document["earlier_commands"] == [before]
-    assert f"Runs of methods or seeds it leaves out were kept from: `{document['earlier_commands'][0]}`" in (
+    assert f"Runs kept from earlier commands (the same settings): `{document['earlier_commands'][0]}`" in (
         out / "results.md").read_text()
 
 
@@ -540,7 +540,7 @@ def test_a_fresh_search_and_its_reuse_give_the_policy_the_same_hash(tmp_path, mo
     rerun also said it was searching."""
     import policysearch.search as search_api
 
-    def fake_search(config, run_dir, resume, stream):
+    def fake_search(config, run_dir, resume, stream, stop_text=None):
         policy = randaugment_policy()
         if not resume:  # a fresh search: the run folder, then the file written last; its own object returned
             run_dir.mkdir(parents=True)
@@ -571,7 +571,7 @@ def test_the_search_line_counts_the_images_the_search_uses(tmp_path, monkeypatch
     class Stop(Exception):
         pass
 
-    def fake_search(preset, out, args, stream, contents, what, from_scratch=False):
+    def fake_search(preset, out, args, stream, contents, what, from_scratch=False, stop_text=None):
         said.append(what)
         raise Stop
 
@@ -732,3 +732,20 @@ def test_a_search_stopped_at_once_inside_a_benchmark_says_the_benchmarks_line(tm
                            "(stopped at once by SIGTERM: kept as last saved); kept in ")
     assert "none of its 2 trainings finished yet; continue with the same command, which keeps them: " in line
     assert "policysearch search --resume" not in line
+
+
+def test_results_name_every_command_that_trained_a_kept_run(tmp_path, monkeypatch):
+    """Regression: a rerun that covered every kept run recorded no history, so a later results.md named the
+    rerun (which trained nothing) and left out the command that trained the runs."""
+    out = tmp_path / "bench"
+    common = ("--preset", "digits-small", "--train-size", "30", "--methods", "none", "--epochs", "1", "--out", str(out))
+    steps = [("A", ("--seeds", "0")), ("B", ("--seeds", "0", "1")), ("C", ("--seeds", "0", "1")), ("D", ("--seeds", "0"))]
+    for name, seeds in steps:
+        monkeypatch.setattr(command, "command_line", lambda name=name: f"policysearch benchmark {name}")
+        assert command.run(_args(*common, *seeds)) == 0
+    document = json.loads((out / "results.json").read_text())
+    assert [(r["seed"], r["command"]) for r in document["runs"]] == [(0, "policysearch benchmark A"),
+                                                                    (1, "policysearch benchmark B")]
+    assert document["earlier_commands"] == ["policysearch benchmark A", "policysearch benchmark B"]  # not C
+    assert ("Runs kept from earlier commands (the same settings): `policysearch benchmark A`, `policysearch "
+            "benchmark B`") in (out / "results.md").read_text()

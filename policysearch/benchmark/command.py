@@ -189,7 +189,7 @@ def rewrite_report(out: Path, preset: str | None = None) -> int:
     for derived in ("summary", "finetune_vs_scratch"):  # computed again from the runs
         document.pop(derived, None)
     write_outputs(out, document)
-    print(f"{len(runs)} runs of `{command}`: {out / 'results.md'} written again")
+    print(f"{out / 'results.md'} written again from the {len(runs)} runs of {path} (its last command: `{command}`)")
     return 0
 
 

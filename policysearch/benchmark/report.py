@@ -43,7 +43,7 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
     s = document["settings"]
     lines = [f"# Benchmark: {_title(document)}", "",
              f"Command: `{document['command']}`", "",
-             *([f"Runs of methods or seeds it leaves out were kept from: "
+             *([f"Runs kept from earlier commands (the same settings): "
                 + ", ".join(f"`{c}`" for c in document["earlier_commands"]), ""]
                if document.get("earlier_commands") else []),
              f"- data: {s['dataset']}, {s['train_images']} training images ({s['image_size']} x {s['image_size']}"

@@ -311,9 +311,12 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     if document["runs"]:
         others = sum((r["method"], int(r["seed"])) not in place for r in document["runs"])
         beside = f", {others} of them of methods or seeds this command does not train" if others else ""
-        if others:  # the command line alone cannot make those rows again: name the commands that did
-            made_by = [previous.get("command", ""), *previous.get("earlier_commands", [])]
-            document["earlier_commands"] = [c for c in dict.fromkeys(made_by) if c and c != document["command"]]
+        # the commands that trained the kept runs (each run names its own; runs written before that, the
+        # commands of the file they were kept in)
+        made_by = [r.get("command", "") for r in document["runs"]]
+        if not all(made_by):
+            made_by += [previous.get("command", ""), *previous.get("earlier_commands", [])]
+        document["earlier_commands"] = [c for c in dict.fromkeys(made_by) if c and c != document["command"]]
         print(f"benchmark: kept {len(document['runs'])} runs of the earlier benchmark in {out} (same settings"
               f"{beside})", file=stream, flush=True)
     write_outputs(out, document)
@@ -339,7 +342,7 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
             row = {"method": method, "seed": seed, "test_error": 100.0 * (1.0 - result["accuracy"]),
                    "test_loss": result["loss"], "train_loss": last["train_loss"],
                    "train_accuracy": last["train_accuracy"], "clean_train_accuracy": fit["accuracy"],
-                   "train_seconds": seconds}
+                   "train_seconds": seconds, "command": document["command"]}
             document["runs"].append(row)
             document["runs"].sort(key=lambda r: place.get((r["method"], int(r["seed"])), len(place)))
             finished += 1
