@@ -137,6 +137,15 @@ def test_a_test_folder_without_a_class_says_so(tmp_path: Path) -> None:
     assert not any("no images of" in note for note in load_dataset(_folder(tmp_path / "set"), image_size=8).notes)
 
 
+def test_links_to_one_missing_file_are_named_as_unreadable(tmp_path: Path) -> None:
+    """A review found two dangling links to one target in two classes called "one file in two classes"."""
+    _write_folder(tmp_path / "set", {"a": 2, "b": 2})
+    for cls in ("a", "b"):
+        (tmp_path / "set" / cls / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(DataError, match=r"cannot read image '.*set/a/gone.png': .*No such file"):
+        load_dataset(_folder(tmp_path / "set"), image_size=8)
+
+
 def test_a_folder_named_like_a_built_in_data_set_is_noted(tmp_path: Path, monkeypatch) -> None:
     """Regression: with a folder ./digits in the working folder, --dataset digits trained on the built-in digits
     without a word; the name still means the built-in set (./digits is the folder), and a note says so."""
@@ -145,8 +154,10 @@ def test_a_folder_named_like_a_built_in_data_set_is_noted(tmp_path: Path, monkey
     _write_folder(tmp_path / "digits" / "train", {"a": 2, "b": 2})
     data = load_dataset("digits")
     assert data.name == "digits/train" and data.notes == (
-        "digits/train: the built-in digits data set, not the folder ./digits here (give ./digits or "
+        "digits: the built-in digits data set, not the folder ./digits here (give ./digits or "
         "imagefolder:digits for the folder)",)
+    assert load_dataset("digits", "test").notes == data.notes  # one line for both splits
+    assert not load_dataset("digits", data_root="digits").notes  # the data's own folder (as svhn's may be)
     assert load_dataset(dataset_name("./digits")).name == "imagefolder:digits/train"
 
 

@@ -375,3 +375,20 @@ def test_the_ledger_adds_up_every_process_that_worked_on_a_phase(tmp_path):
     assert set(second.phases) == {"phase2"} and set(second.phases["phase2"]) == {"first", "second"}
     assert second.wall("phase2") == pytest.approx(12.5 + own)  # the sum, not the last process's time
     assert second.processes() == 2 and Ledger(tmp_path).wall("phase2") == second.wall("phase2")
+
+
+def test_a_callers_wording_that_fails_still_ends_the_process(monkeypatch):
+    """A review found that a stop_text raising (the benchmark's reads results.json) kept a stop at once from
+    ending the process: from SIGTERM's timer thread the thread died and the search ran on."""
+    from policysearch.search import interrupts
+
+    said: list[bytes] = []
+    ended: list[int] = []
+    monkeypatch.setattr(interrupts, "_say", said.append)
+    monkeypatch.setattr(interrupts.os, "_exit", ended.append)
+
+    def broken(line: str) -> str:
+        raise TypeError("argument of type 'NoneType' is not iterable")
+
+    interrupts.CtrlC(lambda by: f"search interrupted (by {by})", broken).stop_now("SIGTERM")
+    assert said == [b"\npolicysearch: search interrupted (by SIGTERM)\n"] and ended == [interrupts.EXIT_INTERRUPTED]

@@ -162,7 +162,11 @@ class CtrlC:
             except (OSError, ValueError, RuntimeError):  # RuntimeError: a write this signal interrupted
                 pass
         line = self.message(by)
-        _say(f"\npolicysearch: {self.stop_text(line) if self.stop_text else line}\n".encode())
+        try:
+            line = self.stop_text(line) if self.stop_text else line
+        except Exception:  # the caller's wording (it may read a file) must never keep the process from ending
+            pass
+        _say(f"\npolicysearch: {line}\n".encode())
         os._exit(EXIT_INTERRUPTED)
 
 

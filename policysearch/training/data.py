@@ -222,8 +222,9 @@ def load_dataset(
         note = (f"{data.name}: {len(data)} images resized to {image_size}x{image_size} from {w}x{h} (as --image-size "
                 "asks; image_size= in Python)")
         data = ImageData(resize_images(data.images, image_size), data.labels, data.classes, data.name, (note,))
-    if Path(name).is_dir():  # a folder of that name here is not what the name means: said, not silently passed over
-        note = (f"{data.name}: the built-in {name} data set, not the folder ./{name} here (give ./{name} or "
+    stored = {root.resolve(), (root / "svhn").resolve()}  # the built-in's own files may lie in ./svhn
+    if Path(name).is_dir() and Path(name).resolve() not in stored:  # another folder of that name: said
+        note = (f"{name}: the built-in {name} data set, not the folder ./{name} here (give ./{name} or "
                 f"imagefolder:{name} for the folder)")
         data = ImageData(data.images, data.labels, data.classes, data.name, (*data.notes, note))
     return data
@@ -390,8 +391,9 @@ def _load_imagefolder(path: Path, split: str, image_size: int | None,
         shown = ", ".join(repr(str(p.relative_to(layout[split]))) for p in others[:2])
         notes += (f"{name}: {len(others)} file{'s' if len(others) != 1 else ''} skipped, not of an image type "
                   f"({shown}{' ...' if len(others) > 2 else ''}; images end in {', '.join(sorted(IMAGE_SUFFIXES))})",)
-    absent = [cls for label, cls in enumerate(classes) if label not in set(labels)]
-    if split != "train" and absent:  # allowed (a small test set may lack a class), but its error covers fewer
+    present = set(labels) if split != "train" else set(range(len(classes)))
+    absent = [cls for label, cls in enumerate(classes) if label not in present]
+    if absent:  # allowed in a held-out split (a small test set may lack a class), but its error covers fewer
         notes += (f"{name}: no images of {len(absent)} of the {len(classes)} classes ({', '.join(absent[:5])}"
                   f"{' ...' if len(absent) > 5 else ''}); its error covers the other {len(classes) - len(absent)}",)
     if converted:
@@ -529,6 +531,9 @@ def _list_images(folder: Path, classes: tuple[str, ...], training: bool, known: 
         for path, real in _visible_files(sub):
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 others.append(path)
+                continue
+            if _dangling(path):  # a link to nothing: read, to be named as unreadable, not compared
+                found.append(path)
                 continue
             owner, first = reached.setdefault(real, ((folder, label), path))
             if owner != (folder, label):
