@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 import reprlib
+from collections.abc import Sequence
 from typing import Any, Callable
 
-__all__ = ["Mention", "WordedError", "a_kind", "flag", "flag_mention", "keyword", "keyword_mention", "short_repr"]
+__all__ = ["Mention", "WordedError", "a_kind", "few", "flag", "flag_mention", "keyword", "keyword_mention",
+           "short_repr"]
 
 # How a message names a setting (and its value): flag_mention or keyword_mention.
 Mention = Callable[..., str]
@@ -23,6 +25,12 @@ def short_repr(value: Any) -> str:
     """A repr of at most a line or so: messages quote values of any size (a file's, a state dict given where
     a path goes)."""
     return _SHORT.repr(value)
+
+
+def few(names: Sequence[str], shown: int = 3) -> str:
+    """A list for a message, cut short: ``a, b, c`` or ``a, b, c and 4 more``."""
+    listed = ", ".join(names[:shown])
+    return listed if len(names) <= shown else f"{listed} and {len(names) - shown} more"
 
 
 def a_kind(value: Any) -> str:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from policysearch.wording import few
+
 __all__ = ["Comparison", "Decision", "TIE_RULE", "bound_correction", "compare", "decide", "fold_variance", "lowest_mean", "race",
            "race_margin", "race_share", "race_ties", "selection_power", "sequential_contenders", "signed_pp",
            "versus_reference"]
@@ -258,7 +260,7 @@ def decide(errors: Mapping[str, Sequence[float]], reference: str, *, test_fracti
     mean_error = {name: float(np.mean(v)) for name, v in errors.items()}
     tied = lowest_mean(errors)
     best, others = tied[0], tied[1:]
-    tie = (f" (tied on the mean with {_names(others)}; a tie goes to the recipe listed first, the simpler or more "
+    tie = (f" (tied on the mean with {few(others)}; a tie goes to the recipe listed first, the simpler or more "
            "standard one)" if others else "")
     against_reference = versus_reference(errors, reference, test_fraction=test_fraction, confidence=confidence,
                                          held_out=held_out)
@@ -266,7 +268,7 @@ def decide(errors: Mapping[str, Sequence[float]], reference: str, *, test_fracti
     if reference in tied:  # a tie never leaves the reference, wherever it is listed and whatever float noise says
         chosen, reason = reference, f"the reference {reference} has the lowest mean held-out error"
         if len(tied) > 1:
-            reason += f", tied with {_names([name for name in tied if name != reference])}; a tie keeps the reference"
+            reason += f", tied with {few([name for name in tied if name != reference])}; a tie keeps the reference"
     else:
         against = next(c for c in against_reference if c.candidate == best)
         if against.clears:
@@ -302,11 +304,6 @@ def selection_power(against_reference: Sequence[Comparison]) -> float | None:
 def _same_as_reference(c: Comparison) -> bool:
     """Whether a candidate had the reference's error on every fold (no difference, no spread), to float noise."""
     return abs(c.mean) <= TIE_TOLERANCE and c.upper - c.mean <= TIE_TOLERANCE
-
-
-def _names(names: Sequence[str], shown: int = 3) -> str:
-    """``a, b, c`` or ``a, b, c and 4 more``."""
-    return ", ".join(names) if len(names) <= shown else f"{', '.join(names[:shown])} and {len(names) - shown} more"
 
 
 def sequential_contenders(errors: Mapping[str, Sequence[float]], reference: str, *, test_fraction: float,

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from policysearch.training.data import ImageData, resize_images
 from policysearch.training.models import MODEL_NAMES, build_model
-from policysearch.wording import Mention, WordedError, a_kind, flag_mention
+from policysearch.wording import Mention, WordedError, a_kind, few, flag_mention
 
 __all__ = ["CALLABLE_PREFIX", "TIMM_PREFIX", "TORCHVISION_PREFIX", "Builder", "ModelError", "ModelSpec", "WeightsError",
            "callable_name", "check_model", "create_model", "fit_image_size", "head_names", "min_image_size",
@@ -167,11 +167,6 @@ def fit_image_size(data: ImageData, model: str, image_size: int | None) -> Image
     return ImageData(resize_images(data.images, least), data.labels, data.classes, data.name, (*data.notes, note))
 
 
-def _few(names: Sequence[str]) -> str:
-    shown = ", ".join(names[:SHOWN])
-    return shown if len(names) <= SHOWN else f"{shown} and {len(names) - SHOWN} more"
-
-
 def _load_reason(exc: Exception) -> str:
     """What torch.load's error says about the file, in one line: its weights-only unpickler's own finding
     rather than the advice around it (which suggests weights_only=False, the unsafe load)."""
@@ -218,7 +213,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not isinstance(content, Mapping) or not content or not all(
             isinstance(k, str) and isinstance(v, Tensor) for k, v in content.items()):
         what = "an empty mapping" if isinstance(content, Mapping) and not content else (
-            f"a mapping with values that are not tensors (keys: {_few([str(k) for k in content])})"
+            f"a mapping with values that are not tensors (keys: {few([str(k) for k in content], SHOWN)})"
             if isinstance(content, Mapping) else type(content).__name__)
         raise WeightsError(lambda say: f"{where(say)} holds {what}, not a state dict (names to tensors); save one "
                            "with torch.save(model.state_dict(), PATH)")
@@ -292,7 +287,7 @@ def _load_backbone(model: nn.Module, state: Mapping[str, Tensor], heads: tuple[s
     unexpected = [k for k in given if k not in own]
     shapes = [f"{k} {list(given[k].shape)} vs {list(v.shape)}" for k, v in own.items()
               if k in given and given[k].shape != v.shape]
-    problems = [f"{what}: {_few(names)}" for what, names in
+    problems = [f"{what}: {few(names, SHOWN)}" for what, names in
                 (("missing keys", missing), ("unexpected keys", unexpected),
                  ("shapes differ (checkpoint vs model)", shapes)) if names]
     if problems:
