@@ -749,3 +749,25 @@ def test_results_name_every_command_that_trained_a_kept_run(tmp_path, monkeypatc
     assert document["earlier_commands"] == ["policysearch benchmark A", "policysearch benchmark B"]  # not C
     assert ("Runs kept from earlier commands (the same settings): `policysearch benchmark A`, `policysearch "
             "benchmark B`") in (out / "results.md").read_text()
+
+
+def test_a_preset_whose_image_folder_is_missing_says_where_it_reads_before_training(tmp_path, monkeypatch):
+    """Regression: on a fresh clone, the cifar10-dev presets (their photographs lie beside the checkout, not in
+    it) said only "imagefolder path ... is not a folder", without saying the folder is not part of the
+    repository or how to run the preset on other images."""
+    for name, suffix in (("cifar10-dev-1000", ""), ("cifar10-dev-2class-200", "?classes=automobile,truck")):
+        moved = dataclasses.replace(presets.PRESETS[name], dataset=f"imagefolder:{tmp_path / 'gone'}{suffix}")
+        monkeypatch.setitem(presets.PRESETS, name, moved)
+        args = _args("--preset", name, "--out", str(tmp_path / "out"))
+        with pytest.raises(ValueError) as error:
+            command.run(args)
+        text = str(error.value)
+        assert f"preset {name} reads its images from {tmp_path / 'gone'}, which is missing" in text
+        assert "not part of the repository" in text and f"--train-size {moved.train_size}" in text
+        assert ("imagefolder:DIR?classes=automobile,truck" in text) == bool(suffix)
+        assert ("--dataset cifar10 --download" in text) == (not suffix)
+        assert not (tmp_path / "out").exists()  # refused before anything was written
+    (tmp_path / "gone").mkdir()
+    assert presets.missing_data_text("cifar10-dev-1000", presets.PRESETS["cifar10-dev-1000"]) is None
+    other = preset_from_args(_args("--preset", "cifar10-dev-1000", "--dataset", "digits"))
+    assert presets.missing_data_text("cifar10-dev-1000", other) is None  # --dataset replaced the folder

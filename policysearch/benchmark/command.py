@@ -14,8 +14,8 @@ import torch
 
 from policysearch.augment.standard import load_policy
 from policysearch.benchmark.methods import ALL_METHODS
-from policysearch.benchmark.presets import (DEFAULT_OUT, PRESETS, Preset, data_key, default_out, preset_lines,
-                                           preset_seeds)
+from policysearch.benchmark.presets import (DEFAULT_OUT, PRESETS, Preset, data_key, default_out,
+                                           missing_data_text, preset_lines, preset_seeds)
 from policysearch.benchmark.report import write_outputs
 from policysearch.benchmark.runner import run_benchmark
 from policysearch.invocation import command_line
@@ -136,6 +136,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out(preset_name(args))
     if args.report:
         return rewrite_report(out, args.preset)
+    missing = missing_data_text(preset_name(args), preset)
+    if missing:
+        raise DataError(missing)
     if args.policy and "searched" not in preset.methods:
         raise ValueError("--policy is the searched method's policy, and --methods leaves searched out; add it or "
                          "drop --policy")

@@ -148,7 +148,7 @@ PRESETS: dict[str, Preset] = {
 PRESET_NOTES: dict[str, str] = {
     "digits-small": "every method on scarce digits",
     "digits-100": "every method on 10 digits per class, where selecting a recipe is hardest",
-    "cifar10-dev-1000": "real photographs from shared/data/cifar10-dev, resnet8 trained until it fits them; the "
+    "cifar10-dev-1000": "real photographs from ../shared/data/cifar10-dev (beside the checkout), resnet8 trained until it fits them; the "
                         "search must learn that a flip is allowed",
     "cifar10-dev-1000-short": "the same photographs, small_cnn stopped at 20 epochs while it still underfits",
     "cifar10-dev-2class-200": "200 real photographs of two classes (automobile, truck), resnet8 trained until it fits them",
@@ -156,6 +156,22 @@ PRESET_NOTES: dict[str, str] = {
                            "from scratch",
     "reduced-cifar10-wrn40-2": "the Fast AutoAugment paper's setting: search on 4000 CIFAR-10 images, train on all",
 }
+
+
+def missing_data_text(name: str, preset: Preset) -> str | None:
+    """Why preset ``name`` cannot read its own image folder (it is not part of the repository), or None when it
+    can or when ``--dataset`` replaced it: said before anything trains."""
+    if preset.dataset != PRESETS[name].dataset or not preset.dataset.startswith("imagefolder:"):
+        return None
+    _, folder, classes = data_key(preset.dataset)
+    if Path(folder).is_dir():
+        return None
+    size = f" --train-size {preset.train_size}" if preset.train_size else ""
+    own = f"--dataset imagefolder:DIR{CLASSES_MARK + classes if classes else ''}{size}"
+    download = "" if classes else f" (or --dataset cifar10 --download{size})"
+    return (f"preset {name} reads its images from {folder}, which is missing: that folder lies beside the "
+            f"checkout and is not part of the repository. Put a train/ and a test/ folder of class folders there, "
+            f"or give the images with {own}{download}")
 
 
 def preset_seeds() -> str:
