@@ -222,6 +222,19 @@ def test_metadata_that_is_not_json_is_refused_when_the_policy_is_built(tmp_path,
     assert not list(tmp_path.iterdir())
 
 
+def test_metadata_changed_after_the_policy_was_built_is_checked_when_saved(tmp_path):
+    """Regression: the metadata dict can be changed after the policy was built; save() then wrote a literal NaN
+    (no strict JSON reader takes it) and a numpy number failed inside json with a TypeError."""
+    policy = Policy([[("Rotate", 0.5, 0.3)]], metadata={"score": {}})
+    policy.metadata["score"]["x"] = math.nan
+    with pytest.raises(PolicyError, match=r"^policy: metadata\.score\.x: nan is not a JSON number"):
+        policy.save(tmp_path / "p.json")
+    policy.metadata["score"]["x"] = np.float32(0.5)
+    with pytest.raises(PolicyError, match=r"^policy: metadata\.score\.x: float32 is not a JSON value"):
+        policy.file_text()
+    assert not list(tmp_path.iterdir())
+
+
 def test_metadata_tuples_are_json_arrays(tmp_path):
     policy = Policy([[("Rotate", 0.5, 0.3)]], metadata={"strengths": (0.5, 1.0)})
     assert Policy.load(policy.save(tmp_path / "p.json")).metadata["strengths"] == [0.5, 1.0]

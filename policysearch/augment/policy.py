@@ -378,8 +378,10 @@ class Policy:
 
     def file_text(self) -> str:
         """The policy file's text, :meth:`document` as indented JSON; a PolicyError naming the size when it is
-        larger than a policy file may be (``MAX_FILE_BYTES``), so that no file is written that cannot be read."""
-        text = json.dumps(self.document(), indent=2) + "\n"
+        larger than a policy file may be (``MAX_FILE_BYTES``), so that no file is written that cannot be read.
+        The metadata is checked again: it is a dict a caller can still change after the policy was built."""
+        _check_metadata(self.metadata, self.name or "policy")
+        text = json.dumps(self.document(), indent=2, allow_nan=False) + "\n"
         size = len(text.encode("utf-8"))
         if size > MAX_FILE_BYTES:
             named = f" (a policy string works by its name: PolicyTransform({self.name!r}))" if ":" in self.name else ""
