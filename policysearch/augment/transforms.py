@@ -402,8 +402,10 @@ def copy_rows(x: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # float8 has no arithmetic on the CPU
 # How far a float image may stray outside [0, 1] and be clamped: the overshoot of bicubic resizing or of a blur's
-# rounding in a pipeline before the policy, which is not an error; a normalised image strays much further.
-FLOAT_SLACK = 0.1
+# rounding in a pipeline before the policy, which is not an error. torchvision's bicubic kernel (a = -0.75) can
+# overshoot by (1.375 ** 2 - 1) / 2 = 0.445 at most, at high-contrast edges (text, line drawings); a normalised
+# data set strays further on its first images (ImageNet's statistics reach -2.1 for black).
+FLOAT_SLACK = 0.5
 NORMALISED_MOST = 3.0  # at most this, floats out of [0, 1] are normalised ones (ImageNet's reach 2.64)
 SURELY_0_255 = 25.5  # above this, and none below 0, 0..255 values (normalised ones would need a std under 0.04)
 
