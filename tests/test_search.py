@@ -266,6 +266,21 @@ def test_bad_input_fails_in_one_line_before_any_work(case, tmp_path, no_ray, mon
     assert not run_dir.exists()  # not even config.json or the Tune folder
 
 
+def test_a_dashboard_without_its_packages_is_refused_before_any_work(tmp_path, no_ray, monkeypatch):
+    """Regression (a review): --dashboard on the documented install (ray[tune], no aiohttp) failed as Ray started,
+    with Ray's advice and a traceback."""
+    monkeypatch.setitem(sys.modules, "ray.dashboard.optional_deps", None)  # importing it raises ImportError
+    run_dir = tmp_path / "run"
+    with pytest.raises(ResourceError, match=r"^--dashboard needs Ray's dashboard packages, which this Python lacks "
+                                            r"\(.*\): install them with pip install 'ray\[default\]==[\d.]+', or "
+                                            r"search without --dashboard$"):
+        search.run_search(search.SearchConfig(**SMALL, dashboard=True), run_dir)
+    assert not run_dir.exists()
+    with pytest.raises(ResourceError, match=r"^dashboard= needs .* or search without dashboard=$"):
+        search("digits", out=str(run_dir), **{k: v for k, v in SMALL.items() if k != "dataset"}, dashboard=True)
+    assert not run_dir.exists()
+
+
 BAD_SETTINGS = {
     ("--batch-size", "1"): "--batch-size must be >= 2",
     ("--lr", "0"): "--lr must be a finite number > 0, got 0.0",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib
 import json
 import logging
 import math
@@ -37,7 +38,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from policysearch.progress import Progress
 from policysearch.training.pretrained import ModelError, model_ref
 from policysearch.training.user_data import fingerprint
-from policysearch.search.checks import check_resources, local_cpus, local_gpus
+from policysearch.search.checks import ResourceError, check_resources, local_cpus, local_gpus
 from policysearch.search.children import CHILD_FILE, CHILD_MODEL_FILE
 from policysearch.search.config import SearchConfig, is_uri
 from policysearch.search.export import export, finished_on_resume
@@ -121,6 +122,21 @@ def ray_init_kwargs(config: SearchConfig, data_bytes: int = 0) -> dict[str, Any]
     return {"address": "local", "num_gpus": local_gpus(), "include_dashboard": config.dashboard,
             "dashboard_host": "127.0.0.1", "log_to_driver": False,
             "object_store_memory": object_store_bytes(data_bytes), "configure_logging": False}
+
+
+def check_dashboard(config: SearchConfig) -> None:
+    """A ResourceError in one line when ``--dashboard`` asks a new local Ray for its dashboard and the packages
+    it needs (``ray[default]``; the ``search`` extra installs ``ray[tune]``) are missing: Ray would fail as it
+    starts, with its own advice and a traceback."""
+    if not config.dashboard or config.address or ray.is_initialized():
+        return
+    try:
+        importlib.import_module("ray.dashboard.optional_deps")  # what Ray imports to tell whether it can start one
+    except ImportError as exc:
+        missing = str(exc)
+        raise ResourceError(lambda say: f"{say('dashboard')} needs Ray's dashboard packages, which this Python "
+                            f"lacks ({missing}): install them with pip install 'ray[default]=={ray.__version__}', "
+                            f"or search without {say('dashboard')}") from None
 
 
 def check_address(address: str) -> None:
@@ -721,6 +737,7 @@ def _search(config: SearchConfig, run_dir: Path, resume: bool, stream: TextIO, s
             ctrl_c: CtrlC, inputs: Inputs | None = None) -> SearchResult:
     faults = faults_from_env()
     prepared = prepare(config, inputs, new_run=not resume)  # every input error surfaces here, before Ray starts
+    check_dashboard(prepared.config)
     builder = pickled_builder(prepared)
     with held_run(config, run_dir, resume=resume) as run:
         return _search_held(prepared, builder, run, resume, stream, stage, ctrl_c, faults)
