@@ -33,7 +33,7 @@ from policysearch.training.data import DataError
 from policysearch.augment.policy import Policy
 from policysearch.search import api, checks, command, rundir
 from policysearch.search.checks import ResourceError, SearchFailed
-from policysearch.search.config import SearchConfig, SettingsError, given_values
+from policysearch.search.config import DEFAULT_SPACE, SearchConfig, SettingsError, given_values
 from policysearch.search.faults import ENV as FAULTS_ENV, LOG_ENV, parse_faults
 from policysearch.search.outcome import Candidate, SearchResult, top_candidates
 from policysearch.search.report import summary_text
@@ -517,8 +517,15 @@ def test_resume_refuses_flags_that_contradict_the_stored_run(tmp_path, no_ray):
     with pytest.raises(RunError, match=r"contradicts the stored run; give the run's own data to continue it"):
         command.run(_args(["--resume", str(run_dir), "--dataset", "cifar10"]))
     # a setting the run left unset is shown as its default (regression: "(stored: None)")
-    with pytest.raises(RunError, match=r"--storage .*other \(stored: not set: the default\) contradicts"):
+    with pytest.raises(RunError, match=r"--storage .*other \(stored: not set: the run folder's tune\) contradicts"):
         command.run(_args(["--resume", str(run_dir), "--storage", str(tmp_path / "other")]))
+    with pytest.raises(RunError, match=r"--image-size 16 \(stored: not set: the images' own size\) contradicts"):
+        command.run(_args(["--resume", str(run_dir), "--image-size", "16"]))
+    # regression (a review): a default given by its value was refused as "(stored: not set: the default)"
+    defaults = {"space": DEFAULT_SPACE, "final_epochs": SMALL["epochs"], "storage": str(run_dir / "tune")}
+    assert rundir.check_resume(SearchConfig(**{**SMALL, **defaults}), run_dir)
+    with pytest.raises(RunError, match=r"--final-epochs 9 \(stored: not set: the search's epochs\) contradicts"):
+        rundir.check_resume(SearchConfig(**{**SMALL, "final_epochs": 9}), run_dir)
 
 
 def test_resume_refuses_a_run_of_another_run_format(tmp_path, no_ray):

@@ -122,16 +122,35 @@ def read_stored_config(run_dir: Path, continuing: bool = True) -> tuple[SearchCo
     return config, str(run_id)
 
 
-def contradictions(stored: SearchConfig, config: SearchConfig) -> list[tuple[str, Any, Any]]:
-    """(setting, given, stored) for every setting, other than RESUMABLE ones, that differs."""
+def contradictions(stored: SearchConfig, config: SearchConfig, run_dir: Path | None = None) -> list[tuple[str, Any, Any]]:
+    """(setting, given, stored) for every setting, other than RESUMABLE ones, that differs in what it means: a
+    default given by its value (``--space fast_autoaugment``, ``--final-epochs`` equal to ``--epochs``, the run's
+    own ``--storage RUN/tune``) agrees with the setting left unset."""
     return [(f.name, getattr(config, f.name), getattr(stored, f.name)) for f in fields(SearchConfig)
-            if f.name not in RESUMABLE and getattr(config, f.name) != getattr(stored, f.name)]
+            if f.name not in RESUMABLE and _meaning(config, f.name, run_dir) != _meaning(stored, f.name, run_dir)]
 
 
-def _shown(value: Any) -> str:
+def _meaning(config: SearchConfig, name: str, run_dir: Path | None) -> Any:
+    """The value setting ``name`` of ``config`` stands for, where an unset one has a default known here."""
+    if name == "space":
+        return config.space_name
+    if name == "final_epochs":
+        return config.final_epochs or config.epochs
+    if name == "storage" and run_dir is not None:
+        storage = storage_of(config, run_dir)
+        return storage if is_uri(storage) else str(Path(storage.removeprefix("file://")).resolve())
+    return getattr(config, name)
+
+
+# What a setting left unset means, where a message shows a stored run's settings.
+_UNSET_MEANS = {"train_size": "all the training images", "image_size": "the images' own size",
+                "weights": "new weights", "final_epochs": "the search's epochs", "storage": "the run folder's tune"}
+
+
+def _shown(value: Any, name: str = "") -> str:
     """A stored setting as a message shows it: a setting left unset is its default, not Python's None."""
     if value is None:
-        return "not set: the default"
+        return f"not set: {_UNSET_MEANS.get(name, 'the default')}"
     return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
@@ -320,7 +339,7 @@ def check_resume(config: SearchConfig, run_dir: Path, finished: bool = False) ->
     """The run id of the run in ``run_dir``; a RunError when there is none or ``config`` contradicts it. A
     ``finished`` run is only read back, so an older run format is no obstacle."""
     stored, run_id = read_stored_config(run_dir, continuing=not finished)
-    differ = contradictions(stored, config)
+    differ = contradictions(stored, config, run_dir)
     if differ:
         verb = "contradicts" if len(differ) == 1 else "contradict"
         # the data, and a model given as a Python callable, cannot be dropped: the run needs them given again
@@ -334,7 +353,7 @@ def check_resume(config: SearchConfig, run_dir: Path, finished: bool = False) ->
         where = ("; the run's model was defined in the script that started it (stored as __main__): continue from "
                  "that script, or define models in a module the script imports" if script else "")
         raise RunError(lambda say: f"{say('resume', run_dir)}: "
-                       f"{', '.join(f'{say(name, given)} (stored: {_shown(kept)})' for name, given, kept in differ)} "
+                       f"{', '.join(f'{say(name, given)} (stored: {_shown(kept, name)})' for name, given, kept in differ)} "
                        f"{verb} the stored run; {remedy} to continue it, or start a new run with another "
                        f"{say('out')}{where}")
     return run_id
