@@ -391,4 +391,19 @@ def test_a_callers_wording_that_fails_still_ends_the_process(monkeypatch):
         raise TypeError("argument of type 'NoneType' is not iterable")
 
     interrupts.CtrlC(lambda by: f"search interrupted (by {by})", broken).stop_now("SIGTERM")
-    assert said == [b"\npolicysearch: search interrupted (by SIGTERM)\n"] and ended == [interrupts.EXIT_INTERRUPTED]
+    assert said == [b"policysearch: search interrupted (by SIGTERM)\n"] and ended == [interrupts.EXIT_INTERRUPTED]
+
+
+def test_a_stop_at_once_is_one_line_in_a_log_and_starts_below_the_progress_on_a_terminal(monkeypatch):
+    """Regression (a review): a second Ctrl-C or a SIGTERM wrote an empty line before its one line into a log,
+    where a single Ctrl-C wrote none (the empty line is for a terminal's echoed ^C)."""
+    from policysearch.search import interrupts
+
+    said: list[bytes] = []
+    monkeypatch.setattr(interrupts, "_say", said.append)
+    monkeypatch.setattr(interrupts.os, "_exit", lambda status: None)
+    for terminal in (False, True):
+        monkeypatch.setattr(interrupts.os, "isatty", lambda fd: terminal and fd == 2)
+        interrupts.CtrlC(lambda by: f"search interrupted (by {by})").stop_now("SIGTERM")
+        assert interrupts.stop_line("x") == ("\npolicysearch: x" if terminal else "policysearch: x")
+    assert said == [b"policysearch: search interrupted (by SIGTERM)\n", b"\npolicysearch: search interrupted (by SIGTERM)\n"]

@@ -19,7 +19,7 @@ from policysearch.benchmark.presets import (DEFAULT_OUT, PRESETS, Preset, data_k
 from policysearch.benchmark.report import write_outputs
 from policysearch.benchmark.runner import run_benchmark
 from policysearch.invocation import command_line
-from policysearch.search.interrupts import EXIT_INTERRUPTED, SearchInterrupted
+from policysearch.search.interrupts import EXIT_INTERRUPTED, SearchInterrupted, stop_line
 from policysearch.training.data import DataError, dataset_name
 from policysearch.training.models import MODEL_NAMES
 from policysearch.training.train import MIN_STEPS, MIN_STEPS_PER_EPOCH
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
                                                                          command_line()))
     except KeyboardInterrupt as stop:
         sys.stdout.flush()
-        print(f"\npolicysearch: {interrupted_text(out, preset, stop, command_line())}", file=sys.stderr)
+        print(stop_line(interrupted_text(out, preset, stop, command_line())), file=sys.stderr)
         return EXIT_INTERRUPTED
     print(f"\nresults: {out / 'results.md'}")
     print((out / "results.md").read_text(encoding="utf-8"))

@@ -9,7 +9,7 @@ import sys
 from policysearch.search.api import search
 from policysearch.search.checks import SearchFailed
 from policysearch.search.config import SearchConfig, SettingsError, add_config_arguments, given_values
-from policysearch.search.interrupts import EXIT_INTERRUPTED, SearchInterrupted
+from policysearch.search.interrupts import EXIT_INTERRUPTED, SearchInterrupted, stop_line
 from policysearch.search.rundir import RunError
 from policysearch.wording import WordedError, flag_mention
 
@@ -52,7 +52,6 @@ def run(args: argparse.Namespace) -> int:
         return 1
     except SearchInterrupted as exc:
         sys.stdout.flush()
-        # on a terminal the line starts below the progress bar and the echoed ^C; in a log it is the one line
-        print(f"{chr(10) if sys.stderr.isatty() else ''}policysearch: {exc}", file=sys.stderr)
+        print(stop_line(str(exc)), file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0  # search() printed the summary

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Callable, Iterator
 
-__all__ = ["EXIT_INTERRUPTED", "CtrlC", "SearchInterrupted", "reapply_handlers", "resume_command"]
+__all__ = ["EXIT_INTERRUPTED", "CtrlC", "SearchInterrupted", "reapply_handlers", "resume_command", "stop_line"]
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 TERM_GRACE_S = 5.0  # after SIGTERM, the time a search has to end as after a Ctrl-C before it stops at once
@@ -152,7 +152,8 @@ class CtrlC:
         self.stopping = True
         if not self._deferring:
             raise SearchInterrupted()
-        _say(b"\npolicysearch: stopping once the local Ray has started (a few seconds; Ctrl-C again stops at once)\n")
+        _say(f"{stop_line('stopping once the local Ray has started (a few seconds; Ctrl-C again stops at once)')}\n"
+             .encode())
 
     def stop_now(self, by: str) -> None:
         """A second Ctrl-C, or SIGTERM (``by``): the line, and the process ends here (exit status 130)."""
@@ -166,7 +167,7 @@ class CtrlC:
             line = self.stop_text(line) if self.stop_text else line
         except Exception:  # the caller's wording (it may read a file) must never keep the process from ending
             pass
-        _say(f"\npolicysearch: {line}\n".encode())
+        _say(f"{stop_line(line)}\n".encode())
         os._exit(EXIT_INTERRUPTED)
 
 
@@ -180,6 +181,15 @@ def reapply_handlers() -> None:
         handler = signal.getsignal(signum)
         if handler is not None:  # None: set outside Python, which cannot be set again from here
             signal.signal(signum, handler)
+
+
+def stop_line(text: str) -> str:
+    """``policysearch: text`` as a stop prints it to stderr: on a terminal below the progress line and the
+    echoed ^C, in a log or a pipe as the one line it is."""
+    with contextlib.suppress(OSError, ValueError):
+        if os.isatty(2):
+            return f"\npolicysearch: {text}"
+    return f"policysearch: {text}"
 
 
 def _say(line: bytes) -> None:
