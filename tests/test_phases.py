@@ -101,6 +101,29 @@ def test_a_resume_of_an_unfinished_in_process_run_keeps_every_finished_trial(tin
     assert resumed.already_complete
 
 
+def test_a_resume_whose_cost_ledger_is_damaged_says_its_costs_leave_out_the_earlier_processes(tiny_run, tmp_path):
+    """Regression (a review): a cut-short ledger.json was dropped without a word, and the report gave the last
+    process's seconds as the whole search's cost."""
+    import shutil
+
+    run_dir, _, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "policy.json").unlink()  # unfinished: the export runs again
+    (copy / "ledger.json").write_text('{"wall_s": {"phase1": {"2026', encoding="utf-8")
+    again = run_search(SearchConfig(**TINY), copy, resume=True, stream=io.StringIO())
+    note = [w for w in again.warnings if "ledger.json could not be read" in w]
+    assert len(note) == 1 and note[0].endswith("the phases' wall seconds count this process only, not the ones "
+                                               "before it")
+    assert f"**Warning:** {note[0]}." in (copy / "report.md").read_text(encoding="utf-8")
+    assert json.loads((copy / "policy.json").read_text(encoding="utf-8"))["metadata"]["warnings"] == again.warnings
+    shutil.rmtree(copy)
+    shutil.copytree(run_dir, copy)
+    (copy / "policy.json").unlink()
+    intact = run_search(SearchConfig(**TINY), copy, resume=True, stream=io.StringIO())
+    assert not [w for w in intact.warnings if "ledger" in w]
+
+
 def test_a_resume_on_other_training_images_is_refused(tiny_run, tmp_path):
     """A folder's files can change between a run and its resume while its name stays: config.json keeps the
     images' fingerprint and the resume compares it, rather than scoring new images with old children."""

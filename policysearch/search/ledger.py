@@ -32,12 +32,16 @@ class Ledger:
         self.path = Path(run_dir) / LEDGER_FILE
         self.process = process or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.phases: dict[str, dict[str, float]] = {}  # phase -> process -> seconds
+        self.lost = ""  # why the earlier processes' seconds are missing (an unreadable ledger), else empty
         if self.path.is_file():
             try:
                 stored = json.loads(self.path.read_text(encoding="utf-8"))["wall_s"]
                 self.phases = {str(p): {str(k): float(v) for k, v in per.items()} for p, per in stored.items()}
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 self.phases = {}  # unreadable: this process's own entries still count
+                why = f"no {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0] or type(exc).__name__
+                self.lost = (f"{self.path} could not be read ({why}): the phases' wall seconds count this process "
+                             "only, not the ones before it")
         self._started: dict[str, float] = {}
         self._current: str | None = None
 

@@ -42,6 +42,7 @@ class Outcome:
     chosen: Recipe
     note: str
     costs: dict[str, float]
+    cost_note: str = ""  # why the costs' wall seconds fall short (an unreadable ledger), else empty
 
     def failures(self) -> list[str]:
         """One line per failed trial: phase, what it was and its error."""

@@ -266,7 +266,7 @@ def _run_phases(prepared: Prepared, run: Run, runner: TrialRunner, stream: TextI
     costs["phase3_device_s"] = sum(r["train_seconds"] for r in selection if r["status"] == "ok")
     costs["processes"] = ledger.processes()
     return Outcome(children, probes, fit, rows, top, merged, recipes, selection, decision, chosen, note,
-                   costs), spans
+                   costs, ledger.lost), spans
 
 
 def _trial_row(result: TrialResult, splits: int, names: Sequence[str]) -> dict[str, Any]:

@@ -194,7 +194,8 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
               f"The whole search took {_fmt(total, 1)} device seconds, {_fmt(total / one, 1)} times the estimated time "
               f"of one final training on all the images ({_fmt(one, 1)} s: the selection's trainings, scaled to all "
               "the images)."
-              + _processes_text(int(costs.get("processes", 1))), "",
+              + _processes_text(int(costs.get("processes", 1)))
+              + (f" **Warning:** {outcome.cost_note}." if outcome.cost_note else ""), "",
               "## Best Fast AutoAugment candidates", "", "| split | repeat | reward | sub-policies |", "|---|---|---|---|"]
     for candidate in outcome.top[:10]:
         lines.append(f"| {candidate.split} | {candidate.repeat} | {candidate.reward:.4f} | {_subs(candidate.policy)} |")
