@@ -528,6 +528,32 @@ def test_resume_refuses_flags_that_contradict_the_stored_run(tmp_path, no_ray):
         rundir.check_resume(SearchConfig(**{**SMALL, "final_epochs": 9}), run_dir)
 
 
+def test_an_experiment_whose_saved_state_tune_cannot_read_is_named_with_what_runs_it_again(tmp_path, monkeypatch):
+    """Regression (a review): a cut-short experiment_state file of phase 2 made --resume end in Tune's traceback
+    ("Can't return results as experiment has not been run, yet. Call `Tuner.fit()`")."""
+    from policysearch.progress import Progress
+    from policysearch.search import tuning
+
+    def unreadable(*args, **kwargs):
+        raise RuntimeError("Can't return results as experiment has not been run, yet. Call `Tuner.fit()` ...")
+
+    experiments = tmp_path / "tune" / "RUNID"
+    for name in ("phase1_children", "phase2_policies", "phase3_selection", "phase3_selection_repeat2",
+                 "phase3_selection_repeat10", "phase3_selection_rest"):
+        (experiments / name).mkdir(parents=True)
+    monkeypatch.setattr(tuning.tune.Tuner, "can_restore", staticmethod(lambda path: True))
+    monkeypatch.setattr(tuning, "_restored_tuner", unreadable)
+    with pytest.raises(RunError) as caught:
+        tuning.run_experiment("phase2_policies", lambda config: None, {}, None, SearchConfig(), str(experiments),
+                              Progress("phase 2", 4, None, stream=io.StringIO()))
+    assert str(caught.value) == (
+        f"{experiments}/phase2_policies: Tune cannot read back the saved state of this experiment (its "
+        "experiment_state file was cut short or changed). To run it again, delete that folder and those after it "
+        "(phase3_selection, phase3_selection_rest, phase3_selection_repeat2, phase3_selection_repeat10) and resume "
+        "(the phases before it are kept), or start a new run with another --out")
+    assert "Tuner.fit" not in str(caught.value)
+
+
 def test_resume_refuses_a_run_of_another_run_format(tmp_path, no_ray):
     # A run made before phase 3 raced its folds holds one phase-3 experiment of every recipe on every fold;
     # continuing it would mix trainings of other recipe definitions into this code's phases.

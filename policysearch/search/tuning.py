@@ -490,6 +490,31 @@ def _restored_tuner(path: str, trainable: Callable, param_space: dict, callback:
     return tuner
 
 
+def _experiment_order(name: str) -> tuple[int, int]:
+    """Where the experiment ``name`` comes in a run: phase 1, phase 2, phase 3's first fold, its other folds,
+    then its repeats in turn (each uses what the ones before it found)."""
+    phase, _, repeat = name.partition("_repeat")
+    steps = ("phase1_children", "phase2_policies", "phase3_selection", "phase3_selection_rest")
+    return (len(steps), int(repeat)) if repeat.isdigit() else (steps.index(phase) if phase in steps else len(steps), 0)
+
+
+def _unreadable_experiment(experiments: str, name: str, error: Exception) -> RunError:
+    """The RunError of a continued experiment whose saved state Tune cannot read back: which, why, and what
+    runs it again (that experiment and those after it, which used what it found)."""
+    later: list[str] = []
+    if not is_uri(experiments) and Path(experiments).is_dir():
+        later = sorted((entry.name for entry in Path(experiments).iterdir()
+                        if entry.is_dir() and _experiment_order(entry.name) > _experiment_order(name)),
+                       key=_experiment_order)
+    # Tune's own words speak of calling Tuner.fit(); only a file system's error says more than "damaged"
+    why = (f"{error.strerror or error}" if isinstance(error, OSError) else
+           "its experiment_state file was cut short or changed")
+    also = f" and those after it ({', '.join(later)})" if later else ""
+    return RunError(lambda say: f"{experiments}/{name}: Tune cannot read back the saved state of this experiment "
+                    f"({why}). To run it again, delete that folder{also} and resume (the phases before it are "
+                    f"kept), or start a new run with another {say('out')}")
+
+
 def run_experiment(name: str, trainable: Callable, param_space: dict, tune_config: tune.TuneConfig,
                    config: SearchConfig, experiments: str, progress: Progress, *, ctrl_c: CtrlC | None = None,
                    on_trial: Callable[[], None] | None = None) -> tuple[list, list]:
@@ -509,7 +534,10 @@ def run_experiment(name: str, trainable: Callable, param_space: dict, tune_confi
     # A URI storage uploads the experiment state at most once a URI_STATE_PERIOD_S (Tune's default: 300 s).
     sync = tune.SyncConfig(sync_period=URI_STATE_PERIOD_S) if is_uri(experiments) else tune.SyncConfig()
     if tune.Tuner.can_restore(path):
-        tuner = _restored_tuner(path, trainable, param_space, callback, progress)
+        try:
+            tuner = _restored_tuner(path, trainable, param_space, callback, progress)
+        except (RuntimeError, ValueError, OSError, KeyError, TypeError) as exc:  # a state file cut short, edited
+            raise _unreadable_experiment(experiments, name, exc) from None
     else:
         run_config = tune.RunConfig(name=name, storage_path=experiments, verbose=0, sync_config=sync,
                                     callbacks=[callback], checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
