@@ -95,7 +95,7 @@ def test_failed_save_keeps_the_previous_file(tmp_path):
     before = path.read_bytes()
     broken = Policy([[("Rotate", 0.5, 0.5)]])
     broken.metadata["oops"] = object()  # changed after it was built (which refuses it): not JSON-serialisable
-    with pytest.raises(TypeError):
+    with pytest.raises(PolicyError, match="metadata.oops: object is not a JSON value"):
         broken.save(path)
     assert path.read_bytes() == before
     assert Policy.load(path).name == "first"

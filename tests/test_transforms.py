@@ -555,6 +555,10 @@ def test_a_pool_of_anything_but_pil_images_is_refused_when_built():
         PolicyTransform(policy, pool=natural_batch(2, 8, 8))
     with pytest.raises(ValueError, match=r"pool: its images \(3, 4, 4\).*\(3, 8, 8\)"):
         BatchPolicyTransform(policy)(natural_batch(2, 8, 8), pool=natural_batch(2, 4, 4))
+    # regression (a new user's trial): an empty pool was taken, and the first image then said to pass a pool
+    for empty in ([], ()):
+        with pytest.raises(ValueError, match="^pool: empty; SamplePairing blends with an image from it"):
+            PolicyTransform(policy, pool=empty)
 
 
 # ---------------------------------------------------------------------------------------------------

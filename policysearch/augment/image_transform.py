@@ -179,6 +179,9 @@ def _checked_pool(pool: Sequence[Image.Image] | None) -> tuple[Image.Image, ...]
     if isinstance(pool, (str, bytes, Image.Image, torch.Tensor, np.ndarray)):
         raise TypeError(f"pool: expected a sequence of PIL images, got {type(pool).__name__}")
     pool = tuple(pool)
+    if not pool:
+        raise ValueError("pool: empty; SamplePairing blends with an image from it, so give at least one PIL image, "
+                         "or leave pool out")
     for i, item in enumerate(pool):
         if not isinstance(item, Image.Image):
             raise TypeError(f"pool[{i}]: expected a PIL image, got {type(item).__name__}; pass the images "
