@@ -140,7 +140,8 @@ def test_a_resume_on_other_training_images_is_refused(tiny_run, tmp_path):
     stored["data_fingerprint"] = "0" * 12  # as if the images had changed since
     (copy / "config.json").write_text(json.dumps(stored), encoding="utf-8")
     with pytest.raises(RunError, match=r"the training images differ from those the run started on \(fingerprint "
-                                       r"[0-9a-f]{12}, stored 0{12}\)"):
+                                       r"[0-9a-f]{12}, stored 0{12}\): their files changed since, or the run's "
+                                       r"config.json was edited \(its --train-size and --seed choose the images\)"):
         run_search(SearchConfig(**TINY), copy, resume=True, stream=io.StringIO())
     del stored["data_fingerprint"]  # a run from before the fingerprint: continued as it was
     (copy / "config.json").write_text(json.dumps(stored), encoding="utf-8")
