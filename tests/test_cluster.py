@@ -282,6 +282,30 @@ def test_an_address_that_is_not_host_port_is_named():
         check_address("http://127.0.0.1:8265")
 
 
+def test_joining_from_a_machine_that_is_no_node_of_the_cluster_says_where_to_run(monkeypatch):
+    """Regression (a review): --address HOST:PORT from outside the cluster, which the README offered, passed the
+    head's checks and ended a minute later in Ray's traceback ("No node info found matching attributes")."""
+    from policysearch.search import tuning
+    from policysearch.search.config import SearchConfig
+    from policysearch.search.rundir import RunError
+
+    def no_local_node(**kwargs):
+        raise RuntimeError("No node info found matching attributes: '10.0.0.9' when trying to resolve node to "
+                           "connect to.")
+
+    monkeypatch.setattr(tuning, "check_address", lambda address: None)  # the head answers
+    monkeypatch.setattr(tuning.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(tuning.ray, "init", no_local_node)
+    config = SearchConfig(address="10.0.0.1:6379", storage="s3://bucket/runs")
+    with pytest.raises(RunError, match=r"^--address 10.0.0.1:6379: the head answers, but no node of its cluster runs "
+                                       r"on this machine \(.*\), and a search joins a cluster from one of its nodes: "
+                                       r"run it on the head or a worker, submit it with `ray job submit`"):
+        tuning.start_ray(config)
+    monkeypatch.setattr(tuning.ray, "init", lambda **kwargs: (_ for _ in ()).throw(RuntimeError("other")))
+    with pytest.raises(RuntimeError, match="^other$"):  # Ray's other errors are not reworded as this one
+        tuning.start_ray(config)
+
+
 @pytest.mark.slow
 def test_a_cluster_that_cannot_hold_one_trial_fails_in_one_line(shared_cluster, tmp_path):
     search = _search(shared_cluster, tmp_path / "run", tmp_path / "storage", "--cpus-per-trial", "4")

@@ -268,6 +268,14 @@ def start_ray(config: SearchConfig, data_bytes: int = 0) -> LocalRay | None:
     except ConnectionError as exc:  # e.g. --address auto with no cluster on this machine
         reason = str(exc).strip().splitlines()[0]
         raise RunError(lambda say: f"{say('address', config.address)}: {reason}") from None
+    except RuntimeError as exc:
+        if "No node info found" not in str(exc):
+            raise
+        # Ray's driver attaches to a node of the cluster running on its own machine, and waits a minute for one
+        raise RunError(lambda say: f"{say('address', config.address)}: the head answers, but no node of its cluster "
+                       f"runs on this machine ({socket.gethostname()}), and a search joins a cluster from one of its "
+                       "nodes: run it on the head or a worker, submit it with `ray job submit`, or make this machine "
+                       "a node first (`ray start --address HOST:PORT`)") from None
     return None
 
 
