@@ -354,6 +354,24 @@ def test_an_unreadable_weights_file_is_refused_before_the_images_are_read(tmp_pa
             prepare.prepare(SearchConfig(**SMALL, weights=str(weights)))
 
 
+def test_the_weights_travel_with_the_search_to_workers_that_lack_the_file(small_cnn_weights: str) -> None:
+    """Regression (a review): every trial read --weights from its path, which on a cluster exists only on the
+    driver's machine, so every trial on a worker failed until the search stopped."""
+    import pickle
+
+    from policysearch.search.prepare import prepare
+
+    saved = torch.load(small_cnn_weights, weights_only=True)
+    prepared = prepare(SearchConfig(**SMALL, weights=small_cnn_weights))
+    shipped = pickle.loads(pickle.dumps(prepared))  # what the object store hands a worker
+    Path(small_cnn_weights).unlink()  # a worker's machine: no such file
+    for model in (shipped.new_model(), shipped.new_model()):  # the state read once is not changed by a build
+        for key, value in model.state_dict().items():
+            if not key.startswith("fc."):
+                assert torch.equal(value, saved[key]), key
+    assert shipped.model_spec == prepared.model_spec and "state" not in repr(shipped.model_spec)
+
+
 def test_child_and_selection_models_start_from_the_weights(small_cnn_weights: str, tmp_path: Path,
                                                            monkeypatch) -> None:
     from policysearch.search.candidates import candidate_recipes

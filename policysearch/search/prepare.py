@@ -56,6 +56,9 @@ class Prepared:
     folds: list[tuple[np.ndarray, np.ndarray]]
     builder: Builder | None = None  # the model callable of a ``callable:`` model (shipped to the workers with this)
     first_pass: int = 0  # folds of the first pass (0: all of ``folds``)
+    # the --weights checkpoint, read here once and shipped to the workers with the rest: a cluster's workers need
+    # not see the file, which is on the driver's machine
+    weights_state: dict[str, torch.Tensor] | None = None
 
     @property
     def first_folds(self) -> int:
@@ -72,7 +75,7 @@ class Prepared:
         """The child and selection models: architecture, classes, channels and the checkpoint they start from."""
         c = self.config
         return ModelSpec(c.model, self.data.num_classes, int(self.data.images.shape[1]), c.weights, c.freeze_backbone,
-                         self.builder)
+                         self.builder, self.weights_state)
 
     def new_model(self) -> torch.nn.Module:
         """A child or selection model, built and loaded from the checkpoint (seed torch first)."""
@@ -122,8 +125,8 @@ def prepare(config: SearchConfig, inputs: Inputs | None = None, new_run: bool = 
         data_too = config.dataset.startswith(PYTHON_PREFIX) and inputs.data is None
         raise ModelError(lambda say: _callable_missing(say, config, data_too, new_run))
     space = load_space(config.space_name)
-    if config.weights is not None:  # a bad file is refused before the images are read (seconds on a large folder)
-        read_state_dict(config.weights)
+    # a bad file is refused before the images are read (seconds on a large folder)
+    weights_state = read_state_dict(config.weights) if config.weights is not None else None
     if inputs.data is not None:
         data = inputs.data
     else:
@@ -151,7 +154,7 @@ def prepare(config: SearchConfig, inputs: Inputs | None = None, new_run: bool = 
     mean, std = normalization_for(config.dataset, data)
     baseline = baseline_for(config.dataset, data.images.shape[-1])
     prepared = Prepared(config, data, splits, space, tuple(mean), tuple(std), baseline, folds, inputs.builder,
-                        repeats * config.selection_folds)
+                        repeats * config.selection_folds, weights_state)
     check_model(prepared.model_spec, int(data.images.shape[-1]))  # the weights file and the image size
     return prepared
 

@@ -314,11 +314,13 @@ class ModelSpec:
     freeze_backbone: bool = False
     # The callable of a ``callable:`` model; pickled with the spec (cloudpickle) when Ray ships it to a worker.
     builder: Builder | None = field(default=None, compare=False, repr=False)
+    # The state dict in ``weights``, read once where the file is; None: read from the file at each build.
+    state: Mapping[str, Tensor] | None = field(default=None, compare=False, repr=False)
 
     def build(self) -> nn.Module:
         """The model (see the module docstring); seed torch first for reproducible fresh layers."""
         return create_model(self.name, self.num_classes, self.in_channels, weights=self.weights,
-                            freeze_backbone=self.freeze_backbone, builder=self.builder)
+                            freeze_backbone=self.freeze_backbone, builder=self.builder, state=self.state)
 
 
 def _architecture(name: str, num_classes: int, channels: int, builder: Builder | None) -> nn.Module:
@@ -350,12 +352,14 @@ def _architecture(name: str, num_classes: int, channels: int, builder: Builder |
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3, *, weights: str | Path | None = None,
-                 freeze_backbone: bool = False, builder: Builder | None = None) -> nn.Module:
+                 freeze_backbone: bool = False, builder: Builder | None = None,
+                 state: Mapping[str, Tensor] | None = None) -> nn.Module:
     """A classifier for ``num_classes`` classes on ``in_channels``-channel images, started from ``weights``.
 
     Without weights it is a fresh model (``torchvision:NAME`` with ``weights=None``, ``timm:NAME`` with
     ``pretrained=False``). A ``callable:`` model is ``builder(num_classes, in_channels)``. ``freeze_backbone``
-    needs weights: a frozen random backbone would learn nothing.
+    needs weights: a frozen random backbone would learn nothing. ``state`` is the state dict of ``weights``
+    already read (the file is then only named in messages).
     """
     problem = model_problem(name)
     if problem:
@@ -363,7 +367,10 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, *, weights: 
     if freeze_backbone and weights is None:
         raise ModelError(lambda say: f"{say('freeze_backbone')} needs {say('weights')}: a frozen backbone must come "
                          "from a checkpoint")
-    state = read_state_dict(weights) if weights is not None else None
+    if weights is None:
+        state = None
+    elif state is None:
+        state = read_state_dict(weights)
     channels = 3 if is_torchvision(name) else in_channels
     if state is not None and not is_torchvision(name) and not is_callable_model(name):
         # built with the checkpoint's channels; the probe leaves the RNG as it was
