@@ -78,7 +78,8 @@ def state_period_s(config: SearchConfig) -> str:
 
 
 def _quiet_ray_environment(config: SearchConfig) -> None:
-    # Read by Ray when it starts; set before ray.init so workers inherit them.
+    # Read by Ray and Tune when they start; set before ray.init so the local Ray's workers inherit them (on a
+    # joined cluster they reach the driver only: what matters of them, TUNE_*, is read there).
     state_period = state_period_s(config)
     for key, value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
                        "RAY_AIR_NEW_OUTPUT": "0", "RAY_DEDUP_LOGS": "0",
