@@ -767,6 +767,11 @@ def test_a_preset_whose_image_folder_is_missing_says_where_it_reads_before_train
         assert ("imagefolder:DIR?classes=automobile,truck" in text) == bool(suffix)
         assert ("--dataset cifar10 --download" in text) == (not suffix)
         assert not (tmp_path / "out").exists()  # refused before anything was written
+        # the same folder spelled another way keeps the preset's settings, and this message (a review's find)
+        again = _args("--preset", name, "--dataset", f"imagefolder:{tmp_path / 'gone'}/{suffix}", "--out",
+                      str(tmp_path / "out"))
+        with pytest.raises(ValueError, match=f"preset {name} reads its images from"):
+            command.run(again)
     (tmp_path / "gone").mkdir()
     assert presets.missing_data_text("cifar10-dev-1000", presets.PRESETS["cifar10-dev-1000"]) is None
     other = preset_from_args(_args("--preset", "cifar10-dev-1000", "--dataset", "digits"))

@@ -297,9 +297,11 @@ def test_joining_from_a_machine_that_is_no_node_of_the_cluster_says_where_to_run
     monkeypatch.setattr(tuning.ray, "is_initialized", lambda: False)
     monkeypatch.setattr(tuning.ray, "init", no_local_node)
     config = SearchConfig(address="10.0.0.1:6379", storage="s3://bucket/runs")
-    with pytest.raises(RunError, match=r"^--address 10.0.0.1:6379: the head answers, but no node of its cluster runs "
-                                       r"on this machine \(.*\), and a search joins a cluster from one of its nodes: "
-                                       r"run it on the head or a worker, submit it with `ray job submit`"):
+    with pytest.raises(RunError, match=r"^--address 10.0.0.1:6379: the head answers, but Ray found no node of its "
+                                       r"cluster on this machine \(.*\) to attach to \(No node info found matching "
+                                       r"attributes: '10.0.0.9' .*\), and a search joins a cluster from one of its "
+                                       r"nodes: run it on the head or a worker, submit it with `ray job submit`, or "
+                                       r"make this machine a node first \(`ray start --address 10.0.0.1:6379`; "):
         tuning.start_ray(config)
     monkeypatch.setattr(tuning.ray, "init", lambda **kwargs: (_ for _ in ()).throw(RuntimeError("other")))
     with pytest.raises(RuntimeError, match="^other$"):  # Ray's other errors are not reworded as this one

@@ -16,6 +16,7 @@ from _stops import stop_at_once_lines
 from policysearch.augment.policy import Policy
 from policysearch.search.config import SearchConfig
 from policysearch.search.inprocess import run_search
+from policysearch.search.ledger import Ledger
 from policysearch.search.spaces import load_space
 
 TINY = dict(dataset="digits", train_size=60, splits=2, trials=3, epochs=1, top_n=1, algorithm="optuna", seed=3,
@@ -113,10 +114,15 @@ def test_a_resume_whose_cost_ledger_is_damaged_says_its_costs_leave_out_the_earl
     (copy / "ledger.json").write_text('{"wall_s": {"phase1": {"2026', encoding="utf-8")
     again = run_search(SearchConfig(**TINY), copy, resume=True, stream=io.StringIO())
     note = [w for w in again.warnings if "ledger.json could not be read" in w]
-    assert len(note) == 1 and note[0].endswith("the phases' wall seconds count this process only, not the ones "
-                                               "before it")
+    assert note == ["ledger.json could not be read (Unterminated string starting at: line 1 column 24 (char 23)): "
+                    "the phases' wall seconds leave out the processes that worked on the run before it"]
+    assert str(tmp_path) not in note[0]  # the warning goes into policy.json, which is shared: no local path
     assert f"**Warning:** {note[0]}." in (copy / "report.md").read_text(encoding="utf-8")
     assert json.loads((copy / "policy.json").read_text(encoding="utf-8"))["metadata"]["warnings"] == again.warnings
+    (copy / "policy.json").unlink()  # a process after the one that found it damaged still says so
+    assert run_search(SearchConfig(**TINY), copy, resume=True, stream=io.StringIO()).warnings == again.warnings
+    (copy / "ledger.json").write_text('{"wall_s": 3}', encoding="utf-8")  # JSON of another shape
+    assert Ledger(copy).lost.startswith("ledger.json could not be read ('int' object has no attribute 'items')")
     shutil.rmtree(copy)
     shutil.copytree(run_dir, copy)
     (copy / "policy.json").unlink()
@@ -141,7 +147,7 @@ def test_a_resume_on_other_training_images_is_refused(tiny_run, tmp_path):
     (copy / "config.json").write_text(json.dumps(stored), encoding="utf-8")
     with pytest.raises(RunError, match=r"the training images differ from those the run started on \(fingerprint "
                                        r"[0-9a-f]{12}, stored 0{12}\): their files changed since, or the run's "
-                                       r"config.json was edited \(its --train-size and --seed choose the images\)"):
+                                       r"config.json was edited \(its data set, --image-size, --train-size and, with a --train-size, --seed choose them\)"):
         run_search(SearchConfig(**TINY), copy, resume=True, stream=io.StringIO())
     del stored["data_fingerprint"]  # a run from before the fingerprint: continued as it was
     (copy / "config.json").write_text(json.dumps(stored), encoding="utf-8")

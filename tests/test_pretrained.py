@@ -370,6 +370,10 @@ def test_the_weights_travel_with_the_search_to_workers_that_lack_the_file(small_
             if not key.startswith("fc."):
                 assert torch.equal(value, saved[key]), key
     assert shipped.model_spec == prepared.model_spec and "state" not in repr(shipped.model_spec)
+    from policysearch.search.tuning import prepared_bytes  # the object store is sized for the checkpoint too
+
+    images = prepared.data.images.nelement() + prepared.data.labels.nelement() * prepared.data.labels.element_size()
+    assert prepared_bytes(prepared) == images + sum(t.nelement() * t.element_size() for t in saved.values())
 
 
 def test_child_and_selection_models_start_from_the_weights(small_cnn_weights: str, tmp_path: Path,

@@ -552,6 +552,27 @@ def test_an_experiment_whose_saved_state_tune_cannot_read_is_named_with_what_run
         "(phase3_selection, phase3_selection_rest, phase3_selection_repeat2, phase3_selection_repeat10) and resume "
         "(the phases before it are kept), or start a new run with another --out")
     assert "Tuner.fit" not in str(caught.value)
+    (experiments / "notes").mkdir()  # a folder of no run's experiment is never offered for deletion
+    with pytest.raises(RunError, match=r"delete that folder and resume"):
+        tuning.run_experiment("phase3_selection_repeat10", lambda config: None, {}, None, SearchConfig(),
+                              str(experiments), Progress("phase 3", 4, None, stream=io.StringIO()))
+    with pytest.raises(RunError, match=r"^s3://b/runs/phase1_children: .* delete that folder and those after it "
+                                       r"\(phase2_policies, phase3_selection, phase3_selection_rest, "
+                                       r"phase3_selection_repeatN\) and resume"):  # a URI is not listed
+        tuning.run_experiment("phase1_children", lambda config: None, {}, None, SearchConfig(), "s3://b/runs",
+                              Progress("phase 1", 4, None, stream=io.StringIO()))
+    # the storage itself failing is no damaged file: nothing to delete (a review found the first version said so)
+    monkeypatch.setattr(tuning, "_restored_tuner", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+    with pytest.raises(RunError, match=r"phase2_policies: Tune cannot read the saved state of this experiment "
+                                       r"\(Permission denied\); make the storage readable and resume again$"):
+        tuning.run_experiment("phase2_policies", lambda config: None, {}, None, SearchConfig(), str(experiments),
+                              Progress("phase 2", 4, None, stream=io.StringIO()))
+    # our own or Tune's other errors while restoring are bugs to see, not a damaged file to delete
+    for other in (RuntimeError("something else"), TypeError("float() argument")):
+        monkeypatch.setattr(tuning, "_restored_tuner", lambda *a, error=other, **k: (_ for _ in ()).throw(error))
+        with pytest.raises(type(other), match=re.escape(str(other))):
+            tuning.run_experiment("phase2_policies", lambda config: None, {}, None, SearchConfig(), str(experiments),
+                                  Progress("phase 2", 4, None, stream=io.StringIO()))
 
 
 def test_resume_refuses_a_run_of_another_run_format(tmp_path, no_ray):

@@ -161,7 +161,7 @@ PRESET_NOTES: dict[str, str] = {
 def missing_data_text(name: str, preset: Preset) -> str | None:
     """Why preset ``name`` cannot read its own image folder (it is not part of the repository), or None when it
     can or when ``--dataset`` replaced it: said before anything trains."""
-    if preset.dataset != PRESETS[name].dataset or not preset.dataset.startswith("imagefolder:"):
+    if data_key(preset.dataset) != data_key(PRESETS[name].dataset) or not preset.dataset.startswith("imagefolder:"):
         return None
     _, folder, classes = data_key(preset.dataset)
     if Path(folder).is_dir():

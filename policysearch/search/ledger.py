@@ -35,13 +35,14 @@ class Ledger:
         self.lost = ""  # why the earlier processes' seconds are missing (an unreadable ledger), else empty
         if self.path.is_file():
             try:
-                stored = json.loads(self.path.read_text(encoding="utf-8"))["wall_s"]
-                self.phases = {str(p): {str(k): float(v) for k, v in per.items()} for p, per in stored.items()}
+                document = json.loads(self.path.read_text(encoding="utf-8"))
+                self.phases = {str(p): {str(k): float(v) for k, v in per.items()} for p, per in document["wall_s"].items()}
+                self.lost = str(document.get("lost", ""))  # an earlier process's loss stays said
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 self.phases = {}  # unreadable: this process's own entries still count
-                why = f"no {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0] or type(exc).__name__
-                self.lost = (f"{self.path} could not be read ({why}): the phases' wall seconds count this process "
-                             "only, not the ones before it")
+                why = f"no {exc}" if isinstance(exc, KeyError) else (str(exc).splitlines() or [type(exc).__name__])[0]
+                self.lost = (f"{LEDGER_FILE} could not be read ({why}): the phases' wall seconds leave out the "
+                             "processes that worked on the run before it")
         self._started: dict[str, float] = {}
         self._current: str | None = None
 
@@ -67,7 +68,7 @@ class Ledger:
         if phase not in self._started:
             return
         self.phases.setdefault(phase, {})[self.process] = time.monotonic() - self._started[phase]
-        write_json_atomic(self.path, {"wall_s": self.phases})
+        write_json_atomic(self.path, {"wall_s": self.phases, **({"lost": self.lost} if self.lost else {})})
 
     def wall(self, phase: str) -> float:
         """Seconds spent in ``phase`` by every process that worked on it."""

@@ -385,8 +385,8 @@ def check_same_inputs(run_dir: Path, data_fingerprint: str, space: Mapping[str, 
     if kept is not None and kept != data_fingerprint:
         raise RunError(lambda say: f"{say('resume', run_dir)}: the training images differ from those the run started "
                        f"on (fingerprint {data_fingerprint}, stored {kept}): their files changed since, or the run's "
-                       f"{CONFIG_FILE} was edited (its {say('train_size')} and {say('seed')} choose the images); start "
-                       f"a new run with another {say('out')}")
+                       f"{CONFIG_FILE} was edited (its data set, {say('image_size')}, {say('train_size')} and, with "
+                       f"a {say('train_size')}, {say('seed')} choose them); start a new run with another {say('out')}")
     if stored.get("space") is None:
         return
     kept_space, now = _searched_space(stored["space"]), _searched_space(space)

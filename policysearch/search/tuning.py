@@ -36,7 +36,7 @@ from ray import tune
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from policysearch.progress import Progress
-from policysearch.training.pretrained import ModelError, model_ref
+from policysearch.training.pretrained import ModelError, first_line, model_ref
 from policysearch.training.user_data import fingerprint
 from policysearch.search.checks import ResourceError, check_resources, local_cpus, local_gpus
 from policysearch.search.children import CHILD_FILE, CHILD_MODEL_FILE
@@ -106,9 +106,9 @@ def object_store_bytes(data_bytes: int, memory_bytes: int | None = None) -> int:
 
 
 def prepared_bytes(prepared: Prepared) -> int:
-    """The bytes of a search's images and labels (what the object store holds for it)."""
-    data = prepared.data
-    return sum(t.element_size() * t.nelement() for t in (data.images, data.labels))
+    """The bytes of a search's images, labels and ``--weights`` checkpoint (what the object store holds for it)."""
+    tensors = [prepared.data.images, prepared.data.labels, *(prepared.weights_state or {}).values()]
+    return sum(t.element_size() * t.nelement() for t in tensors)
 
 
 def ray_init_kwargs(config: SearchConfig, data_bytes: int = 0) -> dict[str, Any]:
@@ -273,10 +273,12 @@ def start_ray(config: SearchConfig, data_bytes: int = 0) -> LocalRay | None:
         if "No node info found" not in str(exc):
             raise
         # Ray's driver attaches to a node of the cluster running on its own machine, and waits a minute for one
-        raise RunError(lambda say: f"{say('address', config.address)}: the head answers, but no node of its cluster "
-                       f"runs on this machine ({socket.gethostname()}), and a search joins a cluster from one of its "
-                       "nodes: run it on the head or a worker, submit it with `ray job submit`, or make this machine "
-                       "a node first (`ray start --address HOST:PORT`)") from None
+        said = first_line(exc)
+        raise RunError(lambda say: f"{say('address', config.address)}: the head answers, but Ray found no node of its "
+                       f"cluster on this machine ({socket.gethostname()}) to attach to ({said}), and a search joins a "
+                       "cluster from one of its nodes: run it on the head or a worker, submit it with `ray job "
+                       f"submit`, or make this machine a node first (`ray start --address {config.address}`; where "
+                       "it is one already, RAY_NODE_IP_ADDRESS names the address it has in the cluster)") from None
     return None
 
 
@@ -499,29 +501,37 @@ def _restored_tuner(path: str, trainable: Callable, param_space: dict, callback:
     return tuner
 
 
-def _experiment_order(name: str) -> tuple[int, int]:
-    """Where the experiment ``name`` comes in a run: phase 1, phase 2, phase 3's first fold, its other folds,
-    then its repeats in turn (each uses what the ones before it found)."""
-    phase, _, repeat = name.partition("_repeat")
-    steps = ("phase1_children", "phase2_policies", "phase3_selection", "phase3_selection_rest")
-    return (len(steps), int(repeat)) if repeat.isdigit() else (steps.index(phase) if phase in steps else len(steps), 0)
+# A run's experiments in the order they run: each uses what the ones before it found.
+_EXPERIMENTS = ("phase1_children", "phase2_policies", "phase3_selection", "phase3_selection_rest")
+_REPEAT = "phase3_selection_repeat"  # + the repeat's number, after all of _EXPERIMENTS
+
+
+def _experiment_order(name: str) -> tuple[int, int] | None:
+    """Where the experiment ``name`` comes in a run (None: no experiment of a run)."""
+    if name in _EXPERIMENTS:
+        return _EXPERIMENTS.index(name), 0
+    number = name.removeprefix(_REPEAT)
+    return (len(_EXPERIMENTS), int(number)) if name.startswith(_REPEAT) and number.isdigit() else None
 
 
 def _unreadable_experiment(experiments: str, name: str, error: Exception) -> RunError:
     """The RunError of a continued experiment whose saved state Tune cannot read back: which, why, and what
     runs it again (that experiment and those after it, which used what it found)."""
-    later: list[str] = []
-    if not is_uri(experiments) and Path(experiments).is_dir():
-        later = sorted((entry.name for entry in Path(experiments).iterdir()
-                        if entry.is_dir() and _experiment_order(entry.name) > _experiment_order(name)),
-                       key=_experiment_order)
-    # Tune's own words speak of calling Tuner.fit(); only a file system's error says more than "damaged"
-    why = (f"{error.strerror or error}" if isinstance(error, OSError) else
-           "its experiment_state file was cut short or changed")
+    if isinstance(error, OSError):  # the storage itself (access, a network): nothing to delete
+        why = error.strerror or first_line(error) or type(error).__name__
+        return RunError(lambda say: f"{experiments}/{name}: Tune cannot read the saved state of this experiment "
+                        f"({why}); make the storage readable and resume again")
+    here = _experiment_order(name) or (len(_EXPERIMENTS), 0)
+    if is_uri(experiments):  # not listed: every experiment that can come after it
+        later = [*_EXPERIMENTS[here[0] + 1:], f"{_REPEAT}N"]
+    else:
+        found = [(order, entry.name) for entry in Path(experiments).iterdir()
+                 if entry.is_dir() and (order := _experiment_order(entry.name)) is not None and order > here]
+        later = [n for _, n in sorted(found)]
     also = f" and those after it ({', '.join(later)})" if later else ""
     return RunError(lambda say: f"{experiments}/{name}: Tune cannot read back the saved state of this experiment "
-                    f"({why}). To run it again, delete that folder{also} and resume (the phases before it are "
-                    f"kept), or start a new run with another {say('out')}")
+                    f"(its experiment_state file was cut short or changed). To run it again, delete that folder"
+                    f"{also} and resume (the phases before it are kept), or start a new run with another {say('out')}")
 
 
 def run_experiment(name: str, trainable: Callable, param_space: dict, tune_config: tune.TuneConfig,
@@ -545,8 +555,11 @@ def run_experiment(name: str, trainable: Callable, param_space: dict, tune_confi
     if tune.Tuner.can_restore(path):
         try:
             tuner = _restored_tuner(path, trainable, param_space, callback, progress)
-        except (RuntimeError, ValueError, OSError, KeyError, TypeError) as exc:  # a state file cut short, edited
-            raise _unreadable_experiment(experiments, name, exc) from None
+        except (RuntimeError, json.JSONDecodeError, EOFError, OSError) as exc:
+            # Tune says "has not been run" of a state file it could not read; other errors are not this one
+            if isinstance(exc, RuntimeError) and "has not been run" not in str(exc):
+                raise
+            raise _unreadable_experiment(experiments, name, exc) from exc
     else:
         run_config = tune.RunConfig(name=name, storage_path=experiments, verbose=0, sync_config=sync,
                                     callbacks=[callback], checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
