@@ -130,6 +130,26 @@ def test_a_resume_whose_cost_ledger_is_damaged_says_its_costs_leave_out_the_earl
     assert not [w for w in intact.warnings if "ledger" in w]
 
 
+def test_a_recipe_with_ops_the_search_space_leaves_out_says_so(tmp_path):
+    """Regression (a new user's trial): with --space no_flips (no foreground/background swap, for scans and
+    text) the search kept torchvision's RandAugment(), Solarize included, without a word that the space does
+    not bound the standard recipes."""
+    from policysearch.augment.standard import randaugment_tv_policy
+    from policysearch.search.report import ops_outside_space
+
+    no_flips = load_space("no_flips")
+    assert ops_outside_space(no_flips, randaugment_tv_policy()).startswith(
+        "the recipe uses Color, Solarize, which the search space no_flips leaves out: a space bounds the policies the "
+        "search proposes")
+    assert ops_outside_space(load_space("fast_autoaugment"), randaugment_tv_policy()) == ""  # Identity aside
+    result = run_search(SearchConfig(**{**TINY, "space": "no_flips"}), tmp_path / "run", stream=io.StringIO())
+    note = ops_outside_space(no_flips, result.policy)
+    assert (note in result.warnings) == bool(note)
+    assert (f"- **warning:** {note}" in (tmp_path / "run" / "report.md").read_text(encoding="utf-8")) == bool(note)
+    if result.chosen.name.startswith("randaugment (torchvision)"):
+        assert note
+
+
 def test_a_resume_on_other_training_images_is_refused(tiny_run, tmp_path):
     """A folder's files can change between a run and its resume while its name stays: config.json keeps the
     images' fingerprint and the resume compares it, rather than scoring new images with old children."""

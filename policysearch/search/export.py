@@ -25,7 +25,7 @@ from policysearch.search.faults import Faults
 from policysearch.search.figures import draw_figures, figures_section
 from policysearch.search.candidates import Recipe, reference_name
 from policysearch.search.outcome import Candidate, Outcome, SearchResult
-from policysearch.search.report import render_report, weak_children
+from policysearch.search.report import ops_outside_space, render_report, weak_children
 from policysearch.search.recipes import final_baseline, one_final_training_seconds
 from policysearch.search.rundir import CONFIG_FILE, Run, check_resume
 from policysearch.search.prepare import Prepared
@@ -81,7 +81,8 @@ def export(prepared: Prepared, run: Run, outcome: Outcome, faults: Faults = Faul
     costs["total_device_s"] = sum(costs.get(f"{p}_device_s", 0.0) for p in phases)
     costs["one_final_training_s"] = one_final_training_seconds(outcome.selection, len(prepared.data))
     children = [c for c in outcome.children if c["status"] == "ok"]
-    warnings = [w for w in (weak_children(outcome, config.freeze_backbone), outcome.cost_note) if w]
+    space_note = ops_outside_space(prepared.space, chosen.recipe)
+    warnings = [w for w in (weak_children(outcome, config.freeze_backbone), space_note, outcome.cost_note) if w]
     metadata = {
         "dataset": config.dataset,
         "search_space": prepared.space.name,
@@ -113,7 +114,7 @@ def export(prepared: Prepared, run: Run, outcome: Outcome, faults: Faults = Faul
     raced_with = reference_name(final_baseline(prepared, outcome.fit))  # the reference the race kept
     write_text_atomic(run.run_dir / "report.md", render_report(config, prepared.space.name, run.run_id, outcome, policy,
                                                                prepared.budgets(), figures_section(figures, notes),
-                                                               prepared.data.notes, raced_with))
+                                                               prepared.data.notes, raced_with, space_note))
     faults.reach("export", after="report.md")
     policy_path = policy.save(run.run_dir / "policy.json")
     return SearchResult(run.run_dir, run.run_id, policy_path, policy, costs, outcome.top, decision, outcome.failures(),

@@ -8,11 +8,12 @@ from collections.abc import Sequence
 from policysearch.augment.policy import Policy
 from policysearch.search.config import SearchConfig
 from policysearch.search.outcome import Candidate, Outcome, SearchResult
+from policysearch.search.spaces import SearchSpace
 from policysearch.search.selection import (TIE_RULE, TIE_TOLERANCE, Decision, bound_correction, race_share, race_ties,
                                            signed_pp)
 
-__all__ = ["decided_folds", "describe_candidate", "recipe_table", "render_report", "stopped_table", "summary_text",
-           "weak_children"]
+__all__ = ["decided_folds", "describe_candidate", "ops_outside_space", "recipe_table", "render_report",
+           "stopped_table", "summary_text", "weak_children"]
 
 
 def _count(n: int) -> str:
@@ -61,6 +62,18 @@ def weak_children(outcome: Outcome, frozen: bool = False) -> str:
             "decision rests on weak evidence; train longer (--epochs; epochs= in Python) or give more images"
             + ("; with a frozen backbone, its weights may not suit this data: try without --freeze-backbone "
                "(freeze_backbone= in Python)" if frozen else ""))
+
+
+def ops_outside_space(space: SearchSpace, recipe: Policy) -> str:
+    """A warning when the chosen ``recipe`` uses ops that ``space`` leaves out (a space bounds the policies the
+    search proposes; the standard recipes compete as shipped), else ''."""
+    outside = sorted({step.op for sub in recipe for step in sub} - set(space.ops) - {"Identity"})
+    if not outside:
+        return ""
+    return (f"the recipe uses {', '.join(outside)}, which the search space {space.name} leaves out: a space bounds "
+            "the policies the search proposes, while torchvision's recipes and their dials compete with their own "
+            "ops; where those ops must not touch the data, train with a Fast AutoAugment candidate of "
+            "candidates.json instead")
 
 
 def recipe_table(recipes: list[str], decision: Decision) -> list[dict[str, object]]:
@@ -120,7 +133,7 @@ def _trained_text(outcome: Outcome, folds: int) -> str:
 
 def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: Outcome, policy: Policy,
                   budgets: tuple[str, str], pictures: str = "", data_notes: Sequence[str] = (),
-                  raced_with: str = "") -> str:
+                  raced_with: str = "", space_note: str = "") -> str:
     """The whole ``report.md``; ``budgets``: the child models' and the recipes' trainings as they ran
     (:func:`~policysearch.training.train.budget_text`); ``pictures``
     (:func:`~policysearch.search.figures.figures_section`) follows the summary; ``data_notes``: what loading
@@ -134,6 +147,7 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
              f"{policy.baseline.describe()} after the policy)",
              f"- why: {decision.reason}",
              *([f"- **warning:** {weak}"] if (weak := weak_children(outcome, config.freeze_backbone)) else []),
+             *([f"- **warning:** {space_note}"] if space_note else []),
              *[f"- data: {note}" for note in data_notes],
              f"- run {run_id}: {len(outcome.recipes)} candidate recipes trained at the final budget, "
              f"{budgets[1]}, on {config.selection_folds} "
