@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -343,6 +344,13 @@ def test_known_ops_can_be_given(tmp_path):
         (minimal(name=""), "name", "must be a non-empty string"),
         (minimal(description=["x"]), "description", "must be a string"),
         (minimal(sub_policy=5), "sub_policy", "unknown key (did you mean 'sub_policies'?)"),
+        # regression (a new user's trial): the typo itself was not named, only the key it stood for as missing
+        (minimal(sub_policies=..., sub_policy=5), "sub_policy", "unknown key (did you mean 'sub_policies'?)"),
+        # regression: a name over two lines split the first printed line and report.md
+        (minimal(name="identity\nonly"), "name", "must be one line of printable text, got 'identity\\nonly'"),
+        # regression: 1,000 x 10 slots passed, and phase 2 spent a minute building the optimiser's choices
+        (minimal(sub_policies=51, ops_per_sub_policy=2), "sub_policies x ops_per_sub_policy",
+         "at most 100 slots (each an op, a probability and a level for the optimiser to propose), got 51 x 2 = 102"),
     ],
 )
 def test_bad_files_name_the_file_and_the_key(tmp_path, data, key, problem):
@@ -447,6 +455,22 @@ def test_a_space_file_is_found_as_a_user_writes_it(tmp_path, monkeypatch):
     assert SearchConfig(space="MINE.YAML").space == str(tmp_path / "MINE.YAML")  # kept absolute, as a file
     with pytest.raises(SettingsError, match=r"--space is empty; give a shipped space's name"):
         SearchConfig(space="")
+
+
+def test_merge_keys_and_pipes_are_refused_in_one_line(tmp_path):
+    """Regression (a new user's trial): a YAML merge key (<<) gave PyYAML's "could not determine a constructor
+    for the tag", and a named pipe as --space waited for a writer for ever."""
+    text = "name: mk\nsub_policies: 2\nops_per_sub_policy: 2\nprobability: {type: continuous}\n" \
+           "level: {type: continuous}\nops:\n  Rotate:\n    <<: {level: [0, 0.5]}\n"
+    path = write_space(tmp_path, text)
+    with pytest.raises(SpaceError, match=r"line 8, column 5: .*merge keys \(<<\) are not supported; write the keys "
+                                          r"out \(an alias, \*name, works\)"):
+        load_space(path)
+    pipe = tmp_path / "pipe.yaml"
+    os.mkfifo(pipe)
+    with pytest.raises(SpaceError, match=r"pipe.yaml: not a regular file \(a pipe or a device\)"):
+        load_space(pipe)
+    assert load_space(write_space(tmp_path, minimal(sub_policies=50, ops_per_sub_policy=2))).sub_policies == 50
 
 
 def test_missing_file_is_a_space_error(tmp_path):

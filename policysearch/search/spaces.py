@@ -82,6 +82,7 @@ MAX_DEPTH = 32
 MAX_VALUES = 100_000
 MAX_SUB_POLICIES = 1000
 MAX_OPS_PER_SUB_POLICY = 10
+MAX_SLOTS = 100  # sub-policies x ops each: an op, a probability and a level apiece for the optimiser to propose
 MAX_STEPS = 10_001
 
 
@@ -308,6 +309,8 @@ def load_space(name_or_path: str | Path, known_ops: Collection[str] | None = Non
     if is_path:
         path = Path(name_or_path)
         source = str(path)
+        if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO's open() would wait for a writer
+            raise SpaceError(f"{source}: not a regular file (a pipe or a device); give a search space YAML file")
         try:
             with path.open("rb") as handle:
                 raw = handle.read(MAX_FILE_BYTES + 1)
@@ -382,6 +385,8 @@ def space_from_dict(
     name = data["name"]
     if not isinstance(name, str) or not name.strip():
         raise SpaceError(f"{source}: name: must be a non-empty string, got {short_repr(name)}")
+    if not name.strip().isprintable():  # it is printed on one line and in report.md
+        raise SpaceError(f"{source}: name: must be one line of printable text, got {short_repr(name)}")
     description = data.get("description", "")
     if description is None:
         description = ""
@@ -389,6 +394,10 @@ def space_from_dict(
         raise SpaceError(f"{source}: description: must be a string, got {_type(description)}")
     n_sub = _positive_int(data["sub_policies"], f"{source}: sub_policies", MAX_SUB_POLICIES)
     n_ops = _positive_int(data["ops_per_sub_policy"], f"{source}: ops_per_sub_policy", MAX_OPS_PER_SUB_POLICY)
+    if n_sub * n_ops > MAX_SLOTS:
+        raise SpaceError(f"{source}: sub_policies x ops_per_sub_policy: at most {MAX_SLOTS} slots (each an op, a "
+                         f"probability and a level for the optimiser to propose), got {n_sub} x {n_ops} = "
+                         f"{n_sub * n_ops}")
     probability = _parse_axis(data["probability"], source, "probability")
     level = _parse_axis(data["level"], source, "level")
     ops, ranges = _parse_ops(data["ops"], known, (level.low, level.high), source)
@@ -501,16 +510,16 @@ def _check_keys(
 ) -> None:
     """Missing required keys and unknown keys of ``data`` -> SpaceError at ``source: prefix.key``."""
     dot = f"{prefix}." if prefix else ""
-    for key in required:
-        if key not in data:
-            raise SpaceError(f"{source}: {dot}{key}: missing required key")
     allowed = tuple(required) + tuple(optional)
-    for key in data:
+    for key in data:  # first: a misspelt key is what a missing one usually is
         if key not in allowed:
             raise SpaceError(
                 f"{source}: {dot}{key}: unknown key{_suggest(str(key), allowed)}; "
                 f"allowed: {', '.join(allowed)}"
             )
+    for key in required:
+        if key not in data:
+            raise SpaceError(f"{source}: {dot}{key}: missing required key")
 
 
 def _positive_int(value: object, where: str, most: int) -> int:
@@ -638,6 +647,10 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise yaml.constructor.ConstructorError(
+                    None, None, "merge keys (<<) are not supported; write the keys out (an alias, *name, works)",
+                    key_node.start_mark)
             key = self.construct_object(key_node, deep=True)
             try:
                 hash(key)
