@@ -473,6 +473,16 @@ def test_merge_keys_and_pipes_are_refused_in_one_line(tmp_path):
     assert load_space(write_space(tmp_path, minimal(sub_policies=50, ops_per_sub_policy=2))).sub_policies == 50
 
 
+def test_a_missing_file_named_like_a_shipped_space_names_it_as_the_api_and_the_command_line_say_it(tmp_path,
+                                                                                                      monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SpaceError) as info:
+        load_space("no_flips.yaml")
+    assert str(info.value) == ("no_flips.yaml: cannot read search space file (No such file or directory); the "
+                               "shipped space of that name is --space no_flips")
+    assert str(info.value.worded(lambda name, value: f"{name}={value!r}")).endswith("is space='no_flips'")
+
+
 def test_missing_file_is_a_space_error(tmp_path):
     with pytest.raises(SpaceError, match=r"nope\.yaml: cannot read search space file"):
         load_space(tmp_path / "nope.yaml")

@@ -315,7 +315,10 @@ def load_space(name_or_path: str | Path, known_ops: Collection[str] | None = Non
             with path.open("rb") as handle:
                 raw = handle.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
-            raise SpaceError(f"{source}: cannot read search space file ({exc.strerror or exc})") from None
+            why, stem = exc.strerror or str(exc), path.stem  # the message may be worded again after this block
+            named = isinstance(exc, FileNotFoundError) and stem in list_spaces()
+            raise SpaceError(lambda say: f"{source}: cannot read search space file ({why})"
+                             + (f"; the shipped space of that name is {say('space', stem)}" if named else "")) from None
         if len(raw) > MAX_FILE_BYTES:
             raise SpaceError(f"{source}: larger than {MAX_FILE_BYTES} bytes, too large for a search space file")
         try:
