@@ -8,7 +8,7 @@ as a ``torch.utils.data.Dataset`` and then as a Hugging Face dataset built here 
 search the model trains with the chosen recipe (``result.batch_transform()``) and is tested on
 held-out digits.
 
-    python examples/search_own_model.py                 # both searches, about 3 minutes each on 2 CPU cores
+    python examples/search_own_model.py                 # both searches, about a minute each on 2 CPU cores
     python examples/search_own_model.py --source torch --trials 20 --epochs 20
     python examples/search_own_model.py --quick         # tiny settings, to check that it runs (the tests)
 """
@@ -31,7 +31,7 @@ import policysearch
 SIZE = 16
 # How train_with trains; the search is told the same, so that it chooses the recipe for this training.
 TRAINING = dict(batch_size=64, lr=0.05)
-# Settings of a smoke run: a minute or so per search on 2 CPU cores, meaningless as a recipe.
+# Settings of a smoke run: about half a minute per search on 2 CPU cores, meaningless as a recipe.
 QUICK = dict(train_size=100, splits=2, trials=2, epochs=1, top_n=1, num_views=1, min_steps=8, selection_folds=2,
              selection_keep=0.1, strengths=(1.0,))
 
