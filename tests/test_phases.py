@@ -123,6 +123,8 @@ def test_a_resume_whose_cost_ledger_is_damaged_says_its_costs_leave_out_the_earl
     assert run_search(SearchConfig(**TINY), copy, resume=True, stream=io.StringIO()).warnings == again.warnings
     (copy / "ledger.json").write_text('{"wall_s": 3}', encoding="utf-8")  # JSON of another shape
     assert Ledger(copy).lost.startswith("ledger.json could not be read ('int' object has no attribute 'items')")
+    (copy / "ledger.json").write_text('{"wall_s": {}, "lost": null}', encoding="utf-8")
+    assert Ledger(copy).lost == ""  # not "None"
     shutil.rmtree(copy)
     shutil.copytree(run_dir, copy)
     (copy / "policy.json").unlink()
@@ -134,7 +136,7 @@ def test_a_recipe_with_ops_the_search_space_leaves_out_says_so(tmp_path):
     """Regression (a new user's trial): with --space no_flips (no foreground/background swap, for scans and
     text) the search kept torchvision's RandAugment(), Solarize included, without a word that the space does
     not bound the standard recipes."""
-    from policysearch.augment.standard import randaugment_tv_policy
+    from policysearch.augment.standard import randaugment_tv_policy, trivialaugment_wide_policy
     from policysearch.search.report import ops_outside_space
 
     no_flips = load_space("no_flips")
@@ -142,6 +144,9 @@ def test_a_recipe_with_ops_the_search_space_leaves_out_says_so(tmp_path):
         "the recipe uses Color, Solarize, which the search space no_flips leaves out: a space bounds the policies the "
         "search proposes")
     assert ops_outside_space(load_space("fast_autoaugment"), randaugment_tv_policy()) == ""  # Identity aside
+    # regression (a review): TrivialAugmentWide's translations in pixels were taken for ops outside every space
+    for space in ("fast_autoaugment", "autoaugment", "wide"):
+        assert ops_outside_space(load_space(space), trivialaugment_wide_policy()) == "", space
     result = run_search(SearchConfig(**{**TINY, "space": "no_flips"}), tmp_path / "run", stream=io.StringIO())
     note = ops_outside_space(no_flips, result.policy)
     assert (note in result.warnings) == bool(note)

@@ -15,6 +15,7 @@ import dataclasses
 import io
 import json
 import os
+import pickle
 import queue
 import re
 import signal
@@ -548,7 +549,7 @@ def test_an_experiment_whose_saved_state_tune_cannot_read_is_named_with_what_run
                               Progress("phase 2", 4, None, stream=io.StringIO()))
     assert str(caught.value) == (
         f"{experiments}/phase2_policies: Tune cannot read back the saved state of this experiment (its "
-        "experiment_state file was cut short or changed). To run it again, delete that folder and those after it "
+        "experiment_state or tuner.pkl file was cut short or changed). To run it again, delete that folder and those after it "
         "(phase3_selection, phase3_selection_rest, phase3_selection_repeat2, phase3_selection_repeat10) and resume "
         "(the phases before it are kept), or start a new run with another --out")
     assert "Tuner.fit" not in str(caught.value)
@@ -556,9 +557,10 @@ def test_an_experiment_whose_saved_state_tune_cannot_read_is_named_with_what_run
     with pytest.raises(RunError, match=r"delete that folder and resume"):
         tuning.run_experiment("phase3_selection_repeat10", lambda config: None, {}, None, SearchConfig(),
                               str(experiments), Progress("phase 3", 4, None, stream=io.StringIO()))
-    with pytest.raises(RunError, match=r"^s3://b/runs/phase1_children: .* delete that folder and those after it "
-                                       r"\(phase2_policies, phase3_selection, phase3_selection_rest, "
-                                       r"phase3_selection_repeatN\) and resume"):  # a URI is not listed
+    with pytest.raises(RunError, match=r"^s3://b/runs/phase1_children: .* If the storage could not be read just "
+                                       r"then, resume again once it can; else, to run it again, delete that folder "
+                                       r"and those after it \(phase2_policies, phase3_selection, "
+                                       r"phase3_selection_rest, phase3_selection_repeatN\) and resume"):  # not listed
         tuning.run_experiment("phase1_children", lambda config: None, {}, None, SearchConfig(), "s3://b/runs",
                               Progress("phase 1", 4, None, stream=io.StringIO()))
     # the storage itself failing is no damaged file: nothing to delete (a review found the first version said so)
@@ -567,6 +569,19 @@ def test_an_experiment_whose_saved_state_tune_cannot_read_is_named_with_what_run
                                        r"\(Permission denied\); make the storage readable and resume again$"):
         tuning.run_experiment("phase2_policies", lambda config: None, {}, None, SearchConfig(), str(experiments),
                               Progress("phase 2", 4, None, stream=io.StringIO()))
+    # Tune turns an experiment_state it cannot read for any reason into "not run": a local one is read again
+    monkeypatch.setattr(tuning, "_restored_tuner", unreadable)
+    (experiments / "phase2_policies" / "experiment_state-2026-12-07_09-12-10.json").mkdir()  # read_bytes fails
+    with pytest.raises(RunError, match=r"phase2_policies: Tune cannot read the saved state of this experiment "
+                                       r"\(Is a directory\); make the storage readable and resume again$"):
+        tuning.run_experiment("phase2_policies", lambda config: None, {}, None, SearchConfig(), str(experiments),
+                              Progress("phase 2", 4, None, stream=io.StringIO()))
+    # a cut-short tuner.pkl (a review found it gave pickle's traceback)
+    monkeypatch.setattr(tuning, "_restored_tuner",
+                        lambda *a, **k: (_ for _ in ()).throw(pickle.UnpicklingError("pickle data was truncated")))
+    with pytest.raises(RunError, match=r"phase3_selection: .*\(its experiment_state or tuner.pkl file was cut short"):
+        tuning.run_experiment("phase3_selection", lambda config: None, {}, None, SearchConfig(), str(experiments),
+                              Progress("phase 3", 4, None, stream=io.StringIO()))
     # our own or Tune's other errors while restoring are bugs to see, not a damaged file to delete
     for other in (RuntimeError("something else"), TypeError("float() argument")):
         monkeypatch.setattr(tuning, "_restored_tuner", lambda *a, error=other, **k: (_ for _ in ()).throw(error))

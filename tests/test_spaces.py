@@ -471,6 +471,21 @@ def test_merge_keys_and_pipes_are_refused_in_one_line(tmp_path):
     with pytest.raises(SpaceError, match=r"pipe.yaml: not a regular file \(a pipe or a device\)"):
         load_space(pipe)
     assert load_space(write_space(tmp_path, minimal(sub_policies=50, ops_per_sub_policy=2))).sub_policies == 50
+    # the pipe check raised the file system's own error for a name it cannot look at (a review's find)
+    with pytest.raises(SpaceError, match=r"cannot read search space file \(File name too long\)"):
+        load_space("a" * 300 + ".yaml")
+
+
+@pytest.mark.parametrize("name", ["データ\u3000空間", "café\xa0noir", "می\u200cخواهم", "🙂 mine", "Ünïcode space"])
+def test_a_space_name_in_any_script_is_taken(tmp_path, name):
+    """A review found that the first one-line check (str.isprintable) refused no-break and ideographic spaces
+    and the joiners of Persian and emoji."""
+    assert load_space(write_space(tmp_path, minimal(name=name))).name == name
+
+
+def test_a_misspelt_axis_key_is_named(tmp_path):
+    with pytest.raises(SpaceError, match=r"probability\.typ: unknown key \(did you mean 'type'\?\)"):
+        load_space(write_space(tmp_path, minimal(probability={"typ": "continuous"})))
 
 
 def test_a_missing_file_named_like_a_shipped_space_names_it_as_the_api_and_the_command_line_say_it(tmp_path,

@@ -37,7 +37,8 @@ class Ledger:
             try:
                 document = json.loads(self.path.read_text(encoding="utf-8"))
                 self.phases = {str(p): {str(k): float(v) for k, v in per.items()} for p, per in document["wall_s"].items()}
-                self.lost = str(document.get("lost", ""))  # an earlier process's loss stays said
+                lost = document.get("lost")  # an earlier process's loss stays said
+                self.lost = lost if isinstance(lost, str) else ""
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 self.phases = {}  # unreadable: this process's own entries still count
                 why = f"no {exc}" if isinstance(exc, KeyError) else (str(exc).splitlines() or [type(exc).__name__])[0]

@@ -67,13 +67,15 @@ def weak_children(outcome: Outcome, frozen: bool = False) -> str:
 def ops_outside_space(space: SearchSpace, recipe: Policy) -> str:
     """A warning when the chosen ``recipe`` uses ops that ``space`` leaves out (a space bounds the policies the
     search proposes; the standard recipes compete as shipped), else ''."""
-    outside = sorted({step.op for sub in recipe for step in sub} - set(space.ops) - {"Identity"})
+    # TrivialAugmentWide's translations in pixels (TranslateXAbs) are a space's TranslateX at other arguments
+    used = {step.op.removesuffix("Abs") for sub in recipe for step in sub}
+    outside = sorted(used - set(space.ops) - {"Identity"})
     if not outside:
         return ""
     return (f"the recipe uses {', '.join(outside)}, which the search space {space.name} leaves out: a space bounds "
             "the policies the search proposes, while torchvision's recipes and their dials compete with their own "
-            "ops; where those ops must not touch the data, train with a Fast AutoAugment candidate of "
-            "candidates.json instead")
+            "ops; where those ops must not touch the data, train with the best fast_autoaugment recipe of "
+            "report.md's table, or the merged policy of candidates.json with the data set's crop and flip")
 
 
 def recipe_table(recipes: list[str], decision: Decision) -> list[dict[str, object]]:

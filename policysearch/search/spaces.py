@@ -11,7 +11,7 @@ File format (every key but ``description`` is required; unknown keys are errors)
     name: fast_autoaugment
     description: free text
     sub_policies: 5                   # sub-policies per candidate policy
-    ops_per_sub_policy: 2             # operations per sub-policy
+    ops_per_sub_policy: 2             # operations per sub-policy (at most 100 slots, sub-policies x ops)
     probability: {type: continuous}   # or {type: discrete, steps: 11}; optional range: [low, high]
     level: {type: discrete, steps: 10}  # same keys; range is the default level range of every op
     ops:                              # a list of op names ...
@@ -19,6 +19,8 @@ File format (every key but ``description`` is required; unknown keys are errors)
       - Rotate
     # ... or a mapping from op name to nothing or to {level: [low, high]} for a narrower level range:
     # ops: {ShearX: , Rotate: {level: [0.0, 0.5]}}
+
+Anchors and aliases (``&mild`` / ``*mild``) work; merge keys (``<<``) are refused, a key written twice too.
 
 Parameter encoding (Fast AutoAugment's): for every slot, sub-policy ``i`` and operation ``j``, both
 counted from 0, there are three parameters, in this order:
@@ -41,6 +43,7 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
+import unicodedata
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -80,9 +83,9 @@ _EPS = 1e-9
 MAX_FILE_BYTES = 1 << 20
 MAX_DEPTH = 32
 MAX_VALUES = 100_000
-MAX_SUB_POLICIES = 1000
-MAX_OPS_PER_SUB_POLICY = 10
 MAX_SLOTS = 100  # sub-policies x ops each: an op, a probability and a level apiece for the optimiser to propose
+MAX_SUB_POLICIES = MAX_SLOTS
+MAX_OPS_PER_SUB_POLICY = 10
 MAX_STEPS = 10_001
 
 
@@ -309,9 +312,9 @@ def load_space(name_or_path: str | Path, known_ops: Collection[str] | None = Non
     if is_path:
         path = Path(name_or_path)
         source = str(path)
-        if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO's open() would wait for a writer
-            raise SpaceError(f"{source}: not a regular file (a pipe or a device); give a search space YAML file")
         try:
+            if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO's open() waits for a writer
+                raise SpaceError(f"{source}: not a regular file (a pipe or a device); give a search space YAML file")
             with path.open("rb") as handle:
                 raw = handle.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
@@ -388,7 +391,7 @@ def space_from_dict(
     name = data["name"]
     if not isinstance(name, str) or not name.strip():
         raise SpaceError(f"{source}: name: must be a non-empty string, got {short_repr(name)}")
-    if not name.strip().isprintable():  # it is printed on one line and in report.md
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp", "Cs") for c in name.strip()):  # printed on one line
         raise SpaceError(f"{source}: name: must be one line of printable text, got {short_repr(name)}")
     description = data.get("description", "")
     if description is None:
@@ -426,6 +429,7 @@ def _parse_axis(value: object, source: str, key: str) -> Axis:
     if not isinstance(value, Mapping):
         raise SpaceError(f"{where}: must be a mapping like {{type: continuous}}, got {_type(value)}")
     if "type" not in value:
+        _check_keys(value, (), ("type", "steps", "range"), source, prefix=key)  # a misspelt type is named
         raise SpaceError(f"{where}.type: missing required key")
     kind = value["type"]
     if kind not in _AXIS_KINDS:

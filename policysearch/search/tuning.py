@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import shutil
 import socket
 import sys
@@ -517,8 +518,16 @@ def _experiment_order(name: str) -> tuple[int, int] | None:
 def _unreadable_experiment(experiments: str, name: str, error: Exception) -> RunError:
     """The RunError of a continued experiment whose saved state Tune cannot read back: which, why, and what
     runs it again (that experiment and those after it, which used what it found)."""
+    if not isinstance(error, OSError) and not is_uri(experiments):
+        # Tune reports an experiment_state it could not read, for whatever reason, as "not run": read it here
+        states = sorted(Path(experiments, name).glob("experiment_state-*.json"))
+        try:
+            for state in states[-1:]:
+                state.read_bytes()
+        except OSError as exc:
+            error = exc
     if isinstance(error, OSError):  # the storage itself (access, a network): nothing to delete
-        why = error.strerror or first_line(error) or type(error).__name__
+        why = error.strerror or first_line(error)
         return RunError(lambda say: f"{experiments}/{name}: Tune cannot read the saved state of this experiment "
                         f"({why}); make the storage readable and resume again")
     here = _experiment_order(name) or (len(_EXPERIMENTS), 0)
@@ -529,8 +538,10 @@ def _unreadable_experiment(experiments: str, name: str, error: Exception) -> Run
                  if entry.is_dir() and (order := _experiment_order(entry.name)) is not None and order > here]
         later = [n for _, n in sorted(found)]
     also = f" and those after it ({', '.join(later)})" if later else ""
+    storage = (" If the storage could not be read just then, resume again once it can; else, to run it again,"
+               if is_uri(experiments) else " To run it again,")
     return RunError(lambda say: f"{experiments}/{name}: Tune cannot read back the saved state of this experiment "
-                    f"(its experiment_state file was cut short or changed). To run it again, delete that folder"
+                    f"(its experiment_state or tuner.pkl file was cut short or changed).{storage} delete that folder"
                     f"{also} and resume (the phases before it are kept), or start a new run with another {say('out')}")
 
 
@@ -555,11 +566,12 @@ def run_experiment(name: str, trainable: Callable, param_space: dict, tune_confi
     if tune.Tuner.can_restore(path):
         try:
             tuner = _restored_tuner(path, trainable, param_space, callback, progress)
-        except (RuntimeError, json.JSONDecodeError, EOFError, OSError) as exc:
-            # Tune says "has not been run" of a state file it could not read; other errors are not this one
+        except (RuntimeError, EOFError, pickle.UnpicklingError, OSError) as exc:
+            # Tune says "has not been run" of an experiment_state it could not read (it swallows why); a cut-short
+            # tuner.pkl raises EOFError or UnpicklingError; other errors are not this one
             if isinstance(exc, RuntimeError) and "has not been run" not in str(exc):
                 raise
-            raise _unreadable_experiment(experiments, name, exc) from exc
+            raise _unreadable_experiment(experiments, name, exc) from None
     else:
         run_config = tune.RunConfig(name=name, storage_path=experiments, verbose=0, sync_config=sync,
                                     callbacks=[callback], checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
