@@ -668,8 +668,10 @@ def test_valid_spaces_of_the_corpus_load(tmp_path):
     text = yaml.safe_dump(VALID_SPACE)
     path.write_text(text + "#" * (spaces_module.MAX_FILE_BYTES - len(text)))
     assert load_space(path).name == "fuzz"
-    limits = {"sub_policies": spaces_module.MAX_SUB_POLICIES, "ops_per_sub_policy": spaces_module.MAX_OPS_PER_SUB_POLICY}
-    assert space_from_dict({**VALID_SPACE, **limits}).sub_policies == spaces_module.MAX_SUB_POLICIES
+    most, per = spaces_module.MAX_SLOTS, spaces_module.MAX_OPS_PER_SUB_POLICY  # each limit, within the slots'
+    for sizes in ((spaces_module.MAX_SUB_POLICIES, most // spaces_module.MAX_SUB_POLICIES), (most // per, per)):
+        space = space_from_dict({**VALID_SPACE, "sub_policies": sizes[0], "ops_per_sub_policy": sizes[1]})
+        assert (space.sub_policies, space.ops_per_sub_policy) == sizes
     steps = {"type": "discrete", "steps": spaces_module.MAX_STEPS}
     assert len(space_from_dict({**VALID_SPACE, "level": steps}).level.values) == spaces_module.MAX_STEPS
     assert Policy.from_dict(VALID_POLICY).name == "fuzz"
@@ -680,7 +682,7 @@ def test_space_errors_name_the_file_and_the_key(tmp_path):
     block = yaml.safe_dump(VALID_SPACE, sort_keys=False)
     bomb = "".join(f"_{i}: &l{i} [" + ", ".join([f"*l{i - 1}" if i else '"lol"'] * 9) + "]\n" for i in range(10))
     cases = [
-        (block.replace("sub_policies: 2", "sub_policies: 1000000000"), "sub_policies: must be at most 1000"),
+        (block.replace("sub_policies: 2", "sub_policies: 1000000000"), "sub_policies: must be at most 100,"),
         (block.replace("steps: 11", "steps: 100000000000"), "probability.steps: must be at most 10001"),
         (block.replace("- 1.0\n", "- " + "9" * 400 + "\n", 1), "probability.range: must lie within [0, 1], got [0, 999"),
         (bomb + block, "more than 100000 values once aliases are expanded (line 6)"),

@@ -17,7 +17,7 @@ from policysearch.augment.policy import Policy
 from policysearch.search.config import SearchConfig
 from policysearch.search.inprocess import run_search
 from policysearch.search.ledger import Ledger
-from policysearch.search.spaces import load_space
+from policysearch.search.spaces import load_space, space_from_dict
 
 TINY = dict(dataset="digits", train_size=60, splits=2, trials=3, epochs=1, top_n=1, algorithm="optuna", seed=3,
             cpus_per_trial=1.0, max_concurrent=1, min_steps=8, selection_folds=2, selection_repeats=1,
@@ -147,6 +147,10 @@ def test_a_recipe_with_ops_the_search_space_leaves_out_says_so(tmp_path):
     # regression (a review): TrivialAugmentWide's translations in pixels were taken for ops outside every space
     for space in ("fast_autoaugment", "autoaugment", "wide"):
         assert ops_outside_space(load_space(space), trivialaugment_wide_policy()) == "", space
+    taw_ops = sorted({step.op for sub in trivialaugment_wide_policy() for step in sub})
+    own = space_from_dict({"name": "abs", "sub_policies": 1, "ops_per_sub_policy": 1, "ops": taw_ops,
+                           "probability": {"type": "continuous"}, "level": {"type": "continuous"}})
+    assert "TranslateXAbs" in own.ops and ops_outside_space(own, trivialaugment_wide_policy()) == ""
     result = run_search(SearchConfig(**{**TINY, "space": "no_flips"}), tmp_path / "run", stream=io.StringIO())
     note = ops_outside_space(no_flips, result.policy)
     assert (note in result.warnings) == bool(note)

@@ -576,6 +576,13 @@ def test_an_experiment_whose_saved_state_tune_cannot_read_is_named_with_what_run
                                        r"\(Is a directory\); make the storage readable and resume again$"):
         tuning.run_experiment("phase2_policies", lambda config: None, {}, None, SearchConfig(), str(experiments),
                               Progress("phase 2", 4, None, stream=io.StringIO()))
+    # the experiment's folder cannot be listed: the storage, not the file (a review found it escaped as OSError)
+    (experiments / "phase3_selection_rest").rmdir()
+    (experiments / "phase3_selection_rest").write_text("not a folder")
+    with pytest.raises(RunError, match=r"phase3_selection_rest: Tune cannot read the saved state of this experiment "
+                                       r"\(Not a directory\); make the storage readable and resume again$"):
+        tuning.run_experiment("phase3_selection_rest", lambda config: None, {}, None, SearchConfig(),
+                              str(experiments), Progress("phase 3", 4, None, stream=io.StringIO()))
     # a cut-short tuner.pkl (a review found it gave pickle's traceback)
     monkeypatch.setattr(tuning, "_restored_tuner",
                         lambda *a, **k: (_ for _ in ()).throw(pickle.UnpicklingError("pickle data was truncated")))

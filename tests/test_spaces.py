@@ -483,6 +483,12 @@ def test_a_space_name_in_any_script_is_taken(tmp_path, name):
     assert load_space(write_space(tmp_path, minimal(name=name))).name == name
 
 
+@pytest.mark.parametrize("name", ["ok\u202eevil", "a\u2028b", "tab\x00nul"])
+def test_a_space_name_that_would_break_its_line_is_refused(tmp_path, name):
+    with pytest.raises(SpaceError, match="name: must be one line of printable text"):
+        load_space(write_space(tmp_path, minimal(name=name)))
+
+
 def test_a_misspelt_axis_key_is_named(tmp_path):
     with pytest.raises(SpaceError, match=r"probability\.typ: unknown key \(did you mean 'type'\?\)"):
         load_space(write_space(tmp_path, minimal(probability={"typ": "continuous"})))

@@ -64,12 +64,16 @@ def weak_children(outcome: Outcome, frozen: bool = False) -> str:
                "(freeze_backbone= in Python)" if frozen else ""))
 
 
+# TrivialAugmentWide's translations in pixels are a space's TranslateX and TranslateY at other arguments.
+_VARIANT_OF = {"TranslateXAbs": "TranslateX", "TranslateYAbs": "TranslateY"}
+
+
 def ops_outside_space(space: SearchSpace, recipe: Policy) -> str:
     """A warning when the chosen ``recipe`` uses ops that ``space`` leaves out (a space bounds the policies the
     search proposes; the standard recipes compete as shipped), else ''."""
-    # TrivialAugmentWide's translations in pixels (TranslateXAbs) are a space's TranslateX at other arguments
-    used = {step.op.removesuffix("Abs") for sub in recipe for step in sub}
-    outside = sorted(used - set(space.ops) - {"Identity"})
+    allowed = {*space.ops, "Identity"}
+    outside = sorted({step.op for sub in recipe for step in sub
+                      if step.op not in allowed and _VARIANT_OF.get(step.op) not in allowed})
     if not outside:
         return ""
     return (f"the recipe uses {', '.join(outside)}, which the search space {space.name} leaves out: a space bounds "

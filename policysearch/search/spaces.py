@@ -87,6 +87,7 @@ MAX_SLOTS = 100  # sub-policies x ops each: an op, a probability and a level api
 MAX_SUB_POLICIES = MAX_SLOTS
 MAX_OPS_PER_SUB_POLICY = 10
 MAX_STEPS = 10_001
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 class SpaceError(WordedError):
@@ -391,7 +392,8 @@ def space_from_dict(
     name = data["name"]
     if not isinstance(name, str) or not name.strip():
         raise SpaceError(f"{source}: name: must be a non-empty string, got {short_repr(name)}")
-    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp", "Cs") for c in name.strip()):  # printed on one line
+    # printed on one line: no line breaks, controls or the bidirectional overrides that reorder the rest of it
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp", "Cs") or c in _BIDI_CONTROLS for c in name.strip()):
         raise SpaceError(f"{source}: name: must be one line of printable text, got {short_repr(name)}")
     description = data.get("description", "")
     if description is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fnmatch
 import functools
 import importlib
 import json
@@ -519,11 +520,15 @@ def _unreadable_experiment(experiments: str, name: str, error: Exception) -> Run
     """The RunError of a continued experiment whose saved state Tune cannot read back: which, why, and what
     runs it again (that experiment and those after it, which used what it found)."""
     if not isinstance(error, OSError) and not is_uri(experiments):
-        # Tune reports an experiment_state it could not read, for whatever reason, as "not run": read it here
-        states = sorted(Path(experiments, name).glob("experiment_state-*.json"))
+        # Tune reports an experiment_state it could not read, for whatever reason, as "not run": read the one
+        # Tune reads (the newest by name) here, listing included
+        folder = Path(experiments, name)
         try:
+            states = sorted(fnmatch.filter(os.listdir(folder), "experiment_state-*.json"))
             for state in states[-1:]:
-                state.read_bytes()
+                (folder / state).read_bytes()
+        except FileNotFoundError:
+            pass  # no folder: nothing of the experiment to read
         except OSError as exc:
             error = exc
     if isinstance(error, OSError):  # the storage itself (access, a network): nothing to delete
@@ -531,12 +536,12 @@ def _unreadable_experiment(experiments: str, name: str, error: Exception) -> Run
         return RunError(lambda say: f"{experiments}/{name}: Tune cannot read the saved state of this experiment "
                         f"({why}); make the storage readable and resume again")
     here = _experiment_order(name) or (len(_EXPERIMENTS), 0)
-    if is_uri(experiments):  # not listed: every experiment that can come after it
-        later = [*_EXPERIMENTS[here[0] + 1:], f"{_REPEAT}N"]
-    else:
-        found = [(order, entry.name) for entry in Path(experiments).iterdir()
-                 if entry.is_dir() and (order := _experiment_order(entry.name)) is not None and order > here]
-        later = [n for _, n in sorted(found)]
+    later = [*_EXPERIMENTS[here[0] + 1:], f"{_REPEAT}N"]  # every experiment that can come after it
+    if not is_uri(experiments):
+        with contextlib.suppress(OSError):  # those that exist, where the folder can be listed
+            found = [(order, entry.name) for entry in Path(experiments).iterdir()
+                     if (order := _experiment_order(entry.name)) is not None and order > here and entry.is_dir()]
+            later = [n for _, n in sorted(found)]
     also = f" and those after it ({', '.join(later)})" if later else ""
     storage = (" If the storage could not be read just then, resume again once it can; else, to run it again,"
                if is_uri(experiments) else " To run it again,")
