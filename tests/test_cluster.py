@@ -294,6 +294,9 @@ def test_joining_from_a_machine_that_is_no_node_of_the_cluster_says_where_to_run
                            "connect to.")
 
     monkeypatch.setattr(tuning, "check_address", lambda address: None)  # the head answers
+    # start_ray sets Ray's and Tune's variables in this process's environment for good, which the later tests'
+    # searches would inherit (an s3 storage's 60 s state period made a SIGTERM test stop at once: CI)
+    monkeypatch.setattr(tuning, "_quiet_ray_environment", lambda config: None)
     monkeypatch.setattr(tuning.ray, "is_initialized", lambda: False)
     monkeypatch.setattr(tuning.ray, "init", no_local_node)
     config = SearchConfig(address="10.0.0.1:6379", storage="s3://bucket/runs")
