@@ -126,6 +126,31 @@ def test_report_on_a_damaged_selection_csv_says_so_and_keeps_its_pictures(drawn,
     assert all((run_dir / name).read_bytes() == data for name, data in pictures.items())
 
 
+@pytest.mark.parametrize("file, keep, message", [
+    ("selection.csv", 4, r"no held-out error of the reference 'trivialaugment, crop 1'"),
+    ("selection.csv", 7, r"the held-out errors of 'fast_autoaugment x1, crop 1' are not those of policy.json's "
+                         r"decision \(a mean of 1.67% over 3 folds\)"),
+    ("selection.csv", 0, r"the held-out errors of 'fast_autoaugment x1, crop 1' are not those"),
+    ("trials.csv", 6, r"not as the search wrote it \(split 1 of repeat 0 has 1 of the 4 policies each split"),
+    ("trials.csv", 5, r"not as the search wrote it \(split 1 of repeat 0 has 0 of the 4"),
+])
+def test_report_on_a_csv_cut_at_the_end_of_a_row_says_so(drawn, tmp_path, capsys, file, keep, message):
+    """Regression (review): a selection.csv cut after a row drew every recipe that lost a fold as failed, the
+    chosen one too, beside a report.md that had them trained on every fold; a cut trials.csv captioned fewer
+    candidate policies than the search proposed."""
+    run_dir = shutil.copytree(drawn, tmp_path / "run")
+    path = run_dir / file
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    if not keep:  # a fold of the chosen recipe changed rather than cut
+        lines[8], keep = lines[8].replace(",1.0", ",3.0"), len(lines)
+    path.write_text("".join(lines[:keep]), encoding="utf-8")
+    pictures = {name: (run_dir / name).read_bytes() for name in ("trials.png", "recipes.png")}
+    assert main(["report", str(run_dir)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(re.escape(str(path)) + ": " + message, err), err
+    assert all((run_dir / name).read_bytes() == data for name, data in pictures.items())
+
+
 def test_report_on_a_folder_that_is_no_run_says_so(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 1
     assert "no config.json" in capsys.readouterr().err

@@ -89,6 +89,49 @@ def _read_csv(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
     return rows
 
 
+def _check_trials(rows: Sequence[dict[str, str]], config: SearchConfig, failures: Sequence[str], path: Path) -> None:
+    """A RunFilesError unless each repeat of each split whose child model trained (``failures``: the policy
+    file's ``failed_trials``) holds its ``config.trials`` proposals, failed ones too: a file cut at the end
+    of a row reads as a shorter search."""
+    from policysearch.search.outcome import failed_child_splits
+
+    streams: dict[tuple[str, str], list[str]] = {}
+    for row in rows:
+        streams.setdefault((row["repeat"], row["split"]), []).append(row["index"])
+    searched = set(range(config.splits)) - failed_child_splits(failures)
+    expected = {(str(repeat), str(split)) for repeat in range(config.repeats) for split in searched}
+    indices = sorted(str(i) for i in range(config.trials))
+    wrong = sorted(f"split {split} of repeat {repeat} has {len(streams.get((repeat, split), []))}"
+                   for repeat, split in expected | set(streams) if sorted(streams.get((repeat, split), [])) != indices)
+    if wrong:
+        raise RunFilesError(f"{path}: not as the search wrote it ({wrong[0]} of the {config.trials} policies each "
+                            "split and repeat proposed); it was changed or cut short")
+
+
+def _check_fits(rows: Sequence[dict[str, str]], selection: dict[str, Any], path: Path) -> None:
+    """A RunFilesError unless the held-out errors give each recipe the decision held the mean error that
+    ``policy.json`` records for it: a file cut at the end of a row drew its recipes as failed."""
+    folds: dict[str, dict[int, float]] = {}
+    for row in rows:
+        if row["status"] == "ok":
+            try:
+                folds.setdefault(row["recipe"], {})[int(row["fold"])] = float(row["held_out_error"])
+            except ValueError:
+                raise RunFilesError(f"{path}: a row of {row['recipe']!r} holds no fold and error numbers; it was "
+                                    "changed") from None
+    reference = selection.get("reference")
+    stored = (selection.get("fold_errors") or {}).get(reference)
+    n = len(stored) if stored else len(folds.get(reference, {}))
+    if not n:
+        raise RunFilesError(f"{path}: no held-out error of the reference {reference!r}, which policy.json's decision "
+                            "holds; it was changed or cut short")
+    for name, mean in (selection.get("mean_error") or {}).items():
+        errors = [folds.get(name, {}).get(fold) for fold in range(n)]
+        if None in errors or not math.isclose(sum(errors) / n, float(mean), abs_tol=1e-6):
+            raise RunFilesError(f"{path}: the held-out errors of {name!r} are not those of policy.json's decision "
+                                f"(a mean of {float(mean):.2f}% over {n} folds); it was changed or cut short")
+
+
 def _float(text: str | None) -> float:
     try:
         return float(text) if text not in (None, "") else math.nan
@@ -580,7 +623,9 @@ def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: Ima
                             "by this version's search")
     recipe = meta.get("recipe", {}).get("name") or policy.name
     trials = _read_csv(run_dir / "trials.csv", ("split", "repeat", "index", "status", "reward"))
+    _check_trials(trials, config, meta.get("failed_trials") or [], run_dir / "trials.csv")
     fits = _read_csv(run_dir / "selection.csv", ("recipe", "fold", "status", "held_out_error"))
+    _check_fits(fits, selection, run_dir / "selection.csv")
     clean = meta.get("score", {}).get("child_da_accuracy_without_policy") if config.reward == "accuracy" else None
     figures, notes = [], []
 

@@ -12,7 +12,16 @@ from policysearch.augment.policy import Policy, merge_policies, remove_duplicate
 from policysearch.search.selection import Decision
 from policysearch.search.spaces import SearchSpace
 
-__all__ = ["Candidate", "Outcome", "SearchResult", "merge_top", "top_candidates"]
+__all__ = ["CHILD_FAILED", "Candidate", "Outcome", "SearchResult", "failed_child_splits", "merge_top",
+           "top_candidates"]
+
+CHILD_FAILED = "phase 1: child of split "  # how a failed child model's line in ``failures()`` begins
+
+
+def failed_child_splits(failures: Sequence[str]) -> set[int]:
+    """The splits whose child model failed, from :meth:`Outcome.failures`'s lines (``failed_trials`` in a
+    policy file's metadata): phase 2 searched the others only."""
+    return {int(line[len(CHILD_FAILED):].partition(":")[0]) for line in failures if line.startswith(CHILD_FAILED)}
 
 
 @dataclass(frozen=True)
@@ -46,7 +55,7 @@ class Outcome:
 
     def failures(self) -> list[str]:
         """One line per failed trial: phase, what it was and its error."""
-        lines = [f"phase 1: child of split {r['split']}: {r['error']}" for r in self.children if r["status"] != "ok"]
+        lines = [f"{CHILD_FAILED}{r['split']}: {r['error']}" for r in self.children if r["status"] != "ok"]
         lines += [f"phase 2: candidate {r['index']} of split {r['split']}, repeat {r['repeat']} (trial {r['trial_id']}): "
                   f"{r['error']}" for r in self.trials if r["status"] != "ok"]
         lines += [f"phase 3: recipe {r['recipe']} on fold {r['fold']}: {r['error']}"
