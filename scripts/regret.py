@@ -18,7 +18,9 @@ them, each with the command that made it.
   ``trivialaugment`` (and ``-alone``); they are read under today's names (``LEGACY_METHOD_NAMES`` in
   ``policysearch/benchmark/methods.py``). Other unknown names are kept as they are.
 - Means come from the runs (``runs``); a file without runs but with a ``summary`` uses its means. A file
-  that cannot be read, or has neither, is listed as ignored with the reason.
+  that cannot be read, has neither, or holds a run that is not one of a method and seed with a finite test
+  error (or two runs of one method and seed, which the benchmark never writes) stops the script before it
+  writes anything: a worst regret over fewer presets than asked for would read as a claim about all.
 - Each regret also gets its 95 % paired interval over the seeds the method shares with the preset's best
   (Student t, as ``results.md``'s paired differences), so a regret within the seeds' noise shows as one.
 
@@ -48,24 +50,30 @@ def read_preset(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """{method: {"mean": test error %, "n": runs, "errors": {seed: test error %}}} of one results.json under
     today's method names, and what else the table needs (command, preset name). "errors" holds the runs
     that can be paired by seed: none for a summary-only file, and none for a method with a run without a
-    seed or two runs of one seed. Raises ValueError when the file has no results."""
+    seed (old files). Raises ValueError naming the run when the file has no results or a run the benchmark
+    would not write."""
     document = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(document, dict):
         raise ValueError("not a results object")
     runs: dict[str, list[tuple[str | None, float]]] = defaultdict(list)
-    for run in document.get("runs") or []:
+    for i, run in enumerate(document.get("runs") or []):
+        if not isinstance(run, dict) or not isinstance(run.get("method"), str):
+            raise ValueError(f"runs[{i}] is not a run with a method name")
         seed = None if run.get("seed") is None else str(run["seed"])
-        runs[LEGACY_METHOD_NAMES.get(run["method"], run["method"])].append((seed, float(run["test_error"])))
+        method = LEGACY_METHOD_NAMES.get(run["method"], run["method"])
+        if seed is not None and any(seed == other for other, _ in runs[method]):
+            raise ValueError(f"runs[{i}] is a second run of {method} with seed {seed}")
+        runs[method].append((seed, _percent(run.get("test_error"), f"runs[{i}] ({method}) test_error")))
     methods: dict[str, dict[str, Any]] = {}
     for m, pairs in runs.items():
-        seeds = [seed for seed, _ in pairs]
-        pairable = None not in seeds and len(set(seeds)) == len(seeds)
         methods[m] = {"mean": sum(e for _, e in pairs) / len(pairs), "n": len(pairs),
-                      "errors": dict(pairs) if pairable else {}}
+                      "errors": {} if any(seed is None for seed, _ in pairs) else dict(pairs)}
     if not methods:
-        for row in document.get("summary") or []:
-            methods[LEGACY_METHOD_NAMES.get(row["method"], row["method"])] = {"mean": float(row["mean"]),
-                                                                            "n": int(row.get("n", 0))}
+        for i, row in enumerate(document.get("summary") or []):
+            if not isinstance(row, dict) or not isinstance(row.get("method"), str):
+                raise ValueError(f"summary[{i}] is not a row with a method name")
+            methods[LEGACY_METHOD_NAMES.get(row["method"], row["method"])] = {
+                "mean": _percent(row.get("mean"), f"summary[{i}] ({row['method']}) mean"), "n": int(row.get("n", 0))}
     if not methods:
         raise ValueError("no runs and no summary")
     renamed = sorted({r["method"] for r in document.get("runs") or document.get("summary") or []}
@@ -74,6 +82,14 @@ def read_preset(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     return methods, {"preset": document.get("preset") or path.parent.name, "command": document.get("command", ""),
                      "renamed": renamed,
                      "searched_recipe": searched.get("recipe") if isinstance(searched, dict) else None}
+
+
+def _percent(value: Any, where: str) -> float:
+    """A test error in percent, or a ValueError naming ``where``: NaN or a string would pass through min() and
+    max() unnoticed and give a best method and worst regret that are not."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 100.0:
+        raise ValueError(f"{where} is {value!r}, not a test error in percent (0 to 100)")
+    return float(value)
 
 
 def regret_table(presets: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -115,7 +131,7 @@ def _order(table: dict[str, Any]) -> list[str]:
     return sorted(rows, key=lambda m: (-rows[m]["presets_ran"], rows[m]["worst_regret"], known.get(m, len(known)), m))
 
 
-def render(table: dict[str, Any], command: str, sources: dict[str, dict[str, Any]], ignored: dict[str, str]) -> str:
+def render(table: dict[str, Any], command: str, sources: dict[str, dict[str, Any]]) -> str:
     """regret.md: methods x presets with regrets, each method's worst regret, the best of each preset."""
     presets = list(table["presets"])
     total = len(presets)
@@ -153,8 +169,6 @@ def render(table: dict[str, Any], command: str, sources: dict[str, dict[str, Any
         renamed = (f"; old names read as today's: {', '.join(f'{o} -> {LEGACY_METHOD_NAMES[o]}' for o in src['renamed'])}"
                    if src["renamed"] else "")
         lines.append(f"- `{p}`: `{src['path']}` (command: `{src['command']}`){renamed}")
-    for p, why in ignored.items():
-        lines.append(f"- ignored `{p}`: {why}")
     lines.append("")
     return "\n".join(lines)
 
@@ -186,7 +200,8 @@ def _interval_table(table: dict[str, Any], presets: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Read the presets' results.json files, write regret.md and regret.json; 1 when there is nothing to read."""
+    """Read the presets' results.json files, write regret.md and regret.json; 1, with nothing written, when
+    there is nothing to read or a file cannot be read."""
     parser = argparse.ArgumentParser(prog="regret.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", default="benchmarks/results",
@@ -205,19 +220,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                else sorted(p.parent for p in results.glob("*/results.json")))
     presets: dict[str, dict[str, dict[str, Any]]] = {}
     sources: dict[str, dict[str, Any]] = {}
-    ignored: dict[str, str] = {}
+    unreadable = []
     for folder in folders:
         path = folder / "results.json"
         try:
             methods, info = read_preset(path)
-        except (OSError, ValueError, KeyError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
-            ignored[folder.name] = f"{type(exc).__name__}: {exc}"
-            print(f"regret: ignoring {path}: {exc}", file=sys.stderr)
-            continue
-        presets[folder.name] = methods
-        sources[folder.name] = {"path": str(path), **info}
+        except OSError as exc:
+            unreadable.append(f"{path}: {exc.strerror or exc}")
+        except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
+            unreadable.append(f"{path}: {exc}")
+        else:
+            presets[folder.name] = methods
+            sources[folder.name] = {"path": str(path), **info}
+    for line in unreadable:
+        print(f"regret: {line}", file=sys.stderr)
+    if unreadable:
+        print("regret: nothing written; mend or move those files, or name the presets to read with --presets",
+              file=sys.stderr)
+        return 1
     if not presets:
-        print(f"regret: no readable results.json under {results}/*/", file=sys.stderr)
+        print(f"regret: no results.json under {results}/*/", file=sys.stderr)
         return 1
     table = regret_table(presets)
     out = Path(args.out) if args.out else results
@@ -227,10 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"regret: --out {out}: cannot make that folder ({exc.strerror or exc})", file=sys.stderr)
         return 1
     write_json_atomic(out / "regret.json", {"command": command, **table, "order": _order(table),
-                                            "sources": sources, "ignored": ignored,
+                                            "sources": sources,
                                             "missing_methods": "no regret where a method did not run; its worst "
                                                                "regret is over the presets where it ran"})
-    text = render(table, command, sources, ignored)
+    text = render(table, command, sources)
     write_text_atomic(out / "regret.md", text)
     print(text)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -36,15 +37,13 @@ def test_regret_numbers_on_synthetic_results(regret, tmp_path: Path) -> None:
     # preset c: only a summary (no runs), as a hand-made or truncated file
     _write(results, "c", {"summary": [{"method": "none", "mean": 20.0, "n": 3},
                                       {"method": "searched", "mean": 20.5, "n": 3}]})
-    (results / "broken").mkdir()
-    (results / "broken" / "results.json").write_text("{not json")
     (results / "history" / "old").mkdir(parents=True)  # a level deeper: never read
     (results / "history" / "old" / "results.json").write_text(json.dumps({"runs": _runs({"none": [0.0]})}))
     out = tmp_path / "out"
     assert regret.main(["--results", str(results), "--out", str(out)]) == 0
     table = json.loads((out / "regret.json").read_text())
     assert table["command"] == f"scripts/regret.py --results {results} --out {out}"
-    assert set(table["presets"]) == {"a", "b", "c"} and "broken" in table["ignored"]
+    assert set(table["presets"]) == {"a", "b", "c"}
     assert table["presets"]["a"]["best_method"] == "searched" and table["presets"]["a"]["best_mean"] == 9.0
     assert table["presets"]["b"]["best_method"] == "ours-trivialaugment-narrow"  # the old name, read as today's
     methods = table["methods"]
@@ -64,7 +63,6 @@ def test_regret_numbers_on_synthetic_results(regret, tmp_path: Path) -> None:
     assert "| lowest mean test error % | | | searched 9.00 | ours-trivialaugment-narrow 4.00 | none 20.00 |" in text
     assert "| the searched recipe | | | baseline, crop 1 | - | - |" in text  # which recipe "searched" ran
     assert "old names read as today's: trivialaugment -> ours-trivialaugment-narrow" in text
-    assert "ignored `broken`" in text
     # each regret with its paired 95 % interval against the preset's best (t with 1 degree of freedom:
     # 12.706 x sd / sqrt(2)); a summary-only file has no seeds to pair
     none_a = table["presets"]["a"]["methods"]["none"]["interval"]
@@ -75,6 +73,40 @@ def test_regret_numbers_on_synthetic_results(regret, tmp_path: Path) -> None:
     assert "| none | 2.00 [-10.71, 14.71] | 1.00 [1.00, 1.00] | **best** |" in text
     assert "| searched | **best** | 2.50 [-3.85, 8.85] | 0.50 (under 2 seeds paired) |" in text
     assert "| tv-randaugment | 1.50 [-4.85, 7.85] | - | - |" in text
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("{not json", "Expecting property name"),
+    (json.dumps({"runs": _runs({"none": [1.0]}) + [7]}), r"runs\[1\] is not a run with a method name"),
+    (json.dumps({"runs": _runs({"none": [1.0, float("nan")]})}), r"runs\[1\] \(none\) test_error is nan, not a test"),
+    (json.dumps({"runs": _runs({"none": [1.0]}) + [{"method": "none", "seed": 0, "test_error": 99}]}),
+     r"runs\[1\] is a second run of none with seed 0"),
+    (json.dumps({"runs": [{"method": "none", "seed": 0, "test_error": "9"}]}), r"runs\[0\] \(none\) test_error is '9', not a test"),
+    (json.dumps({"summary": [{"method": "none", "mean": None}]}), r"summary\[0\] \(none\) mean is None"),
+])
+def test_a_damaged_preset_stops_the_script_before_it_writes(regret, tmp_path: Path, capsys, damage, message) -> None:
+    """Regression (review): a results.json that could not be read was left out with exit 0, and the table, its
+    presets column and every worst regret then covered the other presets only, over the committed regret.md;
+    a run that was no object gave a traceback, a NaN test error a NaN regret under a worst regret without it,
+    and a second run of one seed entered regret.md's mean while results.md keeps one per seed."""
+    results = tmp_path / "results"
+    _write(results, "a", {"runs": _runs({"none": [10, 12], "searched": [9, 9]})})
+    (results / "b").mkdir()
+    (results / "b" / "results.json").write_text(damage)
+    (results / "regret.md").write_text("before")
+    assert regret.main(["--results", str(results)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert re.match(re.escape(f"regret: {results / 'b' / 'results.json'}: ") + message, err[0]), err
+    assert err[1].startswith("regret: nothing written") and len(err) == 2
+    assert (results / "regret.md").read_text() == "before" and not (results / "regret.json").exists()
+
+
+def test_a_preset_named_that_has_no_results_is_an_error(regret, tmp_path: Path, capsys) -> None:
+    """Regression (review): --presets with a misspelt folder wrote a table of the others, exit 0."""
+    _write(tmp_path / "results", "a", {"runs": _runs({"none": [10, 12], "searched": [9, 9]})})
+    assert regret.main(["--results", str(tmp_path / "results"), "--presets", "a", "bb"]) == 1
+    assert f"regret: {tmp_path / 'results' / 'bb' / 'results.json'}: No such file or directory" in capsys.readouterr().err
+    assert not (tmp_path / "results" / "regret.md").exists()
 
 
 def test_nothing_to_read_is_an_error(regret, tmp_path: Path, capsys) -> None:
@@ -115,11 +147,11 @@ def test_the_presets_own_results_read(regret) -> None:
 
 def test_intervals_pair_only_the_seeds_both_ran(regret, tmp_path: Path) -> None:
     """A method with a seed the best lacks is paired over the shared seeds, and the cell says how many; a
-    method with two runs of one seed, or a run without a seed, is not paired at all (its mean keeps every run)."""
+    method with a run without a seed (an old file) is not paired at all (its mean keeps every run)."""
     results = tmp_path / "results"
     runs = [{"method": "searched", "seed": s, "test_error": 1.0} for s in (0, 1)]
     runs += [{"method": "none", "seed": s, "test_error": e} for s, e in ((0, 2.0), (1, 3.0), (2, 10.0))]
-    runs += [{"method": "baseline", "seed": 0, "test_error": e} for e in (5.0, 6.0)]
+    runs += [{"method": "baseline", "seed": 0, "test_error": 5.0}, {"method": "baseline", "test_error": 6.0}]
     runs += [{"method": "cutout", "test_error": e} for e in (7.0, 8.0)]
     _write(results, "d", {"preset": "d", "runs": runs})
     assert regret.main(["--results", str(results)]) == 0
