@@ -16,7 +16,7 @@ import torch
 from policysearch.augment.policy import Baseline, Policy
 from policysearch.augment.standard import RANDAUGMENT_OPS, randaugment_policy, trivialaugment_policy
 from policysearch.augment.transforms import BatchPolicyTransform
-from policysearch.benchmark import command, methods, presets, report, runner
+from policysearch.benchmark import anchors, command, methods, presets, report, runner
 from policysearch.benchmark.command import add_arguments, preset_from_args
 from policysearch.benchmark.stats import paired_difference
 from policysearch.training.data import DataError
@@ -373,6 +373,11 @@ def test_a_folder_a_rerun_cannot_set_aside_into_is_refused_before_any_work(tmp_p
                                             "or give another --out"):
             command.run(_args("--out", str(out)))
         assert (out / "results.json").read_text() == text
+    # Regression (review): another preset's folder was noticed after the whole benchmark, which set it all aside
+    (out / "results.json").write_text(json.dumps({"preset": "digits-100", "runs": [{"method": "none", "seed": 0}]}))
+    with pytest.raises(DataError, match=r"^--out .*bench holds the results of the preset digits-100, not digits-small: "
+                                        "give this benchmark a folder of its own$"):
+        command.run(_args("--preset", "digits-small", "--out", str(out)))
     (out / "results.json").unlink()
     (out / "earlier").write_text("")
     with pytest.raises(DataError, match=r"earlier is a file; a rerun sets earlier results aside in that folder"):
@@ -512,6 +517,41 @@ def test_kept_runs_follow_the_policy_each_method_trains(tmp_path):
     # a method this command does not train keeps its runs, whichever policy made them
     assert sorted(m for m, _ in runner.finished_runs(tmp_path, {
         **now, "settings": {**now["settings"], "methods": ["baseline"]}, "searched_policy": None})) == methods
+
+
+def test_timm_runs_record_its_version_and_another_version_trains_only_them(tmp_path, monkeypatch):
+    """Regression (review): the software record lacks timm, so a rerun after a timm upgrade kept the timm anchor's
+    runs as made the same way, and results.md named no timm version; nor did it say that the anchor gives timm's
+    posterize to 0 bits Pillow 12's black image."""
+    timm = "timm-rand-m9-mstd0.5-inc1"
+    monkeypatch.setattr(anchors.Anchor, "version", lambda self: {"timm": "1.0.31"}.get(self.library, "0.29.1"))
+    assert runner.anchor_library(timm) == "timm 1.0.31"
+    assert runner.anchor_library("tv-randaugment") is None and runner.anchor_library("baseline") is None
+    methods = ["baseline", "tv-randaugment", timm, f"{timm}-alone"]
+    runs = [{"method": m, "seed": 0, "test_error": 1.0, **({"library": "timm 1.0.31"} if "timm" in m else {})}
+            for m in methods]
+    old = {"settings": {"epochs": 2, "seeds": [0], "methods": methods}, "software": {"torch": "x"}, "runs": runs}
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    assert sorted(m for m, _ in runner.finished_runs(tmp_path, old)) == sorted(methods)
+    monkeypatch.setattr(anchors.Anchor, "version", lambda self: {"timm": "1.1.0"}.get(self.library, "0.29.1"))
+    assert sorted(m for m, _ in runner.finished_runs(tmp_path, old)) == ["baseline", "tv-randaugment"]
+    assert runner.what_changed(old, old) == ("another version of an anchor's library: "
+                                             f"{timm} (timm 1.0.31, now timm 1.1.0), {timm}-alone (timm 1.0.31, now "
+                                             "timm 1.1.0)")
+    for run in runs:
+        run.pop("library", None)  # a file from before the version was recorded
+    assert "version not recorded" in runner.what_changed(old, old)
+    assert "(its posterize to 0 bits (magnitude 10) gives a black image, as under Pillow 12" in methods_module_text(timm)
+    document = json.loads((Path(__file__).parents[1] / "benchmarks/results/digits-small/results.json").read_text())
+    document["runs"] = [{**r, "library": "timm 1.1.0"} if "timm" in r["method"] else r for r in document["runs"]]
+    software = ", ".join(f"{k} {v}" for k, v in document["software"].items())
+    assert report.render_markdown(document, document["summary"]).endswith(f"Software: {software}, timm 1.1.0\n")
+
+
+def methods_module_text(method: str) -> str:
+    from policysearch.augment.policy import Baseline
+
+    return methods.describe_method(method, Baseline(2, False), 8, False)
 
 
 def test_a_search_run_before_the_benchmark_reports_its_phases_not_the_reload(tmp_path, monkeypatch):

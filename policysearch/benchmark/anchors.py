@@ -1,7 +1,8 @@
 """The augmentations users actually run, applied by their own libraries: the benchmark's anchors.
 
 An anchor is torchvision's or timm's own transform class (``ANCHORS``: the exact constructor calls), built
-with its default arguments as a user writes it in a ``Compose`` and applied by that library to one PIL image
+as a user writes it in a ``Compose`` (default arguments, but AutoAugment's CIFAR-10 policy and the
+hyper-parameters timm's ``create_transform`` passes) and applied by that library to one PIL image
 at a time, so the benchmark compares with what users run rather than with our re-implementation (our
 policy-format versions are separate rows). PIL and the v2 API: the fastest per-image path here (measured in
 ``docs/findings.md``). Grey images become mode ``L`` PIL images, which every anchor accepts.
@@ -14,6 +15,7 @@ a run is reproducible from its seed and nothing leaks into other methods or the 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import importlib.util
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -50,12 +52,17 @@ class Anchor:
     library: str  # the importable module it needs: "torchvision" or "timm"
     call: str  # the constructor call, as results.md names it
     build: Callable[[int, Sequence[float]], PilTransform]
+    note: str = ""  # where it departs from the library's own code, as results.md says it
 
     def available(self) -> str | None:
         """None when the library is installed, else why the anchor cannot run."""
         if importlib.util.find_spec(self.library) is None:
             return f"{self.library} is not installed (pip install 'policysearch[{self.library}]')"
         return None
+
+    def version(self) -> str:
+        """The installed version of its library."""
+        return importlib.metadata.version(self.library)
 
 
 def _torchvision(name: str, *args: object) -> Callable[[int, Sequence[float]], PilTransform]:
@@ -110,7 +117,8 @@ ANCHORS: dict[str, Anchor] = {a.name: a for a in (
     Anchor("tv-augmix", "torchvision", "torchvision.transforms.v2.AugMix()", _torchvision("AugMix")),
     Anchor(f"timm-{TIMM_RAND}", "timm",
            f'timm.data.auto_augment.rand_augment_transform("{TIMM_RAND}", '
-           '{"translate_const": int(0.45 * size), "img_mean": mean as 0..255})', _timm_rand),
+           '{"translate_const": int(0.45 * size), "img_mean": mean as 0..255})', _timm_rand,
+           "its posterize to 0 bits (magnitude 10) gives a black image, as under Pillow 12: Pillow 13 refuses 0 bits"),
 )}
 
 

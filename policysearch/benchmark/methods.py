@@ -109,7 +109,8 @@ def describe_method(method: str, baseline: Baseline, cutout: int, cutout_with_po
         return f"{what}{f' `{searched}`' if searched else ''}, applied as its file says" + extra
     anchor = anchor_of(method)
     if anchor is not None:
-        call = f"`{ANCHORS[anchor].call}` per PIL image"
+        note = f" ({ANCHORS[anchor].note})" if ANCHORS[anchor].note else ""
+        call = f"`{ANCHORS[anchor].call}` per PIL image{note}"
         return (call if method != anchor else f"{base}, then {call}") + extra
     name = method.removesuffix("-alone")
     if name in STANDARD:

@@ -96,7 +96,7 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
         what = describe_method(m, baseline, s["cutout_pixels"], s["cutout_with_policies"],
                                scratch_name if m == "searched-scratch" else searched_name)
         lines.append(f"| {m} | {what}{' (skipped)' if m in skipped else ''} |")
-    lines += ["", "Anchors (`tv-*`, `timm-*`) are the libraries' own classes with their default arguments, applied "
+    lines += ["", "Anchors (`tv-*`, `timm-*`) are the libraries' own classes called as above, applied "
               "to one PIL image at a time; their global random generators are seeded per batch from the run's "
               "seed and restored afterwards (`policysearch/benchmark/anchors.py`). `ours-*` are our policy-format "
               "versions (`policysearch/augment/standard.py`).", ""]
@@ -133,7 +133,8 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
                   "training measured here (device seconds: the sum of the search trials' own run times, which overlap "
                   "when trials run in parallel; the search's report estimates a final training from its selection's "
                   "trainings instead).", ""]
-    lines += [f"Software: {', '.join(f'{k} {v}' for k, v in document['software'].items())}", ""]
+    libraries = sorted({r["library"] for r in document.get("runs", []) if r.get("library")})  # e.g. timm, for its anchor
+    lines += [f"Software: {', '.join([*(f'{k} {v}' for k, v in document['software'].items()), *libraries])}", ""]
     return "\n".join(lines)
 
 

@@ -150,13 +150,18 @@ def earlier_results(out: Path) -> dict[str, Any] | None:
     return previous
 
 
-def check_out(out: Path) -> None:
-    """Before any work: ``out`` can take this benchmark's files, and the earlier ones it may set aside."""
+def check_out(out: Path, preset_name: str = "") -> None:
+    """Before any work: ``out`` can take this benchmark's files, and the earlier ones it may set aside, which
+    are not another preset's (a rerun there would set them all aside after the whole benchmark)."""
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is a file, not a folder")
     if (out / "earlier").exists() and not (out / "earlier").is_dir():
         raise DataError(f"{out / 'earlier'} is a file; a rerun sets earlier results aside in that folder: move it away")
-    earlier_results(out)
+    previous = earlier_results(out)
+    other = (previous or {}).get("preset")
+    if preset_name and other and other != preset_name:
+        raise DataError(f"--out {out} holds the results of the preset {other}, not {preset_name}: give this "
+                        "benchmark a folder of its own")
 
 
 def finished_runs(out: Path, document: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
@@ -181,7 +186,17 @@ def finished_runs(out: Path, document: dict[str, Any]) -> dict[tuple[str, int], 
     before, now = policies(previous), policies(document)
     # a method this command does not train keeps its runs as they were, whichever policy made them
     return {(run["method"], int(run["seed"])): run for run in previous.get("runs", [])
-            if run["method"] not in trained or before.get(run["method"]) == now.get(run["method"])}
+            if (run["method"] not in trained or before.get(run["method"]) == now.get(run["method"]))
+            and run.get("library") == anchor_library(run["method"])}
+
+
+def anchor_library(method: str) -> str | None:
+    """The library and version (``"timm 1.0.31"``) that a run of ``method`` records, for an anchor whose library
+    the software record lacks: a run made with another version of it is trained again. None for the others."""
+    anchor = anchor_of(method)
+    if anchor is None or ANCHORS[anchor].library in software_versions():
+        return None
+    return f"{ANCHORS[anchor].library} {ANCHORS[anchor].version()}"
 
 
 def _compared(d: dict[str, Any]) -> dict[str, Any]:
@@ -201,6 +216,10 @@ def what_changed(previous: dict[str, Any], document: dict[str, Any]) -> str:
                for key in dict.fromkeys([*before, *now]) if before.get(key) != now.get(key)]
     if changed:
         return "other settings: " + "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
+    other = {f"{run['method']} ({run.get('library') or 'version not recorded'}, now {anchor_library(run['method'])})"
+             for run in previous.get("runs", []) if run.get("library") != anchor_library(run["method"])}
+    if other:
+        return "another version of an anchor's library: " + ", ".join(sorted(other))
     return "another policy for the searched methods"
 
 
@@ -234,7 +253,7 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     words the line of a search stopped at once (a second Ctrl-C, SIGTERM) as the benchmark's."""
     stream = sys.stdout if stream is None else stream
     out = Path(out)
-    check_out(out)
+    check_out(out, preset_name)
     root, download = getattr(args, "data_root", "data"), bool(getattr(args, "download", False))
     train_full = fit_image_size(load_dataset(preset.dataset, split="train", data_root=root, download=download,
                                              image_size=preset.image_size), preset.model, preset.image_size)
@@ -343,6 +362,9 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
                    "test_loss": result["loss"], "train_loss": last["train_loss"],
                    "train_accuracy": last["train_accuracy"], "clean_train_accuracy": fit["accuracy"],
                    "train_seconds": seconds, "command": document["command"]}
+            library = anchor_library(method)
+            if library:
+                row["library"] = library
             document["runs"].append(row)
             document["runs"].sort(key=lambda r: place.get((r["method"], int(r["seed"])), len(place)))
             finished += 1
