@@ -224,11 +224,11 @@ def _show_data(args: argparse.Namespace, policy: Policy) -> ImageData:
 
     search = policy.metadata.get("search")
     searched_on = search.get("dataset") if isinstance(search, dict) and "run_id" in policy.metadata else None
-    if isinstance(searched_on, str) and searched_on.startswith("python:") and not args.dataset:
+    if isinstance(searched_on, str) and searched_on.startswith("python:") and args.dataset is None:
         print("the policy was searched on data given in Python, which show cannot read; showing digits instead "
               "(--dataset to choose, e.g. imagefolder:PATH)")
-    if args.dataset or not isinstance(searched_on, str) or searched_on.startswith("python:"):
-        return load_dataset(dataset_name(args.dataset or "digits"), split="train",
+    if args.dataset is not None or not isinstance(searched_on, str) or searched_on.startswith("python:"):
+        return load_dataset(dataset_name("digits" if args.dataset is None else args.dataset), split="train",
                             data_root=args.data_root or "data", download=args.download)
     root = args.data_root or search.get("data_root") or "data"
     try:

@@ -86,6 +86,30 @@ def test_unknown_name_lists_known_names() -> None:
         load_dataset("mnist")
 
 
+@pytest.mark.parametrize("name", ["", " ", "imagefolder:", "imagefolder:?classes=a,b", "imagefolder: "])
+def test_an_empty_folder_path_is_refused_not_read_as_the_current_folder(tmp_path: Path, monkeypatch, capsys,
+                                                                        name: str) -> None:
+    """Regression (review): Path("") is ".", so `--dataset "$UNSET"` or `imagefolder:` trained on the folder the
+    command ran in, and config.json recorded that folder as the data set."""
+    from policysearch.cli import main
+    from policysearch.search import SearchConfig
+    from policysearch.search.config import SettingsError
+
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for i in range(4):
+            Image.new("L", (8, 8), 40 * i).save(tmp_path / label / f"{i}.png")
+    monkeypatch.chdir(tmp_path)  # a folder of class subfolders: what an empty path used to load
+    assert dataset_name(name) in (name, f"imagefolder:{name}")
+    with pytest.raises(DataError, match="unknown data set|no folder after 'imagefolder:'|is not a folder"):
+        load_dataset(dataset_name(name))
+    with pytest.raises(SettingsError, match="dataset names no data set or folder"):
+        SearchConfig(dataset=dataset_name(name))
+    assert main(["search", "--dataset", name, "--out", str(tmp_path / "run")]) == 2
+    assert "--dataset names no data set or folder" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_bad_split_is_rejected() -> None:
     with pytest.raises(DataError, match="split"):
         load_dataset("digits", "val")

@@ -162,7 +162,11 @@ class SearchConfig:
     def problems(self) -> list[tuple[str, Problem]]:
         """(field, what is wrong) for every invalid setting, the training values included."""
         model_issue = model_problem(self.model)
+        folder = self.dataset.removeprefix("imagefolder:").partition(CLASSES_MARK)[0]
         checks: list[tuple[str, bool, Problem]] = [
+            # an empty path is the current folder: an unset shell variable must not train on it
+            ("dataset", bool(self.dataset.strip()) and bool(folder.strip()),
+             "names no data set or folder; give a name (digits, cifar10, ...) or a folder of class subfolders"),
             ("space", self.space is None or bool(self.space.strip()),
              "is empty; give a shipped space's name (policysearch spaces lists them) or a YAML file"),
             ("splits", self.splits >= 1, f"must be at least 1, got {self.splits}"),

@@ -72,6 +72,8 @@ def dataset_name(data: str | os.PathLike[str]) -> str:
     is, a path (a folder, or text with a path separator) as 'imagefolder:PATH'; anything else stays as given,
     for the loader to refuse in one line."""
     text = os.fspath(data)
+    if not text.strip():  # Path("") is the current folder, not data: the settings' check refuses it
+        return text
     named = text in DATASET_NAMES or text.startswith(("imagefolder:", PYTHON_PREFIX))
     a_path = isinstance(data, os.PathLike) or "/" in text or os.sep in text or Path(text).expanduser().is_dir()
     return text if named or not a_path else f"imagefolder:{text}"
@@ -205,6 +207,8 @@ def load_dataset(
     root = Path(data_root)
     if name.startswith("imagefolder:"):
         path, classes = _folder_and_classes(name[len("imagefolder:") :])
+        if not path.strip():  # Path("") is the current folder
+            raise DataError(f"{name}: no folder after 'imagefolder:'; give one, e.g. imagefolder:data/train")
         return _load_imagefolder(Path(path).expanduser(), split, image_size, classes)
     if name.startswith(PYTHON_PREFIX):
         raise DataError(f"{name} names data that was given as Python objects to policysearch.search(); it cannot "
