@@ -527,6 +527,9 @@ def test_resume_refuses_flags_that_contradict_the_stored_run(tmp_path, no_ray):
     assert rundir.check_resume(SearchConfig(**{**SMALL, **defaults}), run_dir)
     with pytest.raises(RunError, match=r"--final-epochs 9 \(stored: not set: the search's epochs\) contradicts"):
         rundir.check_resume(SearchConfig(**{**SMALL, "final_epochs": 9}), run_dir)
+    # regression (a review): another --epochs also named the unset --final-epochs, which follows it
+    with pytest.raises(RunError, match=r": --epochs 5 \(stored: 1\) contradicts the stored run; drop it"):
+        rundir.check_resume(SearchConfig(**{**SMALL, "epochs": 5}), run_dir)
 
 
 def test_an_experiment_whose_saved_state_tune_cannot_read_is_named_with_what_runs_it_again(tmp_path, monkeypatch):

@@ -125,9 +125,11 @@ def read_stored_config(run_dir: Path, continuing: bool = True) -> tuple[SearchCo
 def contradictions(stored: SearchConfig, config: SearchConfig, run_dir: Path | None = None) -> list[tuple[str, Any, Any]]:
     """(setting, given, stored) for every setting, other than RESUMABLE ones, that differs in what it means: a
     default given by its value (``--space fast_autoaugment``, ``--final-epochs`` equal to ``--epochs``, the run's
-    own ``--storage RUN/tune``) agrees with the setting left unset."""
+    own ``--storage RUN/tune``) agrees with the setting left unset, and a setting given as stored never
+    contradicts by itself (an unset ``--final-epochs`` follows ``--epochs``, which is named)."""
     return [(f.name, getattr(config, f.name), getattr(stored, f.name)) for f in fields(SearchConfig)
-            if f.name not in RESUMABLE and _meaning(config, f.name, run_dir) != _meaning(stored, f.name, run_dir)]
+            if f.name not in RESUMABLE and getattr(config, f.name) != getattr(stored, f.name)
+            and _meaning(config, f.name, run_dir) != _meaning(stored, f.name, run_dir)]
 
 
 def _meaning(config: SearchConfig, name: str, run_dir: Path | None) -> Any:
