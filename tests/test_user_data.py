@@ -75,8 +75,12 @@ def test_one_element_labels_and_class_maps_read_as_a_user_means_them():
     by_name = Items(_pil_items(images, labels), classes={name: c for c, name in enumerate(names)})
     by_label = Items(_pil_items(images, labels), classes=dict(enumerate(names)))
     assert read_data(by_name).classes == read_data(by_label).classes == tuple(names)
-    gappy = Items(_pil_items(images, labels), classes={"a": 0, "b": 5})  # not every label 0..C-1: not names
-    assert read_data(gappy).classes == tuple(str(c) for c in range(10))
+    # regression (review): a map to labels other than 0..C-1 ({"cat": 3, "dog": 7}) was dropped without a word,
+    # and the data's labels 3 and 7 were then refused as "class 0 has no images"
+    for gappy in ({"a": 0, "b": 5}, {"cat": 3, "dog": 7}, {"a": 0, "b": 0}):
+        with pytest.raises(DataError, match=r"^data.classes maps its 2 class names to the labels \{'\w+': \d, '\w+': "
+                                            r"\d\}, not to 0..1: each label once, 0..C-1 in label order; relabel"):
+            read_data(Items(_pil_items(images, labels), classes=gappy))
 
 
 def test_a_pair_given_as_a_list_says_to_pass_a_tuple():

@@ -162,10 +162,15 @@ def _class_names(classes: Any) -> list[str] | None:
         classes = classes.tolist()
     if isinstance(classes, Mapping) and classes:
         pairs = [(v, k) if isinstance(k, str) else (k, v) for k, v in classes.items()]  # (label, name)
-        if all(isinstance(label, numbers.Integral) and isinstance(name, str) for label, name in pairs) and \
-                sorted(int(label) for label, _ in pairs) == list(range(len(pairs))):
-            return [name for _, name in sorted(pairs, key=lambda pair: int(pair[0]))]
-        return None
+        if not all(isinstance(label, numbers.Integral) and isinstance(name, str) for label, name in pairs):
+            return None
+        labels = sorted(int(label) for label, _ in pairs)
+        if labels != list(range(len(pairs))):  # names the labels do not have: the data's labels need the same fix
+            shown = ", ".join(f"{name!r}: {int(label)}" for label, name in sorted(pairs, key=lambda p: int(p[0]))[:6])
+            raise DataError(f"data.classes maps its {len(pairs)} class names to the labels {{{shown}"
+                            f"{', ...' if len(pairs) > 6 else ''}}}, not to 0..{len(pairs) - 1}: each label once, "
+                            f"0..C-1 in label order; relabel the data and its classes so")
+        return [name for _, name in sorted(pairs, key=lambda pair: int(pair[0]))]
     if isinstance(classes, Sequence) and classes and all(isinstance(c, str) for c in classes):
         return list(classes)
     return None
