@@ -311,6 +311,34 @@ def test_a_model_stored_from_the_script_that_ran_says_where_to_continue(tmp_path
                                       "module the script imports")
 
 
+def _net_of_width(num_classes: int, in_channels: int, width: int = 8) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(width, num_classes))
+
+
+def test_resume_refuses_a_model_of_the_same_name_that_builds_another_network(tmp_path, no_ray):
+    """Regression (review): a model callable is recorded by its name, so a resume with another build of that name
+    (another width) went on and mixed two networks: phase 1's children of one, phase 3's models of the other."""
+    import functools
+
+    images, labels = _digits()
+    data = read_data((images, labels))
+    narrow, wide = functools.partial(_net_of_width, width=8), functools.partial(_net_of_width, width=16)
+    assert callable_name(narrow) == callable_name(wide)
+    config = SearchConfig(**TINY, dataset=data.name, model=callable_name(narrow))
+    built = prepare(config, Inputs(data, narrow)).architecture
+    assert built and built != prepare(config, Inputs(data, wide)).architecture
+    rundir.write_config(rundir.open_run(config, tmp_path / "run", resume=False), config, architecture=built)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["architecture"] == built
+    with pytest.raises(rundir.RunError) as caught:
+        policysearch.search((images, labels), model=wide, out=tmp_path / "run", resume=True)
+    assert str(caught.value).startswith(f"out='{tmp_path / 'run'}', resume=True: model=test_search_api."
+                                        "_net_of_width builds another network than the one the run started with")
+    assert str(caught.value).endswith("give the run's own model to continue it, or start a new run with another out=")
+    with pytest.raises(AssertionError, match="Ray was started"):  # the same build goes on, to Ray
+        policysearch.search((images, labels), model=narrow, out=tmp_path / "run", resume=True)
+
+
 def test_resume_refuses_other_data_and_keeps_the_stored_settings(tmp_path, no_ray):
     images, labels = _digits()
     run_dir = tmp_path / "run"

@@ -168,10 +168,12 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
             prepared = prepare(config, inputs, new_run=not resume)
             with held_run(config, run_dir, resume=resume) as run:
                 if resume:
-                    check_same_inputs(run_dir, fingerprint(prepared.data), prepared.space.to_dict())
+                    check_same_inputs(run_dir, fingerprint(prepared.data), prepared.space.to_dict(),
+                                      prepared.architecture)
                 runner = InProcessRunner(prepared, run, faults)
                 if not resume:
-                    write_config(run, config, fingerprint(prepared.data), prepared.space.to_dict())
+                    write_config(run, config, fingerprint(prepared.data), prepared.space.to_dict(),
+                                 prepared.architecture)
                     stage.started = True
                 outcome, spans = run_phases(prepared, run, runner, stream, stage)
                 stage.enter("the export (the results are written again on --resume)")

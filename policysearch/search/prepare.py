@@ -59,6 +59,7 @@ class Prepared:
     # the --weights checkpoint, read here once and shipped to the workers with the rest: a cluster's workers need
     # not see the file, which is on the driver's machine
     weights_state: dict[str, torch.Tensor] | None = None
+    architecture: str = ""  # the model's layers and shapes (``pretrained.architecture``), which a resume checks
 
     @property
     def first_folds(self) -> int:
@@ -155,7 +156,8 @@ def prepare(config: SearchConfig, inputs: Inputs | None = None, new_run: bool = 
     baseline = baseline_for(config.dataset, data.images.shape[-1])
     prepared = Prepared(config, data, splits, space, tuple(mean), tuple(std), baseline, folds, inputs.builder,
                         repeats * config.selection_folds, weights_state)
-    check_model(prepared.model_spec, int(data.images.shape[-1]))  # the weights file and the image size
+    # the weights file and the image size
+    prepared.architecture = check_model(prepared.model_spec, int(data.images.shape[-1]))
     return prepared
 
 

@@ -34,7 +34,7 @@ from policysearch.augment.policy import software_versions
 from policysearch.invocation import command_line
 from policysearch.search.config import RESUMABLE, SearchConfig, is_uri
 from policysearch.search.spaces import is_space_path
-from policysearch.training.pretrained import CALLABLE_PREFIX, is_callable_model
+from policysearch.training.pretrained import CALLABLE_PREFIX, is_callable_model, model_ref
 from policysearch.wording import Mention, WordedError
 
 __all__ = ["CONFIG_FILE", "FAILED_FILE", "LOCK_FILE", "Run", "RunError", "RunInUse", "check_resume", "check_same_inputs",
@@ -367,22 +367,29 @@ def _new_run_id() -> str:
 
 
 def write_config(run: Run, config: SearchConfig, data_fingerprint: str | None = None,
-                 space: Mapping[str, Any] | None = None) -> None:
+                 space: Mapping[str, Any] | None = None, architecture: str | None = None) -> None:
     """Write ``config.json`` for a new run (a resumed run keeps the one it has), with the fingerprint of
-    the training images it searches on and the search space as loaded (``SearchSpace.to_dict()``), which a
-    resume checks (``check_same_inputs``)."""
+    the training images it searches on, the search space as loaded (``SearchSpace.to_dict()``) and the
+    model's layers and shapes (``pretrained.architecture``), which a resume checks (``check_same_inputs``)."""
     document: dict[str, Any] = {"run_id": run.run_id, "run_format": RUN_FORMAT, "search": asdict(config),
                                 "resolved_space": config.space_name, "space": space,
-                                "data_fingerprint": data_fingerprint,
+                                "data_fingerprint": data_fingerprint, "architecture": architecture or None,
                                 "command": command_line(), "software": software_versions()}
     write_json_atomic(run.run_dir / CONFIG_FILE, document)
 
 
-def check_same_inputs(run_dir: Path, data_fingerprint: str, space: Mapping[str, Any]) -> None:
-    """A RunError when the run in ``run_dir`` started on other training images or another search space: a
-    folder's files or a space file changed since, which their names alone do not show. Runs written before
-    the fingerprint or the space was recorded pass that check."""
+def check_same_inputs(run_dir: Path, data_fingerprint: str, space: Mapping[str, Any], architecture: str = "") -> None:
+    """A RunError when the run in ``run_dir`` started on other training images, another search space or another
+    model: a folder's files, a space file or a model callable of the same name changed since, which their names
+    alone do not show. Runs written before the fingerprint, the space or the model was recorded pass that check."""
     stored = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    built = stored.get("architecture")
+    if built and architecture and built != architecture:
+        model = str((stored.get("search") or {}).get("model", ""))
+        raise RunError(lambda say: f"{say('resume', run_dir)}: {model_ref(model, say)} builds another "
+                       f"network than the one the run started with (its layers or their shapes differ: "
+                       f"{architecture}, stored {built}); give the run's own model to continue it, or start a new "
+                       f"run with another {say('out')}")
     kept = stored.get("data_fingerprint")
     if kept is not None and kept != data_fingerprint:
         raise RunError(lambda say: f"{say('resume', run_dir)}: the training images differ from those the run started "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +29,7 @@ from policysearch.training.data import ImageData, resize_images
 from policysearch.training.models import MODEL_NAMES, build_model
 from policysearch.wording import Mention, WordedError, a_kind, few, flag_mention
 
-__all__ = ["CALLABLE_PREFIX", "TIMM_PREFIX", "TORCHVISION_PREFIX", "Builder", "ModelError", "ModelSpec", "WeightsError",
+__all__ = ["CALLABLE_PREFIX", "architecture", "TIMM_PREFIX", "TORCHVISION_PREFIX", "Builder", "ModelError", "ModelSpec", "WeightsError",
            "callable_name", "check_model", "create_model", "fit_image_size", "head_names", "min_image_size",
            "model_problem", "read_state_dict"]
 
@@ -424,8 +425,17 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " ..."
 
 
-def check_model(spec: ModelSpec, image_size: int) -> None:
-    """Build ``spec`` and run it on two ``image_size`` images: every problem is one line, before any work."""
+def architecture(model: nn.Module) -> str:
+    """A fingerprint of a model's layers and parameter shapes: a model callable is recorded by its name alone,
+    which another build of the same name (another width, an edited function) shares."""
+    parts = [f"{name}:{type(m).__module__}.{type(m).__qualname__}" for name, m in model.named_modules()]
+    parts += [f"{key}:{tuple(t.shape)}:{t.dtype}" for key, t in model.state_dict().items()]
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:16]
+
+
+def check_model(spec: ModelSpec, image_size: int) -> str:
+    """Build ``spec`` and run it on two ``image_size`` images: every problem is one line, before any work.
+    Returns the built model's :func:`architecture`."""
     model = spec.build()
     where = functools.partial(model_ref, spec.name)
     given = is_callable_model(spec.name)
@@ -457,3 +467,4 @@ def check_model(spec: ModelSpec, image_size: int) -> None:
                 "; only models whose training forward returns logits can be trained here")
         raise ModelError(lambda say: f"{where(say)} returns {got} for a batch of 2 images, not logits "
                           f"[2, {spec.num_classes}]{hint}")
+    return architecture(model)
