@@ -329,7 +329,14 @@ def test_imagefolder_bad_paths(tmp_path: Path) -> None:
 
 def test_imagefolder_class_with_one_image_names_it(tmp_path: Path) -> None:
     _write_folder(tmp_path / "set", {"a": 3, "b": 1})
-    with pytest.raises(DataError, match=r"class folder '.*set/b' has only one image"):
+    with pytest.raises(DataError, match=r"class folder '.*set/b' has only one image; every class needs"):
+        load_dataset(_folder(tmp_path / "set"))
+    # regression (review): a class of photos in a format it does not read (HEIC) "has no images", without a word
+    # of the files it skipped
+    for name in ("1.heic", "2.HEIC", "notes.txt"):
+        (tmp_path / "set" / "b" / name).write_bytes(b"x")
+    with pytest.raises(DataError, match=r"class folder '.*set/b' has only one image \(beside 3 files of types it does "
+                                        r"not read: \.heic, \.txt; it reads \.bmp, .*\.webp\); every class needs"):
         load_dataset(_folder(tmp_path / "set"))
 
 

@@ -531,10 +531,10 @@ def _list_images(folder: Path, classes: tuple[str, ...], training: bool, known: 
         sub = folder / cls
         if not sub.is_dir():
             continue
-        found = []
+        found, skipped = [], []
         for path, real in _visible_files(sub):
             if path.suffix.lower() not in IMAGE_SUFFIXES:
-                others.append(path)
+                skipped.append(path)
                 continue
             if _dangling(path):  # a link to nothing: read, to be named as unreadable, not compared
                 found.append(path)
@@ -548,11 +548,15 @@ def _list_images(folder: Path, classes: tuple[str, ...], training: bool, known: 
             if first == path:  # else the same file reached again in this class: it counts once
                 found.append(path)
         if training and len(found) < 2:
+            kinds = ", ".join(sorted({p.suffix.lower() or p.name for p in skipped})[:5])
+            beside = (f" (beside {len(skipped)} file{'s' if len(skipped) != 1 else ''} of types it does not read: "
+                      f"{kinds}; it reads {', '.join(sorted(IMAGE_SUFFIXES))})" if skipped else "")
             raise DataError(
-                f"class folder {str(sub)!r} has {'no images' if not found else 'only one image'}; every class "
+                f"class folder {str(sub)!r} has {'no images' if not found else 'only one image'}{beside}; every class "
                 f"needs at least 2 (one to train a child model, one to score it) - add images or remove the folder"
             )
         files += found
+        others += skipped
         labels += [label] * len(found)
     return files, labels, others
 
