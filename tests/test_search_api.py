@@ -235,6 +235,8 @@ def test_paths_and_numpy_numbers_are_settings_of_their_plain_types(tmp_path):
 @pytest.mark.parametrize("settings, problem", [
     ({"trials": "4"}, "trials= must be an integer, got str '4'"),
     ({"strengths": 0.5}, "strengths= must be a list of numbers, got float 0.5"),
+    # regression (review): a list was named as the tuple it is kept as
+    ({"strengths": [0.5, "x"]}, "strengths= must be a list of numbers, got the list [0.5, 'x']"),
     ({"confidence": None}, "confidence= must be a number, got NoneType None"),
     ({"lr": "0.1"}, "lr= must be a number, got str '0.1'"),
     ({"train_size": "200"}, "train_size= must be an integer or None, got str '200'"),

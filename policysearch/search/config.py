@@ -156,7 +156,10 @@ class SearchConfig:
         """(field, what is wrong) for every setting whose value is not of the field's type: the API takes
         any Python value, and ``trials="4"`` must be one line naming it, not a TypeError from a comparison."""
         hints = get_type_hints(SearchConfig)
-        return [(f.name, f"must be {_type_words(hints[f.name])}, got {type(value).__name__} {short_repr(value)}")
+        return [(f.name, f"must be {_type_words(hints[f.name])}, got "
+                 # a list is kept as a tuple (a frozen config): shown as the list it most likely was
+                 + (f"the list {short_repr(list(value))}" if isinstance(value, tuple) else
+                    f"{type(value).__name__} {short_repr(value)}"))
                 for f in fields(self) for value in [getattr(self, f.name)] if not _of_type(value, hints[f.name])]
 
     def problems(self) -> list[tuple[str, Problem]]:
