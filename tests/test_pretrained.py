@@ -311,6 +311,9 @@ def test_search_settings_for_weights_are_checked() -> None:
         SearchConfig(weights=build_model("small_cnn", 10, 1).state_dict())
     assert len(str(caught.value)) < 300 and "\n" not in str(caught.value)
     assert "weights must be a string or None, got OrderedDict OrderedDict(" in str(caught.value)
+    # regression (review): --weights "" read as the current folder ("--weights . is a folder")
+    with pytest.raises(ValueError, match=r"^--weights is empty; give a weights file \(a saved state dict\), or leave"):
+        SearchConfig(weights=" ")
 
 
 def test_weights_are_kept_as_an_absolute_path(tmp_path: Path, monkeypatch) -> None:
@@ -349,9 +352,37 @@ def test_an_unreadable_weights_file_is_refused_before_the_images_are_read(tmp_pa
 
     monkeypatch.setattr(prepare, "load_dataset", refuse)
     (tmp_path / "junk.pt").write_bytes(b"hello")
-    for weights, message in ((tmp_path / "nowhere.pt", "no such file"), (tmp_path / "junk.pt", "cannot be read")):
+    (tmp_path / "empty.pt").write_bytes(b"")  # regression (review): "cannot be read ...: EOFError", no more
+    for weights, message in ((tmp_path / "nowhere.pt", "no such file"), (tmp_path / "junk.pt", "cannot be read"),
+                             (tmp_path / "empty.pt", r"empty.pt is empty \(0 bytes\); save the weights again")):
         with pytest.raises(WeightsError, match=message):
             prepare.prepare(SearchConfig(**SMALL, weights=str(weights)))
+
+
+def test_a_resume_refuses_a_weights_file_changed_since_the_run_started(small_cnn_weights: str, tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    """Regression (review): a resume read --weights from its path again, so a file replaced since mixed children
+    trained from the old weights with selection models trained from the new ones, without a word."""
+    from policysearch.search import rundir, tuning
+    from policysearch.search.prepare import prepare
+    from policysearch.search import run_search
+
+    monkeypatch.setattr(tuning, "start_ray", lambda *a, **k: pytest.fail("Ray started on changed weights"))
+    config = SearchConfig(**SMALL, weights=small_cnn_weights)
+    prepared = prepare(config)
+    assert len(prepared.weights_digest) == 16 and prepare(SearchConfig(**SMALL)).weights_digest == ""
+    run_dir = tmp_path / "run"
+    rundir.write_config(rundir.open_run(config, run_dir, resume=False), config, weights_digest=prepared.weights_digest)
+    assert prepare(config).weights_digest == prepared.weights_digest  # the same file: the same digest
+    state = torch.load(small_cnn_weights, weights_only=True)
+    state["conv1.weight" if "conv1.weight" in state else next(iter(state))].add_(1.0)
+    torch.save(state, small_cnn_weights)
+    with pytest.raises(rundir.RunError) as caught:
+        run_search(config, run_dir, resume=True)
+    assert str(caught.value).startswith(f"--resume {run_dir}: --weights {small_cnn_weights} holds other weights than "
+                                        "the run started from (digest ")
+    assert str(caught.value).endswith("the file changed since; restore it to continue the run, or start a new run "
+                                      "with another --out")
 
 
 def test_the_weights_travel_with_the_search_to_workers_that_lack_the_file(small_cnn_weights: str) -> None:

@@ -209,6 +209,9 @@ class SearchConfig:
             ("image_size", self.image_size is None or 1 <= self.image_size <= MAX_IMAGE_SIZE,
              f"must be a number of pixels from 1 to {MAX_IMAGE_SIZE}, got {self.image_size}"),
             ("model", model_issue is None, model_issue or ""),
+            # an empty path is the current folder, not a weights file
+            ("weights", self.weights is None or bool(self.weights.strip()),
+             "is empty; give a weights file (a saved state dict), or leave it out to start from new weights"),
             ("freeze_backbone", not self.freeze_backbone or bool(self.weights),
              lambda name: f"needs {name('weights')}: a frozen backbone must come from a checkpoint"),
             ("address", not self.address or bool(self.storage),

@@ -169,11 +169,11 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
             with held_run(config, run_dir, resume=resume) as run:
                 if resume:
                     check_same_inputs(run_dir, fingerprint(prepared.data), prepared.space.to_dict(),
-                                      prepared.architecture)
+                                      prepared.architecture, prepared.weights_digest)
                 runner = InProcessRunner(prepared, run, faults)
                 if not resume:
                     write_config(run, config, fingerprint(prepared.data), prepared.space.to_dict(),
-                                 prepared.architecture)
+                                 prepared.architecture, prepared.weights_digest)
                     stage.started = True
                 outcome, spans = run_phases(prepared, run, runner, stream, stage)
                 stage.enter("the export (the results are written again on --resume)")

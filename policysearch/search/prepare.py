@@ -21,7 +21,8 @@ from policysearch.augment.policy import Baseline
 from policysearch.training.train import budget_text
 from policysearch.training.pretrained import (CALLABLE_PREFIX, OUR_MIN_SIZE, Builder, ModelError, ModelSpec,
                                               check_model, fit_image_size, is_callable_model, min_image_size,
-                                              model_problem, model_ref, read_state_dict)
+                                              model_problem, model_ref, read_state_dict,
+                                              state_digest)
 from policysearch.search.checks import ResourceError
 from policysearch.search.config import SearchConfig, SettingsError
 from policysearch.wording import Mention
@@ -60,6 +61,7 @@ class Prepared:
     # not see the file, which is on the driver's machine
     weights_state: dict[str, torch.Tensor] | None = None
     architecture: str = ""  # the model's layers and shapes (``pretrained.architecture``), which a resume checks
+    weights_digest: str = ""  # the --weights state dict's ``pretrained.state_digest``, which a resume checks
 
     @property
     def first_folds(self) -> int:
@@ -158,6 +160,7 @@ def prepare(config: SearchConfig, inputs: Inputs | None = None, new_run: bool = 
                         repeats * config.selection_folds, weights_state)
     # the weights file and the image size
     prepared.architecture = check_model(prepared.model_spec, int(data.images.shape[-1]))
+    prepared.weights_digest = state_digest(weights_state) if weights_state is not None else ""
     return prepared
 
 

@@ -367,22 +367,31 @@ def _new_run_id() -> str:
 
 
 def write_config(run: Run, config: SearchConfig, data_fingerprint: str | None = None,
-                 space: Mapping[str, Any] | None = None, architecture: str | None = None) -> None:
+                 space: Mapping[str, Any] | None = None, architecture: str = "", weights_digest: str = "") -> None:
     """Write ``config.json`` for a new run (a resumed run keeps the one it has), with the fingerprint of
-    the training images it searches on, the search space as loaded (``SearchSpace.to_dict()``) and the
-    model's layers and shapes (``pretrained.architecture``), which a resume checks (``check_same_inputs``)."""
+    the training images it searches on, the search space as loaded (``SearchSpace.to_dict()``), the
+    model's layers and shapes (``pretrained.architecture``) and the ``--weights`` it starts from
+    (``pretrained.state_digest``), which a resume checks (``check_same_inputs``)."""
     document: dict[str, Any] = {"run_id": run.run_id, "run_format": RUN_FORMAT, "search": asdict(config),
                                 "resolved_space": config.space_name, "space": space,
                                 "data_fingerprint": data_fingerprint, "architecture": architecture or None,
+                                "weights_digest": weights_digest or None,
                                 "command": command_line(), "software": software_versions()}
     write_json_atomic(run.run_dir / CONFIG_FILE, document)
 
 
-def check_same_inputs(run_dir: Path, data_fingerprint: str, space: Mapping[str, Any], architecture: str = "") -> None:
-    """A RunError when the run in ``run_dir`` started on other training images, another search space or another
-    model: a folder's files, a space file or a model callable of the same name changed since, which their names
-    alone do not show. Runs written before the fingerprint, the space or the model was recorded pass that check."""
+def check_same_inputs(run_dir: Path, data_fingerprint: str, space: Mapping[str, Any], architecture: str = "",
+                      weights_digest: str = "") -> None:
+    """A RunError when the run in ``run_dir`` started on other training images, another search space, another
+    model or other weights: a folder's files, a space file, a model callable of the same name or a weights file
+    changed since, which their names alone do not show. Runs written before one was recorded pass its check."""
     stored = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    started_from = stored.get("weights_digest")
+    if started_from and weights_digest and started_from != weights_digest:
+        path = str((stored.get("search") or {}).get("weights", ""))
+        raise RunError(lambda say: f"{say('resume', run_dir)}: {say('weights', path)} holds other weights than the "
+                       f"run started from (digest {weights_digest}, stored {started_from}): the file changed since; "
+                       f"restore it to continue the run, or start a new run with another {say('out')}")
     built = stored.get("architecture")
     if built and architecture and built != architecture:
         model = str((stored.get("search") or {}).get("model", ""))

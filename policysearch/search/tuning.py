@@ -815,7 +815,8 @@ def _search_held(prepared: Prepared, builder: bytes | None, run: Run, resume: bo
     """:func:`_search` with the run folder held."""
     config = prepared.config
     if resume:
-        check_same_inputs(run.run_dir, fingerprint(prepared.data), prepared.space.to_dict(), prepared.architecture)
+        check_same_inputs(run.run_dir, fingerprint(prepared.data), prepared.space.to_dict(), prepared.architecture,
+                          prepared.weights_digest)
     joined = ray.is_initialized() or bool(config.address)
     if not joined:
         check_resources(config, [{"CPU": local_cpus(), "GPU": local_gpus()}], "this machine")
@@ -843,7 +844,8 @@ def _search_held(prepared: Prepared, builder: bytes | None, run: Run, resume: bo
         if builder is not None:
             check_workers_load(builder, config.model)
         if not resume:
-            write_config(run, config, fingerprint(prepared.data), prepared.space.to_dict(), prepared.architecture)
+            write_config(run, config, fingerprint(prepared.data), prepared.space.to_dict(), prepared.architecture,
+                         prepared.weights_digest)
             stage.started = True
         runner = RayRunner(prepared, run, faults, ctrl_c)
         outcome, spans = run_phases(prepared, run, runner, stream, stage, runner.concurrency)

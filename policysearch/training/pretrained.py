@@ -29,7 +29,7 @@ from policysearch.training.data import ImageData, resize_images
 from policysearch.training.models import MODEL_NAMES, build_model
 from policysearch.wording import Mention, WordedError, a_kind, few, flag_mention
 
-__all__ = ["CALLABLE_PREFIX", "architecture", "TIMM_PREFIX", "TORCHVISION_PREFIX", "Builder", "ModelError", "ModelSpec", "WeightsError",
+__all__ = ["CALLABLE_PREFIX", "architecture", "state_digest", "TIMM_PREFIX", "TORCHVISION_PREFIX", "Builder", "ModelError", "ModelSpec", "WeightsError",
            "callable_name", "check_model", "create_model", "fit_image_size", "head_names", "min_image_size",
            "model_problem", "read_state_dict"]
 
@@ -198,6 +198,9 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         raise WeightsError(lambda say: f"{where(say)}: no such file")
     if path.is_dir():
         raise WeightsError(lambda say: f"{where(say)} is a folder; give the weights file (a saved state dict)")
+    if path.stat().st_size == 0:
+        raise WeightsError(lambda say: f"{where(say)} is empty (0 bytes); save the weights again with "
+                           "torch.save(model.state_dict(), PATH)")
     try:
         with warnings.catch_warnings():  # torch's advice to file an issue for a pickle of another protocol
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
@@ -423,6 +426,17 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message, cut at a word within ``limit`` characters."""
     line = (str(exc).strip().splitlines() or ["(no message)"])[0]
     return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def state_digest(state: Mapping[str, Tensor]) -> str:
+    """A fingerprint of a state dict's names, shapes, types and values: a resume must start its models from the
+    weights the run started from, which the file's path alone does not show."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu()
+        digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode("utf-8"))
+        digest.update(tensor.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def architecture(model: nn.Module) -> str:
