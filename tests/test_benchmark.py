@@ -541,6 +541,10 @@ def test_timm_runs_record_its_version_and_another_version_trains_only_them(tmp_p
     for run in runs:
         run.pop("library", None)  # a file from before the version was recorded
     assert "version not recorded" in runner.what_changed(old, old)
+    # regression (review): without timm (an optional extra) the timm runs of a results file crashed a rerun
+    monkeypatch.setattr(anchors.Anchor, "version", lambda self: None if self.library == "timm" else "0.29.1")
+    assert runner.anchor_library(timm) is None and runner.what_changed(old, old) == "another policy for the searched methods"
+    assert sorted(m for m, _ in runner.finished_runs(tmp_path, old)) == sorted(methods)  # kept as they are
     assert "(its posterize to 0 bits (magnitude 10) gives a black image, as under Pillow 12" in methods_module_text(timm)
     document = json.loads((Path(__file__).parents[1] / "benchmarks/results/digits-small/results.json").read_text())
     document["runs"] = [{**r, "library": "timm 1.1.0"} if "timm" in r["method"] else r for r in document["runs"]]

@@ -24,7 +24,7 @@ from torch import nn
 
 import policysearch
 from policysearch.augment.policy import Policy
-from policysearch.training.pretrained import callable_name
+from policysearch.training.pretrained import architecture, callable_name
 from policysearch.search import command, rundir
 from policysearch.search.api import search as api_search
 from policysearch.search.config import SearchConfig
@@ -236,7 +236,7 @@ def test_paths_and_numpy_numbers_are_settings_of_their_plain_types(tmp_path):
     ({"trials": "4"}, "trials= must be an integer, got str '4'"),
     ({"strengths": 0.5}, "strengths= must be a list of numbers, got float 0.5"),
     # regression (review): a list was named as the tuple it is kept as
-    ({"strengths": [0.5, "x"]}, "strengths= must be a list of numbers, got the list [0.5, 'x']"),
+    ({"strengths": [0.5, "x"]}, "strengths= must be a list of numbers, got [0.5, 'x']"),
     ({"confidence": None}, "confidence= must be a number, got NoneType None"),
     ({"lr": "0.1"}, "lr= must be a number, got str '0.1'"),
     ({"train_size": "200"}, "train_size= must be an integer or None, got str '200'"),
@@ -330,6 +330,15 @@ def test_resume_refuses_a_model_of_the_same_name_that_builds_another_network(tmp
     config = SearchConfig(**TINY, dataset=data.name, model=callable_name(narrow))
     built = prepare(config, Inputs(data, narrow)).architecture
     assert built and built != prepare(config, Inputs(data, wide)).architecture
+
+    class Versioned(nn.Sequential):  # regression (review): a model keeping extra state (not a tensor) crashed it
+        def get_extra_state(self):
+            return {"version": 2}
+
+        def set_extra_state(self, state):
+            pass
+
+    assert architecture(Versioned(nn.Linear(2, 3))) != architecture(nn.Sequential(nn.Linear(2, 3)))
     rundir.write_config(rundir.open_run(config, tmp_path / "run", resume=False), config, architecture=built)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["architecture"] == built
     with pytest.raises(rundir.RunError) as caught:

@@ -60,9 +60,12 @@ class Anchor:
             return f"{self.library} is not installed (pip install 'policysearch[{self.library}]')"
         return None
 
-    def version(self) -> str:
-        """The installed version of its library."""
-        return importlib.metadata.version(self.library)
+    def version(self) -> str | None:
+        """The installed version of its library; None when it is not installed (or has no package metadata)."""
+        try:
+            return importlib.metadata.version(self.library)
+        except importlib.metadata.PackageNotFoundError:
+            return None
 
 
 def _torchvision(name: str, *args: object) -> Callable[[int, Sequence[float]], PilTransform]:

@@ -187,16 +187,24 @@ def finished_runs(out: Path, document: dict[str, Any]) -> dict[tuple[str, int], 
     # a method this command does not train keeps its runs as they were, whichever policy made them
     return {(run["method"], int(run["seed"])): run for run in previous.get("runs", [])
             if (run["method"] not in trained or before.get(run["method"]) == now.get(run["method"]))
-            and run.get("library") == anchor_library(run["method"])}
+            and not _other_library(run)}
 
 
 def anchor_library(method: str) -> str | None:
     """The library and version (``"timm 1.0.31"``) that a run of ``method`` records, for an anchor whose library
-    the software record lacks: a run made with another version of it is trained again. None for the others."""
+    the software record lacks: a run made with another version of it is trained again. None for the others, and
+    where the library is not installed (the anchor is skipped, its earlier runs kept as they are)."""
     anchor = anchor_of(method)
     if anchor is None or ANCHORS[anchor].library in software_versions():
         return None
-    return f"{ANCHORS[anchor].library} {ANCHORS[anchor].version()}"
+    version = ANCHORS[anchor].version()
+    return f"{ANCHORS[anchor].library} {version}" if version else None
+
+
+def _other_library(run: dict[str, Any]) -> bool:
+    """Whether ``run`` was made with another version of its anchor's library than the one installed here."""
+    now = anchor_library(run["method"])
+    return now is not None and run.get("library") != now
 
 
 def _compared(d: dict[str, Any]) -> dict[str, Any]:
@@ -217,7 +225,7 @@ def what_changed(previous: dict[str, Any], document: dict[str, Any]) -> str:
     if changed:
         return "other settings: " + "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
     other = {f"{run['method']} ({run.get('library') or 'version not recorded'}, now {anchor_library(run['method'])})"
-             for run in previous.get("runs", []) if run.get("library") != anchor_library(run["method"])}
+             for run in previous.get("runs", []) if _other_library(run)}
     if other:
         return "another version of an anchor's library: " + ", ".join(sorted(other))
     return "another policy for the searched methods"

@@ -157,8 +157,8 @@ class SearchConfig:
         any Python value, and ``trials="4"`` must be one line naming it, not a TypeError from a comparison."""
         hints = get_type_hints(SearchConfig)
         return [(f.name, f"must be {_type_words(hints[f.name])}, got "
-                 # a list is kept as a tuple (a frozen config): shown as the list it most likely was
-                 + (f"the list {short_repr(list(value))}" if isinstance(value, tuple) else
+                 # the API keeps a list as a tuple (a frozen config): a sequence is shown by its items alone
+                 + (short_repr(list(value)) if isinstance(value, tuple) else
                     f"{type(value).__name__} {short_repr(value)}"))
                 for f in fields(self) for value in [getattr(self, f.name)] if not _of_type(value, hints[f.name])]
 

@@ -440,10 +440,11 @@ def state_digest(state: Mapping[str, Tensor]) -> str:
 
 
 def architecture(model: nn.Module) -> str:
-    """A fingerprint of a model's layers and parameter shapes: a model callable is recorded by its name alone,
-    which another build of the same name (another width, an edited function) shares."""
-    parts = [f"{name}:{type(m).__module__}.{type(m).__qualname__}" for name, m in model.named_modules()]
-    parts += [f"{key}:{tuple(t.shape)}:{t.dtype}" for key, t in model.state_dict().items()]
+    """A fingerprint of a model's state names, shapes and types: a model callable is recorded by its name alone,
+    which another build of the same name (another width or depth) shares. Not the layers' classes, which a
+    library's new release may move without changing the network."""
+    parts = [f"{key}:{tuple(t.shape)}:{t.dtype}" if isinstance(t, Tensor) else f"{key}:{type(t).__name__}"
+             for key, t in model.state_dict().items()]  # get_extra_state() may keep other objects
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:16]
 
 
