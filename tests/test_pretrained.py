@@ -367,10 +367,10 @@ def test_a_resume_refuses_a_weights_file_changed_since_the_run_started(small_cnn
     from policysearch.search.prepare import prepare
     from policysearch.search import run_search
 
-    monkeypatch.setattr(tuning, "start_ray", lambda *a, **k: pytest.fail("Ray started on changed weights"))
+    monkeypatch.setattr(tuning, "start_ray", lambda *a, **k: pytest.fail("Ray started"))
     config = SearchConfig(**SMALL, weights=small_cnn_weights)
     prepared = prepare(config)
-    assert len(prepared.weights_digest) == 16 and prepare(SearchConfig(**SMALL)).weights_digest == ""
+    assert prepared.weights_digest.startswith("w1-") and prepare(SearchConfig(**SMALL)).weights_digest == ""
     run_dir = tmp_path / "run"
     rundir.write_config(rundir.open_run(config, run_dir, resume=False), config, weights_digest=prepared.weights_digest)
     assert prepare(config).weights_digest == prepared.weights_digest  # the same file: the same digest
@@ -383,6 +383,29 @@ def test_a_resume_refuses_a_weights_file_changed_since_the_run_started(small_cnn
                                         "the run started from (digest ")
     assert str(caught.value).endswith("the file changed since; restore it to continue the run, or start a new run "
                                       "with another --out")
+    # a digest of another formula (a later version's) is not compared: the run goes on, to Ray
+    document = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**document, "weights_digest": "w0-0123456789abcdef"}))
+    with pytest.raises(pytest.fail.Exception, match="Ray started"):
+        run_search(config, run_dir, resume=True)
+
+
+def test_the_digest_reads_every_kind_of_tensor_a_state_dict_may_hold() -> None:
+    """Regression (review): a sparse, meta or conjugate tensor in a checkpoint's head (never loaded) crashed the
+    digest with torch's error after every check had passed."""
+    from policysearch.training.pretrained import state_digest
+
+    x = torch.randn(3, 3)
+    with warnings.catch_warnings():  # torch's note that CSR support is in beta
+        warnings.simplefilter("ignore", UserWarning)
+        csr = x.to_sparse_csr()
+    kinds = {"dense": x, "sparse": x.to_sparse(), "csr": csr, "meta": torch.empty(2, device="meta"),
+             "conj": torch.randn(2, dtype=torch.cfloat).conj(), "bf16": x.bfloat16(), "scalar": torch.tensor(3),
+             "strided": x.t()}
+    digests = {name: state_digest({"w": t}) for name, t in kinds.items()}
+    assert len(set(digests.values())) == len(kinds) and all(d.startswith("w1-") for d in digests.values())
+    assert state_digest({"w": x.t()}) == state_digest({"w": x.t().contiguous()})  # values, not memory layout
+    assert state_digest({"w": x.to_sparse()}) != state_digest({"w": (x + 1).to_sparse()})
 
 
 def test_the_weights_travel_with_the_search_to_workers_that_lack_the_file(small_cnn_weights: str) -> None:
@@ -472,6 +495,8 @@ def test_benchmark_options_for_weights() -> None:
         command.preset_from_args(_args("--preset", "digits-small", "--methods", "searched-scratch"))
     with pytest.raises(ValueError, match="--pretrain-epochs: preset digits-small does not pretrain"):
         command.preset_from_args(_args("--preset", "digits-small", "--pretrain-epochs", "3"))
+    with pytest.raises(ValueError, match="^--weights is empty; give a weights file"):  # regression (review): "."
+        command.preset_from_args(_args("--preset", "digits-small", "--weights", ""))
 
 
 @pytest.mark.slow

@@ -339,6 +339,8 @@ def test_resume_refuses_a_model_of_the_same_name_that_builds_another_network(tmp
             pass
 
     assert architecture(Versioned(nn.Linear(2, 3))) != architecture(nn.Sequential(nn.Linear(2, 3)))
+    # nor a lazy layer the check's forward pass did not reach (its shape is not known yet)
+    assert architecture(nn.ModuleDict({"used": nn.Linear(2, 3), "aux": nn.LazyLinear(4)})).startswith("a1-")
     rundir.write_config(rundir.open_run(config, tmp_path / "run", resume=False), config, architecture=built)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["architecture"] == built
     with pytest.raises(rundir.RunError) as caught:
@@ -348,6 +350,44 @@ def test_resume_refuses_a_model_of_the_same_name_that_builds_another_network(tmp
     assert str(caught.value).endswith("give the run's own model to continue it, or start a new run with another out=")
     with pytest.raises(AssertionError, match="Ray was started"):  # the same build goes on, to Ray
         policysearch.search((images, labels), model=narrow, out=tmp_path / "run", resume=True)
+
+
+def test_a_resume_on_a_folder_that_changed_names_the_images_not_the_model(tmp_path, no_ray):
+    """Regression (review): the images build the model's first and last layers, so a class added to a folder was
+    refused as "--model small_cnn builds another network ...; give the run's own model", which it was."""
+    from policysearch.search import run_search
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    for label in ("a", "b"):
+        (folder / label).mkdir(parents=True)
+        for i in range(30):
+            Image.new("L", (12, 12), 8 * i + (100 if label == "b" else 0)).save(folder / label / f"{i}.png")
+    config = SearchConfig(**{**TINY, "train_size": None}, dataset=f"imagefolder:{folder}")
+    prepared = prepare(config)
+    rundir.write_config(rundir.open_run(config, tmp_path / "run", resume=False), config,
+                        read_data_fingerprint(prepared), prepared.space.to_dict(), prepared.architecture)
+    (folder / "c").mkdir()
+    for i in range(30):
+        Image.new("L", (12, 12), 255 - 4 * i).save(folder / "c" / f"{i}.png")
+    assert prepare(config).architecture != prepared.architecture  # ten logits became three
+    with pytest.raises(rundir.RunError, match=r"the training images differ from those the run started on"):
+        run_search(config, tmp_path / "run", resume=True)
+    # a named model that the installed library builds otherwise: the remedy is its versions, not another model
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    (tmp_path / "run" / "config.json").write_text(json.dumps({**stored, "data_fingerprint": None,
+                                                              "architecture": "a1-0123456789abcdef"}))
+    with pytest.raises(rundir.RunError) as caught:
+        run_search(config, tmp_path / "run", resume=True)
+    assert ("--model small_cnn builds another network than the one the run started with" in str(caught.value)
+            and "the installed library builds it otherwise than the one that ran it did (config.json's software "
+                "names those versions): install them to continue it, or start a new run" in str(caught.value))
+
+
+def read_data_fingerprint(prepared) -> str:
+    from policysearch.training.user_data import fingerprint
+
+    return fingerprint(prepared.data)
 
 
 def test_resume_refuses_other_data_and_keeps_the_stored_settings(tmp_path, no_ray):

@@ -102,6 +102,8 @@ def preset_from_args(args: argparse.Namespace) -> Preset:
     that belong to the preset's data: its subset sizes (the whole training split is used unless
     ``--train-size`` says otherwise) and its pretraining."""
     preset = PRESETS[preset_name(args)]
+    if args.weights is not None and not args.weights.strip():  # Path("") is the current folder
+        raise ValueError("--weights is empty; give a weights file (a saved state dict), or leave it out")
     dataset = dataset_name(args.dataset) if args.dataset is not None else None  # a folder, as search takes it
     if dataset is not None and data_key(dataset) != data_key(preset.dataset):
         preset = replace(preset, train_size=None, search_train_size=None, pretrain=None)

@@ -186,8 +186,8 @@ def finished_runs(out: Path, document: dict[str, Any]) -> dict[tuple[str, int], 
     before, now = policies(previous), policies(document)
     # a method this command does not train keeps its runs as they were, whichever policy made them
     return {(run["method"], int(run["seed"])): run for run in previous.get("runs", [])
-            if (run["method"] not in trained or before.get(run["method"]) == now.get(run["method"]))
-            and not _other_library(run)}
+            if run["method"] not in trained
+            or (before.get(run["method"]) == now.get(run["method"]) and not _other_library(run))}
 
 
 def anchor_library(method: str) -> str | None:

@@ -34,7 +34,7 @@ from policysearch.augment.policy import software_versions
 from policysearch.invocation import command_line
 from policysearch.search.config import RESUMABLE, SearchConfig, is_uri
 from policysearch.search.spaces import is_space_path
-from policysearch.training.pretrained import CALLABLE_PREFIX, is_callable_model, model_ref
+from policysearch.training.pretrained import CALLABLE_PREFIX, is_callable_model, model_ref, same_formula
 from policysearch.wording import Mention, WordedError
 
 __all__ = ["CONFIG_FILE", "FAILED_FILE", "LOCK_FILE", "Run", "RunError", "RunInUse", "check_resume", "check_same_inputs",
@@ -387,24 +387,27 @@ def check_same_inputs(run_dir: Path, data_fingerprint: str, space: Mapping[str, 
     changed since, which their names alone do not show. Runs written before one was recorded pass its check."""
     stored = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
     started_from = stored.get("weights_digest")
-    if started_from and weights_digest and started_from != weights_digest:
+    if started_from and weights_digest and same_formula(started_from, weights_digest) and started_from != weights_digest:
         path = str((stored.get("search") or {}).get("weights", ""))
         raise RunError(lambda say: f"{say('resume', run_dir)}: {say('weights', path)} holds other weights than the "
                        f"run started from (digest {weights_digest}, stored {started_from}): the file changed since; "
                        f"restore it to continue the run, or start a new run with another {say('out')}")
-    built = stored.get("architecture")
-    if built and architecture and built != architecture:
-        model = str((stored.get("search") or {}).get("model", ""))
-        raise RunError(lambda say: f"{say('resume', run_dir)}: {model_ref(model, say)} builds another "
-                       f"network than the one the run started with (its layers or their shapes differ: "
-                       f"{architecture}, stored {built}); give the run's own model to continue it, or start a new "
-                       f"run with another {say('out')}")
     kept = stored.get("data_fingerprint")
     if kept is not None and kept != data_fingerprint:
         raise RunError(lambda say: f"{say('resume', run_dir)}: the training images differ from those the run started "
                        f"on (fingerprint {data_fingerprint}, stored {kept}): their files changed since, or the run's "
                        f"{CONFIG_FILE} was edited (its data set, {say('image_size')}, {say('train_size')} and, with "
                        f"a {say('train_size')}, {say('seed')} choose them); start a new run with another {say('out')}")
+    # after the images, which build the model's first and last layers: a changed folder is named as such
+    built = stored.get("architecture")
+    if built and architecture and same_formula(built, architecture) and built != architecture:
+        model = str((stored.get("search") or {}).get("model", ""))
+        remedy = ("give the run's own model to continue it" if is_callable_model(model) else
+                  "the installed library builds it otherwise than the one that ran it did (config.json's software "
+                  "names those versions): install them to continue it")
+        raise RunError(lambda say: f"{say('resume', run_dir)}: {model_ref(model, say)} builds another "
+                       f"network than the one the run started with (its layers or their shapes differ: "
+                       f"{architecture}, stored {built}); {remedy}, or start a new run with another {say('out')}")
     if stored.get("space") is None:
         return
     kept_space, now = _searched_space(stored["space"]), _searched_space(space)

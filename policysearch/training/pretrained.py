@@ -29,7 +29,8 @@ from policysearch.training.data import ImageData, resize_images
 from policysearch.training.models import MODEL_NAMES, build_model
 from policysearch.wording import Mention, WordedError, a_kind, few, flag_mention
 
-__all__ = ["CALLABLE_PREFIX", "architecture", "state_digest", "TIMM_PREFIX", "TORCHVISION_PREFIX", "Builder", "ModelError", "ModelSpec", "WeightsError",
+__all__ = ["ARCHITECTURE_FORMULA", "CALLABLE_PREFIX", "STATE_DIGEST_FORMULA", "architecture", "same_formula",
+           "state_digest", "TIMM_PREFIX", "TORCHVISION_PREFIX", "Builder", "ModelError", "ModelSpec", "WeightsError",
            "callable_name", "check_model", "create_model", "fit_image_size", "head_names", "min_image_size",
            "model_problem", "read_state_dict"]
 
@@ -428,24 +429,46 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " ..."
 
 
+# The formulas of the fingerprints below, as the first part of each: a resume compares only fingerprints of
+# the same formula, so that a later change to one does not refuse the runs that an earlier one recorded.
+STATE_DIGEST_FORMULA, ARCHITECTURE_FORMULA = "w1", "a1"
+
+
+def same_formula(stored: str, now: str) -> bool:
+    """Whether two fingerprints (``state_digest``, ``architecture``) were made by the same formula."""
+    return stored.partition("-")[0] == now.partition("-")[0]
+
+
+def _plain_bytes(tensor: Tensor) -> bytes:
+    """A tensor's values as bytes: sparse, quantized, conjugate and negative views made plain first."""
+    if tensor.is_quantized:
+        tensor = tensor.dequantize()
+    if tensor.layout != torch.strided:
+        tensor = tensor.to_dense()
+    tensor = tensor.resolve_conj().resolve_neg()
+    return tensor.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes()
+
+
 def state_digest(state: Mapping[str, Tensor]) -> str:
     """A fingerprint of a state dict's names, shapes, types and values: a resume must start its models from the
     weights the run started from, which the file's path alone does not show."""
     digest = hashlib.sha256()
     for key in sorted(state):
-        tensor = state[key].detach().cpu()
-        digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode("utf-8"))
-        digest.update(tensor.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
+        tensor = state[key].detach()
+        digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}:{tensor.layout}".encode("utf-8"))
+        if not tensor.is_meta:  # a meta tensor has a shape but no values
+            digest.update(_plain_bytes(tensor.cpu()))
+    return f"{STATE_DIGEST_FORMULA}-{digest.hexdigest()[:16]}"
 
 
 def architecture(model: nn.Module) -> str:
     """A fingerprint of a model's state names, shapes and types: a model callable is recorded by its name alone,
     which another build of the same name (another width or depth) shares. Not the layers' classes, which a
     library's new release may move without changing the network."""
-    parts = [f"{key}:{tuple(t.shape)}:{t.dtype}" if isinstance(t, Tensor) else f"{key}:{type(t).__name__}"
-             for key, t in model.state_dict().items()]  # get_extra_state() may keep other objects
-    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:16]
+    parts = [f"{key}:{type(t).__name__}" if not isinstance(t, Tensor) or nn.parameter.is_lazy(t)
+             else f"{key}:{tuple(t.shape)}:{t.dtype}"  # get_extra_state() may keep other objects
+             for key, t in model.state_dict().items()]
+    return f"{ARCHITECTURE_FORMULA}-{hashlib.sha256(chr(10).join(parts).encode('utf-8')).hexdigest()[:16]}"
 
 
 def check_model(spec: ModelSpec, image_size: int) -> str:
