@@ -538,6 +538,7 @@ def test_timm_runs_record_its_version_and_another_version_trains_only_them(tmp_p
     # a rerun of other methods keeps the timm runs as they are (regression, review: it dropped them untrained)
     others = {**old, "settings": {**old["settings"], "methods": ["baseline"]}}
     assert sorted(m for m, _ in runner.finished_runs(tmp_path, others)) == sorted(methods)
+    assert "anchor's library" not in runner.what_changed(old, others)  # nor named as why others were set aside
     assert runner.what_changed(old, old) == ("another version of an anchor's library: "
                                              f"{timm} (timm 1.0.31, now timm 1.1.0), {timm}-alone (timm 1.0.31, now "
                                              "timm 1.1.0)")

@@ -390,6 +390,23 @@ def read_data_fingerprint(prepared) -> str:
     return fingerprint(prepared.data)
 
 
+def test_a_timm_models_run_records_the_timm_that_built_it(tmp_path):
+    """Regression (review): a named model's fingerprint check sends the user to config.json's software versions,
+    which named no timm for a timm model."""
+    import importlib.metadata
+
+    from policysearch.training.pretrained import same_formula
+
+    pytest.importorskip("timm", reason=TIMM_REASON)
+    for model, run in (("timm:resnet10t", "a"), ("small_cnn", "b")):
+        config = SearchConfig(**TINY, model=model)
+        rundir.write_config(rundir.open_run(config, tmp_path / run, resume=False), config)
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["software"]["timm"] == \
+        importlib.metadata.version("timm")
+    assert "timm" not in json.loads((tmp_path / "b" / "config.json").read_text())["software"]
+    assert not same_formula(5, "a1-0123") and same_formula("a1-4567", "a1-0123")  # an edited config.json: no crash
+
+
 def test_resume_refuses_other_data_and_keeps_the_stored_settings(tmp_path, no_ray):
     images, labels = _digits()
     run_dir = tmp_path / "run"

@@ -224,8 +224,9 @@ def what_changed(previous: dict[str, Any], document: dict[str, Any]) -> str:
                for key in dict.fromkeys([*before, *now]) if before.get(key) != now.get(key)]
     if changed:
         return "other settings: " + "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
+    trained = set(document.get("settings", {}).get("methods", ()))  # the others keep their runs as they are
     other = {f"{run['method']} ({run.get('library') or 'version not recorded'}, now {anchor_library(run['method'])})"
-             for run in previous.get("runs", []) if _other_library(run)}
+             for run in previous.get("runs", []) if run["method"] in trained and _other_library(run)}
     if other:
         return "another version of an anchor's library: " + ", ".join(sorted(other))
     return "another policy for the searched methods"

@@ -436,7 +436,7 @@ STATE_DIGEST_FORMULA, ARCHITECTURE_FORMULA = "w1", "a1"
 
 def same_formula(stored: str, now: str) -> bool:
     """Whether two fingerprints (``state_digest``, ``architecture``) were made by the same formula."""
-    return stored.partition("-")[0] == now.partition("-")[0]
+    return isinstance(stored, str) and stored.partition("-")[0] == now.partition("-")[0]
 
 
 def _plain_bytes(tensor: Tensor) -> bytes:
