@@ -18,9 +18,11 @@ them, each with the command that made it.
   ``trivialaugment`` (and ``-alone``); they are read under today's names (``LEGACY_METHOD_NAMES`` in
   ``policysearch/benchmark/methods.py``). Other unknown names are kept as they are.
 - Means come from the runs (``runs``); a file without runs but with a ``summary`` uses its means. A file
-  that cannot be read, has neither, or holds a run that is not one of a method and seed with a finite test
-  error (or two runs of one method and seed, which the benchmark never writes) stops the script before it
-  writes anything: a worst regret over fewer presets than asked for would read as a claim about all.
+  that cannot be read, has neither (a benchmark's file before its first training ends), holds a run that is
+  not an object with a method name, a test error that is not a number from 0 to 100, or two runs of one
+  method and seed (which the benchmark never writes) stops the script before it writes anything: a worst
+  regret over fewer presets than asked for would read as a claim about all. Runs without a seed (old files)
+  count in the mean but are not paired.
 - Each regret also gets its 95 % paired interval over the seeds the method shares with the preset's best
   (Student t, as ``results.md``'s paired differences), so a regret within the seeds' noise shows as one.
 

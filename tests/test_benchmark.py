@@ -389,7 +389,7 @@ def test_what_changed_names_only_real_changes():
     preset = presets.PRESETS["digits-100-finetune"]
     now = {"settings": dataclasses.asdict(preset), "software": {"torch": "2.1"}}
     earlier = json.loads(json.dumps({**now, "software": {"torch": "2.0"}}))
-    assert runner.what_changed(earlier, now) == "other settings: software torch: was '2.0', now '2.1'"
+    assert runner.what_changed(earlier, now, {"none"}) == "other settings: software torch: was '2.0', now '2.1'"
 
 
 def test_an_out_that_is_a_file_and_a_gpu_asked_for_are_named(tmp_path, monkeypatch):
@@ -538,16 +538,22 @@ def test_timm_runs_record_its_version_and_another_version_trains_only_them(tmp_p
     # a rerun of other methods keeps the timm runs as they are (regression, review: it dropped them untrained)
     others = {**old, "settings": {**old["settings"], "methods": ["baseline"]}}
     assert sorted(m for m, _ in runner.finished_runs(tmp_path, others)) == sorted(methods)
-    assert "anchor's library" not in runner.what_changed(old, others)  # nor named as why others were set aside
-    assert runner.what_changed(old, old) == ("another version of an anchor's library: "
-                                             f"{timm} (timm 1.0.31, now timm 1.1.0), {timm}-alone (timm 1.0.31, now "
-                                             "timm 1.1.0)")
+    assert "anchor's library" not in runner.what_changed(old, others, {"baseline"})  # nor named as why others went
+    assert runner.what_changed(old, old, {timm, f"{timm}-alone"}) == (
+        f"another version of an anchor's library: {timm} (timm 1.0.31, now timm 1.1.0), {timm}-alone (timm 1.0.31, "
+        "now timm 1.1.0)")
+    # both reasons where both apply (regression, review: the timm version alone was named)
+    searched = {**old, "runs": [*runs, {"method": "searched", "seed": 0, "test_error": 1.0}]}
+    assert runner.what_changed(searched, searched, {timm, "searched"}) == (
+        f"another version of an anchor's library: {timm} (timm 1.0.31, now timm 1.1.0); another policy for the "
+        "searched methods")
     for run in runs:
         run.pop("library", None)  # a file from before the version was recorded
-    assert "version not recorded" in runner.what_changed(old, old)
+    assert "version not recorded" in runner.what_changed(old, old, {timm})
     # regression (review): without timm (an optional extra) the timm runs of a results file crashed a rerun
     monkeypatch.setattr(anchors.Anchor, "version", lambda self: None if self.library == "timm" else "0.29.1")
-    assert runner.anchor_library(timm) is None and runner.what_changed(old, old) == "another policy for the searched methods"
+    assert runner.anchor_library(timm) is None
+    assert runner.what_changed(old, old, {"searched"}) == "another policy for the searched methods"
     assert sorted(m for m, _ in runner.finished_runs(tmp_path, old)) == sorted(methods)  # kept as they are
     assert "(its posterize to 0 bits (magnitude 10) gives a black image, as under Pillow 12" in methods_module_text(timm)
     document = json.loads((Path(__file__).parents[1] / "benchmarks/results/digits-small/results.json").read_text())

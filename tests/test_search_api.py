@@ -404,6 +404,11 @@ def test_a_timm_models_run_records_the_timm_that_built_it(tmp_path):
     assert json.loads((tmp_path / "a" / "config.json").read_text())["software"]["timm"] == \
         importlib.metadata.version("timm")
     assert "timm" not in json.loads((tmp_path / "b" / "config.json").read_text())["software"]
+    # the benchmark's record too, which a rerun compares to keep its runs (regression, review)
+    from policysearch.training.pretrained import library_versions
+
+    assert library_versions("timm:resnet10t") == {"timm": importlib.metadata.version("timm")}
+    assert library_versions("small_cnn") == {} == library_versions("torchvision:resnet18")
     assert not same_formula(5, "a1-0123") and same_formula("a1-4567", "a1-0123")  # an edited config.json: no crash
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Collection, TextIO
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from policysearch.benchmark.presets import PRESETS, Preset, data_key, describe_c
 from policysearch.benchmark.report import write_outputs
 from policysearch.training.data import (DataError, ImageData, baseline_for, load_dataset, normalization_for,
                                         require_classes, stratified_indices, stratified_subset)
-from policysearch.training.pretrained import ModelSpec, check_model, fit_image_size
+from policysearch.training.pretrained import ModelSpec, check_model, fit_image_size, library_versions
 from policysearch.training.user_data import fingerprint
 from policysearch.training.train import TrainConfig, evaluate, fit_to_data, train_model
 from policysearch.wording import short_repr
@@ -216,20 +216,22 @@ def _compared(d: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(flat, default=str))
 
 
-def what_changed(previous: dict[str, Any], document: dict[str, Any]) -> str:
-    """Why the earlier runs of ``previous`` are not kept for ``document``: the settings, software or weights
-    that differ (methods and seeds aside), else the searched policy."""
+def what_changed(previous: dict[str, Any], document: dict[str, Any], dropped: Collection[str]) -> str:
+    """Why the earlier runs of ``previous`` of the methods ``dropped`` are not kept for ``document``: the
+    settings, software or weights that differ (methods and seeds aside), else each of the other reasons that
+    apply - another version of an anchor's library, another searched policy."""
     before, now = _compared(previous), _compared(document)
     changed = [f"{key}: was {short_repr(before.get(key))}, now {short_repr(now.get(key))}"
                for key in dict.fromkeys([*before, *now]) if before.get(key) != now.get(key)]
     if changed:
         return "other settings: " + "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
-    trained = set(document.get("settings", {}).get("methods", ()))  # the others keep their runs as they are
+    runs = [run for run in previous.get("runs", []) if run["method"] in dropped]
     other = {f"{run['method']} ({run.get('library') or 'version not recorded'}, now {anchor_library(run['method'])})"
-             for run in previous.get("runs", []) if run["method"] in trained and _other_library(run)}
-    if other:
-        return "another version of an anchor's library: " + ", ".join(sorted(other))
-    return "another policy for the searched methods"
+             for run in runs if _other_library(run)}
+    reasons = ["another version of an anchor's library: " + ", ".join(sorted(other))] if other else []
+    if not other or any(run["method"] in ("searched", "searched-scratch") for run in runs):
+        reasons.append("another policy for the searched methods")
+    return "; ".join(reasons)
 
 
 def set_aside(out: Path, previous: dict[str, Any], kept: dict[tuple[str, int], dict[str, Any]],
@@ -250,7 +252,8 @@ def set_aside(out: Path, previous: dict[str, Any], kept: dict[tuple[str, int], d
         if (out / name).exists():
             (out / name).replace(archive / name)
     print(f"benchmark: set aside {len(dropped)} of the {len(previous['runs'])} runs of the earlier benchmark in "
-          f"{out} ({what_changed(previous, document)}); its files are now in {archive}", file=stream, flush=True)
+          f"{out} ({what_changed(previous, document, {r['method'] for r in dropped})}); its files are now in {archive}",
+          file=stream, flush=True)
 
 
 def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = None, policy_source: str = "",
@@ -293,7 +296,7 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
         "other_data": preset_name in PRESETS and data_key(preset.dataset) != data_key(PRESETS[preset_name].dataset),
         "settings": {**asdict(preset), "image_size": size, "train_images": len(train),
                      "test_images": len(test), "cutout_pixels": cutout, "baseline": asdict(baseline), **contents},
-        "software": software_versions(),
+        "software": {**software_versions(), **library_versions(preset.model)},
         "search": None,
         "pretraining": pretraining,
         "skipped": {},  # method: why it did not run (an anchor whose library is missing)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import errno
-import importlib.metadata
 import json
 import os
 import socket
@@ -35,7 +34,7 @@ from policysearch.augment.policy import software_versions
 from policysearch.invocation import command_line
 from policysearch.search.config import RESUMABLE, SearchConfig, is_uri
 from policysearch.search.spaces import is_space_path
-from policysearch.training.pretrained import (CALLABLE_PREFIX, TIMM_PREFIX, is_callable_model, model_ref,
+from policysearch.training.pretrained import (CALLABLE_PREFIX, is_callable_model, library_versions, model_ref,
                                               same_formula)
 from policysearch.wording import Mention, WordedError
 
@@ -378,20 +377,9 @@ def write_config(run: Run, config: SearchConfig, data_fingerprint: str | None = 
                                 "resolved_space": config.space_name, "space": space,
                                 "data_fingerprint": data_fingerprint, "architecture": architecture or None,
                                 "weights_digest": weights_digest or None,
-                                "command": command_line(), "software": _software(config)}
+                                "command": command_line(),
+                                "software": {**software_versions(), **library_versions(config.model)}}
     write_json_atomic(run.run_dir / CONFIG_FILE, document)
-
-
-def _software(config: SearchConfig) -> dict[str, str]:
-    """The software versions config.json records: ``software_versions()``, and timm's for a ``timm:`` model, which
-    a resume's model check names as the versions to install."""
-    software = software_versions()
-    if config.model.startswith(TIMM_PREFIX):
-        try:
-            software["timm"] = importlib.metadata.version("timm")
-        except importlib.metadata.PackageNotFoundError:  # timm without its package metadata: none to record
-            pass
-    return software
 
 
 def check_same_inputs(run_dir: Path, data_fingerprint: str, space: Mapping[str, Any], architecture: str = "",

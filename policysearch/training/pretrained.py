@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
+import importlib.metadata
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -29,7 +30,8 @@ from policysearch.training.data import ImageData, resize_images
 from policysearch.training.models import MODEL_NAMES, build_model
 from policysearch.wording import Mention, WordedError, a_kind, few, flag_mention
 
-__all__ = ["ARCHITECTURE_FORMULA", "CALLABLE_PREFIX", "STATE_DIGEST_FORMULA", "architecture", "same_formula",
+__all__ = ["ARCHITECTURE_FORMULA", "CALLABLE_PREFIX", "STATE_DIGEST_FORMULA", "architecture", "library_versions",
+           "same_formula",
            "state_digest", "TIMM_PREFIX", "TORCHVISION_PREFIX", "Builder", "ModelError", "ModelSpec", "WeightsError",
            "callable_name", "check_model", "create_model", "fit_image_size", "head_names", "min_image_size",
            "model_problem", "read_state_dict"]
@@ -432,6 +434,17 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
 # The formulas of the fingerprints below, as the first part of each: a resume compares only fingerprints of
 # the same formula, so that a later change to one does not refuse the runs that an earlier one recorded.
 STATE_DIGEST_FORMULA, ARCHITECTURE_FORMULA = "w1", "a1"
+
+
+def library_versions(model: str) -> dict[str, str]:
+    """The version of the library that builds ``model`` where the software record lacks it: timm's for a ``timm:``
+    model (none when timm has no package metadata), for the records a rerun or a resume compares."""
+    if not is_timm(model):
+        return {}
+    try:
+        return {"timm": importlib.metadata.version("timm")}
+    except importlib.metadata.PackageNotFoundError:
+        return {}
 
 
 def same_formula(stored: str, now: str) -> bool:
