@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import jsonschema
@@ -323,6 +324,18 @@ def test_missing_file(tmp_path):
     path = tmp_path / "nope.json"
     with pytest.raises(PolicyError, match=r"nope\.json: no such file$"):
         Policy.load(path)
+
+
+def test_missing_file_named_like_a_policy_string_points_to_load_policy(tmp_path, monkeypatch):
+    """Regression: ``Policy.load("trivialaugment")`` said only "no such file"."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("trivialaugment", "randaugment:n=2,m=9"):
+        with pytest.raises(PolicyError, match=rf"no such file; Policy.load reads files only, "
+                                              rf"load_policy\('{re.escape(name)}'\) also reads policy strings$"):
+            Policy.load(name)
+    for path in ("nope.json", "sub/trivialaugment", Path("trivialaugment")):  # a path: no word of strings
+        with pytest.raises(PolicyError, match=r"no such file$"):
+            Policy.load(path)
 
 
 def test_missing_file_is_named_as_given(tmp_path, monkeypatch):

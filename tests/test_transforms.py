@@ -675,6 +675,11 @@ def test_a_meta_tensor_and_a_video_are_refused_in_one_line():
             transform(torch.zeros(3, 8, 8, dtype=dtype, device="meta"))
         with pytest.raises(ValueError, match=r"^batch: a tensor on the meta device"):
             BatchPolicyTransform(FOUR)(torch.zeros(2, 3, 8, 8, dtype=dtype, device="meta"))
+    on_meta = BatchPolicyTransform(FOUR).to("meta")  # sample() failed deep inside: "Cannot copy out of meta"
+    for sample in (on_meta.sample, lambda shape: BatchPolicyTransform(FOUR).sample(shape, device="meta")):
+        with pytest.raises(ValueError, match=r"^sample: the meta device holds no random draws; give device="):
+            sample((2, 3, 8, 8))
+    assert on_meta.sample((2, 3, 8, 8), device="cpu").sub_policy.device.type == "cpu"
     with pytest.raises(TypeError, match=r"^PolicyTransform augments images only, got Video: every frame"):
         transform(tv_tensors.Video(torch.zeros(2, 3, 8, 8, dtype=torch.uint8)))
 

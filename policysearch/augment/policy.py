@@ -266,6 +266,22 @@ def read_policy_json(path: str | os.PathLike[str]) -> Any:
     return data
 
 
+def _names_no_path(text: str) -> bool:
+    """Whether ``text`` reads as a name rather than a path: no folder separator, no ``.json`` ending."""
+    return bool(text.strip()) and not any(sep in text for sep in "/\\") and not text.lower().endswith(".json")
+
+
+def _missing(path: str) -> bool:
+    """Whether nothing is at ``path``; a name the system refuses (a NUL byte, too long) is left to the reader."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
+
+
 def validate_policy_dict(data: Any, source: str = "policy") -> None:
     """Check a policy document against the schema; raise PolicyError naming the first bad place."""
     validator = jsonschema.Draft202012Validator(policy_schema())
@@ -365,7 +381,11 @@ class Policy:
     # -- files ------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Policy":
-        """Read and validate a policy JSON file; errors name the file (as given) and the place inside it."""
+        """Read and validate a policy JSON file; errors name the file (as given) and the place inside it.
+        A missing file named like a policy string ("trivialaugment") is pointed to ``load_policy``."""
+        if isinstance(path, str) and _names_no_path(path) and _missing(path):
+            raise PolicyError(f"{short_repr(path)}: no such file; Policy.load reads files only, "
+                              f"load_policy({short_repr(path)}) also reads policy strings")
         return cls.from_dict(read_policy_json(path), source=os.fspath(path))
 
     def document(self) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from policysearch.augment.ops import OP_NAMES
-from policysearch.augment.policy import Operation, Policy, PolicyError
+from policysearch.augment.policy import Operation, Policy, PolicyError, read_policy_json
 from policysearch.augment.torchvision_policies import from_torchvision, torchvision_op, tv_level
 
 __all__ = ["AUTOAUGMENT_VARIANTS", "POLICY_NAMES", "RANDAUGMENT_MAGNITUDE_SCALE", "RANDAUGMENT_MAX_N",
@@ -332,10 +332,10 @@ def parse_policy_string(text: str) -> Policy:
 
 
 def load_policy_file(path: str | os.PathLike[str]) -> Policy:
-    """:meth:`Policy.load`, whose "no such file" says so when ``path`` is a policy string that
-    ``PolicyTransform(...)`` or :func:`load_policy` would take."""
+    """A policy JSON file read as :meth:`Policy.load` does, whose "no such file" says so when ``path`` is a
+    policy string that ``PolicyTransform(...)`` or :func:`load_policy` would take (and only then)."""
     try:
-        return Policy.load(path)
+        return Policy.from_dict(read_policy_json(path), source=os.fspath(path))
     except PolicyError:
         if isinstance(path, str) and not _is_file(path):
             try:

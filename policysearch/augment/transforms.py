@@ -561,7 +561,8 @@ class BatchPolicyTransform(torch.nn.Module):
     """Apply a policy to a ``[B, C, H, W]`` batch with independent random choices per sample.
 
     uint8 batches come back as uint8 and agree bit for bit with the PIL path for pixel-wise ops;
-    float batches must hold values in [0, 1] and come back as float without rounding.
+    float batches must hold values in [0, 1] and come back in their dtype, computed in float32 and not
+    rounded to grey levels, but for the histogram ops (Equalize) that bin them to the nearest level.
     """
 
     def __init__(self, policy: Policy | str | os.PathLike[str], fill: Fill = 0) -> None:
@@ -731,6 +732,9 @@ class BatchPolicyTransform(torch.nn.Module):
         device = self._device if device is None else torch.device(device)
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
+        if device.type == "meta":
+            raise ValueError("sample: the meta device holds no random draws; give device= (or .to()) the device "
+                             "of the batches to augment")
         _check_generator(generator, device)
         if b == 1 and device.type == "cpu":
             return self._sample_one(c, h, w, generator)
