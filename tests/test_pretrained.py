@@ -208,6 +208,14 @@ def test_the_checkpoints_of_pytorchs_tutorial_and_of_lightning_load(small_cnn_we
     grey = create_model("small_cnn", 10, 1, weights=tmp_path / "rgb.ckpt")
     assert torch.equal(grey.features[0].weight, colour["features.0.weight"].sum(1, keepdim=True))
 
+    # Regression: a Lightning module holding a DataParallel model ("model.module.") was refused as unexpected keys
+    torch.save({"state_dict": {f"model.module.{k}": v for k, v in colour.items()}}, tmp_path / "dp.ckpt")
+    torch.save({f"module.model.module.{k}": v for k, v in saved.items()}, tmp_path / "dp-lightning-dp.pt")
+    grey = create_model("small_cnn", 10, 1, weights=tmp_path / "dp.ckpt")  # RGB, so the stem is found under both
+    assert torch.equal(grey.features[0].weight, colour["features.0.weight"].sum(1, keepdim=True))
+    model = create_model("small_cnn", 10, 1, weights=tmp_path / "dp-lightning-dp.pt")
+    assert torch.equal(model.features[0].weight, saved["features.0.weight"])
+
     class Wrapper(nn.Module):  # a model whose own keys start with "model.": nothing is stripped
         def __init__(self, num_classes: int, in_channels: int) -> None:
             super().__init__()

@@ -44,7 +44,9 @@ OUR_MIN_SIZE = 8
 SHOWN = 3  # names shown per list in a mismatch line
 # Where a checkpoint keeps its state dict: Lightning's, PyTorch's saving tutorial's, ours and others'.
 CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model")
-LIGHTNING_PREFIX = "model."  # a LightningModule's keys start with the attribute that holds the network
+# A wrapped model's checkpoint keys start with these: a LightningModule's attribute that holds the network,
+# DataParallel's ``module.``; nested in either order.
+WRAPPER_PREFIXES = ("model.", "module.")
 # A model given as a callable: (num_classes, in_channels) -> a fresh nn.Module.
 Builder = Callable[[int, int], nn.Module]
 
@@ -265,11 +267,14 @@ def _in_heads(key: str, heads: tuple[str, ...]) -> bool:
 
 
 def _unwrapped(state: Mapping[str, Tensor], own: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
-    """``state`` without the ``model.`` every key of a Lightning module's checkpoint starts with (its
-    attribute), where the model's own keys do not start so."""
-    if all(k.startswith(LIGHTNING_PREFIX) for k in state) and not all(k.startswith(LIGHTNING_PREFIX) for k in own):
-        return {k[len(LIGHTNING_PREFIX):]: v for k, v in state.items()}
-    return state
+    """``state`` without the ``WRAPPER_PREFIXES`` every one of its keys starts with (a Lightning module's
+    ``model.``, DataParallel's ``module.``, one inside the other), where the model's own keys do not start so."""
+    while True:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in state)
+                       and not all(k.startswith(p) for k in own)), None)
+        if prefix is None:
+            return state
+        state = {k[len(prefix):]: v for k, v in state.items()}
 
 
 def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
@@ -382,8 +387,9 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, *, weights: 
     if state is not None and not is_torchvision(name) and not is_callable_model(name):
         # built with the checkpoint's channels; the probe leaves the RNG as it was
         with torch.random.fork_rng(devices=[]):
-            stem, _ = _first_conv(_architecture(name, num_classes, in_channels, builder))
-        kernel = state.get(f"{stem}.weight", state.get(f"{LIGHTNING_PREFIX}{stem}.weight"))
+            probe = _architecture(name, num_classes, in_channels, builder)
+        stem, _ = _first_conv(probe)
+        kernel = _unwrapped(state, probe.state_dict()).get(f"{stem}.weight")
         if kernel is not None and kernel.dim() == 4 and int(kernel.shape[1]) in (1, 3):
             channels = int(kernel.shape[1])
     model = _architecture(name, num_classes, channels, builder)
