@@ -118,14 +118,15 @@ def train_with(result, train: DigitImages, test: DigitImages, epochs: int, seed:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--source", choices=("torch", "hf", "both"), default="both",
-                        help="search on the torch Dataset, the Hugging Face dataset, or both (default: both)")
-    parser.add_argument("--trials", type=int, default=10, help="policy trials per split (default: %(default)s)")
+                        help="search on the torch Dataset, the Hugging Face dataset, or both")
+    parser.add_argument("--trials", type=int, default=10, help="policy trials per split")
     parser.add_argument("--epochs", type=int, default=10, help="epochs of the child models and the final training")
     parser.add_argument("--quick", action="store_true", help="tiny settings that only check that the script runs")
-    parser.add_argument("--out", type=Path, default=None, help="folder for the runs (default: runs/own-model-TIME)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="folder for the runs; None: runs/own-model-TIME")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the search")
     args = parser.parse_args(argv)
     out = args.out or Path("runs") / f"own-model-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     settings = {**TRAINING, **(QUICK if args.quick else dict(trials=args.trials, epochs=args.epochs, splits=3))}

@@ -37,15 +37,17 @@ def small_cnn(classes: int = 10) -> nn.Module:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--policy", default="trivialaugment", help="policy file or policy string (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=None, help="stop each epoch after this many batches")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--policy", default="trivialaugment", help="policy file or policy string")
+    parser.add_argument("--epochs", type=int, default=20, help="training epochs")
+    parser.add_argument("--steps", type=int, default=None, help="stop each epoch after this many batches; None: all")
     parser.add_argument("--train-size", type=int, default=1000, help="training images; the rest are the test set")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=128, help="images per training step")
     parser.add_argument("--size", type=int, default=32, help="image side in pixels")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where the batches are augmented and the model trains")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data split, the model and the augmentation")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

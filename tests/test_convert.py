@@ -169,7 +169,12 @@ def test_paper_magnitudes_map_to_the_meant_arguments():
     assert OPS["Rotate"].argument(paper_level("Rotate", 5)) == pytest.approx(15.0)
     assert OPS["ShearX"].argument(paper_level("ShearX", 7)) == pytest.approx(0.21)
     assert OPS["TranslateY"].argument(paper_level("TranslateY", 10)) == pytest.approx(150 / 331)
-    assert OPS["Brightness"].argument(paper_level("Brightness", 3)) == pytest.approx(0.27)
+    # Regression: the enhance ops' magnitude m was read as 1 +- 0.09 m; the paper's factor is 0.1 + 0.18 m,
+    # unsigned, which ours keep as the distance from 1 (magnitude 5 is factor 1, no change; 0 and 10 the strongest)
+    for op in ("Brightness", "Color", "Contrast", "Sharpness"):
+        for m in range(11):
+            assert OPS[op].argument(paper_level(op, m)) == pytest.approx(abs(0.1 + 0.18 * m - 1.0))
+    assert paper_level("Brightness", 5) == 0.0 and paper_level("Color", 0) == paper_level("Color", 10) == 1.0
     assert OPS["Cutout"].argument(paper_level("Cutout", 10)) == pytest.approx(60 / 331)
     assert OPS["SamplePairing"].argument(paper_level("SamplePairing", 5)) == pytest.approx(0.2)
     for m in range(11):

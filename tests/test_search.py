@@ -731,6 +731,13 @@ def test_best_candidates_are_the_best_by_reward_over_all_splits(tmp_path):
     assert lines[first + 1].startswith("  1. split 1, repeat 0, reward 0.9500: ")
     assert lines[first + 2].startswith("  2. split 1, repeat 0, reward 0.7000: ")
     assert "(p=" in lines[first + 1] and ", level=" in lines[first + 1]  # Regression: (0.09, 0.02) named nothing
+    # Regression (new user): the candidates, which are not the recipe, ended the output, and no line said how to
+    # use the policy; the recipe now comes after them and the last line loads it
+    assert first < [k for k, line in enumerate(lines) if line.startswith("policy: ")][0]
+    policy_path = str(tmp_path / "policy.json")
+    assert lines[-1] == (f"use it: from policysearch import PolicyTransform; PolicyTransform.from_json({policy_path!r}) "
+                         "augments each image (BatchPolicyTransform a batch; README: Use a policy in your training "
+                         "code)")
     assert isinstance(top[0], Candidate) and top[0].policy == space.decode({k: rows[2][k] for k in
                                                                           space.parameter_names()})
 

@@ -112,6 +112,9 @@ def test_policysearch_search_is_the_api_function_however_imported():
         policysearch.search("digits", epoch=3)
     with pytest.raises(TypeError, match="give the data as the first argument"):
         api_search(dataset="digits")
+    with pytest.raises(TypeError, match=r"'bogus'; besides data, model, out, resume, image_column, label_column and "
+                                        r"stream it takes the fields of policysearch.SearchConfig \(help"):
+        api_search("digits", bogus=1)  # it said "did you mean a field of SearchConfig?"
     with pytest.raises(ValueError, match="resume=True continues the run in out=RUN_DIR; give out="):
         api_search("digits", resume=True)
 
@@ -588,7 +591,8 @@ BAD_MODELS = {
     "not a module": (_not_a_module, HERE + r"_not_a_module returned a str, not a torch.nn.Module"),
     "input it cannot take": (_too_small, HERE + r"_too_small cannot run on 1x8x8 images \(RuntimeError: "),
     "a model instead of a callable": (TinyNet(10, 1), r"^model= takes a callable that builds a fresh model, not a "
-                                                      r"TinyNet instance"),
+                                                      r"TinyNet instance .*in_channels: TinyNet\(\.\.\.\), "
+                                                      r"building it for num_classes outputs"),
     "not a callable": (42, r"^model= takes a model name or a callable (.*) -> nn.Module, got an int$"),
     "no trainable parameters": (_no_parameters, HERE + r"_no_parameters has no trainable parameters, so there is "
                                                        r"nothing to train: it has none; its layers must be"),

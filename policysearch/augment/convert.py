@@ -8,7 +8,8 @@ The converters choose the level so that the applied argument is the one the sour
   policies are read from the installed torchvision (``torchvision_policies``).
 * AutoAugment paper form - ``[[(name, prob, magnitude 0..10), ...], ...]``: magnitude m means m/10 of
   the paper's range (shear 0.3, translate 150/331 of the size, rotate 30 degrees, solarize 256 -> 0,
-  posterize 8 -> 4 bits, cutout 60/331 of the size, sample pairing 0.4).
+  posterize 8 -> 4 bits, cutout 60/331 of the size, sample pairing 0.4; an enhance factor 0.1 -> 1.9, which
+  passes 1, no change, at magnitude 5).
 * Fast AutoAugment list form - ``[[[name, prob, level], ...], ...]`` with FAA's own table, whose levels
   map straight into [low, high] (Solarize level 0 is threshold 0, the strongest; geometric ops take a
   random sign there too, so level l means |2l - 1| of ours).
@@ -32,8 +33,9 @@ from policysearch.augment.torchvision_policies import level_for
 # AutoAugment paper ranges, as arguments of our ops, for magnitude m in 0..10 (fraction m / 10).
 _PAPER_RANGE: dict[str, float] = {
     "ShearX": 0.3, "ShearY": 0.3, "TranslateX": 150 / 331, "TranslateY": 150 / 331, "Rotate": 30.0,
-    "Color": 0.9, "Contrast": 0.9, "Brightness": 0.9, "Sharpness": 0.9, "Cutout": 60 / 331, "SamplePairing": 0.4,
+    "Cutout": 60 / 331, "SamplePairing": 0.4,
 }
+_ENHANCE = ("Color", "Contrast", "Brightness", "Sharpness")  # the paper's factor 0.1 + 1.8 m / 10, unsigned
 # The ops each form has, in its own order; any other op has no magnitude scale there.
 PAPER_OPS: tuple[str, ...] = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "AutoContrast", "Invert",
                               "Equalize", "Solarize", "Posterize", "Contrast", "Color", "Brightness", "Sharpness",
@@ -48,6 +50,8 @@ def _paper_level(op: str, magnitude: float) -> float:
         return fraction  # threshold 256 * (1 - m/10), as ours
     if op == "Posterize":
         return level_for(op, 8 - round(4 * fraction))
+    if op in _ENHANCE:  # the factor's distance from 1, |1.8 m / 10 - 0.9|: magnitude 5 changes nothing
+        return level_for(op, 0.9 * abs(2.0 * fraction - 1.0))
     if op in _PAPER_RANGE:
         return level_for(op, fraction * _PAPER_RANGE[op])
     return 0.0  # AutoContrast, Invert, Equalize: no magnitude (_convert_list admits only the form's ops)

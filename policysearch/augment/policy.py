@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import decimal
 import difflib
+import importlib.metadata
 import json
 import math
 import numbers
@@ -304,6 +305,14 @@ def software_versions() -> dict[str, str]:
 
     return {"policysearch": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "pillow": PIL.__version__}
+
+
+def installed_version(package: str) -> str | None:
+    """The installed version of ``package``; None when it is not installed (or has no package metadata)."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 class Policy:

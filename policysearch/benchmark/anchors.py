@@ -15,7 +15,6 @@ a run is reproducible from its seed and nothing leaks into other methods or the 
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import importlib.util
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -26,7 +25,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from policysearch.augment.policy import Baseline
+from policysearch.augment.policy import Baseline, installed_version
 from policysearch.augment.transforms import BaselineAugment
 from policysearch.training.randomness import kept_global_rng
 
@@ -62,10 +61,7 @@ class Anchor:
 
     def version(self) -> str | None:
         """The installed version of its library; None when it is not installed (or has no package metadata)."""
-        try:
-            return importlib.metadata.version(self.library)
-        except importlib.metadata.PackageNotFoundError:
-            return None
+        return installed_version(self.library)
 
 
 def _torchvision(name: str, *args: object) -> Callable[[int, Sequence[float]], PilTransform]:

@@ -62,8 +62,11 @@ def search(data: Any = None, model: str | Callable[[int, int], nn.Module] | None
     known = {f.name for f in fields(SearchConfig)}
     for name in settings:
         if name not in known or name in ("dataset", "model"):
-            close = ", ".join(difflib.get_close_matches(name, sorted(known), 3)) or "a field of SearchConfig"
-            hint = "give the data as the first argument, data=" if name == "dataset" else f"did you mean {close}?"
+            close = ", ".join(difflib.get_close_matches(name, sorted(known), 3))
+            hint = ("give the data as the first argument, data=" if name == "dataset" else
+                    f"did you mean {close}?" if close else
+                    "besides data, model, out, resume, image_column, label_column and stream it takes the fields of "
+                    "policysearch.SearchConfig (help(policysearch.SearchConfig) lists them)")
             raise TypeError(f"search() got an unexpected keyword argument {name!r}; {hint}")
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}  # strengths=[...]
     if isinstance(resume, np.bool_):
@@ -135,7 +138,8 @@ def _model(model: Any, stored: SearchConfig | None) -> tuple[str, Callable[[int,
     if isinstance(model, nn.Module):
         raise ModelError(f"model= takes a callable that builds a fresh model, not {a_kind(model)} instance "
                          "(every child starts from new weights); e.g. model=lambda num_classes, in_channels: "
-                         f"{type(model).__name__}(num_classes, in_channels)")
+                         f"{type(model).__name__}(...), building it for num_classes outputs from images of "
+                         "in_channels channels")
     if not callable(model):
         raise ModelError(f"model= takes a model name or a callable (num_classes, in_channels) -> nn.Module, got "
                          f"{a_kind(model)}")

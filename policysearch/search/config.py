@@ -76,10 +76,15 @@ class SearchConfig:
     splits: int = _option(5, "K: D_M/D_A splits of the training data", "search")
     da_ratio: float = _option(0.4, "share of each split held out as D_A", "search")
     trials: int = _option(40, "B: policy trials per split and repeat", "search")
-    repeats: int = _option(1, "T: repeats of the per-split optimisation", "search")
+    repeats: int = _option(1, "T: repeats of phase 2's optimisation on each split, each its own optimiser "
+                                     "with --trials trials; the top --top-n of every split and repeat are merged",
+                                     "search")
     top_n: int = _option(10, "N: best candidates kept per split and repeat", "search")
     num_views: int = _option(5, "augmented views per D_A image when scoring a candidate", "search")
-    reward: str = _option("accuracy", "what the optimiser maximises", "search", choices=REWARDS)
+    reward: str = _option("accuracy", "what the optimiser scores on the augmented held-out views: accuracy (mean over "
+                                     "every view), any_view (an image counts when any view is right: the paper's), "
+                                     "loss or min_loss (mean cross-entropy over every view, or each image's lowest, "
+                                     "minimised)", "search", choices=REWARDS)
     strengths: tuple[float, ...] = _option(
         (0.5, 1.0), "strengths (probability scales) at which the merged Fast AutoAugment policy enters the "
         "candidate recipes", "search", type=float, nargs="+", metavar="S")

@@ -330,19 +330,22 @@ def summary_text(result: SearchResult, limit: int = 3) -> str:
         result.policy.name
     processes = int(c.get("processes", 1))
     lines = [f"complete: the search in {result.run_dir} had already finished; this resume ran nothing and changed "
-             "no file" if result.already_complete else "",
-             f"policy: {result.policy_path} - recipe {name} ({_count(len(result.policy))}, "
-             f"{result.policy.baseline.describe()})",
-             f"why: {decision.reason}" if decision else "",
-             *[f"warning: {warning}" for warning in result.warnings],
-             f"report: {result.run_dir / 'report.md'} (run {result.run_id})" + (
-                 f" with pictures {', '.join(pictures)} beside it" if pictures else ""),
-             f"cost: phase 1 (with 1b) {c['phase1_wall_s']:.0f} s, phase 2 "
-             f"{c['phase2_wall_s']:.0f} s, phase 3 {c['phase3_wall_s']:.0f} s wall"
-             + (f", summed over the {processes} processes that worked on the run" if processes > 1 else "")]
+             "no file" if result.already_complete else ""]
     if result.failures:
         lines.append(f"failed trials: {len(result.failures)} (listed in report.md); first: {result.failures[0]}")
-    if result.top:
+    if result.top:  # phase 2's candidates, before the recipe the selection chose among them and the others
         lines.append("best Fast AutoAugment candidates by reward (merged in candidates.json):")
         lines += [f"  {k + 1}. {describe_candidate(candidate)}" for k, candidate in enumerate(result.top[:limit])]
+    lines += [f"policy: {result.policy_path} - recipe {name} ({_count(len(result.policy))}, "
+              f"{result.policy.baseline.describe()})",
+              f"why: {decision.reason}" if decision else "",
+              *[f"warning: {warning}" for warning in result.warnings],
+              f"report: {result.run_dir / 'report.md'} (run {result.run_id})" + (
+                  f" with pictures {', '.join(pictures)} beside it" if pictures else ""),
+              f"cost: phase 1 (with 1b) {c['phase1_wall_s']:.0f} s, phase 2 "
+              f"{c['phase2_wall_s']:.0f} s, phase 3 {c['phase3_wall_s']:.0f} s wall"
+              + (f", summed over the {processes} processes that worked on the run" if processes > 1 else ""),
+              f"use it: from policysearch import PolicyTransform; PolicyTransform.from_json("
+              f"{str(result.policy_path)!r}) augments each image (BatchPolicyTransform a batch; README: Use a "
+              "policy in your training code)"]
     return "\n".join(line for line in lines if line)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
-import importlib.metadata
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from policysearch.augment.policy import installed_version
 from policysearch.training.data import ImageData, resize_images
 from policysearch.training.models import MODEL_NAMES, build_model
 from policysearch.wording import Mention, WordedError, a_kind, few, flag_mention
@@ -445,12 +445,8 @@ STATE_DIGEST_FORMULA, ARCHITECTURE_FORMULA = "w1", "a1"
 def library_versions(model: str) -> dict[str, str]:
     """The version of the library that builds ``model`` where the software record lacks it: timm's for a ``timm:``
     model (none when timm has no package metadata), for the records a rerun or a resume compares."""
-    if not is_timm(model):
-        return {}
-    try:
-        return {"timm": importlib.metadata.version("timm")}
-    except importlib.metadata.PackageNotFoundError:
-        return {}
+    version = installed_version("timm") if is_timm(model) else None
+    return {"timm": version} if version else {}
 
 
 def same_formula(stored: str, now: str) -> bool:
