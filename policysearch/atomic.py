@@ -15,11 +15,36 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
 
-__all__ = ["save_torch_atomic", "write_atomic", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
+__all__ = ["save_torch_atomic", "unwritable", "write_atomic", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
 
 # A temporary file is created 0600; the finished file gets the mode a plain open() would give it.
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+
+def unwritable(path: str | os.PathLike[str], *, folder: bool = False) -> str | None:
+    """Why ``path`` cannot be written as a file (with ``folder``: made as a folder and written in), or None:
+    a file's name that is a folder (or ends in a separator), a parent that is a file, or a nearest existing
+    folder that refuses a new file. Checked before work starts; nothing is left behind."""
+    text = os.fspath(path)
+    target = Path(text)
+    if not folder and (text.endswith(("/", os.sep)) or target.is_dir()):
+        return "a folder, not a file"
+    if not folder:  # as write_atomic writes it: through a link, and straight into a device or pipe
+        target = Path(os.path.realpath(target))
+        if target.exists() and not target.is_file():
+            return None if os.access(target, os.W_OK) else "cannot write to it (Permission denied)"
+    existing = target if folder else target.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        return f"cannot write in {existing} ({exc.strerror or exc})"
+    return None
 
 
 def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
 from policysearch import __version__
 from policysearch.augment.grids import CELL_TARGET  # a constant; the module imports Pillow and torch only when drawing
+from policysearch.wording import counted
 
 if TYPE_CHECKING:  # annotations only: help must not import torch
     from policysearch.augment.policy import Policy
@@ -89,12 +90,8 @@ def _add_validate(parser: argparse.ArgumentParser) -> None:
                         help="policy JSON files (or policy strings such as randaugment:n=2,m=9) to check")
 
 
-def _count(n: int, word: str, plural: str | None = None) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {plural or word + 's'}"
-
-
 def _subs(n: int) -> str:
-    return _count(n, "sub-policy", "sub-policies")
+    return counted(n, "sub-policy", "sub-policies")
 
 
 def _ops_list(policy) -> str:
@@ -147,13 +144,18 @@ def _add_convert(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from policysearch.atomic import write_text_atomic
+    from policysearch.atomic import unwritable, write_text_atomic
     from policysearch.augment.convert import ConvertUsageError, convert
     from policysearch.augment.policy import Policy, PolicyError
     from policysearch.augment.standard import is_policy_string
 
     if not args.output.strip():
         raise UserError("-o is empty; give the policy file to write, or - for standard output")
+    if args.output == "-" and sys.stdout is None:
+        raise UserError("-o -: standard output is closed; give the policy file to write")
+    problem = unwritable(args.output) if args.output != "-" else None
+    if problem is not None:
+        raise UserError(f"-o {args.output}: {problem}")
     try:
         policy = convert(args.source, args.form)
     except PolicyError as exc:
@@ -194,6 +196,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    from policysearch.training.randomness import MAX_SEED
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_SEED}, got {value}")
+    return value
+
+
 def _add_show(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", nargs="?", metavar="POLICY",
                         help=f"policy JSON file or policy string ({POLICY_STRINGS}); without it, "
@@ -209,7 +223,7 @@ def _add_show(parser: argparse.ArgumentParser) -> None:
                         help="PNG file to write, its name ending in .png; a missing folder is made (default: grid.png)")
     parser.add_argument("--samples", type=_positive, default=8, help="rows: samples of the data set (default: 8)")
     parser.add_argument("--views", type=_positive, default=6, help="augmented views per sample (default: 6)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the samples and the augmentation (default: 0)")
+    parser.add_argument("--seed", type=_seed, default=0, help="seed for the samples and the augmentation (default: 0)")
     parser.add_argument("--scale", type=_positive, default=None,
                         help=f"upscaling factor (nearest neighbour); default: about {CELL_TARGET} px per image")
     parser.add_argument("--backend", choices=("batch", "pil"), default="batch",
@@ -230,7 +244,8 @@ def _show_data(args: argparse.Namespace, policy: Policy) -> ImageData:
     if args.dataset is not None or not isinstance(searched_on, str) or searched_on.startswith("python:"):
         return load_dataset(dataset_name("digits" if args.dataset is None else args.dataset), split="train",
                             data_root=args.data_root or "data", download=args.download)
-    root = args.data_root or search.get("data_root") or "data"
+    stored = search.get("data_root")  # a hand-edited file may hold anything there
+    root = args.data_root or (stored if isinstance(stored, str) and stored else "data")
     try:
         return load_dataset(dataset_name(searched_on), split="train", data_root=root, download=args.download)
     except DataError as exc:
@@ -239,7 +254,7 @@ def _show_data(args: argparse.Namespace, policy: Policy) -> ImageData:
 
 
 def _run_show(args: argparse.Namespace) -> int:
-    from policysearch.atomic import write_atomic
+    from policysearch.atomic import unwritable, write_atomic
     from policysearch.augment.torchvision_policies import from_torchvision
     from policysearch.augment.grids import grid_scale, sample_grid
     from policysearch.augment.policy import PolicyError
@@ -252,6 +267,9 @@ def _run_show(args: argparse.Namespace) -> int:
         raise UserError(f"-o {args.output}: a folder; give the PNG file to write, e.g. {output / 'grid.png'}")
     if output.suffix.lower() != ".png":
         raise UserError(f"-o {args.output}: show writes a PNG; give a name ending in .png")
+    problem = unwritable(output)  # before the data are read
+    if problem is not None:
+        raise UserError(f"-o {args.output}: {problem}")
     if args.file is None:
         policy = from_torchvision(DEFAULT_SHOW_POLICY)
         about = f"{DEFAULT_SHOW_POLICY} (default: no policy file given)"

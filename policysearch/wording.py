@@ -9,8 +9,8 @@ import reprlib
 from collections.abc import Sequence
 from typing import Any, Callable
 
-__all__ = ["Mention", "WordedError", "a_kind", "few", "flag", "flag_mention", "keyword", "keyword_mention",
-           "short_repr"]
+__all__ = ["Mention", "WordedError", "a_kind", "counted", "few", "flag", "flag_mention", "keyword",
+           "keyword_mention", "short_repr"]
 
 # How a message names a setting (and its value): flag_mention or keyword_mention.
 Mention = Callable[..., str]
@@ -19,6 +19,12 @@ _UNSET = object()
 
 _SHORT = reprlib.Repr()  # attributes rather than keywords: Python before 3.12 has no keywords
 _SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 3, 60, 60, 40
+
+
+def counted(n: float, word: str, plural: str | None = None) -> str:
+    """``1 view``, ``2 views``, ``0.5 CPUs``, ``3 sub-policies`` (with ``plural``)."""
+    shown = n if isinstance(n, int) else f"{n:g}"  # 1234567 trials, 0.5 GPUs
+    return f"{shown} {word}" if n == 1 else f"{shown} {plural or word + 's'}"
 
 
 def short_repr(value: Any) -> str:

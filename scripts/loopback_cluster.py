@@ -6,9 +6,9 @@ by that folder in their command lines, by the pids recorded when each node start
 descendants - by process id, whether the code inside failed or not. ``ray stop`` would stop every Ray
 of this user on the machine, and leaves processes of a killed session behind.
 
-A module to import, not a command (running it does nothing). Ray 2.60's nodes refuse to start without
-token authentication unless the environment given says ``RAY_AUTH_MODE=disabled`` (the tests' does) or
-carries a token.
+A module to import, not a command (running it does nothing). The tests give the nodes and the search the
+environment ``RAY_AUTH_MODE=disabled``: Ray 2.60 turns token authentication on for a cluster that a driver
+starts, and a driver and its nodes must agree on it (or share a token).
 """
 
 from __future__ import annotations

@@ -285,6 +285,8 @@ def test_a_rerun_trains_again_when_the_weights_file_changed(tmp_path, monkeypatc
     (("--image-size", "4"), "--image-size must be at least 8 for small_cnn, the smallest side it is built for, got 4"),
     (("--lr", "0"), "--lr must be a finite number > 0, got 0.0"),
     (("--lr", "nan"), "--lr must be a finite number > 0, got nan"),
+    # the range of the search's --seed (a seed beyond torch's 64 bits failed inside a training, "Overflow")
+    (("--seeds", "0", "4294967296", "-1"), "--seeds must be whole numbers from 0 to 4294967295, got 4294967296, -1"),
 ])
 def test_bad_benchmark_options_are_refused_before_anything_runs(tmp_path, argv, problem):
     with pytest.raises(ValueError, match=problem.replace("(", "\\(").replace(")", "\\)")):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -334,9 +335,38 @@ def test_show_takes_a_folder_as_search_does(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.startswith("the policy's data set cannot be read here (cifar10 train files are missing: expected "
                               f"{tmp_path / 'none'}") and "showing digits instead" in printed
+    for root in (5, [], ""):  # a hand-edited data root: the default folder (regression: a traceback, "not int")
+        assert main(["show", searched_on("cifar10", "e.json", data_root=root), "-o", str(out), "--samples", "2"]) == 0
+        printed = capsys.readouterr().out
+        assert "cifar10 train files are missing: expected data/" in printed and "showing digits" in printed
     hand_written = Policy([[("Rotate", 0.8, 0.5)]], metadata={"dataset": "CIFAR-10"})  # not a searched policy
     assert main(["show", str(hand_written.save(tmp_path / "d.json")), "-o", str(out), "--samples", "2"]) == 0
     assert "2 samples of digits/train" in capsys.readouterr().out
+
+
+def test_show_and_convert_check_their_output_before_work(tmp_path, capsys, monkeypatch):
+    """Regression (trial): show read the data and drew the grid before finding -o unwritable; convert -o - with
+    standard output closed ended in a traceback; show --seed beyond numpy's range said "Overflow when unpacking"."""
+    from policysearch import cli
+
+    monkeypatch.setattr(cli, "_show_data", lambda *a: pytest.fail("the data were read before -o was checked"))
+    (tmp_path / "file").write_text("")
+    assert main(["show", "identity", "-o", str(tmp_path / "file" / "g.png")]) == 2
+    assert capsys.readouterr().err.endswith(f"{tmp_path / 'file'} is a file, not a folder\n")
+    # review: the check must take what write_atomic writes: a device, and a link into a folder not yet made
+    assert main(["convert", "randaugment:n=1,m=5", "-o", os.devnull]) == 0
+    (tmp_path / "link.json").symlink_to(tmp_path / "later" / "p.json")
+    assert main(["convert", "randaugment:n=1,m=5", "-o", str(tmp_path / "link.json")]) == 0
+    assert (tmp_path / "later" / "p.json").is_file() and (tmp_path / "link.json").is_symlink()
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdout", None)
+    assert main(["convert", "randaugment", "-o", "-"]) == 2
+    assert capsys.readouterr().err == "policysearch: error: -o -: standard output is closed; give the policy file " \
+                                      "to write\n"
+    monkeypatch.undo()
+    for seed in ("99999999999999999999999", "-1"):
+        assert main(["show", "identity", "--seed", seed, "-o", str(tmp_path / "g.png")]) == 2
+        assert "argument --seed: must be from 0 to 4294967295, got " in capsys.readouterr().err
 
 
 def test_show_batch_backend(tmp_path):
@@ -396,7 +426,16 @@ def test_spaces_lists_the_shipped_spaces(capsys):
     (lambda t: ["convert", str(good_policy(t)), "-o", str(t / "o.json")], "is already a policysearch policy file: "
      "use it as it is", 2),
     (lambda t: ["convert", "torchvision:cifar10", "-o", str(good_policy(t)) + "/inside.json"], "good.json", 2),
-    (lambda t: ["convert", "randaugment", "-o", str(t)], "error: TMP: is a directory\n", 2),  # TMP: the tmp_path
+    (lambda t: ["convert", "randaugment", "-o", str(t)], "error: -o TMP: a folder, not a file\n", 2),  # TMP: tmp_path
+    # regression (trial): "new/" wrote a file named new, and a file as a parent folder was "File exists"
+    (lambda t: ["convert", "randaugment", "-o", str(t / "new") + "/"], "error: -o TMP/new/: a folder, not a file\n", 2),
+    (lambda t: ["convert", "randaugment", "-o", str(good_policy(t)) + "/x.json"],
+     "error: -o TMP/good.json/x.json: TMP/good.json is a file, not a folder\n", 2),
+    (lambda t: ["show", "identity", "-o", str(good_policy(t)) + "/x.png"],
+     "error: -o TMP/good.json/x.png: TMP/good.json is a file, not a folder\n", 2),
+    # regression (trial): the hint for a name sent a command-line user to load_policy()
+    (lambda t: ["convert", "-", "--from", "autoaugment", "-o", str(t / "o.json")],
+     "error: -: no such file; standard input is not read, give the policy file's path\n", 1),
     # regression: an empty -o named a temporary file ("..xyz.tmp: Device or resource busy")
     (lambda t: ["convert", "randaugment", "-o", ""], "error: -o is empty; give the policy file to write, or - for "
      "standard output\n", 2),

@@ -311,6 +311,31 @@ def test_joining_from_a_machine_that_is_no_node_of_the_cluster_says_where_to_run
         tuning.start_ray(config)
 
 
+def test_a_home_where_ray_cannot_write_its_token_is_named_with_the_fix(monkeypatch, tmp_path):
+    """Regression (review): with HOME unwritable (Docker's --user of a uid the image does not know gets /),
+    a local search ended in "policysearch: error: /.ray: Permission denied"."""
+    from policysearch.search import tuning
+    from policysearch.search.rundir import RunError
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "none" / "token"))  # only read: Ray writes in ~/.ray
+    monkeypatch.setattr(tuning, "_quiet_ray_environment", lambda config: None)
+    monkeypatch.setattr(tuning.ray, "is_initialized", lambda: False)
+
+    def init(**kwargs):
+        raise PermissionError(13, "Permission denied", str(home / ".ray"))
+
+    monkeypatch.setattr(tuning.ray, "init", init)
+    with pytest.raises(RunError, match=rf"^Ray could not write the auth token it keeps in {home / '.ray'} \(Permission "
+                                       r"denied\): set HOME to a folder this user can write \(in Docker: -e "
+                                       r"HOME=/tmp\), or RAY_AUTH_TOKEN_PATH to an existing token file$"):
+        tuning.start_ray(SearchConfig())
+    monkeypatch.setattr(tuning.ray, "init", lambda **kwargs: (_ for _ in ()).throw(PermissionError(13, "no", "/x")))
+    with pytest.raises(PermissionError):  # another file's error is Ray's own
+        tuning.start_ray(SearchConfig())
+
+
 @pytest.mark.slow
 def test_a_cluster_that_cannot_hold_one_trial_fails_in_one_line(shared_cluster, tmp_path):
     search = _search(shared_cluster, tmp_path / "run", tmp_path / "storage", "--cpus-per-trial", "4")
@@ -318,7 +343,7 @@ def test_a_cluster_that_cannot_hold_one_trial_fails_in_one_line(shared_cluster, 
     assert search.returncode == 2
     lines = stderr.strip().splitlines()
     assert lines == ["policysearch: error: one trial needs 4 CPUs and 0 GPUs (--cpus-per-trial, --gpus-per-trial), "
-                     "but the largest node of the Ray cluster has 1 CPUs and 0 GPUs; on an autoscaling cluster, "
+                     "but the largest node of the Ray cluster has 1 CPU and 0 GPUs; on an autoscaling cluster, "
                      "submit the search once `ray status` shows a worker node that can hold one (docker/cluster.yaml "
                      "keeps one up)"], stderr
     assert not (tmp_path / "run" / "policy.json").exists()

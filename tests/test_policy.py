@@ -333,9 +333,14 @@ def test_missing_file_named_like_a_policy_string_points_to_load_policy(tmp_path,
         with pytest.raises(PolicyError, match=rf"no such file; Policy.load reads files only, "
                                               rf"load_policy\('{re.escape(name)}'\) also reads policy strings$"):
             Policy.load(name)
-    for path in ("nope.json", "sub/trivialaugment", Path("trivialaugment")):  # a path: no word of strings
+    # a path, or a file's name (an extension, a space): no word of strings (review: every missing name had it)
+    for path in ("nope.json", "sub/trivialaugment", Path("trivialaugment"), "best.yaml", "my policy", "-x"):
         with pytest.raises(PolicyError, match=r"no such file$"):
             Policy.load(path)
+    from policysearch.augment.standard import load_policy
+
+    with pytest.raises(PolicyError, match=r"^best\.yaml: no such file$"):  # load_policy never names itself
+        load_policy("best.yaml")
 
 
 def test_missing_file_is_named_as_given(tmp_path, monkeypatch):

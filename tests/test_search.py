@@ -236,6 +236,19 @@ BAD_INPUTS = {
 }
 
 
+def test_a_resource_message_counts_in_the_singular_where_it_is_one():
+    """Regression (review): "the largest node of the Ray cluster has 1 CPUs"."""
+    from policysearch.search.checks import check_resources
+
+    with pytest.raises(ResourceError, match=r"^one trial needs 4 CPUs and 0 GPUs \(--cpus-per-trial, "
+                                            r"--gpus-per-trial\), but the largest node of the cluster has 1 CPU and "
+                                            r"0.5 GPUs$"):
+        check_resources(SearchConfig(cpus_per_trial=4), [{"CPU": 1, "GPU": 0.5}], "the cluster")
+    from policysearch.wording import counted
+
+    assert counted(1234567, "trial") == "1234567 trials" and counted(1, "sub-policy", "sub-policies") == "1 sub-policy"
+
+
 def test_a_gpu_ray_gave_that_torch_cannot_see_stops_the_trial(monkeypatch):
     """Regression: a trial given a GPU in a container started without the GPUs passed in (the cluster image
     on the NVIDIA runtime without NVIDIA_VISIBLE_DEVICES) trained on the CPU without a word."""
@@ -357,6 +370,16 @@ def _stored_run(run_dir: Path, config: SearchConfig) -> rundir.Run:
     run = rundir.open_run(config, run_dir, resume=False)
     rundir.write_config(run, config)
     return run
+
+
+def test_a_storage_uri_of_an_unknown_scheme_is_refused_before_the_run_folder_is_written(tmp_path, no_ray):
+    """Regression (review): "--storage foo://x" failed once Ray ran, after config.json was written; that run
+    could neither start again (an unfinished search) nor resume with another --storage (a contradiction)."""
+    run_dir = tmp_path / "run"
+    with pytest.raises(RunError, match=r"^--storage foo://x/y cannot be used: Unrecognized filesystem type in URI: "
+                                       r"foo://x/y$"):
+        search.run_search(SearchConfig(**SMALL, storage="foo://x/y"), run_dir)
+    assert not run_dir.exists()
 
 
 def test_a_plain_run_into_an_unfinished_run_directory_refuses(tmp_path, no_ray):
@@ -740,6 +763,27 @@ def test_best_candidates_are_the_best_by_reward_over_all_splits(tmp_path):
                          "code)")
     assert isinstance(top[0], Candidate) and top[0].policy == space.decode({k: rows[2][k] for k in
                                                                           space.parameter_names()})
+
+
+def test_every_seed_a_user_may_give_seeds_the_optimisers_and_the_folds():
+    """Regression (trial): a seed above about 540,000 failed in phase 2, after phase 1 had trained, as the
+    optimisers' numpy seed (seed * 7919 + stream) passed 32 bits; the folds' (seed + repeat) too."""
+    import numpy as np
+    import optuna
+    from policysearch.search.folds import crossfit_folds
+    from policysearch.search.runner import optuna_sampler, stream_seed
+    from policysearch.training.randomness import MAX_SEED
+
+    labels = np.arange(12) % 2
+    for seed in (10**6, MAX_SEED):
+        config = SearchConfig(seed=seed)
+        assert {0 <= stream_seed(config, stream) <= MAX_SEED for stream in range(4)} == {True}
+        for stream in range(2):
+            optuna.create_study(sampler=optuna_sampler(config, stream_seed(config, stream))).ask()
+        assert len(crossfit_folds(labels, k=2, repeats=2, seed=seed)) == 4
+    assert stream_seed(SearchConfig(seed=3), 2) == 3 * 7919 + 2  # seeds that fitted before are the same
+    with pytest.raises(ValueError, match="--seed must be a whole number from 0 to 4294967295, got 4294967296"):
+        SearchConfig(seed=MAX_SEED + 1)
 
 
 def test_strengths_are_checked_and_survive_a_config_round_trip():

@@ -244,7 +244,9 @@ def test_paths_and_numpy_numbers_are_settings_of_their_plain_types(tmp_path):
     ({"lr": "0.1"}, "lr= must be a number, got str '0.1'"),
     ({"train_size": "200"}, "train_size= must be an integer or None, got str '200'"),
     ({"seed": 1.5}, "seed= must be an integer, got float 1.5"),
-    ({"seed": -1}, "seed= must be at least 0, got -1"),
+    ({"seed": -1}, "seed= must be a whole number from 0 to 4294967295, got -1"),
+    # regression (trial): a seed beyond numpy's 32 bits failed in phase 2 ("Seed must be between 0 and 2**32 - 1")
+    ({"seed": 2**32}, "seed= must be a whole number from 0 to 4294967295, got 4294967296"),
     ({"image_size": 100000}, "image_size= must be a number of pixels from 1 to 4096, got 100000"),
     # Regression: 4 px was taken for small_cnn (built for 8 and up), its 4 px pad-and-crop the whole image
     ({"image_size": 4}, "image_size= must be at least 8 for small_cnn, the smallest side it is built for, got 4"),

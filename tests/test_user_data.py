@@ -308,6 +308,16 @@ BAD_DATA = {
                                                              r"draws at random \(a random transform in __getitem__\?\)"),
     "label not an integer": (lambda: _bad_label(2.0), r"^data item 4: the label 2\.0 is not an integer class index"),
     "label text": (lambda: _bad_label("two"), r"^data item 4: the label 'two' is not an integer class index"),
+    # regression (review): an image in the label's place was shown by its repr, with its memory address
+    "image as the label": (lambda: _bad_label(Image.new("L", (8, 8))),
+                           r"^data item 4: the label an Image is not an integer class index \(Image\)"),
+    # regression (review): a dict of splits was read as items 0, 1, ...: "data item 0: reading it raised KeyError: 0"
+    "a dict of splits": (lambda: {"train": _pil_items(*_digits(20)), "test": []},
+                         r"^data is a dict with keys 'train', 'test', not a data set of items 0\.\.1; pass one of "
+                         r"its values, e\.g\. data\['train'\]$"),
+    "a dict of columns": (lambda: {"image": [Image.new("L", (8, 8))] * 2, "label": [0, 1]},
+                          r"^data is a dict with keys 'image', 'label', not a data set of items 0\.\.1; for columns "
+                          r"give the pair \(data\['image'\], data\['label'\]\)$"),
     "one-hot label": (lambda: _bad_label(torch.eye(10)[2]), r"^data item 4: the label is a tensor of shape \(10,\)"),
     "float labels of a pair": (lambda: (_digits(20)[0], _digits(20)[1].astype(float)),
                                r"labels\[0\] = 0\.0 is not an integer class index \(labels of dtype float64\)"),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from policysearch.wording import counted
+
 __all__ = ["CELL_TARGET", "GAP", "MARGIN", "augmented_views", "from_pil", "grid_scale", "render_grid", "sample_grid",
            "to_pil"]
 
@@ -18,10 +20,6 @@ MARGIN = 10
 BACKGROUND = (255, 255, 255)
 TEXT = (30, 30, 30)
 MUTED = (110, 110, 110)
-
-
-def _count(n: int, word: str, plural: str | None = None) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {plural or word + 's'}"
 
 
 def _font(size: int):
@@ -149,8 +147,8 @@ def sample_grid(policy, data, *, about: str, samples: int = 8, views: int = 6, s
     rows = [[to_pil(images[s])] + [to_pil(v) for v in drawn[s]] for s in range(samples)]
     columns = ["original"] + [f"view {v + 1}" for v in range(views)]
     labels = [f"{data.classes[int(data.labels[i])]}" for i in picks]
-    title = [f"{about}: {_count(len(policy), 'sub-policy', 'sub-policies')}",
-             f"{data.name}, {_count(samples, 'sample')} x {_count(views, 'view')}, seed {seed}, "
+    title = [f"{about}: {counted(len(policy), 'sub-policy', 'sub-policies')}",
+             f"{data.name}, {counted(samples, 'sample')} x {counted(views, 'view')}, seed {seed}, "
              f"{backend} path, {width}x{height} px shown x{scale}"]
     canvas, _ = render_grid(rows, columns, labels, title, scale)
     return canvas, samples, scale

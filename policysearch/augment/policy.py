@@ -18,6 +18,7 @@ import math
 import numbers
 import os
 import platform
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -236,7 +237,8 @@ def read_policy_json(path: str | os.PathLike[str]) -> Any:
         with open(path, "rb") as handle:
             raw = handle.read(MAX_FILE_BYTES + 1)  # never more: a huge file or a device is refused
     except FileNotFoundError:
-        raise PolicyError(f"{shown}: no such file") from None
+        stdin = "; standard input is not read, give the policy file's path" if shown == "-" else ""
+        raise PolicyError(f"{shown}: no such file{stdin}") from None
     except IsADirectoryError:
         inside = Path(path) / "policy.json"
         hint = f"; a search's policy is {inside}" if inside.is_file() else ""
@@ -267,9 +269,15 @@ def read_policy_json(path: str | os.PathLike[str]) -> Any:
     return data
 
 
+# A policy string's shape: a name of letters, digits, _ and -, then its arguments after a colon; a file name
+# with an extension (a dot) or a space is none.
+_POLICY_STRING_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*(:[^/\\]*)?")
+
+
 def _names_no_path(text: str) -> bool:
-    """Whether ``text`` reads as a name rather than a path: no folder separator, no ``.json`` ending."""
-    return bool(text.strip()) and not any(sep in text for sep in "/\\") and not text.lower().endswith(".json")
+    """Whether ``text`` has a policy string's shape rather than a file's name (``trivialaugment``,
+    ``randaugment:n=2,m=9``; not ``best.yaml``, ``my policy`` or ``runs/x``)."""
+    return _POLICY_STRING_SHAPE.fullmatch(text) is not None
 
 
 def _missing(path: str) -> bool:

@@ -383,8 +383,8 @@ def load_policy(source: Policy | str | os.PathLike[str]) -> Policy:
             if source.strip().partition(":")[0].strip().lower() in _PARSERS:
                 raise
             raise PolicyError(f"{exc}; and there is no file {_shortened(repr(source))}") from None
-    if isinstance(source, (str, os.PathLike)):
-        return Policy.load(source)
+    if isinstance(source, (str, os.PathLike)):  # read here: Policy.load's hint names this function
+        return Policy.from_dict(read_policy_json(source), source=os.fspath(source))
     hint = ("read a policy document with Policy.from_dict(document)" if isinstance(source, Mapping) else
             "build a Policy(sub_policies) from a list")
     raise TypeError(f"expected a Policy, a policy string or a policy file path, got {type(source).__name__}; {hint}")

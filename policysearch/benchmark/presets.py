@@ -15,6 +15,7 @@ import torch
 
 from policysearch.benchmark.methods import ALL_METHODS, METHODS
 from policysearch.training.data import CLASSES_MARK, MAX_IMAGE_SIZE
+from policysearch.training.randomness import MAX_SEED
 from policysearch.training.pretrained import OUR_MIN_SIZE, min_image_size, model_problem
 from policysearch.training.train import TrainConfig
 from policysearch.training.train import budget_text as train_budget_text
@@ -81,6 +82,9 @@ class Preset:
             raise ValueError("--methods needs at least one method")
         if not self.seeds:
             raise ValueError("--seeds needs at least one seed")
+        outside = [s for s in self.seeds if not 0 <= s <= MAX_SEED]
+        if outside:
+            raise ValueError(f"--seeds must be whole numbers from 0 to {MAX_SEED}, got {', '.join(map(str, outside))}")
         problem = model_problem(self.model)
         if problem:
             raise ValueError(f"--model {problem}")

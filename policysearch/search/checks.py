@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from policysearch.search.config import SearchConfig
-from policysearch.wording import WordedError
+from policysearch.wording import WordedError, counted
 
 __all__ = ["ResourceError", "SearchFailed", "check_failures", "check_resources", "local_cpus", "local_gpus"]
 
@@ -76,9 +76,9 @@ def check_resources(config: SearchConfig, nodes: Sequence[Mapping[str, float]], 
         return
     most_cpu = max((node.get("CPU", 0) for node in nodes), default=0)
     most_gpu = max((node.get("GPU", 0) for node in nodes), default=0)
-    raise ResourceError(lambda say: f"one trial needs {cpu:g} CPUs and {gpu:g} GPUs ({say('cpus_per_trial')}, "
-                        f"{say('gpus_per_trial')}), but the largest node of {where} has {most_cpu:g} CPUs and "
-                        f"{most_gpu:g} GPUs{wait}")
+    raise ResourceError(lambda say: f"one trial needs {counted(cpu, 'CPU')} and {counted(gpu, 'GPU')} "
+                        f"({say('cpus_per_trial')}, {say('gpus_per_trial')}), but the largest node of {where} has "
+                        f"{counted(most_cpu, 'CPU')} and {counted(most_gpu, 'GPU')}{wait}")
 
 
 def check_failures(phase: str, total: int, failed: Sequence[str], usable: int) -> None:

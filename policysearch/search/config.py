@@ -19,6 +19,7 @@ from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 import numpy as np
 
 from policysearch.training.data import CLASSES_MARK, MAX_IMAGE_SIZE
+from policysearch.training.randomness import MAX_SEED
 from policysearch.training.models import MODEL_NAMES
 from policysearch.training.pretrained import model_problem
 from policysearch.training.train import MIN_STEPS, MIN_STEPS_PER_EPOCH, TrainConfig
@@ -208,7 +209,7 @@ class SearchConfig:
             ("min_steps", self.min_steps >= 1, f"must be at least 1, got {self.min_steps}"),
             ("final_epochs", self.final_epochs is None or self.final_epochs >= 1,
              f"must be at least 1, got {self.final_epochs}"),
-            ("seed", self.seed >= 0, f"must be at least 0, got {self.seed}"),
+            ("seed", 0 <= self.seed <= MAX_SEED, f"must be a whole number from 0 to {MAX_SEED}, got {self.seed}"),
             ("train_size", self.train_size is None or self.train_size >= 1,
              f"must be at least 1, got {self.train_size}"),
             ("image_size", self.image_size is None or 1 <= self.image_size <= MAX_IMAGE_SIZE,

@@ -35,6 +35,7 @@ from policysearch.training.data import PYTHON_PREFIX, DataError, ImageData
 from policysearch.augment.policy import Policy
 from policysearch.search.config import SearchConfig
 from policysearch.search.rundir import config_document
+from policysearch.wording import counted
 
 __all__ = ["BEGIN", "END", "FILES", "Figure", "RunFilesError", "add_arguments", "draw_figures", "figures_section",
            "one_op_per_image", "op_usage", "plot_ops", "plot_recipes", "plot_trials", "read_config", "read_policy",
@@ -187,10 +188,6 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
 def _wrap(text: str, width: int = 95) -> str:
     return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False))
 
@@ -249,8 +246,8 @@ def plot_trials(rows: Sequence[dict[str, str]], config: SearchConfig, clean_accu
     ax.grid(alpha=0.3)
     n_ok = len(ok_rewards)
     ax.set_title(_wrap(f"Phase 2: {n_ok} of {len(rows)} candidate policies scored ({config.algorithm}, "
-                       f"{_plural(config.splits, 'split')} x {_plural(config.repeats, 'repeat')} x "
-                       f"{_plural(config.trials, 'trial')}); reward = "
+                       f"{counted(config.splits, 'split')} x {counted(config.repeats, 'repeat')} x "
+                       f"{counted(config.trials, 'trial')}); reward = "
                        f"{REWARD_MEANING.get(config.reward, config.reward)} over {config.num_views} views", 95),
                  fontsize=10)
     return _png(fig)

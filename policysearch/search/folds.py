@@ -15,6 +15,7 @@ import numpy as np
 from torch import Tensor
 
 from policysearch.training.data import DataError, named_class
+from policysearch.training.randomness import MAX_SEED
 
 __all__ = ["HELD_OUT_TARGET", "MAX_ADDED_REPEATS", "MAX_AUTO_REPEATS", "auto_repeats", "crossfit_folds", "make_splits"]
 
@@ -92,6 +93,6 @@ def crossfit_folds(labels: np.ndarray, k: int, repeats: int = 1, seed: int = 0, 
                         f"{', '.join(small)} - add images or lower {say('selection_folds')}")
     folds = []
     for repeat in range(repeats):
-        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed + repeat)
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=(seed + repeat) % (MAX_SEED + 1))
         folds += [(np.sort(a).astype(np.int64), np.sort(b).astype(np.int64)) for a, b in splitter.split(y, y)]
     return folds

@@ -11,13 +11,14 @@ from policysearch.search.outcome import Candidate, Outcome, SearchResult
 from policysearch.search.spaces import SearchSpace
 from policysearch.search.selection import (TIE_RULE, TIE_TOLERANCE, Decision, bound_correction, race_share, race_ties,
                                            signed_pp)
+from policysearch.wording import counted
 
 __all__ = ["decided_folds", "describe_candidate", "ops_outside_space", "recipe_table", "render_report",
            "stopped_table", "summary_text", "weak_children"]
 
 
 def _count(n: int) -> str:
-    return f"{n} sub-policy" if n == 1 else f"{n} sub-policies"
+    return counted(n, "sub-policy", "sub-policies")
 
 
 def _subs(policy: Policy) -> str:
@@ -41,10 +42,6 @@ def _signed(x: float | None) -> str:
 def _marks(chosen: bool, reference: bool) -> str:
     marks = [word for word, on in (("chosen", chosen), ("the reference", reference)) if on]
     return f" ({'; '.join(marks)})" if marks else ""
-
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def weak_children(outcome: Outcome, frozen: bool = False) -> str:
@@ -157,10 +154,10 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
              *[f"- data: {note}" for note in data_notes],
              f"- run {run_id}: {len(outcome.recipes)} candidate recipes trained at the final budget, "
              f"{budgets[1]}, on {config.selection_folds} "
-             f"cross-fit folds x {_plural(folds // config.selection_folds, 'repeat')} ("
+             f"cross-fit folds x {counted(folds // config.selection_folds, 'repeat')} ("
              + _trained_text(outcome, folds) + "), compared by paired differences of held-out error",
-             f"- Fast AutoAugment: {_plural(config.splits, 'split')} x {_plural(config.repeats, 'repeat')} x "
-             f"{_plural(config.trials, 'trial')} "
+             f"- Fast AutoAugment: {counted(config.splits, 'split')} x {counted(config.repeats, 'repeat')} x "
+             f"{counted(config.trials, 'trial')} "
              f"({config.algorithm}) in space `{space_name}` restricted by the domain fit, the best "
              f"(up to) {min(config.top_n, config.trials)} of each split and repeat kept ({len(outcome.top)} in all, "
              f"{_count(len(outcome.merged))} merged), reward `{config.reward}` over "

@@ -17,7 +17,6 @@ import errno
 import json
 import os
 import socket
-import tempfile
 import uuid
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -29,7 +28,7 @@ try:
 except ImportError:  # Windows: no advisory locks; a second search in one folder is not detected there
     fcntl = None  # type: ignore[assignment]
 
-from policysearch.atomic import write_json_atomic
+from policysearch.atomic import unwritable, write_json_atomic
 from policysearch.augment.policy import software_versions
 from policysearch.invocation import command_line
 from policysearch.search.config import RESUMABLE, SearchConfig, is_uri
@@ -193,17 +192,9 @@ def recorded_failure(run_dir: Path) -> str | None:
 def check_writable(folder: Path, what: str) -> None:
     """A RunError naming ``folder`` (the setting ``what``) unless it can be created and written (nothing
     is left behind)."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise RunError(lambda say: f"{say(what, folder)}: {existing} is a file, not a folder")
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or str(exc)  # the name exc is gone after this block; a rewording needs the text
-        raise RunError(lambda say: f"{say(what, folder)}: cannot write in {existing} ({reason})") from None
+    problem = unwritable(folder, folder=True)
+    if problem is not None:
+        raise RunError(lambda say: f"{say(what, folder)}: {problem}")
 
 
 def open_run(config: SearchConfig, run_dir: str | os.PathLike[str], *, resume: bool) -> Run:
@@ -242,7 +233,24 @@ def open_run(config: SearchConfig, run_dir: str | os.PathLike[str], *, resume: b
         if not resume and Path(run.experiments.removeprefix("file://")).exists():
             raise RunError(lambda say: f"{say('storage', run.storage)} already holds experiments of run {run_id}; "
                            f"choose another {say('storage')}")
+    else:
+        check_uri(run.storage)
     return run
+
+
+def check_uri(storage: str) -> None:
+    """A RunError naming the ``storage`` URI unless pyarrow, which Tune writes with, knows its scheme (for
+    ``s3://`` it also finds the bucket's region), before a run folder is written that a resume could not move
+    to another storage. Whether the path can be reached is left to Tune: pyarrow's GCS client retries for
+    minutes without a network."""
+    from pyarrow import ArrowException
+    from pyarrow.fs import FileSystem
+
+    try:
+        FileSystem.from_uri(storage)
+    except (ArrowException, OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RunError(lambda say: f"{say('storage', storage)} cannot be used: {reason}") from None
 
 
 @contextlib.contextmanager

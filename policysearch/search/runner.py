@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from policysearch.search.config import SearchConfig
+from policysearch.training.randomness import MAX_SEED
 from policysearch.search.faults import Faults
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ class TrialRunner(Protocol):
 
 def stream_seed(config: SearchConfig, stream: int) -> int:
     """The seed of one stream's optimiser."""
-    return config.seed * 7919 + stream
+    return (config.seed * 7919 + stream) % (MAX_SEED + 1)  # the optimisers' numpy seeds take 32 bits
 
 
 def optuna_sampler(config: SearchConfig, seed: int) -> "optuna.samplers.BaseSampler":

@@ -261,8 +261,14 @@ def start_ray(config: SearchConfig, data_bytes: int = 0) -> LocalRay | None:
             # longer be read in /proc; setproctitle's SPT_NOENV keeps the environment as it is.
             with _environment(RUN_ENV, local.token), _environment("SPT_NOENV", "1"):
                 ray.init(**ray_init_kwargs(config, data_bytes))
-        except BaseException:  # a failed start or a Ctrl-C during it: nothing of it stays
+        except BaseException as exc:  # a failed start or a Ctrl-C during it: nothing of it stays
             local.stop()
+            folder = _token_folder() if isinstance(exc, OSError) and exc.filename else None
+            if folder is not None and Path(os.fsdecode(exc.filename)).is_relative_to(folder):
+                reason = exc.strerror or str(exc)
+                raise RunError(f"Ray could not write the auth token it keeps in {folder} ({reason}): set HOME to a "
+                               "folder this user can write (in Docker: -e HOME=/tmp), or RAY_AUTH_TOKEN_PATH to an "
+                               "existing token file") from None
             raise
         return local
     check_address(config.address)
@@ -282,6 +288,15 @@ def start_ray(config: SearchConfig, data_bytes: int = 0) -> LocalRay | None:
                        f"submit`, or make this machine a node first (`ray start --address {config.address}`; where "
                        "it is one already, RAY_NODE_IP_ADDRESS names the address it has in the cluster)") from None
     return None
+
+
+def _token_folder() -> Path | None:
+    """The folder where a local Ray writes the auth token it makes, ``~/.ray`` (``RAY_AUTH_TOKEN_PATH`` is only
+    read); None where the user has no home."""
+    try:
+        return Path.home() / ".ray"
+    except RuntimeError:  # no HOME and a uid without a passwd entry
+        return None
 
 
 def cluster_nodes() -> list[dict[str, float]]:

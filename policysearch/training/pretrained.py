@@ -269,12 +269,13 @@ def _in_heads(key: str, heads: tuple[str, ...]) -> bool:
 def _unwrapped(state: Mapping[str, Tensor], own: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
     """``state`` without the ``WRAPPER_PREFIXES`` every one of its keys starts with (a Lightning module's
     ``model.``, DataParallel's ``module.``, one inside the other), where the model's own keys do not start so."""
-    while True:
+    while state:  # an empty mapping starts with every prefix
         prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in state)
                        and not all(k.startswith(p) for k in own)), None)
         if prefix is None:
             return state
         state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
 
 
 def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:

@@ -1,4 +1,4 @@
-"""The global random generators of a process, kept as they were around work that draws from them."""
+"""The global random generators of a process, kept as they were around work that draws from them; the seed range."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-__all__ = ["kept_global_rng"]
+__all__ = ["MAX_SEED", "kept_global_rng"]
+
+# The largest seed a user may give: numpy's seeds (RandomState, scikit-learn's random_state, the optimisers')
+# take 32 bits; seeds derived from it are reduced to them.
+MAX_SEED = 2**32 - 1
 
 
 @contextlib.contextmanager

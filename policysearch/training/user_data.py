@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from policysearch.wording import a_kind
+from policysearch.wording import a_kind, short_repr
 from policysearch.training.data import (PIL_ERRORS, PYTHON_PREFIX, DataError, ImageData, is_grey, pil_to_8bit,
                                         require_memory, resize_images, resize_note, target_side, unreadable)
 
@@ -86,6 +86,14 @@ def _read_items(data: Any) -> tuple[list[Tensor] | Tensor, list[int], list[str] 
                         "only dataset cannot be split into folds") from None
     if count == 0:
         raise DataError(f"data: {kind} is empty (0 items)")
+    if isinstance(data, Mapping) and 0 not in data:  # splits by name, e.g. {"train": ..., "test": ...}
+        keys = [short_repr(k) for k in list(data)[:4]]
+        image = next((k for k in data if k in IMAGE_COLUMNS), None)
+        label = next((k for k in data if k in LABEL_COLUMNS), None)
+        hint = (f"for columns give the pair (data[{image!r}], data[{label!r}])" if image and label else
+                f"pass one of its values, e.g. data[{keys[0]}]")
+        raise DataError(f"data is a {kind} with keys {', '.join(keys)}{', ...' if count > 4 else ''}, not a data set "
+                        f"of items 0..{count - 1}; {hint}")
     reader = _ImageReader()
     images, labels = [], []
     for i in range(count):
@@ -414,7 +422,9 @@ def _label(value: Any, where: str) -> int:
         raise DataError(f"{where}: the label is {'a tensor' if isinstance(value, Tensor) else 'an array'} of shape "
                         f"{tuple(value.shape)}, not one integer class index (for one-hot labels give argmax)")
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise DataError(f"{where}: the label {value!r} is not an integer class index ({type(value).__name__}); "
+        shown = short_repr(value) if isinstance(value, (str, bytes, numbers.Number)) or value is None else \
+            a_kind(value)  # not an object's repr, with its memory address
+        raise DataError(f"{where}: the label {shown} is not an integer class index ({type(value).__name__}); "
                         "labels must be the integers 0..C-1")
     return int(value)
 
