@@ -30,13 +30,16 @@ def unwritable(path: str | os.PathLike[str], *, folder: bool = False) -> str | N
     target = Path(text)
     if not folder and (text.endswith(("/", os.sep)) or target.is_dir()):
         return "a folder, not a file"
-    if not folder:  # as write_atomic writes it: through a link, and straight into a device or pipe
-        target = Path(os.path.realpath(target))
-        if target.exists() and not target.is_file():
-            return None if os.access(target, os.W_OK) else "cannot write to it (Permission denied)"
-    existing = target if folder else target.parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    try:
+        if not folder:  # as write_atomic writes it: through a link, and straight into a device or pipe
+            target = Path(os.path.realpath(target))
+            if target.exists() and not target.is_file():
+                return None if os.access(target, os.W_OK) else "cannot write to it (Permission denied)"
+        existing = target if folder else target.parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+    except OSError as exc:  # a folder on the way that this user may not look into
+        return f"cannot look into {exc.filename or target} ({exc.strerror or exc})"
     if not existing.is_dir():
         return f"{existing} is a file, not a folder"
     try:

@@ -331,6 +331,12 @@ def test_a_home_where_ray_cannot_write_its_token_is_named_with_the_fix(monkeypat
                                        r"denied\): set HOME to a folder this user can write \(in Docker: -e "
                                        r"HOME=/tmp\), or RAY_AUTH_TOKEN_PATH to an existing token file$"):
         tuning.start_ray(SearchConfig())
+    def init_without_home(**kwargs):  # a home that does not exist: mkdir(parents=True) names the home itself
+        raise PermissionError(13, "Permission denied", str(home))
+
+    monkeypatch.setattr(tuning.ray, "init", init_without_home)
+    with pytest.raises(RunError, match=r"^Ray could not write the auth token it keeps in "):
+        tuning.start_ray(SearchConfig())
     monkeypatch.setattr(tuning.ray, "init", lambda **kwargs: (_ for _ in ()).throw(PermissionError(13, "no", "/x")))
     with pytest.raises(PermissionError):  # another file's error is Ray's own
         tuning.start_ray(SearchConfig())

@@ -334,7 +334,8 @@ def test_missing_file_named_like_a_policy_string_points_to_load_policy(tmp_path,
                                               rf"load_policy\('{re.escape(name)}'\) also reads policy strings$"):
             Policy.load(name)
     # a path, or a file's name (an extension, a space): no word of strings (review: every missing name had it)
-    for path in ("nope.json", "sub/trivialaugment", Path("trivialaugment"), "best.yaml", "my policy", "-x"):
+    for path in ("nope.json", "sub/trivialaugment", Path("trivialaugment"), "best.yaml", "my policy", "-x",
+                 "a:b.json"):
         with pytest.raises(PolicyError, match=r"no such file$"):
             Policy.load(path)
     from policysearch.augment.standard import load_policy

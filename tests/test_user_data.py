@@ -315,6 +315,9 @@ BAD_DATA = {
     "a dict of splits": (lambda: {"train": _pil_items(*_digits(20)), "test": []},
                          r"^data is a dict with keys 'train', 'test', not a data set of items 0\.\.1; pass one of "
                          r"its values, e\.g\. data\['train'\]$"),
+    "a dict of items keyed from 1": (lambda: dict(enumerate(_pil_items(*_digits(20)), start=1)),
+                                     r"^data is a dict with keys 1, 2, 3, 4, \.\.\., not a data set of items "
+                                     r"0\.\.19; items must be keyed 0\.\.N-1; pass list\(data\.values\(\)\)$"),
     "a dict of columns": (lambda: {"image": [Image.new("L", (8, 8))] * 2, "label": [0, 1]},
                           r"^data is a dict with keys 'image', 'label', not a data set of items 0\.\.1; for columns "
                           r"give the pair \(data\['image'\], data\['label'\]\)$"),

@@ -277,7 +277,7 @@ _POLICY_STRING_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*(:[^/\\]*)?")
 def _names_no_path(text: str) -> bool:
     """Whether ``text`` has a policy string's shape rather than a file's name (``trivialaugment``,
     ``randaugment:n=2,m=9``; not ``best.yaml``, ``my policy`` or ``runs/x``)."""
-    return _POLICY_STRING_SHAPE.fullmatch(text) is not None
+    return _POLICY_STRING_SHAPE.fullmatch(text) is not None and not text.lower().endswith(".json")
 
 
 def _missing(path: str) -> bool:

@@ -264,7 +264,9 @@ def start_ray(config: SearchConfig, data_bytes: int = 0) -> LocalRay | None:
         except BaseException as exc:  # a failed start or a Ctrl-C during it: nothing of it stays
             local.stop()
             folder = _token_folder() if isinstance(exc, OSError) and exc.filename else None
-            if folder is not None and Path(os.fsdecode(exc.filename)).is_relative_to(folder):
+            failed = Path(os.fsdecode(exc.filename)) if folder is not None else None
+            # the token's folder, or a missing home above it that mkdir(parents=True) tried to make
+            if failed is not None and (failed.is_relative_to(folder) or folder.is_relative_to(failed)):
                 reason = exc.strerror or str(exc)
                 raise RunError(f"Ray could not write the auth token it keeps in {folder} ({reason}): set HOME to a "
                                "folder this user can write (in Docker: -e HOME=/tmp), or RAY_AUTH_TOKEN_PATH to an "

@@ -73,6 +73,15 @@ def fingerprint(data: ImageData) -> str:
 # ------------------------------------------------------------------------------------------- sources
 
 
+def _keyed_from_0(data: Mapping[Any, Any]) -> bool:
+    """Whether a mapping holds the keys 0..N-1 a dataset's items are read by (a mapping that refuses an
+    integer key holds none)."""
+    try:
+        return all(k in data for k in range(len(data)))
+    except (TypeError, ValueError):
+        return False
+
+
 def _read_items(data: Any) -> tuple[list[Tensor] | Tensor, list[int], list[str] | None, str]:
     """A map-style dataset of ``(image, label)`` items."""
     kind = type(data).__name__
@@ -86,11 +95,12 @@ def _read_items(data: Any) -> tuple[list[Tensor] | Tensor, list[int], list[str] 
                         "only dataset cannot be split into folds") from None
     if count == 0:
         raise DataError(f"data: {kind} is empty (0 items)")
-    if isinstance(data, Mapping) and 0 not in data:  # splits by name, e.g. {"train": ..., "test": ...}
+    if isinstance(data, Mapping) and not _keyed_from_0(data):  # e.g. splits: {"train": ..., "test": ...}
         keys = [short_repr(k) for k in list(data)[:4]]
         image = next((k for k in data if k in IMAGE_COLUMNS), None)
         label = next((k for k in data if k in LABEL_COLUMNS), None)
-        hint = (f"for columns give the pair (data[{image!r}], data[{label!r}])" if image and label else
+        hint = ("items must be keyed 0..N-1; pass list(data.values())" if all(isinstance(k, int) for k in data) else
+                f"for columns give the pair (data[{image!r}], data[{label!r}])" if image and label else
                 f"pass one of its values, e.g. data[{keys[0]}]")
         raise DataError(f"data is a {kind} with keys {', '.join(keys)}{', ...' if count > 4 else ''}, not a data set "
                         f"of items 0..{count - 1}; {hint}")
