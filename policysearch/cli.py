@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
 from policysearch import __version__
 from policysearch.augment.grids import CELL_TARGET  # a constant; the module imports Pillow and torch only when drawing
-from policysearch.wording import counted
+from policysearch.wording import counted, one_line as _one_line
 
 if TYPE_CHECKING:  # annotations only: help must not import torch
     from policysearch.augment.policy import Policy
@@ -115,7 +115,9 @@ def _run_validate(args: argparse.Namespace) -> int:
             print(_one_line(exc), file=sys.stderr)
             status = EXIT_INVALID
             continue
-        print(f"{file}: ok ({_subs(len(policy))}, ops: {_ops_list(policy)}; baseline: {policy.baseline.describe()})")
+        ranges = "" if policy.ranges == "standard" else f"; op ranges: {policy.ranges}"
+        print(f"{file}: ok ({_subs(len(policy))}, ops: {_ops_list(policy)}{ranges}; "
+              f"baseline: {policy.baseline.describe()})")
     return status
 
 
@@ -186,11 +188,15 @@ def _run_convert(args: argparse.Namespace) -> int:
 DEFAULT_SHOW_POLICY = "torchvision:cifar10"
 
 
-def _positive(text: str) -> int:
+def _whole_number(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    value = _whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
@@ -199,10 +205,7 @@ def _positive(text: str) -> int:
 def _seed(text: str) -> int:
     from policysearch.training.randomness import MAX_SEED
 
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    value = _whole_number(text)
     if not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_SEED}, got {value}")
     return value
@@ -234,7 +237,7 @@ def _add_show(parser: argparse.ArgumentParser) -> None:
 def _show_data(args: argparse.Namespace, policy: Policy) -> ImageData:
     """The images ``show`` draws: ``--dataset``, else those a searched policy's run read (from its data root),
     else digits; a searched data set that cannot be read here falls back to digits, with a line that says so."""
-    from policysearch.training.data import DataError, dataset_name, load_dataset
+    from policysearch.training.data import DATA_ROOT, DataError, dataset_name, load_dataset
 
     search = policy.metadata.get("search")
     searched_on = search.get("dataset") if isinstance(search, dict) and "run_id" in policy.metadata else None
@@ -243,9 +246,9 @@ def _show_data(args: argparse.Namespace, policy: Policy) -> ImageData:
               "(--dataset to choose, e.g. imagefolder:PATH)")
     if args.dataset is not None or not isinstance(searched_on, str) or searched_on.startswith("python:"):
         return load_dataset(dataset_name("digits" if args.dataset is None else args.dataset), split="train",
-                            data_root=args.data_root or "data", download=args.download)
+                            data_root=args.data_root or DATA_ROOT, download=args.download)
     stored = search.get("data_root")  # a hand-edited file may hold anything there
-    root = args.data_root or (stored if isinstance(stored, str) and stored else "data")
+    root = args.data_root or (stored if isinstance(stored, str) and stored else DATA_ROOT)
     try:
         return load_dataset(dataset_name(searched_on), split="train", data_root=root, download=args.download)
     except DataError as exc:
@@ -471,11 +474,6 @@ def _selected(argv: Sequence[str], commands: Sequence[Command]) -> str | None:
         if not arg.startswith("-"):
             return arg if arg in names else None
     return None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def _stdout_gone() -> bool:

@@ -9,8 +9,8 @@ import reprlib
 from collections.abc import Sequence
 from typing import Any, Callable
 
-__all__ = ["Mention", "WordedError", "a_kind", "counted", "few", "flag", "flag_mention", "keyword",
-           "keyword_mention", "short_repr"]
+__all__ = ["Mention", "WordedError", "a_kind", "counted", "few", "first_line", "flag", "flag_mention", "keyword",
+           "keyword_mention", "one_line", "short_repr"]
 
 # How a message names a setting (and its value): flag_mention or keyword_mention.
 Mention = Callable[..., str]
@@ -25,6 +25,18 @@ def counted(n: float, word: str, plural: str | None = None) -> str:
     """``1 view``, ``2 views``, ``0.5 CPUs``, ``3 sub-policies`` (with ``plural``)."""
     shown = n if isinstance(n, int) else f"{n:g}"  # 1234567 trials, 0.5 GPUs
     return f"{shown} {word}" if n == 1 else f"{shown} {plural or word + 's'}"
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's whole message on one line (its lines joined by spaces; its type's name if it has none)."""
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message, cut at a word within ``limit`` characters."""
+    line = (str(exc).strip().splitlines() or ["(no message)"])[0]
+    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def short_repr(value: Any) -> str:

@@ -150,6 +150,14 @@ def test_validate_ok(tmp_path, capsys):
     assert capsys.readouterr().out == f"{path}: ok (2 sub-policies, ops: Rotate, Invert; baseline: no crop, no flip)\n"
 
 
+def test_validate_names_wide_op_ranges(tmp_path, capsys):
+    path = tmp_path / "wide.json"
+    path.write_text(json.dumps({"format_version": 3, "op_ranges": "wide",
+                                "sub_policies": [[{"op": "Rotate", "prob": 1.0, "level": 0.5}]]}))
+    assert main(["validate", str(path)]) == 0
+    assert capsys.readouterr().out == f"{path}: ok (1 sub-policy, ops: Rotate; op ranges: wide; baseline: no crop, no flip)\n"
+
+
 def test_validate_bad_file(tmp_path, capsys):
     path = bad_policy(tmp_path)
     assert main(["validate", str(path)]) == 1

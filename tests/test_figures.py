@@ -20,7 +20,7 @@ from policysearch.augment.policy import Baseline, Operation, Policy
 from policysearch.search import SearchConfig, prepare
 from policysearch.search.export import export, write_trials_csv
 from policysearch.search.faults import Fault, Faults
-from policysearch.search.figures import BEGIN, END, op_usage, plot_recipes, recipe_data, recipe_order
+from policysearch.search.figures import BEGIN, END, op_usage, plot_recipes, recipe_data
 from policysearch.search.outcome import Candidate, Outcome
 from policysearch.search.rundir import Run, write_config
 from policysearch.search.selection import decide
@@ -284,13 +284,14 @@ def test_a_raced_selection_draws_the_stopped_recipes_below_the_others():
     one_fold = compare([5.0], [1.0], test_fraction=1 / 3, names=(decision.chosen, "randaugment n=1 m=5, crop 1"))
     selection = json.loads(json.dumps({**decision.to_dict(), "stopped": {"randaugment n=1 m=5, crop 1": 1.0},
                                        "comparisons": [*decision.to_dict()["comparisons"], one_fold.to_dict()]}))
-    names = ["baseline, crop 1", "randaugment n=1 m=5, crop 1", "trivialaugment, crop 1", "failed one"]
-    # its one fold's 1.0 is lower than every mean, but not comparable with them
-    assert recipe_order(names, selection) == ["trivialaugment, crop 1", "baseline, crop 1",
-                                              "randaugment n=1 m=5, crop 1", "failed one"]
     rows = [{"recipe": n, "fold": str(f), "status": "ok", "held_out_error": str(e)}
             for n, errs in [*errors.items(), ("randaugment n=1 m=5, crop 1", [1.0])] for f, e in enumerate(errs)]
     rows.append({"recipe": "failed one", "fold": "0", "status": "failed", "held_out_error": ""})
+    # recipe_data's parts: ranked by mean, stopped by folds then mean (its one fold's 1.0 is lower than every
+    # mean, but not comparable with them: drawn in a panel of its own), failed
+    data = recipe_data(rows, selection, confidence=0.8, test_fraction=1 / 3)
+    assert [r["recipe"] for part in ("ranked", "stopped", "failed") for r in data[part]] == [
+        "trivialaugment, crop 1", "baseline, crop 1", "randaugment n=1 m=5, crop 1", "failed one"]
     assert plot_recipes(rows, selection, 0.8, 1 / 3)[:4] == b"\x89PNG"  # null bounds of the one-fold comparison drawn
 
 

@@ -156,9 +156,9 @@ def test_the_search_package_and_its_command_do_not_import_ray():
 def test_every_config_field_is_an_option_and_only_given_options_count():
     defaults = given_values(_args([]))
     assert defaults == {}  # nothing given: nothing that --resume could see as a contradiction
-    assert command.config_from_args(_args([])) == SearchConfig()
-    config = command.config_from_args(_args(["--weight-decay", "0.01", "--strengths", "0.5", "--dashboard",
-                                             "--train-size", "300", "--retries", "1"]))
+    assert SearchConfig(**given_values(_args([]))) == SearchConfig()
+    config = SearchConfig(**given_values(_args(["--weight-decay", "0.01", "--strengths", "0.5", "--dashboard",
+                                                "--train-size", "300", "--retries", "1"])))
     assert config.weight_decay == 0.01 and config.strengths == (0.5,) and config.dashboard and config.train_size == 300
     assert config.retries == 1 and config.train_config().weight_decay == 0.01
     for field in dataclasses.fields(SearchConfig):  # every field has an option with help that parses
@@ -247,6 +247,16 @@ def test_a_resource_message_counts_in_the_singular_where_it_is_one():
     from policysearch.wording import counted
 
     assert counted(1234567, "trial") == "1234567 trials" and counted(1, "sub-policy", "sub-policies") == "1 sub-policy"
+
+
+def test_an_exceptions_message_in_one_line_or_its_first_line_cut_at_a_word():
+    from policysearch.wording import first_line, one_line
+
+    assert one_line(ValueError("bad value\n  in line 3\n")) == "bad value in line 3"
+    assert one_line(KeyboardInterrupt()) == "KeyboardInterrupt"
+    assert first_line(RuntimeError("first part of it\nsecond")) == "first part of it"
+    assert first_line(RuntimeError("first part of it"), limit=12) == "first part ..."
+    assert first_line(RuntimeError()) == "(no message)"
 
 
 def test_a_gpu_ray_gave_that_torch_cannot_see_stops_the_trial(monkeypatch):
@@ -738,7 +748,7 @@ def test_strengths_need_a_value_and_say_so():
     with pytest.raises(ValueError, match=r"--strengths must be one or more values in \(0, 1\], got \[\]"):
         SearchConfig(strengths=())
     with pytest.raises(SystemExit):
-        command.config_from_args(_args(["--strengths"]))
+        SearchConfig(**given_values(_args(["--strengths"])))
 
 
 def test_best_candidates_are_the_best_by_reward_over_all_splits(tmp_path):

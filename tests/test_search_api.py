@@ -27,7 +27,7 @@ from policysearch.augment.policy import Policy
 from policysearch.training.pretrained import architecture, callable_name
 from policysearch.search import command, rundir
 from policysearch.search.api import search as api_search
-from policysearch.search.config import SearchConfig
+from policysearch.search.config import SearchConfig, given_values
 from policysearch.search.children import train_child
 from policysearch.search.prepare import Inputs, prepare
 from policysearch.training.user_data import read_data
@@ -513,11 +513,11 @@ def test_timm_builds_without_pretrained_weights_and_takes_them_from_a_file(tmp_p
 
 def test_the_command_line_takes_timm_models():
     pytest.importorskip("timm", reason=TIMM_REASON)
-    assert command.config_from_args(_args(["--model", "timm:test_resnet"])).model == "timm:test_resnet"
+    assert SearchConfig(**given_values(_args(["--model", "timm:test_resnet"]))).model == "timm:test_resnet"
     with pytest.raises(ValueError, match="--model names no timm model: 'no_such_net'; for example timm:resnet18"):
-        command.config_from_args(_args(["--model", "timm:no_such_net"]))
+        SearchConfig(**given_values(_args(["--model", "timm:no_such_net"])))
     with pytest.raises(ValueError, match=r"'vit-tiny-patch16-224'; did you mean timm:vit_tiny_patch16_224\?"):
-        command.config_from_args(_args(["--model", "timm:vit-tiny-patch16-224"]))
+        SearchConfig(**given_values(_args(["--model", "timm:vit-tiny-patch16-224"])))
 
 
 def _wrong_output(num_classes, in_channels):
@@ -768,18 +768,22 @@ def test_a_search_leaves_the_callers_seeded_generators_as_they_were(tmp_path):
 def test_a_search_leaves_the_callers_environment_as_it_was(tmp_path, monkeypatch):
     """Regression: after a search, Ray's PYTHONBREAKPOINT (its own debugger, which swallowed the caller's next
     breakpoint()) and a dozen RAY_ variables stayed set in the caller's process."""
-    from policysearch.search import api
+    from policysearch.search import SearchConfig, kept_environment, run_search
 
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     monkeypatch.setenv("KEPT", "1")
+    data = _digits(60)  # importing scikit-learn sets two variables of its own, for good
     before = dict(os.environ)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "notes.txt").write_text("mine", encoding="utf-8")
     with pytest.raises(ValueError, match="not a policysearch run"):  # refused after the search set RAY_AUTH_MODE
-        api_search(_digits(60), model="small_cnn", out=tmp_path / "run")
+        api_search(data, model="small_cnn", out=tmp_path / "run")
+    assert dict(os.environ) == before
+    with pytest.raises(ValueError, match="not a policysearch run"):  # the library function the benchmark calls
+        run_search(SearchConfig(), tmp_path / "run", stream=io.StringIO())
     assert dict(os.environ) == before
     hook = sys.excepthook
-    with api._kept_environment():  # as ray.init sets them
+    with kept_environment():  # as ray.init sets them
         os.environ["PYTHONBREAKPOINT"] = "ray.util.rpdb._driver_set_trace"
         os.environ["KEPT"] = "changed"
         sys.excepthook = lambda *exc: None

@@ -391,7 +391,11 @@ def test_a_callers_wording_that_fails_still_ends_the_process(monkeypatch):
         raise TypeError("argument of type 'NoneType' is not iterable")
 
     interrupts.CtrlC(lambda by: f"search interrupted (by {by})", broken).stop_now("SIGTERM")
-    assert said == [b"policysearch: search interrupted (by SIGTERM)\n"] and ended == [interrupts.EXIT_INTERRUPTED]
+    assert said == [b"policysearch: search interrupted (by SIGTERM) (the caller's wording of this line failed: TypeError: "
+                    b"argument of type 'NoneType' is not iterable)\n"]
+    assert ended == [interrupts.EXIT_INTERRUPTED]
+    interrupts.CtrlC(lambda by: "search interrupted; continue with: policysearch search --resume r", broken).stop_now("x")
+    assert said[-1].endswith(b"iterable); continue with: policysearch search --resume r\n")  # the command intact
 
 
 def test_a_stop_at_once_is_one_line_in_a_log_and_starts_below_the_progress_on_a_terminal(monkeypatch):

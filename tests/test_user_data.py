@@ -332,7 +332,8 @@ BAD_DATA = {
     "an item that cannot be read": (lambda: Broken(_pil_items(*_digits(20))),
                                     r"^data item 3: reading it raised ZeroDivisionError: division by zero"),
     "labels not 0..C-1": (lambda: _relabelled({3: 12}),
-                          r"class 3 has no images; labels must be 0\.\.C-1 with every class present"),
+                          r"class 3 has no images; labels must be 0\.\.C-1 with every class present \(0\.\.12, "
+                          r"up to the largest label, 12 at data item 3\)"),
     "a class with one image": (lambda: _one_image_class(), r"class 10 has only one image; every class needs at least"),
     "mixed image modes": (_mixed_modes, r"^data item 7 is colour \(PIL mode RGB\), but data item 0 is grey "
                                         r"\(PIL mode L\): the images of one data set must be all grey or all colour"),

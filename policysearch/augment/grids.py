@@ -7,12 +7,31 @@ functions so that the command line's ``--help`` stays fast.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 from policysearch.wording import counted
 
-__all__ = ["CELL_TARGET", "GAP", "MARGIN", "augmented_views", "from_pil", "grid_scale", "render_grid", "sample_grid",
-           "to_pil"]
+if TYPE_CHECKING:  # imported by the functions that draw, so that --help stays fast
+    import torch
+    from PIL import Image, ImageFont
+
+    from policysearch.augment.policy import Policy
+
+__all__ = ["CELL_TARGET", "GAP", "LabelledImages", "MARGIN", "augmented_views", "from_pil", "grid_scale", "render_grid",
+           "sample_grid", "to_pil"]
+
+
+class LabelledImages(Protocol):
+    """What a grid is drawn from (``training.data.ImageData`` is one): uint8 images [N, C, H, W], their labels,
+    the class names the labels index and the data set's name."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: Sequence[str]
+    name: str
+
+    def __len__(self) -> int: ...
+
 
 CELL_TARGET = 64  # pixels; the default scale brings images near this size
 GAP = 4
@@ -22,7 +41,7 @@ TEXT = (30, 30, 30)
 MUTED = (110, 110, 110)
 
 
-def _font(size: int):
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     from PIL import ImageFont
 
     try:
@@ -31,8 +50,8 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def render_grid(rows, column_labels: Sequence[str], row_labels: Sequence[str], title: Sequence[str],
-                scale: int):
+def render_grid(rows: Sequence[Sequence[Image.Image]], column_labels: Sequence[str], row_labels: Sequence[str],
+                title: Sequence[str], scale: int) -> tuple[Image.Image, list[list[tuple[int, int, int, int]]]]:
     """Draw ``rows`` (lists of same-sized PIL images) as a labelled grid; returns (image, cell boxes).
 
     ``boxes[r][c]`` is the (left, top, right, bottom) pixel box of cell (r, c): its content is the image
@@ -89,7 +108,8 @@ def render_grid(rows, column_labels: Sequence[str], row_labels: Sequence[str], t
     return canvas, boxes
 
 
-def augmented_views(policy, images, views: int, seed: int, backend: str):
+def augmented_views(policy: Policy, images: torch.Tensor, views: int, seed: int,
+                    backend: str) -> list[list[torch.Tensor]]:
     """``views`` augmented versions of every image of ``images`` (uint8 [S, C, H, W]) -> [S][views] tensors."""
     import torch
 
@@ -107,7 +127,7 @@ def augmented_views(policy, images, views: int, seed: int, backend: str):
     return [[from_pil(transform(img)) for _ in range(views)] for img in pil]
 
 
-def to_pil(image):
+def to_pil(image: torch.Tensor) -> Image.Image:
     """A uint8 [C, H, W] tensor (1 or 3 channels) as a PIL image."""
     from PIL import Image
 
@@ -115,7 +135,7 @@ def to_pil(image):
     return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array, "L" if array.shape[2] == 1 else "RGB")
 
 
-def from_pil(img):
+def from_pil(img: Image.Image) -> torch.Tensor:
     """A PIL image as a uint8 [C, H, W] tensor."""
     import numpy as np
     import torch
@@ -130,8 +150,8 @@ def grid_scale(height: int, width: int, scale: int | None = None) -> int:
     return scale or max(1, round(CELL_TARGET / max(height, width)))
 
 
-def sample_grid(policy, data, *, about: str, samples: int = 8, views: int = 6, seed: int = 0,
-                backend: str = "batch", scale: int | None = None):
+def sample_grid(policy: Policy, data: LabelledImages, *, about: str, samples: int = 8, views: int = 6, seed: int = 0,
+                backend: str = "batch", scale: int | None = None) -> tuple[Image.Image, int, int]:
     """The grid of ``samples`` seeded picks of ``data`` (an ``ImageData``) and ``views`` augmented views of
     each through ``policy``; returns (PIL image, samples drawn, scale). ``about`` names the policy in the title.
     """

@@ -23,8 +23,8 @@ def blend(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor, exact
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """Float levels in [0, 255] as uint8, truncated toward zero.
 
-    On the CPU this goes through int16: converting float to uint8 directly is a scalar loop there, about
-    5x slower than the two vectorised conversions (float to int16 truncates the same way).
+    On the CPU this goes through int16: converting float to uint8 directly is a scalar loop there, slower
+    than the two vectorised conversions (float to int16 truncates the same way).
     """
     if x.device.type == "cpu" and x.is_floating_point():
         return x.to(torch.int16).to(torch.uint8)

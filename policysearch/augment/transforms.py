@@ -123,8 +123,8 @@ def _baseline_in_place(x: torch.Tensor, pad: int, crop: torch.Tensor | None, fli
     """``apply_baseline`` on the CPU, in place on a contiguous batch of our own, a piece of samples at a time.
 
     A crop is a whole-pixel translation filled with zeros (``warp.warp_shift``: window copies, no gather)
-    and a flip reverses the marked samples only: on a batch of 224x224 images this is about 50x faster
-    than gathering every pixel and choosing between the flipped and the kept batch.
+    and a flip reverses the marked samples only: much faster than gathering every pixel and choosing
+    between the flipped and the kept batch.
     """
     b, c = x.shape[:2]
     shifts = (crop - pad).numpy() if crop is not None and pad > 0 else None  # [B, 2]: (y, x) source offsets
@@ -211,8 +211,7 @@ def run_step(part: torch.Tensor, step: PlanStep, ctx: TensorContext) -> torch.Te
 
 # A fused stage holds at most this many pixel values (samples x C x H x W). Below it a step's cost is
 # mostly its fixed per-op overhead, which fusing saves; above it, memory traffic dominates and fusing
-# would only add large temporaries. Timed in paired runs: at 32x32 limits of 2**17 to 2**20 came within
-# 3% of each other and 2**16 or none was slower; at 224x224 fusing many samples was slower.
+# would only add large temporaries (the limit was timed: docs/findings.md).
 FUSE_LIMIT = 1 << 18
 
 # On the CPU a step of more values than this per thread runs in pieces of at most that many (at least
@@ -221,7 +220,7 @@ FUSE_LIMIT = 1 << 18
 CHUNK_LIMIT = 1 << 19
 
 # On the CPU, plans for images of at most this many pixels carry each geometric step's source pixels
-# (``warp_index``, looked up per distinct op and argument), so that its warp is one gather: 2-3x faster than
+# (``warp_index``, looked up per distinct op and argument), so that its warp is one gather: faster than
 # preparing the warp from the matrices, where that preparation is most of the work. Larger images
 # compute them in the warp, which keeps the plan small (its size does not grow with the image).
 SOURCE_PIXELS = 64 * 64
@@ -384,9 +383,9 @@ def copy_rows(x: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch
     """``x[index] = rows`` along dimension 0, in place.
 
     On CPU, index_copy_ moves uint8 data one byte at a time; moving the same bytes as int32 words is
-    about 10x faster, so contiguous uint8 samples whose size is a multiple of 4 bytes are copied that way.
-    Samples of ``ROW_COPY_BYTES`` and more are copied one by one, each a plain memory copy: still about 3x
-    faster than the words (on the CPU such samples come in pieces of a few, ``CHUNK_LIMIT``).
+    much faster, so contiguous uint8 samples whose size is a multiple of 4 bytes are copied that way.
+    Samples of ``ROW_COPY_BYTES`` and more are copied one by one, each a plain memory copy, faster still
+    (on the CPU such samples come in pieces of a few, ``CHUNK_LIMIT``).
     """
     rows = rows.contiguous()
     if x.device.type == "cpu" and x[0].nbytes >= ROW_COPY_BYTES and len(index) <= ROW_COPY_MOST:

@@ -19,12 +19,13 @@ This package is also the function :func:`~policysearch.search.api.search` (the m
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 import types
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from policysearch.search.api import search
+from policysearch.search.api import kept_environment, search
 from policysearch.search.config import SearchConfig
 from policysearch.search.outcome import SearchResult
 from policysearch.search.prepare import Inputs, Prepared, prepare
@@ -41,25 +42,25 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
     joining a cluster, before any trial); too many failed trials raise ``checks.SearchFailed``; Ctrl-C
     raises ``interrupts.SearchInterrupted`` (what is kept, how to continue); ``stop_text`` words the line of
     a stop at once (a second Ctrl-C, SIGTERM), which ends the process, as a caller's. A resume of a finished
-    run runs nothing and changes nothing (``already_complete`` on the result).
+    run runs nothing and changes nothing (``already_complete`` on the result). The caller's environment
+    variables and ``sys.excepthook`` are as they were afterwards (:func:`kept_environment`).
     """
-    import os
+    with kept_environment():
+        if not config.address:
+            # A new local Ray uses token authentication by default and says so in a warning on every start;
+            # asking for it explicitly (before Ray is imported, which reads it then, and before its processes
+            # start) keeps the same security quietly.
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
+        from policysearch.search.tuning import run_search as run_on_ray
 
-    if not config.address:
-        # A new local Ray uses token authentication by default and says so in a warning on every start;
-        # asking for it explicitly (before Ray is imported, which reads it then, and before its processes
-        # start) keeps the same security quietly.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
-    from policysearch.search.tuning import run_search as run_on_ray
-
-    return run_on_ray(config, run_dir, resume=resume, stream=stream, inputs=inputs, stop_text=stop_text)
+        return run_on_ray(config, run_dir, resume=resume, stream=stream, inputs=inputs, stop_text=stop_text)
 
 
 class _CallableModule(types.ModuleType):
     """The type of this package's module object: calling it calls :func:`~policysearch.search.api.search`.
 
     ``policysearch.search`` is this subpackage as soon as any of it is imported (the import system sets the
-    attribute), so the function the issue names ``policysearch.search(...)`` is the module itself, called.
+    attribute), so the function ``policysearch.search(...)`` is the module itself, called.
     """
 
     def __call__(self, *args: Any, **kwargs: Any) -> SearchResult:

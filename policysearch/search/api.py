@@ -85,12 +85,12 @@ def search(data: Any = None, model: str | Callable[[int, int], nn.Module] | None
     if out is not None and not os.fspath(out).strip():
         raise RunError("out= is empty; give a run directory (or leave out= out for runs/search-TIMESTAMP-XXXX)")
     run_dir = Path(out) if out is not None else default_run_dir()
-    with kept_global_rng(), _kept_environment():  # the caller's generators and environment, as they were
+    with kept_global_rng(), kept_environment():  # the caller's generators and environment, as they were
         return _search(data, model, run_dir, resume, image_column, label_column, stream, settings)
 
 
 @contextlib.contextmanager
-def _kept_environment() -> Iterator[None]:
+def kept_environment() -> Iterator[None]:
     """This process's environment variables and ``sys.excepthook`` put back after the body: Ray sets a dozen
     variables (PYTHONBREAKPOINT to its own debugger among them, which would catch the caller's next
     ``breakpoint()``) and a hook that reports the caller's later errors to the Ray it had stopped."""

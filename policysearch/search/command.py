@@ -8,12 +8,12 @@ import sys
 
 from policysearch.search.api import search
 from policysearch.search.checks import SearchFailed
-from policysearch.search.config import SearchConfig, SettingsError, add_config_arguments, given_values
+from policysearch.search.config import SettingsError, add_config_arguments, given_values
 from policysearch.search.interrupts import EXIT_INTERRUPTED, SearchInterrupted, stop_line
 from policysearch.search.rundir import RunError
 from policysearch.wording import WordedError, flag_mention
 
-__all__ = ["add_arguments", "config_from_args", "run"]
+__all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,12 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--out", default=None, help="run directory (default: runs/search-TIMESTAMP-XXXX)")
     group.add_argument("--resume", metavar="RUN_DIR", default=None,
                        help="continue the interrupted search in RUN_DIR with its stored settings; options given "
-                            "with it must agree with them (--address and --dashboard may change)")
-
-
-def config_from_args(args: argparse.Namespace) -> SearchConfig:
-    """The config of a new search: the defaults, overridden by the options given."""
-    return SearchConfig(**given_values(args))
+                            "with it must agree with them (--address and --dashboard may change); resume only "
+                            "folders you trust: Tune's state in them is a Python pickle")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,11 +18,13 @@ from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
 
-from policysearch.training.data import CLASSES_MARK, MAX_IMAGE_SIZE
+from policysearch.training.data import CLASSES_MARK, DATA_ROOT, MAX_IMAGE_SIZE
 from policysearch.training.randomness import MAX_SEED
 from policysearch.training.models import MODEL_NAMES
 from policysearch.training.pretrained import model_problem
 from policysearch.training.train import MIN_STEPS, MIN_STEPS_PER_EPOCH, TrainConfig
+from policysearch.search.folds import HELD_OUT_TARGET, MAX_ADDED_REPEATS, MAX_AUTO_REPEATS
+from policysearch.search.selection import CONFIDENCE
 from policysearch.search.spaces import is_space_path
 from policysearch.wording import flag, short_repr
 
@@ -64,7 +66,7 @@ class SearchConfig:
 
     dataset: str = _option("digits", "digits (embedded), cifar10, cifar100, svhn, imagefolder:PATH or a folder of "
                            "class subfolders", "data")
-    data_root: str = _option("data", "where downloadable data sets live", "data")
+    data_root: str = _option(DATA_ROOT, "where downloadable data sets live", "data")
     download: bool = _option(False, "download cifar/svhn into --data-root when online", "data")
     train_size: int | None = _option(None, "a stratified reduced training set of this many images (e.g. 4000)",
                                      "data", type=int, shown="the whole training split")
@@ -94,15 +96,17 @@ class SearchConfig:
         "accuracy above chance", "selection")
     selection_folds: int = _option(3, "folds of the cross-fit that trains every candidate recipe", "selection")
     selection_repeats: int = _option(0, "repeats of the cross-fit (other folds, other seeds); 0: chosen from the "
-                                     "data size, up to 3 so that about 500 held-out predictions back each "
-                                     "comparison (3 below 250 images, 2 below 500, 1 from 500)", "selection")
+                                     f"data size, {HELD_OUT_TARGET} / images rounded up and at most "
+                                     f"{MAX_AUTO_REPEATS}, so that about {HELD_OUT_TARGET} held-out predictions back "
+                                     "each comparison", "selection")
     selection_extra: float = _option(1.0, "while the decision is unclear, repeats of the cross-fit are added for the "
-                                     "recipes that could still clear the noise, up to 3 and while their trainings "
-                                     "stay within this multiple of the first pass's; 0: none", "selection")
+                                     f"recipes that could still clear the noise, up to {MAX_ADDED_REPEATS} and while "
+                                     "their trainings stay within this multiple of the first pass's; 0: none",
+                                     "selection")
     selection_keep: float = _option(0.5, "share of the candidate recipes that train on the other folds after the "
                                     "first: those with the lowest held-out error on it, those within its noise, and "
                                     "the reference always; 1 trains every candidate on every fold", "selection")
-    confidence: float = _option(0.8, "a recipe replaces the reference (torchvision's RandAugment(), no crop) only "
+    confidence: float = _option(CONFIDENCE, "a recipe replaces the reference (torchvision's RandAugment(), no crop) only "
                                 "when its one-sided bound on the error difference at this level is below 0",
                                 "selection")
     final_epochs: int | None = _option(None, "epochs of the training the recipe is for; the selection trains "

@@ -81,9 +81,6 @@ class DomainFit:
     def excluded(self) -> list[OpFit]:
         return [fit for fit in self.ops.values() if fit.excluded]
 
-    def limited(self) -> list[OpFit]:
-        return [fit for fit in self.ops.values() if 0.0 < fit.max_level < 1.0]
-
     def without_excluded(self, policy: Policy) -> Policy:
         """``policy`` with every excluded op replaced by Identity (same probabilities; levels untouched)."""
         subs = [[step if self.allowed(step.op) else Operation("Identity", step.prob, 0.0) for step in sub]

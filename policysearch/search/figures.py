@@ -39,7 +39,7 @@ from policysearch.wording import counted
 
 __all__ = ["BEGIN", "END", "FILES", "Figure", "RunFilesError", "add_arguments", "draw_figures", "figures_section",
            "one_op_per_image", "op_usage", "plot_ops", "plot_recipes", "plot_trials", "read_config", "read_policy",
-           "recipe_data", "recipe_order", "replace_figures_section", "run", "training_images"]
+           "recipe_data", "replace_figures_section", "run", "training_images"]
 
 BEGIN = "<!-- figures: drawn from this run's files; `policysearch report RUN_DIR` draws them again -->"
 END = "<!-- /figures -->"
@@ -309,17 +309,6 @@ def _marks(chosen: bool, reference: bool) -> str:
     """`` (chosen)``, `` (reference)`` or both in one bracket, after a recipe's name."""
     marks = [word for word, on in (("chosen", chosen), ("the reference", reference)) if on]
     return f" ({'; '.join(marks)})" if marks else ""
-
-
-def recipe_order(names: Sequence[str], selection: dict[str, Any]) -> list[str]:
-    """The rows of ``recipes.png``: the lowest mean error first, then the recipes stopped before the last fold,
-    those with more folds first (their means are not comparable with a mean over all, and they are drawn
-    apart), the failed ones last."""
-    stopped = dict(selection.get("stopped") or {})
-    means = {n: selection.get("mean_error", {}).get(n, stopped.get(n)) for n in names}
-    folds = {n: len(selection.get("fold_errors", {}).get(n) or [0]) for n in names}
-    return sorted(names, key=lambda n: (means[n] is None, n in stopped, -folds[n] if n in stopped else 0,
-                                        means[n] if means[n] is not None else 0.0))
 
 
 def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], confidence: float,

@@ -31,6 +31,7 @@ from policysearch.search.prepare import Inputs, Prepared, given_in_python, prepa
 from policysearch.search.rundir import Run, check_same_inputs, held_run, write_config
 from policysearch.search.runner import (Streams, TrialContext, TrialResult, Trials, optuna_sampler, stream_seed)
 from policysearch.training.user_data import fingerprint
+from policysearch.wording import first_line
 
 __all__ = ["InProcessRunner", "NODE", "run_search"]
 
@@ -117,7 +118,7 @@ class InProcessRunner:
                 context = TrialContext(folder, report, self.faults.at(node=NODE), _spent(folder))
                 metrics = trials.function(self.prepared, dict(config), context)
             except Exception as exc:  # a failed attempt: retried, then recorded as the trial's error
-                error = (f"{type(exc).__name__}: {exc}".splitlines() or ["error"])[0][:500]
+                error = f"{type(exc).__name__}: {first_line(exc, 500)}"
                 write_text_atomic(folder / "error.txt", traceback.format_exc())  # as Tune keeps a trial's
                 continue
             finally:

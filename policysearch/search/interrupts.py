@@ -26,6 +26,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Callable, Iterator
 
+from policysearch.wording import first_line
+
 __all__ = ["EXIT_INTERRUPTED", "CtrlC", "SearchInterrupted", "reapply_handlers", "resume_command", "stop_line"]
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
@@ -165,8 +167,10 @@ class CtrlC:
         line = self.message(by)
         try:
             line = self.stop_text(line) if self.stop_text else line
-        except Exception:  # the caller's wording (it may read a file) must never keep the process from ending
-            pass
+        except Exception as exc:  # the caller's wording (it may read a file) must never keep the process from ending
+            failed = f" (the caller's wording of this line failed: {type(exc).__name__}: {first_line(exc, 100)})"
+            head, sep, tail = line.partition("; continue with:")  # not inside the command to copy
+            line = f"{head}{failed}{sep}{tail}"
         _say(f"{stop_line(line)}\n".encode())
         os._exit(EXIT_INTERRUPTED)
 

@@ -27,8 +27,8 @@ __all__ = ["Comparison", "Decision", "TIE_RULE", "bound_correction", "compare", 
 
 CONFIDENCE = 0.8
 TIE_RULE = "every recipe tied with the last one kept at the cut goes on too"
-# Mean held-out errors (pp) closer than this are a tie: float32 accuracies (runs before exact counts) err by
-# about 2e-6 pp, while two real means differ by at least 100 / (held-out predictions), far above it.
+# Mean held-out errors (pp) closer than this are a tie: float32 accuracies (in a run's older files) err by less than
+# it, while two real means differ by at least 100 / (held-out predictions), far above it.
 TIE_TOLERANCE = 1e-5
 RACE_Z = 2.0  # a candidate is raced out only when its first-fold deficit exceeds this many standard errors
 

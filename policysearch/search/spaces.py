@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from policysearch.wording import WordedError, short_repr
+from policysearch.wording import WordedError, one_line, short_repr
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import numpy as np
@@ -369,7 +369,7 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None)
     if mark is None or not problem:
-        return f"invalid YAML: {_one_line(exc)[:300]}"
+        return f"invalid YAML: {one_line(exc)[:300]}"
     context = getattr(exc, "context", None)
     context_mark = getattr(exc, "context_mark", None)
     began = (f" ({context} that began on line {context_mark.line + 1})"
@@ -377,7 +377,7 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
     line_start = text.rfind("\n", 0, max(mark.index, 0)) + 1
     indenting = 0 <= mark.index < len(text) and text[mark.index] == "\t" and not text[line_start:mark.index].strip()
     tab = " (a tab: YAML indents with spaces)" if indenting else ""
-    return f"line {mark.line + 1}, column {mark.column + 1}: invalid YAML: {_one_line(Exception(problem))[:200]}{tab}{began}"
+    return f"line {mark.line + 1}, column {mark.column + 1}: invalid YAML: {one_line(Exception(problem))[:200]}{tab}{began}"
 
 
 def space_from_dict(
@@ -603,10 +603,6 @@ def _list_keys(keys: Sequence[str], limit: int = 5) -> str:
 
 def _type(value: object) -> str:
     return "nothing" if value is None else f"{type(value).__name__} {short_repr(value)}"
-
-
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())
 
 
 def _shipped_folder():

@@ -38,7 +38,7 @@ from ray import tune
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from policysearch.progress import Progress
-from policysearch.training.pretrained import ModelError, first_line, model_ref
+from policysearch.training.pretrained import ModelError, model_ref
 from policysearch.training.user_data import fingerprint
 from policysearch.search.checks import ResourceError, check_resources, local_cpus, local_gpus
 from policysearch.search.children import CHILD_FILE, CHILD_MODEL_FILE
@@ -54,6 +54,7 @@ from policysearch.search.rundir import Run, RunError, check_same_inputs, held_ru
 from policysearch.search.runner import Streams, TrialContext, TrialFunction, TrialResult, Trials
 from policysearch.search.searcher import SplitSearcher
 from policysearch.search.spaces import SearchSpace
+from policysearch.wording import first_line
 
 __all__ = ["LocalRay", "Progress", "RayRunner", "checkpoint_kept", "object_store_bytes", "ray_init_kwargs",
            "run_experiment", "run_search", "start_ray", "verify_shared_storage"]
@@ -351,7 +352,7 @@ def pickled_builder(prepared: Prepared) -> bytes | None:
     try:
         return ray.cloudpickle.dumps(prepared.builder)
     except Exception as exc:  # whatever the user's object raises when pickled
-        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        reason = first_line(exc, 200)
         raise ModelError(f"{model_ref(prepared.config.model)} cannot be sent to Ray's workers: cloudpickle cannot "
                          f"pickle it ({type(exc).__name__}: {reason}); build everything inside the function, or "
                          "leave out what it refers to that cannot be pickled (locks, open files, ...)") from None
@@ -362,7 +363,7 @@ def _load_error(payload: bytes) -> str:
     try:
         ray.cloudpickle.loads(payload)
     except Exception as exc:  # what a trial on this node would meet, as one line
-        return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+        return f"{type(exc).__name__}: {first_line(exc, 200)}"
     return ""
 
 
@@ -487,7 +488,7 @@ def _trial_dirname(trial) -> str:
     return trial.trial_id
 
 
-def trial_id(result) -> str:
+def trial_id(result: tune.Result) -> str:
     """The Tune trial id of a result (its folder name, also for a trial that never reported)."""
     return Path(result.path).name
 

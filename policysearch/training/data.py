@@ -164,10 +164,13 @@ def resize_images(images: Tensor, size: int) -> Tensor:
     return torch.cat(out)
 
 
+DATA_ROOT = "data"  # where downloadable data sets live unless a command or a caller says otherwise
+
+
 def load_dataset(
     name: str,
     split: str = "train",
-    data_root: str | Path = "data",
+    data_root: str | Path = DATA_ROOT,
     download: bool = False,
     image_size: int | None = None,
 ) -> ImageData:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from policysearch.augment.policy import installed_version
 from policysearch.training.data import ImageData, resize_images
 from policysearch.training.models import MODEL_NAMES, build_model
-from policysearch.wording import Mention, WordedError, a_kind, few, flag_mention
+from policysearch.wording import Mention, WordedError, a_kind, few, first_line, flag_mention
 
 __all__ = ["ARCHITECTURE_FORMULA", "CALLABLE_PREFIX", "STATE_DIGEST_FORMULA", "architecture", "library_versions",
            "same_formula",
@@ -430,12 +430,6 @@ def _grey_input(model: nn.Module) -> None:
         if conv.bias is not None:
             summed.bias.copy_(conv.bias)
     _replace_module(model, name, summed)
-
-
-def first_line(exc: BaseException, limit: int = 300) -> str:
-    """The first line of an exception's message, cut at a word within ``limit`` characters."""
-    line = (str(exc).strip().splitlines() or ["(no message)"])[0]
-    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 # The formulas of the fingerprints below, as the first part of each: a resume compares only fingerprints of

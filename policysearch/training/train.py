@@ -2,8 +2,8 @@
 
 Per batch: policy `augment` (uint8 -> uint8) -> baseline pad-crop/flip -> Cutout (uint8) -> normalise ->
 forward/backward. Data sits on the device once as uint8. Models and batches use the channels_last layout
-(same values; on this CPU about 1.3x faster training and 1.7x faster inference of the small CNN). Ray is not imported here; a caller reports
-progress through `on_epoch`.
+(the same values, faster on the CPU; docs/findings.md). Ray is not imported here; a caller reports progress
+through `on_epoch`.
 """
 
 from __future__ import annotations

@@ -482,7 +482,7 @@ def _check_labels(labels: list[int], classes: list[str] | None) -> Tensor:
     for c, n in enumerate(per_class):
         if n == 0:
             whole = (f"the {count} class names" if classes else
-                     f"0..{count - 1}, up to the largest label")
+                     f"0..{count - 1}, up to the largest label, {count - 1} at data item {int(np.argmax(array))}")
             raise DataError(f"{named(c)} has no images; labels must be 0..C-1 with every class present ({whole}) - "
                             "relabel the classes as 0..C-1, or add images of it")
         if n == 1:
