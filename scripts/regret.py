@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import shlex
 import sys
 from collections import defaultdict
@@ -159,11 +160,8 @@ def render(table: dict[str, Any], command: str, sources: dict[str, dict[str, Any
     recipes = [sources[p].get("searched_recipe") or "-" for p in presets]
     lines += ["| lowest mean test error % | | | " + " | ".join(best) + " |",
               "| seeds | | | " + " | ".join(seeds) + " |",
-              "| the searched recipe | | | " + " | ".join(recipes) + " |", "",
-              "The searched recipe can be one a fixed method also runs: `randaugment (torchvision), crop 0` is "
-              "torchvision's `RandAugment()` alone, in the policy format and tested equal to torchvision's output. "
-              "The two rows then differ only by the trainings' random draws, the seeds' noise the intervals below "
-              "show.", ""]
+              "| the searched recipe | | | " + " | ".join(recipes) + " |", ""]
+    lines += _same_as_fixed(sources, presets)
     lines += _interval_table(table, presets)
     lines += ["Sources:", ""]
     for p in presets:
@@ -173,6 +171,20 @@ def render(table: dict[str, Any], command: str, sources: dict[str, dict[str, Any
         lines.append(f"- `{p}`: `{src['path']}` (command: `{src['command']}`){renamed}")
     lines.append("")
     return "\n".join(lines)
+
+
+def _same_as_fixed(sources: dict[str, Any], presets: list[str]) -> list[str]:
+    """A paragraph for the presets whose searched recipe is what a fixed method runs: a torchvision recipe alone
+    (``randaugment (torchvision), crop 0`` is ``tv-randaugment-alone``); none when no preset's is."""
+    same: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for p in presets:
+        recipe = sources[p].get("searched_recipe") or ""
+        found = re.fullmatch(r"(\w+) \(torchvision\), crop 0", recipe)
+        if found and f"tv-{found[1]}-alone" in ALL_METHODS:
+            same[(recipe, f"tv-{found[1]}-alone")].append(f"`{p}`")
+    return [f"On {', '.join(where)} the searched recipe `{recipe}` is what `{method}` runs, in the policy format "
+            "and tested equal to torchvision's output: the two rows differ only by the trainings' random draws, the "
+            "seeds' noise the intervals below show.\n" for (recipe, method), where in same.items()]
 
 
 def _interval_table(table: dict[str, Any], presets: list[str]) -> list[str]:
@@ -196,7 +208,7 @@ def _interval_table(table: dict[str, Any], presets: list[str]) -> list[str]:
                     table["presets"][p]["best_method"]]["n"] else f" ({paired['n']} seeds paired)"
                 cells.append(f"{paired['mean']:.2f} [{paired['low']:.2f}, {paired['high']:.2f}]{seeds}")
             else:
-                cells.append(f"{row['regret']:.2f} (under 2 seeds paired)")
+                cells.append(f"{row['regret']:.2f} (fewer than 2 seeds paired: no interval)")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return lines + [""]
 

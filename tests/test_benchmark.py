@@ -209,22 +209,26 @@ def test_a_rerun_keeps_the_runs_made_the_same_way_and_trains_the_rest(tmp_path, 
     assert command.run(_args(*common, "--epochs", "1", "--seeds", "0", "1")) == 0
     assert trained == [1, 1] and json.loads((out / "results.json").read_text())["runs"] == runs
     assert len((out / "runs.csv").read_text().splitlines()) == 2 + 4
+    # regression (a trial): a budget the step floor trains alike (1 and 2 epochs both train 40 epochs of 30
+    # images) set every run aside and trained it again, to the same errors; the search's own settings likewise
+    assert command.run(_args(*common, "--epochs", "2", "--search-epochs", "3", "--seeds", "0", "1")) == 0
+    assert trained == [1, 1] and json.loads((out / "results.json").read_text())["runs"] == runs
     # another budget is another benchmark: every run trains again, and the earlier files are set aside, not lost
     trained.clear()
     earlier = (out / "results.json").read_text()
     capsys.readouterr()
-    assert command.run(_args(*common, "--epochs", "2", "--seeds", "0", "1")) == 0
+    assert command.run(_args(*common, "--epochs", "41", "--seeds", "0", "1")) == 0
     said = capsys.readouterr().out
     assert trained == [0, 0, 1, 1]
     (archive,) = (out / "earlier").iterdir()
     assert (archive / "results.json").read_text() == earlier and (archive / "results.md").exists()
-    assert f"benchmark: set aside 4 of the 4 runs of the earlier benchmark in {out} (other settings: epochs: was 1, " \
-           f"now 2); its files are now in {archive}\n" in said
+    assert f"benchmark: set aside 4 of the 4 runs of the earlier benchmark in {out} (other settings: epochs as trained: " \
+           f"was 40, now 41); its files are now in {archive}\n" in said
     # another policy in the same file: only the searched method trains again, the other methods are kept
     trained.clear()
     before = json.loads((out / "results.json").read_text())["runs"]
     trivialaugment_policy().save(policy_file)
-    assert command.run(_args(*common, "--epochs", "2", "--seeds", "0", "1")) == 0
+    assert command.run(_args(*common, "--epochs", "41", "--seeds", "0", "1")) == 0
     assert trained == [0, 1]
     after = json.loads((out / "results.json").read_text())["runs"]
     assert [r for r in after if r["method"] == "baseline"] == [r for r in before if r["method"] == "baseline"]
@@ -234,7 +238,7 @@ def test_a_rerun_keeps_the_runs_made_the_same_way_and_trains_the_rest(tmp_path, 
     archives = len(list((out / "earlier").iterdir()))  # the new budget's set-aside files, and the new policy's
     before = json.loads((out / "results.json").read_text())["command"]
     monkeypatch.setattr(command, "command_line", lambda: "policysearch benchmark --methods baseline --seeds 1")
-    assert command.run(_args(*common[:5], "baseline", *common[9:], "--epochs", "2", "--seeds", "1")) == 0
+    assert command.run(_args(*common[:5], "baseline", *common[9:], "--epochs", "41", "--seeds", "1")) == 0
     assert trained == []
     document = json.loads((out / "results.json").read_text())
     kept = document["runs"]
@@ -246,7 +250,7 @@ def test_a_rerun_keeps_the_runs_made_the_same_way_and_trains_the_rest(tmp_path, 
     assert len(list((out / "earlier").iterdir())) == archives  # nothing more was set aside
     # the command alone cannot make the seed-0 row again: the report names the command that did
     assert document["earlier_commands"] == [before]
-    assert f"Runs kept from earlier commands (the same settings): `{document['earlier_commands'][0]}`" in (
+    assert f"Runs kept from earlier commands (trained the same way): `{document['earlier_commands'][0]}`" in (
         out / "results.md").read_text()
 
 
@@ -423,11 +427,12 @@ def test_a_rerun_with_other_settings_leaves_no_report_of_the_runs_it_set_aside(t
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner, "train_model", stopped)
-    assert cli.main([*argv, "--epochs", "2"]) == 130
+    assert cli.main([*argv, "--epochs", "41"]) == 130  # 1 epoch trains 40 on 30 images (the step floor), 41 more
     assert json.loads((out / "results.json").read_text())["runs"] == []
     assert not (out / "results.md").exists() and not (out / "errors.png").exists()
     err = capsys.readouterr().err
-    assert "none of its 1 trainings finished yet" in err and "results.md" not in err
+    assert "the benchmark's one training has not finished yet" in err and "results.md" not in err
+    assert "; continue with the same command: " in err  # nothing kept: no "which keeps them"
 
 
 def test_another_data_set_is_taken_whole_and_a_bare_folder_as_search_takes_it(tmp_path, monkeypatch):
@@ -481,6 +486,25 @@ def test_the_report_names_the_seeds_of_runs_kept_from_earlier_commands():
     assert ", seeds 0 (and 1 2 in runs kept from earlier commands)\n" in report.render_markdown(document, [])
     document["runs"] = document["runs"][:1]
     assert ", seeds 0\n" in report.render_markdown(document, [])
+
+
+def test_the_report_of_an_unfinished_benchmark_says_which_trainings_are_missing():
+    """Regression (a trial): after a Ctrl-C results.md said "seeds 0 1 2" above a row of one seed, not a word
+    about the trainings the command had not finished."""
+    document = {"preset": "digits-small", "command": "c", "summary": [], "software": {},
+                "settings": {"dataset": "digits", "train_images": 30, "image_size": 16, "data_seed": 0,
+                             "test_images": 20, "model": "small_cnn", "epochs": 3, "batch_size": 16, "lr": 0.1,
+                             "weight_decay": 5e-4, "seeds": [0, 1, 2], "baseline": {"pad_crop": 2, "hflip": False},
+                             "cutout_pixels": 8, "cutout_with_policies": False, "train_size": 30,
+                             "methods": ["none", "baseline", "timm-rand-m9-mstd0.5-inc1"]},
+                "skipped": {"timm-rand-m9-mstd0.5-inc1": "timm is not installed"},
+                "runs": [{"method": "none", "seed": s} for s in (0, 1, 2)] + [{"method": "baseline", "seed": 0}]}
+    assert report.missing_runs(document) == {"baseline": [1, 2]}
+    assert ("\n**Not finished**: 2 of the command's 6 trainings have no result yet (baseline seeds 1 2); the command "
+            "was stopped or is still running, and running it again trains only these.\n") in report.render_markdown(
+        document, [])
+    document["runs"] += [{"method": "baseline", "seed": 1}, {"method": "baseline", "seed": 2}]
+    assert report.missing_runs(document) == {} and "Not finished" not in report.render_markdown(document, [])
 
 
 def test_a_seed_given_twice_trains_once():
@@ -756,7 +780,7 @@ def test_ctrl_c_says_what_the_benchmark_kept_and_the_same_command_goes_on(tmp_pa
     assert cli.main([*argv[:-1], str(fresh)]) == 130
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"policysearch: benchmark interrupted; search interrupted in phase 2; kept in {fresh}/"
-                          "search-x: phase 1's 2 child models; none of its 2 trainings finished yet;")
+                          "search-x: phase 1's 2 child models; none of the benchmark's 2 trainings finished yet;")
     assert "search --resume" not in err and err.endswith(f"--out {fresh}")
 
 
@@ -786,7 +810,7 @@ def test_a_search_stopped_at_once_inside_a_benchmark_says_the_benchmarks_line(tm
     line = said[0].decode().strip()
     assert line.startswith("policysearch: benchmark interrupted; search interrupted in phase 2 (policy trials) "
                            "(stopped at once by SIGTERM: kept as last saved); kept in ")
-    assert "none of its 2 trainings finished yet; continue with the same command, which keeps them: " in line
+    assert "none of the benchmark's 2 trainings finished yet; continue with the same command, which keeps them: " in line
     assert "policysearch search --resume" not in line
 
 
@@ -803,7 +827,7 @@ def test_results_name_every_command_that_trained_a_kept_run(tmp_path, monkeypatc
     assert [(r["seed"], r["command"]) for r in document["runs"]] == [(0, "policysearch benchmark A"),
                                                                     (1, "policysearch benchmark B")]
     assert document["earlier_commands"] == ["policysearch benchmark A", "policysearch benchmark B"]  # not C
-    assert ("Runs kept from earlier commands (the same settings): `policysearch benchmark A`, `policysearch "
+    assert ("Runs kept from earlier commands (trained the same way): `policysearch benchmark A`, `policysearch "
             "benchmark B`") in (out / "results.md").read_text()
 
 

@@ -71,8 +71,28 @@ def test_regret_numbers_on_synthetic_results(regret, tmp_path: Path) -> None:
     assert "interval" not in table["presets"]["a"]["methods"]["searched"]  # the best itself
     assert "interval" not in table["presets"]["c"]["methods"]["searched"]
     assert "| none | 2.00 [-10.71, 14.71] | 1.00 [1.00, 1.00] | **best** |" in text
-    assert "| searched | **best** | 2.50 [-3.85, 8.85] | 0.50 (under 2 seeds paired) |" in text
+    assert "| searched | **best** | 2.50 [-3.85, 8.85] | 0.50 (fewer than 2 seeds paired: no interval) |" in text
+    assert "tested equal to torchvision's output" not in text  # no preset's searched recipe is a fixed method's
     assert "| tv-randaugment | 1.50 [-4.85, 7.85] | - | - |" in text
+
+
+def test_a_searched_recipe_that_a_fixed_method_runs_is_named_only_where_it_is(regret, tmp_path: Path) -> None:
+    """Regression (a trial): regret.md said of every input that the searched recipe was RandAugment() alone."""
+    results = tmp_path / "results"
+    for preset, recipe in [("a", "randaugment (torchvision), crop 0"), ("b", "randaugment (torchvision), crop 0"),
+                           ("c", "trivialaugmentwide (torchvision), crop 0"),
+                           ("d", "randaugment (torchvision), crop 4, flip")]:
+        _write(results, preset, {"preset": preset, "searched_policy": {"recipe": recipe},
+                                 "runs": _runs({"none": [10, 12], "searched": [9, 9]})})
+    assert regret.main(["--results", str(results), "--out", str(tmp_path / "out")]) == 0
+    said = [line for line in (tmp_path / "out" / "regret.md").read_text().splitlines() if "tested equal" in line]
+    assert said == [
+        "On `a`, `b` the searched recipe `randaugment (torchvision), crop 0` is what `tv-randaugment-alone` runs, in "
+        "the policy format and tested equal to torchvision's output: the two rows differ only by the trainings' "
+        "random draws, the seeds' noise the intervals below show.",
+        "On `c` the searched recipe `trivialaugmentwide (torchvision), crop 0` is what `tv-trivialaugmentwide-alone` "
+        "runs, in the policy format and tested equal to torchvision's output: the two rows differ only by the "
+        "trainings' random draws, the seeds' noise the intervals below show."]
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -162,4 +182,5 @@ def test_intervals_pair_only_the_seeds_both_ran(regret, tmp_path: Path) -> None:
     assert rows["cutout"]["mean"] == 7.5 and "interval" not in rows["cutout"]
     text = (results / "regret.md").read_text()
     assert "| none | 1.50 [-4.85, 7.85] (2 seeds paired) |" in text
-    assert "| baseline | 4.50 (under 2 seeds paired) |" in text and "| cutout | 6.50 (under 2 seeds paired) |" in text
+    assert "| baseline | 4.50 (fewer than 2 seeds paired: no interval) |" in text
+    assert "| cutout | 6.50 (fewer than 2 seeds paired: no interval) |" in text

@@ -20,7 +20,7 @@ from policysearch.benchmark.report import write_outputs
 from policysearch.benchmark.runner import run_benchmark
 from policysearch.invocation import command_line
 from policysearch.search.interrupts import EXIT_INTERRUPTED, SearchInterrupted, stop_line
-from policysearch.training.data import DataError, dataset_name
+from policysearch.training.data import DATA_ROOT, DataError, dataset_name
 from policysearch.training.models import MODEL_NAMES
 from policysearch.training.train import MIN_STEPS, MIN_STEPS_PER_EPOCH
 
@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="data set: a name, imagefolder:PATH or a folder with train/ and test/ subfolders of "
                              "class folders (default: the preset's; another one is used whole, without the "
                              "preset's subset sizes and pretraining)")
-    parser.add_argument("--data-root", default="data", help="where downloadable data sets live (default: %(default)s)")
+    parser.add_argument("--data-root", default=DATA_ROOT, help="where downloadable data sets live (default: %(default)s)")
     parser.add_argument("--download", action="store_true",
                         help="download a torchvision data set (cifar10, cifar100, svhn) into --data-root if missing")
     parser.add_argument("--train-size", type=int, default=None, help="training images, a stratified subset (default: the preset's)")
@@ -169,7 +169,7 @@ def training_options(args: argparse.Namespace) -> dict[str, Any]:
              "search_splits", "search_top_n", "search_epochs", "search_train_size", "device")
     given = {f"--{name.replace('_', '-')}": getattr(args, name) for name in names}
     given["--download"] = True if args.download else None
-    given["--data-root"] = args.data_root if args.data_root != "data" else None
+    given["--data-root"] = args.data_root if args.data_root != DATA_ROOT else None
     return given
 
 
@@ -213,6 +213,7 @@ def interrupted_text(out: Path, preset: Preset, stop: KeyboardInterrupt, command
     total = len(preset.seeds) * len(methods)
     files = [name for name in ("results.json", "results.md", "runs.csv") if (out / name).exists()]
     kept.append(f"{runs} of {total} trainings finished in {out} ({', '.join(files)})" if runs else
-                f"none of its {total} trainings finished yet")
-    return (f"benchmark interrupted; {'; '.join(kept)}; continue with the same command, which keeps them: "
-            f"{command}")
+                "the benchmark's one training has not finished yet" if total == 1 else
+                f"none of the benchmark's {total} trainings finished yet")
+    keeps = ", which keeps them" if runs or isinstance(stop, SearchInterrupted) else ""
+    return f"benchmark interrupted; {'; '.join(kept)}; continue with the same command{keeps}: {command}"

@@ -39,11 +39,38 @@ def _seeds_text(document: dict[str, Any]) -> str:
     return text + (f" (and {' '.join(map(str, kept))} in runs kept from earlier commands)" if kept else "")
 
 
+def missing_runs(document: dict[str, Any]) -> dict[str, list[int]]:
+    """The seeds of each method that the command asked for and has no run yet (a skipped method aside): what
+    a benchmark stopped early, or still running, has left to train."""
+    settings = document["settings"]
+    done = {(run["method"], int(run["seed"])) for run in document.get("runs", [])}
+    missing = {method: [int(seed) for seed in settings["seeds"] if (method, int(seed)) not in done]
+               for method in settings.get("methods") or () if method not in (document.get("skipped") or {})}
+    return {method: seeds for method, seeds in missing.items() if seeds}
+
+
+def _unfinished(document: dict[str, Any]) -> list[str]:
+    """A paragraph naming the trainings the command has not finished (none when it finished them all)."""
+    missing = missing_runs(document)
+    if not missing:
+        return []
+    asked = len(document["settings"]["seeds"]) * sum(m not in (document.get("skipped") or {})
+                                                     for m in document["settings"]["methods"])
+    count = sum(map(len, missing.values()))
+    which = "; ".join(f"{m} seed{'s' if len(seeds) > 1 else ''} {' '.join(map(str, seeds))}"
+                      for m, seeds in missing.items())
+    return [f"**Not finished**: {count} of the command's {asked} trainings have no result yet ({which}); the "
+            "command was stopped or is still running, and running it again trains only these.", ""]
+
+
 def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> str:
+    """results.md: what ran (data, model, budget, recipe), the table of methods with their paired differences
+    from the searched recipe, what each method ran, and the search's cost."""
     s = document["settings"]
     lines = [f"# Benchmark: {_title(document)}", "",
              f"Command: `{document['command']}`", "",
-             *([f"Runs kept from earlier commands (the same settings): "
+             *_unfinished(document),
+             *([f"Runs kept from earlier commands (trained the same way): "
                 + ", ".join(f"`{c}`" for c in document["earlier_commands"]), ""]
                if document.get("earlier_commands") else []),
              f"- data: {s['dataset']}, {s['train_images']} training images ({s['image_size']} x {s['image_size']}"
@@ -139,6 +166,7 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
 
 
 def plot_errors(document: dict[str, Any], summary: list[dict[str, Any]]) -> bytes:
+    """errors.png: each method's test error per seed and its mean, in results.md's order, as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,7 +178,8 @@ def plot_errors(document: dict[str, Any], summary: list[dict[str, Any]]) -> byte
     xs = np.arange(len(names))
     for i, row in enumerate(summary):
         errs = [r["test_error"] for r in document["runs"] if r["method"] == row["method"]]
-        jitter = np.linspace(-0.12, 0.12, len(errs)) if len(errs) > 1 else [0.0]
+        # the seeds left of the mean's marker, which would hide a seed drawn at its x
+        jitter = -0.2 + (np.linspace(-0.08, 0.08, len(errs)) if len(errs) > 1 else np.zeros(1))
         ax.scatter(i + np.asarray(jitter), errs, s=14, color="0.55", zorder=2, label="one seed" if i == 0 else None)
         std = 0.0 if math.isnan(row["std"]) else row["std"]
         color = {"searched": "tab:red", "searched-scratch": "tab:orange"}.get(row["method"], "tab:blue")
@@ -183,6 +212,7 @@ def plot_errors(document: dict[str, Any], summary: list[dict[str, Any]]) -> byte
 
 
 def write_outputs(out: Path, document: dict[str, Any]) -> None:
+    """Write results.json, runs.csv, results.md and errors.png of ``document`` into ``out``, each atomically."""
     summary = summarize(document) if document["runs"] else []
     write_json_atomic(out / "results.json", {**document, "summary": summary,
                                              "finetune_vs_scratch": finetune_verdict(summary)})

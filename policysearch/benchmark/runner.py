@@ -26,8 +26,8 @@ from policysearch.benchmark.anchors import ANCHORS
 from policysearch.benchmark.methods import anchor_of, cutout_pixels, method_augment
 from policysearch.benchmark.presets import PRESETS, Preset, data_key, describe_classes
 from policysearch.benchmark.report import write_outputs
-from policysearch.training.data import (DataError, ImageData, baseline_for, load_dataset, normalization_for,
-                                        require_classes, stratified_indices, stratified_subset)
+from policysearch.training.data import (DATA_ROOT, DataError, ImageData, baseline_for, load_dataset,
+                                        normalization_for, require_classes, stratified_indices, stratified_subset)
 from policysearch.training.pretrained import ModelSpec, check_model, fit_image_size, library_versions
 from policysearch.training.user_data import fingerprint
 from policysearch.training.train import TrainConfig, evaluate, fit_to_data, train_model
@@ -62,7 +62,7 @@ def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream, 
         weight_decay=preset.weight_decay,
         seed=preset.data_seed,  # the search's subset is the benchmark's training subset
         gpus_per_trial=0.25 if preset.device.startswith("cuda") and torch.cuda.is_available() else 0.0,
-        data_root=getattr(args, "data_root", "data") if args is not None else "data",
+        data_root=getattr(args, "data_root", DATA_ROOT) if args is not None else DATA_ROOT,
         image_size=preset.image_size,
         weights=None if from_scratch else preset.weights,
         freeze_backbone=preset.freeze_backbone and not from_scratch,
@@ -165,8 +165,8 @@ def check_out(out: Path, preset_name: str = "") -> None:
 
 
 def finished_runs(out: Path, document: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
-    """The runs of ``out/results.json`` made the same way as ``document`` will make them: same settings
-    (methods and seeds aside), software and pretrained weights, and for the methods that train a searched
+    """The runs of ``out/results.json`` made the same way as ``document`` will make them: the same settings
+    as the trainings run them (:func:`_compared`), software and pretrained weights, and for the methods that train a searched
     recipe the same policy (its content); keyed by (method, seed). A new search retrains only its methods."""
     previous = earlier_results(out)
     if previous is None:
@@ -207,10 +207,21 @@ def _other_library(run: dict[str, Any]) -> bool:
     return now is not None and run.get("library") != now
 
 
+# Settings of the benchmark's own search only: a searched method's runs are kept by its policy's content
+_SEARCH_ONLY = ("search_train_size", "search_trials", "search_splits", "search_top_n", "search_epochs",
+                "selection_repeats")
+
+
 def _compared(d: dict[str, Any]) -> dict[str, Any]:
-    """What a rerun must share with a results document to keep its runs: the settings (methods and seeds
-    aside), the software and the pretrained weights, as JSON holds them (tuples as lists)."""
-    settings = {k: v for k, v in d.get("settings", {}).items() if k not in ("methods", "seeds")}
+    """What a rerun must share with a results document to keep its runs: the settings as the trainings run
+    them (methods, seeds and the search's own settings aside; the epochs and batch after the step floor),
+    the software and the pretrained weights, as JSON holds them (tuples as lists)."""
+    settings = {k: v for k, v in d.get("settings", {}).items() if k not in ("methods", "seeds", *_SEARCH_ONLY)}
+    if all(isinstance(settings.get(k), int) for k in ("epochs", "batch_size", "train_images")):
+        ran = fit_to_data(TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"]),
+                          settings["train_images"])  # --epochs 1 and 2 both train 40 epochs on 200 images
+        del settings["epochs"], settings["batch_size"]  # named so in a set-aside line: "epochs as trained: was 40"
+        settings.update({"epochs as trained": ran.epochs, "batch size as trained": ran.batch_size})
     software = {f"software {k}": v for k, v in (d.get("software") or {}).items()}
     flat = {**settings, **software, "pretrained weights": (d.get("pretraining") or {}).get("weights")}
     return json.loads(json.dumps(flat, default=str))
@@ -266,7 +277,7 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     stream = sys.stdout if stream is None else stream
     out = Path(out)
     check_out(out, preset_name)
-    root, download = getattr(args, "data_root", "data"), bool(getattr(args, "download", False))
+    root, download = getattr(args, "data_root", DATA_ROOT), bool(getattr(args, "download", False))
     train_full = fit_image_size(load_dataset(preset.dataset, split="train", data_root=root, download=download,
                                              image_size=preset.image_size), preset.model, preset.image_size)
     require_classes(train_full)
@@ -348,8 +359,8 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
         if not all(made_by):
             made_by += [previous.get("command", ""), *previous.get("earlier_commands", [])]
         document["earlier_commands"] = [c for c in dict.fromkeys(made_by) if c and c != document["command"]]
-        print(f"benchmark: kept {len(document['runs'])} runs of the earlier benchmark in {out} (same settings"
-              f"{beside})", file=stream, flush=True)
+        print(f"benchmark: kept {len(document['runs'])} runs of the earlier benchmark in {out} (trained the same "
+              f"way{beside})", file=stream, flush=True)
     write_outputs(out, document)
 
     total = len(preset.seeds) * len(methods)
