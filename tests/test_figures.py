@@ -617,9 +617,19 @@ def test_the_report_counts_the_candidates_kept_when_a_split_had_fewer_trials_tha
     report = (result.run_dir / "report.md").read_text(encoding="utf-8")
     assert "the best (up to) 4 of each split and repeat kept (1 in all, 1 sub-policy merged)" in report
     assert "top 10" not in report and "rings mark the best (up to) 4 of each split and repeat" in report
-    # Regression: "without a policy" hid that the rewards include the baseline (its pad-and-crop), the line not
+    # Regression: "without a policy" hid that the rewards include the baseline (its pad-and-crop), the line not.
+    # Regression (a trial): one line at the children's mean put a split's rewards above "clean accuracy" that
+    # were below its own child's; each split now has its child's line
+    assert ("a dashed line in a split's colour is its child model's accuracy on clean D_A images (no policy and no "
+            "baseline, which every reward includes)") in report
+    assert result.policy.metadata["score"]["child_da_accuracy_by_split"] == {
+        str(s): 0.9 for s in range(CONFIG.splits)}
+    document = json.loads(result.policy_path.read_text(encoding="utf-8"))  # a run from before: the mean's line
+    del document["metadata"]["score"]["child_da_accuracy_by_split"]
+    result.policy_path.write_text(json.dumps(document), encoding="utf-8")
+    assert main(["report", str(result.run_dir)]) == 0
     assert ("the dashed line is the child models' mean accuracy on clean D_A images (no policy and no baseline, "
-            "which every reward includes)") in report
+            "which every reward includes)") in (result.run_dir / "report.md").read_text(encoding="utf-8")
 
 
 def test_a_recipe_tied_with_the_lowest_mean_says_it_was_not_the_one_tested(tmp_path):

@@ -41,6 +41,10 @@ def test_the_whole_algorithm_runs_in_process_without_ray(tiny_run):
     assert (run_dir / "config.json").is_file() and (run_dir / "report.md").is_file()
     policy = Policy.load(run_dir / "policy.json")
     assert policy.metadata["recipe"]["name"] == result.chosen.name and result.reason
+    # regression (a trial): candidates.json's metadata named the chosen recipe and its sub-policy count
+    candidates = Policy.load(run_dir / "candidates.json")
+    assert "recipe" not in candidates.metadata and "selection" not in candidates.metadata["score"]
+    assert candidates.metadata["note"].startswith("the merged Fast AutoAugment candidates")
     trials = _rows(run_dir / "trials.csv")
     assert len(trials) == 2 * 3 and all(row["status"] == "ok" for row in trials)
     assert sorted((int(r["split"]), int(r["index"])) for r in trials) == [(s, i) for s in range(2) for i in range(3)]
@@ -58,9 +62,13 @@ def test_the_whole_algorithm_runs_in_process_without_ray(tiny_run):
 def test_children_too_weak_to_judge_the_flip_leave_it_to_training(tiny_run):
     """One epoch on 60 digits leaves every child near chance: the flip is tried with the baseline and the
     reference (the reference itself without it), and the report says so."""
-    run_dir, result, _ = tiny_run
+    run_dir, result, out = tiny_run
     report = (run_dir / "report.md").read_text(encoding="utf-8")
     assert "too close to chance" in report and "The flip is left to training" in report
+    # regression (a trial): "Nothing was excluded: ...; no op was excluded." said it twice
+    assert "Nothing was excluded: the child models are too close to chance" in report
+    assert "no op was excluded" not in report
+    assert "domain fit: the child models are too close to chance" in out and "; no op was excluded\n" in out
     tried = {r["recipe"] for r in _rows(run_dir / "selection.csv") if r["fold"] == "0"}
     assert {"baseline, crop 1, flip", "baseline, crop 0, flip", "randaugment (torchvision), crop 0, flip"} <= tried
     assert result.decision.reference == "randaugment (torchvision), crop 0"

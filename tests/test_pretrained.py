@@ -98,6 +98,16 @@ def test_torchvision_resnet18_by_name_from_a_local_state_dict(tmp_path: Path) ->
     check_model(ModelSpec("torchvision:resnet18", 10, 1, weights), 32)
 
 
+def test_a_torchvision_model_without_a_linear_head_is_a_model_error() -> None:
+    """Regression (a trial): torchvision:squeezenet1_0 without weights was refused as a WeightsError, which names
+    no weights problem; the model is what does not fit."""
+    from policysearch.training.pretrained import ModelError
+
+    with pytest.raises(ModelError, match=r"^SqueezeNet has no nn.Linear classifier head \(it classifies with another "
+                                         r"layer, such as SqueezeNet's Conv2d\)"):
+        create_model("torchvision:squeezenet1_0", 10, 3)
+
+
 def test_torchvision_models_get_at_least_32_pixels_unless_a_size_is_asked() -> None:
     digits = load_dataset("digits", split="train")  # 16 x 16
     bigger = fit_image_size(digits, "torchvision:resnet18", None)
@@ -321,7 +331,8 @@ def test_search_settings_for_weights_are_checked() -> None:
     with pytest.raises(ValueError) as caught:
         SearchConfig(weights=build_model("small_cnn", 10, 1).state_dict())
     assert len(str(caught.value)) < 300 and "\n" not in str(caught.value)
-    assert "weights must be a string or None, got OrderedDict OrderedDict(" in str(caught.value)
+    assert "weights must be a string or None, got an OrderedDict of 20 entries; a state dict goes in as a file" in str(
+        caught.value)
     # regression (review): --weights "" read as the current folder ("--weights . is a folder")
     with pytest.raises(ValueError, match=r"^--weights is empty; give a weights file \(a saved state dict\), or leave"):
         SearchConfig(weights=" ")

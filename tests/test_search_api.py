@@ -252,6 +252,10 @@ def test_paths_and_numpy_numbers_are_settings_of_their_plain_types(tmp_path):
     ({"image_size": 4}, "image_size= must be at least 8 for small_cnn, the smallest side it is built for, got 4"),
     ({"image_size": 4, "model": "resnet8"}, "image_size= must be at least 8 for resnet8, the smallest side it is "
                                             "built for, got 4"),
+    # regression (a trial): a state dict was shown whole, its tensors' values in the message, and no way on
+    ({"weights": {"weight": torch.zeros(2), "bias": torch.zeros(2)}},
+     "weights= must be a string or None, got a dict of 2 entries; a state dict goes in as a file: "
+     "torch.save(model.state_dict(), 'weights.pt'), then weights='weights.pt'"),
 ])
 def test_a_setting_of_the_wrong_type_or_range_is_one_line_naming_it(tmp_path, no_ray, settings, problem):
     """Python takes any value: a string for a number must be named, not fail in a comparison or in Ray."""

@@ -12,6 +12,7 @@ import argparse
 import math
 import numbers
 import os
+from collections.abc import Mapping
 from dataclasses import Field, dataclass, field, fields
 from types import SimpleNamespace, UnionType
 from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
@@ -26,7 +27,7 @@ from policysearch.training.train import MIN_STEPS, MIN_STEPS_PER_EPOCH, TrainCon
 from policysearch.search.folds import HELD_OUT_TARGET, MAX_ADDED_REPEATS, MAX_AUTO_REPEATS
 from policysearch.search.selection import CONFIDENCE
 from policysearch.search.spaces import is_space_path
-from policysearch.wording import flag, short_repr
+from policysearch.wording import a_kind, counted, flag, short_repr
 
 __all__ = ["ALGORITHMS", "RESUMABLE", "SearchConfig", "SettingsError", "add_config_arguments", "given_values", "is_uri"]
 
@@ -166,10 +167,8 @@ class SearchConfig:
         """(field, what is wrong) for every setting whose value is not of the field's type: the API takes
         any Python value, and ``trials="4"`` must be one line naming it, not a TypeError from a comparison."""
         hints = get_type_hints(SearchConfig)
-        return [(f.name, f"must be {_type_words(hints[f.name])}, got "
-                 # the API keeps a list as a tuple (a frozen config): a sequence is shown by its items alone
-                 + (short_repr(list(value)) if isinstance(value, tuple) else
-                    f"{type(value).__name__} {short_repr(value)}"))
+        return [(f.name, f"must be {_type_words(hints[f.name])}, got {_shown(value)}"
+                 + (_WEIGHTS_HINT if f.name == "weights" and isinstance(value, Mapping) else ""))
                 for f in fields(self) for value in [getattr(self, f.name)] if not _of_type(value, hints[f.name])]
 
     def problems(self) -> list[tuple[str, Problem]]:
@@ -310,6 +309,21 @@ def _of_type(value: Any, hint: Any) -> bool:
     if hint is int:
         return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     return isinstance(value, hint)
+
+
+_WEIGHTS_HINT = ("; a state dict goes in as a file: torch.save(model.state_dict(), 'weights.pt'), then "
+                 "weights='weights.pt'")
+
+
+def _shown(value: Any) -> str:
+    """A value that is not of its field's type, for the message: a list by its items (the API keeps a list as
+    a tuple, the config being frozen), a mapping by its size (a state dict's tensors are no help), else its
+    type and a short repr."""
+    if isinstance(value, tuple):
+        return short_repr(list(value))
+    if isinstance(value, Mapping):
+        return f"{a_kind(value)} of {counted(len(value), 'entry', 'entries')}"
+    return f"{type(value).__name__} {short_repr(value)}"
 
 
 def _type_words(hint: Any) -> str:

@@ -136,7 +136,7 @@ def fit_domain(probes: Sequence[Mapping[str, object]], num_classes: int,
         weakest = (f"the weakest, of split {int(probes[low].get('split', low))}, has clean accuracy "
                    f"{chance + min(signals):.3f}, mean {clean:.3f}" if probes else "no child model")
         note = (f"the child models are too close to chance ({weakest}; chance {chance:.3f}, each needs "
-                f"{MIN_SIGNAL:g} above it) to judge which ops destroy class information; no op was excluded")
+                f"{MIN_SIGNAL:g} above it) to judge which ops destroy class information")
         names = sorted({op for p in probes for op in p["ops"]})  # type: ignore[union-attr]
         return DomainFit({}, threshold, clean, chance, note, tuple(names))
     ops: dict[str, OpFit] = {}
@@ -194,7 +194,7 @@ def restrict_space(space: SearchSpace, fit: DomainFit) -> SearchSpace:
 def restriction_text(space: SearchSpace, searched: SearchSpace, fit: DomainFit) -> str:
     """What the domain fit did to ``space`` (``searched`` is :func:`restrict_space`'s result), for one line."""
     if fit.note:
-        return fit.note
+        return f"{fit.note}; no op was excluded"
     ranges = dict(zip(searched.ops, searched.level_ranges))
     removed = [op for op in space.ops if op not in ranges]
     capped = [f"{op} {ranges[op][1]:g}" for op, (_, high) in zip(space.ops, space.level_ranges)

@@ -90,6 +90,7 @@ def export(prepared: Prepared, run: Run, outcome: Outcome, faults: Faults = Faul
         "recipe": {**chosen.to_dict(), "reason": decision.reason},
         "score": {"reward": config.reward, "top_mean": float(np.mean([c.reward for c in outcome.top])),
                   "child_da_accuracy_without_policy": float(np.mean([c["da_accuracy"] for c in children])),
+                  "child_da_accuracy_by_split": {str(c["split"]): float(c["da_accuracy"]) for c in children},
                   "selection": decision.to_dict()},
         "domain_fit": outcome.fit.to_dict(),
         "failed_trials": outcome.failures(),
@@ -100,9 +101,12 @@ def export(prepared: Prepared, run: Run, outcome: Outcome, faults: Faults = Faul
         **_provenance(run),
     }
     name = f"policysearch-{config.dataset}"
-    Policy(outcome.merged.sub_policies, {**metadata, "note": "the merged Fast AutoAugment candidates before the "
-                                         "recipe selection, without a baseline"},
-           name=f"{name}-fast_autoaugment-candidates").save(run.run_dir / "candidates.json")
+    # the chosen recipe and the selection describe policy.json, not these candidates
+    merged = {**{k: v for k, v in metadata.items() if k != "recipe"},
+              "score": {k: v for k, v in metadata["score"].items() if k != "selection"},
+              "note": "the merged Fast AutoAugment candidates before the recipe selection, without a baseline"}
+    Policy(outcome.merged.sub_policies, merged, name=f"{name}-fast_autoaugment-candidates").save(
+        run.run_dir / "candidates.json")
     top = [{"split": c.split, "repeat": c.repeat, "reward": c.reward, "trial_id": c.trial_id,
             "policy": c.policy.to_dict()} for c in outcome.top]  # what a resume of the finished run returns
     write_text_atomic(run.run_dir / TOP_FILE, json.dumps({"top": top}, separators=(",", ":")) + "\n")

@@ -28,7 +28,7 @@ import math
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from policysearch.atomic import write_atomic, write_bytes_atomic, write_text_atomic
 from policysearch.training.data import PYTHON_PREFIX, DataError, ImageData
@@ -192,8 +192,11 @@ def _wrap(text: str, width: int = 95) -> str:
     return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False))
 
 
-def plot_trials(rows: Sequence[dict[str, str]], config: SearchConfig, clean_accuracy: float | None) -> bytes:
-    """Phase 2: every trial's reward by its place in its optimiser's sequence, one colour per split and repeat."""
+def plot_trials(rows: Sequence[dict[str, str]], config: SearchConfig, clean_accuracy: float | None,
+                clean_by_split: Mapping[int, float] | None = None) -> bytes:
+    """Phase 2: every trial's reward by its place in its optimiser's sequence, one colour per split and repeat;
+    with ``clean_by_split``, each split's child model on clean D_A as a dashed line in its colour (a split's
+    rewards compare with its own child), else ``clean_accuracy``, the children's mean, as one grey line."""
     from matplotlib.lines import Line2D
 
     plt = _pyplot()
@@ -207,8 +210,11 @@ def plot_trials(rows: Sequence[dict[str, str]], config: SearchConfig, clean_accu
     high = max(ok_rewards, default=1.0)
     floor = low - 0.08 * max(high - low, 1e-3)  # where failed trials are marked, below every score
     failed_any = False
+    clean_lines = dict(clean_by_split or {})
     for g, ((repeat, split), group) in enumerate(sorted(groups.items())):
         colour = colours(g % 10)
+        if split in clean_lines:  # once per split, in the colour of its first repeat
+            ax.axhline(clean_lines.pop(split), color=colour, linestyle="--", linewidth=1, alpha=0.8)
         group.sort(key=lambda r: int(r["index"]))
         ok = [r for r in group if r["status"] == "ok"]
         xs = [int(r["index"]) for r in ok]
@@ -227,7 +233,7 @@ def plot_trials(rows: Sequence[dict[str, str]], config: SearchConfig, clean_accu
         if bad:
             failed_any = True
             ax.plot(bad, [floor] * len(bad), "x", color=colour, markersize=7, markeredgewidth=1.8)
-    if clean_accuracy is not None:
+    if clean_accuracy is not None and not clean_by_split:
         ax.axhline(clean_accuracy, color="0.45", linestyle="--", linewidth=1)
     handles, _ = ax.get_legend_handles_labels()
     extra = [Line2D([], [], color="0.3", linewidth=1.4, label="best so far"),
@@ -236,7 +242,10 @@ def plot_trials(rows: Sequence[dict[str, str]], config: SearchConfig, clean_accu
     if failed_any:
         extra.append(Line2D([], [], marker="x", color=FAILED, linestyle="", markeredgewidth=1.5,
                             label="failed (no score), at the bottom"))
-    if clean_accuracy is not None:
+    if clean_by_split:
+        extra.append(Line2D([], [], color="0.45", linestyle="--",
+                            label="the split's child model on clean D_A\n(its colour): no policy, no baseline"))
+    elif clean_accuracy is not None:
         extra.append(Line2D([], [], color="0.45", linestyle="--",
                             label="child models on clean D_A (mean): no policy, no baseline"))
     ax.legend(handles=handles + extra, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
@@ -612,17 +621,22 @@ def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: Ima
     _check_trials(trials, config, meta.get("failed_trials") or [], run_dir / "trials.csv")
     fits = _read_csv(run_dir / "selection.csv", ("recipe", "fold", "status", "held_out_error"))
     _check_fits(fits, selection, run_dir / "selection.csv")
-    clean = meta.get("score", {}).get("child_da_accuracy_without_policy") if config.reward == "accuracy" else None
+    accuracy = config.reward == "accuracy"  # the children's clean accuracy compares with that reward only
+    clean = meta.get("score", {}).get("child_da_accuracy_without_policy") if accuracy else None
+    by_split = meta.get("score", {}).get("child_da_accuracy_by_split") if accuracy else None  # older runs: none
+    by_split = {int(k): float(v) for k, v in by_split.items()} if isinstance(by_split, dict) else None
     figures, notes = [], []
 
-    write_bytes_atomic(run_dir / "trials.png", plot_trials(trials, config, clean))
+    write_bytes_atomic(run_dir / "trials.png", plot_trials(trials, config, clean, by_split))
     failed = sum(r["status"] != "ok" for r in trials)
     figures.append(Figure("trials.png", "Phase 2: every candidate policy's score",
                           f"The reward ({config.reward}) of each of the {len(trials)} candidate policies in the order "
                           "its split's optimiser proposed it; the line is the best so far, rings mark the best "
                           f"(up to) {min(config.top_n, config.trials)} of each split and repeat, merged into the Fast "
                           "AutoAugment candidates"
-                          + ("; the dashed line is the child models' mean accuracy on clean D_A images (no policy and "
+                          + ("; a dashed line in a split's colour is its child model's accuracy on clean D_A images (no "
+                             "policy and no baseline, which every reward includes)" if by_split else
+                             "; the dashed line is the child models' mean accuracy on clean D_A images (no policy and "
                              "no baseline, which every reward includes)" if clean is not None else "")
                           + (f"; x marks the {failed} failed trial(s)." if failed else ".")))
     write_bytes_atomic(run_dir / "recipes.png", plot_recipes(fits, selection, config.confidence,

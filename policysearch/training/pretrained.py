@@ -248,7 +248,9 @@ def head_names(model: nn.Module, num_classes: int | None = None) -> tuple[str, .
     modules = list(model.named_modules())
     linears = [k for k, (_, m) in enumerate(modules) if isinstance(m, nn.Linear)]
     if not linears:
-        raise WeightsError(f"{type(model).__name__} has no nn.Linear classifier head to replace")
+        raise ModelError(f"{type(model).__name__} has no nn.Linear classifier head (it classifies with another "
+                         "layer, such as SqueezeNet's Conv2d), which is what is replaced to fit the data's classes "
+                         "and started anew on pretrained weights: choose a model that ends in an nn.Linear")
     last, linear = modules[linears[-1]]
     after = [name for name, m in modules[linears[-1] + 1:] if isinstance(m, nn.Conv2d) and m.out_channels == num_classes]
     if num_classes is not None and after and linear.out_features != num_classes:  # that Linear classifies nothing
