@@ -28,6 +28,7 @@ from policysearch.search.config import SearchConfig
 from policysearch.search.faults import ENV as FAULTS_ENV, LOG_ENV, Faults, parse_faults
 from policysearch.search.children import CHILD_FILE, CHILD_MODEL_FILE, ChildCache, ChildSource, frozen_child
 from policysearch.search.prepare import prepare
+from policysearch.search.rundir import settings_digest
 from _scripts import load_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -234,6 +235,7 @@ def test_a_cluster_runs_resume_with_its_cluster_gone_says_how_to_finish_it_here(
     stored = json.loads((run / "config.json").read_text())
     port = _free_port()  # the cluster is gone: nothing listens there
     stored["search"].update(address=f"127.0.0.1:{port}", storage=str(tmp_path / "storage"))
+    stored["search_digest"] = settings_digest(stored["search"])  # as the cluster's run wrote it
     (run / "config.json").write_text(json.dumps(stored))
     done = subprocess.run([sys.executable, "-m", "policysearch", "search", "--resume", str(run)], env=_env(),
                           capture_output=True, text=True, timeout=120)

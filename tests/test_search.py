@@ -338,9 +338,13 @@ def test_resume_needs_a_run_directory(tmp_path, no_ray):
     with pytest.raises(RunError, match=r"--resume .*nowhere: no such folder; give the run folder"):
         command.run(_args(["--resume", str(tmp_path / "nowhere")]))
     (tmp_path / "run").mkdir()
-    with pytest.raises(RunError, match="no config.json there"):
+    (tmp_path / "run" / ".lock").write_text("", encoding="utf-8")  # regression (a trial): killed as Ray started
+    with pytest.raises(RunError, match=r"no config.json there: no search began in it \(one stopped while it started "
+                                       rf"leaves it so\); start one there with --out {tmp_path / 'run'}$"):
         command.run(_args(["--resume", str(tmp_path / "run")]))
     (tmp_path / "run" / "policy.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(RunError, match="no config.json there; is it a policysearch run directory"):
+        command.run(_args(["--resume", str(tmp_path / "run")]))
     with pytest.raises(RunError, match=rf"policy.json: is a file, not a folder; give the run folder that holds it "
                                        rf"\({tmp_path / 'run'}\)"):
         command.run(_args(["--resume", str(tmp_path / "run" / "policy.json")]))
@@ -656,6 +660,24 @@ def test_resume_refuses_a_run_of_another_run_format(tmp_path, no_ray):
     randaugment_tv_policy().save(run_dir / "policy.json")
     done = search.run_search(SearchConfig(**SMALL), run_dir, resume=True)
     assert done.already_complete and done.policy == Policy.load(run_dir / "policy.json")
+
+
+def test_resume_refuses_settings_edited_in_config_json(tmp_path, no_ray):
+    """Regression (a trial): trials edited from 4 to 6 in config.json of a run in phase 2 was resumed against
+    the restored experiment's 8 trials and said "search interrupted" at every resume; to 2, it ran phase 3
+    and then blamed trials.csv. A run's settings are those its finished trials were made with."""
+    run_dir = tmp_path / "run"
+    _stored_run(run_dir, SearchConfig(**SMALL))
+    document = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    assert document["search_digest"] == rundir.settings_digest(document["search"])
+    document["search"]["trials"] += 2
+    (run_dir / "config.json").write_text(json.dumps(document), encoding="utf-8")
+    with pytest.raises(RunError, match=rf"^--resume {run_dir}: the settings in config.json were changed since the run "
+                                       r"started \(they no longer match its search_digest\)"):
+        search.run_search(SearchConfig(**SMALL), run_dir, resume=True)
+    del document["search_digest"]  # a run from before the digest: continued as it was
+    (run_dir / "config.json").write_text(json.dumps(document), encoding="utf-8")
+    assert rundir.read_stored_config(run_dir)[0].trials == SMALL.get("trials", SearchConfig().trials) + 2
 
 
 def test_trial_functions_run_without_ray(tmp_path):

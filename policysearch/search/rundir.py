@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import errno
+import hashlib
 import json
 import os
 import socket
@@ -104,6 +105,9 @@ def read_stored_config(run_dir: Path, continuing: bool = True) -> tuple[SearchCo
         raise RunError(lambda say: f"{say('resume', run_dir)}: is a file, not a folder; give the run folder that "
                        f"holds it ({run_dir.parent})")
     if not path.is_file():
+        if not _other_files(run_dir):  # a search stopped before it wrote its config: nothing to continue
+            raise RunError(lambda say: f"{say('resume', run_dir)}: no {CONFIG_FILE} there: no search began in it (one "
+                           f"stopped while it started leaves it so); start one there with {say('out', run_dir)}")
         raise RunError(lambda say: f"{say('resume', run_dir)}: no {CONFIG_FILE} there; is it a policysearch run "
                        "directory?")
     try:
@@ -114,6 +118,11 @@ def read_stored_config(run_dir: Path, continuing: bool = True) -> tuple[SearchCo
         reason = str(exc)  # the name exc is gone after this block; a rewording needs the text
         raise RunError(lambda say: f"{say('resume', run_dir)}: {CONFIG_FILE} is not a config this policysearch "
                        f"wrote ({reason}); start a new run with another {say('out')}") from None
+    kept = document.get("search_digest")  # runs written before it was recorded pass
+    if continuing and kept is not None and kept != settings_digest(document["search"]):
+        raise RunError(lambda say: f"{say('resume', run_dir)}: the settings in {CONFIG_FILE} were changed since the run "
+                       "started (they no longer match its search_digest), and its finished trials were made with the "
+                       f"old ones: put {CONFIG_FILE} back to continue, or start a new run with another {say('out')}")
     made = document.get("run_format", 1)
     if continuing and made != RUN_FORMAT:
         raise RunError(lambda say: f"{say('resume', run_dir)}: the run was made by another policysearch (run format "
@@ -375,13 +384,22 @@ def _new_run_id() -> str:
     return f"{stamp}-{uuid.uuid4().hex[:8]}"
 
 
+def settings_digest(settings: Mapping[str, Any]) -> str:
+    """16 hex digits of SHA-256 over a config's settings as JSON: ``config.json`` keeps it beside them, so that
+    a resume finds settings edited by hand, which the run's finished trials were not made with."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 def write_config(run: Run, config: SearchConfig, data_fingerprint: str | None = None,
                  space: Mapping[str, Any] | None = None, architecture: str = "", weights_digest: str = "") -> None:
     """Write ``config.json`` for a new run (a resumed run keeps the one it has), with the fingerprint of
     the training images it searches on, the search space as loaded (``SearchSpace.to_dict()``), the
     model's layers and shapes (``pretrained.architecture``) and the ``--weights`` it starts from
     (``pretrained.state_digest``), which a resume checks (``check_same_inputs``)."""
-    document: dict[str, Any] = {"run_id": run.run_id, "run_format": RUN_FORMAT, "search": asdict(config),
+    settings = json.loads(json.dumps(asdict(config)))  # as the file holds them: tuples as lists
+    document: dict[str, Any] = {"run_id": run.run_id, "run_format": RUN_FORMAT, "search": settings,
+                                "search_digest": settings_digest(settings),
                                 "resolved_space": config.space_name, "space": space,
                                 "data_fingerprint": data_fingerprint, "architecture": architecture or None,
                                 "weights_digest": weights_digest or None,
