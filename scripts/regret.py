@@ -161,7 +161,7 @@ def render(table: dict[str, Any], command: str, sources: dict[str, dict[str, Any
     lines += ["| lowest mean test error % | | | " + " | ".join(best) + " |",
               "| seeds | | | " + " | ".join(seeds) + " |",
               "| the searched recipe | | | " + " | ".join(recipes) + " |", ""]
-    lines += _same_as_fixed(sources, presets)
+    lines += _same_as_fixed(sources, presets, table)
     lines += _interval_table(table, presets)
     lines += ["Sources:", ""]
     for p in presets:
@@ -173,14 +173,15 @@ def render(table: dict[str, Any], command: str, sources: dict[str, dict[str, Any
     return "\n".join(lines)
 
 
-def _same_as_fixed(sources: dict[str, Any], presets: list[str]) -> list[str]:
-    """A paragraph for the presets whose searched recipe is what a fixed method runs: a torchvision recipe alone
-    (``randaugment (torchvision), crop 0`` is ``tv-randaugment-alone``); none when no preset's is."""
+def _same_as_fixed(sources: dict[str, Any], presets: list[str], table: dict[str, Any]) -> list[str]:
+    """A paragraph for the presets whose searched recipe is what a fixed method that ran there runs: a
+    torchvision recipe alone (``randaugment (torchvision), crop 0`` is ``tv-randaugment-alone``); none when no
+    preset's is."""
     same: dict[tuple[str, str], list[str]] = defaultdict(list)
     for p in presets:
         recipe = sources[p].get("searched_recipe") or ""
         found = re.fullmatch(r"(\w+) \(torchvision\), crop 0", recipe)
-        if found and f"tv-{found[1]}-alone" in ALL_METHODS:
+        if found and f"tv-{found[1]}-alone" in table["presets"][p]["methods"]:
             same[(recipe, f"tv-{found[1]}-alone")].append(f"`{p}`")
     return [f"On {', '.join(where)} the searched recipe `{recipe}` is what `{method}` runs, in the policy format "
             "and tested equal to torchvision's output: the two rows differ only by the trainings' random draws, the "

@@ -543,6 +543,13 @@ def test_kept_runs_follow_the_policy_each_method_trains(tmp_path):
     # a method this command does not train keeps its runs, whichever policy made them
     assert sorted(m for m, _ in runner.finished_runs(tmp_path, {
         **now, "settings": {**now["settings"], "methods": ["baseline"]}, "searched_policy": None})) == methods
+    # the search's own settings: aside where the policy's content tells the searched runs apart; in a file from
+    # before the hash (recipe name and size only) other search settings may have found another policy
+    other_search = {**now, "settings": {**now["settings"], "search_trials": 9}}
+    assert sorted(m for m, _ in runner.finished_runs(tmp_path, other_search)) == methods
+    old["searched_policy"] = {"recipe": "r"}
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    assert runner.finished_runs(tmp_path, {**other_search, "searched_policy": {"recipe": "r"}}) == {}
 
 
 def test_timm_runs_record_its_version_and_another_version_trains_only_them(tmp_path, monkeypatch):

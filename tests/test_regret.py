@@ -79,11 +79,14 @@ def test_regret_numbers_on_synthetic_results(regret, tmp_path: Path) -> None:
 def test_a_searched_recipe_that_a_fixed_method_runs_is_named_only_where_it_is(regret, tmp_path: Path) -> None:
     """Regression (a trial): regret.md said of every input that the searched recipe was RandAugment() alone."""
     results = tmp_path / "results"
+    ran = {"none": [10, 12], "searched": [9, 9], "tv-randaugment-alone": [9, 10],
+           "tv-trivialaugmentwide-alone": [11, 10]}
     for preset, recipe in [("a", "randaugment (torchvision), crop 0"), ("b", "randaugment (torchvision), crop 0"),
                            ("c", "trivialaugmentwide (torchvision), crop 0"),
-                           ("d", "randaugment (torchvision), crop 4, flip")]:
-        _write(results, preset, {"preset": preset, "searched_policy": {"recipe": recipe},
-                                 "runs": _runs({"none": [10, 12], "searched": [9, 9]})})
+                           ("d", "randaugment (torchvision), crop 4, flip"),
+                           ("e", "randaugment (torchvision), crop 0")]:  # e: RandAugment() alone did not run there
+        runs = {k: v for k, v in ran.items() if preset != "e" or k in ("none", "searched")}
+        _write(results, preset, {"preset": preset, "searched_policy": {"recipe": recipe}, "runs": _runs(runs)})
     assert regret.main(["--results", str(results), "--out", str(tmp_path / "out")]) == 0
     said = [line for line in (tmp_path / "out" / "regret.md").read_text().splitlines() if "tested equal" in line]
     assert said == [

@@ -662,7 +662,7 @@ def test_resume_refuses_a_run_of_another_run_format(tmp_path, no_ray):
     assert done.already_complete and done.policy == Policy.load(run_dir / "policy.json")
 
 
-def test_resume_refuses_settings_edited_in_config_json(tmp_path, no_ray):
+def test_resume_refuses_settings_edited_in_config_json(tmp_path, no_ray, monkeypatch):
     """Regression (a trial): trials edited from 4 to 6 in config.json of a run in phase 2 was resumed against
     the restored experiment's 8 trials and said "search interrupted" at every resume; to 2, it ran phase 3
     and then blamed trials.csv. A run's settings are those its finished trials were made with."""
@@ -672,9 +672,34 @@ def test_resume_refuses_settings_edited_in_config_json(tmp_path, no_ray):
     assert document["search_digest"] == rundir.settings_digest(document["search"])
     document["search"]["trials"] += 2
     (run_dir / "config.json").write_text(json.dumps(document), encoding="utf-8")
-    with pytest.raises(RunError, match=rf"^--resume {run_dir}: the settings in config.json were changed since the run "
-                                       r"started \(they no longer match its search_digest\)"):
+    with pytest.raises(RunError, match=rf"^--resume {run_dir}: settings in config.json that decide the run's trials "
+                                       r"were changed since it started \(they no longer match its search_digest\)"):
         search.run_search(SearchConfig(**SMALL), run_dir, resume=True)
+    # regression (review): where a run runs and its inputs lie may be moved by hand (a cluster's run finished on
+    # a machine without GPUs, a storage or image folder moved); their contents are checked otherwise
+    document["search"]["trials"] -= 2
+    document["search"].update(gpus_per_trial=0.0, max_concurrent=1, data_root=str(tmp_path / "moved"))
+    (run_dir / "config.json").write_text(json.dumps(document), encoding="utf-8")
+    assert rundir.read_stored_config(run_dir)[0].max_concurrent == 1
+    # a finished run is only read back, through the API and the command line too
+    document["search"]["trials"] += 2
+    (run_dir / "config.json").write_text(json.dumps(document), encoding="utf-8")
+    from policysearch.augment.standard import randaugment_tv_policy
+
+    randaugment_tv_policy().save(run_dir / "policy.json")
+    stored = rundir.read_stored_config(run_dir, continuing=False)[0]
+    assert search.run_search(stored, run_dir, resume=True).already_complete
+
+    class Reached(Exception):
+        pass
+
+    def reached(*args, **kwargs):
+        raise Reached
+
+    monkeypatch.setattr(search, "run_search", reached)  # the API's own read of config.json let it through
+    with pytest.raises(Reached):
+        search.search(out=run_dir, resume=True, stream=io.StringIO())
+    (run_dir / "policy.json").unlink()
     del document["search_digest"]  # a run from before the digest: continued as it was
     (run_dir / "config.json").write_text(json.dumps(document), encoding="utf-8")
     assert rundir.read_stored_config(run_dir)[0].trials == SMALL.get("trials", SearchConfig().trials) + 2

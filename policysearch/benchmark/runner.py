@@ -172,7 +172,7 @@ def finished_runs(out: Path, document: dict[str, Any]) -> dict[tuple[str, int], 
     if previous is None:
         return {}
     trained = set(document.get("settings", {}).get("methods", ()))
-    hashed = "sha256" in (previous.get("searched_policy") or {})  # files written before the hash: the rest
+    hashed = _hashed(previous)
 
     def policies(d: dict[str, Any]) -> dict[str, str]:
         searched = {k: v for k, v in (d.get("searched_policy") or {}).items()
@@ -181,7 +181,7 @@ def finished_runs(out: Path, document: dict[str, Any]) -> dict[tuple[str, int], 
                    if k != "sha256" or "sha256" in (previous.get("search_scratch") or {})]
         return {"searched": json.dumps(searched, sort_keys=True), "searched-scratch": json.dumps(scratch)}
 
-    if _compared(previous) != _compared(document):
+    if _compared(previous, hashed) != _compared(document, hashed):
         return {}
     before, now = policies(previous), policies(document)
     # a method this command does not train keeps its runs as they were, whichever policy made them
@@ -212,11 +212,19 @@ _SEARCH_ONLY = ("search_train_size", "search_trials", "search_splits", "search_t
                 "selection_repeats")
 
 
-def _compared(d: dict[str, Any]) -> dict[str, Any]:
+def _hashed(previous: dict[str, Any]) -> bool:
+    """Whether a results document records its searched policy's content (files before the hash: its name,
+    size and baseline only)."""
+    return "sha256" in (previous.get("searched_policy") or {})
+
+
+def _compared(d: dict[str, Any], hashed: bool = True) -> dict[str, Any]:
     """What a rerun must share with a results document to keep its runs: the settings as the trainings run
-    them (methods, seeds and the search's own settings aside; the epochs and batch after the step floor),
-    the software and the pretrained weights, as JSON holds them (tuples as lists)."""
-    settings = {k: v for k, v in d.get("settings", {}).items() if k not in ("methods", "seeds", *_SEARCH_ONLY)}
+    them (methods, seeds and, where the searched policy's content was ``hashed`` to tell it apart, the
+    search's own settings aside; the epochs and batch after the step floor), the software and the pretrained
+    weights, as JSON holds them (tuples as lists)."""
+    aside = ("methods", "seeds", *(_SEARCH_ONLY if hashed else ()))
+    settings = {k: v for k, v in d.get("settings", {}).items() if k not in aside}
     if all(isinstance(settings.get(k), int) for k in ("epochs", "batch_size", "train_images")):
         ran = fit_to_data(TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"]),
                           settings["train_images"])  # --epochs 1 and 2 both train 40 epochs on 200 images
@@ -231,7 +239,8 @@ def what_changed(previous: dict[str, Any], document: dict[str, Any], dropped: Co
     """Why the earlier runs of ``previous`` of the methods ``dropped`` are not kept for ``document``: the
     settings, software or weights that differ (methods and seeds aside), else each of the other reasons that
     apply - another version of an anchor's library, another searched policy."""
-    before, now = _compared(previous), _compared(document)
+    hashed = _hashed(previous)
+    before, now = _compared(previous, hashed), _compared(document, hashed)
     changed = [f"{key}: was {short_repr(before.get(key))}, now {short_repr(now.get(key))}"
                for key in dict.fromkeys([*before, *now]) if before.get(key) != now.get(key)]
     if changed:

@@ -111,7 +111,9 @@ def _search(data: Any, model: Any, run_dir: Path, resume: bool, image_column: st
             stream: TextIO | None, settings: dict[str, Any]) -> SearchResult:
     """:func:`search` once its arguments are checked."""
     try:  # the checks' messages name the keyword arguments
-        stored = read_stored_config(run_dir)[0] if resume else None
+        # a finished run (its policy.json is written last) is only read back: an older format is no obstacle
+        finished = (run_dir / "policy.json").is_file()
+        stored = read_stored_config(run_dir, continuing=not finished)[0] if resume else None
         base = replace(stored, **settings) if stored is not None else SearchConfig(**settings)
         model_name, builder = _model(model, stored)
         dataset, read = _data(data, stored, base.image_size, image_column, label_column)

@@ -192,6 +192,9 @@ def _wrap(text: str, width: int = 95) -> str:
     return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False))
 
 
+REPEAT_MARKERS = "os^Dv"  # trials.png: a repeat's points, in its split's colour
+
+
 def plot_trials(rows: Sequence[dict[str, str]], config: SearchConfig, clean_accuracy: float | None,
                 clean_by_split: Mapping[int, float] | None = None) -> bytes:
     """Phase 2: every trial's reward by its place in its optimiser's sequence, one colour per split and repeat;
@@ -211,16 +214,17 @@ def plot_trials(rows: Sequence[dict[str, str]], config: SearchConfig, clean_accu
     floor = low - 0.08 * max(high - low, 1e-3)  # where failed trials are marked, below every score
     failed_any = False
     clean_lines = dict(clean_by_split or {})
-    for g, ((repeat, split), group) in enumerate(sorted(groups.items())):
-        colour = colours(g % 10)
-        if split in clean_lines:  # once per split, in the colour of its first repeat
+    for (repeat, split), group in sorted(groups.items()):
+        colour = colours(split % 10)  # a colour per split (its child's line has it), a marker per repeat
+        marker = REPEAT_MARKERS[repeat % len(REPEAT_MARKERS)]
+        if split in clean_lines:
             ax.axhline(clean_lines.pop(split), color=colour, linestyle="--", linewidth=1, alpha=0.8)
         group.sort(key=lambda r: int(r["index"]))
         ok = [r for r in group if r["status"] == "ok"]
         xs = [int(r["index"]) for r in ok]
         ys = [_float(r["reward"]) for r in ok]
         label = f"split {split}" + (f", repeat {repeat}" if config.repeats > 1 else "")
-        ax.plot(xs, ys, "o", color=colour, markersize=4, alpha=0.75, label=label)
+        ax.plot(xs, ys, marker, color=colour, markersize=4, alpha=0.75, label=label)
         best, running = -math.inf, []
         for y in ys:
             best = max(best, y)
@@ -624,7 +628,8 @@ def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: Ima
     accuracy = config.reward == "accuracy"  # the children's clean accuracy compares with that reward only
     clean = meta.get("score", {}).get("child_da_accuracy_without_policy") if accuracy else None
     by_split = meta.get("score", {}).get("child_da_accuracy_by_split") if accuracy else None  # older runs: none
-    by_split = {int(k): float(v) for k, v in by_split.items()} if isinstance(by_split, dict) else None
+    by_split = {int(k): float(v) for k, v in by_split.items() if str(k).isdigit() and isinstance(v, (int, float))
+                } if isinstance(by_split, dict) else None
     figures, notes = [], []
 
     write_bytes_atomic(run_dir / "trials.png", plot_trials(trials, config, clean, by_split))

@@ -120,9 +120,10 @@ def read_stored_config(run_dir: Path, continuing: bool = True) -> tuple[SearchCo
                        f"wrote ({reason}); start a new run with another {say('out')}") from None
     kept = document.get("search_digest")  # runs written before it was recorded pass
     if continuing and kept is not None and kept != settings_digest(document["search"]):
-        raise RunError(lambda say: f"{say('resume', run_dir)}: the settings in {CONFIG_FILE} were changed since the run "
-                       "started (they no longer match its search_digest), and its finished trials were made with the "
-                       f"old ones: put {CONFIG_FILE} back to continue, or start a new run with another {say('out')}")
+        raise RunError(lambda say: f"{say('resume', run_dir)}: settings in {CONFIG_FILE} that decide the run's trials "
+                       "were changed since it started (they no longer match its search_digest), and its finished "
+                       f"trials were made with the old ones: put {CONFIG_FILE} back to continue, or start a new run "
+                       f"with another {say('out')}")
     made = document.get("run_format", 1)
     if continuing and made != RUN_FORMAT:
         raise RunError(lambda say: f"{say('resume', run_dir)}: the run was made by another policysearch (run format "
@@ -384,10 +385,18 @@ def _new_run_id() -> str:
     return f"{stamp}-{uuid.uuid4().hex[:8]}"
 
 
+# Settings a run may be moved with, edited in config.json: where it runs and with what resources, and where
+# its inputs are (their contents are checked by fingerprints, ``check_same_inputs``)
+_MOVABLE = RESUMABLE | {"storage", "cpus_per_trial", "gpus_per_trial", "max_concurrent", "retries", "data_root",
+                        "download", "dataset", "space", "weights"}
+
+
 def settings_digest(settings: Mapping[str, Any]) -> str:
-    """16 hex digits of SHA-256 over a config's settings as JSON: ``config.json`` keeps it beside them, so that
-    a resume finds settings edited by hand, which the run's finished trials were not made with."""
-    text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    """16 hex digits of SHA-256 over the settings that decide a run's trials, as JSON (``_MOVABLE`` aside):
+    ``config.json`` keeps it beside them, so that a resume finds such settings edited by hand, which the run's
+    finished trials were not made with."""
+    decisive = {k: v for k, v in settings.items() if k not in _MOVABLE}
+    text = json.dumps(decisive, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
