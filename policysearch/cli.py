@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
 from policysearch import __version__
-from policysearch.augment.grids import CELL_TARGET  # a constant; the module imports Pillow and torch only when drawing
+from policysearch.augment.grids import CELL_TARGET, GRID_SAMPLES, GRID_VIEWS  # a constant; the module imports Pillow and torch only when drawing
 from policysearch.wording import counted, one_line as _one_line
 
 if TYPE_CHECKING:  # annotations only: help must not import torch
@@ -224,8 +224,10 @@ def _add_show(parser: argparse.ArgumentParser) -> None:
                         help="download a torchvision data set (cifar10, cifar100, svhn) into the data root if missing")
     parser.add_argument("-o", "--output", default="grid.png",
                         help="PNG file to write, its name ending in .png; a missing folder is made (default: grid.png)")
-    parser.add_argument("--samples", type=_positive, default=8, help="rows: samples of the data set (default: 8)")
-    parser.add_argument("--views", type=_positive, default=6, help="augmented views per sample (default: 6)")
+    parser.add_argument("--samples", type=_positive, default=GRID_SAMPLES,
+                        help=f"rows: samples of the data set (default: {GRID_SAMPLES}, as a search's grid.png)")
+    parser.add_argument("--views", type=_positive, default=GRID_VIEWS,
+                        help=f"augmented views per sample (default: {GRID_VIEWS}, as a search's grid.png)")
     parser.add_argument("--seed", type=_seed, default=0, help="seed for the samples and the augmentation (default: 0)")
     parser.add_argument("--scale", type=_positive, default=None,
                         help=f"upscaling factor (nearest neighbour); default: about {CELL_TARGET} px per image")

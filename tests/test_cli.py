@@ -265,7 +265,7 @@ def test_show_refuses_a_grid_too_large_to_draw_before_drawing(tmp_path, capsys):
     out = tmp_path / "grid.png"
     assert main(["show", "--dataset", "digits", "--scale", "1000", "-o", str(out)]) == cli.EXIT_USAGE
     assert capsys.readouterr().err.strip() == (
-        "policysearch: error: the grid would have about 14,336 million pixels (8 samples x 7 images of 16000x16000 "
+        "policysearch: error: the grid would have about 18,432 million pixels (8 samples x 9 images of 16000x16000 "
         "px), more than 50 million; lower --scale, --samples or --views")
     assert not out.exists()
 
@@ -334,7 +334,8 @@ def test_show_takes_a_folder_as_search_does(tmp_path, capsys):
 
     pets = searched_on(f"imagefolder:{tmp_path / 'pets'}", "a.json")
     assert main(["show", pets, "-o", str(out), "--samples", "2"]) == 0
-    assert f"2 samples of imagefolder:{tmp_path / 'pets'}, 6 views each" in capsys.readouterr().out
+    # the same views per sample as the run's grid.png (show drew 6, the run 8: a trial's find)
+    assert f"2 samples of imagefolder:{tmp_path / 'pets'}, 8 views each" in capsys.readouterr().out
     assert main(["show", searched_on("python:Dataset#0123456789ab", "b.json"), "-o", str(out), "--samples", "2"]) == 0
     printed = capsys.readouterr().out  # data given in Python cannot be read again; it says so (it was silent)
     assert "2 samples of digits/train" in printed and printed.startswith(

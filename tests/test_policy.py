@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -488,6 +489,14 @@ def test_a_folder_given_for_a_policy_file_points_to_the_one_inside(tmp_path):
     Policy([[("Rotate", 0.5, 0.5)]]).save(tmp_path / "policy.json")
     with pytest.raises(PolicyError, match=rf"a folder, not a policy file; a search's policy is {tmp_path}/policy.json"):
         Policy.load(tmp_path)
+
+
+def test_a_pipe_given_for_a_policy_file_is_refused_at_once(tmp_path):
+    """Regression (a trial): validate, show and convert given a named pipe waited for a writer for ever."""
+    pipe = tmp_path / "policy.json"
+    os.mkfifo(pipe)
+    with pytest.raises(PolicyError, match=r"policy.json': not a regular file \(a pipe or a device\)"):
+        Policy.load(pipe)
 
 
 def test_a_model_name_close_to_ours_gets_the_name_it_meant():

@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # imported by the functions that draw, so that --help stays f
 
     from policysearch.augment.policy import Policy
 
-__all__ = ["CELL_TARGET", "GAP", "LabelledImages", "MARGIN", "augmented_views", "from_pil", "grid_scale", "render_grid",
+__all__ = ["CELL_TARGET", "GAP", "GRID_SAMPLES", "GRID_VIEWS", "LabelledImages", "MARGIN", "augmented_views", "from_pil", "grid_scale", "render_grid",
            "sample_grid", "to_pil"]
 
 
@@ -34,6 +34,7 @@ class LabelledImages(Protocol):
 
 
 CELL_TARGET = 64  # pixels; the default scale brings images near this size
+GRID_SAMPLES, GRID_VIEWS = 8, 8  # rows and augmented views per row: `show` and a run's grid.png alike
 GAP = 4
 MARGIN = 10
 BACKGROUND = (255, 255, 255)
@@ -150,7 +151,7 @@ def grid_scale(height: int, width: int, scale: int | None = None) -> int:
     return scale or max(1, round(CELL_TARGET / max(height, width)))
 
 
-def sample_grid(policy: Policy, data: LabelledImages, *, about: str, samples: int = 8, views: int = 6, seed: int = 0,
+def sample_grid(policy: Policy, data: LabelledImages, *, about: str, samples: int = GRID_SAMPLES, views: int = GRID_VIEWS, seed: int = 0,
                 backend: str = "batch", scale: int | None = None) -> tuple[Image.Image, int, int]:
     """The grid of ``samples`` seeded picks of ``data`` (an ``ImageData``) and ``views`` augmented views of
     each through ``policy``; returns (PIL image, samples drawn, scale). ``about`` names the policy in the title.

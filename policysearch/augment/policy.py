@@ -233,6 +233,8 @@ def read_policy_json(path: str | os.PathLike[str]) -> Any:
     (a device is never read to its end), UTF-8, no key twice in an object, at most ``MAX_DEPTH`` deep and
     ``MAX_VALUES`` values. Anything wrong is one PolicyError naming the file as given."""
     shown = os.fspath(path)
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):  # a pipe's open() waits
+        raise PolicyError(f"{short_repr(shown)}: not a regular file (a pipe or a device); give a policy JSON file")
     try:
         with open(path, "rb") as handle:
             raw = handle.read(MAX_FILE_BYTES + 1)  # never more: a huge file or a device is refused

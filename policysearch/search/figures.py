@@ -50,7 +50,6 @@ REWARD_MEANING = {
     "min_loss": "minus the child's lowest loss over the views",
 }
 FILES = ("trials.png", "recipes.png", "ops.png", "grid.png")  # the pictures, in the report's order
-GRID_SAMPLES, GRID_VIEWS = 8, 8
 DPI = 110
 CHOSEN, OTHER, FAILED = "tab:red", "tab:blue", "black"
 UNTESTED = "#a8d5a2"  # a recipe beyond the noise that the rule does not test (not the lowest mean)
@@ -609,7 +608,7 @@ def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: Ima
     the caller holds them (the export), else they are loaded as the search loaded them (``data_root``
     overrides the stored one).
     """
-    from policysearch.augment.grids import sample_grid
+    from policysearch.augment.grids import GRID_SAMPLES, GRID_VIEWS, sample_grid
     from policysearch.search.selection import bound_correction
 
     run_dir = Path(run_dir)
