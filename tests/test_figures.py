@@ -20,7 +20,7 @@ from policysearch.augment.policy import Baseline, Operation, Policy
 from policysearch.search import SearchConfig, prepare
 from policysearch.search.export import export, write_trials_csv
 from policysearch.search.faults import Fault, Faults
-from policysearch.search.figures import BEGIN, END, op_usage, plot_recipes, recipe_data
+from policysearch.search.figures import BEGIN, END, error_limits, op_usage, plot_recipes, recipe_data
 from policysearch.search.outcome import Candidate, Outcome
 from policysearch.search.rundir import Run, write_config
 from policysearch.search.selection import decide
@@ -652,3 +652,13 @@ def test_the_report_counts_failed_recipes_when_none_stopped():
     decision = decide({"ref": [10.0, 12, 14], "a": [9.0, 11, 13]}, "ref", test_fraction=1 / 3)
     assert _trained_text(SimpleNamespace(decision=decision, recipes=[1, 2, 3, 4]), 3) == "2 on every fold, 2 failed"
     assert _trained_text(SimpleNamespace(decision=decision, recipes=[1, 2]), 3) == "all on every fold"
+
+
+def test_the_recipes_error_axis_zooms_on_errors_far_from_zero():
+    """A trial's find: folds at 82-94% error were squeezed into the last tenth of an axis from 0."""
+    low, high = error_limits([82.0, 88.5, 94.0])
+    assert 81.0 < low < 82.0 and 94.0 < high < 95.0
+    assert error_limits([3.0, 12.0]) == (-0.04 * 12.0, 1.08 * 12.0)  # near 0: the axis starts at 0
+    assert error_limits([]) == (-0.04, 1.08)
+    low, high = error_limits([90.0, 90.0])  # one value: still a span to see it in
+    assert low < 90.0 < high and high - low >= 1.0

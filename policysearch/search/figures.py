@@ -323,6 +323,16 @@ def _marks(chosen: bool, reference: bool) -> str:
     return f" ({'; '.join(marks)})" if marks else ""
 
 
+def error_limits(errors: Sequence[float]) -> tuple[float, float]:
+    """The held-out error axis of recipes.png: from 0 while the errors reach near it, else the errors' own
+    span, so that folds at 82-94% are not squeezed into the last tenth of the axis."""
+    low, high = min(errors, default=0.0), max(list(errors) + [1.0])
+    if low <= 0.5 * high:
+        return -0.04 * high, 1.08 * high  # a fold with no error stays visible off the spine
+    pad = 0.08 * (high - low) + max(0.0, 1.0 - (high - low)) / 2  # at least 1 pp wide
+    return low - pad, high + pad
+
+
 def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], confidence: float,
                  test_fraction: float) -> bytes:
     """Phase 3: held-out error of every candidate recipe and, for each, the quantity the rule decides on (this
@@ -338,7 +348,7 @@ def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], conf
     fig, axes = plt.subplots(len(ratios), 2, figsize=(10, height), layout="constrained", squeeze=False,
                              gridspec_kw={"width_ratios": [1, 1.25], "height_ratios": ratios})
     left, right = axes[0]
-    widest = max([max(r["folds"]) for r in ranked] + [r["mean"] for r in stopped] + [1.0])
+    errors = [v for r in ranked for v in r["folds"]] + [r["mean"] for r in stopped]
     diffs = [v for r in ranked for v in (r["diff"], r["upper"]) if v is not None]
     diffs += [r["diff"] for r in stopped if r["diff"] is not None]
     reach = max([abs(v) for v in diffs] + [1.0])
@@ -369,7 +379,7 @@ def plot_recipes(rows: Sequence[dict[str, str]], selection: dict[str, Any], conf
         ax.set_ylim(-0.7, max(top_rows, 1) - 0.3)
         ax.grid(axis="x", alpha=0.3)
     n_folds = max((len(r["folds"]) for r in ranked), default=0)
-    left.set_xlim(-0.04 * widest, 1.08 * widest)  # a fold with no error stays visible off the spine
+    left.set_xlim(*error_limits(errors))
     left.set_xlabel(f"held-out error (%): | each of the {n_folds} folds, o mean", fontsize=9)
     right.axvline(0, color="0.3", linewidth=1, zorder=0)
     right.set_xlim(-1.15 * reach, 1.15 * reach)  # 0 in the middle: which side a recipe falls is plain
