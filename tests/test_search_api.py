@@ -541,7 +541,23 @@ def _not_a_module(num_classes, in_channels):
 
 
 def _too_small(num_classes, in_channels):
-    return nn.Sequential(nn.Conv2d(in_channels, 4, 9), nn.Flatten(), nn.LazyLinear(num_classes))
+    return nn.Sequential(nn.Conv2d(in_channels, 4, 9), nn.Flatten(), nn.Linear(4, num_classes))
+
+
+def _lazy(num_classes, in_channels):
+    return nn.Sequential(nn.Conv2d(in_channels, 4, 3), nn.Flatten(), nn.LazyLinear(num_classes))
+
+
+class _Views(nn.Module):
+    """Flattens with .view, which fails on the channels_last batches training uses, and runs on contiguous ones."""
+
+    def __init__(self, num_classes: int, in_channels: int) -> None:
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(in_channels, 4, 3, padding=1), nn.Linear(4 * 8 * 8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        return self.head(x.view(x.size(0), -1))
 
 
 class _Constant(nn.Module):
@@ -596,12 +612,18 @@ BAD_MODELS = {
                                                     r"positionally \(num_classes, in_channels\): "),
     "not a module": (_not_a_module, HERE + r"_not_a_module returned a str, not a torch.nn.Module"),
     "input it cannot take": (_too_small, HERE + r"_too_small cannot run on 1x8x8 images \(RuntimeError: "),
+    # a trial's find: both passed the check, then every trial failed in its worker (the layout; moving to it)
+    "view on channels_last": (_Views, HERE + r"_Views fails on batches in the channels_last memory layout, which "
+                                             r"training uses \(RuntimeError: view size is not compatible.*\); it runs "
+                                             r"on contiguous ones: flatten with torch.flatten\(x, 1\)"),
+    "lazy layers": (_lazy, HERE + r"_lazy has lazy layers \(LazyLinear\), whose sizes are known only after a first "
+                                  r"batch; build it with sized layers"),
     "a model instead of a callable": (TinyNet(10, 1), r"^model= takes a callable that builds a fresh model, not a "
                                                       r"TinyNet instance .*in_channels: TinyNet\(\.\.\.\), "
                                                       r"building it for num_classes outputs"),
     "not a callable": (42, r"^model= takes a model name or a callable (.*) -> nn.Module, got an int$"),
     "no trainable parameters": (_no_parameters, HERE + r"_no_parameters has no trainable parameters, so there is "
-                                                       r"nothing to train: it has none; its layers must be"),
+                                                       r"nothing to train: none is registered; its layers must be"),
     "every parameter frozen": (_frozen, HERE + r"_frozen has no trainable parameters, so there is nothing to train: "
                                                r"all \d+ of its parameters are frozen \(requires_grad=False\)$"),
     "cannot be pickled": (_unpicklable(), HERE + r"_unpicklable.<locals>.build cannot be sent to Ray's workers: "

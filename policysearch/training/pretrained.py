@@ -483,6 +483,16 @@ def architecture(model: nn.Module) -> str:
     return f"{ARCHITECTURE_FORMULA}-{hashlib.sha256(chr(10).join(parts).encode('utf-8')).hexdigest()[:16]}"
 
 
+def _runs_contiguous(model: nn.Module, x: Tensor) -> bool:
+    """Whether ``model`` runs on the contiguous batch ``x`` (after it failed on the channels_last one)."""
+    try:
+        with torch.no_grad():
+            model.to(memory_format=torch.contiguous_format)(x)
+    except Exception:  # the model's own code, which failed once already: any failure means no
+        return False
+    return True
+
+
 def check_model(spec: ModelSpec, image_size: int) -> str:
     """Build ``spec`` and run it on two ``image_size`` images: every problem is one line, before any work.
     Returns the built model's :func:`architecture`."""
@@ -499,15 +509,23 @@ def check_model(spec: ModelSpec, image_size: int) -> str:
     parameters = list(model.parameters())
     if not any(p.requires_grad for p in parameters):
         why = (f"all {len(parameters)} of its parameters are frozen (requires_grad=False)" if parameters else
-               "it has none; its layers must be nn.Module attributes (an nn.ModuleList for a list of them)")
+               "none is registered; its layers must be nn.Module attributes (an nn.ModuleList for a list of them)")
         raise ModelError(lambda say: f"{where(say)} has no trainable parameters, so there is nothing to train: "
                           f"{why}")
+    lazy = sorted({type(m).__name__ for m in model.modules() if isinstance(m, nn.modules.lazy.LazyModuleMixin)})
+    if lazy:  # training moves the model to its device and layout before any batch: unsized weights cannot go
+        raise ModelError(lambda say: f"{where(say)} has lazy layers ({', '.join(lazy)}), whose sizes are known only "
+                          "after a first batch; build it with sized layers (nn.Linear(in_features, num_classes))")
     x = torch.zeros(2, spec.in_channels, image_size, image_size)
-    try:
+    try:  # as training runs it: model and batches in the channels_last layout
         with torch.no_grad():
-            out = model(x)
+            out = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
     except Exception as exc:  # the model's own code (a callable's, a timm one's): whatever it raises is one line,
         failure = f"{type(exc).__name__}: {first_line(exc)}"  # its traceback kept as the cause for Python callers
+        if _runs_contiguous(model, x):
+            raise ModelError(lambda say: f"{where(say)} fails on batches in the channels_last memory layout, "
+                              f"which training uses ({failure}); it runs on contiguous ones: flatten with "
+                              "torch.flatten(x, 1) or x.reshape(len(x), -1) rather than x.view(...)") from exc
         raise ModelError(lambda say: f"{where(say)} cannot run on {spec.in_channels}x{image_size}x{image_size} "
                           f"images ({failure}); if the size is the cause, choose another {say('image_size')}"
                           + (", else fix the model" if given else "")) from exc
