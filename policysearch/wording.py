@@ -45,9 +45,10 @@ def short_repr(value: Any) -> str:
     return _SHORT.repr(value)
 
 
-def few(names: Sequence[str], shown: int = 3) -> str:
-    """A list for a message, cut short: ``a, b, c`` or ``a, b, c and 4 more``."""
-    listed = ", ".join(names[:shown])
+def few(names: Sequence[str], shown: int = 3, sep: str = ", ") -> str:
+    """A list for a message, cut short: ``a, b, c`` or ``a, b, c and 4 more`` (``sep="; "`` for names that
+    hold commas, as recipes do)."""
+    listed = sep.join(names[:shown])
     return listed if len(names) <= shown else f"{listed} and {len(names) - shown} more"
 
 

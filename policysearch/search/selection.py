@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from policysearch.wording import few
+from policysearch.wording import counted, few
 
 __all__ = ["Comparison", "Decision", "TIE_RULE", "bound_correction", "compare", "decide", "fold_variance", "lowest_mean", "race",
            "race_margin", "race_share", "race_ties", "selection_power", "sequential_contenders", "signed_pp",
@@ -31,6 +31,12 @@ TIE_RULE = "every recipe tied with the last one kept at the cut goes on too"
 # it, while two real means differ by at least 100 / (held-out predictions), far above it.
 TIE_TOLERANCE = 1e-5
 RACE_Z = 2.0  # a candidate is raced out only when its first-fold deficit exceeds this many standard errors
+
+
+def _recipes(names: Sequence[str]) -> str:
+    """Recipes for a reason, told apart although their names hold commas: ``1 other recipe (a)``,
+    ``5 other recipes (a; b; c and 2 more)``."""
+    return f"{counted(len(names), 'other recipe')} ({few(names, sep='; ')})"
 
 
 def signed_pp(x: float) -> str:
@@ -260,15 +266,15 @@ def decide(errors: Mapping[str, Sequence[float]], reference: str, *, test_fracti
     mean_error = {name: float(np.mean(v)) for name, v in errors.items()}
     tied = lowest_mean(errors)
     best, others = tied[0], tied[1:]
-    tie = (f" (tied on the mean with {few(others)}; a tie goes to the recipe listed first, the simpler or more "
-           "standard one)" if others else "")
+    tie = (f" (tied on the mean with {_recipes(others)}: a tie goes to the recipe listed first, the simpler or "
+           "more standard one)" if others else "")
     against_reference = versus_reference(errors, reference, test_fraction=test_fraction, confidence=confidence,
                                          held_out=held_out)
     bound = f"{confidence:.0%} one-sided upper bound on ({best} - {reference})"
     if reference in tied:  # a tie never leaves the reference, wherever it is listed and whatever float noise says
         chosen, reason = reference, f"the reference {reference} has the lowest mean held-out error"
         if len(tied) > 1:
-            reason += f", tied with {few([name for name in tied if name != reference])}; a tie keeps the reference"
+            reason += f", tied with {_recipes([name for name in tied if name != reference])}; a tie keeps the reference"
     else:
         against = next(c for c in against_reference if c.candidate == best)
         if against.clears:
