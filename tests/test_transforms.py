@@ -529,6 +529,20 @@ def test_a_fill_that_is_not_grey_levels_is_refused_when_built(fill):
             maker()
 
 
+def test_a_fill_of_one_or_of_two_values_is_refused_when_built():
+    """A trial's finds: fill=1.0, torchvision's white for float images, was taken as grey level 1 (nearly black)
+    without a word; two values, right for no image, were refused only on the first image."""
+    for maker in (BatchPolicyTransform, PolicyTransform):
+        for one in (1.0, [1.0, 1.0, 1.0], np.float32(1.0)):
+            with pytest.raises(ValueError, match=r"reads as grey level 1 of 255, nearly black.*\(white is 255\)$"):
+                maker(FOUR, fill=one)
+        with pytest.raises(ValueError, match=r"^fill: 2 values; give one grey level or 3 \(R, G, B\)"):
+            maker(FOUR, fill=(1, 2))
+    assert BatchPolicyTransform(FOUR, fill=1).fill == (1,) and Cutout(4, fill=255.0).fill == (255,)
+    with pytest.raises(ValueError, match="reads as grey level 1 of 255"):
+        Cutout(4, fill=1.0)
+
+
 def test_a_fill_per_channel_must_match_the_images_on_every_path():
     """Three fill values for a grey image are refused by the batch, the per-image PIL path and Cutout alike
     (torchvision refuses them too), rather than one path taking the first value."""
@@ -540,8 +554,6 @@ def test_a_fill_per_channel_must_match_the_images_on_every_path():
         PolicyTransform(cutout, fill=(1, 2, 3))(natural_pil(8, 8, "L"))
     with pytest.raises(ValueError, match="fill: 3 values for images of 1 channel"):
         Cutout(4, fill=(1, 2, 3))(natural_pil(8, 8, "L"))
-    with pytest.raises(ValueError, match="fill: 2 values for images of 3 channels; give one grey level or 3"):
-        BatchPolicyTransform(cutout, fill=(1, 2))(natural_batch(2, 8, 8))
     assert PolicyTransform(cutout, fill=(1, 2, 3))(natural_pil(8, 8)).size == (8, 8)
     assert BatchPolicyTransform(cutout, fill=np.array([1, 2, 3])).fill == (1, 2, 3)  # an array of levels too
     assert BatchPolicyTransform(cutout, fill=torch.tensor(5)).fill == (5,)

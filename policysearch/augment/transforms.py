@@ -553,6 +553,9 @@ def _check_fill(fill: Fill) -> tuple[int, ...]:
     if not values or not all(level(v) for v in values):
         raise ValueError(f"fill: expected a grey level or a sequence of grey levels, whole numbers in [0, 255] "
                          f"also for float images (0.5 of the range is 128), got {fill!r}")
+    if any(isinstance(v, (float, np.floating)) and 0 < v <= 1 for v in values):  # torchvision's white for floats
+        raise ValueError(f"fill: {fill!r} reads as grey level 1 of 255, nearly black, not as 1.0 of a float image's "
+                         "range; give whole numbers in [0, 255] also for float images (white is 255)")
     return tuple(int(round(v)) for v in values)
 
 
@@ -571,6 +574,9 @@ class BatchPolicyTransform(torch.nn.Module):
             raise PolicyError("policy has no sub-policies")
         self.policy = policy
         self.fill = _check_fill(fill)
+        if len(self.fill) not in (1, 3):  # its images have 1 or 3 channels: refused now, not at the first image
+            raise ValueError(f"fill: {len(self.fill)} values; give one grey level or 3 (R, G, B), for images of 1 "
+                             "or 3 channels")
         length = max(len(sub) for sub in policy)
         cpu = torch.device("cpu")  # named: the tables are host tables whatever torch.set_default_device says
         names = sorted(policy.ops())
