@@ -394,6 +394,19 @@ def test_imagefolder_link_to_nothing_is_named_not_dropped(tmp_path: Path) -> Non
     assert len(data) == 5 and any("notes.txt" in note for note in data.notes)
 
 
+def test_imagefolder_class_folder_linked_to_nothing_is_named_not_dropped(tmp_path: Path) -> None:
+    """A trial's find: a class folder that is a link to nothing (a drive not mounted) was left out without a
+    word, and the data had one class fewer."""
+    _write_folder(tmp_path / "set", {"a": 3, "b": 2})
+    (tmp_path / "set" / "c").symlink_to(tmp_path / "unmounted" / "c", target_is_directory=True)
+    with pytest.raises(DataError, match=r"'.*set/c' links to '.*unmounted/c', which does not exist \(a drive not "
+                                        r"mounted\?\); fix the link or remove it"):
+        load_dataset(_folder(tmp_path / "set"))
+    (tmp_path / "set" / ".c").symlink_to(tmp_path / "unmounted" / "c", target_is_directory=True)
+    (tmp_path / "set" / "c").unlink()
+    assert load_dataset(_folder(tmp_path / "set")).classes == ("a", "b")  # a hidden one is skipped, as any is
+
+
 def test_imagefolder_follows_linked_folders_in_a_class(tmp_path: Path) -> None:
     """Regression: a linked folder inside a class folder was left out without a word (torchvision's
     ImageFolder follows it)."""
@@ -811,3 +824,13 @@ def test_declared_floors_cover_the_apis_the_code_calls() -> None:
     assert _floor(deps, "torchvision") >= (0, 21)
     # torchvision 0.21 is built against torch 2.6; torch.amp.GradScaler("cuda") needs torch >= 2.3
     assert _floor(deps, "torch") >= (2, 6)
+
+
+def test_the_resize_note_counts_the_sizes_it_does_not_show() -> None:
+    """A trial's find: "and 1 other sizes"."""
+    from policysearch.training.data import resize_note
+
+    sizes = [(40, 20), (40, 20), (17, 33), (64, 64), (100, 80)]
+    assert resize_note("mixed", sizes, 24, "the median")[0].endswith("and 1 other size (non-square: the centre "
+                                                                      "square cropped, then resized)")
+    assert "and 2 other sizes" in resize_note("mixed", sizes + [(30, 30)], 24, "the median")[0]

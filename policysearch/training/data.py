@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
 from policysearch.augment.policy import Baseline
-from policysearch.wording import WordedError
+from policysearch.wording import WordedError, counted
 
 __all__ = [
     "BASELINES",
@@ -488,7 +488,14 @@ def _folder_layout(path: Path) -> dict[str, Path]:
 
 
 def _subfolders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """The class (or split) folders in ``folder``, hidden ones skipped; a link to nothing is an error, since
+    it may be a class's folder on a drive not mounted, which would otherwise go missing without a word."""
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    for path in entries:
+        if _dangling(path):
+            raise DataError(f"{str(path)!r} links to {os.readlink(path)!r}, which does not exist (a drive not "
+                            "mounted?); fix the link or remove it")
+    return [p for p in entries if p.is_dir()]
 
 
 def _refuse_loose_images(folder: Path) -> None:
@@ -727,7 +734,7 @@ def resize_note(name: str, originals: list[tuple[int, int]], size: int, why: str
     if not counts:
         return ()
     shown = ", ".join(f"{w}x{h} ({n})" for (w, h), n in counts.most_common(3))
-    more = f" and {len(counts) - 3} other sizes" if len(counts) > 3 else ""
+    more = f" and {counted(len(counts) - 3, 'other size')}" if len(counts) > 3 else ""
     crop = (" (non-square: the centre square cropped, then resized)"
             if any(w != h for w, h in counts) else "")
     resized = sum(counts.values())
