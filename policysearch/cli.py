@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
 from policysearch import __version__
+from policysearch.arguments import whole_number
 from policysearch.augment.grids import CELL_TARGET, GRID_SAMPLES, GRID_VIEWS  # a constant; the module imports Pillow and torch only when drawing
 from policysearch.wording import counted, one_line as _one_line
 
@@ -188,15 +189,8 @@ def _run_convert(args: argparse.Namespace) -> int:
 DEFAULT_SHOW_POLICY = "torchvision:cifar10"
 
 
-def _whole_number(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-
-
 def _positive(text: str) -> int:
-    value = _whole_number(text)
+    value = whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
@@ -205,7 +199,7 @@ def _positive(text: str) -> int:
 def _seed(text: str) -> int:
     from policysearch.training.randomness import MAX_SEED
 
-    value = _whole_number(text)
+    value = whole_number(text)
     if not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_SEED}, got {value}")
     return value

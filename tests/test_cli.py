@@ -102,8 +102,14 @@ def test_a_usage_error_is_one_line_that_points_to_the_help(capsys):
     assert err.startswith("policysearch benchmark: error: argument --methods: invalid choice: 'bogus'")
     assert err.endswith("; see policysearch benchmark --help\n")
     assert main(["search", "--epochs", "x"]) == 2
-    assert capsys.readouterr().err == ("policysearch search: error: argument --epochs: invalid int value: 'x'; see "
-                                       "policysearch search --help\n")
+    # the wording show's options use (a trial found two: argparse's "invalid int value" on search's)
+    assert capsys.readouterr().err == ("policysearch search: error: argument --epochs: expected a whole number, got "
+                                       "'x'; see policysearch search --help\n")
+    for command, option, value, expected in (("search", "--lr", "fast", "a number"),
+                                             ("benchmark", "--seeds", "nan", "a whole number"),
+                                             ("benchmark", "--lr", "x", "a number")):
+        assert main([command, option, value]) == 2
+        assert f"argument {option}: expected {expected}, got {value!r}" in capsys.readouterr().err
     assert main(["search", "--bogus", "1"]) == 2  # reported by the root parser, about the subcommand's options
     assert capsys.readouterr().err == "policysearch: error: unrecognized arguments: --bogus 1; see policysearch search --help\n"
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from policysearch.arguments import decimal_number, whole_number
 from policysearch.augment.standard import load_policy
 from policysearch.benchmark.methods import ALL_METHODS
 from policysearch.benchmark.presets import (DEFAULT_OUT, PRESETS, Preset, data_key, default_out,
@@ -41,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=DATA_ROOT, help="where downloadable data sets live (default: %(default)s)")
     parser.add_argument("--download", action="store_true",
                         help="download a torchvision data set (cifar10, cifar100, svhn) into --data-root if missing")
-    parser.add_argument("--train-size", type=int, default=None, help="training images, a stratified subset (default: the preset's)")
+    parser.add_argument("--train-size", type=whole_number, default=None, help="training images, a stratified subset (default: the preset's)")
     parser.add_argument("--model", default=None, metavar="MODEL",
                         help=f"{', '.join(MODEL_NAMES)}, torchvision:NAME or timm:NAME (built without weights; "
                              "default: the preset's)")
@@ -51,22 +52,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "fine-tuning preset pretrains its own)")
     parser.add_argument("--freeze-backbone", action=argparse.BooleanOptionalAction, default=None,
                         help="train only the classifier head (default: the preset's)")
-    parser.add_argument("--image-size", type=int, default=None,
+    parser.add_argument("--image-size", type=whole_number, default=None,
                         help="resize every image to this size (default: digits 16, cifar and svhn 32; an image folder: "
                              "the median shorter side, at most 64; torchvision models at least 32)")
-    parser.add_argument("--pretrain-epochs", type=int, default=None,
+    parser.add_argument("--pretrain-epochs", type=whole_number, default=None,
                         help="epochs of the preset's own pretraining (digits-100-finetune; default: the preset's)")
-    parser.add_argument("--epochs", type=int, default=None,
+    parser.add_argument("--epochs", type=whole_number, default=None,
                         help="training epochs of every method, and of the selection's trainings when it searches "
                              f"(default: the preset's); on few images epochs are added up to {MIN_STEPS} optimizer "
                              "steps, as results.md and --list say")
-    parser.add_argument("--batch-size", type=int, default=None,
+    parser.add_argument("--batch-size", type=whole_number, default=None,
                         help="batch size of every method's training and of the search's models (default: the "
                              f"preset's; on few images it is lowered so that an epoch has at least {MIN_STEPS_PER_EPOCH} steps)")
-    parser.add_argument("--lr", type=float, default=None,
+    parser.add_argument("--lr", type=decimal_number, default=None,
                         help="learning rate of every method's training and of the search's models (default: the "
                              "preset's; fine-tuning usually wants a lower one)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+    parser.add_argument("--seeds", type=whole_number, nargs="+", default=None, metavar="SEED",
                         help=f"training seeds, one training per method and seed (default: the preset's: "
                              f"{preset_seeds()})")
     parser.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=None, metavar="METHOD",
@@ -78,11 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "searches one first")
     parser.add_argument("--cutout-with-policies", action=argparse.BooleanOptionalAction, default=None,
                         help="also apply Cutout on top of the policy methods (default: the preset's)")
-    parser.add_argument("--search-trials", type=int, default=None, help="policy trials per split (default: the preset's, else the search's)")
-    parser.add_argument("--search-splits", type=int, default=None, help="D_M/D_A splits (default: the preset's, else the search's)")
-    parser.add_argument("--search-top-n", type=int, default=None, help="best policies kept per split (default: the preset's, else the search's)")
-    parser.add_argument("--search-epochs", type=int, default=None, help="child-model epochs (default: the preset's, else the search's)")
-    parser.add_argument("--search-train-size", type=int, default=None, help="images the search uses (default: the preset's, else the final training's)")
+    parser.add_argument("--search-trials", type=whole_number, default=None, help="policy trials per split (default: the preset's, else the search's)")
+    parser.add_argument("--search-splits", type=whole_number, default=None, help="D_M/D_A splits (default: the preset's, else the search's)")
+    parser.add_argument("--search-top-n", type=whole_number, default=None, help="best policies kept per split (default: the preset's, else the search's)")
+    parser.add_argument("--search-epochs", type=whole_number, default=None, help="child-model epochs (default: the preset's, else the search's)")
+    parser.add_argument("--search-train-size", type=whole_number, default=None, help="images the search uses (default: the preset's, else the final training's)")
     parser.add_argument("--out", default=None,
                         help=f"output folder (default: {DEFAULT_OUT}/<preset> under the current folder; the "
                              "committed results in benchmarks/results/ are written only when named here)")

@@ -19,6 +19,7 @@ from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
 
+from policysearch.arguments import decimal_number, whole_number
 from policysearch.training.data import CLASSES_MARK, DATA_ROOT, MAX_IMAGE_SIZE
 from policysearch.training.randomness import MAX_SEED
 from policysearch.training.models import MODEL_NAMES
@@ -349,7 +350,8 @@ def _argparse_kwargs(f: Field) -> dict[str, Any]:
         kwargs["action"] = "store_true"
         kwargs["help"] = help_text
     else:
-        kwargs["type"] = meta.pop("type", str if default is None else type(default))
+        kind = meta.pop("type", str if default is None else type(default))
+        kwargs["type"] = {int: whole_number, float: decimal_number}.get(kind, kind)
         kwargs["help"] = f"{help_text} (default: {shown})"
     kwargs.update(meta)
     return kwargs
