@@ -365,6 +365,28 @@ def test_imagefolder_too_large_for_memory_is_refused_before_reading(tmp_path: Pa
     assert len(load_dataset(_folder(tmp_path / "set"), image_size=64)) == 4  # 48 KiB: fine
 
 
+def test_a_built_in_set_too_large_for_memory_is_refused_before_resizing(monkeypatch) -> None:
+    """A trial's find: --image-size 4096 on digits ended in a 20-line traceback from torch's allocator (or,
+    with more memory, a minute of silence)."""
+    from policysearch.training import data as data_module
+
+    monkeypatch.setattr(data_module, "available_memory", lambda: 2**28)  # 256 MiB free
+    with pytest.raises(DataError, match=r"^digits: 1797 images of 1x4096x4096 take 28\.08 GiB in memory, more than "
+                                        r"half of the 0\.25 GiB free here; choose a smaller --image-size$"):
+        load_dataset("digits", image_size=4096)
+    assert load_dataset("digits", image_size=32).images.shape[-1] == 32
+
+
+def test_resizing_in_chunks_of_bounded_memory_keeps_every_image(monkeypatch) -> None:
+    from policysearch.training import data as data_module
+
+    images = torch.randint(0, 256, (5, 3, 40, 40), dtype=torch.uint8)
+    whole = data_module.resize_images(images, 16)
+    monkeypatch.setattr(data_module, "RESIZE_CHUNK_BYTES", 2 * 4 * 3 * (40 * 40 + 16 * 16))  # two images a chunk
+    chunked = data_module.resize_images(images, 16)
+    assert chunked.shape == (5, 3, 16, 16) and torch.equal(whole, chunked)
+
+
 def test_the_memory_a_container_leaves_bounds_what_is_available(tmp_path: Path, monkeypatch) -> None:
     """A container's or job's limit is not in /proc/meminfo: without it the check passed where the process
     would be killed."""

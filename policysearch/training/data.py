@@ -150,6 +150,9 @@ def _check_image_size(size: int) -> None:
         raise DataError(f"image_size must be a number of pixels from 1 to {MAX_IMAGE_SIZE}, got {size}")
 
 
+RESIZE_CHUNK_BYTES = 2**28  # float memory of one resized chunk
+
+
 def resize_images(images: Tensor, size: int) -> Tensor:
     """Resize uint8 images [N, C, H, W] to size x size with bilinear antialiased interpolation."""
     _check_image_size(size)
@@ -158,7 +161,8 @@ def resize_images(images: Tensor, size: int) -> Tensor:
     if images.shape[0] == 0:
         return images.new_zeros((0, images.shape[1], size, size))
     out = []
-    for chunk in images.split(4096):  # bounded float memory on large sets
+    per_image = 4 * images.shape[1] * (images.shape[-2] * images.shape[-1] + size * size)  # float in and out
+    for chunk in images.split(max(1, RESIZE_CHUNK_BYTES // per_image)):  # bounded float memory on large sets
         x = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         out.append(x.round_().clamp_(0, 255).to(torch.uint8))
     return torch.cat(out)
@@ -225,6 +229,7 @@ def load_dataset(
     else:
         data = _load_torchvision(name, split, root, download)
     if image_size is not None and data.images.shape[-2:] != (image_size, image_size):
+        require_memory(len(data), data.images.shape[1], image_size, data.name, given=False)
         h, w = data.images.shape[-2:]
         note = (f"{data.name}: {len(data)} images resized to {image_size}x{image_size} from {w}x{h} (as --image-size "
                 "asks; image_size= in Python)")
@@ -244,6 +249,7 @@ def _load_digits(split: str, size: int) -> ImageData:
     raw = torch.from_numpy(bunch.images.astype(np.float32))  # [N, 8, 8], values 0..16
     labels = torch.from_numpy(bunch.target.astype(np.int64))
     images = (raw * (255.0 / 16.0)).round_().clamp_(0, 255).to(torch.uint8).unsqueeze(1)
+    require_memory(len(images), 1, size, "digits", given=False)
     images = resize_images(images, size)
     test_idx = _stratified_pick(labels.numpy(), DIGITS_TEST_FRACTION, SPLIT_SEED)
     is_test = np.zeros(len(labels), dtype=bool)
@@ -449,14 +455,15 @@ def available_memory() -> int | None:
     return min(bounds)
 
 
-def require_memory(count: int, channels: int, size: int, name: str) -> None:
-    """Refuse, before reading, images that would take more than half the free memory as uint8: the training
-    needs more again, and running out of memory ends the process without a word."""
+def require_memory(count: int, channels: int, size: int, name: str, given: bool = True) -> None:
+    """Refuse, before reading (or resizing), images that would take more than half the free memory as uint8:
+    the training needs more again, and running out of memory ends the process without a word. ``given``: the
+    user chose the images, so fewer of them is advice too (a built-in set is loaded whole)."""
     needed, free = count * channels * size * size, available_memory()
     if free is not None and needed > free // 2:
         raise DataError(lambda say: f"{name}: {count} images of {channels}x{size}x{size} take {needed / 2**30:.2f} "
                         f"GiB in memory, more than half of the {free / 2**30:.2f} GiB free here; choose a smaller "
-                        f"{say('image_size')} or give fewer images")
+                        f"{say('image_size')}" + (" or give fewer images" if given else ""))
 
 
 def _folder_layout(path: Path) -> dict[str, Path]:
