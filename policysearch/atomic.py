@@ -35,7 +35,7 @@ def unwritable(path: str | os.PathLike[str], *, folder: bool = False) -> str | N
             target = Path(os.path.realpath(target))
             if target.exists() and not target.is_file():
                 return None if os.access(target, os.W_OK) else "cannot write to it (Permission denied)"
-        existing = target if folder else target.parent
+        existing = wanted = target if folder else target.parent
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
     except OSError as exc:  # a folder on the way that this user may not look into
@@ -46,7 +46,8 @@ def unwritable(path: str | os.PathLike[str], *, folder: bool = False) -> str | N
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as exc:
-        return f"cannot write in {existing} ({exc.strerror or exc})"
+        nearest = "" if existing == wanted else ", the nearest existing folder on its path"
+        return f"cannot write in {existing}{nearest} ({exc.strerror or exc})"
     return None
 
 

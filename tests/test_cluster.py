@@ -313,6 +313,38 @@ def test_joining_from_a_machine_that_is_no_node_of_the_cluster_says_where_to_run
         tuning.start_ray(config)
 
 
+def test_auto_with_no_cluster_running_says_what_to_do_in_our_words(monkeypatch):
+    """A trial's find: --address auto with no cluster passed on Ray's advice to set RAY_ADDRESS."""
+    from policysearch.search import tuning
+    from policysearch.search.config import SearchConfig
+    from policysearch.search.rundir import RunError
+
+    def nothing_running(**kwargs):
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to by "
+                              "setting `--address` flag or `RAY_ADDRESS` environment variable.")
+
+    monkeypatch.setattr(tuning, "_quiet_ray_environment", lambda config: None)  # as the test above says
+    monkeypatch.setattr(tuning.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(tuning.ray, "init", nothing_running)
+    with pytest.raises(RunError, match=r"^--address auto: no Ray cluster runs on this machine; start one with `ray "
+                                       r"start --head`, or give the head node's HOST:PORT as `ray start --head` "
+                                       r"printed it$"):
+        tuning.start_ray(SearchConfig(address="auto", storage="s3://bucket/runs"))
+
+
+def test_a_storage_under_a_folder_that_refuses_it_names_the_folder_as_the_nearest(tmp_path, monkeypatch):
+    """A trial's find: --storage /proc/nope said "cannot write in /proc (No such file or directory)"."""
+    from policysearch import atomic
+
+    def refuse(dir=None):
+        raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr(atomic.tempfile, "TemporaryFile", refuse)
+    assert atomic.unwritable(tmp_path / "nope", folder=True) == (f"cannot write in {tmp_path}, the nearest existing "
+                                                                  "folder on its path (No such file or directory)")
+    assert atomic.unwritable(tmp_path, folder=True) == f"cannot write in {tmp_path} (No such file or directory)"
+
+
 def test_a_home_where_ray_cannot_write_its_token_is_named_with_the_fix(monkeypatch, tmp_path):
     """Regression (review): with HOME unwritable (Docker's --user of a uid the image does not know gets /),
     a local search ended in "policysearch: error: /.ray: Permission denied"."""

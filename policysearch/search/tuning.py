@@ -278,7 +278,9 @@ def start_ray(config: SearchConfig, data_bytes: int = 0) -> LocalRay | None:
     try:
         ray.init(**ray_init_kwargs(config, data_bytes))
     except ConnectionError as exc:  # e.g. --address auto with no cluster on this machine
-        reason = str(exc).strip().splitlines()[0]
+        reason = str(exc).strip().splitlines()[0] if config.address != "auto" else (
+            "no Ray cluster runs on this machine; start one with `ray start --head`, or give the head node's "
+            "HOST:PORT as `ray start --head` printed it")
         raise RunError(lambda say: f"{say('address', config.address)}: {reason}") from None
     except RuntimeError as exc:
         if "No node info found" not in str(exc):
