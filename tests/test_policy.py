@@ -495,7 +495,7 @@ def test_a_pipe_given_for_a_policy_file_is_refused_at_once(tmp_path):
     """Regression (a trial): validate, show and convert given a named pipe waited for a writer for ever."""
     pipe = tmp_path / "policy.json"
     os.mkfifo(pipe)
-    with pytest.raises(PolicyError, match=r"policy.json': not a regular file \(a pipe or a device\)"):
+    with pytest.raises(PolicyError, match=r"policy.json: not a regular file \(a pipe or a device\)"):
         Policy.load(pipe)
 
 

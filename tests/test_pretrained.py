@@ -375,8 +375,10 @@ def test_an_unreadable_weights_file_is_refused_before_the_images_are_read(tmp_pa
     monkeypatch.setattr(prepare, "load_dataset", refuse)
     (tmp_path / "junk.pt").write_bytes(b"hello")
     (tmp_path / "empty.pt").write_bytes(b"")  # regression (review): "cannot be read ...: EOFError", no more
+    os.mkfifo(tmp_path / "pipe.pt")  # a review's find: "is empty (0 bytes); save the weights again"
     for weights, message in ((tmp_path / "nowhere.pt", "no such file"), (tmp_path / "junk.pt", "cannot be read"),
-                             (tmp_path / "empty.pt", r"empty.pt is empty \(0 bytes\); save the weights again")):
+                             (tmp_path / "empty.pt", r"empty.pt is empty \(0 bytes\); save the weights again"),
+                             (tmp_path / "pipe.pt", r"pipe.pt is not a regular file \(a pipe or a device\)")):
         with pytest.raises(WeightsError, match=message):
             prepare.prepare(SearchConfig(**SMALL, weights=str(weights)))
 

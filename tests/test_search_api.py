@@ -614,8 +614,9 @@ BAD_MODELS = {
     "input it cannot take": (_too_small, HERE + r"_too_small cannot run on 1x8x8 images \(RuntimeError: "),
     # a trial's find: both passed the check, then every trial failed in its worker (the layout; moving to it)
     "view on channels_last": (_Views, HERE + r"_Views fails on batches in the channels_last memory layout, which "
-                                             r"training uses \(RuntimeError: view size is not compatible.*\); it runs "
-                                             r"on contiguous ones: flatten with torch.flatten\(x, 1\)"),
+                                             r"training uses \(RuntimeError: view size is not compatible.*\), and runs "
+                                             r"on contiguous ones; if it flattens with x.view\(\.\.\.\), use "
+                                             r"torch.flatten\(x, 1\)"),
     "lazy layers": (_lazy, HERE + r"_lazy has lazy layers \(LazyLinear\), whose sizes are known only after a first "
                                   r"batch; build it with sized layers"),
     "a model instead of a callable": (TinyNet(10, 1), r"^model= takes a callable that builds a fresh model, not a "

@@ -72,7 +72,7 @@ def test_means_equal_but_for_float_noise_are_one_tie_named_in_full():
               "third": [four, two, four], "worse": [four, four, four]}
     decision = decide(errors, "ref", test_fraction=0.5)
     assert decision.best == "first"
-    assert "tied on the mean with 2 other recipes (second; third):" in decision.reason
+    assert "tied on the mean with 2 other recipes (second; third), and a tie goes to" in decision.reason
 
 
 def test_an_accuracy_is_the_exact_fraction_of_correct_predictions():
@@ -293,8 +293,8 @@ def test_a_tie_with_the_reference_keeps_it_whatever_float_noise_the_bound_carrie
     noise = {"a": [10.0 - 1e-6, 12.0 - 2e-6, 8.0 - 1e-6], "ref": [10.0, 12.0, 8.0]}
     decision = decide(noise, "ref", test_fraction=1 / 3)
     assert decision.chosen == "ref" and decision.best == "a"
-    assert decision.reason.startswith("the reference ref has the lowest mean held-out error, tied with 1 other recipe (a); "
-                                      "a tie keeps "
+    assert decision.reason.startswith("the reference ref has the lowest mean held-out error, tied with 1 other recipe (a), "
+                                      "and a tie keeps "
                                       "the reference")
     assert not decision.versus_reference[0].clears
     assert sequential_contenders(noise, "ref", test_fraction=1 / 3, more=3) == []
@@ -338,8 +338,8 @@ def test_a_tie_with_the_reference_says_the_reference_keeps_it_and_names_every_re
     errors = {"first": [10.0, 12.0, 8.0], "ref": [10.0, 12.0, 8.0], **{f"r{i}": [10.0, 12.0, 8.0] for i in range(4)}}
     decision = decide(errors, "ref", test_fraction=1 / 3)
     assert decision.chosen == "ref" and decision.reason.startswith(
-        "the reference ref has the lowest mean held-out error, tied with 5 other recipes (first; r0; r1 and 2 more); "
-        "a tie keeps the reference; every recipe had the reference's error on each of the 3 folds, so they cannot be told apart")
+        "the reference ref has the lowest mean held-out error, tied with 5 other recipes (first; r0; r1 and 2 more), "
+        "and a tie keeps the reference; every recipe had the reference's error on each of the 3 folds, so they cannot be told apart")
     assert "listed first" not in decision.reason and "a median" not in decision.reason
 
 

@@ -229,15 +229,15 @@ def _check_metadata(metadata: Any, source: str) -> None:
 
 
 def read_policy_json(path: str | os.PathLike[str]) -> Any:
-    """The JSON document in the file ``path``, read with a policy file's guards: at most ``MAX_FILE_BYTES``
-    (a device is never read to its end), UTF-8, no key twice in an object, at most ``MAX_DEPTH`` deep and
+    """The JSON document in the file ``path``, read with a policy file's guards: a regular file (a pipe or a
+    device is refused before it is opened), at most ``MAX_FILE_BYTES``, UTF-8, no key twice in an object, at most ``MAX_DEPTH`` deep and
     ``MAX_VALUES`` values. Anything wrong is one PolicyError naming the file as given."""
     shown = os.fspath(path)
     if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):  # a pipe's open() waits
-        raise PolicyError(f"{short_repr(shown)}: not a regular file (a pipe or a device); give a policy JSON file")
+        raise PolicyError(f"{shown}: not a regular file (a pipe or a device); give a policy JSON file")
     try:
         with open(path, "rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)  # never more: a huge file or a device is refused
+            raw = handle.read(MAX_FILE_BYTES + 1)  # never more: a huge file is refused
     except FileNotFoundError:
         stdin = "; standard input is not read, give the policy file's path" if shown == "-" else ""
         raise PolicyError(f"{shown}: no such file{stdin}") from None

@@ -37,7 +37,7 @@ from policysearch.search.config import SearchConfig
 from policysearch.search.rundir import config_document
 from policysearch.wording import counted
 
-__all__ = ["BEGIN", "END", "FILES", "Figure", "RunFilesError", "add_arguments", "draw_figures", "figures_section",
+__all__ = ["BEGIN", "END", "FILES", "Figure", "RunFilesError", "add_arguments", "draw_figures", "error_limits", "figures_section",
            "one_op_per_image", "op_usage", "plot_ops", "plot_recipes", "plot_trials", "read_config", "read_policy",
            "recipe_data", "replace_figures_section", "run", "training_images"]
 

@@ -266,15 +266,16 @@ def decide(errors: Mapping[str, Sequence[float]], reference: str, *, test_fracti
     mean_error = {name: float(np.mean(v)) for name, v in errors.items()}
     tied = lowest_mean(errors)
     best, others = tied[0], tied[1:]
-    tie = (f" (tied on the mean with {_recipes(others)}: a tie goes to the recipe listed first, the simpler or "
-           "more standard one)" if others else "")
+    tie = (f" (tied on the mean with {_recipes(others)}, and a tie goes to the recipe listed first, the simpler "
+           "or more standard one)" if others else "")
     against_reference = versus_reference(errors, reference, test_fraction=test_fraction, confidence=confidence,
                                          held_out=held_out)
     bound = f"{confidence:.0%} one-sided upper bound on ({best} - {reference})"
     if reference in tied:  # a tie never leaves the reference, wherever it is listed and whatever float noise says
         chosen, reason = reference, f"the reference {reference} has the lowest mean held-out error"
         if len(tied) > 1:
-            reason += f", tied with {_recipes([name for name in tied if name != reference])}; a tie keeps the reference"
+            reason += f", tied with {_recipes([name for name in tied if name != reference])}, and a tie keeps the " \
+                      "reference"
     else:
         against = next(c for c in against_reference if c.candidate == best)
         if against.clears:

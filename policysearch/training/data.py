@@ -160,12 +160,14 @@ def resize_images(images: Tensor, size: int) -> Tensor:
         return images
     if images.shape[0] == 0:
         return images.new_zeros((0, images.shape[1], size, size))
-    out = []
+    out = images.new_empty((images.shape[0], images.shape[1], size, size))  # filled chunk by chunk: no second copy
     per_image = 4 * images.shape[1] * (images.shape[-2] * images.shape[-1] + size * size)  # float in and out
-    for chunk in images.split(max(1, RESIZE_CHUNK_BYTES // per_image)):  # bounded float memory on large sets
-        x = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        out.append(x.round_().clamp_(0, 255).to(torch.uint8))
-    return torch.cat(out)
+    step = max(1, RESIZE_CHUNK_BYTES // per_image)  # bounded float memory on large sets
+    for start in range(0, len(images), step):
+        x = F.interpolate(images[start:start + step].float(), size=(size, size), mode="bilinear",
+                          align_corners=False, antialias=True)
+        out[start:start + step] = x.round_().clamp_(0, 255)
+    return out
 
 
 DATA_ROOT = "data"  # where downloadable data sets live unless a command or a caller says otherwise
@@ -192,8 +194,8 @@ def load_dataset(
     - Each training class needs at least 2 images (and a classifier 2 classes, ``require_classes``); unreadable
       files, images outside class folders and empty folders are errors naming the path. Image files are found
       recursively, through linked folders as torchvision's ImageFolder does (a file reached twice counts once
-      in its class and is an error in two classes or splits; a link up a loop is an error; hidden entries
-      skipped; other files skipped with a note).
+      in its class and is an error in two classes or splits; a link up a loop, and a link to nothing beside the
+      class folders, are errors; hidden entries skipped; other files skipped with a note).
     - Pixels: EXIF orientation is applied; 16-bit images are scaled to 8 bits (value * 255 / 65535);
       transparency is composited onto black; the images have 1 channel when every training image is grey
       (modes 1, L, LA, I, I;16, F or a grey palette) and 3 otherwise (grey images repeated on 3 channels).
@@ -500,8 +502,8 @@ def _subfolders(folder: Path) -> list[Path]:
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     for path in entries:
         if _dangling(path):
-            raise DataError(f"{str(path)!r} links to {os.readlink(path)!r}, which does not exist (a drive not "
-                            "mounted?); fix the link or remove it")
+            raise DataError(f"{str(path)!r} is a link that leads to nothing ({os.readlink(path)!r}: a drive not "
+                            "mounted, or a loop of links); fix the link or remove it")
     return [p for p in entries if p.is_dir()]
 
 

@@ -203,6 +203,9 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         raise WeightsError(lambda say: f"{where(say)}: no such file")
     if path.is_dir():
         raise WeightsError(lambda say: f"{where(say)} is a folder; give the weights file (a saved state dict)")
+    if not path.is_file():  # a pipe's open() would wait for a writer; a device has no size
+        raise WeightsError(lambda say: f"{where(say)} is not a regular file (a pipe or a device); give the weights "
+                           "file (a saved state dict)")
     if path.stat().st_size == 0:
         raise WeightsError(lambda say: f"{where(say)} is empty (0 bytes); save the weights again with "
                            "torch.save(model.state_dict(), PATH)")
@@ -523,9 +526,10 @@ def check_model(spec: ModelSpec, image_size: int) -> str:
     except Exception as exc:  # the model's own code (a callable's, a timm one's): whatever it raises is one line,
         failure = f"{type(exc).__name__}: {first_line(exc)}"  # its traceback kept as the cause for Python callers
         if _runs_contiguous(model, x):
+            fix = ("; if it flattens with x.view(...), use torch.flatten(x, 1) or x.reshape(len(x), -1)" if given
+                   else "")
             raise ModelError(lambda say: f"{where(say)} fails on batches in the channels_last memory layout, "
-                              f"which training uses ({failure}); it runs on contiguous ones: flatten with "
-                              "torch.flatten(x, 1) or x.reshape(len(x), -1) rather than x.view(...)") from exc
+                              f"which training uses ({failure}), and runs on contiguous ones{fix}") from exc
         raise ModelError(lambda say: f"{where(say)} cannot run on {spec.in_channels}x{image_size}x{image_size} "
                           f"images ({failure}); if the size is the cause, choose another {say('image_size')}"
                           + (", else fix the model" if given else "")) from exc
