@@ -149,8 +149,8 @@ def test_a_recipe_with_ops_the_search_space_leaves_out_says_so(tmp_path):
 
     no_flips = load_space("no_flips")
     assert ops_outside_space(no_flips, randaugment_tv_policy()).startswith(
-        "the recipe uses Color, Solarize, which the search space no_flips leaves out: a space bounds the policies the "
-        "search proposes")
+        "the recipe uses Color, Solarize, which the search space no_flips leaves out: a space and the fit bound the "
+        "policies the search proposes")
     assert ops_outside_space(load_space("fast_autoaugment"), randaugment_tv_policy()) == ""  # Identity aside
     # regression (a review): TrivialAugmentWide's translations in pixels were taken for ops outside every space
     for space in ("fast_autoaugment", "autoaugment", "wide"):
@@ -165,6 +165,31 @@ def test_a_recipe_with_ops_the_search_space_leaves_out_says_so(tmp_path):
     assert (f"- **warning:** {note}" in (tmp_path / "run" / "report.md").read_text(encoding="utf-8")) == bool(note)
     if result.chosen.name.startswith("randaugment (torchvision)"):
         assert note
+
+
+def test_ops_the_fit_excluded_or_left_out_of_the_space_are_said_everywhere():
+    """A trial's finds: torchvision's RandAugment() as shipped was chosen with Solarize, which the domain fit had
+    excluded, without a word; an op whose range in the space started above its cap left the space, as the
+    search printed, while policy.json said excluded: false and report.md gave it the cap as its level."""
+    from policysearch.augment.standard import randaugment_tv_policy
+    from policysearch.search.domain import DomainFit, OpFit, restrict_space
+    from policysearch.search.report import domain_fit_table, ops_outside_space
+
+    space = space_from_dict({"name": "probe", "sub_policies": 2, "ops_per_sub_policy": 1,
+                             "probability": {"type": "continuous"}, "level": {"type": "continuous"},
+                             "ops": {"TranslateY": {"level": [0.6, 1.0]}, "Rotate": None, "Solarize": None}})
+    fit = DomainFit({"TranslateY": OpFit("TranslateY", (0.5, 1.0), (0.9, 0.3), 0.5),
+                     "Solarize": OpFit("Solarize", (0.5, 1.0), (0.2, 0.1), 0.0)}, clean_accuracy=0.9, chance=0.1)
+    fit = fit.for_space(space)
+    assert fit.left_out == {"TranslateY": 0.6} and restrict_space(space, fit).ops == ("Rotate",)
+    assert fit.to_dict()["left_out_of_space"] == {"TranslateY": 0.6}
+    note = ops_outside_space(space, randaugment_tv_policy(), fit)
+    assert "Solarize, which the domain fit excluded (it loses this data's classes at the lowest level probed)" in note
+    assert "Solarize" not in ops_outside_space(space, randaugment_tv_policy())  # in the space: said only with the fit
+    rows = domain_fit_table(fit)
+    assert "| Solarize | 0.5: 0.20, 1: 0.10 | **excluded** |" in rows
+    assert ("| TranslateY | 0.5: 0.90, 1: 0.30 | 0.5; **left out of the space**, whose range for it starts at 0.6 "
+            "(other candidates keep it up to this level) |") in rows
 
 
 def test_a_resume_on_other_training_images_is_refused(tiny_run, tmp_path):

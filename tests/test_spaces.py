@@ -219,6 +219,15 @@ def test_discrete_levels_in_a_restricted_range_keep_their_count():
     assert sorted(seen) == pytest.approx([0.0, 0.25, 0.5])
 
 
+def test_a_probability_range_that_never_applies_an_op_is_refused():
+    """A trial's find: probability range [0, 0] was searched in full, every candidate the identity."""
+    for kind in ({"type": "continuous"}, {"type": "discrete", "steps": 3}):
+        with pytest.raises(SpaceError, match=r"probability\.range: \[0, 0\] never applies an op, so every policy "
+                                             r"would be the identity"):
+            space_from_dict(minimal(probability={**kind, "range": [0.0, 0.0]}))
+    assert space_from_dict(minimal(probability={"type": "continuous", "range": [0.0, 0.1]})).probability.high == 0.1
+
+
 def test_global_ranges_apply_to_probability_and_to_ops_without_their_own_range():
     space = space_from_dict(
         minimal(

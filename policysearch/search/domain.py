@@ -65,6 +65,14 @@ class DomainFit:
     chance: float = float("nan")
     note: str = ""
     unjudged: tuple[str, ...] = field(default=())
+    left_out: Mapping[str, float] = field(default_factory=dict)  # op -> its range's low end in the space, above its cap
+
+    def for_space(self, space: SearchSpace) -> "DomainFit":
+        """This fit, naming the ops of ``space`` kept by the fit whose level range there starts above their cap:
+        :func:`restrict_space` leaves them out of the space, while other candidates keep them up to the cap."""
+        left_out = {op: low for op, (low, _) in zip(space.ops, space.level_ranges)
+                    if self.allowed(op) and low > self.max_level(op)}
+        return dataclasses.replace(self, left_out=left_out)
 
     def allowed(self, op: str) -> bool:
         """An op not probed is allowed (nothing speaks against it)."""
@@ -93,7 +101,8 @@ class DomainFit:
             return x if math.isfinite(x) else None
 
         return {"threshold": self.threshold, "clean_accuracy": finite(self.clean_accuracy),
-                "chance": finite(self.chance), "note": self.note, "ops": [fit.to_dict() for fit in self.ops.values()]}
+                "chance": finite(self.chance), "note": self.note, "ops": [fit.to_dict() for fit in self.ops.values()],
+                "left_out_of_space": dict(self.left_out)}
 
 
 def probe_levels(op: str, levels: Sequence[float] = PROBE_LEVELS) -> tuple[float, ...]:

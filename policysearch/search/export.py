@@ -81,7 +81,7 @@ def export(prepared: Prepared, run: Run, outcome: Outcome, faults: Faults = Faul
     costs["total_device_s"] = sum(costs.get(f"{p}_device_s", 0.0) for p in phases)
     costs["one_final_training_s"] = one_final_training_seconds(outcome.selection, len(prepared.data))
     children = [c for c in outcome.children if c["status"] == "ok"]
-    space_note = ops_outside_space(prepared.space, chosen.recipe)
+    space_note = ops_outside_space(prepared.space, chosen.recipe, outcome.fit)
     warnings = [w for w in (weak_children(outcome, config.freeze_backbone), space_note, outcome.cost_note) if w]
     metadata = {
         "dataset": config.dataset,

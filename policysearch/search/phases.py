@@ -187,7 +187,7 @@ def _run_phases(prepared: Prepared, run: Run, runner: TrialRunner, stream: TextI
 
     # Phase 1b: the frozen children said which ops, up to which level, keep this data's classes.
     probes = sorted((r.metrics["probe"] for r in ok), key=lambda p: p["split"])
-    fit = fit_domain(probes, prepared.data.num_classes, config.domain_threshold)
+    fit = fit_domain(probes, prepared.data.num_classes, config.domain_threshold).for_space(prepared.space)
     searched = dataclasses.replace(prepared, space=restrict_space(prepared.space, fit))
     print(f"domain fit: {restriction_text(prepared.space, searched.space, fit)}", file=stream, flush=True)
     costs["phase1b_device_s"] = sum(p["seconds"] for p in probes)

@@ -7,13 +7,14 @@ from collections.abc import Sequence
 
 from policysearch.augment.policy import Policy
 from policysearch.search.config import SearchConfig
+from policysearch.search.domain import DomainFit
 from policysearch.search.outcome import Candidate, Outcome, SearchResult
 from policysearch.search.spaces import SearchSpace
 from policysearch.search.selection import (TIE_RULE, TIE_TOLERANCE, Decision, bound_correction, race_share, race_ties,
                                            signed_pp)
 from policysearch.wording import counted
 
-__all__ = ["decided_folds", "describe_candidate", "ops_outside_space", "recipe_table", "render_report",
+__all__ = ["decided_folds", "describe_candidate", "domain_fit_table", "ops_outside_space", "recipe_table", "render_report",
            "stopped_table", "summary_text", "weak_children"]
 
 
@@ -65,18 +66,35 @@ def weak_children(outcome: Outcome, frozen: bool = False) -> str:
 _VARIANT_OF = {"TranslateXAbs": "TranslateX", "TranslateYAbs": "TranslateY"}
 
 
-def ops_outside_space(space: SearchSpace, recipe: Policy) -> str:
-    """A warning when the chosen ``recipe`` uses ops that ``space`` leaves out (a space bounds the policies the
-    search proposes; the standard recipes compete as shipped), else ''."""
+def domain_fit_table(fit: DomainFit) -> list[str]:
+    """report.md's table of the domain fit: per op the retained signal at each probed level and the decision."""
+    lines = ["| op | retained at levels | highest level kept |", "|---|---|---|"]
+    for op_fit in sorted(fit.ops.values(), key=lambda f: (f.max_level, f.op)):
+        levels = ", ".join(f"{lv:g}: {_floor2(r)}" for lv, r in zip(op_fit.levels, op_fit.retained))
+        verdict = "**excluded**" if op_fit.excluded else f"{op_fit.max_level:g}"
+        if op_fit.op in fit.left_out:
+            verdict += (f"; **left out of the space**, whose range for it starts at {fit.left_out[op_fit.op]:g} "
+                        "(other candidates keep it up to this level)")
+        lines.append(f"| {op_fit.op} | {levels} | {verdict} |")
+    return lines
+
+
+def ops_outside_space(space: SearchSpace, recipe: Policy, fit: DomainFit | None = None) -> str:
+    """A warning when the chosen ``recipe`` uses ops that ``space`` leaves out, or that the domain ``fit``
+    excluded (a space bounds the policies the search proposes; the standard recipes compete as shipped), else ''."""
+    used = {step.op for sub in recipe for step in sub}
     allowed = {*space.ops, "Identity"}
-    outside = sorted({step.op for sub in recipe for step in sub
-                      if step.op not in allowed and _VARIANT_OF.get(step.op) not in allowed})
-    if not outside:
+    outside = sorted(op for op in used if op not in allowed and _VARIANT_OF.get(op) not in allowed)
+    excluded = sorted(op for op in used if fit is not None and not fit.allowed(_VARIANT_OF.get(op, op)))
+    if not outside and not excluded:
         return ""
-    return (f"the recipe uses {', '.join(outside)}, which the search space {space.name} leaves out: a space bounds "
-            "the policies the search proposes, while torchvision's recipes and their dials compete with their own "
-            "ops; where those ops must not touch the data, train with the best fast_autoaugment recipe of "
-            "report.md's table, or the merged policy of candidates.json with the data set's crop and flip")
+    said = [f"{', '.join(outside)}, which the search space {space.name} leaves out"] if outside else []
+    said += [f"{', '.join(excluded)}, which the domain fit excluded (it loses this data's classes at the lowest level "
+             "probed)"] if excluded else []
+    return (f"the recipe uses {'; and '.join(said)}: a space and the fit bound the policies the search proposes, "
+            "while torchvision's recipes and their dials compete with their own ops; where those ops must not touch "
+            "the data, train with the best fast_autoaugment recipe of report.md's table, or the merged policy of "
+            "candidates.json with the data set's crop and flip")
 
 
 def recipe_table(recipes: list[str], decision: Decision) -> list[dict[str, object]]:
@@ -182,13 +200,7 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
                   "lowest level is excluded from the space and from every candidate but torchvision's RandAugment() "
                   "and TrivialAugmentWide() as shipped (the standard recipes keep their own levels of the ops "
                   "kept). Retained values are rounded down, so that one below the threshold never shows as on it.",
-                  "", "| op | retained at levels | highest level in the search space |",
-                  "|---|---|---|"]
-        for op_fit in sorted(fit.ops.values(), key=lambda f: (f.max_level, f.op)):
-            levels = ", ".join(f"{lv:g}: {_floor2(r)}" for lv, r in zip(op_fit.levels, op_fit.retained))
-            verdict = "**excluded**" if op_fit.excluded else f"{op_fit.max_level:g}"
-            lines.append(f"| {op_fit.op} | {levels} | {verdict} |")
-        lines.append("")
+                  "", *domain_fit_table(fit), ""]
     lines += ["## Child models (accuracy on clean D_A: no policy, no baseline)", "", "| split | status | D_A accuracy | chance | train (s) | node |",
               "|---|---|---|---|---|---|"]
     chance = fit.chance
