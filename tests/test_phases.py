@@ -149,8 +149,8 @@ def test_a_recipe_with_ops_the_search_space_leaves_out_says_so(tmp_path):
 
     no_flips = load_space("no_flips")
     assert ops_outside_space(no_flips, randaugment_tv_policy()).startswith(
-        "the recipe uses Color, Solarize, which the search space no_flips leaves out: a space and the fit bound the "
-        "policies the search proposes")
+        "the recipe uses Color, Solarize, which the search space no_flips leaves out: a space bounds the policies the "
+        "search proposes")
     assert ops_outside_space(load_space("fast_autoaugment"), randaugment_tv_policy()) == ""  # Identity aside
     # regression (a review): TrivialAugmentWide's translations in pixels were taken for ops outside every space
     for space in ("fast_autoaugment", "autoaugment", "wide"):
@@ -171,8 +171,8 @@ def test_ops_the_fit_excluded_or_left_out_of_the_space_are_said_everywhere():
     """A trial's finds: torchvision's RandAugment() as shipped was chosen with Solarize, which the domain fit had
     excluded, without a word; an op whose range in the space started above its cap left the space, as the
     search printed, while policy.json said excluded: false and report.md gave it the cap as its level."""
-    from policysearch.augment.standard import randaugment_tv_policy
-    from policysearch.search.domain import DomainFit, OpFit, restrict_space
+    from policysearch.augment.standard import randaugment_tv_policy, trivialaugment_wide_policy
+    from policysearch.search.domain import DomainFit, OpFit, restrict_space, restriction_text
     from policysearch.search.report import domain_fit_table, ops_outside_space
 
     space = space_from_dict({"name": "probe", "sub_policies": 2, "ops_per_sub_policy": 1,
@@ -188,8 +188,43 @@ def test_ops_the_fit_excluded_or_left_out_of_the_space_are_said_everywhere():
     assert "Solarize" not in ops_outside_space(space, randaugment_tv_policy())  # in the space: said only with the fit
     rows = domain_fit_table(fit)
     assert "| Solarize | 0.5: 0.20, 1: 0.10 | **excluded** |" in rows
-    assert ("| TranslateY | 0.5: 0.90, 1: 0.30 | 0.5; **left out of the space**, whose range for it starts at 0.6 "
-            "(other candidates keep it up to this level) |") in rows
+    assert "| TranslateY | 0.5: 0.90, 1: 0.30 | 0.5; **left out of the space**, whose range for it starts at 0.6 |" \
+        in rows
+    assert restriction_text(space, restrict_space(space, fit), fit) == (
+        "1 of 3 ops of space 'probe' kept; excluded: Solarize; left out, their range in the space above their cap: "
+        "TranslateY (from 0.6, cap 0.5)")
+    # named once, in the first part that applies, and as the fit names it (TrivialAugmentWide's pixel translations)
+    no_flips = load_space("no_flips")
+    both = DomainFit({op: OpFit(op, (0.5,), (0.1,), 0.0) for op in ("Solarize", "Posterize", "TranslateX")})
+    note = ops_outside_space(no_flips, randaugment_tv_policy(), both)
+    assert note.startswith("the recipe uses Color, Solarize, which the search space no_flips leaves out; and "
+                           "Posterize, TranslateX, which the domain fit excluded")
+    assert "TranslateXAbs" not in ops_outside_space(no_flips, trivialaugment_wide_policy(), both)
+
+
+def test_a_search_records_and_reports_what_the_fit_left_out_of_its_space(tmp_path, monkeypatch):
+    """The wiring of the test above (a review's find: without it the search's files said nothing new): a fit
+    that caps TranslateY below the space's range for it, and excludes Solarize."""
+    from policysearch.search import phases
+    from policysearch.search.domain import DomainFit, OpFit
+
+    def fitted(probes, num_classes, threshold):
+        return DomainFit({"TranslateY": OpFit("TranslateY", (0.5, 1.0), (0.9, 0.3), 0.5),
+                          "Solarize": OpFit("Solarize", (0.5, 1.0), (0.2, 0.1), 0.0)}, clean_accuracy=0.9, chance=0.1)
+
+    monkeypatch.setattr(phases, "fit_domain", fitted)
+    space = tmp_path / "probe.yaml"
+    space.write_text("name: probe\nsub_policies: 2\nops_per_sub_policy: 1\nprobability: {type: continuous}\n"
+                     "level: {type: continuous}\nops:\n  Rotate:\n  Solarize:\n  TranslateY: {level: [0.6, 1.0]}\n",
+                     encoding="utf-8")
+    out = io.StringIO()
+    result = run_search(SearchConfig(**{**TINY, "space": str(space)}), tmp_path / "run", stream=out)
+    assert "domain fit: 1 of 3 ops of space 'probe' kept; excluded: Solarize; left out, their range in the space " \
+           "above their cap: TranslateY (from 0.6, cap 0.5)" in out.getvalue()
+    assert result.policy.metadata["domain_fit"]["left_out_of_space"] == {"TranslateY": 0.6}
+    assert "0.5; **left out of the space**" in (tmp_path / "run" / "report.md").read_text(encoding="utf-8")
+    uses_solarize = any(step.op == "Solarize" for sub in result.policy for step in sub)
+    assert any("Solarize, which the domain fit excluded" in w for w in result.warnings) == uses_solarize
 
 
 def test_a_resume_on_other_training_images_is_refused(tiny_run, tmp_path):

@@ -212,8 +212,12 @@ def restriction_text(space: SearchSpace, searched: SearchSpace, fit: DomainFit) 
         return (f"every op of space {space.name!r} loses this data's classes at the lowest level the space allows "
                 "it, so phase 2 searches the identity alone; the report's domain fit section has the measurements")
     parts = [f"{len(space.ops) - len(removed)} of {len(space.ops)} ops of space {space.name!r} kept"]
-    if removed:
-        parts.append(f"excluded: {', '.join(removed)}")
+    excluded = [op for op in removed if op not in fit.left_out]
+    if excluded:
+        parts.append(f"excluded: {', '.join(excluded)}")
+    if fit.left_out:
+        parts.append("left out, their range in the space above their cap: "
+                     + ", ".join(f"{op} (from {low:g}, cap {fit.max_level(op):g})" for op, low in fit.left_out.items()))
     if capped:
         parts.append(f"levels capped: {', '.join(capped)}")
     return "; ".join(parts)

@@ -73,8 +73,7 @@ def domain_fit_table(fit: DomainFit) -> list[str]:
         levels = ", ".join(f"{lv:g}: {_floor2(r)}" for lv, r in zip(op_fit.levels, op_fit.retained))
         verdict = "**excluded**" if op_fit.excluded else f"{op_fit.max_level:g}"
         if op_fit.op in fit.left_out:
-            verdict += (f"; **left out of the space**, whose range for it starts at {fit.left_out[op_fit.op]:g} "
-                        "(other candidates keep it up to this level)")
+            verdict += f"; **left out of the space**, whose range for it starts at {fit.left_out[op_fit.op]:g}"
         lines.append(f"| {op_fit.op} | {levels} | {verdict} |")
     return lines
 
@@ -84,17 +83,19 @@ def ops_outside_space(space: SearchSpace, recipe: Policy, fit: DomainFit | None 
     excluded (a space bounds the policies the search proposes; the standard recipes compete as shipped), else ''."""
     used = {step.op for sub in recipe for step in sub}
     allowed = {*space.ops, "Identity"}
-    outside = sorted(op for op in used if op not in allowed and _VARIANT_OF.get(op) not in allowed)
-    excluded = sorted(op for op in used if fit is not None and not fit.allowed(_VARIANT_OF.get(op, op)))
+    named = {op: _VARIANT_OF.get(op, op) for op in used}  # as the fit (and most spaces) name them
+    outside = sorted({named[op] for op in used if op not in allowed and named[op] not in allowed})
+    excluded = sorted({named[op] for op in used if fit is not None and not fit.allowed(named[op])} - set(outside))
     if not outside and not excluded:
         return ""
     said = [f"{', '.join(outside)}, which the search space {space.name} leaves out"] if outside else []
     said += [f"{', '.join(excluded)}, which the domain fit excluded (it loses this data's classes at the lowest level "
              "probed)"] if excluded else []
-    return (f"the recipe uses {'; and '.join(said)}: a space and the fit bound the policies the search proposes, "
-            "while torchvision's recipes and their dials compete with their own ops; where those ops must not touch "
-            "the data, train with the best fast_autoaugment recipe of report.md's table, or the merged policy of "
-            "candidates.json with the data set's crop and flip")
+    bounds = "a space and the domain fit bound" if excluded else "a space bounds"
+    return (f"the recipe uses {'; and '.join(said)}: {bounds} the policies the search proposes, while torchvision's "
+            "recipes and their dials compete with their own ops; where those ops must not touch the data, train with "
+            "the best fast_autoaugment recipe of report.md's table, or the merged policy of candidates.json with the "
+            "data set's crop and flip")
 
 
 def recipe_table(recipes: list[str], decision: Decision) -> list[dict[str, object]]:

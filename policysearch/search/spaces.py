@@ -408,7 +408,7 @@ def space_from_dict(
                          f"{n_sub * n_ops}")
     probability = _parse_axis(data["probability"], source, "probability")
     if probability.high == 0:
-        raise SpaceError(f"{source}: probability.range: [{probability.low:g}, 0] never applies an op, so every "
+        raise SpaceError(f"{source}: probability.range: [0, 0] never applies an op, so every "
                          "policy would be the identity; give a range whose high end is above 0")
     level = _parse_axis(data["level"], source, "level")
     ops, ranges = _parse_ops(data["ops"], known, (level.low, level.high), source)
