@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import os
 import pickle
@@ -79,6 +80,32 @@ def test_a_3_channel_checkpoint_takes_grey_images_as_repeated_channels(tmp_path:
     torch.testing.assert_close(grey(x), colour(x.repeat(1, 3, 1, 1)), rtol=1e-4, atol=1e-5)
     with pytest.raises(WeightsError, match="takes 1-channel images, the data has 3 channels"):
         create_model("small_cnn", 10, 3, weights=_saved(tmp_path, build_model("small_cnn", 10, 1), "grey.pt"))
+
+
+def test_grey_images_into_colour_weights_are_said_with_the_data_notes(tmp_path: Path) -> None:
+    """A trial's find: grey data ran on RGB weights with their first convolution summed, and nothing said so."""
+    from policysearch.search.prepare import prepare
+    from policysearch.training.pretrained import ModelSpec, grey_input_note
+
+    colour = _saved(tmp_path, build_model("small_cnn", 10, 3))
+    prepared = prepare(SearchConfig(**SMALL, weights=colour))  # digits: 1 channel
+    assert prepared.data.notes[-1] == (f"1-channel images into weights made for 3 ({colour}): the first convolution "
+                                       "features.0 sums its kernels over the colour channels, the same as repeating "
+                                       "the grey channel 3 times")
+    grey = _saved(tmp_path, build_model("small_cnn", 10, 1), "grey.pt")
+    assert grey_input_note(ModelSpec("small_cnn", 10, 1, grey)) == ""  # grey weights: nothing to say
+    assert grey_input_note(ModelSpec("small_cnn", 10, 3, colour)) == ""
+    assert grey_input_note(ModelSpec("small_cnn", 10, 1)) == ""
+
+
+def test_a_searched_policy_records_the_digest_of_its_weights(small_cnn_weights: str, tmp_path: Path) -> None:
+    """A trial's find: only config.json held the digest; policy.json named a path whose file may change."""
+    from policysearch.search.inprocess import run_search
+
+    result = run_search(SearchConfig(**{**SMALL, "algorithm": "optuna"}, weights=small_cnn_weights), tmp_path / "run",
+                        stream=io.StringIO())
+    stored = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))["weights_digest"]
+    assert stored.startswith("w1-") and result.policy.metadata["weights_digest"] == stored
 
 
 def test_torchvision_resnet18_by_name_from_a_local_state_dict(tmp_path: Path) -> None:
@@ -314,6 +341,32 @@ def test_a_frozen_backbone_trains_only_the_head(small_cnn_weights: str) -> None:
         create_model("small_cnn", 10, 1, freeze_backbone=True)
 
 
+class _NormWithoutParameters(nn.Module):
+    def __init__(self, num_classes: int, in_channels: int) -> None:
+        super().__init__()
+        self.conv, self.norm = nn.Conv2d(in_channels, 8, 3), nn.BatchNorm2d(8, affine=False)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_a_frozen_backbone_keeps_the_statistics_of_a_batchnorm_without_parameters(tmp_path: Path) -> None:
+    """A trial's find: BatchNorm2d(affine=False) has no parameters to be frozen, so it stayed in training mode
+    and its running statistics drifted in a frozen backbone; unfrozen, it still trains."""
+    from policysearch.training.train import train_mode
+
+    torch.save(_NormWithoutParameters(3, 3).state_dict(), tmp_path / "w.pt")
+    for freeze in (True, False):
+        model = create_model("callable:_NormWithoutParameters", 3, 3, weights=tmp_path / "w.pt",
+                             builder=_NormWithoutParameters, freeze_backbone=freeze)
+        train_mode(model)
+        before = model.norm.running_mean.clone()
+        model(torch.randn(4, 3, 8, 8))
+        assert model.norm.training is not freeze
+        assert torch.equal(before, model.norm.running_mean) is freeze
+
+
 def test_search_settings_for_weights_are_checked() -> None:
     with pytest.raises(ValueError, match="--freeze-backbone needs --weights"):
         SearchConfig(freeze_backbone=True)
@@ -376,9 +429,14 @@ def test_an_unreadable_weights_file_is_refused_before_the_images_are_read(tmp_pa
     (tmp_path / "junk.pt").write_bytes(b"hello")
     (tmp_path / "empty.pt").write_bytes(b"")  # regression (review): "cannot be read ...: EOFError", no more
     os.mkfifo(tmp_path / "pipe.pt")  # a review's find: "is empty (0 bytes); save the weights again"
+    torch.save({"w": torch.zeros(64)}, tmp_path / "whole.pt")  # a trial's find: torch's zip reader's text, cut at "If..."
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "whole.pt").read_bytes()[:300])
     for weights, message in ((tmp_path / "nowhere.pt", "no such file"), (tmp_path / "junk.pt", "cannot be read"),
                              (tmp_path / "empty.pt", r"empty.pt is empty \(0 bytes\); save the weights again"),
-                             (tmp_path / "pipe.pt", r"pipe.pt is not a regular file \(a pipe or a device\)")):
+                             (tmp_path / "pipe.pt", r"pipe.pt is not a regular file \(a pipe or a device\)"),
+                             (tmp_path / "cut.pt", r"cut.pt cannot be read with torch.load\(weights_only=True\): the file "
+                                                   r"is cut short or damaged \(torch.save's archive has no end\); copy or "
+                                                   r"save it again$")):
         with pytest.raises(WeightsError, match=message):
             prepare.prepare(SearchConfig(**SMALL, weights=str(weights)))
 

@@ -28,7 +28,7 @@ from policysearch.benchmark.presets import PRESETS, Preset, data_key, describe_c
 from policysearch.benchmark.report import write_outputs
 from policysearch.training.data import (DATA_ROOT, DataError, ImageData, baseline_for, load_dataset,
                                         normalization_for, require_classes, stratified_indices, stratified_subset)
-from policysearch.training.pretrained import ModelSpec, check_model, fit_image_size, library_versions
+from policysearch.training.pretrained import ModelSpec, check_model, fit_image_size, grey_input_note, library_versions
 from policysearch.training.user_data import fingerprint
 from policysearch.training.train import TrainConfig, evaluate, fit_to_data, train_model
 from policysearch.wording import short_repr
@@ -303,6 +303,9 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     spec = ModelSpec(preset.model, train.num_classes, int(train.images.shape[1]), preset.weights,
                      preset.freeze_backbone)
     check_model(spec, size)  # the weights file and the image size, before any training
+    grey = grey_input_note(spec)
+    if grey:
+        print(f"data: {grey}", file=stream, flush=True)
     out.mkdir(parents=True, exist_ok=True)  # once data and model checked: bad input leaves no empty folder behind
     pretraining = None
     if preset.pretrain is not None and preset.weights is None:

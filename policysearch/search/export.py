@@ -98,6 +98,7 @@ def export(prepared: Prepared, run: Run, outcome: Outcome, faults: Faults = Faul
         "data_notes": list(prepared.data.notes),  # what loading changed, e.g. the size images were resized to
         "search_cost": {k: round(v, 3) for k, v in costs.items()},
         "search": {k: v for k, v in asdict(config).items() if k not in ("address", "storage", "dashboard")},
+        **({"weights_digest": prepared.weights_digest} if prepared.weights_digest else {}),  # which weights, not a path
         **_provenance(run),
     }
     name = f"policysearch-{config.dataset}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -20,7 +20,8 @@ from policysearch.training.data import (PYTHON_PREFIX, DataError, ImageData, bas
 from policysearch.augment.policy import Baseline
 from policysearch.training.train import budget_text
 from policysearch.training.pretrained import (CALLABLE_PREFIX, OUR_MIN_SIZE, Builder, ModelError, ModelSpec,
-                                              check_model, fit_image_size, is_callable_model, min_image_size,
+                                              check_model, fit_image_size, grey_input_note, is_callable_model,
+                                              min_image_size,
                                               model_problem, model_ref, read_state_dict,
                                               state_digest)
 from policysearch.search.checks import ResourceError
@@ -160,6 +161,9 @@ def prepare(config: SearchConfig, inputs: Inputs | None = None, new_run: bool = 
                         repeats * config.selection_folds, weights_state)
     # the weights file and the image size
     prepared.architecture = check_model(prepared.model_spec, int(data.images.shape[-1]))
+    grey = grey_input_note(prepared.model_spec)
+    if grey:  # said with what loading changed: printed, in report.md and in the policy's metadata
+        prepared.data = replace(data, notes=(*data.notes, grey))
     prepared.weights_digest = state_digest(weights_state) if weights_state is not None else ""
     return prepared
 

@@ -33,7 +33,7 @@ from policysearch.wording import Mention, WordedError, a_kind, few, first_line, 
 __all__ = ["ARCHITECTURE_FORMULA", "CALLABLE_PREFIX", "STATE_DIGEST_FORMULA", "architecture", "library_versions",
            "same_formula",
            "state_digest", "TIMM_PREFIX", "TORCHVISION_PREFIX", "Builder", "ModelError", "ModelSpec", "WeightsError",
-           "callable_name", "check_model", "create_model", "fit_image_size", "head_names", "min_image_size",
+           "callable_name", "check_model", "create_model", "fit_image_size", "grey_input_note", "head_names", "min_image_size",
            "model_problem", "read_state_dict"]
 
 TORCHVISION_PREFIX = "torchvision:"
@@ -190,6 +190,8 @@ def _load_reason(exc: Exception) -> str:
         return f"not a file of tensors saved by torch.save ({finding[:120]})"
     if not text:
         return type(exc).__name__
+    if "failed finding central directory" in text:  # a torch.save zip archive without its end: cut short
+        return "the file is cut short or damaged (torch.save's archive has no end); copy or save it again"
     line = first_line(exc)
     line = line if len(line) <= 120 else line[:117] + "..."  # torch's zip reader adds paragraphs of advice
     return line if isinstance(exc, (OSError, RuntimeError)) else f"not a file saved by torch.save ({type(exc).__name__}: {line})"
@@ -421,6 +423,21 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, *, weights: 
         for key, param in model.named_parameters():
             param.requires_grad_(_in_heads(key, heads))
     return model
+
+
+def grey_input_note(spec: ModelSpec) -> str:
+    """A line for the data notes when grey images go into weights made for colour (their first convolution
+    summed over its 3 channels), else ''."""
+    if spec.weights is None or spec.in_channels != 1:
+        return ""
+    state = spec.state if spec.state is not None else read_state_dict(spec.weights)
+    model = spec.build()
+    stem, _ = _first_conv(model)
+    kernel = _unwrapped(state, model.state_dict()).get(f"{stem}.weight")
+    if kernel is None or kernel.dim() != 4 or int(kernel.shape[1]) != 3:
+        return ""
+    return (f"1-channel images into weights made for 3 ({spec.weights}): the first convolution {stem} sums its "
+            "kernels over the colour channels, the same as repeating the grey channel 3 times")
 
 
 def _grey_input(model: nn.Module) -> None:
