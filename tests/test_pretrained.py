@@ -365,6 +365,11 @@ def test_a_frozen_backbone_keeps_the_statistics_of_a_batchnorm_without_parameter
         model(torch.randn(4, 3, 8, 8))
         assert model.norm.training is not freeze
         assert torch.equal(before, model.norm.running_mean) is freeze
+    # a review's find: one frozen parameter outside the head (a user's frozen embedding) is no frozen backbone
+    partly = _NormWithoutParameters(3, 3)
+    partly.conv.bias.requires_grad_(False)
+    train_mode(partly)
+    assert partly.norm.training
 
 
 def test_search_settings_for_weights_are_checked() -> None:

@@ -69,7 +69,7 @@ class DomainFit:
 
     def for_space(self, space: SearchSpace) -> "DomainFit":
         """This fit, naming the ops of ``space`` kept by the fit whose level range there starts above their cap:
-        :func:`restrict_space` leaves them out of the space, while other candidates keep them up to the cap."""
+        :func:`restrict_space` leaves them out of the space; the standard recipes keep their own levels of them."""
         left_out = {op: low for op, (low, _) in zip(space.ops, space.level_ranges)
                     if self.allowed(op) and low > self.max_level(op)}
         return dataclasses.replace(self, left_out=left_out)

@@ -428,10 +428,11 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, *, weights: 
 def grey_input_note(spec: ModelSpec) -> str:
     """A line for the data notes when grey images go into weights made for colour (their first convolution
     summed over its 3 channels), else ''."""
-    if spec.weights is None or spec.in_channels != 1:
+    if spec.weights is None or spec.in_channels != 1 or is_callable_model(spec.name):  # a callable builds for 1
         return ""
     state = spec.state if spec.state is not None else read_state_dict(spec.weights)
-    model = spec.build()
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):  # only the layers' names: nothing allocated
+        model = _architecture(spec.name, spec.num_classes, 3, spec.builder)
     stem, _ = _first_conv(model)
     kernel = _unwrapped(state, model.state_dict()).get(f"{stem}.weight")
     if kernel is None or kernel.dim() != 4 or int(kernel.shape[1]) != 3:

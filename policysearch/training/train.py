@@ -133,13 +133,15 @@ _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm
 
 def train_mode(model: nn.Module) -> None:
     """``model.train()``, except that BatchNorm layers whose parameters are all frozen stay in eval mode, and
-    so do those without parameters (``affine=False``) in a model with frozen parameters: a frozen backbone.
+    so do those without parameters (``affine=False``) under a frozen backbone: a model whose only trainable
+    layers are its ``nn.Linear`` head.
 
     A frozen backbone is a fixed function: its normalisation keeps the checkpoint's running statistics
     instead of drifting to the statistics of a few small augmented batches.
     """
     model.train()
-    frozen = any(not p.requires_grad for p in model.parameters())
+    trained = [m for m in model.modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
+    frozen = any(not p.requires_grad for p in model.parameters()) and all(isinstance(m, nn.Linear) for m in trained)
     for module in model.modules():
         if isinstance(module, _BATCH_NORMS):
             params = list(module.parameters(recurse=False))
