@@ -21,7 +21,7 @@ import pytest
 
 from policysearch.search.interrupts import EXIT_INTERRUPTED, resume_command
 from policysearch.search.ledger import Ledger
-from policysearch.search.reaper import RUN_ENV, end_marked, marked_processes
+from policysearch.search.reaper import RUN_ENV, end_marked, marked_processes, scratch_prefix
 
 REPO = Path(__file__).resolve().parents[1]
 linux_only = pytest.mark.skipif(not Path("/proc/self/environ").exists() or not hasattr(os, "pidfd_open"),
@@ -102,9 +102,15 @@ DRIVER = textwrap.dedent("""
 
 
 @linux_only
-def test_the_watchdog_ends_the_marked_processes_when_its_driver_is_killed():
+def test_the_watchdog_ends_the_marked_processes_when_its_driver_is_killed(tmp_path):
     token = uuid.uuid4().hex
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+               TMPDIR=str(tmp_path))
+    # what killed trials left in the temporary folder (a trial never got to remove its own): this run's goes
+    left, others = tmp_path / f"{scratch_prefix(token)}k1", tmp_path / f"{scratch_prefix(uuid.uuid4().hex)}k2"
+    for folder in (left, others):
+        folder.mkdir()
+        (folder / "child.pt").write_bytes(b"weights")
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, token], env=env, stdout=subprocess.PIPE, text=True)
     watchdog, agent = map(int, driver.stdout.readline().split())
     try:
@@ -113,6 +119,7 @@ def test_the_watchdog_ends_the_marked_processes_when_its_driver_is_killed():
         driver.wait(timeout=30)
         assert _ended(agent, timeout=30), "the marked process outlived its killed driver"
         assert _ended(watchdog, timeout=30), "the watchdog did not end after its work"
+        assert not left.exists() and (others / "child.pt").exists()  # a trial's scratch of another run stays
     finally:
         _cleanup(driver)
         for pid in (agent, watchdog):

@@ -21,15 +21,18 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["RUN_ENV", "Watchdog", "end_marked", "marked_processes"]
+__all__ = ["RUN_ENV", "Watchdog", "end_marked", "marked_processes", "remove_scratch", "scratch_prefix"]
 
 RUN_ENV = "POLICYSEARCH_RAY_RUN"
+SCRATCH_PREFIX = "policysearch-trial-"  # a trial's working folder in the temporary folder
 GRACE_S = 3.0  # SIGTERM, then SIGKILL: Ray's agents were seen ignoring SIGTERM for 8 s
 KILL_WAIT_S = 10.0
 
@@ -110,6 +113,20 @@ def end_marked(token: str, grace_s: float = GRACE_S) -> list[int]:
     return sorted(fds)
 
 
+def scratch_prefix(token: str | None) -> str:
+    """The name a trial's temporary working folder starts with: marked with the local Ray's ``token``, so that
+    :func:`remove_scratch` finds what a killed trial (whose own clean-up never ran) left."""
+    return f"{SCRATCH_PREFIX}{token}-" if token else SCRATCH_PREFIX
+
+
+def remove_scratch(token: str) -> None:
+    """Remove the working folders the trials of the local Ray ``token`` left in the temporary folder (a child's
+    checkpoint each: a killed trial's, hundreds of MB for a large model, stayed there for ever)."""
+    if token:
+        for folder in Path(tempfile.gettempdir()).glob(f"{scratch_prefix(token)}*"):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 class Watchdog:
     """The watchdog process of one local Ray (see the module docstring); :meth:`close` when the search ends."""
 
@@ -120,7 +137,8 @@ class Watchdog:
                                         start_new_session=True)  # Ctrl-C in the terminal does not reach it
 
     def close(self) -> None:
-        """Close the pipe (the watchdog then ends what is still marked, usually nothing) and wait for it."""
+        """Close the pipe (the watchdog then ends what is still marked, usually nothing, and removes what its
+        trials left) and wait for it."""
         if self.process.stdin is not None and not self.process.stdin.closed:
             self.process.stdin.close()
         self.process.wait()
@@ -140,6 +158,7 @@ def _watch(token: str) -> None:
     with contextlib.suppress(_Stop):
         sys.stdin.buffer.read()  # returns at end of file: the driver closed the pipe or is gone
     end_marked(token)
+    remove_scratch(token)  # once no trial is left to use them
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ from policysearch.search.interrupts import CtrlC, SearchInterrupted, reapply_han
 from policysearch.search.outcome import SearchResult
 from policysearch.search.phases import Stage, count, run_phases
 from policysearch.search.prepare import Inputs, Prepared, given_in_python, prepare
-from policysearch.search.reaper import RUN_ENV, Watchdog, end_marked
+from policysearch.search.reaper import RUN_ENV, Watchdog, end_marked, scratch_prefix
 from policysearch.search.rundir import Run, RunError, check_same_inputs, held_run, write_config
 from policysearch.search.runner import Streams, TrialContext, TrialFunction, TrialResult, Trials
 from policysearch.search.searcher import SplitSearcher
@@ -667,7 +667,7 @@ def _trainable(trial: dict[str, Any], *, function: TrialFunction, shared: Shared
     prepared = shared.get()
     data_seconds = time.perf_counter() - started
     node = _node_id()
-    with tempfile.TemporaryDirectory(prefix="policysearch-trial-") as local:
+    with tempfile.TemporaryDirectory(prefix=scratch_prefix(os.environ.get(RUN_ENV))) as local:
         restored = tune.get_checkpoint()
         spent = 0.0  # training seconds of earlier attempts (a process killed meanwhile), as far as saved
         if restored is not None:
