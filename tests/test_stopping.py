@@ -146,6 +146,11 @@ CTRL_C = textwrap.dedent("""
             if where == "before its loop":  # Tune's handler takes a Ctrl-C before its first callback
                 os.kill(os.getpid(), signal.SIGINT)
             ctrl_c.tune_started()
+        if os.environ.get("RAY"):
+            with ctrl_c.ray_starting(local=os.environ["RAY"] == "local"):
+                pass
+            if os.environ["RAY"] == "local, stopped":
+                ctrl_c.ray_stopped()
         for name in os.environ["SIGNALS"].split():
             try:
                 os.kill(os.getpid(), getattr(signal, name))  # its handler has run when this returns
@@ -177,6 +182,22 @@ def test_ctrl_c_or_sigterm_stops_once_and_at_once_when_it_comes_again_or_hangs(w
     assert done.returncode == EXIT_INTERRUPTED == 130
     assert done.stdout.splitlines() == [printed]
     assert done.stderr.strip() == f"policysearch: {line}" and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("ray,printed,line", [
+    ("local", [], "stopped at once by SIGTERM"),
+    ("joined", ["tune stops"], "stopped at once by SIGTERM, the search still running 5 s later"),
+    ("local, stopped", ["tune stops"], "stopped at once by SIGTERM, the search still running 5 s later"),
+])
+def test_sigterm_stops_at_once_while_a_local_ray_runs(ray, printed, line):
+    """Regression (CI): SIGTERM to the process group also ends the local Ray, and Ray's core then ended the
+    driver with exit status 1 and no line before the grace was over. A joined cluster is not in the group."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+               SIGNALS="SIGTERM", WHERE="in tune", RAY=ray)
+    done = subprocess.run([sys.executable, "-c", CTRL_C], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == EXIT_INTERRUPTED
+    assert done.stdout.splitlines() == printed
+    assert done.stderr.strip() == f"policysearch: {line}"
 
 
 @pytest.mark.parametrize("when", ["before its loop", "after its last trial"])

@@ -7,11 +7,13 @@ results) :class:`CtrlC` raises it at once; while Ray starts, once it has started
 command prints one line (:meth:`CtrlC.message`) and exits with 130. A second Ctrl-C stops at once: it prints
 the same line and ends the process without waiting for anything (the watchdog of
 :mod:`policysearch.search.reaper` then ends the local Ray). SIGTERM (``kill``, ``timeout``, ``docker stop``,
-a job scheduler) is taken as a Ctrl-C: it raises SIGINT in the driver, whose handler, Tune's or ours, goes on
-as above; if the search has not ended ``TERM_GRACE_S`` later, it stops at once. Sent to the whole process
-group (``timeout``, schedulers), SIGTERM also ends Ray's own processes, and the last save then waits for them
-in vain. Ray's own SIGTERM handler, which would dump a stack and abort, is replaced once Ray has started;
-while Ray starts, its exit is taken as a Ctrl-C.
+a job scheduler) stops at once while a local Ray runs: that Ray is in the driver's process group, so the same
+signal may be ending it (``timeout`` and schedulers send it to the group), and Ray's core then ends the driver
+with exit status 1, without a word, as soon as it finds its raylet gone. Elsewhere (before Ray starts, or
+joined to a cluster) SIGTERM is taken as a Ctrl-C: it raises SIGINT in the driver, whose handler, Tune's or
+ours, goes on as above; if the search has not ended ``TERM_GRACE_S`` later, it stops at once. Ray's own SIGTERM
+handler, which would dump a stack and abort, is replaced once Ray has started; while Ray starts, its exit is
+taken as a Ctrl-C.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class CtrlC:
         self._installed = False
         self._term_timer: threading.Timer | None = None  # armed by SIGTERM: stop at once if still running
         self._deferring = False  # Ray is starting: a first Ctrl-C waits for the start to end (ray_starting)
+        self._local_ray = False  # a local Ray runs, in this process group: SIGTERM stops at once (ray_starting)
 
     def __enter__(self) -> "CtrlC":
         if threading.current_thread() is threading.main_thread():
@@ -101,8 +104,9 @@ class CtrlC:
         """Around the start of Ray. While a ``local`` Ray starts (a few seconds), a first Ctrl-C takes effect once
         it has started, or failed to: Ray's native core, stopped half-started, can crash the process as it exits.
         (Joining a cluster, which can wait for minutes, stops at once.) Ray puts its own SIGTERM handler in
-        place, which exits with the signal's number: that becomes a Ctrl-C here; afterwards ours goes back."""
-        self._deferring = local
+        place, which exits with the signal's number: that becomes a Ctrl-C here; afterwards ours goes back.
+        From here until :meth:`ray_stopped`, SIGTERM stops at once where the Ray is ``local``."""
+        self._deferring = self._local_ray = local
         try:
             yield
         except BaseException as exc:
@@ -118,10 +122,14 @@ class CtrlC:
         if self.stopping:
             raise SearchInterrupted()
 
+    def ray_stopped(self) -> None:
+        """The search's Ray has ended: SIGTERM is a Ctrl-C again."""
+        self._local_ray = False
+
     def _terminate(self, signum: int, frame: FrameType | None) -> None:
         tune_took_first = (self._tune_has_first and signal.getsignal(signal.SIGINT) == self._handle
                            or self._tune_took_first)
-        if self.stopping or self._term_timer is not None or tune_took_first:
+        if self.stopping or self._term_timer is not None or tune_took_first or self._local_ray:
             self.stop_now("SIGTERM")
         self._term_timer = threading.Timer(TERM_GRACE_S, self.stop_now,
                                            (f"SIGTERM, the search still running {TERM_GRACE_S:g} s later",))

@@ -875,6 +875,7 @@ def _search_held(prepared: Prepared, builder: bytes | None, run: Run, resume: bo
     finally:
         if local is not None:
             local.stop()
+        ctrl_c.ray_stopped()
     stage.enter("the export (the results are written again on --resume)")
     result = export(prepared, run, outcome, faults)
     result.spans = spans
