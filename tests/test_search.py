@@ -18,6 +18,7 @@ import os
 import pickle
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -348,6 +349,16 @@ def test_resume_needs_a_run_directory(tmp_path, no_ray):
     with pytest.raises(RunError, match=rf"policy.json: is a file, not a folder; give the run folder that holds it "
                                        rf"\({tmp_path / 'run'}\)"):
         command.run(_args(["--resume", str(tmp_path / "run" / "policy.json")]))
+    # Regression (a trial): a run whose config.json is gone sent --resume to --out and --out back to --resume
+    (tmp_path / "run" / "policy.json").unlink()
+    (tmp_path / "run" / "tune" / "abc" / "phase1_children").mkdir(parents=True)
+    with pytest.raises(RunError, match=rf"^--resume {tmp_path / 'run'}: experiments under tune/ but no config.json, "
+                                       r"which holds the run's settings, so it cannot be continued; start a new run "
+                                       r"with another --out$"):
+        command.run(_args(["--resume", str(tmp_path / "run")]))
+    with pytest.raises(RunError, match=rf"^--out {tmp_path / 'run'} holds experiments under tune/ but no "
+                                       r"config.json, so the run there cannot be continued; choose another --out$"):
+        command.run(_args(["--out", str(tmp_path / "run")]))
     # regression: a config.json of another shape said "list indices must be integers or slices, not str"
     (tmp_path / "run" / "config.json").write_text("[]", encoding="utf-8")
     with pytest.raises(RunError, match=r"config.json is not a config this policysearch wrote \(not a JSON object "
@@ -505,6 +516,42 @@ def test_a_lock_file_removed_by_a_stopping_search_is_never_held_by_two(tmp_path,
                 pass
 
 
+def test_a_copy_of_a_run_folder_is_not_resumed_beside_it_into_the_same_storage(tmp_path):
+    """Regression (a trial): a run folder copied (as for finishing a cluster's run elsewhere) and resumed while
+    the original was resumed wrote into the same experiments under --storage: 12 trial folders for 8 trials,
+    two processes' experiment states. The second is refused; one after the other both go on."""
+    storage = tmp_path / "shared"
+    config = SearchConfig(**SMALL, storage=str(storage))
+    original, copy = tmp_path / "run", tmp_path / "copy"
+    run = _stored_run(original, config)
+    (Path(run.experiments) / "phase1_children").mkdir(parents=True)
+    shutil.copytree(original, copy)
+    with rundir.held_run(config, original, resume=True):
+        with pytest.raises(RunError, match=rf"^--resume {copy}: another search is continuing run {run.run_id} with "
+                                           rf"its experiments in {run.experiments} \(process \d+ on .*\), perhaps "
+                                           r"from a copy of this run folder; wait for it to end or stop it$") as caught:
+            with rundir.held_run(config, copy, resume=True):
+                pass
+        assert isinstance(caught.value, rundir.RunInUse)
+    with rundir.held_run(config, copy, resume=True) as held:
+        assert held.experiments == run.experiments
+
+
+def test_a_trial_tune_kept_as_finished_without_a_result_counts_as_failed():
+    """Regression (a trial): a resume after a Ctrl-C ended in a traceback (KeyError: 'reward' in trials.csv's
+    row) for a trial Tune returned with no error and no result; it is a failed trial, with a line that says so."""
+    from types import SimpleNamespace
+
+    from policysearch.search import tuning
+
+    reported = SimpleNamespace(error=None, metrics={"reward": 0.5, "training_iteration": 1})
+    silent = SimpleNamespace(error=None, metrics={})
+    raised = SimpleNamespace(error=RuntimeError("boom"), metrics={})
+    ok, failed = tuning.split_results([reported, silent, raised])
+    assert ok == [reported] and failed == [silent, raised]
+    assert tuning.NO_RESULT == "ended without reporting a result (Tune kept it as finished)"
+
+
 def test_a_folder_without_locks_still_takes_a_search(tmp_path, monkeypatch):
     """A file system without advisory locks (some network mounts: ENOLCK) or a system without fcntl (Windows)
     runs the search unheld rather than failing."""
@@ -557,7 +604,7 @@ def test_resume_refuses_flags_that_contradict_the_stored_run(tmp_path, no_ray):
     # a setting the run left unset is shown as its default (regression: "(stored: None)")
     with pytest.raises(RunError, match=r"--storage .*other \(stored: not set: the run folder's tune\) contradicts"):
         command.run(_args(["--resume", str(run_dir), "--storage", str(tmp_path / "other")]))
-    with pytest.raises(RunError, match=r"--image-size 16 \(stored: not set: the images' own size\) contradicts"):
+    with pytest.raises(RunError, match=r"--image-size 16 \(stored: not set: the data set's default size\) contradicts"):
         command.run(_args(["--resume", str(run_dir), "--image-size", "16"]))
     # regression (a review): a default given by its value was refused as "(stored: not set: the default)"
     defaults = {"space": DEFAULT_SPACE, "final_epochs": SMALL["epochs"], "storage": str(run_dir / "tune")}
@@ -1727,6 +1774,28 @@ def test_resume_of_a_finished_run_says_so_and_changes_nothing(resumed_run):
     assert "[phase" not in done.stdout and "search " + _run_id(run_dir) + ":" not in done.stdout  # nothing ran
     assert f"policy: {run_dir / 'policy.json'}" in done.stdout and "why: " in done.stdout
     assert _files(run_dir) == before  # policy.json, report.md, the costs, Tune's files: all as they were
+
+
+@pytest.mark.slow
+def test_a_resume_whose_child_model_was_deleted_finishes_and_names_the_failed_trials(tmp_path):
+    """A trial found a finished child's checkpoint deleted before a resume: the trials of that split that
+    had not finished fail, each with the checkpoint's path, and the search finishes without a traceback
+    (regression, a trial: it ended in KeyError: 'reward')."""
+    stopped = _stopped_search(tmp_path, "pause@score:split=0,index=2", "phase 2: policy trials", 4, _ctrl_c)
+    run_dir = stopped["run_dir"]
+    assert stopped["rc"] == 130, stopped["stderr"][-3000:]
+    (checkpoint,) = run_dir.glob("tune/*/phase1_children/*_00000/checkpoint_*")
+    shutil.rmtree(checkpoint)
+    env = _cli_env()
+    env.pop(FAULTS_ENV, None)
+    done = subprocess.run([sys.executable, "-m", "policysearch", "search", "--resume", str(run_dir)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert f"FileNotFoundError: the phase 1 checkpoint {checkpoint} holds neither" in done.stdout
+    with open(run_dir / "trials.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(line for line in handle if not line.startswith("#")))
+    failed = [row for row in rows if row["status"] == "failed"]
+    assert failed and all(row["split"] == "0" for row in failed) and len(rows) == 8
 
 
 @pytest.mark.slow

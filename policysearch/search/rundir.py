@@ -108,6 +108,10 @@ def read_stored_config(run_dir: Path, continuing: bool = True) -> tuple[SearchCo
         if not _other_files(run_dir):  # a search stopped before it wrote its config: nothing to continue
             raise RunError(lambda say: f"{say('resume', run_dir)}: no {CONFIG_FILE} there: no search began in it (one "
                            f"stopped while it started leaves it so); start one there with {say('out', run_dir)}")
+        if _holds_a_run(run_dir):
+            raise RunError(lambda say: f"{say('resume', run_dir)}: experiments under tune/ but no {CONFIG_FILE}, which "
+                           "holds the run's settings, so it cannot be continued; start a new run with another "
+                           f"{say('out')}")
         raise RunError(lambda say: f"{say('resume', run_dir)}: no {CONFIG_FILE} there; is it a policysearch run "
                        "directory?")
     try:
@@ -155,7 +159,7 @@ def _meaning(config: SearchConfig, name: str, run_dir: Path | None) -> Any:
 
 
 # What a setting left unset means, where a message shows a stored run's settings.
-_UNSET_MEANS = {"train_size": "all the training images", "image_size": "the images' own size",
+_UNSET_MEANS = {"train_size": "all the training images", "image_size": "the data set's default size",
                 "weights": "new weights", "final_epochs": "the search's epochs", "storage": "the run folder's tune"}
 
 
@@ -225,6 +229,9 @@ def open_run(config: SearchConfig, run_dir: str | os.PathLike[str], *, resume: b
         if run_dir.exists() and not run_dir.is_dir():
             raise RunError(lambda say: f"{say('out', run_dir)}: is a file, not a folder")
         if run_dir.is_dir() and _holds_a_run(run_dir):
+            if not (run_dir / CONFIG_FILE).is_file():
+                raise RunError(lambda say: f"{say('out', run_dir)} holds experiments under tune/ but no {CONFIG_FILE}, "
+                               f"so the run there cannot be continued; choose another {say('out')}")
             finished = (run_dir / "policy.json").exists()
             state = "a finished" if finished else "a failed" if failure is not None else "an unfinished"
             going_on = "" if finished or failure is not None else "continue it with {}, or "
@@ -276,9 +283,28 @@ def held_run(config: SearchConfig, run_dir: str | os.PathLike[str], *, resume: b
     if not (run_dir / LOCK_FILE).is_file():  # else a search running there is named first: its run looks unfinished
         open_run(config, run_dir, resume=resume)  # the folder's problems, before anything is written
     created = _first_missing(run_dir)
-    with _locked(run_dir, resume):
+    option = "resume" if resume else "out"
+
+    def running_here(holder: str) -> RunInUse:
+        return RunInUse(lambda say: f"{say(option, run_dir)}: another search is running in this folder ({holder}); "
+                        + (f"wait for it to end or stop it, then continue it with {say('resume', run_dir)}" if resume
+                           else f"choose another {say('out')}"), holder=holder)
+
+    with _locked(run_dir, running_here, lambda say: say(option, run_dir)), contextlib.ExitStack() as storage_hold:
         try:
-            yield open_run(config, run_dir, resume=resume)  # checked again: another search may have begun meanwhile
+            run = open_run(config, run_dir, resume=resume)  # checked again: another search may have begun meanwhile
+            experiments = Path(run.experiments.removeprefix("file://"))
+            if (resume and not is_uri(run.storage) and experiments.is_dir()
+                    and not experiments.resolve().is_relative_to(run_dir.resolve())):
+                # a copy of the run folder, resumed at once with the original, would share these experiments
+                def running_there(holder: str) -> RunInUse:
+                    return RunInUse(lambda say: f"{say('resume', run_dir)}: another search is continuing run "
+                                    f"{run.run_id} with its experiments in {experiments} ({holder}), perhaps from a "
+                                    "copy of this run folder; wait for it to end or stop it", holder=holder)
+
+                storage_hold.enter_context(_locked(experiments, running_there,
+                                                   lambda say: f"{say('storage', run.storage)} ({experiments})"))
+            yield run
         finally:
             if created is not None and not (run_dir / CONFIG_FILE).exists():
                 (run_dir / LOCK_FILE).unlink(missing_ok=True)  # under the lock; a waiting opener sees it gone
@@ -300,13 +326,14 @@ def _first_missing(folder: Path) -> Path | None:
 
 
 @contextlib.contextmanager
-def _locked(run_dir: Path, resume: bool) -> Iterator[None]:
-    """``RUN_DIR/.lock`` created if need be and held, naming this process in it, until the block ends; a
-    RunError naming the holder when another search holds it. A lock file that a stopping search removed
-    after this one opened it is opened again, so two searches never hold two files of one name."""
-    path = run_dir / LOCK_FILE
+def _locked(folder: Path, in_use: Callable[[str], RunInUse], named: Callable[[Callable], str]) -> Iterator[None]:
+    """``FOLDER/.lock`` created if need be and held, naming this process in it, until the block ends;
+    ``in_use(holder)`` is raised when another search holds it, and ``named(say)`` names the folder in the other
+    errors. A lock file that a stopping search removed after this one opened it is opened again, so two
+    searches never hold two files of one name."""
+    path = folder / LOCK_FILE
     for _ in range(LOCK_ATTEMPTS):
-        run_dir.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         try:
             lock = path.open("a+", encoding="utf-8")
         except FileNotFoundError:  # the folder went between the two calls
@@ -315,10 +342,10 @@ def _locked(run_dir: Path, resume: bool) -> Iterator[None]:
             try:
                 lock = path.open("r", encoding="utf-8")
             except PermissionError:
-                raise RunError(lambda say: f"{say('resume' if resume else 'out', run_dir)}: cannot open {path} "
-                               "(permission denied), another user's lock of this folder") from None
+                raise RunError(lambda say: f"{named(say)}: cannot open {path} (permission denied), another user's "
+                               "lock of this folder") from None
         with lock:
-            held = _lock(lock, run_dir, resume)
+            held = _lock(lock, in_use)
             try:
                 same = os.path.samestat(os.fstat(lock.fileno()), path.stat())
             except FileNotFoundError:
@@ -333,21 +360,17 @@ def _locked(run_dir: Path, resume: bool) -> Iterator[None]:
                 lock.flush()
             yield
             return
-    raise RunError(lambda say: f"{say('out', run_dir)}: could not hold {path}: other searches kept removing it")
+    raise RunError(lambda say: f"{named(say)}: could not hold {path}: other searches kept removing it")
 
 
-def _lock(lock: TextIO, run_dir: Path, resume: bool) -> bool:
+def _lock(lock: TextIO, in_use: Callable[[str], RunInUse]) -> bool:
     """Take the lock on the open file ``lock`` without waiting (closing the file lets it go); False when the
-    file system cannot lock it (some network mounts), a RunError naming the holder when another search has it."""
+    file system cannot lock it (some network mounts), ``in_use(holder)`` raised when another search has it."""
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.seek(0)
-        holder = lock.read().strip() or "another process"
-        raise RunInUse(lambda say: f"{say('resume' if resume else 'out', run_dir)}: another search is running in "
-                       f"this folder ({holder}); "
-                       + (f"wait for it to end or stop it, then continue it with {say('resume', run_dir)}" if resume
-                          else f"choose another {say('out')}"), holder=holder) from None
+        raise in_use(lock.read().strip() or "another process") from None
     except OSError as exc:
         # EBADF: NFS locks a file only when it is open for writing, which another user's lock file is not
         if exc.errno in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EBADF):

@@ -621,8 +621,17 @@ def run_experiment(name: str, trainable: Callable, param_space: dict, tune_confi
             ctrl_c.tune_ended(finished=not interrupted)
     if interrupted or (ctrl_c is not None and ctrl_c.stopping):  # also a Ctrl-C once every trial had finished
         raise SearchInterrupted()
-    results = list(grid)
-    return [r for r in results if r.error is None], [r for r in results if r.error is not None]
+    return split_results(list(grid))
+
+
+NO_RESULT = "ended without reporting a result (Tune kept it as finished)"  # the error line of such a trial
+
+
+def split_results(results: Sequence[Any]) -> tuple[list, list]:
+    """Tune's results as (succeeded, failed). A trial with no error that never reported a result (Tune can
+    restore one a Ctrl-C stopped as finished) is a failed one: it has no metrics to read."""
+    ok = [r for r in results if r.error is None and "training_iteration" in (r.metrics or {})]
+    return ok, [r for r in results if not any(r is good for good in ok)]
 
 
 # ------------------------------------------------------------------------------------ trial wrappers
@@ -744,7 +753,7 @@ class RayRunner:
         ok, failed = run_experiment(trials.name, trainable, space, tune_config, self.config,
                                     self.experiments, progress, ctrl_c=self.ctrl_c, on_trial=on_trial)
         return ([TrialResult(dict(r.config), dict(r.metrics), "", trial_id(r), _fetch(r.checkpoint)) for r in ok]
-                + [TrialResult(config, {}, _error_line(r.error), trial_id(r))
+                + [TrialResult(config, {}, NO_RESULT if r.error is None else _error_line(r.error), trial_id(r))
                    for r, config in zip(failed, configs_of(failed))])
 
 
