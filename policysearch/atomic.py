@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
 
-__all__ = ["save_torch_atomic", "unwritable", "write_atomic", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
+__all__ = ["json_numbers", "save_torch_atomic", "unwritable", "write_atomic", "write_bytes_atomic", "write_json_atomic",
+           "write_text_atomic"]
 
 # A temporary file is created 0600; the finished file gets the mode a plain open() would give it.
 _UMASK = os.umask(0o022)
@@ -127,8 +129,20 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def write_json_atomic(path: str | os.PathLike[str], document: Any) -> Path:
-    """Write ``document`` as indented JSON to ``path`` atomically."""
-    return write_text_atomic(path, json.dumps(document, indent=2) + "\n")
+    """Write ``document`` as indented JSON to ``path`` atomically. NaN and infinities (a std of one seed) are
+    written as null: JSON has no such numbers, and strict readers (JavaScript's, jq's) refuse Python's NaN."""
+    return write_text_atomic(path, json.dumps(json_numbers(document), indent=2, allow_nan=False) + "\n")
+
+
+def json_numbers(value: Any) -> Any:
+    """``value`` (dicts, lists and tuples of JSON values) with every NaN or infinite float as None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_numbers(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_numbers(item) for item in value]
+    return value
 
 
 def save_torch_atomic(path: str | os.PathLike[str], state: Any) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 
 import pytest
@@ -16,6 +17,18 @@ from policysearch.augment.policy import Policy
 
 def _disk_full(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_json_is_written_without_nan_which_strict_readers_refuse(tmp_path):
+    """Regression (a trial): a benchmark's results.json held "std": NaN for a method of one seed, which
+    JavaScript's and jq's parsers refuse."""
+    path = tmp_path / "a.json"
+    write_json_atomic(path, {"std": math.nan, "rows": [math.inf, 1.5, (-math.inf, "x")], "n": 1})
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == {"std": None, "rows": [None, 1.5, [None, "x"]], "n": 1}
 
 
 def test_writes_replace_the_file_whole(tmp_path):

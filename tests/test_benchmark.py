@@ -142,6 +142,20 @@ def test_an_anchor_run_draws_the_same_augmentations_for_the_same_seed():
     assert not torch.equal(batches(1)[0], first[0])
 
 
+def test_results_of_one_seed_are_strict_json(tmp_path):
+    """Regression (a trial): one seed gave "std": NaN in results.json, which strict JSON readers refuse."""
+    out = tmp_path / "bench"
+    args = _args("--preset", "digits-small", "--train-size", "30", "--epochs", "1", "--seeds", "0", "--methods",
+                 "none", "--out", str(out), "--batch-size", "16")
+    assert command.run(args) == 0
+
+    def refuse(constant):
+        raise ValueError(f"{constant} in results.json")
+
+    (row,) = json.loads((out / "results.json").read_text(), parse_constant=refuse)["summary"]
+    assert row["method"] == "none" and row["n"] == 1 and row["std"] is None
+
+
 def test_smoke_benchmark_writes_results(tmp_path):
     policy_file = tmp_path / "p.json"
     randaugment_policy().save(policy_file)

@@ -29,7 +29,7 @@ import jsonschema
 import numpy as np
 
 from policysearch import __version__
-from policysearch.atomic import write_text_atomic
+from policysearch.atomic import json_numbers, write_text_atomic
 from policysearch.augment.ops import OP_NAMES, OP_RANGES
 from policysearch.wording import short_repr
 
@@ -212,17 +212,6 @@ def _check_json_data(data: Any, source: str = "policy", written: bool = False) -
             raise PolicyError(f"{source}: {place(where)}: {value!r} is not a JSON number (JSON has no NaN or infinity)")
 
 
-def _finite(value: Any) -> Any:
-    """Parsed JSON data with NaN and infinities as None (the data is at most ``MAX_DEPTH`` deep, checked)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_finite(item) for item in value]
-    return value
-
-
 def _check_metadata(metadata: Any, source: str) -> None:
     """Raise PolicyError unless ``metadata`` can be written as strict JSON; the place reads ``metadata.KEY``."""
     _check_json_data({"metadata": metadata}, source, written=True)
@@ -389,7 +378,7 @@ class Policy:
                                       f"{step['op']}; write format_version 3 to use it")
         # Searches before strict metadata wrote NaN for an accuracy they did not measure: such files still
         # load, the value read as null (a policy built in Python with NaN is refused, since save would write it)
-        metadata = _finite(data.get("metadata"))
+        metadata = json_numbers(data.get("metadata"))  # at most MAX_DEPTH deep, checked
         _check_metadata(metadata, source)
         try:  # the schema lets 1.0 through as an integer; Baseline refuses it
             baseline = Baseline(**data["baseline"]) if "baseline" in data else Baseline()
