@@ -21,10 +21,12 @@ them, each with the command that made it.
   that cannot be read, has neither (a benchmark's file before its first training ends), holds a run that is
   not an object with a method name, a test error that is not a number from 0 to 100, or two runs of one
   method and seed (which the benchmark never writes) stops the script before it writes anything: a worst
-  regret over fewer presets than asked for would read as a claim about all. Runs without a seed (old files)
+  regret over fewer presets than asked for would read as a claim about all. So do two folders holding
+  results of one preset (its ``preset``), which would count one preset twice. Runs without a seed (old files)
   count in the mean but are not paired.
 - Each regret also gets its 95 % paired interval over the seeds the method shares with the preset's best
-  (Student t, as ``results.md``'s paired differences), so a regret within the seeds' noise shows as one.
+  (Student t, as ``results.md``'s paired differences), so a regret within the seeds' noise shows as one;
+  with one shared seed the difference on it, with none the regret itself, each saying so.
 
 Run from the repository root: ``python scripts/regret.py [--results benchmarks/results] [--out DIR]``.
 """
@@ -119,10 +121,13 @@ def regret_table(presets: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any
 
 
 def _interval(errors: dict[str, float] | None, best: dict[str, float] | None) -> dict[str, float] | None:
-    """This method's error minus the best's, paired by seed, with its 95 % interval; None under 2 shared seeds."""
+    """This method's error minus the best's, paired by seed, with its 95 % interval from 2 shared seeds on
+    (one shared seed: the difference on it, without ``low`` and ``high``); None with no shared seed."""
     seeds = sorted(set(errors or {}) & set(best or {}))
-    if len(seeds) < 2:
+    if not seeds:
         return None
+    if len(seeds) == 1:
+        return {"mean": errors[seeds[0]] - best[seeds[0]], "n": 1}
     diff = paired_difference([errors[s] for s in seeds], [best[s] for s in seeds])
     return {"mean": diff["mean"], "low": diff["low"], "high": diff["high"], "n": diff["n"]}
 
@@ -156,10 +161,10 @@ def render(table: dict[str, Any], command: str, sources: dict[str, dict[str, Any
     seeds = []
     for t in table["presets"].values():
         ns = sorted({v["n"] for v in t["methods"].values()})
-        seeds.append(str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}")
+        seeds.append(str(ns[0]) if len(ns) == 1 else f"{ns[0]} to {ns[-1]}")
     recipes = [sources[p].get("searched_recipe") or "-" for p in presets]
     lines += ["| lowest mean test error % | | | " + " | ".join(best) + " |",
-              "| seeds | | | " + " | ".join(seeds) + " |",
+              "| seeds per method | | | " + " | ".join(seeds) + " |",
               "| the searched recipe | | | " + " | ".join(recipes) + " |", ""]
     lines += _same_as_fixed(sources, presets, table)
     lines += _interval_table(table, presets)
@@ -203,13 +208,15 @@ def _interval_table(table: dict[str, Any], presets: list[str]) -> list[str]:
                 cells.append("-")
             elif m in table["presets"][p]["best_methods"]:
                 cells.append("**best**")
-            elif "interval" in row:
+            elif "interval" in row and "low" in row["interval"]:
                 paired = row["interval"]
                 seeds = "" if paired["n"] == row["n"] == table["presets"][p]["methods"][
                     table["presets"][p]["best_method"]]["n"] else f" ({paired['n']} seeds paired)"
                 cells.append(f"{paired['mean']:.2f} [{paired['low']:.2f}, {paired['high']:.2f}]{seeds}")
+            elif "interval" in row:
+                cells.append(f"{row['interval']['mean']:.2f} (1 seed paired: no interval)")
             else:
-                cells.append(f"{row['regret']:.2f} (fewer than 2 seeds paired: no interval)")
+                cells.append(f"{row['regret']:.2f} (no seed paired: the regret, no interval)")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -247,6 +254,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             presets[folder.name] = methods
             sources[folder.name] = {"path": str(path), **info}
+    named: dict[str, list[str]] = defaultdict(list)
+    for folder, info in sources.items():
+        named[info["preset"]].append(folder)
+    unreadable += [f"{', '.join(folders)}: results of one preset, {preset}, which would count as {len(folders)} "
+                   "presets" for preset, folders in named.items() if len(folders) > 1]
     for line in unreadable:
         print(f"regret: {line}", file=sys.stderr)
     if unreadable:

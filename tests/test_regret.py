@@ -71,7 +71,7 @@ def test_regret_numbers_on_synthetic_results(regret, tmp_path: Path) -> None:
     assert "interval" not in table["presets"]["a"]["methods"]["searched"]  # the best itself
     assert "interval" not in table["presets"]["c"]["methods"]["searched"]
     assert "| none | 2.00 [-10.71, 14.71] | 1.00 [1.00, 1.00] | **best** |" in text
-    assert "| searched | **best** | 2.50 [-3.85, 8.85] | 0.50 (fewer than 2 seeds paired: no interval) |" in text
+    assert "| searched | **best** | 2.50 [-3.85, 8.85] | 0.50 (no seed paired: the regret, no interval) |" in text
     assert "tested equal to torchvision's output" not in text  # no preset's searched recipe is a fixed method's
     assert "| tv-randaugment | 1.50 [-4.85, 7.85] | - | - |" in text
 
@@ -185,5 +185,25 @@ def test_intervals_pair_only_the_seeds_both_ran(regret, tmp_path: Path) -> None:
     assert rows["cutout"]["mean"] == 7.5 and "interval" not in rows["cutout"]
     text = (results / "regret.md").read_text()
     assert "| none | 1.50 [-4.85, 7.85] (2 seeds paired) |" in text
-    assert "| baseline | 4.50 (fewer than 2 seeds paired: no interval) |" in text
-    assert "| cutout | 6.50 (fewer than 2 seeds paired: no interval) |" in text
+    assert "| baseline | 4.50 (no seed paired: the regret, no interval) |" in text
+    assert "| cutout | 6.50 (no seed paired: the regret, no interval) |" in text
+    assert "| seeds per method | | | 2 to 3 |" in text  # how many seeds, not which
+
+
+def test_one_shared_seed_gives_the_paired_difference_and_two_folders_of_one_preset_stop(regret, tmp_path: Path,
+                                                                                       capsys) -> None:
+    """Regression (a trial): with one seed shared the cell showed the unpaired regret under "paired"; and two
+    folders of one preset's results counted as two presets."""
+    results = tmp_path / "results"
+    runs = [{"method": "baseline", "seed": s, "test_error": e} for s, e in ((0, 4.03), (1, 3.0))]
+    runs += [{"method": "none", "seed": 0, "test_error": 4.45}]
+    _write(results, "c1", {"preset": "digits-small", "runs": runs})
+    assert regret.main(["--results", str(results)]) == 0
+    text = (results / "regret.md").read_text()
+    assert "| none | 0.42 (1 seed paired: no interval) |" in text  # 4.45 - 4.03 on seed 0, not 4.45 - 3.515
+    _write(results, "d1", {"preset": "digits-small", "runs": runs})
+    before = (results / "regret.md").read_text()
+    assert regret.main(["--results", str(results)]) == 1
+    assert ("regret: c1, d1: results of one preset, digits-small, which would count as 2 presets"
+            in capsys.readouterr().err)
+    assert (results / "regret.md").read_text() == before
