@@ -224,8 +224,8 @@ def test_a_rerun_keeps_the_runs_made_the_same_way_and_trains_the_rest(tmp_path, 
     assert trained == [1, 1] and json.loads((out / "results.json").read_text())["runs"] == runs
     assert len((out / "runs.csv").read_text().splitlines()) == 2 + 4
     # regression (a trial): a budget the step floor trains alike (1 and 2 epochs both train 40 epochs of 30
-    # images) set every run aside and trained it again, to the same errors; the search's own settings likewise
-    assert command.run(_args(*common, "--epochs", "2", "--search-epochs", "3", "--seeds", "0", "1")) == 0
+    # images) set every run aside and trained it again, to the same errors
+    assert command.run(_args(*common, "--epochs", "2", "--seeds", "0", "1")) == 0
     assert trained == [1, 1] and json.loads((out / "results.json").read_text())["runs"] == runs
     # another budget is another benchmark: every run trains again, and the earlier files are set aside, not lost
     trained.clear()
@@ -298,6 +298,13 @@ def test_a_rerun_trains_again_when_the_weights_file_changed(tmp_path, monkeypatc
     (("--search-epochs", "0"), "--search-epochs must be at least 1, got 0"),
     (("--device", "tpu"), "--device must be a torch device such as cpu, cuda or cuda:1, got 'tpu'"),
     (("--methods", "none", "--policy", "randaugment"), "--policy is the searched method's policy"),
+    # regression (a trial): recorded in results.json as the settings of a search that never ran
+    (("--methods", "searched", "--policy", "randaugment", "--search-trials", "3"),
+     "--policy gives the searched method its policy, so no search runs and --search-trials would change nothing; "
+     "drop it"),
+    (("--methods", "none", "baseline", "--search-epochs", "2", "--search-top-n", "1"),
+     "--methods holds neither searched nor searched-scratch, so no search runs and --search-top-n, --search-epochs "
+     "would change nothing; drop them"),
     (("--batch-size", "1"), "--batch-size must be at least 2 (BatchNorm needs 2 images), got 1"),
     (("--image-size", "0"), "--image-size must be a number of pixels from 1 to 4096, got 0"),
     (("--image-size", "4"), "--image-size must be at least 8 for small_cnn, the smallest side it is built for, got 4"),

@@ -145,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
     if args.policy and "searched" not in preset.methods:
         raise ValueError("--policy is the searched method's policy, and --methods leaves searched out; add it or "
                          "drop --policy")
+    check_search_options(args, preset)
     policy = load_policy(args.policy) if args.policy else None
     if preset.device.startswith("cuda") and not torch.cuda.is_available():
         asked = f"--device {args.device}" if args.device else f"preset {preset_name(args)}"
@@ -161,6 +162,23 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nresults: {out / 'results.md'}")
     print((out / "results.md").read_text(encoding="utf-8"))
     return 0 if document["runs"] else 1
+
+
+SEARCH_OPTIONS = ("search_trials", "search_splits", "search_top_n", "search_epochs", "search_train_size")
+
+
+def check_search_options(args: argparse.Namespace, preset: Preset) -> None:
+    """A ValueError when ``--search-*`` options are given and no search runs: ``searched`` takes ``--policy``
+    and ``searched-scratch`` is not among the methods, or neither method is. Else they would be recorded in
+    results.json as the settings of a search that never ran."""
+    given = [f"--{name.replace('_', '-')}" for name in SEARCH_OPTIONS if getattr(args, name) is not None]
+    searches = ("searched" in preset.methods and not args.policy) or "searched-scratch" in preset.methods
+    if not given or searches:
+        return
+    why = ("--policy gives the searched method its policy" if args.policy and "searched" in preset.methods
+           else "--methods holds neither searched nor searched-scratch")
+    raise ValueError(f"{why}, so no search runs and {', '.join(given)} would change nothing; drop "
+                     f"{'it' if len(given) == 1 else 'them'}")
 
 
 def training_options(args: argparse.Namespace) -> dict[str, Any]:
