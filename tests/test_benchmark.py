@@ -171,8 +171,11 @@ def test_smoke_benchmark_writes_results(tmp_path):
     assert lines[0].startswith("# command:")
     rows = list(csv.DictReader(lines[1:]))
     assert [(r["method"], r["seed"]) for r in rows] == [(m, s) for s in "01" for m in ("baseline", "cutout", "searched")]
+    assert {r["command"] for r in rows} == {command.command_line()}  # which command trained each run
     document = json.loads((out / "results.json").read_text())
     assert document["settings"]["cutout_pixels"] == 8 and document["settings"]["train_images"] == 30
+    # regression (a trial): only the asked 1 epoch at batch 16 was recorded; 30 images train 40 at batch 7
+    assert document["settings"]["epochs"] == 1 and document["trained"] == {"epochs": 40, "batch_size": 7}
     assert "policysearch" in document["software"] and document["command"]
     assert document["searched_policy"]["sub_policies"] == 196
     base = next(row for row in document["summary"] if row["method"] == "baseline")
@@ -266,6 +269,11 @@ def test_a_rerun_keeps_the_runs_made_the_same_way_and_trains_the_rest(tmp_path, 
     assert document["earlier_commands"] == [before]
     assert f"Runs kept from earlier commands (trained the same way): `{document['earlier_commands'][0]}`" in (
         out / "results.md").read_text()
+    # regression (a trial): runs.csv and errors.png named only the last command; each row names its own
+    rows = list(csv.DictReader((out / "runs.csv").read_text().splitlines()[1:]))
+    assert [r["command"] for r in rows] == [before] * 4 != [document["command"]] * 4
+    assert report.footer_text(document, 1000) == (f"{document['command']}\nruns kept from earlier commands: "
+                                                  f"{before}")
 
 
 def test_a_rerun_trains_again_when_the_weights_file_changed(tmp_path, monkeypatch):

@@ -201,7 +201,7 @@ def plot_errors(document: dict[str, Any], summary: list[dict[str, Any]]) -> byte
     ax.legend(fontsize=8, loc="upper left", ncol=2)
     # the whole command, on as many lines as it takes at this width (it was cut at 140 characters)
     width = int(fig.get_figwidth() * 20)  # characters of a 6-point line per inch of figure, with a margin
-    command = textwrap.fill(document["command"], width, break_on_hyphens=False)
+    command = footer_text(document, width)
     lines = command.count("\n") + 1
     fig.text(0.01, 0.01, command, fontsize=6, color="0.4", va="bottom")
     fig.tight_layout(rect=(0, 0.02 + 0.025 * lines, 1, 1))
@@ -209,6 +209,13 @@ def plot_errors(document: dict[str, Any], summary: list[dict[str, Any]]) -> byte
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return buffer.getvalue()
+
+
+def footer_text(document: dict[str, Any], width: int) -> str:
+    """The figure's footer: the command, and the earlier commands whose runs it keeps, on lines of ``width``."""
+    kept = "; ".join(document.get("earlier_commands") or [])
+    return "\n".join(textwrap.fill(text, width, break_on_hyphens=False) for text in
+                     (document["command"], *([f"runs kept from earlier commands: {kept}"] if kept else [])))
 
 
 def write_outputs(out: Path, document: dict[str, Any]) -> None:
@@ -219,7 +226,7 @@ def write_outputs(out: Path, document: dict[str, Any]) -> None:
     buffer = io.StringIO()
     buffer.write(f"# command: {document['command']}\n")
     fields = ["method", "seed", "test_error", "test_loss", "train_loss", "train_accuracy", "clean_train_accuracy",
-              "train_seconds"]
+              "train_seconds", "command"]  # the command that trained the run: a rerun keeps earlier commands' runs
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in document["runs"]:

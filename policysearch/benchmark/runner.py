@@ -312,6 +312,7 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
         preset, pretraining = _pretrain(preset, train_full, out, stream)
         spec = replace(spec, weights=preset.weights)
     contents = input_contents(preset, train_full, test)  # the whole split: the search may use other images
+    fitted = fit_to_data(TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size), len(train))
     document: dict[str, Any] = {
         "command": command or " ".join(shlex.quote(a) for a in sys.argv),
         "preset": preset_name,
@@ -320,6 +321,8 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
         "settings": {**asdict(preset), "image_size": size, "train_images": len(train),
                      "test_images": len(test), "cutout_pixels": cutout, "baseline": asdict(baseline), **contents},
         "software": {**software_versions(), **library_versions(preset.model)},
+        # what the trainings run: the settings' epochs and batch are as asked, before the step floor of tiny data
+        "trained": {"epochs": fitted.epochs, "batch_size": fitted.batch_size},
         "search": None,
         "pretraining": pretraining,
         "skipped": {},  # method: why it did not run (an anchor whose library is missing)
