@@ -106,7 +106,7 @@ def describe_method(method: str, baseline: Baseline, cutout: int, cutout_with_po
         return f"{base}, then Cutout {cutout} px"
     if method in ("searched", "searched-scratch"):
         what = "the searched recipe" if method == "searched" else "the recipe searched from scratch"
-        return f"{what}{f' `{searched}`' if searched else ''}, applied as its file says" + extra
+        return f"{what}{f' `{searched}`' if searched else ''}, applied as the policy says" + extra
     anchor = anchor_of(method)
     if anchor is not None:
         note = f" ({ANCHORS[anchor].note})" if ANCHORS[anchor].note else ""
