@@ -219,6 +219,19 @@ def test_discrete_levels_in_a_restricted_range_keep_their_count():
     assert sorted(seen) == pytest.approx([0.0, 0.25, 0.5])
 
 
+def test_discrete_levels_in_a_range_are_grid_values_without_float_noise():
+    """Regression (a trial): candidates.json held levels such as 0.2999999999997 for a grid value of 0.3."""
+    space = space_from_dict(
+        minimal(level={"type": "discrete", "steps": 4}, ops={"Rotate": {"level": [0.0, 0.9]}}, sub_policies=1)
+    )
+    levels = []
+    for unit in (0.0, 1 / 3, 2 / 3, 1.0):
+        params = {"op_0_0": "Rotate", "prob_0_0": 1.0, "level_0_0": unit}
+        params |= {"op_0_1": "Rotate", "prob_0_1": 1.0, "level_0_1": 0.0}
+        levels.append(space.decode_params(params)[0][0][2])
+    assert levels == [0.0, 0.3, 0.6, 0.9]  # exactly: as written to candidates.json and policy.json
+
+
 def test_a_probability_range_that_never_applies_an_op_is_refused():
     """A trial's find: probability range [0, 0] was searched in full, every candidate the identity."""
     for kind in ({"type": "continuous"}, {"type": "discrete", "steps": 3}):

@@ -245,7 +245,10 @@ class SearchSpace:
                 prob = _number_in(params[f"prob_{i}_{j}"], self.probability, f"{where}.prob_{i}_{j}")
                 unit = _number_in(params[f"level_{i}_{j}"], unit_level, f"{where}.level_{i}_{j}")
                 low, high = self.level_range(op)
-                sub.append((str(op), prob, low + unit * (high - low)))
+                level = low + unit * (high - low)
+                if unit_level.kind == "discrete":  # a grid value, without the float noise of the scaling
+                    level = round(level, 12)
+                sub.append((str(op), prob, level))
             sub_policies.append(sub)
         return sub_policies
 
