@@ -84,7 +84,9 @@ def read_preset(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     renamed = sorted({r["method"] for r in document.get("runs") or document.get("summary") or []}
                      & set(LEGACY_METHOD_NAMES))
     searched = document.get("searched_policy")
+    settings = document.get("settings")
     return methods, {"preset": document.get("preset") or path.parent.name, "command": document.get("command", ""),
+                     "dataset": str(settings.get("dataset", "")) if isinstance(settings, dict) else "",
                      "renamed": renamed,
                      "searched_recipe": searched.get("recipe") if isinstance(searched, dict) else None}
 
@@ -99,7 +101,8 @@ def _percent(value: Any, where: str) -> float:
 
 def regret_table(presets: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """Regrets from {preset: {method: {"mean", "n", "errors"}}}: per preset its best method and every
-    method's regret (with its paired interval against the best where they share 2 or more seeds), per
+    method's regret (with its paired difference from the best where they share a seed, and its interval from 2
+    shared seeds on), per
     method its regret on each preset where it ran, its worst regret and its coverage."""
     table: dict[str, Any] = {"presets": {}, "methods": {}}
     for preset, methods in presets.items():
@@ -254,11 +257,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             presets[folder.name] = methods
             sources[folder.name] = {"path": str(path), **info}
-    named: dict[str, list[str]] = defaultdict(list)
+    named: dict[tuple[str, str], list[str]] = defaultdict(list)  # a preset run on other data (--dataset) is another
     for folder, info in sources.items():
-        named[info["preset"]].append(folder)
-    unreadable += [f"{', '.join(folders)}: results of one preset, {preset}, which would count as {len(folders)} "
-                   "presets" for preset, folders in named.items() if len(folders) > 1]
+        named[(info["preset"], info["dataset"])].append(folder)
+    unreadable += [f"{', '.join(folders)}: results of one preset, {preset}, on the same data, which would count as "
+                   f"{len(folders)} presets" for (preset, _), folders in named.items() if len(folders) > 1]
     for line in unreadable:
         print(f"regret: {line}", file=sys.stderr)
     if unreadable:

@@ -204,6 +204,10 @@ def test_one_shared_seed_gives_the_paired_difference_and_two_folders_of_one_pres
     _write(results, "d1", {"preset": "digits-small", "runs": runs})
     before = (results / "regret.md").read_text()
     assert regret.main(["--results", str(results)]) == 1
-    assert ("regret: c1, d1: results of one preset, digits-small, which would count as 2 presets"
+    assert ("regret: c1, d1: results of one preset, digits-small, on the same data, which would count as 2 presets"
             in capsys.readouterr().err)
     assert (results / "regret.md").read_text() == before
+    # the preset's settings on other data (--dataset) are another benchmark (a review's find)
+    (results / "d1" / "results.json").write_text(json.dumps({"preset": "digits-small", "runs": runs,
+                                                             "settings": {"dataset": "imagefolder:mine"}}))
+    assert regret.main(["--results", str(results)]) == 0

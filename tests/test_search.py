@@ -519,22 +519,32 @@ def test_a_lock_file_removed_by_a_stopping_search_is_never_held_by_two(tmp_path,
 def test_a_copy_of_a_run_folder_is_not_resumed_beside_it_into_the_same_storage(tmp_path):
     """Regression (a trial): a run folder copied (as for finishing a cluster's run elsewhere) and resumed while
     the original was resumed wrote into the same experiments under --storage: 12 trial folders for 8 trials,
-    two processes' experiment states. The second is refused; one after the other both go on."""
+    two processes' experiment states. The second is refused, also while the original runs for the first time
+    (a review's find); one after the other both go on."""
     storage = tmp_path / "shared"
     config = SearchConfig(**SMALL, storage=str(storage))
     original, copy = tmp_path / "run", tmp_path / "copy"
-    run = _stored_run(original, config)
-    (Path(run.experiments) / "phase1_children").mkdir(parents=True)
-    shutil.copytree(original, copy)
-    with rundir.held_run(config, original, resume=True):
-        with pytest.raises(RunError, match=rf"^--resume {copy}: another search is continuing run {run.run_id} with "
-                                           rf"its experiments in {run.experiments} \(process \d+ on .*\), perhaps "
-                                           r"from a copy of this run folder; wait for it to end or stop it$") as caught:
+    with rundir.held_run(config, original, resume=False) as run:
+        rundir.write_config(run, config)
+        shutil.copytree(original, copy, ignore=shutil.ignore_patterns(rundir.LOCK_FILE))
+        in_use = (rf"^--resume {copy}: another search is running run {run.run_id} with its experiments in "
+                  rf"{run.experiments} \(process \d+ on .*\), perhaps from a copy of this run folder; wait for it "
+                  r"to end or stop it$")
+        with pytest.raises(rundir.RunInUse, match=in_use):
             with rundir.held_run(config, copy, resume=True):
                 pass
-        assert isinstance(caught.value, rundir.RunInUse)
+    with rundir.held_run(config, original, resume=True):
+        with pytest.raises(rundir.RunInUse, match=in_use):
+            with rundir.held_run(config, copy, resume=True):
+                pass
     with rundir.held_run(config, copy, resume=True) as held:
         assert held.experiments == run.experiments
+    # a search into a new storage that stopped before its config leaves nothing there
+    with pytest.raises(KeyboardInterrupt):
+        with rundir.held_run(SearchConfig(**SMALL, storage=str(tmp_path / "new" / "storage")), tmp_path / "run2",
+                             resume=False):
+            raise KeyboardInterrupt
+    assert not (tmp_path / "new").exists() and not (tmp_path / "run2").exists()
 
 
 def test_a_trial_tune_kept_as_finished_without_a_result_counts_as_failed():
@@ -549,7 +559,14 @@ def test_a_trial_tune_kept_as_finished_without_a_result_counts_as_failed():
     raised = SimpleNamespace(error=RuntimeError("boom"), metrics={})
     ok, failed = tuning.split_results([reported, silent, raised])
     assert ok == [reported] and failed == [silent, raised]
-    assert tuning.NO_RESULT == "ended without reporting a result (Tune kept it as finished)"
+    # Such a trial was stopped, not failing of its own: it never makes a run stop as "too many failed", which a
+    # resume could not continue (a review's find)
+    from policysearch.search.checks import SearchFailed, check_failures
+    from policysearch.search.runner import NO_RESULT
+
+    check_failures("phase 2", 4, [f"split 0 candidate {i}: {NO_RESULT}" for i in range(3)], usable=1)
+    with pytest.raises(SearchFailed, match="3 of 4 trials failed"):
+        check_failures("phase 2", 4, [f"split 0 candidate {i}: RuntimeError: boom" for i in range(3)], usable=1)
 
 
 def test_a_folder_without_locks_still_takes_a_search(tmp_path, monkeypatch):

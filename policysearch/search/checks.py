@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from policysearch.search.config import SearchConfig
+from policysearch.search.runner import NO_RESULT
 from policysearch.wording import WordedError, counted
 
 __all__ = ["ResourceError", "SearchFailed", "check_failures", "check_resources", "local_cpus", "local_gpus"]
@@ -84,9 +85,12 @@ def check_resources(config: SearchConfig, nodes: Sequence[Mapping[str, float]], 
 def check_failures(phase: str, total: int, failed: Sequence[str], usable: int) -> None:
     """Stop the search when more than half of ``total`` trials failed or nothing ``usable`` is left.
 
-    ``failed`` holds one line per failed trial (what failed and why); the error names the first.
+    ``failed`` holds one line per failed trial (what failed and why); the error names the first. Trials that
+    only lack a result after a stop (:data:`~policysearch.search.runner.NO_RESULT`) are not counted: a stop
+    is no reason to end a run that a resume could not continue.
     """
-    if total and (2 * len(failed) > total or usable < 1):
+    own = [line for line in failed if not line.endswith(NO_RESULT)]
+    if total and (2 * len(own) > total or usable < 1):
         raise SearchFailed(f"{phase}: {len(failed)} of {total} trials failed after their retries, so the search "
                            f"stops (it goes on while at most half of a phase's trials fail and one result is "
                            f"usable); first: {failed[0] if failed else '-'}")

@@ -274,8 +274,10 @@ def check_uri(storage: str) -> None:
 def held_run(config: SearchConfig, run_dir: str | os.PathLike[str], *, resume: bool) -> Iterator[Run]:
     """:func:`open_run`, with the folder held until the search ends: a second search there (a resume of a
     run still going, two runs into one new folder) is refused in one line. The hold is an advisory lock on
-    ``RUN_DIR/.lock``, which the system lets go when the process ends, however it ends. The folders this
-    call created are removed again when the search stopped before it wrote its config."""
+    ``RUN_DIR/.lock``, which the system lets go when the process ends, however it ends; a ``--storage`` path
+    outside the folder is held so too (``<storage>/<run id>/.lock``), so that a copy of the run folder is not
+    continued beside it. The folders this call created are removed again when the search stopped before it
+    wrote its config."""
     run_dir = Path(run_dir)
     if fcntl is None:  # no advisory locks (Windows)
         yield open_run(config, run_dir, resume=resume)
@@ -291,28 +293,38 @@ def held_run(config: SearchConfig, run_dir: str | os.PathLike[str], *, resume: b
                            else f"choose another {say('out')}"), holder=holder)
 
     with _locked(run_dir, running_here, lambda say: say(option, run_dir)), contextlib.ExitStack() as storage_hold:
+        storage_created = None
         try:
             run = open_run(config, run_dir, resume=resume)  # checked again: another search may have begun meanwhile
             experiments = Path(run.experiments.removeprefix("file://"))
-            if (resume and not is_uri(run.storage) and experiments.is_dir()
-                    and not experiments.resolve().is_relative_to(run_dir.resolve())):
-                # a copy of the run folder, resumed at once with the original, would share these experiments
+            if not is_uri(run.storage) and not experiments.resolve().is_relative_to(run_dir.resolve()):
+                # a copy of the run folder, continued at once with the original, would share these experiments
                 def running_there(holder: str) -> RunInUse:
-                    return RunInUse(lambda say: f"{say('resume', run_dir)}: another search is continuing run "
-                                    f"{run.run_id} with its experiments in {experiments} ({holder}), perhaps from a "
-                                    "copy of this run folder; wait for it to end or stop it", holder=holder)
+                    return RunInUse(lambda say: f"{say(option, run_dir)}: another search is running run {run.run_id} "
+                                    f"with its experiments in {experiments} ({holder}), perhaps from a copy of this "
+                                    "run folder; wait for it to end or stop it", holder=holder)
 
+                storage_created = _first_missing(experiments)
                 storage_hold.enter_context(_locked(experiments, running_there,
                                                    lambda say: f"{say('storage', run.storage)} ({experiments})"))
             yield run
         finally:
-            if created is not None and not (run_dir / CONFIG_FILE).exists():
-                (run_dir / LOCK_FILE).unlink(missing_ok=True)  # under the lock; a waiting opener sees it gone
-                for folder in (run_dir, *run_dir.parents):
-                    with contextlib.suppress(OSError):  # not empty: something else was written there
-                        folder.rmdir()
-                    if folder == created:
-                        break
+            if not (run_dir / CONFIG_FILE).exists():  # stopped before its config: what this call made goes again
+                if storage_created is not None:
+                    _remove_made(experiments, storage_created)
+                if created is not None:
+                    _remove_made(run_dir, created)
+
+
+def _remove_made(folder: Path, created: Path) -> None:
+    """``folder``'s lock file, then ``folder`` and its parents up to ``created`` where they are empty (under
+    the lock: a waiting opener sees the file gone)."""
+    (folder / LOCK_FILE).unlink(missing_ok=True)
+    for made in (folder, *folder.parents):
+        with contextlib.suppress(OSError):  # not empty: something else was written there
+            made.rmdir()
+        if made == created:
+            break
 
 
 def _first_missing(folder: Path) -> Path | None:

@@ -51,7 +51,7 @@ from policysearch.search.phases import Stage, count, run_phases
 from policysearch.search.prepare import Inputs, Prepared, given_in_python, prepare
 from policysearch.search.reaper import RUN_ENV, Watchdog, end_marked, scratch_prefix
 from policysearch.search.rundir import Run, RunError, check_same_inputs, held_run, write_config
-from policysearch.search.runner import Streams, TrialContext, TrialFunction, TrialResult, Trials
+from policysearch.search.runner import NO_RESULT, Streams, TrialContext, TrialFunction, TrialResult, Trials
 from policysearch.search.searcher import SplitSearcher
 from policysearch.search.spaces import SearchSpace
 from policysearch.wording import first_line
@@ -624,9 +624,6 @@ def run_experiment(name: str, trainable: Callable, param_space: dict, tune_confi
     return split_results(list(grid))
 
 
-NO_RESULT = "ended without reporting a result (Tune kept it as finished)"  # the error line of such a trial
-
-
 def split_results(results: Sequence[Any]) -> tuple[list, list]:
     """Tune's results as (succeeded, failed). A trial with no error that never reported a result (Tune can
     restore one a Ctrl-C stopped as finished) is a failed one: it has no metrics to read."""
@@ -851,7 +848,7 @@ def _search_held(prepared: Prepared, builder: bytes | None, run: Run, resume: bo
         check_resources(config, [{"CPU": local_cpus(), "GPU": local_gpus()}], "this machine")
     local = None
     try:
-        with ctrl_c.ray_starting(local=not joined):
+        with ctrl_c.ray_starting(local=not config.address):  # a Ray this process runs is in its group too
             try:
                 local = start_ray(config, prepared_bytes(prepared))
             except RunError as exc:
