@@ -276,6 +276,16 @@ def test_a_rerun_keeps_the_runs_made_the_same_way_and_trains_the_rest(tmp_path, 
                                                   f"{before}")
 
 
+def test_the_searchs_own_settings_never_set_runs_aside_where_the_policy_is_hashed():
+    """The searched runs are told apart by their policy's content: another --search-epochs that found the same
+    policy keeps every run (the check a rerun test made before --search-* was refused without a search)."""
+    settings = {"epochs": 1, "batch_size": 16, "train_images": 30, "search_epochs": 3, "methods": ["baseline"]}
+    document = {"settings": settings, "software": {}, "searched_policy": {"sha256": "abc"}}
+    other = {**document, "settings": {**settings, "search_epochs": 9, "search_trials": 2}}
+    assert runner._compared(document) == runner._compared(other)
+    assert runner._compared(document, hashed=False) != runner._compared(other, hashed=False)
+
+
 def test_a_rerun_trains_again_when_the_weights_file_changed(tmp_path, monkeypatch):
     """Settings name the weights by path: a rerun after the file changed must not keep the runs (or the
     search) made from the old weights."""
