@@ -945,6 +945,11 @@ def test_float_images_a_little_outside_0_1_are_clamped_and_normalised_ones_refus
     with pytest.raises(ValueError, match=r"^image: float images must hold values in \[0, 1\], found \[[\d.]+, "
                                          r"[\d.]+\]; 0..255 values, it seems: divide by 255 or pass uint8$"):
         PolicyTransform("randaugment")(images[0] * 255)
+    # regression (a trial): values up to 1.6 and none below 0 were called normalised images alone
+    with pytest.raises(ValueError, match=r"found \[0, 1.6\]; none below 0: normalised by a std alone, or scaled "
+                                         r"wrongly, it seems: augment before Normalize, or bring the values into "
+                                         r"\[0, 1\]$"):
+        PolicyTransform("randaugment")(torch.tensor([0.0, 1.6]).repeat(3, 2, 1))
 
 
 def test_float_images_after_a_bicubic_resize_are_clamped_wherever_their_edges_ring():
