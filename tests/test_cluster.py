@@ -216,6 +216,7 @@ def test_a_wrong_address_fails_in_one_line_without_waiting_for_ray(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"policysearch: error: --address 127.0.0.1:{port}: no Ray cluster "
                                                    "answers there"), done.stderr
+    assert f"ray: joining the cluster at 127.0.0.1:{port}\n" in done.stdout  # said before it waits
     assert not (tmp_path / "run" / "config.json").exists()
 
 
@@ -401,7 +402,9 @@ def test_a_search_on_a_two_node_cluster_runs_trials_on_both_nodes(shared_cluster
     assert search.returncode == 0, stderr[-3000:]
     # the cluster joined is named first: `--address auto` may find another Ray than the one meant
     port = shared_cluster.address.rpartition(":")[2]  # named by the head's own IP, which may not be the one given
-    assert re.match(rf"ray: joined the cluster at [0-9.]+:{port}: 2 nodes, 2 CPUs, 0 GPUs\n", stdout), stdout[:500]
+    # and said before it joins, which can take a minute (a trial's find: silent for 47 s at a non-Ray listener)
+    assert re.match(rf"ray: joining the cluster at \S+\nray: joined the cluster at [0-9.]+:{port}: 2 nodes, 2 CPUs, "
+                    r"0 GPUs\n", stdout), stdout[:500]
     run = tmp_path / "run"
     assert (run / "policy.json").exists()
     rows = _rows(run / "trials.csv")
