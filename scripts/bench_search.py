@@ -46,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from policysearch.arguments import whole_number
 from policysearch.augment.policy import software_versions
 from policysearch.augment.standard import trivialaugment_policy
 from policysearch.augment.transforms import BatchPolicyTransform
@@ -292,17 +293,17 @@ def default_ratio(run: dict, config: SearchConfig, final: dict, n_train: int) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, default=None, help="policy trials per split (default: SearchConfig)")
-    parser.add_argument("--splits", type=int, default=None)
-    parser.add_argument("--epochs", type=int, default=None, help="child-model (and final-model) epochs")
-    parser.add_argument("--conc-trials", type=int, default=16, help="trials of each concurrency run")
-    parser.add_argument("--policies", type=int, default=20, help="sampled policies for the augment share")
-    parser.add_argument("--wrn-batches", type=int, default=3)
+    parser.add_argument("--trials", type=whole_number, default=None, help="policy trials per split (default: SearchConfig)")
+    parser.add_argument("--splits", type=whole_number, default=None)
+    parser.add_argument("--epochs", type=whole_number, default=None, help="child-model (and final-model) epochs")
+    parser.add_argument("--conc-trials", type=whole_number, default=16, help="trials of each concurrency run")
+    parser.add_argument("--policies", type=whole_number, default=20, help="sampled policies for the augment share")
+    parser.add_argument("--wrn-batches", type=whole_number, default=3)
     parser.add_argument("--json", default=None, help="write every figure here")
     parser.add_argument("--verbose", action="store_true", help="echo the search's progress lines")
     parser.add_argument("--cluster", action="store_true",
                         help="measure phase-2 throughput on a two-node loopback Ray cluster against one node instead")
-    parser.add_argument("--cluster-trials", type=int, default=96,
+    parser.add_argument("--cluster-trials", type=whole_number, default=96,
                         help="policy trials of each cluster search (enough that every node's workers start "
                              "before the phase ends)")
     args = parser.parse_args(argv)

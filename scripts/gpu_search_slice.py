@@ -30,6 +30,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from policysearch.arguments import whole_number  # noqa: E402
 from policysearch.augment.ops import OPS  # noqa: E402
 from policysearch.augment.policy import Operation, Policy  # noqa: E402
 from policysearch.search.density import evaluate_policy  # noqa: E402
@@ -100,13 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: $OUT, else runs/gpu-slice)")
     parser.add_argument("--data", type=Path, default=None, help="CIFAR-10 image folder with train/<class>/*.jpg")
-    parser.add_argument("--train-size", type=int, default=4000, help="images: 60%% D_M (phase 1), 40%% D_A (phase 2)")
+    parser.add_argument("--train-size", type=whole_number, default=4000, help="images: 60%% D_M (phase 1), 40%% D_A (phase 2)")
     parser.add_argument("--model", default="wrn40_2")
-    parser.add_argument("--epochs", type=int, default=3, help="phase 1 epochs (the first is warm-up)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--candidates", type=int, default=8, help="phase 2 policies scored (the first is warm-up)")
-    parser.add_argument("--num-views", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=whole_number, default=3, help="phase 1 epochs (the first is warm-up)")
+    parser.add_argument("--batch-size", type=whole_number, default=128)
+    parser.add_argument("--candidates", type=whole_number, default=8, help="phase 2 policies scored (the first is warm-up)")
+    parser.add_argument("--num-views", type=whole_number, default=5)
+    parser.add_argument("--seed", type=whole_number, default=0)
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes: a check of the script itself")
     args = parser.parse_args(argv)
     if args.dry_run:

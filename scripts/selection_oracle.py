@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from policysearch.arguments import whole_number
 from policysearch.augment.policy import Policy
 from policysearch.augment.transforms import BatchPolicyTransform
 from policysearch.benchmark.presets import PRESETS
@@ -122,13 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="the benchmark preset that ran the search (its pretraining images are left out too)")
     parser.add_argument("--run", required=True, type=Path, help="the benchmark's search run folder")
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=whole_number, default=5)
     parser.add_argument("--fold-models", nargs="*", default=[], metavar="RECIPE",
                         help="also retrain these recipes' phase-3 fold models as the search did and score each on "
                              "its held-out fold and on the oracle's images (the same models, other images)")
-    parser.add_argument("--information-limit", nargs="*", type=int, default=[], metavar="N",
+    parser.add_argument("--information-limit", nargs="*", type=whole_number, default=[], metavar="N",
                         help="also measure the regret of a pick made on N fresh images, for each N given")
-    parser.add_argument("--draws", type=int, default=2000, help="draws of N images for --information-limit")
+    parser.add_argument("--draws", type=whole_number, default=2000, help="draws of N images for --information-limit")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

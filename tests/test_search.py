@@ -561,8 +561,7 @@ def test_a_trial_tune_kept_as_finished_without_a_result_counts_as_failed():
     assert ok == [reported] and failed == [silent, raised]
     # Such a trial was stopped, not failing of its own: it never makes a run stop as "too many failed", which a
     # resume could not continue (a review's find)
-    from policysearch.search.checks import SearchFailed, check_failures
-    from policysearch.search.runner import NO_RESULT
+    from policysearch.search.checks import NO_RESULT, SearchFailed, check_failures
 
     check_failures("phase 2", 4, [f"split 0 candidate {i}: {NO_RESULT}" for i in range(3)], usable=1)
     with pytest.raises(SearchFailed, match="3 of 4 trials failed"):

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from policysearch.search.config import SearchConfig
-from policysearch.search.runner import NO_RESULT
 from policysearch.wording import WordedError, counted
 
-__all__ = ["ResourceError", "SearchFailed", "check_failures", "check_resources", "local_cpus", "local_gpus"]
+__all__ = ["NO_RESULT", "ResourceError", "SearchFailed", "check_failures", "check_resources", "local_cpus", "local_gpus"]
 
 
 class ResourceError(WordedError):
@@ -82,11 +81,16 @@ def check_resources(config: SearchConfig, nodes: Sequence[Mapping[str, float]], 
                         f"{counted(most_cpu, 'CPU')} and {counted(most_gpu, 'GPU')}{wait}")
 
 
+# The error of a trial the runner kept as finished though it never reported a result (Tune can restore one a
+# Ctrl-C stopped so): not a failure of the trial's own, so it does not count towards a phase's failures.
+NO_RESULT = "stopped without reporting a result, and kept as finished by the runner"
+
+
 def check_failures(phase: str, total: int, failed: Sequence[str], usable: int) -> None:
     """Stop the search when more than half of ``total`` trials failed or nothing ``usable`` is left.
 
     ``failed`` holds one line per failed trial (what failed and why); the error names the first. Trials that
-    only lack a result after a stop (:data:`~policysearch.search.runner.NO_RESULT`) are not counted: a stop
+    only lack a result after a stop (:data:`NO_RESULT`) are not counted: a stop
     is no reason to end a run that a resume could not continue.
     """
     own = [line for line in failed if not line.endswith(NO_RESULT)]

@@ -23,12 +23,8 @@ if TYPE_CHECKING:
     from policysearch.progress import Progress
     from policysearch.search.prepare import Prepared
 
-__all__ = ["NO_RESULT", "Streams", "TrialContext", "TrialFunction", "TrialResult", "TrialRunner", "Trials",
-           "optuna_sampler", "stream_seed"]
-
-# The error of a trial the runner kept as finished though it never reported a result (Tune can restore one a
-# Ctrl-C stopped so): not a failure of the trial's own, so it does not count towards a phase's failures.
-NO_RESULT = "stopped without reporting a result, and kept as finished by the runner"
+__all__ = ["Streams", "TrialContext", "TrialFunction", "TrialResult", "TrialRunner", "Trials", "optuna_sampler",
+           "stream_seed"]
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from policysearch.progress import Progress
 from policysearch.training.pretrained import ModelError, model_ref
 from policysearch.training.user_data import fingerprint
-from policysearch.search.checks import ResourceError, check_resources, local_cpus, local_gpus
+from policysearch.search.checks import NO_RESULT, ResourceError, check_resources, local_cpus, local_gpus
 from policysearch.search.children import CHILD_FILE, CHILD_MODEL_FILE
 from policysearch.search.config import SearchConfig, is_uri
 from policysearch.search.export import export, finished_on_resume
@@ -51,7 +51,7 @@ from policysearch.search.phases import Stage, count, run_phases
 from policysearch.search.prepare import Inputs, Prepared, given_in_python, prepare
 from policysearch.search.reaper import RUN_ENV, Watchdog, end_marked, scratch_prefix
 from policysearch.search.rundir import Run, RunError, check_same_inputs, held_run, write_config
-from policysearch.search.runner import NO_RESULT, Streams, TrialContext, TrialFunction, TrialResult, Trials
+from policysearch.search.runner import Streams, TrialContext, TrialFunction, TrialResult, Trials
 from policysearch.search.searcher import SplitSearcher
 from policysearch.search.spaces import SearchSpace
 from policysearch.wording import first_line
