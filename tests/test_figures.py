@@ -302,7 +302,7 @@ def test_a_raced_selection_draws_the_stopped_recipes_below_the_others():
 
 def _exported_run(tmp_path: Path, config: SearchConfig, *, weak: bool = False,
                   more_errors: dict[str, list[float]] | None = None, failed: tuple[str, ...] = (),
-                  before_the_floor: bool = False):
+                  before_the_floor: bool = False, failed_error: str | None = None):
     """A search's export of a raced selection: the issue's case, where the chosen recipe clears the noise by
     the rule's one-sided bound while a two-sided interval at the same level crosses 0, and a recipe stopped
     after the first fold has a lower error there than the chosen recipe's mean."""
@@ -324,7 +324,8 @@ def _exported_run(tmp_path: Path, config: SearchConfig, *, weak: bool = False,
     errors[stopped] = [1.0]  # one fold, lower than every mean
     errors.update(more_errors or {})
     selection = [{"recipe": name, "fold": f, "status": "failed" if name in failed and f == 1 else "ok",
-                  "error": e, "loss": 0.1, "train_seconds": 1.0, "train_images": 40}
+                  "error": failed_error if failed_error and name in failed and f == 1 else e, "loss": 0.1,
+                  "train_seconds": 1.0, "train_images": 40}
                  for name, errs in errors.items() for f, e in enumerate(errs)]
     decision, note = choose_recipe(prepared, recipes, selection, prepared.baseline)
     if before_the_floor:  # as a decision written before the variance floor holds it
@@ -459,6 +460,17 @@ def test_a_stand_in_reference_is_named_in_every_output(tmp_path):
     report = (result.run_dir / "report.md").read_text(encoding="utf-8")
     reason = Policy.load(result.policy_path).metadata["recipe"]["reason"]
     assert note in why and reason.count(note) == 1 and report.count(note) == 1
+
+
+def test_a_trial_stopped_without_a_result_is_not_said_to_have_a_traceback(tmp_path):
+    """A review's find: the failed trials' heading promised every one a retried run and an error.txt, which a
+    trial a Ctrl-C stopped without a result has not."""
+    from policysearch.search.checks import NO_RESULT
+
+    result, _ = _exported_run(tmp_path, CONFIG, failed=("baseline, crop 1",), failed_error=NO_RESULT)
+    report = (result.run_dir / "report.md").read_text(encoding="utf-8")
+    assert f'those that say "{NO_RESULT}" were stopped by a Ctrl-C, not failing, and have none.' in report
+    assert f"phase 3: recipe baseline, crop 1 on fold 1: {NO_RESULT}" in report
 
 
 def test_weak_children_with_a_frozen_backbone_name_the_weights(tmp_path):

@@ -539,6 +539,7 @@ def test_a_copy_of_a_run_folder_is_not_resumed_beside_it_into_the_same_storage(t
                 pass
     with rundir.held_run(config, copy, resume=True) as held:
         assert held.experiments == run.experiments
+    assert not (Path(run.experiments) / rundir.LOCK_FILE).exists()  # the storage keeps the experiments alone
     # a search into a new storage that stopped before its config leaves nothing there
     with pytest.raises(KeyboardInterrupt):
         with rundir.held_run(SearchConfig(**SMALL, storage=str(tmp_path / "new" / "storage")), tmp_path / "run2",
@@ -566,6 +567,10 @@ def test_a_trial_tune_kept_as_finished_without_a_result_counts_as_failed():
     check_failures("phase 2", 4, [f"split 0 candidate {i}: {NO_RESULT}" for i in range(3)], usable=1)
     with pytest.raises(SearchFailed, match="3 of 4 trials failed"):
         check_failures("phase 2", 4, [f"split 0 candidate {i}: RuntimeError: boom" for i in range(3)], usable=1)
+    with pytest.raises(SearchFailed, match=r"^phase 1: none of its 1 trials has a result: those not finished were "
+                                           r"stopped without one, and Tune keeps them as finished, so a resume "
+                                           r"cannot run them again$"):
+        check_failures("phase 1", 1, [f"split 0: {NO_RESULT}"], usable=0)
 
 
 def test_a_folder_without_locks_still_takes_a_search(tmp_path, monkeypatch):

@@ -950,6 +950,9 @@ def test_float_images_a_little_outside_0_1_are_clamped_and_normalised_ones_refus
                                          r"wrongly, it seems: augment before Normalize, or bring the values into "
                                          r"\[0, 1\]$"):
         PolicyTransform("randaugment")(torch.tensor([0.0, 1.6]).repeat(3, 2, 1))
+    with pytest.raises(ValueError, match=r"found \[-0.3, 1.6\]; normalised images, it seems: augment before "
+                                         r"Normalize$"):  # a review's find: "none below 0" of a negative minimum
+        PolicyTransform("randaugment")(torch.tensor([-0.3, 1.6]).repeat(3, 2, 1))
 
 
 def test_float_images_after_a_bicubic_resize_are_clamped_wherever_their_edges_ring():

@@ -443,10 +443,11 @@ def check_image_batch(batch: Any, where: str = "batch") -> torch.Tensor:
     if lowest <= low and high <= highest:
         return batch.clamp(0.0, 1.0)
     # Normalised images reach about 1/std, 0..255 ones far above 3 (a resize may undershoot 0); between the two,
-    # or below 0 and above NORMALISED_MOST, either may be, and the message names both.
+    # or below 0 and above NORMALISED_MOST, either may be, and the message names both. Up to NORMALISED_MOST
+    # and none below 0: divided by a std alone, or scaled wrongly.
     hint = ("NaN or infinite values" if not (math.isfinite(low) and math.isfinite(high)) else
             "none below 0: normalised by a std alone, or scaled wrongly, it seems: augment before Normalize, or "
-            "bring the values into [0, 1]" if low >= lowest and high <= NORMALISED_MOST else
+            "bring the values into [0, 1]" if low >= 0 and high <= NORMALISED_MOST else
             "normalised images, it seems: augment before Normalize" if high <= NORMALISED_MOST else
             "0..255 values, it seems: divide by 255 or pass uint8" if low >= lowest and high > SURELY_0_255 else
             "normalised images or 0..255 values, it seems: augment before Normalize, or divide 0..255 values by "

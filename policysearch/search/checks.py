@@ -94,6 +94,9 @@ def check_failures(phase: str, total: int, failed: Sequence[str], usable: int) -
     is no reason to end a run that a resume could not continue.
     """
     own = [line for line in failed if not line.endswith(NO_RESULT)]
+    if total and usable < 1 and failed and not own:
+        raise SearchFailed(f"{phase}: none of its {total} trials has a result: those not finished were stopped without "
+                           "one, and Tune keeps them as finished, so a resume cannot run them again")
     if total and (2 * len(own) > total or usable < 1):
         raise SearchFailed(f"{phase}: {len(failed)} of {total} trials failed after their retries, so the search "
                            f"stops (it goes on while at most half of a phase's trials fail and one result is "

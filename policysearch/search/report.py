@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 from policysearch.augment.policy import Policy
+from policysearch.search.checks import NO_RESULT
 from policysearch.search.config import SearchConfig
 from policysearch.search.domain import DomainFit
 from policysearch.search.outcome import Candidate, Outcome, SearchResult
@@ -233,7 +234,9 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
     if failures:
         lines += ["", "## Failed trials", "", f"Each was retried {config.retries} times; the search went on without it. "
                   "The trial's folder in the run's storage (`tune/` in the run folder unless "
-                  "`--storage`, `storage=` in Python, was given) holds its whole traceback in `error.txt`.", ""]
+                  "`--storage`, `storage=` in Python, was given) holds its whole traceback in `error.txt`"
+                  + (f"; those that say \"{NO_RESULT}\" were stopped by a Ctrl-C, not failing, and have none"
+                     if any(line.endswith(NO_RESULT) for line in failures) else "") + ".", ""]
         lines += [f"- {line}" for line in failures]
     return "\n".join(lines) + "\n"
 

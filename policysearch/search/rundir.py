@@ -293,7 +293,7 @@ def held_run(config: SearchConfig, run_dir: str | os.PathLike[str], *, resume: b
                            else f"choose another {say('out')}"), holder=holder)
 
     with _locked(run_dir, running_here, lambda say: say(option, run_dir)), contextlib.ExitStack() as storage_hold:
-        storage_created = None
+        storage_created, storage_held = None, False
         try:
             run = open_run(config, run_dir, resume=resume)  # checked again: another search may have begun meanwhile
             experiments = Path(run.experiments.removeprefix("file://"))
@@ -307,8 +307,11 @@ def held_run(config: SearchConfig, run_dir: str | os.PathLike[str], *, resume: b
                 storage_created = _first_missing(experiments)
                 storage_hold.enter_context(_locked(experiments, running_there,
                                                    lambda say: f"{say('storage', run.storage)} ({experiments})"))
+                storage_held = True
             yield run
         finally:
+            if storage_held:  # a storage holds the experiments alone once the search ends (under the lock)
+                (experiments / LOCK_FILE).unlink(missing_ok=True)
             if not (run_dir / CONFIG_FILE).exists():  # stopped before its config: what this call made goes again
                 if storage_created is not None:
                     _remove_made(experiments, storage_created)

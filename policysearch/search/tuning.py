@@ -850,7 +850,7 @@ def _search_held(prepared: Prepared, builder: bytes | None, run: Run, resume: bo
     if config.address and not ray.is_initialized():  # a head that answers slowly, or is not Ray, takes up to a minute
         print(f"ray: joining the cluster at {config.address}", file=stream, flush=True)
     try:
-        with ctrl_c.ray_starting(local=not config.address):  # a Ray this process runs is in its group too
+        with ctrl_c.ray_starting(local=not joined):
             try:
                 local = start_ray(config, prepared_bytes(prepared))
             except RunError as exc:
