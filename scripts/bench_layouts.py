@@ -3,8 +3,8 @@
 uint8 or [0, 1] float32, each contiguous (NCHW) or in channels_last. The batched path's kernels work on
 contiguous uint8 pixels: a channels_last batch is copied into that layout and the output back into the
 caller's, and a float batch runs its ops in float arithmetic. This measures what each costs, on the same
-images and policy (torchvision's CIFAR10 AutoAugment policy), as the median over interleaved rounds; the
-time to put a batch into channels_last is not counted.
+images and policy (torchvision's CIFAR10 AutoAugment policy) with the same draws in a round, as the median
+over interleaved rounds (each in another order); the time to put a batch into channels_last is not counted.
 Run:  python scripts/bench_layouts.py [--size 224] [--batch 128] [--threads 2] [--repeats 7] [--json out.json]
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import statistics
 import sys
@@ -53,25 +54,30 @@ def main(argv: list[str] | None = None) -> int:
     for batch in inputs.values():  # warm: compiled kernels, allocations
         transform(batch)
     seconds: dict[str, list[float]] = {layout: [] for layout in LAYOUTS}
-    for _ in range(args.repeats):
-        for layout in LAYOUTS:
+    for round_ in range(args.repeats):
+        for k in range(len(LAYOUTS)):  # each round in another order, each layout with the round's same draws
+            layout = LAYOUTS[(round_ + k) % len(LAYOUTS)]
+            torch.manual_seed(round_)
             started = time.perf_counter()
             transform(inputs[layout])
             seconds[layout].append(time.perf_counter() - started)
     base = statistics.median(seconds["uint8"])
     rows = {layout: {"ms_per_batch": 1000 * statistics.median(values),
                      "images_per_s": args.batch / statistics.median(values),
-                     "times_uint8": statistics.median(values) / base} for layout, values in seconds.items()}
-    command = "scripts/bench_layouts.py" + ("" if not argv and len(sys.argv) < 2 else
-                                           " " + shlex.join(sys.argv[1:] if argv is None else argv))
+                     "times_uint8": statistics.median(values) / base,
+                     "rounds_ms": [round(1000 * value, 2) for value in values]} for layout, values in seconds.items()}
+    given = sys.argv[1:] if argv is None else argv
+    command = " ".join(["scripts/bench_layouts.py", *([shlex.join(given)] if given else [])])
     print(f"{args.batch} images of {args.size}x{args.size}, {args.threads} threads, median of {args.repeats} rounds")
     for layout, row in rows.items():
         print(f"  {layout:<22} {row['ms_per_batch']:8.1f} ms per batch  {row['images_per_s']:9,.0f} img/s  "
-              f"x{row['times_uint8']:.2f} the uint8 time")
+              f"x{row['times_uint8']:.2f} the uint8 time  (rounds {min(row['rounds_ms']):.1f}-"
+              f"{max(row['rounds_ms']):.1f} ms)")
     if args.json:
         Path(args.json).write_text(json.dumps({"command": command, "size": args.size, "batch": args.batch,
                                                "threads": args.threads, "repeats": args.repeats,
-                                               "torch": torch.__version__, "layouts": rows}, indent=2) + "\n")
+                                               "torch": torch.__version__, "load_average": os.getloadavg(),
+                                               "layouts": rows}, indent=2) + "\n")
     return 0
 
 
