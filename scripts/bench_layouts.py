@@ -30,7 +30,8 @@ LAYOUTS = ("uint8", "uint8 channels_last", "float32", "float32 channels_last")
 
 def batches(size: int, batch: int) -> dict[str, torch.Tensor]:
     """The same random images in each layout."""
-    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
     floats = images.float() / 255
     return {"uint8": images, "uint8 channels_last": images.contiguous(memory_format=torch.channels_last),
             "float32": floats, "float32 channels_last": floats.contiguous(memory_format=torch.channels_last)}
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"command": command, "size": args.size, "batch": args.batch,
                                                "threads": args.threads, "repeats": args.repeats,
-                                               "torch": torch.__version__, "load_average": os.getloadavg(),
+                                               "torch": torch.__version__,
+                                               "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
                                                "layouts": rows}, indent=2) + "\n")
     return 0
 

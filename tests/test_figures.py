@@ -469,7 +469,8 @@ def test_a_trial_stopped_without_a_result_is_not_said_to_have_a_traceback(tmp_pa
 
     result, _ = _exported_run(tmp_path, CONFIG, failed=("baseline, crop 1",), failed_error=NO_RESULT)
     report = (result.run_dir / "report.md").read_text(encoding="utf-8")
-    assert f'those that say "{NO_RESULT}" were stopped by a Ctrl-C, not failing, and have none.' in report
+    assert f'Except those that say "{NO_RESULT}": a Ctrl-C stopped them, so they were not retried and have no ' \
+           "error.txt." in report
     assert f"phase 3: recipe baseline, crop 1 on fold 1: {NO_RESULT}" in report
 
 

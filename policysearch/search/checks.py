@@ -95,7 +95,7 @@ def check_failures(phase: str, total: int, failed: Sequence[str], usable: int) -
     """
     own = [line for line in failed if not line.endswith(NO_RESULT)]
     if total and usable < 1 and failed and not own:
-        raise SearchFailed(f"{phase}: none of its {total} trials has a result: those not finished were stopped without "
+        raise SearchFailed(f"{phase}: no usable result: {len(failed)} of its {total} trials were stopped without "
                            "one, and Tune keeps them as finished, so a resume cannot run them again")
     if total and (2 * len(own) > total or usable < 1):
         raise SearchFailed(f"{phase}: {len(failed)} of {total} trials failed after their retries, so the search "

@@ -232,11 +232,12 @@ def render_report(config: SearchConfig, space_name: str, run_id: str, outcome: O
         lines.append(f"| {candidate.split} | {candidate.repeat} | {candidate.reward:.4f} | {_subs(candidate.policy)} |")
     failures = outcome.failures()
     if failures:
+        stopped = any(line.endswith(NO_RESULT) for line in failures)
         lines += ["", "## Failed trials", "", f"Each was retried {config.retries} times; the search went on without it. "
                   "The trial's folder in the run's storage (`tune/` in the run folder unless "
                   "`--storage`, `storage=` in Python, was given) holds its whole traceback in `error.txt`"
-                  + (f"; those that say \"{NO_RESULT}\" were stopped by a Ctrl-C, not failing, and have none"
-                     if any(line.endswith(NO_RESULT) for line in failures) else "") + ".", ""]
+                  + (f". Except those that say \"{NO_RESULT}\": a Ctrl-C stopped them, so they were not retried and "
+                     "have no error.txt" if stopped else "") + ".", ""]
         lines += [f"- {line}" for line in failures]
     return "\n".join(lines) + "\n"
 

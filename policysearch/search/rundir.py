@@ -305,18 +305,18 @@ def held_run(config: SearchConfig, run_dir: str | os.PathLike[str], *, resume: b
                                     "run folder; wait for it to end or stop it", holder=holder)
 
                 storage_created = _first_missing(experiments)
-                storage_hold.enter_context(_locked(experiments, running_there,
-                                                   lambda say: f"{say('storage', run.storage)} ({experiments})"))
-                storage_held = True
+                storage_held = storage_hold.enter_context(
+                    _locked(experiments, running_there, lambda say: f"{say('storage', run.storage)} ({experiments})"))
             yield run
         finally:
-            if storage_held:  # a storage holds the experiments alone once the search ends (under the lock)
-                (experiments / LOCK_FILE).unlink(missing_ok=True)
             if not (run_dir / CONFIG_FILE).exists():  # stopped before its config: what this call made goes again
                 if storage_created is not None:
                     _remove_made(experiments, storage_created)
                 if created is not None:
                     _remove_made(run_dir, created)
+            elif storage_held:  # a storage keeps the experiments alone once the search ends (under the lock)
+                with contextlib.suppress(OSError):  # never in place of the search's own outcome
+                    (experiments / LOCK_FILE).unlink(missing_ok=True)
 
 
 def _remove_made(folder: Path, created: Path) -> None:
@@ -341,11 +341,12 @@ def _first_missing(folder: Path) -> Path | None:
 
 
 @contextlib.contextmanager
-def _locked(folder: Path, in_use: Callable[[str], RunInUse], named: Callable[[Callable], str]) -> Iterator[None]:
-    """``FOLDER/.lock`` created if need be and held, naming this process in it, until the block ends;
-    ``in_use(holder)`` is raised when another search holds it, and ``named(say)`` names the folder in the other
-    errors. A lock file that a stopping search removed after this one opened it is opened again, so two
-    searches never hold two files of one name."""
+def _locked(folder: Path, in_use: Callable[[str], RunInUse], named: Callable[[Callable], str]) -> Iterator[bool]:
+    """``FOLDER/.lock`` created if need be and held, naming this process in it, until the block ends; yields
+    whether this process holds the lock (False where the file system has none). ``in_use(holder)`` is raised
+    when another search holds it, and ``named(say)`` names the folder in the other errors. A lock file that a
+    stopping search removed after this one opened it is opened again, so two searches never hold two files of
+    one name."""
     path = folder / LOCK_FILE
     for _ in range(LOCK_ATTEMPTS):
         folder.mkdir(parents=True, exist_ok=True)
@@ -373,7 +374,7 @@ def _locked(folder: Path, in_use: Callable[[str], RunInUse], named: Callable[[Ca
                 lock.write(f"process {os.getpid()} on {socket.gethostname()}, since "
                            f"{_dt.datetime.now().strftime('%Y-%m-%d %H:%M:%S')}\n")
                 lock.flush()
-            yield
+            yield held
             return
     raise RunError(lambda say: f"{named(say)}: could not hold {path}: other searches kept removing it")
 
