@@ -737,6 +737,37 @@ def test_a_generator_in_dataloader_workers_draws_anew_per_worker_and_epoch(worke
     assert _epochs(workers, start, kind) == [first, second]
 
 
+class _TwoViews(torch.utils.data.Dataset):
+    """The same image augmented by two transforms, as two views of it."""
+
+    def __init__(self, first: PolicyTransform, second: PolicyTransform) -> None:
+        self.first, self.second, self.image = first, second, natural_pil(16, 16, seed=4)
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> tuple[bytes, bytes]:
+        return np.array(self.first(self.image)).tobytes(), np.array(self.second(self.image)).tobytes()
+
+
+def _two_views(start: str) -> list[tuple[bytes, bytes]]:
+    torch.manual_seed(0)
+    shared = _gen(5)
+    views = _TwoViews(PolicyTransform("randaugment:n=2,m=9", generator=shared),
+                      PolicyTransform("randaugment:n=2,m=9", generator=shared))
+    loader = torch.utils.data.DataLoader(views, batch_size=None, num_workers=2, multiprocessing_context=start)
+    return list(loader)
+
+
+@pytest.mark.parametrize("start", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])
+def test_two_transforms_sharing_a_generator_draw_apart_in_workers(start):
+    """Regression: two transforms given one generator were reseeded alike in a worker, so both views of
+    an image took the same augmentation there (in the main process they draw in turn from one stream)."""
+    pairs = _two_views(start)
+    assert sum(first != second for first, second in pairs) >= 6, "the two views took the same augmentations"
+    assert _two_views(start) == pairs, "the same torch seed repeats the run"
+
+
 def test_from_json_loads_a_saved_policy(tmp_path):
     path = FOUR.save(tmp_path / "four.json")
     transform = PolicyTransform.from_json(path, generator=_gen(6))

@@ -2,20 +2,25 @@
 
 A worker runs a copy of the transform: a generator kept as it is would draw the same augmentations in
 every worker and, without persistent workers, in every epoch. In a worker it is reseeded once per worker
-seed (from its own seed and the worker's, so runs repeat when torch's seed is set), and it is pickled as
-its device and state bytes, because a generator pickled as itself holds a tensor that workers started
-with spawn or forkserver (macOS and Windows) cannot receive. A generator given to two transforms is
-reseeded alike for each in a worker: give each transform its own.
+seed (from its own seed, the worker's, and how many transforms took the same generator before this one,
+so runs repeat when torch's seed is set and two transforms sharing a generator still draw apart), and it
+is pickled as its device and state bytes, because a generator pickled as itself holds a tensor that
+workers started with spawn or forkserver (macOS and Windows) cannot receive.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
 import torch
 
 __all__ = ["SeededTransform", "WorkerGenerator"]
+
+# How many transforms took each generator so far: the next one's rank, so that two transforms given one
+# generator are reseeded apart in a worker (a shared generator's copies would otherwise draw alike there).
+_TAKEN: weakref.WeakKeyDictionary[torch.Generator, int] = weakref.WeakKeyDictionary()
 
 
 class WorkerGenerator:
@@ -27,13 +32,18 @@ class WorkerGenerator:
                             "(for a seed, torch.Generator().manual_seed(seed))")
         self.generator = generator
         self._worker_seed: int | None = None  # the worker seed the generator was last reseeded for
+        self._rank = 0  # how many transforms took this generator before this one
+        if generator is not None:
+            self._rank = _TAKEN.get(generator, 0)
+            _TAKEN[generator] = self._rank + 1
 
     def current(self) -> torch.Generator | None:
         """The generator to draw from now: in a DataLoader worker, reseeded once for the worker's seed."""
         info = torch.utils.data.get_worker_info()
         if self.generator is None or info is None or info.seed == self._worker_seed:
             return self.generator
-        seed = int(np.random.SeedSequence([self.generator.initial_seed(), info.seed]).generate_state(1, np.uint64)[0])
+        entropy = [self.generator.initial_seed(), info.seed, self._rank]  # rank 0 adds nothing: trailing zeros
+        seed = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
         self.generator = torch.Generator(self.generator.device).manual_seed(seed)
         self._worker_seed = info.seed
         return self.generator
@@ -45,6 +55,7 @@ class WorkerGenerator:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = {"_rank": 0, **state}  # pickled by an earlier version: no rank
         if isinstance(state.get("generator"), tuple):
             device, data = state["generator"]
             generator = torch.Generator(device)
