@@ -1648,7 +1648,7 @@ def test_sigterm_stops_a_search_as_ctrl_c_does_and_at_once_when_it_hangs(tmp_pat
     assert stopped["rc"] == 130, everything[-3000:]
     lines = [line for line in stopped["stderr"].splitlines() if line.strip()]
     assert lines == [f"policysearch: search interrupted in phase 2 (policy trials) (stopped at once by SIGTERM: kept "
-                     f"as last saved, at most a second before); kept in {run_dir}: phase 1's 2 child models, 4 of 8 "
+                     f"as last saved, at most a second before); kept in {run_dir}: phase 1's 2 child models, up to 4 of 8 "
                      f"policy trials; continue with: policysearch search --resume {run_dir}"]
     assert "SIGTERM received" not in everything and "Traceback" not in everything and "GCS" not in everything
     assert not stopped["left"], stopped["left_text"]

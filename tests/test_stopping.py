@@ -7,6 +7,7 @@ Every process a test starts is ended by its id (``_cleanup``), whether the test 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import select
@@ -346,6 +347,24 @@ def test_a_stop_at_once_says_so_only_while_it_can_lose_finished_work():
                                                             "models; continue with: policysearch search --resume runs/a")
     on_a_uri = Stage(Path("runs/a"), resume=True, save_period="about 60 s")  # saved (and uploaded) once a minute
     assert "kept as last saved, about 60 s before" in on_a_uri.message("a second Ctrl-C")
+
+
+def test_a_stop_at_once_counts_the_running_phases_trials_as_at_most_kept():
+    """Regression (a trial): a SIGTERM's stop at once said "kept ... 3 of 18 recipe trainings", and the resume
+    found 2: the trials that finished after the last save run again, so the count is an upper bound."""
+    from policysearch.progress import Progress
+    from policysearch.search.phases import Stage
+
+    stage = Stage(Path("runs/a"), resume=True)
+    stage.done("phase 2's 40 policy trials")
+    progress = Progress("phase 3: recipe selection", 18, None, stream=io.StringIO())
+    progress.resumed(3)
+    stage.enter("phase 3 (recipe selection)", progress, "recipe trainings")
+    assert ("kept in runs/a: phase 2's 40 policy trials, up to 3 of 18 recipe trainings; continue with"
+            in stage.message("SIGTERM"))
+    assert "kept in runs/a: phase 2's 40 policy trials, 3 of 18 recipe trainings; continue" in stage.message()
+    stage.stop_saved = True  # the stop saved what finished: the count is exact
+    assert ", 3 of 18 recipe trainings;" in stage.message("SIGTERM")
 
 
 def test_a_ctrl_c_between_two_phases_names_the_one_that_finished():

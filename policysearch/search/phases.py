@@ -105,14 +105,14 @@ class Stage:
         if not self.started:
             return (f"search interrupted before it started; nothing was written to {self.run_dir}: run the same "
                     "command again")
+        lost_last = bool(at_once) and not self.stop_saved  # the trials finished since the last save run again
         kept = list(self.kept)
         if self.progress is not None and self.progress.done:
-            kept.append(f"{self.progress.done} of {self.progress.total} {self.noun}")
+            kept.append(f"{'up to ' if lost_last else ''}{self.progress.done} of {self.progress.total} {self.noun}")
         if not kept:
             kept.append("the settings" if not self.resume else "every trial finished before")
         where = f" in {self.phase}" if self.phase else f" after {self.finished}" if self.finished else ""
-        how = (f" (stopped at once by {at_once}: kept as last saved, {self.save_period} before)"
-               if at_once and not self.stop_saved else "")
+        how = f" (stopped at once by {at_once}: kept as last saved, {self.save_period} before)" if lost_last else ""
         return (f"search interrupted{where}{how}; kept in {self.run_dir}: {', '.join(kept)}; continue with: "
                 f"{resume_command(self.run_dir, self.from_python)}")
 
