@@ -426,10 +426,11 @@ class _Parser(argparse.ArgumentParser):
     """argparse's parser with a one-line usage error: the error and where the options are listed, rather
     than a usage block of every option (the search's and the benchmark's run to 20 lines) above it."""
 
-    help_prog: str | None = None  # whose --help to point to: the subcommand's, for options the root parser reports
+    help_prog: str | None = None  # the subcommand, for its options that the root parser reports as unknown
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; see {self.help_prog or self.prog} --help\n")
+        prog = self.help_prog or self.prog
+        self.exit(EXIT_USAGE, f"{prog}: error: {message}; see {prog} --help\n")
 
 
 def build_parser(only: str | None = None, commands: Sequence[Command] | None = None) -> argparse.ArgumentParser:

@@ -404,6 +404,9 @@ def test_report_refuses_what_it_would_ignore(tmp_path):
                                         r"\(its command: c\)$"):
         command.run(_args("--report", "--out", str(out), "--preset", "digits-100"))
     assert not (out / "results.md").exists()
+    # regression (a trial): a file given as --out was "no such folder"
+    with pytest.raises(DataError, match=r"^--report: --out .*results.json: is a file, not a folder; give the folder "):
+        command.run(_args("--report", "--out", str(out / "results.json")))
 
 
 def test_a_folder_a_rerun_cannot_set_aside_into_is_refused_before_any_work(tmp_path, monkeypatch):

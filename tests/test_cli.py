@@ -110,8 +110,10 @@ def test_a_usage_error_is_one_line_that_points_to_the_help(capsys):
                                              ("benchmark", "--lr", "x", "a number")):
         assert main([command, option, value]) == 2
         assert f"argument {option}: expected {expected}, got {value!r}" in capsys.readouterr().err
-    assert main(["search", "--bogus", "1"]) == 2  # reported by the root parser, about the subcommand's options
-    assert capsys.readouterr().err == "policysearch: error: unrecognized arguments: --bogus 1; see policysearch search --help\n"
+    # reported by the root parser, about the subcommand's options: named as the subcommand's other errors are
+    assert main(["search", "--bogus", "1"]) == 2
+    assert capsys.readouterr().err == ("policysearch search: error: unrecognized arguments: --bogus 1; see "
+                                       "policysearch search --help\n")
 
 
 def test_help_does_not_import_torch():

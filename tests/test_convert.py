@@ -363,6 +363,13 @@ def test_cli_convert_errors(tmp_path, capsys):
     assert main(["convert", "torchvision:mnist", "-o", str(tmp_path / "o.json")]) == 2
     assert "unknown torchvision recipe 'mnist' (known: cifar10, imagenet, svhn, randaugment, trivialaugmentwide)" \
         in capsys.readouterr().err
+    # regressions (a trial): a name it does not know did not say that no file has it either, as validate does,
+    # and an empty source said ": no such file", naming nothing
+    assert main(["convert", "foo", "-o", str(tmp_path / "o.json")]) == 2
+    assert capsys.readouterr().err.endswith("; and there is no file 'foo'\n")
+    assert main(["convert", " ", "-o", str(tmp_path / "o.json")]) == 2
+    assert capsys.readouterr().err == ("policysearch: error: the source is empty: give a policy string such as "
+                                       "torchvision:cifar10, or another project's policy file with --from\n")
     assert not (tmp_path / "o.json").exists()
 
 

@@ -346,9 +346,15 @@ def test_resume_needs_a_run_directory(tmp_path, no_ray):
     (tmp_path / "run" / "policy.json").write_text("{}", encoding="utf-8")
     with pytest.raises(RunError, match="no config.json there; is it a policysearch run directory"):
         command.run(_args(["--resume", str(tmp_path / "run")]))
-    with pytest.raises(RunError, match=rf"policy.json: is a file, not a folder; give the run folder that holds it "
-                                       rf"\({tmp_path / 'run'}\)"):
+    # regression (a trial): a file's folder was named as the run to give, whether or not it is one
+    with pytest.raises(RunError, match=r"policy.json: is a file, not a folder; give the run folder that the search "
+                                       r"wrote$"):
         command.run(_args(["--resume", str(tmp_path / "run" / "policy.json")]))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(RunError, match=r"config.json: is a file, not a folder; give the run folder that the search "
+                                       rf"wrote \({tmp_path / 'other'}\)$"):
+        command.run(_args(["--resume", str(tmp_path / "other" / "config.json")]))
     # Regression (a trial): a run whose config.json is gone sent --resume to --out and --out back to --resume
     (tmp_path / "run" / "policy.json").unlink()
     (tmp_path / "run" / "tune" / "abc" / "phase1_children").mkdir(parents=True)

@@ -472,6 +472,10 @@ def test_a_space_file_is_found_as_a_user_writes_it(tmp_path, monkeypatch):
                                          r"write \./myspace$"):
         load_space("myspace")
     assert load_space("./myspace").ops == load_space("no_flips").ops
+    (tmp_path / "adir.json").mkdir()  # regression (a trial): a folder was called a file, to be written ./adir.json
+    with pytest.raises(SpaceError, match=r"no shipped search space of that name.*; adir.json here is a folder, not "
+                                         r"a search space file$"):
+        load_space("adir.json")
     from policysearch.search.config import SearchConfig, SettingsError
 
     assert SearchConfig(space="MINE.YAML").space == str(tmp_path / "MINE.YAML")  # kept absolute, as a file

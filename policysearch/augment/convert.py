@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from policysearch.augment.policy import Operation, Policy, PolicyError, read_policy_json
-from policysearch.augment.standard import is_policy_string, parse_policy_string
+from policysearch.augment.standard import is_policy_string, load_policy
 from policysearch.augment.torchvision_policies import level_for
 
 # AutoAugment paper ranges, as arguments of our ops, for magnitude m in 0..10 (fraction m / 10).
@@ -138,8 +138,11 @@ def convert(source: str, form: str | None = None) -> Policy:
     """Convert a policy string (``torchvision:NAME``, ``randaugment:n=2,m=9``, ... every one ``load_policy``
     takes, see ``policysearch.augment.standard``) or, with ``form`` (``autoaugment`` or ``fast-autoaugment``),
     a JSON file in that form, read as ``Policy.load`` reads a policy file."""
+    if not source.strip():
+        raise ConvertUsageError("the source is empty: give a policy string such as torchvision:cifar10, or another "
+                                "project's policy file with --from")
     if form is None and is_policy_string(source):
-        return parse_policy_string(source)
+        return load_policy(source)  # a name it does not know says that no file has that name either
     if form is not None and is_policy_string(source):
         raise ConvertUsageError(f"{source} is a policy string, which convert reads without --from; --from names "
                                 "the form of a JSON file from another project")

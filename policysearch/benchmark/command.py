@@ -197,7 +197,8 @@ def rewrite_report(out: Path, preset: str | None = None) -> int:
     (of ``preset``, when one was named)."""
     path = out / "results.json"
     if not out.is_dir():
-        raise DataError(f"--report: --out {out}: no such folder; give the folder a benchmark wrote its results to")
+        what = "is a file, not a folder" if out.exists() else "no such folder"
+        raise DataError(f"--report: --out {out}: {what}; give the folder a benchmark wrote its results to")
     if not path.is_file():
         raise DataError(f"--report: there is no results.json in {out}: not a benchmark's results folder")
     try:

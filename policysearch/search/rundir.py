@@ -102,8 +102,9 @@ def read_stored_config(run_dir: Path, continuing: bool = True) -> tuple[SearchCo
         raise RunError(lambda say: f"{say('resume', run_dir)}: no such folder; give the run folder that the search "
                        "wrote (its --out, out= in Python)")
     if not run_dir.is_dir():
+        holder = f" ({run_dir.parent})" if (run_dir.parent / CONFIG_FILE).is_file() else ""
         raise RunError(lambda say: f"{say('resume', run_dir)}: is a file, not a folder; give the run folder that "
-                       f"holds it ({run_dir.parent})")
+                       f"the search wrote{holder}")
     if not path.is_file():
         if not _other_files(run_dir):  # a search stopped before it wrote its config: nothing to continue
             raise RunError(lambda say: f"{say('resume', run_dir)}: no {CONFIG_FILE} there: no search began in it (one "

@@ -336,7 +336,9 @@ def load_space(name_or_path: str | Path, known_ops: Collection[str] | None = Non
         name = str(name_or_path)
         shipped = list_spaces()
         if name not in shipped:
-            local = f"; for the file {name} here, write ./{name}" if Path(name).exists() else ""
+            here = Path(name)
+            local = (f"; {name} here is a folder, not a search space file" if here.is_dir() else
+                     f"; for the file {name} here, write ./{name}" if here.exists() else "")
             raise SpaceError(lambda say: f"{say('space', name)}: no shipped search space of that name"
                              f"{_suggest(name, shipped)}; shipped: {', '.join(shipped)}{local}")
         source = f"{SHIPPED_DIR}/{name}.yaml"
