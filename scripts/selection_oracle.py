@@ -45,7 +45,7 @@ from policysearch.search.prepare import prepare
 from policysearch.search.recipes import final_baseline, final_training, flip_undecided, fold_model
 from policysearch.search.rundir import read_stored_config
 from policysearch.training.data import load_dataset, stratified_indices
-from policysearch.training.pretrained import fit_image_size
+from policysearch.training.pretrained import fit_image_size, min_image_size
 from policysearch.training.train import evaluate, predict, train_model
 
 
@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # The oracle's images: the training split outside the search's subset and the pretraining images.
     full = fit_image_size(load_dataset(config.dataset, split="train", data_root=config.data_root,
-                                       image_size=config.image_size), config.model, config.image_size)
+                                       image_size=config.image_size, least_side=min_image_size(config.model)),
+                          config.model, config.image_size)
     if config.train_size is None:
         raise SystemExit("the search trained on the whole training split: no other images to score recipes on")
     labels = full.labels.numpy()

@@ -149,6 +149,41 @@ def test_torchvision_models_get_at_least_32_pixels_unless_a_size_is_asked() -> N
     assert fit_image_size(digits, "small_cnn", 16) is digits
 
 
+def test_images_are_resized_once_from_their_originals_to_the_side_a_model_needs(tmp_path: Path) -> None:
+    """Regression (a trial): images were first resized to their median shorter side (17 px), then again to the
+    32 px a timm model needs, losing the detail of the larger ones; digits went 8 -> 16 -> 32. The loaders now
+    take the model's least side, so each image is resized once, exactly as an asked-for 32 does."""
+    from _images import natural_pil
+
+    from policysearch.search.api import _data
+    from policysearch.training.pretrained import min_image_size
+    from policysearch.training.user_data import read_data
+
+    least = min_image_size("timm:resnet18")
+    assert least == 32
+    digits = load_dataset("digits", least_side=least)
+    assert torch.equal(digits.images, load_dataset("digits", image_size=least).images)
+    assert not torch.equal(digits.images, fit_image_size(load_dataset("digits"), "timm:resnet18", None).images)
+    assert digits.notes == ("digits/train: 1078 images resized to 32x32 from 8x8 (the smallest side the model is "
+                            "built for; pass --image-size (image_size= in Python) to choose)",)
+    assert fit_image_size(digits, "timm:resnet18", None) is digits
+    pictures = [natural_pil(41, 30, seed=k) if k % 2 else natural_pil(17, 23, seed=k) for k in range(8)]
+    labels = [k % 2 for k in range(8)]
+    for cls in ("a", "b"):
+        (tmp_path / "folder" / cls).mkdir(parents=True)
+    for k, picture in enumerate(pictures):
+        picture.save(tmp_path / "folder" / "ab"[labels[k]] / f"{k}.png")
+    folder = f"imagefolder:{tmp_path / 'folder'}"
+    once = load_dataset(folder, least_side=least)
+    assert torch.equal(once.images, load_dataset(folder, image_size=least).images)
+    assert "resized to 32x32 (the smallest side the model is built for; the training images' median shorter side " \
+           "is 17 px;" in once.notes[0]
+    tensors = [torch.from_numpy(np.array(p)).permute(2, 0, 1).contiguous() for p in pictures]
+    _, read = _data((tensors, labels), None, None, least, None, None)  # what search(data, model="timm:...") reads
+    assert torch.equal(read.images, read_data((tensors, labels), image_size=least).images)
+    assert "32x32 (the smallest side the model is built for" in read.notes[0]
+
+
 def _one_line(error: pytest.ExceptionInfo) -> str:
     text = str(error.value)
     assert "\n" not in text and len(text) < 400, text

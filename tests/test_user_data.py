@@ -246,14 +246,14 @@ def test_the_three_forms_of_the_same_images_and_names_are_the_same_data():
 def test_the_api_reads_names_folders_and_objects(tmp_path):
     from policysearch.search.api import _data
 
-    assert _data("digits", None, None, None, None) == ("digits", None)
-    assert _data("imagefolder:/x", None, None, None, None) == ("imagefolder:/x", None)
+    assert _data("digits", None, None, 1, None, None) == ("digits", None)
+    assert _data("imagefolder:/x", None, None, 1, None, None) == ("imagefolder:/x", None)
     (tmp_path / "cats").mkdir()
-    assert _data(str(tmp_path), None, None, None, None) == (f"imagefolder:{tmp_path}", None)
-    assert _data(tmp_path, None, None, None, None) == (f"imagefolder:{tmp_path}", None)
-    assert _data("mnist", None, None, None, None) == ("mnist", None)  # refused as an unknown name
-    assert _data("no/such/folder", None, None, None, None) == ("imagefolder:no/such/folder", None)
-    name, read = _data(_digits(), None, 12, None, None)
+    assert _data(str(tmp_path), None, None, 1, None, None) == (f"imagefolder:{tmp_path}", None)
+    assert _data(tmp_path, None, None, 1, None, None) == (f"imagefolder:{tmp_path}", None)
+    assert _data("mnist", None, None, 1, None, None) == ("mnist", None)  # refused as an unknown name
+    assert _data("no/such/folder", None, None, 1, None, None) == ("imagefolder:no/such/folder", None)
+    name, read = _data(_digits(), None, 12, 1, None, None)
     assert name == read.name and read.images.shape[-1] == 12  # image_size applies when reading
 
 

@@ -28,7 +28,8 @@ from policysearch.benchmark.presets import PRESETS, Preset, data_key, describe_c
 from policysearch.benchmark.report import write_outputs
 from policysearch.training.data import (DATA_ROOT, DataError, ImageData, baseline_for, load_dataset,
                                         normalization_for, require_classes, stratified_indices, stratified_subset)
-from policysearch.training.pretrained import ModelSpec, check_model, fit_image_size, grey_input_note, library_versions
+from policysearch.training.pretrained import (ModelSpec, check_model, fit_image_size, grey_input_note, library_versions,
+                                              min_image_size)
 from policysearch.training.user_data import fingerprint
 from policysearch.training.train import TrainConfig, evaluate, fit_to_data, train_model
 from policysearch.wording import short_repr
@@ -287,13 +288,15 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     out = Path(out)
     check_out(out, preset_name)
     root, download = getattr(args, "data_root", DATA_ROOT), bool(getattr(args, "download", False))
+    least = min_image_size(preset.model)  # each image resized once, to at least what the model is built for
     train_full = fit_image_size(load_dataset(preset.dataset, split="train", data_root=root, download=download,
-                                             image_size=preset.image_size), preset.model, preset.image_size)
+                                             image_size=preset.image_size, least_side=least),
+                                preset.model, preset.image_size)
     require_classes(train_full)
     train = train_full if preset.train_size is None else stratified_subset(train_full, preset.train_size,
                                                                           seed=preset.data_seed)
     test = fit_image_size(load_dataset(preset.dataset, split="test", data_root=root, download=download,
-                                       image_size=preset.image_size), preset.model, preset.image_size)
+                                       image_size=preset.image_size, least_side=least), preset.model, preset.image_size)
     for note in dict.fromkeys((*train.notes, *test.notes)):
         print(f"data: {note}", file=stream, flush=True)
     size = int(train.images.shape[-1])

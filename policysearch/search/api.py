@@ -23,7 +23,7 @@ import numpy as np
 from torch import nn
 
 from policysearch.training.data import ImageData, dataset_name
-from policysearch.training.pretrained import ModelError, callable_name
+from policysearch.training.pretrained import ModelError, callable_name, min_image_size
 from policysearch.training.randomness import kept_global_rng
 from policysearch.search.config import SearchConfig, SettingsError
 from policysearch.search.outcome import SearchResult
@@ -116,7 +116,7 @@ def _search(data: Any, model: Any, run_dir: Path, resume: bool, image_column: st
         stored = read_stored_config(run_dir, continuing=not finished)[0] if resume else None
         base = replace(stored, **settings) if stored is not None else SearchConfig(**settings)
         model_name, builder = _model(model, stored)
-        dataset, read = _data(data, stored, base.image_size, image_column, label_column)
+        dataset, read = _data(data, stored, base.image_size, min_image_size(model_name), image_column, label_column)
         config = replace(base, dataset=dataset, model=model_name)
         from policysearch.search import run_search
         from policysearch.search.report import summary_text
@@ -148,14 +148,16 @@ def _model(model: Any, stored: SearchConfig | None) -> tuple[str, Callable[[int,
     return callable_name(model), model
 
 
-def _data(data: Any, stored: SearchConfig | None, image_size: int | None, image_column: str | None,
+def _data(data: Any, stored: SearchConfig | None, image_size: int | None, least_side: int, image_column: str | None,
           label_column: str | None) -> tuple[str, ImageData | None]:
-    """The settings' data set name and, for data given as Python objects, the data read into memory."""
+    """The settings' data set name and, for data given as Python objects, the data read into memory (at least
+    ``least_side``, the smallest side the model is built for, when no ``image_size`` is asked)."""
     if data is None:
         return (stored.dataset if stored is not None else SearchConfig.dataset), None
     if isinstance(data, (str, os.PathLike)) and image_column is None and label_column is None:
         return dataset_name(data), None  # an unknown name or a missing folder is refused by the loader
     from policysearch.training.user_data import read_data
 
-    read = read_data(data, image_column=image_column, label_column=label_column, image_size=image_size)
+    read = read_data(data, image_column=image_column, label_column=label_column, image_size=image_size,
+                     least_side=least_side)
     return read.name, read

@@ -162,9 +162,10 @@ def read_policy(run_dir: Path) -> Policy:
 def training_images(config: SearchConfig, data_root: str | None = None) -> ImageData:
     """The images the search trained on: the data set of ``config`` and its seeded ``train_size`` subset."""
     from policysearch.training.data import load_dataset, stratified_subset
+    from policysearch.training.pretrained import min_image_size
 
     data = load_dataset(config.dataset, split="train", data_root=data_root or config.data_root,
-                        image_size=config.image_size)
+                        image_size=config.image_size, least_side=min_image_size(config.model))
     return stratified_subset(data, config.train_size, seed=config.seed) if config.train_size else data
 
 

@@ -135,7 +135,7 @@ def prepare(config: SearchConfig, inputs: Inputs | None = None, new_run: bool = 
         data = inputs.data
     else:
         data = load_dataset(config.dataset, split="train", data_root=config.data_root, download=config.download,
-                            image_size=config.image_size)
+                            image_size=config.image_size, least_side=min_image_size(config.model))
     require_classes(data)
     full_size = len(data)
     if config.train_size is not None:

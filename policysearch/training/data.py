@@ -63,6 +63,7 @@ DATASET_NAMES: tuple[str, ...] = ("digits", "cifar10", "cifar100", "svhn", "imag
 PYTHON_PREFIX = "python:"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
 DIGITS_TEST_FRACTION = 0.4
+DIGITS_SIDE = 16  # the side digits' 8x8 images are upsampled to, unless a size is asked for
 SPLIT_SEED = 0
 MAX_IMAGE_SIZE = 4096  # pixels per side a set may be resized to: 3 x 4096 x 4096 is 48 MiB per image
 
@@ -179,6 +180,7 @@ def load_dataset(
     data_root: str | Path = DATA_ROOT,
     download: bool = False,
     image_size: int | None = None,
+    least_side: int = 1,
 ) -> ImageData:
     """Load a data set split ('train', 'val' or 'test') into memory as uint8 images.
 
@@ -207,7 +209,8 @@ def load_dataset(
       0, 1, ... in the folders' sorted order, whatever order the list gives), as if the others were absent;
       an unknown name is an error listing the classes there are.
 
-    `image_size` resizes any set.
+    `image_size` resizes any set. ``least_side`` (the smallest side the model is built for) raises S, and the
+    digits' size, to it when no ``image_size`` is given, so that each image is resized once, from its original.
     """
     if split not in ("train", "val", "test"):
         raise DataError(f"split must be 'train', 'val' or 'test', got {split!r}")
@@ -218,7 +221,7 @@ def load_dataset(
         path, classes = _folder_and_classes(name[len("imagefolder:") :])
         if not path.strip():  # Path("") is the current folder
             raise DataError(f"{name}: no folder after 'imagefolder:'; give one, e.g. imagefolder:data/train")
-        return _load_imagefolder(Path(path).expanduser(), split, image_size, classes)
+        return _load_imagefolder(Path(path).expanduser(), split, image_size, classes, least_side)
     if name.startswith(PYTHON_PREFIX):
         raise DataError(f"{name} names data that was given as Python objects to policysearch.search(); it cannot "
                         "be loaded again by name - pass the same data to policysearch.search() again")
@@ -227,7 +230,11 @@ def load_dataset(
     if split == "val":
         raise DataError(f"{name} has no 'val' split; use 'train' (the search makes its own folds) or 'test'")
     if name == "digits":
-        data = _load_digits(split, image_size or 16)
+        data = _load_digits(split, image_size or max(DIGITS_SIDE, least_side))
+        if image_size is None and least_side > DIGITS_SIDE:
+            note = (f"{data.name}: {len(data)} images resized to {least_side}x{least_side} from 8x8 (the smallest side "
+                    "the model is built for; pass --image-size (image_size= in Python) to choose)")
+            data = ImageData(data.images, data.labels, data.classes, data.name, (note,))
     else:
         data = _load_torchvision(name, split, root, download)
     if image_size is not None and data.images.shape[-2:] != (image_size, image_size):
@@ -354,7 +361,7 @@ def _folder_and_classes(spec: str) -> tuple[str, tuple[str, ...] | None]:
 
 
 def _load_imagefolder(path: Path, split: str, image_size: int | None,
-                      selected: tuple[str, ...] | None = None) -> ImageData:
+                      selected: tuple[str, ...] | None = None, least_side: int = 1) -> ImageData:
     """Load one split of an image folder, of the ``selected`` classes only when given (rules in
     `load_dataset`'s docstring)."""
     if not path.is_dir():
@@ -383,7 +390,7 @@ def _load_imagefolder(path: Path, split: str, image_size: int | None,
                                                            reached=reached)
     headers = [_read_header(f) for f in train_files]
     channels = 1 if all(h.grey for h in headers) else 3
-    size, why = _target_size(headers, image_size)
+    size, why = _target_size(headers, image_size, least_side)
     if split == "train":
         files, labels, others = train_files, train_labels, train_others
     else:
@@ -651,17 +658,21 @@ def is_grey(img: PILImage) -> bool:
     return False
 
 
-def _target_size(headers: list[_Header], image_size: int | None) -> tuple[int, str]:
+def _target_size(headers: list[_Header], image_size: int | None, least_side: int = 1) -> tuple[int, str]:
     """The square side every image is resized to, and why (for the notice)."""
-    return target_side([min(h.width, h.height) for h in headers], image_size)
+    return target_side([min(h.width, h.height) for h in headers], image_size, least_side)
 
 
-def target_side(shorter_sides: Sequence[int], image_size: int | None) -> tuple[int, str]:
+def target_side(shorter_sides: Sequence[int], image_size: int | None, least_side: int = 1) -> tuple[int, str]:
     """The square side S every image becomes, and why (for the notice): ``image_size`` when given, else the
-    median of the images' shorter sides capped at MAX_AUTO_SIDE (the rule of image folders)."""
+    median of the images' shorter sides capped at MAX_AUTO_SIDE (the rule of image folders), and at least
+    ``least_side``, the smallest side the model is built for."""
     if image_size is not None:
         return image_size, "as --image-size asks; image_size= in Python"
     median = int(statistics.median_low(shorter_sides))
+    if median < least_side:
+        return least_side, (f"the smallest side the model is built for; the training images' median shorter side "
+                            f"is {median} px; pass --image-size (image_size= in Python) to choose")
     if median > MAX_AUTO_SIDE:
         return MAX_AUTO_SIDE, (f"the training images' median shorter side is {median} px, capped at "
                                f"{MAX_AUTO_SIDE}; pass --image-size (image_size= in Python) to choose")

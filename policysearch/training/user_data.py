@@ -37,9 +37,10 @@ def is_huggingface(data: Any) -> bool:
 
 
 def read_data(data: Any, *, image_column: str | None = None, label_column: str | None = None,
-              image_size: int | None = None) -> ImageData:
+              image_size: int | None = None, least_side: int = 1) -> ImageData:
     """``data`` (a map-style dataset, an ``(images, labels)`` pair or a Hugging Face dataset) as uint8
-    images in memory, named ``python:WHAT#FINGERPRINT``; a one-line DataError for anything it cannot use."""
+    images in memory, named ``python:WHAT#FINGERPRINT``; a one-line DataError for anything it cannot use.
+    Sizes follow the image-folder rule, ``least_side`` (the smallest side the model is built for) included."""
     if image_size is not None and image_size < 1:
         raise DataError(f"image_size must be a positive number of pixels, got {image_size}")
     if is_huggingface(data):
@@ -56,7 +57,7 @@ def read_data(data: Any, *, image_column: str | None = None, label_column: str |
     num_classes = len(classes) if classes else int(label_tensor.max()) + 1
     names = tuple(classes) if classes else tuple(str(c) for c in range(num_classes))
     name = f"{PYTHON_PREFIX}{what}"
-    stacked, notes = _squared(images, image_size, name)
+    stacked, notes = _squared(images, image_size, name, least_side)
     image_data = ImageData(stacked, label_tensor, names, name, notes)
     return ImageData(stacked, label_tensor, names, f"{name}#{fingerprint(image_data)}", notes)
 
@@ -398,13 +399,14 @@ def _array_batch(images: Tensor | np.ndarray) -> Tensor:
     return _to_uint8(tensor, where).contiguous()
 
 
-def _squared(images: list[Tensor] | Tensor, image_size: int | None, name: str) -> tuple[Tensor, tuple[str, ...]]:
+def _squared(images: list[Tensor] | Tensor, image_size: int | None, name: str,
+             least_side: int = 1) -> tuple[Tensor, tuple[str, ...]]:
     """Every image as S x S (the image-folder rule: the centre square, resized), stacked; and the note."""
     if isinstance(images, Tensor):
         sizes = [(int(images.shape[-1]), int(images.shape[-2]))] * len(images)  # (width, height)
     else:
         sizes = [(int(t.shape[-1]), int(t.shape[-2])) for t in images]
-    side, why = target_side([min(w, h) for w, h in sizes], image_size)
+    side, why = target_side([min(w, h) for w, h in sizes], image_size, least_side)
     if isinstance(images, Tensor) and images.shape[-2:] == (side, side):
         return images, ()
     channels = int(images[0].shape[0])
