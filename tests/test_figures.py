@@ -254,6 +254,8 @@ def test_the_export_draws_the_pictures_before_report_md_and_writes_policy_json_l
     result = export(prepared, run, outcome)
     assert result.policy_path.is_file()
     assert result.policy.metadata["data_notes"] == [note]
+    # the side the search trained at, in whose pixels the baseline's pad_crop is (a trial: only in the notes)
+    assert result.policy.metadata["image_size"] == prepared.data.images.shape[-1] == 16
     assert f"- data: {note}" in (run.run_dir / "report.md").read_text(encoding="utf-8")
     assert main(["report", str(run.run_dir)]) == 0  # a run the export wrote redraws from its files
     assert (run.run_dir / "report.md").read_text(encoding="utf-8").count(BEGIN) == 1

@@ -96,6 +96,7 @@ def export(prepared: Prepared, run: Run, outcome: Outcome, faults: Faults = Faul
         "failed_trials": outcome.failures(),
         "warnings": warnings,
         "data_notes": list(prepared.data.notes),  # what loading changed, e.g. the size images were resized to
+        "image_size": int(prepared.data.images.shape[-1]),  # the side trained at: pad_crop is in its pixels
         "search_cost": {k: round(v, 3) for k, v in costs.items()},
         "search": {k: v for k, v in asdict(config).items() if k not in ("address", "storage", "dashboard")},
         **({"weights_digest": prepared.weights_digest} if prepared.weights_digest else {}),  # which weights, not a path
