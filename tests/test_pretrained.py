@@ -184,6 +184,32 @@ def test_images_are_resized_once_from_their_originals_to_the_side_a_model_needs(
     assert "32x32 (the smallest side the model is built for" in read.notes[0]
 
 
+def test_a_run_from_before_the_one_resize_resumes_with_its_images_as_they_were(tmp_path: Path) -> None:
+    """Regression (a review): a run an earlier version started (images resized to their own rule, then up to
+    the model's side) was refused on --resume as "the training images differ", since they now load at the
+    model's side at once. Its config.json has no "sizing": it loads as it did; a new run records it."""
+    from policysearch.search import rundir
+    from policysearch.search.prepare import prepare
+    from policysearch.training.data import stratified_subset
+    from policysearch.training.user_data import fingerprint
+
+    model = "torchvision:resnet18"
+    config = SearchConfig(dataset="digits", model=model, train_size=60, splits=2, selection_folds=2)
+    old = fit_image_size(stratified_subset(load_dataset("digits"), 60, seed=0), model, None)  # 8 -> 16 -> 32
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "config.json").write_text(json.dumps({"run_format": rundir.RUN_FORMAT, "search": {},
+                                                     "data_fingerprint": fingerprint(old)}), encoding="utf-8")
+    assert rundir.least_side(earlier, model, resume=True) == 1
+    resumed = prepare(config, new_run=False, least_side=rundir.least_side(earlier, model, resume=True))
+    assert fingerprint(resumed.data) == fingerprint(old)
+    new = rundir.Run(tmp_path / "new", "new-run", str(tmp_path / "new" / "tune"))
+    new.run_dir.mkdir()
+    rundir.write_config(new, config)
+    assert rundir.least_side(new.run_dir, model, resume=True) == rundir.least_side(earlier, model, resume=False) == 32
+    assert fingerprint(prepare(config).data) != fingerprint(old)  # resized once, 8 -> 32
+
+
 def _one_line(error: pytest.ExceptionInfo) -> str:
     text = str(error.value)
     assert "\n" not in text and len(text) < 400, text

@@ -23,11 +23,11 @@ import numpy as np
 from torch import nn
 
 from policysearch.training.data import ImageData, dataset_name
-from policysearch.training.pretrained import ModelError, callable_name, min_image_size
+from policysearch.training.pretrained import ModelError, callable_name
 from policysearch.training.randomness import kept_global_rng
 from policysearch.search.config import SearchConfig, SettingsError
 from policysearch.search.outcome import SearchResult
-from policysearch.search.rundir import RunError, read_stored_config
+from policysearch.search.rundir import RunError, least_side, read_stored_config
 from policysearch.search.prepare import Inputs
 from policysearch.wording import WordedError, a_kind, keyword, keyword_mention
 
@@ -116,7 +116,8 @@ def _search(data: Any, model: Any, run_dir: Path, resume: bool, image_column: st
         stored = read_stored_config(run_dir, continuing=not finished)[0] if resume else None
         base = replace(stored, **settings) if stored is not None else SearchConfig(**settings)
         model_name, builder = _model(model, stored)
-        dataset, read = _data(data, stored, base.image_size, min_image_size(model_name), image_column, label_column)
+        sized = least_side(run_dir, model_name, resume)
+        dataset, read = _data(data, stored, base.image_size, sized, image_column, label_column)
         config = replace(base, dataset=dataset, model=model_name)
         from policysearch.search import run_search
         from policysearch.search.report import summary_text

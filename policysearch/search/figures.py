@@ -34,7 +34,7 @@ from policysearch.atomic import write_atomic, write_bytes_atomic, write_text_ato
 from policysearch.training.data import PYTHON_PREFIX, DataError, ImageData
 from policysearch.augment.policy import Policy
 from policysearch.search.config import SearchConfig
-from policysearch.search.rundir import config_document
+from policysearch.search.rundir import config_document, least_side
 from policysearch.wording import counted
 
 __all__ = ["BEGIN", "END", "FILES", "Figure", "RunFilesError", "add_arguments", "draw_figures", "error_limits", "figures_section",
@@ -159,13 +159,15 @@ def read_policy(run_dir: Path) -> Policy:
     return Policy.load(path)
 
 
-def training_images(config: SearchConfig, data_root: str | None = None) -> ImageData:
-    """The images the search trained on: the data set of ``config`` and its seeded ``train_size`` subset."""
+def training_images(config: SearchConfig, run_dir: Path, data_root: str | None = None) -> ImageData:
+    """The images the search in ``run_dir`` trained on: the data set of ``config``, sized as that run sized it,
+    and its seeded ``train_size`` subset."""
     from policysearch.training.data import load_dataset, stratified_subset
-    from policysearch.training.pretrained import min_image_size
+    from policysearch.training.pretrained import fit_image_size
 
     data = load_dataset(config.dataset, split="train", data_root=data_root or config.data_root,
-                        image_size=config.image_size, least_side=min_image_size(config.model))
+                        image_size=config.image_size, least_side=least_side(run_dir, config.model, resume=True))
+    data = fit_image_size(data, config.model, config.image_size)  # a run from before the sizing: as it was
     return stratified_subset(data, config.train_size, seed=config.seed) if config.train_size else data
 
 
@@ -673,7 +675,7 @@ def draw_figures(run_dir: str | Path, *, policy: Policy | None = None, data: Ima
                            f"Per op of {recipe}: how often an image gets it and at which level")
                           + f"; the baseline ({policy.baseline.describe()}) follows on every image."))
     try:
-        images = data if data is not None else training_images(config, data_root)
+        images = data if data is not None else training_images(config, Path(run_dir), data_root)
     except DataError as exc:
         notes.append("grid.png not drawn: the search's images were Python objects, which a later `policysearch "
                      "report` cannot read again" if config.dataset.startswith(PYTHON_PREFIX) else

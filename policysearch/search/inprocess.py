@@ -28,7 +28,7 @@ from policysearch.search.interrupts import CtrlC, SearchInterrupted
 from policysearch.search.outcome import SearchResult
 from policysearch.search.phases import Stage, run_phases
 from policysearch.search.prepare import Inputs, Prepared, given_in_python, prepare
-from policysearch.search.rundir import Run, check_same_inputs, held_run, write_config
+from policysearch.search.rundir import Run, check_same_inputs, held_run, least_side, write_config
 from policysearch.search.runner import (Streams, TrialContext, TrialResult, Trials, optuna_sampler, stream_seed)
 from policysearch.training.user_data import fingerprint
 from policysearch.wording import first_line
@@ -166,7 +166,8 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
     with CtrlC(stage.message, stop_text):
         try:
             faults = faults_from_env()
-            prepared = prepare(config, inputs, new_run=not resume)
+            prepared = prepare(config, inputs, new_run=not resume,
+                               least_side=least_side(run_dir, config.model, resume))
             with held_run(config, run_dir, resume=resume) as run:
                 if resume:
                     check_same_inputs(run_dir, fingerprint(prepared.data), prepared.space.to_dict(),

@@ -115,11 +115,13 @@ def _callable_missing(say: Mention, config: SearchConfig, data_too: bool, new_ru
             f"{'data and callable' if data_too else 'callable'}, model={name}")
 
 
-def prepare(config: SearchConfig, inputs: Inputs | None = None, new_run: bool = True) -> Prepared:
+def prepare(config: SearchConfig, inputs: Inputs | None = None, new_run: bool = True,
+            least_side: int | None = None) -> Prepared:
     """Load and check everything a search needs; raises a one-line error before any work starts.
 
     ``inputs`` holds the data and the model callable given in Python, which ``config`` names. A ``new_run``
-    may not ask our models for images below the size they are built for (a resumed run keeps its size)."""
+    may not ask our models for images below the size they are built for (a resumed run keeps its size).
+    ``least_side``: the loaders' (``rundir.least_side``; default: the model's least side)."""
     inputs = inputs or Inputs()
     ours = model_problem(config.model) is None and min_image_size(config.model) == OUR_MIN_SIZE
     if new_run and ours and config.image_size is not None and config.image_size < OUR_MIN_SIZE:
@@ -135,7 +137,8 @@ def prepare(config: SearchConfig, inputs: Inputs | None = None, new_run: bool = 
         data = inputs.data
     else:
         data = load_dataset(config.dataset, split="train", data_root=config.data_root, download=config.download,
-                            image_size=config.image_size, least_side=min_image_size(config.model))
+                            image_size=config.image_size,
+                            least_side=min_image_size(config.model) if least_side is None else least_side)
     require_classes(data)
     full_size = len(data)
     if config.train_size is not None:

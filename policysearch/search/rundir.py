@@ -34,8 +34,8 @@ from policysearch.augment.policy import software_versions
 from policysearch.invocation import command_line
 from policysearch.search.config import RESUMABLE, SearchConfig, is_uri
 from policysearch.search.spaces import is_space_path
-from policysearch.training.pretrained import (CALLABLE_PREFIX, is_callable_model, library_versions, model_ref,
-                                              same_formula)
+from policysearch.training.pretrained import (CALLABLE_PREFIX, is_callable_model, library_versions, min_image_size,
+                                              model_ref, same_formula)
 from policysearch.wording import Mention, WordedError
 
 __all__ = ["CONFIG_FILE", "FAILED_FILE", "LOCK_FILE", "Run", "RunError", "RunInUse", "check_resume", "check_same_inputs",
@@ -48,6 +48,9 @@ LOCK_ATTEMPTS = 10  # tries to hold a lock file that stopping searches keep remo
 # The layout of a run's phases and results; a run of another format cannot be continued (history:
 # docs/findings.md). 7: a flip the domain fit could not judge brings flipped baseline and reference candidates.
 RUN_FORMAT = 7
+# config.json's "sizing": 2, each image resized once, to at least the side the model is built for; a run
+# written before it has none (1): its images were resized to their own rule first, then up to that side.
+SIZING = 2
 
 
 class RunError(WordedError):
@@ -451,10 +454,23 @@ def write_config(run: Run, config: SearchConfig, data_fingerprint: str | None = 
                                 "search_digest": settings_digest(settings),
                                 "resolved_space": config.space_name, "space": space,
                                 "data_fingerprint": data_fingerprint, "architecture": architecture or None,
-                                "weights_digest": weights_digest or None,
+                                "weights_digest": weights_digest or None, "sizing": SIZING,
                                 "command": command_line(),
                                 "software": {**software_versions(), **library_versions(config.model)}}
     write_json_atomic(run.run_dir / CONFIG_FILE, document)
+
+
+def least_side(run_dir: Path, model: str, resume: bool) -> int:
+    """The least side the run's images load at (``least_side`` of the loaders): the model's, except for a run
+    resumed from before ``SIZING``, whose images load by their own rule and are then resized up, as they were."""
+    if resume:
+        try:
+            sizing = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8")).get("sizing", 1)
+        except (OSError, ValueError, AttributeError):  # no stored run: read_stored_config says so
+            sizing = SIZING
+        if sizing != SIZING:
+            return 1
+    return min_image_size(model)
 
 
 def check_same_inputs(run_dir: Path, data_fingerprint: str, space: Mapping[str, Any], architecture: str = "",

@@ -50,7 +50,7 @@ from policysearch.search.outcome import SearchResult
 from policysearch.search.phases import Stage, count, run_phases
 from policysearch.search.prepare import Inputs, Prepared, given_in_python, prepare
 from policysearch.search.reaper import RUN_ENV, Watchdog, end_marked, scratch_prefix
-from policysearch.search.rundir import Run, RunError, check_same_inputs, held_run, write_config
+from policysearch.search.rundir import Run, RunError, check_same_inputs, held_run, least_side, write_config
 from policysearch.search.runner import Streams, TrialContext, TrialFunction, TrialResult, Trials
 from policysearch.search.searcher import SplitSearcher
 from policysearch.search.spaces import SearchSpace
@@ -829,7 +829,8 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
 def _search(config: SearchConfig, run_dir: Path, resume: bool, stream: TextIO, stage: Stage,
             ctrl_c: CtrlC, inputs: Inputs | None = None) -> SearchResult:
     faults = faults_from_env()
-    prepared = prepare(config, inputs, new_run=not resume)  # every input error surfaces here, before Ray starts
+    # every input error surfaces here, before Ray starts
+    prepared = prepare(config, inputs, new_run=not resume, least_side=least_side(run_dir, config.model, resume))
     check_dashboard(prepared.config)
     builder = pickled_builder(prepared)
     with held_run(config, run_dir, resume=resume) as run:
