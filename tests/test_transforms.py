@@ -750,9 +750,8 @@ class _TwoViews(torch.utils.data.Dataset):
         return np.array(self.first(self.image)).tobytes(), np.array(self.second(self.image)).tobytes()
 
 
-def _two_views(start: str) -> list[tuple[bytes, bytes]]:
+def _two_views(start: str, shared: torch.Generator) -> list[tuple[bytes, bytes]]:
     torch.manual_seed(0)
-    shared = _gen(5)
     views = _TwoViews(PolicyTransform("randaugment:n=2,m=9", generator=shared),
                       PolicyTransform("randaugment:n=2,m=9", generator=shared))
     loader = torch.utils.data.DataLoader(views, batch_size=None, num_workers=2, multiprocessing_context=start)
@@ -762,10 +761,17 @@ def _two_views(start: str) -> list[tuple[bytes, bytes]]:
 @pytest.mark.parametrize("start", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])
 def test_two_transforms_sharing_a_generator_draw_apart_in_workers(start):
     """Regression: two transforms given one generator were reseeded alike in a worker, so both views of
-    an image took the same augmentation there (in the main process they draw in turn from one stream)."""
-    pairs = _two_views(start)
+    an image took the same augmentation there (in the main process they draw in turn from one stream).
+    The run repeats with the same torch seed and generator, however many transforms took it before (a
+    review: a count of them, mixed into the seeds, made a rebuilt transform draw otherwise)."""
+    shared = _gen(5)
+    pairs = _two_views(start, shared)
     assert sum(first != second for first, second in pairs) >= 6, "the two views took the same augmentations"
-    assert _two_views(start) == pairs, "the same torch seed repeats the run"
+    assert _two_views(start, shared) == pairs, "the same generator, given again, repeats the run"
+    assert _two_views(start, _gen(5)) == pairs, "another generator of the same seed repeats the run"
+    rebuilt = PolicyTransform("randaugment:n=2,m=9", generator=shared)
+    rebuilt.generator = rebuilt.generator  # given again: the same draws
+    assert _two_views(start, rebuilt.generator) == pairs
 
 
 def test_from_json_loads_a_saved_policy(tmp_path):
