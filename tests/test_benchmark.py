@@ -409,6 +409,18 @@ def test_report_refuses_what_it_would_ignore(tmp_path):
         command.run(_args("--report", "--out", str(out / "results.json")))
 
 
+def test_the_searchs_errors_name_the_benchmark_options_that_set_them(tmp_path):
+    """Regression (a review): a --search-train-size larger than the data was called --train-size, an option
+    the user had not given (and the preset's own size too)."""
+    with pytest.raises(DataError, match=r"^--search-train-size 5000 is larger than the 1078 images of digits/train; "
+                                        r"give at most 1078$"):
+        command.run(_args("--preset", "digits-small", "--methods", "searched", "--search-train-size", "5000",
+                          "--out", str(tmp_path / "bench")))
+    with pytest.raises(DataError, match=r"^--train-size 5000 is larger than the 1078 images of digits/train; "):
+        command.run(_args("--preset", "digits-small", "--methods", "baseline", "--train-size", "5000",
+                          "--out", str(tmp_path / "bench")))
+
+
 def test_a_folder_a_rerun_cannot_set_aside_into_is_refused_before_any_work(tmp_path, monkeypatch):
     """A results.json a benchmark did not write was overwritten, and an ``earlier`` file failed the rerun only once
     its search and pretraining were done."""

@@ -211,7 +211,7 @@ BAD_INPUTS = {
                              "--train-size 5000 is larger than the 1078 images of digits/train"),
     # the counts of the subset --train-size took (regression: the message said "add images" to a full set)
     "digits class too small for the splits": (lambda tmp: dict(train_size=15), DataError,
-                                              r"class \d has 1 image; with da_ratio=0.4.*; these counts are of the "
+                                              r"class \d has 1 image; with --da-ratio 0.4.*; these counts are of the "
                                               r"--train-size 15 subset of the 1078 images: a larger --train-size "
                                               r"gives more$"),
     # Regression: the class-proportional subset gave a rare class no image, and the search went on without it

@@ -32,7 +32,15 @@ from policysearch.training.pretrained import (ModelSpec, check_model, fit_image_
                                               min_image_size)
 from policysearch.training.user_data import fingerprint
 from policysearch.training.train import TrainConfig, evaluate, fit_to_data, train_model
-from policysearch.wording import short_repr
+from policysearch.wording import Mention, WordedError, flag_mention, short_repr
+
+
+def _search_mention(preset: Preset) -> Mention:
+    """How a benchmark's message names a setting of its search: by the benchmark option that set it."""
+    options = {"trials": "search_trials", "splits": "search_splits", "top_n": "search_top_n",
+               "epochs": "search_epochs", "final_epochs": "epochs",
+               "train_size": "search_train_size" if preset.search_train_size else "train_size"}
+    return lambda name, *value: flag_mention(options.get(name, name), *value)
 
 
 def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream, contents: dict[str, str],
@@ -93,6 +101,8 @@ def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream, 
     except RunInUse as exc:  # its wording names the search command's options, which a benchmark does not take
         raise ValueError(f"the searched method's search in {run_dir} is running in another process ({exc.holder}); "
                          "wait for it to end, then run this benchmark again") from None
+    except WordedError as exc:  # named as the benchmark's options that set them (--search-train-size, ...)
+        raise exc.worded(_search_mention(preset)) from exc.__cause__
     wall = time.monotonic() - started
     # The policy as its file holds it: a fresh search's own object lacks what saving adds (the creation time,
     # the software), so its hash would differ from the same search's re-export and a rerun would retrain it.

@@ -52,12 +52,13 @@ def make_splits(
     # a class needs count * n_m >= n and count * n_a >= n to land at least once on both sides.
     needed = math.ceil(n / min(n_m, n_a))
     classes, counts = np.unique(y, return_counts=True)
-    for cls, count in zip(classes, counts):
-        if count < max(2, needed):
-            raise DataError(lambda say: (
-                f"{named_class(cls, names)} has {count} image{'s' if count != 1 else ''}; with da_ratio={da_ratio} every "
-                f"class needs at least {max(2, needed)} to appear in both D_M and D_A - add images of it, "
-                f"drop it, or change {say('da_ratio')}"))
+    fewest = int(np.argmin(counts))  # the class furthest from enough, which the message names
+    cls, count = classes[fewest], int(counts[fewest])
+    if count < max(2, needed):
+        raise DataError(lambda say: (
+            f"{named_class(cls, names)} has {count} image{'s' if count != 1 else ''}; with {say('da_ratio', da_ratio)} "
+            f"every class needs at least {max(2, needed)} to appear in both D_M and D_A - add images of it, "
+            f"drop it, or change {say('da_ratio')}"))
     splitter = StratifiedShuffleSplit(n_splits=int(k), test_size=n_a, train_size=n_m, random_state=seed)
     splits = []
     for d_m, d_a in splitter.split(np.zeros(n), y):

@@ -772,7 +772,7 @@ def stratified_subset(data: ImageData, size: int, seed: int) -> ImageData:
     """
     if size > len(data):
         raise DataError(lambda say: f"{say('train_size', size)} is larger than the {len(data)} images of {data.name}; "
-                                    f"give at most {len(data)}, or leave {say('train_size')} out to use them all")
+                                    f"give at most {len(data)}")
     return data.subset(stratified_indices(data.labels.cpu().numpy(), size, seed, names=data.classes))
 
 
