@@ -529,6 +529,26 @@ def test_another_data_set_is_taken_whole_and_a_bare_folder_as_search_takes_it(tm
         {**document, "searched_policy": one}, [])
 
 
+def test_the_data_notes_printed_are_kept_in_results_md_and_json(tmp_path, capsys):
+    """Regression (a trial): the benchmark printed its data: lines (a test split without a class, images
+    resized or converted) but kept none of them in the files that get shared, where the search keeps them."""
+    from _images import natural_pil
+
+    for split, classes in (("train", "abc"), ("test", "ab")):
+        for cls in classes:
+            (tmp_path / "mine" / split / cls).mkdir(parents=True)
+            for k in range(4 if split == "train" else 2):
+                natural_pil(20 if k else 26, 20, seed=k).save(tmp_path / "mine" / split / cls / f"{k}.png")
+    out = tmp_path / "bench"
+    assert command.run(_args("--dataset", str(tmp_path / "mine"), "--methods", "none", "--epochs", "1", "--seeds",
+                             "0", "--batch-size", "4", "--out", str(out))) == 0
+    printed = [line.removeprefix("data: ") for line in capsys.readouterr().out.splitlines() if line.startswith("data: ")]
+    assert any("no images of 1 of the 3 classes (c)" in note for note in printed), printed
+    assert json.loads((out / "results.json").read_text())["data_notes"] == printed
+    text = (out / "results.md").read_text()
+    assert all(f"\n  - {note}\n" in text for note in printed)
+
+
 def test_the_report_names_the_seeds_of_runs_kept_from_earlier_commands():
     """Regression: after a rerun with fewer seeds the report said "seeds 0" above rows of two seeds each."""
     document = {"preset": "digits-small", "command": "c", "summary": [], "software": {},

@@ -76,6 +76,7 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
              f"- data: {s['dataset']}, {s['train_images']} training images ({s['image_size']} x {s['image_size']}"
              + (f", subset seed {s['data_seed']}" if s.get("train_size") is not None else ", the whole training split")
              + f"), {s['test_images']} test images (used only for these errors)",
+             *(f"  - {note}" for note in document.get("data_notes", [])),  # what loading changed, as printed
              f"- model {s['model']}, {budget_text(s['epochs'], s['batch_size'], s['train_images'])}, lr {s['lr']}, "
              f"weight decay {s['weight_decay']}, seeds {_seeds_text(document)}",
              f"- the data set's baseline augmentation: {Baseline(**s['baseline']).describe()} (methods marked "

@@ -307,7 +307,8 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
                                                                           seed=preset.data_seed)
     test = fit_image_size(load_dataset(preset.dataset, split="test", data_root=root, download=download,
                                        image_size=preset.image_size, least_side=least), preset.model, preset.image_size)
-    for note in dict.fromkeys((*train.notes, *test.notes)):
+    notes = list(dict.fromkeys((*train.notes, *test.notes)))  # what loading changed: resized, skipped, converted
+    for note in notes:
         print(f"data: {note}", file=stream, flush=True)
     size = int(train.images.shape[-1])
     baseline = baseline_for(preset.dataset, size)
@@ -319,6 +320,7 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
     grey = grey_input_note(spec)
     if grey:
         print(f"data: {grey}", file=stream, flush=True)
+        notes.append(grey)
     out.mkdir(parents=True, exist_ok=True)  # once data and model checked: bad input leaves no empty folder behind
     pretraining = None
     if preset.pretrain is not None and preset.weights is None:
@@ -336,6 +338,7 @@ def run_benchmark(preset: Preset, out: str | Path, *, policy: Policy | None = No
         "software": {**software_versions(), **library_versions(preset.model)},
         # what the trainings run: the settings' epochs and batch are as asked, before the step floor of tiny data
         "trained": {"epochs": fitted.epochs, "batch_size": fitted.batch_size},
+        "data_notes": notes,  # as printed: what results.md shows under its data line
         "search": None,
         "pretraining": pretraining,
         "skipped": {},  # method: why it did not run (an anchor whose library is missing)
