@@ -547,6 +547,9 @@ def test_the_data_notes_printed_are_kept_in_results_md_and_json(tmp_path, capsys
     assert json.loads((out / "results.json").read_text())["data_notes"] == printed
     text = (out / "results.md").read_text()
     assert all(f"\n  - {note}\n" in text for note in printed)
+    # without the searched method nothing is compared with it (a trial: a column of "-" and a sentence about it)
+    assert "| method | mean test error % | std | n | training accuracy % | train s/run |" in text
+    assert "searched" not in text.split("## What each method ran")[0]
 
 
 def test_the_report_names_the_seeds_of_runs_kept_from_earlier_commands():

@@ -100,18 +100,20 @@ def render_markdown(document: dict[str, Any], summary: list[dict[str, Any]]) -> 
         lines.append(f"- searched recipe: {sp.get('recipe', '')} ({subs}, {baseline}) "
                      f"from `{sp['source']}`")
         lines.append("")
-    lines += ["| method | mean test error % | std | n | searched - method (pp), 95% CI | training accuracy % "
-              "| train s/run |", "|---|---|---|---|---|---|---|"]
+    searched = any(row["method"] == "searched" for row in summary)  # without it, no column compares with it
+    lines += ["| method | mean test error % | std | n | " + ("searched - method (pp), 95% CI | " if searched else "")
+              + "training accuracy % | train s/run |", "|---|---|---|---|" + ("---|" if searched else "") + "---|---|"]
     for row in summary:
         diff = row.get("searched_minus")
         text = "-" if diff is None else (f"{diff['mean']:+.2f} [{_fmt(diff['low'])}, {_fmt(diff['high'])}]"
                                          f" (n={diff['n']})")
         fit = row.get("clean_train_accuracy", math.nan)
-        lines.append(f"| {row['method']} | {row['mean']:.2f} | {_fmt(row['std'])} | {row['n']} | {text} | "
-                     f"{_fmt(100 * fit, 1)} | {row['train_seconds']:.1f} |")
-    lines += ["", "A negative difference means the searched policy has the lower error; the interval is a paired "
-              "Student-t interval over seeds (same seed: same initialisation and data order). Training accuracy: "
-              "the final model on the un-augmented training images (mean over seeds).", ""]
+        lines.append(f"| {row['method']} | {row['mean']:.2f} | {_fmt(row['std'])} | {row['n']} | "
+                     + (f"{text} | " if searched else "") + f"{_fmt(100 * fit, 1)} | {row['train_seconds']:.1f} |")
+    lines += ["", ("A negative difference means the searched policy has the lower error; the interval is a paired "
+                   "Student-t interval over seeds (same seed: same initialisation and data order). " if searched
+                   else "") + "Training accuracy: the final model on the un-augmented training images (mean over "
+              "seeds).", ""]
     skipped = document.get("skipped") or {}
     if skipped:
         lines += ["Skipped: " + "; ".join(f"`{m}`: {why}" for m, why in skipped.items()) + ".", ""]
