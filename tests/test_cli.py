@@ -415,6 +415,26 @@ def test_render_grid_cells_hold_the_upscaled_images():
     assert canvas.width >= boxes[0][-1][2] + grids.MARGIN and canvas.height >= boxes[-1][0][3] + grids.MARGIN
 
 
+def test_grid_rows_name_classes_with_accents_and_number_those_the_font_cannot_draw(monkeypatch):
+    """Regression (a trial): class names beyond ASCII ("chien é", "猫") were drawn as boxes in grid.png, the
+    only place that shows them; the font now has accented, Greek and Cyrillic letters, and a name it cannot
+    draw is the class's number."""
+    import torch
+
+    from policysearch.augment.policy import Policy
+    from policysearch.training.data import ImageData
+
+    drawn = {}
+    real = grids.render_grid
+    monkeypatch.setattr(grids, "render_grid", lambda rows, columns, labels, title, scale: (
+        drawn.setdefault("labels", list(labels)), real(rows, columns, labels, title, scale))[1])
+    data = ImageData(torch.zeros(3, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 2]), ("chien é", "猫", "Жук"),
+                     "mine")
+    grids.sample_grid(Policy([[{"op": "Identity", "prob": 1.0, "level": 0.0}]]), data, about="x", samples=3,
+                      views=1, seed=0)
+    assert sorted(drawn["labels"]) == sorted(["chien é", "class 1", "Жук"])
+
+
 # --------------------------------------------------------------------------------------------- spaces
 
 

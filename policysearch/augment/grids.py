@@ -1,12 +1,15 @@
 """Grids of augmented samples: the picture ``policysearch show`` writes and the search report embeds.
 
 Each row is one image of a data set, the first column the original and the others views drawn through
-a policy (its baseline crop and flip included). Only Pillow and torch are used, imported inside the
-functions so that the command line's ``--help`` stays fast.
+a policy (its baseline crop and flip included). Pillow and torch draw it (with matplotlib's DejaVu Sans,
+which has accented, Greek and Cyrillic letters), imported inside the functions so that the command line's
+``--help`` stays fast.
 """
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Sequence
 
 from policysearch.wording import counted
@@ -42,13 +45,35 @@ TEXT = (30, 30, 30)
 MUTED = (110, 110, 110)
 
 
+@functools.lru_cache(maxsize=None)
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    import matplotlib
     from PIL import ImageFont
 
+    try:  # Pillow's own font has no accented letters: class names such as "chien é" came out as boxes
+        return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
+    except OSError:  # a matplotlib without its fonts
+        pass
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1: one bitmap size
         return ImageFont.load_default()
+
+
+def _drawn(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> bytes:
+    from PIL import Image, ImageDraw
+
+    canvas = Image.new("L", (64, 32))
+    ImageDraw.Draw(canvas).text((0, 0), text, font=font, fill=255)
+    return canvas.tobytes()
+
+
+def _drawable(text: str, size: int = 11) -> bool:
+    """Whether the grid's font has a glyph for every character of ``text`` (a missing one is drawn as the
+    font's empty box, which is what U+10FFFD, a character no font has, draws)."""
+    font = _font(size)
+    box = _drawn("\U0010fffd", font)
+    return all(ch.isspace() or _drawn(ch, font) != box for ch in text)
 
 
 def render_grid(rows: Sequence[Sequence[Image.Image]], column_labels: Sequence[str], row_labels: Sequence[str],
@@ -167,7 +192,9 @@ def sample_grid(policy: Policy, data: LabelledImages, *, about: str, samples: in
     scale = grid_scale(height, width, scale)
     rows = [[to_pil(images[s])] + [to_pil(v) for v in drawn[s]] for s in range(samples)]
     columns = ["original"] + [f"view {v + 1}" for v in range(views)]
-    labels = [f"{data.classes[int(data.labels[i])]}" for i in picks]
+    # a name the font cannot draw (Chinese, say) is the class's number instead of a row of boxes
+    labels = [name if _drawable(name) else f"class {k}" for k, name in
+              ((int(data.labels[i]), str(data.classes[int(data.labels[i])])) for i in picks)]
     title = [f"{about}: {counted(len(policy), 'sub-policy', 'sub-policies')}",
              f"{data.name}, {counted(samples, 'sample')} x {counted(views, 'view')}, seed {seed}, "
              f"{backend} path, {width}x{height} px shown x{scale}"]
