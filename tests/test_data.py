@@ -625,7 +625,7 @@ def test_imagefolder_size_follows_the_data_and_is_announced(tmp_path: Path) -> N
     mixed = load_dataset(_folder(tmp_path / "mixed"))
     assert mixed.images.shape[-2:] == (24, 24)  # median shorter side of 24, 40, 20
     (note,) = mixed.notes
-    assert "6 of 6 images resized to 24x24" in note and "40x40 (2)" in note and "50x20 (2)" in note
+    assert "6 of all its 6 images resized to 24x24" in note and "40x40 (2)" in note and "50x20 (2)" in note
     assert "median shorter side" in note and "centre square" in note
     _solid_folder(tmp_path / "big", [(300, 200), (300, 200)])
     big = load_dataset(_folder(tmp_path / "big"))

@@ -758,7 +758,7 @@ def resize_note(name: str, originals: list[tuple[int, int]], size: int, why: str
     crop = (" (non-square: the centre square cropped, then resized)"
             if any(w != h for w, h in counts) else "")
     resized = sum(counts.values())
-    return (f"{name}: {resized} of {len(originals)} images resized to {size}x{size} ({why}) from {shown}{more}"
+    return (f"{name}: {resized} of all its {len(originals)} images resized to {size}x{size} ({why}) from {shown}{more}"
             f"{crop}",)
 
 # --------------------------------------------------------------------------------- subsets and splits
