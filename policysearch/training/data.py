@@ -509,9 +509,13 @@ def _subfolders(folder: Path) -> list[Path]:
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     for path in entries:
         if _dangling(path):
-            raise DataError(f"{str(path)!r} is a link that leads to nothing ({os.readlink(path)!r}: a drive not "
-                            "mounted, or a loop of links); fix the link or remove it")
+            raise _dangling_error(path)
     return [p for p in entries if p.is_dir()]
+
+
+def _dangling_error(path: Path) -> DataError:
+    return DataError(f"{str(path)!r} is a link that leads to nothing ({os.readlink(path)!r}: a drive not mounted, "
+                     "or a loop of links); fix the link or remove it")
 
 
 def _refuse_loose_images(folder: Path) -> None:
@@ -628,6 +632,8 @@ def unreadable(what: str, exc: BaseException) -> DataError:
 
 
 def _unreadable(path: Path, exc: BaseException) -> DataError:
+    if _dangling(path):  # listed so that it is named: as a link, not as a file that cannot be read
+        return _dangling_error(path)
     return unreadable(f"image {str(path)!r}", exc)
 
 
