@@ -231,8 +231,9 @@ def _add_show(parser: argparse.ArgumentParser) -> None:
 
 
 def _show_data(args: argparse.Namespace, policy: Policy) -> ImageData:
-    """The images ``show`` draws: ``--dataset``, else those a searched policy's run read (from its data root),
-    else digits; a searched data set that cannot be read here falls back to digits, with a line that says so."""
+    """The images ``show`` draws: ``--dataset``, else those a searched policy's run read (from its data root,
+    at the side it searched at, in whose pixels its crop is), else digits; a searched data set that cannot be
+    read here falls back to digits, with a line that says so."""
     from policysearch.training.data import DATA_ROOT, DataError, dataset_name, load_dataset
 
     search = policy.metadata.get("search")
@@ -245,8 +246,11 @@ def _show_data(args: argparse.Namespace, policy: Policy) -> ImageData:
                             data_root=args.data_root or DATA_ROOT, download=args.download)
     stored = search.get("data_root")  # a hand-edited file may hold anything there
     root = args.data_root or (stored if isinstance(stored, str) and stored else DATA_ROOT)
+    side = policy.metadata.get("image_size")  # absent from files written before it was recorded
+    side = side if isinstance(side, int) and not isinstance(side, bool) and side >= 1 else None
     try:
-        return load_dataset(dataset_name(searched_on), split="train", data_root=root, download=args.download)
+        return load_dataset(dataset_name(searched_on), split="train", data_root=root, download=args.download,
+                            image_size=side)
     except DataError as exc:
         print(f"the policy's data set cannot be read here ({exc}); showing digits instead (--dataset to choose)")
         return load_dataset("digits", split="train")

@@ -58,6 +58,7 @@ from policysearch.search.spaces import load_space
 from policysearch.search.tuning import start_ray
 from policysearch.training.data import baseline_for, load_dataset, normalize
 from policysearch.training.models import build_model
+from policysearch.training.pretrained import min_image_size
 from policysearch.training.train import train_model
 
 TARGET_AUG_SHARE = 0.30
@@ -177,7 +178,8 @@ def measure_augment_share(config: SearchConfig, child_state, num_policies: int, 
 def measure_final_training(config: SearchConfig) -> dict:
     """Train the child architecture once on the whole training split with the search's epochs."""
     prepared = prepare(config)  # mean and std of the data set
-    data = load_dataset(config.dataset, split="train", data_root=config.data_root, image_size=config.image_size)
+    data = load_dataset(config.dataset, split="train", data_root=config.data_root, image_size=config.image_size,
+                        least_side=min_image_size(config.model))  # sized as the search sizes it
     model = build_model(config.model, data.num_classes, data.images.shape[1])
     t0 = time.perf_counter()
     train_model(model, data, config.train_config(), baseline=baseline_for(config.dataset, data.images.shape[-1]),

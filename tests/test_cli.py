@@ -361,6 +361,21 @@ def test_show_takes_a_folder_as_search_does(tmp_path, capsys):
     assert "2 samples of digits/train" in capsys.readouterr().out
 
 
+def test_show_draws_a_searched_policys_images_at_the_side_it_searched_at():
+    """Regression (a review): show drew the search's data set at its default size, where the policy's
+    pad_crop is in pixels of the side the search trained at (policy.json's metadata.image_size)."""
+    import argparse
+
+    from policysearch.cli import _show_data
+
+    args = argparse.Namespace(dataset=None, data_root=None, download=False)
+    for side, shown in ((32, 32), (None, 16), ("32", 16), (True, 16)):  # absent or hand-edited: the default
+        metadata = {"run_id": "r", "search": {"dataset": "digits", "data_root": "data"},
+                    **({"image_size": side} if side is not None else {})}
+        data = _show_data(args, Policy([[("Rotate", 0.8, 0.5)]], metadata=metadata))
+        assert data.images.shape[-1] == shown
+
+
 def test_show_and_convert_check_their_output_before_work(tmp_path, capsys, monkeypatch):
     """Regression (trial): show read the data and drew the grid before finding -o unwritable; convert -o - with
     standard output closed ended in a traceback; show --seed beyond numpy's range said "Overflow when unpacking"."""
