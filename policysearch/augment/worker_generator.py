@@ -12,6 +12,7 @@ forkserver (macOS and Windows) cannot receive.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import Any
 
@@ -32,19 +33,24 @@ class _Given:
 
     def __setstate__(self, state: tuple[str, bytes]) -> None:
         device, data = state
-        self.generator = torch.Generator(device)
-        self.generator.set_state(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        generator = torch.Generator(device)
+        generator.set_state(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        self.generator = generator
+        with _LOCK:  # a transform built later from a copy's generator shares it too
+            _GIVEN[id(generator)] = self
 
 
 # The holder of each generator some transform holds now, by the generator's id (alive while it is held).
 _GIVEN: weakref.WeakValueDictionary[int, _Given] = weakref.WeakValueDictionary()
+_LOCK = threading.Lock()  # two threads building transforms from one generator get one holder
 
 
 def _given(generator: torch.Generator) -> _Given:
-    held = _GIVEN.get(id(generator))
-    if held is None or held.generator is not generator:
-        held = _GIVEN[id(generator)] = _Given(generator)
-    return held
+    with _LOCK:
+        held = _GIVEN.get(id(generator))
+        if held is None or held.generator is not generator:
+            held = _GIVEN[id(generator)] = _Given(generator)
+        return held
 
 
 class WorkerGenerator:
@@ -91,7 +97,7 @@ class WorkerGenerator:
             held = _Given.__new__(_Given)
             held.__setstate__(generator)
             generator = held.generator
-        self._given = None if generator is None else _Given(generator)
+        self._given = None if generator is None else _given(generator)
 
 
 class SeededTransform:
