@@ -246,14 +246,30 @@ def _show_data(args: argparse.Namespace, policy: Policy) -> ImageData:
                             data_root=args.data_root or DATA_ROOT, download=args.download)
     stored = search.get("data_root")  # a hand-edited file may hold anything there
     root = args.data_root or (stored if isinstance(stored, str) and stored else DATA_ROOT)
-    side = policy.metadata.get("image_size")  # absent from files written before it was recorded
-    side = side if isinstance(side, int) and not isinstance(side, bool) and side >= 1 else None
     try:
-        return load_dataset(dataset_name(searched_on), split="train", data_root=root, download=args.download,
-                            image_size=side)
+        return _at_searched_side(load_dataset(dataset_name(searched_on), split="train", data_root=root,
+                                              download=args.download), policy, args)
     except DataError as exc:
         print(f"the policy's data set cannot be read here ({exc}); showing digits instead (--dataset to choose)")
         return load_dataset("digits", split="train")
+
+
+def _at_searched_side(data: ImageData, policy: Policy, args: argparse.Namespace) -> ImageData:
+    """The samples ``show`` draws from ``data`` (those ``sample_grid`` picks with ``--seed``), resized to the
+    side the policy was searched at when policy.json records another: its crop is in that side's pixels."""
+    import torch
+
+    from policysearch.training.data import MAX_IMAGE_SIZE, ImageData, resize_images
+
+    side = policy.metadata.get("image_size")  # absent from files written before it was recorded
+    if not isinstance(side, int) or isinstance(side, bool) or not 1 <= side <= MAX_IMAGE_SIZE \
+            or side == data.images.shape[-1] or len(data) == 0:
+        return data
+    picks = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))[:args.samples]
+    note = (f"{data.name}: the {len(picks)} images shown resized to {side}x{side}, the side the policy was "
+            "searched at (its crop is in those pixels)")
+    return ImageData(resize_images(data.images[picks], side), data.labels[picks], data.classes, data.name,
+                     (*data.notes, note))
 
 
 def _run_show(args: argparse.Namespace) -> int:

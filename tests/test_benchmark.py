@@ -419,6 +419,13 @@ def test_the_searchs_errors_name_the_benchmark_options_that_set_them(tmp_path):
     with pytest.raises(DataError, match=r"^--train-size 5000 is larger than the 1078 images of digits/train; "):
         command.run(_args("--preset", "digits-small", "--methods", "baseline", "--train-size", "5000",
                           "--out", str(tmp_path / "bench")))
+    # a setting the benchmark has no option for is the search's own, not a flag it does not take
+    from policysearch.benchmark.runner import _search_mention
+
+    mention = _search_mention(presets.PRESETS["digits-small"])
+    assert mention("da_ratio", 0.4) == "the search's da_ratio 0.4 (which the benchmark sets)"
+    assert (mention("resume", "b/search-1"), mention("epochs"), mention("final_epochs", 9), mention("model")) == (
+        "the search folder b/search-1", "--search-epochs", "--epochs 9", "--model")
 
 
 def test_a_folder_a_rerun_cannot_set_aside_into_is_refused_before_any_work(tmp_path, monkeypatch):

@@ -368,12 +368,14 @@ def test_show_draws_a_searched_policys_images_at_the_side_it_searched_at():
 
     from policysearch.cli import _show_data
 
-    args = argparse.Namespace(dataset=None, data_root=None, download=False)
-    for side, shown in ((32, 32), (None, 16), ("32", 16), (True, 16)):  # absent or hand-edited: the default
+    args = argparse.Namespace(dataset=None, data_root=None, download=False, samples=3, seed=0)
+    for side, shown in ((32, 32), (None, 16), ("32", 16), (True, 16), (10 ** 9, 16)):  # absent or hand-edited
         metadata = {"run_id": "r", "search": {"dataset": "digits", "data_root": "data"},
                     **({"image_size": side} if side is not None else {})}
         data = _show_data(args, Policy([[("Rotate", 0.8, 0.5)]], metadata=metadata))
         assert data.images.shape[-1] == shown
+        # only the samples drawn are resized (a review: the whole training split was, for a few samples)
+        assert len(data) == (3 if shown == 32 else 1078)
 
 
 def test_show_and_convert_check_their_output_before_work(tmp_path, capsys, monkeypatch):
@@ -448,6 +450,11 @@ def test_grid_rows_name_classes_with_accents_and_number_those_the_font_cannot_dr
     grids.sample_grid(Policy([[{"op": "Identity", "prob": 1.0, "level": 0.0}]]), data, about="x", samples=3,
                       views=1, seed=0)
     assert sorted(drawn["labels"]) == sorted(["chien é", "class 1", "Жук"])
+    # Pillow's bitmap font, where FreeType is missing, draws Latin-1 (a review: every label raised there)
+    from PIL import ImageFont
+
+    monkeypatch.setattr(grids, "_font", lambda size: ImageFont.load_default_imagefont())
+    assert [grids._drawable(name) for name in ("cat", "chien é", "猫")] == [True, True, False]
 
 
 # --------------------------------------------------------------------------------------------- spaces

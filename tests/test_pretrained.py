@@ -207,6 +207,8 @@ def test_a_run_from_before_the_one_resize_resumes_with_its_images_as_they_were(t
     new.run_dir.mkdir()
     rundir.write_config(new, config)
     assert rundir.least_side(new.run_dir, model, resume=True) == rundir.least_side(earlier, model, resume=False) == 32
+    (earlier / "config.json").write_text(json.dumps({"sizing": 3}), encoding="utf-8")  # not from before it
+    assert rundir.least_side(earlier, model, resume=True) == 32
     assert fingerprint(prepare(config).data) != fingerprint(old)  # resized once, 8 -> 32
 
 

@@ -52,7 +52,7 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
     try:  # Pillow's own font has no accented letters: class names such as "chien é" came out as boxes
         return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
-    except OSError:  # a matplotlib without its fonts
+    except (OSError, ImportError):  # a matplotlib without its fonts, a Pillow without FreeType
         pass
     try:
         return ImageFont.load_default(size=size)
@@ -71,7 +71,11 @@ def _drawn(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> byt
 def _drawable(text: str, size: int = 11) -> bool:
     """Whether the grid's font has a glyph for every character of ``text`` (a missing one is drawn as the
     font's empty box, which is what U+10FFFD, a character no font has, draws)."""
+    from PIL import ImageFont
+
     font = _font(size)
+    if not isinstance(font, ImageFont.FreeTypeFont):  # Pillow's bitmap font: Latin-1 only
+        return all(ord(ch) < 256 for ch in text)
     box = _drawn("\U0010fffd", font)
     return all(ch.isspace() or _drawn(ch, font) != box for ch in text)
 

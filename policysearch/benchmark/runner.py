@@ -35,12 +35,25 @@ from policysearch.training.train import TrainConfig, evaluate, fit_to_data, trai
 from policysearch.wording import Mention, WordedError, flag_mention, short_repr
 
 
+# The search's settings that a benchmark option sets, by that option; the others the benchmark sets itself.
+_BENCHMARK_OPTIONS = {"trials": "search_trials", "splits": "search_splits", "top_n": "search_top_n",
+                      "epochs": "search_epochs", "final_epochs": "epochs",
+                      **{name: name for name in ("dataset", "data_root", "download", "model", "weights",
+                                                 "freeze_backbone", "image_size", "batch_size", "lr")}}
+
+
 def _search_mention(preset: Preset) -> Mention:
-    """How a benchmark's message names a setting of its search: by the benchmark option that set it."""
-    options = {"trials": "search_trials", "splits": "search_splits", "top_n": "search_top_n",
-               "epochs": "search_epochs", "final_epochs": "epochs",
-               "train_size": "search_train_size" if preset.search_train_size else "train_size"}
-    return lambda name, *value: flag_mention(options.get(name, name), *value)
+    """How a benchmark's message names a setting of its search: by the benchmark option that set it, else as
+    the search's own setting (the run folder as the search's folder), which the benchmark chose."""
+    options = {**_BENCHMARK_OPTIONS, "train_size": "search_train_size" if preset.search_train_size else "train_size"}
+
+    def mention(name: str, *value: Any) -> str:
+        if name in options:
+            return flag_mention(options[name], *value)
+        if name in ("out", "resume"):
+            return f"the search folder {value[0]}" if value else "the search folder"
+        return f"the search's {name}" + (f" {value[0]}" if value else "") + " (which the benchmark sets)"
+    return mention
 
 
 def _search(preset: Preset, out: Path, args: argparse.Namespace | None, stream, contents: dict[str, str],

@@ -465,10 +465,10 @@ def least_side(run_dir: Path, model: str, resume: bool) -> int:
     resumed from before ``SIZING``, whose images load by their own rule and are then resized up, as they were."""
     if resume:
         try:
-            sizing = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8")).get("sizing", 1)
-        except (OSError, ValueError, AttributeError):  # no stored run: read_stored_config says so
-            sizing = SIZING
-        if sizing != SIZING:
+            before = "sizing" not in json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError, TypeError):  # no stored run: read_stored_config says so
+            before = False
+        if before:
             return 1
     return min_image_size(model)
 
