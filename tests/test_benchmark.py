@@ -409,9 +409,11 @@ def test_report_refuses_what_it_would_ignore(tmp_path):
         command.run(_args("--report", "--out", str(out / "results.json")))
 
 
-def test_the_searchs_errors_name_the_benchmark_options_that_set_them(tmp_path):
+def test_the_searchs_errors_name_the_benchmark_options_that_set_them(tmp_path, monkeypatch):
     """Regression (a review): a --search-train-size larger than the data was called --train-size, an option
     the user had not given (and the preset's own size too)."""
+    # The search imports Ray, which reads its auth mode once per process: as the other tests' local Rays have it
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     with pytest.raises(DataError, match=r"^--search-train-size 5000 is larger than the 1078 images of digits/train; "
                                         r"give at most 1078$"):
         command.run(_args("--preset", "digits-small", "--methods", "searched", "--search-train-size", "5000",
