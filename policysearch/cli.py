@@ -246,29 +246,42 @@ def _show_data(args: argparse.Namespace, policy: Policy) -> ImageData:
                             data_root=args.data_root or DATA_ROOT, download=args.download)
     stored = search.get("data_root")  # a hand-edited file may hold anything there
     root = args.data_root or (stored if isinstance(stored, str) and stored else DATA_ROOT)
-    try:
-        return _at_searched_side(load_dataset(dataset_name(searched_on), split="train", data_root=root,
-                                              download=args.download), policy, args)
+    name, side = dataset_name(searched_on), _searched_side(policy)
+    fixed = name in ("cifar10", "cifar100", "svhn")  # stored at one size: only the samples drawn are resized
+    try:  # the others are resized from their originals, once, as the search resized them
+        data = load_dataset(name, split="train", data_root=root, download=args.download,
+                            image_size=None if fixed else side)
+        return _drawn_at(data, side, args) if fixed and side is not None else data
     except DataError as exc:
         print(f"the policy's data set cannot be read here ({exc}); showing digits instead (--dataset to choose)")
         return load_dataset("digits", split="train")
 
 
-def _at_searched_side(data: ImageData, policy: Policy, args: argparse.Namespace) -> ImageData:
-    """The samples ``show`` draws from ``data`` (those ``sample_grid`` picks with ``--seed``), resized to the
-    side the policy was searched at when policy.json records another: its crop is in that side's pixels."""
+def _searched_side(policy: Policy) -> int | None:
+    """The side a searched policy's images had (policy.json's metadata.image_size), in whose pixels its crop is;
+    None when absent (a file written before it was recorded) or not a side (a hand-edited file)."""
+    from policysearch.training.data import MAX_IMAGE_SIZE
+
+    side = policy.metadata.get("image_size")
+    return side if isinstance(side, int) and not isinstance(side, bool) and 1 <= side <= MAX_IMAGE_SIZE else None
+
+
+def _drawn_at(data: ImageData, side: int, args: argparse.Namespace) -> ImageData:
+    """The samples ``show`` draws from ``data``, resized to ``side``: the images and the order in which
+    ``sample_grid`` draws them from ``data`` with ``--seed`` (its draw over these lands on that order)."""
     import torch
 
-    from policysearch.training.data import MAX_IMAGE_SIZE, ImageData, resize_images
+    from policysearch.training.data import ImageData, resize_images
 
-    side = policy.metadata.get("image_size")  # absent from files written before it was recorded
-    if not isinstance(side, int) or isinstance(side, bool) or not 1 <= side <= MAX_IMAGE_SIZE \
-            or side == data.images.shape[-1] or len(data) == 0:
+    if side == data.images.shape[-1] or len(data) == 0:
         return data
     picks = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))[:args.samples]
-    note = (f"{data.name}: the {len(picks)} images shown resized to {side}x{side}, the side the policy was "
+    order = torch.randperm(len(picks), generator=torch.Generator().manual_seed(args.seed))
+    kept = torch.empty_like(picks)
+    kept[order] = picks
+    note = (f"{data.name}: the {len(kept)} images shown resized to {side}x{side}, the side the policy was "
             "searched at (its crop is in those pixels)")
-    return ImageData(resize_images(data.images[picks], side), data.labels[picks], data.classes, data.name,
+    return ImageData(resize_images(data.images[kept], side), data.labels[kept], data.classes, data.name,
                      (*data.notes, note))
 
 

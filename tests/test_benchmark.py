@@ -428,6 +428,7 @@ def test_the_searchs_errors_name_the_benchmark_options_that_set_them(tmp_path, m
     assert mention("da_ratio", 0.4) == "the search's da_ratio 0.4 (which the benchmark sets)"
     assert (mention("resume", "b/search-1"), mention("epochs"), mention("final_epochs", 9), mention("model")) == (
         "the search folder b/search-1", "--search-epochs", "--epochs 9", "--model")
+    assert f"start a new run with another {mention('out')}" == "start a new run with another search folder"
 
 
 def test_a_folder_a_rerun_cannot_set_aside_into_is_refused_before_any_work(tmp_path, monkeypatch):

@@ -368,14 +368,32 @@ def test_show_draws_a_searched_policys_images_at_the_side_it_searched_at():
 
     from policysearch.cli import _show_data
 
+    import torch
+
+    from policysearch.cli import _drawn_at
+    from policysearch.training.data import load_dataset, resize_images
+
     args = argparse.Namespace(dataset=None, data_root=None, download=False, samples=3, seed=0)
     for side, shown in ((32, 32), (None, 16), ("32", 16), (True, 16), (10 ** 9, 16)):  # absent or hand-edited
         metadata = {"run_id": "r", "search": {"dataset": "digits", "data_root": "data"},
                     **({"image_size": side} if side is not None else {})}
         data = _show_data(args, Policy([[("Rotate", 0.8, 0.5)]], metadata=metadata))
         assert data.images.shape[-1] == shown
-        # only the samples drawn are resized (a review: the whole training split was, for a few samples)
-        assert len(data) == (3 if shown == 32 else 1078)
+    # resized once, from the originals, as the search resized them (a review: 8 -> 16 -> 32)
+    assert torch.equal(data.images, load_dataset("digits").images) and torch.equal(
+        _show_data(args, Policy([[("Rotate", 0.8, 0.5)]], metadata={**metadata, "image_size": 32})).images,
+        load_dataset("digits", image_size=32).images)
+    # a data set stored at one size (cifar10, svhn): only the samples drawn are resized, and sample_grid
+    # draws them in the order it draws them from the whole set (a review: the rows came out reordered)
+    for samples, seed in ((3, 0), (8, 5), (2000, 1)):
+        args = argparse.Namespace(samples=samples, seed=seed)
+        drawn = _drawn_at(data, 32, args)
+        assert len(drawn) == min(samples, len(data))
+        picks = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:samples]
+        assert torch.equal(drawn.labels[torch.randperm(len(drawn), generator=torch.Generator().manual_seed(seed))],
+                           data.labels[picks])
+        assert torch.equal(drawn.images[torch.randperm(len(drawn), generator=torch.Generator().manual_seed(seed))],
+                           resize_images(data.images[picks], 32))
 
 
 def test_show_and_convert_check_their_output_before_work(tmp_path, capsys, monkeypatch):
@@ -453,8 +471,17 @@ def test_grid_rows_name_classes_with_accents_and_number_those_the_font_cannot_dr
     # Pillow's bitmap font, where FreeType is missing, draws Latin-1 (a review: every label raised there)
     from PIL import ImageFont
 
-    monkeypatch.setattr(grids, "_font", lambda size: ImageFont.load_default_imagefont())
-    assert [grids._drawable(name) for name in ("cat", "chien é", "猫")] == [True, True, False]
+    from PIL._util import DeferredError
+
+    grids._font.cache_clear()
+    monkeypatch.setattr(ImageFont, "core", DeferredError(ImportError("The _imagingft C module is not installed")))
+    try:
+        assert not isinstance(grids._font(11), ImageFont.FreeTypeFont)
+        assert [grids._drawable(name) for name in ("cat", "chien é", "猫")] == [True, True, False]
+        rows = [[Image.new("L", (7, 5)) for _ in range(2)]]  # a title in any script is drawn, '?' for the rest
+        assert grids.render_grid(rows, ["original", "view 1"], ["猫"], ["Жук: 猫", "é"], 2)[0].size[0] > 0
+    finally:
+        grids._font.cache_clear()
 
 
 # --------------------------------------------------------------------------------------------- spaces

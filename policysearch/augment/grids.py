@@ -56,8 +56,18 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         pass
     try:
         return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: one bitmap size
+    except (TypeError, ImportError, OSError):  # Pillow < 10.1 (one size), or without FreeType: its bitmap font
         return ImageFont.load_default()
+
+
+def _latin1(texts: Sequence[str], font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> list[str]:
+    """``texts`` as ``font`` can take them: Pillow's bitmap font encodes Latin-1 only (a title may hold a
+    path or a policy name in any script), so another character becomes '?'."""
+    from PIL import ImageFont
+
+    if isinstance(font, ImageFont.FreeTypeFont):
+        return list(texts)
+    return ["".join(ch if ord(ch) < 256 else "?" for ch in text) for text in texts]
 
 
 def _drawn(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> bytes:
@@ -90,6 +100,7 @@ def render_grid(rows: Sequence[Sequence[Image.Image]], column_labels: Sequence[s
     from PIL import Image, ImageDraw
 
     title_font, font = _font(14), _font(11)
+    title, column_labels, row_labels = (_latin1(texts, font) for texts in (title, column_labels, row_labels))
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
 
     def size(text, f):

@@ -51,7 +51,7 @@ def _search_mention(preset: Preset) -> Mention:
         if name in options:
             return flag_mention(options[name], *value)
         if name in ("out", "resume"):
-            return f"the search folder {value[0]}" if value else "the search folder"
+            return f"the search folder {value[0]}" if value else "search folder"  # "with another .."
         return f"the search's {name}" + (f" {value[0]}" if value else "") + " (which the benchmark sets)"
     return mention
 
